@@ -1,0 +1,70 @@
+"""``AttentionMetadata``: the varlen batch description of vLLM's paged layout.
+
+Layout (documented once, precisely, in ``docs/kernels.md``):
+
+* ``query [num_tokens, num_heads, head_size]``: the query rows of a batch that mixes
+  prefill and decode; sequence ``i`` owns rows ``query_start_loc[i]:query_start_loc[i+1]``.
+* Those rows are the *last* ``n_i = query_start_loc[i+1] - query_start_loc[i]`` positions
+  of the sequence's ``seq_lens[i]`` tokens of context: row ``j`` has position
+  ``seq_lens[i] - n_i + j`` (decode: ``n_i == 1``, position ``seq_lens[i] - 1``).
+* ``key_cache`` / ``value_cache [num_blocks, block_size, num_kv_heads, head_size]``:
+  token ``t`` of sequence ``i`` lives at block ``block_table[i, t // block_size]``,
+  slot ``t % block_size``.  Entries of ``block_table`` past a sequence's last block are
+  ignored (any value).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+__all__ = ["AttentionMetadata"]
+
+
+@dataclass(eq=False)
+class AttentionMetadata:
+    """int32 tensors ``query_start_loc [batch+1]``, ``seq_lens [batch]``, ``block_table [batch, max_blocks]``."""
+
+    query_start_loc: torch.Tensor
+    seq_lens: torch.Tensor
+    block_table: torch.Tensor
+    _host: tuple | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.seq_lens.shape[0])
+
+    def host_lists(self) -> tuple[list[int], list[int]]:
+        """``(query_start_loc, seq_lens)`` as Python lists (cached: the tensors are not mutated)."""
+        if self._host is None:
+            self._host = (self.query_start_loc.tolist(), self.seq_lens.tolist())
+        return self._host
+
+    def validate(self, num_tokens: int) -> None:
+        """Check shapes and the per-sequence invariants; raises ``ValueError``."""
+        qsl, sl, bt = self.query_start_loc, self.seq_lens, self.block_table
+        if qsl.dim() != 1 or sl.dim() != 1 or bt.dim() != 2:
+            raise ValueError(
+                "Expected query_start_loc [batch+1], seq_lens [batch], block_table [batch, max_blocks], "
+                f"but got shapes {tuple(qsl.shape)}, {tuple(sl.shape)}, {tuple(bt.shape)}."
+            )
+        b = sl.shape[0]
+        if qsl.shape[0] != b + 1 or bt.shape[0] != b:
+            raise ValueError(
+                f"Expected query_start_loc of length batch+1={b + 1} and block_table with {b} rows, "
+                f"but got {qsl.shape[0]} and {bt.shape[0]}."
+            )
+        q, s = self.host_lists()
+        if q[0] != 0 or q[-1] != num_tokens:
+            raise ValueError(
+                f"Expected query_start_loc to start at 0 and end at num_tokens={num_tokens}, "
+                f"but got {q[0]} .. {q[-1]}."
+            )
+        for i in range(b):
+            n = q[i + 1] - q[i]
+            if n < 0 or n > s[i]:
+                raise ValueError(
+                    f"Expected 0 <= query rows <= seq_len for sequence {i}, but got {n} rows "
+                    f"and seq_len {s[i]}."
+                )
