@@ -1,0 +1,469 @@
+"""``TRITON_ATTN``: a unified paged-attention Triton kernel (mixed prefill/decode batch).
+
+One launch serves a varlen batch that mixes prefill and decode rows, in vLLM's paged
+layout (see ``attnsolve.kernels.metadata``).  Features: GQA/MQA, causal, sliding window,
+logits soft-cap, attention sinks, fp8 KV cache with per-tensor scales, any head size
+(padded to a power of two and masked), a value head size different from the key's,
+any block size.
+
+Work split (as in vLLM's ``triton_unified_attention``): program ``(q_block, kv_head)``
+owns ``BLOCK_Q`` consecutive query tokens of one sequence times the
+``num_heads // num_kv_heads`` query heads sharing ``kv_head`` (``BLOCK_M`` rows), and
+walks the sequence's keys tile by tile (``TILE`` positions, looked up through the block
+table one position at a time, so ``TILE`` does not depend on the block size) with an
+online softmax in float32.  The grid is ``num_tokens // BLOCK_Q + num_seqs`` q-blocks,
+an upper bound that needs no host sync; a program finds its sequence by binary search
+over ``query_start_loc`` and exits if it has no rows.
+
+Where it runs:
+
+* CUDA (and ROCm) tensors: compiled by Triton.
+* CPU tensors: through Triton's interpreter (numpy), which is slow and meant for tests.
+  It needs ``TRITON_INTERPRET=1`` set before triton is first imported (triton decides
+  between compiling and interpreting at decoration time); the registry offers the
+  kernel on CPU only then (an explicit opt-in), so the dispatch never picks the
+  interpreter for real work by accident.
+
+This module imports torch and triton at the top; ``attnsolve.kernels.registry`` imports
+it lazily.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from attnsolve.kernels.registry import register_kernel
+
+__all__ = ["triton_paged_attention", "interpreter_reason", "is_interpreted"]
+
+
+@triton.jit
+def _unified_attention_kernel(
+    out_ptr,
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    sinks_ptr,
+    k_scale_ptr,
+    v_scale_ptr,
+    block_table_ptr,
+    seq_lens_ptr,
+    query_start_loc_ptr,
+    num_seqs,
+    scale,
+    softcap,
+    window,
+    stride_qt,
+    stride_qh,
+    stride_ot,
+    stride_oh,
+    stride_kb,
+    stride_ks,
+    stride_kh,
+    stride_vb,
+    stride_vs,
+    stride_vh,
+    stride_bt,
+    block_size,
+    HEAD_SIZE: tl.constexpr,
+    HEAD_SIZE_V: tl.constexpr,
+    HEAD_PAD: tl.constexpr,
+    HEAD_PAD_V: tl.constexpr,
+    QUERIES_PER_KV: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    TILE: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    USE_WINDOW: tl.constexpr,
+    USE_SOFTCAP: tl.constexpr,
+    USE_SINKS: tl.constexpr,
+    USE_K_SCALE: tl.constexpr,
+    USE_V_SCALE: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    DOT_F32: tl.constexpr,
+):
+    q_block_global = tl.program_id(0)
+    kv_head = tl.program_id(1)
+
+    # -- which sequence: binary search over query_start_loc (in q-block units) --------
+    # Sequence i's q-blocks start at query_start_loc[i] // BLOCK_Q + i.
+    left = 0
+    right = num_seqs
+    while left < right:
+        mid = (left + right) // 2
+        mid_val = tl.load(query_start_loc_ptr + mid) // BLOCK_Q + mid
+        if mid_val <= q_block_global:
+            left = mid + 1
+        else:
+            right = mid
+    seq_idx = left - 1
+
+    q_start = tl.load(query_start_loc_ptr + seq_idx)
+    q_end = tl.load(query_start_loc_ptr + seq_idx + 1)
+    q_len = q_end - q_start
+    q_block_local = q_block_global - (q_start // BLOCK_Q + seq_idx)
+    if q_block_local * BLOCK_Q < q_len:
+        seq_len = tl.load(seq_lens_ptr + seq_idx)
+        context_len = seq_len - q_len
+
+        offs_m = tl.arange(0, BLOCK_M)
+        offs_d = tl.arange(0, HEAD_PAD)
+        offs_dv = tl.arange(0, HEAD_PAD_V)
+        offs_t = tl.arange(0, TILE)
+
+        q_in_block = offs_m // QUERIES_PER_KV
+        q_idx = q_block_local * BLOCK_Q + q_in_block  # query row within the sequence
+        head = kv_head * QUERIES_PER_KV + offs_m % QUERIES_PER_KV
+        row_ok = (q_in_block < BLOCK_Q) & (q_idx < q_len)
+        q_pos = context_len + q_idx  # absolute position of each row
+        d_ok = offs_d < HEAD_SIZE
+        dv_ok = offs_dv < HEAD_SIZE_V
+
+        q_rows = (q_start + q_idx).to(tl.int64)
+        q = tl.load(
+            q_ptr + q_rows[:, None] * stride_qt + head[:, None] * stride_qh + offs_d[None, :],
+            mask=row_ok[:, None] & d_ok[None, :],
+            other=0.0,
+        )
+        if DOT_F32:
+            # Triton's interpreter computes bf16 tl.dot wrongly (numpy has no bf16), so on
+            # CPU every dot runs in float32.
+            q = q.to(tl.float32)
+
+        if USE_SINKS:
+            m_i = tl.load(sinks_ptr + head, mask=row_ok, other=float("-inf")).to(tl.float32)
+            l_i = tl.where(row_ok, 1.0, 0.0).to(tl.float32)
+        else:
+            m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+            l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+        acc = tl.zeros([BLOCK_M, HEAD_PAD_V], dtype=tl.float32)
+
+        if USE_K_SCALE:
+            k_scale = tl.load(k_scale_ptr).to(tl.float32)
+        if USE_V_SCALE:
+            v_scale = tl.load(v_scale_ptr).to(tl.float32)
+
+        # -- key range this q-block can see ----------------------------------------------
+        first_pos = context_len + q_block_local * BLOCK_Q
+        if CAUSAL:
+            last_row = tl.minimum(q_block_local * BLOCK_Q + BLOCK_Q, q_len)
+            kv_hi = tl.minimum(context_len + last_row, seq_len)
+        else:
+            kv_hi = seq_len
+        kv_lo = 0
+        if USE_WINDOW:
+            kv_lo = tl.maximum(first_pos - window + 1, 0)
+        tile_lo = kv_lo // TILE
+        tile_hi = (kv_hi + TILE - 1) // TILE
+
+        bt_row = block_table_ptr + seq_idx * stride_bt
+        for t in range(tile_lo, tile_hi):
+            k_pos = t * TILE + offs_t
+            k_ok = k_pos < seq_len
+            phys = tl.load(bt_row + k_pos // block_size, mask=k_ok, other=0).to(tl.int64)
+            slot = (k_pos % block_size).to(tl.int64)
+
+            k = tl.load(
+                k_ptr
+                + phys[None, :] * stride_kb
+                + slot[None, :] * stride_ks
+                + kv_head * stride_kh
+                + offs_d[:, None],
+                mask=d_ok[:, None] & k_ok[None, :],
+                other=0.0,
+            )  # [HEAD_PAD, TILE]
+            if USE_K_SCALE:
+                k = (k.to(tl.float32) * k_scale).to(q.dtype)
+            else:
+                k = k.to(q.dtype)
+            v = tl.load(
+                v_ptr
+                + phys[:, None] * stride_vb
+                + slot[:, None] * stride_vs
+                + kv_head * stride_vh
+                + offs_dv[None, :],
+                mask=k_ok[:, None] & dv_ok[None, :],
+                other=0.0,
+            )  # [TILE, HEAD_PAD_V]
+            if USE_V_SCALE:
+                v = (v.to(tl.float32) * v_scale).to(q.dtype)
+            else:
+                v = v.to(q.dtype)
+
+            s = tl.dot(q, k, input_precision=DOT_PRECISION) * scale  # [BLOCK_M, TILE] fp32
+            if USE_SOFTCAP:
+                # c * tanh(s / c), overflow-free form
+                x = s / softcap
+                e = tl.exp(-2.0 * tl.abs(x))
+                th = (1.0 - e) / (1.0 + e)
+                s = softcap * tl.where(x >= 0, th, -th)
+
+            ok = row_ok[:, None] & k_ok[None, :]
+            if CAUSAL:
+                ok = ok & (k_pos[None, :] <= q_pos[:, None])
+            if USE_WINDOW:
+                ok = ok & (k_pos[None, :] > q_pos[:, None] - window)
+            s = tl.where(ok, s, float("-inf"))
+
+            m_new = tl.maximum(m_i, tl.max(s, axis=1))
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+            p = tl.exp(s - m_safe[:, None])
+            alpha = tl.exp(m_i - m_safe)
+            l_i = l_i * alpha + tl.sum(p, axis=1)
+            acc = acc * alpha[:, None]
+            acc += tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+            m_i = m_new
+
+        l_safe = tl.where(l_i > 0, l_i, 1.0)
+        out = acc / l_safe[:, None]
+        tl.store(
+            out_ptr + q_rows[:, None] * stride_ot + head[:, None] * stride_oh + offs_dv[None, :],
+            out.to(out_ptr.dtype.element_ty),
+            mask=row_ok[:, None] & dv_ok[None, :],
+        )
+
+
+# --------------------------------------------------------------------------------------
+# Launch
+# --------------------------------------------------------------------------------------
+
+def is_interpreted(kernel=None) -> bool:
+    """Whether the module's kernels were built by Triton's interpreter.
+
+    ``@triton.jit`` decides between compiling and interpreting when triton and this
+    module are imported (``TRITON_INTERPRET=1`` at that time); the decision cannot be
+    changed afterwards, because triton's own ``tl.sum``/``tl.zeros``... are decided
+    the same way.
+    """
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(kernel if kernel is not None else _unified_attention_kernel, InterpretedFunction)
+
+
+def _require_runnable(backend: str, device: torch.device, kernel) -> None:
+    if device.type == "cpu" and not is_interpreted(kernel):
+        from attnsolve.kernels.registry import KernelUnavailableError
+
+        raise KernelUnavailableError(
+            backend,
+            (
+                f"{backend} runs on CPU tensors only through Triton's interpreter, and triton was "
+                "imported without TRITON_INTERPRET=1 (set it before anything imports triton)",
+            ),
+            "CPU_ATTN",
+            device="cpu",
+        )
+
+
+def _scale_tensor(s, device) -> torch.Tensor | None:
+    if s is None:
+        return None
+    if isinstance(s, torch.Tensor):
+        return s.detach().reshape(-1)[:1].to(device=device, dtype=torch.float32)
+    return torch.tensor([float(s)], dtype=torch.float32, device=device)
+
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def triton_paged_attention(
+    query: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    md,
+    *,
+    scale=None,
+    causal: bool = True,
+    sliding_window=None,
+    logits_soft_cap=None,
+    sinks=None,
+    k_scale=None,
+    v_scale=None,
+    out: torch.Tensor | None = None,
+    block_m: int | None = None,
+    tile: int | None = None,
+) -> torch.Tensor:
+    """Paged attention with the unified Triton kernel; returns a tensor like ``query``.
+
+    Arguments and semantics as ``attnsolve.kernels.reference.paged_attention_reference``.
+    ``block_m`` (query rows per program, a power of two >= 16) and ``tile`` (keys per
+    step, a power of two >= 16) are tuning knobs.
+    """
+    if query.dim() != 3 or key_cache.dim() != 4 or value_cache.dim() != 4:
+        raise ValueError(
+            "Expected query [num_tokens, num_heads, head_size] and caches "
+            "[num_blocks, block_size, num_kv_heads, head_size], but got shapes "
+            f"{tuple(query.shape)}, {tuple(key_cache.shape)}, {tuple(value_cache.shape)}."
+        )
+    if query.dtype not in _FLOAT_DTYPES:
+        raise ValueError(f"Expected query dtype among float16/bfloat16/float32, but got {query.dtype}.")
+    T, H, D = query.shape
+    nb, bs, Hkv, Dk = key_cache.shape
+    Dv = value_cache.shape[3]
+    if Dk != D or tuple(value_cache.shape[:3]) != (nb, bs, Hkv):
+        raise ValueError(
+            f"Expected key_cache [.., .., .., {D}] and value_cache [{nb}, {bs}, {Hkv}, Dv], "
+            f"but got {tuple(key_cache.shape)} and {tuple(value_cache.shape)}."
+        )
+    if H % Hkv:
+        raise ValueError(f"Expected num_heads divisible by num_kv_heads, but got {H} and {Hkv}.")
+    dev = query.device
+    for name, t in (("key_cache", key_cache), ("value_cache", value_cache)):
+        if t.device != dev:
+            raise ValueError(f"Expected {name} on {dev} like the query, but got {t.device}.")
+        if t.stride(-1) != 1:
+            raise ValueError(f"Expected {name} contiguous in its last (head) dimension.")
+    if sliding_window is not None and int(sliding_window) <= 0:
+        raise ValueError(f"Expected sliding_window > 0 or None, but got {sliding_window}.")
+
+    query = query if query.stride(-1) == 1 else query.contiguous()
+    qsl = md.query_start_loc.to(device=dev, dtype=torch.int32)
+    seq_lens = md.seq_lens.to(device=dev, dtype=torch.int32)
+    block_table = md.block_table.to(device=dev, dtype=torch.int32)
+    if block_table.stride(-1) != 1:
+        block_table = block_table.contiguous()
+    num_seqs = int(seq_lens.shape[0])
+
+    if out is None:
+        out = torch.empty(T, H, Dv, dtype=query.dtype, device=dev)
+    if T == 0 or num_seqs == 0:
+        return out
+
+    qpkv = H // Hkv
+    if block_m is None:
+        # Interpreter: fewer, bigger programs are much faster.  GPU: vLLM's choice.
+        block_m = 64 if dev.type == "cpu" else 16
+    block_m = max(block_m, triton.next_power_of_2(qpkv), 16)
+    block_q = block_m // qpkv
+    if tile is None:
+        tile = 32 if dev.type == "cpu" else 32
+    head_pad = max(triton.next_power_of_2(D), 16)
+    head_pad_v = max(triton.next_power_of_2(Dv), 16)
+
+    scale = D ** -0.5 if scale is None else float(scale)
+    sinks_t = None
+    if sinks is not None:
+        if sinks.numel() != H:
+            raise ValueError(f"Expected sinks with num_heads={H} entries, but got {sinks.numel()}.")
+        sinks_t = sinks.detach().reshape(H).to(device=dev, dtype=torch.float32)
+    ks = _scale_tensor(k_scale, dev)
+    vs = _scale_tensor(v_scale, dev)
+    dummy = qsl  # any valid pointer for unused arguments
+
+    grid = (T // block_q + num_seqs, Hkv)
+    kernel = _unified_attention_kernel
+    _require_runnable("TRITON_ATTN", dev, kernel)
+    kernel[grid](
+        out,
+        query,
+        key_cache,
+        value_cache,
+        sinks_t if sinks_t is not None else dummy,
+        ks if ks is not None else dummy,
+        vs if vs is not None else dummy,
+        block_table,
+        seq_lens,
+        qsl,
+        num_seqs,
+        scale,
+        float(logits_soft_cap) if logits_soft_cap else 1.0,
+        int(sliding_window) if sliding_window is not None else 0,
+        query.stride(0),
+        query.stride(1),
+        out.stride(0),
+        out.stride(1),
+        key_cache.stride(0),
+        key_cache.stride(1),
+        key_cache.stride(2),
+        value_cache.stride(0),
+        value_cache.stride(1),
+        value_cache.stride(2),
+        block_table.stride(0),
+        bs,
+        HEAD_SIZE=D,
+        HEAD_SIZE_V=Dv,
+        HEAD_PAD=head_pad,
+        HEAD_PAD_V=head_pad_v,
+        QUERIES_PER_KV=qpkv,
+        BLOCK_Q=block_q,
+        BLOCK_M=block_m,
+        TILE=tile,
+        CAUSAL=bool(causal),
+        USE_WINDOW=sliding_window is not None,
+        USE_SOFTCAP=bool(logits_soft_cap),
+        USE_SINKS=sinks_t is not None,
+        USE_K_SCALE=ks is not None,
+        USE_V_SCALE=vs is not None,
+        DOT_PRECISION="ieee" if (query.dtype == torch.float32 or dev.type == "cpu") else "tf32",
+        DOT_F32=dev.type == "cpu",
+    )
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Registration
+# --------------------------------------------------------------------------------------
+
+
+def interpreter_reason(backend: str, device: str, kernel=None) -> str | None:
+    """Why a Triton kernel cannot run on ``device`` (``None`` = it can).
+
+    CPU needs ``TRITON_INTERPRET=1`` as an explicit opt-in (the interpreter is slow);
+    CUDA needs a visible device.
+    """
+    if device == "cpu":
+        if os.environ.get("TRITON_INTERPRET", "0") != "1":
+            return (
+                f"{backend} runs on CPU only in Triton's interpreter (slow, for tests); "
+                "set TRITON_INTERPRET=1 (before triton is imported) to allow it"
+            )
+        if not is_interpreted(kernel):
+            return (
+                f"{backend} runs on CPU only in Triton's interpreter, but triton was imported "
+                "before TRITON_INTERPRET=1 was set, so its kernels are compiled ones"
+            )
+        return None
+    if device in ("cuda", "rocm"):
+        if not torch.cuda.is_available():
+            return f"{backend} needs a GPU, but torch sees no CUDA/ROCm device"
+        return None
+    return f"{backend} does not run on {device}"
+
+
+def _check(device: str) -> str | None:
+    return interpreter_reason("TRITON_ATTN", device)
+
+
+@register_kernel("TRITON_ATTN", devices=("cuda", "rocm", "cpu"), requires=("triton",), check=_check)
+def triton_attn(
+    query,
+    key_cache,
+    value_cache,
+    md,
+    *,
+    scale=None,
+    causal=True,
+    sliding_window=None,
+    logits_soft_cap=None,
+    sinks=None,
+    k_scale=None,
+    v_scale=None,
+):
+    """The registered ``TRITON_ATTN`` kernel (see ``triton_paged_attention``)."""
+    return triton_paged_attention(
+        query,
+        key_cache,
+        value_cache,
+        md,
+        scale=scale,
+        causal=causal,
+        sliding_window=sliding_window,
+        logits_soft_cap=logits_soft_cap,
+        sinks=sinks,
+        k_scale=k_scale,
+        v_scale=v_scale,
+    )
