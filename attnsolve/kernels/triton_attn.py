@@ -244,7 +244,7 @@ def is_interpreted(kernel=None) -> bool:
     return isinstance(kernel if kernel is not None else _unified_attention_kernel, InterpretedFunction)
 
 
-def _require_runnable(backend: str, device: torch.device, kernel) -> None:
+def _require_runnable(backend: str, device: torch.device, kernel, alternative: str | None = "CPU_ATTN") -> None:
     if device.type == "cpu" and not is_interpreted(kernel):
         from attnsolve.kernels.registry import KernelUnavailableError
 
@@ -254,7 +254,7 @@ def _require_runnable(backend: str, device: torch.device, kernel) -> None:
                 f"{backend} runs on CPU tensors only through Triton's interpreter, and triton was "
                 "imported without TRITON_INTERPRET=1 (set it before anything imports triton)",
             ),
-            "CPU_ATTN",
+            alternative,
             device="cpu",
         )
 

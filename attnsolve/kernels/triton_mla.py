@@ -1,0 +1,277 @@
+"""``TRITON_MLA``: MLA attention over the latent cache (absorbed query), dense and sparse top-k.
+
+Semantics exactly as ``attnsolve.kernels.reference.mla_decode_reference``:
+
+* ``query [num_tokens, num_heads, kv_lora_rank + rope_dim]`` (latent part, then rope part),
+  varlen batch in the paged layout of ``attnsolve.kernels.metadata``;
+* ``kv_cache [num_blocks, block_size, kv_lora_rank + rope_dim]`` (or with a ``1`` head
+  dim before the last): one latent "KV head" shared by all query heads (MQA);
+* ``scores = scale * q . k`` over all dims, ``scale`` defaulting to ``query.shape[-1] ** -0.5``;
+  ``output = softmax(scores) @ kv[..., :kv_lora_rank]`` -> ``[num_tokens, num_heads, kv_lora_rank]``;
+* dense: causal within the sequence; sparse (``topk_indices [num_tokens, topk]``, token
+  positions within the sequence, ``-1`` = padding): each query attends exactly to the
+  listed positions (a repeated index counts repeatedly), no other mask.
+
+Work split: program ``(token, head_block)`` owns one query token and ``BLOCK_H`` heads;
+it walks the keys in tiles of ``TILE`` positions (dense) or ``TILE`` top-k entries
+(sparse), loading each latent row once for all its heads (scores and values come from
+the same latent tile), with an online softmax in float32.  No split-KV: long-context
+decode with few tokens leaves GPU SMs idle (see ``docs/gpu_kernels.md``).
+
+On CPU it runs through Triton's interpreter (``TRITON_INTERPRET=1`` before triton is
+imported), like ``TRITON_ATTN``.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from attnsolve.kernels.registry import register_kernel
+from attnsolve.kernels.triton_attn import _require_runnable, interpreter_reason
+
+__all__ = ["triton_mla_attention"]
+
+
+@triton.jit
+def _mla_kernel(
+    out_ptr,
+    q_ptr,
+    kv_ptr,
+    topk_ptr,
+    block_table_ptr,
+    seq_lens_ptr,
+    query_start_loc_ptr,
+    num_seqs,
+    scale,
+    topk,
+    stride_qt,
+    stride_qh,
+    stride_ot,
+    stride_oh,
+    stride_kb,
+    stride_ks,
+    stride_bt,
+    stride_topk,
+    block_size,
+    num_heads,
+    LORA: tl.constexpr,
+    ROPE: tl.constexpr,
+    LORA_PAD: tl.constexpr,
+    ROPE_PAD: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    TILE: tl.constexpr,
+    SPARSE: tl.constexpr,
+    HAS_ROPE: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    DOT_F32: tl.constexpr,
+):
+    tok = tl.program_id(0)
+    head_block = tl.program_id(1)
+
+    # sequence owning this token: last i with query_start_loc[i] <= tok
+    left = 0
+    right = num_seqs
+    while left < right:
+        mid = (left + right) // 2
+        if tl.load(query_start_loc_ptr + mid) <= tok:
+            left = mid + 1
+        else:
+            right = mid
+    seq_idx = left - 1
+    q_start = tl.load(query_start_loc_ptr + seq_idx)
+    q_len = tl.load(query_start_loc_ptr + seq_idx + 1) - q_start
+    seq_len = tl.load(seq_lens_ptr + seq_idx)
+    q_pos = seq_len - q_len + (tok - q_start)
+
+    offs_h = head_block * BLOCK_H + tl.arange(0, BLOCK_H)
+    h_ok = offs_h < num_heads
+    offs_c = tl.arange(0, LORA_PAD)
+    c_ok = offs_c < LORA
+    offs_t = tl.arange(0, TILE)
+
+    q_row = q_ptr + tok.to(tl.int64) * stride_qt + offs_h[:, None] * stride_qh
+    q_c = tl.load(q_row + offs_c[None, :], mask=h_ok[:, None] & c_ok[None, :], other=0.0)
+    if DOT_F32:
+        q_c = q_c.to(tl.float32)
+    if HAS_ROPE:
+        offs_r = tl.arange(0, ROPE_PAD)
+        r_ok = offs_r < ROPE
+        q_r = tl.load(q_row + LORA + offs_r[None, :], mask=h_ok[:, None] & r_ok[None, :], other=0.0)
+        if DOT_F32:
+            q_r = q_r.to(tl.float32)
+
+    m_i = tl.full([BLOCK_H], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_H, LORA_PAD], dtype=tl.float32)
+
+    bt_row = block_table_ptr + seq_idx * stride_bt
+    if SPARSE:
+        n_tiles = (topk + TILE - 1) // TILE
+    else:
+        n_tiles = (q_pos + 1 + TILE - 1) // TILE
+    for t in range(0, n_tiles):
+        if SPARSE:
+            j = t * TILE + offs_t
+            pos = tl.load(topk_ptr + tok.to(tl.int64) * stride_topk + j, mask=j < topk, other=-1)
+            k_ok = (pos >= 0) & (pos < seq_len)
+            pos = tl.where(k_ok, pos, 0)
+        else:
+            pos = t * TILE + offs_t
+            k_ok = pos <= q_pos
+        phys = tl.load(bt_row + pos // block_size, mask=k_ok, other=0).to(tl.int64)
+        slot = (pos % block_size).to(tl.int64)
+        row = kv_ptr + phys * stride_kb + slot * stride_ks  # [TILE]
+
+        kc = tl.load(row[:, None] + offs_c[None, :], mask=k_ok[:, None] & c_ok[None, :], other=0.0)
+        kc = kc.to(q_c.dtype)  # [TILE, LORA_PAD]
+        s = tl.dot(q_c, tl.trans(kc), input_precision=DOT_PRECISION)  # [BLOCK_H, TILE]
+        if HAS_ROPE:
+            kr = tl.load(row[None, :] + LORA + offs_r[:, None], mask=r_ok[:, None] & k_ok[None, :], other=0.0)
+            s += tl.dot(q_r, kr.to(q_r.dtype), input_precision=DOT_PRECISION)
+        s = s * scale
+        s = tl.where(h_ok[:, None] & k_ok[None, :], s, float("-inf"))
+
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.exp(s - m_safe[:, None])
+        alpha = tl.exp(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        acc = acc * alpha[:, None]
+        acc += tl.dot(p.to(kc.dtype), kc, input_precision=DOT_PRECISION)
+        m_i = m_new
+
+    l_safe = tl.where(l_i > 0, l_i, 1.0)
+    out = acc / l_safe[:, None]
+    tl.store(
+        out_ptr + tok.to(tl.int64) * stride_ot + offs_h[:, None] * stride_oh + offs_c[None, :],
+        out.to(out_ptr.dtype.element_ty),
+        mask=h_ok[:, None] & c_ok[None, :],
+    )
+
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def triton_mla_attention(
+    query: torch.Tensor,
+    kv_cache: torch.Tensor,
+    md,
+    *,
+    kv_lora_rank: int = 512,
+    scale=None,
+    topk_indices: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+    block_h: int | None = None,
+    tile: int | None = None,
+) -> torch.Tensor:
+    """MLA attention over a paged latent cache; see the module docstring."""
+    if kv_cache.dim() == 4:
+        if kv_cache.shape[2] != 1:
+            raise ValueError(f"Expected one latent KV head, but got kv_cache shape {tuple(kv_cache.shape)}.")
+        kv_cache = kv_cache.squeeze(2)
+    if query.dim() != 3 or kv_cache.dim() != 3:
+        raise ValueError(
+            "Expected query [num_tokens, num_heads, kv_lora_rank + rope_dim] and kv_cache "
+            f"[num_blocks, block_size, kv_lora_rank + rope_dim], but got {tuple(query.shape)} "
+            f"and {tuple(kv_cache.shape)}."
+        )
+    if query.dtype not in _FLOAT_DTYPES:
+        raise ValueError(f"Expected query dtype among float16/bfloat16/float32, but got {query.dtype}.")
+    T, H, Dq = query.shape
+    if kv_cache.shape[-1] != Dq:
+        raise ValueError(f"Expected kv_cache last dim {Dq} (like the query), but got {kv_cache.shape[-1]}.")
+    if not 0 < kv_lora_rank <= Dq:
+        raise ValueError(f"Expected 0 < kv_lora_rank <= {Dq}, but got {kv_lora_rank}.")
+    dev = query.device
+    if kv_cache.device != dev:
+        raise ValueError(f"Expected kv_cache on {dev} like the query, but got {kv_cache.device}.")
+    if kv_cache.stride(-1) != 1:
+        kv_cache = kv_cache.contiguous()
+    query = query if query.stride(-1) == 1 else query.contiguous()
+    rope = Dq - kv_lora_rank
+
+    qsl = md.query_start_loc.to(device=dev, dtype=torch.int32)
+    seq_lens = md.seq_lens.to(device=dev, dtype=torch.int32)
+    block_table = md.block_table.to(device=dev, dtype=torch.int32)
+    if block_table.stride(-1) != 1:
+        block_table = block_table.contiguous()
+    num_seqs = int(seq_lens.shape[0])
+
+    if out is None:
+        out = torch.empty(T, H, kv_lora_rank, dtype=query.dtype, device=dev)
+    if T == 0 or num_seqs == 0:
+        return out
+
+    sparse = topk_indices is not None
+    if sparse:
+        if topk_indices.dim() != 2 or topk_indices.shape[0] != T:
+            raise ValueError(
+                f"Expected topk_indices [num_tokens={T}, topk], but got {tuple(topk_indices.shape)}."
+            )
+        topk_t = topk_indices.to(device=dev, dtype=torch.int32)
+        if topk_t.stride(-1) != 1:
+            topk_t = topk_t.contiguous()
+        topk = int(topk_t.shape[1])
+        stride_topk = topk_t.stride(0)
+    else:
+        topk_t, topk, stride_topk = qsl, 0, 0
+
+    if block_h is None:
+        block_h = 16
+    block_h = max(16, triton.next_power_of_2(min(block_h, max(H, 1))))
+    if tile is None:
+        tile = 32 if dev.type == "cpu" else 16
+    lora_pad = max(16, triton.next_power_of_2(kv_lora_rank))
+    rope_pad = max(16, triton.next_power_of_2(max(rope, 1)))
+    scale = Dq ** -0.5 if scale is None else float(scale)
+
+    kernel = _mla_kernel
+    _require_runnable("TRITON_MLA", dev, kernel, None)
+    grid = (T, triton.cdiv(H, block_h))
+    kernel[grid](
+        out,
+        query,
+        kv_cache,
+        topk_t,
+        block_table,
+        seq_lens,
+        qsl,
+        num_seqs,
+        scale,
+        topk,
+        query.stride(0),
+        query.stride(1),
+        out.stride(0),
+        out.stride(1),
+        kv_cache.stride(0),
+        kv_cache.stride(1),
+        block_table.stride(0),
+        stride_topk,
+        kv_cache.shape[1],
+        H,
+        LORA=kv_lora_rank,
+        ROPE=rope,
+        LORA_PAD=lora_pad,
+        ROPE_PAD=rope_pad,
+        BLOCK_H=block_h,
+        TILE=tile,
+        SPARSE=sparse,
+        HAS_ROPE=rope > 0,
+        DOT_PRECISION="ieee" if (query.dtype == torch.float32 or dev.type == "cpu") else "tf32",
+        DOT_F32=dev.type == "cpu",
+    )
+    return out
+
+
+def _check(device: str) -> str | None:
+    return interpreter_reason("TRITON_MLA", device, _mla_kernel)
+
+
+@register_kernel("TRITON_MLA", devices=("cuda", "rocm", "cpu"), requires=("triton",), check=_check)
+def triton_mla(query, kv_cache, md, *, kv_lora_rank=512, scale=None, topk_indices=None):
+    """The registered ``TRITON_MLA`` kernel (see ``triton_mla_attention``)."""
+    return triton_mla_attention(
+        query, kv_cache, md, kv_lora_rank=kv_lora_rank, scale=scale, topk_indices=topk_indices
+    )
