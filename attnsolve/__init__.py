@@ -1,0 +1,18 @@
+"""attnsolve: which attention backend vLLM selects for a configuration, why not the others,
+and the smallest change that fixes a failing one.
+
+>>> from attnsolve import Config, solve
+>>> str(solve(Config(platform="cuda", compute_capability="9.0", dtype="bfloat16", head_size=128)))
+'FLASH_ATTN (FA3)'
+"""
+
+from .config import ANY, Config
+from .errors import ConfigError, InvalidBackendError, NoValidBackendError, SelectionError
+from .rules import RulesError, load_rules, use_rules
+from .selection import Rejection, Selection, solve
+
+__all__ = [
+    "ANY", "Config", "ConfigError", "InvalidBackendError", "NoValidBackendError", "Rejection", "RulesError",
+    "Selection", "SelectionError", "load_rules", "solve", "use_rules",
+]
+__version__ = "0.1.0"

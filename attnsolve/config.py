@@ -1,0 +1,389 @@
+"""Config: the one value every question starts from, parsed and validated once at the edge.
+
+Strings are accepted case-insensitively where vLLM accepts them; every bad field raises a
+ConfigError naming the field, the bad value, the accepted values and the closest match.
+Any field may be `ANY` (unknown) for partial-config questions (explain, possible_backends, sweep).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
+
+from .errors import ConfigError, closest
+from .rules import default_rules
+
+
+class _Any:
+    """Sentinel for a field left free in a partial config."""
+
+    _instance: "_Any | None" = None
+
+    def __new__(cls) -> "_Any":
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "ANY"
+
+    def __reduce__(self) -> str:
+        return "ANY"
+
+
+ANY: Any = _Any()
+
+_BOOL_FIELDS = (
+    "use_mla", "use_sparse", "has_sink", "use_mm_prefix", "trtllm_available", "rocm_use_aiter",
+    "rocm_use_aiter_mha", "rocm_use_aiter_mla", "rocm_use_aiter_unified_attention",
+    "use_prefill_decode_attention", "use_trtllm_ragged_deepseek_prefill", "disable_flashinfer_prefill",
+    "use_cudnn_prefill", "flashinfer_available",
+)
+_OPT_INT_FIELDS = ("num_heads", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "index_topk")
+_MAX_INT = 1 << 20
+_GFX9 = ("gfx90a", "gfx942", "gfx950")
+
+
+class _ConfigMeta(type):
+    """Turns Python's TypeError for an unknown or positional argument into a ConfigError."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if args:
+            raise ConfigError("(positional)", args, "keyword arguments only, e.g. Config(platform='cuda', ...)")
+        known = _INIT_NAMES
+        for name in kwargs:
+            if name not in known:
+                raise ConfigError(name, kwargs[name], sorted(known), suggestion=closest(name, known), message=(
+                    f"Unknown Config field {name!r}. Known fields: {', '.join(sorted(known))}."
+                    + (f" Did you mean {closest(name, known)!r}?" if closest(name, known) else "")))
+        return super().__call__(**kwargs)
+
+
+@dataclass(frozen=True, eq=True, repr=False)
+class Config(metaclass=_ConfigMeta):
+    """A selection query: platform, model facts and the switches that change vLLM's answer.
+
+    Defaults are vLLM's: kv_cache_dtype "auto" (= model dtype), block_size None (vLLM's start-up
+    path: no block-size constraint), automatic backend, FA version per GPU, TRTLLM auto, AITER off.
+    head_size None means 576 for MLA layers and 128 otherwise; rocm_arch None means gfx942 (MI300).
+
+    >>> Config(platform="cuda", gpu="H100", dtype="bf16").compute_capability
+    (9, 0)
+    """
+
+    platform: Any = None
+    dtype: Any = None
+    compute_capability: Any = None
+    head_size: Any = None
+    kv_cache_dtype: Any = "auto"
+    block_size: Any = None
+    use_mla: Any = False
+    use_sparse: Any = False
+    has_sink: Any = False
+    use_mm_prefix: Any = False
+    attn_type: Any = "decoder"
+    num_heads: Any = None
+    backend: Any = None
+    flash_attn_version: Any = None
+    use_trtllm_attention: Any = None
+    trtllm_available: Any = True
+    qk_nope_head_dim: Any = None
+    qk_rope_head_dim: Any = None
+    v_head_dim: Any = None
+    index_topk: Any = None
+    rocm_arch: Any = None
+    rocm_use_aiter: Any = False
+    rocm_use_aiter_mha: Any = True
+    rocm_use_aiter_mla: Any = True
+    rocm_use_aiter_unified_attention: Any = False
+    use_prefill_decode_attention: Any = False
+    use_trtllm_ragged_deepseek_prefill: Any = True
+    disable_flashinfer_prefill: Any = False
+    use_cudnn_prefill: Any = False
+    flashinfer_available: Any = True
+    gpu: Any = field(default=None, compare=False)
+    _hash: int = field(default=0, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        for name, value in _normalise(self).items():
+            set_(self, name, value)
+        set_(self, "_hash", hash(tuple(getattr(self, f) for f in FIELD_NAMES)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __repr__(self) -> str:
+        shown = [f"{k}={v!r}" for k, v in self.to_dict(only_changed=True).items()]
+        return "Config(" + ", ".join(shown) + ")"
+
+    @property
+    def is_partial(self) -> bool:
+        return any(getattr(self, f) is ANY for f in FIELD_NAMES)
+
+    @property
+    def free_fields(self) -> tuple[str, ...]:
+        return tuple(f for f in FIELD_NAMES if getattr(self, f) is ANY)
+
+    def replace(self, **changes: Any) -> "Config":
+        """A copy with some fields changed (re-validated)."""
+        data = {f: getattr(self, f) for f in FIELD_NAMES}
+        data.update(changes)
+        if "compute_capability" in changes or "platform" in changes:
+            data.pop("gpu", None)
+        return Config(**data)
+
+    def to_dict(self, *, only_changed: bool = False) -> dict[str, Any]:
+        """JSON-ready fields, in the form Config accepts back (`Config(**c.to_dict())` round-trips)."""
+        out: dict[str, Any] = {}
+        for f in FIELD_NAMES:
+            v = getattr(self, f)
+            if only_changed and f not in ("platform", "dtype") and v == _DEFAULTS.get(f, object()) and v is not ANY:
+                continue
+            out[f] = "ANY" if v is ANY else (format_cc(v) if f == "compute_capability" and v is not None else v)
+        return out
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **fields_: Any) -> "Config":
+        """Config with vLLM's environment switches read from `environ` (default os.environ); explicit
+        keyword fields win. Opt-in: nothing else in attnsolve reads the environment."""
+        env = os.environ if environ is None else environ
+        data: dict[str, Any] = {}
+        for var, name in _ENV_VARS.items():
+            if var in env and env[var] != "":
+                data[name] = env[var]
+        data.update(fields_)
+        return cls(**data)
+
+
+FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Config) if f.name not in ("gpu", "_hash"))
+_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Config)}
+_INIT_NAMES: frozenset[str] = frozenset((*FIELD_NAMES, "gpu"))
+
+_ENV_VARS = {
+    "VLLM_ATTENTION_BACKEND": "backend",
+    "VLLM_FLASH_ATTN_VERSION": "flash_attn_version",
+    "VLLM_USE_TRTLLM_ATTENTION": "use_trtllm_attention",
+    "VLLM_ROCM_USE_AITER": "rocm_use_aiter",
+    "VLLM_ROCM_USE_AITER_MHA": "rocm_use_aiter_mha",
+    "VLLM_ROCM_USE_AITER_MLA": "rocm_use_aiter_mla",
+    "VLLM_ROCM_USE_AITER_UNIFIED_ATTENTION": "rocm_use_aiter_unified_attention",
+    "VLLM_V1_USE_PREFILL_DECODE_ATTENTION": "use_prefill_decode_attention",
+    "VLLM_USE_CUDNN_PREFILL": "use_cudnn_prefill",
+    "VLLM_USE_TRTLLM_RAGGED_DEEPSEEK_PREFILL": "use_trtllm_ragged_deepseek_prefill",
+}
+
+
+def format_cc(cc: tuple[int, int]) -> str:
+    return f"{cc[0]}.{cc[1]}"
+
+
+def gpu_key(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def lookup_gpu(name: Any) -> Mapping[str, Any]:
+    rules = default_rules()
+    table = {gpu_key(k): v for k, v in rules.gpus.items()}
+    if not isinstance(name, str) or gpu_key(name) not in table:
+        names = sorted(rules.gpus)
+        raise ConfigError("gpu", name, "a known GPU name: " + ", ".join(names),
+                          suggestion=closest(name, names) if isinstance(name, str) else None)
+    return table[gpu_key(name)]
+
+
+def parse_cc(value: Any) -> tuple[int, int]:
+    """'9.0', 9.0, (9, 0), [9, 0], 'sm_90', 90 -> (9, 0)."""
+    bad = ConfigError("compute_capability", value, "a compute capability like '9.0', (9, 0) or 9.0 (major 1-20, minor 0-9)")
+    if isinstance(value, bool):
+        raise bad
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) for x in value):
+            raise bad
+        major, minor = value
+    elif isinstance(value, int):
+        major, minor = (value // 10, value % 10) if value >= 20 else (value, 0)
+    elif isinstance(value, float):
+        text = f"{value:.1f}"
+        major, minor = int(text.split(".")[0]), int(text.split(".")[1])
+    elif isinstance(value, str):
+        text = value.strip().lower().removeprefix("sm_").removeprefix("sm")
+        if "." in text:
+            a, _, b = text.partition(".")
+            if not (a.isdigit() and b.isdigit() and len(b) == 1):
+                raise bad
+            major, minor = int(a), int(b)
+        elif text.isdigit() and len(text) in (2, 3):
+            major, minor = int(text[:-1]), int(text[-1])
+        elif text.isdigit():
+            major, minor = int(text), 0
+        else:
+            raise bad
+    else:
+        raise bad
+    if not (1 <= major <= 20 and 0 <= minor <= 9):
+        raise bad
+    return (major, minor)
+
+
+def _as_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    raise ConfigError(name, value, ("true", "false"))
+
+
+def _as_int(name: str, value: Any, *, optional: bool, minimum: int = 1) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(name, value, f"an integer >= {minimum}" + (" or None" if optional else ""))
+    if not (minimum <= value <= _MAX_INT):
+        raise ConfigError(name, value, f"an integer from {minimum} to {_MAX_INT}" + (" or None" if optional else ""))
+    return value
+
+
+def _choice(name: str, value: Any, domain: tuple[Any, ...], aliases: Mapping[str, str] | None = None) -> Any:
+    if isinstance(value, str):
+        key = value.strip().lower()
+        if aliases and key in aliases:
+            return aliases[key]
+        for d in domain:
+            if isinstance(d, str) and d.lower() == key:
+                return d
+    elif value in domain and not isinstance(value, bool):
+        return value
+    raise ConfigError(name, value, tuple(domain), suggestion=closest(value, domain) if isinstance(value, str) else None)
+
+
+def _normalise(cfg: Config) -> dict[str, Any]:
+    rules = default_rules()
+    dom = rules.domains
+    out: dict[str, Any] = {}
+    get = lambda f: getattr(cfg, f)  # noqa: E731
+
+    gpu_facts: Mapping[str, Any] = {}
+    if cfg.gpu is not None and cfg.gpu is not ANY:
+        gpu_facts = lookup_gpu(cfg.gpu)
+
+    platform = get("platform")
+    if platform is None and "platform" in gpu_facts:
+        platform = gpu_facts["platform"]
+    if platform is None:
+        raise ConfigError("platform", None, tuple(dom["platform"]), message=(
+            "Invalid platform: None. Expected one of: " + ", ".join(dom["platform"]) + " (or give gpu=...)."))
+    if platform is not ANY:
+        platform = _choice("platform", platform, dom["platform"], rules.aliases.get("platform"))
+        if gpu_facts and gpu_facts.get("platform") != platform:
+            raise ConfigError("gpu", cfg.gpu, f"a {platform} GPU (gpu={cfg.gpu!r} is a {gpu_facts.get('platform')} device)")
+    out["platform"] = platform
+
+    dtype = get("dtype")
+    if dtype is None:
+        raise ConfigError("dtype", None, tuple(dom["dtype"]))
+    out["dtype"] = dtype if dtype is ANY else _choice("dtype", dtype, dom["dtype"], rules.aliases.get("dtype"))
+
+    cc = get("compute_capability")
+    if "compute_capability" in gpu_facts:
+        gcc = parse_cc(gpu_facts["compute_capability"])
+        if cc is not None and cc is not ANY and parse_cc(cc) != gcc:
+            raise ConfigError("compute_capability", cc, f"{format_cc(gcc)} (the compute capability of {cfg.gpu}) or leave it unset")
+        cc = gcc
+    if cc is not None and cc is not ANY:
+        cc = parse_cc(cc)
+        if platform not in ("cuda", ANY):
+            raise ConfigError("compute_capability", format_cc(cc), "None on platform " + str(platform) + " (compute capability is a CUDA fact)")
+    if cc is None and platform == "cuda":
+        raise ConfigError("compute_capability", None, "a compute capability like '9.0' (or gpu='H100') on platform cuda")
+    out["compute_capability"] = cc
+
+    arch = get("rocm_arch")
+    if "rocm_arch" in gpu_facts:
+        arch = gpu_facts["rocm_arch"]
+    if arch is not None and arch is not ANY:
+        arch = _choice("rocm_arch", arch, dom["rocm_arch"])
+        if platform not in ("rocm", ANY):
+            raise ConfigError("rocm_arch", arch, "None on platform " + str(platform) + " (the gfx arch is a ROCm fact)")
+    if arch is None and platform == "rocm":
+        arch = "gfx942"
+    out["rocm_arch"] = arch
+
+    for name in _BOOL_FIELDS:
+        v = get(name)
+        out[name] = v if v is ANY else _as_bool(name, v)
+
+    v = get("kv_cache_dtype")
+    out["kv_cache_dtype"] = v if v is ANY else _choice("kv_cache_dtype", v, dom["kv_cache_dtype"])
+    v = get("block_size")
+    if v is not None and v is not ANY:
+        iv = _as_int("block_size", v, optional=True) if not isinstance(v, int) or isinstance(v, bool) else v
+        if iv not in dom["block_size"] or isinstance(v, bool):
+            raise ConfigError("block_size", v, (None, *dom["block_size"]),
+                              suggestion=str(min(dom["block_size"], key=lambda b: abs(b - iv))) if isinstance(iv, int) else None)
+        v = iv
+    out["block_size"] = v
+    v = get("attn_type")
+    if isinstance(v, str):
+        v = v.strip().lower().removeprefix("attentiontype.")
+    out["attn_type"] = v if v is ANY else _choice("attn_type", v, dom["attn_type"])
+
+    for name in _OPT_INT_FIELDS:
+        v = get(name)
+        out[name] = v if v is ANY else _as_int(name, v, optional=True)
+
+    v = get("flash_attn_version")
+    if v is not None and v is not ANY:
+        if isinstance(v, str) and v.strip().isdigit():
+            v = int(v.strip())
+        v = _choice("flash_attn_version", v, tuple(dom["flash_attn_version"]))
+    out["flash_attn_version"] = v
+    v = get("use_trtllm_attention")
+    out["use_trtllm_attention"] = v if v is None or v is ANY else _as_bool("use_trtllm_attention", v)
+
+    mla = out["use_mla"]
+    v = get("head_size")
+    if v is None:
+        v = ANY if mla is ANY else (576 if mla else 128)
+    out["head_size"] = v if v is ANY else _as_int("head_size", v, optional=False)
+
+    out["backend"] = _backend_name(get("backend"), rules)
+
+    if out["use_sparse"] is True and out["use_mla"] is False:
+        raise ConfigError("use_sparse", True, "false when use_mla is false (sparse attention is an MLA feature)",
+                          message="Invalid use_sparse: True. Sparse attention needs use_mla=True (it is DeepSeek-V3.2-style sparse MLA).")
+    return out
+
+
+def _backend_name(value: Any, rules: Any) -> Any:
+    if value is None or value is ANY:
+        return value
+    if not isinstance(value, str):
+        name = getattr(value, "name", None)  # an enum member
+        if not isinstance(name, str):
+            raise ConfigError("backend", value, "a backend name such as 'FLASH_ATTN'")
+        value = name
+    text = value.strip()
+    text = text.split(".")[-1] if text.startswith("AttentionBackendEnum.") else text
+    upper = text.upper()
+    if upper == "AUTO" or upper == "":
+        return None  # newer vLLM's "auto"; documented: automatic selection
+    if upper not in rules.backends:
+        names = sorted(rules.backends)
+        raise ConfigError("backend", value, names, suggestion=closest(upper, names), message=(
+            f"Unknown attention backend: '{upper}'. Valid options are: {', '.join(names)}."
+            + (f" Did you mean {closest(upper, names)!r}?" if closest(upper, names) else "")))
+    return upper
+
+
+def cc_int(cc: tuple[int, int] | None) -> int | None:
+    return None if cc is None else cc[0] * 10 + cc[1]
+
+
+def is_gfx9(arch: str | None) -> bool:
+    return arch in _GFX9

@@ -1,0 +1,12 @@
+"""Names of the Config fields the rules may mention (kept here so the rules layer needs no import from above)."""
+
+CONFIG_FIELDS: tuple[str, ...] = (
+    "platform", "dtype", "compute_capability", "head_size", "kv_cache_dtype", "block_size",
+    "use_mla", "use_sparse", "has_sink", "use_mm_prefix", "attn_type", "num_heads", "backend",
+    "flash_attn_version", "use_trtllm_attention", "trtllm_available",
+    "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "index_topk",
+    "rocm_arch", "rocm_use_aiter", "rocm_use_aiter_mha", "rocm_use_aiter_mla",
+    "rocm_use_aiter_unified_attention", "use_prefill_decode_attention",
+    "use_trtllm_ragged_deepseek_prefill", "disable_flashinfer_prefill", "use_cudnn_prefill",
+    "flashinfer_available",
+)

@@ -1,0 +1,515 @@
+"""Load the TOML rules into a validated RuleSet.
+
+Loading collects every problem into one RulesError (file, backend, key) instead of stopping at the
+first, and expands each backend's declared capabilities into vLLM's reasons in vLLM's order.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Iterable
+
+from .model import (
+    Backend, Capabilities, Check, Derived, DerivedCase, Entry, Literal, Pred, PriorityList, RuleSet, Variant,
+)
+
+RULES_DIR = Path(__file__).parent
+
+# Fields that exist besides the Config fields: the role of the query.
+EXTRA_FIELDS = {"role": ("decode", "mla_prefill")}
+
+_BACKEND_KEYS = {
+    "platforms", "role", "summary", "dtypes", "kv_cache_dtypes", "kernel_block_sizes", "head_sizes",
+    "compute_capability", "attn_types", "sink", "mm_prefix", "mla", "sparse", "dcp", "explicit_only",
+    "parent", "abstract", "variant_field", "variants", "checks",
+}
+_CAP_KEYS = ("dtypes", "kv_cache_dtypes", "kernel_block_sizes", "head_sizes", "compute_capability",
+             "attn_types", "sink", "mm_prefix", "mla", "sparse", "dcp")
+_PRED_KEYS = {"in", "not_in", "min", "max", "multiple_of", "major_in", "eq", "none", "present"}
+_ROLES = ("decode", "mla_prefill")
+
+
+class RulesError(ValueError):
+    """The rules are malformed; `.problems` lists every (file, location, message) found."""
+
+    def __init__(self, problems: list[tuple[str, str, str]]):
+        self.problems = tuple(problems)
+        lines = [f"{len(problems)} problem(s) in the attention rules:"]
+        lines += [f"  {f}: {loc}: {msg}" for f, loc, msg in problems]
+        super().__init__("\n".join(lines))
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.problems: list[tuple[str, str, str]] = []
+
+    def add(self, file: str, loc: str, msg: str) -> None:
+        self.problems.append((file, loc, msg))
+
+
+def _cc_int(value: Any) -> int:
+    """'9.0' / 9.0 / '12.1' -> 90 / 121."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a compute capability like '9.0', got {value!r}")
+    if isinstance(value, int):
+        return value * 10 if value < 20 else value
+    text = str(value)
+    major, _, minor = text.partition(".")
+    if not major.isdigit() or (minor and not minor.isdigit()) or len(minor) > 1:
+        raise ValueError(f"expected a compute capability like '9.0', got {value!r}")
+    return int(major) * 10 + (int(minor) if minor else 0)
+
+
+def parse_pred(raw: Any, field: str) -> Pred:
+    """Parse the TOML form of a predicate (scalar = equality, list = membership, table = parts)."""
+    num = _cc_int if field == "compute_capability" else _int
+
+    def split(values: Iterable[Any]) -> tuple[frozenset, tuple[str, ...]]:
+        exact, prefixes = [], []
+        for v in values:
+            if isinstance(v, str) and v.endswith("*"):
+                prefixes.append(v[:-1])
+            else:
+                exact.append(num(v) if field == "compute_capability" else v)
+        return frozenset(exact), tuple(prefixes)
+
+    if isinstance(raw, (bool, int, str)) and not isinstance(raw, dict):
+        if isinstance(raw, str) and raw.endswith("*"):
+            return Pred(prefixes=(raw[:-1],))
+        return Pred(eq=num(raw) if field == "compute_capability" else raw)
+    if isinstance(raw, list):
+        exact, prefixes = split(raw)
+        return Pred(in_=exact, prefixes=prefixes)
+    if not isinstance(raw, dict):
+        raise ValueError(f"expected a value, list or table, got {type(raw).__name__}")
+    unknown = set(raw) - _PRED_KEYS
+    if unknown:
+        raise ValueError(f"unknown predicate key(s) {sorted(unknown)}; accepted: {sorted(_PRED_KEYS)}")
+    kw: dict[str, Any] = {}
+    if "in" in raw:
+        kw["in_"], kw["prefixes"] = split(_list(raw["in"]))
+    if "not_in" in raw:
+        kw["not_in"], kw["not_prefixes"] = split(_list(raw["not_in"]))
+    if "min" in raw:
+        kw["min"] = num(raw["min"])
+    if "max" in raw:
+        kw["max"] = num(raw["max"])
+    if "multiple_of" in raw:
+        m = raw["multiple_of"]
+        kw["multiple_of"] = tuple(_int(x) for x in (m if isinstance(m, list) else [m]))
+        if any(x <= 0 for x in kw["multiple_of"]):
+            raise ValueError("multiple_of needs positive integers")
+    if "major_in" in raw:
+        kw["major_in"] = frozenset(_int(x) for x in _list(raw["major_in"]))
+    if "eq" in raw:
+        kw["eq"] = num(raw["eq"]) if field == "compute_capability" else raw["eq"]
+    if "none" in raw:
+        kw["none"] = _bool(raw["none"])
+    pred = Pred(**kw)
+    if "present" in raw:
+        present = _bool(raw["present"])
+        if set(raw) != {"present"}:
+            raise ValueError("'present' cannot be combined with other predicate keys")
+        pred = Pred() if present else Pred().negated()
+    return pred
+
+
+def _int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"expected an integer, got {v!r}")
+    return v
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"expected true or false, got {v!r}")
+    return v
+
+
+def _list(v: Any) -> list:
+    if not isinstance(v, list):
+        raise ValueError(f"expected a list, got {v!r}")
+    return v
+
+
+def _str_list(v: Any) -> tuple[str, ...]:
+    items = _list(v)
+    if not all(isinstance(x, str) for x in items):
+        raise ValueError(f"expected a list of strings, got {v!r}")
+    return tuple(items)
+
+
+def _literals(raw: Any, known_fields: set[str]) -> tuple[Literal, ...]:
+    if not isinstance(raw, dict):
+        raise ValueError(f"expected a table of field = predicate, got {raw!r}")
+    out = []
+    for field, p in raw.items():
+        if field not in known_fields:
+            raise ValueError(f"unknown field {field!r}; known fields: {', '.join(sorted(known_fields))}")
+        out.append(Literal(field, parse_pred(p, field)))
+    return tuple(out)
+
+
+def _checks(raw: Any, known: set[str], kind: str = "combination") -> tuple[Check, ...]:
+    out: list[Check] = []
+    for i, c in enumerate(_list(raw)):
+        if not isinstance(c, dict) or "reason" not in c or "require" not in c:
+            raise ValueError(f"check #{i + 1} needs 'reason' and 'require' (and optional 'when')")
+        extra = set(c) - {"reason", "require", "when"}
+        if extra:
+            raise ValueError(f"check #{i + 1}: unknown key(s) {sorted(extra)}")
+        if not isinstance(c["reason"], str) or not c["reason"]:
+            raise ValueError(f"check #{i + 1}: reason must be a non-empty string")
+        when = _literals(c.get("when", {}), known)
+        requires = _literals(c["require"], known)
+        if not requires:
+            raise ValueError(f"check #{i + 1}: require names no field")
+        for req in requires:  # a multi-field require is one clause per field, same reason
+            out.append(Check(c["reason"], req, when, kind))
+    return tuple(out)
+
+
+def _caps(raw: dict, field_ok: set[str]) -> Capabilities:
+    kw: dict[str, Any] = {}
+    for key in ("dtypes", "kv_cache_dtypes", "attn_types"):
+        if key in raw:
+            kw[key] = _str_list(raw[key])
+    if "kernel_block_sizes" in raw:
+        kw["kernel_block_sizes"] = tuple(_int(x) for x in _list(raw["kernel_block_sizes"]))
+        if any(x <= 0 for x in kw["kernel_block_sizes"]):
+            raise ValueError("kernel_block_sizes must be positive")
+    if "head_sizes" in raw:
+        kw["head_sizes"] = parse_pred(raw["head_sizes"], "head_size")
+    if "compute_capability" in raw:
+        kw["compute_capability"] = parse_pred(raw["compute_capability"], "compute_capability")
+    for key in ("sink", "mm_prefix", "mla", "sparse", "dcp"):
+        if key in raw:
+            kw[key] = _bool(raw[key])
+    return Capabilities(**kw)
+
+
+def _merge_caps(base: Capabilities, over: Capabilities) -> Capabilities:
+    return Capabilities(**{k: (getattr(over, k) if getattr(over, k) is not None else getattr(base, k))
+                           for k in _CAP_KEYS})
+
+
+def expand_checks(caps: Capabilities, role: str, when: tuple[Literal, ...] = ()) -> list[Check]:
+    """Declared capabilities -> vLLM's validate_configuration reasons, in vLLM's order."""
+    out: list[Check] = []
+
+    def add(kind: str, reason: str, field: str, pred: Pred) -> None:
+        out.append(Check(reason, Literal(field, pred), when, kind))
+
+    if caps.head_sizes is not None:
+        add("head_size", "head_size not supported", "head_size", caps.head_sizes)
+    if caps.dtypes is not None:
+        add("dtype", "dtype not supported", "dtype", parse_pred(list(caps.dtypes), "dtype"))
+    if caps.kv_cache_dtypes is not None:
+        p = parse_pred(list(caps.kv_cache_dtypes), "kv_cache_dtype")
+        add("kv_cache_dtype", "kv_cache_dtype not supported", "kv_cache_dtype", replace(p, none=True))
+    if caps.kernel_block_sizes is not None:
+        add("block_size", "block_size not supported", "block_size",
+            Pred(multiple_of=caps.kernel_block_sizes, none=True))
+    if role == "decode":
+        if not caps.mm_prefix:
+            add("mm_prefix", "partial multimodal token full attention not supported", "use_mm_prefix", Pred(eq=False))
+        if caps.mla:
+            add("mla", "non-MLA not supported", "use_mla", Pred(eq=True))
+        else:
+            add("mla", "MLA not supported", "use_mla", Pred(eq=False))
+        if not caps.sink:
+            add("sink", "sink setting not supported", "has_sink", Pred(eq=False))
+        if caps.sparse:
+            add("sparse", "non-sparse not supported", "use_sparse", Pred(eq=True))
+        else:
+            add("sparse", "sparse not supported", "use_sparse", Pred(eq=False))
+    if caps.compute_capability is not None:
+        add("compute_capability", "compute capability not supported", "compute_capability", caps.compute_capability)
+    if caps.attn_types is not None:
+        add("attn_type", "attention type {attn_type} not supported", "attn_type",
+            parse_pred(list(caps.attn_types), "attn_type"))
+    return out
+
+
+def load_rules(path: str | Path | None = None, *, check_structure: bool = True) -> RuleSet:
+    """Load and validate the rules in directory `path` (default: the packaged rules).
+
+    check_structure runs the networkx graph checks (inheritance cycles, dangling parents,
+    priority entries naming no backend, backends in no list); the packaged rules are checked
+    by the test suite, so the CLI can skip importing networkx on its fast start-up path.
+    """
+    root = Path(path) if path is not None else RULES_DIR
+    files = sorted(root.glob("*.toml"))
+    col = _Collector()
+    docs: list[tuple[str, dict]] = []
+    if not (root / "domains.toml").exists():
+        raise RulesError([(str(root), "-", "missing domains.toml (field domains and GPU table)")])
+    for f in sorted(files, key=lambda p: (p.name != "domains.toml", p.name)):
+        try:
+            docs.append((f.name, tomllib.loads(f.read_text(encoding="utf-8"))))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            col.add(f.name, "-", f"not valid TOML: {e}")
+    if col.problems:
+        raise RulesError(col.problems)
+    return _build(docs, col, check_structure, tuple(str(f) for f in files))
+
+
+def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool, sources: tuple[str, ...]) -> RuleSet:
+    from ._fields import CONFIG_FIELDS  # field names known to Config, kept beside the loader
+
+    domains: dict[str, tuple[Any, ...]] = {}
+    aliases: dict[str, dict[str, str]] = {}
+    gpus: dict[str, dict[str, Any]] = {}
+    generations: dict[str, str] = {}
+    raw_backends: dict[str, tuple[str, dict]] = {}
+    raw_derived: dict[str, tuple[str, dict]] = {}
+    raw_platforms: dict[str, list[tuple[str, dict]]] = {}
+    top_keys = {"fields", "aliases", "gpus", "generations", "derived", "backends", "platforms"}
+
+    for fname, doc in docs:
+        for key in set(doc) - top_keys:
+            col.add(fname, key, f"unknown top-level table; accepted: {', '.join(sorted(top_keys))}")
+        for k, v in doc.get("fields", {}).items():
+            if not isinstance(v, list) or not v:
+                col.add(fname, f"fields.{k}", "must be a non-empty list")
+            else:
+                domains[k] = tuple(v)
+        for k, v in doc.get("aliases", {}).items():
+            aliases.setdefault(k, {}).update({str(a).lower(): b for a, b in v.items()})
+        gpus.update(doc.get("gpus", {}))
+        generations.update(doc.get("generations", {}))
+        for name, d in doc.get("derived", {}).items():
+            if name in raw_derived:
+                col.add(fname, f"derived.{name}", f"defined twice (also in {raw_derived[name][0]})")
+            raw_derived[name] = (fname, d)
+        for name, b in doc.get("backends", {}).items():
+            if name in raw_backends:
+                col.add(fname, f"backends.{name}", f"defined twice (also in {raw_backends[name][0]})")
+            if not isinstance(b, dict):
+                col.add(fname, f"backends.{name}", "must be a table")
+                continue
+            raw_backends[name] = (fname, b)
+        for plat, p in doc.get("platforms", {}).items():
+            raw_platforms.setdefault(plat, []).append((fname, p))
+
+    for required in ("dtype", "kv_cache_dtype", "block_size", "attn_type", "platform"):
+        if required not in domains:
+            col.add("domains.toml", f"fields.{required}", "missing")
+    known: set[str] = set(CONFIG_FIELDS) | set(raw_derived) | set(EXTRA_FIELDS)
+
+    derived: dict[str, Derived] = {}
+    for name, (fname, d) in raw_derived.items():
+        try:
+            cases = []
+            for c in _list(d.get("cases")):
+                cases.append(DerivedCase(_literals(c.get("when", {}), known - {name}), c["value"], c.get("warning")))
+            if not cases or cases[-1].when:
+                raise ValueError("the last case must have no 'when' (the default)")
+            values = tuple(_list(d.get("values")))
+            bad = [c.value for c in cases if c.value not in values]
+            if bad:
+                raise ValueError(f"case value(s) {bad} not in values {list(values)}")
+            derived[name] = Derived(name, values, tuple(cases), d.get("doc", ""))
+        except (ValueError, KeyError, TypeError) as e:
+            col.add(fname, f"derived.{name}", str(e))
+
+    # Inheritance: resolve parents first (a cycle or a dangling parent is reported, not looped on).
+    resolved: dict[str, dict] = {}
+
+    def resolve(name: str, trail: tuple[str, ...]) -> dict | None:
+        if name in resolved:
+            return resolved[name]
+        fname, b = raw_backends[name]
+        parent = b.get("parent")
+        if parent is None:
+            resolved[name] = dict(b)
+            return resolved[name]
+        if parent in trail:
+            col.add(fname, f"backends.{name}.parent", "inheritance cycle: " + " -> ".join((*trail, parent)))
+            return None
+        if parent not in raw_backends:
+            col.add(fname, f"backends.{name}.parent", f"names no backend: {parent!r}")
+            return None
+        base = resolve(parent, (*trail, parent))
+        if base is None:
+            return None
+        merged = {k: v for k, v in base.items() if k not in ("abstract", "summary", "explicit_only")}
+        for k, v in b.items():
+            if k == "checks":
+                merged["checks"] = list(base.get("checks", [])) + list(v)
+            else:
+                merged[k] = v
+        resolved[name] = merged
+        return merged
+
+    backends: dict[str, Backend] = {}
+    abstract: set[str] = set()
+    for name, (fname, b) in raw_backends.items():
+        loc = f"backends.{name}"
+        unknown = set(b) - _BACKEND_KEYS
+        if unknown:
+            col.add(fname, loc, f"unknown key(s) {sorted(unknown)}; accepted: {', '.join(sorted(_BACKEND_KEYS))}")
+            continue
+        full = resolve(name, (name,))
+        if full is None:
+            continue
+        if full.get("abstract"):
+            abstract.add(name)
+            continue
+        try:
+            backends[name] = _backend(name, full, fname, known, domains, derived)
+        except (ValueError, KeyError, TypeError) as e:
+            col.add(fname, loc, str(e))
+
+    lists: list[PriorityList] = []
+    for plat, parts in raw_platforms.items():
+        settings: dict[str, Any] = {}
+        for fname, p in parts:
+            for k, v in p.items():
+                if k == "lists":
+                    continue
+                if k in settings and settings[k] != v:
+                    col.add(fname, f"platforms.{plat}.{k}", f"conflicts with an earlier value {settings[k]!r}")
+                settings[k] = v
+        for fname, p in parts:
+            for i, raw_list in enumerate(p.get("lists", [])):
+                loc = f"platforms.{plat}.lists[{i}]"
+                try:
+                    lists.append(_priority_list(plat, raw_list, settings, known))
+                except (ValueError, KeyError, TypeError) as e:
+                    col.add(fname, loc, str(e))
+        if plat not in domains.get("platform", ()):
+            col.add(parts[0][0], f"platforms.{plat}", f"platform not in fields.platform {list(domains.get('platform', ()))}")
+
+    rules = RuleSet(domains=domains, aliases=aliases, gpus=gpus, generations=generations, derived=derived,
+                    backends=backends, lists=tuple(lists), sources=sources)
+    _check_references(rules, abstract, col)
+    if check_structure and not col.problems:
+        from .structure import check_structure as _graph_check
+        for problem in _graph_check(rules, {n: b.get("parent") for n, (_, b) in raw_backends.items()},
+                                    {n: f for n, (f, _) in raw_backends.items()}, abstract):
+            col.add(*problem)
+    if col.problems:
+        raise RulesError(col.problems)
+    return rules
+
+
+def _backend(name: str, full: dict, fname: str, known: set[str], domains: dict, derived: dict) -> Backend:
+    role = full.get("role", "decode")
+    if role not in _ROLES:
+        raise ValueError(f"role {role!r} not one of {list(_ROLES)}")
+    platforms = _str_list(full.get("platforms", []))
+    if not platforms:
+        raise ValueError("platforms is missing or empty")
+    caps = _caps(full, known)
+    _check_domain(caps.dtypes, domains.get("dtype", ()), "dtypes")
+    _check_domain(caps.attn_types, domains.get("attn_type", ()), "attn_types")
+    if caps.kv_cache_dtypes:
+        exact = [k for k in caps.kv_cache_dtypes if not k.endswith("*")]
+        _check_domain(tuple(exact), domains.get("kv_cache_dtype", ()), "kv_cache_dtypes")
+    variant_field = full.get("variant_field")
+    variants: list[Variant] = []
+    raw_variants = full.get("variants", {})
+    if raw_variants and variant_field is None:
+        raise ValueError("variants need a variant_field")
+    if variant_field is not None and variant_field not in known:
+        raise ValueError(f"variant_field {variant_field!r} is not a known field")
+    for vname, v in raw_variants.items():
+        if "values" not in v:
+            raise ValueError(f"variant {vname} needs 'values'")
+        extra = set(v) - set(_CAP_KEYS) - {"values"}
+        if extra:
+            raise ValueError(f"variant {vname}: unknown key(s) {sorted(extra)}")
+        variants.append(Variant(vname, tuple(_list(v["values"])), _caps(v, known)))
+    if variant_field in derived:
+        covered = {x for v in variants for x in v.values}
+        missing = [x for x in derived[variant_field].values if x not in covered]
+        if missing:
+            raise ValueError(f"variants do not cover {variant_field} value(s) {missing}")
+    checks: list[Check] = []
+    if not variants:
+        checks += expand_checks(caps, role)
+    else:
+        # Capabilities a variant overrides are checked per variant; the rest once, in vLLM's order.
+        overridden = {k for v in variants for k in _CAP_KEYS if getattr(v.caps, k) is not None}
+        per_kind: dict[str, list[Check]] = {}
+        base_only = Capabilities(**{k: getattr(caps, k) for k in _CAP_KEYS if k not in overridden})
+        for c in expand_checks(base_only, role):
+            if _kind_key(c.kind) not in overridden:
+                per_kind.setdefault(c.kind, []).append(c)
+        for v in variants:
+            when = (Literal(variant_field, Pred(in_=frozenset(v.values))),)
+            only = Capabilities(**{k: getattr(_merge_caps(caps, v.caps), k) if k in overridden else None
+                                   for k in _CAP_KEYS})
+            # mla/sparse/sink/mm checks are emitted whenever the role is decode; keep only overridden kinds
+            for c in expand_checks(only, role, when):
+                if _kind_key(c.kind) in overridden:
+                    per_kind.setdefault(c.kind, []).append(c)
+        order = ["head_size", "dtype", "kv_cache_dtype", "block_size", "mm_prefix", "mla", "sink", "sparse",
+                 "compute_capability", "attn_type"]
+        for kind in order:
+            checks += per_kind.get(kind, [])
+    checks += list(_checks(full.get("checks", []), known))
+    return Backend(name=name, platforms=platforms, role=role, caps=caps, checks=tuple(checks),
+                   variant_field=variant_field, variants=tuple(variants),
+                   explicit_only=bool(full.get("explicit_only", False)), parent=full.get("parent"),
+                   summary=str(full.get("summary", "")), source=fname)
+
+
+def _kind_key(kind: str) -> str:
+    return {"head_size": "head_sizes", "dtype": "dtypes", "kv_cache_dtype": "kv_cache_dtypes",
+            "block_size": "kernel_block_sizes", "attn_type": "attn_types"}.get(kind, kind)
+
+
+def _check_domain(values: tuple[str, ...] | None, domain: tuple, key: str) -> None:
+    if values is None:
+        return
+    bad = [v for v in values if v not in domain]
+    if bad:
+        raise ValueError(f"{key}: value(s) {bad} not in the domain {list(domain)} (domains.toml)")
+
+
+def _entry(raw: Any, known: set[str]) -> Entry:
+    if isinstance(raw, str):
+        return Entry(raw)
+    if not isinstance(raw, dict) or "backend" not in raw:
+        raise ValueError(f"an entry is a backend name or a table with 'backend' (and 'checks'), got {raw!r}")
+    extra = set(raw) - {"backend", "checks"}
+    if extra:
+        raise ValueError(f"entry {raw.get('backend')}: unknown key(s) {sorted(extra)}")
+    return Entry(raw["backend"], _checks(raw.get("checks", []), known, kind="guard"))
+
+
+def _priority_list(plat: str, raw: dict, settings: dict, known: set[str]) -> PriorityList:
+    allowed = {"name", "when", "entries", "manual", "manual_accept", "manual_other", "ignore_warning"}
+    extra = set(raw) - allowed
+    if extra:
+        raise ValueError(f"unknown key(s) {sorted(extra)}; accepted: {', '.join(sorted(allowed))}")
+    validate = settings.get("validate", True)
+    manual = raw.get("manual", settings.get("manual", "table" if "manual_accept" in raw or "manual_other" in raw
+                                            else "validate"))
+    if "manual_accept" in raw or "manual_other" in raw:
+        manual = "table"
+    if manual not in ("validate", "table", "ignore"):
+        raise ValueError(f"manual must be 'validate', 'table' or 'ignore', got {manual!r}")
+    return PriorityList(
+        platform=plat, name=str(raw.get("name", "")), when=_literals(raw.get("when", {}), known),
+        entries=tuple(_entry(e, known) for e in _list(raw.get("entries", []))), validate=bool(validate),
+        manual=manual, manual_accept=tuple(_entry(e, known) for e in raw.get("manual_accept", [])),
+        manual_other=str(raw.get("manual_other", "")), ignore_warning=str(raw.get("ignore_warning", "")),
+        warn_unvalidated=bool(settings.get("warn_unvalidated", False)),
+    )
+
+
+def _check_references(rules: RuleSet, abstract: set[str], col: _Collector) -> None:
+    """Cheap reference checks that need no graph library (also run on the fast start-up path)."""
+    for pl in rules.lists:
+        for e in (*pl.entries, *pl.manual_accept):
+            if e.backend not in rules.backends:
+                why = "an abstract base" if e.backend in abstract else "no backend"
+                col.add(pl.platform, f"list {pl.name!r}", f"entry {e.backend!r} names {why}")
+            elif pl.platform not in rules.backends[e.backend].platforms:
+                col.add(pl.platform, f"list {pl.name!r}",
+                        f"entry {e.backend!r} is not declared for platform {pl.platform!r}")

@@ -1,0 +1,323 @@
+"""Typed, immutable form of the rules: predicates, checks, backends, priority lists.
+
+The loader turns TOML into these values once; the solvers only ever see these.
+Every check is a clause "not(when) or require" over single-field predicates, which is what
+lets the same rules feed the bitset fast path, the CSP and the explanations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+# Sentinel meaning "no equality constraint" in Pred.eq.
+_NO_EQ: Any = ("<no-eq>",)
+
+
+def format_cc(value: int) -> str:
+    """Compute capability as vLLM prints it: 90 -> '9.0', 121 -> '12.1'."""
+    return f"{value // 10}.{value % 10}"
+
+
+@dataclass(frozen=True, slots=True)
+class Pred:
+    """A predicate over one field's value. All present parts must hold (conjunction).
+
+    `none` is the answer for a missing value (None); `negate` flips the final answer.
+    Compute capabilities are integers major*10+minor, as vLLM's DeviceCapability.to_int().
+    """
+
+    in_: frozenset | None = None
+    prefixes: tuple[str, ...] = ()
+    not_in: frozenset | None = None
+    not_prefixes: tuple[str, ...] = ()
+    min: int | None = None
+    max: int | None = None
+    multiple_of: tuple[int, ...] | None = None
+    major_in: frozenset[int] | None = None
+    eq: Any = _NO_EQ
+    none: bool = False
+    negate: bool = False
+
+    def __call__(self, value: Any) -> bool:
+        return self._holds(value) != self.negate
+
+    def _holds(self, value: Any) -> bool:
+        if value is None:
+            return self.none
+        if self.eq is not _NO_EQ and value != self.eq:
+            return False
+        if self.in_ is not None or self.prefixes:
+            hit = self.in_ is not None and value in self.in_
+            if not hit and self.prefixes and isinstance(value, str):
+                hit = value.startswith(self.prefixes)
+            if not hit:
+                return False
+        if self.not_in is not None and value in self.not_in:
+            return False
+        if self.not_prefixes and isinstance(value, str) and value.startswith(self.not_prefixes):
+            return False
+        if self.min is not None and value < self.min:
+            return False
+        if self.max is not None and value > self.max:
+            return False
+        if self.multiple_of is not None and not any(value % m == 0 for m in self.multiple_of):
+            return False
+        if self.major_in is not None and value // 10 not in self.major_in:
+            return False
+        return True
+
+    def negated(self) -> "Pred":
+        return Pred(self.in_, self.prefixes, self.not_in, self.not_prefixes, self.min, self.max,
+                    self.multiple_of, self.major_in, self.eq, self.none, not self.negate)
+
+    def mentioned_numbers(self) -> tuple[int, ...]:
+        """Numbers this predicate compares against: the boundaries a finite domain must keep."""
+        out: list[int] = []
+        for v in (self.min, self.max):
+            if v is not None:
+                out.append(v)
+        for coll in (self.in_, self.not_in):
+            if coll:
+                out.extend(v for v in coll if isinstance(v, int) and not isinstance(v, bool))
+        if isinstance(self.eq, int) and not isinstance(self.eq, bool):
+            out.append(self.eq)
+        if self.multiple_of:
+            out.extend(self.multiple_of)
+        if self.major_in:
+            out.extend(10 * m for m in self.major_in)
+        return tuple(out)
+
+    def describe(self, field_name: str = "") -> str:
+        """Plain-text form for docs and explanations, e.g. 'multiple of 8, <= 256'."""
+        parts: list[str] = []
+        cc = field_name == "compute_capability"
+        fmt = format_cc if cc else str
+        if self.eq is not _NO_EQ:
+            parts.append(f"= {_show(self.eq)}")
+        if self.in_ is not None or self.prefixes:
+            items = sorted((_show(v) for v in (self.in_ or ())), key=_sort_key)
+            items += [p + "*" for p in self.prefixes]
+            parts.append("one of " + ", ".join(items))
+        if self.not_in is not None or self.not_prefixes:
+            items = sorted((_show(v) for v in (self.not_in or ())), key=_sort_key)
+            items += [p + "*" for p in self.not_prefixes]
+            parts.append("not " + ", ".join(items))
+        if self.min is not None and self.max is not None:
+            parts.append(f"{fmt(self.min)}-{fmt(self.max)}")
+        elif self.min is not None:
+            parts.append(f">= {fmt(self.min)}")
+        elif self.max is not None:
+            parts.append(f"<= {fmt(self.max)}")
+        if self.multiple_of is not None:
+            parts.append("multiple of " + " or ".join(str(m) for m in self.multiple_of))
+        if self.major_in is not None:
+            parts.append(" or ".join(f"{m}.x" for m in sorted(self.major_in)))
+        text = ", ".join(parts) if parts else "set"
+        if self.none:
+            text += " (or unset)"
+        return ("not (" + text + ")") if self.negate else text
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def _sort_key(s: str) -> tuple[int, Any]:
+    return (0, int(s)) if s.isdigit() else (1, s)
+
+
+@dataclass(frozen=True, slots=True)
+class Literal:
+    """One field predicate: the atom of every clause."""
+
+    field: str
+    pred: Pred
+
+    def __call__(self, facts: Mapping[str, Any]) -> bool:
+        return self.pred(facts.get(self.field))
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """A reason against a backend: it fires when every `when` literal holds and `require` fails.
+
+    `kind` names the capability it came from (head_size, dtype, ..., or 'combination' /
+    'guard') so docs and explanations can group reasons without parsing text.
+    """
+
+    reason: str
+    require: Literal
+    when: tuple[Literal, ...] = ()
+    kind: str = "combination"
+
+    def fires(self, facts: Mapping[str, Any]) -> bool:
+        return all(w(facts) for w in self.when) and not self.require(facts)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        seen = dict.fromkeys([self.require.field, *(w.field for w in self.when)])
+        return tuple(seen)
+
+    def clause(self) -> tuple[Literal, ...]:
+        """The check as a disjunction of literals that must hold: not(w1) or ... or require."""
+        return (*(Literal(w.field, w.pred.negated()) for w in self.when), self.require)
+
+    def render(self, facts: Mapping[str, Any]) -> str:
+        if "{" not in self.reason:
+            return self.reason
+        return self.reason.format_map(_Show(facts))
+
+
+class _Show(dict):
+    def __init__(self, facts: Mapping[str, Any]):
+        super().__init__(facts)
+
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+    def __getitem__(self, key: str) -> str:
+        v = super().__getitem__(key) if key in self else self.__missing__(key)
+        return _show(v) if not isinstance(v, str) else v
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What one backend (or one of its variants) declares, before expansion into checks."""
+
+    dtypes: tuple[str, ...] | None = None
+    kv_cache_dtypes: tuple[str, ...] | None = None
+    kernel_block_sizes: tuple[int, ...] | None = None
+    head_sizes: Pred | None = None
+    compute_capability: Pred | None = None
+    attn_types: tuple[str, ...] | None = None
+    sink: bool | None = None
+    mm_prefix: bool | None = None
+    mla: bool | None = None
+    sparse: bool | None = None
+    dcp: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    name: str
+    values: tuple[Any, ...]
+    caps: Capabilities
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """A backend after inheritance: declared capabilities plus the expanded checks in vLLM order."""
+
+    name: str
+    platforms: tuple[str, ...]
+    role: str
+    caps: Capabilities
+    checks: tuple[Check, ...]
+    variant_field: str | None = None
+    variants: tuple[Variant, ...] = ()
+    explicit_only: bool = False
+    parent: str | None = None
+    summary: str = ""
+    source: str = ""
+
+    def variant_for(self, value: Any) -> str | None:
+        for v in self.variants:
+            if value in v.values:
+                return v.name
+        return None
+
+    def reasons(self, facts: Mapping[str, Any]) -> tuple[str, ...]:
+        out: list[str] = []
+        for c in self.checks:
+            if c.fires(facts):
+                r = c.render(facts)
+                if r not in out:
+                    out.append(r)
+        return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class DerivedCase:
+    when: tuple[Literal, ...]
+    value: Any
+    warning: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Derived:
+    """A fact vLLM computes from others (FA version, TRTLLM usability): a first-match decision list."""
+
+    name: str
+    values: tuple[Any, ...]
+    cases: tuple[DerivedCase, ...]
+    doc: str = ""
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        seen: dict[str, None] = {}
+        for case in self.cases:
+            for lit in case.when:
+                seen[lit.field] = None
+        return tuple(seen)
+
+    def evaluate(self, facts: Mapping[str, Any]) -> tuple[Any, str | None]:
+        for case in self.cases:
+            if all(lit(facts) for lit in case.when):
+                return case.value, case.warning
+        raise AssertionError(f"derived {self.name} has no default case")  # loader guarantees one
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One candidate in a priority list: a backend plus the list's own guard checks."""
+
+    backend: str
+    guards: tuple[Check, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PriorityList:
+    """A platform's candidate list for the configs matching `when`, and how a requested backend is handled.
+
+    manual: 'validate' (run the requested backend's own checks, CUDA), 'table' (only the backends in
+    `manual_accept` with their guards; anything else fails with `manual_other`, ROCm), or 'ignore'
+    (the request is ignored with `ignore_warning`, CPU and ROCm sparse).
+    """
+
+    platform: str
+    name: str
+    when: tuple[Literal, ...]
+    entries: tuple[Entry, ...]
+    validate: bool
+    manual: str = "validate"
+    manual_accept: tuple[Entry, ...] = ()
+    manual_other: str = ""
+    ignore_warning: str = ""
+    warn_unvalidated: bool = False
+
+    def applies(self, facts: Mapping[str, Any]) -> bool:
+        return all(lit(facts) for lit in self.when)
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """Everything the solvers know: domains, derived facts, backends and priority lists."""
+
+    domains: Mapping[str, tuple[Any, ...]]
+    aliases: Mapping[str, Mapping[str, str]]
+    gpus: Mapping[str, Mapping[str, Any]]
+    generations: Mapping[str, str]
+    derived: Mapping[str, Derived]
+    backends: Mapping[str, Backend]
+    lists: tuple[PriorityList, ...]
+    sources: tuple[str, ...] = field(default=())
+
+    def lists_for(self, platform: str) -> tuple[PriorityList, ...]:
+        return tuple(pl for pl in self.lists if pl.platform == platform)
+
+    @property
+    def platforms(self) -> tuple[str, ...]:
+        return tuple(self.domains["platform"])

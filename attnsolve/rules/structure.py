@@ -1,0 +1,47 @@
+"""Graph checks of the rules with networkx: inheritance must be a forest, lists must name real backends,
+and every selectable backend must be reachable (in some priority list, or explicitly explicit-only)."""
+
+from __future__ import annotations
+
+from typing import Iterator, Mapping
+
+import networkx as nx
+
+from .model import RuleSet
+
+
+def check_structure(rules: RuleSet, parents: Mapping[str, str | None], files: Mapping[str, str],
+                    abstract: set[str]) -> Iterator[tuple[str, str, str]]:
+    """Yield (file, location, message) for each structural problem."""
+    inherit = nx.DiGraph()
+    inherit.add_nodes_from(parents)
+    for child, parent in parents.items():
+        if parent is not None:
+            inherit.add_edge(child, parent)
+    for cycle in nx.simple_cycles(inherit):
+        yield files.get(cycle[0], "?"), f"backends.{cycle[0]}.parent", "inheritance cycle: " + " -> ".join(cycle + cycle[:1])
+    for child, parent in parents.items():
+        if parent is not None and parent not in parents:
+            yield files.get(child, "?"), f"backends.{child}.parent", f"names no backend: {parent!r}"
+
+    # Priority graph: list -> entries. Every non-explicit backend must be in a list of each of its platforms.
+    prio = nx.DiGraph()
+    for pl in rules.lists:
+        node = ("list", pl.platform, pl.name)
+        prio.add_node(node)
+        names = [e.backend for e in pl.entries]
+        for i, name in enumerate(names):
+            prio.add_edge(node, ("backend", name))
+            if name in names[:i]:
+                yield pl.platform, f"list {pl.name!r}", f"backend {name!r} listed twice"
+    for name, b in rules.backends.items():
+        if b.explicit_only:
+            continue
+        for plat in b.platforms:
+            in_lists = [pl for pl in rules.lists if pl.platform == plat
+                        and nx.has_path(prio, ("list", plat, pl.name), ("backend", name))] if prio.has_node(("backend", name)) else []
+            manual = [pl for pl in rules.lists if pl.platform == plat and any(e.backend == name for e in pl.manual_accept)]
+            if not in_lists and not manual:
+                yield files.get(name, "?"), f"backends.{name}", (
+                    f"declared for platform {plat!r} but in none of its priority lists "
+                    "(add it to a list or mark it explicit_only = true)")

@@ -1,0 +1,170 @@
+"""`solve(config)`: vLLM's selection, answered from the compiled rules, as a frozen Selection.
+
+Automatic selection walks the platform's priority list and takes the first backend with no
+reasons against it; a requested backend is validated alone and never silently replaced.
+Failures raise NoValidBackendError / InvalidBackendError with vLLM's text first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from .config import ANY, Config
+from .errors import ConfigError, InvalidBackendError, NoValidBackendError
+from .rules import default_rules, generation
+from .rules.model import RuleSet
+from .solver.compiled import CompiledRules
+from .solver.facts import add_derived, base_facts, parse_role
+from .solver.semantics import AUTO, Candidate, Plan, reasons_of
+
+NOT_RUNNABLE = "kernel not runnable on this machine"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A backend that lost, with vLLM's reasons."""
+
+    backend: str
+    reasons: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend, "reasons": list(self.reasons)}
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """The selected backend and the evidence: who lost before it and why, and what was ignored."""
+
+    backend: str
+    variant: str | None
+    rejected: tuple[Rejection, ...]
+    warnings: tuple[str, ...]
+    config: Config = field(repr=False)
+    role: str = "decode"
+    manual: bool = False
+    priority_list: str = ""
+    preferred_block_size: int | None = None
+
+    def __str__(self) -> str:
+        return self.backend + (f" ({self.variant})" if self.variant else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "selected": self.backend, "variant": self.variant, "role": self.role, "manual": self.manual,
+            "priority_list": self.priority_list, "preferred_block_size": self.preferred_block_size,
+            "rejected": [r.to_dict() for r in self.rejected], "warnings": list(self.warnings),
+            "config": self.config.to_dict(),
+        }
+
+
+_compiled: tuple[int, CompiledRules] | None = None
+_cache: dict[tuple[Any, ...], Selection] = {}
+
+
+def compiled_rules() -> CompiledRules:
+    global _compiled
+    gen = generation()
+    if _compiled is None or _compiled[0] != gen:
+        _compiled = (gen, CompiledRules(default_rules()))
+        _cache.clear()
+    return _compiled[1]
+
+
+def solve(config: Config, *, role: str | None = None, available: Iterable[str] | None = None) -> Selection:
+    """Select the backend vLLM would use for `config` (role 'decode' or 'mla_prefill').
+
+    available: backend names runnable on this machine; others count as invalid with the reason
+    "kernel not runnable on this machine" (so automatic selection moves on, a request fails).
+    """
+    avail = None if available is None else frozenset(available)
+    key = (config, role, avail)
+    comp = compiled_rules()
+    hit = _cache.get(key)
+    if hit is not None:
+        return hit
+    if not isinstance(config, Config):
+        raise ConfigError("config", config, "an attnsolve.Config")
+    if config.is_partial:
+        raise ConfigError(config.free_fields[0], ANY, "a concrete value: solve() needs a full config "
+                          "(use explain() or possible_backends() for partial ones)")
+    sel = _solve_uncached(comp, config, parse_role(role), avail)
+    if len(_cache) > 65536:
+        _cache.clear()
+    _cache[key] = sel
+    return sel
+
+
+def evaluate(comp: CompiledRules, config: Config, role: str, available: frozenset[str] | None):
+    """Run selection; return (facts, plan, candidate index or None, per-candidate reasons, warnings)."""
+    rules = comp.rules
+    facts = base_facts(config, role)
+    warnings = add_derived(rules, facts)
+    got = comp.plan_for(facts)
+    if got is None:
+        raise ConfigError("role", role, "a role with a priority list on platform " + str(facts["platform"]))
+    p, masks = got
+    sat = comp.satisfied(facts)
+    allowed = None if available is None else tuple(c.backend in available for c in p.candidates)
+    idx = comp.first_valid(masks, sat, allowed)
+    if p.warning:
+        warnings.append(p.warning)
+    return facts, p, idx, warnings
+
+
+def candidate_reasons(cand: Candidate, facts: dict[str, Any], available: frozenset[str] | None) -> tuple[str, ...]:
+    reasons = reasons_of(cand, facts)
+    if available is not None and cand.backend not in available:
+        reasons = (*reasons, NOT_RUNNABLE)
+    return reasons
+
+
+def _solve_uncached(comp: CompiledRules, config: Config, role: str, available: frozenset[str] | None) -> Selection:
+    rules = comp.rules
+    facts, p, idx, warnings = evaluate(comp, config, role, available)
+    if idx is None:
+        raise failure(rules, config, facts, p, available)
+    chosen = p.candidates[idx]
+    rejected = tuple(Rejection(c.backend, candidate_reasons(c, facts, available)) for c in p.candidates[:idx])
+    backend = rules.backends[chosen.backend]
+    if p.plist.warn_unvalidated and not chosen.validated:
+        for r in backend.reasons(facts):
+            warnings.append(f"{chosen.backend}: {r} (vLLM's {facts['platform']} path does not validate; "
+                            "the kernel may fail at runtime)")
+    variant = backend.variant_for(facts.get(backend.variant_field)) if backend.variant_field else None
+    return Selection(backend=chosen.backend, variant=variant, rejected=rejected, warnings=tuple(warnings),
+                     config=config, role=role, manual=p.mode != AUTO, priority_list=p.plist.name,
+                     preferred_block_size=preferred_block_size(rules, chosen.backend, facts.get("block_size")))
+
+
+def preferred_block_size(rules: RuleSet, backend: str, block_size: int | None) -> int | None:
+    """The KV block size vLLM's start-up would set: the user's, else 16 if accepted, else the smallest kernel size."""
+    if block_size is not None:
+        return block_size
+    sizes = rules.backends[backend].caps.kernel_block_sizes
+    if not sizes or any(16 % s == 0 for s in sizes):
+        return 16
+    return min(sizes)
+
+
+def failure(rules: RuleSet, config: Config, facts: dict[str, Any], p: Plan,
+            available: frozenset[str] | None) -> NoValidBackendError | InvalidBackendError:
+    """The exception vLLM raises for this plan, with vLLM's wording first."""
+    reasons = {c.backend: candidate_reasons(c, facts, available) for c in p.candidates}
+    if p.mode != AUTO:
+        name = p.candidates[0].backend
+        if p.plist.validate or p.plist.manual == "validate":
+            msg = f"Selected backend {name} is not valid for this configuration. Reason: {list(reasons[name])}"
+        else:
+            msg = "; ".join(reasons[name])
+        return InvalidBackendError(msg, name, reasons)
+    if p.plist.validate:
+        shown = ", ".join(f"{b}: {list(r)}" for b, r in reasons.items())
+        msg = (f"No valid attention backend found for {facts['platform']} with {config!r}. "
+               f"Reasons: {{{shown}}}.")
+    else:
+        seen: list[str] = []
+        for r in reasons.values():
+            seen += [x for x in r if x not in seen]
+        msg = " ".join(seen) if seen else "No valid attention backend found"
+    return NoValidBackendError(msg, reasons)

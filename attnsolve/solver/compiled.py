@@ -1,0 +1,99 @@
+"""The fast path: rules compiled into per-field clause bitsets.
+
+Every check is a clause (a disjunction of single-field literals) and gets one bit. For each field
+value we memoise the set of clauses one of its literals satisfies; OR-ing those over the config's
+fields gives every satisfied clause at once, and a candidate is valid iff all its clause bits are
+in that set. Cost: one dict lookup per relevant field plus one AND per candidate.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ..rules.model import Check, Pred, RuleSet
+from .semantics import Candidate, Plan, plan, select_list
+
+
+class CompiledRules:
+    """Bitset form of one RuleSet; `valid_mask(facts)` answers all candidates' checks together."""
+
+    def __init__(self, rules: RuleSet):
+        self.rules = rules
+        self._clause_ids: dict[Check, int] = {}
+        self._field_lits: dict[str, list[tuple[Pred, int]]] = {}
+        self._memo: dict[str, dict[Any, int]] = {}
+        self._plans: dict[tuple[int, str | None], tuple[Plan, tuple[int, ...]]] = {}
+        self._list_index = {id(pl): i for i, pl in enumerate(rules.lists)}
+        for pl in rules.lists:
+            for req in (None, *rules.backends):
+                self._plan(pl, req)
+        self.fields: tuple[str, ...] = tuple(self._field_lits)
+
+    @property
+    def clause_count(self) -> int:
+        return len(self._clause_ids)
+
+    def _clause(self, check: Check) -> int:
+        cid = self._clause_ids.get(check)
+        if cid is None:
+            cid = self._clause_ids[check] = len(self._clause_ids)
+            bit = 1 << cid
+            for lit in check.clause():
+                lits = self._field_lits.setdefault(lit.field, [])
+                for i, (pred, mask) in enumerate(lits):
+                    if pred == lit.pred:
+                        lits[i] = (pred, mask | bit)
+                        break
+                else:
+                    lits.append((lit.pred, bit))
+                self._memo.pop(lit.field, None)
+        return cid
+
+    def _mask(self, cand: Candidate) -> int:
+        m = 0
+        for c in cand.checks:
+            m |= 1 << self._clause(c)
+        return m
+
+    def _plan(self, pl: Any, requested: str | None) -> tuple[Plan, tuple[int, ...]]:
+        key = (self._list_index[id(pl)], requested)
+        got = self._plans.get(key)
+        if got is None:
+            p = plan(self.rules, pl, requested)
+            got = self._plans[key] = (p, tuple(self._mask(c) for c in p.candidates))
+        return got
+
+    def plan_for(self, facts: Mapping[str, Any]) -> tuple[Plan, tuple[int, ...]] | None:
+        pl = select_list(self.rules, facts)
+        if pl is None:
+            return None
+        return self._plan(pl, facts.get("backend"))
+
+    def satisfied(self, facts: Mapping[str, Any]) -> int:
+        """Bitset of the clauses the facts satisfy."""
+        sat = 0
+        memo_all = self._memo
+        for field, lits in self._field_lits.items():
+            value = facts.get(field)
+            memo = memo_all.get(field)
+            if memo is None:
+                memo = memo_all[field] = {}
+            try:
+                m = memo.get(value)
+            except TypeError:  # unhashable: not a value any rule can mention
+                m = None
+                memo = {}
+            if m is None:
+                m = 0
+                for pred, mask in lits:
+                    if pred(value):
+                        m |= mask
+                memo[value] = m
+            sat |= m
+        return sat
+
+    def first_valid(self, masks: tuple[int, ...], sat: int, allowed: tuple[bool, ...] | None = None) -> int | None:
+        for i, m in enumerate(masks):
+            if m & sat == m and (allowed is None or allowed[i]):
+                return i
+        return None

@@ -1,0 +1,99 @@
+"""vLLM's selection semantics over the rules, independent of how validity is computed.
+
+Both solvers (bitsets and CSP) call `candidates()` to learn *what* must be checked and in which
+order; they differ only in *how* they decide that a candidate's checks hold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from ..rules.model import Check, Literal, Pred, PriorityList, RuleSet
+
+AUTO = "auto"
+MANUAL = "manual"
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A backend to try and every check that must not fire for it to be chosen."""
+
+    backend: str
+    checks: tuple[Check, ...]
+    validated: bool  # its own capability checks are part of `checks`
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What selection does for one list and one request: automatic or manual, and the candidates."""
+
+    plist: PriorityList
+    mode: str  # AUTO or MANUAL
+    candidates: tuple[Candidate, ...]
+    warning: str | None = None
+
+
+_NEVER = Literal("backend", Pred(in_=frozenset()))  # a literal that never holds: an unconditional refusal
+
+
+def role_mismatch_check(role: str) -> Check:
+    return Check("backend is for the {role} role, not this one", Literal("role", Pred(eq=role)), (), "role")
+
+
+def platform_check(platforms: tuple[str, ...]) -> Check:
+    return Check("not supported on platform {platform}", Literal("platform", Pred(in_=frozenset(platforms))), (), "platform")
+
+
+def select_list(rules: RuleSet, facts: Mapping[str, Any]) -> PriorityList | None:
+    for pl in rules.lists:
+        if pl.platform == facts.get("platform") and pl.applies(facts):
+            return pl
+    return None
+
+
+def plan(rules: RuleSet, pl: PriorityList, requested: str | None) -> Plan:
+    """The candidates vLLM tries for list `pl` when `requested` (or nothing) was asked for."""
+    if requested is None or pl.manual == "ignore":
+        warning = None
+        if requested is not None and requested not in [e.backend for e in pl.entries]:
+            warning = pl.ignore_warning.replace("{backend}", requested) if pl.ignore_warning else None
+        cands = []
+        for e in pl.entries:
+            b = rules.backends[e.backend]
+            if b.explicit_only:
+                continue
+            own = b.checks if pl.validate else ()
+            cands.append(Candidate(e.backend, (*own, *e.guards), pl.validate))
+        return Plan(pl, AUTO, tuple(cands), warning)
+    if pl.manual == "validate":
+        b = rules.backends[requested]
+        extra: list[Check] = []
+        if pl.platform not in b.platforms:
+            extra.append(platform_check(b.platforms))
+        if b.role != _list_role(pl):
+            extra.append(role_mismatch_check(b.role))
+        return Plan(pl, MANUAL, (Candidate(requested, (*extra, *b.checks), True),))
+    for e in pl.manual_accept:
+        if e.backend == requested:
+            return Plan(pl, MANUAL, (Candidate(requested, e.guards, False),))
+    refusal = Check(pl.manual_other.replace("{backend}", requested) or f"{requested} cannot be selected here",
+                    _NEVER, (), "guard")
+    return Plan(pl, MANUAL, (Candidate(requested, (refusal,), False),))
+
+
+def _list_role(pl: PriorityList) -> str:
+    for lit in pl.when:
+        if lit.field == "role" and lit.pred.eq is not None and isinstance(lit.pred.eq, str):
+            return lit.pred.eq
+    return "decode"
+
+
+def reasons_of(cand: Candidate, facts: Mapping[str, Any]) -> tuple[str, ...]:
+    out: list[str] = []
+    for c in cand.checks:
+        if c.fires(facts):
+            r = c.render(facts)
+            if r not in out:
+                out.append(r)
+    return tuple(out)
