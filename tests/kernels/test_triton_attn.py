@@ -1,0 +1,349 @@
+"""TRITON_ATTN against the float64 reference, on CPU through Triton's interpreter.
+
+Triton decides between compiling and interpreting when it is first imported, so this
+module sets ``TRITON_INTERPRET=1`` before importing it (and restores the variable
+afterwards, so other tests see the environment they expect).  If something imported
+triton earlier in this process without it, the module's tests re-run in a subprocess
+with the variable set instead (``test_in_interpreter_subprocess``).
+
+Shapes are tiny: the interpreter runs each program's block ops in numpy.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+_TRITON_PREIMPORTED = "triton" in sys.modules
+_OLD_INTERPRET = os.environ.get("TRITON_INTERPRET")
+if not _TRITON_PREIMPORTED:
+    os.environ["TRITON_INTERPRET"] = "1"
+try:
+    pytest.importorskip("triton")
+    torch = pytest.importorskip("torch")
+    import triton.language  # noqa: F401  (decided interpret-or-compile now)
+    import triton.experimental.gluon  # noqa: F401  (imported lazily at launch; asserts the same mode)
+
+    from attnsolve.kernels import triton_attn
+finally:
+    if not _TRITON_PREIMPORTED:
+        if _OLD_INTERPRET is None:
+            os.environ.pop("TRITON_INTERPRET", None)
+        else:
+            os.environ["TRITON_INTERPRET"] = _OLD_INTERPRET
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from attnsolve.kernels import KernelUnavailableError  # noqa: E402
+from attnsolve.kernels.metadata import AttentionMetadata  # noqa: E402
+from attnsolve.kernels.reference import paged_attention_reference  # noqa: E402
+from attnsolve.kernels.triton_attn import triton_paged_attention  # noqa: E402
+
+INTERPRETED = triton_attn.is_interpreted()
+needs_interp = pytest.mark.skipif(
+    not INTERPRETED,
+    reason="triton was imported before TRITON_INTERPRET=1 in this process; "
+    "these tests run in a subprocess instead (test_in_interpreter_subprocess)",
+)
+HAS_CUDA = torch.cuda.is_available()
+
+
+@pytest.fixture(autouse=True)
+def _interpret_env(monkeypatch):
+    """Triton reads TRITON_INTERPRET again at launch (lazy imports): keep it set per test."""
+    if INTERPRETED:
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+
+# Interpreter examples cost ~0.1-0.3 s each: half the profile's budget.
+_N = max(6, min(300, settings().max_examples // 2))
+
+TOL = {
+    torch.float32: dict(atol=2e-4, rtol=2e-4),
+    torch.float16: dict(atol=3e-3, rtol=3e-3),
+    torch.bfloat16: dict(atol=2.5e-2, rtol=2e-2),
+}
+
+
+def make_batch(q_lens, seq_lens, num_heads, num_kv_heads, head_size, block_size, *,
+               dtype=torch.float32, head_size_v=None, seed=0, device="cpu", extra_blocks=3):
+    """Random query, caches with shuffled blocks, and metadata for a varlen batch."""
+    g = torch.Generator().manual_seed(seed)
+    head_size_v = head_size_v or head_size
+    nblk = [-(-s // block_size) for s in seq_lens]
+    total = sum(nblk) + extra_blocks
+    perm = torch.randperm(total, generator=g)
+    bt = torch.randint(0, total, (len(seq_lens), max(nblk + [1])), generator=g, dtype=torch.int32)
+    k = 0
+    for i, n in enumerate(nblk):
+        bt[i, :n] = perm[k:k + n]
+        k += n
+    qsl = [0]
+    for n in q_lens:
+        qsl.append(qsl[-1] + n)
+    md = AttentionMetadata(
+        torch.tensor(qsl, dtype=torch.int32, device=device),
+        torch.tensor(seq_lens, dtype=torch.int32, device=device),
+        bt.to(device),
+    )
+    T = qsl[-1]
+    q = torch.randn(T, num_heads, head_size, generator=g).to(dtype).to(device)
+    kc = torch.randn(total, block_size, num_kv_heads, head_size, generator=g).to(dtype).to(device)
+    vc = torch.randn(total, block_size, num_kv_heads, head_size_v, generator=g).to(dtype).to(device)
+    return q, kc, vc, md
+
+
+def assert_matches(out, ref, dtype):
+    assert out.shape == ref.shape and out.dtype == ref.dtype
+    torch.testing.assert_close(out.float().cpu(), ref.float().cpu(), **TOL[dtype])
+
+
+# --------------------------------------------------------------------------------------
+# Hypothesis: mixed batches x options
+# --------------------------------------------------------------------------------------
+
+
+@st.composite
+def attn_cases(draw):
+    batch = draw(st.integers(1, 3))
+    seqs = []
+    for _ in range(batch):
+        seq_len = draw(st.integers(1, 40))
+        kind = draw(st.sampled_from(["decode", "prefill", "chunk"]))
+        q_len = {"decode": 1, "prefill": seq_len}.get(kind) or draw(st.integers(1, seq_len))
+        seqs.append((q_len, seq_len))
+    num_kv_heads = draw(st.sampled_from([1, 2]))
+    group = draw(st.sampled_from([1, 2, 3, 4, 8]))
+    head_size = draw(st.sampled_from([32, 64, 80, 96, 128]))
+    block_size = draw(st.sampled_from([1, 4, 8, 16, 32]))
+    dtype = draw(st.sampled_from([torch.float32, torch.float16, torch.bfloat16]))
+    fp8 = draw(st.sampled_from([None, None, torch.float8_e4m3fn, torch.float8_e5m2]))
+    opts = dict(
+        causal=draw(st.sampled_from([True, True, True, False])),
+        sliding_window=draw(st.one_of(st.none(), st.integers(1, 24))),
+        logits_soft_cap=draw(st.sampled_from([None, None, 5.0, 30.0])),
+        scale=draw(st.sampled_from([None, None, 0.05])),
+    )
+    sinks = draw(st.booleans())
+    seed = draw(st.integers(0, 2**16))
+    return seqs, num_kv_heads, group, head_size, block_size, dtype, fp8, opts, sinks, seed
+
+
+@needs_interp
+@settings(max_examples=_N, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(attn_cases())
+def test_matches_reference(case):
+    seqs, hkv, group, d, bs, dtype, fp8, opts, sinks, seed = case
+    q_lens = [a for a, _ in seqs]
+    seq_lens = [b for _, b in seqs]
+    q, kc, vc, md = make_batch(q_lens, seq_lens, hkv * group, hkv, d, bs, dtype=dtype, seed=seed)
+    if sinks:
+        opts["sinks"] = torch.randn(hkv * group, generator=torch.Generator().manual_seed(seed)) * 2
+    if fp8 is not None:
+        kc, vc = (kc.float() / 2).to(fp8), (vc.float() / 4).to(fp8)
+        opts.update(k_scale=2.0, v_scale=torch.tensor(4.0))
+    out = triton_paged_attention(q, kc, vc, md, **opts)
+    ref = paged_attention_reference(q, kc, vc, md, **opts)
+    assert_matches(out, ref, dtype)
+
+
+# --------------------------------------------------------------------------------------
+# Targeted cases
+# --------------------------------------------------------------------------------------
+
+
+@needs_interp
+@pytest.mark.parametrize(
+    "num_heads,num_kv_heads,head_size,head_size_v",
+    [
+        (4, 4, 32, 32),  # MHA, smallest head
+        (8, 1, 64, 64),  # MQA
+        (12, 4, 80, 80),  # group 3 (not a power of two), head 80 (padded to 128)
+        (32, 2, 48, 48),  # group 16 -> one query token per 16 rows
+        (4, 2, 256, 256),  # largest head
+        (4, 2, 192, 128),  # value head differs from key head (as DeepSeek prefill)
+        (8, 2, 112, 112),
+    ],
+)
+def test_head_shapes(num_heads, num_kv_heads, head_size, head_size_v):
+    q, kc, vc, md = make_batch([1, 5, 9], [17, 5, 30], num_heads, num_kv_heads, head_size, 16,
+                               head_size_v=head_size_v, seed=num_heads + head_size)
+    out = triton_paged_attention(q, kc, vc, md)
+    assert out.shape == (15, num_heads, head_size_v)
+    assert_matches(out, paged_attention_reference(q, kc, vc, md), torch.float32)
+
+
+@needs_interp
+@pytest.mark.parametrize("block_m,tile", [(16, 16), (32, 64), (128, 16)])
+def test_tuning_knobs_do_not_change_results(block_m, tile):
+    q, kc, vc, md = make_batch([3, 1, 20], [3, 50, 44], 8, 2, 64, 8, seed=1)
+    out = triton_paged_attention(q, kc, vc, md, block_m=block_m, tile=tile, sliding_window=9)
+    assert_matches(out, paged_attention_reference(q, kc, vc, md, sliding_window=9), torch.float32)
+
+
+@needs_interp
+def test_empty_query_rows_and_decode_only_batch():
+    # a sequence with no query rows between two that have some
+    q, kc, vc, md = make_batch([2, 0, 1], [6, 9, 12], 4, 2, 32, 4, seed=2)
+    assert_matches(triton_paged_attention(q, kc, vc, md), paged_attention_reference(q, kc, vc, md),
+                   torch.float32)
+    q, kc, vc, md = make_batch([1] * 6, [1, 2, 3, 33, 64, 65], 4, 1, 32, 16, seed=3)
+    assert_matches(triton_paged_attention(q, kc, vc, md), paged_attention_reference(q, kc, vc, md),
+                   torch.float32)
+
+
+@needs_interp
+def test_window_of_one_returns_own_value():
+    # window 1 on a prefill: every row sees exactly itself -> output == its own value.
+    q, kc, vc, md = make_batch([5], [5], 2, 2, 32, 4, seed=4)
+    out = triton_paged_attention(q, kc, vc, md, sliding_window=1)
+    v = vc[md.block_table[0, :2].long()].reshape(8, 2, 32)[:5]
+    torch.testing.assert_close(out, v)
+
+
+@needs_interp
+def test_noncontiguous_query_and_out_buffer():
+    q, kc, vc, md = make_batch([4, 2], [10, 7], 4, 2, 64, 8, seed=5)
+    big = torch.randn(q.shape[0], 4, 128)
+    big[..., :64] = q
+    qv = big[..., :64]
+    assert not qv.is_contiguous()
+    out = torch.full((q.shape[0], 4, 64), float("nan"))
+    res = triton_paged_attention(qv, kc, vc, md, out=out)
+    assert res is out
+    assert_matches(out, paged_attention_reference(q, kc, vc, md), torch.float32)
+
+
+def test_rejects_bad_shapes():
+    q, kc, vc, md = make_batch([1], [3], 4, 2, 32, 4)
+    with pytest.raises(ValueError, match="num_heads divisible"):
+        triton_paged_attention(q[:, :3], kc, vc, md)
+    with pytest.raises(ValueError, match="Expected key_cache"):
+        triton_paged_attention(q, kc[..., :16], vc, md)
+    with pytest.raises(ValueError, match="sliding_window > 0"):
+        triton_paged_attention(q, kc, vc, md, sliding_window=0)
+    with pytest.raises(ValueError, match="dtype"):
+        triton_paged_attention(q.double(), kc, vc, md)
+
+
+# --------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------
+
+
+@needs_interp
+def test_registered_and_runnable_on_cpu_with_interpreter(monkeypatch):
+    from attnsolve.kernels import kernel_for, runnable_backends
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert "TRITON_ATTN" in runnable_backends("cpu")
+    fn = kernel_for("TRITON_ATTN", "cpu")
+    q, kc, vc, md = make_batch([2, 1], [5, 9], 4, 2, 32, 4, seed=6)
+    out = fn(q, kc, vc, md, scale=0.1, causal=True, sliding_window=None, logits_soft_cap=None,
+             sinks=None, k_scale=None, v_scale=None)
+    assert_matches(out, paged_attention_reference(q, kc, vc, md, scale=0.1), torch.float32)
+
+
+def test_cpu_without_interpreter_says_why(monkeypatch):
+    from attnsolve.kernels import kernel_for
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(KernelUnavailableError) as ei:
+        kernel_for("TRITON_ATTN", "cpu")
+    assert ei.value.backend == "TRITON_ATTN"
+    assert "TRITON_INTERPRET=1" in str(ei.value)
+
+
+def test_compiled_kernel_on_cpu_tensors_raises():
+    with pytest.raises(KernelUnavailableError) as ei:
+        triton_attn._require_runnable("TRITON_ATTN", torch.device("cpu"), object())
+    assert ei.value.alternative == "CPU_ATTN"
+    assert "imported without TRITON_INTERPRET=1" in str(ei.value)
+
+
+def test_fresh_process_without_interpreter_env():
+    """The real path: triton imported without TRITON_INTERPRET -> clear error on CPU."""
+    code = (
+        "import torch\n"
+        "from attnsolve.kernels import KernelUnavailableError, runnable_backends\n"
+        "from attnsolve.kernels.registry import unavailable_reasons\n"
+        "from attnsolve.kernels import triton_attn\n"
+        "from attnsolve.kernels.metadata import AttentionMetadata\n"
+        "assert not triton_attn.is_interpreted()\n"
+        "assert 'TRITON_ATTN' not in runnable_backends('cpu')\n"
+        "print(unavailable_reasons('TRITON_ATTN', 'cpu'))\n"
+        "md = AttentionMetadata(torch.tensor([0, 1], dtype=torch.int32), torch.tensor([1], dtype=torch.int32),"
+        " torch.zeros(1, 1, dtype=torch.int32))\n"
+        "q = torch.randn(1, 2, 32); kc = torch.randn(1, 4, 2, 32)\n"
+        "try:\n"
+        "    triton_attn.triton_paged_attention(q, kc, kc, md)\n"
+        "except KernelUnavailableError as e:\n"
+        "    print('ERR', e.backend, e.alternative)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "TRITON_INTERPRET=1" in r.stdout
+    assert "ERR TRITON_ATTN CPU_ATTN" in r.stdout
+
+
+@pytest.mark.skipif(INTERPRETED, reason="triton runs in interpreter mode in this process already")
+def test_in_interpreter_subprocess():
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+
+
+# --------------------------------------------------------------------------------------
+# Real GPU (compiled kernel): in a subprocess without TRITON_INTERPRET
+# --------------------------------------------------------------------------------------
+
+_GPU_SCRIPT = r"""
+import torch
+from attnsolve.kernels.metadata import AttentionMetadata
+from attnsolve.kernels.reference import paged_attention_reference
+from attnsolve.kernels import triton_attn
+assert not triton_attn.is_interpreted()
+torch.manual_seed(0)
+def batch(q_lens, seq_lens, H, Hkv, D, bs, dtype):
+    nblk = [-(-s // bs) for s in seq_lens]; total = sum(nblk) + 2
+    perm = torch.randperm(total); bt = torch.zeros(len(seq_lens), max(nblk), dtype=torch.int32); k = 0
+    for i, n in enumerate(nblk):
+        bt[i, :n] = perm[k:k + n]; k += n
+    qsl = torch.tensor([0] + torch.tensor(q_lens).cumsum(0).tolist(), dtype=torch.int32)
+    md = AttentionMetadata(qsl.cuda(), torch.tensor(seq_lens, dtype=torch.int32).cuda(), bt.cuda())
+    T = sum(q_lens)
+    return (torch.randn(T, H, D, device="cuda", dtype=dtype), torch.randn(total, bs, Hkv, D, device="cuda", dtype=dtype),
+            torch.randn(total, bs, Hkv, D, device="cuda", dtype=dtype), md)
+worst = 0.0
+for dtype, tol in ((torch.float16, 3e-3), (torch.bfloat16, 2.5e-2), (torch.float32, 1e-3)):
+    for D in (64, 80, 128, 256):
+        for kw in ({}, {"sliding_window": 100}, {"logits_soft_cap": 30.0}, {"sinks": torch.randn(32, device="cuda")}):
+            q, kc, vc, md = batch([1, 1, 300, 37, 1], [1000, 17, 300, 2000, 4097], 32, 8, D, 16, dtype)
+            out = triton_attn.triton_paged_attention(q, kc, vc, md, **kw)
+            md_cpu = AttentionMetadata(md.query_start_loc.cpu(), md.seq_lens.cpu(), md.block_table.cpu())
+            kwc = {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in kw.items()}
+            ref = paged_attention_reference(q.cpu(), kc.cpu(), vc.cpu(), md_cpu, **kwc)
+            torch.testing.assert_close(out.float().cpu(), ref.float(), atol=tol, rtol=tol)
+            if D == 128:
+                kc8, vc8 = kc.to(torch.float8_e4m3fn), vc.to(torch.float8_e4m3fn)
+                out = triton_attn.triton_paged_attention(q, kc8, vc8, md, k_scale=1.0, v_scale=1.0, **kw)
+                ref = paged_attention_reference(q.cpu(), kc8.cpu(), vc8.cpu(), md_cpu, k_scale=1.0, v_scale=1.0, **kwc)
+                torch.testing.assert_close(out.float().cpu(), ref.float(), atol=max(tol, 2e-2), rtol=2e-2)
+print("GPU OK")
+"""
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device (none visible to torch)")
+def test_compiled_kernel_on_gpu():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, "-c", _GPU_SCRIPT], env=env, capture_output=True, text=True,
+                       timeout=900)
+    assert r.returncode == 0 and "GPU OK" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
