@@ -166,5 +166,28 @@ def failure(rules: RuleSet, config: Config, facts: dict[str, Any], p: Plan,
         seen: list[str] = []
         for r in reasons.values():
             seen += [x for x in r if x not in seen]
-        msg = " ".join(seen) if seen else "No valid attention backend found"
+        # The platform's decision tree raises at its first failing check, with its own text.
+        msg = seen[0] if seen else "No valid attention backend found"
     return NoValidBackendError(msg, reasons)
+
+
+_csp: tuple[int, Any] | None = None
+
+
+def csp_solver() -> Any:
+    """The CSP over the active rules (imported lazily: python-constraint2 is not on the fast path)."""
+    global _csp
+    from .solver.csp import CSP
+    gen = generation()
+    if _csp is None or _csp[0] != gen:
+        _csp = (gen, CSP(default_rules()))
+    return _csp[1]
+
+
+def solve_csp(config: Config, *, role: str | None = None, available: Iterable[str] | None = None) -> str | None:
+    """The selected backend by the CSP path alone (None when nothing is valid): the reference for solve()."""
+    if config.is_partial:
+        raise ConfigError(config.free_fields[0], ANY, "a concrete value: solve_csp() needs a full config")
+    facts = base_facts(config, parse_role(role))
+    backend, _ = csp_solver().select(facts, None if available is None else frozenset(available))
+    return backend

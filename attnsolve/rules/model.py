@@ -302,7 +302,7 @@ class PriorityList:
         return all(lit(facts) for lit in self.when)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RuleSet:
     """Everything the solvers know: domains, derived facts, backends and priority lists."""
 

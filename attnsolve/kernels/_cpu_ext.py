@@ -1,0 +1,493 @@
+"""Lazily built C++/OpenMP decode kernel for CPU_ATTN, loaded with ctypes.
+
+Why not ``torch.utils.cpp_extension``: that includes the ATen and pybind11 headers and takes
+30-60 s to compile here; this source uses only the C ABI (raw pointers, strides), compiles
+with ``g++ -O3 -march=native -fopenmp`` in about two seconds, and shares torch's OpenMP
+runtime (same ``libgomp.so.1`` SONAME, already loaded by torch).
+
+The shared object is cached under ``$ATTNSOLVE_CACHE_DIR`` (default ``~/.cache/attnsolve``),
+keyed by a hash of the source, the flags, the compiler and the CPU's feature flags.
+``ATTNSOLVE_CPU_EXT=0`` disables it (pure-torch paths are used instead).  ``load()`` never
+raises: it returns ``None`` and records ``reason()`` when no compiler or the build fails.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+__all__ = ["load", "reason", "DTYPE_CODES"]
+
+_FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno", "-std=c++17"]
+
+# dtype codes shared with the C++ source (enum DType)
+DTYPE_CODES = {"float32": 0, "bfloat16": 1, "float16": 2, "float8_e4m3fn": 3, "float8_e5m2": 4}
+
+_lock = threading.Lock()
+_state: dict = {}
+
+
+def _cpu_signature() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return line
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def _cache_dir() -> Path:
+    d = os.environ.get("ATTNSOLVE_CACHE_DIR")
+    return Path(d) if d else Path.home() / ".cache" / "attnsolve"
+
+
+def _build() -> ctypes.CDLL:
+    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if not cxx:
+        raise RuntimeError("no C++ compiler found (g++/c++ not on PATH, CXX unset)")
+    key = hashlib.sha256("\0".join([_SOURCE, " ".join(_FLAGS), cxx, _cpu_signature()]).encode()).hexdigest()[:16]
+    out = _cache_dir() / f"cpu_attn_{key}.so"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+            src = Path(tmp) / "cpu_attn.cpp"
+            src.write_text(_SOURCE)
+            so = Path(tmp) / "cpu_attn.so"
+            proc = subprocess.run([cxx, *_FLAGS, "-o", str(so), str(src)], capture_output=True, text=True, timeout=120)
+            if proc.returncode != 0:
+                raise RuntimeError(f"compiling the CPU_ATTN extension failed: {proc.stderr.strip()[-2000:]}")
+            os.replace(so, out)  # atomic: concurrent builders race harmlessly
+    lib = ctypes.CDLL(str(out))
+    fn = lib.attnsolve_paged_decode
+    I64, I, F, P = ctypes.c_int64, ctypes.c_int, ctypes.c_float, ctypes.c_void_p
+    fn.restype = I
+    fn.argtypes = [I, I, I, P, I64, I64, P, I64, I64, I64, P, I64, I64, I64, P, I64, I64,
+                   P, P, P, I64, P, I, I, I, I, I, I, F, I, I, F, P, F, F, I, I]
+    return fn
+
+
+def load():
+    """The ``attnsolve_paged_decode`` C function, or ``None`` if it cannot be built here."""
+    if "fn" in _state:
+        return _state["fn"]
+    with _lock:
+        if "fn" not in _state:
+            if os.environ.get("ATTNSOLVE_CPU_EXT", "1").strip().lower() in ("0", "false", "no", "off"):
+                _state["fn"], _state["reason"] = None, "disabled by ATTNSOLVE_CPU_EXT=0"
+            else:
+                try:
+                    _state["fn"], _state["reason"] = _build(), None
+                except Exception as e:  # no compiler, failed build, bad cache dir: use the torch path
+                    _state["fn"], _state["reason"] = None, f"{type(e).__name__}: {e}"
+    return _state["fn"]
+
+
+def reason() -> str | None:
+    """Why ``load()`` returned ``None`` (``None`` when the extension is loaded or not tried yet)."""
+    return _state.get("reason")
+
+
+def _reset_for_tests() -> None:
+    with _lock:
+        _state.clear()
+
+
+_SOURCE = r'''// attnsolve CPU paged attention (decode / short query rows): one online-softmax pass over
+// the paged KV cache, split over (row, key chunk) work items, merged with log-sum-exp.
+// Plain C ABI (loaded with ctypes): no torch headers, so it compiles in about a second.
+#include <cstdint>
+#include <cstring>
+#include <cmath>
+#include <vector>
+#include <algorithm>
+#include <omp.h>
+
+namespace {
+
+enum DType { F32 = 0, BF16 = 1, F16 = 2, E4M3 = 3, E5M2 = 4 };
+
+static float g_lut_e4m3[256];
+static float g_lut_e5m2[256];
+static bool g_lut_ready = false;
+
+static float e4m3_to_f32(uint8_t x) {
+  int s = x >> 7, e = (x >> 3) & 0xF, m = x & 7;
+  float v;
+  if (e == 0xF && m == 7) return NAN;
+  if (e == 0) v = std::ldexp((float)m, -9);          // subnormal: m/8 * 2^-6
+  else v = std::ldexp(1.0f + m / 8.0f, e - 7);
+  return s ? -v : v;
+}
+static float e5m2_to_f32(uint8_t x) {
+  int s = x >> 7, e = (x >> 2) & 0x1F, m = x & 3;
+  float v;
+  if (e == 0x1F) v = m ? NAN : INFINITY;
+  else if (e == 0) v = std::ldexp((float)m, -16);     // m/4 * 2^-14
+  else v = std::ldexp(1.0f + m / 4.0f, e - 15);
+  return s ? -v : v;
+}
+static void init_luts() {
+  if (g_lut_ready) return;
+  for (int i = 0; i < 256; ++i) { g_lut_e4m3[i] = e4m3_to_f32((uint8_t)i); g_lut_e5m2[i] = e5m2_to_f32((uint8_t)i); }
+  g_lut_ready = true;
+}
+
+// Load n elements of `type` at p into float dst (with scale).
+static inline void load_row(int type, const void* p, float* __restrict dst, int n, float sc) {
+  switch (type) {
+    case F32: { const float* s = (const float*)p;
+      #pragma omp simd
+      for (int i = 0; i < n; ++i) dst[i] = s[i] * sc; break; }
+    case BF16: { const uint16_t* s = (const uint16_t*)p;
+      #pragma omp simd
+      for (int i = 0; i < n; ++i) { uint32_t u = ((uint32_t)s[i]) << 16; float f; std::memcpy(&f, &u, 4); dst[i] = f * sc; }
+      break; }
+    case F16: { const _Float16* s = (const _Float16*)p;
+      #pragma omp simd
+      for (int i = 0; i < n; ++i) dst[i] = (float)s[i] * sc; break; }
+    case E4M3: { const uint8_t* s = (const uint8_t*)p;
+      for (int i = 0; i < n; ++i) dst[i] = g_lut_e4m3[s[i]] * sc; break; }
+    case E5M2: { const uint8_t* s = (const uint8_t*)p;
+      for (int i = 0; i < n; ++i) dst[i] = g_lut_e5m2[s[i]] * sc; break; }
+  }
+}
+
+static inline void store_row(int type, void* p, const float* src, int n) {
+  switch (type) {
+    case F32: std::memcpy(p, src, sizeof(float) * n); break;
+    case BF16: { uint16_t* d = (uint16_t*)p;
+      for (int i = 0; i < n; ++i) {  // round to nearest even, NaN kept
+        uint32_t u; std::memcpy(&u, &src[i], 4);
+        if ((u & 0x7fffffffu) > 0x7f800000u) d[i] = 0x7fc0;
+        else d[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+      } break; }
+    case F16: { _Float16* d = (_Float16*)p;
+      for (int i = 0; i < n; ++i) d[i] = (_Float16)src[i]; break; }
+  }
+}
+
+static inline int esize(int type) { return type == F32 ? 4 : (type == BF16 || type == F16) ? 2 : 1; }
+
+// exp for x <= 0 (arguments are s - max), vectorisable: 2^(x log2 e) via a degree-6 polynomial.
+static inline float fast_exp(float x) {
+  x = std::max(x, -87.0f);
+  float t = x * 1.44269504088896341f;
+  float fi = std::floor(t);
+  float f = t - fi;  // [0,1)
+  float p = 1.5353362e-4f;
+  p = p * f + 1.3398874e-3f;
+  p = p * f + 9.6181291e-3f;
+  p = p * f + 5.5504109e-2f;
+  p = p * f + 2.4022652e-1f;
+  p = p * f + 6.9314718e-1f;
+  p = p * f + 1.0f;
+  int32_t e = (int32_t)fi + 127;
+  uint32_t bits = (uint32_t)e << 23;
+  float sc; std::memcpy(&sc, &bits, 4);
+  return p * sc;
+}
+
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define ATTNSOLVE_AVX512 1
+// Convert one row of ND*16 elements to float (scaled) into dst.
+template <int ND>
+static inline void conv_row(int type, const void* p, float* __restrict dst, float sc) {
+  const __m512 vs = _mm512_set1_ps(sc);
+  if (type == F32) {
+    const float* s = (const float*)p;
+    for (int c = 0; c < ND; ++c) _mm512_storeu_ps(dst + 16 * c, _mm512_mul_ps(_mm512_loadu_ps(s + 16 * c), vs));
+  } else if (type == BF16) {
+    const uint16_t* s = (const uint16_t*)p;
+    for (int c = 0; c < ND; ++c) {
+      __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(s + 16 * c)));
+      _mm512_storeu_ps(dst + 16 * c, _mm512_mul_ps(_mm512_castsi512_ps(_mm512_slli_epi32(w, 16)), vs));
+    }
+  } else if (type == F16) {
+    const uint16_t* s = (const uint16_t*)p;
+    for (int c = 0; c < ND; ++c)
+      _mm512_storeu_ps(dst + 16 * c, _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(s + 16 * c))), vs));
+  } else {
+    load_row(type, p, dst, ND * 16, sc);
+  }
+}
+
+// One tile (nt <= TILE tokens of one block) for all heads: scores, online softmax, PV.
+template <int ND>
+static void tile_avx(int ctype, const char* kb, const char* vb, int64_t k_s1, int64_t k_s2, int64_t v_s1, int64_t v_s2,
+                     int slot0, int nt, int Hkv, int G, const float* qf, float* acc, float* m, float* l,
+                     float* s, int ldS, float* buf, float scale, float k_scale, float v_scale, float softcap) {
+  constexpr int D = ND * 16;
+  const int ce = esize(ctype);
+  const bool direct_k = (ctype == F32 && k_scale == 1.0f), direct_v = (ctype == F32 && v_scale == 1.0f);
+  for (int kh = 0; kh < Hkv; ++kh) {
+    // K rows -> float
+    const float* kr[64];
+    for (int t = 0; t < nt; ++t) {
+      const char* p = kb + ((int64_t)(slot0 + t) * k_s1 + (int64_t)kh * k_s2) * ce;
+      if (direct_k) kr[t] = (const float*)p;
+      else { conv_row<ND>(ctype, p, buf + (size_t)t * D, k_scale); kr[t] = buf + (size_t)t * D; }
+    }
+    for (int g = 0; g < G; ++g) {
+      const int h = kh * G + g;
+      const float* qh = qf + (size_t)h * D;
+      __m512 qv[ND];
+      for (int c = 0; c < ND; ++c) qv[c] = _mm512_loadu_ps(qh + 16 * c);
+      float* sh = s + (size_t)h * ldS;
+      for (int t = 0; t < nt; ++t) {
+        __m512 a0 = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kr[t]));
+        __m512 a1 = _mm512_setzero_ps();
+        for (int c = 1; c < ND; ++c) {
+          if (c & 1) a1 = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(kr[t] + 16 * c), a1);
+          else a0 = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(kr[t] + 16 * c), a0);
+        }
+        sh[t] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)) * scale;
+      }
+    }
+  }
+  // online softmax per head
+  const int H = Hkv * G;
+  for (int h = 0; h < H; ++h) {
+    float* sh = s + (size_t)h * ldS;
+    if (softcap > 0.0f) for (int t = 0; t < nt; ++t) sh[t] = softcap * std::tanh(sh[t] / softcap);
+    float bm = -INFINITY;
+    for (int t = 0; t < nt; ++t) bm = std::max(bm, sh[t]);
+    if (bm > m[h]) {
+      const float corr = (m[h] == -INFINITY) ? 0.0f : fast_exp(m[h] - bm);
+      l[h] *= corr;
+      float* ah = acc + (size_t)h * D;
+      const __m512 vc = _mm512_set1_ps(corr);
+      for (int c = 0; c < ND; ++c) _mm512_storeu_ps(ah + 16 * c, _mm512_mul_ps(_mm512_loadu_ps(ah + 16 * c), vc));
+      m[h] = bm;
+    }
+    const float mh = m[h];
+    float ls = 0.0f;
+    #pragma omp simd reduction(+:ls)
+    for (int t = 0; t < nt; ++t) { const float p = fast_exp(sh[t] - mh); sh[t] = p; ls += p; }
+    l[h] += ls;
+  }
+  // PV
+  for (int kh = 0; kh < Hkv; ++kh) {
+    const float* vr[64];
+    for (int t = 0; t < nt; ++t) {
+      const char* p = vb + ((int64_t)(slot0 + t) * v_s1 + (int64_t)kh * v_s2) * ce;
+      if (direct_v) vr[t] = (const float*)p;
+      else { conv_row<ND>(ctype, p, buf + (size_t)t * D, v_scale); vr[t] = buf + (size_t)t * D; }
+    }
+    for (int g = 0; g < G; ++g) {
+      const int h = kh * G + g;
+      float* ah = acc + (size_t)h * D;
+      const float* sh = s + (size_t)h * ldS;
+      __m512 av[ND];
+      for (int c = 0; c < ND; ++c) av[c] = _mm512_loadu_ps(ah + 16 * c);
+      for (int t = 0; t < nt; ++t) {
+        const __m512 p = _mm512_set1_ps(sh[t]);
+        for (int c = 0; c < ND; ++c) av[c] = _mm512_fmadd_ps(p, _mm512_loadu_ps(vr[t] + 16 * c), av[c]);
+      }
+      for (int c = 0; c < ND; ++c) _mm512_storeu_ps(ah + 16 * c, av[c]);
+    }
+  }
+}
+
+typedef void (*TileFn)(int, const char*, const char*, int64_t, int64_t, int64_t, int64_t, int, int, int, int,
+                       const float*, float*, float*, float*, float*, int, float*, float, float, float, float);
+static TileFn pick_tile(int D) {
+  switch (D) {
+    case 32: return tile_avx<2>;
+    case 64: return tile_avx<4>;
+    case 80: return tile_avx<5>;
+    case 96: return tile_avx<6>;
+    case 112: return tile_avx<7>;
+    case 128: return tile_avx<8>;
+    case 160: return tile_avx<10>;
+    case 192: return tile_avx<12>;
+    case 256: return tile_avx<16>;
+    default: return nullptr;
+  }
+}
+#else
+typedef void (*TileFn)(int);
+static TileFn pick_tile(int) { return nullptr; }
+#endif
+
+struct Item { int row; int seq; int lo; int hi; };
+
+}  // namespace
+
+extern "C" int attnsolve_paged_decode(
+    int qtype, int ctype, int otype,
+    const void* q, int64_t q_s0, int64_t q_s1,
+    const void* kc, int64_t k_s0, int64_t k_s1, int64_t k_s2,
+    const void* vc, int64_t v_s0, int64_t v_s1, int64_t v_s2,
+    void* out, int64_t o_s0, int64_t o_s1,
+    const int32_t* qsl, const int32_t* sl, const int32_t* bt, int64_t bt_s0,
+    const int32_t* seqs, int nseqs,
+    int H, int Hkv, int D, int Dv, int BS,
+    float scale, int causal, int window, float softcap, const float* sinks,
+    float k_scale, float v_scale, int nthreads, int chunk) {
+  init_luts();
+  const int G = H / Hkv;
+  const int qe = esize(qtype), ce = esize(ctype), oe = esize(otype);
+  if (chunk < BS) chunk = BS;
+  chunk = (chunk / BS) * BS;
+  // Work items: (row, key chunk), chunks aligned to absolute multiples of `chunk`.
+  std::vector<Item> items;
+  std::vector<int> row_first, row_count, rows, row_seq;
+  for (int k = 0; k < nseqs; ++k) {
+    int i = seqs[k];
+    int q0 = qsl[i], q1 = qsl[i + 1], L = sl[i], n = q1 - q0;
+    for (int j = 0; j < n; ++j) {
+      int p = L - n + j;
+      int hi = causal ? p + 1 : L;
+      int lo = window > 0 ? std::max(0, p - window + 1) : 0;
+      row_first.push_back((int)items.size());
+      rows.push_back(q0 + j);
+      row_seq.push_back(i);
+      int c = 0;
+      for (int a = (lo / chunk) * chunk; a < hi; a += chunk) {
+        items.push_back(Item{q0 + j, i, std::max(a, lo), std::min(a + chunk, hi)});
+        ++c;
+      }
+      row_count.push_back(c);
+    }
+  }
+  const int nitems = (int)items.size();
+  const TileFn tile = (D == Dv) ? pick_tile(D) : nullptr;
+  std::vector<float> pacc((size_t)nitems * H * Dv), pm((size_t)nitems * H), pl((size_t)nitems * H);
+
+  #pragma omp parallel num_threads(nthreads)
+  {
+    constexpr int TILE = 32;
+    std::vector<float> ts((size_t)TILE * H), tbuf((size_t)TILE * D);
+    std::vector<float> qf((size_t)H * D), acc((size_t)H * Dv), m(H), l(H), s((size_t)BS * H), kf(D), vf(Dv), pb(BS);
+    #pragma omp for schedule(dynamic, 1)
+    for (int it = 0; it < nitems; ++it) {
+      const Item& I = items[it];
+      for (int h = 0; h < H; ++h)
+        load_row(qtype, (const char*)q + ((int64_t)I.row * q_s0 + (int64_t)h * q_s1) * qe, &qf[(size_t)h * D], D, 1.0f);
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      std::fill(m.begin(), m.end(), -INFINITY);
+      std::fill(l.begin(), l.end(), 0.0f);
+      const int32_t* btr = bt + (int64_t)I.seq * bt_s0;
+#if defined(ATTNSOLVE_AVX512)
+      if (tile) {
+        for (int b = I.lo / BS; b * BS < I.hi; ++b) {
+          const int tb0 = std::max(I.lo, b * BS), tb1 = std::min(I.hi, (b + 1) * BS);
+          const int64_t blk = btr[b];
+          const char* kb = (const char*)kc + blk * k_s0 * ce;
+          const char* vb = (const char*)vc + blk * v_s0 * ce;
+          for (int t0 = tb0; t0 < tb1; t0 += TILE) {
+            const int nt = std::min(TILE, tb1 - t0);
+            tile(ctype, kb, vb, k_s1, k_s2, v_s1, v_s2, t0 - b * BS, nt, Hkv, G, qf.data(), acc.data(), m.data(), l.data(),
+                 ts.data(), TILE, tbuf.data(), scale, k_scale, v_scale, softcap);
+          }
+        }
+      } else
+#endif
+      for (int b = I.lo / BS; b * BS < I.hi; ++b) {
+        const int t0 = std::max(I.lo, b * BS), t1 = std::min(I.hi, (b + 1) * BS), nt = t1 - t0;
+        const int64_t blk = btr[b];
+        const char* kb = (const char*)kc + blk * k_s0 * ce;
+        const char* vb = (const char*)vc + blk * v_s0 * ce;
+        // scores s[t][h]
+        for (int t = 0; t < nt; ++t) {
+          const int slot = t0 + t - b * BS;
+          for (int kh = 0; kh < Hkv; ++kh) {
+            const float* kr;
+            if (ctype == F32 && k_scale == 1.0f) kr = (const float*)(kb + ((int64_t)slot * k_s1 + (int64_t)kh * k_s2) * 4);
+            else { load_row(ctype, kb + ((int64_t)slot * k_s1 + (int64_t)kh * k_s2) * ce, kf.data(), D, k_scale); kr = kf.data(); }
+            for (int g = 0; g < G; ++g) {
+              const int h = kh * G + g;
+              const float* qh = &qf[(size_t)h * D];
+              float a = 0.0f;
+              #pragma omp simd reduction(+:a)
+              for (int d = 0; d < D; ++d) a += qh[d] * kr[d];
+              s[(size_t)h * BS + t] = a * scale;
+            }
+          }
+        }
+        // online softmax per head over this block
+        for (int h = 0; h < H; ++h) {
+          float* sh = &s[(size_t)h * BS];
+          if (softcap > 0.0f) for (int t = 0; t < nt; ++t) sh[t] = softcap * std::tanh(sh[t] / softcap);
+          float bm = -INFINITY;
+          for (int t = 0; t < nt; ++t) bm = std::max(bm, sh[t]);
+          if (bm > m[h]) {
+            const float corr = (m[h] == -INFINITY) ? 0.0f : fast_exp(m[h] - bm);
+            if (corr != 1.0f) {
+              l[h] *= corr;
+              float* ah = &acc[(size_t)h * Dv];
+              #pragma omp simd
+              for (int d = 0; d < Dv; ++d) ah[d] *= corr;
+            }
+            m[h] = bm;
+          }
+          const float mh = m[h];
+          float ls = 0.0f;
+          #pragma omp simd reduction(+:ls)
+          for (int t = 0; t < nt; ++t) { const float p = fast_exp(sh[t] - mh); sh[t] = p; ls += p; }
+          l[h] += ls;
+        }
+        // acc[h] += p[h][t] * v[t]
+        for (int t = 0; t < nt; ++t) {
+          const int slot = t0 + t - b * BS;
+          for (int kh = 0; kh < Hkv; ++kh) {
+            const float* vr;
+            if (ctype == F32 && v_scale == 1.0f) vr = (const float*)(vb + ((int64_t)slot * v_s1 + (int64_t)kh * v_s2) * 4);
+            else { load_row(ctype, vb + ((int64_t)slot * v_s1 + (int64_t)kh * v_s2) * ce, vf.data(), Dv, v_scale); vr = vf.data(); }
+            for (int g = 0; g < G; ++g) {
+              const int h = kh * G + g;
+              const float p = s[(size_t)h * BS + t];
+              float* ah = &acc[(size_t)h * Dv];
+              #pragma omp simd
+              for (int d = 0; d < Dv; ++d) ah[d] += p * vr[d];
+            }
+          }
+        }
+      }
+      std::memcpy(&pacc[(size_t)it * H * Dv], acc.data(), sizeof(float) * H * Dv);
+      std::memcpy(&pm[(size_t)it * H], m.data(), sizeof(float) * H);
+      std::memcpy(&pl[(size_t)it * H], l.data(), sizeof(float) * H);
+    }
+    // merge the chunks of each row (log-sum-exp), sinks join the denominator
+    std::vector<float> o(Dv);
+    #pragma omp for schedule(static)
+    for (int r = 0; r < (int)rows.size(); ++r) {
+      const int f = row_first[r], c = row_count[r];
+      for (int h = 0; h < H; ++h) {
+        float M = sinks ? sinks[h] : -INFINITY;
+        for (int k = 0; k < c; ++k) M = std::max(M, pm[(size_t)(f + k) * H + h]);
+        std::fill(o.begin(), o.end(), 0.0f);
+        float den = 0.0f;
+        if (M != -INFINITY) {
+          if (sinks) den += std::exp(sinks[h] - M);
+          for (int k = 0; k < c; ++k) {
+            const float mk = pm[(size_t)(f + k) * H + h];
+            if (mk == -INFINITY) continue;
+            const float w = std::exp(mk - M);
+            den += w * pl[(size_t)(f + k) * H + h];
+            const float* a = &pacc[((size_t)(f + k) * H + h) * Dv];
+            #pragma omp simd
+            for (int d = 0; d < Dv; ++d) o[d] += w * a[d];
+          }
+        }
+        const float inv = den > 0.0f ? 1.0f / den : 0.0f;
+        for (int d = 0; d < Dv; ++d) o[d] *= inv;
+        store_row(otype, (char*)out + ((int64_t)rows[r] * o_s0 + (int64_t)h * o_s1) * oe, o.data(), Dv);
+      }
+    }
+  }
+  return 0;
+}
+'''

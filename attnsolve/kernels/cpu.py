@@ -1,0 +1,272 @@
+"""CPU_ATTN: paged attention on CPU (prefill and decode), the kernel vLLM's CPU backend selects.
+
+Two paths, chosen per sequence of a mixed batch:
+
+* Rows of sequences with at most ``DECODE_MAX_ROWS`` query rows (decode, speculative
+  decode, short chunks) go to a C++/OpenMP kernel (``_cpu_ext``): one online-softmax pass
+  that reads each paged KV block in place (no gather, no contiguous copy), split into
+  (row, key chunk) work items for both cores and merged by log-sum-exp.  AVX-512 tiles
+  for head sizes 32..256, a portable loop otherwise; fp32/bf16/fp16 and fp8 caches.
+* Longer query runs (prefill) gather the sequence's own blocks once (a bounded gather,
+  ``seq_len`` rows, never the whole cache) and run torch's CPU flash-attention kernel
+  (``aten._scaled_dot_product_flash_attention_for_cpu``, the one SDPA uses), whose
+  log-sum-exp output gives exact sinks and the merge of a causal chunk with its context.
+  Soft-capping (which that kernel lacks) uses a tiled float32 torch path.
+
+Without a compiler (or with ``ATTNSOLVE_CPU_EXT=0``) every sequence takes the torch paths.
+All paths are tested against ``reference.paged_attention_reference``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from attnsolve.kernels import _cpu_ext
+from attnsolve.kernels.metadata import AttentionMetadata
+from attnsolve.kernels.registry import register_kernel
+
+__all__ = ["cpu_attn", "cpu_attn_impl", "DECODE_MAX_ROWS"]
+
+DECODE_MAX_ROWS = 16
+_QUERY_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_CACHE_DTYPES = _QUERY_DTYPES + (torch.float8_e4m3fn, torch.float8_e5m2)
+_FP8 = (torch.float8_e4m3fn, torch.float8_e5m2)
+_flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+_TILE_ELEMS = 1 << 23  # float32 score elements per tile of the torch path (32 MiB)
+
+
+def _scalar(x) -> float:
+    if x is None:
+        return 1.0
+    if isinstance(x, torch.Tensor):
+        if x.numel() != 1:
+            raise ValueError(f"Expected a per-tensor (0-d) scale, but got shape {tuple(x.shape)}.")
+        return float(x.item())
+    return float(x)
+
+
+def _validate(query, key_cache, value_cache, md, sinks) -> None:
+    if query.dim() != 3:
+        raise ValueError(f"Expected query [num_tokens, num_heads, head_size], but got shape {tuple(query.shape)}.")
+    if key_cache.dim() != 4 or value_cache.dim() != 4:
+        raise ValueError(
+            "Expected key_cache/value_cache [num_blocks, block_size, num_kv_heads, head_size], "
+            f"but got shapes {tuple(key_cache.shape)} and {tuple(value_cache.shape)}."
+        )
+    if query.dtype not in _QUERY_DTYPES:
+        raise ValueError(f"Expected query dtype float32, bfloat16 or float16, but got {query.dtype}.")
+    if key_cache.dtype not in _CACHE_DTYPES or value_cache.dtype != key_cache.dtype:
+        raise ValueError(
+            "Expected key_cache and value_cache of one dtype among float32/bfloat16/float16/float8_e4m3fn/"
+            f"float8_e5m2, but got {key_cache.dtype} and {value_cache.dtype}."
+        )
+    T, H, D = query.shape
+    nb, bs, hkv, dk = key_cache.shape
+    if value_cache.shape[:3] != key_cache.shape[:3] or dk != D:
+        raise ValueError(
+            f"Expected key_cache [*, *, *, {D}] and value_cache with the same first three dims, "
+            f"but got {tuple(key_cache.shape)} and {tuple(value_cache.shape)}."
+        )
+    if hkv == 0 or H % hkv:
+        raise ValueError(f"Expected num_heads divisible by num_kv_heads, but got {H} and {hkv}.")
+    if sinks is not None and tuple(sinks.shape) != (H,):
+        raise ValueError(f"Expected sinks of shape [{H}] (one logit per query head), but got {tuple(sinks.shape)}.")
+    for name in ("query", "key_cache", "value_cache"):
+        t = locals()[name]
+        if t.device.type != "cpu":
+            raise ValueError(f"Expected {name} on cpu for CPU_ATTN, but got {t.device}.")
+    md.validate(T)
+
+
+def _int32(t: torch.Tensor) -> torch.Tensor:
+    if t.dtype != torch.int32:
+        t = t.to(torch.int32)
+    return t if t.is_contiguous() else t.contiguous()
+
+
+def _last_contig(t: torch.Tensor) -> torch.Tensor:
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+# ----------------------------------------------------------------------------------------------
+# decode rows: the C++ kernel
+
+
+def _decode_ext(fn, query, key_cache, value_cache, md, seqs, out, *, scale, causal, window, cap, sinks, ks, vs):
+    T, H, D = query.shape
+    _, bs, hkv, _ = key_cache.shape
+    dv = value_cache.shape[3]
+    q = _last_contig(query)
+    kc = _last_contig(key_cache)
+    vc = _last_contig(value_cache)
+    qsl, sl, bt = _int32(md.query_start_loc), _int32(md.seq_lens), _int32(md.block_table)
+    seq_t = torch.tensor(seqs, dtype=torch.int32)
+    sk = None if sinks is None else sinks.detach().to(torch.float32).contiguous()
+    _, lens = md.host_lists()
+    threads = torch.get_num_threads()
+    total = sum(min(lens[i], window) if window else lens[i] for i in seqs)
+    chunk = min(2048, max(256, -(-total // (4 * threads))))
+    chunk = -(-chunk // bs) * bs
+    code = _cpu_ext.DTYPE_CODES
+    fn(
+        code[str(q.dtype)[6:]], code[str(kc.dtype)[6:]], code[str(out.dtype)[6:]],
+        q.data_ptr(), q.stride(0), q.stride(1),
+        kc.data_ptr(), kc.stride(0), kc.stride(1), kc.stride(2),
+        vc.data_ptr(), vc.stride(0), vc.stride(1), vc.stride(2),
+        out.data_ptr(), out.stride(0), out.stride(1),
+        qsl.data_ptr(), sl.data_ptr(), bt.data_ptr(), bt.stride(0),
+        seq_t.data_ptr(), len(seqs),
+        H, hkv, D, dv, bs,
+        scale, int(causal), int(window or 0), float(cap or 0.0), None if sk is None else sk.data_ptr(),
+        ks, vs, threads, chunk,
+    )
+    del seq_t, sk  # kept alive across the call above
+
+
+# ----------------------------------------------------------------------------------------------
+# torch paths (prefill; everything when the extension is unavailable)
+
+
+def _gather(cache: torch.Tensor, bt_row: torch.Tensor, L: int, dtype, s: float) -> torch.Tensor:
+    """This sequence's tokens as ``[num_kv_heads, L, head]`` in ``dtype`` (one bounded gather)."""
+    bs = cache.shape[1]
+    nblk = -(-L // bs)
+    blocks = bt_row[:nblk].long()
+    x = cache.permute(2, 0, 1, 3)[:, blocks]  # [Hkv, nblk, bs, D], one copy of this sequence only
+    x = x.reshape(x.shape[0], nblk * bs, x.shape[-1])[:, :L]
+    if x.dtype in _FP8 or s != 1.0:
+        x = x.to(torch.float32)
+        if s != 1.0:
+            x = x * s
+    return x.to(dtype)
+
+
+def _torch_rows(q, k, v, p0, *, scale, causal, window, cap, sinks):
+    """Rows ``q [n, H, D]`` at positions ``p0..p0+n-1`` against ``k/v [Hkv, L, D]``, float32 math."""
+    n, H, D = q.shape
+    hkv, L, dv = v.shape
+    g = H // hkv
+    kf = k.to(torch.float32)
+    vf = v.to(torch.float32)
+    out = torch.empty(n, H, dv, dtype=torch.float32)
+    tile = max(1, _TILE_ELEMS // max(1, H * L))
+    pos_k = torch.arange(L)
+    sink = None if sinks is None else sinks.detach().to(torch.float32).view(hkv, g, 1, 1)
+    for t0 in range(0, n, tile):
+        t1 = min(n, t0 + tile)
+        nt = t1 - t0
+        qt = q[t0:t1].to(torch.float32).view(nt, hkv, g, D).permute(1, 2, 0, 3).reshape(hkv, g * nt, D)
+        s = torch.bmm(qt, kf.transpose(1, 2)).view(hkv, g, nt, L)
+        s.mul_(scale)
+        if cap:
+            s = torch.tanh(s.div_(cap)).mul_(cap)
+        pos_q = torch.arange(p0 + t0, p0 + t1).unsqueeze(1)
+        mask = None
+        if causal:
+            mask = pos_k.unsqueeze(0) > pos_q
+        if window:
+            w = pos_k.unsqueeze(0) <= pos_q - int(window)
+            mask = w if mask is None else (mask | w)
+        if mask is not None:
+            s.masked_fill_(mask, -math.inf)
+        if sink is not None:
+            s = torch.cat([s, sink.expand(hkv, g, nt, 1)], dim=-1)
+        m = s.amax(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).min)
+        p = torch.exp(s - m)
+        p = p / p.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+        if sink is not None:
+            p = p[..., :L]
+        o = torch.bmm(p.reshape(hkv, g * nt, L), vf).view(hkv, g, nt, dv)
+        out[t0:t1] = o.permute(2, 0, 1, 3).reshape(nt, H, dv)
+    return out
+
+
+def _flash_rows(q, k, v, p0, *, scale, causal, window, sinks):
+    """Same contract as ``_torch_rows`` via torch's CPU flash-attention kernel (no soft-cap)."""
+    n, H, D = q.shape
+    hkv, L, dv = v.shape
+    qh = q.transpose(0, 1).contiguous().unsqueeze(0)  # [1, H, n, D]
+    if window:
+        lo = max(0, p0 - int(window) + 1)
+        pos_q = torch.arange(p0, p0 + n).unsqueeze(1)
+        pos_k = torch.arange(lo, L).unsqueeze(0)
+        visible = pos_k > pos_q - int(window)
+        if causal:
+            visible &= pos_k <= pos_q
+        mask = torch.zeros(n, L - lo, dtype=q.dtype).masked_fill_(~visible, -math.inf)
+        o, lse = _flash(qh, k[None, :, lo:], v[None, :, lo:], attn_mask=mask, scale=scale)
+    elif not causal or p0 == 0:
+        o, lse = _flash(qh, k[None], v[None], is_causal=bool(causal), scale=scale)
+    else:
+        # causal chunk with context: context keys [0, p0) fully visible, chunk keys causal (aligned)
+        o1, l1 = _flash(qh, k[None, :, :p0], v[None, :, :p0], scale=scale)
+        o2, l2 = _flash(qh, k[None, :, p0:], v[None, :, p0:], is_causal=True, scale=scale)
+        lse = torch.logaddexp(l1, l2)
+        o = o1.float() * torch.exp(l1 - lse).unsqueeze(-1) + o2.float() * torch.exp(l2 - lse).unsqueeze(-1)
+    if sinks is not None:
+        w = torch.sigmoid(lse - sinks.detach().to(torch.float32).view(1, H, 1))  # e^lse / (e^lse + e^sink)
+        o = o.float() * w.unsqueeze(-1)
+    return o[0].transpose(0, 1)  # [n, H, dv]
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def cpu_attn_impl(
+    query, key_cache, value_cache, md: AttentionMetadata, *, scale=None, causal=True, sliding_window=None,
+    logits_soft_cap=None, sinks=None, k_scale=None, v_scale=None, use_ext: bool | None = None,
+    use_flash: bool = True,
+) -> torch.Tensor:
+    """CPU_ATTN with the path choice exposed for tests: ``use_ext`` False forces the torch paths,
+    True requires the extension (``RuntimeError`` if it cannot be built), None = use it if possible;
+    ``use_flash`` False forces the tiled torch path for prefill."""
+    _validate(query, key_cache, value_cache, md, sinks)
+    T, H, D = query.shape
+    dv = value_cache.shape[3]
+    sc = D ** -0.5 if scale is None else float(scale)
+    ks, vs = _scalar(k_scale), _scalar(v_scale)
+    window = None if not sliding_window else int(sliding_window)
+    cap = None if not logits_soft_cap else float(logits_soft_cap)
+    out = torch.empty(T, H, dv, dtype=query.dtype)
+    qsl, lens = md.host_lists()
+    fn = None
+    if use_ext is not False:
+        fn = _cpu_ext.load()
+        if fn is None and use_ext:
+            raise RuntimeError(f"CPU_ATTN extension unavailable: {_cpu_ext.reason()}")
+    short, long_ = [], []
+    for i in range(len(lens)):
+        n = qsl[i + 1] - qsl[i]
+        if n == 0:
+            continue
+        (short if (fn is not None and n <= DECODE_MAX_ROWS) else long_).append(i)
+    if short:
+        _decode_ext(fn, query, key_cache, value_cache, md, short, out, scale=sc, causal=causal, window=window,
+                    cap=cap, sinks=sinks, ks=ks, vs=vs)
+    if long_:
+        cdt = query.dtype
+        for i in long_:
+            q0, q1, L = qsl[i], qsl[i + 1], lens[i]
+            k = _gather(key_cache, md.block_table[i], L, cdt, ks)
+            v = _gather(value_cache, md.block_table[i], L, cdt, vs)
+            kw = dict(scale=sc, causal=causal, window=window, sinks=sinks)
+            if use_flash and cap is None:
+                o = _flash_rows(query[q0:q1], k, v, L - (q1 - q0), **kw)
+            else:
+                o = _torch_rows(query[q0:q1], k, v, L - (q1 - q0), cap=cap, **kw)
+            out[q0:q1] = o
+    return out
+
+
+@register_kernel("CPU_ATTN", devices=("cpu",))
+def cpu_attn(
+    query, key_cache, value_cache, md: AttentionMetadata, *, scale=None, causal=True, sliding_window=None,
+    logits_soft_cap=None, sinks=None, k_scale=None, v_scale=None,
+) -> torch.Tensor:
+    """Paged attention on CPU; see the module docstring and ``docs/kernels.md``."""
+    return cpu_attn_impl(
+        query, key_cache, value_cache, md, scale=scale, causal=causal, sliding_window=sliding_window,
+        logits_soft_cap=logits_soft_cap, sinks=sinks, k_scale=k_scale, v_scale=v_scale,
+    )

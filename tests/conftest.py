@@ -1,0 +1,41 @@
+"""Shared test set-up: hypothesis profiles (ci / dev / nightly) and the gpu / slow markers.
+
+Select a profile with HYPOTHESIS_PROFILE=ci|dev|nightly (default dev); `.ci/run` uses ci.
+The ci profile is derandomised so a failure reproduces exactly; --runslow enables slow tests.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile("dev", max_examples=30, deadline=None)
+settings.register_profile("ci", max_examples=150, deadline=None, derandomize=True, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("nightly", max_examples=3000, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--runslow") and os.environ.get("HYPOTHESIS_PROFILE") != "nightly":
+        skip_slow = pytest.mark.skip(reason="slow: run with --runslow or HYPOTHESIS_PROFILE=nightly")
+        for item in items:
+            if "slow" in item.keywords:
+                item.add_marker(skip_slow)
+    try:
+        import torch
+        has_cuda = torch.cuda.is_available()
+    except Exception:
+        has_cuda = False
+    if not has_cuda:
+        skip_gpu = pytest.mark.skip(reason="no CUDA device on this machine")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip_gpu)
