@@ -241,7 +241,9 @@ def is_interpreted(kernel=None) -> bool:
     """
     from triton.runtime.interpreter import InterpretedFunction
 
-    return isinstance(kernel if kernel is not None else _unified_attention_kernel, InterpretedFunction)
+    k = kernel if kernel is not None else _unified_attention_kernel
+    # both ours and triton's standard library (tl.sum, tl.zeros...) must be interpreted
+    return isinstance(k, InterpretedFunction) and isinstance(tl.zeros, InterpretedFunction)
 
 
 def _require_runnable(backend: str, device: torch.device, kernel, alternative: str | None = "CPU_ATTN") -> None:

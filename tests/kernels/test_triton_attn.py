@@ -17,9 +17,13 @@ import sys
 
 import pytest
 
-_TRITON_PREIMPORTED = "triton" in sys.modules
 _OLD_INTERPRET = os.environ.get("TRITON_INTERPRET")
-if not _TRITON_PREIMPORTED:
+# Set the variable while triton and our kernel modules are imported, unless triton is
+# already loaded in compile mode (then mixing modes would break; use a subprocess).
+_SET_ENV = "triton.language" not in sys.modules or (
+    type(sys.modules["triton.language"].zeros).__name__ == "InterpretedFunction"
+)
+if _SET_ENV:
     os.environ["TRITON_INTERPRET"] = "1"
 try:
     pytest.importorskip("triton")
@@ -29,7 +33,7 @@ try:
 
     from attnsolve.kernels import triton_attn
 finally:
-    if not _TRITON_PREIMPORTED:
+    if _SET_ENV:
         if _OLD_INTERPRET is None:
             os.environ.pop("TRITON_INTERPRET", None)
         else:
