@@ -32,6 +32,7 @@ from typing import Callable, Iterable
 
 __all__ = [
     "KernelUnavailableError",
+    "generation",
     "register_kernel",
     "kernel_for",
     "runnable_backends",
@@ -116,6 +117,8 @@ _REGISTRY: dict[str, _Entry] = {}
 # module name -> reason it could not be imported (only for real failures / missing packages)
 _IMPORT_ERRORS: dict[str, str] = {}
 _discovered = False
+# bumped on every registration: callers caching kernel_for() results compare it
+_generation = 0
 _lock = threading.RLock()
 _spec_cache: dict[str, bool] = {}
 
@@ -145,7 +148,9 @@ def register_kernel(
     reqs = tuple(requires)
 
     def deco(fn):
+        global _generation
         with _lock:
+            _generation += 1
             _REGISTRY[backend] = _Entry(
                 backend, fn, devs, reqs, check, getattr(fn, "__module__", "?")
             )
@@ -184,6 +189,12 @@ def _discover() -> None:
                 _IMPORT_ERRORS[mod] = f"{mod} needs package {missing!r}, which is not installed"
             except Exception as e:  # never hide a real bug: record it as the reason
                 _IMPORT_ERRORS[mod] = f"importing {mod} failed: {type(e).__name__}: {e}"
+
+
+def generation() -> int:
+    """A counter bumped by every ``register_kernel``: caches of ``kernel_for`` results key on it."""
+    _discover()
+    return _generation
 
 
 def import_errors() -> dict[str, str]:
