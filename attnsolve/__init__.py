@@ -16,3 +16,7 @@ __all__ = [
     "Selection", "SelectionError", "load_rules", "solve", "use_rules",
 ]
 __version__ = "0.1.0"
+
+from .explain import Explanation, Fix, Verdict, explain, possible_backends, selection_table  # noqa: E402
+
+__all__ += ["Explanation", "Fix", "Verdict", "explain", "possible_backends", "selection_table"]

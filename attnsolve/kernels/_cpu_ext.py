@@ -312,6 +312,7 @@ static TileFn pick_tile(int D) {
     case 128: return tile_avx<8>;
     case 160: return tile_avx<10>;
     case 192: return tile_avx<12>;
+    case 224: return tile_avx<14>;
     case 256: return tile_avx<16>;
     default: return nullptr;
   }

@@ -1,0 +1,485 @@
+"""Explanations: every candidate's verdict, the minimal conflict and the smallest fixes.
+
+A *conflict* is a smallest set of the user's facts (field = value) that on its own, with every
+other field free, already rules out every candidate (or the requested backend). It is found with
+QuickXplain over the facts ordered hardware > model > tunables, using the CSP as the consistency
+test, and further conflicts with a bounded hitting-set search. A *fix* is a smallest set of fields
+to change (a minimal hitting set of the conflicts), with concrete values nearest the current ones,
+verified by re-solving.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from .config import ANY, FIELD_NAMES, Config, format_cc
+from .errors import ConfigError, SelectionError
+from .rules.loader import EXTRA_FIELDS
+from .selection import (compiled_rules, csp_solver, candidate_reasons, evaluate, failure,
+                        solve_uncached)
+from .solver.domains import representatives, value_classes
+from .solver.facts import base_facts, parse_role
+from .solver.semantics import AUTO
+
+HARDWARE = ("platform", "compute_capability", "rocm_arch")
+MODEL = ("dtype", "head_size", "use_mla", "use_sparse", "has_sink", "use_mm_prefix", "attn_type", "num_heads",
+         "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "index_topk")
+# Everything else is a tunable (KV dtype, block size, requested backend, FA version, switches, environment).
+_COST = {**{f: 2 for f in HARDWARE}, **{f: 1 for f in MODEL}}
+_NEVER_CHANGE = {"platform", "backend"}  # a fix never moves you to another platform; "backend" has its own fix
+
+
+def category(field_name: str) -> str:
+    return {2: "hardware", 1: "model"}.get(_COST.get(field_name, 0), "tunable")
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One candidate, in priority order: valid or not, and vLLM's reasons."""
+
+    backend: str
+    valid: bool
+    reasons: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend, "valid": self.valid, "reasons": list(self.reasons)}
+
+
+@dataclass(frozen=True)
+class Fix:
+    """A smallest change: set `changes` (Config field -> value) and `selects` is chosen."""
+
+    changes: Mapping[str, Any]
+    selects: str
+    hardware: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"changes": dict(self.changes), "selects": self.selects}
+
+    def __str__(self) -> str:
+        parts = [("backend=auto (automatic selection)" if k == "backend" and v is None else f"{k}={_show(v)}")
+                 for k, v in self.changes.items()]
+        return " and ".join(parts) + f" \u2192 {self.selects}"
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why a configuration gets (or cannot get) a backend, and what to change."""
+
+    config: Config
+    role: str
+    selected: str | None
+    variant: str | None
+    requested: str | None
+    candidates: tuple[Verdict, ...]
+    conflict: Mapping[str, Any] = field(default_factory=dict)
+    conflicts: tuple[Mapping[str, Any], ...] = ()
+    fixes: tuple[Fix, ...] = ()
+    warnings: tuple[str, ...] = ()
+    hardware_only: bool = False
+    possible: tuple[str, ...] = ()
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "selected": self.selected, "variant": self.variant, "requested": self.requested, "role": self.role,
+            "candidates": [c.to_dict() for c in self.candidates], "conflict": dict(self.conflict),
+            "conflicts": [dict(c) for c in self.conflicts], "fixes": [f.to_dict() for f in self.fixes],
+            "warnings": list(self.warnings), "hardware_only": self.hardware_only,
+            "possible": list(self.possible), "config": self.config.to_dict(),
+        }
+
+    def __str__(self) -> str:
+        return "\n".join(self.sentences())
+
+    def sentences(self) -> list[str]:
+        out: list[str] = []
+        if self.config.is_partial:
+            free = ", ".join(self.config.free_fields)
+            if self.possible:
+                out.append(f"With {free} free, possible backends: {', '.join(self.possible)}.")
+            else:
+                out.append(f"With {free} free, no completion selects a backend.")
+        elif self.selected:
+            sel = self.selected + (f" ({self.variant})" if self.variant else "")
+            out.append(f"Selected {sel}" + (" (requested)." if self.requested else "."))
+            lost = [c for c in self.candidates if not c.valid and c.backend != self.selected]
+            before = []
+            for c in self.candidates:
+                if c.backend == self.selected:
+                    break
+                before.append(c)
+            for c in before:
+                out.append(f"Not {c.backend}: {'; '.join(c.reasons)}.")
+            del lost
+        elif self.requested:
+            out.append(f"{self.requested} does not fit: {'; '.join(self.candidates[0].reasons)}.")
+        else:
+            out.append("No backend fits.")
+        if self.conflict:
+            out.append("The conflict is: " + _facts_text(self.conflict) + ".")
+        if self.hardware_only:
+            if self.requested:
+                out.append(f"{self.requested} cannot run on this hardware: no setting makes it valid; "
+                           "only other hardware (or another backend) helps.")
+            else:
+                out.append("Only other hardware helps: the conflict is made of hardware facts alone.")
+        if self.fixes:
+            out.append("Smallest fixes: " + "; ".join(str(f) for f in self.fixes[:5]) + ".")
+        for w in self.warnings:
+            out.append(f"Warning: {w}")
+        return out
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "unset"
+    return str(v)
+
+
+def _facts_text(facts: Mapping[str, Any]) -> str:
+    parts = [f"{k}={_show(v)}" for k, v in facts.items()]
+    if len(parts) <= 1:
+        return "".join(parts)
+    return ", ".join(parts[:-1]) + " with " + parts[-1] if len(parts) == 2 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Public entry points
+
+
+def explain(config: Config, *, role: str | None = None, available: Iterable[str] | None = None,
+            max_conflicts: int = 8) -> Explanation:
+    """Explain the selection for `config` (full or partial). Never raises for a well-formed config."""
+    if not isinstance(config, Config):
+        raise ConfigError("config", config, "an attnsolve.Config")
+    role_ = parse_role(role)
+    avail = None if available is None else frozenset(available)
+    if config.is_partial:
+        return _explain_partial(config, role_, avail, max_conflicts)
+    comp = compiled_rules()
+    facts, p, idx, warnings = evaluate(comp, config, role_, avail)
+    verdicts = []
+    for c in p.candidates:
+        reasons = candidate_reasons(c, facts, avail)
+        verdicts.append(Verdict(c.backend, not reasons, reasons))
+    requested = config.backend if p.mode != AUTO else None
+    if idx is not None:
+        sel = solve_uncached(config, role_, avail)
+        return Explanation(config, role_, sel.backend, sel.variant, requested, tuple(verdicts),
+                           warnings=sel.warnings)
+    err = failure(comp.rules, config, facts, p, avail)
+    conflicts = find_conflicts(config, role_, avail, requested, max_conflicts)
+    conflict = conflicts[0] if conflicts else {}
+    fixes = find_fixes(config, role_, avail, requested, conflicts)
+    hardware_only = bool(conflict) and all(category(f) == "hardware" for f in conflict)
+    return Explanation(config, role_, None, None, requested, tuple(verdicts), conflict, tuple(conflicts),
+                       tuple(fixes), tuple(warnings), hardware_only, message=str(err))
+
+
+def possible_backends(config: Config, *, role: str | None = None, available: Iterable[str] | None = None) -> tuple[str, ...]:
+    """Backends that some completion of `config` selects (for a requested backend: it, if some completion fits)."""
+    role_ = parse_role(role)
+    avail = None if available is None else frozenset(available)
+    if not config.is_partial:
+        try:
+            return (solve_uncached(config, role_, avail).backend,)
+        except SelectionError:
+            return ()
+    facts = _solver_facts(config, role_)
+    found = csp_solver().possible(facts, avail)
+    order = {b: i for i, b in enumerate(_priority_order(facts))}
+    return tuple(sorted(found, key=lambda b: (order.get(b, 999), b)))
+
+
+def selection_table(config: Config, over: Sequence[str] | None = None, *, role: str | None = None,
+                    available: Iterable[str] | None = None) -> tuple[tuple[dict[str, Any], Any], ...]:
+    """The selection for every combination of the value classes of `over` (default: the free fields).
+
+    Each row is (assignment, backend) where backend is a name or None (nothing valid); when fields
+    outside `over` are still free, it is the tuple of possible backends instead.
+    """
+    fields_ = list(over) if over is not None else list(config.free_fields)
+    for f in fields_:
+        if f not in FIELD_NAMES:
+            from .errors import closest
+            raise ConfigError("over", f, FIELD_NAMES, suggestion=closest(f, FIELD_NAMES))
+    role_ = parse_role(role)
+    avail = None if available is None else frozenset(available)
+    rules = compiled_rules().rules
+    domains = [_config_values(rules, f, config) for f in fields_]
+    rows = []
+    for combo in itertools.product(*domains):
+        changes = dict(zip(fields_, combo))
+        try:
+            cfg = config.replace(**changes)
+        except ConfigError:
+            continue
+        assignment = {f: (format_cc(v) if f == "compute_capability" and isinstance(v, tuple) else v)
+                      for f, v in ((f, getattr(cfg, f)) for f in fields_)}
+        if cfg.is_partial:
+            rows.append((assignment, possible_backends(cfg, role=role_, available=avail)))
+        else:
+            try:
+                rows.append((assignment, solve_uncached(cfg, role_, avail).backend))
+            except SelectionError:
+                rows.append((assignment, None))
+    return tuple(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Conflicts
+
+
+def _solver_facts(config: Config, role: str) -> dict[str, Any]:
+    return base_facts(config, role)
+
+
+def _priority_order(facts: Mapping[str, Any]) -> list[str]:
+    rules = compiled_rules().rules
+    out: list[str] = []
+    for pl in rules.lists:
+        for e in pl.entries:
+            if e.backend not in out:
+                out.append(e.backend)
+    return out
+
+
+def _fact_order(config: Config) -> list[str]:
+    """The user's facts, most preferred in a conflict first: hardware, then model, then tunables."""
+    relevant = set(csp_solver().fields) - set(EXTRA_FIELDS)
+    names = [f for f in FIELD_NAMES if f in relevant and f != "backend" and getattr(config, f) is not ANY]
+    # "no compute capability" / "no gfx arch" only restate the platform: not facts of their own
+    names = [f for f in names if not (f in ("compute_capability", "rocm_arch") and getattr(config, f) is None)]
+    return sorted(names, key=lambda f: (-_COST.get(f, 0), FIELD_NAMES.index(f)))
+
+
+def _consistency(config: Config, role: str, available: frozenset[str] | None,
+                 requested: str | None) -> Callable[[frozenset[str]], bool]:
+    """kept-fields -> whether some completion (all other facts free) reaches the goal."""
+    full = _solver_facts(config, role)
+    csp = csp_solver()
+    cache: dict[frozenset[str], bool] = {}
+    fixed = {"role", "backend"}
+
+    def consistent(kept: frozenset[str]) -> bool:
+        if kept in cache:
+            return cache[kept]
+        facts = {f: (full[f] if (f in kept or f in fixed) else ANY) for f in full}
+        ok = csp.find(facts, backend=requested, available=available) is not None
+        cache[kept] = ok
+        return ok
+
+    return consistent
+
+
+def _quickxplain(background: list[str], constraints: list[str], consistent: Callable[[frozenset[str]], bool]) -> list[str] | None:
+    """Junker's QuickXplain: a minimal conflict among `constraints`, preferring earlier ones."""
+    if consistent(frozenset(background + constraints)):
+        return None
+    if not constraints:
+        return []
+
+    def qx(b: list[str], delta: list[str], c: list[str]) -> list[str]:
+        if delta and not consistent(frozenset(b)):
+            return []
+        if len(c) == 1:
+            return list(c)
+        k = len(c) // 2
+        c1, c2 = c[:k], c[k:]
+        d2 = qx(b + c1, c1, c2)
+        d1 = qx(b + d2, d2, c1)
+        return d1 + d2
+
+    return qx(list(background), [], list(constraints))
+
+
+def find_conflicts(config: Config, role: str, available: frozenset[str] | None, requested: str | None,
+                   max_conflicts: int = 8) -> list[dict[str, Any]]:
+    """Minimal conflicts (as field -> Config value), the preferred one first (bounded hitting-set tree)."""
+    consistent = _consistency(config, role, available, requested)
+    order = _fact_order(config)
+    first = _quickxplain([], order, consistent)
+    if first is None:
+        return []
+    found: list[list[str]] = [first]
+    queue: list[frozenset[str]] = [frozenset()]
+    seen_paths: set[frozenset[str]] = {frozenset()}
+    while queue and len(found) < max_conflicts:
+        path = queue.pop(0)
+        # the conflict for this node: one that avoids every removed fact
+        conflict = next((c for c in found if not (set(c) & path)), None)
+        if conflict is None:
+            rest = [f for f in order if f not in path]
+            conflict = _quickxplain([], rest, consistent)
+            if conflict is None:
+                continue  # removing `path` restores consistency: a diagnosis, a leaf
+            if conflict not in found:
+                found.append(conflict)
+                if len(found) >= max_conflicts:
+                    break
+        for f in conflict:
+            child = path | {f}
+            if child not in seen_paths:
+                seen_paths.add(child)
+                queue.append(child)
+    return [_config_form(config, c) for c in found]
+
+
+def _config_form(config: Config, names: Iterable[str]) -> dict[str, Any]:
+    out = {}
+    for f in names:
+        v = getattr(config, f)
+        out[f] = format_cc(v) if f == "compute_capability" and isinstance(v, tuple) else v
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixes
+
+
+def _candidate_values(rules: Any, field_name: str, current: Any) -> list[Any]:
+    """Values to try for `field_name`, nearest to `current` first (Config-acceptable forms)."""
+    if field_name == "compute_capability":
+        vals = [tuple(map(int, g.split("."))) for g in rules.generations]
+        for c in value_classes(rules, field_name):
+            if c.representative is not None:
+                vals.append((c.representative // 10, c.representative % 10))
+    elif field_name in rules.domains:
+        vals = list(rules.domains[field_name])
+        if field_name in ("block_size", "flash_attn_version", "rocm_arch"):
+            vals = [None, *vals]
+    else:
+        reps = list(representatives(rules, field_name))
+        vals = reps
+        if isinstance(current, int) and not isinstance(current, bool):
+            # the member of each class nearest to the current value
+            scan = range(max(1, current // 4), current * 4 + 2)
+            best: dict[Any, int] = {}
+            from .solver.domains import class_of
+            for v in scan:
+                key = class_of(rules, field_name, v)
+                if key not in best or abs(v - current) < abs(best[key] - current):
+                    best[key] = v
+            vals = list(dict.fromkeys([*best.values(), *reps]))
+    vals = [v for v in dict.fromkeys(vals) if v != current]
+    return sorted(vals, key=lambda v: _distance(field_name, current, v, rules))
+
+
+def _distance(field_name: str, old: Any, new: Any, rules: Any) -> float:
+    if old is None or new is None:
+        return 2.0
+    if isinstance(old, bool) or isinstance(new, bool):
+        return 1.0
+    if isinstance(old, tuple) and isinstance(new, tuple):
+        return abs((old[0] * 10 + old[1]) - (new[0] * 10 + new[1])) / 10
+    if isinstance(old, int) and isinstance(new, int) and old > 0 and new > 0:
+        return abs(math.log2(new / old))
+    dom = list(rules.domains.get(field_name, ()))
+    if old in dom and new in dom:
+        return abs(dom.index(old) - dom.index(new)) * 0.5 + 0.5
+    return 1.0
+
+
+def find_fixes(config: Config, role: str, available: frozenset[str] | None, requested: str | None,
+               conflicts: Sequence[Mapping[str, Any]], max_fixes: int = 8, max_size: int = 3) -> list[Fix]:
+    """Smallest sets of field changes that make the goal reachable, verified by re-solving."""
+    rules = compiled_rules().rules
+    fixes: list[tuple[tuple, Fix]] = []
+    if requested is not None:
+        try:
+            sel = solve_uncached(config.replace(backend=None), role, available)
+            fixes.append(((0, 1, 0.0), Fix({"backend": None}, sel.backend)))
+        except (SelectionError, ConfigError):
+            pass
+    if not conflicts:
+        return [f for _, f in fixes]
+    pool = sorted({f for c in conflicts for f in c if f not in _NEVER_CHANGE},
+                  key=lambda f: (_COST.get(f, 0), FIELD_NAMES.index(f)))
+    worked: list[frozenset[str]] = []
+    consistent = _consistency(config, role, available, requested)
+    all_facts = frozenset(_fact_order(config))
+    for size in range(1, max_size + 1):
+        for combo in itertools.combinations(pool, size):
+            fs = frozenset(combo)
+            if any(w <= fs for w in worked):
+                continue  # a subset already works: not minimal
+            if any(not (fs & set(c)) for c in conflicts):
+                continue  # must touch every known conflict
+            if not consistent(all_facts - fs):
+                continue
+            fix = _best_values(config, role, available, requested, combo, rules)
+            if fix is None:
+                continue
+            worked.append(fs)
+            cost = (max(_COST.get(f, 0) for f in combo), size,
+                    sum(_distance(f, getattr(config, f), fix.changes[f] if f != "compute_capability" else _cc(fix.changes[f]), rules) for f in combo))
+            fixes.append((cost, fix))
+        if len(fixes) >= max_fixes:
+            break
+    fixes.sort(key=lambda t: t[0])
+    return [f for _, f in fixes[:max_fixes]]
+
+
+def _cc(text: Any) -> Any:
+    if isinstance(text, str) and "." in text:
+        a, _, b = text.partition(".")
+        return (int(a), int(b))
+    return text
+
+
+def _best_values(config: Config, role: str, available: frozenset[str] | None, requested: str | None,
+                 combo: Sequence[str], rules: Any) -> Fix | None:
+    """The nearest values for the fields in `combo` that make the goal hold, or None."""
+    options = [_candidate_values(rules, f, getattr(config, f))[:12] for f in combo]
+    tried = 0
+    for values in sorted(itertools.product(*options),
+                         key=lambda vs: sum(_distance(f, getattr(config, f), v, rules) for f, v in zip(combo, vs))):
+        tried += 1
+        if tried > 400:
+            break
+        changes = dict(zip(combo, values))
+        try:
+            cfg = config.replace(**changes)
+            sel = solve_uncached(cfg, role, available)
+        except (ConfigError, SelectionError):
+            continue
+        if requested is not None and sel.backend != requested:
+            continue
+        shown = {f: (format_cc(v) if f == "compute_capability" and isinstance(v, tuple) else v) for f, v in changes.items()}
+        return Fix(shown, sel.backend, hardware=any(category(f) == "hardware" for f in combo))
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Partial configs
+
+
+def _config_values(rules: Any, field_name: str, config: Config) -> list[Any]:
+    if field_name == "compute_capability":
+        return [tuple(map(int, g.split("."))) for g in rules.generations]
+    if field_name in rules.domains:
+        vals = list(rules.domains[field_name])
+        return [None, *vals] if field_name in ("block_size", "flash_attn_version") else vals
+    reps = list(representatives(rules, field_name))
+    return reps
+
+
+def _explain_partial(config: Config, role: str, available: frozenset[str] | None, max_conflicts: int) -> Explanation:
+    possible = possible_backends(config, role=role, available=available)
+    requested = config.backend if config.backend not in (None, ANY) else None
+    verdicts = tuple(Verdict(b, True, ()) for b in possible)
+    if possible and (requested is None or requested in possible):
+        return Explanation(config, role, possible[0] if len(possible) == 1 else None, None, requested, verdicts,
+                           possible=possible)
+    conflicts = find_conflicts(config, role, available, requested, max_conflicts)
+    conflict = conflicts[0] if conflicts else {}
+    hardware_only = bool(conflict) and all(category(f) == "hardware" for f in conflict)
+    fixes: list[Fix] = []
+    return Explanation(config, role, None, None, requested, verdicts, conflict, tuple(conflicts), tuple(fixes),
+                       (), hardware_only, possible=possible)
