@@ -20,7 +20,9 @@ from .errors import ConfigError, SelectionError
 from .rules.loader import EXTRA_FIELDS
 from .selection import (compiled_rules, csp_solver, candidate_reasons, evaluate, failure,
                         solve_uncached)
+from .rules import generation
 from .solver.domains import representatives, value_classes
+from .solver.reach import goal_reachable, reach_for
 from .solver.facts import base_facts, parse_role
 from .solver.semantics import AUTO
 
@@ -29,6 +31,11 @@ MODEL = ("dtype", "head_size", "use_mla", "use_sparse", "has_sink", "use_mm_pref
          "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "index_topk")
 # Everything else is a tunable (KV dtype, block size, requested backend, FA version, switches, environment).
 _COST = {**{f: 2 for f in HARDWARE}, **{f: 1 for f in MODEL}}
+# Within the model, some facts are cheap to change (run in fp16, split heads differently) and
+# some change the architecture itself; fixes are ranked accordingly.
+_MODEL_WEIGHT = {"dtype": 1.0, "num_heads": 1.1, "has_sink": 1.3, "use_mm_prefix": 1.3, "attn_type": 1.5,
+                 "head_size": 1.5, "use_mla": 1.6, "use_sparse": 1.6, "qk_nope_head_dim": 1.5,
+                 "qk_rope_head_dim": 1.5, "v_head_dim": 1.5, "index_topk": 1.5}
 _NEVER_CHANGE = {"platform", "backend"}  # a fix never moves you to another platform; "backend" has its own fix
 
 
@@ -113,10 +120,10 @@ class Explanation:
                     break
                 before.append(c)
             for c in before:
-                out.append(f"Not {c.backend}: {'; '.join(c.reasons)}.")
+                out.append(f"Not {c.backend}: {_join(c.reasons)}")
             del lost
         elif self.requested:
-            out.append(f"{self.requested} does not fit: {'; '.join(self.candidates[0].reasons)}.")
+            out.append(f"{self.requested} does not fit: {_join(self.candidates[0].reasons)}")
         else:
             out.append("No backend fits.")
         if self.conflict:
@@ -132,6 +139,11 @@ class Explanation:
         for w in self.warnings:
             out.append(f"Warning: {w}")
         return out
+
+
+def _join(reasons: Sequence[str]) -> str:
+    text = "; ".join(r.rstrip(".") for r in reasons)
+    return text + "."
 
 
 def _show(v: Any) -> str:
@@ -263,15 +275,18 @@ def _consistency(config: Config, role: str, available: frozenset[str] | None,
                  requested: str | None) -> Callable[[frozenset[str]], bool]:
     """kept-fields -> whether some completion (all other facts free) reaches the goal."""
     full = _solver_facts(config, role)
-    csp = csp_solver()
     cache: dict[frozenset[str], bool] = {}
     fixed = {"role", "backend"}
+    comp = compiled_rules()
+    reach = reach_for(comp, generation())
 
     def consistent(kept: frozenset[str]) -> bool:
         if kept in cache:
             return cache[kept]
         facts = {f: (full[f] if (f in kept or f in fixed) else ANY) for f in full}
-        ok = csp.find(facts, backend=requested, available=available) is not None
+        ok = goal_reachable(reach, facts, requested, available)
+        if ok is None:
+            ok = csp_solver().find(facts, backend=requested, available=available) is not None
         cache[kept] = ok
         return ok
 
@@ -417,7 +432,7 @@ def find_fixes(config: Config, role: str, available: frozenset[str] | None, requ
             if fix is None:
                 continue
             worked.append(fs)
-            cost = (max(_COST.get(f, 0) for f in combo), size,
+            cost = (max(_MODEL_WEIGHT.get(f, _COST.get(f, 0)) for f in combo), size,
                     sum(_distance(f, getattr(config, f), fix.changes[f] if f != "compute_capability" else _cc(fix.changes[f]), rules) for f in combo))
             fixes.append((cost, fix))
         if len(fixes) >= max_fixes:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -39,6 +40,7 @@ __all__ = [
     "registered_backends",
     "unavailable_reasons",
     "import_errors",
+    "override_kernel",
 ]
 
 _KERNEL_MODULES = (
@@ -157,6 +159,25 @@ def register_kernel(
         return fn
 
     return deco
+
+
+@contextmanager
+def override_kernel(backend: str, fn: Callable, **register_kwargs):
+    """Temporarily register ``fn`` for ``backend`` (tests, experiments); restores in ``finally``."""
+    global _generation
+    _discover()
+    with _lock:
+        old = _REGISTRY.get(backend)
+    register_kernel(backend, **register_kwargs)(fn)
+    try:
+        yield fn
+    finally:
+        with _lock:
+            if old is None:
+                _REGISTRY.pop(backend, None)
+            else:
+                _REGISTRY[backend] = old
+            _generation += 1
 
 
 def _have_package(name: str) -> bool:

@@ -92,6 +92,24 @@ class CompiledRules:
             sat |= m
         return sat
 
+    def satisfied_partial(self, facts: Mapping[str, Any]) -> int:
+        """Clauses satisfied by the fields present in `facts` alone (absent fields add nothing)."""
+        sat = 0
+        for field, value in facts.items():
+            lits = self._field_lits.get(field)
+            if lits is None:
+                continue
+            memo = self._memo.setdefault(field, {})
+            m = memo.get(value)
+            if m is None:
+                m = 0
+                for pred, mask in lits:
+                    if pred(value):
+                        m |= mask
+                memo[value] = m
+            sat |= m
+        return sat
+
     def first_valid(self, masks: tuple[int, ...], sat: int, allowed: tuple[bool, ...] | None = None) -> int | None:
         for i, m in enumerate(masks):
             if m & sat == m and (allowed is None or allowed[i]):

@@ -1,0 +1,204 @@
+"""``FLASH_ATTN`` through the ``flash_attn`` package, or torch SDPA's fused kernels without it.
+
+With ``flash_attn`` (FlashAttention-2, ``flash-attn>=2.6``): one
+``flash_attn_varlen_func`` call for the whole mixed batch.
+
+* Paged KV (``block_table=``) when the block size is a multiple of 256 (FA2's paged-KV
+  requirement); otherwise each sequence's KV is gathered once into a packed
+  ``[sum(seq_lens), num_kv_heads, head_size]`` (bounded: only the batch's tokens) and the
+  varlen call gets ``cu_seqlens_k``.
+* causal is bottom-right aligned in FA2 (query rows are the last positions), as here.
+* ``sliding_window=w`` -> ``window_size=(w - 1, 0)`` (causal) or ``(w - 1, -1)``.
+* ``logits_soft_cap`` -> ``softcap``; fp8 KV is dequantised during the gather (FA2 has no
+  fp8 path); sinks are not supported by upstream FA2 (vLLM's own ``vllm_flash_attn``
+  FA3 build has them) -> ``KernelUnavailableError`` naming ``TRITON_ATTN``.
+
+Without ``flash_attn``: ``torch.nn.functional.scaled_dot_product_attention`` restricted to
+its fused CUDA kernels (flash, memory-efficient), one call per sequence on the gathered KV,
+``enable_gqa=True``; covered: fp16/bf16, head size <= 256 and a multiple of 8, causal
+(bottom-right via ``torch.nn.attention.bias.causal_lower_right``) or not.  Not covered:
+sliding window, soft-cap, sinks -> ``KernelUnavailableError`` (alternative ``TRITON_ATTN``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from attnsolve.kernels.adapters import _common as C
+from attnsolve.kernels.registry import register_kernel
+
+__all__ = ["flash_attn_paged", "sdpa_paged", "INFO"]
+
+BACKEND = "FLASH_ATTN"
+ALTERNATIVE = "TRITON_ATTN"
+MIN_VERSION = "2.6.0"  # softcap + block_table in flash_attn_varlen_func
+PAGED_BLOCK_MULTIPLE = 256
+
+INFO = C.AdapterInfo(
+    backend=BACKEND,
+    package="flash-attn",
+    module="flash_attn",
+    min_version=MIN_VERSION,
+    compute_capability=">= 8.0",
+    dtypes=("float16", "bfloat16"),
+    notes=(
+        "FA2 varlen; paged KV when block_size % 256 == 0, else a bounded gather",
+        "fp8 KV dequantised during the gather",
+        "no sinks (upstream FA2)",
+    ),
+    fallback="torch SDPA fused kernels (flash / memory-efficient): no window, soft-cap or sinks",
+)
+
+
+def _check(device: str) -> str | None:
+    why = C.cuda_reason(BACKEND, device, min_cc=(8, 0))
+    if why:
+        return why
+    if C.have("flash_attn"):
+        v = C.package_version("flash-attn")
+        if not C.version_at_least(v, MIN_VERSION):
+            return f"flash-attn {v} is too old (needs >= {MIN_VERSION} for softcap and paged KV)"
+    return None
+
+
+def _common_checks(query, key_cache, value_cache, what: str) -> list[str]:
+    missing = []
+    if query.dtype not in (torch.float16, torch.bfloat16):
+        missing.append(f"{what} runs fp16/bf16 only, not {query.dtype}")
+    D, Dv = query.shape[-1], value_cache.shape[-1]
+    if D > 256 or D % 8:
+        missing.append(f"{what} needs head_size <= 256 and a multiple of 8, not {D}")
+    if Dv != D:
+        missing.append(f"{what} needs equal key and value head sizes, not {D} and {Dv}")
+    return missing
+
+
+def flash_attn_paged(
+    query,
+    key_cache,
+    value_cache,
+    md,
+    *,
+    scale=None,
+    causal=True,
+    sliding_window=None,
+    logits_soft_cap=None,
+    sinks=None,
+    k_scale=None,
+    v_scale=None,
+):
+    """The registered ``FLASH_ATTN`` kernel: flash_attn when installed, else SDPA."""
+    lib = C.load("flash_attn")
+    if lib is None:
+        return sdpa_paged(
+            query, key_cache, value_cache, md, scale=scale, causal=causal, sliding_window=sliding_window,
+            logits_soft_cap=logits_soft_cap, sinks=sinks, k_scale=k_scale, v_scale=v_scale,
+        )
+    missing = _common_checks(query, key_cache, value_cache, "flash_attn")
+    if sinks is not None:
+        missing.append("upstream flash_attn (FA2) has no attention sinks (vLLM's FA3 build has)")
+    if missing:
+        raise C.unavailable(BACKEND, missing, ALTERNATIVE, device=query.device.type)
+
+    T, H, D = query.shape
+    bs = key_cache.shape[1]
+    q_lens, seq_lens = C.host_lens(md)
+    max_q = max(q_lens, default=0)
+    max_k = max(seq_lens, default=0)
+    dev = query.device
+    cu_q = md.query_start_loc.to(device=dev, dtype=torch.int32)
+    sc = D ** -0.5 if scale is None else float(scale)
+    if sliding_window is not None:
+        window = (int(sliding_window) - 1, 0 if causal else -1)
+    else:
+        window = (-1, -1)
+    kwargs = dict(
+        dropout_p=0.0,
+        softmax_scale=sc,
+        causal=bool(causal),
+        window_size=window,
+        softcap=float(logits_soft_cap) if logits_soft_cap else 0.0,
+    )
+    fp8 = key_cache.dtype in C.FP8_DTYPES or value_cache.dtype in C.FP8_DTYPES
+    if bs % PAGED_BLOCK_MULTIPLE == 0 and not fp8:
+        cu_k = torch.zeros(len(seq_lens) + 1, dtype=torch.int32, device=dev)
+        torch.cumsum(md.seq_lens.to(device=dev, dtype=torch.int32), 0, out=cu_k[1:])
+        return lib.flash_attn_varlen_func(
+            query, key_cache, value_cache, cu_q, cu_k, max_q, max_k,
+            block_table=md.block_table.to(device=dev, dtype=torch.int32), **kwargs,
+        )
+    k, cu_k = C.packed_kv(key_cache, md, scale=k_scale if fp8 else None, dtype=query.dtype)
+    v, _ = C.packed_kv(value_cache, md, scale=v_scale if fp8 else None, dtype=query.dtype)
+    return lib.flash_attn_varlen_func(query, k, v, cu_q, cu_k, max_q, max_k, **kwargs)
+
+
+def sdpa_paged(
+    query,
+    key_cache,
+    value_cache,
+    md,
+    *,
+    scale=None,
+    causal=True,
+    sliding_window=None,
+    logits_soft_cap=None,
+    sinks=None,
+    k_scale=None,
+    v_scale=None,
+    fused_only: bool | None = None,
+):
+    """FLASH_ATTN's fallback: torch SDPA per sequence on the gathered KV.
+
+    ``fused_only`` (default: on CUDA) restricts SDPA to its flash and memory-efficient
+    kernels, so an unsupported case fails loudly instead of silently running the math path.
+    """
+    missing = _common_checks(query, key_cache, value_cache, "SDPA's flash kernel")
+    if sliding_window is not None:
+        missing.append("SDPA's fused kernels have no sliding window (install flash-attn)")
+    if logits_soft_cap:
+        missing.append("SDPA's fused kernels have no logits soft-cap (install flash-attn)")
+    if sinks is not None:
+        missing.append("SDPA's fused kernels have no attention sinks")
+    if missing:
+        raise C.unavailable(BACKEND, missing, ALTERNATIVE, device=query.device.type)
+
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.nn.attention.bias import causal_lower_right
+
+    T, H, D = query.shape
+    dev = query.device
+    if fused_only is None:
+        fused_only = dev.type == "cuda"
+    fp8 = key_cache.dtype in C.FP8_DTYPES or value_cache.dtype in C.FP8_DTYPES
+    k, cu_k = C.packed_kv(key_cache, md, scale=k_scale if fp8 else None, dtype=query.dtype)
+    v, _ = C.packed_kv(value_cache, md, scale=v_scale if fp8 else None, dtype=query.dtype)
+    cu_k = cu_k.tolist()
+    qsl = md.query_start_loc.tolist()
+    sc = D ** -0.5 if scale is None else float(scale)
+    out = torch.empty_like(query)
+    backends = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION] if fused_only else [
+        SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    with sdpa_kernel(backends):
+        for i in range(len(qsl) - 1):
+            q0, q1 = qsl[i], qsl[i + 1]
+            n = q1 - q0
+            if n == 0:
+                continue
+            L = cu_k[i + 1] - cu_k[i]
+            qi = query[q0:q1].transpose(0, 1).unsqueeze(0)  # [1, H, n, D]
+            ki = k[cu_k[i]:cu_k[i + 1]].transpose(0, 1).unsqueeze(0)  # [1, Hkv, L, D]
+            vi = v[cu_k[i]:cu_k[i + 1]].transpose(0, 1).unsqueeze(0)
+            if not causal or n == 1:
+                mask, is_causal = None, False  # a decode row sees its whole context
+            elif n == L:
+                mask, is_causal = None, True
+            else:
+                mask, is_causal = causal_lower_right(n, L), False
+            oi = torch.nn.functional.scaled_dot_product_attention(
+                qi, ki, vi, attn_mask=mask, is_causal=is_causal, scale=sc, enable_gqa=True
+            )
+            out[q0:q1] = oi.squeeze(0).transpose(0, 1)
+    return out
+
+
+register_kernel(BACKEND, devices=("cuda",), check=_check)(flash_attn_paged)

@@ -1,0 +1,194 @@
+"""Read a Hugging Face `config.json` into the Config fields attention selection depends on.
+
+Only JSON is parsed; nothing from a model directory is imported or executed. Every bad file or
+key raises ConfigError naming the file and the key, so the CLI can exit 2 with a clear message.
+
+What is derived (vLLM's reading of the same keys):
+
+- head size: `head_dim`, else `hidden_size / num_attention_heads`;
+- query heads: `num_attention_heads` (the CLI divides by --tensor-parallel-size);
+- MLA (`kv_lora_rank` present): head size `kv_lora_rank + qk_rope_head_dim` (576 for DeepSeek),
+  plus `qk_nope_head_dim`, `qk_rope_head_dim`, `v_head_dim`;
+- sparse MLA (`index_topk`, DeepSeek-V3.2): use_sparse, and vLLM's rewrite of an fp8 KV cache
+  dtype to `fp8_ds_mla` (see `apply_model_rewrites`);
+- attention sinks: gpt-oss (`model_type` "gpt_oss");
+- multimodal prefix LM (bidirectional attention over image tokens): Gemma 3, PaliGemma, Molmo2;
+- sliding window: reported as a note (it does not change selection at vLLM v0.16/v0.17);
+- dtype: `torch_dtype` or `dtype`.
+
+Multimodal configs keep the language model under `text_config`; its keys win.
+
+>>> m = read_model_config("examples/llama-3-8b.json")   # doctest: +SKIP
+>>> m.fields["head_size"], m.fields["num_heads"]          # doctest: +SKIP
+(128, 32)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+# model_type values whose attention layers carry learned sinks (vLLM passes `sinks=` for them).
+SINK_MODEL_TYPES = frozenset({"gpt_oss"})
+# vLLM's prefix-LM multimodal models: image tokens attend bidirectionally (use_mm_prefix).
+MM_PREFIX_MODEL_TYPES = frozenset({"gemma3", "paligemma", "molmo2"})
+_DTYPES = {"float16": "float16", "fp16": "float16", "half": "float16", "bfloat16": "bfloat16",
+           "bf16": "bfloat16", "float32": "float32", "fp32": "float32", "float": "float32"}
+FP8_DS_MLA_NOTE = ("kv_cache_dtype {old} -> fp8_ds_mla: vLLM's DeepSeek-V3.2 model config rewrites an fp8 "
+                   "KV cache to fp8_ds_mla before selection")
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a config.json says about attention: Config fields plus notes for the explanation."""
+
+    path: str
+    fields: Mapping[str, Any]
+    notes: tuple[str, ...] = ()
+    model_type: str | None = None
+    sparse_kv_rewrite: bool = False  # DeepSeek-V3.2 style: fp8* KV cache dtypes become fp8_ds_mla
+    extra: Mapping[str, Any] = field(default_factory=dict)  # facts that do not change selection
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "model_type": self.model_type, "fields": dict(self.fields),
+                "notes": list(self.notes), "sparse_kv_rewrite": self.sparse_kv_rewrite, **dict(self.extra)}
+
+
+def _err(path: str, key: str, value: Any, expected: str) -> ConfigError:
+    return ConfigError(f"{path}:{key}", value, expected,
+                       message=f"Invalid model config {path}: key {key!r} is {value!r}. Expected {expected}.")
+
+
+def _get_int(cfg: Mapping[str, Any], key: str, path: str, *, minimum: int = 1) -> int | None:
+    v = cfg.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        else:
+            raise _err(path, key, v, f"an integer >= {minimum}")
+    if v < minimum:
+        raise _err(path, key, v, f"an integer >= {minimum}")
+    return v
+
+
+def _load(path: str | Path) -> tuple[str, dict[str, Any]]:
+    p = Path(path)
+    if p.is_dir():
+        p = p / "config.json"
+    shown = str(p)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("model", str(path), "a config.json file or a directory holding one",
+                          message=f"Invalid --model {str(path)!r}: no such file ({shown}). "
+                                  "Expected a Hugging Face config.json or a directory holding one.") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError("model", str(path), "a readable UTF-8 JSON file",
+                          message=f"Invalid --model {str(path)!r}: cannot read {shown}: {e}.") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError("model", str(path), "valid JSON",
+                          message=f"Invalid model config {shown}: not valid JSON (line {e.lineno}, "
+                                  f"column {e.colno}: {e.msg}).") from None
+    if not isinstance(data, dict):
+        raise ConfigError("model", str(path), "a JSON object",
+                          message=f"Invalid model config {shown}: expected a JSON object, got {type(data).__name__}.")
+    return shown, data
+
+
+def read_model_config(path: str | Path) -> ModelFacts:
+    """Parse `path` (config.json or a directory holding it) into ModelFacts; ConfigError on bad input."""
+    shown, top = _load(path)
+    text_cfg = top.get("text_config")
+    if text_cfg is not None and not isinstance(text_cfg, dict):
+        raise _err(shown, "text_config", text_cfg, "a JSON object")
+    cfg: dict[str, Any] = {**top, **(text_cfg or {})}
+    model_type = top.get("model_type")
+    if model_type is not None and not isinstance(model_type, str):
+        raise _err(shown, "model_type", model_type, "a string")
+    fields: dict[str, Any] = {}
+    notes: list[str] = []
+    extra: dict[str, Any] = {}
+
+    for key in ("torch_dtype", "dtype"):
+        v = top.get(key, (text_cfg or {}).get(key))
+        if v is None:
+            continue
+        if not isinstance(v, str) or v.lower().removeprefix("torch.") not in _DTYPES:
+            raise _err(shown, key, v, "one of float16, bfloat16, float32")
+        fields["dtype"] = _DTYPES[v.lower().removeprefix("torch.")]
+        break
+
+    heads = _get_int(cfg, "num_attention_heads", shown)
+    kv_heads = _get_int(cfg, "num_key_value_heads", shown)
+    hidden = _get_int(cfg, "hidden_size", shown)
+    head_dim = _get_int(cfg, "head_dim", shown)
+    if heads is not None:
+        fields["num_heads"] = heads
+        extra["num_attention_heads"] = heads
+    if kv_heads is not None:
+        extra["num_key_value_heads"] = kv_heads
+
+    kv_lora = _get_int(cfg, "kv_lora_rank", shown)
+    if kv_lora is not None:
+        rope = _get_int(cfg, "qk_rope_head_dim", shown)
+        if rope is None:
+            raise _err(shown, "qk_rope_head_dim", None, "an integer (MLA models with kv_lora_rank need it)")
+        fields["use_mla"] = True
+        fields["head_size"] = kv_lora + rope
+        fields["qk_rope_head_dim"] = rope
+        for key in ("qk_nope_head_dim", "v_head_dim"):
+            v = _get_int(cfg, key, shown)
+            if v is not None:
+                fields[key] = v
+        notes.append(f"MLA: head size {kv_lora + rope} = kv_lora_rank {kv_lora} + qk_rope_head_dim {rope}")
+        topk = _get_int(cfg, "index_topk", shown)
+        if topk is not None:
+            fields["use_sparse"] = True
+            fields["index_topk"] = topk
+            notes.append(f"sparse MLA (index_topk {topk}, DeepSeek-V3.2 style)")
+    else:
+        if "index_topk" in cfg:
+            raise _err(shown, "index_topk", cfg["index_topk"], "absent unless kv_lora_rank is set (sparse attention is an MLA feature)")
+        if head_dim is not None:
+            fields["head_size"] = head_dim
+        elif hidden is not None and heads is not None:
+            if hidden % heads:
+                raise _err(shown, "hidden_size", hidden, f"a multiple of num_attention_heads ({heads}) when head_dim is absent")
+            fields["head_size"] = hidden // heads
+            notes.append(f"head size {hidden // heads} = hidden_size {hidden} / num_attention_heads {heads}")
+
+    if model_type in SINK_MODEL_TYPES:
+        fields["has_sink"] = True
+        notes.append(f"attention sinks ({model_type})")
+    if model_type in MM_PREFIX_MODEL_TYPES:
+        fields["use_mm_prefix"] = True
+        notes.append(f"multimodal prefix LM ({model_type}): image tokens use bidirectional attention")
+
+    window = cfg.get("sliding_window")
+    if window is not None:
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise _err(shown, "sliding_window", window, "a positive integer or null")
+        extra["sliding_window"] = window
+        notes.append(f"sliding window {window} (does not change backend selection at vLLM v0.16/v0.17)")
+
+    return ModelFacts(path=shown, fields=fields, notes=tuple(notes), model_type=model_type,
+                      sparse_kv_rewrite=bool(fields.get("use_sparse")), extra=extra)
+
+
+def apply_model_rewrites(model: ModelFacts, fields: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """vLLM's model-config rewrites of user settings: DeepSeek-V3.2 turns fp8* KV into fp8_ds_mla.
+
+    Returns the new fields and a note for each rewrite (the CLI shows it as a warning).
+    """
+    kv = fields.get("kv_cache_dtype")
+    if model.sparse_kv_rewrite and isinstance(kv, str) and kv.lower().startswith("fp8") and kv.lower() != "fp8_ds_mla":
+        return {**fields, "kv_cache_dtype": "fp8_ds_mla"}, (FP8_DS_MLA_NOTE.format(old=kv),)
+    return fields, ()

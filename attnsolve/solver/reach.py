@@ -1,0 +1,222 @@
+"""Fast reachability over the compiled bitsets: can some completion of a partial config make a
+candidate valid? The explanation asks this dozens of times per answer, so it must cost
+microseconds, not a CSP build.
+
+Each candidate's checks, its list's conditions and "no earlier list applies" become clause bits.
+Free fields (and groups of fields tied together by derived facts or platform coupling) offer the
+sets of clauses their values can satisfy; a depth-first search picks one option per free unit until
+every needed clause is covered. Options dominated by another option are dropped first, so the
+search stays tiny. The CSP remains the reference; tests check the two agree.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Mapping
+
+from ..config import ANY
+from ..rules.model import Check, Literal, RuleSet
+from .compiled import CompiledRules
+from .domains import representatives
+from .facts import add_derived
+
+# Fields always enumerated together: hardware facts are coupled to the platform, sparse to MLA,
+# and the role to MLA.
+_COUPLED = (("platform", "compute_capability", "rocm_arch"), ("use_mla", "use_sparse", "role"))
+
+
+class Reach:
+    def __init__(self, comp: CompiledRules):
+        self.comp = comp
+        rules = comp.rules
+        self.rules = rules
+        # list conditions as clauses
+        self._list_need: dict[int, int] = {}
+        for i, pl in enumerate(rules.lists):
+            m = 0
+            for lit in pl.when:
+                m |= 1 << comp._clause(Check("", lit, (), "list"))
+            earlier = [q for q in rules.lists[:i] if q.platform == pl.platform]
+            for q in earlier:
+                if not q.when:
+                    m = -1
+                    break
+                lits = list(q.when)
+                neg = Literal(lits[-1].field, lits[-1].pred.negated())
+                m |= 1 << comp._clause(Check("", neg, tuple(lits[:-1]), "list"))
+            m |= 1 << comp._clause(Check("", Literal("platform", _eq(pl.platform)), (), "list"))
+            self._list_need[i] = m
+        self._derived = dict(rules.derived)
+        fields = set(comp._field_lits) | {"platform", "role", "use_mla", "use_sparse", "compute_capability", "rocm_arch"}
+        for d in self._derived.values():
+            fields |= set(d.inputs)
+        fields -= set(self._derived)
+        # groups: union-find over derived inputs and coupled fields
+        parent = {f: f for f in fields}
+
+        def find(x: str) -> str:
+            while parent[x] != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        def union(a: str, b: str) -> None:
+            parent[find(a)] = find(b)
+
+        for d in self._derived.values():
+            ins = [f for f in d.inputs if f in parent]
+            for a, b in zip(ins, ins[1:]):
+                union(a, b)
+        for grp in _COUPLED:
+            ins = [f for f in grp if f in parent]
+            for a, b in zip(ins, ins[1:]):
+                union(a, b)
+        groups: dict[str, list[str]] = {}
+        for f in sorted(fields):
+            groups.setdefault(find(f), []).append(f)
+        self.groups = [tuple(g) for g in groups.values()]
+        self._group_derived = {g: tuple(d for d in self._derived.values() if set(d.inputs) & set(g)) for g in self.groups}
+        self._reps = {f: tuple(representatives(rules, f)) for f in fields}
+        self._opt_cache: dict[Any, tuple[int, ...]] = {}
+
+    def list_need(self, index: int) -> int:
+        return self._list_need[index]
+
+    def _options(self, group: tuple[str, ...], facts: Mapping[str, Any]) -> tuple[int, ...]:
+        key = (group, tuple(facts.get(f, ANY) for f in group))
+        got = self._opt_cache.get(key)
+        if got is not None:
+            return got
+        doms = [self._reps[f] if facts.get(f, ANY) is ANY else (facts[f],) for f in group]
+        masks: set[int] = set()
+        derived = self._group_derived[group]
+        for combo in itertools.product(*doms):
+            vals = dict(zip(group, combo))
+            if not _coupling_ok(vals):
+                continue
+            if derived:
+                full = dict(vals)
+                for d in derived:
+                    full[d.name] = d.evaluate(full)[0] if set(d.inputs) <= set(full) else None
+                vals = full
+            masks.add(self.comp.satisfied_partial(vals))
+        opts = _maximal(masks)
+        if len(self._opt_cache) > 4096:
+            self._opt_cache.clear()
+        self._opt_cache[key] = opts
+        return opts
+
+    def units(self, facts: Mapping[str, Any]) -> list[tuple[int, ...]] | None:
+        """Per free unit, the clause sets its values can satisfy (None: some unit has no legal value)."""
+        out = []
+        for g in self.groups:
+            opts = self._options(g, facts)
+            if not opts:
+                return None
+            out.append(opts)
+        return out
+
+    def reachable(self, facts: Mapping[str, Any], need: int, units: list[tuple[int, ...]] | None = None) -> bool:
+        """Whether some completion of `facts` (ANY = free) satisfies every clause in `need`."""
+        if need < 0:
+            return False
+        if units is None:
+            units = self.units(facts)
+            if units is None:
+                return False
+        acc = 0
+        free = []
+        for opts in units:
+            if len(opts) == 1:
+                acc |= opts[0]
+            else:
+                masked = {o & need for o in opts}
+                if len(masked) == 1:
+                    acc |= masked.pop()
+                else:
+                    free.append(_maximal(masked))
+        if acc & need == need:
+            return True
+        free.sort(key=len)
+        reach_rest = [0] * (len(free) + 1)
+        for i in range(len(free) - 1, -1, -1):
+            u = 0
+            for o in free[i]:
+                u |= o
+            reach_rest[i] = reach_rest[i + 1] | u
+        return _dfs(free, 0, acc, need, reach_rest)
+
+
+def _dfs(free: list[tuple[int, ...]], i: int, acc: int, need: int, reach_rest: list[int]) -> bool:
+    if acc & need == need:
+        return True
+    if i == len(free) or (acc | reach_rest[i]) & need != need:
+        return False
+    for o in free[i]:
+        if _dfs(free, i + 1, acc | o, need, reach_rest):
+            return True
+    return False
+
+
+def _maximal(masks: set[int]) -> tuple[int, ...]:
+    ordered = sorted(masks, key=lambda m: -bin(m).count("1"))
+    keep: list[int] = []
+    for m in ordered:
+        if not any(m | k == k for k in keep):
+            keep.append(m)
+    return tuple(keep)
+
+
+def _coupling_ok(vals: Mapping[str, Any]) -> bool:
+    plat = vals.get("platform", ANY)
+    if plat is not ANY:
+        if "compute_capability" in vals and (vals["compute_capability"] is not None) != (plat == "cuda"):
+            return False
+        if "rocm_arch" in vals and (vals["rocm_arch"] is not None) != (plat == "rocm"):
+            return False
+    if vals.get("use_sparse") is True and vals.get("use_mla") is False:
+        return False
+    if vals.get("role") == "mla_prefill" and vals.get("use_mla") is False:
+        return False
+    return True
+
+
+def _eq(value: Any):
+    from ..rules.model import Pred
+    return Pred(eq=value)
+
+
+_reach: tuple[int, Reach] | None = None
+
+
+def reach_for(comp: CompiledRules, generation: int) -> Reach:
+    global _reach
+    if _reach is None or _reach[0] != generation or _reach[1].comp is not comp:
+        _reach = (generation, Reach(comp))
+    return _reach[1]
+
+
+def goal_reachable(reach: Reach, facts: Mapping[str, Any], requested: str | None,
+                   available: frozenset[str] | None) -> bool | None:
+    """Some completion selects a backend (requested: selects exactly it). None = ask the CSP."""
+    rules: RuleSet = reach.rules
+    comp = reach.comp
+    plat = facts.get("platform", ANY)
+    units = reach.units(facts)
+    if units is None:
+        return False
+    for i, pl in enumerate(rules.lists):
+        if plat is not ANY and pl.platform != plat:
+            continue
+        if requested is not None and pl.manual == "ignore":
+            return None  # "requested R is selected" needs "earlier candidates invalid": CSP
+        p, masks = comp._plan(pl, requested)
+        base = reach.list_need(i)
+        for cand, m in zip(p.candidates, masks):
+            if available is not None and cand.backend not in available:
+                continue
+            if requested is not None and cand.backend != requested:
+                continue
+            if reach.reachable(facts, base | m if base >= 0 else -1, units):
+                return True
+    return False
