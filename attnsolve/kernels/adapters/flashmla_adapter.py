@@ -51,11 +51,18 @@ INFO_SPARSE = C.AdapterInfo(
 )
 
 
+_NO_PKG = "package 'flash-mla' (import flash_mla) is not installed"
+
+
 def _check_dense(device: str) -> str | None:
+    if not C.have("flash_mla"):
+        return _NO_PKG
     return C.cuda_reason("FLASHMLA", device, majors=(9,))
 
 
 def _check_sparse(device: str) -> str | None:
+    if not C.have("flash_mla"):
+        return _NO_PKG
     return C.cuda_reason("FLASHMLA_SPARSE", device, majors=(9, 10))
 
 
@@ -176,5 +183,5 @@ def flashmla_sparse(query, kv_cache, md, *, kv_lora_rank=512, scale=None, topk_i
     return out[:, :H].contiguous()
 
 
-register_kernel("FLASHMLA", devices=("cuda",), requires=("flash_mla",), check=_check_dense)(flashmla_decode)
-register_kernel("FLASHMLA_SPARSE", devices=("cuda",), requires=("flash_mla",), check=_check_sparse)(flashmla_sparse)
+register_kernel("FLASHMLA", devices=("cuda",), check=_check_dense)(flashmla_decode)
+register_kernel("FLASHMLA_SPARSE", devices=("cuda",), check=_check_sparse)(flashmla_sparse)
