@@ -1,0 +1,273 @@
+"""Laws of explain(): conflicts are sound and minimal, fixes work and are minimal, the fast
+reachability agrees with the CSP, and on small synthetic rule sets the conflicts found are exactly
+the brute-force minimal conflicts."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from attnsolve import ANY, Config, InvalidBackendError, NoValidBackendError, explain, possible_backends, selection_table, solve
+from attnsolve.config import FIELD_NAMES
+from attnsolve.errors import ConfigError, SelectionError
+from attnsolve.explain import category, find_conflicts
+from attnsolve.rules import default_rules, load_rules, use_rules
+from attnsolve.selection import csp_solver
+from attnsolve.solver.domains import representatives
+from attnsolve.solver.facts import base_facts
+
+FAILING = [
+    dict(platform="cuda", compute_capability="8.0", dtype="bfloat16", backend="FLASHMLA", use_mla=True),
+    dict(platform="cuda", gpu="H100", dtype="bfloat16", kv_cache_dtype="fp8", use_mla=True, use_sparse=True),
+    dict(platform="cuda", gpu="H100", dtype="bfloat16", kv_cache_dtype="fp8", block_size=8),
+    dict(platform="cpu", dtype="bfloat16", use_mla=True),
+    dict(platform="rocm", dtype="bfloat16", use_mla=True, use_sparse=True, kv_cache_dtype="fp8"),
+    dict(platform="cuda", gpu="B200", dtype="float32", use_mla=True, kv_cache_dtype="fp8_e5m2", block_size=8),
+    dict(platform="cuda", gpu="B200", dtype="bfloat16", use_mla=True, backend="FLASHINFER_MLA", qk_nope_head_dim=64),
+    dict(platform="cuda", gpu="L4", dtype="float32", head_size=16, kv_cache_dtype="fp8"),
+    dict(platform="rocm", dtype="bfloat16", backend="ROCM_AITER_FA", rocm_arch="gfx1100"),
+    dict(platform="cuda", gpu="A100", dtype="bfloat16", backend="TREE_ATTN", head_size=80),
+]
+
+
+def _goal_ok(cfg: Config, requested: str | None) -> bool:
+    """Independent check through the CSP: does some completion of cfg reach the goal?"""
+    facts = base_facts(cfg, "decode")
+    return csp_solver().find(facts, backend=requested) is not None
+
+
+def _partial(cfg: Config, keep: set[str]) -> Config:
+    data = {f: (getattr(cfg, f) if f in keep or f == "backend" else ANY) for f in FIELD_NAMES}
+    # the hardware facts that merely restate the platform stay as they are
+    for f in ("compute_capability", "rocm_arch"):
+        if getattr(cfg, f) is None:
+            data[f] = None if "platform" in keep else ANY
+    return Config(**data)
+
+
+@pytest.mark.parametrize("fields", FAILING, ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()))
+def test_conflicts_are_sound_and_minimal(fields: dict) -> None:
+    cfg = Config(**fields)
+    exp = explain(cfg)
+    assert exp.selected is None
+    assert exp.conflicts, "a failing config has at least one conflict"
+    assert exp.conflict == exp.conflicts[0]
+    requested = cfg.backend
+    for conflict in exp.conflicts:
+        keep = set(conflict)
+        assert not _goal_ok(_partial(cfg, keep), requested), f"conflict {conflict} is not a conflict"
+        for f in keep:
+            assert _goal_ok(_partial(cfg, keep - {f}), requested), f"conflict {conflict} is not minimal ({f})"
+
+
+@pytest.mark.parametrize("fields", FAILING, ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()))
+def test_fixes_work_and_are_minimal(fields: dict) -> None:
+    cfg = Config(**fields)
+    exp = explain(cfg)
+    hardware_only = exp.hardware_only
+    assert exp.fixes or hardware_only
+    base = cfg.to_dict()
+    for fix in exp.fixes:
+        fixed = Config(**{**base, **fix.changes})
+        sel = solve(fixed)
+        assert sel.backend == fix.selects
+        if cfg.backend is not None and "backend" not in fix.changes:
+            assert sel.backend == cfg.backend, "a fix for a requested backend keeps that backend"
+        # minimal: no proper subset of the changed fields works with any values of its class
+        for k in range(1, len(fix.changes)):
+            for sub in itertools.combinations(fix.changes, k):
+                free = {f: ANY for f in sub}
+                if "backend" in sub:
+                    continue
+                try:
+                    partial = Config(**{**base, **free})
+                except ConfigError:
+                    continue
+                requested = cfg.backend
+                assert not _goal_ok(partial, requested), f"fix {fix} is not minimal: {sub} alone suffices"
+
+
+def test_fix_ranking_prefers_tunables_and_near_values() -> None:
+    exp = explain(Config(platform="cuda", gpu="H100", dtype="bfloat16", kv_cache_dtype="fp8", block_size=8))
+    first = exp.fixes[0]
+    assert all(category(f) == "tunable" for f in first.changes)
+    block = [f for f in exp.fixes if set(f.changes) == {"block_size"}]
+    assert block and block[0].changes["block_size"] == 16  # 8 -> 16, not 8 -> 128
+
+
+def test_requested_backend_offers_automatic_selection() -> None:
+    exp = explain(Config(platform="cuda", gpu="A100", dtype="bfloat16", backend="FLASHMLA", use_mla=True))
+    assert exp.requested == "FLASHMLA"
+    assert any(f.changes == {"backend": None} for f in exp.fixes)
+    assert exp.hardware_only and exp.conflict == {"compute_capability": "8.0"}
+    hw = [f for f in exp.fixes if f.hardware]
+    assert hw and solve(Config(**{**exp.config.to_dict(), **hw[0].changes})).backend == "FLASHMLA"
+
+
+def test_error_carries_conflict_fixes_and_hint() -> None:
+    with pytest.raises(NoValidBackendError) as info:
+        solve(Config(platform="cuda", gpu="H100", dtype="bfloat16", kv_cache_dtype="fp8", block_size=8))
+    err = info.value
+    assert str(err).startswith("No valid attention backend found")
+    assert err.conflict and err.fixes
+    assert str(err).splitlines()[-1].startswith("Conflict:")
+    assert "Smallest fix:" in str(err).splitlines()[-1]
+    with pytest.raises(InvalidBackendError) as info2:
+        solve(Config(platform="cuda", gpu="A100", dtype="bfloat16", backend="FLASHMLA", use_mla=True))
+    assert str(info2.value).startswith("Selected backend FLASHMLA is not valid for this configuration. Reason: [")
+
+
+def test_explain_selected_lists_every_candidate_in_order() -> None:
+    exp = explain(Config(platform="cuda", gpu="A100", dtype="bfloat16", kv_cache_dtype="fp8"))
+    assert exp.selected == "FLASHINFER"
+    assert [c.backend for c in exp.candidates] == ["FLASH_ATTN", "FLASHINFER", "TRITON_ATTN", "FLEX_ATTENTION"]
+    assert exp.candidates[0].reasons == ("kv_cache_dtype not supported",)
+    assert exp.conflict == {} and exp.fixes == ()
+    assert "Not FLASH_ATTN: kv_cache_dtype not supported." in str(exp)
+
+
+def test_to_dict_is_json_and_fixes_resolve() -> None:
+    exp = explain(Config(platform="cuda", compute_capability="8.0", dtype="bfloat16", kv_cache_dtype="fp8_e5m2",
+                         has_sink=True, head_size=100))
+    d = json.loads(json.dumps(exp.to_dict()))
+    assert set(d) >= {"selected", "variant", "candidates", "conflict", "conflicts", "fixes", "warnings"}
+    for fix in d["fixes"]:
+        assert solve(Config(**{**d["config"], **fix["changes"]})).backend == fix["selects"]
+
+
+def test_partial_config_possible_backends_and_table() -> None:
+    cfg = Config(platform="cuda", gpu="H100", dtype="bfloat16", head_size=128, kv_cache_dtype=ANY, block_size=ANY)
+    poss = possible_backends(cfg)
+    rows = selection_table(cfg)
+    from_rows = {b for _, b in rows if b is not None}
+    assert set(poss) == from_rows
+    assert "FLASH_ATTN" in poss
+    exp = explain(cfg)
+    assert exp.possible == poss and "possible backends" in str(exp)
+
+
+def test_partial_config_with_no_completion_has_conflict() -> None:
+    cfg = Config(platform="cpu", dtype=ANY, use_mla=True, head_size=ANY)
+    exp = explain(cfg)
+    assert exp.possible == ()
+    assert exp.conflict == {"platform": "cpu", "use_mla": True}
+
+
+@settings(max_examples=40)
+@given(st.data())
+def test_fast_reachability_agrees_with_csp(data: st.DataObject) -> None:
+    """The bitset reachability used by explain equals the CSP on random partial facts."""
+    from attnsolve.rules import generation
+    from attnsolve.selection import compiled_rules
+    from attnsolve.solver.reach import goal_reachable, reach_for
+
+    rules = default_rules()
+    plat = data.draw(st.sampled_from(rules.domains["platform"]))
+    fields = {"platform": plat, "dtype": data.draw(st.sampled_from(rules.domains["dtype"]))}
+    if plat == "cuda":
+        fields["compute_capability"] = data.draw(st.sampled_from(sorted(rules.generations)))
+    fields["kv_cache_dtype"] = data.draw(st.sampled_from(rules.domains["kv_cache_dtype"]))
+    fields["block_size"] = data.draw(st.sampled_from([None, *rules.domains["block_size"]]))
+    mla = data.draw(st.booleans())
+    fields["use_mla"] = mla
+    fields["use_sparse"] = mla and data.draw(st.booleans())
+    fields["has_sink"] = data.draw(st.booleans())
+    fields["head_size"] = data.draw(st.sampled_from([16, 64, 72, 128, 256, 576]))
+    try:
+        cfg = Config(**fields)
+    except ConfigError:
+        return
+    free = data.draw(st.sets(st.sampled_from(sorted(fields))))
+    facts = base_facts(cfg, "decode")
+    for f in free:
+        facts[f] = ANY
+        if f == "platform":
+            facts["compute_capability"] = ANY
+            facts["rocm_arch"] = ANY
+    fast = goal_reachable(reach_for(compiled_rules(), generation()), facts, None, None)
+    slow = csp_solver().find(facts) is not None
+    assert fast == slow, (facts, fast, slow)
+
+
+# ---------------------------------------------------------------------------------------------
+# Completeness on small synthetic rule sets: conflicts found == brute-force minimal conflicts.
+
+_SYN_DTYPES = ["float16", "bfloat16", "float32"]
+_SYN_KV = ["auto", "bfloat16", "fp8"]
+
+
+def _write_synthetic(tmp: Path, backends: list[dict]) -> None:
+    src = (Path(default_rules().sources[0]).parent / "domains.toml").read_text()
+    (tmp / "domains.toml").write_text(src)
+    lines = []
+    names = []
+    for i, b in enumerate(backends):
+        name = f"SYN_{i}"
+        names.append(name)
+        lines.append(f"[backends.{name}]")
+        lines.append('platforms = ["cuda"]\nrole = "decode"')
+        lines.append("dtypes = [" + ", ".join(f'"{d}"' for d in b["dtypes"]) + "]")
+        lines.append("kv_cache_dtypes = [" + ", ".join(f'"{k}"' for k in b["kv"]) + "]")
+        lines.append(f"kernel_block_sizes = [{b['block']}]")
+        lines.append(f'compute_capability = {{ min = "{b["cc"]}" }}')
+        lines.append("")
+    lines.append("[platforms.cuda]\nvalidate = true\nmanual = \"validate\"\n[[platforms.cuda.lists]]")
+    lines.append('name = "synthetic"\nwhen = { role = "decode" }')
+    lines.append("entries = [" + ", ".join(f'"{n}"' for n in names) + "]")
+    (tmp / "syn.toml").write_text("\n".join(lines) + "\n")
+
+
+synthetic_backend = st.fixed_dictionaries({
+    "dtypes": st.lists(st.sampled_from(_SYN_DTYPES), min_size=1, max_size=3, unique=True),
+    "kv": st.lists(st.sampled_from(_SYN_KV), min_size=1, max_size=3, unique=True),
+    "block": st.sampled_from([16, 32, 64]),
+    "cc": st.sampled_from(["8.0", "9.0", "10.0"]),
+})
+
+
+@settings(max_examples=15, deadline=None)
+@given(backends=st.lists(synthetic_backend, min_size=1, max_size=3),
+       dtype=st.sampled_from(_SYN_DTYPES), kv=st.sampled_from(_SYN_KV), block=st.sampled_from([16, 32, 64]),
+       cc=st.sampled_from(["8.0", "9.0", "10.0"]))
+def test_conflicts_complete_on_synthetic_rules(tmp_path_factory: pytest.TempPathFactory, backends: list[dict],
+                                               dtype: str, kv: str, block: int, cc: str) -> None:
+    tmp = tmp_path_factory.mktemp("syn")
+    _write_synthetic(tmp, backends)
+    rules = load_rules(tmp)
+    with use_rules(rules):
+        cfg = Config(platform="cuda", compute_capability=cc, dtype=dtype, kv_cache_dtype=kv, block_size=block)
+        try:
+            solve(cfg)
+            return
+        except SelectionError:
+            pass
+        facts_order = ["compute_capability", "dtype", "kv_cache_dtype", "block_size"]
+        values = {"compute_capability": [(8, 0), (9, 0), (10, 0)], "dtype": _SYN_DTYPES, "kv_cache_dtype": _SYN_KV,
+                  "block_size": [None, 1, 8, 16, 32, 64, 128, 256]}
+
+        def consistent(keep: set[str]) -> bool:
+            free = [f for f in facts_order if f not in keep]
+            for combo in itertools.product(*(values[f] for f in free)):
+                try:
+                    solve(cfg.replace(**dict(zip(free, combo))))
+                    return True
+                except SelectionError:
+                    continue
+            return False
+
+        brute = []
+        for k in range(0, len(facts_order) + 1):
+            for sub in itertools.combinations(facts_order, k):
+                s = set(sub)
+                if any(set(b) <= s for b in brute):
+                    continue
+                if not consistent(s):
+                    brute.append(sub)
+        got = find_conflicts(cfg, "decode", None, None, max_conflicts=64)
+        got_sets = {frozenset(c) - {"platform"} for c in got}
+        assert got_sets == {frozenset(b) for b in brute}
