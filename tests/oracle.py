@@ -1,0 +1,305 @@
+"""An independent, deliberately naive re-reading of the rules: the oracle the solvers are compared with.
+
+It reads only the *declared* data of a RuleSet (Backend.caps, variants, custom checks, guards,
+priority lists, derived decision lists) and re-implements their meaning with plain loops:
+
+- no bitsets, no CSP, nothing from ``attnsolve.solver`` or ``attnsolve.selection``;
+- predicates are evaluated by ``pred_holds`` below, not by ``Pred.__call__``;
+- capabilities are checked from ``Backend.caps`` (not from the loader's expanded ``Backend.checks``),
+  in vLLM's validate_configuration order (spec: vllm-selection-semantics.md section 1.2).
+
+Only the backend-specific "combination" checks are taken from ``Backend.checks`` (they have no other form).
+Slow on purpose: clarity over speed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from attnsolve.config import ANY, FIELD_NAMES, Config
+from attnsolve.rules.model import Capabilities, Check, Literal, Pred, RuleSet
+
+CAP_KEYS = ("dtypes", "kv_cache_dtypes", "kernel_block_sizes", "head_sizes", "compute_capability",
+            "attn_types", "sink", "mm_prefix", "mla", "sparse", "dcp")
+
+NO_LIST = "<no priority list applies>"
+BAD_ROLE = "<mla_prefill role on a non-MLA config>"
+
+
+# ---------------------------------------------------------------------------------------------------
+# predicates, written out from the Pred fields
+# ---------------------------------------------------------------------------------------------------
+def _no_eq() -> Any:
+    return Pred().eq  # the sentinel meaning "no equality part"
+
+
+_NO_EQ = _no_eq()
+
+
+def pred_holds(p: Pred, value: Any) -> bool:
+    """Every present part of the predicate must hold; `none` answers for a missing value; negate flips."""
+    if value is None:
+        answer = p.none
+    else:
+        answer = True
+        if p.eq is not _NO_EQ and value != p.eq:
+            answer = False
+        if p.in_ is not None or p.prefixes:
+            member = p.in_ is not None and value in p.in_
+            if not member and isinstance(value, str):
+                member = any(value.startswith(x) for x in p.prefixes)
+            if not member:
+                answer = False
+        if p.not_in is not None and value in p.not_in:
+            answer = False
+        if isinstance(value, str) and any(value.startswith(x) for x in p.not_prefixes):
+            answer = False
+        if p.min is not None and value < p.min:
+            answer = False
+        if p.max is not None and value > p.max:
+            answer = False
+        if p.multiple_of is not None:
+            if not any(value % m == 0 for m in p.multiple_of):
+                answer = False
+        if p.major_in is not None and value // 10 not in p.major_in:
+            answer = False
+    return (not answer) if p.negate else answer
+
+
+def literal_holds(lit: Literal, facts: Mapping[str, Any]) -> bool:
+    return pred_holds(lit.pred, facts.get(lit.field))
+
+
+def all_hold(lits: tuple[Literal, ...], facts: Mapping[str, Any]) -> bool:
+    for lit in lits:
+        if not literal_holds(lit, facts):
+            return False
+    return True
+
+
+def check_fires(c: Check, facts: Mapping[str, Any]) -> bool:
+    """A check is a reason against: its conditions hold and its requirement does not."""
+    return all_hold(c.when, facts) and not literal_holds(c.require, facts)
+
+
+def render(text: str, facts: Mapping[str, Any]) -> str:
+    def one(m: re.Match) -> str:
+        key = m.group(1)
+        if key not in facts:
+            return m.group(0)
+        v = facts[key]
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        return str(v)
+    return re.sub(r"\{(\w+)\}", one, text)
+
+
+# ---------------------------------------------------------------------------------------------------
+# facts
+# ---------------------------------------------------------------------------------------------------
+def facts_of(rules: RuleSet, config: Config, role: str = "decode") -> dict[str, Any]:
+    """Config -> flat facts: compute capability as major*10+minor, the role, then the derived facts."""
+    facts: dict[str, Any] = {}
+    for name in FIELD_NAMES:
+        facts[name] = getattr(config, name)
+    cc = facts["compute_capability"]
+    if cc is not None:
+        facts["compute_capability"] = cc[0] * 10 + cc[1]
+    facts["role"] = role
+    for name, d in rules.derived.items():  # first case whose conditions all hold
+        for case in d.cases:
+            if all_hold(case.when, facts):
+                facts[name] = case.value
+                break
+    return facts
+
+
+def derived_warnings(rules: RuleSet, facts: Mapping[str, Any]) -> list[str]:
+    out = []
+    for d in rules.derived.values():
+        for case in d.cases:
+            if all_hold(case.when, facts):
+                if case.warning:
+                    out.append(case.warning)
+                break
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# a backend's own capabilities
+# ---------------------------------------------------------------------------------------------------
+def effective_caps(backend: Any, facts: Mapping[str, Any]) -> Capabilities:
+    """The backend's declared capabilities with its variant's overrides (picked by the variant field)."""
+    caps = backend.caps
+    if backend.variant_field is None:
+        return caps
+    value = facts.get(backend.variant_field)
+    for v in backend.variants:
+        if value in v.values:
+            merged = {}
+            for k in CAP_KEYS:
+                over = getattr(v.caps, k)
+                merged[k] = over if over is not None else getattr(caps, k)
+            return Capabilities(**merged)
+    return caps
+
+
+def variant_name(backend: Any, facts: Mapping[str, Any]) -> str | None:
+    if backend.variant_field is None:
+        return None
+    value = facts.get(backend.variant_field)
+    for v in backend.variants:
+        if value in v.values:
+            return v.name
+    return None
+
+
+def _in_list(value: Any, allowed: tuple[Any, ...]) -> bool:
+    for a in allowed:
+        if isinstance(a, str) and a.endswith("*"):
+            if isinstance(value, str) and value.startswith(a[:-1]):
+                return True
+        elif value == a:
+            return True
+    return False
+
+
+def own_reasons(backend: Any, facts: Mapping[str, Any]) -> tuple[str, ...]:
+    """vLLM's validate_configuration for this backend, read from its declared capabilities, in vLLM's order."""
+    caps = effective_caps(backend, facts)
+    out: list[str] = []
+    if caps.head_sizes is not None and not pred_holds(caps.head_sizes, facts["head_size"]):
+        out.append("head_size not supported")
+    if caps.dtypes is not None and not _in_list(facts["dtype"], caps.dtypes):
+        out.append("dtype not supported")
+    kv = facts["kv_cache_dtype"]
+    if caps.kv_cache_dtypes is not None and kv is not None and not _in_list(kv, caps.kv_cache_dtypes):
+        out.append("kv_cache_dtype not supported")
+    bs = facts["block_size"]
+    if caps.kernel_block_sizes is not None and bs is not None:
+        if not any(bs % k == 0 for k in caps.kernel_block_sizes):
+            out.append("block_size not supported")
+    if backend.role == "decode":
+        if facts["use_mm_prefix"] and not caps.mm_prefix:
+            out.append("partial multimodal token full attention not supported")
+        if bool(facts["use_mla"]) != bool(caps.mla):
+            out.append("MLA not supported" if facts["use_mla"] else "non-MLA not supported")
+        if facts["has_sink"] and not caps.sink:
+            out.append("sink setting not supported")
+        if bool(facts["use_sparse"]) != bool(caps.sparse):
+            out.append("sparse not supported" if facts["use_sparse"] else "non-sparse not supported")
+    if caps.compute_capability is not None and not pred_holds(caps.compute_capability, facts["compute_capability"]):
+        out.append("compute capability not supported")
+    if caps.attn_types is not None and not _in_list(facts["attn_type"], caps.attn_types):
+        out.append(f"attention type {facts['attn_type']} not supported")
+    for c in backend.checks:  # the backend-specific combination checks (the only ones not declared as caps)
+        if c.kind == "combination" and check_fires(c, facts):
+            r = render(c.reason, facts)
+            if r not in out:
+                out.append(r)
+    return tuple(out)
+
+
+def guard_reasons(guards: tuple[Check, ...], facts: Mapping[str, Any]) -> tuple[str, ...]:
+    out: list[str] = []
+    for c in guards:
+        if check_fires(c, facts):
+            r = render(c.reason, facts)
+            if r not in out:
+                out.append(r)
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------------------------------------
+# selection
+# ---------------------------------------------------------------------------------------------------
+@dataclass
+class Answer:
+    """What the oracle says: the selected backend (None when selection fails) and the evidence."""
+
+    backend: str | None
+    mode: str = "auto"                    # auto | manual | error
+    list_name: str | None = None
+    tried: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)  # (backend, reasons) in order
+    variant: str | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None              # NO_LIST / BAD_ROLE
+
+    @property
+    def rejected(self) -> list[tuple[str, tuple[str, ...]]]:
+        return [(b, r) for b, r in self.tried if b != self.backend]
+
+
+def select(rules: RuleSet, config: Config, role: str = "decode", available: frozenset[str] | None = None) -> Answer:
+    """Which backend the rules pick for a full config, by walking the platform's lists by hand."""
+    if config.use_mla is False and role == "mla_prefill":
+        return Answer(None, "error", error=BAD_ROLE)
+    facts = facts_of(rules, config, role)
+    plist = None
+    for pl in rules.lists:
+        if pl.platform == facts["platform"] and all_hold(pl.when, facts):
+            plist = pl
+            break
+    if plist is None:
+        return Answer(None, "error", facts=facts, error=NO_LIST)
+
+    requested = facts["backend"]
+    ans = Answer(None, "auto", plist.name, facts=facts)
+
+    def not_runnable(name: str) -> tuple[str, ...]:
+        return () if available is None or name in available else ("kernel not runnable on this machine",)
+
+    if requested is None or plist.manual == "ignore":
+        for entry in plist.entries:
+            b = rules.backends[entry.backend]
+            if b.explicit_only:
+                continue
+            reasons = own_reasons(b, facts) if plist.validate else ()
+            reasons = reasons + tuple(r for r in guard_reasons(entry.guards, facts) if r not in reasons)
+            reasons += not_runnable(entry.backend)
+            ans.tried.append((entry.backend, reasons))
+            if not reasons:
+                ans.backend = entry.backend
+                break
+    elif plist.manual == "validate":
+        ans.mode = "manual"
+        b = rules.backends[requested]
+        reasons = own_reasons(b, facts)
+        extra = []
+        if plist.platform not in b.platforms:
+            extra.append("platform")
+        if b.role != role:
+            extra.append("role")
+        reasons = tuple(extra) + reasons + not_runnable(requested)
+        ans.tried.append((requested, reasons))
+        if not reasons:
+            ans.backend = requested
+    else:  # "table": only the listed requests, each with its own guards
+        ans.mode = "manual"
+        accepted = [e for e in plist.manual_accept if e.backend == requested]
+        if accepted:
+            reasons = guard_reasons(accepted[0].guards, facts) + not_runnable(requested)
+        else:
+            reasons = ("not accepted on this platform",)
+        ans.tried.append((requested, reasons))
+        if not reasons:
+            ans.backend = requested
+    if ans.backend is not None:
+        ans.variant = variant_name(rules.backends[ans.backend], facts)
+    return ans
+
+
+def preferred_block_size(rules: RuleSet, backend: str, block_size: int | None) -> int | None:
+    """vLLM start-up: the user's block size, else 16 if the backend accepts it, else its smallest kernel size."""
+    if block_size is not None:
+        return block_size
+    sizes = rules.backends[backend].caps.kernel_block_sizes
+    if not sizes or any(16 % s == 0 for s in sizes):
+        return 16
+    return min(sizes)
+
+
+def is_full(config: Config) -> bool:
+    return all(getattr(config, f) is not ANY for f in FIELD_NAMES)
