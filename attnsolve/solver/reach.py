@@ -106,17 +106,26 @@ class Reach:
         self._opt_cache[key] = opts
         return opts
 
-    def units(self, facts: Mapping[str, Any]) -> list[tuple[int, ...]] | None:
-        """Per free unit, the clause sets its values can satisfy (None: some unit has no legal value)."""
-        out = []
+    def units(self, facts: Mapping[str, Any]) -> tuple[int, int, list[tuple[int, ...]]] | None:
+        """(clauses fixed facts satisfy, clauses any completion could satisfy, free units' options);
+        None when some unit has no legal value."""
+        acc = 0
+        union = 0
+        free = []
         for g in self.groups:
             opts = self._options(g, facts)
             if not opts:
                 return None
-            out.append(opts)
-        return out
+            if len(opts) == 1:
+                acc |= opts[0]
+            else:
+                free.append(opts)
+                for o in opts:
+                    union |= o
+        return acc, acc | union, free
 
-    def reachable(self, facts: Mapping[str, Any], need: int, units: list[tuple[int, ...]] | None = None) -> bool:
+    def reachable(self, facts: Mapping[str, Any], need: int,
+                  units: tuple[int, int, list[tuple[int, ...]]] | None = None) -> bool:
         """Whether some completion of `facts` (ANY = free) satisfies every clause in `need`."""
         if need < 0:
             return False
@@ -124,19 +133,18 @@ class Reach:
             units = self.units(facts)
             if units is None:
                 return False
-        acc = 0
-        free = []
-        for opts in units:
-            if len(opts) == 1:
-                acc |= opts[0]
-            else:
-                masked = {o & need for o in opts}
-                if len(masked) == 1:
-                    acc |= masked.pop()
-                else:
-                    free.append(_maximal(masked))
+        acc, union, free_all = units
+        if union & need != need:
+            return False
         if acc & need == need:
             return True
+        missing = need & ~acc
+        free = []
+        for opts in free_all:
+            masked = {o & missing for o in opts}
+            masked.discard(0)
+            if masked:
+                free.append(_maximal(masked) if len(masked) > 1 else tuple(masked))
         free.sort(key=len)
         reach_rest = [0] * (len(free) + 1)
         for i in range(len(free) - 1, -1, -1):
@@ -144,7 +152,7 @@ class Reach:
             for o in free[i]:
                 u |= o
             reach_rest[i] = reach_rest[i + 1] | u
-        return _dfs(free, 0, acc, need, reach_rest)
+        return _dfs(free, 0, 0, missing, reach_rest)
 
 
 def _dfs(free: list[tuple[int, ...]], i: int, acc: int, need: int, reach_rest: list[int]) -> bool:
