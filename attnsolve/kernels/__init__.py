@@ -15,7 +15,7 @@ from attnsolve.kernels.registry import (
     runnable_backends,
 )
 from attnsolve.kernels.metadata import AttentionMetadata
-from attnsolve.kernels.dispatch import infer_config, paged_attention, paged_attention_op
+from attnsolve.kernels.dispatch import SelectionWarning, infer_config, paged_attention, paged_attention_op
 
 __all__ = [
     "AttentionMetadata",
@@ -27,4 +27,5 @@ __all__ = [
     "register_kernel",
     "registered_backends",
     "runnable_backends",
+    "SelectionWarning",
 ]

@@ -26,7 +26,15 @@ from attnsolve.kernels import registry
 from attnsolve.kernels.metadata import AttentionMetadata
 from attnsolve.kernels.registry import KernelUnavailableError, runnable_backends, unavailable_reasons
 
-__all__ = ["paged_attention", "paged_attention_op", "infer_config", "resolve", "clear_cache"]
+__all__ = ["paged_attention", "paged_attention_op", "infer_config", "resolve", "clear_cache", "SelectionWarning"]
+
+
+class SelectionWarning(UserWarning):
+    """The solver's warnings for a selection (e.g. vLLM ignoring a requested backend on CPU).
+
+    Emitted once per config key (selections are cached); filter with
+    ``warnings.filterwarnings("ignore", category=SelectionWarning)``.
+    """
 
 _DTYPE_NAMES = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32"}
 _FP8_NAMES = {torch.float8_e4m3fn: "fp8", torch.float8_e5m2: "fp8_e5m2"}
@@ -98,7 +106,7 @@ def resolve(query: torch.Tensor, key_cache: torch.Tensor, *, sinks=None, backend
     cfg = infer_config(query, key_cache, sinks=sinks, backend=backend)
     sel = solve(cfg)
     for w in sel.warnings:
-        warnings.warn(f"attnsolve: {w}", RuntimeWarning, stacklevel=4)
+        warnings.warn(f"attnsolve: {w}", SelectionWarning, stacklevel=4)
     platform = cfg.platform
     missing = unavailable_reasons(sel.backend, platform)
     if missing:

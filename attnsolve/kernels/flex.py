@@ -37,6 +37,11 @@ def _check(device: str) -> str | None:
         from torch.nn.attention import flex_attention  # noqa: F401
     except ImportError as e:  # pragma: no cover - torch < 2.5
         return f"torch.nn.attention.flex_attention is not available in torch {torch.__version__} ({e})"
+    if device in ("cuda", "rocm"):
+        if not torch.cuda.is_available():
+            return f"no {'ROCm' if device == 'rocm' else 'CUDA'} GPU is visible to torch {torch.__version__}"
+        if (device == "rocm") != bool(torch.version.hip):
+            return f"this torch build targets {'ROCm' if torch.version.hip else 'CUDA'}, not {device}"
     return None
 
 

@@ -1,0 +1,121 @@
+"""CPU_ATTN agrees with the float64 reference: every path (C++ decode, flash prefill, tiled torch)."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from hypothesis import given, settings  # noqa: E402
+
+from attnsolve.kernels import _cpu_ext  # noqa: E402
+from attnsolve.kernels.cpu import DECODE_MAX_ROWS, cpu_attn, cpu_attn_impl  # noqa: E402
+from attnsolve.kernels.reference import paged_attention_reference  # noqa: E402
+from paged_cases import close, make_batch, problems  # noqa: E402
+
+HAS_EXT = _cpu_ext.load() is not None
+needs_ext = pytest.mark.skipif(not HAS_EXT, reason=f"CPU_ATTN extension not built: {_cpu_ext.reason()}")
+_N = max(10, settings().max_examples // 2)
+
+
+@needs_ext
+@settings(max_examples=_N)
+@given(problems())
+def test_default_path_matches_reference(case):
+    (q, kc, vc, md), opts = case
+    close(cpu_attn(q, kc, vc, md, **opts), paged_attention_reference(q, kc, vc, md, **opts), q.dtype)
+
+
+@settings(max_examples=_N)
+@given(problems())
+def test_torch_path_matches_reference(case):
+    """No extension: flash prefill (tiled path for soft-cap) and the torch decode fallback."""
+    (q, kc, vc, md), opts = case
+    close(cpu_attn_impl(q, kc, vc, md, use_ext=False, **opts), paged_attention_reference(q, kc, vc, md, **opts),
+          q.dtype)
+
+
+@settings(max_examples=max(5, _N // 3))
+@given(problems())
+def test_tiled_torch_path_matches_reference(case):
+    (q, kc, vc, md), opts = case
+    out = cpu_attn_impl(q, kc, vc, md, use_ext=False, use_flash=False, **opts)
+    close(out, paged_attention_reference(q, kc, vc, md, **opts), q.dtype)
+
+
+@needs_ext
+@pytest.mark.parametrize("head", [32, 80, 128, 224, 256, 48])  # 48: not a tile size, portable C++ loop
+@pytest.mark.parametrize("dtype,cache", [(torch.float32, None), (torch.bfloat16, None), (torch.float16, None),
+                                         (torch.bfloat16, torch.float8_e4m3fn), (torch.float32, torch.float8_e5m2)])
+def test_decode_long_context_chunks_merge(head, dtype, cache):
+    """Decode rows long enough to be split into several key chunks (log-sum-exp merge), GQA 4."""
+    q, kc, vc, md = make_batch([1, 1, 2], [700, 1500, 333], 8, 2, head, 16, dtype=dtype, cache_dtype=cache, seed=1)
+    opts = dict(sinks=torch.randn(8), k_scale=0.5, v_scale=2.0) if cache else {}
+    close(cpu_attn(q, kc, vc, md, **opts), paged_attention_reference(q, kc, vc, md, **opts), dtype)
+
+
+@needs_ext
+def test_mixed_batch_routes_short_rows_to_extension():
+    """A batch mixing decode, speculative and prefill rows gives the same output per sequence."""
+    q_lens = [1, DECODE_MAX_ROWS, DECODE_MAX_ROWS + 1, 40]
+    q, kc, vc, md = make_batch(q_lens, [50, 60, 70, 40], 4, 2, 64, 8, seed=3)
+    out = cpu_attn(q, kc, vc, md, sliding_window=20)
+    close(out, paged_attention_reference(q, kc, vc, md, sliding_window=20), q.dtype)
+    close(out, cpu_attn_impl(q, kc, vc, md, sliding_window=20, use_ext=False), q.dtype)
+
+
+def test_empty_query_rows_and_tensor_scales():
+    q, kc, vc, md = make_batch([0, 3, 0], [5, 9, 1], 4, 4, 32, 8, cache_dtype=torch.float8_e4m3fn, seed=2)
+    opts = dict(k_scale=torch.tensor(0.5), v_scale=torch.tensor(4.0))
+    close(cpu_attn(q, kc, vc, md, **opts), paged_attention_reference(q, kc, vc, md, **opts), q.dtype)
+
+
+def test_does_not_touch_blocks_outside_the_tables():
+    """NaN in every block the tables do not reference changes nothing (no whole-cache pass)."""
+    q, kc, vc, md = make_batch([1, 20], [33, 20], 4, 2, 64, 16, seed=4)
+    used = set()
+    for i, L in enumerate(md.seq_lens.tolist()):
+        used |= set(md.block_table[i, : -(-L // 16)].tolist())
+    for b in range(kc.shape[0]):
+        if b not in used:
+            kc[b] = float("nan")
+            vc[b] = float("nan")
+    ref = paged_attention_reference(q, kc, vc, md)
+    assert not ref.isnan().any()
+    close(cpu_attn(q, kc, vc, md), ref, q.dtype)
+    close(cpu_attn_impl(q, kc, vc, md, use_ext=False), ref, q.dtype)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (lambda q, k, v: (q[:, :3], k, v), "divisible"),
+    (lambda q, k, v: (q.to(torch.float64), k, v), "query dtype"),
+    (lambda q, k, v: (q, k, v.to(torch.float16)), "one dtype"),
+    (lambda q, k, v: (q[0], k, v), "num_tokens, num_heads, head_size"),
+])
+def test_bad_input_is_a_value_error(bad, match):
+    q, kc, vc, md = make_batch([1], [5], 4, 2, 32, 8)
+    with pytest.raises(ValueError, match=match):
+        cpu_attn(*bad(q, kc, vc), md)
+
+
+def test_query_rows_beyond_context_rejected():
+    q, kc, vc, md = make_batch([3], [3], 2, 2, 32, 8)
+    md.seq_lens[0] = 2
+    md._host = None
+    with pytest.raises(ValueError, match="seq_len"):
+        cpu_attn(q, kc, vc, md)
+
+
+def test_extension_disabled_by_env(monkeypatch):
+    monkeypatch.setenv("ATTNSOLVE_CPU_EXT", "0")
+    _cpu_ext._reset_for_tests()
+    try:
+        assert _cpu_ext.load() is None
+        assert "ATTNSOLVE_CPU_EXT" in _cpu_ext.reason()
+        q, kc, vc, md = make_batch([1, 4], [9, 30], 4, 2, 32, 8)
+        close(cpu_attn(q, kc, vc, md), paged_attention_reference(q, kc, vc, md), q.dtype)
+        with pytest.raises(RuntimeError, match="extension unavailable"):
+            cpu_attn_impl(q, kc, vc, md, use_ext=True)
+    finally:
+        monkeypatch.delenv("ATTNSOLVE_CPU_EXT")
+        _cpu_ext._reset_for_tests()
