@@ -89,6 +89,7 @@ class Explanation:
     hardware_only: bool = False
     possible: tuple[str, ...] = ()
     message: str = ""
+    conditions: tuple[tuple[str, Mapping[str, tuple[Any, ...]]], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,6 +98,7 @@ class Explanation:
             "conflicts": [dict(c) for c in self.conflicts], "fixes": [f.to_dict() for f in self.fixes],
             "warnings": list(self.warnings), "hardware_only": self.hardware_only,
             "possible": list(self.possible), "config": self.config.to_dict(),
+            "conditions": [{"backend": b, "when": {f: list(v) for f, v in w.items()}} for b, w in self.conditions],
         }
 
     def __str__(self) -> str:
@@ -108,6 +110,9 @@ class Explanation:
             free = ", ".join(self.config.free_fields)
             if self.possible:
                 out.append(f"With {free} free, possible backends: {', '.join(self.possible)}.")
+                for backend, when in self.conditions:
+                    cond = " and ".join(f"{f} in {{{', '.join(_show(v) for v in vals)}}}" for f, vals in when.items())
+                    out.append(f"  {backend} when {cond}." if cond else f"  {backend} always.")
             else:
                 out.append(f"With {free} free, no completion selects a backend.")
         elif self.selected:
@@ -491,10 +496,36 @@ def _explain_partial(config: Config, role: str, available: frozenset[str] | None
     verdicts = tuple(Verdict(b, True, ()) for b in possible)
     if possible and (requested is None or requested in possible):
         return Explanation(config, role, possible[0] if len(possible) == 1 else None, None, requested, verdicts,
-                           possible=possible)
+                           possible=possible, conditions=_conditions(config, role, available))
     conflicts = find_conflicts(config, role, available, requested, max_conflicts)
     conflict = conflicts[0] if conflicts else {}
     hardware_only = bool(conflict) and all(category(f) == "hardware" for f in conflict)
     fixes: list[Fix] = []
     return Explanation(config, role, None, None, requested, verdicts, conflict, tuple(conflicts), tuple(fixes),
                        (), hardware_only, possible=possible)
+
+
+def _conditions(config: Config, role: str, available: frozenset[str] | None,
+                limit: int = 512) -> tuple[tuple[str, Mapping[str, tuple[Any, ...]]], ...]:
+    """Per possible backend, the free fields' values under which it is selected (small spaces only)."""
+    rules = compiled_rules().rules
+    free = list(config.free_fields)
+    size = 1
+    for f in free:
+        size *= max(1, len(_config_values(rules, f, config)))
+    if not free or size > limit:
+        return ()
+    per: dict[str, dict[str, list[Any]]] = {}
+    for assignment, backend in selection_table(config, free, role=role, available=available):
+        if not isinstance(backend, str):
+            continue
+        slot = per.setdefault(backend, {f: [] for f in free})
+        for f, v in assignment.items():
+            if v not in slot[f]:
+                slot[f].append(v)
+    out = []
+    for backend, when in per.items():
+        narrowed = {f: tuple(v) for f, v in when.items()
+                    if len(v) < len([x for x in _config_values(rules, f, config)])}
+        out.append((backend, narrowed))
+    return tuple(out)

@@ -271,3 +271,46 @@ def test_conflicts_complete_on_synthetic_rules(tmp_path_factory: pytest.TempPath
         got = find_conflicts(cfg, "decode", None, None, max_conflicts=64)
         got_sets = {frozenset(c) - {"platform"} for c in got}
         assert got_sets == {frozenset(b) for b in brute}
+
+
+@st.composite
+def full_configs(draw: st.DrawFn) -> Config:
+    """Full configs drawn from the rules' own domains and value classes."""
+    rules = default_rules()
+    plat = draw(st.sampled_from(rules.domains["platform"]))
+    fields: dict = {"platform": plat}
+    for f in ("dtype", "kv_cache_dtype", "attn_type"):
+        fields[f] = draw(st.sampled_from(rules.domains[f]))
+    fields["block_size"] = draw(st.sampled_from([None, *rules.domains["block_size"]]))
+    fields["head_size"] = draw(st.sampled_from([r for r in representatives(rules, "head_size") if r is not None]))
+    fields["use_mla"] = draw(st.booleans())
+    fields["use_sparse"] = fields["use_mla"] and draw(st.booleans())
+    fields["has_sink"] = draw(st.booleans())
+    fields["use_mm_prefix"] = draw(st.booleans())
+    fields["num_heads"] = draw(st.sampled_from([None, 8, 16, 128]))
+    if plat == "cuda":
+        fields["compute_capability"] = draw(st.sampled_from(sorted(rules.generations)))
+        fields["flash_attn_version"] = draw(st.sampled_from([None, 2, 3]))
+    if plat == "rocm":
+        fields["rocm_arch"] = draw(st.sampled_from(["gfx942", "gfx90a", "gfx1100"]))
+        fields["rocm_use_aiter"] = draw(st.booleans())
+    if draw(st.booleans()):
+        fields["backend"] = draw(st.sampled_from(sorted(rules.backends)))
+    return Config(**fields)
+
+
+@settings(max_examples=60)
+@given(cfg=full_configs())
+def test_every_failure_has_a_working_fix_or_is_hardware_only(cfg: Config) -> None:
+    try:
+        solve(cfg)
+        return
+    except SelectionError:
+        pass
+    exp = explain(cfg)
+    assert exp.selected is None
+    assert exp.fixes or exp.hardware_only, str(exp)
+    base = cfg.to_dict()
+    for fix in exp.fixes:
+        sel = solve(Config(**{**base, **fix.changes}))
+        assert sel.backend == fix.selects
