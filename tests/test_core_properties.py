@@ -1,0 +1,223 @@
+"""Hypothesis properties of the core (issue 3):
+
+1. a selected backend has no firing check (its own checks where the platform validates, and its list guards);
+2. no earlier candidate in the priority list was valid, and `rejected` is exactly those candidates with reasons;
+3. the compiled path equals the CSP path (`solve` vs `solve_csp`) over configs drawn from the rules' domains;
+4. `Config(...)` with arbitrary field values either succeeds or raises ConfigError, never another exception.
+
+The strategies here are deliberately simple and local (tests/strategies.py is issue 8's).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import assume, given, strategies as st
+
+from attnsolve import ANY, Config, ConfigError, InvalidBackendError, NoValidBackendError, solve
+from attnsolve.config import FIELD_NAMES
+from attnsolve.errors import SelectionError
+from attnsolve.rules import default_rules
+from attnsolve.selection import solve_csp
+from attnsolve.solver.domains import representatives
+from attnsolve.solver.facts import add_derived, base_facts
+
+RULES = default_rules()
+# Fields drawn from their value classes (one representative per class the rules can tell apart).
+_CLASS_FIELDS = (
+    "dtype", "head_size", "kv_cache_dtype", "block_size", "has_sink", "use_mm_prefix", "attn_type", "num_heads",
+    "flash_attn_version", "use_trtllm_attention", "trtllm_available", "qk_nope_head_dim", "qk_rope_head_dim",
+    "v_head_dim", "index_topk", "rocm_use_aiter", "rocm_use_aiter_mha", "rocm_use_aiter_mla",
+    "rocm_use_aiter_unified_attention", "use_prefill_decode_attention", "use_trtllm_ragged_deepseek_prefill",
+    "disable_flashinfer_prefill", "use_cudnn_prefill", "flashinfer_available",
+)
+_EXTRA = {  # a few real-world values besides the representatives
+    "head_size": (64, 96, 100, 128, 256, 260, 576, 16), "num_heads": (8, 16, 17, 128),
+    "qk_nope_head_dim": (64, 128), "qk_rope_head_dim": (64,), "v_head_dim": (128,), "index_topk": (2048,),
+}
+
+# Platforms with an MLA prefill list (CPU has none: asking it for the prefill role is a ConfigError).
+_PREFILL_PLATFORMS = {pl.platform for pl in RULES.lists
+                      if any(lit.field == "role" and lit.pred("mla_prefill") for lit in pl.when)}
+
+
+def _values(field: str) -> st.SearchStrategy[Any]:
+    vals = list(dict.fromkeys((*representatives(RULES, field), *_EXTRA.get(field, ()))))
+    if field in RULES.domains and field not in ("flash_attn_version",):
+        vals = list(dict.fromkeys((*vals, *RULES.domains[field])))
+    return st.sampled_from(vals)
+
+
+@st.composite
+def configs(draw: st.DrawFn, *, with_backend: bool = True) -> tuple[Config, str]:
+    """(config, role) over the rules' domains; the backend is usually automatic."""
+    platform = draw(st.sampled_from(RULES.platforms))
+    data: dict[str, Any] = {"platform": platform}
+    if platform == "cuda":
+        ccs = [c for c in representatives(RULES, "compute_capability") if c is not None]
+        ccs += [int(g.replace(".", "")) for g in RULES.generations]
+        data["compute_capability"] = draw(st.sampled_from(sorted(set(ccs))))
+    elif platform == "rocm":
+        data["rocm_arch"] = draw(st.sampled_from(RULES.domains["rocm_arch"]))
+    mla = draw(st.booleans())
+    data["use_mla"] = mla
+    data["use_sparse"] = draw(st.booleans()) if mla else False
+    for f in _CLASS_FIELDS:
+        if draw(st.integers(0, 2)) == 0:  # leave a third of the fields at vLLM's defaults
+            continue
+        data[f] = draw(_values(f))
+    if "head_size" not in data and draw(st.booleans()):
+        data["head_size"] = None
+    if with_backend and draw(st.integers(0, 3)) == 0:
+        data["backend"] = draw(st.sampled_from(sorted(RULES.backends)))
+    role = draw(st.sampled_from(["decode", "mla_prefill"])) if mla and platform in _PREFILL_PLATFORMS else "decode"
+    cc = data.get("compute_capability")
+    if isinstance(cc, int):
+        data["compute_capability"] = (cc // 10, cc % 10)
+    try:
+        cfg = Config(**data)
+    except ConfigError:
+        assume(False)
+        raise
+    return cfg, role
+
+
+def _facts(cfg: Config, role: str) -> dict[str, Any]:
+    facts = base_facts(cfg, role)
+    add_derived(RULES, facts)
+    return facts
+
+
+def _list_for(facts: dict[str, Any]):
+    for pl in RULES.lists:
+        if pl.platform == facts["platform"] and all(lit(facts) for lit in pl.when):
+            return pl
+    return None
+
+
+def _fired(checks, facts) -> tuple[str, ...]:
+    out: list[str] = []
+    for c in checks:
+        if c.fires(facts):
+            r = c.render(facts)
+            if r not in out:
+                out.append(r)
+    return tuple(out)
+
+
+def _auto_reasons(pl, entry, facts) -> tuple[str, ...]:
+    own = RULES.backends[entry.backend].checks if pl.validate else ()
+    return _fired((*own, *entry.guards), facts)
+
+
+def _select(cfg: Config, role: str):
+    try:
+        return solve(cfg, role=role), None
+    except (NoValidBackendError, InvalidBackendError) as e:
+        return None, e
+
+
+@given(configs())
+def test_selected_backend_has_no_firing_check(case):
+    cfg, role = case
+    sel, err = _select(cfg, role)
+    assume(sel is not None)
+    facts = _facts(cfg, role)
+    pl = _list_for(facts)
+    assert pl is not None
+    backend = RULES.backends[sel.backend]
+    if sel.manual:
+        if pl.manual == "validate":
+            assert _fired(backend.checks, facts) == ()
+        else:
+            entry = next(e for e in pl.manual_accept if e.backend == sel.backend)
+            assert _fired(entry.guards, facts) == ()
+    else:
+        entry = next(e for e in pl.entries if e.backend == sel.backend)
+        assert _auto_reasons(pl, entry, facts) == ()
+        if not pl.validate and pl.warn_unvalidated:
+            # unvalidated platforms (CPU) report the backend's own failing checks as warnings
+            for r in _fired(backend.checks, facts):
+                assert any(r in w for w in sel.warnings), (r, sel.warnings)
+    assert not backend.explicit_only or sel.manual
+
+
+@given(configs())
+def test_no_earlier_candidate_was_valid(case):
+    cfg, role = case
+    sel, err = _select(cfg, role)
+    facts = _facts(cfg, role)
+    pl = _list_for(facts)
+    assert pl is not None
+    auto = cfg.backend is None or pl.manual == "ignore"
+    entries = [e for e in pl.entries if not RULES.backends[e.backend].explicit_only]
+    if sel is None:
+        if auto:
+            assert isinstance(err, NoValidBackendError)
+            assert list(err.reasons) == [e.backend for e in entries]
+            for e in entries:
+                assert err.reasons[e.backend] == _auto_reasons(pl, e, facts) != ()
+        else:
+            assert isinstance(err, InvalidBackendError) and list(err.reasons) == [cfg.backend]
+            assert err.reasons[cfg.backend]
+        return
+    if not auto:
+        assert sel.manual and sel.backend == cfg.backend and sel.rejected == ()
+        return
+    assert not sel.manual
+    names = [e.backend for e in entries]
+    idx = names.index(sel.backend)
+    expected = tuple((e.backend, _auto_reasons(pl, e, facts)) for e in entries[:idx])
+    assert tuple((r.backend, r.reasons) for r in sel.rejected) == expected
+    assert all(reasons for _, reasons in expected)
+
+
+@given(configs())
+def test_compiled_path_equals_csp_path(case):
+    cfg, role = case
+    sel, _ = _select(cfg, role)
+    assert solve_csp(cfg, role=role) == (sel.backend if sel is not None else None)
+
+
+@given(configs(), st.sets(st.sampled_from(sorted(RULES.backends)), max_size=6))
+def test_compiled_path_equals_csp_path_with_unavailable_kernels(case, missing):
+    cfg, role = case
+    available = set(RULES.backends) - missing
+    try:
+        got = solve(cfg, role=role, available=available).backend
+    except (NoValidBackendError, InvalidBackendError):
+        got = None
+    assert solve_csp(cfg, role=role, available=available) == got
+
+
+_ARBITRARY = st.one_of(
+    st.none(), st.booleans(), st.integers(-(1 << 70), 1 << 70), st.floats(allow_nan=True),
+    st.text(max_size=12), st.binary(max_size=4), st.tuples(st.integers(-3, 30), st.integers(-3, 30)),
+    st.lists(st.integers(-3, 30), max_size=3), st.sampled_from([ANY, object(), 1j, (9, 0), "9.0", "H100", "auto"]),
+    st.sampled_from(sorted({v for f in RULES.domains.values() for v in f}, key=repr)),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+_KEYS = st.sampled_from([*FIELD_NAMES, "gpu", "bogus", "headsize", ""])
+
+
+@given(st.dictionaries(_KEYS, _ARBITRARY, max_size=6))
+def test_config_construction_only_raises_config_error(data):
+    try:
+        Config(**data)
+    except ConfigError:
+        pass
+
+
+@given(configs(with_backend=False), st.dictionaries(_KEYS, _ARBITRARY, max_size=3))
+def test_config_changes_only_raise_config_error_and_solve_only_selection_errors(case, changes):
+    cfg, role = case
+    data = {f: getattr(cfg, f) for f in FIELD_NAMES}
+    data.update(changes)
+    try:
+        new = Config(**data)
+    except ConfigError:
+        return
+    try:
+        solve(new, role=role)
+    except (ConfigError, SelectionError):
+        pass
