@@ -449,18 +449,13 @@ def test_rocm_mla_decision_tree(kw, expected):
     assert picked(rocm(use_mla=True, **kw)) == expected
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "rules bug (rocm.toml, list 'ROCm MLA'): vLLM picks ROCM_AITER_MLA only if AITER MLA is enabled or "
-    "block_size == 1; an unset block size (None) is not 1, so the default is TRITON_MLA. The `when = "
-    "{ block_size = { not_in = [1] } }` literals evaluate False for None (Pred.none defaults to False)."))
 def test_rocm_mla_default_unset_block_size_is_triton_mla():
+    # vLLM: ROCM_AITER_MLA only if AITER MLA is enabled or block_size == 1; None != 1.
     assert picked(rocm(use_mla=True)) == "TRITON_MLA"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "rules bug (rocm.toml, manual_accept TRITON_MLA): vLLM refuses TRITON_MLA only for block_size == 1; "
-    "an unset block size passes (None != 1), but the guard `block_size = { not_in = [1] }` fails for None."))
 def test_rocm_explicit_triton_mla_with_unset_block_size():
+    # vLLM refuses an explicit TRITON_MLA only for block_size == 1; an unset block size passes.
     assert picked(rocm(use_mla=True, backend="TRITON_MLA")) == "TRITON_MLA"
 
 
