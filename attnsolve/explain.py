@@ -455,8 +455,14 @@ def _cc(text: Any) -> Any:
 
 def _best_values(config: Config, role: str, available: frozenset[str] | None, requested: str | None,
                  combo: Sequence[str], rules: Any) -> Fix | None:
-    """The nearest values for the fields in `combo` that make the goal hold, or None."""
+    """The nearest values for the fields in `combo` that make the goal hold, or None.
+
+    Candidates are screened on the compiled rules in fact space (no Config built); the winner is
+    then re-solved through a real Config, so a reported fix always really works.
+    """
     options = [_candidate_values(rules, f, getattr(config, f))[:12] for f in combo]
+    comp = compiled_rules()
+    base = _solver_facts(config, role)
     tried = 0
     for values in sorted(itertools.product(*options),
                          key=lambda vs: sum(_distance(f, getattr(config, f), v, rules) for f, v in zip(combo, vs))):
@@ -464,6 +470,8 @@ def _best_values(config: Config, role: str, available: frozenset[str] | None, re
         if tried > 400:
             break
         changes = dict(zip(combo, values))
+        if _screen(comp, base, changes, available) is None:
+            continue
         try:
             cfg = config.replace(**changes)
             sel = solve_uncached(cfg, role, available)
@@ -474,6 +482,25 @@ def _best_values(config: Config, role: str, available: frozenset[str] | None, re
         shown = {f: (format_cc(v) if f == "compute_capability" and isinstance(v, tuple) else v) for f, v in changes.items()}
         return Fix(shown, sel.backend, hardware=any(category(f) == "hardware" for f in combo))
     return None
+
+
+def _screen(comp: Any, base: Mapping[str, Any], changes: Mapping[str, Any],
+            available: frozenset[str] | None) -> str | None:
+    """Cheap pre-check of a candidate fix on the compiled rules: the backend it would select, or None."""
+    from .solver.facts import add_derived
+    facts = dict(base)
+    for f, v in changes.items():
+        facts[f] = (v[0] * 10 + v[1]) if f == "compute_capability" and isinstance(v, tuple) else v
+    if facts.get("use_sparse") and not facts.get("use_mla"):
+        return None
+    add_derived(comp.rules, facts)
+    got = comp.plan_for(facts)
+    if got is None:
+        return None
+    p, masks = got
+    allowed = None if available is None else tuple(c.backend in available for c in p.candidates)
+    idx = comp.first_valid(masks, comp.satisfied(facts), allowed)
+    return None if idx is None else p.candidates[idx].backend
 
 
 # ---------------------------------------------------------------------------------------------
