@@ -487,13 +487,12 @@ def _best_values(config: Config, role: str, available: frozenset[str] | None, re
 def _screen(comp: Any, base: Mapping[str, Any], changes: Mapping[str, Any],
             available: frozenset[str] | None) -> str | None:
     """Cheap pre-check of a candidate fix on the compiled rules: the backend it would select, or None."""
-    from .solver.facts import add_derived
     facts = dict(base)
     for f, v in changes.items():
         facts[f] = (v[0] * 10 + v[1]) if f == "compute_capability" and isinstance(v, tuple) else v
     if facts.get("use_sparse") and not facts.get("use_mla"):
         return None
-    add_derived(comp.rules, facts)
+    comp.add_derived(facts)
     got = comp.plan_for(facts)
     if got is None:
         return None

@@ -131,7 +131,7 @@ def evaluate(comp: CompiledRules, config: Config, role: str, available: frozense
     """Run selection; return (facts, plan, candidate index or None, per-candidate reasons, warnings)."""
     rules = comp.rules
     facts = base_facts(config, role)
-    warnings = add_derived(rules, facts)
+    warnings = comp.add_derived(facts)
     got = comp.plan_for(facts)
     if got is None:
         raise ConfigError("role", role, "a role with a priority list on platform " + str(facts["platform"]))

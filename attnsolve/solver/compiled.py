@@ -20,6 +20,7 @@ class CompiledRules:
     def __init__(self, rules: RuleSet):
         self.rules = rules
         self._clause_ids: dict[Check, int] = {}
+        self._tables: list[tuple[str, list[tuple[Pred, int]], dict[Any, int]]] | None = None
         self._field_lits: dict[str, list[tuple[Pred, int]]] = {}
         self._memo: dict[str, dict[Any, int]] = {}
         self._plans: dict[tuple[int, str | None], tuple[Plan, tuple[int, ...]]] = {}
@@ -28,6 +29,14 @@ class CompiledRules:
             for req in (None, *rules.backends):
                 self._plan(pl, req)
         self.fields: tuple[str, ...] = tuple(self._field_lits)
+        # list choice and derived facts depend on a few fields: memoise them on those fields' values
+        list_fields: dict[str, None] = {"platform": None}
+        for pl in rules.lists:
+            list_fields.update(dict.fromkeys(l.field for l in pl.when))
+        self._list_fields = tuple(list_fields)
+        self._list_memo: dict[tuple[Any, ...], Any] = {}
+        self._derived = tuple((d, d.inputs) for d in rules.derived.values())
+        self._derived_memo: dict[tuple[Any, ...], tuple[Any, str | None]] = {}
 
     @property
     def clause_count(self) -> int:
@@ -47,6 +56,7 @@ class CompiledRules:
                 else:
                     lits.append((lit.pred, bit))
                 self._memo.pop(lit.field, None)
+                self._tables = None
         return cid
 
     def _mask(self, cand: Candidate) -> int:
@@ -64,31 +74,53 @@ class CompiledRules:
         return got
 
     def plan_for(self, facts: Mapping[str, Any]) -> tuple[Plan, tuple[int, ...]] | None:
-        pl = select_list(self.rules, facts)
+        key = tuple(facts.get(f) for f in self._list_fields)
+        try:
+            pl = self._list_memo[key]
+        except KeyError:
+            pl = self._list_memo[key] = select_list(self.rules, facts)
+        except TypeError:
+            pl = select_list(self.rules, facts)
         if pl is None:
             return None
         return self._plan(pl, facts.get("backend"))
 
+    def add_derived(self, facts: dict[str, Any]) -> list[str]:
+        """Fill in the derived facts (memoised on their inputs); return their warnings."""
+        warnings: list[str] = []
+        memo = self._derived_memo
+        for d, inputs in self._derived:
+            key = (d.name, *(facts.get(f) for f in inputs))
+            got = memo.get(key)
+            if got is None:
+                got = memo[key] = d.evaluate(facts)
+            facts[d.name] = got[0]
+            if got[1]:
+                warnings.append(got[1])
+        return warnings
+
     def satisfied(self, facts: Mapping[str, Any]) -> int:
         """Bitset of the clauses the facts satisfy."""
+        tables = self._tables
+        if tables is None:
+            tables = self._tables = [(f, lits, self._memo.setdefault(f, {})) for f, lits in self._field_lits.items()]
         sat = 0
-        memo_all = self._memo
-        for field, lits in self._field_lits.items():
-            value = facts.get(field)
-            memo = memo_all.get(field)
-            if memo is None:
-                memo = memo_all[field] = {}
+        get = facts.get
+        for field, lits, memo in tables:
+            value = get(field)
             try:
-                m = memo.get(value)
-            except TypeError:  # unhashable: not a value any rule can mention
-                m = None
-                memo = {}
-            if m is None:
+                m = memo[value]
+            except KeyError:
                 m = 0
                 for pred, mask in lits:
                     if pred(value):
                         m |= mask
                 memo[value] = m
+            except TypeError:  # unhashable: not a value any rule can mention
+                m = 0
+                for pred, mask in lits:
+                    if pred(value):
+                        m |= mask
             sat |= m
         return sat
 
