@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         if not r["name"].startswith("solve uncached: "):
             goal = f"  (goal {r['goal']})" if "goal" in r else ""
             ratio = f"  CSP is {r['ratio']}x slower" if r.get("baseline") else ""
-            print(f"{r["name"]:56} {r["value"]:>9} {r['unit']}{ratio}{goal}")
+            print(f"{r['name']:56} {r['value']:>9} {r['unit']}{ratio}{goal}")
     return 0
 
 
