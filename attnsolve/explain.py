@@ -422,6 +422,12 @@ def find_fixes(config: Config, role: str, available: frozenset[str] | None, requ
     pool = sorted({f for c in conflicts for f in c if f not in _NEVER_CHANGE},
                   key=lambda f: (_COST.get(f, 0), FIELD_NAMES.index(f)))
     worked: list[frozenset[str]] = []
+    # a fix must touch every conflict, so it is at least as large as a set of disjoint conflicts
+    disjoint: list[set[str]] = []
+    for c in sorted(conflicts, key=len):
+        if all(not (set(c) & d) for d in disjoint):
+            disjoint.append(set(c))
+    max_size = min(max(max_size, len(disjoint)), 6)
     consistent = _consistency(config, role, available, requested)
     all_facts = frozenset(_fact_order(config))
     for size in range(1, max_size + 1):
