@@ -600,3 +600,33 @@ SEED_DIFFERENCES = [
                          ids=[f"{i}-{s[:30]}" for i, (s, _, _) in enumerate(SEED_DIFFERENCES)])
 def test_rules_follow_source_where_seed_table_differs(seed, source, check):
     assert check(), f"seed doc: {seed}; source: {source}"
+
+
+# -- attention types and multimodal prefix ----------------------------------------------------------
+
+@pytest.mark.parametrize(("attn_type", "expected"), [
+    ("decoder", "FLASH_ATTN"), ("encoder", "FLASH_ATTN"), ("encoder_only", "FLASH_ATTN"),
+    ("encoder_decoder", "FLASH_ATTN"),
+])
+def test_flash_attn_supports_all_attention_types(attn_type, expected):
+    assert picked(cuda("9.0", attn_type=attn_type)) == expected
+
+
+def test_attention_type_reason_names_the_type():
+    assert reasons_for(cuda("9.0", attn_type="encoder", backend="FLEX_ATTENTION")) == (
+        "attention type encoder not supported",)
+    assert reasons_for(cuda("9.0", attn_type="encoder_only", backend="FLEX_ATTENTION")) == ()
+    assert reasons_for(cuda("10.0", attn_type="encoder_decoder", backend="FLASHINFER")) == (
+        "attention type encoder_decoder not supported",)
+    # SM 10.0 encoder layer: FLASHINFER is decoder-only, FLASH_ATTN takes it
+    sel = solve(cuda("10.0", attn_type="encoder"))
+    assert sel.backend == "FLASH_ATTN"
+    assert [(r.backend, r.reasons) for r in sel.rejected] == [("FLASHINFER", ("attention type encoder not supported",))]
+
+
+def test_mm_prefix_needs_triton_or_flex():
+    mm = "partial multimodal token full attention not supported"
+    sel = solve(cuda("9.0", use_mm_prefix=True))
+    assert sel.backend == "TRITON_ATTN"
+    assert [(r.backend, r.reasons) for r in sel.rejected] == [("FLASH_ATTN", (mm,)), ("FLASHINFER", (mm,))]
+    assert picked(cuda("9.0", use_mm_prefix=True, head_size=16)) == "FLEX_ATTENTION"
