@@ -163,6 +163,9 @@ def _solve_uncached(comp: CompiledRules, config: Config, role: str, available: f
         for r in backend.reasons(facts):
             warnings.append(f"{chosen.backend}: {r} (vLLM's {facts['platform']} path does not validate; "
                             "the kernel may fail at runtime)")
+    for message, when in backend.warnings:
+        if all(lit(facts) for lit in when):
+            warnings.append(f"{chosen.backend}: {message}")
     variant = backend.variant_for(facts.get(backend.variant_field)) if backend.variant_field else None
     return Selection(backend=chosen.backend, variant=variant, rejected=rejected, warnings=tuple(warnings),
                      config=config, role=role, manual=p.mode != AUTO, priority_list=p.plist.name,

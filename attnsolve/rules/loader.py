@@ -23,7 +23,7 @@ EXTRA_FIELDS = {"role": ("decode", "mla_prefill")}
 _BACKEND_KEYS = {
     "platforms", "role", "summary", "dtypes", "kv_cache_dtypes", "kernel_block_sizes", "head_sizes",
     "compute_capability", "attn_types", "sink", "mm_prefix", "mla", "sparse", "dcp", "explicit_only",
-    "parent", "abstract", "variant_field", "variants", "checks",
+    "parent", "abstract", "variant_field", "variants", "checks", "warnings",
 }
 _CAP_KEYS = ("dtypes", "kv_cache_dtypes", "kernel_block_sizes", "head_sizes", "compute_capability",
              "attn_types", "sink", "mm_prefix", "mla", "sparse", "dcp")
@@ -452,7 +452,12 @@ def _backend(name: str, full: dict, fname: str, known: set[str], domains: dict, 
         for kind in order:
             checks += per_kind.get(kind, [])
     checks += list(_checks(full.get("checks", []), known))
-    return Backend(name=name, platforms=platforms, role=role, caps=caps, checks=tuple(checks),
+    warns = []
+    for i, w in enumerate(_list(full.get("warnings", []))):
+        if not isinstance(w, dict) or not isinstance(w.get("message"), str) or set(w) - {"message", "when"}:
+            raise ValueError(f"warnings #{i + 1} needs 'message' (and optional 'when')")
+        warns.append((w["message"], _literals(w.get("when", {}), known)))
+    return Backend(warnings=tuple(warns), name=name, platforms=platforms, role=role, caps=caps, checks=tuple(checks),
                    variant_field=variant_field, variants=tuple(variants),
                    explicit_only=bool(full.get("explicit_only", False)), parent=full.get("parent"),
                    summary=str(full.get("summary", "")), source=fname)

@@ -222,6 +222,8 @@ class Backend:
     parent: str | None = None
     summary: str = ""
     source: str = ""
+    # Runtime pitfalls vLLM only hits after selection (message, conditions): surfaced as warnings.
+    warnings: tuple[tuple[str, tuple[Literal, ...]], ...] = ()
 
     def variant_for(self, value: Any) -> str | None:
         for v in self.variants:
