@@ -56,7 +56,7 @@ class UsageError(Exception):
         super().__init__(message)
 
     def lines(self) -> list[str]:
-        out = [f"{PROG}: error: {self.message}"]
+        out = wrap(f"{PROG}: error: {self.message}", indent="    ", first="")
         for d in self.details:
             out += wrap(d, indent="    ", first="  ")
         if self.hint:
@@ -169,8 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
                   description="Which attention backend vLLM selects, why not the others, and the smallest fix.",
                   epilog="examples:\n"
                          "  attnsolve select --gpu H100 --model examples/llama3-8b.json\n"
-                         "  attnsolve explain --gpu H100 --model examples/deepseek-v3.json --kv-cache-dtype fp8\n"
-                         "  attnsolve matrix --model examples/gpt-oss-20b.json --over compute_capability,kv_cache_dtype\n"
+                         "  attnsolve explain --gpu H100 --model examples/deepseek-v3.json \\\n"
+                         "      --kv-cache-dtype fp8\n"
+                         "  attnsolve matrix --model examples/gpt-oss-20b.json \\\n"
+                         "      --over compute_capability,kv_cache_dtype\n"
                          "  attnsolve backends\n"
                          "  attnsolve docs --check\n\n"
                          "exit codes: 0 selected/success, 1 no valid backend (or docs drift), 2 bad input")
@@ -306,7 +308,7 @@ def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Seq
     defaulted: list[str] = []
     hardware = {"gpu", "platform", "compute_capability", "rocm_arch"}
     if not (hardware & set(fields)) and not (hardware & set(free)):
-        if need_hardware:
+        if need_hardware or "compute_capability" not in free:
             raise UsageError("no hardware given", ["the backend depends on the GPU: give --gpu NAME "
                              "(e.g. H100, B200, RTX 5090, MI300X, CPU) or --platform cuda --compute-capability 9.0"],
                              hint="e.g. --gpu H100")
@@ -321,12 +323,10 @@ def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Seq
     if role is not None:
         from .solver.facts import parse_role
         role = parse_role(role)
-    for f in free:
-        from .config import ANY
-        fields[f] = ANY
-        if f == "compute_capability":
-            fields.pop("gpu", None)
-            fields.setdefault("platform", "cuda")
+    if "compute_capability" in free:  # matrix over GPU generations: any CUDA GPU stands in for the base
+        from .rules import default_rules
+        if not (hardware & set(fields)):
+            fields.update(platform="cuda", compute_capability=next(iter(default_rules().generations)))
     config = Config(**fields)
     return Query(config=config, role=role, notes=tuple(notes), model=model,
                  gpu=fields.get("gpu") if isinstance(fields.get("gpu"), str) else None,
@@ -357,9 +357,10 @@ def describe_hardware(q: Query) -> str:
     return "CPU"
 
 
-def describe_query(q: Query, sep: str = ", ") -> str:
+def describe_query(q: Query, sep: str = ", ", skip: Sequence[str] = ()) -> str:
     c = q.config
-    parts = [describe_hardware(q), c.dtype + (" (default)" if "dtype" in q.defaulted else "")]
+    hw = "CUDA" if "compute_capability" in skip else describe_hardware(q)
+    parts = [hw, c.dtype + (" (default)" if "dtype" in q.defaulted else "")]
     kind = "sparse MLA" if c.use_sparse is True else "MLA" if c.use_mla is True else None
     if kind:
         parts.append(kind)
@@ -378,8 +379,12 @@ def describe_query(q: Query, sep: str = ", ") -> str:
     shown = {"platform", "dtype", "compute_capability", "rocm_arch", "use_mla", "use_sparse", "head_size", "num_heads",
              "kv_cache_dtype", "block_size", "has_sink", "use_mm_prefix", "attn_type", "backend",
              "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "index_topk"}
+    parts = [p for p in parts if not any(str(p).startswith(prefix) for prefix in
+                                         [{"dtype": c.dtype, "head_size": "head ", "kv_cache_dtype": "kv ",
+                                           "block_size": "block ", "num_heads": f"{c.num_heads} heads"}.get(k, "\0")
+                                          for k in skip])]
     for k, v in c.to_dict(only_changed=True).items():
-        if k not in shown:
+        if k not in shown and k not in skip:
             parts.append(f"{k}={_show(v)}")
     if c.backend is not None:
         parts.append(f"requested {c.backend}")
@@ -429,7 +434,7 @@ def cmd_select(q: Query, style: Style) -> Result:
     except SelectionError as e:
         head = (f"{e.backend} (requested) does not fit {describe_query(q)}" if isinstance(e, InvalidBackendError)
                 else f"No valid attention backend for {describe_query(q)}")
-        lines = wrap(head + ":") + table([(b, "; ".join(r) or "-") for b, r in e.reasons.items()], indent="  ")
+        lines = wrap(head + ":") + _reason_rows([(b, "; ".join(r) or "-") for b, r in e.reasons.items()])
         lines += [f"note: {n}" for n in q.notes]
         lines.append("hint: run 'attnsolve explain' with the same flags for the conflict and the smallest fix")
         data = {"selected": None, "requested": getattr(e, "backend", None), "error": str(e),
@@ -437,7 +442,7 @@ def cmd_select(q: Query, style: Style) -> Result:
         return Result("select", data, "\n".join(lines), EXIT_NO_BACKEND)
     lines = [style.bold(str(sel)) + ("  (requested)" if sel.manual and q.config.backend else "")]
     if sel.rejected:
-        lines += table([(f"not {r.backend}", "; ".join(r.reasons)) for r in sel.rejected], indent="  ")
+        lines += _reason_rows([(f"not {r.backend}", "; ".join(r.reasons)) for r in sel.rejected])
     for w in sel.warnings:
         lines += wrap(w, indent="    ", first="  warning: ")
     for n in q.notes:
@@ -446,15 +451,67 @@ def cmd_select(q: Query, style: Style) -> Result:
     return Result("select", data, "\n".join(lines), EXIT_OK)
 
 
+def _fix_kind(changes: Mapping[str, Any]) -> str:
+    """'setting' (only tunables or the requested backend), 'hardware' (touches the GPU) or 'model'."""
+    from .explain import category
+    kinds = {category(f) for f in changes if f != "backend"}
+    if "hardware" in kinds:
+        return "hardware"
+    return "model" if "model" in kinds else "setting"
+
+
+def _sorted_fixes(fixes: Sequence[Any]) -> list[Any]:
+    order = {"setting": 0, "hardware": 1, "model": 2}
+    return sorted(fixes, key=lambda f: order[_fix_kind(f.changes)])
+
+
 def _why_lost(q: Query, backend: str) -> dict[str, Any]:
-    """For one higher-priority backend that lost: its minimal conflict and smallest own fix."""
+    """For one higher-priority backend that lost: its minimal conflict and its smallest fixes by kind."""
     from .explain import explain
     try:
         e = explain(q.config.replace(backend=backend), role=q.role)
     except Exception:  # noqa: BLE001 - a best-effort hint, never fatal
         return {"conflict": {}, "fixes": [], "hardware_only": False}
-    fixes = [f for f in e.fixes if "backend" not in f.changes]
-    return {"conflict": dict(e.conflict), "fixes": [f.to_dict() for f in fixes], "hardware_only": e.hardware_only}
+    fixes = [f for f in _sorted_fixes(e.fixes) if "backend" not in f.changes]
+    return {"conflict": dict(e.conflict), "hardware_only": e.hardware_only,
+            "fixes": [{**f.to_dict(), "kind": _fix_kind(f.changes)} for f in fixes]}
+
+
+def _reason_rows(rows: Sequence[tuple[str, str]], indent: str = "  ") -> list[str]:
+    """name  reasons, the reasons wrapped under their column."""
+    if not rows:
+        return []
+    w = max(len(n) for n, _ in rows)
+    out: list[str] = []
+    for name, text in rows:
+        out += wrap(text, indent=indent + " " * (w + 2), first=f"{indent}{name:<{w}}  ")
+    return out
+
+
+def _with(q: Query, changes: Mapping[str, Any]) -> str:
+    return " and ".join(change_text(q, k, v) for k, v in changes.items())
+
+
+def _lost_lines(q: Query, c: Any, why: Mapping[str, Any]) -> tuple[list[str], str | None]:
+    lines = wrap("; ".join(c.reasons), indent=" " * 4, first=f"  {c.backend}: ")
+    by_kind: dict[str, list[Mapping[str, Any]]] = {}
+    for f in why["fixes"]:
+        by_kind.setdefault(f["kind"], []).append(f)
+    hint = None
+    if "setting" in by_kind and not why["hardware_only"]:
+        text = fix_text(q, by_kind["setting"][0]["changes"])
+        lines += wrap(f"fix: {text}", indent=" " * 6, first="    ")
+        hint = f"{text} gets {c.backend}"
+    else:
+        parts = []
+        if "hardware" in by_kind:
+            parts.append(_with(q, by_kind["hardware"][0]["changes"]))
+        if "model" in by_kind and not why["hardware_only"]:
+            parts.append("a model with " + _with(q, by_kind["model"][0]["changes"]))
+        what = "impossible on this GPU" if why["hardware_only"] or "hardware" in by_kind else \
+            "no setting helps with this model"
+        lines += wrap(what + ("; runs with " + ", or ".join(parts) if parts else ""), indent=" " * 6, first="    ")
+    return lines, hint
 
 
 def cmd_explain(q: Query, style: Style) -> Result:
@@ -475,52 +532,60 @@ def cmd_explain(q: Query, style: Style) -> Result:
             if c.backend == e.selected:
                 break
             before.append(c)
+        hints: list[str] = []
         if before:
             lines += ["", "Higher-priority backends that lost:"]
-            hints: list[str] = []
             for c in before:
                 why = _why_lost(q, c.backend)
                 data["lost"].append({"backend": c.backend, "reasons": list(c.reasons), **why})
-                lines += wrap("; ".join(c.reasons), indent=" " * 4, first=f"  {c.backend}: ")
-                if why["hardware_only"]:
-                    hw = [f for f in why["fixes"] if "compute_capability" in f["changes"]]
-                    where = f" (it runs with {fix_text(q, hw[0]['changes'])})" if hw else ""
-                    lines += wrap(f"impossible on this GPU{where}", indent=" " * 6, first="    ")
-                elif why["fixes"]:
-                    best = why["fixes"][0]
-                    lines += wrap(f"fix: {fix_text(q, best['changes'])}", indent=" " * 6, first="    ")
-                    hints.append(f"{fix_text(q, best['changes'])} gets {c.backend}")
-            if hints:
-                lines += ["", f"hint: {hints[0]}"]
-            else:
-                lines += ["", f"hint: no setting gets a higher-priority backend on this GPU; {sel} is the best here"]
+                more, hint = _lost_lines(q, c, why)
+                lines += more
+                if hint:
+                    hints.append(hint)
         for w in e.warnings:
             lines += wrap(w, indent="          ", first="Warning   ")
+        if before:
+            lines.append("")
+            lines += wrap(f"hint: {hints[0]}" if hints else
+                          f"hint: {sel} is the best this GPU offers for this configuration; "
+                          "no setting gets a higher-priority backend", indent="      ", first="")
         return Result("explain", data, "\n".join(lines), EXIT_OK)
     # nothing fits (or the requested backend does not)
-    if e.requested:
-        lines.append(f"Requested {e.requested} does not fit:")
-    else:
-        lines.append("No valid backend. Candidates in priority order:")
-    lines += table([(c.backend, "; ".join(c.reasons) or "valid") for c in e.candidates], indent="  ")
+    lines.append(f"Requested {e.requested} does not fit:" if e.requested
+                 else "No valid backend. Candidates in priority order:")
+    lines += _reason_rows([(c.backend, "; ".join(c.reasons) or "valid") for c in e.candidates])
     if e.conflict:
         lines += [""] + wrap(", ".join(f"{k}={_show(v)}" for k, v in e.conflict.items())
-                              + ("  (together these rule out " + (e.requested or "every backend") + ")"),
+                              + ("  (together these rule out " + (e.requested or "every backend") + ")"
+                                 if len(e.conflict) > 1 else "  (this alone rules out "
+                                 + (e.requested or "every backend") + ")"),
                               indent="          ", first="Conflict  ")
         for other in e.conflicts[1:3]:
             lines += wrap(", ".join(f"{k}={_show(v)}" for k, v in other.items()), indent="          ",
                           first="   also   ")
     for w in e.warnings:
         lines += wrap(w, indent="          ", first="Warning   ")
-    fixes = list(e.fixes)
+    fixes = _sorted_fixes(e.fixes)
+    data["fixes"] = [{**f.to_dict(), "kind": _fix_kind(f.changes)} for f in fixes]
     if fixes:
         lines += ["", "Smallest fixes (each alone is enough):"]
-        lines += table([(fix_text(q, f.changes), f"{style.arrow} {f.selects}") for f in fixes[:5]], indent="  ")
-    if e.hardware_only:
-        what = e.requested or "any backend"
-        lines += ["", f"hint: only other hardware helps: no setting makes {what} valid on {describe_hardware(q)}"]
+        label = {"setting": "", "hardware": "  (other hardware)", "model": "  (changes the model)"}
+        rows = [(fix_text(q, f.changes), f"{style.arrow} {f.selects}{label[_fix_kind(f.changes)]}") for f in fixes[:5]]
+        lines += table(rows, indent="  ")
+    settings = [f for f in fixes if _fix_kind(f.changes) == "setting"]
+    hardware = [f for f in fixes if _fix_kind(f.changes) == "hardware"]
+    lines.append("")
+    what = e.requested or "any backend"
+    if settings:
+        lines += wrap(f"hint: {fix_text(q, settings[0].changes)}", indent="      ", first="")
+    elif e.hardware_only or hardware:
+        where = f"; e.g. {fix_text(q, hardware[0].changes)} {style.arrow} {hardware[0].selects}" if hardware else ""
+        lines += wrap(f"hint: only other hardware helps: no setting makes {what} valid on "
+                      f"{describe_hardware(q)}{where}", indent="      ", first="")
     elif fixes:
-        lines += ["", f"hint: {fix_text(q, fixes[0].changes)}"]
+        lines += wrap(f"hint: no setting helps with this model; {fix_text(q, fixes[0].changes)}", indent="      ", first="")
+    else:
+        lines += wrap("hint: no change of one to three fields helps; see the reasons above", indent="      ", first="")
     return Result("explain", data, "\n".join(lines), EXIT_NO_BACKEND)
 
 
@@ -537,7 +602,8 @@ def _over_values(rules: Any, name: str, values: list[str] | None) -> list[Any]:
         return [False, True]
     if name == "backend":
         return [None, *sorted(rules.backends)]
-    return list(representatives(rules, name))
+    reps = list(representatives(rules, name))
+    return sorted(reps, key=lambda v: (v is not None, v if isinstance(v, (int, float)) else str(v)))
 
 
 def parse_over(items: Sequence[str] | None) -> list[tuple[str, list[str] | None]]:
@@ -572,10 +638,18 @@ def cmd_matrix(q: Query, over: list[tuple[str, list[str] | None]], long: bool, s
     value_lists = [_over_values(rules, n, v) for n, v in over]
     base = q.config
     rows: list[dict[str, Any]] = []
+    rewritten: set[str] = set()
     for combo in itertools.product(*value_lists):
         changes = dict(zip(names, combo))
         cell: dict[str, Any] = {"values": {n: _show(v) for n, v in changes.items()}}
         try:
+            if q.model is not None and "kv_cache_dtype" in changes:
+                from .modelconfig import apply_model_rewrites
+                fixed, notes = apply_model_rewrites(q.model, dict(changes))
+                if notes:
+                    cell["note"] = notes[0]
+                    rewritten.add(str(changes["kv_cache_dtype"]))
+                changes = fixed
             cfg = base.replace(**changes)
             if "compute_capability" in changes and cfg.platform != "cuda":
                 raise ConfigError("compute_capability", changes["compute_capability"], "platform cuda")
@@ -591,7 +665,7 @@ def cmd_matrix(q: Query, over: list[tuple[str, list[str] | None]], long: bool, s
                 raise
         rows.append(cell)
     data = {"over": names, "rows": rows, "query": q.to_dict()}
-    head = wrap(f"{describe_query(q)}; over {', '.join(names)}", indent="  ")
+    head = wrap(f"{describe_query(q, skip=names)}; over {', '.join(names)}", indent="  ")
     lines = head
     if len(names) == 2 and not long:
         lines += _grid(names, value_lists, rows, style)
@@ -602,8 +676,11 @@ def cmd_matrix(q: Query, over: list[tuple[str, list[str] | None]], long: bool, s
         legend.append("- = no valid backend")
     if any(r["label"] == "n/a" for r in rows):
         legend.append("n/a = not a valid combination")
+    if rewritten:
+        legend.append(f"kv {', '.join(sorted(rewritten))} rewritten to fp8_ds_mla by the DeepSeek-V3.2 model "
+                      "config, as vLLM does")
     if legend:
-        lines += ["", "; ".join(legend)]
+        lines += [""] + [x for item in legend for x in wrap(item)]
     code = EXIT_OK
     return Result("matrix", data, "\n".join(lines), code)
 
@@ -654,8 +731,9 @@ def cmd_backends(platform: str | None, runnable: bool, style: Style) -> Result:
         for r in part:
             if here is not None:
                 r["runnable_here"] = r["name"] in here
-            run = "" if here is None else ("   runnable here: " + (style.yes if r["name"] in here else style.no))
-            lines.append(f"  {r['name']:<24}{','.join(r['platforms']):<11}{r['priority_text']}{run}")
+            run = "" if here is None else ("runnable here: " + (style.yes if r["name"] in here else style.no))
+            lines.append(f"  {r['name']:<24}{', '.join(r['platforms']):<12}{run}".rstrip())
+            lines += wrap(r["priority_text"], indent=" " * 16, first="      priority: ")
             lines += wrap(r["summary"], indent=" " * 6)
     if here is not None:
         lines += ["", f"runnable here = a registered kernel runs on this machine ({', '.join(devices)})"]
@@ -724,9 +802,7 @@ def run(argv: Sequence[str], stdout: IO[str], stderr: IO[str]) -> int:
             result = (cmd_select if ns.command == "select" else cmd_explain)(q, style)
         elif ns.command == "matrix":
             over = parse_over(ns.over)
-            q = build_query(ns, need_hardware=False, free=())
-            if not ({"compute_capability", "platform"} & {n for n, _ in over}) and q.config.platform is None:
-                raise UsageError("no hardware given", hint="give --gpu NAME or --over compute_capability")
+            q = build_query(ns, need_hardware=False, free=[n for n, _ in over])
             result = cmd_matrix(q, over, ns.long, style)
         elif ns.command == "backends":
             if ns.platform is not None:

@@ -79,9 +79,17 @@ def priority_positions(rules: RuleSet, b: Backend) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     for platform in b.platforms:
         pos: dict[str, int] = {}
-        keys = list(rules.generations) if platform == "cuda" else ["*"]
-        for key in keys:
-            facts = _base_facts(b, platform, _cc_int(key) if platform == "cuda" else None)
+        if platform != "cuda":  # one decision list per role and model kind: the first one naming it
+            for pl in rules.lists_for(platform):
+                names = [e.backend for e in pl.entries if not rules.backends[e.backend].explicit_only]
+                if b.name in names:
+                    pos["*"] = names.index(b.name) + 1
+                    break
+            if pos:
+                out[platform] = pos
+            continue
+        for key in rules.generations:
+            facts = _base_facts(b, platform, _cc_int(key))
             pl = _list_for(rules, platform, facts)
             if pl is None:
                 continue

@@ -1,0 +1,348 @@
+"""The CLI: verbs, exit codes, error messages, JSON envelope, start-up imports, and a hypothesis
+test that drives `main()` in-process with random argument lists (valid and invalid)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from attnsolve import Config, ConfigError, solve
+from attnsolve.cli import SCHEMA, main
+from attnsolve.errors import SelectionError
+
+ROOT = Path(__file__).resolve().parents[1]
+EX = ROOT / "examples"
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def last_block(out: str) -> str:
+    """The final paragraph (the hint, possibly wrapped)."""
+    return out.rstrip().split("\n\n")[-1]
+
+
+def run_json(capsys, *argv: str) -> tuple[int, dict]:
+    code, out, err = run(capsys, *argv, "--json")
+    env = json.loads(out)
+    assert env["schema"] == SCHEMA and env["exit_code"] == code
+    return code, env
+
+
+# ---------------------------------------------------------------------------------------------
+# select / explain
+
+
+def test_select_llama_on_h100(capsys):
+    code, out, err = run(capsys, "select", "--gpu", "H100", "--model", str(EX / "llama3-8b.json"))
+    assert code == 0 and out.splitlines()[0] == "FLASH_ATTN (FA3)" and err == ""
+
+
+def test_select_json_matches_solve(capsys):
+    code, env = run_json(capsys, "select", "--gpu", "B200", "--head-size", "256", "--kv-cache-dtype", "fp8")
+    sel = solve(Config(gpu="B200", dtype="bfloat16", head_size=256, kv_cache_dtype="fp8"))
+    assert code == 0 and env["command"] == "select"
+    assert env["result"]["selected"] == sel.backend and env["result"]["variant"] == sel.variant
+
+
+def test_explain_deepseek_fp8_on_h100(capsys):
+    code, out, _ = run(capsys, "explain", "--gpu", "H100", "--model", str(EX / "deepseek-v3.json"),
+                       "--kv-cache-dtype", "fp8")
+    assert code == 0
+    assert "Selected  FLASHMLA" in out
+    assert "FLASH_ATTN_MLA: kv_cache_dtype not supported" in out
+    assert last_block(out).startswith("hint: --kv-cache-dtype")  # actionable hint last
+
+
+def test_explain_lost_backend_only_other_hardware(capsys):
+    code, out, _ = run(capsys, "explain", "--gpu", "RTX 5090", "--model", str(EX / "gpt-oss-20b.json"))
+    assert code == 0 and "Selected  TRITON_ATTN" in out
+    assert "FLASH_ATTN: sink setting not supported" in out and "impossible on this GPU" in out
+
+
+def test_explain_no_backend_hardware_hint(capsys):
+    code, out, _ = run(capsys, "explain", "--gpu", "A100", "--model", str(EX / "deepseek-v3.2.json"),
+                       "--kv-cache-dtype", "fp8")
+    assert code == 1
+    assert "fp8 -> fp8_ds_mla" in out  # the DeepSeek-V3.2 rewrite is said
+    assert "Conflict" in out and "compute_capability=8.0" in out
+    assert last_block(out).startswith("hint: only other hardware helps")
+
+
+def test_explain_requested_backend_does_not_fit(capsys):
+    code, env = run_json(capsys, "explain", "--gpu", "B200", "--model", str(EX / "deepseek-v3.json"),
+                         "--attention-backend", "flashmla")
+    assert code == 1
+    res = env["result"]
+    assert res["requested"] == "FLASHMLA" and res["selected"] is None
+    assert res["conflict"] == {"compute_capability": "10.0"}
+    assert {"changes": {"backend": None}, "selects": "FLASHINFER_MLA", "kind": "setting"} in res["fixes"]
+
+
+def test_select_failure_exit_1_with_reasons(capsys):
+    code, out, _ = run(capsys, "select", "--gpu", "CPU", "--use-mla")
+    assert code == 1 and "MLA is not supported on CPU." in out
+    assert last_block(out).splitlines()[-1].startswith("hint:")
+
+
+def test_tensor_parallel_divides_heads(capsys):
+    code, env = run_json(capsys, "select", "--gpu", "B200", "--model", str(EX / "deepseek-v3.2.json"), "-tp", "8")
+    assert code == 0
+    assert env["result"]["config"]["num_heads"] == 16
+    assert env["result"]["selected"] == "FLASHINFER_MLA_SPARSE"  # <= 16 heads per GPU on SM 10.x
+    code, env = run_json(capsys, "select", "--gpu", "B200", "--model", str(EX / "deepseek-v3.2.json"))
+    assert env["result"]["selected"] == "FLASHMLA_SPARSE"
+
+
+def test_mla_prefill_role(capsys):
+    code, env = run_json(capsys, "select", "--gpu", "B200", "--model", str(EX / "deepseek-v3.json"),
+                         "--role", "mla_prefill")
+    assert code == 0 and env["result"]["selected"] == "TRTLLM_RAGGED_DEEPSEEK"
+
+
+# ---------------------------------------------------------------------------------------------
+# matrix / backends / docs
+
+
+def test_matrix_grid(capsys):
+    code, env = run_json(capsys, "matrix", "--model", str(EX / "gpt-oss-20b.json"))
+    assert code == 0 and env["result"]["over"] == ["compute_capability", "kv_cache_dtype"]
+    cell = {(r["values"]["compute_capability"], r["values"]["kv_cache_dtype"]): r for r in env["result"]["rows"]}
+    assert cell[("9.0", "fp8")]["label"] == "FLASH_ATTN (FA3)"
+    assert cell[("8.0", "auto")]["backend"] == "TRITON_ATTN"  # sinks: FA2 and FlashInfer native refuse
+    code, out, _ = run(capsys, "matrix", "--model", str(EX / "gpt-oss-20b.json"))
+    assert all(len(line) <= 80 for line in out.splitlines())
+
+
+def test_matrix_values_and_long(capsys):
+    code, out, _ = run(capsys, "matrix", "--gpu", "H100", "--over", "head_size=12,64,512", "--long")
+    assert code == 0
+    rows = {line.split()[0]: line.split()[1] for line in out.splitlines()[3:] if line.strip()}
+    assert rows["12"] == "FLEX_ATTENTION" and rows["64"] == "FLASH_ATTN" and rows["512"] == "TRITON_ATTN"
+
+
+def test_matrix_bad_field(capsys):
+    code, out, err = run(capsys, "matrix", "--gpu", "H100", "--over", "kv_cache_dtyp")
+    assert code == 2 and "did you mean --over kv_cache_dtype?" in err
+
+
+def test_backends(capsys):
+    code, env = run_json(capsys, "backends", "--no-runnable")
+    names = {b["name"]: b for b in env["result"]["backends"]}
+    assert names["FLASH_ATTN"]["priority"]["cuda"]["9.0"] == 1
+    assert names["FLASH_ATTN"]["priority"]["cuda"]["10.0"] == 2
+    assert names["ROCM_AITER_MLA_SPARSE"]["priority"]["rocm"]["*"] == 1
+    assert names["TREE_ATTN"]["priority_text"] == "explicit only"
+    code, out, _ = run(capsys, "backends", "--no-runnable")
+    assert all(len(line) <= 80 for line in out.splitlines())
+
+
+def test_docs_check_and_write(tmp_path, capsys):
+    target = tmp_path / "ab.md"
+    target.write_text("stale\n")
+    code, out, _ = run(capsys, "docs", "--check", "-o", str(target))
+    assert code == 1 and out.startswith("---") and "+# Attention Backend Feature Support" in out
+    code, out, _ = run(capsys, "docs", "-o", str(target))
+    assert code == 0 and "wrote" in out
+    code, out, _ = run(capsys, "docs", "--check", "-o", str(target))
+    assert code == 0 and "up to date" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input: exit 2, stderr, flag + value + accepted + closest match, never a traceback
+
+
+@pytest.mark.parametrize("argv, expect", [
+    (["select", "--gpu", "H100", "--kv-cache-dtype", "fp8e4m3"], "did you mean --kv-cache-dtype fp8_e4m3?"),
+    (["select", "--gpu", "H100", "--kv-cache-dtyp", "fp8"], "did you mean --kv-cache-dtype?"),
+    (["select", "--gpu", "H10"], "did you mean --gpu H100?"),
+    (["select", "--gpu", "H100", "--attention-backend", "FLASH_ATN"], "did you mean --attention-backend FLASH_ATTN?"),
+    (["select", "--gpu", "H100", "--block-size", "48"], "accepted: unset, 1, 8, 16, 32, 64, 128, 256"),
+    (["select", "--gpu", "H100", "--dtype", "fp64"], "invalid --dtype 'fp64'"),
+    (["select", "--gpu", "H100", "--use-mla", "maybe"], "invalid --use-mla 'maybe'"),
+    (["select", "--model", str(EX / "llama3-8b.json")], "no hardware given"),
+    (["selct", "--gpu", "H100"], "did you mean 'attnsolve select'?"),
+    (["select", "--gpu"], "expected one argument"),
+    (["select", "--gpu", "H100", "-tp", "3", "--num-heads", "32"], "invalid --tensor-parallel-size"),
+    (["select", "--gpu", "H100", "--role", "prefil"], "invalid --role 'prefil'"),
+    (["select", "--gpu", "H100", "stray"], "unexpected argument 'stray'"),
+    (["select", "--gpu", "H100", "--model", "/nonexistent/config.json"], "no such file"),
+    ([], "usage:"),
+])
+def test_bad_input_exit_2(capsys, argv, expect):
+    code, out, err = run(capsys, *argv)
+    assert code == 2, (out, err)
+    assert expect in err and "Traceback" not in err and out == ""
+    assert all(len(line) <= 80 for line in err.splitlines() if not line.startswith("usage"))
+
+
+def test_help_exit_0(capsys):
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and "explain" in out
+    code, out, _ = run(capsys, "select", "--help")
+    assert code == 0 and "--kv-cache-dtype" in out and "--attention-backend" in out
+
+
+def test_no_unicode_or_colour_when_not_a_tty(capsys, monkeypatch):
+    code, out, _ = run(capsys, "explain", "--gpu", "A100", "--model", str(EX / "deepseek-v3.2.json"))
+    assert "\x1b[" not in out and "\u2192" not in out and "->" in out
+
+
+def test_style_tty_rules(monkeypatch):
+    from attnsolve.render import Style
+
+    class Tty:
+        encoding = "utf-8"
+
+        def isatty(self):
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    s = Style.for_stream(Tty())
+    assert s.unicode and s.colour and s.yes == "\u2705"
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not Style.for_stream(Tty()).colour
+    assert Style.for_stream(None) == Style(False, False) and Style().no == "no"
+
+
+# ---------------------------------------------------------------------------------------------
+# start-up: no torch, networkx or python-constraint on --help and select
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["select", "--gpu", "H100", "--model", "examples/llama3-8b.json"]])
+def test_startup_imports(argv):
+    code = ("import sys; from attnsolve.cli import main; rc = main(%r); "
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'networkx', 'constraint', 'triton', 'numpy')); "
+            "print('HEAVY', heavy); sys.exit(rc)" % (argv,))
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "HEAVY []" in p.stdout
+
+
+def test_python_dash_m(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "attnsolve", "select", "--gpu", "H100", "--json"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and json.loads(p.stdout)["result"]["selected"] == "FLASH_ATTN"
+
+
+# ---------------------------------------------------------------------------------------------
+# hypothesis: random argument lists
+
+
+_VALUES = {
+    "--gpu": ["H100", "A100", "B200", "RTX 5090", "T4", "MI300X", "CPU", "H10", "nope"],
+    "--platform": ["cuda", "rocm", "cpu", "tpu"],
+    "--compute-capability": ["8.0", "9.0", "10.0", "12.0", "7.5", "x.y", "99"],
+    "--dtype": ["float16", "bfloat16", "float32", "fp16", "bf16", "int8"],
+    "--kv-cache-dtype": ["auto", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2", "fp8_ds_mla", "fp8e4m3"],
+    "--block-size": ["1", "16", "32", "64", "128", "48", "x"],
+    "--head-size": ["64", "80", "128", "256", "576", "0", "abc"],
+    "--num-heads": ["8", "16", "128", "-1"],
+    "--attn-type": ["decoder", "encoder_only", "encoder", "bogus"],
+    "--attention-backend": ["FLASH_ATTN", "flashinfer", "TRITON_ATTN", "FLASHMLA", "CPU_ATTN", "auto", "FLASH_ATN"],
+    "--flash-attn-version": ["2", "3", "4"],
+    "--rocm-arch": ["gfx942", "gfx90a", "gfx1100", "gfx000"],
+}
+_BOOLS = ["--use-mla", "--use-sparse", "--has-sink", "--use-mm-prefix", "--use-trtllm-attention", "--rocm-use-aiter"]
+_FIELD = {"--gpu": "gpu", "--platform": "platform", "--compute-capability": "compute_capability", "--dtype": "dtype",
+          "--kv-cache-dtype": "kv_cache_dtype", "--block-size": "block_size", "--head-size": "head_size",
+          "--num-heads": "num_heads", "--attn-type": "attn_type", "--attention-backend": "backend",
+          "--flash-attn-version": "flash_attn_version", "--rocm-arch": "rocm_arch", "--use-mla": "use_mla",
+          "--use-sparse": "use_sparse", "--has-sink": "has_sink", "--use-mm-prefix": "use_mm_prefix",
+          "--use-trtllm-attention": "use_trtllm_attention", "--rocm-use-aiter": "rocm_use_aiter"}
+
+
+@st.composite
+def argvs(draw):
+    pairs: list[tuple[str, str | None]] = []
+    for flag in draw(st.lists(st.sampled_from(sorted(_VALUES)), max_size=6, unique=True)):
+        pairs.append((flag, draw(st.sampled_from(_VALUES[flag]))))
+    for flag in draw(st.lists(st.sampled_from(_BOOLS), max_size=3, unique=True)):
+        pairs.append((flag, draw(st.sampled_from([None, "true", "false", "1", "0", "maybe"]))))
+    pairs = draw(st.permutations(pairs))
+    argv = [draw(st.sampled_from(["select", "select", "explain", "selct"]))]
+    for flag, value in pairs:
+        argv += [flag] if value is None else [flag, value]
+    extra = draw(st.sampled_from([[], [], [], ["--bogus-flag"], ["stray"], ["--gpu"], ["--json"]]))
+    return argv + extra, dict(pairs), extra
+
+
+def _expected(pairs: dict, extra: list) -> tuple[int, str | None]:
+    """What the CLI must answer, from Config and solve() directly."""
+    fields = {}
+    for flag, value in pairs.items():
+        fields[_FIELD[flag]] = "true" if value is None else value
+    if "num_heads" in fields:
+        try:
+            if int(fields["num_heads"]) < 1:
+                return 2, None
+        except ValueError:
+            return 2, None
+    if not ({"gpu", "platform", "compute_capability", "rocm_arch"} & set(fields)):
+        return 2, None
+    fields.setdefault("dtype", "bfloat16")
+    try:
+        cfg = Config(**fields)
+    except ConfigError:
+        return 2, None
+    try:
+        sel = solve(cfg)
+    except SelectionError:
+        return 1, None
+    except ConfigError:
+        return 2, None
+    return 0, sel.backend
+
+
+@given(argvs())
+def test_random_argv(argv_pairs):
+    argv, pairs, extra = argv_pairs
+    out_buf, err_buf = _Capture(), _Capture()
+    from attnsolve.cli import run as cli_run
+    code = cli_run(argv, out_buf, err_buf)
+    out, err = out_buf.getvalue(), err_buf.getvalue()
+    assert code in (0, 1, 2), (argv, out, err)
+    assert "Traceback" not in out + err
+    if code == 2:
+        assert err.startswith("attnsolve: error:") and out == ""
+        return
+    assert err == ""
+    if argv[0] == "selct" or extra in (["--bogus-flag"], ["stray"], ["--gpu"]):
+        raise AssertionError(f"bad input accepted: {argv}")
+    want, backend = _expected(pairs, extra)
+    assert code == want, (argv, out)
+    if extra == ["--json"]:
+        env = json.loads(out)
+        assert env["exit_code"] == code
+        if code == 0:
+            assert env["result"]["selected"] == backend
+    elif code == 0 and argv[0] == "select":
+        assert out.split()[0] == backend
+
+
+class _Capture:
+    """A non-TTY text stream (like a pipe)."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.encoding = "utf-8"
+
+    def write(self, s: str) -> int:
+        self.parts.append(s)
+        return len(s)
+
+    def isatty(self) -> bool:
+        return False
+
+    def getvalue(self) -> str:
+        return "".join(self.parts)
