@@ -1,0 +1,82 @@
+"""read_model_config: the shipped examples, derived facts, and bad files (ConfigError -> CLI exit 2)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from attnsolve import ConfigError
+from attnsolve.cli import main
+from attnsolve.modelconfig import apply_model_rewrites, read_model_config
+
+EX = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("llama3-8b.json", {"dtype": "bfloat16", "num_heads": 32, "head_size": 128}),
+    ("deepseek-v3.json", {"use_mla": True, "head_size": 576, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64,
+                          "v_head_dim": 128, "num_heads": 128}),
+    ("deepseek-v3.2.json", {"use_mla": True, "use_sparse": True, "index_topk": 2048, "head_size": 576}),
+    ("gpt-oss-20b.json", {"has_sink": True, "head_size": 64, "num_heads": 64}),
+    ("gemma3-4b.json", {"use_mm_prefix": True, "head_size": 256, "num_heads": 8}),
+])
+def test_examples(name, expected):
+    m = read_model_config(EX / name)
+    for k, v in expected.items():
+        assert m.fields[k] == v, k
+
+
+def test_directory_and_sliding_window(tmp_path):
+    (tmp_path / "config.json").write_text((EX / "gpt-oss-20b.json").read_text())
+    m = read_model_config(tmp_path)
+    assert m.extra["sliding_window"] == 128 and any("sliding window" in n for n in m.notes)
+
+
+def test_v32_rewrite():
+    m = read_model_config(EX / "deepseek-v3.2.json")
+    fields, notes = apply_model_rewrites(m, {"kv_cache_dtype": "fp8_e4m3"})
+    assert fields["kv_cache_dtype"] == "fp8_ds_mla" and "fp8_ds_mla" in notes[0]
+    assert apply_model_rewrites(m, {"kv_cache_dtype": "auto"}) == ({"kv_cache_dtype": "auto"}, ())
+    dense = read_model_config(EX / "deepseek-v3.json")
+    assert apply_model_rewrites(dense, {"kv_cache_dtype": "fp8"})[0]["kv_cache_dtype"] == "fp8"
+
+
+@pytest.mark.parametrize("text, key", [
+    ('{"num_attention_heads": "32", "hidden_size": 4096}', "num_attention_heads"),
+    ('{"num_attention_heads": 32, "hidden_size": 4001}', "hidden_size"),
+    ('{"head_dim": true}', "head_dim"),
+    ('{"torch_dtype": "int4"}', "torch_dtype"),
+    ('{"kv_lora_rank": 512}', "qk_rope_head_dim"),
+    ('{"index_topk": 2048, "head_dim": 128}', "index_topk"),
+    ('{"text_config": [1, 2]}', "text_config"),
+    ('{"sliding_window": -4}', "sliding_window"),
+    ('[1, 2, 3]', None),
+    ('{"head_dim": 128,', None),
+])
+def test_bad_files(tmp_path, capsys, text, key):
+    f = tmp_path / "config.json"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        read_model_config(f)
+    assert str(f) in str(info.value)
+    if key:
+        assert repr(key) in str(info.value)
+    code = main(["select", "--gpu", "H100", "--model", str(f)])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and str(f) in err.replace("\n    ", " ") and "Traceback" not in err
+
+
+def test_flags_override_model(capsys):
+    code = main(["select", "--gpu", "H100", "--model", str(EX / "llama3-8b.json"), "--head-size", "80",
+                 "--dtype", "float16", "--json"])
+    env = json.loads(capsys.readouterr().out)
+    assert code == 0 and env["result"]["config"]["head_size"] == 80 and env["result"]["config"]["dtype"] == "float16"
+
+
+def test_nothing_executed(tmp_path):
+    """A model directory's Python files are never imported."""
+    (tmp_path / "config.json").write_text('{"head_dim": 128, "num_attention_heads": 8, "auto_map": {"AutoConfig": "evil.Cfg"}}')
+    (tmp_path / "evil.py").write_text("raise SystemExit('executed')\n")
+    assert read_model_config(tmp_path).fields["head_size"] == 128
