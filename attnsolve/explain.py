@@ -419,25 +419,39 @@ def find_fixes(config: Config, role: str, available: frozenset[str] | None, requ
             pass
     if not conflicts:
         return [f for _, f in fixes]
-    pool = sorted({f for c in conflicts for f in c if f not in _NEVER_CHANGE},
-                  key=lambda f: (_COST.get(f, 0), FIELD_NAMES.index(f)))
+    known = [set(c) for c in conflicts]
     worked: list[frozenset[str]] = []
-    # a fix must touch every conflict, so it is at least as large as a set of disjoint conflicts
-    disjoint: list[set[str]] = []
-    for c in sorted(conflicts, key=len):
-        if all(not (set(c) & d) for d in disjoint):
-            disjoint.append(set(c))
-    max_size = min(max(max_size, len(disjoint)), 6)
     consistent = _consistency(config, role, available, requested)
-    all_facts = frozenset(_fact_order(config))
-    for size in range(1, max_size + 1):
+    order = _fact_order(config)
+    all_facts = frozenset(order)
+    new_conflicts = 0
+    size = 1
+    while size <= max_size:
+        # a fix must touch every conflict, so it is at least as large as a set of disjoint conflicts
+        disjoint: list[set[str]] = []
+        for c in sorted(known, key=len):
+            if all(not (c & d) for d in disjoint):
+                disjoint.append(c)
+        max_size = min(max(max_size, len(disjoint)), 6)
+        pool = sorted({f for c in known for f in c if f not in _NEVER_CHANGE},
+                      key=lambda f: (_COST.get(f, 0), FIELD_NAMES.index(f)))
+        grew = False
         for combo in itertools.combinations(pool, size):
             fs = frozenset(combo)
             if any(w <= fs for w in worked):
                 continue  # a subset already works: not minimal
-            if any(not (fs & set(c)) for c in conflicts):
+            if any(not (fs & c) for c in known):
                 continue  # must touch every known conflict
             if not consistent(all_facts - fs):
+                # Reiter's hitting-set tree: this set hits every known conflict yet fails, so
+                # there is another conflict among the remaining facts; learn it and re-plan.
+                if new_conflicts < 32:
+                    more = _quickxplain([], [f for f in order if f not in fs], consistent)
+                    if more and set(more) not in known:
+                        known.append(set(more))
+                        new_conflicts += 1
+                        grew = True
+                        break
                 continue
             fix = _best_values(config, role, available, requested, combo, rules)
             if fix is None:
@@ -446,8 +460,13 @@ def find_fixes(config: Config, role: str, available: frozenset[str] | None, requ
             cost = (max(_MODEL_WEIGHT.get(f, _COST.get(f, 0)) for f in combo), size,
                     sum(_distance(f, getattr(config, f), fix.changes[f] if f != "compute_capability" else _cc(fix.changes[f]), rules) for f in combo))
             fixes.append((cost, fix))
+        if grew:
+            continue  # same size again with the larger conflict family
         if len(fixes) >= max_fixes:
             break
+        if size == max_size and not worked and max_size < 6:
+            max_size += 1  # nothing smaller works: a fix needs more changes
+        size += 1
     fixes.sort(key=lambda t: t[0])
     return [f for _, f in fixes[:max_fixes]]
 
