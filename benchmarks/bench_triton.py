@@ -1,0 +1,217 @@
+"""GPU kernels (TRITON_ATTN, TRITON_MLA, and the library adapters that can run) vs torch SDPA.
+
+On a CUDA device, side by side in one run:
+
+* Memory bandwidth: a device-to-device copy of 1 GiB (bytes read + written / time).
+* Decode: batch 8 and 64, 32 query / 8 KV heads, head 128, contexts 1k/4k/16k, bf16,
+  block size 16 with shuffled blocks.  Each runnable backend (``TRITON_ATTN``, and
+  ``FLASH_ATTN``, ``FLASHINFER``, ``FLEX_ATTENTION`` when runnable here) vs
+  ``F.scaled_dot_product_attention(..., enable_gqa=True)`` on the same KV laid out
+  contiguously; KV GB/s and % of the measured bandwidth.
+* Prefill: one 2k-token causal sequence and a chunked batch, 32 / 8 heads, head 128, bf16: ms
+  and ratio to SDPA (``is_causal``).
+* MLA decode (``TRITON_MLA``, and ``FLASHMLA`` when runnable): batch 8, 16 and 128 heads,
+  576 / 512 dims, block 64, contexts 1k/4k/16k; vs SDPA on the equivalent MQA problem and
+  vs bandwidth.
+
+Without a CUDA device it prints that and returns ``[]`` (Triton's CPU interpreter is a
+test tool: timing it means nothing).
+
+Run: ``python benchmarks/bench_triton.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from attnsolve.kernels.metadata import AttentionMetadata
+
+
+def _time_cuda(fn: Callable[[], Any], reps: int = 20, warmup: int = 3) -> float:
+    """Median seconds per call (CUDA events)."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) / 1e3)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def copy_bandwidth_gbs(mib: int = 1024) -> float:
+    x = torch.empty(mib * 2**20 // 4, dtype=torch.float32, device="cuda")
+    y = torch.empty_like(x)
+    t = _time_cuda(lambda: y.copy_(x), reps=10)
+    return 2 * x.numel() * 4 / t / 1e9
+
+
+def paged_problem(batch, ctx, heads, kv_heads, head, block, dtype, *, q_rows=1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    nblk = -(-ctx // block)
+    total = batch * nblk
+    bt = torch.randperm(total, generator=g).to(torch.int32).view(batch, nblk)
+    q_lens = [q_rows] * batch
+    qsl = torch.tensor([0] + [sum(q_lens[: i + 1]) for i in range(batch)], dtype=torch.int32)
+    md = AttentionMetadata(qsl.cuda(), torch.full((batch,), ctx, dtype=torch.int32).cuda(), bt.cuda())
+    q = torch.randn(batch * q_rows, heads, head, dtype=dtype, device="cuda")
+    kc = torch.randn(total, block, kv_heads, head, dtype=dtype, device="cuda")
+    vc = torch.randn(total, block, kv_heads, head, dtype=dtype, device="cuda")
+    return q, kc, vc, md
+
+
+def contiguous(cache, md, ctx):
+    """``[batch, H, ctx, D]`` copy of each sequence's KV (the SDPA peer's layout)."""
+    b = md.block_table.shape[0]
+    x = cache[md.block_table.long()]  # [b, nblk, bs, H, D]
+    return x.reshape(b, -1, *cache.shape[2:])[:, :ctx].transpose(1, 2).contiguous()
+
+
+def _runnable(backends):
+    from attnsolve.kernels.registry import kernel_for, unavailable_reasons
+
+    out = {}
+    for b in backends:
+        why = unavailable_reasons(b, "cuda")
+        out[b] = kernel_for(b, "cuda") if not why else "; ".join(why)
+    return out
+
+
+def bench_decode(bw: float, quick: bool) -> list[dict[str, Any]]:
+    rows = []
+    kernels = _runnable(["TRITON_ATTN", "FLASH_ATTN", "FLASHINFER", "FLEX_ATTENTION"])
+    ctxs = (1024, 4096) if quick else (1024, 4096, 16384)
+    for batch in ((8,) if quick else (8, 64)):
+        for ctx in ctxs:
+            q, kc, vc, md = paged_problem(batch, ctx, 32, 8, 128, 16, torch.bfloat16)
+            kv_bytes = 2 * batch * ctx * 8 * 128 * kc.element_size()
+            kk, vv = contiguous(kc, md, ctx), contiguous(vc, md, ctx)
+            qq = q.view(batch, 32, 1, 128)
+            t_sdpa = _time_cuda(lambda: F.scaled_dot_product_attention(qq, kk, vv, enable_gqa=True))
+            del kk, vv
+            for name, fn in kernels.items():
+                row = {"name": f"decode bf16 b{batch} 32/8 d128 ctx {ctx // 1024}k {name}", "backend": name}
+                if isinstance(fn, str):
+                    row.update(value=None, unit="ms", skipped=fn)
+                else:
+                    t = _time_cuda(lambda: fn(q, kc, vc, md))
+                    row.update(value=round(t * 1e3, 4), unit="ms", baseline=round(t_sdpa * 1e3, 4),
+                               baseline_name="SDPA enable_gqa, contiguous KV", ratio=round(t_sdpa / t, 2),
+                               kv_gbs=round(kv_bytes / t / 1e9, 1), pct_of_bw=round(100 * kv_bytes / t / 1e9 / bw, 1))
+                rows.append(row)
+            del q, kc, vc, md
+            torch.cuda.empty_cache()
+    return rows
+
+
+def bench_prefill(quick: bool) -> list[dict[str, Any]]:
+    rows = []
+    kernels = _runnable(["TRITON_ATTN", "FLASH_ATTN", "FLASHINFER", "FLEX_ATTENTION"])
+    L = 2048
+    q, kc, vc, md = paged_problem(1, L, 32, 8, 128, 16, torch.bfloat16, q_rows=L)
+    kk, vv = contiguous(kc, md, L), contiguous(vc, md, L)
+    qq = q.transpose(0, 1).unsqueeze(0).contiguous()
+    t_sdpa = _time_cuda(lambda: F.scaled_dot_product_attention(qq, kk, vv, is_causal=True, enable_gqa=True),
+                        reps=10)
+    flops = 4 * L * L * 128 * 32 / 2
+    for name, fn in kernels.items():
+        row = {"name": f"prefill bf16 2k causal 32/8 d128 {name}", "backend": name}
+        if isinstance(fn, str):
+            row.update(value=None, unit="ms", skipped=fn)
+        else:
+            t = _time_cuda(lambda: fn(q, kc, vc, md), reps=10)
+            row.update(value=round(t * 1e3, 3), unit="ms", baseline=round(t_sdpa * 1e3, 3),
+                       baseline_name="SDPA is_causal enable_gqa", ratio=round(t_sdpa / t, 2),
+                       tflops=round(flops / t / 1e12, 1))
+        rows.append(row)
+    return rows
+
+
+def bench_mla(bw: float, quick: bool) -> list[dict[str, Any]]:
+    rows = []
+    kernels = _runnable(["TRITON_MLA", "FLASHMLA"])
+    ctxs = (1024, 4096) if quick else (1024, 4096, 16384)
+    batch, bs = 8, 64
+    for heads in (16, 128):
+        for ctx in ctxs:
+            nblk = -(-ctx // bs)
+            bt = torch.randperm(batch * nblk).to(torch.int32).view(batch, nblk).cuda()
+            md = AttentionMetadata(torch.arange(batch + 1, dtype=torch.int32).cuda(),
+                                   torch.full((batch,), ctx, dtype=torch.int32).cuda(), bt)
+            q = torch.randn(batch, heads, 576, dtype=torch.bfloat16, device="cuda")
+            kv = torch.randn(batch * nblk, bs, 576, dtype=torch.bfloat16, device="cuda")
+            kv_bytes = batch * ctx * 576 * 2
+            lat = kv[bt.long()].reshape(batch, -1, 576)[:, :ctx].unsqueeze(1)  # [b, 1, ctx, 576]
+            qq = q.unsqueeze(2)  # [b, H, 1, 576]
+            t_sdpa = _time_cuda(lambda: F.scaled_dot_product_attention(qq, lat, lat[..., :512], enable_gqa=True))
+            del lat
+            for name, fn in kernels.items():
+                row = {"name": f"MLA decode bf16 b{batch} h{heads} ctx {ctx // 1024}k {name}", "backend": name}
+                if isinstance(fn, str):
+                    row.update(value=None, unit="ms", skipped=fn)
+                else:
+                    t = _time_cuda(lambda: fn(q, kv, md, kv_lora_rank=512, scale=192 ** -0.5, topk_indices=None))
+                    row.update(value=round(t * 1e3, 4), unit="ms", baseline=round(t_sdpa * 1e3, 4),
+                               baseline_name="SDPA MQA over the gathered latent cache", ratio=round(t_sdpa / t, 2),
+                               kv_gbs=round(kv_bytes / t / 1e9, 1), pct_of_bw=round(100 * kv_bytes / t / 1e9 / bw, 1))
+                rows.append(row)
+            del q, kv, md
+            torch.cuda.empty_cache()
+    return rows
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    """All rows (dicts with name, value, unit, baseline, ratio...); ``[]`` without a CUDA device."""
+    if not torch.cuda.is_available():
+        print(f"# no CUDA GPU present (torch {torch.__version__}): bench_triton measures GPU kernels only; "
+              "nothing to run. The CPU-interpreter tests are in tests/kernels/test_triton_*.py.")
+        return []
+    os.environ.pop("TRITON_INTERPRET", None)
+    from attnsolve.kernels import triton_attn
+
+    if triton_attn.is_interpreted():
+        print("# triton was imported with TRITON_INTERPRET=1: unset it to benchmark compiled kernels")
+        return []
+    bw = copy_bandwidth_gbs(512 if quick else 1024)
+    rows: list[dict[str, Any]] = [{"name": "GPU memory bandwidth (1 GiB device copy, read+write)",
+                                   "value": round(bw, 1), "unit": "GB/s"}]
+    rows += bench_decode(bw, quick)
+    rows += bench_prefill(quick)
+    rows += bench_mla(bw, quick)
+    return rows
+
+
+def _print(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    print(f"# device: {torch.cuda.get_device_name()} (cc {'.'.join(map(str, torch.cuda.get_device_capability()))}), "
+          f"torch {torch.__version__}")
+    for r in rows:
+        if r.get("skipped"):
+            print(f"{r['name']:58} not runnable here: {r['skipped']}")
+            continue
+        extra = ""
+        if "ratio" in r:
+            extra += f"  {r['ratio']:5.2f}x SDPA ({r['baseline']} {r['unit']})"
+        if "kv_gbs" in r:
+            extra += f"  {r['kv_gbs']:7.1f} GB/s ({r['pct_of_bw']}% of bw)"
+        if "tflops" in r:
+            extra += f"  {r['tflops']} TFLOP/s"
+        print(f"{r['name']:58} {r['value']:>10} {r['unit']:<5}{extra}")
+
+
+if __name__ == "__main__":
+    t0 = time.perf_counter()
+    _print(run(quick="--quick" in sys.argv))
+    print(f"# total {time.perf_counter() - t0:.1f} s")
