@@ -78,6 +78,15 @@ def contiguous(cache, md, ctx):
     return x.reshape(b, -1, *cache.shape[2:])[:, :ctx].transpose(1, 2).contiguous()
 
 
+def _try_time(fn, reps=20):
+    """``(seconds, None)`` or ``(None, error text)`` (e.g. out of memory, an unsupported case)."""
+    try:
+        return _time_cuda(fn, reps=reps), None
+    except Exception as e:  # keep the other rows
+        torch.cuda.empty_cache()
+        return None, f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+
+
 def _runnable(backends):
     from attnsolve.kernels.registry import kernel_for, unavailable_reasons
 
@@ -105,7 +114,11 @@ def bench_decode(bw: float, quick: bool) -> list[dict[str, Any]]:
                 if isinstance(fn, str):
                     row.update(value=None, unit="ms", skipped=fn)
                 else:
-                    t = _time_cuda(lambda: fn(q, kc, vc, md))
+                    t, err = _try_time(lambda: fn(q, kc, vc, md))
+                    if err:
+                        row.update(value=None, unit="ms", skipped=err)
+                        rows.append(row)
+                        continue
                     row.update(value=round(t * 1e3, 4), unit="ms", baseline=round(t_sdpa * 1e3, 4),
                                baseline_name="SDPA enable_gqa, contiguous KV", ratio=round(t_sdpa / t, 2),
                                kv_gbs=round(kv_bytes / t / 1e9, 1), pct_of_bw=round(100 * kv_bytes / t / 1e9 / bw, 1))
@@ -130,7 +143,11 @@ def bench_prefill(quick: bool) -> list[dict[str, Any]]:
         if isinstance(fn, str):
             row.update(value=None, unit="ms", skipped=fn)
         else:
-            t = _time_cuda(lambda: fn(q, kc, vc, md), reps=10)
+            t, err = _try_time(lambda: fn(q, kc, vc, md), reps=10)
+            if err:
+                row.update(value=None, unit="ms", skipped=err)
+                rows.append(row)
+                continue
             row.update(value=round(t * 1e3, 3), unit="ms", baseline=round(t_sdpa * 1e3, 3),
                        baseline_name="SDPA is_causal enable_gqa", ratio=round(t_sdpa / t, 2),
                        tflops=round(flops / t / 1e12, 1))
@@ -161,7 +178,12 @@ def bench_mla(bw: float, quick: bool) -> list[dict[str, Any]]:
                 if isinstance(fn, str):
                     row.update(value=None, unit="ms", skipped=fn)
                 else:
-                    t = _time_cuda(lambda: fn(q, kv, md, kv_lora_rank=512, scale=192 ** -0.5, topk_indices=None))
+                    t, err = _try_time(lambda: fn(q, kv, md, kv_lora_rank=512, scale=192 ** -0.5,
+                                                  topk_indices=None))
+                    if err:
+                        row.update(value=None, unit="ms", skipped=err)
+                        rows.append(row)
+                        continue
                     row.update(value=round(t * 1e3, 4), unit="ms", baseline=round(t_sdpa * 1e3, 4),
                                baseline_name="SDPA MQA over the gathered latent cache", ratio=round(t_sdpa / t, 2),
                                kv_gbs=round(kv_bytes / t / 1e9, 1), pct_of_bw=round(100 * kv_bytes / t / 1e9 / bw, 1))
@@ -199,7 +221,7 @@ def _print(rows: list[dict[str, Any]]) -> None:
           f"torch {torch.__version__}")
     for r in rows:
         if r.get("skipped"):
-            print(f"{r['name']:58} not runnable here: {r['skipped']}")
+            print(f"{r['name']:58} not run: {r['skipped']}")
             continue
         extra = ""
         if "ratio" in r:
