@@ -451,10 +451,19 @@ def cmd_select(q: Query, style: Style) -> Result:
     return Result("select", data, "\n".join(lines), EXIT_OK)
 
 
-def _fix_kind(changes: Mapping[str, Any]) -> str:
-    """'setting' (only tunables or the requested backend), 'hardware' (touches the GPU) or 'model'."""
+# vLLM serving flags the explanation layer counts as model facts: the user sets them at launch
+# (--dtype casts the weights; heads per GPU follow --tensor-parallel-size).
+_LAUNCH_SETTINGS = frozenset({"dtype", "num_heads"})
+
+
+def _field_kind(name: str) -> str:
     from .explain import category
-    kinds = {category(f) for f in changes if f != "backend"}
+    return "setting" if name in _LAUNCH_SETTINGS else {"tunable": "setting"}.get(category(name), category(name))
+
+
+def _fix_kind(changes: Mapping[str, Any]) -> str:
+    """'setting' (serving flags or the requested backend), 'hardware' (touches the GPU) or 'model'."""
+    kinds = {_field_kind(f) for f in changes if f != "backend"}
     if "hardware" in kinds:
         return "hardware"
     return "model" if "model" in kinds else "setting"
@@ -473,7 +482,8 @@ def _why_lost(q: Query, backend: str) -> dict[str, Any]:
     except Exception:  # noqa: BLE001 - a best-effort hint, never fatal
         return {"conflict": {}, "fixes": [], "hardware_only": False}
     fixes = [f for f in _sorted_fixes(e.fixes) if "backend" not in f.changes]
-    return {"conflict": dict(e.conflict), "hardware_only": e.hardware_only,
+    model_only = next((dict(c) for c in e.conflicts if c and all(_field_kind(f) == "model" for f in c)), None)
+    return {"conflict": dict(e.conflict), "hardware_only": e.hardware_only, "model_conflict": model_only,
             "fixes": [{**f.to_dict(), "kind": _fix_kind(f.changes)} for f in fixes]}
 
 
@@ -507,7 +517,7 @@ def _lost_lines(q: Query, c: Any, why: Mapping[str, Any]) -> tuple[list[str], st
         if "hardware" in by_kind:
             parts.append(_with(q, by_kind["hardware"][0]["changes"]))
         if "model" in by_kind and not why["hardware_only"]:
-            parts.append("a model with " + _with(q, by_kind["model"][0]["changes"]))
+            parts.append("a model with " + ", ".join(f"{k}={_show(v)}" for k, v in by_kind["model"][0]["changes"].items()))
         what = "impossible on this GPU" if why["hardware_only"] or "hardware" in by_kind else \
             "no setting helps with this model"
         lines += wrap(what + ("; runs with " + ", or ".join(parts) if parts else ""), indent=" " * 6, first="    ")
@@ -535,13 +545,20 @@ def cmd_explain(q: Query, style: Style) -> Result:
         hints: list[str] = []
         if before:
             lines += ["", "Higher-priority backends that lost:"]
+            not_for_model: dict[str, list[str]] = {}
             for c in before:
                 why = _why_lost(q, c.backend)
                 data["lost"].append({"backend": c.backend, "reasons": list(c.reasons), **why})
+                if why.get("model_conflict"):  # irrelevant for this model: one summary line, not a wall
+                    key = ", ".join(f"{k}={_show(v)}" for k, v in why["model_conflict"].items())
+                    not_for_model.setdefault(key, []).append(c.backend)
+                    continue
                 more, hint = _lost_lines(q, c, why)
                 lines += more
                 if hint:
                     hints.append(hint)
+            for key, names in not_for_model.items():
+                lines += wrap(", ".join(names), indent=" " * 4, first=f"  not for this model ({key}): ")
         for w in e.warnings:
             lines += wrap(w, indent="          ", first="Warning   ")
         if before:
