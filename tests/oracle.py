@@ -222,14 +222,20 @@ class Answer:
     backend: str | None
     mode: str = "auto"                    # auto | manual | error
     list_name: str | None = None
-    tried: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)  # (backend, reasons) in order
+    tried: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)  # every candidate: (backend, reasons)
     variant: str | None = None
     facts: dict[str, Any] = field(default_factory=dict)
     error: str | None = None              # NO_LIST / BAD_ROLE
 
     @property
     def rejected(self) -> list[tuple[str, tuple[str, ...]]]:
-        return [(b, r) for b, r in self.tried if b != self.backend]
+        """The candidates tried before the selected one (all of them when nothing was selected)."""
+        out = []
+        for b, r in self.tried:
+            if b == self.backend:
+                break
+            out.append((b, r))
+        return out
 
 
 def select(rules: RuleSet, config: Config, role: str = "decode", available: frozenset[str] | None = None) -> Answer:
@@ -259,10 +265,9 @@ def select(rules: RuleSet, config: Config, role: str = "decode", available: froz
             reasons = own_reasons(b, facts) if plist.validate else ()
             reasons = reasons + tuple(r for r in guard_reasons(entry.guards, facts) if r not in reasons)
             reasons += not_runnable(entry.backend)
-            ans.tried.append((entry.backend, reasons))
-            if not reasons:
+            ans.tried.append((entry.backend, reasons))  # every candidate gets a verdict
+            if not reasons and ans.backend is None:
                 ans.backend = entry.backend
-                break
     elif plist.manual == "validate":
         ans.mode = "manual"
         b = rules.backends[requested]

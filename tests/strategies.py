@@ -280,16 +280,23 @@ def partial_configs(draw: Any, rules: RuleSet | None = None, *, max_free: int = 
 
 
 def completions(config: Config, rules: RuleSet | None = None) -> Iterable[Config]:
-    """Every valid full Config obtained by giving each free field a value from its pool (hardware-consistent)."""
+    """Every valid full Config obtained by giving each free field a value from its pool.
+
+    Hardware facts follow the platform: a compute capability only on cuda, a gfx arch only on rocm.
+    """
     rules = rules or rules_now()
-    free = config.free_fields
+    free = list(config.free_fields)
+    # platform first, so the hardware facts can follow it
+    free.sort(key=lambda f: (f != "platform", f))
     base = {f: getattr(config, f) for f in FIELD_NAMES}
-    pools = []
-    for f in free:
-        pool = field_pool(rules, f)
-        if f in ("compute_capability", "rocm_arch", "num_heads", "qk_nope_head_dim") or f in OPT_INT_FIELDS:
-            pool = [None, *[v for v in pool if v is not None]]
-        pools.append(pool)
+
+    def pool(f: str, kw: dict[str, Any]) -> list[Any]:
+        plat = kw.get("platform")
+        if f == "compute_capability":
+            return field_pool(rules, f) if plat == "cuda" else [None] if plat is not ANY else [None, *field_pool(rules, f)]
+        if f == "rocm_arch":
+            return field_pool(rules, f) if plat == "rocm" else [None] if plat is not ANY else [None, *field_pool(rules, f)]
+        return field_pool(rules, f)
 
     def rec(i: int, kw: dict[str, Any]) -> Iterable[Config]:
         if i == len(free):
@@ -298,7 +305,7 @@ def completions(config: Config, rules: RuleSet | None = None) -> Iterable[Config
             except ConfigError:
                 return
             return
-        for v in pools[i]:
+        for v in pool(free[i], kw):
             kw2 = dict(kw)
             kw2[free[i]] = v
             yield from rec(i + 1, kw2)
