@@ -634,8 +634,7 @@ def parse_over(items: Sequence[str] | None) -> list[tuple[str, list[str] | None]
         for part in parts:
             name, _, vals = part.partition("=")
             key = name.strip().lstrip("-").replace("-", "_")
-            key = {"gpu": "compute_capability", "cc": "compute_capability", "attention_backend": "backend",
-                   "tp": "num_heads"}.get(key, key)
+            key = {"gpu": "compute_capability", "cc": "compute_capability", "attention_backend": "backend"}.get(key, key)
             if key not in names:
                 raise ConfigError("over", name, names, suggestion=_closest(key, names))
             values = [v.strip() for v in vals.split(",") if v.strip()] if vals else None
