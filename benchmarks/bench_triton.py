@@ -32,6 +32,8 @@ import torch.nn.functional as F
 
 from attnsolve.kernels.metadata import AttentionMetadata
 
+DEVICE = "cuda"  # a smoke test may point this at "cpu"
+
 
 def _time_cuda(fn: Callable[[], Any], reps: int = 20, warmup: int = 3) -> float:
     """Median seconds per call (CUDA events)."""
@@ -51,7 +53,7 @@ def _time_cuda(fn: Callable[[], Any], reps: int = 20, warmup: int = 3) -> float:
 
 
 def copy_bandwidth_gbs(mib: int = 1024) -> float:
-    x = torch.empty(mib * 2**20 // 4, dtype=torch.float32, device="cuda")
+    x = torch.empty(mib * 2**20 // 4, dtype=torch.float32, device=DEVICE)
     y = torch.empty_like(x)
     t = _time_cuda(lambda: y.copy_(x), reps=10)
     return 2 * x.numel() * 4 / t / 1e9
@@ -64,10 +66,10 @@ def paged_problem(batch, ctx, heads, kv_heads, head, block, dtype, *, q_rows=1, 
     bt = torch.randperm(total, generator=g).to(torch.int32).view(batch, nblk)
     q_lens = [q_rows] * batch
     qsl = torch.tensor([0] + [sum(q_lens[: i + 1]) for i in range(batch)], dtype=torch.int32)
-    md = AttentionMetadata(qsl.cuda(), torch.full((batch,), ctx, dtype=torch.int32).cuda(), bt.cuda())
-    q = torch.randn(batch * q_rows, heads, head, dtype=dtype, device="cuda")
-    kc = torch.randn(total, block, kv_heads, head, dtype=dtype, device="cuda")
-    vc = torch.randn(total, block, kv_heads, head, dtype=dtype, device="cuda")
+    md = AttentionMetadata(qsl.to(DEVICE), torch.full((batch,), ctx, dtype=torch.int32).to(DEVICE), bt.to(DEVICE))
+    q = torch.randn(batch * q_rows, heads, head, dtype=dtype, device=DEVICE)
+    kc = torch.randn(total, block, kv_heads, head, dtype=dtype, device=DEVICE)
+    vc = torch.randn(total, block, kv_heads, head, dtype=dtype, device=DEVICE)
     return q, kc, vc, md
 
 
@@ -92,8 +94,8 @@ def _runnable(backends):
 
     out = {}
     for b in backends:
-        why = unavailable_reasons(b, "cuda")
-        out[b] = kernel_for(b, "cuda") if not why else "; ".join(why)
+        why = unavailable_reasons(b, DEVICE)
+        out[b] = kernel_for(b, DEVICE) if not why else "; ".join(why)
     return out
 
 
@@ -163,11 +165,11 @@ def bench_mla(bw: float, quick: bool) -> list[dict[str, Any]]:
     for heads in (16, 128):
         for ctx in ctxs:
             nblk = -(-ctx // bs)
-            bt = torch.randperm(batch * nblk).to(torch.int32).view(batch, nblk).cuda()
-            md = AttentionMetadata(torch.arange(batch + 1, dtype=torch.int32).cuda(),
-                                   torch.full((batch,), ctx, dtype=torch.int32).cuda(), bt)
-            q = torch.randn(batch, heads, 576, dtype=torch.bfloat16, device="cuda")
-            kv = torch.randn(batch * nblk, bs, 576, dtype=torch.bfloat16, device="cuda")
+            bt = torch.randperm(batch * nblk).to(torch.int32).view(batch, nblk).to(DEVICE)
+            md = AttentionMetadata(torch.arange(batch + 1, dtype=torch.int32).to(DEVICE),
+                                   torch.full((batch,), ctx, dtype=torch.int32).to(DEVICE), bt)
+            q = torch.randn(batch, heads, 576, dtype=torch.bfloat16, device=DEVICE)
+            kv = torch.randn(batch * nblk, bs, 576, dtype=torch.bfloat16, device=DEVICE)
             kv_bytes = batch * ctx * 576 * 2
             lat = kv[bt.long()].reshape(batch, -1, 576)[:, :ctx].unsqueeze(1)  # [b, 1, ctx, 576]
             qq = q.unsqueeze(2)  # [b, H, 1, 576]
