@@ -64,6 +64,8 @@ def _relevant_fields(backend: str, platform: str) -> tuple[str, ...]:
         lits += list(pl.when)
         for e in (*pl.entries, *pl.manual_accept):
             lits += [lit for g in e.guards for lit in g.clause()]
+            if pl.validate:  # the candidates before it must be ruled out by their own checks
+                lits += [lit for c in RULES.backends[e.backend].checks for lit in c.clause()]
     for lit in lits:
         for f in _config_fields(lit.field):
             fields[f] = None
@@ -288,3 +290,54 @@ def test_violating_one_check_gives_exactly_its_reason(backend, platform, index):
         assert len(reasons) == others + 1
     if err.args and RULES.lists_for(platform)[0].manual == "validate":
         assert str(err).startswith(f"Selected backend {backend} is not valid for this configuration. Reason: [")
+
+
+# -- automatic selection reaches every listed backend -----------------------------------------------
+
+def _auto_backends() -> list[tuple[str, str]]:
+    out: dict[tuple[str, str], None] = {}
+    for pl in RULES.lists:
+        for e in pl.entries:
+            if not RULES.backends[e.backend].explicit_only:
+                out[(e.backend, pl.platform)] = None
+    return list(out)
+
+
+AUTO_BACKENDS = _auto_backends()
+
+
+@lru_cache(maxsize=None)
+def auto_config(backend: str, platform: str) -> Config | None:
+    """A config with no backend requested for which automatic selection picks `backend`."""
+    role = RULES.backends[backend].role
+    fields = (*_cc_and_arch_moves(platform), *_relevant_fields(backend, platform))
+
+    def score(cfg: Config) -> int:
+        try:
+            facts = _facts(cfg, role)
+        except ConfigError:
+            return INF
+        pl = select_list(RULES, facts)
+        if pl is None:
+            return INF
+        p = plan(RULES, pl, None)
+        names = [c.backend for c in p.candidates]
+        if backend not in names:
+            return INF
+        idx = names.index(backend)
+        mine = sum(1 for c in p.candidates[idx].checks if c.fires(facts))
+        earlier_valid = sum(1 for c in p.candidates[:idx] if not any(k.fires(facts) for k in c.checks))
+        return 4 * mine + earlier_valid  # fix the backend's own checks first, then rule out the earlier ones
+
+    start = {k: v for k, v in _start(backend, platform).items() if k != "backend"}
+    data, s = _search(start, fields, score, _groups(backend, platform))
+    return _make(data) if s == 0 else None
+
+
+@pytest.mark.parametrize(("backend", "platform"), AUTO_BACKENDS, ids=[f"{b}-{p}" for b, p in AUTO_BACKENDS])
+def test_automatic_selection_reaches_every_listed_backend(backend, platform):
+    cfg = auto_config(backend, platform)
+    assert cfg is not None, f"no config in the rules' value classes makes automatic selection pick {backend}"
+    sel = solve(cfg, role=RULES.backends[backend].role)
+    assert sel.backend == backend and not sel.manual
+    assert all(r.reasons for r in sel.rejected)

@@ -180,7 +180,7 @@ def test_a_new_backend_in_the_toml_gets_generated_tests(tmp_path):
     """Adding a backend is a rules edit: the generated per-backend tests pick it up unchanged."""
     root = _copy(tmp_path)
     _edit(root / "cuda.toml", 'entries = ["FLASH_ATTN", "FLASHINFER", "TRITON_ATTN", "FLEX_ATTENTION"]',
-          'entries = ["FLASH_ATTN", "FLASHINFER", "TRITON_ATTN", "NEW_ATTN", "FLEX_ATTENTION"]')
+          'entries = ["NEW_ATTN", "FLASH_ATTN", "FLASHINFER", "TRITON_ATTN", "FLEX_ATTENTION"]')
     with open(root / "cuda.toml", "a") as f:
         f.write(NEW_BACKEND)
     load_rules(root, check_structure=True)
@@ -191,5 +191,7 @@ def test_a_new_backend_in_the_toml_gets_generated_tests(tmp_path):
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     passed = [line for line in out.stdout.splitlines() if line.startswith("PASSED") and "NEW_ATTN" in line]
-    # one acceptance test plus one per check that can fire (head, dtype, kv, block, mm, MLA, sink, sparse, CC, type)
-    assert len(passed) >= 8, out.stdout[-3000:]
+    # manual acceptance, automatic reachability, and one per check that can fire
+    # (head, dtype, kv, block, mm, MLA, sink, sparse, CC, type)
+    assert len(passed) >= 10, out.stdout[-3000:]
+    assert any("test_automatic_selection_reaches_every_listed_backend[NEW_ATTN-cuda]" in line for line in passed)
