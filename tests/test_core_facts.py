@@ -203,6 +203,14 @@ def test_flashmla_dense_is_hopper_only():
         "FlashMLA Dense is only supported on Hopper devices.",)
 
 
+@pytest.mark.parametrize(("cc", "expected"), [
+    ("7.5", "FLASHINFER"), ("8.0", "FLASH_ATTN"), ("8.9", "FLASH_ATTN"), ("9.0", "FLASH_ATTN"), ("10.0", "FLASHINFER"),
+    ("10.3", "FLASHINFER"), ("11.0", "FLASH_ATTN"), ("12.0", "FLASH_ATTN"), ("12.1", "FLASH_ATTN"),
+])
+def test_standard_list_switches_on_major_10_exactly(cc, expected):
+    assert picked(cuda(cc, dtype="float16")) == expected
+
+
 def test_mla_default_on_hopper_and_ampere():
     assert picked(mla("9.0")) == "FLASH_ATTN_MLA"
     assert picked(mla("9.0", kv_cache_dtype="fp8")) == "FLASHMLA"
@@ -500,7 +508,7 @@ def test_backend_enum_member_accepted():
     assert cuda("9.0", backend=Member()).backend == "TRITON_ATTN"
 
 
-@pytest.mark.parametrize("name", ["flash_atn", "FLASHATTN2", "xformers", "TORCH_SDPA", "custom"])
+@pytest.mark.parametrize("name", ["flash_atn", "FLASHATTN2", "xformers", "auto_attn", "flash-attn"])
 def test_unknown_backend_name(name):
     with pytest.raises(ConfigError) as info:
         cuda("9.0", backend=name)
