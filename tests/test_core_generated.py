@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import pytest
 
-from attnsolve import Config, ConfigError, InvalidBackendError, solve
+from attnsolve import Config, ConfigError, InvalidBackendError, NoValidBackendError, solve
 from attnsolve.config import FIELD_NAMES
 from attnsolve.rules import default_rules
 from attnsolve.rules.model import Check
@@ -341,3 +341,55 @@ def test_automatic_selection_reaches_every_listed_backend(backend, platform):
     sel = solve(cfg, role=RULES.backends[backend].role)
     assert sel.backend == backend and not sel.manual
     assert all(r.reasons for r in sel.rejected)
+
+
+# -- the guards of automatic lists (decision trees: ROCm, CPU) -------------------------------------
+
+def _auto_guards() -> list[tuple[int, int, int]]:
+    out = []
+    for li, pl in enumerate(RULES.lists):
+        for ei, e in enumerate(pl.entries):
+            for gi, g in enumerate(e.guards):
+                if _can_fire(g):
+                    out.append((li, ei, gi))
+    return out
+
+
+AUTO_GUARDS = _auto_guards()
+
+
+def _guard_id(li: int, ei: int, gi: int) -> str:
+    pl = RULES.lists[li]
+    return f"{pl.platform}-{pl.entries[ei].backend}-guard{gi}"
+
+
+@pytest.mark.parametrize(("li", "ei", "gi"), AUTO_GUARDS, ids=[_guard_id(*x) for x in AUTO_GUARDS])
+def test_automatic_list_guard_reason_is_reported(li, ei, gi):
+    pl = RULES.lists[li]
+    entry = pl.entries[ei]
+    guard = entry.guards[gi]
+    backend = RULES.backends[entry.backend]
+    role = backend.role
+
+    def score(cfg: Config) -> int:
+        try:
+            facts = _facts(cfg, role)
+        except ConfigError:
+            return INF
+        if select_list(RULES, facts) is not pl or not guard.fires(facts):
+            return INF
+        return sum(1 for g in entry.guards if g is not guard and g.fires(facts))
+
+    start = {k: v for k, v in _start(entry.backend, pl.platform).items() if k != "backend"}
+    fields = (*_cc_and_arch_moves(pl.platform), *_relevant_fields(entry.backend, pl.platform))
+    data, s = _search(start, fields, score, _groups(entry.backend, pl.platform))
+    assert s < INF, f"no config makes {guard.reason!r} fire for {entry.backend}"
+    cfg = _make(data)
+    reason = guard.render(_facts(cfg, role))
+    try:
+        sel = solve(cfg, role=role)
+    except NoValidBackendError as e:  # nothing left in the list: the tree's own error text
+        assert reason in e.reasons[entry.backend]
+        return
+    assert sel.backend != entry.backend
+    assert reason in dict((r.backend, r.reasons) for r in sel.rejected)[entry.backend]
