@@ -435,8 +435,9 @@ def cmd_select(q: Query, style: Style) -> Result:
         head = (f"{e.backend} (requested) does not fit {describe_query(q)}" if isinstance(e, InvalidBackendError)
                 else f"No valid attention backend for {describe_query(q)}")
         lines = wrap(head + ":") + _reason_rows([(b, "; ".join(r) or "-") for b, r in e.reasons.items()])
-        lines += [f"note: {n}" for n in q.notes]
-        lines.append("hint: run 'attnsolve explain' with the same flags for the conflict and the smallest fix")
+        for n in q.notes:
+            lines += wrap(n, indent="    ", first="note: ")
+        lines.append("hint: 'attnsolve explain' with the same flags gives the conflict and the fix")
         data = {"selected": None, "requested": getattr(e, "backend", None), "error": str(e),
                 "reasons": {b: list(r) for b, r in e.reasons.items()}, "query": q.to_dict()}
         return Result("select", data, "\n".join(lines), EXIT_NO_BACKEND)
@@ -588,7 +589,10 @@ def cmd_explain(q: Query, style: Style) -> Result:
         lines += ["", "Smallest fixes (each alone is enough):"]
         label = {"setting": "", "hardware": "  (other hardware)", "model": "  (changes the model)"}
         rows = [(fix_text(q, f.changes), f"{style.arrow} {f.selects}{label[_fix_kind(f.changes)]}") for f in fixes[:5]]
-        lines += table(rows, indent="  ")
+        laid = table(rows, indent="  ")
+        if max(len(x) for x in laid) > WIDTH:
+            laid = [x for a, b in rows for x in wrap(f"{a}  {b}", indent="      ", first="  ")]
+        lines += laid
     settings = [f for f in fixes if _fix_kind(f.changes) == "setting"]
     hardware = [f for f in fixes if _fix_kind(f.changes) == "hardware"]
     lines.append("")
@@ -597,8 +601,9 @@ def cmd_explain(q: Query, style: Style) -> Result:
         lines += wrap(f"hint: {fix_text(q, settings[0].changes)}", indent="      ", first="")
     elif e.hardware_only or hardware:
         where = f"; e.g. {fix_text(q, hardware[0].changes)} {style.arrow} {hardware[0].selects}" if hardware else ""
+        model = " for this model" if any(_fix_kind(f.changes) == "model" for f in fixes) else ""
         lines += wrap(f"hint: only other hardware helps: no setting makes {what} valid on "
-                      f"{describe_hardware(q)}{where}", indent="      ", first="")
+                      f"{describe_hardware(q)}{model}{where}", indent="      ", first="")
     elif fixes:
         lines += wrap(f"hint: no setting helps with this model; {fix_text(q, fixes[0].changes)}", indent="      ", first="")
     else:

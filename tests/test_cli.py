@@ -185,6 +185,21 @@ def test_bad_input_exit_2(capsys, argv, expect):
     assert all(len(line) <= 80 for line in err.splitlines() if not line.startswith("usage"))
 
 
+@pytest.mark.parametrize("argv", [
+    ["explain", "--gpu", "A100", "--model", str(EX / "deepseek-v3.2.json"), "--kv-cache-dtype", "fp8"],
+    ["explain", "--gpu", "B200", "--model", str(EX / "deepseek-v3.2.json"), "-tp", "8", "--kv-cache-dtype", "fp8"],
+    ["explain", "--gpu", "MI300X", "--model", str(EX / "deepseek-v3.json"), "--attention-backend", "FLASH_ATTN"],
+    ["explain", "--gpu", "H100", "--model", str(EX / "deepseek-v3.json"), "--role", "mla_prefill"],
+    ["explain", "--gpu", "T4", "--head-size", "72", "--dtype", "float32", "--block-size", "8", "--has-sink"],
+    ["select", "--gpu", "RTX 5090", "--model", str(EX / "gpt-oss-20b.json"), "--attention-backend", "FLASH_ATTN"],
+])
+def test_text_fits_80_columns(capsys, argv):
+    code, out, err = run(capsys, *argv)
+    assert code in (0, 1) and err == ""
+    too_long = [line for line in out.splitlines() if len(line) > 80]
+    assert not too_long, too_long
+
+
 def test_help_exit_0(capsys):
     code, out, _ = run(capsys, "--help")
     assert code == 0 and "explain" in out

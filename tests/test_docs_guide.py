@@ -52,3 +52,21 @@ def test_pycon_blocks(block):
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
     runner.run(test)
     assert runner.failures == 0
+
+
+def refresh() -> None:
+    """Rewrite the output of every console block (after a deliberate change of the CLI's text)."""
+    text = GUIDE.read_text(encoding="utf-8")
+
+    def fill(m: re.Match) -> str:
+        first = m.group(2).split("\n", 1)[0]
+        return "```console\n" + first + "\n" + console_output(first[2:]).rstrip("\n") + "\n```"
+
+    GUIDE.write_text(re.sub(r"```(console)\n(.*?)```", fill, text, flags=re.S), encoding="utf-8")
+
+
+if __name__ == "__main__":  # python tests/test_docs_guide.py --update
+    import sys
+
+    if sys.argv[1:] == ["--update"]:
+        refresh()
