@@ -14,7 +14,6 @@ runs inside the verbs, torch only in `backends` (for the "runnable here" column,
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Mapping, Sequence
@@ -153,6 +152,9 @@ def _add_query_flags(p: argparse.ArgumentParser) -> None:
                            "derives head size, heads, MLA, sparse, sinks, dtype")
             g.add_argument("--tensor-parallel-size", "-tp", dest="tensor_parallel_size", metavar="N", default=None,
                            help="tensor-parallel size: heads per GPU = num heads / N (default 1)")
+    p.add_argument("--from-env", action="store_true",
+                   help="also read vLLM's environment switches (VLLM_ATTENTION_BACKEND, VLLM_FLASH_ATTN_VERSION, "
+                        "VLLM_ROCM_USE_AITER*, ...); flags win")
     p.add_argument("--role", metavar="ROLE", default=None,
                    help="decode (default; MLA decode for MLA models) or mla_prefill")
 
@@ -294,6 +296,13 @@ def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Seq
         model = read_model_config(ns.model)
         fields.update(model.fields)
         notes += [f"model {model.path}: {n}" for n in model.notes]
+    if getattr(ns, "from_env", False):
+        import os
+        from .config import _ENV_VARS
+        for var, name in _ENV_VARS.items():
+            if os.environ.get(var, "") != "":
+                fields[name] = os.environ[var]
+                notes.append(f"from the environment: {var}={os.environ[var]}")
     explicit = {f.field: getattr(ns, f.field) for f in FLAGS if getattr(ns, f.field, None) is not None}
     fields.update(explicit)
     tp = 1
@@ -835,6 +844,7 @@ def run(argv: Sequence[str], stdout: IO[str], stderr: IO[str]) -> int:
         else:
             result = cmd_docs(ns.check, ns.output)
         if as_json:
+            import json
             stdout.write(json.dumps(result.envelope(), indent=2, sort_keys=False, default=_json_default) + "\n")
         else:
             stdout.write(result.text + "\n")

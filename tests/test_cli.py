@@ -200,6 +200,22 @@ def test_text_fits_80_columns(capsys, argv):
     assert not too_long, too_long
 
 
+def test_every_config_field_has_a_flag():
+    from attnsolve.cli import FLAGS
+    from attnsolve.config import FIELD_NAMES
+    assert set(FIELD_NAMES) <= {f.field for f in FLAGS}
+
+
+def test_from_env(capsys, monkeypatch):
+    monkeypatch.setenv("VLLM_ATTENTION_BACKEND", "FLASHINFER")
+    code, out, _ = run(capsys, "select", "--gpu", "H100", "--from-env")
+    assert code == 0 and out.startswith("FLASHINFER") and "VLLM_ATTENTION_BACKEND=FLASHINFER" in out
+    code, out, _ = run(capsys, "select", "--gpu", "H100", "--from-env", "--attention-backend", "auto")
+    assert out.startswith("FLASH_ATTN (FA3)")  # a flag wins over the environment
+    code, out, _ = run(capsys, "select", "--gpu", "H100")
+    assert out.startswith("FLASH_ATTN (FA3)")  # the environment is read only when asked
+
+
 def test_help_exit_0(capsys):
     code, out, _ = run(capsys, "--help")
     assert code == 0 and "explain" in out
