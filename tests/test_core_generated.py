@@ -56,7 +56,9 @@ def _own_checks(backend: str, platform: str) -> tuple[Check, ...]:
     return tuple(checks)
 
 
-def _relevant_fields(backend: str, platform: str) -> tuple[str, ...]:
+def _relevant_fields(backend: str, platform: str, *, others: bool = False) -> tuple[str, ...]:
+    """Config fields the search may change: the backend's checks, the lists and their guards, and
+    (others=True, for automatic selection) the checks of the candidates that must lose first."""
     fields: dict[str, None] = {}
     b = RULES.backends[backend]
     lits = [lit for c in b.checks for lit in c.clause()]
@@ -64,7 +66,7 @@ def _relevant_fields(backend: str, platform: str) -> tuple[str, ...]:
         lits += list(pl.when)
         for e in (*pl.entries, *pl.manual_accept):
             lits += [lit for g in e.guards for lit in g.clause()]
-            if pl.validate:  # the candidates before it must be ruled out by their own checks
+            if others and pl.validate:  # the candidates before it must be ruled out by their own checks
                 lits += [lit for c in RULES.backends[e.backend].checks for lit in c.clause()]
     for lit in lits:
         for f in _config_fields(lit.field):
@@ -310,7 +312,6 @@ AUTO_BACKENDS = _auto_backends()
 def auto_config(backend: str, platform: str) -> Config | None:
     """A config with no backend requested for which automatic selection picks `backend`."""
     role = RULES.backends[backend].role
-    fields = (*_cc_and_arch_moves(platform), *_relevant_fields(backend, platform))
 
     def score(cfg: Config) -> int:
         try:
@@ -330,6 +331,7 @@ def auto_config(backend: str, platform: str) -> Config | None:
         return 4 * mine + earlier_valid  # fix the backend's own checks first, then rule out the earlier ones
 
     start = {k: v for k, v in _start(backend, platform).items() if k != "backend"}
+    fields = (*_cc_and_arch_moves(platform), *_relevant_fields(backend, platform, others=True))
     data, s = _search(start, fields, score, _groups(backend, platform))
     return _make(data) if s == 0 else None
 
@@ -381,7 +383,7 @@ def test_automatic_list_guard_reason_is_reported(li, ei, gi):
         return sum(1 for g in entry.guards if g is not guard and g.fires(facts))
 
     start = {k: v for k, v in _start(entry.backend, pl.platform).items() if k != "backend"}
-    fields = (*_cc_and_arch_moves(pl.platform), *_relevant_fields(entry.backend, pl.platform))
+    fields = (*_cc_and_arch_moves(pl.platform), *_relevant_fields(entry.backend, pl.platform, others=True))
     data, s = _search(start, fields, score, _groups(entry.backend, pl.platform))
     assert s < INF, f"no config makes {guard.reason!r} fire for {entry.backend}"
     cfg = _make(data)
