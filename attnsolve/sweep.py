@@ -1,0 +1,598 @@
+"""Whole-space sweeps: the selection for every combination of a partial config's free fields.
+
+>>> from attnsolve import ANY, Config
+>>> s = sweep(Config(platform="cuda", compute_capability="9.0", dtype=ANY, head_size=128))
+>>> len(s), s.by_backend()
+(3, {'FLASH_ATTN': 2, 'TRITON_ATTN': 1})
+
+Free fields are those set to `ANY`; each takes one representative per value class (values every
+rule treats alike, `attnsolve.solver.domains`), except `platform` and `backend`, which take every
+value (the priority-list choice and the requested backend are not predicates the classes see).
+Compute capability is swept as strings like "9.0"; `role=ANY` also sweeps the query role.
+
+Combinations `Config` itself rejects are not configurations and are left out (counted in
+`Sweep.excluded`, reasons in `EXCLUSIONS`): compute capability without CUDA or CUDA without one,
+a ROCm arch off ROCm (and rocm_arch=None on ROCm when the arch is free: it means gfx942, a
+duplicate), use_sparse without use_mla, role mla_prefill without use_mla, and a role the
+platform has no priority list for (CPU has no MLA prefill).
+
+How it is fast: nothing is solved per configuration. The free fields are grouped into units (fields
+tied by a derived fact or a validity rule are enumerated together, each unit small), and every unit
+row becomes the bitset of clauses it satisfies (the compiled solver's per-field masks) plus the
+priority lists it rules out. The product of the units is folded one unit at a time as an OR
+monoid over *distinct states*: once the priority list is known, a state keeps only the clause bits
+that can still change the answer (candidates that can no longer become valid and candidates behind
+one already valid are dropped), so the number of states stays small however large the space is.
+Counts (`len`, `by_backend`) come from state weights without enumerating; rows come from the
+per-unit transition tables by array gathers (numpy), in the order of the free fields.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+from .config import ANY, FIELD_NAMES, Config, format_cc
+from .errors import ConfigError
+from .solver.facts import ROLES, base_facts, parse_role
+
+__all__ = ["sweep", "Sweep", "EXCLUSIONS"]
+
+EXCLUSIONS: tuple[str, ...] = (
+    "compute_capability set on a platform other than cuda, or unset on cuda (Config rejects both)",
+    "rocm_arch set on a platform other than rocm; rocm_arch None on rocm when rocm_arch is free "
+    "(None means gfx942 there: the same configuration twice)",
+    "use_sparse=True with use_mla=False (Config rejects it: sparse attention is an MLA feature)",
+    "role mla_prefill with use_mla=False (solve() rejects it)",
+    "a role the platform has no priority list for (solve() raises ConfigError, e.g. CPU MLA prefill)",
+)
+
+EXCLUDED = -2  # row code: not a configuration (see EXCLUSIONS)
+NO_BACKEND = -1  # row code: no valid backend (solve raises NoValidBackendError / InvalidBackendError)
+_CHUNK = 1 << 20  # rows materialised at a time while iterating
+_TAIL = 4096  # innermost combinations whose assignments are merged once
+
+
+def _np() -> Any:
+    try:
+        import numpy
+    except ImportError as e:  # pragma: no cover - numpy ships with the bench extra and the test set-up
+        raise ImportError("attnsolve.sweep needs numpy (pip install numpy)") from e
+    return numpy
+
+
+# ---------------------------------------------------------------------------------------------------
+# The result
+# ---------------------------------------------------------------------------------------------------
+class Sweep:
+    """The selection for every configuration of a partial config's free fields.
+
+    `len(s)`: configurations covered; iterating yields `(assignment, backend)` with `assignment` a
+    dict of the free fields (Config field names, values Config accepts; "role" too when swept) and
+    `backend` the name solve() selects, or None when it raises NoValidBackendError /
+    InvalidBackendError. `by_backend()` and `by_list()` count without materialising rows.
+    """
+
+    def __init__(self, config: Config, role: Any, available: frozenset[str] | None, fields: tuple[str, ...],
+                 values: dict[str, tuple[Any, ...]], units: list["_Unit"], plan: "_Fold"):
+        self.config = config
+        self.role = role
+        self.available = available
+        self.fields = fields
+        self.values = values
+        self._units = units
+        self._fold = plan
+        self.raw_size = math.prod(len(v) for v in values.values())
+        self._len = plan.total - plan.excluded_weight
+
+    def __len__(self) -> int:
+        return self._len
+
+    @property
+    def excluded(self) -> int:
+        """Combinations of the free fields' classes that are not configurations (see EXCLUSIONS)."""
+        return self.raw_size - self._len
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        """Backend names indexed by the codes of `codes()` (-1: no backend, -2: excluded)."""
+        return self._fold.names
+
+    def by_backend(self) -> dict[str | None, int]:
+        """backend (None: no valid backend) -> number of configurations selecting it; largest first."""
+        out: dict[str | None, int] = {}
+        for (_, b), n in self._fold.counts.items():
+            out[b] = out.get(b, 0) + n
+        return dict(sorted(out.items(), key=lambda kv: (-kv[1], str(kv[0]))))
+
+    def by_list(self) -> dict[tuple[str, str | None], int]:
+        """(priority list name, backend) -> count: which entries of which list are ever reached."""
+        return dict(sorted(self._fold.counts.items(), key=lambda kv: (kv[0][0], -kv[1], str(kv[0][1]))))
+
+    def codes(self) -> Any:
+        """Backend code of every row of the product (numpy int array, row order of iteration, -2 rows
+        excluded, -1 no backend, else an index into `backends`)."""
+        return self._fold.codes(None)
+
+    def __iter__(self) -> Iterator[tuple[dict[str, Any], str | None]]:
+        names = [*self._fold.names, None]  # code -1 -> None
+        units = self._fold.order_units
+        if not units:
+            code = int(self._fold.codes(None)[0])
+            if code != EXCLUDED:
+                yield {}, names[code]
+            return
+        sizes = [len(u.rows) for u in units]
+        # Fix leading units until the remaining block is at most _CHUNK rows; merge the innermost
+        # units' assignments once (at most _TAIL of them) so a row costs one small dict build.
+        lead, rest = 0, math.prod(sizes)
+        while lead < len(units) - 1 and rest > _CHUNK:
+            rest //= sizes[lead]
+            lead += 1
+        tail, tsize = len(units), 1
+        while tail > lead and tsize * sizes[tail - 1] <= _TAIL:
+            tail -= 1
+            tsize *= sizes[tail]
+        tails = [_merged(parts) for parts in itertools.product(*(u.rows for u in units[tail:]))]
+        mids = itertools.product(*(u.rows for u in units[lead:tail]))
+        mids_list = list(mids) if rest // max(tsize, 1) <= _CHUNK else None
+        for prefix in itertools.product(*(range(n) for n in sizes[:lead])):
+            block = self._fold.codes(prefix).ravel().tolist()
+            head = _merged(u.rows[i] for u, i in zip(units, prefix))
+            pos = 0
+            for mid in (mids_list if mids_list is not None else itertools.product(*(u.rows for u in units[lead:tail]))):
+                base = dict(head)
+                for p in mid:
+                    base.update(p)
+                for code, t in zip(block[pos:pos + tsize], tails):
+                    if code != EXCLUDED:
+                        yield {**base, **t}, names[code]
+                pos += tsize
+
+    def rows(self, backend: Any = ANY, limit: int | None = None) -> list[tuple[dict[str, Any], str | None]]:
+        """The rows (optionally only those selecting `backend`, None = no backend), at most `limit`."""
+        out = []
+        for a, b in self:
+            if backend is ANY or b == backend:
+                out.append((a, b))
+                if limit is not None and len(out) >= limit:
+                    break
+        return out
+
+    def completion(self, assignment: dict[str, Any]) -> Config:
+        """The full Config a row stands for."""
+        changes = {k: v for k, v in assignment.items() if k != "role"}
+        return self.config.replace(**changes)
+
+    def __repr__(self) -> str:
+        top = ", ".join(f"{b}: {n}" for b, n in list(self.by_backend().items())[:4])
+        return f"<Sweep over {', '.join(self.fields) or 'nothing'}: {len(self)} configurations ({top})>"
+
+
+def _merged(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for p in parts:
+        out.update(p)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Building units
+# ---------------------------------------------------------------------------------------------------
+@dataclass
+class _Unit:
+    fields: tuple[str, ...]  # free fields enumerated together
+    owns: tuple[str, ...]  # fact fields whose clause bits / list verdicts this unit contributes
+    rows: list[dict[str, Any]]  # assignment per valid local row (Config-acceptable values)
+    words: Any  # (n, W) uint64: satisfied clause bits | ruled-out list bits
+    req: Any  # (n,) int32 requested-backend index, -1 if the unit does not own 'backend'
+    outer: bool  # decides the priority list or the request
+    axis: int = 0
+
+
+def _sweep_values(rules: Any, field: str) -> tuple[Any, ...]:
+    from .solver.domains import representatives
+    if field == "platform":
+        return tuple(rules.domains["platform"])
+    if field == "backend":
+        return (None, *rules.backends)
+    if field == "role":
+        return ROLES
+    vals = representatives(rules, field)
+    if not vals:
+        raise ConfigError(field, ANY, "a concrete value: the rules give this field no value classes")
+    return tuple(vals)
+
+
+def _shown(field: str, value: Any) -> Any:
+    if field == "compute_capability" and value is not None:
+        return format_cc((value // 10, value % 10))
+    return value
+
+
+class _UnionFind:
+    def __init__(self, items: Iterable[str]):
+        self.parent = {x: x for x in items}
+
+    def find(self, x: str) -> str:
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, *xs: str) -> None:
+        xs = [x for x in xs if x in self.parent]
+        for a, b in zip(xs, xs[1:]):
+            ra, rb = self.find(a), self.find(b)
+            if ra != rb:
+                self.parent[rb] = ra
+
+
+_PAIRS = (("platform", "compute_capability"), ("platform", "rocm_arch"), ("use_sparse", "use_mla"),
+          ("role", "use_mla"))
+
+
+def _valid(facts: dict[str, Any], local: Iterable[str], arch_free: bool) -> bool:
+    """Config's (and solve's) validity rules, for those that involve a field of this unit."""
+    loc = set(local)
+    plat = facts["platform"]
+    if loc & {"platform", "compute_capability"}:
+        if (facts["compute_capability"] is not None) != (plat == "cuda"):
+            return False
+    if loc & {"platform", "rocm_arch"}:
+        arch = facts["rocm_arch"]
+        if arch is not None and plat != "rocm":
+            return False
+        if arch is None and plat == "rocm" and arch_free:
+            return False
+    if loc & {"use_sparse", "use_mla"} and facts["use_sparse"] is True and facts["use_mla"] is False:
+        return False
+    if loc & {"role", "use_mla"} and facts["role"] == "mla_prefill" and facts["use_mla"] is False:
+        return False
+    return True
+
+
+class _Bits:
+    """Bit layout: the compiled clauses, then one bit per priority list ('ruled out')."""
+
+    def __init__(self, comp: Any):
+        self.comp = comp
+        rules = comp.rules
+        self.lists = rules.lists
+        self.nclauses = comp.clause_count
+        self.nbits = self.nclauses + len(self.lists)
+        self.W = max(1, (self.nbits + 63) // 64)
+        self._cache: dict[tuple[str, Any], int] = {}
+        self.list_fields: dict[str, list[tuple[int, Any]]] = {}
+        for i, pl in enumerate(self.lists):
+            for lit in pl.when:
+                self.list_fields.setdefault(lit.field, []).append((i, lit.pred))
+
+    def field_bits(self, field: str, value: Any) -> int:
+        key = (field, value)
+        got = self._cache.get(key)
+        if got is None:
+            got = 0
+            for pred, mask in self.comp._field_lits.get(field, ()):
+                if pred(value):
+                    got |= mask
+            for i, pred in self.list_fields.get(field, ()):
+                if not pred(value):
+                    got |= 1 << (self.nclauses + i)
+            if field == "platform":
+                for i, pl in enumerate(self.lists):
+                    if pl.platform != value:
+                        got |= 1 << (self.nclauses + i)
+            self._cache[key] = got
+        return got
+
+    def words(self, ints: list[int]) -> Any:
+        np = _np()
+        W = self.W
+        arr = np.zeros((len(ints), W), dtype=np.uint64)
+        m = (1 << 64) - 1
+        for j in range(W):
+            arr[:, j] = [(x >> (64 * j)) & m for x in ints]
+        return arr
+
+
+def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None = None) -> Sweep:
+    """Select a backend for every combination of the value classes of `config`'s free (ANY) fields.
+
+    role: None/'decode', 'mla_prefill' or ANY (sweep both). available: backend names runnable here
+    (others are invalid, as in solve()). Raises ConfigError for a config solve() would reject.
+    """
+    from .selection import compiled_rules
+    if not isinstance(config, Config):
+        raise ConfigError("config", config, "an attnsolve.Config")
+    comp = compiled_rules()
+    rules = comp.rules
+    role_free = role is ANY
+    fixed_role = "decode" if role_free else parse_role(role)
+    facts0 = base_facts(config, fixed_role)  # raises ConfigError for mla_prefill without MLA
+    free = list(config.free_fields) + (["role"] if role_free else [])
+    if role_free:
+        facts0["role"] = ANY
+    values = {f: _sweep_values(rules, f) for f in free}
+    avail = None if available is None else frozenset(available)
+
+    # Units: free fields tied by a derived fact or a validity rule are enumerated together.
+    uf = _UnionFind(free)
+    for d in rules.derived.values():
+        uf.union(*d.inputs)
+    for a, b in _PAIRS:
+        uf.union(a, b)
+    groups: dict[str, list[str]] = {}
+    for f in free:
+        groups.setdefault(uf.find(f), []).append(f)
+    owner: dict[str, str | None] = {f: uf.find(f) for f in free}
+    for d in rules.derived.values():
+        ins = [x for x in d.inputs if x in owner]
+        owner[d.name] = owner[ins[0]] if ins else None
+    arch_free = "rocm_arch" in free
+    if "platform" in owner and "rocm_arch" not in owner and facts0["rocm_arch"] is None:
+        owner["rocm_arch"] = owner["platform"]  # None on rocm means gfx942: depends on the platform row
+    fact_fields = (*FIELD_NAMES, "role", *rules.derived)
+
+    bits = _Bits(comp)
+    np = _np()
+    backend_index = {b: i for i, b in enumerate(rules.backends)}
+    plan_fields = {"platform", "backend", "role", *bits.list_fields}
+
+    def normalise(facts: dict[str, Any]) -> None:
+        if facts["platform"] == "rocm" and facts["rocm_arch"] is None and not arch_free:
+            facts["rocm_arch"] = "gfx942"
+        elif facts["platform"] != "rocm" and "rocm_arch" not in free and owner.get("rocm_arch") is not None:
+            facts["rocm_arch"] = None
+
+    # The fixed part: one row owning every fact no unit owns.
+    fixed_facts = dict(facts0)
+    for d in rules.derived.values():
+        if owner.get(d.name) is None:
+            fixed_facts[d.name] = d.evaluate(fixed_facts)[0]
+    fixed_owns = [f for f in fact_fields if owner.get(f) is None]
+    fixed_int = 0
+    for f in fixed_owns:
+        fixed_int |= bits.field_bits(f, fixed_facts.get(f))
+    fixed_req = backend_index[facts0["backend"]] if "backend" not in owner and facts0["backend"] is not None else -1
+
+    units: list[_Unit] = []
+    for root, ufields in groups.items():
+        owns = tuple(f for f in fact_fields if owner.get(f) == root)
+        derived_here = [rules.derived[f] for f in owns if f in rules.derived]
+        rows: list[dict[str, Any]] = []
+        ints: list[int] = []
+        reqs: list[int] = []
+        for combo in itertools.product(*(values[f] for f in ufields)):
+            facts = dict(fixed_facts)
+            facts.update(zip(ufields, combo))
+            normalise(facts)
+            if not _valid(facts, ufields, arch_free):
+                continue
+            for d in derived_here:
+                facts[d.name] = d.evaluate(facts)[0]
+            x = 0
+            for f in owns:
+                x |= bits.field_bits(f, facts.get(f))
+            rows.append({f: _shown(f, v) for f, v in zip(ufields, combo)})
+            ints.append(x)
+            b = facts.get("backend") if "backend" in owns else None
+            reqs.append(backend_index[b] if b is not None else -1)
+        outer = bool(set(owns) & plan_fields)
+        units.append(_Unit(tuple(ufields), owns, rows, bits.words(ints), np.array(reqs, dtype=np.int32), outer))
+
+    order = sorted(units, key=lambda u: min((FIELD_NAMES + ("role",)).index(f) for f in u.fields))
+    for i, u in enumerate(order):
+        u.axis = i
+    fold = _Fold(comp, bits, fixed_int, fixed_req, units, order, avail)
+    return Sweep(config, ANY if role_free else fixed_role, avail, tuple(f for u in order for f in u.fields),
+                 values, units, fold)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Folding the product of units
+# ---------------------------------------------------------------------------------------------------
+def _unique_rows(np: Any, keys: Any) -> tuple[Any, Any]:
+    """Unique rows of a 2-D uint64 array: (unique rows, inverse index)."""
+    keys = np.ascontiguousarray(keys)
+    if keys.shape[1] == 1:
+        u, inv = np.unique(keys[:, 0], return_inverse=True)
+        return u.reshape(-1, 1), inv.reshape(-1)
+    v = keys.view(np.dtype((np.void, keys.dtype.itemsize * keys.shape[1]))).reshape(-1)
+    u, idx, inv = np.unique(v, return_index=True, return_inverse=True)
+    return keys[idx], inv.reshape(-1)
+
+
+def _sum_weights(np: Any, inv: Any, w: Any, n: int) -> Any:
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    total = int(w.sum()) if len(w) else 0
+    if total < (1 << 52):
+        return np.rint(np.bincount(inv, weights=w.astype(np.float64), minlength=n)).astype(np.int64)
+    out = np.zeros(n, dtype=np.int64)
+    np.add.at(out, inv, w)
+    return out
+
+
+class _PlanTable:
+    """Candidates of each (priority list, requested backend) as clause-bit arrays."""
+
+    def __init__(self, comp: Any, bits: _Bits, avail: frozenset[str] | None):
+        self.comp = comp
+        self.bits = bits
+        self.avail = avail
+        self.keys: list[tuple[int, int]] = []
+        self.index: dict[tuple[int, int], int] = {}
+        self.masks: list[Any] = []
+        self.allowed: list[Any] = []
+        self.cands: list[Any] = []  # backend index per candidate
+        self.names = tuple(comp.rules.backends)
+        self._bidx = {b: i for i, b in enumerate(self.names)}
+
+    def get(self, list_idx: int, req: int) -> int:
+        key = (list_idx, req)
+        pid = self.index.get(key)
+        if pid is None:
+            np = _np()
+            pl = self.comp.rules.lists[list_idx]
+            p, masks = self.comp._plan(pl, None if req < 0 else self.names[req])
+            pid = self.index[key] = len(self.keys)
+            self.keys.append(key)
+            clause_only = [m & ((1 << self.bits.nclauses) - 1) for m in masks]
+            self.masks.append(self.bits.words(clause_only).reshape(len(masks), self.bits.W))
+            self.allowed.append(np.array([self.avail is None or c.backend in self.avail for c in p.candidates],
+                                         dtype=bool))
+            self.cands.append(np.array([self._bidx[c.backend] for c in p.candidates], dtype=np.int32))
+        return pid
+
+
+class _Fold:
+    """The product of the units folded into distinct states; transition tables give every row."""
+
+    def __init__(self, comp: Any, bits: _Bits, fixed_int: int, fixed_req: int, units: list[_Unit],
+                 order: list[_Unit], avail: frozenset[str] | None):
+        np = _np()
+        self.np = np
+        self.bits = bits
+        self.order_units = order
+        self.plans = _PlanTable(comp, bits, avail)
+        self.names = self.plans.names
+        rules = comp.rules
+        W = bits.W
+        outer = [u for u in units if u.outer]
+        inner = sorted((u for u in units if not u.outer), key=lambda u: len(u.rows))
+        self.steps: list[tuple[_Unit, Any]] = []  # (unit, table: prev state -> row -> next state)
+
+        # Outer phase: full bits + requested backend, deduplicated.
+        words = bits.words([fixed_int]).reshape(1, W)
+        req = np.array([fixed_req], dtype=np.int32)
+        weight = np.ones(1, dtype=np.int64)
+        for u in outer:
+            n = len(u.rows)
+            S = len(words)
+            pw = (words[:, None, :] | u.words[None, :, :]).reshape(S * n, W)
+            pr = np.maximum(req[:, None], u.req[None, :]).reshape(S * n)
+            keys = np.concatenate([pr.astype(np.int64).view(np.uint64).reshape(-1, 1), pw], axis=1)
+            uk, inv = _unique_rows(np, keys)
+            self.steps.append((u, inv.reshape(S, n).astype(np.int32)))
+            weight = _sum_weights(np, inv, np.repeat(weight, n), len(uk))
+            words, req = uk[:, 1:], uk[:, 0].view(np.int64).astype(np.int32)
+
+        # Priority list: the first one not ruled out; plan = (list, requested).
+        nc, L = bits.nclauses, len(bits.lists)
+        plan_ids = np.full(len(words), -1, dtype=np.int64)
+        pyints = [sum(int(w[j]) << (64 * j) for j in range(W)) for w in words]
+        for s, x in enumerate(pyints):
+            ruled = x >> nc
+            for li in range(L):
+                if not (ruled >> li) & 1:
+                    plan_ids[s] = self.plans.get(li, int(req[s]))
+                    break
+        clause_mask = bits.words([(1 << nc) - 1]).reshape(W)
+        sat = words & clause_mask
+
+        # Remaining bits each inner step could still add (suffix ORs).
+        remaining = [np.zeros(W, dtype=np.uint64) for _ in range(len(inner) + 1)]
+        for k in range(len(inner) - 1, -1, -1):
+            remaining[k] = remaining[k + 1] | np.bitwise_or.reduce(inner[k].words, axis=0) & clause_mask \
+                if len(inner[k].rows) else remaining[k + 1]
+        sat = self._canon(plan_ids, sat, remaining[0])
+        keys = np.concatenate([plan_ids.view(np.uint64).reshape(-1, 1), sat], axis=1)
+        uk, inv = _unique_rows(np, keys)
+        self.to_plan = inv.astype(np.int32)
+        weight = _sum_weights(np, inv, weight, len(uk))
+        plan_ids, sat = uk[:, 0].view(np.int64), uk[:, 1:]
+
+        # Inner phase: per-plan canonical states.
+        for k, u in enumerate(inner):
+            n = len(u.rows)
+            S = len(sat)
+            pw = (sat[:, None, :] | (u.words[None, :, :] & clause_mask)).reshape(S * n, W)
+            pp = np.repeat(plan_ids, n)
+            pw = self._canon(pp, pw, remaining[k + 1])
+            keys = np.concatenate([pp.view(np.uint64).reshape(-1, 1), pw], axis=1)
+            uk, inv = _unique_rows(np, keys)
+            self.steps.append((u, inv.reshape(S, n).astype(np.int32)))
+            weight = _sum_weights(np, inv, np.repeat(weight, n), len(uk))
+            plan_ids, sat = uk[:, 0].view(np.int64), uk[:, 1:]
+
+        # Outcome of every final state.
+        self.result = self._first_valid(plan_ids, sat)
+        self.total = int(weight.sum())
+        self.excluded_weight = int(weight[plan_ids < 0].sum())
+        counts: dict[tuple[str, str | None], int] = {}
+        for pid, code, w in zip(plan_ids.tolist(), self.result.tolist(), weight.tolist()):
+            if pid < 0 or w == 0:
+                continue
+            key = (rules.lists[self.plans.keys[pid][0]].name, self.names[code] if code >= 0 else None)
+            counts[key] = counts.get(key, 0) + w
+        self.counts = counts
+
+    def _canon(self, plan_ids: Any, sat: Any, remaining: Any) -> Any:
+        """Keep only the clause bits that can still change the outcome under each state's plan."""
+        np = self.np
+        out = np.zeros_like(sat)
+        for pid in np.unique(plan_ids).tolist():
+            if pid < 0:
+                continue
+            sel = np.nonzero(plan_ids == pid)[0]
+            C, allowed = self.plans.masks[pid], self.plans.allowed[pid]
+            s = sat[sel]
+            need = C[None, :, :] & ~s[:, None, :]
+            valid = ~need.any(axis=2) & allowed[None, :]
+            dead = (need & ~remaining).any(axis=2) | ~allowed[None, :]
+            nc = C.shape[0]
+            first = np.where(valid.any(axis=1), valid.argmax(axis=1), nc)
+            relevant = ~dead & (np.arange(nc)[None, :] <= first[:, None])
+            keep = np.bitwise_or.reduce(np.where(relevant[:, :, None], C[None, :, :], np.uint64(0)), axis=1) \
+                if nc else np.zeros_like(s)
+            out[sel] = s & keep
+        return out
+
+    def _first_valid(self, plan_ids: Any, sat: Any) -> Any:
+        np = self.np
+        res = np.full(len(sat), EXCLUDED, dtype=np.int32)
+        for pid in np.unique(plan_ids).tolist():
+            if pid < 0:
+                continue
+            sel = np.nonzero(plan_ids == pid)[0]
+            C, allowed = self.plans.masks[pid], self.plans.allowed[pid]
+            valid = ((sat[sel][:, None, :] & C[None, :, :]) == C[None, :, :]).all(axis=2) & allowed[None, :]
+            hit = valid.any(axis=1)
+            idx = valid.argmax(axis=1)
+            cands = self.plans.cands[pid]
+            res[sel] = np.where(hit, cands[idx] if len(cands) else NO_BACKEND, NO_BACKEND)
+        return res
+
+    def codes(self, prefix: tuple[int, ...] | None) -> Any:
+        """Row codes over the product in iteration order; leading units fixed to `prefix` rows."""
+        np = self.np
+        nd = len(self.order_units)
+        if nd == 0:
+            return self.result[self.to_plan[np.zeros(1, dtype=np.int64)]]
+        idx = {}
+        for u in self.order_units:
+            shape = [1] * nd
+            if prefix is not None and u.axis < len(prefix):
+                ar = np.array([prefix[u.axis]], dtype=np.int64)
+            else:
+                ar = np.arange(len(u.rows), dtype=np.int64)
+                shape[u.axis] = len(u.rows)
+            idx[id(u)] = ar.reshape(shape)
+        state: Any = np.zeros([1] * nd, dtype=np.int64)
+        outer_done = False
+        for u, table in self.steps:
+            if not u.outer and not outer_done:
+                state = self.to_plan[state]
+                outer_done = True
+            state = table[state, idx[id(u)]]
+        if not outer_done:
+            state = self.to_plan[state]
+        out = self.result[state]
+        full = [1] * nd
+        for u in self.order_units:
+            if not (prefix is not None and u.axis < len(prefix)):
+                full[u.axis] = len(u.rows)
+        return np.broadcast_to(out, full)

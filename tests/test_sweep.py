@@ -1,0 +1,159 @@
+"""sweep(config) agrees with solve() on every configuration it covers, counts what it iterates, and
+leaves out exactly the combinations that are not configurations."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from attnsolve import ANY, Config, ConfigError, InvalidBackendError, NoValidBackendError, solve
+from attnsolve.config import FIELD_NAMES
+from attnsolve.rules import default_rules
+from attnsolve.selection import solve_uncached
+from attnsolve.sweep import EXCLUSIONS, Sweep, sweep
+
+from strategies import config_kwargs
+
+MAX_ROWS = 1500  # raw product size of a drawn sweep: every row is checked against solve
+
+
+def selected(config: Config, role: Any, available: frozenset[str] | None) -> str | None:
+    """solve()'s answer without the explanation attached to failures (same selection path)."""
+    try:
+        return solve_uncached(config, role or "decode", available).backend
+    except (NoValidBackendError, InvalidBackendError):
+        return None
+
+
+@st.composite
+def sweeps(draw: Any) -> tuple[Config, Any, frozenset[str] | None]:
+    """A valid config with 1-4 fields (any of them) set free, a role (maybe free) and maybe `available`."""
+    kw = draw(config_kwargs())
+    free = draw(st.lists(st.sampled_from(FIELD_NAMES), min_size=1, max_size=4, unique=True))
+    for f in free:
+        kw[f] = ANY
+    role = draw(st.sampled_from([None, "decode", ANY, ANY, "mla_prefill"]))
+    if role == "mla_prefill" and kw.get("use_mla") is False:
+        role = ANY
+    available = None
+    if draw(st.integers(0, 3)) == 0:
+        available = frozenset(draw(st.lists(st.sampled_from(sorted(default_rules().backends)), max_size=8)))
+    try:
+        config = Config(**kw)
+    except ConfigError:
+        assume(False)
+    return config, role, available
+
+
+def _sweep(config: Config, role: Any, available: frozenset[str] | None) -> Sweep:
+    s = sweep(config, role=role, available=available)
+    assume(s.raw_size <= MAX_ROWS)
+    return s
+
+
+@given(sweeps())
+def test_every_row_is_what_solve_selects(case: tuple[Config, Any, frozenset[str] | None]) -> None:
+    config, role, available = case
+    s = _sweep(config, role, available)
+    for assignment, backend in s:
+        assert set(assignment) <= {*config.free_fields, "role"}
+        full = s.completion(assignment)  # Config accepts every assignment as given
+        assert not full.is_partial
+        r = assignment.get("role", role)
+        assert backend == selected(full, r, available), (assignment, backend)
+
+
+@given(sweeps())
+@settings(max_examples=20)
+def test_rows_agree_with_solve_itself(case: tuple[Config, Any, frozenset[str] | None]) -> None:
+    config, role, available = case
+    s = _sweep(config, role, available)
+    for assignment, backend in itertools.islice(s, 3):
+        r = assignment.get("role", role)
+        try:
+            got = solve(s.completion(assignment), role=r, available=available).backend
+        except (NoValidBackendError, InvalidBackendError):
+            got = None
+        assert backend == got
+
+
+@given(sweeps())
+def test_len_counts_and_codes_match_iteration(case: tuple[Config, Any, frozenset[str] | None]) -> None:
+    config, role, available = case
+    s = _sweep(config, role, available)
+    rows = list(s)
+    assert len(rows) == len(s)
+    assert len(s) + s.excluded == s.raw_size
+    counts: dict[str | None, int] = {}
+    for _, b in rows:
+        counts[b] = counts.get(b, 0) + 1
+    assert counts == s.by_backend()
+    per_list: dict[str | None, int] = {}
+    for (_, b), n in s.by_list().items():
+        per_list[b] = per_list.get(b, 0) + n
+    assert per_list == counts
+    codes = [int(c) for c in s.codes().ravel() if c != -2]
+    assert [s.backends[c] if c >= 0 else None for c in codes] == [b for _, b in rows]
+
+
+def _duplicate(combo: dict[str, Any], config: Config) -> bool:
+    """rocm_arch=None on rocm with the arch free: Config reads it as gfx942, already in the sweep."""
+    plat = combo.get("platform", config.platform)
+    return "rocm_arch" in combo and combo["rocm_arch"] is None and plat == "rocm"
+
+
+@given(sweeps())
+def test_exactly_the_non_configurations_are_excluded(case: tuple[Config, Any, frozenset[str] | None]) -> None:
+    config, role, available = case
+    s = _sweep(config, role, available)
+    fields = list(s.values)
+    keys = {tuple(sorted(a.items(), key=lambda kv: kv[0])) for a, _ in s}
+    excluded = 0
+    for combo in itertools.product(*(s.values[f] for f in fields)):
+        a = dict(zip(fields, combo))
+        key = tuple(sorted(((k, v) for k, v in a.items()), key=lambda kv: kv[0]))
+        if key in keys:
+            continue
+        excluded += 1
+        if _duplicate(a, config):
+            continue
+        with pytest.raises(ConfigError):  # Config or solve rejects it
+            solve_uncached(s.completion(a), a.get("role", role) or "decode", available)
+    assert excluded == s.excluded
+
+
+def test_example_and_no_free_field() -> None:
+    s = sweep(Config(platform="cuda", compute_capability="9.0", dtype=ANY, head_size=128))
+    assert len(s) == 3 and s.by_backend() == {"FLASH_ATTN": 2, "TRITON_ATTN": 1}
+    assert [a for a, _ in s] == [{"dtype": "float16"}, {"dtype": "bfloat16"}, {"dtype": "float32"}]
+    one = sweep(Config(platform="cuda", gpu="H100", dtype="bf16"))
+    assert len(one) == 1 and list(one) == [({}, "FLASH_ATTN")]
+    assert sweep(Config(platform="cpu", dtype="bf16", use_mla=True), role="mla_prefill").by_backend() == {}
+
+
+def test_assignments_use_config_values() -> None:
+    s = sweep(Config(platform=ANY, compute_capability=ANY, rocm_arch=ANY, dtype="bf16"))
+    plats = {(a["platform"], a["compute_capability"], a["rocm_arch"]) for a, _ in s}
+    assert all(isinstance(cc, str) for p, cc, _ in plats if p == "cuda")
+    assert ("cpu", None, None) in plats and ("cuda", "9.0", None) in plats
+    assert all(arch is not None for p, _, arch in plats if p == "rocm")
+
+
+def test_whole_space_counts() -> None:
+    everything = Config(**{f: ANY for f in FIELD_NAMES})
+    s = sweep(everything, role=ANY)
+    assert len(s) + s.excluded == s.raw_size
+    assert sum(s.by_backend().values()) == len(s)
+    assert len(s) > 10 ** 12  # counted, never enumerated
+    assert len(EXCLUSIONS) == 5
+
+
+def test_free_role_needs_no_mla_prefill_on_a_non_mla_model() -> None:
+    s = sweep(Config(platform="cuda", gpu="H100", dtype="bf16", use_mla=False), role=ANY)
+    assert [a for a, _ in s] == [{"role": "decode"}]
+    with pytest.raises(ConfigError):
+        sweep(Config(platform="cuda", gpu="H100", dtype="bf16", use_mla=False), role="mla_prefill")
