@@ -44,6 +44,8 @@ __all__ = ["triton_paged_attention", "interpreter_reason", "is_interpreted"]
 @triton.jit
 def _unified_attention_kernel(
     out_ptr,
+    seg_acc_ptr,
+    seg_ml_ptr,
     q_ptr,
     k_ptr,
     v_ptr,
@@ -85,9 +87,12 @@ def _unified_attention_kernel(
     USE_V_SCALE: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     DOT_F32: tl.constexpr,
+    NUM_SEGMENTS: tl.constexpr,
+    NUM_HEADS: tl.constexpr,
 ):
     q_block_global = tl.program_id(0)
     kv_head = tl.program_id(1)
+    segment = tl.program_id(2)
 
     # -- which sequence: binary search over query_start_loc (in q-block units) --------
     # Sequence i's q-blocks start at query_start_loc[i] // BLOCK_Q + i.
@@ -135,8 +140,11 @@ def _unified_attention_kernel(
             q = q.to(tl.float32)
 
         if USE_SINKS:
-            m_i = tl.load(sinks_ptr + head, mask=row_ok, other=float("-inf")).to(tl.float32)
-            l_i = tl.where(row_ok, 1.0, 0.0).to(tl.float32)
+            # the sink joins the denominator once: in segment 0 only
+            is_first = segment == 0
+            sink = tl.load(sinks_ptr + head, mask=row_ok, other=float("-inf")).to(tl.float32)
+            m_i = tl.where(is_first, sink, float("-inf"))
+            l_i = tl.where(is_first, tl.where(row_ok, 1.0, 0.0), 0.0).to(tl.float32)
         else:
             m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
             l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -159,6 +167,10 @@ def _unified_attention_kernel(
             kv_lo = tl.maximum(first_pos - window + 1, 0)
         tile_lo = kv_lo // TILE
         tile_hi = (kv_hi + TILE - 1) // TILE
+        if NUM_SEGMENTS > 1:  # split-KV: this program takes one contiguous share of the tiles
+            per_segment = (tile_hi - tile_lo + NUM_SEGMENTS - 1) // NUM_SEGMENTS
+            tile_lo = tile_lo + segment * per_segment
+            tile_hi = tl.minimum(tile_lo + per_segment, tile_hi)
 
         bt_row = block_table_ptr + seq_idx * stride_bt
         for t in range(tile_lo, tile_hi):
@@ -218,13 +230,58 @@ def _unified_attention_kernel(
             acc += tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
             m_i = m_new
 
-        l_safe = tl.where(l_i > 0, l_i, 1.0)
-        out = acc / l_safe[:, None]
-        tl.store(
-            out_ptr + q_rows[:, None] * stride_ot + head[:, None] * stride_oh + offs_dv[None, :],
-            out.to(out_ptr.dtype.element_ty),
-            mask=row_ok[:, None] & dv_ok[None, :],
-        )
+        if NUM_SEGMENTS == 1:
+            l_safe = tl.where(l_i > 0, l_i, 1.0)
+            out = acc / l_safe[:, None]
+            tl.store(
+                out_ptr + q_rows[:, None] * stride_ot + head[:, None] * stride_oh + offs_dv[None, :],
+                out.to(out_ptr.dtype.element_ty),
+                mask=row_ok[:, None] & dv_ok[None, :],
+            )
+        else:
+            # partial results: unnormalised acc, running max and denominator per segment
+            slot = (q_rows * NUM_HEADS + head) * NUM_SEGMENTS + segment  # [BLOCK_M]
+            tl.store(
+                seg_acc_ptr + slot[:, None] * HEAD_PAD_V + offs_dv[None, :],
+                acc,  # padded columns hold zeros
+                mask=row_ok[:, None],
+            )
+            tl.store(seg_ml_ptr + slot * 2, m_i, mask=row_ok)
+            tl.store(seg_ml_ptr + slot * 2 + 1, l_i, mask=row_ok)
+
+
+@triton.jit
+def _reduce_segments_kernel(
+    out_ptr,
+    seg_acc_ptr,
+    seg_ml_ptr,
+    stride_ot,
+    stride_oh,
+    NUM_HEADS: tl.constexpr,
+    HEAD_SIZE_V: tl.constexpr,
+    HEAD_PAD_V: tl.constexpr,
+    NUM_SEGMENTS: tl.constexpr,
+):
+    """Combine the split-KV partials of one (token, head): rescale to a common max."""
+    tok = tl.program_id(0)
+    head = tl.program_id(1)
+    offs_s = tl.arange(0, NUM_SEGMENTS)
+    offs_d = tl.arange(0, HEAD_PAD_V)
+    base = (tok.to(tl.int64) * NUM_HEADS + head) * NUM_SEGMENTS + offs_s
+    m = tl.load(seg_ml_ptr + base * 2)
+    l = tl.load(seg_ml_ptr + base * 2 + 1)
+    m_max = tl.max(m, axis=0)
+    m_max = tl.where(m_max == float("-inf"), 0.0, m_max)
+    w = tl.exp(m - m_max)
+    denom = tl.sum(w * l, axis=0)
+    acc = tl.load(seg_acc_ptr + base[:, None] * HEAD_PAD_V + offs_d[None, :])
+    num = tl.sum(acc * w[:, None], axis=0)
+    out = num / tl.where(denom > 0, denom, 1.0)
+    tl.store(
+        out_ptr + tok.to(tl.int64) * stride_ot + head * stride_oh + offs_d,
+        out.to(out_ptr.dtype.element_ty),
+        mask=offs_d < HEAD_SIZE_V,
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -288,12 +345,16 @@ def triton_paged_attention(
     out: torch.Tensor | None = None,
     block_m: int | None = None,
     tile: int | None = None,
+    num_segments: int | None = None,
 ) -> torch.Tensor:
     """Paged attention with the unified Triton kernel; returns a tensor like ``query``.
 
     Arguments and semantics as ``attnsolve.kernels.reference.paged_attention_reference``.
     ``block_m`` (query rows per program, a power of two >= 16) and ``tile`` (keys per
-    step, a power of two >= 16) are tuning knobs.
+    step, a power of two >= 16) are tuning knobs.  ``num_segments`` (a power of two)
+    splits each program's keys into that many parallel segments combined by a second
+    kernel (split-KV, for decode batches too small to fill the GPU); default: 1 on CPU,
+    on GPU chosen from the shapes alone (no host sync) for decode-only batches.
     """
     if query.dim() != 3 or key_cache.dim() != 4 or value_cache.dim() != 4:
         raise ValueError(
@@ -356,11 +417,23 @@ def triton_paged_attention(
     vs = _scale_tensor(v_scale, dev)
     dummy = qsl  # any valid pointer for unused arguments
 
-    grid = (T // block_q + num_seqs, Hkv)
+    if num_segments is None:
+        num_segments = _default_segments(dev, T, num_seqs, Hkv)
+    if num_segments < 1 or num_segments & (num_segments - 1):
+        raise ValueError(f"Expected num_segments a power of two >= 1, but got {num_segments}.")
+    if num_segments > 1:
+        seg_acc = torch.empty(T * H * num_segments * head_pad_v, dtype=torch.float32, device=dev)
+        seg_ml = torch.empty(T * H * num_segments * 2, dtype=torch.float32, device=dev)
+    else:
+        seg_acc = seg_ml = dummy
+
+    grid = (T // block_q + num_seqs, Hkv, num_segments)
     kernel = _unified_attention_kernel
     _require_runnable("TRITON_ATTN", dev, kernel)
     kernel[grid](
         out,
+        seg_acc,
+        seg_ml,
         query,
         key_cache,
         value_cache,
@@ -402,8 +475,40 @@ def triton_paged_attention(
         USE_V_SCALE=vs is not None,
         DOT_PRECISION="ieee" if (query.dtype == torch.float32 or dev.type == "cpu") else "tf32",
         DOT_F32=dev.type == "cpu",
+        NUM_SEGMENTS=num_segments,
+        NUM_HEADS=H,
     )
+    if num_segments > 1:
+        _reduce_segments_kernel[(T, H)](
+            out,
+            seg_acc,
+            seg_ml,
+            out.stride(0),
+            out.stride(1),
+            NUM_HEADS=H,
+            HEAD_SIZE_V=Dv,
+            HEAD_PAD_V=head_pad_v,
+            NUM_SEGMENTS=num_segments,
+        )
     return out
+
+
+_SM_COUNT: dict[int, int] = {}
+
+
+def _default_segments(dev: torch.device, num_tokens: int, num_seqs: int, num_kv_heads: int) -> int:
+    """Split-KV segments for a GPU decode-only batch (one row per sequence) that would
+    leave SMs idle: enough segments for about two programs per SM, at most 16."""
+    if dev.type == "cpu" or num_tokens != num_seqs:
+        return 1
+    idx = dev.index if dev.index is not None else torch.cuda.current_device()
+    sms = _SM_COUNT.get(idx)
+    if sms is None:
+        sms = _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
+    programs = num_seqs * num_kv_heads
+    if programs >= sms:
+        return 1
+    return min(16, triton.next_power_of_2(-(-2 * sms // programs)))
 
 
 # --------------------------------------------------------------------------------------

@@ -133,6 +133,7 @@ def attn_cases(draw):
     )
     sinks = draw(st.booleans())
     seed = draw(st.integers(0, 2**16))
+    opts["num_segments"] = draw(st.sampled_from([1, 1, 2, 4]))  # split-KV (kernel knob, not reference)
     return seqs, num_kv_heads, group, head_size, block_size, dtype, fp8, opts, sinks, seed
 
 
@@ -149,7 +150,8 @@ def test_matches_reference(case):
     if fp8 is not None:
         kc, vc = (kc.float() / 2).to(fp8), (vc.float() / 4).to(fp8)
         opts.update(k_scale=2.0, v_scale=torch.tensor(4.0))
-    out = triton_paged_attention(q, kc, vc, md, **opts)
+    segments = opts.pop("num_segments")
+    out = triton_paged_attention(q, kc, vc, md, num_segments=segments, **opts)
     ref = paged_attention_reference(q, kc, vc, md, **opts)
     assert_matches(out, ref, dtype)
 
@@ -186,6 +188,19 @@ def test_tuning_knobs_do_not_change_results(block_m, tile):
     q, kc, vc, md = make_batch([3, 1, 20], [3, 50, 44], 8, 2, 64, 8, seed=1)
     out = triton_paged_attention(q, kc, vc, md, block_m=block_m, tile=tile, sliding_window=9)
     assert_matches(out, paged_attention_reference(q, kc, vc, md, sliding_window=9), torch.float32)
+
+
+@needs_interp
+@pytest.mark.parametrize("segments", [2, 8, 32])
+def test_split_kv_segments(segments):
+    """Split-KV: more segments than tiles (empty segments), sinks only in segment 0, windows."""
+    q, kc, vc, md = make_batch([1, 1, 4, 1], [3, 90, 40, 1], 8, 2, 64, 16, seed=segments)
+    sinks = torch.randn(8)
+    for kw in ({}, {"sinks": sinks}, {"sliding_window": 20, "logits_soft_cap": 10.0}):
+        out = triton_paged_attention(q, kc, vc, md, num_segments=segments, **kw)
+        assert_matches(out, paged_attention_reference(q, kc, vc, md, **kw), torch.float32)
+    with pytest.raises(ValueError, match="power of two"):
+        triton_paged_attention(q, kc, vc, md, num_segments=3)
 
 
 @needs_interp
@@ -340,6 +355,13 @@ for dtype, tol in ((torch.float16, 3e-3), (torch.bfloat16, 2.5e-2), (torch.float
                 out = triton_attn.triton_paged_attention(q, kc8, vc8, md, k_scale=1.0, v_scale=1.0, **kw)
                 ref = paged_attention_reference(q.cpu(), kc8.cpu(), vc8.cpu(), md_cpu, k_scale=1.0, v_scale=1.0, **kwc)
                 torch.testing.assert_close(out.float().cpu(), ref.float(), atol=max(tol, 2e-2), rtol=2e-2)
+for segs in (None, 4):  # decode-only batch: the default picks split-KV on a big GPU
+    q, kc, vc, md = batch([1] * 4, [5000, 17, 1, 1200], 32, 8, 128, 16, torch.bfloat16)
+    sinks = torch.randn(32, device="cuda")
+    out = triton_attn.triton_paged_attention(q, kc, vc, md, num_segments=segs, sinks=sinks)
+    md_cpu = AttentionMetadata(md.query_start_loc.cpu(), md.seq_lens.cpu(), md.block_table.cpu())
+    ref = paged_attention_reference(q.cpu(), kc.cpu(), vc.cpu(), md_cpu, sinks=sinks.cpu())
+    torch.testing.assert_close(out.float().cpu(), ref.float(), atol=2.5e-2, rtol=2e-2)
 print("GPU OK")
 """
 
