@@ -453,12 +453,28 @@ def cmd_select(q: Query, style: Style) -> Result:
     lines = [style.bold(str(sel)) + ("  (requested)" if sel.manual and q.config.backend else "")]
     if sel.rejected:
         lines += _reason_rows([(f"not {r.backend}", "; ".join(r.reasons)) for r in sel.rejected])
+    data = {**sel.to_dict(), "query": q.to_dict()}
+    prefill = _prefill(q)
+    if prefill is not None:
+        data["prefill"] = prefill.to_dict()
+        lines.append(f"  prefill: {prefill} (MLA prefill backend)")
     for w in sel.warnings:
         lines += wrap(w, indent="    ", first="  warning: ")
     for n in q.notes:
         lines += wrap(n, indent="    ", first="  note: ")
-    data = {**sel.to_dict(), "query": q.to_dict()}
     return Result("select", data, "\n".join(lines), EXIT_OK)
+
+
+def _prefill(q: Query) -> Any:
+    """For an MLA model asked about decode: the MLA prefill backend too (vLLM picks both)."""
+    if q.role is not None or q.config.use_mla is not True:
+        return None
+    from .errors import ConfigError, SelectionError
+    from .selection import solve
+    try:
+        return solve(q.config, role="mla_prefill")
+    except (SelectionError, ConfigError):
+        return None
 
 
 # vLLM serving flags the explanation layer counts as model facts: the user sets them at launch
@@ -547,6 +563,10 @@ def cmd_explain(q: Query, style: Style) -> Result:
         pos = f"#{order.index(e.selected) + 1} of {len(order)}" if e.selected in order else ""
         tag = "requested" if e.requested else pos
         lines.append(f"Selected  {style.good(style.bold(sel))}" + (f"  ({tag})" if tag else ""))
+        prefill = _prefill(q)
+        if prefill is not None:
+            data["prefill"] = prefill.to_dict()
+            lines.append(f"Prefill   {prefill}  (MLA prefill; --role mla_prefill explains it)")
         before = []
         for c in e.candidates:
             if c.backend == e.selected:
