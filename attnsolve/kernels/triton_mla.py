@@ -15,8 +15,9 @@ Semantics exactly as ``attnsolve.kernels.reference.mla_decode_reference``:
 Work split: program ``(token, head_block)`` owns one query token and ``BLOCK_H`` heads;
 it walks the keys in tiles of ``TILE`` positions (dense) or ``TILE`` top-k entries
 (sparse), loading each latent row once for all its heads (scores and values come from
-the same latent tile), with an online softmax in float32.  No split-KV: long-context
-decode with few tokens leaves GPU SMs idle (see ``docs/gpu_kernels.md``).
+the same latent tile), with an online softmax in float32.  Split-KV (``num_segments``): the
+tiles are shared among segments whose partial results a second kernel combines; on a GPU
+it is on by default when ``tokens x head blocks`` would not fill the SMs.
 
 On CPU it runs through Triton's interpreter (``TRITON_INTERPRET=1`` before triton is
 imported), like ``TRITON_ATTN``.
@@ -29,7 +30,7 @@ import triton
 import triton.language as tl
 
 from attnsolve.kernels.registry import register_kernel
-from attnsolve.kernels.triton_attn import _require_runnable, interpreter_reason
+from attnsolve.kernels.triton_attn import _reduce_segments_kernel, _require_runnable, interpreter_reason
 
 __all__ = ["triton_mla_attention"]
 
@@ -37,6 +38,8 @@ __all__ = ["triton_mla_attention"]
 @triton.jit
 def _mla_kernel(
     out_ptr,
+    seg_acc_ptr,
+    seg_ml_ptr,
     q_ptr,
     kv_ptr,
     topk_ptr,
@@ -66,9 +69,11 @@ def _mla_kernel(
     HAS_ROPE: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     DOT_F32: tl.constexpr,
+    NUM_SEGMENTS: tl.constexpr,
 ):
     tok = tl.program_id(0)
     head_block = tl.program_id(1)
+    segment = tl.program_id(2)
 
     # sequence owning this token: last i with query_start_loc[i] <= tok
     left = 0
@@ -111,7 +116,13 @@ def _mla_kernel(
         n_tiles = (topk + TILE - 1) // TILE
     else:
         n_tiles = (q_pos + 1 + TILE - 1) // TILE
-    for t in range(0, n_tiles):
+    t_lo = 0
+    t_hi = n_tiles
+    if NUM_SEGMENTS > 1:  # split-KV: one contiguous share of the tiles
+        per_segment = (n_tiles + NUM_SEGMENTS - 1) // NUM_SEGMENTS
+        t_lo = segment * per_segment
+        t_hi = tl.minimum(t_lo + per_segment, n_tiles)
+    for t in range(t_lo, t_hi):
         if SPARSE:
             j = t * TILE + offs_t
             pos = tl.load(topk_ptr + tok.to(tl.int64) * stride_topk + j, mask=j < topk, other=-1)
@@ -142,13 +153,19 @@ def _mla_kernel(
         acc += tl.dot(p.to(kc.dtype), kc, input_precision=DOT_PRECISION)
         m_i = m_new
 
-    l_safe = tl.where(l_i > 0, l_i, 1.0)
-    out = acc / l_safe[:, None]
-    tl.store(
-        out_ptr + tok.to(tl.int64) * stride_ot + offs_h[:, None] * stride_oh + offs_c[None, :],
-        out.to(out_ptr.dtype.element_ty),
-        mask=h_ok[:, None] & c_ok[None, :],
-    )
+    if NUM_SEGMENTS == 1:
+        l_safe = tl.where(l_i > 0, l_i, 1.0)
+        out = acc / l_safe[:, None]
+        tl.store(
+            out_ptr + tok.to(tl.int64) * stride_ot + offs_h[:, None] * stride_oh + offs_c[None, :],
+            out.to(out_ptr.dtype.element_ty),
+            mask=h_ok[:, None] & c_ok[None, :],
+        )
+    else:
+        slot = (tok.to(tl.int64) * num_heads + offs_h) * NUM_SEGMENTS + segment  # [BLOCK_H]
+        tl.store(seg_acc_ptr + slot[:, None] * LORA_PAD + offs_c[None, :], acc, mask=h_ok[:, None])
+        tl.store(seg_ml_ptr + slot * 2, m_i, mask=h_ok)
+        tl.store(seg_ml_ptr + slot * 2 + 1, l_i, mask=h_ok)
 
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -165,8 +182,13 @@ def triton_mla_attention(
     out: torch.Tensor | None = None,
     block_h: int | None = None,
     tile: int | None = None,
+    num_segments: int | None = None,
 ) -> torch.Tensor:
-    """MLA attention over a paged latent cache; see the module docstring."""
+    """MLA attention over a paged latent cache; see the module docstring.
+
+    ``num_segments`` (a power of two): split-KV segments combined by a second kernel;
+    default 1 on CPU, on GPU enough for about two programs per SM (at most 16).
+    """
     if kv_cache.dim() == 4:
         if kv_cache.shape[2] != 1:
             raise ValueError(f"Expected one latent KV head, but got kv_cache shape {tuple(kv_cache.shape)}.")
@@ -227,11 +249,24 @@ def triton_mla_attention(
     rope_pad = max(16, triton.next_power_of_2(max(rope, 1)))
     scale = Dq ** -0.5 if scale is None else float(scale)
 
+    head_blocks = triton.cdiv(H, block_h)
+    if num_segments is None:
+        num_segments = _default_segments(dev, T * head_blocks)
+    if num_segments < 1 or num_segments & (num_segments - 1):
+        raise ValueError(f"Expected num_segments a power of two >= 1, but got {num_segments}.")
+    if num_segments > 1:
+        seg_acc = torch.empty(T * H * num_segments * lora_pad, dtype=torch.float32, device=dev)
+        seg_ml = torch.empty(T * H * num_segments * 2, dtype=torch.float32, device=dev)
+    else:
+        seg_acc = seg_ml = qsl
+
     kernel = _mla_kernel
     _require_runnable("TRITON_MLA", dev, kernel, None)
-    grid = (T, triton.cdiv(H, block_h))
+    grid = (T, head_blocks, num_segments)
     kernel[grid](
         out,
+        seg_acc,
+        seg_ml,
         query,
         kv_cache,
         topk_t,
@@ -261,8 +296,29 @@ def triton_mla_attention(
         HAS_ROPE=rope > 0,
         DOT_PRECISION="ieee" if (query.dtype == torch.float32 or dev.type == "cpu") else "tf32",
         DOT_F32=dev.type == "cpu",
+        NUM_SEGMENTS=num_segments,
     )
+    if num_segments > 1:
+        _reduce_segments_kernel[(T, H)](
+            out, seg_acc, seg_ml, out.stride(0), out.stride(1),
+            NUM_HEADS=H, HEAD_SIZE_V=kv_lora_rank, HEAD_PAD_V=lora_pad, NUM_SEGMENTS=num_segments,
+        )
     return out
+
+
+_SM_COUNT: dict[int, int] = {}
+
+
+def _default_segments(dev: torch.device, programs: int) -> int:
+    if dev.type == "cpu":
+        return 1
+    idx = dev.index if dev.index is not None else torch.cuda.current_device()
+    sms = _SM_COUNT.get(idx)
+    if sms is None:
+        sms = _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
+    if programs >= sms:
+        return 1
+    return min(16, triton.next_power_of_2(-(-2 * sms // max(programs, 1))))
 
 
 def _check(device: str) -> str | None:

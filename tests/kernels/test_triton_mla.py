@@ -124,18 +124,19 @@ def mla_cases(draw):
     topk = draw(st.one_of(st.none(), st.integers(1, 40)))
     scale = draw(st.sampled_from([None, 0.1]))
     seed = draw(st.integers(0, 2**16))
-    return seqs, heads, lora, rope, block_size, dtype, topk, scale, seed
+    segments = draw(st.sampled_from([1, 1, 2, 8]))
+    return seqs, heads, lora, rope, block_size, dtype, topk, scale, seed, segments
 
 
 @needs_interp
 @settings(max_examples=_N, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mla_cases())
 def test_matches_reference(case):
-    seqs, heads, lora, rope, bs, dtype, topk, scale, seed = case
+    seqs, heads, lora, rope, bs, dtype, topk, scale, seed, segments = case
     q, kv, md = make_mla([a for a, _ in seqs], [b for _, b in seqs], heads, lora, rope, bs,
                          dtype=dtype, seed=seed)
     idx = None if topk is None else random_topk(md, topk, seed)
-    out = triton_mla_attention(q, kv, md, kv_lora_rank=lora, scale=scale, topk_indices=idx)
+    out = triton_mla_attention(q, kv, md, kv_lora_rank=lora, scale=scale, topk_indices=idx, num_segments=segments)
     ref = mla_decode_reference(q, kv, md, kv_lora_rank=lora, scale=scale, topk_indices=idx)
     check(out, ref, dtype)
 
@@ -147,7 +148,7 @@ def test_deepseek_dims(sparse):
     q, kv, md = make_mla([1, 1, 2], [70, 5, 33], 16, 512, 64, 64, dtype=torch.bfloat16, seed=7,
                          head_dim=True)
     idx = random_topk(md, 32, 7, repeats=False) if sparse else None
-    out = triton_mla_attention(q, kv, md, topk_indices=idx, scale=192 ** -0.5)
+    out = triton_mla_attention(q, kv, md, topk_indices=idx, scale=192 ** -0.5, num_segments=4)
     assert out.shape == (4, 16, 512)
     check(out, mla_decode_reference(q, kv, md, topk_indices=idx, scale=192 ** -0.5), torch.bfloat16)
 
@@ -169,6 +170,8 @@ def test_rejects_bad_shapes():
         triton_mla_attention(q, kv, md, kv_lora_rank=64)
     with pytest.raises(ValueError, match="topk_indices"):
         triton_mla_attention(q, kv, md, kv_lora_rank=32, topk_indices=torch.zeros(2, 3, dtype=torch.int32))
+    with pytest.raises(ValueError, match="power of two"):
+        triton_mla_attention(q, kv, md, kv_lora_rank=32, num_segments=6)
     with pytest.raises(ValueError, match="one latent KV head"):
         triton_mla_attention(q, kv.unsqueeze(2).expand(-1, -1, 2, -1), md, kv_lora_rank=32)
 
@@ -224,6 +227,10 @@ idx = torch.stack([torch.randperm(L)[:256] if L >= 256 else torch.cat([torch.ran
 out = triton_mla.triton_mla_attention(q.cuda(), kv.cuda(), mdc, scale=192 ** -0.5, topk_indices=idx.cuda())
 ref = mla_decode_reference(q, kv, md, scale=192 ** -0.5, topk_indices=idx)
 torch.testing.assert_close(out.float().cpu(), ref.float(), atol=2.5e-2, rtol=2e-2)
+for segs in (1, 8):
+    out = triton_mla.triton_mla_attention(q.cuda(), kv.cuda(), mdc, scale=192 ** -0.5, num_segments=segs)
+    torch.testing.assert_close(out.float().cpu(), mla_decode_reference(q, kv, md, scale=192 ** -0.5).float(),
+                               atol=2.5e-2, rtol=2e-2)
 print("GPU OK")
 """
 
