@@ -223,19 +223,82 @@ static inline void conv_row(int type, const void* p, float* __restrict dst, floa
   }
 }
 
-// One tile (nt <= TILE tokens of one block) for all heads: scores, online softmax, PV.
+// Horizontal sums of 16 vectors: r[i] = sum(v[i]) (transpose-and-add tree, ~3 instructions per vector).
+static inline __m512 hsum16(const __m512* v) {
+  __m512 w[8], x[4], y[2];
+  for (int i = 0; i < 8; ++i)
+    w[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+  for (int i = 0; i < 4; ++i) {
+    const __m512d a = _mm512_castps_pd(w[2 * i]), b = _mm512_castps_pd(w[2 * i + 1]);
+    x[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+  }
+  for (int i = 0; i < 2; ++i)
+    y[i] = _mm512_add_ps(_mm512_shuffle_f32x4(x[2 * i], x[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(x[2 * i], x[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(y[0], y[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_f32x4(y[0], y[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+static inline __m512 exp512(__m512 x) {  // same polynomial as fast_exp, x <= 0
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
+  const __m512 fi = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(t, fi);
+  __m512 p = _mm512_set1_ps(1.5353362e-4f);
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3398874e-3f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6181291e-3f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504109e-2f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022652e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(fi), _mm512_set1_epi32(127)), 23);
+  return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+}
+
+// One tile (nt <= 32 tokens of one block) for all heads: scores, online softmax, PV.
+// s: [H][ldS] scores -> probabilities; acc: [H][D]; buf: scratch of 32*D floats.
 template <int ND>
 static void tile_avx(int ctype, const char* kb, const char* vb, int64_t k_s1, int64_t k_s2, int64_t v_s1, int64_t v_s2,
                      int slot0, int nt, int Hkv, int G, const float* qf, float* acc, float* m, float* l,
-                     float* s, int ldS, float* buf, float scale, float k_scale, float v_scale, float softcap) {
+                     float* s, int ldS, float* buf, float scale, float k_scale, float v_scale, float softcap, int use_dp) {
   constexpr int D = ND * 16;
   const int ce = esize(ctype);
   const bool direct_k = (ctype == F32 && k_scale == 1.0f), direct_v = (ctype == F32 && v_scale == 1.0f);
+  alignas(64) __m512 part[16];
+  const int ngroups = (nt + 15) / 16;
   for (int kh = 0; kh < Hkv; ++kh) {
-    // K rows -> float
-    const float* kr[64];
+    const char* krow0 = kb + ((int64_t)slot0 * k_s1 + (int64_t)kh * k_s2) * ce;
+    const int64_t kstride_b = k_s1 * ce;
+#if defined(__AVX512BF16__)
+    if (use_dp && (ND % 2) == 0) {
+      for (int g = 0; g < G; ++g) {
+        const int h = kh * G + g;
+        const float* qh = qf + (size_t)h * D;
+        __m512bh qb[ND / 2];
+        for (int c = 0; c < ND / 2; ++c)
+          qb[c] = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(qh + 32 * c + 16), _mm512_loadu_ps(qh + 32 * c));
+        float* sh = s + (size_t)h * ldS;
+        for (int gi = 0; gi < ngroups; ++gi) {
+          const int tb = gi * 16, te = std::min(nt, tb + 16);
+          for (int t = tb; t < te; ++t) {
+            const char* kr = krow0 + (int64_t)t * kstride_b;
+            __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+            for (int c = 0; c < ND / 2; ++c) {
+              const __m512bh kv = (__m512bh)_mm512_loadu_si512((const void*)(kr + 64 * c));
+              if (c & 1) a1 = _mm512_dpbf16_ps(a1, qb[c], kv); else a0 = _mm512_dpbf16_ps(a0, qb[c], kv);
+            }
+            part[t - tb] = _mm512_add_ps(a0, a1);
+          }
+          for (int t = te - tb; t < 16; ++t) part[t] = _mm512_setzero_ps();
+          _mm512_storeu_ps(sh + tb, _mm512_mul_ps(hsum16(part), _mm512_set1_ps(scale)));
+        }
+      }
+      continue;
+    }
+#endif
+    const float* kr[32];
     for (int t = 0; t < nt; ++t) {
-      const char* p = kb + ((int64_t)(slot0 + t) * k_s1 + (int64_t)kh * k_s2) * ce;
+      const char* p = krow0 + (int64_t)t * kstride_b;
       if (direct_k) kr[t] = (const float*)p;
       else { conv_row<ND>(ctype, p, buf + (size_t)t * D, k_scale); kr[t] = buf + (size_t)t * D; }
     }
@@ -245,24 +308,32 @@ static void tile_avx(int ctype, const char* kb, const char* vb, int64_t k_s1, in
       __m512 qv[ND];
       for (int c = 0; c < ND; ++c) qv[c] = _mm512_loadu_ps(qh + 16 * c);
       float* sh = s + (size_t)h * ldS;
-      for (int t = 0; t < nt; ++t) {
-        __m512 a0 = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kr[t]));
-        __m512 a1 = _mm512_setzero_ps();
-        for (int c = 1; c < ND; ++c) {
-          if (c & 1) a1 = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(kr[t] + 16 * c), a1);
-          else a0 = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(kr[t] + 16 * c), a0);
+      for (int gi = 0; gi < ngroups; ++gi) {
+        const int tb = gi * 16, te = std::min(nt, tb + 16);
+        for (int t = tb; t < te; ++t) {
+          __m512 a0 = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kr[t]));
+          __m512 a1 = _mm512_setzero_ps();
+          for (int c = 1; c < ND; ++c) {
+            if (c & 1) a1 = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(kr[t] + 16 * c), a1);
+            else a0 = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(kr[t] + 16 * c), a0);
+          }
+          part[t - tb] = _mm512_add_ps(a0, a1);
         }
-        sh[t] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)) * scale;
+        for (int t = te - tb; t < 16; ++t) part[t] = _mm512_setzero_ps();
+        _mm512_storeu_ps(sh + tb, _mm512_mul_ps(hsum16(part), _mm512_set1_ps(scale)));
       }
     }
   }
-  // online softmax per head
   const int H = Hkv * G;
+  // online softmax per head (vectorised over the tile's tokens)
+  const __mmask16 m0 = nt >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nt) - 1);
+  const __mmask16 m1 = nt >= 32 ? (__mmask16)0xFFFF : nt > 16 ? (__mmask16)((1u << (nt - 16)) - 1) : (__mmask16)0;
+  const __m512 ninf = _mm512_set1_ps(-INFINITY);
   for (int h = 0; h < H; ++h) {
     float* sh = s + (size_t)h * ldS;
     if (softcap > 0.0f) for (int t = 0; t < nt; ++t) sh[t] = softcap * std::tanh(sh[t] / softcap);
-    float bm = -INFINITY;
-    for (int t = 0; t < nt; ++t) bm = std::max(bm, sh[t]);
+    __m512 x0 = _mm512_mask_loadu_ps(ninf, m0, sh), x1 = _mm512_mask_loadu_ps(ninf, m1, sh + 16);
+    const float bm = _mm512_reduce_max_ps(_mm512_max_ps(x0, x1));
     if (bm > m[h]) {
       const float corr = (m[h] == -INFINITY) ? 0.0f : fast_exp(m[h] - bm);
       l[h] *= corr;
@@ -271,37 +342,57 @@ static void tile_avx(int ctype, const char* kb, const char* vb, int64_t k_s1, in
       for (int c = 0; c < ND; ++c) _mm512_storeu_ps(ah + 16 * c, _mm512_mul_ps(_mm512_loadu_ps(ah + 16 * c), vc));
       m[h] = bm;
     }
-    const float mh = m[h];
-    float ls = 0.0f;
-    #pragma omp simd reduction(+:ls)
-    for (int t = 0; t < nt; ++t) { const float p = fast_exp(sh[t] - mh); sh[t] = p; ls += p; }
-    l[h] += ls;
+    const __m512 mh = _mm512_set1_ps(m[h]);
+    const __m512 p0 = _mm512_maskz_mov_ps(m0, exp512(_mm512_sub_ps(x0, mh)));
+    const __m512 p1 = _mm512_maskz_mov_ps(m1, exp512(_mm512_sub_ps(x1, mh)));
+    _mm512_storeu_ps(sh, p0);
+    _mm512_storeu_ps(sh + 16, p1);
+    l[h] += _mm512_reduce_add_ps(_mm512_add_ps(p0, p1));
   }
-  // PV
+  // PV: per KV head, per 16-wide column chunk, up to 4 heads' accumulators stay in registers over the tokens
   for (int kh = 0; kh < Hkv; ++kh) {
-    const float* vr[64];
+    const float* vr[32];
     for (int t = 0; t < nt; ++t) {
       const char* p = vb + ((int64_t)(slot0 + t) * v_s1 + (int64_t)kh * v_s2) * ce;
       if (direct_v) vr[t] = (const float*)p;
       else { conv_row<ND>(ctype, p, buf + (size_t)t * D, v_scale); vr[t] = buf + (size_t)t * D; }
     }
-    for (int g = 0; g < G; ++g) {
-      const int h = kh * G + g;
-      float* ah = acc + (size_t)h * D;
-      const float* sh = s + (size_t)h * ldS;
-      __m512 av[ND];
-      for (int c = 0; c < ND; ++c) av[c] = _mm512_loadu_ps(ah + 16 * c);
-      for (int t = 0; t < nt; ++t) {
-        const __m512 p = _mm512_set1_ps(sh[t]);
-        for (int c = 0; c < ND; ++c) av[c] = _mm512_fmadd_ps(p, _mm512_loadu_ps(vr[t] + 16 * c), av[c]);
+    for (int g0 = 0; g0 < G; g0 += 4) {
+      const int gn = std::min(4, G - g0);
+      const int h0 = kh * G + g0;
+      const float* s0 = s + (size_t)h0 * ldS;
+      float* a0p = acc + (size_t)h0 * D;
+      if (gn == 4) {
+        for (int c = 0; c < ND; ++c) {
+          __m512 a0 = _mm512_loadu_ps(a0p + 16 * c), a1 = _mm512_loadu_ps(a0p + D + 16 * c);
+          __m512 a2 = _mm512_loadu_ps(a0p + 2 * D + 16 * c), a3 = _mm512_loadu_ps(a0p + 3 * D + 16 * c);
+          for (int t = 0; t < nt; ++t) {
+            const __m512 v = _mm512_loadu_ps(vr[t] + 16 * c);
+            a0 = _mm512_fmadd_ps(_mm512_set1_ps(s0[t]), v, a0);
+            a1 = _mm512_fmadd_ps(_mm512_set1_ps(s0[ldS + t]), v, a1);
+            a2 = _mm512_fmadd_ps(_mm512_set1_ps(s0[2 * ldS + t]), v, a2);
+            a3 = _mm512_fmadd_ps(_mm512_set1_ps(s0[3 * ldS + t]), v, a3);
+          }
+          _mm512_storeu_ps(a0p + 16 * c, a0); _mm512_storeu_ps(a0p + D + 16 * c, a1);
+          _mm512_storeu_ps(a0p + 2 * D + 16 * c, a2); _mm512_storeu_ps(a0p + 3 * D + 16 * c, a3);
+        }
+      } else {
+        for (int j = 0; j < gn; ++j) {
+          float* ah = a0p + (size_t)j * D;
+          const float* sj = s0 + (size_t)j * ldS;
+          for (int c = 0; c < ND; ++c) {
+            __m512 a = _mm512_loadu_ps(ah + 16 * c);
+            for (int t = 0; t < nt; ++t) a = _mm512_fmadd_ps(_mm512_set1_ps(sj[t]), _mm512_loadu_ps(vr[t] + 16 * c), a);
+            _mm512_storeu_ps(ah + 16 * c, a);
+          }
+        }
       }
-      for (int c = 0; c < ND; ++c) _mm512_storeu_ps(ah + 16 * c, av[c]);
     }
   }
 }
 
 typedef void (*TileFn)(int, const char*, const char*, int64_t, int64_t, int64_t, int64_t, int, int, int, int,
-                       const float*, float*, float*, float*, float*, int, float*, float, float, float, float);
+                       const float*, float*, float*, float*, float*, int, float*, float, float, float, float, int);
 static TileFn pick_tile(int D) {
   switch (D) {
     case 32: return tile_avx<2>;
@@ -365,6 +456,7 @@ extern "C" int attnsolve_paged_decode(
   }
   const int nitems = (int)items.size();
   const TileFn tile = (D == Dv) ? pick_tile(D) : nullptr;
+  const int use_dp = (qtype == BF16 && ctype == BF16 && k_scale == 1.0f) ? 1 : 0;
   std::vector<float> pacc((size_t)nitems * H * Dv), pm((size_t)nitems * H), pl((size_t)nitems * H);
 
   #pragma omp parallel num_threads(nthreads)
@@ -391,7 +483,7 @@ extern "C" int attnsolve_paged_decode(
           for (int t0 = tb0; t0 < tb1; t0 += TILE) {
             const int nt = std::min(TILE, tb1 - t0);
             tile(ctype, kb, vb, k_s1, k_s2, v_s1, v_s2, t0 - b * BS, nt, Hkv, G, qf.data(), acc.data(), m.data(), l.data(),
-                 ts.data(), TILE, tbuf.data(), scale, k_scale, v_scale, softcap);
+                 ts.data(), TILE, tbuf.data(), scale, k_scale, v_scale, softcap, use_dp);
           }
         }
       } else
