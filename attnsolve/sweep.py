@@ -152,14 +152,58 @@ class Sweep:
                 pos += tsize
 
     def rows(self, backend: Any = ANY, limit: int | None = None) -> list[tuple[dict[str, Any], str | None]]:
-        """The rows (optionally only those selecting `backend`, None = no backend), at most `limit`."""
-        out = []
-        for a, b in self:
-            if backend is ANY or b == backend:
-                out.append((a, b))
+        """The rows (optionally only those selecting `backend`, None = no backend), at most `limit`.
+
+        With a backend given, rows are found by scanning the codes block by block (fast even when
+        they are rare in a large sweep)."""
+        if backend is ANY:
+            return list(itertools.islice(self, limit))
+        names = self._fold.names
+        want = NO_BACKEND if backend is None else (names.index(backend) if backend in names else None)
+        if want is None:
+            return []
+        units = self._fold.order_units
+        if not units:
+            return [r for r in self if r[1] == backend][:limit]
+        sizes = [len(u.rows) for u in units]
+        lead, rest = 0, math.prod(sizes)
+        while lead < len(units) - 1 and rest > _CHUNK:
+            rest //= sizes[lead]
+            lead += 1
+        np = _np()
+        out: list[tuple[dict[str, Any], str | None]] = []
+        for prefix in itertools.product(*(range(n) for n in sizes[:lead])):
+            block = self._fold.codes(prefix)
+            for flat in np.flatnonzero(block.ravel() == want).tolist():
+                idx = np.unravel_index(flat, block.shape)
+                row = _merged(u.rows[prefix[u.axis] if u.axis < lead else int(idx[u.axis])] for u in units)
+                out.append((row, backend))
                 if limit is not None and len(out) >= limit:
-                    break
+                    return out
         return out
+
+    def grid(self) -> tuple[tuple[str, ...], Any]:
+        """(fields, array): the codes on one axis per free field (`values[f]` order), -2 where the
+        combination is excluded. Materialises every combination: for sweeps of moderate size."""
+        np = _np()
+        fields = tuple(self.values)
+        shape = [len(self.values[f]) for f in fields]
+        strides = [math.prod(shape[i + 1:]) for i in range(len(shape))]
+        out = np.full(math.prod(shape), EXCLUDED, dtype=np.int32)
+        units = self._fold.order_units
+        if not units:
+            return fields, out.reshape(shape)
+        flat: Any = np.zeros([1] * len(units), dtype=np.int64)
+        pos = {f: i for i, f in enumerate(fields)}
+        for u in units:
+            offs = np.array([sum(self.values[f].index(r[f]) * strides[pos[f]] for f in u.fields) for r in u.rows],
+                            dtype=np.int64)
+            sh = [1] * len(units)
+            sh[u.axis] = len(u.rows)
+            flat = flat + offs.reshape(sh)
+        codes = np.asarray(self._fold.codes(None))
+        out[np.broadcast_to(flat, codes.shape).ravel()] = codes.ravel()
+        return fields, out.reshape(shape)
 
     def completion(self, assignment: dict[str, Any]) -> Config:
         """The full Config a row stands for."""
@@ -316,6 +360,7 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
     if role_free:
         facts0["role"] = ANY
     values = {f: _sweep_values(rules, f) for f in free}
+    shown = {f: tuple(_shown(f, v) for v in vals) for f, vals in values.items()}
     avail = None if available is None else frozenset(available)
 
     # Units: free fields tied by a derived fact or a validity rule are enumerated together.
@@ -388,7 +433,7 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
         u.axis = i
     fold = _Fold(comp, bits, fixed_int, fixed_req, units, order, avail)
     return Sweep(config, ANY if role_free else fixed_role, avail, tuple(f for u in order for f in u.fields),
-                 values, units, fold)
+                 shown, units, fold)
 
 
 # ---------------------------------------------------------------------------------------------------

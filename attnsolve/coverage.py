@@ -1,0 +1,260 @@
+"""Coverage of the rules: where no backend serves a configuration, and which rules never fire.
+
+>>> r = coverage_report()                       # doctest: +SKIP
+>>> print(r)                                    # doctest: +SKIP
+
+`coverage_report()` sweeps the model facts (dtype, head size, KV-cache dtype, block size, MLA,
+sparse, sinks, multimodal prefix, attention type, heads per GPU) and both roles on every platform
+and GPU generation (one group per value class of compute capability / gfx arch), with vLLM's
+environment switches at their defaults, and reports:
+
+- **holes**: configurations that get no backend (solve() raises), per group, summarised as
+  *patterns*: the fields that must hold those values for a hole, every other field free. Each
+  pattern is maximal (freeing any more field would take in a configuration that has a backend);
+  patterns are chosen greedily until every hole is covered or `max_patterns` are shown.
+- **dead rules**: backends that automatic selection never picks anywhere in the whole space
+  (every field free, both roles), and priority-list entries never reached in their list.
+
+`all_fields=True` also frees every environment switch and model-dimension field when counting
+(exact counts over the whole space); patterns are still drawn over the model facts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import ANY, FIELD_NAMES, Config, format_cc
+from .rules import default_rules
+from .solver.domains import class_of, value_classes
+from .sweep import sweep
+
+__all__ = ["coverage_report", "CoverageReport", "GroupCoverage", "HolePattern", "MODEL_FIELDS"]
+
+MODEL_FIELDS: tuple[str, ...] = ("dtype", "head_size", "kv_cache_dtype", "block_size", "use_mla", "use_sparse",
+                                 "has_sink", "use_mm_prefix", "attn_type", "num_heads")
+HARDWARE = ("platform", "compute_capability", "rocm_arch")
+_SEEDS = 8
+
+
+@dataclass(frozen=True)
+class HolePattern:
+    """Every configuration of the group with these field values has no backend (other fields any)."""
+
+    pattern: dict[str, Any]
+    holes: int  # holes of the group matching the pattern
+    example: dict[str, Any]  # one full assignment of the swept fields
+
+    def __str__(self) -> str:
+        return ", ".join(f"{k}={_show(v)}" for k, v in self.pattern.items()) or "(every configuration)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pattern": dict(self.pattern), "holes": self.holes, "example": dict(self.example)}
+
+
+@dataclass(frozen=True)
+class GroupCoverage:
+    """One platform / GPU generation."""
+
+    platform: str
+    label: str
+    hardware: dict[str, Any]  # the fixed hardware fields (Config values)
+    configurations: int
+    holes: int
+    by_backend: dict[str | None, int]
+    patterns: tuple[HolePattern, ...]
+    uncovered: int  # holes matched by none of the patterns shown
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"platform": self.platform, "label": self.label, "hardware": dict(self.hardware),
+                "configurations": self.configurations, "holes": self.holes,
+                "by_backend": {str(k) if k is not None else None: v for k, v in self.by_backend.items()},
+                "patterns": [p.to_dict() for p in self.patterns], "uncovered": self.uncovered}
+
+
+@dataclass(frozen=True)
+class CoverageReport:
+    fields: tuple[str, ...]  # swept fields besides the hardware (role included)
+    all_fields: bool
+    groups: tuple[GroupCoverage, ...]
+    dead: tuple[str, ...]  # never selected automatically anywhere
+    explicit_only: tuple[str, ...]  # never selected automatically by design (requested only)
+    unreached: tuple[tuple[str, str], ...]  # (priority list, backend) entries never selected by that list
+    whole_space: int  # configurations in the dead-rule sweep
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def holes(self) -> int:
+        return sum(g.holes for g in self.groups)
+
+    @property
+    def configurations(self) -> int:
+        return sum(g.configurations for g in self.groups)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"fields": list(self.fields), "all_fields": self.all_fields, "configurations": self.configurations,
+                "holes": self.holes, "groups": [g.to_dict() for g in self.groups], "dead": list(self.dead),
+                "explicit_only": list(self.explicit_only),
+                "unreached": [{"list": a, "backend": b} for a, b in self.unreached],
+                "whole_space": self.whole_space, "notes": list(self.notes)}
+
+    def __str__(self) -> str:
+        lines = [f"Coverage: {self.holes:,} of {self.configurations:,} configurations have no backend "
+                 f"(swept: {', '.join(self.fields)}{'; every other field too' if self.all_fields else ''})."]
+        for g in self.groups:
+            pct = 100.0 * g.holes / g.configurations if g.configurations else 0.0
+            lines.append(f"{g.platform} {g.label}: {g.holes:,} of {g.configurations:,} without a backend ({pct:.1f}%)")
+            for p in g.patterns:
+                lines.append(f"  - {p}  ({p.holes:,})")
+            if g.uncovered:
+                lines.append(f"  - ... {g.uncovered:,} more not matched by the patterns above")
+        lines.append("Backends never selected automatically: " + (", ".join(self.dead) or "none")
+                     + (f" (explicit only by design: {', '.join(self.explicit_only)})" if self.explicit_only else ""))
+        if self.unreached:
+            lines.append("Priority-list entries never reached: "
+                         + "; ".join(f"{b} in '{pl}'" for pl, b in self.unreached))
+        lines.extend(self.notes)
+        return "\n".join(lines)
+
+
+def _show(v: Any) -> str:
+    if v is None:
+        return "None"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def _groups(rules: Any, config: Config) -> list[tuple[str, str, dict[str, Any]]]:
+    """(platform, label, hardware changes) for each platform / value class of the GPU field."""
+    plats = rules.domains["platform"] if config.platform is ANY else (config.platform,)
+    out = []
+    for p in plats:
+        if p == "cuda":
+            if config.compute_capability is ANY:
+                gens: dict[Any, list[str]] = {}
+                for g, name in rules.generations.items():
+                    major, _, minor = g.partition(".")
+                    rep = class_of(rules, "compute_capability", int(major) * 10 + int(minor or 0))
+                    gens.setdefault(rep, []).append(name)
+                for vc in value_classes(rules, "compute_capability"):
+                    rep = vc.representative
+                    if rep is None:
+                        continue
+                    cc = format_cc((rep // 10, rep % 10))
+                    label = ", ".join(gens.get(rep, [])) or (
+                        f"SM {cc} class (no listed GPU; e.g. "
+                        + ", ".join(format_cc((x // 10, x % 10)) for x in vc.examples[:3] if x is not None) + ")")
+                    out.append((p, label, {"platform": p, "compute_capability": cc, "rocm_arch": None}))
+            else:
+                cc = format_cc(config.compute_capability) if config.compute_capability is not None else None
+                out.append((p, f"SM {cc}", {"platform": p, "compute_capability": cc, "rocm_arch": None}))
+        elif p == "rocm":
+            if config.rocm_arch is ANY:
+                members: dict[Any, list[str]] = {}
+                for a in rules.domains["rocm_arch"]:
+                    members.setdefault(class_of(rules, "rocm_arch", a), []).append(a)
+                for vc in value_classes(rules, "rocm_arch"):
+                    if vc.representative is None:
+                        continue
+                    label = ", ".join(members.get(vc.representative, [vc.representative]))
+                    out.append((p, label, {"platform": p, "compute_capability": None, "rocm_arch": vc.representative}))
+            else:
+                arch = config.rocm_arch or "gfx942"
+                out.append((p, arch, {"platform": p, "compute_capability": None, "rocm_arch": arch}))
+        else:
+            out.append((p, "", {"platform": p, "compute_capability": None, "rocm_arch": None}))
+    return out
+
+
+def _patterns(s: Any, max_patterns: int) -> tuple[list[HolePattern], int]:
+    """Greedy cover of the holes of sweep `s` by maximal boxes (fields fixed / free)."""
+    import numpy as np
+    fields, grid = s.grid()
+    holes = grid == -1
+    ok = holes | (grid == -2)  # excluded combinations are not configurations: they never block a pattern
+    remaining = holes.copy()
+    order = sorted(range(grid.ndim), key=lambda a: (-grid.shape[a], a))
+    out: list[HolePattern] = []
+    while len(out) < max_patterns:
+        flat = np.flatnonzero(remaining)
+        if not len(flat):
+            break
+        best: tuple[int, Any, list[int]] | None = None
+        for k in range(min(_SEEDS, len(flat))):  # a few seeds spread over the holes left; keep the best box
+            cell = [int(i) for i in np.unravel_index(int(flat[k * len(flat) // _SEEDS]), grid.shape)]
+            box: list[Any] = list(cell)
+            for ax in order:
+                trial = list(box)
+                trial[ax] = slice(None)
+                if ok[tuple(trial)].all():
+                    box = trial
+            gain = int(remaining[tuple(box)].sum())
+            if best is None or gain > best[0]:
+                best = (gain, box, cell)
+        assert best is not None
+        _, box, cell = best
+        sel = tuple(box)
+        pattern = {f: s.values[f][i] for f, i in zip(fields, box) if not isinstance(i, slice)}
+        example = {f: s.values[f][i] for f, i in zip(fields, cell)}
+        out.append(HolePattern(pattern, int(holes[sel].sum()), example))
+        remaining[sel] = False
+    out.sort(key=lambda p: (-p.holes, len(p.pattern)))
+    return out, int(remaining.sum())
+
+
+def coverage_report(config: Config | None = None, *, all_fields: bool = False, role: Any = ANY,
+                    max_patterns: int = 8) -> CoverageReport:
+    """Holes per platform / GPU generation and dead rules of the active rules (see the module doc).
+
+    config: restrict to the completions of this partial config (its ANY fields are swept, its
+    hardware fields choose the groups); default: MODEL_FIELDS free on every platform and GPU.
+    """
+    rules = default_rules()
+    if config is None:
+        config = Config(platform=ANY, compute_capability=ANY, rocm_arch=ANY, **{f: ANY for f in MODEL_FIELDS})
+    swept = tuple(f for f in config.free_fields if f not in HARDWARE) + (("role",) if role is ANY else ())
+    groups = []
+    for plat, label, hw in _groups(rules, config):
+        changes = {k: v for k, v in hw.items() if getattr(config, k) is ANY or k == "platform"}
+        base = config.replace(**changes)
+        s = sweep(base, role=role)
+        counts = s.by_backend()
+        total, holes = len(s), counts.get(None, 0)
+        if all_fields:
+            every = base.replace(**{f: ANY for f in FIELD_NAMES if f not in (*HARDWARE, "backend")
+                                    and getattr(base, f) is not ANY})
+            full = sweep(every, role=role)
+            counts = full.by_backend()
+            total, holes = len(full), counts.get(None, 0)
+        patterns: list[HolePattern] = []
+        uncovered = 0
+        if s.by_backend().get(None, 0):
+            if s.raw_size <= 4_000_000:
+                patterns, uncovered = _patterns(s, max_patterns)
+                if all_fields:
+                    uncovered = 0  # patterns describe the default-switch space; counts the whole space
+            else:
+                patterns = [HolePattern({}, 0, a) for a, _ in s.rows(None, limit=3)]
+        hardware = {k: v for k, v in hw.items() if v is not None}
+        groups.append(GroupCoverage(plat, label, hardware, total, holes, counts, tuple(patterns), uncovered))
+
+    # Dead rules: the whole space, every field free, automatic selection only.
+    whole = Config(**{f: ANY for f in FIELD_NAMES if f != "backend"}, backend=None)
+    ws = sweep(whole, role=ANY)
+    by_list = ws.by_list()
+    reached = {b for (_, b), n in by_list.items() if n and b is not None}
+    explicit = tuple(b for b, x in rules.backends.items() if x.explicit_only)
+    dead = tuple(b for b in rules.backends if b not in reached and b not in explicit)
+    unreached = []
+    for pl in rules.lists:
+        for e in pl.entries:
+            if rules.backends[e.backend].explicit_only:
+                continue
+            if not by_list.get((pl.name, e.backend)):
+                unreached.append((pl.name, e.backend))
+    notes = []
+    if all_fields:
+        notes.append("Counts cover every field; patterns are drawn with vLLM's environment switches at their defaults.")
+    return CoverageReport(swept, all_fields, tuple(groups), dead, explicit, tuple(unreached), len(ws), tuple(notes))

@@ -1,0 +1,107 @@
+"""coverage_report(): every hole pattern is all holes, counts add up, and dead rules are found."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from attnsolve import ANY, Config, ConfigError, InvalidBackendError, NoValidBackendError, use_rules
+from attnsolve.coverage import MODEL_FIELDS, coverage_report
+from attnsolve.rules import RULES_DIR
+from attnsolve.selection import solve_uncached
+from attnsolve.sweep import sweep
+
+
+@pytest.fixture(scope="module")
+def report():
+    return coverage_report()
+
+
+def test_counts_add_up(report) -> None:
+    assert report.holes == sum(g.holes for g in report.groups)
+    plats = {g.platform for g in report.groups}
+    assert plats == {"cuda", "rocm", "cpu"}
+    for g in report.groups:
+        assert sum(g.by_backend.values()) == g.configurations
+        assert g.by_backend.get(None, 0) == g.holes
+        assert g.uncovered <= g.holes
+    assert set(report.fields) == {*MODEL_FIELDS, "role"}
+    d = report.to_dict()
+    assert d["holes"] == report.holes and len(d["groups"]) == len(report.groups)
+    assert "without a backend" in str(report)
+
+
+def test_every_pattern_is_only_holes(report) -> None:
+    for g in report.groups:
+        base = Config(**{"platform": g.platform, **g.hardware, **{f: ANY for f in MODEL_FIELDS}})
+        for p in g.patterns:
+            fixed = {k: v for k, v in p.pattern.items() if k != "role"}
+            s = sweep(base.replace(**fixed), role=p.pattern.get("role", ANY))
+            assert set(s.by_backend()) == {None}, (g.label, p.pattern)
+            assert s.by_backend()[None] == p.holes
+            ex = p.example
+            cfg = base.replace(**{k: v for k, v in ex.items() if k != "role"})
+            with pytest.raises((NoValidBackendError, InvalidBackendError)):
+                solve_uncached(cfg, ex.get("role", "decode"))
+
+
+def test_patterns_are_maximal(report) -> None:
+    """Freeing any fixed field of a pattern takes in a configuration that has a backend."""
+    g = next(g for g in report.groups if g.platform == "cuda" and g.patterns)
+    base = Config(**{"platform": g.platform, **g.hardware, **{f: ANY for f in MODEL_FIELDS}})
+    for p in g.patterns[:3]:
+        for drop in p.pattern:
+            rest = {k: v for k, v in p.pattern.items() if k != drop}
+            s = sweep(base.replace(**{k: v for k, v in rest.items() if k != "role"}), role=rest.get("role", ANY))
+            assert set(s.by_backend()) - {None}, (p.pattern, drop)
+
+
+def test_default_rules_have_no_dead_backend(report) -> None:
+    assert report.dead == ()
+    assert "TREE_ATTN" in report.explicit_only
+    # FlashAttention MLA needs Hopper: listed for SM 10.x but never reached there.
+    assert any(b == "FLASH_ATTN_MLA" and "10.x" in pl for pl, b in report.unreached)
+
+
+def test_a_shadowed_backend_is_dead(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(RULES_DIR, rules, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    cpu = (rules / "cpu.toml").read_text()
+    cpu = cpu.replace('[platforms.cpu]', '''[backends.CPU_SHADOW]
+platforms = ["cpu"]
+role = "decode"
+summary = "test: always behind CPU_ATTN"
+
+[platforms.cpu]''')
+    cpu = cpu.rstrip() + "\n"
+    assert cpu.rstrip().endswith("]")
+    cpu = cpu.rstrip()[:-1] + '''  { backend = "CPU_SHADOW", checks = [
+    { reason = "MLA is not supported on CPU.", require = { use_mla = false } },
+    { reason = "Sparse Attention is not supported on CPU.", require = { use_sparse = false } },
+  ] },
+]
+'''
+    (rules / "cpu.toml").write_text(cpu)
+    with use_rules(rules):
+        r = coverage_report(Config(platform="cpu", dtype=ANY, use_mla=ANY, head_size=ANY))
+        assert "CPU_SHADOW" in r.dead
+        assert ("CPU", "CPU_SHADOW") in r.unreached
+        assert len(r.groups) == 1 and r.groups[0].platform == "cpu"
+
+
+def test_partial_config_restricts_the_groups() -> None:
+    r = coverage_report(Config(platform="cuda", compute_capability="9.0", dtype=ANY, head_size=ANY), role="decode")
+    assert [g.label for g in r.groups] == ["SM 9.0"]
+    assert r.fields == ("dtype", "head_size")
+    g = r.groups[0]
+    assert g.configurations == len(sweep(Config(platform="cuda", compute_capability="9.0", dtype=ANY, head_size=ANY)))
+
+
+def test_all_fields_counts_the_whole_space() -> None:
+    r = coverage_report(Config(platform="cpu", dtype=ANY, head_size=ANY), all_fields=True, role="decode")
+    g = r.groups[0]
+    assert g.configurations > 1000 and g.holes <= g.configurations
+    with pytest.raises(ConfigError):
+        coverage_report(Config(platform="cpu", dtype="bf16", use_mla=False), role="mla_prefill")
