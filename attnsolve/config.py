@@ -183,9 +183,15 @@ def gpu_key(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum())
 
 
+_GPU_TABLES: dict[int, dict[str, Mapping[str, Any]]] = {}
+
+
 def lookup_gpu(name: Any) -> Mapping[str, Any]:
     rules = default_rules()
-    table = {gpu_key(k): v for k, v in rules.gpus.items()}
+    table = _GPU_TABLES.get(id(rules))
+    if table is None:
+        _GPU_TABLES.clear()
+        table = _GPU_TABLES[id(rules)] = {gpu_key(k): v for k, v in rules.gpus.items()}
     if not isinstance(name, str) or gpu_key(name) not in table:
         names = sorted(rules.gpus)
         raise ConfigError("gpu", name, "a known GPU name: " + ", ".join(names),
@@ -344,7 +350,14 @@ def _normalise(cfg: Config) -> dict[str, Any]:
         v = _choice("flash_attn_version", v, tuple(dom["flash_attn_version"]))
     out["flash_attn_version"] = v
     v = get("use_trtllm_attention")
-    out["use_trtllm_attention"] = v if v is None or v is ANY else _as_bool("use_trtllm_attention", v)
+    if v is not None and v is not ANY and not isinstance(v, bool) and not (isinstance(v, str) and v.strip().lower() in ("none", "auto", "")):
+        try:
+            v = _as_bool("use_trtllm_attention", v)
+        except ConfigError:
+            raise ConfigError("use_trtllm_attention", v, ("None (auto)", "true", "false")) from None
+    elif isinstance(v, str):
+        v = None
+    out["use_trtllm_attention"] = v
 
     mla = out["use_mla"]
     v = get("head_size")

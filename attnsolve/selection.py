@@ -141,11 +141,13 @@ def evaluate(comp: CompiledRules, config: Config, role: str, available: frozense
     idx = comp.first_valid(masks, sat, allowed)
     if p.warning:
         warnings.append(p.warning)
+    facts["__sat__"] = sat  # read by candidate_reasons; never a rule field
     return facts, p, idx, warnings
 
 
 def candidate_reasons(cand: Candidate, facts: dict[str, Any], available: frozenset[str] | None) -> tuple[str, ...]:
-    reasons = reasons_of(cand, facts)
+    sat = facts.get("__sat__")
+    reasons = reasons_of(cand, facts) if sat is None else compiled_rules().reasons(cand, facts, sat)
     if available is not None and cand.backend not in available:
         reasons = (*reasons, NOT_RUNNABLE)
     return reasons

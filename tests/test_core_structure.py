@@ -80,9 +80,6 @@ def test_list_entry_naming_no_backend(tmp_path):
     assert any("FLASH_ATTN4" in msg and "standard, other GPUs" in loc for _, loc, msg in problems)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "loader bug (attnsolve/rules/loader.py _check_references, structure.py list checks): problems in a "
-    "priority list report the platform name ('cuda') in the file slot instead of the TOML file ('cuda.toml')"))
 def test_list_entry_naming_no_backend_names_the_file(tmp_path):
     root = _copy(tmp_path)
     _edit(root / "cuda.toml", 'entries = ["FLASH_ATTN", "FLASHINFER", "TRITON_ATTN", "FLEX_ATTENTION"]',

@@ -134,8 +134,9 @@ def _gather(cache: torch.Tensor, bt_row: torch.Tensor, L: int, dtype, s: float) 
     bs = cache.shape[1]
     nblk = -(-L // bs)
     blocks = bt_row[:nblk].long()
-    x = cache.permute(2, 0, 1, 3)[:, blocks]  # [Hkv, nblk, bs, D], one copy of this sequence only
-    x = x.reshape(x.shape[0], nblk * bs, x.shape[-1])[:, :L]
+    # whole-block copies of this sequence only (index_select is a memcpy per block), then [Hkv, L, D]
+    x = torch.index_select(cache, 0, blocks).view(nblk * bs, cache.shape[2], cache.shape[3])[:L]
+    x = x.transpose(0, 1).contiguous()
     if x.dtype in _FP8 or s != 1.0:
         x = x.to(torch.float32)
         if s != 1.0:

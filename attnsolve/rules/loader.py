@@ -377,7 +377,7 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
             for i, raw_list in enumerate(p.get("lists", [])):
                 loc = f"platforms.{plat}.lists[{i}]"
                 try:
-                    lists.append(_priority_list(plat, raw_list, settings, known))
+                    lists.append(replace(_priority_list(plat, raw_list, settings, known), source=fname))
                 except (ValueError, KeyError, TypeError) as e:
                     col.add(fname, loc, str(e))
         if plat not in domains.get("platform", ()):
@@ -514,7 +514,7 @@ def _check_references(rules: RuleSet, abstract: set[str], col: _Collector) -> No
         for e in (*pl.entries, *pl.manual_accept):
             if e.backend not in rules.backends:
                 why = "an abstract base" if e.backend in abstract else "no backend"
-                col.add(pl.platform, f"list {pl.name!r}", f"entry {e.backend!r} names {why}")
+                col.add(pl.source or pl.platform, f"platforms.{pl.platform}.lists {pl.name!r}", f"entry {e.backend!r} names {why}")
             elif pl.platform not in rules.backends[e.backend].platforms:
-                col.add(pl.platform, f"list {pl.name!r}",
+                col.add(pl.source or pl.platform, f"platforms.{pl.platform}.lists {pl.name!r}",
                         f"entry {e.backend!r} is not declared for platform {pl.platform!r}")

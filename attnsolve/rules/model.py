@@ -299,6 +299,7 @@ class PriorityList:
     manual_other: str = ""
     ignore_warning: str = ""
     warn_unvalidated: bool = False
+    source: str = ""
 
     def applies(self, facts: Mapping[str, Any]) -> bool:
         return all(lit(facts) for lit in self.when)

@@ -33,7 +33,7 @@ def check_structure(rules: RuleSet, parents: Mapping[str, str | None], files: Ma
         for i, name in enumerate(names):
             prio.add_edge(node, ("backend", name))
             if name in names[:i]:
-                yield pl.platform, f"list {pl.name!r}", f"backend {name!r} listed twice"
+                yield pl.source or pl.platform, f"platforms.{pl.platform}.lists {pl.name!r}", f"backend {name!r} listed twice"
     for name, b in rules.backends.items():
         if b.explicit_only:
             continue

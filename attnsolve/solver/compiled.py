@@ -25,6 +25,7 @@ class CompiledRules:
         self._memo: dict[str, dict[Any, int]] = {}
         self._plans: dict[tuple[int, str | None], tuple[Plan, tuple[int, ...]]] = {}
         self._list_index = {id(pl): i for i, pl in enumerate(rules.lists)}
+        self._cand_bits: dict[int, tuple[Candidate, tuple[tuple[int, Check], ...]]] = {}
         for pl in rules.lists:
             for req in (None, *rules.backends):
                 self._plan(pl, req)
@@ -71,7 +72,23 @@ class CompiledRules:
         if got is None:
             p = plan(self.rules, pl, requested)
             got = self._plans[key] = (p, tuple(self._mask(c) for c in p.candidates))
+            for c in p.candidates:
+                self._cand_bits[id(c)] = (c, tuple((1 << self._clause(ch), ch) for ch in c.checks))
         return got
+
+    def reasons(self, cand: Candidate, facts: Mapping[str, Any], sat: int) -> tuple[str, ...]:
+        """vLLM's reasons against `cand`, in check order, read off the satisfied-clause bitset."""
+        got = self._cand_bits.get(id(cand))
+        if got is None or got[0] is not cand:
+            from .semantics import reasons_of
+            return reasons_of(cand, facts)
+        out: list[str] = []
+        for bit, check in got[1]:
+            if not sat & bit:
+                r = check.render(facts)
+                if r not in out:
+                    out.append(r)
+        return tuple(out)
 
     def plan_for(self, facts: Mapping[str, Any]) -> tuple[Plan, tuple[int, ...]] | None:
         key = tuple(facts.get(f) for f in self._list_fields)
