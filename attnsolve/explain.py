@@ -432,7 +432,7 @@ def find_fixes(config: Config, role: str, available: frozenset[str] | None, requ
         for c in sorted(known, key=len):
             if all(not (c & d) for d in disjoint):
                 disjoint.append(c)
-        max_size = min(max(max_size, len(disjoint)), 6)
+        max_size = min(max(max_size, len(disjoint)), 8)
         pool = sorted({f for c in known for f in c if f not in _NEVER_CHANGE},
                       key=lambda f: (_COST.get(f, 0), FIELD_NAMES.index(f)))
         grew = False
@@ -464,7 +464,7 @@ def find_fixes(config: Config, role: str, available: frozenset[str] | None, requ
             continue  # same size again with the larger conflict family
         if len(fixes) >= max_fixes:
             break
-        if size == max_size and not worked and max_size < 6:
+        if size == max_size and not worked and max_size < 8:
             max_size += 1  # nothing smaller works: a fix needs more changes
         size += 1
     fixes.sort(key=lambda t: t[0])
