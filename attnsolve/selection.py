@@ -178,6 +178,8 @@ def preferred_block_size(rules: RuleSet, backend: str, block_size: int | None) -
     """The KV block size vLLM's start-up would set: the user's, else 16 if accepted, else the smallest kernel size."""
     if block_size is not None:
         return block_size
+    if rules.backends[backend].preferred_block_size is not None:
+        return rules.backends[backend].preferred_block_size
     sizes = rules.backends[backend].caps.kernel_block_sizes
     if not sizes or any(16 % s == 0 for s in sizes):
         return 16

@@ -23,7 +23,7 @@ EXTRA_FIELDS = {"role": ("decode", "mla_prefill")}
 _BACKEND_KEYS = {
     "platforms", "role", "summary", "dtypes", "kv_cache_dtypes", "kernel_block_sizes", "head_sizes",
     "compute_capability", "attn_types", "sink", "mm_prefix", "mla", "sparse", "dcp", "explicit_only",
-    "parent", "abstract", "variant_field", "variants", "checks", "warnings",
+    "parent", "abstract", "variant_field", "variants", "checks", "warnings", "preferred_block_size",
 }
 _CAP_KEYS = ("dtypes", "kv_cache_dtypes", "kernel_block_sizes", "head_sizes", "compute_capability",
              "attn_types", "sink", "mm_prefix", "mla", "sparse", "dcp")
@@ -457,7 +457,10 @@ def _backend(name: str, full: dict, fname: str, known: set[str], domains: dict, 
         if not isinstance(w, dict) or not isinstance(w.get("message"), str) or set(w) - {"message", "when"}:
             raise ValueError(f"warnings #{i + 1} needs 'message' (and optional 'when')")
         warns.append((w["message"], _literals(w.get("when", {}), known)))
-    return Backend(warnings=tuple(warns), name=name, platforms=platforms, role=role, caps=caps, checks=tuple(checks),
+    pbs = full.get("preferred_block_size")
+    if pbs is not None and (isinstance(pbs, bool) or not isinstance(pbs, int) or pbs not in domains.get("block_size", ())):
+        raise ValueError(f"preferred_block_size {pbs!r} not in the block_size domain {list(domains.get('block_size', ()))}")
+    return Backend(warnings=tuple(warns), preferred_block_size=pbs, name=name, platforms=platforms, role=role, caps=caps, checks=tuple(checks),
                    variant_field=variant_field, variants=tuple(variants),
                    explicit_only=bool(full.get("explicit_only", False)), parent=full.get("parent"),
                    summary=str(full.get("summary", "")), source=fname)

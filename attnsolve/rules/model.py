@@ -224,6 +224,8 @@ class Backend:
     source: str = ""
     # Runtime pitfalls vLLM only hits after selection (message, conditions): surfaced as warnings.
     warnings: tuple[tuple[str, tuple[Literal, ...]], ...] = ()
+    # The block size vLLM's start-up sets for this backend when the user gives none (None: vLLM's rule).
+    preferred_block_size: int | None = None
 
     def variant_for(self, value: Any) -> str | None:
         for v in self.variants:
