@@ -309,6 +309,7 @@ class _Bits:
         self.nbits = self.nclauses + len(self.lists)
         self.W = max(1, (self.nbits + 63) // 64)
         self._cache: dict[tuple[str, Any], int] = {}
+        self._plan_words: dict[tuple[int, int], Any] = {}
         self.list_fields: dict[str, list[tuple[int, Any]]] = {}
         for i, pl in enumerate(self.lists):
             for lit in pl.when:
@@ -332,6 +333,13 @@ class _Bits:
             self._cache[key] = got
         return got
 
+    def plan_words(self, key: tuple[int, int], masks: tuple[int, ...]) -> Any:
+        got = self._plan_words.get(key)
+        if got is None:
+            clause_only = [m & ((1 << self.nclauses) - 1) for m in masks]
+            got = self._plan_words[key] = self.words(clause_only).reshape(len(masks), self.W)
+        return got
+
     def words(self, ints: list[int]) -> Any:
         np = _np()
         W = self.W
@@ -340,6 +348,18 @@ class _Bits:
         for j in range(W):
             arr[:, j] = [(x >> (64 * j)) & m for x in ints]
         return arr
+
+
+_BITS: list[tuple[Any, _Bits]] = []
+
+
+def _bits_for(comp: Any) -> _Bits:
+    """One bit layout (and its per-value caches) per compiled rule set."""
+    if _BITS and _BITS[0][0] is comp:
+        return _BITS[0][1]
+    b = _Bits(comp)
+    _BITS[:] = [(comp, b)]
+    return b
 
 
 def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None = None) -> Sweep:
@@ -381,7 +401,7 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
         owner["rocm_arch"] = owner["platform"]  # None on rocm means gfx942: depends on the platform row
     fact_fields = (*FIELD_NAMES, "role", *rules.derived)
 
-    bits = _Bits(comp)
+    bits = _bits_for(comp)
     np = _np()
     backend_index = {b: i for i, b in enumerate(rules.backends)}
     plan_fields = {"platform", "backend", "role", *bits.list_fields}
@@ -485,8 +505,7 @@ class _PlanTable:
             p, masks = self.comp._plan(pl, None if req < 0 else self.names[req])
             pid = self.index[key] = len(self.keys)
             self.keys.append(key)
-            clause_only = [m & ((1 << self.bits.nclauses) - 1) for m in masks]
-            self.masks.append(self.bits.words(clause_only).reshape(len(masks), self.bits.W))
+            self.masks.append(self.bits.plan_words(key, masks))
             self.allowed.append(np.array([self.avail is None or c.backend in self.avail for c in p.candidates],
                                          dtype=bool))
             self.cands.append(np.array([self._bidx[c.backend] for c in p.candidates], dtype=np.int32))
