@@ -159,12 +159,14 @@ def _add_query_flags(p: argparse.ArgumentParser) -> None:
                    help="decode (default; MLA decode for MLA models) or mla_prefill")
 
 
-_parser_cache: list[argparse.ArgumentParser] = []
+_parser_cache: dict[str | None, argparse.ArgumentParser] = {}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    if _parser_cache:
-        return _parser_cache[0]
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only `command`'s sub-parser gets its (many) flags, which keeps start-up short."""
+    if command in _parser_cache:
+        return _parser_cache[command]
+    full = lambda verb: command == verb  # noqa: E731
     common = _Parser(add_help=False, allow_abbrev=False)
     common.add_argument("--json", action="store_true", help="print the versioned JSON envelope instead of text")
     top = _Parser(prog=PROG, allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -183,15 +185,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     p = sub.add_parser("select", parents=[common], help="the backend vLLM selects", allow_abbrev=False,
                        description="Print the backend vLLM selects for the configuration (and the variant).")
-    _add_query_flags(p)
+    if full("select"):
+        _add_query_flags(p)
     p = sub.add_parser("explain", parents=[common], help="why this backend, why not the others, the smallest fix",
                        allow_abbrev=False, description="Selected backend, why each higher-priority backend lost, "
                        "the minimal conflict and the smallest fixes.")
-    _add_query_flags(p)
+    if full("explain"):
+        _add_query_flags(p)
     p = sub.add_parser("matrix", parents=[common], help="selection over free fields (e.g. GPU x KV dtype)",
                        allow_abbrev=False, description="Selection for every combination of the --over fields "
                        "(the rest from the flags). Default --over compute_capability,kv_cache_dtype.")
-    _add_query_flags(p)
+    if full("matrix"):
+        _add_query_flags(p)
     p.add_argument("--over", action="append", metavar="FIELDS",
                    help="comma-separated fields (compute_capability, kv_cache_dtype, dtype, block_size, head_size, "
                         "...), or FIELD=V1,V2 for chosen values; repeatable")
@@ -207,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="do not write; exit 1 with a unified diff on drift")
     p.add_argument("--output", "-o", metavar="PATH", default="docs/attention_backends.md",
                    help="file to write or check (default docs/attention_backends.md; '-' for stdout)")
-    _parser_cache.append(top)
+    _parser_cache[command] = top
     return top
 
 
@@ -225,9 +230,9 @@ def _closest(value: str, options: Sequence[str]) -> str | None:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = build_parser()
     argv = list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else None)
     if command is not None and command not in COMMANDS and argv.index(command) == _first_positional(argv):
         hit = _closest(command, COMMANDS)
         raise UsageError(f"unknown command {command!r}", [f"commands: {', '.join(COMMANDS)}"],
