@@ -42,6 +42,18 @@ __all__ = ["triton_paged_attention", "interpreter_reason", "is_interpreted"]
 
 
 @triton.jit
+def _e4m3fn_bits_to_f32(b):
+    """float8_e4m3fn bits (loaded as uint8) -> float32, for GPUs whose Triton has no
+    fp8e4nv conversion (SM < 8.9).  bias 7, subnormals, no infinities; 0x7F/0xFF are NaN."""
+    x = b.to(tl.int32)
+    e = (x >> 3) & 15
+    m = (x & 7).to(tl.float32)
+    mag = tl.where(e == 0, m * 0.001953125, (8.0 + m) * tl.exp2((e - 10).to(tl.float32)))  # m/8*2^-6 | (1+m/8)*2^(e-7)
+    mag = tl.where((e == 15) & ((x & 7) == 7), float("nan"), mag)
+    return tl.where((x & 128) != 0, -mag, mag)
+
+
+@triton.jit
 def _unified_attention_kernel(
     out_ptr,
     seg_acc_ptr,
@@ -89,6 +101,7 @@ def _unified_attention_kernel(
     DOT_F32: tl.constexpr,
     NUM_SEGMENTS: tl.constexpr,
     NUM_HEADS: tl.constexpr,
+    FP8_BITS: tl.constexpr,
 ):
     q_block_global = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -188,6 +201,8 @@ def _unified_attention_kernel(
                 mask=d_ok[:, None] & k_ok[None, :],
                 other=0.0,
             )  # [HEAD_PAD, TILE]
+            if FP8_BITS:
+                k = _e4m3fn_bits_to_f32(k)
             if USE_K_SCALE:
                 k = (k.to(tl.float32) * k_scale).to(q.dtype)
             else:
@@ -201,6 +216,8 @@ def _unified_attention_kernel(
                 mask=k_ok[:, None] & dv_ok[None, :],
                 other=0.0,
             )  # [TILE, HEAD_PAD_V]
+            if FP8_BITS:
+                v = _e4m3fn_bits_to_f32(v)
             if USE_V_SCALE:
                 v = (v.to(tl.float32) * v_scale).to(q.dtype)
             else:
@@ -346,6 +363,7 @@ def triton_paged_attention(
     block_m: int | None = None,
     tile: int | None = None,
     num_segments: int | None = None,
+    fp8_bits: bool | None = None,
 ) -> torch.Tensor:
     """Paged attention with the unified Triton kernel; returns a tensor like ``query``.
 
@@ -355,6 +373,8 @@ def triton_paged_attention(
     splits each program's keys into that many parallel segments combined by a second
     kernel (split-KV, for decode batches too small to fill the GPU); default: 1 on CPU,
     on GPU chosen from the shapes alone (no host sync) for decode-only batches.
+    ``fp8_bits``: decode a ``float8_e4m3fn`` cache from its bits in the kernel (default:
+    on CUDA GPUs below SM 8.9, where Triton has no fp8e4nv conversion).
     """
     if query.dim() != 3 or key_cache.dim() != 4 or value_cache.dim() != 4:
         raise ValueError(
@@ -427,6 +447,17 @@ def triton_paged_attention(
     else:
         seg_acc = seg_ml = dummy
 
+    e4m3 = key_cache.dtype == torch.float8_e4m3fn
+    if e4m3 != (value_cache.dtype == torch.float8_e4m3fn):
+        raise ValueError(f"Expected key and value caches of one dtype, but got {key_cache.dtype} and {value_cache.dtype}.")
+    if fp8_bits is None:
+        fp8_bits = e4m3 and dev.type == "cuda" and not torch.version.hip and \
+            tuple(torch.cuda.get_device_capability(dev)) < (8, 9)
+    if fp8_bits and not e4m3:
+        raise ValueError(f"Expected a float8_e4m3fn cache for fp8_bits=True, but got {key_cache.dtype}.")
+    if fp8_bits:
+        key_cache, value_cache = key_cache.view(torch.uint8), value_cache.view(torch.uint8)
+
     grid = (T // block_q + num_seqs, Hkv, num_segments)
     kernel = _unified_attention_kernel
     _require_runnable("TRITON_ATTN", dev, kernel)
@@ -477,6 +508,7 @@ def triton_paged_attention(
         DOT_F32=dev.type == "cpu",
         NUM_SEGMENTS=num_segments,
         NUM_HEADS=H,
+        FP8_BITS=bool(fp8_bits),
     )
     if num_segments > 1:
         _reduce_segments_kernel[(T, H)](

@@ -134,6 +134,7 @@ def attn_cases(draw):
     sinks = draw(st.booleans())
     seed = draw(st.integers(0, 2**16))
     opts["num_segments"] = draw(st.sampled_from([1, 1, 2, 4]))  # split-KV (kernel knob, not reference)
+    opts["fp8_bits"] = fp8 == torch.float8_e4m3fn and draw(st.booleans())  # the SM < 8.9 path
     return seqs, num_kv_heads, group, head_size, block_size, dtype, fp8, opts, sinks, seed
 
 
@@ -150,8 +151,8 @@ def test_matches_reference(case):
     if fp8 is not None:
         kc, vc = (kc.float() / 2).to(fp8), (vc.float() / 4).to(fp8)
         opts.update(k_scale=2.0, v_scale=torch.tensor(4.0))
-    segments = opts.pop("num_segments")
-    out = triton_paged_attention(q, kc, vc, md, num_segments=segments, **opts)
+    segments, fp8_bits = opts.pop("num_segments"), opts.pop("fp8_bits")
+    out = triton_paged_attention(q, kc, vc, md, num_segments=segments, fp8_bits=fp8_bits, **opts)
     ref = paged_attention_reference(q, kc, vc, md, **opts)
     assert_matches(out, ref, dtype)
 
@@ -204,6 +205,23 @@ def test_split_kv_segments(segments):
 
 
 @needs_interp
+def test_e4m3_bit_decoder_is_exact_for_all_256_patterns():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def decode(x_ptr, y_ptr):
+        offs = tl.arange(0, 256)
+        tl.store(y_ptr + offs, triton_attn._e4m3fn_bits_to_f32(tl.load(x_ptr + offs)))
+
+    bits = torch.arange(256, dtype=torch.int32).to(torch.uint8)
+    y = torch.empty(256)
+    decode[(1,)](bits, y)
+    expect = bits.view(torch.float8_e4m3fn).float()
+    torch.testing.assert_close(y, expect, equal_nan=True, atol=0, rtol=0)
+
+
+@needs_interp
 def test_empty_query_rows_and_decode_only_batch():
     # a sequence with no query rows between two that have some
     q, kc, vc, md = make_batch([2, 0, 1], [6, 9, 12], 4, 2, 32, 4, seed=2)
@@ -246,6 +264,8 @@ def test_rejects_bad_shapes():
         triton_paged_attention(q, kc, vc, md, sliding_window=0)
     with pytest.raises(ValueError, match="dtype"):
         triton_paged_attention(q.double(), kc, vc, md)
+    with pytest.raises(ValueError, match="float8_e4m3fn cache"):
+        triton_paged_attention(q, kc, vc, md, fp8_bits=True)
 
 
 # --------------------------------------------------------------------------------------
