@@ -876,9 +876,15 @@ def run(argv: Sequence[str], stdout: IO[str], stderr: IO[str]) -> int:
         return result.exit_code
     except UsageError as e:
         stderr.write("\n".join(e.lines()) + "\n")
+        _json_error(argv, stdout, {"message": e.message, "details": list(e.details), "hint": e.hint})
         return EXIT_BAD_INPUT
     except ConfigError as e:
         stderr.write("\n".join(_config_error_lines(e)) + "\n")
+        flag = FLAG_OF.get(str(e.field), None)
+        accepted = e.accepted if isinstance(e.accepted, str) else [_show(a) for a in e.accepted]
+        _json_error(argv, stdout, {"message": str(e), "field": str(e.field), "flag": flag,
+                                   "value": e.value if isinstance(e.value, (str, int, float, bool, type(None)))
+                                   else str(e.value), "accepted": accepted, "suggestion": e.suggestion})
         return EXIT_BAD_INPUT
     except SystemExit as e:  # argparse --help
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_BAD_INPUT)
@@ -896,6 +902,16 @@ def run(argv: Sequence[str], stdout: IO[str], stderr: IO[str]) -> int:
         stderr.write(f"{PROG}: internal error: {type(e).__name__}: {e}\n"
                      "  this is a bug in attnsolve; please report it with the command line\n")
         return 3
+
+
+def _json_error(argv: Sequence[str], stdout: IO[str], error: dict[str, Any]) -> None:
+    """With --json, bad input also gets an envelope on stdout (exit_code 2, `error` instead of `result`)."""
+    if "--json" not in argv:
+        return
+    import json
+    command = next((a for a in argv if a in COMMANDS), None)
+    env = {"schema": SCHEMA, "command": command, "exit_code": EXIT_BAD_INPUT, "error": error}
+    stdout.write(json.dumps(env, indent=2, default=_json_default) + "\n")
 
 
 def _json_default(o: Any) -> Any:

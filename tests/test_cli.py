@@ -216,6 +216,14 @@ def test_from_env(capsys, monkeypatch):
     assert out.startswith("FLASH_ATTN (FA3)")  # the environment is read only when asked
 
 
+def test_bad_input_json_envelope(capsys):
+    code, out, err = run(capsys, "select", "--gpu", "H100", "--kv-cache-dtype", "fp8e4m3", "--json")
+    env = json.loads(out)
+    assert code == 2 and env["exit_code"] == 2 and "result" not in env
+    assert env["error"]["flag"] == "--kv-cache-dtype" and env["error"]["suggestion"] == "fp8_e4m3"
+    assert "fp8_e4m3" in env["error"]["accepted"] and err.startswith("attnsolve: error:")
+
+
 def test_help_exit_0(capsys):
     code, out, _ = run(capsys, "--help")
     assert code == 0 and "explain" in out
@@ -345,7 +353,11 @@ def test_random_argv(argv_pairs):
     assert code in (0, 1, 2), (argv, out, err)
     assert "Traceback" not in out + err
     if code == 2:
-        assert err.startswith("attnsolve: error:") and out == ""
+        assert err.startswith("attnsolve: error:")
+        if "--json" in argv:
+            assert json.loads(out)["exit_code"] == 2
+        else:
+            assert out == ""
         return
     assert err == ""
     if argv[0] == "selct" or extra in (["--bogus-flag"], ["stray"], ["--gpu"]):
