@@ -105,7 +105,11 @@ def priority_text(rules: RuleSet, b: Backend) -> str:
     if b.explicit_only:
         return "explicit only"
     parts = []
-    for platform, pos in priority_positions(rules, b).items():
+    positions = priority_positions(rules, b)
+    on_request = [f"{platform} on request only" for platform in b.platforms
+                  if platform not in positions and any(e.backend == b.name for pl in rules.lists_for(platform)
+                                                       for e in pl.manual_accept)]
+    for platform, pos in positions.items():
         if platform != "cuda":
             parts.append(f"{platform} #{pos['*']}")
             continue
@@ -113,6 +117,7 @@ def priority_text(rules: RuleSet, b: Backend) -> str:
         for cc, p in pos.items():
             by_pos.setdefault(p, []).append(cc)
         parts.append("cuda " + ", ".join(f"#{p} {_ranges(ccs)}" for p, ccs in sorted(by_pos.items())))
+    parts += on_request
     return "; ".join(parts) if parts else "not in a priority list"
 
 
