@@ -533,6 +533,14 @@ def _with(q: Query, changes: Mapping[str, Any]) -> str:
     return " and ".join(change_text(q, k, v) for k, v in changes.items())
 
 
+def _model_change_text(q: Query, changes: Mapping[str, Any]) -> str:
+    """'a model with has_sink=false (and --kv-cache-dtype bfloat16)': model facts, then flags."""
+    model = {k: v for k, v in changes.items() if _field_kind(k) == "model"}
+    rest = {k: v for k, v in changes.items() if k not in model}
+    text = "a model with " + ", ".join(f"{k}={_show(v)}" for k, v in model.items())
+    return text + (f" (and {fix_text(q, rest)})" if rest else "")
+
+
 def _lost_lines(q: Query, c: Any, why: Mapping[str, Any]) -> tuple[list[str], str | None]:
     lines = wrap("; ".join(c.reasons), indent=" " * 4, first=f"  {c.backend}: ")
     by_kind: dict[str, list[Mapping[str, Any]]] = {}
@@ -548,7 +556,7 @@ def _lost_lines(q: Query, c: Any, why: Mapping[str, Any]) -> tuple[list[str], st
         if "hardware" in by_kind:
             parts.append(_with(q, by_kind["hardware"][0]["changes"]))
         if "model" in by_kind and not why["hardware_only"]:
-            parts.append("a model with " + ", ".join(f"{k}={_show(v)}" for k, v in by_kind["model"][0]["changes"].items()))
+            parts.append(_model_change_text(q, by_kind["model"][0]["changes"]))
         what = "impossible on this GPU" if why["hardware_only"] or "hardware" in by_kind else \
             "no setting helps with this model"
         lines += wrap(what + ("; runs with " + ", or ".join(parts) if parts else ""), indent=" " * 6, first="    ")
