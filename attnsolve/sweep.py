@@ -306,6 +306,7 @@ class _Bits:
         rules = comp.rules
         self.lists = rules.lists
         self.nclauses = comp.clause_count
+        self.clause_mask = (1 << self.nclauses) - 1
         self.nbits = self.nclauses + len(self.lists)
         self.W = max(1, (self.nbits + 63) // 64)
         self._cache: dict[tuple[str, Any], int] = {}
@@ -323,6 +324,8 @@ class _Bits:
             for pred, mask in self.comp._field_lits.get(field, ()):
                 if pred(value):
                     got |= mask
+            # Explanations may add clauses to the compiled rules later: keep to this layout's clauses.
+            got &= self.clause_mask
             for i, pred in self.list_fields.get(field, ()):
                 if not pred(value):
                     got |= 1 << (self.nclauses + i)
