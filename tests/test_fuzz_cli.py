@@ -1,0 +1,140 @@
+"""Fuzzing the CLI in-process: every argv ends with exit code 0, 1 or 2, no traceback, and 0/1 agrees with solve.
+
+- a config drawn from the rules, spelled as flags, gives `select` exit 0 with the backend the oracle selects,
+  or exit 1 exactly when the oracle selects nothing (and `explain` agrees with `select`);
+- random argv (valid flags with junk values, unknown flags, stray words, unicode) gives 0, 1 or 2 and the
+  output never holds a Python traceback; exit 2 writes something to stderr;
+- --json output is one JSON envelope whose exit_code equals the process's.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import oracle
+from attnsolve.config import Config, format_cc
+from attnsolve.rules import default_rules
+from strategies import junk, queries
+
+cli = pytest.importorskip("attnsolve.cli")
+
+CLI_SETTINGS = settings(max_examples=80, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+
+
+def run_cli(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.run(argv, out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def _flag_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, tuple):
+        return format_cc(v)
+    return str(v)
+
+
+def config_argv(config: Config, role: str) -> list[str]:
+    """Every field of the config as its first flag spelling (unset optional fields are left out)."""
+    argv: list[str] = []
+    for flag in cli.FLAGS:
+        if flag.field == "gpu":
+            continue
+        v = getattr(config, flag.field)
+        if v is None:
+            continue
+        argv += [flag.names[0], _flag_value(v)]
+    return argv + ["--role", role]
+
+
+def assert_no_traceback(out: str, err: str) -> None:
+    assert "Traceback (most recent call last)" not in out + err, err[-2000:]
+
+
+@CLI_SETTINGS
+@given(queries())
+def test_select_agrees_with_the_oracle(q):
+    config, role = q
+    ans = oracle.select(default_rules(), config, role)
+    code, out, err = run_cli(["select", "--json", *config_argv(config, role)])
+    assert_no_traceback(out, err)
+    if ans.error is not None:
+        assert code == 2, (code, err)
+        return
+    assert code == (0 if ans.backend is not None else 1), (code, ans.backend, err)
+    env = json.loads(out)
+    assert env["exit_code"] == code and env["command"] == "select"
+    if code == 0:
+        assert env["result"]["selected"] == ans.backend
+
+
+@settings(max_examples=30, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(queries())
+def test_explain_exit_code_agrees_with_select(q):
+    config, role = q
+    argv = config_argv(config, role)
+    code_s, _, _ = run_cli(["select", *argv])
+    code_e, out, err = run_cli(["explain", *argv])
+    assert_no_traceback(out, err)
+    assert code_e == code_s
+
+
+WORDS = ["select", "explain", "matrix", "backends", "--json", "--help", "--version", "--gpu", "H100", "B200", "MI300X",
+         "CPU", "--platform", "cuda", "rocm", "cpu", "--cc", "9.0", "10.0", "12.1", "sm_90", "--dtype", "bf16", "fp8",
+         "--head-size", "128", "576", "0", "-1", "1e9", "--kv-cache-dtype", "--block-size", "16", "7",
+         "--attention-backend", "FLASH_ATTN", "flash_attn", "nope", "--use-mla", "--use-sparse", "true", "false",
+         "maybe", "--has-sink", "--role", "prefill", "mla_prefill", "--over", "compute_capability,kv_cache_dtype",
+         "dtype=float16,bfloat16", "head_size=", "--num-heads", "-tp", "3", "--tensor-parallel-size",
+         "--flash-attn-version", "4", "--attention-config.backend", "-ac.backend", "--long", "--no-runnable",
+         "--model", "/nonexistent/config.json", "examples/llama3-8b.json", "--rocm-arch", "gfx942", "gfx000",
+         "--from-env", "--", "-", "", "é", "\x00", "🙂", "--gpu=H100", "--cc=", "--unknown", "selec"]
+
+
+def _argv_word(v: Any) -> str:
+    try:
+        return str(v)
+    except Exception:
+        return repr(v)
+
+
+argvs = st.lists(st.one_of(st.sampled_from(WORDS), st.sampled_from(WORDS), st.text(max_size=8),
+                           junk().map(_argv_word)), max_size=10)
+
+
+@CLI_SETTINGS
+@given(argvs)
+def test_random_argv_exits_0_1_or_2_without_traceback(argv):
+    if "docs" in argv:  # never let the fuzzer write the generated docs
+        return
+    if "backends" in argv and "--no-runnable" not in argv:
+        argv = [*argv, "--no-runnable"]
+    code, out, err = run_cli(argv)
+    assert code in (0, 1, 2), (code, argv, err[-500:])
+    assert_no_traceback(out, err)
+    if code == 2 and "--help" not in argv and "-h" not in argv:
+        assert err.strip(), f"exit 2 with nothing on stderr for {argv!r}"
+    if "--json" in argv and code in (0, 1) and out.strip().startswith("{"):
+        env = json.loads(out)
+        assert env["exit_code"] == code
+
+
+@CLI_SETTINGS
+@given(queries(), st.data())
+def test_one_bad_flag_value_exits_2(q, data):
+    """A valid query with one flag's value replaced by junk: 0/1 if the value happens to be valid, else 2."""
+    config, role = q
+    argv = config_argv(config, role)
+    flags = [i for i in range(0, len(argv), 2)]
+    i = data.draw(st.sampled_from(flags), label="flag")
+    argv[i + 1] = data.draw(st.one_of(st.text(max_size=6), st.sampled_from(["", "-1", "0", "1e99", "None", "ANY", "fp9",
+                                                                          "99999999999999999999"])), label="value")
+    code, out, err = run_cli(["select", *argv])
+    assert code in (0, 1, 2)
+    assert_no_traceback(out, err)
