@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from attnsolve import Config, ConfigError, solve
@@ -278,19 +278,20 @@ def test_python_dash_m(tmp_path):
 # hypothesis: random argument lists
 
 
-_VALUES = {
-    "--gpu": ["H100", "A100", "B200", "RTX 5090", "T4", "MI300X", "CPU", "H10", "nope"],
-    "--platform": ["cuda", "rocm", "cpu", "tpu"],
-    "--compute-capability": ["8.0", "9.0", "10.0", "12.0", "7.5", "x.y", "99"],
-    "--dtype": ["float16", "bfloat16", "float32", "fp16", "bf16", "int8"],
-    "--kv-cache-dtype": ["auto", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2", "fp8_ds_mla", "fp8e4m3"],
-    "--block-size": ["1", "16", "32", "64", "128", "48", "x"],
-    "--head-size": ["64", "80", "128", "256", "576", "0", "abc"],
-    "--num-heads": ["8", "16", "128", "-1"],
-    "--attn-type": ["decoder", "encoder_only", "encoder", "bogus"],
-    "--attention-backend": ["FLASH_ATTN", "flashinfer", "TRITON_ATTN", "FLASHMLA", "CPU_ATTN", "auto", "FLASH_ATN"],
-    "--flash-attn-version": ["2", "3", "4"],
-    "--rocm-arch": ["gfx942", "gfx90a", "gfx1100", "gfx000"],
+_VALUES = {  # flag -> (valid values, invalid values)
+    "--gpu": (["H100", "A100", "B200", "RTX 5090", "T4", "MI300X", "CPU", "L40S", "GB300"], ["H10", "nope"]),
+    "--platform": (["cuda", "rocm", "cpu"], ["tpu"]),
+    "--compute-capability": (["8.0", "9.0", "10.0", "12.0", "7.5"], ["x.y", "99"]),
+    "--dtype": (["float16", "bfloat16", "float32", "fp16", "bf16"], ["int8"]),
+    "--kv-cache-dtype": (["auto", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2", "fp8_ds_mla"], ["fp8e4m3"]),
+    "--block-size": (["1", "16", "32", "64", "128"], ["48", "x"]),
+    "--head-size": (["64", "80", "128", "256", "576", "16"], ["0", "abc"]),
+    "--num-heads": (["8", "16", "128"], ["-1"]),
+    "--attn-type": (["decoder", "encoder_only", "encoder"], ["bogus"]),
+    "--attention-backend": (["FLASH_ATTN", "flashinfer", "TRITON_ATTN", "FLASHMLA", "CPU_ATTN", "auto",
+                             "FLASHINFER_MLA", "FLEX_ATTENTION"], ["FLASH_ATN"]),
+    "--flash-attn-version": (["2", "3"], ["4"]),
+    "--rocm-arch": (["gfx942", "gfx90a", "gfx1100"], ["gfx000"]),
 }
 _BOOLS = ["--use-mla", "--use-sparse", "--has-sink", "--use-mm-prefix", "--use-trtllm-attention", "--rocm-use-aiter"]
 _FIELD = {"--gpu": "gpu", "--platform": "platform", "--compute-capability": "compute_capability", "--dtype": "dtype",
@@ -303,33 +304,58 @@ _FIELD = {"--gpu": "gpu", "--platform": "platform", "--compute-capability": "com
 
 @st.composite
 def argvs(draw):
+    valid = draw(st.booleans())  # half the lists are well-formed: the 0/1 answers get exercised too
     pairs: list[tuple[str, str | None]] = []
-    for flag in draw(st.lists(st.sampled_from(sorted(_VALUES)), max_size=6, unique=True)):
-        pairs.append((flag, draw(st.sampled_from(_VALUES[flag]))))
+    if valid:
+        pairs.append(("--gpu", draw(st.sampled_from(_VALUES["--gpu"][0]))))
+    for flag in draw(st.lists(st.sampled_from(sorted(_VALUES)), max_size=5, unique=True)):
+        if valid and flag in ("--gpu", "--platform", "--compute-capability", "--rocm-arch"):
+            continue
+        good, bad = _VALUES[flag]
+        pairs.append((flag, draw(st.sampled_from(good if valid else good + bad))))
     for flag in draw(st.lists(st.sampled_from(_BOOLS), max_size=3, unique=True)):
-        pairs.append((flag, draw(st.sampled_from([None, "true", "false", "1", "0", "maybe"]))))
+        pairs.append((flag, draw(st.sampled_from([None, "true", "false", "1", "0"] + ([] if valid else ["maybe"])))))
+    model = draw(st.sampled_from([None, None, "llama3-8b.json", "deepseek-v3.json", "deepseek-v3.2.json",
+                                  "gpt-oss-20b.json", "gemma3-4b.json"]))
+    if model:
+        pairs.append(("--model", str(EX / model)))
+        if draw(st.booleans()):
+            pairs.append(("-tp", draw(st.sampled_from(["1", "2", "8", "3", "0"]))))
     pairs = draw(st.permutations(pairs))
-    argv = [draw(st.sampled_from(["select", "select", "explain", "selct"]))]
+    argv = [draw(st.sampled_from(["select", "explain"] if valid else ["select", "explain", "selct"]))]
     for flag, value in pairs:
         argv += [flag] if value is None else [flag, value]
-    extra = draw(st.sampled_from([[], [], [], ["--bogus-flag"], ["stray"], ["--gpu"], ["--json"]]))
+    extra = draw(st.sampled_from([[], ["--json"]] if valid else
+                                 [[], [], ["--bogus-flag"], ["stray"], ["--gpu"], ["--json"]]))
     return argv + extra, dict(pairs), extra
 
 
 def _expected(pairs: dict, extra: list) -> tuple[int, str | None]:
     """What the CLI must answer, from Config and solve() directly."""
-    fields = {}
+    from attnsolve.modelconfig import apply_model_rewrites, read_model_config
+    fields: dict = {}
+    model = read_model_config(pairs["--model"]) if "--model" in pairs else None
+    if model is not None:
+        fields.update(model.fields)
     for flag, value in pairs.items():
-        fields[_FIELD[flag]] = "true" if value is None else value
+        if flag in _FIELD:
+            fields[_FIELD[flag]] = "true" if value is None else value
+    tp = int(pairs.get("-tp", "1"))
+    if tp < 1:
+        return 2, None
     if "num_heads" in fields:
         try:
-            if int(fields["num_heads"]) < 1:
-                return 2, None
+            heads = int(fields["num_heads"])
         except ValueError:
             return 2, None
+        if heads < 1 or heads % tp:
+            return 2, None
+        fields["num_heads"] = heads // tp
     if not ({"gpu", "platform", "compute_capability", "rocm_arch"} & set(fields)):
         return 2, None
     fields.setdefault("dtype", "bfloat16")
+    if model is not None:
+        fields, _ = apply_model_rewrites(model, fields)
     try:
         cfg = Config(**fields)
     except ConfigError:
@@ -351,6 +377,7 @@ def test_random_argv(argv_pairs):
     code = cli_run(argv, out_buf, err_buf)
     out, err = out_buf.getvalue(), err_buf.getvalue()
     assert code in (0, 1, 2), (argv, out, err)
+    event(f"exit {code}")
     assert "Traceback" not in out + err
     if code == 2:
         assert err.startswith("attnsolve: error:")
