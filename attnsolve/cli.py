@@ -457,7 +457,11 @@ def cmd_select(q: Query, style: Style) -> Result:
         return Result("select", data, "\n".join(lines), EXIT_NO_BACKEND)
     lines = [style.bold(str(sel)) + ("  (requested)" if sel.manual and q.config.backend else "")]
     if sel.rejected:
-        lines += _reason_rows([(f"not {r.backend}", "; ".join(r.reasons)) for r in sel.rejected])
+        groups: dict[tuple[str, ...], list[str]] = {}  # backends that lost for the same reasons: one line
+        for r in sel.rejected:
+            groups.setdefault(r.reasons, []).append(r.backend)
+        for reasons, names in groups.items():
+            lines += wrap(f"{', '.join(names)}: {'; '.join(reasons)}", indent="      ", first="  not ")
     data = {**sel.to_dict(), "query": q.to_dict()}
     prefill = _prefill(q)
     if prefill is not None:
