@@ -1,0 +1,210 @@
+"""Stateful test: edit a copy of the rules step by step; the solvers and the oracle must keep agreeing.
+
+A hypothesis RuleBasedStateMachine holds the rule documents (TOML as dicts). Each rule edits them (add a
+backend cloned from another, remove one, drop or add a capability value, narrow a head-size range, change a
+compute-capability bound, reorder a priority list), writes them to a temporary folder, loads them and makes
+them active with use_rules. The invariant: solve (compiled), solve_csp and the oracle pick the same backend
+on a few configs. Breaking edits (an inheritance cycle, a dangling parent or list entry) must be refused with
+a RulesError that names the culprit, and leave the previous rules in force.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from pathlib import Path
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, rule
+
+import oracle
+from attnsolve import ConfigError, InvalidBackendError, NoValidBackendError, solve
+from attnsolve.rules import RulesError, load_rules, set_rules, default_rules
+from attnsolve.selection import solve_csp
+from strategies import configs, packaged_docs, write_rules
+
+
+class RulesEditing(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tmp = tempfile.TemporaryDirectory()
+        self.docs = packaged_docs()
+        self.previous = default_rules()
+        self.rules = self.previous
+        self.counter = 0
+
+    def teardown(self) -> None:
+        set_rules(self.previous)
+        self.tmp.cleanup()
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _backends(self) -> list[tuple[str, str]]:
+        return sorted((f, b) for f, d in self.docs.items() for b in d.get("backends", {}))
+
+    def _concrete(self) -> list[tuple[str, str]]:
+        return [(f, b) for f, b in self._backends() if not self.docs[f]["backends"][b].get("abstract")]
+
+    def _lists(self) -> list[tuple[str, str, int]]:
+        out = []
+        for f, d in self.docs.items():
+            for plat, p in d.get("platforms", {}).items():
+                for i, _ in enumerate(p.get("lists", [])):
+                    out.append((f, plat, i))
+        return sorted(out)
+
+    def _apply(self, docs: dict) -> RulesError | None:
+        folder = Path(self.tmp.name) / f"v{self.counter}"
+        self.counter += 1
+        write_rules(docs, folder)
+        try:
+            rules = load_rules(folder)
+        except RulesError as e:
+            return e
+        self.docs = docs
+        self.rules = rules
+        set_rules(rules)  # what use_rules does, kept active across steps (restored in teardown)
+        return None
+
+    # -- edits -----------------------------------------------------------------------------------
+    @rule(data=st.data())
+    def add_backend(self, data):
+        docs = copy.deepcopy(self.docs)
+        f, src = data.draw(st.sampled_from(self._concrete()), label="clone of")
+        name = f"NEW_{self.counter}"
+        docs[f]["backends"][name] = copy.deepcopy(docs[f]["backends"][src])
+        docs[f]["backends"][name].pop("parent", None) if "parent" not in docs[f]["backends"][src] else None
+        placed = False
+        for lf, plat, i in self._lists():
+            pl = docs[lf]["platforms"][plat]["lists"][i]
+            if any((e if isinstance(e, str) else e["backend"]) == src for e in pl.get("entries", [])):
+                pos = data.draw(st.integers(0, len(pl["entries"])), label="position")
+                pl["entries"].insert(pos, name)
+                placed = True
+        if not placed:
+            docs[f]["backends"][name]["explicit_only"] = True
+        err = self._apply(docs)
+        assert err is None, f"adding {name} (clone of {src}) was refused: {err}"
+        self._agree(data)
+
+    @rule(data=st.data())
+    def remove_backend(self, data):
+        docs = copy.deepcopy(self.docs)
+        f, name = data.draw(st.sampled_from(self._concrete()), label="remove")
+        children = [b for _, b in self._backends() if self.docs[_]["backends"][b].get("parent") == name]
+        del docs[f]["backends"][name]
+        for lf, plat, i in self._lists():
+            pl = docs[lf]["platforms"][plat]["lists"][i]
+            for key in ("entries", "manual_accept"):
+                if key in pl:
+                    pl[key] = [e for e in pl[key] if (e if isinstance(e, str) else e["backend"]) != name]
+        err = self._apply(docs)
+        if children:
+            assert err is not None and name in str(err), f"removing parent {name} of {children} was accepted"
+        elif err is not None:
+            # an emptied list, or a platform left with no list for a backend, is a legitimate refusal
+            assert any("entr" in p[2] or "list" in p[2] or "empty" in p[2] for p in err.problems), err
+        self._agree(data)
+
+    @rule(data=st.data())
+    def drop_capability_value(self, data):
+        docs = copy.deepcopy(self.docs)
+        f, name = data.draw(st.sampled_from(self._concrete()), label="backend")
+        b = docs[f]["backends"][name]
+        keys = [k for k in ("dtypes", "kv_cache_dtypes", "kernel_block_sizes", "attn_types") if isinstance(b.get(k), list)
+                and len(b[k]) > 1]
+        if not keys:
+            self._agree(data)
+            return
+        k = data.draw(st.sampled_from(keys), label="capability")
+        b[k].pop(data.draw(st.integers(0, len(b[k]) - 1), label="index"))
+        err = self._apply(docs)
+        assert err is None, err
+        self._agree(data)
+
+    @rule(data=st.data())
+    def change_head_sizes(self, data):
+        docs = copy.deepcopy(self.docs)
+        f, name = data.draw(st.sampled_from(self._concrete()), label="backend")
+        docs[f]["backends"][name]["head_sizes"] = data.draw(st.one_of(
+            st.lists(st.sampled_from([32, 64, 80, 96, 128, 256, 576]), min_size=1, max_size=4, unique=True),
+            st.builds(lambda lo, hi: {"min": lo, "max": hi}, st.sampled_from([16, 32, 64]), st.sampled_from([128, 256, 512])),
+            st.builds(lambda m: {"multiple_of": m}, st.sampled_from([8, 16, 32, 64]))), label="head_sizes")
+        assert self._apply(docs) is None
+        self._agree(data)
+
+    @rule(data=st.data())
+    def change_compute_capability(self, data):
+        docs = copy.deepcopy(self.docs)
+        f, name = data.draw(st.sampled_from(self._concrete()), label="backend")
+        docs[f]["backends"][name]["compute_capability"] = data.draw(st.one_of(
+            st.builds(lambda lo: {"min": lo}, st.sampled_from(["7.5", "8.0", "8.9", "9.0", "10.0"])),
+            st.builds(lambda m: {"major_in": m}, st.lists(st.sampled_from([8, 9, 10, 12]), min_size=1, max_size=2, unique=True)),
+            st.builds(lambda hi: {"max": hi}, st.sampled_from(["8.9", "9.0", "12.1"]))), label="cc")
+        assert self._apply(docs) is None
+        self._agree(data)
+
+    @rule(data=st.data())
+    def reorder_priorities(self, data):
+        docs = copy.deepcopy(self.docs)
+        lf, plat, i = data.draw(st.sampled_from(self._lists()), label="list")
+        pl = docs[lf]["platforms"][plat]["lists"][i]
+        pl["entries"] = data.draw(st.permutations(pl["entries"]), label="order")
+        assert self._apply(docs) is None
+        self._agree(data)
+
+    @rule(data=st.data())
+    def introduce_cycle_is_refused(self, data):
+        docs = copy.deepcopy(self.docs)
+        (fa, a), (fb, b) = data.draw(st.lists(st.sampled_from(self._concrete()), min_size=2, max_size=2,
+                                              unique=True), label="pair")
+        docs[fa]["backends"][a]["parent"] = b
+        docs[fb]["backends"][b]["parent"] = a
+        before = self.rules
+        err = self._apply(docs)
+        assert err is not None and "cycle" in str(err), f"a cycle {a} <-> {b} was accepted"
+        assert any(a in p[1] or b in p[1] for p in err.problems), err.problems
+        assert self.rules is before
+        self._agree(data)
+
+    @rule(data=st.data())
+    def dangling_reference_is_refused(self, data):
+        docs = copy.deepcopy(self.docs)
+        kind = data.draw(st.sampled_from(["entry", "parent"]), label="kind")
+        if kind == "entry":
+            lf, plat, i = data.draw(st.sampled_from(self._lists()), label="list")
+            docs[lf]["platforms"][plat]["lists"][i]["entries"].append("NO_SUCH_BACKEND")
+        else:
+            f, name = data.draw(st.sampled_from(self._concrete()), label="backend")
+            docs[f]["backends"][name]["parent"] = "NO_SUCH_BACKEND"
+        before = self.rules
+        err = self._apply(docs)
+        assert err is not None and "NO_SUCH_BACKEND" in str(err), f"a dangling {kind} was accepted"
+        assert all(p[0] and p[1] for p in err.problems)
+        assert self.rules is before
+        self._agree(data)
+
+    # -- the invariant, checked after every edit -------------------------------------------------
+    def _agree(self, data) -> None:
+        for _ in range(4):
+            config = data.draw(configs(self.rules), label="config")
+            role = "decode"
+            ans = oracle.select(self.rules, config, role)
+            try:
+                got = solve(config, role=role).backend
+            except (NoValidBackendError, InvalidBackendError):
+                got = None
+            except ConfigError:
+                assert ans.error is not None
+                continue
+            assert got == ans.backend, (config, got, ans.backend, ans.tried)
+            assert solve_csp(config, role=role) == ans.backend
+
+    @rule(data=st.data())
+    def solvers_agree(self, data):
+        self._agree(data)
+
+
+RulesEditing.TestCase.settings = settings(max_examples=15, stateful_step_count=6, deadline=None,
+                                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+TestRulesEditing = RulesEditing.TestCase
