@@ -882,9 +882,9 @@ def run(argv: Sequence[str], stdout: IO[str], stderr: IO[str]) -> int:
             result = cmd_docs(ns.check, ns.output)
         if as_json:
             import json
-            stdout.write(json.dumps(result.envelope(), indent=2, sort_keys=False, default=_json_default) + "\n")
+            _emit(stdout, json.dumps(result.envelope(), indent=2, sort_keys=False, default=_json_default) + "\n")
         else:
-            stdout.write(result.text + "\n")
+            _emit(stdout, result.text + "\n")
         return result.exit_code
     except UsageError as e:
         stderr.write("\n".join(e.lines()) + "\n")
@@ -901,7 +901,12 @@ def run(argv: Sequence[str], stdout: IO[str], stderr: IO[str]) -> int:
     except SystemExit as e:  # argparse --help
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_BAD_INPUT)
         return code
-    except BrokenPipeError:
+    except BrokenPipeError:  # `attnsolve ... | head`: stop quietly, and keep Python's exit flush quiet too
+        import os
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
         return EXIT_OK
     except KeyboardInterrupt:
         stderr.write(f"{PROG}: interrupted\n")
@@ -914,6 +919,15 @@ def run(argv: Sequence[str], stdout: IO[str], stderr: IO[str]) -> int:
         stderr.write(f"{PROG}: internal error: {type(e).__name__}: {e}\n"
                      "  this is a bug in attnsolve; please report it with the command line\n")
         return 3
+
+
+def _emit(stream: IO[str], text: str) -> None:
+    """Write text; characters the stream's encoding lacks become escapes instead of an error."""
+    try:
+        stream.write(text)
+    except UnicodeEncodeError:
+        enc = getattr(stream, "encoding", None) or "ascii"
+        stream.write(text.encode(enc, "backslashreplace").decode(enc))
 
 
 def _json_error(argv: Sequence[str], stdout: IO[str], error: dict[str, Any]) -> None:
