@@ -52,14 +52,15 @@ def _best_interleaved(fns: list[Callable[[], Any]], rounds: int) -> list[float]:
 
 
 def _per_call_us(fn: Callable[[], Any], n: int) -> float:
-    for _ in range(max(10, n // 10)):
+    """Per-call microseconds: the best of many short batches of 20 calls (robust to preemption on a busy box)."""
+    for _ in range(50):
         fn()
     best = float("inf")
-    for _ in range(5):
+    for _ in range(max(10, n // 20)):
         t = time.perf_counter()
-        for _ in range(n):
+        for _ in range(20):
             fn()
-        best = min(best, (time.perf_counter() - t) / n)
+        best = min(best, (time.perf_counter() - t) / 20)
     return best * 1e6
 
 
@@ -199,6 +200,7 @@ def _print(rows: list[dict[str, Any]]) -> None:
     import platform
 
     print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"CPU_ATTN extension: {'loaded' if _cpu_ext.load() else 'unavailable (' + str(_cpu_ext.reason()) + ')'}")
     dec = [r for r in rows if r["name"].startswith("decode")]
