@@ -534,7 +534,8 @@ def _reason_rows(rows: Sequence[tuple[str, str]], indent: str = "  ") -> list[st
 
 
 def _with(q: Query, changes: Mapping[str, Any]) -> str:
-    return " and ".join(change_text(q, k, v) for k, v in changes.items())
+    """Changes read after 'runs with': 'no --block-size and --gpu H100 (SM 9.0)'."""
+    return " and ".join(change_text(q, k, v).replace("drop ", "no ", 1) for k, v in changes.items())
 
 
 def _model_change_text(q: Query, changes: Mapping[str, Any]) -> str:
@@ -551,9 +552,11 @@ def _lost_lines(q: Query, c: Any, why: Mapping[str, Any]) -> tuple[list[str], st
     for f in why["fixes"]:
         by_kind.setdefault(f["kind"], []).append(f)
     hint = None
+    cause = ", ".join(f"{k}={_show(v)}" for k, v in why["conflict"].items())
+    because = f"because {cause}; " if cause else ""
     if "setting" in by_kind and not why["hardware_only"]:
         text = fix_text(q, by_kind["setting"][0]["changes"])
-        lines += wrap(f"fix: {text}", indent=" " * 6, first="    ")
+        lines += wrap(f"{because}fix: {text}", indent=" " * 6, first="    ")
         hint = f"{text} gets {c.backend}"
     else:
         parts = []
@@ -563,7 +566,8 @@ def _lost_lines(q: Query, c: Any, why: Mapping[str, Any]) -> tuple[list[str], st
             parts.append(_model_change_text(q, by_kind["model"][0]["changes"]))
         what = "impossible on this GPU" if why["hardware_only"] or "hardware" in by_kind else \
             "no setting helps with this model"
-        lines += wrap(what + ("; runs with " + ", or ".join(parts) if parts else ""), indent=" " * 6, first="    ")
+        lines += wrap(because + what + ("; runs with " + ", or ".join(parts) if parts else ""), indent=" " * 6,
+                      first="    ")
     return lines, hint
 
 
