@@ -254,7 +254,7 @@ def cpu_attn_impl(
             k = _gather(key_cache, md.block_table[i], L, cdt, ks)
             v = _gather(value_cache, md.block_table[i], L, cdt, vs)
             kw = dict(scale=sc, causal=causal, window=window, sinks=sinks)
-            if use_flash and cap is None:
+            if use_flash and cap is None and dv == D:  # torch's flash kernel needs equal K/V head sizes
                 o = _flash_rows(query[q0:q1], k, v, L - (q1 - q0), **kw)
             else:
                 o = _torch_rows(query[q0:q1], k, v, L - (q1 - q0), cap=cap, **kw)

@@ -64,6 +64,19 @@ def test_mixed_batch_routes_short_rows_to_extension():
     close(out, cpu_attn_impl(q, kc, vc, md, sliding_window=20, use_ext=False), q.dtype)
 
 
+@pytest.mark.parametrize("ext", [pytest.param(True, marks=needs_ext), False])
+def test_value_head_size_differs_and_strided_query(ext):
+    """head_size_v != head_size (MLA-style prefill caches) and a query that is a strided view."""
+    q, kc, _, md = make_batch([1, 20, 3], [30, 20, 9], 4, 2, 64, 16, seed=13)
+    vc = torch.randn(kc.shape[0], kc.shape[1], 2, 32)
+    q = torch.cat([q, q], dim=1)[:, ::2]
+    assert not q.is_contiguous()
+    sinks = torch.randn(4)
+    out = cpu_attn_impl(q, kc, vc, md, use_ext=ext, sinks=sinks)
+    assert out.shape == (q.shape[0], 4, 32)
+    close(out, paged_attention_reference(q, kc, vc, md, sinks=sinks), q.dtype)
+
+
 def test_empty_query_rows_and_tensor_scales():
     q, kc, vc, md = make_batch([0, 3, 0], [5, 9, 1], 4, 4, 32, 8, cache_dtype=torch.float8_e4m3fn, seed=2)
     opts = dict(k_scale=torch.tensor(0.5), v_scale=torch.tensor(4.0))
