@@ -174,3 +174,21 @@ def test_clauses_added_to_the_compiled_rules_later_do_not_leak() -> None:
         for i in range(2 * len(comp.rules.lists)):
             comp._clause(Check(f"test clause {i}", Literal("platform", Pred(eq="rocm")), (), "list"))
         assert list(sweep(cfg)) == before == [({"platform": "rocm"}, "TRITON_ATTN")]
+
+
+_CLASSED = tuple(f for f in FIELD_NAMES if f not in ("platform", "backend"))  # see test_prop_explain's known bug
+
+
+@given(config_kwargs(), st.lists(st.sampled_from(_CLASSED), min_size=1, max_size=3, unique=True),
+       st.sampled_from(["decode", "mla_prefill"]))
+def test_possible_backends_are_the_backends_some_row_selects(kw: dict[str, Any], free: list[str], role: str) -> None:
+    possible_backends = pytest.importorskip("attnsolve.explain").possible_backends
+    for f in free:
+        kw[f] = ANY
+    try:
+        config = Config(**kw)
+        s = sweep(config, role=role)
+    except ConfigError:
+        assume(False)
+    assume(s.raw_size <= MAX_ROWS)
+    assert set(possible_backends(config, role=role)) == set(s.by_backend()) - {None}
