@@ -45,12 +45,16 @@ class HolePattern:
     pattern: dict[str, Any]
     holes: int  # holes of the group matching the pattern
     example: dict[str, Any]  # one full assignment of the swept fields
+    # all_fields only: False when some setting of the other fields (switches) gives a backend there
+    complete: bool = True
 
     def __str__(self) -> str:
-        return ", ".join(f"{k}={_show(v)}" for k, v in self.pattern.items()) or "(every configuration)"
+        text = ", ".join(f"{k}={_show(v)}" for k, v in self.pattern.items()) or "(every configuration)"
+        return text if self.complete else text + " [with the default switches; some settings give a backend]"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"pattern": dict(self.pattern), "holes": self.holes, "example": dict(self.example)}
+        return {"pattern": dict(self.pattern), "holes": self.holes, "example": dict(self.example),
+                "complete": self.complete}
 
 
 @dataclass(frozen=True)
@@ -233,8 +237,16 @@ def coverage_report(config: Config | None = None, *, all_fields: bool = False, r
         if s.by_backend().get(None, 0):
             if s.raw_size <= 4_000_000:
                 patterns, uncovered = _patterns(s, max_patterns)
-                if all_fields:
-                    uncovered = 0  # patterns describe the default-switch space; counts the whole space
+                if all_fields:  # count each pattern's holes in the whole space, and say if it stays all holes
+                    uncovered = 0
+                    full_patterns = []
+                    for p in patterns:
+                        fixed = {k: v for k, v in p.pattern.items() if k != "role"}
+                        ps = sweep(every.replace(**fixed), role=p.pattern.get("role", role))
+                        c = ps.by_backend()
+                        full_patterns.append(HolePattern(p.pattern, c.get(None, 0), p.example,
+                                                         complete=set(c) <= {None}))
+                    patterns = full_patterns
             else:
                 patterns = [HolePattern({}, 0, a) for a, _ in s.rows(None, limit=3)]
         hardware = {k: v for k, v in hw.items() if v is not None}

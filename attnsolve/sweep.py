@@ -8,7 +8,9 @@
 Free fields are those set to `ANY`; each takes one representative per value class (values every
 rule treats alike, `attnsolve.solver.domains`), except `platform` and `backend`, which take every
 value (the priority-list choice and the requested backend are not predicates the classes see).
-Compute capability is swept as strings like "9.0"; `role=ANY` also sweeps the query role.
+Compute capability is swept as strings like "9.0"; `role=ANY` also sweeps the query role. A free
+platform keeps the hardware fields as given: free `compute_capability` and `rocm_arch` too to
+cover CUDA and every ROCm arch (a CUDA config needs a compute capability).
 
 Combinations `Config` itself rejects are not configurations and are left out (counted in
 `Sweep.excluded`, reasons in `EXCLUSIONS`): compute capability without CUDA or CUDA without one,

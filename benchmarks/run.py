@@ -157,6 +157,8 @@ def run_all(quick: bool, only: set[str] | None = None) -> tuple[list[tuple[str, 
             why = (f"{module}.py not written yet" if missing == f"benchmarks.{module}"
                    else f"needs {missing} (not installed)")
             rows = [{"name": module or group, "skipped": why}]
+        except ImportError as e:
+            rows = [{"name": module or group, "skipped": f"needs what is missing here: {e}"}]
         except Exception as e:  # a broken benchmark must not hide the others
             rows = [{"name": module or group, "skipped": f"failed: {type(e).__name__}: {e}"}]
             traceback.print_exc()

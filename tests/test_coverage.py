@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from attnsolve import ANY, Config, ConfigError, InvalidBackendError, NoValidBackendError, use_rules
+from attnsolve.config import FIELD_NAMES
 from attnsolve.coverage import MODEL_FIELDS, coverage_report
 from attnsolve.rules import RULES_DIR
 from attnsolve.selection import solve_uncached
@@ -103,5 +104,16 @@ def test_all_fields_counts_the_whole_space() -> None:
     r = coverage_report(Config(platform="cpu", dtype=ANY, head_size=ANY), all_fields=True, role="decode")
     g = r.groups[0]
     assert g.configurations > 1000 and g.holes <= g.configurations
+    r = coverage_report(Config(platform="cuda", compute_capability="9.0", dtype=ANY, head_size=ANY,
+                               kv_cache_dtype=ANY, use_mla=ANY), all_fields=True, role="decode")
+    g = r.groups[0]
+    every = Config(**{f: ANY for f in FIELD_NAMES if f not in ("platform", "compute_capability", "rocm_arch",
+                                                               "backend")},
+                   platform="cuda", compute_capability="9.0")
+    assert g.configurations == len(sweep(every))
+    for p in g.patterns:
+        got = sweep(every.replace(**p.pattern)).by_backend()
+        assert got.get(None, 0) == p.holes <= g.holes
+        assert p.complete == (set(got) <= {None})
     with pytest.raises(ConfigError):
         coverage_report(Config(platform="cpu", dtype="bf16", use_mla=False), role="mla_prefill")
