@@ -55,6 +55,7 @@ EXCLUDED = -2  # row code: not a configuration (see EXCLUSIONS)
 NO_BACKEND = -1  # row code: no valid backend (solve raises NoValidBackendError / InvalidBackendError)
 _CHUNK = 1 << 20  # rows materialised at a time while iterating
 _TAIL = 4096  # innermost combinations whose assignments are merged once
+_GRID_MAX = 1 << 26  # largest grid() materialised
 
 
 def _np() -> Any:
@@ -188,6 +189,9 @@ class Sweep:
         """(fields, array): the codes on one axis per free field (`values[f]` order), -2 where the
         combination is excluded. Materialises every combination: for sweeps of moderate size."""
         np = _np()
+        if self.raw_size > _GRID_MAX:
+            raise ValueError(f"grid() of {self.raw_size:,} combinations: more than {_GRID_MAX:,}; use by_backend(), "
+                             "codes() or iterate")
         fields = tuple(self.values)
         shape = [len(self.values[f]) for f in fields]
         strides = [math.prod(shape[i + 1:]) for i in range(len(shape))]
@@ -413,9 +417,7 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
 
     def normalise(facts: dict[str, Any]) -> None:
         if facts["platform"] == "rocm" and facts["rocm_arch"] is None and not arch_free:
-            facts["rocm_arch"] = "gfx942"
-        elif facts["platform"] != "rocm" and "rocm_arch" not in free and owner.get("rocm_arch") is not None:
-            facts["rocm_arch"] = None
+            facts["rocm_arch"] = "gfx942"  # what Config makes of rocm_arch=None on ROCm
 
     # The fixed part: one row owning every fact no unit owns.
     fixed_facts = dict(facts0)
