@@ -192,3 +192,10 @@ def test_possible_backends_are_the_backends_some_row_selects(kw: dict[str, Any],
         assume(False)
     assume(s.raw_size <= MAX_ROWS)
     assert set(possible_backends(config, role=role)) == set(s.by_backend()) - {None}
+
+
+def test_module_doctest() -> None:
+    import doctest
+
+    import attnsolve.sweep as mod
+    assert doctest.testmod(mod).failed == 0
