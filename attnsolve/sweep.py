@@ -110,6 +110,24 @@ class Sweep:
             out[b] = out.get(b, 0) + n
         return dict(sorted(out.items(), key=lambda kv: (-kv[1], str(kv[0]))))
 
+    def by(self, *fields: str) -> dict[tuple[Any, ...], dict[str | None, int]]:
+        """(values of `fields`) -> by_backend() of the configurations with those values; each group is
+        counted by its own sweep, so no row is materialised. Groups with no configuration are left out."""
+        for f in fields:
+            if f not in self.values:
+                raise ConfigError(f, ANY, "one of the swept fields: " + ", ".join(self.values))
+        out: dict[tuple[Any, ...], dict[str | None, int]] = {}
+        for combo in itertools.product(*(self.values[f] for f in fields)):
+            fixed = dict(zip(fields, combo))
+            role = fixed.pop("role", self.role)
+            try:
+                sub = sweep(self.config.replace(**fixed), role=role, available=self.available)
+            except ConfigError:
+                continue
+            if len(sub):
+                out[combo] = sub.by_backend()
+        return out
+
     def by_list(self) -> dict[tuple[str, str | None], int]:
         """(priority list name, backend) -> count: which entries of which list are ever reached."""
         return dict(sorted(self._fold.counts.items(), key=lambda kv: (kv[0][0], -kv[1], str(kv[0][1]))))

@@ -199,3 +199,18 @@ def test_module_doctest() -> None:
 
     import attnsolve.sweep as mod
     assert doctest.testmod(mod).failed == 0
+
+
+@given(sweeps(), st.integers(0, 2))
+@settings(max_examples=40)
+def test_by_groups_partition_the_rows(case: tuple[Config, Any, frozenset[str] | None], k: int) -> None:
+    config, role, available = case
+    s = _sweep(config, role, available)
+    fields = list(s.values)[:k]
+    groups = s.by(*fields)
+    want: dict[tuple[Any, ...], dict[str | None, int]] = {}
+    for a, b in s:
+        key = tuple(a[f] for f in fields)
+        want.setdefault(key, {})
+        want[key][b] = want[key].get(b, 0) + 1
+    assert {key: dict(v) for key, v in groups.items()} == want
