@@ -412,8 +412,12 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
 
     # Units: free fields tied by a derived fact or a validity rule are enumerated together.
     uf = _UnionFind(free)
-    for d in rules.derived.values():
-        uf.union(*d.inputs)
+    base_inputs: dict[str, set[str]] = {}
+    for d in rules.derived.values():  # a derived fact may read another: tie the base fields underneath
+        base_inputs[d.name] = set()
+        for x in d.inputs:
+            base_inputs[d.name] |= base_inputs.get(x, {x})
+        uf.union(*sorted(base_inputs[d.name]))
     for a, b in _PAIRS:
         uf.union(a, b)
     groups: dict[str, list[str]] = {}
@@ -421,7 +425,7 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
         groups.setdefault(uf.find(f), []).append(f)
     owner: dict[str, str | None] = {f: uf.find(f) for f in free}
     for d in rules.derived.values():
-        ins = [x for x in d.inputs if x in owner]
+        ins = sorted(x for x in base_inputs[d.name] if x in free)
         owner[d.name] = owner[ins[0]] if ins else None
     arch_free = "rocm_arch" in free
     if "platform" in owner and "rocm_arch" not in owner and facts0["rocm_arch"] is None:
