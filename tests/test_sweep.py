@@ -214,3 +214,19 @@ def test_by_groups_partition_the_rows(case: tuple[Config, Any, frozenset[str] | 
         want.setdefault(key, {})
         want[key][b] = want[key].get(b, 0) + 1
     assert {key: dict(v) for key, v in groups.items()} == want
+
+
+def test_performance_doc_examples() -> None:
+    """The pycon blocks of docs/performance.md run as written."""
+    import doctest
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "performance.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```pycon\n(.*?)```", text, flags=re.S)
+    assert blocks
+    for block in blocks:
+        test = doctest.DocTestParser().get_doctest(block, {}, "performance", "docs/performance.md", 0)
+        runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+        runner.run(test)
+        assert runner.failures == 0
