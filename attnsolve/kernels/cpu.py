@@ -35,6 +35,7 @@ _CACHE_DTYPES = _QUERY_DTYPES + (torch.float8_e4m3fn, torch.float8_e5m2)
 _FP8 = (torch.float8_e4m3fn, torch.float8_e5m2)
 _flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 _TILE_ELEMS = 1 << 23  # float32 score elements per tile of the torch path (32 MiB)
+_MIN_PARALLEL_WORK = 1 << 16  # (key, head) pairs below which the C++ kernel stays single-threaded
 
 
 def _scalar(x) -> float:
@@ -105,8 +106,9 @@ def _decode_ext(fn, query, key_cache, value_cache, md, seqs, out, *, scale, caus
     seq_t = torch.tensor(seqs, dtype=torch.int32)
     sk = None if sinks is None else sinks.detach().to(torch.float32).contiguous()
     _, lens = md.host_lists()
-    threads = torch.get_num_threads()
     total = sum(min(lens[i], window) if window else lens[i] for i in seqs)
+    # small problems run on the calling thread: waking an OpenMP team costs more than it saves
+    threads = torch.get_num_threads() if total * H >= _MIN_PARALLEL_WORK else 1
     chunk = min(2048, max(256, -(-total // (4 * threads))))
     chunk = -(-chunk // bs) * bs
     code = _cpu_ext.DTYPE_CODES

@@ -15,7 +15,16 @@ from paged_cases import close, make_batch, problems  # noqa: E402
 
 HAS_EXT = _cpu_ext.load() is not None
 needs_ext = pytest.mark.skipif(not HAS_EXT, reason=f"CPU_ATTN extension not built: {_cpu_ext.reason()}")
-_N = max(10, settings().max_examples // 2)
+_N = max(10, settings().max_examples // 3)  # ci: 50 examples
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny shapes: one intra-op thread is faster and steadier on a shared 2-core box (restored after)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @needs_ext
@@ -26,7 +35,7 @@ def test_default_path_matches_reference(case):
     close(cpu_attn(q, kc, vc, md, **opts), paged_attention_reference(q, kc, vc, md, **opts), q.dtype)
 
 
-@settings(max_examples=_N)
+@settings(max_examples=max(10, _N // 2))
 @given(problems())
 def test_torch_path_matches_reference(case):
     """No extension: flash prefill (tiled path for soft-cap) and the torch decode fallback."""
@@ -35,7 +44,7 @@ def test_torch_path_matches_reference(case):
           q.dtype)
 
 
-@settings(max_examples=max(5, _N // 3))
+@settings(max_examples=max(5, _N // 5))
 @given(problems())
 def test_tiled_torch_path_matches_reference(case):
     (q, kc, vc, md), opts = case
@@ -48,7 +57,8 @@ def test_tiled_torch_path_matches_reference(case):
 @pytest.mark.parametrize("dtype,cache", [(torch.float32, None), (torch.bfloat16, None), (torch.float16, None),
                                          (torch.bfloat16, torch.float8_e4m3fn), (torch.float32, torch.float8_e5m2)])
 def test_decode_long_context_chunks_merge(head, dtype, cache):
-    """Decode rows long enough to be split into several key chunks (log-sum-exp merge), GQA 4."""
+    """Decode rows long enough to be split into several key chunks (log-sum-exp merge), GQA 4, two threads."""
+    torch.set_num_threads(2)
     q, kc, vc, md = make_batch([1, 1, 2], [700, 1500, 333], 8, 2, head, 16, dtype=dtype, cache_dtype=cache, seed=1)
     opts = dict(sinks=torch.randn(8), k_scale=0.5, v_scale=2.0) if cache else {}
     close(cpu_attn(q, kc, vc, md, **opts), paged_attention_reference(q, kc, vc, md, **opts), dtype)

@@ -16,13 +16,22 @@ from attnsolve.kernels.reference import paged_attention_reference  # noqa: E402
 from paged_cases import close, make_batch, problems  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny shapes: one intra-op thread is faster and steadier on a shared 2-core box (restored after)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 
 def test_flex_is_registered_and_runnable_on_cpu():
     """Registry lookup happens inside a test: discovery imports triton, which must not happen at collection."""
     assert kernel_for("FLEX_ATTENTION", "cpu") is flex
 
 
-@settings(max_examples=max(5, settings().max_examples // 10))
+@settings(max_examples=max(5, settings().max_examples // 15))  # eager flex: ~0.1-0.3 s per example
 @given(problems(fp8=True, max_len=48))
 def test_flex_matches_reference(case):
     (q, kc, vc, md), opts = case
