@@ -47,8 +47,18 @@ def _cpu_signature() -> str:
 
 
 def _cache_dir() -> Path:
+    """``$ATTNSOLVE_CACHE_DIR``, else ``~/.cache/attnsolve``, else a per-user temp dir if home is not writable."""
     d = os.environ.get("ATTNSOLVE_CACHE_DIR")
-    return Path(d) if d else Path.home() / ".cache" / "attnsolve"
+    if d:
+        return Path(d)
+    home = Path.home() / ".cache" / "attnsolve"
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        if os.access(home, os.W_OK):
+            return home
+    except OSError:
+        pass
+    return Path(tempfile.gettempdir()) / f"attnsolve-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
 
 
 def _build() -> ctypes.CDLL:

@@ -142,3 +142,19 @@ def test_extension_disabled_by_env(monkeypatch):
     finally:
         monkeypatch.delenv("ATTNSOLVE_CPU_EXT")
         _cpu_ext._reset_for_tests()
+
+
+def test_extension_without_compiler_falls_back(monkeypatch, tmp_path):
+    """No usable compiler: load() returns None with the reason, and the kernel still answers."""
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("ATTNSOLVE_CACHE_DIR", str(tmp_path / "cache"))
+    _cpu_ext._reset_for_tests()
+    try:
+        assert _cpu_ext.load() is None
+        assert "no-such-compiler" in _cpu_ext.reason() or "No such file" in _cpu_ext.reason()
+        q, kc, vc, md = make_batch([1, 4], [9, 30], 4, 2, 32, 8)
+        close(cpu_attn(q, kc, vc, md), paged_attention_reference(q, kc, vc, md), q.dtype)
+    finally:
+        monkeypatch.undo()
+        _cpu_ext._reset_for_tests()
+
