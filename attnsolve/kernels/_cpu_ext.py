@@ -82,7 +82,7 @@ def _build() -> ctypes.CDLL:
     I64, I, F, P = ctypes.c_int64, ctypes.c_int, ctypes.c_float, ctypes.c_void_p
     fn.restype = I
     fn.argtypes = [I, I, I, P, I64, I64, P, I64, I64, I64, P, I64, I64, I64, P, I64, I64,
-                   P, P, P, I64, P, I, I, I, I, I, I, F, I, I, F, P, F, F, I, I]
+                   P, P, P, I64, P, I, I, I, I, I, I, F, I, I, F, P, F, F, I, I, I64]
     return fn
 
 
@@ -437,8 +437,15 @@ extern "C" int attnsolve_paged_decode(
     const int32_t* seqs, int nseqs,
     int H, int Hkv, int D, int Dv, int BS,
     float scale, int causal, int window, float softcap, const float* sinks,
-    float k_scale, float v_scale, int nthreads, int chunk) {
+    float k_scale, float v_scale, int nthreads, int chunk, int64_t num_blocks) {
   init_luts();
+  // every block the rows will read must exist: a bad table is an error, not a wild read
+  for (int k = 0; k < nseqs; ++k) {
+    const int i = seqs[k];
+    const int32_t* row = bt + (int64_t)i * bt_s0;
+    for (int b = 0; b * BS < sl[i]; ++b)
+      if (row[b] < 0 || row[b] >= num_blocks) return 1 + i;
+  }
   const int G = H / Hkv;
   const int qe = esize(qtype), ce = esize(ctype), oe = esize(otype);
   if (chunk < BS) chunk = BS;

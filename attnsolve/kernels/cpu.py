@@ -79,6 +79,12 @@ def _validate(query, key_cache, value_cache, md, sinks) -> None:
         if t.device.type != "cpu":
             raise ValueError(f"Expected {name} on cpu for CPU_ATTN, but got {t.device}.")
     md.validate(T)
+    _, lens = md.host_lists()
+    if lens and max(lens) > md.block_table.shape[1] * bs:
+        raise ValueError(
+            f"Expected seq_lens <= block_table columns * block_size = {md.block_table.shape[1] * bs}, "
+            f"but got a sequence of {max(lens)} tokens."
+        )
 
 
 def _int32(t: torch.Tensor) -> torch.Tensor:
@@ -112,7 +118,7 @@ def _decode_ext(fn, query, key_cache, value_cache, md, seqs, out, *, scale, caus
     chunk = min(2048, max(256, -(-total // (4 * threads))))
     chunk = -(-chunk // bs) * bs
     code = _cpu_ext.DTYPE_CODES
-    fn(
+    bad = fn(
         code[str(q.dtype)[6:]], code[str(kc.dtype)[6:]], code[str(out.dtype)[6:]],
         q.data_ptr(), q.stride(0), q.stride(1),
         kc.data_ptr(), kc.stride(0), kc.stride(1), kc.stride(2),
@@ -122,9 +128,16 @@ def _decode_ext(fn, query, key_cache, value_cache, md, seqs, out, *, scale, caus
         seq_t.data_ptr(), len(seqs),
         H, hkv, D, dv, bs,
         scale, int(causal), int(window or 0), float(cap or 0.0), None if sk is None else sk.data_ptr(),
-        ks, vs, threads, chunk,
+        ks, vs, threads, chunk, kc.shape[0],
     )
     del seq_t, sk  # kept alive across the call above
+    if bad:
+        i = bad - 1
+        used = md.block_table[i, : -(-lens[i] // bs)].tolist()
+        raise ValueError(
+            f"Expected block_table entries in [0, num_blocks={kc.shape[0]}) for the blocks sequence {i} uses, "
+            f"but got {[b for b in used if not 0 <= b < kc.shape[0]]}."
+        )
 
 
 # ----------------------------------------------------------------------------------------------

@@ -121,6 +121,22 @@ def test_bad_input_is_a_value_error(bad, match):
         cpu_attn(*bad(q, kc, vc), md)
 
 
+@pytest.mark.parametrize("ext", [pytest.param(True, marks=needs_ext), False])
+def test_bad_block_table_is_an_error_not_a_wild_read(ext):
+    q, kc, vc, md = make_batch([1, 2], [20, 9], 4, 2, 32, 8)
+    md.block_table[1, 1] = kc.shape[0] + 5
+    with pytest.raises((ValueError, IndexError)):
+        cpu_attn_impl(q, kc, vc, md, use_ext=ext)
+    md.block_table[1, 1] = 0
+    md.block_table[0, 2] = -1
+    with pytest.raises((ValueError, IndexError)):
+        cpu_attn_impl(q, kc, vc, md, use_ext=ext)
+    md.seq_lens[0] = 9 * 8  # more tokens than the table has columns for
+    md._host = None
+    with pytest.raises(ValueError, match="block_table columns"):
+        cpu_attn_impl(q, kc, vc, md, use_ext=ext)
+
+
 def test_query_rows_beyond_context_rejected():
     q, kc, vc, md = make_batch([3], [3], 2, 2, 32, 8)
     md.seq_lens[0] = 2
