@@ -36,10 +36,18 @@ class AttentionMetadata:
         return int(self.seq_lens.shape[0])
 
     def host_lists(self) -> tuple[list[int], list[int]]:
-        """``(query_start_loc, seq_lens)`` as Python lists (cached: the tensors are not mutated)."""
-        if self._host is None:
-            self._host = (self.query_start_loc.tolist(), self.seq_lens.tolist())
-        return self._host
+        """``(query_start_loc, seq_lens)`` as Python lists.
+
+        Cached per tensor identity and version counter, so metadata reused across steps with
+        in-place updates (``seq_lens += 1``, ``copy_``), as vLLM does with persistent buffers,
+        is re-read, while a repeated call with unchanged tensors costs no device-to-host copy.
+        """
+        qsl, sl = self.query_start_loc, self.seq_lens
+        key = (id(qsl), qsl._version, id(sl), sl._version)
+        host = self._host
+        if host is None or host[0] != key:
+            host = self._host = (key, qsl.tolist(), sl.tolist())
+        return host[1], host[2]
 
     def validate(self, num_tokens: int) -> None:
         """Check shapes and the per-sequence invariants; raises ``ValueError``."""

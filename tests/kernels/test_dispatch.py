@@ -46,6 +46,14 @@ def test_paged_attention_matches_reference(batch):
     close(paged_attention(q, kc, vc, md, **opts), paged_attention_reference(q, kc, vc, md, **opts), q.dtype)
 
 
+def test_metadata_reused_across_decode_steps():
+    """vLLM updates persistent metadata buffers in place every step: each step sees the new lengths."""
+    q, kc, vc, md = make_batch([1, 1], [5, 9], 4, 2, 32, 8, seed=14)
+    for _ in range(4):
+        close(paged_attention(q, kc, vc, md), paged_attention_reference(q, kc, vc, md), q.dtype)
+        md.seq_lens += 1
+
+
 def test_selected_kernel_is_the_one_that_ran(batch):
     q, kc, vc, md = batch
     calls = []
