@@ -451,6 +451,23 @@ def test_flashmla_dense_translation(new_api, q_lens, seq_lens, fake):
     check(out, mla_decode_reference(q, kv, md, scale=192 ** -0.5), torch.bfloat16)
 
 
+@settings(max_examples=max(5, _N // 3), deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), st.integers(1, 200)), min_size=1, max_size=4), st.booleans(),
+       st.integers(0, 1000))
+def test_flashmla_dense_translation_varlen(seqs, new_api, seed):
+    seqs = [(min(n, L), L) for n, L in seqs]
+    if sum(n for n, _ in seqs) == 0:
+        seqs[0] = (1, seqs[0][1])
+    C._LIBS["flash_mla"] = FakeFlashMLA(new_api=new_api)
+    try:
+        q, kv, md = make_mla([n for n, _ in seqs], [L for _, L in seqs], 16, seed=seed)
+        out = flashmla_decode(q, kv, md)
+    finally:
+        C._LIBS.pop("flash_mla", None)
+    assert not out.isnan().any()
+    check(out, mla_decode_reference(q, kv, md), torch.bfloat16)
+
+
 def test_flashmla_sparse_translation(fake):
     fake("flash_mla", FakeFlashMLA())
     q, kv, md = make_mla([1, 2, 1], [70, 9, 200], 16, seed=5)
