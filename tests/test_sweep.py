@@ -230,3 +230,13 @@ def test_performance_doc_examples() -> None:
         runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
         runner.run(test)
         assert runner.failures == 0
+
+
+def test_every_platform_gpu_and_model_class_agrees_with_solve() -> None:
+    """Exhaustive over the hardware classes and the main model facts (both roles): ~20k rows."""
+    cfg = Config(platform=ANY, compute_capability=ANY, rocm_arch=ANY, dtype=ANY, head_size=ANY, kv_cache_dtype=ANY,
+                 use_mla=ANY, use_sparse=ANY)
+    s = sweep(cfg, role=ANY)
+    assert 5_000 < len(s) < 60_000
+    for a, b in s:
+        assert b == selected(s.completion(a), a["role"], None), a
