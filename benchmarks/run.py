@@ -267,6 +267,13 @@ def write_markdown(path: Path, rows: list[list[str]], info: dict[str, str], elap
              "compare against the baseline measured beside them. Do not compare figures across machines.", "",
              "## Machine", ""]
     lines += [f"- {k}: {v}" for k, v in info.items()]
+    goals = [r for r in rows if r[6]]
+    if goals:
+        met = sum(1 for r in goals if r[7] == "yes")
+        lines += ["", "## Goals", "", f"{met} of {len(goals)} goal rows met in this run.", "",
+                  "| group | benchmark | value | goal | met |", "|---|---|---|---|---|"]
+        lines += [f"| {cell(r[0])} | {cell(r[1])} | {cell(r[2])} {cell(r[3])} | {cell(r[6])} | {r[7] or '?'} |"
+                  for r in goals]
     lines += ["", "## Results", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(cell(x) for x in r) + " |" for r in rows]
     lines += ["", "Time per group: " + ", ".join(f"{g} {t:.1f} s" for g, t in elapsed.items()), ""]
@@ -397,6 +404,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("machine: " + "; ".join(f"{k} {v}" for k, v in info.items()))
     print_table(rows)
+    goals = [r for r in rows if r[6]]
+    if goals:
+        print(f"\ngoals met: {sum(1 for r in goals if r[7] == 'yes')} of {len(goals)} "
+              f"(not met: {', '.join(r[1] for r in goals if r[7] != 'yes') or 'none'})")
     args.out.mkdir(parents=True, exist_ok=True)
     plots = draw_plots(table, args.out)
     write_markdown(args.out / "results.md", rows, info, elapsed, args.quick, plots)
