@@ -497,6 +497,17 @@ extern "C" int attnsolve_paged_decode(
           const int64_t blk = btr[b];
           const char* kb = (const char*)kc + blk * k_s0 * ce;
           const char* vb = (const char*)vc + blk * v_s0 * ce;
+          if (ce <= 2 && (b + 1) * BS < I.hi && k_s1 == (int64_t)Hkv * D && k_s2 == D && v_s1 == (int64_t)Hkv * Dv &&
+              v_s2 == Dv) {
+            // 16/8-bit caches: prefetch the next (scattered) block while this one computes; measured
+            // ~10% faster for bf16 here, while it slows fp32 down (the hardware prefetcher keeps up there)
+            const int64_t nb = btr[b + 1];
+            const int64_t rows = std::min(BS, I.hi - (b + 1) * BS);
+            const char* nk = (const char*)kc + nb * k_s0 * ce;
+            const char* nv = (const char*)vc + nb * v_s0 * ce;
+            for (int64_t o = 0; o < rows * Hkv * D * ce; o += 64) _mm_prefetch(nk + o, _MM_HINT_T1);
+            for (int64_t o = 0; o < rows * Hkv * Dv * ce; o += 64) _mm_prefetch(nv + o, _MM_HINT_T1);
+          }
           for (int t0 = tb0; t0 < tb1; t0 += TILE) {
             const int nt = std::min(TILE, tb1 - t0);
             tile(ctype, kb, vb, k_s1, k_s2, v_s1, v_s2, t0 - b * BS, nt, Hkv, G, qf.data(), acc.data(), m.data(), l.data(),
