@@ -22,6 +22,7 @@ from typing import Optional
 import torch
 
 from attnsolve import Config, SelectionError, solve
+from attnsolve import rules as _rules
 from attnsolve.kernels import registry
 from attnsolve.kernels.metadata import AttentionMetadata
 from attnsolve.kernels.registry import KernelUnavailableError, runnable_backends, unavailable_reasons
@@ -92,7 +93,7 @@ def infer_config(query: torch.Tensor, key_cache: torch.Tensor, *, sinks: torch.T
     )
 
 
-# config key -> (registry generation, selected backend, kernel)
+# config key -> ((registry generation, rules generation), selected backend, kernel)
 _cache: dict[tuple, tuple[int, str, object]] = {}
 
 
@@ -123,9 +124,10 @@ def _kernel(query, key_cache, value_cache, sinks, backend):
     key = (query.device, query.dtype, key_cache.dtype, value_cache.dtype, query.shape[1], query.shape[2],
            key_cache.shape[1], sinks is None, backend)
     hit = _cache.get(key)
-    if hit is None or hit[0] != registry._generation:
+    gen = (registry._generation, _rules.generation())  # new kernels or new rules invalidate the entry
+    if hit is None or hit[0] != gen:
         sel, fn = resolve(query, key_cache, sinks=sinks, backend=backend)
-        hit = _cache[key] = (registry._generation, sel.backend, fn)
+        hit = _cache[key] = (gen, sel.backend, fn)
     return hit[2]
 
 
