@@ -153,9 +153,6 @@ def _copy(x: Any) -> Any:
     return x
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known loader crashes on tables of the wrong shape, see KNOWN_CRASHES below; non-strict because a random run "
-    "may miss them: remove this marker once loader.py checks every table's shape"))
 @settings(suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(PATHS), toml_values, st.booleans())
 def test_wrong_types_anywhere_give_rules_error(where, value, delete):
@@ -212,30 +209,7 @@ WORST = {
 }
 
 
-# Known loader crashes (attnsolve/rules/loader.py _build/load_rules): a top-level or per-item table of the wrong
-# shape reaches .items()/.get()/dict.update() unchecked, and tomllib's RecursionError is not caught.
-_LOADER_BUG = ("attnsolve/rules/loader.py: a table of the wrong shape ({what}) crashes _build with {exc} instead of a "
-               "RulesError naming file and key")
-KNOWN_CRASHES = {
-    "aliases as list": ("aliases = [..]", "AttributeError (line ~279)"),
-    "fields as string": ("fields = 'oops'", "AttributeError (line ~274)"),
-    "gpus as list": ("gpus = [..]", "TypeError from dict.update (line ~281)"),
-    "derived not a table": ("derived.zz = 3", "AttributeError .get (line ~306)"),
-    "list as table": ("platforms.cpu.lists = 5", "TypeError (line ~377)"),
-    "platform not a table": ("platforms.zz = 3", "AttributeError .items (line ~370)"),
-    "deep nesting": ("5000 nested arrays", "RecursionError from tomllib, not caught by load_rules (only "
-                     "TOMLDecodeError/UnicodeDecodeError are)"),
-}
-
-
-def _worst(case: str) -> Any:
-    if case in KNOWN_CRASHES:
-        what, exc = KNOWN_CRASHES[case]
-        return pytest.param(case, marks=pytest.mark.xfail(strict=True, reason=_LOADER_BUG.format(what=what, exc=exc)))
-    return case
-
-
-@pytest.mark.parametrize("case", [_worst(c) for c in sorted(WORST)])
+@pytest.mark.parametrize("case", sorted(WORST))
 def test_worst_cases_give_rules_error(case):
     files: dict[str, str | bytes] = dict(TEXTS)
     files["zz_extra.toml"] = WORST[case]

@@ -32,35 +32,6 @@ explain_mod = pytest.importorskip("attnsolve.explain")
 explain = explain_mod.explain
 possible_backends = explain_mod.possible_backends
 
-def _lossy_fields() -> set[str]:
-    """Fields whose CSP value classes lose values that change selection (known bug, see the xfail tests below):
-    the rules' predicates never mention 'cpu' or a backend name, so value_classes() merges 'rocm'/'cpu' and
-    all backend names, and the CSP never tries platform='cpu' or a requested backend other than one.
-    Self-disabling: once every platform and backend is its own class, nothing is excluded."""
-    from attnsolve.solver.domains import representatives
-    rules = default_rules()
-    out = set()
-    if set(representatives(rules, "platform")) != set(rules.domains["platform"]):
-        out.add("platform")
-    if set(representatives(rules, "backend")) != {None, *rules.backends}:
-        out.add("backend")
-    return out
-
-
-def _hits_known_bug(config: Config, role: str = "decode") -> bool:
-    """A request for a backend that lives only on a platform the CSP cannot represent (e.g. CPU_ATTN), or
-    a request no facts can satisfy (a backend of the other role: the true conflict is empty, see below)."""
-    if config.backend is None:
-        return False
-    if default_rules().backends[config.backend].role != role:
-        return True
-    if "platform" not in _lossy_fields():
-        return False
-    from attnsolve.solver.domains import representatives
-    reps = set(representatives(default_rules(), "platform"))
-    return not (set(default_rules().backends[config.backend].platforms) & reps)
-
-
 FAST = settings(max_examples=40, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 
 
@@ -113,8 +84,7 @@ def test_explain_agrees_with_oracle(q):
 
 
 failing_queries = queries().filter(lambda q: oracle.select(default_rules(), q[0], q[1]).backend is None
-                                   and oracle.select(default_rules(), q[0], q[1]).error is None
-                                   and not _hits_known_bug(q[0], q[1]))
+                                   and oracle.select(default_rules(), q[0], q[1]).error is None)
 
 
 @FAST
@@ -178,12 +148,11 @@ def test_conflicts_are_minimal(q):
             relaxed = _partial_keeping(config, set(conflict) - {f})
             facts = base_facts(relaxed, role)
             sol = csp_solver().find(facts, backend=requested)
-            if sol is not None:
-                witness = _witness_config(config, sol)
-            else:  # the CSP found none: look for one with the oracle, varying the dropped fact alone
+            if sol is None:  # the CSP found none: is there one the oracle can see (dropped fact + hardware moved)?
                 found = _some_values_work(config, role, (f,), requested, hardware=True)
-                assert found is not None, f"conflict {conflict} is not minimal: without {f} it still fails"
-                witness = config.replace(**found)
+                assert found is None, f"the CSP misses a completion of {conflict} minus {f}: {found} reaches the goal"
+                raise AssertionError(f"conflict {conflict} is not minimal: without {f} it still fails")
+            witness = _witness_config(config, sol)
             assert _goal(oracle.select(rules, witness, role), requested), (
                 f"CSP witness {witness!r} (for {conflict} minus {f}) does not reach the goal by the oracle")
 
@@ -272,7 +241,6 @@ def test_a_single_field_fix_is_found_when_one_exists(q):
 @given(partial_configs(max_free=2), st.sampled_from(["decode", "mla_prefill"]))
 def test_possible_backends_is_the_union_over_completions(config, role):
     assume(role == "decode" or config.use_mla is not False)
-    assume(not (set(config.free_fields) & _lossy_fields()))  # known bug: see test_known_bug_* below
     rules = default_rules()
     union: set[str] = set()
     for full in completions(config):
@@ -288,38 +256,31 @@ def test_possible_backends_is_the_union_over_completions(config, role):
 
 
 # ---------------------------------------------------------------------------------------------------
-# bugs found by the properties above (strict xfail: they turn red when fixed, so the marker gets removed)
+# regressions: bugs the properties above found (fixed; kept as plain examples)
 # ---------------------------------------------------------------------------------------------------
-_BUG = ("attnsolve/solver/domains.py: value classes are built from the predicates only, and no predicate "
-        "mentions 'cpu' or a backend name, so 'rocm'/'cpu' share one class and all backend names another; "
-        "the CSP (possible_backends, explain's conflicts) never tries platform='cpu' or most requested backends")
+# Value classes were built from the predicates only: no predicate mentions 'cpu' or a backend name, so
+# 'rocm'/'cpu' shared one class and all backend names another, and the CSP never tried platform='cpu' or most
+# requested backends (possible_backends missed CPU_ATTN; explain gave unsound conflicts for a CPU_ATTN request).
 
 
-@pytest.mark.xfail(strict=True, reason=_BUG)
-def test_known_bug_possible_backends_free_platform_includes_cpu():
+def test_regression_possible_backends_free_platform_includes_cpu():
     cfg = Config(platform=ANY, compute_capability=ANY, rocm_arch=ANY, dtype="bfloat16")
     assert "CPU_ATTN" in possible_backends(cfg)  # platform='cpu' selects CPU_ATTN
 
 
-@pytest.mark.xfail(strict=True, reason=_BUG)
-def test_known_bug_possible_backends_free_backend_includes_requests():
+def test_regression_possible_backends_free_backend_includes_requests():
     cfg = Config(platform="cuda", compute_capability="9.0", dtype="bfloat16", backend=ANY)
     assert {"FLASH_ATTN", "FLASHINFER", "TRITON_ATTN", "FLEX_ATTENTION", "TREE_ATTN"} <= set(possible_backends(cfg))
 
 
-@pytest.mark.xfail(strict=True, reason=_BUG)
-def test_known_bug_conflict_for_cpu_request_is_sound():
+def test_regression_conflict_for_cpu_request_is_sound():
     cfg = Config(platform="cuda", compute_capability="7.0", dtype="bfloat16", head_size=64, backend="CPU_ATTN")
     exp = explain(cfg)
     # every conflict must pin the hardware: with platform free, platform='cpu' selects CPU_ATTN
     assert all(set(c) & set(HARDWARE) for c in exp.conflicts), exp.conflicts
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "attnsolve/explain.py _quickxplain: never tests consistent(frozenset()), so when no completion at all reaches "
-    "the goal (a requested backend of the other role) it returns a one-fact 'conflict' {'platform': 'cuda'} and "
-    "hardware_only=True ('only other hardware helps'), though no hardware helps; the minimal conflict is {}"))
-def test_known_bug_conflict_for_impossible_request_is_empty():
+def test_regression_conflict_for_impossible_request_is_empty():
     cfg = Config(platform="cuda", compute_capability="9.0", dtype="bfloat16", backend="CUDNN_PREFILL")
     exp = explain(cfg, role="decode")
     assert exp.conflict == {} and not exp.hardware_only, (exp.conflict, exp.hardware_only)
