@@ -73,7 +73,7 @@ class GroupCoverage:
     def to_dict(self) -> dict[str, Any]:
         return {"platform": self.platform, "label": self.label, "hardware": dict(self.hardware),
                 "configurations": self.configurations, "holes": self.holes,
-                "by_backend": {str(k) if k is not None else None: v for k, v in self.by_backend.items()},
+                "by_backend": [{"backend": k, "configurations": v} for k, v in self.by_backend.items()],
                 "patterns": [p.to_dict() for p in self.patterns], "uncovered": self.uncovered}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -31,6 +32,7 @@ def test_counts_add_up(report) -> None:
     assert set(report.fields) == {*MODEL_FIELDS, "role"}
     d = report.to_dict()
     assert d["holes"] == report.holes and len(d["groups"]) == len(report.groups)
+    assert json.loads(json.dumps(d)) == d  # JSON-ready: no None keys, no tuples
     assert "without a backend" in str(report)
 
 
