@@ -251,6 +251,7 @@ def test_possible_backends_is_the_union_over_completions(config, role):
             union.add(ans.backend)
     got = possible_backends(config, role=role)
     assert len(got) == len(set(got))
+    assert tuple(explain(config, role=role).possible) == tuple(got)
     assert set(got) == union, (f"{config!r} role={role}: possible_backends={sorted(got)}, "
                                f"union of completions={sorted(union)}")
 
