@@ -109,7 +109,7 @@ def _unified_attention_kernel(
 
     # -- which sequence: binary search over query_start_loc (in q-block units) --------
     # Sequence i's q-blocks start at query_start_loc[i] // BLOCK_Q + i.
-    left = 0
+    left: tl.int32 = 0  # typed: a loop-carried value in compiled Triton
     right = num_seqs
     while left < right:
         mid = (left + right) // 2

@@ -76,7 +76,7 @@ def _mla_kernel(
     segment = tl.program_id(2)
 
     # sequence owning this token: last i with query_start_loc[i] <= tok
-    left = 0
+    left: tl.int32 = 0  # typed: a loop-carried value in compiled Triton
     right = num_seqs
     while left < right:
         mid = (left + right) // 2
