@@ -504,7 +504,7 @@ def triton_paged_attention(
         USE_SINKS=sinks_t is not None,
         USE_K_SCALE=ks is not None,
         USE_V_SCALE=vs is not None,
-        DOT_PRECISION="ieee" if (query.dtype == torch.float32 or dev.type == "cpu") else "tf32",
+        DOT_PRECISION="ieee" if (query.dtype == torch.float32 or dev.type == "cpu") else None,
         DOT_F32=dev.type == "cpu",
         NUM_SEGMENTS=num_segments,
         NUM_HEADS=H,

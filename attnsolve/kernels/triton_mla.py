@@ -294,7 +294,7 @@ def triton_mla_attention(
         TILE=tile,
         SPARSE=sparse,
         HAS_ROPE=rope > 0,
-        DOT_PRECISION="ieee" if (query.dtype == torch.float32 or dev.type == "cpu") else "tf32",
+        DOT_PRECISION="ieee" if (query.dtype == torch.float32 or dev.type == "cpu") else None,
         DOT_F32=dev.type == "cpu",
         NUM_SEGMENTS=num_segments,
     )
