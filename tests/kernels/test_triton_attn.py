@@ -252,6 +252,12 @@ def test_noncontiguous_query_and_out_buffer():
     res = triton_paged_attention(qv, kc, vc, md, out=out)
     assert res is out
     assert_matches(out, paged_attention_reference(q, kc, vc, md), torch.float32)
+    # vLLM's combined cache: kv [num_blocks, 2, block_size, heads, head] -> strided K and V views
+    kv = torch.stack([kc, vc], dim=1)
+    k_view, v_view = kv[:, 0], kv[:, 1]
+    assert not k_view.is_contiguous()
+    assert_matches(triton_paged_attention(q, k_view, v_view, md), paged_attention_reference(q, kc, vc, md),
+                   torch.float32)
 
 
 def test_rejects_bad_shapes():
