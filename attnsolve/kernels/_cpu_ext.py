@@ -214,6 +214,14 @@ static inline float fast_exp(float x) {
 // Convert one row of ND*16 elements to float (scaled) into dst.
 template <int ND>
 static inline void conv_row(int type, const void* p, float* __restrict dst, float sc) {
+  if (sc == 1.0f && type == BF16) {  // the common case: no multiply
+    const uint16_t* s = (const uint16_t*)p;
+    for (int c = 0; c < ND; ++c) {
+      const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(s + 16 * c)));
+      _mm512_storeu_ps(dst + 16 * c, _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)));
+    }
+    return;
+  }
   const __m512 vs = _mm512_set1_ps(sc);
   if (type == F32) {
     const float* s = (const float*)p;
@@ -439,6 +447,12 @@ extern "C" int attnsolve_paged_decode(
     float scale, int causal, int window, float softcap, const float* sinks,
     float k_scale, float v_scale, int nthreads, int chunk, int64_t num_blocks) {
   init_luts();
+  // Per-tensor dequantisation scales fold out of the inner loops: q.(k*ks)*scale = (q.k)*(scale*ks), and
+  // sum p*(v*vs) = vs * sum p*v, applied once to each output row in the merge.
+  const float out_scale = v_scale;
+  scale *= k_scale;
+  k_scale = 1.0f;
+  v_scale = 1.0f;
   // every block the rows will read must exist: a bad table is an error, not a wild read
   for (int k = 0; k < nseqs; ++k) {
     const int i = seqs[k];
@@ -603,7 +617,7 @@ extern "C" int attnsolve_paged_decode(
             for (int d = 0; d < Dv; ++d) o[d] += w * a[d];
           }
         }
-        const float inv = den > 0.0f ? 1.0f / den : 0.0f;
+        const float inv = den > 0.0f ? out_scale / den : 0.0f;
         for (int d = 0; d < Dv; ++d) o[d] *= inv;
         store_row(otype, (char*)out + ((int64_t)rows[r] * o_s0 + (int64_t)h * o_s1) * oe, o.data(), Dv);
       }
