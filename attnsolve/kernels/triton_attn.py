@@ -413,6 +413,11 @@ def triton_paged_attention(
 
     if out is None:
         out = torch.empty(T, H, Dv, dtype=query.dtype, device=dev)
+    elif tuple(out.shape) != (T, H, Dv) or out.device != dev or out.stride(-1) != 1:
+        raise ValueError(
+            f"Expected out [{T}, {H}, {Dv}] on {dev}, contiguous in its last dimension, but got "
+            f"{tuple(out.shape)} on {out.device} with strides {out.stride()}."
+        )
     if T == 0 or num_seqs == 0:
         return out
 
@@ -420,10 +425,13 @@ def triton_paged_attention(
     if block_m is None:
         # Interpreter: fewer, bigger programs are much faster.  GPU: vLLM's choice.
         block_m = 64 if dev.type == "cpu" else 16
-    block_m = max(block_m, triton.next_power_of_2(qpkv), 16)
-    block_q = block_m // qpkv
     if tile is None:
-        tile = 32 if dev.type == "cpu" else 32
+        tile = 32
+    for knob, val in (("block_m", block_m), ("tile", tile)):
+        if val < 16 or val & (val - 1):
+            raise ValueError(f"Expected {knob} a power of two >= 16, but got {val}.")
+    block_m = max(block_m, triton.next_power_of_2(qpkv))
+    block_q = block_m // qpkv
     head_pad = max(triton.next_power_of_2(D), 16)
     head_pad_v = max(triton.next_power_of_2(Dv), 16)
 

@@ -245,6 +245,8 @@ def triton_mla_attention(
     block_h = max(16, triton.next_power_of_2(min(block_h, max(H, 1))))
     if tile is None:
         tile = 32 if dev.type == "cpu" else 16
+    if tile < 16 or tile & (tile - 1):
+        raise ValueError(f"Expected tile a power of two >= 16, but got {tile}.")
     lora_pad = max(16, triton.next_power_of_2(kv_lora_rank))
     rope_pad = max(16, triton.next_power_of_2(max(rope, 1)))
     scale = Dq ** -0.5 if scale is None else float(scale)

@@ -272,6 +272,12 @@ def test_rejects_bad_shapes():
         triton_paged_attention(q.double(), kc, vc, md)
     with pytest.raises(ValueError, match="float8_e4m3fn cache"):
         triton_paged_attention(q, kc, vc, md, fp8_bits=True)
+    with pytest.raises(ValueError, match="block_m a power of two"):
+        triton_paged_attention(q, kc, vc, md, block_m=48)
+    with pytest.raises(ValueError, match="tile a power of two"):
+        triton_paged_attention(q, kc, vc, md, tile=8)
+    with pytest.raises(ValueError, match="Expected out"):
+        triton_paged_attention(q, kc, vc, md, out=torch.empty(1, 4, 16))
 
 
 # --------------------------------------------------------------------------------------
