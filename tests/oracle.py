@@ -297,9 +297,12 @@ def select(rules: RuleSet, config: Config, role: str = "decode", available: froz
 
 
 def preferred_block_size(rules: RuleSet, backend: str, block_size: int | None) -> int | None:
-    """vLLM start-up: the user's block size, else 16 if the backend accepts it, else its smallest kernel size."""
+    """vLLM start-up: the user's block size, else the backend's declared preferred size (ROCm unified AITER: 64),
+    else 16 if the backend accepts it, else its smallest kernel size."""
     if block_size is not None:
         return block_size
+    if rules.backends[backend].preferred_block_size is not None:  # declared start-up size (ROCm unified: 64)
+        return rules.backends[backend].preferred_block_size
     sizes = rules.backends[backend].caps.kernel_block_sizes
     if not sizes or any(16 % s == 0 for s in sizes):
         return 16
