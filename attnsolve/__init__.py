@@ -6,17 +6,21 @@ and the smallest change that fixes a failing one.
 'FLASH_ATTN (FA3)'
 """
 
+from __future__ import annotations
+
 from .config import ANY, Config
 from .errors import ConfigError, InvalidBackendError, NoValidBackendError, SelectionError
 from .rules import RulesError, load_rules, use_rules
 from .selection import Rejection, Selection, solve
 
 __all__ = [
-    "ANY", "Config", "ConfigError", "InvalidBackendError", "NoValidBackendError", "Rejection", "RulesError",
-    "Selection", "SelectionError", "load_rules", "solve", "use_rules",
+    "ANY", "Config", "ConfigError", "Explanation", "Fix", "InvalidBackendError", "NoValidBackendError",
+    "Rejection", "RulesError", "Selection", "SelectionError", "Sweep", "Verdict", "explain", "load_rules",
+    "possible_backends", "selection_table", "solve", "sweep", "use_rules",
 ]
 __version__ = "0.1.0"
 
+# Imported eagerly on purpose: a lazy package attribute named like its submodule ("explain",
+# "sweep") would be replaced by the submodule object as soon as anything imports it.
 from .explain import Explanation, Fix, Verdict, explain, possible_backends, selection_table  # noqa: E402
-
-__all__ += ["Explanation", "Fix", "Verdict", "explain", "possible_backends", "selection_table"]
+from .sweep import Sweep, sweep  # noqa: E402

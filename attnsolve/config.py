@@ -107,6 +107,9 @@ class Config(metaclass=_ConfigMeta):
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
+        for name in FIELD_NAMES:  # to_dict() writes a free field as the string "ANY"
+            if isinstance(getattr(self, name), str) and getattr(self, name) == "ANY":
+                set_(self, name, ANY)
         for name, value in _normalise(self).items():
             set_(self, name, value)
         set_(self, "_hash", hash(tuple(getattr(self, f) for f in FIELD_NAMES)))
@@ -211,6 +214,8 @@ def parse_cc(value: Any) -> tuple[int, int]:
     elif isinstance(value, int):
         major, minor = (value // 10, value % 10) if value >= 20 else (value, 0)
     elif isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise bad
         text = f"{value:.1f}"
         major, minor = int(text.split(".")[0]), int(text.split(".")[1])
     elif isinstance(value, str):

@@ -129,6 +129,9 @@ class Explanation:
             del lost
         elif self.requested:
             out.append(f"{self.requested} does not fit: {_join(self.candidates[0].reasons)}")
+            if tuple(self.conflicts) == ({},):
+                out.append(f"{self.requested} can never be selected for this query: no setting of it makes "
+                           f"{self.requested} valid here.")
         else:
             out.append("No backend fits.")
         if self.conflict:
@@ -324,6 +327,8 @@ def find_conflicts(config: Config, role: str, available: frozenset[str] | None, 
     """Minimal conflicts (as field -> Config value), the preferred one first (bounded hitting-set tree)."""
     consistent = _consistency(config, role, available, requested)
     order = _fact_order(config)
+    if not consistent(frozenset()):
+        return [{}]  # no completion at all reaches the goal: the minimal conflict is empty
     first = _quickxplain([], order, consistent)
     if first is None:
         return []
@@ -400,6 +405,8 @@ def _distance(field_name: str, old: Any, new: Any, rules: Any) -> float:
         return abs((old[0] * 10 + old[1]) - (new[0] * 10 + new[1])) / 10
     if isinstance(old, int) and isinstance(new, int) and old > 0 and new > 0:
         return abs(math.log2(new / old))
+    if field_name == "kv_cache_dtype":
+        return 0.5 if new == "auto" else 1.0  # "auto" (the model dtype) is the natural first fix
     dom = list(rules.domains.get(field_name, ()))
     if old in dom and new in dom:
         return abs(dom.index(old) - dom.index(new)) * 0.5 + 0.5
@@ -412,12 +419,17 @@ def find_fixes(config: Config, role: str, available: frozenset[str] | None, requ
     rules = compiled_rules().rules
     fixes: list[tuple[tuple, Fix]] = []
     if requested is not None:
+        auto = config.replace(backend=None)
         try:
-            sel = solve_uncached(config.replace(backend=None), role, available)
+            sel = solve_uncached(auto, role, available)
             fixes.append(((0, 1, 0.0), Fix({"backend": None}, sel.backend)))
         except (SelectionError, ConfigError):
-            pass
-    if not conflicts:
+            if not any(conflicts):
+                # the request can never fit: the fixes are automatic selection plus what that needs
+                auto_conflicts = find_conflicts(auto, role, available, None)
+                for f in find_fixes(auto, role, available, None, auto_conflicts, max_fixes, max_size):
+                    fixes.append(((0, 1 + len(f.changes), 0.0), Fix({"backend": None, **f.changes}, f.selects, f.hardware)))
+    if not any(conflicts):
         return [f for _, f in fixes]
     known = [set(c) for c in conflicts]
     worked: list[frozenset[str]] = []

@@ -78,6 +78,8 @@ def solve(config: Config, *, role: str | None = None, available: Iterable[str] |
     "kernel not runnable on this machine" (so automatic selection moves on, a request fails).
     """
     avail = None if available is None else frozenset(available)
+    if role is not None and not isinstance(role, str):
+        role = parse_role(role)  # raises ConfigError for anything that is not a role name
     key = (config, role, avail)
     comp = compiled_rules()
     hit = _cache.get(key)

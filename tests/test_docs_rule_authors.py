@@ -21,15 +21,15 @@ from attnsolve.rules import RULES_DIR
 # (file, old text, new text): exactly the edits printed in docs/rule-authors.md
 FA4_EDITS = [
     ("domains.toml", "flash_attn_version = [2, 3]", "flash_attn_version = [2, 3, 4]"),
-    ("cuda.toml", "values = [2, 3]\ncases = [\n",
-     "values = [2, 3, 4]\ncases = [\n"
+    ("cuda.toml", "values = [0, 2, 3]\ncases = [\n",
+     "values = [0, 2, 3, 4]\ncases = [\n"
      "  { when = { flash_attn_version = 4, compute_capability = { min = \"10.0\" } }, value = 4 },\n"
      "  { when = { flash_attn_version = 4 }, value = 2, warning = \"FA version 4 needs SM 10.0 or newer; "
      "defaulting to FA version 2.\" },\n"),
     ("cuda.toml", "  { value = 2 },\n]",
      "  { when = { compute_capability = { major_in = [10] } }, value = 4 },\n  { value = 2 },\n]"),
-    ("cuda.toml", "[backends.FLASH_ATTN.variants.FA2]\nvalues = [2]",
-     "[backends.FLASH_ATTN.variants.FA2]\nvalues = [2]\n[backends.FLASH_ATTN.variants.FA4]\nvalues = [4]"),
+    ("cuda.toml", "[backends.FLASH_ATTN.variants.FA2]\nvalues = [2, 0]",
+     "[backends.FLASH_ATTN.variants.FA2]\nvalues = [2, 0]\n[backends.FLASH_ATTN.variants.FA4]\nvalues = [4]"),
     ("mla.toml", "[backends.FLASH_ATTN_PREFILL.variants.FA2]\nvalues = [2]",
      "[backends.FLASH_ATTN_PREFILL.variants.FA2]\nvalues = [2]\n[backends.FLASH_ATTN_PREFILL.variants.FA4]\nvalues = [4]"),
 ]

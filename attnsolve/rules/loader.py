@@ -251,9 +251,19 @@ def load_rules(path: str | Path | None = None, *, check_structure: bool = True) 
             docs.append((f.name, tomllib.loads(f.read_text(encoding="utf-8"))))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             col.add(f.name, "-", f"not valid TOML: {e}")
+        except RecursionError:
+            col.add(f.name, "-", "not valid TOML: nested too deeply")
     if col.problems:
         raise RulesError(col.problems)
-    return _build(docs, col, check_structure, tuple(str(f) for f in files))
+    try:
+        return _build(docs, col, check_structure, tuple(str(f) for f in files))
+    except RulesError:
+        raise
+    except (TypeError, AttributeError, KeyError, ValueError, RecursionError) as e:
+        # Every shape the loader knows is checked with a precise message above; this is the net for
+        # a shape it does not know, so a malformed file never escapes as a traceback.
+        raise RulesError([*col.problems, (", ".join(f.name for f in files), "-",
+                                          f"malformed rules ({type(e).__name__}: {e})")]) from None
 
 
 def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool, sources: tuple[str, ...]) -> RuleSet:
@@ -268,30 +278,65 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
     raw_platforms: dict[str, list[tuple[str, dict]]] = {}
     top_keys = {"fields", "aliases", "gpus", "generations", "derived", "backends", "platforms"}
 
+    def table(fname: str, where: str, value: Any) -> dict:
+        """`value` if it is a table, else {} with a problem naming file and key."""
+        if isinstance(value, dict):
+            return value
+        col.add(fname, where, f"must be a table, got {type(value).__name__}")
+        return {}
+
     for fname, doc in docs:
         for key in set(doc) - top_keys:
             col.add(fname, key, f"unknown top-level table; accepted: {', '.join(sorted(top_keys))}")
-        for k, v in doc.get("fields", {}).items():
+        for k, v in table(fname, "fields", doc.get("fields", {})).items():
             if not isinstance(v, list) or not v:
                 col.add(fname, f"fields.{k}", "must be a non-empty list")
+            elif not all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in v):
+                col.add(fname, f"fields.{k}", "values must be strings or integers")
             else:
                 domains[k] = tuple(v)
-        for k, v in doc.get("aliases", {}).items():
+        for k, v in table(fname, "aliases", doc.get("aliases", {})).items():
+            v = table(fname, f"aliases.{k}", v)
+            bad = [a for a, b in v.items() if not isinstance(b, str)]
+            if bad:
+                col.add(fname, f"aliases.{k}.{bad[0]}", "must be a string")
+                continue
             aliases.setdefault(k, {}).update({str(a).lower(): b for a, b in v.items()})
-        gpus.update(doc.get("gpus", {}))
-        generations.update(doc.get("generations", {}))
-        for name, d in doc.get("derived", {}).items():
+        for k, v in table(fname, "gpus", doc.get("gpus", {})).items():
+            v = table(fname, f"gpus.{k}", v)
+            if v and not isinstance(v.get("platform"), str):
+                col.add(fname, f"gpus.{k}.platform", "must be a platform name")
+                continue
+            if v:
+                gpus[k] = v
+        for k, v in table(fname, "generations", doc.get("generations", {})).items():
+            try:
+                _cc_int(k)
+            except ValueError as e:
+                col.add(fname, f"generations.{k}", str(e))
+                continue
+            generations[k] = str(v)
+        for name, d in table(fname, "derived", doc.get("derived", {})).items():
             if name in raw_derived:
                 col.add(fname, f"derived.{name}", f"defined twice (also in {raw_derived[name][0]})")
+            if not isinstance(d, dict):
+                col.add(fname, f"derived.{name}", "must be a table")
+                continue
             raw_derived[name] = (fname, d)
-        for name, b in doc.get("backends", {}).items():
+        for name, b in table(fname, "backends", doc.get("backends", {})).items():
             if name in raw_backends:
                 col.add(fname, f"backends.{name}", f"defined twice (also in {raw_backends[name][0]})")
             if not isinstance(b, dict):
                 col.add(fname, f"backends.{name}", "must be a table")
                 continue
             raw_backends[name] = (fname, b)
-        for plat, p in doc.get("platforms", {}).items():
+        for plat, p in table(fname, "platforms", doc.get("platforms", {})).items():
+            if not isinstance(p, dict):
+                col.add(fname, f"platforms.{plat}", "must be a table")
+                continue
+            if not isinstance(p.get("lists", []), list) or not all(isinstance(x, dict) for x in p.get("lists", [])):
+                col.add(fname, f"platforms.{plat}.lists", "must be an array of tables ([[platforms.X.lists]])")
+                continue
             raw_platforms.setdefault(plat, []).append((fname, p))
 
     for required in ("dtype", "kv_cache_dtype", "block_size", "attn_type", "platform"):

@@ -26,7 +26,7 @@ class CompiledRules:
         self._plans: dict[tuple[int, str | None], tuple[Plan, tuple[int, ...]]] = {}
         self._list_index = {id(pl): i for i, pl in enumerate(rules.lists)}
         self._cand_bits: dict[int, tuple[Candidate, tuple[tuple[int, Check], ...]]] = {}
-        for pl in rules.lists:
+        for pl in rules.lists:  # every plan up front, so the clause layout is fixed after construction
             for req in (None, *rules.backends):
                 self._plan(pl, req)
         self.fields: tuple[str, ...] = tuple(self._field_lits)

@@ -110,9 +110,16 @@ def _nice(values: list[Any], mentioned: set[Any], preferred: set[Any]) -> Any:
     return values[0]
 
 
+# Fields whose every value is its own class: the semantics (which list, which request) depends on
+# them structurally, not only through predicates.
+_DISTINCT = {"platform", "backend", "role"}
+
+
 @lru_cache(maxsize=256)
 def _classes_cached(rules: RuleSet, field: str) -> tuple[ValueClass, ...]:
     preds = field_preds(rules, field)
+    if field in _DISTINCT:
+        return tuple(ValueClass(field, v, (i,), (v,)) for i, v in enumerate(_candidates(rules, field)))
     groups: dict[tuple[bool, ...], list[Any]] = {}
     for v in _candidates(rules, field):
         sig = tuple(p(v) for p in preds)

@@ -78,11 +78,16 @@ class Reach:
         self._group_derived = {g: tuple(d for d in self._derived.values() if set(d.inputs) & set(g)) for g in self.groups}
         self._reps = {f: tuple(representatives(rules, f)) for f in fields}
         self._opt_cache: dict[Any, tuple[int, ...]] = {}
+        self._opt_clauses = comp.clause_count
 
     def list_need(self, index: int) -> int:
         return self._list_need[index]
 
     def _options(self, group: tuple[str, ...], facts: Mapping[str, Any]) -> tuple[int, ...]:
+        if self._opt_clauses != self.comp.clause_count:
+            # a plan compiled since (a requested backend's) added clauses: cached masks lack their bits
+            self._opt_cache.clear()
+            self._opt_clauses = self.comp.clause_count
         key = (group, tuple(facts.get(f, ANY) for f in group))
         got = self._opt_cache.get(key)
         if got is not None:
@@ -204,22 +209,36 @@ def reach_for(comp: CompiledRules, generation: int) -> Reach:
     return _reach[1]
 
 
-def goal_reachable(reach: Reach, facts: Mapping[str, Any], requested: str | None,
-                   available: frozenset[str] | None) -> bool | None:
-    """Some completion selects a backend (requested: selects exactly it). None = ask the CSP."""
+def goal_reachable(reach: Reach, facts: Mapping[str, Any], requested: str | None = None,
+                   available: frozenset[str] | None = None) -> bool | None:
+    """Whether some completion of `facts` makes selection pick `requested` (any backend if None).
+
+    The request in facts["backend"] is handled as vLLM does (validated, refused by a table, or
+    ignored). None = this fast check cannot decide (an ignored request must win over earlier
+    candidates, which needs "those are invalid"): ask the CSP.
+    """
     rules: RuleSet = reach.rules
     comp = reach.comp
     plat = facts.get("platform", ANY)
+    req = facts.get("backend")
+    if req is ANY:
+        return None
     units = reach.units(facts)
     if units is None:
         return False
+    undecided = False
     for i, pl in enumerate(rules.lists):
         if plat is not ANY and pl.platform != plat:
             continue
-        if requested is not None and pl.manual == "ignore":
-            return None  # "requested R is selected" needs "earlier candidates invalid": CSP
-        p, masks = comp._plan(pl, requested)
+        p, masks = comp._plan(pl, req)
+        if requested is not None and p.mode == "auto" and any(c.backend == requested for c in p.candidates):
+            undecided = True
+            continue
         base = reach.list_need(i)
+        if reach._opt_clauses != comp.clause_count:
+            units = reach.units(facts)  # compiling this plan added clauses: recompute the options
+            if units is None:
+                return False
         for cand, m in zip(p.candidates, masks):
             if available is not None and cand.backend not in available:
                 continue
@@ -227,4 +246,4 @@ def goal_reachable(reach: Reach, facts: Mapping[str, Any], requested: str | None
                 continue
             if reach.reachable(facts, base | m if base >= 0 else -1, units):
                 return True
-    return False
+    return None if undecided else False

@@ -38,7 +38,8 @@ _NEVER = Literal("backend", Pred(in_=frozenset()))  # a literal that never holds
 
 
 def role_mismatch_check(role: str) -> Check:
-    return Check("backend is for the {role} role, not this one", Literal("role", Pred(eq=role)), (), "role")
+    text = "MLA prefill" if role == "mla_prefill" else "decode (attention)"
+    return Check(f"not a decode backend: it is selected for the {text} role", Literal("role", Pred(eq=role)), (), "role")
 
 
 def platform_check(platforms: tuple[str, ...]) -> Check:
