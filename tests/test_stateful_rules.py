@@ -74,15 +74,17 @@ class RulesEditing(RuleBasedStateMachine):
         name = f"NEW_{self.counter}"
         docs[f]["backends"][name] = copy.deepcopy(docs[f]["backends"][src])
         docs[f]["backends"][name].pop("parent", None) if "parent" not in docs[f]["backends"][src] else None
-        placed = False
+        placed: set[str] = set()
         for lf, plat, i in self._lists():
             pl = docs[lf]["platforms"][plat]["lists"][i]
             if any((e if isinstance(e, str) else e["backend"]) == src for e in pl.get("entries", [])):
                 pos = data.draw(st.integers(0, len(pl["entries"])), label="position")
                 pl["entries"].insert(pos, name)
-                placed = True
+                placed.add(plat)
         if not placed:
             docs[f]["backends"][name]["explicit_only"] = True
+        else:  # a backend must be in a list of every platform it declares (the structure check)
+            docs[f]["backends"][name]["platforms"] = sorted(placed)
         err = self._apply(docs)
         assert err is None, f"adding {name} (clone of {src}) was refused: {err}"
         self._agree(data)
