@@ -495,7 +495,7 @@ extern "C" int attnsolve_paged_decode(
     constexpr int TILE = 32;
     std::vector<float> ts((size_t)TILE * H), tbuf((size_t)TILE * D);
     std::vector<float> qf((size_t)H * D), acc((size_t)H * Dv), m(H), l(H), s((size_t)BS * H), kf(D), vf(Dv), pb(BS);
-    #pragma omp for schedule(dynamic, 1)
+    #pragma omp for schedule(dynamic, 1) nowait
     for (int it = 0; it < nitems; ++it) {
       const Item& I = items[it];
       for (int h = 0; h < H; ++h)
@@ -595,9 +595,11 @@ extern "C" int attnsolve_paged_decode(
       std::memcpy(&pm[(size_t)it * H], m.data(), sizeof(float) * H);
       std::memcpy(&pl[(size_t)it * H], l.data(), sizeof(float) * H);
     }
-    // merge the chunks of each row (log-sum-exp), sinks join the denominator
+  }
+  // Merge the chunks of each row (log-sum-exp; sinks join the denominator) on the calling thread:
+  // it is cheap, and one barrier fewer matters on an oversubscribed machine.
+  {
     std::vector<float> o(Dv);
-    #pragma omp for schedule(static)
     for (int r = 0; r < (int)rows.size(); ++r) {
       const int f = row_first[r], c = row_count[r];
       for (int h = 0; h < H; ++h) {
