@@ -10,7 +10,8 @@ use the log-sum-exp flex returns: ``out * sigmoid(lse - sink)``.
 On CPU in torch 2.13 flex runs in two ways: eagerly (a reference implementation that
 materialises the ``[heads, num_tokens, num_blocks * block_size]`` score matrix; correct, used
 by default), or through ``torch.compile`` (inductor's C++ flex template, about 6 s to compile
-per new shape here), enabled with ``ATTNSOLVE_FLEX_COMPILE=1``.  CPU_ATTN is what vLLM runs
+per new shape here), enabled with ``ATTNSOLVE_FLEX_COMPILE=1``; that template cannot return the
+log-sum-exp, so calls with sinks stay eager on CPU.  CPU_ATTN is what vLLM runs
 on CPU; this kernel is reached there through ``kernel_for("FLEX_ATTENTION")``.
 
 An fp8 cache has no flex path: it is dequantised to the query dtype first (a full copy of
@@ -48,11 +49,12 @@ def _check(device: str) -> str | None:
 _compiled = None
 
 
-def _flex():
+def _flex(need_lse: bool, device: torch.device):
     global _compiled
     from torch.nn.attention.flex_attention import flex_attention
 
-    if os.environ.get("ATTNSOLVE_FLEX_COMPILE", "0") == "1":
+    # inductor's CPU flex template cannot return the log-sum-exp (torch 2.13): sinks run eagerly there
+    if os.environ.get("ATTNSOLVE_FLEX_COMPILE", "0") == "1" and not (need_lse and device.type == "cpu"):
         if _compiled is None:
             _compiled = torch.compile(flex_attention, dynamic=False)
         return _compiled
@@ -126,10 +128,14 @@ def flex_paged_attention(
             return score
 
     block_mask = create_block_mask(mask_mod, None, None, T, nb * bs, device=dev)
+    need_lse = sinks is not None
+    kw = dict(score_mod=score_mod, block_mask=block_mask, scale=sc, enable_gqa=(hkv != H))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*without torch.compile.*")
-        o, aux = _flex()(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=sc, enable_gqa=(hkv != H),
-                         return_aux=AuxRequest(lse=True))
+        if need_lse:
+            o, aux = _flex(True, dev)(q, k, v, return_aux=AuxRequest(lse=True), **kw)
+        else:
+            o = _flex(False, dev)(q, k, v, **kw)
     o = o.float() if (sinks is not None or vs != 1.0) else o
     if sinks is not None:
         o = o * torch.sigmoid(aux.lse - sinks.detach().to(torch.float32).view(1, H, 1)).unsqueeze(-1)

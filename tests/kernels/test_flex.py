@@ -58,6 +58,7 @@ def test_flex_compiled(monkeypatch):
     """The inductor C++ flex template (ATTNSOLVE_FLEX_COMPILE=1), ~6 s to compile."""
     monkeypatch.setenv("ATTNSOLVE_FLEX_COMPILE", "1")
     q, kc, vc, md = make_batch([1, 16], [40, 16], 4, 2, 64, 16, seed=7)
-    close(flex(q, kc, vc, md, logits_soft_cap=20.0), paged_attention_reference(q, kc, vc, md, logits_soft_cap=20.0),
-          q.dtype)
+    for opts in (dict(logits_soft_cap=20.0, sliding_window=9), dict(sinks=torch.randn(4))):  # sinks: eager fallback
+        with torch.no_grad():
+            close(flex(q, kc, vc, md, **opts), paged_attention_reference(q, kc, vc, md, **opts), q.dtype)
     assert os.environ["ATTNSOLVE_FLEX_COMPILE"] == "1"
