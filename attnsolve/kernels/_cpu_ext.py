@@ -455,7 +455,7 @@ extern "C" int attnsolve_paged_decode(
   v_scale = 1.0f;
   // every block the rows will read must exist: a bad table is an error, not a wild read
   for (int k = 0; k < nseqs; ++k) {
-    const int i = seqs[k];
+    const int i = seqs ? seqs[k] : k;
     const int32_t* row = bt + (int64_t)i * bt_s0;
     for (int b = 0; b * BS < sl[i]; ++b)
       if (row[b] < 0 || row[b] >= num_blocks) return 1 + i;
@@ -468,7 +468,7 @@ extern "C" int attnsolve_paged_decode(
   std::vector<Item> items;
   std::vector<int> row_first, row_count, rows, row_seq;
   for (int k = 0; k < nseqs; ++k) {
-    int i = seqs[k];
+    int i = seqs ? seqs[k] : k;
     int q0 = qsl[i], q1 = qsl[i + 1], L = sl[i], n = q1 - q0;
     for (int j = 0; j < n; ++j) {
       int p = L - n + j;

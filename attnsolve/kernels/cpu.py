@@ -74,8 +74,7 @@ def _validate(query, key_cache, value_cache, md, sinks) -> None:
         raise ValueError(f"Expected num_heads divisible by num_kv_heads, but got {H} and {hkv}.")
     if sinks is not None and tuple(sinks.shape) != (H,):
         raise ValueError(f"Expected sinks of shape [{H}] (one logit per query head), but got {tuple(sinks.shape)}.")
-    for name in ("query", "key_cache", "value_cache"):
-        t = locals()[name]
+    for name, t in (("query", query), ("key_cache", key_cache), ("value_cache", value_cache)):
         if t.device.type != "cpu":
             raise ValueError(f"Expected {name} on cpu for CPU_ATTN, but got {t.device}.")
     md.validate(T)
@@ -109,7 +108,8 @@ def _decode_ext(fn, query, key_cache, value_cache, md, seqs, out, *, scale, caus
     kc = _last_contig(key_cache)
     vc = _last_contig(value_cache)
     qsl, sl, bt = _int32(md.query_start_loc), _int32(md.seq_lens), _int32(md.block_table)
-    seq_t = torch.tensor(seqs, dtype=torch.int32)
+    all_seqs = len(seqs) == len(md.host_lists()[1])  # the common decode batch: no index list needed
+    seq_t = None if all_seqs else torch.tensor(seqs, dtype=torch.int32)
     sk = None if sinks is None else sinks.detach().to(torch.float32).contiguous()
     _, lens = md.host_lists()
     total = sum(min(lens[i], window) if window else lens[i] for i in seqs)
@@ -125,7 +125,7 @@ def _decode_ext(fn, query, key_cache, value_cache, md, seqs, out, *, scale, caus
         vc.data_ptr(), vc.stride(0), vc.stride(1), vc.stride(2),
         out.data_ptr(), out.stride(0), out.stride(1),
         qsl.data_ptr(), sl.data_ptr(), bt.data_ptr(), bt.stride(0),
-        seq_t.data_ptr(), len(seqs),
+        None if seq_t is None else seq_t.data_ptr(), len(seqs),
         H, hkv, D, dv, bs,
         scale, int(causal), int(window or 0), float(cap or 0.0), None if sk is None else sk.data_ptr(),
         ks, vs, threads, chunk, kc.shape[0],
