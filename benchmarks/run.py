@@ -367,7 +367,12 @@ def draw_plots(table: list[tuple[str, dict[str, Any]]], outdir: Path) -> list[st
         a.grid(alpha=0.3)
         a = axes[1]
         if series["explain vs facts"]:
-            a.semilogy([r["x"] for r in series["explain vs facts"]], [r["value"] for r in series["explain vs facts"]], "o-")
+            a.semilogy([r["x"] for r in series["explain vs facts"]], [r["value"] for r in series["explain vs facts"]], "o-",
+                       label="backend automatic")
+        free = [r for g, r in rows if r.get("series") == "explain vs facts, backend free"]
+        if free:
+            a.semilogy([r["x"] for r in free], [r["value"] for r in free], "s--", label="requested backend free too")
+            a.legend(fontsize=8)
         a.set_xlabel("config facts given (others free)")
         a.set_ylabel("ms per explanation")
         a.set_title("explain vs number of facts")
