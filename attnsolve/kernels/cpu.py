@@ -228,6 +228,59 @@ def _flash_rows(q, k, v, p0, *, scale, causal, window, sinks):
     return o[0].transpose(0, 1)  # [n, H, dv]
 
 
+def _short_rows_batched(query, key_cache, value_cache, md, seqs, out, *, scale, causal, window, sinks, ks, vs):
+    """Without the extension: all short-row sequences in one flash call over a padded gather.
+
+    Returns False (and does nothing) when padding to the longest sequence would more than
+    double the gathered rows; the caller then goes one sequence at a time.
+    """
+    qsl, lens = md.host_lists()
+    bs = key_cache.shape[1]
+    L = [lens[i] for i in seqs]
+    n = [qsl[i + 1] - qsl[i] for i in seqs]
+    B, nb_max, nmax = len(seqs), -(-max(L) // bs), max(n)
+    lpad = nb_max * bs
+    if B * lpad > 2 * sum(L) + 4 * bs:
+        return False
+    T, H, D = query.shape
+    hkv = key_cache.shape[2]
+    idx = torch.tensor(seqs, dtype=torch.long)
+    lt = torch.tensor(L, dtype=torch.long)
+    nt = torch.tensor(n, dtype=torch.long)
+    bt = md.block_table.index_select(0, idx)[:, :nb_max].long()
+    bt = torch.where(torch.arange(nb_max) < ((lt + bs - 1) // bs).unsqueeze(1), bt, torch.zeros_like(bt))
+    flat = bt.reshape(-1)
+
+    def gather(cache, s):
+        x = torch.index_select(cache, 0, flat).view(B, lpad, hkv, cache.shape[3]).transpose(1, 2)
+        if x.dtype in _FP8 or s != 1.0:
+            x = x.to(torch.float32)
+            if s != 1.0:
+                x = x * s
+        return x.to(query.dtype)
+
+    k, v = gather(key_cache, ks), gather(value_cache, vs)
+    j = torch.arange(nmax)
+    real = j.unsqueeze(0) < nt.unsqueeze(1)  # [B, nmax]
+    start = torch.tensor([qsl[i] for i in seqs], dtype=torch.long).unsqueeze(1)
+    rows = torch.where(real, start + j, start)  # padding rows repeat the first row (discarded)
+    pos = torch.where(real, (lt - nt).unsqueeze(1) + j, (lt - 1).unsqueeze(1))  # [B, nmax]
+    t = torch.arange(lpad).view(1, 1, lpad)
+    visible = (t < lt.view(B, 1, 1)).expand(B, nmax, lpad)
+    if causal:
+        visible = visible & (t <= pos.unsqueeze(2))
+    if window:
+        visible = visible & (t > pos.unsqueeze(2) - int(window))
+    mask = torch.zeros(B, 1, nmax, lpad, dtype=query.dtype).masked_fill_(~visible.unsqueeze(1), -math.inf)
+    qb = query.index_select(0, rows.reshape(-1)).view(B, nmax, H, D).transpose(1, 2)  # [B, H, nmax, D]
+    o, lse = _flash(qb, k, v, attn_mask=mask, scale=scale)
+    if sinks is not None:
+        o = o.float() * torch.sigmoid(lse - sinks.detach().to(torch.float32).view(1, H, 1)).unsqueeze(-1)
+    o = o.transpose(1, 2)  # [B, nmax, H, D]
+    out[rows[real]] = o[real].to(out.dtype)
+    return True
+
+
 # ----------------------------------------------------------------------------------------------
 
 
@@ -258,10 +311,15 @@ def cpu_attn_impl(
         n = qsl[i + 1] - qsl[i]
         if n == 0:
             continue
-        (short if (fn is not None and n <= DECODE_MAX_ROWS) else long_).append(i)
-    if short:
+        (short if n <= DECODE_MAX_ROWS else long_).append(i)
+    if short and fn is not None:
         _decode_ext(fn, query, key_cache, value_cache, md, short, out, scale=sc, causal=causal, window=window,
                     cap=cap, sinks=sinks, ks=ks, vs=vs)
+    elif short:
+        if not (use_flash and cap is None and dv == D and len(short) > 1 and _short_rows_batched(
+                query, key_cache, value_cache, md, short, out, scale=sc, causal=causal, window=window, sinks=sinks,
+                ks=ks, vs=vs)):
+            long_ = sorted(long_ + short)
     if long_:
         cdt = query.dtype
         for i in long_:

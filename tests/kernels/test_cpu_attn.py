@@ -87,6 +87,22 @@ def test_value_head_size_differs_and_strided_query(ext):
     close(out, paged_attention_reference(q, kc, vc, md, sinks=sinks), q.dtype)
 
 
+@pytest.mark.parametrize("opts", [{}, dict(sliding_window=6, sinks=torch.linspace(-1, 1, 8)),
+                                  dict(causal=False), dict(k_scale=0.5, v_scale=2.0)])
+@pytest.mark.parametrize("cache", [None, torch.float8_e5m2])
+def test_torch_fallback_batches_short_rows(opts, cache, monkeypatch):
+    """No extension: short-row sequences of similar length go through one padded flash call."""
+    from attnsolve.kernels import cpu as cpu_mod
+
+    calls = []
+    real = cpu_mod._short_rows_batched
+    monkeypatch.setattr(cpu_mod, "_short_rows_batched", lambda *a, **k: calls.append(1) or real(*a, **k))
+    q, kc, vc, md = make_batch([1, 3, 1, 2, 40], [30, 27, 33, 29, 40], 8, 2, 64, 8, cache_dtype=cache, seed=15)
+    out = cpu_attn_impl(q, kc, vc, md, use_ext=False, **opts)
+    assert calls == [1]
+    close(out, paged_attention_reference(q, kc, vc, md, **opts), q.dtype)
+
+
 def test_empty_query_rows_and_tensor_scales():
     q, kc, vc, md = make_batch([0, 3, 0], [5, 9, 1], 4, 4, 32, 8, cache_dtype=torch.float8_e4m3fn, seed=2)
     opts = dict(k_scale=torch.tensor(0.5), v_scale=torch.tensor(4.0))
