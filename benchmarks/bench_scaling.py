@@ -194,7 +194,7 @@ def sweep_vs_space(quick: bool) -> list[dict[str, Any]]:
         if n <= (5_000_000 if quick else 20_000_000):
             t = time.perf_counter()
             s.codes()
-            row["rows_ms"] = round((time.perf_counter() - t) * 1e3, 1)
+            row["rows_ms"] = round((time.perf_counter() - t) * 1e3, 3)
         rows.append(row)
     return rows
 
