@@ -87,7 +87,7 @@ class KernelUnavailableError(RuntimeError):
         text = f"Backend {self.backend!r} has no runnable kernel{where}: {why}."
         if self.alternative:
             text += f" The solver's pick among the runnable backends is {self.alternative!r}:"
-            text += f" pass backend={self.alternative!r} or leave backend unset."
+            text += f" pass backend={self.alternative!r} to use it."
         elif self.runnable:
             text += f" Runnable here: {list(self.runnable)}."
         else:
