@@ -9,9 +9,11 @@ and GPU generation (one group per value class of compute capability / gfx arch),
 environment switches at their defaults, and reports:
 
 - **holes**: configurations that get no backend (solve() raises), per group, summarised as
-  *patterns*: the fields that must hold those values for a hole, every other field free. Each
-  pattern is maximal (freeing any more field would take in a configuration that has a backend);
-  patterns are chosen greedily until every hole is covered or `max_patterns` are shown.
+  *patterns* such as `kv_cache_dtype in (fp8_inc, fp8_ds_mla), role=decode`: the fields named
+  must take those values, every other field is free, and every configuration matching is a hole.
+  Each pattern is maximal (freeing a named field, or letting it take one more value, would take in
+  a configuration that has a backend); patterns are chosen greedily, largest gain first, until
+  every hole is covered or `max_patterns` are shown.
 - **dead rules**: backends that automatic selection never picks anywhere in the whole space
   (every field free, both roles), and priority-list entries never reached in their list.
 
@@ -21,11 +23,13 @@ environment switches at their defaults, and reports:
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from .config import ANY, FIELD_NAMES, Config, format_cc
+from .errors import ConfigError
 from .rules import default_rules
 from .solver.domains import class_of, value_classes
 from .sweep import sweep
@@ -40,21 +44,31 @@ _SEEDS = 8
 
 @dataclass(frozen=True)
 class HolePattern:
-    """Every configuration of the group with these field values has no backend (other fields any)."""
+    """Every configuration of the group with these field values has no backend (other fields any).
+
+    `pattern` maps a field to its value, or to a tuple of values when any of them will do
+    (`block_size in (8, 16, 32)`); fields not named are free."""
 
     pattern: dict[str, Any]
     holes: int  # holes of the group matching the pattern
     example: dict[str, Any]  # one full assignment of the swept fields
     # all_fields only: False when some setting of the other fields (switches) gives a backend there
     complete: bool = True
+    text: str = ""
 
     def __str__(self) -> str:
-        text = ", ".join(f"{k}={_show(v)}" for k, v in self.pattern.items()) or "(every configuration)"
+        text = self.text or ", ".join(f"{k}={_show(v)}" for k, v in self.pattern.items()) or "(every configuration)"
         return text if self.complete else text + " [with the default switches; some settings give a backend]"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"pattern": dict(self.pattern), "holes": self.holes, "example": dict(self.example),
-                "complete": self.complete}
+        return {"pattern": {k: list(v) if isinstance(v, tuple) else v for k, v in self.pattern.items()},
+                "text": str(self), "holes": self.holes, "example": dict(self.example), "complete": self.complete}
+
+    def completions(self) -> list[dict[str, Any]]:
+        """The single-valued patterns this one stands for (one per combination of its value sets)."""
+        keys = list(self.pattern)
+        choices = [v if isinstance(v, tuple) else (v,) for v in self.pattern.values()]
+        return [dict(zip(keys, combo)) for combo in itertools.product(*choices)]
 
 
 @dataclass(frozen=True)
@@ -168,42 +182,83 @@ def _groups(rules: Any, config: Config) -> list[tuple[str, str, dict[str, Any]]]
                 arch = config.rocm_arch or "gfx942"
                 out.append((p, arch, {"platform": p, "compute_capability": None, "rocm_arch": arch}))
         else:
-            out.append((p, "", {"platform": p, "compute_capability": None, "rocm_arch": None}))
+            out.append((p, "(every CPU)", {"platform": p, "compute_capability": None, "rocm_arch": None}))
     return out
 
 
+def _describe(field: str, chosen: list[Any], every: tuple[Any, ...]) -> str:
+    if len(chosen) == 1:
+        return f"{field}={_show(chosen[0])}"
+    rest = [v for v in every if v not in chosen]
+    if len(rest) == 1:
+        return f"{field}!={_show(rest[0])}"
+    return f"{field} in ({', '.join(_show(v) for v in chosen)})"
+
+
 def _patterns(s: Any, max_patterns: int) -> tuple[list[HolePattern], int]:
-    """Greedy cover of the holes of sweep `s` by maximal boxes (fields fixed / free)."""
+    """Greedy cover of the holes of sweep `s` by maximal boxes: each field free, or held to the
+    largest set of values that keeps every configuration in the box a hole."""
     import numpy as np
     fields, grid = s.grid()
     holes = grid == -1
     ok = holes | (grid == -2)  # excluded combinations are not configurations: they never block a pattern
     remaining = holes.copy()
-    order = sorted(range(grid.ndim), key=lambda a: (-grid.shape[a], a))
+    nd = grid.ndim
+    order = sorted(range(nd), key=lambda a: (-grid.shape[a], a))
+    full = [list(range(n)) for n in grid.shape]
+
+    def sub(arr: Any, box: list[list[int]]) -> Any:
+        """arr restricted to the box (basic slicing where a field is free or single: no big copies)."""
+        a = arr[tuple(slice(ix[0], ix[0] + 1) if len(ix) == 1 else slice(None) for ix in box)]
+        for ax, ix in enumerate(box):
+            if 1 < len(ix) < grid.shape[ax]:
+                a = np.take(a, ix, axis=ax)
+        return a
+
+    def all_ok(box: list[list[int]]) -> bool:
+        return bool(sub(ok, box).all())
+
+    def grow(cell: list[int]) -> list[list[int]]:
+        box = [[i] for i in cell]
+        for ax in order:  # free whole fields first: the fewest fields named
+            trial = list(box)
+            trial[ax] = full[ax]
+            if all_ok(trial):
+                box = trial
+        for ax in order:  # then widen each named field to every value that keeps the box all holes
+            if len(box[ax]) == len(full[ax]):
+                continue
+            part = sub(ok, [*box[:ax], full[ax], *box[ax + 1:]])
+            per_value = part.all(axis=tuple(a for a in range(nd) if a != ax)) if nd > 1 else part
+            box[ax] = [v for v in full[ax] if per_value[v]]
+        return box
+
     out: list[HolePattern] = []
     while len(out) < max_patterns:
         flat = np.flatnonzero(remaining)
         if not len(flat):
             break
-        best: tuple[int, Any, list[int]] | None = None
+        best: tuple[int, list[list[int]], list[int]] | None = None
         for k in range(min(_SEEDS, len(flat))):  # a few seeds spread over the holes left; keep the best box
             cell = [int(i) for i in np.unravel_index(int(flat[k * len(flat) // _SEEDS]), grid.shape)]
-            box: list[Any] = list(cell)
-            for ax in order:
-                trial = list(box)
-                trial[ax] = slice(None)
-                if ok[tuple(trial)].all():
-                    box = trial
-            gain = int(remaining[tuple(box)].sum())
+            box = grow(cell)
+            gain = int(sub(remaining, box).sum())
             if best is None or gain > best[0]:
                 best = (gain, box, cell)
         assert best is not None
         _, box, cell = best
-        sel = tuple(box)
-        pattern = {f: s.values[f][i] for f, i in zip(fields, box) if not isinstance(i, slice)}
+        pattern: dict[str, Any] = {}
+        parts = []
+        for f, idx in zip(fields, box):
+            if len(idx) == grid.shape[fields.index(f)]:
+                continue
+            vals = [s.values[f][i] for i in idx]
+            pattern[f] = vals[0] if len(vals) == 1 else tuple(vals)
+            parts.append(_describe(f, vals, s.values[f]))
         example = {f: s.values[f][i] for f, i in zip(fields, cell)}
-        out.append(HolePattern(pattern, int(holes[sel].sum()), example))
-        remaining[sel] = False
+        out.append(HolePattern(pattern, int(sub(holes, box).sum()), example,
+                               text=", ".join(parts) or "(every configuration)"))
+        remaining[np.ix_(*box)] = False
     out.sort(key=lambda p: (-p.holes, len(p.pattern)))
     return out, int(remaining.sum())
 
@@ -241,11 +296,17 @@ def coverage_report(config: Config | None = None, *, all_fields: bool = False, r
                     uncovered = 0
                     full_patterns = []
                     for p in patterns:
-                        fixed = {k: v for k, v in p.pattern.items() if k != "role"}
-                        ps = sweep(every.replace(**fixed), role=p.pattern.get("role", role))
-                        c = ps.by_backend()
-                        full_patterns.append(HolePattern(p.pattern, c.get(None, 0), p.example,
-                                                         complete=set(c) <= {None}))
+                        n_holes, complete = 0, True
+                        for one in p.completions():
+                            fixed = {k: v for k, v in one.items() if k != "role"}
+                            try:
+                                c = sweep(every.replace(**fixed), role=one.get("role", role)).by_backend()
+                            except ConfigError:
+                                continue
+                            n_holes += c.get(None, 0)
+                            complete = complete and set(c) <= {None}
+                        full_patterns.append(HolePattern(p.pattern, n_holes, p.example, complete=complete,
+                                                         text=p.text))
                     patterns = full_patterns
             else:
                 patterns = [HolePattern({}, 0, a) for a, _ in s.rows(None, limit=3)]
