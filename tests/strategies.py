@@ -186,6 +186,7 @@ EDGE_CASES: tuple[tuple[dict[str, Any], str], ...] = (
     ({"platform": "cuda", "compute_capability": "8.6", "dtype": "float16", "has_sink": True}, "decode"),
     ({"platform": "cuda", "compute_capability": "10.0", "dtype": "bfloat16"}, "decode"),
     ({"platform": "cuda", "compute_capability": "10.0", "dtype": "bfloat16", "has_sink": True}, "decode"),
+    ({"platform": "cuda", "compute_capability": "10.0", "dtype": "bfloat16", "head_size": 256}, "decode"),
     ({"platform": "cuda", "compute_capability": "10.0", "dtype": "bfloat16", "has_sink": True,
       "use_trtllm_attention": False}, "decode"),
     ({"platform": "cuda", "compute_capability": "12.0", "dtype": "bfloat16", "has_sink": True}, "decode"),

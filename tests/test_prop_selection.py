@@ -66,6 +66,14 @@ def test_solve_agrees_with_oracle(q):
     assert out.preferred_block_size == oracle.preferred_block_size(rules, out.backend, config.block_size)
     for w in oracle.derived_warnings(rules, ans.facts):
         assert w in out.warnings
+    for message, when in getattr(rules.backends[out.backend], "warnings", ()):  # declared runtime pitfalls
+        shown = f"{out.backend}: {message}" in out.warnings
+        assert shown == oracle.all_hold(when, ans.facts), (message, out.warnings)
+    if rules.lists_for(config.platform) and ans.mode == "auto":
+        plist = next(pl for pl in rules.lists if pl.name == ans.list_name and pl.platform == config.platform)
+        if plist.warn_unvalidated and not plist.validate:  # an unvalidated pick: its failing checks are warnings
+            for r in oracle.own_reasons(rules.backends[out.backend], ans.facts):
+                assert any(r in w for w in out.warnings), (r, out.warnings)
 
 
 @given(queries(manual=False))
