@@ -204,7 +204,9 @@ def _flash_rows(q, k, v, p0, *, scale, causal, window, sinks):
     """Same contract as ``_torch_rows`` via torch's CPU flash-attention kernel (no soft-cap)."""
     n, H, D = q.shape
     hkv, L, dv = v.shape
-    qh = q.transpose(0, 1).contiguous().unsqueeze(0)  # [1, H, n, D]
+    # [1, H, n, D] as a strided view: the kernel reads it in place and then writes its output in
+    # the same [n, H, D] order, so neither the query nor the output needs a transposing copy
+    qh = q.transpose(0, 1).unsqueeze(0)
     if window:
         lo = max(0, p0 - int(window) + 1)
         pos_q = torch.arange(p0, p0 + n).unsqueeze(1)
@@ -299,7 +301,6 @@ def cpu_attn_impl(
     ks, vs = _scalar(k_scale), _scalar(v_scale)
     window = None if not sliding_window else int(sliding_window)
     cap = None if not logits_soft_cap else float(logits_soft_cap)
-    out = torch.empty(T, H, dv, dtype=query.dtype)
     qsl, lens = md.host_lists()
     fn = None
     if use_ext is not False:
@@ -307,11 +308,14 @@ def cpu_attn_impl(
         if fn is None and use_ext:
             raise RuntimeError(f"CPU_ATTN extension unavailable: {_cpu_ext.reason()}")
     short, long_ = [], []
+    out = None
     for i in range(len(lens)):
         n = qsl[i + 1] - qsl[i]
         if n == 0:
             continue
         (short if n <= DECODE_MAX_ROWS else long_).append(i)
+    if short or len(long_) != 1 or qsl[long_[0] + 1] - qsl[long_[0]] != T:
+        out = torch.empty(T, H, dv, dtype=query.dtype)
     if short and fn is not None:
         _decode_ext(fn, query, key_cache, value_cache, md, short, out, scale=sc, causal=causal, window=window,
                     cap=cap, sinks=sinks, ks=ks, vs=vs)
@@ -331,6 +335,8 @@ def cpu_attn_impl(
                 o = _flash_rows(query[q0:q1], k, v, L - (q1 - q0), **kw)
             else:
                 o = _torch_rows(query[q0:q1], k, v, L - (q1 - q0), cap=cap, **kw)
+            if out is None:  # a batch that is one prefill: the kernel's output is the answer
+                return o.to(query.dtype).contiguous()
             out[q0:q1] = o
     return out
 
