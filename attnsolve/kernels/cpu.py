@@ -149,10 +149,14 @@ def _gather(cache: torch.Tensor, bt_row: torch.Tensor, L: int, dtype, s: float) 
     bs = cache.shape[1]
     nblk = -(-L // bs)
     blocks = bt_row[:nblk].long()
-    # whole-block copies of this sequence only (index_select is a memcpy per block), seen as [Hkv, L, D]
-    # (a strided view: the flash kernel reads it as fast as a transposed copy, without the copy)
-    x = torch.index_select(cache, 0, blocks).view(nblk * bs, cache.shape[2], cache.shape[3])[:L]
-    x = x.transpose(0, 1)
+    b0 = int(blocks[0])
+    if nblk == 1 or bool((blocks[1:] - blocks[:-1] == 1).all()):
+        x = cache[b0:b0 + nblk]  # consecutive blocks (a fresh allocation): a view, no copy at all
+    else:
+        # whole-block copies of this sequence only (index_select is a memcpy per block)
+        x = torch.index_select(cache, 0, blocks)
+    # seen as [Hkv, L, D] through a strided view: the flash kernel reads it in place
+    x = x.view(nblk * bs, cache.shape[2], cache.shape[3])[:L].transpose(0, 1)
     if x.dtype in _FP8 or s != 1.0:
         x = x.to(torch.float32)
         if s != 1.0:

@@ -103,6 +103,22 @@ def test_torch_fallback_batches_short_rows(opts, cache, monkeypatch):
     close(out, paged_attention_reference(q, kc, vc, md, **opts), q.dtype)
 
 
+@pytest.mark.parametrize("ext", [pytest.param(True, marks=needs_ext), False])
+def test_consecutive_blocks_are_read_in_place(ext):
+    """Sequences whose blocks are consecutive in the cache (a fresh allocation) take the no-copy view."""
+    q, kc, vc, md = make_batch([40, 1, 25], [40, 30, 50], 4, 2, 32, 8, seed=16)  # 5 + 4 + 7 blocks + 3 spare
+    md.block_table.zero_()
+    md.block_table[0, :5] = torch.arange(0, 5, dtype=torch.int32)
+    md.block_table[1, :4] = torch.tensor([18, 12, 16, 13], dtype=torch.int32)
+    md.block_table[2, :7] = torch.arange(5, 12, dtype=torch.int32)
+    for b in (14, 15, 17):  # blocks no table uses
+        kc[b] = float("nan")
+        vc[b] = float("nan")
+    sinks = torch.randn(4)
+    close(cpu_attn_impl(q, kc, vc, md, use_ext=ext, sinks=sinks),
+          paged_attention_reference(q, kc, vc, md, sinks=sinks), q.dtype)
+
+
 def test_empty_query_rows_and_tensor_scales():
     q, kc, vc, md = make_batch([0, 3, 0], [5, 9, 1], 4, 4, 32, 8, cache_dtype=torch.float8_e4m3fn, seed=2)
     opts = dict(k_scale=torch.tensor(0.5), v_scale=torch.tensor(4.0))
