@@ -71,13 +71,14 @@ def read_bandwidth_gbs(mib: int = 512) -> float:
     return x.numel() * 4 / t / 1e9
 
 
-def paged_problem(batch, ctx, heads, kv_heads, head, block, dtype, *, q_rows=1, seed=0):
+def paged_problem(batch, ctx, heads, kv_heads, head, block, dtype, *, q_rows=1, seed=0, shuffle=True):
     g = torch.Generator().manual_seed(seed)
     nblk = -(-ctx // block)
     total = batch * nblk
     kc = torch.empty(total, block, kv_heads, head, dtype=dtype).normal_(generator=g)
     vc = torch.empty(total, block, kv_heads, head, dtype=dtype).normal_(generator=g)
-    bt = torch.randperm(total, generator=g).view(batch, nblk).to(torch.int32)
+    order = torch.randperm(total, generator=g) if shuffle else torch.arange(total)
+    bt = order.view(batch, nblk).to(torch.int32)
     qsl = torch.arange(0, (batch + 1) * q_rows, q_rows, dtype=torch.int32)
     md = AttentionMetadata(qsl, torch.full((batch,), ctx, dtype=torch.int32), bt)
     q = torch.randn(batch * q_rows, heads, head, generator=g).to(dtype)
@@ -124,16 +125,21 @@ def bench_prefill(quick: bool) -> list[dict[str, Any]]:
     rows = []
     L = 2048
     cpu_attn = kernel_for("CPU_ATTN")
-    for dtype in (torch.bfloat16, torch.float32):
-        q, kc, vc, md = paged_problem(1, L, 32, 8, 128, 16, dtype, q_rows=L)
+    for dtype, shuffle in ((torch.bfloat16, True), (torch.float32, True), (torch.bfloat16, False),
+                           (torch.float32, False)):
+        if quick and not shuffle:
+            continue
+        q, kc, vc, md = paged_problem(1, L, 32, 8, 128, 16, dtype, q_rows=L, shuffle=shuffle)
         kk, vv = contiguous_kv(kc, md, L), contiguous_kv(vc, md, L)
         qq = q.transpose(0, 1).unsqueeze(0).contiguous()
         t_ours, t_sdpa = _best_interleaved(
             [lambda: cpu_attn(q, kc, vc, md),
              lambda: F.scaled_dot_product_attention(qq, kk, vv, is_causal=True, enable_gqa=True)], 2 if quick else 4)
         flops = 4 * L * L * 128 * 32 / 2
+        blocks = "shuffled" if shuffle else "consecutive"
         rows.append({
-            "name": f"prefill {str(dtype)[6:]} 2k causal 32/8 heads d128", "value": round(t_ours * 1e3, 1),
+            "name": f"prefill {str(dtype)[6:]} 2k causal 32/8 heads d128, {blocks} blocks",
+            "value": round(t_ours * 1e3, 1),
             "unit": "ms", "baseline": round(t_sdpa * 1e3, 1), "baseline_name": "SDPA is_causal enable_gqa",
             "ratio": round(t_sdpa / t_ours, 2), "gflops": round(flops / t_ours / 1e9, 1),
         })
