@@ -14,8 +14,8 @@ from .rules import RulesError, load_rules, use_rules
 from .selection import Rejection, Selection, solve
 
 __all__ = [
-    "ANY", "Config", "ConfigError", "Explanation", "Fix", "InvalidBackendError", "NoValidBackendError",
-    "Rejection", "RulesError", "Selection", "SelectionError", "Sweep", "Verdict", "explain", "load_rules",
+    "ANY", "Config", "ConfigError", "CoverageReport", "Explanation", "Fix", "InvalidBackendError", "NoValidBackendError",
+    "Rejection", "RulesError", "Selection", "SelectionError", "Sweep", "Verdict", "coverage_report", "explain", "load_rules",
     "possible_backends", "selection_table", "solve", "sweep", "use_rules",
 ]
 __version__ = "0.1.0"
@@ -24,3 +24,4 @@ __version__ = "0.1.0"
 # "sweep") would be replaced by the submodule object as soon as anything imports it.
 from .explain import Explanation, Fix, Verdict, explain, possible_backends, selection_table  # noqa: E402
 from .sweep import Sweep, sweep  # noqa: E402
+from .coverage import CoverageReport, coverage_report  # noqa: E402

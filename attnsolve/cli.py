@@ -201,6 +201,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="comma-separated fields (compute_capability, kv_cache_dtype, dtype, block_size, head_size, "
                         "...), or FIELD=V1,V2 for chosen values; repeatable")
     p.add_argument("--long", action="store_true", help="one line per combination instead of a grid")
+    p.add_argument("--all", action="store_true", dest="all_space",
+                   help="coverage report over the whole configuration space: holes (configs no backend supports) "
+                        "per platform / GPU generation, and backends never selected automatically")
     p = sub.add_parser("backends", parents=[common], help="all backends: platform, role, priority, capabilities",
                        allow_abbrev=False, description="Every backend with its platform, role, priority position "
                        "per GPU generation and a one-line summary.")
@@ -699,6 +702,13 @@ def parse_over(items: Sequence[str] | None) -> list[tuple[str, list[str] | None]
     return out
 
 
+def cmd_coverage() -> Result:
+    """`matrix --all`: the whole-space sweep's coverage report (holes and dead rules)."""
+    from .coverage import coverage_report
+    report = coverage_report(all_fields=True)
+    return Result("matrix", report.to_dict(), str(report).rstrip("\n") + "\n", EXIT_OK)
+
+
 def cmd_matrix(q: Query, over: list[tuple[str, list[str] | None]], long: bool, style: Style) -> Result:
     import itertools
     from .errors import ConfigError, SelectionError
@@ -871,6 +881,8 @@ def run(argv: Sequence[str], stdout: IO[str], stderr: IO[str]) -> int:
         if ns.command in ("select", "explain"):
             q = build_query(ns)
             result = (cmd_select if ns.command == "select" else cmd_explain)(q, style)
+        elif ns.command == "matrix" and getattr(ns, "all_space", False):
+            result = cmd_coverage()
         elif ns.command == "matrix":
             over = parse_over(ns.over)
             q = build_query(ns, need_hardware=False, free=[n for n, _ in over])
