@@ -268,7 +268,7 @@ def _choice(name: str, value: Any, domain: tuple[Any, ...], aliases: Mapping[str
         for d in domain:
             if isinstance(d, str) and d.lower() == key:
                 return d
-    elif value in domain and not isinstance(value, bool):
+    elif isinstance(value, int) and not isinstance(value, bool) and value in domain:
         return value
     raise ConfigError(name, value, tuple(domain), suggestion=closest(value, domain) if isinstance(value, str) else None)
 

@@ -93,6 +93,9 @@ def _load(path: str | Path) -> tuple[str, dict[str, Any]]:
                           message=f"Invalid --model {str(path)!r}: cannot read {shown}: {e}.") from None
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise ConfigError("model", str(path), "valid JSON nested less deeply",
+                          message=f"Invalid model config {shown}: JSON nested too deeply to read.") from None
     except json.JSONDecodeError as e:
         raise ConfigError("model", str(path), "valid JSON",
                           message=f"Invalid model config {shown}: not valid JSON (line {e.lineno}, "

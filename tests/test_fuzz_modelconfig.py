@@ -106,9 +106,6 @@ def test_binary_gives_config_error(blob):
     read_text(blob)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "attnsolve/modelconfig.py _load: json.loads raises RecursionError on a deeply nested document, and only "
-    "JSONDecodeError is caught, so a traceback escapes instead of a ConfigError naming the file"))
 def test_deep_nesting_gives_config_error():
     read_text('{"text_config": ' + "[" * 100000 + "]" * 100000 + "}")
 

@@ -238,26 +238,16 @@ def _domains_edit(edit: Any) -> RuleSet | RulesError:
     return load_damaged(files)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "attnsolve/rules/loader.py: alias targets are not checked against the field's domain, so "
-    "aliases.dtype.fp16 = 'nonsense' loads and Config(dtype='fp16') then holds dtype='nonsense'"))
 def test_alias_to_a_value_outside_the_domain_is_refused():
     result = _domains_edit(lambda d: d["aliases"]["dtype"].__setitem__("fp16", "nonsense"))
     assert isinstance(result, RulesError) and "aliases.dtype" in str(result)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "attnsolve/rules/loader.py: a GPU's compute capability is not parsed at load time, so "
-    "gpus.H100 = {platform='cuda', compute_capability='x'} loads and the error only appears later, from "
-    "Config(gpu='H100'), as 'Invalid compute_capability' without the file and key"))
 def test_gpu_with_a_bad_compute_capability_is_refused():
     result = _domains_edit(lambda d: d["gpus"].__setitem__("H100", {"platform": "cuda", "compute_capability": "x"}))
     assert isinstance(result, RulesError) and "gpus.H100" in str(result)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "attnsolve/rules/loader.py: a GPU's platform is not checked against fields.platform, so "
-    "gpus.H100 = {platform='tpu'} loads; Config(gpu='H100') then fails with 'Invalid platform: tpu'"))
 def test_gpu_on_an_unknown_platform_is_refused():
     result = _domains_edit(lambda d: d["gpus"].__setitem__("H100", {"platform": "tpu", "compute_capability": "9.0"}))
     assert isinstance(result, RulesError) and "H100" in str(result)

@@ -95,10 +95,6 @@ def test_regression_unhashable_role_raises_config_error():
         solve(c, role=["decode"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "attnsolve/config.py _choice(): `value in domain` compares arbitrary objects with ==, so a value whose "
-    "comparison raises or is ambiguous (a numpy array: 'The truth value of an array ... is ambiguous') escapes "
-    "as ValueError/TypeError instead of ConfigError (check isinstance(value, (str, int)) before comparing)"))
 @pytest.mark.parametrize("field", ["platform", "dtype", "kv_cache_dtype", "attn_type", "rocm_arch"])
 def test_regression_uncomparable_values_raise_config_error(field):
     from strategies import _NoEq

@@ -342,6 +342,20 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
     for required in ("dtype", "kv_cache_dtype", "block_size", "attn_type", "platform"):
         if required not in domains:
             col.add("domains.toml", f"fields.{required}", "missing")
+    for fld, table_ in aliases.items():
+        for a, target in table_.items():
+            if fld in domains and target not in domains[fld]:
+                col.add("domains.toml", f"aliases.{fld}.{a}", f"target {target!r} not in fields.{fld} {list(domains[fld])}")
+    for gname, g in gpus.items():
+        if g.get("platform") not in domains.get("platform", ()):
+            col.add("domains.toml", f"gpus.{gname}.platform", f"{g.get('platform')!r} not in fields.platform {list(domains.get('platform', ()))}")
+        if "compute_capability" in g:
+            try:
+                _cc_int(g["compute_capability"])
+            except ValueError as e:
+                col.add("domains.toml", f"gpus.{gname}.compute_capability", str(e))
+        if "rocm_arch" in g and g["rocm_arch"] not in domains.get("rocm_arch", ()):
+            col.add("domains.toml", f"gpus.{gname}.rocm_arch", f"{g['rocm_arch']!r} not in fields.rocm_arch")
     known: set[str] = set(CONFIG_FIELDS) | set(raw_derived) | set(EXTRA_FIELDS)
 
     derived: dict[str, Derived] = {}
