@@ -316,20 +316,14 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
                 col.add(fname, f"generations.{k}", str(e))
                 continue
             generations[k] = str(v)
-        for name, d in table(fname, "derived", doc.get("derived", {})).items():
-            if name in raw_derived:
-                col.add(fname, f"derived.{name}", f"defined twice (also in {raw_derived[name][0]})")
-            if not isinstance(d, dict):
-                col.add(fname, f"derived.{name}", "must be a table")
-                continue
-            raw_derived[name] = (fname, d)
-        for name, b in table(fname, "backends", doc.get("backends", {})).items():
-            if name in raw_backends:
-                col.add(fname, f"backends.{name}", f"defined twice (also in {raw_backends[name][0]})")
-            if not isinstance(b, dict):
-                col.add(fname, f"backends.{name}", "must be a table")
-                continue
-            raw_backends[name] = (fname, b)
+        for kind, raw in (("derived", raw_derived), ("backends", raw_backends)):
+            for name, d in table(fname, kind, doc.get(kind, {})).items():
+                if name in raw:
+                    col.add(fname, f"{kind}.{name}", f"defined twice (also in {raw[name][0]})")
+                if not isinstance(d, dict):
+                    col.add(fname, f"{kind}.{name}", "must be a table")
+                    continue
+                raw[name] = (fname, d)
         for plat, p in table(fname, "platforms", doc.get("platforms", {})).items():
             if not isinstance(p, dict):
                 col.add(fname, f"platforms.{plat}", "must be a table")

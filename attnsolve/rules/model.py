@@ -8,7 +8,7 @@ lets the same rules feed the bitset fast path, the CSP and the explanations.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 # Sentinel meaning "no equality constraint" in Pred.eq.
 _NO_EQ: Any = ("<no-eq>",)
@@ -171,6 +171,17 @@ class Check:
         return self.reason.format_map(_Show(facts))
 
 
+def firing_reasons(checks: Iterable[Check], facts: Mapping[str, Any]) -> tuple[str, ...]:
+    """The rendered reasons of the checks that fire, in order, each once (vLLM collects them all)."""
+    out: list[str] = []
+    for c in checks:
+        if c.fires(facts):
+            r = c.render(facts)
+            if r not in out:
+                out.append(r)
+    return tuple(out)
+
+
 class _Show(dict):
     def __init__(self, facts: Mapping[str, Any]):
         super().__init__(facts)
@@ -234,13 +245,7 @@ class Backend:
         return None
 
     def reasons(self, facts: Mapping[str, Any]) -> tuple[str, ...]:
-        out: list[str] = []
-        for c in self.checks:
-            if c.fires(facts):
-                r = c.render(facts)
-                if r not in out:
-                    out.append(r)
-        return tuple(out)
+        return firing_reasons(self.checks, facts)
 
 
 @dataclass(frozen=True, slots=True)

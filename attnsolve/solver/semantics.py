@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from ..rules.model import Check, Literal, Pred, PriorityList, RuleSet
+from ..rules.model import Check, Literal, Pred, PriorityList, RuleSet, firing_reasons
 
 AUTO = "auto"
 MANUAL = "manual"
@@ -91,10 +91,4 @@ def _list_role(pl: PriorityList) -> str:
 
 
 def reasons_of(cand: Candidate, facts: Mapping[str, Any]) -> tuple[str, ...]:
-    out: list[str] = []
-    for c in cand.checks:
-        if c.fires(facts):
-            r = c.render(facts)
-            if r not in out:
-                out.append(r)
-    return tuple(out)
+    return firing_reasons(cand.checks, facts)
