@@ -174,7 +174,7 @@ def _facts_text(facts: Mapping[str, Any]) -> str:
 
 
 def explain(config: Config, *, role: str | None = None, available: Iterable[str] | None = None,
-            max_conflicts: int = 8) -> Explanation:
+            max_conflicts: int = 4) -> Explanation:
     """Explain the selection for `config` (full or partial). Never raises for a well-formed config."""
     if not isinstance(config, Config):
         raise ConfigError("config", config, "an attnsolve.Config")
@@ -329,7 +329,7 @@ def _quickxplain(background: list[str], constraints: list[str], consistent: Call
 
 
 def find_conflicts(config: Config, role: str, available: frozenset[str] | None, requested: str | None,
-                   max_conflicts: int = 8) -> list[dict[str, Any]]:
+                   max_conflicts: int = 4) -> list[dict[str, Any]]:
     """Minimal conflicts (as field -> Config value), the preferred one first (bounded hitting-set tree)."""
     consistent = _consistency(config, role, available, requested)
     order = _fact_order(config)
