@@ -206,7 +206,10 @@ def generate(docs: Docs) -> list[Mutant]:
                         out.append(Mutant("change compute_capability", f"add major {m} to {label}.compute_capability",
                                           lambda d, g=get, m=m: g(d)["compute_capability"]["major_in"].append(m)))
                         break
+        role = docs[f]["backends"][_].get("role", "decode") if (_ := path[1]) else "decode"
         for flag in ("sink", "mm_prefix", "sparse", "mla"):
+            if role != "decode":
+                break  # the flags are decode-role checks: flipping them on a prefill backend is equivalent
             if flag in table:
                 out.append(Mutant(f"flip {flag}", f"{label}.{flag}: {table[flag]} -> {not table[flag]}",
                                   lambda d, g=get, fl=flag: g(d).__setitem__(fl, not g(d)[fl])))
