@@ -22,7 +22,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-__all__ = ["load", "reason", "DTYPE_CODES"]
+__all__ = ["load", "load_gather", "reason", "DTYPE_CODES"]
 
 _FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno", "-std=c++17"]
 
@@ -83,7 +83,10 @@ def _build() -> ctypes.CDLL:
     fn.restype = I
     fn.argtypes = [I, I, I, P, I64, I64, P, I64, I64, I64, P, I64, I64, I64, P, I64, I64,
                    P, P, P, I64, P, I, I, I, I, I, I, F, I, I, F, P, F, F, I, I, I64]
-    return fn
+    gather = lib.attnsolve_gather_kv
+    gather.restype = I
+    gather.argtypes = [I, P, I64, I64, I64, P, I64, I64, I64, P, I, I, I, I, I, I, I64, P, P, I]
+    return fn, gather
 
 
 def load():
@@ -96,10 +99,15 @@ def load():
                 _state["fn"], _state["reason"] = None, "disabled by ATTNSOLVE_CPU_EXT=0"
             else:
                 try:
-                    _state["fn"], _state["reason"] = _build(), None
+                    (_state["fn"], _state["gather"]), _state["reason"] = _build(), None
                 except Exception as e:  # no compiler, failed build, bad cache dir: use the torch path
                     _state["fn"], _state["reason"] = None, f"{type(e).__name__}: {e}"
     return _state["fn"]
+
+
+def load_gather():
+    """The ``attnsolve_gather_kv`` C function (prefill's paged K/V gather), or ``None``."""
+    return _state.get("gather") if load() is not None else None
 
 
 def reason() -> str | None:
@@ -434,6 +442,38 @@ static TileFn pick_tile(int) { return nullptr; }
 struct Item { int row; int seq; int lo; int hi; };
 
 }  // namespace
+
+// Prefill's bounded gather: the first L tokens of one sequence's paged K and V, written as
+// contiguous [Hkv, L, D] / [Hkv, L, Dv] (the layout torch's flash kernel reads fastest) with one
+// memcpy per (head, token) row, split over (head, block) items for both threads.  Returns 1 + the
+// index of the first bad block-table entry (nothing written), else 0.  Strides are in elements.
+extern "C" int attnsolve_gather_kv(
+    int esz, const void* kc, int64_t k_s0, int64_t k_s1, int64_t k_s2,
+    const void* vc, int64_t v_s0, int64_t v_s1, int64_t v_s2,
+    const int32_t* blocks, int L, int BS, int Hkv, int D, int Dv, int nthreads, int64_t num_blocks,
+    void* ok, void* ov, int do_v) {
+  const int nblk = (L + BS - 1) / BS;
+  for (int b = 0; b < nblk; ++b)
+    if (blocks[b] < 0 || blocks[b] >= num_blocks) return 1 + b;
+  const int nwork = Hkv * nblk;
+  #pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int w = 0; w < nwork; ++w) {
+    const int h = w / nblk, b = w % nblk;
+    const int64_t blk = blocks[b];
+    const int t0 = b * BS, t1 = std::min(L, t0 + BS);
+    char* dk = (char*)ok + ((int64_t)h * L + t0) * D * esz;
+    const char* sk = (const char*)kc + (blk * k_s0 + (int64_t)h * k_s2) * esz;
+    for (int t = t0; t < t1; ++t, dk += (int64_t)D * esz)
+      std::memcpy(dk, sk + (int64_t)(t - t0) * k_s1 * esz, (size_t)D * esz);
+    if (do_v) {
+      char* dv = (char*)ov + ((int64_t)h * L + t0) * Dv * esz;
+      const char* sv = (const char*)vc + (blk * v_s0 + (int64_t)h * v_s2) * esz;
+      for (int t = t0; t < t1; ++t, dv += (int64_t)Dv * esz)
+        std::memcpy(dv, sv + (int64_t)(t - t0) * v_s1 * esz, (size_t)Dv * esz);
+    }
+  }
+  return 0;
+}
 
 extern "C" int attnsolve_paged_decode(
     int qtype, int ctype, int otype,

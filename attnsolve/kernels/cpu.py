@@ -20,6 +20,7 @@ All paths are tested against ``reference.paged_attention_reference``.
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 
@@ -144,24 +145,76 @@ def _decode_ext(fn, query, key_cache, value_cache, md, seqs, out, *, scale, caus
 # torch paths (prefill; everything when the extension is unavailable)
 
 
-def _gather(cache: torch.Tensor, bt_row: torch.Tensor, L: int, dtype, s: float) -> torch.Tensor:
-    """This sequence's tokens as ``[num_kv_heads, L, head]`` in ``dtype`` (one bounded gather)."""
-    bs = cache.shape[1]
-    nblk = -(-L // bs)
-    blocks = bt_row[:nblk].long()
-    b0 = int(blocks[0])
-    if nblk == 1 or bool((blocks[1:] - blocks[:-1] == 1).all()):
-        x = cache[b0:b0 + nblk]  # consecutive blocks (a fresh allocation): a view, no copy at all
-    else:
-        # whole-block copies of this sequence only (index_select is a memcpy per block)
-        x = torch.index_select(cache, 0, blocks)
-    # seen as [Hkv, L, D] through a strided view: the flash kernel reads it in place
-    x = x.view(nblk * bs, cache.shape[2], cache.shape[3])[:L].transpose(0, 1)
+_BUF_MAX_BYTES = 1 << 29  # gather buffers above this are not kept between calls
+_tls = threading.local()
+
+
+def _buffer(nbytes: int) -> torch.Tensor:
+    """A per-thread byte buffer reused across calls (grown as needed): prefill's gather writes
+    into memory that is already mapped instead of first-touching fresh pages every call, which
+    costs more than the copy itself on this kind of VM."""
+    if nbytes > _BUF_MAX_BYTES:
+        return torch.empty(nbytes, dtype=torch.uint8)
+    buf = getattr(_tls, "buf", None)
+    if buf is None or buf.numel() < nbytes:
+        buf = torch.empty(max(nbytes, 1 << 20), dtype=torch.uint8)
+        _tls.buf = buf
+    return buf[:nbytes]
+
+
+def _finish(x: torch.Tensor, dtype, s: float) -> torch.Tensor:
     if x.dtype in _FP8 or s != 1.0:
         x = x.to(torch.float32)
         if s != 1.0:
             x = x * s
     return x.to(dtype)
+
+
+def _gather_kv(key_cache, value_cache, bt_row: torch.Tensor, L: int, dtype, ks: float, vs: float, gfn):
+    """This sequence's first ``L`` tokens as ``k [Hkv, L, D]``, ``v [Hkv, L, Dv]`` in ``dtype`` (one
+    bounded gather of this sequence's blocks only, never the whole cache).
+
+    With the extension: a C++ memcpy gather straight into contiguous ``[Hkv, L, D]`` in a reused
+    buffer.  Without it: consecutive blocks are a view (no copy); scattered ones are copied with
+    ``index_select`` into a reused buffer and read through a strided ``[Hkv, L, D]`` view.
+    """
+    nb, bs, hkv, D = key_cache.shape
+    dv = value_cache.shape[3]
+    nblk = -(-L // bs)
+    if gfn is not None:
+        kc, vc = _last_contig(key_cache), _last_contig(value_cache)
+        es = kc.element_size()
+        buf = _buffer(hkv * L * (D + dv) * es).view(kc.dtype)
+        k = buf[: hkv * L * D].view(hkv, L, D)
+        v = buf[hkv * L * D:].view(hkv, L, dv)
+        blocks = bt_row[:nblk]
+        blocks = blocks if blocks.dtype == torch.int32 and blocks.is_contiguous() else blocks.to(torch.int32).contiguous()
+        threads = torch.get_num_threads() if L * hkv >= 4096 else 1
+        bad = gfn(es, kc.data_ptr(), kc.stride(0), kc.stride(1), kc.stride(2),
+                  vc.data_ptr(), vc.stride(0), vc.stride(1), vc.stride(2),
+                  blocks.data_ptr(), L, bs, hkv, D, dv, threads, nb, k.data_ptr(), v.data_ptr(), 1)
+        if bad:
+            raise ValueError(
+                f"Expected block_table entries in [0, num_blocks={nb}) for the blocks a sequence uses, "
+                f"but got {int(blocks[bad - 1])}."
+            )
+        return _finish(k, dtype, ks), _finish(v, dtype, vs)
+    blocks = bt_row[:nblk].long()
+    b0 = int(blocks[0])
+    if nblk == 1 or bool((blocks[1:] - blocks[:-1] == 1).all()):
+        if not 0 <= b0 <= nb - nblk:
+            raise IndexError(f"block_table entries out of range [0, {nb}): {blocks.tolist()}")
+        xk, xv = key_cache[b0:b0 + nblk], value_cache[b0:b0 + nblk]  # a fresh allocation: views, no copy
+    else:
+        es = key_cache.element_size()
+        nk, nv = nblk * bs * hkv * D, nblk * bs * hkv * dv
+        buf = _buffer((nk + nv) * es).view(key_cache.dtype)
+        xk = torch.index_select(key_cache, 0, blocks, out=buf[:nk].view(nblk, bs, hkv, D))
+        xv = torch.index_select(value_cache, 0, blocks, out=buf[nk:].view(nblk, bs, hkv, dv))
+    # seen as [Hkv, L, D] through a strided view: the flash kernel reads it in place
+    k = xk.reshape(nblk * bs, hkv, D)[:L].transpose(0, 1)
+    v = xv.reshape(nblk * bs, hkv, dv)[:L].transpose(0, 1)
+    return _finish(k, dtype, ks), _finish(v, dtype, vs)
 
 
 def _torch_rows(q, k, v, p0, *, scale, causal, window, cap, sinks):
@@ -330,10 +383,10 @@ def cpu_attn_impl(
             long_ = sorted(long_ + short)
     if long_:
         cdt = query.dtype
+        gfn = _cpu_ext.load_gather() if fn is not None else None
         for i in long_:
             q0, q1, L = qsl[i], qsl[i + 1], lens[i]
-            k = _gather(key_cache, md.block_table[i], L, cdt, ks)
-            v = _gather(value_cache, md.block_table[i], L, cdt, vs)
+            k, v = _gather_kv(key_cache, value_cache, md.block_table[i], L, cdt, ks, vs, gfn)
             kw = dict(scale=sc, causal=causal, window=window, sinks=sinks)
             if use_flash and cap is None and dv == D:  # torch's flash kernel needs equal K/V head sizes
                 o = _flash_rows(query[q0:q1], k, v, L - (q1 - q0), **kw)
