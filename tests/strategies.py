@@ -39,6 +39,15 @@ OPT_INT_FIELDS = ("num_heads", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_d
 HARDWARE = ("platform", "compute_capability", "rocm_arch")
 
 
+def budget(n: int) -> int:
+    """An expensive property's example cap: n under the dev and ci profiles, 10x under nightly (and never
+    more than the profile's own max_examples, so dev stays quick)."""
+    from hypothesis import settings as _settings
+    current = _settings.default
+    scaled = n * 10 if current.max_examples >= 1000 else n
+    return min(scaled, current.max_examples) if current.max_examples < n else scaled
+
+
 def rules_now() -> RuleSet:
     return default_rules()
 

@@ -20,11 +20,11 @@ from hypothesis import strategies as st
 import oracle
 from attnsolve.config import Config, format_cc
 from attnsolve.rules import default_rules
-from strategies import junk, queries
+from strategies import budget, junk, queries
 
 cli = pytest.importorskip("attnsolve.cli")
 
-CLI_SETTINGS = settings(max_examples=80, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+CLI_SETTINGS = settings(max_examples=budget(80), suppress_health_check=[HealthCheck.too_slow], deadline=None)
 
 
 def run_cli(argv: list[str]) -> tuple[int, str, str]:
@@ -75,7 +75,7 @@ def test_select_agrees_with_the_oracle(q):
         assert env["result"]["selected"] == ans.backend
 
 
-@settings(max_examples=30, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@settings(max_examples=budget(30), suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(queries())
 def test_explain_exit_code_agrees_with_select(q):
     config, role = q

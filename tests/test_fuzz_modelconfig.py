@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from strategies import budget
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -94,13 +96,13 @@ def test_random_objects_give_config_error(obj):
     read_text(json.dumps(obj))
 
 
-@settings(max_examples=30)
+@settings(max_examples=budget(30))
 @given(json_values)
 def test_any_json_document_gives_config_error(doc):
     read_text(json.dumps(doc))
 
 
-@settings(max_examples=30)
+@settings(max_examples=budget(30))
 @given(st.binary(max_size=60))
 def test_binary_gives_config_error(blob):
     read_text(blob)

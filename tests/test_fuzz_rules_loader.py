@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from attnsolve.rules import RULES_DIR, RulesError, load_rules
 from attnsolve.rules.model import RuleSet
-from strategies import dump_toml, packaged_docs
+from strategies import budget, dump_toml, packaged_docs
 
 FILES = sorted(p.name for p in RULES_DIR.glob("*.toml"))
 TEXTS = {name: (RULES_DIR / name).read_text(encoding="utf-8") for name in FILES}
@@ -107,7 +107,7 @@ def test_text_damage_gives_rules_error(damage):
     assert_clear(load_damaged(files), name)
 
 
-@settings(max_examples=30)
+@settings(max_examples=budget(30))
 @given(st.sampled_from(FILES), st.binary(min_size=1, max_size=40))
 def test_binary_garbage_gives_rules_error(name, garbage):
     files: dict[str, str | bytes] = dict(TEXTS)
@@ -170,7 +170,7 @@ def test_wrong_types_anywhere_give_rules_error(where, value, delete):
     assert_clear(load_damaged(files), name)
 
 
-@settings(max_examples=40, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=budget(40), suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(FILES), st.dictionaries(st.text(min_size=1, max_size=8), toml_values, min_size=1, max_size=3))
 def test_unknown_top_level_tables_give_rules_error(name, extra):
     doc = {**_copy(DOCS[name]), **extra}

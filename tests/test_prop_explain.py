@@ -26,13 +26,13 @@ from attnsolve.config import FIELD_NAMES
 from attnsolve.rules import default_rules
 from attnsolve.selection import csp_solver
 from attnsolve.solver.facts import base_facts
-from strategies import HARDWARE, completions, config_kwargs, field_pool, partial_configs, queries
+from strategies import budget, HARDWARE, completions, config_kwargs, field_pool, partial_configs, queries
 
 explain_mod = pytest.importorskip("attnsolve.explain")
 explain = explain_mod.explain
 possible_backends = explain_mod.possible_backends
 
-FAST = settings(max_examples=40, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+FAST = settings(max_examples=budget(40), suppress_health_check=[HealthCheck.too_slow], deadline=None)
 
 
 def _goal(ans: oracle.Answer, requested: str | None) -> bool:
@@ -237,7 +237,7 @@ def test_a_single_field_fix_is_found_when_one_exists(q):
 # ---------------------------------------------------------------------------------------------------
 # partial configs
 # ---------------------------------------------------------------------------------------------------
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=budget(40), deadline=None)
 @given(partial_configs(max_free=2), st.sampled_from(["decode", "mla_prefill"]))
 def test_possible_backends_is_the_union_over_completions(config, role):
     assume(role == "decode" or config.use_mla is not False)

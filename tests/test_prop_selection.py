@@ -20,7 +20,7 @@ import oracle
 from attnsolve import Config, ConfigError, InvalidBackendError, NoValidBackendError, solve
 from attnsolve.rules import default_rules
 from attnsolve.selection import solve_csp
-from strategies import configs, queries, roles_for
+from strategies import budget, configs, queries, roles_for
 
 
 def _solve(config: Config, role: str, available=None):
@@ -121,7 +121,7 @@ def test_manual_selection_never_falls_back(q):
         assert out.manual
 
 
-@settings(max_examples=60)
+@settings(max_examples=budget(60))
 @given(queries())
 def test_compiled_equals_csp_equals_oracle(q):
     config, role = q
@@ -135,7 +135,7 @@ def test_compiled_equals_csp_equals_oracle(q):
     assert solve_csp(config, role=role) == want
 
 
-@settings(max_examples=60)
+@settings(max_examples=budget(60))
 @given(queries(), st.data())
 def test_available_subset_agrees(q, data):
     """Restricting the runnable backends: solve, the CSP and the oracle still agree."""

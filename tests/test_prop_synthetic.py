@@ -17,9 +17,9 @@ import oracle
 from attnsolve import ConfigError, InvalidBackendError, NoValidBackendError, solve
 from attnsolve.rules import load_rules, use_rules
 from attnsolve.selection import solve_csp
-from strategies import configs, roles_for, synthetic_rules, write_rules
+from strategies import budget, configs, roles_for, synthetic_rules, write_rules
 
-SYN = settings(max_examples=40, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], deadline=None)
+SYN = settings(max_examples=budget(40), suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], deadline=None)
 PER_RULESET = 12
 
 
@@ -59,7 +59,7 @@ def test_compiled_csp_and_oracle_agree_on_synthetic_rules(docs, data):
             assert solve_csp(config, role=role) == ans.backend
 
 
-@settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], deadline=None)
+@settings(max_examples=budget(25), suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], deadline=None)
 @given(synthetic_rules(max_backends=4), st.data())
 def test_explain_agrees_on_synthetic_rules(docs, data):
     from attnsolve.explain import explain

@@ -22,7 +22,7 @@ import oracle
 from attnsolve import ConfigError, InvalidBackendError, NoValidBackendError, solve
 from attnsolve.rules import RulesError, load_rules, set_rules, default_rules
 from attnsolve.selection import solve_csp
-from strategies import configs, packaged_docs, write_rules
+from strategies import budget, configs, packaged_docs, write_rules
 
 
 class RulesEditing(RuleBasedStateMachine):
@@ -207,6 +207,6 @@ class RulesEditing(RuleBasedStateMachine):
         self._agree(data)
 
 
-RulesEditing.TestCase.settings = settings(max_examples=15, stateful_step_count=6, deadline=None,
+RulesEditing.TestCase.settings = settings(max_examples=budget(15), stateful_step_count=6, deadline=None,
                                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 TestRulesEditing = RulesEditing.TestCase
