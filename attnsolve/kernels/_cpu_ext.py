@@ -296,7 +296,7 @@ static void tile_avx(int ctype, const char* kb, const char* vb, int64_t k_s1, in
     const char* krow0 = kb + ((int64_t)slot0 * k_s1 + (int64_t)kh * k_s2) * ce;
     const int64_t kstride_b = k_s1 * ce;
 #if defined(__AVX512BF16__)
-    if (use_dp && (ND % 2) == 0) {
+    if ((use_dp & 1) && (ND % 2) == 0) {
       for (int g = 0; g < G; ++g) {
         const int h = kh * G + g;
         const float* qh = qf + (size_t)h * D;
@@ -374,6 +374,62 @@ static void tile_avx(int ctype, const char* kb, const char* vb, int64_t k_s1, in
     _mm512_storeu_ps(sh, p0);
     _mm512_storeu_ps(sh + 16, p1);
     l[h] += _mm512_reduce_add_ps(_mm512_add_ps(p0, p1));
+  }
+  // bf16 cache (flags bit 1): V rows are widened inside the FMA loop with a shift and a mask
+  // (even/odd bf16 of each 32-bit lane), no conversion pass through a buffer; the accumulators then
+  // hold each 32-wide chunk as [16 even dims, 16 odd dims], undone once per work item (vperm_fix).
+  if ((use_dp & 2) && (ND % 2) == 0) {
+    const __m512i hi_mask = _mm512_set1_epi32((int)0xFFFF0000u);
+    for (int kh = 0; kh < Hkv; ++kh) {
+      const char* vr[32];
+      for (int t = 0; t < nt; ++t) vr[t] = vb + ((int64_t)(slot0 + t) * v_s1 + (int64_t)kh * v_s2) * 2;
+      for (int g0 = 0; g0 < G; g0 += 4) {
+        const int gn = std::min(4, G - g0);
+        const int h0 = kh * G + g0;
+        const float* s0 = s + (size_t)h0 * ldS;
+        float* a0p = acc + (size_t)h0 * D;
+        if (gn == 4) {
+          for (int c = 0; c < ND / 2; ++c) {
+            float* b = a0p + 32 * c;
+            __m512 e0 = _mm512_loadu_ps(b), o0 = _mm512_loadu_ps(b + 16);
+            __m512 e1 = _mm512_loadu_ps(b + D), o1 = _mm512_loadu_ps(b + D + 16);
+            __m512 e2 = _mm512_loadu_ps(b + 2 * D), o2 = _mm512_loadu_ps(b + 2 * D + 16);
+            __m512 e3 = _mm512_loadu_ps(b + 3 * D), o3 = _mm512_loadu_ps(b + 3 * D + 16);
+            for (int t = 0; t < nt; ++t) {
+              const __m512i x = _mm512_loadu_si512((const void*)(vr[t] + 64 * c));
+              const __m512 ev = _mm512_castsi512_ps(_mm512_slli_epi32(x, 16));
+              const __m512 od = _mm512_castsi512_ps(_mm512_and_si512(x, hi_mask));
+              const __m512 p0 = _mm512_set1_ps(s0[t]), p1 = _mm512_set1_ps(s0[ldS + t]);
+              const __m512 p2 = _mm512_set1_ps(s0[2 * ldS + t]), p3 = _mm512_set1_ps(s0[3 * ldS + t]);
+              e0 = _mm512_fmadd_ps(p0, ev, e0); o0 = _mm512_fmadd_ps(p0, od, o0);
+              e1 = _mm512_fmadd_ps(p1, ev, e1); o1 = _mm512_fmadd_ps(p1, od, o1);
+              e2 = _mm512_fmadd_ps(p2, ev, e2); o2 = _mm512_fmadd_ps(p2, od, o2);
+              e3 = _mm512_fmadd_ps(p3, ev, e3); o3 = _mm512_fmadd_ps(p3, od, o3);
+            }
+            _mm512_storeu_ps(b, e0); _mm512_storeu_ps(b + 16, o0);
+            _mm512_storeu_ps(b + D, e1); _mm512_storeu_ps(b + D + 16, o1);
+            _mm512_storeu_ps(b + 2 * D, e2); _mm512_storeu_ps(b + 2 * D + 16, o2);
+            _mm512_storeu_ps(b + 3 * D, e3); _mm512_storeu_ps(b + 3 * D + 16, o3);
+          }
+        } else {
+          for (int j = 0; j < gn; ++j) {
+            const float* sj = s0 + (size_t)j * ldS;
+            for (int c = 0; c < ND / 2; ++c) {
+              float* b = a0p + (size_t)j * D + 32 * c;
+              __m512 e = _mm512_loadu_ps(b), o = _mm512_loadu_ps(b + 16);
+              for (int t = 0; t < nt; ++t) {
+                const __m512i x = _mm512_loadu_si512((const void*)(vr[t] + 64 * c));
+                const __m512 p = _mm512_set1_ps(sj[t]);
+                e = _mm512_fmadd_ps(p, _mm512_castsi512_ps(_mm512_slli_epi32(x, 16)), e);
+                o = _mm512_fmadd_ps(p, _mm512_castsi512_ps(_mm512_and_si512(x, hi_mask)), o);
+              }
+              _mm512_storeu_ps(b, e); _mm512_storeu_ps(b + 16, o);
+            }
+          }
+        }
+      }
+    }
+    return;
   }
   // PV: per KV head, per 16-wide column chunk, up to 4 heads' accumulators stay in registers over the tokens
   for (int kh = 0; kh < Hkv; ++kh) {
@@ -527,7 +583,9 @@ extern "C" int attnsolve_paged_decode(
   }
   const int nitems = (int)items.size();
   const TileFn tile = (D == Dv) ? pick_tile(D) : nullptr;
-  const int use_dp = (qtype == BF16 && ctype == BF16 && k_scale == 1.0f) ? 1 : 0;
+  // flags for the tile: bit 0 = bf16 dot products for QK, bit 1 = bf16 V widened in the PV loop
+  const int use_dp = ((qtype == BF16 && ctype == BF16 && k_scale == 1.0f) ? 1 : 0) |
+                     ((tile && ctype == BF16 && D == Dv && (D % 32) == 0) ? 2 : 0);
   std::vector<float> pacc((size_t)nitems * H * Dv), pm((size_t)nitems * H), pl((size_t)nitems * H);
 
   #pragma omp parallel num_threads(nthreads)
@@ -631,6 +689,15 @@ extern "C" int attnsolve_paged_decode(
           }
         }
       }
+      if (use_dp & 2) {  // undo the [even, odd] order of each 32-wide chunk (see the tile's bf16 PV)
+        float* dst = &pacc[(size_t)it * H * Dv];
+        for (int h = 0; h < H; ++h)
+          for (int c = 0; c < Dv; c += 32)
+            for (int i = 0; i < 16; ++i) {
+              dst[(size_t)h * Dv + c + 2 * i] = acc[(size_t)h * Dv + c + i];
+              dst[(size_t)h * Dv + c + 2 * i + 1] = acc[(size_t)h * Dv + c + 16 + i];
+            }
+      } else
       std::memcpy(&pacc[(size_t)it * H * Dv], acc.data(), sizeof(float) * H * Dv);
       std::memcpy(&pm[(size_t)it * H], m.data(), sizeof(float) * H);
       std::memcpy(&pl[(size_t)it * H], l.data(), sizeof(float) * H);
