@@ -219,6 +219,25 @@ static inline float fast_exp(float x) {
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #define ATTNSOLVE_AVX512 1
+#if defined(__AMX_BF16__) && defined(__AMX_TILE__) && defined(__linux__)
+// AMX for the bf16 QK products: S^T[16 tokens x G heads] = K[16 x 32 dims] . q^T per 32-dim chunk,
+// with K tiles loaded straight from the paged block (row stride = token stride) and q^T packed
+// once per work item in the pair-interleaved (VNNI) layout the instruction wants.
+#define ATTNSOLVE_AMX 1
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <cstdlib>
+struct alignas(64) TileCfg { uint8_t palette_id; uint8_t start_row; uint8_t reserved[14]; uint16_t colsb[16]; uint8_t rows[16]; };
+static int amx_permitted() {  // the kernel must grant the tile data state to this process once
+  static int ok = -1;
+  if (ok < 0) {
+    const char* e = std::getenv("ATTNSOLVE_CPU_AMX");
+    if (e && (e[0] == '0' || e[0] == 'n' || e[0] == 'N' || e[0] == 'f' || e[0] == 'F')) ok = 0;
+    else ok = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0 ? 1 : 0;
+  }
+  return ok;
+}
+#endif
 // Convert one row of ND*16 elements to float (scaled) into dst.
 template <int ND>
 static inline void conv_row(int type, const void* p, float* __restrict dst, float sc) {
@@ -286,7 +305,8 @@ static inline __m512 exp512(__m512 x) {  // same polynomial as fast_exp, x <= 0
 template <int ND>
 static void tile_avx(int ctype, const char* kb, const char* vb, int64_t k_s1, int64_t k_s2, int64_t v_s1, int64_t v_s2,
                      int slot0, int nt, int Hkv, int G, const float* qf, float* acc, float* m, float* l,
-                     float* s, int ldS, float* buf, float scale, float k_scale, float v_scale, float softcap, int use_dp) {
+                     float* s, int ldS, float* buf, float scale, float k_scale, float v_scale, float softcap, int use_dp,
+                     const uint16_t* qvnni) {
   constexpr int D = ND * 16;
   const int ce = esize(ctype);
   const bool direct_k = (ctype == F32 && k_scale == 1.0f), direct_v = (ctype == F32 && v_scale == 1.0f);
@@ -295,6 +315,27 @@ static void tile_avx(int ctype, const char* kb, const char* vb, int64_t k_s1, in
   for (int kh = 0; kh < Hkv; ++kh) {
     const char* krow0 = kb + ((int64_t)slot0 * k_s1 + (int64_t)kh * k_s2) * ce;
     const int64_t kstride_b = k_s1 * ce;
+#if defined(ATTNSOLVE_AMX)
+    if ((use_dp & 4) && (ND % 2) == 0) {  // rows up to the next multiple of 16 lie inside the block (caller checks)
+      const uint16_t* qv = qvnni + (size_t)kh * D * G;  // [D/2][G][2]
+      alignas(64) float ct[16 * 16];
+      for (int tb = 0; tb < nt; tb += 16) {
+        _tile_zero(0);
+        for (int c = 0; c < ND / 2; ++c) {
+          _tile_loadd(1, krow0 + (int64_t)tb * kstride_b + 64 * c, kstride_b);
+          _tile_loadd(2, qv + (size_t)c * 32 * G, G * 4);
+          _tile_dpbf16ps(0, 1, 2);
+        }
+        _tile_stored(0, ct, 64);
+        const int te = std::min(16, nt - tb);
+        for (int g = 0; g < G; ++g) {
+          float* sh = s + (size_t)(kh * G + g) * ldS + tb;
+          for (int t = 0; t < te; ++t) sh[t] = ct[t * 16 + g] * scale;
+        }
+      }
+      continue;
+    }
+#endif
 #if defined(__AVX512BF16__)
     if ((use_dp & 1) && (ND % 2) == 0) {
       for (int g = 0; g < G; ++g) {
@@ -474,7 +515,8 @@ static void tile_avx(int ctype, const char* kb, const char* vb, int64_t k_s1, in
 }
 
 typedef void (*TileFn)(int, const char*, const char*, int64_t, int64_t, int64_t, int64_t, int, int, int, int,
-                       const float*, float*, float*, float*, float*, int, float*, float, float, float, float, int);
+                       const float*, float*, float*, float*, float*, int, float*, float, float, float, float, int,
+                       const uint16_t*);
 static TileFn pick_tile(int D) {
   switch (D) {
     case 32: return tile_avx<2>;
@@ -586,6 +628,11 @@ extern "C" int attnsolve_paged_decode(
   // flags for the tile: bit 0 = bf16 dot products for QK, bit 1 = bf16 V widened in the PV loop
   const int use_dp = ((qtype == BF16 && ctype == BF16 && k_scale == 1.0f) ? 1 : 0) |
                      ((tile && ctype == BF16 && D == Dv && (D % 32) == 0) ? 2 : 0);
+#if defined(ATTNSOLVE_AMX)
+  const int use_amx = (tile && (use_dp & 1) && (D % 32) == 0 && G <= 16 && BS >= 16 && amx_permitted()) ? 4 : 0;
+#else
+  const int use_amx = 0;
+#endif
   std::vector<float> pacc((size_t)nitems * H * Dv), pm((size_t)nitems * H), pl((size_t)nitems * H);
 
   #pragma omp parallel num_threads(nthreads)
@@ -593,11 +640,33 @@ extern "C" int attnsolve_paged_decode(
     constexpr int TILE = 32;
     std::vector<float> ts((size_t)TILE * H), tbuf((size_t)TILE * D);
     std::vector<float> qf((size_t)H * D), acc((size_t)H * Dv), m(H), l(H), s((size_t)BS * H), kf(D), vf(Dv), pb(BS);
+    std::vector<uint16_t> qvnni(use_amx ? (size_t)H * D : 0);
+#if defined(ATTNSOLVE_AMX)
+    if (use_amx) {
+      TileCfg cfg;
+      std::memset(&cfg, 0, sizeof(cfg));
+      cfg.palette_id = 1;
+      cfg.rows[0] = 16; cfg.colsb[0] = (uint16_t)(G * 4);   // C: 16 tokens x G fp32 scores
+      cfg.rows[1] = 16; cfg.colsb[1] = 64;                  // A: 16 tokens x 32 bf16 dims of K
+      cfg.rows[2] = 16; cfg.colsb[2] = (uint16_t)(G * 4);   // B: 16 dim pairs x G heads x 2 bf16 of q
+      _tile_loadconfig(&cfg);
+    }
+#endif
     #pragma omp for schedule(dynamic, 1) nowait
     for (int it = 0; it < nitems; ++it) {
       const Item& I = items[it];
       for (int h = 0; h < H; ++h)
         load_row(qtype, (const char*)q + ((int64_t)I.row * q_s0 + (int64_t)h * q_s1) * qe, &qf[(size_t)h * D], D, 1.0f);
+      if (use_amx) {  // q^T per KV head as [D/2][G][2] bf16 (round to nearest even, like the dp path)
+        for (int kh = 0; kh < Hkv; ++kh)
+          for (int g = 0; g < G; ++g)
+            for (int d = 0; d < D; ++d) {
+              uint32_t u; std::memcpy(&u, &qf[(size_t)(kh * G + g) * D + d], 4);
+              const uint16_t b = ((u & 0x7fffffffu) > 0x7f800000u) ? (uint16_t)0x7fc0
+                                 : (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+              qvnni[(size_t)kh * D * G + (size_t)(d / 2) * G * 2 + g * 2 + (d & 1)] = b;
+            }
+      }
       std::fill(acc.begin(), acc.end(), 0.0f);
       std::fill(m.begin(), m.end(), -INFINITY);
       std::fill(l.begin(), l.end(), 0.0f);
@@ -622,8 +691,10 @@ extern "C" int attnsolve_paged_decode(
           }
           for (int t0 = tb0; t0 < tb1; t0 += TILE) {
             const int nt = std::min(TILE, tb1 - t0);
-            tile(ctype, kb, vb, k_s1, k_s2, v_s1, v_s2, t0 - b * BS, nt, Hkv, G, qf.data(), acc.data(), m.data(), l.data(),
-                 ts.data(), TILE, tbuf.data(), scale, k_scale, v_scale, softcap, use_dp);
+            const int slot0 = t0 - b * BS;
+            const int fl = use_dp | ((use_amx && slot0 + ((nt + 15) / 16) * 16 <= BS) ? 4 : 0);
+            tile(ctype, kb, vb, k_s1, k_s2, v_s1, v_s2, slot0, nt, Hkv, G, qf.data(), acc.data(), m.data(), l.data(),
+                 ts.data(), TILE, tbuf.data(), scale, k_scale, v_scale, softcap, fl, qvnni.data());
           }
         }
       } else
@@ -702,6 +773,9 @@ extern "C" int attnsolve_paged_decode(
       std::memcpy(&pm[(size_t)it * H], m.data(), sizeof(float) * H);
       std::memcpy(&pl[(size_t)it * H], l.data(), sizeof(float) * H);
     }
+#if defined(ATTNSOLVE_AMX)
+    if (use_amx) _tile_release();
+#endif
   }
   // Merge the chunks of each row (log-sum-exp; sinks join the denominator) on the calling thread:
   // it is cheap, and one barrier fewer matters on an oversubscribed machine.
