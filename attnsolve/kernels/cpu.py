@@ -149,17 +149,38 @@ _BUF_MAX_BYTES = 1 << 29  # gather buffers above this are not kept between calls
 _tls = threading.local()
 
 
-def _buffer(nbytes: int) -> torch.Tensor:
+def _buffer(nbytes: int, slot: str = "kv") -> torch.Tensor:
     """A per-thread byte buffer reused across calls (grown as needed): prefill's gather writes
     into memory that is already mapped instead of first-touching fresh pages every call, which
     costs more than the copy itself on this kind of VM."""
     if nbytes > _BUF_MAX_BYTES:
         return torch.empty(nbytes, dtype=torch.uint8)
-    buf = getattr(_tls, "buf", None)
+    bufs = getattr(_tls, "bufs", None)
+    if bufs is None:
+        bufs = _tls.bufs = {}
+    buf = bufs.get(slot)
     if buf is None or buf.numel() < nbytes:
-        buf = torch.empty(max(nbytes, 1 << 20), dtype=torch.uint8)
-        _tls.buf = buf
+        buf = bufs[slot] = torch.empty(max(nbytes, 1 << 20), dtype=torch.uint8)
     return buf[:nbytes]
+
+
+_Q_PAD = 32  # elements added to each query row of the padded copy (see _flash_rows)
+
+
+def _padded_query(q: torch.Tensor) -> torch.Tensor:
+    """``q [n, H, D]`` copied into a reused buffer whose rows are ``H * D + _Q_PAD`` elements apart.
+
+    With 16-bit queries the row stride ``H * D`` is a power of two bytes (8 KiB for 32 x 128),
+    so the flash kernel's reads of one head's rows all land in the same cache sets; the padded
+    copy measured ~6% faster end to end for a 2k bf16 prefill (the copy included), while fp32
+    showed no difference.  The kernel's output stays a dense ``[n, H, D]``.
+    """
+    n, H, D = q.shape
+    row = H * D + _Q_PAD
+    buf = _buffer(n * row * q.element_size(), "q").view(q.dtype).view(n, row)
+    qp = buf[:, : H * D].view(n, H, D)
+    qp.copy_(q)
+    return qp
 
 
 def _finish(x: torch.Tensor, dtype, s: float) -> torch.Tensor:
@@ -261,6 +282,8 @@ def _flash_rows(q, k, v, p0, *, scale, causal, window, sinks):
     """Same contract as ``_torch_rows`` via torch's CPU flash-attention kernel (no soft-cap)."""
     n, H, D = q.shape
     hkv, L, dv = v.shape
+    if q.element_size() == 2 and n >= 256 and (H * D * 2) % 4096 == 0:
+        q = _padded_query(q)
     # [1, H, n, D] as a strided view: the kernel reads it in place and then writes its output in
     # the same [n, H, D] order, so neither the query nor the output needs a transposing copy
     qh = q.transpose(0, 1).unsqueeze(0)
