@@ -8,7 +8,8 @@ Two paths, chosen per sequence of a mixed batch:
   (row, key chunk) work items for both cores and merged by log-sum-exp.  AVX-512 tiles
   for head sizes 32..256, a portable loop otherwise; fp32/bf16/fp16 and fp8 caches.
 * Longer query runs (prefill) gather the sequence's own blocks once (a bounded gather,
-  ``seq_len`` rows, never the whole cache) and run torch's CPU flash-attention kernel
+  ``seq_len`` rows, never the whole cache, into a per-thread buffer reused across calls; a
+  C++ memcpy gather with the extension) and run torch's CPU flash-attention kernel
   (``aten._scaled_dot_product_flash_attention_for_cpu``, the one SDPA uses), whose
   log-sum-exp output gives exact sinks and the merge of a causal chunk with its context.
   Soft-capping (which that kernel lacks) uses a tiled float32 torch path.
