@@ -7,6 +7,7 @@ Any field may be `ANY` (unknown) for partial-config questions (explain, possible
 
 from __future__ import annotations
 
+import numbers
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
@@ -253,6 +254,8 @@ def _as_int(name: str, value: Any, *, optional: bool, minimum: int = 1) -> int |
         return None
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value.strip())
+    if not isinstance(value, (bool, int)) and isinstance(value, numbers.Integral):
+        value = int(value)  # numpy / torch integer scalars
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(name, value, f"an integer >= {minimum}" + (" or None" if optional else ""))
     if not (minimum <= value <= _MAX_INT):
