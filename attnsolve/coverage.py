@@ -24,7 +24,6 @@ environment switches at their defaults, and reports:
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass, field
 from typing import Any
 

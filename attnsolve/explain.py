@@ -1,46 +1,26 @@
 """Explanations: every candidate's verdict, the minimal conflict and the smallest fixes.
 
-A *conflict* is a smallest set of the user's facts (field = value) that on its own, with every
-other field free, already rules out every candidate (or the requested backend). It is found with
-QuickXplain over the facts ordered hardware > model > tunables, using the CSP as the consistency
-test, and further conflicts with a bounded hitting-set search. A *fix* is a smallest set of fields
-to change (a minimal hitting set of the conflicts), with concrete values nearest the current ones,
-verified by re-solving.
+`explain` evaluates the selection once (the same evaluation `solve` uses, so verdicts and the
+answer cannot disagree) and, when nothing fits, asks `diagnosis` for the conflicts and fixes.
+Partial configs (fields = ANY) are answered over the free fields' value classes.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from .config import ANY, FIELD_NAMES, Config, format_cc
+from .diagnosis import HARDWARE, MODEL, Fix, _show, _solver_facts, category, find_conflicts, find_fixes
 from .errors import ConfigError, SelectionError
-from .rules.loader import EXTRA_FIELDS
-from .selection import (compiled_rules, csp_solver, candidate_reasons, evaluate, failure,
-                        solve_uncached)
-from .rules import generation
-from .solver.domains import representatives, value_classes
-from .solver.reach import goal_reachable, reach_for
-from .solver.facts import base_facts, parse_role
+from .selection import candidate_reasons, compiled_rules, csp_solver, evaluate, failure, solve_uncached
+from .solver.domains import representatives
+from .solver.facts import parse_role
 from .solver.semantics import AUTO
 
-HARDWARE = ("platform", "compute_capability", "rocm_arch")
-MODEL = ("dtype", "head_size", "use_mla", "use_sparse", "has_sink", "use_mm_prefix", "attn_type", "num_heads",
-         "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "index_topk")
-# Everything else is a tunable (KV dtype, block size, requested backend, FA version, switches, environment).
-_COST = {**{f: 2 for f in HARDWARE}, **{f: 1 for f in MODEL}}
-# Within the model, some facts are cheap to change (run in fp16, split heads differently) and
-# some change the architecture itself; fixes are ranked accordingly.
-_MODEL_WEIGHT = {"dtype": 1.0, "num_heads": 1.1, "has_sink": 1.3, "use_mm_prefix": 1.3, "attn_type": 1.5,
-                 "head_size": 1.5, "use_mla": 1.6, "use_sparse": 1.6, "qk_nope_head_dim": 1.5,
-                 "qk_rope_head_dim": 1.5, "v_head_dim": 1.5, "index_topk": 1.5}
-_NEVER_CHANGE = {"platform", "backend"}  # a fix never moves you to another platform; "backend" has its own fix
-
-
-def category(field_name: str) -> str:
-    return {2: "hardware", 1: "model"}.get(_COST.get(field_name, 0), "tunable")
+__all__ = ["Explanation", "Fix", "Verdict", "explain", "possible_backends", "selection_table",
+           "category", "find_conflicts", "find_fixes", "HARDWARE", "MODEL"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,23 +33,6 @@ class Verdict:
 
     def to_dict(self) -> dict[str, Any]:
         return {"backend": self.backend, "valid": self.valid, "reasons": list(self.reasons)}
-
-
-@dataclass(frozen=True)
-class Fix:
-    """A smallest change: set `changes` (Config field -> value) and `selects` is chosen."""
-
-    changes: Mapping[str, Any]
-    selects: str
-    hardware: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"changes": dict(self.changes), "selects": self.selects}
-
-    def __str__(self) -> str:
-        parts = [("backend=auto (automatic selection)" if k == "backend" and v is None else f"{k}={_show(v)}")
-                 for k, v in self.changes.items()]
-        return " and ".join(parts) + f" \u2192 {self.selects}"
 
 
 @dataclass(frozen=True)
@@ -118,7 +81,6 @@ class Explanation:
         elif self.selected:
             sel = self.selected + (f" ({self.variant})" if self.variant else "")
             out.append(f"Selected {sel}" + (" (requested)." if self.requested else "."))
-            lost = [c for c in self.candidates if not c.valid and c.backend != self.selected]
             before = []
             for c in self.candidates:
                 if c.backend == self.selected:
@@ -126,7 +88,6 @@ class Explanation:
                 before.append(c)
             for c in before:
                 out.append(f"Not {c.backend}: {_join(c.reasons)}")
-            del lost
         elif self.requested:
             out.append(f"{self.requested} does not fit: {_join(self.candidates[0].reasons)}")
             if tuple(self.conflicts) == ({},):
@@ -152,14 +113,6 @@ class Explanation:
 def _join(reasons: Sequence[str]) -> str:
     text = "; ".join(r.rstrip(".") for r in reasons)
     return text + "."
-
-
-def _show(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if v is None:
-        return "unset"
-    return str(v)
 
 
 def _facts_text(facts: Mapping[str, Any]) -> str:
@@ -259,11 +212,9 @@ def selection_table(config: Config, over: Sequence[str] | None = None, *, role: 
 
 
 # ---------------------------------------------------------------------------------------------
-# Conflicts
+# Helpers
 
 
-def _solver_facts(config: Config, role: str) -> dict[str, Any]:
-    return base_facts(config, role)
 
 
 def _priority_order(facts: Mapping[str, Any]) -> list[str]:
@@ -274,275 +225,6 @@ def _priority_order(facts: Mapping[str, Any]) -> list[str]:
             if e.backend not in out:
                 out.append(e.backend)
     return out
-
-
-def _fact_order(config: Config) -> list[str]:
-    """The user's facts, most preferred in a conflict first: hardware, then model, then tunables."""
-    relevant = set(csp_solver().fields) - set(EXTRA_FIELDS)
-    names = [f for f in FIELD_NAMES if f in relevant and f != "backend" and getattr(config, f) is not ANY]
-    # "no compute capability" / "no gfx arch" only restate the platform: not facts of their own
-    names = [f for f in names if not (f in ("compute_capability", "rocm_arch") and getattr(config, f) is None)]
-    return sorted(names, key=lambda f: (-_COST.get(f, 0), FIELD_NAMES.index(f)))
-
-
-def _consistency(config: Config, role: str, available: frozenset[str] | None,
-                 requested: str | None) -> Callable[[frozenset[str]], bool]:
-    """kept-fields -> whether some completion (all other facts free) reaches the goal."""
-    full = _solver_facts(config, role)
-    cache: dict[frozenset[str], bool] = {}
-    fixed = {"role", "backend"}
-    comp = compiled_rules()
-    reach = reach_for(comp, generation())
-
-    def consistent(kept: frozenset[str]) -> bool:
-        if kept in cache:
-            return cache[kept]
-        facts = {f: (full[f] if (f in kept or f in fixed) else ANY) for f in full}
-        ok = goal_reachable(reach, facts, requested, available)
-        if ok is None:
-            ok = csp_solver().find(facts, backend=requested, available=available) is not None
-        cache[kept] = ok
-        return ok
-
-    return consistent
-
-
-def _quickxplain(background: list[str], constraints: list[str], consistent: Callable[[frozenset[str]], bool]) -> list[str] | None:
-    """Junker's QuickXplain: a minimal conflict among `constraints`, preferring earlier ones."""
-    if consistent(frozenset(background + constraints)):
-        return None
-    if not constraints:
-        return []
-
-    def qx(b: list[str], delta: list[str], c: list[str]) -> list[str]:
-        if delta and not consistent(frozenset(b)):
-            return []
-        if len(c) == 1:
-            return list(c)
-        k = len(c) // 2
-        c1, c2 = c[:k], c[k:]
-        d2 = qx(b + c1, c1, c2)
-        d1 = qx(b + d2, d2, c1)
-        return d1 + d2
-
-    return qx(list(background), [], list(constraints))
-
-
-def find_conflicts(config: Config, role: str, available: frozenset[str] | None, requested: str | None,
-                   max_conflicts: int = 4) -> list[dict[str, Any]]:
-    """Minimal conflicts (as field -> Config value), the preferred one first (bounded hitting-set tree)."""
-    consistent = _consistency(config, role, available, requested)
-    order = _fact_order(config)
-    if not consistent(frozenset()):
-        return [{}]  # no completion at all reaches the goal: the minimal conflict is empty
-    first = _quickxplain([], order, consistent)
-    if first is None:
-        return []
-    found: list[list[str]] = [first]
-    queue: list[frozenset[str]] = [frozenset()]
-    seen_paths: set[frozenset[str]] = {frozenset()}
-    while queue and len(found) < max_conflicts:
-        path = queue.pop(0)
-        # the conflict for this node: one that avoids every removed fact
-        conflict = next((c for c in found if not (set(c) & path)), None)
-        if conflict is None:
-            rest = [f for f in order if f not in path]
-            conflict = _quickxplain([], rest, consistent)
-            if conflict is None:
-                continue  # removing `path` restores consistency: a diagnosis, a leaf
-            if conflict not in found:
-                found.append(conflict)
-                if len(found) >= max_conflicts:
-                    break
-        for f in conflict:
-            child = path | {f}
-            if child not in seen_paths:
-                seen_paths.add(child)
-                queue.append(child)
-    return [_config_form(config, c) for c in found]
-
-
-def _config_form(config: Config, names: Iterable[str]) -> dict[str, Any]:
-    out = {}
-    for f in names:
-        v = getattr(config, f)
-        out[f] = format_cc(v) if f == "compute_capability" and isinstance(v, tuple) else v
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Fixes
-
-
-def _candidate_values(rules: Any, field_name: str, current: Any) -> list[Any]:
-    """Values to try for `field_name`, nearest to `current` first (Config-acceptable forms)."""
-    if field_name == "compute_capability":
-        vals = [tuple(map(int, g.split("."))) for g in rules.generations]
-        for c in value_classes(rules, field_name):
-            if c.representative is not None:
-                vals.append((c.representative // 10, c.representative % 10))
-    elif field_name in rules.domains:
-        vals = list(rules.domains[field_name])
-        if field_name in ("block_size", "flash_attn_version", "rocm_arch"):
-            vals = [None, *vals]
-    else:
-        reps = list(representatives(rules, field_name))
-        vals = reps
-        if isinstance(current, int) and not isinstance(current, bool):
-            # the member of each class nearest to the current value
-            scan = range(max(1, current // 4), current * 4 + 2)
-            best: dict[Any, int] = {}
-            from .solver.domains import class_of
-            for v in scan:
-                key = class_of(rules, field_name, v)
-                if key not in best or abs(v - current) < abs(best[key] - current):
-                    best[key] = v
-            vals = list(dict.fromkeys([*best.values(), *reps]))
-    vals = [v for v in dict.fromkeys(vals) if v != current]
-    return sorted(vals, key=lambda v: _distance(field_name, current, v, rules))
-
-
-def _distance(field_name: str, old: Any, new: Any, rules: Any) -> float:
-    if old is None or new is None:
-        return 2.0
-    if isinstance(old, bool) or isinstance(new, bool):
-        return 1.0
-    if isinstance(old, tuple) and isinstance(new, tuple):
-        return abs((old[0] * 10 + old[1]) - (new[0] * 10 + new[1])) / 10
-    if isinstance(old, int) and isinstance(new, int) and old > 0 and new > 0:
-        return abs(math.log2(new / old))
-    if field_name == "kv_cache_dtype":
-        return 0.5 if new == "auto" else 1.0  # "auto" (the model dtype) is the natural first fix
-    dom = list(rules.domains.get(field_name, ()))
-    if old in dom and new in dom:
-        return abs(dom.index(old) - dom.index(new)) * 0.5 + 0.5
-    return 1.0
-
-
-def find_fixes(config: Config, role: str, available: frozenset[str] | None, requested: str | None,
-               conflicts: Sequence[Mapping[str, Any]], max_fixes: int = 8, max_size: int = 3) -> list[Fix]:
-    """Smallest sets of field changes that make the goal reachable, verified by re-solving."""
-    rules = compiled_rules().rules
-    fixes: list[tuple[tuple, Fix]] = []
-    if requested is not None:
-        auto = config.replace(backend=None)
-        try:
-            sel = solve_uncached(auto, role, available)
-            fixes.append(((0, 1, 0.0), Fix({"backend": None}, sel.backend)))
-        except (SelectionError, ConfigError):
-            if not any(conflicts):
-                # the request can never fit: the fixes are automatic selection plus what that needs
-                auto_conflicts = find_conflicts(auto, role, available, None)
-                for f in find_fixes(auto, role, available, None, auto_conflicts, max_fixes, max_size):
-                    fixes.append(((0, 1 + len(f.changes), 0.0), Fix({"backend": None, **f.changes}, f.selects, f.hardware)))
-    if not any(conflicts):
-        return [f for _, f in fixes]
-    known = [set(c) for c in conflicts]
-    worked: list[frozenset[str]] = []
-    consistent = _consistency(config, role, available, requested)
-    order = _fact_order(config)
-    all_facts = frozenset(order)
-    new_conflicts = 0
-    size = 1
-    while size <= max_size:
-        # a fix must touch every conflict, so it is at least as large as a set of disjoint conflicts
-        disjoint: list[set[str]] = []
-        for c in sorted(known, key=len):
-            if all(not (c & d) for d in disjoint):
-                disjoint.append(c)
-        max_size = min(max(max_size, len(disjoint)), 8)
-        pool = sorted({f for c in known for f in c if f not in _NEVER_CHANGE},
-                      key=lambda f: (_COST.get(f, 0), FIELD_NAMES.index(f)))
-        grew = False
-        for combo in itertools.combinations(pool, size):
-            fs = frozenset(combo)
-            if any(w <= fs for w in worked):
-                continue  # a subset already works: not minimal
-            if any(not (fs & c) for c in known):
-                continue  # must touch every known conflict
-            if not consistent(all_facts - fs):
-                # Reiter's hitting-set tree: this set hits every known conflict yet fails, so
-                # there is another conflict among the remaining facts; learn it and re-plan.
-                if new_conflicts < 32:
-                    more = _quickxplain([], [f for f in order if f not in fs], consistent)
-                    if more and set(more) not in known:
-                        known.append(set(more))
-                        new_conflicts += 1
-                        grew = True
-                        break
-                continue
-            fix = _best_values(config, role, available, requested, combo, rules)
-            if fix is None:
-                continue
-            worked.append(fs)
-            cost = (max(_MODEL_WEIGHT.get(f, _COST.get(f, 0)) for f in combo), size,
-                    sum(_distance(f, getattr(config, f), fix.changes[f] if f != "compute_capability" else _cc(fix.changes[f]), rules) for f in combo))
-            fixes.append((cost, fix))
-        if grew:
-            continue  # same size again with the larger conflict family
-        if len(fixes) >= max_fixes:
-            break
-        if size == max_size and not worked and max_size < 8:
-            max_size += 1  # nothing smaller works: a fix needs more changes
-        size += 1
-    fixes.sort(key=lambda t: t[0])
-    return [f for _, f in fixes[:max_fixes]]
-
-
-def _cc(text: Any) -> Any:
-    if isinstance(text, str) and "." in text:
-        a, _, b = text.partition(".")
-        return (int(a), int(b))
-    return text
-
-
-def _best_values(config: Config, role: str, available: frozenset[str] | None, requested: str | None,
-                 combo: Sequence[str], rules: Any) -> Fix | None:
-    """The nearest values for the fields in `combo` that make the goal hold, or None.
-
-    Candidates are screened on the compiled rules in fact space (no Config built); the winner is
-    then re-solved through a real Config, so a reported fix always really works.
-    """
-    options = [_candidate_values(rules, f, getattr(config, f))[:12] for f in combo]
-    comp = compiled_rules()
-    base = _solver_facts(config, role)
-    tried = 0
-    for values in sorted(itertools.product(*options),
-                         key=lambda vs: sum(_distance(f, getattr(config, f), v, rules) for f, v in zip(combo, vs))):
-        tried += 1
-        if tried > 400:
-            break
-        changes = dict(zip(combo, values))
-        if _screen(comp, base, changes, available) is None:
-            continue
-        try:
-            cfg = config.replace(**changes)
-            sel = solve_uncached(cfg, role, available)
-        except (ConfigError, SelectionError):
-            continue
-        if requested is not None and sel.backend != requested:
-            continue
-        shown = {f: (format_cc(v) if f == "compute_capability" and isinstance(v, tuple) else v) for f, v in changes.items()}
-        return Fix(shown, sel.backend, hardware=any(category(f) == "hardware" for f in combo))
-    return None
-
-
-def _screen(comp: Any, base: Mapping[str, Any], changes: Mapping[str, Any],
-            available: frozenset[str] | None) -> str | None:
-    """Cheap pre-check of a candidate fix on the compiled rules: the backend it would select, or None."""
-    facts = dict(base)
-    for f, v in changes.items():
-        facts[f] = (v[0] * 10 + v[1]) if f == "compute_capability" and isinstance(v, tuple) else v
-    if facts.get("use_sparse") and not facts.get("use_mla"):
-        return None
-    comp.add_derived(facts)
-    got = comp.plan_for(facts)
-    if got is None:
-        return None
-    p, masks = got
-    allowed = None if available is None else tuple(c.backend in available for c in p.candidates)
-    idx = comp.first_valid(masks, comp.satisfied(facts), allowed)
-    return None if idx is None else p.candidates[idx].backend
 
 
 # ---------------------------------------------------------------------------------------------

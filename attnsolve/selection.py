@@ -15,7 +15,7 @@ from .errors import ConfigError, InvalidBackendError, NoValidBackendError
 from .rules import default_rules, generation
 from .rules.model import RuleSet
 from .solver.compiled import CompiledRules
-from .solver.facts import add_derived, base_facts, parse_role
+from .solver.facts import base_facts, parse_role
 from .solver.semantics import AUTO, Candidate, Plan, reasons_of
 
 NOT_RUNNABLE = "kernel not runnable on this machine"
@@ -130,8 +130,9 @@ def _with_explanation(err: NoValidBackendError | InvalidBackendError, config: Co
 
 
 def evaluate(comp: CompiledRules, config: Config, role: str, available: frozenset[str] | None):
-    """Run selection; return (facts, plan, candidate index or None, per-candidate reasons, warnings)."""
-    rules = comp.rules
+    """Run selection; return (facts, plan, index of the chosen candidate or None, warnings).
+
+    facts["__sat__"] holds the satisfied-clause bitset, so reasons are read off it, not recomputed."""
     facts = base_facts(config, role)
     warnings = comp.add_derived(facts)
     got = comp.plan_for(facts)

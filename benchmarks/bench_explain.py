@@ -14,7 +14,7 @@ from typing import Any
 
 from attnsolve import ANY, Config, explain
 from attnsolve.config import FIELD_NAMES
-from attnsolve.explain import _fact_order
+from attnsolve.diagnosis import _fact_order
 from attnsolve.selection import csp_solver
 from attnsolve.solver.facts import base_facts
 

@@ -43,7 +43,6 @@ def set_rules(rules: RuleSet | None) -> None:
 @contextmanager
 def use_rules(rules: RuleSet | str | Path) -> Iterator[RuleSet]:
     """Temporarily make `rules` (a RuleSet or a folder) the active rule set; restored in `finally`."""
-    global _current
     previous = _current
     new = rules if isinstance(rules, RuleSet) else load_rules(rules)
     set_rules(new)

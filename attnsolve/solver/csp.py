@@ -16,7 +16,7 @@ from constraint import FunctionConstraint, Problem
 from ..config import ANY
 from ..rules.model import Check, Literal, PriorityList, RuleSet
 from .domains import representatives
-from .semantics import AUTO, Candidate, Plan, plan
+from .semantics import Plan, plan
 
 Facts = Mapping[str, Any]
 

@@ -18,7 +18,6 @@ from ..config import ANY
 from ..rules.model import Check, Literal, RuleSet
 from .compiled import CompiledRules
 from .domains import representatives
-from .facts import add_derived
 
 # Fields always enumerated together: hardware facts are coupled to the platform, sparse to MLA,
 # and the role to MLA.
