@@ -13,27 +13,9 @@ import sys
 
 import pytest
 
-_OLD_INTERPRET = os.environ.get("TRITON_INTERPRET")
-# Set the variable while triton and our kernel modules are imported, unless triton is
-# already loaded in compile mode (then mixing modes would break; use a subprocess).
-_SET_ENV = "triton.language" not in sys.modules or (
-    type(sys.modules["triton.language"].zeros).__name__ == "InterpretedFunction"
-)
-if _SET_ENV:
-    os.environ["TRITON_INTERPRET"] = "1"
-try:
-    pytest.importorskip("triton")
-    torch = pytest.importorskip("torch")
-    import triton.language  # noqa: F401
-    import triton.experimental.gluon  # noqa: F401
+from triton_import import import_interpreted  # noqa: E402
 
-    from attnsolve.kernels import triton_mla
-finally:
-    if _SET_ENV:
-        if _OLD_INTERPRET is None:
-            os.environ.pop("TRITON_INTERPRET", None)
-        else:
-            os.environ["TRITON_INTERPRET"] = _OLD_INTERPRET
+torch, triton_mla, _SET_ENV = import_interpreted("attnsolve.kernels.triton_mla")
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
