@@ -174,13 +174,21 @@ def _solve_uncached(comp: CompiledRules, config: Config, role: str, available: f
     variant = backend.variant_for(facts.get(backend.variant_field)) if backend.variant_field else None
     return Selection(backend=chosen.backend, variant=variant, rejected=rejected, warnings=tuple(warnings),
                      config=config, role=role, manual=p.mode != AUTO, priority_list=p.plist.name,
-                     preferred_block_size=preferred_block_size(rules, chosen.backend, facts.get("block_size")))
+                     preferred_block_size=preferred_block_size(rules, chosen.backend, facts.get("block_size"),
+                                                               p.plist, facts))
 
 
-def preferred_block_size(rules: RuleSet, backend: str, block_size: int | None) -> int | None:
-    """The KV block size vLLM's start-up would set: the user's, else 16 if accepted, else the smallest kernel size."""
+def preferred_block_size(rules: RuleSet, backend: str, block_size: int | None, plist: Any = None,
+                         facts: Any = None) -> int | None:
+    """The KV block size vLLM's start-up would set: the user's; else the platform's start-up rule
+    (ROCm: 64 with AITER unified attention, else 16); else the backend's preferred size: 16 if it
+    accepts 16, else its smallest kernel size."""
     if block_size is not None:
         return block_size
+    if plist is not None and plist.start_block_size and facts is not None:
+        for case in plist.start_block_size:
+            if all(lit(facts) for lit in case.when):
+                return case.value
     if rules.backends[backend].preferred_block_size is not None:
         return rules.backends[backend].preferred_block_size
     sizes = rules.backends[backend].caps.kernel_block_sizes

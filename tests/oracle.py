@@ -296,11 +296,18 @@ def select(rules: RuleSet, config: Config, role: str = "decode", available: froz
     return ans
 
 
-def preferred_block_size(rules: RuleSet, backend: str, block_size: int | None) -> int | None:
-    """vLLM start-up: the user's block size, else the backend's declared preferred size (ROCm unified AITER: 64),
-    else 16 if the backend accepts it, else its smallest kernel size."""
+def preferred_block_size(rules: RuleSet, backend: str, block_size: int | None, list_name: str | None = None,
+                         facts: Mapping[str, Any] | None = None) -> int | None:
+    """vLLM start-up: the user's block size, else the platform's start-up rule (ROCm: 64 with both AITER
+    unified flags, else 16), else the backend's declared preferred size, else 16 if the backend accepts it,
+    else its smallest kernel size."""
     if block_size is not None:
         return block_size
+    for pl in rules.lists:
+        if pl.name == list_name and facts is not None:
+            for case in pl.start_block_size:
+                if all(literal_holds(lit, facts) for lit in case.when):
+                    return case.value
     if rules.backends[backend].preferred_block_size is not None:  # declared start-up size (ROCm unified: 64)
         return rules.backends[backend].preferred_block_size
     sizes = rules.backends[backend].caps.kernel_block_sizes

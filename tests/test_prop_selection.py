@@ -63,7 +63,8 @@ def test_solve_agrees_with_oracle(q):
     assert out.priority_list == ans.list_name
     if ans.mode == "auto":
         assert [(r.backend, tuple(r.reasons)) for r in out.rejected] == ans.rejected
-    assert out.preferred_block_size == oracle.preferred_block_size(rules, out.backend, config.block_size)
+    assert out.preferred_block_size == oracle.preferred_block_size(rules, out.backend, config.block_size,
+                                                                   ans.list_name, ans.facts)
     for w in oracle.derived_warnings(rules, ans.facts):
         assert w in out.warnings
     for message, when in getattr(rules.backends[out.backend], "warnings", ()):  # declared runtime pitfalls

@@ -561,7 +561,19 @@ def _priority_list(plat: str, raw: dict, settings: dict, known: set[str]) -> Pri
         manual=manual, manual_accept=tuple(_entry(e, known) for e in raw.get("manual_accept", [])),
         manual_other=str(raw.get("manual_other", "")), ignore_warning=str(raw.get("ignore_warning", "")),
         warn_unvalidated=bool(settings.get("warn_unvalidated", False)),
+        start_block_size=_start_block_size(settings.get("start_block_size", []), known),
     )
+
+
+def _start_block_size(raw: Any, known: set[str]) -> tuple[DerivedCase, ...]:
+    cases = []
+    for i, c in enumerate(_list(raw)):
+        if not isinstance(c, dict) or set(c) - {"when", "value"} or not isinstance(c.get("value"), int):
+            raise ValueError(f"start_block_size #{i + 1} needs an integer 'value' (and optional 'when')")
+        cases.append(DerivedCase(_literals(c.get("when", {}), known), c["value"]))
+    if cases and cases[-1].when:
+        raise ValueError("start_block_size: the last case must have no 'when' (the default)")
+    return tuple(cases)
 
 
 def _check_references(rules: RuleSet, abstract: set[str], col: _Collector) -> None:

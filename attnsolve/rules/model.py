@@ -307,6 +307,9 @@ class PriorityList:
     ignore_warning: str = ""
     warn_unvalidated: bool = False
     source: str = ""
+    # The KV block size the platform's start-up sets when the user gives none (first matching case);
+    # empty: the selected backend's preferred size (vLLM's CUDA rule).
+    start_block_size: tuple[DerivedCase, ...] = ()
 
     def applies(self, facts: Mapping[str, Any]) -> bool:
         return all(lit(facts) for lit in self.when)
