@@ -257,7 +257,7 @@ def _explain_partial(config: Config, role: str, available: frozenset[str] | None
 
 
 def _conditions(config: Config, role: str, available: frozenset[str] | None,
-                limit: int = 512) -> tuple[tuple[str, Mapping[str, tuple[Any, ...]]], ...]:
+                limit: int = 2048) -> tuple[tuple[str, Mapping[str, tuple[Any, ...]]], ...]:
     """Per possible backend, the free fields' values under which it is selected (small spaces only)."""
     rules = compiled_rules().rules
     free = list(config.free_fields)
