@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from triton_import import import_interpreted  # noqa: E402
+from triton_import import import_interpreted, rerun_in_interpreter  # noqa: E402
 
 torch, triton_mla, _SET_ENV = import_interpreted("attnsolve.kernels.triton_mla")
 
@@ -180,12 +180,7 @@ def test_cpu_without_interpreter_says_why(monkeypatch):
 
 @pytest.mark.skipif(INTERPRETED, reason="triton runs in interpreter mode in this process already")
 def test_in_interpreter_subprocess():
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    r = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
-        env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    rerun_in_interpreter(__file__)
 
 
 _GPU_SCRIPT = r"""

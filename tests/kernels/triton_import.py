@@ -38,3 +38,14 @@ def import_interpreted(module: str) -> tuple[ModuleType, ModuleType, bool]:
             else:
                 os.environ["TRITON_INTERPRET"] = old
     return torch, kernel, set_env
+
+
+def rerun_in_interpreter(test_file: str) -> None:
+    """Run a whole Triton test module in a subprocess with TRITON_INTERPRET=1 (used when this
+    process already imported triton in compile mode) and fail with its output if it fails."""
+    import subprocess
+
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test_file],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
