@@ -67,6 +67,8 @@ class SelectionError(ValueError):
         self.conflict = dict(conflict or {})
         self.fixes = tuple(fixes)
         self.explanation = explanation
+        # vLLM's text when its start-up fails first with another error (see Selection.startup_error).
+        self.startup_error: str | None = None
         super().__init__(message)
 
 

@@ -45,6 +45,10 @@ class Selection:
     manual: bool = False
     priority_list: str = ""
     preferred_block_size: int | None = None
+    # vLLM's own text when its start-up fails for this config although its selector answers
+    # `backend` (start-up hook, block size the kernels cannot serve, FA version not detected...):
+    # vLLM would refuse to start. None: vLLM starts with this backend.
+    startup_error: str | None = None
 
     def __str__(self) -> str:
         return self.backend + (f" ({self.variant})" if self.variant else "")
@@ -53,6 +57,7 @@ class Selection:
         return {
             "selected": self.backend, "variant": self.variant, "role": self.role, "manual": self.manual,
             "priority_list": self.priority_list, "preferred_block_size": self.preferred_block_size,
+            "startup_error": self.startup_error,
             "rejected": [r.to_dict() for r in self.rejected], "warnings": list(self.warnings),
             "config": self.config.to_dict(),
         }
@@ -134,7 +139,7 @@ def evaluate(comp: CompiledRules, config: Config, role: str, available: frozense
 
     facts["__sat__"] holds the satisfied-clause bitset, so reasons are read off it, not recomputed."""
     facts = base_facts(config, role)
-    warnings = comp.add_derived(facts)
+    warnings = _derived_warnings(comp, facts)
     got = comp.plan_for(facts)
     if got is None:
         raise ConfigError("role", role, "a role with a priority list on platform " + str(facts["platform"]))
@@ -146,6 +151,13 @@ def evaluate(comp: CompiledRules, config: Config, role: str, available: frozense
         warnings.append(p.warning)
     facts["__sat__"] = sat  # read by candidate_reasons; never a rule field
     return facts, p, idx, warnings
+
+
+def _derived_warnings(comp: CompiledRules, facts: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    for w in comp.add_derived(facts):
+        out.extend((w,) if isinstance(w, str) else w)
+    return out
 
 
 def candidate_reasons(cand: Candidate, facts: dict[str, Any], available: frozenset[str] | None) -> tuple[str, ...]:
@@ -160,7 +172,9 @@ def _solve_uncached(comp: CompiledRules, config: Config, role: str, available: f
     rules = comp.rules
     facts, p, idx, warnings = evaluate(comp, config, role, available)
     if idx is None:
-        raise failure(rules, config, facts, p, available)
+        err = failure(rules, config, facts, p, available)
+        err.startup_error = _startup_error(comp, config, role, available, facts, p, None)
+        raise err
     chosen = p.candidates[idx]
     rejected = tuple(Rejection(c.backend, candidate_reasons(c, facts, available)) for c in p.candidates[:idx])
     backend = rules.backends[chosen.backend]
@@ -175,20 +189,77 @@ def _solve_uncached(comp: CompiledRules, config: Config, role: str, available: f
     return Selection(backend=chosen.backend, variant=variant, rejected=rejected, warnings=tuple(warnings),
                      config=config, role=role, manual=p.mode != AUTO, priority_list=p.plist.name,
                      preferred_block_size=preferred_block_size(rules, chosen.backend, facts.get("block_size"),
-                                                               p.plist, facts))
+                                                               p.plist, facts),
+                     startup_error=_startup_error(comp, config, role, available, facts, p, chosen.backend))
+
+
+def _startup_error(comp: CompiledRules, config: Config, role: str, available: frozenset[str] | None,
+                   facts: dict[str, Any], p: Plan, chosen: str | None) -> str | None:
+    """vLLM's start-up failure text for this config, in the order start-up meets them: the platform's
+    own refusals (before any model code), the selection the start-up hook forces (it may request a
+    backend), then the chosen backend's: kernel block sizes that cannot serve the start-up block
+    size, and its own start-up failures. None when vLLM starts (or fails only as its selector does)."""
+    if role != "decode":
+        return None
+    rules = comp.rules
+    plist = p.plist
+    for message, when in plist.startup_failures:
+        if all(lit(facts) for lit in when):
+            return render_message(message, facts, gpu=config.gpu or "CUDA")
+    forced = None
+    for case in plist.start_backend:
+        if all(lit(facts) for lit in case.when):
+            forced = case.value
+            break
+    if forced is not None and forced != facts.get("backend"):
+        try:
+            return _solve_uncached(comp, config.replace(backend=forced), role, available).startup_error
+        except (NoValidBackendError, InvalidBackendError) as err:
+            return err.startup_error or str(err)
+    if chosen is None:
+        return None
+    block = preferred_block_size(rules, chosen, facts.get("block_size"), plist, facts)
+    sfacts = dict(facts, block_size=block)
+    sizes = rules.backends[chosen].caps.kernel_block_sizes
+    if plist.block_size_failure and sizes and block is not None and not any(block % k == 0 for k in sizes):
+        return render_message(plist.block_size_failure, sfacts)
+    for message, when in rules.backends[chosen].startup_failures:
+        if all(lit(sfacts) for lit in when):
+            return render_message(message, sfacts)
+    return None
+
+
+class _PyShow(dict):
+    """Facts as vLLM's f-strings print them: Python's str() (True, None), unknown names kept."""
+
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+    def __getitem__(self, key: str) -> str:
+        if key not in self:
+            return self.__missing__(key)
+        v = dict.__getitem__(self, key)
+        if key == "compute_capability" and isinstance(v, int) and not isinstance(v, bool):
+            return f"{v // 10}.{v % 10}"
+        return str(v)
+
+
+def render_message(template: str, facts: dict[str, Any], **extra: Any) -> str:
+    """A vLLM message template from the rules, filled from the facts (and `extra`)."""
+    return template.format_map(_PyShow({**facts, **extra}))
 
 
 def preferred_block_size(rules: RuleSet, backend: str, block_size: int | None, plist: Any = None,
                          facts: Any = None) -> int | None:
-    """The KV block size vLLM's start-up would set: the user's; else the platform's start-up rule
-    (ROCm: 64 with AITER unified attention, else 16); else the backend's preferred size: 16 if it
-    accepts 16, else its smallest kernel size."""
-    if block_size is not None:
-        return block_size
+    """The KV block size vLLM's start-up sets: the platform's start-up rule when it has one (first
+    matching case; "block_size" keeps the user's); else the user's; else the backend's preferred
+    size: 16 if it accepts 16, else its smallest kernel size."""
     if plist is not None and plist.start_block_size and facts is not None:
         for case in plist.start_block_size:
             if all(lit(facts) for lit in case.when):
-                return case.value
+                return block_size if case.value == "block_size" else case.value
+    if block_size is not None:
+        return block_size
     if rules.backends[backend].preferred_block_size is not None:
         return rules.backends[backend].preferred_block_size
     sizes = rules.backends[backend].caps.kernel_block_sizes
@@ -201,14 +272,21 @@ def failure(rules: RuleSet, config: Config, facts: dict[str, Any], p: Plan,
             available: frozenset[str] | None) -> NoValidBackendError | InvalidBackendError:
     """The exception vLLM raises for this plan, with vLLM's wording first."""
     reasons = {c.backend: candidate_reasons(c, facts, available) for c in p.candidates}
+    seen_facts = dict(facts, **{f: None for f in p.plist.drops})  # what the selector prints
     if p.mode != AUTO:
         name = p.candidates[0].backend
-        if p.plist.validate or p.plist.manual == "validate":
+        if p.plist.invalid_message:
+            msg = render_message(p.plist.invalid_message, seen_facts, backend=name,
+                                 reason_list=repr(list(reasons[name])))
+        elif p.plist.validate or p.plist.manual == "validate":
             msg = f"Selected backend {name} is not valid for this configuration. Reason: {list(reasons[name])}"
         else:
             msg = "; ".join(reasons[name])
         return InvalidBackendError(msg, name, reasons)
-    if p.plist.validate:
+    if p.plist.no_valid_message:
+        shown = ", ".join(f"{b}: [{', '.join(r)}]" for b, r in reasons.items() if r)
+        msg = render_message(p.plist.no_valid_message, seen_facts, reasons="{" + shown + "}")
+    elif p.plist.validate:
         shown = ", ".join(f"{b}: {list(r)}" for b, r in reasons.items())
         msg = (f"No valid attention backend found for {facts['platform']} with {config!r}. "
                f"Reasons: {{{shown}}}.")

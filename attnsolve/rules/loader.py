@@ -24,6 +24,12 @@ _BACKEND_KEYS = {
     "platforms", "role", "summary", "dtypes", "kv_cache_dtypes", "kernel_block_sizes", "head_sizes",
     "compute_capability", "attn_types", "sink", "mm_prefix", "mla", "sparse", "dcp", "explicit_only",
     "parent", "abstract", "variant_field", "variants", "checks", "warnings", "preferred_block_size",
+    "startup_failures",
+}
+# Platform-level keys ([platforms.X], shared by all of X's lists).
+_PLATFORM_KEYS = {
+    "validate", "manual", "warn_unvalidated", "start_block_size", "drops", "request_platform_check",
+    "no_valid_message", "invalid_message", "start_backend", "startup_failures", "block_size_failure", "lists",
 }
 _CAP_KEYS = ("dtypes", "kv_cache_dtypes", "kernel_block_sizes", "head_sizes", "compute_capability",
              "attn_types", "sink", "mm_prefix", "mla", "sparse", "dcp")
@@ -355,16 +361,26 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
     derived: dict[str, Derived] = {}
     for name, (fname, d) in raw_derived.items():
         try:
+            sums = d.get("sums", {})
+            if not isinstance(sums, dict) or not all(
+                    isinstance(v, list) and v and all(f in known for f in v) for v in sums.values()):
+                raise ValueError("sums must map a name to a list of known fields")
             cases = []
             for c in _list(d.get("cases")):
-                cases.append(DerivedCase(_literals(c.get("when", {}), known - {name}), c["value"], c.get("warning")))
+                w = c.get("warning")
+                if isinstance(w, list):
+                    w = _str_list(w)
+                elif w is not None and not isinstance(w, str):
+                    raise ValueError("a case warning is a string or a list of strings")
+                cases.append(DerivedCase(_literals(c.get("when", {}), (known - {name}) | set(sums)), c["value"], w))
             if not cases or cases[-1].when:
                 raise ValueError("the last case must have no 'when' (the default)")
             values = tuple(_list(d.get("values")))
             bad = [c.value for c in cases if c.value not in values]
             if bad:
                 raise ValueError(f"case value(s) {bad} not in values {list(values)}")
-            derived[name] = Derived(name, values, tuple(cases), d.get("doc", ""))
+            derived[name] = Derived(name, values, tuple(cases), d.get("doc", ""),
+                                    tuple((k, tuple(v)) for k, v in sums.items()))
         except (ValueError, KeyError, TypeError) as e:
             col.add(fname, f"derived.{name}", str(e))
 
@@ -422,6 +438,9 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
         for fname, p in parts:
             for k, v in p.items():
                 if k == "lists":
+                    continue
+                if k not in _PLATFORM_KEYS:
+                    col.add(fname, f"platforms.{plat}.{k}", f"unknown key; accepted: {', '.join(sorted(_PLATFORM_KEYS))}")
                     continue
                 if k in settings and settings[k] != v:
                     col.add(fname, f"platforms.{plat}.{k}", f"conflicts with an earlier value {settings[k]!r}")
@@ -505,18 +524,25 @@ def _backend(name: str, full: dict, fname: str, known: set[str], domains: dict, 
         for kind in order:
             checks += per_kind.get(kind, [])
     checks += list(_checks(full.get("checks", []), known))
-    warns = []
-    for i, w in enumerate(_list(full.get("warnings", []))):
-        if not isinstance(w, dict) or not isinstance(w.get("message"), str) or set(w) - {"message", "when"}:
-            raise ValueError(f"warnings #{i + 1} needs 'message' (and optional 'when')")
-        warns.append((w["message"], _literals(w.get("when", {}), known)))
+    warns = _messages(full.get("warnings", []), known, "warnings")
     pbs = full.get("preferred_block_size")
     if pbs is not None and (isinstance(pbs, bool) or not isinstance(pbs, int) or pbs not in domains.get("block_size", ())):
         raise ValueError(f"preferred_block_size {pbs!r} not in the block_size domain {list(domains.get('block_size', ()))}")
-    return Backend(warnings=tuple(warns), preferred_block_size=pbs, name=name, platforms=platforms, role=role, caps=caps, checks=tuple(checks),
+    return Backend(warnings=warns, preferred_block_size=pbs,
+                   startup_failures=_messages(full.get("startup_failures", []), known, "startup_failures"), name=name, platforms=platforms, role=role, caps=caps, checks=tuple(checks),
                    variant_field=variant_field, variants=tuple(variants),
                    explicit_only=bool(full.get("explicit_only", False)), parent=full.get("parent"),
                    summary=str(full.get("summary", "")), source=fname)
+
+
+def _messages(raw: Any, known: set[str], key: str) -> tuple[tuple[str, tuple[Literal, ...]], ...]:
+    """[{message, when}] -> ((message, literals), ...): warnings and start-up failures."""
+    out = []
+    for i, w in enumerate(_list(raw)):
+        if not isinstance(w, dict) or not isinstance(w.get("message"), str) or set(w) - {"message", "when"}:
+            raise ValueError(f"{key} #{i + 1} needs 'message' (and optional 'when')")
+        out.append((w["message"], _literals(w.get("when", {}), known)))
+    return tuple(out)
 
 
 def _kind_key(kind: str) -> str:
@@ -562,14 +588,39 @@ def _priority_list(plat: str, raw: dict, settings: dict, known: set[str]) -> Pri
         manual_other=str(raw.get("manual_other", "")), ignore_warning=str(raw.get("ignore_warning", "")),
         warn_unvalidated=bool(settings.get("warn_unvalidated", False)),
         start_block_size=_start_block_size(settings.get("start_block_size", []), known),
+        drops=_str_list(settings.get("drops", [])),
+        request_platform_check=_bool(settings.get("request_platform_check", True)),
+        no_valid_message=_text(settings.get("no_valid_message", ""), "no_valid_message"),
+        invalid_message=_text(settings.get("invalid_message", ""), "invalid_message"),
+        start_backend=_start_backend(settings.get("start_backend", []), known),
+        startup_failures=_messages(settings.get("startup_failures", []), known, "startup_failures"),
+        block_size_failure=_text(settings.get("block_size_failure", ""), "block_size_failure"),
     )
+
+
+def _text(v: Any, key: str) -> str:
+    if not isinstance(v, str):
+        raise ValueError(f"{key} must be a string, got {v!r}")
+    return v
+
+
+def _start_backend(raw: Any, known: set[str]) -> tuple[DerivedCase, ...]:
+    cases = []
+    for i, c in enumerate(_list(raw)):
+        if not isinstance(c, dict) or set(c) - {"when", "value"} or not isinstance(c.get("value"), str):
+            raise ValueError(f"start_backend #{i + 1} needs a backend name 'value' (and optional 'when')")
+        cases.append(DerivedCase(_literals(c.get("when", {}), known), c["value"]))
+    return tuple(cases)
 
 
 def _start_block_size(raw: Any, known: set[str]) -> tuple[DerivedCase, ...]:
     cases = []
     for i, c in enumerate(_list(raw)):
-        if not isinstance(c, dict) or set(c) - {"when", "value"} or not isinstance(c.get("value"), int):
-            raise ValueError(f"start_block_size #{i + 1} needs an integer 'value' (and optional 'when')")
+        v = c.get("value") if isinstance(c, dict) else None
+        if (not isinstance(c, dict) or set(c) - {"when", "value"}
+                or not ((isinstance(v, int) and not isinstance(v, bool)) or v == "block_size")):
+            raise ValueError(f"start_block_size #{i + 1} needs an integer 'value' or \"block_size\" "
+                             "(keep the user's) and optional 'when'")
         cases.append(DerivedCase(_literals(c.get("when", {}), known), c["value"]))
     if cases and cases[-1].when:
         raise ValueError("start_block_size: the last case must have no 'when' (the default)")
@@ -579,6 +630,9 @@ def _start_block_size(raw: Any, known: set[str]) -> tuple[DerivedCase, ...]:
 def _check_references(rules: RuleSet, abstract: set[str], col: _Collector) -> None:
     """Cheap reference checks that need no graph library (also run on the fast start-up path)."""
     for pl in rules.lists:
+        for case in pl.start_backend:
+            if case.value not in rules.backends:
+                col.add(pl.source or pl.platform, f"platforms.{pl.platform}.start_backend", f"names no backend: {case.value!r}")
         for e in (*pl.entries, *pl.manual_accept):
             if e.backend not in rules.backends:
                 why = "an abstract base" if e.backend in abstract else "no backend"

@@ -237,6 +237,9 @@ class Backend:
     warnings: tuple[tuple[str, tuple[Literal, ...]], ...] = ()
     # The block size vLLM's start-up sets for this backend when the user gives none (None: vLLM's rule).
     preferred_block_size: int | None = None
+    # Failures vLLM hits at start-up after choosing this backend (message, conditions over the start-up
+    # facts, block_size = the start-up block size): the first that holds is vLLM's start-up error.
+    startup_failures: tuple[tuple[str, tuple[Literal, ...]], ...] = ()
 
     def variant_for(self, value: Any) -> str | None:
         for v in self.variants:
@@ -252,7 +255,8 @@ class Backend:
 class DerivedCase:
     when: tuple[Literal, ...]
     value: Any
-    warning: str | None = None
+    # One log line, or several in the order vLLM prints them; may name facts ({head_size}).
+    warning: str | tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,18 +267,32 @@ class Derived:
     values: tuple[Any, ...]
     cases: tuple[DerivedCase, ...]
     doc: str = ""
+    # Local sums its cases may test: (name, fields); None when any field is None (vLLM's qk head dim).
+    sums: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def inputs(self) -> tuple[str, ...]:
+        local = {name for name, _ in self.sums}
         seen: dict[str, None] = {}
         for case in self.cases:
             for lit in case.when:
-                seen[lit.field] = None
+                if lit.field in local:
+                    seen.update(dict.fromkeys(dict(self.sums)[lit.field]))
+                else:
+                    seen[lit.field] = None
         return tuple(seen)
 
-    def evaluate(self, facts: Mapping[str, Any]) -> tuple[Any, str | None]:
+    def evaluate(self, facts: Mapping[str, Any]) -> tuple[Any, str | tuple[str, ...] | None]:
+        if self.sums:
+            facts = dict(facts)
+            for name, parts in self.sums:
+                vals = [facts.get(f) for f in parts]
+                ok = all(isinstance(v, int) and not isinstance(v, bool) for v in vals)
+                facts[name] = sum(vals) if ok else None
         for case in self.cases:
             if all(lit(facts) for lit in case.when):
+                if isinstance(case.warning, str) and "{" in case.warning:
+                    return case.value, case.warning.format_map(_Show(facts))
                 return case.value, case.warning
         raise AssertionError(f"derived {self.name} has no default case")  # loader guarantees one
 
@@ -307,9 +325,23 @@ class PriorityList:
     ignore_warning: str = ""
     warn_unvalidated: bool = False
     source: str = ""
-    # The KV block size the platform's start-up sets when the user gives none (first matching case);
-    # empty: the selected backend's preferred size (vLLM's CUDA rule).
+    # The KV block size the platform's start-up sets (first matching case over the user's facts; the
+    # value "block_size" keeps the user's); empty: the user's, else the backend's preferred size.
     start_block_size: tuple[DerivedCase, ...] = ()
+    # Fields the platform's selector sets to None before validating (vLLM 0.16/0.17 CUDA: block_size).
+    drops: tuple[str, ...] = ()
+    # Whether a requested backend of another platform is refused for that reason (False: only the
+    # backend's own checks run, as vLLM's CUDA selector calls its validate_configuration alone).
+    request_platform_check: bool = True
+    # vLLM's error texts ({platform}, config fields, {backend}, {reasons}, {reason_list}); "" = built-in.
+    no_valid_message: str = ""
+    invalid_message: str = ""
+    # The backend the platform's start-up hook requests before selection (first matching case).
+    start_backend: tuple[DerivedCase, ...] = ()
+    # Start-up failures before selection (message, conditions), e.g. bf16 on a GPU below SM 8.0.
+    startup_failures: tuple[tuple[str, tuple[Literal, ...]], ...] = ()
+    # Start-up failure when the chosen backend's kernel block sizes cannot serve the block size.
+    block_size_failure: str = ""
 
     def applies(self, facts: Mapping[str, Any]) -> bool:
         return all(lit(facts) for lit in self.when)

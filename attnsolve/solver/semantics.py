@@ -53,8 +53,47 @@ def select_list(rules: RuleSet, facts: Mapping[str, Any]) -> PriorityList | None
     return None
 
 
+def without_dropped(checks: tuple[Check, ...], dropped: tuple[str, ...]) -> tuple[Check, ...]:
+    """The checks as the platform's selector sees them with the `dropped` fields set to None.
+
+    A literal over a dropped field is decided by its answer for None: a `when` that fails drops the
+    check, one that holds is removed; a `require` that holds drops the check, one that fails makes
+    the check fire whenever its `when` holds."""
+    if not dropped:
+        return checks
+    out: list[Check] = []
+    for c in checks:
+        when: list[Literal] = []
+        live = True
+        for w in c.when:
+            if w.field in dropped:
+                if not w.pred(None):
+                    live = False
+                    break
+            else:
+                when.append(w)
+        if not live:
+            continue
+        require = c.require
+        if require.field in dropped:
+            if require.pred(None):
+                continue
+            require = _NEVER
+        out.append(Check(c.reason, require, tuple(when), c.kind) if (require is not c.require or
+                                                                      len(when) != len(c.when)) else c)
+    return tuple(out)
+
+
 def plan(rules: RuleSet, pl: PriorityList, requested: str | None) -> Plan:
     """The candidates vLLM tries for list `pl` when `requested` (or nothing) was asked for."""
+    p = _plan(rules, pl, requested)
+    if not pl.drops:
+        return p
+    return Plan(p.plist, p.mode, tuple(Candidate(c.backend, without_dropped(c.checks, pl.drops), c.validated)
+                                       for c in p.candidates), p.warning)
+
+
+def _plan(rules: RuleSet, pl: PriorityList, requested: str | None) -> Plan:
     if requested is None or pl.manual == "ignore":
         warning = None
         if requested is not None and requested not in [e.backend for e in pl.entries]:
@@ -70,7 +109,7 @@ def plan(rules: RuleSet, pl: PriorityList, requested: str | None) -> Plan:
     if pl.manual == "validate":
         b = rules.backends[requested]
         extra: list[Check] = []
-        if pl.platform not in b.platforms:
+        if pl.platform not in b.platforms and pl.request_platform_check:
             extra.append(platform_check(b.platforms))
         if b.role != _list_role(pl):
             extra.append(role_mismatch_check(b.role))
