@@ -454,9 +454,12 @@ def cmd_select(q: Query, style: Style) -> Result:
         lines = wrap(head + ":") + _reason_rows([(b, "; ".join(r) or "-") for b, r in e.reasons.items()])
         for n in q.notes:
             lines += wrap(n, indent="    ", first="note: ")
+        if e.startup_error:
+            lines += wrap(e.startup_error, indent="    ", first="vLLM's start-up fails first: ")
         lines.append("hint: 'attnsolve explain' with the same flags gives the conflict and the fix")
         data = {"selected": None, "requested": getattr(e, "backend", None), "error": str(e),
-                "reasons": {b: list(r) for b, r in e.reasons.items()}, "query": q.to_dict()}
+                "reasons": {b: list(r) for b, r in e.reasons.items()}, "startup_error": e.startup_error,
+                "query": q.to_dict()}
         return Result("select", data, "\n".join(lines), EXIT_NO_BACKEND)
     lines = [style.bold(str(sel)) + ("  (requested)" if sel.manual and q.config.backend else "")]
     if sel.rejected:
@@ -474,7 +477,22 @@ def cmd_select(q: Query, style: Style) -> Result:
         lines += wrap(w, indent="    ", first="  warning: ")
     for n in q.notes:
         lines += wrap(n, indent="    ", first="  note: ")
+    if sel.startup_error:  # vLLM's selector answers, but vLLM refuses to start (docs/user-guide.md)
+        lines += wrap(sel.startup_error, indent="    ", first="vLLM fails at start-up: ")
+        return Result("select", data, "\n".join(lines), EXIT_NO_BACKEND)
     return Result("select", data, "\n".join(lines), EXIT_OK)
+
+
+def _startup_error(q: Query) -> str | None:
+    """vLLM's start-up failure text for the query (Selection/SelectionError.startup_error), or None."""
+    from .errors import ConfigError, SelectionError
+    from .selection import solve
+    try:
+        return solve(q.config, role=q.role).startup_error
+    except SelectionError as err:
+        return err.startup_error
+    except ConfigError:
+        return None
 
 
 def _prefill(q: Query) -> Any:
@@ -620,6 +638,11 @@ def cmd_explain(q: Query, style: Style) -> Result:
             lines += wrap(f"hint: {hints[0]}" if hints else
                           f"hint: {sel} is the best this GPU offers for this configuration; "
                           "no setting gets a higher-priority backend", indent="      ", first="")
+        startup = _startup_error(q)
+        data["startup_error"] = startup
+        if startup:  # the selector's answer stands, but vLLM refuses to start (docs/user-guide.md)
+            lines += [""] + wrap(startup, indent="          ", first="Start-up  vLLM fails: ")
+            return Result("explain", data, "\n".join(lines), EXIT_NO_BACKEND)
         return Result("explain", data, "\n".join(lines), EXIT_OK)
     # nothing fits (or the requested backend does not)
     lines.append(f"Requested {e.requested} does not fit:" if e.requested
@@ -661,6 +684,10 @@ def cmd_explain(q: Query, style: Style) -> Result:
         lines += wrap(f"hint: no setting helps with this model; {fix_text(q, fixes[0].changes)}", indent="      ", first="")
     else:
         lines += wrap("hint: no change of one to three fields helps; see the reasons above", indent="      ", first="")
+    startup = _startup_error(q)
+    data["startup_error"] = startup
+    if startup:
+        lines += wrap(startup, indent="          ", first="Start-up  vLLM fails first: ")
     return Result("explain", data, "\n".join(lines), EXIT_NO_BACKEND)
 
 

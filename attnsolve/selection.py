@@ -13,7 +13,7 @@ from typing import Any, Iterable
 from .config import ANY, Config
 from .errors import ConfigError, InvalidBackendError, NoValidBackendError
 from .rules import default_rules, generation
-from .rules.model import RuleSet
+from .rules.model import Backend, RuleSet
 from .solver.compiled import CompiledRules
 from .solver.facts import base_facts, parse_role
 from .solver.semantics import AUTO, Candidate, Plan, reasons_of
@@ -139,7 +139,8 @@ def evaluate(comp: CompiledRules, config: Config, role: str, available: frozense
 
     facts["__sat__"] holds the satisfied-clause bitset, so reasons are read off it, not recomputed."""
     facts = base_facts(config, role)
-    warnings = _derived_warnings(comp, facts)
+    facts["__derived_warnings__"] = _derived_warnings(comp, facts)  # shown only if the chosen backend reads them
+    warnings: list[str] = []
     got = comp.plan_for(facts)
     if got is None:
         raise ConfigError("role", role, "a role with a priority list on platform " + str(facts["platform"]))
@@ -153,11 +154,22 @@ def evaluate(comp: CompiledRules, config: Config, role: str, available: frozense
     return facts, p, idx, warnings
 
 
-def _derived_warnings(comp: CompiledRules, facts: dict[str, Any]) -> list[str]:
-    out: list[str] = []
-    for w in comp.add_derived(facts):
-        out.extend((w,) if isinstance(w, str) else w)
+def _derived_warnings(comp: CompiledRules, facts: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    """Fill in the derived facts; return each one's log lines (vLLM logs them only when it asks)."""
+    out: dict[str, tuple[str, ...]] = {}
+    memo = comp.add_derived_by_name(facts)
+    for name, w in memo.items():
+        if w:
+            out[name] = (w,) if isinstance(w, str) else tuple(w)
     return out
+
+
+def reads(backend: Backend, field: str) -> bool:
+    """Whether selecting `backend` makes vLLM compute `field` (its variant or one of its checks uses it)."""
+    if field in (backend.variant_field, backend.variant_shown_by):
+        return True
+    return any(field in c.fields for c in backend.checks) or any(
+        lit.field == field for _, when in backend.startup_failures for lit in when)
 
 
 def candidate_reasons(cand: Candidate, facts: dict[str, Any], available: frozenset[str] | None) -> tuple[str, ...]:
@@ -178,6 +190,9 @@ def _solve_uncached(comp: CompiledRules, config: Config, role: str, available: f
     chosen = p.candidates[idx]
     rejected = tuple(Rejection(c.backend, candidate_reasons(c, facts, available)) for c in p.candidates[:idx])
     backend = rules.backends[chosen.backend]
+    for name, lines in facts["__derived_warnings__"].items():
+        if reads(backend, name):
+            warnings[:0] = [w for w in lines if w not in warnings]
     if p.plist.warn_unvalidated and not chosen.validated:
         for r in backend.reasons(facts):
             warnings.append(f"{chosen.backend}: {r} (vLLM's {facts['platform']} path does not validate; "
@@ -185,7 +200,8 @@ def _solve_uncached(comp: CompiledRules, config: Config, role: str, available: f
     for message, when in backend.warnings:
         if all(lit(facts) for lit in when):
             warnings.append(f"{chosen.backend}: {message}")
-    variant = backend.variant_for(facts.get(backend.variant_field)) if backend.variant_field else None
+    variant = (backend.variant_for(facts.get(backend.variant_shown_by or backend.variant_field))
+               if backend.variant_field else None)
     return Selection(backend=chosen.backend, variant=variant, rejected=rejected, warnings=tuple(warnings),
                      config=config, role=role, manual=p.mode != AUTO, priority_list=p.plist.name,
                      preferred_block_size=preferred_block_size(rules, chosen.backend, facts.get("block_size"),

@@ -109,22 +109,48 @@ def facts_of(rules: RuleSet, config: Config, role: str = "decode") -> dict[str, 
         facts["compute_capability"] = cc[0] * 10 + cc[1]
     facts["role"] = role
     for name, d in rules.derived.items():  # first case whose conditions all hold
+        local = _with_sums(d, facts)
         for case in d.cases:
-            if all_hold(case.when, facts):
+            if all_hold(case.when, local):
                 facts[name] = case.value
                 break
     return facts
 
 
-def derived_warnings(rules: RuleSet, facts: Mapping[str, Any]) -> list[str]:
+def _with_sums(d: Any, facts: Mapping[str, Any]) -> dict[str, Any]:
+    """The facts plus the derived fact's local sums (None when a part is None)."""
+    local = dict(facts)
+    for name, parts in getattr(d, "sums", ()):
+        vals = [facts.get(f) for f in parts]
+        local[name] = sum(vals) if all(isinstance(v, int) and not isinstance(v, bool) for v in vals) else None
+    return local
+
+
+def reads(backend: Any, field: str) -> bool:
+    """vLLM computes a derived fact only for a backend that uses it (variant, a check, a start-up failure)."""
+    return (field in (backend.variant_field, getattr(backend, "variant_shown_by", None)) or any(field in (c.require.field, *(w.field for w in c.when))
+                                                  for c in backend.checks)
+            or any(l.field == field for _, when in backend.startup_failures for l in when))
+
+
+def derived_warnings(rules: RuleSet, facts: Mapping[str, Any], backend: Any = None) -> list[str]:
+    """The log lines of the derived facts `backend` reads (all derived facts when backend is None)."""
     out = []
     for d in rules.derived.values():
+        if backend is not None and not reads(backend, d.name):
+            continue
+        local = _with_sums(d, facts)
         for case in d.cases:
-            if all_hold(case.when, facts):
-                if case.warning:
-                    out.append(case.warning)
+            if all_hold(case.when, local):
+                lines = (case.warning,) if isinstance(case.warning, str) else (case.warning or ())
+                out += [render_py(w, local) for w in lines]
                 break
     return out
+
+
+def render_py(text: str, facts: Mapping[str, Any]) -> str:
+    """Log-line templates print values as Python's str() does."""
+    return re.sub(r"\{(\w+)\}", lambda m: str(facts[m.group(1)]) if m.group(1) in facts else m.group(0), text)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -135,7 +161,7 @@ def effective_caps(backend: Any, facts: Mapping[str, Any]) -> Capabilities:
     caps = backend.caps
     if backend.variant_field is None:
         return caps
-    value = facts.get(backend.variant_field)
+    value = facts.get(getattr(backend, "variant_shown_by", None) or backend.variant_field)
     for v in backend.variants:
         if value in v.values:
             merged = {}
@@ -149,7 +175,7 @@ def effective_caps(backend: Any, facts: Mapping[str, Any]) -> Capabilities:
 def variant_name(backend: Any, facts: Mapping[str, Any]) -> str | None:
     if backend.variant_field is None:
         return None
-    value = facts.get(backend.variant_field)
+    value = facts.get(getattr(backend, "variant_shown_by", None) or backend.variant_field)
     for v in backend.variants:
         if value in v.values:
             return v.name
@@ -257,13 +283,14 @@ def select(rules: RuleSet, config: Config, role: str = "decode", available: froz
     def not_runnable(name: str) -> tuple[str, ...]:
         return () if available is None or name in available else ("kernel not runnable on this machine",)
 
+    seen = dict(facts, **{f: None for f in plist.drops})  # the platform's selector drops these fields
     if requested is None or plist.manual == "ignore":
         for entry in plist.entries:
             b = rules.backends[entry.backend]
             if b.explicit_only:
                 continue
-            reasons = own_reasons(b, facts) if plist.validate else ()
-            reasons = reasons + tuple(r for r in guard_reasons(entry.guards, facts) if r not in reasons)
+            reasons = own_reasons(b, seen) if plist.validate else ()
+            reasons = reasons + tuple(r for r in guard_reasons(entry.guards, seen) if r not in reasons)
             reasons += not_runnable(entry.backend)
             ans.tried.append((entry.backend, reasons))  # every candidate gets a verdict
             if not reasons and ans.backend is None:
@@ -271,9 +298,9 @@ def select(rules: RuleSet, config: Config, role: str = "decode", available: froz
     elif plist.manual == "validate":
         ans.mode = "manual"
         b = rules.backends[requested]
-        reasons = own_reasons(b, facts)
+        reasons = own_reasons(b, seen)
         extra = []
-        if plist.platform not in b.platforms:
+        if plist.platform not in b.platforms and plist.request_platform_check:
             extra.append("platform")
         if b.role != role:
             extra.append("role")
@@ -285,7 +312,7 @@ def select(rules: RuleSet, config: Config, role: str = "decode", available: froz
         ans.mode = "manual"
         accepted = [e for e in plist.manual_accept if e.backend == requested]
         if accepted:
-            reasons = guard_reasons(accepted[0].guards, facts) + not_runnable(requested)
+            reasons = guard_reasons(accepted[0].guards, seen) + not_runnable(requested)
         else:
             reasons = ("not accepted on this platform",)
         ans.tried.append((requested, reasons))
@@ -298,16 +325,16 @@ def select(rules: RuleSet, config: Config, role: str = "decode", available: froz
 
 def preferred_block_size(rules: RuleSet, backend: str, block_size: int | None, list_name: str | None = None,
                          facts: Mapping[str, Any] | None = None) -> int | None:
-    """vLLM start-up: the user's block size, else the platform's start-up rule (ROCm: 64 with both AITER
-    unified flags, else 16), else the backend's declared preferred size, else 16 if the backend accepts it,
-    else its smallest kernel size."""
-    if block_size is not None:
-        return block_size
+    """vLLM start-up: the platform's start-up rule when it has one (its first matching case; "block_size"
+    keeps the user's), else the user's block size, else the backend's declared preferred size, else 16
+    if the backend accepts it, else its smallest kernel size."""
     for pl in rules.lists:
         if pl.name == list_name and facts is not None:
             for case in pl.start_block_size:
                 if all(literal_holds(lit, facts) for lit in case.when):
-                    return case.value
+                    return block_size if case.value == "block_size" else case.value
+    if block_size is not None:
+        return block_size
     if rules.backends[backend].preferred_block_size is not None:  # declared start-up size (ROCm unified: 64)
         return rules.backends[backend].preferred_block_size
     sizes = rules.backends[backend].caps.kernel_block_sizes

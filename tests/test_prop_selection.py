@@ -65,7 +65,7 @@ def test_solve_agrees_with_oracle(q):
         assert [(r.backend, tuple(r.reasons)) for r in out.rejected] == ans.rejected
     assert out.preferred_block_size == oracle.preferred_block_size(rules, out.backend, config.block_size,
                                                                    ans.list_name, ans.facts)
-    for w in oracle.derived_warnings(rules, ans.facts):
+    for w in oracle.derived_warnings(rules, ans.facts, rules.backends[out.backend]):
         assert w in out.warnings
     for message, when in getattr(rules.backends[out.backend], "warnings", ()):  # declared runtime pitfalls
         shown = f"{out.backend}: {message}" in out.warnings

@@ -24,7 +24,7 @@ _BACKEND_KEYS = {
     "platforms", "role", "summary", "dtypes", "kv_cache_dtypes", "kernel_block_sizes", "head_sizes",
     "compute_capability", "attn_types", "sink", "mm_prefix", "mla", "sparse", "dcp", "explicit_only",
     "parent", "abstract", "variant_field", "variants", "checks", "warnings", "preferred_block_size",
-    "startup_failures",
+    "startup_failures", "variant_shown_by",
 }
 # Platform-level keys ([platforms.X], shared by all of X's lists).
 _PLATFORM_KEYS = {
@@ -488,6 +488,9 @@ def _backend(name: str, full: dict, fname: str, known: set[str], domains: dict, 
         raise ValueError("variants need a variant_field")
     if variant_field is not None and variant_field not in known:
         raise ValueError(f"variant_field {variant_field!r} is not a known field")
+    shown_by = full.get("variant_shown_by")
+    if shown_by is not None and (variant_field is None or shown_by not in derived):
+        raise ValueError(f"variant_shown_by {shown_by!r} needs a variant_field and must name a derived fact")
     for vname, v in raw_variants.items():
         if "values" not in v:
             raise ValueError(f"variant {vname} needs 'values'")
@@ -528,7 +531,12 @@ def _backend(name: str, full: dict, fname: str, known: set[str], domains: dict, 
     pbs = full.get("preferred_block_size")
     if pbs is not None and (isinstance(pbs, bool) or not isinstance(pbs, int) or pbs not in domains.get("block_size", ())):
         raise ValueError(f"preferred_block_size {pbs!r} not in the block_size domain {list(domains.get('block_size', ()))}")
-    return Backend(warnings=warns, preferred_block_size=pbs,
+    if shown_by is not None:
+        covered = {x for v in variants for x in v.values}
+        missing = [x for x in derived[shown_by].values if x not in covered]
+        if missing:
+            raise ValueError(f"variants do not cover {shown_by} value(s) {missing}")
+    return Backend(warnings=warns, preferred_block_size=pbs, variant_shown_by=shown_by,
                    startup_failures=_messages(full.get("startup_failures", []), known, "startup_failures"), name=name, platforms=platforms, role=role, caps=caps, checks=tuple(checks),
                    variant_field=variant_field, variants=tuple(variants),
                    explicit_only=bool(full.get("explicit_only", False)), parent=full.get("parent"),

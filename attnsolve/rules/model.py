@@ -229,6 +229,9 @@ class Backend:
     checks: tuple[Check, ...]
     variant_field: str | None = None
     variants: tuple[Variant, ...] = ()
+    # The fact whose value names the variant reported (default: variant_field), when vLLM decides what
+    # runs with more facts than validation sees (FA4 -> FA2 by head size after validation).
+    variant_shown_by: str | None = None
     explicit_only: bool = False
     parent: str | None = None
     summary: str = ""

@@ -105,6 +105,14 @@ class CompiledRules:
     def add_derived(self, facts: dict[str, Any]) -> list[str]:
         """Fill in the derived facts (memoised on their inputs); return their warnings."""
         warnings: list[str] = []
+        for w in self.add_derived_by_name(facts).values():
+            if w:
+                warnings.extend((w,) if isinstance(w, str) else w)
+        return warnings
+
+    def add_derived_by_name(self, facts: dict[str, Any]) -> dict[str, Any]:
+        """Fill in the derived facts; return derived name -> its case's warning (None, a line or lines)."""
+        out: dict[str, Any] = {}
         memo = self._derived_memo
         for d, inputs in self._derived:
             key = (d.name, *(facts.get(f) for f in inputs))
@@ -112,9 +120,8 @@ class CompiledRules:
             if got is None:
                 got = memo[key] = d.evaluate(facts)
             facts[d.name] = got[0]
-            if got[1]:
-                warnings.append(got[1])
-        return warnings
+            out[d.name] = got[1]
+        return out
 
     def satisfied(self, facts: Mapping[str, Any]) -> int:
         """Bitset of the clauses the facts satisfy."""

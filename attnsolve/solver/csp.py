@@ -29,9 +29,10 @@ class CSP:
         fields: dict[str, None] = {"platform": None, "role": None, "backend": None}
         for lit in _all_literals(rules):
             fields[lit.field] = None
-        for d in rules.derived.values():
+        # a derived fact no rule tests (one that only names a variant) cannot change the selection
+        self.derived = {n: d for n, d in rules.derived.items() if n in fields}
+        for d in self.derived.values():
             fields.update(dict.fromkeys(d.inputs))
-        self.derived = dict(rules.derived)
         self.fields = tuple(f for f in fields if f not in self.derived)
 
     # -- building blocks -------------------------------------------------------------------------
@@ -176,7 +177,7 @@ def _all_literals(rules: RuleSet) -> Iterable[Literal]:
                 yield from c.clause()
     for d in rules.derived.values():
         for case in d.cases:
-            yield from case.when
+            yield from (lit for lit in case.when if lit.field in rules.derived)
 
 
 def _derived_fn(d: Any, names: list[str]):

@@ -24,6 +24,10 @@ from .domains import representatives
 _COUPLED = (("platform", "compute_capability", "rocm_arch"), ("use_mla", "use_sparse", "role"))
 
 
+def _derived_in_cases(rules: RuleSet) -> set[str]:
+    return {lit.field for d in rules.derived.values() for c in d.cases for lit in c.when if lit.field in rules.derived}
+
+
 class Reach:
     def __init__(self, comp: CompiledRules):
         self.comp = comp
@@ -45,7 +49,9 @@ class Reach:
                 m |= 1 << comp._clause(Check("", neg, tuple(lits[:-1]), "list"))
             m |= 1 << comp._clause(Check("", Literal("platform", _eq(pl.platform)), (), "list"))
             self._list_need[i] = m
-        self._derived = dict(rules.derived)
+        # only derived facts some clause tests couple fields (a derived fact that only names a variant,
+        # e.g. the FA version a kernel runs with, cannot change validity)
+        self._derived = {n: d for n, d in rules.derived.items() if n in comp._field_lits or n in _derived_in_cases(rules)}
         fields = set(comp._field_lits) | {"platform", "role", "use_mla", "use_sparse", "compute_capability", "rocm_arch"}
         for d in self._derived.values():
             fields |= set(d.inputs)

@@ -1,0 +1,180 @@
+"""vLLM 0.17.0's own answers for the eight classes where attnsolve used to disagree (issue #12).
+
+Each expected value was read from vLLM 0.17.0's source (the file is named in each test) and checked
+against its selector run by the differential harness. They guard the rules: a rules change that
+brings an old disagreement back fails here.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from attnsolve import Config, InvalidBackendError, NoValidBackendError, solve
+from attnsolve.cli import main
+
+INVALID = "Selected backend AttentionBackendEnum.{} is not valid for this configuration. Reason: {}"
+
+
+def cuda(cc: str, **kw) -> Config:
+    return Config(platform="cuda", compute_capability=cc, dtype=kw.pop("dtype", "bfloat16"), **kw)
+
+
+def mla(cc: str, **kw) -> Config:
+    return cuda(cc, use_mla=True, head_size=576, **kw)
+
+
+# 1. vllm/platforms/cuda.py, CudaPlatform.get_attn_backend_cls: `attn_selector_config._replace(block_size=None)`
+#    before a requested backend is validated and before automatic selection.
+def test_1_cuda_selection_drops_the_block_size():
+    sel = solve(mla("9.0", kv_cache_dtype="fp8", block_size=16))
+    assert sel.backend == "FLASHMLA"
+    # ... the start-up hook (check_and_update_config) then forces FlashMLA's block size 64
+    assert sel.preferred_block_size == 64 and sel.startup_error is None
+    sel = solve(cuda("8.0", block_size=8, backend="TRITON_ATTN"))
+    assert sel.backend == "TRITON_ATTN" and sel.rejected == ()
+    # the block size matters at start-up: vllm/v1/worker/utils.py select_common_block_size
+    assert sel.startup_error == "No common block size for 8. "
+
+
+# 2. vllm/platforms/cuda.py: a requested backend runs its own validate_configuration only, whatever
+#    platform it was written for (vllm/v1/attention/backend.py AttentionBackend.validate_configuration).
+def test_2_requested_backend_of_another_platform_is_validated_by_its_own_checks():
+    sel = solve(cuda("7.5", dtype="float16", backend="CPU_ATTN"))
+    assert sel.backend == "CPU_ATTN" and sel.manual
+    with pytest.raises(InvalidBackendError) as info:
+        solve(cuda("9.0", backend="ROCM_AITER_MLA"))
+    assert str(info.value).splitlines()[0] == INVALID.format(
+        "ROCM_AITER_MLA", "['head_size not supported', 'non-MLA not supported']")
+    with pytest.raises(InvalidBackendError) as info:  # the class keeps the base is_mla() = False
+        solve(mla("9.0", backend="ROCM_AITER_MLA_SPARSE"))
+    assert info.value.reasons == {"ROCM_AITER_MLA_SPARSE": ("MLA not supported",)}
+
+
+# 3. vllm/v1/attention/backend.py: supported_kv_cache_dtypes = ["auto", "bfloat16"] (TreeAttentionBackend
+#    does not override it).
+def test_3_tree_attn_accepts_a_bfloat16_kv_cache():
+    assert solve(cuda("9.0", kv_cache_dtype="bfloat16", backend="TREE_ATTN")).backend == "TREE_ATTN"
+
+
+# 4. vllm/v1/attention/backends/mla/flashinfer_mla_sparse.py supports_combination returns its first
+#    failing test: index_topk is asked only once qk_nope_head_dim is 128.
+def test_4_flashinfer_mla_sparse_reports_its_first_failing_combination_check():
+    with pytest.raises(InvalidBackendError) as info:
+        solve(mla("10.0", use_sparse=True, qk_nope_head_dim=64, backend="FLASHINFER_MLA_SPARSE"))
+    assert str(info.value).splitlines()[0] == INVALID.format(
+        "FLASHINFER_MLA_SPARSE", "['FlashInfer MLA Sparse kernel requires qk_nope_head_dim == 128, but got 64']")
+    with pytest.raises(InvalidBackendError) as info:
+        solve(mla("10.0", use_sparse=True, qk_nope_head_dim=128, backend="FLASHINFER_MLA_SPARSE"))
+    assert info.value.reasons["FLASHINFER_MLA_SPARSE"] == ("FlashInfer MLA Sparse requires model with index_topk config",)
+
+
+# 5. vllm/v1/attention/backends/fa_utils.py get_flash_attn_version (0.17): FA4 on SM 10.x for head <= 128,
+#    FA3 forced on SM >= 10 -> FA4 where FA4 runs (10.x, 11.x) else FA2, and no version at all where the
+#    GPU cannot run the resolved one (vllm/vllm_flash_attn/flash_attn_interface.py is_fa_version_supported).
+@pytest.mark.parametrize("cc, head, fav, variant", [
+    ("10.0", 128, None, "FA4"), ("10.3", 64, None, "FA4"), ("10.0", 256, None, "FA2"),
+    ("11.0", 128, 3, "FA4"), ("11.0", 256, 3, "FA2"), ("12.0", 128, 3, "FA2"), ("10.0", 128, 3, "FA4"),
+    ("9.0", 128, None, "FA3"), ("9.0", 128, 4, "FA4"), ("8.0", 128, None, "FA2"), ("8.6", 128, 3, "NONE"),
+    ("12.0", 128, 4, "NONE"),
+])
+def test_5_flash_attn_version(cc, head, fav, variant):
+    sel = solve(cuda(cc, head_size=head, flash_attn_version=fav, backend="FLASH_ATTN"))
+    assert sel.variant == variant
+    # vllm/v1/attention/backends/flash_attn.py: the forward pass asserts a detected version
+    assert (sel.startup_error == "FlashAttention version not detected.") == (variant == "NONE")
+    if (cc, head) == ("10.0", 256):
+        assert ("FA4 on Blackwell does not support head_size=256 due to TMEM capacity limits, "
+                "defaulting to FA version 2.") in sel.warnings
+
+
+@pytest.mark.parametrize("cc, dims, fav, variant", [
+    ("10.0", (64, 64, 64), None, "FA4"), ("10.0", (128, 64, 128), None, "FA2"), ("10.0", None, None, "FA4"),
+    ("7.5", (128, 64, 128), None, "NONE"), ("8.0", (128, 64, 128), 3, "NONE"), ("11.0", (64, 64, 64), 3, "FA4"),
+])
+def test_5_flash_attn_version_in_mla_prefill(cc, dims, fav, variant):
+    """vllm/model_executor/layers/attention/mla_attention.py: get_flash_attn_version(head_size=qk_nope+qk_rope)."""
+    kw = dict(zip(("qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"), dims)) if dims else {}
+    sel = solve(mla(cc, flash_attn_version=fav, flashinfer_available=False, **kw), role="mla_prefill")
+    assert (sel.backend, sel.variant) == ("FLASH_ATTN_PREFILL", variant)
+
+
+# 6. vllm/platforms/cuda.py CudaPlatform.check_and_update_config runs before selection: on SM 10.x a dense
+#    MLA model with qk_nope_head_dim 128 gets FLASHINFER_MLA *requested*, and each MLA backend its block size.
+def test_6_startup_hook_requests_flashinfer_mla_and_sets_the_block_size():
+    with pytest.raises(NoValidBackendError) as info:  # the selector alone: no backend
+        solve(mla("10.0", kv_cache_dtype="fp8_e5m2", qk_nope_head_dim=128))
+    assert info.value.startup_error == INVALID.format("FLASHINFER_MLA", "['kv_cache_dtype not supported']")
+    r1 = dict(qk_nope_head_dim=128)
+    assert (solve(mla("10.0", **r1)).backend, solve(mla("10.0", **r1)).preferred_block_size) == ("FLASHINFER_MLA", 64)
+    assert solve(mla("10.0", **r1, block_size=32)).preferred_block_size == 32
+    assert solve(mla("10.0", qk_nope_head_dim=64)).preferred_block_size == 128  # CUTLASS_MLA
+    assert solve(mla("9.0", **r1)).backend == "FLASH_ATTN_MLA"
+    assert solve(mla("9.0", **r1)).preferred_block_size == 64  # FlashMLA is what the hook expects on Hopper
+    sparse = solve(mla("10.0", use_sparse=True, num_heads=16, qk_nope_head_dim=128, index_topk=2048))
+    assert (sparse.backend, sparse.preferred_block_size) == ("FLASHINFER_MLA_SPARSE", 64)
+    assert solve(mla("8.0")).preferred_block_size == 16
+
+
+# 7. vllm/platforms/rocm.py RocmPlatform.get_attn_backend_cls: `assert block_size == 1` for sparse MLA;
+#    None (no block size given) fails as well.
+def test_7_rocm_sparse_mla_needs_block_size_1():
+    base = dict(platform="rocm", rocm_arch="gfx942", dtype="bfloat16", use_mla=True, use_sparse=True, head_size=576)
+    with pytest.raises(NoValidBackendError) as info:
+        solve(Config(**base))
+    assert str(info.value).splitlines()[0] == "Sparse MLA backend on ROCm only supports block size 1 for now."
+    assert solve(Config(**base, block_size=1)).backend == "ROCM_AITER_MLA_SPARSE"
+
+
+# 8. vllm/platforms/cuda.py: the messages vLLM raises, byte for byte (reasons unquoted in the no-valid
+#    message, after vllm/v1/attention/selector.py AttentionSelectorConfig.__repr__).
+def test_8_message_text_is_vllms():
+    with pytest.raises(NoValidBackendError) as info:
+        solve(mla("8.0", kv_cache_dtype="fp8_e5m2", block_size=64))
+    assert str(info.value).splitlines()[0] == (
+        "No valid attention backend found for cuda with AttentionSelectorConfig(head_size=576, "
+        "dtype=torch.bfloat16, kv_cache_dtype=fp8_e5m2, block_size=None, use_mla=True, has_sink=False, "
+        "use_sparse=False, use_mm_prefix=False, use_per_head_quant_scales=False, attn_type=decoder). "
+        "Reasons: {FLASH_ATTN_MLA: [kv_cache_dtype not supported, compute capability not supported, "
+        "FlashAttention MLA not supported on this device], FLASHMLA: [kv_cache_dtype not supported, compute "
+        "capability not supported, FlashMLA Dense is only supported on Hopper devices.], FLASHINFER_MLA: "
+        "[kv_cache_dtype not supported, compute capability not supported], TRITON_MLA: [kv_cache_dtype not "
+        "supported], FLASHMLA_SPARSE: [kv_cache_dtype not supported, non-sparse not supported, compute "
+        "capability not supported]}.")
+    with pytest.raises(InvalidBackendError) as info:
+        solve(cuda("9.0", head_size=96, kv_cache_dtype="fp8", backend="FLASHINFER"))
+    assert str(info.value).splitlines()[0] == INVALID.format("FLASHINFER", "['head_size not supported']")
+
+
+# The start-up failure policy (docs/user-guide.md, "When vLLM would not start"): the selector's answer
+# stays, Selection.startup_error carries vLLM's text, and the CLI prints it and exits 1.
+@pytest.mark.parametrize("config, text", [
+    # vllm/v1/attention/backends/flashinfer.py FlashInferMetadataBuilder: SM 10.x, head 256, block 16
+    (cuda("10.0", head_size=256), "There is a bug in FlashInfer block_size 16 head size 256 support. "
+                                  "Please avoid this combination by passing --block-size 32 or --block-size 64."),
+    # vllm/v1/attention/backends/triton_attn.py _forward_encoder_attention
+    (cuda("8.0", attn_type="encoder_only", kv_cache_dtype="fp8", backend="TRITON_ATTN"),
+     "quantization is not supported for encoder attention"),
+    # vllm/platforms/cuda.py check_if_supports_dtype (the GPU worker, before the model loads)
+    (Config(gpu="V100", dtype="bfloat16"), "Bfloat16 is only supported on GPUs with compute capability of at "
+                                          "least 8.0. Your V100 GPU has compute capability 7.0."),
+    # vllm/v1/worker/utils.py: ROCm TRITON_ATTN's kernels take multiples of 16
+    (Config(platform="rocm", dtype="bfloat16", block_size=8), "No common block size for 8. "),
+])
+def test_startup_failures_keep_the_selection_and_carry_vllms_text(config, text):
+    try:
+        got = solve(config).startup_error
+    except (NoValidBackendError, InvalidBackendError) as err:
+        got = err.startup_error
+    assert got is not None and got.startswith(text)
+
+
+def test_startup_policy_in_the_cli(capsys):
+    assert main(["select", "--gpu", "B200", "--head-size", "256"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("FLASHINFER (TRTLLM)") and "vLLM fails at start-up: There is a bug in FlashInfer" in out
+    assert main(["select", "--json", "--gpu", "B200", "--head-size", "256", "--block-size", "32"]) == 0
+    assert json.loads(capsys.readouterr().out)["result"]["startup_error"] is None
+    assert main(["explain", "--gpu", "A100", "--flash-attn-version", "3"]) == 1
+    assert "Start-up  vLLM fails: FlashAttention version not detected." in capsys.readouterr().out
