@@ -44,7 +44,7 @@ def test_no_valid_backend_lists_every_candidate_with_reasons():
     for name, reasons in err.reasons.items():
         assert reasons, name
         assert all(isinstance(r, str) for r in reasons)
-        assert f"{name}: {list(reasons)}" in msg  # vLLM's "{NAME: [r1, r2], ...}" rendering
+        assert f"{name}: [{', '.join(reasons)}]" in msg  # vLLM's unquoted "{NAME: [r1, r2], ...}" rendering
     assert err.reasons["FLASHMLA_SPARSE"] == ("kv_cache_dtype not supported",)
 
 
@@ -88,7 +88,7 @@ def test_invalid_backend_message_is_vllms():
     assert err.backend == "FLASHMLA"
     assert err.reasons == {"FLASHMLA": ("FlashMLA Dense is only supported on Hopper devices.",)}
     first_line = str(err).splitlines()[0]
-    assert first_line == ("Selected backend FLASHMLA is not valid for this configuration. "
+    assert first_line == ("Selected backend AttentionBackendEnum.FLASHMLA is not valid for this configuration. "
                           "Reason: ['FlashMLA Dense is only supported on Hopper devices.']")
 
 
@@ -97,7 +97,7 @@ def test_invalid_backend_never_falls_back():
     with pytest.raises(InvalidBackendError) as info:
         solve(cfg)
     assert list(info.value.reasons) == ["TRITON_ATTN"]
-    assert re.match(r"Selected backend TRITON_ATTN is not valid for this configuration\. "
+    assert re.match(r"Selected backend AttentionBackendEnum\.TRITON_ATTN is not valid for this configuration\. "
                     r"Reason: \['head_size not supported'\]", str(info.value))
 
 
@@ -106,14 +106,17 @@ def test_invalid_backend_several_reasons_in_vllm_order():
                  block_size=8, backend="FLASH_ATTN", attn_type="encoder")
     with pytest.raises(InvalidBackendError) as info:
         solve(cfg)
+    # no "block_size not supported": vLLM 0.17's CUDA selector drops the block size before validating
     assert info.value.reasons["FLASH_ATTN"] == (
         "head_size not supported", "dtype not supported", "kv_cache_dtype not supported",
-        "block_size not supported", "compute capability not supported")
+        "compute capability not supported")
 
 
 def test_backend_for_another_platform_or_role():
+    # vLLM 0.17 runs a requested backend's own checks only: ROCM_ATTN's pass for this CUDA config
+    assert solve(Config(**BASE, backend="ROCM_ATTN")).backend == "ROCM_ATTN"
     with pytest.raises(InvalidBackendError):
-        solve(Config(**BASE, backend="ROCM_ATTN"))
+        solve(Config(**BASE, backend="ROCM_AITER_MLA"))
     with pytest.raises(InvalidBackendError):
         solve(Config(**BASE, backend="TRTLLM_RAGGED_DEEPSEEK", use_mla=True))
 
@@ -195,8 +198,8 @@ def test_compute_capability_minor(value, cc):
 
 
 def test_config_error_flash_attn_version():
-    err = bad(flash_attn_version=4)
-    assert err.field == "flash_attn_version" and "2" in str(err) and "3" in str(err)
+    err = bad(flash_attn_version=5)  # vLLM 0.17 accepts 2, 3 and 4
+    assert err.field == "flash_attn_version" and all(v in str(err) for v in ("2", "3", "4"))
 
 
 def test_config_error_unknown_field():

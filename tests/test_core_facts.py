@@ -151,13 +151,14 @@ def test_flash_attn_fp8_kv_only_with_fa3_on_sm9(kv):
 
 
 def test_flash_attn_version_defaults():
+    """vLLM 0.17 (fa_utils.get_flash_attn_version): FA3 on 9.x, FA4 on 10.x (head <= 128), FA2 elsewhere."""
     assert solve(cuda("9.0")).variant == "FA3"
     for cc in ("8.0", "8.6", "8.9", "12.0"):
         assert solve(cuda(cc)).variant == "FA2", cc
-    assert solve(cuda("10.0", backend="FLASH_ATTN")).variant == "FA2"
+    assert solve(cuda("10.0", backend="FLASH_ATTN")).variant == "FA4"
     assert solve(cuda("9.0", flash_attn_version=2)).variant == "FA2"
     sel = solve(cuda("10.0", backend="FLASH_ATTN", flash_attn_version=3))
-    assert sel.variant == "FA2"
+    assert sel.variant == "FA4"
     assert any("Cannot use FA version 3 on Blackwell platform" in w for w in sel.warnings)
 
 
@@ -196,11 +197,9 @@ def test_flashmla_dense_is_hopper_only():
     assert reasons_for(mla("10.0", backend="FLASHMLA")) == ("FlashMLA Dense is only supported on Hopper devices.",)
     assert reasons_for(mla("8.0", backend="FLASHMLA")) == (
         "compute capability not supported", "FlashMLA Dense is only supported on Hopper devices.")
+    # vLLM 0.17 drops the block size in selection: CUTLASS_MLA wins, and start-up forces its block size 128
     sel = solve(mla("10.0", block_size=64, qk_nope_head_dim=64))
-    # FLASHINFER_MLA (qk_nope), CUTLASS_MLA (block 64), FLASH_ATTN_MLA (SM 9 only), FLASHMLA (dense on SM 10) lose.
-    assert sel.backend == "TRITON_MLA"
-    assert dict((r.backend, r.reasons) for r in sel.rejected)["FLASHMLA"] == (
-        "FlashMLA Dense is only supported on Hopper devices.",)
+    assert (sel.backend, sel.preferred_block_size) == ("CUTLASS_MLA", 128)
 
 
 @pytest.mark.parametrize(("cc", "expected"), [
@@ -319,20 +318,34 @@ def test_block_size_must_be_an_allowed_size(bad):
     ("TRITON_MLA", "9.0", {1, 8, 16, 32, 64, 128, 256}),
 ])
 def test_block_size_multiple_of_a_kernel_size(backend, cc, accepted):
+    """vLLM 0.17: the CUDA selector drops the block size; start-up then sets it (the MLA hook forces
+    FlashMLA's 64, CUTLASS_MLA's 128, FlashInfer MLA's 64 unless 32 or a multiple of 64) and fails with
+    "No common block size" when the chosen kernels cannot serve it (vllm/v1/worker/utils.py)."""
     is_mla = RULES.backends[backend].caps.mla
+    forced = backend in ("CUTLASS_MLA", "FLASHMLA", "FLASHINFER_MLA")
     for bs in RULES.domains["block_size"]:
         cfg = (mla if is_mla else cuda)(cc, block_size=bs, backend=backend)
-        got = reasons_for(cfg)
-        assert got == (() if bs in accepted else ("block_size not supported",)), (backend, bs)
-    # unset block size: no constraint (vLLM's start-up path), then the preferred size is set
+        assert reasons_for(cfg) == (), (backend, bs)
+        sel = solve(cfg)
+        if forced:
+            assert sel.startup_error is None and sel.preferred_block_size in accepted, (backend, bs)
+        else:
+            assert sel.preferred_block_size == bs
+            assert (sel.startup_error is None) == (bs in accepted), (backend, bs)
+            if bs not in accepted:
+                assert sel.startup_error == f"No common block size for {bs}. "
+    # unset block size: the start-up block size is set
     sel = solve((mla if is_mla else cuda)(cc, backend=backend))
-    assert sel.preferred_block_size == (16 if 16 in accepted else min(accepted))
+    assert sel.preferred_block_size == (64 if backend == "FLASHINFER_MLA" else 16 if 16 in accepted else min(accepted))
 
 
-def test_given_block_size_constrains_automatic_selection():
-    assert picked(cuda("9.0", block_size=8)) == "FLEX_ATTENTION"
+def test_given_block_size_does_not_constrain_automatic_selection():
+    """vLLM 0.17's CudaPlatform.get_attn_backend_cls replaces the block size by None (0.18 keeps it)."""
+    sel = solve(cuda("9.0", block_size=8))
+    assert sel.backend == "FLASH_ATTN" and sel.startup_error == "No common block size for 8. "
     assert picked(mla("10.0", block_size=128)) == "FLASHINFER_MLA"
-    assert picked(mla("10.0", block_size=16)) == "TRITON_MLA"
+    sel = solve(mla("10.0", block_size=16))
+    assert sel.backend == "FLASHINFER_MLA" and sel.preferred_block_size == 128 and sel.startup_error is None
 
 
 # -- explicit-only backends ------------------------------------------------------------------------
@@ -480,7 +493,10 @@ def test_rocm_mla_explicit_choices():
 
 
 def test_rocm_sparse_mla():
-    assert picked(rocm(use_mla=True, use_sparse=True)) == "ROCM_AITER_MLA_SPARSE"
+    # vllm/platforms/rocm.py asserts block_size == 1: an unset block size fails too
+    with pytest.raises(NoValidBackendError) as info:
+        solve(rocm(use_mla=True, use_sparse=True))
+    assert str(info.value).startswith("Sparse MLA backend on ROCm only supports block size 1 for now.")
     assert picked(rocm(use_mla=True, use_sparse=True, block_size=1)) == "ROCM_AITER_MLA_SPARSE"
     for kv in ("fp8", "fp8_e4m3", "fp8_ds_mla"):
         with pytest.raises(NoValidBackendError) as info:
@@ -490,7 +506,7 @@ def test_rocm_sparse_mla():
         solve(rocm(use_mla=True, use_sparse=True, block_size=64))
     assert str(info.value).startswith("Sparse MLA backend on ROCm only supports block size 1 for now.")
     # a requested backend is ignored for sparse MLA
-    assert picked(rocm(use_mla=True, use_sparse=True, backend="TRITON_MLA")) == "ROCM_AITER_MLA_SPARSE"
+    assert picked(rocm(use_mla=True, use_sparse=True, block_size=1, backend="TRITON_MLA")) == "ROCM_AITER_MLA_SPARSE"
 
 
 # -- backend names ---------------------------------------------------------------------------------
@@ -533,7 +549,7 @@ def test_auto_means_automatic_selection(name):
 @pytest.mark.parametrize(("cc", "kw", "expected", "variant"), [
     ("10.0", R1, "TRTLLM_RAGGED_DEEPSEEK", None),
     ("10.3", R1, "TRTLLM_RAGGED_DEEPSEEK", None),
-    ("10.0", {}, "FLASH_ATTN_PREFILL", "FA2"),
+    ("10.0", {}, "FLASH_ATTN_PREFILL", "FA4"),  # no model dims: no head-size cap on FA4 (vLLM 0.17)
     ("9.0", R1, "FLASH_ATTN_PREFILL", "FA3"),
     ("8.0", R1, "FLASH_ATTN_PREFILL", "FA2"),
     ("12.0", R1, "FLASH_ATTN_PREFILL", "FA2"),
@@ -543,7 +559,7 @@ def test_auto_means_automatic_selection(name):
     ("10.0", {**R1, "use_trtllm_ragged_deepseek_prefill": False, "use_cudnn_prefill": True}, "CUDNN_PREFILL", None),
     ("10.0", {"use_cudnn_prefill": True}, "CUDNN_PREFILL", None),
     ("10.0", {**R1, "use_cudnn_prefill": True}, "TRTLLM_RAGGED_DEEPSEEK", None),
-    ("10.0", {"use_cudnn_prefill": True, "trtllm_available": False}, "FLASH_ATTN_PREFILL", "FA2"),
+    ("10.0", {"use_cudnn_prefill": True, "trtllm_available": False}, "FLASH_ATTN_PREFILL", "FA4"),
     ("9.0", {"use_cudnn_prefill": True}, "FLASH_ATTN_PREFILL", "FA3"),
     ("10.0", {**R1, "flashinfer_available": False}, "FLASH_ATTN_PREFILL", "FA2"),
 ])
@@ -593,7 +609,7 @@ SEED_DIFFERENCES = [
      lambda: RULES.backends["FLASH_ATTN_DIFFKV"].checks == RULES.backends["FLASH_ATTN"].checks
      and reasons_for(cuda("7.5", dtype="float16", backend="FLASH_ATTN_DIFFKV")) == ("compute capability not supported",)
      and reasons_for(cuda("9.0", head_size=100, backend="FLASH_ATTN_DIFFKV")) == ("head_size not supported",)
-     and reasons_for(cuda("9.0", block_size=8, backend="FLASH_ATTN_DIFFKV")) == ("block_size not supported",)
+     and solve(cuda("9.0", block_size=8, backend="FLASH_ATTN_DIFFKV")).startup_error == "No common block size for 8. "
      and reasons_for(cuda("9.0", kv_cache_dtype="fp8", backend="FLASH_ATTN_DIFFKV")) == ()
      and reasons_for(cuda("9.0", attn_type="encoder", backend="FLASH_ATTN_DIFFKV")) == ()),
     ("FLASHMLA_SPARSE KV auto, bfloat16, fp8_ds_mla (generator hides fp8)", "plain fp8 rejected at this version",

@@ -24,7 +24,8 @@ from attnsolve.solver.facts import base_facts
 FAILING = [
     dict(platform="cuda", compute_capability="8.0", dtype="bfloat16", backend="FLASHMLA", use_mla=True),
     dict(platform="cuda", gpu="H100", dtype="bfloat16", kv_cache_dtype="fp8", use_mla=True, use_sparse=True),
-    dict(platform="cuda", gpu="H100", dtype="bfloat16", kv_cache_dtype="fp8", block_size=8),
+    # (vLLM 0.17's CUDA selector drops the block size: a given block size no longer makes a conflict)
+    dict(platform="cuda", gpu="H100", dtype="bfloat16", kv_cache_dtype="fp8", head_size=20),
     dict(platform="cpu", dtype="bfloat16", use_mla=True),
     dict(platform="rocm", dtype="bfloat16", use_mla=True, use_sparse=True, kv_cache_dtype="fp8"),
     dict(platform="cuda", gpu="B200", dtype="float32", use_mla=True, kv_cache_dtype="fp8_e5m2", block_size=8),
@@ -93,11 +94,11 @@ def test_fixes_work_and_are_minimal(fields: dict) -> None:
 
 
 def test_fix_ranking_prefers_tunables_and_near_values() -> None:
-    exp = explain(Config(platform="cuda", gpu="H100", dtype="bfloat16", kv_cache_dtype="fp8", block_size=8))
+    exp = explain(Config(platform="cuda", gpu="H100", dtype="bfloat16", kv_cache_dtype="fp8", head_size=20))
     first = exp.fixes[0]
     assert all(category(f) == "tunable" for f in first.changes)
-    block = [f for f in exp.fixes if set(f.changes) == {"block_size"}]
-    assert block and block[0].changes["block_size"] == 16  # 8 -> 16, not 8 -> 128
+    head = [f for f in exp.fixes if set(f.changes) == {"head_size"}]
+    assert head and head[0].changes["head_size"] == 16  # 20 -> 16 (FA3's multiple of 8), not 20 -> 256
 
 
 def test_requested_backend_offers_automatic_selection() -> None:
@@ -111,7 +112,7 @@ def test_requested_backend_offers_automatic_selection() -> None:
 
 def test_error_carries_conflict_fixes_and_hint() -> None:
     with pytest.raises(NoValidBackendError) as info:
-        solve(Config(platform="cuda", gpu="H100", dtype="bfloat16", kv_cache_dtype="fp8", block_size=8))
+        solve(Config(platform="cuda", gpu="H100", dtype="bfloat16", kv_cache_dtype="fp8", head_size=20))
     err = info.value
     assert str(err).startswith("No valid attention backend found")
     assert err.conflict and err.fixes
@@ -119,7 +120,8 @@ def test_error_carries_conflict_fixes_and_hint() -> None:
     assert "Smallest fix:" in str(err).splitlines()[-1]
     with pytest.raises(InvalidBackendError) as info2:
         solve(Config(platform="cuda", gpu="A100", dtype="bfloat16", backend="FLASHMLA", use_mla=True))
-    assert str(info2.value).startswith("Selected backend FLASHMLA is not valid for this configuration. Reason: [")
+    assert str(info2.value).startswith(
+        "Selected backend AttentionBackendEnum.FLASHMLA is not valid for this configuration. Reason: [")
 
 
 def test_explain_selected_lists_every_candidate_in_order() -> None:
