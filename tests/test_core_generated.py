@@ -178,7 +178,9 @@ def _start(backend: str, platform: str) -> dict[str, Any]:
     data: dict[str, Any] = {"platform": platform, "dtype": RULES.domains["dtype"][0], "backend": backend}
     if platform == "cuda":
         data["compute_capability"] = "9.0"
-    if b.role != "decode" or b.caps.mla:
+    sparse_list = any(lit.field == "use_sparse" for pl in RULES.lists_for(platform) for lit in pl.when
+                      if any(e.backend == backend for e in pl.entries))
+    if b.role != "decode" or b.caps.mla or sparse_list:  # (ROCm's sparse MLA class declares no MLA)
         data["use_mla"] = True
     return data
 

@@ -17,11 +17,36 @@ MLA = "Decode Backends"
 _BLOCKS = "settled-facts: block sizes: source accepts multiples of a kernel size; the seed shows literal lists"
 _MLA_HEADS = "settled-facts: dense MLA head sizes: source 576 only (MLA layers pass 576); the seed says Any"
 _DIFFKV = "settled-facts: FLASH_ATTN_DIFFKV inherits FLASH_ATTN's checks (FA2/FA3); the seed shows base defaults"
+_V017_KV = ("vLLM 0.17.0: the class keeps AttentionBackend's default supported_kv_cache_dtypes ['auto', 'bfloat16'] "
+            "(its validate_configuration accepts bfloat16 when the backend is requested on CUDA)")
+_V017_ATTN = "vLLM 0.17.0 rocm_attn.py / rocm_aiter_unified_attn.py supports_attn_type: all four types"
+_V017_FA = ("vLLM 0.17.0 fa_utils.get_flash_attn_version: FA4 on SM 10.x (head <= 128) or forced on 9.x-11.x; "
+            "no version (NONE) where the GPU cannot run the resolved one")
+_V017_SPARSE = ("vLLM 0.17.0 ROCMAiterMLASparseBackend keeps the base is_mla()/is_sparse() = False "
+                "(requested on CUDA it reports 'MLA not supported'); ROCm's decision tree never validates it")
 _FA_HEADS = "settled-facts: FLASH_ATTN requires head_size % 8 == 0 and <= 256; the seed says Any"
 
 # (table, backend, version, column) -> (seed cell, generated cell, reason).  Rows present on one side
 # only use the column "*row*" and None for the missing side.
 DELIBERATE: dict[tuple[str, str, str, str], tuple[str | None, str | None, str]] = {
+    # vLLM 0.17.0's classes, checked against its selector by the differential harness (issue #12)
+    (STANDARD, "`CPU_ATTN`", "", "KV Dtypes"): ("`auto`", "`auto`, `bfloat16`", _V017_KV),
+    (STANDARD, "`ROCM_AITER_FA`", "", "KV Dtypes"): ("`auto`", "`auto`, `bfloat16`", _V017_KV),
+    (STANDARD, "`ROCM_AITER_UNIFIED_ATTN`", "", "KV Dtypes"): ("`auto`", "`auto`, `bfloat16`", _V017_KV),
+    (STANDARD, "`ROCM_ATTN`", "", "KV Dtypes"): ("`auto`", "`auto`, `bfloat16`", _V017_KV),
+    (STANDARD, "`TREE_ATTN`", "", "KV Dtypes"): ("`auto`", "`auto`, `bfloat16`", _V017_KV),
+    (MLA, "`ROCM_AITER_MLA`", "", "KV Dtypes"): ("`auto`", "`auto`, `bfloat16`", _V017_KV),
+    (MLA, "`ROCM_AITER_TRITON_MLA`", "", "KV Dtypes"): ("`auto`", "`auto`, `bfloat16`", _V017_KV),
+    (STANDARD, "`ROCM_ATTN`", "", "Head Sizes"): ("32, 64, 96, 128, 160, 192, 224, 256",
+        "32, 64, 80, 96, 128, 160, 192, 224, 256", "vLLM 0.17.0 rocm_attn.py get_supported_head_sizes includes 80"),
+    (STANDARD, "`ROCM_ATTN`", "", "Attention Types"): ("Decoder", "All", _V017_ATTN),
+    (STANDARD, "`ROCM_AITER_UNIFIED_ATTN`", "", "Attention Types"): ("Decoder", "All", _V017_ATTN),
+    (STANDARD, "`FLASH_ATTN`", "FA4*", "*row*"): (None, "present", _V017_FA),
+    (STANDARD, "`FLASH_ATTN`", "NONE*", "*row*"): (None, "present", _V017_FA),
+    (STANDARD, "`FLASH_ATTN_DIFFKV`", "FA4*", "*row*"): (None, "present", _V017_FA),
+    (STANDARD, "`FLASH_ATTN_DIFFKV`", "NONE*", "*row*"): (None, "present", _V017_FA),
+    (STANDARD, "`ROCM_AITER_MLA_SPARSE`", "", "*row*"): (None, "present", _V017_SPARSE),
+    (MLA, "`ROCM_AITER_MLA_SPARSE`", "", "*row*"): ("present", None, _V017_SPARSE),
     (STANDARD, "`FLASHINFER`", "Native†", "Block Sizes"): ("16, 32, 64", "%16", _BLOCKS),
     (STANDARD, "`FLASHINFER`", "TRTLLM†", "Block Sizes"): ("16, 32, 64", "%16", _BLOCKS),
     (STANDARD, "`FLASHINFER`", "Native†", "Compute Cap."): ("7.x-9.x", "7.5-12.1",
@@ -42,7 +67,7 @@ DELIBERATE: dict[tuple[str, str, str, str], tuple[str | None, str | None, str]] 
         "semantics §6: ROCM_AITER_UNIFIED_ATTN inherits ROCM_ATTN's declarations; the seed row is a generator artifact"),
     (STANDARD, "`ROCM_AITER_UNIFIED_ATTN`", "", "Block Sizes"): ("Any", "%16",
         "semantics §6: inherits ROCM_ATTN's kernel block sizes [16, 32, 544]"),
-    (STANDARD, "`ROCM_AITER_UNIFIED_ATTN`", "", "Head Sizes"): ("Any", "32, 64, 96, 128, 160, 192, 224, 256",
+    (STANDARD, "`ROCM_AITER_UNIFIED_ATTN`", "", "Head Sizes"): ("Any", "32, 64, 80, 96, 128, 160, 192, 224, 256",
         "semantics §6: inherits ROCM_ATTN's head sizes"),
     (STANDARD, "`TRITON_ATTN`", "", "Head Sizes"): ("Any", "≥32", "settled-facts: TRITON_ATTN requires head_size >= 32"),
     (MLA, "`CUTLASS_MLA`", "", "Block Sizes"): ("128", "%128", _BLOCKS),

@@ -156,9 +156,6 @@ def test_8_message_text_is_vllms():
     # vllm/v1/attention/backends/triton_attn.py _forward_encoder_attention
     (cuda("8.0", attn_type="encoder_only", kv_cache_dtype="fp8", backend="TRITON_ATTN"),
      "quantization is not supported for encoder attention"),
-    # vllm/platforms/cuda.py check_if_supports_dtype (the GPU worker, before the model loads)
-    (Config(gpu="V100", dtype="bfloat16"), "Bfloat16 is only supported on GPUs with compute capability of at "
-                                          "least 8.0. Your V100 GPU has compute capability 7.0."),
     # vllm/v1/worker/utils.py: ROCm TRITON_ATTN's kernels take multiples of 16
     (Config(platform="rocm", dtype="bfloat16", block_size=8), "No common block size for 8. "),
 ])
