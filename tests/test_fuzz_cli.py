@@ -68,10 +68,12 @@ def test_select_agrees_with_the_oracle(q):
     if ans.error is not None:
         assert code == 2, (code, err)
         return
-    assert code == (0 if ans.backend is not None else 1), (code, ans.backend, err)
     env = json.loads(out)
+    # the oracle models the selector; vLLM's start-up failures (Selection.startup_error) exit 1 with the selection
+    startup = env["result"].get("startup_error")
+    assert code == (0 if ans.backend is not None and not startup else 1), (code, ans.backend, err)
     assert env["exit_code"] == code and env["command"] == "select"
-    if code == 0:
+    if ans.backend is not None:
         assert env["result"]["selected"] == ans.backend
 
 
