@@ -1,0 +1,37 @@
+"""attnsolve's answer for an Item, through its public API only (solve, Config, the errors)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from attnsolve import Config, ConfigError, InvalidBackendError, NoValidBackendError, solve
+
+ROLE_OF_MODE = {"selector": None, "startup": None, "mla_prefill": "mla_prefill"}
+
+
+def vllm_part(message: str) -> str:
+    """The vLLM part of an attnsolve error message: its first line (explanations follow)."""
+    return message.split("\n", 1)[0]
+
+
+def answer(cfg: Mapping[str, Any], mode: str) -> dict[str, Any]:
+    """{ok, backend, variant, rejected, warnings, preferred_block_size} or {ok: False, kind, error, reasons}."""
+    try:
+        config = Config(**dict(cfg))
+    except ConfigError as e:
+        kind = "unknown_backend" if e.field == "backend" else "config_error"
+        return {"ok": False, "kind": kind, "error": str(e), "field": e.field}
+    role = ROLE_OF_MODE[mode]
+    try:
+        s = solve(config, role=role) if role else solve(config)
+    except InvalidBackendError as e:
+        return {"ok": False, "kind": "invalid_backend", "error": vllm_part(str(e)),
+                "reasons": {k: list(v) for k, v in e.reasons.items()}}
+    except NoValidBackendError as e:
+        return {"ok": False, "kind": "no_valid", "error": vllm_part(str(e)),
+                "reasons": {k: list(v) for k, v in e.reasons.items()}}
+    except ConfigError as e:
+        return {"ok": False, "kind": "config_error", "error": str(e), "field": e.field}
+    return {"ok": True, "backend": s.backend, "variant": s.variant,
+            "rejected": {r.backend: list(r.reasons) for r in s.rejected}, "warnings": list(s.warnings),
+            "preferred_block_size": s.preferred_block_size}
