@@ -14,8 +14,20 @@ def vllm_part(message: str) -> str:
     return message.split("\n", 1)[0]
 
 
+def kind_of(text: str) -> str:
+    """The error kind of a vLLM text, as the worker classifies vLLM's ValueErrors."""
+    if text.startswith("Selected backend"):
+        return "invalid_backend"
+    if text.startswith("No valid attention backend"):
+        return "no_valid"
+    return "startup"
+
+
 def answer(cfg: Mapping[str, Any], mode: str) -> dict[str, Any]:
-    """{ok, backend, variant, rejected, warnings, preferred_block_size} or {ok: False, kind, error, reasons}."""
+    """{ok, backend, variant, rejected, warnings, preferred_block_size, startup_error} or
+    {ok: False, kind, error, reasons}.  In startup mode a start-up failure attnsolve predicts
+    (Selection.startup_error / the error's startup_error, where the rules provide it) is the
+    answer: vLLM's start-up raises it."""
     try:
         config = Config(**dict(cfg))
     except ConfigError as e:
@@ -24,14 +36,20 @@ def answer(cfg: Mapping[str, Any], mode: str) -> dict[str, Any]:
     role = ROLE_OF_MODE[mode]
     try:
         s = solve(config, role=role) if role else solve(config)
-    except InvalidBackendError as e:
-        return {"ok": False, "kind": "invalid_backend", "error": vllm_part(str(e)),
-                "reasons": {k: list(v) for k, v in e.reasons.items()}}
-    except NoValidBackendError as e:
+    except (InvalidBackendError, NoValidBackendError) as e:
+        startup = getattr(e, "startup_error", None)
+        if mode == "startup" and startup and vllm_part(str(e)) != startup:
+            return {"ok": False, "kind": kind_of(startup), "error": startup, "reasons": {}, "startup": True}
+        if isinstance(e, InvalidBackendError):
+            return {"ok": False, "kind": "invalid_backend", "error": vllm_part(str(e)),
+                    "reasons": {k: list(v) for k, v in e.reasons.items()}}
         return {"ok": False, "kind": "no_valid", "error": vllm_part(str(e)),
                 "reasons": {k: list(v) for k, v in e.reasons.items()}}
     except ConfigError as e:
         return {"ok": False, "kind": "config_error", "error": str(e), "field": e.field}
+    startup = getattr(s, "startup_error", None)
+    if mode == "startup" and startup:
+        return {"ok": False, "kind": kind_of(startup), "error": startup, "reasons": {}, "startup": True}
     return {"ok": True, "backend": s.backend, "variant": s.variant,
             "rejected": {r.backend: list(r.reasons) for r in s.rejected}, "warnings": list(s.warnings),
-            "preferred_block_size": s.preferred_block_size}
+            "preferred_block_size": s.preferred_block_size, "startup_error": startup}

@@ -107,7 +107,10 @@ def compare(mode: str, platform: str, v: Mapping[str, Any], a: Mapping[str, Any]
     checks: list[Check] = []
     ov, oa = outcome_of(v), outcome_of(a)
     if not same_outcome(ov, oa):
-        return [Check("outcome", False, f"outcome vllm={ov} attnsolve={oa}", v.get("error") or ov,
+        # a start-up failure is named by its text: each is its own class
+        tail = f" ({str(a.get('error', ''))[:70]})" if oa == "ERR:startup" else \
+            f" ({str(v.get('error', ''))[:70]})" if ov.startswith("ERR:") and ov[4:] not in _ERROR_KINDS else ""
+        return [Check("outcome", False, f"outcome vllm={ov} attnsolve={oa}{tail}", v.get("error") or ov,
                       a.get("error") or oa)]
     checks.append(Check("outcome", True))
     if v.get("ok"):
