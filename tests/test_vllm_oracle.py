@@ -219,3 +219,18 @@ def test_cli_profiles_and_bad_arguments(capsys: pytest.CaptureFixture[str]) -> N
     assert e.value.code == 2
     assert cli.main(["--vllm", "0.99.0"]) == 2
     assert "Invalid vLLM version" in capsys.readouterr().err
+
+
+def test_vllm_answers_are_reused_from_the_cache(tmp_path: Path) -> None:
+    from tools.vllm_oracle.runner import _question, answer_cache, run_vllm
+
+    items = generate(D, n_random=0, sample=12, platforms=("cuda",), modes=("selector",))
+    cache = answer_cache(tmp_path, "0.17.0")
+    assert cache.parent == tmp_path / "answers" and cache.name.startswith("0.17.0-")
+    cache.parent.mkdir(parents=True)
+    cache.write_text("".join(json.dumps([_question(it), {"ok": True, "backend": f"B{n}"}]) + "\n"
+                             for n, it in enumerate(items)))
+    # every answer is cached: no vLLM process is started (the python path does not exist)
+    got = run_vllm(tmp_path / "no-python", "0.17.0", items, workdir=tmp_path, cache=cache, log=False)
+    assert [got[it.id]["backend"] for it in items] == [f"B{n}" for n in range(len(items))]
+    assert all(got[it.id]["id"] == it.id for it in items)

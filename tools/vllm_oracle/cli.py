@@ -19,7 +19,7 @@ from .configs import MODES, PLATFORMS, Domains, Item, generate
 from .known import explain, load_known
 from .provision import cache_dir, ensure_venv
 from .report import Tally, render, write
-from .runner import REPO, run_attnsolve, run_vllm
+from .runner import REPO, answer_cache, run_attnsolve, run_vllm
 from .shrink import candidates, distance, group
 from .versions import load_version
 
@@ -42,6 +42,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--python", type=Path, help="use this vLLM venv python instead of provisioning one")
     ap.add_argument("--jobs", type=int, default=2, help="vLLM worker processes at a time (default 2)")
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--no-cache", action="store_true",
+                    help="ask vLLM again even where <cache>/answers/ holds its answer to the same question")
     ap.add_argument("--shrink-rounds", type=int, default=None,
                     help="rounds of minimal-example shrinking, each one more vLLM run (default 2; ci profile 0: the "
                          "smallest member of each class is its example)")
@@ -147,7 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = a.out or cache_dir() / "runs" / a.vllm
     out.mkdir(parents=True, exist_ok=True)
     t = time.time()
-    V = run_vllm(python, a.vllm, items, jobs=a.jobs, workdir=out)
+    V = run_vllm(python, a.vllm, items, jobs=a.jobs, workdir=out,
+                 cache=None if a.no_cache else answer_cache(cache_dir(), a.vllm))
     A = run_attnsolve(items)
     tally, records = _evaluate(a.vllm, items, V, A, known)
     classes = group(records)

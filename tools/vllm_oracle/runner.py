@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -57,18 +58,52 @@ def _run_chunk(python: Path, version: str, chunk: list[Item], workdir: Path, nic
     return res
 
 
+def _question(it: Item) -> str:
+    return json.dumps({"mode": it.mode, "platform": it.platform, "cfg": dict(it.cfg)}, sort_keys=True)
+
+
+def answer_cache(root: Path, version: str) -> Path:
+    """Where vLLM's answers are memoised: per version and per version of the vLLM-side code
+    (a change to vllm_side/ or versions.toml starts a new file)."""
+    here = Path(__file__).parent
+    digest = hashlib.sha256()
+    for p in sorted([*here.joinpath("vllm_side").glob("*.py"), here / "versions.toml"]):
+        digest.update(p.read_bytes())
+    return root / "answers" / f"{version}-{digest.hexdigest()[:12]}.jsonl"
+
+
 def run_vllm(python: Path, version: str, items: Sequence[Item], *, jobs: int = 2, workdir: Path,
-             nice: bool = True, log: bool = True) -> dict[str, dict[str, Any]]:
-    """vLLM's answers by item id; chunks run `jobs` at a time, one booted process each."""
-    chunks = _chunks(items, jobs)
-    t = time.time()
+             nice: bool = True, log: bool = True, cache: Path | None = None) -> dict[str, dict[str, Any]]:
+    """vLLM's answers by item id; chunks run `jobs` at a time, one booted process each.  With
+    `cache`, answers already there are reused (vLLM's answer is a function of the question) and
+    new ones appended."""
+    known: dict[str, dict[str, Any]] = {}
+    if cache is not None and cache.exists():
+        with cache.open() as f:
+            for line in f:
+                q, a = json.loads(line)
+                known[q] = a
     out: dict[str, dict[str, Any]] = {}
+    todo = []
+    for it in items:
+        hit = known.get(_question(it))
+        if hit is not None:
+            out[it.id] = dict(hit, id=it.id)
+        else:
+            todo.append(it)
+    chunks = _chunks(todo, jobs) if todo else []
+    t = time.time()
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as ex:
         for res in ex.map(lambda c: _run_chunk(python, version, c, workdir, nice), chunks):
             out.update(res)
+    if cache is not None and todo:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with cache.open("a") as f:
+            for it in todo:
+                f.write(json.dumps([_question(it), out[it.id]]) + "\n")
     if log:
-        print(f"vLLM {version}: {len(items)} configs in {len(chunks)} processes, {time.time() - t:.0f}s",
-              file=sys.stderr, flush=True)
+        print(f"vLLM {version}: {len(items)} configs ({len(items) - len(todo)} cached) in {len(chunks)} processes, "
+              f"{time.time() - t:.0f}s", file=sys.stderr, flush=True)
     return out
 
 
