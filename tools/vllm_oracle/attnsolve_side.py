@@ -28,7 +28,7 @@ def kind_of(text: str) -> str:
         return "invalid_backend"
     if text.startswith("No valid attention backend"):
         return "no_valid"
-    return "startup"
+    return "startup"  # another refusal: error vs error, the message decides
 
 
 def answer(cfg: Mapping[str, Any], mode: str) -> dict[str, Any]:

@@ -52,8 +52,8 @@ def same_outcome(ov: str, oa: str) -> bool:
 
 
 def vllm_variant(v: Mapping[str, Any]) -> str | None:
-    if "fa_version" in v:
-        return FA_VARIANT.get(v["fa_version"], None if v["fa_version"] is None else str(v["fa_version"]))
+    if "fa_version" in v:  # None: vLLM detects no FA version (the layer fails later) -> variant NONE
+        return FA_VARIANT.get(v["fa_version"], "NONE" if v["fa_version"] is None else str(v["fa_version"]))
     if "trtllm" in v:
         return "TRTLLM" if v["trtllm"] else "NATIVE"
     return None
@@ -131,7 +131,7 @@ def compare(mode: str, platform: str, v: Mapping[str, Any], a: Mapping[str, Any]
             vb, ab = v.get("startup_block_size"), a.get("preferred_block_size")
             checks.append(Check("block_size", vb == ab, f"block_size {ov} vllm={vb} attnsolve={ab}", vb, ab))
     else:
-        if platform == "cuda" and "reasons" in v and oa in ("ERR:no_valid", "ERR:invalid_backend"):
+        if platform == "cuda" and "reasons" in v and oa in ("ERR:no_valid", "ERR:invalid_backend") and not a.get("startup"):
             vr, ar = dict(v.get("reasons") or {}), dict(a.get("reasons") or {})
             checks.append(Check("reasons", vr == ar, "reasons " + "; ".join(reason_diff(vr, ar)), vr, ar))
         vmsg, amsg = str(v.get("error", "")), str(a.get("error", ""))

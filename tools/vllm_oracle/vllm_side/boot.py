@@ -153,7 +153,7 @@ def _boot_cuda(data: VersionData) -> Any:
     _mark("cuda.get_device_capability", data)
     torch.cuda.get_device_capability = lambda device=None: (_cc[0], _cc[1])
     _mark("cuda.torch_device_capability", data)
-    cls.get_device_name = classmethod(lambda klass, device_id=0: f"FakeGPU-sm{_cc[0]}{_cc[1]}")
+    cls.get_device_name = classmethod(lambda klass, device_id=0: "CUDA")
     _mark("cuda.get_device_name", data)
     cls.num_compute_units = classmethod(lambda klass, device_id=0: 132)
     _mark("cuda.num_compute_units", data)

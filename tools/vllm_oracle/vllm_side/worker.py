@@ -56,6 +56,16 @@ class ModelFacts(types.SimpleNamespace):
         return None
 
 
+def error_kind(text: str) -> str:
+    """vLLM's ValueErrors by their text: a requested backend that is invalid, no valid backend,
+    or another refusal (ROCm/CPU decision trees, start-up checks)."""
+    if text.startswith("Selected backend"):
+        return "invalid_backend"
+    if text.startswith("No valid attention backend"):
+        return "no_valid"
+    return "ValueError"
+
+
 def _cc(v: Any) -> tuple[int, int]:
     a, _, b = str(v).partition(".")
     return int(a), int(b or 0)
@@ -180,6 +190,13 @@ class Oracle:
             out["startup_backend"] = be.name if be is not None else None
             out["startup_block_size"] = vc.cache_config.block_size
             block = vc.cache_config.block_size
+            # the worker's device check (before any attention layer asks for a backend)
+            if hasattr(self.cls, "check_if_supports_dtype"):
+                boot._mark("cuda.check_if_supports_dtype", self.data)
+                try:
+                    self.cls.check_if_supports_dtype(self.dtypes[cfg.get("dtype") or "bfloat16"])
+                except ValueError as e:
+                    return {**out, "ok": False, "kind": error_kind(str(e)), "error": str(e)}
         use_mla = bool(cfg.get("use_mla"))
         sel_cfg = self._selector_config(cfg, block)
         with self.C.set_current_vllm_config(vc):
@@ -201,7 +218,7 @@ class Oracle:
             if self.platform == "cuda":
                 self._cuda_details(out, vc, sel_cfg, cfg)
             elif not out["ok"]:
-                out["kind"] = "invalid_backend" if "Selected backend" in out["error"] else "no_valid"
+                out["kind"] = error_kind(out["error"])
         return out
 
     def _enum_name(self, bc: Any) -> str:
