@@ -50,7 +50,13 @@ def _run_chunk(python: Path, version: str, chunk: list[Item], workdir: Path, nic
     env.pop("ATTNSOLVE_RULES", None)
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if proc.returncode != 0 or not Path(dst).exists():
-        raise RuntimeError(f"vLLM worker ({platform} {arch}) failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+        # the whole process failed (usually vLLM's import on this platform): every config in it is
+        # a crash of the vLLM side, reported as such rather than dropped
+        last = proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+        print(f"vLLM worker ({platform} {arch}) failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}",
+              file=sys.stderr, flush=True)
+        os.unlink(src)
+        return {it.id: {"id": it.id, "ok": False, "kind": "worker_failed", "error": last[0]} for it in chunk}
     with open(dst) as f:
         res = {r["id"]: r for r in map(json.loads, f)}
     os.unlink(src)

@@ -184,6 +184,10 @@ def _boot_rocm(data: VersionData, arch: str) -> Any:
         "amdsmi_get_processor_handles": lambda *a, **k: ["dev0"],
         "amdsmi_get_gpu_asic_info": lambda *a, **k: dict(info),
         "amdsmi_topo_get_link_type": lambda *a, **k: {"type": 0},
+        "amdsmi_topo_get_numa_node_number": lambda *a, **k: 0,
+        "amdsmi_get_gpu_device_uuid": lambda *a, **k: "00000000-0000-0000-0000-000000000000",
+        "amdsmi_get_gpu_memory_total": lambda *a, **k: 192 << 30,
+        "AmdSmiMemoryType": types.SimpleNamespace(VRAM=0, VIS_VRAM=1, GTT=2),
         "AmdSmiException": type("AmdSmiException", (Exception,), {}),
     }
     for k, v in attrs.items():
