@@ -89,9 +89,13 @@ def ensure_venv(data: VersionData, root: Path | None = None) -> Path:
         _run(pip + [f"torch=={data.torch}", "--index-url", TORCH_CPU_INDEX])
     _run(pip + ["--no-deps", str(whl)])
     _run(pip + list(data.deps))
-    check = subprocess.run([str(py), "-c", "import torch, vllm, transformers; print(vllm.__version__)"],
-                           capture_output=True, text=True)
+    # the real check: boot vLLM's CUDA platform with the stubs and import every backend
+    repo = Path(__file__).resolve().parents[2]
+    check = subprocess.run([str(py), "-m", "tools.vllm_oracle.vllm_side.worker", "--vllm", data.version,
+                            "--platform", "cuda", "--patches"], capture_output=True, text=True, cwd=repo,
+                           env={**os.environ, "PYTHONPATH": str(repo)})
     if check.returncode != 0:
-        raise RuntimeError(f"venv {venv}: import vllm failed:\n{check.stderr[-3000:]}")
-    marker.write_text(check.stdout)
+        raise RuntimeError(f"venv {venv}: vLLM {data.version} does not boot (a package import needs is "
+                           f"missing from versions.toml?):\n{check.stderr[-3000:]}")
+    marker.write_text(check.stdout.strip().splitlines()[-1] + "\n")
     return py
