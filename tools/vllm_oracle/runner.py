@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 from .attnsolve_side import answer
 from .configs import Item
+from .versions import load_version
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -70,10 +71,10 @@ def _question(it: Item) -> str:
 
 def answer_cache(root: Path, version: str) -> Path:
     """Where vLLM's answers are memoised: per version and per version of the vLLM-side code
-    (a change to vllm_side/ or versions.toml starts a new file)."""
+    (a change to vllm_side/ or to this version's entry in versions.toml starts a new file)."""
     here = Path(__file__).parent
-    digest = hashlib.sha256()
-    for p in sorted([*here.joinpath("vllm_side").glob("*.py"), here / "versions.toml"]):
+    digest = hashlib.sha256(repr(load_version(version)).encode())
+    for p in sorted(here.joinpath("vllm_side").glob("*.py")):
         digest.update(p.read_bytes())
     return root / "answers" / f"{version}-{digest.hexdigest()[:12]}.jsonl"
 
