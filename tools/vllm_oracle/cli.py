@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .compare import Check, compare
+from .compare import compare
 from .configs import MODES, PLATFORMS, Domains, Item, generate
 from .known import explain, load_known
 from .provision import cache_dir, ensure_venv

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 MODES = ("selector", "startup", "mla_prefill")
@@ -37,7 +37,6 @@ class Domains:
     ccs: tuple[str, ...]
     grid_ccs: tuple[str, ...]
     backends: tuple[str, ...]
-    cuda_backends: tuple[str, ...] = field(default=())
 
     @classmethod
     def from_rules(cls) -> "Domains":
@@ -53,11 +52,10 @@ class Domains:
         prefill = {b for pl in rules.lists if _role(pl) == "mla_prefill" for b in _list_backends(pl)}
         # requestable backends: every backend except the MLA-prefill kernels (not vLLM backends)
         backends = tuple(sorted(b for b in rules.backends if b in decode or b not in prefill))
-        cuda_be = tuple(sorted({b for pl in rules.lists_for("cuda") for b in _list_backends(pl)}))
         return cls(dtypes=tuple(d["dtype"]), kv_cache_dtypes=tuple(d["kv_cache_dtype"]),
                    block_sizes=tuple(d["block_size"]), attn_types=tuple(d["attn_type"]),
                    flash_attn_versions=tuple(d["flash_attn_version"]), rocm_archs=tuple(d["rocm_arch"]),
-                   ccs=ordered, grid_ccs=grid, backends=backends, cuda_backends=cuda_be)
+                   ccs=ordered, grid_ccs=grid, backends=backends)
 
 
 def _role(pl: Any) -> str | None:
