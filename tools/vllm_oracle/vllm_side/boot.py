@@ -169,7 +169,8 @@ def _artifactory_offline(data: VersionData) -> None:
     def has_nvidia_artifactory() -> bool:
         return bool(fi.has_flashinfer_cubin())  # the network probe answers False: no route here
 
-    fi.has_nvidia_artifactory = functools.cache(has_nvidia_artifactory)
+    # not memoised: the cubin switch changes per config (a cache here would outlive it)
+    fi.has_nvidia_artifactory = has_nvidia_artifactory
     _mark("cuda.artifactory_offline", data)
 
 
