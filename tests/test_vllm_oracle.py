@@ -1,0 +1,237 @@
+"""The differential harness's pure parts (no vLLM needed): version data, config generation,
+comparison, grouping/shrinking, known differences, report."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import given, strategies as st
+
+from attnsolve import Config
+from tools.vllm_oracle import cli
+from tools.vllm_oracle.compare import compare, message_signature, same_outcome, vllm_rejected, vllm_variant
+from tools.vllm_oracle.configs import MODES, PLATFORMS, Domains, generate, random_cpu, random_cuda, random_mla_prefill, random_rocm
+from tools.vllm_oracle.known import Known, load_known
+from tools.vllm_oracle.report import Tally, render, write
+from tools.vllm_oracle.shrink import candidates, distance, group
+from tools.vllm_oracle.versions import known_versions, load_version, version_key
+
+PKG = Path(__file__).resolve().parents[1] / "tools" / "vllm_oracle"
+D = Domains.from_rules()
+
+
+# -- version data ------------------------------------------------------------------------------
+def test_version_key_and_inherit() -> None:
+    assert version_key("0.17.0") == "0.17" and version_key("0.33.1") == "0.33"
+    v17, v33 = load_version("0.17.0"), load_version("0.33.0")
+    assert "vllm._C" in v17.stub_modules and "vllm._C" in v33.stub_modules  # inherited
+    assert "vllm._deepselect_C" in v33.stub_modules and "vllm._deepselect_C" not in v17.stub_modules
+    assert any(d.startswith("transformers<5") for d in v17.deps)
+    assert any(d.startswith("transformers>=5") for d in v33.deps)
+    assert {"0.17", "0.33"} <= set(known_versions())
+
+
+def test_unknown_version_names_known_ones() -> None:
+    with pytest.raises(ValueError, match=r"0\.99.*Known: 0\.17, 0\.33"):
+        load_version("0.99.0")
+    with pytest.raises(ValueError, match="Invalid vLLM version"):
+        version_key("latest")
+
+
+def test_every_patch_applied_in_code_is_listed_and_every_listed_one_is_applied() -> None:
+    """The --patches list and the code cannot drift: ids marked in vllm_side == ids in versions.toml."""
+    src = "".join(p.read_text() for p in (PKG / "vllm_side").glob("*.py"))
+    marked = set(re.findall(r'_mark\("([^"]+)"', src))
+    listed = set(load_version("0.17.0").patches)
+    assert marked == listed
+    for why in load_version("0.33.0").patch_lines():
+        assert ": " in why and len(why.split(": ", 1)[1]) > 10  # each entry says why
+
+
+# -- configs -----------------------------------------------------------------------------------
+def test_domains_come_from_the_rules() -> None:
+    from attnsolve import load_rules
+
+    rules = load_rules()
+    assert D.kv_cache_dtypes == tuple(rules.domains["kv_cache_dtype"])
+    assert D.rocm_archs == tuple(rules.domains["rocm_arch"])
+    assert set(rules.generations) <= set(D.ccs)
+    assert "FLASH_ATTN_PREFILL" not in D.backends and "FLASH_ATTN" in D.backends
+
+
+def test_generate_is_deterministic_and_filtered() -> None:
+    a = generate(D, n_random=40, sample=60, seed=7)
+    b = generate(D, n_random=40, sample=60, seed=7)
+    assert [i.to_json() for i in a] == [i.to_json() for i in b]
+    assert len({i.id for i in a}) == len(a)
+    assert {i.platform for i in a} == set(PLATFORMS) and {i.mode for i in a} == set(MODES)
+    assert {i.cfg.get("rocm_arch") for i in a if i.platform == "rocm"} >= set(D.rocm_archs)
+    only = generate(D, n_random=20, sample=30, platforms=("cpu",), modes=("selector",))
+    assert only and {(i.platform, i.mode) for i in only} == {("cpu", "selector")}
+
+
+def test_every_grid_sample_config_is_a_valid_attnsolve_config() -> None:
+    for it in generate(D, n_random=0, sample=400):
+        Config(**dict(it.cfg))
+
+
+@given(st.integers(0, 2**32 - 1))
+def test_random_configs_are_valid_attnsolve_configs(seed: int) -> None:
+    rng = random.Random(seed)
+    for draw in (random_cuda, random_mla_prefill, random_rocm, random_cpu):
+        Config(**draw(D, rng))
+    Config(**random_cuda(D, rng, startup=True))
+
+
+# -- comparison --------------------------------------------------------------------------------
+OK_V = {"ok": True, "backend": "FLASH_ATTN", "fa_version": 3, "priority": ["FLASHINFER", "FLASH_ATTN", "TRITON_ATTN"],
+        "reasons": {"FLASHINFER": ["kv_cache_dtype not supported"], "TRITON_ATTN": ["x"]}, "warnings": [], "logged": []}
+OK_A = {"ok": True, "backend": "FLASH_ATTN", "variant": "FA3", "rejected": {"FLASHINFER": ["kv_cache_dtype not supported"]},
+        "warnings": [], "preferred_block_size": 16}
+
+
+def cats(checks: list) -> dict[str, bool]:
+    return {c.category: c.agree for c in checks}
+
+
+def test_agreeing_success() -> None:
+    assert cats(compare("selector", "cuda", OK_V, OK_A)) == {"outcome": True, "variant": True, "reasons": True,
+                                                             "warnings": True}
+    assert vllm_rejected(OK_V) == {"FLASHINFER": ["kv_cache_dtype not supported"]}  # only before the winner
+
+
+def test_variant_reasons_warnings_and_block_size_disagreements() -> None:
+    v = dict(OK_V, fa_version=4, warnings=["w1"], startup_block_size=64)
+    a = dict(OK_A, rejected={"FLASHINFER": ["kv_cache_dtype not supported", "block_size not supported"]},
+             warnings=["mine"])
+    got = {c.category: c for c in compare("startup", "cuda", v, a)}
+    assert not got["variant"].agree and "vllm=FA4 attnsolve=FA3" in got["variant"].signature
+    assert not got["reasons"].agree and "attnsolve-only=['block_size not supported']" in got["reasons"].signature
+    assert not got["warnings"].agree and "vllm-only=['w1'] attnsolve-only=['mine']" in got["warnings"].signature
+    assert not got["block_size"].agree and "vllm=64 attnsolve=16" in got["block_size"].signature
+
+
+def test_attnsolve_warning_that_vllm_logs_at_info_agrees() -> None:
+    v = dict(OK_V, logged=["Cannot use X backend on CPU."])
+    a = dict(OK_A, warnings=["Cannot use X backend on CPU."])
+    assert cats(compare("selector", "cuda", v, a))["warnings"]
+
+
+def test_variant_mapping() -> None:
+    assert vllm_variant({"fa_version": 2}) == "FA2" and vllm_variant({"fa_version": None}) == "NONE"
+    assert vllm_variant({"trtllm": True}) == "TRTLLM" and vllm_variant({"trtllm": False}) == "NATIVE"
+    assert vllm_variant({}) is None
+
+
+def test_errors_compare_kind_reasons_and_exact_message() -> None:
+    v = {"ok": False, "kind": "no_valid", "error": "No valid. Reasons: {A: [x]}.", "reasons": {"A": ["x"]}}
+    a = {"ok": False, "kind": "no_valid", "error": "No valid. Reasons: {A: [x]}.", "reasons": {"A": ["x"]}}
+    assert cats(compare("selector", "cuda", v, a)) == {"outcome": True, "reasons": True, "message": True}
+    bad = dict(a, error="No valid. Reasons: {A: ['x']}.")
+    got = {c.category: c for c in compare("selector", "cuda", v, bad)}
+    assert not got["message"].agree and "reasons quoted" in got["message"].signature
+    other = dict(a, kind="invalid_backend")
+    assert cats(compare("selector", "cuda", v, other)) == {"outcome": False}
+
+
+def test_error_vs_error_across_exception_types() -> None:
+    assert same_outcome("ERR:AssertionError", "ERR:no_valid")
+    assert same_outcome("ERR:RuntimeError", "ERR:invalid_backend")
+    assert same_outcome("ERR:ValueError", "ERR:invalid_backend")  # a ROCm/CPU refusal: the text decides
+    assert not same_outcome("ERR:no_valid", "ERR:invalid_backend")
+    assert not same_outcome("TRITON_ATTN", "ERR:no_valid")
+
+
+def test_message_signatures() -> None:
+    assert message_signature("Selected backend AttentionBackendEnum.X is bad", "Selected backend X is bad").startswith("backend names")
+    assert message_signature("with C(a). Reasons: {A: [x]}", "with Config(b). Reasons: {A: [x]}") == "config repr differs"
+    assert message_signature("abc", "xyz") == "text differs"
+
+
+# -- grouping and shrinking --------------------------------------------------------------------
+def record(cid: str, cfg: dict, sig: str = "s") -> dict:
+    return {"category": "outcome", "signature": sig, "item": {"id": cid, "category": "random", "mode": "selector",
+            "platform": cfg["platform"], "cfg": cfg}, "vllm": {"ok": True, "backend": "A"}, "attnsolve": {"ok": False}}
+
+
+def test_group_picks_the_smallest_member() -> None:
+    big = dict(platform="cuda", compute_capability="9.0", dtype="bfloat16", has_sink=True, block_size=16)
+    small = dict(platform="cuda", compute_capability="9.0", dtype="bfloat16", has_sink=True)
+    classes = group([record("b", big), record("a", small), record("c", small, sig="t")])
+    assert len(classes) == 2
+    k = classes[("outcome", "s")]
+    assert len(k.members) == 2 and k.example["item"]["id"] == "a"
+    assert distance(small) == 1 and distance(big) == 2
+
+
+def test_candidates_move_one_field_toward_the_defaults() -> None:
+    cfg = dict(platform="cuda", compute_capability="9.0", dtype="bfloat16", use_mla=True, use_sparse=True,
+               head_size=576, block_size=64, qk_nope_head_dim=128)
+    cs = candidates(cfg)
+    assert all(distance(c) < distance(cfg) for c in cs)
+    assert any("qk_nope_head_dim" not in c for c in cs)
+    assert any(c["block_size"] is None for c in cs)
+    assert all(c["use_mla"] or not c["use_sparse"] for c in cs)
+    for c in cs:
+        Config(**c)
+
+
+# -- known differences -------------------------------------------------------------------------
+def test_known_differences_file_loads_and_matches(tmp_path: Path) -> None:
+    load_known()  # the shipped file is well-formed
+    k = Known("x", "message", r"reasons quoted", "why", versions=("0.17",), platforms=("cuda",))
+    assert k.matches("message", "message ERR:no_valid reasons quoted", "0.17.0", "cuda", "selector")
+    assert not k.matches("message", "message ERR:no_valid reasons quoted", "0.33.0", "cuda", "selector")
+    assert not k.matches("reasons", "reasons quoted", "0.17.0", "cuda", "selector")
+    bad = tmp_path / "k.toml"
+    bad.write_text('[[difference]]\nid = "a"\ncategory = "message"\n')
+    with pytest.raises(ValueError, match="lacks match, cause"):
+        load_known(bad)
+
+
+# -- report and CLI ----------------------------------------------------------------------------
+def test_report_counts_and_files(tmp_path: Path) -> None:
+    items = generate(D, n_random=0, sample=30, platforms=("cuda",), modes=("selector",))
+    t = Tally()
+    t.add(items[0], compare("selector", "cuda", OK_V, OK_A), set())
+    t.add(items[1], compare("selector", "cuda", OK_V, dict(OK_A, variant="FA2")), set())
+    assert t.configs["all"] == 2 and t.configs_agree["all"] == 1
+    assert t.compared[("all", "variant")] == 2 and t.agree[("all", "variant")] == 1
+    classes = group([record("a", dict(items[1].cfg))])
+    text = render("0.17.0", t, classes)
+    assert "variant 1/2 (50.00%)" in text and "1 unexplained" in text and "minimal:" in text
+    write(tmp_path, "0.17.0", text, t, [record("a", dict(items[1].cfg))], classes)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["figures"]["all"]["variant"] == {"compared": 2, "agree": 1}
+    assert (tmp_path / "disagreements.jsonl").read_text().count("\n") == 1
+
+
+def test_cli_profiles_and_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    a = cli.parse(["--vllm", "0.17.0", "--profile", "ci"])
+    assert (a.n, a.sample, a.shrink_rounds) == (150, 300, 0)
+    a = cli.parse(["--vllm", "0.17.0"])
+    assert (a.n, a.sample, a.shrink_rounds) == (20000, None, 2)
+    with pytest.raises(SystemExit) as e:
+        cli.parse(["--vllm", "0.17.0", "--platform", "tpu"])
+    assert e.value.code == 2
+    assert cli.main(["--vllm", "0.99.0"]) == 2
+    assert "Invalid vLLM version" in capsys.readouterr().err
+
+
+def test_vllm_answers_are_reused_from_the_cache(tmp_path: Path) -> None:
+    from tools.vllm_oracle.runner import _question, answer_cache, run_vllm
+
+    items = generate(D, n_random=0, sample=12, platforms=("cuda",), modes=("selector",))
+    cache = answer_cache(tmp_path, "0.17.0")
+    assert cache.parent == tmp_path / "answers" and cache.name.startswith("0.17.0-")
+    cache.parent.mkdir(parents=True)
+    cache.write_text("".join(json.dumps([_question(it), {"ok": True, "backend": f"B{n}"}]) + "\n"
+                             for n, it in enumerate(items)))
+    # every answer is cached: no vLLM process is started (the python path does not exist)
+    got = run_vllm(tmp_path / "no-python", "0.17.0", items, workdir=tmp_path, cache=cache, log=False)
+    assert [got[it.id]["backend"] for it in items] == [f"B{n}" for n in range(len(items))]
+    assert all(got[it.id]["id"] == it.id for it in items)

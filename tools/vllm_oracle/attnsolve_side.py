@@ -1,0 +1,63 @@
+"""attnsolve's answer for an Item, through its public API only (solve, Config, the errors)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from attnsolve import Config, ConfigError, InvalidBackendError, NoValidBackendError, solve
+
+try:
+    # The same selection as solve() without the explanation solve() attaches to every failure
+    # (conflicts and fixes: ~0.3 s each, most of a 20,000-config run); the answer compared (backend,
+    # variant, reasons, vLLM's message, warnings, block size) is identical.
+    from attnsolve.selection import solve_uncached as _select
+except ImportError:  # pragma: no cover - an attnsolve without it: the public entry point
+    _select = solve
+
+ROLE_OF_MODE = {"selector": None, "startup": None, "mla_prefill": "mla_prefill"}
+
+
+def vllm_part(message: str) -> str:
+    """The vLLM part of an attnsolve error message: its first line (explanations follow)."""
+    return message.split("\n", 1)[0]
+
+
+def kind_of(text: str) -> str:
+    """The error kind of a vLLM text, as the worker classifies vLLM's ValueErrors."""
+    if text.startswith("Selected backend"):
+        return "invalid_backend"
+    if text.startswith("No valid attention backend"):
+        return "no_valid"
+    return "startup"  # another refusal: error vs error, the message decides
+
+
+def answer(cfg: Mapping[str, Any], mode: str) -> dict[str, Any]:
+    """{ok, backend, variant, rejected, warnings, preferred_block_size, startup_error} or
+    {ok: False, kind, error, reasons}.  In startup mode a start-up failure attnsolve predicts
+    (Selection.startup_error / the error's startup_error, where the rules provide it) is the
+    answer: vLLM's start-up raises it."""
+    try:
+        config = Config(**dict(cfg))
+    except ConfigError as e:
+        kind = "unknown_backend" if e.field == "backend" else "config_error"
+        return {"ok": False, "kind": kind, "error": str(e), "field": e.field}
+    role = ROLE_OF_MODE[mode]
+    try:
+        s = _select(config, role=role) if role else _select(config)
+    except (InvalidBackendError, NoValidBackendError) as e:
+        startup = getattr(e, "startup_error", None)
+        if mode == "startup" and startup and vllm_part(str(e)) != startup:
+            return {"ok": False, "kind": kind_of(startup), "error": startup, "reasons": {}, "startup": True}
+        if isinstance(e, InvalidBackendError):
+            return {"ok": False, "kind": "invalid_backend", "error": vllm_part(str(e)),
+                    "reasons": {k: list(v) for k, v in e.reasons.items()}}
+        return {"ok": False, "kind": "no_valid", "error": vllm_part(str(e)),
+                "reasons": {k: list(v) for k, v in e.reasons.items()}}
+    except ConfigError as e:
+        return {"ok": False, "kind": "config_error", "error": str(e), "field": e.field}
+    startup = getattr(s, "startup_error", None)
+    if mode == "startup" and startup:
+        return {"ok": False, "kind": kind_of(startup), "error": startup, "reasons": {}, "startup": True}
+    return {"ok": True, "backend": s.backend, "variant": s.variant,
+            "rejected": {r.backend: list(r.reasons) for r in s.rejected}, "warnings": list(s.warnings),
+            "preferred_block_size": s.preferred_block_size, "startup_error": startup}

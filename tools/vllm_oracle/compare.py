@@ -1,0 +1,139 @@
+"""Compare one vLLM answer with attnsolve's, per category (pure: no vLLM, no attnsolve).
+
+Categories (each compared only where both sides say something about it):
+  outcome     the selected backend, or the error kind (no_valid / invalid_backend / other)
+  variant     FLASH_ATTN and MLA prefill FA version, FLASHINFER TRT-LLM vs native
+  reasons     CUDA: each higher-priority backend that lost (success) or every backend (error),
+              with vLLM's reason strings, order included
+  message     errors: vLLM's exception text vs the vLLM part of attnsolve's message, exactly
+  warnings    successes: every WARNING vLLM logs while selecting is in Selection.warnings, and
+              every Selection.warnings entry is something vLLM logs (INFO or WARNING)
+  block_size  startup mode: the KV block size after the start-up hook vs preferred_block_size
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+CATEGORIES = ("outcome", "variant", "reasons", "message", "warnings", "block_size")
+FA_VARIANT = {2: "FA2", 3: "FA3", 4: "FA4"}
+_ERROR_KINDS = ("no_valid", "invalid_backend", "unknown_backend")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One category's verdict for one config; `signature` names the disagreement class."""
+
+    category: str
+    agree: bool
+    signature: str = ""
+    vllm: Any = None
+    attnsolve: Any = None
+
+
+def outcome_of(r: Mapping[str, Any]) -> str:
+    if r.get("ok"):
+        return str(r.get("backend"))
+    return "ERR:" + str(r.get("kind") or "error")
+
+
+def same_outcome(ov: str, oa: str) -> bool:
+    """Equal backends, or error vs error: the kinds must match only where both sides classify
+    it (vLLM's ValueError texts: no valid backend / selected backend invalid / unknown name);
+    vLLM's other exception types (RuntimeError, AssertionError...) have no attnsolve class, so
+    there the message comparison decides."""
+    if ov == oa:
+        return True
+    if not (ov.startswith("ERR:") and oa.startswith("ERR:")):
+        return False
+    kv, ka = ov[4:], oa[4:]
+    return not (kv in _ERROR_KINDS and ka in _ERROR_KINDS)
+
+
+def vllm_variant(v: Mapping[str, Any]) -> str | None:
+    if "fa_version" in v:  # None: vLLM detects no FA version (the layer fails later) -> variant NONE
+        return FA_VARIANT.get(v["fa_version"], "NONE" if v["fa_version"] is None else str(v["fa_version"]))
+    if "trtllm" in v:
+        return "TRTLLM" if v["trtllm"] else "NATIVE"
+    return None
+
+
+def vllm_rejected(v: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Higher-priority backends that lost, with vLLM's reasons (priority order up to the winner)."""
+    out: dict[str, list[str]] = {}
+    reasons = v.get("reasons") or {}
+    for b in v.get("priority") or []:
+        if b == v.get("backend"):
+            break
+        if b in reasons:
+            out[b] = list(reasons[b])
+    return out
+
+
+def reason_diff(vr: Mapping[str, list[str]], ar: Mapping[str, list[str]]) -> list[str]:
+    """Per backend: what only vLLM says, what only attnsolve says (or 'order')."""
+    diffs = []
+    for b in sorted(set(vr) | set(ar)):
+        x, y = vr.get(b), ar.get(b)
+        if x == y:
+            continue
+        if x is not None and y is not None and sorted(x) == sorted(y):
+            diffs.append(f"{b}: order")
+            continue
+        only_v = [r for r in (x or []) if r not in (y or [])]
+        only_a = [r for r in (y or []) if r not in (x or [])]
+        tag = " (absent in vllm)" if x is None else " (absent in attnsolve)" if y is None else ""
+        diffs.append(f"{b}: vllm-only={only_v} attnsolve-only={only_a}{tag}")
+    return diffs
+
+
+def message_signature(vmsg: str, amsg: str) -> str:
+    """Coarse class of a message difference: quoting, enum names, the config repr, or other."""
+    if vmsg.replace("AttentionBackendEnum.", "") == amsg.replace("AttentionBackendEnum.", ""):
+        return "backend names (AttentionBackendEnum.X vs X)"
+    if vmsg == amsg.replace("'", ""):
+        return "reasons quoted"
+    vi, ai = vmsg.find("Reasons: "), amsg.find("Reasons: ")
+    if vi >= 0 and ai >= 0 and vmsg[vi:] == amsg[ai:]:
+        return "config repr differs"
+    if vi >= 0 and ai >= 0 and vmsg[vi:] == amsg[ai:].replace("'", ""):
+        return "config repr differs; reasons quoted"
+    return "text differs"
+
+
+def compare(mode: str, platform: str, v: Mapping[str, Any], a: Mapping[str, Any]) -> list[Check]:
+    """Every category that applies to this pair, agreeing or not."""
+    checks: list[Check] = []
+    ov, oa = outcome_of(v), outcome_of(a)
+    if not same_outcome(ov, oa):
+        # a start-up failure is named by its text: each is its own class
+        tail = f" ({str(a.get('error', ''))[:70]})" if oa == "ERR:startup" else \
+            f" ({str(v.get('error', ''))[:70]})" if ov.startswith("ERR:") and ov[4:] not in _ERROR_KINDS else ""
+        return [Check("outcome", False, f"outcome vllm={ov} attnsolve={oa}{tail}", v.get("error") or ov,
+                      a.get("error") or oa)]
+    checks.append(Check("outcome", True))
+    if v.get("ok"):
+        if "fa_version" in v or "trtllm" in v:
+            want, got = vllm_variant(v), a.get("variant")
+            checks.append(Check("variant", want == got, f"variant {ov} vllm={want} attnsolve={got}", want, got))
+        if platform == "cuda" and mode != "mla_prefill" and "reasons" in v:
+            vr, ar = vllm_rejected(v), dict(a.get("rejected") or {})
+            checks.append(Check("reasons", vr == ar, "reasons " + "; ".join(reason_diff(vr, ar)), vr, ar))
+        if "warnings" in v:
+            vw, aw = sorted(set(v.get("warnings") or [])), sorted(set(a.get("warnings") or []))
+            logged = set(vw) | set(v.get("logged") or [])
+            missing = [w for w in vw if w not in aw]       # vLLM warned, attnsolve did not
+            extra = [w for w in aw if w not in logged]     # attnsolve warns what vLLM never logs
+            checks.append(Check("warnings", not missing and not extra,
+                                f"warnings vllm-only={missing} attnsolve-only={extra}", vw, aw))
+        if mode == "startup" and "startup_block_size" in v:
+            vb, ab = v.get("startup_block_size"), a.get("preferred_block_size")
+            checks.append(Check("block_size", vb == ab, f"block_size {ov} vllm={vb} attnsolve={ab}", vb, ab))
+    else:
+        if platform == "cuda" and "reasons" in v and oa in ("ERR:no_valid", "ERR:invalid_backend") and not a.get("startup"):
+            vr, ar = dict(v.get("reasons") or {}), dict(a.get("reasons") or {})
+            checks.append(Check("reasons", vr == ar, "reasons " + "; ".join(reason_diff(vr, ar)), vr, ar))
+        vmsg, amsg = str(v.get("error", "")), str(a.get("error", ""))
+        checks.append(Check("message", vmsg == amsg, f"message {oa} {message_signature(vmsg, amsg)}", vmsg, amsg))
+    return checks

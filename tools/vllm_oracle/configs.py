@@ -1,0 +1,326 @@
+"""Generated configurations: grids plus random draws from attnsolve's rule-set domains.
+
+An `Item` is one question for both sides: which vLLM entry point (mode), on which platform
+process (platform, ROCm arch), for which attnsolve Config fields (cfg).  Domains (dtypes, KV
+dtypes, block sizes, attention types, FA versions, ROCm archs, GPU generations, backend names)
+are read from the rules through `attnsolve.load_rules()`; only head sizes (an infinite domain)
+and the MLA model dimensions are listed here.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+MODES = ("selector", "startup", "mla_prefill")
+PLATFORMS = ("cuda", "rocm", "cpu")
+# head sizes: a common set plus odd ones (the rules express head sizes as predicates)
+HEADS = (64, 80, 96, 128, 256)
+WIDE_HEADS = (32, 40, 64, 72, 80, 96, 100, 112, 128, 160, 192, 256, 512, 576)
+# (qk_nope_head_dim, qk_rope_head_dim, v_head_dim) of MLA models: DeepSeek-V3 and smaller variants
+MLA_DIMS = ((128, 64, 128), (64, 64, 64), (128, 64, 64))
+NUM_HEADS = (None, 1, 8, 16, 32, 64, 128)
+
+
+@dataclass(frozen=True)
+class Domains:
+    """The value sets configs are drawn from (from the rule set)."""
+
+    dtypes: tuple[str, ...]
+    kv_cache_dtypes: tuple[str, ...]
+    block_sizes: tuple[int, ...]
+    attn_types: tuple[str, ...]
+    flash_attn_versions: tuple[int, ...]
+    rocm_archs: tuple[str, ...]
+    ccs: tuple[str, ...]
+    grid_ccs: tuple[str, ...]
+    backends: tuple[str, ...]
+
+    @classmethod
+    def from_rules(cls) -> "Domains":
+        from attnsolve import load_rules
+
+        rules = load_rules()
+        d = rules.domains
+        ccs = {str(v["compute_capability"]) for v in rules.gpus.values() if "compute_capability" in v}
+        ccs |= set(rules.generations)
+        ordered = tuple(sorted(ccs, key=lambda s: tuple(int(x) for x in s.split("."))))
+        grid = tuple(c for c in ordered if c in ("7.5", "8.0", "8.6", "8.9", "9.0", "10.0", "12.0")) or ordered
+        decode = {b for pl in rules.lists if _role(pl) != "mla_prefill" for b in _list_backends(pl)}
+        prefill = {b for pl in rules.lists if _role(pl) == "mla_prefill" for b in _list_backends(pl)}
+        # requestable backends: every backend except the MLA-prefill kernels (not vLLM backends)
+        backends = tuple(sorted(b for b in rules.backends if b in decode or b not in prefill))
+        return cls(dtypes=tuple(d["dtype"]), kv_cache_dtypes=tuple(d["kv_cache_dtype"]),
+                   block_sizes=tuple(d["block_size"]), attn_types=tuple(d["attn_type"]),
+                   flash_attn_versions=tuple(d["flash_attn_version"]), rocm_archs=tuple(d["rocm_arch"]),
+                   ccs=ordered, grid_ccs=grid, backends=backends)
+
+
+def _role(pl: Any) -> str | None:
+    for lit in getattr(pl, "when", ()):
+        if getattr(lit, "field", None) == "role":
+            return getattr(lit.pred, "eq", None)
+    return None
+
+
+def _list_backends(pl: Any) -> tuple[str, ...]:
+    for name in ("backends", "order", "entries"):
+        v = getattr(pl, name, None)
+        if isinstance(v, (tuple, list)):
+            return tuple(x if isinstance(x, str) else getattr(x, "backend", str(x)) for x in v)
+    return ()
+
+
+@dataclass(frozen=True)
+class Item:
+    """One configuration for both sides."""
+
+    id: str
+    category: str
+    mode: str
+    platform: str
+    cfg: Mapping[str, Any]
+
+    @property
+    def process(self) -> tuple[str, str]:
+        """(platform, rocm arch): configs sharing it run in one vLLM process."""
+        return (self.platform, str(self.cfg.get("rocm_arch") or "") if self.platform == "rocm" else "")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "category": self.category, "mode": self.mode, "platform": self.platform,
+                "cfg": dict(self.cfg)}
+
+
+def base(platform: str = "cuda", **kw: Any) -> dict[str, Any]:
+    d: dict[str, Any] = dict(platform=platform, dtype="bfloat16", kv_cache_dtype="auto", block_size=None,
+                             head_size=128, use_mla=False, use_sparse=False, has_sink=False, use_mm_prefix=False,
+                             attn_type="decoder", num_heads=None, backend=None)
+    if platform == "cuda":
+        d["compute_capability"] = "9.0"
+    d.update(kw)
+    return d
+
+
+# -- grids -------------------------------------------------------------------------------------
+def grid_standard(D: Domains) -> Iterator[dict[str, Any]]:
+    blocks = (None, 16, 32, 64, 128)
+    kvs = tuple(k for k in D.kv_cache_dtypes if k not in ("fp8_inc", "fp8_ds_mla"))
+    for cc, dt, kv, bs, hs in itertools.product(D.grid_ccs, D.dtypes, kvs, blocks, HEADS):
+        yield base(compute_capability=cc, dtype=dt, kv_cache_dtype=kv, block_size=bs, head_size=hs)
+
+
+def grid_mla(D: Domains) -> Iterator[dict[str, Any]]:
+    kvs = tuple(k for k in D.kv_cache_dtypes if k != "fp8_inc")
+    for cc, dt, kv, bs, sp, nh in itertools.product(D.grid_ccs, D.dtypes, kvs, (None, 16, 32, 64, 128),
+                                                    (False, True), (None, 16, 128)):
+        yield base(compute_capability=cc, dtype=dt, kv_cache_dtype=kv, block_size=bs, head_size=576,
+                   use_mla=True, use_sparse=sp, num_heads=nh)
+
+
+def grid_features(D: Domains) -> Iterator[dict[str, Any]]:
+    kvs = tuple(k for k in D.kv_cache_dtypes if k not in ("fp8_inc", "fp8_ds_mla"))
+    for cc, dt, kv, hs in itertools.product(D.grid_ccs, D.dtypes, kvs, HEADS):
+        yield base(compute_capability=cc, dtype=dt, kv_cache_dtype=kv, head_size=hs, has_sink=True)
+        yield base(compute_capability=cc, dtype=dt, kv_cache_dtype=kv, head_size=hs, use_mm_prefix=True)
+        for at in D.attn_types:
+            if at != "decoder":
+                yield base(compute_capability=cc, dtype=dt, kv_cache_dtype=kv, head_size=hs, attn_type=at)
+
+
+def grid_requested(D: Domains, seed: int = 99) -> Iterator[dict[str, Any]]:
+    """Every backend requested on home configs of each generation and on a random sample."""
+    rng = random.Random(seed)
+    samples = []
+    for cc in D.grid_ccs:
+        samples += [base(compute_capability=cc), base(compute_capability=cc, use_mla=True, head_size=576),
+                    base(compute_capability=cc, use_mla=True, use_sparse=True, head_size=576)]
+    for _ in range(60):
+        mla = rng.random() < 0.4
+        samples.append(base(compute_capability=rng.choice(D.grid_ccs), dtype=rng.choice(D.dtypes),
+                            kv_cache_dtype=rng.choice(D.kv_cache_dtypes[:5]), head_size=576 if mla else rng.choice(HEADS),
+                            use_mla=mla, use_sparse=mla and rng.random() < 0.4, has_sink=rng.random() < 0.2,
+                            block_size=rng.choice((None, 16, 32, 64, 128))))
+    for s in samples:
+        for b in D.backends:
+            yield dict(s, backend=b)
+
+
+def grid_startup(D: Domains) -> Iterator[dict[str, Any]]:
+    """MLA with model facts (start-up forces backends and block sizes from them)."""
+    kvs = tuple(k for k in D.kv_cache_dtypes if k != "fp8_inc")
+    for cc, dt, kv, sp, qk, bs, nh in itertools.product(D.grid_ccs, D.dtypes, kvs, (False, True), (128, 64),
+                                                        (None, 16, 64), (None, 16, 128)):
+        dims = next(m for m in MLA_DIMS if m[0] == qk)
+        d = base(compute_capability=cc, dtype=dt, kv_cache_dtype=kv, block_size=bs, head_size=576, use_mla=True,
+                 use_sparse=sp, num_heads=nh, qk_nope_head_dim=dims[0], qk_rope_head_dim=dims[1], v_head_dim=dims[2])
+        if sp:
+            d["index_topk"] = 2048
+        yield d
+    for cc, dt, kv, hs in itertools.product(D.grid_ccs, D.dtypes, ("auto", "fp8"), HEADS):
+        yield base(compute_capability=cc, dtype=dt, kv_cache_dtype=kv, head_size=hs)
+
+
+def grid_mla_prefill(D: Domains) -> Iterator[dict[str, Any]]:
+    ccs = D.grid_ccs + tuple(c for c in ("10.3", "11.0") if c in D.ccs)
+    for cc, dims, fav_ok, trt, dis, cud, tav, fav in itertools.product(
+            ccs, (None,) + MLA_DIMS, (True, False), (True, False), (False, True), (False, True), (True, False),
+            (None,) + D.flash_attn_versions):
+        c = base(compute_capability=cc, use_mla=True, head_size=576, flashinfer_available=fav_ok,
+                 use_trtllm_ragged_deepseek_prefill=trt, disable_flashinfer_prefill=dis, use_cudnn_prefill=cud,
+                 trtllm_available=tav)
+        if dims:
+            c.update(qk_nope_head_dim=dims[0], qk_rope_head_dim=dims[1], v_head_dim=dims[2])
+        if fav is not None:
+            c["flash_attn_version"] = fav
+        yield c
+
+
+ROCM_STD_BACKENDS = (None, "TRITON_ATTN", "ROCM_ATTN", "ROCM_AITER_FA", "ROCM_AITER_UNIFIED_ATTN", "FLEX_ATTENTION",
+                     "FLASH_ATTN")
+ROCM_MLA_BACKENDS = (None, "TRITON_MLA", "ROCM_AITER_MLA", "ROCM_AITER_TRITON_MLA", "FLASHMLA", "TRITON_ATTN")
+
+
+def _rocm_flags(a: bool, mha: bool, mla: bool, uni: bool) -> dict[str, Any]:
+    return dict(rocm_use_aiter=a, rocm_use_aiter_mha=mha, rocm_use_aiter_mla=mla, rocm_use_aiter_unified_attention=uni)
+
+
+def grid_rocm(D: Domains, arch: str) -> Iterator[dict[str, Any]]:
+    switches = list(itertools.product((False, True), repeat=4))
+    for sw, pda, kv, bs, be in itertools.product(switches, (False, True), ("auto", "fp8"), (None, 1, 16),
+                                                 ROCM_STD_BACKENDS):
+        yield base("rocm", kv_cache_dtype=kv, block_size=bs, backend=be, rocm_arch=arch,
+                   use_prefill_decode_attention=pda, **_rocm_flags(*sw))
+    for sw, kv, bs, sp, be in itertools.product(switches, ("auto", "fp8"), (None, 1, 16), (False, True),
+                                                ROCM_MLA_BACKENDS):
+        yield base("rocm", kv_cache_dtype=kv, block_size=bs, backend=be, use_mla=True, use_sparse=sp, head_size=576,
+                   rocm_arch=arch, **_rocm_flags(*sw))
+
+
+def grid_cpu(D: Domains) -> Iterator[dict[str, Any]]:
+    for dt, kv, hs, (mla, sp), at, be in itertools.product(
+            D.dtypes, ("auto", "bfloat16", "fp8"), (64, 80, 96, 100, 128, 256, 576),
+            ((False, False), (True, False), (True, True)), D.attn_types, (None, "CPU_ATTN", "FLASH_ATTN")):
+        yield base("cpu", dtype=dt, kv_cache_dtype=kv, head_size=hs, use_mla=mla, use_sparse=sp, attn_type=at,
+                   backend=be)
+
+
+# -- random ------------------------------------------------------------------------------------
+def random_cuda(D: Domains, rng: random.Random, *, startup: bool = False) -> dict[str, Any]:
+    use_mla = rng.random() < (0.6 if startup else 0.35)
+    d = base(compute_capability=rng.choice(D.ccs), dtype=rng.choice(D.dtypes),
+             kv_cache_dtype=rng.choice(D.kv_cache_dtypes), block_size=rng.choice((None,) + D.block_sizes),
+             head_size=(576 if rng.random() < 0.85 else rng.choice(WIDE_HEADS)) if use_mla else rng.choice(WIDE_HEADS),
+             use_mla=use_mla, use_sparse=use_mla and rng.random() < 0.4, has_sink=rng.random() < 0.2,
+             use_mm_prefix=rng.random() < 0.15,
+             attn_type=rng.choice(D.attn_types) if rng.random() < 0.25 else "decoder",
+             num_heads=rng.choice(NUM_HEADS),
+             backend=rng.choice(D.backends) if rng.random() < 0.2 else None)
+    if rng.random() < 0.3:
+        d["flash_attn_version"] = rng.choice(D.flash_attn_versions)
+    if rng.random() < 0.3:
+        d["use_trtllm_attention"] = rng.choice((True, False))
+    if rng.random() < 0.2:
+        d["trtllm_available"] = False
+    if use_mla and (startup or rng.random() < 0.3):
+        dims = rng.choice(MLA_DIMS)
+        d.update(qk_nope_head_dim=dims[0], qk_rope_head_dim=dims[1], v_head_dim=dims[2])
+        if d["use_sparse"] and rng.random() < 0.7:
+            d["index_topk"] = 2048
+    return d
+
+
+def random_mla_prefill(D: Domains, rng: random.Random) -> dict[str, Any]:
+    d = base(compute_capability=rng.choice(D.ccs), dtype=rng.choice(D.dtypes), use_mla=True, head_size=576,
+             flashinfer_available=rng.random() < 0.8, use_trtllm_ragged_deepseek_prefill=rng.random() < 0.7,
+             disable_flashinfer_prefill=rng.random() < 0.3, use_cudnn_prefill=rng.random() < 0.3,
+             trtllm_available=rng.random() < 0.8)
+    if rng.random() < 0.8:
+        dims = rng.choice(MLA_DIMS)
+        d.update(qk_nope_head_dim=dims[0], qk_rope_head_dim=dims[1], v_head_dim=dims[2])
+    if rng.random() < 0.4:
+        d["flash_attn_version"] = rng.choice(D.flash_attn_versions)
+    return d
+
+
+def random_rocm(D: Domains, rng: random.Random) -> dict[str, Any]:
+    use_mla = rng.random() < 0.4
+    d = base("rocm", rocm_arch=rng.choice(D.rocm_archs), dtype=rng.choice(D.dtypes),
+             kv_cache_dtype=rng.choice(D.kv_cache_dtypes[:5]), block_size=rng.choice((None,) + D.block_sizes),
+             head_size=576 if use_mla else rng.choice(WIDE_HEADS), use_mla=use_mla,
+             use_sparse=use_mla and rng.random() < 0.3, has_sink=rng.random() < 0.15,
+             attn_type=rng.choice(D.attn_types) if rng.random() < 0.2 else "decoder",
+             backend=rng.choice((ROCM_MLA_BACKENDS if use_mla else ROCM_STD_BACKENDS)) if rng.random() < 0.3 else None,
+             use_prefill_decode_attention=rng.random() < 0.2,
+             **_rocm_flags(*(rng.random() < 0.5 for _ in range(4))))
+    return d
+
+
+def random_cpu(D: Domains, rng: random.Random) -> dict[str, Any]:
+    use_mla = rng.random() < 0.3
+    return base("cpu", dtype=rng.choice(D.dtypes), kv_cache_dtype=rng.choice(D.kv_cache_dtypes[:5]),
+                block_size=rng.choice((None,) + D.block_sizes),
+                head_size=576 if use_mla and rng.random() < 0.7 else rng.choice(WIDE_HEADS), use_mla=use_mla,
+                use_sparse=use_mla and rng.random() < 0.3, has_sink=rng.random() < 0.15,
+                attn_type=rng.choice(D.attn_types),
+                backend=rng.choice((None, "CPU_ATTN", "FLASH_ATTN", "TRITON_ATTN", "FLEX_ATTENTION")))
+
+
+# -- the plan ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Source:
+    """A category: platform, mode, and how its configs are made (grid or random)."""
+
+    category: str
+    platform: str
+    mode: str
+    grid: Callable[[Domains], Iterator[dict[str, Any]]] | None = None
+    draw: Callable[[Domains, random.Random], dict[str, Any]] | None = None
+    share: float = 0.0  # fraction of --n for a random source
+
+
+def sources(D: Domains) -> list[Source]:
+    out = [
+        Source("grid", "cuda", "selector", grid=grid_standard),
+        Source("mla", "cuda", "selector", grid=grid_mla),
+        Source("features", "cuda", "selector", grid=grid_features),
+        Source("requested", "cuda", "selector", grid=grid_requested),
+        Source("random", "cuda", "selector", draw=random_cuda, share=0.45),
+        Source("startup", "cuda", "startup", grid=grid_startup),
+        Source("random_startup", "cuda", "startup", draw=lambda d, r: random_cuda(d, r, startup=True), share=0.1),
+        Source("mla_prefill", "cuda", "mla_prefill", grid=grid_mla_prefill),
+        Source("random_mla_prefill", "cuda", "mla_prefill", draw=random_mla_prefill, share=0.1),
+        Source("cpu", "cpu", "selector", grid=grid_cpu),
+        Source("random_cpu", "cpu", "selector", draw=random_cpu, share=0.1),
+        Source("random_rocm", "rocm", "selector", draw=random_rocm, share=0.25),
+    ]
+    for arch in D.rocm_archs:
+        out.append(Source(f"rocm_{arch}", "rocm", "selector", grid=lambda d, a=arch: grid_rocm(d, a)))
+    return out
+
+
+def generate(D: Domains, *, n_random: int, platforms: Sequence[str] = PLATFORMS, modes: Sequence[str] = MODES,
+             sample: int | None = None, seed: int = 1234) -> list[Item]:
+    """Every grid config plus `n_random` random ones (split by share) for the chosen platforms
+    and modes.  `sample`: instead of whole grids, about that many grid configs spread evenly
+    over the categories (a deterministic stride), for CI."""
+    chosen = [s for s in sources(D) if s.platform in platforms and s.mode in modes]
+    items: list[Item] = []
+    grids = [s for s in chosen if s.grid]
+    per_grid = max(1, sample // max(1, len(grids))) if sample is not None else None
+    for s in grids:
+        assert s.grid is not None
+        cfgs = list(s.grid(D))
+        if per_grid is not None and len(cfgs) > per_grid:
+            stride = len(cfgs) / per_grid
+            cfgs = [cfgs[int(i * stride)] for i in range(per_grid)]
+        items += [Item(f"{s.category}-{i}", s.category, s.mode, s.platform, c) for i, c in enumerate(cfgs)]
+    draws = [s for s in chosen if s.draw]
+    total = sum(s.share for s in draws) or 1.0
+    for k, s in enumerate(draws):
+        assert s.draw is not None
+        rng = random.Random(seed * 1000 + k)
+        count = round(n_random * s.share / total)
+        items += [Item(f"{s.category}-{i}", s.category, s.mode, s.platform, s.draw(D, rng)) for i in range(count)]
+    return items

@@ -1,0 +1,54 @@
+"""Accepted differences (known_differences.toml): each with its cause, matched by signature."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .versions import version_key
+
+DATA = Path(__file__).with_name("known_differences.toml")
+
+
+@dataclass(frozen=True)
+class Known:
+    """One accepted difference: category, a regex over the class signature, and why."""
+
+    id: str
+    category: str
+    pattern: str
+    cause: str
+    versions: tuple[str, ...] = ()
+    platforms: tuple[str, ...] = ()
+    modes: tuple[str, ...] = ()
+
+    def matches(self, category: str, signature: str, version: str, platform: str, mode: str) -> bool:
+        return (category == self.category and re.search(self.pattern, signature) is not None
+                and (not self.versions or version_key(version) in self.versions)
+                and (not self.platforms or platform in self.platforms)
+                and (not self.modes or mode in self.modes))
+
+
+def load_known(path: Path = DATA) -> tuple[Known, ...]:
+    """The accepted differences; ValueError naming the entry for a malformed one."""
+    with path.open("rb") as f:
+        raw = tomllib.load(f).get("difference", [])
+    out = []
+    for i, e in enumerate(raw):
+        missing = [k for k in ("id", "category", "match", "cause") if not e.get(k)]
+        if missing:
+            raise ValueError(f"{path.name}: difference #{i + 1} lacks {', '.join(missing)}")
+        re.compile(e["match"])
+        out.append(Known(e["id"], e["category"], e["match"], e["cause"], tuple(e.get("versions", ())),
+                         tuple(e.get("platforms", ())), tuple(e.get("modes", ()))))
+    ids = [k.id for k in out]
+    if len(ids) != len(set(ids)):
+        raise ValueError(f"{path.name}: duplicate ids")
+    return tuple(out)
+
+
+def explain(known: tuple[Known, ...], category: str, signature: str, version: str, platform: str,
+            mode: str) -> Known | None:
+    return next((k for k in known if k.matches(category, signature, version, platform, mode)), None)

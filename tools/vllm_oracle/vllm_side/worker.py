@@ -1,0 +1,358 @@
+"""Run vLLM's own selector on a batch of configurations (inside the isolated venv).
+
+    python -m tools.vllm_oracle.vllm_side.worker --vllm 0.17.0 --platform cuda \
+        [--rocm-arch gfx942] IN.jsonl OUT.jsonl
+    python -m tools.vllm_oracle.vllm_side.worker --vllm 0.17.0 --platform cuda --patches
+
+Each input line is {"id", "mode", "cfg"} (cfg: attnsolve Config fields); each output line is the
+raw vLLM answer (see `select`).  Entry points, per mode:
+  selector     vllm.v1.attention.selector.get_attn_backend, called as an Attention layer calls
+               it, inside set_current_vllm_config; the structured per-backend reasons are read
+               again through the platform's get_valid_backends / validate_configuration;
+  startup      the platform's check_and_update_config(vllm_config) first (it may force a
+               backend and sets the KV block size), then the selector as above;
+  mla_prefill  vLLM's MLA prefill predicates (use_trtllm_ragged_deepseek_prefill,
+               use_flashinfer_prefill, use_cudnn_prefill) in MLACommonImpl's order.
+One process per platform (and ROCm arch): the platform is a module-level fact in vLLM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import inspect
+import json
+import os
+import sys
+import traceback
+import types
+from typing import Any, Callable
+
+from ..versions import VersionData, load_version
+from . import boot
+
+ROCM_ENV = {"rocm_use_aiter": ("VLLM_ROCM_USE_AITER", False),
+            "rocm_use_aiter_mha": ("VLLM_ROCM_USE_AITER_MHA", True),
+            "rocm_use_aiter_mla": ("VLLM_ROCM_USE_AITER_MLA", True),
+            "rocm_use_aiter_unified_attention": ("VLLM_ROCM_USE_AITER_UNIFIED_ATTENTION", False),
+            "use_prefill_decode_attention": ("VLLM_V1_USE_PREFILL_DECODE_ATTENTION", False)}
+
+
+def _accepts(fn: Callable[..., Any], name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class ModelFacts(types.SimpleNamespace):
+    """Stand-in model_config carrying only the model facts selection reads (an input, not a
+    patch); any other model_config attribute reads as None.  Its hf_config is a plain namespace
+    holding only the given facts, since vLLM tests some with hasattr."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return None
+
+
+def error_kind(text: str) -> str:
+    """vLLM's ValueErrors by their text: a requested backend that is invalid, no valid backend,
+    or another refusal (ROCm/CPU decision trees, start-up checks)."""
+    if text.startswith("Selected backend"):
+        return "invalid_backend"
+    if text.startswith("No valid attention backend"):
+        return "no_valid"
+    return "ValueError"
+
+
+def _cc(v: Any) -> tuple[int, int]:
+    a, _, b = str(v).partition(".")
+    return int(a), int(b or 0)
+
+
+class Oracle:
+    """One booted vLLM platform answering configs."""
+
+    def __init__(self, data: VersionData, platform: str, rocm_arch: str = "gfx942"):
+        self.data = data
+        self.platform = platform
+        self.rocm_arch = rocm_arch
+        self.cls = boot.boot(data, platform, rocm_arch)
+        import torch
+        import vllm.config as C
+        import vllm.v1.attention.selector as S
+        from vllm.v1.attention.backends.registry import AttentionBackendEnum
+
+        self.torch, self.C, self.S, self.E = torch, C, S, AttentionBackendEnum
+        self.dtypes = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+        self.cubin = os.environ.get("VLLM_HAS_FLASHINFER_CUBIN") == "1"
+
+    # -- inputs ---------------------------------------------------------------------------
+    def _set_env(self, cfg: dict[str, Any]) -> None:
+        """vLLM's environment switches for this config (TRT-LLM cubins, ROCm AITER flags)."""
+        import vllm.envs as envs
+
+        changed = False
+        want = cfg.get("trtllm_available", True) is not False
+        if want != self.cubin:
+            os.environ["VLLM_HAS_FLASHINFER_CUBIN"] = "1" if want else "0"
+            self.cubin = want
+            changed = True
+        if self.platform == "rocm":
+            for field, (var, default) in ROCM_ENV.items():
+                v = cfg.get(field)
+                val = "1" if (default if v is None else v) else "0"
+                if os.environ.get(var) != val:
+                    os.environ[var] = val
+                    changed = True
+        if changed:
+            if hasattr(envs, "disable_envs_cache"):
+                envs.disable_envs_cache()
+            if self.platform == "cuda":
+                boot.clear_capability_caches(self.data)
+            if self.platform == "rocm":
+                from vllm._aiter_ops import rocm_aiter_ops
+
+                rocm_aiter_ops.refresh_env_variables()
+
+    def _vllm_config(self, cfg: dict[str, Any], mode: str) -> Any:
+        C, E = self.C, self.E
+        att: dict[str, Any] = {}
+        fields = getattr(C.AttentionConfig, "__dataclass_fields__", {})
+        if cfg.get("backend"):
+            att["backend"] = E[cfg["backend"].upper()]
+        for k in ("flash_attn_version", "use_trtllm_attention", "use_prefill_decode_attention",
+                  "disable_flashinfer_prefill", "use_cudnn_prefill", "use_trtllm_ragged_deepseek_prefill"):
+            if cfg.get(k) is not None and k in fields:
+                if k == "use_prefill_decode_attention" and not cfg[k]:
+                    continue
+                att[k] = int(cfg[k]) if k == "flash_attn_version" else bool(cfg[k])
+        vc = C.VllmConfig(attention_config=C.AttentionConfig(**att))
+        model_keys = ("qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "index_topk")
+        if any(cfg.get(k) is not None for k in model_keys):
+            # the model facts selection reads (hf_text_config.*): an input, not a patch
+            # hf config: only the given facts (vLLM asks hasattr(hf_config, "index_topk"))
+            hf = types.SimpleNamespace(**{k: cfg[k] for k in model_keys if cfg.get(k) is not None})
+            mc = ModelFacts(hf_text_config=hf, hf_config=hf, is_hybrid=False, is_mm_prefix_lm=False,
+                            use_mla=bool(cfg.get("use_mla")))
+            object.__setattr__(vc, "model_config", mc)
+        return vc
+
+    def _set_block_size(self, vc: Any, block_size: int | None) -> None:
+        cc = vc.cache_config
+        cc.block_size = block_size
+        if hasattr(cc, "user_specified_block_size"):
+            object.__setattr__(cc, "user_specified_block_size", block_size is not None)
+
+    # -- modes ------------------------------------------------------------------------------
+    def select(self, cfg: dict[str, Any], mode: str) -> dict[str, Any]:
+        if self.platform == "cuda":
+            major, minor = _cc(cfg.get("compute_capability", "9.0"))
+            boot.set_capability(major, minor, self.data)
+        self._set_env(cfg)
+        if mode == "mla_prefill":
+            return self._mla_prefill(cfg)
+        with boot.capture_warnings(self.data) as logged:
+            out = self._select(cfg, mode, logged)
+        out["warnings"] = [m for level, m in logged if level >= 30]
+        out["logged"] = [m for level, m in logged if level < 30]
+        return out
+
+    def _selector_config(self, cfg: dict[str, Any], block_size: int | None) -> Any:
+        S = self.S
+        use_mla = bool(cfg.get("use_mla"))
+        values = dict(head_size=cfg.get("head_size") or (576 if use_mla else 128),
+                      dtype=self.dtypes[cfg.get("dtype") or "bfloat16"],
+                      kv_cache_dtype=cfg.get("kv_cache_dtype") or "auto", block_size=block_size,
+                      use_mla=use_mla, has_sink=bool(cfg.get("has_sink")), use_sparse=bool(cfg.get("use_sparse")),
+                      use_mm_prefix=bool(cfg.get("use_mm_prefix")), attn_type=cfg.get("attn_type") or "decoder")
+        # newer fields keep vLLM's defaults (the NamedTuple's own)
+        return S.AttentionSelectorConfig(**{k: v for k, v in values.items() if k in S.AttentionSelectorConfig._fields})
+
+    def _select(self, cfg: dict[str, Any], mode: str, warnings: list[tuple[int, str]]) -> dict[str, Any]:
+        S, E = self.S, self.E
+        if cfg.get("backend") and cfg["backend"].upper() not in E.__members__:
+            return {"ok": False, "kind": "unknown_backend", "error": f"Unknown attention backend: '{cfg['backend'].upper()}'"}
+        vc = self._vllm_config(cfg, mode)
+        warnings.clear()  # only what the start-up hook and the selector log counts
+        block = cfg.get("block_size")
+        self._set_block_size(vc, block)
+        out: dict[str, Any] = {}
+        if mode == "startup":
+            if vc.model_config is None:
+                hf = types.SimpleNamespace()
+                mc = ModelFacts(hf_text_config=hf, hf_config=hf, is_hybrid=False,
+                                is_mm_prefix_lm=False, use_mla=bool(cfg.get("use_mla")))
+                object.__setattr__(vc, "model_config", mc)
+            self.cls.check_and_update_config(vc)
+            be = vc.attention_config.backend
+            out["startup_backend"] = be.name if be is not None else None
+            out["startup_block_size"] = vc.cache_config.block_size
+            block = vc.cache_config.block_size
+            # the worker's device check (before any attention layer asks for a backend)
+            if hasattr(self.cls, "check_if_supports_dtype"):
+                boot._mark("cuda.check_if_supports_dtype", self.data)
+                try:
+                    self.cls.check_if_supports_dtype(self.dtypes[cfg.get("dtype") or "bfloat16"])
+                except ValueError as e:
+                    return {**out, "ok": False, "kind": error_kind(str(e)), "error": str(e)}
+        use_mla = bool(cfg.get("use_mla"))
+        sel_cfg = self._selector_config(cfg, block)
+        with self.C.set_current_vllm_config(vc):
+            S._cached_get_attn_backend.cache_clear()
+            kwargs: dict[str, Any] = dict(use_mla=use_mla, has_sink=sel_cfg.has_sink, use_sparse=sel_cfg.use_sparse,
+                                          use_mm_prefix=sel_cfg.use_mm_prefix, attn_type=sel_cfg.attn_type,
+                                          num_heads=cfg.get("num_heads"))
+            kwargs = {k: v for k, v in kwargs.items() if _accepts(S.get_attn_backend, k)}
+            args: list[Any] = [sel_cfg.head_size, sel_cfg.dtype, sel_cfg.kv_cache_dtype]
+            if _accepts(S.get_attn_backend, "block_size"):
+                args.append(block)
+            try:
+                bc = S.get_attn_backend(*args, **kwargs)
+                out.update(ok=True, backend=self._enum_name(bc), get_name=bc.get_name())
+            except ValueError as e:
+                out.update(ok=False, error=str(e))
+            except (AssertionError, RuntimeError, NotImplementedError) as e:
+                return {**out, "ok": False, "kind": type(e).__name__, "error": str(e)}
+            if self.platform == "cuda":
+                self._cuda_details(out, vc, sel_cfg, cfg)
+            elif not out["ok"]:
+                out["kind"] = error_kind(out["error"])
+        return out
+
+    def _enum_name(self, bc: Any) -> str:
+        qual = f"{bc.__module__}.{bc.__qualname__}"
+        for b in self.E:
+            if b.value and b.get_path() == qual:
+                return b.name
+        return qual
+
+    def _reasons_of(self, backend: Any, cap: Any, sc: Any) -> list[str]:
+        try:
+            return list(backend.get_class().validate_configuration(device_capability=cap, **sc._asdict()))
+        except (ImportError, OSError) as e:
+            return [f"{type(e).__name__}: {e}"]
+
+    def _cuda_details(self, out: dict[str, Any], vc: Any, sel_cfg: Any, cfg: dict[str, Any]) -> None:
+        """Structured reasons (as get_attn_backend_cls computes them) and the variant facts."""
+        import vllm.platforms.cuda as cuda
+
+        cls = self.cls
+        cap = cls.get_device_capability()
+        src = inspect.getsource(cls.get_attn_backend_cls)
+        # 0.16/0.17 drop the block size before validating; later releases keep it
+        sc = sel_cfg._replace(block_size=None) if "block_size=None" in src else sel_cfg
+        requested = vc.attention_config.backend
+        num_heads = cfg.get("num_heads")
+        if requested is not None:
+            out["reasons"] = {requested.name: self._reasons_of(requested, cap, sc)}
+            if not out["ok"]:
+                out["kind"] = "invalid_backend"
+        else:
+            kw = {"num_heads": num_heads} if _accepts(cls.get_valid_backends, "num_heads") else {}
+            _, reasons = cls.get_valid_backends(cap, sc, **kw)
+            out["reasons"] = {b.name: list(r[1] if isinstance(r, tuple) else r) for b, r in reasons.items()}
+            f = cuda._get_backend_priorities
+            inner = getattr(f, "__wrapped__", f)
+            pkw: dict[str, Any] = {"use_mla": sc.use_mla, "device_capability": cap}
+            extra = dict(num_heads=num_heads, kv_cache_dtype=sc.kv_cache_dtype,
+                         use_non_causal=getattr(sc, "use_non_causal", False), head_size=sc.head_size,
+                         use_mm_prefix=sc.use_mm_prefix)
+            pkw.update({k: v for k, v in extra.items() if _accepts(inner, k)})
+            params = list(inspect.signature(inner).parameters)
+            out["priority"] = [b.name for b in f(**{k: v for k, v in pkw.items() if k in params})]
+            if not out["ok"]:
+                out["kind"] = "no_valid"
+        if not out["ok"] and out.get("kind") == "invalid_backend":
+            msg = out["error"]
+            i = msg.find("Reason: ")
+            if i >= 0:
+                try:
+                    if ast.literal_eval(msg[i + 8:]) != out["reasons"][requested.name]:
+                        out["reason_parse_mismatch"] = True
+                except (ValueError, SyntaxError):
+                    pass
+        if out["ok"] and out["backend"] == "FLASH_ATTN":
+            import vllm.v1.attention.backends.fa_utils as fa
+
+            g = fa.get_flash_attn_version
+            out["fa_version"] = g(head_size=sc.head_size) if _accepts(g, "head_size") else g()
+        if out["ok"] and out["backend"] == "FLASHINFER":
+            import vllm.utils.flashinfer as fi
+
+            forced = fi.force_use_trtllm_attention() if hasattr(fi, "force_use_trtllm_attention") else None
+            out["trtllm"] = bool(fi.supports_trtllm_attention()) and forced is not False
+
+    def _mla_prefill(self, cfg: dict[str, Any]) -> dict[str, Any]:
+        import vllm.model_executor.layers.attention.mla_attention as M
+        import vllm.utils.flashinfer as fi
+        import vllm.v1.attention.backends.fa_utils as fa
+
+        M.has_nvidia_artifactory = fi.has_nvidia_artifactory  # imported by name: the offline one
+        available = cfg.get("flashinfer_available", True) is not False
+        M.has_flashinfer = (lambda: True) if available else (lambda: False)
+        boot._mark("mla_prefill.has_flashinfer", self.data)
+        vc = self._vllm_config(cfg, "mla_prefill")
+        preds = [("TRTLLM_RAGGED_DEEPSEEK", "use_trtllm_ragged_deepseek_prefill"),
+                 ("FLASHINFER_PREFILL", "use_flashinfer_prefill"), ("CUDNN_PREFILL", "use_cudnn_prefill")]
+        for _, name in preds:
+            fn = getattr(M, name, None)
+            if fn is not None and hasattr(fn, "cache_clear"):
+                fn.cache_clear()
+        out: dict[str, Any] = {"ok": True}
+        with self.C.set_current_vllm_config(vc):
+            for backend, name in preds:
+                fn = getattr(M, name, None)
+                if fn is not None and fn():
+                    out["backend"] = backend
+                    break
+            else:
+                out["backend"] = "FLASH_ATTN_PREFILL"
+                hd = (cfg.get("qk_nope_head_dim") or 0) + (cfg.get("qk_rope_head_dim") or 0)
+                g = fa.get_flash_attn_version
+                out["fa_version"] = g(head_size=hd or None) if _accepts(g, "head_size") else g()
+        return out
+
+
+def run_batch(oracle: Oracle, lines: list[str]) -> list[dict[str, Any]]:
+    results = []
+    for line in lines:
+        item = json.loads(line)
+        try:
+            r = oracle.select(item["cfg"], item["mode"])
+        except Exception as e:  # noqa: BLE001 - a crash of vLLM's own code is a result too
+            r = {"ok": False, "kind": "crash", "error": f"{type(e).__name__}: {e}", "tb": traceback.format_exc()[-1500:]}
+        r["id"] = item["id"]
+        results.append(r)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="tools.vllm_oracle.vllm_side.worker")
+    ap.add_argument("--vllm", required=True)
+    ap.add_argument("--platform", required=True, choices=("cuda", "rocm", "cpu"))
+    ap.add_argument("--rocm-arch", default="gfx942")
+    ap.add_argument("--patches", action="store_true", help="boot, then print the stubs/patches applied as JSON")
+    ap.add_argument("paths", nargs="*")
+    a = ap.parse_args(argv)
+    data = load_version(a.vllm)
+    oracle = Oracle(data, a.platform, a.rocm_arch)
+    if a.patches:
+        if a.platform == "cuda":
+            oracle.select({"compute_capability": "8.0"}, "selector")
+        json.dump({"applied": boot.applied, "stub_hits": sorted(set(boot.stub_hits)),
+                   "import_failures": boot.import_failures}, sys.stdout)
+        return 0
+    src, dst = a.paths
+    with open(src) as f:
+        lines = [ln for ln in f if ln.strip()]
+    results = run_batch(oracle, lines)
+    with open(dst, "w") as g:
+        for r in results:
+            g.write(json.dumps(r) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
