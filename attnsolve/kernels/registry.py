@@ -48,6 +48,7 @@ _KERNEL_MODULES = (
     "attnsolve.kernels.flex",
     "attnsolve.kernels.triton_attn",
     "attnsolve.kernels.triton_mla",
+    "attnsolve.kernels.cpu_mla",
     "attnsolve.kernels.adapters",
 )
 
