@@ -22,7 +22,7 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["Paged", "check_paged", "check_window", "check_scale_arg", "check_mm_ranges", "check_block_table",
+__all__ = ["Paged", "MLA", "check_paged", "check_mla", "check_window", "check_scale_arg", "check_mm_ranges", "check_block_table",
            "INT_DTYPES", "FLOAT_DTYPES", "FP8_DTYPES", "UNBOUNDED"]
 
 INT_DTYPES = (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64)
@@ -351,3 +351,100 @@ def check_paged(
         scale=sc, causal=causal, window=window, cap=cap, sinks=sinks_t, k_scale=ks, v_scale=vs, alibi=alibi_t,
         mm=mm, return_lse=bool(return_lse),
     )
+
+
+@dataclass(frozen=True, eq=False)
+class MLA:
+    """Checked MLA inputs (see ``check_mla``)."""
+
+    query: torch.Tensor
+    kv_cache: torch.Tensor  # [num_blocks, block_size, kv_lora_rank + rope_dim], unit last stride
+    qsl: tuple[int, ...]
+    lens: tuple[int, ...]
+    query_start_loc: torch.Tensor  # int32 on the query's device
+    seq_lens: torch.Tensor
+    block_table: torch.Tensor
+    scale: float
+    topk_indices: torch.Tensor | None  # int32 [num_tokens, topk], values in [-1, seq_len)
+
+
+def check_mla(query, kv_cache, md, *, kv_lora_rank=512, scale=None, topk_indices=None,
+              query_dtypes=FLOAT_DTYPES, cache_dtypes=FLOAT_DTYPES + FP8_DTYPES) -> MLA:
+    """The MLA counterpart of ``check_paged`` (layout: ``docs/kernels.md``, MLA reference)."""
+    query = _tensor("query", query)
+    kv_cache = _tensor("kv_cache", kv_cache)
+    if kv_cache.dim() == 4:
+        if kv_cache.shape[2] != 1:
+            raise _fail("one latent KV head (kv_cache [num_blocks, block_size, 1, D])", f"shape {tuple(kv_cache.shape)}")
+        kv_cache = kv_cache.squeeze(2)
+    if query.dim() != 3 or kv_cache.dim() != 3:
+        raise _fail("query [num_tokens, num_heads, kv_lora_rank + rope_dim] and kv_cache "
+                    "[num_blocks, block_size, kv_lora_rank + rope_dim]",
+                    f"{tuple(query.shape)} and {tuple(kv_cache.shape)}")
+    if query.dtype not in query_dtypes:
+        raise _fail(f"query dtype {_names(query_dtypes)}", query.dtype)
+    if kv_cache.dtype not in cache_dtypes:
+        raise _fail(f"kv_cache dtype {_names(cache_dtypes)}", kv_cache.dtype)
+    dev = query.device
+    _same_device("kv_cache", kv_cache, dev, host_ok=False)
+    T, H, Dq = query.shape
+    nb, bs, dk = kv_cache.shape
+    if dk != Dq:
+        raise _fail(f"kv_cache last dim {Dq} (like the query)", dk)
+    r = _int_arg("kv_lora_rank", kv_lora_rank)
+    if not 0 < r <= Dq:
+        raise _fail(f"0 < kv_lora_rank <= {Dq}", r)
+    if H == 0 or bs == 0:
+        raise _fail("num_heads and block_size >= 1", f"query {tuple(query.shape)}, kv_cache {tuple(kv_cache.shape)}")
+    if not all(hasattr(md, a) for a in ("query_start_loc", "seq_lens", "block_table", "host_lists")):
+        raise _fail("md an AttentionMetadata (query_start_loc, seq_lens, block_table)", f"{type(md).__name__}")
+    qsl_t = _index_tensor("query_start_loc", md.query_start_loc, dev, 1)
+    sl_t = _index_tensor("seq_lens", md.seq_lens, dev, 1)
+    bt_t = _index_tensor("block_table", md.block_table, dev, 2)
+    B = sl_t.shape[0]
+    if qsl_t.shape[0] != B + 1 or bt_t.shape[0] != B:
+        raise _fail(f"query_start_loc of length batch+1={B + 1} and block_table with {B} rows",
+                    f"{qsl_t.shape[0]} and {bt_t.shape[0]}")
+    q, s = md.host_lists()
+    if not q or q[0] != 0 or q[-1] != T:
+        raise _fail(f"query_start_loc to start at 0 and end at num_tokens={T}", f"{q[:1]} .. {q[-1:]}")
+    for i in range(B):
+        n, L = q[i + 1] - q[i], s[i]
+        if n < 0 or not 0 <= L <= min(_INT32_MAX, bt_t.shape[1] * bs) or n > L:
+            raise _fail(f"0 <= query rows <= seq_len <= block_table columns * block_size = {bt_t.shape[1] * bs} "
+                        f"for sequence {i}", f"{n} rows and seq_len {L}")
+    check_block_table(bt_t, s, bs, nb)
+    if scale is None:
+        sc = Dq ** -0.5
+    elif isinstance(scale, torch.Tensor) and scale.numel() == 1:
+        sc = float(scale.item())
+    elif isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise _fail("scale a real number", f"{type(scale).__name__}")
+    else:
+        sc = float(scale)
+    topk = None
+    if topk_indices is not None:
+        t = _index_tensor("topk_indices", topk_indices, dev, 2)
+        if t.shape[0] != T:
+            raise _fail(f"topk_indices [num_tokens={T}, topk]", f"shape {tuple(t.shape)}")
+        if t.numel():
+            row_len = torch.repeat_interleave(torch.tensor(s, dtype=torch.long),
+                                              torch.tensor([q[i + 1] - q[i] for i in range(B)]), output_size=T)
+            tl_ = t.cpu().long()
+            bad = (tl_ < -1) | (tl_ >= row_len.unsqueeze(1))
+            if bool(bad.any()):
+                row = int(bad.any(dim=1).nonzero()[0, 0])
+                raise _fail(f"topk_indices in [-1, seq_len={int(row_len[row])}) for query row {row}",
+                            f"{tl_[row][bad[row]].tolist()[:8]}")
+        topk = t.to(device=dev, dtype=torch.int32).contiguous()
+
+    def int32(x: torch.Tensor) -> torch.Tensor:
+        return x.to(device=dev, dtype=torch.int32).contiguous()
+
+    if bt_t.numel() and bt_t.dtype == torch.int64 and (int(bt_t.min()) < -(2**31) or int(bt_t.max()) > _INT32_MAX):
+        nblk = torch.tensor([-(-L // bs) for L in s], dtype=torch.long, device=bt_t.device)
+        used = torch.arange(bt_t.shape[1], device=bt_t.device).unsqueeze(0) < nblk.unsqueeze(1)
+        bt_t = torch.where(used, bt_t, torch.zeros_like(bt_t))
+    return MLA(query=_unit_last(query), kv_cache=_unit_last(kv_cache), qsl=tuple(q), lens=tuple(s),
+               query_start_loc=int32(qsl_t), seq_lens=int32(sl_t), block_table=int32(bt_t), scale=sc,
+               topk_indices=topk)

@@ -11,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from attnsolve import Config, ConfigError  # noqa: E402
+from attnsolve import Config  # noqa: E402
 from attnsolve.kernels import (  # noqa: E402
     AttentionMetadata,
     KernelUnavailableError,
