@@ -33,6 +33,7 @@ import math
 
 import torch
 
+from attnsolve.kernels import _cpu_mla_ext
 from attnsolve.kernels.registry import register_kernel
 
 __all__ = ["cpu_mla_attention"]
@@ -198,6 +199,68 @@ def _sparse(query, kv_cache, md, out, scale, lora, qsl, sl, topk_indices) -> Non
             out[empty] = 0
 
 
+def _run_ext(lib, query, kv_cache, md, out, scale, lora, qsl, sl, topk_indices) -> None:
+    """The C++ kernel: validation here (shapes, lengths, indices), the pass over rows there."""
+    t, h, dq = query.shape
+    num_blocks, bs, _ = kv_cache.shape
+    if kv_cache.stride(-1) != 1:
+        kv_cache = kv_cache.contiguous()
+    counts = [qsl[i + 1] - qsl[i] for i in range(len(sl))]
+    tok_seq = torch.repeat_interleave(torch.arange(len(sl), dtype=torch.int32), torch.tensor(counts))
+    bt = md.block_table.to(torch.int32).contiguous()
+    if topk_indices is None:
+        limits = []
+        for i, L in enumerate(sl):
+            n = counts[i]
+            if n > L:
+                raise ValueError(f"Expected query rows <= seq_len for sequence {i}, but got {n} > {L}.")
+            nblk = -(-L // bs)
+            if n and nblk > bt.shape[1]:
+                raise ValueError(f"Expected block_table with >= {nblk} columns for seq_len {L}, but got {bt.shape[1]}.")
+            limits += range(L - n + 1, L + 1)
+        tok_limit = torch.tensor(limits, dtype=torch.int32)
+        nrows = limits
+        topk_t, k, stopk = None, 0, 0
+    else:
+        if topk_indices.dim() != 2 or topk_indices.shape[0] != t:
+            raise ValueError(f"Expected topk_indices [num_tokens={t}, topk], but got {tuple(topk_indices.shape)}.")
+        topk_t = topk_indices.to(torch.int32).contiguous()
+        k = int(topk_t.shape[1])
+        lens = torch.tensor(sl, dtype=torch.int32)[tok_seq.long()].unsqueeze(1)
+        if bool((topk_t >= lens).any()):
+            bad = int((topk_t >= lens).nonzero()[0, 0])
+            raise ValueError(
+                f"Expected topk_indices < seq_len for every token, but token {bad} (sequence "
+                f"{int(tok_seq[bad])}, seq_len {int(lens[bad])}) lists {int(topk_t[bad].max())}."
+            )
+        tok_limit = tok_seq
+        nrows = [k] * t
+        stopk = topk_t.stride(0)
+    total = sum(nrows)
+    nthr = torch.get_num_threads()
+    chunk = max(64, min(1024, -(-total // (2 * nthr))))
+    chunk = -(-chunk // 16) * 16
+    n_items = sum(max(1, -(-n // chunk)) for n in nrows)
+    scratch = torch.empty(n_items * h * (lora + 2), dtype=torch.float32)
+    items = torch.empty(3 * n_items, dtype=torch.int32)
+    res = out if out.is_contiguous() else torch.empty_like(out)
+    rc = lib.mla_attend(
+        query.data_ptr(), query.stride(0), query.stride(1),
+        kv_cache.data_ptr(), kv_cache.stride(0), kv_cache.stride(1), num_blocks,
+        _cpu_mla_ext.DTYPE_CODES[str(query.dtype).split(".")[-1]], bs, dq, lora, h, t,
+        tok_seq.data_ptr(), tok_limit.data_ptr(), bt.data_ptr(), bt.stride(0),
+        topk_t.data_ptr() if topk_t is not None else None, k, stopk,
+        scale, res.data_ptr(), res.stride(0), res.stride(1),
+        scratch.data_ptr(), items.data_ptr(), n_items, chunk,
+    )
+    if rc == -2:
+        raise ValueError(f"Expected every block_table entry a sequence uses within [0, {num_blocks}).")
+    if rc != 0:
+        raise RuntimeError(f"CPU_MLA extension failed (code {rc}).")
+    if res is not out:
+        out.copy_(res)
+
+
 def cpu_mla_attention(
     query: torch.Tensor,
     kv_cache: torch.Tensor,
@@ -207,8 +270,13 @@ def cpu_mla_attention(
     scale=None,
     topk_indices: torch.Tensor | None = None,
     out: torch.Tensor | None = None,
+    use_ext: bool | None = None,
 ) -> torch.Tensor:
-    """MLA attention over a paged latent cache on CPU; see the module docstring."""
+    """MLA attention over a paged latent cache on CPU; see the module docstring.
+
+    ``use_ext``: ``None`` uses the C++ kernel when it builds here, else the torch path;
+    ``True`` requires it (``RuntimeError`` naming why not); ``False`` forces the torch path.
+    """
     kv_cache = _validate(query, kv_cache, kv_lora_rank)
     t, h, dq = query.shape
     if out is None:
@@ -225,7 +293,12 @@ def cpu_mla_attention(
     scale = dq ** -0.5 if scale is None else float(scale)
     if query.stride(-1) != 1:
         query = query.contiguous()
-    if topk_indices is None:
+    lib = _cpu_mla_ext.load() if use_ext is not False else None
+    if use_ext is True and lib is None:
+        raise RuntimeError(f"the CPU_MLA C++ extension is unavailable: {_cpu_mla_ext.reason()}")
+    if lib is not None:
+        _run_ext(lib, query, kv_cache, md, out, scale, kv_lora_rank, qsl, sl, topk_indices)
+    elif topk_indices is None:
         _dense(query, kv_cache, md, out, scale, kv_lora_rank, qsl, sl)
     else:
         _sparse(query, kv_cache, md, out, scale, kv_lora_rank, qsl, sl, topk_indices)

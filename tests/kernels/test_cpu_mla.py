@@ -15,12 +15,15 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from attnsolve.kernels import KernelUnavailableError, kernel_for, runnable_backends  # noqa: E402
+from attnsolve.kernels import _cpu_mla_ext  # noqa: E402
 from attnsolve.kernels import cpu_mla as cpu_mla_module  # noqa: E402
 from attnsolve.kernels.cpu_mla import cpu_mla_attention  # noqa: E402
 from attnsolve.kernels.metadata import AttentionMetadata  # noqa: E402
 from attnsolve.kernels.reference import mla_decode_reference  # noqa: E402
 
 _N = max(10, settings().max_examples // 3)  # ci: 50 examples
+# both paths on every case: the C++ kernel (where it builds) and the torch flash path
+PATHS = [False] + ([True] if _cpu_mla_ext.load() is not None else [])
 
 # the peer's tolerances (torch.testing.assert_close defaults per dtype, as vLLM's MLA CPU test)
 TOL = {
@@ -109,58 +112,87 @@ def test_matches_reference(case):
     seqs, heads, lora, rope, bs, dtype, topk, scale, seed = case
     q, kv, md = make_mla([a for a, _ in seqs], [b for _, b in seqs], heads, lora, rope, bs, dtype=dtype, seed=seed)
     idx = None if topk is None else random_topk(md, topk, seed)
-    out = cpu_mla_attention(q, kv, md, kv_lora_rank=lora, scale=scale, topk_indices=idx)
     ref = mla_decode_reference(q, kv.nan_to_num(0.0), md, kv_lora_rank=lora, scale=scale, topk_indices=idx)
-    check(out, ref, dtype)
+    for ext in PATHS:
+        out = cpu_mla_attention(q, kv, md, kv_lora_rank=lora, scale=scale, topk_indices=idx, use_ext=ext)
+        check(out, ref, dtype)
 
 
+@pytest.mark.parametrize("ext", PATHS)
 @pytest.mark.parametrize("sparse", [False, True])
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-def test_deepseek_dims_repeated_blocks_and_nan(sparse, dtype):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float16])
+def test_deepseek_dims_repeated_blocks_and_nan(sparse, dtype, ext):
     """kv_lora_rank 512 + rope 64, 16 heads, a block table with a repeated block, NaN past seq_len."""
     q, kv, md = make_mla([1, 1, 3], [70, 5, 33], 16, 512, 64, 16, dtype=dtype, seed=7, head_dim=True,
                          repeats=False)
     md.block_table[0, 2] = md.block_table[0, 0]  # block 0 of sequence 0 appears twice
     kv = kv.clone()
     idx = random_topk(md, 48, 7) if sparse else None
-    out = cpu_mla_attention(q, kv, md, topk_indices=idx, scale=192 ** -0.5)
+    out = cpu_mla_attention(q, kv, md, topk_indices=idx, scale=192 ** -0.5, use_ext=ext)
     assert out.shape == (5, 16, 512)
     ref = mla_decode_reference(q, kv.nan_to_num(0.0), md, topk_indices=idx, scale=192 ** -0.5)
     check(out, ref, dtype)
 
 
-def test_all_padding_row_gives_zeros():
+@pytest.mark.parametrize("ext", PATHS)
+def test_all_padding_row_gives_zeros(ext):
     q, kv, md = make_mla([1, 1], [5, 9], 4, 32, 16, 8, seed=8)
     idx = torch.tensor([[-1, -1, -1], [0, 3, -1]], dtype=torch.int32)
-    out = cpu_mla_attention(q, kv, md, kv_lora_rank=32, topk_indices=idx)
+    out = cpu_mla_attention(q, kv, md, kv_lora_rank=32, topk_indices=idx, use_ext=ext)
     assert torch.equal(out[0], torch.zeros_like(out[0]))
     check(out, mla_decode_reference(q, kv.nan_to_num(0.0), md, kv_lora_rank=32, topk_indices=idx), torch.float32)
 
 
-def test_single_head_group_and_odd_heads():
+@pytest.mark.parametrize("ext", PATHS)
+def test_single_head_group_and_odd_heads(ext):
     for heads in (1, 5):
         q, kv, md = make_mla([2, 1], [9, 30], heads, 64, 8, 4, seed=heads)
-        out = cpu_mla_attention(q, kv, md, kv_lora_rank=64)
+        out = cpu_mla_attention(q, kv, md, kv_lora_rank=64, use_ext=ext)
         check(out, mla_decode_reference(q, kv.nan_to_num(0.0), md, kv_lora_rank=64), torch.float32)
 
 
-def test_rejects_bad_input():
+@pytest.mark.parametrize("ext", PATHS)
+def test_nan_inside_seq_len_propagates(ext):
+    """A NaN in a live row is data, not padding: it must reach the output (as in the reference)."""
+    q, kv, md = make_mla([1], [20], 4, 32, 16, 8, seed=5)
+    kv = kv.clone()
+    kv[md.block_table[0, 1], 2] = float("nan")  # position 10
+    out = cpu_mla_attention(q, kv, md, kv_lora_rank=32, use_ext=ext)
+    assert out.isnan().all()
+
+
+def test_extension_switch(monkeypatch):
+    q, kv, md = make_mla([1], [20], 4, 32, 16, 8, seed=6)
+    monkeypatch.setenv("ATTNSOLVE_CPU_EXT", "0")
+    _cpu_mla_ext._reset_for_tests()
+    try:
+        with pytest.raises(RuntimeError, match="ATTNSOLVE_CPU_EXT=0"):
+            cpu_mla_attention(q, kv, md, kv_lora_rank=32, use_ext=True)
+        out = cpu_mla_attention(q, kv, md, kv_lora_rank=32)  # the torch path
+        check(out, mla_decode_reference(q, kv.nan_to_num(0.0), md, kv_lora_rank=32), torch.float32)
+    finally:
+        monkeypatch.delenv("ATTNSOLVE_CPU_EXT")
+        _cpu_mla_ext._reset_for_tests()
+
+
+@pytest.mark.parametrize("ext", PATHS)
+def test_rejects_bad_input(ext):
     q, kv, md = make_mla([1], [3], 4, 32, 16, 4, nan_tail=False)
     with pytest.raises(ValueError, match="last dim"):
-        cpu_mla_attention(q, kv[..., :40], md, kv_lora_rank=32)
+        cpu_mla_attention(q, kv[..., :40], md, kv_lora_rank=32, use_ext=ext)
     with pytest.raises(ValueError, match="kv_lora_rank"):
-        cpu_mla_attention(q, kv, md, kv_lora_rank=64)
+        cpu_mla_attention(q, kv, md, kv_lora_rank=64, use_ext=ext)
     with pytest.raises(ValueError, match="topk_indices"):
-        cpu_mla_attention(q, kv, md, kv_lora_rank=32, topk_indices=torch.zeros(2, 3, dtype=torch.int32))
+        cpu_mla_attention(q, kv, md, kv_lora_rank=32, topk_indices=torch.zeros(2, 3, dtype=torch.int32), use_ext=ext)
     with pytest.raises(ValueError, match="topk_indices < seq_len"):
-        cpu_mla_attention(q, kv, md, kv_lora_rank=32, topk_indices=torch.tensor([[0, 3]], dtype=torch.int32))
+        cpu_mla_attention(q, kv, md, kv_lora_rank=32, topk_indices=torch.tensor([[0, 3]], dtype=torch.int32), use_ext=ext)
     with pytest.raises(ValueError, match="one latent KV head"):
-        cpu_mla_attention(q, kv.unsqueeze(2).expand(-1, -1, 2, -1), md, kv_lora_rank=32)
+        cpu_mla_attention(q, kv.unsqueeze(2).expand(-1, -1, 2, -1), md, kv_lora_rank=32, use_ext=ext)
     with pytest.raises(ValueError, match="kv_cache dtype"):
-        cpu_mla_attention(q, kv.to(torch.bfloat16), md, kv_lora_rank=32)
+        cpu_mla_attention(q, kv.to(torch.bfloat16), md, kv_lora_rank=32, use_ext=ext)
     with pytest.raises(ValueError, match="block_table"):
         bad = AttentionMetadata(md.query_start_loc, md.seq_lens, torch.tensor([[99]], dtype=torch.int32))
-        cpu_mla_attention(q, kv, bad, kv_lora_rank=32)
+        cpu_mla_attention(q, kv, bad, kv_lora_rank=32, use_ext=ext)
 
 
 def test_registered_for_cpu_mla_backends():

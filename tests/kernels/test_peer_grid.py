@@ -17,8 +17,8 @@ TRITON_ATTN (``TRITON_INTERPRET=1``) at ``peer_grid_cases.small`` sizes through 
 CPU_MLA at the peer's sizes and TRITON_MLA (interpreter) at a quarter of the length.
 
 How much runs: a deterministic sample (every source test, every feature) by default and in
-the ``ci`` profile, about a minute on 2 cores; the whole grid with ``HYPOTHESIS_PROFILE=nightly``
-or ``ATTNSOLVE_PEER_GRID=full``.  The tolerances are the peers' (see the case fields).
+the ``ci`` profile, about two minutes on 2 cores; ``ATTNSOLVE_PEER_GRID=<n>`` takes ``n`` cases of
+every source test; the whole grid with ``HYPOTHESIS_PROFILE=nightly`` or ``ATTNSOLVE_PEER_GRID=full``.  The tolerances are the peers' (see the case fields).
 """
 
 from __future__ import annotations
@@ -258,8 +258,9 @@ _SMALL_ALL = [grid.small(c) for c in _ALL]
 if FULL:
     CPU_CASES = _ALL
     SMALL_CASES = _SMALL_ALL
-else:
-    SMALL_CASES = sample(_SMALL_ALL)
+else:  # ATTNSOLVE_PEER_GRID=<n>: n cases of every source test (plus the feature cover), small sizes
+    _n = os.environ.get("ATTNSOLVE_PEER_GRID", "")
+    SMALL_CASES = sample(_SMALL_ALL, int(_n) if _n.isdigit() else 1)
     # CPU_ATTN at the peers' own sizes too: the cheapest case of every source test whose
     # reference stays small (decode-heavy batches; the 2k-8k-token prefills run nightly)
     by_source: dict[str, PagedCase] = {}
