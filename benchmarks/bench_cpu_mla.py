@@ -6,7 +6,8 @@ shard of 128), shuffled blocks of 16, bf16 and fp32.  "Bytes read" counts the la
 kernel must read (``sum(seq_lens) * 576 * element size``); the bandwidth is a best-of-5
 ``x.sum()`` over 512 MiB of float32 measured in the same run (before and after, best of the
 two), so the ratio means something on a loaded, shared box where absolute figures do not.
-Each figure is the best of a few rounds.
+Each figure is the best of a few rounds; the C++ kernel and the torch fallback path are
+timed side by side.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import torch  # noqa: E402
 
+from attnsolve.kernels import _cpu_mla_ext  # noqa: E402
 from attnsolve.kernels.cpu_mla import cpu_mla_attention  # noqa: E402
 from attnsolve.kernels.metadata import AttentionMetadata  # noqa: E402
 
@@ -61,11 +63,14 @@ def bench_decode(bw: float, quick: bool) -> list[dict[str, Any]]:
     for dtype in (torch.bfloat16, torch.float32):
         for batch, ctx in shapes:
             q, kv, md = mla_problem(batch, ctx, 16, dtype)
-            t = _best(lambda: cpu_mla_attention(q, kv, md, scale=192 ** -0.5), 3 if quick else 5)
             nbytes = batch * ctx * 576 * kv.element_size()
-            gbs = nbytes / t / 1e9
-            rows.append({"name": f"CPU_MLA decode {str(dtype).split('.')[-1]} batch {batch} ctx {ctx}",
-                         "ms": round(t * 1e3, 2), "GB/s": round(gbs, 2), "ratio": round(gbs / bw, 3)})
+            for path, ext in (("C++", True), ("torch", False)):
+                if ext and _cpu_mla_ext.load() is None:
+                    continue
+                t = _best(lambda: cpu_mla_attention(q, kv, md, scale=192 ** -0.5, use_ext=ext), 3 if quick else 5)
+                gbs = nbytes / t / 1e9
+                rows.append({"name": f"{path} {str(dtype).split('.')[-1]} batch {batch} ctx {ctx}",
+                             "ms": round(t * 1e3, 2), "GB/s": round(gbs, 2), "ratio": round(gbs / bw, 3)})
     return rows
 
 

@@ -13,16 +13,22 @@ Semantics exactly as ``attnsolve.kernels.reference.mla_decode_reference`` (and
   [num_tokens, topk]``, token positions within the sequence, ``-1`` = padding): each query
   attends exactly to the listed positions (a repeated index counts repeatedly).
 
-How: every sequence's latent rows (dense: its first ``seq_len`` tokens; sparse: the listed
-slots) are gathered once into a reused buffer and widened to float32, then torch's CPU
-flash-attention kernel (``aten._scaled_dot_product_flash_attention_for_cpu``) attends in
-float32 with the latent rows as both keys and values (it needs equal K and V head sizes);
-the output keeps the first ``kv_lora_rank`` columns and is rounded to the query dtype once.
-Float32 throughout because the peers' tolerance (``assert_close`` defaults, atol 1e-5) leaves
-no room for 16-bit probabilities or partial results; float32 also times no slower here.  The query heads are folded into query rows (MQA: one KV head), in
-as many groups as there are threads, so one latent row is read once per group and both
-cores work on one sequence.  Only the first ``seq_len`` rows are ever used, and padding rows
-of a sparse gather are zeroed, so stale or NaN slots past ``seq_len`` never reach the output.
+How (two paths, both float32 throughout, both tested on every case):
+
+* the C++ kernel (``_cpu_mla_ext``, built like ``_cpu_ext`` on first use): one pass over each
+  query token's latent rows (dense: positions ``0..p``; sparse: its listed positions), each
+  row widened once and used for all heads (scores, online softmax, ``P · V`` over the first
+  ``kv_lora_rank`` columns), long row lists split among threads and merged exactly;
+* without a compiler (or ``ATTNSOLVE_CPU_EXT=0``): every sequence's latent rows are gathered
+  into a reused buffer, widened to float32, and torch's CPU flash kernel
+  (``aten._scaled_dot_product_flash_attention_for_cpu``) attends with them as both keys and
+  values (it needs equal K and V sizes; the output keeps the first ``kv_lora_rank`` columns),
+  heads folded into query rows in one group per thread.
+
+Float32 because the peers' tolerance (``assert_close`` defaults, atol 1e-5) leaves no room for
+16-bit scores, probabilities or partial results; the output is rounded to the query dtype once.
+Rows past ``seq_len`` are never read, sparse padding (``-1``) is skipped, so NaN or stale slots
+past ``seq_len`` never reach the output, while a NaN inside ``seq_len`` does (it is data).
 
 vLLM 0.33 facts kept here: ``AMX_MLA`` needs a CPU with AMX tiles and a bfloat16 model.
 """
