@@ -304,13 +304,17 @@ def _short_rows_batched(query, key_cache, value_cache, md, seqs, out, *, scale, 
     bt = torch.where(torch.arange(nb_max) < ((lt + bs - 1) // bs).unsqueeze(1), bt, torch.zeros_like(bt))
     flat = bt.reshape(-1)
 
+    pad = (torch.arange(lpad).view(1, 1, lpad, 1) >= lt.view(B, 1, 1, 1))  # slots past each seq_len
+
     def gather(cache, s):
         x = torch.index_select(cache, 0, flat).view(B, lpad, hkv, cache.shape[3]).transpose(1, 2)
         if x.dtype in _FP8 or s != 1.0:
             x = x.to(torch.float32)
             if s != 1.0:
                 x = x * s
-        return x.to(query.dtype)
+        # masked slots still meet a zero probability in the product: whatever they hold (NaN in an
+        # unused slot) must not reach the output
+        return x.to(query.dtype).masked_fill(pad, 0)
 
     k, v = gather(key_cache, ks), gather(value_cache, vs)
     j = torch.arange(nmax)

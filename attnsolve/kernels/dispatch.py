@@ -233,9 +233,16 @@ def _mm_tensor(ranges):
     """Nested ``[[(start, end), ...], ...]`` -> int64 ``[num_seqs, max_ranges, 2]`` (padding: empty ``(0, 0)``)."""
     if ranges is None or isinstance(ranges, torch.Tensor):
         return ranges
-    width = max((len(r) for r in ranges if r), default=0)
-    rows = [list(r or ()) + [(0, 0)] * (width - len(r or ())) for r in ranges]
-    return torch.tensor(rows, dtype=torch.int64).reshape(len(ranges), width, 2)
+    width = 0
+    for r in ranges:  # plain loops: dynamo traces this while compiling
+        if r and len(r) > width:
+            width = len(r)
+    flat = []
+    for r in ranges:
+        r = list(r or ())
+        for a, b in r + [(0, 0)] * (width - len(r)):
+            flat += [int(a), int(b)]
+    return torch.tensor(flat, dtype=torch.int64).reshape(len(ranges), width, 2)
 
 
 def _op_call(query, key_cache, value_cache, query_start_loc, seq_lens, block_table, backend, scale, causal,
