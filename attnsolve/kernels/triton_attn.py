@@ -253,7 +253,8 @@ def _unified_attention_kernel(
 
             if USE_ALIBI:
                 s += slope[:, None] * (k_pos[None, :] - q_pos[:, None]).to(tl.float32)
-            vis = row_ok[:, None] & k_ok[None, :]
+            vis = k_pos[None, :] >= 0  # all true, [BLOCK_M, TILE] after the first combination below
+            vis = vis & (q_pos[:, None] == q_pos[:, None])
             if CAUSAL:
                 vis = vis & (k_pos[None, :] <= q_pos[:, None])
             if USE_WINDOW:
@@ -262,6 +263,7 @@ def _unified_attention_kernel(
                 mm_a = tl.load(mm_ptr + (seq_idx * MAX_MM + r) * 2)
                 mm_b = tl.load(mm_ptr + (seq_idx * MAX_MM + r) * 2 + 1)
                 vis = vis | ((q_pos[:, None] >= mm_a) & (q_pos[:, None] < mm_b) & (k_pos[None, :] >= mm_a) & (k_pos[None, :] < mm_b))
+            vis = vis & row_ok[:, None] & k_ok[None, :]  # after the ranges: keys past seq_len never count
             s = tl.where(vis, s, float("-inf"))
 
             m_new = tl.maximum(m_i, tl.max(s, axis=1))
