@@ -285,7 +285,7 @@ static inline __m512 hsum16(const __m512* v) {
 }
 
 static inline __m512 exp512(__m512 x) {  // same polynomial as fast_exp, x <= 0
-  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  x = _mm512_max_ps(_mm512_set1_ps(-87.0f), x);  // this operand order keeps a NaN x (NaN in, NaN out)
   const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
   const __m512 fi = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
   const __m512 f = _mm512_sub_ps(t, fi);
@@ -785,7 +785,16 @@ extern "C" int attnsolve_paged_decode(
       const int f = row_first[r], c = row_count[r];
       for (int h = 0; h < H; ++h) {
         float M = sinks ? sinks[h] : -INFINITY;
-        for (int k = 0; k < c; ++k) M = std::max(M, pm[(size_t)(f + k) * H + h]);
+        bool nan_row = std::isnan(M);
+        for (int k = 0; k < c; ++k) {
+          M = std::max(M, pm[(size_t)(f + k) * H + h]);
+          nan_row |= std::isnan(pl[(size_t)(f + k) * H + h]) || std::isnan(pm[(size_t)(f + k) * H + h]);
+        }
+        if (nan_row) {  // a NaN score (query, scale, key) or value: the row is NaN, as on the torch paths
+          std::fill(o.begin(), o.end(), NAN);
+          store_row(otype, (char*)out + ((int64_t)rows[r] * o_s0 + (int64_t)h * o_s1) * oe, o.data(), Dv);
+          continue;
+        }
         std::fill(o.begin(), o.end(), 0.0f);
         float den = 0.0f;
         if (M != -INFINITY) {

@@ -28,6 +28,7 @@ import torch
 from attnsolve.kernels import _cpu_ext
 from attnsolve.kernels.metadata import AttentionMetadata
 from attnsolve.kernels.registry import register_kernel
+from attnsolve.kernels.validate import Paged, check_paged
 
 __all__ = ["cpu_attn", "cpu_attn_impl", "DECODE_MAX_ROWS"]
 
@@ -38,54 +39,6 @@ _FP8 = (torch.float8_e4m3fn, torch.float8_e5m2)
 _flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 _TILE_ELEMS = 1 << 23  # float32 score elements per tile of the torch path (32 MiB)
 _MIN_PARALLEL_WORK = 1 << 16  # (key, head) pairs below which the C++ kernel stays single-threaded
-
-
-def _scalar(x) -> float:
-    if x is None:
-        return 1.0
-    if isinstance(x, torch.Tensor):
-        if x.numel() != 1:
-            raise ValueError(f"Expected a per-tensor (0-d) scale, but got shape {tuple(x.shape)}.")
-        return float(x.item())
-    return float(x)
-
-
-def _validate(query, key_cache, value_cache, md, sinks) -> None:
-    if query.dim() != 3:
-        raise ValueError(f"Expected query [num_tokens, num_heads, head_size], but got shape {tuple(query.shape)}.")
-    if key_cache.dim() != 4 or value_cache.dim() != 4:
-        raise ValueError(
-            "Expected key_cache/value_cache [num_blocks, block_size, num_kv_heads, head_size], "
-            f"but got shapes {tuple(key_cache.shape)} and {tuple(value_cache.shape)}."
-        )
-    if query.dtype not in _QUERY_DTYPES:
-        raise ValueError(f"Expected query dtype float32, bfloat16 or float16, but got {query.dtype}.")
-    if key_cache.dtype not in _CACHE_DTYPES or value_cache.dtype != key_cache.dtype:
-        raise ValueError(
-            "Expected key_cache and value_cache of one dtype among float32/bfloat16/float16/float8_e4m3fn/"
-            f"float8_e5m2, but got {key_cache.dtype} and {value_cache.dtype}."
-        )
-    T, H, D = query.shape
-    nb, bs, hkv, dk = key_cache.shape
-    if value_cache.shape[:3] != key_cache.shape[:3] or dk != D:
-        raise ValueError(
-            f"Expected key_cache [*, *, *, {D}] and value_cache with the same first three dims, "
-            f"but got {tuple(key_cache.shape)} and {tuple(value_cache.shape)}."
-        )
-    if hkv == 0 or H % hkv:
-        raise ValueError(f"Expected num_heads divisible by num_kv_heads, but got {H} and {hkv}.")
-    if sinks is not None and tuple(sinks.shape) != (H,):
-        raise ValueError(f"Expected sinks of shape [{H}] (one logit per query head), but got {tuple(sinks.shape)}.")
-    for name, t in (("query", query), ("key_cache", key_cache), ("value_cache", value_cache)):
-        if t.device.type != "cpu":
-            raise ValueError(f"Expected {name} on cpu for CPU_ATTN, but got {t.device}.")
-    md.validate(T)
-    _, lens = md.host_lists()
-    if lens and max(lens) > md.block_table.shape[1] * bs:
-        raise ValueError(
-            f"Expected seq_lens <= block_table columns * block_size = {md.block_table.shape[1] * bs}, "
-            f"but got a sequence of {max(lens)} tokens."
-        )
 
 
 def _int32(t: torch.Tensor) -> torch.Tensor:
@@ -239,44 +192,61 @@ def _gather_kv(key_cache, value_cache, bt_row: torch.Tensor, L: int, dtype, ks: 
     return _finish(k, dtype, ks), _finish(v, dtype, vs)
 
 
-def _torch_rows(q, k, v, p0, *, scale, causal, window, cap, sinks):
-    """Rows ``q [n, H, D]`` at positions ``p0..p0+n-1`` against ``k/v [Hkv, L, D]``, float32 math."""
+def _torch_rows(q, k, v, L, *, scale, causal, window, cap, sinks, alibi=None, mm=(), want_lse=False):
+    """Rows ``q [n, H, D]`` at positions ``L - n .. L - 1`` against ``k/v [Hkv, L, D]``, float32 math.
+
+    The general path: any window ``(left, right)``, ALiBi, multimodal-prefix ranges, sinks, the
+    log-sum-exp.  Returns ``out [n, H, Dv]`` float32 (and ``lse [n, H]`` with ``want_lse``).
+    NaN in a visible score propagates to the row (NaN output), like the other paths.
+    """
     n, H, D = q.shape
-    hkv, L, dv = v.shape
+    hkv, _, dv = v.shape
     g = H // hkv
+    p0 = L - n
     kf = k.to(torch.float32)
     vf = v.to(torch.float32)
     out = torch.empty(n, H, dv, dtype=torch.float32)
+    lse = torch.empty(n, H, dtype=torch.float32) if want_lse else None
     tile = max(1, _TILE_ELEMS // max(1, H * L))
-    pos_k = torch.arange(L)
+    pos_k = torch.arange(L).unsqueeze(0)
     sink = None if sinks is None else sinks.detach().to(torch.float32).view(hkv, g, 1, 1)
+    slope = None if alibi is None else alibi.to(torch.float32).view(hkv, g, 1, 1)
     for t0 in range(0, n, tile):
         t1 = min(n, t0 + tile)
         nt = t1 - t0
-        qt = q[t0:t1].to(torch.float32).view(nt, hkv, g, D).permute(1, 2, 0, 3).reshape(hkv, g * nt, D)
+        qt = q[t0:t1].to(torch.float32).reshape(nt, hkv, g, D).permute(1, 2, 0, 3).reshape(hkv, g * nt, D)
         s = torch.bmm(qt, kf.transpose(1, 2)).view(hkv, g, nt, L)
         s.mul_(scale)
         if cap:
             s = torch.tanh(s.div_(cap)).mul_(cap)
         pos_q = torch.arange(p0 + t0, p0 + t1).unsqueeze(1)
-        mask = None
+        if slope is not None:
+            s = s + slope * (pos_k - pos_q).to(torch.float32)
+        visible = None
         if causal:
-            mask = pos_k.unsqueeze(0) > pos_q
-        if window:
-            w = pos_k.unsqueeze(0) <= pos_q - int(window)
-            mask = w if mask is None else (mask | w)
-        if mask is not None:
-            s.masked_fill_(mask, -math.inf)
+            visible = pos_k <= pos_q
+        if window is not None:
+            left, right = window
+            w = (pos_k >= pos_q - left) & (pos_k <= pos_q + right)
+            visible = w if visible is None else (visible & w)
+        if visible is not None:
+            for a, b in mm:
+                visible = visible | ((pos_q >= a) & (pos_q < b) & (pos_k >= a) & (pos_k < b))
+            s = s.masked_fill(~visible, -math.inf)
+        m = s.amax(dim=-1, keepdim=True)
         if sink is not None:
-            s = torch.cat([s, sink.expand(hkv, g, nt, 1)], dim=-1)
-        m = s.amax(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).min)
+            m = torch.maximum(m, sink.expand(hkv, g, nt, 1))  # NaN in m stays NaN
+        m = torch.where(m == -math.inf, torch.zeros_like(m), m)
         p = torch.exp(s - m)
-        p = p / p.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+        den = p.sum(dim=-1, keepdim=True)
         if sink is not None:
-            p = p[..., :L]
+            den = den + torch.exp(sink - m)
         o = torch.bmm(p.reshape(hkv, g * nt, L), vf).view(hkv, g, nt, dv)
+        o = torch.where(den == 0, torch.zeros_like(o), o / den)
         out[t0:t1] = o.permute(2, 0, 1, 3).reshape(nt, H, dv)
-    return out
+        if want_lse:
+            lse[t0:t1] = (torch.log(den) + m).view(hkv, g, nt).permute(2, 0, 1).reshape(nt, H)
+    return (out, lse) if want_lse else out
 
 
 def _flash_rows(q, k, v, p0, *, scale, causal, window, sinks):
@@ -334,13 +304,17 @@ def _short_rows_batched(query, key_cache, value_cache, md, seqs, out, *, scale, 
     bt = torch.where(torch.arange(nb_max) < ((lt + bs - 1) // bs).unsqueeze(1), bt, torch.zeros_like(bt))
     flat = bt.reshape(-1)
 
+    pad = (torch.arange(lpad).view(1, 1, lpad, 1) >= lt.view(B, 1, 1, 1))  # slots past each seq_len
+
     def gather(cache, s):
         x = torch.index_select(cache, 0, flat).view(B, lpad, hkv, cache.shape[3]).transpose(1, 2)
         if x.dtype in _FP8 or s != 1.0:
             x = x.to(torch.float32)
             if s != 1.0:
                 x = x * s
-        return x.to(query.dtype)
+        # masked slots still meet a zero probability in the product: whatever they hold (NaN in an
+        # unused slot) must not reach the output
+        return x.to(query.dtype).masked_fill(pad, 0)
 
     k, v = gather(key_cache, ks), gather(value_cache, vs)
     j = torch.arange(nmax)
@@ -367,27 +341,81 @@ def _short_rows_batched(query, key_cache, value_cache, md, seqs, out, *, scale, 
 # ----------------------------------------------------------------------------------------------
 
 
+def _needs_general(c: Paged) -> bool:
+    """Features only the general torch path has (the C++ and flash paths keep vLLM's common case fast)."""
+    if c.alibi is not None or c.mm is not None or c.per_seq_scales or c.return_lse:
+        return True
+    if c.window is not None and not c.causal:
+        return True  # a two-sided (encoder) window
+    return any(c.qsl[i + 1] - c.qsl[i] > c.lens[i] for i in range(len(c.lens)))  # cross-attention, n > L
+
+
+def _general(c: Paged, gfn) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    query = c.query
+    T, H, D = query.shape
+    hkv, dv = c.key_cache.shape[2], c.value_cache.shape[3]
+    out = torch.zeros(T, H, dv, dtype=query.dtype)
+    lse = torch.full((T, H), -math.inf, dtype=torch.float32) if c.return_lse else None
+    per_seq = c.per_seq_scales
+    ks_f = 1.0 if isinstance(c.k_scale, torch.Tensor) else c.k_scale
+    vs_f = 1.0 if isinstance(c.v_scale, torch.Tensor) else c.v_scale
+    for i, L in enumerate(c.lens):
+        q0, q1 = c.qsl[i], c.qsl[i + 1]
+        if q1 == q0:
+            continue
+        if L == 0:
+            continue  # no keys: zeros, lse = log(e^sink) or -inf
+        dt = torch.float32 if per_seq else query.dtype
+        k, v = _gather_kv(c.key_cache, c.value_cache, c.block_table[i], L, dt, ks_f, vs_f, gfn)
+        if isinstance(c.k_scale, torch.Tensor):
+            k = k * c.k_scale[i].view(hkv, 1, 1)
+        if isinstance(c.v_scale, torch.Tensor):
+            v = v * c.v_scale[i].view(hkv, 1, 1)
+        r = _torch_rows(query[q0:q1], k, v, L, scale=c.scale, causal=c.causal, window=c.window, cap=c.cap,
+                        sinks=c.sinks, alibi=c.alibi, mm=c.mm[i] if c.mm else (), want_lse=c.return_lse)
+        if c.return_lse:
+            out[q0:q1], lse[q0:q1] = r[0], r[1]
+        else:
+            out[q0:q1] = r
+    if c.return_lse:
+        if c.sinks is not None:  # rows with no key: the denominator is the sink alone
+            empty = torch.isneginf(lse)
+            lse = torch.where(empty, c.sinks.view(1, H).expand(T, H), lse)
+        return out, lse
+    return out
+
+
 def cpu_attn_impl(
     query, key_cache, value_cache, md: AttentionMetadata, *, scale=None, causal=True, sliding_window=None,
-    logits_soft_cap=None, sinks=None, k_scale=None, v_scale=None, use_ext: bool | None = None,
-    use_flash: bool = True,
-) -> torch.Tensor:
+    logits_soft_cap=None, sinks=None, k_scale=None, v_scale=None, alibi_slopes=None, mm_prefix_ranges=None,
+    return_lse: bool = False, use_ext: bool | None = None, use_flash: bool = True,
+):
     """CPU_ATTN with the path choice exposed for tests: ``use_ext`` False forces the torch paths,
     True requires the extension (``RuntimeError`` if it cannot be built), None = use it if possible;
     ``use_flash`` False forces the tiled torch path for prefill."""
-    _validate(query, key_cache, value_cache, md, sinks)
+    c = check_paged(
+        query, key_cache, value_cache, md, scale=scale, causal=causal, sliding_window=sliding_window,
+        logits_soft_cap=logits_soft_cap, sinks=sinks, k_scale=k_scale, v_scale=v_scale, alibi_slopes=alibi_slopes,
+        mm_prefix_ranges=mm_prefix_ranges, return_lse=return_lse, query_dtypes=_QUERY_DTYPES,
+        cache_dtypes=_CACHE_DTYPES,
+    )
+    if c.query.device.type != "cpu":
+        raise ValueError(f"Expected query on cpu for CPU_ATTN, but got {query.device}.")
+    query, key_cache, value_cache = c.query, c.key_cache, c.value_cache
     T, H, D = query.shape
     dv = value_cache.shape[3]
-    sc = D ** -0.5 if scale is None else float(scale)
-    ks, vs = _scalar(k_scale), _scalar(v_scale)
-    window = None if not sliding_window else int(sliding_window)
-    cap = None if not logits_soft_cap else float(logits_soft_cap)
-    qsl, lens = md.host_lists()
     fn = None
     if use_ext is not False:
         fn = _cpu_ext.load()
         if fn is None and use_ext:
             raise RuntimeError(f"CPU_ATTN extension unavailable: {_cpu_ext.reason()}")
+    if _needs_general(c):
+        return _general(c, _cpu_ext.load_gather() if fn is not None else None)
+    sc, ks, vs, cap, sinks = c.scale, c.k_scale, c.v_scale, c.cap, c.sinks
+    window = None if c.window is None else c.window[0] + 1  # causal: keys t > p - window
+    qsl, lens = c.qsl, c.lens
+    if not (c.query_start_loc is md.query_start_loc and c.seq_lens is md.seq_lens and c.block_table is md.block_table):
+        md = AttentionMetadata(c.query_start_loc, c.seq_lens, c.block_table)  # int32 copies of checked values
     short, long_ = [], []
     out = None
     for i in range(len(lens)):
@@ -398,11 +426,11 @@ def cpu_attn_impl(
     if short or len(long_) != 1 or qsl[long_[0] + 1] - qsl[long_[0]] != T:
         out = torch.empty(T, H, dv, dtype=query.dtype)
     if short and fn is not None:
-        _decode_ext(fn, query, key_cache, value_cache, md, short, out, scale=sc, causal=causal, window=window,
+        _decode_ext(fn, query, key_cache, value_cache, md, short, out, scale=sc, causal=c.causal, window=window,
                     cap=cap, sinks=sinks, ks=ks, vs=vs)
     elif short:
         if not (use_flash and cap is None and dv == D and len(short) > 1 and _short_rows_batched(
-                query, key_cache, value_cache, md, short, out, scale=sc, causal=causal, window=window, sinks=sinks,
+                query, key_cache, value_cache, md, short, out, scale=sc, causal=c.causal, window=window, sinks=sinks,
                 ks=ks, vs=vs)):
             long_ = sorted(long_ + short)
     if long_:
@@ -410,12 +438,13 @@ def cpu_attn_impl(
         gfn = _cpu_ext.load_gather() if fn is not None else None
         for i in long_:
             q0, q1, L = qsl[i], qsl[i + 1], lens[i]
-            k, v = _gather_kv(key_cache, value_cache, md.block_table[i], L, cdt, ks, vs, gfn)
-            kw = dict(scale=sc, causal=causal, window=window, sinks=sinks)
+            k, v = _gather_kv(key_cache, value_cache, c.block_table[i], L, cdt, ks, vs, gfn)
             if use_flash and cap is None and dv == D:  # torch's flash kernel needs equal K/V head sizes
-                o = _flash_rows(query[q0:q1], k, v, L - (q1 - q0), **kw)
+                o = _flash_rows(query[q0:q1], k, v, L - (q1 - q0), scale=sc, causal=c.causal, window=window,
+                                sinks=sinks)
             else:
-                o = _torch_rows(query[q0:q1], k, v, L - (q1 - q0), cap=cap, **kw)
+                o = _torch_rows(query[q0:q1], k, v, L, scale=sc, causal=c.causal, window=c.window, cap=cap,
+                                sinks=sinks)
             if out is None:  # a batch that is one prefill: the kernel's output is the answer
                 return o.to(query.dtype).contiguous()
             out[q0:q1] = o
@@ -425,10 +454,12 @@ def cpu_attn_impl(
 @register_kernel("CPU_ATTN", devices=("cpu",))
 def cpu_attn(
     query, key_cache, value_cache, md: AttentionMetadata, *, scale=None, causal=True, sliding_window=None,
-    logits_soft_cap=None, sinks=None, k_scale=None, v_scale=None,
-) -> torch.Tensor:
+    logits_soft_cap=None, sinks=None, k_scale=None, v_scale=None, alibi_slopes=None, mm_prefix_ranges=None,
+    return_lse: bool = False,
+):
     """Paged attention on CPU; see the module docstring and ``docs/kernels.md``."""
     return cpu_attn_impl(
         query, key_cache, value_cache, md, scale=scale, causal=causal, sliding_window=sliding_window,
-        logits_soft_cap=logits_soft_cap, sinks=sinks, k_scale=k_scale, v_scale=v_scale,
+        logits_soft_cap=logits_soft_cap, sinks=sinks, k_scale=k_scale, v_scale=v_scale, alibi_slopes=alibi_slopes,
+        mm_prefix_ranges=mm_prefix_ranges, return_lse=return_lse,
     )

@@ -16,6 +16,7 @@ to it while ``torch.compile`` traces, so ``torch.compile(fullgraph=True)`` works
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Optional
 
@@ -27,7 +28,7 @@ from attnsolve.kernels import registry
 from attnsolve.kernels.metadata import AttentionMetadata
 from attnsolve.kernels.registry import KernelUnavailableError, runnable_backends, unavailable_reasons
 
-__all__ = ["paged_attention", "paged_attention_op", "infer_config", "resolve", "clear_cache", "SelectionWarning"]
+__all__ = ["paged_attention", "paged_attention_op", "paged_attention_lse_op", "selection_block_size", "infer_config", "resolve", "clear_cache", "SelectionWarning"]
 
 
 class SelectionWarning(UserWarning):
@@ -67,6 +68,19 @@ def _kv_cache_dtype(query_dtype: torch.dtype, cache_dtype: torch.dtype) -> str:
     )
 
 
+_CONFIG_BLOCK_SIZES = (1, 8, 16, 32, 64, 128, 256)
+
+
+def selection_block_size(block_size: int) -> int:
+    """The block size selection is asked about: the cache's own when ``Config`` knows it, else
+    ``gcd(block_size, 256)`` (48 -> 16, 96 -> 32).  The rules test "a multiple of a kernel block
+    size" (powers of two up to 256), and a size is a multiple of a power of two ``k <= 256`` exactly
+    when that gcd is, so the verdict is the same."""
+    if block_size in _CONFIG_BLOCK_SIZES or block_size <= 0:
+        return block_size
+    return math.gcd(block_size, 256)
+
+
 def infer_config(query: torch.Tensor, key_cache: torch.Tensor, *, sinks: torch.Tensor | None = None,
                  backend: str | None = None) -> Config:
     """The ``Config`` these tensors describe (raises ``ConfigError``/``ValueError`` on bad input).
@@ -74,8 +88,12 @@ def infer_config(query: torch.Tensor, key_cache: torch.Tensor, *, sinks: torch.T
     platform from the device (cuda on a HIP build is rocm), compute capability from
     ``torch.cuda.get_device_capability``, dtype from the query, kv_cache_dtype from the cache
     (same as the query: ``auto``; ``float8_e4m3fn``: ``fp8``; ``float8_e5m2``: ``fp8_e5m2``),
-    head size and head count from the query, block size from the cache, has_sink from ``sinks``.
+    head size and head count from the query, block size from the cache (``selection_block_size``),
+    has_sink from ``sinks``.
     """
+    for name, t in (("query", query), ("key_cache", key_cache)):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"Expected {name} a torch.Tensor, but got {type(t).__name__}.")
     if query.dim() != 3 or key_cache.dim() != 4:
         raise ValueError(
             "Expected query [num_tokens, num_heads, head_size] and key_cache [num_blocks, block_size, "
@@ -88,7 +106,8 @@ def infer_config(query: torch.Tensor, key_cache: torch.Tensor, *, sinks: torch.T
     return Config(
         platform=platform, dtype=dtype, compute_capability=cc,
         kv_cache_dtype=_kv_cache_dtype(query.dtype, key_cache.dtype),
-        head_size=int(query.shape[2]), block_size=int(key_cache.shape[1]), num_heads=int(query.shape[1]),
+        head_size=int(query.shape[2]), block_size=selection_block_size(int(key_cache.shape[1])),
+        num_heads=int(query.shape[1]),
         has_sink=sinks is not None, backend=backend,
     )
 
@@ -121,6 +140,9 @@ def resolve(query: torch.Tensor, key_cache: torch.Tensor, *, sinks=None, backend
 
 
 def _kernel(query, key_cache, value_cache, sinks, backend):
+    for name, t in (("query", query), ("key_cache", key_cache), ("value_cache", value_cache)):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"Expected {name} a torch.Tensor, but got {type(t).__name__}.")
     key = (query.device, query.dtype, key_cache.dtype, value_cache.dtype, query.shape[1], query.shape[2],
            key_cache.shape[1], sinks is None, backend)
     hit = _cache.get(key)
@@ -129,6 +151,32 @@ def _kernel(query, key_cache, value_cache, sinks, backend):
         sel, fn = resolve(query, key_cache, sinks=sinks, backend=backend)
         hit = _cache[key] = (gen, sel.backend, fn)
     return hit[2]
+
+
+def _extras(alibi_slopes, mm_prefix_ranges, return_lse) -> dict:
+    """The newer keyword arguments, passed on only when used (kernels registered by others that
+    predate them keep working for the common call)."""
+    kw = {}
+    if alibi_slopes is not None:
+        kw["alibi_slopes"] = alibi_slopes
+    if mm_prefix_ranges is not None:
+        kw["mm_prefix_ranges"] = mm_prefix_ranges
+    if return_lse:
+        kw["return_lse"] = True
+    return kw
+
+
+def _call(fn, query, key_cache, value_cache, md, backend, kw):
+    try:
+        return fn(query, key_cache, value_cache, md, **kw)
+    except TypeError as e:
+        extra = [k for k in ("alibi_slopes", "mm_prefix_ranges", "return_lse") if k in kw and f"'{k}'" in str(e)]
+        if extra:
+            raise KernelUnavailableError(
+                backend or getattr(fn, "__name__", "?"),
+                f"its kernel does not take {', '.join(extra)} (a feature it does not have)",
+            ) from e
+        raise
 
 
 def paged_attention(
@@ -140,33 +188,72 @@ def paged_attention(
     backend: str | None = None,
     scale: float | None = None,
     causal: bool = True,
-    sliding_window: int | None = None,
+    sliding_window: int | tuple[int, int] | None = None,
     logits_soft_cap: float | None = None,
     sinks: torch.Tensor | None = None,
     k_scale=None,
     v_scale=None,
-) -> torch.Tensor:
+    alibi_slopes: torch.Tensor | None = None,
+    mm_prefix_ranges=None,
+    return_lse: bool = False,
+):
     """Paged attention with the backend vLLM would select for these tensors.
 
-    Layout and semantics: ``docs/kernels.md`` (and ``attnsolve.kernels.metadata``).
-    ``backend`` requests one, as vLLM's ``attention_backend`` does (on CPU vLLM ignores the
-    request with a warning and uses CPU_ATTN).  Raises ``KernelUnavailableError`` when the
-    selected backend has no kernel that can run here.
+    Layout and semantics (every keyword): ``docs/kernels.md``.  ``backend`` requests one, as
+    vLLM's ``attention_backend`` does (on CPU vLLM ignores the request with a warning and uses
+    CPU_ATTN).  Returns ``out``, or ``(out, lse)`` with ``return_lse=True``.  Raises
+    ``KernelUnavailableError`` when the selected backend has no kernel that can run here, and
+    ``ValueError`` ("Expected ..., but got ...") for bad input.
     """
     if torch.compiler.is_compiling():
-        if isinstance(k_scale, torch.Tensor):
-            k_scale = float(k_scale)
-        if isinstance(v_scale, torch.Tensor):
-            v_scale = float(v_scale)
-        return paged_attention_op(
+        window_right = None
+        if isinstance(sliding_window, (tuple, list)):
+            sliding_window, window_right = sliding_window
+        args = (
             query, key_cache, value_cache, md.query_start_loc, md.seq_lens, md.block_table, backend,
             None if scale is None else float(scale), causal, sliding_window,
-            None if logits_soft_cap is None else float(logits_soft_cap), sinks, k_scale, v_scale,
+            None if logits_soft_cap is None else float(logits_soft_cap), sinks, _scale_tensor(k_scale),
+            _scale_tensor(v_scale), alibi_slopes, _mm_tensor(mm_prefix_ranges), window_right,
         )
-    return _kernel(query, key_cache, value_cache, sinks, backend)(
-        query, key_cache, value_cache, md, scale=scale, causal=causal, sliding_window=sliding_window,
-        logits_soft_cap=logits_soft_cap, sinks=sinks, k_scale=k_scale, v_scale=v_scale,
-    )
+        if return_lse:
+            return paged_attention_lse_op(*args)
+        return paged_attention_op(*args)
+    kw = dict(scale=scale, causal=causal, sliding_window=sliding_window, logits_soft_cap=logits_soft_cap,
+              sinks=sinks, k_scale=k_scale, v_scale=v_scale, **_extras(alibi_slopes, mm_prefix_ranges, return_lse))
+    return _call(_kernel(query, key_cache, value_cache, sinks, backend), query, key_cache, value_cache, md, backend, kw)
+
+
+def _scale_tensor(x):
+    if x is None or isinstance(x, torch.Tensor):
+        return x
+    return torch.tensor(float(x), dtype=torch.float32)
+
+
+def _mm_tensor(ranges):
+    """Nested ``[[(start, end), ...], ...]`` -> int64 ``[num_seqs, max_ranges, 2]`` (padding: empty ``(0, 0)``)."""
+    if ranges is None or isinstance(ranges, torch.Tensor):
+        return ranges
+    width = 0
+    for r in ranges:  # plain loops: dynamo traces this while compiling
+        if r and len(r) > width:
+            width = len(r)
+    flat = []
+    for r in ranges:
+        r = list(r or ())
+        for a, b in r + [(0, 0)] * (width - len(r)):
+            flat += [int(a), int(b)]
+    return torch.tensor(flat, dtype=torch.int64).reshape(len(ranges), width, 2)
+
+
+def _op_call(query, key_cache, value_cache, query_start_loc, seq_lens, block_table, backend, scale, causal,
+             sliding_window, logits_soft_cap, sinks, k_scale, v_scale, alibi_slopes, mm_prefix_ranges,
+             sliding_window_right, return_lse):
+    md = AttentionMetadata(query_start_loc, seq_lens, block_table)
+    if sliding_window_right is not None:
+        sliding_window = (-1 if sliding_window is None else sliding_window, sliding_window_right)
+    kw = dict(scale=scale, causal=causal, sliding_window=sliding_window, logits_soft_cap=logits_soft_cap,
+              sinks=sinks, k_scale=k_scale, v_scale=v_scale, **_extras(alibi_slopes, mm_prefix_ranges, return_lse))
+    return _call(_kernel(query, key_cache, value_cache, sinks, backend), query, key_cache, value_cache, md, backend, kw)
 
 
 @torch.library.custom_op("attnsolve::paged_attention", mutates_args=())
@@ -183,19 +270,62 @@ def paged_attention_op(
     sliding_window: Optional[int] = None,
     logits_soft_cap: Optional[float] = None,
     sinks: Optional[torch.Tensor] = None,
-    k_scale: Optional[float] = None,
-    v_scale: Optional[float] = None,
+    k_scale: Optional[torch.Tensor] = None,
+    v_scale: Optional[torch.Tensor] = None,
+    alibi_slopes: Optional[torch.Tensor] = None,
+    mm_prefix_ranges: Optional[torch.Tensor] = None,
+    sliding_window_right: Optional[int] = None,
 ) -> torch.Tensor:
-    """``paged_attention`` as a torch custom op (flat arguments: the metadata's three tensors)."""
-    md = AttentionMetadata(query_start_loc, seq_lens, block_table)
-    return _kernel(query, key_cache, value_cache, sinks, backend)(
-        query, key_cache, value_cache, md, scale=scale, causal=causal, sliding_window=sliding_window,
-        logits_soft_cap=logits_soft_cap, sinks=sinks, k_scale=k_scale, v_scale=v_scale,
-    )
+    """``paged_attention`` as a torch custom op (flat arguments: the metadata's three tensors).
+
+    Scales are tensors (0-d or ``[num_seqs, num_kv_heads]``); ``mm_prefix_ranges`` an integer
+    ``[num_seqs, max_ranges, 2]`` tensor of half-open ranges (``start == end``: padding);
+    a ``(left, right)`` window is ``sliding_window=left, sliding_window_right=right``.
+    """
+    return _op_call(query, key_cache, value_cache, query_start_loc, seq_lens, block_table, backend, scale, causal,
+                    sliding_window, logits_soft_cap, sinks, k_scale, v_scale, alibi_slopes, mm_prefix_ranges,
+                    sliding_window_right, False)
 
 
 @paged_attention_op.register_fake
 def _paged_attention_fake(query, key_cache, value_cache, query_start_loc, seq_lens, block_table, backend=None,
                           scale=None, causal=True, sliding_window=None, logits_soft_cap=None, sinks=None,
-                          k_scale=None, v_scale=None):
+                          k_scale=None, v_scale=None, alibi_slopes=None, mm_prefix_ranges=None,
+                          sliding_window_right=None):
     return query.new_empty((query.shape[0], query.shape[1], value_cache.shape[3]))
+
+
+@torch.library.custom_op("attnsolve::paged_attention_lse", mutates_args=())
+def paged_attention_lse_op(
+    query: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    query_start_loc: torch.Tensor,
+    seq_lens: torch.Tensor,
+    block_table: torch.Tensor,
+    backend: Optional[str] = None,
+    scale: Optional[float] = None,
+    causal: bool = True,
+    sliding_window: Optional[int] = None,
+    logits_soft_cap: Optional[float] = None,
+    sinks: Optional[torch.Tensor] = None,
+    k_scale: Optional[torch.Tensor] = None,
+    v_scale: Optional[torch.Tensor] = None,
+    alibi_slopes: Optional[torch.Tensor] = None,
+    mm_prefix_ranges: Optional[torch.Tensor] = None,
+    sliding_window_right: Optional[int] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``paged_attention(..., return_lse=True)`` as a custom op: ``(out, lse [num_tokens, num_heads] float32)``."""
+    out, lse = _op_call(query, key_cache, value_cache, query_start_loc, seq_lens, block_table, backend, scale, causal,
+                        sliding_window, logits_soft_cap, sinks, k_scale, v_scale, alibi_slopes, mm_prefix_ranges,
+                        sliding_window_right, True)
+    return out, lse
+
+
+@paged_attention_lse_op.register_fake
+def _paged_attention_lse_fake(query, key_cache, value_cache, query_start_loc, seq_lens, block_table, backend=None,
+                              scale=None, causal=True, sliding_window=None, logits_soft_cap=None, sinks=None,
+                              k_scale=None, v_scale=None, alibi_slopes=None, mm_prefix_ranges=None,
+                              sliding_window_right=None):
+    return (query.new_empty((query.shape[0], query.shape[1], value_cache.shape[3])),
+            query.new_empty((query.shape[0], query.shape[1]), dtype=torch.float32))

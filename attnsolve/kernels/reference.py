@@ -5,14 +5,17 @@ Float64, explicit softmax, one sequence at a time, no cleverness.  Semantics (se
 
 * ``scale`` defaults to ``head_size ** -0.5``.
 * ``causal``: a query at position ``p`` sees keys at positions ``<= p``.
-* ``sliding_window=w``: it sees only keys at positions ``> p - w`` (``w`` keys incl. itself).
+* ``sliding_window``: ``0``/``None`` none; ``w`` causal: keys ``> p - w`` (``w`` keys incl. itself),
+  non-causal: ``|t - p| < w``; ``(left, right)``: ``p - left <= t <= p + right`` (``-1``: unbounded).
+* ``alibi_slopes [H]``: ``slope * (t - p)`` added after the soft-cap.
+* ``mm_prefix_ranges``: per sequence, half-open ranges whose rows see the whole range.
 * ``logits_soft_cap=c``: scores become ``c * tanh(score / c)`` before the softmax.
 * ``sinks [num_heads]``: a per-head logit that joins the softmax denominator only.
-* ``k_scale`` / ``v_scale``: dequantisation scales of an fp8 cache (float or 0-d tensor):
+* ``k_scale`` / ``v_scale``: dequantisation scales (float, 0-d tensor or ``[num_seqs, num_kv_heads]``):
   the real key is ``key_cache.float() * k_scale``.
 * Query head ``h`` uses KV head ``h // (num_heads // num_kv_heads)``.
-* A query row that sees no key at all (only possible with ``causal=False`` windows
-  pointing past the context, never in vLLM's use) gets zeros.
+* A query row that sees no key at all gets zeros (and ``lse = -inf`` without a sink).
+* ``causal=False`` accepts more rows than keys (cross-attention): every row sees all keys.
 """
 
 from __future__ import annotations
@@ -42,14 +45,24 @@ def gather_sequence(cache: torch.Tensor, block_table_row: torch.Tensor, seq_len:
     return cache[blocks].reshape(nblk * bs, *cache.shape[2:])[:seq_len]
 
 
-def _mask(n: int, seq_len: int, causal: bool, sliding_window) -> torch.Tensor:
+def _mask(n: int, seq_len: int, causal: bool, sliding_window, mm_ranges=()) -> torch.Tensor:
+    """``[n, seq_len]`` visibility of rows at positions ``seq_len - n + j``: ``(causal and window) or mm``.
+
+    ``sliding_window``: ``None``, an int (as ``paged_attention``) or a normalised ``(left, right)`` pair.
+    """
+    from attnsolve.kernels.validate import check_window
+
     pos_q = torch.arange(seq_len - n, seq_len).unsqueeze(1)
     pos_k = torch.arange(seq_len).unsqueeze(0)
     mask = torch.ones(n, seq_len, dtype=torch.bool)
     if causal:
         mask &= pos_k <= pos_q
-    if sliding_window is not None:
-        mask &= pos_k > pos_q - int(sliding_window)
+    window = sliding_window if isinstance(sliding_window, tuple) else check_window(sliding_window, causal)
+    if window is not None:
+        left, right = window
+        mask &= (pos_k >= pos_q - left) & (pos_k <= pos_q + right)
+    for a, b in mm_ranges:
+        mask |= (pos_q >= a) & (pos_q < b) & (pos_k >= a) & (pos_k < b)
     return mask
 
 
@@ -79,40 +92,62 @@ def paged_attention_reference(
     sinks=None,
     k_scale=None,
     v_scale=None,
-) -> torch.Tensor:
-    """Paged attention in float64, one sequence at a time; returns ``query.dtype``."""
+    alibi_slopes=None,
+    mm_prefix_ranges=None,
+    return_lse: bool = False,
+):
+    """Paged attention in float64, one sequence at a time; returns ``query.dtype`` (and the float32
+    log-sum-exp ``[num_tokens, num_heads]`` with ``return_lse=True``)."""
+    from attnsolve.kernels.validate import FLOAT_DTYPES, FP8_DTYPES, check_paged
+
+    c = check_paged(
+        query, key_cache, value_cache, md, scale=scale, causal=causal, sliding_window=sliding_window,
+        logits_soft_cap=logits_soft_cap, sinks=sinks, k_scale=k_scale, v_scale=v_scale, alibi_slopes=alibi_slopes,
+        mm_prefix_ranges=mm_prefix_ranges, return_lse=return_lse, query_dtypes=FLOAT_DTYPES + (torch.float64,),
+        cache_dtypes=FLOAT_DTYPES + FP8_DTYPES + (torch.float64,),
+    )
     T, H, D = query.shape
     Hkv = key_cache.shape[2]
     Dv = value_cache.shape[3]
-    if H % Hkv:
-        raise ValueError(f"Expected num_heads divisible by num_kv_heads, but got {H} and {Hkv}.")
     group = H // Hkv
-    sc = D ** -0.5 if scale is None else float(scale)
-    ks, vs = _scale_value(k_scale), _scale_value(v_scale)
-    cap = None if not logits_soft_cap else float(logits_soft_cap)
-    sink = None if sinks is None else sinks.to(torch.float64)
-    qsl = md.query_start_loc.tolist()
-    sl = md.seq_lens.tolist()
+    sink = None if c.sinks is None else c.sinks.cpu().to(torch.float64)
+    alibi = None if c.alibi is None else c.alibi.cpu().to(torch.float64)
     out = torch.zeros(T, H, Dv, dtype=torch.float64)
+    lse = torch.full((T, H), -math.inf, dtype=torch.float64)
+    qsl, sl = c.qsl, c.lens
+    bt = c.block_table.cpu()
+    kc, vc, qc = key_cache.cpu(), value_cache.cpu(), query.cpu()
+
+    def scale_of(x, i):
+        if isinstance(x, torch.Tensor):
+            return x[i].cpu().to(torch.float64).view(1, Hkv, 1)
+        return x
+
     for i in range(len(sl)):
         q0, q1, L = qsl[i], qsl[i + 1], sl[i]
         n = q1 - q0
         if n == 0:
             continue
-        if n > L:
-            raise ValueError(f"Expected query rows <= seq_len for sequence {i}, but got {n} > {L}.")
-        k = gather_sequence(key_cache, md.block_table[i], L).to(torch.float64) * ks  # [L, Hkv, D]
-        v = gather_sequence(value_cache, md.block_table[i], L).to(torch.float64) * vs
+        k = gather_sequence(kc, bt[i], L).to(torch.float64) * scale_of(c.k_scale, i)  # [L, Hkv, D]
+        v = gather_sequence(vc, bt[i], L).to(torch.float64) * scale_of(c.v_scale, i)
         k = k.repeat_interleave(group, dim=1)  # [L, H, D]
         v = v.repeat_interleave(group, dim=1)
-        q = query[q0:q1].to(torch.float64)  # [n, H, D]
-        s = torch.einsum("nhd,lhd->hnl", q, k) * sc
-        if cap is not None:
-            s = cap * torch.tanh(s / cap)
-        s = s.masked_fill(~_mask(n, L, causal, sliding_window), -math.inf)
+        q = qc[q0:q1].to(torch.float64)  # [n, H, D]
+        s = torch.einsum("nhd,lhd->hnl", q, k) * c.scale
+        if c.cap is not None:
+            s = c.cap * torch.tanh(s / c.cap)
+        if alibi is not None:
+            rel = torch.arange(L).view(1, L) - torch.arange(L - n, L).view(n, 1)  # t - p
+            s = s + alibi.view(H, 1, 1) * rel.to(torch.float64)
+        s = s.masked_fill(~_mask(n, L, c.causal, c.window, c.mm[i] if c.mm else ()), -math.inf)
         p = _softmax_rows(s, sink)
         out[q0:q1] = torch.einsum("hnl,lhd->nhd", p, v)
-    return out.to(query.dtype)
+        terms = s if sink is None else torch.cat([s, sink.view(H, 1, 1).expand(H, n, 1)], dim=-1)
+        lse[q0:q1] = torch.logsumexp(terms, dim=-1).transpose(0, 1)
+    out = out.to(query.dtype).to(query.device)
+    if c.return_lse:
+        return out, lse.to(torch.float32).to(query.device)
+    return out
 
 
 def mla_decode_reference(

@@ -48,6 +48,7 @@ _KERNEL_MODULES = (
     "attnsolve.kernels.flex",
     "attnsolve.kernels.triton_attn",
     "attnsolve.kernels.triton_mla",
+    "attnsolve.kernels.cpu_mla",
     "attnsolve.kernels.adapters",
 )
 
@@ -119,6 +120,7 @@ _REGISTRY: dict[str, _Entry] = {}
 # module name -> reason it could not be imported (only for real failures / missing packages)
 _IMPORT_ERRORS: dict[str, str] = {}
 _discovered = False
+_discovering = False  # True while the discovering thread imports (it holds _lock)
 # bumped on every registration: callers caching kernel_for() results compare it
 _generation = 0
 _lock = threading.RLock()
@@ -192,24 +194,31 @@ def _have_package(name: str) -> bool:
 
 
 def _discover() -> None:
-    global _discovered
+    """Import the kernel modules once.  Thread-safe: other threads wait on the lock until every
+    import has finished ("done" is set only then); a kernel module that queries the registry while
+    it is being imported (same thread, re-entrant lock) sees the registrations made so far."""
+    global _discovered, _discovering
     if _discovered:
         return
     with _lock:
-        if _discovered:
+        if _discovered or _discovering:
             return
-        _discovered = True  # set first: kernel modules may query the registry while importing
-        for mod in _KERNEL_MODULES:
-            try:
-                importlib.import_module(mod)
-            except ModuleNotFoundError as e:
-                missing = e.name or ""
-                # The kernel module itself (or a parent) does not exist yet: nothing to say.
-                if missing and (mod == missing or mod.startswith(missing + ".")):
-                    continue
-                _IMPORT_ERRORS[mod] = f"{mod} needs package {missing!r}, which is not installed"
-            except Exception as e:  # never hide a real bug: record it as the reason
-                _IMPORT_ERRORS[mod] = f"importing {mod} failed: {type(e).__name__}: {e}"
+        _discovering = True
+        try:
+            for mod in _KERNEL_MODULES:
+                try:
+                    importlib.import_module(mod)
+                except ModuleNotFoundError as e:
+                    missing = e.name or ""
+                    # The kernel module itself (or a parent) does not exist yet: nothing to say.
+                    if missing and (mod == missing or mod.startswith(missing + ".")):
+                        continue
+                    _IMPORT_ERRORS[mod] = f"{mod} needs package {missing!r}, which is not installed"
+                except Exception as e:  # never hide a real bug: record it as the reason
+                    _IMPORT_ERRORS[mod] = f"importing {mod} failed: {type(e).__name__}: {e}"
+        finally:
+            _discovering = False
+            _discovered = True
 
 
 def generation() -> int:

@@ -37,6 +37,7 @@ import triton
 import triton.language as tl
 
 from attnsolve.kernels.registry import register_kernel
+from attnsolve.kernels.validate import check_paged
 
 __all__ = ["triton_paged_attention", "interpreter_reason", "is_interpreted"]
 
@@ -64,13 +65,17 @@ def _unified_attention_kernel(
     sinks_ptr,
     k_scale_ptr,
     v_scale_ptr,
+    alibi_ptr,
+    mm_ptr,
+    lse_ptr,
     block_table_ptr,
     seq_lens_ptr,
     query_start_loc_ptr,
     num_seqs,
     scale,
     softcap,
-    window,
+    win_left,
+    win_right,
     stride_qt,
     stride_qh,
     stride_ot,
@@ -97,6 +102,11 @@ def _unified_attention_kernel(
     USE_SINKS: tl.constexpr,
     USE_K_SCALE: tl.constexpr,
     USE_V_SCALE: tl.constexpr,
+    SCALE_PER_SEQ: tl.constexpr,
+    NUM_KV_HEADS: tl.constexpr,
+    USE_ALIBI: tl.constexpr,
+    MAX_MM: tl.constexpr,
+    RETURN_LSE: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     DOT_F32: tl.constexpr,
     NUM_SEGMENTS: tl.constexpr,
@@ -163,21 +173,31 @@ def _unified_attention_kernel(
             l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
         acc = tl.zeros([BLOCK_M, HEAD_PAD_V], dtype=tl.float32)
 
+        scale_idx = 0
+        if SCALE_PER_SEQ:  # [num_seqs, num_kv_heads] scales
+            scale_idx = seq_idx * NUM_KV_HEADS + kv_head
         if USE_K_SCALE:
-            k_scale = tl.load(k_scale_ptr).to(tl.float32)
+            k_scale = tl.load(k_scale_ptr + scale_idx).to(tl.float32)
         if USE_V_SCALE:
-            v_scale = tl.load(v_scale_ptr).to(tl.float32)
+            v_scale = tl.load(v_scale_ptr + scale_idx).to(tl.float32)
+        if USE_ALIBI:
+            slope = tl.load(alibi_ptr + head, mask=row_ok, other=0.0).to(tl.float32)
 
         # -- key range this q-block can see ----------------------------------------------
         first_pos = context_len + q_block_local * BLOCK_Q
+        last_row = tl.minimum(q_block_local * BLOCK_Q + BLOCK_Q, q_len)
         if CAUSAL:
-            last_row = tl.minimum(q_block_local * BLOCK_Q + BLOCK_Q, q_len)
             kv_hi = tl.minimum(context_len + last_row, seq_len)
         else:
             kv_hi = seq_len
+            if USE_WINDOW:
+                kv_hi = tl.minimum(context_len + last_row + win_right, seq_len)
         kv_lo = 0
         if USE_WINDOW:
-            kv_lo = tl.maximum(first_pos - window + 1, 0)
+            kv_lo = tl.maximum(first_pos - win_left, 0)
+        if MAX_MM > 0:  # a multimodal range may reach past the causal/window bounds
+            kv_lo = 0
+            kv_hi = seq_len
         tile_lo = kv_lo // TILE
         tile_hi = (kv_hi + TILE - 1) // TILE
         if NUM_SEGMENTS > 1:  # split-KV: this program takes one contiguous share of the tiles
@@ -231,12 +251,20 @@ def _unified_attention_kernel(
                 th = (1.0 - e) / (1.0 + e)
                 s = softcap * tl.where(x >= 0, th, -th)
 
-            ok = row_ok[:, None] & k_ok[None, :]
+            if USE_ALIBI:
+                s += slope[:, None] * (k_pos[None, :] - q_pos[:, None]).to(tl.float32)
+            vis = k_pos[None, :] >= 0  # all true, [BLOCK_M, TILE] after the first combination below
+            vis = vis & (q_pos[:, None] == q_pos[:, None])
             if CAUSAL:
-                ok = ok & (k_pos[None, :] <= q_pos[:, None])
+                vis = vis & (k_pos[None, :] <= q_pos[:, None])
             if USE_WINDOW:
-                ok = ok & (k_pos[None, :] > q_pos[:, None] - window)
-            s = tl.where(ok, s, float("-inf"))
+                vis = vis & (k_pos[None, :] >= q_pos[:, None] - win_left) & (k_pos[None, :] <= q_pos[:, None] + win_right)
+            for r in tl.static_range(MAX_MM):  # (causal and window) or inside one multimodal range
+                mm_a = tl.load(mm_ptr + (seq_idx * MAX_MM + r) * 2)
+                mm_b = tl.load(mm_ptr + (seq_idx * MAX_MM + r) * 2 + 1)
+                vis = vis | ((q_pos[:, None] >= mm_a) & (q_pos[:, None] < mm_b) & (k_pos[None, :] >= mm_a) & (k_pos[None, :] < mm_b))
+            vis = vis & row_ok[:, None] & k_ok[None, :]  # after the ranges: keys past seq_len never count
+            s = tl.where(vis, s, float("-inf"))
 
             m_new = tl.maximum(m_i, tl.max(s, axis=1))
             m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -250,6 +278,10 @@ def _unified_attention_kernel(
         if NUM_SEGMENTS == 1:
             l_safe = tl.where(l_i > 0, l_i, 1.0)
             out = acc / l_safe[:, None]
+            if RETURN_LSE:
+                lse = tl.where(l_i > 0, m_i + tl.log(l_safe), float("-inf"))
+                lse = tl.where(l_i == l_i, lse, l_i)  # NaN stays NaN
+                tl.store(lse_ptr + q_rows * NUM_HEADS + head, lse, mask=row_ok)
             tl.store(
                 out_ptr + q_rows[:, None] * stride_ot + head[:, None] * stride_oh + offs_dv[None, :],
                 out.to(out_ptr.dtype.element_ty),
@@ -272,12 +304,14 @@ def _reduce_segments_kernel(
     out_ptr,
     seg_acc_ptr,
     seg_ml_ptr,
+    lse_ptr,
     stride_ot,
     stride_oh,
     NUM_HEADS: tl.constexpr,
     HEAD_SIZE_V: tl.constexpr,
     HEAD_PAD_V: tl.constexpr,
     NUM_SEGMENTS: tl.constexpr,
+    RETURN_LSE: tl.constexpr,
 ):
     """Combine the split-KV partials of one (token, head): rescale to a common max."""
     tok = tl.program_id(0)
@@ -294,6 +328,10 @@ def _reduce_segments_kernel(
     acc = tl.load(seg_acc_ptr + base[:, None] * HEAD_PAD_V + offs_d[None, :])
     num = tl.sum(acc * w[:, None], axis=0)
     out = num / tl.where(denom > 0, denom, 1.0)
+    if RETURN_LSE:
+        lse = tl.where(denom > 0, m_max + tl.log(tl.where(denom > 0, denom, 1.0)), float("-inf"))
+        lse = tl.where(denom == denom, lse, denom)
+        tl.store(lse_ptr + tok.to(tl.int64) * NUM_HEADS + head, lse)
     tl.store(
         out_ptr + tok.to(tl.int64) * stride_ot + head * stride_oh + offs_d,
         out.to(out_ptr.dtype.element_ty),
@@ -335,14 +373,6 @@ def _require_runnable(backend: str, device: torch.device, kernel, alternative: s
         )
 
 
-def _scale_tensor(s, device) -> torch.Tensor | None:
-    if s is None:
-        return None
-    if isinstance(s, torch.Tensor):
-        return s.detach().reshape(-1)[:1].to(device=device, dtype=torch.float32)
-    return torch.tensor([float(s)], dtype=torch.float32, device=device)
-
-
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
@@ -359,13 +389,17 @@ def triton_paged_attention(
     sinks=None,
     k_scale=None,
     v_scale=None,
+    alibi_slopes=None,
+    mm_prefix_ranges=None,
+    return_lse: bool = False,
     out: torch.Tensor | None = None,
     block_m: int | None = None,
     tile: int | None = None,
     num_segments: int | None = None,
     fp8_bits: bool | None = None,
-) -> torch.Tensor:
-    """Paged attention with the unified Triton kernel; returns a tensor like ``query``.
+):
+    """Paged attention with the unified Triton kernel; returns a tensor like ``query``
+    (``(out, lse)`` with ``return_lse=True``).
 
     Arguments and semantics as ``attnsolve.kernels.reference.paged_attention_reference``.
     ``block_m`` (query rows per program, a power of two >= 16) and ``tile`` (keys per
@@ -376,40 +410,22 @@ def triton_paged_attention(
     ``fp8_bits``: decode a ``float8_e4m3fn`` cache from its bits in the kernel (default:
     on CUDA GPUs below SM 8.9, where Triton has no fp8e4nv conversion).
     """
-    if query.dim() != 3 or key_cache.dim() != 4 or value_cache.dim() != 4:
-        raise ValueError(
-            "Expected query [num_tokens, num_heads, head_size] and caches "
-            "[num_blocks, block_size, num_kv_heads, head_size], but got shapes "
-            f"{tuple(query.shape)}, {tuple(key_cache.shape)}, {tuple(value_cache.shape)}."
-        )
-    if query.dtype not in _FLOAT_DTYPES:
-        raise ValueError(f"Expected query dtype among float16/bfloat16/float32, but got {query.dtype}.")
+    c = check_paged(
+        query, key_cache, value_cache, md, scale=scale, causal=causal, sliding_window=sliding_window,
+        logits_soft_cap=logits_soft_cap, sinks=sinks, k_scale=k_scale, v_scale=v_scale, alibi_slopes=alibi_slopes,
+        mm_prefix_ranges=mm_prefix_ranges, return_lse=return_lse, query_dtypes=_FLOAT_DTYPES,
+    )
+    query, key_cache, value_cache = c.query, c.key_cache, c.value_cache
     T, H, D = query.shape
-    nb, bs, Hkv, Dk = key_cache.shape
+    nb, bs, Hkv, _ = key_cache.shape
     Dv = value_cache.shape[3]
-    if Dk != D or tuple(value_cache.shape[:3]) != (nb, bs, Hkv):
-        raise ValueError(
-            f"Expected key_cache [.., .., .., {D}] and value_cache [{nb}, {bs}, {Hkv}, Dv], "
-            f"but got {tuple(key_cache.shape)} and {tuple(value_cache.shape)}."
-        )
-    if H % Hkv:
-        raise ValueError(f"Expected num_heads divisible by num_kv_heads, but got {H} and {Hkv}.")
     dev = query.device
-    for name, t in (("key_cache", key_cache), ("value_cache", value_cache)):
-        if t.device != dev:
-            raise ValueError(f"Expected {name} on {dev} like the query, but got {t.device}.")
-        if t.stride(-1) != 1:
-            raise ValueError(f"Expected {name} contiguous in its last (head) dimension.")
-    if sliding_window is not None and int(sliding_window) <= 0:
-        raise ValueError(f"Expected sliding_window > 0 or None, but got {sliding_window}.")
-
-    query = query if query.stride(-1) == 1 else query.contiguous()
-    qsl = md.query_start_loc.to(device=dev, dtype=torch.int32)
-    seq_lens = md.seq_lens.to(device=dev, dtype=torch.int32)
-    block_table = md.block_table.to(device=dev, dtype=torch.int32)
-    if block_table.stride(-1) != 1:
-        block_table = block_table.contiguous()
-    num_seqs = int(seq_lens.shape[0])
+    qsl, seq_lens, block_table = c.query_start_loc, c.seq_lens, c.block_table
+    num_seqs = len(c.lens)
+    longest = max(c.lens, default=0)
+    window = None
+    if c.window is not None:  # clamp to the longest sequence: same mask, no int32 overflow in the kernel
+        window = (min(c.window[0], longest), min(c.window[1], longest))
 
     if out is None:
         out = torch.empty(T, H, Dv, dtype=query.dtype, device=dev)
@@ -418,8 +434,9 @@ def triton_paged_attention(
             f"Expected out [{T}, {H}, {Dv}] on {dev}, contiguous in its last dimension, but got "
             f"{tuple(out.shape)} on {out.device} with strides {out.stride()}."
         )
+    lse = torch.full((T, H), float("-inf"), dtype=torch.float32, device=dev) if c.return_lse else None
     if T == 0 or num_seqs == 0:
-        return out
+        return (out, lse) if c.return_lse else out
 
     qpkv = H // Hkv
     if block_m is None:
@@ -435,14 +452,28 @@ def triton_paged_attention(
     head_pad = max(triton.next_power_of_2(D), 16)
     head_pad_v = max(triton.next_power_of_2(Dv), 16)
 
-    scale = D ** -0.5 if scale is None else float(scale)
-    sinks_t = None
-    if sinks is not None:
-        if sinks.numel() != H:
-            raise ValueError(f"Expected sinks with num_heads={H} entries, but got {sinks.numel()}.")
-        sinks_t = sinks.detach().reshape(H).to(device=dev, dtype=torch.float32)
-    ks = _scale_tensor(k_scale, dev)
-    vs = _scale_tensor(v_scale, dev)
+    scale = c.scale
+    sinks_t = c.sinks
+    per_seq = c.per_seq_scales
+
+    def scale_t(x):
+        if isinstance(x, torch.Tensor):
+            return x
+        if x == 1.0 and not per_seq:
+            return None
+        if per_seq:
+            return torch.full((num_seqs, Hkv), float(x), dtype=torch.float32, device=dev)
+        return torch.tensor([float(x)], dtype=torch.float32, device=dev)
+
+    ks, vs = scale_t(c.k_scale), scale_t(c.v_scale)
+    if per_seq:
+        ks = ks if ks is not None else torch.ones(num_seqs, Hkv, dtype=torch.float32, device=dev)
+        vs = vs if vs is not None else torch.ones(num_seqs, Hkv, dtype=torch.float32, device=dev)
+    mm_t, max_mm = None, 0
+    if c.mm is not None:
+        max_mm = max(len(r) for r in c.mm)
+        rows = [list(r) + [(0, 0)] * (max_mm - len(r)) for r in c.mm]
+        mm_t = torch.tensor(rows, dtype=torch.int32, device=dev).reshape(num_seqs, max_mm, 2)
     dummy = qsl  # any valid pointer for unused arguments
 
     if num_segments is None:
@@ -479,13 +510,17 @@ def triton_paged_attention(
         sinks_t if sinks_t is not None else dummy,
         ks if ks is not None else dummy,
         vs if vs is not None else dummy,
+        c.alibi if c.alibi is not None else dummy,
+        mm_t if mm_t is not None else dummy,
+        lse if lse is not None else dummy,
         block_table,
         seq_lens,
         qsl,
         num_seqs,
         scale,
-        float(logits_soft_cap) if logits_soft_cap else 1.0,
-        int(sliding_window) if sliding_window is not None else 0,
+        c.cap if c.cap is not None else 1.0,
+        window[0] if window is not None else 0,
+        window[1] if window is not None else 0,
         query.stride(0),
         query.stride(1),
         out.stride(0),
@@ -507,11 +542,16 @@ def triton_paged_attention(
         BLOCK_M=block_m,
         TILE=tile,
         CAUSAL=bool(causal),
-        USE_WINDOW=sliding_window is not None,
-        USE_SOFTCAP=bool(logits_soft_cap),
+        USE_WINDOW=window is not None,
+        USE_SOFTCAP=c.cap is not None,
         USE_SINKS=sinks_t is not None,
         USE_K_SCALE=ks is not None,
         USE_V_SCALE=vs is not None,
+        SCALE_PER_SEQ=per_seq,
+        NUM_KV_HEADS=Hkv,
+        USE_ALIBI=c.alibi is not None,
+        MAX_MM=max_mm,
+        RETURN_LSE=c.return_lse,
         DOT_PRECISION="ieee" if (query.dtype == torch.float32 or dev.type == "cpu") else None,
         DOT_F32=dev.type == "cpu",
         NUM_SEGMENTS=num_segments,
@@ -523,14 +563,16 @@ def triton_paged_attention(
             out,
             seg_acc,
             seg_ml,
+            lse if lse is not None else dummy,
             out.stride(0),
             out.stride(1),
             NUM_HEADS=H,
             HEAD_SIZE_V=Dv,
             HEAD_PAD_V=head_pad_v,
             NUM_SEGMENTS=num_segments,
+            RETURN_LSE=c.return_lse,
         )
-    return out
+    return (out, lse) if c.return_lse else out
 
 
 _SM_COUNT: dict[int, int] = {}
@@ -599,6 +641,9 @@ def triton_attn(
     sinks=None,
     k_scale=None,
     v_scale=None,
+    alibi_slopes=None,
+    mm_prefix_ranges=None,
+    return_lse=False,
 ):
     """The registered ``TRITON_ATTN`` kernel (see ``triton_paged_attention``)."""
     return triton_paged_attention(
@@ -613,4 +658,7 @@ def triton_attn(
         sinks=sinks,
         k_scale=k_scale,
         v_scale=v_scale,
+        alibi_slopes=alibi_slopes,
+        mm_prefix_ranges=mm_prefix_ranges,
+        return_lse=return_lse,
     )

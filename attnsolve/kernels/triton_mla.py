@@ -30,6 +30,7 @@ import triton
 import triton.language as tl
 
 from attnsolve.kernels.registry import register_kernel
+from attnsolve.kernels.validate import check_mla
 from attnsolve.kernels.triton_attn import _reduce_segments_kernel, _require_runnable, interpreter_reason
 
 __all__ = ["triton_mla_attention"]
@@ -189,36 +190,13 @@ def triton_mla_attention(
     ``num_segments`` (a power of two): split-KV segments combined by a second kernel;
     default 1 on CPU, on GPU enough for about two programs per SM (at most 16).
     """
-    if kv_cache.dim() == 4:
-        if kv_cache.shape[2] != 1:
-            raise ValueError(f"Expected one latent KV head, but got kv_cache shape {tuple(kv_cache.shape)}.")
-        kv_cache = kv_cache.squeeze(2)
-    if query.dim() != 3 or kv_cache.dim() != 3:
-        raise ValueError(
-            "Expected query [num_tokens, num_heads, kv_lora_rank + rope_dim] and kv_cache "
-            f"[num_blocks, block_size, kv_lora_rank + rope_dim], but got {tuple(query.shape)} "
-            f"and {tuple(kv_cache.shape)}."
-        )
-    if query.dtype not in _FLOAT_DTYPES:
-        raise ValueError(f"Expected query dtype among float16/bfloat16/float32, but got {query.dtype}.")
+    c = check_mla(query, kv_cache, md, kv_lora_rank=kv_lora_rank, scale=scale, topk_indices=topk_indices,
+                  query_dtypes=_FLOAT_DTYPES)
+    query, kv_cache, topk_indices = c.query, c.kv_cache, c.topk_indices
     T, H, Dq = query.shape
-    if kv_cache.shape[-1] != Dq:
-        raise ValueError(f"Expected kv_cache last dim {Dq} (like the query), but got {kv_cache.shape[-1]}.")
-    if not 0 < kv_lora_rank <= Dq:
-        raise ValueError(f"Expected 0 < kv_lora_rank <= {Dq}, but got {kv_lora_rank}.")
     dev = query.device
-    if kv_cache.device != dev:
-        raise ValueError(f"Expected kv_cache on {dev} like the query, but got {kv_cache.device}.")
-    if kv_cache.stride(-1) != 1:
-        kv_cache = kv_cache.contiguous()
-    query = query if query.stride(-1) == 1 else query.contiguous()
     rope = Dq - kv_lora_rank
-
-    qsl = md.query_start_loc.to(device=dev, dtype=torch.int32)
-    seq_lens = md.seq_lens.to(device=dev, dtype=torch.int32)
-    block_table = md.block_table.to(device=dev, dtype=torch.int32)
-    if block_table.stride(-1) != 1:
-        block_table = block_table.contiguous()
+    qsl, seq_lens, block_table = c.query_start_loc, c.seq_lens, c.block_table
     num_seqs = int(seq_lens.shape[0])
 
     if out is None:
@@ -302,8 +280,8 @@ def triton_mla_attention(
     )
     if num_segments > 1:
         _reduce_segments_kernel[(T, H)](
-            out, seg_acc, seg_ml, out.stride(0), out.stride(1),
-            NUM_HEADS=H, HEAD_SIZE_V=kv_lora_rank, HEAD_PAD_V=lora_pad, NUM_SEGMENTS=num_segments,
+            out, seg_acc, seg_ml, seg_ml, out.stride(0), out.stride(1),
+            NUM_HEADS=H, HEAD_SIZE_V=kv_lora_rank, HEAD_PAD_V=lora_pad, NUM_SEGMENTS=num_segments, RETURN_LSE=False,
         )
     return out
 

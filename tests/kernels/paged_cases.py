@@ -98,3 +98,66 @@ def problems(draw, *, dtypes=(torch.float32, torch.bfloat16, torch.float16), fp8
 
 def close(out, ref, dtype):
     torch.testing.assert_close(out.float(), ref.float(), **TOL[dtype])
+
+
+@st.composite
+def feature_problems(draw, *, dtypes=(torch.float32, torch.bfloat16), max_len=60, head_sizes=(32, 64),
+                     block_sizes=(1, 16, 48), max_heads=8):
+    """Problems using the #17 features: ALiBi, int and (left, right) windows (0, -1 sides), multimodal
+    prefix ranges, per-(sequence, KV head) scales, return_lse, cross-attention rows (n > L, non-causal)."""
+    q_lens, seq_lens = draw(seqs(max_len=max_len, max_batch=3))
+    hkv = draw(st.sampled_from([1, 2]))
+    group = draw(st.sampled_from([g for g in (1, 2, 4) if hkv * g <= max_heads]))
+    H = hkv * group
+    head = draw(st.sampled_from(head_sizes))
+    bs = draw(st.sampled_from(block_sizes))
+    dtype = draw(st.sampled_from(dtypes))
+    causal = draw(st.booleans())
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
+    opts = {"causal": causal}
+    cross = not causal and draw(st.integers(0, 3)) == 0
+    if cross:  # more query rows than keys in one sequence
+        i = draw(st.integers(0, len(seq_lens) - 1))
+        seq_lens[i] = draw(st.integers(1, max(1, q_lens[i] - 1))) if q_lens[i] > 1 else seq_lens[i]
+    kind = draw(st.sampled_from(["none", "int", "pair"]))
+    if kind == "int" and not cross:
+        opts["sliding_window"] = draw(st.integers(0, 40))
+    elif kind == "pair" and not cross:
+        opts["sliding_window"] = (draw(st.integers(-1, 30)), draw(st.integers(-1, 30)))
+    if draw(st.booleans()):
+        opts["alibi_slopes"] = torch.rand(H, generator=g) * 0.5
+    if draw(st.booleans()):
+        opts["mm_prefix_ranges"] = [
+            [tuple(sorted(draw(st.tuples(st.integers(0, L + 4), st.integers(0, L + 4)))))
+             for _ in range(draw(st.integers(0, 2)))]
+            for L in seq_lens
+        ]
+    sc = draw(st.sampled_from(["none", "float", "per_seq"]))
+    if sc == "float":
+        opts["k_scale"], opts["v_scale"] = 0.5, torch.tensor(2.0)
+    elif sc == "per_seq":
+        opts["k_scale"] = torch.rand(len(seq_lens), hkv, generator=g) + 0.5
+        opts["v_scale"] = torch.rand(len(seq_lens), hkv, generator=g) + 0.5
+    if draw(st.integers(0, 2)) == 0:
+        opts["sinks"] = torch.randn(H, generator=g)
+    if draw(st.integers(0, 3)) == 0:
+        opts["logits_soft_cap"] = 10.0
+    opts["return_lse"] = draw(st.booleans())
+    seed = draw(st.integers(0, 2**16))
+    batch = make_batch(q_lens, seq_lens, H, hkv, head, bs, dtype=dtype, seed=seed)
+    return batch, opts
+
+
+LSE_TOL = {torch.float32: dict(atol=1e-4, rtol=1e-4), torch.bfloat16: dict(atol=3e-2, rtol=3e-2),
+           torch.float16: dict(atol=4e-3, rtol=4e-3)}
+
+
+def close_result(got, want, dtype):
+    """``close`` for ``out`` or ``(out, lse)`` results."""
+    if isinstance(want, tuple):
+        assert isinstance(got, tuple) and len(got) == 2
+        close(got[0], want[0], dtype)
+        assert got[1].dtype == torch.float32 and got[1].shape == want[1].shape
+        torch.testing.assert_close(got[1], want[1], **LSE_TOL[dtype])
+    else:
+        close(got, want, dtype)

@@ -346,7 +346,8 @@ def test_flash_attn_translation(case):
     call = lib.calls[-1]
     assert call["paged"] == (case["bs"] % 256 == 0 and case["fp8"] is None)
     if case["window"] is not None:
-        assert call["window_size"] == (case["window"] - 1, 0 if case["causal"] else -1)
+        # vLLM's convention: a non-causal (encoder) window is symmetric, (w - 1, w - 1)
+        assert call["window_size"] == (case["window"] - 1, 0 if case["causal"] else case["window"] - 1)
 
 
 def test_flash_attn_refuses_what_fa2_cannot(fake):
@@ -406,6 +407,11 @@ def test_flashinfer_translation(case):
     C._LIBS["flashinfer"] = lib
     try:
         q, kc, vc, md, opts = _build(case, 64)
+        if case["window"] is not None and not case["causal"]:
+            # FlashInfer has a left window only; vLLM's encoder window is symmetric: refused, by name
+            with pytest.raises(KernelUnavailableError, match="two-sided"):
+                flashinfer_paged(q, kc, vc, md, **opts)
+            return
         out = flashinfer_paged(q, kc, vc, md, **opts)
     finally:
         C._LIBS.pop("flashinfer", None)

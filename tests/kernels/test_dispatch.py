@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 import sys
 import warnings
@@ -10,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from attnsolve import Config, ConfigError  # noqa: E402
+from attnsolve import Config  # noqa: E402
 from attnsolve.kernels import (  # noqa: E402
     AttentionMetadata,
     KernelUnavailableError,
@@ -105,10 +106,14 @@ def test_config_inference_equals_hand_written(dtype, cache, kv, sinks):
     assert got == want and hash(got) == hash(want)
 
 
-def test_block_size_outside_config_domain_is_config_error():
-    q, kc, vc, md = make_batch([1], [10], 4, 2, 32, 5)
-    with pytest.raises(ConfigError, match="block_size"):
-        paged_attention(q, kc, vc, md)
+@pytest.mark.parametrize("bs", [5, 48, 96])
+def test_block_size_outside_config_domain_runs(bs):
+    """#17 item 7: dispatch runs block sizes kernel_for runs; selection asks about gcd(bs, 256)."""
+    from attnsolve.kernels.dispatch import selection_block_size
+
+    q, kc, vc, md = make_batch([1, 20], [60, 100], 4, 2, 32, bs)
+    assert infer_config(q, kc).block_size == selection_block_size(bs) == math.gcd(bs, 256)
+    close(paged_attention(q, kc, vc, md), paged_attention_reference(q, kc, vc, md), q.dtype)
 
 
 def test_bad_devices_and_dtypes():

@@ -248,8 +248,11 @@ def test_rejects_bad_shapes():
         triton_paged_attention(q[:, :3], kc, vc, md)
     with pytest.raises(ValueError, match="Expected key_cache"):
         triton_paged_attention(q, kc[..., :16], vc, md)
-    with pytest.raises(ValueError, match="sliding_window > 0"):
-        triton_paged_attention(q, kc, vc, md, sliding_window=0)
+    with pytest.raises(ValueError, match="sliding_window >= 0"):
+        triton_paged_attention(q, kc, vc, md, sliding_window=-3)
+    # #17 item 4: 0 is vLLM's "no window"
+    assert_matches(triton_paged_attention(q, kc, vc, md, sliding_window=0), paged_attention_reference(q, kc, vc, md),
+                   torch.float32)
     with pytest.raises(ValueError, match="dtype"):
         triton_paged_attention(q.double(), kc, vc, md)
     with pytest.raises(ValueError, match="float8_e4m3fn cache"):

@@ -38,14 +38,16 @@ def target(t):
 def attn_types(kv="*bf16", q="*bf16"):
     t = {n: "i32" for n in ta._unified_attention_kernel.arg_names}
     t.update(out_ptr=q, seg_acc_ptr="*fp32", seg_ml_ptr="*fp32", q_ptr=q, k_ptr=kv, v_ptr=kv, sinks_ptr="*fp32",
-             k_scale_ptr="*fp32", v_scale_ptr="*fp32", block_table_ptr="*i32", seq_lens_ptr="*i32",
+             k_scale_ptr="*fp32", v_scale_ptr="*fp32", alibi_ptr="*fp32", mm_ptr="*i32", lse_ptr="*fp32",
+             block_table_ptr="*i32", seq_lens_ptr="*i32",
              query_start_loc_ptr="*i32", scale="fp32", softcap="fp32")
     return t
 
 def attn_consts(**kw):
     c = dict(HEAD_SIZE=128, HEAD_SIZE_V=128, HEAD_PAD=128, HEAD_PAD_V=128, QUERIES_PER_KV=4, BLOCK_Q=4, BLOCK_M=16,
              TILE=32, CAUSAL=True, USE_WINDOW=True, USE_SOFTCAP=True, USE_SINKS=True, USE_K_SCALE=False,
-             USE_V_SCALE=False, DOT_PRECISION=None, DOT_F32=False, NUM_SEGMENTS=1, NUM_HEADS=32, FP8_BITS=False)
+             USE_V_SCALE=False, SCALE_PER_SEQ=False, NUM_KV_HEADS=8, USE_ALIBI=False, MAX_MM=0, RETURN_LSE=False,
+             DOT_PRECISION=None, DOT_F32=False, NUM_SEGMENTS=1, NUM_HEADS=32, FP8_BITS=False)
     c.update(kw)
     return c
 
@@ -59,7 +61,8 @@ def mla_consts(**kw):
     c.update(kw)
     return c
 
-RED_T = {"out_ptr": "*bf16", "seg_acc_ptr": "*fp32", "seg_ml_ptr": "*fp32", "stride_ot": "i32", "stride_oh": "i32"}
+RED_T = {"out_ptr": "*bf16", "seg_acc_ptr": "*fp32", "seg_ml_ptr": "*fp32", "lse_ptr": "*fp32", "stride_ot": "i32",
+         "stride_oh": "i32"}
 KERNELS = {"attn": ta._unified_attention_kernel, "mla": tm._mla_kernel, "reduce": ta._reduce_segments_kernel}
 
 def case(kind, tgt, types, consts):
@@ -94,7 +97,13 @@ CASES = {
     "attn-bf16-gfx90a": ("attn", "gfx90a", attn_types(), attn_consts()),
     "attn-fp32-ieee-gfx950": ("attn", "gfx950", attn_types("*fp32", "*fp32"), attn_consts(DOT_PRECISION="ieee")),
     "attn-fp8e4nv-gfx942": ("attn", "gfx942", attn_types("*fp8e4nv"), attn_consts(USE_K_SCALE=True, USE_V_SCALE=True)),
-    "reduce-sm90": ("reduce", "90", RED_T, dict(NUM_HEADS=32, HEAD_SIZE_V=128, HEAD_PAD_V=128, NUM_SEGMENTS=16)),
+    "reduce-sm90": ("reduce", "90", RED_T, dict(NUM_HEADS=32, HEAD_SIZE_V=128, HEAD_PAD_V=128, NUM_SEGMENTS=16,
+                                                RETURN_LSE=False)),
+    "reduce-lse-sm90": ("reduce", "90", RED_T, dict(NUM_HEADS=32, HEAD_SIZE_V=128, HEAD_PAD_V=128, NUM_SEGMENTS=16,
+                                                    RETURN_LSE=True)),
+    "attn-features-sm90": ("attn", "90", attn_types(), attn_consts(CAUSAL=False, USE_ALIBI=True, MAX_MM=2,
+                                                                    RETURN_LSE=True, SCALE_PER_SEQ=True,
+                                                                    USE_K_SCALE=True, USE_V_SCALE=True)),
     "mla-dense-sm80": ("mla", "80", MLA_T, mla_consts()),
     "mla-dense-sm90": ("mla", "90", MLA_T, mla_consts()),
     "mla-sparse-split8-sm90": ("mla", "90", MLA_T, mla_consts(SPARSE=True, NUM_SEGMENTS=8)),
@@ -113,7 +122,7 @@ _CASES = [
     "attn-d80-group3-sm90", "attn-d256-group16-sm90", "attn-dk192-dv128-sm90", "attn-fp8e4nv-scales-split16-sm90",
     "attn-fp8-bits-sm80", "attn-fp8e5-sm80", "attn-bf16-gfx942", "reduce-sm90", "mla-dense-sm80",
     "mla-dense-sm90", "mla-sparse-split8-sm90", "mla-norope-sm90", "mla-dense-gfx942", "attn-fp8e4nv-sm80",
-    "attn-bf16-gfx90a", "attn-fp32-ieee-gfx950", "attn-fp8e4nv-gfx942",
+    "attn-bf16-gfx90a", "attn-fp32-ieee-gfx950", "attn-fp8e4nv-gfx942", "reduce-lse-sm90", "attn-features-sm90",
 ]
 
 

@@ -150,6 +150,39 @@ def cuda_reason(backend: str, device: str, *, min_cc: tuple[int, int] | None = N
     return None
 
 
+_FEATURES = {
+    "alibi_slopes": lambda c: c.alibi is not None,
+    "mm_prefix_ranges": lambda c: c.mm is not None,
+    "return_lse": lambda c: c.return_lse,
+    "per-(sequence, KV head) k_scale/v_scale": lambda c: c.per_seq_scales,
+    "a two-sided (non-causal) sliding_window": lambda c: c.window is not None and c.window[1] != 0,
+}
+
+
+def checked(backend: str, alternative: str | None, query, key_cache, value_cache, md, *, supports=(), **kw):
+    """``validate.check_paged`` for an adapter, plus a clear refusal (``KernelUnavailableError``)
+    naming each paged-attention feature the library behind it cannot do.  Returns the checked
+    inputs and metadata whose tensors are the checked int32 ones."""
+    from attnsolve.kernels.metadata import AttentionMetadata
+    from attnsolve.kernels.validate import check_paged
+
+    c = check_paged(query, key_cache, value_cache, md, **kw)
+    missing = [f"{backend}'s adapter does not support {name}" for name, used in _FEATURES.items()
+               if name not in supports and used(c)]
+    if missing:
+        raise unavailable(backend, missing, alternative, device=query.device.type)
+    return c, AttentionMetadata(c.query_start_loc, c.seq_lens, c.block_table)
+
+
+def flash_window(window) -> tuple[int, int]:
+    """A checked ``(left, right)`` window as flash-attn's ``window_size`` (``-1``: unbounded)."""
+    from attnsolve.kernels.validate import UNBOUNDED
+
+    if window is None:
+        return (-1, -1)
+    return tuple(-1 if w >= UNBOUNDED else int(w) for w in window)
+
+
 def scalar(x) -> float:
     if x is None:
         return 1.0

@@ -86,6 +86,9 @@ def flash_attn_paged(
     sinks=None,
     k_scale=None,
     v_scale=None,
+    alibi_slopes=None,
+    mm_prefix_ranges=None,
+    return_lse=False,
 ):
     """The registered ``FLASH_ATTN`` kernel: flash_attn when installed, else SDPA."""
     lib = C.load("flash_attn")
@@ -93,7 +96,13 @@ def flash_attn_paged(
         return sdpa_paged(
             query, key_cache, value_cache, md, scale=scale, causal=causal, sliding_window=sliding_window,
             logits_soft_cap=logits_soft_cap, sinks=sinks, k_scale=k_scale, v_scale=v_scale,
+            alibi_slopes=alibi_slopes, mm_prefix_ranges=mm_prefix_ranges, return_lse=return_lse,
         )
+    c, md = C.checked(BACKEND, ALTERNATIVE, query, key_cache, value_cache, md, scale=scale, causal=causal,
+                      sliding_window=sliding_window, logits_soft_cap=logits_soft_cap, sinks=sinks, k_scale=k_scale,
+                      v_scale=v_scale, alibi_slopes=alibi_slopes, mm_prefix_ranges=mm_prefix_ranges,
+                      return_lse=return_lse, supports=("a two-sided (non-causal) sliding_window",))
+    query, key_cache, value_cache = c.query, c.key_cache, c.value_cache
     missing = _common_checks(query, key_cache, value_cache, "flash_attn")
     if sinks is not None:
         missing.append("upstream flash_attn (FA2) has no attention sinks (vLLM's FA3 build has)")
@@ -108,16 +117,13 @@ def flash_attn_paged(
     dev = query.device
     cu_q = md.query_start_loc.to(device=dev, dtype=torch.int32)
     sc = D ** -0.5 if scale is None else float(scale)
-    if sliding_window is not None:
-        window = (int(sliding_window) - 1, 0 if causal else -1)
-    else:
-        window = (-1, -1)
+    window = C.flash_window(c.window)
     kwargs = dict(
         dropout_p=0.0,
         softmax_scale=sc,
         causal=bool(causal),
         window_size=window,
-        softcap=float(logits_soft_cap) if logits_soft_cap else 0.0,
+        softcap=c.cap or 0.0,
     )
     fp8 = key_cache.dtype in C.FP8_DTYPES or value_cache.dtype in C.FP8_DTYPES
     if bs % PAGED_BLOCK_MULTIPLE == 0 and not fp8:
@@ -145,6 +151,9 @@ def sdpa_paged(
     sinks=None,
     k_scale=None,
     v_scale=None,
+    alibi_slopes=None,
+    mm_prefix_ranges=None,
+    return_lse=False,
     fused_only: bool | None = None,
 ):
     """FLASH_ATTN's fallback: torch SDPA per sequence on the gathered KV.
@@ -152,6 +161,12 @@ def sdpa_paged(
     ``fused_only`` (default: on CUDA) restricts SDPA to its flash and memory-efficient
     kernels, so an unsupported case fails loudly instead of silently running the math path.
     """
+    c, md = C.checked(BACKEND, ALTERNATIVE, query, key_cache, value_cache, md, scale=scale, causal=causal,
+                      sliding_window=sliding_window, logits_soft_cap=logits_soft_cap, sinks=sinks, k_scale=k_scale,
+                      v_scale=v_scale, alibi_slopes=alibi_slopes, mm_prefix_ranges=mm_prefix_ranges,
+                      return_lse=return_lse, supports=("a two-sided (non-causal) sliding_window",))
+    query, key_cache, value_cache = c.query, c.key_cache, c.value_cache
+    sliding_window, logits_soft_cap = c.window, c.cap
     missing = _common_checks(query, key_cache, value_cache, "SDPA's flash kernel")
     if sliding_window is not None:
         missing.append("SDPA's fused kernels have no sliding window (install flash-attn)")

@@ -76,12 +76,21 @@ def flashinfer_paged(
     sinks=None,
     k_scale=None,
     v_scale=None,
+    alibi_slopes=None,
+    mm_prefix_ranges=None,
+    return_lse=False,
 ):
-    """The registered ``FLASHINFER`` kernel."""
+    """The registered ``FLASHINFER`` kernel (FlashInfer has a left window only: a non-causal
+    window, which vLLM makes symmetric, is refused)."""
     lib = C.load("flashinfer")
     if lib is None:
         raise C.unavailable(BACKEND, ["package 'flashinfer-python' is not installed (pip install flashinfer-python)"],
                             ALTERNATIVE, device=query.device.type)
+    c, md = C.checked(BACKEND, ALTERNATIVE, query, key_cache, value_cache, md, scale=scale, causal=causal,
+                      sliding_window=sliding_window, logits_soft_cap=logits_soft_cap, sinks=sinks, k_scale=k_scale,
+                      v_scale=v_scale, alibi_slopes=alibi_slopes, mm_prefix_ranges=mm_prefix_ranges,
+                      return_lse=return_lse)
+    query, key_cache, value_cache = c.query, c.key_cache, c.value_cache
     missing = []
     T, H, D = query.shape
     nb, bs, Hkv, _ = key_cache.shape
@@ -109,9 +118,9 @@ def flashinfer_paged(
         bs,
         causal=bool(causal),
         pos_encoding_mode="NONE",
-        window_left=int(sliding_window) - 1 if sliding_window is not None else -1,
-        logits_soft_cap=float(logits_soft_cap) if logits_soft_cap else None,
-        sm_scale=D ** -0.5 if scale is None else float(scale),
+        window_left=C.flash_window(c.window)[0],
+        logits_soft_cap=c.cap,
+        sm_scale=c.scale,
         q_data_type=query.dtype,
         kv_data_type=key_cache.dtype,
     )

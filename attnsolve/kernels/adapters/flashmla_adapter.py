@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import torch
 
+from attnsolve.kernels.metadata import AttentionMetadata
+from attnsolve.kernels.validate import check_mla
+
 from attnsolve.kernels.adapters import _common as C
 from attnsolve.kernels.registry import register_kernel
 
@@ -99,6 +102,9 @@ def flashmla_decode(query, kv_cache, md, *, kv_lora_rank=512, scale=None, topk_i
     if lib is None:
         raise C.unavailable("FLASHMLA", ["package 'flash-mla' (module flash_mla) is not installed"],
                             ALTERNATIVE, device=query.device.type)
+    c = check_mla(query, kv_cache, md, kv_lora_rank=kv_lora_rank, scale=scale, topk_indices=topk_indices)
+    query, kv_cache, topk_indices = c.query, c.kv_cache, c.topk_indices
+    md = AttentionMetadata(c.query_start_loc, c.seq_lens, c.block_table)
     missing = _shape_checks("FLASHMLA", query, kv_cache, kv_lora_rank, (torch.float16, torch.bfloat16))
     if missing:
         raise C.unavailable("FLASHMLA", missing, ALTERNATIVE, device=query.device.type)
@@ -159,6 +165,9 @@ def flashmla_sparse(query, kv_cache, md, *, kv_lora_rank=512, scale=None, topk_i
     if lib is None:
         raise C.unavailable("FLASHMLA_SPARSE", ["package 'flash-mla' (module flash_mla) is not installed"],
                             ALTERNATIVE, device=query.device.type)
+    c = check_mla(query, kv_cache, md, kv_lora_rank=kv_lora_rank, scale=scale, topk_indices=topk_indices)
+    query, kv_cache, topk_indices = c.query, c.kv_cache, c.topk_indices
+    md = AttentionMetadata(c.query_start_loc, c.seq_lens, c.block_table)
     missing = _shape_checks("FLASHMLA_SPARSE", query, kv_cache, kv_lora_rank, (torch.bfloat16,))
     T, H, Dq = query.shape
     if H > 128:
