@@ -197,9 +197,8 @@ def lookup_gpu(name: Any) -> Mapping[str, Any]:
         _GPU_TABLES.clear()
         table = _GPU_TABLES[id(rules)] = {gpu_key(k): v for k, v in rules.gpus.items()}
     if not isinstance(name, str) or gpu_key(name) not in table:
-        names = sorted(rules.gpus)
-        raise ConfigError("gpu", name, "a known GPU name: " + ", ".join(names),
-                          suggestion=closest(name, names) if isinstance(name, str) else None)
+        from .gpus import resolve  # tool spellings ("NVIDIA H100 80GB HBM3"), vendor-aware suggestions
+        return table[gpu_key(resolve(name))]
     return table[gpu_key(name)]
 
 
