@@ -74,10 +74,17 @@ class Remedy:
     text: str
     keeps_intent: bool = True
     gpus: tuple[str, ...] = ()
+    variant: str | None = None
+    gives_up: str | None = None  # what the user chose and this fix drops ("the fp8 KV cache")
+
+    @property
+    def label(self) -> str:
+        return self.selects + (f" ({self.variant})" if self.variant else "")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"changes": dict(self.changes), "selects": self.selects, "kind": self.kind, "text": self.text,
-                "keeps_intent": self.keeps_intent, "gpus": list(self.gpus)}
+        return {"changes": dict(self.changes), "selects": self.selects, "variant": self.variant, "kind": self.kind,
+                "text": self.text, "keeps_intent": self.keeps_intent, "gives_up": self.gives_up,
+                "gpus": list(self.gpus)}
 
 
 @dataclass(frozen=True)
@@ -167,23 +174,26 @@ def _kind(changes: Mapping[str, Any]) -> str:
     return "setting"
 
 
-def _keeps_intent(ctx: Context, changes: Mapping[str, Any]) -> bool:
-    """False when the fix gives up something the user chose: fp8 KV, sinks, MLA, float32, ..."""
+def _gives_up(ctx: Context, changes: Mapping[str, Any]) -> str | None:
+    """What the fix gives up of the user's choices (fp8 KV, float32, a requested backend, a model
+    fact), or None when it keeps them."""
     c = ctx.config
     for f, v in changes.items():
         if f == "kv_cache_dtype":
             was, now = str(c.kv_cache_dtype), str(v)
-            if was.startswith(_FP8) != now.startswith(_FP8):
-                return False
+            if was.startswith(_FP8) and not now.startswith(_FP8):
+                return "the fp8 KV cache"
+            if now.startswith(_FP8) and not was.startswith(_FP8):
+                return f"the {was} KV cache"
         elif f == "dtype":
             if "float32" in (c.dtype, v):
-                return False
+                return f"{c.dtype} weights"
         elif f == "backend":
             if c.backend is not None:
-                return False
+                return f"the requested {c.backend}"
         elif f in _MODEL:
-            return False
-    return True
+            return f"{f}={_show(getattr(c, f))}"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,10 +294,10 @@ def _model_changes(ctx: Context) -> list[tuple[str, Any]]:
 # Search: verified fixes for a goal
 
 
-Goal = Callable[[Config], "str | None"]  # a candidate config -> the backend it gets, or None (goal missed)
+Goal = Callable[[Config], "tuple[str, str | None] | None"]  # config -> (backend, variant) it gets, or None
 
 
-def _try(ctx: Context, changes: Mapping[str, Any], goal: Goal) -> str | None:
+def _try(ctx: Context, changes: Mapping[str, Any], goal: Goal) -> tuple[str, str | None] | None:
     fields = dict(changes)
     if any(k in _HARDWARE for k in fields):
         fields["gpu"] = None  # the new hardware replaces the named GPU
@@ -307,17 +317,17 @@ def _auto_goal(ctx: Context, target: str | None) -> Goal:
     from .solver.facts import parse_role
     role = parse_role(ctx.role)
 
-    def goal(cfg: Config) -> str | None:
+    def goal(cfg: Config) -> tuple[str, str | None] | None:
         try:
-            got = solve_uncached(cfg, role, None).backend
+            sel = solve_uncached(cfg, role, None)
         except (SelectionError, ConfigError):
             return None
-        return got if target is None or got == target else None
+        return (sel.backend, sel.variant) if target is None or sel.backend == target else None
 
     return goal
 
 
-def _remedy(ctx: Context, changes: Mapping[str, Any], selects: str, gpus: tuple[str, ...] = (),
+def _remedy(ctx: Context, changes: Mapping[str, Any], got: tuple[str, str | None], gpus: tuple[str, ...] = (),
             facts: Mapping[str, Any] | None = None, older: bool = False) -> Remedy:
     kind = _kind(changes)
     parts = []
@@ -326,7 +336,8 @@ def _remedy(ctx: Context, changes: Mapping[str, Any], selects: str, gpus: tuple[
         text = gpu_text(gpus, facts or {}, older) if gpus else ", ".join(f"{k}={_show(v)}" for k, v in hw.items())
         parts.append(("use a GPU: " if ctx.config.platform == "cpu" else "use ") + text)
     parts += [change_text(ctx, k, v) for k, v in changes.items() if k not in _HARDWARE]
-    return Remedy(dict(changes), selects, kind, " and ".join(parts), _keeps_intent(ctx, changes), tuple(gpus))
+    lost = _gives_up(ctx, changes)
+    return Remedy(dict(changes), got[0], kind, " and ".join(parts), lost is None, tuple(gpus), got[1], lost)
 
 
 def _search(ctx: Context, goal: Goal, *, request: str | None = None, limit: int = 6) -> list[Remedy]:
@@ -349,8 +360,10 @@ def _search(ctx: Context, goal: Goal, *, request: str | None = None, limit: int 
                 found.append(_remedy(ctx, {f1: v1, f2: v2}, got))
                 if len(found) >= limit:
                     break
-    if request is not None and ctx.config.backend is None and _try(ctx, {"backend": request}, _auto_goal(ctx, None)):
-        found.append(_remedy(ctx, {"backend": request}, request))
+    if request is not None and ctx.config.backend is None:
+        got = _try(ctx, {"backend": request}, _auto_goal(ctx, None))
+        if got:
+            found.append(_remedy(ctx, {"backend": request}, got))
     found += _version_fixes(ctx, goal)
     hardware = _hardware(ctx)
     hw_found = 0
@@ -462,14 +475,38 @@ def _requested_goal(ctx: Context, requested: str) -> Goal:
     from .solver.facts import parse_role
     role = parse_role(ctx.role)
 
-    def goal(cfg: Config) -> str | None:
+    def goal(cfg: Config) -> tuple[str, str | None] | None:
         try:
-            got = solve_uncached(cfg, role, None).backend
+            sel = solve_uncached(cfg, role, None)
         except (SelectionError, ConfigError):
             return None
-        return got if got == requested else None
+        return (sel.backend, sel.variant) if sel.backend == requested else None
 
     return goal
+
+
+def _success_hint(selected: str, losts: Sequence[LostBackend]) -> str:
+    """One line: the setting that gets a higher-priority backend (keeping the user's choices if
+    one does), else why the selected backend is the best on this GPU and what hardware would do."""
+    pairs = [(x, f) for x in losts for f in x.fixes]
+    keep = next(((x, f) for x, f in pairs if f.kind in ("setting", "version") and f.keeps_intent), None)
+    drop = next(((x, f) for x, f in pairs if f.kind in ("setting", "version")), None)
+    hw = next(((x, f) for x, f in pairs if f.kind == "hardware" and f.keeps_intent), None)
+    if keep is not None:
+        return f"{keep[1].text} gets {keep[1].label}"
+    if not losts:
+        return ""
+    if drop is not None:
+        f = drop[1]
+        hint = (f"{selected} is the best this GPU offers with {f.gives_up}; {f.text} gets {f.label} "
+                f"but gives up {f.gives_up}")
+        if hw is not None:
+            hint += f"; {hw[1].label} keeps it on {hw[1].text.removeprefix('use ')}"
+        return hint
+    hint = f"{selected} is the best this GPU offers for this configuration; no setting gets a higher-priority backend"
+    if hw is not None:
+        hint += f"; {hw[1].text} to get {hw[1].label}"
+    return hint
 
 
 def _best_setting(fixes: Sequence[Remedy]) -> Remedy | None:
@@ -488,17 +525,8 @@ def advise(ctx: Context, *, lost: bool = True) -> Advice:
                 break
             before.append(c)
         losts = tuple(lost_backend(ctx, c.backend, c.reasons) for c in before) if lost else ()
-        hint = ""
-        best = next(((x, f) for x in losts for f in x.fixes if f.kind in ("setting", "version")), None)
-        if best is not None:
-            hint = f"{best[1].text} gets {best[0].backend}"
-        elif losts:
-            sel = e.selected + (f" ({e.variant})" if e.variant else "")
-            hint = f"{sel} is the best this GPU offers for this configuration; no setting gets a higher-priority backend"
-            hw = next(((x, f) for x in losts for f in x.fixes if f.kind == "hardware"), None)
-            if hw is not None:
-                hint += f"; {hw[1].text} to get {hw[0].backend}"
-        return Advice(e, losts, hint=hint, hardware_only=False)
+        sel = e.selected + (f" ({e.variant})" if e.variant else "")
+        return Advice(e, losts, hint=_success_hint(sel, losts), hardware_only=False)
     fixes = failure_fixes(ctx, e)
     setting = _best_setting(fixes)
     hardware = next((f for f in fixes if f.kind == "hardware"), None)
@@ -506,10 +534,10 @@ def advise(ctx: Context, *, lost: bool = True) -> Advice:
     if setting is not None:
         hint = setting.text
     elif ctx.config.platform == "cpu" and hardware is not None:
-        hint = f"no setting makes {what} valid on a CPU for this model; {hardware.text} to get {hardware.selects}"
+        hint = f"no setting makes {what} valid on a CPU for this model; {hardware.text} to get {hardware.label}"
     elif hardware is not None:
         hint = (f"only other hardware helps: no setting makes {what} valid on this GPU; {hardware.text} "
-                f"to get {hardware.selects}")
+                f"to get {hardware.label}")
     elif fixes:
         hint = f"no setting helps with this model; {fixes[0].text}"
     else:

@@ -316,6 +316,7 @@ class Query:
     defaulted: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()  # vLLM environment switches read from the process
     user_fields: frozenset[str] = frozenset()  # Config fields the user set by a flag
+    dtype_auto: bool = False  # the dtype is vLLM's --dtype auto for the --model (depends on the GPU)
 
     def to_dict(self) -> dict[str, Any]:
         return {"config": self.config.to_dict(only_changed=True), "role": self.role, "gpu": self.gpu,
@@ -431,7 +432,7 @@ def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Seq
     return Query(config=config, role=role, notes=tuple(notes), model=model,
                  gpu=fields.get("gpu") if isinstance(fields.get("gpu"), str) else None,
                  tensor_parallel_size=tp, total_heads=total, defaulted=tuple(defaulted), env=used_env,
-                 user_fields=user)
+                 user_fields=user, dtype_auto=model is not None and "dtype" not in explicit)
 
 
 def _model_dtype(model: Any, fields: Mapping[str, Any], notes: list[str]) -> str:
@@ -473,7 +474,8 @@ def describe_hardware(q: Query) -> str:
 def describe_query(q: Query, sep: str = ", ", skip: Sequence[str] = ()) -> str:
     c = q.config
     hw = "CUDA" if "compute_capability" in skip else "per GPU" if "gpu" in skip else describe_hardware(q)
-    parts = [hw, c.dtype + (" (default)" if "dtype" in q.defaulted else "")]
+    per_gpu = q.dtype_auto and bool({"compute_capability", "gpu"} & set(skip))
+    parts = [hw, "dtype auto" if per_gpu else c.dtype + (" (default)" if "dtype" in q.defaulted else "")]
     kind = "sparse MLA" if c.use_sparse is True else "MLA" if c.use_mla is True else None
     if kind:
         parts.append(kind)
@@ -592,7 +594,7 @@ def _fix_rows(fixes: Sequence[Any], style: Style, limit: int = 5) -> list[str]:
     """One fix per row, the text then the backend it gets; wrapped under its own column."""
     label = {"setting": "", "version": "  (vLLM version)", "hardware": "  (other hardware)",
              "model": "  (changes the model)"}
-    rows = [(f.text, f"{style.arrow} {f.selects}{label[f.kind]}") for f in fixes[:limit]]
+    rows = [(f.text, f"{style.arrow} {f.label}{label[f.kind]}") for f in fixes[:limit]]
     laid = table(rows, indent="  ", rule=False)
     if all(width(x) <= WIDTH for x in laid):
         return laid
@@ -610,12 +612,15 @@ def _lost_lines(c: Any, style: Style) -> list[str]:
     hardware = [f for f in c.fixes if f.kind == "hardware"]
     model = [f for f in c.fixes if f.kind == "model"]
     if settings:
+        first = settings[0]
         more = f" (or {settings[1].text})" if len(settings) > 1 else ""
-        lines += wrap(f"{because}fix: {settings[0].text}{more}", indent=" " * 6, first="    ")
+        lines += wrap(f"{because}fix: {first.text}{more}" + (f"; gives up {first.gives_up}" if first.gives_up else ""),
+                      indent=" " * 6, first="    ")
         if hardware:
-            lines += wrap(f"or {hardware[0].text}", indent=" " * 6, first="    ")
+            keeps = f", keeping {first.gives_up}" if first.gives_up and hardware[0].keeps_intent else ""
+            lines += wrap(f"or {hardware[0].text} for {hardware[0].label}{keeps}", indent=" " * 6, first="    ")
     elif hardware or model:
-        parts = [f.text for f in (hardware[:1] + model[:1])]
+        parts = [f"{f.text} for {f.label}" for f in (hardware[:1] + model[:1])]
         what = "impossible on this GPU; " if hardware else ""
         lines += wrap(f"{because}{what}fix: {', or '.join(parts)}", indent=" " * 6, first="    ")
     else:
@@ -631,8 +636,12 @@ def cmd_explain(q: Query, style: Style) -> Result:
     for n in [*_env_line(q), *q.notes]:
         lines += wrap(n, indent="          ", first="Note      ")
     prefill = _prefill(q) if e.selected is not None else None
+    lost = [c for c in e.candidates if not c.valid] if e.selected is None else \
+        [c for c in e.candidates[: [c.backend for c in e.candidates].index(e.selected)]] \
+        if e.selected in [c.backend for c in e.candidates] else []
     data: dict[str, Any] = {**a.to_dict(), "query": q.to_dict(), "error": e.message or None,
-                            "prefill": None if prefill is None else prefill.to_dict()}
+                            "prefill": None if prefill is None else prefill.to_dict(),
+                            "rejected": [{"backend": c.backend, "reasons": list(c.reasons)} for c in lost]}
     if e.selected is not None:
         sel = e.selected + (f" ({e.variant})" if e.variant else "")
         order = [c.backend for c in e.candidates]
@@ -640,7 +649,7 @@ def cmd_explain(q: Query, style: Style) -> Result:
         tag = "requested" if e.requested else pos
         lines.append(f"Selected  {style.good(style.bold(sel))}" + (f"  ({tag})" if tag else ""))
         if prefill is not None:
-            lines += wrap(f"{prefill}  (MLA prefill; --role mla_prefill explains it)", indent="          ",
+            lines += wrap(f"{prefill}  (--role mla_prefill explains it)", indent="          ",
                           first="Prefill   ")
         if a.lost:
             lines += ["", "Higher-priority backends that lost:"]
@@ -867,18 +876,22 @@ def cmd_backends(platform: str | None, runnable: bool, style: Style) -> Result:
 
 
 def cmd_docs(check: bool, output: str) -> Result:
+    """Write or check the generated document; the result always has path, up_to_date, changed, diff."""
     from .docs import check_doc, generate_doc, write_doc
     if output == "-":
         text = generate_doc()
-        return Result("docs", {"written": None, "changed": None}, text.rstrip("\n"), EXIT_OK)
+        return Result("docs", {"path": None, "up_to_date": None, "changed": None, "diff": None},
+                      text.rstrip("\n"), EXIT_OK)
     if check:
         diff = check_doc(output)
         if diff:
             text = diff.rstrip("\n") + f"\n\n{output} is out of date; run 'attnsolve docs' to regenerate it."
-            return Result("docs", {"path": output, "up_to_date": False, "diff": diff}, text, EXIT_NO_BACKEND)
-        return Result("docs", {"path": output, "up_to_date": True}, f"{output} is up to date.", EXIT_OK)
+            return Result("docs", {"path": output, "up_to_date": False, "changed": None, "diff": diff}, text,
+                          EXIT_NO_BACKEND)
+        return Result("docs", {"path": output, "up_to_date": True, "changed": None, "diff": None},
+                      f"{output} is up to date.", EXIT_OK)
     changed = write_doc(output)
-    return Result("docs", {"path": output, "changed": changed},
+    return Result("docs", {"path": output, "up_to_date": True, "changed": changed, "diff": None},
                   f"{'wrote' if changed else 'unchanged:'} {output}", EXIT_OK)
 
 

@@ -60,7 +60,10 @@ def test_explain_deepseek_fp8_on_h100(capsys):
     assert code == 0
     assert "Selected  FLASHMLA" in out
     assert "FLASH_ATTN_MLA: kv_cache_dtype not supported" in out
-    assert last_block(out).startswith("hint: --kv-cache-dtype")  # actionable hint last
+    hint = last_block(out).replace("\n      ", " ")
+    # fp8 stays fp8: the hint says FLASHMLA is the best with fp8, and what dropping fp8 would get
+    assert hint.startswith("hint: FLASHMLA is the best this GPU offers with the fp8 KV cache")
+    assert "--kv-cache-dtype auto gets FLASH_ATTN_MLA but gives up the fp8 KV cache" in hint
 
 
 def test_explain_lost_backend_only_other_hardware(capsys):
@@ -85,7 +88,9 @@ def test_explain_requested_backend_does_not_fit(capsys):
     res = env["result"]
     assert res["requested"] == "FLASHMLA" and res["selected"] is None
     assert res["conflict"] == {"compute_capability": "10.0"}
-    assert {"changes": {"backend": None}, "selects": "FLASHINFER_MLA", "kind": "setting"} in res["fixes"]
+    first = res["fixes"][0]
+    assert (first["changes"], first["selects"], first["kind"]) == ({"backend": None}, "FLASHINFER_MLA", "setting")
+    assert first["text"] == "drop --attention-backend (automatic selection)"
 
 
 def test_select_failure_exit_1_with_reasons(capsys):
@@ -206,14 +211,19 @@ def test_every_config_field_has_a_flag():
     assert set(FIELD_NAMES) <= {f.field for f in FLAGS}
 
 
-def test_from_env(capsys, monkeypatch):
+def test_environment_read_by_default(capsys, monkeypatch):
     monkeypatch.setenv("VLLM_ATTENTION_BACKEND", "FLASHINFER")
-    code, out, _ = run(capsys, "select", "--gpu", "H100", "--from-env")
-    assert code == 0 and out.startswith("FLASHINFER") and "VLLM_ATTENTION_BACKEND=FLASHINFER" in out
-    code, out, _ = run(capsys, "select", "--gpu", "H100", "--from-env", "--attention-backend", "auto")
-    assert out.startswith("FLASH_ATTN (FA3)")  # a flag wins over the environment
     code, out, _ = run(capsys, "select", "--gpu", "H100")
-    assert out.startswith("FLASH_ATTN (FA3)")  # the environment is read only when asked
+    assert code == 0 and out.startswith("FLASHINFER")  # read as vLLM reads it
+    assert "environment: VLLM_ATTENTION_BACKEND=FLASHINFER" in out and "--no-env" in out
+    code, out, _ = run(capsys, "select", "--gpu", "H100", "--from-env")  # the old opt-in still works
+    assert out.startswith("FLASHINFER")
+    code, out, _ = run(capsys, "select", "--gpu", "H100", "--attention-backend", "auto")
+    assert out.startswith("FLASH_ATTN (FA3)") and "environment:" not in out  # a flag wins
+    code, out, _ = run(capsys, "select", "--gpu", "H100", "--no-env")
+    assert out.startswith("FLASH_ATTN (FA3)") and "environment" not in out
+    code, env = run_json(capsys, "select", "--gpu", "H100")
+    assert env["result"]["query"]["env"] == {"VLLM_ATTENTION_BACKEND": "FLASHINFER"}
 
 
 def test_bad_input_json_envelope(capsys):
