@@ -740,7 +740,7 @@ def cmd_coverage() -> Result:
     """`matrix --all`: the whole-space sweep's coverage report (holes and dead rules)."""
     from .coverage import coverage_report
     report = coverage_report(all_fields=True)
-    return Result("matrix", report.to_dict(), str(report).rstrip("\n") + "\n", EXIT_OK)
+    return Result("matrix", report.to_dict(), _fit(str(report).rstrip("\n")) + "\n", EXIT_OK)
 
 
 def _with_hardware(q: Query, base: Any, changes: Mapping[str, Any]) -> Any:

@@ -363,6 +363,22 @@ def _expected(pairs: dict, extra: list) -> tuple[int, str | None]:
         fields["num_heads"] = heads // tp
     if not ({"gpu", "platform", "compute_capability", "rocm_arch"} & set(fields)):
         return 2, None
+    if not ({"gpu", "platform"} & set(fields)):  # a compute capability alone means CUDA, an arch ROCm
+        fields["platform"] = "cuda" if "compute_capability" in fields else "rocm"
+    if model is not None and "--dtype" not in pairs:
+        # vLLM's --dtype auto: float32 -> the platform's first dtype; no bfloat16 before SM 8.0
+        try:
+            hw = Config(dtype="float32", **{k: fields[k] for k in ("gpu", "platform", "compute_capability",
+                                                                   "rocm_arch") if k in fields})
+        except ConfigError:
+            return 2, None
+        old = hw.platform == "cuda" and hw.compute_capability < (8, 0)
+        want = model.fields.get("dtype") or "float32"
+        if want == "float32":
+            want = "float16" if (old or model.pooling) else "bfloat16"
+        if want == "bfloat16" and old:
+            want = "float32" if model.model_type in ("gemma2", "gemma3", "gemma3_text") else "float16"
+        fields["dtype"] = want
     fields.setdefault("dtype", "bfloat16")
     if model is not None:
         fields, _ = apply_model_rewrites(model, fields)
