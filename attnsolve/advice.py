@@ -114,11 +114,12 @@ class Advice:
     hint: str = ""
     hardware_only: bool = False
     conflicts: tuple[Mapping[str, Any], ...] = ()  # shown conflicts (noise such as platform=cuda removed)
+    startup_error: str | None = None  # vLLM selects a backend but refuses to start (its own text)
 
     def to_dict(self) -> dict[str, Any]:
         data = self.explanation.to_dict()
         data.update(fixes=[f.to_dict() for f in self.fixes], lost=[x.to_dict() for x in self.lost],
-                    hint=self.hint, hardware_only=self.hardware_only)
+                    hint=self.hint, hardware_only=self.hardware_only, startup_error=self.startup_error)
         return data
 
 
@@ -322,6 +323,8 @@ def _auto_goal(ctx: Context, target: str | None) -> Goal:
             sel = solve_uncached(cfg, role, None)
         except (SelectionError, ConfigError):
             return None
+        if getattr(sel, "startup_error", None):
+            return None  # vLLM selects it but refuses to start: not a fix
         return (sel.backend, sel.variant) if target is None or sel.backend == target else None
 
     return goal
@@ -480,9 +483,23 @@ def _requested_goal(ctx: Context, requested: str) -> Goal:
             sel = solve_uncached(cfg, role, None)
         except (SelectionError, ConfigError):
             return None
+        if getattr(sel, "startup_error", None):
+            return None
         return (sel.backend, sel.variant) if sel.backend == requested else None
 
     return goal
+
+
+def _startup_error(ctx: Context) -> str | None:
+    """vLLM's start-up failure text for the selected backend (Selection.startup_error, where the
+    rules model vLLM's start-up), or None when vLLM starts."""
+    from .selection import solve_uncached
+    from .solver.facts import parse_role
+    try:
+        sel = solve_uncached(ctx.config, parse_role(ctx.role), None)
+    except (SelectionError, ConfigError):
+        return None
+    return getattr(sel, "startup_error", None)
 
 
 def _success_hint(selected: str, losts: Sequence[LostBackend]) -> str:
@@ -526,6 +543,14 @@ def advise(ctx: Context, *, lost: bool = True) -> Advice:
             before.append(c)
         losts = tuple(lost_backend(ctx, c.backend, c.reasons) for c in before) if lost else ()
         sel = e.selected + (f" ({e.variant})" if e.variant else "")
+        startup = _startup_error(ctx)
+        if startup is not None:  # vLLM's selector answers, its start-up refuses: fixes that start
+            fixes = _search(ctx, _auto_goal(ctx, None) if ctx.config.backend is None
+                            else _requested_goal(ctx, ctx.config.backend))
+            first = _best_setting(fixes) or (fixes[0] if fixes else None)
+            hint = (f"vLLM refuses to start with {sel}; {first.text} starts with {first.label}" if first
+                    else f"vLLM refuses to start with {sel}; no change of one or two settings helps")
+            return Advice(e, losts, tuple(fixes), hint, False, startup_error=startup)
         return Advice(e, losts, hint=_success_hint(sel, losts), hardware_only=False)
     fixes = failure_fixes(ctx, e)
     setting = _best_setting(fixes)

@@ -555,8 +555,10 @@ def cmd_select(q: Query, style: Style) -> Result:
         data = {"selected": None, "variant": None, "role": parse_role(q.role), "manual": q.config.backend is not None,
                 "priority_list": None, "preferred_block_size": None,
                 "rejected": [{"backend": b, "reasons": list(r)} for b, r in e.reasons.items()],
-                "warnings": [], "config": q.config.to_dict(), "error": str(e), **base}
+                "warnings": [], "config": q.config.to_dict(), "error": str(e),
+                "startup_error": getattr(e, "startup_error", None), **base}
         return Result("select", data, "\n".join(lines), EXIT_NO_BACKEND)
+    startup = getattr(sel, "startup_error", None)
     lines = [style.bold(str(sel)) + ("  (requested)" if sel.manual and q.config.backend else "")]
     if sel.rejected:
         groups: dict[tuple[str, ...], list[str]] = {}  # backends that lost for the same reasons: one line
@@ -564,14 +566,19 @@ def cmd_select(q: Query, style: Style) -> Result:
             groups.setdefault(r.reasons, []).append(r.backend)
         for reasons, names in groups.items():
             lines += wrap(f"{', '.join(names)}: {'; '.join(reasons)}", indent="      ", first="  not ")
-    data = {**sel.to_dict(), "error": None, **base}
+    data = {**sel.to_dict(), "error": startup, "startup_error": startup, **base}
     if prefill is not None:
         lines += wrap(f"{prefill} (MLA prefill backend)", indent="    ", first="  prefill: ")
+    if startup:  # vLLM's selector answers, but vLLM refuses to start: a failing answer
+        lines += wrap(f"vLLM selects {sel} but refuses to start: {startup}", indent="    ", first="  error: ")
     for w in sel.warnings:
         lines += wrap(w, indent="    ", first="  warning: ")
     for n in [*_env_line(q), *q.notes]:
         lines += wrap(n, indent="    ", first="  note: ")
-    return Result("select", data, "\n".join(lines), EXIT_OK)
+    if startup:
+        lines += wrap("hint: 'attnsolve explain' with the same flags gives a fix that starts", indent="      ",
+                      first="")
+    return Result("select", data, "\n".join(lines), EXIT_NO_BACKEND if startup else EXIT_OK)
 
 
 def _reason_rows(rows: Sequence[tuple[str, str]], indent: str = "  ") -> list[str]:
@@ -663,9 +670,15 @@ def cmd_explain(q: Query, style: Style) -> Result:
                 lines += wrap(", ".join(names), indent=" " * 4, first=f"  not for this model ({key}): ")
         for w in e.warnings:
             lines += wrap(w, indent="          ", first="Warning   ")
+        if a.startup_error:
+            lines += [""] + wrap(f"vLLM refuses to start: {a.startup_error}", indent="          ",
+                                 first="Start-up  ")
+            if a.fixes:
+                lines += ["", "Fixes that start, most direct first (each alone is enough):"]
+                lines += _fix_rows(a.fixes, style)
         if a.hint:
             lines += [""] + wrap(f"hint: {a.hint}", indent="      ", first="")
-        return Result("explain", data, "\n".join(lines), EXIT_OK)
+        return Result("explain", data, "\n".join(lines), EXIT_NO_BACKEND if a.startup_error else EXIT_OK)
     # nothing fits (or the requested backend does not)
     lines.append(f"Requested {e.requested} does not fit:" if e.requested
                  else "No valid backend. Candidates in priority order:")
