@@ -295,7 +295,7 @@ def resolve_dtype(model: ModelFacts, platform: str, compute_capability: tuple[in
         dtype = preferred
     if dtype == model.config_dtype:
         return dtype, None
-    why = ("float32 checkpoints run in the platform's preferred dtype" + (" (float16 for pooling models)"
+    why = ("float32 checkpoints run in the platform's preferred dtype" + (", float16 for pooling models"
            if model.pooling else "")) if given == "float32" else f"{given} is not supported on this hardware"
     was = model.config_dtype or "not given (float32)"
     return dtype, f"dtype {dtype}: --dtype auto resolves the checkpoint's {was} to {dtype} as vLLM does ({why})"
