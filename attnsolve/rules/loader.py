@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable
 
+from . import schema
 from .model import (
     Backend, Capabilities, Check, Derived, DerivedCase, Entry, Literal, Pred, PriorityList, RuleSet, Variant,
 )
@@ -20,14 +21,11 @@ RULES_DIR = Path(__file__).parent
 # Fields that exist besides the Config fields: the role of the query.
 EXTRA_FIELDS = {"role": ("decode", "mla_prefill")}
 
-_BACKEND_KEYS = {
-    "platforms", "role", "summary", "dtypes", "kv_cache_dtypes", "kernel_block_sizes", "head_sizes",
-    "compute_capability", "attn_types", "sink", "mm_prefix", "mla", "sparse", "dcp", "explicit_only",
-    "parent", "abstract", "variant_field", "variants", "checks", "warnings", "preferred_block_size",
-}
+# Key sets come from the one table of known keys, rules/schema.py KEYS.
+_BACKEND_KEYS = schema.keys("backend")
 _CAP_KEYS = ("dtypes", "kv_cache_dtypes", "kernel_block_sizes", "head_sizes", "compute_capability",
              "attn_types", "sink", "mm_prefix", "mla", "sparse", "dcp")
-_PRED_KEYS = {"in", "not_in", "min", "max", "multiple_of", "major_in", "eq", "none", "present"}
+_PRED_KEYS = schema.keys("predicate")
 _ROLES = ("decode", "mla_prefill")
 
 
@@ -240,19 +238,32 @@ def load_rules(path: str | Path | None = None, *, check_structure: bool = True) 
     priority entries naming no backend, backends in no list); the packaged rules are checked
     by the test suite, so the CLI can skip importing networkx on its fast start-up path.
     """
+    from ..safe_io import RULES_FILE_MAX_BYTES, FileProblem, read_text
     root = Path(path) if path is not None else RULES_DIR
-    files = sorted(root.glob("*.toml"))
+    if not root.is_dir():
+        raise RulesError([(str(root), "-", "not a directory of rule files (*.toml)")])
+    try:
+        files = sorted(root.glob("*.toml"))
+    except OSError as e:
+        raise RulesError([(str(root), "-", f"cannot list the folder: {e.strerror or e}")]) from None
     col = _Collector()
     docs: list[tuple[str, dict]] = []
-    if not (root / "domains.toml").exists():
+    if not any(f.name == "domains.toml" for f in files):
         raise RulesError([(str(root), "-", "missing domains.toml (field domains and GPU table)")])
     for f in sorted(files, key=lambda p: (p.name != "domains.toml", p.name)):
-        try:
-            docs.append((f.name, tomllib.loads(f.read_text(encoding="utf-8"))))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        try:  # regular files only, size-capped, never blocking on a FIFO (safe_io)
+            docs.append((f.name, tomllib.loads(read_text(f, max_bytes=RULES_FILE_MAX_BYTES))))
+        except FileProblem as e:
+            col.add(f.name, "-", f"cannot read {f}: {e.reason}")
+        except tomllib.TOMLDecodeError as e:
             col.add(f.name, "-", f"not valid TOML: {e}")
         except RecursionError:
             col.add(f.name, "-", "not valid TOML: nested too deeply")
+        except ValueError as e:  # an integer of more than 4,300 digits
+            col.add(f.name, "-", "not valid TOML: " + ("a number of more than 4,300 digits" if "4300" in str(e) else str(e)))
+    if col.problems:
+        raise RulesError(col.problems)
+    _check_shapes(docs, col)
     if col.problems:
         raise RulesError(col.problems)
     try:
@@ -264,6 +275,36 @@ def load_rules(path: str | Path | None = None, *, check_structure: bool = True) 
         # a shape it does not know, so a malformed file never escapes as a traceback.
         raise RulesError([*col.problems, (", ".join(f.name for f in files), "-",
                                           f"malformed rules ({type(e).__name__}: {e})")]) from None
+
+
+def _check_shapes(docs: list[tuple[str, dict]], col: _Collector) -> None:
+    """Every key known and of its kind, in every file (schema.KEYS), before anything is built."""
+    domains: dict[str, Any] = {}
+    derived: dict[str, Any] = {}
+    for _, doc in docs:
+        if isinstance(doc.get("fields"), dict):
+            domains.update(doc["fields"])
+        if isinstance(doc.get("derived"), dict):
+            derived.update(doc["derived"])
+    checker = schema.ShapeChecker(col.add, schema.field_kinds(domains, derived, EXTRA_FIELDS))
+    parents: dict[str, tuple[str, Any]] = {}
+    for fname, doc in docs:
+        checker.table(fname, "", doc, "top")
+        checker.domains(fname, doc.get("fields"))
+        for name, b in (doc.get("backends") or {}).items() if isinstance(doc.get("backends"), dict) else ():
+            if isinstance(b, dict) and isinstance(b.get("parent"), str):
+                parents[name] = (fname, b["parent"])
+    for name, (fname, _) in parents.items():  # chain length, followed iteratively (cycles stop it)
+        depth, cur, seen = 0, name, {name}
+        while cur in parents and depth <= schema.MAX_PARENT_DEPTH:
+            cur = parents[cur][1]
+            depth += 1
+            if cur in seen:
+                break
+            seen.add(cur)
+        if depth == schema.MAX_PARENT_DEPTH + 1 and not any(p[1] == name for p in parents.values()):
+            col.add(fname, f"backends.{name}.parent",
+                    f"inheritance chain longer than {schema.MAX_PARENT_DEPTH} parents (the rules use at most 2)")
 
 
 def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool, sources: tuple[str, ...]) -> RuleSet:
@@ -379,6 +420,10 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
         if parent is None:
             resolved[name] = dict(b)
             return resolved[name]
+        if len(trail) > schema.MAX_PARENT_DEPTH:
+            col.add(fname, f"backends.{name}.parent", f"inheritance chain deeper than {schema.MAX_PARENT_DEPTH} "
+                    f"({' -> '.join(trail[:3])} -> ...)")
+            return None
         if parent in trail:
             col.add(fname, f"backends.{name}.parent", "inheritance cycle: " + " -> ".join((*trail, parent)))
             return None
