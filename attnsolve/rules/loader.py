@@ -291,6 +291,7 @@ def _check_shapes(docs: list[tuple[str, dict]], col: _Collector) -> None:
     for fname, doc in docs:
         checker.table(fname, "", doc, "top")
         checker.domains(fname, doc.get("fields"))
+        checker.aliases(fname, doc.get("aliases"))
         for name, b in (doc.get("backends") or {}).items() if isinstance(doc.get("backends"), dict) else ():
             if isinstance(b, dict) and isinstance(b.get("parent"), str):
                 parents[name] = (fname, b["parent"])
@@ -374,7 +375,7 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
                 continue
             raw_platforms.setdefault(plat, []).append((fname, p))
 
-    for required in ("dtype", "kv_cache_dtype", "block_size", "attn_type", "platform"):
+    for required in ("dtype", "kv_cache_dtype", "block_size", "attn_type", "platform", "flash_attn_version", "rocm_arch"):
         if required not in domains:
             col.add("domains.toml", f"fields.{required}", "missing")
     for fld, table_ in aliases.items():

@@ -162,12 +162,23 @@ class ShapeChecker:
         if not isinstance(raw, dict):
             return  # reported as "must be a table" by the top-level check
         for name, values in raw.items():
+            if name not in self.fields:
+                hit = closest(name, self.fields)
+                self.add(f, f"fields.{name}", "names no field" + (f"; did you mean {hit!r}?" if hit else ""))
+                continue
             kind = self.fields.get(name, "any")
             if not isinstance(values, list) or not values:
                 continue  # reported by the loader ("must be a non-empty list")
             for i, x in enumerate(values):
                 if kind in ("int", "str"):
                     self.scalar(f, f"fields.{name}[{i}]", x, kind)
+
+    def aliases(self, f: str, raw: Any) -> None:
+        """[aliases.FIELD]: FIELD must be a field."""
+        for name in raw if isinstance(raw, dict) else ():
+            if name not in self.fields:
+                hit = closest(name, self.fields)
+                self.add(f, f"aliases.{name}", "names no field" + (f"; did you mean {hit!r}?" if hit else ""))
 
     def reason(self, f: str, loc: str, v: Any) -> None:
         if not isinstance(v, str) or not v:
