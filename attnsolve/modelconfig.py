@@ -58,7 +58,7 @@ class ModelFacts:
                 "notes": list(self.notes), "sparse_kv_rewrite": self.sparse_kv_rewrite, **dict(self.extra)}
 
 
-_MAX_VALUE = 1 << 24  # no attention size or head count comes near this; bounds what reaches Config
+_MAX_VALUE = 1 << 20  # as Config's integer fields: no attention size or head count comes near it
 
 
 def _err(path: str, key: str, value: Any, expected: str) -> ConfigError:

@@ -154,10 +154,13 @@ def test_cli_model_odd_files_exit_2(odd_paths, kind):
 
 def test_cli_blames_the_model_file_key_not_a_flag(tmp_path):
     model = tmp_path / "config.json"
-    model.write_text(json.dumps({"kv_lora_rank": 16_000_000, "qk_rope_head_dim": 16_000_000}))
+    model.write_text(json.dumps({"kv_lora_rank": 1_000_000, "qk_rope_head_dim": 100_000}))  # head size 1,100,000
     code, _, err = run_cli("select", "--gpu", "H100", "--model", str(model))
     assert code == 2
-    assert str(model) in err and "qk_rope_head_dim" in err and "--qk-rope-head-dim" not in err
+    assert str(model) in err and "kv_lora_rank" in err and "--head-size" not in err
+    model.write_text(json.dumps({"num_attention_heads": 2_000_000, "head_dim": 128}))
+    code, _, err = run_cli("select", "--gpu", "H100", "--model", str(model))
+    assert code == 2 and "num_attention_heads" in err and "--num-heads" not in err
 
 
 def test_cli_blames_the_environment_variable_not_a_flag():
@@ -385,3 +388,16 @@ def test_every_packaged_key_is_in_the_one_table():
     docs = packaged_docs()
     used = {k for doc in docs.values() for b in doc.get("backends", {}).values() for k in b}
     assert used <= set(KEYS["backend"])
+
+
+@pytest.mark.parametrize("path", [5, b"/tmp", "/dev/zero", "bad\x00path"], ids=["int", "bytes", "device", "nul"])
+def test_load_rules_with_a_bad_path_gives_rules_error(path):
+    with pytest.raises(RulesError):
+        load_rules(path)
+
+
+def test_rules_env_pointing_at_a_bad_folder_exits_2(tmp_path):
+    os.mkfifo(tmp_path / "domains.toml")
+    r = subprocess.run([sys.executable, "-m", "attnsolve", "select", "--gpu", "H100"], capture_output=True, text=True,
+                       timeout=60, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "ATTNSOLVE_RULES": str(tmp_path)})
+    assert r.returncode == ExitCode.BAD_INPUT and "domains.toml" in r.stderr and "Traceback" not in r.stderr

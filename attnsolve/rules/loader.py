@@ -6,6 +6,7 @@ first, and expands each backend's declared capabilities into vLLM's reasons in v
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import replace
 from pathlib import Path
@@ -239,6 +240,8 @@ def load_rules(path: str | Path | None = None, *, check_structure: bool = True) 
     by the test suite, so the CLI can skip importing networkx on its fast start-up path.
     """
     from ..safe_io import RULES_FILE_MAX_BYTES, FileProblem, read_text
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise RulesError([(type(path).__name__, "-", "expected the path of a folder of rule files (*.toml)")])
     root = Path(path) if path is not None else RULES_DIR
     if not root.is_dir():
         raise RulesError([(str(root), "-", "not a directory of rule files (*.toml)")])
