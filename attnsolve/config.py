@@ -154,6 +154,8 @@ class Config(metaclass=_ConfigMeta):
         """Config with vLLM's environment switches read from `environ` (default os.environ); explicit
         keyword fields win. Opt-in: nothing else in attnsolve reads the environment."""
         env = os.environ if environ is None else environ
+        if not isinstance(env, Mapping):
+            raise ConfigError("environ", environ, "a mapping of environment variables, or None for os.environ")
         data: dict[str, Any] = {}
         for var, name in _ENV_VARS.items():
             if var in env and env[var] != "":

@@ -401,3 +401,9 @@ def test_rules_env_pointing_at_a_bad_folder_exits_2(tmp_path):
     r = subprocess.run([sys.executable, "-m", "attnsolve", "select", "--gpu", "H100"], capture_output=True, text=True,
                        timeout=60, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "ATTNSOLVE_RULES": str(tmp_path)})
     assert r.returncode == ExitCode.BAD_INPUT and "domains.toml" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("environ", [5, ["VLLM_ATTENTION_BACKEND"], "x"])
+def test_from_env_refuses_a_non_mapping(environ):
+    with pytest.raises(ConfigError):
+        Config.from_env(environ, gpu="H100", dtype="bfloat16")

@@ -156,7 +156,7 @@ def _checks(raw: Any, known: set[str], kind: str = "combination") -> tuple[Check
     for i, c in enumerate(_list(raw)):
         if not isinstance(c, dict) or "reason" not in c or "require" not in c:
             raise ValueError(f"check #{i + 1} needs 'reason' and 'require' (and optional 'when')")
-        extra = set(c) - {"reason", "require", "when"}
+        extra = set(c) - schema.keys("check")
         if extra:
             raise ValueError(f"check #{i + 1}: unknown key(s) {sorted(extra)}")
         if not isinstance(c["reason"], str) or not c["reason"]:
@@ -321,7 +321,7 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
     raw_backends: dict[str, tuple[str, dict]] = {}
     raw_derived: dict[str, tuple[str, dict]] = {}
     raw_platforms: dict[str, list[tuple[str, dict]]] = {}
-    top_keys = {"fields", "aliases", "gpus", "generations", "derived", "backends", "platforms"}
+    top_keys = schema.keys("top")
 
     def table(fname: str, where: str, value: Any) -> dict:
         """`value` if it is a table, else {} with a problem naming file and key."""
@@ -521,7 +521,7 @@ def _backend(name: str, full: dict, fname: str, known: set[str], domains: dict, 
     for vname, v in raw_variants.items():
         if "values" not in v:
             raise ValueError(f"variant {vname} needs 'values'")
-        extra = set(v) - set(_CAP_KEYS) - {"values"}
+        extra = set(v) - schema.keys("variant")
         if extra:
             raise ValueError(f"variant {vname}: unknown key(s) {sorted(extra)}")
         variants.append(Variant(vname, tuple(_list(v["values"])), _caps(v, known)))
@@ -556,7 +556,7 @@ def _backend(name: str, full: dict, fname: str, known: set[str], domains: dict, 
     checks += list(_checks(full.get("checks", []), known))
     warns = []
     for i, w in enumerate(_list(full.get("warnings", []))):
-        if not isinstance(w, dict) or not isinstance(w.get("message"), str) or set(w) - {"message", "when"}:
+        if not isinstance(w, dict) or not isinstance(w.get("message"), str) or set(w) - schema.keys("warning"):
             raise ValueError(f"warnings #{i + 1} needs 'message' (and optional 'when')")
         warns.append((w["message"], _literals(w.get("when", {}), known)))
     pbs = full.get("preferred_block_size")
@@ -586,14 +586,14 @@ def _entry(raw: Any, known: set[str]) -> Entry:
         return Entry(raw)
     if not isinstance(raw, dict) or "backend" not in raw:
         raise ValueError(f"an entry is a backend name or a table with 'backend' (and 'checks'), got {raw!r}")
-    extra = set(raw) - {"backend", "checks"}
+    extra = set(raw) - schema.keys("entry")
     if extra:
         raise ValueError(f"entry {raw.get('backend')}: unknown key(s) {sorted(extra)}")
     return Entry(raw["backend"], _checks(raw.get("checks", []), known, kind="guard"))
 
 
 def _priority_list(plat: str, raw: dict, settings: dict, known: set[str]) -> PriorityList:
-    allowed = {"name", "when", "entries", "manual", "manual_accept", "manual_other", "ignore_warning"}
+    allowed = schema.keys("list")
     extra = set(raw) - allowed
     if extra:
         raise ValueError(f"unknown key(s) {sorted(extra)}; accepted: {', '.join(sorted(allowed))}")
@@ -617,7 +617,7 @@ def _priority_list(plat: str, raw: dict, settings: dict, known: set[str]) -> Pri
 def _start_block_size(raw: Any, known: set[str]) -> tuple[DerivedCase, ...]:
     cases = []
     for i, c in enumerate(_list(raw)):
-        if not isinstance(c, dict) or set(c) - {"when", "value"} or not isinstance(c.get("value"), int):
+        if not isinstance(c, dict) or set(c) - schema.keys("start_block_size") or not isinstance(c.get("value"), int):
             raise ValueError(f"start_block_size #{i + 1} needs an integer 'value' (and optional 'when')")
         cases.append(DerivedCase(_literals(c.get("when", {}), known), c["value"]))
     if cases and cases[-1].when:
