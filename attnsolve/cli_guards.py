@@ -114,6 +114,8 @@ def platform_hint(ns: Any) -> str | None:
                           else None).platform
     except ConfigError:
         return None  # the query itself reports the bad flag
+    if getattr(ns, "rocm_arch", None) is not None and getattr(ns, "compute_capability", None) is None:
+        return "rocm"  # a gfx arch alone implies ROCm, as in Config
     return None
 
 

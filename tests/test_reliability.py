@@ -324,6 +324,9 @@ LOADER_CASES = {
 IN_PLACE = {  # name: (file, text, replacement, key path)
     "validate no": ("cuda.toml", "validate = true", 'validate = "no"', "platforms.cuda.validate"),
     "manual typo": ("cpu.toml", 'manual = "ignore"', 'manual = "ignor"', "platforms.cpu.lists[0].manual"),
+    # found by the nightly fuzz: a priority list with no entries loaded and crashed explain's sweep
+    "empty entries": ("cuda.toml", 'entries = ["FLASHINFER", "FLASH_ATTN", "TRITON_ATTN", "FLEX_ATTENTION"]',
+                      "entries = []", "platforms.cuda.lists[0].entries"),
     "warn_unvalidated string": ("cpu.toml", "warn_unvalidated = true", 'warn_unvalidated = "true"',
                                 "platforms.cpu.warn_unvalidated"),
 }
@@ -407,3 +410,11 @@ def test_rules_env_pointing_at_a_bad_folder_exits_2(tmp_path):
 def test_from_env_refuses_a_non_mapping(environ):
     with pytest.raises(ConfigError):
         Config.from_env(environ, gpu="H100", dtype="bfloat16")
+
+
+def test_an_empty_priority_list_table_is_refused(tmp_path):
+    """Nightly fuzz reproducer: [[platforms.cuda.lists]] replaced by {} loaded, then explain crashed."""
+    d = _rules_copy(tmp_path)
+    (d / "zz_extra.toml").write_text("[[platforms.cuda.lists]]\n")
+    err = _load_error(d)
+    assert ("zz_extra.toml", "platforms.cuda.lists[0]") in {(f, loc) for f, loc, _ in err.problems}

@@ -73,7 +73,9 @@ KEYS: dict[str, dict[str, str]] = {
 REQUIRED: dict[str, tuple[str, ...]] = {"check": ("reason", "require"), "warning": ("message",),
                                         "derived": ("values", "cases"), "case": ("value",),
                                         "start_block_size": ("value",), "entry": ("backend",),
-                                        "variant": ("values",), "gpu": ("platform",)}
+                                        "variant": ("values",), "gpu": ("platform",), "list": ("name", "entries")}
+# (place, key) whose list may not be empty (an empty priority list selects nothing and breaks the sweep).
+NON_EMPTY: frozenset[tuple[str, str]] = frozenset({("list", "entries"), ("derived", "values"), ("derived", "cases")})
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {("backend", "role"): ("decode", "mla_prefill"),
                                                    ("platform", "manual"): ("validate", "table", "ignore"),
                                                    ("list", "manual"): ("validate", "table", "ignore")}
@@ -107,6 +109,8 @@ class ShapeChecker:
         for k in REQUIRED.get(place, ()):
             if k not in raw:
                 self.add(f, loc, f"missing required key {k!r}")
+            elif (place, k) in NON_EMPTY and raw[k] == []:
+                self.add(f, f"{loc}.{k}", "must not be empty")
 
     def value(self, f: str, loc: str, v: Any, kind: str, place: str = "", key: str = "") -> None:
         bad = lambda what: self.add(f, loc, f"must be {what}, got {_kind(v)} {_short(v)}")  # noqa: E731
