@@ -18,12 +18,13 @@ import sys
 from dataclasses import dataclass
 from typing import IO, Any, Callable, Mapping, Sequence
 
+from .exitcodes import ExitCode
 from .render import WIDTH, Style, table, width, wrap
 
 SCHEMA = "attnsolve/1"
-EXIT_OK = 0
-EXIT_NO_BACKEND = 1
-EXIT_BAD_INPUT = 2
+EXIT_OK = ExitCode.OK
+EXIT_NO_BACKEND = ExitCode.NO_BACKEND
+EXIT_BAD_INPUT = ExitCode.BAD_INPUT
 COMMANDS = ("select", "explain", "backends", "matrix", "docs")
 PROG = "attnsolve"
 
@@ -219,7 +220,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                          "      --over compute_capability,kv_cache_dtype\n"
                          "  attnsolve backends\n"
                          "  attnsolve docs --check\n\n"
-                         "exit codes: 0 selected/success, 1 no valid backend (or docs drift), 2 bad input")
+                         "exit codes: 0 selected/success, 1 no valid backend (or docs drift), 2 bad input,\n"
+                         "  3 internal error (see docs/user-guide.md)")
     top.add_argument("--json", dest="json_top", action="store_true", help="JSON output (also accepted after the command)")
     top.add_argument("--version", action="store_true", help="print the version and exit")
     sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -241,6 +243,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="comma-separated fields (compute_capability, kv_cache_dtype, dtype, block_size, head_size, "
                         "...), or FIELD=V1,V2 for chosen values; repeatable")
     p.add_argument("--long", action="store_true", help="one line per combination instead of a grid")
+    p.add_argument("--max-cells", metavar="N", default=None, help="refuse grids above N cells (default 10000)")
     p.add_argument("--all", action="store_true", dest="all_space",
                    help="coverage report over the whole configuration space: holes (configs no backend supports) "
                         "per platform / GPU generation, and backends never selected automatically")
@@ -335,14 +338,8 @@ class Query:
 
 
 def _int_flag(name: str, value: Any) -> int:
-    from .errors import ConfigError
-    try:
-        n = int(str(value).strip())
-    except ValueError:
-        raise ConfigError(name, value, "a positive integer") from None
-    if n < 1:
-        raise ConfigError(name, value, "a positive integer")
-    return n
+    from .config import _as_int
+    return _as_int(name, value, optional=False)
 
 
 def read_env(environ: Mapping[str, str]) -> tuple[tuple[str, str, str], ...]:
@@ -427,8 +424,13 @@ def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Seq
     if role is not None:
         from .solver.facts import parse_role
         role = parse_role(role)
-    config = Config(**fields)
     user = frozenset(explicit) | frozenset(name for _, _, name in env)
+    env_fields = {var: name for var, _, name in env if name not in explicit}
+    try:
+        config = Config(**fields)
+    except ConfigError as e:  # name the source of the bad value: flag, model file key or environment variable
+        from .cli_guards import blame, sources
+        raise blame(e, sources(model, env_fields, explicit)) from None
     return Query(config=config, role=role, notes=tuple(notes), model=model,
                  gpu=fields.get("gpu") if isinstance(fields.get("gpu"), str) else None,
                  tensor_parallel_size=tp, total_heads=total, defaulted=tuple(defaulted), env=used_env,
@@ -775,7 +777,8 @@ def _with_hardware(q: Query, base: Any, changes: Mapping[str, Any]) -> Any:
     return cfg
 
 
-def cmd_matrix(q: Query, over: list[tuple[str, list[str] | None]], long: bool, style: Style) -> Result:
+def cmd_matrix(q: Query, over: list[tuple[str, list[str] | None]], long: bool, style: Style,
+               max_cells: int | None = None, progress: IO[str] | None = None) -> Result:
     import itertools
     from .errors import ConfigError, SelectionError
     from .rules import default_rules
@@ -786,7 +789,9 @@ def cmd_matrix(q: Query, over: list[tuple[str, list[str] | None]], long: bool, s
     base = q.config
     rows: list[dict[str, Any]] = []
     rewritten: set[str] = set()
-    for combo in itertools.product(*value_lists):
+    from .cli_guards import DEFAULT_MAX_CELLS, check_cells, progress as _progress
+    total = check_cells(names, value_lists, DEFAULT_MAX_CELLS if max_cells is None else max_cells)
+    for combo in _progress(itertools.product(*value_lists), total, progress):
         changes = dict(zip(names, combo))
         cell: dict[str, Any] = {"values": {n: _show(v) for n, v in changes.items()}}
         try:
@@ -914,8 +919,8 @@ def cmd_docs(check: bool, output: str) -> Result:
 
 def _config_error_lines(e: Any) -> list[str]:
     field_ = str(getattr(e, "field", ""))
-    if field_.startswith(("model", "/")) or ":" in field_:
-        return UsageError(str(e), hint="fix the file or drop --model").lines()
+    if field_.startswith(("model", "/")) or ":" in field_ or getattr(e, "hint", None):
+        return UsageError(str(e), hint=getattr(e, "hint", None) or "fix the file or drop --model").lines()
     flag = FLAG_OF.get(field_, "--" + field_.replace("_", "-"))
     value = e.value
     shown = value if isinstance(value, str) else _show(value)
@@ -946,10 +951,12 @@ def _verb_explain(ns: argparse.Namespace, style: Style) -> Result:
 def _verb_matrix(ns: argparse.Namespace, style: Style) -> Result:
     if getattr(ns, "all_space", False):
         return cmd_coverage()
-    over = parse_over(ns.over)
+    from . import cli_guards as guards
+    over = parse_over(ns.over or guards.default_over(guards.platform_hint(ns)))
     ns.over_values = {n: v[0] for n, v in over if v}
     q = build_query(ns, need_hardware=False, free=[n for n, _ in over])
-    return cmd_matrix(q, over, ns.long, style)
+    guards.check_over_platform([n for n, _ in over], q.config.platform)
+    return cmd_matrix(q, over, ns.long, style, max_cells=guards.max_cells(ns.max_cells), progress=getattr(ns, "stderr", None))
 
 
 def _verb_backends(ns: argparse.Namespace, style: Style) -> Result:
@@ -963,6 +970,8 @@ def _verb_backends(ns: argparse.Namespace, style: Style) -> Result:
 
 
 def _verb_docs(ns: argparse.Namespace, style: Style) -> Result:
+    from .cli_guards import check_docs_output
+    check_docs_output(ns.output, ns.check)
     return cmd_docs(ns.check, ns.output)
 
 
@@ -984,8 +993,11 @@ def run(argv: Sequence[str], stdout: IO[str], stderr: IO[str]) -> int:
             return EXIT_OK
         if ns.command is None:
             stderr.write(build_parser().format_help())
+            _json_error(argv, stdout, {"message": "no command given", "details": [f"commands: {', '.join(COMMANDS)}"],
+                                       "hint": f"run '{PROG} --help'"})
             return EXIT_BAD_INPUT
         as_json = bool(getattr(ns, "json", False) or ns.json_top)
+        ns.stderr = stderr  # matrix reports progress on long sweeps there
         result = VERBS[ns.command](ns, style)
         if as_json:
             import json
@@ -1017,7 +1029,7 @@ def run(argv: Sequence[str], stdout: IO[str], stderr: IO[str]) -> int:
         return EXIT_OK
     except KeyboardInterrupt:
         stderr.write(f"{PROG}: interrupted\n")
-        return 130
+        return ExitCode.INTERRUPTED
     except Exception as e:  # noqa: BLE001 - never a traceback; say it is our bug
         from .rules import RulesError
         if isinstance(e, RulesError):
@@ -1025,7 +1037,7 @@ def run(argv: Sequence[str], stdout: IO[str], stderr: IO[str]) -> int:
             return EXIT_BAD_INPUT
         stderr.write(f"{PROG}: internal error: {type(e).__name__}: {e}\n"
                      "  this is a bug in attnsolve; please report it with the command line\n")
-        return 3
+        return ExitCode.INTERNAL
 
 
 def _emit(stream: IO[str], text: str) -> None:

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import ConfigError
+from .errors import ConfigError, safe_repr
 
 # model_type values whose attention layers carry learned sinks (vLLM passes `sinks=` for them).
 SINK_MODEL_TYPES = frozenset({"gpt_oss"})
@@ -89,9 +89,12 @@ class ModelFacts:
                 "pooling": self.pooling, **dict(self.extra)}
 
 
+_MAX_VALUE = 1 << 20  # as Config's integer fields: no attention size or head count comes near it
+
+
 def _err(path: str, key: str, value: Any, expected: str) -> ConfigError:
     return ConfigError(f"{path}:{key}", value, expected,
-                       message=f"Invalid model config {path}: key {key!r} is {value!r}. Expected {expected}.")
+                       message=f"Invalid model config {path}: key {key!r} is {safe_repr(value)}. Expected {expected}.")
 
 
 def _get_int(cfg: Mapping[str, Any], key: str, path: str, *, minimum: int = 1) -> int | None:
@@ -103,25 +106,30 @@ def _get_int(cfg: Mapping[str, Any], key: str, path: str, *, minimum: int = 1) -
             v = int(v)
         else:
             raise _err(path, key, v, f"an integer >= {minimum}")
-    if v < minimum:
-        raise _err(path, key, v, f"an integer >= {minimum}")
+    if not minimum <= v <= _MAX_VALUE:
+        raise _err(path, key, v, f"an integer from {minimum} to {_MAX_VALUE}")
     return v
 
 
 def _load(path: str | Path) -> tuple[str, dict[str, Any]]:
-    p = Path(path)
-    if p.is_dir():
-        p = p / "config.json"
+    from .safe_io import MODEL_CONFIG_MAX_BYTES, FileProblem, read_text
+    try:
+        p = Path(path)
+        if p.is_dir():
+            p = p / "config.json"
+    except (OSError, ValueError):  # an unusable path (NUL byte, too long): read_text says why
+        p = Path(str(path))
     shown = str(p)
     try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("model", str(path), "a config.json file or a directory holding one",
-                          message=f"Invalid --model {str(path)!r}: no such file ({shown}). "
-                                  "Expected a Hugging Face config.json or a directory holding one.") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError("model", str(path), "a readable UTF-8 JSON file",
-                          message=f"Invalid --model {str(path)!r}: cannot read {shown}: {e}.") from None
+        text = read_text(p, max_bytes=MODEL_CONFIG_MAX_BYTES)
+    except FileProblem as e:
+        if e.reason == "no such file":
+            raise ConfigError("model", str(path), "a config.json file or a directory holding one",
+                              message=f"Invalid --model {str(path)!r}: no such file ({shown}). "
+                                      "Expected a Hugging Face config.json or a directory holding one.") from None
+        raise ConfigError("model", str(path), "a regular UTF-8 JSON file of at most "
+                          f"{MODEL_CONFIG_MAX_BYTES} bytes",
+                          message=f"Invalid --model {str(path)!r}: cannot read {shown}: {e.reason}.") from None
     try:
         data = json.loads(text)
     except RecursionError:
@@ -131,6 +139,9 @@ def _load(path: str | Path) -> tuple[str, dict[str, Any]]:
         raise ConfigError("model", str(path), "valid JSON",
                           message=f"Invalid model config {shown}: not valid JSON (line {e.lineno}, "
                                   f"column {e.colno}: {e.msg}).") from None
+    except ValueError as e:  # a number of more than 4,300 digits (Python's int limit)
+        raise ConfigError("model", str(path), "valid JSON with numbers of sane size",
+                          message=f"Invalid model config {shown}: a number of more than 4,300 digits.") from None
     if not isinstance(data, dict):
         raise ConfigError("model", str(path), "a JSON object",
                           message=f"Invalid model config {shown}: expected a JSON object, got {type(data).__name__}.")
