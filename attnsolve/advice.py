@@ -558,6 +558,11 @@ def advise(ctx: Context, *, lost: bool = True) -> Advice:
     what = e.requested or "any backend"
     if setting is not None:
         hint = setting.text
+        keeper = next((f for f in fixes if f.keeps_intent and f.kind in ("setting", "version", "hardware")), None)
+        if setting.gives_up and keeper is not None and keeper.kind == "hardware":
+            hint += f" (gives up {setting.gives_up}; {keeper.text} keeps it, with {keeper.label})"
+        elif setting.gives_up:
+            hint += f" (gives up {setting.gives_up})"
     elif ctx.config.platform == "cpu" and hardware is not None:
         hint = f"no setting makes {what} valid on a CPU for this model; {hardware.text} to get {hardware.label}"
     elif hardware is not None:

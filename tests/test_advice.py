@@ -379,3 +379,11 @@ def test_startup_failure_explain_offers_a_fix_that_starts(capsys, rocm_sparse_st
     assert code == 1 and res["startup_error"] == SPARSE_BLOCK
     assert res["fixes"][0]["text"] == "--block-size 1"
     assert res["hint"].startswith("vLLM refuses to start with ROCM_AITER_MLA_SPARSE; --block-size 1 starts")
+
+
+def test_failure_hint_says_what_a_dropping_fix_gives_up(capsys):
+    code, res = run_json(capsys, "explain", "--gpu", "T4", "--model", str(EX / "deepseek-v3.json"),
+                         "--kv-cache-dtype", "fp8")
+    assert code == 1
+    assert res["hint"] == ("--kv-cache-dtype auto (gives up the fp8 KV cache; use an H100 or H200 (Hopper, SM 9.0) "
+                           "keeps it, with FLASHMLA)")
