@@ -432,7 +432,7 @@ def lost_backend(ctx: Context, backend: str, reasons: Sequence[str]) -> LostBack
     conflict: dict[str, Any] = {}
     model_conflict = None
     try:
-        e = explain(ctx.config.replace(backend=backend), role=ctx.role)
+        e = explain(ctx.config.replace(backend=backend), role=ctx.role, max_conflicts=2)  # bounded: per lost backend
         if e.selected is None:
             conflict = _drop_noise(e.conflict)
             model_conflict = next((dict(c) for c in e.conflicts if c and all(
