@@ -99,8 +99,12 @@ def resolve(name: Any) -> str:
         suggestion = closest(stripped.strip() or name, pool)
         if suggestion is not None:
             detail = f" ({generation_name(table[suggestion])})"
+    maker = {"nvidia": "NVIDIA ", "amd": "AMD "}.get(_vendor_of(table[suggestion]), "") if suggestion else ""
+    closest_text = (f" The closest known {maker}name is {suggestion}{detail}: check it is the same generation."
+                    if suggestion else "")
     raise ConfigError("gpu", name, "a known GPU name: " + ", ".join(names), suggestion=suggestion,
-                      message=f"Unknown GPU {name!r}." + (f" Did you mean {suggestion!r}{detail}?" if suggestion else "")
+                      message=f"Unknown GPU {name!r}.{closest_text}"
+                      + (f" Did you mean {suggestion!r}?" if suggestion else "")
                       + " Known GPUs: " + ", ".join(names) + ".")
 
 
