@@ -18,12 +18,13 @@ import sys
 from dataclasses import dataclass
 from typing import IO, Any, Callable, Mapping, Sequence
 
-from .render import WIDTH, Style, table, wrap
+from .exitcodes import ExitCode
+from .render import WIDTH, Style, table, width, wrap
 
 SCHEMA = "attnsolve/1"
-EXIT_OK = 0
-EXIT_NO_BACKEND = 1
-EXIT_BAD_INPUT = 2
+EXIT_OK = ExitCode.OK
+EXIT_NO_BACKEND = ExitCode.NO_BACKEND
+EXIT_BAD_INPUT = ExitCode.BAD_INPUT
 COMMANDS = ("select", "explain", "backends", "matrix", "docs")
 PROG = "attnsolve"
 
@@ -79,12 +80,15 @@ class Flag:
 _AC = "--attention-config."
 FLAGS: tuple[Flag, ...] = (
     # hardware
-    Flag("gpu", ("--gpu",), "NAME", "GPU name, e.g. H100, B200, RTX 5090, MI300X, CPU (sets platform and compute capability)"),
+    Flag("gpu", ("--gpu",), "NAME", "GPU name as you or nvidia-smi / rocm-smi spell it, e.g. H100, "
+         "'NVIDIA A100-SXM4-80GB', MI300X, CPU; auto = this machine's GPU (sets platform and compute capability)"),
     Flag("platform", ("--platform",), "NAME", "cuda, rocm or cpu"),
-    Flag("compute_capability", ("--compute-capability", "--cc"), "X.Y", "CUDA compute capability, e.g. 9.0, 10.0, 12.0"),
-    Flag("rocm_arch", ("--rocm-arch",), "GFX", "ROCm gfx arch, e.g. gfx942 (default on rocm)"),
+    Flag("compute_capability", ("--compute-capability", "--cc"), "X.Y", "CUDA compute capability, e.g. 9.0, 10.0, "
+         "12.0 (implies --platform cuda)"),
+    Flag("rocm_arch", ("--rocm-arch",), "GFX", "ROCm gfx arch, e.g. gfx942 (default on rocm; implies --platform rocm)"),
     # model
-    Flag("dtype", ("--dtype",), "DTYPE", "model dtype: float16, bfloat16, float32 (default: the model's, else bfloat16)"),
+    Flag("dtype", ("--dtype",), "DTYPE", "model dtype: float16, bfloat16, float32 (default: vLLM's --dtype auto for "
+         "the --model on this GPU, else bfloat16)"),
     Flag("head_size", ("--head-size",), "N", "attention head size (default 128; 576 for MLA)"),
     Flag("num_heads", ("--num-heads",), "N", "query heads of the model (num_attention_heads); divided by "
          "--tensor-parallel-size to get heads per GPU"),
@@ -131,8 +135,43 @@ _GROUPS = (("hardware", 0, 4), ("model (--model fills these from config.json)", 
            ("KV cache and backend", 16, 19), ("switches (vLLM --attention-config.* / environment)", 19, len(FLAGS)))
 
 
+def _fit(text: str) -> str:
+    """Lines past WIDTH (long option spellings argparse does not wrap) wrapped under their indent."""
+    out: list[str] = []
+    for line in text.split("\n"):
+        if width(line) <= WIDTH:
+            out.append(line)
+            continue
+        lead = line[: len(line) - len(line.lstrip())]
+        out += wrap(line.strip(), indent=lead + "  ", first=lead)
+    return "\n".join(out)
+
+
+class _Help(argparse.HelpFormatter):
+    """argparse's help at WIDTH columns whatever the terminal, never a line past it."""
+
+    def __init__(self, prog: str, **kw: Any) -> None:
+        kw.setdefault("width", WIDTH)
+        kw.setdefault("max_help_position", 30)
+        super().__init__(prog, **kw)
+
+    def format_help(self) -> str:
+        return _fit(super().format_help())
+
+
+class _RawHelp(argparse.RawDescriptionHelpFormatter, _Help):
+    pass
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with errors raised (exit 2 by main) instead of printed-and-exited."""
+    """argparse with errors raised (exit 2 by main) instead of printed-and-exited, help at WIDTH."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        if kw.get("formatter_class") in (None, argparse.HelpFormatter):
+            kw["formatter_class"] = _Help
+        elif kw.get("formatter_class") is argparse.RawDescriptionHelpFormatter:
+            kw["formatter_class"] = _RawHelp
+        super().__init__(*args, **kw)
 
     def error(self, message: str) -> Any:  # type: ignore[override]
         raise UsageError(message, hint=f"usage: {self.format_usage().strip().removeprefix('usage: ')}")
@@ -148,13 +187,15 @@ def _add_query_flags(p: argparse.ArgumentParser) -> None:
             else:
                 g.add_argument(*f.names, dest=f.field, metavar=f.metavar, default=None, help=f.help)
         if lo == 4:
-            g.add_argument("--model", metavar="PATH", help="Hugging Face config.json (or its directory): "
-                           "derives head size, heads, MLA, sparse, sinks, dtype")
+            g.add_argument("--model", metavar="PATH", help="Hugging Face config.json, its directory, or a repo id "
+                           "(e.g. deepseek-ai/DeepSeek-V3) in the local Hugging Face cache: derives head size, "
+                           "heads, MLA, sparse, sinks, attention type, dtype")
             g.add_argument("--tensor-parallel-size", "-tp", dest="tensor_parallel_size", metavar="N", default=None,
                            help="tensor-parallel size: heads per GPU = num heads / N (default 1)")
-    p.add_argument("--from-env", action="store_true",
-                   help="also read vLLM's environment switches (VLLM_ATTENTION_BACKEND, VLLM_FLASH_ATTN_VERSION, "
-                        "VLLM_ROCM_USE_AITER*, ...); flags win")
+    p.add_argument("--no-env", action="store_true",
+                   help="ignore vLLM's environment switches (VLLM_ATTENTION_BACKEND, VLLM_FLASH_ATTN_VERSION, "
+                        "VLLM_ROCM_USE_AITER*, ...); by default they are read as vLLM reads them, flags win")
+    p.add_argument("--from-env", action="store_true", help=argparse.SUPPRESS)  # the default now; kept working
     p.add_argument("--role", metavar="ROLE", default=None,
                    help="decode (default; MLA decode for MLA models) or mla_prefill")
 
@@ -179,7 +220,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                          "      --over compute_capability,kv_cache_dtype\n"
                          "  attnsolve backends\n"
                          "  attnsolve docs --check\n\n"
-                         "exit codes: 0 selected/success, 1 no valid backend (or docs drift), 2 bad input")
+                         "exit codes: 0 selected/success, 1 no valid backend (or docs drift), 2 bad input,\n"
+                         "  3 internal error (see docs/user-guide.md)")
     top.add_argument("--json", dest="json_top", action="store_true", help="JSON output (also accepted after the command)")
     top.add_argument("--version", action="store_true", help="print the version and exit")
     sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -201,6 +243,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="comma-separated fields (compute_capability, kv_cache_dtype, dtype, block_size, head_size, "
                         "...), or FIELD=V1,V2 for chosen values; repeatable")
     p.add_argument("--long", action="store_true", help="one line per combination instead of a grid")
+    p.add_argument("--max-cells", metavar="N", default=None, help="refuse grids above N cells (default 10000)")
     p.add_argument("--all", action="store_true", dest="all_space",
                    help="coverage report over the whole configuration space: holes (configs no backend supports) "
                         "per platform / GPU generation, and backends never selected automatically")
@@ -261,7 +304,7 @@ def _first_positional(argv: list[str]) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# The query: flags (+ model config) -> Config
+# The query: flags (+ model config, + environment) -> Config
 
 
 @dataclass(frozen=True)
@@ -274,26 +317,44 @@ class Query:
     tensor_parallel_size: int = 1
     total_heads: int | None = None
     defaulted: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()  # vLLM environment switches read from the process
+    user_fields: frozenset[str] = frozenset()  # Config fields the user set by a flag
+    dtype_auto: bool = False  # the dtype is vLLM's --dtype auto for the --model (depends on the GPU)
 
     def to_dict(self) -> dict[str, Any]:
         return {"config": self.config.to_dict(only_changed=True), "role": self.role, "gpu": self.gpu,
                 "tensor_parallel_size": self.tensor_parallel_size, "model": None if self.model is None else self.model.path,
-                "notes": list(self.notes), "defaulted": list(self.defaulted)}
+                "notes": list(self.notes), "defaulted": list(self.defaulted),
+                "env": {k: v for k, v in self.env}}
+
+    def context(self) -> Any:
+        """The advice layer's view of the question."""
+        from .advice import Context
+        from .modelconfig import FLOAT16_NOT_SUPPORTED
+        m = self.model
+        f16 = m is None or not ({m.model_type, m.extra.get("text_model_type")} & FLOAT16_NOT_SUPPORTED)
+        return Context(self.config, self.role, self.gpu, self.user_fields, self.tensor_parallel_size,
+                       self.total_heads, bool(m is not None and m.sparse_kv_rewrite), f16)
 
 
 def _int_flag(name: str, value: Any) -> int:
-    from .errors import ConfigError
-    try:
-        n = int(str(value).strip())
-    except ValueError:
-        raise ConfigError(name, value, "a positive integer") from None
-    if n < 1:
-        raise ConfigError(name, value, "a positive integer")
-    return n
+    from .config import _as_int
+    return _as_int(name, value, optional=False)
 
 
-def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Sequence[str] = ()) -> Query:
-    """Flags and --model into a validated Config (ConfigError / UsageError on bad input)."""
+def read_env(environ: Mapping[str, str]) -> tuple[tuple[str, str, str], ...]:
+    """vLLM's environment switches set in `environ`: (variable, value, Config field)."""
+    from .config import _ENV_VARS
+    return tuple((var, environ[var], name) for var, name in _ENV_VARS.items() if environ.get(var, "") != "")
+
+
+def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Sequence[str] = (),
+                environ: Mapping[str, str] | None = None) -> Query:
+    """Flags, --model and the environment into a validated Config (ConfigError / UsageError on bad input).
+
+    Precedence: flags > environment (as vLLM reads it, unless --no-env) > --model > defaults.
+    """
+    import os
     from .config import Config
     from .errors import ConfigError
     fields: dict[str, Any] = {}
@@ -303,16 +364,24 @@ def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Seq
         from .modelconfig import read_model_config
         model = read_model_config(ns.model)
         fields.update(model.fields)
+        fields.pop("dtype", None)  # resolved below, once the hardware is known
         notes += [f"model {model.path}: {n}" for n in model.notes]
-    if getattr(ns, "from_env", False):
-        import os
-        from .config import _ENV_VARS
-        for var, name in _ENV_VARS.items():
-            if os.environ.get(var, "") != "":
-                fields[name] = os.environ[var]
-                notes.append(f"from the environment: {var}={os.environ[var]}")
+    env: tuple[tuple[str, str, str], ...] = ()
+    if not getattr(ns, "no_env", False):
+        env = read_env(os.environ if environ is None else environ)
     explicit = {f.field: getattr(ns, f.field) for f in FLAGS if getattr(ns, f.field, None) is not None}
+    used_env = tuple((var, value) for var, value, name in env if name not in explicit)
+    fields.update({name: value for var, value, name in env if name not in explicit})
     fields.update(explicit)
+    gpu = fields.get("gpu")
+    if isinstance(gpu, str):
+        from .gpus import canonical, detect_local, resolve
+        if gpu.strip().lower() == "auto":
+            found = detect_local()
+            notes.append(f"--gpu auto: {found.source} reports {found.raw!r} = {found.name}")
+            fields["gpu"] = found.name
+        elif canonical(gpu) is not None and canonical(gpu) != gpu:
+            fields["gpu"] = resolve(gpu)
     tp = 1
     if getattr(ns, "tensor_parallel_size", None) is not None:
         tp = _int_flag("tensor_parallel_size", ns.tensor_parallel_size)
@@ -325,13 +394,28 @@ def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Seq
     defaulted: list[str] = []
     hardware = {"gpu", "platform", "compute_capability", "rocm_arch"}
     if not (hardware & set(fields)) and not (hardware & set(free)):
-        if need_hardware or "compute_capability" not in free:
+        if need_hardware or not ({"compute_capability", "gpu"} & set(free)):
             raise UsageError("no hardware given", ["the backend depends on the GPU: give --gpu NAME "
-                             "(e.g. H100, B200, RTX 5090, MI300X, CPU) or --platform cuda --compute-capability 9.0"],
-                             hint="e.g. --gpu H100")
+                             "(e.g. H100, B200, RTX 5090, MI300X, CPU, or auto for this machine's GPU) "
+                             "or --compute-capability 9.0"], hint="e.g. --gpu H100")
+    # a compute capability alone means CUDA, a gfx arch alone ROCm
+    if "platform" not in fields and "gpu" not in fields:
+        if "compute_capability" in fields:
+            fields["platform"] = "cuda"
+        elif "rocm_arch" in fields:
+            fields["platform"] = "rocm"
+    if "gpu" in free and not (hardware & set(fields)):  # matrix over GPU names: the first stands in
+        fields["gpu"] = next(v for n, v in getattr(ns, "over_values", {}).items() if n == "gpu")
+    if "compute_capability" in free:  # matrix over GPU generations: any CUDA GPU stands in for the base
+        from .rules import default_rules
+        if not (hardware & set(fields)):
+            fields.update(platform="cuda", compute_capability=next(iter(default_rules().generations)))
     if "dtype" not in fields:
-        fields["dtype"] = "bfloat16"
-        defaulted.append("dtype")
+        if model is not None and "dtype" not in free:
+            fields["dtype"] = _model_dtype(model, fields, notes)
+        else:
+            fields["dtype"] = "bfloat16"
+            defaulted.append("dtype")
     if model is not None:
         from .modelconfig import apply_model_rewrites
         fields, rewrites = apply_model_rewrites(model, fields)
@@ -340,18 +424,33 @@ def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Seq
     if role is not None:
         from .solver.facts import parse_role
         role = parse_role(role)
-    if "compute_capability" in free:  # matrix over GPU generations: any CUDA GPU stands in for the base
-        from .rules import default_rules
-        if not (hardware & set(fields)):
-            fields.update(platform="cuda", compute_capability=next(iter(default_rules().generations)))
-    config = Config(**fields)
+    user = frozenset(explicit) | frozenset(name for _, _, name in env)
+    env_fields = {var: name for var, _, name in env if name not in explicit}
+    try:
+        config = Config(**fields)
+    except ConfigError as e:  # name the source of the bad value: flag, model file key or environment variable
+        from .cli_guards import blame, sources
+        raise blame(e, sources(model, env_fields, explicit)) from None
     return Query(config=config, role=role, notes=tuple(notes), model=model,
                  gpu=fields.get("gpu") if isinstance(fields.get("gpu"), str) else None,
-                 tensor_parallel_size=tp, total_heads=total, defaulted=tuple(defaulted))
+                 tensor_parallel_size=tp, total_heads=total, defaulted=tuple(defaulted), env=used_env,
+                 user_fields=user, dtype_auto=model is not None and "dtype" not in explicit)
+
+
+def _model_dtype(model: Any, fields: Mapping[str, Any], notes: list[str]) -> str:
+    """vLLM's --dtype auto for the model on the hardware in `fields` (a note when it differs)."""
+    from .config import Config
+    from .modelconfig import resolve_dtype
+    hw = {k: fields[k] for k in ("gpu", "platform", "compute_capability", "rocm_arch") if k in fields}
+    probe = Config(dtype="float32", **hw)
+    dtype, note = resolve_dtype(model, str(probe.platform), probe.compute_capability)
+    if note:
+        notes.append(note)
+    return dtype
 
 
 # ---------------------------------------------------------------------------------------------
-# Describing a query and a fix in the user's own terms (flags, GPU names)
+# Describing a query in the user's own terms (flags, GPU names)
 
 
 def _show(v: Any) -> str:
@@ -376,8 +475,9 @@ def describe_hardware(q: Query) -> str:
 
 def describe_query(q: Query, sep: str = ", ", skip: Sequence[str] = ()) -> str:
     c = q.config
-    hw = "CUDA" if "compute_capability" in skip else describe_hardware(q)
-    parts = [hw, c.dtype + (" (default)" if "dtype" in q.defaulted else "")]
+    hw = "CUDA" if "compute_capability" in skip else "per GPU" if "gpu" in skip else describe_hardware(q)
+    per_gpu = q.dtype_auto and bool({"compute_capability", "gpu"} & set(skip))
+    parts = [hw, "dtype auto" if per_gpu else c.dtype + (" (default)" if "dtype" in q.defaulted else "")]
     kind = "sparse MLA" if c.use_sparse is True else "MLA" if c.use_mla is True else None
     if kind:
         parts.append(kind)
@@ -410,89 +510,19 @@ def describe_query(q: Query, sep: str = ", ", skip: Sequence[str] = ()) -> str:
     return sep.join(str(p) for p in parts)
 
 
-def _gpu_names(cc: str, limit: int = 2) -> list[str]:
-    from .rules import default_rules
-    return [n for n, g in default_rules().gpus.items() if str(g.get("compute_capability")) == cc][:limit]
+def _env_line(q: Query) -> list[str]:
+    if not q.env:
+        return []
+    used = ", ".join(f"{k}={v}" for k, v in q.env)
+    return [f"environment: {used} (read as vLLM reads it; --no-env ignores it)"]
 
 
-def change_text(q: Query, name: str, value: Any) -> str:
-    """One change as the flag the user would type."""
-    flag = FLAG_OF.get(name, "--" + name.replace("_", "-"))
-    if name == "backend" and value is None:
-        return "drop --attention-backend (automatic selection)"
-    if name == "compute_capability":
-        cc = _show(value)
-        gpus = _gpu_names(cc)
-        if q.gpu and gpus:
-            return f"--gpu {gpus[0]} (SM {cc})"
-        return f"--compute-capability {cc}" + (f" (e.g. {', '.join(gpus)})" if gpus else "")
-    if name == "num_heads" and isinstance(value, int):
-        if q.total_heads and q.total_heads % value == 0 and q.total_heads // value > 1:
-            return f"--tensor-parallel-size {q.total_heads // value} ({value} heads/GPU)"
-        return f"--num-heads {value * q.tensor_parallel_size}"
-    if value is None:
-        return f"drop {flag}"
-    return f"{flag} {_show(value)}"
-
-
-def fix_text(q: Query, changes: Mapping[str, Any]) -> str:
-    return " ".join(change_text(q, k, v) for k, v in changes.items())
+def _facts(facts: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={_show(v)}" for k, v in facts.items())
 
 
 # ---------------------------------------------------------------------------------------------
 # Verbs
-
-
-def cmd_select(q: Query, style: Style) -> Result:
-    from .errors import InvalidBackendError, SelectionError
-    from .selection import solve
-    try:
-        sel = solve(q.config, role=q.role)
-    except SelectionError as e:
-        head = (f"{e.backend} (requested) does not fit {describe_query(q)}" if isinstance(e, InvalidBackendError)
-                else f"No valid attention backend for {describe_query(q)}")
-        lines = wrap(head + ":") + _reason_rows([(b, "; ".join(r) or "-") for b, r in e.reasons.items()])
-        for n in q.notes:
-            lines += wrap(n, indent="    ", first="note: ")
-        if e.startup_error:
-            lines += wrap(e.startup_error, indent="    ", first="vLLM's start-up fails first: ")
-        lines.append("hint: 'attnsolve explain' with the same flags gives the conflict and the fix")
-        data = {"selected": None, "requested": getattr(e, "backend", None), "error": str(e),
-                "reasons": {b: list(r) for b, r in e.reasons.items()}, "startup_error": e.startup_error,
-                "query": q.to_dict()}
-        return Result("select", data, "\n".join(lines), EXIT_NO_BACKEND)
-    lines = [style.bold(str(sel)) + ("  (requested)" if sel.manual and q.config.backend else "")]
-    if sel.rejected:
-        groups: dict[tuple[str, ...], list[str]] = {}  # backends that lost for the same reasons: one line
-        for r in sel.rejected:
-            groups.setdefault(r.reasons, []).append(r.backend)
-        for reasons, names in groups.items():
-            lines += wrap(f"{', '.join(names)}: {'; '.join(reasons)}", indent="      ", first="  not ")
-    data = {**sel.to_dict(), "query": q.to_dict()}
-    prefill = _prefill(q)
-    if prefill is not None:
-        data["prefill"] = prefill.to_dict()
-        lines.append(f"  prefill: {prefill} (MLA prefill backend)")
-    for w in sel.warnings:
-        lines += wrap(w, indent="    ", first="  warning: ")
-    for n in q.notes:
-        lines += wrap(n, indent="    ", first="  note: ")
-    if sel.startup_error:  # vLLM's selector answers, but vLLM refuses to start (docs/user-guide.md)
-        lines += wrap(sel.startup_error, indent="    ", first="vLLM fails at start-up: ")
-        return Result("select", data, "\n".join(lines), EXIT_NO_BACKEND)
-    return Result("select", data, "\n".join(lines), EXIT_OK)
-
-
-def _startup_error(q: Query) -> str | None:
-    """vLLM's start-up failure text for the query (Selection/SelectionError.startup_error), or None."""
-    from .errors import ConfigError, SelectionError
-    from .selection import solve
-    try:
-        return solve(q.config, role=q.role).startup_error
-    except SelectionError as err:
-        return err.startup_error
-    except ConfigError:
-        return None
 
 
 def _prefill(q: Query) -> Any:
@@ -507,40 +537,50 @@ def _prefill(q: Query) -> Any:
         return None
 
 
-# vLLM serving flags the explanation layer counts as model facts: the user sets them at launch
-# (--dtype casts the weights; heads per GPU follow --tensor-parallel-size).
-_LAUNCH_SETTINGS = frozenset({"dtype", "num_heads"})
-
-
-def _field_kind(name: str) -> str:
-    from .explain import category
-    return "setting" if name in _LAUNCH_SETTINGS else {"tunable": "setting"}.get(category(name), category(name))
-
-
-def _fix_kind(changes: Mapping[str, Any]) -> str:
-    """'setting' (serving flags or the requested backend), 'hardware' (touches the GPU) or 'model'."""
-    kinds = {_field_kind(f) for f in changes if f != "backend"}
-    if "hardware" in kinds:
-        return "hardware"
-    return "model" if "model" in kinds else "setting"
-
-
-def _sorted_fixes(fixes: Sequence[Any]) -> list[Any]:
-    order = {"setting": 0, "hardware": 1, "model": 2}
-    return sorted(fixes, key=lambda f: order[_fix_kind(f.changes)])
-
-
-def _why_lost(q: Query, backend: str) -> dict[str, Any]:
-    """For one higher-priority backend that lost: its minimal conflict and its smallest fixes by kind."""
-    from .explain import explain
+def cmd_select(q: Query, style: Style) -> Result:
+    from .errors import InvalidBackendError, SelectionError
+    from .selection import solve
+    prefill = _prefill(q)
+    base: dict[str, Any] = {"requested": q.config.backend, "prefill": None if prefill is None else prefill.to_dict(),
+                            "query": q.to_dict()}
     try:
-        e = explain(q.config.replace(backend=backend), role=q.role)
-    except Exception:  # noqa: BLE001 - a best-effort hint, never fatal
-        return {"conflict": {}, "fixes": [], "hardware_only": False}
-    fixes = [f for f in _sorted_fixes(e.fixes) if "backend" not in f.changes]
-    model_only = next((dict(c) for c in e.conflicts if c and all(_field_kind(f) == "model" for f in c)), None)
-    return {"conflict": dict(e.conflict), "hardware_only": e.hardware_only, "model_conflict": model_only,
-            "fixes": [{**f.to_dict(), "kind": _fix_kind(f.changes)} for f in fixes]}
+        sel = solve(q.config, role=q.role)
+    except SelectionError as e:
+        head = (f"{e.backend} (requested) does not fit {describe_query(q)}" if isinstance(e, InvalidBackendError)
+                else f"No valid attention backend for {describe_query(q)}")
+        lines = wrap(head + ":") + _reason_rows([(b, "; ".join(r) or "-") for b, r in e.reasons.items()])
+        for n in [*_env_line(q), *q.notes]:
+            lines += wrap(n, indent="    ", first="note: ")
+        lines += wrap("hint: 'attnsolve explain' with the same flags gives the conflict and the fix",
+                      indent="      ", first="")
+        from .solver.facts import parse_role
+        data = {"selected": None, "variant": None, "role": parse_role(q.role), "manual": q.config.backend is not None,
+                "priority_list": None, "preferred_block_size": None,
+                "rejected": [{"backend": b, "reasons": list(r)} for b, r in e.reasons.items()],
+                "warnings": [], "config": q.config.to_dict(), "error": str(e),
+                "startup_error": getattr(e, "startup_error", None), **base}
+        return Result("select", data, "\n".join(lines), EXIT_NO_BACKEND)
+    startup = getattr(sel, "startup_error", None)
+    lines = [style.bold(str(sel)) + ("  (requested)" if sel.manual and q.config.backend else "")]
+    if sel.rejected:
+        groups: dict[tuple[str, ...], list[str]] = {}  # backends that lost for the same reasons: one line
+        for r in sel.rejected:
+            groups.setdefault(r.reasons, []).append(r.backend)
+        for reasons, names in groups.items():
+            lines += wrap(f"{', '.join(names)}: {'; '.join(reasons)}", indent="      ", first="  not ")
+    data = {**sel.to_dict(), "error": startup, "startup_error": startup, **base}
+    if prefill is not None:
+        lines += wrap(f"{prefill} (MLA prefill backend)", indent="    ", first="  prefill: ")
+    if startup:  # vLLM's selector answers, but vLLM refuses to start: a failing answer
+        lines += wrap(f"vLLM selects {sel} but refuses to start: {startup}", indent="    ", first="  error: ")
+    for w in sel.warnings:
+        lines += wrap(w, indent="    ", first="  warning: ")
+    for n in [*_env_line(q), *q.notes]:
+        lines += wrap(n, indent="    ", first="  note: ")
+    if startup:
+        lines += wrap("hint: 'attnsolve explain' with the same flags gives a fix that starts", indent="      ",
+                      first="")
+    return Result("select", data, "\n".join(lines), EXIT_NO_BACKEND if startup else EXIT_OK)
 
 
 def _reason_rows(rows: Sequence[tuple[str, str]], indent: str = "  ") -> list[str]:
@@ -548,146 +588,124 @@ def _reason_rows(rows: Sequence[tuple[str, str]], indent: str = "  ") -> list[st
     if not rows:
         return []
     w = max(len(n) for n, _ in rows)
-    out: list[str] = []
+    if w + len(indent) + 2 > WIDTH // 2:
+        out: list[str] = []
+        for name, text in rows:
+            out += [indent + name] + wrap(text, indent=indent + "    ")
+        return out
+    out = []
     for name, text in rows:
         out += wrap(text, indent=indent + " " * (w + 2), first=f"{indent}{name:<{w}}  ")
     return out
 
 
-def _with(q: Query, changes: Mapping[str, Any]) -> str:
-    """Changes read after 'runs with': 'no --block-size and --gpu H100 (SM 9.0)'."""
-    return " and ".join(change_text(q, k, v).replace("drop ", "no ", 1) for k, v in changes.items())
+def _fix_rows(fixes: Sequence[Any], style: Style, limit: int = 5) -> list[str]:
+    """One fix per row, the text then the backend it gets; wrapped under its own column."""
+    label = {"setting": "", "version": "  (vLLM version)", "hardware": "  (other hardware)",
+             "model": "  (changes the model)"}
+    rows = [(f.text, f"{style.arrow} {f.label}{label[f.kind]}") for f in fixes[:limit]]
+    laid = table(rows, indent="  ", rule=False)
+    if all(width(x) <= WIDTH for x in laid):
+        return laid
+    out: list[str] = []
+    for a, b in rows:  # too wide for two columns: the backend on its own line under the fix
+        out += wrap(a, indent="    ", first="  ") + wrap(b, indent="      ", first="    ")
+    return out
 
 
-def _model_change_text(q: Query, changes: Mapping[str, Any]) -> str:
-    """'a model with has_sink=false (and --kv-cache-dtype bfloat16)': model facts, then flags."""
-    model = {k: v for k, v in changes.items() if _field_kind(k) == "model"}
-    rest = {k: v for k, v in changes.items() if k not in model}
-    text = "a model with " + ", ".join(f"{k}={_show(v)}" for k, v in model.items())
-    return text + (f" (and {fix_text(q, rest)})" if rest else "")
-
-
-def _lost_lines(q: Query, c: Any, why: Mapping[str, Any]) -> tuple[list[str], str | None]:
+def _lost_lines(c: Any, style: Style) -> list[str]:
+    """One higher-priority backend that lost: reasons, the facts against it, the best fixes."""
     lines = wrap("; ".join(c.reasons), indent=" " * 4, first=f"  {c.backend}: ")
-    by_kind: dict[str, list[Mapping[str, Any]]] = {}
-    for f in why["fixes"]:
-        by_kind.setdefault(f["kind"], []).append(f)
-    hint = None
-    cause = ", ".join(f"{k}={_show(v)}" for k, v in why["conflict"].items())
-    because = f"because {cause}; " if cause else ""
-    if "setting" in by_kind and not why["hardware_only"]:
-        text = fix_text(q, by_kind["setting"][0]["changes"])
-        lines += wrap(f"{because}fix: {text}", indent=" " * 6, first="    ")
-        hint = f"{text} gets {c.backend}"
+    because = f"because {_facts(c.conflict)}; " if c.conflict else ""
+    settings = [f for f in c.fixes if f.kind in ("setting", "version")]
+    hardware = [f for f in c.fixes if f.kind == "hardware"]
+    model = [f for f in c.fixes if f.kind == "model"]
+    if settings:
+        first = settings[0]
+        more = f" (or {settings[1].text})" if len(settings) > 1 else ""
+        lines += wrap(f"{because}fix: {first.text}{more}" + (f"; gives up {first.gives_up}" if first.gives_up else ""),
+                      indent=" " * 6, first="    ")
+        if hardware:
+            keeps = f", keeping {first.gives_up}" if first.gives_up and hardware[0].keeps_intent else ""
+            lines += wrap(f"or {hardware[0].text} for {hardware[0].label}{keeps}", indent=" " * 6, first="    ")
+    elif hardware or model:
+        parts = [f"{f.text} for {f.label}" for f in (hardware[:1] + model[:1])]
+        what = "impossible on this GPU; " if hardware else ""
+        lines += wrap(f"{because}{what}fix: {', or '.join(parts)}", indent=" " * 6, first="    ")
     else:
-        parts = []
-        if "hardware" in by_kind:
-            parts.append(_with(q, by_kind["hardware"][0]["changes"]))
-        if "model" in by_kind and not why["hardware_only"]:
-            parts.append(_model_change_text(q, by_kind["model"][0]["changes"]))
-        what = "impossible on this GPU" if why["hardware_only"] or "hardware" in by_kind else \
-            "no setting helps with this model"
-        lines += wrap(because + what + ("; runs with " + ", or ".join(parts) if parts else ""), indent=" " * 6,
-                      first="    ")
-    return lines, hint
+        lines += wrap(f"{because}no setting and no other GPU of this vendor helps", indent=" " * 6, first="    ")
+    return lines
 
 
 def cmd_explain(q: Query, style: Style) -> Result:
-    from .explain import explain
-    e = explain(q.config, role=q.role)
+    from .advice import advise
+    a = advise(q.context())
+    e = a.explanation
     lines = wrap(describe_query(q), indent="          ", first="Query     ")
-    for n in q.notes:
+    for n in [*_env_line(q), *q.notes]:
         lines += wrap(n, indent="          ", first="Note      ")
-    data: dict[str, Any] = {**e.to_dict(), "query": q.to_dict(), "lost": []}
+    prefill = _prefill(q) if e.selected is not None else None
+    lost = [c for c in e.candidates if not c.valid] if e.selected is None else \
+        [c for c in e.candidates[: [c.backend for c in e.candidates].index(e.selected)]] \
+        if e.selected in [c.backend for c in e.candidates] else []
+    data: dict[str, Any] = {**a.to_dict(), "query": q.to_dict(), "error": e.message or None,
+                            "prefill": None if prefill is None else prefill.to_dict(),
+                            "rejected": [{"backend": c.backend, "reasons": list(c.reasons)} for c in lost]}
     if e.selected is not None:
         sel = e.selected + (f" ({e.variant})" if e.variant else "")
         order = [c.backend for c in e.candidates]
         pos = f"#{order.index(e.selected) + 1} of {len(order)}" if e.selected in order else ""
         tag = "requested" if e.requested else pos
         lines.append(f"Selected  {style.good(style.bold(sel))}" + (f"  ({tag})" if tag else ""))
-        prefill = _prefill(q)
         if prefill is not None:
-            data["prefill"] = prefill.to_dict()
-            lines.append(f"Prefill   {prefill}  (MLA prefill; --role mla_prefill explains it)")
-        before = []
-        for c in e.candidates:
-            if c.backend == e.selected:
-                break
-            before.append(c)
-        hints: list[str] = []
-        if before:
+            lines += wrap(f"{prefill}  (--role mla_prefill explains it)", indent="          ",
+                          first="Prefill   ")
+        if a.lost:
             lines += ["", "Higher-priority backends that lost:"]
             not_for_model: dict[str, list[str]] = {}
-            for c in before:
-                why = _why_lost(q, c.backend)
-                data["lost"].append({"backend": c.backend, "reasons": list(c.reasons), **why})
-                if why.get("model_conflict"):  # irrelevant for this model: one summary line, not a wall
-                    key = ", ".join(f"{k}={_show(v)}" for k, v in why["model_conflict"].items())
-                    not_for_model.setdefault(key, []).append(c.backend)
+            for c in a.lost:
+                if c.model_conflict:  # irrelevant for this model: one summary line, not a wall
+                    not_for_model.setdefault(_facts(c.model_conflict), []).append(c.backend)
                     continue
-                more, hint = _lost_lines(q, c, why)
-                lines += more
-                if hint:
-                    hints.append(hint)
+                lines += _lost_lines(c, style)
             for key, names in not_for_model.items():
                 lines += wrap(", ".join(names), indent=" " * 4, first=f"  not for this model ({key}): ")
         for w in e.warnings:
             lines += wrap(w, indent="          ", first="Warning   ")
-        if before:
-            lines.append("")
-            lines += wrap(f"hint: {hints[0]}" if hints else
-                          f"hint: {sel} is the best this GPU offers for this configuration; "
-                          "no setting gets a higher-priority backend", indent="      ", first="")
-        startup = _startup_error(q)
-        data["startup_error"] = startup
-        if startup:  # the selector's answer stands, but vLLM refuses to start (docs/user-guide.md)
-            lines += [""] + wrap(startup, indent="          ", first="Start-up  vLLM fails: ")
-            return Result("explain", data, "\n".join(lines), EXIT_NO_BACKEND)
-        return Result("explain", data, "\n".join(lines), EXIT_OK)
+        if a.startup_error:
+            lines += [""] + wrap(f"vLLM refuses to start: {a.startup_error}", indent="          ",
+                                 first="Start-up  ")
+            if a.fixes:
+                lines += ["", "Fixes that start, most direct first (each alone is enough):"]
+                lines += _fix_rows(a.fixes, style)
+        if a.hint:
+            lines += [""] + wrap(f"hint: {a.hint}", indent="      ", first="")
+        return Result("explain", data, "\n".join(lines), EXIT_NO_BACKEND if a.startup_error else EXIT_OK)
     # nothing fits (or the requested backend does not)
     lines.append(f"Requested {e.requested} does not fit:" if e.requested
                  else "No valid backend. Candidates in priority order:")
     lines += _reason_rows([(c.backend, "; ".join(c.reasons) or "valid") for c in e.candidates])
-    if e.conflict:
-        lines += [""] + wrap(", ".join(f"{k}={_show(v)}" for k, v in e.conflict.items())
-                              + ("  (together these rule out " + (e.requested or "every backend") + ")"
-                                 if len(e.conflict) > 1 else "  (this alone rules out "
-                                 + (e.requested or "every backend") + ")"),
+    shown = [c for c in a.conflicts if c]
+    if shown:
+        what = e.requested or "every backend"
+        first = shown[0]
+        lines += [""] + wrap(_facts(first) + (f"  (together these rule out {what})" if len(first) > 1
+                                              else f"  (this alone rules out {what})"),
                               indent="          ", first="Conflict  ")
-        for other in e.conflicts[1:3]:
-            lines += wrap(", ".join(f"{k}={_show(v)}" for k, v in other.items()), indent="          ",
-                          first="   also   ")
+        seen = {_facts(first)}
+        for other in shown[1:]:
+            if _facts(other) in seen:
+                continue
+            seen.add(_facts(other))
+            lines += wrap(_facts(other), indent="          ", first="   also   ")
+            if len(seen) >= 3:
+                break
     for w in e.warnings:
         lines += wrap(w, indent="          ", first="Warning   ")
-    fixes = _sorted_fixes(e.fixes)
-    data["fixes"] = [{**f.to_dict(), "kind": _fix_kind(f.changes)} for f in fixes]
-    if fixes:
-        lines += ["", "Smallest fixes (each alone is enough):"]
-        label = {"setting": "", "hardware": "  (other hardware)", "model": "  (changes the model)"}
-        rows = [(fix_text(q, f.changes), f"{style.arrow} {f.selects}{label[_fix_kind(f.changes)]}") for f in fixes[:5]]
-        laid = table(rows, indent="  ")
-        if max(len(x) for x in laid) > WIDTH:
-            laid = [x for a, b in rows for x in wrap(f"{a}  {b}", indent="      ", first="  ")]
-        lines += laid
-    settings = [f for f in fixes if _fix_kind(f.changes) == "setting"]
-    hardware = [f for f in fixes if _fix_kind(f.changes) == "hardware"]
-    lines.append("")
-    what = e.requested or "any backend"
-    if settings:
-        lines += wrap(f"hint: {fix_text(q, settings[0].changes)}", indent="      ", first="")
-    elif e.hardware_only or hardware:
-        where = f"; e.g. {fix_text(q, hardware[0].changes)} {style.arrow} {hardware[0].selects}" if hardware else ""
-        model = " for this model" if any(_fix_kind(f.changes) == "model" for f in fixes) else ""
-        lines += wrap(f"hint: only other hardware helps: no setting makes {what} valid on "
-                      f"{describe_hardware(q)}{model}{where}", indent="      ", first="")
-    elif fixes:
-        lines += wrap(f"hint: no setting helps with this model; {fix_text(q, fixes[0].changes)}", indent="      ", first="")
-    else:
-        lines += wrap("hint: no change of one to three fields helps; see the reasons above", indent="      ", first="")
-    startup = _startup_error(q)
-    data["startup_error"] = startup
-    if startup:
-        lines += wrap(startup, indent="          ", first="Start-up  vLLM fails first: ")
+    if a.fixes:
+        lines += ["", "Fixes, most direct first (each alone is enough):"]
+        lines += _fix_rows(a.fixes, style)
+    lines += [""] + wrap(f"hint: {a.hint}", indent="      ", first="")
     return Result("explain", data, "\n".join(lines), EXIT_NO_BACKEND)
 
 
@@ -719,6 +737,10 @@ def parse_over(items: Sequence[str] | None) -> list[tuple[str, list[str] | None]
         for part in parts:
             name, _, vals = part.partition("=")
             key = name.strip().lstrip("-").replace("-", "_")
+            if key == "gpu" and vals:  # GPU names: each brings its platform and compute capability
+                from .gpus import resolve
+                out.append(("gpu", [resolve(v.strip()) for v in vals.split(",") if v.strip()]))
+                continue
             key = {"gpu": "compute_capability", "cc": "compute_capability", "attention_backend": "backend"}.get(key, key)
             if key not in names:
                 raise ConfigError("over", name, names, suggestion=_closest(key, names))
@@ -733,10 +755,30 @@ def cmd_coverage() -> Result:
     """`matrix --all`: the whole-space sweep's coverage report (holes and dead rules)."""
     from .coverage import coverage_report
     report = coverage_report(all_fields=True)
-    return Result("matrix", report.to_dict(), str(report).rstrip("\n") + "\n", EXIT_OK)
+    return Result("matrix", report.to_dict(), _fit(str(report).rstrip("\n")) + "\n", EXIT_OK)
 
 
-def cmd_matrix(q: Query, over: list[tuple[str, list[str] | None]], long: bool, style: Style) -> Result:
+def _with_hardware(q: Query, base: Any, changes: Mapping[str, Any]) -> Any:
+    """`base` with `changes`; a GPU name replaces the hardware, and a --model's dtype is resolved
+    again for the new hardware (vLLM's --dtype auto depends on the GPU)."""
+    from .config import Config
+    changes = dict(changes)
+    data = base.to_dict()
+    if "gpu" in changes:
+        data.update(platform=None, compute_capability=None, rocm_arch=None)
+    data.update(changes)
+    cfg = Config(**data)
+    if q.model is not None and "dtype" not in q.user_fields and "dtype" not in changes and \
+            {"gpu", "compute_capability", "platform", "rocm_arch"} & set(changes):
+        from .modelconfig import resolve_dtype
+        dtype, _ = resolve_dtype(q.model, str(cfg.platform), cfg.compute_capability)
+        if dtype != cfg.dtype:
+            cfg = Config(**{**cfg.to_dict(), "dtype": dtype, **({"gpu": changes["gpu"]} if "gpu" in changes else {})})
+    return cfg
+
+
+def cmd_matrix(q: Query, over: list[tuple[str, list[str] | None]], long: bool, style: Style,
+               max_cells: int | None = None, progress: IO[str] | None = None) -> Result:
     import itertools
     from .errors import ConfigError, SelectionError
     from .rules import default_rules
@@ -747,7 +789,9 @@ def cmd_matrix(q: Query, over: list[tuple[str, list[str] | None]], long: bool, s
     base = q.config
     rows: list[dict[str, Any]] = []
     rewritten: set[str] = set()
-    for combo in itertools.product(*value_lists):
+    from .cli_guards import DEFAULT_MAX_CELLS, check_cells, progress as _progress
+    total = check_cells(names, value_lists, DEFAULT_MAX_CELLS if max_cells is None else max_cells)
+    for combo in _progress(itertools.product(*value_lists), total, progress):
         changes = dict(zip(names, combo))
         cell: dict[str, Any] = {"values": {n: _show(v) for n, v in changes.items()}}
         try:
@@ -758,7 +802,7 @@ def cmd_matrix(q: Query, over: list[tuple[str, list[str] | None]], long: bool, s
                     cell["note"] = notes[0]
                     rewritten.add(str(changes["kv_cache_dtype"]))
                 changes = fixed
-            cfg = base.replace(**changes)
+            cfg = _with_hardware(q, base, changes)
             if "compute_capability" in changes and cfg.platform != "cuda":
                 raise ConfigError("compute_capability", changes["compute_capability"], "platform cuda")
             sel = solve(cfg, role=q.role)
@@ -850,18 +894,22 @@ def cmd_backends(platform: str | None, runnable: bool, style: Style) -> Result:
 
 
 def cmd_docs(check: bool, output: str) -> Result:
+    """Write or check the generated document; the result always has path, up_to_date, changed, diff."""
     from .docs import check_doc, generate_doc, write_doc
     if output == "-":
         text = generate_doc()
-        return Result("docs", {"written": None, "changed": None}, text.rstrip("\n"), EXIT_OK)
+        return Result("docs", {"path": None, "up_to_date": None, "changed": None, "diff": None},
+                      text.rstrip("\n"), EXIT_OK)
     if check:
         diff = check_doc(output)
         if diff:
             text = diff.rstrip("\n") + f"\n\n{output} is out of date; run 'attnsolve docs' to regenerate it."
-            return Result("docs", {"path": output, "up_to_date": False, "diff": diff}, text, EXIT_NO_BACKEND)
-        return Result("docs", {"path": output, "up_to_date": True}, f"{output} is up to date.", EXIT_OK)
+            return Result("docs", {"path": output, "up_to_date": False, "changed": None, "diff": diff}, text,
+                          EXIT_NO_BACKEND)
+        return Result("docs", {"path": output, "up_to_date": True, "changed": None, "diff": None},
+                      f"{output} is up to date.", EXIT_OK)
     changed = write_doc(output)
-    return Result("docs", {"path": output, "changed": changed},
+    return Result("docs", {"path": output, "up_to_date": True, "changed": changed, "diff": None},
                   f"{'wrote' if changed else 'unchanged:'} {output}", EXIT_OK)
 
 
@@ -871,8 +919,8 @@ def cmd_docs(check: bool, output: str) -> Result:
 
 def _config_error_lines(e: Any) -> list[str]:
     field_ = str(getattr(e, "field", ""))
-    if field_.startswith(("model", "/")) or ":" in field_:
-        return UsageError(str(e), hint="fix the file or drop --model").lines()
+    if field_.startswith(("model", "/")) or ":" in field_ or getattr(e, "hint", None):
+        return UsageError(str(e), hint=getattr(e, "hint", None) or "fix the file or drop --model").lines()
     flag = FLAG_OF.get(field_, "--" + field_.replace("_", "-"))
     value = e.value
     shown = value if isinstance(value, str) else _show(value)
@@ -892,6 +940,48 @@ def _config_error_lines(e: Any) -> list[str]:
     return UsageError(f"invalid {flag} {shown!r}", details, hint).lines()
 
 
+def _verb_select(ns: argparse.Namespace, style: Style) -> Result:
+    return cmd_select(build_query(ns), style)
+
+
+def _verb_explain(ns: argparse.Namespace, style: Style) -> Result:
+    return cmd_explain(build_query(ns), style)
+
+
+def _verb_matrix(ns: argparse.Namespace, style: Style) -> Result:
+    if getattr(ns, "all_space", False):
+        return cmd_coverage()
+    from . import cli_guards as guards
+    over = parse_over(ns.over or guards.default_over(guards.platform_hint(ns)))
+    ns.over_values = {n: v[0] for n, v in over if v}
+    q = build_query(ns, need_hardware=False, free=[n for n, _ in over])
+    guards.check_over_platform([n for n, _ in over], q.config.platform)
+    return cmd_matrix(q, over, ns.long, style, max_cells=guards.max_cells(ns.max_cells), progress=getattr(ns, "stderr", None))
+
+
+def _verb_backends(ns: argparse.Namespace, style: Style) -> Result:
+    platform = ns.platform
+    if platform is not None:
+        from .config import Config
+        platform = Config(platform=platform, dtype="bfloat16",
+                          compute_capability="9.0" if str(platform).lower() in ("cuda", "gpu", "nvidia")
+                          else None).platform
+    return cmd_backends(platform, not ns.no_runnable, style)
+
+
+def _verb_docs(ns: argparse.Namespace, style: Style) -> Result:
+    from .cli_guards import check_docs_output
+    check_docs_output(ns.output, ns.check)
+    return cmd_docs(ns.check, ns.output)
+
+
+# Each verb: parsed flags -> a frozen Result (data, text, exit code).
+VERBS: dict[str, Callable[[argparse.Namespace, Style], Result]] = {
+    "select": _verb_select, "explain": _verb_explain, "matrix": _verb_matrix, "backends": _verb_backends,
+    "docs": _verb_docs,
+}
+
+
 def run(argv: Sequence[str], stdout: IO[str], stderr: IO[str]) -> int:
     from .errors import ConfigError
     style = Style.for_stream(stdout)
@@ -903,26 +993,12 @@ def run(argv: Sequence[str], stdout: IO[str], stderr: IO[str]) -> int:
             return EXIT_OK
         if ns.command is None:
             stderr.write(build_parser().format_help())
+            _json_error(argv, stdout, {"message": "no command given", "details": [f"commands: {', '.join(COMMANDS)}"],
+                                       "hint": f"run '{PROG} --help'"})
             return EXIT_BAD_INPUT
         as_json = bool(getattr(ns, "json", False) or ns.json_top)
-        if ns.command in ("select", "explain"):
-            q = build_query(ns)
-            result = (cmd_select if ns.command == "select" else cmd_explain)(q, style)
-        elif ns.command == "matrix" and getattr(ns, "all_space", False):
-            result = cmd_coverage()
-        elif ns.command == "matrix":
-            over = parse_over(ns.over)
-            q = build_query(ns, need_hardware=False, free=[n for n, _ in over])
-            result = cmd_matrix(q, over, ns.long, style)
-        elif ns.command == "backends":
-            if ns.platform is not None:
-                from .config import Config
-                ns.platform = Config(platform=ns.platform, dtype="bfloat16",
-                                     compute_capability="9.0" if str(ns.platform).lower() in ("cuda", "gpu", "nvidia")
-                                     else None).platform
-            result = cmd_backends(ns.platform, not ns.no_runnable, style)
-        else:
-            result = cmd_docs(ns.check, ns.output)
+        ns.stderr = stderr  # matrix reports progress on long sweeps there
+        result = VERBS[ns.command](ns, style)
         if as_json:
             import json
             _emit(stdout, json.dumps(result.envelope(), indent=2, sort_keys=False, default=_json_default) + "\n")
@@ -953,7 +1029,7 @@ def run(argv: Sequence[str], stdout: IO[str], stderr: IO[str]) -> int:
         return EXIT_OK
     except KeyboardInterrupt:
         stderr.write(f"{PROG}: interrupted\n")
-        return 130
+        return ExitCode.INTERRUPTED
     except Exception as e:  # noqa: BLE001 - never a traceback; say it is our bug
         from .rules import RulesError
         if isinstance(e, RulesError):
@@ -961,7 +1037,7 @@ def run(argv: Sequence[str], stdout: IO[str], stderr: IO[str]) -> int:
             return EXIT_BAD_INPUT
         stderr.write(f"{PROG}: internal error: {type(e).__name__}: {e}\n"
                      "  this is a bug in attnsolve; please report it with the command line\n")
-        return 3
+        return ExitCode.INTERNAL
 
 
 def _emit(stream: IO[str], text: str) -> None:

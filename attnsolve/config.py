@@ -43,6 +43,7 @@ _BOOL_FIELDS = (
 )
 _OPT_INT_FIELDS = ("num_heads", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "index_topk")
 _MAX_INT = 1 << 20
+_MAX_INT_TEXT = 32  # characters: longer "numbers" are refused before int() sees them (no 4,300-digit parse)
 _GFX9 = ("gfx90a", "gfx942", "gfx950")
 
 
@@ -153,6 +154,8 @@ class Config(metaclass=_ConfigMeta):
         """Config with vLLM's environment switches read from `environ` (default os.environ); explicit
         keyword fields win. Opt-in: nothing else in attnsolve reads the environment."""
         env = os.environ if environ is None else environ
+        if not isinstance(env, Mapping):
+            raise ConfigError("environ", environ, "a mapping of environment variables, or None for os.environ")
         data: dict[str, Any] = {}
         for var, name in _ENV_VARS.items():
             if var in env and env[var] != "":
@@ -179,6 +182,17 @@ _ENV_VARS = {
 }
 
 
+def int_text(text: str) -> int | None:
+    """The integer a string spells by int()'s own rule ('12', ' +7 ', '1_024'), or None when int() refuses
+    it ('²' passes str.isdigit() but not int()) or it is longer than any sane number."""
+    if not isinstance(text, str) or len(text) > _MAX_INT_TEXT:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
 def format_cc(cc: tuple[int, int]) -> str:
     return f"{cc[0]}.{cc[1]}"
 
@@ -197,9 +211,8 @@ def lookup_gpu(name: Any) -> Mapping[str, Any]:
         _GPU_TABLES.clear()
         table = _GPU_TABLES[id(rules)] = {gpu_key(k): v for k, v in rules.gpus.items()}
     if not isinstance(name, str) or gpu_key(name) not in table:
-        names = sorted(rules.gpus)
-        raise ConfigError("gpu", name, "a known GPU name: " + ", ".join(names),
-                          suggestion=closest(name, names) if isinstance(name, str) else None)
+        from .gpus import resolve  # tool spellings ("NVIDIA H100 80GB HBM3"), vendor-aware suggestions
+        return table[gpu_key(resolve(name))]
     return table[gpu_key(name)]
 
 
@@ -215,23 +228,23 @@ def parse_cc(value: Any) -> tuple[int, int]:
     elif isinstance(value, int):
         major, minor = (value // 10, value % 10) if value >= 20 else (value, 0)
     elif isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
+        if value != value or not (0 < value < 100):
             raise bad
         text = f"{value:.1f}"
         major, minor = int(text.split(".")[0]), int(text.split(".")[1])
     elif isinstance(value, str):
         text = value.strip().lower().removeprefix("sm_").removeprefix("sm")
+        if not (text.replace(".", "", 1).isascii() and text.replace(".", "", 1).isdigit()) or len(text) > 8:
+            raise bad  # ASCII digits only: '²' or '٩' pass str.isdigit() but are no compute capability
         if "." in text:
             a, _, b = text.partition(".")
             if not (a.isdigit() and b.isdigit() and len(b) == 1):
                 raise bad
             major, minor = int(a), int(b)
-        elif text.isdigit() and len(text) in (2, 3):
+        elif len(text) in (2, 3):
             major, minor = int(text[:-1]), int(text[-1])
-        elif text.isdigit():
-            major, minor = int(text), 0
         else:
-            raise bad
+            major, minor = int(text), 0
     else:
         raise bad
     if not (1 <= major <= 20 and 0 <= minor <= 9):
@@ -252,8 +265,11 @@ def _as_bool(name: str, value: Any) -> bool:
 def _as_int(name: str, value: Any, *, optional: bool, minimum: int = 1) -> int | None:
     if value is None and optional:
         return None
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
+    if isinstance(value, str):
+        parsed = int_text(value)
+        if parsed is None:
+            raise ConfigError(name, value, f"an integer from {minimum} to {_MAX_INT}" + (" or None" if optional else ""))
+        value = parsed
     if not isinstance(value, (bool, int)) and isinstance(value, numbers.Integral):
         value = int(value)  # numpy / torch integer scalars
     if isinstance(value, bool) or not isinstance(value, int):
@@ -289,6 +305,11 @@ def _normalise(cfg: Config) -> dict[str, Any]:
     platform = get("platform")
     if platform is None and "platform" in gpu_facts:
         platform = gpu_facts["platform"]
+    if platform is None and not gpu_facts:  # a compute capability is a CUDA fact, a gfx arch a ROCm one
+        if get("compute_capability") not in (None, ANY) and get("rocm_arch") in (None, ANY):
+            platform = "cuda"
+        elif get("rocm_arch") not in (None, ANY) and get("compute_capability") in (None, ANY):
+            platform = "rocm"
     if platform is None:
         raise ConfigError("platform", None, tuple(dom["platform"]), message=(
             "Invalid platform: None. Expected one of: " + ", ".join(dom["platform"]) + " (or give gpu=...)."))
@@ -353,8 +374,8 @@ def _normalise(cfg: Config) -> dict[str, Any]:
 
     v = get("flash_attn_version")
     if v is not None and v is not ANY:
-        if isinstance(v, str) and v.strip().isdigit():
-            v = int(v.strip())
+        if isinstance(v, str) and int_text(v) is not None:
+            v = int_text(v)
         v = _choice("flash_attn_version", v, tuple(dom["flash_attn_version"]))
     out["flash_attn_version"] = v
     v = get("use_trtllm_attention")

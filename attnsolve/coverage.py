@@ -269,6 +269,10 @@ def coverage_report(config: Config | None = None, *, all_fields: bool = False, r
     config: restrict to the completions of this partial config (its ANY fields are swept, its
     hardware fields choose the groups); default: MODEL_FIELDS free on every platform and GPU.
     """
+    from .guards import require_config, require_int
+    if config is not None:
+        require_config(config)
+    require_int("max_patterns", max_patterns, 0, 1024)
     rules = default_rules()
     if config is None:
         config = Config(platform=ANY, compute_capability=ANY, rocm_arch=ANY, **{f: ANY for f in MODEL_FIELDS})

@@ -11,10 +11,25 @@ import difflib
 from typing import Any, Iterable, Mapping, Sequence
 
 
+def safe_repr(value: Any, limit: int = 200) -> str:
+    """repr() that never raises (a 5,000-digit int, a broken __repr__) and stays one short line."""
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - an error message must never fail to build
+        text = f"<{type(value).__name__} object>"
+        if isinstance(value, int):
+            text = f"<int of about {int(value.bit_length() * 0.30103) + 1} digits>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def closest(value: Any, options: Iterable[Any]) -> str | None:
     """The accepted value a typo most likely meant, or None."""
     opts = [str(o) for o in options]
-    text = str(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 10**9:
+        value = str(value)
+    if not isinstance(value, str) or len(value) > 200:
+        return None  # nothing sensible is "close" to a list, an object or a huge number
+    text = value
     lowered = {o.lower(): o for o in opts}
     if text.lower() in lowered:
         return lowered[text.lower()]
@@ -40,7 +55,7 @@ class ConfigError(ValueError):
         self.suggestion = suggestion
         if message is None:
             shown = accepted if isinstance(accepted, str) else ", ".join(_show(a) for a in accepted)
-            message = f"Invalid {field}: {value!r}. Expected {shown}."
+            message = f"Invalid {field}: {safe_repr(value)}. Expected {shown}."
             if suggestion is not None:
                 message += f" Did you mean {suggestion!r}?"
         super().__init__(message)

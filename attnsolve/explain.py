@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from .config import ANY, FIELD_NAMES, Config, format_cc
 from .diagnosis import HARDWARE, MODEL, Fix, _show, _solver_facts, category, find_conflicts, find_fixes
 from .errors import ConfigError, SelectionError
+from .guards import available_set, field_names, require_config, require_int
 from .selection import candidate_reasons, compiled_rules, csp_solver, evaluate, failure, solve_uncached
 from .solver.domains import representatives
 from .solver.facts import parse_role
@@ -129,10 +130,10 @@ def _facts_text(facts: Mapping[str, Any]) -> str:
 def explain(config: Config, *, role: str | None = None, available: Iterable[str] | None = None,
             max_conflicts: int = 4) -> Explanation:
     """Explain the selection for `config` (full or partial). Never raises for a well-formed config."""
-    if not isinstance(config, Config):
-        raise ConfigError("config", config, "an attnsolve.Config")
+    require_config(config)
+    require_int("max_conflicts", max_conflicts, 1, 64)
     role_ = parse_role(role)
-    avail = None if available is None else frozenset(available)
+    avail = available_set(available)
     if config.is_partial:
         return _explain_partial(config, role_, avail, max_conflicts)
     comp = compiled_rules()
@@ -157,8 +158,9 @@ def explain(config: Config, *, role: str | None = None, available: Iterable[str]
 
 def possible_backends(config: Config, *, role: str | None = None, available: Iterable[str] | None = None) -> tuple[str, ...]:
     """Backends that some completion of `config` selects (for a requested backend: it, if some completion fits)."""
+    require_config(config)
     role_ = parse_role(role)
-    avail = None if available is None else frozenset(available)
+    avail = available_set(available)
     if not config.is_partial:
         try:
             return (solve_uncached(config, role_, avail).backend,)
@@ -183,13 +185,10 @@ def selection_table(config: Config, over: Sequence[str] | None = None, *, role: 
     Each row is (assignment, backend) where backend is a name or None (nothing valid); when fields
     outside `over` are still free, it is the tuple of possible backends instead.
     """
-    fields_ = list(over) if over is not None else list(config.free_fields)
-    for f in fields_:
-        if f not in FIELD_NAMES:
-            from .errors import closest
-            raise ConfigError("over", f, FIELD_NAMES, suggestion=closest(f, FIELD_NAMES))
+    require_config(config)
+    fields_ = field_names("over", over, FIELD_NAMES) if over is not None else list(config.free_fields)
     role_ = parse_role(role)
-    avail = None if available is None else frozenset(available)
+    avail = available_set(available)
     rules = compiled_rules().rules
     domains = [_config_values(rules, f, config) for f in fields_]
     rows = []

@@ -14,7 +14,12 @@ What is derived (vLLM's reading of the same keys):
 - attention sinks: gpt-oss (`model_type` "gpt_oss");
 - multimodal prefix LM (bidirectional attention over image tokens): Gemma 3, PaliGemma, Molmo2;
 - sliding window: reported as a note (it does not change selection at vLLM v0.16/v0.17);
-- dtype: `torch_dtype` or `dtype`.
+- dtype: `torch_dtype` or `dtype`, then resolved as vLLM's `--dtype auto` does on the chosen
+  hardware (`resolve_dtype`): float32 checkpoints run in bfloat16 (float16 for pooling models),
+  and bfloat16 becomes float16 before compute capability 8.0 (float32 for models vLLM refuses to
+  run in float16, e.g. Gemma 2/3);
+- attention type: encoder-only (pooling) architectures such as BERT, RoBERTa, XLM-R and
+  ModernBERT select encoder-only attention (vLLM builds them with EncoderOnlyAttention).
 
 Multimodal configs keep the language model under `text_config`; its keys win.
 
@@ -26,11 +31,13 @@ Multimodal configs keep the language model under `text_config`; its keys win.
 from __future__ import annotations
 
 import json
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import ConfigError
+from .errors import ConfigError, safe_repr
 
 # model_type values whose attention layers carry learned sinks (vLLM passes `sinks=` for them).
 SINK_MODEL_TYPES = frozenset({"gpt_oss"})
@@ -38,6 +45,25 @@ SINK_MODEL_TYPES = frozenset({"gpt_oss"})
 MM_PREFIX_MODEL_TYPES = frozenset({"gemma3", "paligemma", "molmo2"})
 _DTYPES = {"float16": "float16", "fp16": "float16", "half": "float16", "bfloat16": "bfloat16",
            "bf16": "bfloat16", "float32": "float32", "fp32": "float32", "float": "float32"}
+# Architectures vLLM runs as pooling models whose attention is encoder-only (bidirectional, no KV
+# cache): the BERT family and its descendants (vLLM's registry: _EMBEDDING_MODELS and
+# _CROSS_ENCODER_MODELS entries built with EncoderOnlyAttention).
+ENCODER_ONLY_ARCHITECTURES = frozenset({
+    "BertModel", "BertForSequenceClassification", "BertForTokenClassification", "BertSpladeSparseEmbeddingModel",
+    "HF_ColBERT", "RobertaModel", "RobertaForMaskedLM", "RobertaForSequenceClassification", "XLMRobertaModel",
+    "XLMRobertaForSequenceClassification", "BgeM3EmbeddingModel", "ModernBertModel",
+    "ModernBertForSequenceClassification", "ModernBertForTokenClassification", "NomicBertModel", "GteModel",
+    "GteNewModel", "GteNewForSequenceClassification", "LlamaBidirectionalModel",
+    "LlamaBidirectionalForSequenceClassification", "ColBERTModernBertModel", "ColBERTJinaRobertaModel",
+})
+# Pooling (embedding / reward / classification) architectures with decoder attention.
+POOLING_ARCHITECTURES = ENCODER_ONLY_ARCHITECTURES | frozenset({
+    "Gemma2Model", "Gemma3TextModel", "LlamaModel", "MistralModel", "Qwen2Model", "Qwen2ForRewardModel",
+    "Qwen2ForProcessRewardModel", "InternLM2ForRewardModel", "GPT2ForSequenceClassification",
+    "JambaForSequenceClassification",
+})
+# vLLM's _FLOAT16_NOT_SUPPORTED_MODELS: model types it refuses to run in float16.
+FLOAT16_NOT_SUPPORTED = frozenset({"gemma2", "gemma3", "gemma3_text", "plamo2", "glm4"})
 FP8_DS_MLA_NOTE = ("kv_cache_dtype {old} -> fp8_ds_mla: vLLM's DeepSeek-V3.2 model config rewrites an fp8 "
                    "KV cache to fp8_ds_mla before selection")
 
@@ -52,15 +78,23 @@ class ModelFacts:
     model_type: str | None = None
     sparse_kv_rewrite: bool = False  # DeepSeek-V3.2 style: fp8* KV cache dtypes become fp8_ds_mla
     extra: Mapping[str, Any] = field(default_factory=dict)  # facts that do not change selection
+    config_dtype: str | None = None  # the checkpoint's dtype as written (None: not given)
+    architectures: tuple[str, ...] = ()
+    pooling: bool = False  # vLLM runs it as a pooling (embedding / classification) model
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "model_type": self.model_type, "fields": dict(self.fields),
-                "notes": list(self.notes), "sparse_kv_rewrite": self.sparse_kv_rewrite, **dict(self.extra)}
+                "notes": list(self.notes), "sparse_kv_rewrite": self.sparse_kv_rewrite,
+                "config_dtype": self.config_dtype, "architectures": list(self.architectures),
+                "pooling": self.pooling, **dict(self.extra)}
+
+
+_MAX_VALUE = 1 << 20  # as Config's integer fields: no attention size or head count comes near it
 
 
 def _err(path: str, key: str, value: Any, expected: str) -> ConfigError:
     return ConfigError(f"{path}:{key}", value, expected,
-                       message=f"Invalid model config {path}: key {key!r} is {value!r}. Expected {expected}.")
+                       message=f"Invalid model config {path}: key {key!r} is {safe_repr(value)}. Expected {expected}.")
 
 
 def _get_int(cfg: Mapping[str, Any], key: str, path: str, *, minimum: int = 1) -> int | None:
@@ -72,25 +106,30 @@ def _get_int(cfg: Mapping[str, Any], key: str, path: str, *, minimum: int = 1) -
             v = int(v)
         else:
             raise _err(path, key, v, f"an integer >= {minimum}")
-    if v < minimum:
-        raise _err(path, key, v, f"an integer >= {minimum}")
+    if not minimum <= v <= _MAX_VALUE:
+        raise _err(path, key, v, f"an integer from {minimum} to {_MAX_VALUE}")
     return v
 
 
 def _load(path: str | Path) -> tuple[str, dict[str, Any]]:
-    p = Path(path)
-    if p.is_dir():
-        p = p / "config.json"
+    from .safe_io import MODEL_CONFIG_MAX_BYTES, FileProblem, read_text
+    try:
+        p = Path(path)
+        if p.is_dir():
+            p = p / "config.json"
+    except (OSError, ValueError):  # an unusable path (NUL byte, too long): read_text says why
+        p = Path(str(path))
     shown = str(p)
     try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("model", str(path), "a config.json file or a directory holding one",
-                          message=f"Invalid --model {str(path)!r}: no such file ({shown}). "
-                                  "Expected a Hugging Face config.json or a directory holding one.") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError("model", str(path), "a readable UTF-8 JSON file",
-                          message=f"Invalid --model {str(path)!r}: cannot read {shown}: {e}.") from None
+        text = read_text(p, max_bytes=MODEL_CONFIG_MAX_BYTES)
+    except FileProblem as e:
+        if e.reason == "no such file":
+            raise ConfigError("model", str(path), "a config.json file or a directory holding one",
+                              message=f"Invalid --model {str(path)!r}: no such file ({shown}). "
+                                      "Expected a Hugging Face config.json or a directory holding one.") from None
+        raise ConfigError("model", str(path), "a regular UTF-8 JSON file of at most "
+                          f"{MODEL_CONFIG_MAX_BYTES} bytes",
+                          message=f"Invalid --model {str(path)!r}: cannot read {shown}: {e.reason}.") from None
     try:
         data = json.loads(text)
     except RecursionError:
@@ -100,25 +139,72 @@ def _load(path: str | Path) -> tuple[str, dict[str, Any]]:
         raise ConfigError("model", str(path), "valid JSON",
                           message=f"Invalid model config {shown}: not valid JSON (line {e.lineno}, "
                                   f"column {e.colno}: {e.msg}).") from None
+    except ValueError as e:  # a number of more than 4,300 digits (Python's int limit)
+        raise ConfigError("model", str(path), "valid JSON with numbers of sane size",
+                          message=f"Invalid model config {shown}: a number of more than 4,300 digits.") from None
     if not isinstance(data, dict):
         raise ConfigError("model", str(path), "a JSON object",
                           message=f"Invalid model config {shown}: expected a JSON object, got {type(data).__name__}.")
     return shown, data
 
 
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache, as huggingface_hub finds it (HF_HUB_CACHE, HF_HOME, XDG)."""
+    env = os.environ
+    if env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE"):
+        return Path(env.get("HF_HUB_CACHE") or env["HUGGINGFACE_HUB_CACHE"]).expanduser()
+    home = env.get("HF_HOME") or os.path.join(env.get("XDG_CACHE_HOME") or os.path.join("~", ".cache"), "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+def locate(path: str | Path) -> str | Path:
+    """`path` itself, or for a Hugging Face repo id ("deepseek-ai/DeepSeek-V3") that is not a local
+    path, its config.json in the local hub cache (offline; ConfigError naming the cache when absent)."""
+    text = str(path)
+    if Path(text).exists() or not _REPO_ID.match(text) or text.lower().endswith(".json"):
+        return path
+    repo = hf_cache_dir() / ("models--" + text.replace("/", "--"))
+    snapshots = repo / "snapshots"
+    ref = repo / "refs" / "main"
+    candidates: list[Path] = []
+    try:
+        if ref.is_file():
+            candidates.append(snapshots / ref.read_text(encoding="utf-8").strip() / "config.json")
+        if snapshots.is_dir():
+            candidates += sorted((p / "config.json" for p in snapshots.iterdir()),
+                                 key=lambda p: p.stat().st_mtime if p.exists() else 0, reverse=True)
+    except OSError:
+        pass
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise ConfigError("model", text, "a config.json path, a directory holding one, or a Hugging Face repo id "
+                      "in the local cache", message=(
+                          f"Invalid --model {text!r}: not a local path, and the Hugging Face cache has no "
+                          f"config.json for it (looked in {snapshots}). attnsolve reads the cache offline: "
+                          f"fetch it first (huggingface-cli download {text} config.json) or give the path."))
+
+
 def read_model_config(path: str | Path) -> ModelFacts:
-    """Parse `path` (config.json or a directory holding it) into ModelFacts; ConfigError on bad input."""
-    shown, top = _load(path)
+    """Parse `path` (config.json, a directory holding it, or a Hugging Face repo id in the local
+    cache) into ModelFacts; ConfigError on bad input."""
+    shown, top = _load(locate(path))
     text_cfg = top.get("text_config")
     if text_cfg is not None and not isinstance(text_cfg, dict):
         raise _err(shown, "text_config", text_cfg, "a JSON object")
     cfg: dict[str, Any] = {**top, **(text_cfg or {})}
+    text_type = (text_cfg or {}).get("model_type")
     model_type = top.get("model_type")
     if model_type is not None and not isinstance(model_type, str):
         raise _err(shown, "model_type", model_type, "a string")
     fields: dict[str, Any] = {}
     notes: list[str] = []
     extra: dict[str, Any] = {}
+    if isinstance(text_type, str):
+        extra["text_model_type"] = text_type
 
     for key in ("torch_dtype", "dtype"):
         v = top.get(key, (text_cfg or {}).get(key))
@@ -175,6 +261,19 @@ def read_model_config(path: str | Path) -> ModelFacts:
         fields["use_mm_prefix"] = True
         notes.append(f"multimodal prefix LM ({model_type}): image tokens use bidirectional attention")
 
+    archs = top.get("architectures", [])
+    if archs is None:
+        archs = []
+    if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
+        raise _err(shown, "architectures", archs, "a list of architecture names")
+    pooling = any(a in POOLING_ARCHITECTURES for a in archs)
+    if any(a in ENCODER_ONLY_ARCHITECTURES for a in archs):
+        fields["attn_type"] = "encoder_only"
+        notes.append(f"encoder-only attention ({archs[0]} is a pooling model vLLM builds with "
+                     "encoder-only attention)")
+    elif pooling:
+        notes.append(f"pooling model ({archs[0]})")
+
     window = cfg.get("sliding_window")
     if window is not None:
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
@@ -183,7 +282,38 @@ def read_model_config(path: str | Path) -> ModelFacts:
         notes.append(f"sliding window {window} (does not change backend selection at vLLM v0.16/v0.17)")
 
     return ModelFacts(path=shown, fields=fields, notes=tuple(notes), model_type=model_type,
-                      sparse_kv_rewrite=bool(fields.get("use_sparse")), extra=extra)
+                      sparse_kv_rewrite=bool(fields.get("use_sparse")), extra=extra,
+                      config_dtype=fields.get("dtype"), architectures=tuple(archs), pooling=pooling)
+
+
+def supported_dtypes(platform: str, compute_capability: tuple[int, int] | None) -> tuple[str, ...]:
+    """vLLM's `current_platform.supported_dtypes`, in its order (the first is the fallback)."""
+    if platform == "cuda" and compute_capability is not None and compute_capability < (8, 0):
+        return ("float16", "float32")  # Pascal, Volta, Turing: no bfloat16
+    return ("bfloat16", "float16", "float32")  # Ampere+, ROCm, x86/aarch64 CPU
+
+
+def resolve_dtype(model: ModelFacts, platform: str, compute_capability: tuple[int, int] | None) -> tuple[str, str | None]:
+    """The dtype vLLM's `--dtype auto` gives this model on this hardware, and a note when it is not
+    the checkpoint's (vLLM's `_resolve_auto_dtype`)."""
+    supported = [d for d in supported_dtypes(platform, compute_capability)
+                 if not (d == "float16" and (model.model_type in FLOAT16_NOT_SUPPORTED
+                                             or _text_type(model) in FLOAT16_NOT_SUPPORTED))]
+    preferred = "float16" if model.pooling and "float16" in supported else supported[0]
+    given = model.config_dtype or "float32"  # no dtype in the config: vLLM's float32 default
+    dtype = preferred if given == "float32" else given
+    if dtype not in supported:
+        dtype = preferred
+    if dtype == model.config_dtype:
+        return dtype, None
+    why = ("float32 checkpoints run in the platform's preferred dtype" + (", float16 for pooling models"
+           if model.pooling else "")) if given == "float32" else f"{given} is not supported on this hardware"
+    was = model.config_dtype or "not given (float32)"
+    return dtype, f"dtype {dtype}: --dtype auto resolves the checkpoint's {was} to {dtype} as vLLM does ({why})"
+
+
+def _text_type(model: ModelFacts) -> str | None:
+    return model.extra.get("text_model_type") if isinstance(model.extra.get("text_model_type"), str) else None
 
 
 def apply_model_rewrites(model: ModelFacts, fields: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:

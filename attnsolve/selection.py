@@ -12,6 +12,7 @@ from typing import Any, Iterable
 
 from .config import ANY, Config
 from .errors import ConfigError, InvalidBackendError, NoValidBackendError
+from .guards import available_set, require_config
 from .rules import default_rules, generation
 from .rules.model import Backend, RuleSet
 from .solver.compiled import CompiledRules
@@ -82,7 +83,8 @@ def solve(config: Config, *, role: str | None = None, available: Iterable[str] |
     available: backend names runnable on this machine; others count as invalid with the reason
     "kernel not runnable on this machine" (so automatic selection moves on, a request fails).
     """
-    avail = None if available is None else frozenset(available)
+    require_config(config)  # first: a non-Config (a list) is not even a cache key
+    avail = available_set(available)
     if role is not None and not isinstance(role, str):
         role = parse_role(role)  # raises ConfigError for anything that is not a role name
     key = (config, role, avail)
@@ -90,8 +92,6 @@ def solve(config: Config, *, role: str | None = None, available: Iterable[str] |
     hit = _cache.get(key)
     if hit is not None:
         return hit
-    if not isinstance(config, Config):
-        raise ConfigError("config", config, "an attnsolve.Config")
     if config.is_partial:
         raise ConfigError(config.free_fields[0], ANY, "a concrete value: solve() needs a full config "
                           "(use explain() or possible_backends() for partial ones)")

@@ -401,8 +401,9 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
     (others are invalid, as in solve()). Raises ConfigError for a config solve() would reject.
     """
     from .selection import compiled_rules
-    if not isinstance(config, Config):
-        raise ConfigError("config", config, "an attnsolve.Config")
+    from .guards import available_set, require_config
+    require_config(config)
+    available = available_set(available)
     comp = compiled_rules()
     rules = comp.rules
     role_free = role is ANY

@@ -62,7 +62,10 @@ def test_explain_deepseek_fp8_on_h100(capsys):
     assert code == 0
     assert "Selected  FLASHMLA" in out
     assert "FLASH_ATTN_MLA: kv_cache_dtype not supported" in out
-    assert last_block(out).startswith("hint: --kv-cache-dtype")  # actionable hint last
+    hint = last_block(out).replace("\n      ", " ")
+    # fp8 stays fp8: the hint says FLASHMLA is the best with fp8, and what dropping fp8 would get
+    assert hint.startswith("hint: FLASHMLA is the best this GPU offers with the fp8 KV cache")
+    assert "--kv-cache-dtype auto gets FLASH_ATTN_MLA but gives up the fp8 KV cache" in hint
 
 
 def test_explain_lost_backend_only_other_hardware(capsys):
@@ -87,7 +90,9 @@ def test_explain_requested_backend_does_not_fit(capsys):
     res = env["result"]
     assert res["requested"] == "FLASHMLA" and res["selected"] is None
     assert res["conflict"] == {"compute_capability": "10.0"}
-    assert {"changes": {"backend": None}, "selects": "FLASHINFER_MLA", "kind": "setting"} in res["fixes"]
+    first = res["fixes"][0]
+    assert (first["changes"], first["selects"], first["kind"]) == ({"backend": None}, "FLASHINFER_MLA", "setting")
+    assert first["text"] == "drop --attention-backend (automatic selection)"
 
 
 def test_select_failure_exit_1_with_reasons(capsys):
@@ -208,14 +213,19 @@ def test_every_config_field_has_a_flag():
     assert set(FIELD_NAMES) <= {f.field for f in FLAGS}
 
 
-def test_from_env(capsys, monkeypatch):
+def test_environment_read_by_default(capsys, monkeypatch):
     monkeypatch.setenv("VLLM_ATTENTION_BACKEND", "FLASHINFER")
-    code, out, _ = run(capsys, "select", "--gpu", "H100", "--from-env")
-    assert code == 0 and out.startswith("FLASHINFER") and "VLLM_ATTENTION_BACKEND=FLASHINFER" in out
-    code, out, _ = run(capsys, "select", "--gpu", "H100", "--from-env", "--attention-backend", "auto")
-    assert out.startswith("FLASH_ATTN (FA3)")  # a flag wins over the environment
     code, out, _ = run(capsys, "select", "--gpu", "H100")
-    assert out.startswith("FLASH_ATTN (FA3)")  # the environment is read only when asked
+    assert code == 0 and out.startswith("FLASHINFER")  # read as vLLM reads it
+    assert "environment: VLLM_ATTENTION_BACKEND=FLASHINFER" in out and "--no-env" in out
+    code, out, _ = run(capsys, "select", "--gpu", "H100", "--from-env")  # the old opt-in still works
+    assert out.startswith("FLASHINFER")
+    code, out, _ = run(capsys, "select", "--gpu", "H100", "--attention-backend", "auto")
+    assert out.startswith("FLASH_ATTN (FA3)") and "environment:" not in out  # a flag wins
+    code, out, _ = run(capsys, "select", "--gpu", "H100", "--no-env")
+    assert out.startswith("FLASH_ATTN (FA3)") and "environment" not in out
+    code, env = run_json(capsys, "select", "--gpu", "H100")
+    assert env["result"]["query"]["env"] == {"VLLM_ATTENTION_BACKEND": "FLASHINFER"}
 
 
 def test_bad_input_json_envelope(capsys):
@@ -355,6 +365,22 @@ def _expected(pairs: dict, extra: list) -> tuple[int, str | None]:
         fields["num_heads"] = heads // tp
     if not ({"gpu", "platform", "compute_capability", "rocm_arch"} & set(fields)):
         return 2, None
+    if not ({"gpu", "platform"} & set(fields)):  # a compute capability alone means CUDA, an arch ROCm
+        fields["platform"] = "cuda" if "compute_capability" in fields else "rocm"
+    if model is not None and "--dtype" not in pairs:
+        # vLLM's --dtype auto: float32 -> the platform's first dtype; no bfloat16 before SM 8.0
+        try:
+            hw = Config(dtype="float32", **{k: fields[k] for k in ("gpu", "platform", "compute_capability",
+                                                                   "rocm_arch") if k in fields})
+        except ConfigError:
+            return 2, None
+        old = hw.platform == "cuda" and hw.compute_capability < (8, 0)
+        want = model.fields.get("dtype") or "float32"
+        if want == "float32":
+            want = "float16" if (old or model.pooling) else "bfloat16"
+        if want == "bfloat16" and old:
+            want = "float32" if model.model_type in ("gemma2", "gemma3", "gemma3_text") else "float16"
+        fields["dtype"] = want
     fields.setdefault("dtype", "bfloat16")
     if model is not None:
         fields, _ = apply_model_rewrites(model, fields)

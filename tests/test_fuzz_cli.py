@@ -140,3 +140,103 @@ def test_one_bad_flag_value_exits_2(q, data):
     code, out, err = run_cli(["select", *argv])
     assert code in (0, 1, 2)
     assert_no_traceback(out, err)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Hostile input (issue #15): odd numbers, odd files, environment values, and real subprocesses.
+# Every exit is a documented code other than INTERNAL, within a time limit, without a traceback.
+# ---------------------------------------------------------------------------------------------------
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from attnsolve.exitcodes import ExitCode  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+ALLOWED = {ExitCode.OK, ExitCode.NO_BACKEND, ExitCode.BAD_INPUT}
+HOSTILE_WORDS = ["²", "٣", "①", "9" * 4400, "-" + "9" * 4400, "1_024", "+16", "0x10", "1e400", "nan", "-0",
+                 "\udcff", "a" * 2000]
+INT_FLAGS = ["--head-size", "--block-size", "--num-heads", "-tp", "--flash-attn-version", "--qk-nope-head-dim",
+             "--qk-rope-head-dim", "--v-head-dim", "--index-topk", "--cc", "--max-cells"]
+
+
+@pytest.fixture(scope="module")
+def odd_files(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    d = tmp_path_factory.mktemp("odd")
+    os.mkfifo(d / "fifo.json")
+    os.symlink(d / "nowhere", d / "dangling.json")
+    (d / "dir.json").mkdir()
+    (d / "digits.json").write_text('{"head_dim": ' + "9" * 5000 + "}")
+    (d / "huge.json").write_text('{"num_attention_heads": 1e400, "hidden_size": 123456789012}')
+    (d / "super.json").write_text('{"head_dim": "²"}')
+    return [str(d / n) for n in ("fifo.json", "dangling.json", "dir.json", "digits.json", "huge.json", "super.json")] + \
+        ["/dev/zero", "/dev/null", str(d)]
+
+
+@st.composite
+def hostile_argv(draw: Any, files: list[str]) -> list[str]:
+    verb = draw(st.sampled_from(["select", "explain", "matrix"]))
+    argv = [verb] + draw(st.sampled_from([["--gpu", "H100"], ["--gpu", "MI300X"], ["--cc", "9.0"], ["--gpu", "CPU"], []]))
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["int", "model", "docs", "word"]))
+        if kind == "int":
+            argv += [draw(st.sampled_from(INT_FLAGS)), draw(st.sampled_from(HOSTILE_WORDS))]
+        elif kind == "model":
+            argv += ["--model", draw(st.sampled_from(files))]
+        elif kind == "docs":
+            argv = ["docs", *draw(st.sampled_from([["--check"], []])), "-o", draw(st.sampled_from(files))]
+        else:
+            argv += [draw(st.sampled_from(WORDS)), draw(st.sampled_from(HOSTILE_WORDS + WORDS))]
+    if draw(st.booleans()):
+        argv.append("--json")
+    return argv
+
+
+@settings(max_examples=budget(60), suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+          deadline=None)
+@given(st.data())
+def test_hostile_argv_in_process_exits_with_a_documented_code(odd_files, data):
+    argv = data.draw(hostile_argv(odd_files), label="argv")
+    if "docs" in argv and "--check" not in argv:  # never let the fuzzer write a file
+        argv = [a for a in argv if a != "docs"] or ["select"]
+    code, out, err = run_cli(argv)
+    assert code in ALLOWED, (code, argv, err[-800:])
+    assert_no_traceback(out, err)
+    if code == ExitCode.BAD_INPUT and "--json" in argv:
+        assert json.loads(out)["exit_code"] == 2
+
+
+@settings(max_examples=budget(40), suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.dictionaries(st.sampled_from(["VLLM_ATTENTION_BACKEND", "VLLM_FLASH_ATTN_VERSION", "VLLM_ROCM_USE_AITER",
+                                        "VLLM_USE_TRTLLM_ATTENTION", "VLLM_USE_CUDNN_PREFILL"]),
+                       st.one_of(st.sampled_from(HOSTILE_WORDS[:3] + ["1", "0", "true", "FLASH_ATTN", "flash", "3", "4"]),
+                                 st.text(max_size=6).filter(lambda s: "\x00" not in s)), min_size=1, max_size=3))
+def test_hostile_environment_exits_with_a_documented_code_naming_the_variable(env):
+    old = dict(os.environ)
+    try:
+        os.environ.update(env)
+        code, out, err = run_cli(["select", "--gpu", "H100", "--from-env"])
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    assert code in ALLOWED, (code, env, err)
+    assert_no_traceback(out, err)
+    if code == ExitCode.BAD_INPUT:
+        assert any(var in err for var in env), (env, err)  # the message names the variable, not a flag
+
+
+@settings(max_examples=budget(12), suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+          deadline=None)
+@given(st.data())
+def test_hostile_argv_in_a_subprocess_never_crashes_or_hangs(odd_files, data):
+    """The real process: a crash, a hang (e.g. a FIFO opened for reading) or exit 3 fails the test."""
+    argv = data.draw(hostile_argv(odd_files), label="argv")
+    if "docs" in argv and "--check" not in argv:
+        argv = [a for a in argv if a != "docs"] or ["select"]
+    argv = [a.replace("\x00", "") for a in argv]  # a process argument cannot hold a NUL byte
+    r = subprocess.run([sys.executable, "-m", "attnsolve", *argv], capture_output=True, timeout=60, cwd=ROOT,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    err = r.stderr.decode("utf-8", "replace")
+    assert r.returncode in ALLOWED, (r.returncode, argv, err[-800:])
+    assert "Traceback (most recent call last)" not in err

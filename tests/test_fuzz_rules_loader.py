@@ -251,3 +251,120 @@ def test_gpu_with_a_bad_compute_capability_is_refused():
 def test_gpu_on_an_unknown_platform_is_refused():
     result = _domains_edit(lambda d: d["gpus"].__setitem__("H100", {"platform": "tpu", "compute_capability": "9.0"}))
     assert isinstance(result, RulesError) and "H100" in str(result)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Malformed rule sets generated from the valid ones (issue #15): a key renamed, a value of the wrong
+# kind, a reason with a stray brace. The loader must refuse them naming file and key; and a rule
+# set that does load must answer every question with a result or a documented error, never crash.
+# ---------------------------------------------------------------------------------------------------
+from attnsolve import ANY, Config, ConfigError, SelectionError, explain, solve  # noqa: E402
+from attnsolve.rules import use_rules  # noqa: E402
+from attnsolve.rules._fields import CONFIG_FIELDS  # noqa: E402
+from attnsolve.rules.schema import KEYS  # noqa: E402
+
+SCHEMA_KEYS = {k for place in KEYS.values() for k in place} | set(CONFIG_FIELDS)
+# (file, path) of every key of the schema or field name (not free-form names such as backends or GPUs).
+KEY_PATHS = [(name, p) for name, p in PATHS if isinstance(p[-1], str) and p[-1] in SCHEMA_KEYS
+             and p[:1] != ("generations",) and not (len(p) == 2 and p[0] in ("backends", "derived", "gpus", "platforms"))]
+REASON_PATHS = [(name, p) for name, p in PATHS if p[-1] == "reason"]
+BLOCK_PATHS = [(name, p) for name, p in PATHS if len(p) >= 2 and p[-2] == "kernel_block_sizes"]
+
+
+def _value(doc: Any, path: tuple) -> Any:
+    for k in path:
+        doc = doc[k]
+    return doc
+
+
+BOOL_PATHS = [(name, p) for name, p in PATHS if isinstance(_value(DOCS[name], p), bool)
+              and p[-1] in ("validate", "warn_unvalidated", "sink", "mla", "sparse", "dcp", "mm_prefix",
+                            "explicit_only", "abstract", "none", "present")]
+QUESTIONS = [dict(gpu="H100", dtype="bfloat16"), dict(gpu="B200", dtype="bfloat16", use_mla=True, head_size=576),
+             dict(gpu="MI300X", dtype="float16"), dict(gpu="CPU", dtype="float32"),
+             dict(gpu="A100", dtype="bfloat16", kv_cache_dtype="fp8", has_sink=True)]
+
+
+def assert_usable(result: RuleSet | RulesError) -> None:
+    """A rule set that loads answers solve/explain with a result or a documented error."""
+    if not isinstance(result, RuleSet):
+        return
+    with use_rules(result), time_limit(60):
+        for q in QUESTIONS:
+            try:
+                cfg = Config(**q)
+                solve(cfg)
+            except (ConfigError, SelectionError):
+                pass
+        try:
+            explain(Config(gpu="H100", dtype="bfloat16", kv_cache_dtype=ANY))
+        except ConfigError:
+            pass
+
+
+def _edited(name: str, edit: Any) -> RuleSet | RulesError:
+    doc = _copy(DOCS[name])
+    edit(doc)
+    files: dict[str, str | bytes] = dict(TEXTS)
+    files[name] = dump_toml(doc)
+    return load_damaged(files)
+
+
+def _rename(doc: Any, path: tuple, new: str) -> None:
+    parent = doc
+    for k in path[:-1]:
+        parent = parent[k]
+    parent[new] = parent.pop(path[-1])
+
+
+@settings(max_examples=budget(60), suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(KEY_PATHS), st.sampled_from(["_x", "s", "x_", "-typo"]))
+def test_a_renamed_key_is_refused_naming_file_and_key(where, suffix):
+    name, path = where
+    new = path[-1] + suffix
+    if new in SCHEMA_KEYS:
+        return
+    result = _edited(name, lambda d: _rename(d, path, new))
+    assert isinstance(result, RulesError), f"{name}: {'.'.join(map(str, path))} renamed to {new!r} loaded silently"
+    assert_clear(result, name)
+    assert any(new in loc or new in msg for _, loc, msg in result.problems), result.problems
+
+
+@settings(max_examples=budget(40), suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(BOOL_PATHS), st.sampled_from(["no", "yes", "true", 0, 1, [True], {"x": True}]))
+def test_a_boolean_of_another_kind_is_refused(where, value):
+    name, path = where
+    result = _edited(name, lambda d: _set(d, path, value))
+    assert isinstance(result, RulesError), f"{name}: {'.'.join(map(str, path))} = {value!r} loaded silently"
+    assert_clear(result, name)
+
+
+@settings(max_examples=budget(30), suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(REASON_PATHS), st.sampled_from(["{", "}", "{0}", "{nope}", "{head_size.x}", "{head_size!z}"]),
+       st.integers(0, 40))
+def test_a_reason_that_cannot_be_formatted_is_refused(where, brace, at):
+    name, path = where
+    def edit(d: Any) -> None:
+        text = _value(d, path)
+        _set(d, path, text[:at] + brace + text[at:])
+    result = _edited(name, edit)
+    assert isinstance(result, RulesError)
+    assert_clear(result, name)
+
+
+@settings(max_examples=budget(30), suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(BLOCK_PATHS), st.sampled_from(["16", 16.0, -16, 0, 10**9, True, [16]]))
+def test_a_block_size_of_another_kind_is_refused(where, value):
+    name, path = where
+    result = _edited(name, lambda d: _set(d, path, value))
+    assert isinstance(result, RulesError)
+    assert_clear(result, name)
+
+
+@settings(max_examples=budget(60), suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(PATHS), toml_values)
+def test_a_rule_set_that_loads_after_damage_still_answers(where, value):
+    name, path = where
+    result = _edited(name, lambda d: _set(d, path, value))
+    assert_clear(result, name)
+    assert_usable(result)

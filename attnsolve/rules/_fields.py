@@ -10,3 +10,15 @@ CONFIG_FIELDS: tuple[str, ...] = (
     "use_trtllm_ragged_deepseek_prefill", "disable_flashinfer_prefill", "use_cudnn_prefill",
     "flashinfer_available",
 )
+
+# Kinds of the Config fields, for type-checking the values rules compare them with (rules/schema.py).
+INT_FIELDS: frozenset[str] = frozenset({
+    "head_size", "block_size", "num_heads", "flash_attn_version", "qk_nope_head_dim", "qk_rope_head_dim",
+    "v_head_dim", "index_topk",
+})
+BOOL_FIELDS: frozenset[str] = frozenset({
+    "use_mla", "use_sparse", "has_sink", "use_mm_prefix", "use_trtllm_attention", "trtllm_available",
+    "rocm_use_aiter", "rocm_use_aiter_mha", "rocm_use_aiter_mla", "rocm_use_aiter_unified_attention",
+    "use_prefill_decode_attention", "use_trtllm_ragged_deepseek_prefill", "disable_flashinfer_prefill",
+    "use_cudnn_prefill", "flashinfer_available",
+})

@@ -6,11 +6,13 @@ first, and expands each backend's declared capabilities into vLLM's reasons in v
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable
 
+from . import schema
 from .model import (
     Backend, Capabilities, Check, Derived, DerivedCase, Entry, Literal, Pred, PriorityList, RuleSet, Variant,
 )
@@ -20,20 +22,13 @@ RULES_DIR = Path(__file__).parent
 # Fields that exist besides the Config fields: the role of the query.
 EXTRA_FIELDS = {"role": ("decode", "mla_prefill")}
 
-_BACKEND_KEYS = {
-    "platforms", "role", "summary", "dtypes", "kv_cache_dtypes", "kernel_block_sizes", "head_sizes",
-    "compute_capability", "attn_types", "sink", "mm_prefix", "mla", "sparse", "dcp", "explicit_only",
-    "parent", "abstract", "variant_field", "variants", "checks", "warnings", "preferred_block_size",
-    "startup_failures", "variant_shown_by",
-}
+# Key sets come from the one table of known keys, rules/schema.py KEYS.
+_BACKEND_KEYS = schema.keys("backend")
 # Platform-level keys ([platforms.X], shared by all of X's lists).
-_PLATFORM_KEYS = {
-    "validate", "manual", "warn_unvalidated", "start_block_size", "drops", "request_platform_check",
-    "no_valid_message", "invalid_message", "start_backend", "startup_failures", "block_size_failure", "lists",
-}
+_PLATFORM_KEYS = schema.keys("platform")
 _CAP_KEYS = ("dtypes", "kv_cache_dtypes", "kernel_block_sizes", "head_sizes", "compute_capability",
              "attn_types", "sink", "mm_prefix", "mla", "sparse", "dcp")
-_PRED_KEYS = {"in", "not_in", "min", "max", "multiple_of", "major_in", "eq", "none", "present"}
+_PRED_KEYS = schema.keys("predicate")
 _ROLES = ("decode", "mla_prefill")
 
 
@@ -163,7 +158,7 @@ def _checks(raw: Any, known: set[str], kind: str = "combination") -> tuple[Check
     for i, c in enumerate(_list(raw)):
         if not isinstance(c, dict) or "reason" not in c or "require" not in c:
             raise ValueError(f"check #{i + 1} needs 'reason' and 'require' (and optional 'when')")
-        extra = set(c) - {"reason", "require", "when"}
+        extra = set(c) - schema.keys("check")
         if extra:
             raise ValueError(f"check #{i + 1}: unknown key(s) {sorted(extra)}")
         if not isinstance(c["reason"], str) or not c["reason"]:
@@ -246,19 +241,34 @@ def load_rules(path: str | Path | None = None, *, check_structure: bool = True) 
     priority entries naming no backend, backends in no list); the packaged rules are checked
     by the test suite, so the CLI can skip importing networkx on its fast start-up path.
     """
+    from ..safe_io import RULES_FILE_MAX_BYTES, FileProblem, read_text
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise RulesError([(type(path).__name__, "-", "expected the path of a folder of rule files (*.toml)")])
     root = Path(path) if path is not None else RULES_DIR
-    files = sorted(root.glob("*.toml"))
+    if not root.is_dir():
+        raise RulesError([(str(root), "-", "not a directory of rule files (*.toml)")])
+    try:
+        files = sorted(root.glob("*.toml"))
+    except OSError as e:
+        raise RulesError([(str(root), "-", f"cannot list the folder: {e.strerror or e}")]) from None
     col = _Collector()
     docs: list[tuple[str, dict]] = []
-    if not (root / "domains.toml").exists():
+    if not any(f.name == "domains.toml" for f in files):
         raise RulesError([(str(root), "-", "missing domains.toml (field domains and GPU table)")])
     for f in sorted(files, key=lambda p: (p.name != "domains.toml", p.name)):
-        try:
-            docs.append((f.name, tomllib.loads(f.read_text(encoding="utf-8"))))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        try:  # regular files only, size-capped, never blocking on a FIFO (safe_io)
+            docs.append((f.name, tomllib.loads(read_text(f, max_bytes=RULES_FILE_MAX_BYTES))))
+        except FileProblem as e:
+            col.add(f.name, "-", f"cannot read {f}: {e.reason}")
+        except tomllib.TOMLDecodeError as e:
             col.add(f.name, "-", f"not valid TOML: {e}")
         except RecursionError:
             col.add(f.name, "-", "not valid TOML: nested too deeply")
+        except ValueError as e:  # an integer of more than 4,300 digits
+            col.add(f.name, "-", "not valid TOML: " + ("a number of more than 4,300 digits" if "4300" in str(e) else str(e)))
+    if col.problems:
+        raise RulesError(col.problems)
+    _check_shapes(docs, col)
     if col.problems:
         raise RulesError(col.problems)
     try:
@@ -272,6 +282,37 @@ def load_rules(path: str | Path | None = None, *, check_structure: bool = True) 
                                           f"malformed rules ({type(e).__name__}: {e})")]) from None
 
 
+def _check_shapes(docs: list[tuple[str, dict]], col: _Collector) -> None:
+    """Every key known and of its kind, in every file (schema.KEYS), before anything is built."""
+    domains: dict[str, Any] = {}
+    derived: dict[str, Any] = {}
+    for _, doc in docs:
+        if isinstance(doc.get("fields"), dict):
+            domains.update(doc["fields"])
+        if isinstance(doc.get("derived"), dict):
+            derived.update(doc["derived"])
+    checker = schema.ShapeChecker(col.add, schema.field_kinds(domains, derived, EXTRA_FIELDS))
+    parents: dict[str, tuple[str, Any]] = {}
+    for fname, doc in docs:
+        checker.table(fname, "", doc, "top")
+        checker.domains(fname, doc.get("fields"))
+        checker.aliases(fname, doc.get("aliases"))
+        for name, b in (doc.get("backends") or {}).items() if isinstance(doc.get("backends"), dict) else ():
+            if isinstance(b, dict) and isinstance(b.get("parent"), str):
+                parents[name] = (fname, b["parent"])
+    for name, (fname, _) in parents.items():  # chain length, followed iteratively (cycles stop it)
+        depth, cur, seen = 0, name, {name}
+        while cur in parents and depth <= schema.MAX_PARENT_DEPTH:
+            cur = parents[cur][1]
+            depth += 1
+            if cur in seen:
+                break
+            seen.add(cur)
+        if depth == schema.MAX_PARENT_DEPTH + 1 and not any(p[1] == name for p in parents.values()):
+            col.add(fname, f"backends.{name}.parent",
+                    f"inheritance chain longer than {schema.MAX_PARENT_DEPTH} parents (the rules use at most 2)")
+
+
 def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool, sources: tuple[str, ...]) -> RuleSet:
     from ._fields import CONFIG_FIELDS  # field names known to Config, kept beside the loader
 
@@ -282,7 +323,7 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
     raw_backends: dict[str, tuple[str, dict]] = {}
     raw_derived: dict[str, tuple[str, dict]] = {}
     raw_platforms: dict[str, list[tuple[str, dict]]] = {}
-    top_keys = {"fields", "aliases", "gpus", "generations", "derived", "backends", "platforms"}
+    top_keys = schema.keys("top")
 
     def table(fname: str, where: str, value: Any) -> dict:
         """`value` if it is a table, else {} with a problem naming file and key."""
@@ -339,7 +380,7 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
                 continue
             raw_platforms.setdefault(plat, []).append((fname, p))
 
-    for required in ("dtype", "kv_cache_dtype", "block_size", "attn_type", "platform"):
+    for required in ("dtype", "kv_cache_dtype", "block_size", "attn_type", "platform", "flash_attn_version", "rocm_arch"):
         if required not in domains:
             col.add("domains.toml", f"fields.{required}", "missing")
     for fld, table_ in aliases.items():
@@ -395,6 +436,10 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
         if parent is None:
             resolved[name] = dict(b)
             return resolved[name]
+        if len(trail) > schema.MAX_PARENT_DEPTH:
+            col.add(fname, f"backends.{name}.parent", f"inheritance chain deeper than {schema.MAX_PARENT_DEPTH} "
+                    f"({' -> '.join(trail[:3])} -> ...)")
+            return None
         if parent in trail:
             col.add(fname, f"backends.{name}.parent", "inheritance cycle: " + " -> ".join((*trail, parent)))
             return None
@@ -494,7 +539,7 @@ def _backend(name: str, full: dict, fname: str, known: set[str], domains: dict, 
     for vname, v in raw_variants.items():
         if "values" not in v:
             raise ValueError(f"variant {vname} needs 'values'")
-        extra = set(v) - set(_CAP_KEYS) - {"values"}
+        extra = set(v) - schema.keys("variant")
         if extra:
             raise ValueError(f"variant {vname}: unknown key(s) {sorted(extra)}")
         variants.append(Variant(vname, tuple(_list(v["values"])), _caps(v, known)))
@@ -571,14 +616,14 @@ def _entry(raw: Any, known: set[str]) -> Entry:
         return Entry(raw)
     if not isinstance(raw, dict) or "backend" not in raw:
         raise ValueError(f"an entry is a backend name or a table with 'backend' (and 'checks'), got {raw!r}")
-    extra = set(raw) - {"backend", "checks"}
+    extra = set(raw) - schema.keys("entry")
     if extra:
         raise ValueError(f"entry {raw.get('backend')}: unknown key(s) {sorted(extra)}")
     return Entry(raw["backend"], _checks(raw.get("checks", []), known, kind="guard"))
 
 
 def _priority_list(plat: str, raw: dict, settings: dict, known: set[str]) -> PriorityList:
-    allowed = {"name", "when", "entries", "manual", "manual_accept", "manual_other", "ignore_warning"}
+    allowed = schema.keys("list")
     extra = set(raw) - allowed
     if extra:
         raise ValueError(f"unknown key(s) {sorted(extra)}; accepted: {', '.join(sorted(allowed))}")
@@ -625,7 +670,7 @@ def _start_block_size(raw: Any, known: set[str]) -> tuple[DerivedCase, ...]:
     cases = []
     for i, c in enumerate(_list(raw)):
         v = c.get("value") if isinstance(c, dict) else None
-        if (not isinstance(c, dict) or set(c) - {"when", "value"}
+        if (not isinstance(c, dict) or set(c) - schema.keys("start_block_size")
                 or not ((isinstance(v, int) and not isinstance(v, bool)) or v == "block_size")):
             raise ValueError(f"start_block_size #{i + 1} needs an integer 'value' or \"block_size\" "
                              "(keep the user's) and optional 'when'")

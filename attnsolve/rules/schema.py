@@ -1,0 +1,347 @@
+"""The one table of every key a rule file may use, and the shape check run on the parsed TOML
+before anything is built from it.
+
+Why: the loader's builders trust shapes. Checking every key's type up front (unknown keys with
+the closest known key, a string where a number belongs, `eq = [1, 2]`, a reason with a stray `{`,
+`validate = "no"`) turns each malformed file into a RulesError naming file and key at load time,
+instead of a silent wrong answer or a crash at solve time.
+
+To add a rule key: add one line to KEYS (its place and kind), then read it in loader.py.
+"""
+
+from __future__ import annotations
+
+import difflib
+import string
+from typing import Any, Callable, Iterable, Mapping
+
+from ._fields import BOOL_FIELDS, CONFIG_FIELDS, INT_FIELDS
+
+# Numbers a rule may compare an integer field with. Partial-config questions enumerate integer
+# fields up to twice the largest number the rules mention, so this bounds that work (and no real
+# head size, block size or head count comes near it).
+RULE_INT_MAX = 65536
+# Nesting of `parent = ...` chains (the packaged rules use 2).
+MAX_PARENT_DEPTH = 32
+
+# Kinds of value. PRED is a predicate over the field named in the kind's argument; LITERALS a table
+# of field = predicate; TABLES(k) a table of named tables of place k; LIST_OF(k) a list of place k.
+STRS = "strs"  # a string or a list of strings
+STR, BOOL, INT, STR_LIST, INT_LIST, LIST, SCALAR, TABLE = "str", "bool", "int", "str_list", "int_list", "list", "scalar", "table"
+LITERALS = "literals"
+
+
+def PRED(field: str) -> str:  # noqa: N802 - reads as a kind in the table
+    return f"pred:{field}"
+
+
+def LIST_OF(place: str) -> str:  # noqa: N802
+    return f"list_of:{place}"
+
+
+def TABLES(place: str) -> str:  # noqa: N802
+    return f"tables:{place}"
+
+
+_CAPS: dict[str, str] = {
+    "dtypes": STR_LIST, "kv_cache_dtypes": STR_LIST, "attn_types": STR_LIST, "kernel_block_sizes": INT_LIST,
+    "head_sizes": PRED("head_size"), "compute_capability": PRED("compute_capability"),
+    "sink": BOOL, "mm_prefix": BOOL, "mla": BOOL, "sparse": BOOL, "dcp": BOOL,
+}
+
+# place -> key -> kind. THE table of known keys (the loader takes its key sets from here).
+KEYS: dict[str, dict[str, str]] = {
+    "top": {"fields": TABLE, "aliases": TABLE, "gpus": TABLES("gpu"), "generations": TABLE,
+            "derived": TABLES("derived"), "backends": TABLES("backend"), "platforms": TABLES("platform")},
+    # suggest / family: which GPUs a hardware fix names and a ROCm generation name (attnsolve/gpus.py)
+    "gpu": {"platform": STR, "compute_capability": SCALAR, "rocm_arch": STR, "suggest": BOOL, "family": STR},
+    "backend": {"platforms": STR_LIST, "role": STR, "summary": STR, **_CAPS, "explicit_only": BOOL, "parent": STR,
+                "abstract": BOOL, "variant_field": STR, "variants": TABLES("variant"), "checks": LIST_OF("check"),
+                "warnings": LIST_OF("warning"), "preferred_block_size": INT,
+                "startup_failures": LIST_OF("warning"), "variant_shown_by": STR},
+    "variant": {"values": LIST, **_CAPS},
+    "check": {"reason": "reason", "require": LITERALS, "when": LITERALS},
+    "warning": {"message": STR, "when": LITERALS},
+    "derived": {"doc": STR, "values": LIST, "cases": LIST_OF("case"), "sums": TABLE},
+    "case": {"when": LITERALS, "value": SCALAR, "warning": STRS},
+    "platform": {"lists": LIST_OF("list"), "validate": BOOL, "manual": STR, "warn_unvalidated": BOOL,
+                 "start_block_size": LIST_OF("start_block_size"), "drops": STR_LIST,
+                 "request_platform_check": BOOL, "no_valid_message": STR, "invalid_message": STR,
+                 "start_backend": LIST_OF("start_backend"), "startup_failures": LIST_OF("warning"), "block_size_failure": STR},
+    # value: a block size, or "block_size" (keep the user's)
+    "start_block_size": {"when": LITERALS, "value": SCALAR},
+    "start_backend": {"when": LITERALS, "value": STR},
+    "list": {"name": STR, "when": LITERALS, "entries": LIST_OF("entry"), "manual": STR,
+             "manual_accept": LIST_OF("entry"), "manual_other": STR, "ignore_warning": STR},
+    "entry": {"backend": STR, "checks": LIST_OF("check")},
+    "predicate": {"in": LIST, "not_in": LIST, "min": SCALAR, "max": SCALAR, "multiple_of": SCALAR,
+                  "major_in": INT_LIST, "eq": SCALAR, "none": BOOL, "present": BOOL},
+}
+REQUIRED: dict[str, tuple[str, ...]] = {"check": ("reason", "require"), "warning": ("message",),
+                                        "derived": ("values", "cases"), "case": ("value",),
+                                        "start_block_size": ("value",), "entry": ("backend",),
+                                        "variant": ("values",), "gpu": ("platform",), "list": ("name", "entries")}
+# (place, key) whose list may not be empty (an empty priority list selects nothing and breaks the sweep).
+NON_EMPTY: frozenset[tuple[str, str]] = frozenset({("list", "entries"), ("derived", "values"), ("derived", "cases")})
+CHOICES: dict[tuple[str, str], tuple[str, ...]] = {("backend", "role"): ("decode", "mla_prefill"),
+                                                   ("platform", "manual"): ("validate", "table", "ignore"),
+                                                   ("list", "manual"): ("validate", "table", "ignore")}
+
+
+def keys(place: str) -> frozenset[str]:
+    return frozenset(KEYS[place])
+
+
+class ShapeChecker:
+    """Walks one parsed document, reporting (file, key, message) through `add`."""
+
+    def __init__(self, add: Callable[[str, str, str], None], fields: Mapping[str, str]):
+        self.add = add
+        self.fields = fields  # field name -> "int" | "bool" | "str" | "cc" | "any"
+
+    # -- places -------------------------------------------------------------------------------
+    def table(self, f: str, loc: str, raw: Any, place: str) -> None:
+        if not isinstance(raw, dict):
+            self.add(f, loc, f"must be a table, got {_kind(raw)}")
+            return
+        known = KEYS[place]
+        for k, v in raw.items():
+            where = f"{loc}.{k}" if loc else str(k)
+            if k not in known:
+                hit = closest(k, known)
+                self.add(f, where, f"unknown key {k!r}" + (f"; did you mean {hit!r}?" if hit else "")
+                         + f" (accepted: {', '.join(sorted(known))})")
+                continue
+            self.value(f, where, v, known[k], place, k)
+        for k in REQUIRED.get(place, ()):
+            if k not in raw:
+                self.add(f, loc, f"missing required key {k!r}")
+            elif (place, k) in NON_EMPTY and raw[k] == []:
+                self.add(f, f"{loc}.{k}", "must not be empty")
+
+    def value(self, f: str, loc: str, v: Any, kind: str, place: str = "", key: str = "") -> None:
+        bad = lambda what: self.add(f, loc, f"must be {what}, got {_kind(v)} {_short(v)}")  # noqa: E731
+        if kind == STR:
+            if not isinstance(v, str):
+                return bad("a string")
+            choices = CHOICES.get((place, key))
+            if choices and v not in choices:
+                self.add(f, loc, f"{v!r} is not one of {', '.join(choices)}")
+        elif kind == STRS:
+            if not (isinstance(v, str) or (isinstance(v, list) and v and all(isinstance(x, str) for x in v))):
+                bad("a string or a non-empty list of strings")
+        elif kind == BOOL:
+            if not isinstance(v, bool):
+                bad("true or false")
+        elif kind == INT:
+            if not _is_int(v) or not 0 <= v <= RULE_INT_MAX:
+                bad(f"an integer from 0 to {RULE_INT_MAX}")
+        elif kind == SCALAR:
+            if not isinstance(v, (str, int, float, bool)):
+                bad("a single value (string, number or boolean)")
+        elif kind == STR_LIST:
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                bad("a list of strings")
+        elif kind == INT_LIST:
+            if not isinstance(v, list) or not all(_is_int(x) and 0 < x <= RULE_INT_MAX for x in v):
+                bad(f"a list of integers from 1 to {RULE_INT_MAX}")
+        elif kind == LIST:
+            if not isinstance(v, list) or not all(isinstance(x, (str, int, float, bool)) for x in v):
+                bad("a list of values")
+        elif kind == TABLE:
+            if not isinstance(v, dict):
+                bad("a table")
+        elif kind == "reason":
+            self.reason(f, loc, v)
+        elif kind == LITERALS:
+            self.literals(f, loc, v)
+        elif kind.startswith("pred:"):
+            self.pred(f, loc, v, kind[5:])
+        elif kind.startswith("tables:"):
+            if not isinstance(v, dict):
+                return bad("a table")
+            for name, sub in v.items():
+                self.table(f, f"{loc}.{name}", sub, kind[7:])
+        elif kind.startswith("list_of:"):
+            if not isinstance(v, list):
+                return bad("a list (an array)")
+            sub_place = kind[8:]
+            for i, item in enumerate(v):
+                if sub_place == "entry" and isinstance(item, str):
+                    continue  # an entry is a backend name or a table
+                self.table(f, f"{loc}[{i}]", item, sub_place)
+
+    def domains(self, f: str, raw: Any) -> None:
+        """[fields]: each domain a non-empty list of values of its field's kind."""
+        if not isinstance(raw, dict):
+            return  # reported as "must be a table" by the top-level check
+        for name, values in raw.items():
+            if name not in self.fields:
+                hit = closest(name, self.fields)
+                self.add(f, f"fields.{name}", "names no field" + (f"; did you mean {hit!r}?" if hit else ""))
+                continue
+            kind = self.fields.get(name, "any")
+            if not isinstance(values, list) or not values:
+                continue  # reported by the loader ("must be a non-empty list")
+            for i, x in enumerate(values):
+                if kind in ("int", "str"):
+                    self.scalar(f, f"fields.{name}[{i}]", x, kind)
+
+    def aliases(self, f: str, raw: Any) -> None:
+        """[aliases.FIELD]: FIELD must be a field."""
+        for name in raw if isinstance(raw, dict) else ():
+            if name not in self.fields:
+                hit = closest(name, self.fields)
+                self.add(f, f"aliases.{name}", "names no field" + (f"; did you mean {hit!r}?" if hit else ""))
+
+    def reason(self, f: str, loc: str, v: Any) -> None:
+        if not isinstance(v, str) or not v:
+            self.add(f, loc, f"must be a non-empty string, got {_kind(v)} {_short(v)}")
+            return
+        try:
+            parts = list(string.Formatter().parse(v))
+        except ValueError as e:
+            self.add(f, loc, f"{_short(v)}: {e} (write a literal brace as '{{{{' or '}}}}')")
+            return
+        for _, name, spec, conv in parts:
+            if name is None:
+                continue
+            if name not in self.fields or spec or conv not in (None, "r", "s"):
+                self.add(f, loc, f"placeholder {{{name}}} in {_short(v)} names no field"
+                         + (f"; did you mean {{{closest(name, self.fields)}}}?" if closest(name, self.fields) else "")
+                         + " (placeholders are plain field names, e.g. {attn_type})")
+
+    def literals(self, f: str, loc: str, v: Any) -> None:
+        if not isinstance(v, dict):
+            self.add(f, loc, f"must be a table of field = predicate, got {_kind(v)} {_short(v)}")
+            return
+        for field, p in v.items():
+            if field not in self.fields:
+                hit = closest(field, self.fields)
+                self.add(f, f"{loc}.{field}", f"unknown field {field!r}" + (f"; did you mean {hit!r}?" if hit else ""))
+                continue
+            self.pred(f, f"{loc}.{field}", p, field)
+
+    def pred(self, f: str, loc: str, raw: Any, field: str) -> None:
+        kind = self.fields.get(field, "any")
+        if isinstance(raw, list):
+            for i, x in enumerate(raw):
+                self.scalar(f, f"{loc}[{i}]", x, kind, allow_prefix=True)
+            return
+        if not isinstance(raw, dict):
+            self.scalar(f, loc, raw, kind, allow_prefix=True)
+            return
+        known = KEYS["predicate"]
+        for k, v in raw.items():
+            where = f"{loc}.{k}"
+            if k not in known:
+                hit = closest(k, known)
+                self.add(f, where, f"unknown predicate key {k!r}" + (f"; did you mean {hit!r}?" if hit else "")
+                         + f" (accepted: {', '.join(sorted(known))})")
+            elif k in ("in", "not_in"):
+                if not isinstance(v, list):
+                    self.add(f, where, f"must be a list, got {_kind(v)} {_short(v)}")
+                else:
+                    for i, x in enumerate(v):
+                        self.scalar(f, f"{where}[{i}]", x, kind, allow_prefix=True)
+            elif k in ("min", "max"):
+                if kind not in ("int", "cc", "any"):
+                    self.add(f, where, f"{k} compares numbers; {field} is a {kind} field")
+                else:
+                    self.scalar(f, where, v, kind)
+            elif k == "eq":
+                self.scalar(f, where, v, kind)
+            elif k == "multiple_of":
+                vals = v if isinstance(v, list) else [v]
+                if kind not in ("int", "any") or not vals or not all(_is_int(x) and 0 < x <= RULE_INT_MAX for x in vals):
+                    self.add(f, where, f"must be a positive integer (or a list of them) up to {RULE_INT_MAX} on an "
+                                       f"integer field, got {_short(v)}")
+            elif k == "major_in":
+                if kind not in ("cc", "any") or not isinstance(v, list) or not all(_is_int(x) and 0 < x <= 20 for x in v):
+                    self.add(f, where, f"must be a list of compute-capability majors (1-20) on compute_capability, "
+                                       f"got {_short(v)}")
+            elif k in ("none", "present") and not isinstance(v, bool):
+                self.add(f, where, f"must be true or false, got {_kind(v)} {_short(v)}")
+        if "present" in raw and set(raw) != {"present"}:
+            self.add(f, loc, "'present' cannot be combined with other predicate keys")
+
+    def scalar(self, f: str, loc: str, v: Any, kind: str, allow_prefix: bool = False) -> None:
+        if kind == "int":
+            ok = _is_int(v) and 0 <= v <= RULE_INT_MAX
+            want = f"an integer from 0 to {RULE_INT_MAX}"
+        elif kind == "bool":
+            ok, want = isinstance(v, bool), "true or false"
+        elif kind == "str":
+            ok, want = isinstance(v, str), "a string"
+        elif kind == "cc":
+            ok, want = _is_cc(v), "a compute capability like \"9.0\""
+        else:
+            ok, want = isinstance(v, (str, int, float, bool)), "a single value"
+        if not ok:
+            self.add(f, loc, f"must be {want}, got {_kind(v)} {_short(v)}")
+
+
+def field_kinds(domains: Mapping[str, Iterable[Any]], derived: Mapping[str, Any], extra: Iterable[str]) -> dict[str, str]:
+    """field -> kind, for the Config fields, the derived facts and the extra fields (role)."""
+    out: dict[str, str] = {}
+    for name in CONFIG_FIELDS:
+        out[name] = "int" if name in INT_FIELDS else "bool" if name in BOOL_FIELDS else "str"
+    out["compute_capability"] = "cc"
+    for name, values in domains.items():
+        if name in out and name != "compute_capability":
+            vals = list(values) if isinstance(values, list) else []
+            if vals and all(_is_int(x) for x in vals):
+                out[name] = "int"
+    for name, d in derived.items():
+        sums = d.get("sums") if isinstance(d, dict) else None
+        for sum_name in sums if isinstance(sums, dict) else ():
+            out[str(sum_name)] = "int"  # a derived fact's local sum of integer fields (e.g. qk_head_dim)
+        vals = d.get("values") if isinstance(d, dict) else None
+        if isinstance(vals, list) and vals and all(isinstance(x, bool) for x in vals):
+            out[name] = "bool"
+        elif isinstance(vals, list) and vals and all(_is_int(x) for x in vals):
+            out[name] = "int"
+        elif isinstance(vals, list) and vals and all(isinstance(x, str) for x in vals):
+            out[name] = "str"
+        else:
+            out[name] = "any"
+    for name in extra:
+        out[name] = "str"
+    return out
+
+
+def closest(name: Any, options: Iterable[str]) -> str | None:
+    """The known key a typo most likely meant."""
+    if not isinstance(name, str):
+        return None
+    hit = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
+    return hit[0] if hit else None
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_cc(v: Any) -> bool:
+    if _is_int(v):
+        return 1 <= v <= 209
+    if isinstance(v, float):
+        return 1.0 <= v < 21.0
+    if isinstance(v, str):
+        major, _, minor = v.partition(".")
+        return major.isascii() and major.isdigit() and len(major) <= 2 and (
+            minor == "" or (minor.isascii() and minor.isdigit() and len(minor) == 1))
+    return False
+
+
+def _kind(v: Any) -> str:
+    return {dict: "a table", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
+            float: "a number"}.get(type(v), type(v).__name__)
+
+
+def _short(v: Any) -> str:
+    try:
+        text = repr(v)
+    except Exception:  # noqa: BLE001 - a 5,000-digit int
+        text = f"<{type(v).__name__}>"
+    return text if len(text) <= 60 else text[:57] + "..."
