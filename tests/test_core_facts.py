@@ -400,7 +400,7 @@ def test_cpu_unsupported_head_size_warns_but_selects():
 def test_cpu_ignores_requested_backend_with_warning(requested):
     sel = solve(cpu(backend=requested))
     assert sel.backend == "CPU_ATTN"
-    assert f"Cannot use {requested.upper()} backend on CPU." in sel.warnings
+    assert f"Cannot use AttentionBackendEnum.{requested.upper()} backend on CPU." in sel.warnings
 
 
 def test_cpu_mla_and_sparse_errors():

@@ -75,7 +75,7 @@ def test_selected_kernel_is_the_one_that_ran(batch):
 def test_requested_backend_ignored_on_cpu_with_warning(batch):
     q, kc, vc, md = batch
     dispatch.clear_cache()
-    with pytest.warns(dispatch.SelectionWarning, match="Cannot use FLEX_ATTENTION backend on CPU"):
+    with pytest.warns(dispatch.SelectionWarning, match="Cannot use AttentionBackendEnum.FLEX_ATTENTION backend on CPU"):
         out = paged_attention(q, kc, vc, md, backend="FLEX_ATTENTION")
     close(out, paged_attention_reference(q, kc, vc, md), q.dtype)
 
