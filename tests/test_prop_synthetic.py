@@ -78,3 +78,37 @@ def test_explain_agrees_on_synthetic_rules(docs, data):
                 fixed = config.replace(**{k: (tuple(int(x) for x in v.split(".")) if k == "compute_capability"
                                               and isinstance(v, str) else v) for k, v in fix.changes.items()})
                 assert oracle.select(rules, fixed, "decode").backend == fix.selects
+
+
+def test_csp_when_no_rule_reads_the_compute_capability():
+    """Regression (found by the property above): a rule set whose only compute-capability test is
+    in a derived fact no rule uses left `compute_capability` out of the CSP's variables, and the
+    platform/hardware coupling constraint then raised KeyError."""
+    import shutil
+    from pathlib import Path
+
+    from attnsolve import Config
+    from attnsolve.rules.loader import RULES_DIR
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(Path(RULES_DIR) / "domains.toml", Path(tmp) / "domains.toml")
+        (Path(tmp) / "synth.toml").write_text('''
+[derived.fa_version]
+values = [2, 3]
+cases = [{ when = { flash_attn_version = 3 }, value = 3 }, { when = { compute_capability = { major_in = [9] } }, value = 3 }, { value = 2 }]
+[backends.SYN_0]
+platforms = ["cpu"]
+role = "decode"
+summary = "synthetic"
+mla = true
+explicit_only = true
+[platforms.cpu]
+validate = false
+[[platforms.cpu.lists]]
+name = "cpu default"
+when = { role = "decode" }
+entries = [{ backend = "SYN_0", checks = [{ reason = "synthetic reason on block_size", require = { block_size = 16 } }] }]
+''')
+        rules = load_rules(tmp)
+    with use_rules(rules):
+        config = Config(platform="cpu", dtype="bfloat16", head_size=64)
+        assert solve_csp(config, role="decode") == oracle.select(rules, config, "decode").backend

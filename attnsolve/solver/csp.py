@@ -29,10 +29,20 @@ class CSP:
         fields: dict[str, None] = {"platform": None, "role": None, "backend": None}
         for lit in _all_literals(rules):
             fields[lit.field] = None
-        # a derived fact no rule tests (one that only names a variant) cannot change the selection
-        self.derived = {n: d for n, d in rules.derived.items() if n in fields}
-        for d in self.derived.values():
-            fields.update(dict.fromkeys(d.inputs))
+        # a derived fact no rule tests (one that only names a variant) cannot change the selection;
+        # the ones tested pull in their inputs, which may be derived facts again (closure)
+        self.derived = {}
+        todo = [n for n in fields if n in rules.derived]
+        while todo:
+            name = todo.pop()
+            if name in self.derived:
+                continue
+            self.derived[name] = rules.derived[name]
+            for f in self.derived[name].inputs:
+                fields.setdefault(f, None)
+                if f in rules.derived and f not in self.derived:
+                    todo.append(f)
+        self.derived = {n: d for n, d in rules.derived.items() if n in self.derived}  # rules' order
         self.fields = tuple(f for f in fields if f not in self.derived)
 
     # -- building blocks -------------------------------------------------------------------------
@@ -48,13 +58,15 @@ class CSP:
                 dom = [v]
             p.addVariable(f, dom)
         # Hardware facts belong to their platform.
-        p.addConstraint(FunctionConstraint(lambda plat, cc: (cc is not None) == (plat == "cuda")),
-                        ["platform", "compute_capability"])
+        if "compute_capability" in self.fields:  # absent when no rule looks at it
+            p.addConstraint(FunctionConstraint(lambda plat, cc: (cc is not None) == (plat == "cuda")),
+                            ["platform", "compute_capability"])
         if "rocm_arch" in self.fields:
             p.addConstraint(FunctionConstraint(lambda plat, a: (a is not None) == (plat == "rocm")), ["platform", "rocm_arch"])
         if "use_sparse" in self.fields and "use_mla" in self.fields:
             p.addConstraint(FunctionConstraint(lambda sparse, mla: mla or not sparse), ["use_sparse", "use_mla"])
-        p.addConstraint(FunctionConstraint(lambda role, mla: role == "decode" or mla), ["role", "use_mla"])
+        if "use_mla" in self.fields:
+            p.addConstraint(FunctionConstraint(lambda role, mla: role == "decode" or mla), ["role", "use_mla"])
         for d in self.derived.values():
             p.addVariable(d.name, list(d.values))
             names = [*d.inputs, d.name]

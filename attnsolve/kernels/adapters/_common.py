@@ -150,12 +150,18 @@ def cuda_reason(backend: str, device: str, *, min_cc: tuple[int, int] | None = N
     return None
 
 
+def _bounded_non_causal_window(c) -> bool:
+    from attnsolve.kernels.validate import UNBOUNDED
+    return c.window is not None and not c.causal and c.window[1] < UNBOUNDED
+
+
 _FEATURES = {
     "alibi_slopes": lambda c: c.alibi is not None,
     "mm_prefix_ranges": lambda c: c.mm is not None,
     "return_lse": lambda c: c.return_lse,
     "per-(sequence, KV head) k_scale/v_scale": lambda c: c.per_seq_scales,
-    "a two-sided (non-causal) sliding_window": lambda c: c.window is not None and c.window[1] != 0,
+    # non-causal with a bounded right side (even 0): a left-only window cannot say it
+    "a two-sided (non-causal) sliding_window": _bounded_non_causal_window,
 }
 
 
