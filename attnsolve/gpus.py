@@ -1,6 +1,6 @@
 """GPU names: the spellings tools print, reduced to the rules' GPU table, and GPUs to suggest.
 
-The table itself is data (`[gpus]` in attnsolve/rules/domains.toml). This module only knows how
+The table itself is data (`[gpus]` in attnsolve/rules/vllm-0.17/domains.toml). This module only knows how
 people and tools spell GPU names: `nvidia-smi` ("NVIDIA H100 80GB HBM3"),
 `torch.cuda.get_device_name()` ("NVIDIA A100-SXM4-80GB", "Tesla V100-SXM2-32GB") and `rocm-smi`
 ("AMD Instinct MI300X"), and which GPU to name when a fix needs other hardware (same vendor, the

@@ -17,7 +17,9 @@ from .model import (
     Backend, Capabilities, Check, Derived, DerivedCase, Entry, Literal, Pred, PriorityList, RuleSet, Variant,
 )
 
-RULES_DIR = Path(__file__).parent
+# One folder per vLLM release modelled: attnsolve/rules/vllm-<major.minor>/ (see rule_set_dirs()).
+RULES_ROOT = Path(__file__).parent
+RULES_DIR = RULES_ROOT / "vllm-0.17"
 
 # Fields that exist besides the Config fields: the role of the query.
 EXTRA_FIELDS = {"role": ("decode", "mla_prefill")}
@@ -332,7 +334,10 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
         col.add(fname, where, f"must be a table, got {type(value).__name__}")
         return {}
 
+    release: dict[str, str] = {}
     for fname, doc in docs:
+        if isinstance(doc.get("ruleset"), dict):
+            release.update({k: v for k, v in doc["ruleset"].items() if isinstance(v, str)})
         for key in set(doc) - top_keys:
             col.add(fname, key, f"unknown top-level table; accepted: {', '.join(sorted(top_keys))}")
         for k, v in table(fname, "fields", doc.get("fields", {})).items():
@@ -501,7 +506,9 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
             col.add(parts[0][0], f"platforms.{plat}", f"platform not in fields.platform {list(domains.get('platform', ()))}")
 
     rules = RuleSet(domains=domains, aliases=aliases, gpus=gpus, generations=generations, derived=derived,
-                    backends=backends, lists=tuple(lists), sources=sources)
+                    backends=backends, lists=tuple(lists), sources=sources,
+                    vllm=release.get("vllm", ""), read_from=release.get("read_from", ""),
+                    summary=release.get("summary", ""))
     _check_references(rules, abstract, col)
     if check_structure and not col.problems:
         from .structure import check_structure as _graph_check

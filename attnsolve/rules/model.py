@@ -362,6 +362,10 @@ class RuleSet:
     backends: Mapping[str, Backend]
     lists: tuple[PriorityList, ...]
     sources: tuple[str, ...] = field(default=())
+    # The vLLM release modelled ("0.17") and where the facts were read from ([ruleset] in ruleset.toml).
+    vllm: str = ""
+    read_from: str = ""
+    summary: str = ""
 
     def lists_for(self, platform: str) -> tuple[PriorityList, ...]:
         return tuple(pl for pl in self.lists if pl.platform == platform)

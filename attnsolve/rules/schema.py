@@ -39,6 +39,10 @@ def LIST_OF(place: str) -> str:  # noqa: N802
     return f"list_of:{place}"
 
 
+def ONE(place: str) -> str:  # noqa: N802 - a single table of place k
+    return f"table:{place}"
+
+
 def TABLES(place: str) -> str:  # noqa: N802
     return f"tables:{place}"
 
@@ -51,8 +55,10 @@ _CAPS: dict[str, str] = {
 
 # place -> key -> kind. THE table of known keys (the loader takes its key sets from here).
 KEYS: dict[str, dict[str, str]] = {
-    "top": {"fields": TABLE, "aliases": TABLE, "gpus": TABLES("gpu"), "generations": TABLE,
+    "top": {"ruleset": ONE("ruleset"), "fields": TABLE, "aliases": TABLE, "gpus": TABLES("gpu"), "generations": TABLE,
             "derived": TABLES("derived"), "backends": TABLES("backend"), "platforms": TABLES("platform")},
+    # which vLLM release a rule set models, and the release (wheel) its facts were read from
+    "ruleset": {"vllm": STR, "read_from": STR, "summary": STR},
     # suggest / family: which GPUs a hardware fix names and a ROCm generation name (attnsolve/gpus.py)
     "gpu": {"platform": STR, "compute_capability": SCALAR, "rocm_arch": STR, "suggest": BOOL, "family": STR},
     "backend": {"platforms": STR_LIST, "role": STR, "summary": STR, **_CAPS, "explicit_only": BOOL, "parent": STR,
@@ -157,6 +163,10 @@ class ShapeChecker:
             self.literals(f, loc, v)
         elif kind.startswith("pred:"):
             self.pred(f, loc, v, kind[5:])
+        elif kind.startswith("table:"):
+            if not isinstance(v, dict):
+                return bad("a table")
+            self.table(f, loc, v, kind[6:])
         elif kind.startswith("tables:"):
             if not isinstance(v, dict):
                 return bad("a table")
