@@ -11,7 +11,8 @@ fields. This layer turns them into advice for a person launching vLLM:
 - each is written ready to paste: `vllm serve` flags, `--attention-config.*` keys or environment
   variables; hardware fixes name real GPUs of the nearest newer generation of the same vendor.
 
-The CLI renders `Advice`; API users get the same data from `advise()`.
+`attnsolve explain` and `str(explain(config))` print the same Advice (advice_text.py); its
+`to_dict()` is the JSON result.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .config import Config, format_cc
 from .errors import ConfigError, SelectionError
-from .explain import Explanation, explain
+from .explain import Explanation, Verdict, explain
+from .render import show as _show
 
-__all__ = ["Advice", "Context", "LostBackend", "Remedy", "advise", "change_text", "KINDS", "VLLM_VERSIONS"]
+__all__ = ["Advice", "Context", "LostBackend", "Remedy", "advise", "change_text", "prefill_for", "KINDS", "VLLM_VERSIONS"]
 
 # Ranked kinds of fix: what a user can change, most easily first.
 KINDS = ("setting", "version", "hardware", "model")
@@ -52,7 +54,11 @@ _FP8 = "fp8"
 
 @dataclass(frozen=True)
 class Context:
-    """The question as the user asked it: the Config plus what came from their own flags."""
+    """The question as the user asked it: the Config plus what came from their own flags.
+
+    The CLI builds one from flags, --model and the environment (attnsolve/query.py); the API
+    builds one from a Config with `Context.of`, counting every field set away from its default
+    as the user's own."""
 
     config: Config
     role: str | None = None
@@ -62,6 +68,25 @@ class Context:
     total_heads: int | None = None  # query heads of the model before tensor parallelism
     sparse_kv_rewrite: bool = False  # DeepSeek-V3.2: an fp8 KV cache becomes fp8_ds_mla
     float16_ok: bool = True  # False for model types vLLM refuses to run in float16
+    notes: tuple[str, ...] = ()  # what the model reader and --gpu auto resolved, said to the user
+    env: tuple[tuple[str, str], ...] = ()  # vLLM environment switches read from the process
+    defaulted: tuple[str, ...] = ()  # fields nobody gave (shown as "(default)")
+    dtype_auto: bool = False  # the dtype is vLLM's --dtype auto for the model (depends on the GPU)
+    model_path: str | None = None
+    available: frozenset[str] | None = None  # backends installed (None: all)
+
+    @classmethod
+    def of(cls, config: Config, role: str | None = None, available: Iterable[str] | None = None) -> "Context":
+        """An API question: every field set away from its default counts as the user's."""
+        given = frozenset(config.to_dict(only_changed=True)) - {"platform", "dtype"}
+        heads = config.num_heads if isinstance(config.num_heads, int) else None
+        return cls(config, role, config.gpu if isinstance(config.gpu, str) else None, given, total_heads=heads,
+                   available=None if available is None else frozenset(available))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config": self.config.to_dict(only_changed=True), "role": self.role, "gpu": self.gpu,
+                "tensor_parallel_size": self.tensor_parallel_size, "model": self.model_path,
+                "notes": list(self.notes), "defaulted": list(self.defaulted), "env": dict(self.env)}
 
 
 @dataclass(frozen=True)
@@ -115,26 +140,40 @@ class Advice:
     hardware_only: bool = False
     conflicts: tuple[Mapping[str, Any], ...] = ()  # shown conflicts (noise such as platform=cuda removed)
     startup_error: str | None = None  # vLLM selects a backend but refuses to start (its own text)
+    context: Context | None = None  # the question (None: Context.of the explanation's config)
+    prefill: Any = None  # for an MLA model asked about decode: the MLA prefill Selection vLLM also picks
+
+    @property
+    def rejected(self) -> tuple[Verdict, ...]:
+        """The candidates that lost: every one on failure, those above the selected one on success."""
+        e = self.explanation
+        if e.selected is None:
+            return tuple(c for c in e.candidates if not c.valid)
+        order = [c.backend for c in e.candidates]
+        return tuple(e.candidates[: order.index(e.selected)]) if e.selected in order else ()
 
     def to_dict(self) -> dict[str, Any]:
+        """One JSON shape on success and failure (docs/attnsolve-output.schema.json)."""
+        ctx = self.context or Context.of(self.explanation.config, self.explanation.role)
         data = self.explanation.to_dict()
         data.update(fixes=[f.to_dict() for f in self.fixes], lost=[x.to_dict() for x in self.lost],
-                    hint=self.hint, hardware_only=self.hardware_only, startup_error=self.startup_error)
+                    hint=self.hint, hardware_only=self.hardware_only, startup_error=self.startup_error,
+                    query=ctx.to_dict(), error=self.explanation.message or None,
+                    prefill=None if self.prefill is None else self.prefill.to_dict(),
+                    rejected=[{"backend": c.backend, "reasons": list(c.reasons)} for c in self.rejected])
         return data
+
+    def lines(self, style: Any = None) -> list[str]:
+        """The text `attnsolve explain` prints (attnsolve/advice_text.py)."""
+        from .advice_text import advice_lines
+        return advice_lines(self, style)
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
 
 
 # ---------------------------------------------------------------------------------------------
 # Writing a change the way a vLLM user types it
-
-
-def _show(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if v is None:
-        return "unset"
-    if isinstance(v, tuple) and len(v) == 2:
-        return f"{v[0]}.{v[1]}"
-    return str(v)
 
 
 def gpu_text(names: Sequence[str], facts: Mapping[str, Any], older: bool = False) -> str:
@@ -313,14 +352,15 @@ def _try(ctx: Context, changes: Mapping[str, Any], goal: Goal) -> tuple[str, str
 
 
 def _auto_goal(ctx: Context, target: str | None) -> Goal:
-    """Automatic selection picks `target` (or any backend when target is None)."""
+    """Selection (automatic, or the config's requested backend) gets `target` and vLLM starts
+    with it (any backend when target is None)."""
     from .selection import solve_uncached
     from .solver.facts import parse_role
     role = parse_role(ctx.role)
 
     def goal(cfg: Config) -> tuple[str, str | None] | None:
         try:
-            sel = solve_uncached(cfg, role, None)
+            sel = solve_uncached(cfg, role, ctx.available)
         except (SelectionError, ConfigError):
             return None
         if getattr(sel, "startup_error", None):
@@ -432,7 +472,7 @@ def lost_backend(ctx: Context, backend: str, reasons: Sequence[str]) -> LostBack
     conflict: dict[str, Any] = {}
     model_conflict = None
     try:
-        e = explain(ctx.config.replace(backend=backend), role=ctx.role, max_conflicts=2)  # bounded: per lost backend
+        e = explain(ctx.config.replace(backend=backend), role=ctx.role, available=ctx.available, max_conflicts=2)  # bounded: per lost backend
         if e.selected is None:
             conflict = _drop_noise(e.conflict)
             model_conflict = next((dict(c) for c in e.conflicts if c and all(
@@ -452,7 +492,7 @@ def lost_backend(ctx: Context, backend: str, reasons: Sequence[str]) -> LostBack
 def failure_fixes(ctx: Context, e: Explanation) -> list[Remedy]:
     """Fixes for a configuration that selects nothing (or not the requested backend): the
     diagnosis' minimal fixes the user can apply, plus the searched ones, ranked."""
-    goal = _auto_goal(ctx, None) if e.requested is None else _requested_goal(ctx, e.requested)
+    goal = _auto_goal(ctx, None) if e.requested is None else _auto_goal(ctx, e.requested)
     found: list[Remedy] = []
     for f in e.fixes:
         changes = dict(f.changes)
@@ -473,30 +513,13 @@ def failure_fixes(ctx: Context, e: Explanation) -> list[Remedy]:
     return _rank(found)
 
 
-def _requested_goal(ctx: Context, requested: str) -> Goal:
-    from .selection import solve_uncached
-    from .solver.facts import parse_role
-    role = parse_role(ctx.role)
-
-    def goal(cfg: Config) -> tuple[str, str | None] | None:
-        try:
-            sel = solve_uncached(cfg, role, None)
-        except (SelectionError, ConfigError):
-            return None
-        if getattr(sel, "startup_error", None):
-            return None
-        return (sel.backend, sel.variant) if sel.backend == requested else None
-
-    return goal
-
-
 def _startup_error(ctx: Context) -> str | None:
     """vLLM's start-up failure text for the selected backend (Selection.startup_error, where the
     rules model vLLM's start-up), or None when vLLM starts."""
     from .selection import solve_uncached
     from .solver.facts import parse_role
     try:
-        sel = solve_uncached(ctx.config, parse_role(ctx.role), None)
+        sel = solve_uncached(ctx.config, parse_role(ctx.role), ctx.available)
     except (SelectionError, ConfigError):
         return None
     return getattr(sel, "startup_error", None)
@@ -530,12 +553,24 @@ def _best_setting(fixes: Sequence[Remedy]) -> Remedy | None:
     return next((f for f in fixes if f.kind in ("setting", "version")), None)
 
 
-def advise(ctx: Context, *, lost: bool = True) -> Advice:
-    """The explanation of `ctx.config` with ranked, pasteable fixes and a one-line hint."""
-    e = explain(ctx.config, role=ctx.role)
-    if e.selected is not None or e.config.is_partial:
-        if e.selected is None:
-            return Advice(e, hint="", conflicts=_shown_conflicts(e.conflicts))
+def prefill_for(ctx: Context) -> Any:
+    """For an MLA model asked about decode: the MLA prefill backend vLLM also picks (or None)."""
+    if ctx.role is not None or ctx.config.use_mla is not True or ctx.config.is_partial:
+        return None
+    from .selection import solve
+    try:
+        return solve(ctx.config, role="mla_prefill", available=ctx.available)
+    except (SelectionError, ConfigError):
+        return None
+
+
+def advise(ctx: Context, *, lost: bool = True, explanation: Explanation | None = None) -> Advice:
+    """The explanation of `ctx.config` with ranked, pasteable fixes and a one-line hint
+    (`explanation`: one already computed for this question, reused)."""
+    e = explanation if explanation is not None else explain(ctx.config, role=ctx.role, available=ctx.available)
+    if e.config.is_partial:
+        return Advice(e, hint="", conflicts=_shown_conflicts(e.conflicts), context=ctx)
+    if e.selected is not None:
         before = []
         for c in e.candidates:
             if c.backend == e.selected:
@@ -543,15 +578,16 @@ def advise(ctx: Context, *, lost: bool = True) -> Advice:
             before.append(c)
         losts = tuple(lost_backend(ctx, c.backend, c.reasons) for c in before) if lost else ()
         sel = e.selected + (f" ({e.variant})" if e.variant else "")
+        prefill = prefill_for(ctx)
         startup = _startup_error(ctx)
         if startup is not None:  # vLLM's selector answers, its start-up refuses: fixes that start
             fixes = _search(ctx, _auto_goal(ctx, None) if ctx.config.backend is None
-                            else _requested_goal(ctx, ctx.config.backend))
+                            else _auto_goal(ctx, ctx.config.backend))
             first = _best_setting(fixes) or (fixes[0] if fixes else None)
             hint = (f"vLLM refuses to start with {sel}; {first.text} starts with {first.label}" if first
                     else f"vLLM refuses to start with {sel}; no change of one or two settings helps")
-            return Advice(e, losts, tuple(fixes), hint, False, startup_error=startup)
-        return Advice(e, losts, hint=_success_hint(sel, losts), hardware_only=False)
+            return Advice(e, losts, tuple(fixes), hint, False, startup_error=startup, context=ctx, prefill=prefill)
+        return Advice(e, losts, hint=_success_hint(sel, losts), hardware_only=False, context=ctx, prefill=prefill)
     fixes = failure_fixes(ctx, e)
     setting = _best_setting(fixes)
     hardware = next((f for f in fixes if f.kind == "hardware"), None)
@@ -573,7 +609,7 @@ def advise(ctx: Context, *, lost: bool = True) -> Advice:
     else:
         hint = "no change of one or two settings helps; see the reasons above"
     hardware_only = setting is None and hardware is not None
-    return Advice(e, (), tuple(fixes), hint, hardware_only, _shown_conflicts(e.conflicts))
+    return Advice(e, (), tuple(fixes), hint, hardware_only, _shown_conflicts(e.conflicts), context=ctx)
 
 
 def _shown_conflicts(conflicts: Iterable[Mapping[str, Any]]) -> tuple[Mapping[str, Any], ...]:
