@@ -226,14 +226,50 @@ def _gives_up(ctx: Context, changes: Mapping[str, Any]) -> str | None:
             if now.startswith(_FP8) and not was.startswith(_FP8):
                 return f"the {was} KV cache"
         elif f == "dtype":
-            if "float32" in (c.dtype, v):
+            if "float32" in (c.dtype, v) or "dtype" in ctx.user_fields:
                 return f"{c.dtype} weights"
         elif f == "backend":
             if c.backend is not None:
                 return f"the requested {c.backend}"
         elif f in _MODEL:
             return f"{f}={_show(getattr(c, f))}"
+        elif f in (*_ATTENTION_CONFIG, *_ENV_SWITCHES) and f in ctx.user_fields:
+            return f"your {change_text(ctx, f, getattr(c, f))}"  # a switch the user set on purpose
     return None
+
+
+def _named_sizes(rules: Any) -> frozenset[int]:
+    """The head sizes some backend names in its rules (64, 128, 256, 576...): real models' sizes."""
+    out: set[int] = set()
+    for b in rules.backends.values():
+        pred = getattr(getattr(b, "caps", None), "head_sizes", None)
+        if pred is not None and pred.in_:
+            out |= {v for v in pred.in_ if isinstance(v, int)}
+    return frozenset(out)
+
+
+def _plausible(rules: Any, name: str, value: Any) -> bool:
+    """A model fact a real model could have: a head size some backend names, a dimension that is a
+    multiple of 16 (not the 255 next to 256 that only tells 'any other size')."""
+    if name not in _MODEL or isinstance(value, bool) or not isinstance(value, int):
+        return True
+    if name == "head_size":
+        return value in _named_sizes(rules)
+    return value % 16 == 0
+
+
+def _applicable(ctx: Context, changes: Mapping[str, Any]) -> bool:
+    """Whether the user can make this change: model facts only when typed as a flag (and then only
+    real values); a per-GPU head count only through --tensor-parallel-size unless typed."""
+    from .selection import compiled_rules
+    rules = compiled_rules().rules
+    for k, v in changes.items():
+        if k in _MODEL and (k not in ctx.user_fields or not _plausible(rules, k, v)):
+            return False
+        if k == "num_heads" and "num_heads" not in ctx.user_fields and not (
+                ctx.total_heads and isinstance(v, int) and v > 0 and ctx.total_heads % v == 0):
+            return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,7 +362,12 @@ def _model_changes(ctx: Context) -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
     for f in _MODEL:
         if f in ctx.user_fields:
-            out += [(f, v) for v in _candidate_values(rules, f, getattr(ctx.config, f))[:6]]
+            values = [v for v in _candidate_values(rules, f, getattr(ctx.config, f)) if _plausible(rules, f, v)]
+            if f == "head_size":  # the sizes backends name, nearest first
+                near = sorted(_named_sizes(rules) - {ctx.config.head_size},
+                              key=lambda v: abs(v - ctx.config.head_size) if isinstance(ctx.config.head_size, int) else v)
+                values = list(dict.fromkeys([*near, *values]))
+            out += [(f, v) for v in values[:6]]
     return out
 
 
@@ -496,8 +537,8 @@ def failure_fixes(ctx: Context, e: Explanation) -> list[Remedy]:
     found: list[Remedy] = []
     for f in e.fixes:
         changes = dict(f.changes)
-        if any(k in _MODEL and k not in ctx.user_fields for k in changes):
-            continue  # a model fact from the model's config: not something the user can set
+        if not _applicable(ctx, changes):
+            continue  # e.g. a model fact from the model's config: not something the user can set
         if "platform" in changes:
             continue
         if any(k in _HARDWARE for k in changes):
