@@ -39,3 +39,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip_gpu)
+
+
+@pytest.fixture
+def no_vllm_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI reads vLLM's environment switches by default (as vLLM does): a test that must not
+    see the shell's VLLM_* variables asks for this fixture (`pytestmark = usefixtures(...)`)."""
+    for var in list(os.environ):
+        if var.startswith("VLLM_"):
+            monkeypatch.delenv(var)

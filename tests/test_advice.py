@@ -5,7 +5,6 @@ ranking settings < version < hardware < model."""
 from __future__ import annotations
 
 import json
-import os
 import stat
 from pathlib import Path
 
@@ -19,12 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EX = ROOT / "examples"
 
 
-@pytest.fixture(autouse=True)
-def _no_vllm_env(monkeypatch):
-    """The CLI reads vLLM's environment switches by default: start each test without them."""
-    for var in list(os.environ):
-        if var.startswith("VLLM_"):
-            monkeypatch.delenv(var)
+pytestmark = pytest.mark.usefixtures("no_vllm_env")
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

@@ -25,11 +25,7 @@ SCHEMA = json.loads((ROOT / "docs" / "attnsolve-output.schema.json").read_text(e
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
 
-@pytest.fixture(autouse=True)
-def _no_vllm_env(monkeypatch):
-    for var in list(os.environ):
-        if var.startswith("VLLM_"):
-            monkeypatch.delenv(var)
+pytestmark = pytest.mark.usefixtures("no_vllm_env")
 
 
 def _commands(path: Path) -> list[str]:

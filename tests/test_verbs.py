@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,11 +20,7 @@ from attnsolve.verbs import VERBS, Result
 from strategies import budget, configs
 
 
-@pytest.fixture(autouse=True)
-def _no_vllm_env(monkeypatch):
-    for var in list(os.environ):
-        if var.startswith("VLLM_"):
-            monkeypatch.delenv(var)
+pytestmark = pytest.mark.usefixtures("no_vllm_env")
 
 
 def flags_for(config: Config) -> list[str]:
