@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .config import ANY
-from .render import WIDTH, Style, show, table, width, wrap
+from .render import WIDTH, Style, pad, show, table, width, wrap
 
 if TYPE_CHECKING:
     from .advice import Advice, Context, LostBackend, Remedy
@@ -118,9 +118,17 @@ def fix_rows(fixes: Sequence["Remedy"], style: Style, limit: int = 5) -> list[st
     laid = table(rows, indent="  ", rule=False)
     if all(width(x) <= WIDTH for x in laid):
         return laid
+    # a long fix (a GPU name, a pair of switches) gets its own line; the backends stay in one column
+    widest = max(width(b) for _, b in rows)
+    col = max((width(a) for a, _ in rows if 4 + width(a) + widest <= WIDTH), default=None)
     out: list[str] = []
-    for a, b in rows:  # too wide for two columns: the backend on its own line under the fix
-        out += wrap(a, indent="    ", first="  ") + wrap(b, indent="      ", first="    ")
+    for a, b in rows:
+        if col is None:  # not even one row fits two columns: the backend under its fix
+            out += wrap(a, indent="    ", first="  ") + wrap(b, indent="      ", first="    ")
+        elif width(a) <= col:
+            out.append(f"  {pad(a, col)}  {b}")
+        else:
+            out += wrap(a, indent="    ", first="  ") + [" " * (col + 4) + b]
     return out
 
 

@@ -413,3 +413,12 @@ def test_explicit_dtype_is_intent(capsys):
     assert f32["gives_up"] == "bfloat16 weights"
     kinds = [KINDS.index(f["kind"]) for f in res["fixes"]]
     assert kinds == sorted(kinds)
+
+
+def test_fix_list_keeps_its_column_when_a_fix_is_long(capsys):
+    """A long hardware fix goes on its own line; every backend still starts in one column."""
+    code, out, _ = run(capsys, "explain", "--gpu", "B200", "--head-size", "256")
+    block = out.split("each alone is enough):\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    arrows = {line.index("-> ") for line in block if "-> " in line}
+    assert len(arrows) == 1 and len([x for x in block if "-> " in x]) >= 4, block
+    assert all(len(x) <= 80 for x in block)
