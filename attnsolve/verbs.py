@@ -92,7 +92,8 @@ def explain(ns: argparse.Namespace, style: Style) -> Result:
     from .advice import advise
     q = build_query(ns)
     a = advise(q)
-    failed = a.explanation.selected is None or a.startup_error is not None
+    e = a.explanation
+    failed = not e.possible if e.config.is_partial else (e.selected is None or a.startup_error is not None)
     return Result("explain", a.to_dict(), "\n".join(a.lines(style)), EXIT_NO_BACKEND if failed else EXIT_OK)
 
 

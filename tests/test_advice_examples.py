@@ -106,6 +106,8 @@ QUESTIONS = [
     ["docs", "-o", "-"],
     ["select", "--gpu", "H10"],
     ["explain", "--kv-cache-dtype", "fp8"],
+    ["explain", "--gpu", "A100", "--kv-cache-dtype", "ANY", "--block-size", "ANY"],
+    ["explain", "--gpu", "CPU", "--use-mla", "--head-size", "ANY"],
     ["selct"],
 ]
 

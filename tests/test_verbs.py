@@ -83,6 +83,10 @@ def test_partial_config_text_lists_possible_backends():
     assert "kv_cache_dtype free" in text
     code, out = cli("explain", ["--no-env", "--gpu", "H100", "--dtype", "bfloat16", "--kv-cache-dtype", "ANY"])
     assert code == 0 and out.rstrip("\n") == text
+    code, out = cli("explain", ["--no-env", "--gpu", "A100", "--kv-cache-dtype", "ANY", "--block-size", "ANY"])
+    assert code == 0 and "FLASH_ATTN" in out.splitlines()[1]  # several possible backends: not a failure
+    code, out = cli("explain", ["--no-env", "--gpu", "CPU", "--use-mla", "--head-size", "ANY"])
+    assert code == 1 and "no completion selects a backend" in out
 
 
 def test_every_command_is_a_verb_returning_a_frozen_result(tmp_path):
