@@ -127,12 +127,16 @@ FLAGS: tuple[Flag, ...] = (
          "-ac.disable_flashinfer_prefill"), "BOOL", "MLA prefill: disable FlashInfer (default false)", boolean=True),
     Flag("use_cudnn_prefill", ("--use-cudnn-prefill", _AC + "use_cudnn_prefill", "-ac.use_cudnn_prefill"), "BOOL",
          "MLA prefill: cuDNN (default false)", boolean=True),
+    # release
+    Flag("vllm", ("--vllm",), "VERSION", "the vLLM release to answer for, e.g. 0.17 or 0.33.0 "
+         "(default: the newest supported; $ATTNSOLVE_VLLM)"),
 )
 FLAG_OF: dict[str, str] = {f.field: f.names[0] for f in FLAGS}
 FLAG_OF.update({"role": "--role", "model": "--model", "tensor_parallel_size": "--tensor-parallel-size",
                 "over": "--over"})
 _GROUPS = (("hardware", 0, 4), ("model (--model fills these from config.json)", 4, 16),
-           ("KV cache and backend", 16, 19), ("switches (vLLM --attention-config.* / environment)", 19, len(FLAGS)))
+           ("KV cache and backend", 16, 19), ("switches (vLLM --attention-config.* / environment)", 19, len(FLAGS) - 1),
+           ("vLLM release", len(FLAGS) - 1, len(FLAGS)))
 
 
 def _fit(text: str) -> str:
@@ -477,7 +481,7 @@ def describe_query(q: Query, sep: str = ", ", skip: Sequence[str] = ()) -> str:
     c = q.config
     hw = "CUDA" if "compute_capability" in skip else "per GPU" if "gpu" in skip else describe_hardware(q)
     per_gpu = q.dtype_auto and bool({"compute_capability", "gpu"} & set(skip))
-    parts = [hw, "dtype auto" if per_gpu else c.dtype + (" (default)" if "dtype" in q.defaulted else "")]
+    parts = [f"vLLM {c.vllm}", hw, "dtype auto" if per_gpu else c.dtype + (" (default)" if "dtype" in q.defaulted else "")]
     kind = "sparse MLA" if c.use_sparse is True else "MLA" if c.use_mla is True else None
     if kind:
         parts.append(kind)
@@ -493,7 +497,7 @@ def describe_query(q: Query, sep: str = ", ", skip: Sequence[str] = ()) -> str:
         parts.append("mm prefix")
     if c.attn_type != "decoder":
         parts.append(str(c.attn_type))
-    shown = {"platform", "dtype", "compute_capability", "rocm_arch", "use_mla", "use_sparse", "head_size", "num_heads",
+    shown = {"vllm", "platform", "dtype", "compute_capability", "rocm_arch", "use_mla", "use_sparse", "head_size", "num_heads",
              "kv_cache_dtype", "block_size", "has_sink", "use_mm_prefix", "attn_type", "backend",
              "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "index_topk"}
     parts = [p for p in parts if not any(str(p).startswith(prefix) for prefix in
@@ -561,7 +565,8 @@ def cmd_select(q: Query, style: Style) -> Result:
                 "startup_error": getattr(e, "startup_error", None), **base}
         return Result("select", data, "\n".join(lines), EXIT_NO_BACKEND)
     startup = getattr(sel, "startup_error", None)
-    lines = [style.bold(str(sel)) + ("  (requested)" if sel.manual and q.config.backend else "")]
+    lines = [style.bold(str(sel)) + ("  (requested)" if sel.manual and q.config.backend else "")
+             + f"  [vLLM {q.config.vllm}]"]
     if sel.rejected:
         groups: dict[tuple[str, ...], list[str]] = {}  # backends that lost for the same reasons: one line
         for r in sel.rejected:

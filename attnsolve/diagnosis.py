@@ -17,7 +17,6 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .config import ANY, FIELD_NAMES, Config, format_cc
 from .errors import ConfigError, SelectionError
-from .rules import generation
 from .rules.loader import EXTRA_FIELDS
 from .selection import compiled_rules, csp_solver, solve_uncached
 from .solver.domains import class_of, representatives, value_classes
@@ -73,7 +72,7 @@ def _solver_facts(config: Config, role: str) -> dict[str, Any]:
 
 def _fact_order(config: Config) -> list[str]:
     """The user's facts, most preferred in a conflict first: hardware, then model, then tunables."""
-    relevant = set(csp_solver().fields) - set(EXTRA_FIELDS)
+    relevant = set(csp_solver(config).fields) - set(EXTRA_FIELDS)
     names = [f for f in FIELD_NAMES if f in relevant and f != "backend" and getattr(config, f) is not ANY]
     # "no compute capability" / "no gfx arch" only restate the platform: not facts of their own
     names = [f for f in names if not (f in ("compute_capability", "rocm_arch") and getattr(config, f) is None)]
@@ -86,8 +85,8 @@ def _consistency(config: Config, role: str, available: frozenset[str] | None,
     full = _solver_facts(config, role)
     cache: dict[frozenset[str], bool] = {}
     fixed = {"role", "backend"}
-    comp = compiled_rules()
-    reach = reach_for(comp, generation())
+    comp = compiled_rules(config)
+    reach = reach_for(comp, 0)
 
     def consistent(kept: frozenset[str]) -> bool:
         if kept in cache:
@@ -95,7 +94,7 @@ def _consistency(config: Config, role: str, available: frozenset[str] | None,
         facts = {f: (full[f] if (f in kept or f in fixed) else ANY) for f in full}
         ok = goal_reachable(reach, facts, requested, available)
         if ok is None:
-            ok = csp_solver().find(facts, backend=requested, available=available) is not None
+            ok = csp_solver(config).find(facts, backend=requested, available=available) is not None
         cache[kept] = ok
         return ok
 
@@ -216,7 +215,7 @@ def _distance(field_name: str, old: Any, new: Any, rules: Any) -> float:
 def find_fixes(config: Config, role: str, available: frozenset[str] | None, requested: str | None,
                conflicts: Sequence[Mapping[str, Any]], max_fixes: int = 8, max_size: int = 3) -> list[Fix]:
     """Smallest sets of field changes that make the goal reachable, verified by re-solving."""
-    rules = compiled_rules().rules
+    rules = compiled_rules(config).rules
     fixes: list[tuple[tuple, Fix]] = []
     if requested is not None:
         auto = config.replace(backend=None)
@@ -298,7 +297,7 @@ def _best_values(config: Config, role: str, available: frozenset[str] | None, re
     then re-solved through a real Config, so a reported fix always really works.
     """
     options = [_candidate_values(rules, f, getattr(config, f))[:12] for f in combo]
-    comp = compiled_rules()
+    comp = compiled_rules(config)
     base = _solver_facts(config, role)
     tried = 0
     for values in sorted(itertools.product(*options),
