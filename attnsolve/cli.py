@@ -181,7 +181,62 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message, hint=f"usage: {self.format_usage().strip().removeprefix('usage: ')}")
 
 
+def query_rules() -> Any:
+    """The rule set this command line asks about (--vllm, else the default release)."""
+    from .config import parse_vllm
+    from .rules import rules_for
+    try:
+        return rules_for(parse_vllm(_ARGV_VLLM))
+    except Exception:  # a bad --vllm is reported by Config with its accepted values
+        return rules_for(parse_vllm(None))
+
+
+_ARGV_VLLM: str | None = None  # --vllm's value, read before the parser is built (its flags depend on it)
+
+
+def declared_flags(rules: Any) -> tuple[Flag, ...]:
+    """Flags of the fields a release's rules declare beyond the common ones (schema as data)."""
+    out = []
+    for name, decl in rules.fields.items():
+        if name in FLAG_OF:
+            continue
+        names = decl.flags or (decl.flag,)
+        text = decl.help or name.replace("_", " ")
+        extra = [x for x in (f"vLLM: {decl.vllm}" if decl.vllm else "", decl.env or "",
+                             f"default {decl.default}" if decl.default is not None else (decl.unset and f"unset: {decl.unset}"))
+                 if x]
+        out.append(Flag(name, tuple(names), decl.metavar if decl.metavar != "VALUE" else
+                        ("BOOL" if decl.kind in ("bool", "tristate") else "N" if decl.kind == "int" else "VALUE"),
+                        text + (f" ({'; '.join(extra)})" if extra else ""), boolean=decl.kind in ("bool", "tristate")))
+    return tuple(out)
+
+
+def _scan_vllm(argv: Sequence[str]) -> str | None:
+    for i, a in enumerate(argv):
+        if a == "--vllm" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--vllm="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def _add_flag(g: Any, f: Flag) -> None:
+    if f.boolean:
+        g.add_argument(*f.names, dest=f.field, metavar=f.metavar, nargs="?", const="true", default=None,
+                       help=f.help + " (bare flag = true)")
+    else:
+        g.add_argument(*f.names, dest=f.field, metavar=f.metavar, default=None, help=f.help)
+
+
 def _add_query_flags(p: argparse.ArgumentParser) -> None:
+    rules = query_rules()
+    extra = declared_flags(rules)
+    for category in ("hardware", "model", "setting"):
+        mine = [f for f in extra if rules.fields[f.field].category == category]
+        if mine:
+            g = p.add_argument_group(f"{category} inputs of vLLM {rules.vllm or 'custom'} (declared by its rules)")
+            for f in mine:
+                _add_flag(g, f)
     for title, lo, hi in _GROUPS:
         g = p.add_argument_group(title)
         for f in FLAGS[lo:hi]:
@@ -204,13 +259,14 @@ def _add_query_flags(p: argparse.ArgumentParser) -> None:
                    help="decode (default; MLA decode for MLA models) or mla_prefill")
 
 
-_parser_cache: dict[str | None, argparse.ArgumentParser] = {}
+_parser_cache: dict[tuple[str | None, int], argparse.ArgumentParser] = {}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; only `command`'s sub-parser gets its (many) flags, which keeps start-up short."""
-    if command in _parser_cache:
-        return _parser_cache[command]
+    key = (command, id(query_rules()))
+    if key in _parser_cache:
+        return _parser_cache[key]
     full = lambda verb: command == verb  # noqa: E731
     common = _Parser(add_help=False, allow_abbrev=False)
     common.add_argument("--json", action="store_true", help="print the versioned JSON envelope instead of text")
@@ -262,7 +318,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="do not write; exit 1 with a unified diff on drift")
     p.add_argument("--output", "-o", metavar="PATH", default="docs/attention_backends.md",
                    help="file to write or check (default docs/attention_backends.md; '-' for stdout)")
-    _parser_cache[command] = top
+    _parser_cache[key] = top
     return top
 
 
@@ -280,7 +336,9 @@ def _closest(value: str, options: Sequence[str]) -> str | None:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    global _ARGV_VLLM
     argv = list(argv)
+    _ARGV_VLLM = _scan_vllm(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in COMMANDS else None)
     if command is not None and command not in COMMANDS and argv.index(command) == _first_positional(argv):
@@ -348,8 +406,11 @@ def _int_flag(name: str, value: Any) -> int:
 
 def read_env(environ: Mapping[str, str]) -> tuple[tuple[str, str, str], ...]:
     """vLLM's environment switches set in `environ`: (variable, value, Config field)."""
-    from .config import _ENV_VARS
-    return tuple((var, environ[var], name) for var, name in _ENV_VARS.items() if environ.get(var, "") != "")
+    declared = {d.env: name for name, d in query_rules().fields.items() if d.env}
+    if not declared:  # a rule set without declarations: the common fields' variables
+        from .config import _ENV_VARS
+        declared = dict(_ENV_VARS)
+    return tuple((var, environ[var], name) for var, name in declared.items() if environ.get(var, "") != "")
 
 
 def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Sequence[str] = (),
@@ -373,7 +434,8 @@ def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Seq
     env: tuple[tuple[str, str, str], ...] = ()
     if not getattr(ns, "no_env", False):
         env = read_env(os.environ if environ is None else environ)
-    explicit = {f.field: getattr(ns, f.field) for f in FLAGS if getattr(ns, f.field, None) is not None}
+    explicit = {f.field: getattr(ns, f.field) for f in (*FLAGS, *declared_flags(query_rules()))
+                if getattr(ns, f.field, None) is not None}
     used_env = tuple((var, value) for var, value, name in env if name not in explicit)
     fields.update({name: value for var, value, name in env if name not in explicit})
     fields.update(explicit)

@@ -70,6 +70,10 @@ class _ConfigMeta(type):
                 raise ConfigError(name, kwargs[name], sorted(known), suggestion=closest(name, known), message=(
                     f"Unknown Config field {name!r}. Known fields: {', '.join(sorted(known))}."
                     + (f" Did you mean {closest(name, known)!r}?" if closest(name, known) else "")))
+        if kwargs.get("platform") is None and kwargs.get("gpu") is None:  # a declared hardware fact names its platform
+            hw = {p for n in extras for p in declared[n].platforms if declared[n].category == "hardware"}
+            if len(hw) == 1:
+                kwargs["platform"] = hw.pop()
         for name, decl in declared.items():  # a release's own default for a field Config always has
             if name not in kwargs and name in _DEFAULTS and decl.default != _DEFAULTS[name] and decl.kind != "enum":
                 kwargs[name] = decl.default
@@ -131,10 +135,15 @@ class Config(metaclass=_ConfigMeta):
     def _set_extras(self, given: dict[str, Any], rules: Any) -> None:
         """Validate the rule-declared fields (given or their declared default) by their declared kind."""
         values = []
+        gpu_facts: Mapping[str, Any] = {}
+        if self.gpu is not None and self.gpu is not ANY:
+            gpu_facts = lookup_gpu(self.gpu, rules)
         for name, decl in rules.fields.items():
             if name in _DEFAULTS:
                 continue
-            raw = given.get(name, decl.default)
+            raw = given.get(name, gpu_facts.get(name, decl.default))  # a GPU entry may carry a declared hardware fact
+            if name in given and name in gpu_facts and given[name] != gpu_facts[name]:
+                raise ConfigError(name, given[name], f"{gpu_facts[name]!r} (the {name} of {self.gpu}) or leave it unset")
             if isinstance(raw, str) and raw == "ANY":
                 raw = ANY
             value = raw if raw is ANY else parse_declared(decl, raw, rules)

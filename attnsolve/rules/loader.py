@@ -522,7 +522,7 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
     abstract: set[str] = set()
     for name, (fname, b) in raw_backends.items():
         loc = f"backends.{name}"
-        unknown = set(b) - _BACKEND_KEYS
+        unknown = set(b) - _BACKEND_KEYS - {g.key for g in generic}
         if unknown:
             col.add(fname, loc, f"unknown key(s) {sorted(unknown)}; accepted: {', '.join(sorted(_BACKEND_KEYS))}")
             continue
@@ -637,7 +637,7 @@ def _backend(name: str, full: dict, fname: str, known: set[str], domains: dict, 
     for vname, v in raw_variants.items():
         if "values" not in v:
             raise ValueError(f"variant {vname} needs 'values'")
-        extra = set(v) - schema.keys("variant")
+        extra = set(v) - schema.keys("variant") - {g.key for g in generic}
         if extra:
             raise ValueError(f"variant {vname}: unknown key(s) {sorted(extra)}")
         variants.append(Variant(vname, tuple(_list(v["values"])), _caps(v, generic)))

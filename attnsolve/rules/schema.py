@@ -123,6 +123,8 @@ class ShapeChecker:
         known = KEYS[place]
         if place in ("backend", "variant") and self.capability_keys:
             known = {**known, **self.capability_keys}
+        if place == "gpu":  # a GPU entry may give any field's value (a made-up platform's hardware field)
+            known = {**known, **{k: SCALAR for k in raw if k in self.fields}}
         for k, v in raw.items():
             where = f"{loc}.{k}" if loc else str(k)
             if k not in known:
