@@ -25,7 +25,7 @@ SCHEMA = "attnsolve/1"
 EXIT_OK = ExitCode.OK
 EXIT_NO_BACKEND = ExitCode.NO_BACKEND
 EXIT_BAD_INPUT = ExitCode.BAD_INPUT
-COMMANDS = ("select", "explain", "backends", "matrix", "docs")
+COMMANDS = ("select", "explain", "backends", "matrix", "docs", "upgrade")
 PROG = "attnsolve"
 
 
@@ -307,6 +307,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", dest="all_space",
                    help="coverage report over the whole configuration space: holes (configs no backend supports) "
                         "per platform / GPU generation, and backends never selected automatically")
+    p = sub.add_parser("upgrade", parents=[common], help="what moving to another vLLM release changes",
+                       allow_abbrev=False, description="Answer the configuration with two vLLM releases: for a "
+                       "full configuration (e.g. --model) what changes and why; otherwise, over the model facts "
+                       "not given, how many configurations change backend, grouped old -> new with an example.")
+    if full("upgrade"):
+        _add_query_flags(p)
+    p.add_argument("--from", dest="from_version", metavar="VERSION", required=full("upgrade"),
+                   help="the release you run now, e.g. 0.17")
+    p.add_argument("--to", dest="to_version", metavar="VERSION", default=None,
+                   help="the release you consider (default: the newest supported)")
     p = sub.add_parser("backends", parents=[common], help="all backends: platform, role, priority, capabilities",
                        allow_abbrev=False, description="Every backend with its platform, role, priority position "
                        "per GPU generation and a one-line summary.")
@@ -339,6 +349,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     global _ARGV_VLLM
     argv = list(argv)
     _ARGV_VLLM = _scan_vllm(argv)
+    if "upgrade" in argv:  # its flags are the target release's (--to, default the newest)
+        to = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--to"), None)
+        from .rules import versions
+        _ARGV_VLLM = to or versions()[-1]
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in COMMANDS else None)
     if command is not None and command not in COMMANDS and argv.index(command) == _first_positional(argv):
@@ -773,7 +787,41 @@ def cmd_explain(q: Query, style: Style) -> Result:
         lines += ["", "Fixes, most direct first (each alone is enough):"]
         lines += _fix_rows(a.fixes, style)
     lines += [""] + wrap(f"hint: {a.hint}", indent="      ", first="")
+    others = other_releases_that_fit(q.config, q.role)
+    data["other_releases"] = [o.to_dict() for o in others]
+    for o in others:
+        lines += wrap(f"vLLM {o.vllm} would select {o} for this configuration "
+                      f"(attnsolve explain --vllm {o.vllm} ...)", indent="      ", first="note: ")
     return Result("explain", data, "\n".join(lines), EXIT_NO_BACKEND)
+
+
+def other_releases_that_fit(config: Any, role: str | None) -> list[Any]:
+    """The other supported vLLM releases whose selection succeeds for this configuration."""
+    from .versions import in_release, outcome, vllm_versions
+    out = []
+    for v in vllm_versions():
+        if v == config.vllm:
+            continue
+        try:
+            o = outcome(in_release(config, v), role)
+        except Exception:  # a field the other release reads differently, or a draft set that does not load
+            continue
+        if o.backend is not None and o.error is None:
+            out.append(o)
+    return out
+
+
+def cmd_upgrade(q: Query, old: str, new: str, free: Sequence[str]) -> Result:
+    from .config import ANY
+    from .versions import compare_versions
+    config = q.config.replace(**{f: ANY for f in free}) if free else q.config
+    cmp = compare_versions(config, old, new, role=q.role)
+    lines = wrap(describe_query(q, skip=tuple(free)), indent="          ", first="Query     ")
+    for n in q.notes:
+        lines += wrap(n, indent="          ", first="Note      ")
+    for line in cmp.lines():
+        lines += wrap(line, indent="      ")
+    return Result("upgrade", {**cmp.to_dict(), "query": q.to_dict()}, "\n".join(lines), EXIT_OK)
 
 
 def _over_values(rules: Any, name: str, values: list[str] | None) -> list[Any]:
@@ -1026,6 +1074,22 @@ def _verb_matrix(ns: argparse.Namespace, style: Style) -> Result:
     return cmd_matrix(q, over, ns.long, style, max_cells=guards.max_cells(ns.max_cells), progress=getattr(ns, "stderr", None))
 
 
+# Model facts left free by `upgrade` when neither a flag nor --model gives them.
+UPGRADE_FREE = ("dtype", "head_size", "kv_cache_dtype", "use_mla", "has_sink")
+
+
+def _verb_upgrade(ns: argparse.Namespace, style: Style) -> Result:
+    from .config import parse_vllm
+    from .rules import versions
+    old = parse_vllm(ns.from_version)
+    new = parse_vllm(ns.to_version) if ns.to_version else versions()[-1]
+    ns.vllm = new
+    q = build_query(ns)
+    given = set(q.user_fields) | (set(q.model.fields) if q.model is not None else set())
+    free = () if q.model is not None else tuple(f for f in UPGRADE_FREE if f not in given)
+    return cmd_upgrade(q, old, new, free)
+
+
 def _verb_backends(ns: argparse.Namespace, style: Style) -> Result:
     platform = ns.platform
     if platform is not None:
@@ -1045,7 +1109,7 @@ def _verb_docs(ns: argparse.Namespace, style: Style) -> Result:
 # Each verb: parsed flags -> a frozen Result (data, text, exit code).
 VERBS: dict[str, Callable[[argparse.Namespace, Style], Result]] = {
     "select": _verb_select, "explain": _verb_explain, "matrix": _verb_matrix, "backends": _verb_backends,
-    "docs": _verb_docs,
+    "docs": _verb_docs, "upgrade": _verb_upgrade,
 }
 
 
