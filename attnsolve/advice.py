@@ -26,7 +26,7 @@ from .errors import ConfigError, SelectionError
 from .explain import Explanation, Verdict, explain
 from .render import show as _show
 
-__all__ = ["Advice", "Context", "LostBackend", "Remedy", "advise", "change_text", "prefill_for", "KINDS", "VLLM_VERSIONS"]
+__all__ = ["Advice", "Context", "LostBackend", "Remedy", "advise", "change_text", "other_releases", "prefill_for", "KINDS", "VLLM_VERSIONS"]
 
 # Ranked kinds of fix: what a user can change, most easily first.
 KINDS = ("setting", "version", "hardware", "model")
@@ -142,6 +142,7 @@ class Advice:
     startup_error: str | None = None  # vLLM selects a backend but refuses to start (its own text)
     context: Context | None = None  # the question (None: Context.of the explanation's config)
     prefill: Any = None  # for an MLA model asked about decode: the MLA prefill Selection vLLM also picks
+    other_releases: tuple[Any, ...] = ()  # on failure: versions.Outcome of other vLLM releases that select one
 
     @property
     def rejected(self) -> tuple[Verdict, ...]:
@@ -160,7 +161,8 @@ class Advice:
                     hint=self.hint, hardware_only=self.hardware_only, startup_error=self.startup_error,
                     query=ctx.to_dict(), error=self.explanation.message or None,
                     prefill=None if self.prefill is None else self.prefill.to_dict(),
-                    rejected=[{"backend": c.backend, "reasons": list(c.reasons)} for c in self.rejected])
+                    rejected=[{"backend": c.backend, "reasons": list(c.reasons)} for c in self.rejected],
+                    other_releases=[o.to_dict() for o in self.other_releases])
         return data
 
     def lines(self, style: Any = None) -> list[str]:
@@ -262,7 +264,7 @@ def _applicable(ctx: Context, changes: Mapping[str, Any]) -> bool:
     """Whether the user can make this change: model facts only when typed as a flag (and then only
     real values); a per-GPU head count only through --tensor-parallel-size unless typed."""
     from .selection import compiled_rules
-    rules = compiled_rules().rules
+    rules = compiled_rules(ctx.config).rules
     for k, v in changes.items():
         if k in _MODEL and (k not in ctx.user_fields or not _plausible(rules, k, v)):
             return False
@@ -279,9 +281,9 @@ def _applicable(ctx: Context, changes: Mapping[str, Any]) -> bool:
 def _settings(ctx: Context) -> list[tuple[str, Any]]:
     """Every single setting change worth trying, nearest first within a field."""
     from .modelconfig import supported_dtypes
-    from .rules import default_rules
+    from .selection import compiled_rules
     c = ctx.config
-    dom = default_rules().domains
+    dom = compiled_rules(c).rules.domains
     out: list[tuple[str, Any]] = []
     kv_values = list(dom["kv_cache_dtype"])
     if ctx.sparse_kv_rewrite:  # the model turns every fp8 spelling into fp8_ds_mla
@@ -358,7 +360,7 @@ def _model_changes(ctx: Context) -> list[tuple[str, Any]]:
     """Model facts the user typed as a flag, with nearby values."""
     from .diagnosis import _candidate_values
     from .selection import compiled_rules
-    rules = compiled_rules().rules
+    rules = compiled_rules(ctx.config).rules
     out: list[tuple[str, Any]] = []
     for f in _MODEL:
         if f in ctx.user_fields:
@@ -605,6 +607,22 @@ def prefill_for(ctx: Context) -> Any:
         return None
 
 
+def other_releases(ctx: Context) -> tuple[Any, ...]:
+    """The other vLLM releases attnsolve knows whose selection succeeds for this configuration."""
+    from .versions import in_release, outcome, vllm_versions
+    out = []
+    for v in vllm_versions():
+        if v == ctx.config.vllm:
+            continue
+        try:
+            o = outcome(in_release(ctx.config, v), ctx.role)
+        except Exception:  # noqa: BLE001 - a field the other release reads differently, a draft set that fails
+            continue
+        if o.backend is not None and o.error is None:
+            out.append(o)
+    return tuple(out)
+
+
 def advise(ctx: Context, *, lost: bool = True, explanation: Explanation | None = None) -> Advice:
     """The explanation of `ctx.config` with ranked, pasteable fixes and a one-line hint
     (`explanation`: one already computed for this question, reused)."""
@@ -650,7 +668,8 @@ def advise(ctx: Context, *, lost: bool = True, explanation: Explanation | None =
     else:
         hint = "no change of one or two settings helps; see the reasons above"
     hardware_only = setting is None and hardware is not None
-    return Advice(e, (), tuple(fixes), hint, hardware_only, _shown_conflicts(e.conflicts), context=ctx)
+    return Advice(e, (), tuple(fixes), hint, hardware_only, _shown_conflicts(e.conflicts), context=ctx,
+                  other_releases=other_releases(ctx))
 
 
 def _shown_conflicts(conflicts: Iterable[Mapping[str, Any]]) -> tuple[Mapping[str, Any], ...]:

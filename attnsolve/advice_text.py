@@ -43,7 +43,7 @@ def describe_query(ctx: "Context", sep: str = ", ", skip: Sequence[str] = ()) ->
     c = ctx.config
     hw = "CUDA" if "compute_capability" in skip else "per GPU" if "gpu" in skip else describe_hardware(ctx)
     per_gpu = ctx.dtype_auto and bool({"compute_capability", "gpu"} & set(skip))
-    parts: list[str] = [hw]
+    parts: list[str] = [f"vLLM {show(c.vllm)}", hw]
     if "dtype" not in skip:
         dtype = "dtype ANY" if c.dtype is ANY else show(c.dtype)
         parts.append("dtype auto" if per_gpu else dtype + (" (default)" if "dtype" in ctx.defaulted else ""))
@@ -65,7 +65,7 @@ def describe_query(ctx: "Context", sep: str = ", ", skip: Sequence[str] = ()) ->
         parts.append("mm prefix")
     if c.attn_type != "decoder":
         parts.append(show(c.attn_type))
-    shown = {"platform", "dtype", "compute_capability", "rocm_arch", "use_mla", "use_sparse", "head_size", "num_heads",
+    shown = {"vllm", "platform", "dtype", "compute_capability", "rocm_arch", "use_mla", "use_sparse", "head_size", "num_heads",
              "kv_cache_dtype", "block_size", "has_sink", "use_mm_prefix", "attn_type", "backend",
              "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "index_topk"}
     for k, v in c.to_dict(only_changed=True).items():
@@ -251,4 +251,7 @@ def _failure_lines(a: "Advice", style: Style) -> list[str]:
         lines += ["", "Fixes, most direct first (each alone is enough):"]
         lines += fix_rows(a.fixes, style)
     lines += [""] + wrap(f"hint: {a.hint}", indent="      ", first="")
+    for o in a.other_releases:
+        lines += wrap(f"vLLM {o.vllm} would select {o} for this configuration "
+                      f"(attnsolve explain --vllm {o.vllm} ...)", indent="      ", first="note: ")
     return lines

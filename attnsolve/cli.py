@@ -29,7 +29,7 @@ from .verbs import SCHEMA, Result  # noqa: F401 - re-exported
 EXIT_OK = ExitCode.OK
 EXIT_NO_BACKEND = ExitCode.NO_BACKEND
 EXIT_BAD_INPUT = ExitCode.BAD_INPUT
-COMMANDS = ("select", "explain", "backends", "matrix", "docs")
+COMMANDS = ("select", "explain", "backends", "matrix", "docs", "upgrade")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,12 +95,16 @@ FLAGS: tuple[Flag, ...] = (
          "-ac.disable_flashinfer_prefill"), "BOOL", "MLA prefill: disable FlashInfer (default false)", boolean=True),
     Flag("use_cudnn_prefill", ("--use-cudnn-prefill", _AC + "use_cudnn_prefill", "-ac.use_cudnn_prefill"), "BOOL",
          "MLA prefill: cuDNN (default false)", boolean=True),
+    # release
+    Flag("vllm", ("--vllm",), "VERSION", "the vLLM release to answer for, e.g. 0.17 or 0.33.0 "
+         "(default: the newest supported; $ATTNSOLVE_VLLM)"),
 )
 FLAG_OF: dict[str, str] = {f.field: f.names[0] for f in FLAGS}
 FLAG_OF.update({"role": "--role", "model": "--model", "tensor_parallel_size": "--tensor-parallel-size",
                 "over": "--over"})
 _GROUPS = (("hardware", 0, 4), ("model (--model fills these from config.json)", 4, 16),
-           ("KV cache and backend", 16, 19), ("switches (vLLM --attention-config.* / environment)", 19, len(FLAGS)))
+           ("KV cache and backend", 16, 19), ("switches (vLLM --attention-config.* / environment)", 19, len(FLAGS) - 1),
+           ("vLLM release", len(FLAGS) - 1, len(FLAGS)))
 
 
 class _Help(argparse.HelpFormatter):
@@ -133,7 +137,62 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message, hint=f"usage: {self.format_usage().strip().removeprefix('usage: ')}")
 
 
+def query_rules() -> Any:
+    """The rule set this command line asks about (--vllm, else the default release)."""
+    from .config import parse_vllm
+    from .rules import rules_for
+    try:
+        return rules_for(parse_vllm(_ARGV_VLLM))
+    except Exception:  # a bad --vllm is reported by Config with its accepted values
+        return rules_for(parse_vllm(None))
+
+
+_ARGV_VLLM: str | None = None  # --vllm's value, read before the parser is built (its flags depend on it)
+
+
+def declared_flags(rules: Any) -> tuple[Flag, ...]:
+    """Flags of the fields a release's rules declare beyond the common ones (schema as data)."""
+    out = []
+    for name, decl in rules.fields.items():
+        if name in FLAG_OF:
+            continue
+        names = decl.flags or (decl.flag,)
+        text = decl.help or name.replace("_", " ")
+        extra = [x for x in (f"vLLM: {decl.vllm}" if decl.vllm else "", decl.env or "",
+                             f"default {decl.default}" if decl.default is not None else (decl.unset and f"unset: {decl.unset}"))
+                 if x]
+        out.append(Flag(name, tuple(names), decl.metavar if decl.metavar != "VALUE" else
+                        ("BOOL" if decl.kind in ("bool", "tristate") else "N" if decl.kind == "int" else "VALUE"),
+                        text + (f" ({'; '.join(extra)})" if extra else ""), boolean=decl.kind in ("bool", "tristate")))
+    return tuple(out)
+
+
+def _scan_vllm(argv: Sequence[str]) -> str | None:
+    for i, a in enumerate(argv):
+        if a == "--vllm" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--vllm="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def _add_flag(g: Any, f: Flag) -> None:
+    if f.boolean:
+        g.add_argument(*f.names, dest=f.field, metavar=f.metavar, nargs="?", const="true", default=None,
+                       help=f.help + " (bare flag = true)")
+    else:
+        g.add_argument(*f.names, dest=f.field, metavar=f.metavar, default=None, help=f.help)
+
+
 def _add_query_flags(p: argparse.ArgumentParser) -> None:
+    rules = query_rules()
+    extra = declared_flags(rules)
+    for category in ("hardware", "model", "setting"):
+        mine = [f for f in extra if rules.fields[f.field].category == category]
+        if mine:
+            g = p.add_argument_group(f"{category} inputs of vLLM {rules.vllm or 'custom'} (declared by its rules)")
+            for f in mine:
+                _add_flag(g, f)
     for title, lo, hi in _GROUPS:
         g = p.add_argument_group(title)
         for f in FLAGS[lo:hi]:
@@ -156,13 +215,14 @@ def _add_query_flags(p: argparse.ArgumentParser) -> None:
                    help="decode (default; MLA decode for MLA models) or mla_prefill")
 
 
-_parser_cache: dict[str | None, argparse.ArgumentParser] = {}
+_parser_cache: dict[tuple[str | None, int], argparse.ArgumentParser] = {}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; only `command`'s sub-parser gets its (many) flags, which keeps start-up short."""
-    if command in _parser_cache:
-        return _parser_cache[command]
+    key = (command, id(query_rules()))
+    if key in _parser_cache:
+        return _parser_cache[key]
     full = lambda verb: command == verb  # noqa: E731
     common = _Parser(add_help=False, allow_abbrev=False)
     common.add_argument("--json", action="store_true", help="print the versioned JSON envelope instead of text")
@@ -203,6 +263,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", dest="all_space",
                    help="coverage report over the whole configuration space: holes (configs no backend supports) "
                         "per platform / GPU generation, and backends never selected automatically")
+    p = sub.add_parser("upgrade", parents=[common], help="what moving to another vLLM release changes",
+                       allow_abbrev=False, description="Answer the configuration with two vLLM releases: for a "
+                       "full configuration (e.g. --model) what changes and why; otherwise, over the model facts "
+                       "not given, how many configurations change backend, grouped old -> new with an example.")
+    if full("upgrade"):
+        _add_query_flags(p)
+    p.add_argument("--from", dest="from_version", metavar="VERSION", required=full("upgrade"),
+                   help="the release you run now, e.g. 0.17")
+    p.add_argument("--to", dest="to_version", metavar="VERSION", default=None,
+                   help="the release you consider (default: the newest supported)")
     p = sub.add_parser("backends", parents=[common], help="all backends: platform, role, priority, capabilities",
                        allow_abbrev=False, description="Every backend with its platform, role, priority position "
                        "per GPU generation and a one-line summary.")
@@ -214,7 +284,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="do not write; exit 1 with a unified diff on drift")
     p.add_argument("--output", "-o", metavar="PATH", default="docs/attention_backends.md",
                    help="file to write or check (default docs/attention_backends.md; '-' for stdout)")
-    _parser_cache[command] = top
+    _parser_cache[key] = top
     return top
 
 
@@ -232,7 +302,13 @@ def _closest(value: str, options: Sequence[str]) -> str | None:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    global _ARGV_VLLM
     argv = list(argv)
+    _ARGV_VLLM = _scan_vllm(argv)
+    if "upgrade" in argv:  # its flags are the target release's (--to, default the newest)
+        to = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--to"), None)
+        from .rules import versions
+        _ARGV_VLLM = to or versions()[-1]
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in COMMANDS else None)
     if command is not None and command not in COMMANDS and argv.index(command) == _first_positional(argv):

@@ -8,7 +8,7 @@ Precedence is vLLM's: flags > environment switches (read as vLLM reads them, unl
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, fields as dc_fields
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from .advice import Context
@@ -42,21 +42,20 @@ class Query(Context):
     model: Any = None
 
 
-def _config_flags() -> tuple[str, ...]:
-    """The Config fields a flag can set (each flag's destination is the field's name)."""
-    from .config import Config
-    return tuple(f.name for f in dc_fields(Config) if f.init)
-
-
 def _int_flag(name: str, value: Any) -> int:
     from .config import _as_int
     return _as_int(name, value, optional=False)
 
 
 def read_env(environ: Mapping[str, str]) -> tuple[tuple[str, str, str], ...]:
-    """vLLM's environment switches set in `environ`: (variable, value, Config field)."""
-    from .config import _ENV_VARS
-    return tuple((var, environ[var], name) for var, name in _ENV_VARS.items() if environ.get(var, "") != "")
+    """vLLM's environment switches set in `environ`: (variable, value, Config field), as the rule
+    set asked about declares them (the common fields' variables for a set without declarations)."""
+    from .cli import query_rules
+    declared = {d.env: name for name, d in query_rules().fields.items() if d.env}
+    if not declared:
+        from .config import _ENV_VARS
+        declared = dict(_ENV_VARS)
+    return tuple((var, environ[var], name) for var, name in declared.items() if environ.get(var, "") != "")
 
 
 def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Sequence[str] = (),
@@ -80,7 +79,9 @@ def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Seq
     env: tuple[tuple[str, str, str], ...] = ()
     if not getattr(ns, "no_env", False):
         env = read_env(os.environ if environ is None else environ)
-    explicit = {f: getattr(ns, f) for f in _config_flags() if getattr(ns, f, None) is not None}
+    from .cli import FLAGS, declared_flags, query_rules  # the flags: declared by cli.py and the rules
+    explicit = {f.field: getattr(ns, f.field) for f in (*FLAGS, *declared_flags(query_rules()))
+                if getattr(ns, f.field, None) is not None}
     used_env = tuple((var, value) for var, value, name in env if name not in explicit)
     fields.update({name: value for var, value, name in env if name not in explicit})
     fields.update(explicit)

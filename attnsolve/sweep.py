@@ -404,7 +404,7 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
     from .guards import available_set, require_config
     require_config(config)
     available = available_set(available)
-    comp = compiled_rules()
+    comp = compiled_rules(config)
     rules = comp.rules
     role_free = role is ANY
     fixed_role = "decode" if role_free else parse_role(role)

@@ -65,7 +65,8 @@ def select(ns: argparse.Namespace, style: Style) -> Result:
                 "startup_error": getattr(e, "startup_error", None), **base}
         return Result("select", data, "\n".join(lines), EXIT_NO_BACKEND)
     startup = getattr(sel, "startup_error", None)
-    lines = [style.bold(str(sel)) + ("  (requested)" if sel.manual and q.config.backend else "")]
+    lines = [style.bold(str(sel)) + ("  (requested)" if sel.manual and q.config.backend else "")
+             + f"  [vLLM {q.config.vllm}]"]
     if sel.rejected:
         groups: dict[tuple[str, ...], list[str]] = {}  # backends that lost for the same reasons: one line
         for r in sel.rejected:
@@ -331,7 +332,33 @@ def docs(ns: argparse.Namespace, style: Style) -> Result:
     return _docs(ns.check, ns.output)
 
 
+# Model facts left free by `upgrade` when neither a flag nor --model gives them.
+UPGRADE_FREE = ("dtype", "head_size", "kv_cache_dtype", "use_mla", "has_sink")
+
+
+def upgrade(ns: argparse.Namespace, style: Style) -> Result:
+    """`attnsolve upgrade --from A --to B`: the configuration (or the space of model facts not
+    given) answered by two releases, what changes and why."""
+    from .config import ANY, parse_vllm
+    from .rules import versions
+    from .versions import compare_versions
+    old = parse_vllm(ns.from_version)
+    new = parse_vllm(ns.to_version) if ns.to_version else versions()[-1]
+    ns.vllm = new
+    q = build_query(ns)
+    given = set(q.user_fields) | (set(q.model.fields) if q.model is not None else set())
+    free = () if q.model is not None else tuple(f for f in UPGRADE_FREE if f not in given)
+    config = q.config.replace(**{f: ANY for f in free}) if free else q.config
+    cmp = compare_versions(config, old, new, role=q.role)
+    lines = wrap(describe_query(q, skip=tuple(free)), indent="          ", first="Query     ")
+    for n in q.notes:
+        lines += wrap(n, indent="          ", first="Note      ")
+    for line in cmp.lines():
+        lines += wrap(line, indent="      ")
+    return Result("upgrade", {**cmp.to_dict(), "query": q.to_dict()}, "\n".join(lines), EXIT_OK)
+
+
 # Each verb: parsed flags -> a frozen Result (data, text, exit code).
 VERBS: dict[str, Callable[[argparse.Namespace, Style], Result]] = {
-    "select": select, "explain": explain, "matrix": matrix, "backends": backends, "docs": docs,
+    "select": select, "explain": explain, "matrix": matrix, "backends": backends, "docs": docs, "upgrade": upgrade,
 }
