@@ -109,6 +109,8 @@ QUESTIONS = [
     ["explain", "--gpu", "A100", "--kv-cache-dtype", "ANY", "--block-size", "ANY"],
     ["explain", "--gpu", "CPU", "--use-mla", "--head-size", "ANY"],
     ["selct"],
+    ["upgrade", "--from", "0.17", "--to", "0.17", "--gpu", "H100", "--model", "examples/llama3-8b.json"],
+    ["upgrade", "--from", "0.17", "--to", "0.17", "--gpu", "H100"],
 ]
 
 
