@@ -981,9 +981,8 @@ def cmd_backends(platform: str | None, runnable: bool, style: Style) -> Result:
         import importlib.util
         if importlib.util.find_spec("torch") is not None:
             try:
-                from .kernels.registry import runnable_backends
-                import torch  # noqa: F401 - only to ask for CUDA
-                devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+                from .kernels.registry import devices as kernel_devices, runnable_backends
+                devices = kernel_devices()
                 here = set()
                 for d in devices:
                     here |= set(runnable_backends(d))

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
+from .cc import ComputeCapability
 from .errors import ConfigError, closest
 from .rules import default_rules, default_version, override, parse_version, rules_for, versions
 
@@ -303,8 +304,11 @@ def int_text(text: str) -> int | None:
         return None
 
 
-def format_cc(cc: tuple[int, int]) -> str:
-    return f"{cc[0]}.{cc[1]}"
+def format_cc(cc: Any) -> str:
+    """A compute capability in any internal form (tuple, 90) as vLLM prints it: '9.0'."""
+    if isinstance(cc, int) and not isinstance(cc, bool):
+        return str(ComputeCapability(cc // 10, cc % 10))
+    return str(ComputeCapability.parse(cc))
 
 
 def gpu_key(name: str) -> str:
@@ -326,40 +330,13 @@ def lookup_gpu(name: Any, rules: Any = None) -> Mapping[str, Any]:
     return table[gpu_key(name)]
 
 
-def parse_cc(value: Any) -> tuple[int, int]:
-    """'9.0', 9.0, (9, 0), [9, 0], 'sm_90', 90 -> (9, 0)."""
-    bad = ConfigError("compute_capability", value, "a compute capability like '9.0', (9, 0) or 9.0 (major 1-20, minor 0-9)")
-    if isinstance(value, bool):
-        raise bad
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) for x in value):
-            raise bad
-        major, minor = value
-    elif isinstance(value, int):
-        major, minor = (value // 10, value % 10) if value >= 20 else (value, 0)
-    elif isinstance(value, float):
-        if value != value or not (0 < value < 100):
-            raise bad
-        text = f"{value:.1f}"
-        major, minor = int(text.split(".")[0]), int(text.split(".")[1])
-    elif isinstance(value, str):
-        text = value.strip().lower().removeprefix("sm_").removeprefix("sm")
-        if not (text.replace(".", "", 1).isascii() and text.replace(".", "", 1).isdigit()) or len(text) > 8:
-            raise bad  # ASCII digits only: '²' or '٩' pass str.isdigit() but are no compute capability
-        if "." in text:
-            a, _, b = text.partition(".")
-            if not (a.isdigit() and b.isdigit() and len(b) == 1):
-                raise bad
-            major, minor = int(a), int(b)
-        elif len(text) in (2, 3):
-            major, minor = int(text[:-1]), int(text[-1])
-        else:
-            major, minor = int(text), 0
-    else:
-        raise bad
-    if not (1 <= major <= 20 and 0 <= minor <= 9):
-        raise bad
-    return (major, minor)
+def parse_cc(value: Any) -> ComputeCapability:
+    """'9.0', 9.0, (9, 0), [9, 0], 'sm_90', 90 -> ComputeCapability(9, 0) (ConfigError otherwise)."""
+    try:
+        return ComputeCapability.parse(value)
+    except ValueError:
+        raise ConfigError("compute_capability", value,
+                          "a compute capability like '9.0', (9, 0) or 9.0 (major 1-20, minor 0-9)") from None
 
 
 def _as_bool(name: str, value: Any) -> bool:
