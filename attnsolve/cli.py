@@ -322,12 +322,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                        "per GPU generation and a one-line summary.")
     p.add_argument("--platform", metavar="NAME", default=None, help="only this platform (cuda, rocm, cpu)")
     p.add_argument("--no-runnable", action="store_true", help="skip the 'runnable here' column (needs torch)")
+    p.add_argument("--vllm", metavar="VERSION", default=None, help="the release whose backends to list")
     p = sub.add_parser("docs", parents=[common], help="generate docs/attention_backends.md (--check: compare)",
                        allow_abbrev=False, description="Write the backend capability document generated from "
                        "the rules; --check exits 1 with a diff when the file differs.")
     p.add_argument("--check", action="store_true", help="do not write; exit 1 with a unified diff on drift")
-    p.add_argument("--output", "-o", metavar="PATH", default="docs/attention_backends.md",
-                   help="file to write or check (default docs/attention_backends.md; '-' for stdout)")
+    p.add_argument("--output", "-o", metavar="PATH", default=None,
+                   help="file to write or check (default docs/attention_backends.md for the default release, "
+                        "docs/attention_backends-vllm-X.md for another; '-' for stdout)")
+    p.add_argument("--vllm", metavar="VERSION", default=None,
+                   help="the release whose rules to document (default: the default release)")
     _parser_cache[key] = top
     return top
 
@@ -972,9 +976,10 @@ def _grid(names: list[str], value_lists: list[list[Any]], rows: list[dict[str, A
     return out
 
 
-def cmd_backends(platform: str | None, runnable: bool, style: Style) -> Result:
+def cmd_backends(platform: str | None, runnable: bool, style: Style, version: str | None = None) -> Result:
     from .docs import backend_rows
-    rows = backend_rows(platform)
+    from .rules import rules_for
+    rows = backend_rows(platform, rules_for(version) if version else None)
     here: set[str] | None = None
     devices: list[str] = []
     if runnable:
@@ -1007,22 +1012,24 @@ def cmd_backends(platform: str | None, runnable: bool, style: Style) -> Result:
     return Result("backends", data, "\n".join(lines[1:] if lines and lines[0] == "" else lines), EXIT_OK)
 
 
-def cmd_docs(check: bool, output: str) -> Result:
+def cmd_docs(check: bool, output: str, version: str | None = None) -> Result:
     """Write or check the generated document; the result always has path, up_to_date, changed, diff."""
     from .docs import check_doc, generate_doc, write_doc
+    from .rules import override, rules_for
+    rules = override() or (rules_for(version) if version else None)
     if output == "-":
-        text = generate_doc()
+        text = generate_doc(rules)
         return Result("docs", {"path": None, "up_to_date": None, "changed": None, "diff": None},
                       text.rstrip("\n"), EXIT_OK)
     if check:
-        diff = check_doc(output)
+        diff = check_doc(output, rules)
         if diff:
             text = diff.rstrip("\n") + f"\n\n{output} is out of date; run 'attnsolve docs' to regenerate it."
             return Result("docs", {"path": output, "up_to_date": False, "changed": None, "diff": diff}, text,
                           EXIT_NO_BACKEND)
         return Result("docs", {"path": output, "up_to_date": True, "changed": None, "diff": None},
                       f"{output} is up to date.", EXIT_OK)
-    changed = write_doc(output)
+    changed = write_doc(output, rules)
     return Result("docs", {"path": output, "up_to_date": True, "changed": changed, "diff": None},
                   f"{'wrote' if changed else 'unchanged:'} {output}", EXIT_OK)
 
@@ -1096,13 +1103,18 @@ def _verb_backends(ns: argparse.Namespace, style: Style) -> Result:
         platform = Config(platform=platform, dtype="bfloat16",
                           compute_capability="9.0" if str(platform).lower() in ("cuda", "gpu", "nvidia")
                           else None).platform
-    return cmd_backends(platform, not ns.no_runnable, style)
+    from .config import parse_vllm
+    return cmd_backends(platform, not ns.no_runnable, style, parse_vllm(ns.vllm))
 
 
 def _verb_docs(ns: argparse.Namespace, style: Style) -> Result:
     from .cli_guards import check_docs_output
-    check_docs_output(ns.output, ns.check)
-    return cmd_docs(ns.check, ns.output)
+    from .config import parse_vllm
+    from .docs import doc_path
+    version = parse_vllm(ns.vllm)
+    output = ns.output if ns.output is not None else doc_path(version)
+    check_docs_output(output, ns.check)
+    return cmd_docs(ns.check, output, version)
 
 
 # Each verb: parsed flags -> a frozen Result (data, text, exit code).
