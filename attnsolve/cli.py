@@ -449,6 +449,10 @@ def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Seq
         fields.update(model.fields)
         fields.pop("dtype", None)  # resolved below, once the hardware is known
         notes += [f"model {model.path}: {n}" for n in model.notes]
+        from .modelconfig import declared_model_fields
+        declared, declared_notes = declared_model_fields(model, query_rules())
+        fields.update(declared)
+        notes += [f"model {model.path}: {n}" for n in declared_notes]
     env: tuple[tuple[str, str, str], ...] = ()
     if not getattr(ns, "no_env", False):
         env = read_env(os.environ if environ is None else environ)
