@@ -168,7 +168,8 @@ class Advice:
     def lines(self, style: Any = None) -> list[str]:
         """The text `attnsolve explain` prints (attnsolve/advice_text.py)."""
         from .advice_text import advice_lines
-        return advice_lines(self, style)
+        e = self.explanation
+        return advice_lines(self, self.context or Context.of(e.config, e.role), style)
 
     def __str__(self) -> str:
         return "\n".join(self.lines())
@@ -680,3 +681,12 @@ def _shown_conflicts(conflicts: Iterable[Mapping[str, Any]]) -> tuple[Mapping[st
         if d and not any(set(o.items()) <= set(d.items()) for o in out):
             out.append(d)
     return tuple(out)
+
+
+def _explanation_text(e: Explanation) -> str:
+    """`str(explain(config))`: the advice for the explanation's own question."""
+    ctx = Context.of(e.config, None if e.role == "decode" else e.role, e.available)
+    return str(advise(ctx, explanation=e))
+
+
+Explanation.text_hook = _explanation_text

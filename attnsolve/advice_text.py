@@ -7,13 +7,14 @@ advice.py wrote, and every line fits WIDTH columns (wrapped, never cut).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from .config import ANY
 from .render import WIDTH, Style, pad, show, table, width, wrap
 
-if TYPE_CHECKING:
-    from .advice import Advice, Context, LostBackend, Remedy
+# advice.py's types (Advice, Context, LostBackend, Remedy) are read by attribute: this module sits
+# below advice.py (advice imports it), so it does not import them back.
+Advice = Context = LostBackend = Remedy = Any
 
 __all__ = ["advice_lines", "describe_hardware", "describe_query", "env_lines", "facts_text", "fix_rows",
            "reason_rows"]
@@ -25,7 +26,7 @@ _LABEL = " " * 10  # the width of the "Query     " column
 # The question
 
 
-def describe_hardware(ctx: "Context") -> str:
+def describe_hardware(ctx: Context) -> str:
     c = ctx.config
     if c.platform == "cuda":
         cc = show(c.compute_capability)
@@ -37,7 +38,7 @@ def describe_hardware(ctx: "Context") -> str:
     return f"platform {show(c.platform)}"
 
 
-def describe_query(ctx: "Context", sep: str = ", ", skip: Sequence[str] = ()) -> str:
+def describe_query(ctx: Context, sep: str = ", ", skip: Sequence[str] = ()) -> str:
     """'H100 (SM 9.0), bfloat16, head 128, kv fp8': the question in the user's own terms (fields in
     `skip` are the ones a matrix varies)."""
     c = ctx.config
@@ -78,7 +79,7 @@ def describe_query(ctx: "Context", sep: str = ", ", skip: Sequence[str] = ()) ->
     return sep.join(parts)
 
 
-def env_lines(ctx: "Context") -> list[str]:
+def env_lines(ctx: Context) -> list[str]:
     """The vLLM environment switches that were read (vLLM reads them too), and the notes."""
     out = []
     if ctx.env:
@@ -110,7 +111,7 @@ def reason_rows(rows: Sequence[tuple[str, str]], indent: str = "  ") -> list[str
     return out
 
 
-def fix_rows(fixes: Sequence["Remedy"], style: Style, limit: int = 5) -> list[str]:
+def fix_rows(fixes: Sequence[Remedy], style: Style, limit: int = 5) -> list[str]:
     """One fix per row, the text then the backend it gets; wrapped under its own column."""
     label = {"setting": "", "version": "  (vLLM version)", "hardware": "  (other hardware)",
              "model": "  (changes the model)"}
@@ -132,7 +133,7 @@ def fix_rows(fixes: Sequence["Remedy"], style: Style, limit: int = 5) -> list[st
     return out
 
 
-def _lost_lines(c: "LostBackend") -> list[str]:
+def _lost_lines(c: LostBackend) -> list[str]:
     """One higher-priority backend that lost: reasons, the facts against it, the best fixes."""
     lines = wrap("; ".join(c.reasons), indent=" " * 4, first=f"  {c.backend}: ")
     because = f"because {facts_text(c.conflict)}; " if c.conflict else ""
@@ -164,12 +165,11 @@ def _labelled(label: str, text: str) -> list[str]:
 # The answer
 
 
-def advice_lines(a: "Advice", style: Style | None = None) -> list[str]:
-    """What `attnsolve explain` prints for `a` (plain ASCII unless `style` says otherwise)."""
-    from .advice import Context
+def advice_lines(a: Advice, ctx: Context, style: Style | None = None) -> list[str]:
+    """What `attnsolve explain` prints for `a`, the answer to `ctx` (plain ASCII unless `style`
+    says otherwise)."""
     style = style or Style()
     e = a.explanation
-    ctx = a.context or Context.of(e.config, e.role)
     lines = _labelled("Query", describe_query(ctx))
     for n in env_lines(ctx):
         lines += _labelled("Note", n)
@@ -180,7 +180,7 @@ def advice_lines(a: "Advice", style: Style | None = None) -> list[str]:
     return lines + _failure_lines(a, style)
 
 
-def _partial_lines(a: "Advice") -> list[str]:
+def _partial_lines(a: Advice) -> list[str]:
     e = a.explanation
     free = ", ".join(e.config.free_fields)
     if not e.possible:
@@ -195,7 +195,7 @@ def _partial_lines(a: "Advice") -> list[str]:
     return out
 
 
-def _selected_lines(a: "Advice", style: Style) -> list[str]:
+def _selected_lines(a: Advice, style: Style) -> list[str]:
     e = a.explanation
     sel = e.selected + (f" ({e.variant})" if e.variant else "")
     order = [c.backend for c in e.candidates]
@@ -226,7 +226,7 @@ def _selected_lines(a: "Advice", style: Style) -> list[str]:
     return lines
 
 
-def _failure_lines(a: "Advice", style: Style) -> list[str]:
+def _failure_lines(a: Advice, style: Style) -> list[str]:
     e = a.explanation
     lines = [f"Requested {e.requested} does not fit:" if e.requested
              else "No valid backend. Candidates in priority order:"]

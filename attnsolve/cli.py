@@ -278,12 +278,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                        "per GPU generation and a one-line summary.")
     p.add_argument("--platform", metavar="NAME", default=None, help="only this platform (cuda, rocm, cpu)")
     p.add_argument("--no-runnable", action="store_true", help="skip the 'runnable here' column (needs torch)")
+    p.add_argument("--vllm", metavar="VERSION", default=None, help="the release whose backends to list")
     p = sub.add_parser("docs", parents=[common], help="generate docs/attention_backends.md (--check: compare)",
                        allow_abbrev=False, description="Write the backend capability document generated from "
                        "the rules; --check exits 1 with a diff when the file differs.")
     p.add_argument("--check", action="store_true", help="do not write; exit 1 with a unified diff on drift")
-    p.add_argument("--output", "-o", metavar="PATH", default="docs/attention_backends.md",
-                   help="file to write or check (default docs/attention_backends.md; '-' for stdout)")
+    p.add_argument("--output", "-o", metavar="PATH", default=None,
+                   help="file to write or check (default docs/attention_backends.md for the default release, "
+                        "docs/attention_backends-vllm-X.md for another; '-' for stdout)")
+    p.add_argument("--vllm", metavar="VERSION", default=None,
+                   help="the release whose rules to document (default: the default release)")
     _parser_cache[key] = top
     return top
 
@@ -414,7 +418,9 @@ def run(argv: Sequence[str], stdout: IO[str], stderr: IO[str]) -> int:
     except Exception as e:  # noqa: BLE001 - never a traceback; say it is our bug
         from .rules import RulesError
         if isinstance(e, RulesError):
-            stderr.write(f"{PROG}: error: the rules are invalid\n{e}\n")
+            stderr.write(f"{PROG}: error: the rules are invalid\n{_fit(str(e))}\n")
+            _json_error(argv, stdout, {"message": "the rules are invalid", "details": str(e).splitlines(),
+                                       "hint": None})
             return EXIT_BAD_INPUT
         stderr.write(f"{PROG}: internal error: {type(e).__name__}: {e}\n"
                      "  this is a bug in attnsolve; please report it with the command line\n")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
 from .config import ANY, FIELD_NAMES, Config, format_cc
 from .diagnosis import HARDWARE, MODEL, Fix, _solver_facts, category, find_conflicts, find_fixes
@@ -67,12 +67,17 @@ class Explanation:
 
     available: frozenset[str] | None = None  # the backends explain() was told are installed
 
+    # Set by attnsolve.advice (imported by the package): the advice text for an explanation. A hook,
+    # because advice builds on explain and the arrows point one way.
+    text_hook: ClassVar[Callable[["Explanation"], str] | None] = None
+
     def __str__(self) -> str:
         """The advice `attnsolve explain` prints for this configuration (attnsolve/advice_text.py):
         the same ranked, pasteable fixes for API, JSON and text users."""
-        from .advice import Context, advise
-        ctx = Context.of(self.config, None if self.role == "decode" else self.role, self.available)
-        return str(advise(ctx, explanation=self))
+        hook = type(self).text_hook
+        if hook is None:  # pragma: no cover - the package import installs it
+            raise RuntimeError("attnsolve.advice is not imported: import attnsolve first")
+        return hook(self)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,3 +236,7 @@ def _conditions(config: Config, role: str, available: frozenset[str] | None,
                     if len(v) < len([x for x in _config_values(rules, f, config)])}
         out.append((backend, narrowed))
     return tuple(out)
+
+
+# A failing solve() explains itself on first use through this hook (selection never imports explain).
+SelectionError.explainer = explain

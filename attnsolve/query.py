@@ -47,15 +47,34 @@ def _int_flag(name: str, value: Any) -> int:
     return _as_int(name, value, optional=False)
 
 
-def read_env(environ: Mapping[str, str]) -> tuple[tuple[str, str, str], ...]:
+def rules_asked(ns: argparse.Namespace | None = None) -> Any:
+    """The rule set a command line asks about: --vllm (already read by cli.py to build the flags),
+    else the default release; a bad --vllm is reported by Config with its accepted values."""
+    from .config import parse_vllm
+    from .rules import rules_for
+    try:
+        return rules_for(parse_vllm(getattr(ns, "vllm", None)))
+    except Exception:  # noqa: BLE001 - Config names the bad value when it parses the field
+        return rules_for(parse_vllm(None))
+
+
+def read_env(environ: Mapping[str, str], rules: Any = None) -> tuple[tuple[str, str, str], ...]:
     """vLLM's environment switches set in `environ`: (variable, value, Config field), as the rule
-    set asked about declares them (the common fields' variables for a set without declarations)."""
-    from .cli import query_rules
-    declared = {d.env: name for name, d in query_rules().fields.items() if d.env}
+    set declares them (the common fields' variables for a set without declarations)."""
+    rules = rules if rules is not None else rules_asked()
+    declared = {d.env: name for name, d in rules.fields.items() if d.env}
     if not declared:
         from .config import _ENV_VARS
         declared = dict(_ENV_VARS)
     return tuple((var, environ[var], name) for var, name in declared.items() if environ.get(var, "") != "")
+
+
+def _flag_fields(rules: Any) -> tuple[str, ...]:
+    """The Config fields a flag sets (a flag's destination is its field's name): the common ones
+    and those the rule set declares."""
+    from dataclasses import fields as dc_fields
+    from .config import Config
+    return (*(f.name for f in dc_fields(Config) if f.init), *rules.fields)
 
 
 def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Sequence[str] = (),
@@ -70,18 +89,21 @@ def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Seq
     fields: dict[str, Any] = {}
     notes: list[str] = []
     model = None
+    rules = rules_asked(ns)
     if getattr(ns, "model", None):
         from .modelconfig import read_model_config
         model = read_model_config(ns.model)
         fields.update(model.fields)
         fields.pop("dtype", None)  # resolved below, once the hardware is known
         notes += [f"model {model.path}: {n}" for n in model.notes]
+        from .modelconfig import declared_model_fields
+        declared, declared_notes = declared_model_fields(model, rules)
+        fields.update(declared)
+        notes += [f"model {model.path}: {n}" for n in declared_notes]
     env: tuple[tuple[str, str, str], ...] = ()
     if not getattr(ns, "no_env", False):
-        env = read_env(os.environ if environ is None else environ)
-    from .cli import FLAGS, declared_flags, query_rules  # the flags: declared by cli.py and the rules
-    explicit = {f.field: getattr(ns, f.field) for f in (*FLAGS, *declared_flags(query_rules()))
-                if getattr(ns, f.field, None) is not None}
+        env = read_env(os.environ if environ is None else environ, rules)
+    explicit = {f: getattr(ns, f) for f in dict.fromkeys(_flag_fields(rules)) if getattr(ns, f, None) is not None}
     used_env = tuple((var, value) for var, value, name in env if name not in explicit)
     fields.update({name: value for var, value, name in env if name not in explicit})
     fields.update(explicit)

@@ -246,18 +246,18 @@ def _grid(names: list[str], value_lists: list[list[Any]], rows: list[dict[str, A
     return out
 
 
-def _backends(platform: str | None, runnable: bool, style: Style) -> Result:
+def _backends(platform: str | None, runnable: bool, style: Style, version: str | None = None) -> Result:
     from .docs import backend_rows
-    rows = backend_rows(platform)
+    from .rules import rules_for
+    rows = backend_rows(platform, rules_for(version) if version else None)
     here: set[str] | None = None
     devices: list[str] = []
     if runnable:
         import importlib.util
         if importlib.util.find_spec("torch") is not None:
             try:
-                from .kernels.registry import runnable_backends
-                import torch  # noqa: F401 - only to ask for CUDA
-                devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+                from .kernels.registry import devices as kernel_devices, runnable_backends
+                devices = kernel_devices()
                 here = set()
                 for d in devices:
                     here |= set(runnable_backends(d))
@@ -282,22 +282,24 @@ def _backends(platform: str | None, runnable: bool, style: Style) -> Result:
     return Result("backends", data, "\n".join(lines[1:] if lines and lines[0] == "" else lines), EXIT_OK)
 
 
-def _docs(check: bool, output: str) -> Result:
+def _docs(check: bool, output: str, version: str | None = None) -> Result:
     """Write or check the generated document; the result always has path, up_to_date, changed, diff."""
     from .docs import check_doc, generate_doc, write_doc
+    from .rules import override, rules_for
+    rules = override() or (rules_for(version) if version else None)
     if output == "-":
-        text = generate_doc()
+        text = generate_doc(rules)
         return Result("docs", {"path": None, "up_to_date": None, "changed": None, "diff": None},
                       text.rstrip("\n"), EXIT_OK)
     if check:
-        diff = check_doc(output)
+        diff = check_doc(output, rules)
         if diff:
             text = diff.rstrip("\n") + f"\n\n{output} is out of date; run 'attnsolve docs' to regenerate it."
             return Result("docs", {"path": output, "up_to_date": False, "changed": None, "diff": diff}, text,
                           EXIT_NO_BACKEND)
         return Result("docs", {"path": output, "up_to_date": True, "changed": None, "diff": None},
                       f"{output} is up to date.", EXIT_OK)
-    changed = write_doc(output)
+    changed = write_doc(output, rules)
     return Result("docs", {"path": output, "up_to_date": True, "changed": changed, "diff": None},
                   f"{'wrote' if changed else 'unchanged:'} {output}", EXIT_OK)
 
@@ -322,14 +324,19 @@ def backends(ns: argparse.Namespace, style: Style) -> Result:
         platform = Config(platform=platform, dtype="bfloat16",
                           compute_capability="9.0" if str(platform).lower() in ("cuda", "gpu", "nvidia")
                           else None).platform
-    return _backends(platform, not ns.no_runnable, style)
+    from .config import parse_vllm
+    return _backends(platform, not ns.no_runnable, style, parse_vllm(ns.vllm))
 
 
 def docs(ns: argparse.Namespace, style: Style) -> Result:
     """`attnsolve docs`: write or --check the generated backend document."""
     from .cli_guards import check_docs_output
-    check_docs_output(ns.output, ns.check)
-    return _docs(ns.check, ns.output)
+    from .config import parse_vllm
+    from .docs import doc_path
+    version = parse_vllm(ns.vllm)
+    output = ns.output if ns.output is not None else doc_path(version)
+    check_docs_output(output, ns.check)
+    return _docs(ns.check, output, version)
 
 
 # Model facts left free by `upgrade` when neither a flag nor --model gives them.
