@@ -60,9 +60,9 @@ class _ConfigMeta(type):
             raise ConfigError("(positional)", args, "keyword arguments only, e.g. Config(platform='cuda', ...)")
         # Interning: the same arguments (and the same active rules) give the same immutable Config.
         try:
-            key = (tuple(kwargs.items()), default_version(), generation())
+            key: Any = (tuple(kwargs.items()), default_version(), generation())
             hit = _INTERNED.get(key)
-        except TypeError:  # an unhashable argument (a list): build without the memo
+        except Exception:  # noqa: BLE001 - an unhashable or uncomparable argument: build without the memo
             key, hit = None, None
         if hit is not None:
             return hit
@@ -351,15 +351,17 @@ def gpu_key(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum())
 
 
-_GPU_TABLES: dict[int, dict[str, Mapping[str, Any]]] = {}
+_GPU_TABLES: dict[int, tuple[Any, dict[str, Mapping[str, Any]]]] = {}
 
 
 def lookup_gpu(name: Any, rules: Any = None) -> Mapping[str, Any]:
     rules = rules if rules is not None else default_rules()
-    table = _GPU_TABLES.get(id(rules))
-    if table is None:
-        _GPU_TABLES.clear()
-        table = _GPU_TABLES[id(rules)] = {gpu_key(k): v for k, v in rules.gpus.items()}
+    hit = _GPU_TABLES.get(id(rules))
+    if hit is None or hit[0] is not rules:  # keep the rules object: an id is reused after GC
+        if len(_GPU_TABLES) > 16:
+            _GPU_TABLES.clear()
+        hit = _GPU_TABLES[id(rules)] = (rules, {gpu_key(k): v for k, v in rules.gpus.items()})
+    table = hit[1]
     if not isinstance(name, str) or gpu_key(name) not in table:
         from .gpus import resolve  # tool spellings ("NVIDIA H100 80GB HBM3"), vendor-aware suggestions
         return table[gpu_key(resolve(name))]
@@ -456,7 +458,7 @@ def _normalise(cfg: Config) -> dict[str, Any]:
     if platform is None:
         raise ConfigError("platform", None, tuple(dom["platform"]), message=(
             "Invalid platform: None. Expected one of: " + ", ".join(dom["platform"]) + " (or give gpu=...)."))
-    if platform is not ANY and platform not in _canonical(rules, "platform"):
+    if platform is not ANY and not _is_canonical(platform, rules, "platform"):
         platform = _choice("platform", platform, dom["platform"], rules.aliases.get("platform"))
         if gpu_facts and gpu_facts.get("platform") != platform:
             raise ConfigError("gpu", cfg.gpu, f"a {platform} GPU (gpu={cfg.gpu!r} is a {gpu_facts.get('platform')} device)")
@@ -465,7 +467,7 @@ def _normalise(cfg: Config) -> dict[str, Any]:
     dtype = get("dtype")
     if dtype is None:
         raise ConfigError("dtype", None, tuple(dom["dtype"]))
-    out["dtype"] = dtype if (dtype is ANY or dtype in _canonical(rules, "dtype")) else \
+    out["dtype"] = dtype if (dtype is ANY or _is_canonical(dtype, rules, "dtype")) else \
         _choice("dtype", dtype, dom["dtype"], rules.aliases.get("dtype"))
 
     cc = get("compute_capability")
@@ -498,7 +500,7 @@ def _normalise(cfg: Config) -> dict[str, Any]:
         out[name] = v if (v is ANY or v is True or v is False) else _as_bool(name, v)
 
     v = get("kv_cache_dtype")
-    out["kv_cache_dtype"] = v if (v is ANY or v in _canonical(rules, "kv_cache_dtype")) else \
+    out["kv_cache_dtype"] = v if (v is ANY or _is_canonical(v, rules, "kv_cache_dtype")) else \
         _choice("kv_cache_dtype", v, dom["kv_cache_dtype"])
     v = get("block_size")
     if v is not None and v is not ANY:
@@ -509,9 +511,9 @@ def _normalise(cfg: Config) -> dict[str, Any]:
         v = iv
     out["block_size"] = v
     v = get("attn_type")
-    if v.__class__ is str and v not in _canonical(rules, "attn_type"):
+    if v.__class__ is str and not _is_canonical(v, rules, "attn_type"):
         v = v.strip().lower().removeprefix("attentiontype.")
-    out["attn_type"] = v if (v is ANY or v in _canonical(rules, "attn_type")) else _choice("attn_type", v, dom["attn_type"])
+    out["attn_type"] = v if (v is ANY or _is_canonical(v, rules, "attn_type")) else _choice("attn_type", v, dom["attn_type"])
 
     for name in _OPT_INT_FIELDS:
         v = get(name)
@@ -549,18 +551,22 @@ def _normalise(cfg: Config) -> dict[str, Any]:
     return out
 
 
-_CANONICAL: dict[tuple[int, str], frozenset[Any]] = {}
+_CANONICAL: dict[tuple[int, str], tuple[Any, frozenset[Any]]] = {}
 
 
 def _canonical(rules: Any, name: str) -> frozenset[Any]:
     """The exact (already canonical) spellings of an enum field's values: accepted without parsing."""
     key = (id(rules), name)
     hit = _CANONICAL.get(key)
-    if hit is None:
+    if hit is None or hit[0] is not rules:  # the rules object itself is kept: an id is reused after GC
         if len(_CANONICAL) > 64:
             _CANONICAL.clear()
-        hit = _CANONICAL[key] = frozenset(v for v in rules.domains.get(name, ()) if v.__class__ is str)
-    return hit
+        hit = _CANONICAL[key] = (rules, frozenset(v for v in rules.domains.get(name, ()) if v.__class__ is str))
+    return hit[1]
+
+
+def _is_canonical(value: Any, rules: Any, name: str) -> bool:
+    return value.__class__ is str and value in _canonical(rules, name)
 
 
 _CC_MEMO: dict[Any, ComputeCapability] = {}

@@ -47,10 +47,10 @@ def override() -> RuleSet | None:
     """The set that replaces every release: use_rules(), or $ATTNSOLVE_RULES (a folder) at first use."""
     global _override, _env_checked
     if not _env_checked:
-        _env_checked = True
         env = os.environ.get("ATTNSOLVE_RULES")
         if env and _override is None:
-            _override = load_rules(Path(env))
+            _override = load_rules(Path(env))  # a bad folder raises here, every time it is asked
+        _env_checked = True
     return _override
 
 
