@@ -183,7 +183,7 @@ def test_candidates_move_one_field_toward_the_defaults() -> None:
 # -- known differences -------------------------------------------------------------------------
 def test_known_differences_file_loads_and_matches(tmp_path: Path) -> None:
     load_known()  # the shipped file is well-formed
-    k = Known("x", "message", r"reasons quoted", "why", versions=("0.17",), platforms=("cuda",))
+    k = Known("x", ("message",), r"reasons quoted", "why", versions=("0.17",), platforms=("cuda",))
     assert k.matches("message", "message ERR:no_valid reasons quoted", "0.17.0", "cuda", "selector")
     assert not k.matches("message", "message ERR:no_valid reasons quoted", "0.33.0", "cuda", "selector")
     assert not k.matches("reasons", "reasons quoted", "0.17.0", "cuda", "selector")

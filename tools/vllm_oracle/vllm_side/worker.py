@@ -56,6 +56,23 @@ class ModelFacts(types.SimpleNamespace):
         return None
 
 
+MODEL_KEYS = ("qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "index_topk")
+
+
+def model_facts(cfg: dict[str, Any], always: bool = False) -> ModelFacts | None:
+    """The stand-in model_config for a config (an input, not a patch): its hf config holds only
+    the given model facts (vLLM asks hasattr(hf_config, "index_topk")).  A non-MLA layer is a
+    model without MLA fields, known exactly (vLLM reads a missing qk_nope_head_dim as 1); an MLA
+    layer without its dimensions is a model whose dimensions attnsolve was not told: no model
+    config, as in vLLM's own selector tests, so vLLM skips the model checks as attnsolve does."""
+    given = {k: cfg[k] for k in MODEL_KEYS if cfg.get(k) is not None}
+    if not given and cfg.get("use_mla") and not always:
+        return None
+    hf = types.SimpleNamespace(**given)
+    return ModelFacts(hf_text_config=hf, hf_config=hf, is_hybrid=False, is_mm_prefix_lm=False,
+                      use_mla=bool(cfg.get("use_mla")))
+
+
 def error_kind(text: str) -> str:
     """vLLM's ValueErrors by their text: a requested backend that is invalid, no valid backend,
     or another refusal (ROCm/CPU decision trees, start-up checks)."""
@@ -129,14 +146,9 @@ class Oracle:
                     continue
                 att[k] = int(cfg[k]) if k == "flash_attn_version" else bool(cfg[k])
         vc = C.VllmConfig(attention_config=C.AttentionConfig(**att))
-        model_keys = ("qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "index_topk")
-        if any(cfg.get(k) is not None for k in model_keys):
-            # the model facts selection reads (hf_text_config.*): an input, not a patch
-            # hf config: only the given facts (vLLM asks hasattr(hf_config, "index_topk"))
-            hf = types.SimpleNamespace(**{k: cfg[k] for k in model_keys if cfg.get(k) is not None})
-            mc = ModelFacts(hf_text_config=hf, hf_config=hf, is_hybrid=False, is_mm_prefix_lm=False,
-                            use_mla=bool(cfg.get("use_mla")))
-            object.__setattr__(vc, "model_config", mc)
+        model = model_facts(cfg)
+        if model is not None:
+            object.__setattr__(vc, "model_config", model)
         return vc
 
     def _set_block_size(self, vc: Any, block_size: int | None) -> None:
@@ -180,11 +192,8 @@ class Oracle:
         self._set_block_size(vc, block)
         out: dict[str, Any] = {}
         if mode == "startup":
-            if vc.model_config is None:
-                hf = types.SimpleNamespace()
-                mc = ModelFacts(hf_text_config=hf, hf_config=hf, is_hybrid=False,
-                                is_mm_prefix_lm=False, use_mla=bool(cfg.get("use_mla")))
-                object.__setattr__(vc, "model_config", mc)
+            if vc.model_config is None:  # start-up always has a model (the generator gives MLA ones dims)
+                object.__setattr__(vc, "model_config", model_facts(cfg, always=True))
             self.cls.check_and_update_config(vc)
             be = vc.attention_config.backend
             out["startup_backend"] = be.name if be is not None else None
