@@ -46,8 +46,12 @@ def test_every_patch_applied_in_code_is_listed_and_every_listed_one_is_applied()
     """The --patches list and the code cannot drift: ids marked in vllm_side == ids in versions.toml."""
     src = "".join(p.read_text() for p in (PKG / "vllm_side").glob("*.py"))
     marked = set(re.findall(r'_mark\("([^"]+)"', src))
-    listed = set(load_version("0.17.0").patches)
+    listed = set().union(*(load_version(v).patches for v in known_versions()))
     assert marked == listed
+    # a release's own additions are applied only where listed (0.17 boots without 0.33's)
+    for pid in set(load_version("0.33.0").patches) - set(load_version("0.17.0").patches):
+        assert f'"{pid}" in data.patches' in src or f'"{pid}" not in data.patches' in src \
+            or pid.startswith("xpu."), pid
     for why in load_version("0.33.0").patch_lines():
         assert ": " in why and len(why.split(": ", 1)[1]) > 10  # each entry says why
 
@@ -68,10 +72,47 @@ def test_generate_is_deterministic_and_filtered() -> None:
     b = generate(D, n_random=40, sample=60, seed=7)
     assert [i.to_json() for i in a] == [i.to_json() for i in b]
     assert len({i.id for i in a}) == len(a)
-    assert {i.platform for i in a} == set(PLATFORMS) and {i.mode for i in a} == set(MODES)
+    assert {i.platform for i in a} == set(D.platforms) and {i.mode for i in a} == set(MODES)
     assert {i.cfg.get("rocm_arch") for i in a if i.platform == "rocm"} >= set(D.rocm_archs)
     only = generate(D, n_random=20, sample=30, platforms=("cpu",), modes=("selector",))
     assert only and {(i.platform, i.mode) for i in only} == {("cpu", "selector")}
+
+
+def test_new_selector_inputs_and_xpu_are_drawn_only_where_the_rule_set_has_them() -> None:
+    """vLLM 0.33's selector inputs and XPU: generated once attnsolve's Config takes them."""
+    from dataclasses import replace
+
+    from tools.vllm_oracle.configs import SELECTOR_INPUTS
+
+    assert "xpu" not in D.platforms or "xpu" in load_rules_domain("platform")
+    plain = generate(D, n_random=200, sample=60, seed=3)
+    assert not any((set(SELECTOR_INPUTS) - set(D.inputs)) & set(i.cfg) for i in plain)
+    wide = replace(D, platforms=PLATFORMS, inputs=SELECTOR_INPUTS)
+    items = generate(wide, n_random=400, sample=200, seed=3)
+    assert {i.platform for i in items} == set(PLATFORMS)
+    drawn = {f for i in items for f in SELECTOR_INPUTS if i.cfg.get(f)}
+    assert drawn == set(SELECTOR_INPUTS)
+    assert any(i.category == "inputs" for i in items) and any(i.category == "random_xpu" for i in items)
+
+
+def load_rules_domain(name: str) -> tuple:
+    from attnsolve import load_rules
+
+    return tuple(load_rules().domains.get(name, ()))
+
+
+def test_stand_in_model_config() -> None:
+    """A non-MLA layer is a model without MLA fields; an MLA layer without dimensions has none."""
+    from tools.vllm_oracle.vllm_side.worker import model_facts
+
+    m = model_facts({"use_mla": False, "num_heads": 32})
+    assert m is not None and not hasattr(m.hf_text_config, "qk_nope_head_dim")
+    assert (m.get_num_attention_heads(None), m.get_num_kv_heads(None), m.rswa_window) == (32, 32, None)
+    assert model_facts({"use_mla": True}) is None
+    assert model_facts({"use_mla": True}, always=True) is not None
+    mla = model_facts({"use_mla": True, "head_size": 576, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64})
+    assert mla.hf_text_config.kv_lora_rank == 512  # head size = kv_lora_rank + qk_rope_head_dim
+    assert model_facts({"use_rswa": True, "num_kv_heads": 8, "num_heads": 32}).rswa_window is not None
 
 
 def test_every_grid_sample_config_is_a_valid_attnsolve_config() -> None:

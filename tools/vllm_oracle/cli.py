@@ -66,6 +66,8 @@ def print_patches(version: str, python: Path) -> None:
     for line in data.patch_lines():
         print(" -", line)
     for platform in PLATFORMS:
+        if platform == "xpu" and "xpu.current_platform" not in data.patches:
+            continue  # booted from the release that adds it to versions.toml
         proc = subprocess.run([str(python), "-m", "tools.vllm_oracle.vllm_side.worker", "--vllm", version,
                                "--platform", platform, "--patches"], cwd=REPO, capture_output=True, text=True,
                               env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "VLLM_LOGGING_LEVEL": "ERROR"})
@@ -112,7 +114,7 @@ def _shrink(version: str, python: Path, classes: dict[Any, Any], rounds: int, jo
         if not trial:
             return
         V = run_vllm(python, version, trial, jobs=jobs, workdir=workdir, log=False)
-        A = run_attnsolve(trial)
+        A = run_attnsolve(trial, version)
         improved = False
         for it in trial:
             k = owner[it.id]
@@ -142,16 +144,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.patches:
         print_patches(a.vllm, python)
         return 0
-    platforms = PLATFORMS if a.platform == "all" else (a.platform,)
+    D = Domains.from_rules(a.vllm)
+    if a.platform != "all" and a.platform not in D.platforms:
+        print(f"error: attnsolve's rule set for vLLM {a.vllm} has no {a.platform} platform "
+              f"(it has {', '.join(D.platforms)})", file=sys.stderr)
+        return 2
+    platforms = D.platforms if a.platform == "all" else (a.platform,)
     modes = MODES if a.mode == "all" else (a.mode,)
-    items = generate(Domains.from_rules(), n_random=a.n, platforms=platforms, modes=modes, sample=a.sample,
-                     seed=a.seed)
+    items = generate(D, n_random=a.n, platforms=platforms, modes=modes, sample=a.sample, seed=a.seed)
     out = a.out or cache_dir() / "runs" / a.vllm
     out.mkdir(parents=True, exist_ok=True)
     t = time.time()
     V = run_vllm(python, a.vllm, items, jobs=a.jobs, workdir=out,
                  cache=None if a.no_cache else answer_cache(cache_dir(), a.vllm))
-    A = run_attnsolve(items)
+    A = run_attnsolve(items, a.vllm)
     tally, records = _evaluate(a.vllm, items, V, A, known)
     classes = group(records)
     for k in classes.values():
