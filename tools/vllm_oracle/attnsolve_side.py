@@ -33,15 +33,17 @@ def make_config(cfg: Mapping[str, Any], version: str | None = None) -> Config:
 
 
 def load_rules_for(version: str | None = None) -> Any:
-    """The rule set attnsolve answers `version` with (its only one until Config takes vllm=)."""
+    """The rule set attnsolve answers `version` with: until Config takes vllm=, its active rule set
+    (the packaged one, or the folder $ATTNSOLVE_RULES names), whatever the version."""
     from attnsolve import load_rules
+    from attnsolve.rules import default_rules
 
     if PASS_VLLM_VERSION and version is not None:
         try:
             return load_rules(vllm=version_key(version))  # type: ignore[call-arg]
-        except TypeError:  # an engine that selects the set another way: its default
+        except TypeError:  # an engine that selects the set another way: its active one
             pass
-    return load_rules()
+    return default_rules()
 
 
 def accepts(field: str, value: Any, version: str | None = None) -> bool:
