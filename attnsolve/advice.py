@@ -283,7 +283,7 @@ def _model_changes(ctx: Context) -> list[tuple[str, Any]]:
     """Model facts the user typed as a flag, with nearby values."""
     from .diagnosis import _candidate_values
     from .selection import compiled_rules
-    rules = compiled_rules().rules
+    rules = compiled_rules(ctx.config).rules
     out: list[tuple[str, Any]] = []
     for f in _MODEL:
         if f in ctx.user_fields:

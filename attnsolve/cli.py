@@ -25,7 +25,7 @@ SCHEMA = "attnsolve/1"
 EXIT_OK = ExitCode.OK
 EXIT_NO_BACKEND = ExitCode.NO_BACKEND
 EXIT_BAD_INPUT = ExitCode.BAD_INPUT
-COMMANDS = ("select", "explain", "backends", "matrix", "docs")
+COMMANDS = ("select", "explain", "backends", "matrix", "docs", "upgrade")
 PROG = "attnsolve"
 
 
@@ -127,12 +127,16 @@ FLAGS: tuple[Flag, ...] = (
          "-ac.disable_flashinfer_prefill"), "BOOL", "MLA prefill: disable FlashInfer (default false)", boolean=True),
     Flag("use_cudnn_prefill", ("--use-cudnn-prefill", _AC + "use_cudnn_prefill", "-ac.use_cudnn_prefill"), "BOOL",
          "MLA prefill: cuDNN (default false)", boolean=True),
+    # release
+    Flag("vllm", ("--vllm",), "VERSION", "the vLLM release to answer for, e.g. 0.17 or 0.33.0 "
+         "(default: the newest supported; $ATTNSOLVE_VLLM)"),
 )
 FLAG_OF: dict[str, str] = {f.field: f.names[0] for f in FLAGS}
 FLAG_OF.update({"role": "--role", "model": "--model", "tensor_parallel_size": "--tensor-parallel-size",
                 "over": "--over"})
 _GROUPS = (("hardware", 0, 4), ("model (--model fills these from config.json)", 4, 16),
-           ("KV cache and backend", 16, 19), ("switches (vLLM --attention-config.* / environment)", 19, len(FLAGS)))
+           ("KV cache and backend", 16, 19), ("switches (vLLM --attention-config.* / environment)", 19, len(FLAGS) - 1),
+           ("vLLM release", len(FLAGS) - 1, len(FLAGS)))
 
 
 def _fit(text: str) -> str:
@@ -177,7 +181,62 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message, hint=f"usage: {self.format_usage().strip().removeprefix('usage: ')}")
 
 
+def query_rules() -> Any:
+    """The rule set this command line asks about (--vllm, else the default release)."""
+    from .config import parse_vllm
+    from .rules import rules_for
+    try:
+        return rules_for(parse_vllm(_ARGV_VLLM))
+    except Exception:  # a bad --vllm is reported by Config with its accepted values
+        return rules_for(parse_vllm(None))
+
+
+_ARGV_VLLM: str | None = None  # --vllm's value, read before the parser is built (its flags depend on it)
+
+
+def declared_flags(rules: Any) -> tuple[Flag, ...]:
+    """Flags of the fields a release's rules declare beyond the common ones (schema as data)."""
+    out = []
+    for name, decl in rules.fields.items():
+        if name in FLAG_OF:
+            continue
+        names = decl.flags or (decl.flag,)
+        text = decl.help or name.replace("_", " ")
+        extra = [x for x in (f"vLLM: {decl.vllm}" if decl.vllm else "", decl.env or "",
+                             f"default {decl.default}" if decl.default is not None else (decl.unset and f"unset: {decl.unset}"))
+                 if x]
+        out.append(Flag(name, tuple(names), decl.metavar if decl.metavar != "VALUE" else
+                        ("BOOL" if decl.kind in ("bool", "tristate") else "N" if decl.kind == "int" else "VALUE"),
+                        text + (f" ({'; '.join(extra)})" if extra else ""), boolean=decl.kind in ("bool", "tristate")))
+    return tuple(out)
+
+
+def _scan_vllm(argv: Sequence[str]) -> str | None:
+    for i, a in enumerate(argv):
+        if a == "--vllm" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--vllm="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def _add_flag(g: Any, f: Flag) -> None:
+    if f.boolean:
+        g.add_argument(*f.names, dest=f.field, metavar=f.metavar, nargs="?", const="true", default=None,
+                       help=f.help + " (bare flag = true)")
+    else:
+        g.add_argument(*f.names, dest=f.field, metavar=f.metavar, default=None, help=f.help)
+
+
 def _add_query_flags(p: argparse.ArgumentParser) -> None:
+    rules = query_rules()
+    extra = declared_flags(rules)
+    for category in ("hardware", "model", "setting"):
+        mine = [f for f in extra if rules.fields[f.field].category == category]
+        if mine:
+            g = p.add_argument_group(f"{category} inputs of vLLM {rules.vllm or 'custom'} (declared by its rules)")
+            for f in mine:
+                _add_flag(g, f)
     for title, lo, hi in _GROUPS:
         g = p.add_argument_group(title)
         for f in FLAGS[lo:hi]:
@@ -200,13 +259,14 @@ def _add_query_flags(p: argparse.ArgumentParser) -> None:
                    help="decode (default; MLA decode for MLA models) or mla_prefill")
 
 
-_parser_cache: dict[str | None, argparse.ArgumentParser] = {}
+_parser_cache: dict[tuple[str | None, int], argparse.ArgumentParser] = {}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; only `command`'s sub-parser gets its (many) flags, which keeps start-up short."""
-    if command in _parser_cache:
-        return _parser_cache[command]
+    key = (command, id(query_rules()))
+    if key in _parser_cache:
+        return _parser_cache[key]
     full = lambda verb: command == verb  # noqa: E731
     common = _Parser(add_help=False, allow_abbrev=False)
     common.add_argument("--json", action="store_true", help="print the versioned JSON envelope instead of text")
@@ -247,6 +307,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", dest="all_space",
                    help="coverage report over the whole configuration space: holes (configs no backend supports) "
                         "per platform / GPU generation, and backends never selected automatically")
+    p = sub.add_parser("upgrade", parents=[common], help="what moving to another vLLM release changes",
+                       allow_abbrev=False, description="Answer the configuration with two vLLM releases: for a "
+                       "full configuration (e.g. --model) what changes and why; otherwise, over the model facts "
+                       "not given, how many configurations change backend, grouped old -> new with an example.")
+    if full("upgrade"):
+        _add_query_flags(p)
+    p.add_argument("--from", dest="from_version", metavar="VERSION", required=full("upgrade"),
+                   help="the release you run now, e.g. 0.17")
+    p.add_argument("--to", dest="to_version", metavar="VERSION", default=None,
+                   help="the release you consider (default: the newest supported)")
     p = sub.add_parser("backends", parents=[common], help="all backends: platform, role, priority, capabilities",
                        allow_abbrev=False, description="Every backend with its platform, role, priority position "
                        "per GPU generation and a one-line summary.")
@@ -258,7 +328,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="do not write; exit 1 with a unified diff on drift")
     p.add_argument("--output", "-o", metavar="PATH", default="docs/attention_backends.md",
                    help="file to write or check (default docs/attention_backends.md; '-' for stdout)")
-    _parser_cache[command] = top
+    _parser_cache[key] = top
     return top
 
 
@@ -276,7 +346,13 @@ def _closest(value: str, options: Sequence[str]) -> str | None:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    global _ARGV_VLLM
     argv = list(argv)
+    _ARGV_VLLM = _scan_vllm(argv)
+    if "upgrade" in argv:  # its flags are the target release's (--to, default the newest)
+        to = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--to"), None)
+        from .rules import versions
+        _ARGV_VLLM = to or versions()[-1]
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in COMMANDS else None)
     if command is not None and command not in COMMANDS and argv.index(command) == _first_positional(argv):
@@ -344,8 +420,11 @@ def _int_flag(name: str, value: Any) -> int:
 
 def read_env(environ: Mapping[str, str]) -> tuple[tuple[str, str, str], ...]:
     """vLLM's environment switches set in `environ`: (variable, value, Config field)."""
-    from .config import _ENV_VARS
-    return tuple((var, environ[var], name) for var, name in _ENV_VARS.items() if environ.get(var, "") != "")
+    declared = {d.env: name for name, d in query_rules().fields.items() if d.env}
+    if not declared:  # a rule set without declarations: the common fields' variables
+        from .config import _ENV_VARS
+        declared = dict(_ENV_VARS)
+    return tuple((var, environ[var], name) for var, name in declared.items() if environ.get(var, "") != "")
 
 
 def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Sequence[str] = (),
@@ -369,7 +448,8 @@ def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Seq
     env: tuple[tuple[str, str, str], ...] = ()
     if not getattr(ns, "no_env", False):
         env = read_env(os.environ if environ is None else environ)
-    explicit = {f.field: getattr(ns, f.field) for f in FLAGS if getattr(ns, f.field, None) is not None}
+    explicit = {f.field: getattr(ns, f.field) for f in (*FLAGS, *declared_flags(query_rules()))
+                if getattr(ns, f.field, None) is not None}
     used_env = tuple((var, value) for var, value, name in env if name not in explicit)
     fields.update({name: value for var, value, name in env if name not in explicit})
     fields.update(explicit)
@@ -477,7 +557,7 @@ def describe_query(q: Query, sep: str = ", ", skip: Sequence[str] = ()) -> str:
     c = q.config
     hw = "CUDA" if "compute_capability" in skip else "per GPU" if "gpu" in skip else describe_hardware(q)
     per_gpu = q.dtype_auto and bool({"compute_capability", "gpu"} & set(skip))
-    parts = [hw, "dtype auto" if per_gpu else c.dtype + (" (default)" if "dtype" in q.defaulted else "")]
+    parts = [f"vLLM {c.vllm}", hw, "dtype auto" if per_gpu else c.dtype + (" (default)" if "dtype" in q.defaulted else "")]
     kind = "sparse MLA" if c.use_sparse is True else "MLA" if c.use_mla is True else None
     if kind:
         parts.append(kind)
@@ -493,7 +573,7 @@ def describe_query(q: Query, sep: str = ", ", skip: Sequence[str] = ()) -> str:
         parts.append("mm prefix")
     if c.attn_type != "decoder":
         parts.append(str(c.attn_type))
-    shown = {"platform", "dtype", "compute_capability", "rocm_arch", "use_mla", "use_sparse", "head_size", "num_heads",
+    shown = {"vllm", "platform", "dtype", "compute_capability", "rocm_arch", "use_mla", "use_sparse", "head_size", "num_heads",
              "kv_cache_dtype", "block_size", "has_sink", "use_mm_prefix", "attn_type", "backend",
              "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "index_topk"}
     parts = [p for p in parts if not any(str(p).startswith(prefix) for prefix in
@@ -561,7 +641,8 @@ def cmd_select(q: Query, style: Style) -> Result:
                 "startup_error": getattr(e, "startup_error", None), **base}
         return Result("select", data, "\n".join(lines), EXIT_NO_BACKEND)
     startup = getattr(sel, "startup_error", None)
-    lines = [style.bold(str(sel)) + ("  (requested)" if sel.manual and q.config.backend else "")]
+    lines = [style.bold(str(sel)) + ("  (requested)" if sel.manual and q.config.backend else "")
+             + f"  [vLLM {q.config.vllm}]"]
     if sel.rejected:
         groups: dict[tuple[str, ...], list[str]] = {}  # backends that lost for the same reasons: one line
         for r in sel.rejected:
@@ -706,7 +787,41 @@ def cmd_explain(q: Query, style: Style) -> Result:
         lines += ["", "Fixes, most direct first (each alone is enough):"]
         lines += _fix_rows(a.fixes, style)
     lines += [""] + wrap(f"hint: {a.hint}", indent="      ", first="")
+    others = other_releases_that_fit(q.config, q.role)
+    data["other_releases"] = [o.to_dict() for o in others]
+    for o in others:
+        lines += wrap(f"vLLM {o.vllm} would select {o} for this configuration "
+                      f"(attnsolve explain --vllm {o.vllm} ...)", indent="      ", first="note: ")
     return Result("explain", data, "\n".join(lines), EXIT_NO_BACKEND)
+
+
+def other_releases_that_fit(config: Any, role: str | None) -> list[Any]:
+    """The other supported vLLM releases whose selection succeeds for this configuration."""
+    from .versions import in_release, outcome, vllm_versions
+    out = []
+    for v in vllm_versions():
+        if v == config.vllm:
+            continue
+        try:
+            o = outcome(in_release(config, v), role)
+        except Exception:  # a field the other release reads differently, or a draft set that does not load
+            continue
+        if o.backend is not None and o.error is None:
+            out.append(o)
+    return out
+
+
+def cmd_upgrade(q: Query, old: str, new: str, free: Sequence[str]) -> Result:
+    from .config import ANY
+    from .versions import compare_versions
+    config = q.config.replace(**{f: ANY for f in free}) if free else q.config
+    cmp = compare_versions(config, old, new, role=q.role)
+    lines = wrap(describe_query(q, skip=tuple(free)), indent="          ", first="Query     ")
+    for n in q.notes:
+        lines += wrap(n, indent="          ", first="Note      ")
+    for line in cmp.lines():
+        lines += wrap(line, indent="      ")
+    return Result("upgrade", {**cmp.to_dict(), "query": q.to_dict()}, "\n".join(lines), EXIT_OK)
 
 
 def _over_values(rules: Any, name: str, values: list[str] | None) -> list[Any]:
@@ -866,9 +981,8 @@ def cmd_backends(platform: str | None, runnable: bool, style: Style) -> Result:
         import importlib.util
         if importlib.util.find_spec("torch") is not None:
             try:
-                from .kernels.registry import runnable_backends
-                import torch  # noqa: F401 - only to ask for CUDA
-                devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+                from .kernels.registry import devices as kernel_devices, runnable_backends
+                devices = kernel_devices()
                 here = set()
                 for d in devices:
                     here |= set(runnable_backends(d))
@@ -959,6 +1073,22 @@ def _verb_matrix(ns: argparse.Namespace, style: Style) -> Result:
     return cmd_matrix(q, over, ns.long, style, max_cells=guards.max_cells(ns.max_cells), progress=getattr(ns, "stderr", None))
 
 
+# Model facts left free by `upgrade` when neither a flag nor --model gives them.
+UPGRADE_FREE = ("dtype", "head_size", "kv_cache_dtype", "use_mla", "has_sink")
+
+
+def _verb_upgrade(ns: argparse.Namespace, style: Style) -> Result:
+    from .config import parse_vllm
+    from .rules import versions
+    old = parse_vllm(ns.from_version)
+    new = parse_vllm(ns.to_version) if ns.to_version else versions()[-1]
+    ns.vllm = new
+    q = build_query(ns)
+    given = set(q.user_fields) | (set(q.model.fields) if q.model is not None else set())
+    free = () if q.model is not None else tuple(f for f in UPGRADE_FREE if f not in given)
+    return cmd_upgrade(q, old, new, free)
+
+
 def _verb_backends(ns: argparse.Namespace, style: Style) -> Result:
     platform = ns.platform
     if platform is not None:
@@ -978,7 +1108,7 @@ def _verb_docs(ns: argparse.Namespace, style: Style) -> Result:
 # Each verb: parsed flags -> a frozen Result (data, text, exit code).
 VERBS: dict[str, Callable[[argparse.Namespace, Style], Result]] = {
     "select": _verb_select, "explain": _verb_explain, "matrix": _verb_matrix, "backends": _verb_backends,
-    "docs": _verb_docs,
+    "docs": _verb_docs, "upgrade": _verb_upgrade,
 }
 
 

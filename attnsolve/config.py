@@ -12,8 +12,9 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
+from .cc import ComputeCapability
 from .errors import ConfigError, closest
-from .rules import default_rules
+from .rules import default_rules, default_version, override, parse_version, rules_for, versions
 
 
 class _Any:
@@ -53,13 +54,34 @@ class _ConfigMeta(type):
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         if args:
             raise ConfigError("(positional)", args, "keyword arguments only, e.g. Config(platform='cuda', ...)")
-        known = _INIT_NAMES
-        for name in kwargs:
-            if name not in known:
+        rules = rules_for(parse_vllm(kwargs.get("vllm")))
+        declared = rules.fields
+        extras: dict[str, Any] = {}
+        for name in list(kwargs):
+            if name not in _INIT_NAMES:
+                if name in declared:  # a selection input this release's rules declare (schema as data)
+                    extras[name] = kwargs.pop(name)
+                    continue
+                known = {*_INIT_NAMES, *declared}
+                elsewhere = _declared_elsewhere(name)
+                if elsewhere:
+                    raise ConfigError(name, kwargs[name], sorted(known), message=(
+                        f"Config field {name!r} is not a selection input of vLLM {rules.vllm or 'custom'}; "
+                        f"it is one of vLLM {', '.join(elsewhere)} (pass vllm=...)."))
                 raise ConfigError(name, kwargs[name], sorted(known), suggestion=closest(name, known), message=(
                     f"Unknown Config field {name!r}. Known fields: {', '.join(sorted(known))}."
                     + (f" Did you mean {closest(name, known)!r}?" if closest(name, known) else "")))
-        return super().__call__(**kwargs)
+        if kwargs.get("platform") is None and kwargs.get("gpu") is None:  # a declared hardware fact names its platform
+            hw = {p for n in extras for p in declared[n].platforms if declared[n].category == "hardware"}
+            if len(hw) == 1:
+                kwargs["platform"] = hw.pop()
+        for name, decl in declared.items():  # a release's own default for a field Config always has
+            if name not in kwargs and name in _DEFAULTS and decl.default != _DEFAULTS[name] and decl.kind != "enum":
+                kwargs[name] = decl.default
+        obj = super().__call__(**kwargs)
+        if len(declared) > len(FIELD_NAMES) or extras:
+            obj._set_extras(extras, rules)
+        return obj
 
 
 @dataclass(frozen=True, eq=True, repr=False)
@@ -104,8 +126,52 @@ class Config(metaclass=_ConfigMeta):
     disable_flashinfer_prefill: Any = False
     use_cudnn_prefill: Any = False
     flashinfer_available: Any = True
+    # The vLLM release the question is about ("0.33", "0.33.0", "v0.33"; None = the default release).
+    vllm: Any = None
     gpu: Any = field(default=None, compare=False)
     _hash: int = field(default=0, init=False, compare=False, repr=False)
+    # Fields a release's rules declare beyond the ones above: ((name, value), ...) in declaration order.
+    _extra: tuple[tuple[str, Any], ...] = field(default=(), init=False, compare=True, repr=False)
+
+    def _set_extras(self, given: dict[str, Any], rules: Any) -> None:
+        """Validate the rule-declared fields (given or their declared default) by their declared kind."""
+        values = []
+        gpu_facts: Mapping[str, Any] = {}
+        if self.gpu is not None and self.gpu is not ANY:
+            gpu_facts = lookup_gpu(self.gpu, rules)
+        for name, decl in rules.fields.items():
+            if name in _DEFAULTS:
+                continue
+            raw = given.get(name, gpu_facts.get(name, decl.default))  # a GPU entry may carry a declared hardware fact
+            if name in given and name in gpu_facts and given[name] != gpu_facts[name]:
+                raise ConfigError(name, given[name], f"{gpu_facts[name]!r} (the {name} of {self.gpu}) or leave it unset")
+            if isinstance(raw, str) and raw == "ANY":
+                raw = ANY
+            value = raw if raw is ANY else parse_declared(decl, raw, rules)
+            if decl.platforms and value not in (decl.default, ANY) and self.platform not in (ANY, *decl.platforms):
+                raise ConfigError(name, value, f"{decl.default!r} on platform {self.platform} "
+                                  f"({name} is a {', '.join(decl.platforms)} setting)")
+            values.append((name, value))
+        set_ = object.__setattr__
+        set_(self, "_extra", tuple(values))
+        set_(self, "_hash", hash((self._hash, self._extra)))
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached for names that are not regular attributes: the rule-declared fields
+        if not name.startswith("_"):
+            for key, value in object.__getattribute__(self, "_extra"):
+                if key == name:
+                    return value
+            elsewhere = _declared_elsewhere(name)
+            if elsewhere:
+                raise AttributeError(f"{name!r} is not a selection input of vLLM {self.vllm} "
+                                     f"(it is one of vLLM {', '.join(elsewhere)})")
+        raise AttributeError(f"'Config' object has no attribute {name!r}")
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        """Every selection field of this config's release: the common ones, then the rule-declared ones."""
+        return FIELD_NAMES + tuple(k for k, _ in self._extra)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -114,7 +180,7 @@ class Config(metaclass=_ConfigMeta):
                 set_(self, name, ANY)
         for name, value in _normalise(self).items():
             set_(self, name, value)
-        set_(self, "_hash", hash(tuple(getattr(self, f) for f in FIELD_NAMES)))
+        set_(self, "_hash", hash((self.vllm, *(getattr(self, f) for f in FIELD_NAMES))))
 
     def __hash__(self) -> int:
         return self._hash
@@ -125,16 +191,21 @@ class Config(metaclass=_ConfigMeta):
 
     @property
     def is_partial(self) -> bool:
-        return any(getattr(self, f) is ANY for f in FIELD_NAMES)
+        return any(getattr(self, f) is ANY for f in FIELD_NAMES) or any(v is ANY for _, v in self._extra)
 
     @property
     def free_fields(self) -> tuple[str, ...]:
-        return tuple(f for f in FIELD_NAMES if getattr(self, f) is ANY)
+        return tuple(f for f in self.field_names if getattr(self, f) is ANY)
 
     def replace(self, **changes: Any) -> "Config":
         """A copy with some fields changed (re-validated)."""
         data = {f: getattr(self, f) for f in FIELD_NAMES}
+        data.update(self._extra)
+        data["vllm"] = self.vllm
         data.update(changes)
+        if "vllm" in changes and changes["vllm"] != self.vllm:  # another release: keep what it declares
+            declared = rules_for(parse_vllm(changes["vllm"])).fields
+            data = {k: v for k, v in data.items() if k in _INIT_NAMES or k in declared}
         if "compute_capability" in changes or "platform" in changes:
             data.pop("gpu", None)
         return Config(**data)
@@ -147,6 +218,12 @@ class Config(metaclass=_ConfigMeta):
             if only_changed and f not in ("platform", "dtype") and v == _DEFAULTS.get(f, object()) and v is not ANY:
                 continue
             out[f] = "ANY" if v is ANY else (format_cc(v) if f == "compute_capability" and v is not None else v)
+        declared = rules_for(self.vllm).fields if self._extra else {}
+        for f, v in self._extra:
+            if not (only_changed and v == declared[f].default):
+                out[f] = "ANY" if v is ANY else v
+        if not only_changed or self.vllm != default_version():
+            out["vllm"] = self.vllm
         return out
 
     @classmethod
@@ -164,9 +241,10 @@ class Config(metaclass=_ConfigMeta):
         return cls(**data)
 
 
-FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Config) if f.name not in ("gpu", "_hash"))
+# The selection fields (what a partial config may leave free); `vllm` picks the rule set, `gpu` fills hardware.
+FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Config) if f.name not in ("gpu", "_hash", "vllm", "_extra"))
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Config)}
-_INIT_NAMES: frozenset[str] = frozenset((*FIELD_NAMES, "gpu"))
+_INIT_NAMES: frozenset[str] = frozenset((*FIELD_NAMES, "gpu", "vllm"))
 
 _ENV_VARS = {
     "VLLM_ATTENTION_BACKEND": "backend",
@@ -182,6 +260,39 @@ _ENV_VARS = {
 }
 
 
+def _declared_elsewhere(name: str) -> list[str]:
+    """Releases whose rules declare `name` (for the error that says which vLLM has a field)."""
+    out = []
+    for v in versions():
+        try:
+            if name in rules_for(v).fields:
+                out.append(v)
+        except Exception:  # a broken draft set must not hide the user's real mistake
+            continue
+    return out
+
+
+def parse_declared(decl: Any, value: Any, rules: Any) -> Any:
+    """One value of a rule-declared field, parsed by its declared kind (ConfigError otherwise)."""
+    name = decl.name
+    if decl.kind == "bool":
+        return _as_bool(name, value)
+    if decl.kind == "tristate":
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "auto", "")):
+            return None
+        try:
+            return _as_bool(name, value)
+        except ConfigError:
+            raise ConfigError(name, value, ("None (auto)", "true", "false")) from None
+    if decl.kind == "int":
+        return _as_int(name, value, optional=decl.default is None, minimum=decl.min if decl.min is not None else 0)
+    if decl.kind == "enum":
+        if value is None and decl.default is None:
+            return None
+        return _choice(name, value, tuple(rules.domains[name]), rules.aliases.get(name))
+    raise ConfigError(name, value, f"a field of kind {decl.kind} is built into Config, not declared by rules")
+
+
 def int_text(text: str) -> int | None:
     """The integer a string spells by int()'s own rule ('12', ' +7 ', '1_024'), or None when int() refuses
     it ('²' passes str.isdigit() but not int()) or it is longer than any sane number."""
@@ -193,8 +304,11 @@ def int_text(text: str) -> int | None:
         return None
 
 
-def format_cc(cc: tuple[int, int]) -> str:
-    return f"{cc[0]}.{cc[1]}"
+def format_cc(cc: Any) -> str:
+    """A compute capability in any internal form (tuple, 90) as vLLM prints it: '9.0'."""
+    if isinstance(cc, int) and not isinstance(cc, bool):
+        return str(ComputeCapability(cc // 10, cc % 10))
+    return str(ComputeCapability.parse(cc))
 
 
 def gpu_key(name: str) -> str:
@@ -204,8 +318,8 @@ def gpu_key(name: str) -> str:
 _GPU_TABLES: dict[int, dict[str, Mapping[str, Any]]] = {}
 
 
-def lookup_gpu(name: Any) -> Mapping[str, Any]:
-    rules = default_rules()
+def lookup_gpu(name: Any, rules: Any = None) -> Mapping[str, Any]:
+    rules = rules if rules is not None else default_rules()
     table = _GPU_TABLES.get(id(rules))
     if table is None:
         _GPU_TABLES.clear()
@@ -216,40 +330,13 @@ def lookup_gpu(name: Any) -> Mapping[str, Any]:
     return table[gpu_key(name)]
 
 
-def parse_cc(value: Any) -> tuple[int, int]:
-    """'9.0', 9.0, (9, 0), [9, 0], 'sm_90', 90 -> (9, 0)."""
-    bad = ConfigError("compute_capability", value, "a compute capability like '9.0', (9, 0) or 9.0 (major 1-20, minor 0-9)")
-    if isinstance(value, bool):
-        raise bad
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) for x in value):
-            raise bad
-        major, minor = value
-    elif isinstance(value, int):
-        major, minor = (value // 10, value % 10) if value >= 20 else (value, 0)
-    elif isinstance(value, float):
-        if value != value or not (0 < value < 100):
-            raise bad
-        text = f"{value:.1f}"
-        major, minor = int(text.split(".")[0]), int(text.split(".")[1])
-    elif isinstance(value, str):
-        text = value.strip().lower().removeprefix("sm_").removeprefix("sm")
-        if not (text.replace(".", "", 1).isascii() and text.replace(".", "", 1).isdigit()) or len(text) > 8:
-            raise bad  # ASCII digits only: '²' or '٩' pass str.isdigit() but are no compute capability
-        if "." in text:
-            a, _, b = text.partition(".")
-            if not (a.isdigit() and b.isdigit() and len(b) == 1):
-                raise bad
-            major, minor = int(a), int(b)
-        elif len(text) in (2, 3):
-            major, minor = int(text[:-1]), int(text[-1])
-        else:
-            major, minor = int(text), 0
-    else:
-        raise bad
-    if not (1 <= major <= 20 and 0 <= minor <= 9):
-        raise bad
-    return (major, minor)
+def parse_cc(value: Any) -> ComputeCapability:
+    """'9.0', 9.0, (9, 0), [9, 0], 'sm_90', 90 -> ComputeCapability(9, 0) (ConfigError otherwise)."""
+    try:
+        return ComputeCapability.parse(value)
+    except ValueError:
+        raise ConfigError("compute_capability", value,
+                          "a compute capability like '9.0', (9, 0) or 9.0 (major 1-20, minor 0-9)") from None
 
 
 def _as_bool(name: str, value: Any) -> bool:
@@ -292,15 +379,35 @@ def _choice(name: str, value: Any, domain: tuple[Any, ...], aliases: Mapping[str
     raise ConfigError(name, value, tuple(domain), suggestion=closest(value, domain) if isinstance(value, str) else None)
 
 
+def parse_vllm(value: Any) -> str:
+    """A vLLM release spelling -> the label of a packaged rule set ("0.33"); ConfigError otherwise."""
+    if value is None:
+        return default_version()
+    active = override()
+    label = parse_version(value) if isinstance(value, str) else None
+    known = versions()
+    if active is not None and (label is None or label == active.vllm or label not in known):
+        if label is not None or value == "custom":
+            return label or "custom"
+    if label is None or label not in known:
+        shown = ", ".join(known)
+        hit = closest(str(value), known) if isinstance(value, str) else None
+        raise ConfigError("vllm", value, known, suggestion=hit, message=(
+            f"Unsupported vLLM version: {value!r}. attnsolve answers for vLLM {shown} "
+            "(spelled like 0.33, 0.33.0 or v0.33)." + (f" Did you mean {hit!r}?" if hit else "")))
+    return label
+
+
 def _normalise(cfg: Config) -> dict[str, Any]:
-    rules = default_rules()
+    vllm = parse_vllm(cfg.vllm)
+    rules = rules_for(vllm)
     dom = rules.domains
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"vllm": vllm}
     get = lambda f: getattr(cfg, f)  # noqa: E731
 
     gpu_facts: Mapping[str, Any] = {}
     if cfg.gpu is not None and cfg.gpu is not ANY:
-        gpu_facts = lookup_gpu(cfg.gpu)
+        gpu_facts = lookup_gpu(cfg.gpu, rules)
 
     platform = get("platform")
     if platform is None and "platform" in gpu_facts:

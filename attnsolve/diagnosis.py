@@ -17,7 +17,6 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .config import ANY, FIELD_NAMES, Config, format_cc
 from .errors import ConfigError, SelectionError
-from .rules import generation
 from .rules.loader import EXTRA_FIELDS
 from .selection import compiled_rules, csp_solver, solve_uncached
 from .solver.domains import class_of, representatives, value_classes
@@ -39,6 +38,14 @@ _NEVER_CHANGE = {"platform", "backend"}  # a fix never moves you to another plat
 
 def category(field_name: str) -> str:
     return {2: "hardware", 1: "model"}.get(_COST.get(field_name, 0), "tunable")
+
+
+def _cost(field_name: str, config: Config) -> int:
+    """2 hardware, 1 model, 0 tunable: the common fields by table, a rule-declared one by its category."""
+    if field_name in _COST or field_name in FIELD_NAMES:
+        return _COST.get(field_name, 0)
+    decl = compiled_rules(config).rules.fields.get(field_name)
+    return {"hardware": 2, "model": 1}.get(decl.category, 0) if decl is not None else 0
 
 
 @dataclass(frozen=True)
@@ -73,11 +80,11 @@ def _solver_facts(config: Config, role: str) -> dict[str, Any]:
 
 def _fact_order(config: Config) -> list[str]:
     """The user's facts, most preferred in a conflict first: hardware, then model, then tunables."""
-    relevant = set(csp_solver().fields) - set(EXTRA_FIELDS)
-    names = [f for f in FIELD_NAMES if f in relevant and f != "backend" and getattr(config, f) is not ANY]
+    relevant = set(csp_solver(config).fields) - set(EXTRA_FIELDS)
+    names = [f for f in config.field_names if f in relevant and f != "backend" and getattr(config, f) is not ANY]
     # "no compute capability" / "no gfx arch" only restate the platform: not facts of their own
     names = [f for f in names if not (f in ("compute_capability", "rocm_arch") and getattr(config, f) is None)]
-    return sorted(names, key=lambda f: (-_COST.get(f, 0), FIELD_NAMES.index(f)))
+    return sorted(names, key=lambda f: (-_cost(f, config), config.field_names.index(f)))
 
 
 def _consistency(config: Config, role: str, available: frozenset[str] | None,
@@ -86,8 +93,8 @@ def _consistency(config: Config, role: str, available: frozenset[str] | None,
     full = _solver_facts(config, role)
     cache: dict[frozenset[str], bool] = {}
     fixed = {"role", "backend"}
-    comp = compiled_rules()
-    reach = reach_for(comp, generation())
+    comp = compiled_rules(config)
+    reach = reach_for(comp, 0)
 
     def consistent(kept: frozenset[str]) -> bool:
         if kept in cache:
@@ -95,7 +102,7 @@ def _consistency(config: Config, role: str, available: frozenset[str] | None,
         facts = {f: (full[f] if (f in kept or f in fixed) else ANY) for f in full}
         ok = goal_reachable(reach, facts, requested, available)
         if ok is None:
-            ok = csp_solver().find(facts, backend=requested, available=available) is not None
+            ok = csp_solver(config).find(facts, backend=requested, available=available) is not None
         cache[kept] = ok
         return ok
 
@@ -216,7 +223,7 @@ def _distance(field_name: str, old: Any, new: Any, rules: Any) -> float:
 def find_fixes(config: Config, role: str, available: frozenset[str] | None, requested: str | None,
                conflicts: Sequence[Mapping[str, Any]], max_fixes: int = 8, max_size: int = 3) -> list[Fix]:
     """Smallest sets of field changes that make the goal reachable, verified by re-solving."""
-    rules = compiled_rules().rules
+    rules = compiled_rules(config).rules
     fixes: list[tuple[tuple, Fix]] = []
     if requested is not None:
         auto = config.replace(backend=None)
@@ -246,7 +253,7 @@ def find_fixes(config: Config, role: str, available: frozenset[str] | None, requ
                 disjoint.append(c)
         max_size = min(max(max_size, len(disjoint)), 8)
         pool = sorted({f for c in known for f in c if f not in _NEVER_CHANGE},
-                      key=lambda f: (_COST.get(f, 0), FIELD_NAMES.index(f)))
+                      key=lambda f: (_cost(f, config), config.field_names.index(f)))
         grew = False
         for combo in itertools.combinations(pool, size):
             fs = frozenset(combo)
@@ -298,7 +305,7 @@ def _best_values(config: Config, role: str, available: frozenset[str] | None, re
     then re-solved through a real Config, so a reported fix always really works.
     """
     options = [_candidate_values(rules, f, getattr(config, f))[:12] for f in combo]
-    comp = compiled_rules()
+    comp = compiled_rules(config)
     base = _solver_facts(config, role)
     tried = 0
     for values in sorted(itertools.product(*options),

@@ -143,8 +143,7 @@ def backend_rows(platform: str | None = None) -> list[dict[str, Any]]:
 def _merge(base: Capabilities, over: Capabilities | None) -> Capabilities:
     if over is None:
         return base
-    return Capabilities(**{k: (getattr(over, k) if getattr(over, k) is not None else getattr(base, k))
-                           for k in Capabilities.__slots__})
+    return base.merged(over)
 
 
 def _sorted_variants(rules: RuleSet, b: Backend) -> list[Any]:

@@ -136,7 +136,7 @@ def explain(config: Config, *, role: str | None = None, available: Iterable[str]
     avail = available_set(available)
     if config.is_partial:
         return _explain_partial(config, role_, avail, max_conflicts)
-    comp = compiled_rules()
+    comp = compiled_rules(config)
     facts, p, idx, warnings = evaluate(comp, config, role_, avail)
     verdicts = []
     for c in p.candidates:
@@ -173,8 +173,8 @@ def possible_backends(config: Config, *, role: str | None = None, available: Ite
         from .sweep import sweep
         found = {b for b in sweep(config, role=role_, available=avail).by_backend() if b is not None}
     except ImportError:  # numpy missing: the CSP answers the same question
-        found = set(csp_solver().possible(facts, avail))
-    order = {b: i for i, b in enumerate(_priority_order(facts))}
+        found = set(csp_solver(config).possible(facts, avail))
+    order = {b: i for i, b in enumerate(_priority_order(facts, config))}
     return tuple(sorted(found, key=lambda b: (order.get(b, 999), b)))
 
 
@@ -189,7 +189,7 @@ def selection_table(config: Config, over: Sequence[str] | None = None, *, role: 
     fields_ = field_names("over", over, FIELD_NAMES) if over is not None else list(config.free_fields)
     role_ = parse_role(role)
     avail = available_set(available)
-    rules = compiled_rules().rules
+    rules = compiled_rules(config).rules
     domains = [_config_values(rules, f, config) for f in fields_]
     rows = []
     for combo in itertools.product(*domains):
@@ -216,8 +216,8 @@ def selection_table(config: Config, over: Sequence[str] | None = None, *, role: 
 
 
 
-def _priority_order(facts: Mapping[str, Any]) -> list[str]:
-    rules = compiled_rules().rules
+def _priority_order(facts: Mapping[str, Any], config: Config) -> list[str]:
+    rules = compiled_rules(config).rules
     out: list[str] = []
     for pl in rules.lists:
         for e in pl.entries:
@@ -258,7 +258,7 @@ def _explain_partial(config: Config, role: str, available: frozenset[str] | None
 def _conditions(config: Config, role: str, available: frozenset[str] | None,
                 limit: int = 2048) -> tuple[tuple[str, Mapping[str, tuple[Any, ...]]], ...]:
     """Per possible backend, the free fields' values under which it is selected (small spaces only)."""
-    rules = compiled_rules().rules
+    rules = compiled_rules(config).rules
     free = list(config.free_fields)
     size = 1
     for f in free:
@@ -279,3 +279,7 @@ def _conditions(config: Config, role: str, available: frozenset[str] | None,
                     if len(v) < len([x for x in _config_values(rules, f, config)])}
         out.append((backend, narrowed))
     return tuple(out)
+
+
+# A failing solve() explains itself on first use through this hook (selection never imports explain).
+SelectionError.explainer = explain

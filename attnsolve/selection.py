@@ -13,7 +13,7 @@ from typing import Any, Iterable
 from .config import ANY, Config
 from .errors import ConfigError, InvalidBackendError, NoValidBackendError
 from .guards import available_set, require_config
-from .rules import default_rules, generation
+from .engine import Engine, engine_for
 from .rules.model import Backend, RuleSet
 from .solver.compiled import CompiledRules
 from .solver.facts import base_facts, parse_role
@@ -64,17 +64,13 @@ class Selection:
         }
 
 
-_compiled: tuple[int, CompiledRules] | None = None
-_cache: dict[tuple[Any, ...], Selection] = {}
+def engine_of(config: Config | None = None) -> Engine:
+    """The engine of the release `config` asks about (the default release without a config)."""
+    return engine_for(None if config is None else config.vllm)
 
 
-def compiled_rules() -> CompiledRules:
-    global _compiled
-    gen = generation()
-    if _compiled is None or _compiled[0] != gen:
-        _compiled = (gen, CompiledRules(default_rules()))
-        _cache.clear()
-    return _compiled[1]
+def compiled_rules(config: Config | None = None) -> CompiledRules:
+    return engine_of(config).compiled
 
 
 def solve(config: Config, *, role: str | None = None, available: Iterable[str] | None = None) -> Selection:
@@ -88,8 +84,10 @@ def solve(config: Config, *, role: str | None = None, available: Iterable[str] |
     if role is not None and not isinstance(role, str):
         role = parse_role(role)  # raises ConfigError for anything that is not a role name
     key = (config, role, avail)
-    comp = compiled_rules()
-    hit = _cache.get(key)
+    eng = engine_for(config.vllm)
+    comp = eng.compiled
+    cache = eng.cache
+    hit = cache.get(key)
     if hit is not None:
         return hit
     if config.is_partial:
@@ -99,39 +97,16 @@ def solve(config: Config, *, role: str | None = None, available: Iterable[str] |
     try:
         sel = _solve_uncached(comp, config, role_, avail)
     except (NoValidBackendError, InvalidBackendError) as err:
-        raise _with_explanation(err, config, role_, avail) from None
-    if len(_cache) > 65536:
-        _cache.clear()
-    _cache[key] = sel
+        raise err.defer_explanation(config, role_, avail) from None
+    if len(cache) > 65536:
+        cache.clear()
+    cache[key] = sel
     return sel
 
 
 def solve_uncached(config: Config, role: str = "decode", available: frozenset[str] | None = None) -> Selection:
     """solve() without the cache and without computing an explanation on failure (used by explain)."""
-    return _solve_uncached(compiled_rules(), config, role, available)
-
-
-def _with_explanation(err: NoValidBackendError | InvalidBackendError, config: Config, role: str,
-                      available: frozenset[str] | None) -> NoValidBackendError | InvalidBackendError:
-    """Attach the explanation's conflict and fixes, and end the message with a one-line hint."""
-    from .explain import explain
-    try:
-        exp = explain(config, role=role, available=available)
-    except Exception:  # an explanation must never hide the real error
-        return err
-    err.conflict = dict(exp.conflict)
-    err.fixes = tuple(exp.fixes)
-    err.explanation = exp
-    hint = ""
-    if exp.fixes:
-        hint = "Smallest fix: " + str(exp.fixes[0]) + "."
-    elif exp.hardware_only:
-        hint = "No setting fixes this: the conflict is made of hardware facts only."
-    if exp.conflict:
-        hint = "Conflict: " + ", ".join(f"{k}={v}" for k, v in exp.conflict.items()) + ". " + hint
-    if hint:
-        err.args = (f"{err.args[0]}\n{hint.strip()}",)
-    return err
+    return _solve_uncached(compiled_rules(config), config, role, available)
 
 
 def evaluate(comp: CompiledRules, config: Config, role: str, available: frozenset[str] | None):
@@ -151,6 +126,7 @@ def evaluate(comp: CompiledRules, config: Config, role: str, available: frozense
     if p.warning:
         warnings.append(p.warning)
     facts["__sat__"] = sat  # read by candidate_reasons; never a rule field
+    facts["__comp__"] = comp  # the release's compiled rules that computed `sat`
     return facts, p, idx, warnings
 
 
@@ -174,7 +150,7 @@ def reads(backend: Backend, field: str) -> bool:
 
 def candidate_reasons(cand: Candidate, facts: dict[str, Any], available: frozenset[str] | None) -> tuple[str, ...]:
     sat = facts.get("__sat__")
-    reasons = reasons_of(cand, facts) if sat is None else compiled_rules().reasons(cand, facts, sat)
+    reasons = reasons_of(cand, facts) if sat is None else facts["__comp__"].reasons(cand, facts, sat)
     if available is not None and cand.backend not in available:
         reasons = (*reasons, NOT_RUNNABLE)
     return reasons
@@ -315,17 +291,9 @@ def failure(rules: RuleSet, config: Config, facts: dict[str, Any], p: Plan,
     return NoValidBackendError(msg, reasons)
 
 
-_csp: tuple[int, Any] | None = None
-
-
-def csp_solver() -> Any:
-    """The CSP over the active rules (imported lazily: python-constraint2 is not on the fast path)."""
-    global _csp
-    from .solver.csp import CSP
-    gen = generation()
-    if _csp is None or _csp[0] != gen:
-        _csp = (gen, CSP(default_rules()))
-    return _csp[1]
+def csp_solver(config: Config | None = None) -> Any:
+    """The CSP of the release `config` asks about (python-constraint2 is not on the fast path)."""
+    return engine_of(config).csp
 
 
 def solve_csp(config: Config, *, role: str | None = None, available: Iterable[str] | None = None) -> str | None:
@@ -333,5 +301,10 @@ def solve_csp(config: Config, *, role: str | None = None, available: Iterable[st
     if config.is_partial:
         raise ConfigError(config.free_fields[0], ANY, "a concrete value: solve_csp() needs a full config")
     facts = base_facts(config, parse_role(role))
-    backend, _ = csp_solver().select(facts, None if available is None else frozenset(available))
+    backend, _ = csp_solver(config).select(facts, None if available is None else frozenset(available))
     return backend
+
+
+def clear_cache(config: Config | None = None) -> None:
+    """Forget solve()'s memoised answers for one release (benchmarks measure cold solves with it)."""
+    engine_of(config).cache.clear()

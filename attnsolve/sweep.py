@@ -281,7 +281,7 @@ def _sweep_values(rules: Any, field: str) -> tuple[Any, ...]:
 
 def _shown(field: str, value: Any) -> Any:
     if field == "compute_capability" and value is not None:
-        return format_cc((value // 10, value % 10))
+        return format_cc(value)  # facts carry 90, configs ComputeCapability(9, 0): both print "9.0"
     return value
 
 
@@ -404,7 +404,7 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
     from .guards import available_set, require_config
     require_config(config)
     available = available_set(available)
-    comp = compiled_rules()
+    comp = compiled_rules(config)
     rules = comp.rules
     role_free = role is ANY
     fixed_role = "decode" if role_free else parse_role(role)

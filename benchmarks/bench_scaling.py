@@ -21,7 +21,7 @@ from typing import Any
 from attnsolve import ANY, Config, use_rules
 from attnsolve.config import FIELD_NAMES
 from attnsolve.rules import RULES_DIR, load_rules
-from attnsolve.selection import _cache, compiled_rules, evaluate, solve_csp, solve_uncached
+from attnsolve.selection import clear_cache, compiled_rules, evaluate, solve_csp, solve_uncached
 from attnsolve.errors import InvalidBackendError, NoValidBackendError
 from attnsolve.sweep import sweep
 
@@ -115,7 +115,7 @@ def solve_vs_backends(quick: bool) -> list[dict[str, Any]]:
                     rows.append({"name": f"CSP solve vs backends: {n} backends", "value": round(csp, 1), "unit": "µs",
                                  "series": "CSP vs backends", "x": n, "baseline": round(us, 2),
                                  "baseline_name": "compiled solve, µs", "ratio": round(csp / us, 1)})
-                _cache.clear()
+                clear_cache()
     return rows
 
 

@@ -20,7 +20,7 @@ import time
 from typing import Any, Callable
 
 from attnsolve import Config, solve
-from attnsolve.selection import _cache, compiled_rules, solve_csp
+from attnsolve.selection import clear_cache, compiled_rules, solve_csp
 
 CASES: tuple[tuple[str, dict[str, Any], str | None], ...] = (
     ("H100 bf16 head 128 -> FLASH_ATTN", dict(platform="cuda", gpu="H100", dtype="bfloat16", head_size=128), None),
@@ -62,7 +62,7 @@ def measure(data: dict[str, Any], role: str | None, n: int) -> dict[str, float]:
     solve(cfg, role=role)
 
     def uncached() -> None:
-        _cache.clear()
+        clear_cache()
         solve(cfg, role=role)
 
     return {

@@ -16,7 +16,7 @@ from typing import Any
 
 from attnsolve import ANY, Config, InvalidBackendError, NoValidBackendError, solve
 from attnsolve.config import FIELD_NAMES
-from attnsolve.selection import _cache, compiled_rules, solve_uncached
+from attnsolve.selection import clear_cache, compiled_rules, solve_uncached
 from attnsolve.sweep import sweep
 
 MODEL = ("dtype", "head_size", "kv_cache_dtype", "block_size", "use_mla", "use_sparse", "has_sink",
@@ -54,7 +54,7 @@ def _loop_rate(s: Any, n: int, *, explain: bool) -> float:
             pass
     dt = time.perf_counter() - t
     if explain:
-        _cache.clear()
+        clear_cache()
     return len(configs) / dt
 
 

@@ -164,11 +164,7 @@ def effective_caps(backend: Any, facts: Mapping[str, Any]) -> Capabilities:
     value = facts.get(getattr(backend, "variant_shown_by", None) or backend.variant_field)
     for v in backend.variants:
         if value in v.values:
-            merged = {}
-            for k in CAP_KEYS:
-                over = getattr(v.caps, k)
-                merged[k] = over if over is not None else getattr(caps, k)
-            return Capabilities(**merged)
+            return caps.merged(v.caps)
     return caps
 
 

@@ -44,7 +44,7 @@ def run_json(capsys, *argv: str) -> tuple[int, dict]:
 
 def test_select_llama_on_h100(capsys):
     code, out, err = run(capsys, "select", "--gpu", "H100", "--model", str(EX / "llama3-8b.json"))
-    assert code == 0 and out.splitlines()[0] == "FLASH_ATTN (FA3)" and err == ""
+    assert code == 0 and out.splitlines()[0] == "FLASH_ATTN (FA3)  [vLLM 0.17]" and err == ""
 
 
 def test_select_json_matches_solve(capsys):

@@ -1,7 +1,8 @@
-"""Rules as data: TOML files in this folder, loaded into an immutable RuleSet.
+"""Rules as data: one folder of TOML files per vLLM release, each loaded into an immutable RuleSet.
 
-`default_rules()` is the packaged rule set (loaded once). `use_rules(path)` points the whole
-package at another rules folder (a mutant, a newer vLLM) for the duration of a `with` block.
+`rules_for(version)` is the packaged set of one release (loaded once); `default_rules()` the set a
+question without a version is answered from. `use_rules(path)` puts another set (a mutant, an
+unreleased vLLM) in place of every release for the duration of a `with` block.
 """
 
 from __future__ import annotations
@@ -11,39 +12,62 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from .loader import RULES_DIR, RulesError, load_rules
+from .loader import RULES_DIR, RULES_ROOT, RulesError, load_rules
 from .model import RuleSet
+from .sets import default_version, info, parse_version, versions
 
-__all__ = ["RuleSet", "RulesError", "load_rules", "default_rules", "use_rules", "RULES_DIR"]
+__all__ = ["RuleSet", "RulesError", "load_rules", "default_rules", "rules_for", "use_rules", "RULES_DIR",
+           "RULES_ROOT", "override", "versions", "default_version", "parse_version"]
 
-_current: RuleSet | None = None
+_loaded: dict[str, RuleSet] = {}
+_override: RuleSet | None = None
+_env_checked = False
 _generation = 0
 
 
-def default_rules() -> RuleSet:
-    """The active rule set: $ATTNSOLVE_RULES if set (a folder of TOML files), else the packaged rules."""
-    global _current
-    if _current is None:
+def rules_for(version: str) -> RuleSet:
+    """The packaged rule set of one release label ("0.17"), or the override while one is active."""
+    active = override()
+    if active is not None:
+        return active
+    rules = _loaded.get(version)
+    if rules is None:
+        rules = _loaded[version] = load_rules(info(version).path, check_structure=False)
+    return rules
+
+
+def override() -> RuleSet | None:
+    """The set that replaces every release: use_rules(), or $ATTNSOLVE_RULES (a folder) at first use."""
+    global _override, _env_checked
+    if not _env_checked:
+        _env_checked = True
         env = os.environ.get("ATTNSOLVE_RULES")
-        _current = load_rules(Path(env) if env else None, check_structure=bool(env))
-    return _current
+        if env and _override is None:
+            _override = load_rules(Path(env))
+    return _override
+
+
+def default_rules() -> RuleSet:
+    """The rule set a question without a vLLM version is answered from."""
+    return rules_for(default_version())
 
 
 def generation() -> int:
-    """Bumped whenever the active rules change, so caches keyed on it stay correct."""
+    """Bumped whenever the override changes, so caches keyed on it stay correct."""
     return _generation
 
 
 def set_rules(rules: RuleSet | None) -> None:
-    global _current, _generation
-    _current = rules
+    global _override, _generation, _env_checked
+    _env_checked = True
+    _override = rules
     _generation += 1
 
 
 @contextmanager
 def use_rules(rules: RuleSet | str | Path) -> Iterator[RuleSet]:
-    """Temporarily make `rules` (a RuleSet or a folder) the active rule set; restored in `finally`."""
-    previous = _current
+    """Temporarily answer every question from `rules` (a RuleSet or a folder); restored in `finally`."""
+    previous = override()
     new = rules if isinstance(rules, RuleSet) else load_rules(rules)
     set_rules(new)
     try:

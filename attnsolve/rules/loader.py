@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 from . import schema
 from .model import (
-    Backend, Capabilities, Check, Derived, DerivedCase, Entry, Literal, Pred, PriorityList, RuleSet, Variant,
+    FIELD_CATEGORIES, FIELD_KINDS, GENERIC_FORMS, FieldDecl, GenericCheck, Backend, Capabilities, Check, Derived, DerivedCase, Entry, Literal, Pred, PriorityList, RuleSet, Variant,
 )
 
 # One folder per vLLM release modelled: attnsolve/rules/vllm-<major.minor>/ (see rule_set_dirs()).
@@ -28,8 +28,6 @@ EXTRA_FIELDS = {"role": ("decode", "mla_prefill")}
 _BACKEND_KEYS = schema.keys("backend")
 # Platform-level keys ([platforms.X], shared by all of X's lists).
 _PLATFORM_KEYS = schema.keys("platform")
-_CAP_KEYS = ("dtypes", "kv_cache_dtypes", "kernel_block_sizes", "head_sizes", "compute_capability",
-             "attn_types", "sink", "mm_prefix", "mla", "sparse", "dcp")
 _PRED_KEYS = schema.keys("predicate")
 _ROLES = ("decode", "mla_prefill")
 
@@ -174,65 +172,98 @@ def _checks(raw: Any, known: set[str], kind: str = "combination") -> tuple[Check
     return tuple(out)
 
 
-def _caps(raw: dict, field_ok: set[str]) -> Capabilities:
-    kw: dict[str, Any] = {}
-    for key in ("dtypes", "kv_cache_dtypes", "attn_types"):
-        if key in raw:
-            kw[key] = _str_list(raw[key])
-    if "kernel_block_sizes" in raw:
-        kw["kernel_block_sizes"] = tuple(_int(x) for x in _list(raw["kernel_block_sizes"]))
-        if any(x <= 0 for x in kw["kernel_block_sizes"]):
-            raise ValueError("kernel_block_sizes must be positive")
-    if "head_sizes" in raw:
-        kw["head_sizes"] = parse_pred(raw["head_sizes"], "head_size")
-    if "compute_capability" in raw:
-        kw["compute_capability"] = parse_pred(raw["compute_capability"], "compute_capability")
-    for key in ("sink", "mm_prefix", "mla", "sparse", "dcp"):
-        if key in raw:
-            kw[key] = _bool(raw[key])
-    return Capabilities(**kw)
+def _generic_checks(raw: list[tuple[str, Any]], known: set[str], col: _Collector) -> tuple[GenericCheck, ...]:
+    """[[generic_checks]] -> GenericCheck, in file order (vLLM's order); each key once."""
+    out: list[GenericCheck] = []
+    seen: dict[str, str] = {}
+    for fname, g in raw:
+        loc = f"generic_checks.{g.get('key', '?')}"
+        key, form, fld = g.get("key"), g.get("form"), g.get("field")
+        if not isinstance(key, str) or form not in GENERIC_FORMS:
+            col.add(fname, loc, f"needs a key and a form ({', '.join(GENERIC_FORMS)}), got form {form!r}")
+            continue
+        if key in seen:
+            col.add(fname, loc, f"declared twice (also in {seen[key]})")
+            continue
+        seen[key] = fname
+        if form != "flag" and fld not in known:
+            col.add(fname, f"{loc}.field", f"{fld!r} is not a known field")
+            continue
+        if form == "matches" and not (g.get("reason_true") and g.get("reason_false")):
+            col.add(fname, loc, "form 'matches' needs reason_true and reason_false")
+            continue
+        if form not in ("matches", "flag") and not g.get("reason"):
+            col.add(fname, loc, f"form {form!r} needs a reason (vLLM's text)")
+            continue
+        try:
+            when = _literals(g.get("when", {}), known)
+        except ValueError as e:
+            col.add(fname, f"{loc}.when", str(e))
+            continue
+        out.append(GenericCheck(key=key, field=fld or "", form=form, reason=g.get("reason", ""),
+                                reason_true=g.get("reason_true", ""), reason_false=g.get("reason_false", ""),
+                                default=g.get("default"), unset_passes=bool(g.get("unset_passes", False)),
+                                roles=tuple(g.get("roles", ())), when=when))
+    return tuple(out)
 
 
-def _merge_caps(base: Capabilities, over: Capabilities) -> Capabilities:
-    return Capabilities(**{k: (getattr(over, k) if getattr(over, k) is not None else getattr(base, k))
-                           for k in _CAP_KEYS})
+def _caps(raw: dict, generic: tuple[GenericCheck, ...]) -> Capabilities:
+    """A backend's (or variant's) capability keys, parsed by the form of the generic check they feed."""
+    items: list[tuple[str, Any]] = []
+    for g in generic:
+        if g.key not in raw:
+            continue
+        v = raw[g.key]
+        if g.form == "predicate":
+            items.append((g.key, parse_pred(v, g.field)))
+        elif g.form == "values":
+            vals = _list(v)
+            if not all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in vals):
+                raise ValueError(f"{g.key} must be a list of values, got {v!r}")
+            items.append((g.key, tuple(vals)))
+        elif g.form == "multiple_of":
+            sizes = tuple(_int(x) for x in _list(v))
+            if any(x <= 0 for x in sizes):
+                raise ValueError(f"{g.key} must be positive")
+            items.append((g.key, sizes))
+        else:
+            items.append((g.key, _bool(v)))
+    return Capabilities(tuple(items))
 
 
-def expand_checks(caps: Capabilities, role: str, when: tuple[Literal, ...] = ()) -> list[Check]:
-    """Declared capabilities -> vLLM's validate_configuration reasons, in vLLM's order."""
+def expand_checks(caps: Capabilities, role: str, generic: tuple[GenericCheck, ...],
+                  when: tuple[Literal, ...] = ()) -> list[Check]:
+    """Declared capabilities -> vLLM's validate_configuration reasons, in the generic checks' order."""
     out: list[Check] = []
-
-    def add(kind: str, reason: str, field: str, pred: Pred) -> None:
-        out.append(Check(reason, Literal(field, pred), when, kind))
-
-    if caps.head_sizes is not None:
-        add("head_size", "head_size not supported", "head_size", caps.head_sizes)
-    if caps.dtypes is not None:
-        add("dtype", "dtype not supported", "dtype", parse_pred(list(caps.dtypes), "dtype"))
-    if caps.kv_cache_dtypes is not None:
-        p = parse_pred(list(caps.kv_cache_dtypes), "kv_cache_dtype")
-        add("kv_cache_dtype", "kv_cache_dtype not supported", "kv_cache_dtype", replace(p, none=True))
-    if caps.kernel_block_sizes is not None:
-        add("block_size", "block_size not supported", "block_size",
-            Pred(multiple_of=caps.kernel_block_sizes, none=True))
-    if role == "decode":
-        if not caps.mm_prefix:
-            add("mm_prefix", "partial multimodal token full attention not supported", "use_mm_prefix", Pred(eq=False))
-        if caps.mla:
-            add("mla", "non-MLA not supported", "use_mla", Pred(eq=True))
-        else:
-            add("mla", "MLA not supported", "use_mla", Pred(eq=False))
-        if not caps.sink:
-            add("sink", "sink setting not supported", "has_sink", Pred(eq=False))
-        if caps.sparse:
-            add("sparse", "non-sparse not supported", "use_sparse", Pred(eq=True))
-        else:
-            add("sparse", "sparse not supported", "use_sparse", Pred(eq=False))
-    if caps.compute_capability is not None:
-        add("compute_capability", "compute capability not supported", "compute_capability", caps.compute_capability)
-    if caps.attn_types is not None:
-        add("attn_type", "attention type {attn_type} not supported", "attn_type",
-            parse_pred(list(caps.attn_types), "attn_type"))
+    for g in generic:
+        if g.roles and role not in g.roles:
+            continue
+        value = caps.get(g.key)
+        cond = (*when, *g.when)
+        if g.form == "flag":
+            continue
+        if g.form in ("supports", "matches"):
+            value = g.default if value is None else value
+            if value is None:
+                continue
+        elif value is None:
+            continue
+        if g.form == "predicate":
+            pred = value if not g.unset_passes else replace(value, none=True)
+            out.append(Check(g.reason, Literal(g.field, pred), cond, g.key))
+        elif g.form == "values":
+            pred = parse_pred(list(value), g.field)
+            out.append(Check(g.reason, Literal(g.field, replace(pred, none=True) if g.unset_passes else pred), cond, g.key))
+        elif g.form == "multiple_of":
+            out.append(Check(g.reason, Literal(g.field, Pred(multiple_of=value, none=g.unset_passes)), cond, g.key))
+        elif g.form == "supports":
+            if not value:
+                out.append(Check(g.reason, Literal(g.field, Pred(eq=False)), cond, g.key))
+        elif g.form == "matches":
+            if value:
+                out.append(Check(g.reason_false, Literal(g.field, Pred(eq=True)), cond, g.key))
+            else:
+                out.append(Check(g.reason_true, Literal(g.field, Pred(eq=False)), cond, g.key))
     return out
 
 
@@ -288,12 +319,22 @@ def _check_shapes(docs: list[tuple[str, dict]], col: _Collector) -> None:
     """Every key known and of its kind, in every file (schema.KEYS), before anything is built."""
     domains: dict[str, Any] = {}
     derived: dict[str, Any] = {}
+    declared: dict[str, Any] = {}
     for _, doc in docs:
         if isinstance(doc.get("fields"), dict):
-            domains.update(doc["fields"])
+            for k, v in doc["fields"].items():
+                if isinstance(v, dict):
+                    declared[k] = v
+                    if "values" in v:
+                        domains[k] = v["values"]
+                else:
+                    domains[k] = v
         if isinstance(doc.get("derived"), dict):
             derived.update(doc["derived"])
-    checker = schema.ShapeChecker(col.add, schema.field_kinds(domains, derived, EXTRA_FIELDS))
+    generic = [g for _, doc in docs for g in (doc.get("generic_checks") or [])
+               if isinstance(doc.get("generic_checks"), list)]
+    checker = schema.ShapeChecker(col.add, schema.field_kinds(domains, derived, EXTRA_FIELDS, declared),
+                                  schema.capability_kinds(generic))
     parents: dict[str, tuple[str, Any]] = {}
     for fname, doc in docs:
         checker.table(fname, "", doc, "top")
@@ -325,6 +366,7 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
     raw_backends: dict[str, tuple[str, dict]] = {}
     raw_derived: dict[str, tuple[str, dict]] = {}
     raw_platforms: dict[str, list[tuple[str, dict]]] = {}
+    raw_fields: dict[str, tuple[str, dict]] = {}
     top_keys = schema.keys("top")
 
     def table(fname: str, where: str, value: Any) -> dict:
@@ -341,6 +383,13 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
         for key in set(doc) - top_keys:
             col.add(fname, key, f"unknown top-level table; accepted: {', '.join(sorted(top_keys))}")
         for k, v in table(fname, "fields", doc.get("fields", {})).items():
+            if isinstance(v, dict):
+                if k in raw_fields:
+                    col.add(fname, f"fields.{k}", f"declared twice (also in {raw_fields[k][0]})")
+                raw_fields[k] = (fname, v)
+                if "values" not in v:
+                    continue
+                v = v["values"]
             if not isinstance(v, list) or not v:
                 col.add(fname, f"fields.{k}", "must be a non-empty list")
             elif not all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in v):
@@ -402,7 +451,13 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
                 col.add("domains.toml", f"gpus.{gname}.compute_capability", str(e))
         if "rocm_arch" in g and g["rocm_arch"] not in domains.get("rocm_arch", ()):
             col.add("domains.toml", f"gpus.{gname}.rocm_arch", f"{g['rocm_arch']!r} not in fields.rocm_arch")
-    known: set[str] = set(CONFIG_FIELDS) | set(raw_derived) | set(EXTRA_FIELDS)
+    known: set[str] = set(CONFIG_FIELDS) | set(raw_derived) | set(EXTRA_FIELDS) | set(raw_fields)
+    field_decls = _field_decls(raw_fields, domains, col)
+    generic = _generic_checks([(fname, g) for fname, doc in docs for g in (doc.get("generic_checks") or [])
+                               if isinstance(g, dict)], known, col)
+    if not generic:
+        col.add("domains.toml", "generic_checks", "missing: the rule set declares no [[generic_checks]] "
+                "(vLLM's validate_configuration checks, in order)")
 
     derived: dict[str, Derived] = {}
     for name, (fname, d) in raw_derived.items():
@@ -467,7 +522,7 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
     abstract: set[str] = set()
     for name, (fname, b) in raw_backends.items():
         loc = f"backends.{name}"
-        unknown = set(b) - _BACKEND_KEYS
+        unknown = set(b) - _BACKEND_KEYS - {g.key for g in generic}
         if unknown:
             col.add(fname, loc, f"unknown key(s) {sorted(unknown)}; accepted: {', '.join(sorted(_BACKEND_KEYS))}")
             continue
@@ -478,7 +533,7 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
             abstract.add(name)
             continue
         try:
-            backends[name] = _backend(name, full, fname, known, domains, derived)
+            backends[name] = _backend(name, full, fname, known, domains, derived, generic)
         except (ValueError, KeyError, TypeError) as e:
             col.add(fname, loc, str(e))
 
@@ -506,7 +561,7 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
             col.add(parts[0][0], f"platforms.{plat}", f"platform not in fields.platform {list(domains.get('platform', ()))}")
 
     rules = RuleSet(domains=domains, aliases=aliases, gpus=gpus, generations=generations, derived=derived,
-                    backends=backends, lists=tuple(lists), sources=sources,
+                    backends=backends, lists=tuple(lists), sources=sources, fields=field_decls, generic_checks=generic,
                     vllm=release.get("vllm", ""), read_from=release.get("read_from", ""),
                     summary=release.get("summary", ""))
     _check_references(rules, abstract, col)
@@ -520,14 +575,50 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
     return rules
 
 
-def _backend(name: str, full: dict, fname: str, known: set[str], domains: dict, derived: dict) -> Backend:
+def _field_decls(raw: dict[str, tuple[str, dict]], domains: dict[str, tuple[Any, ...]],
+                 col: _Collector) -> dict[str, FieldDecl]:
+    """[fields.NAME] tables -> FieldDecl, each checked against its kind (an enum needs its values)."""
+    out: dict[str, FieldDecl] = {}
+    for name, (fname, d) in raw.items():
+        kind = d.get("kind")
+        if kind not in FIELD_KINDS:
+            col.add(fname, f"fields.{name}.kind", f"{kind!r} is not a field kind; accepted: {', '.join(FIELD_KINDS)}")
+            continue
+        category = d.get("category", "setting")
+        if category not in FIELD_CATEGORIES:
+            col.add(fname, f"fields.{name}.category", f"{category!r}; accepted: {', '.join(FIELD_CATEGORIES)}")
+            continue
+        if kind == "enum" and name not in domains:
+            col.add(fname, f"fields.{name}", "an enum field needs its values (values = [...] here or in [fields] of domains.toml)")
+            continue
+        default = d.get("default")
+        if kind == "bool" and default is not None and not isinstance(default, bool):
+            col.add(fname, f"fields.{name}.default", f"a bool field's default is true or false, got {default!r}")
+            continue
+        if kind == "enum" and default is not None and default not in domains.get(name, ()):
+            col.add(fname, f"fields.{name}.default", f"{default!r} not in its values {list(domains.get(name, ()))}")
+            continue
+        flags = tuple(d.get("flags", ()))
+        bad = [f for f in flags if not f.startswith("-") or " " in f]
+        if bad:
+            col.add(fname, f"fields.{name}.flags", f"{bad[0]!r} is not a command-line flag (like --{name.replace('_', '-')})")
+            continue
+        out[name] = FieldDecl(name=name, kind=kind, default=default, unset=d.get("unset", ""), category=category,
+                              selector=bool(d.get("selector", False)), flags=flags, metavar=d.get("metavar", "VALUE"),
+                              env=d.get("env"), vllm=d.get("vllm", ""), help=d.get("help", ""),
+                              platforms=tuple(d.get("platforms", ())), min=d.get("min"))
+    return out
+
+
+def _backend(name: str, full: dict, fname: str, known: set[str], domains: dict, derived: dict,
+             generic: tuple[GenericCheck, ...]) -> Backend:
     role = full.get("role", "decode")
     if role not in _ROLES:
         raise ValueError(f"role {role!r} not one of {list(_ROLES)}")
     platforms = _str_list(full.get("platforms", []))
     if not platforms:
         raise ValueError("platforms is missing or empty")
-    caps = _caps(full, known)
+    caps = _caps(full, generic)
     _check_domain(caps.dtypes, domains.get("dtype", ()), "dtypes")
     _check_domain(caps.attn_types, domains.get("attn_type", ()), "attn_types")
     if caps.kv_cache_dtypes:
@@ -546,10 +637,10 @@ def _backend(name: str, full: dict, fname: str, known: set[str], domains: dict, 
     for vname, v in raw_variants.items():
         if "values" not in v:
             raise ValueError(f"variant {vname} needs 'values'")
-        extra = set(v) - schema.keys("variant")
+        extra = set(v) - schema.keys("variant") - {g.key for g in generic}
         if extra:
             raise ValueError(f"variant {vname}: unknown key(s) {sorted(extra)}")
-        variants.append(Variant(vname, tuple(_list(v["values"])), _caps(v, known)))
+        variants.append(Variant(vname, tuple(_list(v["values"])), _caps(v, generic)))
     if variant_field in derived:
         covered = {x for v in variants for x in v.values}
         missing = [x for x in derived[variant_field].values if x not in covered]
@@ -557,27 +648,22 @@ def _backend(name: str, full: dict, fname: str, known: set[str], domains: dict, 
             raise ValueError(f"variants do not cover {variant_field} value(s) {missing}")
     checks: list[Check] = []
     if not variants:
-        checks += expand_checks(caps, role)
+        checks += expand_checks(caps, role, generic)
     else:
         # Capabilities a variant overrides are checked per variant; the rest once, in vLLM's order.
-        overridden = {k for v in variants for k in _CAP_KEYS if getattr(v.caps, k) is not None}
+        overridden = {k for v in variants for k in v.caps.keys()}
         per_kind: dict[str, list[Check]] = {}
-        base_only = Capabilities(**{k: getattr(caps, k) for k in _CAP_KEYS if k not in overridden})
-        for c in expand_checks(base_only, role):
-            if _kind_key(c.kind) not in overridden:
+        for c in expand_checks(caps, role, generic):
+            if c.kind not in overridden:
                 per_kind.setdefault(c.kind, []).append(c)
         for v in variants:
             when = (Literal(variant_field, Pred(in_=frozenset(v.values))),)
-            only = Capabilities(**{k: getattr(_merge_caps(caps, v.caps), k) if k in overridden else None
-                                   for k in _CAP_KEYS})
-            # mla/sparse/sink/mm checks are emitted whenever the role is decode; keep only overridden kinds
-            for c in expand_checks(only, role, when):
-                if _kind_key(c.kind) in overridden:
+            only = caps.merged(v.caps).only(overridden)
+            for c in expand_checks(only, role, generic, when):
+                if c.kind in overridden:
                     per_kind.setdefault(c.kind, []).append(c)
-        order = ["head_size", "dtype", "kv_cache_dtype", "block_size", "mm_prefix", "mla", "sink", "sparse",
-                 "compute_capability", "attn_type"]
-        for kind in order:
-            checks += per_kind.get(kind, [])
+        for g in generic:
+            checks += per_kind.get(g.key, [])
     checks += list(_checks(full.get("checks", []), known))
     warns = _messages(full.get("warnings", []), known, "warnings")
     pbs = full.get("preferred_block_size")
@@ -603,11 +689,6 @@ def _messages(raw: Any, known: set[str], key: str) -> tuple[tuple[str, tuple[Lit
             raise ValueError(f"{key} #{i + 1} needs 'message' (and optional 'when')")
         out.append((w["message"], _literals(w.get("when", {}), known)))
     return tuple(out)
-
-
-def _kind_key(kind: str) -> str:
-    return {"head_size": "head_sizes", "dtype": "dtypes", "kv_cache_dtype": "kv_cache_dtypes",
-            "block_size": "kernel_block_sizes", "attn_type": "attn_types"}.get(kind, kind)
 
 
 def _check_domain(values: tuple[str, ...] | None, domain: tuple, key: str) -> None:

@@ -194,21 +194,64 @@ class _Show(dict):
         return _show(v) if not isinstance(v, str) else v
 
 
+GENERIC_FORMS = ("predicate", "values", "multiple_of", "supports", "matches", "flag")
+
+
+@dataclass(frozen=True, slots=True)
+class GenericCheck:
+    """One of vLLM's generic capability checks (AttentionBackend.validate_configuration), as data.
+
+    A backend's capability `key` feeds it; `form` says how the capability becomes a check over `field`:
+    predicate (the value is a predicate), values (a list of accepted values, "x*" a prefix),
+    multiple_of (the field is a multiple of one of them), supports (a bool; fails when the field is
+    true and the backend does not support it), matches (a bool the field must equal: reason_true when
+    the field is true, reason_false when false), flag (a documented bool capability vLLM never checks).
+    """
+
+    key: str
+    field: str
+    form: str
+    reason: str = ""
+    reason_true: str = ""
+    reason_false: str = ""
+    default: Any = None
+    unset_passes: bool = False
+    roles: tuple[str, ...] = ()
+    when: tuple["Literal", ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class Capabilities:
-    """What one backend (or one of its variants) declares, before expansion into checks."""
+    """What one backend (or one of its variants) declares, keyed by the rule set's generic checks.
 
-    dtypes: tuple[str, ...] | None = None
-    kv_cache_dtypes: tuple[str, ...] | None = None
-    kernel_block_sizes: tuple[int, ...] | None = None
-    head_sizes: Pred | None = None
-    compute_capability: Pred | None = None
-    attn_types: tuple[str, ...] | None = None
-    sink: bool | None = None
-    mm_prefix: bool | None = None
-    mla: bool | None = None
-    sparse: bool | None = None
-    dcp: bool | None = None
+    Read as attributes (`caps.dtypes`, `caps.sink`): an undeclared key reads as None.
+    """
+
+    items: tuple[tuple[str, Any], ...] = ()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        for k, v in self.items:
+            if k == key:
+                return v
+        return default
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("__"):
+            raise AttributeError(key)
+        return self.get(key)
+
+    def keys(self) -> tuple[str, ...]:
+        return tuple(k for k, _ in self.items)
+
+    def merged(self, over: "Capabilities") -> "Capabilities":
+        """These capabilities with `over`'s declared keys replacing them (a variant over its backend)."""
+        out = dict(self.items)
+        out.update(over.items)
+        return Capabilities(tuple(out.items()))
+
+    def only(self, keys: Iterable[str]) -> "Capabilities":
+        keep = set(keys)
+        return Capabilities(tuple((k, v) for k, v in self.items if k in keep))
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,6 +393,38 @@ class PriorityList:
         return all(lit(facts) for lit in self.when)
 
 
+FIELD_KINDS = ("bool", "int", "enum", "tristate", "cc", "platform", "backend")
+FIELD_CATEGORIES = ("hardware", "model", "setting")
+
+
+@dataclass(frozen=True, slots=True)
+class FieldDecl:
+    """One selection input as a rule set declares it (`[fields.NAME]` tables): the schema as data.
+
+    kind: bool | int | enum (values from the domain) | tristate (None/true/false) | cc | platform | backend.
+    default None = unset, explained by `unset`. flags[0] is attnsolve's CLI flag; the others are
+    vLLM's spellings (`--attention-config.X`). env: the environment variable vLLM reads for it.
+    """
+
+    name: str
+    kind: str
+    default: Any = None
+    unset: str = ""
+    category: str = "setting"
+    selector: bool = False
+    flags: tuple[str, ...] = ()
+    metavar: str = "VALUE"
+    env: str | None = None
+    vllm: str = ""
+    help: str = ""
+    platforms: tuple[str, ...] = ()
+    min: int | None = None
+
+    @property
+    def flag(self) -> str:
+        return self.flags[0] if self.flags else "--" + self.name.replace("_", "-")
+
+
 @dataclass(frozen=True, eq=False)
 class RuleSet:
     """Everything the solvers know: domains, derived facts, backends and priority lists."""
@@ -362,6 +437,10 @@ class RuleSet:
     backends: Mapping[str, Backend]
     lists: tuple[PriorityList, ...]
     sources: tuple[str, ...] = field(default=())
+    # Declared selection inputs, in declaration order (fields.toml); empty for a set without declarations.
+    fields: Mapping[str, FieldDecl] = field(default_factory=dict)
+    # vLLM's generic capability checks in vLLM's order ([[generic_checks]]).
+    generic_checks: tuple[GenericCheck, ...] = ()
     # The vLLM release modelled ("0.17") and where the facts were read from ([ruleset] in ruleset.toml).
     vllm: str = ""
     read_from: str = ""

@@ -55,10 +55,17 @@ _CAPS: dict[str, str] = {
 
 # place -> key -> kind. THE table of known keys (the loader takes its key sets from here).
 KEYS: dict[str, dict[str, str]] = {
-    "top": {"ruleset": ONE("ruleset"), "fields": TABLE, "aliases": TABLE, "gpus": TABLES("gpu"), "generations": TABLE,
+    "top": {"generic_checks": LIST_OF("generic_check"), "ruleset": ONE("ruleset"), "fields": TABLE, "aliases": TABLE, "gpus": TABLES("gpu"), "generations": TABLE,
             "derived": TABLES("derived"), "backends": TABLES("backend"), "platforms": TABLES("platform")},
     # which vLLM release a rule set models, and the release (wheel) its facts were read from
-    "ruleset": {"vllm": STR, "read_from": STR, "summary": STR},
+    # [fields.NAME]: a declared selection input (model.FieldDecl); `values` is its domain (kind enum)
+    "field": {"kind": STR, "default": SCALAR, "unset": STR, "category": STR, "selector": BOOL, "flags": STR_LIST,
+              "metavar": STR, "env": STR, "vllm": STR, "help": STR, "platforms": STR_LIST, "min": INT,
+              "values": LIST},
+    "generic_check": {"key": STR, "field": STR, "form": STR, "reason": "reason", "reason_true": "reason",
+                      "reason_false": "reason", "default": SCALAR, "unset_passes": BOOL, "roles": STR_LIST,
+                      "when": LITERALS},
+    "ruleset": {"vllm": STR, "read_from": STR, "summary": STR, "status": STR},
     # suggest / family: which GPUs a hardware fix names and a ROCm generation name (attnsolve/gpus.py)
     "gpu": {"platform": STR, "compute_capability": SCALAR, "rocm_arch": STR, "suggest": BOOL, "family": STR},
     "backend": {"platforms": STR_LIST, "role": STR, "summary": STR, **_CAPS, "explicit_only": BOOL, "parent": STR,
@@ -101,9 +108,12 @@ def keys(place: str) -> frozenset[str]:
 class ShapeChecker:
     """Walks one parsed document, reporting (file, key, message) through `add`."""
 
-    def __init__(self, add: Callable[[str, str, str], None], fields: Mapping[str, str]):
+    def __init__(self, add: Callable[[str, str, str], None], fields: Mapping[str, str],
+                 capability_keys: Mapping[str, str] | None = None):
         self.add = add
         self.fields = fields  # field name -> "int" | "bool" | "str" | "cc" | "any"
+        # the rule set's own capability keys (its [[generic_checks]]) -> kind, accepted on backends and variants
+        self.capability_keys = dict(capability_keys or {})
 
     # -- places -------------------------------------------------------------------------------
     def table(self, f: str, loc: str, raw: Any, place: str) -> None:
@@ -111,6 +121,10 @@ class ShapeChecker:
             self.add(f, loc, f"must be a table, got {_kind(raw)}")
             return
         known = KEYS[place]
+        if place in ("backend", "variant") and self.capability_keys:
+            known = {**known, **self.capability_keys}
+        if place == "gpu":  # a GPU entry may give any field's value (a made-up platform's hardware field)
+            known = {**known, **{k: SCALAR for k in raw if k in self.fields}}
         for k, v in raw.items():
             where = f"{loc}.{k}" if loc else str(k)
             if k not in known:
@@ -186,6 +200,11 @@ class ShapeChecker:
         if not isinstance(raw, dict):
             return  # reported as "must be a table" by the top-level check
         for name, values in raw.items():
+            if isinstance(values, dict):  # a declaration: its keys are checked like any table
+                self.table(f, f"fields.{name}", values, "field")
+                if "values" not in values:
+                    continue
+                values = values["values"]
             if name not in self.fields:
                 hit = closest(name, self.fields)
                 self.add(f, f"fields.{name}", "names no field" + (f"; did you mean {hit!r}?" if hit else ""))
@@ -291,12 +310,32 @@ class ShapeChecker:
             self.add(f, loc, f"must be {want}, got {_kind(v)} {_short(v)}")
 
 
-def field_kinds(domains: Mapping[str, Iterable[Any]], derived: Mapping[str, Any], extra: Iterable[str]) -> dict[str, str]:
-    """field -> kind, for the Config fields, the derived facts and the extra fields (role)."""
+_DECL_KIND = {"bool": "bool", "int": "int", "cc": "cc", "enum": "str", "platform": "str", "backend": "str",
+              "tristate": "bool"}
+
+
+def capability_kinds(generic: Iterable[Any]) -> dict[str, str]:
+    """Capability key -> kind, from the rule set's [[generic_checks]] (their form says the value's shape)."""
+    out: dict[str, str] = {}
+    for g in generic:
+        if not isinstance(g, dict) or not isinstance(g.get("key"), str):
+            continue
+        form, field = g.get("form"), g.get("field")
+        out[g["key"]] = {"predicate": PRED(field) if isinstance(field, str) else LIST, "values": LIST,
+                         "multiple_of": INT_LIST, "supports": BOOL, "matches": BOOL, "flag": BOOL}.get(form, SCALAR)
+    return out
+
+
+def field_kinds(domains: Mapping[str, Iterable[Any]], derived: Mapping[str, Any], extra: Iterable[str],
+                declared: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """field -> kind, for the Config fields, the declared fields, the derived facts and the extra fields (role)."""
     out: dict[str, str] = {}
     for name in CONFIG_FIELDS:
         out[name] = "int" if name in INT_FIELDS else "bool" if name in BOOL_FIELDS else "str"
     out["compute_capability"] = "cc"
+    for name, decl in (declared or {}).items():
+        kind = decl.get("kind") if isinstance(decl, dict) else None
+        out[name] = _DECL_KIND.get(kind, "any") if isinstance(kind, str) else "any"
     for name, values in domains.items():
         if name in out and name != "compute_capability":
             vals = list(values) if isinstance(values, list) else []

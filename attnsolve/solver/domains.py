@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from ..rules._fields import CONFIG_FIELDS
 from ..rules.model import Pred, RuleSet
 
 # Fields that take None as a meaningful value (vLLM's "unset").
@@ -21,6 +22,7 @@ BOOLS = {"use_mla", "use_sparse", "has_sink", "use_mm_prefix", "trtllm_available
          "rocm_use_aiter_mha", "rocm_use_aiter_mla", "rocm_use_aiter_unified_attention",
          "use_prefill_decode_attention", "use_trtllm_ragged_deepseek_prefill", "disable_flashinfer_prefill",
          "use_cudnn_prefill", "flashinfer_available", "use_trtllm_attention"}
+_COMMON = frozenset(CONFIG_FIELDS)
 INTS = {"head_size", "num_heads", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "index_topk"}
 ENUMS = {"dtype", "kv_cache_dtype", "attn_type", "platform", "rocm_arch", "block_size", "flash_attn_version"}
 
@@ -67,6 +69,21 @@ def _field_preds(rules: RuleSet) -> dict[str, tuple[Pred, ...]]:
 
 def _candidates(rules: RuleSet, field: str) -> list[Any]:
     preds = field_preds(rules, field)
+    decl = rules.fields.get(field)
+    if decl is not None and field not in _COMMON:  # a rule-declared field: its declared kind says its values
+        none = [None] if decl.default is None else []
+        if decl.kind == "bool":
+            return [False, True]
+        if decl.kind == "tristate":
+            return [None, False, True]
+        if decl.kind == "enum":
+            return [*none, *rules.domains[field]]
+        if decl.kind == "int":
+            mentioned = {n for p in preds for n in p.mentioned_numbers()}
+            low = decl.min if decl.min is not None else 0
+            top = max([64, *mentioned]) * 2 + 1
+            nums = set(range(low, top + 1)) | {m for n in mentioned for m in (n - 1, n, n + 1) if m >= low}
+            return [*none, *sorted(nums)]
     none = [None] if field in OPTIONAL else []
     if field == "backend":
         return [None, *sorted(rules.backends)]

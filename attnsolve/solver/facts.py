@@ -29,6 +29,7 @@ def parse_role(role: Any) -> str:
 def base_facts(config: Config, role: str) -> dict[str, Any]:
     """Config fields (ANY kept as ANY) plus the role; no derived facts."""
     facts = {f: getattr(config, f) for f in FIELD_NAMES}
+    facts.update(config._extra)  # the fields this release's rules declare beyond the common ones
     cc = facts["compute_capability"]
     if cc is not ANY:
         facts["compute_capability"] = cc_int(cc)

@@ -1,0 +1,84 @@
+"""The packaged rule sets: one folder per vLLM release (`vllm-<major>.<minor>/`), found on disk.
+
+Why a module of its own: which releases attnsolve answers for is data (a new folder is a new
+release); everything that needs "the rules of vLLM X" asks here, and nothing else lists folders.
+A set whose `[ruleset]` says `status = "draft"` is loadable by name but never the default.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from .loader import RULES_ROOT
+
+_FOLDER = re.compile(r"^vllm-(\d+)\.(\d+)$")
+_SPELLING = re.compile(r"^\s*v?(\d+)\.(\d+)(?:\.\d+)?(?:[.+-].*)?\s*$", re.IGNORECASE)
+# Environment variable that picks the default release (tests pin the release their facts are for).
+DEFAULT_ENV = "ATTNSOLVE_VLLM"
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSetInfo:
+    """A packaged rule set: its release label ("0.17"), folder, and whether it is a draft."""
+
+    version: str
+    path: Path
+    draft: bool
+
+    @property
+    def key(self) -> tuple[int, int]:
+        major, minor = self.version.split(".")
+        return int(major), int(minor)
+
+
+@lru_cache(maxsize=1)
+def packaged_sets() -> tuple[RuleSetInfo, ...]:
+    """Every packaged rule set, oldest release first."""
+    found = []
+    for folder in RULES_ROOT.iterdir():
+        m = _FOLDER.match(folder.name)
+        if not m or not folder.is_dir():
+            continue
+        draft = False
+        meta = folder / "ruleset.toml"
+        if meta.is_file():
+            try:
+                draft = tomllib.loads(meta.read_text()).get("ruleset", {}).get("status") == "draft"
+            except (OSError, tomllib.TOMLDecodeError):
+                draft = False  # the loader reports the malformed file when the set is loaded
+        found.append(RuleSetInfo(f"{int(m.group(1))}.{int(m.group(2))}", folder, draft))
+    return tuple(sorted(found, key=lambda s: s.key))
+
+
+def versions(*, include_drafts: bool = True) -> tuple[str, ...]:
+    """Release labels of the packaged sets, oldest first."""
+    return tuple(s.version for s in packaged_sets() if include_drafts or not s.draft)
+
+
+def parse_version(text: object) -> str | None:
+    """'0.33', '0.33.0', 'v0.33', '0.33.0rc1' -> '0.33'; None when the text is no vLLM version."""
+    if not isinstance(text, str):
+        return None
+    m = _SPELLING.match(text)
+    return f"{int(m.group(1))}.{int(m.group(2))}" if m else None
+
+
+def default_version() -> str:
+    """$ATTNSOLVE_VLLM when it names a packaged set, else the newest set that is not a draft."""
+    env = parse_version(os.environ.get(DEFAULT_ENV, ""))
+    if env is not None and env in versions():
+        return env
+    stable = versions(include_drafts=False) or versions()
+    return stable[-1]
+
+
+def info(version: str) -> RuleSetInfo:
+    for s in packaged_sets():
+        if s.version == version:
+            return s
+    raise KeyError(version)
