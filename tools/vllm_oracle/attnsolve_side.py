@@ -33,17 +33,24 @@ def make_config(cfg: Mapping[str, Any], version: str | None = None) -> Config:
 
 
 def load_rules_for(version: str | None = None) -> Any:
-    """The rule set attnsolve answers `version` with: until Config takes vllm=, its active rule set
-    (the packaged one, or the folder $ATTNSOLVE_RULES names), whatever the version."""
-    from attnsolve import load_rules
-    from attnsolve.rules import default_rules
+    """The rule set attnsolve answers `version` with: that release's packaged set (or the folder
+    $ATTNSOLVE_RULES names, which replaces every release); ValueError naming the releases
+    attnsolve has when it has none for `version`.  Without the version switch: the active set."""
+    from attnsolve import rules as R
 
-    if PASS_VLLM_VERSION and version is not None:
-        try:
-            return load_rules(vllm=version_key(version))  # type: ignore[call-arg]
-        except TypeError:  # an engine that selects the set another way: its active one
-            pass
-    return default_rules()
+    if not (PASS_VLLM_VERSION and version is not None):
+        return R.default_rules()
+    key = version_key(version)
+    try:
+        return R.rules_for(key)
+    except KeyError:
+        raise ValueError(f"attnsolve has no rule set for vLLM {key} (it has "
+                         f"{', '.join(R.versions())})") from None
+    except R.RulesError as e:
+        lines = str(e).splitlines()
+        raise ValueError(f"attnsolve's rule set for vLLM {key} does not load: " + "\n".join(lines[:6])
+                         + (f"\n  ... ({len(lines) - 6} more lines)" if len(lines) > 6 else "")
+                         + "\n(--attnsolve-vllm names the rule set to compare with instead)") from None
 
 
 def accepts(field: str, value: Any, version: str | None = None) -> bool:

@@ -263,7 +263,9 @@ def random_cuda(D: Domains, rng: random.Random, *, startup: bool = False) -> dic
     if use_mla and (startup or rng.random() < 0.3):
         dims = rng.choice(MLA_DIMS)
         d.update(qk_nope_head_dim=dims[0], qk_rope_head_dim=dims[1], v_head_dim=dims[2])
-        if d["use_sparse"] and rng.random() < 0.7:
+        # a sparse layer exists only in a model with index_topk (vLLM's DeepSeek-V3.2 code decides
+        # use_sparse by it, and the start-up hook reads it): start-up models always have it
+        if d["use_sparse"] and (startup or rng.random() < 0.7):
             d["index_topk"] = 2048
     return _draw_inputs(D, rng, d)
 

@@ -352,7 +352,9 @@ class Oracle:
                         out["reason_parse_mismatch"] = True
                 except (ValueError, SyntaxError):
                     pass
-        if out["ok"] and out["backend"] == "FLASH_ATTN":
+        if out["ok"] and out["backend"] in ("FLASH_ATTN", "FLASH_ATTN_DIFFKV"):
+            # the layer's version (FlashAttentionImpl, which the DiffKV impl subclasses, asks with
+            # its head size), with what resolving it logs
             import vllm.v1.attention.backends.fa_utils as fa
 
             g = fa.get_flash_attn_version
