@@ -187,6 +187,16 @@ def test_error_vs_error_across_exception_types() -> None:
     assert not same_outcome("TRITON_ATTN", "ERR:no_valid")
 
 
+def test_message_classes_name_the_reasons_and_a_refusal_outside_selection() -> None:
+    inv = "Selected backend AttentionBackendEnum.X is not valid for this configuration. Reason: "
+    sig = message_signature(inv + "['a', 'b']", inv + "['a']")
+    assert sig == "reason list differs: vllm-only=['b'] attnsolve-only=[]"
+    v = {"ok": False, "kind": "ValueError", "error": "Bfloat16 is only supported on GPUs with compute capability of at least 8.0."}
+    a = {"ok": False, "kind": "no_valid", "error": "No valid attention backend found for cuda", "reasons": {}}
+    msg = [c for c in compare("startup", "cuda", v, a) if c.category == "message"][0]
+    assert not msg.agree and "(vllm: Bfloat16 is only supported" in msg.signature
+
+
 def test_message_signatures() -> None:
     assert message_signature("Selected backend AttentionBackendEnum.X is bad", "Selected backend X is bad").startswith("backend names")
     assert message_signature("with C(a). Reasons: {A: [x]}", "with Config(b). Reasons: {A: [x]}") == "config repr differs"
@@ -232,6 +242,14 @@ def test_known_differences_file_loads_and_matches(tmp_path: Path) -> None:
     bad.write_text('[[difference]]\nid = "a"\ncategory = "message"\n')
     with pytest.raises(ValueError, match="lacks match, cause"):
         load_known(bad)
+    both = tmp_path / "b.toml"
+    both.write_text('[[difference]]\nid = "a"\ncategory = ["outcome", "message"]\nmatch = "x"\ncause = "why"\n')
+    (k2,) = load_known(both)
+    assert k2.matches("message", "x", "0.17.0", "cuda", "startup") and k2.matches("outcome", "x", "0.17.0", "cuda", "s")
+    assert not k2.matches("warnings", "x", "0.17.0", "cuda", "startup")
+    both.write_text('[[difference]]\nid = "a"\ncategory = "mesage"\nmatch = "x"\ncause = "why"\n')
+    with pytest.raises(ValueError, match="unknown category 'mesage'"):
+        load_known(both)
 
 
 # -- report and CLI ----------------------------------------------------------------------------
@@ -261,6 +279,22 @@ def test_cli_profiles_and_bad_arguments(capsys: pytest.CaptureFixture[str]) -> N
     assert e.value.code == 2
     assert cli.main(["--vllm", "0.99.0"]) == 2
     assert "Invalid vLLM version" in capsys.readouterr().err
+    # the rule set compared with: one attnsolve lacks is named with the ones it has, before provisioning
+    assert cli.main(["--vllm", "0.17.0", "--attnsolve-vllm", "0.99"]) == 2
+    err = capsys.readouterr().err
+    assert "no rule set for vLLM 0.99" in err and "0.17" in err
+    assert cli.main(["--vllm", "0.17.0", "--platform", "xpu"]) == 2
+    assert "has no xpu platform" in capsys.readouterr().err
+
+
+def test_questions_name_the_release_compared_with() -> None:
+    from tools.vllm_oracle.attnsolve_side import PASS_VLLM_VERSION, answer, make_config
+
+    assert PASS_VLLM_VERSION  # attnsolve's Config takes vllm=
+    assert make_config({"platform": "cuda", "compute_capability": "9.0", "dtype": "bfloat16"}, "0.17.0").vllm == "0.17"
+    got = answer({"platform": "cuda", "compute_capability": "9.0", "dtype": "bfloat16", "head_size": 128},
+                 "selector", "0.17.0")
+    assert got["ok"] and got["backend"] == "FLASH_ATTN"
 
 
 def test_vllm_answers_are_reused_from_the_cache(tmp_path: Path) -> None:

@@ -141,6 +141,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    ours = a.attnsolve_vllm or a.vllm  # the attnsolve rule set asked
+    if not a.patches:  # attnsolve's side first: a bad rule set fails before any provisioning
+        try:
+            D = Domains.from_rules(ours)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        if a.platform != "all" and a.platform not in D.platforms:
+            print(f"error: attnsolve's rule set for vLLM {ours} has no {a.platform} platform "
+                  f"(it has {', '.join(D.platforms)})", file=sys.stderr)
+            return 2
     try:
         python = a.python or ensure_venv(data)
     except (RuntimeError, subprocess.CalledProcessError) as e:
@@ -149,16 +160,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.patches:
         print_patches(a.vllm, python)
         return 0
-    ours = a.attnsolve_vllm or a.vllm  # the attnsolve rule set asked
-    try:
-        D = Domains.from_rules(ours)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if a.platform != "all" and a.platform not in D.platforms:
-        print(f"error: attnsolve's rule set for vLLM {ours} has no {a.platform} platform "
-              f"(it has {', '.join(D.platforms)})", file=sys.stderr)
-        return 2
     platforms = D.platforms if a.platform == "all" else (a.platform,)
     modes = MODES if a.mode == "all" else (a.mode,)
     items = generate(D, n_random=a.n, platforms=platforms, modes=modes, sample=a.sample, seed=a.seed)
