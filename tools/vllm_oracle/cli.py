@@ -177,9 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         k.known, k.cause = (hit.id, hit.cause) if hit else (None, None)
     if a.shrink_rounds:
         _shrink(a.vllm, python, classes, a.shrink_rounds, a.jobs, out, ours)
-    text = render(a.vllm, tally, classes)
-    text += ("\n\nattnsolve answered with its rule set for vLLM " + version_key(ours) if PASS_VLLM_VERSION
-             else "\n\nattnsolve answered with its active rule set")
+    asked = ("attnsolve answered with its rule set for vLLM " + version_key(ours) if PASS_VLLM_VERSION
+             else "attnsolve answered with its active rule set")
+    head, _, rest = render(a.vllm, tally, classes).partition("\n")
+    text = f"{head}\n{asked}\n{rest}"
     text += f"\n\n{len(items)} configurations (random {a.n}, grid sample {a.sample or 'all'}), {time.time() - t:.0f}s"
     write(out, a.vllm, text, tally, records, classes)
     print(text)
