@@ -87,11 +87,16 @@ def test_new_selector_inputs_and_xpu_are_drawn_only_where_the_rule_set_has_them(
     assert "xpu" not in D.platforms or "xpu" in load_rules_domain("platform")
     plain = generate(D, n_random=200, sample=60, seed=3)
     assert not any((set(SELECTOR_INPUTS) - set(D.inputs)) & set(i.cfg) for i in plain)
-    wide = replace(D, platforms=PLATFORMS, inputs=SELECTOR_INPUTS)
+    wide = replace(D, platforms=PLATFORMS, inputs=SELECTOR_INPUTS,
+                   valued=(("num_kv_heads", (1, 2, 4, 8)), ("dcp_size", (2, 4)), ("xpu_device", ("Arc A770",))))
     items = generate(wide, n_random=400, sample=200, seed=3)
     assert {i.platform for i in items} == set(PLATFORMS)
     drawn = {f for i in items for f in SELECTOR_INPUTS if i.cfg.get(f)}
     assert drawn == set(SELECTOR_INPUTS)
+    kv = [i.cfg for i in items if i.cfg.get("num_kv_heads")]
+    assert kv and all(c["num_heads"] % c["num_kv_heads"] == 0 for c in kv)
+    assert all(i.cfg.get("dcp_size") in (2, 4) for i in items if i.cfg.get("use_dcp") and i.category.startswith("random"))
+    assert any(i.cfg.get("xpu_device") == "Arc A770" for i in items)
     assert any(i.category == "inputs" for i in items) and any(i.category == "random_xpu" for i in items)
 
 

@@ -44,6 +44,11 @@ class Domains:
     backends: tuple[str, ...]
     platforms: tuple[str, ...] = ("cuda", "rocm", "cpu")
     inputs: tuple[str, ...] = ()  # the SELECTOR_INPUTS attnsolve's Config takes for this version
+    # valued inputs a newer rule set declares, with the values drawn (where Config takes them)
+    valued: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+
+    def values_of(self, field: str) -> tuple[Any, ...]:
+        return dict(self.valued).get(field, ())
 
     @classmethod
     def from_rules(cls, version: str | None = None) -> "Domains":
@@ -64,7 +69,18 @@ class Domains:
                    flash_attn_versions=tuple(d["flash_attn_version"]), rocm_archs=tuple(d["rocm_arch"]),
                    ccs=ordered, grid_ccs=grid, backends=backends,
                    platforms=tuple(p for p in PLATFORMS if p in d.get("platform", ("cuda", "rocm", "cpu"))),
-                   inputs=tuple(f for f in SELECTOR_INPUTS if accepts(f, True, version)))
+                   inputs=tuple(f for f in SELECTOR_INPUTS if accepts(f, True, version)),
+                   valued=_valued(rules, version))
+
+
+def _valued(rules: Any, version: str | None) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    """Valued inputs of newer rule sets the vLLM side can give: KV heads (the stand-in model
+    config), the decode context-parallel size (parallel config) and the XPU device name."""
+    from .attnsolve_side import accepts
+
+    xpus = tuple(sorted(n for n, g in getattr(rules, "gpus", {}).items() if g.get("platform") == "xpu"))
+    wanted = (("num_kv_heads", (1, 2, 4, 8)), ("dcp_size", (2, 4, 8)), ("xpu_device", xpus))
+    return tuple((f, vals) for f, vals in wanted if vals and accepts(f, vals[0], version))
 
 
 def _role(pl: Any) -> str | None:
@@ -218,7 +234,10 @@ def grid_cpu(D: Domains) -> Iterator[dict[str, Any]]:
 def grid_inputs(D: Domains) -> Iterator[dict[str, Any]]:
     """Each new selector input switched on, alone, on standard and MLA layers of every grid GPU."""
     for field, cc, mla in itertools.product(D.inputs, D.grid_ccs, (False, True)):
-        yield base(compute_capability=cc, head_size=576 if mla else 128, use_mla=mla, **{field: True})
+        d = base(compute_capability=cc, head_size=576 if mla else 128, use_mla=mla, **{field: True})
+        if mla and field == "use_rswa":  # a model config (see _draw_inputs): an MLA model's has its dims
+            d.update(qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128)
+        yield d
 
 
 def grid_xpu(D: Domains) -> Iterator[dict[str, Any]]:
@@ -240,6 +259,18 @@ def _draw_inputs(D: Domains, rng: random.Random, d: dict[str, Any], p: float = 0
     for field in D.inputs:
         if rng.random() < p:
             d[field] = True
+    if d.get("use_rswa") and d.get("use_mla") and d.get("qk_nope_head_dim") is None:
+        # use_rswa is a model fact (model_config.rswa_window): it needs a model config, and an MLA
+        # model's config has its dimensions (vLLM reads them without a default)
+        d.update(qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128)
+    if D.valued:
+        heads = D.values_of("num_kv_heads")
+        if heads and d.get("num_heads") and rng.random() < 0.3:
+            d["num_kv_heads"] = rng.choice([h for h in heads if d["num_heads"] % h == 0] + [d["num_heads"]])
+        if d.get("use_dcp") and D.values_of("dcp_size"):
+            d["dcp_size"] = rng.choice(D.values_of("dcp_size"))
+        if d.get("platform") == "xpu" and D.values_of("xpu_device") and rng.random() < 0.5:
+            d["xpu_device"] = rng.choice(D.values_of("xpu_device"))
     return d
 
 

@@ -321,12 +321,21 @@ def _preimport_op_modules(data: VersionData) -> None:
     _mark("import.compiled_op_handles", data)
 
 
+XPU_DEFAULT_NAME = "FakeXPU"
+_device_name: list[str] = [XPU_DEFAULT_NAME]
+
+
+def set_device_name(name: str) -> None:
+    """The configured XPU's name (attnsolve's xpu_device, e.g. "Arc A770")."""
+    _device_name[0] = name
+
+
 def _boot_xpu(data: VersionData) -> Any:
     import vllm.platforms as P
     import vllm.platforms.xpu as xpu
 
     cls = xpu.XPUPlatform
-    cls.get_device_name = classmethod(lambda klass, device_id=0: "FakeXPU")
+    cls.get_device_name = classmethod(lambda klass, device_id=0: _device_name[0])
     _mark("xpu.get_device_name", data)
     cls.num_compute_units = classmethod(lambda klass, device_id=0: 132)
     _mark("xpu.num_compute_units", data)

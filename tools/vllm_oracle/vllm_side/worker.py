@@ -205,8 +205,8 @@ class Oracle:
         pc = vc.parallel_config
         if cfg.get("use_pcp"):
             object.__setattr__(pc, "prefill_context_parallel_size", 2)
-        if cfg.get("use_dcp"):
-            object.__setattr__(pc, "decode_context_parallel_size", 2)
+        if cfg.get("use_dcp") or (cfg.get("dcp_size") or 1) > 1:
+            object.__setattr__(pc, "decode_context_parallel_size", int(cfg.get("dcp_size") or 2))
         if cfg.get("use_kv_connector"):
             object.__setattr__(vc, "kv_transfer_config",
                                self.C.KVTransferConfig(kv_connector="NixlConnector", kv_role="kv_both"))
@@ -224,6 +224,8 @@ class Oracle:
         if self.platform == "cuda":
             major, minor = _cc(cfg.get("compute_capability", "9.0"))
             boot.set_capability(major, minor, self.data)
+        if self.platform == "xpu":
+            boot.set_device_name(cfg.get("xpu_device") or boot.XPU_DEFAULT_NAME)
         self._set_env(cfg)
         if mode == "mla_prefill":
             return self._mla_prefill(cfg)
