@@ -27,3 +27,4 @@ from .explain import Explanation, Fix, Verdict, explain, possible_backends, sele
 from .sweep import Sweep, sweep  # noqa: E402
 from .coverage import CoverageReport, coverage_report  # noqa: E402
 from .versions import VersionComparison, compare_versions, vllm_versions  # noqa: E402
+from . import advice as _advice  # noqa: E402,F401 - gives Explanation its text (the advice `attnsolve explain` prints)

@@ -11,7 +11,8 @@ fields. This layer turns them into advice for a person launching vLLM:
 - each is written ready to paste: `vllm serve` flags, `--attention-config.*` keys or environment
   variables; hardware fixes name real GPUs of the nearest newer generation of the same vendor.
 
-The CLI renders `Advice`; API users get the same data from `advise()`.
+`attnsolve explain` and `str(explain(config))` print the same Advice (advice_text.py); its
+`to_dict()` is the JSON result.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .config import Config, format_cc
 from .errors import ConfigError, SelectionError
-from .explain import Explanation, explain
+from .explain import Explanation, Verdict, explain
+from .render import show as _show
 
-__all__ = ["Advice", "Context", "LostBackend", "Remedy", "advise", "change_text", "KINDS", "VLLM_VERSIONS"]
+__all__ = ["Advice", "Context", "LostBackend", "Remedy", "advise", "change_text", "other_releases", "prefill_for", "KINDS", "VLLM_VERSIONS"]
 
 # Ranked kinds of fix: what a user can change, most easily first.
 KINDS = ("setting", "version", "hardware", "model")
@@ -52,7 +54,11 @@ _FP8 = "fp8"
 
 @dataclass(frozen=True)
 class Context:
-    """The question as the user asked it: the Config plus what came from their own flags."""
+    """The question as the user asked it: the Config plus what came from their own flags.
+
+    The CLI builds one from flags, --model and the environment (attnsolve/query.py); the API
+    builds one from a Config with `Context.of`, counting every field set away from its default
+    as the user's own."""
 
     config: Config
     role: str | None = None
@@ -62,6 +68,25 @@ class Context:
     total_heads: int | None = None  # query heads of the model before tensor parallelism
     sparse_kv_rewrite: bool = False  # DeepSeek-V3.2: an fp8 KV cache becomes fp8_ds_mla
     float16_ok: bool = True  # False for model types vLLM refuses to run in float16
+    notes: tuple[str, ...] = ()  # what the model reader and --gpu auto resolved, said to the user
+    env: tuple[tuple[str, str], ...] = ()  # vLLM environment switches read from the process
+    defaulted: tuple[str, ...] = ()  # fields nobody gave (shown as "(default)")
+    dtype_auto: bool = False  # the dtype is vLLM's --dtype auto for the model (depends on the GPU)
+    model_path: str | None = None
+    available: frozenset[str] | None = None  # backends installed (None: all)
+
+    @classmethod
+    def of(cls, config: Config, role: str | None = None, available: Iterable[str] | None = None) -> "Context":
+        """An API question: every field set away from its default counts as the user's."""
+        given = frozenset(config.to_dict(only_changed=True)) - {"platform", "dtype"}
+        heads = config.num_heads if isinstance(config.num_heads, int) else None
+        return cls(config, role, config.gpu if isinstance(config.gpu, str) else None, given, total_heads=heads,
+                   available=None if available is None else frozenset(available))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config": self.config.to_dict(only_changed=True), "role": self.role, "gpu": self.gpu,
+                "tensor_parallel_size": self.tensor_parallel_size, "model": self.model_path,
+                "notes": list(self.notes), "defaulted": list(self.defaulted), "env": dict(self.env)}
 
 
 @dataclass(frozen=True)
@@ -115,26 +140,43 @@ class Advice:
     hardware_only: bool = False
     conflicts: tuple[Mapping[str, Any], ...] = ()  # shown conflicts (noise such as platform=cuda removed)
     startup_error: str | None = None  # vLLM selects a backend but refuses to start (its own text)
+    context: Context | None = None  # the question (None: Context.of the explanation's config)
+    prefill: Any = None  # for an MLA model asked about decode: the MLA prefill Selection vLLM also picks
+    other_releases: tuple[Any, ...] = ()  # on failure: versions.Outcome of other vLLM releases that select one
+
+    @property
+    def rejected(self) -> tuple[Verdict, ...]:
+        """The candidates that lost: every one on failure, those above the selected one on success."""
+        e = self.explanation
+        if e.selected is None:
+            return tuple(c for c in e.candidates if not c.valid)
+        order = [c.backend for c in e.candidates]
+        return tuple(e.candidates[: order.index(e.selected)]) if e.selected in order else ()
 
     def to_dict(self) -> dict[str, Any]:
+        """One JSON shape on success and failure (docs/attnsolve-output.schema.json)."""
+        ctx = self.context or Context.of(self.explanation.config, self.explanation.role)
         data = self.explanation.to_dict()
         data.update(fixes=[f.to_dict() for f in self.fixes], lost=[x.to_dict() for x in self.lost],
-                    hint=self.hint, hardware_only=self.hardware_only, startup_error=self.startup_error)
+                    hint=self.hint, hardware_only=self.hardware_only, startup_error=self.startup_error,
+                    query=ctx.to_dict(), error=self.explanation.message or None,
+                    prefill=None if self.prefill is None else self.prefill.to_dict(),
+                    rejected=[{"backend": c.backend, "reasons": list(c.reasons)} for c in self.rejected],
+                    other_releases=[o.to_dict() for o in self.other_releases])
         return data
+
+    def lines(self, style: Any = None) -> list[str]:
+        """The text `attnsolve explain` prints (attnsolve/advice_text.py)."""
+        from .advice_text import advice_lines
+        e = self.explanation
+        return advice_lines(self, self.context or Context.of(e.config, e.role), style)
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
 
 
 # ---------------------------------------------------------------------------------------------
 # Writing a change the way a vLLM user types it
-
-
-def _show(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if v is None:
-        return "unset"
-    if isinstance(v, tuple) and len(v) == 2:
-        return f"{v[0]}.{v[1]}"
-    return str(v)
 
 
 def gpu_text(names: Sequence[str], facts: Mapping[str, Any], older: bool = False) -> str:
@@ -187,14 +229,50 @@ def _gives_up(ctx: Context, changes: Mapping[str, Any]) -> str | None:
             if now.startswith(_FP8) and not was.startswith(_FP8):
                 return f"the {was} KV cache"
         elif f == "dtype":
-            if "float32" in (c.dtype, v):
+            if "float32" in (c.dtype, v) or "dtype" in ctx.user_fields:
                 return f"{c.dtype} weights"
         elif f == "backend":
             if c.backend is not None:
                 return f"the requested {c.backend}"
         elif f in _MODEL:
             return f"{f}={_show(getattr(c, f))}"
+        elif f in (*_ATTENTION_CONFIG, *_ENV_SWITCHES) and f in ctx.user_fields:
+            return f"your {change_text(ctx, f, getattr(c, f))}"  # a switch the user set on purpose
     return None
+
+
+def _named_sizes(rules: Any) -> frozenset[int]:
+    """The head sizes some backend names in its rules (64, 128, 256, 576...): real models' sizes."""
+    out: set[int] = set()
+    for b in rules.backends.values():
+        pred = getattr(getattr(b, "caps", None), "head_sizes", None)
+        if pred is not None and pred.in_:
+            out |= {v for v in pred.in_ if isinstance(v, int)}
+    return frozenset(out)
+
+
+def _plausible(rules: Any, name: str, value: Any) -> bool:
+    """A model fact a real model could have: a head size some backend names, a dimension that is a
+    multiple of 16 (not the 255 next to 256 that only tells 'any other size')."""
+    if name not in _MODEL or isinstance(value, bool) or not isinstance(value, int):
+        return True
+    if name == "head_size":
+        return value in _named_sizes(rules)
+    return value % 16 == 0
+
+
+def _applicable(ctx: Context, changes: Mapping[str, Any]) -> bool:
+    """Whether the user can make this change: model facts only when typed as a flag (and then only
+    real values); a per-GPU head count only through --tensor-parallel-size unless typed."""
+    from .selection import compiled_rules
+    rules = compiled_rules(ctx.config).rules
+    for k, v in changes.items():
+        if k in _MODEL and (k not in ctx.user_fields or not _plausible(rules, k, v)):
+            return False
+        if k == "num_heads" and "num_heads" not in ctx.user_fields and not (
+                ctx.total_heads and isinstance(v, int) and v > 0 and ctx.total_heads % v == 0):
+            return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,9 +282,9 @@ def _gives_up(ctx: Context, changes: Mapping[str, Any]) -> str | None:
 def _settings(ctx: Context) -> list[tuple[str, Any]]:
     """Every single setting change worth trying, nearest first within a field."""
     from .modelconfig import supported_dtypes
-    from .rules import default_rules
+    from .selection import compiled_rules
     c = ctx.config
-    dom = default_rules().domains
+    dom = compiled_rules(c).rules.domains
     out: list[tuple[str, Any]] = []
     kv_values = list(dom["kv_cache_dtype"])
     if ctx.sparse_kv_rewrite:  # the model turns every fp8 spelling into fp8_ds_mla
@@ -287,7 +365,12 @@ def _model_changes(ctx: Context) -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
     for f in _MODEL:
         if f in ctx.user_fields:
-            out += [(f, v) for v in _candidate_values(rules, f, getattr(ctx.config, f))[:6]]
+            values = [v for v in _candidate_values(rules, f, getattr(ctx.config, f)) if _plausible(rules, f, v)]
+            if f == "head_size":  # the sizes backends name, nearest first
+                near = sorted(_named_sizes(rules) - {ctx.config.head_size},
+                              key=lambda v: abs(v - ctx.config.head_size) if isinstance(ctx.config.head_size, int) else v)
+                values = list(dict.fromkeys([*near, *values]))
+            out += [(f, v) for v in values[:6]]
     return out
 
 
@@ -313,14 +396,15 @@ def _try(ctx: Context, changes: Mapping[str, Any], goal: Goal) -> tuple[str, str
 
 
 def _auto_goal(ctx: Context, target: str | None) -> Goal:
-    """Automatic selection picks `target` (or any backend when target is None)."""
+    """Selection (automatic, or the config's requested backend) gets `target` and vLLM starts
+    with it (any backend when target is None)."""
     from .selection import solve_uncached
     from .solver.facts import parse_role
     role = parse_role(ctx.role)
 
     def goal(cfg: Config) -> tuple[str, str | None] | None:
         try:
-            sel = solve_uncached(cfg, role, None)
+            sel = solve_uncached(cfg, role, ctx.available)
         except (SelectionError, ConfigError):
             return None
         if getattr(sel, "startup_error", None):
@@ -432,7 +516,7 @@ def lost_backend(ctx: Context, backend: str, reasons: Sequence[str]) -> LostBack
     conflict: dict[str, Any] = {}
     model_conflict = None
     try:
-        e = explain(ctx.config.replace(backend=backend), role=ctx.role, max_conflicts=2)  # bounded: per lost backend
+        e = explain(ctx.config.replace(backend=backend), role=ctx.role, available=ctx.available, max_conflicts=2)  # bounded: per lost backend
         if e.selected is None:
             conflict = _drop_noise(e.conflict)
             model_conflict = next((dict(c) for c in e.conflicts if c and all(
@@ -452,12 +536,12 @@ def lost_backend(ctx: Context, backend: str, reasons: Sequence[str]) -> LostBack
 def failure_fixes(ctx: Context, e: Explanation) -> list[Remedy]:
     """Fixes for a configuration that selects nothing (or not the requested backend): the
     diagnosis' minimal fixes the user can apply, plus the searched ones, ranked."""
-    goal = _auto_goal(ctx, None) if e.requested is None else _requested_goal(ctx, e.requested)
+    goal = _auto_goal(ctx, None) if e.requested is None else _auto_goal(ctx, e.requested)
     found: list[Remedy] = []
     for f in e.fixes:
         changes = dict(f.changes)
-        if any(k in _MODEL and k not in ctx.user_fields for k in changes):
-            continue  # a model fact from the model's config: not something the user can set
+        if not _applicable(ctx, changes):
+            continue  # e.g. a model fact from the model's config: not something the user can set
         if "platform" in changes:
             continue
         if any(k in _HARDWARE for k in changes):
@@ -473,30 +557,13 @@ def failure_fixes(ctx: Context, e: Explanation) -> list[Remedy]:
     return _rank(found)
 
 
-def _requested_goal(ctx: Context, requested: str) -> Goal:
-    from .selection import solve_uncached
-    from .solver.facts import parse_role
-    role = parse_role(ctx.role)
-
-    def goal(cfg: Config) -> tuple[str, str | None] | None:
-        try:
-            sel = solve_uncached(cfg, role, None)
-        except (SelectionError, ConfigError):
-            return None
-        if getattr(sel, "startup_error", None):
-            return None
-        return (sel.backend, sel.variant) if sel.backend == requested else None
-
-    return goal
-
-
 def _startup_error(ctx: Context) -> str | None:
     """vLLM's start-up failure text for the selected backend (Selection.startup_error, where the
     rules model vLLM's start-up), or None when vLLM starts."""
     from .selection import solve_uncached
     from .solver.facts import parse_role
     try:
-        sel = solve_uncached(ctx.config, parse_role(ctx.role), None)
+        sel = solve_uncached(ctx.config, parse_role(ctx.role), ctx.available)
     except (SelectionError, ConfigError):
         return None
     return getattr(sel, "startup_error", None)
@@ -530,12 +597,40 @@ def _best_setting(fixes: Sequence[Remedy]) -> Remedy | None:
     return next((f for f in fixes if f.kind in ("setting", "version")), None)
 
 
-def advise(ctx: Context, *, lost: bool = True) -> Advice:
-    """The explanation of `ctx.config` with ranked, pasteable fixes and a one-line hint."""
-    e = explain(ctx.config, role=ctx.role)
-    if e.selected is not None or e.config.is_partial:
-        if e.selected is None:
-            return Advice(e, hint="", conflicts=_shown_conflicts(e.conflicts))
+def prefill_for(ctx: Context) -> Any:
+    """For an MLA model asked about decode: the MLA prefill backend vLLM also picks (or None)."""
+    if ctx.role is not None or ctx.config.use_mla is not True or ctx.config.is_partial:
+        return None
+    from .selection import solve
+    try:
+        return solve(ctx.config, role="mla_prefill", available=ctx.available)
+    except (SelectionError, ConfigError):
+        return None
+
+
+def other_releases(ctx: Context) -> tuple[Any, ...]:
+    """The other vLLM releases attnsolve knows whose selection succeeds for this configuration."""
+    from .versions import in_release, outcome, vllm_versions
+    out = []
+    for v in vllm_versions():
+        if v == ctx.config.vllm:
+            continue
+        try:
+            o = outcome(in_release(ctx.config, v), ctx.role)
+        except Exception:  # noqa: BLE001 - a field the other release reads differently, a draft set that fails
+            continue
+        if o.backend is not None and o.error is None:
+            out.append(o)
+    return tuple(out)
+
+
+def advise(ctx: Context, *, lost: bool = True, explanation: Explanation | None = None) -> Advice:
+    """The explanation of `ctx.config` with ranked, pasteable fixes and a one-line hint
+    (`explanation`: one already computed for this question, reused)."""
+    e = explanation if explanation is not None else explain(ctx.config, role=ctx.role, available=ctx.available)
+    if e.config.is_partial:
+        return Advice(e, hint="", conflicts=_shown_conflicts(e.conflicts), context=ctx)
+    if e.selected is not None:
         before = []
         for c in e.candidates:
             if c.backend == e.selected:
@@ -543,15 +638,16 @@ def advise(ctx: Context, *, lost: bool = True) -> Advice:
             before.append(c)
         losts = tuple(lost_backend(ctx, c.backend, c.reasons) for c in before) if lost else ()
         sel = e.selected + (f" ({e.variant})" if e.variant else "")
+        prefill = prefill_for(ctx)
         startup = _startup_error(ctx)
         if startup is not None:  # vLLM's selector answers, its start-up refuses: fixes that start
             fixes = _search(ctx, _auto_goal(ctx, None) if ctx.config.backend is None
-                            else _requested_goal(ctx, ctx.config.backend))
+                            else _auto_goal(ctx, ctx.config.backend))
             first = _best_setting(fixes) or (fixes[0] if fixes else None)
             hint = (f"vLLM refuses to start with {sel}; {first.text} starts with {first.label}" if first
                     else f"vLLM refuses to start with {sel}; no change of one or two settings helps")
-            return Advice(e, losts, tuple(fixes), hint, False, startup_error=startup)
-        return Advice(e, losts, hint=_success_hint(sel, losts), hardware_only=False)
+            return Advice(e, losts, tuple(fixes), hint, False, startup_error=startup, context=ctx, prefill=prefill)
+        return Advice(e, losts, hint=_success_hint(sel, losts), hardware_only=False, context=ctx, prefill=prefill)
     fixes = failure_fixes(ctx, e)
     setting = _best_setting(fixes)
     hardware = next((f for f in fixes if f.kind == "hardware"), None)
@@ -573,7 +669,8 @@ def advise(ctx: Context, *, lost: bool = True) -> Advice:
     else:
         hint = "no change of one or two settings helps; see the reasons above"
     hardware_only = setting is None and hardware is not None
-    return Advice(e, (), tuple(fixes), hint, hardware_only, _shown_conflicts(e.conflicts))
+    return Advice(e, (), tuple(fixes), hint, hardware_only, _shown_conflicts(e.conflicts), context=ctx,
+                  other_releases=other_releases(ctx))
 
 
 def _shown_conflicts(conflicts: Iterable[Mapping[str, Any]]) -> tuple[Mapping[str, Any], ...]:
@@ -584,3 +681,12 @@ def _shown_conflicts(conflicts: Iterable[Mapping[str, Any]]) -> tuple[Mapping[st
         if d and not any(set(o.items()) <= set(d.items()) for o in out):
             out.append(d)
     return tuple(out)
+
+
+def _explanation_text(e: Explanation) -> str:
+    """`str(explain(config))`: the advice for the explanation's own question."""
+    ctx = Context.of(e.config, None if e.role == "decode" else e.role, e.available)
+    return str(advise(ctx, explanation=e))
+
+
+Explanation.text_hook = _explanation_text

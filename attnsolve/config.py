@@ -8,13 +8,14 @@ Any field may be `ANY` (unknown) for partial-config questions (explain, possible
 from __future__ import annotations
 
 import numbers
+import operator
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 from .cc import ComputeCapability
 from .errors import ConfigError, closest
-from .rules import default_rules, default_version, override, parse_version, rules_for, versions
+from .rules import default_rules, default_version, generation, override, parse_version, rules_for, versions
 
 
 class _Any:
@@ -48,12 +49,31 @@ _MAX_INT_TEXT = 32  # characters: longer "numbers" are refused before int() sees
 _GFX9 = ("gfx90a", "gfx942", "gfx950")
 
 
+_INTERNED: dict[tuple[Any, ...], Any] = {}
+
+
 class _ConfigMeta(type):
     """Turns Python's TypeError for an unknown or positional argument into a ConfigError."""
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         if args:
             raise ConfigError("(positional)", args, "keyword arguments only, e.g. Config(platform='cuda', ...)")
+        # Interning: the same arguments (and the same active rules) give the same immutable Config.
+        try:
+            key = (tuple(kwargs.items()), default_version(), generation())
+            hit = _INTERNED.get(key)
+        except TypeError:  # an unhashable argument (a list): build without the memo
+            key, hit = None, None
+        if hit is not None:
+            return hit
+        obj = cls._build(kwargs)
+        if key is not None:
+            if len(_INTERNED) >= 8192:
+                _INTERNED.clear()
+            _INTERNED[key] = obj
+        return obj
+
+    def _build(cls, kwargs: dict[str, Any]) -> Any:
         rules = rules_for(parse_vllm(kwargs.get("vllm")))
         declared = rules.fields
         extras: dict[str, Any] = {}
@@ -75,11 +95,12 @@ class _ConfigMeta(type):
             hw = {p for n in extras for p in declared[n].platforms if declared[n].category == "hardware"}
             if len(hw) == 1:
                 kwargs["platform"] = hw.pop()
-        for name, decl in declared.items():  # a release's own default for a field Config always has
-            if name not in kwargs and name in _DEFAULTS and decl.default != _DEFAULTS[name] and decl.kind != "enum":
-                kwargs[name] = decl.default
+        plan = _release_plan(rules)
+        for name, default in plan[0]:  # a release's own default for a field Config always has
+            if name not in kwargs:
+                kwargs[name] = default
         obj = super().__call__(**kwargs)
-        if len(declared) > len(FIELD_NAMES) or extras:
+        if plan[1] or extras:
             obj._set_extras(extras, rules)
         return obj
 
@@ -174,13 +195,12 @@ class Config(metaclass=_ConfigMeta):
         return FIELD_NAMES + tuple(k for k, _ in self._extra)
 
     def __post_init__(self) -> None:
-        set_ = object.__setattr__
-        for name in FIELD_NAMES:  # to_dict() writes a free field as the string "ANY"
-            if isinstance(getattr(self, name), str) and getattr(self, name) == "ANY":
-                set_(self, name, ANY)
-        for name, value in _normalise(self).items():
-            set_(self, name, value)
-        set_(self, "_hash", hash((self.vllm, *(getattr(self, f) for f in FIELD_NAMES))))
+        d = self.__dict__  # written directly: the instance is not published yet, and Config() runs often
+        for name, value in d.items():  # to_dict() writes a free field as the string "ANY"
+            if value.__class__ is str and value == "ANY":
+                d[name] = ANY
+        d.update(_normalise(self))
+        d["_hash"] = hash((self.vllm, *_FIELD_VALUES(d)))
 
     def __hash__(self) -> int:
         return self._hash
@@ -245,6 +265,7 @@ class Config(metaclass=_ConfigMeta):
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Config) if f.name not in ("gpu", "_hash", "vllm", "_extra"))
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Config)}
 _INIT_NAMES: frozenset[str] = frozenset((*FIELD_NAMES, "gpu", "vllm"))
+_FIELD_VALUES = operator.itemgetter(*FIELD_NAMES)
 
 _ENV_VARS = {
     "VLLM_ATTENTION_BACKEND": "backend",
@@ -258,6 +279,21 @@ _ENV_VARS = {
     "VLLM_USE_CUDNN_PREFILL": "use_cudnn_prefill",
     "VLLM_USE_TRTLLM_RAGGED_DEEPSEEK_PREFILL": "use_trtllm_ragged_deepseek_prefill",
 }
+
+
+_PLANS: dict[int, tuple[Any, tuple[tuple[str, Any], ...], bool]] = {}
+
+
+def _release_plan(rules: Any) -> tuple[tuple[tuple[str, Any], ...], bool]:
+    """Per rule set, once: the common fields whose declared default differs from Config's, and
+    whether the set declares fields beyond the common ones."""
+    hit = _PLANS.get(id(rules))
+    if hit is None or hit[0] is not rules:
+        declared = rules.fields
+        defaults = tuple((n, d.default) for n, d in declared.items()
+                         if n in _DEFAULTS and d.default != _DEFAULTS[n] and d.kind != "enum")
+        hit = _PLANS[id(rules)] = (rules, defaults, any(n not in _DEFAULTS for n in declared))
+    return hit[1], hit[2]
 
 
 def _declared_elsewhere(name: str) -> list[str]:
@@ -403,7 +439,7 @@ def _normalise(cfg: Config) -> dict[str, Any]:
     rules = rules_for(vllm)
     dom = rules.domains
     out: dict[str, Any] = {"vllm": vllm}
-    get = lambda f: getattr(cfg, f)  # noqa: E731
+    get = cfg.__dict__.__getitem__
 
     gpu_facts: Mapping[str, Any] = {}
     if cfg.gpu is not None and cfg.gpu is not ANY:
@@ -420,7 +456,7 @@ def _normalise(cfg: Config) -> dict[str, Any]:
     if platform is None:
         raise ConfigError("platform", None, tuple(dom["platform"]), message=(
             "Invalid platform: None. Expected one of: " + ", ".join(dom["platform"]) + " (or give gpu=...)."))
-    if platform is not ANY:
+    if platform is not ANY and platform not in _canonical(rules, "platform"):
         platform = _choice("platform", platform, dom["platform"], rules.aliases.get("platform"))
         if gpu_facts and gpu_facts.get("platform") != platform:
             raise ConfigError("gpu", cfg.gpu, f"a {platform} GPU (gpu={cfg.gpu!r} is a {gpu_facts.get('platform')} device)")
@@ -429,7 +465,8 @@ def _normalise(cfg: Config) -> dict[str, Any]:
     dtype = get("dtype")
     if dtype is None:
         raise ConfigError("dtype", None, tuple(dom["dtype"]))
-    out["dtype"] = dtype if dtype is ANY else _choice("dtype", dtype, dom["dtype"], rules.aliases.get("dtype"))
+    out["dtype"] = dtype if (dtype is ANY or dtype in _canonical(rules, "dtype")) else \
+        _choice("dtype", dtype, dom["dtype"], rules.aliases.get("dtype"))
 
     cc = get("compute_capability")
     if "compute_capability" in gpu_facts:
@@ -438,7 +475,7 @@ def _normalise(cfg: Config) -> dict[str, Any]:
             raise ConfigError("compute_capability", cc, f"{format_cc(gcc)} (the compute capability of {cfg.gpu}) or leave it unset")
         cc = gcc
     if cc is not None and cc is not ANY:
-        cc = parse_cc(cc)
+        cc = _cc(cc)
         if platform not in ("cuda", ANY):
             raise ConfigError("compute_capability", format_cc(cc), "None on platform " + str(platform) + " (compute capability is a CUDA fact)")
     if cc is None and platform == "cuda":
@@ -458,10 +495,11 @@ def _normalise(cfg: Config) -> dict[str, Any]:
 
     for name in _BOOL_FIELDS:
         v = get(name)
-        out[name] = v if v is ANY else _as_bool(name, v)
+        out[name] = v if (v is ANY or v is True or v is False) else _as_bool(name, v)
 
     v = get("kv_cache_dtype")
-    out["kv_cache_dtype"] = v if v is ANY else _choice("kv_cache_dtype", v, dom["kv_cache_dtype"])
+    out["kv_cache_dtype"] = v if (v is ANY or v in _canonical(rules, "kv_cache_dtype")) else \
+        _choice("kv_cache_dtype", v, dom["kv_cache_dtype"])
     v = get("block_size")
     if v is not None and v is not ANY:
         iv = _as_int("block_size", v, optional=True) if not isinstance(v, int) or isinstance(v, bool) else v
@@ -471,13 +509,14 @@ def _normalise(cfg: Config) -> dict[str, Any]:
         v = iv
     out["block_size"] = v
     v = get("attn_type")
-    if isinstance(v, str):
+    if v.__class__ is str and v not in _canonical(rules, "attn_type"):
         v = v.strip().lower().removeprefix("attentiontype.")
-    out["attn_type"] = v if v is ANY else _choice("attn_type", v, dom["attn_type"])
+    out["attn_type"] = v if (v is ANY or v in _canonical(rules, "attn_type")) else _choice("attn_type", v, dom["attn_type"])
 
     for name in _OPT_INT_FIELDS:
         v = get(name)
-        out[name] = v if v is ANY else _as_int(name, v, optional=True)
+        out[name] = v if (v is ANY or v is None or (v.__class__ is int and 1 <= v <= _MAX_INT)) else \
+            _as_int(name, v, optional=True)
 
     v = get("flash_attn_version")
     if v is not None and v is not ANY:
@@ -499,7 +538,8 @@ def _normalise(cfg: Config) -> dict[str, Any]:
     v = get("head_size")
     if v is None:
         v = ANY if mla is ANY else (576 if mla else 128)
-    out["head_size"] = v if v is ANY else _as_int("head_size", v, optional=False)
+    out["head_size"] = v if (v is ANY or (v.__class__ is int and 1 <= v <= _MAX_INT)) else \
+        _as_int("head_size", v, optional=False)
 
     out["backend"] = _backend_name(get("backend"), rules)
 
@@ -507,6 +547,38 @@ def _normalise(cfg: Config) -> dict[str, Any]:
         raise ConfigError("use_sparse", True, "false when use_mla is false (sparse attention is an MLA feature)",
                           message="Invalid use_sparse: True. Sparse attention needs use_mla=True (it is DeepSeek-V3.2-style sparse MLA).")
     return out
+
+
+_CANONICAL: dict[tuple[int, str], frozenset[Any]] = {}
+
+
+def _canonical(rules: Any, name: str) -> frozenset[Any]:
+    """The exact (already canonical) spellings of an enum field's values: accepted without parsing."""
+    key = (id(rules), name)
+    hit = _CANONICAL.get(key)
+    if hit is None:
+        if len(_CANONICAL) > 64:
+            _CANONICAL.clear()
+        hit = _CANONICAL[key] = frozenset(v for v in rules.domains.get(name, ()) if v.__class__ is str)
+    return hit
+
+
+_CC_MEMO: dict[Any, ComputeCapability] = {}
+
+
+def _cc(value: Any) -> ComputeCapability:
+    """parse_cc, memoised for the hashable spellings ('9.0', 90, (9, 0)) that repeat."""
+    if value.__class__ is ComputeCapability:
+        return value
+    try:
+        hit = _CC_MEMO.get(value)
+    except TypeError:  # a list
+        return parse_cc(value)
+    if hit is None:
+        hit = parse_cc(value)
+        if len(_CC_MEMO) < 4096:
+            _CC_MEMO[value] = hit
+    return hit
 
 
 def _backend_name(value: Any, rules: Any) -> Any:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .config import ANY, FIELD_NAMES, Config, format_cc
+from .render import show as _show
 from .errors import ConfigError, SelectionError
 from .rules.loader import EXTRA_FIELDS
 from .selection import compiled_rules, csp_solver, solve_uncached
@@ -64,14 +65,6 @@ class Fix:
                  for k, v in self.changes.items()]
         return " and ".join(parts) + f" \u2192 {self.selects}"
 
-
-
-def _show(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if v is None:
-        return "unset"
-    return str(v)
 
 
 def _solver_facts(config: Config, role: str) -> dict[str, Any]:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
 from .config import ANY, FIELD_NAMES, Config, format_cc
-from .diagnosis import HARDWARE, MODEL, Fix, _show, _solver_facts, category, find_conflicts, find_fixes
+from .diagnosis import HARDWARE, MODEL, Fix, _solver_facts, category, find_conflicts, find_fixes
 from .errors import ConfigError, SelectionError
 from .guards import available_set, field_names, require_config, require_int
 from .selection import candidate_reasons, compiled_rules, csp_solver, evaluate, failure, solve_uncached
@@ -65,62 +65,19 @@ class Explanation:
             "conditions": [{"backend": b, "when": {f: list(v) for f, v in w.items()}} for b, w in self.conditions],
         }
 
+    available: frozenset[str] | None = None  # the backends explain() was told are installed
+
+    # Set by attnsolve.advice (imported by the package): the advice text for an explanation. A hook,
+    # because advice builds on explain and the arrows point one way.
+    text_hook: ClassVar[Callable[["Explanation"], str] | None] = None
+
     def __str__(self) -> str:
-        return "\n".join(self.sentences())
-
-    def sentences(self) -> list[str]:
-        out: list[str] = []
-        if self.config.is_partial:
-            free = ", ".join(self.config.free_fields)
-            if self.possible:
-                out.append(f"With {free} free, possible backends: {', '.join(self.possible)}.")
-                for backend, when in self.conditions:
-                    cond = " and ".join(f"{f} in {{{', '.join(_show(v) for v in vals)}}}" for f, vals in when.items())
-                    out.append(f"  {backend} when {cond}." if cond else f"  {backend} always.")
-            else:
-                out.append(f"With {free} free, no completion selects a backend.")
-        elif self.selected:
-            sel = self.selected + (f" ({self.variant})" if self.variant else "")
-            out.append(f"Selected {sel}" + (" (requested)." if self.requested else "."))
-            before = []
-            for c in self.candidates:
-                if c.backend == self.selected:
-                    break
-                before.append(c)
-            for c in before:
-                out.append(f"Not {c.backend}: {_join(c.reasons)}")
-        elif self.requested:
-            out.append(f"{self.requested} does not fit: {_join(self.candidates[0].reasons)}")
-            if tuple(self.conflicts) == ({},):
-                out.append(f"{self.requested} can never be selected for this query: no setting of it makes "
-                           f"{self.requested} valid here.")
-        else:
-            out.append("No backend fits.")
-        if self.conflict:
-            out.append("The conflict is: " + _facts_text(self.conflict) + ".")
-        if self.hardware_only:
-            if self.requested:
-                out.append(f"{self.requested} cannot run on this hardware: no setting makes it valid; "
-                           "only other hardware (or another backend) helps.")
-            else:
-                out.append("Only other hardware helps: the conflict is made of hardware facts alone.")
-        if self.fixes:
-            out.append("Smallest fixes: " + "; ".join(str(f) for f in self.fixes[:5]) + ".")
-        for w in self.warnings:
-            out.append(f"Warning: {w}")
-        return out
-
-
-def _join(reasons: Sequence[str]) -> str:
-    text = "; ".join(r.rstrip(".") for r in reasons)
-    return text + "."
-
-
-def _facts_text(facts: Mapping[str, Any]) -> str:
-    parts = [f"{k}={_show(v)}" for k, v in facts.items()]
-    if len(parts) <= 1:
-        return "".join(parts)
-    return ", ".join(parts[:-1]) + " with " + parts[-1] if len(parts) == 2 else ", ".join(parts[:-1]) + " and " + parts[-1]
+        """The advice `attnsolve explain` prints for this configuration (attnsolve/advice_text.py):
+        the same ranked, pasteable fixes for API, JSON and text users."""
+        hook = type(self).text_hook
+        if hook is None:  # pragma: no cover - the package import installs it
+            raise RuntimeError("attnsolve.advice is not imported: import attnsolve first")
+        return hook(self)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,14 +103,14 @@ def explain(config: Config, *, role: str | None = None, available: Iterable[str]
     if idx is not None:
         sel = solve_uncached(config, role_, avail)
         return Explanation(config, role_, sel.backend, sel.variant, requested, tuple(verdicts),
-                           warnings=sel.warnings)
+                           warnings=sel.warnings, available=avail)
     err = failure(comp.rules, config, facts, p, avail)
     conflicts = find_conflicts(config, role_, avail, requested, max_conflicts)
     conflict = conflicts[0] if conflicts else {}
     fixes = find_fixes(config, role_, avail, requested, conflicts)
     hardware_only = bool(conflict) and all(category(f) == "hardware" for f in conflict)
     return Explanation(config, role_, None, None, requested, tuple(verdicts), conflict, tuple(conflicts),
-                       tuple(fixes), tuple(warnings), hardware_only, message=str(err))
+                       tuple(fixes), tuple(warnings), hardware_only, message=str(err), available=avail)
 
 
 def possible_backends(config: Config, *, role: str | None = None, available: Iterable[str] | None = None) -> tuple[str, ...]:
@@ -246,13 +203,13 @@ def _explain_partial(config: Config, role: str, available: frozenset[str] | None
     verdicts = tuple(Verdict(b, True, ()) for b in possible)
     if possible and (requested is None or requested in possible):
         return Explanation(config, role, possible[0] if len(possible) == 1 else None, None, requested, verdicts,
-                           possible=possible, conditions=_conditions(config, role, available))
+                           possible=possible, conditions=_conditions(config, role, available), available=available)
     conflicts = find_conflicts(config, role, available, requested, max_conflicts)
     conflict = conflicts[0] if conflicts else {}
     hardware_only = bool(conflict) and all(category(f) == "hardware" for f in conflict)
     fixes: list[Fix] = []
     return Explanation(config, role, None, None, requested, verdicts, conflict, tuple(conflicts), tuple(fixes),
-                       (), hardware_only, possible=possible)
+                       (), hardware_only, possible=possible, available=available)
 
 
 def _conditions(config: Config, role: str, available: frozenset[str] | None,

@@ -112,6 +112,29 @@ def wrap(text: str, *, indent: str = "", first: str | None = None, limit: int = 
                          break_on_hyphens=False, break_long_words=False) or [lead.rstrip()]
 
 
+def show(v: Any) -> str:
+    """A value as users type it: true/false, unset for None, X.Y for a (major, minor) pair."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "unset"
+    if isinstance(v, tuple) and len(v) == 2:
+        return f"{v[0]}.{v[1]}"
+    return str(v)
+
+
+def fit(text: str) -> str:
+    """Lines past WIDTH (long option spellings argparse does not wrap) wrapped under their indent."""
+    out: list[str] = []
+    for line in text.split("\n"):
+        if width(line) <= WIDTH:
+            out.append(line)
+            continue
+        lead = line[: len(line) - len(line.lstrip())]
+        out += wrap(line.strip(), indent=lead + "  ", first=lead)
+    return "\n".join(out)
+
+
 def md_table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> list[str]:
     """A GitHub-flavoured Markdown table in the seed document's compact form."""
     out = ["| " + " | ".join(headers) + " |", "|" + "|".join("-" * (len(h) + 2) for h in headers) + "|"]

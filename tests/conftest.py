@@ -18,6 +18,11 @@ settings.register_profile("nightly", max_examples=3000, deadline=None, print_blo
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
+# The release the suite's facts are written for when a test does not pass vllm=... itself.
+# `ATTNSOLVE_VLLM=0.33 pytest` runs the rules-driven (property, structure, fuzz) tests against another
+# release; fact tests that name a release pass it explicitly (tests/test_rules_v033.py, test_fidelity_v017.py).
+os.environ.setdefault("ATTNSOLVE_VLLM", "0.17")
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
@@ -39,3 +44,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip_gpu)
+
+
+@pytest.fixture
+def no_vllm_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI reads vLLM's environment switches by default (as vLLM does): a test that must not
+    see the shell's VLLM_* variables asks for this fixture (`pytestmark = usefixtures(...)`)."""
+    for var in list(os.environ):
+        if var.startswith("VLLM_"):
+            monkeypatch.delenv(var)

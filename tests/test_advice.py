@@ -5,7 +5,6 @@ ranking settings < version < hardware < model."""
 from __future__ import annotations
 
 import json
-import os
 import stat
 from pathlib import Path
 
@@ -19,12 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EX = ROOT / "examples"
 
 
-@pytest.fixture(autouse=True)
-def _no_vllm_env(monkeypatch):
-    """The CLI reads vLLM's environment switches by default: start each test without them."""
-    for var in list(os.environ):
-        if var.startswith("VLLM_"):
-            monkeypatch.delenv(var)
+pytestmark = pytest.mark.usefixtures("no_vllm_env")
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -368,3 +362,63 @@ def test_failure_hint_says_what_a_dropping_fix_gives_up(capsys):
     assert code == 1
     assert res["hint"] == ("--kv-cache-dtype auto (gives up the fp8 KV cache; use an H100 or H200 (Hopper, SM 9.0) "
                            "keeps it, with FLASHMLA)")
+
+
+def _all_fixes(res: dict) -> list[dict]:
+    return [*res["fixes"], *(f for lost in res["lost"] for f in lost["fixes"])]
+
+
+@pytest.mark.parametrize("extra", [[], ["--block-size", "16"], ["--has-sink"], ["--kv-cache-dtype", "fp8"]])
+def test_b200_head_256_offers_only_real_head_sizes(capsys, extra):
+    """Head size 256 on B200 once offered `--head-size 255` (the nearest member of 'any other size'):
+    a model-fact what-if names a size some backend supports by name."""
+    from attnsolve.advice import _named_sizes
+    from attnsolve.rules import default_rules
+    named = _named_sizes(default_rules())
+    assert {64, 128, 256, 576} <= named
+    code, res = run_json(capsys, "explain", "--gpu", "B200", "--head-size", "256", *extra)
+    sizes = [f["changes"]["head_size"] for f in _all_fixes(res) if "head_size" in f["changes"]]
+    assert all(s in named for s in sizes), sizes
+    code, out, _ = run(capsys, "explain", "--gpu", "B200", "--head-size", "256", *extra)
+    assert "--head-size 255" not in out
+
+
+def test_model_facts_from_the_model_file_are_never_fixes(capsys):
+    """gpt-oss's sinks and DeepSeek's MLA come from config.json: no `--has-sink false`, `--use-mla
+    false` or `--head-size N` (nobody can apply them to a model they serve)."""
+    for gpu, model in (("A100", "gpt-oss-20b.json"), ("T4", "deepseek-v3.json"), ("CPU", "deepseek-v3.json")):
+        _, res = run_json(capsys, "explain", "--gpu", gpu, "--model", str(EX / model), "--kv-cache-dtype", "fp8")
+        assert not [f for f in _all_fixes(res) if f["kind"] == "model"], (gpu, model)
+
+
+def test_a_switch_the_user_set_is_intent_and_ranks_after_fixes_that_keep_it():
+    """Settings first, then version, then hardware; within a kind, fixes keeping what the user chose
+    (here VLLM_ROCM_USE_AITER_MHA=0, set on purpose) come before the ones that undo it."""
+    cfg = Config(gpu="MI300X", dtype="bfloat16", rocm_use_aiter=True, rocm_use_aiter_mha=False)
+    a = advise(Context(cfg, gpu="MI300X", user_fields=frozenset({"rocm_use_aiter", "rocm_use_aiter_mha"})))
+    lost = {x.backend: x for x in a.lost}
+    fa = lost["ROCM_AITER_FA"].fixes
+    flip = next(f for f in fa if f.text == "VLLM_ROCM_USE_AITER_MHA=1")
+    assert not flip.keeps_intent and flip.gives_up == "your VLLM_ROCM_USE_AITER_MHA=0"
+    assert fa[0].keeps_intent and fa.index(flip) > max(i for i, f in enumerate(fa) if f.keeps_intent
+                                                        and f.kind == flip.kind)
+    # not typed (vLLM's default): flipping it is an ordinary setting fix
+    plain = advise(Context(cfg.replace(rocm_use_aiter_mha=True), gpu="MI300X"))
+    assert all(f.keeps_intent for x in plain.lost for f in x.fixes if f.kind == "setting")
+
+
+def test_explicit_dtype_is_intent(capsys):
+    _, res = run_json(capsys, "explain", "--gpu", "B200", "--head-size", "256", "--dtype", "bfloat16")
+    f32 = next(f for f in res["fixes"] if f["text"] == "--dtype float32")
+    assert f32["gives_up"] == "bfloat16 weights"
+    kinds = [KINDS.index(f["kind"]) for f in res["fixes"]]
+    assert kinds == sorted(kinds)
+
+
+def test_fix_list_keeps_its_column_when_a_fix_is_long(capsys):
+    """A long hardware fix goes on its own line; every backend still starts in one column."""
+    code, out, _ = run(capsys, "explain", "--gpu", "B200", "--head-size", "256")
+    block = out.split("each alone is enough):\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    arrows = {line.index("-> ") for line in block if "-> " in line}
+    assert len(arrows) == 1 and len([x for x in block if "-> " in x]) >= 4, block
+    assert all(len(x) <= 80 for x in block)

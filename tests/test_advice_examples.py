@@ -25,11 +25,7 @@ SCHEMA = json.loads((ROOT / "docs" / "attnsolve-output.schema.json").read_text(e
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
 
-@pytest.fixture(autouse=True)
-def _no_vllm_env(monkeypatch):
-    for var in list(os.environ):
-        if var.startswith("VLLM_"):
-            monkeypatch.delenv(var)
+pytestmark = pytest.mark.usefixtures("no_vllm_env")
 
 
 def _commands(path: Path) -> list[str]:
@@ -110,7 +106,11 @@ QUESTIONS = [
     ["docs", "-o", "-"],
     ["select", "--gpu", "H10"],
     ["explain", "--kv-cache-dtype", "fp8"],
+    ["explain", "--gpu", "A100", "--kv-cache-dtype", "ANY", "--block-size", "ANY"],
+    ["explain", "--gpu", "CPU", "--use-mla", "--head-size", "ANY"],
     ["selct"],
+    ["upgrade", "--from", "0.17", "--to", "0.17", "--gpu", "H100", "--model", "examples/llama3-8b.json"],
+    ["upgrade", "--from", "0.17", "--to", "0.17", "--gpu", "H100"],
 ]
 
 
@@ -129,6 +129,51 @@ def test_same_keys_on_success_and_failure(verb):
     assert set(ok["result"]) == set(fail["result"]) == set(bad_request["result"])
     assert isinstance(ok["result"]["rejected"], list) and isinstance(fail["result"]["rejected"], list)
     assert fail["result"]["rejected"][0] == {"backend": "CPU_ATTN", "reasons": ["MLA is not supported on CPU."]}
+
+
+def _shown_blocks() -> list[tuple[str, str, list[str]]]:
+    """(file, first line, output lines) of every console/text/pycon block in README and the guide:
+    what the reader sees as output (prompts and Python input left out)."""
+    out = []
+    for path in (README, GUIDE):
+        for kind, body in re.findall(r"```(console|text|pycon)\n(.*?)```", path.read_text(encoding="utf-8"), re.S):
+            lines = body.splitlines()
+            if kind == "pycon":
+                shown = [x for x in lines if not x.startswith((">>> ", "... ", ">>>", "..."))]
+            else:
+                shown = [x for x in lines if not x.startswith("$ ")]
+            out.append((path.name, lines[0], shown))
+    return out
+
+
+SHOWN = _shown_blocks()
+
+
+def test_shown_blocks_found():
+    assert sum(1 for f, _, _ in SHOWN if f == "user-guide.md") >= 10 and any(f == "README.md" for f, _, _ in SHOWN)
+
+
+@pytest.mark.parametrize("block", SHOWN, ids=lambda b: f"{b[0]}:{b[1][:50]}")
+def test_every_shown_output_fits_80_columns(block):
+    """The output the documents show (commands' text and JSON, Python's printed values)."""
+    name, first, shown = block
+    too_wide = [x for x in shown if len(x) > 80]
+    assert not too_wide, f"{name} `{first}`: {too_wide}"
+
+
+@pytest.mark.parametrize("block", [b for b in SHOWN if "--json" in b[1]], ids=lambda b: f"{b[0]}:{b[1][:50]}")
+def test_every_shown_json_validates(block):
+    """JSON output shown in the documents is an envelope the schema accepts."""
+    _, first, shown = block
+    envelope, _ = json.JSONDecoder().raw_decode("\n".join(shown))
+    validate(envelope)
+
+
+def test_json_sketches_parse():
+    for path in (README, GUIDE):
+        for body in re.findall(r"```json\n(.*?)```", path.read_text(encoding="utf-8"), re.S):
+            doc = json.loads(body)
+            assert doc["schema"] == SCHEMA["properties"]["schema"].get("const", doc["schema"])
 
 
 def test_readme_output_is_real():

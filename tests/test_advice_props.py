@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attnsolve import Config, solve
-from attnsolve.advice import _HARDWARE, _MODEL, KINDS, Context, advise
+from attnsolve.advice import _HARDWARE, _MODEL, KINDS, Context, _plausible, advise
+from attnsolve.selection import compiled_rules
 from strategies import budget, configs
 
 
@@ -20,9 +21,13 @@ def _applied(cfg: Config, changes: dict) -> Config:
 def _check_list(cfg: Config, fixes, target: str | None, allow_model: bool) -> None:
     kinds = [KINDS.index(f.kind) for f in fixes]
     assert kinds == sorted(kinds)
+    for kind in KINDS:  # within a kind, fixes that keep the user's choices come first
+        keeps = [f.keeps_intent for f in fixes if f.kind == kind]
+        assert keeps == sorted(keeps, reverse=True), fixes
     for f in fixes:
         assert f.text and "--gpu" not in f.text and "--rocm-arch" not in f.text
         assert allow_model or not (set(f.changes) & set(_MODEL)), f
+        assert _plausible(compiled_rules().rules, "head_size", f.changes.get("head_size", 128)), f
         assert f.keeps_intent == (f.gives_up is None)
         sel = solve(_applied(cfg, dict(f.changes)))
         assert (sel.backend, sel.variant) == (f.selects, f.variant), f

@@ -23,9 +23,10 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("attnsolve.solver",),
     ("attnsolve.engine",),
     ("attnsolve.guards", "attnsolve.selection", "attnsolve.diagnosis", "attnsolve.explain", "attnsolve.sweep",
-     "attnsolve.coverage", "attnsolve.modelconfig", "attnsolve.advice", "attnsolve.render", "attnsolve.versions",
-     "attnsolve"),
-    ("attnsolve.cli", "attnsolve.cli_guards", "attnsolve.docs", "attnsolve.__main__", "attnsolve.kernels"),
+     "attnsolve.coverage", "attnsolve.modelconfig", "attnsolve.advice", "attnsolve.advice_text", "attnsolve.render",
+     "attnsolve.versions", "attnsolve"),
+    ("attnsolve.cli", "attnsolve.cli_guards", "attnsolve.query", "attnsolve.verbs", "attnsolve.docs",
+     "attnsolve.__main__", "attnsolve.kernels"),
 )
 
 

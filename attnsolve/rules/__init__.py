@@ -20,6 +20,7 @@ __all__ = ["RuleSet", "RulesError", "load_rules", "default_rules", "rules_for", 
            "RULES_ROOT", "override", "versions", "default_version", "parse_version"]
 
 _loaded: dict[str, RuleSet] = {}
+_failed: dict[str, RulesError] = {}
 _override: RuleSet | None = None
 _env_checked = False
 _generation = 0
@@ -32,7 +33,13 @@ def rules_for(version: str) -> RuleSet:
         return active
     rules = _loaded.get(version)
     if rules is None:
-        rules = _loaded[version] = load_rules(info(version).path, check_structure=False)
+        if version in _failed:  # a packaged draft that does not load: the same error, not another parse
+            raise _failed[version]
+        try:
+            rules = _loaded[version] = load_rules(info(version).path, check_structure=False)
+        except RulesError as e:
+            _failed[version] = e
+            raise
     return rules
 
 

@@ -61,7 +61,7 @@ KEYS: dict[str, dict[str, str]] = {
     # [fields.NAME]: a declared selection input (model.FieldDecl); `values` is its domain (kind enum)
     "field": {"kind": STR, "default": SCALAR, "unset": STR, "category": STR, "selector": BOOL, "flags": STR_LIST,
               "metavar": STR, "env": STR, "vllm": STR, "help": STR, "platforms": STR_LIST, "min": INT,
-              "values": LIST},
+              "values": LIST, "model_keys": STR_LIST, "architectures": TABLE},
     "generic_check": {"key": STR, "field": STR, "form": STR, "reason": "reason", "reason_true": "reason",
                       "reason_false": "reason", "default": SCALAR, "unset_passes": BOOL, "roles": STR_LIST,
                       "when": LITERALS},

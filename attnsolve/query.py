@@ -1,0 +1,187 @@
+"""The question a command line asks: flags, --model and the environment into one validated
+`Query` (the advice layer's `Context` plus the model read from --model).
+
+Precedence is vLLM's: flags > environment switches (read as vLLM reads them, unless --no-env) >
+--model > defaults. Bad input raises ConfigError naming its source, or UsageError.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from .advice import Context
+from .render import wrap
+
+PROG = "attnsolve"
+
+
+class UsageError(Exception):
+    """Bad command-line input: printed to stderr, exit 2. `hint` is printed last."""
+
+    def __init__(self, message: str, details: Sequence[str] = (), hint: str | None = None):
+        self.message = message
+        self.details = tuple(details)
+        self.hint = hint
+        super().__init__(message)
+
+    def lines(self) -> list[str]:
+        out = wrap(f"{PROG}: error: {self.message}", indent="    ", first="")
+        for d in self.details:
+            out += wrap(d, indent="    ", first="  ")
+        if self.hint:
+            out += wrap(self.hint, indent="    ", first="  ")
+        return out
+
+
+@dataclass(frozen=True)
+class Query(Context):
+    """A command line's question: the advice Context plus the model config read from --model."""
+
+    model: Any = None
+
+
+def _int_flag(name: str, value: Any) -> int:
+    from .config import _as_int
+    return _as_int(name, value, optional=False)
+
+
+def rules_asked(ns: argparse.Namespace | None = None) -> Any:
+    """The rule set a command line asks about: --vllm (already read by cli.py to build the flags),
+    else the default release; a bad --vllm is reported by Config with its accepted values."""
+    from .config import parse_vllm
+    from .rules import rules_for
+    try:
+        return rules_for(parse_vllm(getattr(ns, "vllm", None)))
+    except Exception:  # noqa: BLE001 - Config names the bad value when it parses the field
+        return rules_for(parse_vllm(None))
+
+
+def read_env(environ: Mapping[str, str], rules: Any = None) -> tuple[tuple[str, str, str], ...]:
+    """vLLM's environment switches set in `environ`: (variable, value, Config field), as the rule
+    set declares them (the common fields' variables for a set without declarations)."""
+    rules = rules if rules is not None else rules_asked()
+    declared = {d.env: name for name, d in rules.fields.items() if d.env}
+    if not declared:
+        from .config import _ENV_VARS
+        declared = dict(_ENV_VARS)
+    return tuple((var, environ[var], name) for var, name in declared.items() if environ.get(var, "") != "")
+
+
+def _flag_fields(rules: Any) -> tuple[str, ...]:
+    """The Config fields a flag sets (a flag's destination is its field's name): the common ones
+    and those the rule set declares."""
+    from dataclasses import fields as dc_fields
+    from .config import Config
+    return (*(f.name for f in dc_fields(Config) if f.init), *rules.fields)
+
+
+def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Sequence[str] = (),
+                environ: Mapping[str, str] | None = None) -> Query:
+    """Flags, --model and the environment into a validated Config (ConfigError / UsageError on bad input).
+
+    Precedence: flags > environment (as vLLM reads it, unless --no-env) > --model > defaults.
+    """
+    import os
+    from .config import Config
+    from .errors import ConfigError
+    fields: dict[str, Any] = {}
+    notes: list[str] = []
+    model = None
+    rules = rules_asked(ns)
+    if getattr(ns, "model", None):
+        from .modelconfig import read_model_config
+        model = read_model_config(ns.model)
+        fields.update(model.fields)
+        fields.pop("dtype", None)  # resolved below, once the hardware is known
+        notes += [f"model {model.path}: {n}" for n in model.notes]
+        from .modelconfig import declared_model_fields
+        declared, declared_notes = declared_model_fields(model, rules)
+        fields.update(declared)
+        notes += [f"model {model.path}: {n}" for n in declared_notes]
+    env: tuple[tuple[str, str, str], ...] = ()
+    if not getattr(ns, "no_env", False):
+        env = read_env(os.environ if environ is None else environ, rules)
+    explicit = {f: getattr(ns, f) for f in dict.fromkeys(_flag_fields(rules)) if getattr(ns, f, None) is not None}
+    used_env = tuple((var, value) for var, value, name in env if name not in explicit)
+    fields.update({name: value for var, value, name in env if name not in explicit})
+    fields.update(explicit)
+    gpu = fields.get("gpu")
+    if isinstance(gpu, str):
+        from .gpus import canonical, detect_local, resolve
+        if gpu.strip().lower() == "auto":
+            found = detect_local()
+            notes.append(f"--gpu auto: {found.source} reports {found.raw!r} = {found.name}")
+            fields["gpu"] = found.name
+        elif canonical(gpu) is not None and canonical(gpu) != gpu:
+            fields["gpu"] = resolve(gpu)
+    tp = 1
+    if getattr(ns, "tensor_parallel_size", None) is not None:
+        tp = _int_flag("tensor_parallel_size", ns.tensor_parallel_size)
+    total = None
+    if "num_heads" in fields:
+        total = _int_flag("num_heads", fields["num_heads"])
+        if total % tp:
+            raise ConfigError("tensor_parallel_size", tp, f"a divisor of the number of query heads ({total})")
+        fields["num_heads"] = total // tp
+    defaulted: list[str] = []
+    hardware = {"gpu", "platform", "compute_capability", "rocm_arch"}
+    if not (hardware & set(fields)) and not (hardware & set(free)):
+        if need_hardware or not ({"compute_capability", "gpu"} & set(free)):
+            raise UsageError("no hardware given", ["the backend depends on the GPU: give --gpu NAME "
+                             "(e.g. H100, B200, RTX 5090, MI300X, CPU, or auto for this machine's GPU) "
+                             "or --compute-capability 9.0"], hint="e.g. --gpu H100")
+    # a compute capability alone means CUDA, a gfx arch alone ROCm
+    if "platform" not in fields and "gpu" not in fields:
+        if "compute_capability" in fields:
+            fields["platform"] = "cuda"
+        elif "rocm_arch" in fields:
+            fields["platform"] = "rocm"
+    if "gpu" in free and not (hardware & set(fields)):  # matrix over GPU names: the first stands in
+        fields["gpu"] = next(v for n, v in getattr(ns, "over_values", {}).items() if n == "gpu")
+    if "compute_capability" in free:  # matrix over GPU generations: any CUDA GPU stands in for the base
+        from .rules import default_rules
+        if not (hardware & set(fields)):
+            fields.update(platform="cuda", compute_capability=next(iter(default_rules().generations)))
+    if "dtype" not in fields:
+        if model is not None and "dtype" not in free:
+            fields["dtype"] = _model_dtype(model, fields, notes)
+        else:
+            fields["dtype"] = "bfloat16"
+            defaulted.append("dtype")
+    if model is not None:
+        from .modelconfig import apply_model_rewrites
+        fields, rewrites = apply_model_rewrites(model, fields)
+        notes += list(rewrites)
+    role = getattr(ns, "role", None)
+    if role is not None:
+        from .solver.facts import parse_role
+        role = parse_role(role)
+    user = frozenset(explicit) | frozenset(name for _, _, name in env)
+    env_fields = {var: name for var, _, name in env if name not in explicit}
+    try:
+        config = Config(**fields)
+    except ConfigError as e:  # name the source of the bad value: flag, model file key or environment variable
+        from .cli_guards import blame, sources
+        raise blame(e, sources(model, env_fields, explicit)) from None
+    from .modelconfig import FLOAT16_NOT_SUPPORTED
+    f16 = model is None or not ({model.model_type, model.extra.get("text_model_type")} & FLOAT16_NOT_SUPPORTED)
+    return Query(config=config, role=role, notes=tuple(notes), model=model,
+                 gpu=fields.get("gpu") if isinstance(fields.get("gpu"), str) else None,
+                 tensor_parallel_size=tp, total_heads=total, defaulted=tuple(defaulted), env=used_env,
+                 user_fields=user, dtype_auto=model is not None and "dtype" not in explicit,
+                 sparse_kv_rewrite=bool(model is not None and model.sparse_kv_rewrite), float16_ok=f16,
+                 model_path=None if model is None else model.path)
+
+
+def _model_dtype(model: Any, fields: Mapping[str, Any], notes: list[str]) -> str:
+    """vLLM's --dtype auto for the model on the hardware in `fields` (a note when it differs)."""
+    from .config import Config
+    from .modelconfig import resolve_dtype
+    hw = {k: fields[k] for k in ("gpu", "platform", "compute_capability", "rocm_arch") if k in fields}
+    probe = Config(dtype="float32", **hw)
+    dtype, note = resolve_dtype(model, str(probe.platform), probe.compute_capability)
+    if note:
+        notes.append(note)
+    return dtype
