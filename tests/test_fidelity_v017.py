@@ -77,7 +77,7 @@ def test_4_flashinfer_mla_sparse_reports_its_first_failing_combination_check():
     ("10.0", 128, None, "FA4"), ("10.3", 64, None, "FA4"), ("10.0", 256, None, "FA2"),
     ("11.0", 128, 3, "FA4"), ("11.0", 256, 3, "FA2"), ("12.0", 128, 3, "FA2"), ("10.0", 128, 3, "FA4"),
     ("9.0", 128, None, "FA3"), ("9.0", 128, 4, "FA4"), ("8.0", 128, None, "FA2"), ("8.6", 128, 3, "NONE"),
-    ("12.0", 128, 4, "NONE"),
+    ("12.0", 128, 4, "NONE"), ("12.0", 256, 4, "FA2"), ("12.1", 192, 4, "FA2"),
 ])
 def test_5_flash_attn_version(cc, head, fav, variant):
     sel = solve(cuda(cc, head_size=head, flash_attn_version=fav, backend="FLASH_ATTN"))
@@ -92,6 +92,7 @@ def test_5_flash_attn_version(cc, head, fav, variant):
 @pytest.mark.parametrize("cc, dims, fav, variant", [
     ("10.0", (64, 64, 64), None, "FA4"), ("10.0", (128, 64, 128), None, "FA2"), ("10.0", None, None, "FA4"),
     ("7.5", (128, 64, 128), None, "NONE"), ("8.0", (128, 64, 128), 3, "NONE"), ("11.0", (64, 64, 64), 3, "FA4"),
+    ("12.0", (128, 64, 64), 4, "FA2"), ("12.0", (64, 64, 64), 4, "NONE"),
 ])
 def test_5_flash_attn_version_in_mla_prefill(cc, dims, fav, variant):
     """vllm/model_executor/layers/attention/mla_attention.py: get_flash_attn_version(head_size=qk_nope+qk_rope)."""
@@ -176,3 +177,72 @@ def test_startup_policy_in_the_cli(capsys):
     assert json.loads(capsys.readouterr().out)["result"]["startup_error"] is None
     assert main(["explain", "--gpu", "A100", "--flash-attn-version", "3"]) == 1
     assert "vLLM refuses to start: FlashAttention version not detected." in " ".join(capsys.readouterr().out.split())
+
+
+# Classes of the 3,992-configuration run (docs/fidelity.md), each fixed in the rules or listed with its cause.
+
+# vllm/v1/attention/backends/fa_utils.py get_flash_attn_version: the TMEM fall-back to FA2 for a head size
+# above 128 applies to FA4 on every `device_capability.major >= 10`, SM 12.x included, before the support
+# check; FA4 forced on SM 12.0 with DeepSeek-like dims (qk 128 + 64) therefore runs FA2 in the MLA prefill
+# (vllm/model_executor/layers/attention/mla_attention.py, get_flash_attn_version(head_size=qk_head_dim)),
+# whatever the cuDNN / FlashInfer switches say once those predicates are off.
+def test_mla_prefill_forced_fa4_on_sm12_falls_back_to_fa2_for_wide_heads():
+    sel = solve(mla("12.0", flash_attn_version=4, flashinfer_available=False, use_cudnn_prefill=True,
+                    trtllm_available=False, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=64),
+                role="mla_prefill")
+    assert (sel.backend, sel.variant) == ("FLASH_ATTN_PREFILL", "FA2")
+    assert sel.warnings == ("FA4 on Blackwell does not support head_size=192 due to TMEM capacity limits, "
+                            "defaulting to FA version 2.",)
+    # the decode layer (vllm/v1/attention/backends/flash_attn.py FlashAttentionImpl asks with its head size):
+    # it runs FA2, so no "FlashAttention version not detected." at the first forward pass
+    sel = solve(cuda("12.0", head_size=256, flash_attn_version=4, backend="FLASH_ATTN"))
+    assert sel.variant == "FA2" and sel.startup_error is None
+
+
+# vllm/v1/attention/backends/mla/flashinfer_mla.py and flashinfer_mla_sparse.py supports_combination:
+# with a model config (vLLM always has one when serving) a model without qk_nope_head_dim (any non-MLA
+# model) reads as 1; attnsolve's non-MLA layer is such a model.
+@pytest.mark.parametrize("backend, reason", [
+    ("FLASHINFER_MLA", "FlashInfer MLA kernel requires qk_nope_head_dim == 128, but got 1"),
+    ("FLASHINFER_MLA_SPARSE", "FlashInfer MLA Sparse kernel requires qk_nope_head_dim == 128, but got 1"),
+])
+def test_flashinfer_mla_requested_for_a_non_mla_model(backend, reason):
+    with pytest.raises(InvalidBackendError) as info:
+        solve(cuda("7.0", dtype="float32", head_size=112, num_heads=8, flash_attn_version=3, backend=backend))
+    got = info.value.reasons[backend]
+    assert got[-1] == reason and "non-MLA not supported" in got
+    # an MLA layer whose dimensions were not given is not told apart from vLLM without a model config
+    assert reason not in str(_invalid(mla("10.0", backend=backend, kv_cache_dtype="fp8_e5m2")))
+    # a non-MLA layer of a model that has the field (MLA disabled) reports only the layer's own checks
+    assert reason not in str(_invalid(cuda("10.0", backend=backend, qk_nope_head_dim=128)))
+
+
+def _invalid(config: Config) -> InvalidBackendError:
+    with pytest.raises(InvalidBackendError) as info:
+        solve(config)
+    return info.value
+
+
+# vllm/platforms/cuda.py CudaPlatform.check_if_supports_dtype (run by the GPU worker before any layer
+# selects) and vllm/v1/attention/backends/fa_utils.py get_flash_attn_version's log lines: differences
+# outside selection, each listed in tools/vllm_oracle/known_differences.toml with its cause.
+def test_known_differences_cover_the_bfloat16_refusal_and_losing_flash_attn_logs():
+    from tools.vllm_oracle.known import explain, load_known
+
+    known = load_known()
+    bf16 = ("Bfloat16 is only supported on GPUs with compute capability of at least 8.0. Your CUDA GPU has "
+            "compute capability 7.5. You can use float16 instead by explicitly setting the `dtype` flag in CLI, "
+            "for example: --dtype=half.")
+    outcome = f"outcome vllm=ERR:ValueError attnsolve=TRITON_ATTN ({bf16[:70]})"
+    message = f"message ERR:no_valid text differs (vllm: {bf16[:70]})"
+    for category, sig in (("outcome", outcome), ("message", message)):
+        hit = explain(known, category, sig, "0.17.0", "cuda", "startup")
+        assert hit is not None and hit.id == "startup-explicit-bfloat16-before-sm80"
+        assert explain(known, category, sig, "0.17.0", "cuda", "selector") is None
+    blackwell = ("warnings vllm-only=['Cannot use FA version 3 on Blackwell platform, defaulting to FA version 4 "
+                 "if supported, otherwise FA2.'] attnsolve-only=[]")
+    hit = explain(known, "warnings", blackwell, "0.17.0", "cuda", "selector")
+    assert hit is not None and hit.id == "fa-version-logs-for-losing-flash-attn"
+    # a warning attnsolve gives that vLLM does not log is never excused by it
+    assert explain(known, "warnings", blackwell.replace("vllm-only", "x").replace("attnsolve-only=[]",
+                   "attnsolve-only=['x']"), "0.17.0", "cuda", "selector") is None

@@ -46,8 +46,12 @@ def test_every_patch_applied_in_code_is_listed_and_every_listed_one_is_applied()
     """The --patches list and the code cannot drift: ids marked in vllm_side == ids in versions.toml."""
     src = "".join(p.read_text() for p in (PKG / "vllm_side").glob("*.py"))
     marked = set(re.findall(r'_mark\("([^"]+)"', src))
-    listed = set(load_version("0.17.0").patches)
+    listed = set().union(*(load_version(v).patches for v in known_versions()))
     assert marked == listed
+    # a release's own additions are applied only where listed (0.17 boots without 0.33's)
+    for pid in set(load_version("0.33.0").patches) - set(load_version("0.17.0").patches):
+        assert f'"{pid}" in data.patches' in src or f'"{pid}" not in data.patches' in src \
+            or pid.startswith("xpu."), pid
     for why in load_version("0.33.0").patch_lines():
         assert ": " in why and len(why.split(": ", 1)[1]) > 10  # each entry says why
 
@@ -68,10 +72,52 @@ def test_generate_is_deterministic_and_filtered() -> None:
     b = generate(D, n_random=40, sample=60, seed=7)
     assert [i.to_json() for i in a] == [i.to_json() for i in b]
     assert len({i.id for i in a}) == len(a)
-    assert {i.platform for i in a} == set(PLATFORMS) and {i.mode for i in a} == set(MODES)
+    assert {i.platform for i in a} == set(D.platforms) and {i.mode for i in a} == set(MODES)
     assert {i.cfg.get("rocm_arch") for i in a if i.platform == "rocm"} >= set(D.rocm_archs)
     only = generate(D, n_random=20, sample=30, platforms=("cpu",), modes=("selector",))
     assert only and {(i.platform, i.mode) for i in only} == {("cpu", "selector")}
+
+
+def test_new_selector_inputs_and_xpu_are_drawn_only_where_the_rule_set_has_them() -> None:
+    """vLLM 0.33's selector inputs and XPU: generated once attnsolve's Config takes them."""
+    from dataclasses import replace
+
+    from tools.vllm_oracle.configs import SELECTOR_INPUTS
+
+    assert "xpu" not in D.platforms or "xpu" in load_rules_domain("platform")
+    plain = generate(D, n_random=200, sample=60, seed=3)
+    assert not any((set(SELECTOR_INPUTS) - set(D.inputs)) & set(i.cfg) for i in plain)
+    wide = replace(D, platforms=PLATFORMS, inputs=SELECTOR_INPUTS,
+                   valued=(("num_kv_heads", (1, 2, 4, 8)), ("dcp_size", (2, 4)), ("xpu_device", ("Arc A770",))))
+    items = generate(wide, n_random=400, sample=200, seed=3)
+    assert {i.platform for i in items} == set(PLATFORMS)
+    drawn = {f for i in items for f in SELECTOR_INPUTS if i.cfg.get(f)}
+    assert drawn == set(SELECTOR_INPUTS)
+    kv = [i.cfg for i in items if i.cfg.get("num_kv_heads")]
+    assert kv and all(c["num_heads"] % c["num_kv_heads"] == 0 for c in kv)
+    assert all(i.cfg.get("dcp_size") in (2, 4) for i in items if i.cfg.get("use_dcp") and i.category.startswith("random"))
+    assert any(i.cfg.get("xpu_device") == "Arc A770" for i in items)
+    assert any(i.category == "inputs" for i in items) and any(i.category == "random_xpu" for i in items)
+
+
+def load_rules_domain(name: str) -> tuple:
+    from attnsolve import load_rules
+
+    return tuple(load_rules().domains.get(name, ()))
+
+
+def test_stand_in_model_config() -> None:
+    """A non-MLA layer is a model without MLA fields; an MLA layer without dimensions has none."""
+    from tools.vllm_oracle.vllm_side.worker import model_facts
+
+    m = model_facts({"use_mla": False, "num_heads": 32})
+    assert m is not None and not hasattr(m.hf_text_config, "qk_nope_head_dim")
+    assert (m.get_num_attention_heads(None), m.get_num_kv_heads(None), m.rswa_window) == (32, 32, None)
+    assert model_facts({"use_mla": True}) is None
+    assert model_facts({"use_mla": True}, always=True) is not None
+    mla = model_facts({"use_mla": True, "head_size": 576, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64})
+    assert mla.hf_text_config.kv_lora_rank == 512  # head size = kv_lora_rank + qk_rope_head_dim
+    assert model_facts({"use_rswa": True, "num_kv_heads": 8, "num_heads": 32}).rswa_window is not None
 
 
 def test_every_grid_sample_config_is_a_valid_attnsolve_config() -> None:
@@ -146,6 +192,16 @@ def test_error_vs_error_across_exception_types() -> None:
     assert not same_outcome("TRITON_ATTN", "ERR:no_valid")
 
 
+def test_message_classes_name_the_reasons_and_a_refusal_outside_selection() -> None:
+    inv = "Selected backend AttentionBackendEnum.X is not valid for this configuration. Reason: "
+    sig = message_signature(inv + "['a', 'b']", inv + "['a']")
+    assert sig == "reason list differs: vllm-only=['b'] attnsolve-only=[]"
+    v = {"ok": False, "kind": "ValueError", "error": "Bfloat16 is only supported on GPUs with compute capability of at least 8.0."}
+    a = {"ok": False, "kind": "no_valid", "error": "No valid attention backend found for cuda", "reasons": {}}
+    msg = [c for c in compare("startup", "cuda", v, a) if c.category == "message"][0]
+    assert not msg.agree and "(vllm: Bfloat16 is only supported" in msg.signature
+
+
 def test_message_signatures() -> None:
     assert message_signature("Selected backend AttentionBackendEnum.X is bad", "Selected backend X is bad").startswith("backend names")
     assert message_signature("with C(a). Reasons: {A: [x]}", "with Config(b). Reasons: {A: [x]}") == "config repr differs"
@@ -183,7 +239,7 @@ def test_candidates_move_one_field_toward_the_defaults() -> None:
 # -- known differences -------------------------------------------------------------------------
 def test_known_differences_file_loads_and_matches(tmp_path: Path) -> None:
     load_known()  # the shipped file is well-formed
-    k = Known("x", "message", r"reasons quoted", "why", versions=("0.17",), platforms=("cuda",))
+    k = Known("x", ("message",), r"reasons quoted", "why", versions=("0.17",), platforms=("cuda",))
     assert k.matches("message", "message ERR:no_valid reasons quoted", "0.17.0", "cuda", "selector")
     assert not k.matches("message", "message ERR:no_valid reasons quoted", "0.33.0", "cuda", "selector")
     assert not k.matches("reasons", "reasons quoted", "0.17.0", "cuda", "selector")
@@ -191,6 +247,14 @@ def test_known_differences_file_loads_and_matches(tmp_path: Path) -> None:
     bad.write_text('[[difference]]\nid = "a"\ncategory = "message"\n')
     with pytest.raises(ValueError, match="lacks match, cause"):
         load_known(bad)
+    both = tmp_path / "b.toml"
+    both.write_text('[[difference]]\nid = "a"\ncategory = ["outcome", "message"]\nmatch = "x"\ncause = "why"\n')
+    (k2,) = load_known(both)
+    assert k2.matches("message", "x", "0.17.0", "cuda", "startup") and k2.matches("outcome", "x", "0.17.0", "cuda", "s")
+    assert not k2.matches("warnings", "x", "0.17.0", "cuda", "startup")
+    both.write_text('[[difference]]\nid = "a"\ncategory = "mesage"\nmatch = "x"\ncause = "why"\n')
+    with pytest.raises(ValueError, match="unknown category 'mesage'"):
+        load_known(both)
 
 
 # -- report and CLI ----------------------------------------------------------------------------
@@ -220,6 +284,22 @@ def test_cli_profiles_and_bad_arguments(capsys: pytest.CaptureFixture[str]) -> N
     assert e.value.code == 2
     assert cli.main(["--vllm", "0.99.0"]) == 2
     assert "Invalid vLLM version" in capsys.readouterr().err
+    # the rule set compared with: one attnsolve lacks is named with the ones it has, before provisioning
+    assert cli.main(["--vllm", "0.17.0", "--attnsolve-vllm", "0.99"]) == 2
+    err = capsys.readouterr().err
+    assert "no rule set for vLLM 0.99" in err and "0.17" in err
+    assert cli.main(["--vllm", "0.17.0", "--platform", "xpu"]) == 2
+    assert "has no xpu platform" in capsys.readouterr().err
+
+
+def test_questions_name_the_release_compared_with() -> None:
+    from tools.vllm_oracle.attnsolve_side import PASS_VLLM_VERSION, answer, make_config
+
+    assert PASS_VLLM_VERSION  # attnsolve's Config takes vllm=
+    assert make_config({"platform": "cuda", "compute_capability": "9.0", "dtype": "bfloat16"}, "0.17.0").vllm == "0.17"
+    got = answer({"platform": "cuda", "compute_capability": "9.0", "dtype": "bfloat16", "head_size": 128},
+                 "selector", "0.17.0")
+    assert got["ok"] and got["backend"] == "FLASH_ATTN"
 
 
 def test_vllm_answers_are_reused_from_the_cache(tmp_path: Path) -> None:

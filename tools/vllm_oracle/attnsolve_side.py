@@ -6,6 +6,8 @@ from typing import Any, Mapping
 
 from attnsolve import Config, ConfigError, InvalidBackendError, NoValidBackendError, solve
 
+from .versions import version_key
+
 try:
     # The same selection as solve() without the explanation solve() attaches to every failure
     # (conflicts and fixes: ~0.3 s each, most of a 20,000-config run); the answer compared (backend,
@@ -15,6 +17,51 @@ except ImportError:  # pragma: no cover - an attnsolve without it: the public en
     _select = solve
 
 ROLE_OF_MODE = {"selector": None, "startup": None, "mla_prefill": "mla_prefill"}
+
+# The version plumbing, one switch: True once attnsolve's Config takes `vllm=` (the engine per rule
+# set, issue 13); then every question names the release compared with and the rule set of that
+# release answers.  Until then attnsolve answers with its one rule set, whatever --vllm says.
+PASS_VLLM_VERSION = "vllm" in getattr(Config, "__dataclass_fields__", {})
+
+
+def make_config(cfg: Mapping[str, Any], version: str | None = None) -> Config:
+    """attnsolve's Config for a generated configuration (for `version` where Config takes one)."""
+    kw = dict(cfg)
+    if PASS_VLLM_VERSION and version is not None:
+        kw["vllm"] = version_key(version)
+    return Config(**kw)
+
+
+def load_rules_for(version: str | None = None) -> Any:
+    """The rule set attnsolve answers `version` with: that release's packaged set (or the folder
+    $ATTNSOLVE_RULES names, which replaces every release); ValueError naming the releases
+    attnsolve has when it has none for `version`.  Without the version switch: the active set."""
+    from attnsolve import rules as R
+
+    if not (PASS_VLLM_VERSION and version is not None):
+        return R.default_rules()
+    key = version_key(version)
+    try:
+        return R.rules_for(key)
+    except KeyError:
+        raise ValueError(f"attnsolve has no rule set for vLLM {key} (it has "
+                         f"{', '.join(R.versions())})") from None
+    except R.RulesError as e:
+        lines = str(e).splitlines()
+        raise ValueError(f"attnsolve's rule set for vLLM {key} does not load: " + "\n".join(lines[:6])
+                         + (f"\n  ... ({len(lines) - 6} more lines)" if len(lines) > 6 else "")
+                         + "\n(--attnsolve-vllm names the rule set to compare with instead)") from None
+
+
+def accepts(field: str, value: Any, version: str | None = None) -> bool:
+    """Whether attnsolve's Config (for `version`) takes `field`: a selection input only some rule
+    sets declare (vLLM 0.33's use_pcp, has_sliding_window...) is drawn only where it is one."""
+    probe = {"platform": "cuda", "compute_capability": "9.0", "dtype": "bfloat16", "head_size": 128, field: value}
+    try:
+        make_config(probe, version)
+    except (ConfigError, TypeError):
+        return False
+    return True
 
 
 def vllm_part(message: str) -> str:
@@ -31,13 +78,13 @@ def kind_of(text: str) -> str:
     return "startup"  # another refusal: error vs error, the message decides
 
 
-def answer(cfg: Mapping[str, Any], mode: str) -> dict[str, Any]:
+def answer(cfg: Mapping[str, Any], mode: str, version: str | None = None) -> dict[str, Any]:
     """{ok, backend, variant, rejected, warnings, preferred_block_size, startup_error} or
     {ok: False, kind, error, reasons}.  In startup mode a start-up failure attnsolve predicts
     (Selection.startup_error / the error's startup_error, where the rules provide it) is the
     answer: vLLM's start-up raises it."""
     try:
-        config = Config(**dict(cfg))
+        config = make_config(cfg, version)
     except ConfigError as e:
         kind = "unknown_backend" if e.field == "backend" else "config_error"
         return {"ok": False, "kind": kind, "error": str(e), "field": e.field}

@@ -21,7 +21,8 @@ from .provision import cache_dir, ensure_venv
 from .report import Tally, render, write
 from .runner import REPO, answer_cache, run_attnsolve, run_vllm
 from .shrink import candidates, distance, group
-from .versions import load_version
+from .attnsolve_side import PASS_VLLM_VERSION
+from .versions import load_version, version_key
 
 PROFILES = {"ci": {"n": 150, "sample": 300, "shrink_rounds": 0}, "nightly": {"n": 20000, "sample": None, "shrink_rounds": 2}}
 
@@ -30,6 +31,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m tools.vllm_oracle", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--vllm", required=True, help="vLLM release to compare with, e.g. 0.17.0")
+    ap.add_argument("--attnsolve-vllm", metavar="VERSION",
+                    help="the attnsolve rule set to compare with (default: the one for --vllm), e.g. 0.17 "
+                         "for a new release's starting line")
     ap.add_argument("--n", type=int, default=None, help="random configurations in all (default 20000)")
     ap.add_argument("--sample", type=int, default=None,
                     help="about this many grid configurations, spread over the grids (default: every grid config)")
@@ -66,6 +70,8 @@ def print_patches(version: str, python: Path) -> None:
     for line in data.patch_lines():
         print(" -", line)
     for platform in PLATFORMS:
+        if platform == "xpu" and "xpu.current_platform" not in data.patches:
+            continue  # booted from the release that adds it to versions.toml
         proc = subprocess.run([str(python), "-m", "tools.vllm_oracle.vllm_side.worker", "--vllm", version,
                                "--platform", platform, "--patches"], cwd=REPO, capture_output=True, text=True,
                               env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "VLLM_LOGGING_LEVEL": "ERROR"})
@@ -98,7 +104,8 @@ def _evaluate(version: str, items: Sequence[Item], V: dict[str, Any], A: dict[st
     return tally, records
 
 
-def _shrink(version: str, python: Path, classes: dict[Any, Any], rounds: int, jobs: int, workdir: Path) -> None:
+def _shrink(version: str, python: Path, classes: dict[Any, Any], rounds: int, jobs: int, workdir: Path,
+            ours: str) -> None:
     """Greedy: try each class example with one field reset; keep a candidate with the same class."""
     for r in range(rounds):
         trial: list[Item] = []
@@ -112,7 +119,7 @@ def _shrink(version: str, python: Path, classes: dict[Any, Any], rounds: int, jo
         if not trial:
             return
         V = run_vllm(python, version, trial, jobs=jobs, workdir=workdir, log=False)
-        A = run_attnsolve(trial)
+        A = run_attnsolve(trial, ours)
         improved = False
         for it in trial:
             k = owner[it.id]
@@ -134,6 +141,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    ours = a.attnsolve_vllm or a.vllm  # the attnsolve rule set asked
+    if not a.patches:  # attnsolve's side first: a bad rule set fails before any provisioning
+        try:
+            D = Domains.from_rules(ours)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        if a.platform != "all" and a.platform not in D.platforms:
+            print(f"error: attnsolve's rule set for vLLM {ours} has no {a.platform} platform "
+                  f"(it has {', '.join(D.platforms)})", file=sys.stderr)
+            return 2
     try:
         python = a.python or ensure_venv(data)
     except (RuntimeError, subprocess.CalledProcessError) as e:
@@ -142,16 +160,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.patches:
         print_patches(a.vllm, python)
         return 0
-    platforms = PLATFORMS if a.platform == "all" else (a.platform,)
+    platforms = D.platforms if a.platform == "all" else (a.platform,)
     modes = MODES if a.mode == "all" else (a.mode,)
-    items = generate(Domains.from_rules(), n_random=a.n, platforms=platforms, modes=modes, sample=a.sample,
-                     seed=a.seed)
+    items = generate(D, n_random=a.n, platforms=platforms, modes=modes, sample=a.sample, seed=a.seed)
     out = a.out or cache_dir() / "runs" / a.vllm
     out.mkdir(parents=True, exist_ok=True)
     t = time.time()
     V = run_vllm(python, a.vllm, items, jobs=a.jobs, workdir=out,
                  cache=None if a.no_cache else answer_cache(cache_dir(), a.vllm))
-    A = run_attnsolve(items)
+    A = run_attnsolve(items, ours)
     tally, records = _evaluate(a.vllm, items, V, A, known)
     classes = group(records)
     for k in classes.values():
@@ -159,8 +176,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         hit = explain(known, k.category, k.signature, a.vllm, ex["item"]["platform"], ex["item"]["mode"])
         k.known, k.cause = (hit.id, hit.cause) if hit else (None, None)
     if a.shrink_rounds:
-        _shrink(a.vllm, python, classes, a.shrink_rounds, a.jobs, out)
-    text = render(a.vllm, tally, classes)
+        _shrink(a.vllm, python, classes, a.shrink_rounds, a.jobs, out, ours)
+    asked = ("attnsolve answered with its rule set for vLLM " + version_key(ours) if PASS_VLLM_VERSION
+             else "attnsolve answered with its active rule set")
+    head, _, rest = render(a.vllm, tally, classes).partition("\n")
+    text = f"{head}\n{asked}\n{rest}"
     text += f"\n\n{len(items)} configurations (random {a.n}, grid sample {a.sample or 'all'}), {time.time() - t:.0f}s"
     write(out, a.vllm, text, tally, records, classes)
     print(text)

@@ -13,6 +13,7 @@ Categories (each compared only where both sides say something about it):
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -99,7 +100,23 @@ def message_signature(vmsg: str, amsg: str) -> str:
         return "config repr differs"
     if vi >= 0 and ai >= 0 and vmsg[vi:] == amsg[ai:].replace("'", ""):
         return "config repr differs; reasons quoted"
+    vr, ar = _reason_list(vmsg), _reason_list(amsg)
+    if vr is not None and ar is not None and vmsg[:vmsg.find("Reason: ")] == amsg[:amsg.find("Reason: ")]:
+        return (f"reason list differs: vllm-only={[r for r in vr if r not in ar]} "
+                f"attnsolve-only={[r for r in ar if r not in vr]}")
     return "text differs"
+
+
+def _reason_list(msg: str) -> list[str] | None:
+    """The `Reason: [...]` list of vLLM's selected-backend-invalid message, if it has one."""
+    i = msg.find("Reason: [")
+    if i < 0:
+        return None
+    try:
+        got = ast.literal_eval(msg[i + 8:])
+    except (ValueError, SyntaxError):
+        return None
+    return [str(r) for r in got] if isinstance(got, list) else None
 
 
 def compare(mode: str, platform: str, v: Mapping[str, Any], a: Mapping[str, Any]) -> list[Check]:
@@ -135,5 +152,8 @@ def compare(mode: str, platform: str, v: Mapping[str, Any], a: Mapping[str, Any]
             vr, ar = dict(v.get("reasons") or {}), dict(a.get("reasons") or {})
             checks.append(Check("reasons", vr == ar, "reasons " + "; ".join(reason_diff(vr, ar)), vr, ar))
         vmsg, amsg = str(v.get("error", "")), str(a.get("error", ""))
-        checks.append(Check("message", vmsg == amsg, f"message {oa} {message_signature(vmsg, amsg)}", vmsg, amsg))
+        # a refusal outside selection (start-up checks, other exception types) is named by its text
+        tail = f" (vllm: {vmsg[:70]})" if ov[4:] not in _ERROR_KINDS else ""
+        checks.append(Check("message", vmsg == amsg, f"message {oa} {message_signature(vmsg, amsg)}{tail}",
+                            vmsg, amsg))
     return checks

@@ -15,7 +15,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 MODES = ("selector", "startup", "mla_prefill")
-PLATFORMS = ("cuda", "rocm", "cpu")
+PLATFORMS = ("cuda", "rocm", "cpu", "xpu")
+# vLLM 0.33's new AttentionSelectorConfig inputs (vllm/v1/attention/selector.py): drawn only where
+# attnsolve's Config takes them (the rule set declares them); the vLLM side sets each where vLLM
+# reads it (the layer's arguments, the VllmConfig, VLLM_BATCH_INVARIANT)
+SELECTOR_INPUTS = ("use_per_head_quant_scales", "has_sliding_window", "use_non_causal", "use_batch_invariant",
+                   "use_kv_connector", "use_pcp", "use_adaptive_verification", "use_dcp", "use_rswa")
 # head sizes: a common set plus odd ones (the rules express head sizes as predicates)
 HEADS = (64, 80, 96, 128, 256)
 WIDE_HEADS = (32, 40, 64, 72, 80, 96, 100, 112, 128, 160, 192, 256, 512, 576)
@@ -37,12 +42,19 @@ class Domains:
     ccs: tuple[str, ...]
     grid_ccs: tuple[str, ...]
     backends: tuple[str, ...]
+    platforms: tuple[str, ...] = ("cuda", "rocm", "cpu")
+    inputs: tuple[str, ...] = ()  # the SELECTOR_INPUTS attnsolve's Config takes for this version
+    # valued inputs a newer rule set declares, with the values drawn (where Config takes them)
+    valued: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+
+    def values_of(self, field: str) -> tuple[Any, ...]:
+        return dict(self.valued).get(field, ())
 
     @classmethod
-    def from_rules(cls) -> "Domains":
-        from attnsolve import load_rules
+    def from_rules(cls, version: str | None = None) -> "Domains":
+        from .attnsolve_side import accepts, load_rules_for
 
-        rules = load_rules()
+        rules = load_rules_for(version)
         d = rules.domains
         ccs = {str(v["compute_capability"]) for v in rules.gpus.values() if "compute_capability" in v}
         ccs |= set(rules.generations)
@@ -55,7 +67,20 @@ class Domains:
         return cls(dtypes=tuple(d["dtype"]), kv_cache_dtypes=tuple(d["kv_cache_dtype"]),
                    block_sizes=tuple(d["block_size"]), attn_types=tuple(d["attn_type"]),
                    flash_attn_versions=tuple(d["flash_attn_version"]), rocm_archs=tuple(d["rocm_arch"]),
-                   ccs=ordered, grid_ccs=grid, backends=backends)
+                   ccs=ordered, grid_ccs=grid, backends=backends,
+                   platforms=tuple(p for p in PLATFORMS if p in d.get("platform", ("cuda", "rocm", "cpu"))),
+                   inputs=tuple(f for f in SELECTOR_INPUTS if accepts(f, True, version)),
+                   valued=_valued(rules, version))
+
+
+def _valued(rules: Any, version: str | None) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    """Valued inputs of newer rule sets the vLLM side can give: KV heads (the stand-in model
+    config), the decode context-parallel size (parallel config) and the XPU device name."""
+    from .attnsolve_side import accepts
+
+    xpus = tuple(sorted(n for n, g in getattr(rules, "gpus", {}).items() if g.get("platform") == "xpu"))
+    wanted = (("num_kv_heads", (1, 2, 4, 8)), ("dcp_size", (2, 4, 8)), ("xpu_device", xpus))
+    return tuple((f, vals) for f, vals in wanted if vals and accepts(f, vals[0], version))
 
 
 def _role(pl: Any) -> str | None:
@@ -206,6 +231,49 @@ def grid_cpu(D: Domains) -> Iterator[dict[str, Any]]:
                    backend=be)
 
 
+def grid_inputs(D: Domains) -> Iterator[dict[str, Any]]:
+    """Each new selector input switched on, alone, on standard and MLA layers of every grid GPU."""
+    for field, cc, mla in itertools.product(D.inputs, D.grid_ccs, (False, True)):
+        d = base(compute_capability=cc, head_size=576 if mla else 128, use_mla=mla, **{field: True})
+        if mla and field == "use_rswa":  # a model config (see _draw_inputs): an MLA model's has its dims
+            d.update(qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128)
+        yield d
+
+
+def grid_xpu(D: Domains) -> Iterator[dict[str, Any]]:
+    kvs = tuple(k for k in D.kv_cache_dtypes if k in ("auto", "bfloat16", "fp8") or k.startswith("turboquant"))
+    backends = (None, "FLASH_ATTN", "TRITON_ATTN", "TRITON_FLASH_ATTN", "TRITON_MLA", "FLASH_ATTN_MLA")
+    for dt, kv, hs, (mla, sp), mm, be in itertools.product(
+            D.dtypes, kvs, (64, 128, 256, 576), ((False, False), (True, False), (True, True)), (False, True),
+            backends):
+        if mla and hs != 576 or (mm and mla):
+            continue
+        d = base("xpu", dtype=dt, kv_cache_dtype=kv, head_size=hs, use_mla=mla, use_sparse=sp, use_mm_prefix=mm,
+                 backend=be if be is None or be in D.backends else None)
+        yield d
+    for field in D.inputs:
+        yield base("xpu", **{field: True})
+
+
+def _draw_inputs(D: Domains, rng: random.Random, d: dict[str, Any], p: float = 0.08) -> dict[str, Any]:
+    for field in D.inputs:
+        if rng.random() < p:
+            d[field] = True
+    if d.get("use_rswa") and d.get("use_mla") and d.get("qk_nope_head_dim") is None:
+        # use_rswa is a model fact (model_config.rswa_window): it needs a model config, and an MLA
+        # model's config has its dimensions (vLLM reads them without a default)
+        d.update(qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128)
+    if D.valued:
+        heads = D.values_of("num_kv_heads")
+        if heads and d.get("num_heads") and rng.random() < 0.3:
+            d["num_kv_heads"] = rng.choice([h for h in heads if d["num_heads"] % h == 0] + [d["num_heads"]])
+        if d.get("use_dcp") and D.values_of("dcp_size"):
+            d["dcp_size"] = rng.choice(D.values_of("dcp_size"))
+        if d.get("platform") == "xpu" and D.values_of("xpu_device") and rng.random() < 0.5:
+            d["xpu_device"] = rng.choice(D.values_of("xpu_device"))
+    return d
+
+
 # -- random ------------------------------------------------------------------------------------
 def random_cuda(D: Domains, rng: random.Random, *, startup: bool = False) -> dict[str, Any]:
     use_mla = rng.random() < (0.6 if startup else 0.35)
@@ -226,9 +294,11 @@ def random_cuda(D: Domains, rng: random.Random, *, startup: bool = False) -> dic
     if use_mla and (startup or rng.random() < 0.3):
         dims = rng.choice(MLA_DIMS)
         d.update(qk_nope_head_dim=dims[0], qk_rope_head_dim=dims[1], v_head_dim=dims[2])
-        if d["use_sparse"] and rng.random() < 0.7:
+        # a sparse layer exists only in a model with index_topk (vLLM's DeepSeek-V3.2 code decides
+        # use_sparse by it, and the start-up hook reads it): start-up models always have it
+        if d["use_sparse"] and (startup or rng.random() < 0.7):
             d["index_topk"] = 2048
-    return d
+    return _draw_inputs(D, rng, d)
 
 
 def random_mla_prefill(D: Domains, rng: random.Random) -> dict[str, Any]:
@@ -254,17 +324,30 @@ def random_rocm(D: Domains, rng: random.Random) -> dict[str, Any]:
              backend=rng.choice((ROCM_MLA_BACKENDS if use_mla else ROCM_STD_BACKENDS)) if rng.random() < 0.3 else None,
              use_prefill_decode_attention=rng.random() < 0.2,
              **_rocm_flags(*(rng.random() < 0.5 for _ in range(4))))
-    return d
+    return _draw_inputs(D, rng, d)
+
+
+def random_xpu(D: Domains, rng: random.Random) -> dict[str, Any]:
+    use_mla = rng.random() < 0.3
+    d = base("xpu", dtype=rng.choice(D.dtypes), kv_cache_dtype=rng.choice(D.kv_cache_dtypes),
+             block_size=rng.choice((None,) + D.block_sizes),
+             head_size=576 if use_mla else rng.choice(WIDE_HEADS), use_mla=use_mla,
+             use_sparse=use_mla and rng.random() < 0.3, has_sink=rng.random() < 0.15,
+             use_mm_prefix=rng.random() < 0.2,
+             attn_type=rng.choice(D.attn_types) if rng.random() < 0.2 else "decoder",
+             backend=rng.choice(D.backends) if rng.random() < 0.3 else None)
+    return _draw_inputs(D, rng, d)
 
 
 def random_cpu(D: Domains, rng: random.Random) -> dict[str, Any]:
     use_mla = rng.random() < 0.3
-    return base("cpu", dtype=rng.choice(D.dtypes), kv_cache_dtype=rng.choice(D.kv_cache_dtypes[:5]),
-                block_size=rng.choice((None,) + D.block_sizes),
-                head_size=576 if use_mla and rng.random() < 0.7 else rng.choice(WIDE_HEADS), use_mla=use_mla,
-                use_sparse=use_mla and rng.random() < 0.3, has_sink=rng.random() < 0.15,
-                attn_type=rng.choice(D.attn_types),
-                backend=rng.choice((None, "CPU_ATTN", "FLASH_ATTN", "TRITON_ATTN", "FLEX_ATTENTION")))
+    d = base("cpu", dtype=rng.choice(D.dtypes), kv_cache_dtype=rng.choice(D.kv_cache_dtypes[:5]),
+             block_size=rng.choice((None,) + D.block_sizes),
+             head_size=576 if use_mla and rng.random() < 0.7 else rng.choice(WIDE_HEADS), use_mla=use_mla,
+             use_sparse=use_mla and rng.random() < 0.3, has_sink=rng.random() < 0.15,
+             attn_type=rng.choice(D.attn_types),
+             backend=rng.choice((None, "CPU_ATTN", "FLASH_ATTN", "TRITON_ATTN", "FLEX_ATTENTION")))
+    return _draw_inputs(D, rng, d)
 
 
 # -- the plan ----------------------------------------------------------------------------------
@@ -295,9 +378,14 @@ def sources(D: Domains) -> list[Source]:
         Source("random_cpu", "cpu", "selector", draw=random_cpu, share=0.1),
         Source("random_rocm", "rocm", "selector", draw=random_rocm, share=0.25),
     ]
+    if D.inputs:
+        out.append(Source("inputs", "cuda", "selector", grid=grid_inputs))
     for arch in D.rocm_archs:
         out.append(Source(f"rocm_{arch}", "rocm", "selector", grid=lambda d, a=arch: grid_rocm(d, a)))
-    return out
+    if "xpu" in D.platforms:
+        out += [Source("xpu", "xpu", "selector", grid=grid_xpu),
+                Source("random_xpu", "xpu", "selector", draw=random_xpu, share=0.1)]
+    return [s for s in out if s.platform in D.platforms]
 
 
 def generate(D: Domains, *, n_random: int, platforms: Sequence[str] = PLATFORMS, modes: Sequence[str] = MODES,

@@ -73,7 +73,13 @@ def ensure_venv(data: VersionData, root: Path | None = None) -> Path:
     root = root or cache_dir()
     py = venv_python(data.version, root)
     marker = py.parent.parent / ".oracle-ready"
+    deps_file = py.parent.parent / ".oracle-deps"
     if marker.exists():
+        have = deps_file.read_text().splitlines() if deps_file.exists() else []
+        if have != list(data.deps):
+            # versions.toml gained packages: add them in place (a venv in use elsewhere keeps working)
+            _run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check"] + list(data.deps))
+            deps_file.write_text("\n".join(data.deps) + "\n")
         return py
     whl = wheel_path(data.version, root)
     venv = py.parent.parent
@@ -98,4 +104,5 @@ def ensure_venv(data: VersionData, root: Path | None = None) -> Path:
         raise RuntimeError(f"venv {venv}: vLLM {data.version} does not boot (a package import needs is "
                            f"missing from versions.toml?):\n{check.stderr[-3000:]}")
     marker.write_text(check.stdout.strip().splitlines()[-1] + "\n")
+    deps_file.write_text("\n".join(data.deps) + "\n")
     return py

@@ -114,5 +114,6 @@ def run_vllm(python: Path, version: str, items: Sequence[Item], *, jobs: int = 2
     return out
 
 
-def run_attnsolve(items: Sequence[Item]) -> dict[str, dict[str, Any]]:
-    return {it.id: answer(it.cfg, it.mode) for it in items}
+def run_attnsolve(items: Sequence[Item], version: str | None = None) -> dict[str, dict[str, Any]]:
+    """attnsolve's answers by item id, for vLLM `version` (see attnsolve_side.PASS_VLLM_VERSION)."""
+    return {it.id: answer(it.cfg, it.mode, version) for it in items}

@@ -89,14 +89,60 @@ class _StubFinder(importlib.abc.MetaPathFinder):
         return None
 
 
+PLATFORM_LIBRARIES = {"cuda": set(), "rocm": {"aiter"}, "cpu": set(), "xpu": {"vllm_xpu_kernels"}}
+
+
+# absent libraries stubbed only once transformers has probed its optional dependencies (it would
+# take a stub for the real library and ask for its version)
+LATE_LIBRARIES = {"torchvision"}
+
+
 def install_import_stubs(data: VersionData, platform: str) -> None:
     """Compiled extensions -> empty modules; absent libraries -> any-attribute packages."""
-    roots = {"flashinfer"} | ({"aiter"} if platform == "rocm" else set())
+    roots = {"flashinfer"} | PLATFORM_LIBRARIES[platform]
     sys.meta_path.insert(0, _StubFinder(set(data.stub_modules), roots & set(data.any_attr_packages)))
+    if "triton.active_driver" in data.patches:
+        _triton_driver(platform, data)
     os.environ.setdefault("VLLM_HAS_FLASHINFER_CUBIN", "1")
     _mark("env.VLLM_HAS_FLASHINFER_CUBIN", data)
     os.environ["VLLM_CONFIGURE_LOGGING"] = "0"
     _mark("env.VLLM_CONFIGURE_LOGGING", data)
+
+
+# the host Triton has no Intel backend: on XPU its NVIDIA driver stands for the XPU one (only
+# vllm.triton_utils' "exactly one active driver" test reads the answer)
+TRITON_DRIVERS = {"cuda": "nvidia", "rocm": "amd", "xpu": "nvidia"}
+
+
+def _triton_driver(platform: str, data: VersionData) -> None:
+    """Triton's GPU driver probe (torch.cuda.is_available() underneath) answers that the configured
+    GPU is present, so vLLM imports the real Triton as on a GPU box instead of its placeholder
+    (whose triton.language lacks dtypes that 0.33's kernel modules read at import)."""
+    name = TRITON_DRIVERS.get(platform)
+    if name is None:
+        return
+    try:
+        from triton.backends import backends
+    except ImportError:
+        return
+    if name in backends and backends[name].driver is not None:
+        backends[name].driver.is_active = staticmethod(lambda: True)
+        _mark("triton.active_driver", data)
+
+
+def _cutlass_capability_queries(data: VersionData) -> None:
+    """The compiled CUTLASS capability queries vLLM 0.33 calls at import (quantization-kernel module
+    constants such as w8a8_utils.CUTLASS_BLOCK_FP8_SUPPORTED) answer False: never read by attention
+    selection, and the value is fixed per process while the GPU changes per config."""
+    import torch
+
+    if "cuda.cutlass_capability_queries" not in data.patches:
+        return
+    ns = torch.ops._C
+    for op in ("cutlass_scaled_mm_supports_fp8", "cutlass_scaled_mm_supports_block_fp8",
+               "cutlass_scaled_mm_supports_fp4"):
+        setattr(ns, op, lambda cuda_device_capability: False)
+    _mark("cuda.cutlass_capability_queries", data)
 
 
 def set_capability(major: int, minor: int, data: VersionData) -> None:
@@ -136,9 +182,13 @@ def boot(data: VersionData, platform: str, rocm_arch: str = "gfx942") -> Any:
         cls = _boot_rocm(data, rocm_arch)
     elif platform == "cpu":
         cls = _boot_cpu(data)
+    elif platform == "xpu":
+        cls = _boot_xpu(data)
     else:
-        raise ValueError(f"Invalid platform: {platform!r}. Expected cuda, rocm or cpu.")
-    _preimport_backends(data, platform)
+        raise ValueError(f"Invalid platform: {platform!r}. Expected cuda, rocm, cpu or xpu.")
+    _cutlass_capability_queries(data)
+    _preimport_backends(data, platform, rocm_arch)
+    _preimport_op_modules(data)
     return cls
 
 
@@ -214,18 +264,102 @@ def _boot_cpu(data: VersionData) -> Any:
     return cpu.CpuPlatform
 
 
-def _preimport_backends(data: VersionData, platform: str) -> None:
-    """Import every backend module once with device='cuda' allocations sent to 'meta'."""
+class _OpHandle:
+    """Stands for a compiled op the stubbed extension would register (any overload, any attribute)."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str) -> "_OpHandle":
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return _OpHandle(f"{self._name}.{attr}")
+
+    def __call__(self, *a: Any, **k: Any) -> Any:
+        raise RuntimeError(f"compiled op {self._name} called while selecting (the oracle stubs it)")
+
+
+@contextlib.contextmanager
+def _op_handles() -> Iterator[None]:
+    """While a module is first imported: torch.ops._C.<op> for an op the stubbed extension did not
+    register is an _OpHandle (module-level op references for graph pattern matching)."""
+    from torch._ops import _OpNamespace
+
+    orig = _OpNamespace.__getattr__
+
+    def getattr_(self: Any, op_name: str) -> Any:
+        try:
+            return orig(self, op_name)
+        except AttributeError:
+            if op_name.startswith("__") or getattr(self, "name", "") not in ("_C", "_C_cache_ops", "_C_custom_ar"):
+                raise
+            return _OpHandle(f"torch.ops.{self.name}.{op_name}")
+
+    _OpNamespace.__getattr__ = getattr_  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        _OpNamespace.__getattr__ = orig  # type: ignore[method-assign]
+
+
+# modules vLLM imports lazily while selecting that reference compiled ops at import
+# (0.33: vllm.compilation.backends, for its model_tag, when adaptive verification is on)
+OP_HANDLE_MODULES = ("vllm.compilation.backends",)
+
+
+def _preimport_op_modules(data: VersionData) -> None:
+    if "import.compiled_op_handles" not in data.patches:
+        return
+    import importlib
+
+    with _op_handles():
+        for name in OP_HANDLE_MODULES:
+            try:
+                importlib.import_module(name)
+            except Exception as e:  # noqa: BLE001 - recorded; vLLM meets the same error itself
+                import_failures[name] = f"{type(e).__name__}: {e}"
+    _mark("import.compiled_op_handles", data)
+
+
+XPU_DEFAULT_NAME = "FakeXPU"
+_device_name: list[str] = [XPU_DEFAULT_NAME]
+
+
+def set_device_name(name: str) -> None:
+    """The configured XPU's name (attnsolve's xpu_device, e.g. "Arc A770")."""
+    _device_name[0] = name
+
+
+def _boot_xpu(data: VersionData) -> Any:
+    import vllm.platforms as P
+    import vllm.platforms.xpu as xpu
+
+    cls = xpu.XPUPlatform
+    cls.get_device_name = classmethod(lambda klass, device_id=0: _device_name[0])
+    _mark("xpu.get_device_name", data)
+    cls.num_compute_units = classmethod(lambda klass, device_id=0: 132)
+    _mark("xpu.num_compute_units", data)
+    P._current_platform = cls()
+    _mark("xpu.current_platform", data)
+    return cls
+
+
+def _preimport_backends(data: VersionData, platform: str, rocm_arch: str = "gfx942") -> None:
+    """Import every backend module once with device='cuda'/'xpu' allocations sent to 'meta'."""
     import torch
+    import vllm.config  # noqa: F401 - transformers probes its optional libraries first (see LATE_LIBRARIES)
     from vllm.v1.attention.backends.registry import AttentionBackendEnum
 
+    late = LATE_LIBRARIES & set(data.any_attr_packages)
+    if late:
+        sys.meta_path.insert(0, _StubFinder(set(), late))
     originals: dict[str, Callable[..., Any]] = {n: getattr(torch, n) for n in ("empty", "zeros", "ones", "full")}
 
     def redirect(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         def wrapper(*a: Any, **kw: Any) -> Any:
             dev = kw.get("device")
-            if dev is not None and str(dev).startswith("cuda"):
+            if dev is not None and str(dev).startswith(("cuda", "xpu")):
                 kw["device"] = "meta"
             return fn(*a, **kw)
         return wrapper
@@ -234,8 +368,10 @@ def _preimport_backends(data: VersionData, platform: str) -> None:
     try:
         for n, f in originals.items():
             setattr(torch, n, redirect(f))
+        # gcnArchName: the ROCm arch string; torch's CUDA builds answer the device name there
+        arch = f"{rocm_arch}:sramecc+:xnack-" if platform == "rocm" else "FakeGPU"
         torch.cuda.get_device_properties = lambda *a, **k: types.SimpleNamespace(  # type: ignore[assignment]
-            multi_processor_count=132, name="FakeGPU", major=_cc[0], minor=_cc[1])
+            multi_processor_count=132, name="FakeGPU", major=_cc[0], minor=_cc[1], gcnArchName=arch)
         for b in AttentionBackendEnum:
             if b.name in ("TORCH_SDPA", "CUSTOM", "NO_ATTENTION") or not b.value:
                 continue

@@ -48,12 +48,51 @@ def _accepts(fn: Callable[..., Any], name: str) -> bool:
 class ModelFacts(types.SimpleNamespace):
     """Stand-in model_config carrying only the model facts selection reads (an input, not a
     patch); any other model_config attribute reads as None.  Its hf_config is a plain namespace
-    holding only the given facts, since vLLM tests some with hasattr."""
+    holding only the given facts, since vLLM tests some with hasattr.  The head counts vLLM 0.33's
+    FlashInfer asks for (query heads per GPU, KV heads) are the config's num_heads and num_kv_heads;
+    unknown KV heads are the query heads (no GQA), unknown query heads 1."""
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
         return None
+
+    def get_num_attention_heads(self, parallel_config: Any = None) -> int:
+        return int(self.num_heads or 1)
+
+    def get_num_kv_heads(self, parallel_config: Any = None) -> int:
+        return int(self.num_kv_heads or self.get_num_attention_heads())
+
+    def get_head_size(self) -> int:
+        return int(self.head_size or 0)
+
+
+MODEL_KEYS = ("qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "index_topk", "kv_lora_rank")
+# vLLM 0.33's AttentionSelectorConfig inputs the layer passes to get_attn_backend itself
+LAYER_INPUTS = ("use_per_head_quant_scales", "has_sliding_window")
+# ... and those it reads from the VllmConfig / environment (see _vllm_config): attnsolve field -> how
+CONFIG_INPUTS = ("use_non_causal", "use_batch_invariant", "use_kv_connector", "use_pcp", "use_dcp",
+                 "use_adaptive_verification", "use_rswa")
+
+
+def model_facts(cfg: dict[str, Any], always: bool = False) -> ModelFacts | None:
+    """The stand-in model_config for a config (an input, not a patch): its hf config holds only
+    the given model facts (vLLM asks hasattr(hf_config, "index_topk")).  A non-MLA layer is a
+    model without MLA fields, known exactly (vLLM reads a missing qk_nope_head_dim as 1); an MLA
+    layer without its dimensions is a model whose dimensions attnsolve was not told: no model
+    config, as in vLLM's own selector tests, so vLLM skips the model checks as attnsolve does."""
+    given = {k: cfg[k] for k in MODEL_KEYS if cfg.get(k) is not None}
+    if not given and cfg.get("use_mla") and not always and not cfg.get("use_rswa"):
+        return None
+    if cfg.get("use_mla") and "kv_lora_rank" not in given and cfg.get("qk_rope_head_dim") is not None:
+        # an MLA layer's head size is kv_lora_rank + qk_rope_head_dim (MLAAttention), so the rank is known
+        given["kv_lora_rank"] = int(cfg.get("head_size") or 576) - int(cfg["qk_rope_head_dim"])
+    hf = types.SimpleNamespace(**given)
+    # use_rswa: vLLM reads model_config.rswa_window is not None (a model with a rolling sliding window)
+    return ModelFacts(hf_text_config=hf, hf_config=hf, is_hybrid=False, is_mm_prefix_lm=False,
+                      use_mla=bool(cfg.get("use_mla")), num_heads=cfg.get("num_heads"),
+                      num_kv_heads=cfg.get("num_kv_heads"), head_size=cfg.get("head_size"),
+                      rswa_window=cfg.get("rswa_window") or (4096 if cfg.get("use_rswa") else None))
 
 
 def error_kind(text: str) -> str:
@@ -87,6 +126,25 @@ class Oracle:
         self.torch, self.C, self.S, self.E = torch, C, S, AttentionBackendEnum
         self.dtypes = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
         self.cubin = os.environ.get("VLLM_HAS_FLASHINFER_CUBIN") == "1"
+        self.seen: list[Any] = []
+        self._select_src = self._spy_selector_configs()
+
+    def _spy_selector_configs(self) -> str:
+        """Record the AttentionSelectorConfig vLLM's get_attn_backend builds (every input as vLLM
+        fills it from the layer, the VllmConfig and the environment) on its way to the platform's
+        get_attn_backend_cls, which is then called unchanged.  Returns that method's source."""
+        func = self.cls.get_attn_backend_cls.__func__
+        seen = self.seen
+
+        def get_attn_backend_cls(klass: Any, *args: Any, **kwargs: Any) -> Any:
+            sc = kwargs.get("attn_selector_config", args[1] if len(args) > 1 else None)
+            seen.append(sc)
+            return func(klass, *args, **kwargs)
+
+        get_attn_backend_cls.__wrapped__ = func  # type: ignore[attr-defined]
+        self.cls.get_attn_backend_cls = classmethod(get_attn_backend_cls)
+        boot._mark("observe.selector_config", self.data)
+        return inspect.getsource(func)
 
     # -- inputs ---------------------------------------------------------------------------
     def _set_env(self, cfg: dict[str, Any]) -> None:
@@ -98,6 +156,10 @@ class Oracle:
         if want != self.cubin:
             os.environ["VLLM_HAS_FLASHINFER_CUBIN"] = "1" if want else "0"
             self.cubin = want
+            changed = True
+        invariant = "1" if cfg.get("use_batch_invariant") else "0"
+        if os.environ.get("VLLM_BATCH_INVARIANT", "0") != invariant:
+            os.environ["VLLM_BATCH_INVARIANT"] = invariant  # vLLM's own switch (envs.VLLM_BATCH_INVARIANT)
             changed = True
         if self.platform == "rocm":
             for field, (var, default) in ROCM_ENV.items():
@@ -123,21 +185,33 @@ class Oracle:
         if cfg.get("backend"):
             att["backend"] = E[cfg["backend"].upper()]
         for k in ("flash_attn_version", "use_trtllm_attention", "use_prefill_decode_attention",
-                  "disable_flashinfer_prefill", "use_cudnn_prefill", "use_trtllm_ragged_deepseek_prefill"):
+                  "disable_flashinfer_prefill", "use_cudnn_prefill", "use_trtllm_ragged_deepseek_prefill",
+                  "use_non_causal"):
             if cfg.get(k) is not None and k in fields:
                 if k == "use_prefill_decode_attention" and not cfg[k]:
                     continue
                 att[k] = int(cfg[k]) if k == "flash_attn_version" else bool(cfg[k])
         vc = C.VllmConfig(attention_config=C.AttentionConfig(**att))
-        model_keys = ("qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "index_topk")
-        if any(cfg.get(k) is not None for k in model_keys):
-            # the model facts selection reads (hf_text_config.*): an input, not a patch
-            # hf config: only the given facts (vLLM asks hasattr(hf_config, "index_topk"))
-            hf = types.SimpleNamespace(**{k: cfg[k] for k in model_keys if cfg.get(k) is not None})
-            mc = ModelFacts(hf_text_config=hf, hf_config=hf, is_hybrid=False, is_mm_prefix_lm=False,
-                            use_mla=bool(cfg.get("use_mla")))
-            object.__setattr__(vc, "model_config", mc)
+        model = model_facts(cfg)
+        if model is not None:
+            object.__setattr__(vc, "model_config", model)
+        self._config_inputs(vc, cfg)
         return vc
+
+    def _config_inputs(self, vc: Any, cfg: dict[str, Any]) -> None:
+        """The selector inputs vLLM 0.33 reads from the VllmConfig, set where vLLM reads them (inputs,
+        not patches): context parallelism sizes > 1, a KV-transfer connector, adaptive verification.
+        Assigned after construction: their cross-checks need a distributed set-up, not selection."""
+        pc = vc.parallel_config
+        if cfg.get("use_pcp"):
+            object.__setattr__(pc, "prefill_context_parallel_size", 2)
+        if cfg.get("use_dcp") or (cfg.get("dcp_size") or 1) > 1:
+            object.__setattr__(pc, "decode_context_parallel_size", int(cfg.get("dcp_size") or 2))
+        if cfg.get("use_kv_connector"):
+            object.__setattr__(vc, "kv_transfer_config",
+                               self.C.KVTransferConfig(kv_connector="NixlConnector", kv_role="kv_both"))
+        if cfg.get("use_adaptive_verification"):
+            object.__setattr__(vc, "speculative_config", ModelFacts(enable_adaptive_verification=True))
 
     def _set_block_size(self, vc: Any, block_size: int | None) -> None:
         cc = vc.cache_config
@@ -150,6 +224,8 @@ class Oracle:
         if self.platform == "cuda":
             major, minor = _cc(cfg.get("compute_capability", "9.0"))
             boot.set_capability(major, minor, self.data)
+        if self.platform == "xpu":
+            boot.set_device_name(cfg.get("xpu_device") or boot.XPU_DEFAULT_NAME)
         self._set_env(cfg)
         if mode == "mla_prefill":
             return self._mla_prefill(cfg)
@@ -166,8 +242,9 @@ class Oracle:
                       dtype=self.dtypes[cfg.get("dtype") or "bfloat16"],
                       kv_cache_dtype=cfg.get("kv_cache_dtype") or "auto", block_size=block_size,
                       use_mla=use_mla, has_sink=bool(cfg.get("has_sink")), use_sparse=bool(cfg.get("use_sparse")),
-                      use_mm_prefix=bool(cfg.get("use_mm_prefix")), attn_type=cfg.get("attn_type") or "decoder")
-        # newer fields keep vLLM's defaults (the NamedTuple's own)
+                      use_mm_prefix=bool(cfg.get("use_mm_prefix")), attn_type=cfg.get("attn_type") or "decoder",
+                      **{k: bool(cfg.get(k)) for k in LAYER_INPUTS + CONFIG_INPUTS})
+        # only the fields this release has (the NamedTuple's own defaults for the rest)
         return S.AttentionSelectorConfig(**{k: v for k, v in values.items() if k in S.AttentionSelectorConfig._fields})
 
     def _select(self, cfg: dict[str, Any], mode: str, warnings: list[tuple[int, str]]) -> dict[str, Any]:
@@ -180,11 +257,8 @@ class Oracle:
         self._set_block_size(vc, block)
         out: dict[str, Any] = {}
         if mode == "startup":
-            if vc.model_config is None:
-                hf = types.SimpleNamespace()
-                mc = ModelFacts(hf_text_config=hf, hf_config=hf, is_hybrid=False,
-                                is_mm_prefix_lm=False, use_mla=bool(cfg.get("use_mla")))
-                object.__setattr__(vc, "model_config", mc)
+            if vc.model_config is None:  # start-up always has a model (the generator gives MLA ones dims)
+                object.__setattr__(vc, "model_config", model_facts(cfg, always=True))
             self.cls.check_and_update_config(vc)
             be = vc.attention_config.backend
             out["startup_backend"] = be.name if be is not None else None
@@ -203,11 +277,13 @@ class Oracle:
             S._cached_get_attn_backend.cache_clear()
             kwargs: dict[str, Any] = dict(use_mla=use_mla, has_sink=sel_cfg.has_sink, use_sparse=sel_cfg.use_sparse,
                                           use_mm_prefix=sel_cfg.use_mm_prefix, attn_type=sel_cfg.attn_type,
-                                          num_heads=cfg.get("num_heads"))
+                                          num_heads=cfg.get("num_heads"),
+                                          **{k: bool(cfg.get(k)) for k in LAYER_INPUTS})
             kwargs = {k: v for k, v in kwargs.items() if _accepts(S.get_attn_backend, k)}
             args: list[Any] = [sel_cfg.head_size, sel_cfg.dtype, sel_cfg.kv_cache_dtype]
             if _accepts(S.get_attn_backend, "block_size"):
                 args.append(block)
+            self.seen.clear()
             try:
                 bc = S.get_attn_backend(*args, **kwargs)
                 out.update(ok=True, backend=self._enum_name(bc), get_name=bc.get_name())
@@ -215,6 +291,9 @@ class Oracle:
                 out.update(ok=False, error=str(e))
             except (AssertionError, RuntimeError, NotImplementedError) as e:
                 return {**out, "ok": False, "kind": type(e).__name__, "error": str(e)}
+            if self.seen and self.seen[-1] is not None:
+                sel_cfg = self.seen[-1]  # exactly what vLLM built from the inputs
+                out["selector_config"] = {k: str(v) for k, v in sel_cfg._asdict().items()}
             if self.platform == "cuda":
                 self._cuda_details(out, vc, sel_cfg, cfg)
             elif not out["ok"]:
@@ -226,7 +305,10 @@ class Oracle:
         for b in self.E:
             if b.value and b.get_path() == qual:
                 return b.name
-        return qual
+        # a platform's own subclass outside the registry (0.33 XPU: XPUFlashAttnMLABackend) goes
+        # by the name it reports, when that is a backend name
+        name = bc.get_name() if hasattr(bc, "get_name") else None
+        return name if name in self.E.__members__ else qual
 
     def _reasons_of(self, backend: Any, cap: Any, sc: Any) -> list[str]:
         try:
@@ -240,9 +322,8 @@ class Oracle:
 
         cls = self.cls
         cap = cls.get_device_capability()
-        src = inspect.getsource(cls.get_attn_backend_cls)
         # 0.16/0.17 drop the block size before validating; later releases keep it
-        sc = sel_cfg._replace(block_size=None) if "block_size=None" in src else sel_cfg
+        sc = sel_cfg._replace(block_size=None) if "block_size=None" in self._select_src else sel_cfg
         requested = vc.attention_config.backend
         num_heads = cfg.get("num_heads")
         if requested is not None:
@@ -273,7 +354,9 @@ class Oracle:
                         out["reason_parse_mismatch"] = True
                 except (ValueError, SyntaxError):
                     pass
-        if out["ok"] and out["backend"] == "FLASH_ATTN":
+        if out["ok"] and out["backend"] in ("FLASH_ATTN", "FLASH_ATTN_DIFFKV"):
+            # the layer's version (FlashAttentionImpl, which the DiffKV impl subclasses, asks with
+            # its head size), with what resolving it logs
             import vllm.v1.attention.backends.fa_utils as fa
 
             g = fa.get_flash_attn_version
@@ -331,7 +414,7 @@ def run_batch(oracle: Oracle, lines: list[str]) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="tools.vllm_oracle.vllm_side.worker")
     ap.add_argument("--vllm", required=True)
-    ap.add_argument("--platform", required=True, choices=("cuda", "rocm", "cpu"))
+    ap.add_argument("--platform", required=True, choices=("cuda", "rocm", "cpu", "xpu"))
     ap.add_argument("--rocm-arch", default="gfx942")
     ap.add_argument("--patches", action="store_true", help="boot, then print the stubs/patches applied as JSON")
     ap.add_argument("paths", nargs="*")
