@@ -14,7 +14,7 @@ from .config import ANY, Config
 from .errors import ConfigError, InvalidBackendError, NoValidBackendError
 from .guards import available_set, require_config
 from .engine import Engine, engine_for
-from .rules.model import Backend, RuleSet
+from .rules.model import Backend, RuleSet, placeholder
 from .solver.compiled import CompiledRules
 from .solver.facts import base_facts, parse_role
 from .solver.semantics import AUTO, Candidate, Plan, reasons_of
@@ -50,6 +50,10 @@ class Selection:
     # `backend` (start-up hook, block size the kernels cannot serve, FA version not detected...):
     # vLLM would refuse to start. None: vLLM starts with this backend.
     startup_error: str | None = None
+    # Config values vLLM changes around selection (rules' `rewrites` and model-route KV handling, e.g.
+    # kv_cache_dtype -> fp8_ds_mla after FLASHMLA_SPARSE): (field, new value), in the order applied; their
+    # log lines are in `warnings`. Empty for vLLM releases without such rewrites.
+    config_changes: tuple[tuple[str, Any], ...] = ()
 
     def __str__(self) -> str:
         return self.backend + (f" ({self.variant})" if self.variant else "")
@@ -61,6 +65,7 @@ class Selection:
             "startup_error": self.startup_error,
             "rejected": [r.to_dict() for r in self.rejected], "warnings": list(self.warnings),
             "config": self.config.to_dict(),
+            **({"config_changes": {k: v for k, v in self.config_changes}} if self.config_changes else {}),
         }
 
 
@@ -132,11 +137,13 @@ def _with_explanation(err: NoValidBackendError | InvalidBackendError, config: Co
     return err
 
 
-def evaluate(comp: CompiledRules, config: Config, role: str, available: frozenset[str] | None):
+def evaluate(comp: CompiledRules, config: Config, role: str, available: frozenset[str] | None,
+             base: dict[str, Any] | None = None):
     """Run selection; return (facts, plan, index of the chosen candidate or None, warnings).
 
+    base: the config's facts after the platform's before-selection steps (default: the config's own).
     facts["__sat__"] holds the satisfied-clause bitset, so reasons are read off it, not recomputed."""
-    facts = base_facts(config, role)
+    facts = dict(base) if base is not None else base_facts(config, role)
     facts["__derived_warnings__"] = _derived_warnings(comp, facts)  # shown only if the chosen backend reads them
     warnings: list[str] = []
     got = comp.plan_for(facts)
@@ -181,7 +188,11 @@ def candidate_reasons(cand: Candidate, facts: dict[str, Any], available: frozens
 
 def _solve_uncached(comp: CompiledRules, config: Config, role: str, available: frozenset[str] | None) -> Selection:
     rules = comp.rules
-    facts, p, idx, warnings = evaluate(comp, config, role, available)
+    pre = before_selection(comp, config, role)
+    if pre.model is not None:
+        return _model_driven(comp, config, role, pre)
+    facts, p, idx, warnings = evaluate(comp, config, role, available, pre.facts)
+    warnings[:0] = pre.warnings
     if idx is None:
         err = failure(rules, config, facts, p, available)
         err.startup_error = _startup_error(comp, config, role, available, facts, p, None)
@@ -189,6 +200,25 @@ def _solve_uncached(comp: CompiledRules, config: Config, role: str, available: f
     chosen = p.candidates[idx]
     rejected = tuple(Rejection(c.backend, candidate_reasons(c, facts, available)) for c in p.candidates[:idx])
     backend = rules.backends[chosen.backend]
+    plist = p.plist
+    if plist.precluded_warning and p.mode == AUTO and facts.get("block_size") is not None:
+        block_reason = _block_reason(rules)
+        precluded = [r.backend for r in rejected if r.reasons == (block_reason,)]
+        if precluded:
+            warnings.append(render_message(plist.precluded_warning, facts, precluded=", ".join(precluded),
+                                           backend=chosen.backend))
+    changes = list(pre.changes)
+    after = dict(facts, backend=chosen.backend)
+    for rw in plist.rewrites:
+        if rw.stage == "after_selection" and all(lit(after) for lit in rw.when):
+            for k, v in rw.set:
+                changes.append((k, v))
+            if rw.log:
+                warnings.append(render_message(rw.log, after))
+            break
+    for note in plist.notes:
+        if all(lit(after) for lit in note.when):
+            warnings.append(render_message(note.log, after))
     for name, lines in facts["__derived_warnings__"].items():
         if reads(backend, name):
             warnings[:0] = [w for w in lines if w not in warnings]
@@ -199,13 +229,127 @@ def _solve_uncached(comp: CompiledRules, config: Config, role: str, available: f
     for message, when in backend.warnings:
         if all(lit(facts) for lit in when):
             warnings.append(f"{chosen.backend}: {message}")
-    variant = (backend.variant_for(facts.get(backend.variant_shown_by or backend.variant_field))
-               if backend.variant_field else None)
+    variant = backend.shown_variant(facts)
     return Selection(backend=chosen.backend, variant=variant, rejected=rejected, warnings=tuple(warnings),
+                     config_changes=tuple(changes),
                      config=config, role=role, manual=p.mode != AUTO, priority_list=p.plist.name,
                      preferred_block_size=preferred_block_size(rules, chosen.backend, facts.get("block_size"),
                                                                p.plist, facts),
                      startup_error=_startup_error(comp, config, role, available, facts, p, chosen.backend))
+
+
+@dataclass(frozen=True, slots=True)
+class _Before:
+    """What the platform does before selection: the facts selection sees, the log lines, the config changes,
+    and a model-driven choice that replaces selection ((backend, variant, route name) or None)."""
+
+    facts: dict[str, Any]
+    warnings: tuple[str, ...] = ()
+    changes: tuple[tuple[str, Any], ...] = ()
+    model: tuple[str, str | None, str] | None = None
+
+
+def _settings(rules: RuleSet, platform: Any) -> Any:
+    """The platform-wide settings (every list of a platform carries them)."""
+    for pl in rules.lists:
+        if pl.platform == platform:
+            return pl
+    return None
+
+
+def _with_derived(comp: CompiledRules, facts: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in facts.items() if k not in comp.rules.derived}
+    comp.add_derived_by_name(out)
+    return out
+
+
+def before_selection(comp: CompiledRules, config: Config, role: str) -> _Before:
+    """vLLM's steps before the selector: requests that fail outright (request_errors), config rewrites
+    (`stage = "before_selection"`), requests dropped for automatic selection (request_fallbacks), and
+    model code that picks the backend itself (model_backend, model_routes with their KV handling)."""
+    rules = comp.rules
+    facts = base_facts(config, role)
+    ps = _settings(rules, facts.get("platform"))
+    if ps is None or not (ps.request_errors or ps.rewrites or ps.request_fallbacks or ps.model_backend
+                          or ps.model_routes):
+        return _Before(facts)
+    warnings: list[str] = []
+    changes: list[tuple[str, Any]] = []
+    full = _with_derived(comp, facts)
+    requested = facts.get("backend")
+    for message, when in ps.request_errors:
+        if requested is not None and all(lit(full) for lit in when):
+            raise InvalidBackendError(render_message(message, full), requested, {requested: ()})
+    for rw in ps.rewrites:
+        if rw.stage == "before_selection" and all(lit(full) for lit in rw.when):
+            for k, v in rw.set:
+                facts[k] = v
+                changes.append((k, v))
+            for k in rw.unset:
+                facts[k] = None
+                changes.append((k, None))
+            if rw.log:
+                warnings.append(render_message(rw.log, full))
+            full = _with_derived(comp, facts)
+    for text, when in ps.request_fallbacks:
+        if facts.get("backend") is not None and all(lit(full) for lit in when):
+            if text:
+                warnings.append(render_message(text, full))
+            facts["backend"] = None
+            full = _with_derived(comp, facts)
+            break
+    if role == "decode":
+        for case in ps.model_backend:
+            if all(lit(full) for lit in case.when):
+                chosen = facts.get("backend") if case.value == "backend" else case.value
+                return _Before(facts, tuple(warnings), tuple(changes), (chosen, None, "model"))
+        for route in ps.model_routes:
+            if not all(lit(full) for lit in route.when):
+                continue
+            if route.error:
+                raise NoValidBackendError(render_message(route.error, full), {})
+            rfacts = dict(full, route_variant=route.variant or None)
+            for kv in ps.model_route_kv:
+                if all(lit(rfacts) for lit in kv.when):
+                    if kv.error:
+                        raise NoValidBackendError(render_message(kv.error, rfacts), {})
+                    if kv.log:
+                        warnings.append(render_message(kv.log, rfacts))
+                    for k, v in kv.set:
+                        facts[k] = v
+                        changes.append((k, v))
+                    break
+            return _Before(facts, tuple(warnings), tuple(changes), (route.result, route.variant or None, route.name))
+    return _Before(facts, tuple(warnings), tuple(changes))
+
+
+def _model_driven(comp: CompiledRules, config: Config, role: str, pre: _Before) -> Selection:
+    """The model's own backend: no validation, no rejected backends (vLLM's layer passes attn_backend)."""
+    rules = comp.rules
+    name, variant, route = pre.model  # type: ignore[misc]
+    facts = _with_derived(comp, pre.facts)
+    backend = rules.backends.get(name) if name else None
+    if backend is None:
+        raise NoValidBackendError(f"the model route {route!r} names no backend of vLLM {rules.vllm}: {name!r}", {})
+    if variant is None:
+        variant = backend.shown_variant(facts)
+    block = preferred_block_size(rules, name, facts.get("block_size"), None, facts)
+    sfacts = dict(facts, block_size=block)
+    startup = None
+    for message, when in backend.startup_failures:
+        if all(lit(sfacts) for lit in when):
+            startup = render_message(message, sfacts, gpu_name=config.gpu or "CUDA")
+            break
+    return Selection(backend=name, variant=variant, rejected=(), warnings=pre.warnings, config=config, role=role,
+                     manual=False, priority_list=f"model: {route}", preferred_block_size=block,
+                     startup_error=startup, config_changes=pre.changes)
+
+
+def _block_reason(rules: RuleSet) -> str:
+    for g in rules.generic_checks:
+        if g.field == "block_size" and g.reason:
+            return g.reason
+    return "block_size not supported"
 
 
 def _startup_error(comp: CompiledRules, config: Config, role: str, available: frozenset[str] | None,
@@ -235,12 +379,14 @@ def _startup_error(comp: CompiledRules, config: Config, role: str, available: fr
         return None
     block = preferred_block_size(rules, chosen, facts.get("block_size"), plist, facts)
     sfacts = dict(facts, block_size=block)
-    sizes = rules.backends[chosen].caps.kernel_block_sizes
-    if plist.block_size_failure and sizes and block is not None and not any(block % k == 0 for k in sizes):
-        return render_message(plist.block_size_failure, sfacts)
+    sizes, exact = _kernel_sizes(rules, chosen, facts)
+    if plist.block_size_failure and block is not None and (
+            (exact and block not in exact) or (sizes and not exact and not any(block % k == 0 for k in sizes))):
+        shown = repr(list(exact)) if exact else "[" + ", ".join(f"MultipleOf({k})" for k in sizes) + "]"
+        return render_message(plist.block_size_failure, sfacts, backend=chosen, kernel_block_sizes=shown)
     for message, when in rules.backends[chosen].startup_failures:
         if all(lit(sfacts) for lit in when):
-            return render_message(message, sfacts)
+            return render_message(message, sfacts, gpu_name=config.gpu or "CUDA")
     return None
 
 
@@ -251,6 +397,11 @@ class _PyShow(dict):
         return "{" + key + "}"
 
     def __getitem__(self, key: str) -> str:
+        if "|" in key or key == "device_capability":
+            name = key.partition("|")[0]
+            if "|" in key and dict.get(self, name) is not None:
+                return self[name]
+            return placeholder(self, key) or ""
         if key not in self:
             return self.__missing__(key)
         v = dict.__getitem__(self, key)
@@ -275,12 +426,27 @@ def preferred_block_size(rules: RuleSet, backend: str, block_size: int | None, p
                 return block_size if case.value == "block_size" else case.value
     if block_size is not None:
         return block_size
+    sizes, exact = _kernel_sizes(rules, backend, facts)
+    if (16 in exact) if exact else (not sizes or any(16 % s == 0 for s in sizes)):
+        return 16  # vLLM's get_preferred_block_size(16): 16 when the backend accepts it
     if rules.backends[backend].preferred_block_size is not None:
         return rules.backends[backend].preferred_block_size
-    sizes = rules.backends[backend].caps.kernel_block_sizes
-    if not sizes or any(16 % s == 0 for s in sizes):
-        return 16
-    return min(sizes)
+    return min(exact or sizes)
+
+
+def _kernel_sizes(rules: RuleSet, backend: str, facts: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The chosen backend's kernel block sizes (its variant's when a variant declares them): (multiples
+    of, exact sizes); exact sizes (B12X) replace the multiples."""
+    b = rules.backends[backend]
+    caps = b.caps
+    if facts is not None and b.variant_field:
+        name = b.variant_for(facts.get(b.variant_field))
+        for v in b.variants:
+            if v.name == name:
+                caps = caps.merged(v.caps)
+    exact_key = next((g.exact_key for g in rules.generic_checks if g.field == "block_size" and g.exact_key), "")
+    exact = tuple(caps.get(exact_key) or ()) if exact_key else ()
+    return tuple(caps.kernel_block_sizes or ()), exact
 
 
 def failure(rules: RuleSet, config: Config, facts: dict[str, Any], p: Plan,
@@ -323,8 +489,14 @@ def solve_csp(config: Config, *, role: str | None = None, available: Iterable[st
     """The selected backend by the CSP path alone (None when nothing is valid): the reference for solve()."""
     if config.is_partial:
         raise ConfigError(config.free_fields[0], ANY, "a concrete value: solve_csp() needs a full config")
-    facts = base_facts(config, parse_role(role))
-    backend, _ = csp_solver(config).select(facts, None if available is None else frozenset(available))
+    role_ = parse_role(role)
+    try:  # the platform's steps before selection are the same data on both paths
+        pre = before_selection(compiled_rules(config), config, role_)
+    except (NoValidBackendError, InvalidBackendError):
+        return None
+    if pre.model is not None:
+        return pre.model[0]
+    backend, _ = csp_solver(config).select(pre.facts, None if available is None else frozenset(available))
     return backend
 
 
