@@ -54,6 +54,9 @@ class Selection:
     # kv_cache_dtype -> fp8_ds_mla after FLASHMLA_SPARSE): (field, new value), in the order applied; their
     # log lines are in `warnings`. Empty for vLLM releases without such rewrites.
     config_changes: tuple[tuple[str, Any], ...] = ()
+    # vLLM's INFO lines about this selection (rewrites, model-route KV formats, info notes, the MLA prefill
+    # backend chosen); WARNING lines are in `warnings`.
+    logs: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         return self.backend + (f" ({self.variant})" if self.variant else "")
@@ -66,6 +69,7 @@ class Selection:
             "rejected": [r.to_dict() for r in self.rejected], "warnings": list(self.warnings),
             "config": self.config.to_dict(),
             **({"config_changes": {k: v for k, v in self.config_changes}} if self.config_changes else {}),
+            **({"logs": list(self.logs)} if self.logs else {}),
         }
 
 
@@ -170,12 +174,28 @@ def _derived_warnings(comp: CompiledRules, facts: dict[str, Any]) -> dict[str, t
     return out
 
 
-def reads(backend: Backend, field: str) -> bool:
-    """Whether selecting `backend` makes vLLM compute `field` (its variant or one of its checks uses it)."""
-    if field in (backend.variant_field, backend.variant_shown_by):
+def reads(backend: Backend, field: str, rules: RuleSet | None = None) -> bool:
+    """Whether selecting `backend` makes vLLM compute `field` (its variant or one of its checks uses it,
+    directly or, given the rules, through derived facts that read it)."""
+    direct = {backend.variant_field, backend.variant_shown_by}
+    direct.update(f for c in backend.checks for f in c.fields)
+    direct.update(lit.field for _, when in backend.startup_failures for lit in when)
+    if field in direct:
         return True
-    return any(field in c.fields for c in backend.checks) or any(
-        lit.field == field for _, when in backend.startup_failures for lit in when)
+    if rules is None:
+        return False
+    todo, seen = [f for f in direct if f in rules.derived], set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for f in rules.derived[name].inputs:
+            if f == field:
+                return True
+            if f in rules.derived:
+                todo.append(f)
+    return False
 
 
 def candidate_reasons(cand: Candidate, facts: dict[str, Any], available: frozenset[str] | None) -> tuple[str, ...]:
@@ -208,19 +228,22 @@ def _solve_uncached(comp: CompiledRules, config: Config, role: str, available: f
             warnings.append(render_message(plist.precluded_warning, facts, precluded=", ".join(precluded),
                                            backend=chosen.backend))
     changes = list(pre.changes)
+    logs = list(pre.logs)
     after = dict(facts, backend=chosen.backend)
     for rw in plist.rewrites:
         if rw.stage == "after_selection" and all(lit(after) for lit in rw.when):
             for k, v in rw.set:
                 changes.append((k, v))
             if rw.log:
-                warnings.append(render_message(rw.log, after))
+                logs.append(render_message(rw.log, after))
             break
     for note in plist.notes:
         if all(lit(after) for lit in note.when):
-            warnings.append(render_message(note.log, after))
+            (warnings if note.level == "warning" else logs).append(render_message(note.log, after))
+    if role == "mla_prefill" and plist.mla_prefill is not None and plist.mla_prefill.chosen_log:
+        logs.append(render_message(plist.mla_prefill.chosen_log, after, backend=backend.display_name))
     for name, lines in facts["__derived_warnings__"].items():
-        if reads(backend, name):
+        if reads(backend, name, rules):
             warnings[:0] = [w for w in lines if w not in warnings]
     if p.plist.warn_unvalidated and not chosen.validated:
         for r in backend.reasons(facts):
@@ -231,7 +254,7 @@ def _solve_uncached(comp: CompiledRules, config: Config, role: str, available: f
             warnings.append(f"{chosen.backend}: {message}")
     variant = backend.shown_variant(facts)
     return Selection(backend=chosen.backend, variant=variant, rejected=rejected, warnings=tuple(warnings),
-                     config_changes=tuple(changes),
+                     config_changes=tuple(changes), logs=tuple(logs),
                      config=config, role=role, manual=p.mode != AUTO, priority_list=p.plist.name,
                      preferred_block_size=preferred_block_size(rules, chosen.backend, facts.get("block_size"),
                                                                p.plist, facts),
@@ -247,6 +270,7 @@ class _Before:
     warnings: tuple[str, ...] = ()
     changes: tuple[tuple[str, Any], ...] = ()
     model: tuple[str, str | None, str] | None = None
+    logs: tuple[str, ...] = ()
 
 
 def _settings(rules: RuleSet, platform: Any) -> Any:
@@ -270,10 +294,15 @@ def before_selection(comp: CompiledRules, config: Config, role: str) -> _Before:
     rules = comp.rules
     facts = base_facts(config, role)
     ps = _settings(rules, facts.get("platform"))
+    if ps is not None and role == "mla_prefill" and ps.mla_prefill is not None and ps.mla_prefill.request_field:
+        # the prefill registry's own request (by vLLM's prefill name); the decode request is not its business
+        wanted = facts.get(ps.mla_prefill.request_field)
+        facts["backend"] = None if wanted is None else _prefill_backend(rules, wanted)
     if ps is None or not (ps.request_errors or ps.rewrites or ps.request_fallbacks or ps.model_backend
                           or ps.model_routes):
         return _Before(facts)
     warnings: list[str] = []
+    logs: list[str] = []
     changes: list[tuple[str, Any]] = []
     full = _with_derived(comp, facts)
     requested = facts.get("backend")
@@ -289,7 +318,7 @@ def before_selection(comp: CompiledRules, config: Config, role: str) -> _Before:
                 facts[k] = None
                 changes.append((k, None))
             if rw.log:
-                warnings.append(render_message(rw.log, full))
+                logs.append(render_message(rw.log, full))
             full = _with_derived(comp, facts)
     for text, when in ps.request_fallbacks:
         if facts.get("backend") is not None and all(lit(full) for lit in when):
@@ -302,7 +331,7 @@ def before_selection(comp: CompiledRules, config: Config, role: str) -> _Before:
         for case in ps.model_backend:
             if all(lit(full) for lit in case.when):
                 chosen = facts.get("backend") if case.value == "backend" else case.value
-                return _Before(facts, tuple(warnings), tuple(changes), (chosen, None, "model"))
+                return _Before(facts, tuple(warnings), tuple(changes), (chosen, None, "model"), tuple(logs))
         for route in ps.model_routes:
             if not all(lit(full) for lit in route.when):
                 continue
@@ -314,13 +343,22 @@ def before_selection(comp: CompiledRules, config: Config, role: str) -> _Before:
                     if kv.error:
                         raise NoValidBackendError(render_message(kv.error, rfacts), {})
                     if kv.log:
-                        warnings.append(render_message(kv.log, rfacts))
+                        logs.append(render_message(kv.log, rfacts))
                     for k, v in kv.set:
                         facts[k] = v
                         changes.append((k, v))
                     break
-            return _Before(facts, tuple(warnings), tuple(changes), (route.result, route.variant or None, route.name))
-    return _Before(facts, tuple(warnings), tuple(changes))
+            return _Before(facts, tuple(warnings), tuple(changes), (route.result, route.variant or None, route.name),
+                           tuple(logs))
+    return _Before(facts, tuple(warnings), tuple(changes), None, tuple(logs))
+
+
+def _prefill_backend(rules: RuleSet, wanted: str) -> str:
+    """An MLA prefill request (vLLM's prefill registry name) -> the rule set's backend name."""
+    for b in rules.backends.values():
+        if b.role == "mla_prefill" and (b.vllm_name or b.name) == wanted:
+            return b.name
+    return wanted
 
 
 def _model_driven(comp: CompiledRules, config: Config, role: str, pre: _Before) -> Selection:
@@ -342,7 +380,7 @@ def _model_driven(comp: CompiledRules, config: Config, role: str, pre: _Before) 
             break
     return Selection(backend=name, variant=variant, rejected=(), warnings=pre.warnings, config=config, role=role,
                      manual=False, priority_list=f"model: {route}", preferred_block_size=block,
-                     startup_error=startup, config_changes=pre.changes)
+                     startup_error=startup, config_changes=pre.changes, logs=pre.logs)
 
 
 def _block_reason(rules: RuleSet) -> str:
@@ -454,6 +492,18 @@ def failure(rules: RuleSet, config: Config, facts: dict[str, Any], p: Plan,
     """The exception vLLM raises for this plan, with vLLM's wording first."""
     reasons = {c.backend: candidate_reasons(c, facts, available) for c in p.candidates}
     seen_facts = dict(facts, **{f: None for f in p.plist.drops})  # what the selector prints
+    prefill = p.plist.mla_prefill if facts.get("role") == "mla_prefill" else None
+    if prefill is not None and (prefill.no_valid_message or prefill.invalid_message):
+        # the MLA prefill registry: its own messages, backends under vLLM's prefill names
+        shown_names = {c.backend: rules.backends[c.backend].display_name for c in p.candidates}
+        named = {shown_names[b]: r for b, r in reasons.items()}
+        if p.mode != AUTO and prefill.invalid_message:
+            name = shown_names[p.candidates[0].backend]
+            msg = render_message(prefill.invalid_message, seen_facts, backend=name, reason_list=repr(list(named[name])))
+            return InvalidBackendError(msg, name, named)
+        if p.mode == AUTO and prefill.no_valid_message:
+            shown = ", ".join(f"{b}: [{', '.join(r)}]" for b, r in named.items() if r)
+            return NoValidBackendError(render_message(prefill.no_valid_message, seen_facts, reasons="{" + shown + "}"), named)
     if p.mode != AUTO:
         name = p.candidates[0].backend
         if p.plist.invalid_message:
