@@ -733,8 +733,8 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
         if target not in backends or backends[target].alias_of:
             col.add(fname, f"backends.{name}.alias_of", f"names no (non-alias) backend: {target!r}")
             continue
-        backends[name] = replace(backends[target], name=name, alias_of=target, source=fname,
-                                 summary=f"alias of {target}")
+        backends[name] = replace(backends[target], name=name, alias_of=target, source=fname, explicit_only=True,
+                                 summary=str(b.get("summary", f"alias of {target}")))
     rules = RuleSet(domains=domains, aliases=aliases, gpus=gpus, generations=generations, derived=derived,
                     backends=backends, lists=tuple(lists), sources=sources, fields=field_decls, generic_checks=generic,
                     vllm=release.get("vllm", ""), read_from=release.get("read_from", ""),

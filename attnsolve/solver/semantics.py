@@ -106,6 +106,8 @@ def _plan(rules: RuleSet, pl: PriorityList, requested: str | None) -> Plan:
             own = b.checks if pl.validate else ()
             cands.append(Candidate(e.backend, (*own, *e.guards), pl.validate))
         return Plan(pl, AUTO, tuple(cands), warning)
+    if requested is not None and requested in rules.backends and rules.backends[requested].alias_of:
+        requested = rules.backends[requested].alias_of  # vLLM resolves an alias to its backend
     if pl.manual == "validate":
         b = rules.backends[requested]
         extra: list[Check] = []
