@@ -242,8 +242,11 @@ def _solve_uncached(comp: CompiledRules, config: Config, role: str, available: f
             (warnings if note.level == "warning" else logs).append(render_message(note.log, after))
     if role == "mla_prefill" and plist.mla_prefill is not None and plist.mla_prefill.chosen_log:
         logs.append(render_message(plist.mla_prefill.chosen_log, after, backend=backend.display_name))
+    readers = [backend]
+    if rules.settings.get("derived_warnings") == "validated":  # every validated candidate computed its facts
+        readers = [rules.backends[c.backend] for c in p.candidates if c.validated]
     for name, lines in facts["__derived_warnings__"].items():
-        if reads(backend, name, rules):
+        if any(reads(b, name, rules) for b in readers):
             warnings[:0] = [w for w in lines if w not in warnings]
     if p.plist.warn_unvalidated and not chosen.validated:
         for r in backend.reasons(facts):

@@ -738,7 +738,7 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
     rules = RuleSet(domains=domains, aliases=aliases, gpus=gpus, generations=generations, derived=derived,
                     backends=backends, lists=tuple(lists), sources=sources, fields=field_decls, generic_checks=generic,
                     vllm=release.get("vllm", ""), read_from=release.get("read_from", ""),
-                    summary=release.get("summary", ""))
+                    summary=release.get("summary", ""), settings=dict(release))
     _check_references(rules, abstract, col)
     if check_structure and not col.problems:
         from .structure import check_structure as _graph_check

@@ -642,6 +642,10 @@ class RuleSet:
     vllm: str = ""
     read_from: str = ""
     summary: str = ""
+    # The [ruleset] table's semantic switches: combination_reasons ("all" | "first"), derived_warnings
+    # ("chosen": a derived fact's log lines show when the chosen backend reads it; "validated": when any
+    # validated candidate does, as vLLM >= 0.18 validates every list entry).
+    settings: Mapping[str, str] = field(default_factory=dict)
 
     def lists_for(self, platform: str) -> tuple[PriorityList, ...]:
         return tuple(pl for pl in self.lists if pl.platform == platform)

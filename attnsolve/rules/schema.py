@@ -69,7 +69,8 @@ KEYS: dict[str, dict[str, str]] = {
                       "when": LITERALS, "exact_key": STR},
     # combination_reasons: "all" (every failing backend check is a reason) or "first" (vLLM >= 0.18's
     # supports_combination returns one string: only the first failing one)
-    "ruleset": {"vllm": STR, "read_from": STR, "summary": STR, "status": STR, "combination_reasons": STR},
+    "ruleset": {"vllm": STR, "read_from": STR, "summary": STR, "status": STR, "combination_reasons": STR,
+                "derived_warnings": STR},
     # suggest / family: which GPUs a hardware fix names and a ROCm generation name (attnsolve/gpus.py)
     "gpu": {"platform": STR, "compute_capability": SCALAR, "rocm_arch": STR, "suggest": BOOL, "family": STR},
     "backend": {"platforms": STR_LIST, "role": STR, "summary": STR, **_CAPS, "explicit_only": BOOL, "parent": STR,
@@ -125,6 +126,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {"check": ("reason", "require"), "warning
 NON_EMPTY: frozenset[tuple[str, str]] = frozenset({("list", "entries"), ("derived", "values"), ("derived", "cases")})
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {("backend", "role"): ("decode", "mla_prefill"),
                                                    ("ruleset", "combination_reasons"): ("all", "first"),
+                                                   ("ruleset", "derived_warnings"): ("chosen", "validated"),
                                                    ("rewrite", "stage"): ("before_selection", "after_selection"),
                                                    ("fallback", "stage"): ("before_selection", "after_selection"),
                                                    ("note", "level"): ("debug", "info", "warning"),
