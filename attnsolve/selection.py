@@ -7,6 +7,7 @@ Failures raise NoValidBackendError / InvalidBackendError with vLLM's text first.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -198,6 +199,31 @@ def reads(backend: Backend, field: str, rules: RuleSet | None = None) -> bool:
     return False
 
 
+def _deps(rules: RuleSet, field: str) -> set[str]:
+    """`field` and every derived fact it is computed from."""
+    out, todo = set(), [field]
+    while todo:
+        f = todo.pop()
+        if f in out:
+            continue
+        out.add(f)
+        if f in rules.derived:
+            todo.extend(rules.derived[f].inputs)
+    return out
+
+
+def evaluated_facts(rules: RuleSet, checks: Iterable[Any], facts: dict[str, Any]) -> set[str]:
+    """The derived facts vLLM computes while validating with these checks: those a condition reads, and
+    those a requirement reads when its condition holds (vLLM tests the condition first)."""
+    out: set[str] = set()
+    for c in checks:
+        for w in c.when:
+            out |= _deps(rules, w.field)
+        if all(w(facts) for w in c.when):
+            out |= _deps(rules, c.require.field)
+    return {f for f in out if f in rules.derived}
+
+
 def candidate_reasons(cand: Candidate, facts: dict[str, Any], available: frozenset[str] | None) -> tuple[str, ...]:
     sat = facts.get("__sat__")
     reasons = reasons_of(cand, facts) if sat is None else facts["__comp__"].reasons(cand, facts, sat)
@@ -242,11 +268,13 @@ def _solve_uncached(comp: CompiledRules, config: Config, role: str, available: f
             (warnings if note.level == "warning" else logs).append(render_message(note.log, after))
     if role == "mla_prefill" and plist.mla_prefill is not None and plist.mla_prefill.chosen_log:
         logs.append(render_message(plist.mla_prefill.chosen_log, after, backend=backend.display_name))
-    readers = [backend]
-    if rules.settings.get("derived_warnings") == "validated":  # every validated candidate computed its facts
-        readers = [rules.backends[c.backend] for c in p.candidates if c.validated]
+    evaluated: set[str] = set()
+    if rules.settings.get("derived_warnings") == "validated":  # vLLM validates every list entry
+        for c in p.candidates:
+            if c.validated and c.backend != chosen.backend:
+                evaluated |= evaluated_facts(rules, c.checks, facts)
     for name, lines in facts["__derived_warnings__"].items():
-        if any(reads(b, name, rules) for b in readers):
+        if name in evaluated or reads(backend, name, rules):
             warnings[:0] = [w for w in lines if w not in warnings]
     if p.plist.warn_unvalidated and not chosen.validated:
         for r in backend.reasons(facts):
@@ -276,12 +304,25 @@ class _Before:
     logs: tuple[str, ...] = ()
 
 
+_SETTINGS: "weakref.WeakKeyDictionary[RuleSet, dict[Any, Any]]" = weakref.WeakKeyDictionary()
+
+
 def _settings(rules: RuleSet, platform: Any) -> Any:
-    """The platform-wide settings (every list of a platform carries them)."""
-    for pl in rules.lists:
-        if pl.platform == platform:
-            return pl
-    return None
+    """The platform-wide settings (every list of a platform carries them); None when the platform has
+    no step before selection (then solve() goes straight to the lists)."""
+    per = _SETTINGS.get(rules)
+    if per is None:
+        per = {}
+        for pl in rules.lists:
+            if pl.platform not in per:
+                steps = (pl.request_errors or pl.rewrites or pl.request_fallbacks or pl.model_backend
+                         or pl.model_routes or pl.mla_prefill is not None)
+                per[pl.platform] = pl if steps else None
+        _SETTINGS[rules] = per
+    try:
+        return per.get(platform)
+    except TypeError:
+        return None
 
 
 def _with_derived(comp: CompiledRules, facts: dict[str, Any]) -> dict[str, Any]:
@@ -301,8 +342,7 @@ def before_selection(comp: CompiledRules, config: Config, role: str) -> _Before:
         # the prefill registry's own request (by vLLM's prefill name); the decode request is not its business
         wanted = facts.get(ps.mla_prefill.request_field)
         facts["backend"] = None if wanted is None else _prefill_backend(rules, wanted)
-    if ps is None or not (ps.request_errors or ps.rewrites or ps.request_fallbacks or ps.model_backend
-                          or ps.model_routes):
+    if ps is None:
         return _Before(facts)
     warnings: list[str] = []
     logs: list[str] = []
@@ -475,6 +515,17 @@ def preferred_block_size(rules: RuleSet, backend: str, block_size: int | None, p
     return min(exact or sizes)
 
 
+_EXACT: "weakref.WeakKeyDictionary[RuleSet, str]" = weakref.WeakKeyDictionary()
+
+
+def _exact_key(rules: RuleSet) -> str:
+    key = _EXACT.get(rules)
+    if key is None:
+        key = _EXACT[rules] = next((g.exact_key for g in rules.generic_checks
+                                    if g.field == "block_size" and g.exact_key), "")
+    return key
+
+
 def _kernel_sizes(rules: RuleSet, backend: str, facts: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """The chosen backend's kernel block sizes (its variant's when a variant declares them): (multiples
     of, exact sizes); exact sizes (B12X) replace the multiples."""
@@ -485,7 +536,7 @@ def _kernel_sizes(rules: RuleSet, backend: str, facts: Any) -> tuple[tuple[int, 
         for v in b.variants:
             if v.name == name:
                 caps = caps.merged(v.caps)
-    exact_key = next((g.exact_key for g in rules.generic_checks if g.field == "block_size" and g.exact_key), "")
+    exact_key = _exact_key(rules)
     exact = tuple(caps.get(exact_key) or ()) if exact_key else ()
     return tuple(caps.kernel_block_sizes or ()), exact
 

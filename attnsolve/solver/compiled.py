@@ -36,7 +36,7 @@ class CompiledRules:
             list_fields.update(dict.fromkeys(l.field for l in pl.when))
         self._list_fields = tuple(list_fields)
         self._list_memo: dict[tuple[Any, ...], Any] = {}
-        self._derived = tuple((d, d.inputs) for d in rules.derived.values())
+        self._derived = tuple((d, d.inputs, d.locals) for d in rules.derived.values())
         self._derived_memo: dict[tuple[Any, ...], tuple[Any, str | None]] = {}
 
     @property
@@ -108,14 +108,14 @@ class CompiledRules:
         """Fill in the derived facts; return derived name -> its case's warning (None, a line or lines)."""
         out: dict[str, Any] = {}
         memo = self._derived_memo
-        for d, inputs in self._derived:  # dependency order (the loader sorts them)
+        for d, inputs, local in self._derived:  # dependency order (the loader sorts them)
             key = (d.name, *(facts.get(f) for f in inputs))
             got = memo.get(key)
             if got is None:
                 got = memo[key] = d.evaluate(facts)
             facts[d.name] = got[0]
             out[d.name] = got[1]
-            if d.locals:  # local arithmetic (q_per_kv) is shown by messages: publish it
+            if local:  # local arithmetic (q_per_kv) is shown by messages: publish it
                 for name, value in d.local_values(facts).items():
                     facts.setdefault(name, value)
         return out
