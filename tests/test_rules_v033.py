@@ -406,3 +406,39 @@ def test_033_mla_prefill_uses_its_own_names_and_messages(r33):
     sel = solve_uncached(_c33(gpu="B200", use_mla=True, head_size=576, qk_nope_head_dim=128, qk_rope_head_dim=64,
                               v_head_dim=128), role="mla_prefill")
     assert sel.backend == "FLASH_ATTN_PREFILL" and "Using FLASH_ATTN MLA prefill backend." in sel.logs
+
+
+def test_derived_warnings_of_validated_candidates(tmp_path):
+    extra = '''
+[backends.TEST_Y]
+platforms = ["cuda"]
+role = "decode"
+summary = "a first list entry that reads a derived fact when a sink is asked for"
+dtypes = ["float16", "bfloat16"]
+kernel_block_sizes = [16]
+head_sizes = [64]
+attn_types = ["decoder"]
+sink = true
+checks = [
+  { reason = "R_Y", when = { has_sink = true }, require = { test_w = "fine" } },
+]
+[derived.test_w]
+values = ["fine", "odd"]
+cases = [
+  { when = { head_size = 128 }, value = "odd", warning = "test_w is odd at head {head_size}" },
+  { value = "fine" },
+]
+'''
+    edits = (("cuda.toml", 'entries = ["FLASH_ATTN", "FLASHINFER", "TRITON_ATTN", "FLEX_ATTENTION"]',
+              'entries = ["TEST_Y", "FLASH_ATTN", "FLASHINFER", "TRITON_ATTN", "FLEX_ATTENTION"]'),)
+    chosen_only = _folder(tmp_path / "chosen", extra, edits)
+    validated = _folder(tmp_path / "validated", extra + '\n[ruleset]\nderived_warnings = "validated"\n', edits)
+    line = "test_w is odd at head 128"
+    for root, shown in ((chosen_only, False), (validated, True)):
+        with use_rules(root):
+            sel = solve_uncached(_cfg(backend=None, has_sink=True))
+            assert sel.backend != "TEST_Y" and ("TEST_Y", ("head_size not supported", "R_Y")) in [
+                (r.backend, r.reasons) for r in sel.rejected]
+            assert (line in sel.warnings) is shown
+            # TEST_Y's check reads test_w only when a sink is asked for
+            assert line not in solve_uncached(_cfg(backend=None)).warnings
