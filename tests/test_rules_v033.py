@@ -13,8 +13,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from attnsolve import Config, InvalidBackendError, NoValidBackendError, RulesError, load_rules, use_rules
+from attnsolve import Config, ConfigError, InvalidBackendError, NoValidBackendError, RulesError, load_rules, use_rules
 from attnsolve.rules import RULES_ROOT, rules_for
 from attnsolve.selection import solve_csp, solve_uncached
 
@@ -442,3 +444,25 @@ cases = [
             assert (line in sel.warnings) is shown
             # TEST_Y's check reads test_w only when a sink is asked for
             assert line not in solve_uncached(_cfg(backend=None)).warnings
+
+
+_R33 = rules_for("0.33")
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(gpu=st.sampled_from([g for g, v in _R33.gpus.items() if v.get("platform") == "cuda"]),
+       dtype=st.sampled_from(_R33.domains["dtype"]), kv=st.sampled_from(_R33.domains["kv_cache_dtype"]),
+       block=st.sampled_from((None, *_R33.domains["block_size"])), head=st.sampled_from((64, 128, 256, 512, 576)),
+       mla=st.booleans(), sparse=st.booleans(), sink=st.booleans(), mm=st.booleans())
+def test_033_bitsets_and_csp_agree(gpu, dtype, kv, block, head, mla, sparse, sink, mm):
+    """The 0.33 set through both solvers: the same backend (or none) for full configs."""
+    try:
+        cfg = _c33(gpu=gpu, dtype=dtype, kv_cache_dtype=kv, block_size=block, head_size=head, use_mla=mla,
+                   use_sparse=sparse and mla, has_sink=sink, use_mm_prefix=mm)
+    except ConfigError:
+        return
+    try:
+        got = solve_uncached(cfg).backend
+    except (NoValidBackendError, InvalidBackendError):
+        got = None
+    assert solve_csp(cfg) == got
