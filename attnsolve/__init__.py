@@ -16,7 +16,8 @@ from .selection import Rejection, Selection, solve
 __all__ = [
     "ANY", "Config", "ConfigError", "CoverageReport", "Explanation", "Fix", "InvalidBackendError", "NoValidBackendError",
     "Rejection", "RulesError", "Selection", "SelectionError", "Sweep", "Verdict", "coverage_report", "explain", "load_rules",
-    "possible_backends", "selection_table", "solve", "sweep", "use_rules",
+    "possible_backends", "selection_table", "solve", "sweep", "use_rules", "VersionComparison", "compare_versions",
+    "vllm_versions",
 ]
 __version__ = "0.1.0"
 
@@ -25,3 +26,4 @@ __version__ = "0.1.0"
 from .explain import Explanation, Fix, Verdict, explain, possible_backends, selection_table  # noqa: E402
 from .sweep import Sweep, sweep  # noqa: E402
 from .coverage import CoverageReport, coverage_report  # noqa: E402
+from .versions import VersionComparison, compare_versions, vllm_versions  # noqa: E402

@@ -25,7 +25,7 @@ SCHEMA = "attnsolve/1"
 EXIT_OK = ExitCode.OK
 EXIT_NO_BACKEND = ExitCode.NO_BACKEND
 EXIT_BAD_INPUT = ExitCode.BAD_INPUT
-COMMANDS = ("select", "explain", "backends", "matrix", "docs")
+COMMANDS = ("select", "explain", "backends", "matrix", "docs", "upgrade")
 PROG = "attnsolve"
 
 
@@ -181,7 +181,62 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message, hint=f"usage: {self.format_usage().strip().removeprefix('usage: ')}")
 
 
+def query_rules() -> Any:
+    """The rule set this command line asks about (--vllm, else the default release)."""
+    from .config import parse_vllm
+    from .rules import rules_for
+    try:
+        return rules_for(parse_vllm(_ARGV_VLLM))
+    except Exception:  # a bad --vllm is reported by Config with its accepted values
+        return rules_for(parse_vllm(None))
+
+
+_ARGV_VLLM: str | None = None  # --vllm's value, read before the parser is built (its flags depend on it)
+
+
+def declared_flags(rules: Any) -> tuple[Flag, ...]:
+    """Flags of the fields a release's rules declare beyond the common ones (schema as data)."""
+    out = []
+    for name, decl in rules.fields.items():
+        if name in FLAG_OF:
+            continue
+        names = decl.flags or (decl.flag,)
+        text = decl.help or name.replace("_", " ")
+        extra = [x for x in (f"vLLM: {decl.vllm}" if decl.vllm else "", decl.env or "",
+                             f"default {decl.default}" if decl.default is not None else (decl.unset and f"unset: {decl.unset}"))
+                 if x]
+        out.append(Flag(name, tuple(names), decl.metavar if decl.metavar != "VALUE" else
+                        ("BOOL" if decl.kind in ("bool", "tristate") else "N" if decl.kind == "int" else "VALUE"),
+                        text + (f" ({'; '.join(extra)})" if extra else ""), boolean=decl.kind in ("bool", "tristate")))
+    return tuple(out)
+
+
+def _scan_vllm(argv: Sequence[str]) -> str | None:
+    for i, a in enumerate(argv):
+        if a == "--vllm" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--vllm="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def _add_flag(g: Any, f: Flag) -> None:
+    if f.boolean:
+        g.add_argument(*f.names, dest=f.field, metavar=f.metavar, nargs="?", const="true", default=None,
+                       help=f.help + " (bare flag = true)")
+    else:
+        g.add_argument(*f.names, dest=f.field, metavar=f.metavar, default=None, help=f.help)
+
+
 def _add_query_flags(p: argparse.ArgumentParser) -> None:
+    rules = query_rules()
+    extra = declared_flags(rules)
+    for category in ("hardware", "model", "setting"):
+        mine = [f for f in extra if rules.fields[f.field].category == category]
+        if mine:
+            g = p.add_argument_group(f"{category} inputs of vLLM {rules.vllm or 'custom'} (declared by its rules)")
+            for f in mine:
+                _add_flag(g, f)
     for title, lo, hi in _GROUPS:
         g = p.add_argument_group(title)
         for f in FLAGS[lo:hi]:
@@ -204,13 +259,14 @@ def _add_query_flags(p: argparse.ArgumentParser) -> None:
                    help="decode (default; MLA decode for MLA models) or mla_prefill")
 
 
-_parser_cache: dict[str | None, argparse.ArgumentParser] = {}
+_parser_cache: dict[tuple[str | None, int], argparse.ArgumentParser] = {}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; only `command`'s sub-parser gets its (many) flags, which keeps start-up short."""
-    if command in _parser_cache:
-        return _parser_cache[command]
+    key = (command, id(query_rules()))
+    if key in _parser_cache:
+        return _parser_cache[key]
     full = lambda verb: command == verb  # noqa: E731
     common = _Parser(add_help=False, allow_abbrev=False)
     common.add_argument("--json", action="store_true", help="print the versioned JSON envelope instead of text")
@@ -251,18 +307,32 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", dest="all_space",
                    help="coverage report over the whole configuration space: holes (configs no backend supports) "
                         "per platform / GPU generation, and backends never selected automatically")
+    p = sub.add_parser("upgrade", parents=[common], help="what moving to another vLLM release changes",
+                       allow_abbrev=False, description="Answer the configuration with two vLLM releases: for a "
+                       "full configuration (e.g. --model) what changes and why; otherwise, over the model facts "
+                       "not given, how many configurations change backend, grouped old -> new with an example.")
+    if full("upgrade"):
+        _add_query_flags(p)
+    p.add_argument("--from", dest="from_version", metavar="VERSION", required=full("upgrade"),
+                   help="the release you run now, e.g. 0.17")
+    p.add_argument("--to", dest="to_version", metavar="VERSION", default=None,
+                   help="the release you consider (default: the newest supported)")
     p = sub.add_parser("backends", parents=[common], help="all backends: platform, role, priority, capabilities",
                        allow_abbrev=False, description="Every backend with its platform, role, priority position "
                        "per GPU generation and a one-line summary.")
     p.add_argument("--platform", metavar="NAME", default=None, help="only this platform (cuda, rocm, cpu)")
     p.add_argument("--no-runnable", action="store_true", help="skip the 'runnable here' column (needs torch)")
+    p.add_argument("--vllm", metavar="VERSION", default=None, help="the release whose backends to list")
     p = sub.add_parser("docs", parents=[common], help="generate docs/attention_backends.md (--check: compare)",
                        allow_abbrev=False, description="Write the backend capability document generated from "
                        "the rules; --check exits 1 with a diff when the file differs.")
     p.add_argument("--check", action="store_true", help="do not write; exit 1 with a unified diff on drift")
-    p.add_argument("--output", "-o", metavar="PATH", default="docs/attention_backends.md",
-                   help="file to write or check (default docs/attention_backends.md; '-' for stdout)")
-    _parser_cache[command] = top
+    p.add_argument("--output", "-o", metavar="PATH", default=None,
+                   help="file to write or check (default docs/attention_backends.md for the default release, "
+                        "docs/attention_backends-vllm-X.md for another; '-' for stdout)")
+    p.add_argument("--vllm", metavar="VERSION", default=None,
+                   help="the release whose rules to document (default: the default release)")
+    _parser_cache[key] = top
     return top
 
 
@@ -280,7 +350,13 @@ def _closest(value: str, options: Sequence[str]) -> str | None:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    global _ARGV_VLLM
     argv = list(argv)
+    _ARGV_VLLM = _scan_vllm(argv)
+    if "upgrade" in argv:  # its flags are the target release's (--to, default the newest)
+        to = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--to"), None)
+        from .rules import versions
+        _ARGV_VLLM = to or versions()[-1]
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in COMMANDS else None)
     if command is not None and command not in COMMANDS and argv.index(command) == _first_positional(argv):
@@ -348,8 +424,11 @@ def _int_flag(name: str, value: Any) -> int:
 
 def read_env(environ: Mapping[str, str]) -> tuple[tuple[str, str, str], ...]:
     """vLLM's environment switches set in `environ`: (variable, value, Config field)."""
-    from .config import _ENV_VARS
-    return tuple((var, environ[var], name) for var, name in _ENV_VARS.items() if environ.get(var, "") != "")
+    declared = {d.env: name for name, d in query_rules().fields.items() if d.env}
+    if not declared:  # a rule set without declarations: the common fields' variables
+        from .config import _ENV_VARS
+        declared = dict(_ENV_VARS)
+    return tuple((var, environ[var], name) for var, name in declared.items() if environ.get(var, "") != "")
 
 
 def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Sequence[str] = (),
@@ -370,10 +449,15 @@ def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Seq
         fields.update(model.fields)
         fields.pop("dtype", None)  # resolved below, once the hardware is known
         notes += [f"model {model.path}: {n}" for n in model.notes]
+        from .modelconfig import declared_model_fields
+        declared, declared_notes = declared_model_fields(model, query_rules())
+        fields.update(declared)
+        notes += [f"model {model.path}: {n}" for n in declared_notes]
     env: tuple[tuple[str, str, str], ...] = ()
     if not getattr(ns, "no_env", False):
         env = read_env(os.environ if environ is None else environ)
-    explicit = {f.field: getattr(ns, f.field) for f in FLAGS if getattr(ns, f.field, None) is not None}
+    explicit = {f.field: getattr(ns, f.field) for f in (*FLAGS, *declared_flags(query_rules()))
+                if getattr(ns, f.field, None) is not None}
     used_env = tuple((var, value) for var, value, name in env if name not in explicit)
     fields.update({name: value for var, value, name in env if name not in explicit})
     fields.update(explicit)
@@ -711,7 +795,41 @@ def cmd_explain(q: Query, style: Style) -> Result:
         lines += ["", "Fixes, most direct first (each alone is enough):"]
         lines += _fix_rows(a.fixes, style)
     lines += [""] + wrap(f"hint: {a.hint}", indent="      ", first="")
+    others = other_releases_that_fit(q.config, q.role)
+    data["other_releases"] = [o.to_dict() for o in others]
+    for o in others:
+        lines += wrap(f"vLLM {o.vllm} would select {o} for this configuration "
+                      f"(attnsolve explain --vllm {o.vllm} ...)", indent="      ", first="note: ")
     return Result("explain", data, "\n".join(lines), EXIT_NO_BACKEND)
+
+
+def other_releases_that_fit(config: Any, role: str | None) -> list[Any]:
+    """The other supported vLLM releases whose selection succeeds for this configuration."""
+    from .versions import in_release, outcome, vllm_versions
+    out = []
+    for v in vllm_versions():
+        if v == config.vllm:
+            continue
+        try:
+            o = outcome(in_release(config, v), role)
+        except Exception:  # a field the other release reads differently, or a draft set that does not load
+            continue
+        if o.backend is not None and o.error is None:
+            out.append(o)
+    return out
+
+
+def cmd_upgrade(q: Query, old: str, new: str, free: Sequence[str]) -> Result:
+    from .config import ANY
+    from .versions import compare_versions
+    config = q.config.replace(**{f: ANY for f in free}) if free else q.config
+    cmp = compare_versions(config, old, new, role=q.role)
+    lines = wrap(describe_query(q, skip=tuple(free)), indent="          ", first="Query     ")
+    for n in q.notes:
+        lines += wrap(n, indent="          ", first="Note      ")
+    for line in cmp.lines():
+        lines += wrap(line, indent="      ")
+    return Result("upgrade", {**cmp.to_dict(), "query": q.to_dict()}, "\n".join(lines), EXIT_OK)
 
 
 def _over_values(rules: Any, name: str, values: list[str] | None) -> list[Any]:
@@ -862,18 +980,18 @@ def _grid(names: list[str], value_lists: list[list[Any]], rows: list[dict[str, A
     return out
 
 
-def cmd_backends(platform: str | None, runnable: bool, style: Style) -> Result:
+def cmd_backends(platform: str | None, runnable: bool, style: Style, version: str | None = None) -> Result:
     from .docs import backend_rows
-    rows = backend_rows(platform)
+    from .rules import rules_for
+    rows = backend_rows(platform, rules_for(version) if version else None)
     here: set[str] | None = None
     devices: list[str] = []
     if runnable:
         import importlib.util
         if importlib.util.find_spec("torch") is not None:
             try:
-                from .kernels.registry import runnable_backends
-                import torch  # noqa: F401 - only to ask for CUDA
-                devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+                from .kernels.registry import devices as kernel_devices, runnable_backends
+                devices = kernel_devices()
                 here = set()
                 for d in devices:
                     here |= set(runnable_backends(d))
@@ -898,22 +1016,24 @@ def cmd_backends(platform: str | None, runnable: bool, style: Style) -> Result:
     return Result("backends", data, "\n".join(lines[1:] if lines and lines[0] == "" else lines), EXIT_OK)
 
 
-def cmd_docs(check: bool, output: str) -> Result:
+def cmd_docs(check: bool, output: str, version: str | None = None) -> Result:
     """Write or check the generated document; the result always has path, up_to_date, changed, diff."""
     from .docs import check_doc, generate_doc, write_doc
+    from .rules import override, rules_for
+    rules = override() or (rules_for(version) if version else None)
     if output == "-":
-        text = generate_doc()
+        text = generate_doc(rules)
         return Result("docs", {"path": None, "up_to_date": None, "changed": None, "diff": None},
                       text.rstrip("\n"), EXIT_OK)
     if check:
-        diff = check_doc(output)
+        diff = check_doc(output, rules)
         if diff:
             text = diff.rstrip("\n") + f"\n\n{output} is out of date; run 'attnsolve docs' to regenerate it."
             return Result("docs", {"path": output, "up_to_date": False, "changed": None, "diff": diff}, text,
                           EXIT_NO_BACKEND)
         return Result("docs", {"path": output, "up_to_date": True, "changed": None, "diff": None},
                       f"{output} is up to date.", EXIT_OK)
-    changed = write_doc(output)
+    changed = write_doc(output, rules)
     return Result("docs", {"path": output, "up_to_date": True, "changed": changed, "diff": None},
                   f"{'wrote' if changed else 'unchanged:'} {output}", EXIT_OK)
 
@@ -964,6 +1084,22 @@ def _verb_matrix(ns: argparse.Namespace, style: Style) -> Result:
     return cmd_matrix(q, over, ns.long, style, max_cells=guards.max_cells(ns.max_cells), progress=getattr(ns, "stderr", None))
 
 
+# Model facts left free by `upgrade` when neither a flag nor --model gives them.
+UPGRADE_FREE = ("dtype", "head_size", "kv_cache_dtype", "use_mla", "has_sink")
+
+
+def _verb_upgrade(ns: argparse.Namespace, style: Style) -> Result:
+    from .config import parse_vllm
+    from .rules import versions
+    old = parse_vllm(ns.from_version)
+    new = parse_vllm(ns.to_version) if ns.to_version else versions()[-1]
+    ns.vllm = new
+    q = build_query(ns)
+    given = set(q.user_fields) | (set(q.model.fields) if q.model is not None else set())
+    free = () if q.model is not None else tuple(f for f in UPGRADE_FREE if f not in given)
+    return cmd_upgrade(q, old, new, free)
+
+
 def _verb_backends(ns: argparse.Namespace, style: Style) -> Result:
     platform = ns.platform
     if platform is not None:
@@ -971,19 +1107,24 @@ def _verb_backends(ns: argparse.Namespace, style: Style) -> Result:
         platform = Config(platform=platform, dtype="bfloat16",
                           compute_capability="9.0" if str(platform).lower() in ("cuda", "gpu", "nvidia")
                           else None).platform
-    return cmd_backends(platform, not ns.no_runnable, style)
+    from .config import parse_vllm
+    return cmd_backends(platform, not ns.no_runnable, style, parse_vllm(ns.vllm))
 
 
 def _verb_docs(ns: argparse.Namespace, style: Style) -> Result:
     from .cli_guards import check_docs_output
-    check_docs_output(ns.output, ns.check)
-    return cmd_docs(ns.check, ns.output)
+    from .config import parse_vllm
+    from .docs import doc_path
+    version = parse_vllm(ns.vllm)
+    output = ns.output if ns.output is not None else doc_path(version)
+    check_docs_output(output, ns.check)
+    return cmd_docs(ns.check, output, version)
 
 
 # Each verb: parsed flags -> a frozen Result (data, text, exit code).
 VERBS: dict[str, Callable[[argparse.Namespace, Style], Result]] = {
     "select": _verb_select, "explain": _verb_explain, "matrix": _verb_matrix, "backends": _verb_backends,
-    "docs": _verb_docs,
+    "docs": _verb_docs, "upgrade": _verb_upgrade,
 }
 
 

@@ -8,12 +8,14 @@ Any field may be `ANY` (unknown) for partial-config questions (explain, possible
 from __future__ import annotations
 
 import numbers
+import operator
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
+from .cc import ComputeCapability
 from .errors import ConfigError, closest
-from .rules import default_rules, default_version, override, parse_version, rules_for, versions
+from .rules import default_rules, default_version, generation, override, parse_version, rules_for, versions
 
 
 class _Any:
@@ -47,12 +49,31 @@ _MAX_INT_TEXT = 32  # characters: longer "numbers" are refused before int() sees
 _GFX9 = ("gfx90a", "gfx942", "gfx950")
 
 
+_INTERNED: dict[tuple[Any, ...], Any] = {}
+
+
 class _ConfigMeta(type):
     """Turns Python's TypeError for an unknown or positional argument into a ConfigError."""
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         if args:
             raise ConfigError("(positional)", args, "keyword arguments only, e.g. Config(platform='cuda', ...)")
+        # Interning: the same arguments (and the same active rules) give the same immutable Config.
+        try:
+            key = (tuple(kwargs.items()), default_version(), generation())
+            hit = _INTERNED.get(key)
+        except TypeError:  # an unhashable argument (a list): build without the memo
+            key, hit = None, None
+        if hit is not None:
+            return hit
+        obj = cls._build(kwargs)
+        if key is not None:
+            if len(_INTERNED) >= 8192:
+                _INTERNED.clear()
+            _INTERNED[key] = obj
+        return obj
+
+    def _build(cls, kwargs: dict[str, Any]) -> Any:
         rules = rules_for(parse_vllm(kwargs.get("vllm")))
         declared = rules.fields
         extras: dict[str, Any] = {}
@@ -70,11 +91,16 @@ class _ConfigMeta(type):
                 raise ConfigError(name, kwargs[name], sorted(known), suggestion=closest(name, known), message=(
                     f"Unknown Config field {name!r}. Known fields: {', '.join(sorted(known))}."
                     + (f" Did you mean {closest(name, known)!r}?" if closest(name, known) else "")))
-        for name, decl in declared.items():  # a release's own default for a field Config always has
-            if name not in kwargs and name in _DEFAULTS and decl.default != _DEFAULTS[name] and decl.kind != "enum":
-                kwargs[name] = decl.default
+        if kwargs.get("platform") is None and kwargs.get("gpu") is None:  # a declared hardware fact names its platform
+            hw = {p for n in extras for p in declared[n].platforms if declared[n].category == "hardware"}
+            if len(hw) == 1:
+                kwargs["platform"] = hw.pop()
+        plan = _release_plan(rules)
+        for name, default in plan[0]:  # a release's own default for a field Config always has
+            if name not in kwargs:
+                kwargs[name] = default
         obj = super().__call__(**kwargs)
-        if len(declared) > len(FIELD_NAMES) or extras:
+        if plan[1] or extras:
             obj._set_extras(extras, rules)
         return obj
 
@@ -131,10 +157,15 @@ class Config(metaclass=_ConfigMeta):
     def _set_extras(self, given: dict[str, Any], rules: Any) -> None:
         """Validate the rule-declared fields (given or their declared default) by their declared kind."""
         values = []
+        gpu_facts: Mapping[str, Any] = {}
+        if self.gpu is not None and self.gpu is not ANY:
+            gpu_facts = lookup_gpu(self.gpu, rules)
         for name, decl in rules.fields.items():
             if name in _DEFAULTS:
                 continue
-            raw = given.get(name, decl.default)
+            raw = given.get(name, gpu_facts.get(name, decl.default))  # a GPU entry may carry a declared hardware fact
+            if name in given and name in gpu_facts and given[name] != gpu_facts[name]:
+                raise ConfigError(name, given[name], f"{gpu_facts[name]!r} (the {name} of {self.gpu}) or leave it unset")
             if isinstance(raw, str) and raw == "ANY":
                 raw = ANY
             value = raw if raw is ANY else parse_declared(decl, raw, rules)
@@ -164,13 +195,12 @@ class Config(metaclass=_ConfigMeta):
         return FIELD_NAMES + tuple(k for k, _ in self._extra)
 
     def __post_init__(self) -> None:
-        set_ = object.__setattr__
-        for name in FIELD_NAMES:  # to_dict() writes a free field as the string "ANY"
-            if isinstance(getattr(self, name), str) and getattr(self, name) == "ANY":
-                set_(self, name, ANY)
-        for name, value in _normalise(self).items():
-            set_(self, name, value)
-        set_(self, "_hash", hash((self.vllm, *(getattr(self, f) for f in FIELD_NAMES))))
+        d = self.__dict__  # written directly: the instance is not published yet, and Config() runs often
+        for name, value in d.items():  # to_dict() writes a free field as the string "ANY"
+            if value.__class__ is str and value == "ANY":
+                d[name] = ANY
+        d.update(_normalise(self))
+        d["_hash"] = hash((self.vllm, *_FIELD_VALUES(d)))
 
     def __hash__(self) -> int:
         return self._hash
@@ -235,6 +265,7 @@ class Config(metaclass=_ConfigMeta):
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Config) if f.name not in ("gpu", "_hash", "vllm", "_extra"))
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Config)}
 _INIT_NAMES: frozenset[str] = frozenset((*FIELD_NAMES, "gpu", "vllm"))
+_FIELD_VALUES = operator.itemgetter(*FIELD_NAMES)
 
 _ENV_VARS = {
     "VLLM_ATTENTION_BACKEND": "backend",
@@ -248,6 +279,21 @@ _ENV_VARS = {
     "VLLM_USE_CUDNN_PREFILL": "use_cudnn_prefill",
     "VLLM_USE_TRTLLM_RAGGED_DEEPSEEK_PREFILL": "use_trtllm_ragged_deepseek_prefill",
 }
+
+
+_PLANS: dict[int, tuple[Any, tuple[tuple[str, Any], ...], bool]] = {}
+
+
+def _release_plan(rules: Any) -> tuple[tuple[tuple[str, Any], ...], bool]:
+    """Per rule set, once: the common fields whose declared default differs from Config's, and
+    whether the set declares fields beyond the common ones."""
+    hit = _PLANS.get(id(rules))
+    if hit is None or hit[0] is not rules:
+        declared = rules.fields
+        defaults = tuple((n, d.default) for n, d in declared.items()
+                         if n in _DEFAULTS and d.default != _DEFAULTS[n] and d.kind != "enum")
+        hit = _PLANS[id(rules)] = (rules, defaults, any(n not in _DEFAULTS for n in declared))
+    return hit[1], hit[2]
 
 
 def _declared_elsewhere(name: str) -> list[str]:
@@ -294,8 +340,11 @@ def int_text(text: str) -> int | None:
         return None
 
 
-def format_cc(cc: tuple[int, int]) -> str:
-    return f"{cc[0]}.{cc[1]}"
+def format_cc(cc: Any) -> str:
+    """A compute capability in any internal form (tuple, 90) as vLLM prints it: '9.0'."""
+    if isinstance(cc, int) and not isinstance(cc, bool):
+        return str(ComputeCapability(cc // 10, cc % 10))
+    return str(ComputeCapability.parse(cc))
 
 
 def gpu_key(name: str) -> str:
@@ -317,40 +366,13 @@ def lookup_gpu(name: Any, rules: Any = None) -> Mapping[str, Any]:
     return table[gpu_key(name)]
 
 
-def parse_cc(value: Any) -> tuple[int, int]:
-    """'9.0', 9.0, (9, 0), [9, 0], 'sm_90', 90 -> (9, 0)."""
-    bad = ConfigError("compute_capability", value, "a compute capability like '9.0', (9, 0) or 9.0 (major 1-20, minor 0-9)")
-    if isinstance(value, bool):
-        raise bad
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) for x in value):
-            raise bad
-        major, minor = value
-    elif isinstance(value, int):
-        major, minor = (value // 10, value % 10) if value >= 20 else (value, 0)
-    elif isinstance(value, float):
-        if value != value or not (0 < value < 100):
-            raise bad
-        text = f"{value:.1f}"
-        major, minor = int(text.split(".")[0]), int(text.split(".")[1])
-    elif isinstance(value, str):
-        text = value.strip().lower().removeprefix("sm_").removeprefix("sm")
-        if not (text.replace(".", "", 1).isascii() and text.replace(".", "", 1).isdigit()) or len(text) > 8:
-            raise bad  # ASCII digits only: '²' or '٩' pass str.isdigit() but are no compute capability
-        if "." in text:
-            a, _, b = text.partition(".")
-            if not (a.isdigit() and b.isdigit() and len(b) == 1):
-                raise bad
-            major, minor = int(a), int(b)
-        elif len(text) in (2, 3):
-            major, minor = int(text[:-1]), int(text[-1])
-        else:
-            major, minor = int(text), 0
-    else:
-        raise bad
-    if not (1 <= major <= 20 and 0 <= minor <= 9):
-        raise bad
-    return (major, minor)
+def parse_cc(value: Any) -> ComputeCapability:
+    """'9.0', 9.0, (9, 0), [9, 0], 'sm_90', 90 -> ComputeCapability(9, 0) (ConfigError otherwise)."""
+    try:
+        return ComputeCapability.parse(value)
+    except ValueError:
+        raise ConfigError("compute_capability", value,
+                          "a compute capability like '9.0', (9, 0) or 9.0 (major 1-20, minor 0-9)") from None
 
 
 def _as_bool(name: str, value: Any) -> bool:
@@ -417,7 +439,7 @@ def _normalise(cfg: Config) -> dict[str, Any]:
     rules = rules_for(vllm)
     dom = rules.domains
     out: dict[str, Any] = {"vllm": vllm}
-    get = lambda f: getattr(cfg, f)  # noqa: E731
+    get = cfg.__dict__.__getitem__
 
     gpu_facts: Mapping[str, Any] = {}
     if cfg.gpu is not None and cfg.gpu is not ANY:
@@ -434,7 +456,7 @@ def _normalise(cfg: Config) -> dict[str, Any]:
     if platform is None:
         raise ConfigError("platform", None, tuple(dom["platform"]), message=(
             "Invalid platform: None. Expected one of: " + ", ".join(dom["platform"]) + " (or give gpu=...)."))
-    if platform is not ANY:
+    if platform is not ANY and platform not in _canonical(rules, "platform"):
         platform = _choice("platform", platform, dom["platform"], rules.aliases.get("platform"))
         if gpu_facts and gpu_facts.get("platform") != platform:
             raise ConfigError("gpu", cfg.gpu, f"a {platform} GPU (gpu={cfg.gpu!r} is a {gpu_facts.get('platform')} device)")
@@ -443,7 +465,8 @@ def _normalise(cfg: Config) -> dict[str, Any]:
     dtype = get("dtype")
     if dtype is None:
         raise ConfigError("dtype", None, tuple(dom["dtype"]))
-    out["dtype"] = dtype if dtype is ANY else _choice("dtype", dtype, dom["dtype"], rules.aliases.get("dtype"))
+    out["dtype"] = dtype if (dtype is ANY or dtype in _canonical(rules, "dtype")) else \
+        _choice("dtype", dtype, dom["dtype"], rules.aliases.get("dtype"))
 
     cc = get("compute_capability")
     if "compute_capability" in gpu_facts:
@@ -452,7 +475,7 @@ def _normalise(cfg: Config) -> dict[str, Any]:
             raise ConfigError("compute_capability", cc, f"{format_cc(gcc)} (the compute capability of {cfg.gpu}) or leave it unset")
         cc = gcc
     if cc is not None and cc is not ANY:
-        cc = parse_cc(cc)
+        cc = _cc(cc)
         if platform not in ("cuda", ANY):
             raise ConfigError("compute_capability", format_cc(cc), "None on platform " + str(platform) + " (compute capability is a CUDA fact)")
     if cc is None and platform == "cuda":
@@ -472,10 +495,11 @@ def _normalise(cfg: Config) -> dict[str, Any]:
 
     for name in _BOOL_FIELDS:
         v = get(name)
-        out[name] = v if v is ANY else _as_bool(name, v)
+        out[name] = v if (v is ANY or v is True or v is False) else _as_bool(name, v)
 
     v = get("kv_cache_dtype")
-    out["kv_cache_dtype"] = v if v is ANY else _choice("kv_cache_dtype", v, dom["kv_cache_dtype"])
+    out["kv_cache_dtype"] = v if (v is ANY or v in _canonical(rules, "kv_cache_dtype")) else \
+        _choice("kv_cache_dtype", v, dom["kv_cache_dtype"])
     v = get("block_size")
     if v is not None and v is not ANY:
         iv = _as_int("block_size", v, optional=True) if not isinstance(v, int) or isinstance(v, bool) else v
@@ -485,13 +509,14 @@ def _normalise(cfg: Config) -> dict[str, Any]:
         v = iv
     out["block_size"] = v
     v = get("attn_type")
-    if isinstance(v, str):
+    if v.__class__ is str and v not in _canonical(rules, "attn_type"):
         v = v.strip().lower().removeprefix("attentiontype.")
-    out["attn_type"] = v if v is ANY else _choice("attn_type", v, dom["attn_type"])
+    out["attn_type"] = v if (v is ANY or v in _canonical(rules, "attn_type")) else _choice("attn_type", v, dom["attn_type"])
 
     for name in _OPT_INT_FIELDS:
         v = get(name)
-        out[name] = v if v is ANY else _as_int(name, v, optional=True)
+        out[name] = v if (v is ANY or v is None or (v.__class__ is int and 1 <= v <= _MAX_INT)) else \
+            _as_int(name, v, optional=True)
 
     v = get("flash_attn_version")
     if v is not None and v is not ANY:
@@ -513,7 +538,8 @@ def _normalise(cfg: Config) -> dict[str, Any]:
     v = get("head_size")
     if v is None:
         v = ANY if mla is ANY else (576 if mla else 128)
-    out["head_size"] = v if v is ANY else _as_int("head_size", v, optional=False)
+    out["head_size"] = v if (v is ANY or (v.__class__ is int and 1 <= v <= _MAX_INT)) else \
+        _as_int("head_size", v, optional=False)
 
     out["backend"] = _backend_name(get("backend"), rules)
 
@@ -521,6 +547,38 @@ def _normalise(cfg: Config) -> dict[str, Any]:
         raise ConfigError("use_sparse", True, "false when use_mla is false (sparse attention is an MLA feature)",
                           message="Invalid use_sparse: True. Sparse attention needs use_mla=True (it is DeepSeek-V3.2-style sparse MLA).")
     return out
+
+
+_CANONICAL: dict[tuple[int, str], frozenset[Any]] = {}
+
+
+def _canonical(rules: Any, name: str) -> frozenset[Any]:
+    """The exact (already canonical) spellings of an enum field's values: accepted without parsing."""
+    key = (id(rules), name)
+    hit = _CANONICAL.get(key)
+    if hit is None:
+        if len(_CANONICAL) > 64:
+            _CANONICAL.clear()
+        hit = _CANONICAL[key] = frozenset(v for v in rules.domains.get(name, ()) if v.__class__ is str)
+    return hit
+
+
+_CC_MEMO: dict[Any, ComputeCapability] = {}
+
+
+def _cc(value: Any) -> ComputeCapability:
+    """parse_cc, memoised for the hashable spellings ('9.0', 90, (9, 0)) that repeat."""
+    if value.__class__ is ComputeCapability:
+        return value
+    try:
+        hit = _CC_MEMO.get(value)
+    except TypeError:  # a list
+        return parse_cc(value)
+    if hit is None:
+        hit = parse_cc(value)
+        if len(_CC_MEMO) < 4096:
+            _CC_MEMO[value] = hit
+    return hit
 
 
 def _backend_name(value: Any, rules: Any) -> Any:

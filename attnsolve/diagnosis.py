@@ -40,6 +40,14 @@ def category(field_name: str) -> str:
     return {2: "hardware", 1: "model"}.get(_COST.get(field_name, 0), "tunable")
 
 
+def _cost(field_name: str, config: Config) -> int:
+    """2 hardware, 1 model, 0 tunable: the common fields by table, a rule-declared one by its category."""
+    if field_name in _COST or field_name in FIELD_NAMES:
+        return _COST.get(field_name, 0)
+    decl = compiled_rules(config).rules.fields.get(field_name)
+    return {"hardware": 2, "model": 1}.get(decl.category, 0) if decl is not None else 0
+
+
 @dataclass(frozen=True)
 class Fix:
     """A smallest change: set `changes` (Config field -> value) and `selects` is chosen."""
@@ -73,10 +81,10 @@ def _solver_facts(config: Config, role: str) -> dict[str, Any]:
 def _fact_order(config: Config) -> list[str]:
     """The user's facts, most preferred in a conflict first: hardware, then model, then tunables."""
     relevant = set(csp_solver(config).fields) - set(EXTRA_FIELDS)
-    names = [f for f in FIELD_NAMES if f in relevant and f != "backend" and getattr(config, f) is not ANY]
+    names = [f for f in config.field_names if f in relevant and f != "backend" and getattr(config, f) is not ANY]
     # "no compute capability" / "no gfx arch" only restate the platform: not facts of their own
     names = [f for f in names if not (f in ("compute_capability", "rocm_arch") and getattr(config, f) is None)]
-    return sorted(names, key=lambda f: (-_COST.get(f, 0), FIELD_NAMES.index(f)))
+    return sorted(names, key=lambda f: (-_cost(f, config), config.field_names.index(f)))
 
 
 def _consistency(config: Config, role: str, available: frozenset[str] | None,
@@ -245,7 +253,7 @@ def find_fixes(config: Config, role: str, available: frozenset[str] | None, requ
                 disjoint.append(c)
         max_size = min(max(max_size, len(disjoint)), 8)
         pool = sorted({f for c in known for f in c if f not in _NEVER_CHANGE},
-                      key=lambda f: (_COST.get(f, 0), FIELD_NAMES.index(f)))
+                      key=lambda f: (_cost(f, config), config.field_names.index(f)))
         grew = False
         for combo in itertools.combinations(pool, size):
             fs = frozenset(combo)

@@ -76,15 +76,66 @@ class SelectionError(ValueError):
     and smallest changes; `.explanation` is the full Explanation when one was computed.
     """
 
+    # Set by attnsolve.explain at import (the explanation layer sits above selection; this hook keeps
+    # the arrow pointing down): (config, role, available) -> Explanation.
+    explainer: Any = None
+
     def __init__(self, message: str, reasons: Mapping[str, tuple[str, ...]], *, conflict: Mapping[str, Any] | None = None,
                  fixes: Sequence[Any] = (), explanation: Any = None):
         self.reasons = dict(reasons)
-        self.conflict = dict(conflict or {})
-        self.fixes = tuple(fixes)
-        self.explanation = explanation
+        self._conflict = dict(conflict or {})
+        self._fixes = tuple(fixes)
+        self._explanation = explanation
+        self._question: tuple[Any, ...] | None = None  # (config, role, available): explained on first use
         # vLLM's text when its start-up fails first with another error (see Selection.startup_error).
         self.startup_error: str | None = None
         super().__init__(message)
+
+    def defer_explanation(self, config: Any, role: str, available: Any) -> "SelectionError":
+        """Explain this failure only when asked (str(), .conflict, .fixes, .explanation)."""
+        self._question = (config, role, available)
+        return self
+
+    def _explained(self) -> Any:
+        if self._question is not None and self._explanation is None and SelectionError.explainer is not None:
+            config, role, available = self._question
+            self._question = None
+            try:
+                self._explanation = SelectionError.explainer(config, role=role, available=available)
+            except Exception:  # an explanation must never hide the real error
+                return None
+            self._conflict = dict(self._explanation.conflict)
+            self._fixes = tuple(self._explanation.fixes)
+        return self._explanation
+
+    @property
+    def explanation(self) -> Any:
+        return self._explained()
+
+    @property
+    def conflict(self) -> dict[str, Any]:
+        self._explained()
+        return self._conflict
+
+    @property
+    def fixes(self) -> tuple[Any, ...]:
+        self._explained()
+        return self._fixes
+
+    def __str__(self) -> str:
+        """vLLM's text, then one line with the conflict and the smallest fix (computed on first use)."""
+        text = super().__str__()
+        exp = self._explained()
+        if exp is None:
+            return text
+        hint = ""
+        if exp.fixes:
+            hint = "Smallest fix: " + str(exp.fixes[0]) + "."
+        elif exp.hardware_only:
+            hint = "No setting fixes this: the conflict is made of hardware facts only."
+        if exp.conflict:
+            hint = "Conflict: " + ", ".join(f"{k}={v}" for k, v in exp.conflict.items()) + ". " + hint
+        return f"{text}\n{hint.strip()}" if hint else text
 
 
 class NoValidBackendError(SelectionError):

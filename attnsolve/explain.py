@@ -287,3 +287,7 @@ def _conditions(config: Config, role: str, available: frozenset[str] | None,
                     if len(v) < len([x for x in _config_values(rules, f, config)])}
         out.append((backend, narrowed))
     return tuple(out)
+
+
+# A failing solve() explains itself on first use through this hook (selection never imports explain).
+SelectionError.explainer = explain

@@ -81,6 +81,7 @@ class ModelFacts:
     config_dtype: str | None = None  # the checkpoint's dtype as written (None: not given)
     architectures: tuple[str, ...] = ()
     pooling: bool = False  # vLLM runs it as a pooling (embedding / classification) model
+    config: Mapping[str, Any] = field(default_factory=dict, repr=False)  # config.json (text_config merged in)
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "model_type": self.model_type, "fields": dict(self.fields),
@@ -283,7 +284,37 @@ def read_model_config(path: str | Path) -> ModelFacts:
 
     return ModelFacts(path=shown, fields=fields, notes=tuple(notes), model_type=model_type,
                       sparse_kv_rewrite=bool(fields.get("use_sparse")), extra=extra,
-                      config_dtype=fields.get("dtype"), architectures=tuple(archs), pooling=pooling)
+                      config_dtype=fields.get("dtype"), architectures=tuple(archs), pooling=pooling, config=cfg)
+
+
+def declared_model_fields(model: ModelFacts, rules: Any) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The fields a release's rules say `--model` fills (`model_keys`, `architectures` in their
+    declarations), read from this config.json; with a note for each. Only fields the release declares."""
+    out: dict[str, Any] = {}
+    notes: list[str] = []
+    arch = model.architectures[0] if model.architectures else None
+    for name, decl in rules.fields.items():
+        if name in model.fields:
+            continue
+        if arch is not None and arch in decl.architectures:
+            out[name] = decl.architectures[arch]
+            notes.append(f"{name} {out[name]} (architecture {arch})")
+            continue
+        for key in decl.model_keys:
+            v = model.config.get(key)
+            if v is None:
+                continue
+            if decl.kind in ("bool", "tristate"):
+                out[name] = bool(v)
+            elif decl.kind == "int":
+                if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= _MAX_VALUE:
+                    raise _err(model.path, key, v, f"an integer from 0 to {_MAX_VALUE}")
+                out[name] = v
+            else:
+                out[name] = v
+            notes.append(f"{name} {out[name]} (config.json {key})")
+            break
+    return out, tuple(notes)
 
 
 def supported_dtypes(platform: str, compute_capability: tuple[int, int] | None) -> tuple[str, ...]:

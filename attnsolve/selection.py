@@ -107,7 +107,7 @@ def solve(config: Config, *, role: str | None = None, available: Iterable[str] |
     try:
         sel = _solve_uncached(comp, config, role_, avail)
     except (NoValidBackendError, InvalidBackendError) as err:
-        raise _with_explanation(err, config, role_, avail) from None
+        raise err.defer_explanation(config, role_, avail) from None
     if len(cache) > 65536:
         cache.clear()
     cache[key] = sel
@@ -117,29 +117,6 @@ def solve(config: Config, *, role: str | None = None, available: Iterable[str] |
 def solve_uncached(config: Config, role: str = "decode", available: frozenset[str] | None = None) -> Selection:
     """solve() without the cache and without computing an explanation on failure (used by explain)."""
     return _solve_uncached(compiled_rules(config), config, role, available)
-
-
-def _with_explanation(err: NoValidBackendError | InvalidBackendError, config: Config, role: str,
-                      available: frozenset[str] | None) -> NoValidBackendError | InvalidBackendError:
-    """Attach the explanation's conflict and fixes, and end the message with a one-line hint."""
-    from .explain import explain
-    try:
-        exp = explain(config, role=role, available=available)
-    except Exception:  # an explanation must never hide the real error
-        return err
-    err.conflict = dict(exp.conflict)
-    err.fixes = tuple(exp.fixes)
-    err.explanation = exp
-    hint = ""
-    if exp.fixes:
-        hint = "Smallest fix: " + str(exp.fixes[0]) + "."
-    elif exp.hardware_only:
-        hint = "No setting fixes this: the conflict is made of hardware facts only."
-    if exp.conflict:
-        hint = "Conflict: " + ", ".join(f"{k}={v}" for k, v in exp.conflict.items()) + ". " + hint
-    if hint:
-        err.args = (f"{err.args[0]}\n{hint.strip()}",)
-    return err
 
 
 def evaluate(comp: CompiledRules, config: Config, role: str, available: frozenset[str] | None,

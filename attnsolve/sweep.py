@@ -281,7 +281,7 @@ def _sweep_values(rules: Any, field: str) -> tuple[Any, ...]:
 
 def _shown(field: str, value: Any) -> Any:
     if field == "compute_capability" and value is not None:
-        return format_cc((value // 10, value % 10))
+        return format_cc(value)  # facts carry 90, configs ComputeCapability(9, 0): both print "9.0"
     return value
 
 

@@ -28,6 +28,7 @@ ROOT = HERE.parent
 
 MODULES: tuple[tuple[str, str], ...] = (
     ("solve", "bench_solve"),
+    ("config", "bench_config"),
     ("explain", "bench_explain"),
     ("sweep", "bench_sweep"),
     ("scaling", "bench_scaling"),

@@ -192,3 +192,23 @@ def test_a_new_backend_in_the_toml_gets_generated_tests(tmp_path):
     # (head, dtype, kv, block, mm, MLA, sink, sparse, CC, type)
     assert len(passed) >= 10, out.stdout[-3000:]
     assert any("test_automatic_selection_reaches_every_listed_backend[NEW_ATTN-cuda]" in line for line in passed)
+
+
+def test_entry_behind_a_check_free_backend_is_dead(tmp_path):
+    # every MLA prefill query would stop at ANY_PREFILL: the entries after it can never be selected
+    root = _copy(tmp_path)
+    with open(root / "mla.toml", "a") as f:
+        f.write('\n[backends.ANY_PREFILL]\nplatforms = ["cuda"]\nrole = "mla_prefill"\n')
+    _edit(root / "mla.toml", 'entries = ["TRTLLM_RAGGED_DEEPSEEK", "FLASHINFER_PREFILL"',
+          'entries = ["ANY_PREFILL", "TRTLLM_RAGGED_DEEPSEEK", "FLASHINFER_PREFILL"')
+    problems = _problems(root)
+    assert any("'TRTLLM_RAGGED_DEEPSEEK' can never be selected automatically" in msg for _, _, msg in problems)
+
+
+def test_release_graph_lists_what_each_release_adds():
+    from attnsolve.rules.structure import release_graph
+    base = default_rules()
+    smaller = load_rules(RULES_DIR)
+    g = release_graph({"0.17": base, "0.16": smaller})
+    assert list(g.edges) == [("0.16", "0.17")]
+    assert g.edges["0.16", "0.17"]["added"] == () and g.edges["0.16", "0.17"]["removed"] == ()

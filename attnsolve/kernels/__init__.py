@@ -14,8 +14,21 @@ from attnsolve.kernels.registry import (
     registered_backends,
     runnable_backends,
 )
-from attnsolve.kernels.metadata import AttentionMetadata
-from attnsolve.kernels.dispatch import SelectionWarning, infer_config, paged_attention, paged_attention_op
+
+# The dispatch layer and the metadata type need torch: imported on first use (PEP 562), so that
+# `attnsolve.kernels.registry` (which the CLI asks for the "runnable here" column) never pulls torch in.
+_LAZY = {"AttentionMetadata": "attnsolve.kernels.metadata", "SelectionWarning": "attnsolve.kernels.dispatch",
+         "infer_config": "attnsolve.kernels.dispatch", "paged_attention": "attnsolve.kernels.dispatch",
+         "paged_attention_op": "attnsolve.kernels.dispatch"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'attnsolve.kernels' has no attribute {name!r}")
 
 __all__ = [
     "AttentionMetadata",

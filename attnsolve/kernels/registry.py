@@ -269,6 +269,14 @@ def unavailable_reasons(backend: str, device: str | None = None) -> tuple[str, .
     return tuple(reasons)
 
 
+def devices() -> list[str]:
+    """The devices this machine can run kernels on: cpu, plus cuda when torch sees a GPU (torch imported here)."""
+    if not _have_package("torch"):
+        return []
+    import torch
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
 def runnable_backends(device: str) -> frozenset[str]:
     """Backends whose kernel can run on ``device`` (a platform name or ``"cuda:0"``)."""
     _discover()

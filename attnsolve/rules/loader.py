@@ -807,7 +807,8 @@ def _field_decls(raw: dict[str, tuple[str, dict]], domains: dict[str, tuple[Any,
         out[name] = FieldDecl(name=name, kind=kind, default=default, unset=d.get("unset", ""), category=category,
                               selector=bool(d.get("selector", False)), flags=flags, metavar=d.get("metavar", "VALUE"),
                               env=d.get("env"), vllm=d.get("vllm", ""), help=d.get("help", ""),
-                              platforms=tuple(d.get("platforms", ())), min=d.get("min"))
+                              platforms=tuple(d.get("platforms", ())), min=d.get("min"),
+                              model_keys=tuple(d.get("model_keys", ())), architectures=dict(d.get("architectures", {})))
     return out
 
 

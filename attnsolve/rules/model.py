@@ -616,6 +616,10 @@ class FieldDecl:
     help: str = ""
     platforms: tuple[str, ...] = ()
     min: int | None = None
+    # Where `--model config.json` finds it: the first of these keys present (a bool: present and truthy),
+    # or the model's first architecture looked up in `architectures` (architecture name -> value).
+    model_keys: tuple[str, ...] = ()
+    architectures: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def flag(self) -> str:

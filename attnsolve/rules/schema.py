@@ -61,7 +61,7 @@ KEYS: dict[str, dict[str, str]] = {
     # [fields.NAME]: a declared selection input (model.FieldDecl); `values` is its domain (kind enum)
     "field": {"kind": STR, "default": SCALAR, "unset": STR, "category": STR, "selector": BOOL, "flags": STR_LIST, "flag": STR,
               "metavar": STR, "env": STR, "vllm": STR, "help": STR, "platforms": STR_LIST, "min": INT,
-              "values": LIST},
+              "values": LIST, "model_keys": STR_LIST, "architectures": TABLE},
     # default: the base class's value when a backend omits the key (a list for values / multiple_of);
     # exact_key: a backend key that replaces the capability with an exact list (B12X's block sizes)
     "generic_check": {"key": STR, "field": STR, "form": STR, "reason": "reason", "reason_true": "reason",
@@ -156,6 +156,8 @@ class ShapeChecker:
         known = KEYS[place]
         if place in ("backend", "variant") and self.capability_keys:
             known = {**known, **self.capability_keys}
+        if place == "gpu":  # a GPU entry may give any field's value (a made-up platform's hardware field)
+            known = {**known, **{k: SCALAR for k in raw if k in self.fields}}
         for k, v in raw.items():
             where = f"{loc}.{k}" if loc else str(k)
             if k not in known:

@@ -70,11 +70,21 @@ def parse_version(text: object) -> str | None:
 
 def default_version() -> str:
     """$ATTNSOLVE_VLLM when it names a packaged set, else the newest set that is not a draft."""
-    env = parse_version(os.environ.get(DEFAULT_ENV, ""))
+    raw = os.environ.get(DEFAULT_ENV, "")
+    hit = _default_memo.get(raw)
+    if hit is not None and hit[0] is packaged_sets():
+        return hit[1]
+    env = parse_version(raw)
     if env is not None and env in versions():
-        return env
-    stable = versions(include_drafts=False) or versions()
-    return stable[-1]
+        label = env
+    else:
+        stable = versions(include_drafts=False) or versions()
+        label = stable[-1]
+    _default_memo[raw] = (packaged_sets(), label)  # Config() asks on every construction: keep it cheap
+    return label
+
+
+_default_memo: dict[str, tuple[tuple[RuleSetInfo, ...], str]] = {}
 
 
 def info(version: str) -> RuleSetInfo:

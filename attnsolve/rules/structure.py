@@ -45,3 +45,27 @@ def check_structure(rules: RuleSet, parents: Mapping[str, str | None], files: Ma
                 yield files.get(name, "?"), f"backends.{name}", (
                     f"declared for platform {plat!r} but in none of its priority lists "
                     "(add it to a list or mark it explicit_only = true)")
+
+    # Reachability inside a list: an entry with no checks at all accepts every query of its list, so
+    # automatic selection never gets past it; later entries of that list are dead (a rules mistake
+    # that vLLM's validated lists cannot have).
+    for pl in rules.lists:
+        for i, e in enumerate(pl.entries):
+            b = rules.backends.get(e.backend)
+            if b is None or b.checks or e.guards or b.variant_field is not None:
+                continue
+            for later in pl.entries[i + 1:]:
+                yield pl.source or pl.platform, f"platforms.{pl.platform}.lists {pl.name!r}", (
+                    f"entry {later.backend!r} can never be selected automatically: {e.backend!r} before it "
+                    "has no checks and accepts every query of this list")
+
+
+def release_graph(versions: Mapping[str, RuleSet]) -> nx.DiGraph:
+    """Releases in order, each edge labelled with the backends added and removed: what `upgrade` walks."""
+    g = nx.DiGraph()
+    ordered = sorted(versions, key=lambda v: tuple(int(x) for x in v.split(".")))
+    g.add_nodes_from(ordered)
+    for a, b in zip(ordered, ordered[1:]):
+        old, new = set(versions[a].backends), set(versions[b].backends)
+        g.add_edge(a, b, added=tuple(sorted(new - old)), removed=tuple(sorted(old - new)))
+    return g

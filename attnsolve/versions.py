@@ -1,0 +1,209 @@
+"""What a vLLM upgrade changes: one configuration (or a whole partial space) answered by two releases.
+
+Why a module: users run every release between 0.17 and the newest, and the question before an
+upgrade is "will my backend change, and why". Both answers come from the releases' own rule sets,
+side by side in one process (one Engine each); nothing here knows any release's facts.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from .config import ANY, Config, parse_vllm
+from .errors import ConfigError, SelectionError
+from .rules import versions
+
+
+def vllm_versions() -> tuple[str, ...]:
+    """The vLLM releases attnsolve answers for, oldest first ("0.17", "0.33"); drafts included."""
+    return versions()
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One release's answer for one configuration: a backend (and variant) or vLLM's error text."""
+
+    vllm: str
+    backend: str | None
+    variant: str | None = None
+    warnings: tuple[str, ...] = ()
+    error: str | None = None
+    reasons: tuple[tuple[str, tuple[str, ...]], ...] = ()  # backend -> vLLM's reasons against it
+
+    def __str__(self) -> str:
+        if self.backend is None:
+            return "no valid backend"
+        return self.backend + (f" ({self.variant})" if self.variant else "")
+
+    def reasons_of(self, backend: str | None) -> tuple[str, ...]:
+        return next((r for b, r in self.reasons if b == backend), ())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"vllm": self.vllm, "selected": self.backend, "variant": self.variant, "warnings": list(self.warnings),
+                "error": self.error, "reasons": {b: list(r) for b, r in self.reasons}}
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A group of configurations whose backend moves old -> new, with a count and one example."""
+
+    old: str
+    new: str
+    count: int
+    example: Config
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"old": self.old, "new": self.new, "count": self.count, "example": self.example.to_dict()}
+
+
+@dataclass(frozen=True, slots=True)
+class VersionComparison:
+    """compare_versions' result. Full config: `old`/`new` and `why`. Partial: `changes` over `total` configs."""
+
+    config: Config
+    old_version: str
+    new_version: str
+    old: Outcome | None = None
+    new: Outcome | None = None
+    why: tuple[str, ...] = ()
+    total: int = 0
+    changed: int = 0
+    changes: tuple[Change, ...] = field(default=())
+    free: tuple[str, ...] = ()
+
+    @property
+    def differs(self) -> bool:
+        if self.old is not None and self.new is not None:
+            return (str(self.old), self.old.warnings, self.old.error) != (str(self.new), self.new.warnings, self.new.error)
+        return self.changed > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"from": self.old_version, "to": self.new_version, "config": self.config.to_dict(),
+                "old": self.old.to_dict() if self.old else None, "new": self.new.to_dict() if self.new else None,
+                "why": list(self.why), "total": self.total, "changed": self.changed, "free": list(self.free),
+                "changes": [c.to_dict() for c in self.changes]}
+
+    def lines(self) -> list[str]:
+        head = f"vLLM {self.old_version} -> {self.new_version}"
+        if self.old is not None and self.new is not None:
+            if not self.differs:
+                return [f"{head}: no change ({self.new})"]
+            out = [f"{head}: {self.old} -> {self.new}"]
+            out += [f"  why: {w}" for w in self.why]
+            return out
+        out = [f"{head}: {self.changed} of {self.total} configurations change backend"
+               + (f" (free: {', '.join(self.free)})" if self.free else "")]
+        for c in self.changes:
+            out.append(f"  {c.old} -> {c.new}: {c.count}, e.g. {_short(c.example, self.free)}")
+        return out
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+
+def in_release(config: Config, version: str) -> Config:
+    """`config` asked of another release: fields that release does not declare are dropped."""
+    return config.replace(vllm=version)
+
+
+def outcome(config: Config, role: str | None = None) -> Outcome:
+    """One release's answer, never raising for a selection failure (its text is kept instead)."""
+    from .selection import solve
+    try:
+        sel = solve(config, role=role)
+    except SelectionError as e:
+        return Outcome(config.vllm, None, error=str(e).splitlines()[0],
+                       reasons=tuple((b, tuple(r)) for b, r in e.reasons.items()))
+    reasons = tuple((r.backend, r.reasons) for r in sel.rejected)
+    return Outcome(config.vllm, sel.backend, sel.variant, sel.warnings, sel.startup_error, reasons)
+
+
+def compare_versions(config: Config, old: str, new: str, *, role: str | None = None,
+                     max_configs: int = 20000) -> VersionComparison:
+    """What moving from vLLM `old` to `new` changes for `config` (full or partial).
+
+    Full: both answers and why they differ (the old backend's reasons in the new release, or the
+    new backend's reasons in the old one). Partial: every combination of the free fields' value
+    classes (of both releases) is answered by both; changed ones are grouped old -> new.
+    """
+    if not isinstance(config, Config):
+        raise ConfigError("config", config, "an attnsolve.Config")
+    old_v, new_v = parse_vllm(old), parse_vllm(new)
+    if not config.is_partial:
+        a, b = outcome(in_release(config, old_v), role), outcome(in_release(config, new_v), role)
+        return VersionComparison(config, old_v, new_v, a, b, _why(a, b))
+    return _compare_space(config, old_v, new_v, role, max_configs)
+
+
+def _why(a: Outcome, b: Outcome) -> tuple[str, ...]:
+    out: list[str] = []
+    if a.backend != b.backend:
+        if a.backend is not None and b.reasons_of(a.backend):
+            out.append(f"{a.backend} in vLLM {b.vllm}: {'; '.join(b.reasons_of(a.backend))}")
+        elif a.backend is not None and b.backend is not None:
+            out.append(f"vLLM {b.vllm} ranks {b.backend} before {a.backend}")
+        if b.backend is not None and a.reasons_of(b.backend):
+            out.append(f"{b.backend} in vLLM {a.vllm}: {'; '.join(a.reasons_of(b.backend))}")
+        if b.backend is None and b.error:
+            out.append(f"vLLM {b.vllm}: {b.error}")
+        if a.backend is None and a.error:
+            out.append(f"vLLM {a.vllm}: {a.error}")
+    elif a.variant != b.variant:
+        out.append(f"{a.backend} runs as {b.variant or 'its default'} in vLLM {b.vllm} (was {a.variant})")
+    new_w = [w for w in b.warnings if w not in a.warnings]
+    out += [f"new warning in vLLM {b.vllm}: {w}" for w in new_w]
+    if a.error != b.error and a.backend is not None and b.backend is not None:
+        out.append(f"start-up in vLLM {b.vllm}: {b.error or 'starts'} (was: {a.error or 'starts'})")
+    return tuple(out)
+
+
+def _values(config: Config, name: str, releases: Iterable[str]) -> list[Any]:
+    from .engine import engine_for
+    from .solver.domains import value_classes
+    seen: dict[Any, None] = {}
+    for v in releases:
+        rules = engine_for(v).rules
+        if name in config.field_names or name in rules.fields:
+            for c in value_classes(rules, name):
+                seen.setdefault(c.representative, None)
+    return list(seen)
+
+
+def _compare_space(config: Config, old_v: str, new_v: str, role: str | None, max_configs: int) -> VersionComparison:
+    free = tuple(f for f in config.free_fields if f != "backend")
+    options = [_values(config, f, (old_v, new_v)) for f in free]
+    total = 1
+    for o in options:
+        total *= max(1, len(o))
+    combos: Iterable[tuple[Any, ...]] = itertools.product(*options)
+    if total > max_configs:  # a deterministic, evenly spread subset
+        step = total / max_configs
+        picks = {int(i * step) for i in range(max_configs)}
+        combos = (c for i, c in enumerate(itertools.product(*options)) if i in picks)
+    groups: dict[tuple[str, str], list[Any]] = {}
+    seen = changed = 0
+    base = {f: (None if f == "backend" and getattr(config, f) is ANY else getattr(config, f)) for f in config.field_names}
+    base["vllm"] = config.vllm
+    for combo in combos:
+        data = dict(base, **dict(zip(free, combo)))
+        try:
+            full = Config(**data)
+        except ConfigError:
+            continue  # an inconsistent combination (a field of another platform): not a configuration
+        try:
+            a, b = outcome(in_release(full, old_v), role), outcome(in_release(full, new_v), role)
+        except ConfigError:
+            continue
+        seen += 1
+        if str(a) != str(b):
+            changed += 1
+            g = groups.setdefault((str(a), str(b)), [0, full])
+            g[0] += 1
+    changes = tuple(Change(o, n, c, ex) for (o, n), (c, ex) in sorted(groups.items(), key=lambda kv: -kv[1][0]))
+    return VersionComparison(config, old_v, new_v, total=seen, changed=changed, changes=changes, free=free)
+
+
+def _short(config: Config, free: tuple[str, ...]) -> str:
+    return ", ".join(f"{f}={getattr(config, f)}" for f in free)
