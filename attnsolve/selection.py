@@ -8,13 +8,14 @@ Failures raise NoValidBackendError / InvalidBackendError with vLLM's text first.
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
 from .config import ANY, Config
 from .errors import ConfigError, InvalidBackendError, NoValidBackendError
 from .guards import available_set, require_config
 from .engine import Engine, engine_for
+from .rules.loader import SKIP_REASON, cc_from_text
 from .rules.model import Backend, RuleSet, placeholder
 from .solver.compiled import CompiledRules
 from .solver.facts import base_facts, parse_role
@@ -216,12 +217,19 @@ def _solve_uncached(comp: CompiledRules, config: Config, role: str, available: f
         return _model_driven(comp, config, role, pre)
     facts, p, idx, warnings = evaluate(comp, config, role, available, pre.facts)
     warnings[:0] = pre.warnings
+    if p.plist.error:  # a decision-tree branch that raises (CPU / XPU)
+        raise NoValidBackendError(render_message(p.plist.error, facts), {})
+    if idx is None and p.mode != AUTO:
+        fallback = _request_fallback(comp, config, role, available, facts, p)
+        if fallback is not None:
+            return fallback
     if idx is None:
         err = failure(rules, config, facts, p, available)
         err.startup_error = _startup_error(comp, config, role, available, facts, p, None)
         raise err
     chosen = p.candidates[idx]
-    rejected = tuple(Rejection(c.backend, candidate_reasons(c, facts, available)) for c in p.candidates[:idx])
+    rejected = tuple(r for r in (Rejection(c.backend, candidate_reasons(c, facts, available))
+                                 for c in p.candidates[:idx]) if SKIP_REASON not in r.reasons)
     backend = rules.backends[chosen.backend]
     plist = p.plist
     if plist.precluded_warning and p.mode == AUTO and facts.get("block_size") is not None:
@@ -243,6 +251,17 @@ def _solve_uncached(comp: CompiledRules, config: Config, role: str, available: f
     for note in plist.notes:
         if all(lit(after) for lit in note.when):
             (warnings if note.level == "warning" else logs).append(render_message(note.log, after))
+    if plist.log:
+        logs.append(render_message(plist.log, after))
+    if plist.warning:
+        warnings.append(render_message(plist.warning, after))
+    if plist.fallback_log and idx > 0 and rejected and rejected[0].backend == p.candidates[0].backend:
+        logs.append(render_message(plist.fallback_log, after, reason_tuple=repr(tuple(rejected[0].reasons))))
+    if p.mode != AUTO and plist.manual_log:
+        logs.append(render_message(plist.manual_log, after))
+    elif p.mode == AUTO and plist.selected_log and plist.validate:
+        valid = [c.backend for c, m in zip(p.candidates, comp.plan_for(facts)[1]) if m & facts["__sat__"] == m]
+        logs.append(render_message(plist.selected_log, after, valid_list=repr(valid)))
     if role == "mla_prefill" and plist.mla_prefill is not None and plist.mla_prefill.chosen_log:
         logs.append(render_message(plist.mla_prefill.chosen_log, after, backend=backend.display_name))
     evaluated: set[str] = set()
@@ -293,7 +312,7 @@ def _settings(rules: RuleSet, platform: Any) -> Any:
         for pl in rules.lists:
             if pl.platform not in per:
                 steps = (pl.request_errors or pl.rewrites or pl.request_fallbacks or pl.model_backend
-                         or pl.model_routes or pl.mla_prefill is not None)
+                         or pl.model_routes or pl.mla_prefill is not None or pl.compute_capability_from)
                 per[pl.platform] = pl if steps else None
         _SETTINGS[rules] = per
     try:
@@ -325,6 +344,10 @@ def before_selection(comp: CompiledRules, config: Config, role: str) -> _Before:
     logs: list[str] = []
     changes: list[tuple[str, Any]] = []
     full = _with_derived(comp, facts)
+    if ps.compute_capability_from and facts.get("compute_capability") is None:
+        # the device capability validate_configuration gets on this platform (ROCm: from the gfx arch)
+        facts["compute_capability"] = cc_from_text(full.get(ps.compute_capability_from))
+        full = _with_derived(comp, facts)
     requested = facts.get("backend")
     for message, when in ps.request_errors:
         if requested is not None and all(lit(full) for lit in when):
@@ -340,7 +363,9 @@ def before_selection(comp: CompiledRules, config: Config, role: str) -> _Before:
             if rw.log:
                 logs.append(render_message(rw.log, full))
             full = _with_derived(comp, facts)
-    for text, when in ps.request_fallbacks:
+    for text, when, only, _level in ps.request_fallbacks:
+        if only:  # applies after the request was validated (_request_fallback)
+            continue
         if facts.get("backend") is not None and all(lit(full) for lit in when):
             if text:
                 warnings.append(render_message(text, full))
@@ -371,6 +396,24 @@ def before_selection(comp: CompiledRules, config: Config, role: str) -> _Before:
             return _Before(facts, tuple(warnings), tuple(changes), (route.result, route.variant or None, route.name),
                            tuple(logs))
     return _Before(facts, tuple(warnings), tuple(changes), None, tuple(logs))
+
+
+def _request_fallback(comp: CompiledRules, config: Config, role: str, available: frozenset[str] | None,
+                      facts: dict[str, Any], p: Plan) -> Selection | None:
+    """A refused request vLLM replaces by automatic selection when its reasons are exactly one of a
+    fallback's `only_reasons` (ROCm's turboquant / ultraquant runs), with the fallback's log line."""
+    cand = p.candidates[0]
+    reasons = candidate_reasons(cand, facts, available)
+    for text, when, only, level in p.plist.request_fallbacks:
+        if only and tuple(reasons) in only and all(lit(facts) for lit in when):
+            sel = _solve_uncached(comp, config.replace(backend=None), role, available)
+            line = render_message(text, facts, backend=cand.backend, reason_list=repr(list(reasons))) if text else ""
+            if not line:
+                return sel
+            if level == "warning":
+                return replace(sel, warnings=(line, *sel.warnings))
+            return replace(sel, logs=(line, *sel.logs))
+    return None
 
 
 def _prefill_backend(rules: RuleSet, wanted: str) -> str:
@@ -479,16 +522,17 @@ def preferred_block_size(rules: RuleSet, backend: str, block_size: int | None, p
     matching case; "block_size" keeps the user's); else the user's; else the backend's preferred
     size: 16 if it accepts 16, else its smallest kernel size."""
     if plist is not None and plist.start_block_size and facts is not None:
+        sfacts = dict(facts, selected=backend)  # a case may test the chosen backend (XPU)
         for case in plist.start_block_size:
-            if all(lit(facts) for lit in case.when):
+            if all(lit(sfacts) for lit in case.when):
                 return block_size if case.value == "block_size" else case.value
     if block_size is not None:
         return block_size
+    if rules.backends[backend].preferred_block_size is not None:  # the backend's own get_preferred_block_size
+        return rules.backends[backend].preferred_block_size
     sizes, exact = _kernel_sizes(rules, backend, facts)
     if (16 in exact) if exact else (not sizes or any(16 % s == 0 for s in sizes)):
         return 16  # vLLM's get_preferred_block_size(16): 16 when the backend accepts it
-    if rules.backends[backend].preferred_block_size is not None:
-        return rules.backends[backend].preferred_block_size
     return min(exact or sizes)
 
 
@@ -521,7 +565,8 @@ def _kernel_sizes(rules: RuleSet, backend: str, facts: Any) -> tuple[tuple[int, 
 def failure(rules: RuleSet, config: Config, facts: dict[str, Any], p: Plan,
             available: frozenset[str] | None) -> NoValidBackendError | InvalidBackendError:
     """The exception vLLM raises for this plan, with vLLM's wording first."""
-    reasons = {c.backend: candidate_reasons(c, facts, available) for c in p.candidates}
+    reasons = {c.backend: r for c in p.candidates
+               if SKIP_REASON not in (r := candidate_reasons(c, facts, available))}
     seen_facts = dict(facts, **{f: None for f in p.plist.drops})  # what the selector prints
     prefill = p.plist.mla_prefill if facts.get("role") == "mla_prefill" else None
     if prefill is not None and (prefill.no_valid_message or prefill.invalid_message):
@@ -548,6 +593,12 @@ def failure(rules: RuleSet, config: Config, facts: dict[str, Any], p: Plan,
     if p.plist.no_valid_message:
         shown = ", ".join(f"{b}: [{', '.join(r)}]" for b, r in reasons.items() if r)
         msg = render_message(p.plist.no_valid_message, seen_facts, reasons="{" + shown + "}")
+        kv_field = "kv_cache_dtype"
+        kv_backends = [b for b, r in reasons.items() if any(kv_field in x for x in r)]
+        if p.plist.kv_cache_dtype_hint and kv_backends:  # ROCm: the KV dtypes the rejected backends declare
+            declared = sorted({d for b in kv_backends for d in (rules.backends[b].kv_cache_dtypes_text
+                                                                 or rules.backends[b].caps.kv_cache_dtypes or ())})
+            msg += render_message(p.plist.kv_cache_dtype_hint, seen_facts, kv_cache_dtypes=", ".join(declared))
     elif p.plist.validate:
         shown = ", ".join(f"{b}: {list(r)}" for b, r in reasons.items())
         msg = (f"No valid attention backend found for {facts['platform']} with {config!r}. "

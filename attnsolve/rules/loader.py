@@ -26,7 +26,7 @@ RULES_DIR = RULES_ROOT / "vllm-0.17"
 EXTRA_FIELDS = {"role": ("decode", "mla_prefill")}
 # Facts that exist only while a platform step runs (never Config fields): the variant a model route
 # chose (model_route_kv) and the decode backend an MLA prefill step follows (mla_prefill.skips).
-CONTEXT_FIELDS = ("route_variant", "decode_backend")
+CONTEXT_FIELDS = ("route_variant", "decode_backend", "selected")
 
 # Key sets come from the one table of known keys, rules/schema.py KEYS.
 _BACKEND_KEYS = schema.keys("backend")
@@ -65,6 +65,16 @@ def _cc_int(value: Any) -> int:
     if not major.isdigit() or (minor and not minor.isdigit()) or len(minor) > 1:
         raise ValueError(f"expected a compute capability like '9.0', got {value!r}")
     return int(major) * 10 + (int(minor) if minor else 0)
+
+
+def cc_from_text(value: Any) -> int | None:
+    """A capability fact ("9.4", 9.4, 94) -> vLLM's integer form; None when unset or not a capability."""
+    if value is None:
+        return None
+    try:
+        return _cc_int(value)
+    except ValueError:
+        return None
 
 
 def parse_pred(raw: Any, field: str) -> Pred:
@@ -258,6 +268,9 @@ def _literals(raw: Any, known_fields: set[str]) -> tuple[Literal, ...]:
     return alts[0]
 
 
+# The reason of an entry's `when` guard: a candidate it refuses is skipped silently (not reported as rejected).
+SKIP_REASON = "(entry skipped: its condition does not hold)"
+
 # A literal that never holds: a clause that is empty after lowering is an unconditional refusal.
 _NEVER = Literal("backend", Pred(in_=frozenset()))
 
@@ -289,7 +302,10 @@ def _checks(raw: Any, known: set[str], kind: str = "combination", first: bool = 
         if not c["require"]:
             raise ValueError(f"check #{i + 1}: require names no field")
         # a multi-field require is one clause per field, same reason (same group: reported once)
-        out += _lower_check(c["reason"], c.get("when", {}), c["require"], known, kind, group_base + i, first)
+        # `at`: the check stands in for that generic check (its reason at that place; see _backend)
+        at = c.get("at")
+        out += _lower_check(c["reason"], c.get("when", {}), c["require"], known, at or kind, group_base + i,
+                            first and not at)
     return tuple(out)
 
 
@@ -866,7 +882,19 @@ def _backend(name: str, full: dict, fname: str, known: set[str], domains: dict, 
                     per_kind.setdefault(c.kind, []).append(c)
         for g in generic:
             checks += per_kind.get(g.key, [])
-    checks += list(_checks(full.get("checks", []), known, first=first))
+    own = list(_checks(full.get("checks", []), known, first=first))
+    generic_keys = {g.key for g in generic}
+    at = {c.kind for c in own if c.kind in generic_keys}
+    if at:  # a check with `at = KEY` replaces that generic check, at its place
+        by_kind: dict[str, list[Check]] = {}
+        for c in checks:
+            by_kind.setdefault(c.kind, []).append(c)
+        for c in own:
+            if c.kind in at:
+                by_kind.setdefault("__at__" + c.kind, []).append(c)
+        checks = [c for g in generic for c in by_kind.get("__at__" + g.key if g.key in at else g.key, [])]
+        own = [c for c in own if c.kind not in at]
+    checks += own
     warns = _messages(full.get("warnings", []), known, "warnings")
     pbs = full.get("preferred_block_size")
     if pbs is not None and (isinstance(pbs, bool) or not isinstance(pbs, int) or pbs not in domains.get("block_size", ())):
@@ -883,7 +911,10 @@ def _backend(name: str, full: dict, fname: str, known: set[str], domains: dict, 
                    explicit_only=bool(full.get("explicit_only", False)), parent=full.get("parent"),
                    summary=str(full.get("summary", "")), source=fname,
                    composite=_str_list(full.get("composite", [])), vllm_name=str(full.get("vllm_name", "")),
-                   alias_of=full.get("alias_of"))
+                   alias_of=full.get("alias_of"), get_name=str(full.get("get_name", "")),
+                   kernel_block_sizes_text=str(full.get("kernel_block_sizes_text", "")),
+                   kv_cache_dtypes_text=_str_list(full.get("kv_cache_dtypes_text", [])),
+                   kv_cache_layouts=full.get("kv_cache_layouts"), requested_as=str(full.get("requested_as", "")))
 
 
 def _messages(raw: Any, known: set[str], key: str) -> tuple[tuple[str, tuple[Literal, ...]], ...]:
@@ -913,7 +944,13 @@ def _entry(raw: Any, known: set[str]) -> Entry:
     extra = set(raw) - schema.keys("entry")
     if extra:
         raise ValueError(f"entry {raw.get('backend')}: unknown key(s) {sorted(extra)}")
-    return Entry(raw["backend"], _checks(raw.get("checks", []), known, kind="guard"))
+    validate = raw.get("validate")
+    guards = _checks(raw.get("checks", []), known, kind="guard")
+    if "when" in raw:  # the entry is considered only when `when` holds: a guard whose failure skips it silently
+        guards = (*_lower_check(SKIP_REASON, {}, raw["when"], known, "skip", 10_000, False), *guards)
+    return Entry(raw["backend"], guards,
+                 None if validate is None else _bool(validate),
+                 tuple(_when_dnf(raw["when"], known)) if "when" in raw else ())
 
 
 def _priority_list(plat: str, raw: dict, settings: dict, known: set[str]) -> PriorityList:
@@ -926,13 +963,16 @@ def _priority_list(plat: str, raw: dict, settings: dict, known: set[str]) -> Pri
                                             else "validate"))
     if "manual_accept" in raw or "manual_other" in raw:
         manual = "table"
-    if manual not in ("validate", "table", "ignore"):
-        raise ValueError(f"manual must be 'validate', 'table' or 'ignore', got {manual!r}")
+    if manual not in ("validate", "table", "ignore", "list"):
+        raise ValueError(f"manual must be 'validate', 'table', 'ignore' or 'list', got {manual!r}")
+    if not raw.get("entries") and not raw.get("error"):
+        raise ValueError("a list needs entries (or an error: a branch that raises vLLM's text)")
     return PriorityList(
         platform=plat, name=str(raw.get("name", "")), when=_literals(raw.get("when", {}), known),
         entries=tuple(_entry(e, known) for e in _list(raw.get("entries", []))), validate=bool(validate),
         manual=manual, manual_accept=tuple(_entry(e, known) for e in raw.get("manual_accept", [])),
-        manual_other=str(raw.get("manual_other", "")), ignore_warning=str(raw.get("ignore_warning", "")),
+        manual_other=str(raw.get("manual_other", "")),
+        ignore_warning=str(raw.get("ignore_warning", settings.get("ignore_warning", ""))),
         warn_unvalidated=bool(settings.get("warn_unvalidated", False)),
         start_block_size=_start_block_size(settings.get("start_block_size", []), known),
         drops=_str_list(settings.get("drops", [])),
@@ -943,7 +983,11 @@ def _priority_list(plat: str, raw: dict, settings: dict, known: set[str]) -> Pri
         startup_failures=_messages(settings.get("startup_failures", []), known, "startup_failures"),
         block_size_failure=_text(settings.get("block_size_failure", ""), "block_size_failure"),
         precluded_warning=_text(settings.get("precluded_warning", ""), "precluded_warning"),
-        request_fallbacks=_conds(settings.get("request_fallbacks", []), known, "warning", allow_empty=True),
+        request_fallbacks=tuple((str(r.get("warning", "")), alt,
+                                 tuple(tuple(_str_list(x)) for x in _list(r.get("only_reasons", []))),
+                                 str(r.get("level", "warning")))
+                                for r in _list(settings.get("request_fallbacks", []))
+                                for alt in _when_dnf(r.get("when", {}), known)),
         request_errors=_messages(settings.get("request_errors", []), known, "request_errors"),
         rewrites=tuple(Rewrite(alt, _sets(r.get("set", {}), known), _str_list(r.get("unset", [])),
                                r.get("stage", "after_selection"), str(r.get("log", "")))
@@ -958,7 +1002,27 @@ def _priority_list(plat: str, raw: dict, settings: dict, known: set[str]) -> Pri
                              for r in _list(settings.get("model_route_kv", []))
                              for alt in _when_dnf(r.get("when", {}), known)),
         mla_prefill=_mla_prefill(settings.get("mla_prefill"), known),
+        error=str(raw.get("error", "")), log=str(raw.get("log", "")), warning=str(raw.get("warning", "")),
+        fallback_log=str(raw.get("fallback_log", "")), list_invalid_message=str(raw.get("invalid_message", "")),
+        ignore_silent=_str_list(raw.get("ignore_silent", [])),
+        hardware_field=str(settings.get("hardware_field", "")),
+        compute_capability_from=_cc_source(settings, known),
+        kv_cache_dtype_hint=str(settings.get("kv_cache_dtype_hint", "")),
+        manual_log=str(settings.get("manual_log", "")), selected_log=str(settings.get("selected_log", "")),
+        override_log=str(settings.get("override_log", "")),
+        mla_prefill_no_valid_message=str(settings.get("mla_prefill_no_valid_message", "")),
+        startup_warnings=tuple((str(w.get("message", "")), alt, str(w.get("level", "warning")))
+                               for w in _list(settings.get("startup_warnings", []))
+                               for alt in _when_dnf(w.get("when", {}), known)),
+        ignore_level=str(settings.get("ignore_level", "warning")),
     )
+
+
+def _cc_source(settings: dict, known: set[str]) -> str:
+    src = settings.get("compute_capability_from", "")
+    if src and src not in known:
+        raise ValueError(f"compute_capability_from names no field or derived fact: {src!r}")
+    return str(src)
 
 
 _LIST_SETTINGS = ("request_fallbacks", "request_errors", "rewrites", "notes", "model_routes", "model_route_kv")

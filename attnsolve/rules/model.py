@@ -344,6 +344,14 @@ class Backend:
     composite: tuple[str, ...] = ()
     vllm_name: str = ""
     alias_of: str | None = None
+    # What vLLM prints where it differs from the rules' own names and sets: the class's get_name(), the
+    # kernel block sizes' repr, the declared KV dtypes; the KV cache layouts it supports (data: a list or
+    # cases, not checked yet) and the registry name whose request yields this class (XPU's FLASH_ATTN_MLA).
+    get_name: str = ""
+    kernel_block_sizes_text: str = ""
+    kv_cache_dtypes_text: tuple[str, ...] = ()
+    kv_cache_layouts: Any = None
+    requested_as: str = ""
 
     @property
     def display_name(self) -> str:
@@ -471,6 +479,10 @@ class Entry:
 
     backend: str
     guards: tuple[Check, ...] = ()
+    # None: the list's own `validate`; True/False: this entry's own checks are (not) run
+    validate: bool | None = None
+    # alternatives of the entry's `when` (empty: always considered); not applied by the solvers yet
+    when: tuple[tuple[Literal, ...], ...] = ()
 
 
 Cond = tuple[Literal, ...]  # a conjunction of literals (one alternative of a rule's `when`)
@@ -577,7 +589,9 @@ class PriorityList:
     # log lines; model-driven backends (`model_backend` cases, "backend" = the request as is; `model_routes`
     # and their KV handling `model_route_kv`); the MLA prefill step's settings.
     precluded_warning: str = ""
-    request_fallbacks: tuple[tuple[str, Cond], ...] = ()
+    # (warning, cond, only_reasons, level): only_reasons (exact reason lists) limits the fallback to a
+    # request refused for exactly those reasons (empty: any request matching `when`)
+    request_fallbacks: tuple[tuple[str, Cond, tuple[tuple[str, ...], ...], str], ...] = ()
     request_errors: tuple[tuple[str, Cond], ...] = ()
     rewrites: tuple[Rewrite, ...] = ()
     notes: tuple[Note, ...] = ()
@@ -585,6 +599,29 @@ class PriorityList:
     model_routes: tuple[ModelRoute, ...] = ()
     model_route_kv: tuple[RouteKV, ...] = ()
     mla_prefill: MlaPrefill | None = None
+    # Decision-tree branches (CPU, XPU): `error` raises vLLM's text (no entries); `log` / `warning` are the
+    # branch's INFO / WARNING line; `fallback_log` is logged when the first entry fails and a later one is
+    # used; `list_invalid_message` replaces the platform's for a request through this list;
+    # `ignore_silent`: requested backends this branch accepts without the ignore warning.
+    error: str = ""
+    log: str = ""
+    warning: str = ""
+    fallback_log: str = ""
+    list_invalid_message: str = ""
+    ignore_silent: tuple[str, ...] = ()
+    # Platform-wide: the field naming the device, the derived fact giving validate_configuration's device
+    # capability (ROCm: from the gfx arch), the no-valid hint listing KV dtypes ({kv_cache_dtypes}), INFO
+    # lines (manual_log applied; selected_log / override_log need every entry validated: carried), start-up
+    # warnings ((message, cond, level)), the MLA prefill no-valid text, the ignore line's level.
+    hardware_field: str = ""
+    compute_capability_from: str = ""
+    kv_cache_dtype_hint: str = ""
+    manual_log: str = ""
+    selected_log: str = ""
+    override_log: str = ""
+    mla_prefill_no_valid_message: str = ""
+    startup_warnings: tuple[tuple[str, Cond, str], ...] = ()
+    ignore_level: str = "warning"
 
     def applies(self, facts: Mapping[str, Any]) -> bool:
         return all(lit(facts) for lit in self.when)

@@ -80,9 +80,15 @@ KEYS: dict[str, dict[str, str]] = {
                 # composite: the backends a composite one dispatches to (documentation; its capabilities are
                 # its own); alias_of: a name vLLM accepts and resolves to another backend; vllm_name: the
                 # name vLLM prints when it differs from the rule name (MLA prefill registry)
-                "composite": STR_LIST, "alias_of": STR, "vllm_name": STR},
+                "composite": STR_LIST, "alias_of": STR, "vllm_name": STR,
+                # get_name: the class's get_name() where it differs from the registry name; *_text: vLLM's
+                # repr of a capability where it differs from the accepted set; kv_cache_layouts: a list or
+                # cases (data); requested_as: the registry name whose request yields this class (XPU)
+                "get_name": STR, "kernel_block_sizes_text": STR, "kv_cache_dtypes_text": STR_LIST,
+                "kv_cache_layouts": "raw", "requested_as": STR},
     "variant": {"values": LIST, **_CAPS},
-    "check": {"reason": "reason", "require": LITERALS, "when": LITERALS},
+    # at: the generic check this one replaces (same place in the reasons); kind: vLLM's exception type
+    "check": {"reason": "reason", "require": LITERALS, "when": LITERALS, "at": STR, "kind": STR},
     "warning": {"message": STR, "when": LITERALS},
     "derived": {"doc": STR, "values": LIST, "cases": LIST_OF("case"), "sums": TABLE, "quotients": TABLE,
                 "products": TABLE},
@@ -94,9 +100,16 @@ KEYS: dict[str, dict[str, str]] = {
                  "precluded_warning": STR, "request_fallbacks": LIST_OF("fallback"), "request_errors": LIST_OF("warning"),
                  "rewrites": LIST_OF("rewrite"), "notes": LIST_OF("note"), "model_backend": LIST_OF("start_backend"),
                  "model_routes": LIST_OF("model_route"), "model_route_kv": LIST_OF("route_kv"),
-                 "mla_prefill": ONE("mla_prefill")},
+                 "mla_prefill": ONE("mla_prefill"),
+                 # hardware_field: the field naming the platform's device; compute_capability_from: the derived
+                 # fact giving validate_configuration's device capability ("none": None); texts vLLM prints
+                 "hardware_field": STR, "compute_capability_from": STR, "compute_capability": STR,
+                 "kv_cache_dtype_hint": STR, "manual_log": STR, "selected_log": STR, "override_log": STR,
+                 "mla_prefill_no_valid_message": STR, "startup_warnings": LIST_OF("startup_warning"),
+                 "ignore_warning": STR, "ignore_level": STR},
+    "startup_warning": {"when": LITERALS, "message": STR, "level": STR},
     # a requested backend vLLM drops (automatic selection instead), with its log line if any
-    "fallback": {"when": LITERALS, "warning": STR, "stage": STR},
+    "fallback": {"when": LITERALS, "warning": STR, "stage": STR, "only_reasons": "raw", "level": STR},
     # a config change vLLM applies before or after selection (set values, unset fields), with its log line
     "rewrite": {"when": LITERALS, "set": TABLE, "unset": STR_LIST, "stage": STR, "log": STR},
     # a line vLLM logs after selection with no config change
@@ -110,9 +123,15 @@ KEYS: dict[str, dict[str, str]] = {
     # value: a block size, or "block_size" (keep the user's)
     "start_block_size": {"when": LITERALS, "value": SCALAR},
     "start_backend": {"when": LITERALS, "value": STR},
+    # error: the branch raises vLLM's text (no entries); log / warning: the branch's INFO / WARNING line;
+    # fallback_log: INFO when the first entry fails and a later one is used ({reason_tuple})
     "list": {"name": STR, "when": LITERALS, "entries": LIST_OF("entry"), "manual": STR,
-             "manual_accept": LIST_OF("entry"), "manual_other": STR, "ignore_warning": STR},
-    "entry": {"backend": STR, "checks": LIST_OF("check")},
+             "manual_accept": LIST_OF("entry"), "manual_other": STR, "ignore_warning": STR,
+             "error": STR, "log": STR, "warning": STR, "ignore_silent": STR_LIST, "fallback_log": STR,
+             "invalid_message": STR},
+    # validate: run this entry's own checks on a platform that does not validate (or skip them); when: the
+    # entry is considered only when it holds
+    "entry": {"backend": STR, "checks": LIST_OF("check"), "validate": BOOL, "when": LITERALS},
     # eq_field / ne_field / multiple_of_field compare with another field (lowered to a derived fact)
     "predicate": {"in": LIST, "not_in": LIST, "min": SCALAR, "max": SCALAR, "multiple_of": SCALAR,
                   "major_in": INT_LIST, "eq": SCALAR, "none": BOOL, "present": BOOL,
@@ -121,7 +140,7 @@ KEYS: dict[str, dict[str, str]] = {
 REQUIRED: dict[str, tuple[str, ...]] = {"check": ("reason", "require"), "warning": ("message",),
                                         "derived": ("values", "cases"), "case": ("value",),
                                         "start_block_size": ("value",), "entry": ("backend",),
-                                        "variant": ("values",), "gpu": ("platform",), "list": ("name", "entries")}
+                                        "variant": ("values",), "gpu": ("platform",), "list": ("name",)}
 # (place, key) whose list may not be empty (an empty priority list selects nothing and breaks the sweep).
 NON_EMPTY: frozenset[tuple[str, str]] = frozenset({("list", "entries"), ("derived", "values"), ("derived", "cases")})
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {("backend", "role"): ("decode", "mla_prefill"),
@@ -130,8 +149,8 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {("backend", "role"): ("decode
                                                    ("rewrite", "stage"): ("before_selection", "after_selection"),
                                                    ("fallback", "stage"): ("before_selection", "after_selection"),
                                                    ("note", "level"): ("debug", "info", "warning"),
-                                                   ("platform", "manual"): ("validate", "table", "ignore"),
-                                                   ("list", "manual"): ("validate", "table", "ignore")}
+                                                   ("platform", "manual"): ("validate", "table", "ignore", "list"),
+                                                   ("list", "manual"): ("validate", "table", "ignore", "list")}
 
 
 def keys(place: str) -> frozenset[str]:
@@ -198,6 +217,8 @@ class ShapeChecker:
         elif kind == INT_LIST:
             if not isinstance(v, list) or not all(_is_int(x) and 0 < x <= RULE_INT_MAX for x in v):
                 bad(f"a list of integers from 1 to {RULE_INT_MAX}")
+        elif kind == "raw":
+            pass  # data kept as written (checked where it is read)
         elif kind == "any":
             ok = isinstance(v, (str, int, float, bool)) or (isinstance(v, list) and all(isinstance(x, (str, int, float, bool)) for x in v))
             if not ok:
