@@ -592,13 +592,15 @@ def failure(rules: RuleSet, config: Config, facts: dict[str, Any], p: Plan,
         return InvalidBackendError(msg, name, reasons)
     if p.plist.no_valid_message:
         shown = ", ".join(f"{b}: [{', '.join(r)}]" for b, r in reasons.items() if r)
-        msg = render_message(p.plist.no_valid_message, seen_facts, reasons="{" + shown + "}")
-        kv_field = "kv_cache_dtype"
-        kv_backends = [b for b, r in reasons.items() if any(kv_field in x for x in r)]
+        hint = ""
+        kv_backends = [b for b, r in reasons.items() if any("kv_cache_dtype" in x for x in r)]
         if p.plist.kv_cache_dtype_hint and kv_backends:  # ROCm: the KV dtypes the rejected backends declare
             declared = sorted({d for b in kv_backends for d in (rules.backends[b].kv_cache_dtypes_text
                                                                  or rules.backends[b].caps.kv_cache_dtypes or ())})
-            msg += render_message(p.plist.kv_cache_dtype_hint, seen_facts, kv_cache_dtypes=", ".join(declared))
+            hint = render_message(p.plist.kv_cache_dtype_hint, seen_facts, kv_cache_dtypes=", ".join(declared))
+        msg = render_message(p.plist.no_valid_message, seen_facts, reasons="{" + shown + "}", kv_cache_dtype_hint=hint)
+        if hint and "{kv_cache_dtype_hint}" not in p.plist.no_valid_message:
+            msg += hint
     elif p.plist.validate:
         shown = ", ".join(f"{b}: {list(r)}" for b, r in reasons.items())
         msg = (f"No valid attention backend found for {facts['platform']} with {config!r}. "
