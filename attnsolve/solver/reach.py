@@ -52,9 +52,20 @@ class Reach:
         # only derived facts some clause tests couple fields (a derived fact that only names a variant,
         # e.g. the FA version a kernel runs with, cannot change validity)
         self._derived = {n: d for n, d in rules.derived.items() if n in comp._field_lits or n in _derived_in_cases(rules)}
+        # derived facts may read derived facts: pull those in, and couple each one's base fields
+        todo = list(self._derived)
+        while todo:
+            for f in rules.derived[todo.pop()].inputs:
+                if f in rules.derived and f not in self._derived:
+                    self._derived[f] = rules.derived[f]
+                    todo.append(f)
+        self._derived = {n: d for n, d in rules.derived.items() if n in self._derived}  # dependency order
+        self._base: dict[str, frozenset[str]] = {}
+        for n, d in self._derived.items():
+            self._base[n] = frozenset(x for f in d.inputs for x in (self._base.get(f, ()) if f in rules.derived else (f,)))
         fields = set(comp._field_lits) | {"platform", "role", "use_mla", "use_sparse", "compute_capability", "rocm_arch"}
-        for d in self._derived.values():
-            fields |= set(d.inputs)
+        for n in self._derived:
+            fields |= self._base[n]
         fields -= set(self._derived)
         # groups: union-find over derived inputs and coupled fields
         parent = {f: f for f in fields}
@@ -68,8 +79,8 @@ class Reach:
         def union(a: str, b: str) -> None:
             parent[find(a)] = find(b)
 
-        for d in self._derived.values():
-            ins = [f for f in d.inputs if f in parent]
+        for n in self._derived:
+            ins = [f for f in sorted(self._base[n]) if f in parent]
             for a, b in zip(ins, ins[1:]):
                 union(a, b)
         for grp in _COUPLED:
@@ -80,7 +91,8 @@ class Reach:
         for f in sorted(fields):
             groups.setdefault(find(f), []).append(f)
         self.groups = [tuple(g) for g in groups.values()]
-        self._group_derived = {g: tuple(d for d in self._derived.values() if set(d.inputs) & set(g)) for g in self.groups}
+        self._group_derived = {g: tuple(d for n, d in self._derived.items() if self._base[n] & set(g))
+                               for g in self.groups}
         self._reps = {f: tuple(representatives(rules, f)) for f in fields}
         self._opt_cache: dict[Any, tuple[int, ...]] = {}
         self._opt_clauses = comp.clause_count
@@ -106,8 +118,8 @@ class Reach:
                 continue
             if derived:
                 full = dict(vals)
-                for d in derived:
-                    full[d.name] = d.evaluate(full)[0] if set(d.inputs) <= set(full) else None
+                for d in derived:  # dependency order: a derived fact after those it reads
+                    full[d.name] = d.evaluate(full)[0] if self._base[d.name] <= vals.keys() else None
                 vals = full
             masks.add(self.comp.satisfied_partial(vals))
         opts = _maximal(masks)
