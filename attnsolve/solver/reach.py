@@ -19,6 +19,9 @@ from ..rules.model import Check, Literal, RuleSet
 from .compiled import CompiledRules
 from .domains import representatives
 
+# Largest product of free values one unit enumerates exactly (see Reach._options).
+_MAX_COMBOS = 4_096
+
 # Fields always enumerated together: hardware facts are coupled to the platform, sparse to MLA,
 # and the role to MLA.
 _COUPLED = (("platform", "compute_capability", "rocm_arch"), ("use_mla", "use_sparse", "role"))
@@ -112,6 +115,22 @@ class Reach:
         doms = [self._reps[f] if facts.get(f, ANY) is ANY else (facts[f],) for f in group]
         masks: set[int] = set()
         derived = self._group_derived[group]
+        size = 1
+        for d in doms:
+            size *= len(d)
+        if size > _MAX_COMBOS:
+            # too many value combinations (vLLM >= 0.18's FA facts couple a dozen fields): answer with one
+            # permissive option (every clause some value of the group could satisfy). It over-approximates
+            # reachability, never under: explanations stay answerable; fixes are re-verified by solving.
+            m = 0
+            for f, dom in zip(group, doms):
+                for v in dom:
+                    m |= self.comp.satisfied_partial({f: v})
+            for d in derived:
+                for v in d.values:
+                    m |= self.comp.satisfied_partial({d.name: v})
+            self._opt_cache[key] = (m,)
+            return (m,)
         for combo in itertools.product(*doms):
             vals = dict(zip(group, combo))
             if not _coupling_ok(vals):
