@@ -436,6 +436,11 @@ class Derived:
     quotients: tuple[tuple[str, tuple[str, ...]], ...] = ()
     products: tuple[tuple[str, tuple[str, ...]], ...] = ()
     compute: tuple[str, tuple[str, ...]] | None = None
+    # computed once (the explanation's inner loop reads it millions of times)
+    input_fields: tuple[str, ...] = field(default=(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_fields", self._inputs())
 
     @property
     def locals(self) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
@@ -444,6 +449,9 @@ class Derived:
 
     @property
     def inputs(self) -> tuple[str, ...]:
+        return self.input_fields
+
+    def _inputs(self) -> tuple[str, ...]:
         if self.compute is not None:
             return self.compute[1]
         local = {name: fields for name, _, fields in self.locals}

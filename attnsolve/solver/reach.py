@@ -20,7 +20,7 @@ from .compiled import CompiledRules
 from .domains import representatives
 
 # Largest product of free values one unit enumerates exactly (see Reach._options).
-_MAX_COMBOS = 4_096
+_MAX_COMBOS = 1_024
 
 # Fields always enumerated together: hardware facts are coupled to the platform, sparse to MLA,
 # and the role to MLA.
@@ -98,6 +98,7 @@ class Reach:
                                for g in self.groups}
         self._reps = {f: tuple(representatives(rules, f)) for f in fields}
         self._opt_cache: dict[Any, tuple[int, ...]] = {}
+        self._dmemo: dict[tuple[Any, ...], tuple[Any]] = {}  # derived values by their inputs' values
         self._opt_clauses = comp.clause_count
 
     def list_need(self, index: int) -> int:
@@ -137,8 +138,16 @@ class Reach:
                 continue
             if derived:
                 full = dict(vals)
+                memo = self._dmemo
                 for d in derived:  # dependency order: a derived fact after those it reads
-                    full[d.name] = d.evaluate(full)[0] if self._base[d.name] <= vals.keys() else None
+                    if self._base[d.name] <= vals.keys():
+                        k = (d.name, *(full.get(f) for f in d.inputs))
+                        got = memo.get(k)
+                        if got is None:
+                            got = memo[k] = (d.evaluate(full)[0],)
+                        full[d.name] = got[0]
+                    else:
+                        full[d.name] = None
                 vals = full
             masks.add(self.comp.satisfied_partial(vals))
         opts = _maximal(masks)
