@@ -15,7 +15,8 @@ from .config import ANY, FIELD_NAMES, Config, format_cc
 from .diagnosis import HARDWARE, MODEL, Fix, _solver_facts, category, find_conflicts, find_fixes
 from .errors import ConfigError, SelectionError
 from .guards import available_set, field_names, require_config, require_int
-from .selection import candidate_reasons, compiled_rules, csp_solver, evaluate, failure, solve_uncached
+from .selection import (before_selection, candidate_reasons, compiled_rules, csp_solver, evaluate, failure,
+                        solve_uncached)
 from .solver.domains import representatives
 from .solver.facts import parse_role
 from .solver.semantics import AUTO
@@ -94,7 +95,14 @@ def explain(config: Config, *, role: str | None = None, available: Iterable[str]
     if config.is_partial:
         return _explain_partial(config, role_, avail, max_conflicts)
     comp = compiled_rules(config)
-    facts, p, idx, warnings = evaluate(comp, config, role_, avail)
+    try:  # the platform's steps before selection (vLLM >= 0.18 rule sets; none for 0.17)
+        pre = before_selection(comp, config, role_)
+    except SelectionError as e:  # a request vLLM refuses outright, a model route's own error
+        return Explanation(config, role_, None, None, config.backend, (), message=str(e))
+    if pre.model is not None:  # model code chose the backend: no candidates were validated
+        sel = solve_uncached(config, role_, avail)
+        return Explanation(config, role_, sel.backend, sel.variant, None, (), warnings=sel.warnings)
+    facts, p, idx, warnings = evaluate(comp, config, role_, avail, pre.facts)
     verdicts = []
     for c in p.candidates:
         reasons = candidate_reasons(c, facts, avail)

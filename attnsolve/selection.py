@@ -7,14 +7,16 @@ Failures raise NoValidBackendError / InvalidBackendError with vLLM's text first.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import weakref
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
 from .config import ANY, Config
 from .errors import ConfigError, InvalidBackendError, NoValidBackendError
 from .guards import available_set, require_config
 from .engine import Engine, engine_for
-from .rules.model import Backend, RuleSet
+from .rules.loader import SKIP_REASON, cc_from_text
+from .rules.model import Backend, RuleSet, placeholder
 from .solver.compiled import CompiledRules
 from .solver.facts import base_facts, parse_role
 from .solver.semantics import AUTO, Candidate, Plan, reasons_of
@@ -50,6 +52,13 @@ class Selection:
     # `backend` (start-up hook, block size the kernels cannot serve, FA version not detected...):
     # vLLM would refuse to start. None: vLLM starts with this backend.
     startup_error: str | None = None
+    # Config values vLLM changes around selection (rules' `rewrites` and model-route KV handling, e.g.
+    # kv_cache_dtype -> fp8_ds_mla after FLASHMLA_SPARSE): (field, new value), in the order applied; their
+    # log lines are in `warnings`. Empty for vLLM releases without such rewrites.
+    config_changes: tuple[tuple[str, Any], ...] = ()
+    # vLLM's INFO lines about this selection (rewrites, model-route KV formats, info notes, the MLA prefill
+    # backend chosen); WARNING lines are in `warnings`.
+    logs: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         return self.backend + (f" ({self.variant})" if self.variant else "")
@@ -61,6 +70,8 @@ class Selection:
             "startup_error": self.startup_error,
             "rejected": [r.to_dict() for r in self.rejected], "warnings": list(self.warnings),
             "config": self.config.to_dict(),
+            **({"config_changes": {k: v for k, v in self.config_changes}} if self.config_changes else {}),
+            **({"logs": list(self.logs)} if self.logs else {}),
         }
 
 
@@ -109,11 +120,13 @@ def solve_uncached(config: Config, role: str = "decode", available: frozenset[st
     return _solve_uncached(compiled_rules(config), config, role, available)
 
 
-def evaluate(comp: CompiledRules, config: Config, role: str, available: frozenset[str] | None):
+def evaluate(comp: CompiledRules, config: Config, role: str, available: frozenset[str] | None,
+             base: dict[str, Any] | None = None):
     """Run selection; return (facts, plan, index of the chosen candidate or None, warnings).
 
+    base: the config's facts after the platform's before-selection steps (default: the config's own).
     facts["__sat__"] holds the satisfied-clause bitset, so reasons are read off it, not recomputed."""
-    facts = base_facts(config, role)
+    facts = dict(base) if base is not None else base_facts(config, role)
     facts["__derived_warnings__"] = _derived_warnings(comp, facts)  # shown only if the chosen backend reads them
     warnings: list[str] = []
     got = comp.plan_for(facts)
@@ -140,12 +153,53 @@ def _derived_warnings(comp: CompiledRules, facts: dict[str, Any]) -> dict[str, t
     return out
 
 
-def reads(backend: Backend, field: str) -> bool:
-    """Whether selecting `backend` makes vLLM compute `field` (its variant or one of its checks uses it)."""
-    if field in (backend.variant_field, backend.variant_shown_by):
+def reads(backend: Backend, field: str, rules: RuleSet | None = None) -> bool:
+    """Whether selecting `backend` makes vLLM compute `field` (its variant or one of its checks uses it,
+    directly or, given the rules, through derived facts that read it)."""
+    direct = {backend.variant_field, backend.variant_shown_by}
+    direct.update(f for c in backend.checks for f in c.fields)
+    direct.update(lit.field for _, when in backend.startup_failures for lit in when)
+    if field in direct:
         return True
-    return any(field in c.fields for c in backend.checks) or any(
-        lit.field == field for _, when in backend.startup_failures for lit in when)
+    if rules is None:
+        return False
+    todo, seen = [f for f in direct if f in rules.derived], set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for f in rules.derived[name].inputs:
+            if f == field:
+                return True
+            if f in rules.derived:
+                todo.append(f)
+    return False
+
+
+def _deps(rules: RuleSet, field: str) -> set[str]:
+    """`field` and every derived fact it is computed from."""
+    out, todo = set(), [field]
+    while todo:
+        f = todo.pop()
+        if f in out:
+            continue
+        out.add(f)
+        if f in rules.derived:
+            todo.extend(rules.derived[f].inputs)
+    return out
+
+
+def evaluated_facts(rules: RuleSet, checks: Iterable[Any], facts: dict[str, Any]) -> set[str]:
+    """The derived facts vLLM computes while validating with these checks: those a condition reads, and
+    those a requirement reads when its condition holds (vLLM tests the condition first)."""
+    out: set[str] = set()
+    for c in checks:
+        for w in c.when:
+            out |= _deps(rules, w.field)
+        if all(w(facts) for w in c.when):
+            out |= _deps(rules, c.require.field)
+    return {f for f in out if f in rules.derived}
 
 
 def candidate_reasons(cand: Candidate, facts: dict[str, Any], available: frozenset[str] | None) -> tuple[str, ...]:
@@ -158,16 +212,65 @@ def candidate_reasons(cand: Candidate, facts: dict[str, Any], available: frozens
 
 def _solve_uncached(comp: CompiledRules, config: Config, role: str, available: frozenset[str] | None) -> Selection:
     rules = comp.rules
-    facts, p, idx, warnings = evaluate(comp, config, role, available)
+    pre = before_selection(comp, config, role)
+    if pre.model is not None:
+        return _model_driven(comp, config, role, pre)
+    facts, p, idx, warnings = evaluate(comp, config, role, available, pre.facts)
+    warnings[:0] = pre.warnings
+    if p.plist.error:  # a decision-tree branch that raises (CPU / XPU)
+        raise NoValidBackendError(render_message(p.plist.error, facts), {})
+    if idx is None and p.mode != AUTO:
+        fallback = _request_fallback(comp, config, role, available, facts, p)
+        if fallback is not None:
+            return fallback
     if idx is None:
         err = failure(rules, config, facts, p, available)
         err.startup_error = _startup_error(comp, config, role, available, facts, p, None)
         raise err
     chosen = p.candidates[idx]
-    rejected = tuple(Rejection(c.backend, candidate_reasons(c, facts, available)) for c in p.candidates[:idx])
+    rejected = tuple(r for r in (Rejection(c.backend, candidate_reasons(c, facts, available))
+                                 for c in p.candidates[:idx]) if SKIP_REASON not in r.reasons)
     backend = rules.backends[chosen.backend]
+    plist = p.plist
+    if plist.precluded_warning and p.mode == AUTO and facts.get("block_size") is not None:
+        block_reason = _block_reason(rules)
+        precluded = [r.backend for r in rejected if r.reasons == (block_reason,)]
+        if precluded:
+            warnings.append(render_message(plist.precluded_warning, facts, precluded=", ".join(precluded),
+                                           backend=chosen.backend))
+    changes = list(pre.changes)
+    logs = list(pre.logs)
+    after = dict(facts, backend=chosen.backend)
+    for rw in plist.rewrites:
+        if rw.stage == "after_selection" and all(lit(after) for lit in rw.when):
+            for k, v in rw.set:
+                changes.append((k, v))
+            if rw.log:
+                logs.append(render_message(rw.log, after))
+            break
+    for note in plist.notes:
+        if all(lit(after) for lit in note.when):
+            (warnings if note.level == "warning" else logs).append(render_message(note.log, after))
+    if plist.log:
+        logs.append(render_message(plist.log, after))
+    if plist.warning:
+        warnings.append(render_message(plist.warning, after))
+    if plist.fallback_log and idx > 0 and rejected and rejected[0].backend == p.candidates[0].backend:
+        logs.append(render_message(plist.fallback_log, after, reason_tuple=repr(tuple(rejected[0].reasons))))
+    if p.mode != AUTO and plist.manual_log:
+        logs.append(render_message(plist.manual_log, after))
+    elif p.mode == AUTO and plist.selected_log and plist.validate:
+        valid = [c.backend for c, m in zip(p.candidates, comp.plan_for(facts)[1]) if m & facts["__sat__"] == m]
+        logs.append(render_message(plist.selected_log, after, valid_list=repr(valid)))
+    if role == "mla_prefill" and plist.mla_prefill is not None and plist.mla_prefill.chosen_log:
+        logs.append(render_message(plist.mla_prefill.chosen_log, after, backend=backend.display_name))
+    evaluated: set[str] = set()
+    if rules.settings.get("derived_warnings") == "validated":  # vLLM validates every list entry
+        for c in p.candidates:
+            if c.validated and c.backend != chosen.backend:
+                evaluated |= evaluated_facts(rules, c.checks, facts)
     for name, lines in facts["__derived_warnings__"].items():
-        if reads(backend, name):
+        if name in evaluated or reads(backend, name, rules):
             warnings[:0] = [w for w in lines if w not in warnings]
     if p.plist.warn_unvalidated and not chosen.validated:
         for r in backend.reasons(facts):
@@ -176,13 +279,178 @@ def _solve_uncached(comp: CompiledRules, config: Config, role: str, available: f
     for message, when in backend.warnings:
         if all(lit(facts) for lit in when):
             warnings.append(f"{chosen.backend}: {message}")
-    variant = (backend.variant_for(facts.get(backend.variant_shown_by or backend.variant_field))
-               if backend.variant_field else None)
+    variant = backend.shown_variant(facts)
     return Selection(backend=chosen.backend, variant=variant, rejected=rejected, warnings=tuple(warnings),
+                     config_changes=tuple(changes), logs=tuple(logs),
                      config=config, role=role, manual=p.mode != AUTO, priority_list=p.plist.name,
                      preferred_block_size=preferred_block_size(rules, chosen.backend, facts.get("block_size"),
                                                                p.plist, facts),
                      startup_error=_startup_error(comp, config, role, available, facts, p, chosen.backend))
+
+
+@dataclass(frozen=True, slots=True)
+class _Before:
+    """What the platform does before selection: the facts selection sees, the log lines, the config changes,
+    and a model-driven choice that replaces selection ((backend, variant, route name) or None)."""
+
+    facts: dict[str, Any]
+    warnings: tuple[str, ...] = ()
+    changes: tuple[tuple[str, Any], ...] = ()
+    model: tuple[str, str | None, str] | None = None
+    logs: tuple[str, ...] = ()
+
+
+_SETTINGS: "weakref.WeakKeyDictionary[RuleSet, dict[Any, Any]]" = weakref.WeakKeyDictionary()
+
+
+def _settings(rules: RuleSet, platform: Any) -> Any:
+    """The platform-wide settings (every list of a platform carries them); None when the platform has
+    no step before selection (then solve() goes straight to the lists)."""
+    per = _SETTINGS.get(rules)
+    if per is None:
+        per = {}
+        for pl in rules.lists:
+            if pl.platform not in per:
+                steps = (pl.request_errors or pl.rewrites or pl.request_fallbacks or pl.model_backend
+                         or pl.model_routes or pl.mla_prefill is not None or pl.compute_capability_from)
+                per[pl.platform] = pl if steps else None
+        _SETTINGS[rules] = per
+    try:
+        return per.get(platform)
+    except TypeError:
+        return None
+
+
+def _with_derived(comp: CompiledRules, facts: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in facts.items() if k not in comp.rules.derived}
+    comp.add_derived_by_name(out)
+    return out
+
+
+def before_selection(comp: CompiledRules, config: Config, role: str) -> _Before:
+    """vLLM's steps before the selector: requests that fail outright (request_errors), config rewrites
+    (`stage = "before_selection"`), requests dropped for automatic selection (request_fallbacks), and
+    model code that picks the backend itself (model_backend, model_routes with their KV handling)."""
+    rules = comp.rules
+    facts = base_facts(config, role)
+    ps = _settings(rules, facts.get("platform"))
+    if ps is not None and role == "mla_prefill" and ps.mla_prefill is not None and ps.mla_prefill.request_field:
+        # the prefill registry's own request (by vLLM's prefill name); the decode request is not its business
+        wanted = facts.get(ps.mla_prefill.request_field)
+        facts["backend"] = None if wanted is None else _prefill_backend(rules, wanted)
+    if ps is None:
+        return _Before(facts)
+    warnings: list[str] = []
+    logs: list[str] = []
+    changes: list[tuple[str, Any]] = []
+    full = _with_derived(comp, facts)
+    if ps.compute_capability_from and facts.get("compute_capability") is None:
+        # the device capability validate_configuration gets on this platform (ROCm: from the gfx arch)
+        facts["compute_capability"] = cc_from_text(full.get(ps.compute_capability_from))
+        full = _with_derived(comp, facts)
+    requested = facts.get("backend")
+    for message, when in ps.request_errors:
+        if requested is not None and all(lit(full) for lit in when):
+            raise InvalidBackendError(render_message(message, full), requested, {requested: ()})
+    for rw in ps.rewrites:
+        if rw.stage == "before_selection" and all(lit(full) for lit in rw.when):
+            for k, v in rw.set:
+                facts[k] = v
+                changes.append((k, v))
+            for k in rw.unset:
+                facts[k] = None
+                changes.append((k, None))
+            if rw.log:
+                logs.append(render_message(rw.log, full))
+            full = _with_derived(comp, facts)
+    for text, when, only, _level in ps.request_fallbacks:
+        if only:  # applies after the request was validated (_request_fallback)
+            continue
+        if facts.get("backend") is not None and all(lit(full) for lit in when):
+            if text:
+                warnings.append(render_message(text, full))
+            facts["backend"] = None
+            full = _with_derived(comp, facts)
+            break
+    if role == "decode":
+        for case in ps.model_backend:
+            if all(lit(full) for lit in case.when):
+                chosen = facts.get("backend") if case.value == "backend" else case.value
+                return _Before(facts, tuple(warnings), tuple(changes), (chosen, None, "model"), tuple(logs))
+        for route in ps.model_routes:
+            if not all(lit(full) for lit in route.when):
+                continue
+            if route.error:
+                raise NoValidBackendError(render_message(route.error, full), {})
+            rfacts = dict(full, route_variant=route.variant or None)
+            for kv in ps.model_route_kv:
+                if all(lit(rfacts) for lit in kv.when):
+                    if kv.error:
+                        raise NoValidBackendError(render_message(kv.error, rfacts), {})
+                    if kv.log:
+                        logs.append(render_message(kv.log, rfacts))
+                    for k, v in kv.set:
+                        facts[k] = v
+                        changes.append((k, v))
+                    break
+            return _Before(facts, tuple(warnings), tuple(changes), (route.result, route.variant or None, route.name),
+                           tuple(logs))
+    return _Before(facts, tuple(warnings), tuple(changes), None, tuple(logs))
+
+
+def _request_fallback(comp: CompiledRules, config: Config, role: str, available: frozenset[str] | None,
+                      facts: dict[str, Any], p: Plan) -> Selection | None:
+    """A refused request vLLM replaces by automatic selection when its reasons are exactly one of a
+    fallback's `only_reasons` (ROCm's turboquant / ultraquant runs), with the fallback's log line."""
+    cand = p.candidates[0]
+    reasons = candidate_reasons(cand, facts, available)
+    for text, when, only, level in p.plist.request_fallbacks:
+        if only and tuple(reasons) in only and all(lit(facts) for lit in when):
+            sel = _solve_uncached(comp, config.replace(backend=None), role, available)
+            line = render_message(text, facts, backend=cand.backend, reason_list=repr(list(reasons))) if text else ""
+            if not line:
+                return sel
+            if level == "warning":
+                return replace(sel, warnings=(line, *sel.warnings))
+            return replace(sel, logs=(line, *sel.logs))
+    return None
+
+
+def _prefill_backend(rules: RuleSet, wanted: str) -> str:
+    """An MLA prefill request (vLLM's prefill registry name) -> the rule set's backend name."""
+    for b in rules.backends.values():
+        if b.role == "mla_prefill" and (b.vllm_name or b.name) == wanted:
+            return b.name
+    return wanted
+
+
+def _model_driven(comp: CompiledRules, config: Config, role: str, pre: _Before) -> Selection:
+    """The model's own backend: no validation, no rejected backends (vLLM's layer passes attn_backend)."""
+    rules = comp.rules
+    name, variant, route = pre.model  # type: ignore[misc]
+    facts = _with_derived(comp, pre.facts)
+    backend = rules.backends.get(name) if name else None
+    if backend is None:
+        raise NoValidBackendError(f"the model route {route!r} names no backend of vLLM {rules.vllm}: {name!r}", {})
+    if variant is None:
+        variant = backend.shown_variant(facts)
+    block = preferred_block_size(rules, name, facts.get("block_size"), None, facts)
+    sfacts = dict(facts, block_size=block)
+    startup = None
+    for message, when in backend.startup_failures:
+        if all(lit(sfacts) for lit in when):
+            startup = render_message(message, sfacts, gpu_name=config.gpu or "CUDA")
+            break
+    return Selection(backend=name, variant=variant, rejected=(), warnings=pre.warnings, config=config, role=role,
+                     manual=False, priority_list=f"model: {route}", preferred_block_size=block,
+                     startup_error=startup, config_changes=pre.changes, logs=pre.logs)
+
+
+def _block_reason(rules: RuleSet) -> str:
+    for g in rules.generic_checks:
+        if g.field == "block_size" and g.reason:
+            return g.reason
+    return "block_size not supported"
 
 
 def _startup_error(comp: CompiledRules, config: Config, role: str, available: frozenset[str] | None,
@@ -212,12 +480,14 @@ def _startup_error(comp: CompiledRules, config: Config, role: str, available: fr
         return None
     block = preferred_block_size(rules, chosen, facts.get("block_size"), plist, facts)
     sfacts = dict(facts, block_size=block)
-    sizes = rules.backends[chosen].caps.kernel_block_sizes
-    if plist.block_size_failure and sizes and block is not None and not any(block % k == 0 for k in sizes):
-        return render_message(plist.block_size_failure, sfacts)
+    sizes, exact = _kernel_sizes(rules, chosen, facts)
+    if plist.block_size_failure and block is not None and (
+            (exact and block not in exact) or (sizes and not exact and not any(block % k == 0 for k in sizes))):
+        shown = repr(list(exact)) if exact else "[" + ", ".join(f"MultipleOf({k})" for k in sizes) + "]"
+        return render_message(plist.block_size_failure, sfacts, backend=chosen, kernel_block_sizes=shown)
     for message, when in rules.backends[chosen].startup_failures:
         if all(lit(sfacts) for lit in when):
-            return render_message(message, sfacts)
+            return render_message(message, sfacts, gpu_name=config.gpu or "CUDA")
     return None
 
 
@@ -228,6 +498,11 @@ class _PyShow(dict):
         return "{" + key + "}"
 
     def __getitem__(self, key: str) -> str:
+        if "|" in key or key == "device_capability":
+            name = key.partition("|")[0]
+            if "|" in key and dict.get(self, name) is not None:
+                return self[name]
+            return placeholder(self, key) or ""
         if key not in self:
             return self.__missing__(key)
         v = dict.__getitem__(self, key)
@@ -247,24 +522,64 @@ def preferred_block_size(rules: RuleSet, backend: str, block_size: int | None, p
     matching case; "block_size" keeps the user's); else the user's; else the backend's preferred
     size: 16 if it accepts 16, else its smallest kernel size."""
     if plist is not None and plist.start_block_size and facts is not None:
+        sfacts = dict(facts, selected=backend)  # a case may test the chosen backend (XPU)
         for case in plist.start_block_size:
-            if all(lit(facts) for lit in case.when):
+            if all(lit(sfacts) for lit in case.when):
                 return block_size if case.value == "block_size" else case.value
     if block_size is not None:
         return block_size
-    if rules.backends[backend].preferred_block_size is not None:
+    if rules.backends[backend].preferred_block_size is not None:  # the backend's own get_preferred_block_size
         return rules.backends[backend].preferred_block_size
-    sizes = rules.backends[backend].caps.kernel_block_sizes
-    if not sizes or any(16 % s == 0 for s in sizes):
-        return 16
-    return min(sizes)
+    sizes, exact = _kernel_sizes(rules, backend, facts)
+    if (16 in exact) if exact else (not sizes or any(16 % s == 0 for s in sizes)):
+        return 16  # vLLM's get_preferred_block_size(16): 16 when the backend accepts it
+    return min(exact or sizes)
+
+
+_EXACT: "weakref.WeakKeyDictionary[RuleSet, str]" = weakref.WeakKeyDictionary()
+
+
+def _exact_key(rules: RuleSet) -> str:
+    key = _EXACT.get(rules)
+    if key is None:
+        key = _EXACT[rules] = next((g.exact_key for g in rules.generic_checks
+                                    if g.field == "block_size" and g.exact_key), "")
+    return key
+
+
+def _kernel_sizes(rules: RuleSet, backend: str, facts: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The chosen backend's kernel block sizes (its variant's when a variant declares them): (multiples
+    of, exact sizes); exact sizes (B12X) replace the multiples."""
+    b = rules.backends[backend]
+    caps = b.caps
+    if facts is not None and b.variant_field:
+        name = b.variant_for(facts.get(b.variant_field))
+        for v in b.variants:
+            if v.name == name:
+                caps = caps.merged(v.caps)
+    exact_key = _exact_key(rules)
+    exact = tuple(caps.get(exact_key) or ()) if exact_key else ()
+    return tuple(caps.kernel_block_sizes or ()), exact
 
 
 def failure(rules: RuleSet, config: Config, facts: dict[str, Any], p: Plan,
             available: frozenset[str] | None) -> NoValidBackendError | InvalidBackendError:
     """The exception vLLM raises for this plan, with vLLM's wording first."""
-    reasons = {c.backend: candidate_reasons(c, facts, available) for c in p.candidates}
+    reasons = {c.backend: r for c in p.candidates
+               if SKIP_REASON not in (r := candidate_reasons(c, facts, available))}
     seen_facts = dict(facts, **{f: None for f in p.plist.drops})  # what the selector prints
+    prefill = p.plist.mla_prefill if facts.get("role") == "mla_prefill" else None
+    if prefill is not None and (prefill.no_valid_message or prefill.invalid_message):
+        # the MLA prefill registry: its own messages, backends under vLLM's prefill names
+        shown_names = {c.backend: rules.backends[c.backend].display_name for c in p.candidates}
+        named = {shown_names[b]: r for b, r in reasons.items()}
+        if p.mode != AUTO and prefill.invalid_message:
+            name = shown_names[p.candidates[0].backend]
+            msg = render_message(prefill.invalid_message, seen_facts, backend=name, reason_list=repr(list(named[name])))
+            return InvalidBackendError(msg, name, named)
+        if p.mode == AUTO and prefill.no_valid_message:
+            shown = ", ".join(f"{b}: [{', '.join(r)}]" for b, r in named.items() if r)
+            return NoValidBackendError(render_message(prefill.no_valid_message, seen_facts, reasons="{" + shown + "}"), named)
     if p.mode != AUTO:
         name = p.candidates[0].backend
         if p.plist.invalid_message:
@@ -277,7 +592,15 @@ def failure(rules: RuleSet, config: Config, facts: dict[str, Any], p: Plan,
         return InvalidBackendError(msg, name, reasons)
     if p.plist.no_valid_message:
         shown = ", ".join(f"{b}: [{', '.join(r)}]" for b, r in reasons.items() if r)
-        msg = render_message(p.plist.no_valid_message, seen_facts, reasons="{" + shown + "}")
+        hint = ""
+        kv_backends = [b for b, r in reasons.items() if any("kv_cache_dtype" in x for x in r)]
+        if p.plist.kv_cache_dtype_hint and kv_backends:  # ROCm: the KV dtypes the rejected backends declare
+            declared = sorted({d for b in kv_backends for d in (rules.backends[b].kv_cache_dtypes_text
+                                                                 or rules.backends[b].caps.kv_cache_dtypes or ())})
+            hint = render_message(p.plist.kv_cache_dtype_hint, seen_facts, kv_cache_dtypes=", ".join(declared))
+        msg = render_message(p.plist.no_valid_message, seen_facts, reasons="{" + shown + "}", kv_cache_dtype_hint=hint)
+        if hint and "{kv_cache_dtype_hint}" not in p.plist.no_valid_message:
+            msg += hint
     elif p.plist.validate:
         shown = ", ".join(f"{b}: {list(r)}" for b, r in reasons.items())
         msg = (f"No valid attention backend found for {facts['platform']} with {config!r}. "
@@ -300,8 +623,14 @@ def solve_csp(config: Config, *, role: str | None = None, available: Iterable[st
     """The selected backend by the CSP path alone (None when nothing is valid): the reference for solve()."""
     if config.is_partial:
         raise ConfigError(config.free_fields[0], ANY, "a concrete value: solve_csp() needs a full config")
-    facts = base_facts(config, parse_role(role))
-    backend, _ = csp_solver(config).select(facts, None if available is None else frozenset(available))
+    role_ = parse_role(role)
+    try:  # the platform's steps before selection are the same data on both paths
+        pre = before_selection(compiled_rules(config), config, role_)
+    except (NoValidBackendError, InvalidBackendError):
+        return None
+    if pre.model is not None:
+        return pre.model[0]
+    backend, _ = csp_solver(config).select(pre.facts, None if available is None else frozenset(available))
     return backend
 
 

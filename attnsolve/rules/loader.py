@@ -14,6 +14,7 @@ from typing import Any, Iterable
 
 from . import schema
 from .model import (
+    MlaPrefill, ModelRoute, Note, Rewrite, RouteKV,
     FIELD_CATEGORIES, FIELD_KINDS, GENERIC_FORMS, FieldDecl, GenericCheck, Backend, Capabilities, Check, Derived, DerivedCase, Entry, Literal, Pred, PriorityList, RuleSet, Variant,
 )
 
@@ -23,6 +24,9 @@ RULES_DIR = RULES_ROOT / "vllm-0.17"
 
 # Fields that exist besides the Config fields: the role of the query.
 EXTRA_FIELDS = {"role": ("decode", "mla_prefill")}
+# Facts that exist only while a platform step runs (never Config fields): the variant a model route
+# chose (model_route_kv) and the decode backend an MLA prefill step follows (mla_prefill.skips).
+CONTEXT_FIELDS = ("route_variant", "decode_backend", "selected")
 
 # Key sets come from the one table of known keys, rules/schema.py KEYS.
 _BACKEND_KEYS = schema.keys("backend")
@@ -61,6 +65,16 @@ def _cc_int(value: Any) -> int:
     if not major.isdigit() or (minor and not minor.isdigit()) or len(minor) > 1:
         raise ValueError(f"expected a compute capability like '9.0', got {value!r}")
     return int(major) * 10 + (int(minor) if minor else 0)
+
+
+def cc_from_text(value: Any) -> int | None:
+    """A capability fact ("9.4", 9.4, 94) -> vLLM's integer form; None when unset or not a capability."""
+    if value is None:
+        return None
+    try:
+        return _cc_int(value)
+    except ValueError:
+        return None
 
 
 def parse_pred(raw: Any, field: str) -> Pred:
@@ -112,7 +126,10 @@ def parse_pred(raw: Any, field: str) -> Pred:
     if "present" in raw:
         present = _bool(raw["present"])
         if set(raw) != {"present"}:
-            raise ValueError("'present' cannot be combined with other predicate keys")
+            # `present = true` beside other keys: they already refuse an unset value (none = false)
+            if not present or "none" in raw:
+                raise ValueError("'present = false' cannot be combined with other predicate keys")
+            return pred
         pred = Pred() if present else Pred().negated()
     return pred
 
@@ -142,18 +159,137 @@ def _str_list(v: Any) -> tuple[str, ...]:
     return tuple(items)
 
 
-def _literals(raw: Any, known_fields: set[str]) -> tuple[Literal, ...]:
+class _Known(set):
+    """The field names a rule may test, plus the comparison facts synthesized while parsing
+    (`{ eq_field = "x" }` becomes a boolean derived fact; see _field_literals)."""
+
+    def __init__(self, names: Iterable[str] = ()):
+        super().__init__(names)
+        self.synth: dict[str, Derived] = {}
+
+    def __sub__(self, other: Any) -> "_Known":  # keep .synth through the set algebra the loader does
+        out = _Known(set(self) - set(other))
+        out.synth = self.synth
+        return out
+
+    def __or__(self, other: Any) -> "_Known":
+        out = _Known(set(self) | set(other))
+        out.synth = self.synth
+        return out
+
+
+_COMPARE_KEYS = {"eq_field": "eq", "ne_field": "ne", "multiple_of_field": "multiple_of"}
+
+
+def _field_literals(field: str, p: Any, known: set[str]) -> list[Literal]:
+    """One field's predicate -> literals; a comparison with another field becomes a literal over a
+    synthesized boolean derived fact `<field>_<op>_<other>` (computed like any derived fact, so the
+    bitsets and the CSP see a single-field literal)."""
+    if not (isinstance(p, dict) and set(p) & set(_COMPARE_KEYS)):
+        return [Literal(field, parse_pred(p, field))]
+    rest = {k: v for k, v in p.items() if k not in _COMPARE_KEYS}
+    out = [Literal(field, parse_pred(rest, field))] if rest else []
+    for key, op in _COMPARE_KEYS.items():
+        if key not in p:
+            continue
+        other = p[key]
+        if not isinstance(other, str) or other not in known:
+            raise ValueError(f"{key} names no field: {other!r}")
+        name = f"{field}_{op}_{other}"
+        synth = getattr(known, "synth", None)
+        if synth is None:
+            raise ValueError(f"{key} is not accepted here")
+        synth.setdefault(name, Derived(name, (False, True), (), doc=f"{field} {op} {other} (field comparison)",
+                                       compute=(op, (field, other))))
+        known.add(name)
+        out.append(Literal(name, Pred(eq=True)))
+    return out
+
+
+def _formula(raw: Any, known: set[str]) -> tuple:
+    """A `when` / `require` table -> ('and', [...]) over ('lit', Literal), ('or', [...]), ('not', f)."""
     if not isinstance(raw, dict):
         raise ValueError(f"expected a table of field = predicate, got {raw!r}")
-    out = []
+    parts: list[tuple] = []
     for field, p in raw.items():
-        if field not in known_fields:
-            raise ValueError(f"unknown field {field!r}; known fields: {', '.join(sorted(known_fields))}")
-        out.append(Literal(field, parse_pred(p, field)))
-    return tuple(out)
+        if field == "any_of":
+            if not isinstance(p, list) or not p:
+                raise ValueError("any_of must be a non-empty list of tables")
+            parts.append(("or", [_formula(x, known) for x in p]))
+        elif field == "not":
+            parts.append(("not", _formula(p, known)))
+        elif field not in known:
+            raise ValueError(f"unknown field {field!r}; known fields: {', '.join(sorted(known))}")
+        else:
+            parts.extend(("lit", lit) for lit in _field_literals(field, p, known))
+    return ("and", parts)
 
 
-def _checks(raw: Any, known: set[str], kind: str = "combination") -> tuple[Check, ...]:
+def _nnf(f: tuple, neg: bool = False) -> tuple:
+    tag = f[0]
+    if tag == "lit":
+        return ("lit", Literal(f[1].field, f[1].pred.negated())) if neg else f
+    if tag == "not":
+        return _nnf(f[1], not neg)
+    kids = [_nnf(x, neg) for x in f[1]]
+    return (("or" if tag == "and" else "and") if neg else tag, kids)
+
+
+_MAX_TERMS = 4096
+
+
+def _expand(f: tuple, outer: str) -> list[tuple[Literal, ...]]:
+    """DNF (outer='or') or CNF (outer='and') of an NNF formula, as lists of literal tuples."""
+    tag = f[0]
+    if tag == "lit":
+        return [(f[1],)]
+    parts = [_expand(x, outer) for x in f[1]]
+    if tag == outer:
+        return [t for part in parts for t in part]
+    terms: list[tuple[Literal, ...]] = [()]
+    for part in parts:
+        terms = [t + u for t in terms for u in part]
+        if len(terms) > _MAX_TERMS:
+            raise ValueError(f"any_of / not expand to more than {_MAX_TERMS} terms; simplify the condition")
+    return terms
+
+
+def _when_dnf(raw: Any, known: set[str]) -> list[tuple[Literal, ...]]:
+    """A condition as alternatives, each a conjunction of single-field literals (first-match cases and
+    message conditions become one entry per alternative, in order)."""
+    return _expand(_nnf(_formula(raw, known)), "or")
+
+
+def _literals(raw: Any, known_fields: set[str]) -> tuple[Literal, ...]:
+    """A condition that must be one conjunction of literals (no any_of / not that needs alternatives)."""
+    alts = _when_dnf(raw, known_fields)
+    if len(alts) != 1:
+        raise ValueError("any_of / not are not accepted here (the condition must be one conjunction)")
+    return alts[0]
+
+
+# The reason of an entry's `when` guard: a candidate it refuses is skipped silently (not reported as rejected).
+SKIP_REASON = "(entry skipped: its condition does not hold)"
+
+# A literal that never holds: a clause that is empty after lowering is an unconditional refusal.
+_NEVER = Literal("backend", Pred(in_=frozenset()))
+
+
+def _lower_check(reason: str, when: Any, require: Any, known: set[str], kind: str, group: int,
+                 first: bool) -> list[Check]:
+    """`not(when) or require` -> CNF clauses, each one Check (when = the negated other literals)."""
+    f = ("or", [("not", _formula(when, known)), _formula(require, known)])
+    out = []
+    for clause in _expand(_nnf(f), "and"):
+        if not clause:
+            clause = (_NEVER,)
+        when_lits = tuple(Literal(l.field, l.pred.negated()) for l in clause[:-1])
+        out.append(Check(reason, clause[-1], when_lits, kind, group, first))
+    return out
+
+
+def _checks(raw: Any, known: set[str], kind: str = "combination", first: bool = False,
+            group_base: int = 1) -> tuple[Check, ...]:
     out: list[Check] = []
     for i, c in enumerate(_list(raw)):
         if not isinstance(c, dict) or "reason" not in c or "require" not in c:
@@ -163,12 +299,13 @@ def _checks(raw: Any, known: set[str], kind: str = "combination") -> tuple[Check
             raise ValueError(f"check #{i + 1}: unknown key(s) {sorted(extra)}")
         if not isinstance(c["reason"], str) or not c["reason"]:
             raise ValueError(f"check #{i + 1}: reason must be a non-empty string")
-        when = _literals(c.get("when", {}), known)
-        requires = _literals(c["require"], known)
-        if not requires:
+        if not c["require"]:
             raise ValueError(f"check #{i + 1}: require names no field")
-        for req in requires:  # a multi-field require is one clause per field, same reason
-            out.append(Check(c["reason"], req, when, kind))
+        # a multi-field require is one clause per field, same reason (same group: reported once)
+        # `at`: the check stands in for that generic check (its reason at that place; see _backend)
+        at = c.get("at")
+        out += _lower_check(c["reason"], c.get("when", {}), c["require"], known, at or kind, group_base + i,
+                            first and not at)
     return tuple(out)
 
 
@@ -202,15 +339,30 @@ def _generic_checks(raw: list[tuple[str, Any]], known: set[str], col: _Collector
             continue
         out.append(GenericCheck(key=key, field=fld or "", form=form, reason=g.get("reason", ""),
                                 reason_true=g.get("reason_true", ""), reason_false=g.get("reason_false", ""),
-                                default=g.get("default"), unset_passes=bool(g.get("unset_passes", False)),
-                                roles=tuple(g.get("roles", ())), when=when))
+                                default=_generic_default(g.get("default"), form),
+                                unset_passes=bool(g.get("unset_passes", False)),
+                                roles=tuple(g.get("roles", ())), when=when, exact_key=g.get("exact_key", "")))
     return tuple(out)
+
+
+def _generic_default(v: Any, form: str) -> Any:
+    """A generic check's default (the base class's value): a list becomes a tuple like a declared one."""
+    if isinstance(v, list):
+        if form not in ("values", "multiple_of", "predicate"):
+            raise ValueError(f"a list default needs form values / multiple_of / predicate, not {form!r}")
+        return tuple(v)
+    return v
 
 
 def _caps(raw: dict, generic: tuple[GenericCheck, ...]) -> Capabilities:
     """A backend's (or variant's) capability keys, parsed by the form of the generic check they feed."""
     items: list[tuple[str, Any]] = []
     for g in generic:
+        if g.unset_passes and g.key + "_unset_passes" in raw:
+            items.append((g.key + "_unset_passes", _bool(raw[g.key + "_unset_passes"])))
+        if g.exact_key and g.exact_key in raw:
+            vals = _list(raw[g.exact_key])
+            items.append((g.exact_key, tuple(_int(x) for x in vals) if g.form == "multiple_of" else tuple(vals)))
         if g.key not in raw:
             continue
         v = raw[g.key]
@@ -242,20 +394,24 @@ def expand_checks(caps: Capabilities, role: str, generic: tuple[GenericCheck, ..
         cond = (*when, *g.when)
         if g.form == "flag":
             continue
-        if g.form in ("supports", "matches"):
-            value = g.default if value is None else value
-            if value is None:
-                continue
-        elif value is None:
+        unset_passes = caps.get(g.key + "_unset_passes", g.unset_passes)
+        exact = caps.get(g.exact_key) if g.exact_key else None
+        if exact is not None:  # an exact list replaces the capability (same place, same reason)
+            out.append(Check(g.reason, Literal(g.field, Pred(in_=frozenset(exact), none=unset_passes)), cond, g.key))
+            continue
+        value = g.default if value is None else value
+        if value is None:
             continue
         if g.form == "predicate":
-            pred = value if not g.unset_passes else replace(value, none=True)
+            if isinstance(value, tuple):
+                value = parse_pred(list(value), g.field)
+            pred = value if not unset_passes else replace(value, none=True)
             out.append(Check(g.reason, Literal(g.field, pred), cond, g.key))
         elif g.form == "values":
             pred = parse_pred(list(value), g.field)
-            out.append(Check(g.reason, Literal(g.field, replace(pred, none=True) if g.unset_passes else pred), cond, g.key))
+            out.append(Check(g.reason, Literal(g.field, replace(pred, none=True) if unset_passes else pred), cond, g.key))
         elif g.form == "multiple_of":
-            out.append(Check(g.reason, Literal(g.field, Pred(multiple_of=value, none=g.unset_passes)), cond, g.key))
+            out.append(Check(g.reason, Literal(g.field, Pred(multiple_of=value, none=unset_passes)), cond, g.key))
         elif g.form == "supports":
             if not value:
                 out.append(Check(g.reason, Literal(g.field, Pred(eq=False)), cond, g.key))
@@ -333,7 +489,7 @@ def _check_shapes(docs: list[tuple[str, dict]], col: _Collector) -> None:
             derived.update(doc["derived"])
     generic = [g for _, doc in docs for g in (doc.get("generic_checks") or [])
                if isinstance(doc.get("generic_checks"), list)]
-    checker = schema.ShapeChecker(col.add, schema.field_kinds(domains, derived, EXTRA_FIELDS, declared),
+    checker = schema.ShapeChecker(col.add, schema.field_kinds(domains, derived, (*EXTRA_FIELDS, *CONTEXT_FIELDS), declared),
                                   schema.capability_kinds(generic))
     parents: dict[str, tuple[str, Any]] = {}
     for fname, doc in docs:
@@ -451,7 +607,8 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
                 col.add("domains.toml", f"gpus.{gname}.compute_capability", str(e))
         if "rocm_arch" in g and g["rocm_arch"] not in domains.get("rocm_arch", ()):
             col.add("domains.toml", f"gpus.{gname}.rocm_arch", f"{g['rocm_arch']!r} not in fields.rocm_arch")
-    known: set[str] = set(CONFIG_FIELDS) | set(raw_derived) | set(EXTRA_FIELDS) | set(raw_fields)
+    known: set[str] = _Known(set(CONFIG_FIELDS) | set(raw_derived) | set(EXTRA_FIELDS) | set(CONTEXT_FIELDS)
+                             | set(raw_fields))
     field_decls = _field_decls(raw_fields, domains, col)
     generic = _generic_checks([(fname, g) for fname, doc in docs for g in (doc.get("generic_checks") or [])
                                if isinstance(g, dict)], known, col)
@@ -462,10 +619,16 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
     derived: dict[str, Derived] = {}
     for name, (fname, d) in raw_derived.items():
         try:
-            sums = d.get("sums", {})
-            if not isinstance(sums, dict) or not all(
-                    isinstance(v, list) and v and all(f in known for f in v) for v in sums.values()):
-                raise ValueError("sums must map a name to a list of known fields")
+            local_tables: dict[str, dict] = {}
+            for key in ("sums", "quotients", "products"):
+                t = d.get(key, {})
+                if not isinstance(t, dict) or not all(
+                        isinstance(v, list) and v and all(f in known for f in v) for v in t.values()):
+                    raise ValueError(f"{key} must map a name to a list of known fields")
+                if key == "quotients" and not all(len(v) == 2 for v in t.values()):
+                    raise ValueError("quotients must map a name to [dividend, divisor]")
+                local_tables[key] = t
+            local_names = {n for t in local_tables.values() for n in t}
             cases = []
             for c in _list(d.get("cases")):
                 w = c.get("warning")
@@ -473,7 +636,9 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
                     w = _str_list(w)
                 elif w is not None and not isinstance(w, str):
                     raise ValueError("a case warning is a string or a list of strings")
-                cases.append(DerivedCase(_literals(c.get("when", {}), (known - {name}) | set(sums)), c["value"], w))
+                # an any_of / not condition becomes one case per alternative, in order (first match wins)
+                for alt in _when_dnf(c.get("when", {}), (known - {name}) | local_names):
+                    cases.append(DerivedCase(alt, c["value"], w))
             if not cases or cases[-1].when:
                 raise ValueError("the last case must have no 'when' (the default)")
             values = tuple(_list(d.get("values")))
@@ -481,7 +646,8 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
             if bad:
                 raise ValueError(f"case value(s) {bad} not in values {list(values)}")
             derived[name] = Derived(name, values, tuple(cases), d.get("doc", ""),
-                                    tuple((k, tuple(v)) for k, v in sums.items()))
+                                    *(tuple((k, tuple(v)) for k, v in local_tables[t].items())
+                                      for t in ("sums", "quotients", "products")))
         except (ValueError, KeyError, TypeError) as e:
             col.add(fname, f"derived.{name}", str(e))
 
@@ -513,6 +679,8 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
         for k, v in b.items():
             if k == "checks":
                 merged["checks"] = list(base.get("checks", [])) + list(v)
+            elif k == "variants" and isinstance(v, dict) and isinstance(base.get("variants"), dict):
+                merged["variants"] = {**base["variants"], **v}  # a child overrides its parent's variants by name
             else:
                 merged[k] = v
         resolved[name] = merged
@@ -520,11 +688,17 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
 
     backends: dict[str, Backend] = {}
     abstract: set[str] = set()
+    # the rule set's own capability keys (its generic checks), accepted on backends and variants
+    cap_keys = {k for g in generic for k in (g.key, g.key + "_unset_passes" if g.unset_passes else "", g.exact_key) if k}
     for name, (fname, b) in raw_backends.items():
         loc = f"backends.{name}"
-        unknown = set(b) - _BACKEND_KEYS - {g.key for g in generic}
+        unknown = set(b) - _BACKEND_KEYS - cap_keys
         if unknown:
             col.add(fname, loc, f"unknown key(s) {sorted(unknown)}; accepted: {', '.join(sorted(_BACKEND_KEYS))}")
+            continue
+        if "alias_of" in b:  # built after the loop, from its target
+            if set(b) - {"alias_of", "summary"}:
+                col.add(fname, loc, "an alias (alias_of) takes no other keys besides summary")
             continue
         full = resolve(name, (name,))
         if full is None:
@@ -533,7 +707,8 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
             abstract.add(name)
             continue
         try:
-            backends[name] = _backend(name, full, fname, known, domains, derived, generic)
+            backends[name] = _backend(name, full, fname, known, domains, derived, generic,
+                                      first=release.get("combination_reasons") == "first")
         except (ValueError, KeyError, TypeError) as e:
             col.add(fname, loc, str(e))
 
@@ -546,6 +721,9 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
                     continue
                 if k not in _PLATFORM_KEYS:
                     col.add(fname, f"platforms.{plat}.{k}", f"unknown key; accepted: {', '.join(sorted(_PLATFORM_KEYS))}")
+                    continue
+                if k in _LIST_SETTINGS:  # lists of rules: concatenated across files, in file order
+                    settings[k] = [*settings.get(k, []), *v] if isinstance(v, list) else v
                     continue
                 if k in settings and settings[k] != v:
                     col.add(fname, f"platforms.{plat}.{k}", f"conflicts with an earlier value {settings[k]!r}")
@@ -560,10 +738,23 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
         if plat not in domains.get("platform", ()):
             col.add(parts[0][0], f"platforms.{plat}", f"platform not in fields.platform {list(domains.get('platform', ()))}")
 
+    for name, d in getattr(known, "synth", {}).items():  # field comparisons found while parsing
+        derived.setdefault(name, d)
+    derived = _ordered_derived(derived, col)
+    # an alias resolves to its target: same capabilities, reported under the target's name
+    for name, (fname, b) in raw_backends.items():
+        target = b.get("alias_of")
+        if target is None:
+            continue
+        if target not in backends or backends[target].alias_of:
+            col.add(fname, f"backends.{name}.alias_of", f"names no (non-alias) backend: {target!r}")
+            continue
+        backends[name] = replace(backends[target], name=name, alias_of=target, source=fname, explicit_only=True,
+                                 summary=str(b.get("summary", f"alias of {target}")))
     rules = RuleSet(domains=domains, aliases=aliases, gpus=gpus, generations=generations, derived=derived,
                     backends=backends, lists=tuple(lists), sources=sources, fields=field_decls, generic_checks=generic,
                     vllm=release.get("vllm", ""), read_from=release.get("read_from", ""),
-                    summary=release.get("summary", ""))
+                    summary=release.get("summary", ""), settings=dict(release))
     _check_references(rules, abstract, col)
     if check_structure and not col.problems:
         from .structure import check_structure as _graph_check
@@ -573,6 +764,30 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
     if col.problems:
         raise RulesError(col.problems)
     return rules
+
+
+def _ordered_derived(derived: dict[str, Derived], col: _Collector) -> dict[str, Derived]:
+    """Derived facts in dependency order (a fact after every derived fact it reads), so one pass in
+    order evaluates derived facts that read derived facts; a cycle is a problem."""
+    out: dict[str, Derived] = {}
+    state: dict[str, int] = {}
+
+    def visit(name: str, trail: tuple[str, ...]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            col.add("-", f"derived.{name}", "derived facts read each other in a cycle: " + " -> ".join((*trail, name)))
+            return
+        state[name] = 1
+        for f in derived[name].inputs:
+            if f in derived:
+                visit(f, (*trail, name))
+        state[name] = 2
+        out[name] = derived[name]
+
+    for name in derived:
+        visit(name, ())
+    return out
 
 
 def _field_decls(raw: dict[str, tuple[str, dict]], domains: dict[str, tuple[Any, ...]],
@@ -599,6 +814,8 @@ def _field_decls(raw: dict[str, tuple[str, dict]], domains: dict[str, tuple[Any,
             col.add(fname, f"fields.{name}.default", f"{default!r} not in its values {list(domains.get(name, ()))}")
             continue
         flags = tuple(d.get("flags", ()))
+        if isinstance(d.get("flag"), str) and d["flag"] not in flags:  # `flag`: attnsolve's own flag, first
+            flags = (d["flag"], *flags)
         bad = [f for f in flags if not f.startswith("-") or " " in f]
         if bad:
             col.add(fname, f"fields.{name}.flags", f"{bad[0]!r} is not a command-line flag (like --{name.replace('_', '-')})")
@@ -612,7 +829,7 @@ def _field_decls(raw: dict[str, tuple[str, dict]], domains: dict[str, tuple[Any,
 
 
 def _backend(name: str, full: dict, fname: str, known: set[str], domains: dict, derived: dict,
-             generic: tuple[GenericCheck, ...]) -> Backend:
+             generic: tuple[GenericCheck, ...], first: bool = False) -> Backend:
     role = full.get("role", "decode")
     if role not in _ROLES:
         raise ValueError(f"role {role!r} not one of {list(_ROLES)}")
@@ -638,7 +855,7 @@ def _backend(name: str, full: dict, fname: str, known: set[str], domains: dict, 
     for vname, v in raw_variants.items():
         if "values" not in v:
             raise ValueError(f"variant {vname} needs 'values'")
-        extra = set(v) - schema.keys("variant") - {g.key for g in generic}
+        extra = set(v) - schema.keys("variant") - {k for g in generic for k in (g.key, g.exact_key) if k}
         if extra:
             raise ValueError(f"variant {vname}: unknown key(s) {sorted(extra)}")
         variants.append(Variant(vname, tuple(_list(v["values"])), _caps(v, generic)))
@@ -665,12 +882,25 @@ def _backend(name: str, full: dict, fname: str, known: set[str], domains: dict, 
                     per_kind.setdefault(c.kind, []).append(c)
         for g in generic:
             checks += per_kind.get(g.key, [])
-    checks += list(_checks(full.get("checks", []), known))
+    own = list(_checks(full.get("checks", []), known, first=first))
+    generic_keys = {g.key for g in generic}
+    at = {c.kind for c in own if c.kind in generic_keys}
+    if at:  # a check with `at = KEY` replaces that generic check, at its place
+        by_kind: dict[str, list[Check]] = {}
+        for c in checks:
+            by_kind.setdefault(c.kind, []).append(c)
+        for c in own:
+            if c.kind in at:
+                by_kind.setdefault("__at__" + c.kind, []).append(c)
+        checks = [c for g in generic for c in by_kind.get("__at__" + g.key if g.key in at else g.key, [])]
+        own = [c for c in own if c.kind not in at]
+    checks += own
     warns = _messages(full.get("warnings", []), known, "warnings")
     pbs = full.get("preferred_block_size")
     if pbs is not None and (isinstance(pbs, bool) or not isinstance(pbs, int) or pbs not in domains.get("block_size", ())):
         raise ValueError(f"preferred_block_size {pbs!r} not in the block_size domain {list(domains.get('block_size', ()))}")
-    if shown_by is not None:
+    if shown_by is not None and not all(isinstance(x, str) for x in derived[shown_by].values):
+        # a string-valued fact is the variant name shown as is; any other must select a variant
         covered = {x for v in variants for x in v.values}
         missing = [x for x in derived[shown_by].values if x not in covered]
         if missing:
@@ -679,16 +909,22 @@ def _backend(name: str, full: dict, fname: str, known: set[str], domains: dict, 
                    startup_failures=_messages(full.get("startup_failures", []), known, "startup_failures"), name=name, platforms=platforms, role=role, caps=caps, checks=tuple(checks),
                    variant_field=variant_field, variants=tuple(variants),
                    explicit_only=bool(full.get("explicit_only", False)), parent=full.get("parent"),
-                   summary=str(full.get("summary", "")), source=fname)
+                   summary=str(full.get("summary", "")), source=fname,
+                   composite=_str_list(full.get("composite", [])), vllm_name=str(full.get("vllm_name", "")),
+                   alias_of=full.get("alias_of"), get_name=str(full.get("get_name", "")),
+                   kernel_block_sizes_text=str(full.get("kernel_block_sizes_text", "")),
+                   kv_cache_dtypes_text=_str_list(full.get("kv_cache_dtypes_text", [])),
+                   kv_cache_layouts=full.get("kv_cache_layouts"), requested_as=str(full.get("requested_as", "")))
 
 
 def _messages(raw: Any, known: set[str], key: str) -> tuple[tuple[str, tuple[Literal, ...]], ...]:
-    """[{message, when}] -> ((message, literals), ...): warnings and start-up failures."""
+    """[{message, when}] -> ((message, literals), ...): warnings and start-up failures (an any_of / not
+    condition becomes one entry per alternative; callers show a message once)."""
     out = []
     for i, w in enumerate(_list(raw)):
         if not isinstance(w, dict) or not isinstance(w.get("message"), str) or set(w) - {"message", "when"}:
             raise ValueError(f"{key} #{i + 1} needs 'message' (and optional 'when')")
-        out.append((w["message"], _literals(w.get("when", {}), known)))
+        out += [(w["message"], alt) for alt in _when_dnf(w.get("when", {}), known)]
     return tuple(out)
 
 
@@ -708,7 +944,13 @@ def _entry(raw: Any, known: set[str]) -> Entry:
     extra = set(raw) - schema.keys("entry")
     if extra:
         raise ValueError(f"entry {raw.get('backend')}: unknown key(s) {sorted(extra)}")
-    return Entry(raw["backend"], _checks(raw.get("checks", []), known, kind="guard"))
+    validate = raw.get("validate")
+    guards = _checks(raw.get("checks", []), known, kind="guard")
+    if "when" in raw:  # the entry is considered only when `when` holds: a guard whose failure skips it silently
+        guards = (*_lower_check(SKIP_REASON, {}, raw["when"], known, "skip", 10_000, False), *guards)
+    return Entry(raw["backend"], guards,
+                 None if validate is None else _bool(validate),
+                 tuple(_when_dnf(raw["when"], known)) if "when" in raw else ())
 
 
 def _priority_list(plat: str, raw: dict, settings: dict, known: set[str]) -> PriorityList:
@@ -721,13 +963,16 @@ def _priority_list(plat: str, raw: dict, settings: dict, known: set[str]) -> Pri
                                             else "validate"))
     if "manual_accept" in raw or "manual_other" in raw:
         manual = "table"
-    if manual not in ("validate", "table", "ignore"):
-        raise ValueError(f"manual must be 'validate', 'table' or 'ignore', got {manual!r}")
+    if manual not in ("validate", "table", "ignore", "list"):
+        raise ValueError(f"manual must be 'validate', 'table', 'ignore' or 'list', got {manual!r}")
+    if not raw.get("entries") and not raw.get("error"):
+        raise ValueError("a list needs entries (or an error: a branch that raises vLLM's text)")
     return PriorityList(
         platform=plat, name=str(raw.get("name", "")), when=_literals(raw.get("when", {}), known),
         entries=tuple(_entry(e, known) for e in _list(raw.get("entries", []))), validate=bool(validate),
         manual=manual, manual_accept=tuple(_entry(e, known) for e in raw.get("manual_accept", [])),
-        manual_other=str(raw.get("manual_other", "")), ignore_warning=str(raw.get("ignore_warning", "")),
+        manual_other=str(raw.get("manual_other", "")),
+        ignore_warning=str(raw.get("ignore_warning", settings.get("ignore_warning", ""))),
         warn_unvalidated=bool(settings.get("warn_unvalidated", False)),
         start_block_size=_start_block_size(settings.get("start_block_size", []), known),
         drops=_str_list(settings.get("drops", [])),
@@ -737,7 +982,91 @@ def _priority_list(plat: str, raw: dict, settings: dict, known: set[str]) -> Pri
         start_backend=_start_backend(settings.get("start_backend", []), known),
         startup_failures=_messages(settings.get("startup_failures", []), known, "startup_failures"),
         block_size_failure=_text(settings.get("block_size_failure", ""), "block_size_failure"),
+        precluded_warning=_text(settings.get("precluded_warning", ""), "precluded_warning"),
+        request_fallbacks=tuple((str(r.get("warning", "")), alt,
+                                 tuple(tuple(_str_list(x)) for x in _list(r.get("only_reasons", []))),
+                                 str(r.get("level", "warning")))
+                                for r in _list(settings.get("request_fallbacks", []))
+                                for alt in _when_dnf(r.get("when", {}), known)),
+        request_errors=_messages(settings.get("request_errors", []), known, "request_errors"),
+        rewrites=tuple(Rewrite(alt, _sets(r.get("set", {}), known), _str_list(r.get("unset", [])),
+                               r.get("stage", "after_selection"), str(r.get("log", "")))
+                       for r in _list(settings.get("rewrites", [])) for alt in _when_dnf(r.get("when", {}), known)),
+        notes=tuple(Note(alt, _text(n.get("log", ""), "notes.log"), n.get("level", "info"))
+                    for n in _list(settings.get("notes", [])) for alt in _when_dnf(n.get("when", {}), known)),
+        model_backend=_model_backend(settings.get("model_backend", []), known),
+        model_routes=tuple(ModelRoute(str(r.get("name", "")), alt, str(r.get("result", "")), str(r.get("variant", "")),
+                                      str(r.get("error", "")))
+                           for r in _list(settings.get("model_routes", [])) for alt in _when_dnf(r.get("when", {}), known)),
+        model_route_kv=tuple(RouteKV(alt, str(r.get("error", "")), _sets(r.get("set", {}), known), str(r.get("log", "")))
+                             for r in _list(settings.get("model_route_kv", []))
+                             for alt in _when_dnf(r.get("when", {}), known)),
+        mla_prefill=_mla_prefill(settings.get("mla_prefill"), known),
+        error=str(raw.get("error", "")), log=str(raw.get("log", "")), warning=str(raw.get("warning", "")),
+        fallback_log=str(raw.get("fallback_log", "")), list_invalid_message=str(raw.get("invalid_message", "")),
+        ignore_silent=_str_list(raw.get("ignore_silent", [])),
+        hardware_field=str(settings.get("hardware_field", "")),
+        compute_capability_from=_cc_source(settings, known),
+        kv_cache_dtype_hint=str(settings.get("kv_cache_dtype_hint", "")),
+        manual_log=str(settings.get("manual_log", "")), selected_log=str(settings.get("selected_log", "")),
+        override_log=str(settings.get("override_log", "")),
+        mla_prefill_no_valid_message=str(settings.get("mla_prefill_no_valid_message", "")),
+        startup_warnings=tuple((str(w.get("message", "")), alt, str(w.get("level", "warning")))
+                               for w in _list(settings.get("startup_warnings", []))
+                               for alt in _when_dnf(w.get("when", {}), known)),
+        ignore_level=str(settings.get("ignore_level", "warning")),
     )
+
+
+def _cc_source(settings: dict, known: set[str]) -> str:
+    src = settings.get("compute_capability_from", "")
+    if src and src not in known:
+        raise ValueError(f"compute_capability_from names no field or derived fact: {src!r}")
+    return str(src)
+
+
+_LIST_SETTINGS = ("request_fallbacks", "request_errors", "rewrites", "notes", "model_routes", "model_route_kv")
+
+
+def _conds(raw: Any, known: set[str], key: str, allow_empty: bool = False) -> tuple[tuple[str, tuple[Literal, ...]], ...]:
+    """[{when, <key>}] -> ((text, alternative), ...), one entry per alternative of `when`."""
+    out = []
+    for i, w in enumerate(_list(raw)):
+        if not isinstance(w, dict) or not (allow_empty or isinstance(w.get(key), str)):
+            raise ValueError(f"entry #{i + 1} needs '{key}' (and optional 'when')")
+        out += [(str(w.get(key, "")), alt) for alt in _when_dnf(w.get("when", {}), known)]
+    return tuple(out)
+
+
+def _sets(raw: Any, known: set[str]) -> tuple[tuple[str, Any], ...]:
+    if not isinstance(raw, dict):
+        raise ValueError(f"set must be a table of field = value, got {raw!r}")
+    bad = [k for k in raw if k not in known]
+    if bad:
+        raise ValueError(f"set names no field: {bad[0]!r}")
+    return tuple(raw.items())
+
+
+def _model_backend(raw: Any, known: set[str]) -> tuple[DerivedCase, ...]:
+    cases = []
+    for i, c in enumerate(_list(raw)):
+        if not isinstance(c, dict) or set(c) - {"when", "value"} or not isinstance(c.get("value"), str):
+            raise ValueError(f"model_backend #{i + 1} needs a backend name 'value' (\"backend\": the request as is)")
+        cases += [DerivedCase(alt, c["value"]) for alt in _when_dnf(c.get("when", {}), known)]
+    return tuple(cases)
+
+
+def _mla_prefill(raw: Any, known: set[str]) -> MlaPrefill | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ValueError("mla_prefill must be a table")
+    field = str(raw.get("request_field", ""))
+    if field and field not in known:
+        raise ValueError(f"mla_prefill.request_field names no field: {field!r}")
+    return MlaPrefill(field, str(raw.get("no_valid_message", "")), str(raw.get("invalid_message", "")),
+                      str(raw.get("chosen_log", "")), _conds(raw.get("skips", []), known, "warning"),
+                      _conds(raw.get("fallbacks", []), known, "warning"))
 
 
 def _text(v: Any, key: str) -> str:

@@ -152,6 +152,13 @@ class Check:
     require: Literal
     when: tuple[Literal, ...] = ()
     kind: str = "combination"
+    # The source check this clause comes from (one rule check may lower to several clauses: a
+    # multi-field require, `any_of` / `not`); reasons are reported once per (group, text), so two
+    # different checks with the same text both report it, as vLLM lists them. 0: group by text.
+    group: int = 0
+    # vLLM's supports_combination returns one string: of the checks marked `first`, only the first
+    # that fires is reported (ruleset `combination_reasons = "first"`).
+    first: bool = False
 
     def fires(self, facts: Mapping[str, Any]) -> bool:
         return all(w(facts) for w in self.when) and not self.require(facts)
@@ -172,13 +179,28 @@ class Check:
 
 
 def firing_reasons(checks: Iterable[Check], facts: Mapping[str, Any]) -> tuple[str, ...]:
-    """The rendered reasons of the checks that fire, in order, each once (vLLM collects them all)."""
+    """The rendered reasons of the checks that fire, in order, each source check once."""
+    return report(tuple(c for c in checks if c.fires(facts)), facts)
+
+
+def report(fired: Iterable[Check], facts: Mapping[str, Any]) -> tuple[str, ...]:
+    """vLLM's reason list from the checks that fired (in check order): each (group, text) once, and of
+    the `first` checks (supports_combination's single string) only the first group that fired."""
     out: list[str] = []
-    for c in checks:
-        if c.fires(facts):
-            r = c.render(facts)
-            if r not in out:
-                out.append(r)
+    seen: set[tuple[int, str]] = set()
+    first_group: int | None = None
+    for c in fired:
+        if c.first:
+            if first_group is None:
+                first_group = c.group
+            elif c.group != first_group:
+                continue
+        r = c.render(facts)
+        key = (c.group, r)
+        if key in seen or (c.group == 0 and r in out):
+            continue
+        seen.add(key)
+        out.append(r)
     return tuple(out)
 
 
@@ -190,8 +212,36 @@ class _Show(dict):
         return "{" + key + "}"
 
     def __getitem__(self, key: str) -> str:
+        got = placeholder(self, key)
+        if got is not None:
+            return got
         v = super().__getitem__(key) if key in self else self.__missing__(key)
         return _show(v) if not isinstance(v, str) else v
+
+
+# Placeholders that are not plain field names: `{field|default}` (the default when the field is unset,
+# as vLLM prints getattr(cfg, name, default)) and the compute capability in vLLM's two printed forms.
+SPECIAL_PLACEHOLDERS = ("device_capability",)
+
+
+def placeholder(facts: Mapping[str, Any], key: str) -> str | None:
+    """The text of a special placeholder, or None for a plain field name."""
+    if "|" in key:
+        name, _, default = key.partition("|")
+        v = facts.get(name)
+        if v is None:
+            return default
+        return _show(v) if not isinstance(v, str) else v
+    if key == "device_capability":
+        cc = facts.get("compute_capability")
+        if isinstance(cc, int) and not isinstance(cc, bool):
+            return f"DeviceCapability(major={cc // 10}, minor={cc % 10})"
+        return "None"
+    if key == "compute_capability":
+        cc = facts.get("compute_capability")
+        if isinstance(cc, int) and not isinstance(cc, bool):
+            return format_cc(cc)
+    return None
 
 
 GENERIC_FORMS = ("predicate", "values", "multiple_of", "supports", "matches", "flag")
@@ -218,6 +268,8 @@ class GenericCheck:
     unset_passes: bool = False
     roles: tuple[str, ...] = ()
     when: tuple["Literal", ...] = ()
+    # A backend key that replaces the capability by an exact list (B12X's exact_block_sizes).
+    exact_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +338,36 @@ class Backend:
     # Failures vLLM hits at start-up after choosing this backend (message, conditions over the start-up
     # facts, block_size = the start-up block size): the first that holds is vLLM's start-up error.
     startup_failures: tuple[tuple[str, tuple[Literal, ...]], ...] = ()
+    # A composite backend's parts (vLLM's composite.py: shown as "TRITON_ATTN+FLASH_ATTN" in docs; its
+    # capabilities are its own), the name vLLM prints when it differs (MLA prefill registry), and the
+    # backend an alias resolves to (requesting the alias requests that backend).
+    composite: tuple[str, ...] = ()
+    vllm_name: str = ""
+    alias_of: str | None = None
+    # What vLLM prints where it differs from the rules' own names and sets: the class's get_name(), the
+    # kernel block sizes' repr, the declared KV dtypes; the KV cache layouts it supports (data: a list or
+    # cases, not checked yet) and the registry name whose request yields this class (XPU's FLASH_ATTN_MLA).
+    get_name: str = ""
+    kernel_block_sizes_text: str = ""
+    kv_cache_dtypes_text: tuple[str, ...] = ()
+    kv_cache_layouts: Any = None
+    requested_as: str = ""
+
+    @property
+    def display_name(self) -> str:
+        """The name vLLM prints for this backend."""
+        return self.vllm_name or self.name
+
+    def shown_variant(self, facts: Mapping[str, Any]) -> str | None:
+        """The variant reported: the one `variant_shown_by` (else `variant_field`) selects; a string value
+        of `variant_shown_by` that selects no variant is the name shown as is."""
+        if not self.variant_field:
+            return None
+        if self.variant_shown_by:
+            value = facts.get(self.variant_shown_by)
+            name = self.variant_for(value)
+            return name if name is not None or not isinstance(value, str) else value
+        return self.variant_for(facts.get(self.variant_field))
 
     def variant_for(self, value: Any) -> str | None:
         for v in self.variants:
@@ -305,9 +387,44 @@ class DerivedCase:
     warning: str | tuple[str, ...] | None = None
 
 
+def _local_value(op: str, vals: list[Any]) -> Any:
+    """A derived fact's local arithmetic (sums, quotients, products); None when an input is not an int
+    (unset), or a quotient by zero."""
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in vals):
+        return None
+    if op == "sum":
+        return sum(vals)
+    if op == "product":
+        out = 1
+        for v in vals:
+            out *= v
+        return out
+    if op == "quotient":
+        return vals[0] // vals[1] if vals[1] else None
+    raise AssertionError(op)
+
+
+# Field comparisons (`{ eq_field = "x" }`), lowered by the loader to a synthesized boolean derived fact
+# whose `compute` is (op, (field, other)): Python's ==, != and divisibility on the two values.
+def _compare(op: str, a: Any, b: Any) -> bool:
+    if op == "eq":
+        return a == b
+    if op == "ne":
+        return a != b
+    if op == "multiple_of":
+        ok = all(isinstance(v, int) and not isinstance(v, bool) for v in (a, b))
+        return bool(ok and b and a % b == 0)
+    raise AssertionError(op)
+
+
 @dataclass(frozen=True, slots=True)
 class Derived:
-    """A fact vLLM computes from others (FA version, TRTLLM usability): a first-match decision list."""
+    """A fact vLLM computes from others (FA version, TRTLLM usability): a first-match decision list.
+
+    Its cases may read other derived facts (the loader orders the rule set's derived facts so that
+    inputs come first) and local arithmetic over fields (`sums`, `quotients`, `products`). A derived
+    fact with `compute` has no cases: it is a field comparison the loader synthesized.
+    """
 
     name: str
     values: tuple[Any, ...]
@@ -315,26 +432,47 @@ class Derived:
     doc: str = ""
     # Local sums its cases may test: (name, fields); None when any field is None (vLLM's qk head dim).
     sums: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # Local integer quotient (a // b) and product, like sums; also published as facts for messages.
+    quotients: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    products: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    compute: tuple[str, tuple[str, ...]] | None = None
+    # computed once (the explanation's inner loop reads it millions of times)
+    input_fields: tuple[str, ...] = field(default=(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_fields", self._inputs())
+
+    @property
+    def locals(self) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
+        return (*(( n, "sum", f) for n, f in self.sums), *((n, "quotient", f) for n, f in self.quotients),
+                *((n, "product", f) for n, f in self.products))
 
     @property
     def inputs(self) -> tuple[str, ...]:
-        local = {name for name, _ in self.sums}
+        return self.input_fields
+
+    def _inputs(self) -> tuple[str, ...]:
+        if self.compute is not None:
+            return self.compute[1]
+        local = {name: fields for name, _, fields in self.locals}
         seen: dict[str, None] = {}
         for case in self.cases:
             for lit in case.when:
                 if lit.field in local:
-                    seen.update(dict.fromkeys(dict(self.sums)[lit.field]))
+                    seen.update(dict.fromkeys(local[lit.field]))
                 else:
                     seen[lit.field] = None
         return tuple(seen)
 
+    def local_values(self, facts: Mapping[str, Any]) -> dict[str, Any]:
+        return {name: _local_value(op, [facts.get(f) for f in parts]) for name, op, parts in self.locals}
+
     def evaluate(self, facts: Mapping[str, Any]) -> tuple[Any, str | tuple[str, ...] | None]:
-        if self.sums:
-            facts = dict(facts)
-            for name, parts in self.sums:
-                vals = [facts.get(f) for f in parts]
-                ok = all(isinstance(v, int) and not isinstance(v, bool) for v in vals)
-                facts[name] = sum(vals) if ok else None
+        if self.compute is not None:
+            op, (a, b) = self.compute
+            return _compare(op, facts.get(a), facts.get(b)), None
+        if self.sums or self.quotients or self.products:
+            facts = {**facts, **self.local_values(facts)}
         for case in self.cases:
             if all(lit(facts) for lit in case.when):
                 if isinstance(case.warning, str) and "{" in case.warning:
@@ -349,6 +487,71 @@ class Entry:
 
     backend: str
     guards: tuple[Check, ...] = ()
+    # None: the list's own `validate`; True/False: this entry's own checks are (not) run
+    validate: bool | None = None
+    # alternatives of the entry's `when` (empty: always considered); not applied by the solvers yet
+    when: tuple[tuple[Literal, ...], ...] = ()
+
+
+Cond = tuple[Literal, ...]  # a conjunction of literals (one alternative of a rule's `when`)
+
+
+def holds(when: Cond, facts: Mapping[str, Any]) -> bool:
+    return all(lit(facts) for lit in when)
+
+
+@dataclass(frozen=True, slots=True)
+class Rewrite:
+    """A config change vLLM makes before or after selection (`set` values, `unset` fields), with its log line."""
+
+    when: Cond
+    set: tuple[tuple[str, Any], ...] = ()
+    unset: tuple[str, ...] = ()
+    stage: str = "after_selection"
+    log: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """A line vLLM logs after selection, with no config change."""
+
+    when: Cond
+    log: str
+    level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRoute:
+    """Model code that picks the backend itself (no validation): `result` (+ `variant`) or vLLM's `error`."""
+
+    name: str
+    when: Cond
+    result: str = ""
+    variant: str = ""
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RouteKV:
+    """The KV-cache handling of a model route's variant: vLLM's `error`, or `set` values and/or a `log` line."""
+
+    when: Cond
+    error: str = ""
+    set: tuple[tuple[str, Any], ...] = ()
+    log: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MlaPrefill:
+    """The MLA prefill step (its own registry): the field a request comes from, vLLM's messages, the layers
+    that ask for no prefill backend (`skips`) and the failures a layer swallows (`fallbacks`)."""
+
+    request_field: str = ""
+    no_valid_message: str = ""
+    invalid_message: str = ""
+    chosen_log: str = ""
+    skips: tuple[tuple[str, Cond], ...] = ()
+    fallbacks: tuple[tuple[str, Cond], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,12 +591,51 @@ class PriorityList:
     startup_failures: tuple[tuple[str, tuple[Literal, ...]], ...] = ()
     # Start-up failure when the chosen backend's kernel block sizes cannot serve the block size.
     block_size_failure: str = ""
+    # vLLM >= 0.18: the warning when a user's --block-size rejected higher-priority backends ({block_size},
+    # {precluded}, {backend}); requests vLLM drops for automatic selection ((warning, cond), ...); requests that
+    # fail before validation with vLLM's whole text ((message, cond), ...); config rewrites; post-selection
+    # log lines; model-driven backends (`model_backend` cases, "backend" = the request as is; `model_routes`
+    # and their KV handling `model_route_kv`); the MLA prefill step's settings.
+    precluded_warning: str = ""
+    # (warning, cond, only_reasons, level): only_reasons (exact reason lists) limits the fallback to a
+    # request refused for exactly those reasons (empty: any request matching `when`)
+    request_fallbacks: tuple[tuple[str, Cond, tuple[tuple[str, ...], ...], str], ...] = ()
+    request_errors: tuple[tuple[str, Cond], ...] = ()
+    rewrites: tuple[Rewrite, ...] = ()
+    notes: tuple[Note, ...] = ()
+    model_backend: tuple[DerivedCase, ...] = ()
+    model_routes: tuple[ModelRoute, ...] = ()
+    model_route_kv: tuple[RouteKV, ...] = ()
+    mla_prefill: MlaPrefill | None = None
+    # Decision-tree branches (CPU, XPU): `error` raises vLLM's text (no entries); `log` / `warning` are the
+    # branch's INFO / WARNING line; `fallback_log` is logged when the first entry fails and a later one is
+    # used; `list_invalid_message` replaces the platform's for a request through this list;
+    # `ignore_silent`: requested backends this branch accepts without the ignore warning.
+    error: str = ""
+    log: str = ""
+    warning: str = ""
+    fallback_log: str = ""
+    list_invalid_message: str = ""
+    ignore_silent: tuple[str, ...] = ()
+    # Platform-wide: the field naming the device, the derived fact giving validate_configuration's device
+    # capability (ROCm: from the gfx arch), the no-valid hint listing KV dtypes ({kv_cache_dtypes}), INFO
+    # lines (manual_log applied; selected_log / override_log need every entry validated: carried), start-up
+    # warnings ((message, cond, level)), the MLA prefill no-valid text, the ignore line's level.
+    hardware_field: str = ""
+    compute_capability_from: str = ""
+    kv_cache_dtype_hint: str = ""
+    manual_log: str = ""
+    selected_log: str = ""
+    override_log: str = ""
+    mla_prefill_no_valid_message: str = ""
+    startup_warnings: tuple[tuple[str, Cond, str], ...] = ()
+    ignore_level: str = "warning"
 
     def applies(self, facts: Mapping[str, Any]) -> bool:
         return all(lit(facts) for lit in self.when)
 
 
-FIELD_KINDS = ("bool", "int", "enum", "tristate", "cc", "platform", "backend")
+FIELD_KINDS = ("bool", "int", "enum", "tristate", "cc", "platform", "backend", "str")
 FIELD_CATEGORIES = ("hardware", "model", "setting")
 
 
@@ -449,6 +691,10 @@ class RuleSet:
     vllm: str = ""
     read_from: str = ""
     summary: str = ""
+    # The [ruleset] table's semantic switches: combination_reasons ("all" | "first"), derived_warnings
+    # ("chosen": a derived fact's log lines show when the chosen backend reads it; "validated": when any
+    # validated candidate does, as vLLM >= 0.18 validates every list entry).
+    settings: Mapping[str, str] = field(default_factory=dict)
 
     def lists_for(self, platform: str) -> tuple[PriorityList, ...]:
         return tuple(pl for pl in self.lists if pl.platform == platform)

@@ -59,46 +59,98 @@ KEYS: dict[str, dict[str, str]] = {
             "derived": TABLES("derived"), "backends": TABLES("backend"), "platforms": TABLES("platform")},
     # which vLLM release a rule set models, and the release (wheel) its facts were read from
     # [fields.NAME]: a declared selection input (model.FieldDecl); `values` is its domain (kind enum)
-    "field": {"kind": STR, "default": SCALAR, "unset": STR, "category": STR, "selector": BOOL, "flags": STR_LIST,
+    "field": {"kind": STR, "default": SCALAR, "unset": STR, "category": STR, "selector": BOOL, "flags": STR_LIST, "flag": STR,
               "metavar": STR, "env": STR, "vllm": STR, "help": STR, "platforms": STR_LIST, "min": INT,
               "values": LIST, "model_keys": STR_LIST, "architectures": TABLE},
+    # default: the base class's value when a backend omits the key (a list for values / multiple_of);
+    # exact_key: a backend key that replaces the capability with an exact list (B12X's block sizes)
     "generic_check": {"key": STR, "field": STR, "form": STR, "reason": "reason", "reason_true": "reason",
-                      "reason_false": "reason", "default": SCALAR, "unset_passes": BOOL, "roles": STR_LIST,
-                      "when": LITERALS},
-    "ruleset": {"vllm": STR, "read_from": STR, "summary": STR, "status": STR},
+                      "reason_false": "reason", "default": "any", "unset_passes": BOOL, "roles": STR_LIST,
+                      "when": LITERALS, "exact_key": STR},
+    # combination_reasons: "all" (every failing backend check is a reason) or "first" (vLLM >= 0.18's
+    # supports_combination returns one string: only the first failing one)
+    "ruleset": {"vllm": STR, "read_from": STR, "summary": STR, "status": STR, "combination_reasons": STR,
+                "derived_warnings": STR},
     # suggest / family: which GPUs a hardware fix names and a ROCm generation name (attnsolve/gpus.py)
     "gpu": {"platform": STR, "compute_capability": SCALAR, "rocm_arch": STR, "suggest": BOOL, "family": STR},
     "backend": {"platforms": STR_LIST, "role": STR, "summary": STR, **_CAPS, "explicit_only": BOOL, "parent": STR,
                 "abstract": BOOL, "variant_field": STR, "variants": TABLES("variant"), "checks": LIST_OF("check"),
                 "warnings": LIST_OF("warning"), "preferred_block_size": INT,
-                "startup_failures": LIST_OF("warning"), "variant_shown_by": STR},
+                "startup_failures": LIST_OF("warning"), "variant_shown_by": STR,
+                # composite: the backends a composite one dispatches to (documentation; its capabilities are
+                # its own); alias_of: a name vLLM accepts and resolves to another backend; vllm_name: the
+                # name vLLM prints when it differs from the rule name (MLA prefill registry)
+                "composite": STR_LIST, "alias_of": STR, "vllm_name": STR,
+                # get_name: the class's get_name() where it differs from the registry name; *_text: vLLM's
+                # repr of a capability where it differs from the accepted set; kv_cache_layouts: a list or
+                # cases (data); requested_as: the registry name whose request yields this class (XPU)
+                "get_name": STR, "kernel_block_sizes_text": STR, "kv_cache_dtypes_text": STR_LIST,
+                "kv_cache_layouts": "raw", "requested_as": STR},
     "variant": {"values": LIST, **_CAPS},
-    "check": {"reason": "reason", "require": LITERALS, "when": LITERALS},
+    # at: the generic check this one replaces (same place in the reasons); kind: vLLM's exception type
+    "check": {"reason": "reason", "require": LITERALS, "when": LITERALS, "at": STR, "kind": STR},
     "warning": {"message": STR, "when": LITERALS},
-    "derived": {"doc": STR, "values": LIST, "cases": LIST_OF("case"), "sums": TABLE},
+    "derived": {"doc": STR, "values": LIST, "cases": LIST_OF("case"), "sums": TABLE, "quotients": TABLE,
+                "products": TABLE},
     "case": {"when": LITERALS, "value": SCALAR, "warning": STRS},
     "platform": {"lists": LIST_OF("list"), "validate": BOOL, "manual": STR, "warn_unvalidated": BOOL,
                  "start_block_size": LIST_OF("start_block_size"), "drops": STR_LIST,
                  "request_platform_check": BOOL, "no_valid_message": STR, "invalid_message": STR,
-                 "start_backend": LIST_OF("start_backend"), "startup_failures": LIST_OF("warning"), "block_size_failure": STR},
+                 "start_backend": LIST_OF("start_backend"), "startup_failures": LIST_OF("warning"), "block_size_failure": STR,
+                 "precluded_warning": STR, "request_fallbacks": LIST_OF("fallback"), "request_errors": LIST_OF("warning"),
+                 "rewrites": LIST_OF("rewrite"), "notes": LIST_OF("note"), "model_backend": LIST_OF("start_backend"),
+                 "model_routes": LIST_OF("model_route"), "model_route_kv": LIST_OF("route_kv"),
+                 "mla_prefill": ONE("mla_prefill"),
+                 # hardware_field: the field naming the platform's device; compute_capability_from: the derived
+                 # fact giving validate_configuration's device capability ("none": None); texts vLLM prints
+                 "hardware_field": STR, "compute_capability_from": STR, "compute_capability": STR,
+                 "kv_cache_dtype_hint": STR, "manual_log": STR, "selected_log": STR, "override_log": STR,
+                 "mla_prefill_no_valid_message": STR, "startup_warnings": LIST_OF("startup_warning"),
+                 "ignore_warning": STR, "ignore_level": STR},
+    "startup_warning": {"when": LITERALS, "message": STR, "level": STR},
+    # a requested backend vLLM drops (automatic selection instead), with its log line if any
+    "fallback": {"when": LITERALS, "warning": STR, "stage": STR, "only_reasons": "raw", "level": STR},
+    # a config change vLLM applies before or after selection (set values, unset fields), with its log line
+    "rewrite": {"when": LITERALS, "set": TABLE, "unset": STR_LIST, "stage": STR, "log": STR},
+    # a line vLLM logs after selection with no config change
+    "note": {"when": LITERALS, "level": STR, "log": STR},
+    # a model-driven backend choice (or error) that replaces selection for that model
+    "model_route": {"name": STR, "when": LITERALS, "result": STR, "variant": STR, "error": STR},
+    "route_kv": {"when": LITERALS, "error": STR, "set": TABLE, "log": STR},
+    "mla_prefill": {"request_field": STR, "no_valid_message": STR, "invalid_message": STR, "chosen_log": STR,
+                    "skips": LIST_OF("skip"), "fallbacks": LIST_OF("skip")},
+    "skip": {"when": LITERALS, "warning": STR},
     # value: a block size, or "block_size" (keep the user's)
     "start_block_size": {"when": LITERALS, "value": SCALAR},
     "start_backend": {"when": LITERALS, "value": STR},
+    # error: the branch raises vLLM's text (no entries); log / warning: the branch's INFO / WARNING line;
+    # fallback_log: INFO when the first entry fails and a later one is used ({reason_tuple})
     "list": {"name": STR, "when": LITERALS, "entries": LIST_OF("entry"), "manual": STR,
-             "manual_accept": LIST_OF("entry"), "manual_other": STR, "ignore_warning": STR},
-    "entry": {"backend": STR, "checks": LIST_OF("check")},
+             "manual_accept": LIST_OF("entry"), "manual_other": STR, "ignore_warning": STR,
+             "error": STR, "log": STR, "warning": STR, "ignore_silent": STR_LIST, "fallback_log": STR,
+             "invalid_message": STR},
+    # validate: run this entry's own checks on a platform that does not validate (or skip them); when: the
+    # entry is considered only when it holds
+    "entry": {"backend": STR, "checks": LIST_OF("check"), "validate": BOOL, "when": LITERALS},
+    # eq_field / ne_field / multiple_of_field compare with another field (lowered to a derived fact)
     "predicate": {"in": LIST, "not_in": LIST, "min": SCALAR, "max": SCALAR, "multiple_of": SCALAR,
-                  "major_in": INT_LIST, "eq": SCALAR, "none": BOOL, "present": BOOL},
+                  "major_in": INT_LIST, "eq": SCALAR, "none": BOOL, "present": BOOL,
+                  "eq_field": STR, "ne_field": STR, "multiple_of_field": STR},
 }
 REQUIRED: dict[str, tuple[str, ...]] = {"check": ("reason", "require"), "warning": ("message",),
                                         "derived": ("values", "cases"), "case": ("value",),
                                         "start_block_size": ("value",), "entry": ("backend",),
-                                        "variant": ("values",), "gpu": ("platform",), "list": ("name", "entries")}
+                                        "variant": ("values",), "gpu": ("platform",), "list": ("name",)}
 # (place, key) whose list may not be empty (an empty priority list selects nothing and breaks the sweep).
 NON_EMPTY: frozenset[tuple[str, str]] = frozenset({("list", "entries"), ("derived", "values"), ("derived", "cases")})
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {("backend", "role"): ("decode", "mla_prefill"),
-                                                   ("platform", "manual"): ("validate", "table", "ignore"),
-                                                   ("list", "manual"): ("validate", "table", "ignore")}
+                                                   ("ruleset", "combination_reasons"): ("all", "first"),
+                                                   ("ruleset", "derived_warnings"): ("chosen", "validated"),
+                                                   ("rewrite", "stage"): ("before_selection", "after_selection"),
+                                                   ("fallback", "stage"): ("before_selection", "after_selection"),
+                                                   ("note", "level"): ("debug", "info", "warning"),
+                                                   ("platform", "manual"): ("validate", "table", "ignore", "list"),
+                                                   ("list", "manual"): ("validate", "table", "ignore", "list")}
 
 
 def keys(place: str) -> frozenset[str]:
@@ -165,6 +217,12 @@ class ShapeChecker:
         elif kind == INT_LIST:
             if not isinstance(v, list) or not all(_is_int(x) and 0 < x <= RULE_INT_MAX for x in v):
                 bad(f"a list of integers from 1 to {RULE_INT_MAX}")
+        elif kind == "raw":
+            pass  # data kept as written (checked where it is read)
+        elif kind == "any":
+            ok = isinstance(v, (str, int, float, bool)) or (isinstance(v, list) and all(isinstance(x, (str, int, float, bool)) for x in v))
+            if not ok:
+                bad("a value or a list of values")
         elif kind == LIST:
             if not isinstance(v, list) or not all(isinstance(x, (str, int, float, bool)) for x in v):
                 bad("a list of values")
@@ -235,7 +293,8 @@ class ShapeChecker:
         for _, name, spec, conv in parts:
             if name is None:
                 continue
-            if name not in self.fields or spec or conv not in (None, "r", "s"):
+            base = name.partition("|")[0]
+            if not (name in SPECIAL or base in self.fields) or spec or conv not in (None, "r", "s"):
                 self.add(f, loc, f"placeholder {{{name}}} in {_short(v)} names no field"
                          + (f"; did you mean {{{closest(name, self.fields)}}}?" if closest(name, self.fields) else "")
                          + " (placeholders are plain field names, e.g. {attn_type})")
@@ -245,6 +304,16 @@ class ShapeChecker:
             self.add(f, loc, f"must be a table of field = predicate, got {_kind(v)} {_short(v)}")
             return
         for field, p in v.items():
+            if field == "any_of":
+                if not isinstance(p, list) or not p:
+                    self.add(f, f"{loc}.any_of", f"must be a non-empty list of tables, got {_kind(p)} {_short(p)}")
+                    continue
+                for i, sub in enumerate(p):
+                    self.literals(f, f"{loc}.any_of[{i}]", sub)
+                continue
+            if field == "not":
+                self.literals(f, f"{loc}.not", p)
+                continue
             if field not in self.fields:
                 hit = closest(field, self.fields)
                 self.add(f, f"{loc}.{field}", f"unknown field {field!r}" + (f"; did you mean {hit!r}?" if hit else ""))
@@ -289,10 +358,13 @@ class ShapeChecker:
                 if kind not in ("cc", "any") or not isinstance(v, list) or not all(_is_int(x) and 0 < x <= 20 for x in v):
                     self.add(f, where, f"must be a list of compute-capability majors (1-20) on compute_capability, "
                                        f"got {_short(v)}")
+            elif k in ("eq_field", "ne_field", "multiple_of_field"):
+                if v not in self.fields:
+                    self.add(f, where, f"{k} names no field: {_short(v)}")
             elif k in ("none", "present") and not isinstance(v, bool):
                 self.add(f, where, f"must be true or false, got {_kind(v)} {_short(v)}")
-        if "present" in raw and set(raw) != {"present"}:
-            self.add(f, loc, "'present' cannot be combined with other predicate keys")
+        if "present" in raw and set(raw) != {"present"} and (raw["present"] is not True or "none" in raw):
+            self.add(f, loc, "'present = false' cannot be combined with other predicate keys")
 
     def scalar(self, f: str, loc: str, v: Any, kind: str, allow_prefix: bool = False) -> None:
         if kind == "int":
@@ -310,7 +382,10 @@ class ShapeChecker:
             self.add(f, loc, f"must be {want}, got {_kind(v)} {_short(v)}")
 
 
-_DECL_KIND = {"bool": "bool", "int": "int", "cc": "cc", "enum": "str", "platform": "str", "backend": "str",
+# Placeholders that are not field names (model.placeholder renders them); `{field|default}` is checked by field.
+SPECIAL = ("device_capability", "gpu_name")
+
+_DECL_KIND = {"str": "str", "bool": "bool", "int": "int", "cc": "cc", "enum": "str", "platform": "str", "backend": "str",
               "tristate": "bool"}
 
 
@@ -323,6 +398,10 @@ def capability_kinds(generic: Iterable[Any]) -> dict[str, str]:
         form, field = g.get("form"), g.get("field")
         out[g["key"]] = {"predicate": PRED(field) if isinstance(field, str) else LIST, "values": LIST,
                          "multiple_of": INT_LIST, "supports": BOOL, "matches": BOOL, "flag": BOOL}.get(form, SCALAR)
+        if g.get("unset_passes"):
+            out[g["key"] + "_unset_passes"] = BOOL  # a backend's own answer for an unset field
+        if isinstance(g.get("exact_key"), str):
+            out[g["exact_key"]] = INT_LIST if form == "multiple_of" else LIST
     return out
 
 
@@ -342,9 +421,10 @@ def field_kinds(domains: Mapping[str, Iterable[Any]], derived: Mapping[str, Any]
             if vals and all(_is_int(x) for x in vals):
                 out[name] = "int"
     for name, d in derived.items():
-        sums = d.get("sums") if isinstance(d, dict) else None
-        for sum_name in sums if isinstance(sums, dict) else ():
-            out[str(sum_name)] = "int"  # a derived fact's local sum of integer fields (e.g. qk_head_dim)
+        for local in ("sums", "quotients", "products"):
+            table = d.get(local) if isinstance(d, dict) else None
+            for sum_name in table if isinstance(table, dict) else ():
+                out[str(sum_name)] = "int"  # a derived fact's local arithmetic on integer fields (e.g. qk_head_dim)
         vals = d.get("values") if isinstance(d, dict) else None
         if isinstance(vals, list) and vals and all(isinstance(x, bool) for x in vals):
             out[name] = "bool"

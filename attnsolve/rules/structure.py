@@ -41,7 +41,11 @@ def check_structure(rules: RuleSet, parents: Mapping[str, str | None], files: Ma
             in_lists = [pl for pl in rules.lists if pl.platform == plat
                         and nx.has_path(prio, ("list", plat, pl.name), ("backend", name))] if prio.has_node(("backend", name)) else []
             manual = [pl for pl in rules.lists if pl.platform == plat and any(e.backend == name for e in pl.manual_accept)]
-            if not in_lists and not manual:
+            # a backend listed on another platform may stay requestable here when this platform validates
+            # requests (vLLM 0.33: FLEX_ATTENTION on ROCm / XPU)
+            listed_elsewhere = any(pl.platform != plat and any(e.backend == name for e in pl.entries) for pl in rules.lists)
+            requestable = listed_elsewhere and any(pl.platform == plat and pl.manual == "validate" for pl in rules.lists)
+            if not in_lists and not manual and not requestable:
                 yield files.get(name, "?"), f"backends.{name}", (
                     f"declared for platform {plat!r} but in none of its priority lists "
                     "(add it to a list or mark it explicit_only = true)")
@@ -52,7 +56,7 @@ def check_structure(rules: RuleSet, parents: Mapping[str, str | None], files: Ma
     for pl in rules.lists:
         for i, e in enumerate(pl.entries):
             b = rules.backends.get(e.backend)
-            if b is None or b.checks or e.guards or b.variant_field is not None:
+            if b is None or b.checks or e.guards or e.when or b.variant_field is not None:
                 continue
             for later in pl.entries[i + 1:]:
                 yield pl.source or pl.platform, f"platforms.{pl.platform}.lists {pl.name!r}", (

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ..rules.model import Check, Pred, RuleSet
+from ..rules.model import Check, Pred, RuleSet, report
 from .semantics import Candidate, Plan, plan, select_list
 
 
@@ -36,7 +36,7 @@ class CompiledRules:
             list_fields.update(dict.fromkeys(l.field for l in pl.when))
         self._list_fields = tuple(list_fields)
         self._list_memo: dict[tuple[Any, ...], Any] = {}
-        self._derived = tuple((d, d.inputs) for d in rules.derived.values())
+        self._derived = tuple((d, d.inputs, d.locals) for d in rules.derived.values())
         self._derived_memo: dict[tuple[Any, ...], tuple[Any, str | None]] = {}
 
     @property
@@ -82,13 +82,7 @@ class CompiledRules:
         if got is None or got[0] is not cand:
             from .semantics import reasons_of
             return reasons_of(cand, facts)
-        out: list[str] = []
-        for bit, check in got[1]:
-            if not sat & bit:
-                r = check.render(facts)
-                if r not in out:
-                    out.append(r)
-        return tuple(out)
+        return report((check for bit, check in got[1] if not sat & bit), facts)
 
     def plan_for(self, facts: Mapping[str, Any]) -> tuple[Plan, tuple[int, ...]] | None:
         key = tuple(facts.get(f) for f in self._list_fields)
@@ -114,13 +108,16 @@ class CompiledRules:
         """Fill in the derived facts; return derived name -> its case's warning (None, a line or lines)."""
         out: dict[str, Any] = {}
         memo = self._derived_memo
-        for d, inputs in self._derived:
+        for d, inputs, local in self._derived:  # dependency order (the loader sorts them)
             key = (d.name, *(facts.get(f) for f in inputs))
             got = memo.get(key)
             if got is None:
                 got = memo[key] = d.evaluate(facts)
             facts[d.name] = got[0]
             out[d.name] = got[1]
+            if local:  # local arithmetic (q_per_kv) is shown by messages: publish it
+                for name, value in d.local_values(facts).items():
+                    facts.setdefault(name, value)
         return out
 
     def satisfied(self, facts: Mapping[str, Any]) -> int:

@@ -59,7 +59,9 @@ class CSP:
             p.addVariable(f, dom)
         # Hardware facts belong to their platform.
         if "compute_capability" in self.fields:  # absent when no rule looks at it
-            p.addConstraint(FunctionConstraint(lambda plat, cc: (cc is not None) == (plat == "cuda")),
+            # cuda's device capability; a platform deriving one (ROCm from its gfx arch) may have one too
+            derived_cc = {pl.platform for pl in self.rules.lists if pl.compute_capability_from}
+            p.addConstraint(FunctionConstraint(lambda plat, cc: plat in derived_cc or (cc is not None) == (plat == "cuda")),
                             ["platform", "compute_capability"])
         if "rocm_arch" in self.fields:
             p.addConstraint(FunctionConstraint(lambda plat, a: (a is not None) == (plat == "rocm")), ["platform", "rocm_arch"])

@@ -19,6 +19,9 @@ from ..rules.model import Check, Literal, RuleSet
 from .compiled import CompiledRules
 from .domains import representatives
 
+# Largest product of free values one unit enumerates exactly (see Reach._options).
+_MAX_COMBOS = 1_024
+
 # Fields always enumerated together: hardware facts are coupled to the platform, sparse to MLA,
 # and the role to MLA.
 _COUPLED = (("platform", "compute_capability", "rocm_arch"), ("use_mla", "use_sparse", "role"))
@@ -52,9 +55,20 @@ class Reach:
         # only derived facts some clause tests couple fields (a derived fact that only names a variant,
         # e.g. the FA version a kernel runs with, cannot change validity)
         self._derived = {n: d for n, d in rules.derived.items() if n in comp._field_lits or n in _derived_in_cases(rules)}
+        # derived facts may read derived facts: pull those in, and couple each one's base fields
+        todo = list(self._derived)
+        while todo:
+            for f in rules.derived[todo.pop()].inputs:
+                if f in rules.derived and f not in self._derived:
+                    self._derived[f] = rules.derived[f]
+                    todo.append(f)
+        self._derived = {n: d for n, d in rules.derived.items() if n in self._derived}  # dependency order
+        self._base: dict[str, frozenset[str]] = {}
+        for n, d in self._derived.items():
+            self._base[n] = frozenset(x for f in d.inputs for x in (self._base.get(f, ()) if f in rules.derived else (f,)))
         fields = set(comp._field_lits) | {"platform", "role", "use_mla", "use_sparse", "compute_capability", "rocm_arch"}
-        for d in self._derived.values():
-            fields |= set(d.inputs)
+        for n in self._derived:
+            fields |= self._base[n]
         fields -= set(self._derived)
         # groups: union-find over derived inputs and coupled fields
         parent = {f: f for f in fields}
@@ -68,8 +82,8 @@ class Reach:
         def union(a: str, b: str) -> None:
             parent[find(a)] = find(b)
 
-        for d in self._derived.values():
-            ins = [f for f in d.inputs if f in parent]
+        for n in self._derived:
+            ins = [f for f in sorted(self._base[n]) if f in parent]
             for a, b in zip(ins, ins[1:]):
                 union(a, b)
         for grp in _COUPLED:
@@ -80,9 +94,11 @@ class Reach:
         for f in sorted(fields):
             groups.setdefault(find(f), []).append(f)
         self.groups = [tuple(g) for g in groups.values()]
-        self._group_derived = {g: tuple(d for d in self._derived.values() if set(d.inputs) & set(g)) for g in self.groups}
+        self._group_derived = {g: tuple(d for n, d in self._derived.items() if self._base[n] & set(g))
+                               for g in self.groups}
         self._reps = {f: tuple(representatives(rules, f)) for f in fields}
         self._opt_cache: dict[Any, tuple[int, ...]] = {}
+        self._dmemo: dict[tuple[Any, ...], tuple[Any]] = {}  # derived values by their inputs' values
         self._opt_clauses = comp.clause_count
 
     def list_need(self, index: int) -> int:
@@ -100,14 +116,38 @@ class Reach:
         doms = [self._reps[f] if facts.get(f, ANY) is ANY else (facts[f],) for f in group]
         masks: set[int] = set()
         derived = self._group_derived[group]
+        size = 1
+        for d in doms:
+            size *= len(d)
+        if size > _MAX_COMBOS:
+            # too many value combinations (vLLM >= 0.18's FA facts couple a dozen fields): answer with one
+            # permissive option (every clause some value of the group could satisfy). It over-approximates
+            # reachability, never under: explanations stay answerable; fixes are re-verified by solving.
+            m = 0
+            for f, dom in zip(group, doms):
+                for v in dom:
+                    m |= self.comp.satisfied_partial({f: v})
+            for d in derived:
+                for v in d.values:
+                    m |= self.comp.satisfied_partial({d.name: v})
+            self._opt_cache[key] = (m,)
+            return (m,)
         for combo in itertools.product(*doms):
             vals = dict(zip(group, combo))
             if not _coupling_ok(vals):
                 continue
             if derived:
                 full = dict(vals)
-                for d in derived:
-                    full[d.name] = d.evaluate(full)[0] if set(d.inputs) <= set(full) else None
+                memo = self._dmemo
+                for d in derived:  # dependency order: a derived fact after those it reads
+                    if self._base[d.name] <= vals.keys():
+                        k = (d.name, *(full.get(f) for f in d.inputs))
+                        got = memo.get(k)
+                        if got is None:
+                            got = memo[k] = (d.evaluate(full)[0],)
+                        full[d.name] = got[0]
+                    else:
+                        full[d.name] = None
                 vals = full
             masks.add(self.comp.satisfied_partial(vals))
         opts = _maximal(masks)

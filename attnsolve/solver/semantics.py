@@ -94,18 +94,22 @@ def plan(rules: RuleSet, pl: PriorityList, requested: str | None) -> Plan:
 
 
 def _plan(rules: RuleSet, pl: PriorityList, requested: str | None) -> Plan:
-    if requested is None or pl.manual == "ignore":
+    if requested is None or pl.manual in ("ignore", "list"):  # "list": the request only steers list choice
         warning = None
-        if requested is not None and requested not in [e.backend for e in pl.entries]:
+        if (requested is not None and pl.manual != "list" and requested not in [e.backend for e in pl.entries]
+                and requested not in pl.ignore_silent):
             warning = pl.ignore_warning.replace("{backend}", requested) if pl.ignore_warning else None
         cands = []
         for e in pl.entries:
             b = rules.backends[e.backend]
             if b.explicit_only:
                 continue
-            own = b.checks if pl.validate else ()
-            cands.append(Candidate(e.backend, (*own, *e.guards), pl.validate))
+            validate = pl.validate if e.validate is None else e.validate
+            own = b.checks if validate else ()
+            cands.append(Candidate(e.backend, (*own, *e.guards), validate))
         return Plan(pl, AUTO, tuple(cands), warning)
+    if requested is not None and requested in rules.backends and rules.backends[requested].alias_of:
+        requested = rules.backends[requested].alias_of  # vLLM resolves an alias to its backend
     if pl.manual == "validate":
         b = rules.backends[requested]
         extra: list[Check] = []
