@@ -114,7 +114,7 @@ def outcome(config: Config, role: str | None = None) -> Outcome:
     try:
         sel = solve(config, role=role)
     except SelectionError as e:
-        return Outcome(config.vllm, None, error=str(e).splitlines()[0],
+        return Outcome(config.vllm, None, error=e.args[0].splitlines()[0],  # not str(e): that explains it
                        reasons=tuple((b, tuple(r)) for b, r in e.reasons.items()))
     reasons = tuple((r.backend, r.reasons) for r in sel.rejected)
     return Outcome(config.vllm, sel.backend, sel.variant, sel.warnings, sel.startup_error, reasons)
