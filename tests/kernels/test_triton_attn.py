@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from sizes import pick  # noqa: E402
+from sizes import FULL, pick  # noqa: E402
 from triton_import import import_interpreted, rerun_in_interpreter  # noqa: E402
 
 torch, triton_attn, _SET_ENV = import_interpreted("attnsolve.kernels.triton_attn")
@@ -176,9 +176,11 @@ def test_tuning_knobs_do_not_change_results(block_m, tile):
 
 
 @needs_interp
-@pytest.mark.parametrize("segments", [2, 8, 32])
+@pytest.mark.parametrize("segments", [2, 8, 32] if FULL else [2, 8])
 def test_split_kv_segments(segments):
-    """Split-KV: more segments than tiles (empty segments), sinks only in segment 0, windows."""
+    """Split-KV: more segments than tiles (empty segments), sinks only in segment 0, windows.
+    With 32-key tiles the 90-key sequence has 3 tiles, so 8 segments already leave empty segments in
+    every sequence; 32 (the same path on a 4x larger interpreter grid) runs with the full sizes."""
     q, kc, vc, md = make_batch([1, 1, 4, 1], [3, 90, 40, 1], 8, 2, 64, 16, seed=segments)
     sinks = torch.randn(8)
     for kw in ({}, {"sinks": sinks}, {"sliding_window": 20, "logits_soft_cap": 10.0}):
