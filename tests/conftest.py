@@ -28,6 +28,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # --runslow also runs the full grids and interpreter budgets (tests/sizes.py reads this at import)
+    if config.getoption("--runslow"):
+        os.environ["ATTNSOLVE_FULL_SIZES"] = "1"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not config.getoption("--runslow") and os.environ.get("HYPOTHESIS_PROFILE") != "nightly":
         skip_slow = pytest.mark.skip(reason="slow: run with --runslow or HYPOTHESIS_PROFILE=nightly")

@@ -18,7 +18,7 @@ CPU_MLA at the peer's sizes and TRITON_MLA (interpreter) at a quarter of the len
 
 How much runs: a deterministic sample (every source test, every feature) by default and in
 the ``ci`` profile, about two minutes on 2 cores; ``ATTNSOLVE_PEER_GRID=<n>`` takes ``n`` cases of
-every source test; the whole grid with ``HYPOTHESIS_PROFILE=nightly`` or ``ATTNSOLVE_PEER_GRID=full``.  The tolerances are the peers' (see the case fields).
+every source test; the whole grid with ``HYPOTHESIS_PROFILE=nightly``, ``--runslow`` or ``ATTNSOLVE_PEER_GRID=full``.  The tolerances are the peers' (see the case fields).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ torch, _triton_attn, _ = import_interpreted("attnsolve.kernels.triton_attn")
 _, _triton_mla, _ = import_interpreted("attnsolve.kernels.triton_mla")  # @triton.jit decides at import
 
 import peer_grid_cases as grid  # noqa: E402
+import sizes  # noqa: E402
 from peer_grid_cases import MlaCase, PagedCase, case_id  # noqa: E402
 
 from attnsolve import ConfigError, SelectionError  # noqa: E402
@@ -46,7 +47,7 @@ from attnsolve.kernels.dispatch import resolve  # noqa: E402
 from attnsolve.kernels.metadata import AttentionMetadata  # noqa: E402
 
 INTERPRETED = _triton_attn.is_interpreted()
-FULL = os.environ.get("ATTNSOLVE_PEER_GRID") == "full" or os.environ.get("HYPOTHESIS_PROFILE") == "nightly"
+FULL = os.environ.get("ATTNSOLVE_PEER_GRID") == "full" or sizes.FULL  # nightly profile or --runslow
 _FP8 = {"fp8_e4m3": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
 _CACHE_BYTES = 48 << 20  # one K or V pool at most this large (the peers' 32768 blocks are a GPU overflow test)
 

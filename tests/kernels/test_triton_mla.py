@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from sizes import pick  # noqa: E402
 from triton_import import import_interpreted, rerun_in_interpreter  # noqa: E402
 
 torch, triton_mla, _SET_ENV = import_interpreted("attnsolve.kernels.triton_mla")
@@ -33,7 +34,8 @@ needs_interp = pytest.mark.skipif(
     "these tests run in a subprocess instead (test_in_interpreter_subprocess)",
 )
 HAS_CUDA = torch.cuda.is_available()
-_N = max(6, min(300, settings().max_examples // 2))
+# Interpreter examples: 25 under ci (dev: 15), 300 under nightly / --runslow (tests/sizes.py).
+_N = pick(max(6, min(25, settings().max_examples // 2)), 300)
 
 TOL = {
     torch.float32: dict(atol=2e-4, rtol=2e-4),
