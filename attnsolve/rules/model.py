@@ -477,6 +477,8 @@ class Derived:
             if all(lit(facts) for lit in case.when):
                 if isinstance(case.warning, str) and "{" in case.warning:
                     return case.value, case.warning.format_map(_Show(facts))
+                if isinstance(case.warning, tuple):  # several log lines: each rendered with the facts
+                    return case.value, tuple(w.format_map(_Show(facts)) if "{" in w else w for w in case.warning)
                 return case.value, case.warning
         raise AssertionError(f"derived {self.name} has no default case")  # loader guarantees one
 
