@@ -163,7 +163,9 @@ def declared_flags(rules: Any) -> tuple[Flag, ...]:
                  if x]
         out.append(Flag(name, tuple(names), decl.metavar if decl.metavar != "VALUE" else
                         ("BOOL" if decl.kind in ("bool", "tristate") else "N" if decl.kind == "int" else "VALUE"),
-                        text + (f" ({'; '.join(extra)})" if extra else ""), boolean=decl.kind in ("bool", "tristate")))
+                        # argparse formats help with %: a rule's text is data, so its % are escaped
+                        (text + (f" ({'; '.join(extra)})" if extra else "")).replace("%", "%%"),
+                        boolean=decl.kind in ("bool", "tristate")))
     return tuple(out)
 
 
