@@ -326,7 +326,7 @@ IN_PLACE = {  # name: (file, text, replacement, key path)
     "manual typo": ("cpu.toml", 'manual = "ignore"', 'manual = "ignor"', "platforms.cpu.lists[0].manual"),
     # found by the nightly fuzz: a priority list with no entries loaded and crashed explain's sweep
     "empty entries": ("cuda.toml", 'entries = ["FLASHINFER", "FLASH_ATTN", "TRITON_ATTN", "FLEX_ATTENTION"]',
-                      "entries = []", "platforms.cuda.lists[0].entries"),
+                      "entries = []", "platforms.cuda.lists[0]"),  # "a list needs entries (or an error ...)"
     "warn_unvalidated string": ("cpu.toml", "warn_unvalidated = true", 'warn_unvalidated = "true"',
                                 "platforms.cpu.warn_unvalidated"),
 }

@@ -756,6 +756,22 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
                     vllm=release.get("vllm", ""), read_from=release.get("read_from", ""),
                     summary=release.get("summary", ""), settings=dict(release))
     _check_references(rules, abstract, col)
+    if field_decls:  # a set that declares its fields must declare every common field its rules read
+        from ._fields import CONFIG_FIELDS as _COMMON
+        used: dict[str, None] = {}
+        for b in backends.values():
+            for c in b.checks:
+                used.update(dict.fromkeys(c.fields))
+        for pl in lists:
+            used.update(dict.fromkeys(lit.field for lit in pl.when))
+        for d in derived.values():
+            used.update(dict.fromkeys(d.inputs))
+        for f in used:
+            if f in _COMMON and f not in field_decls:
+                hit = schema.closest(f, [n for n in field_decls if n not in used])
+                col.add(next((fn for fn, _ in raw_fields.values()), "fields.toml"), f"fields.{f}",
+                        "not declared, but the rules read it (a release that declares its fields declares them all)"
+                        + (f"; {hit!r} is declared and read by nothing: a typo?" if hit else ""))
     if check_structure and not col.problems:
         from .structure import check_structure as _graph_check
         for problem in _graph_check(rules, {n: b.get("parent") for n, (_, b) in raw_backends.items()},
