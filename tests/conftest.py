@@ -1,31 +1,73 @@
-"""Shared test set-up: hypothesis profiles (ci / dev / nightly) and the gpu / slow markers.
+"""Shared test set-up: hypothesis profiles (ci / dev / nightly), the gpu / slow markers, and the releases.
 
 Select a profile with HYPOTHESIS_PROFILE=ci|dev|nightly (default dev); `.ci/run` uses ci.
 The ci profile is derandomised so a failure reproduces exactly; --runslow enables slow tests.
+
+Releases (one rule set per vLLM release, attnsolve.vllm_versions(), drafts included). Every test module
+says which release its expectations are for:
+- `pytestmark = pytest.mark.every_release`: the test's expectations come from the rules (properties,
+  round trips, structure): it runs once per packaged release (ids `[vllm0.17]`, `[vllm0.33]`), with
+  that release as the default one (`$ATTNSOLVE_VLLM`); a test may take the label as `vllm_version`.
+  Under the dev and ci profiles a hypothesis test shares its example budget between the releases
+  (each gets 1/n of it, at least 10); nightly runs the full budget for each release.
+- `pytestmark = pytest.mark.vllm("0.17")`: facts of one release (a fact test names that release's
+  source files); the test runs with that release as the default, whatever the environment says.
+- neither: the test runs once, with `$ATTNSOLVE_VLLM` as the default release (0.17 unless set).
+`ATTNSOLVE_VLLM=0.33 pytest` is a per-release run: the every-release tests run for 0.33 only.
 """
 
 from __future__ import annotations
 
+import math
 import os
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 settings.register_profile("dev", max_examples=30, deadline=None)
 settings.register_profile("ci", max_examples=150, deadline=None, derandomize=True, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("nightly", max_examples=3000, deadline=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow])
+# triage: a quick look at which properties fail (few examples, no shrinking); never for CI.
+settings.register_profile("triage", max_examples=8, deadline=None, derandomize=True,
+                          phases=[Phase.explicit, Phase.reuse, Phase.generate],
+                          suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
-# The release the suite's facts are written for when a test does not pass vllm=... itself.
-# `ATTNSOLVE_VLLM=0.33 pytest` runs the rules-driven (property, structure, fuzz) tests against another
-# release; fact tests that name a release pass it explicitly (tests/test_rules_v033.py, test_fidelity_v017.py).
+# The releases the every-release tests run against: all packaged sets, or only the one the caller named.
+_ASKED = os.environ.get("ATTNSOLVE_VLLM")
+# Tests that name no release are answered by 0.17 unless the caller names one (their facts were written
+# for it); fact modules pin theirs with pytest.mark.vllm(...) instead of relying on this.
 os.environ.setdefault("ATTNSOLVE_VLLM", "0.17")
+
+
+def _releases() -> tuple[str, ...]:
+    from attnsolve import vllm_versions
+    from attnsolve.rules import parse_version
+    packaged = vllm_versions()
+    asked = parse_version(_ASKED) if _ASKED else None
+    return (asked,) if asked in packaged else packaged
+
+
+RELEASES: tuple[str, ...] = _releases()
+# Under dev / ci an every-release hypothesis test runs this share of its examples per release (never
+# fewer than MIN_EXAMPLES); nightly runs the full count for each release.
+MIN_EXAMPLES = 10
+_SPLIT = os.environ.get("HYPOTHESIS_PROFILE", "dev") != "nightly" and len(RELEASES) > 1
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """every_release tests: one instance per packaged release (`vllm_version` is its label)."""
+    if metafunc.definition.get_closest_marker("every_release") is None:
+        return
+    if "vllm_version" not in metafunc.fixturenames:
+        metafunc.fixturenames.append("vllm_version")
+    metafunc.parametrize("vllm_version", RELEASES, ids=[f"vllm{v}" for v in RELEASES], scope="session")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -50,6 +92,34 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip_gpu)
+
+
+@pytest.fixture
+def vllm_version() -> str:
+    """The release a test that is not parametrised over releases is answered by."""
+    from attnsolve.rules import default_version
+    return default_version()
+
+
+@pytest.fixture(autouse=True)
+def _release(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the test's release (every_release parameter, or vllm(...) marker) the default release;
+    share a hypothesis test's examples between the releases (see the module docstring)."""
+    callspec = getattr(request.node, "callspec", None)
+    label = callspec.params.get("vllm_version") if callspec is not None else None
+    if label is None:
+        marker = request.node.get_closest_marker("vllm")
+        if marker is None:
+            return
+        label = marker.args[0]
+    monkeypatch.setenv("ATTNSOLVE_VLLM", label)
+    fn = getattr(request.node, "obj", None)
+    own = getattr(fn, "_hypothesis_internal_use_settings", None)
+    if callspec is None or own is None or not _SPLIT or "vllm_version" not in callspec.params:
+        return
+    share = max(MIN_EXAMPLES, math.ceil(own.max_examples / len(RELEASES)))
+    if share < own.max_examples:
+        monkeypatch.setattr(fn, "_hypothesis_internal_use_settings", settings(own, max_examples=share))
 
 
 @pytest.fixture

@@ -96,7 +96,38 @@ def field_pool(rules: RuleSet, name: str) -> list[Any]:
     if name in OPT_INT_FIELDS:
         vals = [v for v in _class_values(rules, name) if isinstance(v, int) and v >= 1]
         return [None, *sorted(set(vals))]
+    decl = rules.fields.get(name)
+    if decl is not None:  # a field only this release declares: its pool follows its declared kind
+        return declared_pool(rules, decl)
     return [None]
+
+
+def declared_pool(rules: RuleSet, decl: Any) -> list[Any]:
+    """Values worth trying for a rule-declared field (`[fields.X]`): by kind, default first."""
+    if decl.kind == "bool":
+        vals: list[Any] = [False, True]
+    elif decl.kind == "tristate":
+        vals = [None, False, True]
+    elif decl.kind == "enum":
+        vals = list(rules.domains.get(decl.name, ()))
+    elif decl.kind == "int":
+        low = decl.min if decl.min is not None else 1
+        vals = sorted({v for v in _class_values(rules, decl.name)
+                       if isinstance(v, int) and not isinstance(v, bool) and v >= low})
+    else:
+        vals = []
+    out = [decl.default] if decl.default is not None or decl.kind != "bool" else []
+    return out + [v for v in vals if v not in out]
+
+
+def extra_fields(rules: RuleSet) -> tuple[Any, ...]:
+    """The fields this release declares beyond Config's common ones (0.33: use_non_causal, ...)."""
+    return tuple(d for n, d in rules.fields.items() if n not in FIELD_NAMES)
+
+
+def declares(rules: RuleSet, name: str) -> bool:
+    """Whether the release reads a common field (a release that declares its fields may drop some)."""
+    return not rules.fields or name in rules.fields
 
 
 def field_values(name: str, rules: RuleSet | None = None) -> st.SearchStrategy[Any]:
@@ -154,7 +185,8 @@ def config_kwargs(draw: Any, rules: RuleSet | None = None, *, platform: Any = No
     if kw["platform"] == "rocm":
         kw["rocm_arch"] = draw(st.sampled_from(field_pool(rules, "rocm_arch")))
     for name in ("dtype", "kv_cache_dtype", "block_size", "attn_type", "flash_attn_version", "use_trtllm_attention"):
-        kw[name] = _biased(draw, name, rules)
+        if declares(rules, name):
+            kw[name] = _biased(draw, name, rules)
     # MLA layers mostly have head size 576; others mostly a common size. Otherwise anything.
     common = draw(st.integers(0, 2))
     if common and kw["use_mla"]:
@@ -164,10 +196,17 @@ def config_kwargs(draw: Any, rules: RuleSet | None = None, *, platform: Any = No
     else:
         kw["head_size"] = draw(field_values("head_size", rules))
     for name in BOOL_FIELDS:
-        if name not in kw:
+        if name not in kw and declares(rules, name):
             kw[name] = _biased(draw, name, rules)
     for name in OPT_INT_FIELDS:
-        kw[name] = _biased(draw, name, rules)
+        if declares(rules, name):
+            kw[name] = _biased(draw, name, rules)
+    for decl in extra_fields(rules):  # the release's own fields: mostly at their default, like the switches
+        if decl.platforms and kw["platform"] not in decl.platforms:
+            continue
+        pool = declared_pool(rules, decl)
+        if pool and draw(st.integers(0, 3)) == 0:
+            kw[decl.name] = draw(st.sampled_from(pool))
     if backend is not None:
         kw["backend"] = backend
     elif manual is False:
@@ -280,12 +319,17 @@ def partial_configs(draw: Any, rules: RuleSet | None = None, *, max_free: int = 
     """A full config with 1..max_free fields set to ANY."""
     rules = rules or rules_now()
     kw = draw(config_kwargs(rules, **switches))
+    if fields is FREEABLE:  # the default pool: also the fields only this release declares
+        fields = (*FREEABLE, *(d.name for d in extra_fields(rules) if d.category != "hardware"))
     free = draw(st.lists(st.sampled_from(tuple(fields)), min_size=1, max_size=max_free, unique=True))
     for f in free:
         kw[f] = ANY
     if "platform" in free:  # a free platform frees its hardware facts too (they belong to one platform)
         kw["compute_capability"] = ANY
         kw["rocm_arch"] = ANY
+        for d in extra_fields(rules):
+            if d.category == "hardware" or (d.platforms and d.name in kw):
+                kw[d.name] = ANY
     return Config(**kw)
 
 
@@ -298,7 +342,8 @@ def completions(config: Config, rules: RuleSet | None = None) -> Iterable[Config
     free = list(config.free_fields)
     # platform first, so the hardware facts can follow it
     free.sort(key=lambda f: (f != "platform", f))
-    base = {f: getattr(config, f) for f in FIELD_NAMES}
+    base = {f: getattr(config, f) for f in config.field_names}
+    base["vllm"] = config.vllm
 
     def pool(f: str, kw: dict[str, Any]) -> list[Any]:
         plat = kw.get("platform")
@@ -306,6 +351,9 @@ def completions(config: Config, rules: RuleSet | None = None) -> Iterable[Config
             return field_pool(rules, f) if plat == "cuda" else [None] if plat is not ANY else [None, *field_pool(rules, f)]
         if f == "rocm_arch":
             return field_pool(rules, f) if plat == "rocm" else [None] if plat is not ANY else [None, *field_pool(rules, f)]
+        decl = rules.fields.get(f)
+        if decl is not None and decl.platforms and f not in FIELD_NAMES and plat is not ANY and plat not in decl.platforms:
+            return [decl.default]
         return field_pool(rules, f)
 
     def rec(i: int, kw: dict[str, Any]) -> Iterable[Config]:

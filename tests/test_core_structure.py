@@ -1,5 +1,8 @@
 """Structure of the rules: the packaged rules pass every load-time check, and broken copies fail
 with a RulesError that names the file and the key (all problems collected into one report).
+
+Every packaged release passes the checks (every_release tests); the broken copies are edits of the
+0.17 files (their text is 0.17's), so the module's other tests pin 0.17.
 """
 
 from __future__ import annotations
@@ -14,20 +17,24 @@ import pytest
 
 from attnsolve import RulesError, load_rules, solve, use_rules, Config
 from attnsolve.rules import RULES_DIR, default_rules
+from attnsolve.rules.sets import info
 
 ROOT = Path(__file__).resolve().parent.parent
 
+pytestmark = pytest.mark.vllm("0.17")
 
-def test_packaged_rules_pass_structure_checks():
-    rules = load_rules(check_structure=True)
+
+@pytest.mark.every_release
+def test_packaged_rules_pass_structure_checks(vllm_version):
+    rules = load_rules(info(vllm_version).path, check_structure=True)
     assert set(rules.backends) == set(default_rules().backends)
     assert {pl.platform for pl in rules.lists} == set(rules.platforms)
 
 
-def _copy(tmp_path: Path) -> Path:
+def _copy(tmp_path: Path, folder: Path = RULES_DIR) -> Path:
     dst = tmp_path / "rules"
     dst.mkdir()
-    for f in RULES_DIR.glob("*.toml"):
+    for f in folder.glob("*.toml"):
         shutil.copy(f, dst / f.name)
     return dst
 
@@ -52,8 +59,9 @@ def _has(problems, file: str, key: str, text: str) -> bool:
     return any(f == file and key in loc and text in msg for f, loc, msg in problems)
 
 
-def test_copy_of_the_rules_loads(tmp_path):
-    root = _copy(tmp_path)
+@pytest.mark.every_release
+def test_copy_of_the_rules_loads(tmp_path, vllm_version):
+    root = _copy(tmp_path, info(vllm_version).path)
     rules = load_rules(root, check_structure=True)
     assert set(rules.backends) == set(default_rules().backends)
 
@@ -181,7 +189,7 @@ def test_a_new_backend_in_the_toml_gets_generated_tests(tmp_path):
     with open(root / "cuda.toml", "a") as f:
         f.write(NEW_BACKEND)
     load_rules(root, check_structure=True)
-    env = {**os.environ, "ATTNSOLVE_RULES": str(root), "HYPOTHESIS_PROFILE": "ci"}
+    env = {**os.environ, "ATTNSOLVE_RULES": str(root), "HYPOTHESIS_PROFILE": "ci", "ATTNSOLVE_VLLM": "0.17"}
     out = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
          str(ROOT / "tests" / "test_core_generated.py"), "-k", "NEW_ATTN", "-rA"],
@@ -191,7 +199,8 @@ def test_a_new_backend_in_the_toml_gets_generated_tests(tmp_path):
     # manual acceptance, automatic reachability, and one per check that can fire
     # (head, dtype, kv, block, mm, MLA, sink, sparse, CC, type)
     assert len(passed) >= 10, out.stdout[-3000:]
-    assert any("test_automatic_selection_reaches_every_listed_backend[NEW_ATTN-cuda]" in line for line in passed)
+    assert any("test_automatic_selection_reaches_every_listed_backend[" in line and "NEW_ATTN-cuda" in line
+               for line in passed)
 
 
 def test_entry_behind_a_check_free_backend_is_dead(tmp_path):

@@ -19,6 +19,8 @@ from attnsolve import ANY, Config, ConfigError, InvalidBackendError, NoValidBack
 from attnsolve.config import FIELD_NAMES
 from strategies import config_inputs, configs, junk, partial_configs
 
+pytestmark = pytest.mark.every_release
+
 
 @given(config_inputs())
 def test_config_on_arbitrary_input_raises_only_config_error(kw):
