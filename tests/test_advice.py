@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 EX = ROOT / "examples"
 
 
-pytestmark = pytest.mark.usefixtures("no_vllm_env")
+# vLLM 0.17's facts (advice texts and fixes on 0.17's GPUs and backends): 0.17 answers what names no release.
+pytestmark = [pytest.mark.usefixtures("no_vllm_env"), pytest.mark.vllm("0.17")]
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

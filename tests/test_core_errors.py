@@ -12,9 +12,12 @@ import pytest
 
 from attnsolve import Config, ConfigError, InvalidBackendError, NoValidBackendError, solve
 from attnsolve.errors import SelectionError
-from attnsolve.rules import default_rules
+from attnsolve.rules import rules_for
 
-RULES = default_rules()
+# vLLM 0.17's facts (vLLM 0.17's error and reason wording): 0.17 answers what names no release.
+pytestmark = pytest.mark.vllm("0.17")
+
+RULES = rules_for("0.17")
 BASE = dict(platform="cuda", compute_capability="9.0", dtype="bfloat16")
 
 

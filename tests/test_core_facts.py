@@ -8,9 +8,12 @@ from __future__ import annotations
 import pytest
 
 from attnsolve import Config, ConfigError, InvalidBackendError, NoValidBackendError, solve
-from attnsolve.rules import default_rules
+from attnsolve.rules import rules_for
 
-RULES = default_rules()
+# vLLM 0.17's facts (settled-facts.md, vllm-selection-semantics.md): 0.17 answers what names no release.
+pytestmark = pytest.mark.vllm("0.17")
+
+RULES = rules_for("0.17")
 R1 = dict(qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128)
 
 

@@ -18,6 +18,9 @@ from attnsolve.cli import main
 from attnsolve.docs import generate_doc, iter_cells
 from attnsolve.rules import RULES_DIR
 
+# vLLM 0.17's facts (the guide's worked examples edit a copy of the 0.17 set): 0.17 answers what names no release.
+pytestmark = pytest.mark.vllm("0.17")
+
 # (file, old text, new text): exactly the edits printed in docs/rule-authors.md
 KEEP_BLOCK_SIZE = [("cuda.toml", 'drops = ["block_size"]\n', "")]
 HEAD_96 = [("rocm.toml", "kernel_block_sizes = [16, 32]\nhead_sizes = [64, 128, 256]",

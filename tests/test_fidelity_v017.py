@@ -14,11 +14,14 @@ import pytest
 from attnsolve import Config, InvalidBackendError, NoValidBackendError, solve
 from attnsolve.cli import main
 
+# vLLM 0.17's facts (each expectation was read from vLLM 0.17.0's source): 0.17 answers what names no release.
+pytestmark = pytest.mark.vllm("0.17")
+
 INVALID = "Selected backend AttentionBackendEnum.{} is not valid for this configuration. Reason: {}"
 
 
 def cuda(cc: str, **kw) -> Config:
-    return Config(platform="cuda", compute_capability=cc, dtype=kw.pop("dtype", "bfloat16"), **kw)
+    return Config(platform="cuda", compute_capability=cc, dtype=kw.pop("dtype", "bfloat16"), vllm="0.17", **kw)
 
 
 def mla(cc: str, **kw) -> Config:
@@ -158,7 +161,7 @@ def test_8_message_text_is_vllms():
     (cuda("8.0", attn_type="encoder_only", kv_cache_dtype="fp8", backend="TRITON_ATTN"),
      "quantization is not supported for encoder attention"),
     # vllm/v1/worker/utils.py: ROCm TRITON_ATTN's kernels take multiples of 16
-    (Config(platform="rocm", dtype="bfloat16", block_size=8), "No common block size for 8. "),
+    (Config(platform="rocm", dtype="bfloat16", block_size=8, vllm="0.17"), "No common block size for 8. "),
 ])
 def test_startup_failures_keep_the_selection_and_carry_vllms_text(config, text):
     try:

@@ -29,6 +29,9 @@ from attnsolve.modelconfig import read_model_config
 from attnsolve.rules import RULES_DIR, load_rules
 from attnsolve.rules.schema import KEYS, RULE_INT_MAX
 
+# vLLM 0.17's facts (reproducers written against the 0.17 set): 0.17 answers what names no release.
+pytestmark = pytest.mark.vllm("0.17")
+
 ROOT = Path(__file__).resolve().parent.parent
 H100 = dict(gpu="H100", dtype="bfloat16")
 INT_FIELDS = ("head_size", "block_size", "num_heads", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
@@ -95,7 +98,7 @@ def test_a_compute_capability_alone_implies_cuda():
     assert Config(rocm_arch="gfx942", dtype="bfloat16").platform == "rocm"
 
 
-CFG = Config(**H100)
+CFG = Config(**H100, vllm="0.17")
 
 
 @pytest.mark.parametrize("call", [
