@@ -12,6 +12,7 @@ says which release its expectations are for:
   (each gets 1/n of it, at least 10); nightly runs the full budget for each release.
 - `pytestmark = pytest.mark.vllm("0.17")`: facts of one release (a fact test names that release's
   source files); the test runs with that release as the default, whatever the environment says.
+  On a single test inside an every_release module it pins that test alone.
 - neither: the test runs once, with `$ATTNSOLVE_VLLM` as the default release (0.17 unless set).
 `ATTNSOLVE_VLLM=0.33 pytest` is a per-release run: the every-release tests run for 0.33 only.
 """
@@ -65,6 +66,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """every_release tests: one instance per packaged release (`vllm_version` is its label)."""
     if metafunc.definition.get_closest_marker("every_release") is None:
         return
+    if any(m.name == "vllm" for m in metafunc.definition.own_markers):
+        return  # a test pinned to one release inside an every_release module
     if "vllm_version" not in metafunc.fixturenames:
         metafunc.fixturenames.append("vllm_version")
     metafunc.parametrize("vllm_version", RELEASES, ids=[f"vllm{v}" for v in RELEASES], scope="session")

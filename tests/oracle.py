@@ -18,8 +18,18 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+import pytest
+
 from attnsolve.config import ANY, FIELD_NAMES, Config
 from attnsolve.rules.model import Capabilities, Check, Literal, Pred, RuleSet
+
+# The releases whose rule-language constructs this oracle reads. It reads every release's fields and
+# generic checks from the data; it does not yet re-read what vLLM 0.33's set added (the ROCm compute
+# capability derived from the gfx arch, composite backends, aliases, config rewrites, model routes,
+# requested-backend fallbacks, the MLA prefill registry). Tests that compare with the oracle carry
+# ORACLE_RELEASES; their oracle-free siblings run for every release.
+KNOWS = ("0.17",)
+ORACLE_RELEASES = pytest.mark.vllm(KNOWS[-1])
 
 CAP_KEYS = ("dtypes", "kv_cache_dtypes", "kernel_block_sizes", "head_sizes", "compute_capability",
             "attn_types", "sink", "mm_prefix", "mla", "sparse", "dcp")
@@ -102,7 +112,7 @@ def render(text: str, facts: Mapping[str, Any]) -> str:
 def facts_of(rules: RuleSet, config: Config, role: str = "decode") -> dict[str, Any]:
     """Config -> flat facts: compute capability as major*10+minor, the role, then the derived facts."""
     facts: dict[str, Any] = {}
-    for name in FIELD_NAMES:
+    for name in config.field_names:  # the common fields, then the ones this release declares
         facts[name] = getattr(config, name)
     cc = facts["compute_capability"]
     if cc is not None:
@@ -188,40 +198,62 @@ def _in_list(value: Any, allowed: tuple[Any, ...]) -> bool:
     return False
 
 
-def own_reasons(backend: Any, facts: Mapping[str, Any]) -> tuple[str, ...]:
-    """vLLM's validate_configuration for this backend, read from its declared capabilities, in vLLM's order."""
+def own_reasons(backend: Any, facts: Mapping[str, Any], rules: RuleSet | None = None) -> tuple[str, ...]:
+    """vLLM's validate_configuration for this backend, read from its declared capabilities, in vLLM's order.
+
+    The generic checks come from the rule set's `[[generic_checks]]` (each release declares its own list,
+    order, defaults and texts), read here form by form; then the backend's combination checks."""
+    if rules is None:
+        from attnsolve.rules import default_rules
+        rules = default_rules()
     caps = effective_caps(backend, facts)
     out: list[str] = []
-    if caps.head_sizes is not None and not pred_holds(caps.head_sizes, facts["head_size"]):
-        out.append("head_size not supported")
-    if caps.dtypes is not None and not _in_list(facts["dtype"], caps.dtypes):
-        out.append("dtype not supported")
-    kv = facts["kv_cache_dtype"]
-    if caps.kv_cache_dtypes is not None and kv is not None and not _in_list(kv, caps.kv_cache_dtypes):
-        out.append("kv_cache_dtype not supported")
-    bs = facts["block_size"]
-    if caps.kernel_block_sizes is not None and bs is not None:
-        if not any(bs % k == 0 for k in caps.kernel_block_sizes):
-            out.append("block_size not supported")
-    if backend.role == "decode":
-        if facts["use_mm_prefix"] and not caps.mm_prefix:
-            out.append("partial multimodal token full attention not supported")
-        if bool(facts["use_mla"]) != bool(caps.mla):
-            out.append("MLA not supported" if facts["use_mla"] else "non-MLA not supported")
-        if facts["has_sink"] and not caps.sink:
-            out.append("sink setting not supported")
-        if bool(facts["use_sparse"]) != bool(caps.sparse):
-            out.append("sparse not supported" if facts["use_sparse"] else "non-sparse not supported")
-    if caps.compute_capability is not None and not pred_holds(caps.compute_capability, facts["compute_capability"]):
-        out.append("compute capability not supported")
-    if caps.attn_types is not None and not _in_list(facts["attn_type"], caps.attn_types):
-        out.append(f"attention type {facts['attn_type']} not supported")
+    for g in rules.generic_checks:
+        if g.roles and backend.role not in g.roles:
+            continue
+        if g.when and not all_hold(g.when, facts):
+            continue
+        reason = _generic_reason(g, caps, facts)
+        if reason and reason not in out:
+            out.append(reason)
     for c in backend.checks:  # the backend-specific combination checks (the only ones not declared as caps)
         if c.kind == "combination" and check_fires(c, facts):
             r = render(c.reason, facts)
             if r not in out:
                 out.append(r)
     return tuple(out)
+
+
+def _generic_reason(g: Any, caps: Capabilities, facts: Mapping[str, Any]) -> str | None:
+    """One generic check by its form: the reason it gives against these facts, or None when it passes."""
+    declared = caps.get(g.key)
+    cap = g.default if declared is None else declared
+    value = facts.get(g.field)
+    if g.form == "flag":
+        return None
+    if g.form in ("supports", "matches"):
+        has = bool(cap)
+        if g.form == "supports":
+            return render(g.reason, facts) if value and not has else None
+        if bool(value) == has:
+            return None
+        return render(g.reason_true if value else g.reason_false, facts)
+    if value is None and g.unset_passes:
+        return None
+    exact = caps.get(g.exact_key) if g.exact_key else None
+    if g.form == "multiple_of" and exact is not None:
+        return None if value in exact else render(g.reason, facts)
+    if cap is None:
+        return None
+    if g.form == "predicate":
+        ok = pred_holds(cap, value)
+    elif g.form == "values":
+        ok = _in_list(value, tuple(cap))
+    elif g.form == "multiple_of":
+        ok = value is not None and any(value % k == 0 for k in cap)
+    else:
+        raise AssertionError(f"the oracle does not know the generic-check form {g.form!r}")
+    return None if ok else render(g.reason, facts)
 
 
 def guard_reasons(guards: tuple[Check, ...], facts: Mapping[str, Any]) -> tuple[str, ...]:
@@ -285,7 +317,7 @@ def select(rules: RuleSet, config: Config, role: str = "decode", available: froz
             b = rules.backends[entry.backend]
             if b.explicit_only:
                 continue
-            reasons = own_reasons(b, seen) if plist.validate else ()
+            reasons = own_reasons(b, seen, rules) if plist.validate else ()
             reasons = reasons + tuple(r for r in guard_reasons(entry.guards, seen) if r not in reasons)
             reasons += not_runnable(entry.backend)
             ans.tried.append((entry.backend, reasons))  # every candidate gets a verdict
@@ -294,7 +326,7 @@ def select(rules: RuleSet, config: Config, role: str = "decode", available: froz
     elif plist.manual == "validate":
         ans.mode = "manual"
         b = rules.backends[requested]
-        reasons = own_reasons(b, seen)
+        reasons = own_reasons(b, seen, rules)
         extra = []
         if plist.platform not in b.platforms and plist.request_platform_check:
             extra.append("platform")
@@ -340,4 +372,4 @@ def preferred_block_size(rules: RuleSet, backend: str, block_size: int | None, l
 
 
 def is_full(config: Config) -> bool:
-    return all(getattr(config, f) is not ANY for f in FIELD_NAMES)
+    return all(getattr(config, f) is not ANY for f in config.field_names)

@@ -22,6 +22,8 @@ from attnsolve.rules import default_rules
 from attnsolve.selection import solve_csp
 from strategies import budget, configs, queries, roles_for
 
+pytestmark = pytest.mark.every_release
+
 
 def _solve(config: Config, role: str, available=None):
     """solve() as (backend or None, Selection or exception)."""
@@ -38,6 +40,7 @@ def _expect(ans: oracle.Answer) -> str | None:
     return "ConfigError" if ans.error is not None else ans.backend
 
 
+@oracle.ORACLE_RELEASES
 @given(queries())
 def test_solve_agrees_with_oracle(q):
     config, role = q
@@ -77,6 +80,7 @@ def test_solve_agrees_with_oracle(q):
                 assert any(r in w for w in out.warnings), (r, out.warnings)
 
 
+@oracle.ORACLE_RELEASES
 @given(queries(manual=False))
 def test_selection_is_sound_and_optimal(q):
     """Automatic selection: the pick passes all its checks, and every earlier candidate fails one."""
@@ -100,6 +104,7 @@ def test_selection_is_sound_and_optimal(q):
         assert reasons(earlier), f"{earlier} is valid and precedes {got}"
 
 
+@oracle.ORACLE_RELEASES
 @given(queries(manual=True))
 def test_manual_selection_never_falls_back(q):
     config, role = q
@@ -122,6 +127,7 @@ def test_manual_selection_never_falls_back(q):
         assert out.manual
 
 
+@oracle.ORACLE_RELEASES
 @settings(max_examples=budget(60))
 @given(queries())
 def test_compiled_equals_csp_equals_oracle(q):
@@ -136,6 +142,7 @@ def test_compiled_equals_csp_equals_oracle(q):
     assert solve_csp(config, role=role) == want
 
 
+@oracle.ORACLE_RELEASES
 @settings(max_examples=budget(60))
 @given(queries(), st.data())
 def test_available_subset_agrees(q, data):
@@ -148,6 +155,17 @@ def test_available_subset_agrees(q, data):
     assert got == want
     if want != "ConfigError":
         assert solve_csp(config, role=role, available=avail) == want
+
+
+@settings(max_examples=budget(60))
+@given(queries())
+def test_compiled_equals_csp(q):
+    """Every release: the bitset solver and the CSP pick the same backend (no oracle needed)."""
+    config, role = q
+    got, _ = _solve(config, role)
+    if got == "ConfigError":
+        return
+    assert solve_csp(config, role=role) == got
 
 
 @given(queries())
