@@ -629,10 +629,12 @@ def write_rules(docs: dict[str, dict], directory: Any) -> None:
 
 
 def packaged_docs() -> dict[str, dict]:
-    """The packaged rules as raw TOML documents (for editing copies)."""
+    """The default release's packaged rules as raw TOML documents (for editing copies)."""
     import tomllib
-    from attnsolve.rules import RULES_DIR
-    return {p.name: tomllib.loads(p.read_text(encoding="utf-8")) for p in sorted(RULES_DIR.glob("*.toml"))}
+    from attnsolve.rules import default_version
+    from attnsolve.rules.sets import info
+    folder = info(default_version()).path
+    return {p.name: tomllib.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.toml"))}
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -16,6 +16,9 @@ from attnsolve import Config, ConfigError, solve
 from attnsolve.cli import SCHEMA, main
 from attnsolve.errors import SelectionError
 
+# One release: CLI texts, flags and exit codes on 0.17's backends.
+pytestmark = pytest.mark.vllm("0.17")
+
 ROOT = Path(__file__).resolve().parents[1]
 EX = ROOT / "examples"
 

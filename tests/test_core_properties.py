@@ -10,6 +10,8 @@ The strategies here are deliberately simple and local (tests/strategies.py is is
 
 from __future__ import annotations
 
+import pytest
+
 from typing import Any
 
 from hypothesis import assume, given, strategies as st
@@ -17,12 +19,15 @@ from hypothesis import assume, given, strategies as st
 from attnsolve import ANY, Config, ConfigError, InvalidBackendError, NoValidBackendError, solve
 from attnsolve.config import FIELD_NAMES
 from attnsolve.errors import SelectionError
-from attnsolve.rules import default_rules
+from attnsolve.rules import rules_for
 from attnsolve.selection import solve_csp
 from attnsolve.solver.domains import representatives
 from attnsolve.solver.facts import add_derived, base_facts
 
-RULES = default_rules()
+# One release: its local strategies are built from the 0.17 rules at import; the every-release laws are in test_prop_selection.py.
+pytestmark = pytest.mark.vllm("0.17")
+
+RULES = rules_for("0.17")
 # Fields drawn from their value classes (one representative per class the rules can tell apart).
 _CLASS_FIELDS = (
     "dtype", "head_size", "kv_cache_dtype", "block_size", "has_sink", "use_mm_prefix", "attn_type", "num_heads",

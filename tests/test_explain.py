@@ -21,6 +21,9 @@ from attnsolve.selection import csp_solver
 from attnsolve.solver.domains import representatives
 from attnsolve.solver.facts import base_facts
 
+# One release: on the 0.33 set explain() of a lost backend takes minutes (reported).
+pytestmark = pytest.mark.vllm("0.17")
+
 FAILING = [
     dict(platform="cuda", compute_capability="8.0", dtype="bfloat16", backend="FLASHMLA", use_mla=True),
     dict(platform="cuda", gpu="H100", dtype="bfloat16", kv_cache_dtype="fp8", use_mla=True, use_sparse=True),

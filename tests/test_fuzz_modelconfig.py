@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 
 from strategies import budget
+
+pytestmark = pytest.mark.every_release
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -24,6 +24,9 @@ from attnsolve.rules import RulesError, default_rules, load_rules, override, set
 from attnsolve.selection import solve_csp
 from strategies import budget, configs, packaged_docs, write_rules
 
+# The oracle's releases (oracle.KNOWS): compares with the oracle after each edit of the rules.
+pytestmark = oracle.ORACLE_RELEASES
+
 
 class RulesEditing(RuleBasedStateMachine):
     def __init__(self) -> None:
