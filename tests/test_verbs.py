@@ -21,7 +21,9 @@ from attnsolve.verbs import VERBS, Result
 from strategies import budget, configs
 
 
-pytestmark = pytest.mark.usefixtures("no_vllm_env")
+# One release for now: on the 0.33 set explain() of a lost backend takes minutes (reported), and these
+# round trips explain every drawn config.
+pytestmark = [pytest.mark.usefixtures("no_vllm_env"), pytest.mark.vllm("0.17")]
 EX = Path(__file__).resolve().parents[1] / "examples"
 
 
