@@ -643,7 +643,8 @@ class _Fold:
             valid = ~need.any(axis=2) & allowed[None, :]
             dead = (need & ~remaining).any(axis=2) | ~allowed[None, :]
             nc = C.shape[0]
-            first = np.where(valid.any(axis=1), valid.argmax(axis=1), nc)
+            # a plan with no candidate (a request no list accepts): nothing can be first
+            first = np.where(valid.any(axis=1), valid.argmax(axis=1), nc) if nc else np.zeros(len(sel), dtype=np.int64)
             relevant = ~dead & (np.arange(nc)[None, :] <= first[:, None])
             keep = np.bitwise_or.reduce(np.where(relevant[:, :, None], C[None, :, :], np.uint64(0)), axis=1) \
                 if nc else np.zeros_like(s)
@@ -660,7 +661,7 @@ class _Fold:
             C, allowed = self.plans.masks[pid], self.plans.allowed[pid]
             valid = ((sat[sel][:, None, :] & C[None, :, :]) == C[None, :, :]).all(axis=2) & allowed[None, :]
             hit = valid.any(axis=1)
-            idx = valid.argmax(axis=1)
+            idx = valid.argmax(axis=1) if C.shape[0] else np.zeros(len(sel), dtype=np.int64)
             cands = self.plans.cands[pid]
             res[sel] = np.where(hit, cands[idx] if len(cands) else NO_BACKEND, NO_BACKEND)
         return res

@@ -242,3 +242,17 @@ def test_every_platform_gpu_and_model_class_agrees_with_solve() -> None:
     assert 5_000 < len(s) < 60_000
     for a, b in s:
         assert b == selected(s.completion(a), a["role"], None), a
+
+
+def test_a_request_no_list_accepts_sweeps_to_no_backend() -> None:
+    """Regression (found running the sweep laws on the 0.33 set): an XPU MLA query that requests a
+    CUDA-only backend has a plan with no candidate; the sweep raised numpy's 'argmax of an empty
+    sequence' instead of answering 'no backend' for every row, as solve() does."""
+    c = Config(vllm="0.33", platform="xpu", dtype="bfloat16", use_mla=True, head_size=ANY,
+               backend="FLASH_ATTN_MLA_SPARSE")
+    s = sweep(c)
+    assert set(s.by_backend()) == {None} and len(s) > 0
+    for assignment, backend in list(s)[:3]:
+        assert backend is None
+        with pytest.raises((NoValidBackendError, InvalidBackendError)):
+            solve(c.replace(**assignment))
