@@ -628,12 +628,12 @@ def write_rules(docs: dict[str, dict], directory: Any) -> None:
         (d / fname).write_text(dump_toml(doc), encoding="utf-8")
 
 
-def packaged_docs() -> dict[str, dict]:
-    """The default release's packaged rules as raw TOML documents (for editing copies)."""
+def packaged_docs(version: str | None = None) -> dict[str, dict]:
+    """A release's packaged rules (default: the default release) as raw TOML documents (for editing copies)."""
     import tomllib
     from attnsolve.rules import default_version
     from attnsolve.rules.sets import info
-    folder = info(default_version()).path
+    folder = info(version or default_version()).path
     return {p.name: tomllib.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.toml"))}
 
 
