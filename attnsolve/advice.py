@@ -482,12 +482,20 @@ def _version_fixes(ctx: Context, goal: Goal) -> list[Remedy]:
     return []
 
 
+def _loss(fix: Remedy) -> int:
+    """How much of the user's intent a fix drops: nothing, a tuning switch they set (a pinned FA
+    version), or a choice that changes what runs (the fp8 KV cache, float32 weights, a model fact)."""
+    if fix.keeps_intent:
+        return 0
+    return 1 if (fix.gives_up or "").startswith("your ") else 2
+
+
 def _rank(fixes: Sequence[Remedy]) -> list[Remedy]:
     unique: dict[tuple[tuple[str, str], ...], Remedy] = {}
     for f in fixes:
         unique.setdefault(tuple(sorted((k, repr(v)) for k, v in f.changes.items())), f)
     order = list(unique.values())
-    ranked = sorted(order, key=lambda f: (KINDS.index(f.kind), not f.keeps_intent, "backend" in f.changes,
+    ranked = sorted(order, key=lambda f: (KINDS.index(f.kind), _loss(f), "backend" in f.changes,
                                           len(f.changes), order.index(f)))
     # the same fields changed for the same result (block size 16, 32, 64...): the nearest two
     out: list[Remedy] = []
@@ -504,10 +512,25 @@ def _rank(fixes: Sequence[Remedy]) -> list[Remedy]:
 # Lost backends and failures
 
 
-def _drop_noise(conflict: Mapping[str, Any]) -> dict[str, Any]:
-    """A GPU platform is implied by the GPU: not a fact worth showing (a CPU is: it is the cause)."""
+def _drop_noise(conflict: Mapping[str, Any], ctx: Context | None = None) -> dict[str, Any]:
+    """The facts worth showing of a minimal conflict. A GPU platform is implied by the GPU (a CPU is
+    shown: it is the cause). With the question's context, facts nobody gave that sit at the
+    release's declared default (use_rswa=false, block_size unset ...) are left out too: in a release
+    with many selection inputs a minimal conflict names every default that closes an escape route,
+    and the user needs the ones they chose and the hardware."""
     shown = {k: v for k, v in conflict.items() if not (k == "platform" and v in ("cuda", "rocm"))}
+    if ctx is not None:
+        declared = _declared_fields(ctx.config)
+        chosen = {k: v for k, v in shown.items()
+                  if k in ctx.user_fields or k in _HARDWARE or k not in declared or v != declared[k].default}
+        shown = chosen or shown
     return shown if shown else dict(conflict)
+
+
+def _declared_fields(config: Config) -> Mapping[str, Any]:
+    """The release's field declarations (name -> FieldDecl)."""
+    from .selection import compiled_rules
+    return getattr(compiled_rules(config).rules, "fields", None) or {}
 
 
 def lost_backend(ctx: Context, backend: str, reasons: Sequence[str]) -> LostBackend:
@@ -518,7 +541,7 @@ def lost_backend(ctx: Context, backend: str, reasons: Sequence[str]) -> LostBack
     try:
         e = explain(ctx.config.replace(backend=backend), role=ctx.role, available=ctx.available, max_conflicts=2)  # bounded: per lost backend
         if e.selected is None:
-            conflict = _drop_noise(e.conflict)
+            conflict = _drop_noise(e.conflict, ctx)
             model_conflict = next((dict(c) for c in e.conflicts if c and all(
                 f in _MODEL and f not in ctx.user_fields for f in c)), None)
     except (ConfigError, SelectionError):
@@ -629,7 +652,7 @@ def advise(ctx: Context, *, lost: bool = True, explanation: Explanation | None =
     (`explanation`: one already computed for this question, reused)."""
     e = explanation if explanation is not None else explain(ctx.config, role=ctx.role, available=ctx.available)
     if e.config.is_partial:
-        return Advice(e, hint="", conflicts=_shown_conflicts(e.conflicts), context=ctx)
+        return Advice(e, hint="", conflicts=_shown_conflicts(e.conflicts, ctx), context=ctx)
     if e.selected is not None:
         before = []
         for c in e.candidates:
@@ -669,15 +692,16 @@ def advise(ctx: Context, *, lost: bool = True, explanation: Explanation | None =
     else:
         hint = "no change of one or two settings helps; see the reasons above"
     hardware_only = setting is None and hardware is not None
-    return Advice(e, (), tuple(fixes), hint, hardware_only, _shown_conflicts(e.conflicts), context=ctx,
+    return Advice(e, (), tuple(fixes), hint, hardware_only, _shown_conflicts(e.conflicts, ctx), context=ctx,
                   other_releases=other_releases(ctx))
 
 
-def _shown_conflicts(conflicts: Iterable[Mapping[str, Any]]) -> tuple[Mapping[str, Any], ...]:
-    """Conflicts without GPU-platform noise, none repeating or containing one shown before."""
+def _shown_conflicts(conflicts: Iterable[Mapping[str, Any]], ctx: Context | None = None) -> tuple[Mapping[str, Any], ...]:
+    """Conflicts without noise (GPU platform, untouched defaults), none repeating or containing one
+    shown before."""
     out: list[dict[str, Any]] = []
     for c in conflicts:
-        d = _drop_noise(c)
+        d = _drop_noise(c, ctx)
         if d and not any(set(o.items()) <= set(d.items()) for o in out):
             out.append(d)
     return tuple(out)
