@@ -91,7 +91,7 @@ def solve(config: Config, *, role: str | None = None, available: Iterable[str] |
     "kernel not runnable on this machine" (so automatic selection moves on, a request fails).
     """
     require_config(config)  # first: a non-Config (a list) is not even a cache key
-    avail = available_set(available)
+    avail = available_set(available, config)
     if role is not None and not isinstance(role, str):
         role = parse_role(role)  # raises ConfigError for anything that is not a role name
     key = (config, role, avail)

@@ -403,7 +403,7 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
     from .selection import compiled_rules
     from .guards import available_set, require_config
     require_config(config)
-    available = available_set(available)
+    available = available_set(available, config)
     comp = compiled_rules(config)
     rules = comp.rules
     role_free = role is ANY

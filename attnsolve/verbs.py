@@ -170,9 +170,8 @@ def _matrix(q: Query, over: list[tuple[str, list[str] | None]], long: bool, styl
                max_cells: int | None = None, progress: IO[str] | None = None) -> Result:
     import itertools
     from .errors import ConfigError, SelectionError
-    from .rules import default_rules
-    from .selection import solve
-    rules = default_rules()
+    from .selection import compiled_rules, solve
+    rules = compiled_rules(q.config).rules  # the release asked (--vllm), not the default one
     names = [n for n, _ in over]
     value_lists = [_over_values(rules, n, v) for n, v in over]
     base = q.config
