@@ -115,8 +115,8 @@ def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Seq
             found = detect_local()
             notes.append(f"--gpu auto: {found.source} reports {found.raw!r} = {found.name}")
             fields["gpu"] = found.name
-        elif canonical(gpu) is not None and canonical(gpu) != gpu:
-            fields["gpu"] = resolve(gpu)
+        elif canonical(gpu, rules.gpus) is not None and canonical(gpu, rules.gpus) != gpu:
+            fields["gpu"] = resolve(gpu, rules.gpus)
     tp = 1
     if getattr(ns, "tensor_parallel_size", None) is not None:
         tp = _int_flag("tensor_parallel_size", ns.tensor_parallel_size)
