@@ -266,7 +266,7 @@ def _gives_up(ctx: Context, changes: Mapping[str, Any]) -> str | None:
                 return f"the requested {c.backend}"
         elif _is_model_fact(ctx, f):
             return f"{f}={_show(getattr(c, f))}"
-        elif f in ctx.user_fields and f != "num_heads":
+        elif f in ctx.user_fields and f != "num_heads" and _kind(ctx, {f: v}) == "setting":
             return f"your {change_text(ctx, f, getattr(c, f))}"  # a switch the user set on purpose
     return None
 
