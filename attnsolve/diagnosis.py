@@ -87,7 +87,7 @@ def _consistency(config: Config, role: str, available: frozenset[str] | None,
     cache: dict[frozenset[str], bool] = {}
     fixed = {"role", "backend"}
     comp = compiled_rules(config)
-    reach = reach_for(comp, 0)
+    reach = reach_for(comp)
 
     def consistent(kept: frozenset[str]) -> bool:
         if kept in cache:
