@@ -467,6 +467,11 @@ class CompiledRules:
     # -- plans, clauses and bitsets ------------------------------------------------------------
 
     @property
+    def key_fields(self) -> tuple[str, ...]:
+        """The facts `complete()` reads (its memo key): every field a clause, condition or derived fact tests."""
+        return self._key_fields
+
+    @property
     def clause_count(self) -> int:
         return len(self._clause_bits)
 
