@@ -7,7 +7,7 @@ Failures raise NoValidBackendError / InvalidBackendError with vLLM's text first.
 
 from __future__ import annotations
 
-import weakref
+import functools
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
@@ -90,7 +90,8 @@ def solve(config: Config, *, role: str | None = None, available: Iterable[str] |
     available: backend names runnable on this machine; others count as invalid with the reason
     "kernel not runnable on this machine" (so automatic selection moves on, a request fails).
     """
-    require_config(config)  # first: a non-Config (a list) is not even a cache key
+    if type(config) is not Config:
+        require_config(config)  # first: a non-Config (a list) is not even a cache key
     avail = available_set(available)
     if role is not None and not isinstance(role, str):
         role = parse_role(role)  # raises ConfigError for anything that is not a role name
@@ -101,12 +102,19 @@ def solve(config: Config, *, role: str | None = None, available: Iterable[str] |
     hit = cache.get(key)
     if hit is not None:
         return hit
-    if config.is_partial:
-        raise ConfigError(config.free_fields[0], ANY, "a concrete value: solve() needs a full config "
-                          "(use explain() or possible_backends() for partial ones)")
-    role_ = parse_role(role)
     try:
-        sel = _solve_uncached(comp, config, role_, avail)
+        role_ = parse_role(role)
+        facts: dict[str, Any] | None = base_facts(config, role_)
+    except ConfigError:
+        facts = None  # a partial config's error comes first
+    if facts is None or ANY in facts.values():
+        if config.is_partial:
+            raise ConfigError(config.free_fields[0], ANY, "a concrete value: solve() needs a full config "
+                              "(use explain() or possible_backends() for partial ones)")
+        role_ = parse_role(role)
+        facts = base_facts(config, role_)  # raises its ConfigError
+    try:
+        sel = _solve_uncached(comp, config, role_, avail, facts)
     except (NoValidBackendError, InvalidBackendError) as err:
         raise err.defer_explanation(config, role_, avail) from None
     if len(cache) > 65536:
@@ -156,9 +164,11 @@ def candidate_reasons(cand: Candidate, facts: dict[str, Any], available: frozens
     return reasons
 
 
-def _solve_uncached(comp: CompiledRules, config: Config, role: str, available: frozenset[str] | None) -> Selection:
+def _solve_uncached(comp: CompiledRules, config: Config, role: str, available: frozenset[str] | None,
+                    facts: dict[str, Any] | None = None) -> Selection:
+    """facts: base_facts(config, role) when the caller has them (taken over, not copied)."""
     rules = comp.rules
-    pre = before_selection(comp, config, role)
+    pre = before_selection(comp, config, role, facts)
     if pre.model is not None:
         return _model_driven(comp, config, role, pre)
     facts, p, idx, warnings = evaluate(comp, config, role, available, pre.facts, pre.completed)
@@ -188,8 +198,12 @@ def _solve_uncached(comp: CompiledRules, config: Config, role: str, available: f
     logs = list(pre.logs)
     done = facts["__derived_warnings__"]
     t = done.t  # the truth of the rules' conditions on `facts` (comp.holds)
-    after = dict(facts, backend=chosen.backend)
-    t_after = comp.with_value(t, "backend", chosen.backend)
+    after: dict[str, Any] = {}  # the facts after selection: only lines and conditions read them
+    t_after = 0
+    if (plist.rewrites or plist.notes or plist.log or plist.warning or plist.fallback_log or plist.manual_log
+            or plist.selected_log or plist.mla_prefill is not None):
+        after = dict(facts, backend=chosen.backend)
+        t_after = comp.with_value(t, "backend", chosen.backend)
     for rw in plist.rewrites:
         if rw.stage == "after_selection" and comp.holds(rw.when, t_after, after):
             for k, v in rw.set:
@@ -257,21 +271,33 @@ class _Before:
     completed: tuple[dict[str, Any], Completion] | None = None
 
 
-_SETTINGS: "weakref.WeakKeyDictionary[RuleSet, dict[Any, Any]]" = weakref.WeakKeyDictionary()
+def _per_rules(cache: dict[int, tuple[RuleSet, Any]], rules: RuleSet, make: Any) -> Any:
+    """`make(rules)`, kept per rule set (a plain dict by identity: cheaper than a weak mapping on the cold path)."""
+    got = cache.get(id(rules))
+    if got is None or got[0] is not rules:
+        if len(cache) > 16:  # mutants loaded by tests come and go; packaged sets are few
+            cache.clear()
+        got = cache[id(rules)] = (rules, make(rules))
+    return got[1]
+
+
+_SETTINGS: dict[int, tuple[RuleSet, dict[Any, Any]]] = {}
+
+
+def _platform_settings(rules: RuleSet) -> dict[Any, Any]:
+    per: dict[Any, Any] = {}
+    for pl in rules.lists:
+        if pl.platform not in per:
+            steps = (pl.request_errors or pl.rewrites or pl.request_fallbacks or pl.model_backend
+                     or pl.model_routes or pl.mla_prefill is not None or pl.compute_capability_from)
+            per[pl.platform] = pl if steps else None
+    return per
 
 
 def _settings(rules: RuleSet, platform: Any) -> Any:
     """The platform-wide settings (every list of a platform carries them); None when the platform has
     no step before selection (then solve() goes straight to the lists)."""
-    per = _SETTINGS.get(rules)
-    if per is None:
-        per = {}
-        for pl in rules.lists:
-            if pl.platform not in per:
-                steps = (pl.request_errors or pl.rewrites or pl.request_fallbacks or pl.model_backend
-                         or pl.model_routes or pl.mla_prefill is not None or pl.compute_capability_from)
-                per[pl.platform] = pl if steps else None
-        _SETTINGS[rules] = per
+    per = _per_rules(_SETTINGS, rules, _platform_settings)
     try:
         return per.get(platform)
     except TypeError:
@@ -287,12 +313,14 @@ def _with_derived(comp: CompiledRules, facts: dict[str, Any]) -> tuple[dict[str,
     return out, comp.complete(out)
 
 
-def before_selection(comp: CompiledRules, config: Config, role: str) -> _Before:
+def before_selection(comp: CompiledRules, config: Config, role: str, facts: dict[str, Any] | None = None) -> _Before:
     """vLLM's steps before the selector: requests that fail outright (request_errors), config rewrites
     (`stage = "before_selection"`), requests dropped for automatic selection (request_fallbacks), and
-    model code that picks the backend itself (model_backend, model_routes with their KV handling)."""
+    model code that picks the backend itself (model_backend, model_routes with their KV handling).
+    facts: base_facts(config, role) when the caller has them (taken over, not copied)."""
     rules = comp.rules
-    facts = base_facts(config, role)
+    if facts is None:
+        facts = base_facts(config, role)
     ps = _settings(rules, facts.get("platform"))
     if ps is not None and role == "mla_prefill" and ps.mla_prefill is not None and ps.mla_prefill.request_field:
         # the prefill registry's own request (by vLLM's prefill name); the decode request is not its business
@@ -439,14 +467,17 @@ def _startup_error(comp: CompiledRules, config: Config, role: str, available: fr
         return None
     if block is ...:  # the start-up block size, when the caller has not computed it
         block = preferred_block_size(rules, chosen, facts.get("block_size"), plist, facts, comp, t)
-    sfacts = dict(facts, block_size=block)
     if plist.block_size_failure and block is not None:
         sizes, exact = _kernel_sizes(rules, chosen, facts)
         if (exact and block not in exact) or (sizes and not exact and not any(block % k == 0 for k in sizes)):
             shown = repr(list(exact)) if exact else "[" + ", ".join(f"MultipleOf({k})" for k in sizes) + "]"
-            return render_message(plist.block_size_failure, sfacts, backend=chosen, kernel_block_sizes=shown)
-    t_block = None if t is None else comp.with_value(t, "block_size", block)
+            return render_message(plist.block_size_failure, dict(facts, block_size=block), backend=chosen,
+                                  kernel_block_sizes=shown)
     failures = rules.backends[chosen].startup_failures
+    if not failures:
+        return None
+    sfacts = dict(facts, block_size=block)
+    t_block = None if t is None else comp.with_value(t, "block_size", block)
     if (i := comp.first_holding(failures, t_block, sfacts)) >= 0:
         return render_message(failures[i][0], sfacts, gpu_name=config.gpu or "CUDA")
     return None
@@ -500,23 +531,25 @@ def preferred_block_size(rules: RuleSet, backend: str, block_size: int | None, p
     if rules.backends[backend].preferred_block_size is not None:  # the backend's own get_preferred_block_size
         return rules.backends[backend].preferred_block_size
     sizes, exact = _kernel_sizes(rules, backend, facts)
+    return _default_block_size(sizes, exact)
+
+
+@functools.lru_cache(maxsize=1024)
+def _default_block_size(sizes: tuple[int, ...], exact: tuple[int, ...]) -> int:
     if (16 in exact) if exact else (not sizes or any(16 % s == 0 for s in sizes)):
         return 16  # vLLM's get_preferred_block_size(16): 16 when the backend accepts it
     return min(exact or sizes)
 
 
-_EXACT: "weakref.WeakKeyDictionary[RuleSet, str]" = weakref.WeakKeyDictionary()
+_EXACT: dict[int, tuple[RuleSet, str]] = {}
 
 
 def _exact_key(rules: RuleSet) -> str:
-    key = _EXACT.get(rules)
-    if key is None:
-        key = _EXACT[rules] = next((g.exact_key for g in rules.generic_checks
-                                    if g.field == "block_size" and g.exact_key), "")
-    return key
+    return _per_rules(_EXACT, rules, lambda r: next((g.exact_key for g in r.generic_checks
+                                                      if g.field == "block_size" and g.exact_key), ""))
 
 
-_SIZES: "weakref.WeakKeyDictionary[RuleSet, dict[tuple[str, Any], Any]]" = weakref.WeakKeyDictionary()
+_SIZES: dict[int, tuple[RuleSet, dict[tuple[str, Any], Any]]] = {}
 
 
 def _kernel_sizes(rules: RuleSet, backend: str, facts: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -524,9 +557,7 @@ def _kernel_sizes(rules: RuleSet, backend: str, facts: Any) -> tuple[tuple[int, 
     of, exact sizes); exact sizes (B12X) replace the multiples."""
     b = rules.backends[backend]
     name = b.variant_for(facts.get(b.variant_field)) if facts is not None and b.variant_field else None
-    per = _SIZES.get(rules)
-    if per is None:
-        per = _SIZES[rules] = {}
+    per = _per_rules(_SIZES, rules, lambda r: {})
     got = per.get((backend, name))
     if got is None:
         got = per[(backend, name)] = _kernel_sizes_of(rules, b, name)

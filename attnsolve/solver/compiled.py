@@ -97,7 +97,7 @@ class CompiledRules:
 
     __slots__ = ("rules", "fields", "_clause_bits", "_field_lits", "_memo", "_plans", "_cand_bits",
                  "_list_index", "_list_need", "_list_fields", "_list_memo", "_derived",
-                 "_classifiers", "_key_fields", "_class_pos", "_locals", "_compares", "_raw_memo",
+                 "_classifiers", "_key_fields", "_plain_fields", "_class_fields", "_classes", "_locals", "_compares",
                  "_class_memo", "_eager_logs", "_memo_ok", "_names", "_cand_derived", "_backend_reads",
                  "_conds", "_cond_lits", "_cond_field_mask", "_cond_memo", "_item_masks", "_first_memo", "_reason_memo", "_frozen", "__weakref__")
 
@@ -212,11 +212,11 @@ class CompiledRules:
         self._key_fields = tuple(key_fields)
         classifiers = {f: classifier(tuple(ps)) for f, ps in preds.items()}
         self._classifiers = {f: c for f, c in classifiers.items() if c is not None}
-        self._class_pos = tuple((i, self._classifiers[f]) for i, f in enumerate(self._key_fields)
-                                if f in self._classifiers)
+        self._plain_fields = tuple(f for f in self._key_fields if f not in self._classifiers)
+        self._class_fields = tuple(f for f in self._key_fields if f in self._classifiers)
+        self._classes = tuple(self._classifiers[f] for f in self._class_fields)
         self._locals = tuple((name, op, parts, self._classifiers.get(name)) for name, op, parts in locals_)
         self._compares = tuple(compares)
-        self._raw_memo: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         self._class_memo: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         # a derived fact whose log line names a fact computed after it renders when evaluated
         order = {d.name: i for i, d in enumerate(self._derived)}
@@ -238,34 +238,30 @@ class CompiledRules:
         the satisfied-clause bitset, the applicable list and each derived fact's chosen case."""
         if not self._memo_ok:
             return self._evaluate(facts)
-        raw = tuple(map(facts.get, self._key_fields))
-        locals_ = self._locals
-        lvals = tuple(_local_value(op, [facts.get(f) for f in parts]) for _, op, parts, _ in locals_) if locals_ else ()
+        get = facts.get
+        # the memo key: plain fields as they are, numeric ones by class, local arithmetic, field comparisons
+        plain = tuple(map(get, self._plain_fields))
+        classes = [None if v is None else cls(v) for cls, v in zip(self._classes, map(get, self._class_fields))]
+        lvals = []
+        for _, op, parts, cls in self._locals:
+            vals = [get(f) for f in parts]
+            v = None if None in vals else _local_value(op, vals)
+            lvals.append(v)
+            classes.append(v if v is None or cls is None else cls(v))
+        for op, a, b in self._compares:
+            classes.append(_compare(op, get(a), get(b)))
+        key = (plain, tuple(classes))
         try:
-            got = self._raw_memo.get(raw + lvals)
+            got = self._class_memo.get(key)
         except TypeError:  # an unhashable value: no rule names one; evaluate without memo
             return self._evaluate(facts)
         if got is None:
-            keys = list(raw)
-            for i, cls in self._class_pos:
-                keys[i] = cls(keys[i])
-            for (_, _, _, cls), v in zip(locals_, lvals):
-                keys.append(v if cls is None else cls(v))
-            for op, a, b in self._compares:
-                keys.append(_compare(op, facts.get(a), facts.get(b)))
-            ckey = tuple(keys)
-            got = self._class_memo.get(ckey)
-            if got is None:
-                got = self._evaluate(dict(facts)).entry
-                if len(self._class_memo) > _MEMO_LIMIT:
-                    self._class_memo.clear()
-                self._class_memo[ckey] = got
-            if len(self._raw_memo) > _MEMO_LIMIT:
-                self._raw_memo.clear()
-            self._raw_memo[raw + lvals] = got
-        values = got[0]
-        facts.update(zip(self._names, values))
-        for (name, _, _, _), v in zip(locals_, lvals):
+            got = self._evaluate(dict(facts)).entry
+            if len(self._class_memo) > _MEMO_LIMIT:
+                self._class_memo.clear()
+            self._class_memo[key] = got
+        facts.update(zip(self._names, got[0]))
+        for (name, _, _, _), v in zip(self._locals, lvals):
             facts.setdefault(name, v)  # local arithmetic (q_per_kv) is shown by messages: publish it
         return Completion(self, got, got[1])
 
@@ -283,10 +279,9 @@ class CompiledRules:
                 for name, value in d.local_values(facts).items():
                     facts.setdefault(name, value)
         pl = select_list(self.rules, facts)
-        logging = tuple(k for k, (d, c) in enumerate(zip(self._derived, cases))
+        logging = tuple(d.name for d, c in zip(self._derived, cases)
                         if isinstance(c, tuple) or (c >= 0 and d.cases[c].warning))
-        entry = (tuple(values), tuple(cases), self.satisfied(facts),
-                 None if pl is None else self._list_index[id(pl)], self.truth(facts), logging)
+        entry = (tuple(values), tuple(cases), self.satisfied(facts), pl, self.truth(facts), logging)
         return Completion(self, entry, tuple(cases))
 
     # -- conditions of the steps around the lists (rewrites, notes, start-up rules...) ------------
@@ -610,8 +605,7 @@ class Completion:
 
     @property
     def plist(self) -> PriorityList | None:
-        i = self.entry[3]
-        return None if i is None else self.comp.rules.lists[i]
+        return self.entry[3]
 
     @property
     def t(self) -> int:
@@ -628,8 +622,7 @@ class Completion:
     @property
     def logging(self) -> tuple[str, ...]:
         """The derived facts whose chosen case has log lines (rendered by `lines`)."""
-        names = self.comp._names
-        return tuple(names[k] for k in self.entry[5])
+        return self.entry[5]
 
     def lines(self, name: str, facts: Mapping[str, Any]) -> tuple[str, ...]:
         """The log lines of derived fact `name`'s chosen case, rendered with `facts`."""
@@ -639,10 +632,10 @@ class Completion:
     def logs(self, facts: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
         """Derived name -> its log lines, for the derived facts whose chosen case logs something."""
         out: dict[str, tuple[str, ...]] = {}
-        for k in self.entry[5]:
-            w = self.log_of(k, facts)
-            if w:
-                out[self.comp._names[k]] = (w,) if isinstance(w, str) else tuple(w)
+        for name in self.entry[5]:
+            lines = self.lines(name, facts)
+            if lines:
+                out[name] = lines
         return out
 
 
