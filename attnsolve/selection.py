@@ -8,15 +8,16 @@ Failures raise NoValidBackendError / InvalidBackendError with vLLM's text first.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field, replace
-from typing import Any, Iterable
+import operator
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Iterable, Iterator, Mapping
 
 from .config import ANY, Config
 from .errors import ConfigError, InvalidBackendError, NoValidBackendError
 from .guards import available_set, require_config
 from .engine import Engine, engine_for
 from .rules.loader import SKIP_REASON, cc_from_text
-from .rules.model import Backend, RuleSet, placeholder
+from .rules.model import RENDERINGS, Backend, RuleSet, placeholder
 from .solver.compiled import CompiledRules, Completion
 from .solver.facts import base_facts, parse_role
 from .solver.semantics import AUTO, Candidate, Plan, reasons_of
@@ -113,14 +114,42 @@ def solve(config: Config, *, role: str | None = None, available: Iterable[str] |
                               "(use explain() or possible_backends() for partial ones)")
         role_ = parse_role(role)
         facts = base_facts(config, role_)  # raises its ConfigError
+    ckey = comp.class_key(facts)
+    if ckey is not None:
+        ckey = (ckey, role_, avail)
+        like = eng.by_class.get(ckey)
+        if like is not None:  # the same answer as for another value of these value classes
+            sel = _for_config(like, config)
+            if len(cache) > 65536:
+                cache.clear()
+            cache[key] = sel
+            return sel
+        ckey = ckey if comp.named("block_size", facts.get("block_size")) else None  # start-up passes it on
+    mark = next(RENDERINGS)
     try:
         sel = _solve_uncached(comp, config, role_, avail, facts)
     except (NoValidBackendError, InvalidBackendError) as err:
         raise err.defer_explanation(config, role_, avail) from None
+    if ckey is not None and next(RENDERINGS) == mark + 1:  # no fact was put into its text: valid for the class
+        if len(eng.by_class) > 4096:
+            eng.by_class.clear()
+        eng.by_class[ckey] = sel
     if len(cache) > 65536:
         cache.clear()
     cache[key] = sel
     return sel
+
+
+def _for_config(sel: Selection, config: Config) -> Selection:
+    """`sel` as the answer for `config` (another config of the same value classes)."""
+    values = list(_SELECTION_FIELDS(sel))
+    values[_CONFIG_AT] = config
+    return Selection(*values)
+
+
+_SELECTION_NAMES = tuple(f.name for f in fields(Selection))
+_SELECTION_FIELDS = operator.attrgetter(*_SELECTION_NAMES)
+_CONFIG_AT = _SELECTION_NAMES.index("config")
 
 
 def solve_uncached(config: Config, role: str = "decode", available: frozenset[str] | None = None) -> Selection:
@@ -232,11 +261,14 @@ def _solve_uncached(comp: CompiledRules, config: Config, role: str, available: f
     logging = done.logging
     if logging:  # vLLM logs a derived fact's lines when it computes that fact
         evaluated = comp.derived_read_by(backend)
-        if rules.settings.get("derived_warnings") == "validated":  # vLLM validates every list entry
+        pending = [n for n in logging if n not in evaluated]
+        if pending and rules.settings.get("derived_warnings") == "validated":  # vLLM validates every list entry
             evaluated = set(evaluated)
             for c in p.candidates:
                 if c.validated and c.backend != chosen.backend:
                     evaluated |= comp.evaluated_derived(c, facts, t)
+                    if evaluated.issuperset(pending):
+                        break
         for name in logging:
             if name in evaluated:
                 warnings[:0] = [w for w in done.lines(name, facts) if w not in warnings]
@@ -392,6 +424,7 @@ def _request_fallback(comp: CompiledRules, config: Config, role: str, available:
                       facts: dict[str, Any], p: Plan) -> Selection | None:
     """A refused request vLLM replaces by automatic selection when its reasons are exactly one of a
     fallback's `only_reasons` (ROCm's turboquant / ultraquant runs), with the fallback's log line."""
+    next(RENDERINGS)  # an answer for another config: not one to reuse for the value class
     cand = p.candidates[0]
     reasons = candidate_reasons(cand, facts, available)
     for text, when, only, level in p.plist.request_fallbacks:
@@ -459,6 +492,7 @@ def _startup_error(comp: CompiledRules, config: Config, role: str, available: fr
     i = comp.first_holding(plist.start_backend, t, facts)
     forced = plist.start_backend[i].value if i >= 0 else None
     if forced is not None and forced != facts.get("backend"):
+        next(RENDERINGS)  # another config's start-up: its error text may name that config
         try:
             return _solve_uncached(comp, config.replace(backend=forced), role, available).startup_error
         except (NoValidBackendError, InvalidBackendError) as err:
@@ -476,11 +510,33 @@ def _startup_error(comp: CompiledRules, config: Config, role: str, available: fr
     failures = rules.backends[chosen].startup_failures
     if not failures:
         return None
-    sfacts = dict(facts, block_size=block)
     t_block = None if t is None else comp.with_value(t, "block_size", block)
-    if (i := comp.first_holding(failures, t_block, sfacts)) >= 0:
-        return render_message(failures[i][0], sfacts, gpu_name=config.gpu or "CUDA")
+    if (i := comp.first_holding(failures, t_block, _FactsWith(facts, "block_size", block))) >= 0:
+        return render_message(failures[i][0], dict(facts, block_size=block), gpu_name=config.gpu or "CUDA")
     return None
+
+
+class _FactsWith(Mapping[str, Any]):
+    """`facts` with one field set to another value, without copying them (read by conditions)."""
+
+    __slots__ = ("facts", "field", "value")
+
+    def __init__(self, facts: Mapping[str, Any], field: str, value: Any):
+        self.facts, self.field, self.value = facts, field, value
+
+    def __getitem__(self, key: str) -> Any:
+        return self.value if key == self.field else self.facts[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.value if key == self.field else self.facts.get(key, default)
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.facts
+        if self.field not in self.facts:
+            yield self.field
+
+    def __len__(self) -> int:
+        return len(self.facts) + (self.field not in self.facts)
 
 
 class _PyShow(dict):
@@ -505,6 +561,9 @@ class _PyShow(dict):
 
 def render_message(template: str, facts: dict[str, Any], **extra: Any) -> str:
     """A vLLM message template from the rules, filled from the facts (and `extra`)."""
+    if "{" not in template:
+        return template
+    next(RENDERINGS)
     return template.format_map(_PyShow({**facts, **extra}))
 
 
@@ -578,6 +637,7 @@ def _kernel_sizes_of(rules: RuleSet, b: Backend, name: str | None) -> tuple[tupl
 def failure(rules: RuleSet, config: Config, facts: dict[str, Any], p: Plan,
             available: frozenset[str] | None) -> NoValidBackendError | InvalidBackendError:
     """The exception vLLM raises for this plan, with vLLM's wording first."""
+    next(RENDERINGS)  # its text may name the config
     reasons = {c.backend: r for c in p.candidates
                if SKIP_REASON not in (r := candidate_reasons(c, facts, available))}
     seen_facts = dict(facts, **{f: None for f in p.plist.drops})  # what the selector prints

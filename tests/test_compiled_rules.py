@@ -19,15 +19,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attnsolve import ANY, Config, solve, sweep
+from attnsolve import ANY, Config, ConfigError, solve, sweep
 from attnsolve.engine import engine_for
 from attnsolve.errors import SelectionError
 from attnsolve.rules import versions
+from attnsolve.selection import solve_uncached
 from attnsolve.solver.compiled import CompiledRules, classifier
 from attnsolve.solver.domains import field_preds, representatives
 from attnsolve.solver.facts import base_facts
 from attnsolve.solver.reach import goal_reachable, reach_for
 from attnsolve.solver.semantics import select_list
+from strategies import config_kwargs, roles_for
 
 RELEASES = tuple(versions())
 ROOT = Path(__file__).resolve().parents[1] / "attnsolve"
@@ -157,3 +159,65 @@ def test_complete_equals_the_case_by_case_evaluation(version: str, data: st.Data
         assert done.t == comp.truth(ref)
         assert done.plist is select_list(comp.rules, ref)
         assert done.logs(fast) == logs
+
+
+def _answer(fn: Any) -> Any:
+    try:
+        return fn()
+    except (SelectionError, ConfigError) as err:
+        return type(err).__name__, str(err.args[0]) if err.args else None
+
+
+def _same_class_value(comp: CompiledRules, field: str, value: int) -> int | None:
+    """Another value `field`'s classifier puts in `value`'s class, if a small search finds one."""
+    key = classifier(field_preds(comp.rules, field))
+    if key is None:
+        return None
+    for other in (value + 1, value + 2, value + 3, value + 7, value + 64, value + 1000, value * 3, value + 4096):
+        if other != value and key(other) == key(value):
+            return other
+    return None
+
+
+@pytest.mark.parametrize("version", RELEASES)
+def test_an_answer_reused_for_a_value_class_is_the_answer_solved_afresh(version: str) -> None:
+    """solve() answers a never-seen value from another value of its class only when that answer names no fact."""
+    for cc in ("8.0", "9.0", "10.0"):
+        for head in (72, 200, 300, 1001, 4100):
+            for extra in ({}, {"block_size": 48}, {"has_sink": True}, {"backend": "FLASH_ATTN"}):
+                try:
+                    a = Config(platform="cuda", compute_capability=cc, dtype="bfloat16", head_size=head,
+                               vllm=version, **extra)
+                    b = a.replace(head_size=head + 1)
+                except Exception:  # noqa: BLE001 - a field this release does not take
+                    continue
+                _answer(lambda: solve(a))
+                assert _answer(lambda: solve(b)) == _answer(lambda: solve_uncached(b)), (a, b)
+    assert engine_for(version).by_class  # some answers were kept for their value classes
+
+
+@pytest.mark.parametrize("version", RELEASES)
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_class_reuse_agrees_with_solving_afresh(version: str, data: st.DataObject) -> None:
+    comp = _comp(version)
+    kw = data.draw(config_kwargs(comp.rules))
+    try:
+        a = Config(**kw, vllm=version)
+    except ConfigError:
+        return
+    role = data.draw(st.sampled_from(roles_for(a)))
+    numeric = [f for f in a.field_names if isinstance(getattr(a, f), int) and not isinstance(getattr(a, f), bool)
+               and f in comp.key_fields]
+    if not numeric:
+        return
+    f = data.draw(st.sampled_from(numeric))
+    other = _same_class_value(comp, f, getattr(a, f))
+    if other is None:
+        return
+    try:
+        b = a.replace(**{f: other})
+    except ConfigError:
+        return
+    _answer(lambda: solve(a, role=role))
+    assert _answer(lambda: solve(b, role=role)) == _answer(lambda: solve_uncached(b, role)), (a, b, role)

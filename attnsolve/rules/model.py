@@ -7,8 +7,14 @@ lets the same rules feed the bitset fast path, the CSP and the explanations.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
+
+# Counts every rendering of a template with placeholders (facts put into text). The compiled solve path
+# reuses an answer for another value of the same value class only when producing it rendered nothing:
+# next() on it is atomic, so a count that moved means some rendering happened in between.
+RENDERINGS = itertools.count()
 
 # Sentinel meaning "no equality constraint" in Pred.eq.
 _NO_EQ: Any = ("<no-eq>",)
@@ -175,6 +181,7 @@ class Check:
     def render(self, facts: Mapping[str, Any]) -> str:
         if "{" not in self.reason:
             return self.reason
+        next(RENDERINGS)
         return self.reason.format_map(_Show(facts))
 
 
@@ -497,6 +504,7 @@ class Derived:
             return warning
         if isinstance(warning, tuple) and not any("{" in w for w in warning):
             return warning
+        next(RENDERINGS)
         if self.sums or self.quotients or self.products:
             facts = {**facts, **self.local_values(facts)}
         if isinstance(warning, str):

@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping
 
 from ..rules.model import _NO_EQ, Backend, Check, Literal, Pred, PriorityList, RuleSet, report
 from ..rules.model import _compare, _local_value
+from ..config import FIELD_NAMES
 from .semantics import Candidate, Plan, plan, reasons_of, select_list
 
 # Largest memo before it is emptied (a process asking about millions of distinct raw values).
@@ -97,7 +98,7 @@ class CompiledRules:
 
     __slots__ = ("rules", "fields", "_clause_bits", "_field_lits", "_memo", "_plans", "_cand_bits",
                  "_list_index", "_list_need", "_list_fields", "_list_memo", "_derived",
-                 "_classifiers", "_key_fields", "_plain_fields", "_class_fields", "_classes", "_locals", "_compares",
+                 "_classifiers", "_key_fields", "_key_set", "_plain_fields", "_class_fields", "_classes", "_locals", "_compares",
                  "_class_memo", "_eager_logs", "_memo_ok", "_names", "_cand_derived", "_backend_reads",
                  "_conds", "_cond_lits", "_cond_field_mask", "_cond_memo", "_item_masks", "_first_memo", "_reason_memo", "_frozen", "__weakref__")
 
@@ -209,7 +210,10 @@ class CompiledRules:
             key_fields.update(dict.fromkeys(x for x in (a, b) if x not in derived))
         key_fields.update(dict.fromkeys(f for f in self._list_fields if f not in derived))
         key_fields["backend"] = None  # the request picks the plan
+        # and every input a Config gives, so that the key covers all of a query's facts (class_key)
+        key_fields.update(dict.fromkeys(f for f in (*FIELD_NAMES, *rules.fields, "role") if f not in derived))
         self._key_fields = tuple(key_fields)
+        self._key_set = frozenset(key_fields)
         classifiers = {f: classifier(tuple(ps)) for f, ps in preds.items()}
         self._classifiers = {f: c for f, c in classifiers.items() if c is not None}
         self._plain_fields = tuple(f for f in self._key_fields if f not in self._classifiers)
@@ -238,19 +242,7 @@ class CompiledRules:
         the satisfied-clause bitset, the applicable list and each derived fact's chosen case."""
         if not self._memo_ok:
             return self._evaluate(facts)
-        get = facts.get
-        # the memo key: plain fields as they are, numeric ones by class, local arithmetic, field comparisons
-        plain = tuple(map(get, self._plain_fields))
-        classes = [None if v is None else cls(v) for cls, v in zip(self._classes, map(get, self._class_fields))]
-        lvals = []
-        for _, op, parts, cls in self._locals:
-            vals = [get(f) for f in parts]
-            v = None if None in vals else _local_value(op, vals)
-            lvals.append(v)
-            classes.append(v if v is None or cls is None else cls(v))
-        for op, a, b in self._compares:
-            classes.append(_compare(op, get(a), get(b)))
-        key = (plain, tuple(classes))
+        key, lvals = self._key(facts)
         try:
             got = self._class_memo.get(key)
         except TypeError:  # an unhashable value: no rule names one; evaluate without memo
@@ -264,6 +256,39 @@ class CompiledRules:
         for (name, _, _, _), v in zip(self._locals, lvals):
             facts.setdefault(name, v)  # local arithmetic (q_per_kv) is shown by messages: publish it
         return Completion(self, got, got[1])
+
+    def _key(self, facts: Mapping[str, Any]) -> tuple[tuple[Any, ...], list[Any]]:
+        """The memo key of `facts` (plain fields as they are, numeric ones by value class, the local arithmetic's
+        classes, the field comparisons) and the local arithmetic's values."""
+        get = facts.get
+        plain = tuple(map(get, self._plain_fields))
+        classes = [None if v is None else cls(v) for cls, v in zip(self._classes, map(get, self._class_fields))]
+        lvals = []
+        for _, op, parts, cls in self._locals:
+            vals = [get(f) for f in parts]
+            v = None if None in vals else _local_value(op, vals)
+            lvals.append(v)
+            classes.append(v if v is None or cls is None else cls(v))
+        for op, a, b in self._compares:
+            classes.append(_compare(op, get(a), get(b)))
+        return (plain, tuple(classes)), lvals
+
+    def class_key(self, facts: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """A key equal for two sets of facts that every rule answers alike (numeric values by class, all others
+        as they are), or None when there is none (a fact the memo does not cover, an unhashable value)."""
+        if not self._memo_ok or not facts.keys() <= self._key_set:
+            return None
+        key = self._key(facts)[0]
+        try:
+            hash(key)
+        except TypeError:
+            return None
+        return key
+
+    def named(self, field: str, value: Any) -> bool:
+        """Whether `value` is its own class for `field` (a value some rule names, or a non-numeric one)."""
+        cls = self._classifiers.get(field)
+        return value is None or cls is None or cls(value) is value
 
     def _evaluate(self, facts: dict[str, Any]) -> "Completion":
         """The reference evaluation: each derived fact's first matching case, in dependency order."""
