@@ -708,5 +708,8 @@ def solve_csp(config: Config, *, role: str | None = None, available: Iterable[st
 
 
 def clear_cache(config: Config | None = None) -> None:
-    """Forget solve()'s memoised answers for one release (benchmarks measure cold solves with it)."""
-    engine_of(config).cache.clear()
+    """Forget solve()'s memoised answers for one release, per config and per value class (benchmarks measure
+    cold solves with it)."""
+    eng = engine_of(config)
+    eng.cache.clear()
+    eng.by_class.clear()
