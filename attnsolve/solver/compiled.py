@@ -549,16 +549,8 @@ class CompiledRules:
 
     def add_derived(self, facts: dict[str, Any]) -> list[str]:
         """Fill in the derived facts; return their log lines."""
-        warnings: list[str] = []
-        for w in self.add_derived_by_name(facts).values():
-            if w:
-                warnings.extend((w,) if isinstance(w, str) else w)
-        return warnings
-
-    def add_derived_by_name(self, facts: dict[str, Any]) -> dict[str, Any]:
-        """Fill in the derived facts; return derived name -> its case's log line (None, a line or lines)."""
         done = self.complete(facts)
-        return {d.name: done.log_of(k, facts) for k, d in enumerate(self._derived)}
+        return [w for lines in done.logs(facts).values() for w in lines]
 
     def satisfied(self, facts: Mapping[str, Any]) -> int:
         """Bitset of the clauses the facts satisfy."""
