@@ -120,12 +120,20 @@ class CompiledRules:
         self._list_index = {id(pl): i for i, pl in enumerate(rules.lists)}
         self._plans: dict[tuple[int, str | None], tuple[Plan, tuple[int, ...]]] = {}
         self._cand_bits: dict[int, tuple[Candidate, tuple[tuple[int, Check], ...]]] = {}
+        by_check: dict[int, tuple[Check, int]] = {}  # a Check object shared by many plans: its clause once
+
+        def check_bit(ch: Check) -> int:
+            got = by_check.get(id(ch))
+            if got is None or got[0] is not ch:
+                got = by_check[id(ch)] = (ch, bit(ch.clause()))
+            return got[1]
+
         for i, pl in enumerate(rules.lists):
             for req in (None, *rules.backends):
                 p = plan(rules, pl, req)
                 bits = []
                 for c in p.candidates:
-                    cb = tuple((bit(ch.clause()), ch) for ch in c.checks)
+                    cb = tuple((check_bit(ch), ch) for ch in c.checks)
                     self._cand_bits[id(c)] = (c, cb)
                     m = 0
                     for b, _ in cb:
@@ -346,9 +354,11 @@ class CompiledRules:
         for b in rules.backends.values():
             visit(b.warnings)
             visit(b.startup_failures)
+        seen: set[int] = set()
         for c, _ in self._cand_bits.values():  # the checks' conditions (which derived facts vLLM computes)
             for ch in c.checks:
-                if ch.when:
+                if ch.when and id(ch.when) not in seen:
+                    seen.add(id(ch.when))
                     visit(ch.when)
         # the steps' item lists (each item a dataclass with `when` or a (text, when, ...) tuple): their masks
         items: dict[int, tuple[int | None, ...]] = {}
@@ -439,19 +449,27 @@ class CompiledRules:
                 out |= deps.get(f, {f})
             deps[name] = frozenset(out)
 
-        def of(field: str) -> frozenset[str]:
-            return frozenset(x for x in deps.get(field, (field,)) if x in derived)
+        of_field: dict[str, frozenset[str]] = {}
 
+        def of(field: str) -> frozenset[str]:
+            got = of_field.get(field)
+            if got is None:
+                got = of_field[field] = frozenset(x for x in deps.get(field, (field,)) if x in derived)
+            return got
+
+        per_check: dict[int, tuple[Check, frozenset[str], frozenset[str]]] = {}
         cand: dict[int, tuple[frozenset[str], tuple[tuple[tuple[Literal, ...], frozenset[str]], ...]]] = {}
         for c, _ in self._cand_bits.values():
             always: set[str] = set()
             conditional = []
             for ch in c.checks:
-                for w in ch.when:
-                    always |= of(w.field)
-                req = of(ch.require.field)
-                if req:
-                    conditional.append((ch.when, req))
+                got = per_check.get(id(ch))
+                if got is None or got[0] is not ch:
+                    when: frozenset[str] = frozenset().union(*(of(w.field) for w in ch.when))
+                    got = per_check[id(ch)] = (ch, when, of(ch.require.field))
+                always |= got[1]
+                if got[2]:
+                    conditional.append((ch.when, got[2]))
             cand[id(c)] = (frozenset(always), tuple((w, r) for w, r in conditional if not r <= always))
         self._cand_derived = cand
         reads: dict[str, frozenset[str]] = {}
