@@ -565,11 +565,6 @@ class CompiledRules:
             return None
         return self.plan(pl, facts.get("backend"))
 
-    def add_derived(self, facts: dict[str, Any]) -> list[str]:
-        """Fill in the derived facts; return their log lines."""
-        done = self.complete(facts)
-        return [w for lines in done.logs(facts).values() for w in lines]
-
     def satisfied(self, facts: Mapping[str, Any]) -> int:
         """Bitset of the clauses the facts satisfy."""
         sat = 0
