@@ -117,14 +117,18 @@ def solve(config: Config, *, role: str | None = None, available: Iterable[str] |
     ckey = comp.class_key(facts)
     if ckey is not None:
         ckey = (ckey, role_, avail)
-        like = eng.by_class.get(ckey)
+        try:
+            like = eng.by_class.get(ckey)
+        except TypeError:  # an unhashable value (no rule names one): no answer by class
+            like = ckey = None
         if like is not None:  # the same answer as for another value of these value classes
             sel = _for_config(like, config)
             if len(cache) > 65536:
                 cache.clear()
             cache[key] = sel
             return sel
-        ckey = ckey if comp.named("block_size", facts.get("block_size")) else None  # start-up passes it on
+        if ckey is not None and not comp.named("block_size", facts.get("block_size")):
+            ckey = None  # the start-up block size passes the user's on: not the same for the whole class
     mark = next(RENDERINGS)
     try:
         sel = _solve_uncached(comp, config, role_, avail, facts)

@@ -283,15 +283,11 @@ class CompiledRules:
 
     def class_key(self, facts: Mapping[str, Any]) -> tuple[Any, ...] | None:
         """A key equal for two sets of facts that every rule answers alike (numeric values by class, all others
-        as they are), or None when there is none (a fact the memo does not cover, an unhashable value)."""
+        as they are), or None when there is none (a fact the memo does not cover). It may hold an unhashable
+        value (no rule names one): a dict lookup with it raises TypeError."""
         if not self._memo_ok or not facts.keys() <= self._key_set:
             return None
-        key = self._key(facts)[0]
-        try:
-            hash(key)
-        except TypeError:
-            return None
-        return key
+        return self._key(facts)[0]
 
     def named(self, field: str, value: Any) -> bool:
         """Whether `value` is its own class for `field` (a value some rule names, or a non-numeric one)."""
