@@ -20,7 +20,7 @@ from attnsolve.errors import SelectionError
 from attnsolve.rules import default_rules
 from attnsolve.selection import solve_csp
 from attnsolve.solver.domains import representatives
-from attnsolve.solver.facts import add_derived, base_facts
+from attnsolve.solver.facts import base_facts
 
 RULES = default_rules()
 # Fields drawn from their value classes (one representative per class the rules can tell apart).
@@ -84,7 +84,8 @@ def configs(draw: st.DrawFn, *, with_backend: bool = True) -> tuple[Config, str]
 
 def _facts(cfg: Config, role: str) -> dict[str, Any]:
     facts = base_facts(cfg, role)
-    add_derived(RULES, facts)
+    for name, d in RULES.derived.items():  # the derived facts case by case, in dependency order
+        facts[name] = d.evaluate(facts)[0]
     return facts
 
 

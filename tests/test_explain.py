@@ -164,7 +164,6 @@ def test_partial_config_with_no_completion_has_conflict() -> None:
 @given(st.data())
 def test_fast_reachability_agrees_with_csp(data: st.DataObject) -> None:
     """The bitset reachability used by explain equals the CSP on random partial facts."""
-    from attnsolve.rules import generation
     from attnsolve.selection import compiled_rules
     from attnsolve.solver.reach import goal_reachable, reach_for
 
@@ -191,7 +190,7 @@ def test_fast_reachability_agrees_with_csp(data: st.DataObject) -> None:
         if f == "platform":
             facts["compute_capability"] = ANY
             facts["rocm_arch"] = ANY
-    fast = goal_reachable(reach_for(compiled_rules(), generation()), facts, None, None)
+    fast = goal_reachable(reach_for(compiled_rules()), facts, None, None)
     slow = csp_solver().find(facts, backend=None) is not None
     assert fast == slow, (facts, fast, slow)
 
