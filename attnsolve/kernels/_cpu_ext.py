@@ -129,6 +129,7 @@ _SOURCE = r'''// attnsolve CPU paged attention (decode / short query rows): one 
 #include <vector>
 #include <algorithm>
 #include <omp.h>
+#include <cstdlib>
 
 namespace {
 
@@ -300,13 +301,82 @@ static inline __m512 exp512(__m512 x) {  // same polynomial as fast_exp, x <= 0
   return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
 }
 
+#if defined(__AVX512BF16__)
+// PV with bf16 dot products over token pairs: acc[h] += p[h][t] v[t] + p[h][t+1] v[t+1], V rows of a
+// pair interleaved with unpacklo/hi_epi16, probabilities rounded to bf16 (as vLLM's CPU kernels do
+// for their bf16 PV product).  Accumulator layout per 32-wide chunk: [lo 16 | hi 16] where lo element
+// e holds dim 8(e/4) + e%4 and hi element e dim 8(e/4) + 4 + e%4 (undone once per work item).
+template <int NH, int ND>
+static inline void pv_dp(const char* const* vr, int nt, const uint32_t* pp, float* acc) {
+  constexpr int D = ND * 16;
+  for (int c = 0; c < ND / 2; ++c) {
+    __m512 lo[NH], hi[NH];
+    for (int j = 0; j < NH; ++j) {
+      lo[j] = _mm512_loadu_ps(acc + (size_t)j * D + 32 * c);
+      hi[j] = _mm512_loadu_ps(acc + (size_t)j * D + 32 * c + 16);
+    }
+    for (int t = 0; t < nt; t += 2) {
+      const __m512i x0 = _mm512_loadu_si512((const void*)(vr[t] + 64 * c));
+      const __m512i x1 = vr[t + 1] ? _mm512_loadu_si512((const void*)(vr[t + 1] + 64 * c)) : _mm512_setzero_si512();
+      const __m512bh ul = (__m512bh)_mm512_unpacklo_epi16(x0, x1), uh = (__m512bh)_mm512_unpackhi_epi16(x0, x1);
+      for (int j = 0; j < NH; ++j) {
+        const __m512bh p = (__m512bh)_mm512_set1_epi32((int)pp[(size_t)j * 16 + t / 2]);
+        lo[j] = _mm512_dpbf16_ps(lo[j], ul, p);
+        hi[j] = _mm512_dpbf16_ps(hi[j], uh, p);
+      }
+    }
+    for (int j = 0; j < NH; ++j) {
+      _mm512_storeu_ps(acc + (size_t)j * D + 32 * c, lo[j]);
+      _mm512_storeu_ps(acc + (size_t)j * D + 32 * c + 16, hi[j]);
+    }
+  }
+}
+#if defined(__AVX512VBMI__)
+#define ATTNSOLVE_FP8BF 1
+// fp8 (e4m3 / e5m2) -> bf16, exact (every fp8 value, subnormals, NaN and inf included, is a bf16
+// value): two byte tables of the 128 magnitudes (vpermi2b), the sign OR-ed in, bytes interleaved.
+alignas(64) static uint8_t g_bf_lo[2][128], g_bf_hi[2][128], g_bf_idx[2][64];
+static void init_fp8_bf16() {
+  for (int k = 0; k < 2; ++k)
+    for (int i = 0; i < 128; ++i) {
+      const float f = k == 0 ? g_lut_e4m3[i] : g_lut_e5m2[i];
+      uint32_t u; std::memcpy(&u, &f, 4);
+      const uint16_t b = (uint16_t)(std::isnan(f) ? 0x7fc0 : (u >> 16));  // exact: low 16 bits are zero
+      g_bf_lo[k][i] = (uint8_t)(b & 0xff);
+      g_bf_hi[k][i] = (uint8_t)(b >> 8);
+    }
+  for (int i = 0; i < 32; ++i) {  // interleave: out0 = (lo[i], hi[i]) for i < 32, out1 for i in 32..63
+    g_bf_idx[0][2 * i] = (uint8_t)i; g_bf_idx[0][2 * i + 1] = (uint8_t)(64 + i);
+    g_bf_idx[1][2 * i] = (uint8_t)(32 + i); g_bf_idx[1][2 * i + 1] = (uint8_t)(96 + i);
+  }
+}
+template <int D>
+static inline void fp8_row_to_bf16(int ctype, const uint8_t* src, uint16_t* dst) {
+  const int k = ctype == E4M3 ? 0 : 1;
+  const __m512i l0 = _mm512_load_si512((const void*)g_bf_lo[k]), l1 = _mm512_load_si512((const void*)(g_bf_lo[k] + 64));
+  const __m512i h0 = _mm512_load_si512((const void*)g_bf_hi[k]), h1 = _mm512_load_si512((const void*)(g_bf_hi[k] + 64));
+  const __m512i i0 = _mm512_load_si512((const void*)g_bf_idx[0]), i1 = _mm512_load_si512((const void*)g_bf_idx[1]);
+  const __m512i m7f = _mm512_set1_epi8(0x7f), m80 = _mm512_set1_epi8((char)0x80);
+  for (int c = 0; c < D; c += 64) {
+    const __mmask64 mk = (D - c >= 64) ? ~(__mmask64)0 : (((__mmask64)1 << (D - c)) - 1);
+    const __m512i x = _mm512_maskz_loadu_epi8(mk, src + c);
+    const __m512i t = _mm512_and_si512(x, m7f);
+    const __m512i lo = _mm512_permutex2var_epi8(l0, t, l1);
+    const __m512i hi = _mm512_or_si512(_mm512_permutex2var_epi8(h0, t, h1), _mm512_and_si512(x, m80));
+    _mm512_storeu_si512((void*)(dst + c), _mm512_permutex2var_epi8(lo, i0, hi));
+    if (D - c > 32) _mm512_storeu_si512((void*)(dst + c + 32), _mm512_permutex2var_epi8(lo, i1, hi));
+  }
+}
+#endif
+#endif
+
 // One tile (nt <= 32 tokens of one block) for all heads: scores, online softmax, PV.
 // s: [H][ldS] scores -> probabilities; acc: [H][D]; buf: scratch of 32*D floats.
 template <int ND>
 static void tile_avx(int ctype, const char* kb, const char* vb, int64_t k_s1, int64_t k_s2, int64_t v_s1, int64_t v_s2,
                      int slot0, int nt, int Hkv, int G, const float* qf, float* acc, float* m, float* l,
                      float* s, int ldS, float* buf, float scale, float k_scale, float v_scale, float softcap, int use_dp,
-                     const uint16_t* qvnni) {
+                     const uint16_t* qvnni, uint16_t* pbf, uint16_t* cbuf) {
   constexpr int D = ND * 16;
   const int ce = esize(ctype);
   const bool direct_k = (ctype == F32 && k_scale == 1.0f), direct_v = (ctype == F32 && v_scale == 1.0f);
@@ -314,7 +384,7 @@ static void tile_avx(int ctype, const char* kb, const char* vb, int64_t k_s1, in
   const int ngroups = (nt + 15) / 16;
   for (int kh = 0; kh < Hkv; ++kh) {
     const char* krow0 = kb + ((int64_t)slot0 * k_s1 + (int64_t)kh * k_s2) * ce;
-    const int64_t kstride_b = k_s1 * ce;
+    int64_t kstride_b = k_s1 * ce;
 #if defined(ATTNSOLVE_AMX)
     if ((use_dp & 4) && (ND % 2) == 0) {  // rows up to the next multiple of 16 lie inside the block (caller checks)
       const uint16_t* qv = qvnni + (size_t)kh * D * G;  // [D/2][G][2]
@@ -338,6 +408,13 @@ static void tile_avx(int ctype, const char* kb, const char* vb, int64_t k_s1, in
 #endif
 #if defined(__AVX512BF16__)
     if ((use_dp & 1) && (ND % 2) == 0) {
+#if defined(ATTNSOLVE_FP8BF)
+      if (use_dp & 16) {  // fp8 K rows of this head -> bf16 scratch (exact), then the bf16 path below
+        for (int t = 0; t < nt; ++t) fp8_row_to_bf16<D>(ctype, (const uint8_t*)(krow0 + (int64_t)t * kstride_b), cbuf + (size_t)t * D);
+        krow0 = (const char*)cbuf;
+        kstride_b = (int64_t)D * 2;
+      }
+#endif
       for (int g = 0; g < G; ++g) {
         const int h = kh * G + g;
         const float* qh = qf + (size_t)h * D;
@@ -414,11 +491,38 @@ static void tile_avx(int ctype, const char* kb, const char* vb, int64_t k_s1, in
     const __m512 p1 = _mm512_maskz_mov_ps(m1, exp512(_mm512_sub_ps(x1, mh)));
     _mm512_storeu_ps(sh, p0);
     _mm512_storeu_ps(sh + 16, p1);
+#if defined(__AVX512BF16__)
+    if (use_dp & 8) _mm512_storeu_si512((void*)(pbf + (size_t)h * 32), (__m512i)_mm512_cvtne2ps_pbh(p1, p0));
+#endif
     l[h] += _mm512_reduce_add_ps(_mm512_add_ps(p0, p1));
   }
   // bf16 cache (flags bit 1): V rows are widened inside the FMA loop with a shift and a mask
   // (even/odd bf16 of each 32-bit lane), no conversion pass through a buffer; the accumulators then
   // hold each 32-wide chunk as [16 even dims, 16 odd dims], undone once per work item (vperm_fix).
+#if defined(__AVX512BF16__)
+  if ((use_dp & 8) && (ND % 2) == 0) {
+    const uint32_t* pp = (const uint32_t*)pbf;  // [H][16] bf16 pairs (p[t], p[t+1])
+    for (int kh = 0; kh < Hkv; ++kh) {
+      const char* vr[33];
+      int64_t vst = v_s1 * ce;
+      const char* v0 = vb + ((int64_t)slot0 * v_s1 + (int64_t)kh * v_s2) * ce;
+#if defined(ATTNSOLVE_FP8BF)
+      if (use_dp & 16) {
+        for (int t = 0; t < nt; ++t) fp8_row_to_bf16<D>(ctype, (const uint8_t*)(v0 + (int64_t)t * vst), cbuf + (size_t)t * D);
+        v0 = (const char*)cbuf;
+        vst = (int64_t)D * 2;
+      }
+#endif
+      for (int t = 0; t < nt; ++t) vr[t] = v0 + (int64_t)t * vst;
+      vr[nt] = nullptr;  // an odd last token pairs with zeros
+      int g0 = 0;
+      for (; g0 + 8 <= G; g0 += 8) pv_dp<8, ND>(vr, nt, pp + (size_t)(kh * G + g0) * 16, acc + (size_t)(kh * G + g0) * D);
+      for (; g0 + 4 <= G; g0 += 4) pv_dp<4, ND>(vr, nt, pp + (size_t)(kh * G + g0) * 16, acc + (size_t)(kh * G + g0) * D);
+      for (; g0 < G; ++g0) pv_dp<1, ND>(vr, nt, pp + (size_t)(kh * G + g0) * 16, acc + (size_t)(kh * G + g0) * D);
+    }
+    return;
+  }
+#endif
   if ((use_dp & 2) && (ND % 2) == 0) {
     const __m512i hi_mask = _mm512_set1_epi32((int)0xFFFF0000u);
     for (int kh = 0; kh < Hkv; ++kh) {
@@ -516,7 +620,7 @@ static void tile_avx(int ctype, const char* kb, const char* vb, int64_t k_s1, in
 
 typedef void (*TileFn)(int, const char*, const char*, int64_t, int64_t, int64_t, int64_t, int, int, int, int,
                        const float*, float*, float*, float*, float*, int, float*, float, float, float, float, int,
-                       const uint16_t*);
+                       const uint16_t*, uint16_t*, uint16_t*);
 static TileFn pick_tile(int D) {
   switch (D) {
     case 32: return tile_avx<2>;
@@ -573,6 +677,17 @@ extern "C" int attnsolve_gather_kv(
   return 0;
 }
 
+#if defined(__AVX512BF16__)
+static int bf16_pv_permitted() {  // ATTNSOLVE_CPU_BF16_PV=0 keeps the float32 PV product (for comparisons)
+  static int ok = -1;
+  if (ok < 0) {
+    const char* e = std::getenv("ATTNSOLVE_CPU_BF16_PV");
+    ok = (e && (e[0] == '0' || e[0] == 'n' || e[0] == 'N' || e[0] == 'f' || e[0] == 'F')) ? 0 : 1;
+  }
+  return ok;
+}
+#endif
+
 extern "C" int attnsolve_paged_decode(
     int qtype, int ctype, int otype,
     const void* q, int64_t q_s0, int64_t q_s1,
@@ -585,6 +700,9 @@ extern "C" int attnsolve_paged_decode(
     float scale, int causal, int window, float softcap, const float* sinks,
     float k_scale, float v_scale, int nthreads, int chunk, int64_t num_blocks) {
   init_luts();
+#if defined(ATTNSOLVE_FP8BF)
+  { static bool fp8bf_ready = false; if (!fp8bf_ready) { init_fp8_bf16(); fp8bf_ready = true; } }
+#endif
   // Per-tensor dequantisation scales fold out of the inner loops: q.(k*ks)*scale = (q.k)*(scale*ks), and
   // sum p*(v*vs) = vs * sum p*v, applied once to each output row in the merge.
   const float out_scale = v_scale;
@@ -625,11 +743,25 @@ extern "C" int attnsolve_paged_decode(
   }
   const int nitems = (int)items.size();
   const TileFn tile = (D == Dv) ? pick_tile(D) : nullptr;
-  // flags for the tile: bit 0 = bf16 dot products for QK, bit 1 = bf16 V widened in the PV loop
-  const int use_dp = ((qtype == BF16 && ctype == BF16 && k_scale == 1.0f) ? 1 : 0) |
-                     ((tile && ctype == BF16 && D == Dv && (D % 32) == 0) ? 2 : 0);
+  // flags for the tile: bit 0 = bf16 dot products for QK, bit 1 = bf16 V widened in the PV loop,
+  // bit 3 = bf16 dot products for PV (probabilities rounded to bf16; bf16 output only), bit 4 = fp8
+  // K/V converted to bf16 per tile (exact) so that an fp8 cache takes the bf16 paths
+  const bool is_fp8 = ctype == E4M3 || ctype == E5M2;
+#if defined(ATTNSOLVE_FP8BF)
+  const bool fp8bf = tile && is_fp8 && qtype == BF16 && otype == BF16 && (D % 32) == 0;
+#else
+  const bool fp8bf = false;
+#endif
+#if defined(__AVX512BF16__)
+  const bool pvdp = tile && (D % 32) == 0 && otype == BF16 && (ctype == BF16 || fp8bf) && bf16_pv_permitted();
+#else
+  const bool pvdp = false;
+#endif
+  (void)is_fp8;
+  const int use_dp = ((qtype == BF16 && (ctype == BF16 || fp8bf) && k_scale == 1.0f) ? 1 : 0) |
+                     ((tile && ctype == BF16 && D == Dv && (D % 32) == 0) ? 2 : 0) | (pvdp ? 8 : 0) | (fp8bf ? 16 : 0);
 #if defined(ATTNSOLVE_AMX)
-  const int use_amx = (tile && (use_dp & 1) && (D % 32) == 0 && G <= 16 && BS >= 16 && amx_permitted()) ? 4 : 0;
+  const int use_amx = (tile && ctype == BF16 && (use_dp & 1) && (D % 32) == 0 && G <= 16 && BS >= 16 && amx_permitted()) ? 4 : 0;
 #else
   const int use_amx = 0;
 #endif
@@ -641,6 +773,7 @@ extern "C" int attnsolve_paged_decode(
     std::vector<float> ts((size_t)TILE * H), tbuf((size_t)TILE * D);
     std::vector<float> qf((size_t)H * D), acc((size_t)H * Dv), m(H), l(H), s((size_t)BS * H), kf(D), vf(Dv), pb(BS);
     std::vector<uint16_t> qvnni(use_amx ? (size_t)H * D : 0);
+    std::vector<uint16_t> pbf((use_dp & 8) ? (size_t)H * TILE : 0), cbuf((use_dp & 16) ? (size_t)TILE * D : 0);
 #if defined(ATTNSOLVE_AMX)
     if (use_amx) {
       TileCfg cfg;
@@ -694,7 +827,7 @@ extern "C" int attnsolve_paged_decode(
             const int slot0 = t0 - b * BS;
             const int fl = use_dp | ((use_amx && slot0 + ((nt + 15) / 16) * 16 <= BS) ? 4 : 0);
             tile(ctype, kb, vb, k_s1, k_s2, v_s1, v_s2, slot0, nt, Hkv, G, qf.data(), acc.data(), m.data(), l.data(),
-                 ts.data(), TILE, tbuf.data(), scale, k_scale, v_scale, softcap, fl, qvnni.data());
+                 ts.data(), TILE, tbuf.data(), scale, k_scale, v_scale, softcap, fl, qvnni.data(), pbf.data(), cbuf.data());
           }
         }
       } else
@@ -760,7 +893,15 @@ extern "C" int attnsolve_paged_decode(
           }
         }
       }
-      if (use_dp & 2) {  // undo the [even, odd] order of each 32-wide chunk (see the tile's bf16 PV)
+      if (use_dp & 8) {  // undo the unpacklo/hi order of each 32-wide chunk (see pv_dp)
+        float* dst = &pacc[(size_t)it * H * Dv];
+        for (int h = 0; h < H; ++h)
+          for (int c = 0; c < Dv; c += 32)
+            for (int e = 0; e < 16; ++e) {
+              dst[(size_t)h * Dv + c + 8 * (e / 4) + (e % 4)] = acc[(size_t)h * Dv + c + e];
+              dst[(size_t)h * Dv + c + 8 * (e / 4) + 4 + (e % 4)] = acc[(size_t)h * Dv + c + 16 + e];
+            }
+      } else if (use_dp & 2) {  // undo the [even, odd] order of each 32-wide chunk (see the tile's bf16 PV)
         float* dst = &pacc[(size_t)it * H * Dv];
         for (int h = 0; h < H; ++h)
           for (int c = 0; c < Dv; c += 32)
