@@ -25,6 +25,8 @@ from pathlib import Path
 __all__ = ["load", "load_gather", "reason", "DTYPE_CODES"]
 
 _FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno", "-std=c++17"]
+# tried in order: a compiler or CPU that refuses -march=native still gets the portable loops
+_FLAG_SETS = (_FLAGS, [f for f in _FLAGS if f != "-march=native"])
 
 # dtype codes shared with the C++ source (enum DType)
 DTYPE_CODES = {"float32": 0, "bfloat16": 1, "float16": 2, "float8_e4m3fn": 3, "float8_e5m2": 4}
@@ -65,18 +67,24 @@ def _build() -> ctypes.CDLL:
     cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
     if not cxx:
         raise RuntimeError("no C++ compiler found (g++/c++ not on PATH, CXX unset)")
-    key = hashlib.sha256("\0".join([_SOURCE, " ".join(_FLAGS), cxx, _cpu_signature()]).encode()).hexdigest()[:16]
-    out = _cache_dir() / f"cpu_attn_{key}.so"
-    if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-            src = Path(tmp) / "cpu_attn.cpp"
-            src.write_text(_SOURCE)
-            so = Path(tmp) / "cpu_attn.so"
-            proc = subprocess.run([cxx, *_FLAGS, "-o", str(so), str(src)], capture_output=True, text=True, timeout=120)
-            if proc.returncode != 0:
-                raise RuntimeError(f"compiling the CPU_ATTN extension failed: {proc.stderr.strip()[-2000:]}")
-            os.replace(so, out)  # atomic: concurrent builders race harmlessly
+    errors = []
+    for flags in _FLAG_SETS:
+        key = hashlib.sha256("\0".join([_SOURCE, " ".join(flags), cxx, _cpu_signature()]).encode()).hexdigest()[:16]
+        out = _cache_dir() / f"cpu_attn_{key}.so"
+        if not out.exists():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+                src = Path(tmp) / "cpu_attn.cpp"
+                src.write_text(_SOURCE)
+                so = Path(tmp) / "cpu_attn.so"
+                proc = subprocess.run([cxx, *flags, "-o", str(so), str(src)], capture_output=True, text=True, timeout=120)
+                if proc.returncode != 0:
+                    errors.append(f"{' '.join(flags)}: {proc.stderr.strip()[-1000:]}")
+                    continue
+                os.replace(so, out)  # atomic: concurrent builders race harmlessly
+        break
+    else:
+        raise RuntimeError("compiling the CPU_ATTN extension failed: " + " | ".join(errors))
     lib = ctypes.CDLL(str(out))
     fn = lib.attnsolve_paged_decode
     I64, I, F, P = ctypes.c_int64, ctypes.c_int, ctypes.c_float, ctypes.c_void_p
