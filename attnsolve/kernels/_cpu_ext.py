@@ -378,11 +378,13 @@ static inline void fp8_row_to_bf16(int ctype, const uint8_t* src, uint16_t* dst)
 #endif
 #endif
 
-// One tile (nt <= 32 tokens of one block) for all heads: scores, online softmax, PV.
-// s: [H][ldS] scores -> probabilities; acc: [H][D]; buf: scratch of 32*D floats.
+// One tile (nt <= 32 tokens, possibly from several blocks) for all heads: scores, online softmax, PV.
+// ktok/vtok: each token's row (KV head 0); s: [H][ldS] scores -> probabilities; acc: [H][D];
+// buf: scratch of 32*D floats.  Tiles cover the same absolute positions (multiples of 32) whatever
+// the block size, so the accumulation order, and the result, do not depend on the page size.
 template <int ND>
-static void tile_avx(int ctype, const char* kb, const char* vb, int64_t k_s1, int64_t k_s2, int64_t v_s1, int64_t v_s2,
-                     int slot0, int nt, int Hkv, int G, const float* qf, float* acc, float* m, float* l,
+static void tile_avx(int ctype, const char* const* ktok, const char* const* vtok, int64_t k_s1, int64_t k_s2,
+                     int64_t v_s1, int64_t v_s2, int slot0, int nt, int Hkv, int G, const float* qf, float* acc, float* m, float* l,
                      float* s, int ldS, float* buf, float scale, float k_scale, float v_scale, float softcap, int use_dp,
                      const uint16_t* qvnni, uint16_t* pbf, uint16_t* cbuf) {
   constexpr int D = ND * 16;
@@ -390,9 +392,12 @@ static void tile_avx(int ctype, const char* kb, const char* vb, int64_t k_s1, in
   const bool direct_k = (ctype == F32 && k_scale == 1.0f), direct_v = (ctype == F32 && v_scale == 1.0f);
   alignas(64) __m512 part[16];
   const int ngroups = (nt + 15) / 16;
+  (void)slot0; (void)v_s1;
   for (int kh = 0; kh < Hkv; ++kh) {
-    const char* krow0 = kb + ((int64_t)slot0 * k_s1 + (int64_t)kh * k_s2) * ce;
-    int64_t kstride_b = k_s1 * ce;
+    const int64_t khoff = (int64_t)kh * k_s2 * ce;
+    const char* kp[32];
+    for (int t = 0; t < nt; ++t) kp[t] = ktok[t] + khoff;
+    const int64_t kstride_b = k_s1 * ce;  // AMX only: each 16-row group lies in one block (caller checks)
 #if defined(ATTNSOLVE_AMX)
     if ((use_dp & 4) && (ND % 2) == 0) {  // rows up to the next multiple of 16 lie inside the block (caller checks)
       const uint16_t* qv = qvnni + (size_t)kh * D * G;  // [D/2][G][2]
@@ -400,7 +405,7 @@ static void tile_avx(int ctype, const char* kb, const char* vb, int64_t k_s1, in
       for (int tb = 0; tb < nt; tb += 16) {
         _tile_zero(0);
         for (int c = 0; c < ND / 2; ++c) {
-          _tile_loadd(1, krow0 + (int64_t)tb * kstride_b + 64 * c, kstride_b);
+          _tile_loadd(1, kp[tb] + 64 * c, kstride_b);
           _tile_loadd(2, qv + (size_t)c * 32 * G, G * 4);
           _tile_dpbf16ps(0, 1, 2);
         }
@@ -418,9 +423,10 @@ static void tile_avx(int ctype, const char* kb, const char* vb, int64_t k_s1, in
     if ((use_dp & 1) && (ND % 2) == 0) {
 #if defined(ATTNSOLVE_FP8BF)
       if (use_dp & 16) {  // fp8 K rows of this head -> bf16 scratch (exact), then the bf16 path below
-        for (int t = 0; t < nt; ++t) fp8_row_to_bf16<D>(ctype, (const uint8_t*)(krow0 + (int64_t)t * kstride_b), cbuf + (size_t)t * D);
-        krow0 = (const char*)cbuf;
-        kstride_b = (int64_t)D * 2;
+        for (int t = 0; t < nt; ++t) {
+          fp8_row_to_bf16<D>(ctype, (const uint8_t*)kp[t], cbuf + (size_t)t * D);
+          kp[t] = (const char*)(cbuf + (size_t)t * D);
+        }
       }
 #endif
       for (int g = 0; g < G; ++g) {
@@ -433,7 +439,7 @@ static void tile_avx(int ctype, const char* kb, const char* vb, int64_t k_s1, in
         for (int gi = 0; gi < ngroups; ++gi) {
           const int tb = gi * 16, te = std::min(nt, tb + 16);
           for (int t = tb; t < te; ++t) {
-            const char* kr = krow0 + (int64_t)t * kstride_b;
+            const char* kr = kp[t];
             __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
             for (int c = 0; c < ND / 2; ++c) {
               const __m512bh kv = (__m512bh)_mm512_loadu_si512((const void*)(kr + 64 * c));
@@ -450,7 +456,7 @@ static void tile_avx(int ctype, const char* kb, const char* vb, int64_t k_s1, in
 #endif
     const float* kr[32];
     for (int t = 0; t < nt; ++t) {
-      const char* p = krow0 + (int64_t)t * kstride_b;
+      const char* p = kp[t];
       if (direct_k) kr[t] = (const float*)p;
       else { conv_row<ND>(ctype, p, buf + (size_t)t * D, k_scale); kr[t] = buf + (size_t)t * D; }
     }
@@ -512,16 +518,15 @@ static void tile_avx(int ctype, const char* kb, const char* vb, int64_t k_s1, in
     const uint32_t* pp = (const uint32_t*)pbf;  // [H][16] bf16 pairs (p[t], p[t+1])
     for (int kh = 0; kh < Hkv; ++kh) {
       const char* vr[33];
-      int64_t vst = v_s1 * ce;
-      const char* v0 = vb + ((int64_t)slot0 * v_s1 + (int64_t)kh * v_s2) * ce;
+      const int64_t vhoff = (int64_t)kh * v_s2 * ce;
+      for (int t = 0; t < nt; ++t) vr[t] = vtok[t] + vhoff;
 #if defined(ATTNSOLVE_FP8BF)
-      if (use_dp & 16) {
-        for (int t = 0; t < nt; ++t) fp8_row_to_bf16<D>(ctype, (const uint8_t*)(v0 + (int64_t)t * vst), cbuf + (size_t)t * D);
-        v0 = (const char*)cbuf;
-        vst = (int64_t)D * 2;
-      }
+      if (use_dp & 16)
+        for (int t = 0; t < nt; ++t) {
+          fp8_row_to_bf16<D>(ctype, (const uint8_t*)vr[t], cbuf + (size_t)t * D);
+          vr[t] = (const char*)(cbuf + (size_t)t * D);
+        }
 #endif
-      for (int t = 0; t < nt; ++t) vr[t] = v0 + (int64_t)t * vst;
       vr[nt] = nullptr;  // an odd last token pairs with zeros
       int g0 = 0;
       for (; g0 + 8 <= G; g0 += 8) pv_dp<8, ND>(vr, nt, pp + (size_t)(kh * G + g0) * 16, acc + (size_t)(kh * G + g0) * D);
@@ -535,7 +540,7 @@ static void tile_avx(int ctype, const char* kb, const char* vb, int64_t k_s1, in
     const __m512i hi_mask = _mm512_set1_epi32((int)0xFFFF0000u);
     for (int kh = 0; kh < Hkv; ++kh) {
       const char* vr[32];
-      for (int t = 0; t < nt; ++t) vr[t] = vb + ((int64_t)(slot0 + t) * v_s1 + (int64_t)kh * v_s2) * 2;
+      for (int t = 0; t < nt; ++t) vr[t] = vtok[t] + (int64_t)kh * v_s2 * 2;
       for (int g0 = 0; g0 < G; g0 += 4) {
         const int gn = std::min(4, G - g0);
         const int h0 = kh * G + g0;
@@ -588,7 +593,7 @@ static void tile_avx(int ctype, const char* kb, const char* vb, int64_t k_s1, in
   for (int kh = 0; kh < Hkv; ++kh) {
     const float* vr[32];
     for (int t = 0; t < nt; ++t) {
-      const char* p = vb + ((int64_t)(slot0 + t) * v_s1 + (int64_t)kh * v_s2) * ce;
+      const char* p = vtok[t] + (int64_t)kh * v_s2 * ce;
       if (direct_v) vr[t] = (const float*)p;
       else { conv_row<ND>(ctype, p, buf + (size_t)t * D, v_scale); vr[t] = buf + (size_t)t * D; }
     }
@@ -626,7 +631,7 @@ static void tile_avx(int ctype, const char* kb, const char* vb, int64_t k_s1, in
   }
 }
 
-typedef void (*TileFn)(int, const char*, const char*, int64_t, int64_t, int64_t, int64_t, int, int, int, int,
+typedef void (*TileFn)(int, const char* const*, const char* const*, int64_t, int64_t, int64_t, int64_t, int, int, int, int,
                        const float*, float*, float*, float*, float*, int, float*, float, float, float, float, int,
                        const uint16_t*, uint16_t*, uint16_t*);
 static TileFn pick_tile(int D) {
@@ -726,8 +731,12 @@ extern "C" int attnsolve_paged_decode(
   }
   const int G = H / Hkv;
   const int qe = esize(qtype), ce = esize(ctype), oe = esize(otype);
-  if (chunk < BS) chunk = BS;
-  chunk = (chunk / BS) * BS;
+  {  // chunks: multiples of lcm(BS, 32) (the tile), so that page sizes dividing 32 split a row identically
+    int a = BS, b = 32;
+    while (b) { const int r = a % b; a = b; b = r; }
+    const int unit = BS / a * 32;
+    chunk = std::max(unit, (chunk + unit - 1) / unit * unit);
+  }
   // Work items: (row, key chunk), chunks aligned to absolute multiples of `chunk`.
   std::vector<Item> items;
   std::vector<int> row_first, row_count, rows, row_seq;
@@ -779,7 +788,7 @@ extern "C" int attnsolve_paged_decode(
   {
     constexpr int TILE = 32;
     std::vector<float> ts((size_t)TILE * H), tbuf((size_t)TILE * D);
-    std::vector<float> qf((size_t)H * D), acc((size_t)H * Dv), m(H), l(H), s((size_t)BS * H), kf(D), vf(Dv), pb(BS);
+    std::vector<float> qf((size_t)H * D), acc((size_t)H * Dv), m(H), l(H), s((size_t)32 * H), kf(D), vf(Dv), pb(BS);
     std::vector<uint16_t> qvnni(use_amx ? (size_t)H * D : 0);
     std::vector<uint16_t> pbf((use_dp & 8) ? (size_t)H * TILE : 0), cbuf((use_dp & 16) ? (size_t)TILE * D : 0);
 #if defined(ATTNSOLVE_AMX)
@@ -814,40 +823,50 @@ extern "C" int attnsolve_paged_decode(
       const int32_t* btr = bt + (int64_t)I.seq * bt_s0;
 #if defined(ATTNSOLVE_AVX512)
       if (tile) {
-        for (int b = I.lo / BS; b * BS < I.hi; ++b) {
-          const int tb0 = std::max(I.lo, b * BS), tb1 = std::min(I.hi, (b + 1) * BS);
-          const int64_t blk = btr[b];
-          const char* kb = (const char*)kc + blk * k_s0 * ce;
-          const char* vb = (const char*)vc + blk * v_s0 * ce;
-          if (ce <= 2 && (b + 1) * BS < I.hi && k_s1 == (int64_t)Hkv * D && k_s2 == D && v_s1 == (int64_t)Hkv * Dv &&
-              v_s2 == Dv) {
-            // 16/8-bit caches: prefetch the next (scattered) block while this one computes; measured
+        // tiles at absolute multiples of TILE (page-size independent), rows gathered by pointer
+        const bool dense_rows = k_s1 == (int64_t)Hkv * D && k_s2 == D && v_s1 == (int64_t)Hkv * Dv && v_s2 == Dv;
+        const char* ktok[TILE];
+        const char* vtok[TILE];
+        for (int t0 = I.lo; t0 < I.hi;) {
+          const int t1 = std::min(I.hi, (t0 / TILE + 1) * TILE), nt = t1 - t0;
+          for (int t = 0; t < nt; ++t) {
+            const int pos = t0 + t;
+            const int64_t blk = btr[pos / BS], slot = pos % BS;
+            ktok[t] = (const char*)kc + (blk * k_s0 + slot * k_s1) * ce;
+            vtok[t] = (const char*)vc + (blk * v_s0 + slot * v_s1) * ce;
+          }
+          if (ce <= 2 && dense_rows && t1 < I.hi) {
+            // 16/8-bit caches: prefetch the next tile's (scattered) rows while this one computes; measured
             // ~10% faster for bf16 here, while it slows fp32 down (the hardware prefetcher keeps up there)
-            const int64_t nb = btr[b + 1];
-            const int64_t rows = std::min(BS, I.hi - (b + 1) * BS);
-            const char* nk = (const char*)kc + nb * k_s0 * ce;
-            const char* nv = (const char*)vc + nb * v_s0 * ce;
-            for (int64_t o = 0; o < rows * Hkv * D * ce; o += 64) _mm_prefetch(nk + o, _MM_HINT_T1);
-            for (int64_t o = 0; o < rows * Hkv * Dv * ce; o += 64) _mm_prefetch(nv + o, _MM_HINT_T1);
+            const int n1 = std::min(I.hi, t1 + TILE);
+            for (int pos = t1; pos < n1; ++pos) {
+              const int64_t blk = btr[pos / BS], slot = pos % BS;
+              const char* nk = (const char*)kc + (blk * k_s0 + slot * k_s1) * ce;
+              const char* nv = (const char*)vc + (blk * v_s0 + slot * v_s1) * ce;
+              for (int64_t o = 0; o < (int64_t)Hkv * D * ce; o += 64) _mm_prefetch(nk + o, _MM_HINT_T1);
+              for (int64_t o = 0; o < (int64_t)Hkv * Dv * ce; o += 64) _mm_prefetch(nv + o, _MM_HINT_T1);
+            }
           }
-          for (int t0 = tb0; t0 < tb1; t0 += TILE) {
-            const int nt = std::min(TILE, tb1 - t0);
-            const int slot0 = t0 - b * BS;
-            const int fl = use_dp | ((use_amx && slot0 + ((nt + 15) / 16) * 16 <= BS) ? 4 : 0);
-            tile(ctype, kb, vb, k_s1, k_s2, v_s1, v_s2, slot0, nt, Hkv, G, qf.data(), acc.data(), m.data(), l.data(),
-                 ts.data(), TILE, tbuf.data(), scale, k_scale, v_scale, softcap, fl, qvnni.data(), pbf.data(), cbuf.data());
+          int fl = use_dp;
+          if (use_amx) {  // AMX loads 16 rows with one stride: each 16-row group must lie in one block
+            bool ok = true;
+            for (int tb = 0; tb < nt; tb += 16) ok = ok && ((t0 + tb) % BS) + 16 <= BS;
+            if (ok) fl |= 4;
           }
+          tile(ctype, ktok, vtok, k_s1, k_s2, v_s1, v_s2, 0, nt, Hkv, G, qf.data(), acc.data(), m.data(), l.data(),
+               ts.data(), TILE, tbuf.data(), scale, k_scale, v_scale, softcap, fl, qvnni.data(), pbf.data(), cbuf.data());
+          t0 = t1;
         }
       } else
 #endif
-      for (int b = I.lo / BS; b * BS < I.hi; ++b) {
-        const int t0 = std::max(I.lo, b * BS), t1 = std::min(I.hi, (b + 1) * BS), nt = t1 - t0;
-        const int64_t blk = btr[b];
-        const char* kb = (const char*)kc + blk * k_s0 * ce;
-        const char* vb = (const char*)vc + blk * v_s0 * ce;
+      // spans of 32 tokens at absolute multiples of 32 (page-size independent, like the tiles)
+      for (int t0 = I.lo, t1 = 0; t0 < I.hi; t0 = t1) {
+        t1 = std::min(I.hi, (t0 / 32 + 1) * 32);
+        const int nt = t1 - t0;
         // scores s[t][h]
         for (int t = 0; t < nt; ++t) {
-          const int slot = t0 + t - b * BS;
+          const int slot = (t0 + t) % BS;
+          const char* kb = (const char*)kc + (int64_t)btr[(t0 + t) / BS] * k_s0 * ce;
           for (int kh = 0; kh < Hkv; ++kh) {
             const float* kr;
             if (ctype == F32 && k_scale == 1.0f) kr = (const float*)(kb + ((int64_t)slot * k_s1 + (int64_t)kh * k_s2) * 4);
@@ -858,13 +877,13 @@ extern "C" int attnsolve_paged_decode(
               float a = 0.0f;
               #pragma omp simd reduction(+:a)
               for (int d = 0; d < D; ++d) a += qh[d] * kr[d];
-              s[(size_t)h * BS + t] = a * scale;
+              s[(size_t)h * 32 + t] = a * scale;
             }
           }
         }
-        // online softmax per head over this block
+        // online softmax per head over this span
         for (int h = 0; h < H; ++h) {
-          float* sh = &s[(size_t)h * BS];
+          float* sh = &s[(size_t)h * 32];
           if (softcap > 0.0f) for (int t = 0; t < nt; ++t) sh[t] = softcap * std::tanh(sh[t] / softcap);
           float bm = -INFINITY;
           for (int t = 0; t < nt; ++t) bm = std::max(bm, sh[t]);
@@ -886,14 +905,15 @@ extern "C" int attnsolve_paged_decode(
         }
         // acc[h] += p[h][t] * v[t]
         for (int t = 0; t < nt; ++t) {
-          const int slot = t0 + t - b * BS;
+          const int slot = (t0 + t) % BS;
+          const char* vb = (const char*)vc + (int64_t)btr[(t0 + t) / BS] * v_s0 * ce;
           for (int kh = 0; kh < Hkv; ++kh) {
             const float* vr;
             if (ctype == F32 && v_scale == 1.0f) vr = (const float*)(vb + ((int64_t)slot * v_s1 + (int64_t)kh * v_s2) * 4);
             else { load_row(ctype, vb + ((int64_t)slot * v_s1 + (int64_t)kh * v_s2) * ce, vf.data(), Dv, v_scale); vr = vf.data(); }
             for (int g = 0; g < G; ++g) {
               const int h = kh * G + g;
-              const float p = s[(size_t)h * BS + t];
+              const float p = s[(size_t)h * 32 + t];
               float* ah = &acc[(size_t)h * Dv];
               #pragma omp simd
               for (int d = 0; d < Dv; ++d) ah[d] += p * vr[d];
