@@ -250,6 +250,11 @@ static int amx_permitted() {  // the kernel must grant the tile data state to th
 // Convert one row of ND*16 elements to float (scaled) into dst.
 template <int ND>
 static inline void conv_row(int type, const void* p, float* __restrict dst, float sc) {
+  if (sc == 1.0f && type == F16) {  // per-tensor scales are folded out of the loops: no multiply
+    const uint16_t* s = (const uint16_t*)p;
+    for (int c = 0; c < ND; ++c) _mm512_storeu_ps(dst + 16 * c, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(s + 16 * c))));
+    return;
+  }
   if (sc == 1.0f && type == BF16) {  // the common case: no multiply
     const uint16_t* s = (const uint16_t*)p;
     for (int c = 0; c < ND; ++c) {
@@ -377,6 +382,22 @@ static inline void fp8_row_to_bf16(int ctype, const uint8_t* src, uint16_t* dst)
 }
 #endif
 #endif
+
+// acc[j] += sum_t p[j][t] v[t] for NH heads, fp16 V widened in registers (one vcvtph2ps per 16 columns
+// per token, shared by the NH heads).
+template <int NH, int ND>
+static inline void pv_f16(const uint16_t* const* vr, int nt, const float* p, int ldp, float* acc) {
+  constexpr int D = ND * 16;
+  for (int c = 0; c < ND; ++c) {
+    __m512 a[NH];
+    for (int j = 0; j < NH; ++j) a[j] = _mm512_loadu_ps(acc + (size_t)j * D + 16 * c);
+    for (int t = 0; t < nt; ++t) {
+      const __m512 v = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(vr[t] + 16 * c)));
+      for (int j = 0; j < NH; ++j) a[j] = _mm512_fmadd_ps(_mm512_set1_ps(p[(size_t)j * ldp + t]), v, a[j]);
+    }
+    for (int j = 0; j < NH; ++j) _mm512_storeu_ps(acc + (size_t)j * D + 16 * c, a[j]);
+  }
+}
 
 // One tile (nt <= 32 tokens, possibly from several blocks) for all heads: scores, online softmax, PV.
 // ktok/vtok: each token's row (KV head 0); s: [H][ldS] scores -> probabilities; acc: [H][D];
@@ -589,6 +610,19 @@ static void tile_avx(int ctype, const char* const* ktok, const char* const* vtok
     }
     return;
   }
+  // fp16 cache: V rows widened in registers inside the FMA loop (vcvtph2ps from memory), up to 8 heads
+  // per widened chunk, no conversion pass through a buffer
+  if (ctype == F16 && v_scale == 1.0f) {
+    for (int kh = 0; kh < Hkv; ++kh) {
+      const uint16_t* vr[32];
+      for (int t = 0; t < nt; ++t) vr[t] = (const uint16_t*)(vtok[t] + (int64_t)kh * v_s2 * 2);
+      int g0 = 0;
+      for (; g0 + 8 <= G; g0 += 8) pv_f16<8, ND>(vr, nt, s + (size_t)(kh * G + g0) * ldS, ldS, acc + (size_t)(kh * G + g0) * D);
+      for (; g0 + 4 <= G; g0 += 4) pv_f16<4, ND>(vr, nt, s + (size_t)(kh * G + g0) * ldS, ldS, acc + (size_t)(kh * G + g0) * D);
+      for (; g0 < G; ++g0) pv_f16<1, ND>(vr, nt, s + (size_t)(kh * G + g0) * ldS, ldS, acc + (size_t)(kh * G + g0) * D);
+    }
+    return;
+  }
   // PV: per KV head, per 16-wide column chunk, up to 4 heads' accumulators stay in registers over the tokens
   for (int kh = 0; kh < Hkv; ++kh) {
     const float* vr[32];
@@ -690,6 +724,11 @@ extern "C" int attnsolve_gather_kv(
   return 0;
 }
 
+static int prefetch_on() {  // experiment switch: ATTNSOLVE_CPU_PREFETCH=0
+  static int ok = -1;
+  if (ok < 0) { const char* e = std::getenv("ATTNSOLVE_CPU_PREFETCH"); ok = (e && e[0] == '0') ? 0 : 1; }
+  return ok;
+}
 #if defined(__AVX512BF16__)
 static int bf16_pv_permitted() {  // ATTNSOLVE_CPU_BF16_PV=0 keeps the float32 PV product (for comparisons)
   static int ok = -1;
@@ -835,7 +874,7 @@ extern "C" int attnsolve_paged_decode(
             ktok[t] = (const char*)kc + (blk * k_s0 + slot * k_s1) * ce;
             vtok[t] = (const char*)vc + (blk * v_s0 + slot * v_s1) * ce;
           }
-          if (ce <= 2 && dense_rows && t1 < I.hi) {
+          if (ce <= 2 && dense_rows && t1 < I.hi && prefetch_on()) {
             // 16/8-bit caches: prefetch the next tile's (scattered) rows while this one computes; measured
             // ~10% faster for bf16 here, while it slows fp32 down (the hardware prefetcher keeps up there)
             const int n1 = std::min(I.hi, t1 + TILE);
