@@ -202,13 +202,13 @@ def resolve(query: torch.Tensor, key_cache: torch.Tensor, *, sinks=None, backend
 
 def _kernel(query, key_cache, value_cache, sinks, backend, vllm=None, kv_lora_rank=None, sparse=False):
     mla = value_cache is None
-    if vllm is None:  # the default release ($ATTNSOLVE_VLLM) is part of the key: it may change between calls
-        vllm = default_version()
+    # the default release ($ATTNSOLVE_VLLM) is part of the key: it may change between calls
+    release = vllm if vllm is not None else default_version()
     for name, t in (("query", query), ("key_cache", key_cache)) + (() if mla else (("value_cache", value_cache),)):
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"Expected {name} a torch.Tensor, but got {type(t).__name__}.")
     key = (query.device, query.dtype, key_cache.dtype, None if mla else value_cache.dtype, query.shape[1],
-           query.shape[2], key_cache.shape[1], sinks is None, backend, vllm, mla, kv_lora_rank, sparse)
+           query.shape[2], key_cache.shape[1], sinks is None, backend, release, mla, kv_lora_rank, sparse)
     hit = _cache.get(key)
     gen = (registry._generation, _rules.generation())  # new kernels or new rules invalidate the entry
     if hit is None or hit[0] != gen:
