@@ -192,8 +192,12 @@ def resolve(query: torch.Tensor, key_cache: torch.Tensor, *, sinks=None, backend
     missing = unavailable_reasons(sel.backend, platform)
     if missing:
         runnable = runnable_backends(platform)
+        from attnsolve.rules import rules_for
+
+        known = rules_for(cfg.vllm).backends  # kernels of another release's backends (CPU_MLA at 0.17) are no candidates
+        candidates = [b for b in runnable if b in known]
         try:
-            alt = solve(cfg.replace(backend=None), available=runnable).backend if runnable else None
+            alt = solve(cfg.replace(backend=None), available=candidates).backend if candidates else None
         except SelectionError:
             alt = None
         raise KernelUnavailableError(sel.backend, missing, alt, device=platform, runnable=runnable)

@@ -92,3 +92,25 @@ def test_bad_release_name_is_a_config_error():
 
 
 assert TOL  # imported for the tolerances check() applies
+
+
+def test_unrunnable_selection_ignores_kernels_of_another_release():
+    """CPU_MLA is registered (a 0.33 backend) but unknown to 0.17: the alternative search of a
+    KernelUnavailableError must not hand it to 0.17's solver (which refuses unknown names)."""
+    from attnsolve.kernels import KernelUnavailableError, registry
+    from paged_cases import make_batch
+
+    q, kc, vc, md = make_batch([1], [20], 4, 2, 64, 16)
+
+    def fake(*a, **k):
+        raise AssertionError("not runnable: must not be called")
+
+    clear_cache()
+    try:
+        with registry.override_kernel("CPU_ATTN", fake, devices=("cpu",), requires=("attnsolve_no_such_package",)):
+            assert "CPU_MLA" in registry.runnable_backends("cpu")
+            with pytest.raises(KernelUnavailableError) as ei:
+                paged_attention(q, kc, vc, md, vllm="0.17")
+            assert ei.value.backend == "CPU_ATTN"
+    finally:
+        clear_cache()
