@@ -364,7 +364,7 @@ def lookup_gpu(name: Any, rules: Any = None) -> Mapping[str, Any]:
     table = hit[1]
     if not isinstance(name, str) or gpu_key(name) not in table:
         from .gpus import resolve  # tool spellings ("NVIDIA H100 80GB HBM3"), vendor-aware suggestions
-        return table[gpu_key(resolve(name))]
+        return table[gpu_key(resolve(name, rules.gpus))]
     return table[gpu_key(name)]
 
 

@@ -87,7 +87,7 @@ def _consistency(config: Config, role: str, available: frozenset[str] | None,
     cache: dict[frozenset[str], bool] = {}
     fixed = {"role", "backend"}
     comp = compiled_rules(config)
-    reach = reach_for(comp, 0)
+    reach = reach_for(comp)
 
     def consistent(kept: frozenset[str]) -> bool:
         if kept in cache:
@@ -329,7 +329,7 @@ def _screen(comp: Any, base: Mapping[str, Any], changes: Mapping[str, Any],
         facts[f] = (v[0] * 10 + v[1]) if f == "compute_capability" and isinstance(v, tuple) else v
     if facts.get("use_sparse") and not facts.get("use_mla"):
         return None
-    comp.add_derived(facts)
+    comp.complete(facts)
     got = comp.plan_for(facts)
     if got is None:
         return None

@@ -16,13 +16,16 @@ from .solver.compiled import CompiledRules
 class Engine:
     """Everything derived from one RuleSet, built on first use and kept for the set's lifetime."""
 
-    __slots__ = ("rules", "_compiled", "_csp", "cache")
+    __slots__ = ("rules", "_compiled", "_csp", "cache", "by_class")
 
     def __init__(self, rules: RuleSet):
         self.rules = rules
         self._compiled: CompiledRules | None = None
         self._csp: Any = None
         self.cache: dict[tuple[Any, ...], Any] = {}  # solve() answers of this release
+        # solve() answers by the queries' value classes (CompiledRules.class_key), for answers whose text
+        # names no fact: a never-seen head size in a known class is answered without solving again
+        self.by_class: dict[tuple[Any, ...], Any] = {}
 
     @property
     def version(self) -> str:

@@ -91,7 +91,7 @@ def explain(config: Config, *, role: str | None = None, available: Iterable[str]
     require_config(config)
     require_int("max_conflicts", max_conflicts, 1, 64)
     role_ = parse_role(role)
-    avail = available_set(available)
+    avail = available_set(available, config)
     if config.is_partial:
         return _explain_partial(config, role_, avail, max_conflicts)
     comp = compiled_rules(config)
@@ -125,7 +125,7 @@ def possible_backends(config: Config, *, role: str | None = None, available: Ite
     """Backends that some completion of `config` selects (for a requested backend: it, if some completion fits)."""
     require_config(config)
     role_ = parse_role(role)
-    avail = available_set(available)
+    avail = available_set(available, config)
     if not config.is_partial:
         try:
             return (solve_uncached(config, role_, avail).backend,)
@@ -153,7 +153,7 @@ def selection_table(config: Config, over: Sequence[str] | None = None, *, role: 
     require_config(config)
     fields_ = field_names("over", over, FIELD_NAMES) if over is not None else list(config.free_fields)
     role_ = parse_role(role)
-    avail = available_set(available)
+    avail = available_set(available, config)
     rules = compiled_rules(config).rules
     domains = [_config_values(rules, f, config) for f in fields_]
     rows = []

@@ -20,7 +20,7 @@ from .errors import ConfigError, closest
 
 # Words that only say who made the part, its memory or its form factor; dropped before matching.
 _NOISE = re.compile(
-    r"\b(nvidia|geforce|tesla|quadro|amd|instinct|radeon(?! ai)|graphics|generation|gpu|"
+    r"\b(nvidia|geforce|tesla|quadro|amd|instinct|radeon(?! ai)|intel|graphics|generation|gpu|"
     r"sxm\d?|pcie|nvl|hbm\d?e?|oam|mxm|vf|server|edition|blackwell|workstation|max-q|"
     r"\d+\s?gb|\d+g)\b", re.I)
 
@@ -29,26 +29,38 @@ def gpu_key(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum())
 
 
-def _table() -> Mapping[str, Mapping[str, Any]]:
+_MARKS = re.compile(r"\((r|tm)\)", re.I)  # "Intel(R) Arc(TM) B580 Graphics"
+
+
+def _table(table: Mapping[str, Mapping[str, Any]] | None = None) -> Mapping[str, Mapping[str, Any]]:
+    """The GPU table of the release asked (the default release's without one)."""
+    if table is not None:
+        return table
     from .rules import default_rules
     return default_rules().gpus
 
 
-def canonical(name: str) -> str | None:
+def _stripped(name: str) -> str:
+    return _NOISE.sub(" ", _MARKS.sub(" ", name).replace("-", " ").replace("_", " "))
+
+
+def canonical(name: str, table: Mapping[str, Mapping[str, Any]] | None = None) -> str | None:
     """The table name for `name` as a person or a tool spells it, or None when it is not known."""
     if not isinstance(name, str) or not name.strip():
         return None
-    table = _table()
+    table = _table(table)
     keys = {gpu_key(k): k for k in table}
     if gpu_key(name) in keys:
         return keys[gpu_key(name)]
     # "A100-SXM4-80GB", "H100 80GB HBM3", "NVIDIA RTX 6000 Ada Generation": dashes to spaces, noise out
-    text = _NOISE.sub(" ", name.replace("-", " ").replace("_", " "))
-    key = gpu_key(text)
+    key = gpu_key(_stripped(name))
     if not key:
         return None
     if key in keys:
         return keys[key]
+    bare = {gpu_key(_stripped(k)): k for k in table}  # "Data Center GPU Max 1550" without its noise word
+    if key in bare:
+        return bare[key]
     # "MI300" (rocm-smi's series name): a unique architecture among the names it starts
     starts = [k for g, k in keys.items() if g.startswith(key) and len(key) >= 3 and g[len(key):].isalpha()]
     facts = {(table[k].get("platform"), table[k].get("compute_capability"), table[k].get("rocm_arch")) for k in starts}
@@ -64,11 +76,13 @@ def vendor(name: str) -> str | None:
         return "amd"
     if re.search(r"nvidia|geforce|tesla|quadro|\brtx\b|^[abhlvt]\d|^g[bh]\d|jetson|dgx", low):
         return "nvidia"
+    if re.search(r"\bintel\b|\barc\b|data center gpu max", low):
+        return "intel"
     return None
 
 
 def _vendor_of(facts: Mapping[str, Any]) -> str:
-    return {"cuda": "nvidia", "rocm": "amd"}.get(str(facts.get("platform")), "cpu")
+    return {"cuda": "nvidia", "rocm": "amd", "xpu": "intel"}.get(str(facts.get("platform")), "cpu")
 
 
 def generation_name(facts: Mapping[str, Any]) -> str:
@@ -80,32 +94,55 @@ def generation_name(facts: Mapping[str, Any]) -> str:
         return label.replace(" (", ", ").rstrip(")")
     if facts.get("platform") == "rocm":
         return f"{facts.get('family', 'ROCm')}, {facts.get('rocm_arch')}"
+    if facts.get("platform") == "xpu":
+        return str(facts.get("family", "Intel XPU"))
     return "CPU"
 
 
-def resolve(name: Any) -> str:
-    """The table name for `name`; ConfigError naming the closest GPU of the same vendor otherwise."""
-    hit = canonical(name) if isinstance(name, str) else None
+def resolve(name: Any, table: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    """The table name for `name` (in `table`, the release's GPU table); ConfigError naming the
+    closest GPU of the same vendor otherwise."""
+    asked = _table(table)
+    hit = canonical(name, asked) if isinstance(name, str) else None
     if hit is not None:
         return hit
-    table = _table()
+    release = _release_with(name) if isinstance(name, str) else None
+    if release is not None:
+        raise ConfigError("gpu", name, "a GPU this vLLM release runs on", message=(
+            f"GPU {name!r} ({release[1]}) is not in this vLLM release's GPU table; vLLM {release[0]} "
+            f"knows it (--vllm {release[0]})."))
+    table = asked
     names = sorted(table)
     suggestion = None
     detail = ""
     if isinstance(name, str):
         v = vendor(name)
         pool = [n for n in names if v is None or _vendor_of(table[n]) == v]
-        stripped = _NOISE.sub(" ", name.replace("-", " "))
+        stripped = _stripped(name)
         suggestion = closest(stripped.strip() or name, pool)
         if suggestion is not None:
             detail = f" ({generation_name(table[suggestion])})"
-    maker = {"nvidia": "NVIDIA ", "amd": "AMD "}.get(_vendor_of(table[suggestion]), "") if suggestion else ""
+    maker = {"nvidia": "NVIDIA ", "amd": "AMD ", "intel": "Intel "}.get(_vendor_of(table[suggestion]), "") if suggestion else ""
     closest_text = (f" The closest known {maker}name is {suggestion}{detail}: check it is the same generation."
                     if suggestion else "")
     raise ConfigError("gpu", name, "a known GPU name: " + ", ".join(names), suggestion=suggestion,
                       message=f"Unknown GPU {name!r}.{closest_text}"
                       + (f" Did you mean {suggestion!r}?" if suggestion else "")
                       + " Known GPUs: " + ", ".join(names) + ".")
+
+
+def _release_with(name: str) -> tuple[str, str] | None:
+    """(release, GPU name) of the newest packaged release whose GPU table knows `name`."""
+    from .rules import rules_for
+    from .rules.sets import versions
+    for version in reversed(versions()):
+        try:
+            hit = canonical(name, rules_for(version).gpus)
+        except Exception:  # noqa: BLE001 - a release whose rules do not load answers nothing here
+            continue
+        if hit is not None:
+            return version, hit
+    return None
 
 
 def suggestable(platform: str) -> list[tuple[str, Mapping[str, Any]]]:

@@ -23,8 +23,9 @@ def require_config(value: Any, name: str = "config") -> Any:
     return value
 
 
-def available_set(value: Iterable[str] | None) -> frozenset[str] | None:
-    """`available=`: None, or an iterable of backend names known to the active rules."""
+def available_set(value: Iterable[str] | None, config: Any = None) -> frozenset[str] | None:
+    """`available=`: None, or an iterable of backend names known to the rules of `config`'s vLLM
+    release (the default release without a config)."""
     if value is None:
         return None
     accepted = "None or an iterable of backend names, e.g. {'FLASH_ATTN', 'TRITON_ATTN'}"
@@ -42,8 +43,9 @@ def available_set(value: Iterable[str] | None) -> frozenset[str] | None:
         raise
     except Exception as e:  # noqa: BLE001 - an iterable whose iteration fails is still bad input
         raise ConfigError("available", value, accepted) from e
-    from .rules import default_rules
-    known = default_rules().backends
+    from .rules import default_rules, rules_for
+    version = getattr(config, "vllm", None)
+    known = (rules_for(version) if version is not None else default_rules()).backends
     for n in names:
         if n not in known:
             raise ConfigError("available", n, sorted(known), suggestion=closest(n.upper(), known))

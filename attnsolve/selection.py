@@ -7,17 +7,18 @@ Failures raise NoValidBackendError / InvalidBackendError with vLLM's text first.
 
 from __future__ import annotations
 
-import weakref
-from dataclasses import dataclass, field, replace
-from typing import Any, Iterable
+import functools
+import operator
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Iterable, Iterator, Mapping
 
 from .config import ANY, Config
 from .errors import ConfigError, InvalidBackendError, NoValidBackendError
 from .guards import available_set, require_config
 from .engine import Engine, engine_for
 from .rules.loader import SKIP_REASON, cc_from_text
-from .rules.model import Backend, RuleSet, placeholder
-from .solver.compiled import CompiledRules
+from .rules.model import RENDERINGS, Backend, RuleSet, placeholder
+from .solver.compiled import CompiledRules, Completion
 from .solver.facts import base_facts, parse_role
 from .solver.semantics import AUTO, Candidate, Plan, reasons_of
 
@@ -90,8 +91,9 @@ def solve(config: Config, *, role: str | None = None, available: Iterable[str] |
     available: backend names runnable on this machine; others count as invalid with the reason
     "kernel not runnable on this machine" (so automatic selection moves on, a request fails).
     """
-    require_config(config)  # first: a non-Config (a list) is not even a cache key
-    avail = available_set(available)
+    if type(config) is not Config:
+        require_config(config)  # first: a non-Config (a list) is not even a cache key
+    avail = available_set(available, config) if available is not None else None
     if role is not None and not isinstance(role, str):
         role = parse_role(role)  # raises ConfigError for anything that is not a role name
     key = (config, role, avail)
@@ -101,18 +103,57 @@ def solve(config: Config, *, role: str | None = None, available: Iterable[str] |
     hit = cache.get(key)
     if hit is not None:
         return hit
-    if config.is_partial:
-        raise ConfigError(config.free_fields[0], ANY, "a concrete value: solve() needs a full config "
-                          "(use explain() or possible_backends() for partial ones)")
-    role_ = parse_role(role)
     try:
-        sel = _solve_uncached(comp, config, role_, avail)
+        role_ = parse_role(role)
+        facts: dict[str, Any] | None = base_facts(config, role_)
+    except ConfigError:
+        facts = None  # a partial config's error comes first
+    if facts is None or ANY in facts.values():
+        if config.is_partial:
+            raise ConfigError(config.free_fields[0], ANY, "a concrete value: solve() needs a full config "
+                              "(use explain() or possible_backends() for partial ones)")
+        role_ = parse_role(role)
+        facts = base_facts(config, role_)  # raises its ConfigError
+    ckey = comp.class_key(facts)
+    if ckey is not None:
+        ckey = (ckey, role_, avail)
+        try:
+            like = eng.by_class.get(ckey)
+        except TypeError:  # an unhashable value (no rule names one): no answer by class
+            like = ckey = None
+        if like is not None:  # the same answer as for another value of these value classes
+            sel = _for_config(like, config)
+            if len(cache) > 65536:
+                cache.clear()
+            cache[key] = sel
+            return sel
+        if ckey is not None and not comp.named("block_size", facts.get("block_size")):
+            ckey = None  # the start-up block size passes the user's on: not the same for the whole class
+    mark = next(RENDERINGS)
+    try:
+        sel = _solve_uncached(comp, config, role_, avail, facts)
     except (NoValidBackendError, InvalidBackendError) as err:
         raise err.defer_explanation(config, role_, avail) from None
+    if ckey is not None and next(RENDERINGS) == mark + 1:  # no fact was put into its text: valid for the class
+        if len(eng.by_class) > 4096:
+            eng.by_class.clear()
+        eng.by_class[ckey] = sel
     if len(cache) > 65536:
         cache.clear()
     cache[key] = sel
     return sel
+
+
+def _for_config(sel: Selection, config: Config) -> Selection:
+    """`sel` as the answer for `config` (another config of the same value classes)."""
+    values = list(_SELECTION_FIELDS(sel))
+    values[_CONFIG_AT] = config
+    return Selection(*values)
+
+
+_SELECTION_NAMES = tuple(f.name for f in fields(Selection))
+_SELECTION_FIELDS = operator.attrgetter(*_SELECTION_NAMES)
+_CONFIG_AT = _SELECTION_NAMES.index("config")
 
 
 def solve_uncached(config: Config, role: str = "decode", available: frozenset[str] | None = None) -> Selection:
@@ -121,19 +162,24 @@ def solve_uncached(config: Config, role: str = "decode", available: frozenset[st
 
 
 def evaluate(comp: CompiledRules, config: Config, role: str, available: frozenset[str] | None,
-             base: dict[str, Any] | None = None):
+             base: dict[str, Any] | None = None, completed: tuple[dict[str, Any], Completion] | None = None):
     """Run selection; return (facts, plan, index of the chosen candidate or None, warnings).
 
-    base: the config's facts after the platform's before-selection steps (default: the config's own).
+    base: the config's facts after the platform's before-selection steps (default: the config's own);
+    completed: those facts with their derived facts and Completion, when already computed (taken over).
     facts["__sat__"] holds the satisfied-clause bitset, so reasons are read off it, not recomputed."""
-    facts = dict(base) if base is not None else base_facts(config, role)
-    facts["__derived_warnings__"] = _derived_warnings(comp, facts)  # shown only if the chosen backend reads them
+    if completed is not None:
+        facts, done = completed
+    else:
+        facts = dict(base) if base is not None else base_facts(config, role)
+        done = comp.complete(facts)
+    facts["__derived_warnings__"] = done  # their log lines are shown only if the chosen backend reads them
     warnings: list[str] = []
-    got = comp.plan_for(facts)
-    if got is None:
+    pl = done.plist
+    if pl is None:
         raise ConfigError("role", role, "a role with a priority list on platform " + str(facts["platform"]))
-    p, masks = got
-    sat = comp.satisfied(facts)
+    p, masks = comp.plan(pl, facts.get("backend"))
+    sat = done.sat
     allowed = None if available is None else tuple(c.backend in available for c in p.candidates)
     idx = comp.first_valid(masks, sat, allowed)
     if p.warning:
@@ -141,65 +187,6 @@ def evaluate(comp: CompiledRules, config: Config, role: str, available: frozense
     facts["__sat__"] = sat  # read by candidate_reasons; never a rule field
     facts["__comp__"] = comp  # the release's compiled rules that computed `sat`
     return facts, p, idx, warnings
-
-
-def _derived_warnings(comp: CompiledRules, facts: dict[str, Any]) -> dict[str, tuple[str, ...]]:
-    """Fill in the derived facts; return each one's log lines (vLLM logs them only when it asks)."""
-    out: dict[str, tuple[str, ...]] = {}
-    memo = comp.add_derived_by_name(facts)
-    for name, w in memo.items():
-        if w:
-            out[name] = (w,) if isinstance(w, str) else tuple(w)
-    return out
-
-
-def reads(backend: Backend, field: str, rules: RuleSet | None = None) -> bool:
-    """Whether selecting `backend` makes vLLM compute `field` (its variant or one of its checks uses it,
-    directly or, given the rules, through derived facts that read it)."""
-    direct = {backend.variant_field, backend.variant_shown_by}
-    direct.update(f for c in backend.checks for f in c.fields)
-    direct.update(lit.field for _, when in backend.startup_failures for lit in when)
-    if field in direct:
-        return True
-    if rules is None:
-        return False
-    todo, seen = [f for f in direct if f in rules.derived], set()
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        for f in rules.derived[name].inputs:
-            if f == field:
-                return True
-            if f in rules.derived:
-                todo.append(f)
-    return False
-
-
-def _deps(rules: RuleSet, field: str) -> set[str]:
-    """`field` and every derived fact it is computed from."""
-    out, todo = set(), [field]
-    while todo:
-        f = todo.pop()
-        if f in out:
-            continue
-        out.add(f)
-        if f in rules.derived:
-            todo.extend(rules.derived[f].inputs)
-    return out
-
-
-def evaluated_facts(rules: RuleSet, checks: Iterable[Any], facts: dict[str, Any]) -> set[str]:
-    """The derived facts vLLM computes while validating with these checks: those a condition reads, and
-    those a requirement reads when its condition holds (vLLM tests the condition first)."""
-    out: set[str] = set()
-    for c in checks:
-        for w in c.when:
-            out |= _deps(rules, w.field)
-        if all(w(facts) for w in c.when):
-            out |= _deps(rules, c.require.field)
-    return {f for f in out if f in rules.derived}
 
 
 def candidate_reasons(cand: Candidate, facts: dict[str, Any], available: frozenset[str] | None) -> tuple[str, ...]:
@@ -210,12 +197,14 @@ def candidate_reasons(cand: Candidate, facts: dict[str, Any], available: frozens
     return reasons
 
 
-def _solve_uncached(comp: CompiledRules, config: Config, role: str, available: frozenset[str] | None) -> Selection:
+def _solve_uncached(comp: CompiledRules, config: Config, role: str, available: frozenset[str] | None,
+                    facts: dict[str, Any] | None = None) -> Selection:
+    """facts: base_facts(config, role) when the caller has them (taken over, not copied)."""
     rules = comp.rules
-    pre = before_selection(comp, config, role)
+    pre = before_selection(comp, config, role, facts)
     if pre.model is not None:
         return _model_driven(comp, config, role, pre)
-    facts, p, idx, warnings = evaluate(comp, config, role, available, pre.facts)
+    facts, p, idx, warnings = evaluate(comp, config, role, available, pre.facts, pre.completed)
     warnings[:0] = pre.warnings
     if p.plist.error:  # a decision-tree branch that raises (CPU / XPU)
         raise NoValidBackendError(render_message(p.plist.error, facts), {})
@@ -240,17 +229,26 @@ def _solve_uncached(comp: CompiledRules, config: Config, role: str, available: f
                                            backend=chosen.backend))
     changes = list(pre.changes)
     logs = list(pre.logs)
-    after = dict(facts, backend=chosen.backend)
+    done = facts["__derived_warnings__"]
+    t = done.t  # the truth of the rules' conditions on `facts` (comp.holds)
+    after: dict[str, Any] = {}  # the facts after selection: only lines and conditions read them
+    t_after = 0
+    if (plist.rewrites or plist.notes or plist.log or plist.warning or plist.fallback_log or plist.manual_log
+            or plist.selected_log or plist.mla_prefill is not None):
+        after = dict(facts, backend=chosen.backend)
+        t_after = comp.with_value(t, "backend", chosen.backend)
     for rw in plist.rewrites:
-        if rw.stage == "after_selection" and all(lit(after) for lit in rw.when):
+        if rw.stage == "after_selection" and comp.holds(rw.when, t_after, after):
             for k, v in rw.set:
                 changes.append((k, v))
             if rw.log:
                 logs.append(render_message(rw.log, after))
             break
-    for note in plist.notes:
-        if all(lit(after) for lit in note.when):
-            (warnings if note.level == "warning" else logs).append(render_message(note.log, after))
+    i = comp.first_holding(plist.notes, t_after, after)
+    while i >= 0:
+        note = plist.notes[i]
+        (warnings if note.level == "warning" else logs).append(render_message(note.log, after))
+        i = comp.first_holding(plist.notes, t_after, after, i + 1)
     if plist.log:
         logs.append(render_message(plist.log, after))
     if plist.warning:
@@ -264,28 +262,35 @@ def _solve_uncached(comp: CompiledRules, config: Config, role: str, available: f
         logs.append(render_message(plist.selected_log, after, valid_list=repr(valid)))
     if role == "mla_prefill" and plist.mla_prefill is not None and plist.mla_prefill.chosen_log:
         logs.append(render_message(plist.mla_prefill.chosen_log, after, backend=backend.display_name))
-    evaluated: set[str] = set()
-    if rules.settings.get("derived_warnings") == "validated":  # vLLM validates every list entry
-        for c in p.candidates:
-            if c.validated and c.backend != chosen.backend:
-                evaluated |= evaluated_facts(rules, c.checks, facts)
-    for name, lines in facts["__derived_warnings__"].items():
-        if name in evaluated or reads(backend, name, rules):
-            warnings[:0] = [w for w in lines if w not in warnings]
+    logging = done.logging
+    if logging:  # vLLM logs a derived fact's lines when it computes that fact
+        evaluated = comp.derived_read_by(backend)
+        pending = [n for n in logging if n not in evaluated]
+        if pending and rules.settings.get("derived_warnings") == "validated":  # vLLM validates every list entry
+            evaluated = set(evaluated)
+            for c in p.candidates:
+                if c.validated and c.backend != chosen.backend:
+                    evaluated |= comp.evaluated_derived(c, facts, t)
+                    if evaluated.issuperset(pending):
+                        break
+        for name in logging:
+            if name in evaluated:
+                warnings[:0] = [w for w in done.lines(name, facts) if w not in warnings]
     if p.plist.warn_unvalidated and not chosen.validated:
         for r in backend.reasons(facts):
             warnings.append(f"{chosen.backend}: {r} (vLLM's {facts['platform']} path does not validate; "
                             "the kernel may fail at runtime)")
-    for message, when in backend.warnings:
-        if all(lit(facts) for lit in when):
-            warnings.append(f"{chosen.backend}: {message}")
+    i = comp.first_holding(backend.warnings, t, facts)
+    while i >= 0:
+        warnings.append(f"{chosen.backend}: {backend.warnings[i][0]}")
+        i = comp.first_holding(backend.warnings, t, facts, i + 1)
     variant = backend.shown_variant(facts)
+    block = preferred_block_size(rules, chosen.backend, facts.get("block_size"), p.plist, facts, comp, t)
     return Selection(backend=chosen.backend, variant=variant, rejected=rejected, warnings=tuple(warnings),
                      config_changes=tuple(changes), logs=tuple(logs),
                      config=config, role=role, manual=p.mode != AUTO, priority_list=p.plist.name,
-                     preferred_block_size=preferred_block_size(rules, chosen.backend, facts.get("block_size"),
-                                                               p.plist, facts),
-                     startup_error=_startup_error(comp, config, role, available, facts, p, chosen.backend))
+                     preferred_block_size=block,
+                     startup_error=_startup_error(comp, config, role, available, facts, p, chosen.backend, block))
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,41 +303,60 @@ class _Before:
     changes: tuple[tuple[str, Any], ...] = ()
     model: tuple[str, str | None, str] | None = None
     logs: tuple[str, ...] = ()
+    # `facts` with their derived facts and the compiled rules' Completion of them, when computed already
+    completed: tuple[dict[str, Any], Completion] | None = None
 
 
-_SETTINGS: "weakref.WeakKeyDictionary[RuleSet, dict[Any, Any]]" = weakref.WeakKeyDictionary()
+def _per_rules(cache: dict[int, tuple[RuleSet, Any]], rules: RuleSet, make: Any) -> Any:
+    """`make(rules)`, kept per rule set (a plain dict by identity: cheaper than a weak mapping on the cold path)."""
+    got = cache.get(id(rules))
+    if got is None or got[0] is not rules:
+        if len(cache) > 16:  # mutants loaded by tests come and go; packaged sets are few
+            cache.clear()
+        got = cache[id(rules)] = (rules, make(rules))
+    return got[1]
+
+
+_SETTINGS: dict[int, tuple[RuleSet, dict[Any, Any]]] = {}
+
+
+def _platform_settings(rules: RuleSet) -> dict[Any, Any]:
+    per: dict[Any, Any] = {}
+    for pl in rules.lists:
+        if pl.platform not in per:
+            steps = (pl.request_errors or pl.rewrites or pl.request_fallbacks or pl.model_backend
+                     or pl.model_routes or pl.mla_prefill is not None or pl.compute_capability_from)
+            per[pl.platform] = pl if steps else None
+    return per
 
 
 def _settings(rules: RuleSet, platform: Any) -> Any:
     """The platform-wide settings (every list of a platform carries them); None when the platform has
     no step before selection (then solve() goes straight to the lists)."""
-    per = _SETTINGS.get(rules)
-    if per is None:
-        per = {}
-        for pl in rules.lists:
-            if pl.platform not in per:
-                steps = (pl.request_errors or pl.rewrites or pl.request_fallbacks or pl.model_backend
-                         or pl.model_routes or pl.mla_prefill is not None or pl.compute_capability_from)
-                per[pl.platform] = pl if steps else None
-        _SETTINGS[rules] = per
+    per = _per_rules(_SETTINGS, rules, _platform_settings)
     try:
         return per.get(platform)
     except TypeError:
         return None
 
 
-def _with_derived(comp: CompiledRules, facts: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in facts.items() if k not in comp.rules.derived}
-    comp.add_derived_by_name(out)
-    return out
+def _with_derived(comp: CompiledRules, facts: dict[str, Any]) -> tuple[dict[str, Any], Completion]:
+    """The facts with their derived facts, and the compiled rules' Completion of them (truth of conditions)."""
+    derived = comp.rules.derived
+    out = dict(facts)
+    if not derived.keys().isdisjoint(out):
+        out = {k: v for k, v in facts.items() if k not in derived}
+    return out, comp.complete(out)
 
 
-def before_selection(comp: CompiledRules, config: Config, role: str) -> _Before:
+def before_selection(comp: CompiledRules, config: Config, role: str, facts: dict[str, Any] | None = None) -> _Before:
     """vLLM's steps before the selector: requests that fail outright (request_errors), config rewrites
     (`stage = "before_selection"`), requests dropped for automatic selection (request_fallbacks), and
-    model code that picks the backend itself (model_backend, model_routes with their KV handling)."""
+    model code that picks the backend itself (model_backend, model_routes with their KV handling).
+    facts: base_facts(config, role) when the caller has them (taken over, not copied)."""
     rules = comp.rules
-    facts = base_facts(config, role)
+    if facts is None:
+        facts = base_facts(config, role)
     ps = _settings(rules, facts.get("platform"))
     if ps is not None and role == "mla_prefill" and ps.mla_prefill is not None and ps.mla_prefill.request_field:
         # the prefill registry's own request (by vLLM's prefill name); the decode request is not its business
@@ -343,17 +367,19 @@ def before_selection(comp: CompiledRules, config: Config, role: str) -> _Before:
     warnings: list[str] = []
     logs: list[str] = []
     changes: list[tuple[str, Any]] = []
-    full = _with_derived(comp, facts)
+    full, done = _with_derived(comp, facts)
     if ps.compute_capability_from and facts.get("compute_capability") is None:
         # the device capability validate_configuration gets on this platform (ROCm: from the gfx arch)
         facts["compute_capability"] = cc_from_text(full.get(ps.compute_capability_from))
-        full = _with_derived(comp, facts)
+        full, done = _with_derived(comp, facts)
+    holds, first = comp.holds, comp.first_holding
     requested = facts.get("backend")
-    for message, when in ps.request_errors:
-        if requested is not None and all(lit(full) for lit in when):
-            raise InvalidBackendError(render_message(message, full), requested, {requested: ()})
-    for rw in ps.rewrites:
-        if rw.stage == "before_selection" and all(lit(full) for lit in rw.when):
+    if requested is not None and (i := first(ps.request_errors, done.t, full)) >= 0:
+        raise InvalidBackendError(render_message(ps.request_errors[i][0], full), requested, {requested: ()})
+    i = first(ps.rewrites, done.t, full)
+    while i >= 0:
+        rw = ps.rewrites[i]
+        if rw.stage == "before_selection":
             for k, v in rw.set:
                 facts[k] = v
                 changes.append((k, v))
@@ -362,46 +388,47 @@ def before_selection(comp: CompiledRules, config: Config, role: str) -> _Before:
                 changes.append((k, None))
             if rw.log:
                 logs.append(render_message(rw.log, full))
-            full = _with_derived(comp, facts)
+            full, done = _with_derived(comp, facts)
+        i = first(ps.rewrites, done.t, full, i + 1)
     for text, when, only, _level in ps.request_fallbacks:
         if only:  # applies after the request was validated (_request_fallback)
             continue
-        if facts.get("backend") is not None and all(lit(full) for lit in when):
+        if facts.get("backend") is not None and holds(when, done.t, full):
             if text:
                 warnings.append(render_message(text, full))
             facts["backend"] = None
-            full = _with_derived(comp, facts)
+            full, done = _with_derived(comp, facts)
             break
     if role == "decode":
-        for case in ps.model_backend:
-            if all(lit(full) for lit in case.when):
-                chosen = facts.get("backend") if case.value == "backend" else case.value
-                return _Before(facts, tuple(warnings), tuple(changes), (chosen, None, "model"), tuple(logs))
-        for route in ps.model_routes:
-            if not all(lit(full) for lit in route.when):
-                continue
+        if (i := first(ps.model_backend, done.t, full)) >= 0:
+            case = ps.model_backend[i]
+            chosen = facts.get("backend") if case.value == "backend" else case.value
+            return _Before(facts, tuple(warnings), tuple(changes), (chosen, None, "model"), tuple(logs))
+        if (i := first(ps.model_routes, done.t, full)) >= 0:
+            route = ps.model_routes[i]
             if route.error:
                 raise NoValidBackendError(render_message(route.error, full), {})
             rfacts = dict(full, route_variant=route.variant or None)
-            for kv in ps.model_route_kv:
-                if all(lit(rfacts) for lit in kv.when):
-                    if kv.error:
-                        raise NoValidBackendError(render_message(kv.error, rfacts), {})
-                    if kv.log:
-                        logs.append(render_message(kv.log, rfacts))
-                    for k, v in kv.set:
-                        facts[k] = v
-                        changes.append((k, v))
-                    break
+            t_route = comp.with_value(done.t, "route_variant", route.variant or None)
+            if (j := first(ps.model_route_kv, t_route, rfacts)) >= 0:
+                kv = ps.model_route_kv[j]
+                if kv.error:
+                    raise NoValidBackendError(render_message(kv.error, rfacts), {})
+                if kv.log:
+                    logs.append(render_message(kv.log, rfacts))
+                for k, v in kv.set:
+                    facts[k] = v
+                    changes.append((k, v))
             return _Before(facts, tuple(warnings), tuple(changes), (route.result, route.variant or None, route.name),
                            tuple(logs))
-    return _Before(facts, tuple(warnings), tuple(changes), None, tuple(logs))
+    return _Before(facts, tuple(warnings), tuple(changes), None, tuple(logs), (full, done))
 
 
 def _request_fallback(comp: CompiledRules, config: Config, role: str, available: frozenset[str] | None,
                       facts: dict[str, Any], p: Plan) -> Selection | None:
     """A refused request vLLM replaces by automatic selection when its reasons are exactly one of a
     fallback's `only_reasons` (ROCm's turboquant / ultraquant runs), with the fallback's log line."""
+    next(RENDERINGS)  # an answer for another config: not one to reuse for the value class
     cand = p.candidates[0]
     reasons = candidate_reasons(cand, facts, available)
     for text, when, only, level in p.plist.request_fallbacks:
@@ -428,7 +455,7 @@ def _model_driven(comp: CompiledRules, config: Config, role: str, pre: _Before) 
     """The model's own backend: no validation, no rejected backends (vLLM's layer passes attn_backend)."""
     rules = comp.rules
     name, variant, route = pre.model  # type: ignore[misc]
-    facts = _with_derived(comp, pre.facts)
+    facts, done = _with_derived(comp, pre.facts)
     backend = rules.backends.get(name) if name else None
     if backend is None:
         raise NoValidBackendError(f"the model route {route!r} names no backend of vLLM {rules.vllm}: {name!r}", {})
@@ -436,11 +463,10 @@ def _model_driven(comp: CompiledRules, config: Config, role: str, pre: _Before) 
         variant = backend.shown_variant(facts)
     block = preferred_block_size(rules, name, facts.get("block_size"), None, facts)
     sfacts = dict(facts, block_size=block)
+    t_block = comp.with_value(done.t, "block_size", block)
     startup = None
-    for message, when in backend.startup_failures:
-        if all(lit(sfacts) for lit in when):
-            startup = render_message(message, sfacts, gpu_name=config.gpu or "CUDA")
-            break
+    if (i := comp.first_holding(backend.startup_failures, t_block, sfacts)) >= 0:
+        startup = render_message(backend.startup_failures[i][0], sfacts, gpu_name=config.gpu or "CUDA")
     return Selection(backend=name, variant=variant, rejected=(), warnings=pre.warnings, config=config, role=role,
                      manual=False, priority_list=f"model: {route}", preferred_block_size=block,
                      startup_error=startup, config_changes=pre.changes, logs=pre.logs)
@@ -454,7 +480,7 @@ def _block_reason(rules: RuleSet) -> str:
 
 
 def _startup_error(comp: CompiledRules, config: Config, role: str, available: frozenset[str] | None,
-                   facts: dict[str, Any], p: Plan, chosen: str | None) -> str | None:
+                   facts: dict[str, Any], p: Plan, chosen: str | None, block: Any = ...) -> str | None:
     """vLLM's start-up failure text for this config, in the order start-up meets them: the platform's
     own refusals (before any model code), the selection the start-up hook forces (it may request a
     backend), then the chosen backend's: kernel block sizes that cannot serve the start-up block
@@ -463,32 +489,58 @@ def _startup_error(comp: CompiledRules, config: Config, role: str, available: fr
         return None
     rules = comp.rules
     plist = p.plist
-    for message, when in plist.startup_failures:
-        if all(lit(facts) for lit in when):
-            return render_message(message, facts, gpu=config.gpu or "CUDA")
-    forced = None
-    for case in plist.start_backend:
-        if all(lit(facts) for lit in case.when):
-            forced = case.value
-            break
+    done = facts.get("__derived_warnings__")
+    t = done.t if isinstance(done, Completion) else None  # None: conditions are evaluated on the facts
+    if (i := comp.first_holding(plist.startup_failures, t, facts)) >= 0:
+        return render_message(plist.startup_failures[i][0], facts, gpu=config.gpu or "CUDA")
+    i = comp.first_holding(plist.start_backend, t, facts)
+    forced = plist.start_backend[i].value if i >= 0 else None
     if forced is not None and forced != facts.get("backend"):
+        next(RENDERINGS)  # another config's start-up: its error text may name that config
         try:
             return _solve_uncached(comp, config.replace(backend=forced), role, available).startup_error
         except (NoValidBackendError, InvalidBackendError) as err:
             return err.startup_error or str(err)
     if chosen is None:
         return None
-    block = preferred_block_size(rules, chosen, facts.get("block_size"), plist, facts)
-    sfacts = dict(facts, block_size=block)
-    sizes, exact = _kernel_sizes(rules, chosen, facts)
-    if plist.block_size_failure and block is not None and (
-            (exact and block not in exact) or (sizes and not exact and not any(block % k == 0 for k in sizes))):
-        shown = repr(list(exact)) if exact else "[" + ", ".join(f"MultipleOf({k})" for k in sizes) + "]"
-        return render_message(plist.block_size_failure, sfacts, backend=chosen, kernel_block_sizes=shown)
-    for message, when in rules.backends[chosen].startup_failures:
-        if all(lit(sfacts) for lit in when):
-            return render_message(message, sfacts, gpu_name=config.gpu or "CUDA")
+    if block is ...:  # the start-up block size, when the caller has not computed it
+        block = preferred_block_size(rules, chosen, facts.get("block_size"), plist, facts, comp, t)
+    if plist.block_size_failure and block is not None:
+        sizes, exact = _kernel_sizes(rules, chosen, facts)
+        if (exact and block not in exact) or (sizes and not exact and not any(block % k == 0 for k in sizes)):
+            shown = repr(list(exact)) if exact else "[" + ", ".join(f"MultipleOf({k})" for k in sizes) + "]"
+            return render_message(plist.block_size_failure, dict(facts, block_size=block), backend=chosen,
+                                  kernel_block_sizes=shown)
+    failures = rules.backends[chosen].startup_failures
+    if not failures:
+        return None
+    t_block = None if t is None else comp.with_value(t, "block_size", block)
+    if (i := comp.first_holding(failures, t_block, _FactsWith(facts, "block_size", block))) >= 0:
+        return render_message(failures[i][0], dict(facts, block_size=block), gpu_name=config.gpu or "CUDA")
     return None
+
+
+class _FactsWith(Mapping[str, Any]):
+    """`facts` with one field set to another value, without copying them (read by conditions)."""
+
+    __slots__ = ("facts", "field", "value")
+
+    def __init__(self, facts: Mapping[str, Any], field: str, value: Any):
+        self.facts, self.field, self.value = facts, field, value
+
+    def __getitem__(self, key: str) -> Any:
+        return self.value if key == self.field else self.facts[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.value if key == self.field else self.facts.get(key, default)
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.facts
+        if self.field not in self.facts:
+            yield self.field
+
+    def __len__(self) -> int:
+        return len(self.facts) + (self.field not in self.facts)
 
 
 class _PyShow(dict):
@@ -513,47 +565,71 @@ class _PyShow(dict):
 
 def render_message(template: str, facts: dict[str, Any], **extra: Any) -> str:
     """A vLLM message template from the rules, filled from the facts (and `extra`)."""
+    if "{" not in template:
+        return template
+    next(RENDERINGS)
     return template.format_map(_PyShow({**facts, **extra}))
 
 
 def preferred_block_size(rules: RuleSet, backend: str, block_size: int | None, plist: Any = None,
-                         facts: Any = None) -> int | None:
+                         facts: Any = None, comp: CompiledRules | None = None, t: int | None = None) -> int | None:
     """The KV block size vLLM's start-up sets: the platform's start-up rule when it has one (first
     matching case; "block_size" keeps the user's); else the user's; else the backend's preferred
-    size: 16 if it accepts 16, else its smallest kernel size."""
+    size: 16 if it accepts 16, else its smallest kernel size. comp, t: the compiled rules and the truth
+    bitset of `facts` (CompiledRules.holds), to decide the cases without evaluating them."""
     if plist is not None and plist.start_block_size and facts is not None:
         sfacts = dict(facts, selected=backend)  # a case may test the chosen backend (XPU)
-        for case in plist.start_block_size:
-            if all(lit(sfacts) for lit in case.when):
-                return block_size if case.value == "block_size" else case.value
+        if comp is not None and t is not None:
+            t = comp.with_value(t, "selected", backend)
+        if comp is None or t is None:
+            hit = next((i for i, case in enumerate(plist.start_block_size)
+                        if all(lit(sfacts) for lit in case.when)), -1)
+        else:
+            hit = comp.first_holding(plist.start_block_size, t, sfacts)
+        if hit >= 0:
+            case = plist.start_block_size[hit]
+            return block_size if case.value == "block_size" else case.value
     if block_size is not None:
         return block_size
     if rules.backends[backend].preferred_block_size is not None:  # the backend's own get_preferred_block_size
         return rules.backends[backend].preferred_block_size
     sizes, exact = _kernel_sizes(rules, backend, facts)
+    return _default_block_size(sizes, exact)
+
+
+@functools.lru_cache(maxsize=1024)
+def _default_block_size(sizes: tuple[int, ...], exact: tuple[int, ...]) -> int:
     if (16 in exact) if exact else (not sizes or any(16 % s == 0 for s in sizes)):
         return 16  # vLLM's get_preferred_block_size(16): 16 when the backend accepts it
     return min(exact or sizes)
 
 
-_EXACT: "weakref.WeakKeyDictionary[RuleSet, str]" = weakref.WeakKeyDictionary()
+_EXACT: dict[int, tuple[RuleSet, str]] = {}
 
 
 def _exact_key(rules: RuleSet) -> str:
-    key = _EXACT.get(rules)
-    if key is None:
-        key = _EXACT[rules] = next((g.exact_key for g in rules.generic_checks
-                                    if g.field == "block_size" and g.exact_key), "")
-    return key
+    return _per_rules(_EXACT, rules, lambda r: next((g.exact_key for g in r.generic_checks
+                                                      if g.field == "block_size" and g.exact_key), ""))
+
+
+_SIZES: dict[int, tuple[RuleSet, dict[tuple[str, Any], Any]]] = {}
 
 
 def _kernel_sizes(rules: RuleSet, backend: str, facts: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """The chosen backend's kernel block sizes (its variant's when a variant declares them): (multiples
     of, exact sizes); exact sizes (B12X) replace the multiples."""
     b = rules.backends[backend]
+    name = b.variant_for(facts.get(b.variant_field)) if facts is not None and b.variant_field else None
+    per = _per_rules(_SIZES, rules, lambda r: {})
+    got = per.get((backend, name))
+    if got is None:
+        got = per[(backend, name)] = _kernel_sizes_of(rules, b, name)
+    return got
+
+
+def _kernel_sizes_of(rules: RuleSet, b: Backend, name: str | None) -> tuple[tuple[int, ...], tuple[int, ...]]:
     caps = b.caps
-    if facts is not None and b.variant_field:
-        name = b.variant_for(facts.get(b.variant_field))
+    if name is not None:
         for v in b.variants:
             if v.name == name:
                 caps = caps.merged(v.caps)
@@ -565,6 +641,7 @@ def _kernel_sizes(rules: RuleSet, backend: str, facts: Any) -> tuple[tuple[int, 
 def failure(rules: RuleSet, config: Config, facts: dict[str, Any], p: Plan,
             available: frozenset[str] | None) -> NoValidBackendError | InvalidBackendError:
     """The exception vLLM raises for this plan, with vLLM's wording first."""
+    next(RENDERINGS)  # its text may name the config
     reasons = {c.backend: r for c in p.candidates
                if SKIP_REASON not in (r := candidate_reasons(c, facts, available))}
     seen_facts = dict(facts, **{f: None for f in p.plist.drops})  # what the selector prints
@@ -635,5 +712,8 @@ def solve_csp(config: Config, *, role: str | None = None, available: Iterable[st
 
 
 def clear_cache(config: Config | None = None) -> None:
-    """Forget solve()'s memoised answers for one release (benchmarks measure cold solves with it)."""
-    engine_of(config).cache.clear()
+    """Forget solve()'s memoised answers for one release, per config and per value class (benchmarks measure
+    cold solves with it)."""
+    eng = engine_of(config)
+    eng.cache.clear()
+    eng.by_class.clear()

@@ -335,7 +335,6 @@ class _Bits:
         rules = comp.rules
         self.lists = rules.lists
         self.nclauses = comp.clause_count
-        self.clause_mask = (1 << self.nclauses) - 1
         self.nbits = self.nclauses + len(self.lists)
         self.W = max(1, (self.nbits + 63) // 64)
         self._cache: dict[tuple[str, Any], int] = {}
@@ -350,11 +349,9 @@ class _Bits:
         got = self._cache.get(key)
         if got is None:
             got = 0
-            for pred, mask in self.comp._field_lits.get(field, ()):
+            for pred, mask in self.comp.field_literals(field):
                 if pred(value):
                     got |= mask
-            # Explanations may add clauses to the compiled rules later: keep to this layout's clauses.
-            got &= self.clause_mask
             for i, pred in self.list_fields.get(field, ()):
                 if not pred(value):
                     got |= 1 << (self.nclauses + i)
@@ -403,7 +400,7 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
     from .selection import compiled_rules
     from .guards import available_set, require_config
     require_config(config)
-    available = available_set(available)
+    available = available_set(available, config)
     comp = compiled_rules(config)
     rules = comp.rules
     role_free = role is ANY
@@ -537,7 +534,7 @@ class _PlanTable:
         if pid is None:
             np = _np()
             pl = self.comp.rules.lists[list_idx]
-            p, masks = self.comp._plan(pl, None if req < 0 else self.names[req])
+            p, masks = self.comp.plan(pl, None if req < 0 else self.names[req])
             pid = self.index[key] = len(self.keys)
             self.keys.append(key)
             self.masks.append(self.bits.plan_words(key, masks))

@@ -61,7 +61,7 @@ def select(ns: argparse.Namespace, style: Style) -> Result:
         data = {"selected": None, "variant": None, "role": parse_role(q.role), "manual": q.config.backend is not None,
                 "priority_list": None, "preferred_block_size": None,
                 "rejected": [{"backend": b, "reasons": list(r)} for b, r in e.reasons.items()],
-                "warnings": [], "config": q.config.to_dict(), "error": str(e),
+                "warnings": [], "config": q.config.to_dict(), "error": e.args[0],  # not str(e): that explains it
                 "startup_error": getattr(e, "startup_error", None), **base}
         return Result("select", data, "\n".join(lines), EXIT_NO_BACKEND)
     startup = getattr(sel, "startup_error", None)
@@ -170,9 +170,8 @@ def _matrix(q: Query, over: list[tuple[str, list[str] | None]], long: bool, styl
                max_cells: int | None = None, progress: IO[str] | None = None) -> Result:
     import itertools
     from .errors import ConfigError, SelectionError
-    from .rules import default_rules
-    from .selection import solve
-    rules = default_rules()
+    from .selection import compiled_rules, solve
+    rules = compiled_rules(q.config).rules  # the release asked (--vllm), not the default one
     names = [n for n, _ in over]
     value_lists = [_over_values(rules, n, v) for n, v in over]
     base = q.config
@@ -197,7 +196,7 @@ def _matrix(q: Query, over: list[tuple[str, list[str] | None]], long: bool, styl
             sel = solve(cfg, role=q.role)
             cell.update(backend=sel.backend, variant=sel.variant, label=str(sel))
         except SelectionError as e:
-            first = next((r[0] for r in e.reasons.values() if r), str(e))
+            first = next((r[0] for r in e.reasons.values() if r), None) or e.args[0].splitlines()[0]
             cell.update(backend=None, variant=None, label="-", reason=first)
         except ConfigError as e:
             if any(getattr(e, "field", None) == n for n in names) or "compute_capability" in names:

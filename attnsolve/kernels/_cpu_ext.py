@@ -25,6 +25,8 @@ from pathlib import Path
 __all__ = ["load", "load_gather", "reason", "DTYPE_CODES"]
 
 _FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno", "-std=c++17"]
+# tried in order: a compiler or CPU that refuses -march=native still gets the portable loops
+_FLAG_SETS = (_FLAGS, [f for f in _FLAGS if f != "-march=native"])
 
 # dtype codes shared with the C++ source (enum DType)
 DTYPE_CODES = {"float32": 0, "bfloat16": 1, "float16": 2, "float8_e4m3fn": 3, "float8_e5m2": 4}
@@ -65,18 +67,24 @@ def _build() -> ctypes.CDLL:
     cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
     if not cxx:
         raise RuntimeError("no C++ compiler found (g++/c++ not on PATH, CXX unset)")
-    key = hashlib.sha256("\0".join([_SOURCE, " ".join(_FLAGS), cxx, _cpu_signature()]).encode()).hexdigest()[:16]
-    out = _cache_dir() / f"cpu_attn_{key}.so"
-    if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-            src = Path(tmp) / "cpu_attn.cpp"
-            src.write_text(_SOURCE)
-            so = Path(tmp) / "cpu_attn.so"
-            proc = subprocess.run([cxx, *_FLAGS, "-o", str(so), str(src)], capture_output=True, text=True, timeout=120)
-            if proc.returncode != 0:
-                raise RuntimeError(f"compiling the CPU_ATTN extension failed: {proc.stderr.strip()[-2000:]}")
-            os.replace(so, out)  # atomic: concurrent builders race harmlessly
+    errors = []
+    for flags in _FLAG_SETS:
+        key = hashlib.sha256("\0".join([_SOURCE, " ".join(flags), cxx, _cpu_signature()]).encode()).hexdigest()[:16]
+        out = _cache_dir() / f"cpu_attn_{key}.so"
+        if not out.exists():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+                src = Path(tmp) / "cpu_attn.cpp"
+                src.write_text(_SOURCE)
+                so = Path(tmp) / "cpu_attn.so"
+                proc = subprocess.run([cxx, *flags, "-o", str(so), str(src)], capture_output=True, text=True, timeout=120)
+                if proc.returncode != 0:
+                    errors.append(f"{' '.join(flags)}: {proc.stderr.strip()[-1000:]}")
+                    continue
+                os.replace(so, out)  # atomic: concurrent builders race harmlessly
+        break
+    else:
+        raise RuntimeError("compiling the CPU_ATTN extension failed: " + " | ".join(errors))
     lib = ctypes.CDLL(str(out))
     fn = lib.attnsolve_paged_decode
     I64, I, F, P = ctypes.c_int64, ctypes.c_int, ctypes.c_float, ctypes.c_void_p
@@ -129,6 +137,7 @@ _SOURCE = r'''// attnsolve CPU paged attention (decode / short query rows): one 
 #include <vector>
 #include <algorithm>
 #include <omp.h>
+#include <cstdlib>
 
 namespace {
 
@@ -241,6 +250,11 @@ static int amx_permitted() {  // the kernel must grant the tile data state to th
 // Convert one row of ND*16 elements to float (scaled) into dst.
 template <int ND>
 static inline void conv_row(int type, const void* p, float* __restrict dst, float sc) {
+  if (sc == 1.0f && type == F16) {  // per-tensor scales are folded out of the loops: no multiply
+    const uint16_t* s = (const uint16_t*)p;
+    for (int c = 0; c < ND; ++c) _mm512_storeu_ps(dst + 16 * c, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(s + 16 * c))));
+    return;
+  }
   if (sc == 1.0f && type == BF16) {  // the common case: no multiply
     const uint16_t* s = (const uint16_t*)p;
     for (int c = 0; c < ND; ++c) {
@@ -300,21 +314,111 @@ static inline __m512 exp512(__m512 x) {  // same polynomial as fast_exp, x <= 0
   return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
 }
 
-// One tile (nt <= 32 tokens of one block) for all heads: scores, online softmax, PV.
-// s: [H][ldS] scores -> probabilities; acc: [H][D]; buf: scratch of 32*D floats.
+#if defined(__AVX512BF16__)
+// PV with bf16 dot products over token pairs: acc[h] += p[h][t] v[t] + p[h][t+1] v[t+1], V rows of a
+// pair interleaved with unpacklo/hi_epi16, probabilities rounded to bf16 (as vLLM's CPU kernels do
+// for their bf16 PV product).  Accumulator layout per 32-wide chunk: [lo 16 | hi 16] where lo element
+// e holds dim 8(e/4) + e%4 and hi element e dim 8(e/4) + 4 + e%4 (undone once per work item).
+template <int NH, int ND>
+static inline void pv_dp(const char* const* vr, int nt, const uint32_t* pp, float* acc) {
+  constexpr int D = ND * 16;
+  for (int c = 0; c < ND / 2; ++c) {
+    __m512 lo[NH], hi[NH];
+    for (int j = 0; j < NH; ++j) {
+      lo[j] = _mm512_loadu_ps(acc + (size_t)j * D + 32 * c);
+      hi[j] = _mm512_loadu_ps(acc + (size_t)j * D + 32 * c + 16);
+    }
+    for (int t = 0; t < nt; t += 2) {
+      const __m512i x0 = _mm512_loadu_si512((const void*)(vr[t] + 64 * c));
+      const __m512i x1 = vr[t + 1] ? _mm512_loadu_si512((const void*)(vr[t + 1] + 64 * c)) : _mm512_setzero_si512();
+      const __m512bh ul = (__m512bh)_mm512_unpacklo_epi16(x0, x1), uh = (__m512bh)_mm512_unpackhi_epi16(x0, x1);
+      for (int j = 0; j < NH; ++j) {
+        const __m512bh p = (__m512bh)_mm512_set1_epi32((int)pp[(size_t)j * 16 + t / 2]);
+        lo[j] = _mm512_dpbf16_ps(lo[j], ul, p);
+        hi[j] = _mm512_dpbf16_ps(hi[j], uh, p);
+      }
+    }
+    for (int j = 0; j < NH; ++j) {
+      _mm512_storeu_ps(acc + (size_t)j * D + 32 * c, lo[j]);
+      _mm512_storeu_ps(acc + (size_t)j * D + 32 * c + 16, hi[j]);
+    }
+  }
+}
+#if defined(__AVX512VBMI__)
+#define ATTNSOLVE_FP8BF 1
+// fp8 (e4m3 / e5m2) -> bf16, exact (every fp8 value, subnormals, NaN and inf included, is a bf16
+// value): two byte tables of the 128 magnitudes (vpermi2b), the sign OR-ed in, bytes interleaved.
+alignas(64) static uint8_t g_bf_lo[2][128], g_bf_hi[2][128], g_bf_idx[2][64];
+static void init_fp8_bf16() {
+  for (int k = 0; k < 2; ++k)
+    for (int i = 0; i < 128; ++i) {
+      const float f = k == 0 ? g_lut_e4m3[i] : g_lut_e5m2[i];
+      uint32_t u; std::memcpy(&u, &f, 4);
+      const uint16_t b = (uint16_t)(std::isnan(f) ? 0x7fc0 : (u >> 16));  // exact: low 16 bits are zero
+      g_bf_lo[k][i] = (uint8_t)(b & 0xff);
+      g_bf_hi[k][i] = (uint8_t)(b >> 8);
+    }
+  for (int i = 0; i < 32; ++i) {  // interleave: out0 = (lo[i], hi[i]) for i < 32, out1 for i in 32..63
+    g_bf_idx[0][2 * i] = (uint8_t)i; g_bf_idx[0][2 * i + 1] = (uint8_t)(64 + i);
+    g_bf_idx[1][2 * i] = (uint8_t)(32 + i); g_bf_idx[1][2 * i + 1] = (uint8_t)(96 + i);
+  }
+}
+template <int D>
+static inline void fp8_row_to_bf16(int ctype, const uint8_t* src, uint16_t* dst) {
+  const int k = ctype == E4M3 ? 0 : 1;
+  const __m512i l0 = _mm512_load_si512((const void*)g_bf_lo[k]), l1 = _mm512_load_si512((const void*)(g_bf_lo[k] + 64));
+  const __m512i h0 = _mm512_load_si512((const void*)g_bf_hi[k]), h1 = _mm512_load_si512((const void*)(g_bf_hi[k] + 64));
+  const __m512i i0 = _mm512_load_si512((const void*)g_bf_idx[0]), i1 = _mm512_load_si512((const void*)g_bf_idx[1]);
+  const __m512i m7f = _mm512_set1_epi8(0x7f), m80 = _mm512_set1_epi8((char)0x80);
+  for (int c = 0; c < D; c += 64) {
+    const __mmask64 mk = (D - c >= 64) ? ~(__mmask64)0 : (((__mmask64)1 << (D - c)) - 1);
+    const __m512i x = _mm512_maskz_loadu_epi8(mk, src + c);
+    const __m512i t = _mm512_and_si512(x, m7f);
+    const __m512i lo = _mm512_permutex2var_epi8(l0, t, l1);
+    const __m512i hi = _mm512_or_si512(_mm512_permutex2var_epi8(h0, t, h1), _mm512_and_si512(x, m80));
+    _mm512_storeu_si512((void*)(dst + c), _mm512_permutex2var_epi8(lo, i0, hi));
+    if (D - c > 32) _mm512_storeu_si512((void*)(dst + c + 32), _mm512_permutex2var_epi8(lo, i1, hi));
+  }
+}
+#endif
+#endif
+
+// acc[j] += sum_t p[j][t] v[t] for NH heads, fp16 V widened in registers (one vcvtph2ps per 16 columns
+// per token, shared by the NH heads).
+template <int NH, int ND>
+static inline void pv_f16(const uint16_t* const* vr, int nt, const float* p, int ldp, float* acc) {
+  constexpr int D = ND * 16;
+  for (int c = 0; c < ND; ++c) {
+    __m512 a[NH];
+    for (int j = 0; j < NH; ++j) a[j] = _mm512_loadu_ps(acc + (size_t)j * D + 16 * c);
+    for (int t = 0; t < nt; ++t) {
+      const __m512 v = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(vr[t] + 16 * c)));
+      for (int j = 0; j < NH; ++j) a[j] = _mm512_fmadd_ps(_mm512_set1_ps(p[(size_t)j * ldp + t]), v, a[j]);
+    }
+    for (int j = 0; j < NH; ++j) _mm512_storeu_ps(acc + (size_t)j * D + 16 * c, a[j]);
+  }
+}
+
+// One tile (nt <= 32 tokens, possibly from several blocks) for all heads: scores, online softmax, PV.
+// ktok/vtok: each token's row (KV head 0); s: [H][ldS] scores -> probabilities; acc: [H][D];
+// buf: scratch of 32*D floats.  Tiles cover the same absolute positions (multiples of 32) whatever
+// the block size, so the accumulation order, and the result, do not depend on the page size.
 template <int ND>
-static void tile_avx(int ctype, const char* kb, const char* vb, int64_t k_s1, int64_t k_s2, int64_t v_s1, int64_t v_s2,
-                     int slot0, int nt, int Hkv, int G, const float* qf, float* acc, float* m, float* l,
+static void tile_avx(int ctype, const char* const* ktok, const char* const* vtok, int64_t k_s1, int64_t k_s2,
+                     int64_t v_s1, int64_t v_s2, int slot0, int nt, int Hkv, int G, const float* qf, float* acc, float* m, float* l,
                      float* s, int ldS, float* buf, float scale, float k_scale, float v_scale, float softcap, int use_dp,
-                     const uint16_t* qvnni) {
+                     const uint16_t* qvnni, uint16_t* pbf, uint16_t* cbuf) {
   constexpr int D = ND * 16;
   const int ce = esize(ctype);
   const bool direct_k = (ctype == F32 && k_scale == 1.0f), direct_v = (ctype == F32 && v_scale == 1.0f);
   alignas(64) __m512 part[16];
   const int ngroups = (nt + 15) / 16;
+  (void)slot0; (void)v_s1;
   for (int kh = 0; kh < Hkv; ++kh) {
-    const char* krow0 = kb + ((int64_t)slot0 * k_s1 + (int64_t)kh * k_s2) * ce;
-    const int64_t kstride_b = k_s1 * ce;
+    const int64_t khoff = (int64_t)kh * k_s2 * ce;
+    const char* kp[32];
+    for (int t = 0; t < nt; ++t) kp[t] = ktok[t] + khoff;
+    const int64_t kstride_b = k_s1 * ce;  // AMX only: each 16-row group lies in one block (caller checks)
 #if defined(ATTNSOLVE_AMX)
     if ((use_dp & 4) && (ND % 2) == 0) {  // rows up to the next multiple of 16 lie inside the block (caller checks)
       const uint16_t* qv = qvnni + (size_t)kh * D * G;  // [D/2][G][2]
@@ -322,7 +426,7 @@ static void tile_avx(int ctype, const char* kb, const char* vb, int64_t k_s1, in
       for (int tb = 0; tb < nt; tb += 16) {
         _tile_zero(0);
         for (int c = 0; c < ND / 2; ++c) {
-          _tile_loadd(1, krow0 + (int64_t)tb * kstride_b + 64 * c, kstride_b);
+          _tile_loadd(1, kp[tb] + 64 * c, kstride_b);
           _tile_loadd(2, qv + (size_t)c * 32 * G, G * 4);
           _tile_dpbf16ps(0, 1, 2);
         }
@@ -338,6 +442,14 @@ static void tile_avx(int ctype, const char* kb, const char* vb, int64_t k_s1, in
 #endif
 #if defined(__AVX512BF16__)
     if ((use_dp & 1) && (ND % 2) == 0) {
+#if defined(ATTNSOLVE_FP8BF)
+      if (use_dp & 16) {  // fp8 K rows of this head -> bf16 scratch (exact), then the bf16 path below
+        for (int t = 0; t < nt; ++t) {
+          fp8_row_to_bf16<D>(ctype, (const uint8_t*)kp[t], cbuf + (size_t)t * D);
+          kp[t] = (const char*)(cbuf + (size_t)t * D);
+        }
+      }
+#endif
       for (int g = 0; g < G; ++g) {
         const int h = kh * G + g;
         const float* qh = qf + (size_t)h * D;
@@ -348,7 +460,7 @@ static void tile_avx(int ctype, const char* kb, const char* vb, int64_t k_s1, in
         for (int gi = 0; gi < ngroups; ++gi) {
           const int tb = gi * 16, te = std::min(nt, tb + 16);
           for (int t = tb; t < te; ++t) {
-            const char* kr = krow0 + (int64_t)t * kstride_b;
+            const char* kr = kp[t];
             __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
             for (int c = 0; c < ND / 2; ++c) {
               const __m512bh kv = (__m512bh)_mm512_loadu_si512((const void*)(kr + 64 * c));
@@ -365,7 +477,7 @@ static void tile_avx(int ctype, const char* kb, const char* vb, int64_t k_s1, in
 #endif
     const float* kr[32];
     for (int t = 0; t < nt; ++t) {
-      const char* p = krow0 + (int64_t)t * kstride_b;
+      const char* p = kp[t];
       if (direct_k) kr[t] = (const float*)p;
       else { conv_row<ND>(ctype, p, buf + (size_t)t * D, k_scale); kr[t] = buf + (size_t)t * D; }
     }
@@ -414,16 +526,42 @@ static void tile_avx(int ctype, const char* kb, const char* vb, int64_t k_s1, in
     const __m512 p1 = _mm512_maskz_mov_ps(m1, exp512(_mm512_sub_ps(x1, mh)));
     _mm512_storeu_ps(sh, p0);
     _mm512_storeu_ps(sh + 16, p1);
+#if defined(__AVX512BF16__)
+    if (use_dp & 8) _mm512_storeu_si512((void*)(pbf + (size_t)h * 32), (__m512i)_mm512_cvtne2ps_pbh(p1, p0));
+#endif
     l[h] += _mm512_reduce_add_ps(_mm512_add_ps(p0, p1));
   }
   // bf16 cache (flags bit 1): V rows are widened inside the FMA loop with a shift and a mask
   // (even/odd bf16 of each 32-bit lane), no conversion pass through a buffer; the accumulators then
   // hold each 32-wide chunk as [16 even dims, 16 odd dims], undone once per work item (vperm_fix).
+#if defined(__AVX512BF16__)
+  if ((use_dp & 8) && (ND % 2) == 0) {
+    const uint32_t* pp = (const uint32_t*)pbf;  // [H][16] bf16 pairs (p[t], p[t+1])
+    for (int kh = 0; kh < Hkv; ++kh) {
+      const char* vr[33];
+      const int64_t vhoff = (int64_t)kh * v_s2 * ce;
+      for (int t = 0; t < nt; ++t) vr[t] = vtok[t] + vhoff;
+#if defined(ATTNSOLVE_FP8BF)
+      if (use_dp & 16)
+        for (int t = 0; t < nt; ++t) {
+          fp8_row_to_bf16<D>(ctype, (const uint8_t*)vr[t], cbuf + (size_t)t * D);
+          vr[t] = (const char*)(cbuf + (size_t)t * D);
+        }
+#endif
+      vr[nt] = nullptr;  // an odd last token pairs with zeros
+      int g0 = 0;
+      for (; g0 + 8 <= G; g0 += 8) pv_dp<8, ND>(vr, nt, pp + (size_t)(kh * G + g0) * 16, acc + (size_t)(kh * G + g0) * D);
+      for (; g0 + 4 <= G; g0 += 4) pv_dp<4, ND>(vr, nt, pp + (size_t)(kh * G + g0) * 16, acc + (size_t)(kh * G + g0) * D);
+      for (; g0 < G; ++g0) pv_dp<1, ND>(vr, nt, pp + (size_t)(kh * G + g0) * 16, acc + (size_t)(kh * G + g0) * D);
+    }
+    return;
+  }
+#endif
   if ((use_dp & 2) && (ND % 2) == 0) {
     const __m512i hi_mask = _mm512_set1_epi32((int)0xFFFF0000u);
     for (int kh = 0; kh < Hkv; ++kh) {
       const char* vr[32];
-      for (int t = 0; t < nt; ++t) vr[t] = vb + ((int64_t)(slot0 + t) * v_s1 + (int64_t)kh * v_s2) * 2;
+      for (int t = 0; t < nt; ++t) vr[t] = vtok[t] + (int64_t)kh * v_s2 * 2;
       for (int g0 = 0; g0 < G; g0 += 4) {
         const int gn = std::min(4, G - g0);
         const int h0 = kh * G + g0;
@@ -472,11 +610,24 @@ static void tile_avx(int ctype, const char* kb, const char* vb, int64_t k_s1, in
     }
     return;
   }
+  // fp16 cache: V rows widened in registers inside the FMA loop (vcvtph2ps from memory), up to 8 heads
+  // per widened chunk, no conversion pass through a buffer
+  if (ctype == F16 && v_scale == 1.0f) {
+    for (int kh = 0; kh < Hkv; ++kh) {
+      const uint16_t* vr[32];
+      for (int t = 0; t < nt; ++t) vr[t] = (const uint16_t*)(vtok[t] + (int64_t)kh * v_s2 * 2);
+      int g0 = 0;
+      for (; g0 + 8 <= G; g0 += 8) pv_f16<8, ND>(vr, nt, s + (size_t)(kh * G + g0) * ldS, ldS, acc + (size_t)(kh * G + g0) * D);
+      for (; g0 + 4 <= G; g0 += 4) pv_f16<4, ND>(vr, nt, s + (size_t)(kh * G + g0) * ldS, ldS, acc + (size_t)(kh * G + g0) * D);
+      for (; g0 < G; ++g0) pv_f16<1, ND>(vr, nt, s + (size_t)(kh * G + g0) * ldS, ldS, acc + (size_t)(kh * G + g0) * D);
+    }
+    return;
+  }
   // PV: per KV head, per 16-wide column chunk, up to 4 heads' accumulators stay in registers over the tokens
   for (int kh = 0; kh < Hkv; ++kh) {
     const float* vr[32];
     for (int t = 0; t < nt; ++t) {
-      const char* p = vb + ((int64_t)(slot0 + t) * v_s1 + (int64_t)kh * v_s2) * ce;
+      const char* p = vtok[t] + (int64_t)kh * v_s2 * ce;
       if (direct_v) vr[t] = (const float*)p;
       else { conv_row<ND>(ctype, p, buf + (size_t)t * D, v_scale); vr[t] = buf + (size_t)t * D; }
     }
@@ -514,9 +665,9 @@ static void tile_avx(int ctype, const char* kb, const char* vb, int64_t k_s1, in
   }
 }
 
-typedef void (*TileFn)(int, const char*, const char*, int64_t, int64_t, int64_t, int64_t, int, int, int, int,
+typedef void (*TileFn)(int, const char* const*, const char* const*, int64_t, int64_t, int64_t, int64_t, int, int, int, int,
                        const float*, float*, float*, float*, float*, int, float*, float, float, float, float, int,
-                       const uint16_t*);
+                       const uint16_t*, uint16_t*, uint16_t*);
 static TileFn pick_tile(int D) {
   switch (D) {
     case 32: return tile_avx<2>;
@@ -573,6 +724,22 @@ extern "C" int attnsolve_gather_kv(
   return 0;
 }
 
+static int prefetch_on() {  // experiment switch: ATTNSOLVE_CPU_PREFETCH=0
+  static int ok = -1;
+  if (ok < 0) { const char* e = std::getenv("ATTNSOLVE_CPU_PREFETCH"); ok = (e && e[0] == '0') ? 0 : 1; }
+  return ok;
+}
+#if defined(__AVX512BF16__)
+static int bf16_pv_permitted() {  // ATTNSOLVE_CPU_BF16_PV=0 keeps the float32 PV product (for comparisons)
+  static int ok = -1;
+  if (ok < 0) {
+    const char* e = std::getenv("ATTNSOLVE_CPU_BF16_PV");
+    ok = (e && (e[0] == '0' || e[0] == 'n' || e[0] == 'N' || e[0] == 'f' || e[0] == 'F')) ? 0 : 1;
+  }
+  return ok;
+}
+#endif
+
 extern "C" int attnsolve_paged_decode(
     int qtype, int ctype, int otype,
     const void* q, int64_t q_s0, int64_t q_s1,
@@ -585,6 +752,9 @@ extern "C" int attnsolve_paged_decode(
     float scale, int causal, int window, float softcap, const float* sinks,
     float k_scale, float v_scale, int nthreads, int chunk, int64_t num_blocks) {
   init_luts();
+#if defined(ATTNSOLVE_FP8BF)
+  { static bool fp8bf_ready = false; if (!fp8bf_ready) { init_fp8_bf16(); fp8bf_ready = true; } }
+#endif
   // Per-tensor dequantisation scales fold out of the inner loops: q.(k*ks)*scale = (q.k)*(scale*ks), and
   // sum p*(v*vs) = vs * sum p*v, applied once to each output row in the merge.
   const float out_scale = v_scale;
@@ -600,8 +770,12 @@ extern "C" int attnsolve_paged_decode(
   }
   const int G = H / Hkv;
   const int qe = esize(qtype), ce = esize(ctype), oe = esize(otype);
-  if (chunk < BS) chunk = BS;
-  chunk = (chunk / BS) * BS;
+  {  // chunks: multiples of lcm(BS, 32) (the tile), so that page sizes dividing 32 split a row identically
+    int a = BS, b = 32;
+    while (b) { const int r = a % b; a = b; b = r; }
+    const int unit = BS / a * 32;
+    chunk = std::max(unit, (chunk + unit - 1) / unit * unit);
+  }
   // Work items: (row, key chunk), chunks aligned to absolute multiples of `chunk`.
   std::vector<Item> items;
   std::vector<int> row_first, row_count, rows, row_seq;
@@ -625,11 +799,25 @@ extern "C" int attnsolve_paged_decode(
   }
   const int nitems = (int)items.size();
   const TileFn tile = (D == Dv) ? pick_tile(D) : nullptr;
-  // flags for the tile: bit 0 = bf16 dot products for QK, bit 1 = bf16 V widened in the PV loop
-  const int use_dp = ((qtype == BF16 && ctype == BF16 && k_scale == 1.0f) ? 1 : 0) |
-                     ((tile && ctype == BF16 && D == Dv && (D % 32) == 0) ? 2 : 0);
+  // flags for the tile: bit 0 = bf16 dot products for QK, bit 1 = bf16 V widened in the PV loop,
+  // bit 3 = bf16 dot products for PV (probabilities rounded to bf16; bf16 output only), bit 4 = fp8
+  // K/V converted to bf16 per tile (exact) so that an fp8 cache takes the bf16 paths
+  const bool is_fp8 = ctype == E4M3 || ctype == E5M2;
+#if defined(ATTNSOLVE_FP8BF)
+  const bool fp8bf = tile && is_fp8 && qtype == BF16 && otype == BF16 && (D % 32) == 0;
+#else
+  const bool fp8bf = false;
+#endif
+#if defined(__AVX512BF16__)
+  const bool pvdp = tile && (D % 32) == 0 && otype == BF16 && (ctype == BF16 || fp8bf) && bf16_pv_permitted();
+#else
+  const bool pvdp = false;
+#endif
+  (void)is_fp8;
+  const int use_dp = ((qtype == BF16 && (ctype == BF16 || fp8bf) && k_scale == 1.0f) ? 1 : 0) |
+                     ((tile && ctype == BF16 && D == Dv && (D % 32) == 0) ? 2 : 0) | (pvdp ? 8 : 0) | (fp8bf ? 16 : 0);
 #if defined(ATTNSOLVE_AMX)
-  const int use_amx = (tile && (use_dp & 1) && (D % 32) == 0 && G <= 16 && BS >= 16 && amx_permitted()) ? 4 : 0;
+  const int use_amx = (tile && ctype == BF16 && (use_dp & 1) && (D % 32) == 0 && G <= 16 && BS >= 16 && amx_permitted()) ? 4 : 0;
 #else
   const int use_amx = 0;
 #endif
@@ -639,8 +827,9 @@ extern "C" int attnsolve_paged_decode(
   {
     constexpr int TILE = 32;
     std::vector<float> ts((size_t)TILE * H), tbuf((size_t)TILE * D);
-    std::vector<float> qf((size_t)H * D), acc((size_t)H * Dv), m(H), l(H), s((size_t)BS * H), kf(D), vf(Dv), pb(BS);
+    std::vector<float> qf((size_t)H * D), acc((size_t)H * Dv), m(H), l(H), s((size_t)32 * H), kf(D), vf(Dv), pb(BS);
     std::vector<uint16_t> qvnni(use_amx ? (size_t)H * D : 0);
+    std::vector<uint16_t> pbf((use_dp & 8) ? (size_t)H * TILE : 0), cbuf((use_dp & 16) ? (size_t)TILE * D : 0);
 #if defined(ATTNSOLVE_AMX)
     if (use_amx) {
       TileCfg cfg;
@@ -673,40 +862,50 @@ extern "C" int attnsolve_paged_decode(
       const int32_t* btr = bt + (int64_t)I.seq * bt_s0;
 #if defined(ATTNSOLVE_AVX512)
       if (tile) {
-        for (int b = I.lo / BS; b * BS < I.hi; ++b) {
-          const int tb0 = std::max(I.lo, b * BS), tb1 = std::min(I.hi, (b + 1) * BS);
-          const int64_t blk = btr[b];
-          const char* kb = (const char*)kc + blk * k_s0 * ce;
-          const char* vb = (const char*)vc + blk * v_s0 * ce;
-          if (ce <= 2 && (b + 1) * BS < I.hi && k_s1 == (int64_t)Hkv * D && k_s2 == D && v_s1 == (int64_t)Hkv * Dv &&
-              v_s2 == Dv) {
-            // 16/8-bit caches: prefetch the next (scattered) block while this one computes; measured
+        // tiles at absolute multiples of TILE (page-size independent), rows gathered by pointer
+        const bool dense_rows = k_s1 == (int64_t)Hkv * D && k_s2 == D && v_s1 == (int64_t)Hkv * Dv && v_s2 == Dv;
+        const char* ktok[TILE];
+        const char* vtok[TILE];
+        for (int t0 = I.lo; t0 < I.hi;) {
+          const int t1 = std::min(I.hi, (t0 / TILE + 1) * TILE), nt = t1 - t0;
+          for (int t = 0; t < nt; ++t) {
+            const int pos = t0 + t;
+            const int64_t blk = btr[pos / BS], slot = pos % BS;
+            ktok[t] = (const char*)kc + (blk * k_s0 + slot * k_s1) * ce;
+            vtok[t] = (const char*)vc + (blk * v_s0 + slot * v_s1) * ce;
+          }
+          if (ce <= 2 && dense_rows && t1 < I.hi && prefetch_on()) {
+            // 16/8-bit caches: prefetch the next tile's (scattered) rows while this one computes; measured
             // ~10% faster for bf16 here, while it slows fp32 down (the hardware prefetcher keeps up there)
-            const int64_t nb = btr[b + 1];
-            const int64_t rows = std::min(BS, I.hi - (b + 1) * BS);
-            const char* nk = (const char*)kc + nb * k_s0 * ce;
-            const char* nv = (const char*)vc + nb * v_s0 * ce;
-            for (int64_t o = 0; o < rows * Hkv * D * ce; o += 64) _mm_prefetch(nk + o, _MM_HINT_T1);
-            for (int64_t o = 0; o < rows * Hkv * Dv * ce; o += 64) _mm_prefetch(nv + o, _MM_HINT_T1);
+            const int n1 = std::min(I.hi, t1 + TILE);
+            for (int pos = t1; pos < n1; ++pos) {
+              const int64_t blk = btr[pos / BS], slot = pos % BS;
+              const char* nk = (const char*)kc + (blk * k_s0 + slot * k_s1) * ce;
+              const char* nv = (const char*)vc + (blk * v_s0 + slot * v_s1) * ce;
+              for (int64_t o = 0; o < (int64_t)Hkv * D * ce; o += 64) _mm_prefetch(nk + o, _MM_HINT_T1);
+              for (int64_t o = 0; o < (int64_t)Hkv * Dv * ce; o += 64) _mm_prefetch(nv + o, _MM_HINT_T1);
+            }
           }
-          for (int t0 = tb0; t0 < tb1; t0 += TILE) {
-            const int nt = std::min(TILE, tb1 - t0);
-            const int slot0 = t0 - b * BS;
-            const int fl = use_dp | ((use_amx && slot0 + ((nt + 15) / 16) * 16 <= BS) ? 4 : 0);
-            tile(ctype, kb, vb, k_s1, k_s2, v_s1, v_s2, slot0, nt, Hkv, G, qf.data(), acc.data(), m.data(), l.data(),
-                 ts.data(), TILE, tbuf.data(), scale, k_scale, v_scale, softcap, fl, qvnni.data());
+          int fl = use_dp;
+          if (use_amx) {  // AMX loads 16 rows with one stride: each 16-row group must lie in one block
+            bool ok = true;
+            for (int tb = 0; tb < nt; tb += 16) ok = ok && ((t0 + tb) % BS) + 16 <= BS;
+            if (ok) fl |= 4;
           }
+          tile(ctype, ktok, vtok, k_s1, k_s2, v_s1, v_s2, 0, nt, Hkv, G, qf.data(), acc.data(), m.data(), l.data(),
+               ts.data(), TILE, tbuf.data(), scale, k_scale, v_scale, softcap, fl, qvnni.data(), pbf.data(), cbuf.data());
+          t0 = t1;
         }
       } else
 #endif
-      for (int b = I.lo / BS; b * BS < I.hi; ++b) {
-        const int t0 = std::max(I.lo, b * BS), t1 = std::min(I.hi, (b + 1) * BS), nt = t1 - t0;
-        const int64_t blk = btr[b];
-        const char* kb = (const char*)kc + blk * k_s0 * ce;
-        const char* vb = (const char*)vc + blk * v_s0 * ce;
+      // spans of 32 tokens at absolute multiples of 32 (page-size independent, like the tiles)
+      for (int t0 = I.lo, t1 = 0; t0 < I.hi; t0 = t1) {
+        t1 = std::min(I.hi, (t0 / 32 + 1) * 32);
+        const int nt = t1 - t0;
         // scores s[t][h]
         for (int t = 0; t < nt; ++t) {
-          const int slot = t0 + t - b * BS;
+          const int slot = (t0 + t) % BS;
+          const char* kb = (const char*)kc + (int64_t)btr[(t0 + t) / BS] * k_s0 * ce;
           for (int kh = 0; kh < Hkv; ++kh) {
             const float* kr;
             if (ctype == F32 && k_scale == 1.0f) kr = (const float*)(kb + ((int64_t)slot * k_s1 + (int64_t)kh * k_s2) * 4);
@@ -717,13 +916,13 @@ extern "C" int attnsolve_paged_decode(
               float a = 0.0f;
               #pragma omp simd reduction(+:a)
               for (int d = 0; d < D; ++d) a += qh[d] * kr[d];
-              s[(size_t)h * BS + t] = a * scale;
+              s[(size_t)h * 32 + t] = a * scale;
             }
           }
         }
-        // online softmax per head over this block
+        // online softmax per head over this span
         for (int h = 0; h < H; ++h) {
-          float* sh = &s[(size_t)h * BS];
+          float* sh = &s[(size_t)h * 32];
           if (softcap > 0.0f) for (int t = 0; t < nt; ++t) sh[t] = softcap * std::tanh(sh[t] / softcap);
           float bm = -INFINITY;
           for (int t = 0; t < nt; ++t) bm = std::max(bm, sh[t]);
@@ -745,14 +944,15 @@ extern "C" int attnsolve_paged_decode(
         }
         // acc[h] += p[h][t] * v[t]
         for (int t = 0; t < nt; ++t) {
-          const int slot = t0 + t - b * BS;
+          const int slot = (t0 + t) % BS;
+          const char* vb = (const char*)vc + (int64_t)btr[(t0 + t) / BS] * v_s0 * ce;
           for (int kh = 0; kh < Hkv; ++kh) {
             const float* vr;
             if (ctype == F32 && v_scale == 1.0f) vr = (const float*)(vb + ((int64_t)slot * v_s1 + (int64_t)kh * v_s2) * 4);
             else { load_row(ctype, vb + ((int64_t)slot * v_s1 + (int64_t)kh * v_s2) * ce, vf.data(), Dv, v_scale); vr = vf.data(); }
             for (int g = 0; g < G; ++g) {
               const int h = kh * G + g;
-              const float p = s[(size_t)h * BS + t];
+              const float p = s[(size_t)h * 32 + t];
               float* ah = &acc[(size_t)h * Dv];
               #pragma omp simd
               for (int d = 0; d < Dv; ++d) ah[d] += p * vr[d];
@@ -760,7 +960,15 @@ extern "C" int attnsolve_paged_decode(
           }
         }
       }
-      if (use_dp & 2) {  // undo the [even, odd] order of each 32-wide chunk (see the tile's bf16 PV)
+      if (use_dp & 8) {  // undo the unpacklo/hi order of each 32-wide chunk (see pv_dp)
+        float* dst = &pacc[(size_t)it * H * Dv];
+        for (int h = 0; h < H; ++h)
+          for (int c = 0; c < Dv; c += 32)
+            for (int e = 0; e < 16; ++e) {
+              dst[(size_t)h * Dv + c + 8 * (e / 4) + (e % 4)] = acc[(size_t)h * Dv + c + e];
+              dst[(size_t)h * Dv + c + 8 * (e / 4) + 4 + (e % 4)] = acc[(size_t)h * Dv + c + 16 + e];
+            }
+      } else if (use_dp & 2) {  // undo the [even, odd] order of each 32-wide chunk (see the tile's bf16 PV)
         float* dst = &pacc[(size_t)it * H * Dv];
         for (int h = 0; h < H; ++h)
           for (int c = 0; c < Dv; c += 32)

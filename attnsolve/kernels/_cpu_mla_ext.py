@@ -238,6 +238,67 @@ static inline void pv_tile(const float* p, const float* rows, int nt, int D, int
 #endif
 }
 
+
+#if defined(__AVX512F__) && defined(__AVX512BF16__)
+#define MLA_BF16_FAST 1
+// Horizontal sums of 16 vectors: r[i] = sum(v[i]) (transpose-and-add tree).
+static inline __m512 hsum16(const __m512* v) {
+  __m512 w[8], x[4], y[2];
+  for (int i = 0; i < 8; ++i)
+    w[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+  for (int i = 0; i < 4; ++i) {
+    const __m512d a = _mm512_castps_pd(w[2 * i]), b = _mm512_castps_pd(w[2 * i + 1]);
+    x[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+  }
+  for (int i = 0; i < 2; ++i)
+    y[i] = _mm512_add_ps(_mm512_shuffle_f32x4(x[2 * i], x[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(x[2 * i], x[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(y[0], y[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_f32x4(y[0], y[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// bf16 latent rows read in place (no widening pass): scores with bf16 dot products (each product of two
+// bf16 values is exact in float32, sums in float32), P . V in float32 FMAs with each 32-column bf16 chunk
+// widened in registers by a shift (even columns) and a mask (odd columns), once per 4 heads.  The
+// accumulators hold each 32-column chunk as [16 even | 16 odd] columns, undone at the end of the item.
+// Scores of one tile for one head: s[j] = q . row_j for j < nt (nt <= 16).
+static inline void qk_bf16(const uint16_t* q, const uint16_t* const* rp, int nt, int D, float* s) {
+  __m512 part[16];
+  for (int j = 0; j < nt; j++) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    int c = 0;
+    for (; c + 64 <= D; c += 64) {
+      a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512((const void*)(q + c)), (__m512bh)_mm512_loadu_si512((const void*)(rp[j] + c)));
+      a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512((const void*)(q + c + 32)), (__m512bh)_mm512_loadu_si512((const void*)(rp[j] + c + 32)));
+    }
+    if (c < D)  // D % 32 == 0: one 32-column chunk left
+      a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512((const void*)(q + c)), (__m512bh)_mm512_loadu_si512((const void*)(rp[j] + c)));
+    part[j] = _mm512_add_ps(a0, a1);
+  }
+  for (int j = nt; j < 16; j++) part[j] = _mm512_setzero_ps();
+  _mm512_storeu_ps(s, hsum16(part));
+}
+
+template <int NH>
+static inline void pv_bf16(const float* p, int ldp, const uint16_t* const* rp, int nt, int R, float* acc) {
+  const __m512i hi_mask = _mm512_set1_epi32((int)0xFFFF0000u);
+  for (int c = 0; c < R; c += 32) {
+    __m512 e[NH], o[NH];
+    for (int k = 0; k < NH; k++) { e[k] = _mm512_loadu_ps(acc + (size_t)k * R + c); o[k] = _mm512_loadu_ps(acc + (size_t)k * R + c + 16); }
+    for (int j = 0; j < nt; j++) {
+      const __m512i x = _mm512_loadu_si512((const void*)(rp[j] + c));
+      const __m512 ev = _mm512_castsi512_ps(_mm512_slli_epi32(x, 16)), od = _mm512_castsi512_ps(_mm512_and_si512(x, hi_mask));
+      for (int k = 0; k < NH; k++) {
+        const __m512 pk = _mm512_set1_ps(p[(size_t)k * ldp + j]);
+        e[k] = _mm512_fmadd_ps(pk, ev, e[k]);
+        o[k] = _mm512_fmadd_ps(pk, od, o[k]);
+      }
+    }
+    for (int k = 0; k < NH; k++) { _mm512_storeu_ps(acc + (size_t)k * R + c, e[k]); _mm512_storeu_ps(acc + (size_t)k * R + c + 16, o[k]); }
+  }
+}
+#endif
+
 extern "C" int mla_attend(
     const void* q, int64_t sq_t, int64_t sq_h,
     const void* kv, int64_t skv_b, int64_t skv_s, int32_t num_blocks,
@@ -272,6 +333,55 @@ extern "C" int mla_attend(
     float* acc = scratch + it * part;
     float* m = acc + (int64_t)H * R;
     float* l = m + H;
+#if defined(MLA_BF16_FAST)
+    if (dtype == BF16 && D % 32 == 0 && R % 32 == 0 && R <= D && (sq_h % 2) == 0) {
+      // q rows as bf16 (the query is bf16: exact), scale applied to the float32 scores
+      std::vector<const uint16_t*> qp(H);
+      for (int h = 0; h < H; h++) { qp[h] = (const uint16_t*)q + (t * sq_t + h * sq_h); m[h] = -INFINITY; l[h] = 0.f; }
+      memset(acc, 0, sizeof(float) * H * R);
+      const uint16_t* rp[TILE];
+      for (int base = r0; base < r1; base += TILE) {
+        int nt = 0;
+        for (int j = base; j < std::min(base + TILE, r1); j++) {
+          int pos = topk ? topk[t * stopk + j] : j;
+          if (pos < 0) continue;  // sparse padding
+          int blk = bt[seq * sbt + pos / bs];
+          if (blk < 0 || blk >= num_blocks) { bad = 1; continue; }
+          rp[nt++] = (const uint16_t*)(kvb + (blk * skv_b + (int64_t)(pos % bs) * skv_s) * esz);
+        }
+        if (nt == 0) continue;
+        for (int h = 0; h < H; h++) {
+          float* sh = &s[(size_t)h * TILE];
+          qk_bf16(qp[h], rp, nt, D, sh);
+          float mt = m[h];
+          for (int j = 0; j < nt; j++) { sh[j] *= scale; mt = std::max(mt, sh[j]); }
+          if (mt > m[h]) {
+            float alpha = m[h] == -INFINITY ? 0.f : expf(m[h] - mt);
+            if (alpha != 1.f) {
+              float* ah = acc + (int64_t)h * R;
+#pragma omp simd
+              for (int d = 0; d < R; d++) ah[d] *= alpha;
+              l[h] *= alpha;
+            }
+            m[h] = mt;
+          }
+          l[h] += exp_tile(sh, nt, mt);
+        }
+        int h = 0;
+        for (; h + 8 <= H; h += 8) pv_bf16<8>(&s[(size_t)h * TILE], TILE, rp, nt, R, acc + (int64_t)h * R);
+        for (; h + 4 <= H; h += 4) pv_bf16<4>(&s[(size_t)h * TILE], TILE, rp, nt, R, acc + (int64_t)h * R);
+        for (; h < H; h++) pv_bf16<1>(&s[(size_t)h * TILE], TILE, rp, nt, R, acc + (int64_t)h * R);
+      }
+      std::vector<float> tmp(R);  // [16 even | 16 odd] per 32 columns -> natural order
+      for (int h = 0; h < H; h++) {
+        float* ah = acc + (int64_t)h * R;
+        for (int c = 0; c < R; c += 32)
+          for (int i = 0; i < 16; i++) { tmp[c + 2 * i] = ah[c + i]; tmp[c + 2 * i + 1] = ah[c + 16 + i]; }
+        memcpy(ah, tmp.data(), sizeof(float) * R);
+      }
+      continue;
+    }
+#endif
     for (int h = 0; h < H; h++) {
       widen((const char*)q + (t * sq_t + h * sq_h) * esz, dtype, D, &qs[(size_t)h * D]);
       for (int d = 0; d < D; d++) qs[(size_t)h * D + d] *= scale;

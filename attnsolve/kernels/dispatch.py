@@ -24,6 +24,7 @@ import torch
 
 from attnsolve import Config, SelectionError, solve
 from attnsolve import rules as _rules
+from attnsolve.rules.sets import default_version
 from attnsolve.kernels import registry
 from attnsolve.kernels.metadata import AttentionMetadata
 from attnsolve.kernels.registry import KernelUnavailableError, runnable_backends, unavailable_reasons
@@ -81,20 +82,51 @@ def selection_block_size(block_size: int) -> int:
     return math.gcd(block_size, 256)
 
 
+def _host_cpu_facts() -> dict[str, bool]:
+    """What vLLM asks torch about the host CPU (``torch.cpu._is_amx_tile_supported`` / ``_is_avx512_supported``)."""
+    if "cpu" not in _capability_cpu:
+        facts = {}
+        for field, probe in (("cpu_amx", "_is_amx_tile_supported"), ("cpu_avx512", "_is_avx512_supported")):
+            fn = getattr(torch.cpu, probe, None)
+            if fn is not None:
+                try:
+                    facts[field] = bool(fn())
+                except Exception:  # an old or unusual torch build: leave the rules' default
+                    pass
+        _capability_cpu["cpu"] = facts
+    return _capability_cpu["cpu"]
+
+
+_capability_cpu: dict[str, dict[str, bool]] = {}
+
+
 def infer_config(query: torch.Tensor, key_cache: torch.Tensor, *, sinks: torch.Tensor | None = None,
-                 backend: str | None = None) -> Config:
+                 backend: str | None = None, vllm: str | None = None, mla: bool = False,
+                 kv_lora_rank: int | None = None, sparse: bool = False) -> Config:
     """The ``Config`` these tensors describe (raises ``ConfigError``/``ValueError`` on bad input).
 
     platform from the device (cuda on a HIP build is rocm), compute capability from
     ``torch.cuda.get_device_capability``, dtype from the query, kv_cache_dtype from the cache
     (same as the query: ``auto``; ``float8_e4m3fn``: ``fp8``; ``float8_e5m2``: ``fp8_e5m2``),
     head size and head count from the query, block size from the cache (``selection_block_size``),
-    has_sink from ``sinks``.
+    has_sink from ``sinks``.  ``vllm`` picks the rule set (default: ``$ATTNSOLVE_VLLM``, else the
+    newest released set), as ``Config(vllm=...)`` does.  ``mla``: the key cache is an MLA latent
+    cache ``[num_blocks, block_size, (1,) kv_lora_rank + rope_dim]`` (``use_mla``, head size = the
+    query's last dim, ``kv_lora_rank`` where the release declares it; ``sparse``: top-k indices
+    given, ``use_sparse``).  Host facts a release
+    declares (``cpu_amx``, ``cpu_avx512`` at 0.33) come from torch, as vLLM reads them.
     """
     for name, t in (("query", query), ("key_cache", key_cache)):
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"Expected {name} a torch.Tensor, but got {type(t).__name__}.")
-    if query.dim() != 3 or key_cache.dim() != 4:
+    if mla:
+        if query.dim() != 3 or key_cache.dim() not in (3, 4) or (key_cache.dim() == 4 and key_cache.shape[2] != 1):
+            raise ValueError(
+                "Expected query [num_tokens, num_heads, kv_lora_rank + rope_dim] and an MLA latent cache "
+                "[num_blocks, block_size, kv_lora_rank + rope_dim] (or with a 1 head dim), but got shapes "
+                f"{tuple(query.shape)} and {tuple(key_cache.shape)}."
+            )
+    elif query.dim() != 3 or key_cache.dim() != 4:
         raise ValueError(
             "Expected query [num_tokens, num_heads, head_size] and key_cache [num_blocks, block_size, "
             f"num_kv_heads, head_size], but got shapes {tuple(query.shape)} and {tuple(key_cache.shape)}."
@@ -103,13 +135,40 @@ def infer_config(query: torch.Tensor, key_cache: torch.Tensor, *, sinks: torch.T
     if dtype is None:
         raise ValueError(f"Expected query dtype float16, bfloat16 or float32, but got {query.dtype}.")
     platform, cc = _platform(query.device)
+    declared = _declared_fields(vllm)
+    extra: dict = {}
+    if platform == "cpu":
+        extra.update({k: v for k, v in _host_cpu_facts().items() if k in declared})
+    if mla:
+        extra["use_mla"] = True
+        if sparse:
+            extra["use_sparse"] = True
+        if kv_lora_rank is not None and "kv_lora_rank" in declared:
+            extra["kv_lora_rank"] = int(kv_lora_rank)
+    if vllm is not None:
+        extra["vllm"] = vllm
     return Config(
         platform=platform, dtype=dtype, compute_capability=cc,
         kv_cache_dtype=_kv_cache_dtype(query.dtype, key_cache.dtype),
         head_size=int(query.shape[2]), block_size=selection_block_size(int(key_cache.shape[1])),
         num_heads=int(query.shape[1]),
-        has_sink=sinks is not None, backend=backend,
+        has_sink=sinks is not None, backend=backend, **extra,
     )
+
+
+def _declared_fields(vllm: str | None) -> frozenset[str]:
+    """The selection inputs the release ``vllm`` (``None``: the default one) declares."""
+    from attnsolve.config import parse_vllm
+    from attnsolve.rules import rules_for
+
+    label = parse_vllm(vllm)
+    hit = _declared.get(label)
+    if hit is None or hit[0] != _rules.generation():
+        hit = _declared[label] = (_rules.generation(), frozenset(rules_for(label).fields))
+    return hit[1]
+
+
+_declared: dict[str, tuple[int, frozenset[str]]] = {}
 
 
 # config key -> ((registry generation, rules generation), selected backend, kernel)
@@ -121,9 +180,11 @@ def clear_cache() -> None:
     _cache.clear()
 
 
-def resolve(query: torch.Tensor, key_cache: torch.Tensor, *, sinks=None, backend: str | None = None):
+def resolve(query: torch.Tensor, key_cache: torch.Tensor, *, sinks=None, backend: str | None = None,
+            vllm: str | None = None, mla: bool = False, kv_lora_rank: int | None = None, sparse: bool = False):
     """``(selection, kernel)`` for these tensors, uncached; raises ``KernelUnavailableError``."""
-    cfg = infer_config(query, key_cache, sinks=sinks, backend=backend)
+    cfg = infer_config(query, key_cache, sinks=sinks, backend=backend, vllm=vllm, mla=mla, kv_lora_rank=kv_lora_rank,
+                       sparse=sparse)
     sel = solve(cfg)
     for w in sel.warnings:
         warnings.warn(f"attnsolve: {w}", SelectionWarning, stacklevel=4)
@@ -131,26 +192,53 @@ def resolve(query: torch.Tensor, key_cache: torch.Tensor, *, sinks=None, backend
     missing = unavailable_reasons(sel.backend, platform)
     if missing:
         runnable = runnable_backends(platform)
+        from attnsolve.rules import rules_for
+
+        known = rules_for(cfg.vllm).backends  # kernels of another release's backends (CPU_MLA at 0.17) are no candidates
+        candidates = [b for b in runnable if b in known]
         try:
-            alt = solve(cfg.replace(backend=None), available=runnable).backend if runnable else None
+            alt = solve(cfg.replace(backend=None), available=candidates).backend if candidates else None
         except SelectionError:
             alt = None
         raise KernelUnavailableError(sel.backend, missing, alt, device=platform, runnable=runnable)
     return sel, registry.kernel_for(sel.backend, platform)
 
 
-def _kernel(query, key_cache, value_cache, sinks, backend):
-    for name, t in (("query", query), ("key_cache", key_cache), ("value_cache", value_cache)):
+def _kernel(query, key_cache, value_cache, sinks, backend, vllm=None, kv_lora_rank=None, sparse=False):
+    mla = value_cache is None
+    # the default release ($ATTNSOLVE_VLLM) is part of the key: it may change between calls
+    release = vllm if vllm is not None else default_version()
+    for name, t in (("query", query), ("key_cache", key_cache)) + (() if mla else (("value_cache", value_cache),)):
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"Expected {name} a torch.Tensor, but got {type(t).__name__}.")
-    key = (query.device, query.dtype, key_cache.dtype, value_cache.dtype, query.shape[1], query.shape[2],
-           key_cache.shape[1], sinks is None, backend)
+    key = (query.device, query.dtype, key_cache.dtype, None if mla else value_cache.dtype, query.shape[1],
+           query.shape[2], key_cache.shape[1], sinks is None, backend, release, mla, kv_lora_rank, sparse)
     hit = _cache.get(key)
     gen = (registry._generation, _rules.generation())  # new kernels or new rules invalidate the entry
     if hit is None or hit[0] != gen:
-        sel, fn = resolve(query, key_cache, sinks=sinks, backend=backend)
+        sel, fn = resolve(query, key_cache, sinks=sinks, backend=backend, vllm=vllm, mla=mla,
+                          kv_lora_rank=kv_lora_rank, sparse=sparse)
         hit = _cache[key] = (gen, sel.backend, fn)
     return hit[2]
+
+
+_MLA_UNSUPPORTED = (("causal", True), ("sliding_window", None), ("logits_soft_cap", None), ("sinks", None),
+                    ("k_scale", None), ("v_scale", None), ("alibi_slopes", None), ("mm_prefix_ranges", None),
+                    ("return_lse", False))
+
+
+def _mla_call(query, kv_cache, md, backend, vllm, scale, kv_lora_rank, topk_indices, given):
+    """MLA over a latent cache (``value_cache=None``): the MLA kernel the rules select, called with
+    its own arguments; keywords MLA kernels do not take are refused by name."""
+    bad = [k for k, default in _MLA_UNSUPPORTED if given[k] is not default]
+    if bad:
+        raise ValueError(
+            f"Expected only scale, kv_lora_rank and topk_indices with an MLA latent cache (value_cache=None), "
+            f"but got {', '.join(bad)}; MLA kernels attend causally with no window, soft-cap, sinks or scales."
+        )
+    rank = 512 if kv_lora_rank is None else int(kv_lora_rank)
+    fn = _kernel(query, kv_cache, None, None, backend, vllm, rank, topk_indices is not None)
+    return fn(query, kv_cache, md, kv_lora_rank=rank, scale=scale, topk_indices=topk_indices)
 
 
 def _extras(alibi_slopes, mm_prefix_ranges, return_lse) -> dict:
@@ -196,15 +284,32 @@ def paged_attention(
     alibi_slopes: torch.Tensor | None = None,
     mm_prefix_ranges=None,
     return_lse: bool = False,
+    vllm: str | None = None,
+    kv_lora_rank: int | None = None,
+    topk_indices: torch.Tensor | None = None,
 ):
     """Paged attention with the backend vLLM would select for these tensors.
 
     Layout and semantics (every keyword): ``docs/kernels.md``.  ``backend`` requests one, as
     vLLM's ``attention_backend`` does (on CPU vLLM ignores the request with a warning and uses
-    CPU_ATTN).  Returns ``out``, or ``(out, lse)`` with ``return_lse=True``.  Raises
+    CPU_ATTN).  ``vllm`` names the release whose rules select (default ``$ATTNSOLVE_VLLM``, else
+    the newest released set), like ``Config(vllm=...)``.  MLA: pass the latent cache as
+    ``key_cache`` and ``value_cache=None`` (``kv_lora_rank`` default 512, ``topk_indices`` for
+    sparse top-k); the release's MLA backend runs (CPU_MLA on CPU at 0.33; 0.17 has none on CPU).
+    Returns ``out``, or ``(out, lse)`` with ``return_lse=True``.  Raises
     ``KernelUnavailableError`` when the selected backend has no kernel that can run here, and
     ``ValueError`` ("Expected ..., but got ...") for bad input.
     """
+    if value_cache is None:
+        if torch.compiler.is_compiling():
+            raise ValueError("Expected a value_cache under torch.compile: the MLA path (value_cache=None) runs eagerly only.")
+        given = dict(causal=causal, sliding_window=sliding_window, logits_soft_cap=logits_soft_cap, sinks=sinks,
+                     k_scale=k_scale, v_scale=v_scale, alibi_slopes=alibi_slopes, mm_prefix_ranges=mm_prefix_ranges,
+                     return_lse=return_lse)
+        return _mla_call(query, key_cache, md, backend, vllm, scale, kv_lora_rank, topk_indices, given)
+    if kv_lora_rank is not None or topk_indices is not None:
+        raise ValueError("Expected value_cache=None (an MLA latent cache) with kv_lora_rank or topk_indices, "
+                         "but got a value_cache.")
     if torch.compiler.is_compiling():
         window_right = None
         if isinstance(sliding_window, (tuple, list)):
@@ -213,14 +318,15 @@ def paged_attention(
             query, key_cache, value_cache, md.query_start_loc, md.seq_lens, md.block_table, backend,
             None if scale is None else float(scale), causal, sliding_window,
             None if logits_soft_cap is None else float(logits_soft_cap), sinks, _scale_tensor(k_scale),
-            _scale_tensor(v_scale), alibi_slopes, _mm_tensor(mm_prefix_ranges), window_right,
+            _scale_tensor(v_scale), alibi_slopes, _mm_tensor(mm_prefix_ranges), window_right, vllm,
         )
         if return_lse:
             return paged_attention_lse_op(*args)
         return paged_attention_op(*args)
     kw = dict(scale=scale, causal=causal, sliding_window=sliding_window, logits_soft_cap=logits_soft_cap,
               sinks=sinks, k_scale=k_scale, v_scale=v_scale, **_extras(alibi_slopes, mm_prefix_ranges, return_lse))
-    return _call(_kernel(query, key_cache, value_cache, sinks, backend), query, key_cache, value_cache, md, backend, kw)
+    return _call(_kernel(query, key_cache, value_cache, sinks, backend, vllm), query, key_cache, value_cache, md,
+                 backend, kw)
 
 
 def _scale_tensor(x):
@@ -247,13 +353,14 @@ def _mm_tensor(ranges):
 
 def _op_call(query, key_cache, value_cache, query_start_loc, seq_lens, block_table, backend, scale, causal,
              sliding_window, logits_soft_cap, sinks, k_scale, v_scale, alibi_slopes, mm_prefix_ranges,
-             sliding_window_right, return_lse):
+             sliding_window_right, return_lse, vllm=None):
     md = AttentionMetadata(query_start_loc, seq_lens, block_table)
     if sliding_window_right is not None:
         sliding_window = (-1 if sliding_window is None else sliding_window, sliding_window_right)
     kw = dict(scale=scale, causal=causal, sliding_window=sliding_window, logits_soft_cap=logits_soft_cap,
               sinks=sinks, k_scale=k_scale, v_scale=v_scale, **_extras(alibi_slopes, mm_prefix_ranges, return_lse))
-    return _call(_kernel(query, key_cache, value_cache, sinks, backend), query, key_cache, value_cache, md, backend, kw)
+    return _call(_kernel(query, key_cache, value_cache, sinks, backend, vllm), query, key_cache, value_cache, md,
+                 backend, kw)
 
 
 @torch.library.custom_op("attnsolve::paged_attention", mutates_args=())
@@ -275,6 +382,7 @@ def paged_attention_op(
     alibi_slopes: Optional[torch.Tensor] = None,
     mm_prefix_ranges: Optional[torch.Tensor] = None,
     sliding_window_right: Optional[int] = None,
+    vllm: Optional[str] = None,
 ) -> torch.Tensor:
     """``paged_attention`` as a torch custom op (flat arguments: the metadata's three tensors).
 
@@ -284,14 +392,14 @@ def paged_attention_op(
     """
     return _op_call(query, key_cache, value_cache, query_start_loc, seq_lens, block_table, backend, scale, causal,
                     sliding_window, logits_soft_cap, sinks, k_scale, v_scale, alibi_slopes, mm_prefix_ranges,
-                    sliding_window_right, False)
+                    sliding_window_right, False, vllm)
 
 
 @paged_attention_op.register_fake
 def _paged_attention_fake(query, key_cache, value_cache, query_start_loc, seq_lens, block_table, backend=None,
                           scale=None, causal=True, sliding_window=None, logits_soft_cap=None, sinks=None,
                           k_scale=None, v_scale=None, alibi_slopes=None, mm_prefix_ranges=None,
-                          sliding_window_right=None):
+                          sliding_window_right=None, vllm=None):
     return query.new_empty((query.shape[0], query.shape[1], value_cache.shape[3]))
 
 
@@ -314,11 +422,12 @@ def paged_attention_lse_op(
     alibi_slopes: Optional[torch.Tensor] = None,
     mm_prefix_ranges: Optional[torch.Tensor] = None,
     sliding_window_right: Optional[int] = None,
+    vllm: Optional[str] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``paged_attention(..., return_lse=True)`` as a custom op: ``(out, lse [num_tokens, num_heads] float32)``."""
     out, lse = _op_call(query, key_cache, value_cache, query_start_loc, seq_lens, block_table, backend, scale, causal,
                         sliding_window, logits_soft_cap, sinks, k_scale, v_scale, alibi_slopes, mm_prefix_ranges,
-                        sliding_window_right, True)
+                        sliding_window_right, True, vllm)
     return out, lse
 
 
@@ -326,6 +435,6 @@ def paged_attention_lse_op(
 def _paged_attention_lse_fake(query, key_cache, value_cache, query_start_loc, seq_lens, block_table, backend=None,
                               scale=None, causal=True, sliding_window=None, logits_soft_cap=None, sinks=None,
                               k_scale=None, v_scale=None, alibi_slopes=None, mm_prefix_ranges=None,
-                              sliding_window_right=None):
+                              sliding_window_right=None, vllm=None):
     return (query.new_empty((query.shape[0], query.shape[1], value_cache.shape[3])),
             query.new_empty((query.shape[0], query.shape[1]), dtype=torch.float32))

@@ -7,8 +7,14 @@ lets the same rules feed the bitset fast path, the CSP and the explanations.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
+
+# Counts every rendering of a template with placeholders (facts put into text). The compiled solve path
+# reuses an answer for another value of the same value class only when producing it rendered nothing:
+# next() on it is atomic, so a count that moved means some rendering happened in between.
+RENDERINGS = itertools.count()
 
 # Sentinel meaning "no equality constraint" in Pred.eq.
 _NO_EQ: Any = ("<no-eq>",)
@@ -175,6 +181,7 @@ class Check:
     def render(self, facts: Mapping[str, Any]) -> str:
         if "{" not in self.reason:
             return self.reason
+        next(RENDERINGS)
         return self.reason.format_map(_Show(facts))
 
 
@@ -359,14 +366,14 @@ class Backend:
         return self.vllm_name or self.name
 
     def shown_variant(self, facts: Mapping[str, Any]) -> str | None:
-        """The variant reported: the one `variant_shown_by` (else `variant_field`) selects; a string value
-        of `variant_shown_by` that selects no variant is the name shown as is."""
+        """The variant reported: `variant_shown_by`'s value when it is a name (the FA version a
+        FLASH_ATTN-based backend runs, while its variants are capability buckets whose value lists
+        may hold the same strings), else the variant `variant_field` selects."""
         if not self.variant_field:
             return None
         if self.variant_shown_by:
             value = facts.get(self.variant_shown_by)
-            name = self.variant_for(value)
-            return name if name is not None or not isinstance(value, str) else value
+            return value if isinstance(value, str) else self.variant_for(value)
         return self.variant_for(facts.get(self.variant_field))
 
     def variant_for(self, value: Any) -> str | None:
@@ -471,16 +478,38 @@ class Derived:
         if self.compute is not None:
             op, (a, b) = self.compute
             return _compare(op, facts.get(a), facts.get(b)), None
+        i = self.case_index(facts)
+        return self.cases[i].value, self.case_warning(i, facts)
+
+    def case_index(self, facts: Mapping[str, Any]) -> int:
+        """The first case whose conditions hold (-1 for a field comparison, which has no cases)."""
+        if self.compute is not None:
+            return -1
         if self.sums or self.quotients or self.products:
             facts = {**facts, **self.local_values(facts)}
-        for case in self.cases:
+        for i, case in enumerate(self.cases):
             if all(lit(facts) for lit in case.when):
-                if isinstance(case.warning, str) and "{" in case.warning:
-                    return case.value, case.warning.format_map(_Show(facts))
-                if isinstance(case.warning, tuple):  # several log lines: each rendered with the facts
-                    return case.value, tuple(w.format_map(_Show(facts)) if "{" in w else w for w in case.warning)
-                return case.value, case.warning
+                return i
         raise AssertionError(f"derived {self.name} has no default case")  # loader guarantees one
+
+    def case_warning(self, index: int, facts: Mapping[str, Any]) -> str | tuple[str, ...] | None:
+        """Case `index`'s log line(s) rendered with the facts it was chosen on (kept apart from the choice so
+        the compiled rules can choose by value class and render only the lines a caller shows)."""
+        if index < 0:
+            return None
+        warning = self.cases[index].warning
+        if not warning:
+            return warning
+        if isinstance(warning, str) and "{" not in warning:
+            return warning
+        if isinstance(warning, tuple) and not any("{" in w for w in warning):
+            return warning
+        next(RENDERINGS)
+        if self.sums or self.quotients or self.products:
+            facts = {**facts, **self.local_values(facts)}
+        if isinstance(warning, str):
+            return warning.format_map(_Show(facts))
+        return tuple(w.format_map(_Show(facts)) if "{" in w else w for w in warning)  # several lines, in order
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,142 +1,584 @@
-"""The fast path: rules compiled into per-field clause bitsets.
+"""The fast path: rules compiled into per-field clause bitsets, complete and immutable once built.
 
 Every check is a clause (a disjunction of single-field literals) and gets one bit. For each field
 value we memoise the set of clauses one of its literals satisfies; OR-ing those over the config's
 fields gives every satisfied clause at once, and a candidate is valid iff all its clause bits are
 in that set. Cost: one dict lookup per relevant field plus one AND per candidate.
+
+A never-seen value (a head size no rule names) must not cost a walk over every predicate: each
+numeric field gets a classifier built from the predicates the rules apply to it (boundaries,
+divisors, majors), and two values in one class answer every predicate alike. `complete(facts)`
+therefore memoises the derived facts, the satisfied clauses and the priority list on the tuple of
+the facts' classes, so a new value in a known class costs one classification and a dict lookup.
+Derived facts' log lines are chosen with the case and rendered only when a caller reads them.
+
+Everything the bit layout depends on (every plan, every list condition) is compiled in the
+constructor; afterwards the object refuses attribute writes, and its only mutable parts are memos.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import string
+from bisect import bisect_left
+from typing import Any, Callable, Mapping
 
-from ..rules.model import Check, Pred, RuleSet, report
-from .semantics import Candidate, Plan, plan, select_list
+from ..rules.model import _NO_EQ, Backend, Check, Literal, Pred, PriorityList, RuleSet, report
+from ..rules.model import _compare, _local_value
+from ..config import FIELD_NAMES
+from .semantics import Candidate, Plan, plan, reasons_of, select_list
+
+# Largest memo before it is emptied (a process asking about millions of distinct raw values).
+_MEMO_LIMIT = 1 << 14
+
+
+# The step lists of a PriorityList whose items carry a condition (see CompiledRules.first_holding).
+_STEPS = ("request_errors", "rewrites", "request_fallbacks", "model_backend", "model_routes", "model_route_kv",
+          "startup_failures", "start_backend", "start_block_size", "notes", "startup_warnings")
+
+
+class _ClassKey(tuple):
+    """A value class of one numeric field (no config value can equal one)."""
+
+    __slots__ = ()
+
+
+Classifier = Callable[[Any], Any]
+
+
+def classifier(preds: tuple[Pred, ...]) -> Classifier | None:
+    """A function mapping a value to a key that is equal for two values only if every one of `preds`
+    answers them alike; None when the value itself is the best key (no order or divisibility tests).
+
+    Values a predicate names (members, bounds, equalities) and non-ints are their own keys; any other
+    int is keyed by its position among the bounds, its divisibility by each divisor and its majors."""
+    exact: set[Any] = set()
+    bounds: set[int] = set()
+    divisors: set[int] = set()
+    majors: list[frozenset[int]] = []
+    for p in preds:
+        for coll in (p.in_, p.not_in):
+            if coll:
+                exact.update(coll)
+        if p.eq is not _NO_EQ:
+            exact.add(p.eq)
+        for b in (p.min, p.max):
+            if b is not None:
+                bounds.add(b)
+        if p.multiple_of:
+            divisors.update(p.multiple_of)
+        if p.major_in is not None:
+            majors.append(p.major_in)
+    if not (bounds or divisors or majors):
+        return None
+    if not all(type(x) is int for x in (*bounds, *divisors)) or 0 in divisors:
+        return None
+    exact |= bounds
+    ordered = sorted(bounds)
+    divs = tuple(sorted(divisors))
+    maj = tuple(majors)
+
+    def key(value: Any) -> Any:
+        if type(value) is not int or value in exact:
+            return value
+        return _ClassKey((bisect_left(ordered, value), tuple(value % d == 0 for d in divs),
+                          tuple(value // 10 in m for m in maj)))
+    return key
+
+
+def _placeholders(template: str) -> set[str]:
+    out = set()
+    for _, name, _, _ in string.Formatter().parse(template):
+        if name:
+            out.add(name.partition("|")[0])
+    return out
 
 
 class CompiledRules:
-    """Bitset form of one RuleSet; `valid_mask(facts)` answers all candidates' checks together."""
+    """Bitset form of one RuleSet; `complete(facts)` answers derived facts, satisfied clauses and the list."""
+
+    __slots__ = ("rules", "fields", "_clause_bits", "_field_lits", "_memo", "_plans", "_cand_bits",
+                 "_list_index", "_list_need", "_list_fields", "_list_memo", "_derived",
+                 "_classifiers", "_key_fields", "_key_set", "_plain_fields", "_class_fields", "_classes", "_locals", "_compares",
+                 "_class_memo", "_eager_logs", "_memo_ok", "_names", "_cand_derived", "_backend_reads",
+                 "_conds", "_cond_lits", "_cond_field_mask", "_cond_memo", "_item_masks", "_first_memo", "_reason_memo", "_frozen", "__weakref__")
 
     def __init__(self, rules: RuleSet):
         self.rules = rules
-        self._clause_ids: dict[Check, int] = {}
-        self._tables: list[tuple[str, list[tuple[Pred, int]], dict[Any, int]]] | None = None
-        self._field_lits: dict[str, list[tuple[Pred, int]]] = {}
-        self._memo: dict[str, dict[Any, int]] = {}
-        self._plans: dict[tuple[int, str | None], tuple[Plan, tuple[int, ...]]] = {}
+        clause_bits: dict[tuple[Literal, ...], int] = {}
+        field_lits: dict[str, dict[Pred, int]] = {}
+
+        def bit(clause: tuple[Literal, ...]) -> int:
+            b = clause_bits.get(clause)
+            if b is None:
+                b = clause_bits[clause] = 1 << len(clause_bits)
+                for lit in clause:
+                    lits = field_lits.setdefault(lit.field, {})
+                    lits[lit.pred] = lits.get(lit.pred, 0) | b
+            return b
+
+        # every plan up front (every list x no request / each backend), so the layout is fixed here
         self._list_index = {id(pl): i for i, pl in enumerate(rules.lists)}
+        self._plans: dict[tuple[int, str | None], tuple[Plan, tuple[int, ...]]] = {}
         self._cand_bits: dict[int, tuple[Candidate, tuple[tuple[int, Check], ...]]] = {}
-        for pl in rules.lists:  # every plan up front, so the clause layout is fixed after construction
+        by_check: dict[int, tuple[Check, int]] = {}  # a Check object shared by many plans: its clause once
+
+        def check_bit(ch: Check) -> int:
+            got = by_check.get(id(ch))
+            if got is None or got[0] is not ch:
+                got = by_check[id(ch)] = (ch, bit(ch.clause()))
+            return got[1]
+
+        for i, pl in enumerate(rules.lists):
             for req in (None, *rules.backends):
-                self._plan(pl, req)
-        self.fields: tuple[str, ...] = tuple(self._field_lits)
-        # list choice and derived facts depend on a few fields: memoise them on those fields' values
+                p = plan(rules, pl, req)
+                bits = []
+                for c in p.candidates:
+                    cb = tuple((check_bit(ch), ch) for ch in c.checks)
+                    self._cand_bits[id(c)] = (c, cb)
+                    m = 0
+                    for b, _ in cb:
+                        m |= b
+                    bits.append(m)
+                self._plans[(i, req)] = (p, tuple(bits))
+        # the list conditions as clauses ("this list applies": its literals, and no earlier list of its
+        # platform applies), for reachability questions over partial facts
+        self._list_need: tuple[int, ...] = tuple(self._need(rules, i, bit) for i in range(len(rules.lists)))
+        self.fields: tuple[str, ...] = tuple(field_lits)
+        self._clause_bits = clause_bits
+        self._field_lits = {f: tuple(lits.items()) for f, lits in field_lits.items()}
+        self._memo: dict[str, dict[Any, int]] = {f: {} for f in field_lits}
         list_fields: dict[str, None] = {"platform": None}
         for pl in rules.lists:
             list_fields.update(dict.fromkeys(l.field for l in pl.when))
         self._list_fields = tuple(list_fields)
         self._list_memo: dict[tuple[Any, ...], Any] = {}
-        self._derived = tuple((d, d.inputs, d.locals) for d in rules.derived.values())
-        self._derived_memo: dict[tuple[Any, ...], tuple[Any, str | None]] = {}
+        self._derived = tuple(rules.derived.values())  # dependency order (the loader sorts them)
+        self._names = tuple(rules.derived)
+        self._compile_conditions(rules)
+        self._reason_memo: dict[tuple[int, int], tuple[str, ...]] = {}
+        self._compile_keys(rules)
+        self._compile_reads(rules)
+        self._frozen = True
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if getattr(self, "_frozen", False):
+            raise AttributeError(f"CompiledRules is immutable after construction (cannot set {name!r})")
+        object.__setattr__(self, name, value)
+
+    @staticmethod
+    def _need(rules: RuleSet, index: int, bit: Callable[[tuple[Literal, ...]], int]) -> int:
+        pl = rules.lists[index]
+        m = 0
+        for lit in pl.when:
+            m |= bit((lit,))
+        for q in rules.lists[:index]:
+            if q.platform != pl.platform:
+                continue
+            if not q.when:
+                return -1  # an earlier list of the platform always applies: this one never does
+            lits = list(q.when)
+            neg = Check("", Literal(lits[-1].field, lits[-1].pred.negated()), tuple(lits[:-1]), "list")
+            m |= bit(neg.clause())
+        return m | bit((Literal("platform", Pred(eq=pl.platform)),))
+
+    # -- the per-config memo keyed by value classes ------------------------------------------------
+
+    def _compile_keys(self, rules: RuleSet) -> None:
+        derived = rules.derived
+        preds: dict[str, dict[Pred, None]] = {}
+        for f, lits in self._field_lits.items():
+            preds.setdefault(f, {}).update(dict.fromkeys(p for p, _ in lits))
+        for d in self._derived:
+            for case in d.cases:
+                for lit in case.when:
+                    preds.setdefault(lit.field, {})[lit.pred] = None
+        for pl in rules.lists:
+            for lit in pl.when:
+                preds.setdefault(lit.field, {})[lit.pred] = None
+        for f, lits in self._cond_lits.items():
+            preds.setdefault(f, {}).update(dict.fromkeys(p for p, _ in lits))
+        locals_: list[tuple[str, str, tuple[str, ...]]] = []
+        compares: list[tuple[str, str, str]] = []
+        raw_only: set[str] = set()  # fields whose raw value the memo must see (inputs of arithmetic)
+        for d in self._derived:
+            for name, op, parts in d.locals:
+                locals_.append((name, op, parts))
+                raw_only.update(p for p in parts if p in derived)
+            if d.compute is not None:
+                op, (a, b) = d.compute
+                compares.append((op, a, b))
+                raw_only.update(x for x in (a, b) if x in derived)
+        key_fields: dict[str, None] = {}
+        for f in preds:
+            if f not in derived:
+                key_fields[f] = None
+        for _, _, parts in locals_:
+            key_fields.update(dict.fromkeys(p for p in parts if p not in derived))
+        for _, a, b in compares:
+            key_fields.update(dict.fromkeys(x for x in (a, b) if x not in derived))
+        key_fields.update(dict.fromkeys(f for f in self._list_fields if f not in derived))
+        key_fields["backend"] = None  # the request picks the plan
+        # and every input a Config gives, so that the key covers all of a query's facts (class_key)
+        key_fields.update(dict.fromkeys(f for f in (*FIELD_NAMES, *rules.fields, "role") if f not in derived))
+        self._key_fields = tuple(key_fields)
+        self._key_set = frozenset(key_fields)
+        classifiers = {f: classifier(tuple(ps)) for f, ps in preds.items()}
+        self._classifiers = {f: c for f, c in classifiers.items() if c is not None}
+        self._plain_fields = tuple(f for f in self._key_fields if f not in self._classifiers)
+        self._class_fields = tuple(f for f in self._key_fields if f in self._classifiers)
+        self._classes = tuple(self._classifiers[f] for f in self._class_fields)
+        self._locals = tuple((name, op, parts, self._classifiers.get(name)) for name, op, parts in locals_)
+        self._compares = tuple(compares)
+        self._class_memo: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        # a derived fact whose log line names a fact computed after it renders when evaluated
+        order = {d.name: i for i, d in enumerate(self._derived)}
+        eager = set()
+        for i, d in enumerate(self._derived):
+            for case in d.cases:
+                lines = (case.warning,) if isinstance(case.warning, str) else (case.warning or ())
+                for line in lines:
+                    if any(order.get(n, -1) >= i for n in _placeholders(line)):
+                        eager.add(d.name)
+        self._eager_logs = frozenset(eager)
+        # arithmetic over a derived fact's value needs that value before the derived facts are known, and
+        # a log line naming a later derived fact must be rendered as it is chosen: such a rule set is
+        # evaluated case by case on every call (exact, slower)
+        self._memo_ok = not raw_only and not eager
+
+    def complete(self, facts: dict[str, Any]) -> "Completion":
+        """Fill in the derived facts (and their published locals) and return what selection needs:
+        the satisfied-clause bitset, the applicable list and each derived fact's chosen case."""
+        if not self._memo_ok:
+            return self._evaluate(facts)
+        key, lvals = self._key(facts)
+        try:
+            got = self._class_memo.get(key)
+        except TypeError:  # an unhashable value: no rule names one; evaluate without memo
+            return self._evaluate(facts)
+        if got is None:
+            got = self._evaluate(dict(facts)).entry
+            if len(self._class_memo) > _MEMO_LIMIT:
+                self._class_memo.clear()
+            self._class_memo[key] = got
+        facts.update(zip(self._names, got[0]))
+        for (name, _, _, _), v in zip(self._locals, lvals):
+            facts.setdefault(name, v)  # local arithmetic (q_per_kv) is shown by messages: publish it
+        return Completion(self, got, got[1])
+
+    def _key(self, facts: Mapping[str, Any]) -> tuple[tuple[Any, ...], list[Any]]:
+        """The memo key of `facts` (plain fields as they are, numeric ones by value class, the local arithmetic's
+        classes, the field comparisons) and the local arithmetic's values."""
+        get = facts.get
+        plain = tuple(map(get, self._plain_fields))
+        classes = [None if v is None else cls(v) for cls, v in zip(self._classes, map(get, self._class_fields))]
+        lvals = []
+        for _, op, parts, cls in self._locals:
+            vals = [get(f) for f in parts]
+            v = None if None in vals else _local_value(op, vals)
+            lvals.append(v)
+            classes.append(v if v is None or cls is None else cls(v))
+        for op, a, b in self._compares:
+            classes.append(_compare(op, get(a), get(b)))
+        return (plain, tuple(classes)), lvals
+
+    def class_key(self, facts: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """A key equal for two sets of facts that every rule answers alike (numeric values by class, all others
+        as they are), or None when there is none (a fact the memo does not cover). It may hold an unhashable
+        value (no rule names one): a dict lookup with it raises TypeError."""
+        if not self._memo_ok or not facts.keys() <= self._key_set:
+            return None
+        return self._key(facts)[0]
+
+    def named(self, field: str, value: Any) -> bool:
+        """Whether `value` is its own class for `field` (a value some rule names, or a non-numeric one)."""
+        cls = self._classifiers.get(field)
+        return value is None or cls is None or cls(value) is value
+
+    def _evaluate(self, facts: dict[str, Any]) -> "Completion":
+        """The reference evaluation: each derived fact's first matching case, in dependency order."""
+        values, cases = [], []
+        eager = self._eager_logs
+        for d in self._derived:
+            i = d.case_index(facts)
+            value = d.cases[i].value if i >= 0 else d.evaluate(facts)[0]
+            cases.append((i, d.case_warning(i, facts)) if d.name in eager else i)
+            facts[d.name] = value
+            values.append(value)
+            if d.locals:
+                for name, value in d.local_values(facts).items():
+                    facts.setdefault(name, value)
+        pl = select_list(self.rules, facts)
+        logging = tuple(d.name for d, c in zip(self._derived, cases)
+                        if isinstance(c, tuple) or (c >= 0 and d.cases[c].warning))
+        entry = (tuple(values), tuple(cases), self.satisfied(facts), pl, self.truth(facts), logging)
+        return Completion(self, entry, tuple(cases))
+
+    # -- conditions of the steps around the lists (rewrites, notes, start-up rules...) ------------
+
+    def _compile_conditions(self, rules: RuleSet) -> None:
+        """Every condition (a conjunction of literals) on the platforms' steps and the backends' warnings and
+        start-up failures gets a mask over literal bits, so that it is decided by one AND against the truth
+        bitset `complete()` memoises with the facts."""
+        conds: dict[int, int] = {id(()): 0}
+        lit_bits: dict[Literal, int] = {}
+        by_field: dict[str, dict[Pred, int]] = {}
+        keep: list[Any] = []
+
+        def visit(x: Any) -> None:
+            if isinstance(x, tuple):
+                if x and all(isinstance(e, Literal) for e in x):
+                    m = 0
+                    for lit in x:
+                        b = lit_bits.get(lit)
+                        if b is None:
+                            b = lit_bits[lit] = 1 << len(lit_bits)
+                            f = by_field.setdefault(lit.field, {})
+                            f[lit.pred] = f.get(lit.pred, 0) | b
+                        m |= b
+                    conds[id(x)] = m
+                    keep.append(x)
+                else:
+                    for e in x:
+                        visit(e)
+            elif hasattr(x, "__dataclass_fields__") and not isinstance(x, (Check, Literal)):
+                for name in x.__dataclass_fields__:
+                    if name not in ("entries", "manual_accept", "when") or not isinstance(x, PriorityList):
+                        visit(getattr(x, name))
+
+        for pl in rules.lists:
+            visit(pl)
+        for b in rules.backends.values():
+            visit(b.warnings)
+            visit(b.startup_failures)
+        seen: set[int] = set()
+        for c, _ in self._cand_bits.values():  # the checks' conditions (which derived facts vLLM computes)
+            for ch in c.checks:
+                if ch.when and id(ch.when) not in seen:
+                    seen.add(id(ch.when))
+                    visit(ch.when)
+        # the steps' item lists (each item a dataclass with `when` or a (text, when, ...) tuple): their masks
+        items: dict[int, tuple[int | None, ...]] = {}
+        seqs = [getattr(pl, name) for pl in rules.lists for name in _STEPS]
+        seqs += [seq for b in rules.backends.values() for seq in (b.warnings, b.startup_failures)]
+        for seq in seqs:
+            if seq:
+                items[id(seq)] = tuple(conds.get(id(getattr(x, "when", None) if not isinstance(x, tuple) else x[1]))
+                                       for x in seq)
+                keep.append(seq)
+        self._item_masks = items
+        self._first_memo: dict[tuple[int, int, int], int] = {}
+        self._conds = conds
+        self._cond_lits = {f: tuple(lits.items()) for f, lits in by_field.items()}
+        self._cond_field_mask = {f: _or(m for _, m in lits) for f, lits in self._cond_lits.items()}
+        self._cond_memo: dict[str, dict[Any, int]] = {f: {} for f in by_field}
+
+    def truth(self, facts: Mapping[str, Any]) -> int:
+        """Bitset of the condition literals the facts make true."""
+        t = 0
+        for field in self._cond_lits:
+            t |= self._cond_bits(field, facts.get(field))
+        return t
+
+    def _cond_bits(self, field: str, value: Any) -> int:
+        memo = self._cond_memo[field]
+        try:
+            return memo[value]
+        except KeyError:
+            pass
+        except TypeError:  # unhashable: no rule names such a value
+            return _or(m for p, m in self._cond_lits[field] if p(value))
+        t = _or(m for p, m in self._cond_lits[field] if p(value))
+        if len(memo) > _MEMO_LIMIT:
+            memo.clear()
+        memo[value] = t
+        return t
+
+    def with_value(self, t: int, field: str, value: Any) -> int:
+        """The truth bitset `t` of some facts, for those facts with `field` set to `value`."""
+        fm = self._cond_field_mask.get(field)
+        if fm is None:
+            return t
+        return (t & ~fm) | self._cond_bits(field, value)
+
+    def first_holding(self, items: tuple[Any, ...], t: int | None, facts: Mapping[str, Any], start: int = 0) -> int:
+        """The index of the first of `items` (a step's list: rewrites, notes, model routes, start-up cases...)
+        from `start` whose condition holds, or -1; read off the truth bitset `t` of `facts`."""
+        if not items:
+            return -1
+        masks = self._item_masks.get(id(items)) if t is not None else None
+        if masks is None or None in masks:
+            for i in range(start, len(items)):
+                x = items[i]
+                if self.holds(x[1] if isinstance(x, tuple) else x.when, t, facts):
+                    return i
+            return -1
+        key = (id(items), start, t)
+        got = self._first_memo.get(key)
+        if got is None:
+            got = -1
+            for i in range(start, len(masks)):
+                m = masks[i]
+                if m & t == m:
+                    got = i
+                    break
+            if len(self._first_memo) > _MEMO_LIMIT:
+                self._first_memo.clear()
+            self._first_memo[key] = got
+        return got
+
+    def holds(self, cond: tuple[Literal, ...], t: int | None, facts: Mapping[str, Any]) -> bool:
+        """Whether the conjunction `cond` holds: read off the truth bitset `t` of `facts` when `cond` is one of
+        the rule set's conditions, else evaluated on the facts."""
+        m = self._conds.get(id(cond)) if t is not None else None
+        if m is None:
+            return all(lit(facts) for lit in cond)
+        return m & t == m
+
+    # -- derived facts' log lines, and which derived facts a step reads -------------------------
+
+    def _compile_reads(self, rules: RuleSet) -> None:
+        derived = rules.derived
+        deps: dict[str, frozenset[str]] = {}
+        for name, d in derived.items():  # dependency order: inputs first
+            out = {name}
+            for f in d.inputs:
+                out |= deps.get(f, {f})
+            deps[name] = frozenset(out)
+
+        of_field: dict[str, frozenset[str]] = {}
+
+        def of(field: str) -> frozenset[str]:
+            got = of_field.get(field)
+            if got is None:
+                got = of_field[field] = frozenset(x for x in deps.get(field, (field,)) if x in derived)
+            return got
+
+        per_check: dict[int, tuple[Check, frozenset[str], frozenset[str]]] = {}
+        cand: dict[int, tuple[frozenset[str], tuple[tuple[tuple[Literal, ...], frozenset[str]], ...]]] = {}
+        for c, _ in self._cand_bits.values():
+            always: set[str] = set()
+            conditional = []
+            for ch in c.checks:
+                got = per_check.get(id(ch))
+                if got is None or got[0] is not ch:
+                    when: frozenset[str] = frozenset().union(*(of(w.field) for w in ch.when))
+                    got = per_check[id(ch)] = (ch, when, of(ch.require.field))
+                always |= got[1]
+                if got[2]:
+                    conditional.append((ch.when, got[2]))
+            cand[id(c)] = (frozenset(always), tuple((w, r) for w, r in conditional if not r <= always))
+        self._cand_derived = cand
+        reads: dict[str, frozenset[str]] = {}
+        for b in rules.backends.values():
+            direct = {b.variant_field, b.variant_shown_by}
+            direct.update(f for c in b.checks for f in c.fields)
+            direct.update(lit.field for _, when in b.startup_failures for lit in when)
+            reads[b.name] = frozenset(x for f in direct if f for x in of(f))
+        self._backend_reads = reads
+
+    def derived_read_by(self, backend: Backend) -> frozenset[str]:
+        """The derived facts vLLM computes when `backend` is selected (its variant, checks and start-up
+        failures read them, directly or through other derived facts)."""
+        got = self._backend_reads.get(backend.name)
+        return got if got is not None and self.rules.backends.get(backend.name) is backend else frozenset()
+
+    def evaluated_derived(self, cand: Candidate, facts: Mapping[str, Any], t: int | None = None) -> frozenset[str]:
+        """The derived facts vLLM computes while validating `cand`: those a condition reads, and those a
+        requirement reads when its condition holds (vLLM tests the condition first). t: the truth bitset
+        of `facts` (decides the conditions without evaluating them)."""
+        got = self._cand_derived.get(id(cand))
+        if got is None or self._cand_bits[id(cand)][0] is not cand:
+            raise KeyError(f"{cand.backend}: not a candidate of these compiled rules")
+        always, conditional = got
+        if not conditional:
+            return always
+        out = set(always)
+        for when, req in conditional:
+            if self.holds(when, t, facts):
+                out |= req
+        return frozenset(out)
+
+    # -- plans, clauses and bitsets ------------------------------------------------------------
+
+    @property
+    def key_fields(self) -> tuple[str, ...]:
+        """The facts `complete()` reads (its memo key): every field a clause, condition or derived fact tests."""
+        return self._key_fields
 
     @property
     def clause_count(self) -> int:
-        return len(self._clause_ids)
+        return len(self._clause_bits)
 
-    def _clause(self, check: Check) -> int:
-        cid = self._clause_ids.get(check)
-        if cid is None:
-            cid = self._clause_ids[check] = len(self._clause_ids)
-            bit = 1 << cid
-            for lit in check.clause():
-                lits = self._field_lits.setdefault(lit.field, [])
-                for i, (pred, mask) in enumerate(lits):
-                    if pred == lit.pred:
-                        lits[i] = (pred, mask | bit)
-                        break
-                else:
-                    lits.append((lit.pred, bit))
-                self._memo.pop(lit.field, None)
-                self._tables = None
-        return cid
+    def field_literals(self, field: str) -> tuple[tuple[Pred, int], ...]:
+        """The predicates the clauses apply to `field`, each with the clause bits it satisfies."""
+        return self._field_lits.get(field, ())
 
-    def _mask(self, cand: Candidate) -> int:
-        m = 0
-        for c in cand.checks:
-            m |= 1 << self._clause(c)
-        return m
+    def list_need(self, index: int) -> int:
+        """The clause bits that say "list `index` is the one that applies" (-1: it never does)."""
+        return self._list_need[index]
 
-    def _plan(self, pl: Any, requested: str | None) -> tuple[Plan, tuple[int, ...]]:
-        key = (self._list_index[id(pl)], requested)
-        got = self._plans.get(key)
-        if got is None:
+    def plan(self, pl: PriorityList, requested: str | None) -> tuple[Plan, tuple[int, ...]]:
+        """The candidates of list `pl` for `requested` (or automatic selection) and their clause masks."""
+        got = self._plans.get((self._list_index[id(pl)], requested))
+        if got is None:  # a name that is not a backend of this rule set
             p = plan(self.rules, pl, requested)
-            got = self._plans[key] = (p, tuple(self._mask(c) for c in p.candidates))
-            for c in p.candidates:
-                self._cand_bits[id(c)] = (c, tuple((1 << self._clause(ch), ch) for ch in c.checks))
+            try:
+                masks = tuple(_or(self._clause_bits[ch.clause()] for ch in c.checks) for c in p.candidates)
+            except KeyError:
+                raise KeyError(f"{requested!r}: a request these compiled rules have no clauses for") from None
+            got = (p, masks)
         return got
 
     def reasons(self, cand: Candidate, facts: Mapping[str, Any], sat: int) -> tuple[str, ...]:
         """vLLM's reasons against `cand`, in check order, read off the satisfied-clause bitset."""
         got = self._cand_bits.get(id(cand))
         if got is None or got[0] is not cand:
-            from .semantics import reasons_of
             return reasons_of(cand, facts)
-        return report((check for bit, check in got[1] if not sat & bit), facts)
+        key = (id(cand), sat)
+        out = self._reason_memo.get(key)
+        if out is None:
+            fired = tuple(check for bit, check in got[1] if not sat & bit)
+            out = report(fired, facts)
+            if any("{" in c.reason for c in fired):  # rendered with the facts: not memoised
+                return out
+            if len(self._reason_memo) > _MEMO_LIMIT:
+                self._reason_memo.clear()
+            self._reason_memo[key] = out
+        return out
 
     def plan_for(self, facts: Mapping[str, Any]) -> tuple[Plan, tuple[int, ...]] | None:
         key = tuple(facts.get(f) for f in self._list_fields)
         try:
             pl = self._list_memo[key]
         except KeyError:
-            pl = self._list_memo[key] = select_list(self.rules, facts)
+            pl = select_list(self.rules, facts)
+            if len(self._list_memo) > _MEMO_LIMIT:
+                self._list_memo.clear()
+            self._list_memo[key] = pl
         except TypeError:
             pl = select_list(self.rules, facts)
         if pl is None:
             return None
-        return self._plan(pl, facts.get("backend"))
-
-    def add_derived(self, facts: dict[str, Any]) -> list[str]:
-        """Fill in the derived facts (memoised on their inputs); return their warnings."""
-        warnings: list[str] = []
-        for w in self.add_derived_by_name(facts).values():
-            if w:
-                warnings.extend((w,) if isinstance(w, str) else w)
-        return warnings
-
-    def add_derived_by_name(self, facts: dict[str, Any]) -> dict[str, Any]:
-        """Fill in the derived facts; return derived name -> its case's warning (None, a line or lines)."""
-        out: dict[str, Any] = {}
-        memo = self._derived_memo
-        for d, inputs, local in self._derived:  # dependency order (the loader sorts them)
-            key = (d.name, *(facts.get(f) for f in inputs))
-            got = memo.get(key)
-            if got is None:
-                got = memo[key] = d.evaluate(facts)
-            facts[d.name] = got[0]
-            out[d.name] = got[1]
-            if local:  # local arithmetic (q_per_kv) is shown by messages: publish it
-                for name, value in d.local_values(facts).items():
-                    facts.setdefault(name, value)
-        return out
+        return self.plan(pl, facts.get("backend"))
 
     def satisfied(self, facts: Mapping[str, Any]) -> int:
         """Bitset of the clauses the facts satisfy."""
-        tables = self._tables
-        if tables is None:
-            tables = self._tables = [(f, lits, self._memo.setdefault(f, {})) for f, lits in self._field_lits.items()]
         sat = 0
         get = facts.get
-        for field, lits, memo in tables:
+        memo = self._memo
+        for field, lits in self._field_lits.items():
             value = get(field)
+            m_ = memo[field]
             try:
-                m = memo[value]
+                m = m_[value]
             except KeyError:
                 m = 0
                 for pred, mask in lits:
                     if pred(value):
                         m |= mask
-                memo[value] = m
+                if len(m_) > _MEMO_LIMIT:
+                    m_.clear()
+                m_[value] = m
             except TypeError:  # unhashable: not a value any rule can mention
                 m = 0
                 for pred, mask in lits:
@@ -152,19 +594,81 @@ class CompiledRules:
             lits = self._field_lits.get(field)
             if lits is None:
                 continue
-            memo = self._memo.setdefault(field, {})
+            memo = self._memo[field]
             m = memo.get(value)
             if m is None:
                 m = 0
                 for pred, mask in lits:
                     if pred(value):
                         m |= mask
+                if len(memo) > _MEMO_LIMIT:
+                    memo.clear()
                 memo[value] = m
             sat |= m
         return sat
 
-    def first_valid(self, masks: tuple[int, ...], sat: int, allowed: tuple[bool, ...] | None = None) -> int | None:
+    @staticmethod
+    def first_valid(masks: tuple[int, ...], sat: int, allowed: tuple[bool, ...] | None = None) -> int | None:
         for i, m in enumerate(masks):
             if m & sat == m and (allowed is None or allowed[i]):
                 return i
         return None
+
+
+class Completion:
+    """What `complete()` found for one set of facts: satisfied clauses, the list, each derived fact's case."""
+
+    __slots__ = ("comp", "entry", "cases")
+
+    def __init__(self, comp: CompiledRules, entry: tuple[Any, ...], cases: tuple[Any, ...]):
+        self.comp = comp
+        self.entry = entry
+        self.cases = cases
+
+    @property
+    def sat(self) -> int:
+        return self.entry[2]
+
+    @property
+    def plist(self) -> PriorityList | None:
+        return self.entry[3]
+
+    @property
+    def t(self) -> int:
+        """The truth bitset of the condition literals (see CompiledRules.holds)."""
+        return self.entry[4]
+
+    def log_of(self, k: int, facts: Mapping[str, Any]) -> Any:
+        """The k-th derived fact's log line(s) for the chosen case, rendered with `facts`."""
+        c = self.cases[k]
+        if isinstance(c, tuple):  # rendered when it was evaluated
+            return c[1]
+        return self.comp._derived[k].case_warning(c, facts)
+
+    @property
+    def logging(self) -> tuple[str, ...]:
+        """The derived facts whose chosen case has log lines (rendered by `lines`)."""
+        return self.entry[5]
+
+    def lines(self, name: str, facts: Mapping[str, Any]) -> tuple[str, ...]:
+        """The log lines of derived fact `name`'s chosen case, rendered with `facts`."""
+        w = self.log_of(self.comp._names.index(name), facts)
+        return () if not w else (w,) if isinstance(w, str) else tuple(w)
+
+    def logs(self, facts: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+        """Derived name -> its log lines, for the derived facts whose chosen case logs something."""
+        out: dict[str, tuple[str, ...]] = {}
+        for name in self.entry[5]:
+            lines = self.lines(name, facts)
+            if lines:
+                out[name] = lines
+        return out
+
+
+def _or(masks: Any) -> int:
+    m = 0
+    for x in masks:
+        m |= x
+    return m
+
+

@@ -1,16 +1,16 @@
 """Config -> facts: the flat field -> value mapping the rules are written against.
 
-Compute capability becomes vLLM's integer form (9.0 -> 90); the role of the query is added;
-derived facts (FA version, TRTLLM usability, R1 dims) are computed from the rules' decision lists.
+Compute capability becomes vLLM's integer form (9.0 -> 90); the role of the query is added. Derived
+facts (FA version, TRTLLM usability, R1 dims) are added by the compiled rules (CompiledRules.complete).
 """
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 from ..config import ANY, FIELD_NAMES, Config, cc_int
 from ..errors import ConfigError
-from ..rules.model import RuleSet
 
 ROLES = ("decode", "mla_prefill")
 _ROLE_ALIASES = {"decode": "decode", "attention": "decode", "standard": "decode", "mla_decode": "decode",
@@ -26,9 +26,12 @@ def parse_role(role: Any) -> str:
     raise ConfigError("role", role, ROLES, suggestion=closest(role, _ROLE_ALIASES) if isinstance(role, str) else None)
 
 
+_FIELDS_OF = operator.attrgetter(*FIELD_NAMES)  # one C call reads every common field
+
+
 def base_facts(config: Config, role: str) -> dict[str, Any]:
     """Config fields (ANY kept as ANY) plus the role; no derived facts."""
-    facts = {f: getattr(config, f) for f in FIELD_NAMES}
+    facts = dict(zip(FIELD_NAMES, _FIELDS_OF(config)))
     facts.update(config._extra)  # the fields this release's rules declare beyond the common ones
     cc = facts["compute_capability"]
     if cc is not ANY:
@@ -37,14 +40,3 @@ def base_facts(config: Config, role: str) -> dict[str, Any]:
     if role == "mla_prefill" and facts["use_mla"] is False:
         raise ConfigError("role", role, "'decode' unless use_mla=True (MLA prefill is selected only for MLA models)")
     return facts
-
-
-def add_derived(rules: RuleSet, facts: dict[str, Any]) -> list[str]:
-    """Fill in derived facts in place (full facts only); return the warnings their cases raise."""
-    warnings: list[str] = []
-    for name, d in rules.derived.items():
-        value, warning = d.evaluate(facts)
-        facts[name] = value
-        if warning:
-            warnings.append(warning)
-    return warnings

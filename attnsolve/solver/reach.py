@@ -12,10 +12,11 @@ search stays tiny. The CSP remains the reference; tests check the two agree.
 from __future__ import annotations
 
 import itertools
+import weakref
 from typing import Any, Mapping
 
 from ..config import ANY
-from ..rules.model import Check, Literal, RuleSet
+from ..rules.model import RuleSet
 from .compiled import CompiledRules
 from .domains import representatives
 
@@ -36,25 +37,9 @@ class Reach:
         self.comp = comp
         rules = comp.rules
         self.rules = rules
-        # list conditions as clauses
-        self._list_need: dict[int, int] = {}
-        for i, pl in enumerate(rules.lists):
-            m = 0
-            for lit in pl.when:
-                m |= 1 << comp._clause(Check("", lit, (), "list"))
-            earlier = [q for q in rules.lists[:i] if q.platform == pl.platform]
-            for q in earlier:
-                if not q.when:
-                    m = -1
-                    break
-                lits = list(q.when)
-                neg = Literal(lits[-1].field, lits[-1].pred.negated())
-                m |= 1 << comp._clause(Check("", neg, tuple(lits[:-1]), "list"))
-            m |= 1 << comp._clause(Check("", Literal("platform", _eq(pl.platform)), (), "list"))
-            self._list_need[i] = m
         # only derived facts some clause tests couple fields (a derived fact that only names a variant,
         # e.g. the FA version a kernel runs with, cannot change validity)
-        self._derived = {n: d for n, d in rules.derived.items() if n in comp._field_lits or n in _derived_in_cases(rules)}
+        self._derived = {n: d for n, d in rules.derived.items() if n in comp.fields or n in _derived_in_cases(rules)}
         # derived facts may read derived facts: pull those in, and couple each one's base fields
         todo = list(self._derived)
         while todo:
@@ -66,7 +51,7 @@ class Reach:
         self._base: dict[str, frozenset[str]] = {}
         for n, d in self._derived.items():
             self._base[n] = frozenset(x for f in d.inputs for x in (self._base.get(f, ()) if f in rules.derived else (f,)))
-        fields = set(comp._field_lits) | {"platform", "role", "use_mla", "use_sparse", "compute_capability", "rocm_arch"}
+        fields = set(comp.fields) | {"platform", "role", "use_mla", "use_sparse", "compute_capability", "rocm_arch"}
         for n in self._derived:
             fields |= self._base[n]
         fields -= set(self._derived)
@@ -99,16 +84,8 @@ class Reach:
         self._reps = {f: tuple(representatives(rules, f)) for f in fields}
         self._opt_cache: dict[Any, tuple[int, ...]] = {}
         self._dmemo: dict[tuple[Any, ...], tuple[Any]] = {}  # derived values by their inputs' values
-        self._opt_clauses = comp.clause_count
-
-    def list_need(self, index: int) -> int:
-        return self._list_need[index]
 
     def _options(self, group: tuple[str, ...], facts: Mapping[str, Any]) -> tuple[int, ...]:
-        if self._opt_clauses != self.comp.clause_count:
-            # a plan compiled since (a requested backend's) added clauses: cached masks lack their bits
-            self._opt_cache.clear()
-            self._opt_clauses = self.comp.clause_count
         key = (group, tuple(facts.get(f, ANY) for f in group))
         got = self._opt_cache.get(key)
         if got is not None:
@@ -239,19 +216,15 @@ def _coupling_ok(vals: Mapping[str, Any]) -> bool:
     return True
 
 
-def _eq(value: Any):
-    from ..rules.model import Pred
-    return Pred(eq=value)
+_REACH: "weakref.WeakKeyDictionary[CompiledRules, Reach]" = weakref.WeakKeyDictionary()
 
 
-_reach: tuple[int, Reach] | None = None
-
-
-def reach_for(comp: CompiledRules, generation: int) -> Reach:
-    global _reach
-    if _reach is None or _reach[0] != generation or _reach[1].comp is not comp:
-        _reach = (generation, Reach(comp))
-    return _reach[1]
+def reach_for(comp: CompiledRules) -> Reach:
+    """The reachability tables of one compiled rule set (built on first use, kept as long as it lives)."""
+    got = _REACH.get(comp)
+    if got is None:
+        got = _REACH[comp] = Reach(comp)
+    return got
 
 
 def goal_reachable(reach: Reach, facts: Mapping[str, Any], requested: str | None = None,
@@ -275,15 +248,11 @@ def goal_reachable(reach: Reach, facts: Mapping[str, Any], requested: str | None
     for i, pl in enumerate(rules.lists):
         if plat is not ANY and pl.platform != plat:
             continue
-        p, masks = comp._plan(pl, req)
+        p, masks = comp.plan(pl, req)
         if requested is not None and p.mode == "auto" and any(c.backend == requested for c in p.candidates):
             undecided = True
             continue
-        base = reach.list_need(i)
-        if reach._opt_clauses != comp.clause_count:
-            units = reach.units(facts)  # compiling this plan added clauses: recompute the options
-            if units is None:
-                return False
+        base = comp.list_need(i)
         for cand, m in zip(p.candidates, masks):
             if available is not None and cand.backend not in available:
                 continue

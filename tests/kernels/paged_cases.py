@@ -161,3 +161,16 @@ def close_result(got, want, dtype):
         torch.testing.assert_close(got[1], want[1], **LSE_TOL[dtype])
     else:
         close(got, want, dtype)
+
+
+def amx_decode_host() -> bool:
+    """CPU_ATTN's C++ decode may use AMX tiles here (an x86 CPU with amx_bf16, not switched off)."""
+    import os
+
+    if os.environ.get("ATTNSOLVE_CPU_AMX", "1")[:1].lower() in ("0", "n", "f"):
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "amx_bf16" in f.read()
+    except OSError:
+        return False

@@ -1,0 +1,33 @@
+"""GPU names are looked up in the GPU table of the release asked; tool spellings of Intel GPUs
+(`xpu-smi`, torch.xpu.get_device_name()) reduce to the table names; a GPU that only a newer
+release knows is an error naming that release."""
+
+from __future__ import annotations
+
+import pytest
+
+from attnsolve import Config
+from attnsolve.errors import ConfigError
+
+
+@pytest.mark.parametrize("spelling, name", [
+    ("Intel(R) Arc(TM) B580 Graphics", "Arc B580"),
+    ("Intel(R) Data Center GPU Max 1550", "Data Center GPU Max 1550"),
+    ("arc a770", "Arc A770"),
+])
+def test_intel_spellings_on_a_release_with_xpu(spelling, name):
+    cfg = Config(vllm="0.33", gpu=spelling, dtype="bfloat16", head_size=128)
+    assert cfg.platform == "xpu"
+    assert Config(vllm="0.33", gpu=name, dtype="bfloat16", head_size=128) == cfg
+
+
+def test_a_gpu_only_a_newer_release_knows_names_that_release():
+    with pytest.raises(ConfigError) as e:
+        Config(vllm="0.17", gpu="Intel(R) Arc(TM) B580 Graphics", dtype="bfloat16")
+    assert e.value.field == "gpu" and "vLLM 0.33 knows it (--vllm 0.33)" in str(e.value)
+
+
+def test_suggestions_stay_with_the_vendor():
+    with pytest.raises(ConfigError) as e:
+        Config(vllm="0.33", gpu="Arc B570", dtype="bfloat16")
+    assert "closest known Intel name is Arc B580" in str(e.value)
