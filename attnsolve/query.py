@@ -132,12 +132,6 @@ def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Seq
             raise UsageError("no hardware given", ["the backend depends on the GPU: give --gpu NAME "
                              "(e.g. H100, B200, RTX 5090, MI300X, CPU, or auto for this machine's GPU) "
                              "or --compute-capability 9.0"], hint="e.g. --gpu H100")
-    # a compute capability alone means CUDA, a gfx arch alone ROCm
-    if "platform" not in fields and "gpu" not in fields:
-        if "compute_capability" in fields:
-            fields["platform"] = "cuda"
-        elif "rocm_arch" in fields:
-            fields["platform"] = "rocm"
     if "gpu" in free and not (hardware & set(fields)):  # matrix over GPU names: the first stands in
         fields["gpu"] = next(v for n, v in getattr(ns, "over_values", {}).items() if n == "gpu")
     if "compute_capability" in free:  # matrix over GPU generations: any CUDA GPU stands in for the base

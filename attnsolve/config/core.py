@@ -10,7 +10,8 @@ from typing import Any, Mapping
 from ..errors import ConfigError, closest
 from ..rules import default_version, generation, rules_for, versions
 from .gpu import lookup_gpu
-from .normalise import _normalise
+from .invariants import check_clauses, place, plan_of
+from .normalise import _COMMON, _normalise
 from .values import ANY, format_cc, parse_declared, parse_vllm
 
 
@@ -67,6 +68,9 @@ class _ConfigMeta(type):
         obj = super().__call__(**kwargs)
         if plan[1] or extras:
             obj._set_extras(extras, rules)
+        inv = plan_of(rules, _COMMON)
+        if inv.clauses:
+            check_clauses(inv, {**obj.__dict__, **dict(obj._extra)})
         return obj
 
 
@@ -122,6 +126,7 @@ class Config(metaclass=_ConfigMeta):
     def _set_extras(self, given: dict[str, Any], rules: Any) -> None:
         """Validate the rule-declared fields (given or their declared default) by their declared kind."""
         values = []
+        inv = plan_of(rules, _COMMON)
         gpu_facts: Mapping[str, Any] = {}
         if self.gpu is not None and self.gpu is not ANY:
             gpu_facts = lookup_gpu(self.gpu, rules)
@@ -134,6 +139,7 @@ class Config(metaclass=_ConfigMeta):
             if isinstance(raw, str) and raw == "ANY":
                 raw = ANY
             value = raw if raw is ANY else parse_declared(decl, raw, rules)
+            value = place(inv, name, value, self.platform)
             if decl.platforms and value not in (decl.default, ANY) and self.platform not in (ANY, *decl.platforms):
                 raise ConfigError(name, value, f"{decl.default!r} on platform {self.platform} "
                                   f"({name} is a {', '.join(decl.platforms)} setting)")

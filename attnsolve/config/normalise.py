@@ -7,7 +7,9 @@ from typing import Any, Mapping
 
 from ..errors import ConfigError
 from ..rules import rules_for
+from ..rules._fields import CONFIG_FIELDS
 from .gpu import lookup_gpu
+from .invariants import implied_platform, place, plan_of
 from .values import (ANY, _MAX_INT, _as_bool, _as_int, _backend_name, _cc, _choice, _is_canonical, format_cc,
                      int_text, parse_cc, parse_vllm)
 
@@ -17,6 +19,7 @@ _BOOL_FIELDS = (
     "use_prefill_decode_attention", "use_trtllm_ragged_deepseek_prefill", "disable_flashinfer_prefill",
     "use_cudnn_prefill", "flashinfer_available",
 )
+_COMMON = frozenset(CONFIG_FIELDS)
 _OPT_INT_FIELDS = ("num_heads", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "index_topk")
 
 
@@ -31,14 +34,12 @@ def _normalise(cfg: Any) -> dict[str, Any]:
     if cfg.gpu is not None and cfg.gpu is not ANY:
         gpu_facts = lookup_gpu(cfg.gpu, rules)
 
+    plan = plan_of(rules, _COMMON)
     platform = get("platform")
     if platform is None and "platform" in gpu_facts:
         platform = gpu_facts["platform"]
-    if platform is None and not gpu_facts:  # a compute capability is a CUDA fact, a gfx arch a ROCm one
-        if get("compute_capability") not in (None, ANY) and get("rocm_arch") in (None, ANY):
-            platform = "cuda"
-        elif get("rocm_arch") not in (None, ANY) and get("compute_capability") in (None, ANY):
-            platform = "rocm"
+    if platform is None and not gpu_facts:  # a platform field given alone names its platform (invariants)
+        platform = implied_platform(plan, cfg.__dict__)
     if platform is None:
         raise ConfigError("platform", None, tuple(dom["platform"]), message=(
             "Invalid platform: None. Expected one of: " + ", ".join(dom["platform"]) + " (or give gpu=...)."))
@@ -62,10 +63,6 @@ def _normalise(cfg: Any) -> dict[str, Any]:
         cc = gcc
     if cc is not None and cc is not ANY:
         cc = _cc(cc)
-        if platform not in ("cuda", ANY):
-            raise ConfigError("compute_capability", format_cc(cc), "None on platform " + str(platform) + " (compute capability is a CUDA fact)")
-    if cc is None and platform == "cuda":
-        raise ConfigError("compute_capability", None, "a compute capability like '9.0' (or gpu='H100') on platform cuda")
     out["compute_capability"] = cc
 
     arch = get("rocm_arch")
@@ -73,10 +70,6 @@ def _normalise(cfg: Any) -> dict[str, Any]:
         arch = gpu_facts["rocm_arch"]
     if arch is not None and arch is not ANY:
         arch = _choice("rocm_arch", arch, dom["rocm_arch"])
-        if platform not in ("rocm", ANY):
-            raise ConfigError("rocm_arch", arch, "None on platform " + str(platform) + " (the gfx arch is a ROCm fact)")
-    if arch is None and platform == "rocm":
-        arch = "gfx942"
     out["rocm_arch"] = arch
 
     for name in _BOOL_FIELDS:
@@ -128,9 +121,9 @@ def _normalise(cfg: Any) -> dict[str, Any]:
         _as_int("head_size", v, optional=False)
 
     out["backend"] = _backend_name(get("backend"), rules)
+    for name in plan.placed:  # platform fields: a value only on their platforms, required or defaulted there
+        if name in out:
+            out[name] = place(plan, name, out[name], platform)
 
-    if out["use_sparse"] is True and out["use_mla"] is False:
-        raise ConfigError("use_sparse", True, "false when use_mla is false (sparse attention is an MLA feature)",
-                          message="Invalid use_sparse: True. Sparse attention needs use_mla=True (it is DeepSeek-V3.2-style sparse MLA).")
     return out
 

@@ -673,6 +673,35 @@ class FieldDecl:
         return self.flags[0] if self.flags else "--" + self.name.replace("_", "-")
 
 
+@dataclass(frozen=True, slots=True)
+class Invariant:
+    """A platform invariant (`[[invariants]]`): what holds between fields in every configuration.
+
+    Config refuses a configuration that breaks one (a ConfigError naming the field) and the CSP never
+    builds one, both from this value alone. Two forms:
+    - a platform field (`field`, `platforms`): the field has a value only on those platforms (None
+      elsewhere); on them an unset value is refused (`required`) or taken as `default`; given alone
+      (no platform, no GPU) it names its platform (`implies_platform`);
+    - a clause (`when` / `require`, lowered like a backend check): `checks` must not fire.
+    `reason` says why, in the error and the docs.
+    """
+
+    key: str
+    reason: str
+    field: str = ""
+    platforms: tuple[str, ...] = ()
+    required: bool = False
+    default: Any = None
+    implies_platform: bool = False
+    checks: tuple[Check, ...] = ()
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        if self.field:
+            return ("platform", self.field)
+        return tuple(dict.fromkeys(f for c in self.checks for f in c.fields))
+
+
 @dataclass(frozen=True, eq=False)
 class RuleSet:
     """Everything the solvers know: domains, derived facts, backends and priority lists."""
@@ -689,6 +718,8 @@ class RuleSet:
     fields: Mapping[str, FieldDecl] = field(default_factory=dict)
     # vLLM's generic capability checks in vLLM's order ([[generic_checks]]).
     generic_checks: tuple[GenericCheck, ...] = ()
+    # Platform invariants ([[invariants]]), in file order: Config validation and the CSP read them.
+    invariants: tuple[Invariant, ...] = ()
     # The vLLM release modelled ("0.17") and where the facts were read from ([ruleset] in ruleset.toml).
     vllm: str = ""
     read_from: str = ""
