@@ -48,7 +48,8 @@ def describe_query(ctx: Context, sep: str = ", ", skip: Sequence[str] = ()) -> s
     if "dtype" not in skip:
         dtype = "dtype ANY" if c.dtype is ANY else show(c.dtype)
         parts.append("dtype auto" if per_gpu else dtype + (" (default)" if "dtype" in ctx.defaulted else ""))
-    kind = "sparse MLA" if c.use_sparse is True else "MLA" if c.use_mla is True else None
+    kind = ("sparse MLA" if c.use_mla is True else "sparse (no MLA)") if c.use_sparse is True else \
+        "MLA" if c.use_mla is True else None
     if kind:
         parts.append(kind)
     if "head_size" not in skip:

@@ -116,3 +116,29 @@ def test_a_broken_invariant_is_a_rules_error(tmp_path, text, problem):
     (tmp_path / "broken.toml").write_text(text)
     with pytest.raises(RulesError, match=problem):
         load_rules(tmp_path)
+
+
+# Sparse attention without MLA is a question vLLM answers, not a bad configuration (issue 16): every
+# backend that is not sparse reports "sparse not supported" (vLLM 0.17.0 and 0.33.0, checked with the
+# differential harness's runner); platforms that route sparse first answer as their code does.
+@pytest.mark.parametrize("version", ["0.17", "0.33"])
+def test_sparse_without_mla_is_vllms_no_valid_backend(version):
+    from attnsolve import NoValidBackendError, explain, solve
+    cfg = Config(vllm=version, gpu="H100", dtype="bfloat16", use_sparse=True)
+    assert cfg.use_sparse is True and cfg.use_mla is False
+    with pytest.raises(NoValidBackendError) as err:
+        solve(cfg)
+    assert str(err.value).startswith("No valid attention backend found for cuda with AttentionSelectorConfig(")
+    assert err.value.reasons and all("sparse not supported" in r for r in err.value.reasons.values())
+    exp = explain(cfg)
+    assert exp.selected is None and "use_sparse" in exp.conflict
+    assert any(f.changes == {"use_sparse": False} for f in exp.fixes)
+
+
+def test_sparse_without_mla_elsewhere_follows_each_platforms_code():
+    from attnsolve import NoValidBackendError, solve
+    with pytest.raises(NoValidBackendError, match="Sparse Attention is not supported on CPU."):
+        solve(Config(platform="cpu", dtype="bfloat16", use_sparse=True))
+    with pytest.raises(NoValidBackendError, match="only supports block size 1"):  # ROCm routes sparse first
+        solve(Config(gpu="MI300X", dtype="bfloat16", use_sparse=True))
+    assert solve(Config(gpu="MI300X", dtype="bfloat16", use_sparse=True, block_size=1)).backend == "ROCM_AITER_MLA_SPARSE"
