@@ -104,6 +104,10 @@ def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Seq
     if not getattr(ns, "no_env", False):
         env = read_env(os.environ if environ is None else environ, rules)
     explicit = {f: getattr(ns, f) for f in dict.fromkeys(_flag_fields(rules)) if getattr(ns, f, None) is not None}
+    if isinstance(explicit.get("dtype"), str) and explicit["dtype"].strip().lower() == "auto":
+        del explicit["dtype"]  # vLLM's --dtype auto: resolved from --model on this hardware (or the default)
+    if "dtype" in explicit and "dtype_explicit" in rules.fields and "dtype_explicit" not in explicit:
+        explicit["dtype_explicit"] = True  # vLLM's start-up checks an explicit dtype against the device
     used_env = tuple((var, value) for var, value, name in env if name not in explicit)
     fields.update({name: value for var, value, name in env if name not in explicit})
     fields.update(explicit)
