@@ -21,18 +21,15 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .config import Config, format_cc
+from .config import ANY, Config, format_cc
 from .errors import ConfigError, SelectionError
 from .explain import Explanation, Verdict, explain
 from .render import show as _show
 
-__all__ = ["Advice", "Context", "LostBackend", "Remedy", "advise", "change_text", "other_releases", "prefill_for", "KINDS", "VLLM_VERSIONS"]
+__all__ = ["Advice", "Context", "LostBackend", "Remedy", "advise", "change_text", "other_releases", "prefill_for", "KINDS"]
 
 # Ranked kinds of fix: what a user can change, most easily first.
 KINDS = ("setting", "version", "hardware", "model")
-# The vLLM versions the rules describe. A "version" fix re-solves under another version's rules;
-# with one version of the rules there is none to offer (the hook stays, see `_version_fixes`).
-VLLM_VERSIONS = ("0.17",)
 
 # vLLM spellings of the settings: `vllm serve` flags, --attention-config keys, environment variables.
 _SERVE_FLAGS = {"kv_cache_dtype": "--kv-cache-dtype", "block_size": "--block-size", "dtype": "--dtype",
@@ -206,13 +203,46 @@ def change_text(ctx: Context, name: str, value: Any) -> str:
         return f"--num-heads {value * ctx.tensor_parallel_size}"
     if name in _HARDWARE:
         return f"{name}={_show(value)}"
+    declared = _declared_fields(ctx.config).get(name)
+    if declared is not None and name not in _MODEL_FLAGS:
+        spelled = _declared_spelling(declared, value)
+        if spelled:
+            return spelled
     return f"{_MODEL_FLAGS.get(name, '--' + name.replace('_', '-'))} {_show(value)}"
 
 
-def _kind(changes: Mapping[str, Any]) -> str:
-    if any(f in _HARDWARE for f in changes):
+def _declared_spelling(decl: Any, value: Any) -> str | None:
+    """How vLLM spells a field the release declares: its environment variable, its
+    --attention-config key, or the `vllm serve` flag its declaration names; None when the
+    declaration names no pasteable spelling (a model fact, an installed package...)."""
+    if decl.name.endswith("_available"):
+        package = decl.name.removesuffix("_available")
+        return f"install {package}" if value else f"without {package}"
+    if decl.env:
+        if value is None:
+            return f"unset {decl.env}"
+        return f"{decl.env}={(1 if value else 0) if isinstance(value, bool) else _show(value)}"
+    keys = [f for f in decl.flags if f.startswith("--attention-config.")]
+    words = (decl.vllm or "").split()
+    if not keys and words and words[0].startswith("--") and (len(words) == 1 or words[1][:1] in "(o"):
+        keys = [words[0]]
+    if not keys:
+        return None
+    return f"drop {keys[0]}" if value is None else f"{keys[0]} {_show(value)}"
+
+
+def _is_model_fact(ctx: Context, name: str) -> bool:
+    if name in _MODEL:
+        return True
+    decl = _declared_fields(ctx.config).get(name)
+    return decl is not None and decl.category == "model" and name not in _HARDWARE
+
+
+def _kind(ctx: Context, changes: Mapping[str, Any]) -> str:
+    declared = _declared_fields(ctx.config)
+    if any(f in _HARDWARE or getattr(declared.get(f), "category", "") == "hardware" for f in changes):
         return "hardware"
-    if any(f in _MODEL for f in changes):
+    if any(_is_model_fact(ctx, f) for f in changes):
         return "model"
     return "setting"
 
@@ -234,9 +264,9 @@ def _gives_up(ctx: Context, changes: Mapping[str, Any]) -> str | None:
         elif f == "backend":
             if c.backend is not None:
                 return f"the requested {c.backend}"
-        elif f in _MODEL:
+        elif _is_model_fact(ctx, f):
             return f"{f}={_show(getattr(c, f))}"
-        elif f in (*_ATTENTION_CONFIG, *_ENV_SWITCHES) and f in ctx.user_fields:
+        elif f in ctx.user_fields and f != "num_heads":
             return f"your {change_text(ctx, f, getattr(c, f))}"  # a switch the user set on purpose
     return None
 
@@ -267,7 +297,7 @@ def _applicable(ctx: Context, changes: Mapping[str, Any]) -> bool:
     from .selection import compiled_rules
     rules = compiled_rules(ctx.config).rules
     for k, v in changes.items():
-        if k in _MODEL and (k not in ctx.user_fields or not _plausible(rules, k, v)):
+        if _is_model_fact(ctx, k) and (k not in ctx.user_fields or not _plausible(rules, k, v)):
             return False
         if k == "num_heads" and "num_heads" not in ctx.user_fields and not (
                 ctx.total_heads and isinstance(v, int) and v > 0 and ctx.total_heads % v == 0):
@@ -306,13 +336,44 @@ def _settings(ctx: Context) -> list[tuple[str, Any]]:
     if c.platform == "rocm":
         for f in (*_ENV_SWITCHES, "use_prefill_decode_attention"):
             out.append((f, not getattr(c, f)))
+    declared = _declared_fields(c)
     if ctx.role == "mla_prefill":
         for f in ("use_trtllm_ragged_deepseek_prefill", "disable_flashinfer_prefill", "use_cudnn_prefill"):
-            out.append((f, not getattr(c, f)))
+            if f in declared:
+                out.append((f, not getattr(c, f)))
+    out += _declared_settings(ctx, {f for f, _ in out}, dom)
     if ctx.total_heads and c.num_heads is not None:
         for tp in (1, 2, 4, 8, 16):
             if ctx.total_heads % tp == 0 and ctx.total_heads // tp != c.num_heads:
                 out.append(("num_heads", ctx.total_heads // tp))
+    return out
+
+
+def _declared_settings(ctx: Context, done: set[str], dom: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The release's other declared settings worth trying: switches the user set (undo them),
+    environment switches and packages that are off (a release's new inputs, with no code here)."""
+    c = ctx.config
+    out: list[tuple[str, Any]] = []
+    for name, decl in _declared_fields(c).items():
+        if name in done or name in ("backend", "block_size", "kv_cache_dtype", "dtype", "num_heads"):
+            continue
+        if decl.category != "setting" or (decl.platforms and c.platform not in decl.platforms):
+            continue
+        value = getattr(c, name, None)
+        if value is ANY:
+            continue
+        user = name in ctx.user_fields
+        if not (user or decl.env or (name.endswith("_available") and value is False)):
+            continue
+        if decl.kind == "bool":
+            values: list[Any] = [not value] if isinstance(value, bool) else [True, False]
+        elif decl.kind == "tristate":
+            values = [v for v in (None, True, False) if v is not value]
+        elif decl.kind in ("enum", "int") and name in dom:
+            values = [v for v in (None, *dom[name]) if v != value and (v is not None or decl.default is None)]
+        else:
+            continue
+        out += [(name, v) for v in values]
     return out
 
 
@@ -363,7 +424,7 @@ def _model_changes(ctx: Context) -> list[tuple[str, Any]]:
     from .selection import compiled_rules
     rules = compiled_rules(ctx.config).rules
     out: list[tuple[str, Any]] = []
-    for f in _MODEL:
+    for f in (*_MODEL, *(n for n in _declared_fields(ctx.config) if n not in _MODEL and _is_model_fact(ctx, n))):
         if f in ctx.user_fields:
             values = [v for v in _candidate_values(rules, f, getattr(ctx.config, f)) if _plausible(rules, f, v)]
             if f == "head_size":  # the sizes backends name, nearest first
@@ -416,7 +477,7 @@ def _auto_goal(ctx: Context, target: str | None) -> Goal:
 
 def _remedy(ctx: Context, changes: Mapping[str, Any], got: tuple[str, str | None], gpus: tuple[str, ...] = (),
             facts: Mapping[str, Any] | None = None, older: bool = False) -> Remedy:
-    kind = _kind(changes)
+    kind = _kind(ctx, changes)
     parts = []
     hw = {k: v for k, v in changes.items() if k in _HARDWARE}
     if hw:
@@ -477,9 +538,39 @@ def _search(ctx: Context, goal: Goal, *, request: str | None = None, limit: int 
 
 
 def _version_fixes(ctx: Context, goal: Goal) -> list[Remedy]:
-    """Fixes from another vLLM version. One version of the rules exists (VLLM_VERSIONS), so none yet;
-    with more, this re-solves the goal under each other version's rules."""
-    return []
+    """Fixes from another vLLM release: the same question asked of each other release attnsolve
+    has rules for, kept where that release reaches the goal (newer releases first)."""
+    from .versions import in_release, vllm_versions
+    current = ctx.config.vllm
+    out: list[Remedy] = []
+    for v in sorted((v for v in vllm_versions() if v != current), key=_release_key, reverse=True):
+        try:
+            got = goal(in_release(ctx.config, v))
+        except (ConfigError, SelectionError):
+            continue  # a field that release does not take, or a draft set that cannot answer
+        if got:
+            older = current is not None and _release_key(v) < _release_key(current)
+            text = f"pip install vllm=={_wheel_version(v)}" + (" (an older release)" if older else "")
+            gives_up = f"vLLM {current}" if older else None  # a downgrade drops what the newer release brings
+            out.append(Remedy({"vllm": v}, got[0], "version", text, not older, (), got[1], gives_up))
+    return out
+
+
+def _release_key(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split(".") if p.isdigit())
+
+
+def _wheel_version(version: str) -> str:
+    """'0.33' -> '0.33.0': the release the rule set was read from (its wheel)."""
+    return version if version.count(".") >= 2 else version + ".0"
+
+
+def _loss(fix: Remedy) -> int:
+    """How much of the user's intent a fix drops: nothing, a tuning switch they set (a pinned FA
+    version), or a choice that changes what runs (the fp8 KV cache, float32 weights, a model fact)."""
+    if fix.keeps_intent:
+        return 0
+    return 1 if (fix.gives_up or "").startswith("your ") else 2
 
 
 def _rank(fixes: Sequence[Remedy]) -> list[Remedy]:
@@ -487,7 +578,7 @@ def _rank(fixes: Sequence[Remedy]) -> list[Remedy]:
     for f in fixes:
         unique.setdefault(tuple(sorted((k, repr(v)) for k, v in f.changes.items())), f)
     order = list(unique.values())
-    ranked = sorted(order, key=lambda f: (KINDS.index(f.kind), not f.keeps_intent, "backend" in f.changes,
+    ranked = sorted(order, key=lambda f: (KINDS.index(f.kind), _loss(f), "backend" in f.changes,
                                           len(f.changes), order.index(f)))
     # the same fields changed for the same result (block size 16, 32, 64...): the nearest two
     out: list[Remedy] = []
@@ -504,10 +595,25 @@ def _rank(fixes: Sequence[Remedy]) -> list[Remedy]:
 # Lost backends and failures
 
 
-def _drop_noise(conflict: Mapping[str, Any]) -> dict[str, Any]:
-    """A GPU platform is implied by the GPU: not a fact worth showing (a CPU is: it is the cause)."""
+def _drop_noise(conflict: Mapping[str, Any], ctx: Context | None = None) -> dict[str, Any]:
+    """The facts worth showing of a minimal conflict. A GPU platform is implied by the GPU (a CPU is
+    shown: it is the cause). With the question's context, facts nobody gave that sit at the
+    release's declared default (use_rswa=false, block_size unset ...) are left out too: in a release
+    with many selection inputs a minimal conflict names every default that closes an escape route,
+    and the user needs the ones they chose and the hardware."""
     shown = {k: v for k, v in conflict.items() if not (k == "platform" and v in ("cuda", "rocm"))}
+    if ctx is not None:
+        declared = _declared_fields(ctx.config)
+        chosen = {k: v for k, v in shown.items()
+                  if k in ctx.user_fields or k in _HARDWARE or k not in declared or v != declared[k].default}
+        shown = chosen or shown
     return shown if shown else dict(conflict)
+
+
+def _declared_fields(config: Config) -> Mapping[str, Any]:
+    """The release's field declarations (name -> FieldDecl)."""
+    from .selection import compiled_rules
+    return getattr(compiled_rules(config).rules, "fields", None) or {}
 
 
 def lost_backend(ctx: Context, backend: str, reasons: Sequence[str]) -> LostBackend:
@@ -518,7 +624,7 @@ def lost_backend(ctx: Context, backend: str, reasons: Sequence[str]) -> LostBack
     try:
         e = explain(ctx.config.replace(backend=backend), role=ctx.role, available=ctx.available, max_conflicts=2)  # bounded: per lost backend
         if e.selected is None:
-            conflict = _drop_noise(e.conflict)
+            conflict = _drop_noise(e.conflict, ctx)
             model_conflict = next((dict(c) for c in e.conflicts if c and all(
                 f in _MODEL and f not in ctx.user_fields for f in c)), None)
     except (ConfigError, SelectionError):
@@ -629,7 +735,7 @@ def advise(ctx: Context, *, lost: bool = True, explanation: Explanation | None =
     (`explanation`: one already computed for this question, reused)."""
     e = explanation if explanation is not None else explain(ctx.config, role=ctx.role, available=ctx.available)
     if e.config.is_partial:
-        return Advice(e, hint="", conflicts=_shown_conflicts(e.conflicts), context=ctx)
+        return Advice(e, hint="", conflicts=_shown_conflicts(e.conflicts, ctx), context=ctx)
     if e.selected is not None:
         before = []
         for c in e.candidates:
@@ -652,10 +758,16 @@ def advise(ctx: Context, *, lost: bool = True, explanation: Explanation | None =
     setting = _best_setting(fixes)
     hardware = next((f for f in fixes if f.kind == "hardware"), None)
     what = e.requested or "any backend"
-    if setting is not None:
+    where = "on a CPU" if ctx.config.platform == "cpu" else "on this GPU"
+    if setting is not None and setting.kind == "version":
+        hint = (f"no setting makes {what} valid {where} for this model in vLLM {ctx.config.vllm}; "
+                f"{setting.text} to get {setting.label}")
+        if hardware is not None:
+            hint += f"; or {hardware.text} to get {hardware.label}"
+    elif setting is not None:
         hint = setting.text
         keeper = next((f for f in fixes if f.keeps_intent and f.kind in ("setting", "version", "hardware")), None)
-        if setting.gives_up and keeper is not None and keeper.kind == "hardware":
+        if setting.gives_up and keeper is not None and keeper.kind in ("version", "hardware"):
             hint += f" (gives up {setting.gives_up}; {keeper.text} keeps it, with {keeper.label})"
         elif setting.gives_up:
             hint += f" (gives up {setting.gives_up})"
@@ -669,15 +781,16 @@ def advise(ctx: Context, *, lost: bool = True, explanation: Explanation | None =
     else:
         hint = "no change of one or two settings helps; see the reasons above"
     hardware_only = setting is None and hardware is not None
-    return Advice(e, (), tuple(fixes), hint, hardware_only, _shown_conflicts(e.conflicts), context=ctx,
+    return Advice(e, (), tuple(fixes), hint, hardware_only, _shown_conflicts(e.conflicts, ctx), context=ctx,
                   other_releases=other_releases(ctx))
 
 
-def _shown_conflicts(conflicts: Iterable[Mapping[str, Any]]) -> tuple[Mapping[str, Any], ...]:
-    """Conflicts without GPU-platform noise, none repeating or containing one shown before."""
+def _shown_conflicts(conflicts: Iterable[Mapping[str, Any]], ctx: Context | None = None) -> tuple[Mapping[str, Any], ...]:
+    """Conflicts without noise (GPU platform, untouched defaults), none repeating or containing one
+    shown before."""
     out: list[dict[str, Any]] = []
     for c in conflicts:
-        d = _drop_noise(c)
+        d = _drop_noise(c, ctx)
         if d and not any(set(o.items()) <= set(d.items()) for o in out):
             out.append(d)
     return tuple(out)

@@ -252,7 +252,10 @@ def _failure_lines(a: Advice, style: Style) -> list[str]:
         lines += ["", "Fixes, most direct first (each alone is enough):"]
         lines += fix_rows(a.fixes, style)
     lines += [""] + wrap(f"hint: {a.hint}", indent="      ", first="")
+    offered = {f.changes.get("vllm") for f in a.fixes if f.kind == "version"}
     for o in a.other_releases:
+        if o.vllm in offered:
+            continue  # already a fix above
         lines += wrap(f"vLLM {o.vllm} would select {o} for this configuration "
                       f"(attnsolve explain --vllm {o.vllm} ...)", indent="      ", first="note: ")
     return lines

@@ -13,7 +13,8 @@ What is derived (vLLM's reading of the same keys):
   dtype to `fp8_ds_mla` (see `apply_model_rewrites`);
 - attention sinks: gpt-oss (`model_type` "gpt_oss");
 - multimodal prefix LM (bidirectional attention over image tokens): Gemma 3, PaliGemma, Molmo2;
-- sliding window: reported as a note (it does not change selection at vLLM v0.16/v0.17);
+- sliding window: on every layer or on some (layer_types / sliding_window_pattern), or switched off
+  (use_sliding_window false); a release whose selection reads it gets `has_sliding_window` (query.py);
 - dtype: `torch_dtype` or `dtype`, then resolved as vLLM's `--dtype auto` does on the chosen
   hardware (`resolve_dtype`): float32 checkpoints run in bfloat16 (float16 for pooling models),
   and bfloat16 becomes float16 before compute capability 8.0 (float32 for models vLLM refuses to
@@ -279,8 +280,16 @@ def read_model_config(path: str | Path) -> ModelFacts:
     if window is not None:
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise _err(shown, "sliding_window", window, "a positive integer or null")
-        extra["sliding_window"] = window
-        notes.append(f"sliding window {window} (does not change backend selection at vLLM v0.16/v0.17)")
+        if cfg.get("use_sliding_window") is False:  # Qwen2: the window is declared but switched off
+            notes.append(f"sliding window {window} switched off (use_sliding_window false)")
+        else:
+            types = cfg.get("layer_types")
+            pattern = cfg.get("sliding_window_pattern")
+            mixed = (isinstance(types, list) and "full_attention" in types
+                     and any(isinstance(t, str) and "sliding" in t for t in types)) or \
+                (isinstance(pattern, int) and not isinstance(pattern, bool) and pattern > 1)
+            extra["sliding_window"] = window  # the note depends on the release asked (query.py)
+            extra["sliding_window_layers"] = "some" if mixed else "all"
 
     return ModelFacts(path=shown, fields=fields, notes=tuple(notes), model_type=model_type,
                       sparse_kv_rewrite=bool(fields.get("use_sparse")), extra=extra,

@@ -100,6 +100,7 @@ def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Seq
         declared, declared_notes = declared_model_fields(model, rules)
         fields.update(declared)
         notes += [f"model {model.path}: {n}" for n in declared_notes]
+        notes += _sliding_window(model, rules, fields)
     env: tuple[tuple[str, str, str], ...] = ()
     if not getattr(ns, "no_env", False):
         env = read_env(os.environ if environ is None else environ, rules)
@@ -171,6 +172,24 @@ def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Seq
                  user_fields=user, dtype_auto=model is not None and "dtype" not in explicit,
                  sparse_kv_rewrite=bool(model is not None and model.sparse_kv_rewrite), float16_ok=f16,
                  model_path=None if model is None else model.path)
+
+
+def _sliding_window(model: Any, rules: Any, fields: dict[str, Any]) -> list[str]:
+    """What a model's sliding window means for the release asked: a selection input where the release
+    declares `has_sliding_window` (every layer windowed: set; some: the answer is for the full-attention
+    layers), else a note that this release's selection does not read it."""
+    layers = model.extra.get("sliding_window_layers")
+    if layers is None:
+        return []
+    head = f"model {model.path}: sliding window {model.extra['sliding_window']} on "
+    head += "every layer" if layers == "all" else "some layers"
+    if "has_sliding_window" not in rules.fields:
+        return [head + f" (does not change backend selection in vLLM {rules.vllm})"]
+    if layers == "all":
+        fields["has_sliding_window"] = True
+        return [head + ": has_sliding_window=true"]
+    return [head + ": answered for the full-attention layers; --has-sliding-window true answers for "
+            "the windowed ones"]
 
 
 def _model_dtype(model: Any, fields: Mapping[str, Any], notes: list[str]) -> str:

@@ -286,7 +286,8 @@ def test_cpu_deepseek_says_use_a_gpu(capsys):
     code, out, _ = run(capsys, "explain", "--gpu", "CPU", "--model", str(EX / "deepseek-v3.json"))
     text = flat(out)
     assert code == 1 and "--use-mla" not in text
-    assert "hint: no setting makes any backend valid on a CPU for this model; use a GPU:" in text
+    assert "hint: no setting makes any backend valid on a CPU for this model in vLLM 0.17; pip install vllm==0.33.0" in text
+    assert "or use a GPU: an A100" in text
     assert "Conflict platform=cpu, use_mla=true" in text
 
 
@@ -297,13 +298,25 @@ def test_hardware_fix_nearest_newer_generation():
     assert fa.hardware_only and fa.fixes[0].gpus == ("H100", "H200")
     c = Config(gpu="RTX 5090", dtype="bfloat16", head_size=64, has_sink=True)
     fi = next(x for x in advise(Context(c, gpu="RTX 5090")).lost if x.backend == "FLASHINFER")
-    assert fi.fixes[0].gpus == ("B200",) and "older generation" in fi.fixes[0].text
+    hw = next(f for f in fi.fixes if f.kind == "hardware")  # after a newer vLLM release's fix, if any
+    assert hw.gpus == ("B200",) and "older generation" in hw.text
 
 
-def test_version_hook_is_empty_with_one_version():
-    from attnsolve.advice import VLLM_VERSIONS, _version_fixes
-    assert VLLM_VERSIONS == ("0.17",)
-    assert _version_fixes(Context(Config(gpu="H100", dtype="bfloat16")), lambda cfg: None) == []
+def test_version_fixes_come_from_the_other_releases():
+    """A fix of kind "version": the same question asked of another packaged release, verified by
+    solving it there (vLLM 0.17 has no CPU MLA backend; 0.33 selects CPU_MLA)."""
+    from attnsolve.advice import _auto_goal, _version_fixes
+    from attnsolve.versions import vllm_versions
+    c = Config(platform="cpu", dtype="bfloat16", use_mla=True, head_size=576, vllm="0.17")
+    ctx = Context(c)
+    fixes = _version_fixes(ctx, _auto_goal(ctx, None))
+    assert [f.changes for f in fixes] == [{"vllm": v} for v in vllm_versions()[::-1] if v != "0.17"
+                                          and _auto_goal(ctx, None)(c.replace(vllm=v))]
+    assert fixes and fixes[0].kind == "version" and fixes[0].text.startswith("pip install vllm==")
+    assert fixes[0].selects == "CPU_MLA"
+    assert _version_fixes(ctx, lambda cfg: None) == []
+    a = advise(ctx)
+    assert a.fixes[0].kind == "version"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,8 +373,9 @@ def test_failure_hint_says_what_a_dropping_fix_gives_up(capsys):
     code, res = run_json(capsys, "explain", "--gpu", "T4", "--model", str(EX / "deepseek-v3.json"),
                          "--kv-cache-dtype", "fp8")
     assert code == 1
-    assert res["hint"] == ("--kv-cache-dtype auto (gives up the fp8 KV cache; use an H100 or H200 (Hopper, SM 9.0) "
-                           "keeps it, with FLASHMLA)")
+    keeper = next(f for f in res["fixes"] if f["keeps_intent"] and f["kind"] in ("version", "hardware"))
+    assert res["hint"] == f"--kv-cache-dtype auto (gives up the fp8 KV cache; {keeper['text']} keeps it, with " \
+        f"{keeper['selects']})"
 
 
 def _all_fixes(res: dict) -> list[dict]:

@@ -31,7 +31,7 @@ def test_examples(name, expected):
 def test_directory_and_sliding_window(tmp_path):
     (tmp_path / "config.json").write_text((EX / "gpt-oss-20b.json").read_text())
     m = read_model_config(tmp_path)
-    assert m.extra["sliding_window"] == 128 and any("sliding window" in n for n in m.notes)
+    assert m.extra["sliding_window"] == 128 and m.extra["sliding_window_layers"] == "some"
 
 
 def test_v32_rewrite():

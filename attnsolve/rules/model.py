@@ -359,14 +359,14 @@ class Backend:
         return self.vllm_name or self.name
 
     def shown_variant(self, facts: Mapping[str, Any]) -> str | None:
-        """The variant reported: the one `variant_shown_by` (else `variant_field`) selects; a string value
-        of `variant_shown_by` that selects no variant is the name shown as is."""
+        """The variant reported: `variant_shown_by`'s value when it is a name (the FA version a
+        FLASH_ATTN-based backend runs, while its variants are capability buckets whose value lists
+        may hold the same strings), else the variant `variant_field` selects."""
         if not self.variant_field:
             return None
         if self.variant_shown_by:
             value = facts.get(self.variant_shown_by)
-            name = self.variant_for(value)
-            return name if name is not None or not isinstance(value, str) else value
+            return value if isinstance(value, str) else self.variant_for(value)
         return self.variant_for(facts.get(self.variant_field))
 
     def variant_for(self, value: Any) -> str | None:
