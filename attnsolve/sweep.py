@@ -270,8 +270,9 @@ def _sweep_values(rules: Any, field: str) -> tuple[Any, ...]:
     from .solver.domains import representatives
     if field == "platform":
         return tuple(rules.domains["platform"])
-    if field == "backend":
-        return (None, *rules.backends)
+    if field == "backend":  # the names a request may carry (not the MLA prefill kernels)
+        from .config import requestable_backends
+        return (None, *(b for b in rules.backends if b in requestable_backends(rules)))
     if field == "role":
         return ROLES
     vals = representatives(rules, field)
@@ -317,7 +318,11 @@ def _valid(rules: Any, facts: dict[str, Any], local: Iterable[str], free: Iterab
     for inv in rules.invariants:
         if not loc & set(inv.fields):
             continue
-        if inv.field:
+        if inv.kind == "definition":
+            b, v = facts.get(inv.field), facts.get(inv.equals.field)
+            if v is not None and b is not None and b != inv.equals.pred(v):
+                return False
+        elif inv.field:
             v, on = facts.get(inv.field), facts["platform"] in inv.platforms
             if v is not None and not on:
                 return False
@@ -434,7 +439,7 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
     for d in rules.derived.values():
         ins = sorted(x for x in base_inputs[d.name] if x in free)
         owner[d.name] = owner[ins[0]] if ins else None
-    defaulted = [inv for inv in rules.invariants if inv.field and inv.default is not None]
+    defaulted = [inv for inv in rules.invariants if inv.kind == "platform_field" and inv.default is not None]
     for inv in defaulted:  # None on rocm means gfx942: the value depends on the platform row
         if "platform" in owner and inv.field not in owner and facts0.get(inv.field) is None:
             owner[inv.field] = owner["platform"]

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 from ..errors import ConfigError, closest
 from ..rules import default_version, generation, rules_for, versions
 from .gpu import lookup_gpu
-from .invariants import check_clauses, place, plan_of
+from .invariants import apply_definitions, check_clauses, place, plan_of
 from .normalise import _COMMON, _normalise
 from .values import ANY, format_cc, parse_declared, parse_vllm
 
@@ -26,7 +26,8 @@ class _ConfigMeta(type):
             raise ConfigError("(positional)", args, "keyword arguments only, e.g. Config(platform='cuda', ...)")
         # Interning: the same arguments (and the same active rules) give the same immutable Config.
         try:
-            key: Any = (tuple(kwargs.items()), default_version(), generation())
+            vllm = kwargs.get("vllm")  # the default release (an environment read) only when none is named
+            key: Any = (tuple(kwargs.items()), default_version() if vllm is None else None, generation())
             hit = _INTERNED.get(key)
         except Exception:  # noqa: BLE001 - an unhashable or uncomparable argument: build without the memo
             key, hit = None, None
@@ -42,8 +43,12 @@ class _ConfigMeta(type):
     def _build(cls, kwargs: dict[str, Any]) -> Any:
         rules = rules_for(parse_vllm(kwargs.get("vllm")))
         declared = rules.fields
+        given = frozenset(kwargs)
         extras: dict[str, Any] = {}
         for name in list(kwargs):
+            value = kwargs[name]
+            if value.__class__ is str and value == "ANY":  # to_dict() writes a free field as the string "ANY"
+                kwargs[name] = ANY
             if name not in _INIT_NAMES:
                 if name in declared:  # a selection input this release's rules declare (schema as data)
                     extras[name] = kwargs.pop(name)
@@ -65,10 +70,19 @@ class _ConfigMeta(type):
         for name, default in plan[0]:  # a release's own default for a field Config always has
             if name not in kwargs:
                 kwargs[name] = default
-        obj = super().__call__(**kwargs)
+        # the dataclass __init__ without its per-field object.__setattr__: every name was checked above
+        obj = cls.__new__(cls)
+        d = obj.__dict__
+        d.update(_INIT_DEFAULTS)
+        d.update(kwargs)
+        obj.__post_init__()
         if plan[1] or extras:
             obj._set_extras(extras, rules)
         inv = plan_of(rules, _COMMON)
+        if inv.definitions and not inv.defined.isdisjoint(given):  # the defaults agree: only a given side moves
+            changes = apply_definitions(inv, {**obj.__dict__, **dict(obj._extra)}, given)
+            if changes:
+                obj._amend(changes)
         if inv.clauses:
             check_clauses(inv, {**obj.__dict__, **dict(obj._extra)})
         return obj
@@ -124,29 +138,45 @@ class Config(metaclass=_ConfigMeta):
     _extra: tuple[tuple[str, Any], ...] = field(default=(), init=False, compare=True, repr=False)
 
     def _set_extras(self, given: dict[str, Any], rules: Any) -> None:
-        """Validate the rule-declared fields (given or their declared default) by their declared kind."""
-        values = []
+        """Validate the rule-declared fields (given or their declared default) by their declared kind; the
+        defaults are parsed once per rule set, only the given ones (and a GPU entry's) per call."""
         inv = plan_of(rules, _COMMON)
+        pairs, index, placed = _extras_of(rules, inv)
         gpu_facts: Mapping[str, Any] = {}
         if self.gpu is not None and self.gpu is not ANY:
             gpu_facts = lookup_gpu(self.gpu, rules)
-        for name, decl in rules.fields.items():
-            if name in _DEFAULTS:
-                continue
-            raw = given.get(name, gpu_facts.get(name, decl.default))  # a GPU entry may carry a declared hardware fact
-            if name in given and name in gpu_facts and given[name] != gpu_facts[name]:
-                raise ConfigError(name, given[name], f"{gpu_facts[name]!r} (the {name} of {self.gpu}) or leave it unset")
-            if isinstance(raw, str) and raw == "ANY":
-                raw = ANY
-            value = raw if raw is ANY else parse_declared(decl, raw, rules)
-            value = place(inv, name, value, self.platform)
-            if decl.platforms and value not in (decl.default, ANY) and self.platform not in (ANY, *decl.platforms):
-                raise ConfigError(name, value, f"{decl.default!r} on platform {self.platform} "
-                                  f"({name} is a {', '.join(decl.platforms)} setting)")
-            values.append((name, value))
+        touched = [n for n in (*given, *gpu_facts, *placed) if n in index]
+        if touched:
+            values = list(pairs)
+            for name in dict.fromkeys(touched):
+                values[index[name]] = (name, self._extra_value(name, given, gpu_facts, rules, inv))
+            pairs = tuple(values)
         set_ = object.__setattr__
-        set_(self, "_extra", tuple(values))
-        set_(self, "_hash", hash((self._hash, self._extra)))
+        set_(self, "_extra", pairs)
+        set_(self, "_hash", hash((self._hash, pairs)))
+
+    def _extra_value(self, name: str, given: Mapping[str, Any], gpu_facts: Mapping[str, Any], rules: Any,
+                     inv: Any) -> Any:
+        decl = rules.fields[name]
+        raw = given.get(name, gpu_facts.get(name, decl.default))  # a GPU entry may carry a declared hardware fact
+        if name in given and name in gpu_facts and given[name] != gpu_facts[name]:
+            raise ConfigError(name, given[name], f"{gpu_facts[name]!r} (the {name} of {self.gpu}) or leave it unset")
+        if isinstance(raw, str) and raw == "ANY":
+            raw = ANY
+        value = raw if raw is ANY or (raw is None and name in inv.unknowable) else parse_declared(decl, raw, rules)
+        value = place(inv, name, value, self.platform)
+        if decl.platforms and value not in (decl.default, ANY) and self.platform not in (ANY, *decl.platforms):
+            raise ConfigError(name, value, f"{decl.default!r} on platform {self.platform} "
+                              f"({name} is a {', '.join(decl.platforms)} setting)")
+        return value
+
+    def _amend(self, changes: Mapping[str, Any]) -> None:
+        """Values a definition invariant implies (before the instance is published), hash recomputed."""
+        d = self.__dict__
+        extra = tuple((k, changes.get(k, v)) for k, v in self._extra)
+        d.update({k: v for k, v in changes.items() if k in _DEFAULTS})
+        d["_hash"] = hash((hash((self.vllm, *_FIELD_VALUES(d))), extra)) if extra else hash((self.vllm, *_FIELD_VALUES(d)))
+        d["_extra"] = extra
 
     def __getattr__(self, name: str) -> Any:
         # only reached for names that are not regular attributes: the rule-declared fields
@@ -167,9 +197,6 @@ class Config(metaclass=_ConfigMeta):
 
     def __post_init__(self) -> None:
         d = self.__dict__  # written directly: the instance is not published yet, and Config() runs often
-        for name, value in d.items():  # to_dict() writes a free field as the string "ANY"
-            if value.__class__ is str and value == "ANY":
-                d[name] = ANY
         d.update(_normalise(self))
         d["_hash"] = hash((self.vllm, *_FIELD_VALUES(d)))
 
@@ -194,6 +221,10 @@ class Config(metaclass=_ConfigMeta):
         data.update(self._extra)
         data["vllm"] = self.vllm
         data.update(changes)
+        for inv in plan_of(rules_for(self.vllm), _COMMON).definitions:  # the side not changed follows
+            a, b = inv.fields
+            if (a in changes) != (b in changes):
+                data.pop(b if a in changes else a, None)
         if "vllm" in changes and changes["vllm"] != self.vllm:  # another release: keep what it declares
             declared = rules_for(parse_vllm(changes["vllm"])).fields
             data = {k: v for k, v in data.items() if k in _INIT_NAMES or k in declared}
@@ -236,6 +267,7 @@ class Config(metaclass=_ConfigMeta):
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Config) if f.name not in ("gpu", "_hash", "vllm", "_extra"))
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Config)}
 _INIT_NAMES: frozenset[str] = frozenset((*FIELD_NAMES, "gpu", "vllm"))
+_INIT_DEFAULTS: dict[str, Any] = {**{n: _DEFAULTS[n] for n in _INIT_NAMES}, "_hash": 0, "_extra": ()}
 _FIELD_VALUES = operator.itemgetter(*FIELD_NAMES)
 
 _ENV_VARS = {
@@ -265,6 +297,24 @@ def _release_plan(rules: Any) -> tuple[tuple[tuple[str, Any], ...], bool]:
                          if n in _DEFAULTS and d.default != _DEFAULTS[n] and d.kind != "enum")
         hit = _PLANS[id(rules)] = (rules, defaults, any(n not in _DEFAULTS for n in declared))
     return hit[1], hit[2]
+
+
+_EXTRAS: dict[int, tuple[Any, tuple[tuple[tuple[str, Any], ...], dict[str, int], tuple[str, ...]]]] = {}
+
+
+def _extras_of(rules: Any, inv: Any) -> tuple[tuple[tuple[str, Any], ...], dict[str, int], tuple[str, ...]]:
+    """Per rule set, once: the declared fields beyond the common ones with their parsed defaults, each
+    one's index, and those a platform invariant places (judged on every call: they depend on the platform)."""
+    hit = _EXTRAS.get(id(rules))
+    if hit is None or hit[0] is not rules:  # the rules object is kept: an id is reused after GC
+        if len(_EXTRAS) > 16:
+            _EXTRAS.clear()
+        names = [n for n in rules.fields if n not in _DEFAULTS]
+        pairs = tuple((n, parse_declared(rules.fields[n], rules.fields[n].default, rules)
+                       if rules.fields[n].default is not None else None) for n in names)
+        hit = _EXTRAS[id(rules)] = (rules, (pairs, {n: i for i, n in enumerate(names)},
+                                            tuple(n for n in names if n in inv.placed)))
+    return hit[1]
 
 
 def _declared_elsewhere(name: str) -> list[str]:

@@ -6,7 +6,6 @@ releases; the rules say it once and Config (here) and the CSP (solver/csp.py) bo
 
 from __future__ import annotations
 
-import weakref
 from typing import Any, Mapping
 
 from ..cc import ComputeCapability
@@ -20,12 +19,17 @@ class Plan:
     """One rule set's invariants, sorted for Config: platform fields by field, the fields that name their
     platform when given alone, and the clause checks over Config fields (role-only ones are the CSP's)."""
 
-    __slots__ = ("placed", "implying", "clauses", "examples")
+    __slots__ = ("placed", "implying", "definitions", "unknowable", "defined", "clauses", "examples")
 
     def __init__(self, rules: RuleSet, config_fields: frozenset[str]):
-        self.placed: dict[str, Invariant] = {i.field: i for i in rules.invariants if i.field}
+        self.placed: dict[str, Invariant] = {i.field: i for i in rules.invariants if i.kind == "platform_field"}
         self.implying: tuple[tuple[str, frozenset[str]], ...] = tuple(
-            (i.field, frozenset(i.platforms)) for i in rules.invariants if i.field and i.implies_platform)
+            (i.field, frozenset(i.platforms)) for i in self.placed.values() if i.implies_platform)
+        self.definitions: tuple[Invariant, ...] = tuple(
+            i for i in rules.invariants if i.kind == "definition" and all(f in config_fields for f in i.fields))
+        # fields a definition may leave unknown (None): use_dcp=True with no dcp_size says "some size > 1"
+        self.unknowable: frozenset[str] = frozenset(i.equals.field for i in self.definitions)
+        self.defined: frozenset[str] = frozenset(f for i in self.definitions for f in i.fields)
         self.clauses: tuple[tuple[Invariant, Check], ...] = tuple(
             (i, c) for i in rules.invariants for c in i.checks if all(f in config_fields for f in c.fields))
         # (field, platform) -> (GPU name, value): an example for the "required" error
@@ -36,14 +40,16 @@ class Plan:
                     self.examples.setdefault((f, g.get("platform")), (name, g[f]))
 
 
-_PLANS: "weakref.WeakKeyDictionary[RuleSet, Plan]" = weakref.WeakKeyDictionary()
+_PLANS: dict[int, tuple[RuleSet, Plan]] = {}
 
 
 def plan_of(rules: RuleSet, config_fields: frozenset[str]) -> Plan:
-    hit = _PLANS.get(rules)
-    if hit is None:
-        hit = _PLANS[rules] = Plan(rules, config_fields | frozenset(rules.fields))
-    return hit
+    hit = _PLANS.get(id(rules))
+    if hit is None or hit[0] is not rules:  # the rules object is kept: an id is reused after GC
+        if len(_PLANS) > 16:
+            _PLANS.clear()
+        hit = _PLANS[id(rules)] = (rules, Plan(rules, config_fields | frozenset(rules.fields)))
+    return hit[1]
 
 
 def implied_platform(plan: Plan, given: Mapping[str, Any]) -> Any:
@@ -93,6 +99,31 @@ def check_clauses(plan: Plan, values: Mapping[str, Any]) -> None:
                 need = f"{check.require.field} {check.require.pred.describe(check.require.field)}"
                 raise ConfigError(first, values[first], f"a value consistent with {others} (needs {need})", message=(
                     f"Invalid {first}: {_shown(values[first])!r} with {others}: {inv.reason} (needs {need})."))
+
+
+def apply_definitions(plan: Plan, values: Mapping[str, Any], given: frozenset[str]) -> dict[str, Any]:
+    """The changes the definitions make (field -> value): the side not given follows the one given (the
+    defining field unknown, None, when the bool says true but its default says false); both given and
+    disagreeing is a ConfigError naming both."""
+    out: dict[str, Any] = {}
+    for inv in plan.definitions:
+        lit = inv.equals
+        name, other = inv.field, lit.field
+        b, v = values[name], values[other]
+        if b is ANY or v is ANY:
+            continue
+        holds = v is not None and lit.pred(v)
+        if name in given and other in given:
+            if v is not None and b != holds:
+                raise ConfigError(name, b, f"{holds} with {other}={_shown(v)!r} ({inv.reason})", message=(
+                    f"Invalid {name}: {b!r} with {other}={_shown(v)!r}: {inv.reason} "
+                    f"({name} is true exactly when {other} {lit.pred.describe(other)})."))
+        elif other in given:
+            if v is not None and b != holds:
+                out[name] = holds
+        elif name in given and v is not None and b != holds:
+            out[other] = None
+    return out
 
 
 def _shown(value: Any) -> Any:

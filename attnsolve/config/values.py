@@ -4,11 +4,12 @@ otherwise, naming the field, the value, the accepted values and the closest matc
 from __future__ import annotations
 
 import numbers
+import weakref
 from typing import Any, Mapping
 
 from ..cc import ComputeCapability
 from ..errors import ConfigError, closest
-from ..rules import default_version, override, parse_version, versions
+from ..rules import default_version, generation, override, parse_version, versions
 
 
 class _Any:
@@ -123,10 +124,26 @@ def _choice(name: str, value: Any, domain: tuple[Any, ...], aliases: Mapping[str
     raise ConfigError(name, value, tuple(domain), suggestion=closest(value, domain) if isinstance(value, str) else None)
 
 
+_VLLM_MEMO: dict[str, tuple[int, str]] = {}
+
+
 def parse_vllm(value: Any) -> str:
-    """A vLLM release spelling -> the label of a packaged rule set ("0.33"); ConfigError otherwise."""
+    """A vLLM release spelling -> the label of a packaged rule set ("0.33"); ConfigError otherwise.
+    Memoised per spelling while the active rules stay the same (generation)."""
     if value is None:
         return default_version()
+    if value.__class__ is str:
+        hit = _VLLM_MEMO.get(value)
+        if hit is not None and hit[0] == generation():
+            return hit[1]
+        label = _parse_vllm(value)
+        if len(_VLLM_MEMO) < 256:
+            _VLLM_MEMO[value] = (generation(), label)
+        return label
+    return _parse_vllm(value)
+
+
+def _parse_vllm(value: Any) -> str:
     active = override()
     label = parse_version(value) if isinstance(value, str) else None
     known = versions()
@@ -142,22 +159,22 @@ def parse_vllm(value: Any) -> str:
     return label
 
 
-_CANONICAL: dict[tuple[int, str], tuple[Any, frozenset[Any]]] = {}
+_CANONICAL: dict[int, tuple[Any, dict[str, frozenset[Any]]]] = {}
 
 
-def _canonical(rules: Any, name: str) -> frozenset[Any]:
-    """The exact (already canonical) spellings of an enum field's values: accepted without parsing."""
-    key = (id(rules), name)
-    hit = _CANONICAL.get(key)
+def canonical_map(rules: Any) -> dict[str, frozenset[Any]]:
+    """Field -> the exact (already canonical) spellings of its enum values: accepted without parsing."""
+    hit = _CANONICAL.get(id(rules))
     if hit is None or hit[0] is not rules:  # the rules object itself is kept: an id is reused after GC
-        if len(_CANONICAL) > 64:
+        if len(_CANONICAL) > 16:
             _CANONICAL.clear()
-        hit = _CANONICAL[key] = (rules, frozenset(v for v in rules.domains.get(name, ()) if v.__class__ is str))
+        hit = _CANONICAL[id(rules)] = (rules, {name: frozenset(v for v in vals if v.__class__ is str)
+                                               for name, vals in rules.domains.items()})
     return hit[1]
 
 
 def _is_canonical(value: Any, rules: Any, name: str) -> bool:
-    return value.__class__ is str and value in _canonical(rules, name)
+    return value.__class__ is str and value in canonical_map(rules).get(name, ())
 
 
 _CC_MEMO: dict[Any, ComputeCapability] = {}
@@ -191,12 +208,40 @@ def _backend_name(value: Any, rules: Any) -> Any:
     upper = text.upper()
     if upper == "AUTO" or upper == "":
         return None  # newer vLLM's "auto"; documented: automatic selection
-    if upper not in rules.backends:
-        names = sorted(rules.backends)
+    names_ok = requestable_backends(rules)
+    if upper not in names_ok:
+        names = sorted(names_ok)
         raise ConfigError("backend", value, names, suggestion=closest(upper, names), message=(
             f"Unknown attention backend: '{upper}'. Valid options are: {', '.join(names)}."
             + (f" Did you mean {closest(upper, names)!r}?" if closest(upper, names) else "")))
     return upper
+
+
+_REQUESTABLE: "weakref.WeakKeyDictionary[Any, dict[Any, frozenset[str]]]" = weakref.WeakKeyDictionary()
+
+
+def requestable_backends(rules: Any, platform: Any = None) -> frozenset[str]:
+    """The names a release's registry accepts as a requested backend (--attention-backend): its decode
+    backends (not the MLA prefill kernels, not a class another name is requested as, e.g. XPU's
+    FLASH_ATTN_MLA_XPU) and the names vLLM fails before validating (`request_errors`: NO_ATTENTION,
+    TORCH_SDPA, CUSTOM in 0.33), those of `platform` only when one is given."""
+    per = _REQUESTABLE.get(rules)
+    if per is None:
+        per = _REQUESTABLE[rules] = {}
+    key = platform if isinstance(platform, str) else None
+    hit = per.get(key)
+    if hit is None:
+        names = {n for n, b in rules.backends.items() if b.role != "mla_prefill" and not b.requested_as}
+        # a platform that validates a request by the backend's own checks knows only its own request_errors
+        # names beyond the backends; one that ignores or tables requests answers any name
+        validates = key is not None and any(pl.manual == "validate" for pl in rules.lists if pl.platform == key)
+        for pl in rules.lists:
+            if not validates or pl.platform == key:
+                for _, when in pl.request_errors:
+                    names.update(lit.pred.eq for lit in when
+                                 if lit.field == "backend" and isinstance(lit.pred.eq, str) and not lit.pred.negate)
+        hit = per[key] = frozenset(names)
+    return hit
 
 
 def cc_int(cc: tuple[int, int] | None) -> int | None:

@@ -363,7 +363,23 @@ def _invariants(raw: list[tuple[str, Any]], known: set[str], domains: dict[str, 
             continue
         seen[key] = fname
         if ("field" in g) == ("require" in g):
-            col.add(fname, loc, "needs either field + platforms (a platform field) or require (a clause), not both")
+            col.add(fname, loc, "needs either field + platforms (a platform field), field + equals (a definition) "
+                    "or require (a clause)")
+            continue
+        if "equals" in g:
+            fld = g["field"]
+            extra = sorted(set(g) & {"platforms", "unset", "implies_platform", "when"})
+            try:
+                lits = _literals(g["equals"], known)
+            except ValueError as e:
+                col.add(fname, f"{loc}.equals", str(e))
+                continue
+            if fld not in known or fld in ("platform", "role"):
+                col.add(fname, f"{loc}.field", f"{fld!r} is not a field")
+            elif extra or len(lits) != 1 or lits[0].field == fld:
+                col.add(fname, loc, "a definition is field (a bool) + equals (one literal over another field) only")
+            else:
+                out.append(Invariant(key=key, reason=reason, field=fld, equals=lits[0]))
             continue
         if "field" in g:
             fld, plats = g["field"], tuple(g.get("platforms", ()))

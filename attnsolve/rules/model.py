@@ -682,7 +682,10 @@ class Invariant:
     - a platform field (`field`, `platforms`): the field has a value only on those platforms (None
       elsewhere); on them an unset value is refused (`required`) or taken as `default`; given alone
       (no platform, no GPU) it names its platform (`implies_platform`);
-    - a clause (`when` / `require`, lowered like a backend check): `checks` must not fire.
+    - a clause (`when` / `require`, lowered like a backend check): `checks` must not fire;
+    - a definition (`field` + `equals`): the bool `field` is true exactly when the `equals` literal over
+      another field holds (vLLM's use_dcp is decode_context_parallel_size > 1); given alone, either side
+      implies the other, given both, they must agree.
     `reason` says why, in the error and the docs.
     """
 
@@ -694,9 +697,17 @@ class Invariant:
     default: Any = None
     implies_platform: bool = False
     checks: tuple[Check, ...] = ()
+    equals: Literal | None = None
+
+    @property
+    def kind(self) -> str:
+        """platform_field | definition | clause"""
+        return "definition" if self.equals is not None else "platform_field" if self.field else "clause"
 
     @property
     def fields(self) -> tuple[str, ...]:
+        if self.equals is not None:
+            return (self.field, self.equals.field)
         if self.field:
             return ("platform", self.field)
         return tuple(dict.fromkeys(f for c in self.checks for f in c.fields))

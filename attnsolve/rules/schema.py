@@ -68,9 +68,10 @@ KEYS: dict[str, dict[str, str]] = {
                       "reason_false": "reason", "default": "any", "unset_passes": BOOL, "roles": STR_LIST,
                       "when": LITERALS, "exact_key": STR},
     # a platform invariant: a platform field (field, platforms, unset = "required" or the value assumed on
-    # its platforms, implies_platform) or a clause (when / require); reason: why (model.Invariant)
+    # its platforms, implies_platform), a clause (when / require) or a definition (field = a bool, equals: a
+    # literal over another field); reason: why (model.Invariant)
     "invariant": {"key": STR, "reason": STR, "field": STR, "platforms": STR_LIST, "unset": SCALAR,
-                  "implies_platform": BOOL, "when": LITERALS, "require": LITERALS},
+                  "implies_platform": BOOL, "when": LITERALS, "require": LITERALS, "equals": LITERALS},
     # combination_reasons: "all" (every failing backend check is a reason) or "first" (vLLM >= 0.18's
     # supports_combination returns one string: only the first failing one)
     "ruleset": {"vllm": STR, "read_from": STR, "summary": STR, "status": STR, "combination_reasons": STR,

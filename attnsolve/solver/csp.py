@@ -179,6 +179,10 @@ def _invariant_constraints(rules: RuleSet, variables: set[str]) -> tuple[tuple[A
     (ROCm's from its gfx arch) has one too."""
     out: list[tuple[Any, list[str]]] = []
     for inv in rules.invariants:
+        if inv.kind == "definition":
+            if all(f in variables for f in inv.fields):  # unknown (None) on the defining side: either
+                out.append((lambda b, v, _lit=inv.equals: v is None or b == _lit.pred(v), list(inv.fields)))
+            continue
         if inv.field:
             if inv.field not in variables:
                 continue
