@@ -13,9 +13,10 @@ from attnsolve import Config, ConfigError, InvalidBackendError, solve
 from attnsolve.config import requestable_backends
 from attnsolve.rules import rules_for
 
-# The MLA prefill kernels and XPU's FLASH_ATTN_MLA_XPU class are backends of the rules but not registry
-# names: asking for them is vLLM's unknown-backend error (the closest registry name suggested).
-NOT_REQUESTABLE_033 = {"FLASH_ATTN_MLA_XPU": "FLASH_ATTN_MLA", "FLASHINFER_PREFILL": "FLASHINFER_MLA"}
+# XPU's FLASH_ATTN_MLA_XPU class is a backend of the rules but no registry name (FLASH_ATTN_MLA is requested):
+# asking for it is vLLM's unknown-backend error (the closest registry name suggested). The MLA prefill
+# kernels stay requestable by name for role="mla_prefill" questions.
+NOT_REQUESTABLE_033 = {"FLASH_ATTN_MLA_XPU": "FLASH_ATTN_MLA"}
 # vLLM fails these before validating (NEEDS-inv-cuda.md 19b; [[platforms.cuda.request_errors]])
 REQUEST_ERRORS_033 = {
     "NO_ATTENTION": "Selected backend AttentionBackendEnum.NO_ATTENTION is not valid for this configuration. "

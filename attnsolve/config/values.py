@@ -221,17 +221,17 @@ _REQUESTABLE: "weakref.WeakKeyDictionary[Any, dict[Any, frozenset[str]]]" = weak
 
 
 def requestable_backends(rules: Any, platform: Any = None) -> frozenset[str]:
-    """The names a release's registry accepts as a requested backend (--attention-backend): its decode
-    backends (not the MLA prefill kernels, not a class another name is requested as, e.g. XPU's
-    FLASH_ATTN_MLA_XPU) and the names vLLM fails before validating (`request_errors`: NO_ATTENTION,
-    TORCH_SDPA, CUSTOM in 0.33), those of `platform` only when one is given."""
+    """The names a release accepts as a requested backend: its backends (the MLA prefill kernels too, asked
+    for with role="mla_prefill"; not a class another name is requested as, e.g. XPU's FLASH_ATTN_MLA_XPU)
+    and the registry names vLLM fails before validating (`request_errors`: NO_ATTENTION, TORCH_SDPA, CUSTOM
+    in 0.33), those of `platform` only when one is given."""
     per = _REQUESTABLE.get(rules)
     if per is None:
         per = _REQUESTABLE[rules] = {}
     key = platform if isinstance(platform, str) else None
     hit = per.get(key)
     if hit is None:
-        names = {n for n, b in rules.backends.items() if b.role != "mla_prefill" and not b.requested_as}
+        names = {n for n, b in rules.backends.items() if not b.requested_as}
         # a platform that validates a request by the backend's own checks knows only its own request_errors
         # names beyond the backends; one that ignores or tables requests answers any name
         validates = key is not None and any(pl.manual == "validate" for pl in rules.lists if pl.platform == key)
