@@ -837,6 +837,10 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
                 used.update(dict.fromkeys(c.fields))
         for pl in lists:
             used.update(dict.fromkeys(lit.field for lit in pl.when))
+            for case in (*pl.start_block_size, *pl.start_backend):  # start-up rules read fields too
+                used.update(dict.fromkeys(lit.field for lit in case.when))
+            for _, when in (*pl.startup_failures, *pl.request_errors):
+                used.update(dict.fromkeys(lit.field for lit in when))
         for d in derived.values():
             used.update(dict.fromkeys(d.inputs))
         for f in used:
