@@ -401,6 +401,7 @@ def capability_kinds(generic: Iterable[Any]) -> dict[str, str]:
         if not isinstance(g, dict) or not isinstance(g.get("key"), str):
             continue
         form, field = g.get("form"), g.get("field")
+        form = form if isinstance(form, str) else None  # a damaged form (a list) is reported by the loader
         out[g["key"]] = {"predicate": PRED(field) if isinstance(field, str) else LIST, "values": LIST,
                          "multiple_of": INT_LIST, "supports": BOOL, "matches": BOOL, "flag": BOOL}.get(form, SCALAR)
         if g.get("unset_passes"):
