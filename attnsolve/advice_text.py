@@ -48,7 +48,8 @@ def describe_query(ctx: Context, sep: str = ", ", skip: Sequence[str] = ()) -> s
     if "dtype" not in skip:
         dtype = "dtype ANY" if c.dtype is ANY else show(c.dtype)
         parts.append("dtype auto" if per_gpu else dtype + (" (default)" if "dtype" in ctx.defaulted else ""))
-    kind = "sparse MLA" if c.use_sparse is True else "MLA" if c.use_mla is True else None
+    kind = ("sparse MLA" if c.use_mla is True else "sparse (no MLA)") if c.use_sparse is True else \
+        "MLA" if c.use_mla is True else None
     if kind:
         parts.append(kind)
     if "head_size" not in skip:
@@ -68,7 +69,7 @@ def describe_query(ctx: Context, sep: str = ", ", skip: Sequence[str] = ()) -> s
         parts.append(show(c.attn_type))
     shown = {"vllm", "platform", "dtype", "compute_capability", "rocm_arch", "use_mla", "use_sparse", "head_size", "num_heads",
              "kv_cache_dtype", "block_size", "has_sink", "use_mm_prefix", "attn_type", "backend",
-             "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "index_topk"}
+             "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "index_topk", "dtype_explicit"}
     for k, v in c.to_dict(only_changed=True).items():
         if k not in shown and k not in skip:
             parts.append(f"{k}={show(v)}")

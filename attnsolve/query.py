@@ -105,6 +105,10 @@ def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Seq
     if not getattr(ns, "no_env", False):
         env = read_env(os.environ if environ is None else environ, rules)
     explicit = {f: getattr(ns, f) for f in dict.fromkeys(_flag_fields(rules)) if getattr(ns, f, None) is not None}
+    if isinstance(explicit.get("dtype"), str) and explicit["dtype"].strip().lower() == "auto":
+        del explicit["dtype"]  # vLLM's --dtype auto: resolved from --model on this hardware (or the default)
+    if "dtype" in explicit and "dtype_explicit" in rules.fields and "dtype_explicit" not in explicit:
+        explicit["dtype_explicit"] = True  # vLLM's start-up checks an explicit dtype against the device
     used_env = tuple((var, value) for var, value, name in env if name not in explicit)
     fields.update({name: value for var, value, name in env if name not in explicit})
     fields.update(explicit)
@@ -133,12 +137,6 @@ def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Seq
             raise UsageError("no hardware given", ["the backend depends on the GPU: give --gpu NAME "
                              "(e.g. H100, B200, RTX 5090, MI300X, CPU, or auto for this machine's GPU) "
                              "or --compute-capability 9.0"], hint="e.g. --gpu H100")
-    # a compute capability alone means CUDA, a gfx arch alone ROCm
-    if "platform" not in fields and "gpu" not in fields:
-        if "compute_capability" in fields:
-            fields["platform"] = "cuda"
-        elif "rocm_arch" in fields:
-            fields["platform"] = "rocm"
     if "gpu" in free and not (hardware & set(fields)):  # matrix over GPU names: the first stands in
         fields["gpu"] = next(v for n, v in getattr(ns, "over_values", {}).items() if n == "gpu")
     if "compute_capability" in free:  # matrix over GPU generations: any CUDA GPU stands in for the base

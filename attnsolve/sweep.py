@@ -15,7 +15,7 @@ cover CUDA and every ROCm arch (a CUDA config needs a compute capability).
 Combinations `Config` itself rejects are not configurations and are left out (counted in
 `Sweep.excluded`, reasons in `EXCLUSIONS`): compute capability without CUDA or CUDA without one,
 a ROCm arch off ROCm (and rocm_arch=None on ROCm when the arch is free: it means gfx942, a
-duplicate), use_sparse without use_mla, role mla_prefill without use_mla, and a role the
+duplicate), role mla_prefill without use_mla (the rule set's [[invariants]]), and a role the
 platform has no priority list for (CPU has no MLA prefill).
 
 How it is fast: nothing is solved per configuration. The free fields are grouped into units (fields
@@ -43,11 +43,12 @@ from .solver.facts import ROLES, base_facts, parse_role
 __all__ = ["sweep", "Sweep", "EXCLUSIONS"]
 
 EXCLUSIONS: tuple[str, ...] = (
-    "compute_capability set on a platform other than cuda, or unset on cuda (Config rejects both)",
-    "rocm_arch set on a platform other than rocm; rocm_arch None on rocm when rocm_arch is free "
-    "(None means gfx942 there: the same configuration twice)",
-    "use_sparse=True with use_mla=False (Config rejects it: sparse attention is an MLA feature)",
-    "role mla_prefill with use_mla=False (solve() rejects it)",
+    "a platform field set on a platform not its own ([[invariants]] of the rule set: compute_capability "
+    "off cuda, rocm_arch off rocm; Config rejects it)",
+    "a required platform field unset on its platform (compute_capability on cuda; Config rejects it)",
+    "a platform field with an assumed value left None on its platform while the field is free (rocm_arch "
+    "None means gfx942 there: the same configuration twice)",
+    "a clause of [[invariants]] broken (role mla_prefill with use_mla=False: solve() rejects it)",
     "a role the platform has no priority list for (solve() raises ConfigError, e.g. CPU MLA prefill)",
 )
 
@@ -269,8 +270,9 @@ def _sweep_values(rules: Any, field: str) -> tuple[Any, ...]:
     from .solver.domains import representatives
     if field == "platform":
         return tuple(rules.domains["platform"])
-    if field == "backend":
-        return (None, *rules.backends)
+    if field == "backend":  # the names a request may carry (not the MLA prefill kernels)
+        from .config import requestable_backends
+        return (None, *(b for b in rules.backends if b in requestable_backends(rules)))
     if field == "role":
         return ROLES
     vals = representatives(rules, field)
@@ -303,27 +305,31 @@ class _UnionFind:
                 self.parent[rb] = ra
 
 
-_PAIRS = (("platform", "compute_capability"), ("platform", "rocm_arch"), ("use_sparse", "use_mla"),
-          ("role", "use_mla"))
+def _pairs(rules: Any) -> list[tuple[str, ...]]:
+    """Fields an invariant ties together (enumerated in one unit so the invariant can be judged)."""
+    return [inv.fields for inv in rules.invariants]
 
 
-def _valid(facts: dict[str, Any], local: Iterable[str], arch_free: bool) -> bool:
-    """Config's (and solve's) validity rules, for those that involve a field of this unit."""
+def _valid(rules: Any, facts: dict[str, Any], local: Iterable[str], free: Iterable[str]) -> bool:
+    """The rule set's invariants (Config's and solve's validity rules), for those that involve a field of
+    this unit. A field with an assumed value (rocm_arch) left None on its platform is a duplicate when the
+    field is free."""
     loc = set(local)
-    plat = facts["platform"]
-    if loc & {"platform", "compute_capability"}:
-        if (facts["compute_capability"] is not None) != (plat == "cuda"):
+    for inv in rules.invariants:
+        if not loc & set(inv.fields):
+            continue
+        if inv.kind == "definition":
+            b, v = facts.get(inv.field), facts.get(inv.equals.field)
+            if v is not None and b is not None and b != inv.equals.pred(v):
+                return False
+        elif inv.field:
+            v, on = facts.get(inv.field), facts["platform"] in inv.platforms
+            if v is not None and not on:
+                return False
+            if v is None and on and (inv.required or (inv.default is not None and inv.field in free)):
+                return False
+        elif any(c.fires(facts) for c in inv.checks if all(f in facts for f in c.fields)):
             return False
-    if loc & {"platform", "rocm_arch"}:
-        arch = facts["rocm_arch"]
-        if arch is not None and plat != "rocm":
-            return False
-        if arch is None and plat == "rocm" and arch_free:
-            return False
-    if loc & {"use_sparse", "use_mla"} and facts["use_sparse"] is True and facts["use_mla"] is False:
-        return False
-    if loc & {"role", "use_mla"} and facts["role"] == "mla_prefill" and facts["use_mla"] is False:
-        return False
     return True
 
 
@@ -421,8 +427,8 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
         for x in d.inputs:
             base_inputs[d.name] |= base_inputs.get(x, {x})
         uf.union(*sorted(base_inputs[d.name]))
-    for a, b in _PAIRS:
-        uf.union(a, b)
+    for tied in _pairs(rules):
+        uf.union(*tied)
     groups: dict[str, list[str]] = {}
     for f in free:
         groups.setdefault(uf.find(f), []).append(f)
@@ -430,9 +436,10 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
     for d in rules.derived.values():
         ins = sorted(x for x in base_inputs[d.name] if x in free)
         owner[d.name] = owner[ins[0]] if ins else None
-    arch_free = "rocm_arch" in free
-    if "platform" in owner and "rocm_arch" not in owner and facts0["rocm_arch"] is None:
-        owner["rocm_arch"] = owner["platform"]  # None on rocm means gfx942: depends on the platform row
+    defaulted = [inv for inv in rules.invariants if inv.kind == "platform_field" and inv.default is not None]
+    for inv in defaulted:  # None on rocm means gfx942: the value depends on the platform row
+        if "platform" in owner and inv.field not in owner and facts0.get(inv.field) is None:
+            owner[inv.field] = owner["platform"]
     fact_fields = (*FIELD_NAMES, "role", *rules.derived)
 
     bits = _bits_for(comp)
@@ -441,8 +448,9 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
     plan_fields = {"platform", "backend", "role", *bits.list_fields}
 
     def normalise(facts: dict[str, Any]) -> None:
-        if facts["platform"] == "rocm" and facts["rocm_arch"] is None and not arch_free:
-            facts["rocm_arch"] = "gfx942"  # what Config makes of rocm_arch=None on ROCm
+        for inv in defaulted:  # what Config makes of rocm_arch=None on ROCm
+            if facts.get(inv.field) is None and inv.field not in free and facts["platform"] in inv.platforms:
+                facts[inv.field] = inv.default
 
     # The fixed part: one row owning every fact no unit owns.
     fixed_facts = dict(facts0)
@@ -466,7 +474,7 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
             facts = dict(fixed_facts)
             facts.update(zip(ufields, combo))
             normalise(facts)
-            if not _valid(facts, ufields, arch_free):
+            if not _valid(rules, facts, ufields, free):
                 continue
             for d in derived_here:
                 facts[d.name] = d.evaluate(facts)[0]

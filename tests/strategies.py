@@ -22,7 +22,7 @@ from typing import Any, Iterable
 
 from hypothesis import strategies as st
 
-from attnsolve.config import ANY, FIELD_NAMES, Config
+from attnsolve.config import ANY, FIELD_NAMES, Config, requestable_backends
 from attnsolve.errors import ConfigError
 from attnsolve.rules import default_rules
 from attnsolve.rules.model import RuleSet
@@ -65,13 +65,19 @@ def _class_values(rules: RuleSet, name: str) -> list[Any]:
     return out
 
 
+def requests(rules: RuleSet) -> list[str]:
+    """The backend names a release accepts as a request that its rules model as backends (not the MLA
+    prefill kernels, not the registry names vLLM fails before validating)."""
+    return sorted(n for n in requestable_backends(rules) if n in rules.backends)
+
+
 def field_pool(rules: RuleSet, name: str) -> list[Any]:
     """Every value worth trying for a field: its domain (domains.toml), its value classes, and None if optional.
 
     Integers stay ints; compute capabilities are (major, minor) tuples, as Config stores them.
     """
     if name == "backend":
-        return [None, *sorted(rules.backends)]
+        return [None, *requests(rules)]
     if name == "platform":
         return list(rules.domains["platform"])
     if name in BOOL_FIELDS:
@@ -212,9 +218,9 @@ def config_kwargs(draw: Any, rules: RuleSet | None = None, *, platform: Any = No
     elif manual is False:
         kw["backend"] = None
     elif manual is True:
-        kw["backend"] = draw(st.sampled_from(sorted(rules.backends)))
+        kw["backend"] = draw(st.sampled_from(requests(rules)))
     else:
-        kw["backend"] = draw(st.one_of(st.none(), st.none(), st.sampled_from(sorted(rules.backends))))
+        kw["backend"] = draw(st.one_of(st.none(), st.none(), st.sampled_from(requests(rules))))
     return kw
 
 

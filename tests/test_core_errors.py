@@ -221,13 +221,6 @@ def test_config_error_positional_arguments():
         Config("cuda")
 
 
-def test_sparse_without_mla_is_config_error():
-    err = bad(use_sparse=True)
-    assert err.field == "use_sparse"
-    assert "use_mla" in str(err)
-    assert Config(**BASE, use_mla=True, use_sparse=True).use_sparse is True
-
-
 def test_missing_platform_and_dtype():
     with pytest.raises(ConfigError) as info:
         Config(dtype="bfloat16")

@@ -22,6 +22,7 @@ from attnsolve.errors import SelectionError
 from attnsolve.rules import rules_for
 from attnsolve.selection import solve_csp
 from attnsolve.solver.domains import representatives
+from strategies import requests
 from attnsolve.solver.facts import base_facts
 
 # One release: its local strategies are built from the 0.17 rules at import; the every-release laws are in test_prop_selection.py.
@@ -74,7 +75,7 @@ def configs(draw: st.DrawFn, *, with_backend: bool = True) -> tuple[Config, str]
     if "head_size" not in data and draw(st.booleans()):
         data["head_size"] = None
     if with_backend and draw(st.integers(0, 3)) == 0:
-        data["backend"] = draw(st.sampled_from(sorted(RULES.backends)))
+        data["backend"] = draw(st.sampled_from(requests(RULES)))
     role = draw(st.sampled_from(["decode", "mla_prefill"])) if mla and platform in _PREFILL_PLATFORMS else "decode"
     cc = data.get("compute_capability")
     if isinstance(cc, int):

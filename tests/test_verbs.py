@@ -35,7 +35,9 @@ def flags_for(config: Config) -> list[str]:
         argv += ["--gpu", config.gpu]
     for field, value in config.to_dict(only_changed=True).items():
         if config.gpu is None or field not in hardware:
-            argv += [FLAG_OF[field], show(value)]
+            argv += [FLAG_OF.get(field, "--" + field.replace("_", "-")), show(value)]
+    if "dtype_explicit" in config.field_names and config.dtype_explicit is False:
+        argv += ["--dtype-explicit", "false"]  # --dtype alone is explicit; Config's dtype is not unless told
     return argv
 
 

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 from . import schema
 from .model import (
     MlaPrefill, ModelRoute, Note, Rewrite, RouteKV,
-    FIELD_CATEGORIES, FIELD_KINDS, GENERIC_FORMS, FieldDecl, GenericCheck, Backend, Capabilities, Check, Derived, DerivedCase, Entry, Literal, Pred, PriorityList, RuleSet, Variant,
+    FIELD_CATEGORIES, FIELD_KINDS, GENERIC_FORMS, FieldDecl, GenericCheck, Invariant, Backend, Capabilities, Check, Derived, DerivedCase, Entry, Literal, Pred, PriorityList, RuleSet, Variant,
 )
 
 # One folder per vLLM release modelled: attnsolve/rules/vllm-<major.minor>/ (see rule_set_dirs()).
@@ -345,6 +345,76 @@ def _generic_checks(raw: list[tuple[str, Any]], known: set[str], col: _Collector
     return tuple(out)
 
 
+def _invariants(raw: list[tuple[str, Any]], known: set[str], domains: dict[str, tuple[Any, ...]],
+                col: _Collector) -> tuple[Invariant, ...]:
+    """[[invariants]] -> Invariant, in file order; each key once. A platform field names a known field and
+    known platforms; a clause is lowered like a backend check (its checks must never fire)."""
+    out: list[Invariant] = []
+    seen: dict[str, str] = {}
+    platforms = set(domains.get("platform", ()))
+    for i, (fname, g) in enumerate(raw):
+        key, reason = g.get("key"), g.get("reason")
+        loc = f"invariants.{key if isinstance(key, str) else '#' + str(i + 1)}"
+        if not isinstance(key, str) or not key or not isinstance(reason, str) or not reason:
+            col.add(fname, loc, "needs a key and a reason (why the invariant holds)")
+            continue
+        if key in seen:
+            col.add(fname, loc, f"declared twice (also in {seen[key]})")
+            continue
+        seen[key] = fname
+        if ("field" in g) == ("require" in g):
+            col.add(fname, loc, "needs either field + platforms (a platform field), field + equals (a definition) "
+                    "or require (a clause)")
+            continue
+        if "equals" in g:
+            fld = g["field"]
+            extra = sorted(set(g) & {"platforms", "unset", "implies_platform", "when"})
+            try:
+                lits = _literals(g["equals"], known)
+            except ValueError as e:
+                col.add(fname, f"{loc}.equals", str(e))
+                continue
+            if fld not in known or fld in ("platform", "role"):
+                col.add(fname, f"{loc}.field", f"{fld!r} is not a field")
+            elif extra or len(lits) != 1 or lits[0].field == fld:
+                col.add(fname, loc, "a definition is field (a bool) + equals (one literal over another field) only")
+            else:
+                out.append(Invariant(key=key, reason=reason, field=fld, equals=lits[0]))
+            continue
+        if "field" in g:
+            fld, plats = g["field"], tuple(g.get("platforms", ()))
+            extra = sorted(set(g) & {"when", "require"})
+            bad_plat = [p for p in plats if p not in platforms]
+            if fld not in known or fld in ("platform", "role"):
+                hit = schema.closest(fld, known)
+                col.add(fname, f"{loc}.field", f"{fld!r} is not a field" + (f"; did you mean {hit!r}?" if hit else ""))
+            elif not plats or bad_plat:
+                col.add(fname, f"{loc}.platforms", f"needs known platforms ({', '.join(sorted(platforms))}), got {list(plats)}")
+            elif extra:
+                col.add(fname, loc, f"a platform field takes no {', '.join(extra)}")
+            else:
+                unset = g.get("unset")
+                dom = domains.get(fld)
+                if unset not in (None, "required") and dom is not None and unset not in dom:
+                    col.add(fname, f"{loc}.unset", f"{unset!r} is not a value of {fld} {list(dom)}")
+                    continue
+                out.append(Invariant(key=key, reason=reason, field=fld, platforms=plats, required=unset == "required",
+                                     default=None if unset == "required" else unset,
+                                     implies_platform=bool(g.get("implies_platform", False))))
+            continue
+        extra = sorted(set(g) & {"platforms", "unset", "implies_platform"})
+        if extra:
+            col.add(fname, loc, f"a clause takes no {', '.join(extra)}")
+            continue
+        try:
+            checks = tuple(_lower_check(reason, g.get("when", {}), g["require"], known, "invariant", i + 1, False))
+        except ValueError as e:
+            col.add(fname, loc, str(e))
+            continue
+        out.append(Invariant(key=key, reason=reason, checks=checks))
+    return tuple(out)
+
+
 def _generic_default(v: Any, form: str) -> Any:
     """A generic check's default (the base class's value): a list becomes a tuple like a declared one."""
     if isinstance(v, list):
@@ -612,6 +682,8 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
     field_decls = _field_decls(raw_fields, domains, col)
     generic = _generic_checks([(fname, g) for fname, doc in docs for g in (doc.get("generic_checks") or [])
                                if isinstance(g, dict)], known, col)
+    invariants = _invariants([(fname, g) for fname, doc in docs for g in (doc.get("invariants") or [])
+                              if isinstance(g, dict)], known, domains, col)
     if not generic:
         col.add("domains.toml", "generic_checks", "missing: the rule set declares no [[generic_checks]] "
                 "(vLLM's validate_configuration checks, in order)")
@@ -753,6 +825,7 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
                                  summary=str(b.get("summary", f"alias of {target}")))
     rules = RuleSet(domains=domains, aliases=aliases, gpus=gpus, generations=generations, derived=derived,
                     backends=backends, lists=tuple(lists), sources=sources, fields=field_decls, generic_checks=generic,
+                    invariants=invariants,
                     vllm=release.get("vllm", ""), read_from=release.get("read_from", ""),
                     summary=release.get("summary", ""), settings=dict(release))
     _check_references(rules, abstract, col)
@@ -764,6 +837,10 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
                 used.update(dict.fromkeys(c.fields))
         for pl in lists:
             used.update(dict.fromkeys(lit.field for lit in pl.when))
+            for case in (*pl.start_block_size, *pl.start_backend):  # start-up rules read fields too
+                used.update(dict.fromkeys(lit.field for lit in case.when))
+            for _, when in (*pl.startup_failures, *pl.request_errors):
+                used.update(dict.fromkeys(lit.field for lit in when))
         for d in derived.values():
             used.update(dict.fromkeys(d.inputs))
         for f in used:

@@ -702,6 +702,46 @@ class FieldDecl:
         return self.flags[0] if self.flags else "--" + self.name.replace("_", "-")
 
 
+@dataclass(frozen=True, slots=True)
+class Invariant:
+    """A platform invariant (`[[invariants]]`): what holds between fields in every configuration.
+
+    Config refuses a configuration that breaks one (a ConfigError naming the field) and the CSP never
+    builds one, both from this value alone. Two forms:
+    - a platform field (`field`, `platforms`): the field has a value only on those platforms (None
+      elsewhere); on them an unset value is refused (`required`) or taken as `default`; given alone
+      (no platform, no GPU) it names its platform (`implies_platform`);
+    - a clause (`when` / `require`, lowered like a backend check): `checks` must not fire;
+    - a definition (`field` + `equals`): the bool `field` is true exactly when the `equals` literal over
+      another field holds (vLLM's use_dcp is decode_context_parallel_size > 1); given alone, either side
+      implies the other, given both, they must agree.
+    `reason` says why, in the error and the docs.
+    """
+
+    key: str
+    reason: str
+    field: str = ""
+    platforms: tuple[str, ...] = ()
+    required: bool = False
+    default: Any = None
+    implies_platform: bool = False
+    checks: tuple[Check, ...] = ()
+    equals: Literal | None = None
+
+    @property
+    def kind(self) -> str:
+        """platform_field | definition | clause"""
+        return "definition" if self.equals is not None else "platform_field" if self.field else "clause"
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        if self.equals is not None:
+            return (self.field, self.equals.field)
+        if self.field:
+            return ("platform", self.field)
+        return tuple(dict.fromkeys(f for c in self.checks for f in c.fields))
+
+
 @dataclass(frozen=True, eq=False)
 class RuleSet:
     """Everything the solvers know: domains, derived facts, backends and priority lists."""
@@ -718,6 +758,8 @@ class RuleSet:
     fields: Mapping[str, FieldDecl] = field(default_factory=dict)
     # vLLM's generic capability checks in vLLM's order ([[generic_checks]]).
     generic_checks: tuple[GenericCheck, ...] = ()
+    # Platform invariants ([[invariants]]), in file order: Config validation and the CSP read them.
+    invariants: tuple[Invariant, ...] = ()
     # The vLLM release modelled ("0.17") and where the facts were read from ([ruleset] in ruleset.toml).
     vllm: str = ""
     read_from: str = ""

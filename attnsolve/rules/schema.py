@@ -55,7 +55,7 @@ _CAPS: dict[str, str] = {
 
 # place -> key -> kind. THE table of known keys (the loader takes its key sets from here).
 KEYS: dict[str, dict[str, str]] = {
-    "top": {"generic_checks": LIST_OF("generic_check"), "ruleset": ONE("ruleset"), "fields": TABLE, "aliases": TABLE, "gpus": TABLES("gpu"), "generations": TABLE,
+    "top": {"generic_checks": LIST_OF("generic_check"), "invariants": LIST_OF("invariant"), "ruleset": ONE("ruleset"), "fields": TABLE, "aliases": TABLE, "gpus": TABLES("gpu"), "generations": TABLE,
             "derived": TABLES("derived"), "backends": TABLES("backend"), "platforms": TABLES("platform")},
     # which vLLM release a rule set models, and the release (wheel) its facts were read from
     # [fields.NAME]: a declared selection input (model.FieldDecl); `values` is its domain (kind enum)
@@ -67,6 +67,11 @@ KEYS: dict[str, dict[str, str]] = {
     "generic_check": {"key": STR, "field": STR, "form": STR, "reason": "reason", "reason_true": "reason",
                       "reason_false": "reason", "default": "any", "unset_passes": BOOL, "roles": STR_LIST,
                       "when": LITERALS, "exact_key": STR},
+    # a platform invariant: a platform field (field, platforms, unset = "required" or the value assumed on
+    # its platforms, implies_platform), a clause (when / require) or a definition (field = a bool, equals: a
+    # literal over another field); reason: why (model.Invariant)
+    "invariant": {"key": STR, "reason": "reason", "field": STR, "platforms": STR_LIST, "unset": SCALAR,
+                  "implies_platform": BOOL, "when": LITERALS, "require": LITERALS, "equals": LITERALS},
     # combination_reasons: "all" (every failing backend check is a reason) or "first" (vLLM >= 0.18's
     # supports_combination returns one string: only the first failing one)
     "ruleset": {"vllm": STR, "read_from": STR, "summary": STR, "status": STR, "combination_reasons": STR,
@@ -396,6 +401,7 @@ def capability_kinds(generic: Iterable[Any]) -> dict[str, str]:
         if not isinstance(g, dict) or not isinstance(g.get("key"), str):
             continue
         form, field = g.get("form"), g.get("field")
+        form = form if isinstance(form, str) else None  # a damaged form (a list) is reported by the loader
         out[g["key"]] = {"predicate": PRED(field) if isinstance(field, str) else LIST, "values": LIST,
                          "multiple_of": INT_LIST, "supports": BOOL, "matches": BOOL, "flag": BOOL}.get(form, SCALAR)
         if g.get("unset_passes"):

@@ -44,6 +44,7 @@ class CSP:
                     todo.append(f)
         self.derived = {n: d for n, d in rules.derived.items() if n in self.derived}  # rules' order
         self.fields = tuple(f for f in fields if f not in self.derived)
+        self.invariants = _invariant_constraints(rules, {*self.fields, *self.derived})
 
     # -- building blocks -------------------------------------------------------------------------
     def _problem(self, facts: Facts, domains: Mapping[str, Sequence[Any]] | None = None) -> Problem:
@@ -57,22 +58,13 @@ class CSP:
             else:
                 dom = [v]
             p.addVariable(f, dom)
-        # Hardware facts belong to their platform.
-        if "compute_capability" in self.fields:  # absent when no rule looks at it
-            # cuda's device capability; a platform deriving one (ROCm from its gfx arch) may have one too
-            derived_cc = {pl.platform for pl in self.rules.lists if pl.compute_capability_from}
-            p.addConstraint(FunctionConstraint(lambda plat, cc: plat in derived_cc or (cc is not None) == (plat == "cuda")),
-                            ["platform", "compute_capability"])
-        if "rocm_arch" in self.fields:
-            p.addConstraint(FunctionConstraint(lambda plat, a: (a is not None) == (plat == "rocm")), ["platform", "rocm_arch"])
-        if "use_sparse" in self.fields and "use_mla" in self.fields:
-            p.addConstraint(FunctionConstraint(lambda sparse, mla: mla or not sparse), ["use_sparse", "use_mla"])
-        if "use_mla" in self.fields:
-            p.addConstraint(FunctionConstraint(lambda role, mla: role == "decode" or mla), ["role", "use_mla"])
         for d in self.derived.values():
             p.addVariable(d.name, list(d.values))
             names = [*d.inputs, d.name]
             p.addConstraint(FunctionConstraint(_derived_fn(d, names)), names)
+        # The platform invariants (rules data: [[invariants]]).
+        for fn, names in self.invariants:
+            p.addConstraint(FunctionConstraint(fn), names)
         return p
 
     def _require_checks(self, p: Problem, checks: Iterable[Check]) -> None:
@@ -178,6 +170,39 @@ class CSP:
                     return pn.candidates[i].backend, pn
             return None, pn
         return None, None
+
+
+def _invariant_constraints(rules: RuleSet, variables: set[str]) -> tuple[tuple[Any, list[str]], ...]:
+    """The rule set's invariants as constraints over the variables this CSP has (an invariant over a field no
+    rule reads cannot change a selection). A platform field has a value exactly on its platforms when it is
+    required or defaulted there, else at most there; a platform whose lists derive the compute capability
+    (ROCm's from its gfx arch) has one too."""
+    out: list[tuple[Any, list[str]]] = []
+    for inv in rules.invariants:
+        if inv.kind == "definition":
+            if all(f in variables for f in inv.fields):  # unknown (None) on the defining side: either
+                out.append((lambda b, v, _lit=inv.equals: v is None or b == _lit.pred(v), list(inv.fields)))
+            continue
+        if inv.field:
+            if inv.field not in variables:
+                continue
+            on = frozenset(inv.platforms)
+            if inv.field == "compute_capability":
+                on |= {pl.platform for pl in rules.lists if pl.compute_capability_from}
+                exempt = on - frozenset(inv.platforms)
+            else:
+                exempt = frozenset()
+            if inv.required or inv.default is not None:
+                fn = (lambda plat, v, _on=on, _ex=exempt: plat in _ex or (v is not None) == (plat in _on))
+            else:
+                fn = (lambda plat, v, _on=on: plat in _on or v is None)
+            out.append((fn, ["platform", inv.field]))
+            continue
+        for c in inv.checks:
+            if all(f in variables for f in c.fields):
+                names = list(c.fields)
+                out.append((_holds_fn(c, names), names))
+    return tuple(out)
 
 
 def _all_literals(rules: RuleSet) -> Iterable[Literal]:

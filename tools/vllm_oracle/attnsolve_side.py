@@ -85,6 +85,8 @@ def answer(cfg: Mapping[str, Any], mode: str, version: str | None = None) -> dic
     answer: vLLM's start-up raises it."""
     try:
         config = make_config(cfg, version)
+        if mode == "startup" and "dtype_explicit" in config.field_names:
+            config = config.replace(dtype_explicit=True)  # vLLM's worker checks the dtype it is given
     except ConfigError as e:
         kind = "unknown_backend" if e.field == "backend" else "config_error"
         return {"ok": False, "kind": kind, "error": str(e), "field": e.field}
