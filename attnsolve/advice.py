@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .config import ANY, Config, format_cc
 from .errors import ConfigError, SelectionError
-from .explain import Explanation, Verdict, explain
+from .explain import Explanation, Verdict, explain, request_conflicts
 from .render import show as _show
 
 __all__ = ["Advice", "Context", "LostBackend", "Remedy", "advise", "change_text", "other_releases", "prefill_for", "KINDS"]
@@ -621,11 +621,12 @@ def lost_backend(ctx: Context, backend: str, reasons: Sequence[str]) -> LostBack
     from .config import ANY
     conflict: dict[str, Any] = {}
     model_conflict = None
-    try:
-        e = explain(ctx.config.replace(backend=backend), role=ctx.role, available=ctx.available, max_conflicts=2)  # bounded: per lost backend
-        if e.selected is None:
-            conflict = _drop_noise(e.conflict, ctx)
-            model_conflict = next((dict(c) for c in e.conflicts if c and all(
+    try:  # the conflicts only: the fixes are searched below, as the user can apply them
+        conflicts = request_conflicts(ctx.config.replace(backend=backend), role=ctx.role, available=ctx.available,
+                                      max_conflicts=2)  # bounded: per lost backend
+        if conflicts:
+            conflict = _drop_noise(conflicts[0], ctx)
+            model_conflict = next((dict(c) for c in conflicts if c and all(
                 f in _MODEL and f not in ctx.user_fields for f in c)), None)
     except (ConfigError, SelectionError):
         pass

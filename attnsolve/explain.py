@@ -121,6 +121,26 @@ def explain(config: Config, *, role: str | None = None, available: Iterable[str]
                        tuple(fixes), tuple(warnings), hardware_only, message=str(err), available=avail)
 
 
+def request_conflicts(config: Config, *, role: str | None = None, available: Iterable[str] | None = None,
+                      max_conflicts: int = 2) -> tuple[dict[str, Any], ...]:
+    """The minimal conflicts that keep `config`'s requested backend from fitting (empty when it
+    fits): what `explain` computes first, without its search for fixes (advice searches those
+    itself, per lost backend; on a large release the fix search is most of explain's time)."""
+    require_config(config)
+    role_ = parse_role(role)
+    avail = available_set(available, config)
+    if config.is_partial or config.backend is None:
+        return ()
+    try:
+        solve_uncached(config, role_, avail)
+        return ()
+    except SelectionError:
+        pass
+    except ConfigError:
+        return ()
+    return tuple(find_conflicts(config, role_, avail, config.backend, max_conflicts))
+
+
 def possible_backends(config: Config, *, role: str | None = None, available: Iterable[str] | None = None) -> tuple[str, ...]:
     """Backends that some completion of `config` selects (for a requested backend: it, if some completion fits)."""
     require_config(config)
