@@ -75,11 +75,13 @@ class Domains:
 
 def _valued(rules: Any, version: str | None) -> tuple[tuple[str, tuple[Any, ...]], ...]:
     """Valued inputs of newer rule sets the vLLM side can give: KV heads (the stand-in model
-    config), the decode context-parallel size (parallel config) and the XPU device name."""
+    config), the decode context-parallel size (parallel config), the XPU device name and the
+    tokenspeed_mla package's absence (the worker hides the stub package)."""
     from .attnsolve_side import accepts
 
     xpus = tuple(sorted(n for n, g in getattr(rules, "gpus", {}).items() if g.get("platform") == "xpu"))
-    wanted = (("num_kv_heads", (1, 2, 4, 8)), ("dcp_size", (2, 4, 8)), ("xpu_device", xpus))
+    wanted = (("num_kv_heads", (1, 2, 4, 8)), ("dcp_size", (2, 4, 8)), ("xpu_device", xpus),
+              ("tokenspeed_mla_available", (False,)))
     return tuple((f, vals) for f, vals in wanted if vals and accepts(f, vals[0], version))
 
 
@@ -271,6 +273,9 @@ def _draw_inputs(D: Domains, rng: random.Random, d: dict[str, Any], p: float = 0
             d["dcp_size"] = rng.choice(D.values_of("dcp_size"))
         if d.get("platform") == "xpu" and D.values_of("xpu_device") and rng.random() < 0.5:
             d["xpu_device"] = rng.choice(D.values_of("xpu_device"))
+        if d.get("platform") == "cuda" and d.get("use_mla") and D.values_of("tokenspeed_mla_available") \
+                and rng.random() < 0.1:
+            d["tokenspeed_mla_available"] = False  # a box without the tokenspeed-mla package
     return d
 
 

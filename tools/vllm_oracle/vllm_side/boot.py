@@ -41,6 +41,13 @@ class _EmptyLoader(importlib.abc.Loader):
 
     def exec_module(self, module: types.ModuleType) -> None:
         stub_hits.append(module.__name__)
+        hook = STUB_IMPORT_HOOKS.get(module.__name__)
+        if hook is not None:
+            hook()
+
+
+# what a stubbed extension's import does besides existing (the real .so registers its ops then)
+STUB_IMPORT_HOOKS: dict[str, Callable[[], None]] = {}
 
 
 class _AnyAttrMeta(type):
@@ -89,7 +96,7 @@ class _StubFinder(importlib.abc.MetaPathFinder):
         return None
 
 
-PLATFORM_LIBRARIES = {"cuda": set(), "rocm": {"aiter"}, "cpu": set(), "xpu": {"vllm_xpu_kernels"}}
+PLATFORM_LIBRARIES = {"cuda": {"tokenspeed_mla"}, "rocm": {"aiter"}, "cpu": set(), "xpu": {"vllm_xpu_kernels"}}
 
 
 # absent libraries stubbed only once transformers has probed its optional dependencies (it would
@@ -103,6 +110,8 @@ def install_import_stubs(data: VersionData, platform: str) -> None:
     sys.meta_path.insert(0, _StubFinder(set(data.stub_modules), roots & set(data.any_attr_packages)))
     if "triton.active_driver" in data.patches:
         _triton_driver(platform, data)
+    if "cuda.flashmla_op_schemas" in data.patches and platform == "cuda":
+        STUB_IMPORT_HOOKS["vllm._flashmla_C"] = lambda: _flashmla_op_schemas(data)
     os.environ.setdefault("VLLM_HAS_FLASHINFER_CUBIN", "1")
     _mark("env.VLLM_HAS_FLASHINFER_CUBIN", data)
     os.environ["VLLM_CONFIGURE_LOGGING"] = "0"
@@ -143,6 +152,67 @@ def _cutlass_capability_queries(data: VersionData) -> None:
                "cutlass_scaled_mm_supports_fp4"):
         setattr(ns, op, lambda cuda_device_capability: False)
     _mark("cuda.cutlass_capability_queries", data)
+
+
+# The operator schemas the wheel's vllm/_flashmla_C.abi3.so registers (read from the 0.33.0 wheel's
+# binary): vLLM 0.33 asks hasattr(torch.ops._flashmla_C, ...) whether the build carries the DeepSeek-V4.1
+# mega-attention ops (models/deepseek_v41/nvidia/flash_mla_mega_attn.py).  Schemas only, no kernel.
+FLASHMLA_OP_SCHEMAS = (
+    "fused_norm_rope_attn_rope_cast_fwd(Tensor q, Tensor kv, Tensor indices, float sm_scale, int d_v, Tensor? attn_sink, "
+    "Tensor? topk_length, bool enable_q_norm, float rms_norm_eps, Tensor token_positions, bool is_rope_neox_style, "
+    "int rope_dim, Tensor cos_sin_cache, int n_wv_group, int num_per_channels, bool use_tma_aligned_col_major_sf, "
+    "bool round_sf, bool use_packed_ue8m0, Tensor(d!)? out_fp8=None, Tensor(e!)? out_sf=None) -> Tensor[]",
+    "fused_norm_rope_attn_rope_cast_decode(Tensor q, Tensor kv, Tensor indices, float sm_scale, int d_v, "
+    "Tensor? attn_sink, Tensor? topk_length, Tensor? extra_kv, Tensor? extra_indices, Tensor? extra_topk_length, "
+    "bool enable_q_norm, float rms_norm_eps, Tensor token_positions, bool is_rope_neox_style, int rope_dim, "
+    "Tensor cos_sin_cache, int n_wv_group, int num_per_channels, bool use_tma_aligned_col_major_sf, bool round_sf, "
+    "bool use_packed_ue8m0, Tensor(d!)? out_fp8=None, Tensor(e!)? out_sf=None) -> Tensor[]",
+    "permute_q_b_proj(Tensor q_b_proj, Tensor scale_factors, int h_q, int d_q) -> Tensor[]",
+    "permute_wv_proj(Tensor wv_proj, Tensor scale_factors, int wv_group_size, int d_o) -> Tensor[]",
+)
+_libraries: list[Any] = []  # torch.library objects must outlive the registration
+
+
+def _flashmla_op_schemas(data: VersionData) -> None:
+    """Importing the stubbed vllm._flashmla_C defines the mega-attention op schemas the real
+    extension registers (hasattr answers as on a GPU build; calling one would fail: no kernel)."""
+    import torch
+
+    lib = torch.library.Library("_flashmla_C", "DEF")
+    for schema in FLASHMLA_OP_SCHEMAS:
+        lib.define(schema)
+    _libraries.append(lib)
+    _mark("cuda.flashmla_op_schemas", data)
+
+
+def _flashinfer_sm90_mla(data: VersionData) -> None:
+    """flashinfer.mla.BatchMLAPagedAttentionWrapper.run has FlashInfer >= 0.6.18's keyword-only
+    `ckv_scale_arr` (vLLM 0.33 pins flashinfer-python==0.7.2.post1), which vLLM's
+    has_flashinfer_sm90_nope_mla() feature-detects by signature; the stub's dummy has none."""
+    if "cuda.flashinfer_sm90_mla_signature" not in data.patches:
+        return
+    import flashinfer.mla as fm
+
+    def run(self: Any, q_nope: Any, q_pe: Any, ckv_cache: Any, kpe_cache: Any, out: Any = None,
+            lse: Any = None, return_lse: bool = False, *, ckv_scale_arr: Any = None) -> Any:
+        raise RuntimeError("flashinfer stub: BatchMLAPagedAttentionWrapper.run called while selecting")
+
+    fm.BatchMLAPagedAttentionWrapper.run = run
+    _mark("cuda.flashinfer_sm90_mla_signature", data)
+
+
+def set_tokenspeed_mla(available: bool, data: VersionData) -> None:
+    """The tokenspeed_mla package importable or not (attnsolve's tokenspeed_mla_available): the
+    0.33 wheel requires it on Linux, so the stub package answers; False hides it (a None entry in
+    sys.modules makes `import tokenspeed_mla` raise ImportError, as without the package)."""
+    if "cuda.tokenspeed_mla_available" not in data.patches:
+        return
+    if available:
+        if sys.modules.get("tokenspeed_mla", 0) is None:
+            del sys.modules["tokenspeed_mla"]
+    else:
+        sys.modules["tokenspeed_mla"] = None  # type: ignore[assignment]
+    _mark("cuda.tokenspeed_mla_available", data)
 
 
 def set_capability(major: int, minor: int, data: VersionData) -> None:
@@ -210,6 +280,7 @@ def _boot_cuda(data: VersionData) -> Any:
     P._current_platform = cls()
     _mark("cuda.current_platform", data)
     _artifactory_offline(data)
+    _flashinfer_sm90_mla(data)
     return cls
 
 

@@ -227,6 +227,8 @@ class Oracle:
         if self.platform == "xpu":
             boot.set_device_name(cfg.get("xpu_device") or boot.XPU_DEFAULT_NAME)
         self._set_env(cfg)
+        if self.platform == "cuda":
+            boot.set_tokenspeed_mla(cfg.get("tokenspeed_mla_available", True) is not False, self.data)
         if mode == "mla_prefill":
             return self._mla_prefill(cfg)
         with boot.capture_warnings(self.data) as logged:
@@ -242,10 +244,22 @@ class Oracle:
                       dtype=self.dtypes[cfg.get("dtype") or "bfloat16"],
                       kv_cache_dtype=cfg.get("kv_cache_dtype") or "auto", block_size=block_size,
                       use_mla=use_mla, has_sink=bool(cfg.get("has_sink")), use_sparse=bool(cfg.get("use_sparse")),
-                      use_mm_prefix=bool(cfg.get("use_mm_prefix")), attn_type=cfg.get("attn_type") or "decoder",
+                      use_mm_prefix=bool(cfg.get("use_mm_prefix")), attn_type=self._attn_type(cfg),
                       **{k: bool(cfg.get(k)) for k in LAYER_INPUTS + CONFIG_INPUTS})
         # only the fields this release has (the NamedTuple's own defaults for the rest)
         return S.AttentionSelectorConfig(**{k: v for k, v in values.items() if k in S.AttentionSelectorConfig._fields})
+
+    def _attn_type(self, cfg: dict[str, Any]) -> Any:
+        """The layer's attention type as real layers pass it: vLLM's AttentionType member (a str Enum;
+        texts print it as AttentionType.DECODER), where versions.toml lists input.attn_type_enum."""
+        name = cfg.get("attn_type") or "decoder"
+        data = self.data
+        if "input.attn_type_enum" not in data.patches:
+            return name
+        from vllm.v1.attention.backend import AttentionType
+
+        boot._mark("input.attn_type_enum", data)
+        return AttentionType(name)
 
     def _select(self, cfg: dict[str, Any], mode: str, warnings: list[tuple[int, str]]) -> dict[str, Any]:
         S, E = self.S, self.E
