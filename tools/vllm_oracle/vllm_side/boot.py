@@ -83,14 +83,78 @@ class _AnyAttrLoader(importlib.abc.Loader):
         stub_hits.append(module.__name__)
 
 
+class _UniversalMeta(_AnyAttrMeta):
+    """Stand-ins that accept any use at module level: calling one returns a fresh stand-in (as a
+    decorator, the function itself), and iteration, indexing, arithmetic and subclassing work, so a
+    kernel library's importers define their kernels without running them."""
+
+    def __getattr__(cls, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        obj = _UniversalMeta(name, (), {"__module__": cls.__module__})
+        setattr(cls, name, obj)
+        return obj
+
+    def __call__(cls, *a: Any, **k: Any) -> Any:
+        if len(a) == 1 and callable(a[0]) and not k:
+            return a[0]
+        return _UniversalMeta("call", (), {"__module__": cls.__module__})
+
+    def __iter__(cls) -> Iterator[Any]:
+        return iter(())
+
+    def __getitem__(cls, key: Any) -> Any:
+        return _UniversalMeta("item", (), {"__module__": cls.__module__})
+
+    def __or__(cls, other: Any) -> Any:
+        return cls
+
+    __ror__ = __add__ = __radd__ = __mul__ = __rmul__ = __sub__ = __rsub__ = __or__
+    __truediv__ = __rtruediv__ = __floordiv__ = __mod__ = __pow__ = __neg__ = __or__
+
+    def __bool__(cls) -> bool:
+        return True
+
+    def __int__(cls) -> int:
+        return 0
+
+    __index__ = __len__ = __int__
+
+    def __mro_entries__(cls, bases: tuple[Any, ...]) -> tuple[type, ...]:
+        return (object,)
+
+
+class _UniversalModule(types.ModuleType):
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        obj = _UniversalMeta(name, (), {"__module__": self.__name__})
+        setattr(self, name, obj)
+        return obj
+
+
+class _UniversalLoader(importlib.abc.Loader):
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
+        mod = _UniversalModule(spec.name)
+        mod.__file__ = f"<stand-in {spec.name}>"
+        mod.__path__ = []
+        return mod
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        stub_hits.append(module.__name__)
+
+
 class _StubFinder(importlib.abc.MetaPathFinder):
-    def __init__(self, empty: set[str], any_attr: set[str]):
+    def __init__(self, empty: set[str], any_attr: set[str], universal: set[str] = frozenset()):  # type: ignore[assignment]
         self.empty = empty
         self.any_attr = any_attr
+        self.universal = universal
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
         if fullname in self.empty:
             return importlib.machinery.ModuleSpec(fullname, _EmptyLoader())
+        if fullname.split(".")[0] in self.universal:
+            return importlib.machinery.ModuleSpec(fullname, _UniversalLoader(), is_package=True)
         if fullname.split(".")[0] in self.any_attr:
             return importlib.machinery.ModuleSpec(fullname, _AnyAttrLoader(), is_package=True)
         return None
@@ -422,8 +486,9 @@ def _preimport_backends(data: VersionData, platform: str, rocm_arch: str = "gfx9
     from vllm.v1.attention.backends.registry import AttentionBackendEnum
 
     late = LATE_LIBRARIES & set(data.any_attr_packages)
-    if late:
-        sys.meta_path.insert(0, _StubFinder(set(), late))
+    universal = set(data.universal_packages) if platform == "cuda" else set()
+    if late or universal:
+        sys.meta_path.insert(0, _StubFinder(set(), late, universal))
     originals: dict[str, Callable[..., Any]] = {n: getattr(torch, n) for n in ("empty", "zeros", "ones", "full")}
 
     def redirect(fn: Callable[..., Any]) -> Callable[..., Any]:

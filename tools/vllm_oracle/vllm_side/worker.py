@@ -192,6 +192,7 @@ class Oracle:
                     continue
                 att[k] = int(cfg[k]) if k == "flash_attn_version" else bool(cfg[k])
         vc = C.VllmConfig(attention_config=C.AttentionConfig(**att))
+        self._run_cache_dtype(vc, cfg)
         model = model_facts(cfg)
         if model is not None:
             object.__setattr__(vc, "model_config", model)
@@ -212,6 +213,17 @@ class Oracle:
                                self.C.KVTransferConfig(kv_connector="NixlConnector", kv_role="kv_both"))
         if cfg.get("use_adaptive_verification"):
             object.__setattr__(vc, "speculative_config", ModelFacts(enable_adaptive_verification=True))
+
+    def _run_cache_dtype(self, vc: Any, cfg: dict[str, Any]) -> None:
+        """The run's KV-cache dtype (--kv-cache-dtype: cache_config.cache_dtype), which the layer passes
+        to the selector and which 0.33's FlashAttention reads again run-wide (FA4's head-256 fallback,
+        the SM 9.x FP8 page); set where versions.toml lists input.cache_dtype (an input, not a patch)."""
+        data = self.data
+        kv = cfg.get("kv_cache_dtype")
+        if "input.cache_dtype" not in data.patches or not kv:
+            return
+        vc.cache_config.cache_dtype = kv
+        boot._mark("input.cache_dtype", data)
 
     def _set_block_size(self, vc: Any, block_size: int | None) -> None:
         cc = vc.cache_config
@@ -301,6 +313,8 @@ class Oracle:
             try:
                 bc = S.get_attn_backend(*args, **kwargs)
                 out.update(ok=True, backend=self._enum_name(bc), get_name=bc.get_name())
+                if mode == "startup" and not getattr(vc.cache_config, "user_specified_block_size", True):
+                    self._executor_block_size(out, vc, bc)
             except ValueError as e:
                 out.update(ok=False, error=str(e))
             except (AssertionError, RuntimeError, NotImplementedError) as e:
@@ -313,6 +327,20 @@ class Oracle:
             elif not out["ok"]:
                 out["kind"] = error_kind(out["error"])
         return out
+
+    def _executor_block_size(self, out: dict[str, Any], vc: Any, bc: Any) -> None:
+        """Where the start-up hook leaves the KV block size unset (0.33), the executor sets it once the
+        model's layers have their backends (Platform.update_block_size_for_backend, phase 1): the
+        backend's preferred size for vLLM's default, computed here by vLLM's own
+        _preferred_block_size_for_backends for the one backend the layer chose."""
+        data = self.data
+        if "startup.executor_block_size" not in data.patches:
+            return
+        from vllm.config.cache import CacheConfig
+
+        boot._mark("startup.executor_block_size", data)
+        out["startup_block_size"] = self.cls._preferred_block_size_for_backends(
+            [bc], CacheConfig.DEFAULT_BLOCK_SIZE, vc)
 
     def _enum_name(self, bc: Any) -> str:
         qual = f"{bc.__module__}.{bc.__qualname__}"
