@@ -160,7 +160,7 @@ class _StubFinder(importlib.abc.MetaPathFinder):
         return None
 
 
-PLATFORM_LIBRARIES = {"cuda": {"tokenspeed_mla"}, "rocm": {"aiter"}, "cpu": set(), "xpu": {"vllm_xpu_kernels"}}
+PLATFORM_LIBRARIES = {"cuda": {"tokenspeed_mla", "b12x"}, "rocm": {"aiter"}, "cpu": set(), "xpu": {"vllm_xpu_kernels"}}
 
 
 # absent libraries stubbed only once transformers has probed its optional dependencies (it would
@@ -279,6 +279,39 @@ def set_tokenspeed_mla(available: bool, data: VersionData) -> None:
     _mark("cuda.tokenspeed_mla_available", data)
 
 
+_b12x_paged: list[Any] = []
+
+
+def set_b12x(available: bool, data: VersionData) -> None:
+    """The b12x package (vllm[b12x]) installed or not (attnsolve's b12x_available): vLLM probes it
+    once at import (vllm/utils/b12x.py keeps the imported submodules); False drops the paged-attention
+    module from that probe's result, as on a box without the package."""
+    if "cuda.b12x_available" not in data.patches:
+        return
+    import vllm.utils.b12x as b
+
+    key = "b12x.attention.paged"
+    if not _b12x_paged:
+        _b12x_paged.append(b._B12X_SUBMODULES.get(key))
+    b._B12X_SUBMODULES[key] = _b12x_paged[0] if available else None
+    _mark("cuda.b12x_available", data)
+
+
+def _aiter_mla_causal(data: VersionData) -> None:
+    """aiter.mla.mla_decode_fwd has the `causal` parameter of aiter >= v0.1.20, which vLLM 0.33's
+    rocm_aiter_ops.mla_decode_supports_non_causal() feature-detects by signature (raising otherwise);
+    the stub's dummy has none."""
+    if "rocm.aiter_mla_causal_signature" not in data.patches:
+        return
+    import aiter.mla as am
+
+    def mla_decode_fwd(q: Any, kv_buffer: Any, o: Any, *args: Any, causal: bool = True, **kwargs: Any) -> Any:
+        raise RuntimeError("aiter stub: mla_decode_fwd called while selecting")
+
+    am.mla_decode_fwd = mla_decode_fwd
+    _mark("rocm.aiter_mla_causal_signature", data)
+
+
 def set_capability(major: int, minor: int, data: VersionData) -> None:
     """The fake GPU's compute capability; clears the caches that captured the old one."""
     if _cc == [major, minor]:
@@ -385,6 +418,7 @@ def _boot_rocm(data: VersionData, arch: str) -> Any:
 
     P._current_platform = rocm.RocmPlatform()
     _mark("rocm.current_platform", data)
+    _aiter_mla_causal(data)
     return rocm.RocmPlatform
 
 

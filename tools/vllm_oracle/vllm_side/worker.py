@@ -88,8 +88,13 @@ def model_facts(cfg: dict[str, Any], always: bool = False) -> ModelFacts | None:
         # an MLA layer's head size is kv_lora_rank + qk_rope_head_dim (MLAAttention), so the rank is known
         given["kv_lora_rank"] = int(cfg.get("head_size") or 576) - int(cfg["qk_rope_head_dim"])
     hf = types.SimpleNamespace(**given)
-    # use_rswa: vLLM reads model_config.rswa_window is not None (a model with a rolling sliding window)
-    return ModelFacts(hf_text_config=hf, hf_config=hf, is_hybrid=False, is_mm_prefix_lm=False,
+    # use_rswa: vLLM reads model_config.rswa_window is not None (a model with a rolling sliding window);
+    # attn_type: the model's kind (ModelConfig.attn_type), which ROCm reads; encoder and cross-attention
+    # layers exist only in encoder-decoder models, encoder-only layers only in encoder-only ones
+    layer = cfg.get("attn_type") or "decoder"
+    kind = "encoder_decoder" if cfg.get("encoder_decoder_model") or layer in ("encoder", "encoder_decoder") \
+        else "encoder_only" if layer == "encoder_only" else "decoder"
+    return ModelFacts(hf_text_config=hf, hf_config=hf, is_hybrid=False, is_mm_prefix_lm=False, attn_type=kind,
                       use_mla=bool(cfg.get("use_mla")), num_heads=cfg.get("num_heads"),
                       num_kv_heads=cfg.get("num_kv_heads"), head_size=cfg.get("head_size"),
                       rswa_window=cfg.get("rswa_window") or (4096 if cfg.get("use_rswa") else None))
@@ -241,6 +246,7 @@ class Oracle:
         self._set_env(cfg)
         if self.platform == "cuda":
             boot.set_tokenspeed_mla(cfg.get("tokenspeed_mla_available", True) is not False, self.data)
+            boot.set_b12x(cfg.get("b12x_available", True) is not False, self.data)
         if mode == "mla_prefill":
             return self._mla_prefill(cfg)
         with boot.capture_warnings(self.data) as logged:
