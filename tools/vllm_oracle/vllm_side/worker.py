@@ -94,7 +94,10 @@ def model_facts(cfg: dict[str, Any], always: bool = False) -> ModelFacts | None:
     layer = cfg.get("attn_type") or "decoder"
     kind = "encoder_decoder" if cfg.get("encoder_decoder_model") or layer in ("encoder", "encoder_decoder") \
         else "encoder_only" if layer == "encoder_only" else "decoder"
-    return ModelFacts(hf_text_config=hf, hf_config=hf, is_hybrid=False, is_mm_prefix_lm=False, attn_type=kind,
+    # is_mm_prefix_lm: the layer's use_mm_prefix comes from the model (attention.py: model_config.is_mm_prefix_lm),
+    # and 0.33's FlashAttention reads it again (the FA4 head-256 fallback)
+    return ModelFacts(hf_text_config=hf, hf_config=hf, is_hybrid=False, is_mm_prefix_lm=bool(cfg.get("use_mm_prefix")),
+                      attn_type=kind,
                       use_mla=bool(cfg.get("use_mla")), num_heads=cfg.get("num_heads"),
                       num_kv_heads=cfg.get("num_kv_heads"), head_size=cfg.get("head_size"),
                       rswa_window=cfg.get("rswa_window") or (4096 if cfg.get("use_rswa") else None))
