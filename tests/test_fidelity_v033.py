@@ -146,3 +146,39 @@ def test_8_harness_configs_are_deployments():
     items = generate(D, n_random=300, sample=200, modes=("selector", "startup"))
     ranked = [i.cfg for i in items if i.cfg.get("use_mla") and i.cfg.get("qk_rope_head_dim") is not None]
     assert ranked and all(c["kv_lora_rank"] == c["head_size"] - c["qk_rope_head_dim"] > 0 for c in ranked)
+
+
+# 9. vllm/vllm_flash_attn/flash_attn_interface.py _is_fa4_supported asks the device capability family (9.x,
+#    10.x, 11.x), which ROCm derives from the gfx arch (platforms/rocm.py _capability_from_gcn_arch), so on
+#    gfx9 / gfx11 FLASH_ATTN.supports_head_size accepts up to 512 (v1/attention/backends/flash_attn.py).
+@pytest.mark.parametrize("arch,ok", [("gfx942", True), ("gfx1100", True), ("gfx1200", False)])
+def test_9_flash_attn_head_512_on_rocm_follows_the_fa4_capability_family(arch, ok):
+    config = Config(vllm="0.33", platform="rocm", rocm_arch=arch, dtype="bfloat16", head_size=512, backend="FLASH_ATTN")
+    if ok:
+        assert solve(config).backend == "FLASH_ATTN"
+    else:
+        with pytest.raises(InvalidBackendError) as info:
+            solve(config)
+        assert info.value.reasons == {"FLASH_ATTN": ("head_size not supported",)}
+
+
+# 10. vllm/config/attention.py AttentionConfig.__post_init__: --attention-backend CUTLASS_MSA / TRITON_MSA only
+#     sets minimax_m3_msa_decode_backend and clears the backend, before any platform code, so every platform
+#     selects as if nothing was requested (platforms/xpu.py then falls back from FLASH_ATTN_MLA to TRITON_MLA).
+def test_10_msa_aliases_drop_the_request_on_every_platform():
+    xpu = solve(Config(vllm="0.33", platform="xpu", dtype="float32", head_size=576, use_mla=True, backend="TRITON_MSA"))
+    assert xpu.backend == "TRITON_MLA"
+    mm = solve(Config(vllm="0.33", platform="xpu", dtype="bfloat16", head_size=512, use_mm_prefix=True,
+                      backend="CUTLASS_MSA"))
+    assert mm.backend == "TRITON_FLASH_ATTN"
+    assert solve(Config(vllm="0.33", platform="rocm", dtype="bfloat16", head_size=128,
+                        backend="CUTLASS_MSA")).backend == "ROCM_ATTN"
+
+
+# 11. vllm/platforms/rocm.py get_attn_backend_cls: an encoder-decoder model (ModelConfig.attn_type, the model's
+#     kind) leaves ROCM_ATTN out of the list; encoder and cross-attention layers exist only in such models.
+def test_11_rocm_encoder_layers_belong_to_encoder_decoder_models():
+    config = Config(vllm="0.33", platform="rocm", rocm_arch="gfx950", dtype="float16", head_size=128,
+                    attn_type="encoder", rocm_use_aiter=True, rocm_use_aiter_unified_attention=True)
+    assert solve(config).backend == "ROCM_AITER_UNIFIED_ATTN"
+    assert solve(config.replace(attn_type="decoder")).backend == "ROCM_ATTN"
