@@ -107,6 +107,16 @@ def answer(cfg: Mapping[str, Any], mode: str, version: str | None = None) -> dic
     startup = getattr(s, "startup_error", None)
     if mode == "startup" and startup:
         return {"ok": False, "kind": kind_of(startup), "error": startup, "reasons": {}, "startup": True}
-    return {"ok": True, "backend": s.backend, "variant": s.variant,
+    return {"ok": True, "backend": _vllm_name(s.backend, version), "variant": s.variant,
             "rejected": {r.backend: list(r.reasons) for r in s.rejected}, "warnings": list(s.warnings),
             "preferred_block_size": s.preferred_block_size, "startup_error": startup}
+
+
+def _vllm_name(backend: str, version: str | None) -> str:
+    """The name vLLM reports for a backend: a platform's own class outside vLLM's registry (0.33's
+    FLASH_ATTN_MLA_XPU, `requested_as` FLASH_ATTN_MLA) goes by its get_name(), as the vLLM side
+    reports it."""
+    b = load_rules_for(version).backends.get(backend)
+    if b is not None and getattr(b, "requested_as", None):
+        return getattr(b, "get_name", "") or backend
+    return backend

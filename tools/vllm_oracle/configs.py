@@ -62,8 +62,11 @@ class Domains:
         grid = tuple(c for c in ordered if c in ("7.5", "8.0", "8.6", "8.9", "9.0", "10.0", "12.0")) or ordered
         decode = {b for pl in rules.lists if _role(pl) != "mla_prefill" for b in _list_backends(pl)}
         prefill = {b for pl in rules.lists if _role(pl) == "mla_prefill" for b in _list_backends(pl)}
-        # requestable backends: every backend except the MLA-prefill kernels (not vLLM backends)
-        backends = tuple(sorted(b for b in rules.backends if b in decode or b not in prefill))
+        # requestable backends: every backend except the MLA-prefill kernels (not vLLM backends) and a
+        # platform's own class that is requested under another registry name (`requested_as`: 0.33's
+        # FLASH_ATTN_MLA_XPU is --attention-backend FLASH_ATTN_MLA on XPU; no vLLM release knows its name)
+        backends = tuple(sorted(b for b, be in rules.backends.items()
+                                if (b in decode or b not in prefill) and not getattr(be, "requested_as", None)))
         return cls(dtypes=tuple(d["dtype"]), kv_cache_dtypes=tuple(d["kv_cache_dtype"]),
                    block_sizes=tuple(d["block_size"]), attn_types=tuple(d["attn_type"]),
                    flash_attn_versions=tuple(d["flash_attn_version"]), rocm_archs=tuple(d["rocm_arch"]),
@@ -75,11 +78,13 @@ class Domains:
 
 def _valued(rules: Any, version: str | None) -> tuple[tuple[str, tuple[Any, ...]], ...]:
     """Valued inputs of newer rule sets the vLLM side can give: KV heads (the stand-in model
-    config), the decode context-parallel size (parallel config) and the XPU device name."""
+    config), the decode context-parallel size (parallel config), the XPU device name and the
+    tokenspeed_mla package's absence (the worker hides the stub package)."""
     from .attnsolve_side import accepts
 
     xpus = tuple(sorted(n for n, g in getattr(rules, "gpus", {}).items() if g.get("platform") == "xpu"))
-    wanted = (("num_kv_heads", (1, 2, 4, 8)), ("dcp_size", (2, 4, 8)), ("xpu_device", xpus))
+    wanted = (("num_kv_heads", (1, 2, 4, 8)), ("dcp_size", (2, 4, 8)), ("xpu_device", xpus),
+              ("tokenspeed_mla_available", (False,)), ("kv_lora_rank", (512,)))
     return tuple((f, vals) for f, vals in wanted if vals and accepts(f, vals[0], version))
 
 
@@ -271,6 +276,9 @@ def _draw_inputs(D: Domains, rng: random.Random, d: dict[str, Any], p: float = 0
             d["dcp_size"] = rng.choice(D.values_of("dcp_size"))
         if d.get("platform") == "xpu" and D.values_of("xpu_device") and rng.random() < 0.5:
             d["xpu_device"] = rng.choice(D.values_of("xpu_device"))
+        if d.get("platform") == "cuda" and d.get("use_mla") and D.values_of("tokenspeed_mla_available") \
+                and rng.random() < 0.1:
+            d["tokenspeed_mla_available"] = False  # a box without the tokenspeed-mla package
     return d
 
 
@@ -403,12 +411,30 @@ def generate(D: Domains, *, n_random: int, platforms: Sequence[str] = PLATFORMS,
         if per_grid is not None and len(cfgs) > per_grid:
             stride = len(cfgs) / per_grid
             cfgs = [cfgs[int(i * stride)] for i in range(per_grid)]
-        items += [Item(f"{s.category}-{i}", s.category, s.mode, s.platform, c) for i, c in enumerate(cfgs)]
+        items += [Item(f"{s.category}-{i}", s.category, s.mode, s.platform, _mla_model(D, s.mode, c))
+                  for i, c in enumerate(cfgs)]
     draws = [s for s in chosen if s.draw]
     total = sum(s.share for s in draws) or 1.0
     for k, s in enumerate(draws):
         assert s.draw is not None
         rng = random.Random(seed * 1000 + k)
         count = round(n_random * s.share / total)
-        items += [Item(f"{s.category}-{i}", s.category, s.mode, s.platform, s.draw(D, rng)) for i in range(count)]
+        items += [Item(f"{s.category}-{i}", s.category, s.mode, s.platform, _mla_model(D, s.mode, s.draw(D, rng)))
+                  for i in range(count)]
     return items
+
+
+def _mla_model(D: Domains, mode: str, d: dict[str, Any]) -> dict[str, Any]:
+    """An MLA layer of a model with known dimensions is a real MLA model's layer: its head size is
+    kv_lora_rank + qk_rope_head_dim (MLAAttention), so the rank is a positive fact both sides are
+    told (where the rule set takes kv_lora_rank; the vLLM side's stand-in model config carries it).
+    Not for mla_prefill mode (its own generator)."""
+    if mode == "mla_prefill" or not D.values_of("kv_lora_rank") or not d.get("use_mla"):
+        return d
+    rope = d.get("qk_rope_head_dim")
+    if rope is None or d.get("kv_lora_rank") is not None:
+        return d
+    if int(d.get("head_size") or 576) <= int(rope):
+        d["head_size"] = 576  # no model has a non-positive rank
+    d["kv_lora_rank"] = int(d.get("head_size") or 576) - int(rope)
+    return d

@@ -5,6 +5,7 @@ Stdlib only: imported both by the harness and, inside the isolated vLLM venv, by
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +25,15 @@ class VersionData:
     stub_modules: Mapping[str, str]
     any_attr_packages: Mapping[str, str]
     patches: Mapping[str, str]
+    # absent libraries whose importers run module-level code on them (decorators, calls): stand-ins
+    # that accept any use (CUDA boxes only)
+    universal_packages: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def patch_lines(self) -> list[str]:
         """Every stub and patch with why, one line each (what --patches prints)."""
         lines = [f"stub module {n}: empty module ({why})" for n, why in self.stub_modules.items()]
         lines += [f"stub package {n} (+ any submodule): {why}" for n, why in self.any_attr_packages.items()]
+        lines += [f"stand-in package {n} (+ any submodule, any use): {why}" for n, why in self.universal_packages.items()]
         lines += [f"{pid}: {why}" for pid, why in self.patches.items()]
         return lines
 
@@ -64,13 +69,14 @@ def load_version(version: str) -> VersionData:
             raise ValueError(f"{DATA.name}: bad inherit chain at {k!r}")
         chain.append(raw[k])
         k = raw[k].get("inherit")
-    merged: dict[str, Any] = {"torch": "", "deps": [], "stub_modules": {}, "any_attr_packages": {}, "patches": {}}
+    tables = ("stub_modules", "any_attr_packages", "universal_packages", "patches")
+    merged: dict[str, Any] = {"torch": "", "deps": [], **{t: {} for t in tables}}
     for entry in reversed(chain):
         for name in ("torch", "deps"):
             if name in entry:
                 merged[name] = entry[name]
-        for name in ("stub_modules", "any_attr_packages", "patches"):
+        for name in tables:
             merged[name] = {**merged[name], **entry.get(name, {})}
     return VersionData(version=version, key=key, torch=merged["torch"], deps=tuple(merged["deps"]),
                        stub_modules=merged["stub_modules"], any_attr_packages=merged["any_attr_packages"],
-                       patches=merged["patches"])
+                       patches=merged["patches"], universal_packages=merged["universal_packages"])

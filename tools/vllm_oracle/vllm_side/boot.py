@@ -41,6 +41,13 @@ class _EmptyLoader(importlib.abc.Loader):
 
     def exec_module(self, module: types.ModuleType) -> None:
         stub_hits.append(module.__name__)
+        hook = STUB_IMPORT_HOOKS.get(module.__name__)
+        if hook is not None:
+            hook()
+
+
+# what a stubbed extension's import does besides existing (the real .so registers its ops then)
+STUB_IMPORT_HOOKS: dict[str, Callable[[], None]] = {}
 
 
 class _AnyAttrMeta(type):
@@ -76,20 +83,84 @@ class _AnyAttrLoader(importlib.abc.Loader):
         stub_hits.append(module.__name__)
 
 
+class _UniversalMeta(_AnyAttrMeta):
+    """Stand-ins that accept any use at module level: calling one returns a fresh stand-in (as a
+    decorator, the function itself), and iteration, indexing, arithmetic and subclassing work, so a
+    kernel library's importers define their kernels without running them."""
+
+    def __getattr__(cls, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        obj = _UniversalMeta(name, (), {"__module__": cls.__module__})
+        setattr(cls, name, obj)
+        return obj
+
+    def __call__(cls, *a: Any, **k: Any) -> Any:
+        if len(a) == 1 and callable(a[0]) and not k:
+            return a[0]
+        return _UniversalMeta("call", (), {"__module__": cls.__module__})
+
+    def __iter__(cls) -> Iterator[Any]:
+        return iter(())
+
+    def __getitem__(cls, key: Any) -> Any:
+        return _UniversalMeta("item", (), {"__module__": cls.__module__})
+
+    def __or__(cls, other: Any) -> Any:
+        return cls
+
+    __ror__ = __add__ = __radd__ = __mul__ = __rmul__ = __sub__ = __rsub__ = __or__
+    __truediv__ = __rtruediv__ = __floordiv__ = __mod__ = __pow__ = __neg__ = __or__
+
+    def __bool__(cls) -> bool:
+        return True
+
+    def __int__(cls) -> int:
+        return 0
+
+    __index__ = __len__ = __int__
+
+    def __mro_entries__(cls, bases: tuple[Any, ...]) -> tuple[type, ...]:
+        return (object,)
+
+
+class _UniversalModule(types.ModuleType):
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        obj = _UniversalMeta(name, (), {"__module__": self.__name__})
+        setattr(self, name, obj)
+        return obj
+
+
+class _UniversalLoader(importlib.abc.Loader):
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
+        mod = _UniversalModule(spec.name)
+        mod.__file__ = f"<stand-in {spec.name}>"
+        mod.__path__ = []
+        return mod
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        stub_hits.append(module.__name__)
+
+
 class _StubFinder(importlib.abc.MetaPathFinder):
-    def __init__(self, empty: set[str], any_attr: set[str]):
+    def __init__(self, empty: set[str], any_attr: set[str], universal: set[str] = frozenset()):  # type: ignore[assignment]
         self.empty = empty
         self.any_attr = any_attr
+        self.universal = universal
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
         if fullname in self.empty:
             return importlib.machinery.ModuleSpec(fullname, _EmptyLoader())
+        if fullname.split(".")[0] in self.universal:
+            return importlib.machinery.ModuleSpec(fullname, _UniversalLoader(), is_package=True)
         if fullname.split(".")[0] in self.any_attr:
             return importlib.machinery.ModuleSpec(fullname, _AnyAttrLoader(), is_package=True)
         return None
 
 
-PLATFORM_LIBRARIES = {"cuda": set(), "rocm": {"aiter"}, "cpu": set(), "xpu": {"vllm_xpu_kernels"}}
+PLATFORM_LIBRARIES = {"cuda": {"tokenspeed_mla", "b12x"}, "rocm": {"aiter"}, "cpu": set(), "xpu": {"vllm_xpu_kernels"}}
 
 
 # absent libraries stubbed only once transformers has probed its optional dependencies (it would
@@ -103,6 +174,8 @@ def install_import_stubs(data: VersionData, platform: str) -> None:
     sys.meta_path.insert(0, _StubFinder(set(data.stub_modules), roots & set(data.any_attr_packages)))
     if "triton.active_driver" in data.patches:
         _triton_driver(platform, data)
+    if "cuda.flashmla_op_schemas" in data.patches and platform == "cuda":
+        STUB_IMPORT_HOOKS["vllm._flashmla_C"] = lambda: _flashmla_op_schemas(data)
     os.environ.setdefault("VLLM_HAS_FLASHINFER_CUBIN", "1")
     _mark("env.VLLM_HAS_FLASHINFER_CUBIN", data)
     os.environ["VLLM_CONFIGURE_LOGGING"] = "0"
@@ -143,6 +216,100 @@ def _cutlass_capability_queries(data: VersionData) -> None:
                "cutlass_scaled_mm_supports_fp4"):
         setattr(ns, op, lambda cuda_device_capability: False)
     _mark("cuda.cutlass_capability_queries", data)
+
+
+# The operator schemas the wheel's vllm/_flashmla_C.abi3.so registers (read from the 0.33.0 wheel's
+# binary): vLLM 0.33 asks hasattr(torch.ops._flashmla_C, ...) whether the build carries the DeepSeek-V4.1
+# mega-attention ops (models/deepseek_v41/nvidia/flash_mla_mega_attn.py).  Schemas only, no kernel.
+FLASHMLA_OP_SCHEMAS = (
+    "fused_norm_rope_attn_rope_cast_fwd(Tensor q, Tensor kv, Tensor indices, float sm_scale, int d_v, Tensor? attn_sink, "
+    "Tensor? topk_length, bool enable_q_norm, float rms_norm_eps, Tensor token_positions, bool is_rope_neox_style, "
+    "int rope_dim, Tensor cos_sin_cache, int n_wv_group, int num_per_channels, bool use_tma_aligned_col_major_sf, "
+    "bool round_sf, bool use_packed_ue8m0, Tensor(d!)? out_fp8=None, Tensor(e!)? out_sf=None) -> Tensor[]",
+    "fused_norm_rope_attn_rope_cast_decode(Tensor q, Tensor kv, Tensor indices, float sm_scale, int d_v, "
+    "Tensor? attn_sink, Tensor? topk_length, Tensor? extra_kv, Tensor? extra_indices, Tensor? extra_topk_length, "
+    "bool enable_q_norm, float rms_norm_eps, Tensor token_positions, bool is_rope_neox_style, int rope_dim, "
+    "Tensor cos_sin_cache, int n_wv_group, int num_per_channels, bool use_tma_aligned_col_major_sf, bool round_sf, "
+    "bool use_packed_ue8m0, Tensor(d!)? out_fp8=None, Tensor(e!)? out_sf=None) -> Tensor[]",
+    "permute_q_b_proj(Tensor q_b_proj, Tensor scale_factors, int h_q, int d_q) -> Tensor[]",
+    "permute_wv_proj(Tensor wv_proj, Tensor scale_factors, int wv_group_size, int d_o) -> Tensor[]",
+)
+_libraries: list[Any] = []  # torch.library objects must outlive the registration
+
+
+def _flashmla_op_schemas(data: VersionData) -> None:
+    """Importing the stubbed vllm._flashmla_C defines the mega-attention op schemas the real
+    extension registers (hasattr answers as on a GPU build; calling one would fail: no kernel)."""
+    import torch
+
+    lib = torch.library.Library("_flashmla_C", "DEF")
+    for schema in FLASHMLA_OP_SCHEMAS:
+        lib.define(schema)
+    _libraries.append(lib)
+    _mark("cuda.flashmla_op_schemas", data)
+
+
+def _flashinfer_sm90_mla(data: VersionData) -> None:
+    """flashinfer.mla.BatchMLAPagedAttentionWrapper.run has FlashInfer >= 0.6.18's keyword-only
+    `ckv_scale_arr` (vLLM 0.33 pins flashinfer-python==0.7.2.post1), which vLLM's
+    has_flashinfer_sm90_nope_mla() feature-detects by signature; the stub's dummy has none."""
+    if "cuda.flashinfer_sm90_mla_signature" not in data.patches:
+        return
+    import flashinfer.mla as fm
+
+    def run(self: Any, q_nope: Any, q_pe: Any, ckv_cache: Any, kpe_cache: Any, out: Any = None,
+            lse: Any = None, return_lse: bool = False, *, ckv_scale_arr: Any = None) -> Any:
+        raise RuntimeError("flashinfer stub: BatchMLAPagedAttentionWrapper.run called while selecting")
+
+    fm.BatchMLAPagedAttentionWrapper.run = run
+    _mark("cuda.flashinfer_sm90_mla_signature", data)
+
+
+def set_tokenspeed_mla(available: bool, data: VersionData) -> None:
+    """The tokenspeed_mla package importable or not (attnsolve's tokenspeed_mla_available): the
+    0.33 wheel requires it on Linux, so the stub package answers; False hides it (a None entry in
+    sys.modules makes `import tokenspeed_mla` raise ImportError, as without the package)."""
+    if "cuda.tokenspeed_mla_available" not in data.patches:
+        return
+    if available:
+        if sys.modules.get("tokenspeed_mla", 0) is None:
+            del sys.modules["tokenspeed_mla"]
+    else:
+        sys.modules["tokenspeed_mla"] = None  # type: ignore[assignment]
+    _mark("cuda.tokenspeed_mla_available", data)
+
+
+_b12x_paged: list[Any] = []
+
+
+def set_b12x(available: bool, data: VersionData) -> None:
+    """The b12x package (vllm[b12x]) installed or not (attnsolve's b12x_available): vLLM probes it
+    once at import (vllm/utils/b12x.py keeps the imported submodules); False drops the paged-attention
+    module from that probe's result, as on a box without the package."""
+    if "cuda.b12x_available" not in data.patches:
+        return
+    import vllm.utils.b12x as b
+
+    key = "b12x.attention.paged"
+    if not _b12x_paged:
+        _b12x_paged.append(b._B12X_SUBMODULES.get(key))
+    b._B12X_SUBMODULES[key] = _b12x_paged[0] if available else None
+    _mark("cuda.b12x_available", data)
+
+
+def _aiter_mla_causal(data: VersionData) -> None:
+    """aiter.mla.mla_decode_fwd has the `causal` parameter of aiter >= v0.1.20, which vLLM 0.33's
+    rocm_aiter_ops.mla_decode_supports_non_causal() feature-detects by signature (raising otherwise);
+    the stub's dummy has none."""
+    if "rocm.aiter_mla_causal_signature" not in data.patches:
+        return
+    import aiter.mla as am
+
+    def mla_decode_fwd(q: Any, kv_buffer: Any, o: Any, *args: Any, causal: bool = True, **kwargs: Any) -> Any:
+        raise RuntimeError("aiter stub: mla_decode_fwd called while selecting")
+
+    am.mla_decode_fwd = mla_decode_fwd
+    _mark("rocm.aiter_mla_causal_signature", data)
 
 
 def set_capability(major: int, minor: int, data: VersionData) -> None:
@@ -210,6 +377,7 @@ def _boot_cuda(data: VersionData) -> Any:
     P._current_platform = cls()
     _mark("cuda.current_platform", data)
     _artifactory_offline(data)
+    _flashinfer_sm90_mla(data)
     return cls
 
 
@@ -250,6 +418,7 @@ def _boot_rocm(data: VersionData, arch: str) -> Any:
 
     P._current_platform = rocm.RocmPlatform()
     _mark("rocm.current_platform", data)
+    _aiter_mla_causal(data)
     return rocm.RocmPlatform
 
 
@@ -351,8 +520,9 @@ def _preimport_backends(data: VersionData, platform: str, rocm_arch: str = "gfx9
     from vllm.v1.attention.backends.registry import AttentionBackendEnum
 
     late = LATE_LIBRARIES & set(data.any_attr_packages)
-    if late:
-        sys.meta_path.insert(0, _StubFinder(set(), late))
+    universal = set(data.universal_packages) if platform == "cuda" else set()
+    if late or universal:
+        sys.meta_path.insert(0, _StubFinder(set(), late, universal))
     originals: dict[str, Callable[..., Any]] = {n: getattr(torch, n) for n in ("empty", "zeros", "ones", "full")}
 
     def redirect(fn: Callable[..., Any]) -> Callable[..., Any]:

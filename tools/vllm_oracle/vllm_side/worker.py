@@ -88,8 +88,16 @@ def model_facts(cfg: dict[str, Any], always: bool = False) -> ModelFacts | None:
         # an MLA layer's head size is kv_lora_rank + qk_rope_head_dim (MLAAttention), so the rank is known
         given["kv_lora_rank"] = int(cfg.get("head_size") or 576) - int(cfg["qk_rope_head_dim"])
     hf = types.SimpleNamespace(**given)
-    # use_rswa: vLLM reads model_config.rswa_window is not None (a model with a rolling sliding window)
-    return ModelFacts(hf_text_config=hf, hf_config=hf, is_hybrid=False, is_mm_prefix_lm=False,
+    # use_rswa: vLLM reads model_config.rswa_window is not None (a model with a rolling sliding window);
+    # attn_type: the model's kind (ModelConfig.attn_type), which ROCm reads; encoder and cross-attention
+    # layers exist only in encoder-decoder models, encoder-only layers only in encoder-only ones
+    layer = cfg.get("attn_type") or "decoder"
+    kind = "encoder_decoder" if cfg.get("encoder_decoder_model") or layer in ("encoder", "encoder_decoder") \
+        else "encoder_only" if layer == "encoder_only" else "decoder"
+    # is_mm_prefix_lm: the layer's use_mm_prefix comes from the model (attention.py: model_config.is_mm_prefix_lm),
+    # and 0.33's FlashAttention reads it again (the FA4 head-256 fallback)
+    return ModelFacts(hf_text_config=hf, hf_config=hf, is_hybrid=False, is_mm_prefix_lm=bool(cfg.get("use_mm_prefix")),
+                      attn_type=kind,
                       use_mla=bool(cfg.get("use_mla")), num_heads=cfg.get("num_heads"),
                       num_kv_heads=cfg.get("num_kv_heads"), head_size=cfg.get("head_size"),
                       rswa_window=cfg.get("rswa_window") or (4096 if cfg.get("use_rswa") else None))
@@ -192,6 +200,7 @@ class Oracle:
                     continue
                 att[k] = int(cfg[k]) if k == "flash_attn_version" else bool(cfg[k])
         vc = C.VllmConfig(attention_config=C.AttentionConfig(**att))
+        self._run_cache_dtype(vc, cfg)
         model = model_facts(cfg)
         if model is not None:
             object.__setattr__(vc, "model_config", model)
@@ -213,6 +222,17 @@ class Oracle:
         if cfg.get("use_adaptive_verification"):
             object.__setattr__(vc, "speculative_config", ModelFacts(enable_adaptive_verification=True))
 
+    def _run_cache_dtype(self, vc: Any, cfg: dict[str, Any]) -> None:
+        """The run's KV-cache dtype (--kv-cache-dtype: cache_config.cache_dtype), which the layer passes
+        to the selector and which 0.33's FlashAttention reads again run-wide (FA4's head-256 fallback,
+        the SM 9.x FP8 page); set where versions.toml lists input.cache_dtype (an input, not a patch)."""
+        data = self.data
+        kv = cfg.get("kv_cache_dtype")
+        if "input.cache_dtype" not in data.patches or not kv:
+            return
+        vc.cache_config.cache_dtype = kv
+        boot._mark("input.cache_dtype", data)
+
     def _set_block_size(self, vc: Any, block_size: int | None) -> None:
         cc = vc.cache_config
         cc.block_size = block_size
@@ -227,6 +247,9 @@ class Oracle:
         if self.platform == "xpu":
             boot.set_device_name(cfg.get("xpu_device") or boot.XPU_DEFAULT_NAME)
         self._set_env(cfg)
+        if self.platform == "cuda":
+            boot.set_tokenspeed_mla(cfg.get("tokenspeed_mla_available", True) is not False, self.data)
+            boot.set_b12x(cfg.get("b12x_available", True) is not False, self.data)
         if mode == "mla_prefill":
             return self._mla_prefill(cfg)
         with boot.capture_warnings(self.data) as logged:
@@ -242,10 +265,22 @@ class Oracle:
                       dtype=self.dtypes[cfg.get("dtype") or "bfloat16"],
                       kv_cache_dtype=cfg.get("kv_cache_dtype") or "auto", block_size=block_size,
                       use_mla=use_mla, has_sink=bool(cfg.get("has_sink")), use_sparse=bool(cfg.get("use_sparse")),
-                      use_mm_prefix=bool(cfg.get("use_mm_prefix")), attn_type=cfg.get("attn_type") or "decoder",
+                      use_mm_prefix=bool(cfg.get("use_mm_prefix")), attn_type=self._attn_type(cfg),
                       **{k: bool(cfg.get(k)) for k in LAYER_INPUTS + CONFIG_INPUTS})
         # only the fields this release has (the NamedTuple's own defaults for the rest)
         return S.AttentionSelectorConfig(**{k: v for k, v in values.items() if k in S.AttentionSelectorConfig._fields})
+
+    def _attn_type(self, cfg: dict[str, Any]) -> Any:
+        """The layer's attention type as real layers pass it: vLLM's AttentionType member (a str Enum;
+        texts print it as AttentionType.DECODER), where versions.toml lists input.attn_type_enum."""
+        name = cfg.get("attn_type") or "decoder"
+        data = self.data
+        if "input.attn_type_enum" not in data.patches:
+            return name
+        from vllm.v1.attention.backend import AttentionType
+
+        boot._mark("input.attn_type_enum", data)
+        return AttentionType(name)
 
     def _select(self, cfg: dict[str, Any], mode: str, warnings: list[tuple[int, str]]) -> dict[str, Any]:
         S, E = self.S, self.E
@@ -287,6 +322,8 @@ class Oracle:
             try:
                 bc = S.get_attn_backend(*args, **kwargs)
                 out.update(ok=True, backend=self._enum_name(bc), get_name=bc.get_name())
+                if mode == "startup" and not getattr(vc.cache_config, "user_specified_block_size", True):
+                    self._executor_block_size(out, vc, bc)
             except ValueError as e:
                 out.update(ok=False, error=str(e))
             except (AssertionError, RuntimeError, NotImplementedError) as e:
@@ -299,6 +336,20 @@ class Oracle:
             elif not out["ok"]:
                 out["kind"] = error_kind(out["error"])
         return out
+
+    def _executor_block_size(self, out: dict[str, Any], vc: Any, bc: Any) -> None:
+        """Where the start-up hook leaves the KV block size unset (0.33), the executor sets it once the
+        model's layers have their backends (Platform.update_block_size_for_backend, phase 1): the
+        backend's preferred size for vLLM's default, computed here by vLLM's own
+        _preferred_block_size_for_backends for the one backend the layer chose."""
+        data = self.data
+        if "startup.executor_block_size" not in data.patches:
+            return
+        from vllm.config.cache import CacheConfig
+
+        boot._mark("startup.executor_block_size", data)
+        out["startup_block_size"] = self.cls._preferred_block_size_for_backends(
+            [bc], CacheConfig.DEFAULT_BLOCK_SIZE, vc)
 
     def _enum_name(self, bc: Any) -> str:
         qual = f"{bc.__module__}.{bc.__qualname__}"
