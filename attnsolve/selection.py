@@ -22,6 +22,9 @@ from .solver.facts import base_facts, parse_role
 from .solver.semantics import AUTO, Candidate, Plan, reasons_of
 
 NOT_RUNNABLE = "kernel not runnable on this machine"
+# The MLA prefill answer when the layer gets no prefill backend (vLLM >= 0.18: a sparse MLA layer without a
+# dense-MHA prefill path, or whose automatic prefill selection finds nothing): the top-k MQA path only.
+NO_PREFILL = "NO_PREFILL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +214,12 @@ def candidate_reasons(cand: Candidate, facts: dict[str, Any], available: frozens
 
 
 def _solve_uncached(comp: CompiledRules, config: Config, role: str, available: frozenset[str] | None) -> Selection:
+    if role == "mla_prefill" and (mp := prefill_step(comp, config)) is not None:
+        return _solve_prefill(comp, config, available, mp)
+    return _select(comp, config, role, available)
+
+
+def _select(comp: CompiledRules, config: Config, role: str, available: frozenset[str] | None) -> Selection:
     rules = comp.rules
     pre = before_selection(comp, config, role)
     if pre.model is not None:
@@ -424,6 +433,60 @@ def _prefill_backend(rules: RuleSet, wanted: str) -> str:
     return wanted
 
 
+def prefill_step(comp: CompiledRules, config: Config) -> Any:
+    """The platform's MLA prefill step when it follows the layer's decode selection (its `skips` /
+    `fallbacks`, vLLM >= 0.18's MLAAttention.__init__); None where prefill selection stands alone."""
+    ps = _settings(comp.rules, config.platform)
+    mp = None if ps is None else ps.mla_prefill
+    return mp if mp is not None and (mp.skips or mp.fallbacks) else None
+
+
+@dataclass(frozen=True, slots=True)
+class PrefillLayer:
+    """What the MLA layer knows when it asks for a prefill backend: its decode Selection, the facts with the
+    decode backend and the decode step's config changes (the canonical KV dtype), and the skip that applies."""
+
+    decode: Selection
+    facts: dict[str, Any]
+    skip: str | None
+
+
+def prefill_layer(comp: CompiledRules, config: Config, available: frozenset[str] | None, mp: Any) -> PrefillLayer:
+    """The layer's decode selection first (its failure is the layer's: raised), then the first matching skip."""
+    decode = _solve_uncached(comp, config, "decode", available)
+    facts = base_facts(config, "mla_prefill")
+    facts.update(decode.config_changes)
+    facts["decode_backend"] = decode.backend
+    facts = _with_derived(comp, facts)
+    skip = next((text for text, when in mp.skips if all(lit(facts) for lit in when)), None)
+    return PrefillLayer(decode, facts, skip)
+
+
+def prefill_fallback(mp: Any, facts: dict[str, Any]) -> str | None:
+    """The warning of the fallback that swallows a failed prefill selection for this layer, or None."""
+    return next((text for text, when in mp.fallbacks if all(lit(facts) for lit in when)), None)
+
+
+def _solve_prefill(comp: CompiledRules, config: Config, available: frozenset[str] | None, mp: Any) -> Selection:
+    """MLAAttention's prefill backend: none for a layer a skip names, vLLM's prefill selection otherwise, and
+    none (with the fallback's warning) when that fails for a layer a fallback covers."""
+    layer = prefill_layer(comp, config, available, mp)
+    if layer.skip is not None:
+        return Selection(backend=NO_PREFILL, variant=None, rejected=(), warnings=(render_message(layer.skip, layer.facts),),
+                         config=config, role="mla_prefill", priority_list="MLA prefill skipped")
+    try:
+        return _select(comp, config, "mla_prefill", available)
+    except NoValidBackendError as err:
+        text = prefill_fallback(mp, layer.facts)
+        if text is None:
+            raise
+        rules = comp.rules
+        rejected = tuple(Rejection(_prefill_backend(rules, b), tuple(r)) for b, r in err.reasons.items())
+        return Selection(backend=NO_PREFILL, variant=None, rejected=rejected,
+                         warnings=(render_message(text, layer.facts),), config=config, role="mla_prefill",
+                         priority_list="MLA prefill fallback")
+
+
 def _model_driven(comp: CompiledRules, config: Config, role: str, pre: _Before) -> Selection:
     """The model's own backend: no validation, no rejected backends (vLLM's layer passes attn_backend)."""
     rules = comp.rules
@@ -624,13 +687,27 @@ def solve_csp(config: Config, *, role: str | None = None, available: Iterable[st
     if config.is_partial:
         raise ConfigError(config.free_fields[0], ANY, "a concrete value: solve_csp() needs a full config")
     role_ = parse_role(role)
+    avail = None if available is None else frozenset(available)
+    comp = compiled_rules(config)
+    mp = prefill_step(comp, config) if role_ == "mla_prefill" else None
+    layer = None
+    if mp is not None:  # the layer's decode backend and the skips are data shared with solve()
+        try:
+            layer = prefill_layer(comp, config, avail, mp)
+        except (NoValidBackendError, InvalidBackendError):
+            return None
+        if layer.skip is not None:
+            return NO_PREFILL
     try:  # the platform's steps before selection are the same data on both paths
-        pre = before_selection(compiled_rules(config), config, role_)
+        pre = before_selection(comp, config, role_)
     except (NoValidBackendError, InvalidBackendError):
         return None
     if pre.model is not None:
         return pre.model[0]
-    backend, _ = csp_solver(config).select(pre.facts, None if available is None else frozenset(available))
+    backend, _ = csp_solver(config).select(pre.facts, avail)
+    if backend is None and layer is not None and pre.facts.get("backend") is None \
+            and prefill_fallback(mp, layer.facts) is not None:
+        return NO_PREFILL
     return backend
 
 
