@@ -26,7 +26,7 @@ from .errors import ConfigError, SelectionError
 from .explain import Explanation, Verdict, explain
 from .render import show as _show
 
-__all__ = ["Advice", "Context", "LostBackend", "Remedy", "advise", "change_text", "other_releases", "prefill_for", "KINDS", "VLLM_VERSIONS"]
+__all__ = ["Advice", "Context", "LostBackend", "Remedy", "advise", "change_text", "other_releases", "prefill_dict", "prefill_for", "prefill_text", "KINDS", "VLLM_VERSIONS"]
 
 # Ranked kinds of fix: what a user can change, most easily first.
 KINDS = ("setting", "version", "hardware", "model")
@@ -160,7 +160,7 @@ class Advice:
         data.update(fixes=[f.to_dict() for f in self.fixes], lost=[x.to_dict() for x in self.lost],
                     hint=self.hint, hardware_only=self.hardware_only, startup_error=self.startup_error,
                     query=ctx.to_dict(), error=self.explanation.message or None,
-                    prefill=None if self.prefill is None else self.prefill.to_dict(),
+                    prefill=prefill_dict(self.prefill),
                     rejected=[{"backend": c.backend, "reasons": list(c.reasons)} for c in self.rejected],
                     other_releases=[o.to_dict() for o in self.other_releases])
         return data
@@ -598,14 +598,37 @@ def _best_setting(fixes: Sequence[Remedy]) -> Remedy | None:
 
 
 def prefill_for(ctx: Context) -> Any:
-    """For an MLA model asked about decode: the MLA prefill backend vLLM also picks (or None)."""
+    """For an MLA model asked about decode: the MLA prefill Selection vLLM also picks, or the SelectionError
+    its layer raises when none fits (vLLM >= 0.18's prefill registry), or None (not an MLA decode question)."""
     if ctx.role is not None or ctx.config.use_mla is not True or ctx.config.is_partial:
         return None
     from .selection import solve
     try:
         return solve(ctx.config, role="mla_prefill", available=ctx.available)
-    except (SelectionError, ConfigError):
+    except SelectionError as e:
+        return e
+    except ConfigError:
         return None
+
+
+def prefill_text(prefill: Any) -> str:
+    """One line for prefill_for's answer: the backend (with vLLM's registry name where it differs) and its
+    variant, or vLLM's error when no prefill backend fits."""
+    if isinstance(prefill, SelectionError):
+        return "none fits, vLLM refuses to build the layer: " + str(prefill.args[0] if prefill.args else prefill)
+    from .selection import engine_of
+    b = engine_of(prefill.config).rules.backends.get(prefill.backend)
+    shown = b.display_name if b is not None else prefill.backend
+    return str(prefill) + (f" (vLLM: {shown})" if shown != prefill.backend else "")
+
+
+def prefill_dict(prefill: Any) -> Any:
+    """prefill_for's answer as JSON: the Selection's dict, or {selected: None, error: vLLM's text}."""
+    if prefill is None:
+        return None
+    if isinstance(prefill, SelectionError):
+        return {"selected": None, "role": "mla_prefill", "error": str(prefill.args[0] if prefill.args else prefill)}
+    return prefill.to_dict()
 
 
 def other_releases(ctx: Context) -> tuple[Any, ...]:

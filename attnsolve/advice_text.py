@@ -203,7 +203,8 @@ def _selected_lines(a: Advice, style: Style) -> list[str]:
     tag = "requested" if e.requested else pos
     lines = [f"Selected  {style.good(style.bold(sel))}" + (f"  ({tag})" if tag else "")]
     if a.prefill is not None:
-        lines += _labelled("Prefill", f"{a.prefill}  (--role mla_prefill explains it)")
+        from .advice import prefill_text
+        lines += _labelled("Prefill", f"{prefill_text(a.prefill)}  (--role mla_prefill explains it)")
     if a.lost:
         lines += ["", "Higher-priority backends that lost:"]
         not_for_model: dict[str, list[str]] = {}
@@ -228,8 +229,11 @@ def _selected_lines(a: Advice, style: Style) -> list[str]:
 
 def _failure_lines(a: Advice, style: Style) -> list[str]:
     e = a.explanation
-    lines = [f"Requested {e.requested} does not fit:" if e.requested
-             else "No valid backend. Candidates in priority order:"]
+    if not e.candidates and e.message:  # refused before any candidate was validated: vLLM's text
+        lines = _labelled("Error", e.message.split("\n", 1)[0])
+    else:
+        lines = [f"Requested {e.requested} does not fit:" if e.requested
+                 else "No valid backend. Candidates in priority order:"]
     lines += reason_rows([(c.backend, "; ".join(c.reasons) or "valid") for c in e.candidates])
     shown = [c for c in a.conflicts if c]
     if shown:

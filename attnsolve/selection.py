@@ -25,6 +25,7 @@ NOT_RUNNABLE = "kernel not runnable on this machine"
 # The MLA prefill answer when the layer gets no prefill backend (vLLM >= 0.18: a sparse MLA layer without a
 # dense-MHA prefill path, or whose automatic prefill selection finds nothing): the top-k MQA path only.
 NO_PREFILL = "NO_PREFILL"
+NO_PREFILL_PATH = "top-k MQA path only"  # its variant: what the layer runs instead
 
 
 @dataclass(frozen=True, slots=True)
@@ -472,7 +473,8 @@ def _solve_prefill(comp: CompiledRules, config: Config, available: frozenset[str
     none (with the fallback's warning) when that fails for a layer a fallback covers."""
     layer = prefill_layer(comp, config, available, mp)
     if layer.skip is not None:
-        return Selection(backend=NO_PREFILL, variant=None, rejected=(), warnings=(render_message(layer.skip, layer.facts),),
+        return Selection(backend=NO_PREFILL, variant=NO_PREFILL_PATH, rejected=(),
+                         warnings=(render_message(layer.skip, layer.facts),),
                          config=config, role="mla_prefill", priority_list="MLA prefill skipped")
     try:
         return _select(comp, config, "mla_prefill", available)
@@ -482,7 +484,7 @@ def _solve_prefill(comp: CompiledRules, config: Config, available: frozenset[str
             raise
         rules = comp.rules
         rejected = tuple(Rejection(_prefill_backend(rules, b), tuple(r)) for b, r in err.reasons.items())
-        return Selection(backend=NO_PREFILL, variant=None, rejected=rejected,
+        return Selection(backend=NO_PREFILL, variant=NO_PREFILL_PATH, rejected=rejected,
                          warnings=(render_message(text, layer.facts),), config=config, role="mla_prefill",
                          priority_list="MLA prefill fallback")
 

@@ -347,7 +347,8 @@ def random_mla_prefill(D: Domains, rng: random.Random) -> dict[str, Any]:
     if D.prefill_requests:
         d = _prefill_registry(D, rng.choice(D.ccs), rng.choice(PREFILL_DIMS) if rng.random() < 0.85 else None,
                               rng.choice(D.dtypes), rng.random() < 0.35,
-                              rng.choice(D.kv_cache_dtypes) if rng.random() < 0.5 else "auto",
+                              rng.choice(D.kv_cache_dtypes) if rng.random() < 0.2 else
+                              rng.choice(("auto", "auto", "fp8", "fp8_e4m3", "bfloat16")),
                               rng.choice(D.prefill_requests) if rng.random() < 0.25 else None,
                               rng.choice(D.flash_attn_versions) if rng.random() < 0.3 else None,
                               rng.choice(NUM_HEADS))
