@@ -473,8 +473,9 @@ class Oracle:
                 if isinstance(stmt, (ast.If, ast.Assign)) and "self.supports_dense_mha_prefill" in ast.unparse(stmt):
                     code = compile(ast.Module(body=[stmt], type_ignores=[]), f"<{klass.__qualname__}.__init__>", "exec")
                     exec(code, sys.modules[klass.__module__].__dict__, dict(args))  # noqa: S102
-        if "mla_prefill.layer_statement" in self.data.patches:  # listed where the registry exists (0.33)
-            boot._mark("mla_prefill.layer_statement", self.data)
+        data = self.data
+        if "mla_prefill.layer_statement" in data.patches:  # listed where the registry exists (0.33)
+            boot._mark("mla_prefill.layer_statement", data)
         return types.SimpleNamespace(impl=impl, supports_dense_mha_prefill=M.MLAAttention.supports_dense_mha_prefill,
                                      num_heads=heads, scale=1.0, kv_lora_rank=rank, qk_nope_head_dim=nope,
                                      qk_rope_head_dim=rope, v_head_dim=v, prefill_backend=None)
@@ -517,8 +518,9 @@ class Oracle:
                 return got
 
             klass.validate_configuration = classmethod(validate)
-        if "observe.mla_prefill_validation" in self.data.patches:
-            boot._mark("observe.mla_prefill_validation", self.data)
+        data = self.data
+        if "observe.mla_prefill_validation" in data.patches:
+            boot._mark("observe.mla_prefill_validation", data)
         return seen
 
     def _prefill_enum_name(self, klass: Any) -> str:
