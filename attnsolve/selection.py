@@ -267,13 +267,16 @@ def _select(comp: CompiledRules, config: Config, role: str, available: frozenset
         warnings.append(render_message(plist.warning, after))
     if plist.fallback_log and idx > 0 and rejected and rejected[0].backend == p.candidates[0].backend:
         logs.append(render_message(plist.fallback_log, after, reason_tuple=repr(tuple(rejected[0].reasons))))
-    if p.mode != AUTO and plist.manual_log:
+    if role == "mla_prefill" and plist.mla_prefill is not None:
+        pass  # the prefill registry logs its own line (chosen_log), not the decode selector's
+    elif p.mode != AUTO and plist.manual_log:
         logs.append(render_message(plist.manual_log, after))
     elif p.mode == AUTO and plist.selected_log and plist.validate:
         valid = [c.backend for c, m in zip(p.candidates, comp.plan_for(facts)[1]) if m & facts["__sat__"] == m]
         logs.append(render_message(plist.selected_log, after, valid_list=repr(valid)))
     if role == "mla_prefill" and plist.mla_prefill is not None and plist.mla_prefill.chosen_log:
-        logs.append(render_message(plist.mla_prefill.chosen_log, after, backend=backend.display_name))
+        logs.append(render_message(plist.mla_prefill.chosen_log, after, backend=backend.display_name,
+                                   get_name=backend.get_name or backend.display_name))
     evaluated: set[str] = set()
     if rules.settings.get("derived_warnings") == "validated":  # vLLM validates every list entry
         for c in p.candidates:
@@ -344,9 +347,11 @@ def before_selection(comp: CompiledRules, config: Config, role: str) -> _Before:
     rules = comp.rules
     facts = base_facts(config, role)
     ps = _settings(rules, facts.get("platform"))
-    if ps is not None and role == "mla_prefill" and ps.mla_prefill is not None and ps.mla_prefill.request_field:
-        # the prefill registry's own request (by vLLM's prefill name); the decode request is not its business
-        wanted = facts.get(ps.mla_prefill.request_field)
+    if ps is not None and role == "mla_prefill" and ps.mla_prefill is not None:
+        # the prefill registry's own request (by vLLM's prefill name); the decode request is not its business,
+        # and a platform without a request field (CPU) ignores prefill requests
+        field = ps.mla_prefill.request_field
+        wanted = facts.get(field) if field else None
         facts["backend"] = None if wanted is None else _prefill_backend(rules, wanted)
     if ps is None:
         return _Before(facts)
@@ -435,11 +440,11 @@ def _prefill_backend(rules: RuleSet, wanted: str) -> str:
 
 
 def prefill_step(comp: CompiledRules, config: Config) -> Any:
-    """The platform's MLA prefill step when it follows the layer's decode selection (its `skips` /
-    `fallbacks`, vLLM >= 0.18's MLAAttention.__init__); None where prefill selection stands alone."""
+    """The platform's MLA prefill step (`[platforms.X.mla_prefill]`): the layer's decode selection first, then
+    its `skips` / `fallbacks` around the prefill registry (vLLM >= 0.18's MLAAttention.__init__); None where
+    prefill selection stands alone (0.17)."""
     ps = _settings(comp.rules, config.platform)
-    mp = None if ps is None else ps.mla_prefill
-    return mp if mp is not None and (mp.skips or mp.fallbacks) else None
+    return None if ps is None else ps.mla_prefill
 
 
 @dataclass(frozen=True, slots=True)

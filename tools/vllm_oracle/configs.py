@@ -365,6 +365,30 @@ def random_mla_prefill(D: Domains, rng: random.Random) -> dict[str, Any]:
     return d
 
 
+def random_mla_prefill_other(D: Domains, rng: random.Random, platform: str) -> dict[str, Any]:
+    """An MLA layer asking the prefill registry on ROCm, CPU or XPU (vLLM >= 0.18).  ROCm: flash-attn is
+    absent from the harness venv (rocm_flash_attn_found = false, as there)."""
+    sparse = platform != "cpu" and rng.random() < 0.3
+    dims = rng.choice(PREFILL_DIMS) if sparse or rng.random() < 0.85 else None
+    d = base(platform, dtype=rng.choice(D.dtypes), kv_cache_dtype=rng.choice(("auto", "auto", "fp8", "bfloat16")),
+             use_mla=True, head_size=576, use_sparse=sparse, tokenspeed_mla_available=False)
+    if dims:
+        d.update(qk_nope_head_dim=dims[0], qk_rope_head_dim=dims[1], v_head_dim=dims[2], head_size=512 + dims[1])
+        if sparse:
+            d["index_topk"] = 2048
+    if rng.random() < 0.25:  # XPU: FLASH_ATTN only (attnsolve declares the other prefill backends for CUDA)
+        d["mla_prefill_backend"] = rng.choice(D.prefill_requests + ("ROCM_AITER_FA",) if platform == "rocm"
+                                              else D.prefill_requests if platform == "cpu" else ("FLASH_ATTN",))
+    if platform == "rocm":
+        arch = rng.choice(D.rocm_archs)  # flash-attn is absent; gfx1250 imports aiter's (present, as assumed)
+        d.update(rocm_arch=arch, rocm_flash_attn_found=arch == "gfx1250",
+                 **_rocm_flags(*(rng.random() < 0.5 for _ in range(4))))
+        d.pop("rocm_use_aiter_unified_attention", None)  # gone at 0.33
+    if platform == "xpu" and D.values_of("xpu_device") and rng.random() < 0.3:
+        d["xpu_device"] = rng.choice(D.values_of("xpu_device"))
+    return d
+
+
 def random_rocm(D: Domains, rng: random.Random) -> dict[str, Any]:
     use_mla = rng.random() < 0.4
     d = base("rocm", rocm_arch=rng.choice(D.rocm_archs), dtype=rng.choice(D.dtypes),
@@ -433,6 +457,9 @@ def sources(D: Domains) -> list[Source]:
         out.append(Source("inputs", "cuda", "selector", grid=grid_inputs))
     for arch in D.rocm_archs:
         out.append(Source(f"rocm_{arch}", "rocm", "selector", grid=lambda d, a=arch: grid_rocm(d, a)))
+    if D.prefill_requests:  # the prefill registry (vLLM >= 0.18) on every platform
+        out += [Source(f"random_mla_prefill_{p}", p, "mla_prefill", share=0.03,
+                       draw=lambda d, r, p=p: random_mla_prefill_other(d, r, p)) for p in ("rocm", "cpu", "xpu")]
     if "xpu" in D.platforms:
         out += [Source("xpu", "xpu", "selector", grid=grid_xpu),
                 Source("random_xpu", "xpu", "selector", draw=random_xpu, share=0.1)]
