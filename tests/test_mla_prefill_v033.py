@@ -155,6 +155,40 @@ def test_explain_and_select_show_the_layers_prefill_answer():
     assert e.selected == NO_PREFILL and e.warnings == (FALLBACK,) and not e.candidates[0].valid
 
 
+def test_rocm_sparse_layer_without_flash_attn_has_no_prefill_backend():
+    # platforms/rocm.py RocmPlatform.get_mla_prefill_backend_cls (ROCM_AITER_FA, then FLASH_ATTN, each validated);
+    # v1/attention/backends/fa_utils.py is_flash_attn_varlen_func_available (ROCm: flash-attn imported);
+    # mla_attention.py: a sparse layer's failure is swallowed with its WARNING
+    rocm = dict(vllm="0.33", platform="rocm", rocm_arch="gfx942", dtype="bfloat16", use_mla=True, head_size=576,
+                rocm_flash_attn_found=False, **R1)
+    with pytest.raises(NoValidBackendError) as info:
+        solve_uncached(Config(**rocm), role="mla_prefill")
+    assert str(info.value).split("\n", 1)[0] == (
+        "No valid MLA prefill backend found with MLAPrefillSelectorConfig(dtype=torch.bfloat16, mla_dimensions="
+        "(qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128)). Reasons: {ROCM_AITER_FA: [required "
+        "dependencies not available], FLASH_ATTN: [required dependencies not available]}.")
+    sel = _prefill(Config(**rocm, use_sparse=True, index_topk=2048))
+    assert sel.backend == NO_PREFILL and sel.warnings == (FALLBACK,)
+    aiter = _prefill(Config(**rocm, rocm_use_aiter=True))
+    assert aiter.backend == "ROCM_AITER_FA_PREFILL" and aiter.logs == ("Using ROCM_AITER_FA MLA prefill backend.",)
+
+
+def test_cpu_prefill_ignores_requests_and_logs_the_class_name():
+    # platforms/cpu.py CpuPlatform.get_mla_prefill_backend_cls; prefill/selector.py auto-selects on CPU and logs
+    # get_name() (prefill/cpu_sdpa.py: CPU_SDPA_MLA)
+    cfg = Config(vllm="0.33", platform="cpu", dtype="bfloat16", use_mla=True, head_size=576,
+                 mla_prefill_backend="FLASHINFER", **R1)
+    sel = _prefill(cfg)
+    assert (sel.backend, sel.manual, sel.logs) == ("CPU_SDPA_MLA_PREFILL", False,
+                                                   ("Using CPU_SDPA_MLA MLA prefill backend.",))
+
+
+def test_xpu_prefill_is_flash_attn_unvalidated():
+    # platforms/interface.py Platform.get_mla_prefill_backend_cls: device capability None -> FLASH_ATTN as is
+    sel = _prefill(Config(vllm="0.33", platform="xpu", dtype="bfloat16", use_mla=True, head_size=576, **ODD))
+    assert sel.backend == "FLASH_ATTN_PREFILL" and sel.logs == ("Using FLASH_ATTN MLA prefill backend.",)
+
+
 def test_017_prefill_is_unchanged():
     # vLLM 0.17 has no prefill registry and no layer step: the predicates of 0.17's MLACommonImpl
     cfg = Config(vllm="0.17", platform="cuda", compute_capability="12.0", dtype="bfloat16", use_mla=True,
