@@ -457,12 +457,12 @@ def sources(D: Domains) -> list[Source]:
         out.append(Source("inputs", "cuda", "selector", grid=grid_inputs))
     for arch in D.rocm_archs:
         out.append(Source(f"rocm_{arch}", "rocm", "selector", grid=lambda d, a=arch: grid_rocm(d, a)))
-    if D.prefill_requests:  # the prefill registry (vLLM >= 0.18) on every platform
-        out += [Source(f"random_mla_prefill_{p}", p, "mla_prefill", share=0.03,
-                       draw=lambda d, r, p=p: random_mla_prefill_other(d, r, p)) for p in ("rocm", "cpu", "xpu")]
     if "xpu" in D.platforms:
         out += [Source("xpu", "xpu", "selector", grid=grid_xpu),
                 Source("random_xpu", "xpu", "selector", draw=random_xpu, share=0.1)]
+    if D.prefill_requests:  # the prefill registry (vLLM >= 0.18) on every platform (last: the others' seeds stay)
+        out += [Source(f"random_mla_prefill_{p}", p, "mla_prefill", share=0.03,
+                       draw=lambda d, r, p=p: random_mla_prefill_other(d, r, p)) for p in ("rocm", "cpu", "xpu")]
     return [s for s in out if s.platform in D.platforms]
 
 
