@@ -187,6 +187,10 @@ def test_xpu_prefill_is_flash_attn_unvalidated():
     # platforms/interface.py Platform.get_mla_prefill_backend_cls: device capability None -> FLASH_ATTN as is
     sel = _prefill(Config(vllm="0.33", platform="xpu", dtype="bfloat16", use_mla=True, head_size=576, **ODD))
     assert sel.backend == "FLASH_ATTN_PREFILL" and sel.logs == ("Using FLASH_ATTN MLA prefill backend.",)
+    # prefill/selector.py: a requested prefill backend is validated alone, on XPU too
+    with pytest.raises(InvalidBackendError, match=r"Reason: \['Model does not have supported MLA dimensions"):
+        solve_uncached(Config(vllm="0.33", platform="xpu", dtype="bfloat16", use_mla=True, head_size=576,
+                              mla_prefill_backend="FLASH_ATTN", **ODD), role="mla_prefill")
 
 
 def test_017_prefill_is_unchanged():
