@@ -130,6 +130,8 @@ def compare(mode: str, platform: str, v: Mapping[str, Any], a: Mapping[str, Any]
         # a start-up failure is named by its text: each is its own class
         tail = f" ({str(a.get('error', ''))[:70]})" if oa == "ERR:startup" else \
             f" ({str(v.get('error', ''))[:70]})" if ov.startswith("ERR:") and ov[4:] not in _ERROR_KINDS else ""
+        if v.get("stage") == "decode":  # the MLA layer's decode backend: a selector-mode question
+            tail += " (vLLM failed at the layer's decode selection)"
         return [Check("outcome", False, f"outcome vllm={ov} attnsolve={oa}{tail}", v.get("error") or ov,
                       a.get("error") or oa)]
     checks.append(Check("outcome", True))
