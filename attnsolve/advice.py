@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .config import Config, format_cc
 from .errors import ConfigError, SelectionError
+from .advice_text import prefill_dict, prefill_text
 from .explain import Explanation, Verdict, explain
 from .render import show as _show
 
@@ -605,30 +606,11 @@ def prefill_for(ctx: Context) -> Any:
     from .selection import solve
     try:
         return solve(ctx.config, role="mla_prefill", available=ctx.available)
-    except SelectionError as e:
-        return e
+    except SelectionError as e:  # the layer's failure, where vLLM's MLA layer asks a prefill registry (0.33)
+        from .selection import compiled_rules, prefill_step
+        return e if prefill_step(compiled_rules(ctx.config), ctx.config) is not None else None
     except ConfigError:
         return None
-
-
-def prefill_text(prefill: Any) -> str:
-    """One line for prefill_for's answer: the backend (with vLLM's registry name where it differs) and its
-    variant, or vLLM's error when no prefill backend fits."""
-    if isinstance(prefill, SelectionError):
-        return "none fits, vLLM refuses to build the layer: " + str(prefill.args[0] if prefill.args else prefill)
-    from .selection import engine_of
-    b = engine_of(prefill.config).rules.backends.get(prefill.backend)
-    shown = b.display_name if b is not None else prefill.backend
-    return str(prefill) + (f" (vLLM: {shown})" if shown != prefill.backend else "")
-
-
-def prefill_dict(prefill: Any) -> Any:
-    """prefill_for's answer as JSON: the Selection's dict, or {selected: None, error: vLLM's text}."""
-    if prefill is None:
-        return None
-    if isinstance(prefill, SelectionError):
-        return {"selected": None, "role": "mla_prefill", "error": str(prefill.args[0] if prefill.args else prefill)}
-    return prefill.to_dict()
 
 
 def other_releases(ctx: Context) -> tuple[Any, ...]:

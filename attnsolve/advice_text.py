@@ -203,7 +203,6 @@ def _selected_lines(a: Advice, style: Style) -> list[str]:
     tag = "requested" if e.requested else pos
     lines = [f"Selected  {style.good(style.bold(sel))}" + (f"  ({tag})" if tag else "")]
     if a.prefill is not None:
-        from .advice import prefill_text
         lines += _labelled("Prefill", f"{prefill_text(a.prefill)}  (--role mla_prefill explains it)")
     if a.lost:
         lines += ["", "Higher-priority backends that lost:"]
@@ -259,3 +258,21 @@ def _failure_lines(a: Advice, style: Style) -> list[str]:
         lines += wrap(f"vLLM {o.vllm} would select {o} for this configuration "
                       f"(attnsolve explain --vllm {o.vllm} ...)", indent="      ", first="note: ")
     return lines
+
+
+def prefill_text(prefill: Any) -> str:
+    """One line for prefill_for's answer: the backend (with vLLM's registry name where it differs) and its
+    variant, or vLLM's error when no prefill backend fits."""
+    if isinstance(prefill, BaseException):
+        return "none fits, vLLM refuses to build the layer: " + str(prefill.args[0] if prefill.args else prefill)
+    from .selection import engine_of
+    b = engine_of(prefill.config).rules.backends.get(prefill.backend)
+    shown = b.display_name if b is not None else prefill.backend
+    return str(prefill) + (f" (vLLM: {shown})" if shown != prefill.backend else "")
+
+
+def prefill_dict(prefill: Any) -> Any:
+    """prefill_for's answer as JSON: the Selection's dict, or None (no prefill backend fits: the text says why)."""
+    if prefill is None or isinstance(prefill, BaseException):
+        return None
+    return prefill.to_dict()
