@@ -23,10 +23,11 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .config import ANY, Config, format_cc
 from .errors import ConfigError, SelectionError
+from .advice_text import prefill_dict, prefill_text
 from .explain import Explanation, Verdict, explain, request_conflicts
 from .render import show as _show
 
-__all__ = ["Advice", "Context", "LostBackend", "Remedy", "advise", "change_text", "other_releases", "prefill_for", "KINDS"]
+__all__ = ["Advice", "Context", "LostBackend", "Remedy", "advise", "change_text", "other_releases", "prefill_dict", "prefill_for", "prefill_text", "KINDS"]
 
 # Ranked kinds of fix: what a user can change, most easily first.
 KINDS = ("setting", "version", "hardware", "model")
@@ -157,7 +158,7 @@ class Advice:
         data.update(fixes=[f.to_dict() for f in self.fixes], lost=[x.to_dict() for x in self.lost],
                     hint=self.hint, hardware_only=self.hardware_only, startup_error=self.startup_error,
                     query=ctx.to_dict(), error=self.explanation.message or None,
-                    prefill=None if self.prefill is None else self.prefill.to_dict(),
+                    prefill=prefill_dict(self.prefill),
                     rejected=[{"backend": c.backend, "reasons": list(c.reasons)} for c in self.rejected],
                     other_releases=[o.to_dict() for o in self.other_releases])
         return data
@@ -705,13 +706,17 @@ def _best_setting(fixes: Sequence[Remedy]) -> Remedy | None:
 
 
 def prefill_for(ctx: Context) -> Any:
-    """For an MLA model asked about decode: the MLA prefill backend vLLM also picks (or None)."""
+    """For an MLA model asked about decode: the MLA prefill Selection vLLM also picks, or the SelectionError
+    its layer raises when none fits (vLLM >= 0.18's prefill registry), or None (not an MLA decode question)."""
     if ctx.role is not None or ctx.config.use_mla is not True or ctx.config.is_partial:
         return None
     from .selection import solve
     try:
         return solve(ctx.config, role="mla_prefill", available=ctx.available)
-    except (SelectionError, ConfigError):
+    except SelectionError as e:  # the layer's failure, where vLLM's MLA layer asks a prefill registry (0.33)
+        from .selection import compiled_rules, prefill_step
+        return e if prefill_step(compiled_rules(ctx.config), ctx.config) is not None else None
+    except ConfigError:
         return None
 
 

@@ -204,7 +204,7 @@ def _selected_lines(a: Advice, style: Style) -> list[str]:
     tag = "requested" if e.requested else pos
     lines = [f"Selected  {style.good(style.bold(sel))}" + (f"  ({tag})" if tag else "")]
     if a.prefill is not None:
-        lines += _labelled("Prefill", f"{a.prefill}  (--role mla_prefill explains it)")
+        lines += _labelled("Prefill", f"{prefill_text(a.prefill)}  (--role mla_prefill explains it)")
     if a.lost:
         lines += ["", "Higher-priority backends that lost:"]
         not_for_model: dict[str, list[str]] = {}
@@ -229,8 +229,11 @@ def _selected_lines(a: Advice, style: Style) -> list[str]:
 
 def _failure_lines(a: Advice, style: Style) -> list[str]:
     e = a.explanation
-    lines = [f"Requested {e.requested} does not fit:" if e.requested
-             else "No valid backend. Candidates in priority order:"]
+    if not e.candidates and e.message:  # refused before any candidate was validated: vLLM's text
+        lines = _labelled("Error", e.message.split("\n", 1)[0])
+    else:
+        lines = [f"Requested {e.requested} does not fit:" if e.requested
+                 else "No valid backend. Candidates in priority order:"]
     lines += reason_rows([(c.backend, "; ".join(c.reasons) or "valid") for c in e.candidates])
     shown = [c for c in a.conflicts if c]
     if shown:
@@ -259,3 +262,21 @@ def _failure_lines(a: Advice, style: Style) -> list[str]:
         lines += wrap(f"vLLM {o.vllm} would select {o} for this configuration "
                       f"(attnsolve explain --vllm {o.vllm} ...)", indent="      ", first="note: ")
     return lines
+
+
+def prefill_text(prefill: Any) -> str:
+    """One line for prefill_for's answer: the backend (with vLLM's registry name where it differs) and its
+    variant, or vLLM's error when no prefill backend fits."""
+    if isinstance(prefill, BaseException):
+        return "none fits, vLLM refuses to build the layer: " + str(prefill.args[0] if prefill.args else prefill)
+    from .selection import engine_of
+    b = engine_of(prefill.config).rules.backends.get(prefill.backend)
+    shown = b.display_name if b is not None else prefill.backend
+    return str(prefill) + (f" (vLLM: {shown})" if shown != prefill.backend else "")
+
+
+def prefill_dict(prefill: Any) -> Any:
+    """prefill_for's answer as JSON: the Selection's dict, or None (no prefill backend fits: the text says why)."""
+    if prefill is None or isinstance(prefill, BaseException):
+        return None
+    return prefill.to_dict()

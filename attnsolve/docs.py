@@ -325,6 +325,10 @@ def _switch_cells(b: Backend) -> tuple[str, str, list[str]]:
     from .config import Config
     defaults = {f: getattr(Config.__dataclass_fields__[f], "default") for f in _SWITCHES}
     enable, disable, notes = [], [], []
+    clauses: dict[int, int] = {}
+    for c in b.checks:
+        clauses[c.group] = clauses.get(c.group, 0) + 1
+    shown: set[int] = set()
     for c in b.checks:
         f = c.require.field
         if f in _SWITCHES and c.require.pred.eq in (True, False):
@@ -332,8 +336,13 @@ def _switch_cells(b: Backend) -> tuple[str, str, list[str]]:
             on, off = f"`-ac.{f}={int(want)}`", f"`-ac.{f}={int(not want)}`"
             enable.append("Default" if defaults[f] == want else on)
             disable.append(off)
+        elif c.group and clauses[c.group] > 1:  # a check over alternatives (any_of): vLLM's own words
+            if c.group not in shown:
+                shown.add(c.group)
+                notes.append("refused with *" + reason_text(c.reason) + "*")
         elif f not in ("compute_capability",):
-            notes.append("needs " + lit_text(c.require))
+            cond = " and ".join(lit_text(w) for w in c.when)
+            notes.append("needs " + lit_text(c.require) + (f" ({cond})" if cond else ""))
     enable = list(dict.fromkeys(enable))
     return ", ".join(enable) or "Default fallback", ", ".join(disable) or "Use other backends", notes
 
@@ -363,7 +372,7 @@ def prefill_rows(rules: RuleSet) -> list[list[str]]:
 def reason_text(reason: str) -> str:
     """A reason template for prose: placeholders shown as <field>, outer spaces trimmed."""
     import re
-    return re.sub(r"\{(\w+)\}", r"<\1>", reason.strip())
+    return re.sub(r"\{(\w+)(\|[^}]*)?\}", r"<\1>", reason.strip())
 
 
 def _check_line(c: Check) -> str:

@@ -15,8 +15,8 @@ from .config import ANY, FIELD_NAMES, Config, format_cc
 from .diagnosis import HARDWARE, MODEL, Fix, _solver_facts, category, find_conflicts, find_fixes
 from .errors import ConfigError, SelectionError
 from .guards import available_set, field_names, require_config, require_int
-from .selection import (before_selection, candidate_reasons, compiled_rules, csp_solver, evaluate, failure,
-                        solve_uncached)
+from .selection import (NO_PREFILL, before_selection, candidate_reasons, compiled_rules, csp_solver, evaluate,
+                        failure, prefill_step, solve_uncached)
 from .solver.domains import representatives
 from .solver.facts import parse_role
 from .solver.semantics import AUTO
@@ -95,6 +95,10 @@ def explain(config: Config, *, role: str | None = None, available: Iterable[str]
     if config.is_partial:
         return _explain_partial(config, role_, avail, max_conflicts)
     comp = compiled_rules(config)
+    if role_ == "mla_prefill" and prefill_step(comp, config) is not None:
+        early = _explain_prefill_layer(config, avail)
+        if early is not None:
+            return early
     try:  # the platform's steps before selection (vLLM >= 0.18 rule sets; none for 0.17)
         pre = before_selection(comp, config, role_)
     except SelectionError as e:  # a request vLLM refuses outright, a model route's own error
@@ -139,6 +143,25 @@ def request_conflicts(config: Config, *, role: str | None = None, available: Ite
     except ConfigError:
         return ()
     return tuple(find_conflicts(config, role_, avail, config.backend, max_conflicts))
+
+
+def _explain_prefill_layer(config: Config, avail: frozenset[str] | None) -> Explanation | None:
+    """vLLM >= 0.18's MLA layer around its prefill selection: its decode backend fails first (that message),
+    or it gets no prefill backend (NO_PREFILL, with the prefill candidates a fallback swallowed); None: the
+    prefill selection explains itself."""
+    try:
+        solve_uncached(config, "decode", avail)
+    except SelectionError as e:
+        return Explanation(config, "mla_prefill", None, None, None, (), message=str(e), available=avail)
+    try:
+        sel = solve_uncached(config, "mla_prefill", avail)
+    except SelectionError:
+        return None
+    if sel.backend != NO_PREFILL:
+        return None
+    verdicts = tuple(Verdict(r.backend, False, r.reasons) for r in sel.rejected)
+    return Explanation(config, "mla_prefill", sel.backend, sel.variant, None, verdicts, warnings=sel.warnings,
+                       available=avail)
 
 
 def possible_backends(config: Config, *, role: str | None = None, available: Iterable[str] | None = None) -> tuple[str, ...]:

@@ -23,6 +23,10 @@ from .solver.facts import base_facts, parse_role
 from .solver.semantics import AUTO, Candidate, Plan, reasons_of
 
 NOT_RUNNABLE = "kernel not runnable on this machine"
+# The MLA prefill answer when the layer gets no prefill backend (vLLM >= 0.18: a sparse MLA layer without a
+# dense-MHA prefill path, or whose automatic prefill selection finds nothing): the top-k MQA path only.
+NO_PREFILL = "NO_PREFILL"
+NO_PREFILL_PATH = "top-k MQA path only"  # its variant: what the layer runs instead
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +204,14 @@ def candidate_reasons(cand: Candidate, facts: dict[str, Any], available: frozens
 def _solve_uncached(comp: CompiledRules, config: Config, role: str, available: frozenset[str] | None,
                     facts: dict[str, Any] | None = None) -> Selection:
     """facts: base_facts(config, role) when the caller has them (taken over, not copied)."""
+    if role == "mla_prefill" and (mp := prefill_step(comp, config)) is not None:
+        return _solve_prefill(comp, config, available, mp)
+    return _select(comp, config, role, available, facts)
+
+
+def _select(comp: CompiledRules, config: Config, role: str, available: frozenset[str] | None,
+            facts: dict[str, Any] | None = None) -> Selection:
+    """facts: base_facts(config, role) when the caller has them (taken over, not copied)."""
     rules = comp.rules
     pre = before_selection(comp, config, role, facts)
     if pre.model is not None:
@@ -255,13 +267,16 @@ def _solve_uncached(comp: CompiledRules, config: Config, role: str, available: f
         warnings.append(render_message(plist.warning, after))
     if plist.fallback_log and idx > 0 and rejected and rejected[0].backend == p.candidates[0].backend:
         logs.append(render_message(plist.fallback_log, after, reason_tuple=repr(tuple(rejected[0].reasons))))
-    if p.mode != AUTO and plist.manual_log:
+    if role == "mla_prefill" and plist.mla_prefill is not None:
+        pass  # the prefill registry logs its own line (chosen_log), not the decode selector's
+    elif p.mode != AUTO and plist.manual_log:
         logs.append(render_message(plist.manual_log, after))
     elif p.mode == AUTO and plist.selected_log and plist.validate:
         valid = [c.backend for c, m in zip(p.candidates, comp.plan_for(facts)[1]) if m & facts["__sat__"] == m]
         logs.append(render_message(plist.selected_log, after, valid_list=repr(valid)))
     if role == "mla_prefill" and plist.mla_prefill is not None and plist.mla_prefill.chosen_log:
-        logs.append(render_message(plist.mla_prefill.chosen_log, after, backend=backend.display_name))
+        logs.append(render_message(plist.mla_prefill.chosen_log, after, backend=backend.display_name,
+                                   get_name=backend.get_name or backend.display_name))
     logging = done.logging
     if logging:  # vLLM logs a derived fact's lines when it computes that fact
         evaluated = comp.derived_read_by(backend)
@@ -358,9 +373,11 @@ def before_selection(comp: CompiledRules, config: Config, role: str, facts: dict
     if facts is None:
         facts = base_facts(config, role)
     ps = _settings(rules, facts.get("platform"))
-    if ps is not None and role == "mla_prefill" and ps.mla_prefill is not None and ps.mla_prefill.request_field:
-        # the prefill registry's own request (by vLLM's prefill name); the decode request is not its business
-        wanted = facts.get(ps.mla_prefill.request_field)
+    if ps is not None and role == "mla_prefill" and ps.mla_prefill is not None:
+        # the prefill registry's own request (by vLLM's prefill name); the decode request is not its business,
+        # and a platform without a request field (CPU) ignores prefill requests
+        field = ps.mla_prefill.request_field
+        wanted = facts.get(field) if field else None
         facts["backend"] = None if wanted is None else _prefill_backend(rules, wanted)
     if ps is None:
         return _Before(facts)
@@ -449,6 +466,61 @@ def _prefill_backend(rules: RuleSet, wanted: str) -> str:
         if b.role == "mla_prefill" and (b.vllm_name or b.name) == wanted:
             return b.name
     return wanted
+
+
+def prefill_step(comp: CompiledRules, config: Config) -> Any:
+    """The platform's MLA prefill step (`[platforms.X.mla_prefill]`): the layer's decode selection first, then
+    its `skips` / `fallbacks` around the prefill registry (vLLM >= 0.18's MLAAttention.__init__); None where
+    prefill selection stands alone (0.17)."""
+    ps = _settings(comp.rules, config.platform)
+    return None if ps is None else ps.mla_prefill
+
+
+@dataclass(frozen=True, slots=True)
+class PrefillLayer:
+    """What the MLA layer knows when it asks for a prefill backend: its decode Selection, the facts with the
+    decode backend and the decode step's config changes (the canonical KV dtype), and the skip that applies."""
+
+    decode: Selection
+    facts: dict[str, Any]
+    skip: str | None
+
+
+def prefill_layer(comp: CompiledRules, config: Config, available: frozenset[str] | None, mp: Any) -> PrefillLayer:
+    """The layer's decode selection first (its failure is the layer's: raised), then the first matching skip."""
+    decode = _solve_uncached(comp, config, "decode", available)
+    facts = base_facts(config, "mla_prefill")
+    facts.update(decode.config_changes)
+    facts["decode_backend"] = decode.backend
+    facts = _with_derived(comp, facts)
+    skip = next((text for text, when in mp.skips if all(lit(facts) for lit in when)), None)
+    return PrefillLayer(decode, facts, skip)
+
+
+def prefill_fallback(mp: Any, facts: dict[str, Any]) -> str | None:
+    """The warning of the fallback that swallows a failed prefill selection for this layer, or None."""
+    return next((text for text, when in mp.fallbacks if all(lit(facts) for lit in when)), None)
+
+
+def _solve_prefill(comp: CompiledRules, config: Config, available: frozenset[str] | None, mp: Any) -> Selection:
+    """MLAAttention's prefill backend: none for a layer a skip names, vLLM's prefill selection otherwise, and
+    none (with the fallback's warning) when that fails for a layer a fallback covers."""
+    layer = prefill_layer(comp, config, available, mp)
+    if layer.skip is not None:
+        return Selection(backend=NO_PREFILL, variant=NO_PREFILL_PATH, rejected=(),
+                         warnings=(render_message(layer.skip, layer.facts),),
+                         config=config, role="mla_prefill", priority_list="MLA prefill skipped")
+    try:
+        return _select(comp, config, "mla_prefill", available)
+    except NoValidBackendError as err:
+        text = prefill_fallback(mp, layer.facts)
+        if text is None:
+            raise
+        rules = comp.rules
+        rejected = tuple(Rejection(_prefill_backend(rules, b), tuple(r)) for b, r in err.reasons.items())
+        return Selection(backend=NO_PREFILL, variant=NO_PREFILL_PATH, rejected=rejected,
+                         warnings=(render_message(text, layer.facts),), config=config, role="mla_prefill",
+                         priority_list="MLA prefill fallback")
 
 
 def _model_driven(comp: CompiledRules, config: Config, role: str, pre: _Before) -> Selection:
@@ -701,13 +773,27 @@ def solve_csp(config: Config, *, role: str | None = None, available: Iterable[st
     if config.is_partial:
         raise ConfigError(config.free_fields[0], ANY, "a concrete value: solve_csp() needs a full config")
     role_ = parse_role(role)
+    avail = None if available is None else frozenset(available)
+    comp = compiled_rules(config)
+    mp = prefill_step(comp, config) if role_ == "mla_prefill" else None
+    layer = None
+    if mp is not None:  # the layer's decode backend and the skips are data shared with solve()
+        try:
+            layer = prefill_layer(comp, config, avail, mp)
+        except (NoValidBackendError, InvalidBackendError):
+            return None
+        if layer.skip is not None:
+            return NO_PREFILL
     try:  # the platform's steps before selection are the same data on both paths
-        pre = before_selection(compiled_rules(config), config, role_)
+        pre = before_selection(comp, config, role_)
     except (NoValidBackendError, InvalidBackendError):
         return None
     if pre.model is not None:
         return pre.model[0]
-    backend, _ = csp_solver(config).select(pre.facts, None if available is None else frozenset(available))
+    backend, _ = csp_solver(config).select(pre.facts, avail)
+    if backend is None and layer is not None and pre.facts.get("backend") is None \
+            and prefill_fallback(mp, layer.facts) is not None:
+        return NO_PREFILL
     return backend
 
 

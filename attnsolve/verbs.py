@@ -39,12 +39,12 @@ class Result:
 
 def select(ns: argparse.Namespace, style: Style) -> Result:
     """`attnsolve select`: the backend vLLM selects (and the MLA prefill backend for MLA models)."""
-    from .advice import prefill_for
+    from .advice import prefill_dict, prefill_for, prefill_text
     from .errors import InvalidBackendError, SelectionError
     from .selection import solve
     q = build_query(ns)
     prefill = prefill_for(q)
-    base: dict[str, Any] = {"requested": q.config.backend, "prefill": None if prefill is None else prefill.to_dict(),
+    base: dict[str, Any] = {"requested": q.config.backend, "prefill": prefill_dict(prefill),
                             "query": q.to_dict()}
     notes = env_lines(q)
     try:
@@ -75,7 +75,7 @@ def select(ns: argparse.Namespace, style: Style) -> Result:
             lines += wrap(f"{', '.join(names)}: {'; '.join(reasons)}", indent="      ", first="  not ")
     data = {**sel.to_dict(), "error": startup, "startup_error": startup, **base}
     if prefill is not None:
-        lines += wrap(f"{prefill} (MLA prefill backend)", indent="    ", first="  prefill: ")
+        lines += wrap(f"{prefill_text(prefill)} (MLA prefill backend)", indent="    ", first="  prefill: ")
     if startup:  # vLLM's selector answers, but vLLM refuses to start: a failing answer
         lines += wrap(f"vLLM selects {sel} but refuses to start: {startup}", indent="    ", first="  error: ")
     for w in sel.warnings:

@@ -104,6 +104,8 @@ def answer(cfg: Mapping[str, Any], mode: str, version: str | None = None) -> dic
                 "reasons": {k: list(v) for k, v in e.reasons.items()}}
     except ConfigError as e:
         return {"ok": False, "kind": "config_error", "error": str(e), "field": e.field}
+    if role == "mla_prefill":
+        return _prefill_answer(s, version)
     startup = getattr(s, "startup_error", None)
     if mode == "startup" and startup:
         return {"ok": False, "kind": kind_of(startup), "error": startup, "reasons": {}, "startup": True}
@@ -120,3 +122,18 @@ def _vllm_name(backend: str, version: str | None) -> str:
     if b is not None and getattr(b, "requested_as", None):
         return getattr(b, "get_name", "") or backend
     return backend
+
+
+def _prefill_answer(s: Any, version: str | None) -> dict[str, Any]:
+    """An MLA prefill Selection under the names vLLM prints (a rule set's `vllm_name`: 0.33's prefill
+    registry names; NO_PREFILL, the layer without a prefill backend, as it is), with its INFO lines."""
+    rules = load_rules_for(version)
+
+    def shown(name: str) -> str:
+        b = rules.backends.get(name)
+        return b.display_name if b is not None else name
+
+    return {"ok": True, "backend": shown(s.backend), "variant": s.variant,
+            "rejected": {shown(r.backend): list(r.reasons) for r in s.rejected}, "warnings": list(s.warnings),
+            "logs": list(getattr(s, "logs", ())), "preferred_block_size": s.preferred_block_size,
+            "startup_error": getattr(s, "startup_error", None)}

@@ -9,6 +9,9 @@ Categories (each compared only where both sides say something about it):
   warnings    successes: every WARNING vLLM logs while selecting is in Selection.warnings, and
               every Selection.warnings entry is something vLLM logs (INFO or WARNING)
   block_size  startup mode: the KV block size after the start-up hook vs preferred_block_size
+  logs        MLA prefill registry (vLLM >= 0.18): every INFO line vLLM logs while the layer gets its
+              prefill backend is in Selection.logs (or .warnings), and every Selection.logs line is
+              something vLLM logs
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import ast
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-CATEGORIES = ("outcome", "variant", "reasons", "message", "warnings", "block_size")
+CATEGORIES = ("outcome", "variant", "reasons", "message", "warnings", "block_size", "logs")
 FA_VARIANT = {2: "FA2", 3: "FA3", 4: "FA4"}
 _ERROR_KINDS = ("no_valid", "invalid_backend", "unknown_backend")
 
@@ -127,14 +130,18 @@ def compare(mode: str, platform: str, v: Mapping[str, Any], a: Mapping[str, Any]
         # a start-up failure is named by its text: each is its own class
         tail = f" ({str(a.get('error', ''))[:70]})" if oa == "ERR:startup" else \
             f" ({str(v.get('error', ''))[:70]})" if ov.startswith("ERR:") and ov[4:] not in _ERROR_KINDS else ""
+        if v.get("stage") == "decode":  # the MLA layer's decode backend: a selector-mode question
+            tail += " (vLLM failed at the layer's decode selection)"
         return [Check("outcome", False, f"outcome vllm={ov} attnsolve={oa}{tail}", v.get("error") or ov,
                       a.get("error") or oa)]
     checks.append(Check("outcome", True))
+    if v.get("stage") == "decode":  # the MLA layer failed at its decode backend: selector mode compares that
+        return checks
     if v.get("ok"):
         if "fa_version" in v or "trtllm" in v:
             want, got = vllm_variant(v), a.get("variant")
             checks.append(Check("variant", want == got, f"variant {ov} vllm={want} attnsolve={got}", want, got))
-        if platform == "cuda" and mode != "mla_prefill" and "reasons" in v:
+        if platform == "cuda" and (mode != "mla_prefill" or "priority" in v) and "reasons" in v:
             vr, ar = vllm_rejected(v), dict(a.get("rejected") or {})
             checks.append(Check("reasons", vr == ar, "reasons " + "; ".join(reason_diff(vr, ar)), vr, ar))
         if "warnings" in v:
@@ -144,6 +151,12 @@ def compare(mode: str, platform: str, v: Mapping[str, Any], a: Mapping[str, Any]
             extra = [w for w in aw if w not in logged]     # attnsolve warns what vLLM never logs
             checks.append(Check("warnings", not missing and not extra,
                                 f"warnings vllm-only={missing} attnsolve-only={extra}", vw, aw))
+        if mode == "mla_prefill" and "logged" in v:  # the prefill registry's INFO lines
+            vi, al = set(v.get("logged") or []), set(a.get("logs") or [])
+            missing = sorted(vi - al - set(a.get("warnings") or []))
+            extra = sorted(al - vi - set(v.get("warnings") or []))
+            checks.append(Check("logs", not missing and not extra, f"logs vllm-only={missing} attnsolve-only={extra}",
+                                sorted(vi), sorted(al)))
         if mode == "startup" and "startup_block_size" in v:
             vb, ab = v.get("startup_block_size"), a.get("preferred_block_size")
             checks.append(Check("block_size", vb == ab, f"block_size {ov} vllm={vb} attnsolve={ab}", vb, ab))

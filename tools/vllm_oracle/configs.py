@@ -46,6 +46,8 @@ class Domains:
     inputs: tuple[str, ...] = ()  # the SELECTOR_INPUTS attnsolve's Config takes for this version
     # valued inputs a newer rule set declares, with the values drawn (where Config takes them)
     valued: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    # MLA prefill registry names Config takes as mla_prefill_backend (vLLM >= 0.18); empty: 0.17's switches
+    prefill_requests: tuple[str, ...] = ()
 
     def values_of(self, field: str) -> tuple[Any, ...]:
         return dict(self.valued).get(field, ())
@@ -73,7 +75,16 @@ class Domains:
                    ccs=ordered, grid_ccs=grid, backends=backends,
                    platforms=tuple(p for p in PLATFORMS if p in d.get("platform", ("cuda", "rocm", "cpu"))),
                    inputs=tuple(f for f in SELECTOR_INPUTS if accepts(f, True, version)),
-                   valued=_valued(rules, version))
+                   valued=_valued(rules, version), prefill_requests=_prefill_requests(rules, version))
+
+
+def _prefill_requests(rules: Any, version: str | None) -> tuple[str, ...]:
+    """The MLA prefill registry names of the CUDA prefill backends, where Config takes a prefill request."""
+    from .attnsolve_side import accepts
+
+    names = tuple(sorted({getattr(b, "vllm_name", "") or b.name for b in rules.backends.values()
+                          if getattr(b, "role", "") == "mla_prefill" and "cuda" in getattr(b, "platforms", ())}))
+    return names if names and accepts("mla_prefill_backend", names[0], version) else ()
 
 
 def _valued(rules: Any, version: str | None) -> tuple[tuple[str, tuple[Any, ...]], ...]:
@@ -192,8 +203,39 @@ def grid_startup(D: Domains) -> Iterator[dict[str, Any]]:
         yield base(compute_capability=cc, dtype=dt, kv_cache_dtype=kv, head_size=hs)
 
 
+# vLLM 0.33's MLA prefill registry: FlashAttention's layouts (prefill/flash_attn.py) and one it refuses.
+# Its NoPE layout (256, 0, 256) is left out: attnsolve's Config takes no qk_rope_head_dim of 0 yet.
+PREFILL_DIMS = ((128, 64, 128), (192, 64, 256), (64, 64, 128), (128, 64, 64))
+
+
+def _prefill_registry(D: Domains, cc: str, dims: Any, dtype: str, sparse: bool, kv: str, request: Any,
+                      fav: Any, num_heads: Any = None) -> dict[str, Any]:
+    """An MLA layer asking the prefill registry (vLLM >= 0.18).  tokenspeed-mla is absent from the
+    harness venv, so the config says so (its prefill backend answers the install hint)."""
+    c = base(compute_capability=cc, dtype=dtype, kv_cache_dtype=kv, use_mla=True, head_size=576, use_sparse=sparse,
+             num_heads=num_heads, tokenspeed_mla_available=False)
+    if sparse and not dims:  # a sparse layer exists only in a model with index_topk (and its dimensions)
+        dims = PREFILL_DIMS[0]
+    if dims:
+        c.update(qk_nope_head_dim=dims[0], qk_rope_head_dim=dims[1], v_head_dim=dims[2],
+                 head_size=512 + dims[1])  # kv_lora_rank 512 + qk_rope_head_dim, as MLAAttention builds it
+        if sparse:
+            c["index_topk"] = 2048
+    if request is not None:
+        c["mla_prefill_backend"] = request
+    if fav is not None:
+        c["flash_attn_version"] = fav
+    return c
+
+
 def grid_mla_prefill(D: Domains) -> Iterator[dict[str, Any]]:
     ccs = D.grid_ccs + tuple(c for c in ("10.3", "11.0") if c in D.ccs)
+    if D.prefill_requests:
+        for cc, dims, dt, sp, kv, req, fav in itertools.product(
+                ccs, (None,) + PREFILL_DIMS, ("bfloat16", "float16"), (False, True), ("auto", "fp8"),
+                (None,) + D.prefill_requests, (None,) + D.flash_attn_versions):
+            yield _prefill_registry(D, cc, dims, dt, sp, kv, req, fav)
+        return
     for cc, dims, fav_ok, trt, dis, cud, tav, fav in itertools.product(
             ccs, (None,) + MLA_DIMS, (True, False), (True, False), (False, True), (False, True), (True, False),
             (None,) + D.flash_attn_versions):
@@ -310,6 +352,15 @@ def random_cuda(D: Domains, rng: random.Random, *, startup: bool = False) -> dic
 
 
 def random_mla_prefill(D: Domains, rng: random.Random) -> dict[str, Any]:
+    if D.prefill_requests:
+        d = _prefill_registry(D, rng.choice(D.ccs), rng.choice(PREFILL_DIMS) if rng.random() < 0.85 else None,
+                              rng.choice(D.dtypes), rng.random() < 0.35,
+                              rng.choice(D.kv_cache_dtypes) if rng.random() < 0.2 else
+                              rng.choice(("auto", "auto", "fp8", "fp8_e4m3", "bfloat16")),
+                              rng.choice(D.prefill_requests) if rng.random() < 0.25 else None,
+                              rng.choice(D.flash_attn_versions) if rng.random() < 0.3 else None,
+                              rng.choice(NUM_HEADS))
+        return _draw_inputs(D, rng, d, p=0.04)
     d = base(compute_capability=rng.choice(D.ccs), dtype=rng.choice(D.dtypes), use_mla=True, head_size=576,
              flashinfer_available=rng.random() < 0.8, use_trtllm_ragged_deepseek_prefill=rng.random() < 0.7,
              disable_flashinfer_prefill=rng.random() < 0.3, use_cudnn_prefill=rng.random() < 0.3,
@@ -319,6 +370,30 @@ def random_mla_prefill(D: Domains, rng: random.Random) -> dict[str, Any]:
         d.update(qk_nope_head_dim=dims[0], qk_rope_head_dim=dims[1], v_head_dim=dims[2])
     if rng.random() < 0.4:
         d["flash_attn_version"] = rng.choice(D.flash_attn_versions)
+    return d
+
+
+def random_mla_prefill_other(D: Domains, rng: random.Random, platform: str) -> dict[str, Any]:
+    """An MLA layer asking the prefill registry on ROCm, CPU or XPU (vLLM >= 0.18).  ROCm: flash-attn is
+    absent from the harness venv (rocm_flash_attn_found = false, as there)."""
+    sparse = platform != "cpu" and rng.random() < 0.3
+    dims = rng.choice(PREFILL_DIMS) if sparse or rng.random() < 0.85 else None
+    d = base(platform, dtype=rng.choice(D.dtypes), kv_cache_dtype=rng.choice(("auto", "auto", "fp8", "bfloat16")),
+             use_mla=True, head_size=576, use_sparse=sparse, tokenspeed_mla_available=False)
+    if dims:
+        d.update(qk_nope_head_dim=dims[0], qk_rope_head_dim=dims[1], v_head_dim=dims[2], head_size=512 + dims[1])
+        if sparse:
+            d["index_topk"] = 2048
+    if rng.random() < 0.25:  # XPU: FLASH_ATTN only (attnsolve declares the other prefill backends for CUDA)
+        d["mla_prefill_backend"] = rng.choice(D.prefill_requests + ("ROCM_AITER_FA",) if platform == "rocm"
+                                              else D.prefill_requests if platform == "cpu" else ("FLASH_ATTN",))
+    if platform == "rocm":
+        arch = rng.choice(D.rocm_archs)  # flash-attn is absent; gfx1250 imports aiter's (present, as assumed)
+        d.update(rocm_arch=arch, rocm_flash_attn_found=arch == "gfx1250",
+                 **_rocm_flags(*(rng.random() < 0.5 for _ in range(4))))
+        d.pop("rocm_use_aiter_unified_attention", None)  # gone at 0.33
+    if platform == "xpu" and D.values_of("xpu_device") and rng.random() < 0.3:
+        d["xpu_device"] = rng.choice(D.values_of("xpu_device"))
     return d
 
 
@@ -393,6 +468,9 @@ def sources(D: Domains) -> list[Source]:
     if "xpu" in D.platforms:
         out += [Source("xpu", "xpu", "selector", grid=grid_xpu),
                 Source("random_xpu", "xpu", "selector", draw=random_xpu, share=0.1)]
+    if D.prefill_requests:  # the prefill registry (vLLM >= 0.18) on every platform (last: the others' seeds stay)
+        out += [Source(f"random_mla_prefill_{p}", p, "mla_prefill", share=0.03,
+                       draw=lambda d, r, p=p: random_mla_prefill_other(d, r, p)) for p in ("rocm", "cpu", "xpu")]
     return [s for s in out if s.platform in D.platforms]
 
 

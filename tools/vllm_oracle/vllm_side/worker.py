@@ -11,8 +11,10 @@ raw vLLM answer (see `select`).  Entry points, per mode:
                again through the platform's get_valid_backends / validate_configuration;
   startup      the platform's check_and_update_config(vllm_config) first (it may force a
                backend and sets the KV block size), then the selector as above;
-  mla_prefill  vLLM's MLA prefill predicates (use_trtllm_ragged_deepseek_prefill,
-               use_flashinfer_prefill, use_cudnn_prefill) in MLACommonImpl's order.
+  mla_prefill  0.16/0.17: vLLM's MLA prefill predicates (use_trtllm_ragged_deepseek_prefill,
+               use_flashinfer_prefill, use_cudnn_prefill) in MLACommonImpl's order; releases
+               with the MLA prefill registry (0.33): the layer's decode backend first, then
+               MLAAttention.__init__'s own prefill statement (see _mla_prefill_registry).
 One process per platform (and ROCm arch): the platform is a module-level fact in vLLM.
 """
 
@@ -199,9 +201,16 @@ class Oracle:
                 if k == "use_prefill_decode_attention" and not cfg[k]:
                     continue
                 att[k] = int(cfg[k]) if k == "flash_attn_version" else bool(cfg[k])
+        if mode == "mla_prefill" and cfg.get("mla_prefill_backend") and "mla_prefill_backend" in fields:
+            att["mla_prefill_backend"] = cfg["mla_prefill_backend"]  # vLLM parses the registry name
         vc = C.VllmConfig(attention_config=C.AttentionConfig(**att))
         self._run_cache_dtype(vc, cfg)
         model = model_facts(cfg)
+        if mode == "mla_prefill" and "mla_prefill_backend" in fields:
+            # the prefill registry reads model_config.dtype and the dims (0 when absent, as attnsolve
+            # renders unknown dims); the decode step before it asks as selector mode does
+            model = model_facts(cfg, always=True)
+            model.dtype = self.dtypes[cfg.get("dtype") or "bfloat16"]
         if model is not None:
             object.__setattr__(vc, "model_config", model)
         self._config_inputs(vc, cfg)
@@ -419,6 +428,162 @@ class Oracle:
             out["trtllm"] = bool(fi.supports_trtllm_attention()) and forced is not False
 
     def _mla_prefill(self, cfg: dict[str, Any]) -> dict[str, Any]:
+        try:
+            import vllm.v1.attention.backends.mla.prefill.selector as PS  # the registry (vLLM >= 0.18)
+        except ImportError:
+            return self._mla_prefill_predicates(cfg)
+        with boot.capture_warnings(self.data) as logged:
+            out = self._mla_prefill_registry(cfg, PS, logged)
+        out["warnings"] = [m for level, m in logged if level >= 30]
+        out["logged"] = [m for level, m in logged if level < 30]
+        return out
+
+    def _mla_prefill_registry(self, cfg: dict[str, Any], PS: Any, logged: list[tuple[int, str]]) -> dict[str, Any]:
+        """The MLA prefill backend as MLAAttention.__init__ gets it: the decode backend first (a failure
+        there is the layer's failure), its KV-cache dtype canonicalised, then the layer's own prefill
+        statement (`if self.impl.is_sparse and not (...): ... else: try: get_mla_prefill_backend(...)`),
+        taken from vLLM's source and run with a stand-in layer; the chosen prefill backend is then
+        constructed as the layer constructs it (its FA version).  Structured reasons: every prefill
+        backend's validate_configuration result, observed in the order vLLM asked."""
+        import vllm.model_executor.layers.attention.mla_attention as M
+
+        dec = self._select(cfg, "selector", logged)  # as selector mode asks it (same model config)
+        if not dec.get("ok"):  # compared in selector mode; here only that the layer fails before prefill
+            return {**{k: v for k, v in dec.items() if k in ("ok", "kind", "error")}, "stage": "decode"}
+        if dec["backend"] not in self.E.__members__:
+            return {"ok": False, "kind": "crash", "error": f"decode backend outside the registry: {dec['backend']}"}
+        backend_cls = self.E[dec["backend"]].get_class()
+        kv = M._canonicalize_sparse_mla_kv_cache_dtype(backend_cls, cfg.get("kv_cache_dtype") or "auto")
+        layer = self._mla_layer(cfg, backend_cls, kv)
+        vc = self._vllm_config(cfg, "mla_prefill")
+        seen = self._observe_prefill_validation()
+        seen.clear()
+        chosen: list[Any] = []
+
+        def get_mla_prefill_backend(vllm_config: Any) -> Any:  # vLLM's, its answer recorded
+            chosen.append(PS.get_mla_prefill_backend(vllm_config))
+            return chosen[-1]
+
+        scope = dict(vars(M), get_mla_prefill_backend=get_mla_prefill_backend)
+        local = {"self": layer, "vllm_config": vc, "prefill_backend_cls": None}
+        logged.clear()  # only what the prefill step logs counts (the decode step's lines: selector mode)
+        out: dict[str, Any] = {"decode_backend": dec["backend"], "kv_cache_dtype": kv}
+        with self.C.set_current_vllm_config(vc):
+            PS._auto_select_mla_prefill_backend.cache_clear()
+            try:
+                exec(self._layer_prefill_code(M), scope, local)  # noqa: S102 - vLLM's own statement
+            except ValueError as e:
+                text = str(e)
+                kind = ("invalid_backend" if text.startswith("Selected MLA prefill backend")
+                        else "no_valid" if text.startswith("No valid") else "ValueError")
+                return {**out, "ok": False, "kind": kind, "error": text, "reasons": dict(seen),
+                        "priority": list(seen)}
+            except Exception as e:  # noqa: BLE001 - constructing the chosen backend needs a device
+                if not chosen:
+                    raise
+                out["construct_error"] = f"{type(e).__name__}: {e}"
+        out["priority"] = list(seen)
+        out["reasons"] = dict(seen)
+        if not chosen:  # skipped, or a sparse layer's failure swallowed: the top-k MQA path only
+            out.update(ok=True, backend="NO_PREFILL")
+            return out
+        out.update(ok=True, backend=self._prefill_enum_name(chosen[-1]))
+        if self.platform == "cuda" and hasattr(layer.prefill_backend, "vllm_flash_attn_version"):
+            out["fa_version"] = layer.prefill_backend.vllm_flash_attn_version  # FLASH_ATTN's, as it built it
+        return out
+
+    def _mla_layer(self, cfg: dict[str, Any], backend_cls: Any, kv: str) -> Any:
+        """A stand-in MLAAttention with what its prefill statement reads: the layer's dimensions and
+        its impl's is_sparse / supports_dense_mha_prefill, the latter as the impl's own __init__
+        statements that assign it leave it (run from vLLM's source: the rest of an impl's
+        construction needs a device)."""
+        import textwrap
+
+        import vllm.model_executor.layers.attention.mla_attention as M
+
+        nope, rope, v = (int(cfg.get(k) or 0) for k in ("qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"))
+        head = int(cfg.get("head_size") or 576)
+        rank = int(cfg.get("kv_lora_rank") or head - rope)
+        heads = int(cfg.get("num_heads") or 128)
+        impl_cls = backend_cls.get_impl_cls()
+        impl = types.SimpleNamespace(is_sparse=impl_cls.is_sparse,
+                                     supports_dense_mha_prefill=impl_cls.supports_dense_mha_prefill,
+                                     qk_nope_head_dim=nope, qk_rope_head_dim=rope, v_head_dim=v, kv_lora_rank=rank,
+                                     num_heads=heads, head_size=head, kv_cache_dtype=kv)
+        args = dict(self=impl, num_heads=heads, head_size=head, kv_cache_dtype=kv, sinks=None, kv_lora_rank=rank,
+                    qk_nope_head_dim=nope, qk_rope_head_dim=rope, v_head_dim=v, qk_head_dim=nope + rope)
+        for klass in reversed(impl_cls.__mro__):
+            init = klass.__dict__.get("__init__")
+            if init is None or not hasattr(init, "__code__"):
+                continue
+            try:
+                tree = ast.parse(textwrap.dedent(inspect.getsource(init)))
+            except (OSError, TypeError, SyntaxError):
+                continue
+            for stmt in tree.body[0].body:  # type: ignore[attr-defined]
+                if isinstance(stmt, (ast.If, ast.Assign)) and "self.supports_dense_mha_prefill" in ast.unparse(stmt):
+                    code = compile(ast.Module(body=[stmt], type_ignores=[]), f"<{klass.__qualname__}.__init__>", "exec")
+                    exec(code, sys.modules[klass.__module__].__dict__, dict(args))  # noqa: S102
+        data = self.data
+        if "mla_prefill.layer_statement" in data.patches:  # listed where the registry exists (0.33)
+            boot._mark("mla_prefill.layer_statement", data)
+        return types.SimpleNamespace(impl=impl, supports_dense_mha_prefill=M.MLAAttention.supports_dense_mha_prefill,
+                                     num_heads=heads, scale=1.0, kv_lora_rank=rank, qk_nope_head_dim=nope,
+                                     qk_rope_head_dim=rope, v_head_dim=v, prefill_backend=None)
+
+    def _layer_prefill_code(self, M: Any) -> Any:
+        """MLAAttention.__init__'s prefill statement, compiled from vLLM's source."""
+        code = getattr(self, "_prefill_code", None)
+        if code is None:
+            import textwrap
+
+            tree = ast.parse(textwrap.dedent(inspect.getsource(M.MLAAttention.__init__)))
+            stmt = next(s for s in tree.body[0].body  # type: ignore[attr-defined]
+                        if isinstance(s, ast.If) and "get_mla_prefill_backend" in ast.unparse(s))
+            code = self._prefill_code = compile(ast.Module(body=[stmt], type_ignores=[]),
+                                                "<MLAAttention.__init__ prefill>", "exec")
+        return code
+
+    def _observe_prefill_validation(self) -> dict[str, list[str]]:
+        """Record every prefill backend's validate_configuration answer (by its registry name, in
+        the order vLLM asks); each original runs unchanged."""
+        seen = getattr(self, "_prefill_seen", None)
+        if seen is not None:
+            return seen
+        from vllm.v1.attention.backends.mla.prefill.registry import MLAPrefillBackendEnum as PE
+
+        seen = self._prefill_seen = {}
+        classes = []
+        for member in PE:
+            if not member.value:
+                continue
+            try:
+                classes.append((member.name, member.get_class()))
+            except ImportError:
+                continue
+        originals = [(name, klass, klass.validate_configuration.__func__) for name, klass in classes]
+        for name, klass, func in originals:
+            def validate(k: Any, *a: Any, _f: Any = func, _n: str = name, **kw: Any) -> Any:
+                got = _f(k, *a, **kw)
+                seen[_n] = list(got)
+                return got
+
+            klass.validate_configuration = classmethod(validate)
+        data = self.data
+        if "observe.mla_prefill_validation" in data.patches:
+            boot._mark("observe.mla_prefill_validation", data)
+        return seen
+
+    def _prefill_enum_name(self, klass: Any) -> str:
+        from vllm.v1.attention.backends.mla.prefill.registry import MLAPrefillBackendEnum as PE
+
+        qual = f"{klass.__module__}.{klass.__qualname__}"
+        for member in PE:
+            if member.value and member.get_path() == qual:
+                return member.name
+        return qual
+
+    def _mla_prefill_predicates(self, cfg: dict[str, Any]) -> dict[str, Any]:
         import vllm.model_executor.layers.attention.mla_attention as M
         import vllm.utils.flashinfer as fi
         import vllm.v1.attention.backends.fa_utils as fa
