@@ -235,6 +235,8 @@ def _declared_spelling(decl: Any, value: Any) -> str | None:
 def _is_model_fact(ctx: Context, name: str) -> bool:
     if name in _MODEL:
         return True
+    if name in _SERVE_FLAGS or name == "num_heads":  # --dtype, --tensor-parallel-size: typed at vllm serve
+        return False
     decl = _declared_fields(ctx.config).get(name)
     return decl is not None and decl.category == "model" and name not in _HARDWARE
 
@@ -356,7 +358,7 @@ def _declared_settings(ctx: Context, done: set[str], dom: Mapping[str, Any]) -> 
     c = ctx.config
     out: list[tuple[str, Any]] = []
     for name, decl in _declared_fields(c).items():
-        if name in done or name in ("backend", "block_size", "kv_cache_dtype", "dtype", "num_heads"):
+        if name in done or name in ("backend", "block_size", "kv_cache_dtype", "dtype", "dtype_explicit", "num_heads"):
             continue
         if decl.category != "setting" or (decl.platforms and c.platform not in decl.platforms):
             continue
@@ -447,6 +449,8 @@ def _try(ctx: Context, changes: Mapping[str, Any], goal: Goal) -> tuple[str, str
     fields = dict(changes)
     if any(k in _HARDWARE for k in fields):
         fields["gpu"] = None  # the new hardware replaces the named GPU
+    if "dtype" in fields and "dtype_explicit" in _declared_fields(ctx.config):
+        fields["dtype_explicit"] = True  # the fix is typed as --dtype X: vLLM's start-up checks it as given
     kv = fields.get("kv_cache_dtype")
     if ctx.sparse_kv_rewrite and isinstance(kv, str) and kv.startswith(_FP8):
         fields["kv_cache_dtype"] = "fp8_ds_mla"

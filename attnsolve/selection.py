@@ -492,7 +492,7 @@ def prefill_layer(comp: CompiledRules, config: Config, available: frozenset[str]
     facts = base_facts(config, "mla_prefill")
     facts.update(decode.config_changes)
     facts["decode_backend"] = decode.backend
-    facts = _with_derived(comp, facts)
+    facts, _ = _with_derived(comp, facts)
     skip = next((text for text, when in mp.skips if all(lit(facts) for lit in when)), None)
     return PrefillLayer(decode, facts, skip)
 
