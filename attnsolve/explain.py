@@ -194,7 +194,7 @@ def selection_table(config: Config, over: Sequence[str] | None = None, *, role: 
     outside `over` are still free, it is the tuple of possible backends instead.
     """
     require_config(config)
-    fields_ = field_names("over", over, FIELD_NAMES) if over is not None else list(config.free_fields)
+    fields_ = field_names("over", over, config.field_names) if over is not None else list(config.free_fields)
     role_ = parse_role(role)
     avail = available_set(available, config)
     rules = compiled_rules(config).rules

@@ -440,7 +440,7 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
     for inv in defaulted:  # None on rocm means gfx942: the value depends on the platform row
         if "platform" in owner and inv.field not in owner and facts0.get(inv.field) is None:
             owner[inv.field] = owner["platform"]
-    fact_fields = (*FIELD_NAMES, "role", *rules.derived)
+    fact_fields = (*config.field_names, "role", *rules.derived)  # the release's declared fields too
 
     bits = _bits_for(comp)
     np = _np()
@@ -488,7 +488,8 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
         outer = bool(set(owns) & plan_fields)
         units.append(_Unit(tuple(ufields), owns, rows, bits.words(ints), np.array(reqs, dtype=np.int32), outer))
 
-    order = sorted(units, key=lambda u: min((FIELD_NAMES + ("role",)).index(f) for f in u.fields))
+    names = (*config.field_names, "role")  # the release's fields: declared ones (dtype_explicit...) too
+    order = sorted(units, key=lambda u: min(names.index(f) for f in u.fields))
     for i, u in enumerate(order):
         u.axis = i
     fold = _Fold(comp, bits, fixed_int, fixed_req, units, order, avail)

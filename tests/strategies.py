@@ -213,6 +213,9 @@ def config_kwargs(draw: Any, rules: RuleSet | None = None, *, platform: Any = No
         pool = declared_pool(rules, decl)
         if pool and draw(st.integers(0, 3)) == 0:
             kw[decl.name] = draw(st.sampled_from(pool))
+    for inv in getattr(rules, "invariants", ()):  # a definition (use_dcp = dcp_size > 1) follows its defining field
+        if inv.kind == "definition" and kw.get(inv.equals.field) is not None:
+            kw[inv.field] = bool(inv.equals(kw))
     if backend is not None:
         kw["backend"] = backend
     elif manual is False:

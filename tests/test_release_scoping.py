@@ -34,3 +34,21 @@ def test_matrix_enumerates_the_release_domain(version, capsys):
     assert code == 0
     shown = [r["values"]["kv_cache_dtype"] for r in res["rows"]]
     assert shown == list(rules_for(version).domains["kv_cache_dtype"])
+
+
+def test_sweep_reads_the_release_declared_fields():
+    """sweep() folded only the common fields' clause bits: on 0.33 (whose checks read declared fields such
+    as use_non_causal) every row came out 'no backend'. Rows must be what solve() selects."""
+    from attnsolve import ANY, possible_backends
+    from attnsolve.selection import solve_uncached
+    from attnsolve.sweep import sweep
+    cfg = Config(vllm="0.33", platform="cuda", dtype="bfloat16", compute_capability="9.0", head_size=128,
+                 kv_cache_dtype=ANY)
+    rows = list(sweep(cfg))
+    assert rows and "FLASH_ATTN" in possible_backends(cfg)
+    for assignment, backend in rows:
+        try:
+            want = solve_uncached(cfg.replace(**assignment), "decode", None).backend
+        except Exception:  # noqa: BLE001 - a failing selection is no backend
+            want = None
+        assert backend == want, assignment
