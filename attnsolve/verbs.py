@@ -52,7 +52,11 @@ def select(ns: argparse.Namespace, style: Style) -> Result:
     except SelectionError as e:
         head = (f"{e.backend} (requested) does not fit {describe_query(q)}" if isinstance(e, InvalidBackendError)
                 else f"No valid attention backend for {describe_query(q)}")
-        lines = wrap(head + ":") + reason_rows([(b, "; ".join(r) or "-") for b, r in e.reasons.items()])
+        message = e.args[0].splitlines()[0] if e.args else ""
+        # A request vLLM refuses before validating (an unregistered name) has no per-backend
+        # reasons: vLLM's own message is the reason.
+        rows = [(b, "; ".join(r) or message or "-") for b, r in e.reasons.items()]
+        lines = wrap(head + ":") + reason_rows(rows)
         for n in notes:
             lines += wrap(n, indent="    ", first="note: ")
         lines += wrap("hint: 'attnsolve explain' with the same flags gives the conflict and the fix",
