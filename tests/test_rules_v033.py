@@ -540,3 +540,27 @@ def test_033_deepseek_v41_on_rocm_is_model_driven():
     with pytest.raises(NoValidBackendError) as err:
         solve_uncached(_c33(gpu="MI300X", model_arch="deepseek_v41", kv_cache_dtype="bfloat16", **DSV4_LAYER))
     assert str(err.value).startswith("DeepseekV4 packed KV layouts only support fp8 kv-cache, got bfloat16.")
+
+
+def test_033_xpu_flash_attn_mla_request_has_its_own_message():
+    """vllm/platforms/xpu.py get_attn_backend_cls: FLASH_ATTN_MLA requested and XPUFlashAttnMLABackend invalid
+    raises "FlashAttnMLA on XPU is not valid for this configuration: [...]" (the list's invalid_message);
+    harness runner against vLLM 0.33.0."""
+    with pytest.raises(NoValidBackendError) as err:
+        solve_uncached(_c33(platform="xpu", use_mla=True, head_size=576, backend="FLASH_ATTN_MLA", block_size=8))
+    assert str(err.value).startswith(
+        "FlashAttnMLA on XPU is not valid for this configuration: ['block_size not supported']")
+    auto = solve_uncached(_c33(platform="xpu", use_mla=True, head_size=576, block_size=8))  # not requested
+    assert auto.backend == "TRITON_MLA"  # the branch falls back (its fallback_log), no error
+
+
+def test_033_rocm_override_log_names_the_invalid_entries():
+    """vllm/platforms/rocm.py get_attn_backend_cls: with some list entry invalid vLLM logs "Found incompatible
+    backend(s) [...] with <attn type>. Overriding with X out of potential backends: [...]." (INFO) instead of
+    "Using X backend out of potential backends"; harness runner against vLLM 0.33.0 (logged lines)."""
+    sel = solve_uncached(_c33(gpu="MI300X"))
+    assert sel.logs == ("Found incompatible backend(s) [TURBOQUANT, ROCM_OCTAVE, ULTRAQUANT] with "
+                        "AttentionType.DECODER. Overriding with ROCM_ATTN out of potential backends: "
+                        "['ROCM_ATTN', 'ROCM_AITER_UNIFIED_ATTN', 'TRITON_ATTN'].",)
+    mla = solve_uncached(_c33(gpu="MI300X", use_mla=True, head_size=576))
+    assert mla.logs == ("Using TRITON_MLA backend out of potential backends: ['TRITON_MLA'].",)
