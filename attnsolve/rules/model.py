@@ -650,7 +650,7 @@ class PriorityList:
     ignore_silent: tuple[str, ...] = ()
     # Platform-wide: the field naming the device, the derived fact giving validate_configuration's device
     # capability (ROCm: from the gfx arch), the no-valid hint listing KV dtypes ({kv_cache_dtypes}), INFO
-    # lines (manual_log applied; selected_log / override_log need every entry validated: carried), start-up
+    # lines (manual_log, selected_log, or override_log when some list entry is invalid), start-up
     # warnings ((message, cond, level)), the MLA prefill no-valid text, the ignore line's level.
     hardware_field: str = ""
     compute_capability_from: str = ""

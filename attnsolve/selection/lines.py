@@ -1,6 +1,6 @@
 """What vLLM logs and rewrites once its selector has chosen a backend, in vLLM's order: the precluded-block
 warning, after-selection rewrites, notes, the list's log and warning lines, the fallback / manual / selected
-lines, the MLA prefill registry's line, the derived facts' lines the chosen backend reads, and the backend's
+(or override) lines, the MLA prefill registry's line, the derived facts' lines the chosen backend reads, and the backend's
 own warnings."""
 
 from __future__ import annotations
@@ -9,7 +9,9 @@ from typing import Any
 
 from ..solver.compiled import CompiledRules
 from ..solver.semantics import AUTO, Plan
+from ..rules.loader import SKIP_REASON
 from .blocks import block_reason
+from .lists import candidate_reasons
 from .messages import render_message
 from .result import Rejection
 
@@ -60,8 +62,15 @@ def after_selection(comp: CompiledRules, p: Plan, idx: int, rejected: tuple[Reje
     elif p.mode != AUTO and plist.manual_log:
         logs.append(render_message(plist.manual_log, after))
     elif p.mode == AUTO and plist.selected_log and plist.validate:
-        valid = [c.backend for c, m in zip(p.candidates, comp.plan_for(facts)[1]) if m & facts["__sat__"] == m]
-        logs.append(render_message(plist.selected_log, after, valid_list=repr(valid)))
+        sat = facts["__sat__"]
+        fits = [(c, m & sat == m) for c, m in zip(p.candidates, comp.plan_for(facts)[1])]
+        valid = [c.backend for c, ok in fits if ok]
+        # every list entry is validated: with some invalid, vLLM logs which and says it overrides them
+        invalid = [c.backend for c, ok in fits if not ok and SKIP_REASON not in candidate_reasons(c, facts, None)]
+        if invalid and plist.override_log:
+            logs.append(render_message(plist.override_log, after, rejected=", ".join(invalid), valid_list=repr(valid)))
+        else:
+            logs.append(render_message(plist.selected_log, after, valid_list=repr(valid)))
     if role == "mla_prefill" and plist.mla_prefill is not None and plist.mla_prefill.chosen_log:
         logs.append(render_message(plist.mla_prefill.chosen_log, after, backend=backend.display_name,
                                    get_name=backend.get_name or backend.display_name))

@@ -71,6 +71,12 @@ def failure(rules: RuleSet, config: Config, facts: dict[str, Any], p: Plan,
         if p.mode == AUTO and prefill.no_valid_message:
             shown = ", ".join(f"{b}: [{', '.join(r)}]" for b, r in named.items() if r)
             return NoValidBackendError(render_message(prefill.no_valid_message, seen_facts, reasons="{" + shown + "}"), named)
+    requested = facts.get("backend")
+    if p.plist.list_invalid_message and requested is not None:
+        # a decision-tree branch that validates the request's own class and raises its text (XPU's FLASH_ATTN_MLA)
+        first = next(iter(reasons.values()), ())
+        msg = render_message(p.plist.list_invalid_message, seen_facts, backend=requested, reason_list=repr(list(first)))
+        return NoValidBackendError(msg, reasons)
     if p.mode != AUTO:
         name = p.candidates[0].backend
         if p.plist.invalid_message:
