@@ -282,24 +282,8 @@ static inline void conv_row(int type, const void* p, float* __restrict dst, floa
   }
 }
 
-// Horizontal sums of 16 vectors: r[i] = sum(v[i]) (transpose-and-add tree, ~3 instructions per vector).
-static inline __m512 hsum16(const __m512* v) {
-  __m512 w[8], x[4], y[2];
-  for (int i = 0; i < 8; ++i)
-    w[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
-  for (int i = 0; i < 4; ++i) {
-    const __m512d a = _mm512_castps_pd(w[2 * i]), b = _mm512_castps_pd(w[2 * i + 1]);
-    x[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
-  }
-  for (int i = 0; i < 2; ++i)
-    y[i] = _mm512_add_ps(_mm512_shuffle_f32x4(x[2 * i], x[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
-                         _mm512_shuffle_f32x4(x[2 * i], x[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
-  return _mm512_add_ps(_mm512_shuffle_f32x4(y[0], y[1], _MM_SHUFFLE(2, 0, 2, 0)),
-                       _mm512_shuffle_f32x4(y[0], y[1], _MM_SHUFFLE(3, 1, 3, 1)));
-}
-
-// Sums of two 8-lane halves of 16 vectors: r0[i] = sum of v[i]'s lanes 0-7, r1[i] = of lanes 8-15 (the
-// first three levels of hsum16's tree, then the halves sorted into two rows).
+// Sums of two 8-lane halves of 16 vectors: r0[i] = sum of v[i]'s lanes 0-7, r1[i] = of lanes 8-15 (a
+// transpose-and-add tree: ~2.6 instructions per vector, i.e. 1.3 per sum).
 static inline void hsum8x2(const __m512* v, __m512& r0, __m512& r1) {
   __m512 w[8], x[4], y[2];
   for (int i = 0; i < 8; ++i)
@@ -382,21 +366,27 @@ static void init_fp8_bf16() {
     g_bf_idx[1][2 * i] = (uint8_t)(32 + i); g_bf_idx[1][2 * i + 1] = (uint8_t)(96 + i);
   }
 }
-template <int D>
-static inline void fp8_row_to_bf16(int ctype, const uint8_t* src, uint16_t* dst) {
+// n fp8 values -> bf16 (the tables loaded once per call: callers convert whole token rows, all KV heads)
+static inline void fp8_to_bf16(int ctype, const uint8_t* src, uint16_t* dst, int n) {
   const int k = ctype == E4M3 ? 0 : 1;
   const __m512i l0 = _mm512_load_si512((const void*)g_bf_lo[k]), l1 = _mm512_load_si512((const void*)(g_bf_lo[k] + 64));
   const __m512i h0 = _mm512_load_si512((const void*)g_bf_hi[k]), h1 = _mm512_load_si512((const void*)(g_bf_hi[k] + 64));
   const __m512i i0 = _mm512_load_si512((const void*)g_bf_idx[0]), i1 = _mm512_load_si512((const void*)g_bf_idx[1]);
   const __m512i m7f = _mm512_set1_epi8(0x7f), m80 = _mm512_set1_epi8((char)0x80);
-  for (int c = 0; c < D; c += 64) {
-    const __mmask64 mk = (D - c >= 64) ? ~(__mmask64)0 : (((__mmask64)1 << (D - c)) - 1);
+  for (int c = 0; c < n; c += 64) {
+    const __mmask64 mk = (n - c >= 64) ? ~(__mmask64)0 : (((__mmask64)1 << (n - c)) - 1);
     const __m512i x = _mm512_maskz_loadu_epi8(mk, src + c);
     const __m512i t = _mm512_and_si512(x, m7f);
     const __m512i lo = _mm512_permutex2var_epi8(l0, t, l1);
     const __m512i hi = _mm512_or_si512(_mm512_permutex2var_epi8(h0, t, h1), _mm512_and_si512(x, m80));
-    _mm512_storeu_si512((void*)(dst + c), _mm512_permutex2var_epi8(lo, i0, hi));
-    if (D - c > 32) _mm512_storeu_si512((void*)(dst + c + 32), _mm512_permutex2var_epi8(lo, i1, hi));
+    const __m512i o0 = _mm512_permutex2var_epi8(lo, i0, hi);
+    if (n - c >= 32) _mm512_storeu_si512((void*)(dst + c), o0);
+    else _mm512_mask_storeu_epi16((void*)(dst + c), (__mmask32)((1u << (n - c)) - 1), o0);
+    if (n - c > 32) {
+      const __m512i o1 = _mm512_permutex2var_epi8(lo, i1, hi);
+      if (n - c >= 64) _mm512_storeu_si512((void*)(dst + c + 32), o1);
+      else _mm512_mask_storeu_epi16((void*)(dst + c + 32), (__mmask32)((1u << (n - c - 32)) - 1), o1);
+    }
   }
 }
 #endif
@@ -524,7 +514,7 @@ struct TileCtx {
   uint32_t* pp;                     // [TILE/2][Hp] bf16 probability pairs (flag 8)
   __m512* part;                     // [Hp] per-head partial dot products of one token (lanes >= H stay 0)
   float* buf;                       // [TILE][D] float32 scratch (conversions)
-  uint16_t* cbuf;                   // [TILE][D] bf16 scratch (fp8 rows, flag 16)
+  uint16_t* cbuf;                   // [TILE][Hkv * D] bf16 scratch (fp8 rows, flag 16)
 };
 
 static inline void prefetch_rows(const char* row, int64_t head_stride_b, int nheads, int row_b) {
@@ -541,7 +531,7 @@ static inline void prefetch_rows(const char* row, int64_t head_stride_b, int nhe
 // ktok/vtok: each token's row (KV head 0); nextk: the next tile's K rows (nn of them); acc: [H][D].
 template <int ND>
 static void tile_avx(const TileCtx& X, const char* const* ktok, const char* const* vtok, int nt,
-                     const char* const* nextk, int nn, float* acc, float* m, float* l) {
+                     const char* const* nextk, int nn, const char* const* nextv, int nnv, float* acc, float* m, float* l) {
   constexpr int D = ND * 16;
   const int ctype = X.ctype, Hkv = X.Hkv, G = X.G, H = X.H, Hp = X.Hp, fl = X.flags;
   const int ce = esize(ctype);
@@ -552,7 +542,7 @@ static void tile_avx(const TileCtx& X, const char* const* ktok, const char* cons
   if (fl & 4) {  // 16 tokens x G heads per tile op; rows up to the next multiple of 16 lie in one block (caller checks)
     const int64_t kstride_b = X.k_s1 * ce;
     alignas(64) float ct[16 * 16];
-    for (int t = 0; X.prefetch && t < nt; ++t) prefetch_rows(vtok[t], vhb, Hkv, D * ce);
+    for (int t = 0; X.prefetch && t < nnv; ++t) prefetch_rows(nextv[t], vhb, Hkv, D * ce);
     for (int kh = 0; kh < Hkv; ++kh) {
       const uint16_t* qv = X.qvnni + (size_t)kh * D * G;  // [D/2][G][2]
       for (int tb = 0; tb < nt; tb += 16) {
@@ -574,21 +564,34 @@ static void tile_avx(const TileCtx& X, const char* const* ktok, const char* cons
     // two tokens per vector: 256-bit halves hold token t and t + 1 (the same dims), so that one
     // horizontal-sum tree (hsum8x2) yields both tokens' scores: half the reduction work per score
     if (X.prefetch) {
-      prefetch_rows(vtok[t], vhb, Hkv, D * ce);
-      if (t + 1 < nt) prefetch_rows(vtok[t + 1], vhb, Hkv, D * ce);
+      if (t < nnv) prefetch_rows(nextv[t], vhb, Hkv, D * ce);
+      if (t + 1 < nnv) prefetch_rows(nextv[t + 1], vhb, Hkv, D * ce);
     }
     __m512* const part = X.part;
+#if defined(ATTNSOLVE_FP8BF)
+    const bool kconv = (fl & 16) && (fl & 1) && X.k_s2 == D;  // fp8 K rows of both tokens, all heads, at once
+    if (kconv) {
+      fp8_to_bf16(ctype, (const uint8_t*)ktok[t], X.cbuf, Hkv * D);
+      if (t + 1 < nt) fp8_to_bf16(ctype, (const uint8_t*)ktok[t + 1], X.cbuf + (size_t)Hkv * D, Hkv * D);
+    }
+#else
+    const bool kconv = false;
+#endif
     for (int kh = 0; kh < Hkv; ++kh) {
       const char* k0 = ktok[t] + kh * khb;
       const char* k1 = t + 1 < nt ? ktok[t + 1] + kh * khb : k0;
+      if (kconv) {
+        k0 = (const char*)(X.cbuf + (size_t)kh * D);
+        k1 = t + 1 < nt ? (const char*)(X.cbuf + (size_t)(Hkv + kh) * D) : k0;
+      }
       int kind = ctype == F32 ? 0 : ctype == F16 ? 1 : ctype == BF16 ? 2 : 3;
 #if defined(__AVX512BF16__)
       if ((fl & 1) && (ND % 2) == 0) {
         kind = 4;
 #if defined(ATTNSOLVE_FP8BF)
-        if (fl & 16) {
-          fp8_row_to_bf16<D>(ctype, (const uint8_t*)k0, X.cbuf);
-          fp8_row_to_bf16<D>(ctype, (const uint8_t*)k1, X.cbuf + D);
+        if ((fl & 16) && !kconv) {
+          fp8_to_bf16(ctype, (const uint8_t*)k0, X.cbuf, D);
+          fp8_to_bf16(ctype, (const uint8_t*)k1, X.cbuf + D, D);
           k0 = (const char*)X.cbuf;
           k1 = (const char*)(X.cbuf + D);
         }
@@ -671,19 +674,26 @@ static void tile_avx(const TileCtx& X, const char* const* ktok, const char* cons
   }
   // PV per KV head (accumulators of up to 8 heads in registers over the tile's tokens); the next tile's
   // K rows are prefetched a slice per KV head
+#if defined(ATTNSOLVE_FP8BF)
+  const bool vconv = (fl & 16) && (fl & 8) && X.v_s2 == D && (ND % 2) == 0;  // fp8 V rows of the tile at once
+  if (vconv)
+    for (int t = 0; t < nt; ++t) fp8_to_bf16(ctype, (const uint8_t*)vtok[t], X.cbuf + (size_t)t * Hkv * D, Hkv * D);
+#else
+  const bool vconv = false;
+#endif
   for (int kh = 0; kh < Hkv; ++kh) {
     if (X.prefetch && nn)
       for (int t = kh * nn / Hkv, te = (kh + 1) * nn / Hkv; t < te; ++t) prefetch_rows(nextk[t], khb, Hkv, D * ce);
     const char* vr[TILE + 1];
-    for (int t = 0; t < nt; ++t) vr[t] = vtok[t] + kh * vhb;
+    for (int t = 0; t < nt; ++t) vr[t] = vconv ? (const char*)(X.cbuf + ((size_t)t * Hkv + kh) * D) : vtok[t] + kh * vhb;
     vr[nt] = nullptr;  // an odd last token pairs with zeros (pv_dp)
     const int h0 = kh * G;
 #if defined(__AVX512BF16__)
     if ((fl & 8) && (ND % 2) == 0) {
 #if defined(ATTNSOLVE_FP8BF)
-      if (fl & 16)
+      if ((fl & 16) && !vconv)
         for (int t = 0; t < nt; ++t) {
-          fp8_row_to_bf16<D>(ctype, (const uint8_t*)vr[t], X.cbuf + (size_t)t * D);
+          fp8_to_bf16(ctype, (const uint8_t*)vr[t], X.cbuf + (size_t)t * D, D);
           vr[t] = (const char*)(X.cbuf + (size_t)t * D);
         }
 #endif
@@ -721,7 +731,7 @@ static void tile_avx(const TileCtx& X, const char* const* ktok, const char* cons
 }
 
 typedef void (*TileFn)(const TileCtx&, const char* const*, const char* const*, int, const char* const*, int,
-                       float*, float*, float*);
+                       const char* const*, int, float*, float*, float*);
 static TileFn pick_tile(int D) {
   switch (D) {
     case 32: return tile_avx<2>;
@@ -875,7 +885,14 @@ extern "C" int attnsolve_paged_decode(
 #else
   const int use_amx = 0;
 #endif
-  std::vector<float> pacc((size_t)nitems * H * Dv), pm((size_t)nitems * H), pl((size_t)nitems * H);
+  // per-item partial results: grow-only buffers of the calling thread (every item writes its own slots),
+  // so a decode step does not first-touch fresh pages (a large vector is a fresh mmap every call)
+  static thread_local std::vector<float> pacc_buf, pm_buf, pl_buf;
+  if (pacc_buf.size() < (size_t)nitems * H * Dv) pacc_buf.resize((size_t)nitems * H * Dv);
+  if (pm_buf.size() < (size_t)nitems * H) { pm_buf.resize((size_t)nitems * H); pl_buf.resize((size_t)nitems * H); }
+  float* const pacc = pacc_buf.data();
+  float* const pm = pm_buf.data();
+  float* const pl = pl_buf.data();
 
   #pragma omp parallel num_threads(nthreads)
   {
@@ -884,7 +901,7 @@ extern "C" int attnsolve_paged_decode(
     std::vector<uint16_t> qvnni(use_amx ? (size_t)H * D : 0);
 #if defined(ATTNSOLVE_AVX512)
     std::vector<float> ts((size_t)TILE * Hp), tbuf((size_t)TILE * D);
-    std::vector<uint16_t> q2((use_dp & 1) ? (size_t)H * D * 2 : 0), cbuf((use_dp & 16) ? (size_t)TILE * D : 0);
+    std::vector<uint16_t> q2((use_dp & 1) ? (size_t)H * D * 2 : 0), cbuf((use_dp & 16) ? (size_t)TILE * Hkv * D : 0);
     std::vector<float> q2f((size_t)H * D * 2);
     std::vector<uint32_t> pp((use_dp & 8) ? (size_t)(TILE / 2) * Hp : 0);
     std::vector<float> partbuf((size_t)Hp * 16 + 16, 0.0f);  // [Hp] vectors, 64-byte aligned below
@@ -962,11 +979,12 @@ extern "C" int attnsolve_paged_decode(
         for (int t0 = I.lo; t0 < I.hi;) {
           const int t1 = std::min(I.hi, (t0 / TILE + 1) * TILE), nt = t1 - t0;
           // prefetch (hint T1: measured ~1.5x over T0 here): this tile's V rows while its scores are
-          // computed, the next tile's K rows during this tile's PV product
+          // computed, the next tile's K rows during its PV product (a longer distance, tried for
+          // 4 KiB blocks, measured no better)
           const int nn = std::min(I.hi, t1 + TILE) - t1;
           rows(kc, k_s0, k_s1, t0, nt, ktok);
           rows(vc, v_s0, v_s1, t0, nt, vtok);
-          rows(kc, k_s0, k_s1, t1, nn, nk);
+          if (nn > 0) rows(kc, k_s0, k_s1, t1, nn, nk);
           int fl = use_dp;
           if (use_amx) {  // AMX loads 16 rows with one stride: each 16-row group must lie in one block
             bool ok = true;
@@ -974,7 +992,7 @@ extern "C" int attnsolve_paged_decode(
             if (ok) fl |= 4;
           }
           X.flags = fl;
-          tile(X, ktok, vtok, nt, nk, nn, acc.data(), m.data(), l.data());
+          tile(X, ktok, vtok, nt, nk, std::max(nn, 0), vtok, nt, acc.data(), m.data(), l.data());
           t0 = t1;
         }
       } else
