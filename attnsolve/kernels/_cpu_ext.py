@@ -834,7 +834,7 @@ extern "C" int attnsolve_paged_decode(
   }
   const int G = H / Hkv;
   const int qe = esize(qtype), ce = esize(ctype), oe = esize(otype);
-  {  // chunks: multiples of lcm(BS, 32) (the tile), so that page sizes dividing 32 split a row identically
+  {  // chunks: multiples of lcm(BS, 32) (32: the portable span, two 16-token tiles), so that page sizes dividing 32 split a row identically
     int a = BS, b = 32;
     while (b) { const int r = a % b; a = b; b = r; }
     const int unit = BS / a * 32;
