@@ -245,7 +245,9 @@ def test_conflicts_complete_on_synthetic_rules(tmp_path_factory: pytest.TempPath
     _write_synthetic(tmp, backends)
     rules = load_rules(tmp)
     with use_rules(rules):
-        cfg = Config(platform="cuda", compute_capability=cc, dtype=dtype, kv_cache_dtype=kv, block_size=block)
+        # head_size given: a set without fields.toml declares no head-size default (the rules' [fields.head_size])
+        cfg = Config(platform="cuda", compute_capability=cc, dtype=dtype, kv_cache_dtype=kv, block_size=block,
+                     head_size=128)
         try:
             solve(cfg)
             return
