@@ -297,9 +297,17 @@ def _best_values(config: Config, role: str, available: frozenset[str] | None, re
     Candidates are screened on the compiled rules in fact space (no Config built); the winner is
     then re-solved through a real Config, so a reported fix always really works.
     """
-    options = [_candidate_values(rules, f, getattr(config, f))[:12] for f in combo]
     comp = compiled_rules(config)
     base = _solver_facts(config, role)
+    # No value of `combo` can pass the screen below when no completion of exactly these fields reaches the
+    # goal (the reachability never under-approximates): skip the nearest-value search outright. (The
+    # search's consistency test frees every fact outside the conflict order too, so it can say yes here.)
+    free = dict(base)
+    for f in combo:
+        free[f] = ANY
+    if goal_reachable(reach_for(comp), free, requested, available) is False:
+        return None
+    options = [_candidate_values(rules, f, getattr(config, f))[:12] for f in combo]
     tried = 0
     for values in sorted(itertools.product(*options),
                          key=lambda vs: sum(_distance(f, getattr(config, f), v, rules) for f, v in zip(combo, vs))):
