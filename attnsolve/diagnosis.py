@@ -248,12 +248,10 @@ def find_fixes(config: Config, role: str, available: frozenset[str] | None, requ
         pool = sorted({f for c in known for f in c if f not in _NEVER_CHANGE},
                       key=lambda f: (_cost(f, config), config.field_names.index(f)))
         grew = False
-        for combo in itertools.combinations(pool, size):
+        for combo in _hitting_sets(pool, size, known):  # each touches every known conflict
             fs = frozenset(combo)
             if any(w <= fs for w in worked):
                 continue  # a subset already works: not minimal
-            if any(not (fs & c) for c in known):
-                continue  # must touch every known conflict
             if not consistent(all_facts - fs):
                 # Reiter's hitting-set tree: this set hits every known conflict yet fails, so
                 # there is another conflict among the remaining facts; learn it and re-plan.
@@ -281,6 +279,36 @@ def find_fixes(config: Config, role: str, available: frozenset[str] | None, requ
         size += 1
     fixes.sort(key=lambda t: t[0])
     return [f for _, f in fixes[:max_fixes]]
+
+
+def _hitting_sets(pool: Sequence[str], size: int, known: Sequence[set[str]]) -> Iterable[tuple[str, ...]]:
+    """The `size`-combinations of `pool` that touch every set in `known`, in itertools.combinations'
+    order (the same sequence as filtering it, without visiting the combinations that miss a set)."""
+    index = {f: i for i, f in enumerate(pool)}
+    last = []
+    for c in known:
+        at = [index[f] for f in c if f in index]
+        if not at:
+            return  # a set nothing in the pool touches: no combination does
+        last.append(max(at))
+    n = len(pool)
+    chosen: list[str] = []
+
+    def rec(start: int, unhit: list[int]) -> Iterable[tuple[str, ...]]:
+        if len(chosen) == size:
+            if not unhit:
+                yield tuple(chosen)
+            return
+        bound = min((last[k] for k in unhit), default=n)
+        for i in range(start, n - (size - len(chosen)) + 1):
+            if i > bound:
+                break  # a set not yet touched has no member left at or after i
+            f = pool[i]
+            chosen.append(f)
+            yield from rec(i + 1, [k for k in unhit if f not in known[k]])
+            chosen.pop()
+
+    yield from rec(0, list(range(len(known))))
 
 
 def _cc(text: Any) -> Any:

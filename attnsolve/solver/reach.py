@@ -92,6 +92,8 @@ class Reach:
         self._opt_cache: dict[Any, _Parts | None] = {}  # per group and its fields' facts
         self._part_cache: dict[Any, tuple[int, ...]] = {}  # per independent part and the fixed values it reads
         self._dmemo: dict[tuple[Any, ...], tuple[Any]] = {}  # derived values by their inputs' values
+        self._all_values: dict[str, int] = {}  # field -> the clauses some value of it satisfies
+        self._all_derived: dict[tuple[str, ...], int] = {}  # group -> the clauses some derived value satisfies
 
     def _parts(self, group: tuple[str, ...], facts: Mapping[str, Any]) -> _Parts | None:
         """`group`'s options for `facts`, factored: the clauses its fixed fields (and the derived facts
@@ -108,26 +110,35 @@ class Reach:
         if got is not _MISSING:
             return got
         if self._permissive_for(group, facts):
-            doms = [self._reps[f] if facts.get(f, ANY) is ANY else (facts[f],) for f in group]
-            got = (self._permissive(group, doms), ())
+            got = (self._permissive(group, facts), ())
         else:
             got = self._factored(group, facts)
-        if len(self._opt_cache) > 4096:
+        if len(self._opt_cache) > 1 << 16:
             self._opt_cache.clear()
         self._opt_cache[key] = got
         return got
 
-    def _permissive(self, group: tuple[str, ...], doms: list[tuple[Any, ...]]) -> int:
+    def _permissive(self, group: tuple[str, ...], facts: Mapping[str, Any]) -> int:
         # too many value combinations (vLLM >= 0.18's FA facts couple a dozen fields): one permissive
         # option (every clause some value of the group could satisfy). It over-approximates
         # reachability, never under: explanations stay answerable; fixes are re-verified by solving.
-        m = 0
-        for f, dom in zip(group, doms):
-            for v in dom:
-                m |= self.comp.satisfied_partial({f: v})
-        for d in self._group_derived[group]:
-            for v in d.values:
-                m |= self.comp.satisfied_partial({d.name: v})
+        sat = self.comp.satisfied_partial
+        m = self._all_derived.get(group)
+        if m is None:
+            m = 0
+            for d in self._group_derived[group]:
+                for v in d.values:
+                    m |= sat({d.name: v})
+            self._all_derived[group] = m
+        for f in group:
+            v = facts.get(f, ANY)
+            if v is ANY:
+                got = self._all_values.get(f)
+                if got is None:
+                    got = self._all_values[f] = _or(sat({f: x}) for x in self._reps[f])
+                m |= got
+            else:
+                m |= sat({f: v})
         return m
 
     def _factored(self, group: tuple[str, ...], facts: Mapping[str, Any]) -> _Parts | None:
@@ -388,3 +399,10 @@ def goal_reachable(reach: Reach, facts: Mapping[str, Any], requested: str | None
             if reach.reachable(facts, base | m if base >= 0 else -1, units):
                 return True
     return None if undecided else False
+
+
+def _or(masks: Any) -> int:
+    m = 0
+    for x in masks:
+        m |= x
+    return m
