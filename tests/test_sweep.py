@@ -223,6 +223,7 @@ def test_performance_doc_examples() -> None:
         assert runner.failures == 0
 
 
+@pytest.mark.vllm("0.17")  # on 0.33 the same space is 92k rows, its MLA prefill rows solved one by one: minutes
 def test_every_platform_gpu_and_model_class_agrees_with_solve() -> None:
     """Exhaustive over the hardware classes and the main model facts (both roles): ~20k rows."""
     cfg = Config(platform=ANY, compute_capability=ANY, rocm_arch=ANY, dtype=ANY, head_size=ANY, kv_cache_dtype=ANY,
