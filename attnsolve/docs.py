@@ -61,9 +61,9 @@ def _base_facts(b: Backend, platform: str, cc: int | None) -> dict[str, Any]:
             "use_sparse": bool(b.caps.sparse), "compute_capability": cc, "num_heads": None}
 
 
-def _ranges(ccs: list[str]) -> str:
-    """Consecutive generations as ranges, in table order: ['7.5','8.0','9.0'] -> 'SM 7.5-9.0'."""
-    rules = default_rules()
+def _ranges(rules: RuleSet, ccs: list[str]) -> str:
+    """Consecutive generations of `rules` (the release the text is for) as ranges, in table order:
+    ['7.5','8.0','9.0'] -> 'SM 7.5-9.0'."""
     order = list(rules.generations)
     groups: list[list[str]] = []
     for cc in ccs:
@@ -116,7 +116,7 @@ def priority_text(rules: RuleSet, b: Backend) -> str:
         by_pos: dict[int, list[str]] = {}
         for cc, p in pos.items():
             by_pos.setdefault(p, []).append(cc)
-        parts.append("cuda " + ", ".join(f"#{p} {_ranges(ccs)}" for p, ccs in sorted(by_pos.items())))
+        parts.append("cuda " + ", ".join(f"#{p} {_ranges(rules, ccs)}" for p, ccs in sorted(by_pos.items())))
     parts += on_request
     return "; ".join(parts) if parts else "not in a priority list"
 

@@ -37,14 +37,17 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
 from .config import ANY, FIELD_NAMES, Config, format_cc
-from .errors import ConfigError
+from .errors import ConfigError, InvalidBackendError, NoValidBackendError
 from .solver.facts import ROLES, base_facts, parse_role
+
+NO_PREFILL = "NO_PREFILL"  # selection.NO_PREFILL: an MLA layer that gets no prefill backend
 
 __all__ = ["sweep", "Sweep", "EXCLUSIONS"]
 
 EXCLUSIONS: tuple[str, ...] = (
     "a platform field set on a platform not its own ([[invariants]] of the rule set: compute_capability "
-    "off cuda, rocm_arch off rocm; Config rejects it)",
+    "off cuda, rocm_arch off rocm; a declared field scoped to some platforms, cpu_amx, set off them; Config "
+    "rejects it)",
     "a required platform field unset on its platform (compute_capability on cuda; Config rejects it)",
     "a platform field with an assumed value left None on its platform while the field is free (rocm_arch "
     "None means gfx942 there: the same configuration twice)",
@@ -82,6 +85,7 @@ class Sweep:
     def __init__(self, config: Config, role: Any, available: frozenset[str] | None, fields: tuple[str, ...],
                  values: dict[str, tuple[Any, ...]], units: list["_Unit"], plan: "_Fold"):
         self.config = config
+        self._fold = plan
         self.role = role
         self.available = available
         self.fields = fields
@@ -89,7 +93,21 @@ class Sweep:
         self._units = units
         self._fold = plan
         self.raw_size = math.prod(len(v) for v in values.values())
+        if plan.needs_exact:
+            plan.materialise(self._solve_row)
         self._len = plan.total - plan.excluded_weight
+
+    def _solve_row(self, assignment: dict[str, Any]) -> int:
+        """One row solved alone (a step the fold does not model decides it): its backend code."""
+        from .selection import solve_uncached
+        try:
+            full = self.completion(assignment)
+            backend = solve_uncached(full, assignment.get("role", self.role), self.available).backend
+        except (NoValidBackendError, InvalidBackendError):
+            return NO_BACKEND
+        except ConfigError:
+            return EXCLUDED
+        return self._fold.names.index(backend)
 
     def __len__(self) -> int:
         return self._len
@@ -263,6 +281,7 @@ class _Unit:
     words: Any  # (n, W) uint64: satisfied clause bits | ruled-out list bits
     req: Any  # (n,) int32 requested-backend index, -1 if the unit does not own 'backend'
     outer: bool  # decides the priority list or the request
+    forced: Any = None  # (n,) int32 forced-outcome id per row (the steps before the lists decided), -1 none
     axis: int = 0
 
 
@@ -306,8 +325,15 @@ class _UnionFind:
 
 
 def _pairs(rules: Any) -> list[tuple[str, ...]]:
-    """Fields an invariant ties together (enumerated in one unit so the invariant can be judged)."""
-    return [inv.fields for inv in rules.invariants]
+    """Fields an invariant ties together (enumerated in one unit so the invariant can be judged); a declared
+    field scoped to some platforms (cpu_amx) is tied to the platform, whose value decides whether it may be set."""
+    return [*(inv.fields for inv in rules.invariants), *((name, "platform") for name in _scoped(rules))]
+
+
+def _scoped(rules: Any) -> dict[str, Any]:
+    """The rule-declared fields (not the common ones) scoped to some platforms: Config refuses a value other
+    than the declared default off them (cpu_amx=True on cuda)."""
+    return {name: decl for name, decl in rules.fields.items() if decl.platforms and name not in FIELD_NAMES}
 
 
 def _valid(rules: Any, facts: dict[str, Any], local: Iterable[str], free: Iterable[str]) -> bool:
@@ -330,7 +356,71 @@ def _valid(rules: Any, facts: dict[str, Any], local: Iterable[str], free: Iterab
                 return False
         elif any(c.fires(facts) for c in inv.checks if all(f in facts for f in c.fields)):
             return False
+    scoped = _scoped(rules)
+    for name in (scoped if "platform" in loc else loc & scoped.keys()):  # set off its platforms: Config refuses it
+        decl = scoped[name]
+        if facts.get(name) not in (decl.default, ANY) and facts.get("platform") not in decl.platforms:
+            return False
     return True
+
+
+# ---------------------------------------------------------------------------------------------------
+# The platform's steps around the priority lists (vLLM >= 0.18)
+# ---------------------------------------------------------------------------------------------------
+FORCE_NONE = -10  # forced-outcome code: the lists decide
+EXACT = -3  # result code: a step the fold does not model decides; the row is solved on its own
+
+
+def _platform_steps(rules: Any, platform: str) -> Any:
+    """The platform-wide settings (every list of a platform carries them) when they hold a step around the
+    lists, else None (as selection's own test: no step, straight to the lists)."""
+    pl = next((pl for pl in rules.lists if pl.platform == platform), None)
+    if pl is None:
+        return None
+    steps = (pl.request_errors or pl.rewrites or pl.request_fallbacks or pl.model_backend or pl.model_routes
+             or pl.mla_prefill is not None or pl.compute_capability_from)
+    return pl if steps else None
+
+
+def _step_fields(rules: Any, settings: list[Any]) -> tuple[set[str], set[str]]:
+    """(fields the steps before selection read, fields they may change), derived facts expanded to their
+    base fields. Everything read is enumerated in one unit so each of its rows knows the steps' outcome."""
+    reads: set[str] = {"platform", "role", "backend"}
+    writes: set[str] = {"backend"}
+    for ps in settings:
+        conds = [c for _, c in ps.request_errors]
+        conds += [rw.when for rw in ps.rewrites if rw.stage == "before_selection"]
+        conds += [c for _, c, only, _ in ps.request_fallbacks if not only]
+        conds += [c.when for c in ps.model_backend] + [r.when for r in ps.model_routes]
+        conds += [k.when for k in ps.model_route_kv]
+        for c in conds:
+            reads |= {lit.field for lit in c}
+        for rw in ps.rewrites:
+            if rw.stage == "before_selection":
+                writes |= {k for k, _ in rw.set} | set(rw.unset)
+        if ps.compute_capability_from:
+            reads.add(ps.compute_capability_from)
+            writes.add("compute_capability")
+        if ps.mla_prefill is not None and ps.mla_prefill.request_field:
+            reads.add(ps.mla_prefill.request_field)
+    reads.discard("route_variant")  # the route's own variant, not a fact
+    base: set[str] = set()
+    todo = list(reads | writes)
+    while todo:
+        f = todo.pop()
+        if f in base:
+            continue
+        base.add(f)
+        d = rules.derived.get(f)
+        if d is not None:
+            todo.extend(d.inputs)
+    derived = set(rules.derived)
+    return base - derived, writes
+
+
+def _prefill_list(pl: Any) -> bool:
+    """A list only the MLA prefill role reaches."""
+    return any(lit.field == "role" and lit.pred("mla_prefill") and not lit.pred("decode") for lit in pl.when)
 
 
 class _Bits:
@@ -403,7 +493,7 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
     role: None/'decode', 'mla_prefill' or ANY (sweep both). available: backend names runnable here
     (others are invalid, as in solve()). Raises ConfigError for a config solve() would reject.
     """
-    from .selection import compiled_rules
+    from .selection import before_selection, compiled_rules
     from .guards import available_set, require_config
     require_config(config)
     available = available_set(available, config)
@@ -419,8 +509,18 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
     shown = {f: tuple(_shown(f, v) for v in vals) for f, vals in values.items()}
     avail = None if available is None else frozenset(available)
 
+    # The platform's steps before the lists (vLLM >= 0.18): every free field they read is enumerated in one
+    # unit (the steps unit), whose rows run them; the fields they change become that unit's too.
+    scope = values["platform"] if "platform" in values else (facts0["platform"],)
+    settings = [ps for p in scope if (ps := _platform_steps(rules, p)) is not None]
+    reads, writes = _step_fields(rules, settings) if settings else (set(), set())
+    step_free = [f for f in free if f in reads]
+    moved = sorted(w for w in writes if w not in free) if step_free else []
+
     # Units: free fields tied by a derived fact or a validity rule are enumerated together.
-    uf = _UnionFind(free)
+    uf = _UnionFind([*free, *moved])
+    if step_free:
+        uf.union(*step_free, *moved, *(w for w in sorted(writes) if w in free))
     base_inputs: dict[str, set[str]] = {}
     for d in rules.derived.values():  # a derived fact may read another: tie the base fields underneath
         base_inputs[d.name] = set()
@@ -432,28 +532,64 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
     groups: dict[str, list[str]] = {}
     for f in free:
         groups.setdefault(uf.find(f), []).append(f)
-    owner: dict[str, str | None] = {f: uf.find(f) for f in free}
+    owner: dict[str, str | None] = {f: uf.find(f) for f in (*free, *moved)}
     for d in rules.derived.values():
-        ins = sorted(x for x in base_inputs[d.name] if x in free)
+        ins = sorted(x for x in base_inputs[d.name] if x in free or x in moved)
         owner[d.name] = owner[ins[0]] if ins else None
     defaulted = [inv for inv in rules.invariants if inv.kind == "platform_field" and inv.default is not None]
     for inv in defaulted:  # None on rocm means gfx942: the value depends on the platform row
         if "platform" in owner and inv.field not in owner and facts0.get(inv.field) is None:
             owner[inv.field] = owner["platform"]
     fact_fields = (*config.field_names, "role", *rules.derived)  # the release's declared fields too
+    steps_root = uf.find(step_free[0]) if step_free else None
 
     bits = _bits_for(comp)
     np = _np()
     backend_index = {b: i for i, b in enumerate(rules.backends)}
     plan_fields = {"platform", "backend", "role", *bits.list_fields}
+    placeholder = {f: vals[0] for f, vals in values.items() if vals}
+    outcomes: list[tuple[int, str]] = []  # forced outcomes: (backend code, what decided it)
+    outcome_ids: dict[tuple[int, str], int] = {}
 
     def normalise(facts: dict[str, Any]) -> None:
         for inv in defaulted:  # what Config makes of rocm_arch=None on ROCm
             if facts.get(inv.field) is None and inv.field not in free and facts["platform"] in inv.platforms:
                 facts[inv.field] = inv.default
 
+    def forced(code: int, why: str) -> int:
+        key = (code, why)
+        if key not in outcome_ids:
+            outcome_ids[key] = len(outcomes)
+            outcomes.append(key)
+        return outcome_ids[key]
+
+    def run_steps(facts: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """The platform's steps before selection on these facts (selection.before_selection itself):
+        (forced outcome id or -1, the facts with the fields they change)."""
+        if _platform_steps(rules, facts["platform"]) is None:
+            return -1, facts
+        local = {k: (placeholder[k] if v is ANY else v) for k, v in facts.items() if k not in rules.derived}
+        try:
+            pre = before_selection(comp, config, local["role"], local)
+        except (NoValidBackendError, InvalidBackendError):
+            return forced(NO_BACKEND, "refused before selection"), facts
+        except ConfigError:
+            return forced(EXACT, "solved alone"), facts
+        if pre.model is not None:
+            name, _, route = pre.model
+            return forced(backend_index.get(name, NO_BACKEND) if name else NO_BACKEND, f"model: {route}"), facts
+        out = dict(facts)
+        for w in writes:
+            out[w] = pre.facts.get(w)
+        if out.get("backend") is not None and out["backend"] not in backend_index:
+            return forced(EXACT, "solved alone"), facts
+        return -1, out
+
     # The fixed part: one row owning every fact no unit owns.
     fixed_facts = dict(facts0)
+    fixed_forced = -1
+    if settings and not step_free:  # the steps read only fixed fields: one outcome for the whole sweep
+        fixed_forced, fixed_facts = run_steps(fixed_facts)
     for d in rules.derived.values():
         if owner.get(d.name) is None:
             fixed_facts[d.name] = d.evaluate(fixed_facts)[0]
@@ -461,7 +597,8 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
     fixed_int = 0
     for f in fixed_owns:
         fixed_int |= bits.field_bits(f, fixed_facts.get(f))
-    fixed_req = backend_index[facts0["backend"]] if "backend" not in owner and facts0["backend"] is not None else -1
+    fixed_b = fixed_facts.get("backend")
+    fixed_req = backend_index[fixed_b] if "backend" not in owner and fixed_b is not None else -1
 
     units: list[_Unit] = []
     for root, ufields in groups.items():
@@ -470,12 +607,16 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
         rows: list[dict[str, Any]] = []
         ints: list[int] = []
         reqs: list[int] = []
+        forces: list[int] = []
         for combo in itertools.product(*(values[f] for f in ufields)):
             facts = dict(fixed_facts)
             facts.update(zip(ufields, combo))
             normalise(facts)
             if not _valid(rules, facts, ufields, free):
                 continue
+            force = -1
+            if root == steps_root:
+                force, facts = run_steps(facts)
             for d in derived_here:
                 facts[d.name] = d.evaluate(facts)[0]
             x = 0
@@ -485,14 +626,16 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
             ints.append(x)
             b = facts.get("backend") if "backend" in owns else None
             reqs.append(backend_index[b] if b is not None else -1)
-        outer = bool(set(owns) & plan_fields)
-        units.append(_Unit(tuple(ufields), owns, rows, bits.words(ints), np.array(reqs, dtype=np.int32), outer))
+            forces.append(force)
+        outer = bool(set(owns) & plan_fields) or root == steps_root
+        units.append(_Unit(tuple(ufields), owns, rows, bits.words(ints), np.array(reqs, dtype=np.int32), outer,
+                           np.array(forces, dtype=np.int32)))
 
     names = (*config.field_names, "role")  # the release's fields: declared ones (dtype_explicit...) too
     order = sorted(units, key=lambda u: min(names.index(f) for f in u.fields))
     for i, u in enumerate(order):
         u.axis = i
-    fold = _Fold(comp, bits, fixed_int, fixed_req, units, order, avail)
+    fold = _Fold(comp, bits, fixed_int, fixed_req, units, order, avail, fixed_forced, outcomes)
     return Sweep(config, ANY if role_free else fixed_role, avail, tuple(f for u in order for f in u.fields),
                  shown, units, fold)
 
@@ -523,19 +666,46 @@ def _sum_weights(np: Any, inv: Any, w: Any, n: int) -> Any:
 
 
 class _PlanTable:
-    """Candidates of each (priority list, requested backend) as clause-bit arrays."""
+    """Candidates of each (priority list, requested backend) as clause-bit arrays; plans with a constant
+    result (an outcome the steps before the lists forced, a decision-tree branch that raises) and plans whose
+    rows a step the fold does not model decides (the MLA prefill layer, a refused request vLLM replaces by
+    automatic selection) are marked."""
 
     def __init__(self, comp: Any, bits: _Bits, avail: frozenset[str] | None):
         self.comp = comp
         self.bits = bits
         self.avail = avail
         self.keys: list[tuple[int, int]] = []
-        self.index: dict[tuple[int, int], int] = {}
+        self.index: dict[Any, int] = {}
         self.masks: list[Any] = []
         self.allowed: list[Any] = []
         self.cands: list[Any] = []  # backend index per candidate
-        self.names = tuple(comp.rules.backends)
+        self.list_name: list[str] = []
+        self.const: dict[int, int] = {}  # plan -> its result code
+        self.exact_on_fail: set[int] = set()  # plans whose failing rows are solved alone
+        self.names = (*comp.rules.backends, NO_PREFILL)
         self._bidx = {b: i for i, b in enumerate(self.names)}
+        self._platforms: dict[str, Any] = {}
+
+    def _new(self, key: Any, name: str, masks: Any, allowed: Any, cands: Any) -> int:
+        pid = self.index[key] = len(self.keys)
+        self.keys.append(key)
+        self.list_name.append(name)
+        self.masks.append(masks)
+        self.allowed.append(allowed)
+        self.cands.append(cands)
+        return pid
+
+    def constant(self, code: int, name: str) -> int:
+        """A plan with no candidate whose every row answers `code`."""
+        key = ("const", code, name)
+        pid = self.index.get(key)
+        if pid is None:
+            np = _np()
+            pid = self._new(key, name, np.zeros((0, self.bits.W), dtype=np.uint64), np.zeros(0, dtype=bool),
+                            np.zeros(0, dtype=np.int32))
+            self.const[pid] = code
+        return pid
 
     def get(self, list_idx: int, req: int) -> int:
         key = (list_idx, req)
@@ -543,13 +713,19 @@ class _PlanTable:
         if pid is None:
             np = _np()
             pl = self.comp.rules.lists[list_idx]
+            if pl.error:  # a decision-tree branch that raises: nothing is selected
+                pid = self.constant(NO_BACKEND, pl.name)
+                self.index[key] = pid
+                return pid
             p, masks = self.comp.plan(pl, None if req < 0 else self.names[req])
-            pid = self.index[key] = len(self.keys)
-            self.keys.append(key)
-            self.masks.append(self.bits.plan_words(key, masks))
-            self.allowed.append(np.array([self.avail is None or c.backend in self.avail for c in p.candidates],
-                                         dtype=bool))
-            self.cands.append(np.array([self._bidx[c.backend] for c in p.candidates], dtype=np.int32))
+            pid = self._new(key, pl.name, self.bits.plan_words(key, masks),
+                            np.array([self.avail is None or c.backend in self.avail for c in p.candidates], dtype=bool),
+                            np.array([self._bidx[c.backend] for c in p.candidates], dtype=np.int32))
+            ps = _platform_steps(self.comp.rules, pl.platform)
+            if ps is not None and ps.mla_prefill is not None and _prefill_list(pl):
+                self.const[pid] = EXACT  # the layer's decode selection, skips and fallbacks come first
+            elif req >= 0 and any(only for _, _, only, _ in pl.request_fallbacks):
+                self.exact_on_fail.add(pid)  # the refusal's reasons decide whether vLLM selects automatically
         return pid
 
 
@@ -557,7 +733,8 @@ class _Fold:
     """The product of the units folded into distinct states; transition tables give every row."""
 
     def __init__(self, comp: Any, bits: _Bits, fixed_int: int, fixed_req: int, units: list[_Unit],
-                 order: list[_Unit], avail: frozenset[str] | None):
+                 order: list[_Unit], avail: frozenset[str] | None, fixed_forced: int = -1,
+                 outcomes: list[tuple[int, str]] | None = None):
         np = _np()
         self.np = np
         self.bits = bits
@@ -570,27 +747,38 @@ class _Fold:
         inner = sorted((u for u in units if not u.outer), key=lambda u: len(u.rows))
         self.steps: list[tuple[_Unit, Any]] = []  # (unit, table: prev state -> row -> next state)
 
-        # Outer phase: full bits + requested backend, deduplicated.
+        # Outer phase: full bits + requested backend + forced outcome, deduplicated.
         words = bits.words([fixed_int]).reshape(1, W)
         req = np.array([fixed_req], dtype=np.int32)
+        force = np.array([fixed_forced], dtype=np.int32)
         weight = np.ones(1, dtype=np.int64)
         for u in outer:
             n = len(u.rows)
             S = len(words)
             pw = (words[:, None, :] | u.words[None, :, :]).reshape(S * n, W)
             pr = np.maximum(req[:, None], u.req[None, :]).reshape(S * n)
-            keys = np.concatenate([pr.astype(np.int64).view(np.uint64).reshape(-1, 1), pw], axis=1)
+            uf_ = u.forced if u.forced is not None else np.full(n, -1, dtype=np.int32)
+            pf = np.maximum(force[:, None], uf_[None, :]).reshape(S * n)
+            keys = np.concatenate([pr.astype(np.int64).view(np.uint64).reshape(-1, 1),
+                                   pf.astype(np.int64).view(np.uint64).reshape(-1, 1), pw], axis=1)
             uk, inv = _unique_rows(np, keys)
             self.steps.append((u, inv.reshape(S, n).astype(np.int32)))
             weight = _sum_weights(np, inv, np.repeat(weight, n), len(uk))
-            words, req = uk[:, 1:], uk[:, 0].view(np.int64).astype(np.int32)
+            words = uk[:, 2:]
+            req = uk[:, 0].view(np.int64).astype(np.int32)
+            force = uk[:, 1].view(np.int64).astype(np.int32)
 
-        # Priority list: the first one not ruled out; plan = (list, requested).
+        # Priority list: the first one not ruled out; plan = (list, requested); or the forced outcome.
         nc, L = bits.nclauses, len(bits.lists)
         plan_ids = np.full(len(words), -1, dtype=np.int64)
         pyints = [sum(int(w[j]) << (64 * j) for j in range(W)) for w in words]
         for s, x in enumerate(pyints):
             ruled = x >> nc
+            if force[s] >= 0 and outcomes:
+                # an invalid row (no list applies) stays excluded whatever the steps said
+                if any(not (ruled >> li) & 1 for li in range(L)):
+                    plan_ids[s] = self.plans.constant(*outcomes[int(force[s])])
+                continue
             for li in range(L):
                 if not (ruled >> li) & 1:
                     plan_ids[s] = self.plans.get(li, int(req[s]))
@@ -631,8 +819,32 @@ class _Fold:
         for pid, code, w in zip(plan_ids.tolist(), self.result.tolist(), weight.tolist()):
             if pid < 0 or w == 0:
                 continue
-            key = (rules.lists[self.plans.keys[pid][0]].name, self.names[code] if code >= 0 else None)
+            key = (self.plans.list_name[pid], self.names[code] if code >= 0 else None)
             counts[key] = counts.get(key, 0) + w
+        self.counts = counts
+        self.final_plan = plan_ids
+        self.needs_exact = bool(((self.result == EXACT) & (weight > 0)).any())
+        self._full: Any = None
+
+    def materialise(self, solve_row: Any) -> None:
+        """Every row's code, the rows a step the fold does not model decides (EXACT) solved one by one by
+        `solve_row(assignment) -> code` (EXCLUDED when Config or solve refuses the row); counts recomputed."""
+        np = self.np
+        codes = np.array(self._gather(None, self.result))
+        plans = np.array(self._gather(None, self.final_plan))
+        units = self.order_units
+        for idx in np.argwhere(codes == EXACT).tolist():
+            codes[tuple(idx)] = solve_row(_merged(u.rows[idx[u.axis]] for u in units))
+        self._full = codes
+        keep = codes != EXCLUDED
+        self.excluded_weight = int(codes.size - keep.sum())
+        counts: dict[tuple[str, str | None], int] = {}
+        if keep.any():
+            pairs, n = np.unique(np.stack([plans[keep].astype(np.int64), codes[keep].astype(np.int64)]), axis=1,
+                                 return_counts=True)
+            for (pid, code), w in zip(pairs.T.tolist(), n.tolist()):
+                key = (self.plans.list_name[pid], self.names[code] if code >= 0 else None)
+                counts[key] = counts.get(key, 0) + w
         self.counts = counts
 
     def _canon(self, plan_ids: Any, sat: Any, remaining: Any) -> Any:
@@ -664,20 +876,30 @@ class _Fold:
             if pid < 0:
                 continue
             sel = np.nonzero(plan_ids == pid)[0]
+            if pid in self.plans.const:
+                res[sel] = self.plans.const[pid]
+                continue
             C, allowed = self.plans.masks[pid], self.plans.allowed[pid]
             valid = ((sat[sel][:, None, :] & C[None, :, :]) == C[None, :, :]).all(axis=2) & allowed[None, :]
             hit = valid.any(axis=1)
             idx = valid.argmax(axis=1) if C.shape[0] else np.zeros(len(sel), dtype=np.int64)
             cands = self.plans.cands[pid]
-            res[sel] = np.where(hit, cands[idx] if len(cands) else NO_BACKEND, NO_BACKEND)
+            failed = EXACT if pid in self.plans.exact_on_fail else NO_BACKEND
+            res[sel] = np.where(hit, cands[idx] if len(cands) else failed, failed)
         return res
 
     def codes(self, prefix: tuple[int, ...] | None) -> Any:
         """Row codes over the product in iteration order; leading units fixed to `prefix` rows."""
+        if self._full is not None:
+            return self._full if not prefix else self._full[tuple(slice(p, p + 1) for p in prefix)]
+        return self._gather(prefix, self.result)
+
+    def _gather(self, prefix: tuple[int, ...] | None, table: Any) -> Any:
+        """`table` (one value per final state) over the product in iteration order."""
         np = self.np
         nd = len(self.order_units)
         if nd == 0:
-            return self.result[self.to_plan[np.zeros(1, dtype=np.int64)]]
+            return table[self.to_plan[np.zeros(1, dtype=np.int64)]]
         idx = {}
         for u in self.order_units:
             shape = [1] * nd
@@ -689,14 +911,14 @@ class _Fold:
             idx[id(u)] = ar.reshape(shape)
         state: Any = np.zeros([1] * nd, dtype=np.int64)
         outer_done = False
-        for u, table in self.steps:
+        for u, step in self.steps:
             if not u.outer and not outer_done:
                 state = self.to_plan[state]
                 outer_done = True
-            state = table[state, idx[id(u)]]
+            state = step[state, idx[id(u)]]
         if not outer_done:
             state = self.to_plan[state]
-        out = self.result[state]
+        out = table[state]
         full = [1] * nd
         for u in self.order_units:
             if not (prefix is not None and u.axis < len(prefix)):

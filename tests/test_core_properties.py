@@ -19,16 +19,22 @@ from hypothesis import assume, given, strategies as st
 from attnsolve import ANY, Config, ConfigError, InvalidBackendError, NoValidBackendError, solve
 from attnsolve.config import FIELD_NAMES
 from attnsolve.errors import SelectionError
-from attnsolve.rules import rules_for
+from attnsolve import vllm_versions
+from attnsolve.rules import default_version, rules_for
 from attnsolve.selection import solve_csp
 from attnsolve.solver.domains import representatives
 from strategies import requests
 from attnsolve.solver.facts import base_facts
 
-# One release: its local strategies are built from the 0.17 rules at import; the every-release laws are in test_prop_selection.py.
-pytestmark = pytest.mark.vllm("0.17")
+# Every release: the local strategies read the rules of the release the test runs for (the default release
+# the every_release fixture sets), when they draw.
+pytestmark = pytest.mark.every_release
 
-RULES = rules_for("0.17")
+
+def _rules() -> Any:
+    return rules_for(default_version())
+
+
 # Fields drawn from their value classes (one representative per class the rules can tell apart).
 _CLASS_FIELDS = (
     "dtype", "head_size", "kv_cache_dtype", "block_size", "has_sink", "use_mm_prefix", "attn_type", "num_heads",
@@ -42,29 +48,29 @@ _EXTRA = {  # a few real-world values besides the representatives
     "qk_nope_head_dim": (64, 128), "qk_rope_head_dim": (64,), "v_head_dim": (128,), "index_topk": (2048,),
 }
 
-# Platforms with an MLA prefill list (CPU has none: asking it for the prefill role is a ConfigError).
-_PREFILL_PLATFORMS = {pl.platform for pl in RULES.lists
-                      if any(lit.field == "role" and lit.pred("mla_prefill") for lit in pl.when)}
+def _prefill_platforms() -> set[str]:
+    """Platforms with an MLA prefill list (0.17's CPU has none: asking it for the prefill role is a ConfigError)."""
+    return {pl.platform for pl in _rules().lists if any(lit.field == "role" and lit.pred("mla_prefill") for lit in pl.when)}
 
 
 def _values(field: str) -> st.SearchStrategy[Any]:
-    vals = list(dict.fromkeys((*representatives(RULES, field), *_EXTRA.get(field, ()))))
-    if field in RULES.domains and field not in ("flash_attn_version",):
-        vals = list(dict.fromkeys((*vals, *RULES.domains[field])))
+    vals = list(dict.fromkeys((*representatives(_rules(), field), *_EXTRA.get(field, ()))))
+    if field in _rules().domains and field not in ("flash_attn_version",):
+        vals = list(dict.fromkeys((*vals, *_rules().domains[field])))
     return st.sampled_from(vals)
 
 
 @st.composite
 def configs(draw: st.DrawFn, *, with_backend: bool = True) -> tuple[Config, str]:
     """(config, role) over the rules' domains; the backend is usually automatic."""
-    platform = draw(st.sampled_from(RULES.platforms))
+    platform = draw(st.sampled_from(_rules().platforms))
     data: dict[str, Any] = {"platform": platform}
     if platform == "cuda":
-        ccs = [c for c in representatives(RULES, "compute_capability") if c is not None]
-        ccs += [int(g.replace(".", "")) for g in RULES.generations]
+        ccs = [c for c in representatives(_rules(), "compute_capability") if c is not None]
+        ccs += [int(g.replace(".", "")) for g in _rules().generations]
         data["compute_capability"] = draw(st.sampled_from(sorted(set(ccs))))
     elif platform == "rocm":
-        data["rocm_arch"] = draw(st.sampled_from(RULES.domains["rocm_arch"]))
+        data["rocm_arch"] = draw(st.sampled_from(_rules().domains["rocm_arch"]))
     mla = draw(st.booleans())
     data["use_mla"] = mla
     data["use_sparse"] = draw(st.booleans()) if mla else False
@@ -75,8 +81,8 @@ def configs(draw: st.DrawFn, *, with_backend: bool = True) -> tuple[Config, str]
     if "head_size" not in data and draw(st.booleans()):
         data["head_size"] = None
     if with_backend and draw(st.integers(0, 3)) == 0:
-        data["backend"] = draw(st.sampled_from(requests(RULES)))
-    role = draw(st.sampled_from(["decode", "mla_prefill"])) if mla and platform in _PREFILL_PLATFORMS else "decode"
+        data["backend"] = draw(st.sampled_from(requests(_rules())))
+    role = draw(st.sampled_from(["decode", "mla_prefill"])) if mla and platform in _prefill_platforms() else "decode"
     cc = data.get("compute_capability")
     if isinstance(cc, int):
         data["compute_capability"] = (cc // 10, cc % 10)
@@ -90,13 +96,13 @@ def configs(draw: st.DrawFn, *, with_backend: bool = True) -> tuple[Config, str]
 
 def _facts(cfg: Config, role: str) -> dict[str, Any]:
     facts = base_facts(cfg, role)
-    for name, d in RULES.derived.items():  # the derived facts case by case, in dependency order
+    for name, d in _rules().derived.items():  # the derived facts case by case, in dependency order
         facts[name] = d.evaluate(facts)[0]
     return facts
 
 
 def _list_for(facts: dict[str, Any]):
-    for pl in RULES.lists:
+    for pl in _rules().lists:
         if pl.platform == facts["platform"] and all(lit(facts) for lit in pl.when):
             return pl
     return None
@@ -118,7 +124,7 @@ def _seen(pl, facts) -> dict[str, Any]:
 
 
 def _auto_reasons(pl, entry, facts) -> tuple[str, ...]:
-    own = RULES.backends[entry.backend].checks if pl.validate else ()
+    own = _rules().backends[entry.backend].checks if pl.validate else ()
     return _fired((*own, *entry.guards), _seen(pl, facts))
 
 
@@ -137,7 +143,7 @@ def test_selected_backend_has_no_firing_check(case):
     facts = _facts(cfg, role)
     pl = _list_for(facts)
     assert pl is not None
-    backend = RULES.backends[sel.backend]
+    backend = _rules().backends[sel.backend]
     if sel.manual:
         if pl.manual == "validate":
             assert _fired(backend.checks, _seen(pl, facts)) == ()
@@ -154,6 +160,10 @@ def test_selected_backend_has_no_firing_check(case):
     assert not backend.explicit_only or sel.manual
 
 
+# 0.17 only: this re-reading walks the lists alone; 0.33's steps around them (the MLA prefill layer's decode
+# selection first, rewrites before selection, derived facts of the prefill dims) change the errors and the
+# rejected lists it expects. The oracle comparisons (test_prop_selection.py) and the sweep laws cover 0.33.
+@pytest.mark.vllm("0.17")
 @given(configs())
 def test_no_earlier_candidate_was_valid(case):
     cfg, role = case
@@ -162,7 +172,7 @@ def test_no_earlier_candidate_was_valid(case):
     pl = _list_for(facts)
     assert pl is not None
     auto = cfg.backend is None or pl.manual == "ignore"
-    entries = [e for e in pl.entries if not RULES.backends[e.backend].explicit_only]
+    entries = [e for e in pl.entries if not _rules().backends[e.backend].explicit_only]
     if sel is None:
         if auto:
             assert isinstance(err, NoValidBackendError)
@@ -191,10 +201,11 @@ def test_compiled_path_equals_csp_path(case):
     assert solve_csp(cfg, role=role) == (sel.backend if sel is not None else None)
 
 
-@given(configs(), st.sets(st.sampled_from(sorted(RULES.backends)), max_size=6))
+@given(configs(), st.sets(st.sampled_from(sorted({b for v in vllm_versions() for b in rules_for(v).backends})),
+                         max_size=6))
 def test_compiled_path_equals_csp_path_with_unavailable_kernels(case, missing):
     cfg, role = case
-    available = set(RULES.backends) - missing
+    available = set(_rules().backends) - missing
     try:
         got = solve(cfg, role=role, available=available).backend
     except (NoValidBackendError, InvalidBackendError):
@@ -206,7 +217,7 @@ _ARBITRARY = st.one_of(
     st.none(), st.booleans(), st.integers(-(1 << 70), 1 << 70), st.floats(allow_nan=True),
     st.text(max_size=12), st.binary(max_size=4), st.tuples(st.integers(-3, 30), st.integers(-3, 30)),
     st.lists(st.integers(-3, 30), max_size=3), st.sampled_from([ANY, object(), 1j, (9, 0), "9.0", "H100", "auto"]),
-    st.sampled_from(sorted({v for f in RULES.domains.values() for v in f}, key=repr)),
+    st.sampled_from(sorted({x for v in vllm_versions() for f in rules_for(v).domains.values() for x in f}, key=repr)),
     st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
 )
 _KEYS = st.sampled_from([*FIELD_NAMES, "gpu", "bogus", "headsize", ""])

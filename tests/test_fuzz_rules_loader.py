@@ -18,15 +18,52 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from attnsolve.rules import RULES_DIR, RulesError, load_rules
+from attnsolve.rules import RulesError, default_version, load_rules
 from attnsolve.rules.model import RuleSet
 from strategies import budget, dump_toml, packaged_docs
 
-# One release for now: the damaged inputs are generated at import from the 0.17 files (RULES_DIR).
-pytestmark = pytest.mark.vllm("0.17")
-FILES = sorted(p.name for p in RULES_DIR.glob("*.toml"))
-TEXTS = {name: (RULES_DIR / name).read_text(encoding="utf-8") for name in FILES}
-PLATFORMS = ("cuda", "rocm", "cpu")
+# Every release: the damaged inputs come from the files of the release the test runs for (the default
+# release the every_release fixture sets), read when a test first draws from them (R()).
+pytestmark = pytest.mark.every_release
+PLATFORMS = ("cuda", "rocm", "cpu", "xpu")
+
+
+class _Files:
+    """One release's rule files: texts, parsed documents, and the (file, path) places the tests damage."""
+
+    def __init__(self, version: str):
+        from attnsolve.rules.sets import info
+        folder = info(version).path
+        self.FILES = sorted(p.name for p in folder.glob("*.toml"))
+        self.TEXTS = {name: (folder / name).read_text(encoding="utf-8") for name in self.FILES}
+        self.DOCS = packaged_docs(version)  # the same files as FILES / TEXTS
+        self.PATHS = [(name, p) for name in self.FILES for p in _paths(self.DOCS[name])]
+        # (file, path) of every key of the schema or field name (not free-form names such as backends or GPUs).
+        self.KEY_PATHS = [(name, p) for name, p in self.PATHS if isinstance(p[-1], str) and p[-1] in SCHEMA_KEYS
+                          and p[:1] != ("generations",)
+                          and not (len(p) == 2 and p[0] in ("backends", "derived", "gpus", "platforms", "fields"))]
+        self.REASON_PATHS = [(name, p) for name, p in self.PATHS if p[-1] == "reason"]
+        self.BLOCK_PATHS = [(name, p) for name, p in self.PATHS if len(p) >= 2 and p[-2] == "kernel_block_sizes"]
+        self.BOOL_PATHS = [(name, p) for name, p in self.PATHS if isinstance(_value(self.DOCS[name], p), bool)
+                           and p[-1] in ("validate", "warn_unvalidated", "sink", "mla", "sparse", "dcp", "mm_prefix",
+                                         "explicit_only", "abstract", "none", "present")]
+
+
+_FILES: dict[str, _Files] = {}
+
+
+def R() -> _Files:
+    """The files of the release this test runs for."""
+    v = default_version()
+    if v not in _FILES:
+        _FILES[v] = _Files(v)
+    return _FILES[v]
+
+
+def _pick(attr: str) -> st.SearchStrategy[Any]:
+    """An item of R().<attr>, chosen when drawn (so under the release the test runs for)."""
+    return st.integers(0, 2 ** 31).map(lambda i: getattr(R(), attr)[i % len(getattr(R(), attr))])
+
 TIME_LIMIT_S = 10
 
 
@@ -67,7 +104,7 @@ def assert_clear(result: RuleSet | RulesError, damaged: str) -> None:
     for problem in result.problems:
         assert len(problem) == 3 and all(isinstance(x, str) and x for x in problem), problem
     files = {p[0] for p in result.problems}
-    known = set(FILES) | {Path(f).name for f in files if f.endswith(".toml")}
+    known = set(R().FILES) | {Path(f).name for f in files if f.endswith(".toml")}
     assert files <= known | set(PLATFORMS) | {str(p) for p in files if Path(p).is_absolute()}, files
     assert str(result).count("\n") >= 1  # one line per problem after the header
 
@@ -77,8 +114,8 @@ def assert_clear(result: RuleSet | RulesError, damaged: str) -> None:
 # ---------------------------------------------------------------------------------------------------
 @st.composite
 def damaged_text(draw: Any) -> tuple[str, str]:
-    name = draw(st.sampled_from(FILES))
-    text = TEXTS[name]
+    name = draw(st.sampled_from(R().FILES))
+    text = R().TEXTS[name]
     op = draw(st.sampled_from(["truncate", "delete", "insert", "replace", "duplicate"]))
     i = draw(st.integers(0, len(text)))
     if op == "truncate":
@@ -104,16 +141,16 @@ def damaged_text(draw: Any) -> tuple[str, str]:
 @given(damaged_text())
 def test_text_damage_gives_rules_error(damage):
     name, text = damage
-    files: dict[str, str | bytes] = dict(TEXTS)
+    files: dict[str, str | bytes] = dict(R().TEXTS)
     files[name] = text
     assert_clear(load_damaged(files), name)
 
 
 @settings(max_examples=budget(30))
-@given(st.sampled_from(FILES), st.binary(min_size=1, max_size=40))
+@given(_pick("FILES"), st.binary(min_size=1, max_size=40))
 def test_binary_garbage_gives_rules_error(name, garbage):
-    files: dict[str, str | bytes] = dict(TEXTS)
-    files[name] = TEXTS[name].encode("utf-8") + garbage
+    files: dict[str, str | bytes] = dict(R().TEXTS)
+    files[name] = R().TEXTS[name].encode("utf-8") + garbage
     assert_clear(load_damaged(files), name)
 
 
@@ -131,8 +168,6 @@ def _paths(node: Any, prefix: tuple = ()) -> list[tuple]:
     return out
 
 
-DOCS = packaged_docs("0.17")  # the same files as FILES / TEXTS
-PATHS = [(name, p) for name in FILES for p in _paths(DOCS[name])]
 
 toml_values = st.recursive(
     st.one_of(st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=True), st.text(max_size=10),
@@ -156,10 +191,10 @@ def _copy(x: Any) -> Any:
 
 
 @settings(suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from(PATHS), toml_values, st.booleans())
+@given(_pick("PATHS"), toml_values, st.booleans())
 def test_wrong_types_anywhere_give_rules_error(where, value, delete):
     name, path = where
-    doc = _copy(DOCS[name])
+    doc = _copy(R().DOCS[name])
     if delete and isinstance(path[-1], str):
         parent = doc
         for k in path[:-1]:
@@ -167,16 +202,16 @@ def test_wrong_types_anywhere_give_rules_error(where, value, delete):
         del parent[path[-1]]
     else:
         _set(doc, path, value)
-    files: dict[str, str | bytes] = dict(TEXTS)
+    files: dict[str, str | bytes] = dict(R().TEXTS)
     files[name] = dump_toml(doc)
     assert_clear(load_damaged(files), name)
 
 
 @settings(max_examples=budget(40), suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from(FILES), st.dictionaries(st.text(min_size=1, max_size=8), toml_values, min_size=1, max_size=3))
+@given(_pick("FILES"), st.dictionaries(st.text(min_size=1, max_size=8), toml_values, min_size=1, max_size=3))
 def test_unknown_top_level_tables_give_rules_error(name, extra):
-    doc = {**_copy(DOCS[name]), **extra}
-    files: dict[str, str | bytes] = dict(TEXTS)
+    doc = {**_copy(R().DOCS[name]), **extra}
+    files: dict[str, str | bytes] = dict(R().TEXTS)
     files[name] = dump_toml(doc)
     assert_clear(load_damaged(files), name)
 
@@ -213,7 +248,7 @@ WORST = {
 
 @pytest.mark.parametrize("case", sorted(WORST))
 def test_worst_cases_give_rules_error(case):
-    files: dict[str, str | bytes] = dict(TEXTS)
+    files: dict[str, str | bytes] = dict(R().TEXTS)
     files["zz_extra.toml"] = WORST[case]
     result = load_damaged(files)
     assert_clear(result, "zz_extra.toml")
@@ -224,7 +259,7 @@ def test_worst_cases_give_rules_error(case):
 
 
 def test_missing_domains_gives_rules_error():
-    files: dict[str, str | bytes] = {k: v for k, v in TEXTS.items() if k != "domains.toml"}
+    files: dict[str, str | bytes] = {k: v for k, v in R().TEXTS.items() if k != "domains.toml"}
     result = load_damaged(files)
     assert isinstance(result, RulesError)
 
@@ -233,9 +268,9 @@ def test_missing_domains_gives_rules_error():
 # a rule set that loads must be usable: references inside domains.toml point at real values
 # ---------------------------------------------------------------------------------------------------
 def _domains_edit(edit: Any) -> RuleSet | RulesError:
-    docs = _copy(DOCS)
+    docs = _copy(R().DOCS)
     edit(docs["domains.toml"])
-    files: dict[str, str | bytes] = dict(TEXTS)
+    files: dict[str, str | bytes] = dict(R().TEXTS)
     files["domains.toml"] = dump_toml(docs["domains.toml"])
     return load_damaged(files)
 
@@ -266,11 +301,6 @@ from attnsolve.rules._fields import CONFIG_FIELDS  # noqa: E402
 from attnsolve.rules.schema import KEYS  # noqa: E402
 
 SCHEMA_KEYS = {k for place in KEYS.values() for k in place} | set(CONFIG_FIELDS)
-# (file, path) of every key of the schema or field name (not free-form names such as backends or GPUs).
-KEY_PATHS = [(name, p) for name, p in PATHS if isinstance(p[-1], str) and p[-1] in SCHEMA_KEYS
-             and p[:1] != ("generations",) and not (len(p) == 2 and p[0] in ("backends", "derived", "gpus", "platforms"))]
-REASON_PATHS = [(name, p) for name, p in PATHS if p[-1] == "reason"]
-BLOCK_PATHS = [(name, p) for name, p in PATHS if len(p) >= 2 and p[-2] == "kernel_block_sizes"]
 
 
 def _value(doc: Any, path: tuple) -> Any:
@@ -279,9 +309,6 @@ def _value(doc: Any, path: tuple) -> Any:
     return doc
 
 
-BOOL_PATHS = [(name, p) for name, p in PATHS if isinstance(_value(DOCS[name], p), bool)
-              and p[-1] in ("validate", "warn_unvalidated", "sink", "mla", "sparse", "dcp", "mm_prefix",
-                            "explicit_only", "abstract", "none", "present")]
 QUESTIONS = [dict(gpu="H100", dtype="bfloat16"), dict(gpu="B200", dtype="bfloat16", use_mla=True, head_size=576),
              dict(gpu="MI300X", dtype="float16"), dict(gpu="CPU", dtype="float32"),
              dict(gpu="A100", dtype="bfloat16", kv_cache_dtype="fp8", has_sink=True)]
@@ -305,9 +332,9 @@ def assert_usable(result: RuleSet | RulesError) -> None:
 
 
 def _edited(name: str, edit: Any) -> RuleSet | RulesError:
-    doc = _copy(DOCS[name])
+    doc = _copy(R().DOCS[name])
     edit(doc)
-    files: dict[str, str | bytes] = dict(TEXTS)
+    files: dict[str, str | bytes] = dict(R().TEXTS)
     files[name] = dump_toml(doc)
     return load_damaged(files)
 
@@ -320,7 +347,7 @@ def _rename(doc: Any, path: tuple, new: str) -> None:
 
 
 @settings(max_examples=budget(60), suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from(KEY_PATHS), st.sampled_from(["_x", "s", "x_", "-typo"]))
+@given(_pick("KEY_PATHS"), st.sampled_from(["_x", "s", "x_", "-typo"]))
 def test_a_renamed_key_is_refused_naming_file_and_key(where, suffix):
     name, path = where
     new = path[-1] + suffix
@@ -333,7 +360,7 @@ def test_a_renamed_key_is_refused_naming_file_and_key(where, suffix):
 
 
 @settings(max_examples=budget(40), suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from(BOOL_PATHS), st.sampled_from(["no", "yes", "true", 0, 1, [True], {"x": True}]))
+@given(_pick("BOOL_PATHS"), st.sampled_from(["no", "yes", "true", 0, 1, [True], {"x": True}]))
 def test_a_boolean_of_another_kind_is_refused(where, value):
     name, path = where
     result = _edited(name, lambda d: _set(d, path, value))
@@ -342,7 +369,7 @@ def test_a_boolean_of_another_kind_is_refused(where, value):
 
 
 @settings(max_examples=budget(30), suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from(REASON_PATHS), st.sampled_from(["{", "}", "{0}", "{nope}", "{head_size.x}", "{head_size!z}"]),
+@given(_pick("REASON_PATHS"), st.sampled_from(["{", "}", "{0}", "{nope}", "{head_size.x}", "{head_size!z}"]),
        st.integers(0, 40))
 def test_a_reason_that_cannot_be_formatted_is_refused(where, brace, at):
     name, path = where
@@ -355,7 +382,7 @@ def test_a_reason_that_cannot_be_formatted_is_refused(where, brace, at):
 
 
 @settings(max_examples=budget(30), suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from(BLOCK_PATHS), st.sampled_from(["16", 16.0, -16, 0, 10**9, True, [16]]))
+@given(_pick("BLOCK_PATHS"), st.sampled_from(["16", 16.0, -16, 0, 10**9, True, [16]]))
 def test_a_block_size_of_another_kind_is_refused(where, value):
     name, path = where
     result = _edited(name, lambda d: _set(d, path, value))
@@ -364,7 +391,7 @@ def test_a_block_size_of_another_kind_is_refused(where, value):
 
 
 @settings(max_examples=budget(60), suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from(PATHS), toml_values)
+@given(_pick("PATHS"), toml_values)
 def test_a_rule_set_that_loads_after_damage_still_answers(where, value):
     name, path = where
     result = _edited(name, lambda d: _set(d, path, value))
