@@ -449,6 +449,8 @@ class Answer:
     # config values vLLM changed around selection ((field, value), in order)
     changes: list[tuple[str, Any]] = field(default_factory=list)
     model_route: str | None = None        # the model code that chose the backend (no validation)
+    # an MLA prefill question answered by the layer's decode selection, which failed first
+    decode_failed: bool = False
 
     @property
     def rejected(self) -> list[tuple[str, tuple[str, ...]]]:
@@ -509,6 +511,7 @@ def _prefill(rules: RuleSet, config: Config, mp: Any, available: frozenset[str] 
     (no prefill backend for this layer), the prefill lists, and the fallbacks that swallow their failure."""
     decode = _select(rules, config, "decode", available)
     if decode.backend is None:
+        decode.decode_failed = decode.error is None
         return decode
     facts = facts_of(rules, config, "mla_prefill")
     for k, v in decode.changes:
