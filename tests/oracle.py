@@ -449,6 +449,8 @@ class Answer:
     # config values vLLM changed around selection ((field, value), in order)
     changes: list[tuple[str, Any]] = field(default_factory=list)
     model_route: str | None = None        # the model code that chose the backend (no validation)
+    # an MLA prefill question answered by the layer's decode selection, which failed first
+    decode_failed: bool = False
 
     @property
     def rejected(self) -> list[tuple[str, tuple[str, ...]]]:
@@ -509,6 +511,7 @@ def _prefill(rules: RuleSet, config: Config, mp: Any, available: frozenset[str] 
     (no prefill backend for this layer), the prefill lists, and the fallbacks that swallow their failure."""
     decode = _select(rules, config, "decode", available)
     if decode.backend is None:
+        decode.decode_failed = decode.error is None
         return decode
     facts = facts_of(rules, config, "mla_prefill")
     for k, v in decode.changes:
@@ -578,9 +581,10 @@ def _select(rules: RuleSet, config: Config, role: str, available: frozenset[str]
 
     requested = facts["backend"]
     ans = Answer(None, "auto", plist.name, facts=facts, changes=changes)
-    if role == "mla_prefill" and plist.mla_prefill is not None and (
-            plist.mla_prefill.no_valid_message or plist.mla_prefill.invalid_message):
-        ans.shown = {b.name: b.vllm_name for b in rules.backends.values() if b.vllm_name}
+    mp = plist.mla_prefill if role == "mla_prefill" else None
+    # the prefill registry's own messages name vLLM's prefill names: an automatic failure under its no-valid
+    # text, a refused request under its invalid text
+    prefill_names = {b.name: b.vllm_name for b in rules.backends.values() if b.vllm_name}
 
     def not_runnable(name: str) -> tuple[str, ...]:
         return () if available is None or name in available else ("kernel not runnable on this machine",)
@@ -614,7 +618,7 @@ def _select(rules: RuleSet, config: Config, role: str, available: frozenset[str]
             extra.append("role")
         reasons = tuple(extra) + reasons + not_runnable(requested)
         ans.tried.append((requested, reasons))
-        ans.requested = ans.name(requested)
+        ans.requested = requested
         if not reasons:
             ans.backend = requested
     else:  # "table": only the listed requests, each with its own guards
@@ -628,6 +632,10 @@ def _select(rules: RuleSet, config: Config, role: str, available: frozenset[str]
         ans.requested = requested
         if not reasons:
             ans.backend = requested
+    if mp is not None and (mp.invalid_message if ans.mode == "manual" else mp.no_valid_message):
+        ans.shown = prefill_names
+        if ans.requested is not None:
+            ans.requested = ans.name(ans.tried[0][0])
     if ans.backend is None and ans.mode == "manual":
         reasons = ans.tried[0][1]
         for _text, when, only, _level in plist.request_fallbacks:

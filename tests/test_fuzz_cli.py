@@ -42,9 +42,10 @@ def _flag_value(v: Any) -> str:
 
 
 def config_argv(config: Config, role: str) -> list[str]:
-    """Every field of the config as its first flag spelling (unset optional fields are left out)."""
+    """Every field of the config as its first flag spelling (unset optional fields are left out), the
+    fields the config's release declares beyond the common ones included."""
     argv: list[str] = []
-    for flag in cli.FLAGS:
+    for flag in (*cli.FLAGS, *cli.declared_flags(default_rules())):
         if flag.field == "gpu":
             continue
         v = getattr(config, flag.field)
