@@ -29,7 +29,7 @@ from typing import Any
 
 from .config import ANY, FIELD_NAMES, Config, format_cc
 from .errors import ConfigError
-from .rules import default_rules
+from .rules import default_version, rules_for
 from .solver.domains import class_of, value_classes
 from .sweep import sweep
 
@@ -262,21 +262,32 @@ def _patterns(s: Any, max_patterns: int) -> tuple[list[HolePattern], int]:
     return out, int(remaining.sum())
 
 
+# Rows a sweep may solve one at a time (a release whose platform steps before the lists read the swept
+# fields: vLLM 0.33's model routes, rewrites and MLA prefill layer), about 0.3 ms each: beyond this the
+# report would take many minutes, so it is refused up front with what to do instead.
+MAX_STEP_ROWS = 300_000
+
+
 def coverage_report(config: Config | None = None, *, all_fields: bool = False, role: Any = ANY,
-                    max_patterns: int = 8) -> CoverageReport:
-    """Holes per platform / GPU generation and dead rules of the active rules (see the module doc).
+                    max_patterns: int = 8, vllm: str | None = None) -> CoverageReport:
+    """Holes per platform / GPU generation and dead rules of one release's rules (see the module doc).
 
     config: restrict to the completions of this partial config (its ANY fields are swept, its
-    hardware fields choose the groups); default: MODEL_FIELDS free on every platform and GPU.
+    hardware fields choose the groups, its release answers); default: MODEL_FIELDS free on every
+    platform and GPU of `vllm` (default: the default release).
     """
+    from .config import parse_vllm
     from .guards import require_config, require_int
     if config is not None:
         require_config(config)
     require_int("max_patterns", max_patterns, 0, 1024)
-    rules = default_rules()
+    version = config.vllm if config is not None else (parse_vllm(vllm) if vllm is not None else default_version())
+    rules = rules_for(version)
     if config is None:
-        config = Config(platform=ANY, compute_capability=ANY, rocm_arch=ANY, **{f: ANY for f in MODEL_FIELDS})
+        config = Config(platform=ANY, compute_capability=ANY, rocm_arch=ANY, vllm=version,
+                        **{f: ANY for f in MODEL_FIELDS})
     swept = tuple(f for f in config.free_fields if f not in HARDWARE) + (("role",) if role is ANY else ())
+    _refuse_if_too_large(rules, config, role, all_fields)
     groups = []
     for plat, label, hw in _groups(rules, config):
         changes = {k: v for k, v in hw.items() if getattr(config, k) is ANY or k == "platform"}
@@ -317,7 +328,7 @@ def coverage_report(config: Config | None = None, *, all_fields: bool = False, r
         groups.append(GroupCoverage(plat, label, hardware, total, holes, counts, tuple(patterns), uncovered))
 
     # Dead rules: the whole space, every field free, automatic selection only.
-    whole = Config(**{f: ANY for f in FIELD_NAMES if f != "backend"}, backend=None)
+    whole = Config(**{f: ANY for f in FIELD_NAMES if f != "backend"}, backend=None, vllm=version)
     ws = sweep(whole, role=ANY)
     by_list = ws.by_list()
     reached = {b for (_, b), n in by_list.items() if n and b is not None}
@@ -334,3 +345,35 @@ def coverage_report(config: Config | None = None, *, all_fields: bool = False, r
     if all_fields:
         notes.append("Counts cover every field; patterns are drawn with vLLM's environment switches at their defaults.")
     return CoverageReport(swept, all_fields, tuple(groups), dead, explicit, tuple(unreached), len(ws), tuple(notes))
+
+
+def _refuse_if_too_large(rules: Any, config: Config, role: Any, all_fields: bool) -> None:
+    """A ConfigError (exit 2 from the CLI) before any work when a group would be solved row by row
+    beyond MAX_STEP_ROWS: the release's steps before the lists read the swept fields, so its sweep
+    cannot fold them (vLLM 0.17 has no such steps and folds its whole space in milliseconds)."""
+    from .sweep import steps_read
+    free = [f for f in config.free_fields if f not in HARDWARE]
+    if all_fields:
+        free += [f for f in FIELD_NAMES if f not in (*HARDWARE, "backend") and f not in free]
+    platforms = [p for p in rules.domains.get("platform", ()) if config.platform is ANY or p == config.platform]
+    def classes(fields: list[str]) -> int:
+        n = 1
+        for f in fields:
+            n *= max(1, len(value_classes(rules, f)))
+        return n
+
+    for platform in platforms:
+        reads, prefill_alone = steps_read(rules, platform)
+        stepped = [f for f in free if f in reads]
+        rows = classes(stepped) * (2 if role is ANY else 1) if stepped else 0
+        if prefill_alone and (role is ANY or role == "mla_prefill"):
+            rows += classes(free)  # every MLA prefill row is solved on its own
+        if rows > MAX_STEP_ROWS:
+            raise ConfigError(
+                "vllm", rules.vllm, "a release whose whole space folds (or fewer free fields)",
+                message=(f"coverage over vLLM {rules.vllm}'s whole space is not available: on {platform} its "
+                         f"selection runs steps before the priority lists (model routes, rewrites, the MLA "
+                         f"prefill layer) that read {', '.join(stepped) or 'the model facts'}, so about {rows:,} configurations per "
+                         f"GPU generation would be solved one at a time (the limit is {MAX_STEP_ROWS:,}). "
+                         "Ask coverage_report() with some of those fields fixed, use `attnsolve matrix --over` "
+                         "for the fields you care about, or `--vllm 0.17` for that release's whole space."))

@@ -144,10 +144,10 @@ def parse_over(items: Sequence[str] | None) -> list[tuple[str, list[str] | None]
     return out
 
 
-def _coverage() -> Result:
-    """`matrix --all`: the whole-space sweep's coverage report (holes and dead rules)."""
+def _coverage(version: str | None = None) -> Result:
+    """`matrix --all`: the whole-space sweep's coverage report (holes and dead rules) of the release asked."""
     from .coverage import coverage_report
-    report = coverage_report(all_fields=True)
+    report = coverage_report(all_fields=True, vllm=version)
     return Result("matrix", report.to_dict(), fit(str(report).rstrip("\n")) + "\n", EXIT_OK)
 
 
@@ -325,7 +325,7 @@ def _docs(check: bool, output: str, version: str | None = None) -> Result:
 def matrix(ns: argparse.Namespace, style: Style) -> Result:
     """`attnsolve matrix`: the selection over free fields (or GPU names); --all: the coverage report."""
     if getattr(ns, "all_space", False):
-        return _coverage()
+        return _coverage(getattr(ns, "vllm", None))
     from . import cli_guards as guards
     over = parse_over(ns.over or guards.default_over(guards.platform_hint(ns)))
     ns.over_values = {n: v[0] for n, v in over if v}
