@@ -382,8 +382,6 @@ def test_033_sparse_mla_kv_rewrite(r33):
 
 
 def test_033_msa_request_falls_back_to_automatic(r33):
-    # (NO_ATTENTION / TORCH_SDPA / CUSTOM request errors: Config does not accept those names yet; the
-    # construct is tested on a tiny rule folder above.)
     # vllm/config/attention.py AttentionConfig.__post_init__: CUTLASS_MSA only picks MiniMax-M3's kernel
     sel = solve_uncached(_c33(gpu="H100", backend="CUTLASS_MSA"))
     assert not sel.manual and sel.backend == solve_uncached(_c33(gpu="H100")).backend
@@ -564,3 +562,39 @@ def test_033_rocm_override_log_names_the_invalid_entries():
                         "['ROCM_ATTN', 'ROCM_AITER_UNIFIED_ATTN', 'TRITON_ATTN'].",)
     mla = solve_uncached(_c33(gpu="MI300X", use_mla=True, head_size=576))
     assert mla.logs == ("Using TRITON_MLA backend out of potential backends: ['TRITON_MLA'].",)
+
+
+def test_033_qk_rope_head_dim_zero_is_a_layout():
+    """v1/attention/backends/mla/prefill/flash_attn.py supports_mla_dimensions lists (256, 0, 256), GLM5Next's NoPE
+    layout: vLLM 0.33 takes qk_rope_head_dim 0 (the 0.33 declaration's min = 0); harness runner: the MLA decode
+    and prefill answers for it agree with vLLM 0.33.0 on B200 / H100 / A100."""
+    nope = _c33(gpu="B200", use_mla=True, head_size=512, qk_nope_head_dim=256, qk_rope_head_dim=0, v_head_dim=256)
+    assert nope.qk_rope_head_dim == 0
+    assert solve_uncached(nope, "mla_prefill").backend == "FLASH_ATTN_PREFILL"
+    with pytest.raises(ConfigError):
+        _c33(gpu="B200", use_mla=True, qk_rope_head_dim=-1)
+    with pytest.raises(ConfigError):  # 0.17 declares no such minimum (no NoPE MLA model there)
+        Config(vllm="0.17", gpu="B200", dtype="bfloat16", use_mla=True, qk_rope_head_dim=0)
+
+
+@pytest.mark.parametrize("name", ["NO_ATTENTION", "TORCH_SDPA", "CUSTOM"])
+def test_017_registry_names_that_fail_before_validation(name):
+    """vLLM 0.17.0 v1/attention/backends/registry.py: TORCH_SDPA ("") and CUSTOM (None) refuse get_path() unless
+    registered; NO_ATTENTION's module is not in the wheel (platforms/cuda.py reports ['ImportError']). ROCm answers
+    with platforms/rocm.py's own texts, CPU ignores the request. Harness runner against vLLM 0.17.0."""
+    cuda = Config(vllm="0.17", gpu="H100", dtype="bfloat16", backend=name)
+    with pytest.raises(InvalidBackendError) as err:
+        solve_uncached(cuda)
+    text = str(err.value).split("\n", 1)[0]
+    assert text == ("Selected backend AttentionBackendEnum.NO_ATTENTION is not valid for this configuration. "
+                    "Reason: ['ImportError']" if name == "NO_ATTENTION" else
+                    f"Backend {name} must be registered before use. Use register_backend(Backend.{name}, "
+                    "'your.module.YourClass')")
+    with pytest.raises(InvalidBackendError) as err:
+        solve_uncached(Config(vllm="0.17", gpu="MI300X", dtype="bfloat16", backend=name))
+    assert str(err.value).startswith(f"Attention backend {name} is not supported on ROCm. "
+                                     "Note that V0 attention backends have been removed.")
+    with pytest.raises(InvalidBackendError) as err:
+        solve_uncached(Config(vllm="0.17", gpu="MI300X", dtype="bfloat16", use_mla=True, backend=name))
+    assert str(err.value).startswith(f" The selected backend, {name},is not MLA type while requested for MLA backend.")
+    assert solve_uncached(Config(vllm="0.17", platform="cpu", dtype="bfloat16", backend=name)).backend == "CPU_ATTN"

@@ -66,10 +66,12 @@ def _normalise(cfg: Any) -> dict[str, Any]:
                               suggestion=str(min(dom["block_size"], key=lambda b: abs(b - iv))) if isinstance(iv, int) else None)
         v = iv
     out["block_size"] = v
+    lows = _minimums(rules)
     for name in _OPT_INT_FIELDS:
         v = get(name)
-        out[name] = v if (v is ANY or v is None or (v.__class__ is int and 1 <= v <= _MAX_INT)) else \
-            _as_int(name, v, optional=True)
+        low = lows.get(name, 1)  # the release's declared `min` (0.33: qk_rope_head_dim 0, the NoPE layout)
+        out[name] = v if (v is ANY or v is None or (v.__class__ is int and low <= v <= _MAX_INT)) else \
+            _as_int(name, v, optional=True, minimum=low)
 
     v = get("head_size")  # unset: the release's declared default ([fields.head_size] defaults)
     out["head_size"] = v if (v is ANY or (v.__class__ is int and 1 <= v <= _MAX_INT)) else \
@@ -89,6 +91,20 @@ def _conditional_defaults(rules: Any) -> tuple[tuple[str, Any], ...]:
             _UNSET.clear()
         hit = _UNSET[id(rules)] = (rules, tuple((n, decl) for n, decl in rules.fields.items()
                                                 if decl.defaults and n in _COMMON))
+    return hit[1]
+
+
+_MINS: dict[int, tuple[Any, dict[str, int]]] = {}
+
+
+def _minimums(rules: Any) -> dict[str, int]:
+    """Per rule set: the optional int fields whose declaration sets `min` (1 otherwise)."""
+    hit = _MINS.get(id(rules))
+    if hit is None or hit[0] is not rules:  # the rules object is kept: an id is reused after GC
+        if len(_MINS) > 16:
+            _MINS.clear()
+        hit = _MINS[id(rules)] = (rules, {n: rules.fields[n].min for n in _OPT_INT_FIELDS
+                                          if n in rules.fields and rules.fields[n].min is not None})
     return hit[1]
 
 
