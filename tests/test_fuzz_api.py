@@ -111,14 +111,24 @@ keyword_values = st.one_of(hostile, st.sampled_from([None, "decode", "mla_prefil
                                                      ("FLEX_ATTENTION",), ["kv_cache_dtype"], 1, 2, 4, 64]))
 
 
-# 0.17 only for now: on the 0.33 set coverage_report() over the whole space does not finish within this
-# test's 60 s limit (nor in 15 minutes; reported to the lead). Run it for 0.33 once that is fixed.
-@pytest.mark.vllm("0.17")
 @API_SETTINGS
-@given(st.sampled_from(sorted(ENTRY_POINTS)), st.data())
+@given(st.sampled_from(sorted(set(ENTRY_POINTS) - {"coverage_report"})), st.data())
 def test_entry_points_with_any_arguments_give_only_documented_errors(name, data):
-    if name == "coverage_report":
-        first = data.draw(st.one_of(hostile, st.just(None), partial_configs(max_free=1)), label="config")
+    _call_with_any_arguments(name, data)
+
+
+# coverage_report() always sweeps the whole space for its dead rules; on the 0.33 set that sweep does not
+# finish within this test's 60 s limit (docs/testing.md, "Releases"): its fuzzing runs for 0.17.
+@pytest.mark.vllm("0.17")
+@settings(API_SETTINGS, max_examples=budget(10))  # its share of the entry points' budget before the split
+@given(st.data())
+def test_coverage_report_with_any_arguments_gives_only_documented_errors(data):
+    _call_with_any_arguments("coverage_report", data)
+
+
+def _call_with_any_arguments(name, data):
+    if name == "coverage_report":  # (None, the whole space: tests/test_coverage.py's report)
+        first = data.draw(st.one_of(hostile, partial_configs(max_free=1)), label="config")
     else:
         first = data.draw(anything, label="config")
     kw = {k: data.draw(keyword_values, label=k) for k in KEYWORDS[name]
