@@ -248,12 +248,10 @@ def find_fixes(config: Config, role: str, available: frozenset[str] | None, requ
         pool = sorted({f for c in known for f in c if f not in _NEVER_CHANGE},
                       key=lambda f: (_cost(f, config), config.field_names.index(f)))
         grew = False
-        for combo in itertools.combinations(pool, size):
+        for combo in _hitting_sets(pool, size, known):  # each touches every known conflict
             fs = frozenset(combo)
             if any(w <= fs for w in worked):
                 continue  # a subset already works: not minimal
-            if any(not (fs & c) for c in known):
-                continue  # must touch every known conflict
             if not consistent(all_facts - fs):
                 # Reiter's hitting-set tree: this set hits every known conflict yet fails, so
                 # there is another conflict among the remaining facts; learn it and re-plan.
@@ -283,6 +281,36 @@ def find_fixes(config: Config, role: str, available: frozenset[str] | None, requ
     return [f for _, f in fixes[:max_fixes]]
 
 
+def _hitting_sets(pool: Sequence[str], size: int, known: Sequence[set[str]]) -> Iterable[tuple[str, ...]]:
+    """The `size`-combinations of `pool` that touch every set in `known`, in itertools.combinations'
+    order (the same sequence as filtering it, without visiting the combinations that miss a set)."""
+    index = {f: i for i, f in enumerate(pool)}
+    last = []
+    for c in known:
+        at = [index[f] for f in c if f in index]
+        if not at:
+            return  # a set nothing in the pool touches: no combination does
+        last.append(max(at))
+    n = len(pool)
+    chosen: list[str] = []
+
+    def rec(start: int, unhit: list[int]) -> Iterable[tuple[str, ...]]:
+        if len(chosen) == size:
+            if not unhit:
+                yield tuple(chosen)
+            return
+        bound = min((last[k] for k in unhit), default=n)
+        for i in range(start, n - (size - len(chosen)) + 1):
+            if i > bound:
+                break  # a set not yet touched has no member left at or after i
+            f = pool[i]
+            chosen.append(f)
+            yield from rec(i + 1, [k for k in unhit if f not in known[k]])
+            chosen.pop()
+
+    yield from rec(0, list(range(len(known))))
+
+
 def _cc(text: Any) -> Any:
     if isinstance(text, str) and "." in text:
         a, _, b = text.partition(".")
@@ -297,9 +325,17 @@ def _best_values(config: Config, role: str, available: frozenset[str] | None, re
     Candidates are screened on the compiled rules in fact space (no Config built); the winner is
     then re-solved through a real Config, so a reported fix always really works.
     """
-    options = [_candidate_values(rules, f, getattr(config, f))[:12] for f in combo]
     comp = compiled_rules(config)
     base = _solver_facts(config, role)
+    # No value of `combo` can pass the screen below when no completion of exactly these fields reaches the
+    # goal (the reachability never under-approximates): skip the nearest-value search outright. (The
+    # search's consistency test frees every fact outside the conflict order too, so it can say yes here.)
+    free = dict(base)
+    for f in combo:
+        free[f] = ANY
+    if goal_reachable(reach_for(comp), free, requested, available) is False:
+        return None
+    options = [_candidate_values(rules, f, getattr(config, f))[:12] for f in combo]
     tried = 0
     for values in sorted(itertools.product(*options),
                          key=lambda vs: sum(_distance(f, getattr(config, f), v, rules) for f, v in zip(combo, vs))):

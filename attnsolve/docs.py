@@ -510,15 +510,21 @@ _LEGEND = [
 ]
 
 
+def _newest() -> str | None:
+    """The newest released set: its document is DEFAULT_PATH whatever $ATTNSOLVE_VLLM says, so a
+    release's file name depends on the packaged sets only, never on the caller's environment."""
+    from .rules.sets import versions
+    released = versions(include_drafts=False) or versions()
+    return released[-1] if released else None
+
+
 def doc_path(version: str) -> str:
-    """Where a release's document lives: the default release's at DEFAULT_PATH, others beside it."""
-    from .rules import default_version
-    return DEFAULT_PATH if version == default_version() else f"docs/attention_backends-vllm-{version}.md"
+    """Where a release's document lives: the newest release's at DEFAULT_PATH, older ones beside it."""
+    return DEFAULT_PATH if version == _newest() else f"docs/attention_backends-vllm-{version}.md"
 
 
 def _vllm_flag(rules: RuleSet) -> str:
-    from .rules import default_version
-    return "" if not rules.vllm or rules.vllm == default_version() else f" --vllm {rules.vllm}"
+    return "" if not rules.vllm or rules.vllm == _newest() else f" --vllm {rules.vllm}"
 
 
 def _read_from(rules: RuleSet) -> str:

@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .errors import ConfigError, closest
+from .errors import ConfigError, closest, safe_repr
 
 # Words that only say who made the part, its memory or its form factor; dropped before matching.
 _NOISE = re.compile(
@@ -126,7 +126,7 @@ def resolve(name: Any, table: Mapping[str, Mapping[str, Any]] | None = None) -> 
     closest_text = (f" The closest known {maker}name is {suggestion}{detail}: check it is the same generation."
                     if suggestion else "")
     raise ConfigError("gpu", name, "a known GPU name: " + ", ".join(names), suggestion=suggestion,
-                      message=f"Unknown GPU {name!r}.{closest_text}"
+                      message=f"Unknown GPU {safe_repr(name)}.{closest_text}"
                       + (f" Did you mean {suggestion!r}?" if suggestion else "")
                       + " Known GPUs: " + ", ".join(names) + ".")
 

@@ -52,7 +52,11 @@ def select(ns: argparse.Namespace, style: Style) -> Result:
     except SelectionError as e:
         head = (f"{e.backend} (requested) does not fit {describe_query(q)}" if isinstance(e, InvalidBackendError)
                 else f"No valid attention backend for {describe_query(q)}")
-        lines = wrap(head + ":") + reason_rows([(b, "; ".join(r) or "-") for b, r in e.reasons.items()])
+        message = e.args[0].splitlines()[0] if e.args else ""
+        # A request vLLM refuses before validating (an unregistered name) has no per-backend
+        # reasons: vLLM's own message is the reason.
+        rows = [(b, "; ".join(r) or message or "-") for b, r in e.reasons.items()]
+        lines = wrap(head + ":") + reason_rows(rows)
         for n in notes:
             lines += wrap(n, indent="    ", first="note: ")
         lines += wrap("hint: 'attnsolve explain' with the same flags gives the conflict and the fix",
@@ -229,20 +233,31 @@ def _grid(names: list[str], value_lists: list[list[Any]], rows: list[dict[str, A
     r_vals, c_vals = [show(v) for v in value_lists[0]], [show(v) for v in value_lists[1]]
     cells = {(r["values"][names[0]], r["values"][names[1]]): r["label"] for r in rows}
 
-    def grid_lines(code: Callable[[str], str]) -> list[str]:
+    def grid_lines(code: Callable[[str], str], transposed: bool = False, gap: str = "  ") -> list[str]:
+        if transposed:  # the second field's values down the side, the first's across
+            body = [[cv, *(code(cells.get((rv, cv), "")) for rv in r_vals)] for cv in c_vals]
+            return table(body, headers=[names[1], *r_vals], gap=gap)
         body = [[rv, *(code(cells.get((rv, cv), "")) for cv in c_vals)] for rv in r_vals]
-        return table(body, headers=[names[0], *c_vals])
+        return table(body, headers=[names[0], *c_vals], gap=gap)
+
+    def fits(lines: list[str]) -> bool:
+        return max(len(x) for x in lines) <= WIDTH
 
     full = grid_lines(lambda s: s)
-    if max(len(x) for x in full) <= WIDTH:
+    if fits(full):
         return [""] + full
     seen: dict[str, str] = {}
     for r in rows:
         if r["label"] not in ("-", "n/a") and r["label"] not in seen:
             seen[r["label"]] = chr(ord("A") + len(seen)) if len(seen) < 26 else str(len(seen))
-    out = [""] + grid_lines(lambda s: seen.get(s, s))
-    out += [""] + [f"  {k} = {v}" for v, k in seen.items()]
-    return out
+
+    def coded(s: str) -> str:
+        return seen.get(s, s)
+    # Letters first; when the columns' names are still too wide (vLLM 0.33 has 22 KV-cache dtypes),
+    # the longer axis goes down the side, with a one-space gap if that is what fits.
+    grid = next((g for g in (grid_lines(coded), grid_lines(coded, transposed=True),
+                             grid_lines(coded, transposed=True, gap=" ")) if fits(g)), grid_lines(coded))
+    return [""] + grid + [""] + [f"  {k} = {v}" for v, k in seen.items()]
 
 
 def _backends(platform: str | None, runnable: bool, style: Style, version: str | None = None) -> Result:
@@ -263,6 +278,10 @@ def _backends(platform: str | None, runnable: bool, style: Style, version: str |
             except Exception:  # noqa: BLE001 - the column is optional
                 here = None
     lines: list[str] = []
+    # Column widths from the names and platform lists themselves (0.33 has 27-letter names and
+    # backends on three platforms), so the columns never run together.
+    name_w = max((len(r["name"]) for r in rows), default=0) + 2
+    plat_w = max((len(", ".join(r["platforms"])) for r in rows), default=0) + 2
     for section in ("standard", "MLA decode", "MLA prefill"):
         part = [r for r in rows if r["kind"] == section]
         if not part:
@@ -272,7 +291,7 @@ def _backends(platform: str | None, runnable: bool, style: Style, version: str |
             if here is not None:
                 r["runnable_here"] = r["name"] in here
             run = "" if here is None else ("runnable here: " + (style.yes if r["name"] in here else style.no))
-            lines.append(f"  {r['name']:<24}{', '.join(r['platforms']):<12}{run}".rstrip())
+            lines.append(f"  {r['name']:<{name_w}}{', '.join(r['platforms']):<{plat_w}}{run}".rstrip())
             lines += wrap(r["priority_text"], indent=" " * 16, first="      priority: ")
             lines += wrap(r["summary"], indent=" " * 6)
     if here is not None:
@@ -356,11 +375,15 @@ def upgrade(ns: argparse.Namespace, style: Style) -> Result:
     free = () if q.model is not None else tuple(f for f in UPGRADE_FREE if f not in given)
     config = q.config.replace(**{f: ANY for f in free}) if free else q.config
     cmp = compare_versions(config, old, new, role=q.role)
-    lines = wrap(describe_query(q, skip=tuple(free)), indent="          ", first="Query     ")
+    query = describe_query(q, skip=tuple(free)).replace(f"vLLM {new}", f"vLLM {old} -> {new}", 1)
+    lines = wrap(query, indent="          ", first="Query     ")
     for n in q.notes:
         lines += wrap(n, indent="          ", first="Note      ")
-    for line in cmp.lines():
-        lines += wrap(line, indent="      ")
+    for i, line in enumerate(cmp.lines()):
+        if i == 0:  # the verdict, without the release pair the Query line already names
+            lines += wrap(line.split(": ", 1)[-1], indent="          ", first="Upgrade   ")
+        else:  # one group (or one reason) per entry, its continuation indented under it
+            lines += wrap(line.strip(), indent="            ", first="          ")
     return Result("upgrade", {**cmp.to_dict(), "query": q.to_dict()}, "\n".join(lines), EXIT_OK)
 
 

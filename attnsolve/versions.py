@@ -206,4 +206,5 @@ def _compare_space(config: Config, old_v: str, new_v: str, role: str | None, max
 
 
 def _short(config: Config, free: tuple[str, ...]) -> str:
-    return ", ".join(f"{f}={getattr(config, f)}" for f in free)
+    from .render import show  # values as users type them: true/false, 9.0
+    return ", ".join(f"{f}={show(getattr(config, f))}" for f in free)

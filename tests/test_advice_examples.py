@@ -27,8 +27,8 @@ SCHEMA = json.loads((ROOT / "docs" / "attnsolve-output.schema.json").read_text(e
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
 
-# vLLM 0.17's facts (README and the user guide show the default release's (0.17's) answers): 0.17 answers what names no release.
-pytestmark = [pytest.mark.usefixtures("no_vllm_env"), pytest.mark.vllm("0.17")]
+# README and the user guide show the default release's answers: vLLM 0.33's (examples that name --vllm 0.17 keep it).
+pytestmark = [pytest.mark.usefixtures("no_vllm_env"), pytest.mark.vllm("0.33")]
 
 
 def _commands(path: Path) -> list[str]:
@@ -135,12 +135,14 @@ def test_every_command_output_validates(argv):
 @pytest.mark.parametrize("verb", ["select", "explain"])
 def test_same_keys_on_success_and_failure(verb):
     ok = json.loads(cli([verb, "--gpu", "H100", "--model", "examples/deepseek-v3.json", "--json"])[1])
-    fail = json.loads(cli([verb, "--gpu", "CPU", "--model", "examples/deepseek-v3.json", "--json"])[1])
+    # vLLM 0.33 (the default): no sparse MLA backend before Hopper (0.33 has CPU MLA, so a CPU no longer fails)
+    fail = json.loads(cli([verb, "--gpu", "A100", "--model", "examples/deepseek-v3.2.json", "--json"])[1])
     bad_request = json.loads(cli([verb, "--gpu", "B200", "--attention-backend", "FLASHMLA", "--use-mla", "--json"])[1])
     assert ok["exit_code"] == 0 and fail["exit_code"] == 1 and bad_request["exit_code"] == 1
     assert set(ok["result"]) == set(fail["result"]) == set(bad_request["result"])
     assert isinstance(ok["result"]["rejected"], list) and isinstance(fail["result"]["rejected"], list)
-    assert fail["result"]["rejected"][0] == {"backend": "CPU_ATTN", "reasons": ["MLA is not supported on CPU."]}
+    assert fail["result"]["rejected"][0] == {"backend": "FLASH_ATTN_MLA", "reasons": [
+        "sparse not supported", "compute capability not supported", "FlashAttention MLA not supported on this device"]}
 
 
 def _shown_blocks() -> list[tuple[str, str, list[str]]]:

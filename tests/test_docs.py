@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from attnsolve.docs import DEFAULT_PATH, check_doc, generate_doc, iter_cells
+from attnsolve.docs import check_doc, doc_path, generate_doc, iter_cells
 
-# vLLM 0.17's facts (docs/attention_backends.md is 0.17's, compared with the 0.17 seed tables): 0.17 answers what names no release.
+# vLLM 0.17's facts (docs/attention_backends-vllm-0.17.md, compared with the 0.17 seed tables): 0.17 answers what names no release.
 pytestmark = pytest.mark.vllm("0.17")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,8 +133,17 @@ def test_seed_tables_cell_by_cell():
 
 
 def test_committed_doc_is_up_to_date():
-    diff = check_doc(ROOT / DEFAULT_PATH)
-    assert diff == "", "docs/attention_backends.md is stale; run `attnsolve docs`:\n" + diff[:3000]
+    diff = check_doc(ROOT / doc_path("0.17"))
+    assert diff == "", f"{doc_path('0.17')} is stale; run `attnsolve docs --vllm 0.17`:\n" + diff[:3000]
+
+
+def test_each_release_has_its_own_document():
+    """The newest release's tables are docs/attention_backends.md (what users of today's vLLM read);
+    each older release keeps its own file, whatever $ATTNSOLVE_VLLM says."""
+    from attnsolve import vllm_versions
+    paths = {v: doc_path(v) for v in vllm_versions()}
+    assert paths[vllm_versions()[-1]] == "docs/attention_backends.md"
+    assert paths["0.17"] == "docs/attention_backends-vllm-0.17.md" and len(set(paths.values())) == len(paths)
 
 
 def test_deterministic():

@@ -14,8 +14,8 @@ import pytest
 
 from attnsolve.cli import run
 
-# vLLM 0.17's facts (the user guide shows the default release's (0.17's) answers): 0.17 answers what names no release.
-pytestmark = pytest.mark.vllm("0.17")
+# The user guide shows the default release's answers: vLLM 0.33's (examples that name --vllm 0.17 keep it).
+pytestmark = pytest.mark.vllm("0.33")
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "user-guide.md"

@@ -22,8 +22,10 @@ from attnsolve.solver.domains import representatives
 from attnsolve.solver.facts import base_facts
 from strategies import requests
 
-# One release: on the 0.33 set explain() of a lost backend takes minutes (reported).
-pytestmark = pytest.mark.vllm("0.17")
+# The laws run for every release; the hand-picked failing configurations and the exact answers below are
+# vLLM 0.17 facts (each such test is pinned to 0.17 on its own).
+pytestmark = pytest.mark.every_release
+V017 = pytest.mark.vllm("0.17")
 
 FAILING = [
     dict(platform="cuda", compute_capability="8.0", dtype="bfloat16", backend="FLASHMLA", use_mla=True),
@@ -55,6 +57,7 @@ def _partial(cfg: Config, keep: set[str]) -> Config:
     return Config(**data)
 
 
+@V017
 @pytest.mark.parametrize("fields", FAILING, ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()))
 def test_conflicts_are_sound_and_minimal(fields: dict) -> None:
     cfg = Config(**fields)
@@ -71,6 +74,7 @@ def test_conflicts_are_sound_and_minimal(fields: dict) -> None:
             assert _goal_ok(_partial(cfg, keep - {f}), requested), f"conflict {conflict} is not minimal ({f})"
 
 
+@V017
 @pytest.mark.parametrize("fields", FAILING, ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()))
 def test_fixes_work_and_are_minimal(fields: dict) -> None:
     cfg = Config(**fields)
@@ -97,6 +101,7 @@ def test_fixes_work_and_are_minimal(fields: dict) -> None:
                 assert not _goal_ok(partial, exp.requested), f"fix {fix} is not minimal: {sub} alone suffices"
 
 
+@V017
 def test_fix_ranking_prefers_tunables_and_near_values() -> None:
     exp = explain(Config(platform="cuda", gpu="H100", dtype="bfloat16", kv_cache_dtype="fp8", head_size=20))
     first = exp.fixes[0]
@@ -105,6 +110,7 @@ def test_fix_ranking_prefers_tunables_and_near_values() -> None:
     assert head and head[0].changes["head_size"] == 16  # 20 -> 16 (FA3's multiple of 8), not 20 -> 256
 
 
+@V017
 def test_requested_backend_offers_automatic_selection() -> None:
     exp = explain(Config(platform="cuda", gpu="A100", dtype="bfloat16", backend="FLASHMLA", use_mla=True))
     assert exp.requested == "FLASHMLA"
@@ -114,6 +120,7 @@ def test_requested_backend_offers_automatic_selection() -> None:
     assert hw and solve(Config(**{**exp.config.to_dict(), **hw[0].changes})).backend == "FLASHMLA"
 
 
+@V017
 def test_error_carries_conflict_fixes_and_hint() -> None:
     with pytest.raises(NoValidBackendError) as info:
         solve(Config(platform="cuda", gpu="H100", dtype="bfloat16", kv_cache_dtype="fp8", head_size=20))
@@ -128,6 +135,7 @@ def test_error_carries_conflict_fixes_and_hint() -> None:
         "Selected backend AttentionBackendEnum.FLASHMLA is not valid for this configuration. Reason: [")
 
 
+@V017
 def test_explain_selected_lists_every_candidate_in_order() -> None:
     exp = explain(Config(platform="cuda", gpu="A100", dtype="bfloat16", kv_cache_dtype="fp8"))
     assert exp.selected == "FLASHINFER"
@@ -137,6 +145,7 @@ def test_explain_selected_lists_every_candidate_in_order() -> None:
     assert "  FLASH_ATTN: kv_cache_dtype not supported\n" in str(exp)  # the advice text, as the CLI prints it
 
 
+@V017
 def test_to_dict_is_json_and_fixes_resolve() -> None:
     exp = explain(Config(platform="cuda", compute_capability="8.0", dtype="bfloat16", kv_cache_dtype="fp8_e5m2",
                          has_sink=True, head_size=100))
@@ -146,6 +155,7 @@ def test_to_dict_is_json_and_fixes_resolve() -> None:
         assert solve(Config(**{**d["config"], **fix["changes"]})).backend == fix["selects"]
 
 
+@V017
 def test_partial_config_possible_backends_and_table() -> None:
     cfg = Config(platform="cuda", gpu="H100", dtype="bfloat16", head_size=128, kv_cache_dtype=ANY, block_size=ANY)
     poss = possible_backends(cfg)
@@ -157,6 +167,7 @@ def test_partial_config_possible_backends_and_table() -> None:
     assert exp.possible == poss and "possible backends" in str(exp)
 
 
+@V017
 def test_partial_config_with_no_completion_has_conflict() -> None:
     cfg = Config(platform="cpu", dtype=ANY, use_mla=True, head_size=ANY)
     exp = explain(cfg)
@@ -235,6 +246,7 @@ synthetic_backend = st.fixed_dictionaries({
 })
 
 
+@V017  # builds its rule sets on 0.17's domains.toml (0.33's names fields the other files declare)
 @settings(max_examples=15, deadline=None)
 @given(backends=st.lists(synthetic_backend, min_size=1, max_size=3),
        dtype=st.sampled_from(_SYN_DTYPES), kv=st.sampled_from(_SYN_KV), block=st.sampled_from([16, 32, 64]),
@@ -245,7 +257,9 @@ def test_conflicts_complete_on_synthetic_rules(tmp_path_factory: pytest.TempPath
     _write_synthetic(tmp, backends)
     rules = load_rules(tmp)
     with use_rules(rules):
-        cfg = Config(platform="cuda", compute_capability=cc, dtype=dtype, kv_cache_dtype=kv, block_size=block)
+        # head_size given: a set without fields.toml declares no head-size default (the rules' [fields.head_size])
+        cfg = Config(platform="cuda", compute_capability=cc, dtype=dtype, kv_cache_dtype=kv, block_size=block,
+                     head_size=128)
         try:
             solve(cfg)
             return
@@ -335,3 +349,15 @@ def test_every_failure_has_a_working_fix_or_is_hardware_only(cfg: Config) -> Non
     for fix in exp.fixes:
         sel = solve(Config(**{**base, **fix.changes}))
         assert sel.backend == fix.selects
+
+
+@settings(max_examples=60)
+@given(pool=st.lists(st.sampled_from("abcdefghij"), unique=True, max_size=9),
+       known=st.lists(st.sets(st.sampled_from("abcdefghijxy"), min_size=1, max_size=4), max_size=4),
+       size=st.integers(1, 5))
+def test_fix_search_visits_exactly_the_hitting_combinations_in_order(pool: list[str], known: list[set[str]],
+                                                                      size: int) -> None:
+    """The fix search's enumeration = itertools.combinations filtered by "touches every known conflict"."""
+    from attnsolve.diagnosis import _hitting_sets
+    expected = [c for c in itertools.combinations(pool, size) if all(set(c) & k for k in known)]
+    assert list(_hitting_sets(pool, size, known)) == expected

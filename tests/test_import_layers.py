@@ -30,6 +30,16 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 )
 
 
+# Inside attnsolve.selection (solve and its parts), bottom first: a module imports only modules of lower rows.
+SELECTION_LAYERS: tuple[tuple[str, ...], ...] = (
+    ("result", "messages", "per_rules", "release"),
+    ("blocks", "lists", "steps"),
+    ("startup", "lines", "prefill"),
+    ("core",),
+    ("memo", "reference"),
+)
+
+
 def _module(path: Path) -> str:
     parts = path.relative_to(PKG.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
@@ -94,6 +104,21 @@ def test_no_import_cycles_between_modules():
             g.add_edge(src, target)
     cycles = [c for c in nx.simple_cycles(g) if len(c) > 1 and "attnsolve" not in c]
     assert not cycles, f"import cycles: {cycles[:5]}"
+
+
+def test_selection_modules_import_only_those_below():
+    pkg = "attnsolve.selection."
+    row = {pkg + name: i for i, names in enumerate(SELECTION_LAYERS) for name in names}
+    modules = {_module(f) for f in (PKG / "selection").glob("*.py")} - {"attnsolve.selection"}
+    assert modules == set(row), f"selection modules not in SELECTION_LAYERS: {sorted(modules - set(row))}; " \
+                                f"listed but missing: {sorted(set(row) - modules)}"
+    wrong = []
+    for src, dst in _imports():
+        target = _known(dst, modules | {"attnsolve.selection"})
+        if src in row and target is not None and target.startswith("attnsolve.selection"):
+            if target not in row or row[target] >= row[src]:
+                wrong.append(f"{src} -> {target}")
+    assert not wrong, "selection imports that do not point down:\n" + "\n".join(sorted(set(wrong)))
 
 
 def test_torch_is_imported_only_under_kernels():

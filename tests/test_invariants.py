@@ -135,6 +135,7 @@ def test_sparse_without_mla_is_vllms_no_valid_backend(version):
     assert any(f.changes == {"use_sparse": False} for f in exp.fixes)
 
 
+@pytest.mark.vllm("0.17")
 def test_sparse_without_mla_elsewhere_follows_each_platforms_code():
     from attnsolve import NoValidBackendError, solve
     with pytest.raises(NoValidBackendError, match="Sparse Attention is not supported on CPU."):
@@ -142,3 +143,19 @@ def test_sparse_without_mla_elsewhere_follows_each_platforms_code():
     with pytest.raises(NoValidBackendError, match="only supports block size 1"):  # ROCm routes sparse first
         solve(Config(gpu="MI300X", dtype="bfloat16", use_sparse=True))
     assert solve(Config(gpu="MI300X", dtype="bfloat16", use_sparse=True, block_size=1)).backend == "ROCM_AITER_MLA_SPARSE"
+
+
+@pytest.mark.vllm("0.33")
+def test_sparse_without_mla_on_rocm_v033():
+    """vLLM 0.33.0 platforms/rocm.py _get_backend_priorities: use_sparse lists only
+    ROCM_AITER_MLA_SPARSE, whose validation refuses a model that is not MLA ("non-MLA not supported"),
+    whatever the block size (0.17 refused the block size first)."""
+    from attnsolve import NoValidBackendError, solve
+    with pytest.raises(NoValidBackendError, match="Sparse Attention is not supported on CPU."):
+        solve(Config(platform="cpu", dtype="bfloat16", use_sparse=True))
+    for block in (None, 1):
+        with pytest.raises(NoValidBackendError) as err:
+            solve(Config(gpu="MI300X", dtype="bfloat16", use_sparse=True, block_size=block))
+        assert dict(err.value.reasons) == {"ROCM_AITER_MLA_SPARSE": ("non-MLA not supported",)}
+    assert solve(Config(gpu="MI300X", dtype="bfloat16", use_mla=True, use_sparse=True, head_size=576,
+                        block_size=1)).backend == "ROCM_AITER_MLA_SPARSE"

@@ -78,3 +78,17 @@ def test_rocm_fails_the_same_names_with_its_own_texts():
     with pytest.raises(InvalidBackendError) as err:
         solve(Config(**rocm, backend="TORCH_SDPA"))
     assert str(err.value).splitlines()[0] == REQUEST_ERRORS_033["TORCH_SDPA"]
+
+
+@pytest.mark.parametrize("name", sorted(REQUEST_ERRORS_033))
+def test_select_text_shows_vllms_message_for_a_request_error(name):
+    """`select` lists each refused backend with its reasons; a request vLLM refuses before any
+    validation has none, so the line carries vLLM's message (it printed a bare "-")."""
+    import io
+
+    from attnsolve.cli import run
+    out, err = io.StringIO(), io.StringIO()
+    code = run(["select", "--vllm", "0.33", "--gpu", "H100", "--attention-backend", name], out, err)
+    text = " ".join(out.getvalue().split())
+    assert code == 1 and " -\n" not in out.getvalue()
+    assert " ".join(REQUEST_ERRORS_033[name].split()) in text

@@ -466,3 +466,101 @@ def test_033_bitsets_and_csp_agree(gpu, dtype, kv, block, head, mla, sparse, sin
     except (NoValidBackendError, InvalidBackendError):
         got = None
     assert solve_csp(cfg) == got
+
+
+def test_033_from_env_reads_the_variables_the_release_reads():
+    """vllm/envs.py (0.33.0): VLLM_BATCH_INVARIANT is read, VLLM_ATTENTION_BACKEND is gone (not in envs.py; the
+    backend is requested through --attention-config.backend). Config.from_env follows the release's `env`
+    declarations, as the CLI does."""
+    env = {"VLLM_ATTENTION_BACKEND": "TRITON_ATTN", "VLLM_BATCH_INVARIANT": "1"}
+    new = Config.from_env(env, vllm="0.33", gpu="H100", dtype="bfloat16")
+    assert new.backend is None and new.use_batch_invariant is True
+    old = Config.from_env(env, vllm="0.17", gpu="H100", dtype="bfloat16")  # vllm/envs.py (0.17.0) reads it
+    assert old.backend == "TRITON_ATTN"
+
+
+# -- DeepSeek-V4 / V4.1 on ROCm: ROCM_FLASHMLA_SPARSE_DSV4 / _DSV41 ------------------------------------------
+
+DSV4_LAYER = dict(dtype="bfloat16", use_mla=True, use_sparse=True, head_size=512)
+
+
+@pytest.mark.parametrize("backend, block", [("ROCM_FLASHMLA_SPARSE_DSV4", 256), ("ROCM_FLASHMLA_SPARSE_DSV41", 64)])
+def test_033_rocm_dsv4_backends_can_be_requested(backend, block):
+    """vllm/v1/attention/backends/registry.py names both; platforms/rocm.py get_attn_backend_cls validates a request
+    by the class's own checks: models/deepseek_v4/sparse_mla.py / models/deepseek_v41/sparse_mla.py
+    DeepseekV4SparseMLABackend (bf16, head 512, sparse, SM 9.x/10.x), kernel block sizes [256] (V4) and
+    models/deepseek_v41/amd/rocm.py's [64, 128] (V4.1). Checked with the harness runner against vLLM 0.33.0."""
+    sel = solve_uncached(_c33(gpu="MI300X", backend=backend, **{**DSV4_LAYER, "dtype": "bfloat16"}))
+    assert sel.backend == backend and sel.manual and sel.preferred_block_size == block
+    assert f"Using {backend} backend (selected via --attention-backend)." in sel.logs
+    for bad, reason in [(dict(head_size=576), "head_size not supported"), (dict(use_sparse=False), "non-sparse not supported"),
+                        (dict(gpu="RX 7900 XTX"), "compute capability not supported")]:
+        with pytest.raises(InvalidBackendError) as err:
+            solve_uncached(_c33(**{**DSV4_LAYER, "gpu": "MI300X", "backend": backend, **bad}))
+        assert err.value.reasons[backend] == (reason,)
+    with pytest.raises(InvalidBackendError) as err:  # 64 is no multiple of 256
+        solve_uncached(_c33(gpu="MI300X", backend="ROCM_FLASHMLA_SPARSE_DSV4", block_size=64, **DSV4_LAYER))
+    assert err.value.reasons["ROCM_FLASHMLA_SPARSE_DSV4"] == ("block_size not supported",)
+    assert solve_uncached(_c33(gpu="H100", backend=backend, **DSV4_LAYER)).backend == backend  # CUDA's selector too
+
+
+def test_033_deepseek_v4_on_rocm_is_model_driven():
+    """models/deepseek_v4/__init__.py imports amd/model.py on ROCm, whose layer is amd/rocm.py
+    DeepseekV4ROCMAiterMLAAttention (backend_cls ROCM_FLASHMLA_SPARSE_DSV4) whatever is requested; its KV dtype
+    follows models/deepseek_v4/attention.py _resolve_dsv4_kv_cache_dtype (fp8_ds_mla layout)."""
+    for request in (None, "TRITON_MLA", "ROCM_FLASHMLA_SPARSE_DSV41"):
+        sel = solve_uncached(_c33(gpu="MI300X", model_arch="deepseek_v4", backend=request, **DSV4_LAYER))
+        assert sel.backend == "ROCM_FLASHMLA_SPARSE_DSV4" and not sel.manual and sel.rejected == ()
+        assert sel.config_changes == (("kv_cache_dtype", "fp8_ds_mla"),)
+        assert "Using DeepSeek's fp8_ds_mla KV cache format." in sel.logs
+    with pytest.raises(NoValidBackendError) as err:
+        solve_uncached(_c33(gpu="MI300X", model_arch="deepseek_v4", kv_cache_dtype="bfloat16", **DSV4_LAYER))
+    assert str(err.value).startswith("DeepseekV4 fp8_ds_mla layout only supports fp8 kv-cache, got bfloat16.")
+
+
+def test_033_deepseek_v41_on_rocm_is_model_driven():
+    """models/deepseek_v41/amd/model.py _select_dsv4_attn_cls: PCP refused, another request refused, the V4 name
+    taken with a deprecation warning; then DeepseekV41ROCMAiterMLAAttention (ROCM_FLASHMLA_SPARSE_DSV41), KV per
+    models/deepseek_v41/attention.py _resolve_dsv4_kv_cache_dtype (packed fp8_ds_mla)."""
+    sel = solve_uncached(_c33(gpu="MI300X", model_arch="deepseek_v41", **DSV4_LAYER))
+    assert sel.backend == "ROCM_FLASHMLA_SPARSE_DSV41" and sel.config_changes == (("kv_cache_dtype", "fp8_ds_mla"),)
+    assert sel.preferred_block_size == 64
+    old = solve_uncached(_c33(gpu="MI300X", model_arch="deepseek_v41", backend="ROCM_FLASHMLA_SPARSE_DSV4", **DSV4_LAYER))
+    assert old.backend == "ROCM_FLASHMLA_SPARSE_DSV41"
+    assert old.warnings == ("ROCM_FLASHMLA_SPARSE_DSV4 is deprecated for DeepSeek V4.1 and will be removed in a "
+                            "future release. Use ROCM_FLASHMLA_SPARSE_DSV41 instead.",)
+    with pytest.raises(NoValidBackendError) as err:
+        solve_uncached(_c33(gpu="MI300X", model_arch="deepseek_v41", backend="TRITON_MLA", **DSV4_LAYER))
+    assert str(err.value).startswith("TRITON_MLA is not supported for DeepSeek V4.1 on ROCm; use ROCM_FLASHMLA_SPARSE_DSV41.")
+    with pytest.raises(NoValidBackendError) as err:
+        solve_uncached(_c33(gpu="MI300X", model_arch="deepseek_v41", use_pcp=True, **DSV4_LAYER))
+    assert str(err.value).startswith("DeepSeek-V4.1 PCP currently supports NVIDIA CUDA only.")
+    kept = solve_uncached(_c33(gpu="MI300X", model_arch="deepseek_v41", kv_cache_dtype="fp8_ds_mla", **DSV4_LAYER))
+    assert kept.config_changes == () and "Using DeepSeek's fp8_ds_mla KV cache format." in kept.logs
+    with pytest.raises(NoValidBackendError) as err:
+        solve_uncached(_c33(gpu="MI300X", model_arch="deepseek_v41", kv_cache_dtype="bfloat16", **DSV4_LAYER))
+    assert str(err.value).startswith("DeepseekV4 packed KV layouts only support fp8 kv-cache, got bfloat16.")
+
+
+def test_033_xpu_flash_attn_mla_request_has_its_own_message():
+    """vllm/platforms/xpu.py get_attn_backend_cls: FLASH_ATTN_MLA requested and XPUFlashAttnMLABackend invalid
+    raises "FlashAttnMLA on XPU is not valid for this configuration: [...]" (the list's invalid_message);
+    harness runner against vLLM 0.33.0."""
+    with pytest.raises(NoValidBackendError) as err:
+        solve_uncached(_c33(platform="xpu", use_mla=True, head_size=576, backend="FLASH_ATTN_MLA", block_size=8))
+    assert str(err.value).startswith(
+        "FlashAttnMLA on XPU is not valid for this configuration: ['block_size not supported']")
+    auto = solve_uncached(_c33(platform="xpu", use_mla=True, head_size=576, block_size=8))  # not requested
+    assert auto.backend == "TRITON_MLA"  # the branch falls back (its fallback_log), no error
+
+
+def test_033_rocm_override_log_names_the_invalid_entries():
+    """vllm/platforms/rocm.py get_attn_backend_cls: with some list entry invalid vLLM logs "Found incompatible
+    backend(s) [...] with <attn type>. Overriding with X out of potential backends: [...]." (INFO) instead of
+    "Using X backend out of potential backends"; harness runner against vLLM 0.33.0 (logged lines)."""
+    sel = solve_uncached(_c33(gpu="MI300X"))
+    assert sel.logs == ("Found incompatible backend(s) [TURBOQUANT, ROCM_OCTAVE, ULTRAQUANT] with "
+                        "AttentionType.DECODER. Overriding with ROCM_ATTN out of potential backends: "
+                        "['ROCM_ATTN', 'ROCM_AITER_UNIFIED_ATTN', 'TRITON_ATTN'].",)
+    mla = solve_uncached(_c33(gpu="MI300X", use_mla=True, head_size=576))
+    assert mla.logs == ("Using TRITON_MLA backend out of potential backends: ['TRITON_MLA'].",)

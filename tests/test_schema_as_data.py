@@ -2,7 +2,9 @@
 
 The rule folder below is the packaged 0.17 set plus text appended to its TOML files; no Python
 changes. solve(), explain(), the CLI (its --help included), the environment policy and `docs`
-must all pick the additions up.
+must all pick the additions up. Then: defaults and invariants that were Python (the MLA head size, the
+MLA prefill role check) follow edited rules, and a checker reads the package for backend names, release
+labels and field values written in Python.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from attnsolve import Config, ConfigError, NoValidBackendError, explain, solve, use_rules
-from attnsolve.rules import RULES_DIR, load_rules
+from attnsolve.rules import RULES_DIR, load_rules, rules_for
 
 # vLLM 0.17's facts (the made-up platform/field/check are appended to the 0.17 set): 0.17 answers what names no release.
 pytestmark = pytest.mark.vllm("0.17")
@@ -146,3 +148,171 @@ def test_docs_pick_up_the_new_backends(npu_rules, tmp_path):
     assert out.returncode == 0, out.stderr
     text = (tmp_path / "backends.md").read_text()
     assert "NPU_FLASH" in text and "NPU_SDPA" in text and "npu" in text.lower()
+
+
+# -- invariants and defaults that used to be Python: now rules data ---------------------------------------
+
+
+def _copy(tmp_path: Path, edit: tuple[str, str, str] | None = None, extra: str = "") -> Path:
+    """The packaged 0.17 folder in tmp_path, with one text replacement in one file and extra TOML appended."""
+    for f in RULES_DIR.glob("*.toml"):
+        shutil.copy(f, tmp_path / f.name)
+    if edit is not None:
+        name, old, new = edit
+        text = (tmp_path / name).read_text()
+        assert text.count(old) == 1, old
+        (tmp_path / name).write_text(text.replace(old, new))
+    if extra:
+        (tmp_path / "extra.toml").write_text(extra)
+    load_rules(tmp_path)
+    return tmp_path
+
+
+HEAD_DEFAULTS = 'defaults = [{ when = { use_mla = true }, value = 576 }, { value = 128 }]'
+
+
+def test_the_head_size_default_is_the_field_declarations(tmp_path):
+    """[fields.head_size] defaults: 576 for an MLA layer, 128 otherwise, read from the rules, not Python."""
+    assert Config(gpu="H100", dtype="bf16").head_size == 128
+    assert Config(gpu="H100", dtype="bf16", use_mla=True).head_size == 576
+    from attnsolve import ANY
+    assert Config(gpu="H100", dtype="bf16", use_mla=ANY).head_size is ANY  # undecided until use_mla is
+    other = _copy(tmp_path, ("fields.toml", HEAD_DEFAULTS,
+                             'defaults = [{ when = { use_mla = true }, value = 512 }, { when = { dtype = "float32" }, value = 96 }, { value = 64 }]'))
+    with use_rules(other):
+        assert Config(gpu="H100", dtype="bf16").head_size == 64
+        assert Config(gpu="H100", dtype="float32").head_size == 96
+        assert Config(gpu="H100", dtype="bf16", use_mla=True).head_size == 512
+        assert Config(gpu="H100", dtype="bf16", head_size=80).head_size == 80  # a given value wins
+
+
+def test_without_a_declared_default_the_head_size_is_required(tmp_path):
+    with use_rules(_copy(tmp_path, ("fields.toml", HEAD_DEFAULTS, ""))):
+        with pytest.raises(ConfigError) as err:
+            Config(gpu="H100", dtype="bf16")
+        assert err.value.field == "head_size"
+        assert Config(gpu="H100", dtype="bf16", head_size=64).head_size == 64
+
+
+def test_a_malformed_field_default_is_a_rules_error(tmp_path):
+    from attnsolve.rules import RulesError
+    for bad in ('defaults = [{ when = { use_mla = true }, value = 576 }]',  # no last case without `when`
+                'defaults = [{ when = { head_size = 64 }, value = 576 }, { value = 128 }]',  # reads itself
+                'defaults = [{ when = { use_mla = true }, size = 576 }, { value = 128 }]'):  # no value
+        folder = tmp_path / str(abs(hash(bad)))
+        folder.mkdir()
+        for f in RULES_DIR.glob("*.toml"):
+            shutil.copy(f, folder / f.name)
+        text = (folder / "fields.toml").read_text().replace(HEAD_DEFAULTS, bad)
+        (folder / "fields.toml").write_text(text)
+        with pytest.raises(RulesError, match="head_size"):
+            load_rules(folder)
+
+
+def test_a_declared_field_may_have_a_conditional_default(tmp_path):
+    """A field a rule set adds ([fields.X] beyond Config's own) takes its `defaults` the same way."""
+    extra = '''
+[fields.pages_per_block]
+kind = "int"
+min = 1
+category = "setting"
+flags = ["--pages-per-block"]
+help = "made up"
+defaults = [{ when = { use_mla = true }, value = 2 }, { value = 1 }]
+'''
+    with use_rules(_copy(tmp_path, extra=extra)):
+        assert Config(gpu="H100", dtype="bf16").pages_per_block == 1
+        assert Config(gpu="H100", dtype="bf16", use_mla=True).pages_per_block == 2
+        assert Config(gpu="H100", dtype="bf16", use_mla=True, pages_per_block=4).pages_per_block == 4
+
+
+ROLE_INVARIANT = '''[[invariants]]
+key = "mla_prefill_needs_mla"
+when = { role = "mla_prefill" }
+require = { use_mla = true }
+reason = "MLA prefill is selected only for MLA models"'''
+
+
+def test_the_mla_prefill_role_check_is_the_invariant(tmp_path):
+    """solve(role='mla_prefill') of a non-MLA config is refused by the rule set's invariant over the role (not
+    by Python): without it the question goes on to the lists; another clause over the role is applied alike."""
+    dense = Config(gpu="H100", dtype="bf16")
+    with pytest.raises(ConfigError) as err:
+        solve(dense, role="mla_prefill")
+    assert err.value.field == "role" and "only for MLA models" in str(err.value)
+    (tmp_path / "one").mkdir()
+    with use_rules(_copy(tmp_path / "one", ("invariants.toml", ROLE_INVARIANT, ""))):
+        with pytest.raises(ConfigError) as err:  # 0.17's prefill list is for MLA layers: no list, not the invariant
+            solve(Config(gpu="H100", dtype="bf16"), role="mla_prefill")
+        assert "priority list" in str(err.value) and "only for MLA models" not in str(err.value)
+    made_up = ROLE_INVARIANT.replace("mla_prefill_needs_mla", "made_up").replace(
+        "require = { use_mla = true }", 'require = { dtype = "bfloat16" }').replace(
+        "MLA prefill is selected only for MLA models", "made up: MLA prefill in bfloat16 only")
+    (tmp_path / "two").mkdir()
+    with use_rules(_copy(tmp_path / "two", extra=made_up)):
+        mla = Config(gpu="H100", dtype="float16", use_mla=True)
+        with pytest.raises(ConfigError, match="bfloat16 only") as err:
+            solve(mla, role="mla_prefill")
+        assert err.value.field == "role"
+        assert solve(mla).role == "decode"  # the clause is over the prefill role only
+
+
+# -- the checker: Python outside the rules names no backend, release or (in the engine) field value -------
+
+PKG = ROOT / "attnsolve"
+# The selection engine: what answers a question from the rules. Field values it names are listed below.
+ENGINE = ("config", "solver", "selection", "rules", "engine.py", "guards.py", "errors.py", "cc.py")
+# (module, string) -> why it is not rules data. An upper bound: a new entry needs a reason here.
+ENGINE_VALUES = {
+    ("config/core.py", "auto"): "Config's class default for kv_cache_dtype (vLLM's 'auto' = the model dtype)",
+    ("config/core.py", "decoder"): "Config's class default for attn_type",
+    ("config/values.py", "auto"): "a spelling of None (automatic) for tristate fields, not a field value",
+    ("config/values.py", "none"): "a spelling of None for tristate fields",
+    ("config/normalise.py", "auto"): "a spelling of None (automatic) for use_trtllm_attention",
+    ("config/normalise.py", "none"): "a spelling of None for use_trtllm_attention",
+    ("rules/loader.py", "none"): "the rule language's keyword (compute_capability_from = \"none\")",
+    ("rules/schema.py", "none"): "the rule language's keyword",
+    ("solver/semantics.py", "auto"): "the name of automatic selection (Plan.mode), not a field value",
+    ("solver/reach.py", "auto"): "Plan.mode 'auto'",
+    ("solver/reach.py", "cuda"): "reach's coupling of platform and hardware fields (helper explain2: _COUPLED)",
+    ("solver/reach.py", "rocm"): "reach's coupling of platform and hardware fields (helper explain2: _COUPLED)",
+}
+
+
+def _strings(path: Path):
+    """(line, text) of every string constant of a module that is not a docstring."""
+    import ast
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docs = {id(n.body[0].value) for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs:
+            yield n.lineno, n.value
+
+
+def test_python_outside_the_rules_names_no_backend_release_or_engine_field_value():
+    """Adding a backend, a field value or a release is a rules edit: no module (kernels aside: a kernel
+    registers the backend it implements) names a backend or a release label; the engine's modules name no
+    field value beyond ENGINE_VALUES."""
+    from attnsolve.rules import versions
+    backends: set[str] = set()
+    releases: set[str] = set()
+    values: set[str] = set()
+    for v in versions():
+        r = rules_for(v)
+        backends |= set(r.backends)
+        releases |= {r.vllm, r.read_from, v}
+        values |= {x for dom in r.domains.values() for x in dom if isinstance(x, str)}
+    found = []
+    for f in sorted(PKG.rglob("*.py")):
+        rel = f.relative_to(PKG).as_posix()
+        if rel.startswith("kernels/"):
+            continue
+        engine = any(rel == e or rel.startswith(e + "/") for e in ENGINE)
+        for line, s in _strings(f):
+            if s in backends or s in releases - {""}:
+                found.append(f"{rel}:{line}: {s!r} (a backend or release)")
+            elif engine and s in values and (rel, s) not in ENGINE_VALUES:
+                found.append(f"{rel}:{line}: {s!r} (a field value)")
+    assert not found, "Python that should be rules data:\n" + "\n".join(found)

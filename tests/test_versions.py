@@ -85,3 +85,20 @@ def test_cli_version_flag_and_upgrade(release_018, capsys):
     assert "configurations change backend" in capsys.readouterr().out
     assert main(["select", "--gpu", "H100", "--vllm", "0.99"]) == 2
     assert "0.17" in capsys.readouterr().err
+
+
+def test_default_release_is_the_newest_packaged(monkeypatch):
+    """Issue #14: with no $ATTNSOLVE_VLLM the answer is for the newest release attnsolve ships
+    (vLLM 0.33 since it left draft), in the API and the CLI alike."""
+    monkeypatch.delenv("ATTNSOLVE_VLLM", raising=False)
+    newest = vllm_versions()[-1]
+    assert newest == "0.33" and sets.default_version() == newest
+    assert not any(s.draft for s in sets.packaged_sets())
+    cfg = Config(gpu="H100", dtype="bfloat16", head_size=128)
+    assert cfg.vllm == newest and solve(cfg).config.vllm == newest
+
+
+def test_default_release_follows_the_environment(monkeypatch):
+    monkeypatch.setenv("ATTNSOLVE_VLLM", "0.17.1")
+    assert sets.default_version() == "0.17"
+    assert Config(gpu="H100", dtype="bfloat16", head_size=128).vllm == "0.17"

@@ -21,7 +21,10 @@ from tools.vllm_oracle.shrink import candidates, distance, group
 from tools.vllm_oracle.versions import known_versions, load_version, version_key
 
 PKG = Path(__file__).resolve().parents[1] / "tools" / "vllm_oracle"
-D = Domains.from_rules()
+# The harness's own machinery, exercised on the 0.17 set's domains (its fixtures are 0.17 configurations;
+# tests/test_fidelity_v033.py covers the 0.33 run).
+pytestmark = pytest.mark.vllm("0.17")
+D = Domains.from_rules("0.17")
 
 
 # -- version data ------------------------------------------------------------------------------
@@ -101,9 +104,9 @@ def test_new_selector_inputs_and_xpu_are_drawn_only_where_the_rule_set_has_them(
 
 
 def load_rules_domain(name: str) -> tuple:
-    from attnsolve import load_rules
+    from attnsolve.rules import rules_for
 
-    return tuple(load_rules().domains.get(name, ()))
+    return tuple(rules_for("0.17").domains.get(name, ()))
 
 
 def test_stand_in_model_config() -> None:

@@ -94,7 +94,8 @@ class Config(metaclass=_ConfigMeta):
 
     Defaults are vLLM's: kv_cache_dtype "auto" (= model dtype), block_size None (vLLM's start-up
     path: no block-size constraint), automatic backend, FA version per GPU, TRTLLM auto, AITER off.
-    head_size None means 576 for MLA layers and 128 otherwise; rocm_arch None means gfx942 (MI300).
+    head_size None means the release's declared default (576 for MLA layers, 128 otherwise: `defaults` of
+    [fields.head_size]); rocm_arch None means its invariant's value (gfx942, MI300).
 
     >>> Config(platform="cuda", gpu="H100", dtype="bf16").compute_capability
     (9, 0)
@@ -158,7 +159,10 @@ class Config(metaclass=_ConfigMeta):
     def _extra_value(self, name: str, given: Mapping[str, Any], gpu_facts: Mapping[str, Any], rules: Any,
                      inv: Any) -> Any:
         decl = rules.fields[name]
-        raw = given.get(name, gpu_facts.get(name, decl.default))  # a GPU entry may carry a declared hardware fact
+        if name in given or name in gpu_facts:  # a GPU entry may carry a declared hardware fact
+            raw = given.get(name, gpu_facts.get(name))
+        else:  # its declared default, which may depend on the other fields (`defaults` cases)
+            raw = decl.unset_value({**self.__dict__, **given}, ANY) if decl.defaults else decl.default
         if name in given and name in gpu_facts and given[name] != gpu_facts[name]:
             raise ConfigError(name, given[name], f"{gpu_facts[name]!r} (the {name} of {self.gpu}) or leave it unset")
         if isinstance(raw, str) and raw == "ANY":
@@ -256,7 +260,9 @@ class Config(metaclass=_ConfigMeta):
         if not isinstance(env, Mapping):
             raise ConfigError("environ", environ, "a mapping of environment variables, or None for os.environ")
         data: dict[str, Any] = {}
-        for var, name in _ENV_VARS.items():
+        # the variables the release's field declarations name (`env`), as the CLI reads them (query.read_env)
+        declared = {d.env: name for name, d in rules_for(parse_vllm(fields_.get("vllm"))).fields.items() if d.env}
+        for var, name in (declared or _ENV_VARS).items():
             if var in env and env[var] != "":
                 data[name] = env[var]
         data.update(fields_)
@@ -270,6 +276,8 @@ _INIT_NAMES: frozenset[str] = frozenset((*FIELD_NAMES, "gpu", "vllm"))
 _INIT_DEFAULTS: dict[str, Any] = {**{n: _DEFAULTS[n] for n in _INIT_NAMES}, "_hash": 0, "_extra": ()}
 _FIELD_VALUES = operator.itemgetter(*FIELD_NAMES)
 
+# vLLM 0.17's variables for the common fields: only for a rule set that declares no fields (its `env` keys
+# say which variables a release reads; vLLM 0.33 dropped the first three).
 _ENV_VARS = {
     "VLLM_ATTENTION_BACKEND": "backend",
     "VLLM_FLASH_ATTN_VERSION": "flash_attn_version",
@@ -304,7 +312,8 @@ _EXTRAS: dict[int, tuple[Any, tuple[tuple[tuple[str, Any], ...], dict[str, int],
 
 def _extras_of(rules: Any, inv: Any) -> tuple[tuple[tuple[str, Any], ...], dict[str, int], tuple[str, ...]]:
     """Per rule set, once: the declared fields beyond the common ones with their parsed defaults, each
-    one's index, and those a platform invariant places (judged on every call: they depend on the platform)."""
+    one's index, and those judged on every call: placed by a platform invariant (they depend on the platform)
+    or defaulted by `defaults` cases (they depend on other fields)."""
     hit = _EXTRAS.get(id(rules))
     if hit is None or hit[0] is not rules:  # the rules object is kept: an id is reused after GC
         if len(_EXTRAS) > 16:
@@ -313,7 +322,7 @@ def _extras_of(rules: Any, inv: Any) -> tuple[tuple[tuple[str, Any], ...], dict[
         pairs = tuple((n, parse_declared(rules.fields[n], rules.fields[n].default, rules)
                        if rules.fields[n].default is not None else None) for n in names)
         hit = _EXTRAS[id(rules)] = (rules, (pairs, {n: i for i, n in enumerate(names)},
-                                            tuple(n for n in names if n in inv.placed)))
+                                            tuple(n for n in names if n in inv.placed or rules.fields[n].defaults)))
     return hit[1]
 
 

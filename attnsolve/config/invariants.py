@@ -11,6 +11,7 @@ from typing import Any, Mapping
 from ..cc import ComputeCapability
 from ..errors import ConfigError
 from ..rules import RuleSet
+from ..rules.loader import EXTRA_FIELDS
 from ..rules.model import Check, Invariant
 from .values import ANY
 
@@ -19,7 +20,7 @@ class Plan:
     """One rule set's invariants, sorted for Config: platform fields by field, the fields that name their
     platform when given alone, and the clause checks over Config fields (role-only ones are the CSP's)."""
 
-    __slots__ = ("placed", "implying", "definitions", "unknowable", "defined", "clauses", "examples")
+    __slots__ = ("placed", "implying", "definitions", "unknowable", "defined", "clauses", "query_clauses", "examples")
 
     def __init__(self, rules: RuleSet, config_fields: frozenset[str]):
         self.placed: dict[str, Invariant] = {i.field: i for i in rules.invariants if i.kind == "platform_field"}
@@ -32,6 +33,11 @@ class Plan:
         self.defined: frozenset[str] = frozenset(f for i in self.definitions for f in i.fields)
         self.clauses: tuple[tuple[Invariant, Check], ...] = tuple(
             (i, c) for i in rules.invariants for c in i.checks if all(f in config_fields for f in c.fields))
+        # the clauses that also read the query's own facts (the role): judged on the facts (solver.facts)
+        query = config_fields | frozenset(EXTRA_FIELDS)
+        self.query_clauses: tuple[tuple[Invariant, Check], ...] = tuple(
+            (i, c) for i in rules.invariants for c in i.checks
+            if all(f in query for f in c.fields) and not all(f in config_fields for f in c.fields))
         # (field, platform) -> (GPU name, value): an example for the "required" error
         self.examples: dict[tuple[str, str], tuple[str, Any]] = {}
         for name, g in rules.gpus.items():
@@ -82,9 +88,11 @@ def place(plan: Plan, name: str, value: Any, platform: Any) -> Any:
     return value
 
 
-def check_clauses(plan: Plan, values: Mapping[str, Any]) -> None:
-    """Refuse a configuration where a clause invariant's check fires (fields left ANY are not judged)."""
-    for inv, check in plan.clauses:
+def check_clauses(plan: Plan, values: Mapping[str, Any],
+                  clauses: tuple[tuple[Invariant, Check], ...] | None = None) -> None:
+    """Refuse a configuration where a clause invariant's check fires (fields left ANY are not judged).
+    clauses: those to judge (default: the ones over Config fields; plan.query_clauses for a query's facts)."""
+    for inv, check in plan.clauses if clauses is None else clauses:
         facts = {}
         for f in check.fields:
             v = values[f]

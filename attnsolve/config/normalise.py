@@ -45,8 +45,19 @@ def _normalise(cfg: Any) -> dict[str, Any]:
                 _MEMO.clear()
             _MEMO[key] = out
     out = dict(out)
-    dom = rules_for(vllm).domains
+    rules = rules_for(vllm)
+    dom = rules.domains
     get = d.__getitem__
+    unset = _conditional_defaults(rules)
+    if unset:  # fields whose unset value depends on others (head_size: MLA or not), from the categorical ones
+        raw = dict(d)
+        for name, decl in unset:
+            if name in out:
+                if out[name] is None:
+                    out[name] = decl.unset_value(out, ANY)
+            elif raw.get(name) is None:
+                raw[name] = decl.unset_value(out, ANY)
+        get = raw.__getitem__
     v = get("block_size")
     if v is not None and v is not ANY:
         iv = _as_int("block_size", v, optional=True) if not isinstance(v, int) or isinstance(v, bool) else v
@@ -60,14 +71,25 @@ def _normalise(cfg: Any) -> dict[str, Any]:
         out[name] = v if (v is ANY or v is None or (v.__class__ is int and 1 <= v <= _MAX_INT)) else \
             _as_int(name, v, optional=True)
 
-    mla = out["use_mla"]
-    v = get("head_size")
-    if v is None:
-        v = ANY if mla is ANY else (576 if mla else 128)
+    v = get("head_size")  # unset: the release's declared default ([fields.head_size] defaults)
     out["head_size"] = v if (v is ANY or (v.__class__ is int and 1 <= v <= _MAX_INT)) else \
         _as_int("head_size", v, optional=False)
 
     return out
+
+
+_UNSET: dict[int, tuple[Any, tuple[tuple[str, Any], ...]]] = {}
+
+
+def _conditional_defaults(rules: Any) -> tuple[tuple[str, Any], ...]:
+    """Per rule set: the common fields whose declaration has `defaults` cases, with their declarations."""
+    hit = _UNSET.get(id(rules))
+    if hit is None or hit[0] is not rules:  # the rules object is kept: an id is reused after GC
+        if len(_UNSET) > 16:
+            _UNSET.clear()
+        hit = _UNSET[id(rules)] = (rules, tuple((n, decl) for n, decl in rules.fields.items()
+                                                if decl.defaults and n in _COMMON))
+    return hit[1]
 
 
 def _categorical(cfg: Any, vllm: str) -> dict[str, Any]:

@@ -33,7 +33,6 @@ ANY: Any = _Any()
 
 _MAX_INT = 1 << 20
 _MAX_INT_TEXT = 32  # characters: longer "numbers" are refused before int() sees them (no 4,300-digit parse)
-_GFX9 = ("gfx90a", "gfx942", "gfx950")
 
 
 def parse_declared(decl: Any, value: Any, rules: Any) -> Any:
@@ -246,7 +245,3 @@ def requestable_backends(rules: Any, platform: Any = None) -> frozenset[str]:
 
 def cc_int(cc: tuple[int, int] | None) -> int | None:
     return None if cc is None else cc[0] * 10 + cc[1]
-
-
-def is_gfx9(arch: str | None) -> bool:
-    return arch in _GFX9

@@ -169,9 +169,13 @@ def check_block_table(bt: torch.Tensor, lens: Sequence[int], block_size: int, nu
     ``[0, num_blocks)``; checked on the table's own integer dtype, before any narrowing cast."""
     if not lens:
         return
-    nblk = torch.tensor([-(-L // block_size) for L in lens], dtype=torch.long, device=bt.device)
-    if int(nblk.max()) == 0:
+    most = -(-max(lens) // block_size)
+    if most == 0:
         return
+    lo, hi = torch.aminmax(bt[:, :most])  # fast path (one op): every column any sequence uses is in range
+    if int(lo) >= 0 and int(hi) < num_blocks:
+        return
+    nblk = torch.tensor([-(-L // block_size) for L in lens], dtype=torch.long, device=bt.device)
     used = torch.arange(bt.shape[1], device=bt.device).unsqueeze(0) < nblk.unsqueeze(1)
     vals = bt.long() if bt.dtype != torch.int64 else bt  # widening: exact
     bad = used & ((vals < 0) | (vals >= num_blocks))
@@ -332,6 +336,8 @@ def check_paged(
         raise _fail("return_lse a bool", f"{type(return_lse).__name__}")
 
     def int32(t: torch.Tensor) -> torch.Tensor:  # values already range-checked: the cast is exact
+        if t.dtype == torch.int32 and t.device == dev and t.is_contiguous():
+            return t  # the common case, without a dispatcher round trip
         t = t.to(device=dev, dtype=torch.int32)
         return t if t.is_contiguous() else t.contiguous()
 

@@ -679,7 +679,7 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
             col.add("domains.toml", f"gpus.{gname}.rocm_arch", f"{g['rocm_arch']!r} not in fields.rocm_arch")
     known: set[str] = _Known(set(CONFIG_FIELDS) | set(raw_derived) | set(EXTRA_FIELDS) | set(CONTEXT_FIELDS)
                              | set(raw_fields))
-    field_decls = _field_decls(raw_fields, domains, col)
+    field_decls = _field_decls(raw_fields, domains, col, known)
     generic = _generic_checks([(fname, g) for fname, doc in docs for g in (doc.get("generic_checks") or [])
                                if isinstance(g, dict)], known, col)
     invariants = _invariants([(fname, g) for fname, doc in docs for g in (doc.get("invariants") or [])
@@ -886,7 +886,7 @@ def _ordered_derived(derived: dict[str, Derived], col: _Collector) -> dict[str, 
 
 
 def _field_decls(raw: dict[str, tuple[str, dict]], domains: dict[str, tuple[Any, ...]],
-                 col: _Collector) -> dict[str, FieldDecl]:
+                 col: _Collector, known: set[str]) -> dict[str, FieldDecl]:
     """[fields.NAME] tables -> FieldDecl, each checked against its kind (an enum needs its values)."""
     out: dict[str, FieldDecl] = {}
     for name, (fname, d) in raw.items():
@@ -915,12 +915,35 @@ def _field_decls(raw: dict[str, tuple[str, dict]], domains: dict[str, tuple[Any,
         if bad:
             col.add(fname, f"fields.{name}.flags", f"{bad[0]!r} is not a command-line flag (like --{name.replace('_', '-')})")
             continue
+        try:
+            defaults = _field_defaults(name, d.get("defaults", []), known, domains)
+        except ValueError as e:
+            col.add(fname, f"fields.{name}.defaults", str(e))
+            continue
         out[name] = FieldDecl(name=name, kind=kind, default=default, unset=d.get("unset", ""), category=category,
                               selector=bool(d.get("selector", False)), flags=flags, metavar=d.get("metavar", "VALUE"),
                               env=d.get("env"), vllm=d.get("vllm", ""), help=d.get("help", ""),
                               platforms=tuple(d.get("platforms", ())), min=d.get("min"),
-                              model_keys=tuple(d.get("model_keys", ())), architectures=dict(d.get("architectures", {})))
+                              model_keys=tuple(d.get("model_keys", ())), architectures=dict(d.get("architectures", {})),
+                              defaults=defaults)
     return out
+
+
+def _field_defaults(name: str, raw: Any, known: set[str], domains: dict[str, tuple[Any, ...]]) -> tuple[DerivedCase, ...]:
+    """`defaults = [{ when, value }, ..., { value }]`: first match; the last case has no `when`."""
+    cases = []
+    for i, c in enumerate(_list(raw)):
+        if not isinstance(c, dict) or set(c) - schema.keys("field_default") or "value" not in c:
+            raise ValueError(f"case #{i + 1} needs a 'value' (and optional 'when')")
+        when = _literals(c.get("when", {}), known)
+        if any(lit.field == name for lit in when):
+            raise ValueError(f"case #{i + 1}: its 'when' reads {name} itself")
+        if name in domains and c["value"] not in domains[name]:
+            raise ValueError(f"case #{i + 1}: {c['value']!r} not in its values {list(domains[name])}")
+        cases.append(DerivedCase(when, c["value"]))
+    if cases and cases[-1].when:
+        raise ValueError("the last case must have no 'when' (the value otherwise)")
+    return tuple(cases)
 
 
 def _backend(name: str, full: dict, fname: str, known: set[str], domains: dict, derived: dict,

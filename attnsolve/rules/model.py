@@ -650,7 +650,7 @@ class PriorityList:
     ignore_silent: tuple[str, ...] = ()
     # Platform-wide: the field naming the device, the derived fact giving validate_configuration's device
     # capability (ROCm: from the gfx arch), the no-valid hint listing KV dtypes ({kv_cache_dtypes}), INFO
-    # lines (manual_log applied; selected_log / override_log need every entry validated: carried), start-up
+    # lines (manual_log, selected_log, or override_log when some list entry is invalid), start-up
     # warnings ((message, cond, level)), the MLA prefill no-valid text, the ignore line's level.
     hardware_field: str = ""
     compute_capability_from: str = ""
@@ -696,10 +696,28 @@ class FieldDecl:
     # or the model's first architecture looked up in `architectures` (architecture name -> value).
     model_keys: tuple[str, ...] = ()
     architectures: Mapping[str, Any] = field(default_factory=dict)
+    # The value an unset field takes when it depends on other fields (`defaults` cases, first whose `when`
+    # holds; the last has no `when`): head_size is 576 for an MLA layer, 128 otherwise.
+    defaults: tuple[DerivedCase, ...] = ()
 
     @property
     def flag(self) -> str:
         return self.flags[0] if self.flags else "--" + self.name.replace("_", "-")
+
+    def unset_value(self, facts: Mapping[str, Any], unknown: Any = None) -> Any:
+        """The value this field takes when not given, read from the other fields in `facts`: the first
+        `defaults` case whose `when` holds (`unknown` when a case reads a field whose value is `unknown`
+        before one decides), else `default`."""
+        for case in self.defaults:
+            for lit in case.when:
+                v = facts.get(lit.field)
+                if unknown is not None and v is unknown:
+                    return unknown
+                if not lit.pred(v):
+                    break
+            else:
+                return case.value
+        return self.default
 
 
 @dataclass(frozen=True, slots=True)

@@ -142,7 +142,10 @@ def _classes_cached(rules: RuleSet, field: str) -> tuple[ValueClass, ...]:
         sig = tuple(p(v) for p in preds)
         groups.setdefault(sig, []).append(v)
     mentioned = {n for p in preds for n in p.mentioned_numbers()}
-    preferred = {_cc(g) for g in rules.generations} if field == "compute_capability" else {128, 576} if field == "head_size" else set()
+    # representatives: the GPU generations' capabilities; a field's declared unset values (head size 128, 576)
+    decl = rules.fields.get(field)
+    preferred = {_cc(g) for g in rules.generations} if field == "compute_capability" else \
+        {c.value for c in decl.defaults} if decl is not None else set()
     out = []
     for sig, vals in groups.items():
         if None in vals:  # None is always its own class: it means "unset", not a number

@@ -10,7 +10,10 @@ import operator
 from typing import Any
 
 from ..config import ANY, FIELD_NAMES, Config, cc_int
+from ..config.invariants import check_clauses, plan_of
 from ..errors import ConfigError
+from ..rules import rules_for
+from ..rules._fields import CONFIG_FIELDS
 
 ROLES = ("decode", "mla_prefill")
 _ROLE_ALIASES = {"decode": "decode", "attention": "decode", "standard": "decode", "mla_decode": "decode",
@@ -37,6 +40,15 @@ def base_facts(config: Config, role: str) -> dict[str, Any]:
     if cc is not ANY:
         facts["compute_capability"] = cc_int(cc)
     facts["role"] = role
-    if role == "mla_prefill" and facts["use_mla"] is False:
-        raise ConfigError("role", role, "'decode' unless use_mla=True (MLA prefill is selected only for MLA models)")
+    plan = plan_of(rules_for(config.vllm), _COMMON)
+    for clause in plan.query_clauses:  # the release's invariants over the role (MLA prefill only for MLA layers)
+        try:
+            fired = clause[1].fires(facts)
+        except TypeError:  # a field left ANY compared with a number: not judged
+            continue
+        if fired:  # the error (fields left ANY are not judged there either)
+            check_clauses(plan, facts, (clause,))
     return facts
+
+
+_COMMON = frozenset(CONFIG_FIELDS)

@@ -26,6 +26,13 @@ _MAX_COMBOS = 1_024
 # Fields always enumerated together: hardware facts are coupled to the platform, sparse to MLA,
 # and the role to MLA.
 _COUPLED = (("platform", "compute_capability", "rocm_arch"), ("use_mla", "use_sparse", "role"))
+_COUPLED_FIELDS = frozenset(f for g in _COUPLED for f in g)
+
+
+_MISSING = object()
+# A group's options in factored form: the clauses every completion satisfies, and the option tuples of its
+# independent free parts (one option per part must be picked).
+_Parts = tuple[int, tuple[tuple[int, ...], ...]]
 
 
 def _derived_in_cases(rules: RuleSet) -> set[str]:
@@ -82,56 +89,162 @@ class Reach:
         self._group_derived = {g: tuple(d for n, d in self._derived.items() if self._base[n] & set(g))
                                for g in self.groups}
         self._reps = {f: tuple(representatives(rules, f)) for f in fields}
-        self._opt_cache: dict[Any, tuple[int, ...]] = {}
+        self._opt_cache: dict[Any, _Parts | None] = {}  # per group and its fields' facts
+        self._part_cache: dict[Any, tuple[int, ...]] = {}  # per independent part and the fixed values it reads
         self._dmemo: dict[tuple[Any, ...], tuple[Any]] = {}  # derived values by their inputs' values
+        self._all_values: dict[str, int] = {}  # field -> the clauses some value of it satisfies
+        self._all_derived: dict[tuple[str, ...], int] = {}  # group -> the clauses some derived value satisfies
 
-    def _options(self, group: tuple[str, ...], facts: Mapping[str, Any]) -> tuple[int, ...]:
+    def _parts(self, group: tuple[str, ...], facts: Mapping[str, Any]) -> _Parts | None:
+        """`group`'s options for `facts`, factored: the clauses its fixed fields (and the derived facts
+        they alone decide) satisfy, and the option sets of its independent free parts; None when no
+        value combination is legal.
+
+        The free fields of a group are tied only through the derived facts that read two of them
+        (and the platform/MLA coupling), so once the others are fixed the group falls apart into
+        small independent parts. Enumerating each part alone (memoised on the fixed values it reads)
+        answers exactly what enumerating the whole product answers, at a sum instead of a product.
+        """
         key = (group, tuple(facts.get(f, ANY) for f in group))
-        got = self._opt_cache.get(key)
+        got = self._opt_cache.get(key, _MISSING)
+        if got is not _MISSING:
+            return got
+        if self._permissive_for(group, facts):
+            got = (self._permissive(group, facts), ())
+        else:
+            got = self._factored(group, facts)
+        if len(self._opt_cache) > 1 << 16:
+            self._opt_cache.clear()
+        self._opt_cache[key] = got
+        return got
+
+    def _permissive(self, group: tuple[str, ...], facts: Mapping[str, Any]) -> int:
+        # too many value combinations (vLLM >= 0.18's FA facts couple a dozen fields): one permissive
+        # option (every clause some value of the group could satisfy). It over-approximates
+        # reachability, never under: explanations stay answerable; fixes are re-verified by solving.
+        sat = self.comp.satisfied_partial
+        m = self._all_derived.get(group)
+        if m is None:
+            m = 0
+            for d in self._group_derived[group]:
+                for v in d.values:
+                    m |= sat({d.name: v})
+            self._all_derived[group] = m
+        for f in group:
+            v = facts.get(f, ANY)
+            if v is ANY:
+                got = self._all_values.get(f)
+                if got is None:
+                    got = self._all_values[f] = _or(sat({f: x}) for x in self._reps[f])
+                m |= got
+            else:
+                m |= sat({f: v})
+        return m
+
+    def _factored(self, group: tuple[str, ...], facts: Mapping[str, Any]) -> _Parts | None:
+        free = [f for f in group if facts.get(f, ANY) is ANY]
+        fixed_vals = {f: facts[f] for f in group if facts.get(f, ANY) is not ANY}
+        if not _coupling_ok(fixed_vals):
+            return None
+        free_set = set(free)
+        parent = {f: f for f in free}
+
+        def find(x: str) -> str:
+            while parent[x] != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        fixed_derived = []
+        part_derived: list[tuple[Any, frozenset[str]]] = []
+        for d in self._group_derived[group]:
+            fb = self._base[d.name] & free_set
+            if not fb:
+                fixed_derived.append(d)
+                continue
+            part_derived.append((d, fb))
+            ins = sorted(fb)
+            for a in ins[1:]:
+                parent[find(a)] = find(ins[0])
+        for grp in _COUPLED:
+            ins = [f for f in grp if f in free_set]
+            for a in ins[1:]:
+                parent[find(a)] = find(ins[0])
+        # the fixed part: fixed fields and the derived facts they alone decide
+        full = dict(fixed_vals)
+        for d in fixed_derived:
+            full[d.name] = self._derive(d, full)
+        fixed = self.comp.satisfied_partial(full)
+        parts: list[tuple[int, ...]] = []
+        members: dict[str, list[str]] = {}
+        for f in free:
+            members.setdefault(find(f), []).append(f)
+        for fields in members.values():
+            fs = frozenset(fields)
+            derived = tuple(d for d, fb in part_derived if fb <= fs)
+            opts = self._part(tuple(fields), derived, fixed_vals, full)
+            if not opts:
+                return None
+            if len(opts) == 1:
+                fixed |= opts[0]
+            else:
+                parts.append(opts)
+        return fixed, tuple(parts)
+
+    def _part(self, fields: tuple[str, ...], derived: tuple[Any, ...], fixed_vals: Mapping[str, Any],
+              full: Mapping[str, Any]) -> tuple[int, ...]:
+        """The maximal clause sets of one independent part: its free fields' values with its derived facts
+        (memoised on the fixed values those derived facts and the coupling read)."""
+        # a derived fact reads its inputs only (fixed derived facts stand for their own inputs)
+        reads: set[str] = set()
+        for d in derived:
+            reads.update(d.inputs)
+        for grp in _COUPLED:
+            if any(f in grp for f in fields):
+                reads.update(grp)
+        reads -= set(fields)
+        reads -= {d.name for d in derived}
+        ctx = tuple(sorted((f, full[f]) for f in reads if f in full))
+        key = (fields, tuple(d.name for d in derived), ctx)
+        got = self._part_cache.get(key)
         if got is not None:
             return got
-        doms = [self._reps[f] if facts.get(f, ANY) is ANY else (facts[f],) for f in group]
         masks: set[int] = set()
-        derived = self._group_derived[group]
-        size = 1
-        for d in doms:
-            size *= len(d)
-        if size > _MAX_COMBOS:
-            # too many value combinations (vLLM >= 0.18's FA facts couple a dozen fields): answer with one
-            # permissive option (every clause some value of the group could satisfy). It over-approximates
-            # reachability, never under: explanations stay answerable; fixes are re-verified by solving.
+        sat = self.comp.satisfied_partial
+        coupled = any(f in _COUPLED_FIELDS for f in fields)
+        # within this part only its own fields and derived facts vary: memoise each derived fact on those
+        varying = set(fields) | {d.name for d in derived}
+        local = [(d, tuple(f for f in d.inputs if f in varying), {}) for d in derived]
+        pools = [tuple((v, sat({f: v})) for v in self._reps[f]) for f in fields]
+        env = dict(full)  # every combination sets all of this part's fields and derived facts again
+        for combo in itertools.product(*pools):
             m = 0
-            for f, dom in zip(group, doms):
-                for v in dom:
-                    m |= self.comp.satisfied_partial({f: v})
-            for d in derived:
-                for v in d.values:
-                    m |= self.comp.satisfied_partial({d.name: v})
-            self._opt_cache[key] = (m,)
-            return (m,)
-        for combo in itertools.product(*doms):
-            vals = dict(zip(group, combo))
-            if not _coupling_ok(vals):
+            for f, (v, mv) in zip(fields, combo):
+                env[f] = v
+                m |= mv
+            if coupled and not _coupling_ok(env):
                 continue
-            if derived:
-                full = dict(vals)
-                memo = self._dmemo
-                for d in derived:  # dependency order: a derived fact after those it reads
-                    if self._base[d.name] <= vals.keys():
-                        k = (d.name, *(full.get(f) for f in d.inputs))
-                        got = memo.get(k)
-                        if got is None:
-                            got = memo[k] = (d.evaluate(full)[0],)
-                        full[d.name] = got[0]
-                    else:
-                        full[d.name] = None
-                vals = full
-            masks.add(self.comp.satisfied_partial(vals))
+            for d, ins, memo in local:  # dependency order: a derived fact after those it reads
+                k = tuple([env[f] for f in ins])
+                got = memo.get(k)
+                if got is None:
+                    v = self._derive(d, env)
+                    got = memo[k] = (v, sat({d.name: v}))
+                env[d.name] = got[0]
+                m |= got[1]
+            masks.add(m)
         opts = _maximal(masks)
-        if len(self._opt_cache) > 4096:
-            self._opt_cache.clear()
-        self._opt_cache[key] = opts
+        if len(self._part_cache) > 16384:
+            self._part_cache.clear()
+        self._part_cache[key] = opts
         return opts
+
+    def _derive(self, d: Any, env: Mapping[str, Any]) -> Any:
+        k = (d.name, *(env.get(f) for f in d.inputs))
+        got = self._dmemo.get(k)
+        if got is None:
+            got = self._dmemo[k] = (d.evaluate(env)[0],)
+        return got[0]
 
     def units(self, facts: Mapping[str, Any]) -> tuple[int, int, list[tuple[int, ...]]] | None:
         """(clauses fixed facts satisfy, clauses any completion could satisfy, free units' options);
@@ -140,16 +253,27 @@ class Reach:
         union = 0
         free = []
         for g in self.groups:
-            opts = self._options(g, facts)
-            if not opts:
+            got = self._parts(g, facts)
+            if got is None:
                 return None
-            if len(opts) == 1:
-                acc |= opts[0]
-            else:
+            acc |= got[0]
+            for opts in got[1]:
                 free.append(opts)
                 for o in opts:
                     union |= o
         return acc, acc | union, free
+
+    def exact(self, facts: Mapping[str, Any]) -> bool:
+        """Whether `units(facts)` is exact: no group has so many free combinations that it answers with
+        its permissive option."""
+        return not any(self._permissive_for(g, facts) for g in self.groups)
+
+    def _permissive_for(self, group: tuple[str, ...], facts: Mapping[str, Any]) -> bool:
+        size = 1
+        for f in group:
+            if facts.get(f, ANY) is ANY:
+                size *= len(self._reps[f])
+        return size > _MAX_COMBOS
 
     def reachable(self, facts: Mapping[str, Any], need: int,
                   units: tuple[int, int, list[tuple[int, ...]]] | None = None) -> bool:
@@ -245,14 +369,28 @@ def goal_reachable(reach: Reach, facts: Mapping[str, Any], requested: str | None
     if units is None:
         return False
     undecided = False
+    exact: bool | None = None
     for i, pl in enumerate(rules.lists):
         if plat is not ANY and pl.platform != plat:
             continue
         p, masks = comp.plan(pl, req)
-        if requested is not None and p.mode == "auto" and any(c.backend == requested for c in p.candidates):
-            undecided = True
-            continue
         base = comp.list_need(i)
+        if requested is not None and p.mode == "auto" and any(c.backend == requested for c in p.candidates):
+            # the request is ignored by this list: `requested` wins only where every available candidate
+            # before it is invalid, a negation the clause cover cannot state. Decided here when no
+            # completion makes it valid under this list (reachability never under-approximates), or when
+            # the answer is exact and nothing available comes before it; otherwise the CSP decides.
+            for k, (cand, m) in enumerate(zip(p.candidates, masks)):
+                if cand.backend != requested or (available is not None and cand.backend not in available):
+                    continue
+                if not reach.reachable(facts, base | m if base >= 0 else -1, units):
+                    continue
+                if exact is None:
+                    exact = reach.exact(facts)
+                if exact and not any(available is None or c.backend in available for c in p.candidates[:k]):
+                    return True
+                undecided = True
+            continue
         for cand, m in zip(p.candidates, masks):
             if available is not None and cand.backend not in available:
                 continue
@@ -261,3 +399,10 @@ def goal_reachable(reach: Reach, facts: Mapping[str, Any], requested: str | None
             if reach.reachable(facts, base | m if base >= 0 else -1, units):
                 return True
     return None if undecided else False
+
+
+def _or(masks: Any) -> int:
+    m = 0
+    for x in masks:
+        m |= x
+    return m

@@ -1,0 +1,85 @@
+"""The KV block size vLLM's start-up uses with a backend, and the block sizes the backend's kernels serve."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from ..rules.model import Backend, RuleSet
+from ..solver.compiled import CompiledRules
+from .per_rules import per_rules
+
+
+def block_reason(rules: RuleSet) -> str:
+    """vLLM's reason against a backend whose kernels cannot serve the block size (the generic check's)."""
+    for g in rules.generic_checks:
+        if g.field == "block_size" and g.reason:
+            return g.reason
+    return "block_size not supported"
+
+
+def preferred_block_size(rules: RuleSet, backend: str, block_size: int | None, plist: Any = None,
+                         facts: Any = None, comp: CompiledRules | None = None, t: int | None = None) -> int | None:
+    """The KV block size vLLM's start-up sets: the platform's start-up rule when it has one (first
+    matching case; "block_size" keeps the user's); else the user's; else the backend's preferred
+    size: 16 if it accepts 16, else its smallest kernel size. comp, t: the compiled rules and the truth
+    bitset of `facts` (CompiledRules.holds), to decide the cases without evaluating them."""
+    if plist is not None and plist.start_block_size and facts is not None:
+        sfacts = dict(facts, selected=backend)  # a case may test the chosen backend (XPU)
+        if comp is not None and t is not None:
+            t = comp.with_value(t, "selected", backend)
+        if comp is None or t is None:
+            hit = next((i for i, case in enumerate(plist.start_block_size)
+                        if all(lit(sfacts) for lit in case.when)), -1)
+        else:
+            hit = comp.first_holding(plist.start_block_size, t, sfacts)
+        if hit >= 0:
+            case = plist.start_block_size[hit]
+            return block_size if case.value == "block_size" else case.value
+    if block_size is not None:
+        return block_size
+    if rules.backends[backend].preferred_block_size is not None:  # the backend's own get_preferred_block_size
+        return rules.backends[backend].preferred_block_size
+    sizes, exact = kernel_sizes(rules, backend, facts)
+    return _default_block_size(sizes, exact)
+
+
+@functools.lru_cache(maxsize=1024)
+def _default_block_size(sizes: tuple[int, ...], exact: tuple[int, ...]) -> int:
+    if (16 in exact) if exact else (not sizes or any(16 % s == 0 for s in sizes)):
+        return 16  # vLLM's get_preferred_block_size(16): 16 when the backend accepts it
+    return min(exact or sizes)
+
+
+_EXACT: dict[int, tuple[RuleSet, str]] = {}
+
+
+def _exact_key(rules: RuleSet) -> str:
+    return per_rules(_EXACT, rules, lambda r: next((g.exact_key for g in r.generic_checks
+                                                     if g.field == "block_size" and g.exact_key), ""))
+
+
+_SIZES: dict[int, tuple[RuleSet, dict[tuple[str, Any], Any]]] = {}
+
+
+def kernel_sizes(rules: RuleSet, backend: str, facts: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The chosen backend's kernel block sizes (its variant's when a variant declares them): (multiples
+    of, exact sizes); exact sizes (B12X) replace the multiples."""
+    b = rules.backends[backend]
+    name = b.variant_for(facts.get(b.variant_field)) if facts is not None and b.variant_field else None
+    per = per_rules(_SIZES, rules, lambda r: {})
+    got = per.get((backend, name))
+    if got is None:
+        got = per[(backend, name)] = _kernel_sizes_of(rules, b, name)
+    return got
+
+
+def _kernel_sizes_of(rules: RuleSet, b: Backend, name: str | None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    caps = b.caps
+    if name is not None:
+        for v in b.variants:
+            if v.name == name:
+                caps = caps.merged(v.caps)
+    exact_key = _exact_key(rules)
+    exact = tuple(caps.get(exact_key) or ()) if exact_key else ()
+    return tuple(caps.kernel_block_sizes or ()), exact

@@ -1,0 +1,19 @@
+"""Values derived from one rule set, kept beside it (several releases and test mutants live side by side)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, TypeVar
+
+from ..rules.model import RuleSet
+
+T = TypeVar("T")
+
+
+def per_rules(cache: dict[int, tuple[RuleSet, Any]], rules: RuleSet, make: Callable[[RuleSet], T]) -> T:
+    """`make(rules)`, kept per rule set (a plain dict by identity: cheaper than a weak mapping on the cold path)."""
+    got = cache.get(id(rules))
+    if got is None or got[0] is not rules:
+        if len(cache) > 16:  # mutants loaded by tests come and go; packaged sets are few
+            cache.clear()
+        got = cache[id(rules)] = (rules, make(rules))
+    return got[1]

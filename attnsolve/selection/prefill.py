@@ -1,0 +1,62 @@
+"""The MLA layer around prefill selection (vLLM >= 0.18's MLAAttention.__init__): the layer's decode backend
+decides first, a `skips` entry gives the layer no prefill backend, and a `fallbacks` entry turns a failed
+prefill selection into none (the top-k MQA path), with the entry's warning."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import Config
+from ..errors import NoValidBackendError
+from ..solver.compiled import CompiledRules
+from ..solver.facts import base_facts
+from .messages import render_message
+from .result import NO_PREFILL, NO_PREFILL_PATH, Rejection, Selection
+from .steps import prefill_backend, with_derived
+
+
+@dataclass(frozen=True, slots=True)
+class PrefillLayer:
+    """What the MLA layer knows when it asks for a prefill backend: its decode Selection, the facts with the
+    decode backend and the decode step's config changes (the canonical KV dtype), and the skip that applies."""
+
+    decode: Selection
+    facts: dict[str, Any]
+    skip: str | None
+
+
+def layer_after(comp: CompiledRules, config: Config, decode: Selection, mp: Any) -> PrefillLayer:
+    """The layer once its decode backend is chosen: its facts and the first matching skip."""
+    facts = base_facts(config, "mla_prefill")
+    facts.update(decode.config_changes)
+    facts["decode_backend"] = decode.backend
+    facts, _ = with_derived(comp, facts)
+    skip = next((text for text, when in mp.skips if all(lit(facts) for lit in when)), None)
+    return PrefillLayer(decode, facts, skip)
+
+
+def prefill_fallback(mp: Any, facts: dict[str, Any]) -> str | None:
+    """The warning of the fallback that swallows a failed prefill selection for this layer, or None."""
+    return next((text for text, when in mp.fallbacks if all(lit(facts) for lit in when)), None)
+
+
+def skipped(config: Config, layer: PrefillLayer) -> Selection:
+    """The answer for a layer a skip names: no prefill backend, the skip's warning."""
+    assert layer.skip is not None
+    return Selection(backend=NO_PREFILL, variant=NO_PREFILL_PATH, rejected=(),
+                     warnings=(render_message(layer.skip, layer.facts),),
+                     config=config, role="mla_prefill", priority_list="MLA prefill skipped")
+
+
+def fell_back(comp: CompiledRules, config: Config, layer: PrefillLayer, mp: Any,
+              err: NoValidBackendError) -> Selection | None:
+    """The answer when prefill selection failed with `err` and a fallback covers the layer (None: none does)."""
+    text = prefill_fallback(mp, layer.facts)
+    if text is None:
+        return None
+    rules = comp.rules
+    rejected = tuple(Rejection(prefill_backend(rules, b), tuple(r)) for b, r in err.reasons.items())
+    return Selection(backend=NO_PREFILL, variant=NO_PREFILL_PATH, rejected=rejected,
+                     warnings=(render_message(text, layer.facts),), config=config, role="mla_prefill",
+                     priority_list="MLA prefill fallback")

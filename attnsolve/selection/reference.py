@@ -1,0 +1,46 @@
+"""solve_csp(): the selected backend by the python-constraint2 CSP alone, the reference for solve().
+
+The platform's steps and the MLA prefill layer are the same data on both paths; only the list walk differs.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from ..config import ANY, Config
+from ..errors import ConfigError, InvalidBackendError, NoValidBackendError
+from ..solver.facts import parse_role
+from .core import prefill_layer
+from .prefill import prefill_fallback
+from .release import compiled_rules, csp_solver
+from .result import NO_PREFILL
+from .steps import before_selection, prefill_step
+
+
+def solve_csp(config: Config, *, role: str | None = None, available: Iterable[str] | None = None) -> str | None:
+    """The selected backend by the CSP path alone (None when nothing is valid): the reference for solve()."""
+    if config.is_partial:
+        raise ConfigError(config.free_fields[0], ANY, "a concrete value: solve_csp() needs a full config")
+    role_ = parse_role(role)
+    avail = None if available is None else frozenset(available)
+    comp = compiled_rules(config)
+    mp = prefill_step(comp, config) if role_ == "mla_prefill" else None
+    layer = None
+    if mp is not None:  # the layer's decode backend and the skips are data shared with solve()
+        try:
+            layer = prefill_layer(comp, config, avail, mp)
+        except (NoValidBackendError, InvalidBackendError):
+            return None
+        if layer.skip is not None:
+            return NO_PREFILL
+    try:  # the platform's steps before selection are the same data on both paths
+        pre = before_selection(comp, config, role_)
+    except (NoValidBackendError, InvalidBackendError):
+        return None
+    if pre.model is not None:
+        return pre.model[0]
+    backend, _ = csp_solver(config).select(pre.facts, avail)
+    if backend is None and layer is not None and pre.facts.get("backend") is None \
+            and prefill_fallback(mp, layer.facts) is not None:
+        return NO_PREFILL
+    return backend

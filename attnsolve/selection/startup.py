@@ -1,0 +1,49 @@
+"""vLLM's start-up refusals for a config its selector answers: the platform's own (before any model code),
+the backend the start-up hook forces, and the chosen backend's (kernel block sizes that cannot serve the
+start-up block size, its own start-up failures)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import Config
+from ..solver.compiled import CompiledRules
+from .blocks import kernel_sizes, preferred_block_size
+from .messages import FactsWith, render_message
+
+
+def platform_refusal(comp: CompiledRules, config: Config, plist: Any, facts: dict[str, Any],
+                     t: int | None) -> str | None:
+    """The platform's start-up failure text for these facts, or None (t: their truth bitset, or None)."""
+    if (i := comp.first_holding(plist.startup_failures, t, facts)) >= 0:
+        return render_message(plist.startup_failures[i][0], facts, gpu=config.gpu or "CUDA")
+    return None
+
+
+def forced_backend(comp: CompiledRules, plist: Any, facts: dict[str, Any], t: int | None) -> str | None:
+    """The backend the platform's start-up hook requests, when it is not the one already requested."""
+    i = comp.first_holding(plist.start_backend, t, facts)
+    forced = plist.start_backend[i].value if i >= 0 else None
+    return forced if forced is not None and forced != facts.get("backend") else None
+
+
+def backend_refusal(comp: CompiledRules, config: Config, chosen: str, facts: dict[str, Any], plist: Any,
+                    t: int | None, block: Any = ...) -> str | None:
+    """The chosen backend's start-up failure text, or None. block: the start-up block size (computed when
+    the caller has not)."""
+    rules = comp.rules
+    if block is ...:
+        block = preferred_block_size(rules, chosen, facts.get("block_size"), plist, facts, comp, t)
+    if plist.block_size_failure and block is not None:
+        sizes, exact = kernel_sizes(rules, chosen, facts)
+        if (exact and block not in exact) or (sizes and not exact and not any(block % k == 0 for k in sizes)):
+            shown = repr(list(exact)) if exact else "[" + ", ".join(f"MultipleOf({k})" for k in sizes) + "]"
+            return render_message(plist.block_size_failure, dict(facts, block_size=block), backend=chosen,
+                                  kernel_block_sizes=shown)
+    failures = rules.backends[chosen].startup_failures
+    if not failures:
+        return None
+    t_block = None if t is None else comp.with_value(t, "block_size", block)
+    if (i := comp.first_holding(failures, t_block, FactsWith(facts, "block_size", block))) >= 0:
+        return render_message(failures[i][0], dict(facts, block_size=block), gpu_name=config.gpu or "CUDA")
+    return None
