@@ -27,6 +27,14 @@ that can still change the answer (candidates that can no longer become valid and
 one already valid are dropped), so the number of states stays small however large the space is.
 Counts (`len`, `by_backend`) come from state weights without enumerating; rows come from the
 per-unit transition tables by array gathers (numpy), in the order of the free fields.
+
+The platform's steps before the lists (vLLM >= 0.18: requests refused outright, rewrites, requests
+dropped, model code choosing the backend, ROCm's compute capability from the arch) read a few fields:
+those are enumerated in one unit whose rows run selection's own `before_selection`, so each row carries
+the facts selection sees and, where a step decides, a forced outcome (its own constant plan). What the
+fold cannot see (the MLA prefill layer's decode selection first, its skips and NO_PREFILL; a refused
+ROCm request vLLM replaces by automatic selection for its exact reasons) marks those states EXACT:
+their rows are then solved one by one, which materialises the sweep's codes.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from attnsolve.rules import default_rules
 from attnsolve.selection import solve_uncached
 from attnsolve.sweep import EXCLUSIONS, Sweep, sweep
 
-from strategies import config_kwargs
+from strategies import budget, config_kwargs
 
 # The laws hold for every release: the rows of a drawn partial config are what solve() selects (the 0.33
 # steps around the lists included: model routes, rewrites, refused requests, the MLA prefill layer). Tests
@@ -87,6 +87,7 @@ def test_rows_agree_with_solve_itself(case: tuple[Config, Any, frozenset[str] | 
 
 
 @given(sweeps())
+@settings(max_examples=budget(60))  # bookkeeping, not the selection law: fewer examples
 def test_len_counts_and_codes_match_iteration(case: tuple[Config, Any, frozenset[str] | None]) -> None:
     config, role, available = case
     s = _sweep(config, role, available)
