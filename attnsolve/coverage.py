@@ -352,10 +352,11 @@ def _refuse_if_too_large(rules: Any, config: Config, role: Any, all_fields: bool
     beyond MAX_STEP_ROWS: the release's steps before the lists read the swept fields, so its sweep
     cannot fold them (vLLM 0.17 has no such steps and folds its whole space in milliseconds)."""
     from .sweep import steps_read
-    free = [f for f in config.free_fields if f not in HARDWARE]
-    if all_fields:
-        free += [f for f in FIELD_NAMES if f not in (*HARDWARE, "backend") and f not in free]
-    platforms = [p for p in rules.domains.get("platform", ()) if config.platform is ANY or p == config.platform]
+    # The dead-rule part always sweeps the whole space (every field free), whatever `config` fixes.
+    del all_fields
+    free = [f for f in FIELD_NAMES if f not in (*HARDWARE, "backend")]
+    role = ANY  # the dead-rule sweep: every platform, both roles
+    platforms = list(rules.domains.get("platform", ()))
     def classes(fields: list[str]) -> int:
         n = 1
         for f in fields:
