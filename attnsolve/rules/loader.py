@@ -557,8 +557,8 @@ def _check_shapes(docs: list[tuple[str, dict]], col: _Collector) -> None:
                     domains[k] = v
         if isinstance(doc.get("derived"), dict):
             derived.update(doc["derived"])
-    generic = [g for _, doc in docs for g in (doc.get("generic_checks") or [])
-               if isinstance(doc.get("generic_checks"), list)]
+    # a damaged file may hold any value here: only a list is read (the shape checker reports the rest)
+    generic = [g for _, doc in docs if isinstance(doc.get("generic_checks"), list) for g in doc["generic_checks"]]
     checker = schema.ShapeChecker(col.add, schema.field_kinds(domains, derived, (*EXTRA_FIELDS, *CONTEXT_FIELDS), declared),
                                   schema.capability_kinds(generic))
     parents: dict[str, tuple[str, Any]] = {}
