@@ -172,6 +172,9 @@ def kv_cell(caps: Capabilities, rules: RuleSet) -> str:
 
 def block_cell(caps: Capabilities, rules: RuleSet) -> str:
     dom = [b for b in rules.domains["block_size"] if isinstance(b, int)]
+    exact = caps.get("exact_block_sizes")  # an exact list replaces the multiples (0.33's B12X: 64 or 128)
+    if exact is not None:
+        return ", ".join(str(b) for b in sorted(exact))
     if caps.kernel_block_sizes is None:
         return "Any"
     ok = [b for b in dom if any(b % k == 0 for k in caps.kernel_block_sizes)]
@@ -218,6 +221,8 @@ def cc_pred_text(p: Pred | None) -> str:
         if len(majors) > 1 and majors == list(range(majors[0], majors[-1] + 1)):
             return f"{majors[0]}.x-{majors[-1]}.x"
         return ", ".join(f"{m}.x" for m in majors)
+    if p.in_ is not None and p.min is None and p.max is None and p.major_in is None and not p.negate:
+        return ", ".join(format_cc(c) for c in sorted(p.in_))
     if p.min is not None and p.max is not None:
         return f"{format_cc(p.min)}-{format_cc(p.max)}"
     if p.min is not None:
