@@ -335,28 +335,50 @@ class Release:
 RELEASES = {v: Release(v) for v in vllm_versions()}
 
 
-# Every case of 0.17; under ci every `step`-th case of the later releases (0 = none): the hill-climbing searches
-# over 0.33's larger value classes take up to minutes each (violated checks, automatic selection, guards), so
-# those run with the full sizes only (tests/sizes.py: nightly or --runslow).
+# Every case of 0.17; under ci every `step`-th case of the later releases: the hill-climbing searches over
+# 0.33's larger value classes take up to minutes each (violated checks, automatic selection, guards), so ci
+# runs a sample of each class and the full sizes (tests/sizes.py: nightly or --runslow) run them all.
 SAMPLED = ("0.17",)
 
 
+# Cases the generator's search cannot build on a release (found with the full sizes; strict xfails, so each is
+# reported until the search or the rules change). 0.33's TRITON_FLASH_ATTN (the composite FlashAttention route
+# for multimodal prefix-LMs, SM 9.x only) carries FLASH_ATTN's per-bucket capability checks: a bucket its own
+# field decides (FA3_P64 / FA4_P64 / FA4_P128 pages come from head size 512 or 256) cannot hold with that
+# field outside the check, and the FA2 / NONE / P128 buckets are never reached on SM 9.x; its DCP checks
+# are not reached by the search either.
+_UNBUILT = "no config the search builds violates this check (a capability bucket of FLASH_ATTN's that " \
+           "TRITON_FLASH_ATTN cannot be in with the check's field violated, or DCP on the composite route)"
+KNOWN = {f"0.33-TRITON_FLASH_ATTN-cuda-{k}": _UNBUILT for k in (
+    "head_sizes3", "head_sizes4", "head_sizes5", "kv_cache_dtypes7", "kv_cache_dtypes10", "kv_cache_dtypes11",
+    "kv_cache_dtypes12", "kernel_block_sizes16", "kernel_block_sizes18", "non_causal_dcp26", "dcp29")}
+
+
 def _params(cases: Any, ident: Callable[..., str], step: int) -> list[Any]:
-    """One pytest.param per (release, case), pinned to that release."""
+    """One pytest.param per (release, case), pinned to that release; under ci every `step`-th case of the
+    later releases (`step` = 0: none)."""
     out = []
     for v, r in RELEASES.items():
         every = cases(r)
         if v not in SAMPLED:
             step_ = sizes.pick(step, 1)
             every = every[::step_] if step_ else []
-        out += [pytest.param(v, *case, marks=pytest.mark.vllm(v), id=f"{v}-{ident(r, *case)}") for case in every]
+        for case in every:
+            name = f"{v}-{ident(r, *case)}"
+            marks = [pytest.mark.vllm(v)]
+            if name in KNOWN:
+                marks.append(pytest.mark.xfail(strict=True, reason=KNOWN[name]))
+            out.append(pytest.param(v, *case, marks=marks, id=name))
     return out
 
 
+# ci samples of 0.33 (its hill-climbing searches take seconds to minutes each on the 2-core box): every other
+# manual-request case, and a few of each other class so that every class runs on every release in CI (5 of
+# the 881 violated checks: some searches take minutes, e.g. ROCm's sparse DSV4.1 table guard over the archs).
 BACKEND_PLATFORMS = _params(lambda r: r._backend_platforms(), lambda r, b, p: f"{b}-{p}", 2)
-CHECKS = _params(lambda r: r._checks_to_violate(), lambda r, b, p, i: f"{b}-{p}-{r._own_checks(b, p)[i].kind}{i}", 0)
-AUTO_BACKENDS = _params(lambda r: r._auto_backends(), lambda r, b, p: f"{b}-{p}", 0)
-AUTO_GUARDS = _params(lambda r: r._auto_guards(), lambda r, li, ei, gi: r._guard_id(li, ei, gi), 0)
+CHECKS = _params(lambda r: r._checks_to_violate(), lambda r, b, p, i: f"{b}-{p}-{r._own_checks(b, p)[i].kind}{i}", 194)
+AUTO_BACKENDS = _params(lambda r: r._auto_backends(), lambda r, b, p: f"{b}-{p}", 12)
+AUTO_GUARDS = _params(lambda r: r._auto_guards(), lambda r, li, ei, gi: r._guard_id(li, ei, gi), 4)
 
 
 @pytest.mark.parametrize("v", [pytest.param(v, marks=pytest.mark.vllm(v)) for v in RELEASES])
@@ -406,7 +428,12 @@ def test_violating_one_check_gives_exactly_its_reason(v, backend, platform, inde
         # trips FA2's "sink setting not supported"): every reason shown must come from a firing check.
         fired = {c.render(facts) for c in r._own_checks(backend, platform) if c.fires(facts)}
         assert set(reasons) <= fired | {expected}
-        assert len(reasons) == others + 1
+        if any(c.first for c in r._own_checks(backend, platform)):
+            # 0.33: two checks may give one text (a capability and vLLM's own check), and of the `first`
+            # combination checks only the first that fires is reported: each text once, all from firing checks
+            assert len(reasons) == len(set(reasons)) and len(reasons) <= others + 1
+        else:
+            assert len(reasons) == others + 1
     if err.args and r.rules.lists_for(platform)[0].manual == "validate":
         assert str(err).startswith(f"Selected backend AttentionBackendEnum.{backend} is not valid for this "
                                    "configuration. Reason: [")
