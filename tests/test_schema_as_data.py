@@ -20,8 +20,16 @@ import pytest
 from attnsolve import Config, ConfigError, NoValidBackendError, explain, solve, use_rules
 from attnsolve.rules import RULES_DIR, load_rules, rules_for
 
-# vLLM 0.17's facts (the made-up platform/field/check are appended to the 0.17 set): 0.17 answers what names no release.
-pytestmark = pytest.mark.vllm("0.17")
+# Every release: the field defaults and the checker are release-independent and run on each release's own
+# folder; the made-up platform/field/check are appended to the 0.17 set and the role invariant's fallback is
+# 0.17's (its prefill list is for MLA layers), so those tests pin 0.17.
+pytestmark = pytest.mark.every_release
+
+
+def _release_dir() -> Path:
+    """The running release's packaged rule folder (0.17: RULES_DIR)."""
+    from attnsolve.rules import RULES_ROOT, default_version
+    return RULES_ROOT / f"vllm-{default_version()}"
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,6 +102,7 @@ def npu_rules(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.vllm("0.17")
 def test_solve_and_explain_see_the_new_platform_field_and_check(npu_rules):
     with use_rules(npu_rules):
         fast = solve(Config(gpu="Ascend 910B", dtype="bf16"))
@@ -128,6 +137,7 @@ def _cli(rules: Path, *args: str, env: dict[str, str] | None = None) -> subproce
                           cwd=ROOT, timeout=120)
 
 
+@pytest.mark.vllm("0.17")
 def test_cli_flags_help_and_environment_come_from_the_rules(npu_rules):
     help_text = _cli(npu_rules, "select", "--help").stdout
     assert "--npu-gen" in help_text and "--use-zigzag" in help_text and "zigzag ring attention" in help_text
@@ -143,6 +153,7 @@ def test_cli_flags_help_and_environment_come_from_the_rules(npu_rules):
     assert typo.returncode == 2 and "Traceback" not in typo.stderr and "910a" in typo.stderr
 
 
+@pytest.mark.vllm("0.17")
 def test_docs_pick_up_the_new_backends(npu_rules, tmp_path):
     out = _cli(npu_rules, "docs", "--output", str(tmp_path / "backends.md"))
     assert out.returncode == 0, out.stderr
@@ -154,8 +165,9 @@ def test_docs_pick_up_the_new_backends(npu_rules, tmp_path):
 
 
 def _copy(tmp_path: Path, edit: tuple[str, str, str] | None = None, extra: str = "") -> Path:
-    """The packaged 0.17 folder in tmp_path, with one text replacement in one file and extra TOML appended."""
-    for f in RULES_DIR.glob("*.toml"):
+    """The running release's packaged folder in tmp_path, with one text replacement in one file and extra TOML
+    appended."""
+    for f in _release_dir().glob("*.toml"):
         shutil.copy(f, tmp_path / f.name)
     if edit is not None:
         name, old, new = edit
@@ -201,7 +213,7 @@ def test_a_malformed_field_default_is_a_rules_error(tmp_path):
                 'defaults = [{ when = { use_mla = true }, size = 576 }, { value = 128 }]'):  # no value
         folder = tmp_path / str(abs(hash(bad)))
         folder.mkdir()
-        for f in RULES_DIR.glob("*.toml"):
+        for f in _release_dir().glob("*.toml"):
             shutil.copy(f, folder / f.name)
         text = (folder / "fields.toml").read_text().replace(HEAD_DEFAULTS, bad)
         (folder / "fields.toml").write_text(text)
@@ -233,6 +245,7 @@ require = { use_mla = true }
 reason = "MLA prefill is selected only for MLA models"'''
 
 
+@pytest.mark.vllm("0.17")
 def test_the_mla_prefill_role_check_is_the_invariant(tmp_path):
     """solve(role='mla_prefill') of a non-MLA config is refused by the rule set's invariant over the role (not
     by Python): without it the question goes on to the lists; another clause over the role is applied alike."""
