@@ -113,8 +113,11 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    rows = run(quick="--quick" in argv)
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="bench_cpu_mla.py", description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer cases and rounds (a smoke run)")
+    rows = run(quick=ap.parse_args(argv).quick)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"{'case':48} {'ms':>9} {'GB/s':>7} {'same-bytes sum GB/s':>20} {'% of it':>8}")
     for r in rows:
