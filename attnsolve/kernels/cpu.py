@@ -249,6 +249,44 @@ def _torch_rows(q, k, v, L, *, scale, causal, window, cap, sinks, alibi=None, mm
     return (out, lse) if want_lse else out
 
 
+_CHUNK_ROWS = 64  # fewest query rows per call of a chunked causal prefill
+_CHUNKS = 4  # at most this many calls (each is one parallel region: fewer barriers on a busy machine)
+_CHUNK_BELOW = 768  # torch's flash kernel switches to 256-row query blocks at this many rows
+
+
+def _flash_causal_chunked(qh: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale):
+    """A causal prefill of ``n < _CHUNK_BELOW`` rows (no context) in at most ``_CHUNKS`` chunks of at least
+    ``_CHUNK_ROWS`` rows (a multiple of 32).
+
+    Below 768 query rows torch's CPU flash kernel works in 64-row query blocks against 512-key
+    blocks and, with ``is_causal``, computes each key block whole: every row of a 512-token
+    prefill meets all 512 keys (twice the causal work).  Chunk ``j`` (rows ``m .. e``) is called
+    with only the keys ``[0, e)``: the first chunk with ``is_causal`` (square, so its top-left
+    causal mask is the end-aligned one), the others with an additive mask that hides each row's
+    future keys of the chunk.  The masks are column slices of one ``[c, n + c]`` buffer
+    ``B[r, t'] = 0 if t' <= n + r else -inf`` (chunk at ``m`` reads ``B[:, n - m : n - m + e]``),
+    so nothing is built per chunk.  Measured 1.2 to 1.5x SDPA's causal call at 256 to 704 rows,
+    none at 1k and above (the kernel's 256-row blocks waste less, and small chunks compute less
+    efficiently), hence the bound.  Returns ``(out [1, H, n, D], lse [1, H, n])`` like ``_flash``.
+    """
+    _, H, n, D = qh.shape
+    c = max(_CHUNK_ROWS, -(-n // (_CHUNKS * 32)) * 32)
+    t = torch.arange(n + c).view(1, -1)
+    buf = torch.zeros(c, n + c, dtype=torch.float32).masked_fill_(t > n + torch.arange(c).view(-1, 1), -math.inf)
+    outs, lses = [], []
+    for m in range(0, n, c):
+        e = min(n, m + c)
+        if m == 0:
+            o, l = _flash(qh[:, :, :e], k[None, :, :e], v[None, :, :e], is_causal=True, scale=scale)
+        else:
+            o, l = _flash(qh[:, :, m:e], k[None, :, :e], v[None, :, :e], attn_mask=buf[: e - m, n - m: n - m + e],
+                          scale=scale)
+        outs.append(o[0].transpose(0, 1))  # [rows, H, D]: the kernel writes in the query's order
+        lses.append(l)
+    # one copy each (a parallel region per op costs on a busy machine: no per-chunk copies)
+    return torch.cat(outs).transpose(0, 1).unsqueeze(0), torch.cat(lses, dim=2)
+
+
 def _flash_rows(q, k, v, p0, *, scale, causal, window, sinks):
     """Same contract as ``_torch_rows`` via torch's CPU flash-attention kernel (no soft-cap)."""
     n, H, D = q.shape
@@ -267,6 +305,8 @@ def _flash_rows(q, k, v, p0, *, scale, causal, window, sinks):
             visible &= pos_k <= pos_q
         mask = torch.zeros(n, L - lo, dtype=q.dtype).masked_fill_(~visible, -math.inf)
         o, lse = _flash(qh, k[None, :, lo:], v[None, :, lo:], attn_mask=mask, scale=scale)
+    elif causal and p0 == 0 and _CHUNK_ROWS < n < _CHUNK_BELOW:
+        o, lse = _flash_causal_chunked(qh, k, v, scale)
     elif not causal or p0 == 0:
         o, lse = _flash(qh, k[None], v[None], is_causal=bool(causal), scale=scale)
     else:
