@@ -65,11 +65,11 @@ def test_decode_long_context_chunks_merge(head, dtype, cache):
 
 
 @pytest.mark.parametrize("ext", [pytest.param(True, marks=needs_ext), False])
-@pytest.mark.parametrize("n", [65, 130, 300, 767, 768])  # chunk edges: 1..4 chunks of >= 64 rows, and the bound
+@pytest.mark.parametrize("n", [65, 130, 300, 1087, 1088])  # chunk edges: 1..4 chunks of >= 64 rows, the bound
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_causal_prefill_in_row_chunks(ext, n, dtype, monkeypatch):
-    """A causal prefill of 65..767 rows runs as row chunks against the keys each chunk sees (the first
-    with is_causal, the others with a mask sliced from one buffer); 768 rows is one call.  Sinks use the
+    """A causal prefill of 65..1087 rows runs as row chunks against the keys each chunk sees (the first
+    with is_causal, the others with a mask sliced from one buffer); 1088 rows is one call.  Sinks use the
     merged log-sum-exp; a batch with a second sequence writes into the shared output."""
     from attnsolve.kernels import cpu as cpu_mod
 
