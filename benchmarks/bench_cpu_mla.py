@@ -1,13 +1,14 @@
 """CPU_MLA decode: bytes of latent cache read per second, as a ratio to an interleaved reduction's read rate.
 
-``python benchmarks/bench_cpu_mla.py [--quick]`` prints one table (``python -m benchmarks`` shows the
-C++ rows in its kernels group).  Problem: DeepSeek-style decode (one query token per sequence),
+``python benchmarks/bench_cpu_mla.py [--quick]`` prints one table (``python -m benchmarks`` shows
+the C++ rows in its kernels group).  Problem: DeepSeek-style decode (one query token per sequence),
 ``kv_lora_rank 512 + rope 64``, 16 query heads (a TP-8 shard of 128), shuffled blocks of 16, bf16
 and fp32, contexts 4k-16k, batch 1-32.  "Bytes read" counts the latent rows the kernel must read
 (``sum(seq_lens) * 576 * element size``); the reference is an ``x.sum()`` over float32 reading the
-same number of bytes but at least 128 MiB (4x the L3: fewer would run from cache), timed interleaved with the kernel round by round (best of each), so the ratio
-means something on a loaded, shared box where absolute figures do not.  A 512 MiB ``x.sum()``
-(best of 5, before and after) is printed as the machine's read rate.
+same number of bytes but at least 128 MiB (4x the L3: fewer would run from cache), timed interleaved
+with the kernel round by round (best of each), so the ratio means something on a loaded, shared box
+where absolute figures do not.  A 512 MiB ``x.sum()`` (best of 5, before and after) is printed as
+the machine's read rate.
 
 MLA decode is compute-bound on a CPU by construction: every 576-element latent row meets all 16
 heads (16 x (576 + 512) multiply-adds per row: ~30 flop per bf16 byte), so the ratio says how close

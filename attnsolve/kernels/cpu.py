@@ -11,8 +11,10 @@ Two paths, chosen per sequence of a mixed batch:
   ``seq_len`` rows, never the whole cache, into a per-thread buffer reused across calls; a
   C++ memcpy gather with the extension) and run torch's CPU flash-attention kernel
   (``aten._scaled_dot_product_flash_attention_for_cpu``, the one SDPA uses), whose
-  log-sum-exp output gives exact sinks and the merge of a causal chunk with its context.
-  Soft-capping (which that kernel lacks) uses a tiled float32 torch path.
+  log-sum-exp output gives exact sinks and the merge of a causal chunk with its context.  A
+  causal prefill of 65 to 1087 rows runs as at most 4 row chunks against only the keys each
+  chunk sees (that kernel computes whole 512-key blocks).  Soft-capping (which that kernel
+  lacks) uses a tiled float32 torch path.
 
 Without a compiler (or with ``ATTNSOLVE_CPU_EXT=0``) every sequence takes the torch paths.
 All paths are tested against ``reference.paged_attention_reference``.
@@ -260,16 +262,17 @@ def _flash_causal_chunked(qh: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sc
     """A causal prefill of ``n < _CHUNK_BELOW`` rows (no context) in at most ``_CHUNKS`` chunks of at least
     ``_CHUNK_ROWS`` rows (a multiple of 32).
 
-    torch's CPU flash kernel works in 32-, 64- or (from 768 rows) 256-row query blocks against
-    512-key blocks and, with ``is_causal``, computes each key block whole: every row of a 512-token
-    prefill meets all 512 keys (twice the causal work), a 1k one half again the causal work.  Chunk ``j`` (rows ``m .. e``) is called
-    with only the keys ``[0, e)``: the first chunk with ``is_causal`` (square, so its top-left
-    causal mask is the end-aligned one), the others with an additive mask that hides each row's
-    future keys of the chunk.  The masks are column slices of one ``[c, n + c]`` buffer
-    ``B[r, t'] = 0 if t' <= n + r else -inf`` (chunk at ``m`` reads ``B[:, n - m : n - m + e]``),
-    so nothing is built per chunk.  Measured (one thread) 1.2 to 1.4x SDPA's causal call at 256
-    to 704 rows, 1.03 to 1.06x at 1k, 0.92x at 1280 and below 1x at 2k (the kernel's waste shrinks
-    with length while small chunks compute less efficiently), hence the bound.  Returns ``(out [1, H, n, D], lse [1, H, n])`` like ``_flash``.
+    torch's CPU flash kernel works in 32-, 64- or (from 768 rows) 256-row query blocks against 512-key
+    blocks and, with ``is_causal``, computes each key block whole: every row of a 512-token prefill
+    meets all 512 keys (twice the causal work), a 1k one half again the causal work.  Chunk ``j`` (rows
+    ``m .. e``) is called with only the keys ``[0, e)``: the first chunk with ``is_causal`` (square, so
+    its top-left causal mask is the end-aligned one), the others with an additive mask that hides each
+    row's future keys of the chunk.  The masks are column slices of one ``[c, n + c]`` buffer
+    ``B[r, t'] = 0 if t' <= n + r else -inf`` (chunk at ``m`` reads ``B[:, n - m : n - m + e]``), so
+    nothing is built per chunk.  Measured (one thread) 1.2 to 1.4x SDPA's causal call at 256 to 704 rows, 1.03 to
+    1.06x at 1k, 0.92x at 1280 and below 1x at 2k (the kernel's waste shrinks with length while small
+    chunks compute less efficiently), hence the bound.  Returns ``(out [1, H, n, D], lse [1, H, n])``
+    like ``_flash``.
     """
     _, H, n, D = qh.shape
     c = max(_CHUNK_ROWS, -(-n // (_CHUNKS * 32)) * 32)
