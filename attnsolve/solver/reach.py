@@ -217,7 +217,8 @@ class Reach:
             return got
         masks: set[int] = set()
         sat = self.comp.satisfied_partial
-        coupled = any(f in self._coupled_fields for f in fields)
+        # only the invariants over this part's fields can break (the fixed ones were judged in _factored)
+        here = tuple(i for i in self._invariants if set(i.fields) & set(fields))
         # within this part only its own fields and derived facts vary: memoise each derived fact on those
         varying = set(fields) | {d.name for d in derived}
         local = [(d, tuple(f for f in d.inputs if f in varying), {}) for d in derived]
@@ -228,7 +229,7 @@ class Reach:
             for f, (v, mv) in zip(fields, combo):
                 env[f] = v
                 m |= mv
-            if coupled and not self._coupling_ok(env):
+            if here and not self._coupling_ok(env, here):
                 continue
             for d, ins, memo in local:  # dependency order: a derived fact after those it reads
                 k = tuple([env[f] for f in ins])
@@ -252,10 +253,10 @@ class Reach:
             got = self._dmemo[k] = (d.evaluate(env)[0],)
         return got[0]
 
-    def _coupling_ok(self, vals: Mapping[str, Any]) -> bool:
+    def _coupling_ok(self, vals: Mapping[str, Any], invariants: tuple[Any, ...] | None = None) -> bool:
         """Whether the values set in `vals` (fields absent or ANY are free) break none of the rule set's
-        invariants (config.invariants judges a Config the same way)."""
-        for inv in self._invariants:
+        invariants (default: all; config.invariants judges a Config the same way)."""
+        for inv in self._invariants if invariants is None else invariants:
             kind = inv.kind
             if kind == "platform_field":
                 plat, v = vals.get("platform", ANY), vals.get(inv.field, _MISSING)
