@@ -363,8 +363,6 @@ def _screen(comp: Any, base: Mapping[str, Any], changes: Mapping[str, Any],
     facts = dict(base)
     for f, v in changes.items():
         facts[f] = (v[0] * 10 + v[1]) if f == "compute_capability" and isinstance(v, tuple) else v
-    if facts.get("use_sparse") and not facts.get("use_mla"):
-        return None
     comp.complete(facts)
     got = comp.plan_for(facts)
     if got is None:

@@ -95,7 +95,10 @@ def field_pool(rules: RuleSet, name: str) -> list[Any]:
         return list(rules.domains["rocm_arch"])
     if name in rules.domains:
         vals = list(rules.domains[name])
-        return [None, *vals] if name in ("block_size", "flash_attn_version") else vals
+        decl = rules.fields.get(name)
+        unset = decl is not None and name not in FIELD_NAMES and decl.default is None and not decl.platforms
+        # None = unset (automatic MLA prefill selection, no model architecture) is a value of its own
+        return [None, *vals] if name in ("block_size", "flash_attn_version") or unset else vals
     if name == "head_size":
         vals = [v for v in _class_values(rules, name) if isinstance(v, int) and v >= 1]
         return sorted(set(vals) | {32, 64, 80, 96, 128, 256, 576})

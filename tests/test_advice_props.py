@@ -13,9 +13,8 @@ from attnsolve.advice import _HARDWARE, _MODEL, KINDS, Context, _plausible, advi
 from attnsolve.selection import compiled_rules
 from strategies import budget, configs
 
-# One release for now: advise() explains every lost backend; on the 0.33 set that is now ~0.1-5 s per config
-# (up to ~25 s for a few), still too slow for this module's CI budget; run it for 0.33 once that is fast.
-pytestmark = pytest.mark.vllm("0.17")
+# Every release: the properties read the running release's rules (configs drawn from its domains).
+pytestmark = pytest.mark.every_release
 
 
 def _applied(cfg: Config, changes: dict) -> Config:

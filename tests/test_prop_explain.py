@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import oracle
-from attnsolve import ANY, Config, ConfigError
+from attnsolve import ANY, Config, ConfigError, solve
 from attnsolve.config import FIELD_NAMES
 from attnsolve.rules import default_rules
 from attnsolve.selection import csp_solver
@@ -35,7 +35,7 @@ from strategies import budget, HARDWARE, completions, config_kwargs, field_pool,
 # test_possible_backends_is_the_union_over_completions fail there (the latter: possible_backends() of an MLA
 # prefill question leaves out NO_PREFILL, which solve() answers for some completions; see docs/testing.md).
 pytestmark = oracle.ORACLE_RELEASES
-PINNED = pytest.mark.vllm("0.17")
+PINNED = pytest.mark.vllm(__import__("os").environ.get("PIN_V", "0.17"))
 
 explain_mod = pytest.importorskip("attnsolve.explain")
 explain = explain_mod.explain
@@ -308,3 +308,74 @@ def test_regression_conflict_for_impossible_request_is_empty():
     cfg = Config(platform="cuda", compute_capability="9.0", dtype="bfloat16", backend="CUDNN_PREFILL")
     exp = explain(cfg, role="decode")
     assert exp.conflict == {} and not exp.hardware_only, (exp.conflict, exp.hardware_only)
+
+
+# On vLLM 0.33 (found by the properties above once they ran for that release):
+# - an MLA prefill request field (mla_prefill_backend) names the backend it asks for, and the model routes
+#   name one model_arch each, but value classes came from the backends' checks and list conditions only: all
+#   requests (and all model architectures) shared one class, so possible_backends() of an MLA prefill question
+#   never tried a CPU prefill request and left out what solve() answers for it;
+# - a platform-scoped declared field (hpc_available, cuda only) had a representative (False) Config refuses
+#   off its platform: a sweep on CPU with it free had no row at all;
+# - reach's hard-coded coupling refused use_sparse=True with use_mla=False, which vLLM answers (0.33's XPU
+#   selects XPU_MLA_SPARSE without MLA; 0.17's ROCm selects ROCM_AITER_MLA_SPARSE at block size 1): conflicts
+#   left out use_sparse. The coupling now comes from the rule set's invariants.
+
+
+@pytest.mark.vllm("0.33")
+def test_regression_possible_backends_tries_every_mla_prefill_request():
+    cfg = Config(platform="cuda", compute_capability="10.4", dtype="bfloat16", head_size=576, use_mla=True,
+                 qk_nope_head_dim=512, v_head_dim=8, mla_prefill_backend=ANY, model_arch=ANY)
+    want = solve(cfg.replace(mla_prefill_backend="CPU", model_arch="deepseek_v32"), role="mla_prefill").backend
+    assert want == "CPU_SDPA_MLA_PREFILL"
+    assert want in possible_backends(cfg, role="mla_prefill")
+
+
+@pytest.mark.vllm("0.33")
+def test_regression_model_arch_and_route_values_are_told_apart():
+    from attnsolve.solver.domains import representatives
+    rules = default_rules()
+    for f in ("model_arch", "model_route", "mla_prefill_backend"):
+        assert set(representatives(rules, f)) == {None, *rules.domains[f]} - ({None} if f == "model_route" else set())
+
+
+@pytest.mark.vllm("0.33")
+def test_regression_possible_backends_with_a_cuda_only_field_free_on_cpu():
+    cfg = Config(platform="cpu", dtype="float32", head_size=576, use_mla=True, hpc_available=ANY)
+    assert solve(cfg.replace(hpc_available=True), role="mla_prefill").backend == "CPU_SDPA_MLA_PREFILL"
+    assert possible_backends(cfg, role="mla_prefill") == ("CPU_SDPA_MLA_PREFILL",)
+
+
+@pytest.mark.vllm("0.33")
+def test_regression_xpu_conflicts_keep_use_sparse():
+    cfg = Config(platform="xpu", dtype="bfloat16", use_mla=False, backend="XPU_MLA_SPARSE")
+    assert solve(cfg.replace(use_sparse=True)).backend == "XPU_MLA_SPARSE"  # sparse without MLA on XPU
+    exp = explain(cfg)
+    assert exp.selected is None and exp.conflicts
+    assert all("use_sparse" in c for c in exp.conflicts), exp.conflicts
+    assert any(dict(f.changes) == {"use_sparse": True} and f.selects == "XPU_MLA_SPARSE" for f in exp.fixes)
+
+
+@pytest.mark.vllm("0.17")
+def test_regression_rocm_sparse_without_mla_conflicts_keep_block_size():
+    cfg = Config(platform="rocm", dtype="bfloat16", use_mla=False, use_sparse=True)
+    assert solve(cfg.replace(block_size=1)).backend == "ROCM_AITER_MLA_SPARSE"  # vLLM 0.17 rocm.py: sparse first
+    exp = explain(cfg)
+    assert exp.conflicts and all("block_size" in c for c in exp.conflicts), exp.conflicts
+
+
+@oracle.ORACLE_RELEASES
+def test_reach_coupling_is_the_releases_invariants():
+    """Reachability judges combinations by the rule set's invariants, no more (it prunes conflicts and fixes:
+    forbidding a combination the release allows would make a conflict unsound)."""
+    from attnsolve.selection import compiled_rules
+    from attnsolve.solver.reach import reach_for
+    reach = reach_for(compiled_rules())
+    ok = reach._coupling_ok
+    assert ok({"use_mla": False, "use_sparse": True})
+    assert not ok({"role": "mla_prefill", "use_mla": False})
+    assert ok({"platform": "cuda", "compute_capability": 90}) and not ok({"platform": "cpu", "compute_capability": 90})
+    assert not ok({"platform": "cuda", "rocm_arch": "gfx942"}) and ok({"platform": "rocm", "rocm_arch": "gfx942"})
+    if "use_dcp" in reach._coupled_fields:  # a definition (0.33): use_dcp = dcp_size > 1
+        assert not ok({"use_dcp": True, "dcp_size": 1}) and not ok({"use_dcp": False, "dcp_size": 4})
+        assert ok({"use_dcp": True, "dcp_size": 4}) and ok({"use_dcp": True, "dcp_size": None})

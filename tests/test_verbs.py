@@ -16,14 +16,16 @@ from attnsolve import ANY, Config, explain
 from attnsolve.advice import Context, advise
 from attnsolve.cli import COMMANDS, FLAG_OF, parse_args, run
 from attnsolve.render import Style, show
+from attnsolve.rules import rules_for
 from attnsolve.verbs import VERBS, Result
 
 from strategies import budget, configs
 
 
-# One release for now: explain() on 0.33 is seconds now, not minutes, but these round trips (API and CLI
-# advice for every drawn config) still took over 8 min CPU with test_advice_props.py on 0.33 (loaded box).
-pytestmark = [pytest.mark.usefixtures("no_vllm_env"), pytest.mark.vllm("0.17")]
+# The drawn-config round trips and the verbs run for every release; the hand-picked cases (GPUs, backends and
+# answers of vLLM 0.17) are pinned to 0.17 per test.
+pytestmark = [pytest.mark.usefixtures("no_vllm_env"), pytest.mark.every_release]
+V017 = pytest.mark.vllm("0.17")
 EX = Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -33,9 +35,12 @@ def flags_for(config: Config) -> list[str]:
     hardware = ("platform", "compute_capability", "rocm_arch")
     if config.gpu is not None:
         argv += ["--gpu", config.gpu]
+    declared = rules_for(config.vllm).fields
     for field, value in config.to_dict(only_changed=True).items():
         if config.gpu is None or field not in hardware:
-            argv += [FLAG_OF.get(field, "--" + field.replace("_", "-")), show(value)]
+            flags = declared[field].flags if field in declared else ()
+            flag = FLAG_OF.get(field) or (flags[0] if flags else "--" + field.replace("_", "-"))
+            argv += [flag, show(value)]
     if "dtype_explicit" in config.field_names and config.dtype_explicit is False:
         argv += ["--dtype-explicit", "false"]  # --dtype alone is explicit; Config's dtype is not unless told
     return argv
@@ -49,15 +54,16 @@ def cli(verb: str, argv: list[str]) -> tuple[int, str]:
 
 
 CASES = [
-    Config(platform="cuda", gpu="H100", dtype="bfloat16", kv_cache_dtype="fp8", head_size=20),  # nothing fits
-    Config(platform="cuda", gpu="A100", dtype="bfloat16", kv_cache_dtype="fp8"),  # FLASH_ATTN lost
-    Config(platform="cuda", gpu="B200", dtype="bfloat16", use_mla=True, backend="FLASHMLA"),  # request fails
-    Config(platform="rocm", rocm_arch="gfx942", dtype="bfloat16", use_mla=True, use_sparse=True),  # start-up fails
-    Config(platform="cuda", gpu="H100", dtype="bfloat16", use_mla=True),  # MLA: the prefill line too
-    Config(platform="cpu", dtype="bfloat16", use_mla=True),
+    Config(vllm="0.17", platform="cuda", gpu="H100", dtype="bfloat16", kv_cache_dtype="fp8", head_size=20),  # nothing fits
+    Config(vllm="0.17", platform="cuda", gpu="A100", dtype="bfloat16", kv_cache_dtype="fp8"),  # FLASH_ATTN lost
+    Config(vllm="0.17", platform="cuda", gpu="B200", dtype="bfloat16", use_mla=True, backend="FLASHMLA"),  # request fails
+    Config(vllm="0.17", platform="rocm", rocm_arch="gfx942", dtype="bfloat16", use_mla=True, use_sparse=True),  # start-up fails
+    Config(vllm="0.17", platform="cuda", gpu="H100", dtype="bfloat16", use_mla=True),  # MLA: the prefill line too
+    Config(vllm="0.17", platform="cpu", dtype="bfloat16", use_mla=True),
 ]
 
 
+@V017
 @pytest.mark.parametrize("config", CASES, ids=lambda c: repr(c)[7:70])
 def test_api_text_is_the_cli_text(config):
     code, out = cli("explain", flags_for(config))
@@ -66,6 +72,7 @@ def test_api_text_is_the_cli_text(config):
     assert code == (0 if exp.selected is not None and advise(Context.of(config)).startup_error is None else 1)
 
 
+@V017
 @pytest.mark.parametrize("config", CASES[:3], ids=lambda c: repr(c)[7:70])
 def test_json_result_is_the_advice_dict(config):
     _, out = cli("explain", [*flags_for(config), "--json"])
@@ -82,8 +89,9 @@ def test_api_text_is_the_cli_text_for_drawn_configs(config):
     assert str(explain(config)) == out.rstrip("\n")
 
 
+@V017
 def test_partial_config_text_lists_possible_backends():
-    cfg = Config(platform="cuda", gpu="H100", dtype="bfloat16", kv_cache_dtype=ANY)
+    cfg = Config(vllm="0.17", platform="cuda", gpu="H100", dtype="bfloat16", kv_cache_dtype=ANY)
     text = str(explain(cfg))
     assert any(x.startswith("Possible  ") for x in text.splitlines())
     assert "kv_cache_dtype free" in text

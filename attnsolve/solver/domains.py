@@ -64,7 +64,34 @@ def _field_preds(rules: RuleSet) -> dict[str, tuple[Pred, ...]]:
         for case in d.cases:
             for lit in case.when:
                 add(lit)
+    for cond in _step_conditions(rules):
+        for lit in cond:
+            add(lit)
     return {f: tuple(p) for f, p in found.items()}
+
+
+def _step_conditions(rules: RuleSet) -> list[tuple[Any, ...]]:
+    """The conditions of the platforms' steps around the lists (vLLM >= 0.18: requests refused or dropped,
+    rewrites, model routes and model-chosen backends, the MLA prefill layer's skips and fallbacks): they tell values apart as much as a backend's checks do (a model route names one model_arch)."""
+    out: list[tuple[Any, ...]] = []
+    seen: set[int] = set()
+    for pl in rules.lists:
+        out += [c for _, c in pl.request_errors]
+        out += [c for _, c, _, _ in pl.request_fallbacks]
+        out += [rw.when for rw in pl.rewrites]
+        out += [c.when for c in pl.model_backend]
+        out += [r.when for r in pl.model_routes] + [k.when for k in pl.model_route_kv]
+        if pl.mla_prefill is not None and id(pl.mla_prefill) not in seen:
+            seen.add(id(pl.mla_prefill))
+            out += [c for _, c in (*pl.mla_prefill.skips, *pl.mla_prefill.fallbacks)]
+    return out
+
+
+def _distinct(rules: RuleSet) -> set[str]:
+    """Fields whose every value is its own class: the semantics depends on them structurally (which list,
+    which request), not only through predicates; an MLA prefill request field names the backend it asks for."""
+    return _DISTINCT | {pl.mla_prefill.request_field for pl in rules.lists
+                        if pl.mla_prefill is not None and pl.mla_prefill.request_field}
 
 
 def _candidates(rules: RuleSet, field: str) -> list[Any]:
@@ -135,7 +162,7 @@ _DISTINCT = {"platform", "backend", "role"}
 @lru_cache(maxsize=256)
 def _classes_cached(rules: RuleSet, field: str) -> tuple[ValueClass, ...]:
     preds = field_preds(rules, field)
-    if field in _DISTINCT:
+    if field in _distinct(rules):
         return tuple(ValueClass(field, v, (i,), (v,)) for i, v in enumerate(_candidates(rules, field)))
     groups: dict[tuple[bool, ...], list[Any]] = {}
     for v in _candidates(rules, field):
@@ -146,6 +173,10 @@ def _classes_cached(rules: RuleSet, field: str) -> tuple[ValueClass, ...]:
     decl = rules.fields.get(field)
     preferred = {_cc(g) for g in rules.generations} if field == "compute_capability" else \
         {c.value for c in decl.defaults} if decl is not None else set()
+    if decl is not None and decl.platforms and field not in _COMMON and decl.default is not None:
+        # a field scoped to some platforms (hpc_available on cuda) takes only its default elsewhere: the
+        # representative every platform accepts
+        preferred = {decl.default}
     out = []
     for sig, vals in groups.items():
         if None in vals:  # None is always its own class: it means "unset", not a number

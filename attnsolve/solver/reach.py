@@ -23,10 +23,10 @@ from .domains import representatives
 # Largest product of free values one unit enumerates exactly (see Reach._options).
 _MAX_COMBOS = 1_024
 
-# Fields always enumerated together: hardware facts are coupled to the platform, sparse to MLA,
-# and the role to MLA.
-_COUPLED = (("platform", "compute_capability", "rocm_arch"), ("use_mla", "use_sparse", "role"))
-_COUPLED_FIELDS = frozenset(f for g in _COUPLED for f in g)
+# Fields always enumerated together come from the rule set's invariants (Invariant.fields: a platform
+# field with the platform, a clause's fields, a definition's two sides): the coupling is the release's,
+# so it never forbids a combination the release allows (0.33's XPU selects a sparse backend without MLA).
+_ALWAYS = ("platform", "role", "use_mla", "use_sparse", "compute_capability", "rocm_arch")
 
 
 _MISSING = object()
@@ -58,10 +58,16 @@ class Reach:
         self._base: dict[str, frozenset[str]] = {}
         for n, d in self._derived.items():
             self._base[n] = frozenset(x for f in d.inputs for x in (self._base.get(f, ()) if f in rules.derived else (f,)))
-        fields = set(comp.fields) | {"platform", "role", "use_mla", "use_sparse", "compute_capability", "rocm_arch"}
+        fields = set(comp.fields) | set(_ALWAYS)
         for n in self._derived:
             fields |= self._base[n]
         fields -= set(self._derived)
+        # the invariants tying a field the clauses read to others (use_dcp = dcp_size > 1): judged together
+        self._invariants = tuple(i for i in rules.invariants if set(i.fields) & fields)
+        for inv in self._invariants:
+            fields |= set(inv.fields)
+        self._coupled = tuple(inv.fields for inv in self._invariants)
+        self._coupled_fields = frozenset(f for g in self._coupled for f in g)
         # groups: union-find over derived inputs and coupled fields
         parent = {f: f for f in fields}
 
@@ -78,7 +84,7 @@ class Reach:
             ins = [f for f in sorted(self._base[n]) if f in parent]
             for a, b in zip(ins, ins[1:]):
                 union(a, b)
-        for grp in _COUPLED:
+        for grp in self._coupled:
             ins = [f for f in grp if f in parent]
             for a, b in zip(ins, ins[1:]):
                 union(a, b)
@@ -144,7 +150,7 @@ class Reach:
     def _factored(self, group: tuple[str, ...], facts: Mapping[str, Any]) -> _Parts | None:
         free = [f for f in group if facts.get(f, ANY) is ANY]
         fixed_vals = {f: facts[f] for f in group if facts.get(f, ANY) is not ANY}
-        if not _coupling_ok(fixed_vals):
+        if not self._coupling_ok(fixed_vals):
             return None
         free_set = set(free)
         parent = {f: f for f in free}
@@ -166,7 +172,7 @@ class Reach:
             ins = sorted(fb)
             for a in ins[1:]:
                 parent[find(a)] = find(ins[0])
-        for grp in _COUPLED:
+        for grp in self._coupled:
             ins = [f for f in grp if f in free_set]
             for a in ins[1:]:
                 parent[find(a)] = find(ins[0])
@@ -199,7 +205,7 @@ class Reach:
         reads: set[str] = set()
         for d in derived:
             reads.update(d.inputs)
-        for grp in _COUPLED:
+        for grp in self._coupled:
             if any(f in grp for f in fields):
                 reads.update(grp)
         reads -= set(fields)
@@ -211,7 +217,8 @@ class Reach:
             return got
         masks: set[int] = set()
         sat = self.comp.satisfied_partial
-        coupled = any(f in _COUPLED_FIELDS for f in fields)
+        # only the invariants over this part's fields can break (the fixed ones were judged in _factored)
+        here = tuple(i for i in self._invariants if set(i.fields) & set(fields))
         # within this part only its own fields and derived facts vary: memoise each derived fact on those
         varying = set(fields) | {d.name for d in derived}
         local = [(d, tuple(f for f in d.inputs if f in varying), {}) for d in derived]
@@ -222,7 +229,7 @@ class Reach:
             for f, (v, mv) in zip(fields, combo):
                 env[f] = v
                 m |= mv
-            if coupled and not _coupling_ok(env):
+            if here and not self._coupling_ok(env, here):
                 continue
             for d, ins, memo in local:  # dependency order: a derived fact after those it reads
                 k = tuple([env[f] for f in ins])
@@ -245,6 +252,33 @@ class Reach:
         if got is None:
             got = self._dmemo[k] = (d.evaluate(env)[0],)
         return got[0]
+
+    def _coupling_ok(self, vals: Mapping[str, Any], invariants: tuple[Any, ...] | None = None) -> bool:
+        """Whether the values set in `vals` (fields absent or ANY are free) break none of the rule set's
+        invariants (default: all; config.invariants judges a Config the same way)."""
+        for inv in self._invariants if invariants is None else invariants:
+            kind = inv.kind
+            if kind == "platform_field":
+                plat, v = vals.get("platform", ANY), vals.get(inv.field, _MISSING)
+                if plat is not ANY and v is not _MISSING and v is not ANY and (v is not None) != (plat in inv.platforms):
+                    return False
+            elif kind == "definition":
+                b, v = vals.get(inv.field, ANY), vals.get(inv.equals.field, ANY)
+                # use_dcp=True with no dcp_size leaves the size unknown (None): legal
+                if b is not ANY and v is not ANY and v is not None and b != inv.equals.pred(v):
+                    return False
+            else:
+                for c in inv.checks:
+                    facts = {}
+                    for f in c.fields:
+                        v = vals.get(f, ANY)
+                        if v is ANY:
+                            break
+                        facts[f] = v
+                    else:
+                        if c.fires(facts):
+                            return False
+        return True
 
     def units(self, facts: Mapping[str, Any]) -> tuple[int, int, list[tuple[int, ...]]] | None:
         """(clauses fixed facts satisfy, clauses any completion could satisfy, free units' options);
@@ -324,20 +358,6 @@ def _maximal(masks: set[int]) -> tuple[int, ...]:
         if not any(m | k == k for k in keep):
             keep.append(m)
     return tuple(keep)
-
-
-def _coupling_ok(vals: Mapping[str, Any]) -> bool:
-    plat = vals.get("platform", ANY)
-    if plat is not ANY:
-        if "compute_capability" in vals and (vals["compute_capability"] is not None) != (plat == "cuda"):
-            return False
-        if "rocm_arch" in vals and (vals["rocm_arch"] is not None) != (plat == "rocm"):
-            return False
-    if vals.get("use_sparse") is True and vals.get("use_mla") is False:
-        return False
-    if vals.get("role") == "mla_prefill" and vals.get("use_mla") is False:
-        return False
-    return True
 
 
 _REACH: "weakref.WeakKeyDictionary[CompiledRules, Reach]" = weakref.WeakKeyDictionary()
