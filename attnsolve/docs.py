@@ -380,10 +380,14 @@ def standard_rows(rules: RuleSet) -> list[list[str]]:
 def mla_rows(rules: RuleSet) -> list[list[str]]:
     rows = []
     for b in sorted((b for b in rules.backends.values() if kind_of(b) == "MLA decode"), key=lambda b: b.name):
-        caps = b.caps
-        rows.append([f"`{b.name}`", dtypes_cell(caps, rules), kv_cell(caps, rules), block_cell(caps, rules),
-                     head_cell(caps), flag_cell(caps.sink), flag_cell(caps.sparse), flag_cell(caps.mm_prefix),
-                     flag_cell(caps.dcp), attn_cell(caps, rules), cc_cell(b, caps, rules)])
+        # a backend with variants gets a row per variant, named in the Backend cell (the table has no Version
+        # column: 0.33's FLASHMLA_SPARSE_DSV41 pages 64 on SM 9.x, 128 elsewhere)
+        for v in _sorted_variants(rules, b) or [None]:
+            caps = _merge(b.caps, v.caps if v is not None else None)
+            name = f"`{b.name}`" + ("" if v is None else f" ({_VARIANT_SHOW.get(v.name, v.name)})")
+            rows.append([name, dtypes_cell(caps, rules), kv_cell(caps, rules), block_cell(caps, rules),
+                         head_cell(caps), flag_cell(caps.sink), flag_cell(caps.sparse), flag_cell(caps.mm_prefix),
+                         flag_cell(caps.dcp), attn_cell(caps, rules), cc_cell(b, caps, rules, v)])
     return rows
 
 
