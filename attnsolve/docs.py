@@ -251,14 +251,16 @@ def _chain(rules: RuleSet, name: str) -> list[str]:
 
 
 @functools.lru_cache(maxsize=512)
-def _reachable_values(rules: RuleSet, name: str, platform: str, cc: int) -> frozenset[Any]:
+def _reachable_values(rules: RuleSet, name: str, platform: str, cc: int,
+                      also: tuple[str, ...] = ()) -> frozenset[Any]:
     """The values derived fact `name` takes on `platform` at compute capability `cc` over every setting of
     the fields it reads, through the derived facts it reads (0.33's variant names derive from the FA
     version, which derives from the FA pick). The fields are set one at a time; a derived fact is evaluated
     as soon as its inputs are set, and a partial setting keeps only what a fact still to be evaluated reads,
     so settings that agree on that are searched once."""
     from .solver.domains import representatives
-    chain = _chain(rules, name)
+    chain = list(dict.fromkeys(d for n in (name, *also) for d in _chain(rules, n)))
+    chain = [d for d in rules.derived if d in chain]
     reads = {d: set(rules.derived[d].inputs) for d in chain}
     fixed = {"platform": platform, "compute_capability": cc}
     roots = [f for f in dict.fromkeys(f for d in chain for f in reads[d]) if f not in rules.derived and f not in fixed]
@@ -297,7 +299,8 @@ def _reachable_values(rules: RuleSet, name: str, platform: str, cc: int) -> froz
                 ready.append(d)
                 known.add(d)
                 pending.remove(d)
-        keep = set().union(*(reads[d] for d in pending)) - set(fixed) if pending else {name}
+        keep = (set().union(*(reads[d] for d in pending)) - set(fixed) if pending else set()) | (
+            {name, *also} & known)
         steps.append((root, ready, keep))
     states: set[tuple[tuple[str, Any], ...]] = {()}
     for root, ready, keep in steps:
@@ -311,13 +314,28 @@ def _reachable_values(rules: RuleSet, name: str, platform: str, cc: int) -> froz
                     facts[d] = rules.derived[d].evaluate(facts)[0]
                 grown.add(tuple(sorted((k, facts[k]) for k in keep if k in facts)))
         states = grown
+    if also:  # (value, the others' values) tuples
+        return frozenset((dict(st).get(name), *(dict(st).get(a) for a in also)) for st in states)
     return frozenset(dict(st).get(name) for st in states)
 
 
-def _variant_ccs(rules: RuleSet, b: Backend, values: tuple[Any, ...]) -> list[int]:
-    """CUDA compute capabilities at which some setting makes the derived variant field take `values`."""
-    return [cc for cc in _cc_candidates(rules)
-            if not _reachable_values(rules, b.variant_field, "cuda", cc).isdisjoint(values)]  # type: ignore[arg-type]
+def _variant_ccs(rules: RuleSet, b: Backend, values: tuple[Any, ...], ccs: list[int] | None = None) -> list[int]:
+    """CUDA compute capabilities at which some setting makes the derived variant field take `values` while the
+    backend's unconditional checks on derived facts pass (TRITON_FLASH_ATTN's causal route needs FA 3 or 4,
+    which its FA2 bucket never has)."""
+    always = [c for c in b.checks if not c.when and c.require.field in rules.derived]
+    also = tuple(dict.fromkeys(c.require.field for c in always))
+    out = []
+    for cc in _cc_candidates(rules) if ccs is None else ccs:
+        reach = _reachable_values(rules, b.variant_field, "cuda", cc, also)  # type: ignore[arg-type]
+        if not also:
+            ok = not reach.isdisjoint(values)
+        else:
+            ok = any(t[0] in values and all(c.require.pred(t[1 + also.index(c.require.field)]) for c in always)
+                     for t in reach)
+        if ok:
+            out.append(cc)
+    return out
 
 
 def cc_cell(b: Backend, caps: Capabilities, rules: RuleSet, variant: Any = None) -> str:
@@ -335,7 +353,7 @@ def cc_cell(b: Backend, caps: Capabilities, rules: RuleSet, variant: Any = None)
                 ", ".join(format_cc(c) for c in narrowed)
     if variant is None or b.variant_field not in rules.derived:
         return cc_pred_text(base)
-    reach = [c for c in _variant_ccs(rules, b, variant.values) if c in allowed]
+    reach = _variant_ccs(rules, b, variant.values, allowed)
     if not reach:  # a variant of another platform (FLASH_ATTN's XPU bucket)
         return "N/A"
     if reach == allowed:

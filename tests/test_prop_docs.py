@@ -234,8 +234,6 @@ RELEASE_ROWS = {v: _cuda_rows(v) for v in vllm_versions() if v in CHECKED}
 # Rows whose cells the law finds wrong or cannot reach (release, backend, variant) -> why: strict xfails, so
 # each is reported until fixed (docs/testing.md "Not yet every release").
 KNOWN = {
-    ("0.33", "TRITON_FLASH_ATTN", "WIDE"): "doc: its Compute Cap. cell says 9.x, but in the WIDE bucket (FA2 on "
-    "SM 9.x) the causal-route check (FA version 3 or 4) always fires: the cell does not weigh combination checks",
     ("0.33", "MINIMAX_M3_SPARSE", None): "test: the witness search finds no config on which it is valid when "
     "requested (a model-driven sparse backend: its fields are not in the search)",
     ("0.33", "STEP5_DSA", None): "test: the witness search finds no config on which it is valid when requested "
