@@ -10,6 +10,7 @@ Output is deterministic: sorted names, rule order for lists, no dates.
 from __future__ import annotations
 
 import difflib
+import functools
 import itertools
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -171,6 +172,9 @@ def kv_cell(caps: Capabilities, rules: RuleSet) -> str:
 
 def block_cell(caps: Capabilities, rules: RuleSet) -> str:
     dom = [b for b in rules.domains["block_size"] if isinstance(b, int)]
+    exact = caps.get("exact_block_sizes")  # an exact list replaces the multiples (0.33's B12X: 64 or 128)
+    if exact is not None:
+        return ", ".join(str(b) for b in sorted(exact))
     if caps.kernel_block_sizes is None:
         return "Any"
     ok = [b for b in dom if any(b % k == 0 for k in caps.kernel_block_sizes)]
@@ -217,6 +221,8 @@ def cc_pred_text(p: Pred | None) -> str:
         if len(majors) > 1 and majors == list(range(majors[0], majors[-1] + 1)):
             return f"{majors[0]}.x-{majors[-1]}.x"
         return ", ".join(f"{m}.x" for m in majors)
+    if p.in_ is not None and p.min is None and p.max is None and p.major_in is None and not p.negate:
+        return ", ".join(format_cc(c) for c in sorted(p.in_))
     if p.min is not None and p.max is not None:
         return f"{format_cc(p.min)}-{format_cc(p.max)}"
     if p.min is not None:
@@ -235,20 +241,83 @@ def _cc_candidates(rules: RuleSet) -> list[int]:
     return sorted(vals)
 
 
-def _variant_ccs(rules: RuleSet, b: Backend, values: tuple[Any, ...]) -> list[int]:
-    """Compute capabilities at which some switch setting makes the derived variant field take `values`."""
-    d = rules.derived[b.variant_field]  # type: ignore[index]
+def _chain(rules: RuleSet, name: str) -> list[str]:
+    """`name` and the derived facts it reads, directly or through others, in the rules' evaluation order."""
+    need = {name}
+    for d in reversed(list(rules.derived)):
+        if d in need:
+            need.update(f for f in rules.derived[d].inputs if f in rules.derived)
+    return [d for d in rules.derived if d in need]
+
+
+@functools.lru_cache(maxsize=512)
+def _reachable_values(rules: RuleSet, name: str, platform: str, cc: int) -> frozenset[Any]:
+    """The values derived fact `name` takes on `platform` at compute capability `cc` over every setting of
+    the fields it reads, through the derived facts it reads (0.33's variant names derive from the FA
+    version, which derives from the FA pick). The fields are set one at a time; a derived fact is evaluated
+    as soon as its inputs are set, and a partial setting keeps only what a fact still to be evaluated reads,
+    so settings that agree on that are searched once."""
     from .solver.domains import representatives
-    inputs = [f for f in d.inputs if f not in ("compute_capability", "platform")]
-    choices = [representatives(rules, f) for f in inputs]
-    out = []
-    for cc in _cc_candidates(rules):
-        for combo in itertools.product(*choices):
-            facts = {"platform": "cuda", "compute_capability": cc, **dict(zip(inputs, combo))}
-            if d.evaluate(facts)[0] in values:
-                out.append(cc)
-                break
-    return out
+    chain = _chain(rules, name)
+    reads = {d: set(rules.derived[d].inputs) for d in chain}
+    fixed = {"platform": platform, "compute_capability": cc}
+    roots = [f for f in dict.fromkeys(f for d in chain for f in reads[d]) if f not in rules.derived and f not in fixed]
+
+    preds: dict[str, list[Pred]] = {}
+    arithmetic: set[str] = set()
+    for d in chain:
+        for case in rules.derived[d].cases:
+            for lit in case.when:
+                preds.setdefault(lit.field, []).append(lit.pred)
+        for _, _, parts in rules.derived[d].locals:
+            arithmetic.update(parts)
+        if rules.derived[d].compute is not None:
+            arithmetic.update(rules.derived[d].compute[1])
+
+    def choices(f: str) -> list[Any]:
+        """The field's values, one per class that the chain's cases tell apart."""
+        decl = rules.fields.get(f)
+        if decl is not None and decl.platforms and platform not in decl.platforms:
+            return [None]
+        if f in arithmetic:
+            return list(representatives(rules, f))
+        seen: dict[tuple[bool, ...], Any] = {}
+        for v in representatives(rules, f):
+            seen.setdefault(tuple(p(v) for p in preds.get(f, ())), v)
+        return list(seen.values())
+
+    # per step (one root set): the derived facts that become computable, and what the states keep after it
+    known, pending, steps = set(fixed), list(chain), []
+    for root in [None, *roots]:
+        if root is not None:
+            known.add(root)
+        ready = []
+        for d in list(pending):
+            if reads[d] <= known:
+                ready.append(d)
+                known.add(d)
+                pending.remove(d)
+        keep = set().union(*(reads[d] for d in pending)) - set(fixed) if pending else {name}
+        steps.append((root, ready, keep))
+    states: set[tuple[tuple[str, Any], ...]] = {()}
+    for root, ready, keep in steps:
+        grown = set()
+        for st in states:
+            for v in (choices(root) if root is not None else (None,)):
+                facts = {**fixed, **dict(st)}
+                if root is not None:
+                    facts[root] = v
+                for d in ready:
+                    facts[d] = rules.derived[d].evaluate(facts)[0]
+                grown.add(tuple(sorted((k, facts[k]) for k in keep if k in facts)))
+        states = grown
+    return frozenset(dict(st).get(name) for st in states)
+
+
+def _variant_ccs(rules: RuleSet, b: Backend, values: tuple[Any, ...]) -> list[int]:
+    """CUDA compute capabilities at which some setting makes the derived variant field take `values`."""
+    return [cc for cc in _cc_candidates(rules)
+            if not _reachable_values(rules, b.variant_field, "cuda", cc).isdisjoint(values)]  # type: ignore[arg-type]
 
 
 def cc_cell(b: Backend, caps: Capabilities, rules: RuleSet, variant: Any = None) -> str:
@@ -267,6 +336,8 @@ def cc_cell(b: Backend, caps: Capabilities, rules: RuleSet, variant: Any = None)
     if variant is None or b.variant_field not in rules.derived:
         return cc_pred_text(base)
     reach = [c for c in _variant_ccs(rules, b, variant.values) if c in allowed]
+    if not reach:  # a variant of another platform (FLASH_ATTN's XPU bucket)
+        return "N/A"
     if reach == allowed:
         return cc_pred_text(base)
     majors = sorted({c // 10 for c in reach})
@@ -506,7 +577,7 @@ _LEGEND = [
     ("MM Prefix", "Multimodal prefix full attention support"),
     ("DCP", "Decode Context Parallelism support (`--decode-context-parallel-size`)"),
     ("Attention Types", "Supported attention patterns (Decoder, Encoder, Enc-Dec)"),
-    ("Compute Cap.", "Required CUDA compute capability (N/A for non-CUDA backends)"),
+    ("Compute Cap.", "Required CUDA compute capability (N/A for non-CUDA backends, and for variants CUDA never selects)"),
 ]
 
 

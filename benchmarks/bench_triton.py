@@ -25,10 +25,14 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable
 
-import torch
-import torch.nn.functional as F
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 from attnsolve.kernels.metadata import AttentionMetadata
 
@@ -238,6 +242,11 @@ def _print(rows: list[dict[str, Any]]) -> None:
 
 
 if __name__ == "__main__":
+    import argparse
+
+    _ap = argparse.ArgumentParser(prog="bench_triton.py", description=(__doc__ or "").splitlines()[0])
+    _ap.add_argument("--quick", action="store_true", help="fewer cases and rounds")
+    _quick = _ap.parse_args().quick
     t0 = time.perf_counter()
-    _print(run(quick="--quick" in sys.argv))
+    _print(run(quick=_quick))
     print(f"# total {time.perf_counter() - t0:.1f} s")

@@ -13,7 +13,8 @@ says which release its expectations are for:
 - `pytestmark = pytest.mark.vllm("0.17")`: facts of one release (a fact test names that release's
   source files); the test runs with that release as the default, whatever the environment says.
   On a single test inside an every_release module it pins that test alone.
-- neither: the test runs once, with `$ATTNSOLVE_VLLM` as the default release (0.17 unless set).
+- neither: the test runs once, with `$ATTNSOLVE_VLLM` as the default release (unset: the newest, as
+  for a user).
 `ATTNSOLVE_VLLM=0.33 pytest` is a per-release run: the every-release tests run for 0.33 only.
 """
 
@@ -38,9 +39,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 # The releases the every-release tests run against: all packaged sets, or only the one the caller named.
 _ASKED = os.environ.get("ATTNSOLVE_VLLM")
-# Tests that name no release are answered by 0.17 unless the caller names one (their facts were written
-# for it); fact modules pin theirs with pytest.mark.vllm(...) instead of relying on this.
-os.environ.setdefault("ATTNSOLVE_VLLM", "0.17")
+# Tests that name no release are answered by the newest release unless the caller names one, as a user's
+# query is; fact modules pin theirs with pytest.mark.vllm(...) instead of relying on this.
 
 
 def _releases() -> tuple[str, ...]:

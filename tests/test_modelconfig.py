@@ -11,8 +11,9 @@ from attnsolve import ConfigError
 from attnsolve.cli import main
 from attnsolve.modelconfig import apply_model_rewrites, read_model_config
 
-# One release: the example model files read as 0.17 configs.
-pytestmark = pytest.mark.vllm("0.17")
+# Every release: the reader's facts do not depend on the release; the model rewrites it applies do (0.17's
+# V3.2 KV rewrite is pinned to 0.17 below).
+pytestmark = pytest.mark.every_release
 
 EX = Path(__file__).resolve().parents[1] / "examples"
 
@@ -37,6 +38,7 @@ def test_directory_and_sliding_window(tmp_path):
     assert m.extra["sliding_window"] == 128 and m.extra["sliding_window_layers"] == "some"
 
 
+@pytest.mark.vllm("0.17")
 def test_v32_rewrite():
     m = read_model_config(EX / "deepseek-v3.2.json")
     fields, notes = apply_model_rewrites(m, {"kv_cache_dtype": "fp8_e4m3"})
@@ -83,3 +85,15 @@ def test_nothing_executed(tmp_path):
     (tmp_path / "config.json").write_text('{"head_dim": 128, "num_attention_heads": 8, "auto_map": {"AutoConfig": "evil.Cfg"}}')
     (tmp_path / "evil.py").write_text("raise SystemExit('executed')\n")
     assert read_model_config(tmp_path).fields["head_size"] == 128
+
+
+@pytest.mark.parametrize("gpu", ["H100", "B200"])
+@pytest.mark.parametrize("name", sorted(p.name for p in EX.glob("*.json")))
+def test_every_example_model_answers(capsys, vllm_version, name, gpu):
+    """`attnsolve select --model` on every shipped example answers for the running release (the 0.33 reader
+    knows its model-driven architectures too): a backend, exit 0, the JSON naming the release."""
+    code = main(["select", "--vllm", vllm_version, "--gpu", gpu, "--model", str(EX / name), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    env = json.loads(out)
+    assert env["result"]["selected"] and env["result"]["config"]["vllm"] == vllm_version, env

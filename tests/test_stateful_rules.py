@@ -52,8 +52,9 @@ class RulesEditing(RuleBasedStateMachine):
         out = []
         for f, d in self.docs.items():
             for plat, p in d.get("platforms", {}).items():
-                for i, _ in enumerate(p.get("lists", [])):
-                    out.append((f, plat, i))
+                for i, pl in enumerate(p.get("lists", [])):
+                    if "entries" in pl:  # an `error` list (0.33's XPU decision tree) has no entries to edit
+                        out.append((f, plat, i))
         return sorted(out)
 
     def _apply(self, docs: dict) -> RulesError | None:
@@ -68,6 +69,16 @@ class RulesEditing(RuleBasedStateMachine):
         self.rules = rules
         set_rules(rules)  # what use_rules does, kept active across steps (restored in teardown)
         return None
+
+    def _shadowing_refused(self, err: RulesError | None, before) -> bool:
+        """True when `err` refuses the edit only for a dead list entry: the edit placed an entry behind one
+        with no checks, which accepts every query of its list (the loader's structure check; 0.33's CPU MLA
+        prefill list ends with such an entry). The previous rules must stay in force."""
+        if err is None:
+            return False
+        assert all("can never be selected automatically" in p[2] for p in err.problems), err
+        assert self.rules is before
+        return True
 
     # -- edits -----------------------------------------------------------------------------------
     @rule(data=st.data())
@@ -88,8 +99,10 @@ class RulesEditing(RuleBasedStateMachine):
             docs[f]["backends"][name]["explicit_only"] = True
         else:  # a backend must be in a list of every platform it declares (the structure check)
             docs[f]["backends"][name]["platforms"] = sorted(placed)
+        before = self.rules
         err = self._apply(docs)
-        assert err is None, f"adding {name} (clone of {src}) was refused: {err}"
+        if not self._shadowing_refused(err, before):
+            assert err is None, f"adding {name} (clone of {src}) was refused: {err}"
         self._agree(data)
 
     @rule(data=st.data())
@@ -157,7 +170,10 @@ class RulesEditing(RuleBasedStateMachine):
         lf, plat, i = data.draw(st.sampled_from(self._lists()), label="list")
         pl = docs[lf]["platforms"][plat]["lists"][i]
         pl["entries"] = data.draw(st.permutations(pl["entries"]), label="order")
-        assert self._apply(docs) is None
+        before = self.rules
+        err = self._apply(docs)
+        if not self._shadowing_refused(err, before):
+            assert err is None, err
         self._agree(data)
 
     @rule(data=st.data())
@@ -214,10 +230,10 @@ class RulesEditing(RuleBasedStateMachine):
 
 # Per release (compared with the oracle, which knows them all: oracle.KNOWS). A hypothesis state machine is a
 # unittest class, which pytest does not parametrise: each release gets its own class, pinned with
-# pytest.mark.vllm; under dev / ci they share the examples (as every_release tests do, conftest.py).
-# 0.33 is left out for now: reloading its rules after every edit makes one run take ~7 minutes on the
-# shared 2-core box, and a KeyError it found after an edit is not yet sorted (docs/testing.md).
-RELEASES = tuple(v for v in ("0.17",) if v in oracle.KNOWS)
+# pytest.mark.vllm; under dev / ci they share the examples (as every_release tests do, conftest.py): 8 runs
+# of 6 steps each, about 30 s for 0.33 (each edit reloads and recompiles its rules) and 7 s for 0.17 on the
+# shared 2-core box.
+RELEASES = tuple(v for v in ("0.17", "0.33") if v in oracle.KNOWS)
 _SHARE = 1 if budget(15) > 15 else len(RELEASES)
 RulesEditing.TestCase.settings = settings(max_examples=max(5, math.ceil(budget(15) / _SHARE)), stateful_step_count=6,
                                           deadline=None,

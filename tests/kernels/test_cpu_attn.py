@@ -64,6 +64,25 @@ def test_decode_long_context_chunks_merge(head, dtype, cache):
     close(cpu_attn(q, kc, vc, md, **opts), paged_attention_reference(q, kc, vc, md, **opts), dtype)
 
 
+@pytest.mark.parametrize("ext", [pytest.param(True, marks=needs_ext), False])
+@pytest.mark.parametrize("n", [65, 130, 300, 1087, 1088])  # chunk edges: 1..4 chunks of >= 64 rows, the bound
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_causal_prefill_in_row_chunks(ext, n, dtype, monkeypatch):
+    """A causal prefill of 65..1087 rows runs as row chunks against the keys each chunk sees (the first
+    with is_causal, the others with a mask sliced from one buffer); 1088 rows is one call.  Sinks use the
+    merged log-sum-exp; a batch with a second sequence writes into the shared output."""
+    from attnsolve.kernels import cpu as cpu_mod
+
+    calls = []
+    real = cpu_mod._flash_causal_chunked
+    monkeypatch.setattr(cpu_mod, "_flash_causal_chunked", lambda *a: calls.append(a[0].shape[2]) or real(*a))
+    q, kc, vc, md = make_batch([n, 1], [n, 90], 4, 2, 32, 16, dtype=dtype, seed=n)
+    sinks = torch.randn(4)
+    close(cpu_attn_impl(q, kc, vc, md, use_ext=ext, sinks=sinks),
+          paged_attention_reference(q, kc, vc, md, sinks=sinks), dtype)
+    assert calls == ([] if n >= cpu_mod._CHUNK_BELOW else [n])
+
+
 @needs_ext
 def test_mixed_batch_routes_short_rows_to_extension():
     """A batch mixing decode, speculative and prefill rows gives the same output per sequence."""

@@ -1,8 +1,8 @@
 """MLA through dispatch: ``paged_attention(query, latent_cache, None, md, vllm=...)`` on CPU.
 
 vLLM 0.33 selects CPU_MLA for an MLA model on a CPU without AMX (0.17 has no CPU MLA backend);
-the suite pins ATTNSOLVE_VLLM=0.17, so these tests name the release (``vllm="0.33"``) or set the
-default through ``$ATTNSOLVE_VLLM``, as a user would.
+these tests name the release (``vllm="0.33"``) or set the default through ``$ATTNSOLVE_VLLM``, as a
+user would, so they hold whatever release the suite runs with.
 """
 
 from __future__ import annotations
