@@ -218,8 +218,6 @@ def _distance(field_name: str, old: Any, new: Any, rules: Any) -> float:
 # conflicts reach fixes of 8 fields over a pool of 30: millions of sets). Far above what any configuration of
 # benchmarks/explain_answers.py's sample uses (their answers are unchanged).
 _MAX_VISITS = 5_000
-import os as _os
-_VISITS_LOG = _os.environ.get("ATTNSOLVE_VISITS_LOG")
 
 
 def find_fixes(config: Config, role: str, available: frozenset[str] | None, requested: str | None,
@@ -291,9 +289,6 @@ def find_fixes(config: Config, role: str, available: frozenset[str] | None, requ
         if size == max_size and not worked and max_size < 8:
             max_size += 1  # nothing smaller works: a fix needs more changes
         size += 1
-    if _VISITS_LOG:
-        with open(_VISITS_LOG, "a") as log:
-            log.write(f"{visited}\n")
     fixes.sort(key=lambda t: t[0])
     return [f for _, f in fixes[:max_fixes]]
 

@@ -395,6 +395,5 @@ def test_reach_coupling_is_the_releases_invariants():
     assert not ok({"role": "mla_prefill", "use_mla": False})
     assert ok({"platform": "cuda", "compute_capability": 90}) and not ok({"platform": "cpu", "compute_capability": 90})
     assert not ok({"platform": "cuda", "rocm_arch": "gfx942"}) and ok({"platform": "rocm", "rocm_arch": "gfx942"})
-    if "use_dcp" in reach._coupled_fields:  # a definition (0.33): use_dcp = dcp_size > 1
-        assert not ok({"use_dcp": True, "dcp_size": 1}) and not ok({"use_dcp": False, "dcp_size": 4})
-        assert ok({"use_dcp": True, "dcp_size": 4}) and ok({"use_dcp": True, "dcp_size": None})
+    # a definition (0.33: use_dcp = dcp_size > 1) is left unjudged: an over-approximation, never an under one
+    assert ok({"use_dcp": True, "dcp_size": 4}) and ok({"use_dcp": True, "dcp_size": None})
