@@ -10,6 +10,7 @@ one), with values nearest the current ones, verified by re-solving a real Config
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import math
 from dataclasses import dataclass
@@ -213,6 +214,12 @@ def _distance(field_name: str, old: Any, new: Any, rules: Any) -> float:
     return 1.0
 
 
+# The fix search examines at most this many hitting sets (vLLM 0.33 configurations with many disjoint
+# conflicts reach fixes of 8 fields over a pool of 30: millions of sets). Far above what any configuration of
+# benchmarks/explain_answers.py's sample uses (their answers are unchanged).
+_MAX_VISITS = 5_000
+
+
 def find_fixes(config: Config, role: str, available: frozenset[str] | None, requested: str | None,
                conflicts: Sequence[Mapping[str, Any]], max_fixes: int = 8, max_size: int = 3) -> list[Fix]:
     """Smallest sets of field changes that make the goal reachable, verified by re-solving."""
@@ -231,12 +238,14 @@ def find_fixes(config: Config, role: str, available: frozenset[str] | None, requ
                     fixes.append(((0, 1 + len(f.changes), 0.0), Fix({"backend": None, **f.changes}, f.selects, f.hardware)))
     if not any(conflicts):
         return [f for _, f in fixes]
-    known = [set(c) for c in conflicts]
+    # a fix changing one side of a definition moves the other (Config): it hits a conflict naming either side
+    known = [set(_with_partners(rules, c)) for c in conflicts]
     worked: list[frozenset[str]] = []
     consistent = _consistency(config, role, available, requested)
     order = _fact_order(config)
     all_facts = frozenset(order)
     new_conflicts = 0
+    visited = 0
     size = 1
     while size <= max_size:
         # a fix must touch every conflict, so it is at least as large as a set of disjoint conflicts
@@ -249,16 +258,19 @@ def find_fixes(config: Config, role: str, available: frozenset[str] | None, requ
                       key=lambda f: (_cost(f, config), config.field_names.index(f)))
         grew = False
         for combo in _hitting_sets(pool, size, known):  # each touches every known conflict
+            visited += 1
+            if visited > _MAX_VISITS:
+                break  # a bounded search: the hitting sets of a large conflict family grow combinatorially
             fs = frozenset(combo)
             if any(w <= fs for w in worked):
                 continue  # a subset already works: not minimal
-            if not consistent(all_facts - fs):
+            if not consistent(all_facts - _with_partners(rules, fs)):
                 # Reiter's hitting-set tree: this set hits every known conflict yet fails, so
                 # there is another conflict among the remaining facts; learn it and re-plan.
                 if new_conflicts < 32:
                     more = _quickxplain([], [f for f in order if f not in fs], consistent)
-                    if more and set(more) not in known:
-                        known.append(set(more))
+                    if more and set(_with_partners(rules, more)) not in known:
+                        known.append(set(_with_partners(rules, more)))
                         new_conflicts += 1
                         grew = True
                         break
@@ -279,6 +291,16 @@ def find_fixes(config: Config, role: str, available: frozenset[str] | None, requ
         size += 1
     fixes.sort(key=lambda t: t[0])
     return [f for _, f in fixes[:max_fixes]]
+
+
+def _with_partners(rules: Any, fields: Iterable[str]) -> frozenset[str]:
+    """`fields` plus the other side of each definition invariant they touch (use_dcp <-> dcp_size): Config
+    makes the side not changed follow the one changed, so a fix changing one side moves both."""
+    out = set(fields)
+    for inv in rules.invariants:
+        if inv.kind == "definition" and out & set(inv.fields):
+            out |= set(inv.fields)
+    return frozenset(out)
 
 
 def _hitting_sets(pool: Sequence[str], size: int, known: Sequence[set[str]]) -> Iterable[tuple[str, ...]]:
@@ -331,19 +353,21 @@ def _best_values(config: Config, role: str, available: frozenset[str] | None, re
     # goal (the reachability never under-approximates): skip the nearest-value search outright. (The
     # search's consistency test frees every fact outside the conflict order too, so it can say yes here.)
     free = dict(base)
-    for f in combo:
-        free[f] = ANY
+    moved = _with_partners(rules, combo)
+    for f in moved:
+        if f in free:
+            free[f] = ANY
     if goal_reachable(reach_for(comp), free, requested, available) is False:
         return None
     options = [_candidate_values(rules, f, getattr(config, f))[:12] for f in combo]
     tried = 0
-    for values in sorted(itertools.product(*options),
-                         key=lambda vs: sum(_distance(f, getattr(config, f), v, rules) for f, v in zip(combo, vs))):
+    for values in _nearest_first(options, lambda vs: sum(_distance(f, getattr(config, f), v, rules)
+                                                         for f, v in zip(combo, vs))):
         tried += 1
         if tried > 400:
             break
         changes = dict(zip(combo, values))
-        if _screen(comp, base, changes, available) is None:
+        if len(moved) == len(combo) and _screen(comp, base, changes, available) is None:
             continue
         try:
             cfg = config.replace(**changes)
@@ -355,6 +379,31 @@ def _best_values(config: Config, role: str, available: frozenset[str] | None, re
         shown = {f: (format_cc(v) if f == "compute_capability" and isinstance(v, tuple) else v) for f, v in changes.items()}
         return Fix(shown, sel.backend, hardware=any(category(f) == "hardware" for f in combo))
     return None
+
+
+def _nearest_first(options: Sequence[Sequence[Any]], cost: Callable[[tuple[Any, ...]], float]) -> Iterable[tuple[Any, ...]]:
+    """The combinations of `options` in the order sorted(itertools.product(*options), key=cost) gives, lazily:
+    each option list is sorted nearest first (cost never falls along one list), so a best-first walk over the
+    index tuples, ties broken by the tuple (the product's own order), yields that order without building the
+    product (12 values for each of 8 fields is 4e8 combinations; the search tries the nearest 400)."""
+    if not options or any(not o for o in options):
+        return
+    start = (0,) * len(options)
+
+    def key(idx: tuple[int, ...]) -> tuple[float, tuple[int, ...]]:
+        return (cost(tuple(o[i] for o, i in zip(options, idx))), idx)
+
+    heap = [key(start)]
+    seen = {start}
+    while heap:
+        _, idx = heapq.heappop(heap)
+        yield tuple(o[i] for o, i in zip(options, idx))
+        for k in range(len(idx)):
+            if idx[k] + 1 < len(options[k]):
+                nxt = idx[:k] + (idx[k] + 1,) + idx[k + 1:]
+                if nxt not in seen:
+                    seen.add(nxt)
+                    heapq.heappush(heap, key(nxt))
 
 
 def _screen(comp: Any, base: Mapping[str, Any], changes: Mapping[str, Any],

@@ -26,16 +26,35 @@ from attnsolve.config import FIELD_NAMES
 from attnsolve.rules import default_rules
 from attnsolve.selection import csp_solver
 from attnsolve.solver.facts import base_facts
+import sizes
 from strategies import budget, HARDWARE, completions, config_kwargs, field_pool, partial_configs, queries
 
-# Compares with the oracle, which knows every release (oracle.KNOWS). The searches for sound / minimal
-# conflicts and fixes, and possible_backends over completions, are pinned to 0.17 (PINNED below): on 0.33
-# explain() of a failing config still takes seconds (helper explain2 is making it fast), the exhaustive oracle
-# searches over 0.33's larger pools take minutes, and test_conflicts_are_sound /
-# test_possible_backends_is_the_union_over_completions fail there (the latter: possible_backends() of an MLA
-# prefill question leaves out NO_PREFILL, which solve() answers for some completions; see docs/testing.md).
+# Compares with the oracle, which knows every release (oracle.KNOWS): every law runs for every release, except
+# the two conflict laws, pinned to 0.17 (CONFLICTS_017 below) because they fail on 0.33 for reasons that are
+# open bugs, not test sizes (docs/testing.md, "Not yet every release"):
+# - sound: explain()'s conflict search (reach and the CSP) does not model vLLM >= 0.18's steps before the lists,
+#   so a conflict can leave out a model route that picks the backend itself (a TOKENSPEED_MLA request on XPU:
+#   model_route=openpangu_sink selects FLASH_ATTN_DIFFKV whatever the conflict's facts say);
+# - minimal: the CSP's witnesses do not model those steps nor the MLA prefill layer's decode selection first,
+#   so the oracle refuses a CSP witness (an mla_prefill question whose decode backend fails first).
+# 0.33's pools are larger: under ci its exhaustive fix-minimality search thins each pool (SMALL, _pool), and
+# possible_backends draws one free field instead of two; nightly / full sizes run every value.
 pytestmark = oracle.ORACLE_RELEASES
-PINNED = pytest.mark.vllm(__import__("os").environ.get("PIN_V", "0.17"))
+CONFLICTS_017 = pytest.mark.vllm("0.17")
+
+
+def SMALL() -> bool:
+    """ci-sized searches for a release larger than 0.17 (the full sizes search everything)."""
+    return not sizes.FULL and default_rules().vllm != "0.17"
+
+
+def _pool(rules: Any, name: str, keep: int = 6) -> list[Any]:
+    """The field's pool (strategies.field_pool), thinned evenly to `keep` values when SMALL()."""
+    pool = field_pool(rules, name)
+    if not SMALL() or len(pool) <= keep:
+        return pool
+    step = len(pool) / keep
+    return [pool[int(i * step)] for i in range(keep)]
 
 explain_mod = pytest.importorskip("attnsolve.explain")
 explain = explain_mod.explain
@@ -100,7 +119,7 @@ failing_queries = queries().filter(lambda q: oracle.select(default_rules(), q[0]
                                    and oracle.select(default_rules(), q[0], q[1]).error is None)
 
 
-@PINNED
+@CONFLICTS_017
 @FAST
 @given(failing_queries, st.data())
 def test_conflicts_are_sound(q, data):
@@ -146,10 +165,13 @@ def _witness_config(config: Config, sol: dict[str, Any]) -> Config:
     cc = data["compute_capability"]
     if isinstance(cc, int):
         data["compute_capability"] = (cc // 10, cc % 10)
+    for inv in default_rules().invariants:  # a platform field off its platforms is None (ROCm's capability
+        if inv.kind == "platform_field" and data["platform"] not in inv.platforms:  # comes from the gfx arch)
+            data[inv.field] = None
     return Config(**data)
 
 
-@PINNED
+@CONFLICTS_017
 @FAST
 @given(failing_queries)
 def test_conflicts_are_minimal(q):
@@ -172,7 +194,6 @@ def test_conflicts_are_minimal(q):
                 f"CSP witness {witness!r} (for {conflict} minus {f}) does not reach the goal by the oracle")
 
 
-@PINNED
 @FAST
 @given(failing_queries)
 def test_fixes_work(q):
@@ -192,8 +213,8 @@ def _hardware_combos(rules: Any) -> list[dict[str, Any]]:
     """Every platform with each of its own hardware facts (cc only on cuda, gfx arch only on rocm)."""
     out = []
     for plat in field_pool(rules, "platform"):
-        ccs = field_pool(rules, "compute_capability") if plat == "cuda" else [None]
-        archs = field_pool(rules, "rocm_arch") if plat == "rocm" else [None]
+        ccs = _pool(rules, "compute_capability") if plat == "cuda" else [None]
+        archs = _pool(rules, "rocm_arch") if plat == "rocm" else [None]
         out += [{"platform": plat, "compute_capability": c, "rocm_arch": a} for c in ccs for a in archs]
     return out
 
@@ -203,7 +224,7 @@ def _some_values_work(config: Config, role: str, fields: tuple[str, ...], reques
     """Values for `fields` (from the rules' pools; hardware=True also moves the hardware) reaching the goal."""
     rules = default_rules()
     soft = [f for f in fields if not (hardware and f in HARDWARE)]
-    pools = [[v for v in field_pool(rules, f) if v != getattr(config, f)] for f in soft]
+    pools = [[v for v in _pool(rules, f) if v != getattr(config, f)] for f in soft]
     hw = _hardware_combos(rules) if hardware else [{}]
     for values in itertools.product(*pools):
         for h in hw:
@@ -217,7 +238,6 @@ def _some_values_work(config: Config, role: str, fields: tuple[str, ...], reques
     return None
 
 
-@PINNED
 @FAST
 @given(failing_queries)
 def test_fixes_are_minimal(q):
@@ -234,7 +254,6 @@ def test_fixes_are_minimal(q):
                 assert found is None, f"fix {fix} of {config!r} is not minimal: {found} alone works"
 
 
-@PINNED
 @FAST
 @given(failing_queries)
 def test_a_single_field_fix_is_found_when_one_exists(q):
@@ -255,10 +274,10 @@ def test_a_single_field_fix_is_found_when_one_exists(q):
 # ---------------------------------------------------------------------------------------------------
 # partial configs
 # ---------------------------------------------------------------------------------------------------
-@PINNED
 @settings(max_examples=budget(40), deadline=None)
-@given(partial_configs(max_free=2), st.sampled_from(["decode", "mla_prefill"]))
-def test_possible_backends_is_the_union_over_completions(config, role):
+@given(st.data(), st.sampled_from(["decode", "mla_prefill"]))
+def test_possible_backends_is_the_union_over_completions(data, role):
+    config = data.draw(partial_configs(max_free=1 if SMALL() else 2), label="config")
     assume(role == "decode" or config.use_mla is not False)
     rules = default_rules()
     union: set[str] = set()
@@ -283,19 +302,19 @@ def test_possible_backends_is_the_union_over_completions(config, role):
 # requested backends (possible_backends missed CPU_ATTN; explain gave unsound conflicts for a CPU_ATTN request).
 
 
-@PINNED
+@pytest.mark.vllm("0.17")
 def test_regression_possible_backends_free_platform_includes_cpu():
     cfg = Config(platform=ANY, compute_capability=ANY, rocm_arch=ANY, dtype="bfloat16")
     assert "CPU_ATTN" in possible_backends(cfg)  # platform='cpu' selects CPU_ATTN
 
 
-@PINNED
+@pytest.mark.vllm("0.17")
 def test_regression_possible_backends_free_backend_includes_requests():
     cfg = Config(platform="cuda", compute_capability="9.0", dtype="bfloat16", backend=ANY)
     assert {"FLASH_ATTN", "FLASHINFER", "TRITON_ATTN", "FLEX_ATTENTION", "TREE_ATTN"} <= set(possible_backends(cfg))
 
 
-@PINNED
+@pytest.mark.vllm("0.17")
 def test_regression_conflict_for_cpu_request_is_sound():
     cfg = Config(platform="cuda", compute_capability="7.0", dtype="bfloat16", head_size=64, backend="CPU_ATTN")
     exp = explain(cfg)
@@ -303,7 +322,7 @@ def test_regression_conflict_for_cpu_request_is_sound():
     assert all(set(c) & set(HARDWARE) for c in exp.conflicts), exp.conflicts
 
 
-@PINNED
+@pytest.mark.vllm("0.17")
 def test_regression_conflict_for_impossible_request_is_empty():
     cfg = Config(platform="cuda", compute_capability="9.0", dtype="bfloat16", backend="CUDNN_PREFILL")
     exp = explain(cfg, role="decode")
@@ -376,6 +395,5 @@ def test_reach_coupling_is_the_releases_invariants():
     assert not ok({"role": "mla_prefill", "use_mla": False})
     assert ok({"platform": "cuda", "compute_capability": 90}) and not ok({"platform": "cpu", "compute_capability": 90})
     assert not ok({"platform": "cuda", "rocm_arch": "gfx942"}) and ok({"platform": "rocm", "rocm_arch": "gfx942"})
-    if "use_dcp" in reach._coupled_fields:  # a definition (0.33): use_dcp = dcp_size > 1
-        assert not ok({"use_dcp": True, "dcp_size": 1}) and not ok({"use_dcp": False, "dcp_size": 4})
-        assert ok({"use_dcp": True, "dcp_size": 4}) and ok({"use_dcp": True, "dcp_size": None})
+    # a definition (0.33: use_dcp = dcp_size > 1) is left unjudged: an over-approximation, never an under one
+    assert ok({"use_dcp": True, "dcp_size": 4}) and ok({"use_dcp": True, "dcp_size": None})

@@ -24,7 +24,7 @@ from .domains import representatives
 _MAX_COMBOS = 1_024
 
 # Fields always enumerated together come from the rule set's invariants (Invariant.fields: a platform
-# field with the platform, a clause's fields, a definition's two sides): the coupling is the release's,
+# field with the platform, a clause's fields): the coupling is the release's,
 # so it never forbids a combination the release allows (0.33's XPU selects a sparse backend without MLA).
 _ALWAYS = ("platform", "role", "use_mla", "use_sparse", "compute_capability", "rocm_arch")
 
@@ -62,8 +62,11 @@ class Reach:
         for n in self._derived:
             fields |= self._base[n]
         fields -= set(self._derived)
-        # the invariants tying a field the clauses read to others (use_dcp = dcp_size > 1): judged together
-        self._invariants = tuple(i for i in rules.invariants if set(i.fields) & fields)
+        # the invariants tying a field the clauses read to others, judged together. Definitions (use_dcp =
+        # dcp_size > 1) are left free: coupling them puts dcp_size into the largest group, whose size then
+        # switches it to the permissive option (a worse over-approximation); free, they over-approximate only
+        # the two sides' agreement (never under: conflicts stay sound)
+        self._invariants = tuple(i for i in rules.invariants if set(i.fields) & fields and i.kind != "definition")
         for inv in self._invariants:
             fields |= set(inv.fields)
         self._coupled = tuple(inv.fields for inv in self._invariants)
@@ -261,11 +264,6 @@ class Reach:
             if kind == "platform_field":
                 plat, v = vals.get("platform", ANY), vals.get(inv.field, _MISSING)
                 if plat is not ANY and v is not _MISSING and v is not ANY and (v is not None) != (plat in inv.platforms):
-                    return False
-            elif kind == "definition":
-                b, v = vals.get(inv.field, ANY), vals.get(inv.equals.field, ANY)
-                # use_dcp=True with no dcp_size leaves the size unknown (None): legal
-                if b is not ANY and v is not ANY and v is not None and b != inv.equals.pred(v):
                     return False
             else:
                 for c in inv.checks:
