@@ -102,7 +102,11 @@ class Sweep:
         self._fold = plan
         self.raw_size = math.prod(len(v) for v in values.values())
         if plan.needs_exact:
-            plan.materialise(self._solve_row)
+            try:
+                fixed = base_facts(config, "mla_prefill")
+            except ConfigError:  # no MLA: no prefill layer row either
+                fixed = {}
+            plan.materialise(self._solve_row, fixed)
         self._len = plan.total - plan.excluded_weight
 
     def _solve_row(self, assignment: dict[str, Any]) -> int:
@@ -312,6 +316,20 @@ def _shown(field: str, value: Any) -> Any:
     if field == "compute_capability" and value is not None:
         return format_cc(value)  # facts carry 90, configs ComputeCapability(9, 0): both print "9.0"
     return value
+
+
+def _derive(d: Any, facts: dict[str, Any], memo: dict[str, dict[Any, Any]]) -> Any:
+    """A derived fact's value, computed once per combination of its inputs (a unit's rows repeat them)."""
+    vals = tuple(facts.get(f) for f in d.inputs)
+    key = (vals, tuple(map(type, vals)))  # True and 1 hash alike; arithmetic tells them apart
+    m = memo.setdefault(d.name, {})
+    try:
+        got = m.get(key, m)
+    except TypeError:
+        return d.evaluate(facts)[0]
+    if got is m:
+        got = m[key] = d.evaluate(facts)[0]
+    return got
 
 
 class _UnionFind:
@@ -571,27 +589,47 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
             outcomes.append(key)
         return outcome_ids[key]
 
+    step_keys = tuple(sorted(reads))
+    step_memo: dict[Any, tuple[int, tuple[tuple[str, Any], ...]]] = {}
+
     def run_steps(facts: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """The platform's steps before selection on these facts (selection.before_selection itself):
-        (forced outcome id or -1, the facts with the fields they change)."""
+        (forced outcome id or -1, the facts with the fields they change). The steps decide on the fields
+        they read (`reads`, derived facts expanded), so their outcome is computed once per combination."""
         if _platform_steps(rules, facts["platform"]) is None:
             return -1, facts
+        key = tuple(facts.get(f) for f in step_keys)
+        try:
+            got = step_memo.get(key)
+        except TypeError:
+            key, got = None, None
+        if got is None:
+            got = steps_outcome(facts)
+            if key is not None:
+                step_memo[key] = got
+        force, changes = got
+        if not changes:
+            return force, facts
+        out = dict(facts)
+        out.update(changes)
+        return force, out
+
+    def steps_outcome(facts: dict[str, Any]) -> tuple[int, tuple[tuple[str, Any], ...]]:
         local = {k: (placeholder[k] if v is ANY else v) for k, v in facts.items() if k not in rules.derived}
         try:
             pre = before_selection(comp, config, local["role"], local)
         except (NoValidBackendError, InvalidBackendError):
-            return forced(NO_BACKEND, "refused before selection"), facts
+            return forced(NO_BACKEND, "refused before selection"), ()
         except ConfigError:
-            return forced(EXACT, "solved alone"), facts
+            return forced(EXACT, "solved alone"), ()
         if pre.model is not None:
             name, _, route = pre.model
-            return forced(backend_index.get(name, NO_BACKEND) if name else NO_BACKEND, f"model: {route}"), facts
-        out = dict(facts)
-        for w in writes:
-            out[w] = pre.facts.get(w)
-        if out.get("backend") is not None and out["backend"] not in backend_index:
-            return forced(EXACT, "solved alone"), facts
-        return -1, out
+            return forced(backend_index.get(name, NO_BACKEND) if name else NO_BACKEND, f"model: {route}"), ()
+        changes = tuple((w, pre.facts.get(w)) for w in sorted(writes))
+        b = dict(changes).get("backend")
+        if b is not None and b not in backend_index:
+            return forced(EXACT, "solved alone"), ()
+        return -1, changes
 
     # The fixed part: one row owning every fact no unit owns.
     fixed_facts = dict(facts0)
@@ -609,6 +647,7 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
     fixed_req = backend_index[fixed_b] if "backend" not in owner and fixed_b is not None else -1
 
     units: list[_Unit] = []
+    derive_memo: dict[str, dict[Any, Any]] = {}
     for root, ufields in groups.items():
         owns = tuple(f for f in fact_fields if owner.get(f) == root)
         derived_here = [rules.derived[f] for f in owns if f in rules.derived]
@@ -626,7 +665,7 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
             if root == steps_root:
                 force, facts = run_steps(facts)
             for d in derived_here:
-                facts[d.name] = d.evaluate(facts)[0]
+                facts[d.name] = _derive(d, facts, derive_memo)
             x = 0
             for f in owns:
                 x |= bits.field_bits(f, facts.get(f))
@@ -691,6 +730,7 @@ class _PlanTable:
         self.list_name: list[str] = []
         self.const: dict[int, int] = {}  # plan -> its result code
         self.exact_on_fail: set[int] = set()  # plans whose failing rows are solved alone
+        self.layer: dict[int, Any] = {}  # MLA prefill plans -> the platform's layer step (mla_prefill settings)
         self.names = (*comp.rules.backends, NO_PREFILL)
         self._bidx = {b: i for i, b in enumerate(self.names)}
         self._platforms: dict[str, Any] = {}
@@ -731,7 +771,7 @@ class _PlanTable:
                             np.array([self._bidx[c.backend] for c in p.candidates], dtype=np.int32))
             ps = _platform_steps(self.comp.rules, pl.platform)
             if ps is not None and ps.mla_prefill is not None and _prefill_list(pl):
-                self.const[pid] = EXACT  # the layer's decode selection, skips and fallbacks come first
+                self.layer[pid] = ps.mla_prefill  # the layer's decode selection, skips and fallbacks come first
             elif req >= 0 and any(only for _, _, only, _ in pl.request_fallbacks):
                 self.exact_on_fail.add(pid)  # the refusal's reasons decide whether vLLM selects automatically
         return pid
@@ -820,7 +860,9 @@ class _Fold:
             plan_ids, sat = uk[:, 0].view(np.int64), uk[:, 1:]
 
         # Outcome of every final state.
-        self.result = self._first_valid(plan_ids, sat)
+        self.plain = self._first_valid(plan_ids, sat)  # the prefill lists' own answer, before the layer
+        layer = np.isin(plan_ids, np.array(sorted(self.plans.layer), dtype=np.int64))
+        self.result = np.where(layer, np.int32(EXACT), self.plain).astype(np.int32)
         self.total = int(weight.sum())
         self.excluded_weight = int(weight[plan_ids < 0].sum())
         counts: dict[tuple[str, str | None], int] = {}
@@ -834,15 +876,26 @@ class _Fold:
         self.needs_exact = bool(((self.result == EXACT) & (weight > 0)).any())
         self._full: Any = None
 
-    def materialise(self, solve_row: Any) -> None:
+    def materialise(self, solve_row: Any, fixed: dict[str, Any] | None = None) -> None:
         """Every row's code, the rows a step the fold does not model decides (EXACT) solved one by one by
-        `solve_row(assignment) -> code` (EXCLUDED when Config or solve refuses the row); counts recomputed."""
+        `solve_row(assignment) -> code` (EXCLUDED when Config or solve refuses the row); counts recomputed.
+
+        MLA prefill rows (the layer step) are decided from the same assignment's decode row when the role is
+        swept: a decode failure is the layer's, a decode backend no skip names leaves the prefill lists' own
+        answer, and a failed prefill selection is swallowed where a fallback's condition (read on the row's
+        own fields) holds; only rows a skip may name, or whose fallback reads what decode changes, are solved
+        alone. `fixed`: the sweep's fixed fields (Config values), for those conditions."""
         np = self.np
         codes = np.array(self._gather(None, self.result))
         plans = np.array(self._gather(None, self.final_plan))
         units = self.order_units
-        for idx in np.argwhere(codes == EXACT).tolist():
+        exact = codes == EXACT
+        layer_pids = np.array(sorted(self.plans.layer), dtype=np.int64)
+        in_layer = exact & np.isin(plans, layer_pids)
+        for idx in np.argwhere(exact & ~in_layer).tolist():  # decode rows first: the layer reads them
             codes[tuple(idx)] = solve_row(_merged(u.rows[idx[u.axis]] for u in units))
+        if in_layer.any():
+            self._layer_rows(codes, plans, in_layer, solve_row, fixed or {})
         self._full = codes
         keep = codes != EXCLUDED
         self.excluded_weight = int(codes.size - keep.sum())
@@ -854,6 +907,84 @@ class _Fold:
                 key = (self.plans.list_name[pid], self.names[code] if code >= 0 else None)
                 counts[key] = counts.get(key, 0) + w
         self.counts = counts
+
+    def _layer_rows(self, codes: Any, plans: Any, in_layer: Any, solve_row: Any, fixed: dict[str, Any]) -> None:
+        """Codes of the MLA prefill rows (see materialise), in place."""
+        np = self.np
+        units = self.order_units
+        ru = next((u for u in units if "role" in u.fields), None)
+        alone = np.zeros_like(in_layer)
+        if ru is None:  # the role is fixed: no decode row to read
+            alone = in_layer
+        else:
+            index = {tuple(sorted((k, v) for k, v in r.items() if k != "role")): i
+                     for i, r in enumerate(ru.rows) if r["role"] == "decode"}
+            twin = np.array([index.get(tuple(sorted((k, v) for k, v in r.items() if k != "role")), -1)
+                             for r in ru.rows], dtype=np.int64)
+            decode = np.take(codes, np.maximum(twin, 0), axis=ru.axis)
+            shape = [1] * codes.ndim
+            shape[ru.axis] = len(ru.rows)
+            decode = np.where((twin < 0).reshape(shape), np.int32(EXACT), decode)
+            plain = np.array(self._gather(None, self.plain))
+            owner = {f: u for u in units for f in u.fields}
+            for pid, mp in self.plans.layer.items():
+                here = in_layer & (plans == pid)
+                if not here.any():
+                    continue
+                d = decode[here]
+                out = np.full(d.shape, EXACT, dtype=np.int32)
+                out[d == NO_BACKEND] = NO_BACKEND  # the layer's decode selection fails: the row fails
+                ok = d >= 0
+                names = self.names
+                skippable = np.zeros(len(names), dtype=bool)
+                for _, when in mp.skips:
+                    lits = [lit for lit in when if lit.field == "decode_backend"]
+                    for c, name in enumerate(names):
+                        if all(lit.pred(name) for lit in lits):
+                            skippable[c] = True
+                ok &= ~skippable[np.maximum(d, 0)]
+                pl = plain[here]
+                out[ok & (pl >= 0)] = pl[ok & (pl >= 0)]
+                failed = ok & (pl == NO_BACKEND)
+                if failed.any():
+                    verdict = self._fallbacks(mp, owner, fixed)
+                    if verdict is None:
+                        continue  # left EXACT: solved alone
+                    fields, holds = verdict
+                    where = np.argwhere(here)[failed]
+                    memo: dict[tuple[Any, ...], bool] = {}
+                    vals = out[failed]
+                    for k, idx in enumerate(where.tolist()):
+                        key = tuple(owner[f].rows[idx[owner[f].axis]][f] if f in owner else fixed.get(f)
+                                    for f in fields)
+                        h = memo.get(key)
+                        if h is None:
+                            h = memo[key] = holds(dict(zip(fields, key)))
+                        vals[k] = self.names.index(NO_PREFILL) if h else NO_BACKEND
+                    out[failed] = vals
+                codes[here] = out
+            alone = in_layer & (codes == EXACT)
+        for idx in np.argwhere(alone).tolist():
+            codes[tuple(idx)] = solve_row(_merged(u.rows[idx[u.axis]] for u in units))
+
+    def _fallbacks(self, mp: Any, owner: dict[str, Any], fixed: dict[str, Any]) -> Any:
+        """(fields, holds(values) -> whether a fallback swallows a failed prefill selection) when the fallbacks
+        read only the row's own base fields (not the decode step's changes, not the compute capability, whose
+        row values are shown as text), else None."""
+        fields = tuple(dict.fromkeys(lit.field for _, when in mp.fallbacks for lit in when))
+        rules = self.plans.comp.rules
+        changed = {"decode_backend", "compute_capability", "backend", *rules.derived}
+        for pl in rules.lists:
+            for rw in pl.rewrites:
+                changed |= {k for k, _ in rw.set} | set(rw.unset)
+            for kv in pl.model_route_kv:
+                changed |= {k for k, _ in kv.set}
+        if set(fields) & changed:
+            return None
+
+        def holds(facts: dict[str, Any]) -> bool:
+            return any(all(lit(facts) for lit in when) for _, when in mp.fallbacks)
+        return fields, holds
 
     def _canon(self, plan_ids: Any, sat: Any, remaining: Any) -> Any:
         """Keep only the clause bits that can still change the outcome under each state's plan."""
