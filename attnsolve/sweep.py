@@ -68,6 +68,7 @@ NO_BACKEND = -1  # row code: no valid backend (solve raises NoValidBackendError 
 _CHUNK = 1 << 20  # rows materialised at a time while iterating
 _TAIL = 4096  # innermost combinations whose assignments are merged once
 _GRID_MAX = 1 << 26  # largest grid() materialised
+_UNIT_MAX = 1 << 25  # most combinations one unit (fields read together) enumerates
 
 
 def _np() -> Any:
@@ -289,7 +290,7 @@ def _merged(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:
 class _Unit:
     fields: tuple[str, ...]  # free fields enumerated together
     owns: tuple[str, ...]  # fact fields whose clause bits / list verdicts this unit contributes
-    rows: list[dict[str, Any]]  # assignment per valid local row (Config-acceptable values)
+    rows: Any  # _Rows: assignment per valid local row (Config-acceptable values)
     words: Any  # (n, W) uint64: satisfied clause bits | ruled-out list bits
     req: Any  # (n,) int32 requested-backend index, -1 if the unit does not own 'backend'
     outer: bool  # decides the priority list or the request
@@ -316,6 +317,80 @@ def _shown(field: str, value: Any) -> Any:
     if field == "compute_capability" and value is not None:
         return format_cc(value)  # facts carry 90, configs ComputeCapability(9, 0): both print "9.0"
     return value
+
+
+def evaluated_force(sfields: tuple[str, ...], combo: tuple[Any, ...], facts_for: Any,
+                    step_at: dict[tuple[Any, ...], tuple[int, dict[str, Any]]], run_steps: Any) -> int:
+    """The forced outcome the steps give one combination of the fields they read."""
+    facts = facts_for(sfields, combo)
+    key = tuple(facts[f] for f in sfields)
+    got = step_at.get(key)
+    if got is None:
+        got = step_at[key] = run_steps(dict(facts))
+    return got[0]
+
+
+def _derived_closure(rules: Any, name: str) -> set[str]:
+    """The derived facts `name` reads, directly or through others."""
+    out: set[str] = set()
+    todo = [name]
+    while todo:
+        for x in rules.derived[todo.pop()].inputs:
+            if x in rules.derived and x not in out:
+                out.add(x)
+                todo.append(x)
+    return out
+
+
+def _valid_fields(rules: Any, ufields: list[str]) -> tuple[str, ...]:
+    """The unit's fields `_valid` reads for it (the invariants touching the unit, scoped fields, the platform)."""
+    loc = set(ufields)
+    read: set[str] = set()
+    for inv in rules.invariants:
+        if loc & set(inv.fields):
+            read |= set(inv.fields)
+            if inv.kind == "platform_field":
+                read.add("platform")
+    scoped = _scoped(rules)
+    if "platform" in loc:
+        read |= set(scoped) | {"platform"}
+    for name in loc & scoped.keys():
+        read |= {name, "platform"}
+    if any(inv.kind == "platform_field" and inv.default is not None for inv in rules.invariants):
+        read.add("platform")  # normalise: a value Config fills in from the platform
+    return tuple(f for f in ufields if f in read)
+
+
+def _broadcast(np: Any, table: Any, fields: tuple[str, ...], ufields: list[str], sizes: list[int]) -> Any:
+    """A table over the combinations of `fields` (C order) as an array over the unit's product."""
+    shape = [len_ if f in fields else 1 for f, len_ in zip(ufields, sizes)]
+    order = [f for f in ufields if f in fields]
+    assert order == list(fields)
+    return np.broadcast_to(table.reshape(shape), sizes)
+
+
+class _Rows:
+    """A unit's valid rows as assignments (Config values), built when read: a unit may hold millions."""
+
+    def __init__(self, fields: tuple[str, ...], shown: tuple[tuple[Any, ...], ...], multi: Any):
+        self.fields = fields
+        self.shown = shown
+        self.multi = [m.tolist() for m in multi] if len(fields) else []
+        self._n = len(self.multi[0]) if self.multi else 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError(i)
+        return {f: sh[m[i]] for f, sh, m in zip(self.fields, self.shown, self.multi)}
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for i in range(self._n):
+            yield {f: sh[m[i]] for f, sh, m in zip(self.fields, self.shown, self.multi)}
 
 
 def _derive(d: Any, facts: dict[str, Any], memo: dict[str, dict[Any, Any]]) -> Any:
@@ -406,6 +481,13 @@ def _platform_steps(rules: Any, platform: str) -> Any:
     steps = (pl.request_errors or pl.rewrites or pl.request_fallbacks or pl.model_backend or pl.model_routes
              or pl.mla_prefill is not None or pl.compute_capability_from)
     return pl if steps else None
+
+
+def _refused_by_name_only(ps: Any) -> bool:
+    """A platform whose only step before the lists refuses some requests by their name (vLLM 0.17)."""
+    return not (ps.rewrites or ps.request_fallbacks or ps.model_backend or ps.model_routes or ps.model_route_kv
+                or ps.mla_prefill is not None or ps.compute_capability_from) \
+        and all(lit.field == "backend" for _, when in ps.request_errors for lit in when)
 
 
 def _step_fields(rules: Any, settings: list[Any]) -> tuple[set[str], set[str]]:
@@ -539,6 +621,11 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
     # unit (the steps unit), whose rows run them; the fields they change become that unit's too.
     scope = values["platform"] if "platform" in values else (facts0["platform"],)
     settings = [ps for p in scope if (ps := _platform_steps(rules, p)) is not None]
+    # Steps that are only requests refused by name (0.17's NO_ATTENTION / TORCH_SDPA / CUSTOM) depend on no
+    # other field: the fold decides them with the plan, so `backend` joins no unit of other fields.
+    by_name = bool(settings) and all(_refused_by_name_only(ps) for ps in settings)
+    if by_name:
+        settings = []
     reads, writes = _step_fields(rules, settings) if settings else (set(), set())
     step_free = [f for f in free if f in reads]
     moved = sorted(w for w in writes if w not in free) if step_free else []
@@ -648,41 +735,114 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
 
     units: list[_Unit] = []
     derive_memo: dict[str, dict[Any, Any]] = {}
+    step_reads = set(reads)
+    chains = {name: [d for d in rules.derived.values() if d.name == name or d.name in _derived_closure(rules, name)]
+              for name in rules.derived}
     for root, ufields in groups.items():
         owns = tuple(f for f in fact_fields if owner.get(f) == root)
-        derived_here = [rules.derived[f] for f in owns if f in rules.derived]
-        rows: list[dict[str, Any]] = []
-        ints: list[int] = []
-        reqs: list[int] = []
-        forces: list[int] = []
-        for combo in itertools.product(*(values[f] for f in ufields)):
+        is_steps = root == steps_root
+        sizes = [len(values[f]) for f in ufields]
+        total = math.prod(sizes)
+        if total > _UNIT_MAX:
+            raise ConfigError(ufields[0], ANY, "fewer free fields tied to it", message=(
+                f"sweep too large: the free fields {', '.join(ufields)} are read together (by derived facts or "
+                f"the platform's steps before the priority lists), {total:,} combinations to enumerate (the limit "
+                f"is {_UNIT_MAX:,}); fix some of them"))
+        axis_of = {f: i for i, f in enumerate(ufields)}
+
+        def facts_for(fields: tuple[str, ...], combo: tuple[Any, ...]) -> dict[str, Any]:
             facts = dict(fixed_facts)
-            facts.update(zip(ufields, combo))
+            facts.update(zip(fields, combo))
             normalise(facts)
-            if not _valid(rules, facts, ufields, free):
-                continue
-            force = -1
-            if root == steps_root:
-                force, facts = run_steps(facts)
-            for d in derived_here:
-                facts[d.name] = _derive(d, facts, derive_memo)
-            x = 0
-            for f in owns:
-                x |= bits.field_bits(f, facts.get(f))
-            rows.append({f: _shown(f, v) for f, v in zip(ufields, combo)})
-            ints.append(x)
-            b = facts.get("backend") if "backend" in owns else None
-            reqs.append(backend_index[b] if b is not None else -1)
-            forces.append(force)
-        outer = bool(set(owns) & plan_fields) or root == steps_root
-        units.append(_Unit(tuple(ufields), owns, rows, bits.words(ints), np.array(reqs, dtype=np.int32), outer,
-                           np.array(forces, dtype=np.int32)))
+            return facts
+
+        # 1. which combinations are configurations: each validity rule reads a few of the unit's fields
+        vfields = _valid_fields(rules, ufields)
+        vtable = np.array([_valid(rules, facts_for(vfields, c), ufields, free)
+                           for c in itertools.product(*(values[f] for f in vfields))], dtype=bool)
+        valid_idx = np.flatnonzero(_broadcast(np, vtable, vfields, ufields, sizes).ravel())
+        multi = np.unravel_index(valid_idx, sizes) if len(ufields) else ()
+
+        def projected(fields: tuple[str, ...]) -> tuple[Any, int]:
+            """Each valid row's index into the combinations of `fields` (C order), and their number."""
+            if not fields:
+                return np.zeros(len(valid_idx), dtype=np.int64), 1
+            sub = [len(values[f]) for f in fields]
+            return np.ravel_multi_index(tuple(multi[axis_of[f]] for f in fields), sub), math.prod(sub)
+
+        # 2. the steps before the lists: once per combination of the fields they read
+        sfields = tuple(f for f in ufields if f in step_reads or f == "platform") if is_steps else ()
+        step_at: dict[tuple[Any, ...], tuple[int, dict[str, Any]]] = {}
+
+        def evaluated(fields: tuple[str, ...], combo: tuple[Any, ...]) -> dict[str, Any]:
+            facts = facts_for(fields, combo)
+            if is_steps and set(sfields) <= set(fields):
+                key = tuple(facts[f] for f in sfields)
+                got = step_at.get(key)
+                if got is None:
+                    got = step_at[key] = run_steps(dict(facts))
+                facts = dict(got[1], **{f: facts[f] for f in fields if f not in writes})
+            return facts
+
+        def deps(f: str) -> set[str]:
+            if f in rules.derived:
+                out: set[str] = set()
+                for b in base_inputs[f]:
+                    out |= deps(b)
+                return out
+            if is_steps and f in writes:
+                return {*sfields, *({f} & set(ufields))}
+            if f in ufields:
+                return {f}
+            return {"platform"} & set(ufields)  # a value Config fills in from the platform (rocm_arch)
+
+        # every owned fact's clause bits (and the request), grouped by the fields they depend on
+        words = np.zeros((len(valid_idx), bits.W), dtype=np.uint64)
+        reqs = np.full(len(valid_idx), -1, dtype=np.int32)
+        by_deps: dict[tuple[str, ...], list[str]] = {}
+        for f in (*owns, *(("backend",) if "backend" in owns else ())):
+            by_deps.setdefault(tuple(x for x in ufields if x in deps(f)), []).append(f)
+        for fields, fs in by_deps.items():
+            pidx, n = projected(fields)
+            used = np.zeros(n, dtype=bool)
+            used[pidx] = True
+            combos = list(itertools.product(*(values[x] for x in fields)))
+            need = [d for d in rules.derived.values() if any(d in chains[f] for f in fs if f in rules.derived)]
+            ints = [0] * n
+            rq = np.full(n, -1, dtype=np.int32)
+            for k in np.flatnonzero(used).tolist():
+                facts = evaluated(fields, combos[k])
+                for d in need:
+                    facts[d.name] = _derive(d, facts, derive_memo)
+                x = 0
+                for f in fs:
+                    x |= bits.field_bits(f, facts.get(f))
+                ints[k] = x
+                b = facts.get("backend")
+                if "backend" in fs and b is not None:
+                    rq[k] = backend_index[b]
+            words |= bits.words(ints)[pidx]
+            if "backend" in fs:
+                reqs = rq[pidx]
+        forces = np.full(len(valid_idx), -1, dtype=np.int32)
+        if is_steps:
+            pidx, n = projected(sfields)
+            used = np.zeros(n, dtype=bool)
+            used[pidx] = True
+            combos = list(itertools.product(*(values[x] for x in sfields)))
+            ftab = np.full(n, -1, dtype=np.int32)
+            for k in np.flatnonzero(used).tolist():
+                ftab[k] = evaluated_force(sfields, combos[k], facts_for, step_at, run_steps)
+            forces = ftab[pidx]
+        rows = _Rows(tuple(ufields), tuple(tuple(_shown(f, v) for v in values[f]) for f in ufields), multi)
+        outer = bool(set(owns) & plan_fields) or is_steps
+        units.append(_Unit(tuple(ufields), owns, rows, words, reqs, outer, forces))
 
     names = (*config.field_names, "role")  # the release's fields: declared ones (dtype_explicit...) too
     order = sorted(units, key=lambda u: min(names.index(f) for f in u.fields))
     for i, u in enumerate(order):
         u.axis = i
-    fold = _Fold(comp, bits, fixed_int, fixed_req, units, order, avail, fixed_forced, outcomes)
+    fold = _Fold(comp, bits, fixed_int, fixed_req, units, order, avail, fixed_forced, outcomes, by_name)
     return Sweep(config, ANY if role_free else fixed_role, avail, tuple(f for u in order for f in u.fields),
                  shown, units, fold)
 
@@ -718,8 +878,9 @@ class _PlanTable:
     rows a step the fold does not model decides (the MLA prefill layer, a refused request vLLM replaces by
     automatic selection) are marked."""
 
-    def __init__(self, comp: Any, bits: _Bits, avail: frozenset[str] | None):
+    def __init__(self, comp: Any, bits: _Bits, avail: frozenset[str] | None, by_name: bool = False):
         self.comp = comp
+        self.by_name = by_name  # the platforms' request_errors are decided here (they read the request alone)
         self.bits = bits
         self.avail = avail
         self.keys: list[tuple[int, int]] = []
@@ -761,6 +922,11 @@ class _PlanTable:
         if pid is None:
             np = _np()
             pl = self.comp.rules.lists[list_idx]
+            if self.by_name and req >= 0 and any(all(lit({"backend": self.names[req]}) for lit in when)
+                                                 for _, when in pl.request_errors):
+                pid = self.constant(NO_BACKEND, "refused before selection")
+                self.index[key] = pid
+                return pid
             if pl.error:  # a decision-tree branch that raises: nothing is selected
                 pid = self.constant(NO_BACKEND, pl.name)
                 self.index[key] = pid
@@ -782,12 +948,12 @@ class _Fold:
 
     def __init__(self, comp: Any, bits: _Bits, fixed_int: int, fixed_req: int, units: list[_Unit],
                  order: list[_Unit], avail: frozenset[str] | None, fixed_forced: int = -1,
-                 outcomes: list[tuple[int, str]] | None = None):
+                 outcomes: list[tuple[int, str]] | None = None, by_name: bool = False):
         np = _np()
         self.np = np
         self.bits = bits
         self.order_units = order
-        self.plans = _PlanTable(comp, bits, avail)
+        self.plans = _PlanTable(comp, bits, avail, by_name)
         self.names = self.plans.names
         rules = comp.rules
         W = bits.W
@@ -819,18 +985,22 @@ class _Fold:
         # Priority list: the first one not ruled out; plan = (list, requested); or the forced outcome.
         nc, L = bits.nclauses, len(bits.lists)
         plan_ids = np.full(len(words), -1, dtype=np.int64)
-        pyints = [sum(int(w[j]) << (64 * j) for j in range(W)) for w in words]
-        for s, x in enumerate(pyints):
-            ruled = x >> nc
-            if force[s] >= 0 and outcomes:
-                # an invalid row (no list applies) stays excluded whatever the steps said
-                if any(not (ruled >> li) & 1 for li in range(L)):
-                    plan_ids[s] = self.plans.constant(*outcomes[int(force[s])])
-                continue
-            for li in range(L):
-                if not (ruled >> li) & 1:
-                    plan_ids[s] = self.plans.get(li, int(req[s]))
-                    break
+        open_ = np.zeros((len(words), max(L, 1)), dtype=bool)  # list li not ruled out
+        for li in range(L):
+            b = nc + li
+            open_[:, li] = ((words[:, b // 64] >> np.uint64(b % 64)) & np.uint64(1)) == 0
+        any_open = open_[:, :L].any(axis=1) if L else np.zeros(len(words), dtype=bool)
+        first = open_.argmax(axis=1)
+        forced_rows = (force >= 0) if outcomes else np.zeros(len(words), dtype=bool)
+        # an invalid row (no list applies) stays excluded whatever the steps said
+        keys = np.stack([np.where(forced_rows, -1, first), np.where(forced_rows, force, req)], axis=1)
+        live = any_open
+        if live.any():
+            uk, inv = np.unique(keys[live].astype(np.int64), axis=0, return_inverse=True)
+            # (first open list, request) -> its plan; (-1, forced outcome) -> that outcome's constant plan
+            pids = np.array([self.plans.constant(*outcomes[v]) if li < 0 else self.plans.get(li, v)
+                             for li, v in uk.tolist()], dtype=np.int64)
+            plan_ids[live] = pids[inv.reshape(-1)]
         clause_mask = bits.words([(1 << nc) - 1]).reshape(W)
         sat = words & clause_mask
 
