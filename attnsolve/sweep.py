@@ -623,7 +623,9 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
     settings = [ps for p in scope if (ps := _platform_steps(rules, p)) is not None]
     # Steps that are only requests refused by name (0.17's NO_ATTENTION / TORCH_SDPA / CUSTOM) depend on no
     # other field: the fold decides them with the plan, so `backend` joins no unit of other fields.
-    by_name = bool(settings) and all(_refused_by_name_only(ps) for ps in settings)
+    # (A request that names no backend of the rules, e.g. TORCH_SDPA, is answered per platform by the steps.)
+    by_name = bool(settings) and all(_refused_by_name_only(ps) for ps in settings) \
+        and (facts0.get("backend") in (None, ANY) or facts0.get("backend") in rules.backends)
     if by_name:
         settings = []
     reads, writes = _step_fields(rules, settings) if settings else (set(), set())
@@ -731,7 +733,9 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
     for f in fixed_owns:
         fixed_int |= bits.field_bits(f, fixed_facts.get(f))
     fixed_b = fixed_facts.get("backend")
-    fixed_req = backend_index[fixed_b] if "backend" not in owner and fixed_b is not None else -1
+    fixed_req = backend_index.get(fixed_b, -1) if "backend" not in owner and fixed_b is not None else -1
+    if fixed_req < 0 and fixed_b is not None and "backend" not in owner and fixed_forced < 0:
+        fixed_forced = forced(EXACT, "solved alone")  # a request by a name the rules lack, no step refused it
 
     units: list[_Unit] = []
     derive_memo: dict[str, dict[Any, Any]] = {}
@@ -820,7 +824,7 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
                 ints[k] = x
                 b = facts.get("backend")
                 if "backend" in fs and b is not None:
-                    rq[k] = backend_index[b]
+                    rq[k] = backend_index.get(b, -1)  # a name the rules lack: the steps decided the row
             words |= bits.words(ints)[pidx]
             if "backend" in fs:
                 reqs = rq[pidx]
