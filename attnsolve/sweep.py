@@ -30,11 +30,15 @@ per-unit transition tables by array gathers (numpy), in the order of the free fi
 
 The platform's steps before the lists (vLLM >= 0.18: requests refused outright, rewrites, requests
 dropped, model code choosing the backend, ROCm's compute capability from the arch) read a few fields:
-those are enumerated in one unit whose rows run selection's own `before_selection`, so each row carries
-the facts selection sees and, where a step decides, a forced outcome (its own constant plan). What the
-fold cannot see (the MLA prefill layer's decode selection first, its skips and NO_PREFILL; a refused
-ROCm request vLLM replaces by automatic selection for its exact reasons) marks those states EXACT:
-their rows are then solved one by one, which materialises the sweep's codes.
+those are enumerated in one unit, and selection's own `before_selection` runs once per combination of
+the fields it reads, so each row carries the facts selection sees and, where a step decides, a forced
+outcome (its own constant plan). A unit's rows are built from small tables (validity, the steps, each
+fact's clause bits once per combination of the fields it depends on), so a unit of millions of rows costs
+seconds; one beyond 2^25 combinations is a ConfigError. Requests refused by their name alone (0.17) are
+decided with the plan. The MLA prefill layer is read from the same assignment's decode row (role swept):
+its failure, a skip, the prefill lists' own answer, a fallback. What the fold still cannot see (a prefill
+row a skip may name; a refused ROCm request vLLM replaces by automatic selection for its exact reasons)
+is solved one row at a time, which materialises the sweep's codes.
 """
 
 from __future__ import annotations
