@@ -1241,14 +1241,3 @@ class _Fold:
             if not (prefix is not None and u.axis < len(prefix)):
                 full[u.axis] = len(u.rows)
         return np.broadcast_to(out, full)
-
-
-def steps_read(rules: Any, platform: str) -> tuple[frozenset[str], bool]:
-    """What a sweep on `platform` must enumerate row by row: (the fields its steps before the lists
-    read, whether its MLA prefill rows are each solved alone). Lets a caller size a sweep (coverage's
-    guard) before building it; ((), False) for a platform whose selection is its lists alone (0.17)."""
-    pl = _platform_steps(rules, platform)
-    if pl is None:
-        return frozenset(), False
-    reads, _ = _step_fields(rules, [pl])
-    return frozenset(reads - {"platform", "role", "backend"}), pl.mla_prefill is not None
