@@ -123,7 +123,7 @@ class CoverageReport:
             pct = 100.0 * g.holes / g.configurations if g.configurations else 0.0
             lines.append(f"{g.platform} {g.label}: {g.holes:,} of {g.configurations:,} without a backend ({pct:.1f}%)")
             for p in g.patterns:
-                lines.append(f"  - {p}  ({p.holes:,})")
+                lines.append(f"  - {p}  ({p.holes:,})" if p.pattern or p.holes else f"  - {p}")
             if g.uncovered:
                 lines.append(f"  - ... {g.uncovered:,} more not matched by the patterns above")
         lines.append("Backends never selected automatically: " + (", ".join(self.dead) or "none")
@@ -181,7 +181,8 @@ def _groups(rules: Any, config: Config) -> list[tuple[str, str, dict[str, Any]]]
                 arch = config.rocm_arch or "gfx942"
                 out.append((p, arch, {"platform": p, "compute_capability": None, "rocm_arch": arch}))
         else:
-            out.append((p, "(every CPU)", {"platform": p, "compute_capability": None, "rocm_arch": None}))
+            label = "(every CPU)" if p == "cpu" else f"(every {p.upper()} device)"
+            out.append((p, label, {"platform": p, "compute_capability": None, "rocm_arch": None}))
     return out
 
 
@@ -326,7 +327,9 @@ def coverage_report(config: Config | None = None, *, all_fields: bool = False, r
                                                          text=p.text))
                     patterns = full_patterns
             else:
-                patterns = [HolePattern({}, 0, a) for a, _ in s.rows(None, limit=3)]
+                # too many combinations to draw patterns: a few holes as examples
+                patterns = [HolePattern({}, 0, a, text="example: " + ", ".join(f"{k}={_show(v)}" for k, v in a.items()))
+                            for a, _ in s.rows(None, limit=3)]
         hardware = {k: v for k, v in hw.items() if v is not None}
         groups.append(GroupCoverage(plat, label, hardware, total, holes, counts, tuple(patterns), uncovered))
 
@@ -358,7 +361,7 @@ def coverage_report(config: Config | None = None, *, all_fields: bool = False, r
     maybe = {b for _, b in undecided}
     dead = tuple(b for b in rules.backends if b not in reached and b not in explicit and b not in maybe)
     notes = []
-    if all_fields:
+    if all_fields and len(too_large) < len({g.platform for g in groups}):
         notes.append("Counts cover every field; patterns are drawn with vLLM's environment switches at their defaults.")
     if too_large:
         notes.append(f"On {', '.join(sorted(too_large))} the counts are over the swept fields only: with every field free, "
