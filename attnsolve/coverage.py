@@ -123,7 +123,7 @@ class CoverageReport:
             pct = 100.0 * g.holes / g.configurations if g.configurations else 0.0
             lines.append(f"{g.platform} {g.label}: {g.holes:,} of {g.configurations:,} without a backend ({pct:.1f}%)")
             for p in g.patterns:
-                lines.append(f"  - {p}  ({p.holes:,})")
+                lines.append(f"  - {p}  ({p.holes:,})" if p.pattern or p.holes else f"  - {p}")
             if g.uncovered:
                 lines.append(f"  - ... {g.uncovered:,} more not matched by the patterns above")
         lines.append("Backends never selected automatically: " + (", ".join(self.dead) or "none")
@@ -181,7 +181,8 @@ def _groups(rules: Any, config: Config) -> list[tuple[str, str, dict[str, Any]]]
                 arch = config.rocm_arch or "gfx942"
                 out.append((p, arch, {"platform": p, "compute_capability": None, "rocm_arch": arch}))
         else:
-            out.append((p, "(every CPU)", {"platform": p, "compute_capability": None, "rocm_arch": None}))
+            label = "(every CPU)" if p == "cpu" else f"(every {p.upper()} device)"
+            out.append((p, label, {"platform": p, "compute_capability": None, "rocm_arch": None}))
     return out
 
 
@@ -262,12 +263,6 @@ def _patterns(s: Any, max_patterns: int) -> tuple[list[HolePattern], int]:
     return out, int(remaining.sum())
 
 
-# Rows a sweep may solve one at a time (a release whose platform steps before the lists read the swept
-# fields: vLLM 0.33's model routes, rewrites and MLA prefill layer), about 0.3 ms each: beyond this the
-# report would take many minutes, so it is refused up front with what to do instead.
-MAX_STEP_ROWS = 300_000
-
-
 def coverage_report(config: Config | None = None, *, all_fields: bool = False, role: Any = ANY,
                     max_patterns: int = 8, vllm: str | None = None) -> CoverageReport:
     """Holes per platform / GPU generation and dead rules of one release's rules (see the module doc).
@@ -287,26 +282,35 @@ def coverage_report(config: Config | None = None, *, all_fields: bool = False, r
         config = Config(platform=ANY, compute_capability=ANY, rocm_arch=ANY, vllm=version,
                         **{f: ANY for f in MODEL_FIELDS})
     swept = tuple(f for f in config.free_fields if f not in HARDWARE) + (("role",) if role is ANY else ())
-    _refuse_if_too_large(rules, config, role, all_fields)
     groups = []
+    seen: set[tuple[str, str | None]] = set()  # (list, backend) pairs the groups select (dead-rule evidence)
+    too_large: set[str] = set()  # platforms whose every-field sweep does not fold (all_fields)
     for plat, label, hw in _groups(rules, config):
         changes = {k: v for k, v in hw.items() if getattr(config, k) is ANY or k == "platform"}
         base = config.replace(**changes)
         s = sweep(base, role=role)
+        if role is ANY and base.backend is None:
+            seen |= {k for k, n in s.by_list().items() if n}
         counts = s.by_backend()
         total, holes = len(s), counts.get(None, 0)
+        every = None
         if all_fields:
             every = base.replace(**{f: ANY for f in FIELD_NAMES if f not in (*HARDWARE, "backend")
                                     and getattr(base, f) is not ANY})
-            full = sweep(every, role=role)
-            counts = full.by_backend()
-            total, holes = len(full), counts.get(None, 0)
+            try:
+                full = sweep(every, role=role)
+            except ConfigError:  # too many fields read together (vLLM 0.33's steps): the model facts' counts
+                every = None
+                too_large.add(plat)
+            else:
+                counts = full.by_backend()
+                total, holes = len(full), counts.get(None, 0)
         patterns: list[HolePattern] = []
         uncovered = 0
         if s.by_backend().get(None, 0):
             if s.raw_size <= 4_000_000:
                 patterns, uncovered = _patterns(s, max_patterns)
-                if all_fields:  # count each pattern's holes in the whole space, and say if it stays all holes
+                if every is not None:  # count each pattern's holes in the whole space, and say if it stays all holes
                     uncovered = 0
                     full_patterns = []
                     for p in patterns:
@@ -323,58 +327,93 @@ def coverage_report(config: Config | None = None, *, all_fields: bool = False, r
                                                          text=p.text))
                     patterns = full_patterns
             else:
-                patterns = [HolePattern({}, 0, a) for a, _ in s.rows(None, limit=3)]
+                # too many combinations to draw patterns: a few holes as examples
+                patterns = [HolePattern({}, 0, a, text="example: " + ", ".join(f"{k}={_show(v)}" for k, v in a.items()))
+                            for a, _ in s.rows(None, limit=3)]
         hardware = {k: v for k, v in hw.items() if v is not None}
         groups.append(GroupCoverage(plat, label, hardware, total, holes, counts, tuple(patterns), uncovered))
 
     # Dead rules: the whole space, every field free, automatic selection only.
-    whole = Config(**{f: ANY for f in FIELD_NAMES if f != "backend"}, backend=None, vllm=version)
-    ws = sweep(whole, role=ANY)
-    by_list = ws.by_list()
-    reached = {b for (_, b), n in by_list.items() if n and b is not None}
     explicit = tuple(b for b, x in rules.backends.items() if x.explicit_only)
-    dead = tuple(b for b in rules.backends if b not in reached and b not in explicit)
+    whole = Config(**{f: ANY for f in FIELD_NAMES if f != "backend"}, backend=None, vllm=version)
+    try:
+        ws = sweep(whole, role=ANY)
+    except ConfigError:  # the whole space does not fold (vLLM 0.33's steps before the lists read most fields)
+        ws = None
+    if ws is not None:
+        by_list = {k for k, n in ws.by_list().items() if n}
+        whole_space = len(ws)
+        never = None
+    else:
+        by_list, never = _witnessed(rules, version, seen)
+        whole_space = 0
+    reached = {b for _, b in by_list if b is not None}
     unreached = []
+    undecided = []
     for pl in rules.lists:
         for e in pl.entries:
-            if rules.backends[e.backend].explicit_only:
+            if rules.backends[e.backend].explicit_only or (pl.name, e.backend) in by_list:
                 continue
-            if not by_list.get((pl.name, e.backend)):
+            if never is None or (pl.name, e.backend) in never:
                 unreached.append((pl.name, e.backend))
+            else:
+                undecided.append((pl.name, e.backend))
+    maybe = {b for _, b in undecided}
+    dead = tuple(b for b in rules.backends if b not in reached and b not in explicit and b not in maybe)
     notes = []
-    if all_fields:
+    if all_fields and len(too_large) < len({g.platform for g in groups}):
         notes.append("Counts cover every field; patterns are drawn with vLLM's environment switches at their defaults.")
-    return CoverageReport(swept, all_fields, tuple(groups), dead, explicit, tuple(unreached), len(ws), tuple(notes))
+    if too_large:
+        notes.append(f"On {', '.join(sorted(too_large))} the counts are over the swept fields only: with every field free, "
+                     "the steps before the priority lists read too many fields together to fold.")
+    if ws is None:
+        notes.append(f"vLLM {rules.vllm}'s whole space does not fold into one sweep: a list entry is reached when a "
+                     "configuration selecting it was found (the groups above, a sweep over each model route's fields), "
+                     "never reached when no configuration makes it valid where its list applies.")
+        if undecided:
+            notes.append("Valid somewhere but not seen selected (other switches or model dimensions may reach them): "
+                         + "; ".join(f"{b} in '{pl}'" for pl, b in undecided))
+    return CoverageReport(swept, all_fields, tuple(groups), dead, explicit, tuple(unreached), whole_space,
+                          tuple(notes))
 
 
-def _refuse_if_too_large(rules: Any, config: Config, role: Any, all_fields: bool) -> None:
-    """A ConfigError (exit 2 from the CLI) before any work when a group would be solved row by row
-    beyond MAX_STEP_ROWS: the release's steps before the lists read the swept fields, so its sweep
-    cannot fold them (vLLM 0.17 has no such steps and folds its whole space in milliseconds)."""
-    from .sweep import steps_read
-    # The dead-rule part always sweeps the whole space (every field free), whatever `config` fixes.
-    del all_fields
-    free = [f for f in FIELD_NAMES if f not in (*HARDWARE, "backend")]
-    role = ANY  # the dead-rule sweep: every platform, both roles
-    platforms = list(rules.domains.get("platform", ()))
-    def classes(fields: list[str]) -> int:
-        n = 1
-        for f in fields:
-            n *= max(1, len(value_classes(rules, f)))
-        return n
-
-    for platform in platforms:
-        reads, prefill_alone = steps_read(rules, platform)
-        stepped = [f for f in free if f in reads]
-        rows = classes(stepped) * (2 if role is ANY else 1) if stepped else 0
-        if prefill_alone and (role is ANY or role == "mla_prefill"):
-            rows += classes(free)  # every MLA prefill row is solved on its own
-        if rows > MAX_STEP_ROWS:
-            raise ConfigError(
-                "vllm", rules.vllm, "a release whose whole space folds (or fewer free fields)",
-                message=(f"coverage over vLLM {rules.vllm}'s whole space is not available: on {platform} its "
-                         f"selection runs steps before the priority lists (model routes, rewrites, the MLA "
-                         f"prefill layer) that read {', '.join(stepped) or 'the model facts'}, so about {rows:,} configurations per "
-                         f"GPU generation would be solved one at a time (the limit is {MAX_STEP_ROWS:,}). "
-                         "Ask coverage_report() with some of those fields fixed, use `attnsolve matrix --over` "
-                         "for the fields you care about, or `--vllm 0.17` for that release's whole space."))
+def _witnessed(rules: Any, version: str, seen: set[tuple[str, str | None]]) -> tuple[set[Any], set[Any]]:
+    """Where the whole space does not fold: ((list, backend) pairs automatic selection is seen to reach,
+    list entries no configuration can reach). Seen: `seen` (the pairs the report's groups select) and each
+    model route's backend by a sweep over the fields its condition reads. Proved unreachable: no completion
+    makes the entry valid while its list applies (the bitset reachability of attnsolve.solver.reach). An
+    entry in neither set is undecided (valid somewhere, but not seen selected)."""
+    from .selection import compiled_rules
+    from .solver.reach import reach_for
+    out = set(seen)
+    names = set(Config(vllm=version, platform="cpu", dtype="bfloat16").field_names)
+    for pl in {pl.platform: pl for pl in rules.lists}.values():  # each platform's model routes
+        routes = [*pl.model_routes, *pl.model_backend]
+        for r in routes:
+            fields = sorted({lit.field for lit in r.when} & names - {"backend", "platform"})
+            kw: dict[str, Any] = {f: ANY for f in fields}
+            if pl.platform == "cuda":
+                kw["compute_capability"] = ANY
+            elif pl.platform == "rocm":
+                kw["rocm_arch"] = ANY
+            try:
+                s = sweep(Config(vllm=version, platform=pl.platform, dtype="bfloat16", backend=None, **kw))
+            except ConfigError:
+                continue
+            out |= {k for k, n in s.by_list().items() if n}
+    comp = compiled_rules(Config(vllm=version, platform="cpu", dtype="bfloat16"))
+    reach = reach_for(comp)
+    facts: dict[str, Any] = {f: ANY for f in names}
+    facts["backend"] = None
+    facts["role"] = ANY
+    units = reach.units(facts)
+    never: set[tuple[str, str]] = set()
+    for i, pl in enumerate(rules.lists):
+        p, masks = comp.plan(pl, None)
+        base = comp.list_need(i)
+        for cand, m in zip(p.candidates, masks):
+            if (pl.name, cand.backend) in out:
+                continue
+            if pl.error or base < 0 or units is None or not reach.reachable(facts, base | m, units):
+                never.add((pl.name, cand.backend))
+    return out, never

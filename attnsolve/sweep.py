@@ -30,11 +30,15 @@ per-unit transition tables by array gathers (numpy), in the order of the free fi
 
 The platform's steps before the lists (vLLM >= 0.18: requests refused outright, rewrites, requests
 dropped, model code choosing the backend, ROCm's compute capability from the arch) read a few fields:
-those are enumerated in one unit whose rows run selection's own `before_selection`, so each row carries
-the facts selection sees and, where a step decides, a forced outcome (its own constant plan). What the
-fold cannot see (the MLA prefill layer's decode selection first, its skips and NO_PREFILL; a refused
-ROCm request vLLM replaces by automatic selection for its exact reasons) marks those states EXACT:
-their rows are then solved one by one, which materialises the sweep's codes.
+those are enumerated in one unit, and selection's own `before_selection` runs once per combination of
+the fields it reads, so each row carries the facts selection sees and, where a step decides, a forced
+outcome (its own constant plan). A unit's rows are built from small tables (validity, the steps, each
+fact's clause bits once per combination of the fields it depends on), so a unit of millions of rows costs
+seconds; one beyond 2^25 combinations is a ConfigError. Requests refused by their name alone (0.17) are
+decided with the plan. The MLA prefill layer is read from the same assignment's decode row (role swept):
+its failure, a skip, the prefill lists' own answer, a fallback. What the fold still cannot see (a prefill
+row a skip may name; a refused ROCm request vLLM replaces by automatic selection for its exact reasons)
+is solved one row at a time, which materialises the sweep's codes.
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ NO_BACKEND = -1  # row code: no valid backend (solve raises NoValidBackendError 
 _CHUNK = 1 << 20  # rows materialised at a time while iterating
 _TAIL = 4096  # innermost combinations whose assignments are merged once
 _GRID_MAX = 1 << 26  # largest grid() materialised
+_UNIT_MAX = 1 << 25  # most combinations one unit (fields read together) enumerates
 
 
 def _np() -> Any:
@@ -102,7 +107,11 @@ class Sweep:
         self._fold = plan
         self.raw_size = math.prod(len(v) for v in values.values())
         if plan.needs_exact:
-            plan.materialise(self._solve_row)
+            try:
+                fixed = base_facts(config, "mla_prefill")
+            except ConfigError:  # no MLA: no prefill layer row either
+                fixed = {}
+            plan.materialise(self._solve_row, fixed)
         self._len = plan.total - plan.excluded_weight
 
     def _solve_row(self, assignment: dict[str, Any]) -> int:
@@ -285,7 +294,7 @@ def _merged(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:
 class _Unit:
     fields: tuple[str, ...]  # free fields enumerated together
     owns: tuple[str, ...]  # fact fields whose clause bits / list verdicts this unit contributes
-    rows: list[dict[str, Any]]  # assignment per valid local row (Config-acceptable values)
+    rows: Any  # _Rows: assignment per valid local row (Config-acceptable values)
     words: Any  # (n, W) uint64: satisfied clause bits | ruled-out list bits
     req: Any  # (n,) int32 requested-backend index, -1 if the unit does not own 'backend'
     outer: bool  # decides the priority list or the request
@@ -312,6 +321,94 @@ def _shown(field: str, value: Any) -> Any:
     if field == "compute_capability" and value is not None:
         return format_cc(value)  # facts carry 90, configs ComputeCapability(9, 0): both print "9.0"
     return value
+
+
+def evaluated_force(sfields: tuple[str, ...], combo: tuple[Any, ...], facts_for: Any,
+                    step_at: dict[tuple[Any, ...], tuple[int, dict[str, Any]]], run_steps: Any) -> int:
+    """The forced outcome the steps give one combination of the fields they read."""
+    facts = facts_for(sfields, combo)
+    key = tuple(facts[f] for f in sfields)
+    got = step_at.get(key)
+    if got is None:
+        got = step_at[key] = run_steps(dict(facts))
+    return got[0]
+
+
+def _derived_closure(rules: Any, name: str) -> set[str]:
+    """The derived facts `name` reads, directly or through others."""
+    out: set[str] = set()
+    todo = [name]
+    while todo:
+        for x in rules.derived[todo.pop()].inputs:
+            if x in rules.derived and x not in out:
+                out.add(x)
+                todo.append(x)
+    return out
+
+
+def _valid_fields(rules: Any, ufields: list[str]) -> tuple[str, ...]:
+    """The unit's fields `_valid` reads for it (the invariants touching the unit, scoped fields, the platform)."""
+    loc = set(ufields)
+    read: set[str] = set()
+    for inv in rules.invariants:
+        if loc & set(inv.fields):
+            read |= set(inv.fields)
+            if inv.kind == "platform_field":
+                read.add("platform")
+    scoped = _scoped(rules)
+    if "platform" in loc:
+        read |= set(scoped) | {"platform"}
+    for name in loc & scoped.keys():
+        read |= {name, "platform"}
+    if any(inv.kind == "platform_field" and inv.default is not None for inv in rules.invariants):
+        read.add("platform")  # normalise: a value Config fills in from the platform
+    return tuple(f for f in ufields if f in read)
+
+
+def _broadcast(np: Any, table: Any, fields: tuple[str, ...], ufields: list[str], sizes: list[int]) -> Any:
+    """A table over the combinations of `fields` (C order) as an array over the unit's product."""
+    shape = [len_ if f in fields else 1 for f, len_ in zip(ufields, sizes)]
+    order = [f for f in ufields if f in fields]
+    assert order == list(fields)
+    return np.broadcast_to(table.reshape(shape), sizes)
+
+
+class _Rows:
+    """A unit's valid rows as assignments (Config values), built when read: a unit may hold millions."""
+
+    def __init__(self, fields: tuple[str, ...], shown: tuple[tuple[Any, ...], ...], multi: Any):
+        self.fields = fields
+        self.shown = shown
+        self.multi = [m.tolist() for m in multi] if len(fields) else []
+        self._n = len(self.multi[0]) if self.multi else 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError(i)
+        return {f: sh[m[i]] for f, sh, m in zip(self.fields, self.shown, self.multi)}
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for i in range(self._n):
+            yield {f: sh[m[i]] for f, sh, m in zip(self.fields, self.shown, self.multi)}
+
+
+def _derive(d: Any, facts: dict[str, Any], memo: dict[str, dict[Any, Any]]) -> Any:
+    """A derived fact's value, computed once per combination of its inputs (a unit's rows repeat them)."""
+    vals = tuple(facts.get(f) for f in d.inputs)
+    key = (vals, tuple(map(type, vals)))  # True and 1 hash alike; arithmetic tells them apart
+    m = memo.setdefault(d.name, {})
+    try:
+        got = m.get(key, m)
+    except TypeError:
+        return d.evaluate(facts)[0]
+    if got is m:
+        got = m[key] = d.evaluate(facts)[0]
+    return got
 
 
 class _UnionFind:
@@ -388,6 +485,13 @@ def _platform_steps(rules: Any, platform: str) -> Any:
     steps = (pl.request_errors or pl.rewrites or pl.request_fallbacks or pl.model_backend or pl.model_routes
              or pl.mla_prefill is not None or pl.compute_capability_from)
     return pl if steps else None
+
+
+def _refused_by_name_only(ps: Any) -> bool:
+    """A platform whose only step before the lists refuses some requests by their name (vLLM 0.17)."""
+    return not (ps.rewrites or ps.request_fallbacks or ps.model_backend or ps.model_routes or ps.model_route_kv
+                or ps.mla_prefill is not None or ps.compute_capability_from) \
+        and all(lit.field == "backend" for _, when in ps.request_errors for lit in when)
 
 
 def _step_fields(rules: Any, settings: list[Any]) -> tuple[set[str], set[str]]:
@@ -521,6 +625,13 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
     # unit (the steps unit), whose rows run them; the fields they change become that unit's too.
     scope = values["platform"] if "platform" in values else (facts0["platform"],)
     settings = [ps for p in scope if (ps := _platform_steps(rules, p)) is not None]
+    # Steps that are only requests refused by name (0.17's NO_ATTENTION / TORCH_SDPA / CUSTOM) depend on no
+    # other field: the fold decides them with the plan, so `backend` joins no unit of other fields.
+    # (A request that names no backend of the rules, e.g. TORCH_SDPA, is answered per platform by the steps.)
+    by_name = bool(settings) and all(_refused_by_name_only(ps) for ps in settings) \
+        and (facts0.get("backend") in (None, ANY) or facts0.get("backend") in rules.backends)
+    if by_name:
+        settings = []
     reads, writes = _step_fields(rules, settings) if settings else (set(), set())
     step_free = [f for f in free if f in reads]
     moved = sorted(w for w in writes if w not in free) if step_free else []
@@ -571,27 +682,47 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
             outcomes.append(key)
         return outcome_ids[key]
 
+    step_keys = tuple(sorted(reads))
+    step_memo: dict[Any, tuple[int, tuple[tuple[str, Any], ...]]] = {}
+
     def run_steps(facts: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """The platform's steps before selection on these facts (selection.before_selection itself):
-        (forced outcome id or -1, the facts with the fields they change)."""
+        (forced outcome id or -1, the facts with the fields they change). The steps decide on the fields
+        they read (`reads`, derived facts expanded), so their outcome is computed once per combination."""
         if _platform_steps(rules, facts["platform"]) is None:
             return -1, facts
+        key = tuple(facts.get(f) for f in step_keys)
+        try:
+            got = step_memo.get(key)
+        except TypeError:
+            key, got = None, None
+        if got is None:
+            got = steps_outcome(facts)
+            if key is not None:
+                step_memo[key] = got
+        force, changes = got
+        if not changes:
+            return force, facts
+        out = dict(facts)
+        out.update(changes)
+        return force, out
+
+    def steps_outcome(facts: dict[str, Any]) -> tuple[int, tuple[tuple[str, Any], ...]]:
         local = {k: (placeholder[k] if v is ANY else v) for k, v in facts.items() if k not in rules.derived}
         try:
             pre = before_selection(comp, config, local["role"], local)
         except (NoValidBackendError, InvalidBackendError):
-            return forced(NO_BACKEND, "refused before selection"), facts
+            return forced(NO_BACKEND, "refused before selection"), ()
         except ConfigError:
-            return forced(EXACT, "solved alone"), facts
+            return forced(EXACT, "solved alone"), ()
         if pre.model is not None:
             name, _, route = pre.model
-            return forced(backend_index.get(name, NO_BACKEND) if name else NO_BACKEND, f"model: {route}"), facts
-        out = dict(facts)
-        for w in writes:
-            out[w] = pre.facts.get(w)
-        if out.get("backend") is not None and out["backend"] not in backend_index:
-            return forced(EXACT, "solved alone"), facts
-        return -1, out
+            return forced(backend_index.get(name, NO_BACKEND) if name else NO_BACKEND, f"model: {route}"), ()
+        changes = tuple((w, pre.facts.get(w)) for w in sorted(writes))
+        b = dict(changes).get("backend")
+        if b is not None and b not in backend_index:
+            return forced(EXACT, "solved alone"), ()
+        return -1, changes
 
     # The fixed part: one row owning every fact no unit owns.
     fixed_facts = dict(facts0)
@@ -606,44 +737,120 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
     for f in fixed_owns:
         fixed_int |= bits.field_bits(f, fixed_facts.get(f))
     fixed_b = fixed_facts.get("backend")
-    fixed_req = backend_index[fixed_b] if "backend" not in owner and fixed_b is not None else -1
+    fixed_req = backend_index.get(fixed_b, -1) if "backend" not in owner and fixed_b is not None else -1
+    if fixed_req < 0 and fixed_b is not None and "backend" not in owner and fixed_forced < 0:
+        fixed_forced = forced(EXACT, "solved alone")  # a request by a name the rules lack, no step refused it
 
     units: list[_Unit] = []
+    derive_memo: dict[str, dict[Any, Any]] = {}
+    step_reads = set(reads)
+    chains = {name: [d for d in rules.derived.values() if d.name == name or d.name in _derived_closure(rules, name)]
+              for name in rules.derived}
     for root, ufields in groups.items():
         owns = tuple(f for f in fact_fields if owner.get(f) == root)
-        derived_here = [rules.derived[f] for f in owns if f in rules.derived]
-        rows: list[dict[str, Any]] = []
-        ints: list[int] = []
-        reqs: list[int] = []
-        forces: list[int] = []
-        for combo in itertools.product(*(values[f] for f in ufields)):
+        is_steps = root == steps_root
+        sizes = [len(values[f]) for f in ufields]
+        total = math.prod(sizes)
+        if total > _UNIT_MAX:
+            raise ConfigError(ufields[0], ANY, "fewer free fields tied to it", message=(
+                f"sweep too large: the free fields {', '.join(ufields)} are read together (by derived facts or "
+                f"the platform's steps before the priority lists), {total:,} combinations to enumerate (the limit "
+                f"is {_UNIT_MAX:,}); fix some of them"))
+        axis_of = {f: i for i, f in enumerate(ufields)}
+
+        def facts_for(fields: tuple[str, ...], combo: tuple[Any, ...]) -> dict[str, Any]:
             facts = dict(fixed_facts)
-            facts.update(zip(ufields, combo))
+            facts.update(zip(fields, combo))
             normalise(facts)
-            if not _valid(rules, facts, ufields, free):
-                continue
-            force = -1
-            if root == steps_root:
-                force, facts = run_steps(facts)
-            for d in derived_here:
-                facts[d.name] = d.evaluate(facts)[0]
-            x = 0
-            for f in owns:
-                x |= bits.field_bits(f, facts.get(f))
-            rows.append({f: _shown(f, v) for f, v in zip(ufields, combo)})
-            ints.append(x)
-            b = facts.get("backend") if "backend" in owns else None
-            reqs.append(backend_index[b] if b is not None else -1)
-            forces.append(force)
-        outer = bool(set(owns) & plan_fields) or root == steps_root
-        units.append(_Unit(tuple(ufields), owns, rows, bits.words(ints), np.array(reqs, dtype=np.int32), outer,
-                           np.array(forces, dtype=np.int32)))
+            return facts
+
+        # 1. which combinations are configurations: each validity rule reads a few of the unit's fields
+        vfields = _valid_fields(rules, ufields)
+        vtable = np.array([_valid(rules, facts_for(vfields, c), ufields, free)
+                           for c in itertools.product(*(values[f] for f in vfields))], dtype=bool)
+        valid_idx = np.flatnonzero(_broadcast(np, vtable, vfields, ufields, sizes).ravel())
+        multi = np.unravel_index(valid_idx, sizes) if len(ufields) else ()
+
+        def projected(fields: tuple[str, ...]) -> tuple[Any, int]:
+            """Each valid row's index into the combinations of `fields` (C order), and their number."""
+            if not fields:
+                return np.zeros(len(valid_idx), dtype=np.int64), 1
+            sub = [len(values[f]) for f in fields]
+            return np.ravel_multi_index(tuple(multi[axis_of[f]] for f in fields), sub), math.prod(sub)
+
+        # 2. the steps before the lists: once per combination of the fields they read
+        sfields = tuple(f for f in ufields if f in step_reads or f == "platform") if is_steps else ()
+        step_at: dict[tuple[Any, ...], tuple[int, dict[str, Any]]] = {}
+
+        def evaluated(fields: tuple[str, ...], combo: tuple[Any, ...]) -> dict[str, Any]:
+            facts = facts_for(fields, combo)
+            if is_steps and set(sfields) <= set(fields):
+                key = tuple(facts[f] for f in sfields)
+                got = step_at.get(key)
+                if got is None:
+                    got = step_at[key] = run_steps(dict(facts))
+                facts = dict(got[1], **{f: facts[f] for f in fields if f not in writes})
+            return facts
+
+        def deps(f: str) -> set[str]:
+            if f in rules.derived:
+                out: set[str] = set()
+                for b in base_inputs[f]:
+                    out |= deps(b)
+                return out
+            if is_steps and f in writes:
+                return {*sfields, *({f} & set(ufields))}
+            if f in ufields:
+                return {f}
+            return {"platform"} & set(ufields)  # a value Config fills in from the platform (rocm_arch)
+
+        # every owned fact's clause bits (and the request), grouped by the fields they depend on
+        words = np.zeros((len(valid_idx), bits.W), dtype=np.uint64)
+        reqs = np.full(len(valid_idx), -1, dtype=np.int32)
+        by_deps: dict[tuple[str, ...], list[str]] = {}
+        for f in (*owns, *(("backend",) if "backend" in owns else ())):
+            by_deps.setdefault(tuple(x for x in ufields if x in deps(f)), []).append(f)
+        for fields, fs in by_deps.items():
+            pidx, n = projected(fields)
+            used = np.zeros(n, dtype=bool)
+            used[pidx] = True
+            combos = list(itertools.product(*(values[x] for x in fields)))
+            need = [d for d in rules.derived.values() if any(d in chains[f] for f in fs if f in rules.derived)]
+            ints = [0] * n
+            rq = np.full(n, -1, dtype=np.int32)
+            for k in np.flatnonzero(used).tolist():
+                facts = evaluated(fields, combos[k])
+                for d in need:
+                    facts[d.name] = _derive(d, facts, derive_memo)
+                x = 0
+                for f in fs:
+                    x |= bits.field_bits(f, facts.get(f))
+                ints[k] = x
+                b = facts.get("backend")
+                if "backend" in fs and b is not None:
+                    rq[k] = backend_index.get(b, -1)  # a name the rules lack: the steps decided the row
+            words |= bits.words(ints)[pidx]
+            if "backend" in fs:
+                reqs = rq[pidx]
+        forces = np.full(len(valid_idx), -1, dtype=np.int32)
+        if is_steps:
+            pidx, n = projected(sfields)
+            used = np.zeros(n, dtype=bool)
+            used[pidx] = True
+            combos = list(itertools.product(*(values[x] for x in sfields)))
+            ftab = np.full(n, -1, dtype=np.int32)
+            for k in np.flatnonzero(used).tolist():
+                ftab[k] = evaluated_force(sfields, combos[k], facts_for, step_at, run_steps)
+            forces = ftab[pidx]
+        rows = _Rows(tuple(ufields), tuple(tuple(_shown(f, v) for v in values[f]) for f in ufields), multi)
+        outer = bool(set(owns) & plan_fields) or is_steps
+        units.append(_Unit(tuple(ufields), owns, rows, words, reqs, outer, forces))
 
     names = (*config.field_names, "role")  # the release's fields: declared ones (dtype_explicit...) too
     order = sorted(units, key=lambda u: min(names.index(f) for f in u.fields))
     for i, u in enumerate(order):
         u.axis = i
-    fold = _Fold(comp, bits, fixed_int, fixed_req, units, order, avail, fixed_forced, outcomes)
+    fold = _Fold(comp, bits, fixed_int, fixed_req, units, order, avail, fixed_forced, outcomes, by_name)
     return Sweep(config, ANY if role_free else fixed_role, avail, tuple(f for u in order for f in u.fields),
                  shown, units, fold)
 
@@ -679,8 +886,9 @@ class _PlanTable:
     rows a step the fold does not model decides (the MLA prefill layer, a refused request vLLM replaces by
     automatic selection) are marked."""
 
-    def __init__(self, comp: Any, bits: _Bits, avail: frozenset[str] | None):
+    def __init__(self, comp: Any, bits: _Bits, avail: frozenset[str] | None, by_name: bool = False):
         self.comp = comp
+        self.by_name = by_name  # the platforms' request_errors are decided here (they read the request alone)
         self.bits = bits
         self.avail = avail
         self.keys: list[tuple[int, int]] = []
@@ -691,6 +899,7 @@ class _PlanTable:
         self.list_name: list[str] = []
         self.const: dict[int, int] = {}  # plan -> its result code
         self.exact_on_fail: set[int] = set()  # plans whose failing rows are solved alone
+        self.layer: dict[int, Any] = {}  # MLA prefill plans -> the platform's layer step (mla_prefill settings)
         self.names = (*comp.rules.backends, NO_PREFILL)
         self._bidx = {b: i for i, b in enumerate(self.names)}
         self._platforms: dict[str, Any] = {}
@@ -721,6 +930,11 @@ class _PlanTable:
         if pid is None:
             np = _np()
             pl = self.comp.rules.lists[list_idx]
+            if self.by_name and req >= 0 and any(all(lit({"backend": self.names[req]}) for lit in when)
+                                                 for _, when in pl.request_errors):
+                pid = self.constant(NO_BACKEND, "refused before selection")
+                self.index[key] = pid
+                return pid
             if pl.error:  # a decision-tree branch that raises: nothing is selected
                 pid = self.constant(NO_BACKEND, pl.name)
                 self.index[key] = pid
@@ -731,7 +945,7 @@ class _PlanTable:
                             np.array([self._bidx[c.backend] for c in p.candidates], dtype=np.int32))
             ps = _platform_steps(self.comp.rules, pl.platform)
             if ps is not None and ps.mla_prefill is not None and _prefill_list(pl):
-                self.const[pid] = EXACT  # the layer's decode selection, skips and fallbacks come first
+                self.layer[pid] = ps.mla_prefill  # the layer's decode selection, skips and fallbacks come first
             elif req >= 0 and any(only for _, _, only, _ in pl.request_fallbacks):
                 self.exact_on_fail.add(pid)  # the refusal's reasons decide whether vLLM selects automatically
         return pid
@@ -742,12 +956,12 @@ class _Fold:
 
     def __init__(self, comp: Any, bits: _Bits, fixed_int: int, fixed_req: int, units: list[_Unit],
                  order: list[_Unit], avail: frozenset[str] | None, fixed_forced: int = -1,
-                 outcomes: list[tuple[int, str]] | None = None):
+                 outcomes: list[tuple[int, str]] | None = None, by_name: bool = False):
         np = _np()
         self.np = np
         self.bits = bits
         self.order_units = order
-        self.plans = _PlanTable(comp, bits, avail)
+        self.plans = _PlanTable(comp, bits, avail, by_name)
         self.names = self.plans.names
         rules = comp.rules
         W = bits.W
@@ -779,18 +993,22 @@ class _Fold:
         # Priority list: the first one not ruled out; plan = (list, requested); or the forced outcome.
         nc, L = bits.nclauses, len(bits.lists)
         plan_ids = np.full(len(words), -1, dtype=np.int64)
-        pyints = [sum(int(w[j]) << (64 * j) for j in range(W)) for w in words]
-        for s, x in enumerate(pyints):
-            ruled = x >> nc
-            if force[s] >= 0 and outcomes:
-                # an invalid row (no list applies) stays excluded whatever the steps said
-                if any(not (ruled >> li) & 1 for li in range(L)):
-                    plan_ids[s] = self.plans.constant(*outcomes[int(force[s])])
-                continue
-            for li in range(L):
-                if not (ruled >> li) & 1:
-                    plan_ids[s] = self.plans.get(li, int(req[s]))
-                    break
+        open_ = np.zeros((len(words), max(L, 1)), dtype=bool)  # list li not ruled out
+        for li in range(L):
+            b = nc + li
+            open_[:, li] = ((words[:, b // 64] >> np.uint64(b % 64)) & np.uint64(1)) == 0
+        any_open = open_[:, :L].any(axis=1) if L else np.zeros(len(words), dtype=bool)
+        first = open_.argmax(axis=1)
+        forced_rows = (force >= 0) if outcomes else np.zeros(len(words), dtype=bool)
+        # an invalid row (no list applies) stays excluded whatever the steps said
+        keys = np.stack([np.where(forced_rows, -1, first), np.where(forced_rows, force, req)], axis=1)
+        live = any_open
+        if live.any():
+            uk, inv = np.unique(keys[live].astype(np.int64), axis=0, return_inverse=True)
+            # (first open list, request) -> its plan; (-1, forced outcome) -> that outcome's constant plan
+            pids = np.array([self.plans.constant(*outcomes[v]) if li < 0 else self.plans.get(li, v)
+                             for li, v in uk.tolist()], dtype=np.int64)
+            plan_ids[live] = pids[inv.reshape(-1)]
         clause_mask = bits.words([(1 << nc) - 1]).reshape(W)
         sat = words & clause_mask
 
@@ -820,7 +1038,9 @@ class _Fold:
             plan_ids, sat = uk[:, 0].view(np.int64), uk[:, 1:]
 
         # Outcome of every final state.
-        self.result = self._first_valid(plan_ids, sat)
+        self.plain = self._first_valid(plan_ids, sat)  # the prefill lists' own answer, before the layer
+        layer = np.isin(plan_ids, np.array(sorted(self.plans.layer), dtype=np.int64))
+        self.result = np.where(layer, np.int32(EXACT), self.plain).astype(np.int32)
         self.total = int(weight.sum())
         self.excluded_weight = int(weight[plan_ids < 0].sum())
         counts: dict[tuple[str, str | None], int] = {}
@@ -834,15 +1054,26 @@ class _Fold:
         self.needs_exact = bool(((self.result == EXACT) & (weight > 0)).any())
         self._full: Any = None
 
-    def materialise(self, solve_row: Any) -> None:
+    def materialise(self, solve_row: Any, fixed: dict[str, Any] | None = None) -> None:
         """Every row's code, the rows a step the fold does not model decides (EXACT) solved one by one by
-        `solve_row(assignment) -> code` (EXCLUDED when Config or solve refuses the row); counts recomputed."""
+        `solve_row(assignment) -> code` (EXCLUDED when Config or solve refuses the row); counts recomputed.
+
+        MLA prefill rows (the layer step) are decided from the same assignment's decode row when the role is
+        swept: a decode failure is the layer's, a decode backend no skip names leaves the prefill lists' own
+        answer, and a failed prefill selection is swallowed where a fallback's condition (read on the row's
+        own fields) holds; only rows a skip may name, or whose fallback reads what decode changes, are solved
+        alone. `fixed`: the sweep's fixed fields (Config values), for those conditions."""
         np = self.np
         codes = np.array(self._gather(None, self.result))
         plans = np.array(self._gather(None, self.final_plan))
         units = self.order_units
-        for idx in np.argwhere(codes == EXACT).tolist():
+        exact = codes == EXACT
+        layer_pids = np.array(sorted(self.plans.layer), dtype=np.int64)
+        in_layer = exact & np.isin(plans, layer_pids)
+        for idx in np.argwhere(exact & ~in_layer).tolist():  # decode rows first: the layer reads them
             codes[tuple(idx)] = solve_row(_merged(u.rows[idx[u.axis]] for u in units))
+        if in_layer.any():
+            self._layer_rows(codes, plans, in_layer, solve_row, fixed or {})
         self._full = codes
         keep = codes != EXCLUDED
         self.excluded_weight = int(codes.size - keep.sum())
@@ -854,6 +1085,84 @@ class _Fold:
                 key = (self.plans.list_name[pid], self.names[code] if code >= 0 else None)
                 counts[key] = counts.get(key, 0) + w
         self.counts = counts
+
+    def _layer_rows(self, codes: Any, plans: Any, in_layer: Any, solve_row: Any, fixed: dict[str, Any]) -> None:
+        """Codes of the MLA prefill rows (see materialise), in place."""
+        np = self.np
+        units = self.order_units
+        ru = next((u for u in units if "role" in u.fields), None)
+        alone = np.zeros_like(in_layer)
+        if ru is None:  # the role is fixed: no decode row to read
+            alone = in_layer
+        else:
+            index = {tuple(sorted((k, v) for k, v in r.items() if k != "role")): i
+                     for i, r in enumerate(ru.rows) if r["role"] == "decode"}
+            twin = np.array([index.get(tuple(sorted((k, v) for k, v in r.items() if k != "role")), -1)
+                             for r in ru.rows], dtype=np.int64)
+            decode = np.take(codes, np.maximum(twin, 0), axis=ru.axis)
+            shape = [1] * codes.ndim
+            shape[ru.axis] = len(ru.rows)
+            decode = np.where((twin < 0).reshape(shape), np.int32(EXACT), decode)
+            plain = np.array(self._gather(None, self.plain))
+            owner = {f: u for u in units for f in u.fields}
+            for pid, mp in self.plans.layer.items():
+                here = in_layer & (plans == pid)
+                if not here.any():
+                    continue
+                d = decode[here]
+                out = np.full(d.shape, EXACT, dtype=np.int32)
+                out[d == NO_BACKEND] = NO_BACKEND  # the layer's decode selection fails: the row fails
+                ok = d >= 0
+                names = self.names
+                skippable = np.zeros(len(names), dtype=bool)
+                for _, when in mp.skips:
+                    lits = [lit for lit in when if lit.field == "decode_backend"]
+                    for c, name in enumerate(names):
+                        if all(lit.pred(name) for lit in lits):
+                            skippable[c] = True
+                ok &= ~skippable[np.maximum(d, 0)]
+                pl = plain[here]
+                out[ok & (pl >= 0)] = pl[ok & (pl >= 0)]
+                failed = ok & (pl == NO_BACKEND)
+                if failed.any():
+                    verdict = self._fallbacks(mp, owner, fixed)
+                    if verdict is None:
+                        continue  # left EXACT: solved alone
+                    fields, holds = verdict
+                    where = np.argwhere(here)[failed]
+                    memo: dict[tuple[Any, ...], bool] = {}
+                    vals = out[failed]
+                    for k, idx in enumerate(where.tolist()):
+                        key = tuple(owner[f].rows[idx[owner[f].axis]][f] if f in owner else fixed.get(f)
+                                    for f in fields)
+                        h = memo.get(key)
+                        if h is None:
+                            h = memo[key] = holds(dict(zip(fields, key)))
+                        vals[k] = self.names.index(NO_PREFILL) if h else NO_BACKEND
+                    out[failed] = vals
+                codes[here] = out
+            alone = in_layer & (codes == EXACT)
+        for idx in np.argwhere(alone).tolist():
+            codes[tuple(idx)] = solve_row(_merged(u.rows[idx[u.axis]] for u in units))
+
+    def _fallbacks(self, mp: Any, owner: dict[str, Any], fixed: dict[str, Any]) -> Any:
+        """(fields, holds(values) -> whether a fallback swallows a failed prefill selection) when the fallbacks
+        read only the row's own base fields (not the decode step's changes, not the compute capability, whose
+        row values are shown as text), else None."""
+        fields = tuple(dict.fromkeys(lit.field for _, when in mp.fallbacks for lit in when))
+        rules = self.plans.comp.rules
+        changed = {"decode_backend", "compute_capability", "backend", *rules.derived}
+        for pl in rules.lists:
+            for rw in pl.rewrites:
+                changed |= {k for k, _ in rw.set} | set(rw.unset)
+            for kv in pl.model_route_kv:
+                changed |= {k for k, _ in kv.set}
+        if set(fields) & changed:
+            return None
+
+        def holds(facts: dict[str, Any]) -> bool:
+            return any(all(lit(facts) for lit in when) for _, when in mp.fallbacks)
+        return fields, holds
 
     def _canon(self, plan_ids: Any, sat: Any, remaining: Any) -> Any:
         """Keep only the clause bits that can still change the outcome under each state's plan."""
@@ -932,14 +1241,3 @@ class _Fold:
             if not (prefix is not None and u.axis < len(prefix)):
                 full[u.axis] = len(u.rows)
         return np.broadcast_to(out, full)
-
-
-def steps_read(rules: Any, platform: str) -> tuple[frozenset[str], bool]:
-    """What a sweep on `platform` must enumerate row by row: (the fields its steps before the lists
-    read, whether its MLA prefill rows are each solved alone). Lets a caller size a sweep (coverage's
-    guard) before building it; ((), False) for a platform whose selection is its lists alone (0.17)."""
-    pl = _platform_steps(rules, platform)
-    if pl is None:
-        return frozenset(), False
-    reads, _ = _step_fields(rules, [pl])
-    return frozenset(reads - {"platform", "role", "backend"}), pl.mla_prefill is not None

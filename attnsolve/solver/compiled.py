@@ -100,7 +100,7 @@ class CompiledRules:
                  "_list_index", "_list_need", "_list_fields", "_list_memo", "_derived",
                  "_classifiers", "_key_fields", "_key_set", "_plain_fields", "_class_fields", "_classes", "_locals", "_compares",
                  "_class_memo", "_eager_logs", "_memo_ok", "_names", "_cand_derived", "_backend_reads",
-                 "_conds", "_cond_lits", "_cond_field_mask", "_cond_memo", "_item_masks", "_first_memo", "_reason_memo", "_frozen", "__weakref__")
+                 "_conds", "_cond_lits", "_cond_field_mask", "_cond_memo", "_item_masks", "_first_memo", "_reason_memo", "_case_memo", "_frozen", "__weakref__")
 
     def __init__(self, rules: RuleSet):
         self.rules = rules
@@ -154,6 +154,9 @@ class CompiledRules:
         self._list_memo: dict[tuple[Any, ...], Any] = {}
         self._derived = tuple(rules.derived.values())  # dependency order (the loader sorts them)
         self._names = tuple(rules.derived)
+        # per derived fact: its input values -> (chosen case, value); a sweep completes facts that differ
+        # in fields most derived facts do not read, so each one is decided once per input combination
+        self._case_memo: tuple[dict[Any, tuple[int, Any]], ...] = tuple({} for _ in self._derived)
         self._compile_conditions(rules)
         self._reason_memo: dict[tuple[int, int], tuple[str, ...]] = {}
         self._compile_keys(rules)
@@ -298,9 +301,21 @@ class CompiledRules:
         """The reference evaluation: each derived fact's first matching case, in dependency order."""
         values, cases = [], []
         eager = self._eager_logs
-        for d in self._derived:
-            i = d.case_index(facts)
-            value = d.cases[i].value if i >= 0 else d.evaluate(facts)[0]
+        get = facts.get
+        for d, memo in zip(self._derived, self._case_memo):
+            vals = tuple(map(get, d.input_fields))
+            key = (vals, tuple(map(type, vals)))  # True and 1 hash alike; arithmetic tells them apart
+            try:
+                i, value = memo[key]
+            except KeyError:
+                i = d.case_index(facts)
+                value = d.cases[i].value if i >= 0 else d.evaluate(facts)[0]
+                if len(memo) > _MEMO_LIMIT:
+                    memo.clear()
+                memo[key] = (i, value)
+            except TypeError:  # an unhashable value: no rule names one
+                i = d.case_index(facts)
+                value = d.cases[i].value if i >= 0 else d.evaluate(facts)[0]
             cases.append((i, d.case_warning(i, facts)) if d.name in eager else i)
             facts[d.name] = value
             values.append(value)
