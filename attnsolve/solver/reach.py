@@ -39,6 +39,14 @@ def _derived_in_cases(rules: RuleSet) -> set[str]:
     return {lit.field for d in rules.derived.values() for c in d.cases for lit in c.when if lit.field in rules.derived}
 
 
+
+def _root(parent: dict[str, str], x: str) -> str:
+    """Union-find root of `x` (with path halving): the groups of fields that must be judged together."""
+    while parent[x] != x:
+        parent[x] = parent[parent[x]]
+        x = parent[x]
+    return x
+
 class Reach:
     def __init__(self, comp: CompiledRules):
         self.comp = comp
@@ -75,10 +83,7 @@ class Reach:
         parent = {f: f for f in fields}
 
         def find(x: str) -> str:
-            while parent[x] != x:
-                parent[x] = parent[parent[x]]
-                x = parent[x]
-            return x
+            return _root(parent, x)
 
         def union(a: str, b: str) -> None:
             parent[find(a)] = find(b)
@@ -159,10 +164,7 @@ class Reach:
         parent = {f: f for f in free}
 
         def find(x: str) -> str:
-            while parent[x] != x:
-                parent[x] = parent[parent[x]]
-                x = parent[x]
-            return x
+            return _root(parent, x)
 
         fixed_derived = []
         part_derived: list[tuple[Any, frozenset[str]]] = []
