@@ -39,13 +39,13 @@ def _derived_in_cases(rules: RuleSet) -> set[str]:
     return {lit.field for d in rules.derived.values() for c in d.cases for lit in c.when if lit.field in rules.derived}
 
 
-
 def _root(parent: dict[str, str], x: str) -> str:
     """Union-find root of `x` (with path halving): the groups of fields that must be judged together."""
     while parent[x] != x:
         parent[x] = parent[parent[x]]
         x = parent[x]
     return x
+
 
 class Reach:
     def __init__(self, comp: CompiledRules):
