@@ -2,7 +2,8 @@
 the requested backend).
 
 A *conflict* is a smallest set of the user's facts (field = value) that on its own, with every
-other field free, already rules out the goal. QuickXplain finds a preferred one over the facts
+other field free, already rules out the goal; the model's identity (model route, architecture: the facts
+no priority list reads) is background, held as given (goal.py), and never part of a conflict. QuickXplain finds a preferred one over the facts
 ordered hardware > model > tunables; a bounded hitting-set tree finds more. A *fix* is a minimal
 hitting set of the conflicts (Reiter: sets that hit every known conflict yet fail teach a new
 one), with values nearest the current ones, verified by re-solving a real Config.
@@ -23,7 +24,7 @@ from .rules.loader import EXTRA_FIELDS
 from .selection import compiled_rules, csp_solver, solve_uncached
 from .solver.domains import class_of, representatives, value_classes
 from .solver.facts import base_facts
-from .solver.reach import goal_reachable, reach_for
+from .goal import GoalCheck, goal_consistency
 
 HARDWARE = ("platform", "compute_capability", "rocm_arch")
 MODEL = ("dtype", "head_size", "use_mla", "use_sparse", "has_sink", "use_mm_prefix", "attn_type", "num_heads",
@@ -83,24 +84,9 @@ def _fact_order(config: Config) -> list[str]:
 
 def _consistency(config: Config, role: str, available: frozenset[str] | None,
                  requested: str | None) -> Callable[[frozenset[str]], bool]:
-    """kept-fields -> whether some completion (all other facts free) reaches the goal."""
-    full = _solver_facts(config, role)
-    cache: dict[frozenset[str], bool] = {}
-    fixed = {"role", "backend"}
-    comp = compiled_rules(config)
-    reach = reach_for(comp)
-
-    def consistent(kept: frozenset[str]) -> bool:
-        if kept in cache:
-            return cache[kept]
-        facts = {f: (full[f] if (f in kept or f in fixed) else ANY) for f in full}
-        ok = goal_reachable(reach, facts, requested, available)
-        if ok is None:
-            ok = csp_solver(config).find(facts, backend=requested, available=available) is not None
-        cache[kept] = ok
-        return ok
-
-    return consistent
+    """kept-fields -> whether some completion (all other facts free, the model's identity held) reaches
+    the goal, through the platform's steps before the lists too (goal.GoalCheck)."""
+    return goal_consistency(config, role, available, requested)
 
 
 def _quickxplain(background: list[str], constraints: list[str], consistent: Callable[[frozenset[str]], bool]) -> list[str] | None:
@@ -179,8 +165,9 @@ def _candidate_values(rules: Any, field_name: str, current: Any) -> list[Any]:
                 vals.append((c.representative // 10, c.representative % 10))
     elif field_name in rules.domains:
         vals = list(rules.domains[field_name])
-        if field_name in ("block_size", "flash_attn_version", "rocm_arch"):
-            vals = [None, *vals]
+        decl = rules.fields.get(field_name)
+        if decl is not None and decl.default is None and decl.unset:
+            vals = [None, *vals]  # an optional field: unsetting it (vLLM's own choice) is a fix too
     else:
         reps = list(representatives(rules, field_name))
         vals = reps
@@ -242,6 +229,7 @@ def find_fixes(config: Config, role: str, available: frozenset[str] | None, requ
     known = [set(_with_partners(rules, c)) for c in conflicts]
     worked: list[frozenset[str]] = []
     consistent = _consistency(config, role, available, requested)
+    screen = GoalCheck(config, role, available, requested, quick=True)
     order = _fact_order(config)
     all_facts = frozenset(order)
     new_conflicts = 0
@@ -275,7 +263,7 @@ def find_fixes(config: Config, role: str, available: frozenset[str] | None, requ
                         grew = True
                         break
                 continue
-            fix = _best_values(config, role, available, requested, combo, rules)
+            fix = _best_values(config, role, available, requested, combo, rules, screen)
             if fix is None:
                 continue
             worked.append(fs)
@@ -341,7 +329,7 @@ def _cc(text: Any) -> Any:
 
 
 def _best_values(config: Config, role: str, available: frozenset[str] | None, requested: str | None,
-                 combo: Sequence[str], rules: Any) -> Fix | None:
+                 combo: Sequence[str], rules: Any, reachable: GoalCheck) -> Fix | None:
     """The nearest values for the fields in `combo` that make the goal hold, or None.
 
     Candidates are screened on the compiled rules in fact space (no Config built); the winner is
@@ -350,14 +338,11 @@ def _best_values(config: Config, role: str, available: frozenset[str] | None, re
     comp = compiled_rules(config)
     base = _solver_facts(config, role)
     # No value of `combo` can pass the screen below when no completion of exactly these fields reaches the
-    # goal (the reachability never under-approximates): skip the nearest-value search outright. (The
-    # search's consistency test frees every fact outside the conflict order too, so it can say yes here.)
-    free = dict(base)
+    # goal (goal.GoalCheck: the steps before the lists included; it never under-approximates): skip the
+    # nearest-value search outright. (The search's consistency test frees every fact outside the conflict
+    # order too, so it can say yes here.)
     moved = _with_partners(rules, combo)
-    for f in moved:
-        if f in free:
-            free[f] = ANY
-    if goal_reachable(reach_for(comp), free, requested, available) is False:
+    if not reachable.reachable(frozenset(f for f in base if f not in moved)):
         return None
     options = [_candidate_values(rules, f, getattr(config, f))[:12] for f in combo]
     tried = 0

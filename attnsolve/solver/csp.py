@@ -142,6 +142,11 @@ class CSP:
                     return sol
         return None
 
+    def complete(self, facts: Facts) -> dict[str, Any] | None:
+        """A completion of `facts` the rule set's invariants allow (no selection asked), or None."""
+        sol = self._problem(facts).getSolution()
+        return sol or None
+
     def possible(self, facts: Facts, available: frozenset[str] | None = None) -> dict[str, dict[str, Any]]:
         """backend -> one completion selecting it, for every backend some completion selects."""
         out: dict[str, dict[str, Any]] = {}

@@ -1,0 +1,294 @@
+"""Whether a goal (some backend, or the requested one) is reachable from some of a config's facts, with the
+platform's steps before the lists (vLLM >= 0.18) taken into account.
+
+The conflict search asks "with these facts kept and every other fact free, can selection reach the goal?".
+Reachability and the CSP answer it for the priority lists alone. The steps before the lists (requests
+refused or dropped, rewrites, model code that picks the backend itself) read a few more facts: the model's
+identity (model route, architecture, ...), which no list reads, is *background*: held as given, never part
+of a conflict, never freed. The steps that may fire under the background are run exactly, once per
+combination of the free facts they read (their value classes); each combination either ends in a
+model-chosen backend or hands its (rewritten) facts to the lists' check, with the step-read facts fixed.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Callable, Mapping
+
+from .config import ANY, Config
+from .errors import InvalidBackendError, NoValidBackendError
+from .rules.model import RuleSet
+from .selection import compiled_rules, csp_solver
+from .selection.steps import before_selection, platform_settings, prefill_backend
+from .solver.domains import representatives
+from .solver.facts import base_facts
+from .solver.reach import goal_reachable, reach_for
+
+_FIXED = ("role", "backend")
+# A combination count past which the steps' facts are not enumerated: the lists' check alone then answers
+# (it ignores the steps, so it may say "reachable" where a step would stop it: conflicts stay sound).
+MAX_COMBINATIONS = 4096
+
+
+def background_fields(config: Config) -> tuple[str, ...]:
+    """The config's facts no priority list reads (model identity, device names...): held in a conflict."""
+    lists_read = set(csp_solver(config).fields)
+    return tuple(f for f in base_facts(config, "decode") if f not in lists_read and f not in _FIXED)
+
+
+def _step_conditions(rules: RuleSet, platform: Any, role: str) -> list[tuple[Any, ...]]:
+    """The conditions of the steps that can change what the lists see or replace them, on `platform`."""
+    ps = platform_settings(rules, platform)
+    if ps is None:
+        return []
+    conds: list[tuple[Any, ...]] = [c for _, c in ps.request_errors]
+    conds += [rw.when for rw in ps.rewrites if rw.stage == "before_selection"]
+    conds += [c for _, c, only, _ in ps.request_fallbacks if not only]
+    if role == "decode":
+        conds += [c.when for c in ps.model_backend]
+        conds += [r.when for r in ps.model_routes] + [k.when for k in ps.model_route_kv]
+    return conds
+
+
+def _inputs(rules: RuleSet, name: str, out: set[str]) -> None:
+    """A field read by a condition, or the given fields a derived fact is computed from."""
+    d = rules.derived.get(name)
+    if d is None:
+        out.add(name)
+        return
+    for f in d.inputs:
+        if f not in out:
+            _inputs(rules, f, out)
+
+
+class GoalCheck:
+    """kept-facts -> whether some completion reaches the goal, and a witness completion for one."""
+
+    def __init__(self, config: Config, role: str, available: frozenset[str] | None, requested: str | None,
+                 quick: bool = False):
+        """quick: a question reachability alone cannot decide counts as reachable (no CSP): a screen."""
+        self.quick = quick
+        self.config = config
+        self.role = role
+        self.available = available
+        self.requested = requested
+        self.comp = compiled_rules(config)
+        self.rules = self.comp.rules
+        self.csp = csp_solver(config)
+        self.reach = reach_for(self.comp)
+        self.full = base_facts(config, role)
+        self.background = frozenset(background_fields(config))
+        self.held = {f: self.full[f] for f in (*self.background, *_FIXED) if f in self.full}
+        self._live = self._live_conditions()
+        self._subchecks: dict[Any, GoalCheck] = {}
+        self._complete_memo: dict[tuple[tuple[str, Any], ...], bool] = {}
+
+    def _live_conditions(self) -> dict[Any, list[tuple[Any, ...]]]:
+        """Per platform, the step conditions no held fact rules out (literals on held facts evaluated)."""
+        plats = representatives(self.rules, "platform")
+        # an MLA prefill question's request is the prefill registry's (set per platform below), not the decode one
+        held = {f: v for f, v in self.held.items() if not (self.role == "mla_prefill" and f == "backend")}
+        out: dict[Any, list[tuple[Any, ...]]] = {}
+        for plat in plats:
+            live = []
+            for cond in _step_conditions(self.rules, plat, self.role):
+                if all(lit(held) for lit in cond if lit.field in held and held[lit.field] is not ANY):
+                    live.append(cond)
+            if live:
+                out[plat] = live
+        return out
+
+    # -- the question --------------------------------------------------------------------------------
+    def facts_for(self, kept: frozenset[str]) -> dict[str, Any]:
+        return {f: (v if (f in kept or f in self.held) else ANY) for f, v in self.full.items()}
+
+    def reachable(self, kept: frozenset[str]) -> bool:
+        return self._search(self.facts_for(kept), witness=False) is not None
+
+    def witness(self, kept: frozenset[str]) -> dict[str, Any] | None:
+        """A completion (field -> value, vLLM's integer compute capability) reaching the goal, or None."""
+        return self._search(self.facts_for(kept), witness=True)
+
+    # -- search --------------------------------------------------------------------------------------
+    def _search(self, facts: dict[str, Any], witness: bool) -> dict[str, Any] | None:
+        plat = facts.get("platform", ANY)
+        plats = [plat] if plat is not ANY else list(representatives(self.rules, "platform"))
+        for p in plats:
+            pfacts = dict(facts, platform=p)
+            found = self._search_platform(pfacts, witness)
+            if found is not None:
+                return found
+        return None
+
+    def _search_platform(self, facts: dict[str, Any], witness: bool) -> dict[str, Any] | None:
+        ps = platform_settings(self.rules, facts["platform"])
+        if self.role == "mla_prefill" and ps is not None and ps.mla_prefill is not None:
+            return self._prefill_layer(facts, ps.mla_prefill, witness)
+        return self._steps_then_lists(facts, witness)
+
+    def _prefill_layer(self, facts: dict[str, Any], mp: Any, witness: bool) -> dict[str, Any] | None:
+        """vLLM >= 0.18's MLA layer: its prefill registry's own request; a layer a skip or fallback covers
+        gets no prefill backend (an answer for automatic selection) once its decode selection succeeds.
+        The prefill lists are checked without requiring the decode selection to succeed first, and a skip's
+        or fallback's literals on facts the decode selection rewrites are not imposed: both only widen
+        what counts as reachable, so a conflict found stays a conflict."""
+        field = mp.request_field
+        wanted = facts.get(field, None) if field else None
+        # a free request: each request value the rules tell apart (one reachability check each is far
+        # cheaper than one CSP over every request)
+        for value in (representatives(self.rules, field) if wanted is ANY else (wanted,)):
+            pf = dict(facts)
+            if field:
+                pf[field] = value
+            pf["backend"] = None if value is None else prefill_backend(self.rules, value)
+            found = self._steps_then_lists(pf, witness)
+            if found is not None:
+                return dict(found, backend=facts.get("backend")) if witness else found
+        if self.requested is not None:
+            return None  # a skip or fallback gives no prefill backend: never the one asked for
+        rewritten = {k for pl in self.rules.lists for rw in pl.rewrites if rw.stage == "after_selection"
+                     for k, _ in rw.set}
+        for _, cond in (*mp.skips, *mp.fallbacks):
+            decode_goal = None
+            per_field: dict[str, list[Any]] = {}
+            for lit in cond:
+                if lit.field == "decode_backend":
+                    decode_goal = next((b for b in self.rules.backends if lit({"decode_backend": b})), None)
+                    continue
+                if lit.field in rewritten:
+                    continue
+                per_field.setdefault(lit.field, []).append(lit)
+            pools = []
+            names = list(per_field)
+            for name in names:
+                have = facts.get(name, ANY)
+                cands = representatives(self.rules, name) if have is ANY else (have,)
+                pools.append([v for v in cands if all(lit({name: v}) for lit in per_field[name])])
+            for combo in itertools.product(*pools):
+                dfacts = dict(facts, role="decode", backend=self.full.get("backend"))
+                dfacts.update(zip(names, combo))
+                found = self._decode_check(decode_goal)._search(dfacts, witness)
+                if found is not None:
+                    if witness:
+                        found = dict(found, backend=self.full.get("backend"))
+                        found.update(zip(names, combo))
+                    return found
+        return None
+
+    def _decode_check(self, goal: str | None) -> "GoalCheck":
+        key = ("decode", goal)
+        check = self._subchecks.get(key)
+        if check is None:
+            check = self._subchecks[key] = GoalCheck(self.config, "decode", self.available, goal, self.quick)
+        return check
+
+    def _steps_then_lists(self, facts: dict[str, Any], witness: bool) -> dict[str, Any] | None:
+        conds = self._live.get(facts["platform"], [])
+        if not conds:
+            return self._lists(facts, witness)
+        read: set[str] = set()
+        for cond in conds:
+            for lit in cond:
+                _inputs(self.rules, lit.field, read)
+        free = sorted(f for f in read if facts.get(f, ANY) is ANY)
+        pools = [representatives(self.rules, f) for f in free]
+        size = 1
+        for pool in pools:
+            size *= max(1, len(pool))
+        if size > MAX_COMBINATIONS:
+            return self._lists(facts, witness)
+        for combo in itertools.product(*pools):
+            cfacts = dict(facts)
+            cfacts.update(zip(free, combo))
+            found = self._through_steps(cfacts, witness)
+            if found is not None:
+                return found
+        return None
+
+    def _filled(self, facts: Mapping[str, Any]) -> dict[str, Any]:
+        """Concrete facts for running the steps: the free facts the live steps do not read take any value
+        (the config's own where it has one)."""
+        out = {}
+        for f, v in facts.items():
+            if v is ANY:
+                v = self.full.get(f, ANY)
+                if v is ANY:
+                    pool = representatives(self.rules, f)
+                    v = pool[0] if pool else None
+            out[f] = v
+        return out
+
+    def _through_steps(self, facts: dict[str, Any], witness: bool) -> dict[str, Any] | None:
+        filled = self._filled(facts)
+        try:
+            before = before_selection(self.comp, self.config, self.role, dict(filled))
+        except (InvalidBackendError, NoValidBackendError):
+            return None  # refused before the lists, whatever the other facts
+        if before.model is not None:
+            chosen = before.model[0]
+            if chosen is None or (self.requested is not None and chosen != self.requested):
+                return None
+            if self.available is not None and chosen not in self.available:
+                return None
+            # the model picks it without validation: any completion the platform's invariants allow
+            if not witness:
+                return {} if self._completable(facts) else None
+            return self.csp.complete(facts)
+        after = dict(facts)
+        after["backend"] = before.facts.get("backend")
+        for k, v in before.changes:
+            after[k] = v
+        found = self._lists(after, witness)
+        if found is not None and witness:
+            found = dict(found, backend=facts.get("backend"))  # what the user sets, before the steps
+            for k, _ in before.changes:
+                found[k] = filled[k]
+            for f in self.held:
+                if f in facts and facts[f] is not ANY:
+                    found.setdefault(f, facts[f])
+        return found
+
+    def _completable(self, facts: dict[str, Any]) -> bool:
+        """Whether the invariants allow some completion of `facts`: reachability's units answer when they
+        are exact (a unit with no legal value: none; every unit legal: one), the CSP otherwise (cached:
+        the conflict search asks the same facts many times)."""
+        units = self.reach.units(facts)
+        if units is None:
+            return False
+        if self.reach.exact(facts) or self.quick:
+            return True
+        key = tuple(facts.items())
+        ok = self._complete_memo.get(key)
+        if ok is None:
+            ok = self._complete_memo[key] = self.csp.complete(facts) is not None
+        return ok
+
+    def _lists(self, facts: dict[str, Any], witness: bool) -> dict[str, Any] | None:
+        if not witness:
+            ok = goal_reachable(self.reach, facts, self.requested, self.available)
+            if ok is not None:
+                return {} if ok else None
+            if self.quick:
+                return {}
+        sol = self.csp.find(facts, backend=self.requested, available=self.available)
+        if sol is None:
+            return None
+        for f, v in facts.items():  # the step-read facts fixed above are part of the witness
+            if v is not ANY:
+                sol.setdefault(f, v)
+        return sol
+
+
+def goal_consistency(config: Config, role: str, available: frozenset[str] | None,
+                     requested: str | None) -> Callable[[frozenset[str]], bool]:
+    """kept-fields -> whether some completion (every other non-background fact free) reaches the goal."""
+    check = GoalCheck(config, role, available, requested)
+    cache: dict[frozenset[str], bool] = {}
+
+    def consistent(kept: frozenset[str]) -> bool:
+        ok = cache.get(kept)
+        if ok is None:
+            ok = cache[kept] = check.reachable(kept)
+        return ok
+
+    return consistent
