@@ -368,3 +368,21 @@ def test_fix_search_visits_exactly_the_hitting_combinations_in_order(pool: list[
     from attnsolve.diagnosis import _hitting_sets
     expected = [c for c in itertools.combinations(pool, size) if all(set(c) & k for k in known)]
     assert list(_hitting_sets(pool, size, known)) == expected
+
+
+# vLLM 0.33 regressions of the MLA layer (its decode selection runs first; its prefill registry's request).
+V033 = pytest.mark.vllm("0.33")
+
+
+@V033
+def test_prefill_request_refused_on_its_platform_is_a_conflict_with_a_drop_fix():
+    """XPU refuses an MLA prefill request for the CPU's ZEN_CPU kernel before its lists: the conflict names
+    the request, and unsetting it (the registry's automatic choice) is the fix."""
+    cfg = Config(platform="xpu", dtype="bfloat16", use_mla=True, mla_prefill_backend="ZEN_CPU", vllm="0.33")
+    exp = explain(cfg, role="mla_prefill")
+    assert exp.selected is None
+    assert "mla_prefill_backend" in exp.conflict and exp.conflict["platform"] == "xpu"
+    assert any(f.changes == {"mla_prefill_backend": None} for f in exp.fixes)
+    fixed = cfg.replace(mla_prefill_backend=None)
+    assert solve(fixed, role="mla_prefill").backend == next(
+        f.selects for f in exp.fixes if f.changes == {"mla_prefill_backend": None})
