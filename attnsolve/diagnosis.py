@@ -73,9 +73,9 @@ def _solver_facts(config: Config, role: str) -> dict[str, Any]:
     return base_facts(config, role)
 
 
-def _fact_order(config: Config) -> list[str]:
+def _fact_order(config: Config, hold: frozenset[str] = frozenset()) -> list[str]:
     """The user's facts, most preferred in a conflict first: hardware, then model, then tunables."""
-    relevant = set(csp_solver(config).fields) - set(EXTRA_FIELDS)
+    relevant = set(csp_solver(config).fields) - set(EXTRA_FIELDS) - hold
     names = [f for f in config.field_names if f in relevant and f != "backend" and getattr(config, f) is not ANY]
     # "no compute capability" / "no gfx arch" only restate the platform: not facts of their own
     names = [f for f in names if not (f in ("compute_capability", "rocm_arch") and getattr(config, f) is None)]
@@ -83,10 +83,10 @@ def _fact_order(config: Config) -> list[str]:
 
 
 def _consistency(config: Config, role: str, available: frozenset[str] | None,
-                 requested: str | None) -> Callable[[frozenset[str]], bool]:
+                 requested: str | None, hold: frozenset[str] = frozenset()) -> Callable[[frozenset[str]], bool]:
     """kept-fields -> whether some completion (all other facts free, the model's identity held) reaches
     the goal, through the platform's steps before the lists too (goal.GoalCheck)."""
-    return goal_consistency(config, role, available, requested)
+    return goal_consistency(config, role, available, requested, hold)
 
 
 def _quickxplain(background: list[str], constraints: list[str], consistent: Callable[[frozenset[str]], bool]) -> list[str] | None:
@@ -111,10 +111,11 @@ def _quickxplain(background: list[str], constraints: list[str], consistent: Call
 
 
 def find_conflicts(config: Config, role: str, available: frozenset[str] | None, requested: str | None,
-                   max_conflicts: int = 4) -> list[dict[str, Any]]:
-    """Minimal conflicts (as field -> Config value), the preferred one first (bounded hitting-set tree)."""
-    consistent = _consistency(config, role, available, requested)
-    order = _fact_order(config)
+                   max_conflicts: int = 4, hold: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """Minimal conflicts (as field -> Config value), the preferred one first (bounded hitting-set tree).
+    `hold`: facts held as given, never part of a conflict."""
+    consistent = _consistency(config, role, available, requested, hold)
+    order = _fact_order(config, hold)
     if not consistent(frozenset()):
         return [{}]  # no completion at all reaches the goal: the minimal conflict is empty
     first = _quickxplain([], order, consistent)
@@ -208,8 +209,10 @@ _MAX_VISITS = 5_000
 
 
 def find_fixes(config: Config, role: str, available: frozenset[str] | None, requested: str | None,
-               conflicts: Sequence[Mapping[str, Any]], max_fixes: int = 8, max_size: int = 3) -> list[Fix]:
-    """Smallest sets of field changes that make the goal reachable, verified by re-solving."""
+               conflicts: Sequence[Mapping[str, Any]], max_fixes: int = 8, max_size: int = 3,
+               hold: frozenset[str] = frozenset()) -> list[Fix]:
+    """Smallest sets of field changes that make the goal reachable, verified by re-solving.
+    `hold`: facts never changed."""
     rules = compiled_rules(config).rules
     fixes: list[tuple[tuple, Fix]] = []
     if requested is not None:
@@ -220,17 +223,17 @@ def find_fixes(config: Config, role: str, available: frozenset[str] | None, requ
         except (SelectionError, ConfigError):
             if not any(conflicts):
                 # the request can never fit: the fixes are automatic selection plus what that needs
-                auto_conflicts = find_conflicts(auto, role, available, None)
-                for f in find_fixes(auto, role, available, None, auto_conflicts, max_fixes, max_size):
+                auto_conflicts = find_conflicts(auto, role, available, None, hold=hold)
+                for f in find_fixes(auto, role, available, None, auto_conflicts, max_fixes, max_size, hold):
                     fixes.append(((0, 1 + len(f.changes), 0.0), Fix({"backend": None, **f.changes}, f.selects, f.hardware)))
     if not any(conflicts):
         return [f for _, f in fixes]
     # a fix changing one side of a definition moves the other (Config): it hits a conflict naming either side
     known = [set(_with_partners(rules, c)) for c in conflicts]
     worked: list[frozenset[str]] = []
-    consistent = _consistency(config, role, available, requested)
-    screen = GoalCheck(config, role, available, requested, quick=True)
-    order = _fact_order(config)
+    consistent = _consistency(config, role, available, requested, hold)
+    screen = GoalCheck(config, role, available, requested, quick=True, hold=hold)
+    order = _fact_order(config, hold)
     all_facts = frozenset(order)
     new_conflicts = 0
     visited = 0
@@ -242,7 +245,7 @@ def find_fixes(config: Config, role: str, available: frozenset[str] | None, requ
             if all(not (c & d) for d in disjoint):
                 disjoint.append(c)
         max_size = min(max(max_size, len(disjoint)), 8)
-        pool = sorted({f for c in known for f in c if f not in _NEVER_CHANGE},
+        pool = sorted({f for c in known for f in c if f not in _NEVER_CHANGE and f not in hold},
                       key=lambda f: (_cost(f, config), config.field_names.index(f)))
         grew = False
         for combo in _hitting_sets(pool, size, known):  # each touches every known conflict
@@ -345,6 +348,9 @@ def _best_values(config: Config, role: str, available: frozenset[str] | None, re
     if not reachable.reachable(frozenset(f for f in base if f not in moved)):
         return None
     options = [_candidate_values(rules, f, getattr(config, f))[:12] for f in combo]
+    # the screen reads the priority lists alone: exact only where no step before them (a request refused,
+    # a model route) and no MLA layer around them can change the answer on this platform
+    screened = len(moved) == len(combo) and not reachable.steps_matter(config.platform)
     tried = 0
     for values in _nearest_first(options, lambda vs: sum(_distance(f, getattr(config, f), v, rules)
                                                          for f, v in zip(combo, vs))):
@@ -352,7 +358,7 @@ def _best_values(config: Config, role: str, available: frozenset[str] | None, re
         if tried > 400:
             break
         changes = dict(zip(combo, values))
-        if len(moved) == len(combo) and _screen(comp, base, changes, available) is None:
+        if screened and _screen(comp, base, changes, available) is None:
             continue
         try:
             cfg = config.replace(**changes)

@@ -14,6 +14,7 @@ from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 from .config import ANY, FIELD_NAMES, Config, format_cc
 from .diagnosis import HARDWARE, MODEL, Fix, _solver_facts, category, find_conflicts, find_fixes
 from .errors import ConfigError, SelectionError
+from .goal import role_pinned
 from .guards import available_set, field_names, require_config, require_int
 from .selection import (NO_PREFILL, before_selection, candidate_reasons, compiled_rules, csp_solver, evaluate,
                         failure, prefill_step, solve_uncached)
@@ -96,13 +97,13 @@ def explain(config: Config, *, role: str | None = None, available: Iterable[str]
         return _explain_partial(config, role_, avail, max_conflicts)
     comp = compiled_rules(config)
     if role_ == "mla_prefill" and prefill_step(comp, config) is not None:
-        early = _explain_prefill_layer(config, avail)
+        early = _explain_prefill_layer(config, avail, max_conflicts)
         if early is not None:
             return early
     try:  # the platform's steps before selection (vLLM >= 0.18 rule sets; none for 0.17)
         pre = before_selection(comp, config, role_)
     except SelectionError as e:  # a request vLLM refuses outright, a model route's own error
-        return Explanation(config, role_, None, None, config.backend, (), message=str(e))
+        return _failed_before_lists(config, role_, avail, str(e), max_conflicts)
     if pre.model is not None:  # model code chose the backend: no candidates were validated
         sel = solve_uncached(config, role_, avail)
         return Explanation(config, role_, sel.backend, sel.variant, None, (), warnings=sel.warnings)
@@ -145,14 +146,14 @@ def request_conflicts(config: Config, *, role: str | None = None, available: Ite
     return tuple(find_conflicts(config, role_, avail, config.backend, max_conflicts))
 
 
-def _explain_prefill_layer(config: Config, avail: frozenset[str] | None) -> Explanation | None:
+def _explain_prefill_layer(config: Config, avail: frozenset[str] | None, max_conflicts: int) -> Explanation | None:
     """vLLM >= 0.18's MLA layer around its prefill selection: its decode backend fails first (that message),
     or it gets no prefill backend (NO_PREFILL, with the prefill candidates a fallback swallowed); None: the
     prefill selection explains itself."""
     try:
         solve_uncached(config, "decode", avail)
     except SelectionError as e:
-        return Explanation(config, "mla_prefill", None, None, None, (), message=str(e), available=avail)
+        return _failed_before_lists(config, "mla_prefill", avail, str(e), max_conflicts, search_role="decode")
     try:
         sel = solve_uncached(config, "mla_prefill", avail)
     except SelectionError:
@@ -162,6 +163,70 @@ def _explain_prefill_layer(config: Config, avail: frozenset[str] | None) -> Expl
     verdicts = tuple(Verdict(r.backend, False, r.reasons) for r in sel.rejected)
     return Explanation(config, "mla_prefill", sel.backend, sel.variant, None, verdicts, warnings=sel.warnings,
                        available=avail)
+
+
+def _failed_before_lists(config: Config, role: str, avail: frozenset[str] | None, message: str,
+                         max_conflicts: int, search_role: str | None = None) -> Explanation:
+    """A selection stopped before its priority lists: a step refused the request or the model's route
+    failed (vLLM >= 0.18), or, for an MLA layer's prefill question (`search_role` "decode"), the layer's
+    decode selection failed first. The goal is then any backend with the request kept (a platform that
+    ignores the request goes on), so conflicts keep the request; the fixes drop the request (automatic
+    selection, and what that needs) or keep it, each re-solved for `role` (`selects` is its answer).
+    A prefill question's MLA layer (use_mla) is given: never part of a conflict or a fix. A decode
+    question's request stays `requested`: a fix that keeps it must select it."""
+    search = search_role or role
+    requested = config.backend if role == "decode" else None
+    hold = role_pinned(compiled_rules(config).rules, role) if search != role else frozenset()
+    conflicts = find_conflicts(config, search, avail, None, max_conflicts, hold)
+    candidates: list[Fix] = []
+    request = _request_field(config, search)
+    if request is not None and getattr(config, request) is not None:
+        unset = config.replace(**{request: None})
+        candidates.append(Fix({request: None}, None))
+        try:
+            solve_uncached(unset, search, avail)
+        except SelectionError:
+            unset_conflicts = find_conflicts(unset, search, avail, None, max_conflicts, hold)
+            candidates += [Fix({request: None, **f.changes}, f.selects, f.hardware)
+                           for f in find_fixes(unset, search, avail, None, unset_conflicts, hold=hold)]
+        except ConfigError:
+            pass
+    candidates += find_fixes(config, search, avail, None, conflicts, hold=hold)
+    fixes: list[Fix] = []
+    for fix in candidates:
+        if len(fixes) >= 8:
+            break
+        try:
+            fixed = config.replace(**{f: _cc_value(v) for f, v in fix.changes.items()})
+            sel = solve_uncached(fixed, role, avail)
+        except (ConfigError, SelectionError):
+            continue
+        if requested is not None and "backend" not in fix.changes and sel.backend != requested:
+            continue  # works, but not with the backend asked for (a platform that drops the request)
+        if all(f.changes != fix.changes for f in fixes):
+            fixes.append(Fix(fix.changes, sel.backend, fix.hardware))
+    conflict = conflicts[0] if conflicts else {}
+    hardware_only = bool(conflict) and all(category(f) == "hardware" for f in conflict)
+    return Explanation(config, role, None, None, requested, (), conflict, tuple(conflicts), tuple(fixes),
+                       (), hardware_only, message=message, available=avail)
+
+
+def _request_field(config: Config, role: str) -> str | None:
+    """The field holding the request this role's selection reads: the backend for decode, the platform's
+    prefill registry field for an MLA prefill question (None where the platform takes none)."""
+    if role != "mla_prefill":
+        return "backend"
+    step = prefill_step(compiled_rules(config), config)
+    field_name = getattr(step, "request_field", None) if step is not None else None
+    return field_name or None
+
+
+def _cc_value(value: Any) -> Any:
+    """A fix's shown compute capability ("10.0") as Config takes it."""
+    if isinstance(value, str) and "." in value:
+        major, _, minor = value.partition(".")
+        return (int(major), int(minor))
+    return value
 
 
 def possible_backends(config: Config, *, role: str | None = None, available: Iterable[str] | None = None) -> tuple[str, ...]:

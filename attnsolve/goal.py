@@ -30,6 +30,17 @@ _FIXED = ("role", "backend")
 MAX_COMBINATIONS = 4096
 
 
+def role_pinned(rules: RuleSet, role: str) -> frozenset[str]:
+    """The fields the release's invariants require a value of for `role` (MLA prefill: use_mla = true)."""
+    out: set[str] = set()
+    for inv in rules.invariants:
+        for check in inv.checks:
+            on_role = [w for w in check.when if w.field == "role"]
+            if on_role and all(w({"role": role}) for w in on_role):
+                out.add(check.require.field)
+    return frozenset(out)
+
+
 def background_fields(config: Config) -> tuple[str, ...]:
     """The config's facts no priority list reads (model identity, device names...): held in a conflict."""
     lists_read = set(csp_solver(config).fields)
@@ -65,8 +76,11 @@ class GoalCheck:
     """kept-facts -> whether some completion reaches the goal, and a witness completion for one."""
 
     def __init__(self, config: Config, role: str, available: frozenset[str] | None, requested: str | None,
-                 quick: bool = False):
-        """quick: a question reachability alone cannot decide counts as reachable (no CSP): a screen."""
+                 quick: bool = False, hold: frozenset[str] = frozenset()):
+        """quick: a question reachability alone cannot decide counts as reachable (no CSP): a screen.
+        hold: more facts held as given (an MLA layer's decode question keeps use_mla, which its prefill
+        question pins)."""
+        self.hold = hold
         self.quick = quick
         self.config = config
         self.role = role
@@ -78,7 +92,7 @@ class GoalCheck:
         self.reach = reach_for(self.comp)
         self.full = base_facts(config, role)
         self.background = frozenset(background_fields(config))
-        self.held = {f: self.full[f] for f in (*self.background, *_FIXED) if f in self.full}
+        self.held = {f: self.full[f] for f in (*self.background, *_FIXED, *hold) if f in self.full}
         self._live = self._live_conditions()
         self._subchecks: dict[Any, GoalCheck] = {}
         self._complete_memo: dict[tuple[tuple[str, Any], ...], bool] = {}
@@ -97,6 +111,14 @@ class GoalCheck:
             if live:
                 out[plat] = live
         return out
+
+    def steps_matter(self, platform: Any) -> bool:
+        """Whether a step before the lists, or the MLA layer around a prefill question, may decide on
+        `platform` (where not, the priority lists alone give the answer)."""
+        if platform in self._live:
+            return True
+        ps = platform_settings(self.rules, platform)
+        return self.role == "mla_prefill" and ps is not None and ps.mla_prefill is not None
 
     # -- the question --------------------------------------------------------------------------------
     def facts_for(self, kept: frozenset[str]) -> dict[str, Any]:
@@ -179,7 +201,8 @@ class GoalCheck:
         key = ("decode", goal)
         check = self._subchecks.get(key)
         if check is None:
-            check = self._subchecks[key] = GoalCheck(self.config, "decode", self.available, goal, self.quick)
+            check = self._subchecks[key] = GoalCheck(self.config, "decode", self.available, goal, self.quick,
+                                                     self.hold)
         return check
 
     def _steps_then_lists(self, facts: dict[str, Any], witness: bool) -> dict[str, Any] | None:
@@ -190,7 +213,8 @@ class GoalCheck:
         for cond in conds:
             for lit in cond:
                 _inputs(self.rules, lit.field, read)
-        free = sorted(f for f in read if facts.get(f, ANY) is ANY)
+        # a fact the steps set themselves (a model route's variant) is no input: no values to enumerate
+        free = sorted(f for f in read if f in facts and facts[f] is ANY and representatives(self.rules, f))
         pools = [representatives(self.rules, f) for f in free]
         size = 1
         for pool in pools:
@@ -279,10 +303,10 @@ class GoalCheck:
         return sol
 
 
-def goal_consistency(config: Config, role: str, available: frozenset[str] | None,
-                     requested: str | None) -> Callable[[frozenset[str]], bool]:
+def goal_consistency(config: Config, role: str, available: frozenset[str] | None, requested: str | None,
+                     hold: frozenset[str] = frozenset()) -> Callable[[frozenset[str]], bool]:
     """kept-fields -> whether some completion (every other non-background fact free) reaches the goal."""
-    check = GoalCheck(config, role, available, requested)
+    check = GoalCheck(config, role, available, requested, hold=hold)
     cache: dict[frozenset[str], bool] = {}
 
     def consistent(kept: frozenset[str]) -> bool:

@@ -386,3 +386,30 @@ def test_prefill_request_refused_on_its_platform_is_a_conflict_with_a_drop_fix()
     fixed = cfg.replace(mla_prefill_backend=None)
     assert solve(fixed, role="mla_prefill").backend == next(
         f.selects for f in exp.fixes if f.changes == {"mla_prefill_backend": None})
+
+
+@V033
+def test_layer_whose_decode_request_fails_first_gets_a_conflict_and_a_fix_for_the_whole_layer():
+    """The MLA layer selects its decode backend before its prefill one: a decode request that cannot fit
+    (FLASH_ATTN for an MLA model on CUDA) stops the layer. The conflict keeps the request and the MLA
+    layer (use_mla is the question's, never a conflict or a fix); a fix is re-solved for the prefill
+    question, so `selects` is the prefill answer the layer then gets."""
+    cfg = Config(platform="cuda", dtype="bfloat16", compute_capability="10.0", head_size=576, use_mla=True,
+                 num_heads=16, backend="FLASH_ATTN", kv_lora_rank=512, qk_rope_head_dim=64,
+                 qk_nope_head_dim=128, v_head_dim=128, vllm="0.33")
+    with pytest.raises(SelectionError):
+        solve(cfg)  # the decode question
+    exp = explain(cfg, role="mla_prefill")
+    assert exp.selected is None and "FLASH_ATTN" in exp.message
+    assert exp.conflicts and exp.conflict == exp.conflicts[0]
+    assert exp.conflict == {"platform": "cuda"}  # with the request and the MLA layer kept
+    assert all("use_mla" not in c for c in exp.conflicts)
+    assert exp.fixes and all("use_mla" not in f.changes for f in exp.fixes)
+    for fix in exp.fixes:
+        assert solve(cfg.replace(**fix.changes), role="mla_prefill").backend == fix.selects
+    drop = next(f for f in exp.fixes if f.changes == {"backend": None})
+    assert drop.selects == solve(cfg.replace(backend=None), role="mla_prefill").backend
+    # the CPU ignores a decode request: the same layer there goes on to its prefill answer
+    cpu = Config(platform="cpu", dtype="bfloat16", head_size=576, use_mla=True, num_heads=16, backend="FLASH_ATTN",
+                 kv_lora_rank=512, qk_rope_head_dim=64, qk_nope_head_dim=128, v_head_dim=128, vllm="0.33")
+    assert explain(cpu, role="mla_prefill").selected is not None
