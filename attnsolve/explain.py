@@ -8,7 +8,7 @@ Partial configs (fields = ANY) are answered over the free fields' value classes.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
 from .config import ANY, FIELD_NAMES, Config, format_cc
@@ -117,6 +117,14 @@ def explain(config: Config, *, role: str | None = None, available: Iterable[str]
         sel = solve_uncached(config, role_, avail)
         return Explanation(config, role_, sel.backend, sel.variant, requested, tuple(verdicts),
                            warnings=sel.warnings, available=avail)
+    if p.mode != AUTO:
+        try:  # a request refused for exactly a fallback's reasons: vLLM selects automatically instead
+            sel = solve_uncached(config, role_, avail)
+        except SelectionError:
+            pass
+        else:
+            auto = explain(config.replace(backend=None), role=role_, available=available, max_conflicts=max_conflicts)
+            return replace(auto, config=config, warnings=sel.warnings)
     err = failure(comp.rules, config, facts, p, avail)
     conflicts = find_conflicts(config, role_, avail, requested, max_conflicts)
     conflict = conflicts[0] if conflicts else {}

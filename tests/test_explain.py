@@ -413,3 +413,18 @@ def test_layer_whose_decode_request_fails_first_gets_a_conflict_and_a_fix_for_th
     cpu = Config(platform="cpu", dtype="bfloat16", head_size=576, use_mla=True, num_heads=16, backend="FLASH_ATTN",
                  kv_lora_rank=512, qk_rope_head_dim=64, qk_nope_head_dim=128, v_head_dim=128, vllm="0.33")
     assert explain(cpu, role="mla_prefill").selected is not None
+
+
+@V033
+def test_request_refused_for_a_fallbacks_reasons_is_explained_as_the_automatic_selection_vllm_makes():
+    """ROCm in an ultraquant run: a request refused only for the KV dtype is replaced by automatic selection
+    (vLLM logs it and goes on). explain() answers what solve() does: the automatic selection, its candidates."""
+    cfg = Config(platform="rocm", dtype="bfloat16", head_size=33, kv_cache_dtype="ultraquant_4bit",
+                 backend="TRITON_ATTN", rocm_arch="gfx90a", vllm="0.33")
+    sel = solve(cfg)
+    assert any("auto-selected per-layer backend" in line for line in sel.logs)
+    exp = explain(cfg)
+    auto = explain(cfg.replace(backend=None))
+    assert exp.selected == sel.backend == auto.selected
+    assert exp.candidates == auto.candidates and not exp.conflicts and not exp.fixes
+    assert exp.config == cfg
