@@ -17,7 +17,7 @@ from .errors import ConfigError, SelectionError
 from .goal import role_pinned
 from .guards import available_set, field_names, require_config, require_int
 from .selection import (NO_PREFILL, before_selection, candidate_reasons, compiled_rules, csp_solver, evaluate,
-                        failure, prefill_step, solve_uncached)
+                        failure, prefill_step, request_fallback, solve_uncached)
 from .solver.domains import representatives
 from .solver.facts import parse_role
 from .solver.semantics import AUTO
@@ -117,21 +117,39 @@ def explain(config: Config, *, role: str | None = None, available: Iterable[str]
         sel = solve_uncached(config, role_, avail)
         return Explanation(config, role_, sel.backend, sel.variant, requested, tuple(verdicts),
                            warnings=sel.warnings, available=avail)
-    if p.mode != AUTO:
-        try:  # a request refused for exactly a fallback's reasons: vLLM selects automatically instead
+    err: Exception = failure(comp.rules, config, facts, p, avail)
+    if p.mode != AUTO and request_fallback(facts, p, avail) is not None:
+        # a request refused for exactly a fallback's reasons: vLLM selects automatically instead
+        try:
             sel = solve_uncached(config, role_, avail)
-        except SelectionError:
-            pass
+        except SelectionError as e:  # ... and finds nothing: its candidates are the automatic ones
+            err = e
+            verdicts = _verdicts(comp, config.replace(backend=None), role_, avail)
         else:
             auto = explain(config.replace(backend=None), role=role_, available=available, max_conflicts=max_conflicts)
             return replace(auto, config=config, warnings=sel.warnings)
-    err = failure(comp.rules, config, facts, p, avail)
     conflicts = find_conflicts(config, role_, avail, requested, max_conflicts)
     conflict = conflicts[0] if conflicts else {}
     fixes = find_fixes(config, role_, avail, requested, conflicts)
     hardware_only = bool(conflict) and all(category(f) == "hardware" for f in conflict)
     return Explanation(config, role_, None, None, requested, tuple(verdicts), conflict, tuple(conflicts),
                        tuple(fixes), tuple(warnings), hardware_only, message=str(err), available=avail)
+
+
+def _verdicts(comp: Any, config: Config, role: str, avail: frozenset[str] | None) -> list[Verdict]:
+    """Every candidate's verdict for `config` (none where a step before the lists decides)."""
+    try:
+        pre = before_selection(comp, config, role)
+    except SelectionError:
+        return []
+    if pre.model is not None:
+        return []
+    facts, p, _, _ = evaluate(comp, config, role, avail, pre.facts)
+    out = []
+    for c in p.candidates:
+        reasons = candidate_reasons(c, facts, avail)
+        out.append(Verdict(c.backend, not reasons, reasons))
+    return out
 
 
 def request_conflicts(config: Config, *, role: str | None = None, available: Iterable[str] | None = None,

@@ -428,3 +428,21 @@ def test_request_refused_for_a_fallbacks_reasons_is_explained_as_the_automatic_s
     assert exp.selected == sel.backend == auto.selected
     assert exp.candidates == auto.candidates and not exp.conflicts and not exp.fixes
     assert exp.config == cfg
+
+
+@V033
+def test_dropped_request_whose_automatic_selection_also_fails_lists_the_automatic_candidates():
+    """The same fallback when automatic selection then finds nothing (sinks on ROCm): vLLM's error is the
+    automatic selection's, its candidates are the ones listed; the conflicts still answer "why not the
+    backend I asked for"."""
+    cfg = Config(platform="rocm", dtype="float16", head_size=128, kv_cache_dtype="ultraquant_4bit", has_sink=True,
+                 backend="TRITON_ATTN", rocm_arch="gfx942", vllm="0.33")
+    with pytest.raises(NoValidBackendError) as err:
+        solve(cfg)
+    exp = explain(cfg)
+    assert exp.selected is None and str(err.value).startswith(exp.message)  # (the error adds the explanation)
+    auto = explain(cfg.replace(backend=None))
+    assert [v.backend for v in exp.candidates] == [v.backend for v in auto.candidates]
+    assert exp.requested == "TRITON_ATTN" and exp.conflicts
+    for fix in exp.fixes:
+        assert solve(cfg.replace(**fix.changes)).backend == fix.selects

@@ -23,7 +23,7 @@ One idea per module, each importing only those before it:
 from __future__ import annotations
 
 from .blocks import preferred_block_size
-from .core import prefill_layer, solve_uncached
+from .core import prefill_layer, request_fallback, solve_uncached
 from .lists import candidate_reasons, evaluate, failure
 from .memo import clear_cache, solve
 from .messages import render_message
@@ -34,6 +34,7 @@ from .result import NO_PREFILL, NO_PREFILL_PATH, NOT_RUNNABLE, Rejection, Select
 from .steps import before_selection, prefill_step
 
 __all__ = [
+    "request_fallback",
     "NOT_RUNNABLE", "NO_PREFILL", "NO_PREFILL_PATH", "PrefillLayer", "Rejection", "Selection",
     "before_selection", "candidate_reasons", "clear_cache", "compiled_rules", "csp_solver", "engine_of",
     "evaluate", "failure", "preferred_block_size", "prefill_fallback", "prefill_layer", "prefill_step",

@@ -137,15 +137,26 @@ def _request_fallback(comp: CompiledRules, config: Config, role: str, available:
     """A refused request vLLM replaces by automatic selection when its reasons are exactly one of a
     fallback's `only_reasons` (ROCm's turboquant / ultraquant runs), with the fallback's log line."""
     next(RENDERINGS)  # an answer for another config: not one to reuse for the value class
+    found = request_fallback(facts, p, available)
+    if found is None:
+        return None
+    text, level, reasons = found
     cand = p.candidates[0]
-    reasons = candidate_reasons(cand, facts, available)
+    sel = answer(comp, config.replace(backend=None), role, available)
+    line = render_message(text, facts, backend=cand.backend, reason_list=repr(list(reasons))) if text else ""
+    if not line:
+        return sel
+    if level == "warning":
+        return replace(sel, warnings=(line, *sel.warnings))
+    return replace(sel, logs=(line, *sel.logs))
+
+
+def request_fallback(facts: dict[str, Any], p: Plan, available: frozenset[str] | None
+                     ) -> tuple[str, str, tuple[str, ...]] | None:
+    """The fallback (log text, level, the request's reasons) that replaces a refused request by automatic
+    selection: its reasons are exactly one of the fallback's `only_reasons` and its `when` holds."""
+    reasons = tuple(candidate_reasons(p.candidates[0], facts, available))
     for text, when, only, level in p.plist.request_fallbacks:
-        if only and tuple(reasons) in only and all(lit(facts) for lit in when):
-            sel = answer(comp, config.replace(backend=None), role, available)
-            line = render_message(text, facts, backend=cand.backend, reason_list=repr(list(reasons))) if text else ""
-            if not line:
-                return sel
-            if level == "warning":
-                return replace(sel, warnings=(line, *sel.warnings))
-            return replace(sel, logs=(line, *sel.logs))
+        if only and reasons in only and all(lit(facts) for lit in when):
+            return text, level, reasons
     return None
