@@ -206,6 +206,11 @@ def _distance(field_name: str, old: Any, new: Any, rules: Any) -> float:
 # conflicts reach fixes of 8 fields over a pool of 30: millions of sets). Far above what any configuration of
 # benchmarks/explain_answers.py's sample uses (their answers are unchanged).
 _MAX_VISITS = 5_000
+# Candidate fixes re-checked per search (each a screen on the compiled rules or a re-solve, ~0.05 to 0.3 ms):
+# a bound on explain's time where many hitting sets pass the goal screen yet none of their nearest values
+# works (an MLA layer whose decode request fails, on a release with many coupled fields). The searches of
+# benchmarks/explain_answers.py's sample stay far below it.
+_MAX_TRIES = 16_000
 
 
 def find_fixes(config: Config, role: str, available: frozenset[str] | None, requested: str | None,
@@ -237,6 +242,7 @@ def find_fixes(config: Config, role: str, available: frozenset[str] | None, requ
     all_facts = frozenset(order)
     new_conflicts = 0
     visited = 0
+    budget = [_MAX_TRIES]
     size = 1
     while size <= max_size:
         # a fix must touch every conflict, so it is at least as large as a set of disjoint conflicts
@@ -250,7 +256,7 @@ def find_fixes(config: Config, role: str, available: frozenset[str] | None, requ
         grew = False
         for combo in _hitting_sets(pool, size, known):  # each touches every known conflict
             visited += 1
-            if visited > _MAX_VISITS:
+            if visited > _MAX_VISITS or budget[0] <= 0:
                 break  # a bounded search: the hitting sets of a large conflict family grow combinatorially
             fs = frozenset(combo)
             if any(w <= fs for w in worked):
@@ -266,7 +272,7 @@ def find_fixes(config: Config, role: str, available: frozenset[str] | None, requ
                         grew = True
                         break
                 continue
-            fix = _best_values(config, role, available, requested, combo, rules, screen)
+            fix = _best_values(config, role, available, requested, combo, rules, screen, budget)
             if fix is None:
                 continue
             worked.append(fs)
@@ -332,7 +338,7 @@ def _cc(text: Any) -> Any:
 
 
 def _best_values(config: Config, role: str, available: frozenset[str] | None, requested: str | None,
-                 combo: Sequence[str], rules: Any, reachable: GoalCheck) -> Fix | None:
+                 combo: Sequence[str], rules: Any, reachable: GoalCheck, budget: list[int] | None = None) -> Fix | None:
     """The nearest values for the fields in `combo` that make the goal hold, or None.
 
     Candidates are screened on the compiled rules in fact space (no Config built); the winner is
@@ -355,7 +361,9 @@ def _best_values(config: Config, role: str, available: frozenset[str] | None, re
     for values in _nearest_first(options, lambda vs: sum(_distance(f, getattr(config, f), v, rules)
                                                          for f, v in zip(combo, vs))):
         tried += 1
-        if tried > 400:
+        if budget is not None:
+            budget[0] -= 1
+        if tried > 400 or (budget is not None and budget[0] < 0):
             break
         changes = dict(zip(combo, values))
         if screened and _screen(comp, base, changes, available) is None:
