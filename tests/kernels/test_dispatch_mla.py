@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 from attnsolve import SelectionError  # noqa: E402
 from attnsolve.kernels import paged_attention  # noqa: E402
-from attnsolve.kernels.dispatch import clear_cache, infer_config, resolve  # noqa: E402
+from attnsolve.kernels.dispatch import _host_cpu_facts, clear_cache, infer_config, resolve  # noqa: E402
 from attnsolve.kernels.reference import mla_decode_reference  # noqa: E402
 
 from test_cpu_mla import TOL, check, make_mla, random_topk  # noqa: E402
@@ -30,8 +30,17 @@ def _deepseek(dtype, seed=3):
 def test_deepseek_decode_runs_cpu_mla_through_dispatch(dtype):
     q, kv, md = _deepseek(dtype)
     sel, fn = resolve(q, kv, vllm="0.33", mla=True, kv_lora_rank=512)
-    assert sel.backend == "CPU_MLA"
-    out = paged_attention(q, kv, None, md, vllm="0.33", scale=SCALE)
+    # vLLM 0.33 picks AMX_MLA on an x86 host with AMX tiles (torch.cpu._is_amx_tile_supported), CPU_MLA elsewhere;
+    # AMX_MLA takes bf16 queries only (as vLLM's), so an fp32 model there runs CPU_MLA only when asked for
+    amx = bool(_host_cpu_facts().get("cpu_amx"))
+    assert sel.backend == ("AMX_MLA" if amx else "CPU_MLA")
+    backend = None
+    if amx and dtype != torch.bfloat16:
+        with pytest.raises(ValueError, match="AMX_MLA"):
+            paged_attention(q, kv, None, md, vllm="0.33", scale=SCALE)
+        backend = "CPU_MLA"
+        assert resolve(q, kv, backend=backend, vllm="0.33", mla=True, kv_lora_rank=512)[0].backend == "CPU_MLA"
+    out = paged_attention(q, kv, None, md, backend=backend, vllm="0.33", scale=SCALE)
     assert out.shape == (q.shape[0], 16, 512) and out.dtype == dtype
     check(out, mla_decode_reference(q, kv.nan_to_num(0.0), md, scale=SCALE), dtype)
 

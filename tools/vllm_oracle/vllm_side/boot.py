@@ -24,6 +24,13 @@ applied: list[str] = []
 import_failures: dict[str, str] = {}
 stub_hits: list[str] = []
 _cc: list[int] = [9, 0]
+# What torch answers vLLM about the host CPU (cpu.host_isa): the rules' defaults until a config sets them.
+cpu_isa: dict[str, bool] = {"amx": False, "avx512": True}
+
+
+def set_cpu_isa(amx: bool, avx512: bool) -> None:
+    """The host ISA the next selections see (attnsolve's cpu_amx / cpu_avx512 of the config)."""
+    cpu_isa["amx"], cpu_isa["avx512"] = amx, avx512
 
 
 def _mark(pid: str, data: VersionData) -> None:
@@ -428,6 +435,12 @@ def _boot_cpu(data: VersionData) -> Any:
 
     cpu.CpuPlatform.import_kernels = classmethod(lambda klass: None)
     _mark("cpu.import_kernels", data)
+    import torch
+
+    # the host's ISA, which vLLM asks torch for at selection time, is the configuration's (set_cpu_isa)
+    torch.cpu._is_amx_tile_supported = lambda: cpu_isa["amx"]
+    torch.cpu._is_avx512_supported = lambda: cpu_isa["avx512"]
+    _mark("cpu.host_isa", data)
     P._current_platform = cpu.CpuPlatform()
     _mark("cpu.current_platform", data)
     return cpu.CpuPlatform

@@ -171,6 +171,9 @@ class Oracle:
         if os.environ.get("VLLM_BATCH_INVARIANT", "0") != invariant:
             os.environ["VLLM_BATCH_INVARIANT"] = invariant  # vLLM's own switch (envs.VLLM_BATCH_INVARIANT)
             changed = True
+        if self.platform == "cpu":  # the host ISA is the config's, not the harness machine's (cpu.host_isa)
+            amx, avx512 = cfg.get("cpu_amx"), cfg.get("cpu_avx512")
+            boot.set_cpu_isa(False if amx is None else bool(amx), True if avx512 is None else bool(avx512))
         if self.platform == "rocm":
             for field, (var, default) in ROCM_ENV.items():
                 v = cfg.get(field)
