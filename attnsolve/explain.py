@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
 from .config import ANY, FIELD_NAMES, Config, format_cc
-from .diagnosis import HARDWARE, MODEL, Fix, _solver_facts, category, find_conflicts, find_fixes
+from .diagnosis import HARDWARE, MODEL, Fix, _cc, _solver_facts, category, find_conflicts, find_fixes
 from .errors import ConfigError, SelectionError
 from .goal import role_pinned
 from .guards import available_set, field_names, require_config, require_int
@@ -223,7 +223,7 @@ def _failed_before_lists(config: Config, role: str, avail: frozenset[str] | None
         if len(fixes) >= 8:
             break
         try:
-            fixed = config.replace(**{f: _cc_value(v) for f, v in fix.changes.items()})
+            fixed = config.replace(**{f: _cc(v) for f, v in fix.changes.items()})
             sel = solve_uncached(fixed, role, avail)
         except (ConfigError, SelectionError):
             continue
@@ -245,14 +245,6 @@ def _request_field(config: Config, role: str) -> str | None:
     step = prefill_step(compiled_rules(config), config)
     field_name = getattr(step, "request_field", None) if step is not None else None
     return field_name or None
-
-
-def _cc_value(value: Any) -> Any:
-    """A fix's shown compute capability ("10.0") as Config takes it."""
-    if isinstance(value, str) and "." in value:
-        major, _, minor = value.partition(".")
-        return (int(major), int(minor))
-    return value
 
 
 def possible_backends(config: Config, *, role: str | None = None, available: Iterable[str] | None = None) -> tuple[str, ...]:
