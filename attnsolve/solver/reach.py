@@ -106,8 +106,6 @@ class Reach:
         self._opt_cache: dict[Any, _Parts | None] = {}  # per group and its fields' facts
         self._part_cache: dict[Any, tuple[int, ...]] = {}  # per independent part and the fixed values it reads
         self._dmemo: dict[tuple[Any, ...], tuple[Any]] = {}  # derived values by their inputs' values
-        self._all_values: dict[str, int] = {}  # field -> the clauses some value of it satisfies
-        self._all_derived: dict[tuple[str, ...], int] = {}  # group -> the clauses some derived value satisfies
 
     def _parts(self, group: tuple[str, ...], facts: Mapping[str, Any]) -> _Parts | None:
         """`group`'s options for `facts`, factored: the clauses its fixed fields (and the derived facts
@@ -123,37 +121,11 @@ class Reach:
         got = self._opt_cache.get(key, _MISSING)
         if got is not _MISSING:
             return got
-        if self._permissive_for(group, facts):
-            got = (self._permissive(group, facts), ())
-        else:
-            got = self._factored(group, facts)
+        got = self._factored(group, facts)
         if len(self._opt_cache) > 1 << 16:
             self._opt_cache.clear()
         self._opt_cache[key] = got
         return got
-
-    def _permissive(self, group: tuple[str, ...], facts: Mapping[str, Any]) -> int:
-        # too many value combinations (vLLM >= 0.18's FA facts couple a dozen fields): one permissive
-        # option (every clause some value of the group could satisfy). It over-approximates
-        # reachability, never under: explanations stay answerable; fixes are re-verified by solving.
-        sat = self.comp.satisfied_partial
-        m = self._all_derived.get(group)
-        if m is None:
-            m = 0
-            for d in self._group_derived[group]:
-                for v in d.values:
-                    m |= sat({d.name: v})
-            self._all_derived[group] = m
-        for f in group:
-            v = facts.get(f, ANY)
-            if v is ANY:
-                got = self._all_values.get(f)
-                if got is None:
-                    got = self._all_values[f] = _or(sat({f: x}) for x in self._reps[f])
-                m |= got
-            else:
-                m |= sat({f: v})
-        return m
 
     def _factored(self, group: tuple[str, ...], facts: Mapping[str, Any]) -> _Parts | None:
         free = [f for f in group if facts.get(f, ANY) is ANY]
@@ -193,6 +165,12 @@ class Reach:
         for fields in members.values():
             fs = frozenset(fields)
             derived = tuple(d for d, fb in part_derived if fb <= fs)
+            if _product(len(self._reps[f]) for f in fields) > _MAX_COMBOS:
+                big = self._big(tuple(fields), derived, full)
+                if not big.covers(0):  # no legal value combination
+                    return None
+                parts.append(big)
+                continue
             opts = self._part(tuple(fields), derived, fixed_vals, full)
             if not opts:
                 return None
@@ -201,6 +179,27 @@ class Reach:
             else:
                 parts.append(opts)
         return fixed, tuple(parts)
+
+    def _big(self, fields: tuple[str, ...], derived: tuple[Any, ...], full: Mapping[str, Any]) -> "_BigPart":
+        """A part too large to enumerate (vLLM >= 0.18's FA facts read a dozen free fields together):
+        searched per question instead (`_BigPart.covers`), memoised on the fixed values it reads."""
+        reads: set[str] = set()
+        for d in derived:
+            reads.update(d.inputs)
+        for grp in self._coupled:
+            if any(f in grp for f in fields):
+                reads.update(grp)
+        reads -= set(fields)
+        reads -= {d.name for d in derived}
+        ctx = tuple(sorted((f, full[f]) for f in reads if f in full))
+        key = ("big", fields, tuple(d.name for d in derived), ctx)
+        got = self._part_cache.get(key)
+        if got is None:
+            if len(self._part_cache) > 16384:
+                self._part_cache.clear()
+            here = tuple(i for i in self._invariants if set(i.fields) & set(fields))
+            got = self._part_cache[key] = _BigPart(self, fields, derived, dict(full), here)
+        return got  # type: ignore[return-value]
 
     def _part(self, fields: tuple[str, ...], derived: tuple[Any, ...], fixed_vals: Mapping[str, Any],
               full: Mapping[str, Any]) -> tuple[int, ...]:
@@ -293,21 +292,21 @@ class Reach:
             acc |= got[0]
             for opts in got[1]:
                 free.append(opts)
+                if isinstance(opts, _BigPart):
+                    union |= opts.union
+                    continue
                 for o in opts:
                     union |= o
         return acc, acc | union, free
 
     def exact(self, facts: Mapping[str, Any]) -> bool:
-        """Whether `units(facts)` is exact: no group has so many free combinations that it answers with
-        its permissive option."""
-        return not any(self._permissive_for(g, facts) for g in self.groups)
-
-    def _permissive_for(self, group: tuple[str, ...], facts: Mapping[str, Any]) -> bool:
-        size = 1
-        for f in group:
-            if facts.get(f, ANY) is ANY:
-                size *= len(self._reps[f])
-        return size > _MAX_COMBOS
+        """Whether the answers about `facts` so far were exact: no large part ran past its search budget
+        (it then answers "reachable", an over-approximation) and no clause needed two large parts."""
+        for g in self.groups:
+            got = self._parts(g, facts)
+            if got is not None and any(isinstance(p, _BigPart) and p.inexact for p in got[1]):
+                return False
+        return True
 
     def reachable(self, facts: Mapping[str, Any], need: int,
                   units: tuple[int, int, list[tuple[int, ...]]] | None = None) -> bool:
@@ -325,30 +324,250 @@ class Reach:
             return True
         missing = need & ~acc
         free = []
+        bigs: list[_BigPart] = []
         for opts in free_all:
+            if isinstance(opts, _BigPart):
+                if opts.union & missing:
+                    bigs.append(opts)
+                continue
             masked = {o & missing for o in opts}
             masked.discard(0)
             if masked:
                 free.append(_maximal(masked) if len(masked) > 1 else tuple(masked))
         free.sort(key=len)
+        big_union = _or(b.union for b in bigs)
         reach_rest = [0] * (len(free) + 1)
+        reach_rest[len(free)] = big_union
         for i in range(len(free) - 1, -1, -1):
             u = 0
             for o in free[i]:
                 u |= o
             reach_rest[i] = reach_rest[i + 1] | u
-        return _dfs(free, 0, 0, missing, reach_rest)
+        return _dfs(free, 0, 0, missing, reach_rest, bigs)
 
 
-def _dfs(free: list[tuple[int, ...]], i: int, acc: int, need: int, reach_rest: list[int]) -> bool:
+def _dfs(free: list[tuple[int, ...]], i: int, acc: int, need: int, reach_rest: list[int],
+         bigs: list["_BigPart"]) -> bool:
     if acc & need == need:
         return True
-    if i == len(free) or (acc | reach_rest[i]) & need != need:
+    if (acc | reach_rest[i]) & need != need:
         return False
+    if i == len(free):
+        return _bigs_cover(bigs, need & ~acc)
     for o in free[i]:
-        if _dfs(free, i + 1, acc | o, need, reach_rest):
+        if _dfs(free, i + 1, acc | o, need, reach_rest, bigs):
             return True
     return False
+
+
+def _bigs_cover(bigs: list["_BigPart"], rest: int) -> bool:
+    """Whether the large parts together satisfy the clauses `rest`. Each part is asked for the clauses
+    only it can satisfy; a clause two of them could satisfy is counted as satisfied (over-approximation,
+    recorded on the parts: never under, so conflicts stay sound)."""
+    if len(bigs) == 1:
+        return bigs[0].covers(rest)
+    shared = 0
+    for a, b in itertools.combinations(bigs, 2):
+        shared |= a.union & b.union
+    if rest & shared:
+        for b in bigs:
+            b.inexact = True
+    return all(b.covers(rest & b.union & ~shared) for b in bigs)
+
+
+class _BigPart:
+    """One independent part of free fields whose value product is too large to enumerate: asked per
+    question whether some legal combination of its values satisfies a set of clauses.
+
+    Per question: a clause only one field (or derived fact) of the part can satisfy filters that one's
+    values first; then a depth-first search over the fields (those most derived facts read first)
+    evaluates each derived fact as soon as the assigned fields decide it (a first-match list is decided
+    by a prefix of its cases), prunes where the clauses still possible cannot cover the question, and
+    remembers failed states by what the rest of the search can still see (depth, clauses covered, the
+    assigned values an undecided derived fact or invariant reads). Exact, like the enumeration it
+    replaces for small parts; past its node budget it answers True and marks itself inexact
+    (reachability may over-approximate, never under)."""
+
+    _BUDGET = 20_000
+
+    def __init__(self, reach: Reach, fields: tuple[str, ...], derived: tuple[Any, ...], full: dict[str, Any],
+                 invariants: tuple[Any, ...]):
+        sat = reach.comp.satisfied_partial
+        weight = {f: sum(f in reach._base[d.name] for d in derived) for f in fields}
+        self.order = tuple(sorted(fields, key=lambda f: (-weight[f], len(reach._reps[f]), f)))
+        self.pools = [tuple((v, sat({f: v})) for v in reach._reps[f]) for f in self.order]
+        self.derived = derived
+        self.dsat = [{v: sat({d.name: v}) for v in d.values} for d in derived]
+        self.full = full
+        self.invariants = invariants
+        self.reach = reach
+        self.funion = [_or(m for _, m in pool) for pool in self.pools]
+        self.dunion = [_or(ds.values()) for ds in self.dsat]
+        self.union = _or(self.funion) | _or(self.dunion)
+        # the assigned fields whose values still matter while a derived fact / an invariant is undecided
+        pos = {f: k for k, f in enumerate(self.order)}
+        self.dbase = [tuple(sorted(pos[f] for f in reach._base[d.name] if f in pos)) for d in derived]
+        self.ibase = [tuple(sorted(pos[f] for f in inv.fields if f in pos)) for inv in invariants]
+        self.inexact = False
+        self._memo: dict[int, bool] = {}
+        self._nodes = 0
+
+    def covers(self, need: int) -> bool:
+        got = self._memo.get(need)
+        if got is None:
+            got = self._covers(need)
+            self._memo[need] = got
+        return got
+
+    def _covers(self, need: int) -> bool:
+        if self.union & need != need:
+            return False
+        owners = [*self.funion, *self.dunion]
+        # clauses only one field / derived fact can satisfy: that one's values must
+        solo = []
+        for k, u in enumerate(owners):
+            others = 0
+            for k2, u2 in enumerate(owners):
+                if k2 != k:
+                    others |= u2
+            solo.append(need & u & ~others)
+        nf = len(self.order)
+        pools = []
+        for k, pool in enumerate(self.pools):
+            must = solo[k]
+            kept = tuple((v, m) for v, m in pool if m & must == must) if must else pool
+            if not kept:
+                return False
+            pools.append(kept)
+        allowed: list[frozenset[Any] | None] = []
+        for k, ds in enumerate(self.dsat):
+            must = solo[nf + k]
+            if must:
+                ok = frozenset(v for v, m in ds.items() if m & must == must)
+                if not ok:
+                    return False
+                allowed.append(ok)
+            else:
+                allowed.append(None)
+        rest = [0] * (nf + 1)
+        for k in range(nf - 1, -1, -1):
+            rest[k] = rest[k + 1] | _or(m for _, m in pools[k])
+        self._nodes = 0
+        try:
+            return self._search(0, dict(self.full), 0, need, pools, allowed, rest, set())
+        except _OverBudget:
+            self.inexact = True
+            return True
+
+    def _search(self, i: int, env: dict[str, Any], acc: int, need: int, pools: list[Any],
+                allowed: list[frozenset[Any] | None], rest: list[int], failed: set[Any]) -> bool:
+        self._nodes += 1
+        if self._nodes > self._BUDGET:
+            raise _OverBudget
+        if self.invariants and not self.reach._coupling_ok(env, self.invariants):
+            return False
+        bound = acc | rest[i]
+        decided: list[str] = []
+        try:
+            for k, (d, ds) in enumerate(zip(self.derived, self.dsat)):
+                if d.name in env:  # decided above (counted in acc there)
+                    continue
+                vals = _possible(d, env)
+                ok = allowed[k]
+                if ok is not None:
+                    vals = tuple(v for v in vals if v in ok)
+                    if not vals:
+                        return False
+                if len(vals) == 1:
+                    (v,) = vals
+                    env[d.name] = v
+                    decided.append(d.name)
+                    acc |= ds[v]
+                    bound |= ds[v]
+                else:
+                    for v in vals:
+                        bound |= ds[v]
+            if bound & need != need:
+                return False
+            if i == len(self.order):
+                return acc & need == need
+            # the state the rest of the search sees: a failure here fails every equal state
+            seen = set()
+            for k, d in enumerate(self.derived):
+                if d.name not in env:
+                    seen.update(p for p in self.dbase[k] if p < i)
+            for ib in self.ibase:
+                if any(p >= i for p in ib):
+                    seen.update(p for p in ib if p < i)
+            key = (i, acc & need, tuple((p, env[self.order[p]]) for p in sorted(seen)),
+                   tuple(env.get(d.name, _MISSING) for d in self.derived))
+            if key in failed:
+                return False
+            f = self.order[i]
+            missing = need & ~acc
+            # values satisfying more of what is still missing first: a witness is found early
+            for v, m in sorted(pools[i], key=lambda vm: -bin(vm[1] & missing).count("1")):
+                env[f] = v
+                if self._search(i + 1, env, acc | m, need, pools, allowed, rest, failed):
+                    return True
+            del env[f]
+            failed.add(key)
+            return False
+        finally:
+            for name in decided:
+                del env[name]
+
+
+class _OverBudget(Exception):
+    pass
+
+
+def _possible(d: Any, env: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The values first-match derived fact `d` can still take when only the facts in `env` are known."""
+    if d.compute is not None:
+        a, b = d.compute[1]
+        if a in env and b in env:
+            return (d.evaluate(env)[0],)
+        return tuple(d.values)
+    if d.name in env:
+        return (env[d.name],)
+    local: dict[str, Any] = {}
+    names: set[str] = set()
+    if d.locals:
+        values = d.local_values(env)
+        for name, _, parts in d.locals:
+            names.add(name)
+            if all(p in env for p in parts):
+                local[name] = values[name]
+    out: list[Any] = []
+    for case in d.cases:
+        status: bool | None = True
+        for lit in case.when:
+            f = lit.field
+            if f in local:
+                v = local[f]
+            elif f in env and f not in names:
+                v = env[f]
+            else:
+                status = None
+                continue
+            if not lit.pred(v):
+                status = False
+                break
+        if status is False:
+            continue
+        if case.value not in out:
+            out.append(case.value)
+        if status is True:
+            break
+    return tuple(out)
+
+
+def _product(xs: Any) -> int:
+    out = 1
+    for x in xs:
+        out *= x
+    return out
 
 
 def _maximal(masks: set[int]) -> tuple[int, ...]:
