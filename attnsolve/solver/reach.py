@@ -266,6 +266,10 @@ class Reach:
                 plat, v = vals.get("platform", ANY), vals.get(inv.field, _MISSING)
                 if plat is not ANY and v is not _MISSING and v is not ANY and (v is not None) != (plat in inv.platforms):
                     return False
+            elif kind == "definition":  # judged only when asked for (Reach leaves definitions free)
+                a, b = vals.get(inv.field, ANY), vals.get(inv.equals.field, ANY)
+                if a is not ANY and b is not ANY and bool(a) != inv.equals({inv.equals.field: b}):
+                    return False
             else:
                 for c in inv.checks:
                     facts = {}
@@ -278,6 +282,10 @@ class Reach:
                         if c.fires(facts):
                             return False
         return True
+
+    def invariants_hold(self, vals: Mapping[str, Any], invariants: tuple[Any, ...]) -> bool:
+        """Whether the values set in `vals` break none of `invariants` (free or absent fields: unjudged)."""
+        return self._coupling_ok(vals, invariants)
 
     def units(self, facts: Mapping[str, Any]) -> tuple[int, int, list[tuple[int, ...]]] | None:
         """(clauses fixed facts satisfy, clauses any completion could satisfy, free units' options);
@@ -298,6 +306,15 @@ class Reach:
                 for o in opts:
                     union |= o
         return acc, acc | union, free
+
+    def fields_by_group(self) -> tuple[str, ...]:
+        """Every field reachability judges, the largest coupled group's first (fixing those first
+        shrinks the costliest part soonest)."""
+        return tuple(f for g in sorted(self.groups, key=len, reverse=True) for f in g)
+
+    def values(self, field: str) -> tuple[Any, ...]:
+        """One representative value per class of `field`'s values (all the clauses can tell apart)."""
+        return self._reps[field]
 
     def exact(self, facts: Mapping[str, Any]) -> bool:
         """Whether the answers about `facts` so far were exact: no large part ran past its search budget
