@@ -17,6 +17,7 @@ to it while ``torch.compile`` traces, so ``torch.compile(fullgraph=True)`` works
 from __future__ import annotations
 
 import math
+from os import environ as _environ
 import warnings
 from typing import Optional
 
@@ -24,7 +25,7 @@ import torch
 
 from attnsolve import Config, SelectionError, solve
 from attnsolve import rules as _rules
-from attnsolve.rules.sets import default_version
+from attnsolve.rules.sets import DEFAULT_ENV
 from attnsolve.kernels import registry
 from attnsolve.kernels.metadata import AttentionMetadata
 from attnsolve.kernels.registry import KernelUnavailableError, runnable_backends, unavailable_reasons
@@ -172,7 +173,7 @@ _declared: dict[str, tuple[int, frozenset[str]]] = {}
 
 
 # config key -> ((registry generation, rules generation), selected backend, kernel)
-_cache: dict[tuple, tuple[int, str, object]] = {}
+_cache: dict[tuple, tuple[int, int, str, object]] = {}
 
 
 def clear_cache() -> None:
@@ -204,22 +205,39 @@ def resolve(query: torch.Tensor, key_cache: torch.Tensor, *, sinks=None, backend
     return sel, registry.kernel_for(sel.backend, platform)
 
 
+# os.environ.get encodes the key and decodes the value on every call (about 2 us right after a kernel has
+# run, a third of the dispatch budget); CPython's os.environ keeps its encoded items in `_data`, which
+# os.environ's own setters keep current, so the raw bytes are read from there (os.environ.get elsewhere).
+_ENV_DATA = getattr(_environ, "_data", None)
+_ENV_KEY = _environ.encodekey(DEFAULT_ENV) if _ENV_DATA is not None and hasattr(_environ, "encodekey") else None
+
+
+def _env_default() -> object:
+    """The raw $ATTNSOLVE_VLLM (bytes or str), None when unset."""
+    if _ENV_KEY is not None:
+        return _ENV_DATA.get(_ENV_KEY)
+    return _environ.get(DEFAULT_ENV)
+
+
 def _kernel(query, key_cache, value_cache, sinks, backend, vllm=None, kv_lora_rank=None, sparse=False):
     mla = value_cache is None
-    # the default release ($ATTNSOLVE_VLLM) is part of the key: it may change between calls
-    release = vllm if vllm is not None else default_version()
-    for name, t in (("query", query), ("key_cache", key_cache)) + (() if mla else (("value_cache", value_cache),)):
-        if not isinstance(t, torch.Tensor):
+    # The release is part of the key: `vllm`, else the raw $ATTNSOLVE_VLLM (it may change between calls;
+    # resolving it to a packaged release happens on a miss only: this runs on every call)
+    release = vllm if vllm is not None else _env_default()
+    for name, t in (("query", query), ("key_cache", key_cache), ("value_cache", value_cache)):
+        if type(t) is not torch.Tensor and not isinstance(t, torch.Tensor) and not (mla and t is None):
             raise ValueError(f"Expected {name} a torch.Tensor, but got {type(t).__name__}.")
     key = (query.device, query.dtype, key_cache.dtype, None if mla else value_cache.dtype, query.shape[1],
-           query.shape[2], key_cache.shape[1], sinks is None, backend, release, mla, kv_lora_rank, sparse)
+           query.shape[2], key_cache.shape[1], sinks is None, backend, release, vllm is None, mla, kv_lora_rank,
+           sparse)
     hit = _cache.get(key)
-    gen = (registry._generation, _rules.generation())  # new kernels or new rules invalidate the entry
-    if hit is None or hit[0] != gen:
+    # new kernels or new rules invalidate the entry
+    if hit is None or hit[0] != registry._generation or hit[1] != _rules.generation():
+        gen = (registry._generation, _rules.generation())
         sel, fn = resolve(query, key_cache, sinks=sinks, backend=backend, vllm=vllm, mla=mla,
                           kv_lora_rank=kv_lora_rank, sparse=sparse)
-        hit = _cache[key] = (gen, sel.backend, fn)
-    return hit[2]
+        hit = _cache[key] = (*gen, sel.backend, fn)
+    return hit[3]
 
 
 _MLA_UNSUPPORTED = (("causal", True), ("sliding_window", None), ("logits_soft_cap", None), ("sinks", None),
@@ -323,10 +341,13 @@ def paged_attention(
         if return_lse:
             return paged_attention_lse_op(*args)
         return paged_attention_op(*args)
+    fn = _kernel(query, key_cache, value_cache, sinks, backend, vllm)
+    if alibi_slopes is None and mm_prefix_ranges is None and not return_lse:  # the common call, kept lean
+        return fn(query, key_cache, value_cache, md, scale=scale, causal=causal, sliding_window=sliding_window,
+                  logits_soft_cap=logits_soft_cap, sinks=sinks, k_scale=k_scale, v_scale=v_scale)
     kw = dict(scale=scale, causal=causal, sliding_window=sliding_window, logits_soft_cap=logits_soft_cap,
               sinks=sinks, k_scale=k_scale, v_scale=v_scale, **_extras(alibi_slopes, mm_prefix_ranges, return_lse))
-    return _call(_kernel(query, key_cache, value_cache, sinks, backend, vllm), query, key_cache, value_cache, md,
-                 backend, kw)
+    return _call(fn, query, key_cache, value_cache, md, backend, kw)
 
 
 def _scale_tensor(x):
@@ -357,10 +378,13 @@ def _op_call(query, key_cache, value_cache, query_start_loc, seq_lens, block_tab
     md = AttentionMetadata(query_start_loc, seq_lens, block_table)
     if sliding_window_right is not None:
         sliding_window = (-1 if sliding_window is None else sliding_window, sliding_window_right)
+    fn = _kernel(query, key_cache, value_cache, sinks, backend, vllm)
+    if alibi_slopes is None and mm_prefix_ranges is None and not return_lse:  # the common call, kept lean
+        return fn(query, key_cache, value_cache, md, scale=scale, causal=causal, sliding_window=sliding_window,
+                  logits_soft_cap=logits_soft_cap, sinks=sinks, k_scale=k_scale, v_scale=v_scale)
     kw = dict(scale=scale, causal=causal, sliding_window=sliding_window, logits_soft_cap=logits_soft_cap,
               sinks=sinks, k_scale=k_scale, v_scale=v_scale, **_extras(alibi_slopes, mm_prefix_ranges, return_lse))
-    return _call(_kernel(query, key_cache, value_cache, sinks, backend, vllm), query, key_cache, value_cache, md,
-                 backend, kw)
+    return _call(fn, query, key_cache, value_cache, md, backend, kw)
 
 
 @torch.library.custom_op("attnsolve::paged_attention", mutates_args=())
