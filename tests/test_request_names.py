@@ -17,7 +17,8 @@ from attnsolve.rules import rules_for
 # asking for it is vLLM's unknown-backend error (the closest registry name suggested). The MLA prefill
 # kernels stay requestable by name for role="mla_prefill" questions.
 NOT_REQUESTABLE_033 = {"FLASH_ATTN_MLA_XPU": "FLASH_ATTN_MLA"}
-# vLLM fails these before validating (NEEDS-inv-cuda.md 19b; [[platforms.cuda.request_errors]])
+# vLLM fails these before validating (v1/attention/backends/registry.py: no class path until registered;
+# platforms/cuda.py get_attn_backend_cls: the ImportError as the reason; [[platforms.cuda.request_errors]])
 REQUEST_ERRORS_033 = {
     "NO_ATTENTION": "Selected backend AttentionBackendEnum.NO_ATTENTION is not valid for this configuration. "
                     "Reason: [ModuleNotFoundError: No module named 'vllm.v1.attention.backends.no_attention']",
