@@ -598,3 +598,22 @@ def test_017_registry_names_that_fail_before_validation(name):
         solve_uncached(Config(vllm="0.17", gpu="MI300X", dtype="bfloat16", use_mla=True, backend=name))
     assert str(err.value).startswith(f" The selected backend, {name},is not MLA type while requested for MLA backend.")
     assert solve_uncached(Config(vllm="0.17", platform="cpu", dtype="bfloat16", backend=name)).backend == "CPU_ATTN"
+
+
+@pytest.mark.parametrize("platform, extra", [("cpu", {}), ("rocm", {"rocm_arch": "gfx942"}), ("xpu", {}),
+                                             ("cuda", {"compute_capability": "9.0"})])
+def test_033_startup_block_size_refusal_names_the_class_and_its_sizes(platform, extra):
+    """vllm/v1/worker/utils.py: "No common block size for N (<get_name()>: <its kernel block sizes>)." with
+    every placeholder filled on every platform (ROCm, CPU and XPU print the class's own name and list)."""
+    seen = 0
+    for bs in rules_for("0.33").domains["block_size"]:
+        try:
+            sel = solve_uncached(Config(vllm="0.33", platform=platform, dtype="bfloat16", block_size=bs, **extra))
+        except (NoValidBackendError, InvalidBackendError):
+            continue
+        err = sel.startup_error
+        if err and err.startswith("No common block size"):
+            seen += 1
+            assert "{" not in err and err.endswith(").") and f"for {bs} (" in err, err
+    if platform in ("cpu", "xpu"):  # CUDA and ROCm refuse these block sizes at selection already
+        assert seen, f"no block size refused at start-up on {platform}"

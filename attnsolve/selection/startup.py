@@ -38,8 +38,10 @@ def backend_refusal(comp: CompiledRules, config: Config, chosen: str, facts: dic
         sizes, exact = kernel_sizes(rules, chosen, facts)
         if (exact and block not in exact) or (sizes and not exact and not any(block % k == 0 for k in sizes)):
             shown = repr(list(exact)) if exact else "[" + ", ".join(f"MultipleOf({k})" for k in sizes) + "]"
+            b = rules.backends[chosen]  # vLLM >= 0.18 prints the class's get_name() and its own list text
             return render_message(plist.block_size_failure, dict(facts, block_size=block), backend=chosen,
-                                  kernel_block_sizes=shown)
+                                  kernel_block_sizes=shown, get_name=b.get_name or chosen,
+                                  kernel_block_sizes_text=b.kernel_block_sizes_text or shown)
     failures = rules.backends[chosen].startup_failures
     if not failures:
         return None
