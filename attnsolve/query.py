@@ -185,6 +185,9 @@ def _sliding_window(model: Any, rules: Any, fields: dict[str, Any]) -> list[str]
     head += "every layer" if layers == "all" else "some layers"
     if "has_sliding_window" not in rules.fields:
         return [head + f" (does not change backend selection in vLLM {rules.vllm})"]
+    if model.fields.get("use_mla") is True or fields.get("use_mla") is True:
+        # vLLM's MLA layer asks for its backend without the window (mla_attention.py passes none)
+        return [head + f" (its MLA layers do not pass it to backend selection in vLLM {rules.vllm})"]
     if layers == "all":
         fields["has_sliding_window"] = True
         return [head + ": has_sliding_window=true"]

@@ -50,3 +50,16 @@ def test_release_without_the_input_says_so(tmp_path, capsys):
     assert "has_sliding_window" not in res["result"]["config"]
     notes = " ".join(res["result"]["query"]["notes"])
     assert "does not change backend selection in vLLM 0.17" in notes
+
+
+def test_mla_layers_do_not_pass_the_window(tmp_path, capsys):
+    """vllm/model_executor/layers/attention/mla_attention.py: the MLA layer asks for its backend without
+    a sliding window, so a windowed MLA model selects as if unwindowed (it was "no valid backend")."""
+    cfg = json.loads((EX / "deepseek-v3.2.json").read_text())
+    cfg["sliding_window"] = 4096
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    res = _query(capsys, "--vllm", "0.33", "--gpu", "H100", "--model", str(path), "-tp", "8")
+    assert res["result"]["config"].get("has_sliding_window", False) is False
+    assert res["result"]["selected"] == "FLASH_ATTN_MLA_SPARSE"
+    assert "MLA layers do not pass it" in " ".join(res["result"]["query"]["notes"])
