@@ -423,17 +423,24 @@ class _BigPart:
         self.union = _or(self.funion) | _or(self.dunion)
         # the assigned fields whose values still matter while a derived fact / an invariant is undecided
         pos = {f: k for k, f in enumerate(self.order)}
-        self.dbase = [tuple(sorted(pos[f] for f in reach._base[d.name] if f in pos)) for d in derived]
         self.ibase = [tuple(sorted(pos[f] for f in inv.fields if f in pos)) for inv in invariants]
         self.inexact = False
         self._memo: dict[int, bool] = {}
+        self._pmemo: dict[tuple[Any, ...], tuple[Any, ...]] = {}  # a derived fact's possible values by its inputs
         self._nodes = 0
 
     def covers(self, need: int) -> bool:
-        got = self._memo.get(need)
+        memo = self._memo
+        got = memo.get(need)
         if got is None:
-            got = self._covers(need)
-            self._memo[need] = got
+            # monotone in the question: a covered superset answers yes, an uncoverable subset answers no
+            for n, ok in memo.items():
+                if ok and need & n == need or not ok and n & need == n:
+                    got = ok
+                    break
+            else:
+                got = self._covers(need)
+            memo[need] = got
         return got
 
     def _covers(self, need: int) -> bool:
@@ -485,11 +492,17 @@ class _BigPart:
             return False
         bound = acc | rest[i]
         decided: list[str] = []
+        states: list[tuple[int, Any]] = []  # the undecided derived facts' states
         try:
+            pmemo = self._pmemo
             for k, (d, ds) in enumerate(zip(self.derived, self.dsat)):
                 if d.name in env:  # decided above (counted in acc there)
                     continue
-                vals = _possible(d, env)
+                pk = (k, *[env.get(f, _MISSING) for f in d.inputs])
+                got = pmemo.get(pk)
+                if got is None:
+                    got = pmemo[pk] = _possible(d, env)
+                vals, state = got
                 ok = allowed[k]
                 if ok is not None:
                     vals = tuple(v for v in vals if v in ok)
@@ -502,6 +515,7 @@ class _BigPart:
                     acc |= ds[v]
                     bound |= ds[v]
                 else:
+                    states.append((k, state))
                     for v in vals:
                         bound |= ds[v]
             if bound & need != need:
@@ -509,14 +523,13 @@ class _BigPart:
             if i == len(self.order):
                 return acc & need == need
             # the state the rest of the search sees: a failure here fails every equal state
+            # the state the rest of the search sees: the undecided derived facts' states, the assigned values
+            # an invariant still waiting for another field reads, the decided derived values
             seen = set()
-            for k, d in enumerate(self.derived):
-                if d.name not in env:
-                    seen.update(p for p in self.dbase[k] if p < i)
             for ib in self.ibase:
                 if any(p >= i for p in ib):
                     seen.update(p for p in ib if p < i)
-            key = (i, acc & need, tuple((p, env[self.order[p]]) for p in sorted(seen)),
+            key = (i, acc & need, tuple(states), tuple((p, env[self.order[p]]) for p in sorted(seen)),
                    tuple(env.get(d.name, _MISSING) for d in self.derived))
             if key in failed:
                 return False
@@ -539,25 +552,30 @@ class _OverBudget(Exception):
     pass
 
 
-def _possible(d: Any, env: Mapping[str, Any]) -> tuple[Any, ...]:
-    """The values first-match derived fact `d` can still take when only the facts in `env` are known."""
+def _possible(d: Any, env: Mapping[str, Any]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """The values first-match derived fact `d` can still take when only the facts in `env` are known, and
+    its state: what its future depends on (the cases still possible, whose known literals all hold, and
+    the known parts of a local sum not yet complete). Two assignments with equal states decide `d`
+    alike for every completion: the search's failure memo keys on states, not on every value read."""
     if d.compute is not None:
         a, b = d.compute[1]
         if a in env and b in env:
-            return (d.evaluate(env)[0],)
-        return tuple(d.values)
-    if d.name in env:
-        return (env[d.name],)
+            return (d.evaluate(env)[0],), ()
+        return tuple(d.values), (env.get(a, _MISSING), env.get(b, _MISSING))
     local: dict[str, Any] = {}
     names: set[str] = set()
+    partial: list[Any] = []
     if d.locals:
         values = d.local_values(env)
         for name, _, parts in d.locals:
             names.add(name)
             if all(p in env for p in parts):
                 local[name] = values[name]
+            else:
+                partial.append(tuple(env.get(p, _MISSING) for p in parts))
     out: list[Any] = []
-    for case in d.cases:
+    cases: list[int] = []
+    for ci, case in enumerate(d.cases):
         status: bool | None = True
         for lit in case.when:
             f = lit.field
@@ -573,11 +591,12 @@ def _possible(d: Any, env: Mapping[str, Any]) -> tuple[Any, ...]:
                 break
         if status is False:
             continue
+        cases.append(ci)
         if case.value not in out:
             out.append(case.value)
         if status is True:
             break
-    return tuple(out)
+    return tuple(out), (tuple(cases), *partial)
 
 
 def _product(xs: Any) -> int:
