@@ -105,6 +105,8 @@ class Reach:
         self._reps = {f: tuple(representatives(rules, f)) for f in fields}
         self._opt_cache: dict[Any, _Parts | None] = {}  # per group and its fields' facts
         self._part_cache: dict[Any, tuple[int, ...]] = {}  # per independent part and the fixed values it reads
+        self._shapes: dict[Any, Any] = {}  # a large part's context-free tables (_BigPart)
+        self._legal: dict[Any, bool] = {}  # whether a large part has a legal value combination
         self._dmemo: dict[tuple[Any, ...], tuple[Any]] = {}  # derived values by their inputs' values
 
     def _parts(self, group: tuple[str, ...], facts: Mapping[str, Any]) -> _Parts | None:
@@ -167,7 +169,14 @@ class Reach:
             derived = tuple(d for d, fb in part_derived if fb <= fs)
             if _product(len(self._reps[f]) for f in fields) > _MAX_COMBOS:
                 big = self._big(tuple(fields), derived, full)
-                if not big.covers(0):  # no legal value combination
+                # a legal value combination exists? only the invariants over its fields can say no
+                lkey = (big.order, tuple(full.get(f, _MISSING) for inv in big.invariants for f in inv.fields))
+                legal = self._legal.get(lkey)
+                if legal is None:
+                    if len(self._legal) > 16384:
+                        self._legal.clear()
+                    legal = self._legal[lkey] = big.covers(0)
+                if not legal:
                     return None
                 parts.append(big)
                 continue
@@ -409,24 +418,30 @@ class _BigPart:
 
     def __init__(self, reach: Reach, fields: tuple[str, ...], derived: tuple[Any, ...], full: dict[str, Any],
                  invariants: tuple[Any, ...]):
-        sat = reach.comp.satisfied_partial
-        weight = {f: sum(f in reach._base[d.name] for d in derived) for f in fields}
-        self.order = tuple(sorted(fields, key=lambda f: (-weight[f], len(reach._reps[f]), f)))
-        self.pools = [tuple((v, sat({f: v})) for v in reach._reps[f]) for f in self.order]
+        # what depends on the part's fields alone is built once per part shape and shared
+        key = (fields, tuple(d.name for d in derived))
+        shape = reach._shapes.get(key)
+        if shape is None:
+            sat = reach.comp.satisfied_partial
+            weight = {f: sum(f in reach._base[d.name] for d in derived) for f in fields}
+            order = tuple(sorted(fields, key=lambda f: (-weight[f], len(reach._reps[f]), f)))
+            pools = [tuple((v, sat({f: v})) for v in reach._reps[f]) for f in order]
+            dsat = [{v: sat({d.name: v}) for v in d.values} for d in derived]
+            funion = [_or(m for _, m in pool) for pool in pools]
+            dunion = [_or(ds.values()) for ds in dsat]
+            pos = {f: k for k, f in enumerate(order)}
+            # the assigned fields an invariant still waiting for another field reads
+            ibase = [tuple(sorted(pos[f] for f in inv.fields if f in pos)) for inv in invariants]
+            # a derived fact's possible values and state by its inputs' values (the same in every context)
+            pmemo: dict[tuple[Any, ...], Any] = {}
+            shape = reach._shapes[key] = (order, pools, dsat, funion, dunion, _or(funion) | _or(dunion), ibase, pmemo)
+        self.order, self.pools, self.dsat, self.funion, self.dunion, self.union, self.ibase, self._pmemo = shape
         self.derived = derived
-        self.dsat = [{v: sat({d.name: v}) for v in d.values} for d in derived]
         self.full = full
         self.invariants = invariants
         self.reach = reach
-        self.funion = [_or(m for _, m in pool) for pool in self.pools]
-        self.dunion = [_or(ds.values()) for ds in self.dsat]
-        self.union = _or(self.funion) | _or(self.dunion)
-        # the assigned fields whose values still matter while a derived fact / an invariant is undecided
-        pos = {f: k for k, f in enumerate(self.order)}
-        self.ibase = [tuple(sorted(pos[f] for f in inv.fields if f in pos)) for inv in invariants]
         self.inexact = False
         self._memo: dict[int, bool] = {}
-        self._pmemo: dict[tuple[Any, ...], tuple[Any, ...]] = {}  # a derived fact's possible values by its inputs
         self._nodes = 0
 
     def covers(self, need: int) -> bool:
