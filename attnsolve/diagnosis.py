@@ -79,7 +79,8 @@ def _fact_order(config: Config, hold: frozenset[str] = frozenset()) -> list[str]
     names = [f for f in config.field_names if f in relevant and f != "backend" and getattr(config, f) is not ANY]
     # "no compute capability" / "no gfx arch" only restate the platform: not facts of their own
     names = [f for f in names if not (f in ("compute_capability", "rocm_arch") and getattr(config, f) is None)]
-    return sorted(names, key=lambda f: (-_cost(f, config), config.field_names.index(f)))
+    where = {f: i for i, f in enumerate(config.field_names)}
+    return sorted(names, key=lambda f: (-_cost(f, config), where[f]))
 
 
 def _consistency(config: Config, role: str, available: frozenset[str] | None,
@@ -251,8 +252,9 @@ def find_fixes(config: Config, role: str, available: frozenset[str] | None, requ
             if all(not (c & d) for d in disjoint):
                 disjoint.append(c)
         max_size = min(max(max_size, len(disjoint)), 8)
+        where = {f: i for i, f in enumerate(config.field_names)}
         pool = sorted({f for c in known for f in c if f not in _NEVER_CHANGE and f not in hold},
-                      key=lambda f: (_cost(f, config), config.field_names.index(f)))
+                      key=lambda f: (_cost(f, config), where[f]))
         grew = False
         for combo in _hitting_sets(pool, size, known):  # each touches every known conflict
             visited += 1

@@ -12,6 +12,7 @@ search stays tiny. The CSP remains the reference; tests check the two agree.
 from __future__ import annotations
 
 import itertools
+import operator
 import weakref
 from typing import Any, Mapping
 
@@ -108,6 +109,7 @@ class Reach:
         self._shapes: dict[Any, Any] = {}  # a large part's context-free tables (_BigPart)
         self._legal: dict[Any, bool] = {}  # whether a large part has a legal value combination
         self._dmemo: dict[tuple[Any, ...], tuple[Any]] = {}  # derived values by their inputs' values
+        self._getters = {g: operator.itemgetter(*g) for g in self.groups}
 
     def _parts(self, group: tuple[str, ...], facts: Mapping[str, Any]) -> _Parts | None:
         """`group`'s options for `facts`, factored: the clauses its fixed fields (and the derived facts
@@ -119,7 +121,13 @@ class Reach:
         small independent parts. Enumerating each part alone (memoised on the fixed values it reads)
         answers exactly what enumerating the whole product answers, at a sum instead of a product.
         """
-        key = (group, tuple(facts.get(f, ANY) for f in group))
+        try:  # the facts usually name every field: one C-level lookup of the group's values
+            vals = self._getters[group](facts)
+            if len(group) == 1:
+                vals = (vals,)
+        except KeyError:
+            vals = tuple(facts.get(f, ANY) for f in group)
+        key = (group, vals)
         got = self._opt_cache.get(key, _MISSING)
         if got is not _MISSING:
             return got
@@ -663,8 +671,10 @@ def goal_reachable(reach: Reach, facts: Mapping[str, Any], requested: str | None
     for i, pl in enumerate(rules.lists):
         if plat is not ANY and pl.platform != plat:
             continue
-        p, masks = comp.plan(pl, req)
         base = comp.list_need(i)
+        if base < 0:
+            continue  # the list never applies (no candidate of it can be reached through it)
+        p, masks = comp.plan(pl, req)
         if requested is not None and p.mode == "auto" and any(c.backend == requested for c in p.candidates):
             # the request is ignored by this list: `requested` wins only where every available candidate
             # before it is invalid, a negation the clause cover cannot state. Decided here when no
@@ -681,12 +691,14 @@ def goal_reachable(reach: Reach, facts: Mapping[str, Any], requested: str | None
                     return True
                 undecided = True
             continue
+        union = units[1]
         for cand, m in zip(p.candidates, masks):
             if available is not None and cand.backend not in available:
                 continue
             if requested is not None and cand.backend != requested:
                 continue
-            if reach.reachable(facts, base | m if base >= 0 else -1, units):
+            need = base | m
+            if union & need == need and reach.reachable(facts, need, units):  # (the first test inline: cheap)
                 return True
     return None if undecided else False
 
