@@ -122,7 +122,13 @@ class GoalCheck:
 
     # -- the question --------------------------------------------------------------------------------
     def facts_for(self, kept: frozenset[str]) -> dict[str, Any]:
-        return {f: (v if (f in kept or f in self.held) else ANY) for f, v in self.full.items()}
+        full = self.full
+        facts = dict.fromkeys(full, ANY)
+        facts.update(self.held)
+        for f in kept:
+            if f in full:
+                facts[f] = full[f]
+        return facts
 
     def reachable(self, kept: frozenset[str]) -> bool:
         return self._search(self.facts_for(kept), witness=False) is not None

@@ -672,8 +672,8 @@ def goal_reachable(reach: Reach, facts: Mapping[str, Any], requested: str | None
         if plat is not ANY and pl.platform != plat:
             continue
         base = comp.list_need(i)
-        if base < 0:
-            continue  # the list never applies (no candidate of it can be reached through it)
+        if base < 0 or units[1] & base != base:
+            continue  # the list never applies, or not to any completion of these facts
         p, masks = comp.plan(pl, req)
         if requested is not None and p.mode == "auto" and any(c.backend == requested for c in p.candidates):
             # the request is ignored by this list: `requested` wins only where every available candidate
