@@ -197,9 +197,10 @@ class Reach:
                 parts.append(opts)
         return fixed, tuple(parts)
 
-    def _big(self, fields: tuple[str, ...], derived: tuple[Any, ...], full: Mapping[str, Any]) -> "_BigPart":
-        """A part too large to enumerate (vLLM >= 0.18's FA facts read a dozen free fields together):
-        searched per question instead (`_BigPart.covers`), memoised on the fixed values it reads."""
+    def _part_key(self, fields: tuple[str, ...], derived: tuple[Any, ...],
+                  full: Mapping[str, Any]) -> tuple[Any, ...]:
+        """A part's memo key: its fields, its derived facts and the fixed values those derived facts and the
+        coupling read (a derived fact reads its inputs only; fixed derived facts stand for their inputs)."""
         reads: set[str] = set()
         for d in derived:
             reads.update(d.inputs)
@@ -209,7 +210,12 @@ class Reach:
         reads -= set(fields)
         reads -= {d.name for d in derived}
         ctx = tuple(sorted((f, full[f]) for f in reads if f in full))
-        key = ("big", fields, tuple(d.name for d in derived), ctx)
+        return fields, tuple(d.name for d in derived), ctx
+
+    def _big(self, fields: tuple[str, ...], derived: tuple[Any, ...], full: Mapping[str, Any]) -> "_BigPart":
+        """A part too large to enumerate (vLLM >= 0.18's FA facts read a dozen free fields together):
+        searched per question instead (`_BigPart.covers`), memoised on the fixed values it reads."""
+        key = ("big", *self._part_key(fields, derived, full))
         got = self._part_cache.get(key)
         if got is None:
             if len(self._part_cache) > 16384:
@@ -222,17 +228,7 @@ class Reach:
               full: Mapping[str, Any]) -> tuple[int, ...]:
         """The maximal clause sets of one independent part: its free fields' values with its derived facts
         (memoised on the fixed values those derived facts and the coupling read)."""
-        # a derived fact reads its inputs only (fixed derived facts stand for their own inputs)
-        reads: set[str] = set()
-        for d in derived:
-            reads.update(d.inputs)
-        for grp in self._coupled:
-            if any(f in grp for f in fields):
-                reads.update(grp)
-        reads -= set(fields)
-        reads -= {d.name for d in derived}
-        ctx = tuple(sorted((f, full[f]) for f in reads if f in full))
-        key = (fields, tuple(d.name for d in derived), ctx)
+        key = self._part_key(fields, derived, full)
         got = self._part_cache.get(key)
         if got is not None:
             return got
