@@ -324,6 +324,8 @@ def full_configs(draw: st.DrawFn) -> Config:
                     backend="TRITON_MLA"))
 @example(cfg=Config(platform="cuda", dtype="float16", compute_capability="10.0", head_size=1, block_size=1,
                     backend="AMX_MLA", vllm="0.33"))
+@example(cfg=Config(platform="cuda", dtype="float16", compute_capability="10.0", head_size=264, block_size=1,
+                    backend="MINIMAX_M3_SPARSE", vllm="0.33"))
 def test_every_failure_has_a_working_fix_or_is_hardware_only(cfg: Config) -> None:
     try:
         solve(cfg)
@@ -339,10 +341,16 @@ def test_every_failure_has_a_working_fix_or_is_hardware_only(cfg: Config) -> Non
         # the requested backend, or any backend when none is requested or the change drops the request.
         # (A change that selects another backend while the request stays, e.g. model_route=
         # 'openpangu_sink' on 0.33 whose layer takes FLASH_ATTN_DIFFKV whatever is asked, misses the goal.)
+        # The model's identity (model_arch, model_route...: goal.background_fields) is held as given: a
+        # different model is not a fix (MINIMAX_M3_SPARSE requested for another model's layer).
         from attnsolve.diagnosis import _candidate_values
+        from attnsolve.goal import background_fields
         from attnsolve.selection import compiled_rules
         rules = compiled_rules(cfg).rules
+        held = background_fields(cfg)
         for name in cfg.field_names:
+            if name in held:
+                continue
             for value in _candidate_values(rules, name, getattr(cfg, name)):
                 try:
                     changed = Config(**{**base, name: value})
