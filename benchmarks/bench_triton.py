@@ -201,7 +201,62 @@ def bench_mla(bw: float, quick: bool) -> list[dict[str, Any]]:
     return rows
 
 
-def run(quick: bool = False) -> list[dict[str, Any]]:
+def _sweep(label: str, fn: Callable[..., Any], configs: list[dict[str, Any]], unit_bytes: float | None,
+           bw: float) -> list[dict[str, Any]]:
+    """One row per launch configuration; ``ratio`` = the default configuration's time / this one's."""
+    rows = []
+    t_default, _ = _try_time(lambda: fn())
+    for cfg in configs:
+        name = f"tune {label} " + " ".join(f"{k}={v}" for k, v in cfg.items())
+        t, err = _try_time(lambda: fn(**cfg))
+        row: dict[str, Any] = {"name": name, "backend": "TRITON", "config": cfg}
+        if err or t is None:
+            row.update(value=None, unit="ms", skipped=err)
+        else:
+            row.update(value=round(t * 1e3, 4), unit="ms", baseline=round((t_default or 0) * 1e3, 4),
+                       baseline_name="the default launch", ratio=round((t_default or t) / t, 2))
+            if unit_bytes:
+                row.update(kv_gbs=round(unit_bytes / t / 1e9, 1), pct_of_bw=round(100 * unit_bytes / t / 1e9 / bw, 1))
+        rows.append(row)
+    return rows
+
+
+def bench_tune(bw: float) -> list[dict[str, Any]]:
+    """Launch options of the Triton kernels (tile, warps, split-KV, rows per program) around their
+    defaults, on a decode batch, a 2k prefill and an MLA decode: which defaults a GPU should get."""
+    from attnsolve.kernels.triton_attn import triton_paged_attention
+    from attnsolve.kernels.triton_mla import triton_mla_attention
+
+    rows = []
+    for batch, ctx in ((8, 16384), (64, 4096)):
+        q, kc, vc, md = paged_problem(batch, ctx, 32, 8, 128, 16, torch.bfloat16)
+        kv_bytes = 2 * batch * ctx * 8 * 128 * 2
+        cfgs = [dict(tile=tl_, num_warps=w, num_segments=s) for tl_ in (16, 32, 64) for w in (4, 8)
+                for s in ((1, 4, 16) if batch == 8 else (1,))]
+        rows += _sweep(f"decode bf16 b{batch} ctx {ctx // 1024}k", lambda **k: triton_paged_attention(q, kc, vc, md, **k),
+                       cfgs, kv_bytes, bw)
+        del q, kc, vc, md
+        torch.cuda.empty_cache()
+    L = 2048
+    q, kc, vc, md = paged_problem(1, L, 32, 8, 128, 16, torch.bfloat16, q_rows=L)
+    cfgs = [dict(block_m=m, tile=tl_, num_warps=w) for m in (16, 64, 128) for tl_ in (32, 64) for w in (4, 8)]
+    rows += _sweep("prefill bf16 2k", lambda **k: triton_paged_attention(q, kc, vc, md, **k), cfgs, None, bw)
+    del q, kc, vc, md
+    batch, bs, ctx = 8, 64, 4096
+    nblk = ctx // bs
+    bt = torch.randperm(batch * nblk).to(torch.int32).view(batch, nblk).to(DEVICE)
+    md = AttentionMetadata(torch.arange(batch + 1, dtype=torch.int32).to(DEVICE),
+                           torch.full((batch,), ctx, dtype=torch.int32).to(DEVICE), bt)
+    q = torch.randn(batch, 128, 576, dtype=torch.bfloat16, device=DEVICE)
+    kv = torch.randn(batch * nblk, bs, 576, dtype=torch.bfloat16, device=DEVICE)
+    cfgs = [dict(tile=tl_, num_warps=w, num_segments=s) for tl_ in (16, 32) for w in (4, 8) for s in (1, 8, 16)]
+    rows += _sweep("MLA b8 h128 ctx 4k", lambda **k: triton_mla_attention(q, kv, md, kv_lora_rank=512,
+                                                                          scale=192 ** -0.5, **k),
+                   cfgs, batch * ctx * 576 * 2, bw)
+    return rows
+
+
+def run(quick: bool = False, tune: bool = False) -> list[dict[str, Any]]:
     """All rows (dicts with name, value, unit, baseline, ratio...); ``[]`` without a CUDA device."""
     if not torch.cuda.is_available():
         print(f"# no CUDA GPU present (torch {torch.__version__}): bench_triton measures GPU kernels only; "
@@ -219,6 +274,8 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     rows += bench_decode(bw, quick)
     rows += bench_prefill(quick)
     rows += bench_mla(bw, quick)
+    if tune:
+        rows += bench_tune(bw)
     return rows
 
 
@@ -233,7 +290,7 @@ def _print(rows: list[dict[str, Any]]) -> None:
             continue
         extra = ""
         if "ratio" in r:
-            extra += f"  {r['ratio']:5.2f}x SDPA ({r['baseline']} {r['unit']})"
+            extra += f"  {r['ratio']:5.2f}x {'default' if 'config' in r else 'SDPA'} ({r['baseline']} {r['unit']})"
         if "kv_gbs" in r:
             extra += f"  {r['kv_gbs']:7.1f} GB/s ({r['pct_of_bw']}% of bw)"
         if "tflops" in r:
@@ -246,7 +303,16 @@ if __name__ == "__main__":
 
     _ap = argparse.ArgumentParser(prog="bench_triton.py", description=(__doc__ or "").splitlines()[0])
     _ap.add_argument("--quick", action="store_true", help="fewer cases and rounds")
-    _quick = _ap.parse_args().quick
+    _ap.add_argument("--json", help="also write the rows (and the device) to this file")
+    _ap.add_argument("--tune", action="store_true", help="also sweep the Triton kernels' launch options")
+    _args = _ap.parse_args()
     t0 = time.perf_counter()
-    _print(run(quick=_quick))
+    _rows = run(quick=_args.quick, tune=_args.tune)
+    _print(_rows)
     print(f"# total {time.perf_counter() - t0:.1f} s")
+    if _args.json:
+        import json
+
+        _dev = (f"{torch.cuda.get_device_name()} (cc {'.'.join(map(str, torch.cuda.get_device_capability()))})"
+                if torch.cuda.is_available() else None)
+        Path(_args.json).write_text(json.dumps({"device": _dev, "torch": torch.__version__, "rows": _rows}, indent=1))

@@ -397,6 +397,8 @@ def triton_paged_attention(
     tile: int | None = None,
     num_segments: int | None = None,
     fp8_bits: bool | None = None,
+    num_warps: int | None = None,
+    num_stages: int | None = None,
 ):
     """Paged attention with the unified Triton kernel; returns a tensor like ``query``
     (``(out, lse)`` with ``return_lse=True``).
@@ -407,6 +409,7 @@ def triton_paged_attention(
     splits each program's keys into that many parallel segments combined by a second
     kernel (split-KV, for decode batches too small to fill the GPU); default: 1 on CPU,
     on GPU chosen from the shapes alone (no host sync) for decode-only batches.
+    ``num_warps``/``num_stages``: Triton launch options (default: Triton's own).
     ``fp8_bits``: decode a ``float8_e4m3fn`` cache from its bits in the kernel (default:
     on CUDA GPUs below SM 8.9, where Triton has no fp8e4nv conversion).
     """
@@ -557,6 +560,7 @@ def triton_paged_attention(
         NUM_SEGMENTS=num_segments,
         NUM_HEADS=H,
         FP8_BITS=bool(fp8_bits),
+        **_launch_options(num_warps, num_stages),
     )
     if num_segments > 1:
         _reduce_segments_kernel[(T, H)](
@@ -573,6 +577,16 @@ def triton_paged_attention(
             RETURN_LSE=c.return_lse,
         )
     return (out, lse) if c.return_lse else out
+
+
+def _launch_options(num_warps: int | None, num_stages: int | None) -> dict:
+    """Triton launch options given by the caller (a GPU tuning sweep); none means Triton's defaults."""
+    opts = {}
+    if num_warps is not None:
+        opts["num_warps"] = int(num_warps)
+    if num_stages is not None:
+        opts["num_stages"] = int(num_stages)
+    return opts
 
 
 _SM_COUNT: dict[int, int] = {}

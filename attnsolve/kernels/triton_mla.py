@@ -31,7 +31,7 @@ import triton.language as tl
 
 from attnsolve.kernels.registry import register_kernel
 from attnsolve.kernels.validate import check_mla
-from attnsolve.kernels.triton_attn import _reduce_segments_kernel, _require_runnable, interpreter_reason
+from attnsolve.kernels.triton_attn import _launch_options, _reduce_segments_kernel, _require_runnable, interpreter_reason
 
 __all__ = ["triton_mla_attention"]
 
@@ -184,8 +184,12 @@ def triton_mla_attention(
     block_h: int | None = None,
     tile: int | None = None,
     num_segments: int | None = None,
+    num_warps: int | None = None,
+    num_stages: int | None = None,
 ) -> torch.Tensor:
     """MLA attention over a paged latent cache; see the module docstring.
+
+    ``num_warps``/``num_stages``: Triton launch options (default: Triton's own).
 
     ``num_segments`` (a power of two): split-KV segments combined by a second kernel;
     default 1 on CPU, on GPU enough for about two programs per SM (at most 16).
@@ -277,6 +281,7 @@ def triton_mla_attention(
         DOT_PRECISION="ieee" if (query.dtype == torch.float32 or dev.type == "cpu") else None,
         DOT_F32=dev.type == "cpu",
         NUM_SEGMENTS=num_segments,
+        **_launch_options(num_warps, num_stages),
     )
     if num_segments > 1:
         _reduce_segments_kernel[(T, H)](

@@ -1,0 +1,226 @@
+"""The GPU session's one prepared script: GPU tests, the peer grid on the GPU, benchmarks, docs.
+
+Run on a CUDA machine (``TRITON_INTERPRET`` unset)::
+
+    python -m benchmarks.gpu_check --out DIR [--write-docs] [--budget SECONDS]
+
+Steps, each in its own process with its own time limit (a hang or a crash in one keeps the
+others' results), in the order that keeps the most valuable figures if time runs out:
+
+1. ``env.json``: GPU, driver, torch, triton, CUDA, which GPU libraries are installed.
+2. ``bench_triton.json``: ``benchmarks/bench_triton.py`` (Triton kernels, the runnable adapters
+   and FLEX against SDPA and against the measured copy bandwidth).
+3. ``gpu_tests.log``: ``pytest -m gpu tests/kernels`` (compiled Triton kernels against the float64
+   references, the adapters, FLEX on CUDA).
+4. ``peer_grid.json``: ``tests/kernels/gpu_peer_grid.py``: the peers' grids at their own sizes.
+5. ``bench_tune.json``: the Triton kernels' launch options swept around their defaults.
+
+``--write-docs`` (or ``--render DIR`` later, on any machine) rewrites the figures section of
+``docs/gpu_kernels.md`` (between its ``gpu-figures`` markers) from DIR; a copy goes to
+``DIR/gpu_kernels.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "gpu_kernels.md"
+BEGIN, END = "<!-- gpu-figures:begin -->", "<!-- gpu-figures:end -->"
+
+
+def _sh(cmd: list[str], timeout: float, log: Path | None = None) -> tuple[int, str, float]:
+    """(exit code, output, seconds); 124 when the time limit stopped it."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    t0 = time.perf_counter()
+    try:
+        r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=max(1, timeout))
+        code, out = r.returncode, r.stdout + r.stderr
+    except subprocess.TimeoutExpired as e:
+        code = 124
+        out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        out += "\n# stopped: time limit\n"
+    secs = time.perf_counter() - t0
+    if log is not None:
+        log.write_text(out)
+    print(f"# {' '.join(cmd[:4])}...: exit {code} in {secs:.0f} s", flush=True)
+    print(out[-3000:], flush=True)
+    return code, out, secs
+
+
+def environment() -> dict:
+    import torch
+
+    env: dict = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                 "python": sys.version.split()[0], "torch": torch.__version__,
+                 "cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available()}
+    try:
+        import triton
+
+        env["triton"] = triton.__version__
+    except Exception as e:  # noqa: BLE001
+        env["triton"] = f"not importable: {e}"
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        env.update(gpu=p.name, capability=".".join(map(str, torch.cuda.get_device_capability(0))),
+                   sms=p.multi_processor_count, memory_gib=round(p.total_memory / 2**30, 1))
+    try:
+        smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem",
+                              "--format=csv,noheader"], capture_output=True, text=True, timeout=30)
+        env["nvidia_smi"] = smi.stdout.strip()
+    except Exception as e:  # noqa: BLE001
+        env["nvidia_smi"] = f"unavailable: {e}"
+    from attnsolve.kernels.adapters import _common as C
+
+    env["libraries"] = {m: ("installed" if C.load(m) is not None else "not installed")
+                        for m in ("flash_attn", "flashinfer", "flash_mla")}
+    return env
+
+
+def run(out: Path, budget: float, quick: bool) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    t_end = time.perf_counter() + budget
+    left = lambda reserve=0.0: t_end - time.perf_counter() - reserve  # noqa: E731
+    (out / "env.json").write_text(json.dumps(environment(), indent=1))
+    py = sys.executable
+    steps = {}
+    bench = [py, "benchmarks/bench_triton.py", "--json", str(out / "bench_triton.json")] + (["--quick"] if quick else [])
+    steps["bench"] = _sh(bench, min(240, left(0.6 * budget)), out / "bench_triton.log")[::2]
+    tests = [py, "-m", "pytest", "-m", "gpu", "tests/kernels", "-q", "-rA", "-p", "no:cacheprovider",
+             "--deselect", "tests/kernels/test_gpu_peer_grid.py::test_peer_grid_on_gpu",
+             f"--junitxml={out / 'gpu_tests.xml'}"]
+    steps["tests"] = _sh(tests, min(240, left(0.3 * budget)), out / "gpu_tests.log")[::2]
+    grid = [py, "tests/kernels/gpu_peer_grid.py", "--per-source", "1" if quick else "2",
+            "--json", str(out / "peer_grid.json")]
+    steps["peer_grid"] = _sh(grid, min(300, left(0.12 * budget)), out / "peer_grid.log")[::2]
+    if left() > 45:
+        tune = [py, "-c", "import json, sys; from benchmarks import bench_triton as b; "
+                "bw = b.copy_bandwidth_gbs(1024); rows = b.bench_tune(bw); b._print(rows); "
+                f"open({str(out / 'bench_tune.json')!r}, 'w').write(json.dumps({{'bw': bw, 'rows': rows}}, indent=1))"]
+        steps["tune"] = _sh(tune, left(5), out / "bench_tune.log")[::2]
+    (out / "steps.json").write_text(json.dumps({k: {"exit": c, "seconds": round(s)} for k, (c, s) in steps.items()}))
+
+
+# ------------------------------------------------------------------------------------ the docs section
+
+def _load(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _bench_table(rows: list[dict]) -> list[str]:
+    lines = ["| case | time | vs baseline | KV GB/s (% of copy bw) |", "| --- | ---: | ---: | ---: |"]
+    for r in rows:
+        if r.get("skipped"):
+            lines.append(f"| {r['name']} | not run: {str(r['skipped'])[:90]} | | |")
+            continue
+        base = f"{r['ratio']}x ({r['baseline']} {r['unit']})" if "ratio" in r else ""
+        bw = f"{r['kv_gbs']} ({r['pct_of_bw']}%)" if "kv_gbs" in r else (f"{r['tflops']} TFLOP/s" if "tflops" in r else "")
+        lines.append(f"| {r['name']} | {r['value']} {r['unit']} | {base} | {bw} |")
+    return lines
+
+
+def _tests_summary(log: str) -> str:
+    m = re.findall(r"^(?:=+ )?(\d+ (?:passed|failed|errors?|skipped|deselected).*?) in ([\d.]+)s", log, re.M)
+    return f"{m[-1][0]} in {m[-1][1]} s" if m else "no summary line (see gpu_tests.log)"
+
+
+def render(src: Path) -> str:
+    env = _load(src / "env.json") or {}
+    steps = _load(src / "steps.json") or {}
+    lines = [BEGIN, "", "## Figures from a GPU run", "",
+             f"Generated by `python -m benchmarks.gpu_check --render DIR` from the run of {env.get('date', '?')} "
+             f"(`python -m benchmarks.gpu_check --out DIR`). Machine: **{env.get('gpu', 'no GPU')}** "
+             f"(compute capability {env.get('capability', '?')}, {env.get('sms', '?')} SMs, "
+             f"{env.get('memory_gib', '?')} GiB; nvidia-smi: {env.get('nvidia_smi', '?')}), torch {env.get('torch', '?')} "
+             f"(CUDA {env.get('cuda', '?')}), triton {env.get('triton', '?')}, Python {env.get('python', '?')}. "
+             f"GPU libraries: " + ", ".join(f"{k} {v}" for k, v in (env.get("libraries") or {}).items()) + ".",
+             ""]
+    if steps:
+        lines.append("Steps (exit code, seconds): " + ", ".join(f"{k} {v['exit']} ({v['seconds']} s)"
+                                                               for k, v in steps.items()) + ".")
+        lines.append("")
+    log = (src / "gpu_tests.log").read_text() if (src / "gpu_tests.log").exists() else ""
+    lines += ["### GPU tests (`pytest -m gpu tests/kernels`)", "", _tests_summary(log) + ".", ""]
+    fails = [ln for ln in log.splitlines() if ln.startswith(("FAILED", "ERROR"))]
+    skips = [ln for ln in log.splitlines() if ln.startswith("SKIPPED")]
+    lines += [f"- {ln[:220]}" for ln in fails + skips[:12]]
+    if fails or skips:
+        lines.append("")
+    grid = _load(src / "peer_grid.json")
+    lines += ["### The peers' grids on the GPU (`tests/kernels/gpu_peer_grid.py`)", ""]
+    if grid:
+        sys.path.insert(0, str(ROOT / "tests" / "kernels"))
+        from gpu_peer_grid import summarise
+
+        lines += summarise(grid).splitlines()
+    else:
+        lines.append("Not run (see peer_grid.log).")
+    lines.append("")
+    bench = _load(src / "bench_triton.json")
+    lines += ["### Benchmarks (`benchmarks/bench_triton.py`)", ""]
+    lines += _bench_table(bench["rows"]) if bench and bench.get("rows") else ["Not run (see bench_triton.log)."]
+    lines.append("")
+    tune = _load(src / "bench_tune.json")
+    if tune and tune.get("rows"):
+        lines += ["### Launch options around the defaults (`bench_triton.bench_tune`)", ""]
+        best: dict[str, dict] = {}
+        for r in tune["rows"]:
+            if r.get("value") is None:
+                continue
+            case = r["name"].split(" tile=")[0].split(" block_m=")[0]
+            if case not in best or r["value"] < best[case]["value"]:
+                best[case] = r
+        lines += ["| case | default | best launch | best time | speed-up |", "| --- | ---: | --- | ---: | ---: |"]
+        for case, r in best.items():
+            cfg = " ".join(f"{k}={v}" for k, v in r["config"].items())
+            lines.append(f"| {case.removeprefix('tune ')} | {r['baseline']} ms | {cfg} | {r['value']} ms | {r['ratio']}x |")
+        lines.append("")
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def write_docs(src: Path) -> None:
+    section = render(src)
+    text = DOC.read_text()
+    if BEGIN in text and END in text:
+        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    DOC.write_text(text)
+    (src / "gpu_kernels.md").write_text(text)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--out", type=Path, help="run the steps, results into this folder")
+    ap.add_argument("--render", type=Path, help="only rewrite docs/gpu_kernels.md from a saved run's folder")
+    ap.add_argument("--write-docs", action="store_true", help="after the run, rewrite docs/gpu_kernels.md")
+    ap.add_argument("--budget", type=float, default=540, help="seconds for all steps together")
+    ap.add_argument("--quick", action="store_true", help="fewer cases and rounds")
+    a = ap.parse_args(argv)
+    if a.render:
+        write_docs(a.render)
+        return 0
+    if not a.out:
+        ap.error("give --out DIR (run) or --render DIR (docs only)")
+    run(a.out, a.budget, a.quick)
+    if a.write_docs:
+        write_docs(a.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
