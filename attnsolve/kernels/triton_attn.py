@@ -55,6 +55,18 @@ def _e4m3fn_bits_to_f32(b):
 
 
 @triton.jit
+def _e5m2_bits_to_f32(b):
+    """float8_e5m2 bits (loaded as uint8) -> float32, for GPUs below SM 8.9 (Triton 3.6 emits a
+    ``cvt .e5m2x2`` that ptxas refuses there).  bias 15, subnormals, infinities, NaN."""
+    x = b.to(tl.int32)
+    e = (x >> 2) & 31
+    m = (x & 3).to(tl.float32)
+    mag = tl.where(e == 0, m * 0.0000152587890625, (4.0 + m) * tl.exp2((e - 17).to(tl.float32)))  # m/4*2^-14 | (1+m/4)*2^(e-15)
+    mag = tl.where(e == 31, tl.where((x & 3) == 0, float("inf"), float("nan")), mag)
+    return tl.where((x & 128) != 0, -mag, mag)
+
+
+@triton.jit
 def _unified_attention_kernel(
     out_ptr,
     seg_acc_ptr,
@@ -221,8 +233,10 @@ def _unified_attention_kernel(
                 mask=d_ok[:, None] & k_ok[None, :],
                 other=0.0,
             )  # [HEAD_PAD, TILE]
-            if FP8_BITS:
+            if FP8_BITS == 1:
                 k = _e4m3fn_bits_to_f32(k)
+            elif FP8_BITS == 2:
+                k = _e5m2_bits_to_f32(k)
             if USE_K_SCALE:
                 k = (k.to(tl.float32) * k_scale).to(q.dtype)
             else:
@@ -236,8 +250,10 @@ def _unified_attention_kernel(
                 mask=k_ok[:, None] & dv_ok[None, :],
                 other=0.0,
             )  # [TILE, HEAD_PAD_V]
-            if FP8_BITS:
+            if FP8_BITS == 1:
                 v = _e4m3fn_bits_to_f32(v)
+            elif FP8_BITS == 2:
+                v = _e5m2_bits_to_f32(v)
             if USE_V_SCALE:
                 v = (v.to(tl.float32) * v_scale).to(q.dtype)
             else:
@@ -410,8 +426,9 @@ def triton_paged_attention(
     kernel (split-KV, for decode batches too small to fill the GPU); default: 1 on CPU,
     on GPU chosen from the shapes alone (no host sync) for decode-only batches.
     ``num_warps``/``num_stages``: Triton launch options (default: Triton's own).
-    ``fp8_bits``: decode a ``float8_e4m3fn`` cache from its bits in the kernel (default:
-    on CUDA GPUs below SM 8.9, where Triton has no fp8e4nv conversion).
+    ``fp8_bits``: decode a ``float8_e4m3fn`` or ``float8_e5m2`` cache from its bits in the
+    kernel (default: on CUDA GPUs below SM 8.9, where Triton has no fp8e4nv conversion and
+    Triton 3.6's e5m2 conversion does not assemble).
     """
     c = check_paged(
         query, key_cache, value_cache, md, scale=scale, causal=causal, sliding_window=sliding_window,
@@ -489,16 +506,18 @@ def triton_paged_attention(
     else:
         seg_acc = seg_ml = dummy
 
-    e4m3 = key_cache.dtype == torch.float8_e4m3fn
-    if e4m3 != (value_cache.dtype == torch.float8_e4m3fn):
+    fp8_code = _FP8_BITS_CODE.get(key_cache.dtype, 0)
+    if fp8_code != _FP8_BITS_CODE.get(value_cache.dtype, 0):
         raise ValueError(f"Expected key and value caches of one dtype, but got {key_cache.dtype} and {value_cache.dtype}.")
     if fp8_bits is None:
-        fp8_bits = e4m3 and dev.type == "cuda" and not torch.version.hip and \
+        fp8_bits = bool(fp8_code) and dev.type == "cuda" and not torch.version.hip and \
             tuple(torch.cuda.get_device_capability(dev)) < (8, 9)
-    if fp8_bits and not e4m3:
-        raise ValueError(f"Expected a float8_e4m3fn cache for fp8_bits=True, but got {key_cache.dtype}.")
+    if fp8_bits and not fp8_code:
+        raise ValueError(f"Expected a float8_e4m3fn or float8_e5m2 cache for fp8_bits=True, but got {key_cache.dtype}.")
     if fp8_bits:
         key_cache, value_cache = key_cache.view(torch.uint8), value_cache.view(torch.uint8)
+    else:
+        fp8_code = 0
 
     grid = (T // block_q + num_seqs, Hkv, num_segments)
     kernel = _unified_attention_kernel
@@ -559,7 +578,7 @@ def triton_paged_attention(
         DOT_F32=dev.type == "cpu",
         NUM_SEGMENTS=num_segments,
         NUM_HEADS=H,
-        FP8_BITS=bool(fp8_bits),
+        FP8_BITS=fp8_code,
         **_launch_options(num_warps, num_stages),
     )
     if num_segments > 1:
@@ -577,6 +596,10 @@ def triton_paged_attention(
             RETURN_LSE=c.return_lse,
         )
     return (out, lse) if c.return_lse else out
+
+
+# FP8_BITS: which bit decoder the kernel applies to a cache viewed as uint8 (0: none)
+_FP8_BITS_CODE = {torch.float8_e4m3fn: 1, torch.float8_e5m2: 2}
 
 
 def _launch_options(num_warps: int | None, num_stages: int | None) -> dict:

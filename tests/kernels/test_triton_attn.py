@@ -118,7 +118,7 @@ def attn_cases(draw):
     sinks = draw(st.booleans())
     seed = draw(st.integers(0, 2**16))
     opts["num_segments"] = draw(st.sampled_from([1, 1, 2, 4]))  # split-KV (kernel knob, not reference)
-    opts["fp8_bits"] = fp8 == torch.float8_e4m3fn and draw(st.booleans())  # the SM < 8.9 path
+    opts["fp8_bits"] = fp8 is not None and draw(st.booleans())  # the SM < 8.9 path
     return seqs, num_kv_heads, group, head_size, block_size, dtype, fp8, opts, sinks, seed
 
 
@@ -208,6 +208,23 @@ def test_e4m3_bit_decoder_is_exact_for_all_256_patterns():
 
 
 @needs_interp
+def test_e5m2_bit_decoder_is_exact_for_all_256_patterns():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def decode(x_ptr, y_ptr):
+        offs = tl.arange(0, 256)
+        tl.store(y_ptr + offs, triton_attn._e5m2_bits_to_f32(tl.load(x_ptr + offs)))
+
+    bits = torch.arange(256, dtype=torch.int32).to(torch.uint8)
+    y = torch.empty(256)
+    decode[(1,)](bits, y)
+    expect = bits.view(torch.float8_e5m2).float()  # subnormals, +-inf (0x7C, 0xFC), NaN
+    torch.testing.assert_close(y, expect, equal_nan=True, atol=0, rtol=0)
+
+
+@needs_interp
 def test_empty_query_rows_and_decode_only_batch():
     # a sequence with no query rows between two that have some
     q, kc, vc, md = make_batch([2, 0, 1], [6, 9, 12], 4, 2, 32, 4, seed=2)
@@ -259,7 +276,7 @@ def test_rejects_bad_shapes():
                    torch.float32)
     with pytest.raises(ValueError, match="dtype"):
         triton_paged_attention(q.double(), kc, vc, md)
-    with pytest.raises(ValueError, match="float8_e4m3fn cache"):
+    with pytest.raises(ValueError, match="float8_e4m3fn or float8_e5m2 cache"):
         triton_paged_attention(q, kc, vc, md, fp8_bits=True)
     with pytest.raises(ValueError, match="block_m a power of two"):
         triton_paged_attention(q, kc, vc, md, block_m=48)

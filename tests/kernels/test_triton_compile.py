@@ -47,7 +47,7 @@ def attn_consts(**kw):
     c = dict(HEAD_SIZE=128, HEAD_SIZE_V=128, HEAD_PAD=128, HEAD_PAD_V=128, QUERIES_PER_KV=4, BLOCK_Q=4, BLOCK_M=16,
              TILE=32, CAUSAL=True, USE_WINDOW=True, USE_SOFTCAP=True, USE_SINKS=True, USE_K_SCALE=False,
              USE_V_SCALE=False, SCALE_PER_SEQ=False, NUM_KV_HEADS=8, USE_ALIBI=False, MAX_MM=0, RETURN_LSE=False,
-             DOT_PRECISION=None, DOT_F32=False, NUM_SEGMENTS=1, NUM_HEADS=32, FP8_BITS=False)
+             DOT_PRECISION=None, DOT_F32=False, NUM_SEGMENTS=1, NUM_HEADS=32, FP8_BITS=0)
     c.update(kw)
     return c
 
@@ -91,8 +91,10 @@ CASES = {
     "attn-fp8e4nv-scales-split16-sm90": ("attn", "90", attn_types("*fp8e4nv"),
                                          attn_consts(USE_K_SCALE=True, USE_V_SCALE=True, NUM_SEGMENTS=16)),
     "attn-fp8-bits-sm80": ("attn", "80", attn_types("*u8"), attn_consts(USE_K_SCALE=True, USE_V_SCALE=True,
-                                                                         FP8_BITS=True)),
-    "attn-fp8e5-sm80": ("attn", "80", attn_types("*fp8e5"), attn_consts(USE_K_SCALE=True, USE_V_SCALE=True)),
+                                                                         FP8_BITS=1)),
+    "attn-fp8e5-bits-sm80": ("attn", "80", attn_types("*u8"), attn_consts(USE_K_SCALE=True, USE_V_SCALE=True,
+                                                                           FP8_BITS=2)),
+    "attn-fp8e5-sm90": ("attn", "90", attn_types("*fp8e5"), attn_consts(USE_K_SCALE=True, USE_V_SCALE=True)),
     "attn-bf16-gfx942": ("attn", "gfx942", attn_types(), attn_consts()),
     "attn-bf16-gfx90a": ("attn", "gfx90a", attn_types(), attn_consts()),
     "attn-fp32-ieee-gfx950": ("attn", "gfx950", attn_types("*fp32", "*fp32"), attn_consts(DOT_PRECISION="ieee")),
@@ -120,7 +122,7 @@ _EXPECTED_FAIL = {"attn-fp8e4nv-sm80"}
 _CASES = [
     "attn-bf16-sm80", "attn-bf16-sm90", "attn-bf16-sm100", "attn-fp16-plain-sm80", "attn-fp32-ieee-sm80",
     "attn-d80-group3-sm90", "attn-d256-group16-sm90", "attn-dk192-dv128-sm90", "attn-fp8e4nv-scales-split16-sm90",
-    "attn-fp8-bits-sm80", "attn-fp8e5-sm80", "attn-bf16-gfx942", "reduce-sm90", "mla-dense-sm80",
+    "attn-fp8-bits-sm80", "attn-fp8e5-bits-sm80", "attn-fp8e5-sm90", "attn-bf16-gfx942", "reduce-sm90", "mla-dense-sm80",
     "mla-dense-sm90", "mla-sparse-split8-sm90", "mla-norope-sm90", "mla-dense-gfx942", "attn-fp8e4nv-sm80",
     "attn-bf16-gfx90a", "attn-fp32-ieee-gfx950", "attn-fp8e4nv-gfx942", "reduce-lse-sm90", "attn-features-sm90",
 ]
