@@ -35,7 +35,7 @@ from strategies import budget, HARDWARE, completions, config_kwargs, field_pool,
 # (vLLM >= 0.18): the conflict search checks the prefill lists without requiring the layer's decode selection
 # to succeed (a deliberate over-approximation, goal.GoalCheck._prefill_layer), so such a conflict may keep a
 # fact only the decode selection needs. Reachability is exact for every other question (its large parts are
-# searched, not approximated: solver/reach.py _BigPart). Conflict soundness runs for every release: the
+# searched, not approximated: solver/reach_search.py BigPart). Conflict soundness runs for every release: the
 # conflict search runs the platform's steps before the lists (goal.py) and holds the model's identity (model
 # route, architecture...: the facts no list reads) as background, as the law's draws do.
 # 0.33's pools are larger: under ci its exhaustive fix-minimality search thins each pool (SMALL, _pool), and
