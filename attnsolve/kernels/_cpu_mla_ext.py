@@ -299,6 +299,203 @@ static inline void pv_bf16(const float* p, int ldp, const uint16_t* const* rp, i
 }
 #endif
 
+#if defined(MLA_BF16_FAST) && defined(__AMX_BF16__) && defined(__AMX_TILE__) && defined(__linux__)
+// AMX tiles for both products (bf16 query and cache), float32 everywhere else:
+//   scores  S^T[16 rows x 16 heads] += rows[16 x 32 dims] . q^T[32 dims x 16 heads]   (rows loaded in place)
+//   P . V   O[16 heads x 16 dims]   += P[16 heads x 32 rows] . V[32 rows x 16 dims]    (V pair-interleaved)
+// in two passes over at most 256 rows (scores of all of them, then one exact max per head, so P . V needs no
+// rescaling inside the step; steps are joined by the usual online-softmax rescale).  P is split into two
+// bf16 terms (hi + lo: 16 significant bits), so its rounding stays far below float32 tolerances; a product
+// of two bf16 values is exact in float32.  Heads go in groups of 16 (padded with zero queries).
+#define MLA_AMX 1
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <stdlib.h>
+struct alignas(64) MlaTileCfg { uint8_t palette_id; uint8_t start_row; uint8_t reserved[14]; uint16_t colsb[16]; uint8_t rows[16]; };
+static int mla_amx_permitted() {  // the kernel grants the tile data state per process; ATTNSOLVE_CPU_AMX=0 turns AMX off
+  static int ok = -1;
+  if (ok < 0) {
+    const char* e = getenv("ATTNSOLVE_CPU_AMX");
+    if (e && (e[0] == '0' || e[0] == 'n' || e[0] == 'N' || e[0] == 'f' || e[0] == 'F')) ok = 0;
+    else ok = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0 ? 1 : 0;
+  }
+  return ok;
+}
+
+static inline __m512 exp_v(__m512 x) {  // exp_tile's polynomial on a whole vector; NaN stays NaN
+  const __m512 in = x;
+  x = _mm512_max_ps(x, _mm512_set1_ps(-104.f));
+  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500E-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507E-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073E-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894E-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459E-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
+  p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.f)));
+  p = _mm512_scalef_ps(p, n);
+  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(in, in, _CMP_UNORD_Q), p, in);
+}
+
+static const int AMX_STEP = 256;  // rows per two-pass step
+
+// One work item (rows r0..r1 of one query token) with AMX.  acc_out [H][R] (natural column order), m/l [H].
+// Returns 1 when a block id is out of range (the caller reports it), else 0.
+static int mla_item_amx(const uint16_t* const* qp, int H, int D, int R, float scale,
+                        const char* kvb, int64_t skv_b, int64_t skv_s, int32_t num_blocks, int bs,
+                        const int32_t* btrow, const int32_t* topk_row, int r0, int r1,
+                        float* acc_out, float* m_out, float* l_out) {
+  const int G = (H + 15) / 16, HP = G * 16, NC = D / 32, RC = R / 32;
+  thread_local std::vector<uint16_t> qv, vbuf, pbuf, rowbuf, zero;
+  thread_local std::vector<float> sc, acc, ph, pl, mm, ll;
+  thread_local std::vector<const uint16_t*> rp;
+  MlaTileCfg cfg;
+  memset(&cfg, 0, sizeof(cfg));
+  cfg.palette_id = 1;
+  for (int i = 0; i < 7; i++) { cfg.rows[i] = 16; cfg.colsb[i] = 64; }  // every tile 16 x 64 bytes
+  _tile_loadconfig(&cfg);
+  // q^T per group of 16 heads, pair-interleaved: [G][D/2][16 heads][2]
+  qv.assign((size_t)G * D * 16, 0);
+  for (int h = 0; h < H; h++)
+    for (int d = 0; d < D; d++) qv[((size_t)(h / 16) * (D / 2) + d / 2) * 32 + (h % 16) * 2 + (d & 1)] = qp[h][d];
+  if ((int)zero.size() < D) zero.assign(D, 0);
+  rowbuf.resize((size_t)16 * D);
+  acc.assign((size_t)HP * R, 0.f);
+  mm.assign(HP, -INFINITY);
+  ll.assign(HP, 0.f);
+  rp.resize(AMX_STEP);
+  const int max_steps = AMX_STEP / 32;
+  vbuf.resize((size_t)max_steps * RC * 2 * 16 * 32);
+  pbuf.resize((size_t)G * max_steps * 2 * 16 * 32);
+  sc.resize((size_t)AMX_STEP * HP);
+  ph.resize((size_t)AMX_STEP * 16);
+  pl.resize((size_t)AMX_STEP * 16);
+  const int esz = 2;
+  int bad = 0;
+  const __m512 vscale = _mm512_set1_ps(scale), ninf = _mm512_set1_ps(-INFINITY);
+  for (int sb = r0; sb < r1; sb += AMX_STEP) {
+    int n = 0;
+    for (int j = sb; j < std::min(sb + AMX_STEP, r1); j++) {
+      int pos = topk_row ? topk_row[j] : j;
+      if (pos < 0) continue;  // sparse padding
+      int blk = btrow[pos / bs];
+      if (blk < 0 || blk >= num_blocks) { bad = 1; continue; }
+      rp[n++] = (const uint16_t*)(kvb + (blk * skv_b + (int64_t)(pos % bs) * skv_s) * esz);
+    }
+    if (n == 0) continue;
+    const int ns = (n + 31) / 32;
+    for (int j = n; j < ns * 32; j++) rp[j] = zero.data();  // zero rows: no score, no value
+    // pass 1a: V pair-interleaved per 32 rows, 32 columns at a time: [step][c][lo | hi][16 pairs][32]
+    for (int st = 0; st < ns; st++)
+      for (int i = 0; i < 16; i++) {
+        const uint16_t* a = rp[st * 32 + 2 * i];
+        const uint16_t* b = rp[st * 32 + 2 * i + 1];
+        for (int c = 0; c < RC; c++) {
+          const __m512i x0 = _mm512_loadu_si512((const void*)(a + 32 * c)), x1 = _mm512_loadu_si512((const void*)(b + 32 * c));
+          uint16_t* o = &vbuf[(((size_t)st * RC + c) * 2) * 512 + (size_t)i * 32];
+          _mm512_storeu_si512((void*)o, _mm512_unpacklo_epi16(x0, x1));
+          _mm512_storeu_si512((void*)(o + 512), _mm512_unpackhi_epi16(x0, x1));
+        }
+      }
+    // pass 1b: scores [row][HP] (16 rows per tile; rows of one stride are read in place)
+    for (int r = 0; r < ns * 32; r += 16) {
+      const uint16_t* base = rp[r];
+      int64_t stride = rp[r + 1] - rp[r];
+      bool uniform = stride > 0 && stride <= (int64_t)1 << 20;
+      for (int k = 2; uniform && k < 16; k++) uniform = rp[r + k] - rp[r] == k * stride;
+      if (!uniform) {
+        for (int k = 0; k < 16; k++) memcpy(&rowbuf[(size_t)k * D], rp[r + k], sizeof(uint16_t) * D);
+        base = rowbuf.data();
+        stride = D;
+      }
+      for (int g = 0; g < G; g++) {
+        _tile_zero(0);
+        for (int c = 0; c < NC; c++) {
+          _tile_loadd(1, base + 32 * c, stride * 2);
+          _tile_loadd(2, &qv[((size_t)g * (D / 2) + 16 * c) * 32], 64);
+          _tile_dpbf16ps(0, 1, 2);
+        }
+        _tile_stored(0, &sc[(size_t)r * HP + g * 16], HP * 4);
+      }
+    }
+    // softmax per group of 16 heads (heads in lanes): one max over the step, rescale what came before
+    for (int g = 0; g < G; g++) {
+      __m512 mx = ninf;
+      for (int j = 0; j < n; j++) mx = _mm512_max_ps(_mm512_mul_ps(_mm512_loadu_ps(&sc[(size_t)j * HP + g * 16]), vscale), mx);
+      const __m512 mo = _mm512_loadu_ps(&mm[g * 16]);
+      const __m512 mn = _mm512_max_ps(mx, mo);
+      const __mmask16 up = _mm512_cmp_ps_mask(mn, mo, _CMP_GT_OQ) & _mm512_cmp_ps_mask(mo, ninf, _CMP_NEQ_OQ);
+      if (up) {
+        alignas(64) float corr[16];
+        _mm512_store_ps(corr, exp_v(_mm512_sub_ps(mo, mn)));
+        for (unsigned u = up; u; u &= u - 1) {
+          const int i = __builtin_ctz(u);
+          float* ah = &acc[(size_t)(g * 16 + i) * R];
+          const __m512 vc = _mm512_set1_ps(corr[i]);
+          for (int c = 0; c < R; c += 16) _mm512_storeu_ps(ah + c, _mm512_mul_ps(_mm512_loadu_ps(ah + c), vc));
+          ll[g * 16 + i] *= corr[i];
+        }
+      }
+      _mm512_storeu_ps(&mm[g * 16], mn);
+      __m512 ls = _mm512_setzero_ps();
+      for (int j = 0; j < ns * 32; j++) {
+        __m512 p = _mm512_setzero_ps();
+        if (j < n) {
+          p = exp_v(_mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(&sc[(size_t)j * HP + g * 16]), vscale), mn));
+          ls = _mm512_add_ps(ls, p);
+        }
+        const __m256i hi = (__m256i)_mm512_cvtneps_pbh(p);
+        const __m512 hif = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(hi), 16));
+        const __m256i lo = (__m256i)_mm512_cvtneps_pbh(_mm512_sub_ps(p, hif));
+        _mm256_storeu_si256((__m256i*)&ph[(size_t)j * 16], hi);  // ph/pl hold bf16 bits as [row][16 heads]
+        _mm256_storeu_si256((__m256i*)&pl[(size_t)j * 16], lo);
+      }
+      _mm512_storeu_ps(&ll[g * 16], _mm512_add_ps(_mm512_loadu_ps(&ll[g * 16]), ls));
+      // P tiles [step][hi | lo][16 heads][32 rows]
+      const uint16_t* h16 = (const uint16_t*)ph.data();
+      const uint16_t* l16 = (const uint16_t*)pl.data();
+      for (int st = 0; st < ns; st++) {
+        uint16_t* o = &pbuf[(((size_t)g * max_steps + st) * 2) * 512];
+        for (int h = 0; h < 16; h++)
+          for (int r = 0; r < 32; r++) {
+            o[h * 32 + r] = h16[(size_t)(st * 32 + r) * 32 + h];
+            o[512 + h * 32 + r] = l16[(size_t)(st * 32 + r) * 32 + h];
+          }
+      }
+    }
+    // pass 2: P . V, 16 heads x 16 columns per tile, accumulated over the step's rows
+    for (int g = 0; g < G; g++)
+      for (int k = 0; k < 2 * RC; k++) {
+        float* a = &acc[(size_t)g * 16 * R + (size_t)k * 16];
+        _tile_loadd(3, a, R * 4);
+        for (int st = 0; st < ns; st++) {
+          const uint16_t* pp = &pbuf[(((size_t)g * max_steps + st) * 2) * 512];
+          _tile_loadd(4, pp, 64);
+          _tile_loadd(5, pp + 512, 64);
+          _tile_loadd(6, &vbuf[(((size_t)st * RC + k / 2) * 2 + (k & 1)) * 512], 64);
+          _tile_dpbf16ps(3, 4, 6);
+          _tile_dpbf16ps(3, 5, 6);
+        }
+        _tile_stored(3, a, R * 4);
+      }
+  }
+  // columns back in natural order: tile column n of (chunk c, half q) is column 32c + 8(n/4) + 4q + n%4
+  for (int h = 0; h < H; h++) {
+    const float* ah = &acc[(size_t)h * R];
+    float* o = acc_out + (size_t)h * R;
+    for (int c = 0; c < RC; c++)
+      for (int q = 0; q < 2; q++)
+        for (int nn = 0; nn < 16; nn++) o[32 * c + 8 * (nn / 4) + 4 * q + nn % 4] = ah[32 * c + 16 * q + nn];
+    m_out[h] = mm[h];
+    l_out[h] = ll[h];
+  }
+  return bad;
+}
+#endif
+
 extern "C" int mla_attend(
     const void* q, int64_t sq_t, int64_t sq_h,
     const void* kv, int64_t skv_b, int64_t skv_s, int32_t num_blocks,
@@ -324,6 +521,9 @@ extern "C" int mla_attend(
   }
   const int64_t part = (int64_t)H * (R + 2);  // per item: acc [H][R], m [H], l [H]
   int bad = 0;
+#if defined(MLA_AMX)
+  const bool use_amx = dtype == BF16 && D % 32 == 0 && R % 32 == 0 && R <= D && (sq_h % 2) == 0 && mla_amx_permitted();
+#endif
 #pragma omp parallel for schedule(dynamic, 1) reduction(|:bad)
   for (int it = 0; it < n_items; it++) {
     const int t = items[3 * it], r0 = items[3 * it + 1], r1 = items[3 * it + 2];
@@ -333,6 +533,16 @@ extern "C" int mla_attend(
     float* acc = scratch + it * part;
     float* m = acc + (int64_t)H * R;
     float* l = m + H;
+#if defined(MLA_AMX)
+    if (use_amx) {
+      std::vector<const uint16_t*> qp(H);
+      for (int h = 0; h < H; h++) qp[h] = (const uint16_t*)q + (t * sq_t + h * sq_h);
+      if (mla_item_amx(qp.data(), H, D, R, scale, kvb, skv_b, skv_s, num_blocks, bs, bt + seq * sbt,
+                       topk ? topk + t * stopk : nullptr, r0, r1, acc, m, l))
+        bad = 1;
+      continue;
+    }
+#endif
 #if defined(MLA_BF16_FAST)
     if (dtype == BF16 && D % 32 == 0 && R % 32 == 0 && R <= D && (sq_h % 2) == 0) {
       // q rows as bf16 (the query is bf16: exact), scale applied to the float32 scores
