@@ -350,12 +350,12 @@ static int mla_item_amx(const uint16_t* const* qp, int H, int D, int R, float sc
                         float* acc_out, float* m_out, float* l_out) {
   const int G = (H + 15) / 16, HP = G * 16, NC = D / 32, RC = R / 32;
   thread_local std::vector<uint16_t> qv, vbuf, pbuf, rowbuf, zero;
-  thread_local std::vector<float> sc, acc, ph, pl, mm, ll;
+  thread_local std::vector<float> sc, acc, ph, mm, ll;
   thread_local std::vector<const uint16_t*> rp;
   MlaTileCfg cfg;
   memset(&cfg, 0, sizeof(cfg));
   cfg.palette_id = 1;
-  for (int i = 0; i < 7; i++) { cfg.rows[i] = 16; cfg.colsb[i] = 64; }  // every tile 16 x 64 bytes
+  for (int i = 0; i < 8; i++) { cfg.rows[i] = 16; cfg.colsb[i] = 64; }  // every tile 16 x 64 bytes
   _tile_loadconfig(&cfg);
   // q^T per group of 16 heads, pair-interleaved: [G][D/2][16 heads][2]
   qv.assign((size_t)G * D * 16, 0);
@@ -372,7 +372,6 @@ static int mla_item_amx(const uint16_t* const* qp, int H, int D, int R, float sc
   pbuf.resize((size_t)G * max_steps * 2 * 16 * 32);
   sc.resize((size_t)AMX_STEP * HP);
   ph.resize((size_t)AMX_STEP * 16);
-  pl.resize((size_t)AMX_STEP * 16);
   const int esz = 2;
   int bad = 0;
   const __m512 vscale = _mm512_set1_ps(scale), ninf = _mm512_set1_ps(-INFINITY);
@@ -447,39 +446,57 @@ static int mla_item_amx(const uint16_t* const* qp, int H, int D, int R, float sc
           p = exp_v(_mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(&sc[(size_t)j * HP + g * 16]), vscale), mn));
           ls = _mm512_add_ps(ls, p);
         }
-        const __m256i hi = (__m256i)_mm512_cvtneps_pbh(p);
-        const __m512 hif = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(hi), 16));
-        const __m256i lo = (__m256i)_mm512_cvtneps_pbh(_mm512_sub_ps(p, hif));
-        _mm256_storeu_si256((__m256i*)&ph[(size_t)j * 16], hi);  // ph/pl hold bf16 bits as [row][16 heads]
-        _mm256_storeu_si256((__m256i*)&pl[(size_t)j * 16], lo);
+        _mm512_storeu_ps(&ph[(size_t)j * 16], p);  // [row][16 heads] float32
       }
       _mm512_storeu_ps(&ll[g * 16], _mm512_add_ps(_mm512_loadu_ps(&ll[g * 16]), ls));
-      // P tiles [step][hi | lo][16 heads][32 rows]
-      const uint16_t* h16 = (const uint16_t*)ph.data();
-      const uint16_t* l16 = (const uint16_t*)pl.data();
+      // P tiles [step][hi | lo][16 heads][32 rows]: a head's 32 rows gathered (stride 16 floats), rounded to
+      // bf16 (hi) and the remainder rounded again (lo)
+      const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                             _mm512_set1_epi32(16));
       for (int st = 0; st < ns; st++) {
         uint16_t* o = &pbuf[(((size_t)g * max_steps + st) * 2) * 512];
-        for (int h = 0; h < 16; h++)
-          for (int r = 0; r < 32; r++) {
-            o[h * 32 + r] = h16[(size_t)(st * 32 + r) * 32 + h];
-            o[512 + h * 32 + r] = l16[(size_t)(st * 32 + r) * 32 + h];
-          }
+        const float* base = &ph[(size_t)st * 32 * 16];
+        for (int h = 0; h < 16; h++) {
+          const __m512 a = _mm512_i32gather_ps(idx, base + h, 4), b = _mm512_i32gather_ps(idx, base + 256 + h, 4);
+          const __m512i hi = (__m512i)_mm512_cvtne2ps_pbh(b, a);  // rows 0..15 low, 16..31 high
+          const __m512 ha = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(hi)), 16));
+          const __m512 hb = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(hi, 1)), 16));
+          _mm512_storeu_si512((void*)(o + h * 32), hi);
+          _mm512_storeu_si512((void*)(o + 512 + h * 32), (__m512i)_mm512_cvtne2ps_pbh(_mm512_sub_ps(b, hb), _mm512_sub_ps(a, ha)));
+        }
       }
     }
-    // pass 2: P . V, 16 heads x 16 columns per tile, accumulated over the step's rows
+    // pass 2: P . V, 16 heads x 16 columns per accumulator tile; four accumulators (tmm0, tmm3, tmm6, tmm7)
+    // stay in tiles over the step's rows, so each P tile is loaded once per 64 columns
     for (int g = 0; g < G; g++)
-      for (int k = 0; k < 2 * RC; k++) {
+      for (int k = 0; k < 2 * RC; k += 4) {
         float* a = &acc[(size_t)g * 16 * R + (size_t)k * 16];
-        _tile_loadd(3, a, R * 4);
+        _tile_loadd(0, a, R * 4);
+        _tile_loadd(3, a + 16, R * 4);
+        _tile_loadd(6, a + 32, R * 4);
+        _tile_loadd(7, a + 48, R * 4);
         for (int st = 0; st < ns; st++) {
           const uint16_t* pp = &pbuf[(((size_t)g * max_steps + st) * 2) * 512];
+          const uint16_t* vb = &vbuf[((size_t)st * RC + k / 2) * 2 * 512];  // chunks k..k+3: (c, lo), (c, hi), (c+1, lo), (c+1, hi)
           _tile_loadd(4, pp, 64);
           _tile_loadd(5, pp + 512, 64);
-          _tile_loadd(6, &vbuf[(((size_t)st * RC + k / 2) * 2 + (k & 1)) * 512], 64);
-          _tile_dpbf16ps(3, 4, 6);
-          _tile_dpbf16ps(3, 5, 6);
+          _tile_loadd(1, vb, 64);
+          _tile_loadd(2, vb + 512, 64);
+          _tile_dpbf16ps(0, 4, 1);
+          _tile_dpbf16ps(0, 5, 1);
+          _tile_dpbf16ps(3, 4, 2);
+          _tile_dpbf16ps(3, 5, 2);
+          _tile_loadd(1, vb + 1024, 64);
+          _tile_loadd(2, vb + 1536, 64);
+          _tile_dpbf16ps(6, 4, 1);
+          _tile_dpbf16ps(6, 5, 1);
+          _tile_dpbf16ps(7, 4, 2);
+          _tile_dpbf16ps(7, 5, 2);
         }
-        _tile_stored(3, a, R * 4);
+        _tile_stored(0, a, R * 4);
+        _tile_stored(3, a + 16, R * 4);
+        _tile_stored(6, a + 32, R * 4);
+        _tile_stored(7, a + 48, R * 4);
       }
   }
   // columns back in natural order: tile column n of (chunk c, half q) is column 32c + 8(n/4) + 4q + n%4
@@ -522,7 +539,7 @@ extern "C" int mla_attend(
   const int64_t part = (int64_t)H * (R + 2);  // per item: acc [H][R], m [H], l [H]
   int bad = 0;
 #if defined(MLA_AMX)
-  const bool use_amx = dtype == BF16 && D % 32 == 0 && R % 32 == 0 && R <= D && (sq_h % 2) == 0 && mla_amx_permitted();
+  const bool use_amx = dtype == BF16 && D % 32 == 0 && R % 64 == 0 && R <= D && (sq_h % 2) == 0 && mla_amx_permitted();
 #endif
 #pragma omp parallel for schedule(dynamic, 1) reduction(|:bad)
   for (int it = 0; it < n_items; it++) {
