@@ -230,10 +230,17 @@ static inline float fast_exp(float x) {
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #define ATTNSOLVE_AVX512 1
-#if defined(__AMX_BF16__) && defined(__AMX_TILE__) && defined(__linux__)
+#if defined(__AMX_BF16__) && defined(__AMX_TILE__) && defined(__AVX512BF16__) && defined(__linux__)
 // AMX for the bf16 QK products: S^T[16 tokens x G heads] = K[16 x 32 dims] . q^T per 32-dim chunk,
 // with K tiles loaded straight from the paged block (row stride = token stride) and q^T packed
 // once per work item in the pair-interleaved (VNNI) layout the instruction wants.
+// And for the PV product (flag 64, up to 16 query heads per KV head): V rows are loaded in place as
+// the B tile (16 tokens x 32 dims, no interleave); the pair structure of the instruction is met with
+// zeros in the A tile instead: row g = (p[t][g], 0) pairs gives head g's even dims, row G + g =
+// (0, p[t][g]) its odd dims, so one 2G x 16 x 32 product covers 16 tokens x 32 dims for all G heads
+// (two products of G rows from 9 heads up; half the products are zeros, which AMX has ample room for).  Measured on the AMX box (one
+// thread, bf16): 1.1 to 1.4x the vdpbf16ps PV in cache, 1.1 to 1.2x out of cache.
+// fp8 caches take both products too, on the per-tile bf16 conversion (X.cbuf).
 #define ATTNSOLVE_AMX 1
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -327,6 +334,31 @@ struct PfList {
   inline void step() { if (i < n) _mm_prefetch(p[i++], _MM_HINT_T1); }
   inline void rest() { while (i < n) step(); }
 };
+
+// In-register 16 x 16 float32 transpose (64 shuffles).
+static inline void transpose16(__m512* r) {
+  __m512 t[16], u[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int g = 0; g < 4; ++g) {  // u[4g + k], lane j: column 4j + k of rows 4g .. 4g + 3
+    const __m512d a = _mm512_castps_pd(t[4 * g]), b = _mm512_castps_pd(t[4 * g + 1]);
+    const __m512d c = _mm512_castps_pd(t[4 * g + 2]), d = _mm512_castps_pd(t[4 * g + 3]);
+    u[4 * g + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    u[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    u[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    u[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  for (int k = 0; k < 4; ++k) {
+    const __m512 v0 = _mm512_shuffle_f32x4(u[k], u[4 + k], 0x44), v1 = _mm512_shuffle_f32x4(u[k], u[4 + k], 0xEE);
+    const __m512 v2 = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0x44), v3 = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0xEE);
+    r[k] = _mm512_shuffle_f32x4(v0, v2, 0x88);
+    r[4 + k] = _mm512_shuffle_f32x4(v0, v2, 0xDD);
+    r[8 + k] = _mm512_shuffle_f32x4(v1, v3, 0x88);
+    r[12 + k] = _mm512_shuffle_f32x4(v1, v3, 0xDD);
+  }
+}
 
 #if defined(__AVX512BF16__)
 // PV over token pairs with bf16 dot products: acc[j] += p[t][j] v[t] + p[t+1][j] v[t+1]; V rows of a pair
@@ -530,7 +562,7 @@ constexpr int TILE = 16;  // tokens per tile, at absolute multiples of TILE
 // Everything a tile needs besides its token rows (one per thread and work item).
 struct TileCtx {
   int ctype, Hkv, G, H, Hp, flags;  // Hp: H rounded up to 16 (heads are vector lanes in the softmax)
-  int64_t k_s1, k_s2, v_s2;         // element strides: between tokens of a block, between KV heads
+  int64_t k_s1, k_s2, v_s1, v_s2;   // element strides: between tokens of a block, between KV heads
   float scale, softcap;
   bool prefetch;
   const float* qf;                  // [H][D] float32 query
@@ -542,12 +574,9 @@ struct TileCtx {
   __m512* part;                     // [Hp] per-head partial dot products of one token (lanes >= H stay 0)
   float* buf;                       // [TILE][D] float32 scratch (conversions)
   uint16_t* cbuf;                   // [TILE][Hkv * D] bf16 scratch (fp8 rows, flag 16)
+  uint16_t* pa;                     // AMX PV (flag 64): A tiles per KV head, [Hkv][2G][32] bf16
+  uint16_t* vz;                     // AMX PV: [TILE][D] bf16 scratch for a tile's V rows that are not equally strided
 };
-
-static inline void prefetch_rows(const char* row, int64_t head_stride_b, int nheads, int row_b) {
-  for (int kh = 0; kh < nheads; ++kh)
-    for (int o = 0; o < row_b; o += 64) _mm_prefetch(row + kh * head_stride_b + o, _MM_HINT_T1);
-}
 
 // One tile (nt <= TILE tokens, possibly from several blocks) for all heads: scores, online softmax, PV.
 // Memory is read in address order where it matters: the scores go token by token over all KV heads
@@ -567,24 +596,36 @@ static void tile_avx(const TileCtx& X, const char* const* ktok, const char* cons
   const __m512 vscale = _mm512_set1_ps(X.scale);
 #if defined(ATTNSOLVE_AMX)
   if (fl & 4) {  // 16 tokens x G heads per tile op; rows up to the next multiple of 16 lie in one block (caller checks)
-    const int64_t kstride_b = X.k_s1 * ce;
-    alignas(64) float ct[16 * 16];
-    for (int t = 0; X.prefetch && t < nnv; ++t) prefetch_rows(nextv[t], vhb, Hkv, D * ce);
+    // fp8: the tile's K rows (all KV heads) are first converted to bf16 rows of X.cbuf, and read from there
+    const bool f8 = (fl & 16) != 0;
+    const int64_t kstride_b = f8 ? (int64_t)Hkv * D * 2 : X.k_s1 * ce, khs = f8 ? (int64_t)D * 2 : khb;
+#if defined(ATTNSOLVE_FP8BF)
+    if (f8)
+      for (int t = 0; t < nt; ++t) fp8_to_bf16(ctype, (const uint8_t*)ktok[t], X.cbuf + (size_t)t * Hkv * D, Hkv * D, fl & 32);
+#endif
+    PfList pv;  // this tile's V rows in address order, spread over the tile ops (a burst stalls)
+    for (int t = 0; X.prefetch && t < nnv; ++t)
+      for (int kh = 0; kh < Hkv; ++kh)
+        for (int o = 0; o < D * ce; o += 64) {
+          if (pv.n < 640) pv.p[pv.n++] = nextv[t] + kh * vhb + o;
+          else _mm_prefetch(nextv[t] + kh * vhb + o, _MM_HINT_T1);
+        }
+    const int per = (pv.n + Hkv * (ND / 2) - 1) / (Hkv * (ND / 2));
     for (int kh = 0; kh < Hkv; ++kh) {
       const uint16_t* qv = X.qvnni + (size_t)kh * D * G;  // [D/2][G][2]
       for (int tb = 0; tb < nt; tb += 16) {
         _tile_zero(0);
         for (int c = 0; c < ND / 2; ++c) {
-          _tile_loadd(1, ktok[tb] + kh * khb + 64 * c, kstride_b);
+          _tile_loadd(1, (f8 ? (const char*)(X.cbuf + (size_t)tb * Hkv * D) : ktok[tb]) + kh * khs + 64 * c, kstride_b);
           _tile_loadd(2, qv + (size_t)c * 32 * G, G * 4);
           _tile_dpbf16ps(0, 1, 2);
+          for (int k = 0; k < per; ++k) pv.step();
         }
-        _tile_stored(0, ct, 64);
-        const int te = std::min(16, nt - tb);
-        for (int t = 0; t < te; ++t)
-          for (int g = 0; g < G; ++g) s[(size_t)(tb + t) * Hp + kh * G + g] = ct[t * 16 + g] * X.scale;
+        _tile_stored(0, s + (size_t)tb * Hp + kh * G, Hp * 4);  // S^T rows = tokens, G heads at kh * G
       }
     }
+    for (int t = 0; t < nt; ++t)  // (rows past nt hold garbage, never read)
+      for (int hb = 0; hb < Hp; hb += 16) _mm512_storeu_ps(s + (size_t)t * Hp + hb, _mm512_mul_ps(_mm512_loadu_ps(s + (size_t)t * Hp + hb), vscale));
   } else
 #endif
   for (int t = 0; t < nt; t += 2) {
@@ -671,8 +712,18 @@ static void tile_avx(const TileCtx& X, const char* const* ktok, const char* cons
         _mm512_storeu_ps(l + hb, _mm512_mask_mul_ps(_mm512_loadu_ps(l + hb), re, _mm512_loadu_ps(l + hb), _mm512_load_ps(corr)));
         for (unsigned r = re; r; r &= r - 1) {
           const int i = __builtin_ctz(r);
-          float* ah = acc + (size_t)(hb + i) * D;
           const __m512 vc = _mm512_set1_ps(corr[i]);
+          if (fl & 64) {  // AMX PV layout: per KV head [D/32][2G][16], head g in rows g and G + g
+            const int kh = (hb + i) / G, g = (hb + i) % G;
+            float* ah = acc + (size_t)kh * G * D + g * 16;
+            for (int c = 0; c < ND / 2; ++c) {
+              float* a0 = ah + (size_t)c * 32 * G;
+              _mm512_storeu_ps(a0, _mm512_mul_ps(_mm512_loadu_ps(a0), vc));
+              _mm512_storeu_ps(a0 + 16 * G, _mm512_mul_ps(_mm512_loadu_ps(a0 + 16 * G), vc));
+            }
+            continue;
+          }
+          float* ah = acc + (size_t)(hb + i) * D;
           for (int c = 0; c < ND; ++c) _mm512_storeu_ps(ah + 16 * c, _mm512_mul_ps(_mm512_loadu_ps(ah + 16 * c), vc));
         }
       }
@@ -686,6 +737,21 @@ static void tile_avx(const TileCtx& X, const char* const* ktok, const char* cons
       ls = _mm512_add_ps(ls, p);
     }
     _mm512_storeu_ps(l + hb, _mm512_add_ps(_mm512_loadu_ps(l + hb), ls));
+#if defined(ATTNSOLVE_AMX)
+    if (fl & 64) {  // A tiles of the PV product: row g = (p[t][g], 0) pairs, row G + g = (0, p[t][g]) over 16 tokens
+      __m512 r[16];
+      for (int t = 0; t < 16; ++t) r[t] = t < nt ? _mm512_loadu_ps(s + (size_t)t * Hp + hb) : _mm512_setzero_ps();
+      transpose16(r);
+      for (int i = 0; i < 16 && hb + i < H; ++i) {
+        const int kh = (hb + i) / G, g = (hb + i) % G;
+        const __m512i z = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(r[i]));
+        uint16_t* a = X.pa + (size_t)kh * 2 * G * 32;
+        _mm512_store_si512((void*)(a + g * 32), z);
+        _mm512_store_si512((void*)(a + (G + g) * 32), _mm512_slli_epi32(z, 16));
+      }
+      continue;
+    }
+#endif
 #if defined(__AVX512BF16__)
     if (fl & 8) {  // (p[t], p[t+1]) bf16 pairs per head
       const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
@@ -707,6 +773,58 @@ static void tile_avx(const TileCtx& X, const char* const* ktok, const char* cons
     for (int t = 0; t < nt; ++t) fp8_to_bf16(ctype, (const uint8_t*)vtok[t], X.cbuf + (size_t)t * Hkv * D, Hkv * D, fl & 32);
 #else
   const bool vconv = false;
+#endif
+#if defined(ATTNSOLVE_AMX)
+  if (fl & 64) {  // PV with AMX: C[2G x 16 dims] += A[2G x (16 tokens x 2)] . V[16 tokens x 32 dims] per 32 dims
+    const int64_t vs_b = X.v_s1 * ce;
+    bool direct = nt == 16;  // the tile's 16 V rows equally strided (one block, or adjacent ones): loaded in place
+    if ((fl & 16) && nt < 16) std::memset(X.cbuf + (size_t)nt * Hkv * D, 0, (size_t)(16 - nt) * Hkv * D * 2);
+    for (int t = 1; direct && t < 16; ++t) direct = vtok[t] == vtok[0] + t * vs_b;
+    for (int kh = 0; kh < Hkv; ++kh) {
+      PfList pf;
+      if (X.prefetch && nn)
+        for (int t = kh * nn / Hkv, te = (kh + 1) * nn / Hkv; t < te; ++t)
+          for (int h2 = 0; h2 < Hkv; ++h2)
+            for (int o = 0; o < D * ce && pf.n < 640; o += 64) pf.p[pf.n++] = nextk[t] + h2 * khb + o;
+      const char* vb;
+      int64_t vstride;
+      if (fl & 16) {  // fp8: rows converted to bf16 above (vconv, rows past nt zeroed)
+        vb = (const char*)(X.cbuf + (size_t)kh * D); vstride = (int64_t)Hkv * D * 2;
+      } else if (direct) { vb = vtok[0] + kh * vhb; vstride = vs_b; }
+      else {  // odd tile: rows copied, zeros past nt (0 * garbage could be NaN)
+        for (int t = 0; t < 16; ++t)
+          if (t < nt) std::memcpy(X.vz + (size_t)t * D, vtok[t] + kh * vhb, (size_t)D * 2);
+          else std::memset(X.vz + (size_t)t * D, 0, (size_t)D * 2);
+        vb = (const char*)X.vz; vstride = D * 2;
+      }
+      float* ak = acc + (size_t)kh * G * D;
+      const int per = (pf.n + ND / 2 - 1) / (ND / 2);
+      _tile_loadd(3, X.pa + (size_t)kh * 2 * G * 32, 64);
+      if (G <= 8) {  // one product of 2G rows per 32 dims
+        for (int c = 0; c < ND / 2; ++c) {
+          _tile_loadd(5, ak + (size_t)c * 32 * G, 64);
+          _tile_loadd(4, vb + 64 * c, vstride);
+          _tile_dpbf16ps(5, 3, 4);
+          _tile_stored(5, ak + (size_t)c * 32 * G, 64);
+          for (int k = 0; k < per; ++k) pf.step();
+        }
+      } else {  // 9 to 16 heads: the even-dim rows (tiles 3, 5) and the odd-dim rows (tiles 6, 7), G rows each
+        _tile_loadd(6, X.pa + (size_t)kh * 2 * G * 32 + (size_t)G * 32, 64);
+        for (int c = 0; c < ND / 2; ++c) {
+          _tile_loadd(4, vb + 64 * c, vstride);
+          _tile_loadd(5, ak + (size_t)c * 32 * G, 64);
+          _tile_dpbf16ps(5, 3, 4);
+          _tile_stored(5, ak + (size_t)c * 32 * G, 64);
+          _tile_loadd(7, ak + (size_t)c * 32 * G + 16 * G, 64);
+          _tile_dpbf16ps(7, 6, 4);
+          _tile_stored(7, ak + (size_t)c * 32 * G + 16 * G, 64);
+          for (int k = 0; k < per; ++k) pf.step();
+        }
+      }
+      pf.rest();
+    }
+    return;
+  }
 #endif
   for (int kh = 0; kh < Hkv; ++kh) {
     PfList pf;
@@ -838,6 +956,17 @@ static int bf16_pv_permitted() {  // ATTNSOLVE_CPU_BF16_PV=0 keeps the float32 P
 }
 #endif
 
+#if defined(ATTNSOLVE_AMX)
+static int amx_pv_permitted() {  // ATTNSOLVE_CPU_AMX_PV=0 keeps the vdpbf16ps PV product (ATTNSOLVE_CPU_AMX=0: both off)
+  static int ok = -1;
+  if (ok < 0) {
+    const char* e = std::getenv("ATTNSOLVE_CPU_AMX_PV");
+    ok = (e && (e[0] == '0' || e[0] == 'n' || e[0] == 'N' || e[0] == 'f' || e[0] == 'F')) ? 0 : 1;
+  }
+  return ok;
+}
+#endif
+
 static int fp8_lane_permitted() {  // ATTNSOLVE_CPU_FP8_LANE=0 keeps the natural order (for comparisons)
   static int ok = -1;
   if (ok < 0) { const char* e = std::getenv("ATTNSOLVE_CPU_FP8_LANE"); ok = (e && e[0] == '0') ? 0 : 1; }
@@ -922,9 +1051,14 @@ extern "C" int attnsolve_paged_decode(
                      ((tile && ctype == BF16 && D == Dv && (D % 32) == 0) ? 2 : 0) | (pvdp ? 8 : 0) | (fp8bf ? 16 : 0) |
                      ((fp8bf && pvdp && (D % 64) == 0 && fp8_lane_permitted()) ? 32 : 0);
 #if defined(ATTNSOLVE_AMX)
-  const int use_amx = (tile && ctype == BF16 && (use_dp & 1) && (D % 32) == 0 && G <= 16 && BS >= 16 && amx_permitted()) ? 4 : 0;
+  // (fp8: K and V rows are converted to contiguous bf16 rows first, so any block size, but whole token rows)
+  const bool amx_src = (ctype == BF16 && BS >= 16) || (fp8bf && k_s2 == D && v_s2 == D);
+  const int use_amx = (tile && amx_src && (use_dp & 1) && (D % 32) == 0 && G <= 16 && amx_permitted()) ? 4 : 0;
+  // AMX for the PV product as well (bf16 cache and output, up to 16 query heads per KV head): flag 64
+  const int use_amx_pv = (tile && (ctype == BF16 || (fp8bf && v_s2 == D)) && (use_dp & 8) && (D % 32) == 0 && G <= 16 &&
+                          amx_pv_permitted() && amx_permitted()) ? 64 : 0;
 #else
-  const int use_amx = 0;
+  const int use_amx = 0, use_amx_pv = 0;
 #endif
   // per-item partial results: grow-only buffers of the calling thread (every item writes its own slots),
   // so a decode step does not first-touch fresh pages (a large vector is a fresh mmap every call)
@@ -946,20 +1080,29 @@ extern "C" int attnsolve_paged_decode(
     std::vector<float> q2f((size_t)H * D * 2), qlane((use_dp & 32) ? (size_t)H * D : 0);
     std::vector<uint32_t> pp((use_dp & 8) ? (size_t)(TILE / 2) * Hp : 0);
     std::vector<float> partbuf((size_t)Hp * 16 + 16, 0.0f);  // [Hp] vectors, 64-byte aligned below
+    std::vector<uint16_t> pabuf(use_amx_pv ? (size_t)Hkv * 2 * G * 32 + 32 : 0), vzbuf(use_amx_pv ? (size_t)TILE * D : 0);
     TileCtx X;
-    X.ctype = ctype; X.Hkv = Hkv; X.G = G; X.H = H; X.Hp = Hp; X.flags = use_dp;
-    X.k_s1 = k_s1; X.k_s2 = k_s2; X.v_s2 = v_s2; X.scale = scale; X.softcap = softcap; X.prefetch = prefetch_on() != 0;
+    X.ctype = ctype; X.Hkv = Hkv; X.G = G; X.H = H; X.Hp = Hp; X.flags = use_dp | use_amx_pv;
+    X.pa = (uint16_t*)(((uintptr_t)pabuf.data() + 63) & ~(uintptr_t)63); X.vz = vzbuf.data();
+    X.k_s1 = k_s1; X.k_s2 = k_s2; X.v_s1 = v_s1; X.v_s2 = v_s2; X.scale = scale; X.softcap = softcap; X.prefetch = prefetch_on() != 0;
     X.qf = qf.data(); X.q2 = q2.data(); X.q2f = q2f.data(); X.qvnni = qvnni.data(); X.s = ts.data(); X.pp = pp.data(); X.part = (__m512*)(((uintptr_t)partbuf.data() + 63) & ~(uintptr_t)63);
     X.buf = tbuf.data(); X.cbuf = cbuf.data();
 #endif
 #if defined(ATTNSOLVE_AMX)
-    if (use_amx) {
+    if (use_amx || use_amx_pv) {
       TileCfg cfg;
       std::memset(&cfg, 0, sizeof(cfg));
       cfg.palette_id = 1;
       cfg.rows[0] = 16; cfg.colsb[0] = (uint16_t)(G * 4);   // C: 16 tokens x G fp32 scores
       cfg.rows[1] = 16; cfg.colsb[1] = 64;                  // A: 16 tokens x 32 bf16 dims of K
       cfg.rows[2] = 16; cfg.colsb[2] = (uint16_t)(G * 4);   // B: 16 dim pairs x G heads x 2 bf16 of q
+      if (use_amx_pv) {
+        const uint8_t R = (uint8_t)(G <= 8 ? 2 * G : G);    // rows per product (G > 8: even and odd dims apart)
+        cfg.rows[3] = R; cfg.colsb[3] = 64;                 // PV A: 2G rows (even / odd dims) x 16 tokens x 2 bf16
+        cfg.rows[4] = 16; cfg.colsb[4] = 64;                // PV B: 16 tokens x 32 bf16 dims of V, in place
+        cfg.rows[5] = R; cfg.colsb[5] = 64;                 // PV C: 2G rows x 16 fp32 dims
+        if (G > 8) { cfg.rows[6] = R; cfg.colsb[6] = 64; cfg.rows[7] = R; cfg.colsb[7] = 64; }  // odd-dim A and C
+      }
       _tile_loadconfig(&cfg);
     }
 #endif
@@ -968,16 +1111,6 @@ extern "C" int attnsolve_paged_decode(
       const Item& I = items[it];
       for (int h = 0; h < H; ++h)
         load_row(qtype, (const char*)q + ((int64_t)I.row * q_s0 + (int64_t)h * q_s1) * qe, &qf[(size_t)h * D], D, 1.0f);
-      if (use_amx) {  // q^T per KV head as [D/2][G][2] bf16 (round to nearest even, like the dp path)
-        for (int kh = 0; kh < Hkv; ++kh)
-          for (int g = 0; g < G; ++g)
-            for (int d = 0; d < D; ++d) {
-              uint32_t u; std::memcpy(&u, &qf[(size_t)(kh * G + g) * D + d], 4);
-              const uint16_t b = ((u & 0x7fffffffu) > 0x7f800000u) ? (uint16_t)0x7fc0
-                                 : (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-              qvnni[(size_t)kh * D * G + (size_t)(d / 2) * G * 2 + g * 2 + (d & 1)] = b;
-            }
-      }
 #if defined(ATTNSOLVE_AVX512)
       if (tile) {  // the query with each 8 (float32) / 16 (bf16, rounded to nearest even) dims twice
         for (size_t i = 0; i < (size_t)H * D; i += 8) {
@@ -993,6 +1126,16 @@ extern "C" int attnsolve_paged_decode(
             const __m256i b = (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(&qsrc[i]));
             _mm512_storeu_si512((void*)&q2[2 * i], _mm512_inserti64x4(_mm512_castsi256_si512(b), b, 1));
           }
+        if (use_amx) {  // q^T per KV head as [D/2][G][2] bf16 (round to nearest even, like the dp path; fp8: lane order)
+          for (int kh = 0; kh < Hkv; ++kh)
+            for (int g = 0; g < G; ++g)
+              for (int d = 0; d < D; ++d) {
+                uint32_t u; std::memcpy(&u, &qsrc[(size_t)(kh * G + g) * D + d], 4);
+                const uint16_t b = ((u & 0x7fffffffu) > 0x7f800000u) ? (uint16_t)0x7fc0
+                                   : (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+                qvnni[(size_t)kh * D * G + (size_t)(d / 2) * G * 2 + g * 2 + (d & 1)] = b;
+              }
+        }
 #endif
       }
 #endif
@@ -1029,10 +1172,10 @@ extern "C" int attnsolve_paged_decode(
           rows(kc, k_s0, k_s1, t0, nt, ktok);
           rows(vc, v_s0, v_s1, t0, nt, vtok);
           if (nn > 0) rows(kc, k_s0, k_s1, t1, nn, nk);
-          int fl = use_dp;
+          int fl = use_dp | use_amx_pv;
           if (use_amx) {  // AMX loads 16 rows with one stride: each 16-row group must lie in one block
             bool ok = true;
-            for (int tb = 0; tb < nt; tb += 16) ok = ok && ((t0 + tb) % BS) + 16 <= BS;
+            for (int tb = 0; tb < nt && !fp8bf; tb += 16) ok = ok && ((t0 + tb) % BS) + 16 <= BS;
             if (ok) fl |= 4;
           }
           X.flags = fl;
@@ -1103,7 +1246,20 @@ extern "C" int attnsolve_paged_decode(
           }
         }
       }
-      if (use_dp & 8) {  // undo the unpacklo/hi order of each 32-wide chunk (see pv_dp)
+      if (use_amx_pv) {  // undo the AMX PV layout: per KV head [D/32][2G][16], head g's even dims in row g, odd in G + g
+        float* dst = &pacc[(size_t)it * H * Dv];
+        for (int h = 0; h < H; ++h) {
+          const float* a = &acc[(size_t)(h / G) * G * Dv + (h % G) * 16];
+          for (int c = 0; c < Dv / 32; ++c)
+            for (int n = 0; n < 16; ++n) {
+              const int p0 = 32 * c + 2 * n, p1 = p0 + 1;  // V row positions (lane order: fp8_to_bf16)
+              const int d0 = (use_dp & 32) ? p0 - p0 % 64 + fp8_lane_elem(p0 % 64) : p0;
+              const int d1 = (use_dp & 32) ? p1 - p1 % 64 + fp8_lane_elem(p1 % 64) : p1;
+              dst[(size_t)h * Dv + d0] = a[(size_t)c * 32 * G + n];
+              dst[(size_t)h * Dv + d1] = a[(size_t)c * 32 * G + 16 * G + n];
+            }
+        }
+      } else if (use_dp & 8) {  // undo the unpacklo/hi order of each 32-wide chunk (see pv_dp)
         float* dst = &pacc[(size_t)it * H * Dv];
         for (int h = 0; h < H; ++h)
           for (int c = 0; c < Dv; c += 32)
@@ -1128,7 +1284,7 @@ extern "C" int attnsolve_paged_decode(
       std::memcpy(&pl[(size_t)it * H], l.data(), sizeof(float) * H);
     }
 #if defined(ATTNSOLVE_AMX)
-    if (use_amx) _tile_release();
+    if (use_amx || use_amx_pv) _tile_release();
 #endif
   }
   // Merge the chunks of each row (log-sum-exp; sinks join the denominator) on the calling thread:
