@@ -166,9 +166,10 @@ def _gather_kv(key_cache, value_cache, bt_row: torch.Tensor, L: int, dtype, ks: 
         v = buf[hkv * L * D:].view(hkv, L, dv)
         blocks = bt_row[:nblk]
         blocks = blocks if blocks.dtype == torch.int32 and blocks.is_contiguous() else blocks.to(torch.int32).contiguous()
-        # a small gather (512 tokens x 8 heads: 2 MiB of bf16, ~0.1 ms) stays on this thread: one parallel
-        # region fewer, which matters on a busy machine
-        threads = torch.get_num_threads() if L * hkv >= 16384 else 1
+        # a tiny gather stays on this thread (one parallel region fewer, which matters on a busy machine);
+        # from 2k (token, KV head) rows both threads win on a quiet box (512 x 8 rows of bf16: 0.086 ms
+        # on two threads, 0.139 on one; 2k x 8: 0.51 vs 0.74; session 12)
+        threads = torch.get_num_threads() if L * hkv >= 2048 else 1
         bad = gfn(es, kc.data_ptr(), kc.stride(0), kc.stride(1), kc.stride(2),
                   vc.data_ptr(), vc.stride(0), vc.stride(1), vc.stride(2),
                   blocks.data_ptr(), L, bs, hkv, D, dv, threads, nb, k.data_ptr(), v.data_ptr(), 1)
@@ -254,8 +255,22 @@ def _torch_rows(q, k, v, L, *, scale, causal, window, cap, sinks, alibi=None, mm
 
 
 _CHUNK_ROWS = 64  # fewest query rows per call of a chunked causal prefill
-_CHUNKS = 4  # at most this many calls (each is one parallel region: fewer barriers on a busy machine)
+_CHUNKS = 8  # at most this many calls (each is one parallel region: fewer barriers on a busy machine)
 _CHUNK_BELOW = 1088  # chunking measured 1.03-1.06x SDPA at 1024 rows, 0.92x at 1280 (one thread)
+# Two or more threads (session 12, quiet 2-core Xeon with AMX, the kernel call alone, median of 15): float32
+# 1.20-1.32x at 320-640 rows with 8 chunks, 1.0x at 768, 0.95x at 1024, 0.78x at 256; 16-bit 0.91-1.03x
+# at 320-640 (torch's bf16 kernel runs on AMX tiles: the causal work it wastes costs less than the
+# extra calls), so 16-bit queries chunk on one thread only (1.07-1.11x at 512 there).
+_CHUNK_FROM = 288
+_CHUNK_BELOW_F32_THREADS = 768
+_PAD_FROM = 1024  # padded 16-bit query copy: costs 0.18 ms and saves 0.08 at 512 rows, saves 0.4 ms net at 1k
+
+
+def _chunk_prefill(n: int, dtype: torch.dtype) -> bool:
+    """Whether a causal prefill of ``n`` rows (no context, no window) runs in row chunks (measured bounds above)."""
+    if torch.get_num_threads() <= 1:
+        return _CHUNK_ROWS < n < _CHUNK_BELOW
+    return dtype == torch.float32 and _CHUNK_FROM <= n < _CHUNK_BELOW_F32_THREADS
 
 
 def _flash_causal_chunked(qh: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale):
@@ -296,9 +311,9 @@ def _flash_rows(q, k, v, p0, *, scale, causal, window, sinks):
     """Same contract as ``_torch_rows`` via torch's CPU flash-attention kernel (no soft-cap)."""
     n, H, D = q.shape
     hkv, L, dv = v.shape
-    chunked = causal and not window and p0 == 0 and _CHUNK_ROWS < n < _CHUNK_BELOW
+    chunked = causal and not window and p0 == 0 and _chunk_prefill(n, q.dtype)
     # (the chunked calls gain nothing from the padded copy: 1.35x SDPA without it, 1.31x with, at 512 rows)
-    if q.element_size() == 2 and n >= 256 and (H * D * 2) % 4096 == 0 and not chunked:
+    if q.element_size() == 2 and n >= _PAD_FROM and (H * D * 2) % 4096 == 0 and not chunked:
         q = _padded_query(q)
     # [1, H, n, D] as a strided view: the kernel reads it in place and then writes its output in
     # the same [n, H, D] order, so neither the query nor the output needs a transposing copy

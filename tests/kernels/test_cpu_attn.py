@@ -76,11 +76,32 @@ def test_causal_prefill_in_row_chunks(ext, n, dtype, monkeypatch):
     calls = []
     real = cpu_mod._flash_causal_chunked
     monkeypatch.setattr(cpu_mod, "_flash_causal_chunked", lambda *a: calls.append(a[0].shape[2]) or real(*a))
+    # the path itself for every size below the bound (which sizes take it depends on threads and dtype,
+    # measured: test_chunk_policy)
+    monkeypatch.setattr(cpu_mod, "_chunk_prefill", lambda rows, dt: cpu_mod._CHUNK_ROWS < rows < cpu_mod._CHUNK_BELOW)
     q, kc, vc, md = make_batch([n, 1], [n, 90], 4, 2, 32, 16, dtype=dtype, seed=n)
     sinks = torch.randn(4)
     close(cpu_attn_impl(q, kc, vc, md, use_ext=ext, sinks=sinks),
           paged_attention_reference(q, kc, vc, md, sinks=sinks), dtype)
     assert calls == ([] if n >= cpu_mod._CHUNK_BELOW else [n])
+
+
+def test_chunk_policy():
+    """Row chunks where they measured faster than one call: any dtype on one thread; float32 only,
+    320 to 767 rows, on more threads (torch's 16-bit kernel runs on AMX tiles, docs/kernels.md)."""
+    from attnsolve.kernels import cpu as cpu_mod
+
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert cpu_mod._chunk_prefill(512, torch.bfloat16) and cpu_mod._chunk_prefill(1000, torch.float32)
+        assert not cpu_mod._chunk_prefill(64, torch.float32) and not cpu_mod._chunk_prefill(1088, torch.float32)
+        torch.set_num_threads(2)
+        assert cpu_mod._chunk_prefill(512, torch.float32) and cpu_mod._chunk_prefill(320, torch.float32)
+        assert not cpu_mod._chunk_prefill(256, torch.float32) and not cpu_mod._chunk_prefill(768, torch.float32)
+        assert not cpu_mod._chunk_prefill(512, torch.bfloat16) and not cpu_mod._chunk_prefill(512, torch.float16)
+    finally:
+        torch.set_num_threads(saved)
 
 
 @needs_ext
