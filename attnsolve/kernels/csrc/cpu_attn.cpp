@@ -1,0 +1,1199 @@
+// attnsolve CPU paged attention (decode / short query rows): one online-softmax pass over
+// the paged KV cache, split over (row, key chunk) work items, merged with log-sum-exp.
+// Plain C ABI (loaded with ctypes): no torch headers, so it compiles in about a second.
+#include <cstdint>
+#include <cstring>
+#include <cmath>
+#include <vector>
+#include <algorithm>
+#include <omp.h>
+#include <cstdlib>
+
+namespace {
+
+enum DType { F32 = 0, BF16 = 1, F16 = 2, E4M3 = 3, E5M2 = 4 };
+
+static float g_lut_e4m3[256];
+static float g_lut_e5m2[256];
+static bool g_lut_ready = false;
+
+static float e4m3_to_f32(uint8_t x) {
+  int s = x >> 7, e = (x >> 3) & 0xF, m = x & 7;
+  float v;
+  if (e == 0xF && m == 7) return NAN;
+  if (e == 0) v = std::ldexp((float)m, -9);          // subnormal: m/8 * 2^-6
+  else v = std::ldexp(1.0f + m / 8.0f, e - 7);
+  return s ? -v : v;
+}
+static float e5m2_to_f32(uint8_t x) {
+  int s = x >> 7, e = (x >> 2) & 0x1F, m = x & 3;
+  float v;
+  if (e == 0x1F) v = m ? NAN : INFINITY;
+  else if (e == 0) v = std::ldexp((float)m, -16);     // m/4 * 2^-14
+  else v = std::ldexp(1.0f + m / 4.0f, e - 15);
+  return s ? -v : v;
+}
+static void init_luts() {
+  if (g_lut_ready) return;
+  for (int i = 0; i < 256; ++i) { g_lut_e4m3[i] = e4m3_to_f32((uint8_t)i); g_lut_e5m2[i] = e5m2_to_f32((uint8_t)i); }
+  g_lut_ready = true;
+}
+
+// Load n elements of `type` at p into float dst (with scale).
+static inline void load_row(int type, const void* p, float* __restrict dst, int n, float sc) {
+  switch (type) {
+    case F32: { const float* s = (const float*)p;
+      #pragma omp simd
+      for (int i = 0; i < n; ++i) dst[i] = s[i] * sc; break; }
+    case BF16: { const uint16_t* s = (const uint16_t*)p;
+      #pragma omp simd
+      for (int i = 0; i < n; ++i) { uint32_t u = ((uint32_t)s[i]) << 16; float f; std::memcpy(&f, &u, 4); dst[i] = f * sc; }
+      break; }
+    case F16: { const _Float16* s = (const _Float16*)p;
+      #pragma omp simd
+      for (int i = 0; i < n; ++i) dst[i] = (float)s[i] * sc; break; }
+    case E4M3: { const uint8_t* s = (const uint8_t*)p;
+      for (int i = 0; i < n; ++i) dst[i] = g_lut_e4m3[s[i]] * sc; break; }
+    case E5M2: { const uint8_t* s = (const uint8_t*)p;
+      for (int i = 0; i < n; ++i) dst[i] = g_lut_e5m2[s[i]] * sc; break; }
+  }
+}
+
+static inline void store_row(int type, void* p, const float* src, int n) {
+  switch (type) {
+    case F32: std::memcpy(p, src, sizeof(float) * n); break;
+    case BF16: { uint16_t* d = (uint16_t*)p;
+      for (int i = 0; i < n; ++i) {  // round to nearest even, NaN kept
+        uint32_t u; std::memcpy(&u, &src[i], 4);
+        if ((u & 0x7fffffffu) > 0x7f800000u) d[i] = 0x7fc0;
+        else d[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+      } break; }
+    case F16: { _Float16* d = (_Float16*)p;
+      for (int i = 0; i < n; ++i) d[i] = (_Float16)src[i]; break; }
+  }
+}
+
+static inline int esize(int type) { return type == F32 ? 4 : (type == BF16 || type == F16) ? 2 : 1; }
+// Position r of a 64-value group converted in "lane order" (fp8_to_bf16 with lane = true) holds value:
+static inline int fp8_lane_elem(int r) { return r < 32 ? 16 * (r / 8) + r % 8 : 16 * ((r - 32) / 8) + 8 + (r - 32) % 8; }
+
+// exp for x <= 0 (arguments are s - max), vectorisable: 2^(x log2 e) via a degree-6 polynomial.
+static inline float fast_exp(float x) {
+  x = std::max(x, -87.0f);
+  float t = x * 1.44269504088896341f;
+  float fi = std::floor(t);
+  float f = t - fi;  // [0,1)
+  float p = 1.5353362e-4f;
+  p = p * f + 1.3398874e-3f;
+  p = p * f + 9.6181291e-3f;
+  p = p * f + 5.5504109e-2f;
+  p = p * f + 2.4022652e-1f;
+  p = p * f + 6.9314718e-1f;
+  p = p * f + 1.0f;
+  int32_t e = (int32_t)fi + 127;
+  uint32_t bits = (uint32_t)e << 23;
+  float sc; std::memcpy(&sc, &bits, 4);
+  return p * sc;
+}
+
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define ATTNSOLVE_AVX512 1
+#if defined(__AMX_BF16__) && defined(__AMX_TILE__) && defined(__AVX512BF16__) && defined(__linux__)
+// AMX for the bf16 QK products: S^T[16 tokens x G heads] = K[16 x 32 dims] . q^T per 32-dim chunk,
+// with K tiles loaded straight from the paged block (row stride = token stride) and q^T packed
+// once per work item in the pair-interleaved (VNNI) layout the instruction wants.
+// And for the PV product (flag 64, up to 16 query heads per KV head): V rows are loaded in place as
+// the B tile (16 tokens x 32 dims, no interleave); the pair structure of the instruction is met with
+// zeros in the A tile instead: row g = (p[t][g], 0) pairs gives head g's even dims, row G + g =
+// (0, p[t][g]) its odd dims, so one 2G x 16 x 32 product covers 16 tokens x 32 dims for all G heads
+// (two products of G rows from 9 heads up; half the products are zeros, which AMX has ample room for).  Measured on the AMX box (one
+// thread, bf16): 1.1 to 1.4x the vdpbf16ps PV in cache, 1.1 to 1.2x out of cache.
+// fp8 caches take both products too, on the per-tile bf16 conversion (X.cbuf).
+#define ATTNSOLVE_AMX 1
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <cstdlib>
+struct alignas(64) TileCfg { uint8_t palette_id; uint8_t start_row; uint8_t reserved[14]; uint16_t colsb[16]; uint8_t rows[16]; };
+static int amx_permitted() {  // the kernel must grant the tile data state to this process once
+  static int ok = -1;
+  if (ok < 0) {
+    const char* e = std::getenv("ATTNSOLVE_CPU_AMX");
+    if (e && (e[0] == '0' || e[0] == 'n' || e[0] == 'N' || e[0] == 'f' || e[0] == 'F')) ok = 0;
+    else ok = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0 ? 1 : 0;
+  }
+  return ok;
+}
+#endif
+// Convert one row of ND*16 elements to float (scaled) into dst.
+template <int ND>
+static inline void conv_row(int type, const void* p, float* __restrict dst, float sc) {
+  if (sc == 1.0f && type == F16) {  // per-tensor scales are folded out of the loops: no multiply
+    const uint16_t* s = (const uint16_t*)p;
+    for (int c = 0; c < ND; ++c) _mm512_storeu_ps(dst + 16 * c, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(s + 16 * c))));
+    return;
+  }
+  if (sc == 1.0f && type == BF16) {  // the common case: no multiply
+    const uint16_t* s = (const uint16_t*)p;
+    for (int c = 0; c < ND; ++c) {
+      const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(s + 16 * c)));
+      _mm512_storeu_ps(dst + 16 * c, _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)));
+    }
+    return;
+  }
+  const __m512 vs = _mm512_set1_ps(sc);
+  if (type == F32) {
+    const float* s = (const float*)p;
+    for (int c = 0; c < ND; ++c) _mm512_storeu_ps(dst + 16 * c, _mm512_mul_ps(_mm512_loadu_ps(s + 16 * c), vs));
+  } else if (type == BF16) {
+    const uint16_t* s = (const uint16_t*)p;
+    for (int c = 0; c < ND; ++c) {
+      __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(s + 16 * c)));
+      _mm512_storeu_ps(dst + 16 * c, _mm512_mul_ps(_mm512_castsi512_ps(_mm512_slli_epi32(w, 16)), vs));
+    }
+  } else if (type == F16) {
+    const uint16_t* s = (const uint16_t*)p;
+    for (int c = 0; c < ND; ++c)
+      _mm512_storeu_ps(dst + 16 * c, _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(s + 16 * c))), vs));
+  } else {
+    load_row(type, p, dst, ND * 16, sc);
+  }
+}
+
+// Sums of two 8-lane halves of 16 vectors: r0[i] = sum of v[i]'s lanes 0-7, r1[i] = of lanes 8-15 (a
+// transpose-and-add tree: ~2.6 instructions per vector, i.e. 1.3 per sum).
+static inline void hsum8x2(const __m512* v, __m512& r0, __m512& r1) {
+  __m512 w[8], x[4], y[2];
+  for (int i = 0; i < 8; ++i)
+    w[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+  for (int i = 0; i < 4; ++i) {
+    const __m512d a = _mm512_castps_pd(w[2 * i]), b = _mm512_castps_pd(w[2 * i + 1]);
+    x[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+  }
+  for (int i = 0; i < 2; ++i)
+    y[i] = _mm512_add_ps(_mm512_shuffle_f32x4(x[2 * i], x[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(x[2 * i], x[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+  r0 = _mm512_shuffle_f32x4(y[0], y[1], _MM_SHUFFLE(2, 0, 2, 0));
+  r1 = _mm512_shuffle_f32x4(y[0], y[1], _MM_SHUFFLE(3, 1, 3, 1));
+}
+
+static inline __m512 exp512(__m512 x) {  // same polynomial as fast_exp, x <= 0
+  x = _mm512_max_ps(_mm512_set1_ps(-87.0f), x);  // this operand order keeps a NaN x (NaN in, NaN out)
+  const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
+  const __m512 fi = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(t, fi);
+  __m512 p = _mm512_set1_ps(1.5353362e-4f);
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3398874e-3f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6181291e-3f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504109e-2f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022652e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(fi), _mm512_set1_epi32(127)), 23);
+  return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+}
+
+// Software prefetches (hint T1) issued one or two per step of a PV loop instead of in one burst: a
+// burst of 64 to 512 prefetches before the loop measured 1.2 to 1.4x slower out of cache here (one
+// thread, shuffled 32 KiB blocks; a pure read of such blocks: 13.6 GB/s with a per-block burst,
+// 17.4 with prefetches interleaved with the reads).
+struct PfList {
+  const char* p[640];
+  int n = 0, i = 0;
+  inline void step() { if (i < n) _mm_prefetch(p[i++], _MM_HINT_T1); }
+  inline void rest() { while (i < n) step(); }
+};
+
+// In-register 16 x 16 float32 transpose (64 shuffles).
+static inline void transpose16(__m512* r) {
+  __m512 t[16], u[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int g = 0; g < 4; ++g) {  // u[4g + k], lane j: column 4j + k of rows 4g .. 4g + 3
+    const __m512d a = _mm512_castps_pd(t[4 * g]), b = _mm512_castps_pd(t[4 * g + 1]);
+    const __m512d c = _mm512_castps_pd(t[4 * g + 2]), d = _mm512_castps_pd(t[4 * g + 3]);
+    u[4 * g + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    u[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    u[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    u[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  for (int k = 0; k < 4; ++k) {
+    const __m512 v0 = _mm512_shuffle_f32x4(u[k], u[4 + k], 0x44), v1 = _mm512_shuffle_f32x4(u[k], u[4 + k], 0xEE);
+    const __m512 v2 = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0x44), v3 = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0xEE);
+    r[k] = _mm512_shuffle_f32x4(v0, v2, 0x88);
+    r[4 + k] = _mm512_shuffle_f32x4(v0, v2, 0xDD);
+    r[8 + k] = _mm512_shuffle_f32x4(v1, v3, 0x88);
+    r[12 + k] = _mm512_shuffle_f32x4(v1, v3, 0xDD);
+  }
+}
+
+#if defined(__AVX512BF16__)
+// PV over token pairs with bf16 dot products: acc[j] += p[t][j] v[t] + p[t+1][j] v[t+1]; V rows of a pair
+// interleaved with unpacklo/hi_epi16, probabilities rounded to bf16 (as vLLM's CPU kernels do for their
+// bf16 PV product), pp[(t/2) * ldp + j] = the (p[t], p[t+1]) bf16 pair of head j.  Accumulator layout
+// per 32-wide chunk: [lo 16 | hi 16], lo element e = dim 8(e/4) + e%4, hi element e = dim 8(e/4) + 4 + e%4
+// (undone once per work item).
+template <int NH, int ND>
+static inline void pv_dp(PfList& pf, const char* const* vr, int nt, const uint32_t* pp, int ldp, float* acc) {
+  constexpr int D = ND * 16;
+  for (int c = 0; c < ND / 2; ++c) {
+    __m512 lo[NH], hi[NH];
+    for (int j = 0; j < NH; ++j) {
+      lo[j] = _mm512_loadu_ps(acc + (size_t)j * D + 32 * c);
+      hi[j] = _mm512_loadu_ps(acc + (size_t)j * D + 32 * c + 16);
+    }
+    for (int t = 0; t < nt; t += 2) {
+      pf.step(); pf.step();
+      const __m512i x0 = _mm512_loadu_si512((const void*)(vr[t] + 64 * c));
+      const __m512i x1 = vr[t + 1] ? _mm512_loadu_si512((const void*)(vr[t + 1] + 64 * c)) : _mm512_setzero_si512();
+      const __m512bh ul = (__m512bh)_mm512_unpacklo_epi16(x0, x1), uh = (__m512bh)_mm512_unpackhi_epi16(x0, x1);
+      const uint32_t* pt = pp + (size_t)(t / 2) * ldp;
+      for (int j = 0; j < NH; ++j) {
+        const __m512bh p = (__m512bh)_mm512_set1_epi32((int)pt[j]);
+        lo[j] = _mm512_dpbf16_ps(lo[j], ul, p);
+        hi[j] = _mm512_dpbf16_ps(hi[j], uh, p);
+      }
+    }
+    for (int j = 0; j < NH; ++j) {
+      _mm512_storeu_ps(acc + (size_t)j * D + 32 * c, lo[j]);
+      _mm512_storeu_ps(acc + (size_t)j * D + 32 * c + 16, hi[j]);
+    }
+  }
+}
+#if defined(__AVX512VBMI__)
+#define ATTNSOLVE_FP8BF 1
+// fp8 (e4m3 / e5m2) -> bf16, exact (every fp8 value, subnormals, NaN and inf included, is a bf16
+// value): two byte tables of the 128 magnitudes (vpermi2b), the sign OR-ed in, bytes interleaved.
+alignas(64) static uint8_t g_bf_lo[2][128], g_bf_hi[2][128], g_bf_idx[2][64];
+static void init_fp8_bf16() {
+  for (int k = 0; k < 2; ++k)
+    for (int i = 0; i < 128; ++i) {
+      const float f = k == 0 ? g_lut_e4m3[i] : g_lut_e5m2[i];
+      uint32_t u; std::memcpy(&u, &f, 4);
+      const uint16_t b = (uint16_t)(std::isnan(f) ? 0x7fc0 : (u >> 16));  // exact: low 16 bits are zero
+      g_bf_lo[k][i] = (uint8_t)(b & 0xff);
+      g_bf_hi[k][i] = (uint8_t)(b >> 8);
+    }
+  for (int i = 0; i < 32; ++i) {  // interleave: out0 = (lo[i], hi[i]) for i < 32, out1 for i in 32..63
+    g_bf_idx[0][2 * i] = (uint8_t)i; g_bf_idx[0][2 * i + 1] = (uint8_t)(64 + i);
+    g_bf_idx[1][2 * i] = (uint8_t)(32 + i); g_bf_idx[1][2 * i + 1] = (uint8_t)(96 + i);
+  }
+}
+// n fp8 values -> bf16 (the tables loaded once per call: callers convert whole token rows, all KV heads)
+//
+// lane = true (n a multiple of 64): the bytes are interleaved within 128-bit lanes (vpunpckl/hbw, two cheap
+// ops instead of two more vpermt2b), so each 64-value group comes out in "lane order": bf16 position r
+// holds fp8 value fp8_lane_elem(r) of its group.  Consumers permute the query (scores) and the output
+// dims (PV) to match; this cut the conversion, most of what fp8 costs over bf16, by about 40%.
+static inline void fp8_to_bf16(int ctype, const uint8_t* src, uint16_t* dst, int n, bool lane = false) {
+  const int k = ctype == E4M3 ? 0 : 1;
+  const __m512i l0 = _mm512_load_si512((const void*)g_bf_lo[k]), l1 = _mm512_load_si512((const void*)(g_bf_lo[k] + 64));
+  const __m512i h0 = _mm512_load_si512((const void*)g_bf_hi[k]), h1 = _mm512_load_si512((const void*)(g_bf_hi[k] + 64));
+  const __m512i i0 = _mm512_load_si512((const void*)g_bf_idx[0]), i1 = _mm512_load_si512((const void*)g_bf_idx[1]);
+  const __m512i m7f = _mm512_set1_epi8(0x7f), m80 = _mm512_set1_epi8((char)0x80);
+  for (int c = 0; c < n; c += 64) {
+    const __mmask64 mk = (n - c >= 64) ? ~(__mmask64)0 : (((__mmask64)1 << (n - c)) - 1);
+    const __m512i x = _mm512_maskz_loadu_epi8(mk, src + c);
+    const __m512i t = _mm512_and_si512(x, m7f);
+    const __m512i lo = _mm512_permutex2var_epi8(l0, t, l1);
+    const __m512i hi = _mm512_or_si512(_mm512_permutex2var_epi8(h0, t, h1), _mm512_and_si512(x, m80));
+    if (lane && n - c >= 64) {
+      _mm512_storeu_si512((void*)(dst + c), _mm512_unpacklo_epi8(lo, hi));
+      _mm512_storeu_si512((void*)(dst + c + 32), _mm512_unpackhi_epi8(lo, hi));
+      continue;
+    }
+    const __m512i o0 = _mm512_permutex2var_epi8(lo, i0, hi);
+    if (n - c >= 32) _mm512_storeu_si512((void*)(dst + c), o0);
+    else _mm512_mask_storeu_epi16((void*)(dst + c), (__mmask32)((1u << (n - c)) - 1), o0);
+    if (n - c > 32) {
+      const __m512i o1 = _mm512_permutex2var_epi8(lo, i1, hi);
+      if (n - c >= 64) _mm512_storeu_si512((void*)(dst + c + 32), o1);
+      else _mm512_mask_storeu_epi16((void*)(dst + c + 32), (__mmask32)((1u << (n - c - 32)) - 1), o1);
+    }
+  }
+}
+#endif
+#endif
+
+// acc[j] += sum_t p[t][j] v[t] for NH heads (p[t * ldp + j]), fp16 V widened in registers (one vcvtph2ps
+// per 16 columns per token, shared by the NH heads).
+template <int NH, int ND>
+static inline void pv_f16(PfList& pf, const char* const* vr, int nt, const float* p, int ldp, float* acc) {
+  constexpr int D = ND * 16;
+  for (int c = 0; c < ND; ++c) {
+    __m512 a[NH];
+    for (int j = 0; j < NH; ++j) a[j] = _mm512_loadu_ps(acc + (size_t)j * D + 16 * c);
+    for (int t = 0; t < nt; ++t) {
+      pf.step();
+      const __m512 v = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(vr[t] + 32 * c)));
+      for (int j = 0; j < NH; ++j) a[j] = _mm512_fmadd_ps(_mm512_set1_ps(p[(size_t)t * ldp + j]), v, a[j]);
+    }
+    for (int j = 0; j < NH; ++j) _mm512_storeu_ps(acc + (size_t)j * D + 16 * c, a[j]);
+  }
+}
+
+// The same for float32 V rows.
+template <int NH, int ND>
+static inline void pv_f32(PfList& pf, const float* const* vr, int nt, const float* p, int ldp, float* acc) {
+  constexpr int D = ND * 16;
+  for (int c = 0; c < ND; ++c) {
+    __m512 a[NH];
+    for (int j = 0; j < NH; ++j) a[j] = _mm512_loadu_ps(acc + (size_t)j * D + 16 * c);
+    for (int t = 0; t < nt; ++t) {
+      pf.step();
+      const __m512 v = _mm512_loadu_ps(vr[t] + 16 * c);
+      for (int j = 0; j < NH; ++j) a[j] = _mm512_fmadd_ps(_mm512_set1_ps(p[(size_t)t * ldp + j]), v, a[j]);
+    }
+    for (int j = 0; j < NH; ++j) _mm512_storeu_ps(acc + (size_t)j * D + 16 * c, a[j]);
+  }
+}
+
+// The same for bf16 V rows widened in registers with a shift and a mask (even / odd bf16 of each 32-bit
+// lane): each 32-wide accumulator chunk holds [16 even dims | 16 odd dims] (undone once per work item).
+template <int NH, int ND>
+static inline void pv_bw(PfList& pf, const char* const* vr, int nt, const float* p, int ldp, float* acc) {
+  constexpr int D = ND * 16;
+  const __m512i hi_mask = _mm512_set1_epi32((int)0xFFFF0000u);
+  for (int c = 0; c < ND / 2; ++c) {
+    __m512 e[NH], o[NH];
+    for (int j = 0; j < NH; ++j) {
+      e[j] = _mm512_loadu_ps(acc + (size_t)j * D + 32 * c);
+      o[j] = _mm512_loadu_ps(acc + (size_t)j * D + 32 * c + 16);
+    }
+    for (int t = 0; t < nt; ++t) {
+      pf.step();
+      const __m512i x = _mm512_loadu_si512((const void*)(vr[t] + 64 * c));
+      const __m512 ev = _mm512_castsi512_ps(_mm512_slli_epi32(x, 16));
+      const __m512 od = _mm512_castsi512_ps(_mm512_and_si512(x, hi_mask));
+      for (int j = 0; j < NH; ++j) {
+        const __m512 pj = _mm512_set1_ps(p[(size_t)t * ldp + j]);
+        e[j] = _mm512_fmadd_ps(pj, ev, e[j]);
+        o[j] = _mm512_fmadd_ps(pj, od, o[j]);
+      }
+    }
+    for (int j = 0; j < NH; ++j) {
+      _mm512_storeu_ps(acc + (size_t)j * D + 32 * c, e[j]);
+      _mm512_storeu_ps(acc + (size_t)j * D + 32 * c + 16, o[j]);
+    }
+  }
+}
+
+// Partial dot products of two tokens' K rows (k0, k1: one KV head) with NG query heads, two tokens per
+// vector (256-bit halves: token t, token t + 1, the same dims).  KIND 0: float32 rows, 1: fp16, 2: bf16
+// widened to float32 (q2: [h][D/8][2 x 8] float32); 4: bf16 dot products (q2: [h][D/16][2 x 16] bf16).
+template <int ND, int NG, int KIND>
+static inline void qk_pair(const char* k0, const char* k1, const void* q2, int h, __m512* part) {
+  __m512 a[NG];
+  for (int g = 0; g < NG; ++g) a[g] = _mm512_setzero_ps();
+#if defined(__AVX512BF16__)
+  if (KIND == 4) {
+    const uint16_t* qb = (const uint16_t*)q2 + (size_t)h * ND * 32;
+    for (int c = 0; c < ND; ++c) {  // 16 dims of both tokens
+      const __m512bh kk = (__m512bh)_mm512_inserti64x4(
+          _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)(k0 + 32 * c))),
+          _mm256_loadu_si256((const __m256i*)(k1 + 32 * c)), 1);
+      for (int g = 0; g < NG; ++g)
+        a[g] = _mm512_dpbf16_ps(a[g], (__m512bh)_mm512_loadu_si512((const void*)(qb + ((size_t)g * ND + c) * 32)), kk);
+    }
+    for (int g = 0; g < NG; ++g) part[h + g] = a[g];
+    return;
+  }
+#endif
+  const float* qf = (const float*)q2 + (size_t)h * ND * 32;
+  for (int c = 0; c < 2 * ND; ++c) {  // 8 dims of both tokens
+    __m512 kk;
+    if (KIND == 0) {
+      kk = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps((const float*)k0 + 8 * c)),
+                              _mm256_loadu_ps((const float*)k1 + 8 * c), 1);
+    } else {
+      const __m256i x = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i*)(k0 + 16 * c))),
+                                                _mm_loadu_si128((const __m128i*)(k1 + 16 * c)), 1);
+      if (KIND == 1) kk = _mm512_cvtph_ps(x);
+      else kk = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(x), 16));
+    }
+    for (int g = 0; g < NG; ++g) a[g] = _mm512_fmadd_ps(_mm512_loadu_ps(qf + ((size_t)g * 2 * ND + c) * 16), kk, a[g]);
+  }
+  for (int g = 0; g < NG; ++g) part[h + g] = a[g];
+}
+
+template <int ND, int KIND>
+static inline void qk_pairs(const char* k0, const char* k1, const void* q2, int h, int G, __m512* part) {
+  int g = 0;
+  for (; g + 8 <= G; g += 8) qk_pair<ND, 8, KIND>(k0, k1, q2, h + g, part);
+  for (; g + 4 <= G; g += 4) qk_pair<ND, 4, KIND>(k0, k1, q2, h + g, part);
+  for (; g < G; ++g) qk_pair<ND, 1, KIND>(k0, k1, q2, h + g, part);
+}
+
+constexpr int TILE = 16;  // tokens per tile, at absolute multiples of TILE
+
+// Everything a tile needs besides its token rows (one per thread and work item).
+struct TileCtx {
+  int ctype, Hkv, G, H, Hp, flags;  // Hp: H rounded up to 16 (heads are vector lanes in the softmax)
+  int64_t k_s1, k_s2, v_s1, v_s2;   // element strides: between tokens of a block, between KV heads
+  float scale, softcap;
+  bool prefetch;
+  const float* qf;                  // [H][D] float32 query
+  const uint16_t* q2;               // [H][D/16][2 x 16] bf16 query, each 16 dims twice (flag 1)
+  const float* q2f;                 // [H][D/8][2 x 8] float32 query, each 8 dims twice
+  const uint16_t* qvnni;            // AMX: q^T per KV head as [D/2][G][2] bf16
+  float* s;                         // [TILE][Hp] scores, then probabilities
+  uint32_t* pp;                     // [TILE/2][Hp] bf16 probability pairs (flag 8)
+  __m512* part;                     // [Hp] per-head partial dot products of one token (lanes >= H stay 0)
+  float* buf;                       // [TILE][D] float32 scratch (conversions)
+  uint16_t* cbuf;                   // [TILE][Hkv * D] bf16 scratch (fp8 rows, flag 16)
+  uint16_t* pa;                     // AMX PV (flag 64): A tiles per KV head, [Hkv][2G][32] bf16
+  uint16_t* vz;                     // AMX PV: [TILE][D] bf16 scratch for a tile's V rows that are not equally strided
+};
+
+// One tile (nt <= TILE tokens, possibly from several blocks) for all heads: scores, online softmax, PV.
+// Memory is read in address order where it matters: the scores go token by token over all KV heads
+// (a token's K row for every head is one contiguous run in vLLM's layout), while that token's V row is
+// prefetched, and the PV product (per KV head, accumulators in registers) prefetches the next tile's K.
+// The softmax keeps heads in vector lanes (no horizontal reductions).  Tiles cover the same absolute
+// positions whatever the block size, so the accumulation order, and the result, do not depend on it.
+// ktok/vtok: each token's row (KV head 0); nextk: the next tile's K rows (nn of them); acc: [H][D].
+template <int ND>
+static void tile_avx(const TileCtx& X, const char* const* ktok, const char* const* vtok, int nt,
+                     const char* const* nextk, int nn, const char* const* nextv, int nnv, float* acc, float* m, float* l) {
+  constexpr int D = ND * 16;
+  const int ctype = X.ctype, Hkv = X.Hkv, G = X.G, H = X.H, Hp = X.Hp, fl = X.flags;
+  const int ce = esize(ctype);
+  const int64_t khb = X.k_s2 * ce, vhb = X.v_s2 * ce;
+  float* const s = X.s;
+  const __m512 vscale = _mm512_set1_ps(X.scale);
+#if defined(ATTNSOLVE_AMX)
+  if (fl & 4) {  // 16 tokens x G heads per tile op; rows up to the next multiple of 16 lie in one block (caller checks)
+    // fp8: the tile's K rows (all KV heads) are first converted to bf16 rows of X.cbuf, and read from there
+    const bool f8 = (fl & 16) != 0;
+    const int64_t kstride_b = f8 ? (int64_t)Hkv * D * 2 : X.k_s1 * ce, khs = f8 ? (int64_t)D * 2 : khb;
+#if defined(ATTNSOLVE_FP8BF)
+    if (f8)
+      for (int t = 0; t < nt; ++t) fp8_to_bf16(ctype, (const uint8_t*)ktok[t], X.cbuf + (size_t)t * Hkv * D, Hkv * D, fl & 32);
+#endif
+    PfList pv;  // this tile's V rows in address order, spread over the tile ops (a burst stalls)
+    for (int t = 0; X.prefetch && t < nnv; ++t)
+      for (int kh = 0; kh < Hkv; ++kh)
+        for (int o = 0; o < D * ce; o += 64) {
+          if (pv.n < 640) pv.p[pv.n++] = nextv[t] + kh * vhb + o;
+          else _mm_prefetch(nextv[t] + kh * vhb + o, _MM_HINT_T1);
+        }
+    const int per = (pv.n + Hkv * (ND / 2) - 1) / (Hkv * (ND / 2));
+    for (int kh = 0; kh < Hkv; ++kh) {
+      const uint16_t* qv = X.qvnni + (size_t)kh * D * G;  // [D/2][G][2]
+      for (int tb = 0; tb < nt; tb += 16) {
+        _tile_zero(0);
+        for (int c = 0; c < ND / 2; ++c) {
+          _tile_loadd(1, (f8 ? (const char*)(X.cbuf + (size_t)tb * Hkv * D) : ktok[tb]) + kh * khs + 64 * c, kstride_b);
+          _tile_loadd(2, qv + (size_t)c * 32 * G, G * 4);
+          _tile_dpbf16ps(0, 1, 2);
+          for (int k = 0; k < per; ++k) pv.step();
+        }
+        _tile_stored(0, s + (size_t)tb * Hp + kh * G, Hp * 4);  // S^T rows = tokens, G heads at kh * G
+      }
+    }
+    for (int t = 0; t < nt; ++t)  // (rows past nt hold garbage, never read)
+      for (int hb = 0; hb < Hp; hb += 16) _mm512_storeu_ps(s + (size_t)t * Hp + hb, _mm512_mul_ps(_mm512_loadu_ps(s + (size_t)t * Hp + hb), vscale));
+  } else
+#endif
+  for (int t = 0; t < nt; t += 2) {
+    // two tokens per vector: 256-bit halves hold token t and t + 1 (the same dims), so that one
+    // horizontal-sum tree (hsum8x2) yields both tokens' scores: half the reduction work per score
+    __m512* const part = X.part;
+#if defined(ATTNSOLVE_FP8BF)
+    const bool kconv = (fl & 16) && (fl & 1) && X.k_s2 == D;  // fp8 K rows of both tokens, all heads, at once
+    if (kconv) {
+      fp8_to_bf16(ctype, (const uint8_t*)ktok[t], X.cbuf, Hkv * D, fl & 32);
+      if (t + 1 < nt) fp8_to_bf16(ctype, (const uint8_t*)ktok[t + 1], X.cbuf + (size_t)Hkv * D, Hkv * D, fl & 32);
+    }
+#else
+    const bool kconv = false;
+#endif
+    for (int kh = 0; kh < Hkv; ++kh) {
+      if (X.prefetch) {  // this tile's V rows of this KV head, a few lines per step (not a burst per token)
+        if (t < nnv) for (int o = 0; o < D * ce; o += 64) _mm_prefetch(nextv[t] + kh * vhb + o, _MM_HINT_T1);
+        if (t + 1 < nnv) for (int o = 0; o < D * ce; o += 64) _mm_prefetch(nextv[t + 1] + kh * vhb + o, _MM_HINT_T1);
+      }
+      const char* k0 = ktok[t] + kh * khb;
+      const char* k1 = t + 1 < nt ? ktok[t + 1] + kh * khb : k0;
+      if (kconv) {
+        k0 = (const char*)(X.cbuf + (size_t)kh * D);
+        k1 = t + 1 < nt ? (const char*)(X.cbuf + (size_t)(Hkv + kh) * D) : k0;
+      }
+      int kind = ctype == F32 ? 0 : ctype == F16 ? 1 : ctype == BF16 ? 2 : 3;
+#if defined(__AVX512BF16__)
+      if ((fl & 1) && (ND % 2) == 0) {
+        kind = 4;
+#if defined(ATTNSOLVE_FP8BF)
+        if ((fl & 16) && !kconv) {
+          fp8_to_bf16(ctype, (const uint8_t*)k0, X.cbuf, D, fl & 32);
+          fp8_to_bf16(ctype, (const uint8_t*)k1, X.cbuf + D, D, fl & 32);
+          k0 = (const char*)X.cbuf;
+          k1 = (const char*)(X.cbuf + D);
+        }
+#endif
+      }
+#endif
+      if (kind == 3) {  // other caches: both rows to float32 first
+        conv_row<ND>(ctype, k0, X.buf, 1.0f);
+        conv_row<ND>(ctype, k1, X.buf + D, 1.0f);
+        k0 = (const char*)X.buf;
+        k1 = (const char*)(X.buf + D);
+        kind = 0;
+      }
+      const int h0 = kh * G;
+      switch (kind) {
+        case 0: qk_pairs<ND, 0>(k0, k1, X.q2f, h0, G, part); break;
+        case 1: qk_pairs<ND, 1>(k0, k1, X.q2f, h0, G, part); break;
+        case 2: qk_pairs<ND, 2>(k0, k1, X.q2f, h0, G, part); break;
+#if defined(__AVX512BF16__)
+        default: qk_pairs<ND, 4>(k0, k1, X.q2, h0, G, part); break;
+#else
+        default: break;
+#endif
+      }
+    }
+    for (int hb = 0; hb < Hp; hb += 16) {
+      __m512 r0, r1;
+      hsum8x2(part + hb, r0, r1);
+      _mm512_storeu_ps(s + (size_t)t * Hp + hb, _mm512_mul_ps(r0, vscale));
+      if (t + 1 < nt) _mm512_storeu_ps(s + (size_t)(t + 1) * Hp + hb, _mm512_mul_ps(r1, vscale));
+    }
+  }
+  if (X.softcap > 0.0f)
+    for (int t = 0; t < nt; ++t)
+      for (int h = 0; h < H; ++h) s[(size_t)t * Hp + h] = X.softcap * std::tanh(s[(size_t)t * Hp + h] / X.softcap);
+  // online softmax, 16 heads per vector
+  const __m512 ninf = _mm512_set1_ps(-INFINITY);
+  for (int hb = 0; hb < Hp; hb += 16) {
+    const __mmask16 live = H - hb >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (H - hb)) - 1);
+    __m512 mx = ninf;
+    for (int t = 0; t < nt; ++t) mx = _mm512_max_ps(mx, _mm512_loadu_ps(s + (size_t)t * Hp + hb));
+    const __m512 mo = _mm512_loadu_ps(m + hb);
+    const __m512 mn = _mm512_max_ps(mo, mx);
+    const __mmask16 up = _mm512_cmp_ps_mask(mn, mo, _CMP_GT_OQ) & live;
+    if (up) {
+      const __mmask16 re = up & _mm512_cmp_ps_mask(mo, ninf, _CMP_NEQ_OQ);  // a previous maximum to correct for
+      if (re) {
+        alignas(64) float corr[16];
+        _mm512_store_ps(corr, exp512(_mm512_sub_ps(mo, mn)));
+        _mm512_storeu_ps(l + hb, _mm512_mask_mul_ps(_mm512_loadu_ps(l + hb), re, _mm512_loadu_ps(l + hb), _mm512_load_ps(corr)));
+        for (unsigned r = re; r; r &= r - 1) {
+          const int i = __builtin_ctz(r);
+          const __m512 vc = _mm512_set1_ps(corr[i]);
+          if (fl & 64) {  // AMX PV layout: per KV head [D/32][2G][16], head g in rows g and G + g
+            const int kh = (hb + i) / G, g = (hb + i) % G;
+            float* ah = acc + (size_t)kh * G * D + g * 16;
+            for (int c = 0; c < ND / 2; ++c) {
+              float* a0 = ah + (size_t)c * 32 * G;
+              _mm512_storeu_ps(a0, _mm512_mul_ps(_mm512_loadu_ps(a0), vc));
+              _mm512_storeu_ps(a0 + 16 * G, _mm512_mul_ps(_mm512_loadu_ps(a0 + 16 * G), vc));
+            }
+            continue;
+          }
+          float* ah = acc + (size_t)(hb + i) * D;
+          for (int c = 0; c < ND; ++c) _mm512_storeu_ps(ah + 16 * c, _mm512_mul_ps(_mm512_loadu_ps(ah + 16 * c), vc));
+        }
+      }
+      _mm512_storeu_ps(m + hb, _mm512_mask_mov_ps(mo, up, mn));
+    }
+    const __m512 mh = _mm512_loadu_ps(m + hb);
+    __m512 ls = _mm512_setzero_ps();
+    for (int t = 0; t < nt; ++t) {
+      const __m512 p = exp512(_mm512_sub_ps(_mm512_loadu_ps(s + (size_t)t * Hp + hb), mh));
+      _mm512_storeu_ps(s + (size_t)t * Hp + hb, p);
+      ls = _mm512_add_ps(ls, p);
+    }
+    _mm512_storeu_ps(l + hb, _mm512_add_ps(_mm512_loadu_ps(l + hb), ls));
+#if defined(ATTNSOLVE_AMX)
+    if (fl & 64) {  // A tiles of the PV product: row g = (p[t][g], 0) pairs, row G + g = (0, p[t][g]) over 16 tokens
+      __m512 r[16];
+      for (int t = 0; t < 16; ++t) r[t] = t < nt ? _mm512_loadu_ps(s + (size_t)t * Hp + hb) : _mm512_setzero_ps();
+      transpose16(r);
+      for (int i = 0; i < 16 && hb + i < H; ++i) {
+        const int kh = (hb + i) / G, g = (hb + i) % G;
+        const __m512i z = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(r[i]));
+        uint16_t* a = X.pa + (size_t)kh * 2 * G * 32;
+        _mm512_store_si512((void*)(a + g * 32), z);
+        _mm512_store_si512((void*)(a + (G + g) * 32), _mm512_slli_epi32(z, 16));
+      }
+      continue;
+    }
+#endif
+#if defined(__AVX512BF16__)
+    if (fl & 8) {  // (p[t], p[t+1]) bf16 pairs per head
+      const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                           23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+      for (int t = 0; t < nt; t += 2) {
+        const __m512 p0 = _mm512_loadu_ps(s + (size_t)t * Hp + hb);
+        const __m512 p1 = t + 1 < nt ? _mm512_loadu_ps(s + (size_t)(t + 1) * Hp + hb) : _mm512_setzero_ps();
+        const __m512i b = (__m512i)_mm512_cvtne2ps_pbh(p1, p0);  // [p0 x16 | p1 x16]
+        _mm512_storeu_si512((void*)(X.pp + (size_t)(t / 2) * Hp + hb), _mm512_permutexvar_epi16(idx, b));
+      }
+    }
+#endif
+  }
+  // PV per KV head (accumulators of up to 8 heads in registers over the tile's tokens); the next tile's
+  // K rows are prefetched a slice per KV head, spread over the PV loop (PfList)
+#if defined(ATTNSOLVE_FP8BF)
+  const bool vconv = (fl & 16) && (fl & 8) && X.v_s2 == D && (ND % 2) == 0;  // fp8 V rows of the tile at once
+  if (vconv)
+    for (int t = 0; t < nt; ++t) fp8_to_bf16(ctype, (const uint8_t*)vtok[t], X.cbuf + (size_t)t * Hkv * D, Hkv * D, fl & 32);
+#else
+  const bool vconv = false;
+#endif
+#if defined(ATTNSOLVE_AMX)
+  if (fl & 64) {  // PV with AMX: C[2G x 16 dims] += A[2G x (16 tokens x 2)] . V[16 tokens x 32 dims] per 32 dims
+    const int64_t vs_b = X.v_s1 * ce;
+    bool direct = nt == 16;  // the tile's 16 V rows equally strided (one block, or adjacent ones): loaded in place
+    if ((fl & 16) && nt < 16) std::memset(X.cbuf + (size_t)nt * Hkv * D, 0, (size_t)(16 - nt) * Hkv * D * 2);
+    for (int t = 1; direct && t < 16; ++t) direct = vtok[t] == vtok[0] + t * vs_b;
+    for (int kh = 0; kh < Hkv; ++kh) {
+      PfList pf;
+      if (X.prefetch && nn)
+        for (int t = kh * nn / Hkv, te = (kh + 1) * nn / Hkv; t < te; ++t)
+          for (int h2 = 0; h2 < Hkv; ++h2)
+            for (int o = 0; o < D * ce && pf.n < 640; o += 64) pf.p[pf.n++] = nextk[t] + h2 * khb + o;
+      const char* vb;
+      int64_t vstride;
+      if (fl & 16) {  // fp8: rows converted to bf16 above (vconv, rows past nt zeroed)
+        vb = (const char*)(X.cbuf + (size_t)kh * D); vstride = (int64_t)Hkv * D * 2;
+      } else if (direct) { vb = vtok[0] + kh * vhb; vstride = vs_b; }
+      else {  // odd tile: rows copied, zeros past nt (0 * garbage could be NaN)
+        for (int t = 0; t < 16; ++t)
+          if (t < nt) std::memcpy(X.vz + (size_t)t * D, vtok[t] + kh * vhb, (size_t)D * 2);
+          else std::memset(X.vz + (size_t)t * D, 0, (size_t)D * 2);
+        vb = (const char*)X.vz; vstride = D * 2;
+      }
+      float* ak = acc + (size_t)kh * G * D;
+      const int per = (pf.n + ND / 2 - 1) / (ND / 2);
+      _tile_loadd(3, X.pa + (size_t)kh * 2 * G * 32, 64);
+      if (G <= 8) {  // one product of 2G rows per 32 dims
+        for (int c = 0; c < ND / 2; ++c) {
+          _tile_loadd(5, ak + (size_t)c * 32 * G, 64);
+          _tile_loadd(4, vb + 64 * c, vstride);
+          _tile_dpbf16ps(5, 3, 4);
+          _tile_stored(5, ak + (size_t)c * 32 * G, 64);
+          for (int k = 0; k < per; ++k) pf.step();
+        }
+      } else {  // 9 to 16 heads: the even-dim rows (tiles 3, 5) and the odd-dim rows (tiles 6, 7), G rows each
+        _tile_loadd(6, X.pa + (size_t)kh * 2 * G * 32 + (size_t)G * 32, 64);
+        for (int c = 0; c < ND / 2; ++c) {
+          _tile_loadd(4, vb + 64 * c, vstride);
+          _tile_loadd(5, ak + (size_t)c * 32 * G, 64);
+          _tile_dpbf16ps(5, 3, 4);
+          _tile_stored(5, ak + (size_t)c * 32 * G, 64);
+          _tile_loadd(7, ak + (size_t)c * 32 * G + 16 * G, 64);
+          _tile_dpbf16ps(7, 6, 4);
+          _tile_stored(7, ak + (size_t)c * 32 * G + 16 * G, 64);
+          for (int k = 0; k < per; ++k) pf.step();
+        }
+      }
+      pf.rest();
+    }
+    return;
+  }
+#endif
+  for (int kh = 0; kh < Hkv; ++kh) {
+    PfList pf;
+    if (X.prefetch && nn)
+      for (int t = kh * nn / Hkv, te = (kh + 1) * nn / Hkv; t < te; ++t)
+        for (int h2 = 0; h2 < Hkv; ++h2)
+          for (int o = 0; o < D * ce && pf.n < 640; o += 64) pf.p[pf.n++] = nextk[t] + h2 * khb + o;
+    const char* vr[TILE + 1];
+    for (int t = 0; t < nt; ++t) vr[t] = vconv ? (const char*)(X.cbuf + ((size_t)t * Hkv + kh) * D) : vtok[t] + kh * vhb;
+    vr[nt] = nullptr;  // an odd last token pairs with zeros (pv_dp)
+    const int h0 = kh * G;
+#if defined(__AVX512BF16__)
+    if ((fl & 8) && (ND % 2) == 0) {
+#if defined(ATTNSOLVE_FP8BF)
+      if ((fl & 16) && !vconv)
+        for (int t = 0; t < nt; ++t) {
+          fp8_to_bf16(ctype, (const uint8_t*)vr[t], X.cbuf + (size_t)t * D, D, fl & 32);
+          vr[t] = (const char*)(X.cbuf + (size_t)t * D);
+        }
+#endif
+      int g = 0;
+      for (; g + 8 <= G; g += 8) pv_dp<8, ND>(pf, vr, nt, X.pp + h0 + g, Hp, acc + (size_t)(h0 + g) * D);
+      for (; g + 4 <= G; g += 4) pv_dp<4, ND>(pf, vr, nt, X.pp + h0 + g, Hp, acc + (size_t)(h0 + g) * D);
+      for (; g < G; ++g) pv_dp<1, ND>(pf, vr, nt, X.pp + h0 + g, Hp, acc + (size_t)(h0 + g) * D);
+      pf.rest();
+      continue;
+    }
+#endif
+    if ((fl & 2) && (ND % 2) == 0) {
+      int g = 0;
+      for (; g + 8 <= G; g += 8) pv_bw<8, ND>(pf, vr, nt, s + h0 + g, Hp, acc + (size_t)(h0 + g) * D);
+      for (; g + 4 <= G; g += 4) pv_bw<4, ND>(pf, vr, nt, s + h0 + g, Hp, acc + (size_t)(h0 + g) * D);
+      for (; g < G; ++g) pv_bw<1, ND>(pf, vr, nt, s + h0 + g, Hp, acc + (size_t)(h0 + g) * D);
+      pf.rest();
+      continue;
+    }
+    if (ctype == F16) {
+      int g = 0;
+      for (; g + 8 <= G; g += 8) pv_f16<8, ND>(pf, vr, nt, s + h0 + g, Hp, acc + (size_t)(h0 + g) * D);
+      for (; g + 4 <= G; g += 4) pv_f16<4, ND>(pf, vr, nt, s + h0 + g, Hp, acc + (size_t)(h0 + g) * D);
+      for (; g < G; ++g) pv_f16<1, ND>(pf, vr, nt, s + h0 + g, Hp, acc + (size_t)(h0 + g) * D);
+      pf.rest();
+      continue;
+    }
+    const float* vf[TILE];
+    for (int t = 0; t < nt; ++t) {
+      if (ctype == F32) vf[t] = (const float*)vr[t];
+      else { conv_row<ND>(ctype, vr[t], X.buf + (size_t)t * D, 1.0f); vf[t] = X.buf + (size_t)t * D; }
+    }
+    int g = 0;
+    for (; g + 8 <= G; g += 8) pv_f32<8, ND>(pf, vf, nt, s + h0 + g, Hp, acc + (size_t)(h0 + g) * D);
+    for (; g + 4 <= G; g += 4) pv_f32<4, ND>(pf, vf, nt, s + h0 + g, Hp, acc + (size_t)(h0 + g) * D);
+    for (; g < G; ++g) pv_f32<1, ND>(pf, vf, nt, s + h0 + g, Hp, acc + (size_t)(h0 + g) * D);
+    pf.rest();
+  }
+}
+
+typedef void (*TileFn)(const TileCtx&, const char* const*, const char* const*, int, const char* const*, int,
+                       const char* const*, int, float*, float*, float*);
+static TileFn pick_tile(int D) {
+  switch (D) {
+    case 32: return tile_avx<2>;
+    case 64: return tile_avx<4>;
+    case 80: return tile_avx<5>;
+    case 96: return tile_avx<6>;
+    case 112: return tile_avx<7>;
+    case 128: return tile_avx<8>;
+    case 160: return tile_avx<10>;
+    case 192: return tile_avx<12>;
+    case 224: return tile_avx<14>;
+    case 256: return tile_avx<16>;
+    default: return nullptr;
+  }
+}
+#else
+typedef void (*TileFn)(int);
+static TileFn pick_tile(int) { return nullptr; }
+#endif
+
+struct Item { int row; int seq; int lo; int hi; };
+
+}  // namespace
+
+// Prefill's bounded gather: the first L tokens of one sequence's paged K and V, written as
+// contiguous [Hkv, L, D] / [Hkv, L, Dv] (the layout torch's flash kernel reads fastest) with one
+// memcpy per (head, token) row, split over (head, block) items for both threads.  Returns 1 + the
+// index of the first bad block-table entry (nothing written), else 0.  Strides are in elements.
+extern "C" int attnsolve_gather_kv(
+    int esz, const void* kc, int64_t k_s0, int64_t k_s1, int64_t k_s2,
+    const void* vc, int64_t v_s0, int64_t v_s1, int64_t v_s2,
+    const int32_t* blocks, int L, int BS, int Hkv, int D, int Dv, int nthreads, int64_t num_blocks,
+    void* ok, void* ov, int do_v) {
+  const int nblk = (L + BS - 1) / BS;
+  for (int b = 0; b < nblk; ++b)
+    if (blocks[b] < 0 || blocks[b] >= num_blocks) return 1 + b;
+  const int nwork = Hkv * nblk;
+  #pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int w = 0; w < nwork; ++w) {
+    const int h = w / nblk, b = w % nblk;
+    const int64_t blk = blocks[b];
+    const int t0 = b * BS, t1 = std::min(L, t0 + BS);
+    char* dk = (char*)ok + ((int64_t)h * L + t0) * D * esz;
+    const char* sk = (const char*)kc + (blk * k_s0 + (int64_t)h * k_s2) * esz;
+    for (int t = t0; t < t1; ++t, dk += (int64_t)D * esz)
+      std::memcpy(dk, sk + (int64_t)(t - t0) * k_s1 * esz, (size_t)D * esz);
+    if (do_v) {
+      char* dv = (char*)ov + ((int64_t)h * L + t0) * Dv * esz;
+      const char* sv = (const char*)vc + (blk * v_s0 + (int64_t)h * v_s2) * esz;
+      for (int t = t0; t < t1; ++t, dv += (int64_t)Dv * esz)
+        std::memcpy(dv, sv + (int64_t)(t - t0) * v_s1 * esz, (size_t)Dv * esz);
+    }
+  }
+  return 0;
+}
+
+static int prefetch_on() {  // experiment switch: ATTNSOLVE_CPU_PREFETCH=0
+  static int ok = -1;
+  if (ok < 0) { const char* e = std::getenv("ATTNSOLVE_CPU_PREFETCH"); ok = (e && e[0] == '0') ? 0 : 1; }
+  return ok;
+}
+#if defined(__AVX512BF16__)
+static int bf16_pv_permitted() {  // ATTNSOLVE_CPU_BF16_PV=0 keeps the float32 PV product (for comparisons)
+  static int ok = -1;
+  if (ok < 0) {
+    const char* e = std::getenv("ATTNSOLVE_CPU_BF16_PV");
+    ok = (e && (e[0] == '0' || e[0] == 'n' || e[0] == 'N' || e[0] == 'f' || e[0] == 'F')) ? 0 : 1;
+  }
+  return ok;
+}
+#endif
+
+#if defined(ATTNSOLVE_AMX)
+static int amx_pv_permitted() {  // ATTNSOLVE_CPU_AMX_PV=0 keeps the vdpbf16ps PV product (ATTNSOLVE_CPU_AMX=0: both off)
+  static int ok = -1;
+  if (ok < 0) {
+    const char* e = std::getenv("ATTNSOLVE_CPU_AMX_PV");
+    ok = (e && (e[0] == '0' || e[0] == 'n' || e[0] == 'N' || e[0] == 'f' || e[0] == 'F')) ? 0 : 1;
+  }
+  return ok;
+}
+#endif
+
+static int fp8_lane_permitted() {  // ATTNSOLVE_CPU_FP8_LANE=0 keeps the natural order (for comparisons)
+  static int ok = -1;
+  if (ok < 0) { const char* e = std::getenv("ATTNSOLVE_CPU_FP8_LANE"); ok = (e && e[0] == '0') ? 0 : 1; }
+  return ok;
+}
+
+extern "C" int attnsolve_paged_decode(
+    int qtype, int ctype, int otype,
+    const void* q, int64_t q_s0, int64_t q_s1,
+    const void* kc, int64_t k_s0, int64_t k_s1, int64_t k_s2,
+    const void* vc, int64_t v_s0, int64_t v_s1, int64_t v_s2,
+    void* out, int64_t o_s0, int64_t o_s1,
+    const int32_t* qsl, const int32_t* sl, const int32_t* bt, int64_t bt_s0,
+    const int32_t* seqs, int nseqs,
+    int H, int Hkv, int D, int Dv, int BS,
+    float scale, int causal, int window, float softcap, const float* sinks,
+    float k_scale, float v_scale, int nthreads, int chunk, int64_t num_blocks) {
+  init_luts();
+#if defined(ATTNSOLVE_FP8BF)
+  { static bool fp8bf_ready = false; if (!fp8bf_ready) { init_fp8_bf16(); fp8bf_ready = true; } }
+#endif
+  // Per-tensor dequantisation scales fold out of the inner loops: q.(k*ks)*scale = (q.k)*(scale*ks), and
+  // sum p*(v*vs) = vs * sum p*v, applied once to each output row in the merge.
+  const float out_scale = v_scale;
+  scale *= k_scale;
+  k_scale = 1.0f;
+  v_scale = 1.0f;
+  // every block the rows will read must exist: a bad table is an error, not a wild read
+  for (int k = 0; k < nseqs; ++k) {
+    const int i = seqs ? seqs[k] : k;
+    const int32_t* row = bt + (int64_t)i * bt_s0;
+    for (int b = 0; b * BS < sl[i]; ++b)
+      if (row[b] < 0 || row[b] >= num_blocks) return 1 + i;
+  }
+  const int G = H / Hkv;
+  const int qe = esize(qtype), ce = esize(ctype), oe = esize(otype);
+  {  // chunks: multiples of lcm(BS, 32) (32: the portable span, two 16-token tiles), so that page sizes dividing 32 split a row identically
+    int a = BS, b = 32;
+    while (b) { const int r = a % b; a = b; b = r; }
+    const int unit = BS / a * 32;
+    chunk = std::max(unit, (chunk + unit - 1) / unit * unit);
+  }
+  // Work items: (row, key chunk), chunks aligned to absolute multiples of `chunk`.
+  std::vector<Item> items;
+  std::vector<int> row_first, row_count, rows, row_seq;
+  for (int k = 0; k < nseqs; ++k) {
+    int i = seqs ? seqs[k] : k;
+    int q0 = qsl[i], q1 = qsl[i + 1], L = sl[i], n = q1 - q0;
+    for (int j = 0; j < n; ++j) {
+      int p = L - n + j;
+      int hi = causal ? p + 1 : L;
+      int lo = window > 0 ? std::max(0, p - window + 1) : 0;
+      row_first.push_back((int)items.size());
+      rows.push_back(q0 + j);
+      row_seq.push_back(i);
+      int c = 0;
+      for (int a = (lo / chunk) * chunk; a < hi; a += chunk) {
+        items.push_back(Item{q0 + j, i, std::max(a, lo), std::min(a + chunk, hi)});
+        ++c;
+      }
+      row_count.push_back(c);
+    }
+  }
+  const int nitems = (int)items.size();
+  const TileFn tile = (D == Dv) ? pick_tile(D) : nullptr;
+  // flags for the tile: bit 0 = bf16 dot products for QK, bit 1 = bf16 V widened in the PV loop,
+  // bit 3 = bf16 dot products for PV (probabilities rounded to bf16; bf16 output only), bit 4 = fp8
+  // K/V converted to bf16 per tile (exact) so that an fp8 cache takes the bf16 paths
+  const bool is_fp8 = ctype == E4M3 || ctype == E5M2;
+#if defined(ATTNSOLVE_FP8BF)
+  const bool fp8bf = tile && is_fp8 && qtype == BF16 && otype == BF16 && (D % 32) == 0;
+#else
+  const bool fp8bf = false;
+#endif
+#if defined(__AVX512BF16__)
+  const bool pvdp = tile && (D % 32) == 0 && otype == BF16 && (ctype == BF16 || fp8bf) && bf16_pv_permitted();
+#else
+  const bool pvdp = false;
+#endif
+  (void)is_fp8;
+  const int use_dp = ((qtype == BF16 && (ctype == BF16 || fp8bf) && k_scale == 1.0f) ? 1 : 0) |
+                     ((tile && ctype == BF16 && D == Dv && (D % 32) == 0) ? 2 : 0) | (pvdp ? 8 : 0) | (fp8bf ? 16 : 0) |
+                     ((fp8bf && pvdp && (D % 64) == 0 && fp8_lane_permitted()) ? 32 : 0);
+#if defined(ATTNSOLVE_AMX)
+  // (fp8: K and V rows are converted to contiguous bf16 rows first, so any block size, but whole token rows)
+  const bool amx_src = (ctype == BF16 && BS >= 16) || (fp8bf && k_s2 == D && v_s2 == D);
+  const int use_amx = (tile && amx_src && (use_dp & 1) && (D % 32) == 0 && G <= 16 && amx_permitted()) ? 4 : 0;
+  // AMX for the PV product as well (bf16 cache and output, up to 16 query heads per KV head): flag 64
+  const int use_amx_pv = (tile && (ctype == BF16 || (fp8bf && v_s2 == D)) && (use_dp & 8) && (D % 32) == 0 && G <= 16 &&
+                          amx_pv_permitted() && amx_permitted()) ? 64 : 0;
+#else
+  const int use_amx = 0, use_amx_pv = 0;
+#endif
+  // per-item partial results: grow-only buffers of the calling thread (every item writes its own slots),
+  // so a decode step does not first-touch fresh pages (a large vector is a fresh mmap every call)
+  static thread_local std::vector<float> pacc_buf, pm_buf, pl_buf;
+  if (pacc_buf.size() < (size_t)nitems * H * Dv) pacc_buf.resize((size_t)nitems * H * Dv);
+  if (pm_buf.size() < (size_t)nitems * H) { pm_buf.resize((size_t)nitems * H); pl_buf.resize((size_t)nitems * H); }
+  float* const pacc = pacc_buf.data();
+  float* const pm = pm_buf.data();
+  float* const pl = pl_buf.data();
+
+  #pragma omp parallel num_threads(nthreads)
+  {
+    const int Hp = (H + 15) / 16 * 16;
+    std::vector<float> qf((size_t)H * D), acc((size_t)H * Dv), m(Hp), l(Hp), s((size_t)32 * H), kf(D), vf(Dv);
+    std::vector<uint16_t> qvnni(use_amx ? (size_t)H * D : 0);
+#if defined(ATTNSOLVE_AVX512)
+    std::vector<float> ts((size_t)TILE * Hp), tbuf((size_t)TILE * D);
+    std::vector<uint16_t> q2((use_dp & 1) ? (size_t)H * D * 2 : 0), cbuf((use_dp & 16) ? (size_t)TILE * Hkv * D : 0);
+    std::vector<float> q2f((size_t)H * D * 2), qlane((use_dp & 32) ? (size_t)H * D : 0);
+    std::vector<uint32_t> pp((use_dp & 8) ? (size_t)(TILE / 2) * Hp : 0);
+    std::vector<float> partbuf((size_t)Hp * 16 + 16, 0.0f);  // [Hp] vectors, 64-byte aligned below
+    std::vector<uint16_t> pabuf(use_amx_pv ? (size_t)Hkv * 2 * G * 32 + 32 : 0), vzbuf(use_amx_pv ? (size_t)TILE * D : 0);
+    TileCtx X;
+    X.ctype = ctype; X.Hkv = Hkv; X.G = G; X.H = H; X.Hp = Hp; X.flags = use_dp | use_amx_pv;
+    X.pa = (uint16_t*)(((uintptr_t)pabuf.data() + 63) & ~(uintptr_t)63); X.vz = vzbuf.data();
+    X.k_s1 = k_s1; X.k_s2 = k_s2; X.v_s1 = v_s1; X.v_s2 = v_s2; X.scale = scale; X.softcap = softcap; X.prefetch = prefetch_on() != 0;
+    X.qf = qf.data(); X.q2 = q2.data(); X.q2f = q2f.data(); X.qvnni = qvnni.data(); X.s = ts.data(); X.pp = pp.data(); X.part = (__m512*)(((uintptr_t)partbuf.data() + 63) & ~(uintptr_t)63);
+    X.buf = tbuf.data(); X.cbuf = cbuf.data();
+#endif
+#if defined(ATTNSOLVE_AMX)
+    if (use_amx || use_amx_pv) {
+      TileCfg cfg;
+      std::memset(&cfg, 0, sizeof(cfg));
+      cfg.palette_id = 1;
+      cfg.rows[0] = 16; cfg.colsb[0] = (uint16_t)(G * 4);   // C: 16 tokens x G fp32 scores
+      cfg.rows[1] = 16; cfg.colsb[1] = 64;                  // A: 16 tokens x 32 bf16 dims of K
+      cfg.rows[2] = 16; cfg.colsb[2] = (uint16_t)(G * 4);   // B: 16 dim pairs x G heads x 2 bf16 of q
+      if (use_amx_pv) {
+        const uint8_t R = (uint8_t)(G <= 8 ? 2 * G : G);    // rows per product (G > 8: even and odd dims apart)
+        cfg.rows[3] = R; cfg.colsb[3] = 64;                 // PV A: 2G rows (even / odd dims) x 16 tokens x 2 bf16
+        cfg.rows[4] = 16; cfg.colsb[4] = 64;                // PV B: 16 tokens x 32 bf16 dims of V, in place
+        cfg.rows[5] = R; cfg.colsb[5] = 64;                 // PV C: 2G rows x 16 fp32 dims
+        if (G > 8) { cfg.rows[6] = R; cfg.colsb[6] = 64; cfg.rows[7] = R; cfg.colsb[7] = 64; }  // odd-dim A and C
+      }
+      _tile_loadconfig(&cfg);
+    }
+#endif
+    #pragma omp for schedule(dynamic, 1) nowait
+    for (int it = 0; it < nitems; ++it) {
+      const Item& I = items[it];
+      for (int h = 0; h < H; ++h)
+        load_row(qtype, (const char*)q + ((int64_t)I.row * q_s0 + (int64_t)h * q_s1) * qe, &qf[(size_t)h * D], D, 1.0f);
+#if defined(ATTNSOLVE_AVX512)
+      if (tile) {  // the query with each 8 (float32) / 16 (bf16, rounded to nearest even) dims twice
+        for (size_t i = 0; i < (size_t)H * D; i += 8) {
+          const __m256 x = _mm256_loadu_ps(&qf[i]);
+          _mm512_storeu_ps(&q2f[2 * i], _mm512_insertf32x8(_mm512_castps256_ps512(x), x, 1));
+        }
+#if defined(__AVX512BF16__)
+        if (use_dp & 32)  // fp8 K rows come in lane order (fp8_to_bf16): the query's dims follow it
+          for (size_t i = 0; i < (size_t)H * D; ++i) qlane[i] = qf[i - i % 64 + fp8_lane_elem((int)(i % 64))];
+        const float* qsrc = (use_dp & 32) ? qlane.data() : qf.data();
+        if (use_dp & 1)
+          for (size_t i = 0; i < (size_t)H * D; i += 16) {
+            const __m256i b = (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(&qsrc[i]));
+            _mm512_storeu_si512((void*)&q2[2 * i], _mm512_inserti64x4(_mm512_castsi256_si512(b), b, 1));
+          }
+        if (use_amx) {  // q^T per KV head as [D/2][G][2] bf16 (round to nearest even, like the dp path; fp8: lane order)
+          for (int kh = 0; kh < Hkv; ++kh)
+            for (int g = 0; g < G; ++g)
+              for (int d = 0; d < D; ++d) {
+                uint32_t u; std::memcpy(&u, &qsrc[(size_t)(kh * G + g) * D + d], 4);
+                const uint16_t b = ((u & 0x7fffffffu) > 0x7f800000u) ? (uint16_t)0x7fc0
+                                   : (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+                qvnni[(size_t)kh * D * G + (size_t)(d / 2) * G * 2 + g * 2 + (d & 1)] = b;
+              }
+        }
+#endif
+      }
+#endif
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      std::fill(m.begin(), m.end(), -INFINITY);
+      std::fill(l.begin(), l.end(), 0.0f);
+      const int32_t* btr = bt + (int64_t)I.seq * bt_s0;
+#if defined(ATTNSOLVE_AVX512)
+      if (tile) {
+        // tiles at absolute multiples of TILE (page-size independent), rows gathered by pointer
+        const char* ktok[TILE];
+        const char* vtok[TILE];
+        const char* nk[TILE];
+        // rows of positions pos .. pos + n - 1 (one block-table lookup per block, no division per token)
+        auto rows = [&](const void* base, int64_t s0, int64_t s1, int pos, int n, const char** out) {
+          int b = pos / BS, sl = pos - b * BS;
+          const char* p = (const char*)base + ((int64_t)btr[b] * s0 + (int64_t)sl * s1) * ce;
+          for (int t = 0; t < n; ++t) {
+            out[t] = p;
+            if (++sl == BS) {
+              sl = 0;
+              if (t + 1 < n) p = (const char*)base + (int64_t)btr[++b] * s0 * ce;
+            } else {
+              p += s1 * ce;
+            }
+          }
+        };
+        for (int t0 = I.lo; t0 < I.hi;) {
+          const int t1 = std::min(I.hi, (t0 / TILE + 1) * TILE), nt = t1 - t0;
+          // prefetch (hint T1: measured ~1.5x over T0 here): this tile's V rows while its scores are
+          // computed, the next tile's K rows during its PV product (a longer distance, tried for
+          // 4 KiB blocks, measured no better)
+          const int nn = std::min(I.hi, t1 + TILE) - t1;
+          rows(kc, k_s0, k_s1, t0, nt, ktok);
+          rows(vc, v_s0, v_s1, t0, nt, vtok);
+          if (nn > 0) rows(kc, k_s0, k_s1, t1, nn, nk);
+          int fl = use_dp | use_amx_pv;
+          if (use_amx) {  // AMX loads 16 rows with one stride: each 16-row group must lie in one block
+            bool ok = true;
+            for (int tb = 0; tb < nt && !fp8bf; tb += 16) ok = ok && ((t0 + tb) % BS) + 16 <= BS;
+            if (ok) fl |= 4;
+          }
+          X.flags = fl;
+          tile(X, ktok, vtok, nt, nk, std::max(nn, 0), vtok, nt, acc.data(), m.data(), l.data());
+          t0 = t1;
+        }
+      } else
+#endif
+      // spans of 32 tokens at absolute multiples of 32 (page-size independent, like the tiles)
+      for (int t0 = I.lo, t1 = 0; t0 < I.hi; t0 = t1) {
+        t1 = std::min(I.hi, (t0 / 32 + 1) * 32);
+        const int nt = t1 - t0;
+        // scores s[t][h]
+        for (int t = 0; t < nt; ++t) {
+          const int slot = (t0 + t) % BS;
+          const char* kb = (const char*)kc + (int64_t)btr[(t0 + t) / BS] * k_s0 * ce;
+          for (int kh = 0; kh < Hkv; ++kh) {
+            const float* kr;
+            if (ctype == F32 && k_scale == 1.0f) kr = (const float*)(kb + ((int64_t)slot * k_s1 + (int64_t)kh * k_s2) * 4);
+            else { load_row(ctype, kb + ((int64_t)slot * k_s1 + (int64_t)kh * k_s2) * ce, kf.data(), D, k_scale); kr = kf.data(); }
+            for (int g = 0; g < G; ++g) {
+              const int h = kh * G + g;
+              const float* qh = &qf[(size_t)h * D];
+              float a = 0.0f;
+              #pragma omp simd reduction(+:a)
+              for (int d = 0; d < D; ++d) a += qh[d] * kr[d];
+              s[(size_t)h * 32 + t] = a * scale;
+            }
+          }
+        }
+        // online softmax per head over this span
+        for (int h = 0; h < H; ++h) {
+          float* sh = &s[(size_t)h * 32];
+          if (softcap > 0.0f) for (int t = 0; t < nt; ++t) sh[t] = softcap * std::tanh(sh[t] / softcap);
+          float bm = -INFINITY;
+          for (int t = 0; t < nt; ++t) bm = std::max(bm, sh[t]);
+          if (bm > m[h]) {
+            const float corr = (m[h] == -INFINITY) ? 0.0f : fast_exp(m[h] - bm);
+            if (corr != 1.0f) {
+              l[h] *= corr;
+              float* ah = &acc[(size_t)h * Dv];
+              #pragma omp simd
+              for (int d = 0; d < Dv; ++d) ah[d] *= corr;
+            }
+            m[h] = bm;
+          }
+          const float mh = m[h];
+          float ls = 0.0f;
+          #pragma omp simd reduction(+:ls)
+          for (int t = 0; t < nt; ++t) { const float p = fast_exp(sh[t] - mh); sh[t] = p; ls += p; }
+          l[h] += ls;
+        }
+        // acc[h] += p[h][t] * v[t]
+        for (int t = 0; t < nt; ++t) {
+          const int slot = (t0 + t) % BS;
+          const char* vb = (const char*)vc + (int64_t)btr[(t0 + t) / BS] * v_s0 * ce;
+          for (int kh = 0; kh < Hkv; ++kh) {
+            const float* vr;
+            if (ctype == F32 && v_scale == 1.0f) vr = (const float*)(vb + ((int64_t)slot * v_s1 + (int64_t)kh * v_s2) * 4);
+            else { load_row(ctype, vb + ((int64_t)slot * v_s1 + (int64_t)kh * v_s2) * ce, vf.data(), Dv, v_scale); vr = vf.data(); }
+            for (int g = 0; g < G; ++g) {
+              const int h = kh * G + g;
+              const float p = s[(size_t)h * 32 + t];
+              float* ah = &acc[(size_t)h * Dv];
+              #pragma omp simd
+              for (int d = 0; d < Dv; ++d) ah[d] += p * vr[d];
+            }
+          }
+        }
+      }
+      if (use_amx_pv) {  // undo the AMX PV layout: per KV head [D/32][2G][16], head g's even dims in row g, odd in G + g
+        float* dst = &pacc[(size_t)it * H * Dv];
+        for (int h = 0; h < H; ++h) {
+          const float* a = &acc[(size_t)(h / G) * G * Dv + (h % G) * 16];
+          for (int c = 0; c < Dv / 32; ++c)
+            for (int n = 0; n < 16; ++n) {
+              const int p0 = 32 * c + 2 * n, p1 = p0 + 1;  // V row positions (lane order: fp8_to_bf16)
+              const int d0 = (use_dp & 32) ? p0 - p0 % 64 + fp8_lane_elem(p0 % 64) : p0;
+              const int d1 = (use_dp & 32) ? p1 - p1 % 64 + fp8_lane_elem(p1 % 64) : p1;
+              dst[(size_t)h * Dv + d0] = a[(size_t)c * 32 * G + n];
+              dst[(size_t)h * Dv + d1] = a[(size_t)c * 32 * G + 16 * G + n];
+            }
+        }
+      } else if (use_dp & 8) {  // undo the unpacklo/hi order of each 32-wide chunk (see pv_dp)
+        float* dst = &pacc[(size_t)it * H * Dv];
+        for (int h = 0; h < H; ++h)
+          for (int c = 0; c < Dv; c += 32)
+            for (int e = 0; e < 16; ++e) {
+              const int p0 = c + 8 * (e / 4) + (e % 4), p1 = p0 + 4;  // V row positions (lane order: fp8_to_bf16)
+              const int d0 = (use_dp & 32) ? p0 - p0 % 64 + fp8_lane_elem(p0 % 64) : p0;
+              const int d1 = (use_dp & 32) ? p1 - p1 % 64 + fp8_lane_elem(p1 % 64) : p1;
+              dst[(size_t)h * Dv + d0] = acc[(size_t)h * Dv + c + e];
+              dst[(size_t)h * Dv + d1] = acc[(size_t)h * Dv + c + 16 + e];
+            }
+      } else if (use_dp & 2) {  // undo the [even, odd] order of each 32-wide chunk (see the tile's bf16 PV)
+        float* dst = &pacc[(size_t)it * H * Dv];
+        for (int h = 0; h < H; ++h)
+          for (int c = 0; c < Dv; c += 32)
+            for (int i = 0; i < 16; ++i) {
+              dst[(size_t)h * Dv + c + 2 * i] = acc[(size_t)h * Dv + c + i];
+              dst[(size_t)h * Dv + c + 2 * i + 1] = acc[(size_t)h * Dv + c + 16 + i];
+            }
+      } else
+      std::memcpy(&pacc[(size_t)it * H * Dv], acc.data(), sizeof(float) * H * Dv);
+      std::memcpy(&pm[(size_t)it * H], m.data(), sizeof(float) * H);
+      std::memcpy(&pl[(size_t)it * H], l.data(), sizeof(float) * H);
+    }
+#if defined(ATTNSOLVE_AMX)
+    if (use_amx || use_amx_pv) _tile_release();
+#endif
+  }
+  // Merge the chunks of each row (log-sum-exp; sinks join the denominator) on the calling thread:
+  // it is cheap, and one barrier fewer matters on an oversubscribed machine.
+  {
+    std::vector<float> o(Dv);
+    for (int r = 0; r < (int)rows.size(); ++r) {
+      const int f = row_first[r], c = row_count[r];
+      for (int h = 0; h < H; ++h) {
+        float M = sinks ? sinks[h] : -INFINITY;
+        bool nan_row = std::isnan(M);
+        for (int k = 0; k < c; ++k) {
+          M = std::max(M, pm[(size_t)(f + k) * H + h]);
+          nan_row |= std::isnan(pl[(size_t)(f + k) * H + h]) || std::isnan(pm[(size_t)(f + k) * H + h]);
+        }
+        if (nan_row) {  // a NaN score (query, scale, key) or value: the row is NaN, as on the torch paths
+          std::fill(o.begin(), o.end(), NAN);
+          store_row(otype, (char*)out + ((int64_t)rows[r] * o_s0 + (int64_t)h * o_s1) * oe, o.data(), Dv);
+          continue;
+        }
+        std::fill(o.begin(), o.end(), 0.0f);
+        float den = 0.0f;
+        if (M != -INFINITY) {
+          if (sinks) den += std::exp(sinks[h] - M);
+          for (int k = 0; k < c; ++k) {
+            const float mk = pm[(size_t)(f + k) * H + h];
+            if (mk == -INFINITY) continue;
+            const float w = std::exp(mk - M);
+            den += w * pl[(size_t)(f + k) * H + h];
+            const float* a = &pacc[((size_t)(f + k) * H + h) * Dv];
+            #pragma omp simd
+            for (int d = 0; d < Dv; ++d) o[d] += w * a[d];
+          }
+        }
+        const float inv = den > 0.0f ? out_scale / den : 0.0f;
+        for (int d = 0; d < Dv; ++d) o[d] *= inv;
+        store_row(otype, (char*)out + ((int64_t)rows[r] * o_s0 + (int64_t)h * o_s1) * oe, o.data(), Dv);
+      }
+    }
+  }
+  return 0;
+}
