@@ -12,8 +12,9 @@ Two paths, chosen per sequence of a mixed batch:
   C++ memcpy gather with the extension) and run torch's CPU flash-attention kernel
   (``aten._scaled_dot_product_flash_attention_for_cpu``, the one SDPA uses), whose
   log-sum-exp output gives exact sinks and the merge of a causal chunk with its context.  A
-  causal prefill of 65 to 1087 rows runs as at most 4 row chunks against only the keys each
-  chunk sees (that kernel computes whole 512-key blocks).  Soft-capping (which that kernel
+  causal prefill of a few hundred rows runs as at most 8 row chunks against only the keys each
+  chunk sees (that kernel computes whole 512-key blocks) where that measured faster
+  (``_chunk_prefill``: float32 on two threads, any dtype on one).  Soft-capping (which that kernel
   lacks) uses a tiled float32 torch path.
 
 Without a compiler (or with ``ATTNSOLVE_CPU_EXT=0``) every sequence takes the torch paths.
