@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 
 import oracle
 from attnsolve import ANY, Config, ConfigError, solve
-from attnsolve.config import FIELD_NAMES
 from attnsolve.goal import GoalCheck, background_fields
 from attnsolve.rules import default_rules
 from attnsolve.selection import csp_solver
