@@ -414,6 +414,7 @@ static int mla_item_amx(const uint16_t* const* qp, int H, int D, int R, float sc
     m_out[h] = mm[h];
     l_out[h] = ll[h];
   }
+  _tile_release();  // no tile state left in torch's pool threads (it would be saved on every context switch)
   return bad;
 }
 #endif
