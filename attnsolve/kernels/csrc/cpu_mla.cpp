@@ -414,7 +414,6 @@ static int mla_item_amx(const uint16_t* const* qp, int H, int D, int R, float sc
     m_out[h] = mm[h];
     l_out[h] = ll[h];
   }
-  _tile_release();  // no tile state left in torch's pool threads (it would be saved on every context switch)
   return bad;
 }
 #endif
@@ -447,7 +446,9 @@ extern "C" int mla_attend(
 #if defined(MLA_AMX)
   const bool use_amx = dtype == BF16 && D % 32 == 0 && R % 64 == 0 && R <= D && (sq_h % 2) == 0 && mla_amx_permitted();
 #endif
-#pragma omp parallel for schedule(dynamic, 1) reduction(|:bad)
+#pragma omp parallel reduction(|:bad)
+  {
+#pragma omp for schedule(dynamic, 1)
   for (int it = 0; it < n_items; it++) {
     const int t = items[3 * it], r0 = items[3 * it + 1], r1 = items[3 * it + 2];
     const int seq = tok_seq[t];
@@ -552,6 +553,11 @@ extern "C" int mla_attend(
         pv_tile(sh, rows.data(), nt, D, R, acc + (int64_t)h * R);
       }
     }
+  }
+#if defined(MLA_AMX)
+  // no tile state left in torch's pool threads (it would be saved on every context switch)
+  if (use_amx) _tile_release();
+#endif
   }
   if (bad) return -2;
   // merge the items of every token (consecutive in the table) and write the output
