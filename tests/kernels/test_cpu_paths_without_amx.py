@@ -1,0 +1,30 @@
+"""On a CPU with AMX tiles the C++ kernels take their AMX paths by default, so the AVX-512 paths
+that every CPU without AMX runs (``vdpbf16ps`` scores and P·V, the float32 MLA products) would go
+untested here. These tests rerun the CPU_ATTN and CPU_MLA test modules in child processes with
+the switches that turn AMX off (the switches are read once per process)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from paged_cases import amx_decode_host
+
+HERE = Path(__file__).resolve().parent
+needs_amx = pytest.mark.skipif(not amx_decode_host(), reason="no AMX here: the default run already covers these paths")
+
+
+@needs_amx
+@pytest.mark.parametrize("switch", ["ATTNSOLVE_CPU_AMX", "ATTNSOLVE_CPU_AMX_PV"])
+def test_kernels_without_amx(switch):
+    env = dict(os.environ, **{switch: "0"})
+    files = [str(HERE / "test_cpu_attn.py")]
+    if switch == "ATTNSOLVE_CPU_AMX":  # CPU MLA has one switch for its AMX path
+        files.append(str(HERE / "test_cpu_mla.py"))
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *files],
+                       env=env, capture_output=True, text=True, timeout=900, cwd=HERE.parent.parent)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
