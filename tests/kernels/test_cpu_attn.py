@@ -246,3 +246,15 @@ def test_extension_without_compiler_falls_back(monkeypatch, tmp_path):
         monkeypatch.undo()
         _cpu_ext._reset_for_tests()
 
+
+
+@pytest.mark.parametrize("heads", [(32, 2), (24, 2), (40, 4), (16, 1)])  # GQA 16, 12, 10, 16
+@pytest.mark.parametrize("head,bs", [(128, 16), (64, 1), (256, 32)])
+def test_fp16_decode_large_groups(heads, head, bs):
+    """fp16 decode with 10 or more query heads per KV head: on a CPU with AMX tiles this takes the
+    two-term bf16 split path (docs/kernels.md), elsewhere the FMA path; both against the reference,
+    with sinks, a window and soft-capping."""
+    H, hkv = heads
+    q, kc, vc, md = make_batch([1, 1, 2], [700, 37, 333], H, hkv, head, bs, dtype=torch.float16, seed=H + head)
+    for opts in ({}, {"sinks": torch.randn(H)}, {"sliding_window": 100, "logits_soft_cap": 20.0}):
+        close(cpu_attn(q, kc, vc, md, **opts), paged_attention_reference(q, kc, vc, md, **opts), torch.float16)

@@ -1,7 +1,9 @@
 """On a CPU with AMX tiles the C++ kernels take their AMX paths by default, so the AVX-512 paths
 that every CPU without AMX runs (``vdpbf16ps`` scores and P·V, the float32 MLA products) would go
 untested here. These tests rerun the CPU_ATTN and CPU_MLA test modules in child processes with
-the switches that turn AMX off (the switches are read once per process)."""
+the switches that turn AMX off (the switches are read once per process), and CPU_ATTN's once with
+the fp16 split path forced on at every group size (by default it runs from 10 query heads per KV
+head, which the module's hypothesis cases rarely draw)."""
 
 from __future__ import annotations
 
@@ -19,9 +21,10 @@ needs_amx = pytest.mark.skipif(not amx_decode_host(), reason="no AMX here: the d
 
 
 @needs_amx
-@pytest.mark.parametrize("switch", ["ATTNSOLVE_CPU_AMX", "ATTNSOLVE_CPU_AMX_PV"])
-def test_kernels_without_amx(switch):
-    env = dict(os.environ, **{switch: "0"})
+@pytest.mark.parametrize("switch,value", [("ATTNSOLVE_CPU_AMX", "0"), ("ATTNSOLVE_CPU_AMX_PV", "0"),
+                                          ("ATTNSOLVE_CPU_AMX_F16", "1")])
+def test_kernels_with_amx_switched(switch, value):
+    env = dict(os.environ, **{switch: value})
     files = [str(HERE / "test_cpu_attn.py")]
     if switch == "ATTNSOLVE_CPU_AMX":  # CPU MLA has one switch for its AMX path
         files.append(str(HERE / "test_cpu_mla.py"))

@@ -125,6 +125,37 @@ static int amx_permitted() {  // the kernel must grant the tile data state to th
   }
   return ok;
 }
+// fp16 on AMX-BF16 (flag 128): every fp16 value x is exactly hi + lo with hi = x truncated to bf16 and lo =
+// x - hi (x has 11 significant bits, lo at most 3; both are normal bf16 values, which matters because AMX
+// reads bf16 denormals as zero).  Each K or V element becomes one 32-bit (hi, lo) bf16 pair, so the
+// instruction's pair sum gives hi * b + lo * b = x * b when the other operand holds (b, b): the query as
+// (qh, qh) and (ql, ql) pairs (exact, two products), the probabilities as three such terms (ph + pl + p3
+// holds a float32's 24 bits; three products).  inf keeps lo = 0 (inf - inf would be NaN).
+static inline void f16_split(const uint16_t* src, uint32_t* dst, int n) {  // n: a multiple of 16
+  // hi = x truncated to bf16 (exact bits), lo = x - hi (exact, at most 3 significant bits); the pair's words are the
+  // high halves of x and lo, picked by one word permute
+  const __m512i idx = _mm512_set_epi16(63, 31, 61, 29, 59, 27, 57, 25, 55, 23, 53, 21, 51, 19, 49, 17,
+                                       47, 15, 45, 13, 43, 11, 41, 9, 39, 7, 37, 5, 35, 3, 33, 1);
+  const __m512 hm = _mm512_castsi512_ps(_mm512_set1_epi32((int)0xFFFF0000u));
+  for (int i = 0; i < n; i += 16) {
+    const __m512 x = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(src + i)));
+    const __m512 lo = _mm512_maskz_sub_ps(~_mm512_fpclass_ps_mask(x, 0x18), x, _mm512_and_ps(x, hm));
+    _mm512_storeu_si512((void*)(dst + i), _mm512_permutex2var_epi16(_mm512_castps_si512(x), idx, _mm512_castps_si512(lo)));
+  }
+}
+// (hi, hi) and (lo, lo) bf16 pairs of 16 floats (hi = bf16_rne(x), lo = bf16_rne(x - hi)); with p3, the third
+// term (x - hi - lo rounded: a float32 x is then held to its 24 bits, the probabilities of the PV product)
+static inline void split_pairs(__m512 x, __m512i& ph, __m512i& pl, __m512i* p3 = nullptr) {
+  const __m512i hw = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(x));
+  const __m512 lo = _mm512_maskz_sub_ps(~_mm512_fpclass_ps_mask(x, 0x18), x, _mm512_castsi512_ps(_mm512_slli_epi32(hw, 16)));
+  const __m512i lw = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(lo));
+  ph = _mm512_or_si512(hw, _mm512_slli_epi32(hw, 16));
+  pl = _mm512_or_si512(lw, _mm512_slli_epi32(lw, 16));
+  if (p3) {
+    const __m512i tw = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_sub_ps(lo, _mm512_castsi512_ps(_mm512_slli_epi32(lw, 16)))));
+    *p3 = _mm512_or_si512(tw, _mm512_slli_epi32(tw, 16));
+  }
+}
 #endif
 // Convert one row of ND*16 elements to float (scaled) into dst.
 template <int ND>
@@ -446,6 +477,7 @@ struct TileCtx {
   uint16_t* cbuf;                   // [TILE][Hkv * D] bf16 scratch (fp8 rows, flag 16)
   uint16_t* pa;                     // AMX PV (flag 64): A tiles per KV head, [Hkv][2G][32] bf16
   uint16_t* vz;                     // AMX PV: [TILE][D] bf16 scratch for a tile's V rows that are not equally strided
+  uint32_t* hl;                     // fp16 on AMX (flag 128): [TILE][D] (hi, lo) bf16 pairs of one KV head's K or V rows
 };
 
 // One tile (nt <= TILE tokens, possibly from several blocks) for all heads: scores, online softmax, PV.
@@ -465,6 +497,40 @@ static void tile_avx(const TileCtx& X, const char* const* ktok, const char* cons
   float* const s = X.s;
   const __m512 vscale = _mm512_set1_ps(X.scale);
 #if defined(ATTNSOLVE_AMX)
+  if (fl & 128) {  // fp16: per KV head, K rows as (hi, lo) pairs; S^T += K2 . (qh, qh)^T + K2 . (ql, ql)^T per 16 dims
+    PfList pv;
+    for (int t = 0; X.prefetch && t < nnv; ++t)
+      for (int kh = 0; kh < Hkv; ++kh)
+        for (int o = 0; o < D * ce; o += 64) {
+          if (pv.n < 640) pv.p[pv.n++] = nextv[t] + kh * vhb + o;
+          else _mm_prefetch(nextv[t] + kh * vhb + o, _MM_HINT_T1);
+        }
+    const int per = (pv.n + Hkv * ND - 1) / (Hkv * ND);
+    const size_t qlo = (size_t)H * D * 2;
+    // double-buffered: the next KV head's rows are converted after this head's tile ops are issued (measured
+    // no different from one buffer, converted just before use)
+    for (int t = 0; t < nt; ++t) f16_split((const uint16_t*)(ktok[t]), X.hl + (size_t)t * D, D);
+    for (int kh = 0; kh < Hkv; ++kh) {
+      const uint32_t* hb = X.hl + (size_t)(kh & 1) * TILE * D;
+      const uint16_t* qv = X.qvnni + (size_t)kh * D * G * 2;  // [D][G][2]
+      _tile_zero(0);
+      for (int c = 0; c < ND; ++c) {
+        _tile_loadd(1, hb + 16 * c, D * 4);
+        _tile_loadd(2, qv + (size_t)c * 32 * G, G * 4);
+        _tile_loadd(3, qv + qlo + (size_t)c * 32 * G, G * 4);
+        _tile_dpbf16ps(0, 1, 2);
+        _tile_dpbf16ps(0, 1, 3);
+        for (int k = 0; k < per; ++k) pv.step();
+      }
+      _tile_stored(0, s + kh * G, Hp * 4);  // rows past nt: garbage (stale scratch), never read
+      if (kh + 1 < Hkv)
+        for (int t = 0; t < nt; ++t)
+          f16_split((const uint16_t*)(ktok[t] + (kh + 1) * khb), X.hl + ((size_t)((kh + 1) & 1) * TILE + t) * D, D);
+    }
+    pv.rest();
+    for (int t = 0; t < nt; ++t)
+      for (int hb = 0; hb < Hp; hb += 16) _mm512_storeu_ps(s + (size_t)t * Hp + hb, _mm512_mul_ps(_mm512_loadu_ps(s + (size_t)t * Hp + hb), vscale));
+  } else
   if (fl & 4) {  // 16 tokens x G heads per tile op; rows up to the next multiple of 16 lie in one block (caller checks)
     // fp8: the tile's K rows (all KV heads) are first converted to bf16 rows of X.cbuf, and read from there
     const bool f8 = (fl & 16) != 0;
@@ -583,6 +649,12 @@ static void tile_avx(const TileCtx& X, const char* const* ktok, const char* cons
         for (unsigned r = re; r; r &= r - 1) {
           const int i = __builtin_ctz(r);
           const __m512 vc = _mm512_set1_ps(corr[i]);
+          if (fl & 128) {  // fp16 AMX PV layout: per KV head [D/16][G][16]
+            const int kh = (hb + i) / G, g = (hb + i) % G;
+            float* ah = acc + (size_t)kh * G * D + g * 16;
+            for (int c = 0; c < ND; ++c) _mm512_storeu_ps(ah + (size_t)c * 16 * G, _mm512_mul_ps(_mm512_loadu_ps(ah + (size_t)c * 16 * G), vc));
+            continue;
+          }
           if (fl & 64) {  // AMX PV layout: per KV head [D/32][2G][16], head g in rows g and G + g
             const int kh = (hb + i) / G, g = (hb + i) % G;
             float* ah = acc + (size_t)kh * G * D + g * 16;
@@ -608,6 +680,21 @@ static void tile_avx(const TileCtx& X, const char* const* ktok, const char* cons
     }
     _mm512_storeu_ps(l + hb, _mm512_add_ps(_mm512_loadu_ps(l + hb), ls));
 #if defined(ATTNSOLVE_AMX)
+    if (fl & 128) {  // fp16: A tiles per KV head, [G][16 tokens x (ph, ph)], then (pl, pl), then (p3, p3)
+      __m512 r[16];
+      for (int t = 0; t < 16; ++t) r[t] = t < nt ? _mm512_loadu_ps(s + (size_t)t * Hp + hb) : _mm512_setzero_ps();
+      transpose16(r);
+      for (int i = 0; i < 16 && hb + i < H; ++i) {
+        const int kh = (hb + i) / G, g = (hb + i) % G;
+        __m512i ph, pl, p3;
+        split_pairs(r[i], ph, pl, &p3);
+        uint16_t* a = X.pa + (size_t)kh * 3 * G * 32;
+        _mm512_store_si512((void*)(a + g * 32), ph);
+        _mm512_store_si512((void*)(a + (G + g) * 32), pl);
+        _mm512_store_si512((void*)(a + (2 * G + g) * 32), p3);
+      }
+      continue;
+    }
     if (fl & 64) {  // A tiles of the PV product: row g = (p[t][g], 0) pairs, row G + g = (0, p[t][g]) over 16 tokens
       __m512 r[16];
       for (int t = 0; t < 16; ++t) r[t] = t < nt ? _mm512_loadu_ps(s + (size_t)t * Hp + hb) : _mm512_setzero_ps();
@@ -645,6 +732,38 @@ static void tile_avx(const TileCtx& X, const char* const* ktok, const char* cons
   const bool vconv = false;
 #endif
 #if defined(ATTNSOLVE_AMX)
+  if (fl & 128) {  // fp16 PV: C[G x 16 dims] += (ph, ph)[G x 16 tokens] . V2 + (pl, pl) . V2 + (p3, p3) . V2, V2 = (hi, lo) pairs of V
+    if (nt < 16)  // 0 * stale NaN: rows past nt are zeros in both buffers
+      for (int b = 0; b < 2; ++b) std::memset(X.hl + ((size_t)b * TILE + nt) * D, 0, (size_t)(16 - nt) * D * 4);
+    for (int t = 0; t < nt; ++t) f16_split((const uint16_t*)(vtok[t]), X.hl + (size_t)t * D, D);
+    for (int kh = 0; kh < Hkv; ++kh) {
+      PfList pf;
+      if (X.prefetch && nn)
+        for (int t = kh * nn / Hkv, te = (kh + 1) * nn / Hkv; t < te; ++t)
+          for (int h2 = 0; h2 < Hkv; ++h2)
+            for (int o = 0; o < D * ce && pf.n < 640; o += 64) pf.p[pf.n++] = nextk[t] + h2 * khb + o;
+      const uint32_t* hb = X.hl + (size_t)(kh & 1) * TILE * D;
+      float* ak = acc + (size_t)kh * G * D;
+      const int per = (pf.n + ND - 1) / ND;
+      _tile_loadd(4, X.pa + (size_t)kh * 3 * G * 32, 64);
+      _tile_loadd(5, X.pa + (size_t)kh * 3 * G * 32 + (size_t)G * 32, 64);
+      _tile_loadd(6, X.pa + (size_t)kh * 3 * G * 32 + (size_t)2 * G * 32, 64);
+      for (int c = 0; c < ND; ++c) {
+        _tile_loadd(1, hb + 16 * c, D * 4);
+        _tile_loadd(7, ak + (size_t)c * 16 * G, 64);
+        _tile_dpbf16ps(7, 4, 1);
+        _tile_dpbf16ps(7, 5, 1);
+        _tile_dpbf16ps(7, 6, 1);
+        _tile_stored(7, ak + (size_t)c * 16 * G, 64);
+        for (int k = 0; k < per; ++k) pf.step();
+      }
+      if (kh + 1 < Hkv)
+        for (int t = 0; t < nt; ++t)
+          f16_split((const uint16_t*)(vtok[t] + (kh + 1) * vhb), X.hl + ((size_t)((kh + 1) & 1) * TILE + t) * D, D);
+      pf.rest();
+    }
+    return;
+  }
   if (fl & 64) {  // PV with AMX: C[2G x 16 dims] += A[2G x (16 tokens x 2)] . V[16 tokens x 32 dims] per 32 dims
     const int64_t vs_b = X.v_s1 * ce;
     bool direct = nt == 16;  // the tile's 16 V rows equally strided (one block, or adjacent ones): loaded in place
@@ -837,6 +956,20 @@ static int amx_pv_permitted() {  // ATTNSOLVE_CPU_AMX_PV=0 keeps the vdpbf16ps P
 }
 #endif
 
+#if defined(ATTNSOLVE_AMX)
+// fp16 caches on AMX (flag 128) from this many query heads per KV head: below it the per-element split
+// (about 6 vector uops per 16 values on the two 512-bit ports, about as much as the tile products and the
+// softmax together) costs more than the FMAs it replaces.  Measured on the AMX box (one thread, KV GB/s,
+// forced on vs the FMA path): G 4 0.75 to 0.8x, G 8 0.82 to 0.96x, G 9 0.94 to 1.07x, G 10 1.02 to 1.2x,
+// G 12 1.0 to 1.45x, G 16 1.1 to 1.5x.  ATTNSOLVE_CPU_AMX_F16=0 keeps the FMA path, =1 takes AMX at every
+// G (for tests and comparisons); ATTNSOLVE_CPU_AMX=0 turns it off as well.
+constexpr int F16_AMX_MIN_G = 10;
+static int amx_f16_mode() {  // 0 off, 1 from F16_AMX_MIN_G heads per KV head, 2 always
+  static int ok = -1;
+  if (ok < 0) { const char* e = std::getenv("ATTNSOLVE_CPU_AMX_F16"); ok = (e && e[0] == '0') ? 0 : (e && e[0] == '1') ? 2 : 1; }
+  return ok;
+}
+#endif
 static int fp8_lane_permitted() {  // ATTNSOLVE_CPU_FP8_LANE=0 keeps the natural order (for comparisons)
   static int ok = -1;
   if (ok < 0) { const char* e = std::getenv("ATTNSOLVE_CPU_FP8_LANE"); ok = (e && e[0] == '0') ? 0 : 1; }
@@ -930,6 +1063,14 @@ extern "C" int attnsolve_paged_decode(
 #else
   const int use_amx = 0, use_amx_pv = 0;
 #endif
+#if defined(ATTNSOLVE_AMX)
+  // fp16 cache with an fp16 or bf16 query on AMX-BF16 (two-term split, flag 128): any block size and strides
+  const int f16_mode = amx_f16_mode();
+  const int use_f16 = (tile && ctype == F16 && (qtype == F16 || qtype == BF16) && G <= 16 && f16_mode &&
+                       (f16_mode == 2 || G >= F16_AMX_MIN_G) && amx_permitted()) ? 128 : 0;
+#else
+  const int use_f16 = 0;
+#endif
   // per-item partial results: grow-only buffers of the calling thread (every item writes its own slots),
   // so a decode step does not first-touch fresh pages (a large vector is a fresh mmap every call)
   static thread_local std::vector<float> pacc_buf, pm_buf, pl_buf;
@@ -943,22 +1084,39 @@ extern "C" int attnsolve_paged_decode(
   {
     const int Hp = (H + 15) / 16 * 16;
     std::vector<float> qf((size_t)H * D), acc((size_t)H * Dv), m(Hp), l(Hp), s((size_t)32 * H), kf(D), vf(Dv);
-    std::vector<uint16_t> qvnni(use_amx ? (size_t)H * D : 0);
+    std::vector<uint16_t> qvnni(use_f16 ? (size_t)H * D * 4 : use_amx ? (size_t)H * D : 0);
 #if defined(ATTNSOLVE_AVX512)
     std::vector<float> ts((size_t)TILE * Hp), tbuf((size_t)TILE * D);
     std::vector<uint16_t> q2((use_dp & 1) ? (size_t)H * D * 2 : 0), cbuf((use_dp & 16) ? (size_t)TILE * Hkv * D : 0);
     std::vector<float> q2f((size_t)H * D * 2), qlane((use_dp & 32) ? (size_t)H * D : 0);
     std::vector<uint32_t> pp((use_dp & 8) ? (size_t)(TILE / 2) * Hp : 0);
     std::vector<float> partbuf((size_t)Hp * 16 + 16, 0.0f);  // [Hp] vectors, 64-byte aligned below
-    std::vector<uint16_t> pabuf(use_amx_pv ? (size_t)Hkv * 2 * G * 32 + 32 : 0), vzbuf(use_amx_pv ? (size_t)TILE * D : 0);
+    std::vector<uint16_t> pabuf((use_amx_pv || use_f16) ? (size_t)Hkv * 3 * G * 32 + 32 : 0), vzbuf(use_amx_pv ? (size_t)TILE * D : 0);
+    std::vector<uint32_t> hlbuf(use_f16 ? (size_t)2 * TILE * D + 16 : 0);
     TileCtx X;
-    X.ctype = ctype; X.Hkv = Hkv; X.G = G; X.H = H; X.Hp = Hp; X.flags = use_dp | use_amx_pv;
+    X.ctype = ctype; X.Hkv = Hkv; X.G = G; X.H = H; X.Hp = Hp; X.flags = use_dp | use_amx_pv | use_f16;
     X.pa = (uint16_t*)(((uintptr_t)pabuf.data() + 63) & ~(uintptr_t)63); X.vz = vzbuf.data();
+    X.hl = (uint32_t*)(((uintptr_t)hlbuf.data() + 63) & ~(uintptr_t)63);
     X.k_s1 = k_s1; X.k_s2 = k_s2; X.v_s1 = v_s1; X.v_s2 = v_s2; X.scale = scale; X.softcap = softcap; X.prefetch = prefetch_on() != 0;
     X.qf = qf.data(); X.q2 = q2.data(); X.q2f = q2f.data(); X.qvnni = qvnni.data(); X.s = ts.data(); X.pp = pp.data(); X.part = (__m512*)(((uintptr_t)partbuf.data() + 63) & ~(uintptr_t)63);
     X.buf = tbuf.data(); X.cbuf = cbuf.data();
 #endif
 #if defined(ATTNSOLVE_AMX)
+    if (use_f16) {
+      TileCfg cfg;
+      std::memset(&cfg, 0, sizeof(cfg));
+      cfg.palette_id = 1;
+      const uint8_t Gr = (uint8_t)G;
+      cfg.rows[0] = 16; cfg.colsb[0] = (uint16_t)(G * 4);   // QK C: 16 tokens x G fp32 scores
+      cfg.rows[1] = 16; cfg.colsb[1] = 64;                  // QK A: 16 tokens x 16 dims of (hi, lo) K pairs
+      cfg.rows[2] = 16; cfg.colsb[2] = (uint16_t)(G * 4);   // QK B: 16 dims x G heads x (qh, qh)
+      cfg.rows[3] = 16; cfg.colsb[3] = (uint16_t)(G * 4);   // QK B: 16 dims x G heads x (ql, ql)
+      cfg.rows[4] = Gr; cfg.colsb[4] = 64;                  // PV A: G heads x 16 tokens x (ph, ph)
+      cfg.rows[5] = Gr; cfg.colsb[5] = 64;                  // PV A: G heads x 16 tokens x (pl, pl)
+      cfg.rows[6] = Gr; cfg.colsb[6] = 64;                  // PV A: G heads x 16 tokens x (p3, p3); PV B: tile 1
+      cfg.rows[7] = Gr; cfg.colsb[7] = 64;                  // PV C: G heads x 16 fp32 dims
+      _tile_loadconfig(&cfg);
+    } else
     if (use_amx || use_amx_pv) {
       TileCfg cfg;
       std::memset(&cfg, 0, sizeof(cfg));
@@ -996,6 +1154,23 @@ extern "C" int attnsolve_paged_decode(
             const __m256i b = (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(&qsrc[i]));
             _mm512_storeu_si512((void*)&q2[2 * i], _mm512_inserti64x4(_mm512_castsi256_si512(b), b, 1));
           }
+        if (use_f16) {  // q^T per KV head as [D][G] (qh, qh) pairs, then the same with (ql, ql)
+          uint32_t* qh = (uint32_t*)qvnni.data();
+          uint32_t* ql = qh + (size_t)H * D;
+          alignas(64) uint32_t th[16], tl[16];
+          for (int h = 0; h < H; ++h)
+            for (int d = 0; d < D; d += 16) {
+              __m512i a, b;
+              split_pairs(_mm512_loadu_ps(&qf[(size_t)h * D + d]), a, b);
+              _mm512_store_si512((void*)th, a);
+              _mm512_store_si512((void*)tl, b);
+              const int kh = h / G, g = h % G;
+              for (int j = 0; j < 16; ++j) {
+                qh[(size_t)kh * D * G + (size_t)(d + j) * G + g] = th[j];
+                ql[(size_t)kh * D * G + (size_t)(d + j) * G + g] = tl[j];
+              }
+            }
+        }
         if (use_amx) {  // q^T per KV head as [D/2][G][2] bf16 (round to nearest even, like the dp path; fp8: lane order)
           for (int kh = 0; kh < Hkv; ++kh)
             for (int g = 0; g < G; ++g)
@@ -1042,7 +1217,7 @@ extern "C" int attnsolve_paged_decode(
           rows(kc, k_s0, k_s1, t0, nt, ktok);
           rows(vc, v_s0, v_s1, t0, nt, vtok);
           if (nn > 0) rows(kc, k_s0, k_s1, t1, nn, nk);
-          int fl = use_dp | use_amx_pv;
+          int fl = use_dp | use_amx_pv | use_f16;
           if (use_amx) {  // AMX loads 16 rows with one stride: each 16-row group must lie in one block
             bool ok = true;
             for (int tb = 0; tb < nt && !fp8bf; tb += 16) ok = ok && ((t0 + tb) % BS) + 16 <= BS;
@@ -1116,7 +1291,13 @@ extern "C" int attnsolve_paged_decode(
           }
         }
       }
-      if (use_amx_pv) {  // undo the AMX PV layout: per KV head [D/32][2G][16], head g's even dims in row g, odd in G + g
+      if (use_f16) {  // undo the fp16 AMX PV layout: per KV head [D/16][G][16]
+        float* dst = &pacc[(size_t)it * H * Dv];
+        for (int h = 0; h < H; ++h) {
+          const float* a = &acc[(size_t)(h / G) * G * Dv + (h % G) * 16];
+          for (int c = 0; c < Dv / 16; ++c) std::memcpy(dst + (size_t)h * Dv + 16 * c, a + (size_t)c * 16 * G, 64);
+        }
+      } else if (use_amx_pv) {  // undo the AMX PV layout: per KV head [D/32][2G][16], head g's even dims in row g, odd in G + g
         float* dst = &pacc[(size_t)it * H * Dv];
         for (int h = 0; h < H; ++h) {
           const float* a = &acc[(size_t)(h / G) * G * Dv + (h % G) * 16];
@@ -1154,7 +1335,7 @@ extern "C" int attnsolve_paged_decode(
       std::memcpy(&pl[(size_t)it * H], l.data(), sizeof(float) * H);
     }
 #if defined(ATTNSOLVE_AMX)
-    if (use_amx || use_amx_pv) _tile_release();
+    if (use_amx || use_amx_pv || use_f16) _tile_release();
 #endif
   }
   // Merge the chunks of each row (log-sum-exp; sinks join the denominator) on the calling thread:
