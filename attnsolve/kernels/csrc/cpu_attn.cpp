@@ -13,6 +13,12 @@ namespace {
 
 enum DType { F32 = 0, BF16 = 1, F16 = 2, E4M3 = 3, E5M2 = 4 };
 
+// Whether an environment switch says "off" (0, no, false): the kernel's A/B switches, each read once.
+static bool env_off(const char* name) {
+  const char* e = std::getenv(name);
+  return e && (e[0] == '0' || e[0] == 'n' || e[0] == 'N' || e[0] == 'f' || e[0] == 'F');
+}
+
 static float g_lut_e4m3[256];
 static float g_lut_e5m2[256];
 static bool g_lut_ready = false;
@@ -119,8 +125,7 @@ struct alignas(64) TileCfg { uint8_t palette_id; uint8_t start_row; uint8_t rese
 static int amx_permitted() {  // the kernel must grant the tile data state to this process once
   static int ok = -1;
   if (ok < 0) {
-    const char* e = std::getenv("ATTNSOLVE_CPU_AMX");
-    if (e && (e[0] == '0' || e[0] == 'n' || e[0] == 'N' || e[0] == 'f' || e[0] == 'F')) ok = 0;
+    if (env_off("ATTNSOLVE_CPU_AMX")) ok = 0;
     else ok = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0 ? 1 : 0;
   }
   return ok;
@@ -931,16 +936,13 @@ extern "C" int attnsolve_gather_kv(
 
 static int prefetch_on() {  // experiment switch: ATTNSOLVE_CPU_PREFETCH=0
   static int ok = -1;
-  if (ok < 0) { const char* e = std::getenv("ATTNSOLVE_CPU_PREFETCH"); ok = (e && e[0] == '0') ? 0 : 1; }
+  if (ok < 0) ok = env_off("ATTNSOLVE_CPU_PREFETCH") ? 0 : 1;
   return ok;
 }
 #if defined(__AVX512BF16__)
 static int bf16_pv_permitted() {  // ATTNSOLVE_CPU_BF16_PV=0 keeps the float32 PV product (for comparisons)
   static int ok = -1;
-  if (ok < 0) {
-    const char* e = std::getenv("ATTNSOLVE_CPU_BF16_PV");
-    ok = (e && (e[0] == '0' || e[0] == 'n' || e[0] == 'N' || e[0] == 'f' || e[0] == 'F')) ? 0 : 1;
-  }
+  if (ok < 0) ok = env_off("ATTNSOLVE_CPU_BF16_PV") ? 0 : 1;
   return ok;
 }
 #endif
@@ -948,10 +950,7 @@ static int bf16_pv_permitted() {  // ATTNSOLVE_CPU_BF16_PV=0 keeps the float32 P
 #if defined(ATTNSOLVE_AMX)
 static int amx_pv_permitted() {  // ATTNSOLVE_CPU_AMX_PV=0 keeps the vdpbf16ps PV product (ATTNSOLVE_CPU_AMX=0: both off)
   static int ok = -1;
-  if (ok < 0) {
-    const char* e = std::getenv("ATTNSOLVE_CPU_AMX_PV");
-    ok = (e && (e[0] == '0' || e[0] == 'n' || e[0] == 'N' || e[0] == 'f' || e[0] == 'F')) ? 0 : 1;
-  }
+  if (ok < 0) ok = env_off("ATTNSOLVE_CPU_AMX_PV") ? 0 : 1;
   return ok;
 }
 #endif
@@ -966,13 +965,13 @@ static int amx_pv_permitted() {  // ATTNSOLVE_CPU_AMX_PV=0 keeps the vdpbf16ps P
 constexpr int F16_AMX_MIN_G = 10;
 static int amx_f16_mode() {  // 0 off, 1 from F16_AMX_MIN_G heads per KV head, 2 always
   static int ok = -1;
-  if (ok < 0) { const char* e = std::getenv("ATTNSOLVE_CPU_AMX_F16"); ok = (e && e[0] == '0') ? 0 : (e && e[0] == '1') ? 2 : 1; }
+  if (ok < 0) { const char* e = std::getenv("ATTNSOLVE_CPU_AMX_F16"); ok = env_off("ATTNSOLVE_CPU_AMX_F16") ? 0 : (e && e[0] == '1') ? 2 : 1; }
   return ok;
 }
 #endif
 static int fp8_lane_permitted() {  // ATTNSOLVE_CPU_FP8_LANE=0 keeps the natural order (for comparisons)
   static int ok = -1;
-  if (ok < 0) { const char* e = std::getenv("ATTNSOLVE_CPU_FP8_LANE"); ok = (e && e[0] == '0') ? 0 : 1; }
+  if (ok < 0) ok = env_off("ATTNSOLVE_CPU_FP8_LANE") ? 0 : 1;
   return ok;
 }
 

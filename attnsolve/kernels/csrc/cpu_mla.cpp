@@ -85,10 +85,9 @@ static inline void qk_tile(const float* q, const float* rows, int nt, int D, flo
 }
 
 // s[j] <- exp(s[j] - m) for j < nt; returns the sum
-static inline float exp_tile(float* s, int nt, float m) {
 #ifdef __AVX512F__
-  const __mmask16 k = (__mmask16)((1u << nt) - 1u);
-  __m512 x = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, s), _mm512_set1_ps(m));
+static inline __m512 exp_v(__m512 x) {  // exp of 16 floats (x <= 0 after the max is taken; clamped at -104): a polynomial; NaN stays NaN
+  const __m512 in = x;
   x = _mm512_max_ps(x, _mm512_set1_ps(-104.f));
   __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -102,11 +101,15 @@ static inline float exp_tile(float* s, int nt, float m) {
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
   p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.f)));
   p = _mm512_scalef_ps(p, n);
-  __m512 in = _mm512_maskz_loadu_ps(k, s);
-  // NaN scores stay NaN (a NaN inside seq_len must reach the output, as the reference)
-  p = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(in, in, _CMP_UNORD_Q), p, in);
-  p = _mm512_maskz_mov_ps(k, p);
-  _mm512_mask_storeu_ps(s, k, p);
+  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(in, in, _CMP_UNORD_Q), p, in);
+}
+#endif
+
+static inline float exp_tile(float* s, int nt, float m) {
+#ifdef __AVX512F__
+  const __mmask16 k = (__mmask16)((1u << nt) - 1u);
+  const __m512 p = _mm512_maskz_mov_ps(k, exp_v(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s), _mm512_set1_ps(m))));
+  _mm512_mask_storeu_ps(s, k, p);  // NaN scores stay NaN (a NaN inside seq_len must reach the output, as the reference)
   return _mm512_reduce_add_ps(p);
 #else
   float sum = 0.f;
@@ -227,23 +230,6 @@ static int mla_amx_permitted() {  // the kernel grants the tile data state per p
   return ok;
 }
 
-static inline __m512 exp_v(__m512 x) {  // exp_tile's polynomial on a whole vector; NaN stays NaN
-  const __m512 in = x;
-  x = _mm512_max_ps(x, _mm512_set1_ps(-104.f));
-  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500E-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507E-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073E-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894E-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459E-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
-  p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.f)));
-  p = _mm512_scalef_ps(p, n);
-  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(in, in, _CMP_UNORD_Q), p, in);
-}
 
 static const int AMX_STEP = 256;  // rows per two-pass step
 
