@@ -35,7 +35,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent.parent)]
 import torch  # noqa: E402
 
 import peer_grid_cases as grid  # noqa: E402
-from peer_grid_run import _lay_out, build, check, mla_build, mla_reference, reference, sample  # noqa: E402
+from peer_grid_run import _lay_out, build, check, mla_build, mla_reference, page_size_1, reference, sample  # noqa: E402
 from peer_grid_cases import case_id  # noqa: E402
 
 from attnsolve.kernels import KernelUnavailableError, kernel_for, paged_attention  # noqa: E402
@@ -74,15 +74,6 @@ def _outcome(fn, case, q, k, v, md, kw, ref) -> tuple[str, str]:
     return "pass", ""
 
 
-def _page_size_1(k, v, md):
-    bs = k.shape[1]
-    k1 = k.reshape(k.shape[0] * bs, 1, *k.shape[2:]) if k.is_contiguous() else k.contiguous().view(-1, 1, *k.shape[2:])
-    v1 = v.reshape(v.shape[0] * bs, 1, *v.shape[2:]) if v.is_contiguous() else v.contiguous().view(-1, 1, *v.shape[2:])
-    bt = md.block_table.long()
-    bt1 = (bt.unsqueeze(-1) * bs + torch.arange(bs, device=bt.device)).reshape(bt.shape[0], -1).to(torch.int32)
-    return k1, v1, AttentionMetadata(md.query_start_loc, md.seq_lens, bt1)
-
-
 def runnable(backends, results) -> dict:
     """{backend: kernel} for the backends that run here; the others recorded once, with the reason."""
     fns = {}
@@ -109,7 +100,7 @@ def run_paged(cases, backends, results):
         for b, fn in fns.items():
             status, detail = _outcome(fn, checked, qg, k, v, mdg, kwg, ref)
             if status == "pass" and case.compare == "page_size_1":
-                k1, v1, md1 = _page_size_1(k, v, mdg)
+                k1, v1, md1 = page_size_1(k, v, mdg)
                 status, detail = _outcome(fn, checked, qg, k1, v1, md1, kwg, ref)
                 if status == "pass":
                     a_, b_ = fn(qg, k, v, mdg, **kwg).float(), fn(qg, k1, v1, md1, **kwg).float()

@@ -227,6 +227,16 @@ def sample(cases: list[PagedCase], per_source: int = 1) -> list[PagedCase]:
     return chosen
 
 
+def page_size_1(k, v, md):
+    """The same cache memory seen as pages of one token: ``(k1, v1, md1)`` (a strided layout is copied)."""
+    bs = k.shape[1]
+    k1 = k.reshape(k.shape[0] * bs, 1, *k.shape[2:])
+    v1 = v.reshape(v.shape[0] * bs, 1, *v.shape[2:])
+    bt = md.block_table.long()
+    bt1 = (bt.unsqueeze(-1) * bs + torch.arange(bs, device=bt.device)).reshape(bt.shape[0], -1).to(torch.int32)
+    return k1, v1, AttentionMetadata(md.query_start_loc, md.seq_lens, bt1)
+
+
 def check(case, out, ref, q):
     assert out.shape == ref.shape and out.dtype == q.dtype, (out.shape, out.dtype)
     assert not out.isnan().any(), "Likely read out of bounds (NaN written past seq_len reached the output)"

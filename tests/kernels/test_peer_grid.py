@@ -43,12 +43,11 @@ from peer_grid_cases import MlaCase, PagedCase, case_id  # noqa: E402
 from attnsolve import ConfigError, SelectionError  # noqa: E402
 from attnsolve.kernels import KernelUnavailableError, kernel_for, paged_attention  # noqa: E402
 from attnsolve.kernels.dispatch import resolve  # noqa: E402
-from attnsolve.kernels.metadata import AttentionMetadata  # noqa: E402
 
 INTERPRETED = _triton_attn.is_interpreted()
 FULL = os.environ.get("ATTNSOLVE_PEER_GRID") == "full" or sizes.FULL  # nightly profile or --runslow
 
-from peer_grid_run import build, check, cost, features, mla_build, mla_reference, reference, sample  # noqa: E402,F401
+from peer_grid_run import build, check, cost, features, mla_build, mla_reference, page_size_1, reference, sample  # noqa: E402,F401
 
 
 _ALL = grid.paged_cases()
@@ -98,12 +97,7 @@ def _run(backend: str, case: PagedCase):
     out = fn(q, kc, vc, md, **kw)
     if case.compare == "page_size_1":
         # the same memory as a cache of page size 1: out must agree (the peer's torch.allclose)
-        bs = case.block_size
-        k1 = kc.reshape(kc.shape[0] * bs, 1, *kc.shape[2:])
-        v1 = vc.reshape(vc.shape[0] * bs, 1, *vc.shape[2:])
-        bt = md.block_table.long()
-        bt1 = (bt.unsqueeze(-1) * bs + torch.arange(bs)).reshape(bt.shape[0], -1).to(torch.int32)
-        md1 = AttentionMetadata(md.query_start_loc, md.seq_lens, bt1)
+        k1, v1, md1 = page_size_1(kc, vc, md)
         fn1 = _cpu_attn_kernel(q, k1, kw) if backend == "CPU_ATTN" else fn
         out1 = fn1(q, k1, v1, md1, **kw)
         assert not out1.isnan().any(), "Likely read out of bounds (page size 1)"
