@@ -30,6 +30,17 @@ class AttentionMetadata:
     seq_lens: torch.Tensor
     block_table: torch.Tensor
     _host: tuple | None = field(default=None, repr=False, compare=False)
+    _ids_checked: tuple | None = field(default=None, repr=False, compare=False)
+
+    def block_ids_checked(self, key: tuple) -> bool:
+        """Whether ``key`` (table identity and version, seq_lens, block_size, num_blocks) was checked already.
+
+        The range check reads the table on its device (a host sync on a GPU); a repeated call
+        with an unchanged table skips it, an in-place update (``_version``) re-checks."""
+        return self._ids_checked == key
+
+    def mark_block_ids_checked(self, key: tuple) -> None:
+        self._ids_checked = key
 
     @property
     def batch_size(self) -> int:

@@ -31,7 +31,9 @@ import triton.language as tl
 
 from attnsolve.kernels.registry import register_kernel
 from attnsolve.kernels.validate import check_mla
-from attnsolve.kernels.triton_attn import _launch_options, _reduce_segments_kernel, _require_runnable, interpreter_reason
+from attnsolve.kernels.triton_attn import (
+    _launch_options, _reduce_segments_kernel, _require_runnable, interpreter_reason, split_kv_segments,
+)
 
 __all__ = ["triton_mla_attention"]
 
@@ -70,6 +72,7 @@ def _mla_kernel(
     HAS_ROPE: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     DOT_F32: tl.constexpr,
+    P_TWO_TERMS: tl.constexpr,
     NUM_SEGMENTS: tl.constexpr,
 ):
     tok = tl.program_id(0)
@@ -151,7 +154,10 @@ def _mla_kernel(
         alpha = tl.exp(m_i - m_safe)
         l_i = l_i * alpha + tl.sum(p, axis=1)
         acc = acc * alpha[:, None]
-        acc += tl.dot(p.to(kc.dtype), kc, input_precision=DOT_PRECISION)
+        p_hi = p.to(kc.dtype)
+        acc += tl.dot(p_hi, kc, input_precision=DOT_PRECISION)
+        if P_TWO_TERMS:  # P = hi + lo in the cache's 16-bit type: P.V as exact as float32 P
+            acc += tl.dot((p - p_hi.to(tl.float32)).to(kc.dtype), kc, input_precision=DOT_PRECISION)
         m_i = m_new
 
     if NUM_SEGMENTS == 1:
@@ -186,13 +192,23 @@ def triton_mla_attention(
     num_segments: int | None = None,
     num_warps: int | None = None,
     num_stages: int | None = None,
+    p_two_terms: bool | None = None,
+    dot_f32: bool | None = None,
 ) -> torch.Tensor:
     """MLA attention over a paged latent cache; see the module docstring.
 
     ``num_warps``/``num_stages``: Triton launch options (default: Triton's own).
 
     ``num_segments`` (a power of two): split-KV segments combined by a second kernel;
-    default 1 on CPU, on GPU enough for about two programs per SM (at most 16).
+    default 1 on CPU, on GPU enough for about four programs per SM (at most 16).
+
+    ``dot_f32``: upcast the query and latent rows to float32 before the dots (default: on CPU,
+    where Triton's interpreter is exact in float32 either way; off on GPUs, whose tensor cores
+    take the 16-bit rows).  ``p_two_terms``: with 16-bit dots, multiply the probabilities as
+    two 16-bit terms (hi + lo) so P.V keeps float32 precision (default on: rounding P to one
+    bf16 term fails the peers' CPU MLA test tolerance at 256+ tokens, measured on an H200);
+    ``False`` trades that precision for one tensor-core product per tile, as vLLM's Triton
+    MLA kernel does.
     """
     c = check_mla(query, kv_cache, md, kv_lora_rank=kv_lora_rank, scale=scale, topk_indices=topk_indices,
                   query_dtypes=_FLOAT_DTYPES)
@@ -226,16 +242,22 @@ def triton_mla_attention(
         block_h = 16
     block_h = max(16, triton.next_power_of_2(min(block_h, max(H, 1))))
     if tile is None:
-        tile = 32 if dev.type == "cpu" else 16
+        tile = 32  # CPU: fewer interpreter steps; H200: 1.2x the 16-key tiles with split-KV (launch sweep)
     if tile < 16 or tile & (tile - 1):
         raise ValueError(f"Expected tile a power of two >= 16, but got {tile}.")
     lora_pad = max(16, triton.next_power_of_2(kv_lora_rank))
     rope_pad = max(16, triton.next_power_of_2(max(rope, 1)))
     scale = Dq ** -0.5 if scale is None else float(scale)
 
+    if dot_f32 is None:
+        dot_f32 = dev.type == "cpu"
+    if p_two_terms is None:
+        p_two_terms = True
+    dot_f32 = bool(dot_f32) or query.dtype == torch.float32
+    p_two_terms = bool(p_two_terms) and not dot_f32  # float32 P.V is exact without the split
     head_blocks = triton.cdiv(H, block_h)
     if num_segments is None:
-        num_segments = _default_segments(dev, T * head_blocks)
+        num_segments = split_kv_segments(dev, T * head_blocks)
     if num_segments < 1 or num_segments & (num_segments - 1):
         raise ValueError(f"Expected num_segments a power of two >= 1, but got {num_segments}.")
     if num_segments > 1:
@@ -279,7 +301,8 @@ def triton_mla_attention(
         SPARSE=sparse,
         HAS_ROPE=rope > 0,
         DOT_PRECISION="ieee" if (query.dtype == torch.float32 or dev.type == "cpu") else None,
-        DOT_F32=dev.type == "cpu",
+        DOT_F32=dot_f32,
+        P_TWO_TERMS=p_two_terms,
         NUM_SEGMENTS=num_segments,
         **_launch_options(num_warps, num_stages),
     )
@@ -291,19 +314,6 @@ def triton_mla_attention(
     return out
 
 
-_SM_COUNT: dict[int, int] = {}
-
-
-def _default_segments(dev: torch.device, programs: int) -> int:
-    if dev.type == "cpu":
-        return 1
-    idx = dev.index if dev.index is not None else torch.cuda.current_device()
-    sms = _SM_COUNT.get(idx)
-    if sms is None:
-        sms = _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
-    if programs >= sms:
-        return 1
-    return min(16, triton.next_power_of_2(-(-2 * sms // max(programs, 1))))
 
 
 def _check(device: str) -> str | None:

@@ -164,6 +164,18 @@ def _index_tensor(name: str, t, dev: torch.device, dim: int) -> torch.Tensor:
     return t
 
 
+def _check_block_ids(md, bt: torch.Tensor, lens: Sequence[int], block_size: int, num_blocks: int) -> None:
+    """``check_block_table`` once per table state: metadata reused across calls (the same tensor,
+    unchanged ``_version``) costs no device read; user objects without the cache check every call."""
+    if bt is not md.block_table or not hasattr(md, "block_ids_checked"):
+        check_block_table(bt, lens, block_size, num_blocks)
+        return
+    key = (id(bt), bt._version, tuple(lens), block_size, num_blocks)
+    if not md.block_ids_checked(key):
+        check_block_table(bt, lens, block_size, num_blocks)
+        md.mark_block_ids_checked(key)
+
+
 def check_block_table(bt: torch.Tensor, lens: Sequence[int], block_size: int, num_blocks: int) -> None:
     """Every block id a sequence uses (the first ``ceil(L / block_size)`` of its row) lies in
     ``[0, num_blocks)``; checked on the table's own integer dtype, before any narrowing cast."""
@@ -294,7 +306,7 @@ def check_paged(
             what = "query rows <= seq_len" + ("" if allow_cross else " (this kernel has no n > L cross-attention)")
             raise _fail(f"{what} for sequence {i} (causal=True)" if causal else f"{what} for sequence {i}",
                         f"{n} rows and seq_len {L}")
-    check_block_table(bt_t, s, bs, nb)
+    _check_block_ids(md, bt_t, s, bs, nb)
 
     if isinstance(causal, torch.Tensor) or not isinstance(causal, (bool, int)):
         raise _fail("causal a bool", f"{type(causal).__name__}")
@@ -419,7 +431,7 @@ def check_mla(query, kv_cache, md, *, kv_lora_rank=512, scale=None, topk_indices
         if n < 0 or not 0 <= L <= min(_INT32_MAX, bt_t.shape[1] * bs) or n > L:
             raise _fail(f"0 <= query rows <= seq_len <= block_table columns * block_size = {bt_t.shape[1] * bs} "
                         f"for sequence {i}", f"{n} rows and seq_len {L}")
-    check_block_table(bt_t, s, bs, nb)
+    _check_block_ids(md, bt_t, s, bs, nb)
     if scale is None:
         sc = Dq ** -0.5
     elif isinstance(scale, torch.Tensor) and scale.numel() == 1:

@@ -57,7 +57,7 @@ MLA_T.update(out_ptr="*bf16", seg_acc_ptr="*fp32", seg_ml_ptr="*fp32", q_ptr="*b
 
 def mla_consts(**kw):
     c = dict(LORA=512, ROPE=64, LORA_PAD=512, ROPE_PAD=64, BLOCK_H=16, TILE=16, SPARSE=False, HAS_ROPE=True,
-             DOT_PRECISION=None, DOT_F32=False, NUM_SEGMENTS=1)
+             DOT_PRECISION=None, DOT_F32=False, P_TWO_TERMS=True, NUM_SEGMENTS=1)
     c.update(kw)
     return c
 
@@ -110,6 +110,7 @@ CASES = {
     "mla-dense-sm90": ("mla", "90", MLA_T, mla_consts()),
     "mla-sparse-split8-sm90": ("mla", "90", MLA_T, mla_consts(SPARSE=True, NUM_SEGMENTS=8)),
     "mla-norope-sm90": ("mla", "90", MLA_T, mla_consts(ROPE=0, HAS_ROPE=False, ROPE_PAD=16)),
+    "mla-one-term-p-sm90": ("mla", "90", MLA_T, mla_consts(P_TWO_TERMS=False, TILE=32)),
     "mla-dense-gfx942": ("mla", "gfx942", MLA_T, mla_consts()),
     # expected to fail: the reason fp8_bits exists
     "attn-fp8e4nv-sm80": ("attn", "80", attn_types("*fp8e4nv"), attn_consts(USE_K_SCALE=True, USE_V_SCALE=True)),
@@ -123,7 +124,7 @@ _CASES = [
     "attn-bf16-sm80", "attn-bf16-sm90", "attn-bf16-sm100", "attn-fp16-plain-sm80", "attn-fp32-ieee-sm80",
     "attn-d80-group3-sm90", "attn-d256-group16-sm90", "attn-dk192-dv128-sm90", "attn-fp8e4nv-scales-split16-sm90",
     "attn-fp8-bits-sm80", "attn-fp8e5-bits-sm80", "attn-fp8e5-sm90", "attn-bf16-gfx942", "reduce-sm90", "mla-dense-sm80",
-    "mla-dense-sm90", "mla-sparse-split8-sm90", "mla-norope-sm90", "mla-dense-gfx942", "attn-fp8e4nv-sm80",
+    "mla-dense-sm90", "mla-sparse-split8-sm90", "mla-norope-sm90", "mla-one-term-p-sm90", "mla-dense-gfx942", "attn-fp8e4nv-sm80",
     "attn-bf16-gfx90a", "attn-fp32-ieee-gfx950", "attn-fp8e4nv-gfx942", "reduce-lse-sm90", "attn-features-sm90",
 ]
 
