@@ -124,6 +124,7 @@ def _unified_attention_kernel(
     NUM_SEGMENTS: tl.constexpr,
     NUM_HEADS: tl.constexpr,
     FP8_BITS: tl.constexpr,
+    MASK_EVERY_TILE: tl.constexpr,
 ):
     q_block_global = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -217,6 +218,20 @@ def _unified_attention_kernel(
             tile_lo = tile_lo + segment * per_segment
             tile_hi = tl.minimum(tile_lo + per_segment, tile_hi)
 
+        # tiles [full_lo, full_hi) are visible to every row of this q-block: no mask to build
+        full_lo = 0
+        full_hi = 0
+        if not MASK_EVERY_TILE and MAX_MM == 0:
+            if CAUSAL:
+                full_keys = tl.minimum(first_pos + 1, seq_len)
+            elif USE_WINDOW:
+                full_keys = tl.minimum(first_pos + win_right + 1, seq_len)
+            else:
+                full_keys = seq_len
+            full_hi = full_keys // TILE
+            if USE_WINDOW:
+                lowest = tl.maximum(context_len + last_row - 1 - win_left, 0)  # the last row's first key
+                full_lo = (lowest + TILE - 1) // TILE
         bt_row = block_table_ptr + seq_idx * stride_bt
         for t in range(tile_lo, tile_hi):
             k_pos = t * TILE + offs_t
@@ -269,18 +284,19 @@ def _unified_attention_kernel(
 
             if USE_ALIBI:
                 s += slope[:, None] * (k_pos[None, :] - q_pos[:, None]).to(tl.float32)
-            vis = k_pos[None, :] >= 0  # all true, [BLOCK_M, TILE] after the first combination below
-            vis = vis & (q_pos[:, None] == q_pos[:, None])
-            if CAUSAL:
-                vis = vis & (k_pos[None, :] <= q_pos[:, None])
-            if USE_WINDOW:
-                vis = vis & (k_pos[None, :] >= q_pos[:, None] - win_left) & (k_pos[None, :] <= q_pos[:, None] + win_right)
-            for r in tl.static_range(MAX_MM):  # (causal and window) or inside one multimodal range
-                mm_a = tl.load(mm_ptr + (seq_idx * MAX_MM + r) * 2)
-                mm_b = tl.load(mm_ptr + (seq_idx * MAX_MM + r) * 2 + 1)
-                vis = vis | ((q_pos[:, None] >= mm_a) & (q_pos[:, None] < mm_b) & (k_pos[None, :] >= mm_a) & (k_pos[None, :] < mm_b))
-            vis = vis & row_ok[:, None] & k_ok[None, :]  # after the ranges: keys past seq_len never count
-            s = tl.where(vis, s, float("-inf"))
+            if (t < full_lo) | (t >= full_hi):
+                vis = k_pos[None, :] >= 0  # all true, [BLOCK_M, TILE] after the first combination below
+                vis = vis & (q_pos[:, None] == q_pos[:, None])
+                if CAUSAL:
+                    vis = vis & (k_pos[None, :] <= q_pos[:, None])
+                if USE_WINDOW:
+                    vis = vis & (k_pos[None, :] >= q_pos[:, None] - win_left) & (k_pos[None, :] <= q_pos[:, None] + win_right)
+                for r in tl.static_range(MAX_MM):  # (causal and window) or inside one multimodal range
+                    mm_a = tl.load(mm_ptr + (seq_idx * MAX_MM + r) * 2)
+                    mm_b = tl.load(mm_ptr + (seq_idx * MAX_MM + r) * 2 + 1)
+                    vis = vis | ((q_pos[:, None] >= mm_a) & (q_pos[:, None] < mm_b) & (k_pos[None, :] >= mm_a) & (k_pos[None, :] < mm_b))
+                vis = vis & row_ok[:, None] & k_ok[None, :]  # after the ranges: keys past seq_len never count
+                s = tl.where(vis, s, float("-inf"))
 
             m_new = tl.maximum(m_i, tl.max(s, axis=1))
             m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -415,6 +431,7 @@ def triton_paged_attention(
     fp8_bits: bool | None = None,
     num_warps: int | None = None,
     num_stages: int | None = None,
+    mask_every_tile: bool = False,
 ):
     """Paged attention with the unified Triton kernel; returns a tensor like ``query``
     (``(out, lse)`` with ``return_lse=True``).
@@ -426,6 +443,8 @@ def triton_paged_attention(
     kernel (split-KV, for decode batches too small to fill the GPU); default: 1 on CPU,
     on GPU chosen from the shapes alone (no host sync) for decode-only batches.
     ``num_warps``/``num_stages``: Triton launch options (default: Triton's own).
+    ``mask_every_tile``: build the causal/window mask on every key tile, also on tiles every
+    row of the program sees whole (default: only on the edge tiles; a sweep knob).
     ``fp8_bits``: decode a ``float8_e4m3fn`` or ``float8_e5m2`` cache from its bits in the
     kernel (default: on CUDA GPUs below SM 8.9, where Triton has no fp8e4nv conversion and
     Triton 3.6's e5m2 conversion does not assemble).
@@ -581,6 +600,7 @@ def triton_paged_attention(
         NUM_SEGMENTS=num_segments,
         NUM_HEADS=H,
         FP8_BITS=fp8_code,
+        MASK_EVERY_TILE=bool(mask_every_tile),
         **_launch_options(num_warps, num_stages),
     )
     if num_segments > 1:

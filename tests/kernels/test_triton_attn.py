@@ -176,6 +176,28 @@ def test_tuning_knobs_do_not_change_results(block_m, tile):
 
 
 @needs_interp
+@pytest.mark.parametrize("kw", [
+    {},  # causal prefill with context: full tiles below each q-block's first row
+    {"sliding_window": 37},  # causal window: edge tiles on both sides
+    {"causal": False},  # encoder: every tile full
+    {"causal": False, "sliding_window": (21, 13)},  # two-sided window: full tiles in the middle only
+    {"sliding_window": 40, "alibi_slopes": "x", "logits_soft_cap": 8.0},
+    {"mm_prefix_ranges": [[(2, 30)], [], [(0, 5), (60, 90)]]},  # ranges reach past the bounds: masks stay on
+], ids=["causal", "window", "encoder", "two-sided", "alibi-softcap", "mm"])
+def test_unmasked_full_tiles_equal_masking_every_tile(kw):
+    """The kernel skips the mask on key tiles every row of a program sees whole; the result is the
+    same bits as masking every tile, and matches the reference (GQA 3: padded rows in each program)."""
+    q, kc, vc, md = make_batch([70, 1, 33], [100, 64, 95], 6, 2, 32, 16, seed=7)
+    if kw.get("alibi_slopes") == "x":
+        kw = {**kw, "alibi_slopes": torch.rand(6)}
+    for block_m, tile in ((64, 16), (16, 32)):
+        out = triton_paged_attention(q, kc, vc, md, block_m=block_m, tile=tile, **kw)
+        every = triton_paged_attention(q, kc, vc, md, block_m=block_m, tile=tile, mask_every_tile=True, **kw)
+        assert torch.equal(out, every)
+        assert_matches(out, paged_attention_reference(q, kc, vc, md, **kw), torch.float32)
+
+
+@needs_interp
 @pytest.mark.parametrize("segments", [2, 8, 32] if FULL else [2, 8])
 def test_split_kv_segments(segments):
     """Split-KV: more segments than tiles (empty segments), sinks only in segment 0, windows.

@@ -47,7 +47,7 @@ def attn_consts(**kw):
     c = dict(HEAD_SIZE=128, HEAD_SIZE_V=128, HEAD_PAD=128, HEAD_PAD_V=128, QUERIES_PER_KV=4, BLOCK_Q=4, BLOCK_M=16,
              TILE=32, CAUSAL=True, USE_WINDOW=True, USE_SOFTCAP=True, USE_SINKS=True, USE_K_SCALE=False,
              USE_V_SCALE=False, SCALE_PER_SEQ=False, NUM_KV_HEADS=8, USE_ALIBI=False, MAX_MM=0, RETURN_LSE=False,
-             DOT_PRECISION=None, DOT_F32=False, NUM_SEGMENTS=1, NUM_HEADS=32, FP8_BITS=0)
+             DOT_PRECISION=None, DOT_F32=False, NUM_SEGMENTS=1, NUM_HEADS=32, FP8_BITS=0, MASK_EVERY_TILE=False)
     c.update(kw)
     return c
 
@@ -79,6 +79,10 @@ def case(kind, tgt, types, consts):
 CASES = {
     "attn-bf16-sm80": ("attn", "80", attn_types(), attn_consts()),
     "attn-bf16-sm90": ("attn", "90", attn_types(), attn_consts()),
+    "attn-prefill-every-tile-masked-sm90": ("attn", "90", attn_types(),
+                                            attn_consts(BLOCK_M=128, BLOCK_Q=32, TILE=64, MASK_EVERY_TILE=True)),
+    "attn-noncausal-window-sm90": ("attn", "90", attn_types(), attn_consts(CAUSAL=False, BLOCK_M=128, BLOCK_Q=32,
+                                                                            TILE=64)),
     "attn-bf16-sm100": ("attn", "100", attn_types(), attn_consts()),
     "attn-fp16-plain-sm80": ("attn", "80", attn_types("*fp16", "*fp16"),
                              attn_consts(CAUSAL=False, USE_WINDOW=False, USE_SOFTCAP=False, USE_SINKS=False)),
@@ -126,6 +130,7 @@ _CASES = [
     "attn-fp8-bits-sm80", "attn-fp8e5-bits-sm80", "attn-fp8e5-sm90", "attn-bf16-gfx942", "reduce-sm90", "mla-dense-sm80",
     "mla-dense-sm90", "mla-sparse-split8-sm90", "mla-norope-sm90", "mla-one-term-p-sm90", "mla-dense-gfx942", "attn-fp8e4nv-sm80",
     "attn-bf16-gfx90a", "attn-fp32-ieee-gfx950", "attn-fp8e4nv-gfx942", "reduce-lse-sm90", "attn-features-sm90",
+    "attn-prefill-every-tile-masked-sm90", "attn-noncausal-window-sm90",
 ]
 
 
