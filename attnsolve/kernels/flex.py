@@ -10,12 +10,35 @@ Why a gather and not vLLM's in-place physical view: the physical view keeps one 
 per physical block (wrong for repeated blocks) and multiplies masked probabilities by whatever
 unreferenced slots hold (NaN there reaches the output).
 
-On CPU in torch 2.13 flex runs in two ways: eagerly (a reference implementation that
-materialises the ``[heads, num_tokens, num_blocks * block_size]`` score matrix; correct, used
-by default), or through ``torch.compile`` (inductor's C++ flex template, about 6 s to compile
-per new shape here), enabled with ``ATTNSOLVE_FLEX_COMPILE=1``; that template cannot return the
-log-sum-exp, so calls with sinks stay eager on CPU.  CPU_ATTN is what vLLM runs
-on CPU; this kernel is reached there through ``kernel_for("FLEX_ATTENTION")``.
+Eager or compiled (``ATTNSOLVE_FLEX_COMPILE``, read on every call): unset, compiled on CUDA/ROCm
+and eager on CPU; ``0`` (or false/no/off) eager everywhere; ``1`` (or true/yes/on) compiled everywhere;
+anything else is a ``ValueError``.  Eager flex materialises the ``[heads, rows, keys]`` score matrix
+(on an H200: 29 ms for a batch-8 1k-context decode step, 1.9 ms compiled).  CPU stays eager by
+default because inductor's C++ flex template costs ~6 s to compile per new graph, and it cannot
+return the log-sum-exp (torch 2.13), so calls with sinks or ``return_lse`` stay eager on CPU.
+
+The compiled path, built so that a decode step (every length one longer) does not recompile:
+
+* the rows and the packed keys are padded up to a bucket (a multiple of an eighth of their power of
+  two, keys at least 128); the padding belongs to no sequence, so mask_mod hides it and the block
+  mask skips its tiles, and padded keys read a used slot (never an unreferenced, maybe-NaN one);
+* the block mask is built from per-tile bounds (sequence ids and positions of each 128-row and
+  128-key tile, O(tiles)) instead of ``create_block_mask`` evaluating mask_mod over every (row, key);
+  it is conservative (a kept tile still runs mask_mod), full tiles are exact;
+* causality and the window are one band of allowed ``t - p`` held in tensors, the soft-cap a tensor
+  too, so they are not constants of the graph;
+* GPUs compile with dynamic shapes (one graph across buckets); CPU with static shapes (one graph per
+  bucket pair: the C++ template emits code that does not compile for a dynamic key length);
+* if compiling or running the compiled flex raises (no C compiler, an unsupported feature), the call
+  is answered eagerly, one ``RuntimeWarning`` names the reason, and that device type stays eager for
+  the rest of the process.  Out-of-memory errors are raised, not retried eagerly.
+
+Known cost: the rows of different sequences share a 128-row tile, so the decode rows of a large batch
+each scan every sequence's keys (masked): batch 64 at 16k context took 74 ms compiled on an H200.
+Putting sequences on flex's batch dimension (the packed keys shared by a stride-0 expand, one block
+mask row per sequence) would make each row scan its own keys only.
+
+CPU_ATTN is what vLLM runs on CPU; this kernel is reached there through ``kernel_for("FLEX_ATTENTION")``.
 
 An fp8 cache has no flex path: the gather dequantises the used tokens into the query dtype
 (vLLM's FlexAttention has no fp8 KV either).
@@ -31,7 +54,7 @@ import torch
 
 from attnsolve.kernels.metadata import AttentionMetadata
 from attnsolve.kernels.registry import register_kernel
-from attnsolve.kernels.validate import check_paged
+from attnsolve.kernels.validate import UNBOUNDED, check_paged
 
 __all__ = ["flex_paged_attention"]
 
@@ -51,19 +74,104 @@ def _check(device: str) -> str | None:
     return None
 
 
-_compiled = None
+_ENV = "ATTNSOLVE_FLEX_COMPILE"
+_ON, _OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+_SPARSE_BLOCK = 128  # flex's default block-mask tile, both sides
+_compiled: dict[str, object] = {}
+_broken: dict[str, str] = {}  # device type -> why the compiled path failed there (eager from then on)
 
 
-def _flex(need_lse: bool, device: torch.device):
-    global _compiled
-    from torch.nn.attention.flex_attention import flex_attention
+def _want_compile(device: torch.device) -> bool:
+    """Read per call so a test (or a user) can flip it; unset: compiled on GPUs, eager on CPU."""
+    v = os.environ.get(_ENV, "").strip().lower()
+    if v in _ON:
+        return True
+    if v in _OFF:
+        return False
+    if v:
+        raise ValueError(f"Expected {_ENV} unset, 0 (eager) or 1 (compiled), but got {v!r}.")
+    return device.type == "cuda"  # ROCm devices are "cuda" too
 
-    # inductor's CPU flex template cannot return the log-sum-exp (torch 2.13): sinks run eagerly there
-    if os.environ.get("ATTNSOLVE_FLEX_COMPILE", "0") == "1" and not (need_lse and device.type == "cpu"):
-        if _compiled is None:
-            _compiled = torch.compile(flex_attention, dynamic=False)
-        return _compiled
-    return flex_attention
+
+def _compiled_flex(device_type: str):
+    """One compiled flex per device type.  GPUs: dynamic shapes, so a new bucket of rows or keys reuses
+    the graph (``dynamic=False`` would compile once per bucket pair and soon hit dynamo's recompile
+    limit).  CPU: static shapes (one graph per bucket pair), since inductor's C++ flex template emits
+    code that does not compile for a dynamic key length (torch 2.13).  fullgraph: a graph break is an
+    error we see (and fall back from), not a silent eager flex inside the graph."""
+    fn = _compiled.get(device_type)
+    if fn is None:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        fn = torch.compile(flex_attention, dynamic=device_type != "cpu", fullgraph=True)
+        _compiled[device_type] = fn
+    return fn
+
+
+def _bucket(n: int, least: int) -> int:
+    """``n`` rounded up to a multiple of an eighth of its power of two (at least ``least``): at most
+    12.5% padding, and a length that grows by one per decode step changes bucket rarely."""
+    if n <= least:
+        return least
+    step = max(least, 1 << max(0, n.bit_length() - 4))
+    return -(-n // step) * step
+
+
+def _pad(x: torch.Tensor, n: int, fill) -> torch.Tensor:
+    """``x`` with its first dim grown to ``n`` by ``fill`` (a number or a 0-dim tensor)."""
+    if x.shape[0] == n:
+        return x
+    return torch.cat([x, x.new_zeros((n - x.shape[0], *x.shape[1:])) + fill])
+
+
+def _tile_bounds(x: torch.Tensor, n_tiles: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per 128-tile (min, max) of ``x`` over its real entries (the last tile may be short)."""
+    pad = n_tiles * _SPARSE_BLOCK - x.numel()
+    big = torch.iinfo(x.dtype).max
+
+    def padded(v: int) -> torch.Tensor:
+        return torch.cat([x, x.new_full((pad,), v)]).view(n_tiles, _SPARSE_BLOCK)
+
+    return padded(big).amin(1), padded(-big).amax(1)
+
+
+def _direct_block_mask(mask_mod, doc, qpos, kdoc, kpos, T: int, total: int, band_lo, band_hi, mm: bool):
+    """The block mask from tile bounds, O(tiles) instead of ``create_block_mask``'s O(T * total) mask
+    evaluation over every (row, key) on every call.
+
+    A (query tile, key tile) pair is kept unless it provably holds no visible pair: the tiles share no
+    sequence, or (one sequence on both sides, no multimodal ranges) every ``t - p`` lies outside the
+    band ``[band_lo, band_hi]`` the causal/window masks allow.  It is "full" (mask_mod skipped) only when
+    both tiles are complete, hold one sequence, and every ``t - p`` lies inside the band.  Over-keeping
+    costs time, never correctness: kept partial tiles still run ``mask_mod``.
+    """
+    from torch.nn.attention.flex_attention import BlockMask
+
+    nq, nk = -(-T // _SPARSE_BLOCK), -(-total // _SPARSE_BLOCK)
+    dq_lo, dq_hi = _tile_bounds(doc, nq)
+    dk_lo, dk_hi = _tile_bounds(kdoc, nk)
+    p_lo, p_hi = _tile_bounds(qpos, nq)
+    t_lo, t_hi = _tile_bounds(kpos, nk)
+    keep = (dk_lo[None, :] <= dq_hi[:, None]) & (dk_hi[None, :] >= dq_lo[:, None])
+    single = (dq_lo == dq_hi)[:, None] & (dk_lo == dk_hi)[None, :] & (dq_lo[:, None] == dk_lo[None, :])
+    d_min = t_lo[None, :] - p_hi[:, None]  # smallest t - p over the tile pair (positions are contiguous)
+    d_max = t_hi[None, :] - p_lo[:, None]
+    if not mm:  # multimodal ranges can unmask pairs outside the band
+        keep &= ~single | ((d_min <= band_hi) & (d_max >= band_lo))
+    whole_q = torch.arange(1, nq + 1, device=doc.device) * _SPARSE_BLOCK <= T
+    whole_k = torch.arange(1, nk + 1, device=doc.device) * _SPARSE_BLOCK <= total
+    full = keep & single & (d_min >= band_lo) & (d_max <= band_hi) & whole_q[:, None] & whole_k[None, :]
+    partial = keep & ~full
+
+    def blocks(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        num = m.sum(-1, dtype=torch.int32)
+        idx = torch.argsort((~m).to(torch.int8), dim=-1, stable=True).to(torch.int32)
+        return num.view(1, 1, nq), idx.view(1, 1, nq, nk)
+
+    kv_num, kv_idx = blocks(partial)
+    full_num, full_idx = blocks(full)
+    return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=_SPARSE_BLOCK,
+                                    mask_mod=mask_mod, seq_lengths=(T, total), compute_q_blocks=False)
 
 
 def _gather(cache: torch.Tensor, blk: torch.Tensor, slot: torch.Tensor, scale, seq_id: torch.Tensor, dtype):
@@ -111,51 +219,63 @@ def flex_paged_attention(
             lse_out[:] = c.sinks.view(1, H)
         return (out, lse_out) if c.return_lse else out
 
+    need_lse = c.sinks is not None or c.return_lse
+    # inductor's CPU flex template cannot return the log-sum-exp (torch 2.13): sinks run eagerly there
+    compiled = _want_compile(dev) and dev.type not in _broken and not (need_lse and dev.type == "cpu")
+    # compiled: rows and packed keys padded up to a bucket (padding belongs to no sequence, so the
+    # block mask skips its tiles and mask_mod hides it), so shapes change rarely, never per step
+    Tq, Tk = (_bucket(T, 16), _bucket(total, _SPARSE_BLOCK)) if compiled else (T, total)
+
     n = torch.tensor([qsl[i + 1] - qsl[i] for i in range(B)], device=dev)
     L = torch.tensor(lens, device=dev)
-    doc = torch.repeat_interleave(torch.arange(B, device=dev), n, output_size=T)
+    seq = torch.arange(B, device=dev)
+    doc = _pad(torch.repeat_interleave(seq, n, output_size=T), Tq, B + 1)
     qstart = torch.tensor(qsl[:-1], device=dev)
-    qpos = torch.arange(T, device=dev) - qstart[doc] + (L - n)[doc]  # rows are the last n positions
-    kdoc = torch.repeat_interleave(torch.arange(B, device=dev), L, output_size=total)
+    rows = torch.arange(T, device=dev)
+    qpos = _pad(rows - qstart[doc[:T]] + (L - n)[doc[:T]], Tq, 0)  # rows are the last n positions
+    kseq = torch.repeat_interleave(seq, L, output_size=total)
     kstart = torch.cumsum(L, 0) - L
-    kpos = torch.arange(total, device=dev) - kstart[kdoc]
+    kpos = torch.arange(total, device=dev) - kstart[kseq]
     bt = c.block_table.to(dev).long()
-    blk = bt[kdoc, kpos // bs]
+    blk = bt[kseq, kpos // bs]
     slot = kpos % bs
-    k = _gather(c.key_cache, blk, slot, c.k_scale, kdoc, query.dtype).permute(1, 0, 2).unsqueeze(0)
-    v = _gather(c.value_cache, blk, slot, c.v_scale, kdoc, query.dtype).permute(1, 0, 2).unsqueeze(0)
-    q = query.transpose(0, 1).unsqueeze(0)  # [1, H, T, D]
+    # padded keys read a slot that is used (finite), never an unreferenced one (may hold NaN)
+    blk, slot, kseq_g = _pad(blk, Tk, blk[0]), _pad(slot, Tk, slot[0]), _pad(kseq, Tk, 0)
+    kdoc, kpos = _pad(kseq, Tk, B), _pad(kpos, Tk, 0)
+    k = _gather(c.key_cache, blk, slot, c.k_scale, kseq_g, query.dtype).permute(1, 0, 2).unsqueeze(0)
+    v = _gather(c.value_cache, blk, slot, c.v_scale, kseq_g, query.dtype).permute(1, 0, 2).unsqueeze(0)
+    q = _pad(query, Tq, 0).transpose(0, 1).unsqueeze(0)  # [1, H, Tq, D]
 
-    window, is_causal = c.window, c.causal
+    # the causal and window masks as one band of allowed t - p, as tensors so that neither the window
+    # nor causality is a constant of the compiled graph
+    left, right = c.window if c.window is not None else (UNBOUNDED, UNBOUNDED)
+    if c.causal:
+        right = min(right, 0)
+    band_lo, band_hi = -left, right
+    lo_t = torch.tensor(band_lo, dtype=torch.long, device=dev)
+    hi_t = torch.tensor(band_hi, dtype=torch.long, device=dev)
     mm = c.mm
+    width, rs, re = 0, None, None
     if mm is not None:
         width = max(len(r) for r in mm)
-        rs = torch.zeros(B, width, dtype=torch.long, device=dev)
-        re = torch.zeros(B, width, dtype=torch.long, device=dev)
+        rs = torch.zeros(B + 2, width, dtype=torch.long)  # rows B, B + 1: the padding's (empty) ranges
+        re = torch.zeros(B + 2, width, dtype=torch.long)
         for i, ranges in enumerate(mm):
             for j, (a, b) in enumerate(ranges):
                 rs[i, j], re[i, j] = a, b
+        rs, re = rs.to(dev), re.to(dev)
 
     def mask_mod(b, h, q_idx, kv_idx):
         s = doc[q_idx]
         p = qpos[q_idx]
         t = kpos[kv_idx]
-        same = s == kdoc[kv_idx]
-        ok = None
-        if is_causal:
-            ok = t <= p
-        if window is not None:
-            w = (t >= p - window[0]) & (t <= p + window[1])
-            ok = w if ok is None else (ok & w)
-        if ok is None:
-            return same
-        if mm is not None:
-            for j in range(width):
-                a, e = rs[s, j], re[s, j]
-                ok = ok | ((p >= a) & (p < e) & (t >= a) & (t < e))
-        return same & ok
+        ok = (t - p >= lo_t) & (t - p <= hi_t)
+        for j in range(width):
+            a, e = rs[s, j], re[s, j]
+            ok = ok | ((p >= a) & (p < e) & (t >= a) & (t < e))
+        return (s == kdoc[kv_idx]) & ok
 
-    cap = c.cap
+    cap = None if c.cap is None else torch.tensor(c.cap, dtype=torch.float32, device=dev)
     slopes = c.alibi
     score_mod = None
     if cap is not None or slopes is not None:
@@ -166,17 +286,37 @@ def flex_paged_attention(
                 score = score + slopes[h] * (kpos[kv_idx] - qpos[q_idx]).to(score.dtype)
             return score
 
-    block_mask = create_block_mask(mask_mod, None, None, T, total, device=dev)
-    need_lse = c.sinks is not None or c.return_lse
+    if compiled:
+        block_mask = _direct_block_mask(mask_mod, doc, qpos, kdoc, kpos, Tq, Tk, band_lo, band_hi, mm is not None)
+    else:
+        block_mask = create_block_mask(mask_mod, None, None, T, total, device=dev)
     kw = dict(score_mod=score_mod, block_mask=block_mask, scale=c.scale, enable_gqa=(hkv != H))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*without torch.compile.*")
-        if need_lse:
-            o, aux = _flex(True, dev)(q, k, v, return_aux=AuxRequest(lse=True), **kw)
-            lse = aux.lse[0].transpose(0, 1).float()  # [T, H]
-        else:
-            o = _flex(False, dev)(q, k, v, **kw)
-    o = o[0].transpose(0, 1)  # [T, H, dv]
+    if need_lse:
+        kw["return_aux"] = AuxRequest(lse=True)
+    res = None
+    if compiled:
+        try:
+            res = _compiled_flex(dev.type)(q, k, v, **kw)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as e:  # noqa: BLE001 - inductor without a C compiler, a feature the template lacks
+            why = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
+            _broken[dev.type] = why
+            warnings.warn(f"FLEX_ATTENTION: compiled flex_attention failed on {dev.type} ({why}); running flex "
+                          f"eagerly from now on in this process (much slower: it materialises the scores). "
+                          f"Set {_ENV}=0 to choose eager and silence this.", RuntimeWarning, stacklevel=2)
+    if res is None:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*without torch.compile.*")
+            from torch.nn.attention.flex_attention import flex_attention
+
+            res = flex_attention(q, k, v, **kw)
+    if need_lse:
+        o, aux = res
+        lse = aux.lse[0, :, :T].transpose(0, 1).float()  # [T, H]
+    else:
+        o = res
+    o = o[0, :, :T].transpose(0, 1)  # [T, H, dv]
     if c.sinks is not None:
         sk = c.sinks.view(1, H)
         o = o.float() * torch.sigmoid(lse - sk).unsqueeze(-1)
