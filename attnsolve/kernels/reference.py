@@ -128,6 +128,10 @@ def paged_attention_reference(
         n = q1 - q0
         if n == 0:
             continue
+        if L == 0:  # rows without keys (non-causal, empty context): zeros; the sink alone in the lse
+            if sink is not None:
+                lse[q0:q1] = sink.view(1, H)
+            continue
         k = gather_sequence(kc, bt[i], L).to(torch.float64) * scale_of(c.k_scale, i)  # [L, Hkv, D]
         v = gather_sequence(vc, bt[i], L).to(torch.float64) * scale_of(c.v_scale, i)
         k = k.repeat_interleave(group, dim=1)  # [L, H, D]

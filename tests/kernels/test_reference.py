@@ -78,3 +78,21 @@ def test_mla_reference_brute_force(sparse):
             ref = sum(w[j] * seq[t, :rank] for j, t in enumerate(keys))
             torch.testing.assert_close(out[r, h].double(), ref, atol=1e-5, rtol=1e-5)
     assert out.shape == (3, H, rank)
+
+
+def test_rows_without_keys_give_zeros_and_the_sink_lse():
+    """Non-causal rows of a sequence with no context (seq_len 0) see no key: zeros, lse = sink (or
+    -inf); the sequences around it are unaffected."""
+    q = torch.randn(4, 2, 8, dtype=torch.float64)
+    kc = torch.randn(3, 4, 1, 8, dtype=torch.float64)
+    md = AttentionMetadata(torch.tensor([0, 1, 3, 4], dtype=torch.int32), torch.tensor([3, 0, 5], dtype=torch.int32),
+                           torch.tensor([[0, 1], [2, 2], [1, 2]], dtype=torch.int32))
+    sinks = torch.tensor([0.5, -1.0])
+    out, lse = paged_attention_reference(q, kc, kc, md, causal=False, sinks=sinks, return_lse=True)
+    assert torch.equal(out[1:3], torch.zeros(2, 2, 8, dtype=torch.float64))
+    assert torch.equal(lse[1:3], sinks.view(1, 2).expand(2, 2).float())
+    _, lse_plain = paged_attention_reference(q, kc, kc, md, causal=False, return_lse=True)
+    assert torch.isneginf(lse_plain[1:3]).all() and torch.isfinite(lse_plain[[0, 3]]).all()
+    alone = AttentionMetadata(torch.tensor([0, 1], dtype=torch.int32), torch.tensor([5], dtype=torch.int32),
+                              torch.tensor([[1, 2]], dtype=torch.int32))
+    torch.testing.assert_close(out[3:], paged_attention_reference(q[3:], kc, kc, alone, causal=False, sinks=sinks))
