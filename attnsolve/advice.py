@@ -18,7 +18,7 @@ fields. This layer turns them into advice for a person launching vLLM:
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .config import ANY, Config, format_cc

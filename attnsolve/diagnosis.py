@@ -12,7 +12,6 @@ one), with values nearest the current ones, verified by re-solving a real Config
 from __future__ import annotations
 
 import heapq
-import itertools
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence

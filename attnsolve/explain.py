@@ -11,7 +11,7 @@ import itertools
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
-from .config import ANY, FIELD_NAMES, Config, format_cc
+from .config import ANY, Config, format_cc
 from .diagnosis import HARDWARE, MODEL, Fix, _cc, _solver_facts, category, find_conflicts, find_fixes
 from .errors import ConfigError, SelectionError
 from .goal import role_pinned

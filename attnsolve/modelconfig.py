@@ -141,7 +141,7 @@ def _load(path: str | Path) -> tuple[str, dict[str, Any]]:
         raise ConfigError("model", str(path), "valid JSON",
                           message=f"Invalid model config {shown}: not valid JSON (line {e.lineno}, "
                                   f"column {e.colno}: {e.msg}).") from None
-    except ValueError as e:  # a number of more than 4,300 digits (Python's int limit)
+    except ValueError:  # a number of more than 4,300 digits (Python's int limit)
         raise ConfigError("model", str(path), "valid JSON with numbers of sane size",
                           message=f"Invalid model config {shown}: a number of more than 4,300 digits.") from None
     if not isinstance(data, dict):

@@ -963,7 +963,6 @@ class _Fold:
         self.order_units = order
         self.plans = _PlanTable(comp, bits, avail, by_name)
         self.names = self.plans.names
-        rules = comp.rules
         W = bits.W
         outer = [u for u in units if u.outer]
         inner = sorted((u for u in units if not u.outer), key=lambda u: len(u.rows))

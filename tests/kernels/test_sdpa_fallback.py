@@ -19,8 +19,8 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from attnsolve.kernels import KernelUnavailableError  # noqa: E402
-from attnsolve.kernels.adapters import flash_attn_adapter as FA  # noqa: E402
-from attnsolve.kernels.adapters.flash_attn_adapter import plan_buckets, sdpa_paged  # noqa: E402
+from attnsolve.kernels.adapters import sdpa_fallback as FA  # noqa: E402
+from attnsolve.kernels.adapters.sdpa_fallback import plan_buckets, sdpa_paged  # noqa: E402
 from attnsolve.kernels.metadata import AttentionMetadata  # noqa: E402
 from attnsolve.kernels.reference import paged_attention_reference  # noqa: E402
 
