@@ -15,19 +15,13 @@ Same build rules as ``_cpu_ext``: ``g++ -O3 -march=native -fopenmp``, cached und
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
-import shutil
-import subprocess
-import tempfile
 import threading
-from pathlib import Path
 
-from attnsolve.kernels._cpu_ext import _cache_dir, _cpu_signature
+from attnsolve.kernels._cpp_build import build
 
 __all__ = ["load", "reason", "DTYPE_CODES"]
 
-_FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno", "-std=c++17"]
 DTYPE_CODES = {"float32": 0, "bfloat16": 1, "float16": 2}
 
 _lock = threading.Lock()
@@ -35,21 +29,7 @@ _state: dict = {}
 
 
 def _build() -> ctypes.CDLL:
-    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
-    if not cxx:
-        raise RuntimeError("no C++ compiler found (g++/c++ not on PATH, CXX unset)")
-    key = hashlib.sha256("\0".join([_SOURCE, " ".join(_FLAGS), cxx, _cpu_signature()]).encode()).hexdigest()[:16]
-    out = _cache_dir() / f"cpu_mla_{key}.so"
-    if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-            src = Path(tmp) / "cpu_mla.cpp"
-            src.write_text(_SOURCE)
-            so = Path(tmp) / "cpu_mla.so"
-            proc = subprocess.run([cxx, *_FLAGS, "-o", str(so), str(src)], capture_output=True, text=True, timeout=120)
-            if proc.returncode != 0:
-                raise RuntimeError(f"compiling the CPU_MLA extension failed: {proc.stderr.strip()[-2000:]}")
-            os.replace(so, out)
+    out = build("cpu_mla")
     lib = ctypes.CDLL(str(out))
     p, i32, i64, f32 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_float
     lib.mla_attend.restype = i32
@@ -91,8 +71,3 @@ def reason() -> str | None:
 def _reset_for_tests() -> None:
     with _lock:
         _state.clear()
-
-
-# The C++ source lives beside this module (csrc/cpu_mla.cpp: a real file for editors, compilers' line numbers
-# and diffs); its text is part of the build's cache key.
-_SOURCE = (Path(__file__).resolve().parent / "csrc" / "cpu_mla.cpp").read_text(encoding="utf-8")

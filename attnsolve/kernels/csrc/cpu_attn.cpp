@@ -8,16 +8,11 @@
 #include <algorithm>
 #include <omp.h>
 #include <cstdlib>
+#include "cpu_common.h"
 
 namespace {
 
 enum DType { F32 = 0, BF16 = 1, F16 = 2, E4M3 = 3, E5M2 = 4 };
-
-// Whether an environment switch says "off" (0, no, false): the kernel's A/B switches, each read once.
-static bool env_off(const char* name) {
-  const char* e = std::getenv(name);
-  return e && (e[0] == '0' || e[0] == 'n' || e[0] == 'N' || e[0] == 'f' || e[0] == 'F');
-}
 
 static float g_lut_e4m3[256];
 static float g_lut_e5m2[256];
@@ -83,24 +78,6 @@ static inline int esize(int type) { return type == F32 ? 4 : (type == BF16 || ty
 // Position r of a 64-value group converted in "lane order" (fp8_to_bf16 with lane = true) holds value:
 static inline int fp8_lane_elem(int r) { return r < 32 ? 16 * (r / 8) + r % 8 : 16 * ((r - 32) / 8) + 8 + (r - 32) % 8; }
 
-// exp for x <= 0 (arguments are s - max), vectorisable: 2^(x log2 e) via a degree-6 polynomial.
-static inline float fast_exp(float x) {
-  x = std::max(x, -87.0f);
-  float t = x * 1.44269504088896341f;
-  float fi = std::floor(t);
-  float f = t - fi;  // [0,1)
-  float p = 1.5353362e-4f;
-  p = p * f + 1.3398874e-3f;
-  p = p * f + 9.6181291e-3f;
-  p = p * f + 5.5504109e-2f;
-  p = p * f + 2.4022652e-1f;
-  p = p * f + 6.9314718e-1f;
-  p = p * f + 1.0f;
-  int32_t e = (int32_t)fi + 127;
-  uint32_t bits = (uint32_t)e << 23;
-  float sc; std::memcpy(&sc, &bits, 4);
-  return p * sc;
-}
 
 
 #if defined(__AVX512F__)
@@ -121,15 +98,6 @@ static inline float fast_exp(float x) {
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <cstdlib>
-struct alignas(64) TileCfg { uint8_t palette_id; uint8_t start_row; uint8_t reserved[14]; uint16_t colsb[16]; uint8_t rows[16]; };
-static int amx_permitted() {  // the kernel must grant the tile data state to this process once
-  static int ok = -1;
-  if (ok < 0) {
-    if (env_off("ATTNSOLVE_CPU_AMX")) ok = 0;
-    else ok = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0 ? 1 : 0;
-  }
-  return ok;
-}
 // fp16 on AMX-BF16 (flag 128): every fp16 value x is exactly hi + lo with hi = x truncated to bf16 and lo =
 // x - hi (x has 11 significant bits, lo at most 3; both are normal bf16 values, which matters because AMX
 // reads bf16 denormals as zero).  Each K or V element becomes one 32-bit (hi, lo) bf16 pair, so the
@@ -214,21 +182,6 @@ static inline void hsum8x2(const __m512* v, __m512& r0, __m512& r1) {
   r1 = _mm512_shuffle_f32x4(y[0], y[1], _MM_SHUFFLE(3, 1, 3, 1));
 }
 
-static inline __m512 exp512(__m512 x) {  // same polynomial as fast_exp, x <= 0
-  x = _mm512_max_ps(_mm512_set1_ps(-87.0f), x);  // this operand order keeps a NaN x (NaN in, NaN out)
-  const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
-  const __m512 fi = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-  const __m512 f = _mm512_sub_ps(t, fi);
-  __m512 p = _mm512_set1_ps(1.5353362e-4f);
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3398874e-3f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6181291e-3f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504109e-2f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022652e-1f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718e-1f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
-  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(fi), _mm512_set1_epi32(127)), 23);
-  return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
-}
 
 // Software prefetches (hint T1) issued one or two per step of a PV loop instead of in one burst: a
 // burst of 64 to 512 prefetches before the loop measured 1.2 to 1.4x slower out of cache here (one

@@ -5,6 +5,7 @@
 #include <omp.h>
 #include <vector>
 #include <algorithm>
+#include "cpu_common.h"
 #ifdef __AVX512F__
 #include <immintrin.h>
 #endif
@@ -84,31 +85,11 @@ static inline void qk_tile(const float* q, const float* rows, int nt, int D, flo
   }
 }
 
-// s[j] <- exp(s[j] - m) for j < nt; returns the sum
-#ifdef __AVX512F__
-static inline __m512 exp_v(__m512 x) {  // exp of 16 floats (x <= 0 after the max is taken; clamped at -104): a polynomial; NaN stays NaN
-  const __m512 in = x;
-  x = _mm512_max_ps(x, _mm512_set1_ps(-104.f));
-  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500E-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507E-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073E-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894E-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459E-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
-  p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.f)));
-  p = _mm512_scalef_ps(p, n);
-  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(in, in, _CMP_UNORD_Q), p, in);
-}
-#endif
-
+// s[j] <- exp(s[j] - m) for j < nt; returns the sum (exp512: cpu_common.h)
 static inline float exp_tile(float* s, int nt, float m) {
 #ifdef __AVX512F__
   const __mmask16 k = (__mmask16)((1u << nt) - 1u);
-  const __m512 p = _mm512_maskz_mov_ps(k, exp_v(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s), _mm512_set1_ps(m))));
+  const __m512 p = _mm512_maskz_mov_ps(k, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s), _mm512_set1_ps(m))));
   _mm512_mask_storeu_ps(s, k, p);  // NaN scores stay NaN (a NaN inside seq_len must reach the output, as the reference)
   return _mm512_reduce_add_ps(p);
 #else
@@ -219,16 +200,6 @@ static inline void pv_bf16(const float* p, int ldp, const uint16_t* const* rp, i
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <stdlib.h>
-struct alignas(64) MlaTileCfg { uint8_t palette_id; uint8_t start_row; uint8_t reserved[14]; uint16_t colsb[16]; uint8_t rows[16]; };
-static int mla_amx_permitted() {  // the kernel grants the tile data state per process; ATTNSOLVE_CPU_AMX=0 turns AMX off
-  static int ok = -1;
-  if (ok < 0) {
-    const char* e = getenv("ATTNSOLVE_CPU_AMX");
-    if (e && (e[0] == '0' || e[0] == 'n' || e[0] == 'N' || e[0] == 'f' || e[0] == 'F')) ok = 0;
-    else ok = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0 ? 1 : 0;
-  }
-  return ok;
-}
 
 
 static const int AMX_STEP = 256;  // rows per two-pass step
@@ -243,7 +214,7 @@ static int mla_item_amx(const uint16_t* const* qp, int H, int D, int R, float sc
   thread_local std::vector<uint16_t> qv, vbuf, pbuf, rowbuf, zero;
   thread_local std::vector<float> sc, acc, ph, mm, ll;
   thread_local std::vector<const uint16_t*> rp;
-  MlaTileCfg cfg;
+  TileCfg cfg;
   memset(&cfg, 0, sizeof(cfg));
   cfg.palette_id = 1;
   for (int i = 0; i < 8; i++) { cfg.rows[i] = 16; cfg.colsb[i] = 64; }  // every tile 16 x 64 bytes
@@ -320,7 +291,7 @@ static int mla_item_amx(const uint16_t* const* qp, int H, int D, int R, float sc
       const __mmask16 up = _mm512_cmp_ps_mask(mn, mo, _CMP_GT_OQ) & _mm512_cmp_ps_mask(mo, ninf, _CMP_NEQ_OQ);
       if (up) {
         alignas(64) float corr[16];
-        _mm512_store_ps(corr, exp_v(_mm512_sub_ps(mo, mn)));
+        _mm512_store_ps(corr, exp512(_mm512_sub_ps(mo, mn)));
         for (unsigned u = up; u; u &= u - 1) {
           const int i = __builtin_ctz(u);
           float* ah = &acc[(size_t)(g * 16 + i) * R];
@@ -334,7 +305,7 @@ static int mla_item_amx(const uint16_t* const* qp, int H, int D, int R, float sc
       for (int j = 0; j < ns * 32; j++) {
         __m512 p = _mm512_setzero_ps();
         if (j < n) {
-          p = exp_v(_mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(&sc[(size_t)j * HP + g * 16]), vscale), mn));
+          p = exp512(_mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(&sc[(size_t)j * HP + g * 16]), vscale), mn));
           ls = _mm512_add_ps(ls, p);
         }
         _mm512_storeu_ps(&ph[(size_t)j * 16], p);  // [row][16 heads] float32
@@ -430,7 +401,7 @@ extern "C" int mla_attend(
   const int64_t part = (int64_t)H * (R + 2);  // per item: acc [H][R], m [H], l [H]
   int bad = 0;
 #if defined(MLA_AMX)
-  const bool use_amx = dtype == BF16 && D % 32 == 0 && R % 64 == 0 && R <= D && (sq_h % 2) == 0 && mla_amx_permitted();
+  const bool use_amx = dtype == BF16 && D % 32 == 0 && R % 64 == 0 && R <= D && (sq_h % 2) == 0 && amx_permitted();
 #endif
 #pragma omp parallel reduction(|:bad)
   {

@@ -1,0 +1,82 @@
+"""Build a C++ kernel from ``csrc/`` into a cached shared object (for ``_cpu_ext`` and ``_cpu_mla_ext``).
+
+Why not ``torch.utils.cpp_extension``: that includes the ATen and pybind11 headers and takes
+30-60 s to compile here; the kernels use only the C ABI (raw pointers, strides), compile with
+``g++ -O3 -march=native -fopenmp`` in about two seconds, and share torch's OpenMP runtime (same
+``libgomp.so.1`` SONAME, already loaded by torch).
+
+The shared object is cached under ``$ATTNSOLVE_CACHE_DIR`` (default ``~/.cache/attnsolve``), keyed
+by a hash of the source, the shared header ``cpu_common.h``, the flags, the compiler and the
+CPU's feature flags.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+__all__ = ["build", "FLAGS", "CSRC"]
+
+CSRC = Path(__file__).resolve().parent / "csrc"
+HEADER = "cpu_common.h"  # included by every kernel source; written beside it for the compiler
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno", "-std=c++17")
+
+
+def _cpu_signature() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return line
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def cache_dir() -> Path:
+    """``$ATTNSOLVE_CACHE_DIR``, else ``~/.cache/attnsolve``, else a per-user temp dir if home is not writable."""
+    d = os.environ.get("ATTNSOLVE_CACHE_DIR")
+    if d:
+        return Path(d)
+    home = Path.home() / ".cache" / "attnsolve"
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        if os.access(home, os.W_OK):
+            return home
+    except OSError:
+        pass
+    return Path(tempfile.gettempdir()) / f"attnsolve-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+
+
+def build(name: str, flag_sets: tuple[tuple[str, ...], ...] = (FLAGS,)) -> Path:
+    """The shared object of ``csrc/<name>.cpp``, compiled with the first flag set that works."""
+    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if not cxx:
+        raise RuntimeError("no C++ compiler found (g++/c++ not on PATH, CXX unset)")
+    source = (CSRC / f"{name}.cpp").read_text(encoding="utf-8")
+    header = (CSRC / HEADER).read_text(encoding="utf-8")
+    errors = []
+    for flags in flag_sets:
+        key = hashlib.sha256("\0".join([source, header, " ".join(flags), cxx, _cpu_signature()]).encode()).hexdigest()[:16]
+        out = cache_dir() / f"{name}_{key}.so"
+        if out.exists():
+            return out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+            src = Path(tmp) / f"{name}.cpp"
+            src.write_text(source)
+            (Path(tmp) / HEADER).write_text(header)
+            so = Path(tmp) / f"{name}.so"
+            proc = subprocess.run([cxx, *flags, "-o", str(so), str(src)], capture_output=True, text=True, timeout=120)
+            if proc.returncode != 0:
+                errors.append(f"{' '.join(flags)}: {proc.stderr.strip()[-1000:]}")
+                continue
+            os.replace(so, out)  # atomic: concurrent builders race harmlessly
+            return out
+    raise RuntimeError(f"compiling csrc/{name}.cpp failed: " + " | ".join(errors))

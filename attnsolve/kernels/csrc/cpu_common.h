@@ -1,0 +1,68 @@
+// Shared by cpu_attn.cpp and cpu_mla.cpp: environment switches, the exp polynomial, the AMX tile
+// configuration and permission.  Both loaders write this header beside the source and hash it with it.
+#pragma once
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <cmath>
+#include <algorithm>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+// Whether an environment switch says "off" (0, no, false): the kernel's A/B switches, each read once.
+static inline bool env_off(const char* name) {
+  const char* e = std::getenv(name);
+  return e && (e[0] == '0' || e[0] == 'n' || e[0] == 'N' || e[0] == 'f' || e[0] == 'F');
+}
+
+// exp for x <= 0 (arguments are s - max), vectorisable: 2^(x log2 e) via a degree-6 polynomial.
+static inline float fast_exp(float x) {
+  x = std::max(x, -87.0f);
+  float t = x * 1.44269504088896341f;
+  float fi = std::floor(t);
+  float f = t - fi;  // [0,1)
+  float p = 1.5353362e-4f;
+  p = p * f + 1.3398874e-3f;
+  p = p * f + 9.6181291e-3f;
+  p = p * f + 5.5504109e-2f;
+  p = p * f + 2.4022652e-1f;
+  p = p * f + 6.9314718e-1f;
+  p = p * f + 1.0f;
+  int32_t e = (int32_t)fi + 127;
+  uint32_t bits = (uint32_t)e << 23;
+  float sc; std::memcpy(&sc, &bits, 4);
+  return p * sc;
+}
+
+#if defined(__AVX512F__)
+static inline __m512 exp512(__m512 x) {  // same polynomial as fast_exp, x <= 0
+  x = _mm512_max_ps(_mm512_set1_ps(-87.0f), x);  // this operand order keeps a NaN x (NaN in, NaN out)
+  const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
+  const __m512 fi = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(t, fi);
+  __m512 p = _mm512_set1_ps(1.5353362e-4f);
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3398874e-3f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6181291e-3f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504109e-2f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022652e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(fi), _mm512_set1_epi32(127)), 23);
+  return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+}
+#endif
+
+#if defined(__AMX_TILE__) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+struct alignas(64) TileCfg { uint8_t palette_id; uint8_t start_row; uint8_t reserved[14]; uint16_t colsb[16]; uint8_t rows[16]; };
+static inline int amx_permitted() {  // the kernel must grant the tile data state to this process once
+  static int ok = -1;
+  if (ok < 0) {
+    if (env_off("ATTNSOLVE_CPU_AMX")) ok = 0;
+    else ok = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0 ? 1 : 0;
+  }
+  return ok;
+}
+#endif
