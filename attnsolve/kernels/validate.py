@@ -17,12 +17,14 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+import weakref
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
 __all__ = ["Paged", "MLA", "check_paged", "check_mla", "check_window", "check_scale_arg", "check_mm_ranges", "check_block_table",
+           "tensor_scalar",
            "INT_DTYPES", "FLOAT_DTYPES", "FP8_DTYPES", "UNBOUNDED"]
 
 INT_DTYPES = (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64)
@@ -99,6 +101,29 @@ def check_window(sliding_window, causal: bool) -> tuple[int, int] | None:
     return (w - 1, 0) if causal else (w - 1, w - 1)
 
 
+_SCALARS: dict[int, tuple] = {}  # id -> (weakref, _version, value): one-element tensors already read
+
+
+def tensor_scalar(x: torch.Tensor) -> float:
+    """The value of a one-element tensor, read once per tensor state.
+
+    Reading a GPU tensor is a host sync; an engine passes the same scale tensors (a layer's
+    ``k_scale``, a soft-cap) on every call, so the value is kept per tensor identity and
+    ``_version`` (an in-place update is read again; a new tensor at a reused id is not
+    mistaken for the old one: the weak reference must still point at it)."""
+    hit = _SCALARS.get(id(x))
+    if hit is not None and hit[0]() is x and hit[1] == x._version:
+        return hit[2]
+    value = float(x.detach().reshape(()).item())
+    if len(_SCALARS) >= 256:
+        _SCALARS.clear()
+    try:
+        _SCALARS[id(x)] = (weakref.ref(x), x._version, value)
+    except TypeError:  # a tensor subclass without weak references: read every time
+        pass
+    return value
+
+
 def check_scale_arg(name: str, x, num_seqs: int, num_kv_heads: int, device: torch.device):
     """A float (per tensor) or a ``[num_seqs, num_kv_heads]`` float32 tensor on ``device``."""
     if x is None:
@@ -108,7 +133,7 @@ def check_scale_arg(name: str, x, num_seqs: int, num_kv_heads: int, device: torc
         if not (x.dtype.is_floating_point or x.dtype in INT_DTYPES):
             raise _fail(f"{name} a real number or tensor", f"dtype {x.dtype}")
         if x.numel() == 1:
-            return float(x.reshape(()).item())
+            return tensor_scalar(x)
         if tuple(x.shape) != (num_seqs, num_kv_heads):
             raise _fail(f"{name} a float, a 0-d tensor or a [num_seqs, num_kv_heads] = [{num_seqs}, "
                         f"{num_kv_heads}] tensor", f"shape {tuple(x.shape)}")
@@ -321,7 +346,7 @@ def check_paged(
     elif isinstance(scale, torch.Tensor):
         if scale.numel() != 1 or not scale.dtype.is_floating_point:
             raise _fail("scale a real number or a one-element float tensor", f"shape {tuple(scale.shape)}, {scale.dtype}")
-        sc = float(scale.reshape(()).item())
+        sc = tensor_scalar(scale)
     elif isinstance(scale, bool) or not isinstance(scale, numbers.Real):
         raise _fail("scale a real number", f"{type(scale).__name__} {scale!r:.60}")
     else:
@@ -330,7 +355,7 @@ def check_paged(
     cap = None
     if logits_soft_cap is not None:
         if isinstance(logits_soft_cap, torch.Tensor) and logits_soft_cap.numel() == 1:
-            logits_soft_cap = float(logits_soft_cap.item())
+            logits_soft_cap = tensor_scalar(logits_soft_cap)
         if isinstance(logits_soft_cap, bool) or not isinstance(logits_soft_cap, numbers.Real):
             raise _fail("logits_soft_cap a real number", f"{type(logits_soft_cap).__name__}")
         c = float(logits_soft_cap)
@@ -435,7 +460,7 @@ def check_mla(query, kv_cache, md, *, kv_lora_rank=512, scale=None, topk_indices
     if scale is None:
         sc = Dq ** -0.5
     elif isinstance(scale, torch.Tensor) and scale.numel() == 1:
-        sc = float(scale.item())
+        sc = tensor_scalar(scale)
     elif isinstance(scale, bool) or not isinstance(scale, numbers.Real):
         raise _fail("scale a real number", f"{type(scale).__name__}")
     else:

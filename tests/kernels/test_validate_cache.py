@@ -47,3 +47,31 @@ def test_unused_bad_column_becomes_used():
     md.seq_lens[1] = 7  # in place, same longest-sequence block count (2): the cache must not hide it
     with pytest.raises(ValueError, match="block_table entries"):
         check_paged(q, k, k, md)
+
+
+def test_scale_tensors_are_read_once_per_state(monkeypatch):
+    """A one-element scale tensor (a host sync on a GPU) is read once; an in-place update or a new
+    tensor is read again."""
+    reads = []
+    real_item = torch.Tensor.item
+
+    class Spy(torch.Tensor):
+        def item(self):
+            reads.append(1)
+            return real_item(self)
+
+    q, k, md = _problem()
+    ks = torch.tensor([0.5]).as_subclass(Spy)
+    for _ in range(3):
+        assert check_paged(q, k, k, md, k_scale=ks).k_scale == 0.5
+    assert len(reads) == 1
+    ks.fill_(2.0)  # in place: read again
+    assert check_paged(q, k, k, md, k_scale=ks).k_scale == 2.0
+    assert len(reads) == 2
+    other = torch.tensor([3.0]).as_subclass(Spy)
+    assert check_paged(q, k, k, md, k_scale=other).k_scale == 3.0
+    assert len(reads) == 3
+    view = torch.tensor([1.0, 7.0]).as_subclass(Spy)[1:]  # an update through the base is seen too
+    assert check_paged(q, k, k, md, v_scale=view).v_scale == 7.0
+    view._base.mul_(2)
+    assert check_paged(q, k, k, md, v_scale=view).v_scale == 14.0

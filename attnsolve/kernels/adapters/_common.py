@@ -193,7 +193,9 @@ def scalar(x) -> float:
     if x is None:
         return 1.0
     if isinstance(x, torch.Tensor):
-        return float(x.reshape(()).item())
+        from attnsolve.kernels.validate import tensor_scalar
+
+        return tensor_scalar(x)
     return float(x)
 
 
