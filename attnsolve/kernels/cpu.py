@@ -454,7 +454,7 @@ def _general(c: Paged, gfn) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
 def cpu_attn_impl(
     query, key_cache, value_cache, md: AttentionMetadata, *, scale=None, causal=True, sliding_window=None,
     logits_soft_cap=None, sinks=None, k_scale=None, v_scale=None, alibi_slopes=None, mm_prefix_ranges=None,
-    return_lse: bool = False, use_ext: bool | None = None, use_flash: bool = True,
+    return_lse: bool = False, q_scale=None, use_ext: bool | None = None, use_flash: bool = True,
 ):
     """CPU_ATTN with the path choice exposed for tests: ``use_ext`` False forces the torch paths,
     True requires the extension (``RuntimeError`` if it cannot be built), None = use it if possible;
@@ -462,7 +462,7 @@ def cpu_attn_impl(
     c = check_paged(
         query, key_cache, value_cache, md, scale=scale, causal=causal, sliding_window=sliding_window,
         logits_soft_cap=logits_soft_cap, sinks=sinks, k_scale=k_scale, v_scale=v_scale, alibi_slopes=alibi_slopes,
-        mm_prefix_ranges=mm_prefix_ranges, return_lse=return_lse, query_dtypes=_QUERY_DTYPES,
+        mm_prefix_ranges=mm_prefix_ranges, return_lse=return_lse, q_scale=q_scale, query_dtypes=_QUERY_DTYPES,
         cache_dtypes=_CACHE_DTYPES,
     )
     if c.query.device.type != "cpu":
@@ -521,11 +521,11 @@ def cpu_attn_impl(
 def cpu_attn(
     query, key_cache, value_cache, md: AttentionMetadata, *, scale=None, causal=True, sliding_window=None,
     logits_soft_cap=None, sinks=None, k_scale=None, v_scale=None, alibi_slopes=None, mm_prefix_ranges=None,
-    return_lse: bool = False,
+    return_lse: bool = False, q_scale=None,
 ):
     """Paged attention on CPU; see the module docstring and ``docs/kernels.md``."""
     return cpu_attn_impl(
         query, key_cache, value_cache, md, scale=scale, causal=causal, sliding_window=sliding_window,
         logits_soft_cap=logits_soft_cap, sinks=sinks, k_scale=k_scale, v_scale=v_scale, alibi_slopes=alibi_slopes,
-        mm_prefix_ranges=mm_prefix_ranges, return_lse=return_lse,
+        mm_prefix_ranges=mm_prefix_ranges, return_lse=return_lse, q_scale=q_scale,
     )

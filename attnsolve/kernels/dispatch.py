@@ -132,9 +132,12 @@ def infer_config(query: torch.Tensor, key_cache: torch.Tensor, *, sinks: torch.T
             "Expected query [num_tokens, num_heads, head_size] and key_cache [num_blocks, block_size, "
             f"num_kv_heads, head_size], but got shapes {tuple(query.shape)} and {tuple(key_cache.shape)}."
         )
-    dtype = _DTYPE_NAMES.get(query.dtype)
+    # an fp8 query is vLLM's quantized query of a bfloat16 model (the kernels widen it exactly)
+    qdtype = torch.bfloat16 if (query.dtype in _FP8_NAMES and not mla) else query.dtype
+    dtype = _DTYPE_NAMES.get(qdtype)
     if dtype is None:
-        raise ValueError(f"Expected query dtype float16, bfloat16 or float32, but got {query.dtype}.")
+        raise ValueError(f"Expected query dtype float16, bfloat16 or float32 (or an fp8 query with q_scale), "
+                         f"but got {query.dtype}.")
     platform, cc = _platform(query.device)
     declared = _declared_fields(vllm)
     extra: dict = {}
@@ -150,7 +153,7 @@ def infer_config(query: torch.Tensor, key_cache: torch.Tensor, *, sinks: torch.T
         extra["vllm"] = vllm
     return Config(
         platform=platform, dtype=dtype, compute_capability=cc,
-        kv_cache_dtype=_kv_cache_dtype(query.dtype, key_cache.dtype),
+        kv_cache_dtype=_kv_cache_dtype(qdtype, key_cache.dtype),
         head_size=int(query.shape[2]), block_size=selection_block_size(int(key_cache.shape[1])),
         num_heads=int(query.shape[1]),
         has_sink=sinks is not None, backend=backend, **extra,
@@ -242,7 +245,7 @@ def _kernel(query, key_cache, value_cache, sinks, backend, vllm=None, kv_lora_ra
 
 _MLA_UNSUPPORTED = (("causal", True), ("sliding_window", None), ("logits_soft_cap", None), ("sinks", None),
                     ("k_scale", None), ("v_scale", None), ("alibi_slopes", None), ("mm_prefix_ranges", None),
-                    ("return_lse", False))
+                    ("return_lse", False), ("q_scale", None))
 
 
 def _mla_call(query, kv_cache, md, backend, vllm, scale, kv_lora_rank, topk_indices, given):
@@ -259,10 +262,12 @@ def _mla_call(query, kv_cache, md, backend, vllm, scale, kv_lora_rank, topk_indi
     return fn(query, kv_cache, md, kv_lora_rank=rank, scale=scale, topk_indices=topk_indices)
 
 
-def _extras(alibi_slopes, mm_prefix_ranges, return_lse) -> dict:
+def _extras(alibi_slopes, mm_prefix_ranges, return_lse, q_scale=None) -> dict:
     """The newer keyword arguments, passed on only when used (kernels registered by others that
     predate them keep working for the common call)."""
     kw = {}
+    if q_scale is not None:
+        kw["q_scale"] = q_scale
     if alibi_slopes is not None:
         kw["alibi_slopes"] = alibi_slopes
     if mm_prefix_ranges is not None:
@@ -276,7 +281,7 @@ def _call(fn, query, key_cache, value_cache, md, backend, kw):
     try:
         return fn(query, key_cache, value_cache, md, **kw)
     except TypeError as e:
-        extra = [k for k in ("alibi_slopes", "mm_prefix_ranges", "return_lse") if k in kw and f"'{k}'" in str(e)]
+        extra = [k for k in ("alibi_slopes", "mm_prefix_ranges", "return_lse", "q_scale") if k in kw and f"'{k}'" in str(e)]
         if extra:
             raise KernelUnavailableError(
                 backend or getattr(fn, "__name__", "?"),
@@ -305,6 +310,7 @@ def paged_attention(
     vllm: str | None = None,
     kv_lora_rank: int | None = None,
     topk_indices: torch.Tensor | None = None,
+    q_scale=None,
 ):
     """Paged attention with the backend vLLM would select for these tensors.
 
@@ -323,7 +329,7 @@ def paged_attention(
             raise ValueError("Expected a value_cache under torch.compile: the MLA path (value_cache=None) runs eagerly only.")
         given = dict(causal=causal, sliding_window=sliding_window, logits_soft_cap=logits_soft_cap, sinks=sinks,
                      k_scale=k_scale, v_scale=v_scale, alibi_slopes=alibi_slopes, mm_prefix_ranges=mm_prefix_ranges,
-                     return_lse=return_lse)
+                     return_lse=return_lse, q_scale=q_scale)
         return _mla_call(query, key_cache, md, backend, vllm, scale, kv_lora_rank, topk_indices, given)
     if kv_lora_rank is not None or topk_indices is not None:
         raise ValueError("Expected value_cache=None (an MLA latent cache) with kv_lora_rank or topk_indices, "
@@ -337,17 +343,24 @@ def paged_attention(
             None if scale is None else float(scale), causal, sliding_window,
             None if logits_soft_cap is None else float(logits_soft_cap), sinks, _scale_tensor(k_scale),
             _scale_tensor(v_scale), alibi_slopes, _mm_tensor(mm_prefix_ranges), window_right, vllm,
+            _scale_tensor(q_scale),
         )
         if return_lse:
             return paged_attention_lse_op(*args)
         return paged_attention_op(*args)
     fn = _kernel(query, key_cache, value_cache, sinks, backend, vllm)
-    if alibi_slopes is None and mm_prefix_ranges is None and not return_lse:  # the common call, kept lean
+    if alibi_slopes is None and mm_prefix_ranges is None and not return_lse and q_scale is None:  # the common call
         return fn(query, key_cache, value_cache, md, scale=scale, causal=causal, sliding_window=sliding_window,
                   logits_soft_cap=logits_soft_cap, sinks=sinks, k_scale=k_scale, v_scale=v_scale)
     kw = dict(scale=scale, causal=causal, sliding_window=sliding_window, logits_soft_cap=logits_soft_cap,
-              sinks=sinks, k_scale=k_scale, v_scale=v_scale, **_extras(alibi_slopes, mm_prefix_ranges, return_lse))
+              sinks=sinks, k_scale=k_scale, v_scale=v_scale,
+              **_extras(alibi_slopes, mm_prefix_ranges, return_lse, q_scale))
     return _call(fn, query, key_cache, value_cache, md, backend, kw)
+
+
+def _out_dtype(query: torch.Tensor) -> torch.dtype:
+    """The output dtype of a paged call: the query's, bfloat16 for an fp8 query (widened exactly)."""
+    return torch.bfloat16 if query.dtype in _FP8_NAMES else query.dtype
 
 
 def _scale_tensor(x):
@@ -374,16 +387,17 @@ def _mm_tensor(ranges):
 
 def _op_call(query, key_cache, value_cache, query_start_loc, seq_lens, block_table, backend, scale, causal,
              sliding_window, logits_soft_cap, sinks, k_scale, v_scale, alibi_slopes, mm_prefix_ranges,
-             sliding_window_right, return_lse, vllm=None):
+             sliding_window_right, return_lse, vllm=None, q_scale=None):
     md = AttentionMetadata(query_start_loc, seq_lens, block_table)
     if sliding_window_right is not None:
         sliding_window = (-1 if sliding_window is None else sliding_window, sliding_window_right)
     fn = _kernel(query, key_cache, value_cache, sinks, backend, vllm)
-    if alibi_slopes is None and mm_prefix_ranges is None and not return_lse:  # the common call, kept lean
+    if alibi_slopes is None and mm_prefix_ranges is None and not return_lse and q_scale is None:  # the common call
         return fn(query, key_cache, value_cache, md, scale=scale, causal=causal, sliding_window=sliding_window,
                   logits_soft_cap=logits_soft_cap, sinks=sinks, k_scale=k_scale, v_scale=v_scale)
     kw = dict(scale=scale, causal=causal, sliding_window=sliding_window, logits_soft_cap=logits_soft_cap,
-              sinks=sinks, k_scale=k_scale, v_scale=v_scale, **_extras(alibi_slopes, mm_prefix_ranges, return_lse))
+              sinks=sinks, k_scale=k_scale, v_scale=v_scale,
+              **_extras(alibi_slopes, mm_prefix_ranges, return_lse, q_scale))
     return _call(fn, query, key_cache, value_cache, md, backend, kw)
 
 
@@ -407,6 +421,7 @@ def paged_attention_op(
     mm_prefix_ranges: Optional[torch.Tensor] = None,
     sliding_window_right: Optional[int] = None,
     vllm: Optional[str] = None,
+    q_scale: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """``paged_attention`` as a torch custom op (flat arguments: the metadata's three tensors).
 
@@ -416,15 +431,15 @@ def paged_attention_op(
     """
     return _op_call(query, key_cache, value_cache, query_start_loc, seq_lens, block_table, backend, scale, causal,
                     sliding_window, logits_soft_cap, sinks, k_scale, v_scale, alibi_slopes, mm_prefix_ranges,
-                    sliding_window_right, False, vllm)
+                    sliding_window_right, False, vllm, q_scale)
 
 
 @paged_attention_op.register_fake
 def _paged_attention_fake(query, key_cache, value_cache, query_start_loc, seq_lens, block_table, backend=None,
                           scale=None, causal=True, sliding_window=None, logits_soft_cap=None, sinks=None,
                           k_scale=None, v_scale=None, alibi_slopes=None, mm_prefix_ranges=None,
-                          sliding_window_right=None, vllm=None):
-    return query.new_empty((query.shape[0], query.shape[1], value_cache.shape[3]))
+                          sliding_window_right=None, vllm=None, q_scale=None):
+    return query.new_empty((query.shape[0], query.shape[1], value_cache.shape[3]), dtype=_out_dtype(query))
 
 
 @torch.library.custom_op("attnsolve::paged_attention_lse", mutates_args=())
@@ -447,11 +462,12 @@ def paged_attention_lse_op(
     mm_prefix_ranges: Optional[torch.Tensor] = None,
     sliding_window_right: Optional[int] = None,
     vllm: Optional[str] = None,
+    q_scale: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``paged_attention(..., return_lse=True)`` as a custom op: ``(out, lse [num_tokens, num_heads] float32)``."""
     out, lse = _op_call(query, key_cache, value_cache, query_start_loc, seq_lens, block_table, backend, scale, causal,
                         sliding_window, logits_soft_cap, sinks, k_scale, v_scale, alibi_slopes, mm_prefix_ranges,
-                        sliding_window_right, True, vllm)
+                        sliding_window_right, True, vllm, q_scale)
     return out, lse
 
 
@@ -459,6 +475,6 @@ def paged_attention_lse_op(
 def _paged_attention_lse_fake(query, key_cache, value_cache, query_start_loc, seq_lens, block_table, backend=None,
                               scale=None, causal=True, sliding_window=None, logits_soft_cap=None, sinks=None,
                               k_scale=None, v_scale=None, alibi_slopes=None, mm_prefix_ranges=None,
-                              sliding_window_right=None, vllm=None):
-    return (query.new_empty((query.shape[0], query.shape[1], value_cache.shape[3])),
+                              sliding_window_right=None, vllm=None, q_scale=None):
+    return (query.new_empty((query.shape[0], query.shape[1], value_cache.shape[3]), dtype=_out_dtype(query)),
             query.new_empty((query.shape[0], query.shape[1]), dtype=torch.float32))

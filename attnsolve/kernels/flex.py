@@ -194,7 +194,7 @@ def _gather(cache: torch.Tensor, blk: torch.Tensor, slot: torch.Tensor, scale, s
 def flex_paged_attention(
     query, key_cache, value_cache, md: AttentionMetadata, *, scale=None, causal=True, sliding_window=None,
     logits_soft_cap=None, sinks=None, k_scale=None, v_scale=None, alibi_slopes=None, mm_prefix_ranges=None,
-    return_lse: bool = False,
+    return_lse: bool = False, q_scale=None,
 ):
     """Paged attention through flex_attention; same contract as CPU_ATTN (``docs/kernels.md``)."""
     from torch.nn.attention.flex_attention import AuxRequest, create_block_mask
@@ -202,7 +202,7 @@ def flex_paged_attention(
     c = check_paged(
         query, key_cache, value_cache, md, scale=scale, causal=causal, sliding_window=sliding_window,
         logits_soft_cap=logits_soft_cap, sinks=sinks, k_scale=k_scale, v_scale=v_scale, alibi_slopes=alibi_slopes,
-        mm_prefix_ranges=mm_prefix_ranges, return_lse=return_lse,
+        mm_prefix_ranges=mm_prefix_ranges, return_lse=return_lse, q_scale=q_scale,
     )
     query = c.query
     T, H, D = query.shape

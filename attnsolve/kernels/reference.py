@@ -95,15 +95,18 @@ def paged_attention_reference(
     alibi_slopes=None,
     mm_prefix_ranges=None,
     return_lse: bool = False,
+    q_scale=None,
 ):
-    """Paged attention in float64, one sequence at a time; returns ``query.dtype`` (and the float32
-    log-sum-exp ``[num_tokens, num_heads]`` with ``return_lse=True``)."""
+    """Paged attention in float64, one sequence at a time; returns ``query.dtype`` (bfloat16 for an
+    fp8 query, whose ``q_scale`` multiplies the scores) and the float32 log-sum-exp
+    ``[num_tokens, num_heads]`` with ``return_lse=True``."""
     from attnsolve.kernels.validate import FLOAT_DTYPES, FP8_DTYPES, check_paged
 
     c = check_paged(
         query, key_cache, value_cache, md, scale=scale, causal=causal, sliding_window=sliding_window,
         logits_soft_cap=logits_soft_cap, sinks=sinks, k_scale=k_scale, v_scale=v_scale, alibi_slopes=alibi_slopes,
-        mm_prefix_ranges=mm_prefix_ranges, return_lse=return_lse, query_dtypes=FLOAT_DTYPES + (torch.float64,),
+        mm_prefix_ranges=mm_prefix_ranges, return_lse=return_lse, q_scale=q_scale,
+        query_dtypes=FLOAT_DTYPES + (torch.float64,),
         cache_dtypes=FLOAT_DTYPES + FP8_DTYPES + (torch.float64,),
     )
     T, H, D = query.shape
@@ -116,7 +119,7 @@ def paged_attention_reference(
     lse = torch.full((T, H), -math.inf, dtype=torch.float64)
     qsl, sl = c.qsl, c.lens
     bt = c.block_table.cpu()
-    kc, vc, qc = key_cache.cpu(), value_cache.cpu(), query.cpu()
+    kc, vc, qc = key_cache.cpu(), value_cache.cpu(), c.query.cpu()
 
     def scale_of(x, i):
         if isinstance(x, torch.Tensor):
@@ -148,7 +151,7 @@ def paged_attention_reference(
         out[q0:q1] = torch.einsum("hnl,lhd->nhd", p, v)
         terms = s if sink is None else torch.cat([s, sink.view(H, 1, 1).expand(H, n, 1)], dim=-1)
         lse[q0:q1] = torch.logsumexp(terms, dim=-1).transpose(0, 1)
-    out = out.to(query.dtype).to(query.device)
+    out = out.to(c.query.dtype).to(query.device)
     if c.return_lse:
         return out, lse.to(torch.float32).to(query.device)
     return out

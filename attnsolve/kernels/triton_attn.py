@@ -424,6 +424,7 @@ def triton_paged_attention(
     alibi_slopes=None,
     mm_prefix_ranges=None,
     return_lse: bool = False,
+    q_scale=None,
     out: torch.Tensor | None = None,
     block_m: int | None = None,
     tile: int | None = None,
@@ -452,7 +453,7 @@ def triton_paged_attention(
     c = check_paged(
         query, key_cache, value_cache, md, scale=scale, causal=causal, sliding_window=sliding_window,
         logits_soft_cap=logits_soft_cap, sinks=sinks, k_scale=k_scale, v_scale=v_scale, alibi_slopes=alibi_slopes,
-        mm_prefix_ranges=mm_prefix_ranges, return_lse=return_lse, query_dtypes=_FLOAT_DTYPES,
+        mm_prefix_ranges=mm_prefix_ranges, return_lse=return_lse, q_scale=q_scale, query_dtypes=_FLOAT_DTYPES,
     )
     query, key_cache, value_cache = c.query, c.key_cache, c.value_cache
     T, H, D = query.shape
@@ -729,6 +730,7 @@ def triton_attn(
     alibi_slopes=None,
     mm_prefix_ranges=None,
     return_lse=False,
+    q_scale=None,
 ):
     """The registered ``TRITON_ATTN`` kernel (see ``triton_paged_attention``)."""
     return triton_paged_attention(
@@ -746,4 +748,5 @@ def triton_attn(
         alibi_slopes=alibi_slopes,
         mm_prefix_ranges=mm_prefix_ranges,
         return_lse=return_lse,
+        q_scale=q_scale,
     )

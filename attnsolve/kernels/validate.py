@@ -124,6 +124,21 @@ def tensor_scalar(x: torch.Tensor) -> float:
     return value
 
 
+def _q_scale(x) -> float:
+    """The query's descale (per tensor): ``None`` is 1; a real number or a one-element tensor."""
+    if x is None:
+        return 1.0
+    if isinstance(x, torch.Tensor):
+        _tensor("q_scale", x)
+        if x.numel() != 1 or not (x.dtype.is_floating_point or x.dtype in INT_DTYPES):
+            raise _fail("q_scale a real number or a one-element tensor (one descale for the whole query; vLLM "
+                        "expands layer._q_scale, a single value)", f"shape {tuple(x.shape)}, {x.dtype}")
+        return tensor_scalar(x)
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+        raise _fail("q_scale a real number", f"{type(x).__name__} {x!r:.60}")
+    return float(x)
+
+
 def check_scale_arg(name: str, x, num_seqs: int, num_kv_heads: int, device: torch.device):
     """A float (per tensor) or a ``[num_seqs, num_kv_heads]`` float32 tensor on ``device``."""
     if x is None:
@@ -272,9 +287,14 @@ def check_paged(
     query, key_cache, value_cache, md, *, scale=None, causal=True, sliding_window=None, logits_soft_cap=None,
     sinks=None, k_scale=None, v_scale=None, alibi_slopes=None, mm_prefix_ranges=None, return_lse=False,
     query_dtypes=FLOAT_DTYPES, cache_dtypes=FLOAT_DTYPES + FP8_DTYPES, same_head_size: bool = False,
-    allow_cross: bool = True,
+    allow_cross: bool = True, q_scale=None,
 ) -> Paged:
-    """Validate and normalise one paged-attention call (layout and semantics: ``docs/kernels.md``)."""
+    """Validate and normalise one paged-attention call (layout and semantics: ``docs/kernels.md``).
+
+    An fp8 query (``float8_e4m3fn``/``float8_e5m2``, vLLM's quantized query) is widened to bfloat16,
+    which holds every fp8 value exactly, and its descale ``q_scale`` is folded into the softmax scale
+    (scores are ``scale * q_scale * q . k``, as vLLM's kernels compute them): every kernel taking a
+    bfloat16 query then takes it, and the output is bfloat16."""
     if not all(hasattr(md, a) for a in ("query_start_loc", "seq_lens", "block_table", "host_lists")):
         raise _fail("md an AttentionMetadata (query_start_loc, seq_lens, block_table)", f"{type(md).__name__}")
     query = _tensor("query", query)
@@ -285,8 +305,11 @@ def check_paged(
     if key_cache.dim() != 4 or value_cache.dim() != 4:
         raise _fail("key_cache/value_cache [num_blocks, block_size, num_kv_heads, head_size]",
                     f"shapes {tuple(key_cache.shape)} and {tuple(value_cache.shape)}")
+    qs = _q_scale(q_scale)
+    if query.dtype in FP8_DTYPES:
+        query = query.to(torch.bfloat16)  # exact: bf16 has the exponent range and more mantissa bits
     if query.dtype not in query_dtypes:
-        raise _fail(f"query dtype {_names(query_dtypes)}", query.dtype)
+        raise _fail(f"query dtype {_names(query_dtypes + FP8_DTYPES)}", query.dtype)
     if key_cache.dtype not in cache_dtypes or value_cache.dtype != key_cache.dtype:
         raise _fail(f"key_cache and value_cache of one dtype among {_names(cache_dtypes)}",
                     f"{key_cache.dtype} and {value_cache.dtype}")
@@ -351,6 +374,7 @@ def check_paged(
         raise _fail("scale a real number", f"{type(scale).__name__} {scale!r:.60}")
     else:
         sc = float(scale)  # NaN and inf are allowed: they propagate (NaN output), as in torch's SDPA
+    sc *= qs
 
     cap = None
     if logits_soft_cap is not None:

@@ -317,6 +317,7 @@ def std_cases(draw):
         window=draw(st.one_of(st.none(), st.integers(1, 40))),
         cap=draw(st.sampled_from([None, 10.0])),
         fp8=draw(st.sampled_from([None, None, torch.float8_e4m3fn])),
+        fp8_query=draw(st.sampled_from([False, False, True])),  # vLLM's quantized query + q_scale (bf16 models)
         seed=draw(st.integers(0, 1000)),
     )
 
@@ -329,6 +330,9 @@ def _build(case, D):
     if case["fp8"] is not None:
         kc, vc = (kc.float() / 2).to(case["fp8"]), (vc.float() / 2).to(case["fp8"])
         opts.update(k_scale=2.0, v_scale=torch.tensor(2.0))
+    if case.get("fp8_query") and case["dtype"] == torch.bfloat16:
+        q = (q.float() * 4).to(torch.float8_e4m3fn)
+        opts.update(q_scale=0.25)
     return q, kc, vc, md, opts
 
 
@@ -608,3 +612,22 @@ def test_gpu_flashmla(sparse):
     out = kernel_for(backend, "cuda")(q.cuda(), kv.cuda(), _md_cuda(md), scale=192 ** -0.5,
                                       topk_indices=None if idx is None else idx.cuda())
     check(out.cpu(), mla_decode_reference(q, kv, md, scale=192 ** -0.5, topk_indices=idx), torch.bfloat16)
+
+
+@pytest.mark.parametrize("which", ["flash_attn", "flashinfer"])
+@pytest.mark.parametrize("bs", [16, 256])
+def test_fp8_query_descale_reaches_the_library(which, bs):
+    """The libraries get the exactly widened query and the softmax scale times ``q_scale``."""
+    case = dict(seqs=[(1, 40), (7, 7), (3, 300)], hkv=2, group=2, bs=bs, dtype=torch.bfloat16, causal=True,
+                window=None, cap=None, fp8=None, fp8_query=True, seed=5)
+    lib = FakeFlashAttn() if which == "flash_attn" else FakeFlashInfer()
+    C._LIBS[which] = lib
+    try:
+        q, kc, vc, md, opts = _build(case, 64)
+        fn = flash_attn_paged if which == "flash_attn" else flashinfer_paged
+        out = fn(q, kc, vc, md, **opts)
+    finally:
+        C._LIBS.pop(which, None)
+    assert q.dtype == torch.float8_e4m3fn and opts["q_scale"] == 0.25
+    ref = paged_attention_reference(q.double() * 0.25, kc.double(), vc.double(), md, scale=64 ** -0.5)
+    check(out, ref.to(torch.bfloat16), torch.bfloat16)

@@ -198,6 +198,22 @@ def test_unmasked_full_tiles_equal_masking_every_tile(kw):
 
 
 @needs_interp
+@pytest.mark.parametrize("fp8", ["float8_e4m3fn", "float8_e5m2"])
+def test_fp8_query_with_its_descale(fp8):
+    """vLLM's quantized query: widened exactly, ``q_scale`` on the scores, a bfloat16 output; checked
+    against the float64 reference on the dequantized query (and the descale matters)."""
+    q, kc, vc, md = make_batch([3, 1, 20], [3, 50, 44], 8, 2, 64, 8, seed=4)
+    q8 = (q * 4).to(getattr(torch, fp8))
+    out = triton_paged_attention(q8, kc, vc, md, q_scale=torch.tensor([0.25]), sliding_window=9)
+    assert out.dtype == torch.bfloat16
+    ref = paged_attention_reference(q8.double() * 0.25, kc.double(), vc.double(), md, scale=64 ** -0.5,
+                                    sliding_window=9)
+    torch.testing.assert_close(out.float(), ref.float(), atol=2e-2, rtol=2e-2)
+    plain = triton_paged_attention(q8, kc, vc, md, sliding_window=9)
+    assert not torch.allclose(plain.float(), ref.float(), atol=2e-2, rtol=2e-2)
+
+
+@needs_interp
 @pytest.mark.parametrize("segments", [2, 8, 32] if FULL else [2, 8])
 def test_split_kv_segments(segments):
     """Split-KV: more segments than tiles (empty segments), sinks only in segment 0, windows.

@@ -73,6 +73,7 @@ def flash_attn_paged(
     alibi_slopes=None,
     mm_prefix_ranges=None,
     return_lse=False,
+    q_scale=None,
 ):
     """The registered ``FLASH_ATTN`` kernel: flash_attn when installed, else SDPA."""
     lib = C.load("flash_attn")
@@ -80,12 +81,12 @@ def flash_attn_paged(
         return sdpa_paged(
             query, key_cache, value_cache, md, scale=scale, causal=causal, sliding_window=sliding_window,
             logits_soft_cap=logits_soft_cap, sinks=sinks, k_scale=k_scale, v_scale=v_scale,
-            alibi_slopes=alibi_slopes, mm_prefix_ranges=mm_prefix_ranges, return_lse=return_lse,
+            alibi_slopes=alibi_slopes, mm_prefix_ranges=mm_prefix_ranges, return_lse=return_lse, q_scale=q_scale,
         )
     c, md = C.checked(BACKEND, ALTERNATIVE, query, key_cache, value_cache, md, scale=scale, causal=causal,
                       sliding_window=sliding_window, logits_soft_cap=logits_soft_cap, sinks=sinks, k_scale=k_scale,
                       v_scale=v_scale, alibi_slopes=alibi_slopes, mm_prefix_ranges=mm_prefix_ranges,
-                      return_lse=return_lse, supports=("a two-sided (non-causal) sliding_window",))
+                      return_lse=return_lse, q_scale=q_scale, supports=("a two-sided (non-causal) sliding_window",))
     query, key_cache, value_cache = c.query, c.key_cache, c.value_cache
     missing = flash_shape_reasons(query, key_cache, value_cache, "flash_attn")
     if sinks is not None:
@@ -100,7 +101,7 @@ def flash_attn_paged(
     max_k = max(seq_lens, default=0)
     dev = query.device
     cu_q = md.query_start_loc.to(device=dev, dtype=torch.int32)
-    sc = D ** -0.5 if scale is None else float(scale)
+    sc = c.scale  # q_scale folded in (check_paged)
     window = C.flash_window(c.window)
     kwargs = dict(
         dropout_p=0.0,

@@ -79,6 +79,7 @@ def flashinfer_paged(
     alibi_slopes=None,
     mm_prefix_ranges=None,
     return_lse=False,
+    q_scale=None,
 ):
     """The registered ``FLASHINFER`` kernel (FlashInfer has a left window only: a non-causal
     window, which vLLM makes symmetric, is refused)."""
@@ -89,7 +90,7 @@ def flashinfer_paged(
     c, md = C.checked(BACKEND, ALTERNATIVE, query, key_cache, value_cache, md, scale=scale, causal=causal,
                       sliding_window=sliding_window, logits_soft_cap=logits_soft_cap, sinks=sinks, k_scale=k_scale,
                       v_scale=v_scale, alibi_slopes=alibi_slopes, mm_prefix_ranges=mm_prefix_ranges,
-                      return_lse=return_lse)
+                      return_lse=return_lse, q_scale=q_scale)
     query, key_cache, value_cache = c.query, c.key_cache, c.value_cache
     missing = []
     T, H, D = query.shape

@@ -277,6 +277,7 @@ def sdpa_paged(
     alibi_slopes=None,
     mm_prefix_ranges=None,
     return_lse=False,
+    q_scale=None,
     fused_only: bool | None = None,
 ):
     """FLASH_ATTN's fallback: torch SDPA on the KV gathered into a padded batch.
@@ -289,7 +290,7 @@ def sdpa_paged(
     c, md = C.checked(BACKEND, ALTERNATIVE, query, key_cache, value_cache, md, scale=scale, causal=causal,
                       sliding_window=sliding_window, logits_soft_cap=logits_soft_cap, sinks=sinks, k_scale=k_scale,
                       v_scale=v_scale, alibi_slopes=alibi_slopes, mm_prefix_ranges=mm_prefix_ranges,
-                      return_lse=return_lse, supports=("a two-sided (non-causal) sliding_window",))
+                      return_lse=return_lse, q_scale=q_scale, supports=("a two-sided (non-causal) sliding_window",))
     query, key_cache, value_cache = c.query, c.key_cache, c.value_cache
     sliding_window, logits_soft_cap = c.window, c.cap
     missing = flash_shape_reasons(query, key_cache, value_cache, "SDPA's flash kernel")
