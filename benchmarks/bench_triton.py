@@ -250,7 +250,7 @@ def bench_tune(bw: float) -> list[dict[str, Any]]:
     q, kc, vc, md = paged_problem(1, L, 32, 8, 128, 16, torch.bfloat16, q_rows=L)
     cfgs = [dict(block_m=m, tile=tl_, num_warps=w, num_stages=st) for m in (64, 128) for tl_ in (32, 64, 128)
             for w in (4, 8) for st in (2, 3)]
-    cfgs += [dict(block_m=128, tile=tl_, num_warps=8, mask_every_tile=True) for tl_ in (64, 128)]
+    cfgs += [dict(block_m=128, tile=tl_, num_warps=8, num_stages=2, mask_every_tile=True) for tl_ in (64, 128)]
     rows += _sweep("prefill bf16 2k", lambda **k: triton_paged_attention(q, kc, vc, md, **k), cfgs, None, bw)
     del q, kc, vc, md
     batch, bs, ctx = 8, 64, 4096

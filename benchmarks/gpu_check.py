@@ -188,8 +188,41 @@ def render(src: Path) -> str:
             cfg = " ".join(f"{k}={v}" for k, v in r["config"].items())
             lines.append(f"| {case.removeprefix('tune ')} | {r['baseline']} ms | {cfg} | {r['value']} ms | {r['ratio']}x |")
         lines.append("")
+        lines += knob_ab_table(tune["rows"])
     lines.append(END)
     return "\n".join(lines)
+
+
+# Knobs whose cost or gain a run should measure side by side: (knob, value under test, what the ratio means)
+_AB_KNOBS = (("p_two_terms", False, "TRITON_MLA two-term P: time with it / with one bf16 term"),
+             ("mask_every_tile", True, "TRITON_ATTN edge-only masks: time masking every tile / edge tiles only"))
+
+
+def knob_ab_table(rows: list[dict]) -> list[str]:
+    """Pairs of sweep rows that differ in one A/B knob only: the ratio of their times (median over
+    the pairs and its range), so the cost of a precision choice or the gain of a kernel change is a
+    figure of the run, not a guess."""
+    out: list[str] = []
+    for knob, probe, meaning in _AB_KNOBS:
+        by_cfg = {}
+        for r in rows:
+            if r.get("value") is None or "config" not in r:
+                continue
+            case = r["name"].split(" tile=")[0].split(" block_m=")[0]
+            rest = tuple(sorted((k, v) for k, v in r["config"].items() if k != knob))
+            by_cfg.setdefault((case, rest), {})[r["config"].get(knob, not probe)] = r["value"]
+        ratios = {}
+        for (case, _), pair in by_cfg.items():
+            if probe in pair and (not probe) in pair:
+                num, den = (pair[not probe], pair[probe]) if knob == "p_two_terms" else (pair[probe], pair[not probe])
+                ratios.setdefault(case, []).append(num / den)
+        for case, rs in ratios.items():
+            rs.sort()
+            if not out:
+                out += ["| A/B | case | pairs | median ratio | range |", "| --- | --- | ---: | ---: | --- |"]
+            out.append(f"| {meaning} | {case.removeprefix('tune ')} | {len(rs)} | {rs[len(rs) // 2]:.2f} | "
+                       f"{rs[0]:.2f}-{rs[-1]:.2f} |")
+    return out + [""] if out else []
 
 
 def write_docs(src: Path) -> None:
