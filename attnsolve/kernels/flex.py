@@ -33,10 +33,17 @@ The compiled path, built so that a decode step (every length one longer) does no
   is answered eagerly, one ``RuntimeWarning`` names the reason, and that device type stays eager for
   the rest of the process.  Out-of-memory errors are raised, not retried eagerly.
 
-Known cost: the rows of different sequences share a 128-row tile, so the decode rows of a large batch
-each scan every sequence's keys (masked): batch 64 at 16k context took 74 ms compiled on an H200.
-Putting sequences on flex's batch dimension (the packed keys shared by a stride-0 expand, one block
-mask row per sequence) would make each row scan its own keys only.
+* decode-like batches (at most ``_BATCH_ROWS`` = 16 query rows per sequence: decode, speculative
+  decode) put the sequences on flex's batch dimension: ``q`` is ``[B, H, Nq, D]`` (each sequence's rows
+  padded to ``Nq``, a power of two; ``B`` bucketed too, padding entries have no tiles), the packed keys
+  stay ``[1, Hkv, keys, D]``, shared by every batch entry through flex's own key/value batch broadcast
+  (``Bkv == 1``; eager, the CPU template and the GPU templates support it, no copy, no stride-0 view
+  for a TMA descriptor to trip on), and the block mask has one row per sequence
+  holding only that sequence's key tiles (full where every real row sees the whole tile; the query tile
+  is short, the kernels bound-check its rows).  Without this the decode rows of all sequences share one
+  128-row tile that keeps every sequence's key tiles, so each row scans all keys (masked): batch 64 at
+  16k context took 74 ms compiled on an H200.  Batches with a longer sequence (prefill, chunks) keep
+  the packed layout: padding every sequence's rows to the longest would cost more than it saves.
 
 CPU_ATTN is what vLLM runs on CPU; this kernel is reached there through ``kernel_for("FLEX_ATTENTION")``.
 
@@ -77,6 +84,7 @@ def _check(device: str) -> str | None:
 _ENV = "ATTNSOLVE_FLEX_COMPILE"
 _ON, _OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 _SPARSE_BLOCK = 128  # flex's default block-mask tile, both sides
+_BATCH_ROWS = 16  # at most this many query rows per sequence: sequences on flex's batch dimension
 _compiled: dict[str, object] = {}
 _broken: dict[str, str] = {}  # device type -> why the compiled path failed there (eager from then on)
 
@@ -106,6 +114,12 @@ def _compiled_flex(device_type: str):
         fn = torch.compile(flex_attention, dynamic=device_type != "cpu", fullgraph=True)
         _compiled[device_type] = fn
     return fn
+
+
+def _compiled_lse(device_type: str) -> bool:
+    """Whether compiled flex returns the log-sum-exp there: inductor's CPU flex template cannot (torch 2.13),
+    so calls with sinks or ``return_lse`` run eagerly on CPU (a function so tests can stand in for it)."""
+    return device_type != "cpu"
 
 
 def _bucket(n: int, least: int) -> int:
@@ -174,6 +188,46 @@ def _direct_block_mask(mask_mod, doc, qpos, kdoc, kpos, T: int, total: int, band
                                     mask_mod=mask_mod, seq_lengths=(T, total), compute_q_blocks=False)
 
 
+def _batched_block_mask(mask_mod, L: torch.Tensor, n: torch.Tensor, Nq: int, Tk: int, band_lo: int,
+                        band_hi: int, mm: bool):
+    """The block mask of the batched layout: batch entry ``b`` (sequence ``b``; ``L``, ``n`` padded with 0
+    for padding entries) keeps only the key tiles of the packed sequence holding its keys, minus those
+    its rows' band provably misses (no multimodal ranges).  A tile is full when it lies inside the
+    sequence and every real row sees all of it; padding rows (masked by mask_mod in partial tiles) may
+    see it too, their outputs are dropped.  The one query tile is short (``Nq`` < 128): the CPU and GPU
+    templates bound-check query rows, full tiles skip only mask_mod.
+    """
+    from torch.nn.attention.flex_attention import BlockMask
+
+    if Tk % _SPARSE_BLOCK:
+        raise ValueError(f"Expected the packed key length to be a multiple of {_SPARSE_BLOCK}, but got {Tk}.")
+    nk = Tk // _SPARSE_BLOCK
+    Bp = L.numel()
+    ks = (torch.cumsum(L, 0) - L)[:, None]
+    ke = ks + L[:, None]
+    start = torch.arange(nk, device=L.device)[None, :] * _SPARSE_BLOCK
+    end = start + _SPARSE_BLOCK
+    t_lo = torch.maximum(start, ks) - ks  # the tile's smallest and largest key position in the sequence
+    t_hi = torch.minimum(end, ke) - 1 - ks
+    d_min = t_lo - (L - 1)[:, None]  # rows sit at positions L - n .. L - 1
+    d_max = t_hi - (L - n)[:, None]
+    keep = (start < ke) & (end > ks) & (n > 0)[:, None]
+    if not mm:  # multimodal ranges can unmask pairs outside the band
+        keep &= (d_min <= band_hi) & (d_max >= band_lo)
+    full = keep & (start >= ks) & (end <= ke) & (d_min >= band_lo) & (d_max <= band_hi)
+    partial = keep & ~full
+
+    def blocks(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        num = m.sum(-1, dtype=torch.int32)
+        idx = torch.argsort((~m).to(torch.int8), dim=-1, stable=True).to(torch.int32)
+        return num.view(Bp, 1, 1), idx.view(Bp, 1, 1, nk)
+
+    kv_num, kv_idx = blocks(partial)
+    full_num, full_idx = blocks(full)
+    return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=_SPARSE_BLOCK,
+                                    mask_mod=mask_mod, seq_lengths=(Nq, Tk), compute_q_blocks=False)
+
+
 def _gather(cache: torch.Tensor, blk: torch.Tensor, slot: torch.Tensor, scale, seq_id: torch.Tensor, dtype):
     """Tokens ``[total, Hkv, D]`` of every sequence in logical order, dequantised into ``dtype``.
 
@@ -204,6 +258,10 @@ def flex_paged_attention(
         logits_soft_cap=logits_soft_cap, sinks=sinks, k_scale=k_scale, v_scale=v_scale, alibi_slopes=alibi_slopes,
         mm_prefix_ranges=mm_prefix_ranges, return_lse=return_lse, q_scale=q_scale,
     )
+    args = (query, key_cache, value_cache, md)
+    kwargs = dict(scale=scale, causal=causal, sliding_window=sliding_window, logits_soft_cap=logits_soft_cap,
+                  sinks=sinks, k_scale=k_scale, v_scale=v_scale, alibi_slopes=alibi_slopes,
+                  mm_prefix_ranges=mm_prefix_ranges, return_lse=return_lse, q_scale=q_scale)
     query = c.query
     T, H, D = query.shape
     bs, hkv = key_cache.shape[1], key_cache.shape[2]
@@ -220,19 +278,23 @@ def flex_paged_attention(
         return (out, lse_out) if c.return_lse else out
 
     need_lse = c.sinks is not None or c.return_lse
-    # inductor's CPU flex template cannot return the log-sum-exp (torch 2.13): sinks run eagerly there
-    compiled = _want_compile(dev) and dev.type not in _broken and not (need_lse and dev.type == "cpu")
+    compiled = _want_compile(dev) and dev.type not in _broken and not (need_lse and not _compiled_lse(dev.type))
+    rows_per_seq = [qsl[i + 1] - qsl[i] for i in range(B)]
+    batched = compiled and max(rows_per_seq) <= _BATCH_ROWS
     # compiled: rows and packed keys padded up to a bucket (padding belongs to no sequence, so the
     # block mask skips its tiles and mask_mod hides it), so shapes change rarely, never per step
     Tq, Tk = (_bucket(T, 16), _bucket(total, _SPARSE_BLOCK)) if compiled else (T, total)
+    # batched: Bp entries (B sequences, then padding entries without tiles) of Nq rows each
+    Bp, Nq = (_bucket(B, 4), 1 << (max(rows_per_seq) - 1).bit_length()) if batched else (1, Tq)
 
-    n = torch.tensor([qsl[i + 1] - qsl[i] for i in range(B)], device=dev)
+    n = torch.tensor(rows_per_seq, device=dev)
     L = torch.tensor(lens, device=dev)
     seq = torch.arange(B, device=dev)
     doc = _pad(torch.repeat_interleave(seq, n, output_size=T), Tq, B + 1)
     qstart = torch.tensor(qsl[:-1], device=dev)
     rows = torch.arange(T, device=dev)
-    qpos = _pad(rows - qstart[doc[:T]] + (L - n)[doc[:T]], Tq, 0)  # rows are the last n positions
+    within = rows - qstart[doc[:T]]  # a row's index among its sequence's rows
+    qpos = _pad(within + (L - n)[doc[:T]], Tq, 0)  # rows are the last n positions
     kseq = torch.repeat_interleave(seq, L, output_size=total)
     kstart = torch.cumsum(L, 0) - L
     kpos = torch.arange(total, device=dev) - kstart[kseq]
@@ -241,10 +303,24 @@ def flex_paged_attention(
     slot = kpos % bs
     # padded keys read a slot that is used (finite), never an unreferenced one (may hold NaN)
     blk, slot, kseq_g = _pad(blk, Tk, blk[0]), _pad(slot, Tk, slot[0]), _pad(kseq, Tk, 0)
-    kdoc, kpos = _pad(kseq, Tk, B), _pad(kpos, Tk, 0)
+    kdoc, kpos = _pad(kseq, Tk, -1 if batched else B), _pad(kpos, Tk, 0)
     k = _gather(c.key_cache, blk, slot, c.k_scale, kseq_g, query.dtype).permute(1, 0, 2).unsqueeze(0)
     v = _gather(c.value_cache, blk, slot, c.v_scale, kseq_g, query.dtype).permute(1, 0, 2).unsqueeze(0)
-    q = _pad(query, Tq, 0).transpose(0, 1).unsqueeze(0)  # [1, H, Tq, D]
+    if batched:
+        # [Bp, H, Nq, D]; the keys stay [1, Hkv, Tk, D]: flex broadcasts a key/value batch of 1
+        qb = query.new_zeros(Bp, Nq, H, D)
+        qb[doc[:T], within] = query
+        q = qb.permute(0, 2, 1, 3)
+        nb, Lb = _pad(n, Bp, 0), _pad(L, Bp, 0)
+        qposb = (Lb - nb)[:, None] + torch.arange(Nq, device=dev)[None, :]  # [Bp, Nq]
+    else:
+        q = _pad(query, Tq, 0).transpose(0, 1).unsqueeze(0)  # [1, H, Tq, D]
+
+    def row_seq_pos(b, q_idx):
+        """(sequence, position) of query row ``q_idx`` of batch entry ``b``."""
+        if batched:
+            return b, qposb[b, q_idx]
+        return doc[q_idx], qpos[q_idx]
 
     # the causal and window masks as one band of allowed t - p, as tensors so that neither the window
     # nor causality is a constant of the compiled graph
@@ -258,21 +334,23 @@ def flex_paged_attention(
     width, rs, re = 0, None, None
     if mm is not None:
         width = max(len(r) for r in mm)
-        rs = torch.zeros(B + 2, width, dtype=torch.long)  # rows B, B + 1: the padding's (empty) ranges
-        re = torch.zeros(B + 2, width, dtype=torch.long)
+        nr = max(B + 2, Bp)  # packed: rows B, B + 1 are the padding's (empty) ranges; batched: padding entries
+        rs = torch.zeros(nr, width, dtype=torch.long)
+        re = torch.zeros(nr, width, dtype=torch.long)
         for i, ranges in enumerate(mm):
             for j, (a, b) in enumerate(ranges):
                 rs[i, j], re[i, j] = a, b
         rs, re = rs.to(dev), re.to(dev)
 
     def mask_mod(b, h, q_idx, kv_idx):
-        s = doc[q_idx]
-        p = qpos[q_idx]
+        s, p = row_seq_pos(b, q_idx)
         t = kpos[kv_idx]
         ok = (t - p >= lo_t) & (t - p <= hi_t)
         for j in range(width):
             a, e = rs[s, j], re[s, j]
             ok = ok | ((p >= a) & (p < e) & (t >= a) & (t < e))
+        if batched:  # padding rows see nothing
+            ok = ok & (q_idx < nb[b])
         return (s == kdoc[kv_idx]) & ok
 
     cap = None if c.cap is None else torch.tensor(c.cap, dtype=torch.float32, device=dev)
@@ -283,10 +361,12 @@ def flex_paged_attention(
             if cap is not None:
                 score = cap * torch.tanh(score / cap)
             if slopes is not None:
-                score = score + slopes[h] * (kpos[kv_idx] - qpos[q_idx]).to(score.dtype)
+                score = score + slopes[h] * (kpos[kv_idx] - row_seq_pos(b, q_idx)[1]).to(score.dtype)
             return score
 
-    if compiled:
+    if batched:
+        block_mask = _batched_block_mask(mask_mod, Lb, nb, Nq, Tk, band_lo, band_hi, mm is not None)
+    elif compiled:
         block_mask = _direct_block_mask(mask_mod, doc, qpos, kdoc, kpos, Tq, Tk, band_lo, band_hi, mm is not None)
     else:
         block_mask = create_block_mask(mask_mod, None, None, T, total, device=dev)
@@ -305,6 +385,9 @@ def flex_paged_attention(
             warnings.warn(f"FLEX_ATTENTION: compiled flex_attention failed on {dev.type} ({why}); running flex "
                           f"eagerly from now on in this process (much slower: it materialises the scores). "
                           f"Set {_ENV}=0 to choose eager and silence this.", RuntimeWarning, stacklevel=2)
+            # eager, on the packed unpadded layout (eager flex over the batched one would materialise
+            # [B, H, Nq, all keys] scores)
+            return flex_paged_attention(*args, **kwargs)
     if res is None:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*without torch.compile.*")
@@ -313,10 +396,15 @@ def flex_paged_attention(
             res = flex_attention(q, k, v, **kw)
     if need_lse:
         o, aux = res
-        lse = aux.lse[0, :, :T].transpose(0, 1).float()  # [T, H]
+        lse = aux.lse
     else:
-        o = res
-    o = o[0, :, :T].transpose(0, 1)  # [T, H, dv]
+        o, lse = res, None
+    if batched:  # [Bp, H, Nq, *] -> [T, H, *]: each row from its entry, padding dropped
+        o = o.permute(0, 2, 1, 3)[doc[:T], within]
+        lse = None if lse is None else lse.permute(0, 2, 1)[doc[:T], within].float()
+    else:
+        o = o[0, :, :T].transpose(0, 1)  # [T, H, dv]
+        lse = None if lse is None else lse[0, :, :T].transpose(0, 1).float()  # [T, H]
     if c.sinks is not None:
         sk = c.sinks.view(1, H)
         o = o.float() * torch.sigmoid(lse - sk).unsqueeze(-1)

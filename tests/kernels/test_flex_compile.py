@@ -3,9 +3,10 @@ no recompile per decode step, and the eager fallback, against the float64 refere
 
 On CPU the compiled path is opt-in (``ATTNSOLVE_FLEX_COMPILE=1``) and costs ~6-8 s of inductor C++
 compile per new graph here, so the cases share few graphs: one float32 (rows, keys) bucket for the
-mask features, one for decode, one with a score_mod, one with multimodal ranges.  The block-mask
-property runs without compiling: a recorder stands in for the compiled flex (eager flex on the very
-inputs the compiled one would get) and checks the mask against ``mask_mod`` evaluated densely.
+mask features, one for decode, one with a score_mod, one with multimodal ranges, one for the batched
+layout of decode-like batches (sequences on flex's batch dimension).  The block-mask property runs
+without compiling: a recorder stands in for the compiled flex (eager flex on the very inputs the
+compiled one would get) and checks the mask, per batch entry, against ``mask_mod`` evaluated densely.
 """
 
 from __future__ import annotations
@@ -90,26 +91,31 @@ def test_buckets_bound_padding_and_change_rarely():
 # -- the block mask, checked densely (eager flex on the compiled path's inputs, no compile) -----------
 
 def _tiles(bm) -> tuple[set, set]:
-    """(partial, full) (q tile, kv tile) pairs of a block mask."""
+    """(partial, full) (batch entry, q tile, kv tile) triples of a block mask."""
     out = []
     for num, idx in ((bm.kv_num_blocks, bm.kv_indices), (bm.full_kv_num_blocks, bm.full_kv_indices)):
-        out.append({(i, int(idx[0, 0, i, j])) for i in range(num.shape[-1]) for j in range(int(num[0, 0, i]))})
+        out.append({(b, i, int(idx[b, 0, i, j])) for b in range(num.shape[0]) for i in range(num.shape[-1])
+                    for j in range(int(num[b, 0, i]))})
     return out[0], out[1]
 
 
 def _check_mask(bm, tq: int, tk: int) -> None:
-    """Every visible (row, key) pair lies in a kept tile; a full tile holds only visible pairs."""
-    dense = bm.mask_mod(0, 0, torch.arange(tq).view(-1, 1), torch.arange(tk).view(1, -1))
+    """Per batch entry: every visible (row, key) pair lies in a kept tile; a full tile holds only visible
+    pairs, or rows past the last real one (padding of a short query tile, dropped)."""
     partial, full = _tiles(bm)
     assert not partial & full
     bsz = 128
-    for i in range(-(-tq // bsz)):
-        for j in range(-(-tk // bsz)):
-            tile = dense[i * bsz:(i + 1) * bsz, j * bsz:(j + 1) * bsz]
-            if tile.any():
-                assert (i, j) in partial | full, (i, j)
-            if (i, j) in full:
-                assert tile.all() and tile.shape == (bsz, bsz), (i, j)
+    for b in range(bm.kv_num_blocks.shape[0]):
+        dense = bm.mask_mod(torch.tensor(b), 0, torch.arange(tq).view(-1, 1), torch.arange(tk).view(1, -1))
+        real = int(dense.any(1).nonzero().max()) + 1 if dense.any() else 0  # rows up to the last visible one
+        for i in range(-(-tq // bsz)):
+            for j in range(-(-tk // bsz)):
+                tile = dense[i * bsz:(i + 1) * bsz, j * bsz:(j + 1) * bsz]
+                if tile.any():
+                    assert (b, i, j) in partial | full, (b, i, j)
+                if (b, i, j) in full:
+                    assert real > 0 and tile[:real - i * bsz].all() and tile.shape[1] == bsz, (b, i, j)
+                    assert tk > j * bsz and (tile.shape[0] == bsz or tq < bsz), (b, i, j)
 
 
 @pytest.fixture
@@ -214,6 +220,115 @@ def test_block_mask_tile_edges_sweep(masks_only):
                     flex(q, kc, vc, md, causal=causal, sliding_window=(left, right))
                     for bm, tq, tk in masks_only:
                         _check_mask(bm, tq, tk)
+
+
+# -- the batched layout of decode-like batches (sequences on flex's batch dimension) -------------------
+
+_UNEVEN_Q = [1, 4, 0, 2, 3, 1]  # at most 16 rows per sequence: batched; a sequence with no rows and no keys
+_UNEVEN_L = [700, 4, 0, 192, 260, 1]  # 1157 keys, bucket 1280: shared tiles, a 1-key sequence; sequence 3
+# ends on a tile boundary with 2 rows: its last tile lies inside it but is not full (a causal future key)
+
+
+def _uneven_batch(**kw):
+    """Spec-decode-like rows (Nq = 4) over very uneven lengths, GQA 8/2: one compiled graph per mask_mod."""
+    return make_batch(_UNEVEN_Q, _UNEVEN_L, 8, 2, 32, 16, seed=5, **kw)
+
+
+def _poisoned(q, kc, vc, md, lens):
+    """Sequence 3 reads sequence 0's first two blocks (prefix caching); NaN in every unreferenced slot."""
+    md.block_table[3, :2] = md.block_table[0, :2]
+    md._host = None
+    kc, vc = kc.clone(), vc.clone()
+    bs = kc.shape[1]
+    used = {(int(md.block_table[i, t // bs]), t % bs) for i, L in enumerate(lens) for t in range(L)}
+    for b in range(kc.shape[0]):
+        for s in range(bs):
+            if (b, s) not in used:
+                kc[b, s], vc[b, s] = float("nan"), float("nan")
+    return q, kc, vc, md
+
+
+def test_batched_block_mask_keeps_only_own_tiles(masks_only):
+    """A decode batch: entry b holds only the key tiles of sequence b (all of them when causal, full where
+    a tile lies inside the sequence), padding entries none."""
+    lens = [3, 700, 129, 1, 260, 0, 40]
+    q, kc, vc, md = make_batch([1, 1, 1, 1, 1, 0, 1], lens, 8, 2, 32, 16, seed=2)
+    flex(q, kc, vc, md)
+    (bm, tq, tk), = masks_only
+    assert (tq, tk) == (1, flex_mod._bucket(sum(lens), 128))
+    _check_mask(bm, tq, tk)
+    partial, full = _tiles(bm)
+    starts = [sum(lens[:i]) for i in range(len(lens))]
+    for b in range(bm.kv_num_blocks.shape[0]):
+        L, s = (lens[b], starts[b]) if b < len(lens) else (0, 0)
+        own = set(range(s // 128, -(-(s + L) // 128))) if L and b != 5 else set()
+        inside = {j for j in own if j * 128 >= s and (j + 1) * 128 <= s + L}
+        assert {j for bb, _, j in partial | full if bb == b} == own, b
+        assert {j for bb, _, j in full if bb == b} == inside, b
+    assert len(partial | full) == 1 + 6 + 2 + 1 + 3 + 0 + 1  # 14 tile visits; packed: 1 row tile x 9 key tiles per row
+
+    masks_only.clear()
+    flex(q, kc, vc, md, sliding_window=(100, 0))  # only the tiles holding the last 101 positions
+    (bm, tq, tk), = masks_only
+    _check_mask(bm, tq, tk)
+    partial, full = _tiles(bm)
+    assert {j for b, _, j in partial | full if b == 1} == {(3 + 599) // 128, (3 + 699) // 128}
+
+
+def test_batched_shape_and_shared_keys(monkeypatch):
+    """The compiled flex gets q [Bp, H, Nq, D] (Nq a power of two) and the packed keys once, batch 1 (flex
+    broadcasts them); a sequence with more than 16 rows keeps the packed layout."""
+    seen = []
+
+    def run(q, k, v, **kw):
+        seen.append((tuple(q.shape), tuple(k.shape), tuple(v.shape), kw["block_mask"].kv_num_blocks.shape[0]))
+        return torch.zeros(*q.shape[:3], v.shape[-1])
+
+    monkeypatch.setattr(flex_mod, "_compiled_flex", lambda device_type: run)
+    flex(*_uneven_batch())
+    flex(*make_batch([17, 1], [40, 300], 8, 2, 32, 16))
+    flex(*make_batch([1] * 9, [5] * 9, 8, 2, 32, 16))  # 9 sequences: 12 entries (a bucket), Nq 1
+    assert seen == [((8, 8, 4, 32), (1, 2, 1280, 32), (1, 2, 1280, 32), 8),
+                    ((1, 8, 32, 32), (1, 2, 384, 32), (1, 2, 384, 32), 1),
+                    ((12, 8, 1, 32), (1, 2, 128, 32), (1, 2, 128, 32), 12)]
+
+
+@pytest.mark.parametrize("opts", [dict(), dict(sliding_window=(50, 0)), dict(causal=False, sliding_window=(30, 2)),
+                                  dict(logits_soft_cap=6.0, alibi_slopes=torch.linspace(0.05, 0.5, 8)),
+                                  dict(sinks=torch.linspace(-1.0, 2.0, 8), return_lse=True),
+                                  dict(return_lse=True, causal=False),
+                                  dict(mm_prefix_ranges=[[(690, 700)], [(0, 4)], [], [(0, 200)], [], []])])
+def test_batched_inputs_match_reference(recorder, monkeypatch, opts):
+    """Every feature on the batched inputs and block mask (eager flex stands in for the compiled one, so
+    sinks and lse, which CPU's compiled template cannot return, are covered too)."""
+    monkeypatch.setattr(flex_mod, "_compiled_lse", lambda device_type: True)
+    batch = _poisoned(*_uneven_batch(), _UNEVEN_L)
+    close_result(flex(*batch, **opts), paged_attention_reference(*batch, **opts), torch.float32)
+    (bm, tq, tk), = recorder
+    assert bm.kv_num_blocks.shape[0] == 8  # 6 sequences, 2 padding entries
+    _check_mask(bm, tq, tk)
+
+
+def test_compiled_batched_uneven_decode():
+    """Compiled, one graph: GQA, uneven lengths, padding rows and entries, a zero
+    sequence, causal / window / bidirectional, a repeated block with NaN in every unreferenced slot, an
+    HND-strided cache, fp8 cache with per-(sequence, KV head) scales (all outside the graph)."""
+    batch = _uneven_batch()
+    _check(*batch)
+    before = _graphs()
+    for opts in (dict(sliding_window=(50, 0)), dict(causal=False, sliding_window=(30, 2)), dict(causal=False)):
+        _check(*batch, **opts)
+    q, kc, vc, md = _poisoned(*_uneven_batch(), _UNEVEN_L)
+    hnd_k = kc.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3)
+    hnd_v = vc.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3)
+    _check(q, hnd_k, hnd_v, md)
+    with torch.no_grad():
+        assert not torch.isnan(flex(q, hnd_k, hnd_v, md)).any()
+    g = torch.Generator().manual_seed(3)
+    _check(*_uneven_batch(cache_dtype=torch.float8_e4m3fn), k_scale=torch.rand(6, 2, generator=g) + 0.5,
+           v_scale=0.5)
+    assert _graphs() == before, "a mask option or cache layout compiled a new graph"
+    # multimodal ranges (another graph, ~10 s cold): covered on the batched inputs by the recorder test
 
 
 # -- the eager fallback (no compile) ------------------------------------------------------------------
