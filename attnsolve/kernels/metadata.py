@@ -31,6 +31,23 @@ class AttentionMetadata:
     block_table: torch.Tensor
     _host: tuple | None = field(default=None, repr=False, compare=False)
     _ids_checked: tuple | None = field(default=None, repr=False, compare=False)
+    _seqs_checked: tuple | None = field(default=None, repr=False, compare=False)
+
+    def host_key(self) -> tuple:
+        """Identity and version of the two host-read tensors: equal keys mean equal ``host_lists()``."""
+        qsl, sl = self.query_start_loc, self.seq_lens
+        return (id(qsl), qsl._version, id(sl), sl._version)
+
+    def checked_seqs(self, key: tuple) -> tuple | None:
+        """``(qsl, lens)`` as tuples when the per-sequence checks passed for ``key`` already.
+
+        Every layer of an engine step calls with the same metadata: the O(batch) checks run once
+        per step (per metadata state), not once per layer."""
+        memo = self._seqs_checked
+        return memo[1] if memo is not None and memo[0] == key else None
+
+    def mark_seqs_checked(self, key: tuple, lists: tuple) -> None:
+        self._seqs_checked = (key, lists)
 
     def block_ids_checked(self, key: tuple) -> bool:
         """Whether ``key`` (table identity and version, seq_lens, block_size, num_blocks) was checked already.
@@ -54,7 +71,7 @@ class AttentionMetadata:
         is re-read, while a repeated call with unchanged tensors costs no device-to-host copy.
         """
         qsl, sl = self.query_start_loc, self.seq_lens
-        key = (id(qsl), qsl._version, id(sl), sl._version)
+        key = self.host_key()
         host = self._host
         if host is None or host[0] != key:
             host = self._host = (key, qsl.tolist(), sl.tolist())

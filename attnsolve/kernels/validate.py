@@ -210,7 +210,7 @@ def _check_block_ids(md, bt: torch.Tensor, lens: Sequence[int], block_size: int,
     if bt is not md.block_table or not hasattr(md, "block_ids_checked"):
         check_block_table(bt, lens, block_size, num_blocks)
         return
-    key = (id(bt), bt._version, tuple(lens), block_size, num_blocks)
+    key = (id(bt), bt._version, lens if isinstance(lens, tuple) else tuple(lens), block_size, num_blocks)
     if not md.block_ids_checked(key):
         check_block_table(bt, lens, block_size, num_blocks)
         md.mark_block_ids_checked(key)
@@ -283,6 +283,40 @@ def _unit_last(t: torch.Tensor) -> torch.Tensor:
     return t if (t.stride(-1) == 1 or t.shape[-1] <= 1) else t.contiguous()
 
 
+def _checked_seqs(md, T: int, B: int, cap_tokens: int, causal: bool, allow_cross: bool) -> tuple[tuple, tuple]:
+    """``_check_seqs`` once per metadata state (``AttentionMetadata`` keeps the memo; other metadata
+    objects are checked on every call)."""
+    if not hasattr(md, "checked_seqs"):
+        return _check_seqs(md, T, B, cap_tokens, causal, allow_cross)
+    key = (md.host_key(), T, cap_tokens, bool(causal), allow_cross)
+    checked = md.checked_seqs(key)
+    if checked is None:
+        checked = _check_seqs(md, T, B, cap_tokens, causal, allow_cross)
+        md.mark_seqs_checked(key, checked)
+    return checked
+
+
+def _check_seqs(md, T: int, B: int, cap_tokens: int, causal, allow_cross: bool) -> tuple[tuple, tuple]:
+    """The per-sequence checks of ``check_paged``; returns ``(query_start_loc, seq_lens)`` as tuples."""
+    q, s = md.host_lists()
+    if not q or q[0] != 0 or q[-1] != T:
+        raise _fail(f"query_start_loc to start at 0 and end at num_tokens={T}", f"{q[:1]} .. {q[-1:]}")
+    for i in range(B):
+        n, L = q[i + 1] - q[i], s[i]
+        if n < 0:
+            raise _fail("query_start_loc non-decreasing", f"{q[i]} then {q[i + 1]} at sequence {i}")
+        if not 0 <= L <= _INT32_MAX:
+            raise _fail(f"0 <= seq_lens <= {_INT32_MAX}", f"{L} for sequence {i}")
+        if L > cap_tokens:
+            raise _fail(f"seq_lens <= block_table columns * block_size = {cap_tokens}",
+                        f"a sequence of {L} tokens (sequence {i})")
+        if n > L and (causal or not allow_cross):
+            what = "query rows <= seq_len" + ("" if allow_cross else " (this kernel has no n > L cross-attention)")
+            raise _fail(f"{what} for sequence {i} (causal=True)" if causal else f"{what} for sequence {i}",
+                        f"{n} rows and seq_len {L}")
+    return tuple(q), tuple(s)
+
+
 def check_paged(
     query, key_cache, value_cache, md, *, scale=None, causal=True, sliding_window=None, logits_soft_cap=None,
     sinks=None, k_scale=None, v_scale=None, alibi_slopes=None, mm_prefix_ranges=None, return_lse=False,
@@ -337,27 +371,11 @@ def check_paged(
     if qsl_t.shape[0] != B + 1 or bt_t.shape[0] != B:
         raise _fail(f"query_start_loc of length batch+1={B + 1} and block_table with {B} rows",
                     f"{qsl_t.shape[0]} and {bt_t.shape[0]}")
-    q, s = md.host_lists()
-    if not q or q[0] != 0 or q[-1] != T:
-        raise _fail(f"query_start_loc to start at 0 and end at num_tokens={T}", f"{q[:1]} .. {q[-1:]}")
-    cap_tokens = bt_t.shape[1] * bs
-    for i in range(B):
-        n, L = q[i + 1] - q[i], s[i]
-        if n < 0:
-            raise _fail("query_start_loc non-decreasing", f"{q[i]} then {q[i + 1]} at sequence {i}")
-        if not 0 <= L <= _INT32_MAX:
-            raise _fail(f"0 <= seq_lens <= {_INT32_MAX}", f"{L} for sequence {i}")
-        if L > cap_tokens:
-            raise _fail(f"seq_lens <= block_table columns * block_size = {cap_tokens}",
-                        f"a sequence of {L} tokens (sequence {i})")
-        if n > L and (causal or not allow_cross):
-            what = "query rows <= seq_len" + ("" if allow_cross else " (this kernel has no n > L cross-attention)")
-            raise _fail(f"{what} for sequence {i} (causal=True)" if causal else f"{what} for sequence {i}",
-                        f"{n} rows and seq_len {L}")
-    _check_block_ids(md, bt_t, s, bs, nb)
-
     if isinstance(causal, torch.Tensor) or not isinstance(causal, (bool, int)):
         raise _fail("causal a bool", f"{type(causal).__name__}")
+    cap_tokens = bt_t.shape[1] * bs
+    q, s = _checked_seqs(md, T, B, cap_tokens, causal, allow_cross)
+    _check_block_ids(md, bt_t, s, bs, nb)
     causal = bool(causal)
     window = check_window(sliding_window, causal)
     if window is not None and not causal and any(q[i + 1] - q[i] > s[i] for i in range(B)):
@@ -414,7 +432,7 @@ def check_paged(
             raise _fail(f"{name} values within int32", f"{[int(t.min()), int(t.max())]}")
     return Paged(
         query=_unit_last(query), key_cache=_unit_last(key_cache), value_cache=_unit_last(value_cache),
-        qsl=tuple(q), lens=tuple(s), query_start_loc=int32(qsl_t), seq_lens=int32(sl_t), block_table=int32(bt_t),
+        qsl=q, lens=s, query_start_loc=int32(qsl_t), seq_lens=int32(sl_t), block_table=int32(bt_t),
         scale=sc, causal=causal, window=window, cap=cap, sinks=sinks_t, k_scale=ks, v_scale=vs, alibi=alibi_t,
         mm=mm, return_lse=bool(return_lse),
     )
@@ -472,14 +490,7 @@ def check_mla(query, kv_cache, md, *, kv_lora_rank=512, scale=None, topk_indices
     if qsl_t.shape[0] != B + 1 or bt_t.shape[0] != B:
         raise _fail(f"query_start_loc of length batch+1={B + 1} and block_table with {B} rows",
                     f"{qsl_t.shape[0]} and {bt_t.shape[0]}")
-    q, s = md.host_lists()
-    if not q or q[0] != 0 or q[-1] != T:
-        raise _fail(f"query_start_loc to start at 0 and end at num_tokens={T}", f"{q[:1]} .. {q[-1:]}")
-    for i in range(B):
-        n, L = q[i + 1] - q[i], s[i]
-        if n < 0 or not 0 <= L <= min(_INT32_MAX, bt_t.shape[1] * bs) or n > L:
-            raise _fail(f"0 <= query rows <= seq_len <= block_table columns * block_size = {bt_t.shape[1] * bs} "
-                        f"for sequence {i}", f"{n} rows and seq_len {L}")
+    q, s = _checked_seqs(md, T, B, bt_t.shape[1] * bs, True, False)  # MLA rows are causal, never n > L
     _check_block_ids(md, bt_t, s, bs, nb)
     if scale is None:
         sc = Dq ** -0.5
@@ -512,6 +523,6 @@ def check_mla(query, kv_cache, md, *, kv_lora_rank=512, scale=None, topk_indices
         nblk = torch.tensor([-(-L // bs) for L in s], dtype=torch.long, device=bt_t.device)
         used = torch.arange(bt_t.shape[1], device=bt_t.device).unsqueeze(0) < nblk.unsqueeze(1)
         bt_t = torch.where(used, bt_t, torch.zeros_like(bt_t))
-    return MLA(query=_unit_last(query), kv_cache=_unit_last(kv_cache), qsl=tuple(q), lens=tuple(s),
+    return MLA(query=_unit_last(query), kv_cache=_unit_last(kv_cache), qsl=q, lens=s,
                query_start_loc=int32(qsl_t), seq_lens=int32(sl_t), block_table=int32(bt_t), scale=sc,
                topk_indices=topk)

@@ -75,3 +75,32 @@ def test_scale_tensors_are_read_once_per_state(monkeypatch):
     assert check_paged(q, k, k, md, v_scale=view).v_scale == 7.0
     view._base.mul_(2)
     assert check_paged(q, k, k, md, v_scale=view).v_scale == 14.0
+
+
+def test_sequence_checks_run_once_per_metadata_state(monkeypatch):
+    """Every layer of a step passes the same metadata: the O(batch) checks run once per state."""
+    calls = []
+    real = validate._check_seqs
+    monkeypatch.setattr(validate, "_check_seqs", lambda *a: (calls.append(1), real(*a))[1])
+    q, k, md = _problem()
+    for _ in range(4):
+        c = check_paged(q, k, k, md)
+    assert len(calls) == 1 and c.qsl == (0, 1, 2) and c.lens == (5, 3)
+    md.seq_lens.add_(1)  # the next decode step, in place: checked again, new lengths seen
+    assert check_paged(q, k, k, md).lens == (6, 4) and len(calls) == 2
+    md.seq_lens[0] = 9  # in place, past the table's 2 blocks x 4 slots: refused
+    with pytest.raises(ValueError, match=r"seq_lens <= block_table columns \* block_size = 8"):
+        check_paged(q, k, k, md)
+
+
+def test_memo_does_not_hide_a_different_call():
+    """The same metadata with another causal flag or query length is checked again."""
+    q, k, _ = _problem()
+    md = AttentionMetadata(torch.tensor([0, 4], dtype=torch.int32), torch.tensor([3], dtype=torch.int32),
+                           torch.tensor([[0]], dtype=torch.int32))
+    q4 = torch.randn(4, 4, 16)
+    assert check_paged(q4, k, k, md, causal=False).lens == (3,)  # cross-attention: 4 rows, 3 keys
+    with pytest.raises(ValueError, match="query rows <= seq_len"):
+        check_paged(q4, k, k, md, causal=True)
+    with pytest.raises(ValueError, match="end at num_tokens=3"):
+        check_paged(q4[:3], k, k, md, causal=False)
