@@ -462,9 +462,9 @@ def triton_paged_attention(
     dev = query.device
     qsl, seq_lens, block_table = c.query_start_loc, c.seq_lens, c.block_table
     num_seqs = len(c.lens)
-    longest = max(c.lens, default=0)
     window = None
     if c.window is not None:  # clamp to the longest sequence: same mask, no int32 overflow in the kernel
+        longest = max(c.lens, default=0)
         window = (min(c.window[0], longest), min(c.window[1], longest))
 
     if out is None:
