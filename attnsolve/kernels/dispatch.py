@@ -320,6 +320,8 @@ def paged_attention(
     the newest released set), like ``Config(vllm=...)``.  MLA: pass the latent cache as
     ``key_cache`` and ``value_cache=None`` (``kv_lora_rank`` default 512, ``topk_indices`` for
     sparse top-k); the release's MLA backend runs (CPU_MLA on CPU at 0.33; 0.17 has none on CPU).
+    An fp8 query (vLLM's quantized query) comes with its descale ``q_scale``; it selects as a
+    bfloat16 model and returns bfloat16.
     Returns ``out``, or ``(out, lse)`` with ``return_lse=True``.  Raises
     ``KernelUnavailableError`` when the selected backend has no kernel that can run here, and
     ``ValueError`` ("Expected ..., but got ...") for bad input.
