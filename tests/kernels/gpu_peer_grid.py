@@ -148,6 +148,23 @@ def run_mla(cases, results):
                         "status": status, "detail": detail})
 
 
+class _Saved(list):
+    """The outcomes, written to ``--json`` after every case: a run stopped at its time limit (the GPU
+    session's step is killed, no clean-up runs) keeps every case it finished."""
+
+    def __init__(self, path: str | None):
+        super().__init__()
+        self.path = path
+
+    def append(self, row: dict) -> None:
+        super().append(row)
+        self.save()
+
+    def save(self) -> None:
+        if self.path:
+            Path(self.path).write_text(json.dumps(list(self), indent=1))
+
+
 def summarise(results) -> str:
     by = defaultdict(Counter)
     for r in results:
@@ -203,10 +220,10 @@ def main(argv=None) -> int:
         cases = cases[: a.limit]
     mla = grid.mla_cases() if a.mla == "yes" else []
     t0 = time.perf_counter()
-    results: list[dict] = []
+    results = _Saved(a.json)
     try:
+        run_mla(mla, results)  # first: six cases, cheap; the paged grid may compile FLEX graphs for minutes
         run_paged(cases, [b for b in a.backends.split(",") if b], results)
-        run_mla(mla, results)
     except Exception:  # noqa: BLE001  (print what ran before the harness broke)
         traceback.print_exc()
         results.append({"grid": "-", "case": "-", "source": "-", "backend": "harness", "status": "error",
@@ -216,8 +233,7 @@ def main(argv=None) -> int:
     print(f"# {name}, torch {torch.__version__}, {len(cases)} paged + {len(mla)} MLA cases "
           f"at {sizes} sizes, {time.perf_counter() - t0:.0f} s")
     print(summarise(results))
-    if a.json:
-        Path(a.json).write_text(json.dumps(results, indent=1))
+    results.save()
     return 1 if any(r["status"] in ("fail", "error") for r in results) else 0
 
 
