@@ -268,8 +268,10 @@ def bench_tune(bw: float) -> list[dict[str, Any]]:
     return rows
 
 
-def run(quick: bool = False, tune: bool = False) -> list[dict[str, Any]]:
-    """All rows (dicts with name, value, unit, baseline, ratio...); ``[]`` without a CUDA device."""
+def run(quick: bool = False, tune: bool = False,
+        on_rows: Callable[[list[dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
+    """All rows (dicts with name, value, unit, baseline, ratio...); ``[]`` without a CUDA device.
+    ``on_rows`` gets the rows so far after every section (a run stopped at a time limit keeps them)."""
     if not torch.cuda.is_available():
         print(f"# no CUDA GPU present (torch {torch.__version__}): bench_triton measures GPU kernels only; "
               "nothing to run. The CPU-interpreter tests are in tests/kernels/test_triton_*.py.")
@@ -283,11 +285,13 @@ def run(quick: bool = False, tune: bool = False) -> list[dict[str, Any]]:
     bw = copy_bandwidth_gbs(512 if quick else 1024)
     rows: list[dict[str, Any]] = [{"name": "GPU memory bandwidth (1 GiB device copy, read+write)",
                                    "value": round(bw, 1), "unit": "GB/s"}]
-    rows += bench_decode(bw, quick)
-    rows += bench_prefill(quick)
-    rows += bench_mla(bw, quick)
+    sections = [lambda: bench_decode(bw, quick), lambda: bench_prefill(quick), lambda: bench_mla(bw, quick)]
     if tune:
-        rows += bench_tune(bw)
+        sections.append(lambda: bench_tune(bw))
+    for section in sections:
+        rows += section()
+        if on_rows is not None:
+            on_rows(rows)
     return rows
 
 
@@ -319,12 +323,16 @@ if __name__ == "__main__":
     _ap.add_argument("--tune", action="store_true", help="also sweep the Triton kernels' launch options")
     _args = _ap.parse_args()
     t0 = time.perf_counter()
-    _rows = run(quick=_args.quick, tune=_args.tune)
+
+    def _save(rows: list[dict[str, Any]]) -> None:
+        if _args.json:
+            import json
+
+            dev = (f"{torch.cuda.get_device_name()} (cc {'.'.join(map(str, torch.cuda.get_device_capability()))})"
+                   if torch.cuda.is_available() else None)
+            Path(_args.json).write_text(json.dumps({"device": dev, "torch": torch.__version__, "rows": rows}, indent=1))
+
+    _rows = run(quick=_args.quick, tune=_args.tune, on_rows=_save)
     _print(_rows)
     print(f"# total {time.perf_counter() - t0:.1f} s")
-    if _args.json:
-        import json
-
-        _dev = (f"{torch.cuda.get_device_name()} (cc {'.'.join(map(str, torch.cuda.get_device_capability()))})"
-                if torch.cuda.is_available() else None)
-        Path(_args.json).write_text(json.dumps({"device": _dev, "torch": torch.__version__, "rows": _rows}, indent=1))
+    _save(_rows)
