@@ -230,7 +230,7 @@ def _sweep(label: str, fn: Callable[..., Any], configs: list[dict[str, Any]], un
     return rows
 
 
-def bench_tune(bw: float) -> list[dict[str, Any]]:
+def bench_tune(bw: float, on_rows: Callable[[list[dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
     """Launch options of the Triton kernels (tile, warps, split-KV, rows per program) around their
     defaults, on a decode batch, a 2k prefill and an MLA decode: which defaults a GPU should get."""
     from attnsolve.kernels.triton_attn import triton_paged_attention
@@ -244,6 +244,8 @@ def bench_tune(bw: float) -> list[dict[str, Any]]:
                 for s in ((4, 8, 16) if batch == 8 else (1,))]
         rows += _sweep(f"decode bf16 b{batch} ctx {ctx // 1024}k", lambda **k: triton_paged_attention(q, kc, vc, md, **k),
                        cfgs, kv_bytes, bw)
+        if on_rows is not None:
+            on_rows(rows)
         del q, kc, vc, md
         torch.cuda.empty_cache()
     L = 2048
@@ -252,6 +254,8 @@ def bench_tune(bw: float) -> list[dict[str, Any]]:
             for w in (4, 8) for st in (2, 3)]
     cfgs += [dict(block_m=128, tile=tl_, num_warps=8, num_stages=2, mask_every_tile=True) for tl_ in (64, 128)]
     rows += _sweep("prefill bf16 2k", lambda **k: triton_paged_attention(q, kc, vc, md, **k), cfgs, None, bw)
+    if on_rows is not None:
+        on_rows(rows)
     del q, kc, vc, md
     batch, bs, ctx = 8, 64, 4096
     nblk = ctx // bs

@@ -104,9 +104,11 @@ def run(out: Path, budget: float, quick: bool) -> None:
             "--json", str(out / "peer_grid.json")]
     steps["peer_grid"] = _sh(grid, min(300, left(0.12 * budget)), out / "peer_grid.log")[::2]
     if left() > 45:
+        # rows written after every sweep: the last step is the one a spent budget stops
         tune = [py, "-c", "import json, sys; from benchmarks import bench_triton as b; "
-                "bw = b.copy_bandwidth_gbs(1024); rows = b.bench_tune(bw); b._print(rows); "
-                f"open({str(out / 'bench_tune.json')!r}, 'w').write(json.dumps({{'bw': bw, 'rows': rows}}, indent=1))"]
+                "bw = b.copy_bandwidth_gbs(1024); "
+                f"save = lambda rows: open({str(out / 'bench_tune.json')!r}, 'w').write(json.dumps({{'bw': bw, 'rows': rows}}, indent=1)); "
+                "rows = b.bench_tune(bw, save); b._print(rows); save(rows)"]
         steps["tune"] = _sh(tune, left(5), out / "bench_tune.log")[::2]
     (out / "steps.json").write_text(json.dumps({k: {"exit": c, "seconds": round(s)} for k, (c, s) in steps.items()}))
 
