@@ -60,6 +60,14 @@ static inline void load_row(int type, const void* p, float* __restrict dst, int 
   }
 }
 
+// Row ``off`` (in elements) of a block as float32: in place for an unscaled float32 cache, else converted
+// into ``buf``.
+static inline const float* row_f32(int type, const char* block, int64_t off, int esz, float* buf, int n, float sc) {
+  if (type == F32 && sc == 1.0f) return (const float*)(block + off * 4);
+  load_row(type, block + off * esz, buf, n, sc);
+  return buf;
+}
+
 static inline void store_row(int type, void* p, const float* src, int n) {
   switch (type) {
     case F32: std::memcpy(p, src, sizeof(float) * n); break;
@@ -165,22 +173,6 @@ static inline void conv_row(int type, const void* p, float* __restrict dst, floa
   }
 }
 
-// Sums of two 8-lane halves of 16 vectors: r0[i] = sum of v[i]'s lanes 0-7, r1[i] = of lanes 8-15 (a
-// transpose-and-add tree: ~2.6 instructions per vector, i.e. 1.3 per sum).
-static inline void hsum8x2(const __m512* v, __m512& r0, __m512& r1) {
-  __m512 w[8], x[4], y[2];
-  for (int i = 0; i < 8; ++i)
-    w[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
-  for (int i = 0; i < 4; ++i) {
-    const __m512d a = _mm512_castps_pd(w[2 * i]), b = _mm512_castps_pd(w[2 * i + 1]);
-    x[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
-  }
-  for (int i = 0; i < 2; ++i)
-    y[i] = _mm512_add_ps(_mm512_shuffle_f32x4(x[2 * i], x[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
-                         _mm512_shuffle_f32x4(x[2 * i], x[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
-  r0 = _mm512_shuffle_f32x4(y[0], y[1], _MM_SHUFFLE(2, 0, 2, 0));
-  r1 = _mm512_shuffle_f32x4(y[0], y[1], _MM_SHUFFLE(3, 1, 3, 1));
-}
 
 
 // Software prefetches (hint T1) issued one or two per step of a PV loop instead of in one burst: a
@@ -1190,9 +1182,7 @@ extern "C" int attnsolve_paged_decode(
           const int slot = (t0 + t) % BS;
           const char* kb = (const char*)kc + (int64_t)btr[(t0 + t) / BS] * k_s0 * ce;
           for (int kh = 0; kh < Hkv; ++kh) {
-            const float* kr;
-            if (ctype == F32 && k_scale == 1.0f) kr = (const float*)(kb + ((int64_t)slot * k_s1 + (int64_t)kh * k_s2) * 4);
-            else { load_row(ctype, kb + ((int64_t)slot * k_s1 + (int64_t)kh * k_s2) * ce, kf.data(), D, k_scale); kr = kf.data(); }
+            const float* kr = row_f32(ctype, kb, (int64_t)slot * k_s1 + (int64_t)kh * k_s2, ce, kf.data(), D, k_scale);
             for (int g = 0; g < G; ++g) {
               const int h = kh * G + g;
               const float* qh = &qf[(size_t)h * D];
@@ -1230,9 +1220,7 @@ extern "C" int attnsolve_paged_decode(
           const int slot = (t0 + t) % BS;
           const char* vb = (const char*)vc + (int64_t)btr[(t0 + t) / BS] * v_s0 * ce;
           for (int kh = 0; kh < Hkv; ++kh) {
-            const float* vr;
-            if (ctype == F32 && v_scale == 1.0f) vr = (const float*)(vb + ((int64_t)slot * v_s1 + (int64_t)kh * v_s2) * 4);
-            else { load_row(ctype, vb + ((int64_t)slot * v_s1 + (int64_t)kh * v_s2) * ce, vf.data(), Dv, v_scale); vr = vf.data(); }
+            const float* vr = row_f32(ctype, vb, (int64_t)slot * v_s1 + (int64_t)kh * v_s2, ce, vf.data(), Dv, v_scale);
             for (int g = 0; g < G; ++g) {
               const int h = kh * G + g;
               const float p = s[(size_t)h * 32 + t];

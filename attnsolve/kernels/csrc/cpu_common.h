@@ -51,6 +51,29 @@ static inline __m512 exp512(__m512 x) {  // same polynomial as fast_exp, x <= 0
   const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(fi), _mm512_set1_epi32(127)), 23);
   return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
 }
+// Sums of two 8-lane halves of 16 vectors: r0[i] = sum of v[i]'s lanes 0-7, r1[i] = of lanes 8-15 (a
+// transpose-and-add tree: ~2.6 instructions per vector, i.e. 1.3 per sum).
+static inline void hsum8x2(const __m512* v, __m512& r0, __m512& r1) {
+  __m512 w[8], x[4], y[2];
+  for (int i = 0; i < 8; ++i)
+    w[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+  for (int i = 0; i < 4; ++i) {
+    const __m512d a = _mm512_castps_pd(w[2 * i]), b = _mm512_castps_pd(w[2 * i + 1]);
+    x[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+  }
+  for (int i = 0; i < 2; ++i)
+    y[i] = _mm512_add_ps(_mm512_shuffle_f32x4(x[2 * i], x[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(x[2 * i], x[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+  r0 = _mm512_shuffle_f32x4(y[0], y[1], _MM_SHUFFLE(2, 0, 2, 0));
+  r1 = _mm512_shuffle_f32x4(y[0], y[1], _MM_SHUFFLE(3, 1, 3, 1));
+}
+
+// Horizontal sums of 16 vectors: r[i] = sum(v[i]) (the two halves of hsum8x2 added).
+static inline __m512 hsum16(const __m512* v) {
+  __m512 r0, r1;
+  hsum8x2(v, r0, r1);
+  return _mm512_add_ps(r0, r1);
+}
 #endif
 
 #if defined(__AMX_TILE__) && defined(__linux__)

@@ -85,6 +85,18 @@ static inline void qk_tile(const float* q, const float* rows, int nt, int D, flo
   }
 }
 
+// Online softmax: a tile's max mt above the running max m rescales the running sum l and accumulator ah.
+static inline void raise_max(float mt, float& m, float& l, float* ah, int R) {
+  if (mt <= m) return;
+  const float alpha = m == -INFINITY ? 0.f : expf(m - mt);
+  if (alpha != 1.f) {
+#pragma omp simd
+    for (int d = 0; d < R; d++) ah[d] *= alpha;
+    l *= alpha;
+  }
+  m = mt;
+}
+
 // s[j] <- exp(s[j] - m) for j < nt; returns the sum (exp512: cpu_common.h)
 static inline float exp_tile(float* s, int nt, float m) {
 #ifdef __AVX512F__
@@ -130,21 +142,6 @@ static inline void pv_tile(const float* p, const float* rows, int nt, int D, int
 
 #if defined(__AVX512F__) && defined(__AVX512BF16__)
 #define MLA_BF16_FAST 1
-// Horizontal sums of 16 vectors: r[i] = sum(v[i]) (transpose-and-add tree).
-static inline __m512 hsum16(const __m512* v) {
-  __m512 w[8], x[4], y[2];
-  for (int i = 0; i < 8; ++i)
-    w[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
-  for (int i = 0; i < 4; ++i) {
-    const __m512d a = _mm512_castps_pd(w[2 * i]), b = _mm512_castps_pd(w[2 * i + 1]);
-    x[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
-  }
-  for (int i = 0; i < 2; ++i)
-    y[i] = _mm512_add_ps(_mm512_shuffle_f32x4(x[2 * i], x[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
-                         _mm512_shuffle_f32x4(x[2 * i], x[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
-  return _mm512_add_ps(_mm512_shuffle_f32x4(y[0], y[1], _MM_SHUFFLE(2, 0, 2, 0)),
-                       _mm512_shuffle_f32x4(y[0], y[1], _MM_SHUFFLE(3, 1, 3, 1)));
-}
 
 // bf16 latent rows read in place (no widening pass): scores with bf16 dot products (each product of two
 // bf16 values is exact in float32, sums in float32), P . V in float32 FMAs with each 32-column bf16 chunk
@@ -446,16 +443,7 @@ extern "C" int mla_attend(
           qk_bf16(qp[h], rp, nt, D, sh);
           float mt = m[h];
           for (int j = 0; j < nt; j++) { sh[j] *= scale; mt = std::max(mt, sh[j]); }
-          if (mt > m[h]) {
-            float alpha = m[h] == -INFINITY ? 0.f : expf(m[h] - mt);
-            if (alpha != 1.f) {
-              float* ah = acc + (int64_t)h * R;
-#pragma omp simd
-              for (int d = 0; d < R; d++) ah[d] *= alpha;
-              l[h] *= alpha;
-            }
-            m[h] = mt;
-          }
+          raise_max(mt, m[h], l[h], acc + (int64_t)h * R, R);
           l[h] += exp_tile(sh, nt, mt);
         }
         int h = 0;
@@ -496,16 +484,7 @@ extern "C" int mla_attend(
         qk_tile(qh, rows.data(), nt, D, sh);
         float mt = m[h];
         for (int j = 0; j < nt; j++) mt = std::max(mt, sh[j]);
-        if (mt > m[h]) {
-          float alpha = m[h] == -INFINITY ? 0.f : expf(m[h] - mt);
-          if (alpha != 1.f) {
-            float* ah = acc + (int64_t)h * R;
-#pragma omp simd
-            for (int d = 0; d < R; d++) ah[d] *= alpha;
-            l[h] *= alpha;
-          }
-          m[h] = mt;
-        }
+        raise_max(mt, m[h], l[h], acc + (int64_t)h * R, R);
         l[h] += exp_tile(sh, nt, mt);
         pv_tile(sh, rows.data(), nt, D, R, acc + (int64_t)h * R);
       }
