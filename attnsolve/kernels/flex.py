@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import warnings
 
 import torch
@@ -99,6 +100,15 @@ def _want_compile(device: torch.device) -> bool:
     if v:
         raise ValueError(f"Expected {_ENV} unset, 0 (eager) or 1 (compiled), but got {v!r}.")
     return device.type == "cuda"  # ROCm devices are "cuda" too
+
+
+def _triton_interpreting() -> bool:
+    """Whether inductor's Triton kernels would be interpreted here: ``TRITON_INTERPRET`` is read when a
+    kernel is decorated, and triton's own library (``tl.zeros``...) was fixed when triton was imported."""
+    if os.environ.get("TRITON_INTERPRET", "0").strip() not in ("", "0"):
+        return True
+    tl = sys.modules.get("triton.language")
+    return tl is not None and type(getattr(tl, "zeros", None)).__name__ == "InterpretedFunction"
 
 
 def _compiled_flex(device_type: str):
@@ -278,6 +288,12 @@ def flex_paged_attention(
         return (out, lse_out) if c.return_lse else out
 
     need_lse = c.sinks is not None or c.return_lse
+    if dev.type != "cpu" and dev.type not in _broken and _want_compile(dev) and _triton_interpreting():
+        _broken[dev.type] = "triton runs in its interpreter in this process (TRITON_INTERPRET=1)"
+        warnings.warn(f"FLEX_ATTENTION: compiled flex_attention needs compiled Triton kernels on {dev.type}, but "
+                      f"{_broken[dev.type]}; running flex eagerly from now on in this process (much slower). "
+                      f"Unset TRITON_INTERPRET before triton is imported, or set {_ENV}=0 to choose eager.",
+                      RuntimeWarning, stacklevel=2)
     compiled = _want_compile(dev) and dev.type not in _broken and not (need_lse and not _compiled_lse(dev.type))
     rows_per_seq = [qsl[i + 1] - qsl[i] for i in range(B)]
     batched = compiled and max(rows_per_seq) <= _BATCH_ROWS

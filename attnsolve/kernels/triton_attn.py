@@ -37,9 +37,13 @@ import triton
 import triton.language as tl
 
 from attnsolve.kernels.registry import register_kernel
+from attnsolve.kernels.triton_launch import (
+    default_segments, fit_shared_memory, gpu_launch, launch_options, remembered, run_fitted, shared_memory_limit,
+    split_kv_segments,
+)
 from attnsolve.kernels.validate import check_paged
 
-__all__ = ["triton_paged_attention", "interpreter_reason", "is_interpreted"]
+__all__ = ["triton_paged_attention", "interpreter_reason", "is_interpreted", "split_kv_segments"]
 
 
 @triton.jit
@@ -479,20 +483,30 @@ def triton_paged_attention(
         return (out, lse) if c.return_lse else out
 
     qpkv = H // Hkv
-    gpu_block_m, gpu_tile, gpu_warps = _gpu_launch(T, num_seqs, qpkv)
-    if block_m is None:  # interpreter: fewer, bigger programs are much faster
-        block_m = 64 if dev.type == "cpu" else gpu_block_m
-    if tile is None:
-        tile = 32 if dev.type == "cpu" else gpu_tile
-    if num_warps is None and dev.type != "cpu":
-        num_warps = gpu_warps if (block_m, tile) == (gpu_block_m, gpu_tile) else None
+    head_pad = max(triton.next_power_of_2(D), 16)
+    head_pad_v = max(triton.next_power_of_2(Dv), 16)
+    chosen_by_caller = block_m is not None or tile is not None
+    if dev.type == "cpu":  # interpreter: fewer, bigger programs are much faster
+        block_m = 64 if block_m is None else block_m
+        tile = 32 if tile is None else tile
+    else:
+        gpu_block_m, gpu_tile, gpu_warps = gpu_launch(T, num_seqs, qpkv)
+        if num_warps is None and not chosen_by_caller:
+            num_warps = gpu_warps
+        block_m = gpu_block_m if block_m is None else block_m
+        tile = gpu_tile if tile is None else tile
     for knob, val in (("block_m", block_m), ("tile", tile)):
         if val < 16 or val & (val - 1):
             raise ValueError(f"Expected {knob} a power of two >= 16, but got {val}.")
-    block_m = max(block_m, triton.next_power_of_2(qpkv))
-    block_q = block_m // qpkv
-    head_pad = max(triton.next_power_of_2(D), 16)
-    head_pad_v = max(triton.next_power_of_2(Dv), 16)
+    least_block_m = max(16, triton.next_power_of_2(qpkv))
+    block_m = max(block_m, least_block_m)
+    shape_key = ("TRITON_ATTN", dev.type, dev.index, head_pad, head_pad_v, query.dtype, key_cache.dtype,
+                 block_m, tile, num_warps, num_stages)
+    if dev.type != "cpu" and not chosen_by_caller:
+        block_m, tile = fit_shared_memory(
+            block_m, tile, q_row=head_pad, kv_key=head_pad + head_pad_v, elem_bytes=query.element_size(),
+            p_bytes=4 if query.element_size() == 4 else 0, limit=shared_memory_limit(dev), least_block_m=least_block_m)
+        block_m, tile = remembered(shape_key, block_m, tile)
 
     scale = c.scale
     sinks_t = c.sinks
@@ -519,7 +533,7 @@ def triton_paged_attention(
     dummy = qsl  # any valid pointer for unused arguments
 
     if num_segments is None:
-        num_segments = _default_segments(dev, T, num_seqs, Hkv)
+        num_segments = default_segments(dev, T, num_seqs, Hkv)
     if num_segments < 1 or num_segments & (num_segments - 1):
         raise ValueError(f"Expected num_segments a power of two >= 1, but got {num_segments}.")
     if num_segments > 1:
@@ -541,69 +555,75 @@ def triton_paged_attention(
     else:
         fp8_code = 0
 
-    grid = (T // block_q + num_seqs, Hkv, num_segments)
     kernel = _unified_attention_kernel
     _require_runnable("TRITON_ATTN", dev, kernel)
-    kernel[grid](
-        out,
-        seg_acc,
-        seg_ml,
-        query,
-        key_cache,
-        value_cache,
-        sinks_t if sinks_t is not None else dummy,
-        ks if ks is not None else dummy,
-        vs if vs is not None else dummy,
-        c.alibi if c.alibi is not None else dummy,
-        mm_t if mm_t is not None else dummy,
-        lse if lse is not None else dummy,
-        block_table,
-        seq_lens,
-        qsl,
-        num_seqs,
-        scale,
-        c.cap if c.cap is not None else 1.0,
-        window[0] if window is not None else 0,
-        window[1] if window is not None else 0,
-        query.stride(0),
-        query.stride(1),
-        out.stride(0),
-        out.stride(1),
-        key_cache.stride(0),
-        key_cache.stride(1),
-        key_cache.stride(2),
-        value_cache.stride(0),
-        value_cache.stride(1),
-        value_cache.stride(2),
-        block_table.stride(0),
-        bs,
-        HEAD_SIZE=D,
-        HEAD_SIZE_V=Dv,
-        HEAD_PAD=head_pad,
-        HEAD_PAD_V=head_pad_v,
-        QUERIES_PER_KV=qpkv,
-        BLOCK_Q=block_q,
-        BLOCK_M=block_m,
-        TILE=tile,
-        CAUSAL=bool(causal),
-        USE_WINDOW=window is not None,
-        USE_SOFTCAP=c.cap is not None,
-        USE_SINKS=sinks_t is not None,
-        USE_K_SCALE=ks is not None,
-        USE_V_SCALE=vs is not None,
-        SCALE_PER_SEQ=per_seq,
-        NUM_KV_HEADS=Hkv,
-        USE_ALIBI=c.alibi is not None,
-        MAX_MM=max_mm,
-        RETURN_LSE=c.return_lse,
-        DOT_PRECISION="ieee" if (query.dtype == torch.float32 or dev.type == "cpu") else None,
-        DOT_F32=dev.type == "cpu",
-        NUM_SEGMENTS=num_segments,
-        NUM_HEADS=H,
-        FP8_BITS=fp8_code,
-        MASK_EVERY_TILE=bool(mask_every_tile),
-        **_launch_options(num_warps, num_stages),
-    )
+
+    def launch(block_m: int, tile: int) -> None:
+        block_q = block_m // qpkv
+        grid = (T // block_q + num_seqs, Hkv, num_segments)
+        kernel[grid](
+            out,
+            seg_acc,
+            seg_ml,
+            query,
+            key_cache,
+            value_cache,
+            sinks_t if sinks_t is not None else dummy,
+            ks if ks is not None else dummy,
+            vs if vs is not None else dummy,
+            c.alibi if c.alibi is not None else dummy,
+            mm_t if mm_t is not None else dummy,
+            lse if lse is not None else dummy,
+            block_table,
+            seq_lens,
+            qsl,
+            num_seqs,
+            scale,
+            c.cap if c.cap is not None else 1.0,
+            window[0] if window is not None else 0,
+            window[1] if window is not None else 0,
+            query.stride(0),
+            query.stride(1),
+            out.stride(0),
+            out.stride(1),
+            key_cache.stride(0),
+            key_cache.stride(1),
+            key_cache.stride(2),
+            value_cache.stride(0),
+            value_cache.stride(1),
+            value_cache.stride(2),
+            block_table.stride(0),
+            bs,
+            HEAD_SIZE=D,
+            HEAD_SIZE_V=Dv,
+            HEAD_PAD=head_pad,
+            HEAD_PAD_V=head_pad_v,
+            QUERIES_PER_KV=qpkv,
+            BLOCK_Q=block_q,
+            BLOCK_M=block_m,
+            TILE=tile,
+            CAUSAL=bool(causal),
+            USE_WINDOW=window is not None,
+            USE_SOFTCAP=c.cap is not None,
+            USE_SINKS=sinks_t is not None,
+            USE_K_SCALE=ks is not None,
+            USE_V_SCALE=vs is not None,
+            SCALE_PER_SEQ=per_seq,
+            NUM_KV_HEADS=Hkv,
+            USE_ALIBI=c.alibi is not None,
+            MAX_MM=max_mm,
+            RETURN_LSE=c.return_lse,
+            DOT_PRECISION="ieee" if (query.dtype == torch.float32 or dev.type == "cpu") else None,
+            DOT_F32=dev.type == "cpu",
+            NUM_SEGMENTS=num_segments,
+            NUM_HEADS=H,
+            FP8_BITS=fp8_code,
+            MASK_EVERY_TILE=bool(mask_every_tile),
+            **launch_options(num_warps, num_stages),
+        )
+
+    run_fitted(launch, block_m, tile, shape_key=shape_key, least_block_m=least_block_m,
+               chosen_by_caller=chosen_by_caller or dev.type == "cpu")
     if num_segments > 1:
         _reduce_segments_kernel[(T, H)](
             out,
@@ -623,60 +643,6 @@ def triton_paged_attention(
 
 # FP8_BITS: which bit decoder the kernel applies to a cache viewed as uint8 (0: none)
 _FP8_BITS_CODE = {torch.float8_e4m3fn: 1, torch.float8_e5m2: 2}
-
-
-def _launch_options(num_warps: int | None, num_stages: int | None) -> dict:
-    """Triton launch options given by the caller (a GPU tuning sweep); none means Triton's defaults."""
-    opts = {}
-    if num_warps is not None:
-        opts["num_warps"] = int(num_warps)
-    if num_stages is not None:
-        opts["num_stages"] = int(num_stages)
-    return opts
-
-
-def _gpu_launch(num_tokens: int, num_seqs: int, queries_per_kv: int) -> tuple[int, int, int | None]:
-    """Default ``(block_m, tile, num_warps)`` on a GPU, from the shapes alone.
-
-    Measured on an H200 (docs/gpu_kernels.md, launch sweep): decode batches take 16 rows per
-    program and 64-key tiles (1.36-1.40x the 32-key tiles); a batch whose sequences average
-    enough rows to fill 128-row programs (prefill) takes 128 rows, 64-key tiles and 8 warps
-    (1.55x vLLM's 16-row programs on a 2k causal prefill)."""
-    rows_per_seq = num_tokens / max(num_seqs, 1)
-    if rows_per_seq * queries_per_kv >= 128:
-        return 128, 64, 8
-    return 16, 64, None
-
-
-_SM_COUNT: dict[int, int] = {}
-
-
-def sm_count(dev: torch.device) -> int:
-    """The GPU's multiprocessor count (cached per device index)."""
-    idx = dev.index if dev.index is not None else torch.cuda.current_device()
-    sms = _SM_COUNT.get(idx)
-    if sms is None:
-        sms = _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
-    return sms
-
-
-def split_kv_segments(dev: torch.device, programs: int) -> int:
-    """Split-KV segments for a GPU launch of ``programs`` programs that would leave SMs idle:
-    enough for about four programs per SM, at most 16 (a power of two; 1 on CPU).  Four, not
-    two: 16 segments ran a batch-8 16k decode 1.1x faster than 8 on an H200."""
-    if dev.type == "cpu":
-        return 1
-    sms = sm_count(dev)
-    if programs >= sms:
-        return 1
-    return min(16, triton.next_power_of_2(-(-4 * sms // max(programs, 1))))
-
-
-def _default_segments(dev: torch.device, num_tokens: int, num_seqs: int, num_kv_heads: int) -> int:
-    """Split-KV only for a decode-only batch (one row per sequence)."""
-    if num_tokens != num_seqs:
-        return 1
-    return split_kv_segments(dev, num_seqs * num_kv_heads)
 
 
 # --------------------------------------------------------------------------------------

@@ -31,8 +31,9 @@ import triton.language as tl
 
 from attnsolve.kernels.registry import register_kernel
 from attnsolve.kernels.validate import check_mla
-from attnsolve.kernels.triton_attn import (
-    _launch_options, _reduce_segments_kernel, _require_runnable, interpreter_reason, split_kv_segments,
+from attnsolve.kernels.triton_attn import _reduce_segments_kernel, _require_runnable, interpreter_reason
+from attnsolve.kernels.triton_launch import (
+    fit_shared_memory, launch_options, remembered, run_fitted, shared_memory_limit, split_kv_segments,
 )
 
 __all__ = ["triton_mla_attention"]
@@ -241,12 +242,15 @@ def triton_mla_attention(
     if block_h is None:
         block_h = 16
     block_h = max(16, triton.next_power_of_2(min(block_h, max(H, 1))))
+    chosen_by_caller = tile is not None
     if tile is None:
         tile = 32  # CPU: fewer interpreter steps; H200: 1.2x the 16-key tiles with split-KV (launch sweep)
     if tile < 16 or tile & (tile - 1):
         raise ValueError(f"Expected tile a power of two >= 16, but got {tile}.")
     lora_pad = max(16, triton.next_power_of_2(kv_lora_rank))
     rope_pad = max(16, triton.next_power_of_2(max(rope, 1)))
+    shape_key = ("TRITON_MLA", dev.type, dev.index, lora_pad, rope_pad, query.dtype, kv_cache.dtype, block_h, tile,
+                 num_warps, num_stages)
     scale = Dq ** -0.5 if scale is None else float(scale)
 
     if dot_f32 is None:
@@ -255,6 +259,12 @@ def triton_mla_attention(
         p_two_terms = True
     dot_f32 = bool(dot_f32) or query.dtype == torch.float32
     p_two_terms = bool(p_two_terms) and not dot_f32  # float32 P.V is exact without the split
+    if dev.type != "cpu" and not chosen_by_caller:  # one latent row serves as key and value
+        row = lora_pad + (rope_pad if rope > 0 else 0)
+        _, tile = fit_shared_memory(block_h, tile, q_row=row, kv_key=row, elem_bytes=query.element_size(),
+                                    p_bytes=8 if p_two_terms else 4, limit=shared_memory_limit(dev),
+                                    least_block_m=block_h)
+        _, tile = remembered(shape_key, block_h, tile)
     head_blocks = triton.cdiv(H, block_h)
     if num_segments is None:
         num_segments = split_kv_segments(dev, T * head_blocks)
@@ -269,43 +279,48 @@ def triton_mla_attention(
     kernel = _mla_kernel
     _require_runnable("TRITON_MLA", dev, kernel, None)
     grid = (T, head_blocks, num_segments)
-    kernel[grid](
-        out,
-        seg_acc,
-        seg_ml,
-        query,
-        kv_cache,
-        topk_t,
-        block_table,
-        seq_lens,
-        qsl,
-        num_seqs,
-        scale,
-        topk,
-        query.stride(0),
-        query.stride(1),
-        out.stride(0),
-        out.stride(1),
-        kv_cache.stride(0),
-        kv_cache.stride(1),
-        block_table.stride(0),
-        stride_topk,
-        kv_cache.shape[1],
-        H,
-        LORA=kv_lora_rank,
-        ROPE=rope,
-        LORA_PAD=lora_pad,
-        ROPE_PAD=rope_pad,
-        BLOCK_H=block_h,
-        TILE=tile,
-        SPARSE=sparse,
-        HAS_ROPE=rope > 0,
-        DOT_PRECISION="ieee" if (query.dtype == torch.float32 or dev.type == "cpu") else None,
-        DOT_F32=dot_f32,
-        P_TWO_TERMS=p_two_terms,
-        NUM_SEGMENTS=num_segments,
-        **_launch_options(num_warps, num_stages),
-    )
+
+    def launch(block_h: int, tile: int) -> None:
+        kernel[grid](
+            out,
+            seg_acc,
+            seg_ml,
+            query,
+            kv_cache,
+            topk_t,
+            block_table,
+            seq_lens,
+            qsl,
+            num_seqs,
+            scale,
+            topk,
+            query.stride(0),
+            query.stride(1),
+            out.stride(0),
+            out.stride(1),
+            kv_cache.stride(0),
+            kv_cache.stride(1),
+            block_table.stride(0),
+            stride_topk,
+            kv_cache.shape[1],
+            H,
+            LORA=kv_lora_rank,
+            ROPE=rope,
+            LORA_PAD=lora_pad,
+            ROPE_PAD=rope_pad,
+            BLOCK_H=block_h,
+            TILE=tile,
+            SPARSE=sparse,
+            HAS_ROPE=rope > 0,
+            DOT_PRECISION="ieee" if (query.dtype == torch.float32 or dev.type == "cpu") else None,
+            DOT_F32=dot_f32,
+            P_TWO_TERMS=p_two_terms,
+            NUM_SEGMENTS=num_segments,
+            **launch_options(num_warps, num_stages),
+        )
+
+    run_fitted(launch, block_h, tile, shape_key=shape_key, least_block_m=block_h,
+               chosen_by_caller=chosen_by_caller or dev.type == "cpu")
     if num_segments > 1:
         _reduce_segments_kernel[(T, H)](
             out, seg_acc, seg_ml, seg_ml, out.stride(0), out.stride(1),

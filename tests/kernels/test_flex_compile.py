@@ -66,6 +66,25 @@ def _check(q, kc, vc, md, *, device: str = "cpu", **opts):
 
 # -- the env switch and the buckets (no compile) -----------------------------------------------------
 
+def test_triton_interpreting_is_read_from_the_environment_and_the_imported_triton(monkeypatch):
+    """Compiled flex on a GPU needs inductor's Triton kernels compiled: TRITON_INTERPRET set now, or a triton
+    imported in interpreter mode, sends it eager (with one warning) instead of an inductor error."""
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "triton.language", types.SimpleNamespace(zeros=lambda: None))
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert flex_mod._triton_interpreting()
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert not flex_mod._triton_interpreting()
+
+    class InterpretedFunction:  # the class name triton's interpreter gives its library functions
+        pass
+
+    monkeypatch.setitem(sys.modules, "triton.language", types.SimpleNamespace(zeros=InterpretedFunction()))
+    assert flex_mod._triton_interpreting()
+
+
 def test_env_switch(monkeypatch):
     cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
     monkeypatch.delenv("ATTNSOLVE_FLEX_COMPILE")
@@ -446,7 +465,13 @@ def test_compiled_bf16_score_mods():
 @pytest.mark.gpu
 def test_cuda_compiled_default_matches_reference(monkeypatch):
     """The default on CUDA is compiled (env unset), dynamic: ten decode steps compile at most once more
-    after the first; every feature group, lse and sinks included, agrees with the reference."""
+    after the first; every feature group, lse and sinks included, agrees with the reference.  In a process
+    whose triton runs in its interpreter (another module's CPU tests imported it so) it runs in a fresh one."""
+    if flex_mod._triton_interpreting():
+        from triton_import import rerun_compiled
+
+        rerun_compiled(__file__, "test_cuda_compiled_default_matches_reference")
+        return
     monkeypatch.delenv("ATTNSOLVE_FLEX_COMPILE")
     g = torch.Generator().manual_seed(1)
     counts = []

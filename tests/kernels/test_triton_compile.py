@@ -119,8 +119,50 @@ CASES = {
     # expected to fail: the reason fp8_bits exists
     "attn-fp8e4nv-sm80": ("attn", "80", attn_types("*fp8e4nv"), attn_consts(USE_K_SCALE=True, USE_V_SCALE=True)),
 }
-names = sys.argv[1:] or list(CASES)
-print(json.dumps({n: case(*CASES[n]) for n in names}))
+def fitted_cases():
+    # the launch defaults, fitted to a target's shared memory as triton_paged_attention/triton_mla_attention
+    # choose them, compiled with their num_warps; reports the shared memory Triton allocates
+    from attnsolve.kernels import triton_launch as tl_
+    ty = {"bf16": "*bf16", "fp32": "*fp32"}
+    limits = {"90": 232448, "80": 166912, "86": 101376}
+    res = {}
+    for tgt, dt, d, mode in (("90", "bf16", 128, "prefill"), ("90", "fp32", 256, "prefill"),
+                             ("90", "fp32", 128, "decode"), ("90", "bf16", 256, "prefill"),
+                             ("80", "fp32", 128, "prefill"), ("86", "bf16", 256, "prefill"),
+                             ("86", "fp32", 128, "prefill"), ("86", "bf16", 128, "decode")):
+        es = 4 if dt == "fp32" else 2
+        T, seqs = (8, 8) if mode == "decode" else (4096, 2)
+        bm, tile, warps = tl_.gpu_launch(T, seqs, 4)
+        bm, tile = tl_.fit_shared_memory(bm, tile, q_row=d, kv_key=2 * d, elem_bytes=es, limit=limits[tgt],
+                                         p_bytes=4 if es == 4 else 0)
+        consts = attn_consts(HEAD_SIZE=d, HEAD_SIZE_V=d, HEAD_PAD=d, HEAD_PAD_V=d, BLOCK_M=bm, BLOCK_Q=bm // 4,
+                             TILE=tile, DOT_PRECISION="ieee" if es == 4 else None)
+        res[f"attn-{dt}-d{d}-{mode}-sm{tgt}"] = ("attn", tgt, attn_types(ty[dt], ty[dt]), consts, warps, limits[tgt],
+                                                tl_.shared_memory_estimate(bm, tile, d, 2 * d, es, 4 if es == 4 else 0))
+    for tgt, dt in (("90", "bf16"), ("90", "fp32"), ("86", "fp32")):
+        es = 4 if dt == "fp32" else 2
+        p_bytes = 4 if es == 4 else 8
+        _, tile = tl_.fit_shared_memory(16, 32, q_row=576, kv_key=576, elem_bytes=es, limit=limits[tgt],
+                                        p_bytes=p_bytes)
+        mt = dict(MLA_T, out_ptr=ty[dt], q_ptr=ty[dt], kv_ptr=ty[dt])
+        mc = mla_consts(TILE=tile, DOT_F32=es == 4, P_TWO_TERMS=es != 4, DOT_PRECISION="ieee" if es == 4 else None)
+        res[f"mla-{dt}-sm{tgt}"] = ("mla", tgt, mt, mc, None, limits[tgt],
+                                    tl_.shared_memory_estimate(16, tile, 576, 576, es, p_bytes))
+    out = {}
+    for name, (kind, tgt, types, consts, warps, limit, est) in res.items():
+        k = KERNELS[kind]
+        sig = {n: ("constexpr" if n in consts else types[n]) for n in k.arg_names}
+        src = ASTSource(fn=k, signature=sig, constexprs={(k.arg_names.index(a),): v for a, v in consts.items()})
+        r = triton.compile(src, target=target(tgt), options={"num_warps": warps} if warps else None)
+        out[name] = {"shared": r.metadata.shared, "estimate": est, "limit": limit,
+                     "block_m": consts.get("BLOCK_M", 16), "tile": consts["TILE"]}
+    return out
+
+if sys.argv[1:] == ["--fitted"]:
+    print(json.dumps(fitted_cases()))
+else:
+    names = sys.argv[1:] or list(CASES)
+    print(json.dumps({n: case(*CASES[n]) for n in names}))
 '''
 
 _EXPECTED_FAIL = {"attn-fp8e4nv-sm80"}
@@ -160,3 +202,29 @@ def test_kernel_compiles_for_gpu_target(name, compiled):
         pytest.skip(f"this triton build cannot target AMD: {res['error'][:200]}")
     assert res["ok"], res.get("error")
     assert res["binary"]
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, "-c", _SCRIPT, "--fitted"], env=env, capture_output=True, text=True,
+                       timeout=900)
+    if r.returncode != 0:
+        pytest.fail(f"compile script crashed:\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_fitted_launch_defaults_fit_shared_memory(fitted):
+    """Default launches (decode and prefill tiles, bf16 and float32, head 128/256, MLA), fitted to the
+    shared memory of sm90 (H100/H200), sm80 (A100) and sm86/89, compile to a kernel that fits there (the
+    H200 refused the unfitted float32 head-256 prefill: 296 KB of 227 KB), and the estimate the fitting
+    uses is never below what Triton allocates, nor far above it (it would shrink tiles for nothing)."""
+    assert len(fitted) == 11
+    for name, r in fitted.items():
+        assert r["shared"] <= r["limit"], (name, r)
+        assert r["shared"] <= r["estimate"] <= 1.1 * r["shared"] + 4096, (name, r)
+    # the fitting did act where the preferred tiles do not fit, and left them alone where they do
+    assert (fitted["attn-fp32-d256-prefill-sm90"]["block_m"], fitted["attn-fp32-d256-prefill-sm90"]["tile"]) != (128, 64)
+    assert (fitted["attn-bf16-d128-prefill-sm90"]["block_m"], fitted["attn-bf16-d128-prefill-sm90"]["tile"]) == (128, 64)
+    assert fitted["mla-bf16-sm90"]["tile"] == 32
+    assert fitted["attn-bf16-d256-prefill-sm86"]["shared"] < 101376 < 131072  # the unfitted pair's need

@@ -49,3 +49,14 @@ def rerun_in_interpreter(test_file: str) -> None:
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test_file],
                        env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+
+
+def rerun_compiled(test_file: str, test_name: str) -> None:
+    """Run one GPU test in a subprocess without TRITON_INTERPRET (used when this process has triton in
+    interpreter mode, which inductor's compiled kernels cannot use) and fail with its output if it fails."""
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu", "-rA",
+                        f"{test_file}::{test_name}"], env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0 and " passed" in r.stdout, r.stdout[-4000:] + r.stderr[-2000:]
