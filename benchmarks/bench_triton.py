@@ -93,6 +93,35 @@ def contiguous(cache, md, ctx):
     return x.reshape(b, -1, *cache.shape[2:])[:, :ctx].transpose(1, 2).contiguous()
 
 
+def _time_graph(fn: Callable[[], Any], reps: int = 20) -> tuple[float | None, str | None]:
+    """Seconds per call replaying ``fn`` captured in a CUDA graph (the kernels alone, no Python per call,
+    as an engine that captures its decode steps runs them), or ``(None, why)`` when it cannot be captured
+    (a host sync inside, say)."""
+    try:
+        fn()
+        torch.cuda.synchronize()
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            fn()
+        return _time_cuda(g.replay, reps=reps), None
+    except Exception as e:  # the eager figure stands; say why this one is missing
+        try:
+            torch.cuda.synchronize()
+        except Exception:  # noqa: BLE001 - a broken capture may leave the stream unusable; the error says why
+            pass
+        return None, f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+
+
+def _add_graph(row: dict[str, Any], fn: Callable[[], Any], unit_bytes: float | None, bw: float) -> None:
+    t, err = _time_graph(fn)
+    if t is None:
+        row["graph_error"] = err
+        return
+    row["graph_ms"] = round(t * 1e3, 4)
+    if unit_bytes:
+        row["graph_pct_of_bw"] = round(100 * unit_bytes / t / 1e9 / bw, 1)
+
+
 def _try_time(fn, reps=20):
     """``(seconds, None)`` or ``(None, error text)`` (e.g. out of memory, an unsupported case)."""
     try:
@@ -137,6 +166,7 @@ def bench_decode(bw: float, quick: bool) -> list[dict[str, Any]]:
                     row.update(value=round(t * 1e3, 4), unit="ms", baseline=round(t_sdpa * 1e3, 4),
                                baseline_name="SDPA enable_gqa, contiguous KV", ratio=round(t_sdpa / t, 2),
                                kv_gbs=round(kv_bytes / t / 1e9, 1), pct_of_bw=round(100 * kv_bytes / t / 1e9 / bw, 1))
+                    _add_graph(row, lambda: fn(q, kc, vc, md), kv_bytes, bw)
                 rows.append(row)
             del q, kc, vc, md
             torch.cuda.empty_cache()
@@ -204,6 +234,8 @@ def bench_mla(bw: float, quick: bool) -> list[dict[str, Any]]:
                     row.update(value=round(t * 1e3, 4), unit="ms", baseline=round(t_sdpa * 1e3, 4),
                                baseline_name="SDPA (heads as query rows) over the gathered latent cache", ratio=round(t_sdpa / t, 2),
                                kv_gbs=round(kv_bytes / t / 1e9, 1), pct_of_bw=round(100 * kv_bytes / t / 1e9 / bw, 1))
+                    _add_graph(row, lambda: fn(q, kv, md, kv_lora_rank=512, scale=192 ** -0.5, topk_indices=None),
+                               kv_bytes, bw)
                 rows.append(row)
             del q, kv, md
             torch.cuda.empty_cache()
@@ -216,7 +248,7 @@ def _sweep(label: str, fn: Callable[..., Any], configs: list[dict[str, Any]], un
     rows = []
     t_default, _ = _try_time(lambda: fn())
     for cfg in configs:
-        name = f"tune {label} " + " ".join(f"{k}={v}" for k, v in cfg.items())
+        name = f"tune {label} " + " ".join(f"{k}={v}" for k, v in cfg.items() if v is not None)
         t, err = _try_time(lambda: fn(**cfg))
         row: dict[str, Any] = {"name": name, "backend": "TRITON", "config": cfg}
         if err or t is None:
@@ -237,11 +269,15 @@ def bench_tune(bw: float, on_rows: Callable[[list[dict[str, Any]]], None] | None
     from attnsolve.kernels.triton_mla import triton_mla_attention
 
     rows = []
-    for batch, ctx in ((8, 16384), (64, 4096)):
+    for batch, ctx in ((8, 16384), (64, 16384)):
         q, kc, vc, md = paged_problem(batch, ctx, 32, 8, 128, 16, torch.bfloat16)
         kv_bytes = 2 * batch * ctx * 8 * 128 * 2
-        cfgs = [dict(tile=tl_, num_warps=w, num_segments=s) for tl_ in (32, 64, 128) for w in (4, 8)
-                for s in ((4, 8, 16) if batch == 8 else (1,))]
+        if batch == 8:  # split-KV territory: segments x tile (warps None = Triton's default, as the default launch)
+            cfgs = [dict(tile=tl_, num_warps=w, num_segments=s) for tl_ in (32, 64) for w in (None, 8)
+                    for s in (4, 8, 16)]
+        else:  # a full GPU (512 programs): no split; tile, warps, and edge-only masks
+            cfgs = [dict(tile=tl_, num_warps=w, num_segments=1) for tl_ in (16, 32, 64, 128) for w in (None, 8)]
+            cfgs += [dict(tile=tl_, num_warps=None, num_segments=1, mask_every_tile=True) for tl_ in (32, 64)]
         rows += _sweep(f"decode bf16 b{batch} ctx {ctx // 1024}k", lambda **k: triton_paged_attention(q, kc, vc, md, **k),
                        cfgs, kv_bytes, bw)
         if on_rows is not None:
@@ -250,9 +286,8 @@ def bench_tune(bw: float, on_rows: Callable[[list[dict[str, Any]]], None] | None
         torch.cuda.empty_cache()
     L = 2048
     q, kc, vc, md = paged_problem(1, L, 32, 8, 128, 16, torch.bfloat16, q_rows=L)
-    cfgs = [dict(block_m=m, tile=tl_, num_warps=w, num_stages=st) for m in (64, 128) for tl_ in (32, 64, 128)
-            for w in (4, 8) for st in (2, 3)]
-    cfgs += [dict(block_m=128, tile=tl_, num_warps=8, num_stages=2, mask_every_tile=True) for tl_ in (64, 128)]
+    cfgs = [dict(block_m=m, tile=tl_, num_warps=w) for m in (64, 128) for tl_ in (32, 64, 128) for w in (4, 8)]
+    cfgs += [dict(block_m=128, tile=tl_, num_warps=8, mask_every_tile=True) for tl_ in (64, 128)]
     rows += _sweep("prefill bf16 2k", lambda **k: triton_paged_attention(q, kc, vc, md, **k), cfgs, None, bw)
     if on_rows is not None:
         on_rows(rows)
@@ -264,8 +299,8 @@ def bench_tune(bw: float, on_rows: Callable[[list[dict[str, Any]]], None] | None
                            torch.full((batch,), ctx, dtype=torch.int32).to(DEVICE), bt)
     q = torch.randn(batch, 128, 576, dtype=torch.bfloat16, device=DEVICE)
     kv = torch.randn(batch * nblk, bs, 576, dtype=torch.bfloat16, device=DEVICE)
-    cfgs = [dict(tile=tl_, block_h=h, num_warps=w, num_segments=s, p_two_terms=p)
-            for tl_ in (16, 32) for h in (16, 32) for w in (4, 8) for s in (8, 16) for p in (True, False)]
+    cfgs = [dict(tile=tl_, block_h=h, num_segments=s) for tl_ in (16, 32, 64) for h in (16, 32) for s in (8, 16)]
+    cfgs += [dict(tile=32, block_h=16, num_segments=s, p_two_terms=False) for s in (8, 16)]
     rows += _sweep("MLA b8 h128 ctx 4k", lambda **k: triton_mla_attention(q, kv, md, kv_lora_rank=512,
                                                                           scale=192 ** -0.5, **k),
                    cfgs, batch * ctx * 576 * 2, bw)
@@ -315,6 +350,10 @@ def _print(rows: list[dict[str, Any]]) -> None:
             extra += f"  {r['kv_gbs']:7.1f} GB/s ({r['pct_of_bw']}% of bw)"
         if "tflops" in r:
             extra += f"  {r['tflops']} TFLOP/s"
+        if "graph_ms" in r:
+            extra += f"  graph {r['graph_ms']} ms" + (f" ({r['graph_pct_of_bw']}% of bw)" if "graph_pct_of_bw" in r else "")
+        elif "graph_error" in r:
+            extra += f"  graph: {r['graph_error']}"
         print(f"{r['name']:58} {r['value']:>10} {r['unit']:<5}{extra}")
 
 

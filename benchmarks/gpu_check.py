@@ -5,7 +5,8 @@ Run on a CUDA machine (``TRITON_INTERPRET`` unset)::
     python -m benchmarks.gpu_check --out DIR [--write-docs] [--budget SECONDS]
 
 Steps, each in its own process with its own time limit (a hang or a crash in one keeps the
-others' results), in the order that keeps the most valuable figures if time runs out:
+others' results), by default in the order that keeps the most valuable figures if time runs out
+(``--steps`` picks and orders them, e.g. ``--steps tests,tune`` for a rerun):
 
 1. ``env.json``: GPU, driver, torch, triton, CUDA, which GPU libraries are installed.
 2. ``bench_triton.json``: ``benchmarks/bench_triton.py`` (Triton kernels, the runnable adapters
@@ -87,30 +88,44 @@ def environment() -> dict:
     return env
 
 
-def run(out: Path, budget: float, quick: bool) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    t_end = time.perf_counter() + budget
-    left = lambda reserve=0.0: t_end - time.perf_counter() - reserve  # noqa: E731
-    (out / "env.json").write_text(json.dumps(environment(), indent=1))
+STEPS = ("bench", "tests", "peer_grid", "tune")
+# the most seconds a step may take; each step also leaves 20 s per step still to come
+_STEP_CAP = {"bench": 240, "tests": 240, "peer_grid": 300, "tune": 600}
+
+
+def _commands(out: Path, quick: bool) -> dict[str, tuple[list[str], Path]]:
     py = sys.executable
-    steps = {}
     bench = [py, "benchmarks/bench_triton.py", "--json", str(out / "bench_triton.json")] + (["--quick"] if quick else [])
-    steps["bench"] = _sh(bench, min(240, left(0.6 * budget)), out / "bench_triton.log")[::2]
     tests = [py, "-m", "pytest", "-m", "gpu", "tests/kernels", "-q", "-rA", "-p", "no:cacheprovider",
              "--deselect", "tests/kernels/test_gpu_peer_grid.py::test_peer_grid_on_gpu",
              f"--junitxml={out / 'gpu_tests.xml'}"]
-    steps["tests"] = _sh(tests, min(240, left(0.3 * budget)), out / "gpu_tests.log")[::2]
     grid = [py, "tests/kernels/gpu_peer_grid.py", "--per-source", "1" if quick else "2",
             "--json", str(out / "peer_grid.json")]
-    steps["peer_grid"] = _sh(grid, min(300, left(0.12 * budget)), out / "peer_grid.log")[::2]
-    if left() > 45:
-        # rows written after every sweep: the last step is the one a spent budget stops
-        tune = [py, "-c", "import json, sys; from benchmarks import bench_triton as b; "
-                "bw = b.copy_bandwidth_gbs(1024); "
-                f"save = lambda rows: open({str(out / 'bench_tune.json')!r}, 'w').write(json.dumps({{'bw': bw, 'rows': rows}}, indent=1)); "
-                "rows = b.bench_tune(bw, save); b._print(rows); save(rows)"]
-        steps["tune"] = _sh(tune, left(5), out / "bench_tune.log")[::2]
-    (out / "steps.json").write_text(json.dumps({k: {"exit": c, "seconds": round(s)} for k, (c, s) in steps.items()}))
+    # rows written after every sweep: a step stopped at its limit keeps what it measured
+    tune = [py, "-c", "import json, sys; from benchmarks import bench_triton as b; "
+            "bw = b.copy_bandwidth_gbs(1024); "
+            f"save = lambda rows: open({str(out / 'bench_tune.json')!r}, 'w').write(json.dumps({{'bw': bw, 'rows': rows}}, indent=1)); "
+            "rows = b.bench_tune(bw, save); b._print(rows); save(rows)"]
+    return {"bench": (bench, out / "bench_triton.log"), "tests": (tests, out / "gpu_tests.log"),
+            "peer_grid": (grid, out / "peer_grid.log"), "tune": (tune, out / "bench_tune.log")}
+
+
+def run(out: Path, budget: float, quick: bool, steps: tuple[str, ...] = STEPS) -> None:
+    """The steps in the order given, each under min(its cap, what the budget leaves after 20 s for each
+    step still to come); ``steps.json`` records exit code and seconds per step."""
+    out.mkdir(parents=True, exist_ok=True)
+    t_end = time.perf_counter() + budget
+    (out / "env.json").write_text(json.dumps(environment(), indent=1))
+    commands = _commands(out, quick)
+    done = {}
+    for i, name in enumerate(steps):
+        left = t_end - time.perf_counter() - 20 * (len(steps) - i - 1)
+        if left < 30:
+            print(f"# {name}: skipped, {left:.0f} s left", flush=True)
+            continue
+        cmd, log = commands[name]
+        done[name] = _sh(cmd, min(_STEP_CAP[name], left), log)[::2]
+        (out / "steps.json").write_text(json.dumps({k: {"exit": c, "seconds": round(s)} for k, (c, s) in done.items()}))
 
 
 # ------------------------------------------------------------------------------------ the docs section
@@ -123,14 +138,21 @@ def _load(path: Path):
 
 
 def _bench_table(rows: list[dict]) -> list[str]:
-    lines = ["| case | time | vs baseline | KV GB/s (% of copy bw) |", "| --- | ---: | ---: | ---: |"]
+    graphs = any("graph_ms" in r or "graph_error" in r for r in rows)
+    lines = ["| case | time | vs baseline | KV GB/s (% of copy bw) |" + (" CUDA graph replay (% of bw) |" if graphs else ""),
+             "| --- | ---: | ---: | ---: |" + (" ---: |" if graphs else "")]
     for r in rows:
         if r.get("skipped"):
-            lines.append(f"| {r['name']} | not run: {str(r['skipped'])[:90]} | | |")
+            lines.append(f"| {r['name']} | not run: {str(r['skipped'])[:90]} | | |" + (" |" if graphs else ""))
             continue
         base = f"{r['ratio']}x ({r['baseline']} {r['unit']})" if "ratio" in r else ""
         bw = f"{r['kv_gbs']} ({r['pct_of_bw']}%)" if "kv_gbs" in r else (f"{r['tflops']} TFLOP/s" if "tflops" in r else "")
-        lines.append(f"| {r['name']} | {r['value']} {r['unit']} | {base} | {bw} |")
+        graph = ""
+        if "graph_ms" in r:
+            graph = f"{r['graph_ms']} ms" + (f" ({r['graph_pct_of_bw']}%)" if "graph_pct_of_bw" in r else "")
+        elif "graph_error" in r:
+            graph = f"not captured: {str(r['graph_error'])[:60]}"
+        lines.append(f"| {r['name']} | {r['value']} {r['unit']} | {base} | {bw} |" + (f" {graph} |" if graphs else ""))
     return lines
 
 
@@ -244,6 +266,8 @@ def main(argv=None) -> int:
     ap.add_argument("--render", type=Path, help="only rewrite docs/gpu_kernels.md from a saved run's folder")
     ap.add_argument("--write-docs", action="store_true", help="after the run, rewrite docs/gpu_kernels.md")
     ap.add_argument("--budget", type=float, default=540, help="seconds for all steps together")
+    ap.add_argument("--steps", default=",".join(STEPS),
+                    help=f"comma-separated steps in the order to run them (default: {','.join(STEPS)})")
     ap.add_argument("--quick", action="store_true", help="fewer cases and rounds")
     a = ap.parse_args(argv)
     if a.render:
@@ -251,7 +275,11 @@ def main(argv=None) -> int:
         return 0
     if not a.out:
         ap.error("give --out DIR (run) or --render DIR (docs only)")
-    run(a.out, a.budget, a.quick)
+    steps = tuple(x.strip() for x in a.steps.split(",") if x.strip())
+    unknown = [x for x in steps if x not in STEPS]
+    if unknown or not steps:
+        ap.error(f"--steps: unknown step(s) {unknown}; the steps are {', '.join(STEPS)}")
+    run(a.out, a.budget, a.quick, steps)
     if a.write_docs:
         write_docs(a.out)
     return 0

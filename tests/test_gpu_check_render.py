@@ -39,3 +39,34 @@ def test_render_reads_a_run_directory(tmp_path):
     text = gpu_check.render(tmp_path)
     assert text.startswith(gpu_check.BEGIN) and text.endswith(gpu_check.END)
     assert "NVIDIA H200" in text and "edge-only masks" in text and "| 1.10 |" in text
+
+
+def test_bench_table_shows_cuda_graph_replay_and_why_it_is_missing():
+    rows = [{"name": "decode b8 TRITON_ATTN", "value": 0.12, "unit": "ms", "baseline": 0.04, "ratio": 0.33,
+             "kv_gbs": 300.0, "pct_of_bw": 7.0, "graph_ms": 0.03, "graph_pct_of_bw": 28.0},
+            {"name": "decode b8 FLEX_ATTENTION", "value": 2.7, "unit": "ms", "baseline": 0.04, "ratio": 0.01,
+             "kv_gbs": 12.0, "pct_of_bw": 0.3, "graph_error": "RuntimeError: operation not permitted when stream is capturing"},
+            {"name": "decode b8 FLASHINFER", "skipped": "not installed"}]
+    table = gpu_check._bench_table(rows)
+    assert table[0].endswith("CUDA graph replay (% of bw) |")
+    assert "| 0.03 ms (28.0%) |" in table[2]
+    assert "not captured: RuntimeError: operation not permitted" in table[3]
+    assert all(line.count("|") == table[0].count("|") for line in table)
+    # a run without graph figures keeps the four columns
+    assert "graph" not in gpu_check._bench_table(rows[2:])[0]
+
+
+def test_steps_run_in_the_order_given_and_unknown_ones_are_refused(tmp_path, monkeypatch, capsys):
+    ran = []
+    monkeypatch.setattr(gpu_check, "environment", lambda: {})
+    monkeypatch.setattr(gpu_check, "_sh", lambda cmd, timeout, log: ran.append((log.name, timeout)) or (0, "", 1.0))
+    gpu_check.run(tmp_path, 400, False, ("tests", "tune"))
+    assert [name for name, _ in ran] == ["gpu_tests.log", "bench_tune.log"]
+    assert ran[0][1] <= 240 and ran[1][1] <= 400
+    assert json.loads((tmp_path / "steps.json").read_text()) == {"tests": {"exit": 0, "seconds": 1},
+                                                                 "tune": {"exit": 0, "seconds": 1}}
+    import pytest
+
+    with pytest.raises(SystemExit):
+        gpu_check.main(["--out", str(tmp_path), "--steps", "tests,bogus"])
+    assert "unknown step(s) ['bogus']" in capsys.readouterr().err

@@ -401,28 +401,29 @@ def batch(q_lens, seq_lens, H, Hkv, D, bs, dtype):
     T = sum(q_lens)
     return (torch.randn(T, H, D, device="cuda", dtype=dtype), torch.randn(total, bs, Hkv, D, device="cuda", dtype=dtype),
             torch.randn(total, bs, Hkv, D, device="cuda", dtype=dtype), md)
-worst = 0.0
+sinks = torch.randn(32, device="cuda")
+every = ({}, {"sliding_window": 100}, {"logits_soft_cap": 30.0}, {"sinks": sinks})
+combined = ({}, {"sliding_window": 100, "logits_soft_cap": 30.0, "sinks": sinks})
 for dtype, tol in ((torch.float16, 3e-3), (torch.bfloat16, 2.5e-2), (torch.float32, 1e-3)):
-    for D in (64, 80, 128, 256):
-        for kw in ({}, {"sliding_window": 100}, {"logits_soft_cap": 30.0}, {"sinks": torch.randn(32, device="cuda")}):
+    for D in (64, 80, 128, 256):  # each feature alone at 128, together at the other sizes (fewer compiles)
+        for kw in (every if D == 128 else combined):
+            # prefill-heavy batch: the 128-row programs, fitted to shared memory (float32 head 256 is over
+            # the H200's 227 KB unfitted)
             q, kc, vc, md = batch([1, 1, 300, 37, 1], [1000, 17, 300, 2000, 4097], 32, 8, D, 16, dtype)
             out = triton_attn.triton_paged_attention(q, kc, vc, md, **kw)
-            md_cpu = AttentionMetadata(md.query_start_loc.cpu(), md.seq_lens.cpu(), md.block_table.cpu())
-            kwc = {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in kw.items()}
-            ref = paged_attention_reference(q.cpu(), kc.cpu(), vc.cpu(), md_cpu, **kwc)
-            torch.testing.assert_close(out.float().cpu(), ref.float(), atol=tol, rtol=tol)
-            if D == 128:
+            ref = paged_attention_reference(q, kc, vc, md, **kw)  # float64, on the GPU
+            torch.testing.assert_close(out.float(), ref.float(), atol=tol, rtol=tol)
+            if D == 128 and kw in combined:
                 kc8, vc8 = kc.to(torch.float8_e4m3fn), vc.to(torch.float8_e4m3fn)
                 out = triton_attn.triton_paged_attention(q, kc8, vc8, md, k_scale=1.0, v_scale=1.0, **kw)
-                ref = paged_attention_reference(q.cpu(), kc8.cpu(), vc8.cpu(), md_cpu, k_scale=1.0, v_scale=1.0, **kwc)
-                torch.testing.assert_close(out.float().cpu(), ref.float(), atol=max(tol, 2e-2), rtol=2e-2)
+                ref = paged_attention_reference(q, kc8, vc8, md, k_scale=1.0, v_scale=1.0, **kw)
+                torch.testing.assert_close(out.float(), ref.float(), atol=max(tol, 2e-2), rtol=2e-2)
 for segs in (None, 4):  # decode-only batch: the default picks split-KV on a big GPU
     q, kc, vc, md = batch([1] * 4, [5000, 17, 1, 1200], 32, 8, 128, 16, torch.bfloat16)
     sinks = torch.randn(32, device="cuda")
     out = triton_attn.triton_paged_attention(q, kc, vc, md, num_segments=segs, sinks=sinks)
-    md_cpu = AttentionMetadata(md.query_start_loc.cpu(), md.seq_lens.cpu(), md.block_table.cpu())
-    ref = paged_attention_reference(q.cpu(), kc.cpu(), vc.cpu(), md_cpu, sinks=sinks.cpu())
-    torch.testing.assert_close(out.float().cpu(), ref.float(), atol=2.5e-2, rtol=2e-2)
+    ref = paged_attention_reference(q, kc, vc, md, sinks=sinks)
+    torch.testing.assert_close(out.float(), ref.float(), atol=2.5e-2, rtol=2e-2)
 print("GPU OK")
 """
 
