@@ -85,26 +85,30 @@ def fit_shared_memory(block_m: int, tile: int, *, q_row: int, kv_key: int, elem_
 def gpu_launch(num_tokens: int, num_seqs: int, queries_per_kv: int) -> tuple[int, int, int | None]:
     """Preferred ``(block_m, tile, num_warps)`` on a GPU for head size 128 in 16 bits, from the shapes alone.
 
-    Measured on an H200 (docs/gpu_kernels.md, launch sweep): decode batches take 16 rows per program and
-    64-key tiles (1.36-1.40x the 32-key tiles); a batch whose sequences average enough rows to fill 128-row
-    programs (prefill) takes 128 rows, 64-key tiles and 8 warps (1.55x vLLM's 16-row programs on a 2k
-    causal prefill).  Larger heads or wider elements are fitted afterwards (``fit_shared_memory``)."""
+    Measured on an H200 (docs/gpu_kernels.md, launch sweeps; identical launches there differ by up to
+    15% between measurements, so only larger gaps decided): decode batches take 16 rows per program,
+    128-key tiles and 4 warps (the second run, with edge-only masks: 1.27x the 64-key tiles at batch 64
+    4k, 1.59x with 8 split-KV segments at batch 8 16k; the 32-key tiles were slower in both); a batch whose
+    sequences average enough rows to fill 128-row programs (prefill) takes 128 rows, 64-key tiles and 8
+    warps (1.55x vLLM's 16-row programs on a 2k causal prefill).  Larger heads or wider elements are
+    fitted afterwards (``fit_shared_memory``)."""
     rows_per_seq = num_tokens / max(num_seqs, 1)
     if rows_per_seq * queries_per_kv >= 128:
         return 128, 64, 8
-    return 16, 64, None
+    return 16, 128, 4
 
 
 def split_kv_segments(dev: torch.device, programs: int) -> int:
     """Split-KV segments for a GPU launch of ``programs`` programs that would leave SMs idle:
-    enough for about four programs per SM, at most 16 (a power of two; 1 on CPU).  Four, not
-    two: 16 segments ran a batch-8 16k decode 1.1x faster than 8 on an H200."""
+    enough for about two programs per SM, at most 16 (a power of two; 1 on CPU).  Two: with the
+    128-key decode tiles, 8 segments ran a batch-8 16k decode (64 programs) 1.26x faster than 16
+    and 1.42x faster than 4 on an H200."""
     if dev.type == "cpu":
         return 1
     sms = sm_count(dev)
     if programs >= sms:
         return 1
-    return min(16, 1 << (-(-4 * sms // max(programs, 1)) - 1).bit_length())
+    return min(16, 1 << (-(-2 * sms // max(programs, 1)) - 1).bit_length())
 
 
 def default_segments(dev: torch.device, num_tokens: int, num_seqs: int, num_kv_heads: int) -> int:

@@ -201,7 +201,7 @@ def triton_mla_attention(
     ``num_warps``/``num_stages``: Triton launch options (default: Triton's own).
 
     ``num_segments`` (a power of two): split-KV segments combined by a second kernel;
-    default 1 on CPU, on GPU enough for about four programs per SM (at most 16).
+    default 1 on CPU, on GPU enough for about two programs per SM (at most 16).
 
     ``dot_f32``: upcast the query and latent rows to float32 before the dots (default: on CPU,
     where Triton's interpreter is exact in float32 either way; off on GPUs, whose tensor cores
