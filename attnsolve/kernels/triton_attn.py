@@ -38,8 +38,8 @@ import triton.language as tl
 
 from attnsolve.kernels.registry import register_kernel
 from attnsolve.kernels.triton_launch import (
-    default_segments, fit_shared_memory, gpu_launch, launch_options, remembered, run_fitted, shared_memory_limit,
-    split_kv_segments,
+    default_segments, fit_shared_memory, gpu_launch, launch_options, pow2_at_least, remembered, run_fitted,
+    shared_memory_limit, split_kv_segments,
 )
 from attnsolve.kernels.validate import check_paged
 
@@ -483,8 +483,8 @@ def triton_paged_attention(
         return (out, lse) if c.return_lse else out
 
     qpkv = H // Hkv
-    head_pad = max(triton.next_power_of_2(D), 16)
-    head_pad_v = max(triton.next_power_of_2(Dv), 16)
+    head_pad = pow2_at_least(D, 16)
+    head_pad_v = pow2_at_least(Dv, 16)
     chosen_by_caller = block_m is not None or tile is not None
     if dev.type == "cpu":  # interpreter: fewer, bigger programs are much faster
         block_m = 64 if block_m is None else block_m
@@ -498,7 +498,7 @@ def triton_paged_attention(
     for knob, val in (("block_m", block_m), ("tile", tile)):
         if val < 16 or val & (val - 1):
             raise ValueError(f"Expected {knob} a power of two >= 16, but got {val}.")
-    least_block_m = max(16, triton.next_power_of_2(qpkv))
+    least_block_m = pow2_at_least(qpkv, 16)
     block_m = max(block_m, least_block_m)
     shape_key = ("TRITON_ATTN", dev.type, dev.index, head_pad, head_pad_v, query.dtype, key_cache.dtype,
                  block_m, tile, num_warps, num_stages)

@@ -33,6 +33,12 @@ _SHARED_BYTES: dict[int, int] = {}
 _SHRUNK: dict[tuple, tuple[int, int]] = {}  # problem shape -> the (block_m, tile) that launched
 
 
+def pow2_at_least(n: int, least: int = 1) -> int:
+    """The smallest power of two >= ``n`` and >= ``least`` (host arithmetic; ``triton.next_power_of_2``
+    is a constexpr function in Triton 3.9 and costs several microseconds per host call)."""
+    return max(least, 1 << (max(n, 1) - 1).bit_length())
+
+
 def _index(dev: torch.device) -> int:
     return dev.index if dev.index is not None else torch.cuda.current_device()
 
@@ -108,7 +114,7 @@ def split_kv_segments(dev: torch.device, programs: int) -> int:
     sms = sm_count(dev)
     if programs >= sms:
         return 1
-    return min(16, 1 << (-(-2 * sms // max(programs, 1)) - 1).bit_length())
+    return min(16, pow2_at_least(-(-2 * sms // max(programs, 1))))
 
 
 def default_segments(dev: torch.device, num_tokens: int, num_seqs: int, num_kv_heads: int) -> int:

@@ -33,7 +33,7 @@ from attnsolve.kernels.registry import register_kernel
 from attnsolve.kernels.validate import check_mla
 from attnsolve.kernels.triton_attn import _reduce_segments_kernel, _require_runnable, interpreter_reason
 from attnsolve.kernels.triton_launch import (
-    fit_shared_memory, launch_options, remembered, run_fitted, shared_memory_limit, split_kv_segments,
+    fit_shared_memory, launch_options, pow2_at_least, remembered, run_fitted, shared_memory_limit, split_kv_segments,
 )
 
 __all__ = ["triton_mla_attention"]
@@ -241,14 +241,14 @@ def triton_mla_attention(
 
     if block_h is None:
         block_h = 16
-    block_h = max(16, triton.next_power_of_2(min(block_h, max(H, 1))))
+    block_h = pow2_at_least(min(block_h, max(H, 1)), 16)
     chosen_by_caller = tile is not None
     if tile is None:
         tile = 32  # CPU: fewer interpreter steps; H200: 1.2x the 16-key tiles with split-KV (launch sweep)
     if tile < 16 or tile & (tile - 1):
         raise ValueError(f"Expected tile a power of two >= 16, but got {tile}.")
-    lora_pad = max(16, triton.next_power_of_2(kv_lora_rank))
-    rope_pad = max(16, triton.next_power_of_2(max(rope, 1)))
+    lora_pad = pow2_at_least(kv_lora_rank, 16)
+    rope_pad = pow2_at_least(rope, 16)
     shape_key = ("TRITON_MLA", dev.type, dev.index, lora_pad, rope_pad, query.dtype, kv_cache.dtype, block_h, tile,
                  num_warps, num_stages)
     scale = Dq ** -0.5 if scale is None else float(scale)
@@ -265,7 +265,7 @@ def triton_mla_attention(
                                     p_bytes=8 if p_two_terms else 4, limit=shared_memory_limit(dev),
                                     least_block_m=block_h)
         _, tile = remembered(shape_key, block_h, tile)
-    head_blocks = triton.cdiv(H, block_h)
+    head_blocks = -(-H // block_h)
     if num_segments is None:
         num_segments = split_kv_segments(dev, T * head_blocks)
     if num_segments < 1 or num_segments & (num_segments - 1):
