@@ -283,7 +283,7 @@ ENGINE_VALUES = {
     ("config/values.py", "none"): "a spelling of None for tristate fields",
     ("config/normalise.py", "auto"): "a spelling of None (automatic) for use_trtllm_attention",
     ("config/normalise.py", "none"): "a spelling of None for use_trtllm_attention",
-    ("rules/loader.py", "none"): "the rule language's keyword (compute_capability_from = \"none\")",
+    ("rules/predicates.py", "none"): "the rule language's predicate keyword (`none = true`: the field may be None)",
     ("rules/schema.py", "none"): "the rule language's keyword",
     ("solver/semantics.py", "auto"): "the name of automatic selection (Plan.mode), not a field value",
     ("solver/reach.py", "auto"): "Plan.mode 'auto'",

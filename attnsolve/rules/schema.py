@@ -6,7 +6,8 @@ the closest known key, a string where a number belongs, `eq = [1, 2]`, a reason 
 `validate = "no"`) turns each malformed file into a RulesError naming file and key at load time,
 instead of a silent wrong answer or a crash at solve time.
 
-To add a rule key: add one line to KEYS (its place and kind), then read it in loader.py.
+To add a rule key: add one line to KEYS (its place and kind), then read it where its table is built
+(rules/backends.py, priority_lists.py, predicates.py... : loader.py names the module per table).
 """
 
 from __future__ import annotations

@@ -1,0 +1,76 @@
+"""[fields.NAME] tables: the fields a rule set declares (kind, default, flags, help) as FieldDecl.
+
+Why a module of its own: a release that declares its fields owns the CLI flags and the defaults
+(conditional ones too); each declaration is checked against its kind here, before any rule reads it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import schema
+from .conditions import _literals
+from .model import FIELD_CATEGORIES, FIELD_KINDS, DerivedCase, FieldDecl
+from .problems import _Collector
+from .toml_values import _list
+
+
+def _field_decls(raw: dict[str, tuple[str, dict]], domains: dict[str, tuple[Any, ...]],
+                 col: _Collector, known: set[str]) -> dict[str, FieldDecl]:
+    """[fields.NAME] tables -> FieldDecl, each checked against its kind (an enum needs its values)."""
+    out: dict[str, FieldDecl] = {}
+    for name, (fname, d) in raw.items():
+        kind = d.get("kind")
+        if kind not in FIELD_KINDS:
+            col.add(fname, f"fields.{name}.kind", f"{kind!r} is not a field kind; accepted: {', '.join(FIELD_KINDS)}")
+            continue
+        category = d.get("category", "setting")
+        if category not in FIELD_CATEGORIES:
+            col.add(fname, f"fields.{name}.category", f"{category!r}; accepted: {', '.join(FIELD_CATEGORIES)}")
+            continue
+        if kind == "enum" and name not in domains:
+            col.add(fname, f"fields.{name}", "an enum field needs its values (values = [...] here or in [fields] of domains.toml)")
+            continue
+        default = d.get("default")
+        if kind == "bool" and default is not None and not isinstance(default, bool):
+            col.add(fname, f"fields.{name}.default", f"a bool field's default is true or false, got {default!r}")
+            continue
+        if kind == "enum" and default is not None and default not in domains.get(name, ()):
+            col.add(fname, f"fields.{name}.default", f"{default!r} not in its values {list(domains.get(name, ()))}")
+            continue
+        flags = tuple(d.get("flags", ()))
+        if isinstance(d.get("flag"), str) and d["flag"] not in flags:  # `flag`: attnsolve's own flag, first
+            flags = (d["flag"], *flags)
+        bad = [f for f in flags if not f.startswith("-") or " " in f]
+        if bad:
+            col.add(fname, f"fields.{name}.flags", f"{bad[0]!r} is not a command-line flag (like --{name.replace('_', '-')})")
+            continue
+        try:
+            defaults = _field_defaults(name, d.get("defaults", []), known, domains)
+        except ValueError as e:
+            col.add(fname, f"fields.{name}.defaults", str(e))
+            continue
+        out[name] = FieldDecl(name=name, kind=kind, default=default, unset=d.get("unset", ""), category=category,
+                              selector=bool(d.get("selector", False)), flags=flags, metavar=d.get("metavar", "VALUE"),
+                              env=d.get("env"), vllm=d.get("vllm", ""), help=d.get("help", ""),
+                              platforms=tuple(d.get("platforms", ())), min=d.get("min"),
+                              model_keys=tuple(d.get("model_keys", ())), architectures=dict(d.get("architectures", {})),
+                              defaults=defaults)
+    return out
+
+
+def _field_defaults(name: str, raw: Any, known: set[str], domains: dict[str, tuple[Any, ...]]) -> tuple[DerivedCase, ...]:
+    """`defaults = [{ when, value }, ..., { value }]`: first match; the last case has no `when`."""
+    cases = []
+    for i, c in enumerate(_list(raw)):
+        if not isinstance(c, dict) or set(c) - schema.keys("field_default") or "value" not in c:
+            raise ValueError(f"case #{i + 1} needs a 'value' (and optional 'when')")
+        when = _literals(c.get("when", {}), known)
+        if any(lit.field == name for lit in when):
+            raise ValueError(f"case #{i + 1}: its 'when' reads {name} itself")
+        if name in domains and c["value"] not in domains[name]:
+            raise ValueError(f"case #{i + 1}: {c['value']!r} not in its values {list(domains[name])}")
+        cases.append(DerivedCase(when, c["value"]))
+    if cases and cases[-1].when:
+        raise ValueError("the last case must have no 'when' (the value otherwise)")
+    return tuple(cases)
