@@ -26,6 +26,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
      "attnsolve.coverage", "attnsolve.modelconfig", "attnsolve.advice", "attnsolve.advice_text", "attnsolve.render",
      "attnsolve.versions", "attnsolve"),
     ("attnsolve.cli", "attnsolve.cli_guards", "attnsolve.query", "attnsolve.verbs", "attnsolve.docs",
+     "attnsolve.docs_backends", "attnsolve.docs_cc", "attnsolve.docs_cells", "attnsolve.docs_page",
+     "attnsolve.docs_paths", "attnsolve.docs_prefill", "attnsolve.docs_sections", "attnsolve.docs_tables",
      "attnsolve.__main__", "attnsolve.kernels"),
 )
 

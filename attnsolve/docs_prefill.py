@@ -1,0 +1,59 @@
+"""The MLA prefill table: which --attention-config switches turn each prefill backend on or off.
+
+Why a module: prefill backends are picked at runtime from switches, not validated like decode
+backends, so their table has its own columns (Enable, Disable, Notes).
+"""
+
+from __future__ import annotations
+
+from .docs_backends import _sorted_variants
+from .docs_cells import cc_pred_text, lit_text, reason_text
+from .rules.model import Backend, RuleSet
+
+PREFILL_HEADERS = ["Backend", "Description", "Compute Cap.", "Enable", "Disable", "Notes"]
+# vLLM --attention-config switches (presentation: how a prefill backend is turned on or off)
+_SWITCHES = ("use_trtllm_ragged_deepseek_prefill", "disable_flashinfer_prefill", "use_cudnn_prefill")
+
+
+def _switch_cells(b: Backend) -> tuple[str, str, list[str]]:
+    from .config import Config
+    defaults = {f: getattr(Config.__dataclass_fields__[f], "default") for f in _SWITCHES}
+    enable, disable, notes = [], [], []
+    clauses: dict[int, int] = {}
+    for c in b.checks:
+        clauses[c.group] = clauses.get(c.group, 0) + 1
+    shown: set[int] = set()
+    for c in b.checks:
+        f = c.require.field
+        if f in _SWITCHES and c.require.pred.eq in (True, False):
+            want = c.require.pred.eq
+            on, off = f"`-ac.{f}={int(want)}`", f"`-ac.{f}={int(not want)}`"
+            enable.append("Default" if defaults[f] == want else on)
+            disable.append(off)
+        elif c.group and clauses[c.group] > 1:  # a check over alternatives (any_of): vLLM's own words
+            if c.group not in shown:
+                shown.add(c.group)
+                notes.append("refused with *" + reason_text(c.reason) + "*")
+        elif f not in ("compute_capability",):
+            cond = " and ".join(lit_text(w) for w in c.when)
+            notes.append("needs " + lit_text(c.require) + (f" ({cond})" if cond else ""))
+    enable = list(dict.fromkeys(enable))
+    return ", ".join(enable) or "Default fallback", ", ".join(disable) or "Use other backends", notes
+
+
+def prefill_rows(rules: RuleSet) -> list[list[str]]:
+    pl = next((p for p in rules.lists if p.platform == "cuda" and any(
+        lit.field == "role" and lit.pred.eq == "mla_prefill" for lit in p.when)), None)
+    names = [e.backend for e in pl.entries] if pl else sorted(
+        b.name for b in rules.backends.values() if b.role == "mla_prefill")
+    rows = []
+    for name in names:
+        b = rules.backends[name]
+        ccs = [c for c in b.checks if c.require.field == "compute_capability"]
+        cc = cc_pred_text(ccs[0].require.pred) if ccs else "Any"
+        enable, disable, notes = _switch_cells(b)
+        variants = ", ".join(v.name for v in _sorted_variants(rules, b))
+        if variants:
+            notes.append(f"variants {variants} by {b.variant_field}")
+        rows.append([f"`{name}`", b.summary, cc, enable, disable, "; ".join(notes)])
+    return rows
