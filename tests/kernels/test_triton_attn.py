@@ -176,6 +176,30 @@ def test_tuning_knobs_do_not_change_results(block_m, tile):
 
 
 @needs_interp
+@pytest.mark.parametrize("kw", [{}, {"sliding_window": 100, "logits_soft_cap": 20.0}, {"sinks": "x"}],
+                         ids=["plain", "window-softcap", "sinks"])
+def test_gpu_default_launches_in_the_interpreter(kw):
+    """The launches a GPU gets by default (triton_launch.gpu_launch: decode 16 rows x 128-key tiles with
+    split-KV for two programs per SM, prefill 128 rows x 64-key tiles), run in the interpreter: tiles longer
+    than most sequences, empty split-KV segments, and edge-only masks at those sizes match the reference."""
+    from attnsolve.kernels import triton_launch
+
+    if kw.get("sinks") == "x":
+        kw = {"sinks": torch.randn(8)}
+    q, kc, vc, md = make_batch([1, 1, 1, 1], [300, 7, 1000, 129], 8, 2, 64, 16, seed=11)
+    block_m, tile, _ = triton_launch.gpu_launch(4, 4, 4)
+    assert (block_m, tile) == (16, 128)
+    for segments in (1, 8, 16):  # what split_kv_segments gives decode batches of 132..33 / 32..1 programs on 132 SMs
+        out = triton_paged_attention(q, kc, vc, md, block_m=block_m, tile=tile, num_segments=segments, **kw)
+        assert_matches(out, paged_attention_reference(q, kc, vc, md, **kw), torch.float32)
+    q, kc, vc, md = make_batch([300, 40], [300, 200], 8, 2, 64, 16, seed=12)
+    block_m, tile, _ = triton_launch.gpu_launch(340, 2, 4)
+    assert (block_m, tile) == (128, 64)
+    out = triton_paged_attention(q, kc, vc, md, block_m=block_m, tile=tile, **kw)
+    assert_matches(out, paged_attention_reference(q, kc, vc, md, **kw), torch.float32)
+
+
+@needs_interp
 @pytest.mark.parametrize("kw", [
     {},  # causal prefill with context: full tiles below each q-block's first row
     {"sliding_window": 37},  # causal window: edge tiles on both sides
