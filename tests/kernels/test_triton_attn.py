@@ -189,7 +189,7 @@ def test_gpu_default_launches_in_the_interpreter(kw):
     q, kc, vc, md = make_batch([1, 1, 1, 1], [300, 7, 1000, 129], 8, 2, 64, 16, seed=11)
     block_m, tile, _ = triton_launch.gpu_launch(4, 4, 4)
     assert (block_m, tile) == (16, 128)
-    for segments in (1, 8, 16):  # what split_kv_segments gives decode batches of 132..33 / 32..1 programs on 132 SMs
+    for segments in (1, 8, 16):  # split_kv_segments on 132 SMs: 8 for 33-65 programs, 16 for fewer
         out = triton_paged_attention(q, kc, vc, md, block_m=block_m, tile=tile, num_segments=segments, **kw)
         assert_matches(out, paged_attention_reference(q, kc, vc, md, **kw), torch.float32)
     q, kc, vc, md = make_batch([300, 40], [300, 200], 8, 2, 64, 16, seed=12)
