@@ -31,7 +31,8 @@ import triton.language as tl
 
 from attnsolve.kernels.registry import register_kernel
 from attnsolve.kernels.validate import check_mla
-from attnsolve.kernels.triton_attn import _reduce_segments_kernel, _require_runnable, interpreter_reason
+from attnsolve.kernels.triton_attn import _require_runnable, interpreter_reason
+from attnsolve.kernels.triton_attn_kernels import _reduce_segments_kernel
 from attnsolve.kernels.triton_launch import (
     fit_shared_memory, launch_options, pow2_at_least, remembered, run_fitted, shared_memory_limit, split_kv_segments,
 )

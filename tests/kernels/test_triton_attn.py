@@ -21,6 +21,9 @@ from sizes import FULL, pick  # noqa: E402
 from triton_import import import_interpreted, rerun_in_interpreter  # noqa: E402
 
 torch, triton_attn, _SET_ENV = import_interpreted("attnsolve.kernels.triton_attn")
+# the Triton programs, imported (in the same mode) by triton_attn; a module global, since a @triton.jit
+# function resolves the names it calls in its module's globals
+from attnsolve.kernels import triton_attn_kernels  # noqa: E402
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
@@ -264,9 +267,9 @@ def test_fp8_bit_decoders_are_exact_for_all_256_patterns(fmt):
         offs = tl.arange(0, 256)
         x = tl.load(x_ptr + offs)
         if E4M3:
-            y = triton_attn._e4m3fn_bits_to_f32(x)
+            y = triton_attn_kernels._e4m3fn_bits_to_f32(x)
         else:
-            y = triton_attn._e5m2_bits_to_f32(x)
+            y = triton_attn_kernels._e5m2_bits_to_f32(x)
         tl.store(y_ptr + offs, y)
 
     bits = torch.arange(256, dtype=torch.int32).to(torch.uint8)
