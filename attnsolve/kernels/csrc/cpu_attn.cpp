@@ -1078,9 +1078,14 @@ extern "C" int attnsolve_paged_decode(
       _tile_loadconfig(&cfg);
     }
 #endif
+    int prepped_row = -1;  // the query row whose converted copies (qf, q2, q2f, qlane, qvnni) this thread holds
     #pragma omp for schedule(dynamic, 1) nowait
     for (int it = 0; it < nitems; ++it) {
       const Item& I = items[it];
+      // a row's chunks are consecutive items: its query is converted once per thread, not once per chunk
+      // (about 10 us for 32 heads of 128 dims: a 1k-key bf16 row on one thread, four chunks, 0.353 -> 0.322 ms)
+      if (I.row != prepped_row) {
+      prepped_row = I.row;
       for (int h = 0; h < H; ++h)
         load_row(qtype, (const char*)q + ((int64_t)I.row * q_s0 + (int64_t)h * q_s1) * qe, &qf[(size_t)h * D], D, 1.0f);
 #if defined(ATTNSOLVE_AVX512)
@@ -1128,6 +1133,7 @@ extern "C" int attnsolve_paged_decode(
 #endif
       }
 #endif
+      }  // query conversions
       std::fill(acc.begin(), acc.end(), 0.0f);
       std::fill(m.begin(), m.end(), -INFINITY);
       std::fill(l.begin(), l.end(), 0.0f);
