@@ -85,6 +85,8 @@ static inline void store_row(int type, void* p, const float* src, int n) {
 static inline int esize(int type) { return type == F32 ? 4 : (type == BF16 || type == F16) ? 2 : 1; }
 // Position r of a 64-value group converted in "lane order" (fp8_to_bf16 with lane = true) holds value:
 static inline int fp8_lane_elem(int r) { return r < 32 ? 16 * (r / 8) + r % 8 : 16 * ((r - 32) / 8) + 8 + (r - 32) % 8; }
+struct Fp8Lane { int v[64]; Fp8Lane() { for (int r = 0; r < 64; ++r) v[r] = fp8_lane_elem(r); } int operator[](int r) const { return v[r]; } };
+static const Fp8Lane g_fp8_lane;  // fp8_lane_elem as a table (the per-item loops use it)
 
 
 
@@ -218,6 +220,17 @@ struct PfList {
   }
   inline void rest() { while (t < n) steps(1 << 20); }
 };
+
+// 16 floats to bf16, rounded to nearest even with every input exact (denormals included, unlike
+// vcvtneps2bf16, which reads them as zero), NaN -> 0x7fc0: the scalar rule of store_row, 16 at a time.
+static inline __m256i bf16_rne16(__m512 x) {
+  const __m512i u = _mm512_castps_si512(x);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb), 16);
+  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+  r = _mm512_mask_mov_epi32(r, nan, _mm512_set1_epi32(0x7fc0));
+  return _mm512_cvtepi32_epi16(r);
+}
 
 // In-register 16 x 16 float32 transpose (64 shuffles).
 static inline void transpose16(__m512* r) {
@@ -1113,7 +1126,8 @@ extern "C" int attnsolve_paged_decode(
         }
 #if defined(__AVX512BF16__)
         if (use_dp & 32)  // fp8 K rows come in lane order (fp8_to_bf16): the query's dims follow it
-          for (size_t i = 0; i < (size_t)H * D; ++i) qlane[i] = qf[i - i % 64 + fp8_lane_elem((int)(i % 64))];
+          for (size_t i = 0; i < (size_t)H * D; i += 64)
+            for (int r = 0; r < 64; ++r) qlane[i + r] = qf[i + g_fp8_lane[r]];
         const float* qsrc = (use_dp & 32) ? qlane.data() : qf.data();
         if (use_dp & 1)
           for (size_t i = 0; i < (size_t)H * D; i += 16) {
@@ -1137,15 +1151,17 @@ extern "C" int attnsolve_paged_decode(
               }
             }
         }
-        if (use_amx) {  // q^T per KV head as [D/2][G][2] bf16 (round to nearest even, like the dp path; fp8: lane order)
-          for (int kh = 0; kh < Hkv; ++kh)
-            for (int g = 0; g < G; ++g)
-              for (int d = 0; d < D; ++d) {
-                uint32_t u; std::memcpy(&u, &qsrc[(size_t)(kh * G + g) * D + d], 4);
-                const uint16_t b = ((u & 0x7fffffffu) > 0x7f800000u) ? (uint16_t)0x7fc0
-                                   : (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-                qvnni[(size_t)kh * D * G + (size_t)(d / 2) * G * 2 + g * 2 + (d & 1)] = b;
-              }
+        if (use_amx) {  // q^T per KV head as [D/2][G][2] bf16 (round to nearest even; fp8: lane order).  A head's
+          // dim pair is one 32-bit word, so the layout is a [G][D/2] -> [D/2][G] transpose of words per KV head
+          uint32_t* qw = (uint32_t*)qvnni.data();
+          alignas(64) uint16_t hb16[256];  // one head's D bf16 values (AMX: D is a multiple of 32, at most 256)
+          const uint32_t* hw = (const uint32_t*)hb16;
+          for (int h = 0; h < H; ++h) {
+            for (int d = 0; d < D; d += 16)
+              _mm256_store_si256((__m256i*)(hb16 + d), bf16_rne16(_mm512_loadu_ps(&qsrc[(size_t)h * D + d])));
+            uint32_t* dst = qw + (size_t)(h / G) * (D / 2) * G + (h % G);
+            for (int p = 0; p < D / 2; ++p) dst[(size_t)p * G] = hw[p];
+          }
         }
 #endif
       }
@@ -1260,20 +1276,33 @@ extern "C" int attnsolve_paged_decode(
           const float* a = &acc[(size_t)(h / G) * G * Dv + (h % G) * 16];
           for (int c = 0; c < Dv / 16; ++c) std::memcpy(dst + (size_t)h * Dv + 16 * c, a + (size_t)c * 16 * G, 64);
         }
-      } else if (use_amx_pv) {  // undo the AMX PV layout: per KV head [D/32][2G][16], head g's even dims in row g, odd in G + g
+      }
+#if defined(ATTNSOLVE_AMX)
+      else if (use_amx_pv) {  // undo the AMX PV layout: per KV head [D/32][2G][16], head g's even dims in row g, odd in G + g
         float* dst = &pacc[(size_t)it * H * Dv];
+        const __m512i ilo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+        const __m512i ihi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+        alignas(64) float pos[32];
         for (int h = 0; h < H; ++h) {
           const float* a = &acc[(size_t)(h / G) * G * Dv + (h % G) * 16];
-          for (int c = 0; c < Dv / 32; ++c)
-            for (int n = 0; n < 16; ++n) {
-              const int p0 = 32 * c + 2 * n, p1 = p0 + 1;  // V row positions (lane order: fp8_to_bf16)
-              const int d0 = (use_dp & 32) ? p0 - p0 % 64 + fp8_lane_elem(p0 % 64) : p0;
-              const int d1 = (use_dp & 32) ? p1 - p1 % 64 + fp8_lane_elem(p1 % 64) : p1;
-              dst[(size_t)h * Dv + d0] = a[(size_t)c * 32 * G + n];
-              dst[(size_t)h * Dv + d1] = a[(size_t)c * 32 * G + 16 * G + n];
+          float* dh = dst + (size_t)h * Dv;
+          for (int c = 0; c < Dv / 32; ++c) {
+            const __m512 ev = _mm512_loadu_ps(a + (size_t)c * 32 * G), od = _mm512_loadu_ps(a + (size_t)c * 32 * G + 16 * G);
+            const __m512 lo = _mm512_permutex2var_ps(ev, ilo, od), hi = _mm512_permutex2var_ps(ev, ihi, od);
+            if (!(use_dp & 32)) {  // V row positions 32c .. 32c + 31 are the dims
+              _mm512_storeu_ps(dh + 32 * c, lo);
+              _mm512_storeu_ps(dh + 32 * c + 16, hi);
+            } else {  // lane order (fp8_to_bf16): position p of a 64-dim group holds dim g_fp8_lane[p]
+              _mm512_store_ps(pos, lo);
+              _mm512_store_ps(pos + 16, hi);
+              const int base = 32 * c - (32 * c) % 64, off = (32 * c) % 64;
+              for (int r = 0; r < 32; ++r) dh[base + g_fp8_lane[off + r]] = pos[r];
             }
+          }
         }
-      } else if (use_dp & 8) {  // undo the unpacklo/hi order of each 32-wide chunk (see pv_dp)
+      }
+#endif
+      else if (use_dp & 8) {  // undo the unpacklo/hi order of each 32-wide chunk (see pv_dp)
         float* dst = &pacc[(size_t)it * H * Dv];
         for (int h = 0; h < H; ++h)
           for (int c = 0; c < Dv; c += 32)
