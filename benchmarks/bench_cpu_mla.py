@@ -1,13 +1,13 @@
-"""CPU_MLA decode: bytes of latent cache read per second, as a ratio to an interleaved reduction's read rate.
+"""CPU_MLA decode: bytes of latent cache read per second, as a ratio to a reduction's read rate.
 
 ``python benchmarks/bench_cpu_mla.py [--quick]`` prints one table (``python -m benchmarks`` shows
 the C++ rows in its kernels group).  Problem: DeepSeek-style decode (one query token per sequence),
 ``kv_lora_rank 512 + rope 64``, 16 query heads (a TP-8 shard of 128), shuffled blocks of 16, bf16
 and fp32, contexts 4k-16k, batch 1-32.  "Bytes read" counts the latent rows the kernel must read
 (``sum(seq_lens) * 576 * element size``); the reference is an ``x.sum()`` over float32 reading the
-same number of bytes but at least 128 MiB (4x the L3: fewer would run from cache), timed interleaved
-with the kernel round by round (best of each), so the ratio means something on a loaded, shared box
-where absolute figures do not.  A 512 MiB ``x.sum()`` (best of 5, before and after) is printed as
+same number of bytes but at least twice the L3 (``benchmarks/memory.py``: fewer would run from cache),
+run just before every kernel call so that the kernel starts with its cache evicted (best of the rounds),
+so the ratio means something on a loaded, shared box where absolute figures do not.  A 512 MiB ``x.sum()`` (best of 5, before and after) is printed as
 the machine's read rate.
 
 MLA decode is compute-bound on a CPU by construction: every 576-element latent row meets all 16
@@ -30,6 +30,7 @@ import torch  # noqa: E402
 from attnsolve.kernels import _cpu_mla_ext  # noqa: E402
 from attnsolve.kernels.cpu_mla import cpu_mla_attention  # noqa: E402
 from attnsolve.kernels.metadata import AttentionMetadata  # noqa: E402
+from benchmarks.memory import cold_rounds, reduction_for  # noqa: E402
 
 
 def _best(fn: Callable[[], Any], reps: int, warmup: int = 1) -> float:
@@ -63,21 +64,19 @@ def mla_problem(batch: int, ctx: int, heads: int, dtype: torch.dtype, block: int
 
 
 def bench_decode(bw: float, quick: bool, ext_only: bool = False) -> list[dict[str, Any]]:
-    """Each case against a reduction of at least the same bytes, interleaved round by round (best of each)."""
+    """Each case against a reduction of at least the same bytes run before every call (best of the rounds)."""
     rows = []
     shapes = [(1, 4096), (8, 4096)] if quick else [(1, 4096), (1, 8192), (1, 16384), (8, 4096), (8, 16384), (32, 4096)]
     for dtype in (torch.bfloat16, torch.float32):
         for batch, ctx in shapes:
             q, kv, md = mla_problem(batch, ctx, 16, dtype)
             nbytes = batch * ctx * 576 * kv.element_size()
-            red_bytes = max(nbytes, 128 << 20)  # 4x the L3: a reduction over fewer bytes runs from cache
-            x = torch.ones(red_bytes // 4, dtype=torch.float32)
+            red, red_bytes = reduction_for(nbytes)
             for path, ext in (("C++", True), ("torch", False)):
                 if (ext and _cpu_mla_ext.load() is None) or (ext_only and not ext):
                     continue
-                t, t_red = _best_interleaved(
-                    [lambda: cpu_mla_attention(q, kv, md, scale=192 ** -0.5, use_ext=ext), lambda: x.sum()],
-                    3 if quick else 5)
+                (t,), t_red = cold_rounds(
+                    [lambda: cpu_mla_attention(q, kv, md, scale=192 ** -0.5, use_ext=ext)], red, 3 if quick else 5)
                 gbs = nbytes / t / 1e9
                 read_gbs = red_bytes / t_red / 1e9
                 short = "bf16" if dtype == torch.bfloat16 else "fp32"
@@ -85,26 +84,13 @@ def bench_decode(bw: float, quick: bool, ext_only: bool = False) -> list[dict[st
                              "unit": "ms", "ms": round(t * 1e3, 2), "GB/s": round(gbs, 2), "gbs": round(gbs, 2),
                              "read_gbs": round(read_gbs, 1), "pct_read": round(100 * gbs / read_gbs, 1),
                              "ratio": round(gbs / read_gbs, 3), "baseline": round(read_gbs, 1),
-                             "baseline_name": "GB/s of an x.sum() over >= 128 MiB, interleaved",
+                             "baseline_name": "GB/s of an x.sum() larger than the L3, just before",
                              "dtype": short, "batch": batch, "context": ctx,
-                             "note": f"{gbs:.2f} GB/s = {100 * gbs / read_gbs:.1f}% of the interleaved reduction's "
-                                     f"read rate ({read_gbs:.1f} GB/s); compute-bound: 16 heads x 1,088 "
+                             "note": f"{gbs:.2f} GB/s = {100 * gbs / read_gbs:.1f}% of the reduction's "
+                                     f"read rate ({read_gbs:.1f} GB/s), cache evicted before each call; compute-bound: 16 heads x 1,088 "
                                      f"multiply-adds per {576 * kv.element_size()}-byte row"})
-            del q, kv, md, x
+            del q, kv, md, red
     return rows
-
-
-def _best_interleaved(fns: list[Callable[[], Any]], rounds: int) -> list[float]:
-    """Best time of each function over rounds that alternate between them (fair under load)."""
-    for fn in fns:
-        fn()
-    best = [float("inf")] * len(fns)
-    for _ in range(rounds):
-        for i, fn in enumerate(fns):
-            t = time.perf_counter()
-            fn()
-            best[i] = min(best[i], time.perf_counter() - t)
-    return best
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:

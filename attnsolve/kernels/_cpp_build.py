@@ -54,12 +54,13 @@ def cache_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"attnsolve-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
 
 
-def build(name: str, flag_sets: tuple[tuple[str, ...], ...] = (FLAGS,)) -> Path:
-    """The shared object of ``csrc/<name>.cpp``, compiled with the first flag set that works."""
+def build(name: str, flag_sets: tuple[tuple[str, ...], ...] = (FLAGS,), csrc: Path = CSRC) -> Path:
+    """The shared object of ``<csrc>/<name>.cpp`` (default: this package's ``csrc/``), compiled with the
+    first flag set that works (the benchmarks build their own helper sources the same way)."""
     cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
     if not cxx:
         raise RuntimeError("no C++ compiler found (g++/c++ not on PATH, CXX unset)")
-    source = (CSRC / f"{name}.cpp").read_text(encoding="utf-8")
+    source = (csrc / f"{name}.cpp").read_text(encoding="utf-8")
     header = (CSRC / HEADER).read_text(encoding="utf-8")
     errors = []
     for flags in flag_sets:
@@ -79,4 +80,4 @@ def build(name: str, flag_sets: tuple[tuple[str, ...], ...] = (FLAGS,)) -> Path:
                 continue
             os.replace(so, out)  # atomic: concurrent builders race harmlessly
             return out
-    raise RuntimeError(f"compiling csrc/{name}.cpp failed: " + " | ".join(errors))
+    raise RuntimeError(f"compiling {csrc.name}/{name}.cpp failed: " + " | ".join(errors))

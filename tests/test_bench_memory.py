@@ -1,0 +1,72 @@
+"""The kernel benchmark's memory helpers: the read-only twin reads exactly the decode's rows, cold rounds
+put the reduction before every timed call, and the reduction is sized from the cache the OS reports."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from attnsolve.kernels import AttentionMetadata  # noqa: E402
+from benchmarks import memory  # noqa: E402
+
+
+def _expected_sum(kc: torch.Tensor, vc: torch.Tensor, md: AttentionMetadata) -> int:
+    """The int64 sum (mod 2**64, as the C loop wraps) of every K and V row the decode of ``md`` reads."""
+    bs = kc.shape[1]
+    total = 0
+    for i, L in enumerate(md.seq_lens.tolist()):
+        for t in range(L):
+            b = int(md.block_table[i, t // bs])
+            for cache in (kc, vc):
+                total += int(cache[b, t % bs].contiguous().view(torch.int64).sum())
+    total %= 1 << 64
+    return total - (1 << 64) if total >= 1 << 63 else total
+
+
+@pytest.mark.parametrize("dtype,hkv,d,bs", [(torch.bfloat16, 2, 64, 16), (torch.float32, 1, 32, 8),
+                                            (torch.float8_e4m3fn, 4, 128, 16)])
+def test_read_only_twin_reads_exactly_the_decode_rows(dtype, hkv, d, bs):
+    g = torch.Generator().manual_seed(3)
+    lens = [37, 80, 1]
+    nblk = sum(-(-L // bs) for L in lens) + 3  # spare blocks that must not be read
+    kc = torch.randn(nblk, bs, hkv, d, generator=g).to(dtype)
+    vc = torch.randn(nblk, bs, hkv, d, generator=g).to(dtype)
+    width = max(-(-L // bs) for L in lens)
+    order = torch.randperm(nblk, generator=g).to(torch.int32)
+    bt = torch.zeros(len(lens), width, dtype=torch.int32)
+    k = 0
+    for i, L in enumerate(lens):
+        n = -(-L // bs)
+        bt[i, :n] = order[k:k + n]
+        k += n
+    md = AttentionMetadata(torch.arange(len(lens) + 1, dtype=torch.int32), torch.tensor(lens, dtype=torch.int32), bt)
+    fn = memory.read_paged_fn(kc, vc, md, threads=2)
+    if fn is None:
+        pytest.skip(f"no compiler for the benchmark helper: {memory.reason()}")
+    assert fn() == _expected_sum(kc, vc, md)
+
+
+def test_read_only_twin_declines_layouts_it_does_not_cover():
+    kc = torch.zeros(4, 16, 1, 16, dtype=torch.bfloat16)  # 32-byte rows: not whole cache lines
+    md = AttentionMetadata(torch.tensor([0, 1], dtype=torch.int32), torch.tensor([20], dtype=torch.int32),
+                           torch.tensor([[0, 1]], dtype=torch.int32))
+    assert memory.read_paged_fn(kc, kc.clone(), md) is None
+    wide = torch.zeros(4, 16, 2, 64, dtype=torch.bfloat16)
+    assert memory.read_paged_fn(wide.transpose(1, 2).contiguous().transpose(1, 2), wide, md) is None
+
+
+def test_cold_rounds_runs_the_reduction_before_every_timed_call():
+    calls: list[str] = []
+    subjects = [lambda: calls.append("a"), lambda: calls.append("b")]
+    best, best_red = memory.cold_rounds(subjects, lambda: calls.append("r"), rounds=2)
+    assert len(best) == 2 and best_red >= 0
+    timed = calls[3:]  # after the warm-up calls (reduction, a, b)
+    assert timed == ["r", "a", "r", "b", "r", "a", "r", "b"]
+
+
+def test_reduction_is_larger_than_the_reported_cache():
+    assert memory.REDUCTION_MIN_BYTES >= 128 << 20
+    assert memory.REDUCTION_MIN_BYTES >= min(2 << 30, 2 * memory.l3_bytes())
+    _, nbytes = memory.reduction_for(1 << 20)
+    assert nbytes >= memory.REDUCTION_MIN_BYTES - 4
