@@ -68,11 +68,19 @@ static inline const float* row_f32(int type, const char* block, int64_t off, int
   return buf;
 }
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+static inline __m256i bf16_rne16(__m512 x);  // below, with the other AVX-512 helpers
+#endif
 static inline void store_row(int type, void* p, const float* src, int n) {
   switch (type) {
     case F32: std::memcpy(p, src, sizeof(float) * n); break;
     case BF16: { uint16_t* d = (uint16_t*)p;
-      for (int i = 0; i < n; ++i) {  // round to nearest even, NaN kept
+      int i = 0;
+#if defined(__AVX512F__)
+      for (; i + 16 <= n; i += 16) _mm256_storeu_si256((__m256i*)(d + i), bf16_rne16(_mm512_loadu_ps(src + i)));
+#endif
+      for (; i < n; ++i) {  // round to nearest even, NaN kept
         uint32_t u; std::memcpy(&u, &src[i], 4);
         if ((u & 0x7fffffffu) > 0x7f800000u) d[i] = 0x7fc0;
         else d[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
@@ -950,6 +958,17 @@ static int fp8_lane_permitted() {  // ATTNSOLVE_CPU_FP8_LANE=0 keeps the natural
   return ok;
 }
 
+// Per-thread scratch of attnsolve_paged_decode, kept across calls (see there).
+struct DecodeScratch {
+  std::vector<float> qf, acc, m, l, s, kf, vf, ts, tbuf, q2f, qlane, partbuf;
+  std::vector<uint16_t> qvnni, q2, cbuf, pabuf, vzbuf;
+  std::vector<uint32_t> pp, hlbuf;
+};
+template <class T> static inline T* grown(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
+
 extern "C" int attnsolve_paged_decode(
     int qtype, int ctype, int otype,
     const void* q, int64_t q_s0, int64_t q_s1,
@@ -1057,23 +1076,38 @@ extern "C" int attnsolve_paged_decode(
   #pragma omp parallel num_threads(nthreads)
   {
     const int Hp = (H + 15) / 16 * 16;
-    std::vector<float> qf((size_t)H * D), acc((size_t)H * Dv), m(Hp), l(Hp), s((size_t)32 * H), kf(D), vf(Dv);
-    std::vector<uint16_t> qvnni(use_f16 ? (size_t)H * D * 4 : use_amx ? (size_t)H * D : 0);
+    // per-thread scratch kept across calls and grown as needed, contents undefined on entry (every buffer
+    // is written before it is read; the partial-product vectors are cleared below): allocating and
+    // zero-filling ~100 KB per call cost about as much as a 16-token decode
+    static thread_local DecodeScratch S;
+    float* const qf = grown(S.qf, (size_t)H * D);
+    float* const acc = grown(S.acc, (size_t)H * Dv);
+    float* const m = grown(S.m, (size_t)Hp);
+    float* const l = grown(S.l, (size_t)Hp);
+    float* const s = grown(S.s, (size_t)32 * H);
+    float* const kf = grown(S.kf, (size_t)D);
+    float* const vf = grown(S.vf, (size_t)Dv);
+    uint16_t* const qvnni = grown(S.qvnni, use_f16 ? (size_t)H * D * 4 : use_amx ? (size_t)H * D : 0);
 #if defined(ATTNSOLVE_AVX512)
-    std::vector<float> ts((size_t)TILE * Hp), tbuf((size_t)TILE * D);
-    std::vector<uint16_t> q2((use_dp & 1) ? (size_t)H * D * 2 : 0), cbuf((use_dp & 16) ? (size_t)TILE * Hkv * D : 0);
-    std::vector<float> q2f((size_t)H * D * 2), qlane((use_dp & 32) ? (size_t)H * D : 0);
-    std::vector<uint32_t> pp((use_dp & 8) ? (size_t)(TILE / 2) * Hp : 0);
-    std::vector<float> partbuf((size_t)Hp * 16 + 16, 0.0f);  // [Hp] vectors, 64-byte aligned below
-    std::vector<uint16_t> pabuf((use_amx_pv || use_f16) ? (size_t)Hkv * 3 * G * 32 + 32 : 0), vzbuf(use_amx_pv ? (size_t)TILE * D : 0);
-    std::vector<uint32_t> hlbuf(use_f16 ? (size_t)2 * TILE * D + 16 : 0);
+    float* const ts = grown(S.ts, (size_t)TILE * Hp);
+    float* const tbuf = grown(S.tbuf, (size_t)TILE * D);
+    uint16_t* const q2 = grown(S.q2, (use_dp & 1) ? (size_t)H * D * 2 : 0);
+    uint16_t* const cbuf = grown(S.cbuf, (use_dp & 16) ? (size_t)TILE * Hkv * D : 0);
+    float* const q2f = grown(S.q2f, (size_t)H * D * 2);
+    float* const qlane = grown(S.qlane, (use_dp & 32) ? (size_t)H * D : 0);
+    uint32_t* const pp = grown(S.pp, (use_dp & 8) ? (size_t)(TILE / 2) * Hp : 0);
+    float* const partbuf = grown(S.partbuf, (size_t)Hp * 16 + 16);  // [Hp] vectors, 64-byte aligned below
+    std::memset(partbuf, 0, sizeof(float) * ((size_t)Hp * 16 + 16));  // lanes >= H stay 0
+    uint16_t* const pabuf = grown(S.pabuf, (use_amx_pv || use_f16) ? (size_t)Hkv * 3 * G * 32 + 32 : 0);
+    uint16_t* const vzbuf = grown(S.vzbuf, use_amx_pv ? (size_t)TILE * D : 0);
+    uint32_t* const hlbuf = grown(S.hlbuf, use_f16 ? (size_t)2 * TILE * D + 16 : 0);
     TileCtx X;
     X.ctype = ctype; X.Hkv = Hkv; X.G = G; X.H = H; X.Hp = Hp; X.flags = use_dp | use_amx_pv | use_f16;
-    X.pa = (uint16_t*)(((uintptr_t)pabuf.data() + 63) & ~(uintptr_t)63); X.vz = vzbuf.data();
-    X.hl = (uint32_t*)(((uintptr_t)hlbuf.data() + 63) & ~(uintptr_t)63);
+    X.pa = (uint16_t*)(((uintptr_t)pabuf + 63) & ~(uintptr_t)63); X.vz = vzbuf;
+    X.hl = (uint32_t*)(((uintptr_t)hlbuf + 63) & ~(uintptr_t)63);
     X.k_s1 = k_s1; X.k_s2 = k_s2; X.v_s1 = v_s1; X.v_s2 = v_s2; X.scale = scale; X.softcap = softcap; X.prefetch = prefetch_on() != 0;
-    X.qf = qf.data(); X.q2 = q2.data(); X.q2f = q2f.data(); X.qvnni = qvnni.data(); X.s = ts.data(); X.pp = pp.data(); X.part = (__m512*)(((uintptr_t)partbuf.data() + 63) & ~(uintptr_t)63);
-    X.buf = tbuf.data(); X.cbuf = cbuf.data();
+    X.qf = qf; X.q2 = q2; X.q2f = q2f; X.qvnni = qvnni; X.s = ts; X.pp = pp; X.part = (__m512*)(((uintptr_t)partbuf + 63) & ~(uintptr_t)63);
+    X.buf = tbuf; X.cbuf = cbuf;
 #endif
 #if defined(ATTNSOLVE_AMX)
     if (use_f16) {
@@ -1128,14 +1162,14 @@ extern "C" int attnsolve_paged_decode(
         if (use_dp & 32)  // fp8 K rows come in lane order (fp8_to_bf16): the query's dims follow it
           for (size_t i = 0; i < (size_t)H * D; i += 64)
             for (int r = 0; r < 64; ++r) qlane[i + r] = qf[i + g_fp8_lane[r]];
-        const float* qsrc = (use_dp & 32) ? qlane.data() : qf.data();
+        const float* qsrc = (use_dp & 32) ? qlane : qf;
         if (use_dp & 1)
           for (size_t i = 0; i < (size_t)H * D; i += 16) {
             const __m256i b = (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(&qsrc[i]));
             _mm512_storeu_si512((void*)&q2[2 * i], _mm512_inserti64x4(_mm512_castsi256_si512(b), b, 1));
           }
         if (use_f16) {  // q^T per KV head as [D][G] (qh, qh) pairs, then the same with (ql, ql)
-          uint32_t* qh = (uint32_t*)qvnni.data();
+          uint32_t* qh = (uint32_t*)qvnni;
           uint32_t* ql = qh + (size_t)H * D;
           alignas(64) uint32_t th[16], tl[16];
           for (int h = 0; h < H; ++h)
@@ -1153,7 +1187,7 @@ extern "C" int attnsolve_paged_decode(
         }
         if (use_amx) {  // q^T per KV head as [D/2][G][2] bf16 (round to nearest even; fp8: lane order).  A head's
           // dim pair is one 32-bit word, so the layout is a [G][D/2] -> [D/2][G] transpose of words per KV head
-          uint32_t* qw = (uint32_t*)qvnni.data();
+          uint32_t* qw = (uint32_t*)qvnni;
           alignas(64) uint16_t hb16[256];  // one head's D bf16 values (AMX: D is a multiple of 32, at most 256)
           const uint32_t* hw = (const uint32_t*)hb16;
           for (int h = 0; h < H; ++h) {
@@ -1167,9 +1201,9 @@ extern "C" int attnsolve_paged_decode(
       }
 #endif
       }  // query conversions
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      std::fill(m.begin(), m.end(), -INFINITY);
-      std::fill(l.begin(), l.end(), 0.0f);
+      std::fill(acc, acc + (size_t)H * Dv, 0.0f);
+      std::fill(m, m + Hp, -INFINITY);
+      std::fill(l, l + Hp, 0.0f);
       const int32_t* btr = bt + (int64_t)I.seq * bt_s0;
 #if defined(ATTNSOLVE_AVX512)
       if (tile) {
@@ -1207,7 +1241,7 @@ extern "C" int attnsolve_paged_decode(
             if (ok) fl |= 4;
           }
           X.flags = fl;
-          tile(X, ktok, vtok, nt, nk, std::max(nn, 0), vtok, nt, acc.data(), m.data(), l.data());
+          tile(X, ktok, vtok, nt, nk, std::max(nn, 0), vtok, nt, acc, m, l);
           t0 = t1;
         }
       } else
@@ -1221,7 +1255,7 @@ extern "C" int attnsolve_paged_decode(
           const int slot = (t0 + t) % BS;
           const char* kb = (const char*)kc + (int64_t)btr[(t0 + t) / BS] * k_s0 * ce;
           for (int kh = 0; kh < Hkv; ++kh) {
-            const float* kr = row_f32(ctype, kb, (int64_t)slot * k_s1 + (int64_t)kh * k_s2, ce, kf.data(), D, k_scale);
+            const float* kr = row_f32(ctype, kb, (int64_t)slot * k_s1 + (int64_t)kh * k_s2, ce, kf, D, k_scale);
             for (int g = 0; g < G; ++g) {
               const int h = kh * G + g;
               const float* qh = &qf[(size_t)h * D];
@@ -1259,7 +1293,7 @@ extern "C" int attnsolve_paged_decode(
           const int slot = (t0 + t) % BS;
           const char* vb = (const char*)vc + (int64_t)btr[(t0 + t) / BS] * v_s0 * ce;
           for (int kh = 0; kh < Hkv; ++kh) {
-            const float* vr = row_f32(ctype, vb, (int64_t)slot * v_s1 + (int64_t)kh * v_s2, ce, vf.data(), Dv, v_scale);
+            const float* vr = row_f32(ctype, vb, (int64_t)slot * v_s1 + (int64_t)kh * v_s2, ce, vf, Dv, v_scale);
             for (int g = 0; g < G; ++g) {
               const int h = kh * G + g;
               const float p = s[(size_t)h * 32 + t];
@@ -1322,9 +1356,9 @@ extern "C" int attnsolve_paged_decode(
               dst[(size_t)h * Dv + c + 2 * i + 1] = acc[(size_t)h * Dv + c + 16 + i];
             }
       } else
-      std::memcpy(&pacc[(size_t)it * H * Dv], acc.data(), sizeof(float) * H * Dv);
-      std::memcpy(&pm[(size_t)it * H], m.data(), sizeof(float) * H);
-      std::memcpy(&pl[(size_t)it * H], l.data(), sizeof(float) * H);
+      std::memcpy(&pacc[(size_t)it * H * Dv], acc, sizeof(float) * H * Dv);
+      std::memcpy(&pm[(size_t)it * H], m, sizeof(float) * H);
+      std::memcpy(&pl[(size_t)it * H], l, sizeof(float) * H);
     }
 #if defined(ATTNSOLVE_AMX)
     if (use_amx || use_amx_pv || use_f16) _tile_release();
