@@ -897,21 +897,23 @@ extern "C" int attnsolve_gather_kv(
   const int nblk = (L + BS - 1) / BS;
   for (int b = 0; b < nblk; ++b)
     if (blocks[b] < 0 || blocks[b] >= num_blocks) return 1 + b;
-  const int nwork = Hkv * nblk;
+  // one work item per block, all its KV heads: the block is read in address order (token rows are
+  // contiguous across KV heads in vLLM's layout) and each row lands in its head's run; the earlier
+  // (head, block) items read every block once per head, 256-byte pieces 2 KiB apart (bf16, 8 heads
+  // of 128: a 512-token gather 0.35 -> 0.10 ms on two threads)
   #pragma omp parallel for num_threads(nthreads) schedule(static)
-  for (int w = 0; w < nwork; ++w) {
-    const int h = w / nblk, b = w % nblk;
+  for (int b = 0; b < nblk; ++b) {
     const int64_t blk = blocks[b];
     const int t0 = b * BS, t1 = std::min(L, t0 + BS);
-    char* dk = (char*)ok + ((int64_t)h * L + t0) * D * esz;
-    const char* sk = (const char*)kc + (blk * k_s0 + (int64_t)h * k_s2) * esz;
-    for (int t = t0; t < t1; ++t, dk += (int64_t)D * esz)
-      std::memcpy(dk, sk + (int64_t)(t - t0) * k_s1 * esz, (size_t)D * esz);
-    if (do_v) {
-      char* dv = (char*)ov + ((int64_t)h * L + t0) * Dv * esz;
-      const char* sv = (const char*)vc + (blk * v_s0 + (int64_t)h * v_s2) * esz;
-      for (int t = t0; t < t1; ++t, dv += (int64_t)Dv * esz)
-        std::memcpy(dv, sv + (int64_t)(t - t0) * v_s1 * esz, (size_t)Dv * esz);
+    for (int t = t0; t < t1; ++t) {
+      const char* sk = (const char*)kc + (blk * k_s0 + (int64_t)(t - t0) * k_s1) * esz;
+      for (int h = 0; h < Hkv; ++h)
+        std::memcpy((char*)ok + ((int64_t)h * L + t) * D * esz, sk + (int64_t)h * k_s2 * esz, (size_t)D * esz);
+      if (do_v) {
+        const char* sv = (const char*)vc + (blk * v_s0 + (int64_t)(t - t0) * v_s1) * esz;
+        for (int h = 0; h < Hkv; ++h)
+          std::memcpy((char*)ov + ((int64_t)h * L + t) * Dv * esz, sv + (int64_t)h * v_s2 * esz, (size_t)Dv * esz);
+      }
     }
   }
   return 0;
