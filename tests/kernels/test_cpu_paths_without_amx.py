@@ -31,3 +31,24 @@ def test_kernels_with_amx_switched(switch, value):
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *files],
                        env=env, capture_output=True, text=True, timeout=900, cwd=HERE.parent.parent)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+
+
+@needs_amx
+def test_pipelined_amx_decode_is_bit_identical_to_one_tile_at_a_time(tmp_path):
+    """The pipelined AMX path (tile i's scores beside tile i-1's P·V) does the same operations on the
+    accumulators in the same order as one tile at a time (ATTNSOLVE_CPU_PIPE=0): outputs are equal bit for bit."""
+    sys.path.insert(0, str(HERE))
+    import pipe_cases as cases
+
+    out = tmp_path / "one_tile.pt"
+    env = dict(os.environ, ATTNSOLVE_CPU_PIPE="0")
+    r = subprocess.run([sys.executable, str(HERE / "pipe_cases.py"), str(out)], env=env,
+                       capture_output=True, text=True, timeout=600, cwd=HERE.parent.parent)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    import torch
+
+    one_tile = torch.load(out)
+    piped = cases.outputs()
+    assert len(piped) == len(one_tile) == len(cases.CASES)
+    for i, (a, b) in enumerate(zip(piped, one_tile)):
+        assert torch.equal(a, b), f"case {i}: {cases.CASES[i]}: max difference {(a.float() - b.float()).abs().max()}"
