@@ -8,7 +8,8 @@ import sys
 
 import torch
 
-from attnsolve.kernels import AttentionMetadata, kernel_for
+from attnsolve.kernels import kernel_for
+from paged_cases import make_batch
 
 # (heads, kv heads, head size, block size, seq lens, query rows per sequence, options)
 CASES = (
@@ -24,22 +25,9 @@ def outputs() -> list[torch.Tensor]:
     fn = kernel_for("CPU_ATTN")
     outs = []
     for i, (H, hkv, d, bs, lens, n, opts) in enumerate(CASES):
-        g = torch.Generator().manual_seed(100 + i)
-        nblk = sum(-(-L // bs) for L in lens)
-        kc = torch.randn(nblk + 2, bs, hkv, d, generator=g).to(torch.bfloat16)
-        vc = torch.randn(nblk + 2, bs, hkv, d, generator=g).to(torch.bfloat16)
-        order = torch.randperm(nblk + 2, generator=g).to(torch.int32)
-        width = max(-(-L // bs) for L in lens)
-        bt = torch.zeros(len(lens), width, dtype=torch.int32)
-        k = 0
-        for j, L in enumerate(lens):
-            m = -(-L // bs)
-            bt[j, :m] = order[k:k + m]
-            k += m
-        rows = [min(n, L) for L in lens]
-        qsl = torch.tensor([0] + list(torch.tensor(rows).cumsum(0).tolist()), dtype=torch.int32)
-        md = AttentionMetadata(qsl, torch.tensor(lens, dtype=torch.int32), bt)
-        q = torch.randn(int(qsl[-1]), H, d, generator=g).to(torch.bfloat16)
+        q, kc, vc, md = make_batch([min(n, L) for L in lens], lens, H, hkv, d, bs, dtype=torch.bfloat16,
+                                   seed=100 + i, extra_blocks=2)
+        g = torch.Generator().manual_seed(200 + i)
         kw = dict(opts)
         if kw.pop("sinks", False):
             kw["sinks"] = torch.randn(H, generator=g)

@@ -9,6 +9,7 @@ torch = pytest.importorskip("torch")
 
 from attnsolve.kernels import AttentionMetadata  # noqa: E402
 from benchmarks import memory  # noqa: E402
+from paged_cases import make_batch  # noqa: E402
 
 
 def _expected_sum(kc: torch.Tensor, vc: torch.Tensor, md: AttentionMetadata) -> int:
@@ -27,20 +28,8 @@ def _expected_sum(kc: torch.Tensor, vc: torch.Tensor, md: AttentionMetadata) -> 
 @pytest.mark.parametrize("dtype,hkv,d,bs", [(torch.bfloat16, 2, 64, 16), (torch.float32, 1, 32, 8),
                                             (torch.float8_e4m3fn, 4, 128, 16)])
 def test_read_only_twin_reads_exactly_the_decode_rows(dtype, hkv, d, bs):
-    g = torch.Generator().manual_seed(3)
-    lens = [37, 80, 1]
-    nblk = sum(-(-L // bs) for L in lens) + 3  # spare blocks that must not be read
-    kc = torch.randn(nblk, bs, hkv, d, generator=g).to(dtype)
-    vc = torch.randn(nblk, bs, hkv, d, generator=g).to(dtype)
-    width = max(-(-L // bs) for L in lens)
-    order = torch.randperm(nblk, generator=g).to(torch.int32)
-    bt = torch.zeros(len(lens), width, dtype=torch.int32)
-    k = 0
-    for i, L in enumerate(lens):
-        n = -(-L // bs)
-        bt[i, :n] = order[k:k + n]
-        k += n
-    md = AttentionMetadata(torch.arange(len(lens) + 1, dtype=torch.int32), torch.tensor(lens, dtype=torch.int32), bt)
+    lens = [37, 80, 1]  # spare blocks and junk block-table padding must not be read
+    _, kc, vc, md = make_batch([1, 1, 1], lens, hkv, hkv, d, bs, dtype=torch.bfloat16, cache_dtype=dtype, seed=3)
     fn = memory.read_paged_fn(kc, vc, md, threads=2)
     if fn is None:
         pytest.skip(f"no compiler for the benchmark helper: {memory.reason()}")
