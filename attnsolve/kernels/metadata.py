@@ -32,6 +32,7 @@ class AttentionMetadata:
     _host: tuple | None = field(default=None, repr=False, compare=False)
     _ids_checked: tuple | None = field(default=None, repr=False, compare=False)
     _seqs_checked: tuple | None = field(default=None, repr=False, compare=False)
+    _decode_rows: tuple | None = field(default=None, repr=False, compare=False)
 
     def host_key(self) -> tuple:
         """Identity and version of the two host-read tensors: equal keys mean equal ``host_lists()``."""
@@ -48,6 +49,17 @@ class AttentionMetadata:
 
     def mark_seqs_checked(self, key: tuple, lists: tuple) -> None:
         self._seqs_checked = (key, lists)
+
+    def decode_keys(self, max_rows: int) -> int | None:
+        """The total key count when every sequence has 1 to ``max_rows`` query rows (a decode batch), else None;
+        once per metadata state (``host_key``), like ``checked_seqs``."""
+        key = (self.host_key(), max_rows)
+        memo = self._decode_rows
+        if memo is None or memo[0] != key:
+            q, s = self.host_lists()
+            ok = bool(s) and all(1 <= q[i + 1] - q[i] <= max_rows for i in range(len(s)))
+            memo = self._decode_rows = (key, sum(s) if ok else None)
+        return memo[1]
 
     def block_ids_checked(self, key: tuple) -> bool:
         """Whether ``key`` (table identity and version, seq_lens, block_size, num_blocks) was checked already.
