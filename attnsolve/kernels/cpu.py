@@ -31,7 +31,7 @@ import torch
 from attnsolve.kernels import _cpu_ext
 from attnsolve.kernels.metadata import AttentionMetadata
 from attnsolve.kernels.registry import register_kernel
-from attnsolve.kernels.validate import Paged, check_paged
+from attnsolve.kernels.validate import Paged, _check_block_ids, _checked_seqs, check_paged
 
 __all__ = ["cpu_attn", "cpu_attn_impl", "DECODE_MAX_ROWS"]
 
@@ -106,16 +106,16 @@ _FAST_CACHE = {**_FAST_QUERY, torch.float8_e4m3fn: 3, torch.float8_e5m2: 4}
 
 
 def _decode_fast(query, key_cache, value_cache, md, scale) -> torch.Tensor | None:
-    """vLLM's common decode call straight to the C++ kernel, or None (then ``cpu_attn_impl`` answers, errors
-    included).
+    """vLLM's common decode call straight to the C++ kernel, or None (then ``cpu_attn_impl`` answers).
 
     The case: plain tensors on the CPU in the layout the kernel reads (unit last stride, int32 contiguous
-    metadata), every sequence 1 to ``DECODE_MAX_ROWS`` rows, no option besides ``scale``, and metadata whose
-    per-sequence and block-id checks already passed for its current state (``AttentionMetadata``'s memos: the
-    first layer of an engine step checks, the others reuse them).  What this skips is ``check_paged``'s
-    generality: ~25 us of Python per call here, and ~130 us of the ~270 us the full path costs when a decode
-    step finds its caches evicted (measured on the 2-vCPU Xeon VM, docs/kernels.md); the call, and so the
-    result, is the one the full path makes."""
+    ``AttentionMetadata``), every sequence 1 to ``DECODE_MAX_ROWS`` rows, no option besides ``scale``.  The
+    values are checked as ``check_paged`` checks them, by the same functions (so with the same errors, which
+    come first in both: the structure checked here is what ``check_paged`` checks before them), memoised per
+    metadata state: the first layer of an engine step checks, the others reuse it.  What this skips is
+    ``check_paged``'s generality: ~25 us of Python per call here, and ~130 us of the ~270 us the full path
+    costs when a decode step finds its caches evicted (2-vCPU Xeon VM, docs/kernels.md).  The C++ call, and
+    so the result, is the one the full path makes."""
     T_ = torch.Tensor
     if type(md) is not AttentionMetadata or type(query) is not T_ or type(key_cache) is not T_ \
             or type(value_cache) is not T_:
@@ -148,12 +148,9 @@ def _decode_fast(query, key_cache, value_cache, md, scale) -> torch.Tensor | Non
     B = sl.shape[0]
     if qsl.shape[0] != B + 1 or bt.shape[0] != B:
         return None
-    checked = md.checked_seqs((md.host_key(), T, bt.shape[1] * bs, True, True))  # as check_paged keys it
-    if checked is None:
-        return None
-    lens = checked[1]
-    if not md.block_ids_checked((id(bt), bt._version, lens, bs, nb)):
-        return None
+    # check_paged's value checks, by the same functions (the same errors), memoised per metadata state
+    lens = _checked_seqs(md, T, B, bt.shape[1] * bs, True, True)[1]
+    _check_block_ids(md, bt, lens, bs, nb)
     total = md.decode_keys(DECODE_MAX_ROWS)
     if total is None:
         return None

@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["AttentionMetadata"]
+__all__ = ["AttentionMetadata", "tensor_version"]
+
+
+def tensor_version(t: torch.Tensor) -> int | None:
+    """``t._version`` (bumped by every in-place update), or None for an inference tensor, which has no
+    version counter (vLLM runs its model under ``torch.inference_mode``): memos keyed on it are then
+    not kept, and every call checks again."""
+    return None if t.is_inference() else t._version
 
 
 @dataclass(eq=False)
@@ -35,9 +42,10 @@ class AttentionMetadata:
     _decode_rows: tuple | None = field(default=None, repr=False, compare=False)
 
     def host_key(self) -> tuple:
-        """Identity and version of the two host-read tensors: equal keys mean equal ``host_lists()``."""
+        """Identity and version of the two host-read tensors: equal keys mean equal ``host_lists()``
+        (a key holding None, from inference tensors, is equal to nothing: see ``tensor_version``)."""
         qsl, sl = self.query_start_loc, self.seq_lens
-        return (id(qsl), qsl._version, id(sl), sl._version)
+        return (id(qsl), tensor_version(qsl), id(sl), tensor_version(sl))
 
     def checked_seqs(self, key: tuple) -> tuple | None:
         """``(qsl, lens)`` as tuples when the per-sequence checks passed for ``key`` already.
@@ -45,17 +53,18 @@ class AttentionMetadata:
         Every layer of an engine step calls with the same metadata: the O(batch) checks run once
         per step (per metadata state), not once per layer."""
         memo = self._seqs_checked
-        return memo[1] if memo is not None and memo[0] == key else None
+        return memo[1] if memo is not None and memo[0] == key and None not in key[0] else None
 
     def mark_seqs_checked(self, key: tuple, lists: tuple) -> None:
-        self._seqs_checked = (key, lists)
+        if None not in key[0]:
+            self._seqs_checked = (key, lists)
 
     def decode_keys(self, max_rows: int) -> int | None:
         """The total key count when every sequence has 1 to ``max_rows`` query rows (a decode batch), else None;
         once per metadata state (``host_key``), like ``checked_seqs``."""
         key = (self.host_key(), max_rows)
         memo = self._decode_rows
-        if memo is None or memo[0] != key:
+        if memo is None or memo[0] != key or None in key[0]:
             q, s = self.host_lists()
             ok = bool(s) and all(1 <= q[i + 1] - q[i] <= max_rows for i in range(len(s)))
             memo = self._decode_rows = (key, sum(s) if ok else None)
@@ -66,10 +75,11 @@ class AttentionMetadata:
 
         The range check reads the table on its device (a host sync on a GPU); a repeated call
         with an unchanged table skips it, an in-place update (``_version``) re-checks."""
-        return self._ids_checked == key
+        return self._ids_checked == key and key[1] is not None
 
     def mark_block_ids_checked(self, key: tuple) -> None:
-        self._ids_checked = key
+        if key[1] is not None:
+            self._ids_checked = key
 
     @property
     def batch_size(self) -> int:
@@ -85,7 +95,7 @@ class AttentionMetadata:
         qsl, sl = self.query_start_loc, self.seq_lens
         key = self.host_key()
         host = self._host
-        if host is None or host[0] != key:
+        if host is None or host[0] != key or None in key:
             host = self._host = (key, qsl.tolist(), sl.tolist())
         return host[1], host[2]
 

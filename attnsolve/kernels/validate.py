@@ -23,6 +23,8 @@ from typing import Sequence
 
 import torch
 
+from attnsolve.kernels.metadata import tensor_version
+
 __all__ = ["Paged", "MLA", "check_paged", "check_mla", "check_window", "check_scale_arg", "check_mm_ranges", "check_block_table",
            "tensor_scalar",
            "INT_DTYPES", "FLOAT_DTYPES", "FP8_DTYPES", "UNBOUNDED"]
@@ -111,14 +113,17 @@ def tensor_scalar(x: torch.Tensor) -> float:
     ``k_scale``, a soft-cap) on every call, so the value is kept per tensor identity and
     ``_version`` (an in-place update is read again; a new tensor at a reused id is not
     mistaken for the old one: the weak reference must still point at it)."""
+    version = tensor_version(x)
     hit = _SCALARS.get(id(x))
-    if hit is not None and hit[0]() is x and hit[1] == x._version:
+    if hit is not None and hit[0]() is x and hit[1] == version and version is not None:
         return hit[2]
     value = float(x.detach().reshape(()).item())
+    if version is None:  # an inference tensor: no version counter, read every time
+        return value
     if len(_SCALARS) >= 256:
         _SCALARS.clear()
     try:
-        _SCALARS[id(x)] = (weakref.ref(x), x._version, value)
+        _SCALARS[id(x)] = (weakref.ref(x), version, value)
     except TypeError:  # a tensor subclass without weak references: read every time
         pass
     return value
@@ -210,7 +215,7 @@ def _check_block_ids(md, bt: torch.Tensor, lens: Sequence[int], block_size: int,
     if bt is not md.block_table or not hasattr(md, "block_ids_checked"):
         check_block_table(bt, lens, block_size, num_blocks)
         return
-    key = (id(bt), bt._version, lens if isinstance(lens, tuple) else tuple(lens), block_size, num_blocks)
+    key = (id(bt), tensor_version(bt), lens if isinstance(lens, tuple) else tuple(lens), block_size, num_blocks)
     if not md.block_ids_checked(key):
         check_block_table(bt, lens, block_size, num_blocks)
         md.mark_block_ids_checked(key)

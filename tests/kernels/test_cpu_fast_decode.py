@@ -48,10 +48,9 @@ def decode_batches(draw):
 @given(decode_batches())
 def test_fast_path_gives_the_full_paths_answer(case):
     (q, kc, vc, md), scale = case
-    assert _decode_fast(q, kc, vc, md, scale) is None  # fresh metadata: nothing checked yet
-    full = cpu_attn_impl(q, kc, vc, md, scale=scale)
-    fast = _decode_fast(q, kc, vc, md, scale)
+    fast = _decode_fast(q, kc, vc, md, scale)  # fresh metadata: checked here
     assert fast is not None
+    full = cpu_attn_impl(q, kc, vc, md, scale=scale)
     assert torch.equal(fast, full)
     assert torch.equal(cpu_attn(q, kc, vc, md, scale=scale), full)
 
@@ -120,26 +119,53 @@ def test_options_take_the_full_path(opt, monkeypatch):
         assert torch.equal(got, want)
 
 
+def _errors(fn):
+    try:
+        fn()
+    except ValueError as e:
+        return str(e)
+    return None
+
+
 def test_a_changed_block_table_is_checked_again(monkeypatch):
     q, kc, vc, md = _checked_batch()
     md.block_table[0, 0] = kc.shape[0] + 5  # in place: the version counter moves, the memo no longer holds
     calls = []
     real = _cpu_ext._state["fn"]
     monkeypatch.setitem(_cpu_ext._state, "fn", lambda *a: calls.append(1) or real(*a))
-    assert _decode_fast(q, kc, vc, md, None) is None
-    assert not calls  # declined before the kernel (whose own range check would refuse it too)
+    fast = _errors(lambda: _decode_fast(q, kc, vc, md, None))
+    assert not calls  # refused before the kernel (whose own range check would refuse it too)
     monkeypatch.setitem(_cpu_ext._state, "fn", real)
-    with pytest.raises(ValueError, match=r"block_table entries in \[0, num_blocks="):
-        cpu_attn(q, kc, vc, md)
+    assert fast is not None and "block_table entries in [0, num_blocks=" in fast
+    assert fast == _errors(lambda: cpu_attn_impl(q, kc, vc, md))  # the full path's words
 
 
-def test_grown_seq_lens_are_checked_again_then_fast():
+def test_grown_seq_lens_are_checked_again():
     q, kc, vc, md = _checked_batch(seq_lens=(40, 23))
     md.seq_lens += 1  # the next decode step, in place (vLLM's persistent buffers)
-    assert _decode_fast(q, kc, vc, md, None) is None
-    full = cpu_attn(q, kc, vc, md)  # full path: checks the new state
     fast = _decode_fast(q, kc, vc, md, None)
-    assert fast is not None and torch.equal(fast, full)
-    md.seq_lens[0] = 10_000  # beyond the table's capacity: refused by the full path's check, not read
-    with pytest.raises(ValueError, match="seq_lens <="):
-        cpu_attn(q, kc, vc, md)
+    assert fast is not None and torch.equal(fast, cpu_attn_impl(q, kc, vc, md))
+    md.seq_lens[0] = 10_000  # beyond the table's capacity: refused as the full path refuses it, not read
+    err = _errors(lambda: cpu_attn(q, kc, vc, md))
+    assert err is not None and "seq_lens <=" in err
+    assert err == _errors(lambda: cpu_attn_impl(q, kc, vc, md))
+
+
+def test_inference_mode_metadata():
+    """vLLM runs under torch.inference_mode: its tensors have no version counter (no memo is kept; every
+    call checks, and an in-place update is seen)."""
+    with torch.inference_mode():
+        q, kc, vc, md = make_batch([1, 2], [40, 23], 8, 2, 64, 16, dtype=torch.bfloat16)
+        fast = _decode_fast(q, kc, vc, md, None)
+        assert fast is not None and torch.equal(fast, cpu_attn_impl(q, kc, vc, md))
+        md.seq_lens += 1
+        fast = _decode_fast(q, kc, vc, md, None)
+        assert torch.equal(fast, cpu_attn_impl(q, kc, vc, md))
+        md.block_table[1, 0] = -1
+        with pytest.raises(ValueError, match="block_table entries"):
+            cpu_attn(q, kc, vc, md)
+        md.block_table[1, 0] = 0
+        k = torch.tensor(0.5)
+        a = cpu_attn(q, kc, vc, md, k_scale=k)
+        k.fill_(2.0)  # read again: an inference tensor's value is not memoised
+        assert not torch.equal(a, cpu_attn(q, kc, vc, md, k_scale=k))
