@@ -19,11 +19,23 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-__all__ = ["build", "FLAGS", "CSRC"]
+__all__ = ["build", "FLAGS", "CSRC", "python_ext_flags"]
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 HEADER = "cpu_common.h"  # included by every kernel source; written beside it for the compiler
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno", "-std=c++17")
+
+
+def python_ext_flags() -> tuple[str, ...] | None:
+    """Flags that add a source's CPython entry (``-DATTNSOLVE_PYEXT`` and this interpreter's headers), or
+    None where the headers are not installed (a distribution Python without its -dev package): the build
+    then has only the C ABI, which ctypes loads."""
+    import sysconfig
+
+    inc = sysconfig.get_paths().get("include")
+    if not inc or not os.path.exists(os.path.join(inc, "Python.h")):
+        return None
+    return ("-DATTNSOLVE_PYEXT", f"-I{inc}")
 
 
 def _cpu_signature() -> str:
