@@ -17,7 +17,7 @@ from paged_cases import FP8, make_batch  # noqa: E402
 
 HAS_EXT = _cpu_ext.load() is not None
 pytestmark = pytest.mark.skipif(not HAS_EXT, reason=f"CPU_ATTN extension not built: {_cpu_ext.reason()}")
-PY_ENTRY = HAS_EXT and not isinstance(_cpu_ext.load(), ctypes._CFuncPtr)
+PY_ENTRY = HAS_EXT and not hasattr(_cpu_ext.load(), "argtypes")  # a ctypes function has argtypes
 _KIND = {ctypes.c_int: "i", ctypes.c_int64: "l", ctypes.c_void_p: "p", ctypes.c_float: "f"}
 
 
