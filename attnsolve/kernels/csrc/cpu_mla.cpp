@@ -216,10 +216,18 @@ static int mla_item_amx(const uint16_t* const* qp, int H, int D, int R, float sc
   cfg.palette_id = 1;
   for (int i = 0; i < 8; i++) { cfg.rows[i] = 16; cfg.colsb[i] = 64; }  // every tile 16 x 64 bytes
   _tile_loadconfig(&cfg);
-  // q^T per group of 16 heads, pair-interleaved: [G][D/2][16 heads][2]
+  // q^T per group of 16 heads, pair-interleaved: [G][D/2][16 heads][2], moved as 32-bit (dim pair) words (an
+  // element at a time it profiled at a tenth of a 256-row item; one core, warm: 1.00 to 1.10x, cold: no change)
   qv.assign((size_t)G * D * 16, 0);
-  for (int h = 0; h < H; h++)
-    for (int d = 0; d < D; d++) qv[((size_t)(h / 16) * (D / 2) + d / 2) * 32 + (h % 16) * 2 + (d & 1)] = qp[h][d];
+  uint32_t* qw = (uint32_t*)qv.data();
+  for (int h = 0; h < H; h++) {
+    uint32_t* dst = qw + (size_t)(h / 16) * (D / 2) * 16 + (h % 16);
+    for (int p = 0; p < D / 2; p++) {
+      uint32_t w;
+      memcpy(&w, qp[h] + 2 * p, 4);
+      dst[(size_t)p * 16] = w;
+    }
+  }
   if ((int)zero.size() < D) zero.assign(D, 0);
   rowbuf.resize((size_t)16 * D);
   acc.assign((size_t)HP * R, 0.f);
