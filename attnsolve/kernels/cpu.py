@@ -61,6 +61,14 @@ def _last_contig(t: torch.Tensor) -> torch.Tensor:
 # decode rows: the C++ kernel
 
 
+def _work_split(total: int, H: int, bs: int) -> tuple[int, int]:
+    """(threads, key-chunk length) for a decode of ``total`` keys: small problems run on the calling thread
+    (waking an OpenMP team costs more than it saves); chunks of 256 to 2048 keys, whole blocks."""
+    threads = torch.get_num_threads() if total * H >= _MIN_PARALLEL_WORK else 1
+    chunk = min(2048, max(256, -(-total // (4 * threads))))
+    return threads, -(-chunk // bs) * bs
+
+
 def _decode_ext(fn, query, key_cache, value_cache, md, seqs, out, *, scale, causal, window, cap, sinks, ks, vs):
     T, H, D = query.shape
     _, bs, hkv, _ = key_cache.shape
@@ -74,10 +82,7 @@ def _decode_ext(fn, query, key_cache, value_cache, md, seqs, out, *, scale, caus
     sk = None if sinks is None else sinks.detach().to(torch.float32).contiguous()
     _, lens = md.host_lists()
     total = sum(min(lens[i], window) if window else lens[i] for i in seqs)
-    # small problems run on the calling thread: waking an OpenMP team costs more than it saves
-    threads = torch.get_num_threads() if total * H >= _MIN_PARALLEL_WORK else 1
-    chunk = min(2048, max(256, -(-total // (4 * threads))))
-    chunk = -(-chunk // bs) * bs
+    threads, chunk = _work_split(total, H, bs)
     code = _cpu_ext.DTYPE_CODES
     bad = fn(
         code[str(q.dtype)[6:]], code[str(kc.dtype)[6:]], code[str(out.dtype)[6:]],
@@ -160,9 +165,7 @@ def _decode_fast(query, key_cache, value_cache, md, scale) -> torch.Tensor | Non
         sc = float(scale)
     else:
         return None
-    threads = torch.get_num_threads() if total * H >= _MIN_PARALLEL_WORK else 1
-    chunk = min(2048, max(256, -(-total // (4 * threads))))
-    chunk = -(-chunk // bs) * bs
+    threads, chunk = _work_split(total, H, bs)
     out = torch.empty(T, H, dv, dtype=query.dtype)
     os_ = out.stride()
     bad = fn(qcode, ccode, qcode, query.data_ptr(), qs[0], qs[1],

@@ -18,13 +18,7 @@ needs_ext = pytest.mark.skipif(not HAS_EXT, reason=f"CPU_ATTN extension not buil
 _N = max(10, settings().max_examples // 3)  # ci: 50 examples
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny shapes: one intra-op thread is faster and steadier on a shared 2-core box (restored after)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # (tests/kernels/conftest.py)
 
 
 @needs_ext
@@ -245,7 +239,6 @@ def test_extension_without_compiler_falls_back(monkeypatch, tmp_path):
     finally:
         monkeypatch.undo()
         _cpu_ext._reset_for_tests()
-
 
 
 @pytest.mark.parametrize("heads", [(32, 2), (24, 2), (40, 4), (16, 1)])  # GQA 16, 12, 10, 16

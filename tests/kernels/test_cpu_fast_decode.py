@@ -16,15 +16,8 @@ from attnsolve.kernels.metadata import AttentionMetadata  # noqa: E402
 from paged_cases import BLOCK_SIZES, FP8, HEAD_SIZES, make_batch  # noqa: E402
 
 HAS_EXT = _cpu_ext.load() is not None
-pytestmark = pytest.mark.skipif(not HAS_EXT, reason=f"CPU_ATTN extension not built: {_cpu_ext.reason()}")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = [pytest.mark.skipif(not HAS_EXT, reason=f"CPU_ATTN extension not built: {_cpu_ext.reason()}"),
+              pytest.mark.usefixtures("one_thread")]
 
 
 @st.composite

@@ -16,14 +16,7 @@ from attnsolve.kernels.reference import paged_attention_reference  # noqa: E402
 from paged_cases import close, make_batch, problems  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny shapes: one intra-op thread is faster and steadier on a shared 2-core box (restored after)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
+pytestmark = pytest.mark.usefixtures("one_thread")  # (tests/kernels/conftest.py)
 
 
 def test_flex_is_registered_and_runnable_on_cpu():

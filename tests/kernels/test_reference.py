@@ -13,13 +13,7 @@ from attnsolve.kernels.reference import gather_sequence, mla_decode_reference, p
 from paged_cases import make_batch  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny shapes: one intra-op thread is faster and steadier on a shared 2-core box (restored after)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # (tests/kernels/conftest.py)
 
 
 @pytest.mark.parametrize("gqa", [1, 4])
