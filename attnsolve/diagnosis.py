@@ -82,11 +82,23 @@ def _fact_order(config: Config, hold: frozenset[str] = frozenset()) -> list[str]
     return sorted(names, key=lambda f: (-_cost(f, config), where[f]))
 
 
-def _consistency(config: Config, role: str, available: frozenset[str] | None,
-                 requested: str | None, hold: frozenset[str] = frozenset()) -> Callable[[frozenset[str]], bool]:
+@dataclass(frozen=True)
+class Question:
+    """One explain question's shared parts, built once for both searches (find_conflicts, then find_fixes):
+    the consistency test with its answers so far, the facts in conflict-preference order, and the goal check
+    behind the test (the fix search's screen is its quick twin)."""
+
+    consistent: Callable[[frozenset[str]], bool]
+    order: tuple[str, ...]
+    check: GoalCheck
+
+
+def question(config: Config, role: str, available: frozenset[str] | None, requested: str | None,
+             hold: frozenset[str] = frozenset()) -> Question:
     """kept-fields -> whether some completion (all other facts free, the model's identity held) reaches
-    the goal, through the platform's steps before the lists too (goal.GoalCheck)."""
-    return goal_consistency(config, role, available, requested, hold)
+    the goal, through the platform's steps before the lists too (goal.GoalCheck); with the fact order."""
+    check = GoalCheck(config, role, available, requested, hold=hold)
+    return Question(goal_consistency(check), tuple(_fact_order(config, hold)), check)
 
 
 def _quickxplain(background: list[str], constraints: list[str], consistent: Callable[[frozenset[str]], bool]) -> list[str] | None:
@@ -111,11 +123,15 @@ def _quickxplain(background: list[str], constraints: list[str], consistent: Call
 
 
 def find_conflicts(config: Config, role: str, available: frozenset[str] | None, requested: str | None,
-                   max_conflicts: int = 4, hold: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+                   max_conflicts: int = 4, hold: frozenset[str] = frozenset(),
+                   asked: Question | None = None) -> list[dict[str, Any]]:
     """Minimal conflicts (as field -> Config value), the preferred one first (bounded hitting-set tree).
-    `hold`: facts held as given, never part of a conflict."""
-    consistent = _consistency(config, role, available, requested, hold)
-    order = _fact_order(config, hold)
+    `hold`: facts held as given, never part of a conflict. `asked`: this question's `question(...)` when
+    the caller shares it with find_fixes."""
+    if asked is None:
+        asked = question(config, role, available, requested, hold)
+    consistent = asked.consistent
+    order = list(asked.order)
     if not consistent(frozenset()):
         return [{}]  # no completion at all reaches the goal: the minimal conflict is empty
     first = _quickxplain([], order, consistent)
@@ -215,9 +231,9 @@ _MAX_TRIES = 16_000
 
 def find_fixes(config: Config, role: str, available: frozenset[str] | None, requested: str | None,
                conflicts: Sequence[Mapping[str, Any]], max_fixes: int = 8, max_size: int = 3,
-               hold: frozenset[str] = frozenset()) -> list[Fix]:
+               hold: frozenset[str] = frozenset(), asked: Question | None = None) -> list[Fix]:
     """Smallest sets of field changes that make the goal reachable, verified by re-solving.
-    `hold`: facts never changed."""
+    `hold`: facts never changed. `asked`: as for find_conflicts (the same question's parts)."""
     rules = compiled_rules(config).rules
     fixes: list[tuple[tuple, Fix]] = []
     if requested is not None:
@@ -236,9 +252,11 @@ def find_fixes(config: Config, role: str, available: frozenset[str] | None, requ
     # a fix changing one side of a definition moves the other (Config): it hits a conflict naming either side
     known = [set(_with_partners(rules, c)) for c in conflicts]
     worked: list[frozenset[str]] = []
-    consistent = _consistency(config, role, available, requested, hold)
-    screen = GoalCheck(config, role, available, requested, quick=True, hold=hold)
-    order = _fact_order(config, hold)
+    if asked is None:
+        asked = question(config, role, available, requested, hold)
+    consistent = asked.consistent
+    screen = asked.check.quick_twin()
+    order = list(asked.order)
     all_facts = frozenset(order)
     new_conflicts = 0
     visited = 0

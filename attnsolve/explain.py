@@ -12,7 +12,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
 from .config import ANY, Config, format_cc
-from .diagnosis import HARDWARE, MODEL, Fix, _cc, _solver_facts, category, find_conflicts, find_fixes
+from .diagnosis import (HARDWARE, MODEL, Fix, _cc, _solver_facts, category, find_conflicts,
+                        find_fixes, question)
 from .errors import ConfigError, SelectionError
 from .goal import role_pinned
 from .guards import available_set, field_names, require_config, require_int
@@ -128,9 +129,10 @@ def explain(config: Config, *, role: str | None = None, available: Iterable[str]
         else:
             auto = explain(config.replace(backend=None), role=role_, available=available, max_conflicts=max_conflicts)
             return replace(auto, config=config, warnings=sel.warnings)
-    conflicts = find_conflicts(config, role_, avail, requested, max_conflicts)
+    asked = question(config, role_, avail, requested)  # built once for both searches
+    conflicts = find_conflicts(config, role_, avail, requested, max_conflicts, asked=asked)
     conflict = conflicts[0] if conflicts else {}
-    fixes = find_fixes(config, role_, avail, requested, conflicts)
+    fixes = find_fixes(config, role_, avail, requested, conflicts, asked=asked)
     hardware_only = bool(conflict) and all(category(f) == "hardware" for f in conflict)
     return Explanation(config, role_, None, None, requested, tuple(verdicts), conflict, tuple(conflicts),
                        tuple(fixes), tuple(warnings), hardware_only, message=str(err), available=avail)

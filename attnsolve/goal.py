@@ -12,6 +12,7 @@ model-chosen backend or hands its (rewritten) facts to the lists' check, with th
 
 from __future__ import annotations
 
+import copy
 import itertools
 from typing import Any, Callable, Mapping
 
@@ -96,6 +97,15 @@ class GoalCheck:
         self._live = self._live_conditions()
         self._subchecks: dict[Any, GoalCheck] = {}
         self._complete_memo: dict[tuple[tuple[str, Any], ...], bool] = {}
+
+    def quick_twin(self) -> "GoalCheck":
+        """This check as a screen (quick=True: what reachability cannot decide counts as reachable), sharing
+        everything computed from the config; its own memos start empty."""
+        twin = copy.copy(self)
+        twin.quick = True
+        twin._subchecks = {}
+        twin._complete_memo = {}
+        return twin
 
     def _live_conditions(self) -> dict[Any, list[tuple[Any, ...]]]:
         """Per platform, the step conditions no held fact rules out (literals on held facts evaluated)."""
@@ -337,10 +347,9 @@ class GoalCheck:
         return {f: v for f, v in cur.items() if v is not ANY}
 
 
-def goal_consistency(config: Config, role: str, available: frozenset[str] | None, requested: str | None,
-                     hold: frozenset[str] = frozenset()) -> Callable[[frozenset[str]], bool]:
-    """kept-fields -> whether some completion (every other non-background fact free) reaches the goal."""
-    check = GoalCheck(config, role, available, requested, hold=hold)
+def goal_consistency(check: GoalCheck) -> Callable[[frozenset[str]], bool]:
+    """kept-fields -> whether some completion (every other non-background fact free) reaches `check`'s goal,
+    each kept set answered once."""
     cache: dict[frozenset[str], bool] = {}
 
     def consistent(kept: frozenset[str]) -> bool:

@@ -106,11 +106,47 @@ class Reach:
                                for g in self.groups}
         self._reps = {f: tuple(representatives(rules, f)) for f in fields}
         self._opt_cache: dict[Any, _Parts | None] = {}  # per group and its fields' facts
+        self._masked: dict[tuple[tuple[int, ...], int], tuple[int, ...]] = {}  # a part's options as one need sees them
+        self._unit_cache: dict[Any, Any] = {}  # units(): per group index and its fields' facts, with the union
         self._part_cache: dict[Any, tuple[int, ...]] = {}  # per independent part and the fixed values it reads
         self._shapes: dict[Any, Any] = {}  # a large part's context-free tables (BigPart)
         self._legal: dict[Any, bool] = {}  # whether a large part has a legal value combination
         self._dmemo: dict[tuple[Any, ...], tuple[Any]] = {}  # derived values by their inputs' values
         self._getters = {g: operator.itemgetter(*g) for g in self.groups}
+        # units() reads every group's values with one C-level lookup: the groups' fields side by side, each
+        # group a slice of the result
+        spans, at = [], 0
+        for g in self.groups:
+            spans.append((g, at, at + len(g)))
+            at += len(g)
+        self._spans = tuple(spans)
+        self._all_getter = operator.itemgetter(*(f for g in self.groups for f in g))
+        # each platform's lists (with their index in the rule set), in priority order: goal_reachable's loop
+        by_platform: dict[Any, list[tuple[int, Any]]] = {}
+        for i, pl in enumerate(rules.lists):
+            by_platform.setdefault(pl.platform, []).append((i, pl))
+        self._lists_of = {k: tuple(v) for k, v in by_platform.items()}
+        self._all_lists = tuple(enumerate(rules.lists))
+        self._needs: dict[tuple[Any, ...], tuple[int, ...]] = {}
+
+    def needs(self, index: int, req: Any, requested: str | None, available: frozenset[str] | None, base: int,
+              p: Any, masks: tuple[int, ...]) -> tuple[int, ...]:
+        """The clause bits each candidate of list `index` (its plan `p` for the request `req`) needs to be
+        the one chosen, for the candidates that count: available ones, `requested` alone when given."""
+        key = (index, req, requested, available)
+        got = self._needs.get(key)
+        if got is None:
+            got = tuple(base | m for cand, m in zip(p.candidates, masks)
+                        if (available is None or cand.backend in available)
+                        and (requested is None or cand.backend == requested))
+            if len(self._needs) > 4096:
+                self._needs.clear()
+            self._needs[key] = got
+        return got
+
+    def lists_on(self, platform: Any) -> tuple[tuple[int, Any], ...]:
+        """(index, list) of the rule set's lists on `platform` (every list when it is ANY), in order."""
+        return self._all_lists if platform is ANY else self._lists_of.get(platform, ())
 
     def _parts(self, group: tuple[str, ...], facts: Mapping[str, Any]) -> _Parts | None:
         """`group`'s options for `facts`, factored: the clauses its fixed fields (and the derived facts
@@ -306,20 +342,41 @@ class Reach:
         None when some unit has no legal value."""
         acc = 0
         union = 0
-        free = []
-        for g in self.groups:
-            got = self._parts(g, facts)
+        free: list[Any] = []
+        try:  # the facts usually name every field: one lookup, then each group's slice
+            vals = self._all_getter(facts)
+        except KeyError:
+            vals = None
+        cache = self._unit_cache
+        for i, (g, a, b) in enumerate(self._spans):
+            key = (i, vals[a:b]) if vals is not None else None
+            got = cache.get(key, _MISSING) if key is not None else _MISSING
+            if got is _MISSING:
+                got = self._unit(g, facts)
+                if key is not None:
+                    if len(cache) > 1 << 16:
+                        cache.clear()
+                    cache[key] = got
             if got is None:
                 return None
             acc |= got[0]
-            for opts in got[1]:
-                free.append(opts)
-                if isinstance(opts, BigPart):
-                    union |= opts.union
-                    continue
-                for o in opts:
-                    union |= o
+            union |= got[2]
+            free.extend(got[1])
         return acc, acc | union, free
+
+    def _unit(self, group: tuple[str, ...], facts: Mapping[str, Any]) -> tuple[int, tuple[Any, ...], int] | None:
+        """`_parts` of `group` with the union of every clause its free parts can satisfy (what units() adds up)."""
+        got = self._parts(group, facts)
+        if got is None:
+            return None
+        union = 0
+        for opts in got[1]:
+            if isinstance(opts, BigPart):
+                union |= opts.union
+                continue
+            for o in opts:
+                union |= o
+        return got[0], got[1], union
 
     def fields_by_group(self) -> tuple[str, ...]:
         """Every field reachability judges, the largest coupled group's first (fixing those first
@@ -356,15 +413,23 @@ class Reach:
         missing = need & ~acc
         free = []
         bigs: list[BigPart] = []
+        memo = self._masked
         for opts in free_all:
             if isinstance(opts, BigPart):
                 if opts.union & missing:
                     bigs.append(opts)
                 continue
-            masked = {o & missing for o in opts}
-            masked.discard(0)
-            if masked:
-                free.append(_maximal(masked) if len(masked) > 1 else tuple(masked))
+            key = (opts, missing)
+            got = memo.get(key)
+            if got is None:
+                masked = {o & missing for o in opts}
+                masked.discard(0)
+                got = (_maximal(masked) if len(masked) > 1 else tuple(masked)) if masked else ()
+                if len(memo) > 1 << 16:
+                    memo.clear()
+                memo[key] = got
+            if got:
+                free.append(got)
         free.sort(key=len)
         big_union = or_masks(b.union for b in bigs)
         reach_rest = [0] * (len(free) + 1)
@@ -400,7 +465,7 @@ def _product(xs: Any) -> int:
 
 
 def _maximal(masks: set[int]) -> tuple[int, ...]:
-    ordered = sorted(masks, key=lambda m: -bin(m).count("1"))
+    ordered = sorted(masks, key=lambda m: -m.bit_count())
     keep: list[int] = []
     for m in ordered:
         if not any(m | k == k for k in keep):
@@ -438,9 +503,7 @@ def goal_reachable(reach: Reach, facts: Mapping[str, Any], requested: str | None
         return False
     undecided = False
     exact: bool | None = None
-    for i, pl in enumerate(rules.lists):
-        if plat is not ANY and pl.platform != plat:
-            continue
+    for i, pl in reach.lists_on(plat):
         base = comp.list_need(i)
         if base < 0 or units[1] & base != base:
             continue  # the list never applies, or not to any completion of these facts
@@ -462,12 +525,7 @@ def goal_reachable(reach: Reach, facts: Mapping[str, Any], requested: str | None
                 undecided = True
             continue
         union = units[1]
-        for cand, m in zip(p.candidates, masks):
-            if available is not None and cand.backend not in available:
-                continue
-            if requested is not None and cand.backend != requested:
-                continue
-            need = base | m
+        for need in reach.needs(i, req, requested, available, base, p, masks):
             if union & need == need and reach.reachable(facts, need, units):  # (the first test inline: cheap)
                 return True
     return None if undecided else False
