@@ -492,7 +492,6 @@ def goal_reachable(reach: Reach, facts: Mapping[str, Any], requested: str | None
     ignored). None = this fast check cannot decide (an ignored request must win over earlier
     candidates, which needs "those are invalid"): ask the CSP.
     """
-    rules: RuleSet = reach.rules
     comp = reach.comp
     plat = facts.get("platform", ANY)
     req = facts.get("backend")
