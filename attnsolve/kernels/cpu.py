@@ -28,7 +28,7 @@ import threading
 
 import torch
 
-from attnsolve.kernels import _cpu_ext
+from attnsolve.kernels import _cpu_ext, _cpu_prefill_ext
 from attnsolve.kernels.metadata import AttentionMetadata
 from attnsolve.kernels.registry import register_kernel
 from attnsolve.kernels.validate import Paged, _check_block_ids, _checked_seqs, check_paged
@@ -479,6 +479,47 @@ def _short_rows_batched(query, key_cache, value_cache, md, seqs, out, *, scale, 
 
 
 # ----------------------------------------------------------------------------------------------
+# prefill rows on AMX (bf16)
+
+
+def _prefill_amx(q, key_cache, value_cache, bt_row, L: int, *, scale: float, causal: bool, sinks, gfn, out=None):
+    """One sequence's query rows ``q [n, H, D]`` (bf16) against its first ``L`` paged bf16 tokens with the AMX
+    prefill kernel (``csrc/cpu_prefill.cpp``): K/V tiles read in place from blocks of a multiple of 16 tokens
+    (other block sizes: gathered first, then read as one block), causal work only up to each row's diagonal.
+    Writes into ``out`` (``[n, H, D]`` rows of a contiguous output) when given.  None where it does not apply
+    (no AMX or extension, another dtype or head size): the caller takes the torch path."""
+    fn = _cpu_prefill_ext.load()
+    n, H, D = q.shape
+    nb, bs, hkv, dv = value_cache.shape
+    if (fn is None or q.dtype != torch.bfloat16 or key_cache.dtype != torch.bfloat16
+            or value_cache.dtype != torch.bfloat16 or dv != D or D % 32 or D > 256 or not scale > 0
+            or H % hkv or n > L):
+        return None
+    q, kc, vc = _last_contig(q), _last_contig(key_cache), _last_contig(value_cache)
+    nblk = -(-L // bs)
+    if bs % 16 == 0:
+        blocks = _int32(bt_row[:nblk])
+        k_st, v_st, kbs, knb = kc.stride()[:3], vc.stride()[:3], bs, nb
+    else:  # gathered into [Hkv, L, D] and read as one block (the tiles, and so the result, are the same)
+        kc, vc = _gather_kv(key_cache, value_cache, bt_row, L, torch.bfloat16, 1.0, 1.0, gfn)
+        blocks = torch.zeros(1, dtype=torch.int32)
+        k_st, v_st, kbs, knb = (0, D, L * D), (0, D, L * D), -(-L // 16) * 16, 1
+        if kc.stride() != (L * D, D, 1) or vc.stride() != (L * D, D, 1):
+            return None
+    o = out if out is not None else torch.empty(n, H, D, dtype=torch.bfloat16)
+    sk = None if sinks is None else sinks.detach().to(torch.float32).contiguous()
+    rc = fn(q.data_ptr(), q.stride(0), q.stride(1), kc.data_ptr(), *k_st, vc.data_ptr(), *v_st,
+            blocks.data_ptr(), kbs, knb, n, L, H, hkv, D, int(bool(causal)), float(scale),
+            None if sk is None else sk.data_ptr(), o.data_ptr(), o.stride(0), o.stride(1), torch.get_num_threads())
+    if rc < 0:
+        return None  # no AMX here (nothing written)
+    if rc > 0:
+        raise ValueError(f"Expected block_table entries in [0, num_blocks={nb}) for the blocks a sequence uses, "
+                         f"but got {int(blocks[rc - 1])}.")
+    return o
+
+
+# ----------------------------------------------------------------------------------------------
 
 
 def _needs_general(c: Paged) -> bool:
@@ -576,8 +617,17 @@ def cpu_attn_impl(
     if long_:
         cdt = query.dtype
         gfn = _cpu_ext.load_gather() if fn is not None else None
+        amx = use_flash and fn is not None and window is None and cap is None and ks == 1.0 and vs == 1.0
         for i in long_:
             q0, q1, L = qsl[i], qsl[i + 1], lens[i]
+            if amx:
+                whole = out is None  # a batch that is one prefill: the kernel's output is the answer
+                o = _prefill_amx(query[q0:q1], key_cache, value_cache, c.block_table[i], L, scale=sc,
+                                 causal=c.causal, sinks=sinks, gfn=gfn, out=None if whole else out[q0:q1])
+                if o is not None:
+                    if whole:
+                        return o
+                    continue
             k, v = _gather_kv(key_cache, value_cache, c.block_table[i], L, cdt, ks, vs, gfn)
             if use_flash and cap is None and dv == D:  # torch's flash kernel needs equal K/V head sizes
                 o = _flash_rows(query[q0:q1], k, v, L - (q1 - q0), scale=sc, causal=c.causal, window=window,

@@ -68,10 +68,6 @@ static inline const float* row_f32(int type, const char* block, int64_t off, int
   return buf;
 }
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-static inline __m256i bf16_rne16(__m512 x);  // below, with the other AVX-512 helpers
-#endif
 static inline void store_row(int type, void* p, const float* src, int n) {
   switch (type) {
     case F32: std::memcpy(p, src, sizeof(float) * n); break;
@@ -228,42 +224,6 @@ struct PfList {
   }
   inline void rest() { while (t < n) steps(1 << 20); }
 };
-
-// 16 floats to bf16, rounded to nearest even with every input exact (denormals included, unlike
-// vcvtneps2bf16, which reads them as zero), NaN -> 0x7fc0: the scalar rule of store_row, 16 at a time.
-static inline __m256i bf16_rne16(__m512 x) {
-  const __m512i u = _mm512_castps_si512(x);
-  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-  __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb), 16);
-  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
-  r = _mm512_mask_mov_epi32(r, nan, _mm512_set1_epi32(0x7fc0));
-  return _mm512_cvtepi32_epi16(r);
-}
-
-// In-register 16 x 16 float32 transpose (64 shuffles).
-static inline void transpose16(__m512* r) {
-  __m512 t[16], u[16];
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  for (int g = 0; g < 4; ++g) {  // u[4g + k], lane j: column 4j + k of rows 4g .. 4g + 3
-    const __m512d a = _mm512_castps_pd(t[4 * g]), b = _mm512_castps_pd(t[4 * g + 1]);
-    const __m512d c = _mm512_castps_pd(t[4 * g + 2]), d = _mm512_castps_pd(t[4 * g + 3]);
-    u[4 * g + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
-    u[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
-    u[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
-    u[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
-  }
-  for (int k = 0; k < 4; ++k) {
-    const __m512 v0 = _mm512_shuffle_f32x4(u[k], u[4 + k], 0x44), v1 = _mm512_shuffle_f32x4(u[k], u[4 + k], 0xEE);
-    const __m512 v2 = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0x44), v3 = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0xEE);
-    r[k] = _mm512_shuffle_f32x4(v0, v2, 0x88);
-    r[4 + k] = _mm512_shuffle_f32x4(v0, v2, 0xDD);
-    r[8 + k] = _mm512_shuffle_f32x4(v1, v3, 0x88);
-    r[12 + k] = _mm512_shuffle_f32x4(v1, v3, 0xDD);
-  }
-}
 
 #if defined(__AVX512BF16__)
 // PV over token pairs with bf16 dot products: acc[j] += p[t][j] v[t] + p[t+1][j] v[t+1]; V rows of a pair

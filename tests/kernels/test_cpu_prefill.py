@@ -1,0 +1,217 @@
+"""CPU_ATTN's AMX prefill (``csrc/cpu_prefill.cpp``): bf16 query rows against the paged bf16 K/V read in
+place, causal work only up to each row's diagonal.  Checked against the float64 reference and the torch
+flash path, for every block size (block sizes that are not a multiple of 16 are gathered first: the result
+must not change with the block size), with sinks, context (chunked prefill), non-causal rows, NaN in the
+unused slots, and bad block tables."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from attnsolve.kernels import _cpu_prefill_ext, cpu as cpu_mod  # noqa: E402
+from attnsolve.kernels.cpu import cpu_attn, cpu_attn_impl  # noqa: E402
+from attnsolve.kernels.metadata import AttentionMetadata  # noqa: E402
+from attnsolve.kernels.reference import paged_attention_reference  # noqa: E402
+from paged_cases import amx_decode_host, close, make_batch  # noqa: E402
+
+
+def _amx_prefill_runs() -> bool:
+    """Whether the kernel runs here (built, and the CPU grants AMX): one tiny call."""
+    q, kc, vc, md = make_batch([32], [32], 2, 1, 32, 16, dtype=torch.bfloat16)
+    return cpu_mod._prefill_amx(q, kc, vc, md.block_table[0], 32, scale=0.2, causal=True, sinks=None,
+                                gfn=None) is not None
+
+
+RUNS = _cpu_prefill_ext.load() is not None and _amx_prefill_runs()
+needs_amx_prefill = pytest.mark.skipif(not RUNS, reason="no AMX prefill here (no amx_bf16, or the build or "
+                                                        f"switch says no: {_cpu_prefill_ext.reason()})")
+pytestmark = pytest.mark.usefixtures("one_thread")
+_N = max(10, settings().max_examples // 3)
+
+
+@pytest.fixture
+def taken(monkeypatch):
+    """The (n, L) of every prefill the AMX kernel answered."""
+    seen = []
+    real = cpu_mod._prefill_amx
+
+    def spy(q, *a, **k):
+        got = real(q, *a, **k)
+        if got is not None:
+            seen.append((q.shape[0], a[3]))
+        return got
+
+    monkeypatch.setattr(cpu_mod, "_prefill_amx", spy)
+    return seen
+
+
+def _torch_path(monkeypatch, *args, **opts):
+    with monkeypatch.context() as m:
+        m.setattr(cpu_mod, "_prefill_amx", lambda *a, **k: None)
+        return cpu_attn(*args, **opts)
+
+
+@st.composite
+def prefills(draw):
+    """A batch of prefills (some with context, some decode rows beside them), bf16, any head size the kernel
+    tiles, GQA 1 to 8, any block size, sinks, causal or not."""
+    b = draw(st.integers(1, 3))
+    q_lens, seq_lens = [], []
+    for _ in range(b):
+        n = draw(st.sampled_from([1, 17, 33, draw(st.integers(17, 150))]))
+        ctx = draw(st.sampled_from([0, 0, draw(st.integers(1, 90))]))
+        q_lens.append(n)
+        seq_lens.append(n + ctx)
+    hkv = draw(st.sampled_from([1, 2, 4]))
+    group = draw(st.sampled_from([1, 2, 3, 4, 8]))
+    head = draw(st.sampled_from([32, 64, 96, 128, 256]))
+    bs = draw(st.sampled_from([1, 8, 16, 32, 48, 64]))
+    opts = {}
+    if draw(st.booleans()):
+        opts["sinks"] = torch.randn(hkv * group, generator=torch.Generator().manual_seed(draw(st.integers(0, 99))))
+    if draw(st.integers(0, 3)) == 0:
+        opts["causal"] = False
+    if draw(st.booleans()):
+        opts["scale"] = draw(st.sampled_from([0.05, 0.3]))
+    batch = make_batch(q_lens, seq_lens, hkv * group, hkv, head, bs, dtype=torch.bfloat16,
+                       seed=draw(st.integers(0, 2**16)))
+    return batch, opts
+
+
+@needs_amx_prefill
+@settings(max_examples=_N, deadline=None)
+@given(case=prefills())
+def test_matches_reference_and_torch_path(case):
+    (q, kc, vc, md), opts = case
+    seen = []
+    real = cpu_mod._prefill_amx
+
+    def spy(q_, *a, **k):
+        got = real(q_, *a, **k)
+        seen.append(q_.shape[0] if got is not None else None)
+        return got
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(cpu_mod, "_prefill_amx", spy)
+        out = cpu_attn(q, kc, vc, md, **opts)
+    close(out, paged_attention_reference(q, kc, vc, md, **opts), torch.bfloat16)
+    with pytest.MonkeyPatch.context() as m:
+        close(out, _torch_path(m, q, kc, vc, md, **opts), torch.bfloat16)
+    qsl = md.query_start_loc.tolist()
+    assert sorted(seen) == sorted(n for n in (b - a for a, b in zip(qsl, qsl[1:])) if n > 16)
+
+
+@needs_amx_prefill
+@pytest.mark.parametrize("n,ctx", [(17, 0), (100, 0), (300, 0), (64, 200)])
+def test_same_result_for_every_block_size(n, ctx, taken):
+    """Tiles sit at absolute multiples of 16 tokens: the same cache content in blocks of 1 .. 128 (read in
+    place, or gathered first) gives the same output bit for bit."""
+    L = n + ctx
+    g = torch.Generator().manual_seed(n)
+    q = torch.randn(n, 8, 64, generator=g).bfloat16()
+    k = torch.randn(L, 2, 64, generator=g).bfloat16()
+    v = torch.randn(L, 2, 64, generator=g).bfloat16()
+    outs = []
+    for bs in (1, 8, 16, 32, 48, 128):
+        nb = -(-L // bs)
+        perm = torch.randperm(nb + 2, generator=g)[:nb]
+        kc = torch.full((nb + 2, bs, 2, 64), float("nan")).bfloat16()
+        vc = torch.full((nb + 2, bs, 2, 64), float("nan")).bfloat16()
+        for j in range(nb):
+            kc[perm[j], : min(bs, L - j * bs)] = k[j * bs:(j + 1) * bs]
+            vc[perm[j], : min(bs, L - j * bs)] = v[j * bs:(j + 1) * bs]
+        md = AttentionMetadata(torch.tensor([0, n], dtype=torch.int32), torch.tensor([L], dtype=torch.int32),
+                               perm.view(1, nb).to(torch.int32))
+        outs.append(cpu_attn(q, kc, vc, md, sinks=torch.zeros(8)))
+    assert len(taken) == 6
+    for o in outs[1:]:
+        assert torch.equal(o, outs[0])
+    assert not outs[0].isnan().any()
+
+
+@needs_amx_prefill
+def test_nan_in_unused_slots_and_masked_future_keys_stay_out(taken):
+    """Slots past seq_len hold NaN (vLLM's MLA test writes them on purpose), and a huge value in a key a
+    row must not see yet: neither reaches the output."""
+    q, kc, vc, md = make_batch([40], [40], 4, 1, 128, 16, dtype=torch.bfloat16, seed=3)
+    last = int(md.block_table[0, 2])
+    kc[last, 8:] = float("nan")
+    vc[last, 8:] = float("nan")
+    first = int(md.block_table[0, 1])
+    vc[first, 15] = 1e30  # token 31: rows 0..30 must not see it
+    out = cpu_attn(q, kc, vc, md)
+    assert taken and not out.isnan().any()
+    close(out, paged_attention_reference(q, kc, vc, md), torch.bfloat16)
+    assert out[:31].float().abs().max() < 10
+
+
+@needs_amx_prefill
+def test_bad_block_table_same_error_as_torch_path(monkeypatch):
+    q, kc, vc, md = make_batch([50], [50], 4, 2, 64, 16, dtype=torch.bfloat16)
+    md.block_table[0, 2] = kc.shape[0] + 5
+    with pytest.raises(ValueError) as ours:
+        cpu_attn(q, kc, vc, md)
+    with pytest.raises(ValueError) as theirs:
+        _torch_path(monkeypatch, q, kc, vc, md)
+    assert "Expected block_table entries in [0, num_blocks=" in str(ours.value)
+    assert str(ours.value) == str(theirs.value)
+
+
+@needs_amx_prefill
+def test_mixed_batch_writes_its_rows(taken):
+    """Decode rows and two prefills in one batch: each prefill's rows land in its slice of the output."""
+    q, kc, vc, md = make_batch([1, 70, 3, 45], [90, 70, 20, 100], 8, 4, 128, 32, dtype=torch.bfloat16, seed=9)
+    sinks = torch.randn(8, generator=torch.Generator().manual_seed(1))
+    out = cpu_attn(q, kc, vc, md, sinks=sinks)
+    close(out, paged_attention_reference(q, kc, vc, md, sinks=sinks), torch.bfloat16)
+    assert sorted(taken) == [(45, 100), (70, 70)]
+
+
+@needs_amx_prefill
+def test_declines_what_it_does_not_cover(taken):
+    """fp16 and float32 queries, fp8 caches, windows, soft-caps and head sizes that are not a multiple of 32
+    take the torch path (and agree with the reference there)."""
+    cases = [
+        (dict(dtype=torch.float16), {}),
+        (dict(dtype=torch.float32), {}),
+        (dict(dtype=torch.bfloat16, cache_dtype=torch.float8_e4m3fn), {}),
+        (dict(dtype=torch.bfloat16), {"sliding_window": 20}),
+        (dict(dtype=torch.bfloat16), {"logits_soft_cap": 30.0}),
+    ]
+    for kw, opts in cases:
+        q, kc, vc, md = make_batch([60], [60], 4, 2, 64, 16, **kw)
+        close(cpu_attn(q, kc, vc, md, **opts), paged_attention_reference(q, kc, vc, md, **opts), q.dtype)
+    q, kc, vc, md = make_batch([60], [60], 4, 2, 80, 16, dtype=torch.bfloat16)
+    close(cpu_attn(q, kc, vc, md), paged_attention_reference(q, kc, vc, md), q.dtype)
+    assert taken == []
+
+
+@needs_amx_prefill
+def test_long_causal_prefill_two_threads(taken):
+    """Enough rows for several items per thread (and the costliest-first schedule) on two threads."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        q, kc, vc, md = make_batch([700], [900], 16, 2, 128, 16, dtype=torch.bfloat16, seed=5)
+        out = cpu_attn(q, kc, vc, md)
+    finally:
+        torch.set_num_threads(saved)
+    assert taken == [(700, 900)]
+    close(out, paged_attention_reference(q, kc, vc, md), torch.bfloat16)
+    assert math.isfinite(out.float().abs().max().item())
+
+
+def test_kernel_runs_where_the_cpu_has_amx():
+    """On a CPU with amx_bf16 (not switched off) with a compiler, the kernel must build and run: a failed
+    build would otherwise only show as skipped tests."""
+    import shutil
+
+    if not amx_decode_host() or not (shutil.which("g++") or shutil.which("c++")):
+        pytest.skip("no AMX or no compiler here: the torch path is the prefill path")
+    assert RUNS, _cpu_prefill_ext.reason()
