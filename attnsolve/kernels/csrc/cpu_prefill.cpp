@@ -31,6 +31,22 @@ namespace {
 constexpr int NQ = 32;     // columns (query row, head) per item
 constexpr int CHUNK = 128;  // tokens per softmax step (8 tiles)
 
+// 2^t for t <= 0 with exp512's polynomial (cpu_common.h) and vscalefps for the power of two; t is clamped at
+// -126 (callers zero the masked entries themselves); NaN in, NaN out.
+static inline __m512 exp2_512(__m512 t) {
+  t = _mm512_max_ps(_mm512_set1_ps(-126.0f), t);
+  const __m512 fi = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(t, fi);
+  __m512 p = _mm512_set1_ps(1.5353362e-4f);
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3398874e-3f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6181291e-3f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504109e-2f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022652e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, fi);
+}
+
 struct Geometry {
   const uint16_t* q; int64_t q_s0, q_s1;
   const uint16_t* kc; int64_t k_s0, k_s1, k_s2;
@@ -214,23 +230,26 @@ static void chunk(const Geometry& g, Scratch& S, Block& B, int kh, int c0) {
     }
   }
   const int nt = 16 * ntile;
-  // scale, mask (keys past a column's position or past L), column maxima
+  // mask (keys past a column's position or past L: -inf, stored only in the rows that have one) and column
+  // maxima of the raw scores; scaled once per chunk (scale > 0: the maximum of the scaled scores, exactly)
   __m512 mx0 = ninf, mx1 = ninf;
   for (int t = 0; t < nt; ++t) {
     float* row = S.st + (size_t)t * NQ;
-    __m512 a = _mm512_mul_ps(_mm512_load_ps(row), vscale), b = _mm512_mul_ps(_mm512_load_ps(row + 16), vscale);
+    __m512 a = _mm512_load_ps(row), b = _mm512_load_ps(row + 16);
     const int tt = c0 + t;
     if (tt >= B.first_masked || tt >= g.L) {
       const __m512 tv = _mm512_set1_ps((float)tt);
       const __mmask16 all = tt >= g.L ? (__mmask16)0xFFFF : (__mmask16)0;
       a = _mm512_mask_mov_ps(a, _mm512_cmp_ps_mask(tv, pos0, _CMP_GT_OQ) | all, ninf);
       b = _mm512_mask_mov_ps(b, _mm512_cmp_ps_mask(tv, pos1, _CMP_GT_OQ) | all, ninf);
+      _mm512_store_ps(row, a);
+      _mm512_store_ps(row + 16, b);
     }
-    _mm512_store_ps(row, a);
-    _mm512_store_ps(row + 16, b);
     mx0 = _mm512_max_ps(mx0, a);
     mx1 = _mm512_max_ps(mx1, b);
   }
+  mx0 = _mm512_mul_ps(mx0, vscale);
+  mx1 = _mm512_mul_ps(mx1, vscale);
   // new maxima; the accumulators of columns whose maximum rose are scaled by e^(old - new)
   __m512 mh[2];
   const __m512 mxs[2] = {mx0, mx1};
@@ -255,6 +274,8 @@ static void chunk(const Geometry& g, Scratch& S, Block& B, int kh, int c0) {
     mh[h] = _mm512_mask_mov_ps(mn, _mm512_cmp_ps_mask(mn, ninf, _CMP_EQ_OQ), _mm512_setzero_ps());
   }
   // probabilities, their column sums, and the A tiles of P . V (transposed 16 x 16 blocks, bf16)
+  const __m512 vc1 = _mm512_set1_ps(g.scale * 1.44269504088896341f), nlog2e = _mm512_set1_ps(-1.44269504088896341f);
+  const __m512 mh2[2] = {_mm512_mul_ps(mh[0], nlog2e), _mm512_mul_ps(mh[1], nlog2e)};
   __m512 ls[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
   const int nunit = (ntile + 1) / 2;
   for (int i = 0; i < ntile; ++i) {
@@ -262,8 +283,9 @@ static void chunk(const Geometry& g, Scratch& S, Block& B, int kh, int c0) {
       __m512 r[16];
       for (int t = 0; t < 16; ++t) {
         const __m512 sv = _mm512_load_ps(S.st + (size_t)(16 * i + t) * NQ + 16 * h);
-        // a masked key (-inf) gets exactly 0 (exp512 clamps its argument at -87); NaN stays NaN
-        r[t] = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(sv, ninf, _CMP_NEQ_UQ), exp512(_mm512_sub_ps(sv, mh[h])));
+        // e^(scale s - m) as 2^(s scale log2(e) - m log2(e)): one FMA; a masked key (-inf) gets exactly 0
+        // (exp2_512 clamps its argument), NaN stays NaN
+        r[t] = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(sv, ninf, _CMP_NEQ_UQ), exp2_512(_mm512_fmadd_ps(sv, vc1, mh2[h])));
         ls[h] = _mm512_add_ps(ls[h], r[t]);
       }
       transpose16(r);  // r[k]: column 16 h + k over the tile's 16 tokens
