@@ -64,7 +64,7 @@ constexpr int RB = 16;     // row blocks per item (at most): each K/V chunk read
 struct Block {
   int r0, r1, ncol, last, first_masked;  // rows, columns used, last key any column sees, first key one does not
   uint32_t* qv;   // [D/32][2 halves][16 dim pairs][16 columns]: Q^T, pair-interleaved
-  float* o;       // [2 column halves][D/16][16 columns][16 dims]: O
+  float* o;       // [D/16][2 column halves][16 dims][16 columns]: O^T (columns are lanes)
   alignas(64) float pos[NQ], m[NQ], l[NQ];
 };
 
@@ -72,8 +72,8 @@ struct Scratch {  // per thread, 64-byte aligned pieces of one buffer
   std::vector<uint8_t> raw;
   Block blk[RB];
   float* st;      // [CHUNK tokens][NQ]: S^T, then P^T
-  uint16_t* pa;   // [2 column halves][CHUNK/32 units][16 columns][32 tokens]: A tiles of P . V (bf16)
-  uint16_t* vv;   // [CHUNK/32 units][D/16][16 token pairs][16 dims][2]: the chunk's V, pair-interleaved
+  uint16_t* pb;   // [2 column halves][CHUNK/32 units][16 token pairs][16 columns][2]: P^T, the B tiles of O^T
+  uint16_t* vt;   // [CHUNK/32 units][D/16][16 dims][32 tokens]: the chunk's V^T, the A tiles of O^T
   uint16_t* kz;   // [16][D]: a partial tile's K rows, zeros past L
   uint16_t* vz;   // [16][D]: the same for V
   void ensure(int D) {
@@ -88,7 +88,7 @@ struct Scratch {  // per thread, 64-byte aligned pieces of one buffer
       blk[b].qv = (uint32_t*)at; at += qv;
       blk[b].o = (float*)at; at += o;
     }
-    void** dst[] = {(void**)&st, (void**)&pa, (void**)&vv, (void**)&kz, (void**)&vz};
+    void** dst[] = {(void**)&st, (void**)&pb, (void**)&vt, (void**)&kz, (void**)&vz};
     for (int i = 0; i < 5; ++i) { *dst[i] = at; at += (parts[i] + 63) / 64 * 64; }
   }
 };
@@ -134,52 +134,51 @@ static void prepare(const Geometry& g, Block& B, int kh, int h0) {
   std::memset(B.o, 0, (size_t)NQ * D * 4);
 }
 
-// O[16 columns x 16 K dims] += P . V for dim groups dg .. dg + K - 1 (K independent accumulators, tiles
-// 0 .. K-1) over the chunk's 32-token units: one A tile (tile 6) per unit serves the K products.
+// O^T[32 dims x 32 columns] += V^T . P^T for dim groups dg, dg + 1 and both column halves (four independent
+// accumulators, tiles 0-3) over the chunk's 32-token units; K = 1: one dim group (D / 16 odd).
 template <int K>
-static inline void pv_dims(float* o, const uint16_t* aq, const uint16_t* vv, int nunit, int NDG, int dg) {
+static inline void pv_dims(float* o, const uint16_t* pb, const uint16_t* vt, int nunit, int NDG, int dg, bool two) {
   _tile_loadd(0, o, 64);
-  if (K > 1) _tile_loadd(1, o + 256, 64);
-  if (K > 2) { _tile_loadd(2, o + 512, 64); _tile_loadd(3, o + 768, 64); }
+  if (two) _tile_loadd(1, o + 256, 64);
+  if (K > 1) { _tile_loadd(2, o + 512, 64); if (two) _tile_loadd(3, o + 768, 64); }
   for (int u = 0; u < nunit; ++u) {
-    const uint16_t* v = vv + ((size_t)u * NDG + dg) * 512;
-    _tile_loadd(6, aq + (size_t)u * 512, 64);
-    _tile_loadd(4, v, 64);
-    _tile_dpbf16ps(0, 6, 4);
-    if (K > 1) { _tile_loadd(7, v + 512, 64); _tile_dpbf16ps(1, 6, 7); }
-    if (K > 2) {
-      _tile_loadd(4, v + 1024, 64); _tile_dpbf16ps(2, 6, 4);
-      _tile_loadd(7, v + 1536, 64); _tile_dpbf16ps(3, 6, 7);
+    const uint16_t* a = vt + ((size_t)u * NDG + dg) * 512;
+    _tile_loadd(4, a, 64);
+    _tile_loadd(6, pb + (size_t)u * 512, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    if (two) { _tile_loadd(7, pb + (size_t)(CHUNK / 32 + u) * 512, 64); _tile_dpbf16ps(1, 4, 7); }
+    if (K > 1) {
+      _tile_loadd(5, a + 512, 64);
+      _tile_dpbf16ps(2, 5, 6);
+      if (two) _tile_dpbf16ps(3, 5, 7);
     }
   }
   _tile_stored(0, o, 64);
-  if (K > 1) _tile_stored(1, o + 256, 64);
-  if (K > 2) { _tile_stored(2, o + 512, 64); _tile_stored(3, o + 768, 64); }
+  if (two) _tile_stored(1, o + 256, 64);
+  if (K > 1) { _tile_stored(2, o + 512, 64); if (two) _tile_stored(3, o + 768, 64); }
 }
 
-// The chunk's V rows (tokens c0 .. c0 + 16 ntile - 1 of KV head kh) pair-interleaved for the B operand:
-// vv[unit][dim group][pair p][dim][2] = (V[32 unit + 2p][dim], V[32 unit + 2p + 1][dim]); zeros past the
-// tiles and past L.  Built once per chunk for all the row blocks of an item.
-static void interleave_v(const Geometry& g, Scratch& S, int kh, int c0, int ntile) {
+// The chunk's V rows (tokens c0 .. c0 + 16 ntile - 1 of KV head kh) transposed for the A operand:
+// vt[unit][dim group][dim][token] = V[32 unit + token][16 group + dim]; zeros past the tiles and past L.
+// Built once per chunk for all the row blocks of an item: 16 x 16 transposes of 32-bit (dim pair) words,
+// each word's two dims then split into their rows.
+static void transpose_v(const Geometry& g, Scratch& S, int kh, int c0, int ntile) {
   const int D = g.D, NDG = D / 16, nunit = (ntile + 1) / 2;
-  const __m512i lo_idx = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
-                                          39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
-  const __m512i hi_idx = _mm512_set_epi16(63, 31, 62, 30, 61, 29, 60, 28, 59, 27, 58, 26, 57, 25, 56, 24,
-                                          55, 23, 54, 22, 53, 21, 52, 20, 51, 19, 50, 18, 49, 17, 48, 16);
   for (int i = 0; i < 2 * nunit; ++i) {
     int64_t vs = 0;
-    const uint16_t* vt = i < ntile ? tile_rows(g, g.vc, g.v_s0, g.v_s1, g.v_s2, c0 + 16 * i, kh, S.vz, vs) : nullptr;
-    const int u = i / 2;
-    for (int p = 0; p < 8; ++p) {  // token pairs (16 i + 2p, + 1)
-      const uint16_t* a = vt ? (const uint16_t*)((const char*)vt + (2 * p) * vs) : nullptr;
-      const uint16_t* b = vt ? (const uint16_t*)((const char*)vt + (2 * p + 1) * vs) : nullptr;
-      const int pr = 8 * (i % 2) + p;  // pair row within the unit
-      for (int d = 0; d < D; d += 32) {
-        __m512i x = _mm512_setzero_si512(), y = _mm512_setzero_si512();
-        if (vt) { x = _mm512_loadu_si512((const void*)(a + d)); y = _mm512_loadu_si512((const void*)(b + d)); }
-        // dims d .. d + 15 and d + 16 .. d + 31: groups d / 16 and d / 16 + 1
-        _mm512_store_si512((void*)(S.vv + (((size_t)u * NDG + d / 16) * 16 + pr) * 32), _mm512_permutex2var_epi16(x, lo_idx, y));
-        _mm512_store_si512((void*)(S.vv + (((size_t)u * NDG + d / 16 + 1) * 16 + pr) * 32), _mm512_permutex2var_epi16(x, hi_idx, y));
+    const uint16_t* v = i < ntile ? tile_rows(g, g.vc, g.v_s0, g.v_s1, g.v_s2, c0 + 16 * i, kh, S.vz, vs) : nullptr;
+    const int u = i / 2, half = 16 * (i % 2);
+    for (int d = 0; d < D; d += 32) {  // 16 tokens x 32 dims = 16 x 16 words
+      __m512 r[16];
+      for (int t = 0; t < 16; ++t)
+        r[t] = v ? _mm512_loadu_ps((const void*)((const char*)v + t * vs + 2 * d)) : _mm512_setzero_ps();
+      transpose16(r);  // r[w]: word w (dims d + 2w, d + 2w + 1) of the 16 tokens
+      for (int w = 0; w < 16; ++w) {
+        const __m512i x = _mm512_castps_si512(r[w]);
+        const int dim = d + 2 * w;  // rows dim and dim + 1 of group dim / 16
+        uint16_t* row = S.vt + (((size_t)u * NDG + dim / 16) * 16 + dim % 16) * 32 + half;
+        _mm256_store_si256((__m256i*)row, _mm512_cvtepi32_epi16(x));
+        _mm256_store_si256((__m256i*)(row + 32), _mm512_cvtepi32_epi16(_mm512_srli_epi32(x, 16)));
       }
     }
   }
@@ -257,67 +256,70 @@ static void chunk(const Geometry& g, Scratch& S, Block& B, int kh, int c0) {
     const __m512 mo = _mm512_load_ps(m + 16 * h);
     const __m512 mn = _mm512_max_ps(mo, mxs[h]);
     const __mmask16 up = _mm512_cmp_ps_mask(mn, mo, _CMP_GT_OQ) & _mm512_cmp_ps_mask(mo, ninf, _CMP_NEQ_OQ);
-    if (up) {
-      alignas(64) float corr[16];
-      _mm512_store_ps(corr, exp512(_mm512_sub_ps(mo, mn)));
-      _mm512_store_ps(l + 16 * h, _mm512_mask_mul_ps(_mm512_load_ps(l + 16 * h), up, _mm512_load_ps(l + 16 * h), _mm512_load_ps(corr)));
-      for (unsigned r = up; r; r &= r - 1) {
-        const int j = 16 * h + __builtin_ctz(r);
-        if (j >= ncol) continue;
-        const __m512 vc = _mm512_set1_ps(corr[j - 16 * h]);
-        float* oj = B.o + (size_t)(j / 16) * (D / 16) * 256 + (j % 16) * 16;
-        for (int dg = 0; dg < D / 16; ++dg) _mm512_store_ps(oj + (size_t)dg * 256, _mm512_mul_ps(_mm512_load_ps(oj + (size_t)dg * 256), vc));
+    if (up && 16 * h < ncol) {  // O^T rows of this half: columns are lanes, one multiply per dim
+      const __m512 corr = _mm512_mask_mov_ps(_mm512_set1_ps(1.0f), up, exp512(_mm512_sub_ps(mo, mn)));
+      _mm512_store_ps(l + 16 * h, _mm512_mul_ps(_mm512_load_ps(l + 16 * h), corr));
+      for (int dg = 0; dg < D / 16; ++dg) {
+        float* oh = B.o + ((size_t)dg * 2 + h) * 256;
+        for (int r = 0; r < 16; ++r) _mm512_store_ps(oh + 16 * r, _mm512_mul_ps(_mm512_load_ps(oh + 16 * r), corr));
       }
     }
     _mm512_store_ps(m + 16 * h, mn);
     // a column that has seen only masked keys keeps -inf: its probabilities are 0, never NaN
     mh[h] = _mm512_mask_mov_ps(mn, _mm512_cmp_ps_mask(mn, ninf, _CMP_EQ_OQ), _mm512_setzero_ps());
   }
-  // probabilities, their column sums, and the A tiles of P . V (transposed 16 x 16 blocks, bf16)
+  // probabilities, their column sums, and P^T as the B tiles of O^T: token pairs interleaved (bf16)
   const __m512 vc1 = _mm512_set1_ps(g.scale * 1.44269504088896341f), nlog2e = _mm512_set1_ps(-1.44269504088896341f);
   const __m512 mh2[2] = {_mm512_mul_ps(mh[0], nlog2e), _mm512_mul_ps(mh[1], nlog2e)};
+  const __m512i pair_idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                            23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
   __m512 ls[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
   const int nunit = (ntile + 1) / 2;
-  for (int i = 0; i < ntile; ++i) {
-    for (int h = 0; h < 2 && 16 * h < ncol; ++h) {
-      __m512 r[16];
-      for (int t = 0; t < 16; ++t) {
-        const __m512 sv = _mm512_load_ps(S.st + (size_t)(16 * i + t) * NQ + 16 * h);
+  for (int h = 0; h < 2 && 16 * h < ncol; ++h) {
+    uint16_t* bh = S.pb + (size_t)h * (CHUNK / 32) * 512;
+    for (int t = 0; t < 32 * nunit; t += 2) {  // token pairs; rows past the tiles are zeros
+      __m512 p[2];
+      for (int e = 0; e < 2; ++e) {
+        if (t + e >= nt) { p[e] = _mm512_setzero_ps(); continue; }
+        const __m512 sv = _mm512_load_ps(S.st + (size_t)(t + e) * NQ + 16 * h);
         // e^(scale s - m) as 2^(s scale log2(e) - m log2(e)): one FMA; a masked key (-inf) gets exactly 0
         // (exp2_512 clamps its argument), NaN stays NaN
-        r[t] = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(sv, ninf, _CMP_NEQ_UQ), exp2_512(_mm512_fmadd_ps(sv, vc1, mh2[h])));
-        ls[h] = _mm512_add_ps(ls[h], r[t]);
+        p[e] = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(sv, ninf, _CMP_NEQ_UQ), exp2_512(_mm512_fmadd_ps(sv, vc1, mh2[h])));
+        ls[h] = _mm512_add_ps(ls[h], p[e]);
       }
-      transpose16(r);  // r[k]: column 16 h + k over the tile's 16 tokens
-      uint16_t* a = S.pa + ((size_t)h * (CHUNK / 32) + i / 2) * 512 + 16 * (i % 2);
-      for (int k = 0; k < 16; ++k) _mm256_store_si256((__m256i*)(a + 32 * k), (__m256i)_mm512_cvtneps_pbh(r[k]));
-      if (i + 1 == ntile && (i % 2) == 0)  // an odd last tile: its unit's second half is zeros
-        for (int k = 0; k < 16; ++k) _mm256_store_si256((__m256i*)(a + 32 * k + 16), _mm256_setzero_si256());
+      const __m512i x = (__m512i)_mm512_cvtne2ps_pbh(p[1], p[0]);  // [p0 x 16 | p1 x 16]
+      _mm512_store_si512((void*)(bh + (size_t)(t / 32) * 512 + (t % 32) / 2 * 32), _mm512_permutexvar_epi16(pair_idx, x));
     }
   }
   _mm512_store_ps(l, _mm512_add_ps(_mm512_load_ps(l), ls[0]));
   _mm512_store_ps(l + 16, _mm512_add_ps(_mm512_load_ps(l + 16), ls[1]));
-  // O += P . V: per column half and 16 dims, the chunk's units accumulate in one C tile
+  // O^T += V^T . P^T: per pair of dim groups, both column halves, the chunk's units in four accumulators
   const int NDG = D / 16;
-  for (int h = 0; h < 2 && 16 * h < ncol; ++h) {
-    const uint16_t* aq = S.pa + (size_t)h * (CHUNK / 32) * 512;
-    float* oh = B.o + (size_t)h * NDG * 256;
-    int dg = 0;
-    for (; dg + 4 <= NDG; dg += 4) pv_dims<4>(oh + (size_t)dg * 256, aq, S.vv, nunit, NDG, dg);
-    for (; dg + 2 <= NDG; dg += 2) pv_dims<2>(oh + (size_t)dg * 256, aq, S.vv, nunit, NDG, dg);
-    for (; dg < NDG; ++dg) pv_dims<1>(oh + (size_t)dg * 256, aq, S.vv, nunit, NDG, dg);
-  }
+  const bool two = ncol > 16;
+  int dg = 0;
+  for (; dg + 2 <= NDG; dg += 2) pv_dims<2>(B.o + (size_t)dg * 512, S.pb, S.vt, nunit, NDG, dg, two);
+  for (; dg < NDG; ++dg) pv_dims<1>(B.o + (size_t)dg * 512, S.pb, S.vt, nunit, NDG, dg, two);
 }
 
-// out = O / l for row block B, rounded to bf16.
+// out = O / l for row block B (O^T transposed back 16 x 16 at a time), rounded to bf16.
 static void finish(const Geometry& g, const Block& B, int kh, int h0) {
   const int NDG = g.D / 16, Gc = g.Gc;
-  for (int j = 0; j < B.ncol; ++j) {
-    const __m512 vi = _mm512_set1_ps(B.l[j] > 0.0f ? 1.0f / B.l[j] : 0.0f);
-    uint16_t* dst = g.out + (int64_t)(B.r0 + j / Gc) * g.o_s0 + (int64_t)(kh * g.G + h0 + j % Gc) * g.o_s1;
-    const float* oj = B.o + (size_t)(j / 16) * NDG * 256 + (j % 16) * 16;
-    for (int dg = 0; dg < NDG; ++dg)
-      _mm256_storeu_si256((__m256i*)(dst + 16 * dg), bf16_rne16(_mm512_mul_ps(_mm512_load_ps(oj + (size_t)dg * 256), vi)));
+  for (int h = 0; h < 2 && 16 * h < B.ncol; ++h) {
+    const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_load_ps(B.l + 16 * h));
+    const __m512 vi = _mm512_mask_mov_ps(_mm512_setzero_ps(), _mm512_cmp_ps_mask(_mm512_load_ps(B.l + 16 * h), _mm512_setzero_ps(), _CMP_GT_OQ), inv);
+    alignas(64) float iv[16];
+    _mm512_store_ps(iv, vi);
+    for (int dg = 0; dg < NDG; ++dg) {
+      __m512 r[16];
+      const float* oh = B.o + ((size_t)dg * 2 + h) * 256;
+      for (int d = 0; d < 16; ++d) r[d] = _mm512_load_ps(oh + 16 * d);
+      transpose16(r);  // r[k]: column 16 h + k's 16 dims
+      for (int k = 0; k < 16 && 16 * h + k < B.ncol; ++k) {
+        const int j = 16 * h + k;
+        uint16_t* dst = g.out + (int64_t)(B.r0 + j / Gc) * g.o_s0 + (int64_t)(kh * g.G + h0 + j % Gc) * g.o_s1;
+        _mm256_storeu_si256((__m256i*)(dst + 16 * dg), bf16_rne16(_mm512_mul_ps(r[k], _mm512_set1_ps(iv[k]))));
+      }
+    }
   }
 }
 
@@ -347,7 +349,7 @@ static void item(const Geometry& g, Scratch& S, int kh, int h0, int r0, int r1) 
   }
   const int last = S.blk[nb - 1].last;  // the last block's rows see the most keys
   for (int c0 = 0; c0 <= last; c0 += CHUNK) {
-    interleave_v(g, S, kh, c0, std::min(CHUNK / 16, (last - c0) / 16 + 1));
+    transpose_v(g, S, kh, c0, std::min(CHUNK / 16, (last - c0) / 16 + 1));
     const int nxt = c0 + CHUNK, per = (CHUNK + nb - 1) / nb;  // the next chunk's rows, a slice per block
     for (int b = 0; b < nb; ++b) {
       if (nxt <= last) prefetch_rows(g, kh, nxt + b * per, std::min(nxt + (b + 1) * per, last + 1));
