@@ -23,7 +23,7 @@ PREFILL_ARGTYPES = (
     _P, _I64, _I64, _I64,  # key cache, strides (block, slot, KV head)
     _P, _I64, _I64, _I64,  # value cache, strides
     _P, _I, _I64,  # the sequence's block-table row (int32), block size, number of blocks
-    _I, _I, _I, _I, _I, _I, _F, _P,  # n, L, H, Hkv, D, causal, scale, sinks (float32 [H] or null)
+    _I, _I, _I, _I, _I, _I, _I, _F, _P,  # n, L, H, Hkv, D, causal, window (0: none), scale, sinks (float32 [H] or null)
     _P, _I64, _I64, _I,  # out [n, H, D], strides (row, head), threads
 )
 

@@ -482,10 +482,12 @@ def _short_rows_batched(query, key_cache, value_cache, md, seqs, out, *, scale, 
 # prefill rows on AMX (bf16)
 
 
-def _prefill_amx(q, key_cache, value_cache, bt_row, L: int, *, scale: float, causal: bool, sinks, gfn, out=None):
+def _prefill_amx(q, key_cache, value_cache, bt_row, L: int, *, scale: float, causal: bool, sinks, gfn, window=None,
+                 out=None):
     """One sequence's query rows ``q [n, H, D]`` (bf16) against its first ``L`` paged bf16 tokens with the AMX
     prefill kernel (``csrc/cpu_prefill.cpp``): K/V tiles read in place from blocks of a multiple of 16 tokens
-    (other block sizes: gathered first, then read as one block), causal work only up to each row's diagonal.
+    (other block sizes: gathered first, then read as one block), causal work only up to each row's diagonal
+    (and from its window's start: ``window`` as for the other paths, a causal row at p sees keys t > p - window).
     Writes into ``out`` (``[n, H, D]`` rows of a contiguous output) when given.  None where it does not apply
     (no AMX or extension, another dtype or head size): the caller takes the torch path."""
     fn = _cpu_prefill_ext.load()
@@ -493,7 +495,7 @@ def _prefill_amx(q, key_cache, value_cache, bt_row, L: int, *, scale: float, cau
     nb, bs, hkv, dv = value_cache.shape
     if (fn is None or q.dtype != torch.bfloat16 or key_cache.dtype != torch.bfloat16
             or value_cache.dtype != torch.bfloat16 or dv != D or D % 32 or D > 256 or not scale > 0
-            or H % hkv or n > L):
+            or H % hkv or n > L or (window is not None and not causal)):
         return None
     q, kc, vc = _last_contig(q), _last_contig(key_cache), _last_contig(value_cache)
     nblk = -(-L // bs)
@@ -509,7 +511,7 @@ def _prefill_amx(q, key_cache, value_cache, bt_row, L: int, *, scale: float, cau
     o = out if out is not None else torch.empty(n, H, D, dtype=torch.bfloat16)
     sk = None if sinks is None else sinks.detach().to(torch.float32).contiguous()
     rc = fn(q.data_ptr(), q.stride(0), q.stride(1), kc.data_ptr(), *k_st, vc.data_ptr(), *v_st,
-            blocks.data_ptr(), kbs, knb, n, L, H, hkv, D, int(bool(causal)), float(scale),
+            blocks.data_ptr(), kbs, knb, n, L, H, hkv, D, int(bool(causal)), int(window or 0), float(scale),
             None if sk is None else sk.data_ptr(), o.data_ptr(), o.stride(0), o.stride(1), torch.get_num_threads())
     if rc < 0:
         return None  # no AMX here (nothing written)
@@ -617,13 +619,14 @@ def cpu_attn_impl(
     if long_:
         cdt = query.dtype
         gfn = _cpu_ext.load_gather() if fn is not None else None
-        amx = use_flash and fn is not None and window is None and cap is None and ks == 1.0 and vs == 1.0
+        amx = use_flash and fn is not None and cap is None and ks == 1.0 and vs == 1.0
         for i in long_:
             q0, q1, L = qsl[i], qsl[i + 1], lens[i]
             if amx:
                 whole = out is None  # a batch that is one prefill: the kernel's output is the answer
                 o = _prefill_amx(query[q0:q1], key_cache, value_cache, c.block_table[i], L, scale=sc,
-                                 causal=c.causal, sinks=sinks, gfn=gfn, out=None if whole else out[q0:q1])
+                                 causal=c.causal, sinks=sinks, gfn=gfn, window=window,
+                                 out=None if whole else out[q0:q1])
                 if o is not None:
                     if whole:
                         return o

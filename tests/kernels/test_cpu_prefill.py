@@ -60,7 +60,7 @@ def _torch_path(monkeypatch, *args, **opts):
 @st.composite
 def prefills(draw):
     """A batch of prefills (some with context, some decode rows beside them), bf16, any head size the kernel
-    tiles, GQA 1 to 8, any block size, sinks, causal or not."""
+    tiles, GQA 1 to 8, any block size, sinks, causal (with or without a sliding window) or not."""
     b = draw(st.integers(1, 3))
     q_lens, seq_lens = [], []
     for _ in range(b):
@@ -77,6 +77,8 @@ def prefills(draw):
         opts["sinks"] = torch.randn(hkv * group, generator=torch.Generator().manual_seed(draw(st.integers(0, 99))))
     if draw(st.integers(0, 3)) == 0:
         opts["causal"] = False
+    elif draw(st.integers(0, 2)) == 0:
+        opts["sliding_window"] = draw(st.sampled_from([1, 5, 16, 40, 130, draw(st.integers(1, 300))]))
     if draw(st.booleans()):
         opts["scale"] = draw(st.sampled_from([0.05, 0.3]))
     batch = make_batch(q_lens, seq_lens, hkv * group, hkv, head, bs, dtype=torch.bfloat16,
@@ -108,8 +110,9 @@ def test_matches_reference_and_torch_path(case):
 
 
 @needs_amx_prefill
-@pytest.mark.parametrize("n,ctx", [(17, 0), (100, 0), (300, 0), (64, 200)])
-def test_same_result_for_every_block_size(n, ctx, taken):
+@pytest.mark.parametrize("n,ctx,window", [(17, 0, None), (100, 0, None), (300, 0, None), (64, 200, None),
+                                          (300, 100, 70), (40, 300, 200)])
+def test_same_result_for_every_block_size(n, ctx, window, taken):
     """Tiles sit at absolute multiples of 16 tokens: the same cache content in blocks of 1 .. 128 (read in
     place, or gathered first) gives the same output bit for bit."""
     L = n + ctx
@@ -128,7 +131,7 @@ def test_same_result_for_every_block_size(n, ctx, taken):
             vc[perm[j], : min(bs, L - j * bs)] = v[j * bs:(j + 1) * bs]
         md = AttentionMetadata(torch.tensor([0, n], dtype=torch.int32), torch.tensor([L], dtype=torch.int32),
                                perm.view(1, nb).to(torch.int32))
-        outs.append(cpu_attn(q, kc, vc, md, sinks=torch.zeros(8)))
+        outs.append(cpu_attn(q, kc, vc, md, sinks=torch.zeros(8), sliding_window=window))
     assert len(taken) == 6
     for o in outs[1:]:
         assert torch.equal(o, outs[0])
@@ -175,13 +178,13 @@ def test_mixed_batch_writes_its_rows(taken):
 
 @needs_amx_prefill
 def test_declines_what_it_does_not_cover(taken):
-    """fp16 and float32 queries, fp8 caches, windows, soft-caps and head sizes that are not a multiple of 32
-    take the torch path (and agree with the reference there)."""
+    """fp16 and float32 queries, fp8 caches, two-sided (non-causal) windows, soft-caps and head sizes that are
+    not a multiple of 32 take the torch path (and agree with the reference there)."""
     cases = [
         (dict(dtype=torch.float16), {}),
         (dict(dtype=torch.float32), {}),
         (dict(dtype=torch.bfloat16, cache_dtype=torch.float8_e4m3fn), {}),
-        (dict(dtype=torch.bfloat16), {"sliding_window": 20}),
+        (dict(dtype=torch.bfloat16), {"sliding_window": 20, "causal": False}),
         (dict(dtype=torch.bfloat16), {"logits_soft_cap": 30.0}),
     ]
     for kw, opts in cases:

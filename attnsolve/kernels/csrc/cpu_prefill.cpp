@@ -52,7 +52,7 @@ struct Geometry {
   const uint16_t* kc; int64_t k_s0, k_s1, k_s2;
   const uint16_t* vc; int64_t v_s0, v_s1, v_s2;
   const int32_t* blocks; int bs;
-  int n, L, H, Hkv, D, G, Gc, R, causal;
+  int n, L, H, Hkv, D, G, Gc, R, causal, window;  // window: a causal row at p sees keys t > p - window (0: all)
   float scale;
   const float* sinks;
   uint16_t* out; int64_t o_s0, o_s1;
@@ -63,9 +63,10 @@ constexpr int RB = 16;     // row blocks per item (at most): each K/V chunk read
 // One row block's state over the keys: its packed query, positions, running maxima and sums, accumulators.
 struct Block {
   int r0, r1, ncol, last, first_masked;  // rows, columns used, last key any column sees, first key one does not
+  int first, lo_max;  // first key any column sees; keys below lo_max are out of some column's window
   uint32_t* qv;   // [D/32][2 halves][16 dim pairs][16 columns]: Q^T, pair-interleaved
   float* o;       // [D/16][2 column halves][16 dims][16 columns]: O^T (columns are lanes)
-  alignas(64) float pos[NQ], m[NQ], l[NQ];
+  alignas(64) float pos[NQ], lo[NQ], m[NQ], l[NQ];  // lo: a column's first key in its window
 };
 
 struct Scratch {  // per thread, 64-byte aligned pieces of one buffer
@@ -116,6 +117,8 @@ static void prepare(const Geometry& g, Block& B, int kh, int h0) {
   B.ncol = (B.r1 - B.r0) * Gc;
   B.last = g.causal ? std::min(g.L - 1, p_base + B.r1 - 1) : g.L - 1;
   B.first_masked = g.causal ? p_base + B.r0 + 1 : g.L;
+  B.first = g.window ? std::max(0, p_base + B.r0 - g.window + 1) : 0;
+  B.lo_max = g.window ? p_base + B.r1 - 1 - g.window + 1 : 0;
   // Q^T: column j = (row r0 + j / Gc, head kh * G + h0 + j % Gc); dim pairs moved as 32-bit words
   std::memset(B.qv, 0, (size_t)D * NQ * 2);
   for (int j = 0; j < B.ncol; ++j) {
@@ -127,6 +130,7 @@ static void prepare(const Geometry& g, Block& B, int kh, int h0) {
   for (int j = 0; j < NQ; ++j) {
     const int r = B.r0 + (j < B.ncol ? j / Gc : 0);
     B.pos[j] = g.causal ? (float)(p_base + r) : (float)(g.L - 1);
+    B.lo[j] = g.window ? (float)(p_base + r - g.window + 1) : -1.0f;
     const float sk = g.sinks && j < B.ncol ? g.sinks[kh * g.G + h0 + j % Gc] : -INFINITY;
     B.m[j] = sk;  // e^(sink - m) = 1 at m = sink
     B.l[j] = std::isinf(sk) ? 0.0f : 1.0f;
@@ -191,6 +195,7 @@ static void chunk(const Geometry& g, Scratch& S, Block& B, int kh, int c0) {
   float* const l = B.l;
   const __m512 ninf = _mm512_set1_ps(-INFINITY), vscale = _mm512_set1_ps(g.scale);
   const __m512 pos0 = _mm512_load_ps(B.pos), pos1 = _mm512_load_ps(B.pos + 16);
+  const __m512 lo0 = _mm512_load_ps(B.lo), lo1 = _mm512_load_ps(B.lo + 16);
   const int ntile = std::min(CHUNK / 16, (B.last - c0) / 16 + 1);
   // scores of the chunk's tiles, two tiles at a time: four independent accumulators (a tile product waits
   // for the previous one into the same accumulator, several times its issue interval)
@@ -236,11 +241,11 @@ static void chunk(const Geometry& g, Scratch& S, Block& B, int kh, int c0) {
     float* row = S.st + (size_t)t * NQ;
     __m512 a = _mm512_load_ps(row), b = _mm512_load_ps(row + 16);
     const int tt = c0 + t;
-    if (tt >= B.first_masked || tt >= g.L) {
+    if (tt >= B.first_masked || tt >= g.L || tt < B.lo_max) {
       const __m512 tv = _mm512_set1_ps((float)tt);
       const __mmask16 all = tt >= g.L ? (__mmask16)0xFFFF : (__mmask16)0;
-      a = _mm512_mask_mov_ps(a, _mm512_cmp_ps_mask(tv, pos0, _CMP_GT_OQ) | all, ninf);
-      b = _mm512_mask_mov_ps(b, _mm512_cmp_ps_mask(tv, pos1, _CMP_GT_OQ) | all, ninf);
+      a = _mm512_mask_mov_ps(a, _mm512_cmp_ps_mask(tv, pos0, _CMP_GT_OQ) | _mm512_cmp_ps_mask(tv, lo0, _CMP_LT_OQ) | all, ninf);
+      b = _mm512_mask_mov_ps(b, _mm512_cmp_ps_mask(tv, pos1, _CMP_GT_OQ) | _mm512_cmp_ps_mask(tv, lo1, _CMP_LT_OQ) | all, ninf);
       _mm512_store_ps(row, a);
       _mm512_store_ps(row + 16, b);
     }
@@ -348,12 +353,14 @@ static void item(const Geometry& g, Scratch& S, int kh, int h0, int r0, int r1) 
     prepare(g, S.blk[nb], kh, h0);
   }
   const int last = S.blk[nb - 1].last;  // the last block's rows see the most keys
-  for (int c0 = 0; c0 <= last; c0 += CHUNK) {
+  // a window: chunks below every column's window are skipped (chunks stay at multiples of CHUNK, so the
+  // result does not depend on the block size either)
+  for (int c0 = S.blk[0].first / CHUNK * CHUNK; c0 <= last; c0 += CHUNK) {
     transpose_v(g, S, kh, c0, std::min(CHUNK / 16, (last - c0) / 16 + 1));
     const int nxt = c0 + CHUNK, per = (CHUNK + nb - 1) / nb;  // the next chunk's rows, a slice per block
     for (int b = 0; b < nb; ++b) {
       if (nxt <= last) prefetch_rows(g, kh, nxt + b * per, std::min(nxt + (b + 1) * per, last + 1));
-      if (c0 <= S.blk[b].last) chunk(g, S, S.blk[b], kh, c0);
+      if (c0 <= S.blk[b].last && c0 + CHUNK > S.blk[b].first) chunk(g, S, S.blk[b], kh, c0);
     }
   }
   for (int b = 0; b < nb; ++b) finish(g, S.blk[b], kh, h0);
@@ -362,7 +369,8 @@ static void item(const Geometry& g, Scratch& S, int kh, int h0, int r0, int r1) 
 }  // namespace
 #endif
 
-// Causal (end-aligned: query row r sits at position L - n + r) or full attention of n bf16 query rows
+// Causal (end-aligned: query row r sits at position L - n + r; with window > 0 it sees keys t > p - window) or
+// full attention of n bf16 query rows
 // [n, H, D] over the first L tokens of one sequence's paged bf16 K/V ([blocks, bs, Hkv, D] with any
 // strides; `blocks` the sequence's block-table row), optional per-head sink logits, into out [n, H, D].
 // Strides are in elements.  Returns 0; -1 when this build or CPU has no AMX (nothing written); -2 for an
@@ -372,11 +380,13 @@ extern "C" int attnsolve_prefill_bf16(
     const void* kc, int64_t k_s0, int64_t k_s1, int64_t k_s2,
     const void* vc, int64_t v_s0, int64_t v_s1, int64_t v_s2,
     const int32_t* blocks, int bs, int64_t num_blocks,
-    int n, int L, int H, int Hkv, int D, int causal, float scale, const float* sinks,
+    int n, int L, int H, int Hkv, int D, int causal, int window, float scale, const float* sinks,
     void* out, int64_t o_s0, int64_t o_s1, int nthreads) {
 #if defined(ATTNSOLVE_PREFILL_AMX)
   if (!amx_permitted()) return -1;
-  if (D % 32 != 0 || D > 256 || Hkv <= 0 || H % Hkv != 0 || bs % 16 != 0 || n <= 0 || L < n) return -2;
+  if (D % 32 != 0 || D > 256 || Hkv <= 0 || H % Hkv != 0 || bs % 16 != 0 || n <= 0 || L < n || !(scale > 0.0f) ||
+      window < 0 || (window > 0 && !causal))
+    return -2;
   const int nblk = (L + bs - 1) / bs;
   for (int b = 0; b < nblk; ++b)
     if (blocks[b] < 0 || blocks[b] >= num_blocks) return 1 + b;
@@ -385,7 +395,7 @@ extern "C" int attnsolve_prefill_bf16(
   g.kc = (const uint16_t*)kc; g.k_s0 = k_s0; g.k_s1 = k_s1; g.k_s2 = k_s2;
   g.vc = (const uint16_t*)vc; g.v_s0 = v_s0; g.v_s1 = v_s1; g.v_s2 = v_s2;
   g.blocks = blocks; g.bs = bs;
-  g.n = n; g.L = L; g.H = H; g.Hkv = Hkv; g.D = D; g.G = H / Hkv; g.causal = causal;
+  g.n = n; g.L = L; g.H = H; g.Hkv = Hkv; g.D = D; g.G = H / Hkv; g.causal = causal; g.window = window;
   g.Gc = std::min(g.G, NQ); g.R = NQ / g.Gc;
   g.scale = scale; g.sinks = sinks;
   g.out = (uint16_t*)out; g.o_s0 = o_s0; g.o_s1 = o_s1;
@@ -420,7 +430,7 @@ extern "C" int attnsolve_prefill_bf16(
   return 0;
 #else
   (void)q; (void)q_s0; (void)q_s1; (void)kc; (void)k_s0; (void)k_s1; (void)k_s2; (void)vc; (void)v_s0; (void)v_s1;
-  (void)v_s2; (void)blocks; (void)bs; (void)num_blocks; (void)n; (void)L; (void)H; (void)Hkv; (void)D; (void)causal;
+  (void)v_s2; (void)blocks; (void)bs; (void)num_blocks; (void)n; (void)L; (void)H; (void)Hkv; (void)D; (void)causal; (void)window;
   (void)scale; (void)sinks; (void)out; (void)o_s0; (void)o_s1; (void)nthreads;
   return -1;
 #endif
