@@ -1,13 +1,16 @@
 """CPU_ATTN: paged attention on CPU (prefill and decode), the kernel vLLM's CPU backend selects.
 
-Two paths, chosen per sequence of a mixed batch:
+The paths, chosen per sequence of a mixed batch:
 
 * Rows of sequences with at most ``DECODE_MAX_ROWS`` query rows (decode, speculative
   decode, short chunks) go to a C++/OpenMP kernel (``_cpu_ext``): one online-softmax pass
   that reads each paged KV block in place (no gather, no contiguous copy), split into
   (row, key chunk) work items for both cores and merged by log-sum-exp.  AVX-512 tiles
   for head sizes 32..256, a portable loop otherwise; fp32/bf16/fp16 and fp8 caches.
-* Longer query runs (prefill) gather the sequence's own blocks once (a bounded gather,
+* Longer query runs (prefill) with a bf16 query and cache on a CPU with AMX go to a C++ kernel of
+  their own (``_cpu_prefill_ext``, ``csrc/cpu_prefill.cpp``): paged K/V read in place, causal work
+  only up to each row's diagonal (and from its window's start).
+* Other prefills gather the sequence's own blocks once (a bounded gather,
   ``seq_len`` rows, never the whole cache, into a per-thread buffer reused across calls; a
   C++ memcpy gather with the extension) and run torch's CPU flash-attention kernel
   (``aten._scaled_dot_product_flash_attention_for_cpu``, the one SDPA uses), whose
