@@ -119,14 +119,20 @@ static void prepare(const Geometry& g, Block& B, int kh, int h0) {
   B.first_masked = g.causal ? p_base + B.r0 + 1 : g.L;
   B.first = g.window ? std::max(0, p_base + B.r0 - g.window + 1) : 0;
   B.lo_max = g.window ? p_base + B.r1 - 1 - g.window + 1 : 0;
-  // Q^T: column j = (row r0 + j / Gc, head kh * G + h0 + j % Gc); dim pairs moved as 32-bit words
-  std::memset(B.qv, 0, (size_t)D * NQ * 2);
-  for (int j = 0; j < B.ncol; ++j) {
-    const uint32_t* src = (const uint32_t*)(g.q + (int64_t)(B.r0 + j / Gc) * g.q_s0 + (int64_t)(kh * g.G + h0 + j % Gc) * g.q_s1);
-    uint32_t* dst = B.qv + (size_t)(j / 16) * 256 + (j % 16);
-    for (int c = 0; c < NC; ++c)
-      for (int p = 0; p < 16; ++p) dst[(size_t)c * 512 + p * 16] = src[c * 16 + p];
-  }
+  // Q^T: column j = (row r0 + j / Gc, head kh * G + h0 + j % Gc); per 32 dims and 16 columns, a 16 x 16
+  // transpose of 32-bit (dim pair) words; columns past ncol are zeros
+  for (int h = 0; h < 2; ++h)
+    for (int c = 0; c < NC; ++c) {
+      __m512 r[16];
+      for (int k = 0; k < 16; ++k) {
+        const int j = 16 * h + k;
+        r[k] = j < B.ncol ? _mm512_loadu_ps((const void*)(g.q + (int64_t)(B.r0 + j / Gc) * g.q_s0 +
+                                                           (int64_t)(kh * g.G + h0 + j % Gc) * g.q_s1 + 32 * c))
+                          : _mm512_setzero_ps();
+      }
+      transpose16(r);  // r[p]: dim pair p of the 16 columns
+      for (int p = 0; p < 16; ++p) _mm512_store_ps((float*)(B.qv + (size_t)c * 512 + h * 256 + p * 16), r[p]);
+    }
   for (int j = 0; j < NQ; ++j) {
     const int r = B.r0 + (j < B.ncol ? j / Gc : 0);
     B.pos[j] = g.causal ? (float)(p_base + r) : (float)(g.L - 1);
