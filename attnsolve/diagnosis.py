@@ -21,6 +21,7 @@ from .render import show as _show
 from .errors import ConfigError, SelectionError
 from .rules.loader import EXTRA_FIELDS
 from .selection import compiled_rules, csp_solver, solve_uncached
+from .selection.per_rules import per_rules
 from .solver.domains import class_of, representatives, value_classes
 from .solver.facts import base_facts
 from .goal import GoalCheck, goal_consistency
@@ -74,12 +75,21 @@ def _solver_facts(config: Config, role: str) -> dict[str, Any]:
 
 def _fact_order(config: Config, hold: frozenset[str] = frozenset()) -> list[str]:
     """The user's facts, most preferred in a conflict first: hardware, then model, then tunables."""
-    relevant = set(csp_solver(config).fields) - set(EXTRA_FIELDS) - hold
-    names = [f for f in config.field_names if f in relevant and f != "backend" and getattr(config, f) is not ANY]
+    relevant, rank = per_rules(_ORDER, compiled_rules(config).rules, lambda rules: _order_table(config))
+    names = [f for f in rank if f in relevant and f not in hold and getattr(config, f) is not ANY]
     # "no compute capability" / "no gfx arch" only restate the platform: not facts of their own
-    names = [f for f in names if not (f in ("compute_capability", "rocm_arch") and getattr(config, f) is None)]
+    return [f for f in names if not (f in ("compute_capability", "rocm_arch") and getattr(config, f) is None)]
+
+
+_ORDER: dict[int, Any] = {}
+
+
+def _order_table(config: Config) -> tuple[frozenset[str], tuple[str, ...]]:
+    """The release's fields a conflict may name (those its lists read), and every field in preference order
+    (cost, then the Config's order): the part of the fact order that depends on the release alone."""
+    relevant = frozenset(csp_solver(config).fields) - set(EXTRA_FIELDS) - {"backend"}
     where = {f: i for i, f in enumerate(config.field_names)}
-    return sorted(names, key=lambda f: (-_cost(f, config), where[f]))
+    return relevant, tuple(sorted(config.field_names, key=lambda f: (-_cost(f, config), where[f])))
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from .config import ANY, Config
 from .errors import InvalidBackendError, NoValidBackendError
 from .rules.model import RuleSet
 from .selection import compiled_rules, csp_solver
+from .selection.per_rules import per_rules
 from .selection.steps import before_selection, platform_settings, prefill_backend
 from .solver.domains import representatives
 from .solver.facts import base_facts
@@ -49,7 +50,22 @@ def background_fields(config: Config) -> tuple[str, ...]:
 
 
 def _step_conditions(rules: RuleSet, platform: Any, role: str) -> list[tuple[Any, ...]]:
-    """The conditions of the steps that can change what the lists see or replace them, on `platform`."""
+    """The conditions of the steps that can change what the lists see or replace them, on `platform`
+    (kept per rule set: every explanation asks for each platform)."""
+    memo = per_rules(_STEPS, rules, lambda r: {})
+    try:
+        return memo[(platform, role)]
+    except KeyError:
+        got = memo[(platform, role)] = _step_conditions_of(rules, platform, role)
+        return got
+    except TypeError:  # an unhashable platform value: no memo
+        return _step_conditions_of(rules, platform, role)
+
+
+_STEPS: dict[int, Any] = {}
+
+
+def _step_conditions_of(rules: RuleSet, platform: Any, role: str) -> list[tuple[Any, ...]]:
     ps = platform_settings(rules, platform)
     if ps is None:
         return []
@@ -94,6 +110,8 @@ class GoalCheck:
         self.full = base_facts(config, role)
         self.background = frozenset(background_fields(config))
         self.held = {f: self.full[f] for f in (*self.background, *_FIXED, *hold) if f in self.full}
+        self._free = dict.fromkeys(self.full, ANY)
+        self._free.update(self.held)
         self._live = self._live_conditions()
         self._subchecks: dict[Any, GoalCheck] = {}
         self._complete_memo: dict[tuple[tuple[str, Any], ...], bool] = {}
@@ -133,8 +151,7 @@ class GoalCheck:
     # -- the question --------------------------------------------------------------------------------
     def facts_for(self, kept: frozenset[str]) -> dict[str, Any]:
         full = self.full
-        facts = dict.fromkeys(full, ANY)
-        facts.update(self.held)
+        facts = self._free.copy()  # every fact free but the held ones
         for f in kept:
             if f in full:
                 facts[f] = full[f]
@@ -150,7 +167,9 @@ class GoalCheck:
     # -- search --------------------------------------------------------------------------------------
     def _search(self, facts: dict[str, Any], witness: bool) -> dict[str, Any] | None:
         plat = facts.get("platform", ANY)
-        plats = [plat] if plat is not ANY else list(representatives(self.rules, "platform"))
+        if plat is not ANY:  # (facts_for's dict is this question's own: no copy)
+            return self._search_platform(facts, witness)
+        plats = list(representatives(self.rules, "platform"))
         for p in plats:
             pfacts = dict(facts, platform=p)
             found = self._search_platform(pfacts, witness)
