@@ -14,7 +14,7 @@ import threading
 
 from attnsolve.kernels._cpp_build import build
 
-__all__ = ["load", "reason", "PREFILL_ARGTYPES"]
+__all__ = ["load", "amx_ok", "reason", "PREFILL_ARGTYPES"]
 
 _P, _I64, _I, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
 # attnsolve_prefill_bf16's parameters, in order (see the C source)
@@ -41,13 +41,24 @@ def load():
                 _state["fn"], _state["reason"] = None, "disabled by ATTNSOLVE_CPU_EXT=0"
             else:
                 try:
-                    fn = ctypes.CDLL(str(build("cpu_prefill"))).attnsolve_prefill_bf16
+                    lib = ctypes.CDLL(str(build("cpu_prefill")))
+                    fn = lib.attnsolve_prefill_bf16
                     fn.restype = _I
                     fn.argtypes = list(PREFILL_ARGTYPES)
+                    lib.attnsolve_prefill_amx_ok.restype = _I
+                    lib.attnsolve_prefill_amx_ok.argtypes = []
+                    _state["amx"] = bool(lib.attnsolve_prefill_amx_ok())
                     _state["fn"], _state["reason"] = fn, None
                 except Exception as e:  # no compiler, failed build: the torch path runs instead
                     _state["fn"], _state["reason"] = None, f"{type(e).__name__}: {e}"
     return _state["fn"]
+
+
+def amx_ok() -> bool:
+    """Whether the kernel runs here: built with AMX, and the CPU grants AMX to this process."""
+    if "amx" not in _state:
+        load()
+    return bool(_state.get("amx"))
 
 
 def reason() -> str | None:

@@ -62,13 +62,21 @@ class AttentionMetadata:
     def decode_keys(self, max_rows: int) -> int | None:
         """The total key count when every sequence has 1 to ``max_rows`` query rows (a decode batch), else None;
         once per metadata state (``host_key``), like ``checked_seqs``."""
+        return self._decode_memo(max_rows)[1]
+
+    def longest_run(self, max_rows: int) -> int:
+        """The most query rows of one sequence (from the same memo as ``decode_keys``)."""
+        return self._decode_memo(max_rows)[2]
+
+    def _decode_memo(self, max_rows: int) -> tuple:
         key = (self.host_key(), max_rows)
         memo = self._decode_rows
         if memo is None or memo[0] != key or None in key[0]:
             q, s = self.host_lists()
-            ok = bool(s) and all(1 <= q[i + 1] - q[i] <= max_rows for i in range(len(s)))
-            memo = self._decode_rows = (key, sum(s) if ok else None)
-        return memo[1]
+            runs = [q[i + 1] - q[i] for i in range(len(s))]
+            ok = bool(s) and all(1 <= r <= max_rows for r in runs)
+            memo = self._decode_rows = (key, sum(s) if ok else None, max(runs, default=0))
+        return memo
 
     def block_ids_checked(self, key: tuple) -> bool:
         """Whether ``key`` (table identity and version, seq_lens, block_size, num_blocks) was checked already.

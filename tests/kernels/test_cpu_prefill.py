@@ -64,7 +64,7 @@ def prefills(draw):
     b = draw(st.integers(1, 3))
     q_lens, seq_lens = [], []
     for _ in range(b):
-        n = draw(st.sampled_from([1, 17, 33, draw(st.integers(17, 150))]))
+        n = draw(st.sampled_from([1, 2, 4, 17, 33, draw(st.integers(3, 16)), draw(st.integers(17, 150))]))
         ctx = draw(st.sampled_from([0, 0, draw(st.integers(1, 90))]))
         q_lens.append(n)
         seq_lens.append(n + ctx)
@@ -106,7 +106,9 @@ def test_matches_reference_and_torch_path(case):
     with pytest.MonkeyPatch.context() as m:
         close(out, _torch_path(m, q, kc, vc, md, **opts), torch.bfloat16)
     qsl = md.query_start_loc.tolist()
-    assert sorted(seen) == sorted(n for n in (b - a for a, b in zip(qsl, qsl[1:])) if n > 16)
+    group = q.shape[1] // kc.shape[2]
+    assert sorted(seen) == sorted(n for n in (b - a for a, b in zip(qsl, qsl[1:]))
+                                  if n > 16 or cpu_mod._amx_rows(n, group))
 
 
 @needs_amx_prefill
@@ -174,6 +176,24 @@ def test_mixed_batch_writes_its_rows(taken):
     out = cpu_attn(q, kc, vc, md, sinks=sinks)
     close(out, paged_attention_reference(q, kc, vc, md, sinks=sinks), torch.bfloat16)
     assert sorted(taken) == [(45, 100), (70, 70)]
+
+
+@needs_amx_prefill
+@pytest.mark.parametrize("rows,group", [(4, 4), (8, 4), (16, 1), (3, 8), (2, 4), (2, 8), (5, 2)])
+def test_short_runs_of_several_rows_take_it(rows, group, taken):
+    """Speculative-decode runs (several rows, at most DECODE_MAX_ROWS) read their sequence's K/V once here
+    instead of once per row in the decode kernel: from 3 rows and 12 (row, head) columns per KV head. The
+    answer agrees with the decode kernel's and the reference; the fast decode path declines the batch."""
+    q, kc, vc, md = make_batch([rows, 1, rows], [300, 50, rows + 40], 2 * group, 2, 128, 16,
+                               dtype=torch.bfloat16, seed=rows)
+    out = cpu_attn(q, kc, vc, md)
+    close(out, paged_attention_reference(q, kc, vc, md), torch.bfloat16)
+    goes = rows >= 3 and rows * group >= 12
+    assert sorted(taken) == (sorted([(rows, 300), (rows, rows + 40)]) if goes else [])
+    assert (cpu_mod._decode_fast(q, kc, vc, md, None) is None) == goes
+    with pytest.MonkeyPatch.context() as m:  # the decode kernel's answer
+        m.setattr(cpu_mod, "_amx_rows", lambda n, g: False)
+        close(out, cpu_attn(q, kc, vc, md), torch.bfloat16)
 
 
 @needs_amx_prefill

@@ -375,6 +375,16 @@ static void item(const Geometry& g, Scratch& S, int kh, int h0, int r0, int r1) 
 }  // namespace
 #endif
 
+// 1 when this build has the AMX kernel and the CPU grants AMX to this process (the switch ATTNSOLVE_CPU_AMX=0
+// says no), else 0: callers route work here only when it will run.
+extern "C" int attnsolve_prefill_amx_ok() {
+#if defined(ATTNSOLVE_PREFILL_AMX)
+  return amx_permitted();
+#else
+  return 0;
+#endif
+}
+
 // Causal (end-aligned: query row r sits at position L - n + r; with window > 0 it sees keys t > p - window) or
 // full attention of n bf16 query rows
 // [n, H, D] over the first L tokens of one sequence's paged bf16 K/V ([blocks, bs, Hkv, D] with any
