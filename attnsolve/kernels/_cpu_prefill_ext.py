@@ -23,6 +23,7 @@ PREFILL_ARGTYPES = (
     _P, _I64, _I64, _I64,  # key cache, strides (block, slot, KV head)
     _P, _I64, _I64, _I64,  # value cache, strides
     _P, _I, _I64,  # the sequence's block-table row (int32), block size, number of blocks
+    _I, _F, _F,  # cache type (1 bf16, 3 fp8 e4m3, 4 fp8 e5m2), k_scale, v_scale
     _I, _I, _I, _I, _I, _I, _I, _F, _P,  # n, L, H, Hkv, D, causal, window (0: none), scale, sinks (float32 [H] or null)
     _P, _I64, _I64, _I,  # out [n, H, D], strides (row, head), threads
 )
@@ -45,6 +46,9 @@ def load():
                     fn = lib.attnsolve_prefill_bf16
                     fn.restype = _I
                     fn.argtypes = list(PREFILL_ARGTYPES)
+                    lib.attnsolve_fp8_to_bf16.restype = _I
+                    lib.attnsolve_fp8_to_bf16.argtypes = [_I, _P, _P, _I]
+                    _state["fp8"] = lib.attnsolve_fp8_to_bf16
                     lib.attnsolve_prefill_amx_ok.restype = _I
                     lib.attnsolve_prefill_amx_ok.argtypes = []
                     _state["amx"] = bool(lib.attnsolve_prefill_amx_ok())
@@ -59,6 +63,11 @@ def amx_ok() -> bool:
     if "amx" not in _state:
         load()
     return bool(_state.get("amx"))
+
+
+def fp8_widen():
+    """The kernel's fp8 -> bf16 widening as a C function ``(ctype, src, dst, n) -> int``, or None (for tests)."""
+    return _state.get("fp8") if load() is not None else None
 
 
 def reason() -> str | None:

@@ -162,7 +162,7 @@ def _decode_fast(query, key_cache, value_cache, md, scale) -> torch.Tensor | Non
     total = md.decode_keys(DECODE_MAX_ROWS)
     if total is None:
         return None
-    if qcode == 1 and ccode == 1 and _amx_rows(md.longest_run(DECODE_MAX_ROWS), H // hkv) \
+    if qcode == 1 and ccode in (1, 3, 4) and _amx_rows(md.longest_run(DECODE_MAX_ROWS), H // hkv) \
             and _amx_shape(query, key_cache, value_cache):
         return None  # runs of several rows go to the AMX prefill kernel (cpu_attn_impl)
     if scale is None:
@@ -504,51 +504,74 @@ def _amx_rows(n: int, group: int) -> bool:
     return n >= _AMX_MIN_ROWS and n * group >= _AMX_MIN_COLUMNS
 
 
+_AMX_CACHE = {torch.bfloat16: 1, torch.float8_e4m3fn: 3, torch.float8_e5m2: 4}  # the kernel's cache types
+
+
 def _amx_shape(query, key_cache, value_cache) -> bool:
-    """The dtypes and head size the AMX prefill kernel takes, and the kernel runs on this CPU."""
+    """The dtypes and head size the AMX prefill kernel takes (a bf16 query; a bf16 or fp8 cache), and the kernel
+    runs on this CPU."""
     D = query.shape[-1]
-    return (query.dtype == torch.bfloat16 and key_cache.dtype == torch.bfloat16
-            and value_cache.dtype == torch.bfloat16 and value_cache.shape[-1] == D and D % 32 == 0 and D <= 256
-            and _cpu_prefill_ext.amx_ok())
+    return (query.dtype == torch.bfloat16 and key_cache.dtype in _AMX_CACHE and value_cache.dtype == key_cache.dtype
+            and value_cache.shape[-1] == D and D % 32 == 0 and D <= 256 and _cpu_prefill_ext.amx_ok())
 
 
 def _prefill_amx(q, key_cache, value_cache, bt_row, L: int, *, scale: float, causal: bool, sinks, gfn, window=None,
-                 out=None):
-    """One sequence's query rows ``q [n, H, D]`` (bf16) against its first ``L`` paged bf16 tokens with the AMX
-    prefill kernel (``csrc/cpu_prefill.cpp``): K/V tiles read in place from blocks of a multiple of 16 tokens
-    (other block sizes: gathered first, then read as one block), causal work only up to each row's diagonal
-    (and from its window's start: ``window`` as for the other paths, a causal row at p sees keys t > p - window).
-    Writes into ``out`` (``[n, H, D]`` rows of a contiguous output) when given.  None where it does not apply
-    (no AMX or extension, another dtype or head size): the caller takes the torch path."""
+                 ks: float = 1.0, vs: float = 1.0, out=None):
+    """One sequence's query rows ``q [n, H, D]`` (bf16) against its first ``L`` paged tokens (bf16, or fp8 with
+    ``ks``/``vs``) with the AMX prefill kernel (``csrc/cpu_prefill.cpp``): K/V tiles read in place from blocks of a
+    multiple of 16 tokens (other block sizes: the raw rows gathered first, then read as one block), causal work
+    only up to each row's diagonal (and from its window's start: ``window`` as for the other paths, a causal row
+    at p sees keys t > p - window).  Writes into ``out`` (``[n, H, D]`` rows of a contiguous output) when given.
+    None where it does not apply (no AMX or extension, another dtype or head size): the caller takes the torch
+    path."""
     fn = _cpu_prefill_ext.load()
     n, H, D = q.shape
     nb, bs, hkv, dv = value_cache.shape
-    if (fn is None or q.dtype != torch.bfloat16 or key_cache.dtype != torch.bfloat16
-            or value_cache.dtype != torch.bfloat16 or dv != D or D % 32 or D > 256 or not scale > 0
-            or H % hkv or n > L or (window is not None and not causal)):
+    ctype = _AMX_CACHE.get(key_cache.dtype)
+    if (fn is None or q.dtype != torch.bfloat16 or ctype is None or value_cache.dtype != key_cache.dtype
+            or dv != D or D % 32 or D > 256 or not scale > 0 or H % hkv or n > L
+            or (window is not None and not causal)):
         return None
     q, kc, vc = _last_contig(q), _last_contig(key_cache), _last_contig(value_cache)
     nblk = -(-L // bs)
     if bs % 16 == 0:
         blocks = _int32(bt_row[:nblk])
         k_st, v_st, kbs, knb = kc.stride()[:3], vc.stride()[:3], bs, nb
-    else:  # gathered into [Hkv, L, D] and read as one block (the tiles, and so the result, are the same)
-        kc, vc = _gather_kv(key_cache, value_cache, bt_row, L, torch.bfloat16, 1.0, 1.0, gfn)
+    else:  # the raw rows gathered into [Hkv, L, D] and read as one block (the same tiles: the same result)
+        if gfn is None:
+            return None
+        kc, vc = _gather_raw(kc, vc, bt_row, L, gfn)
         blocks = torch.zeros(1, dtype=torch.int32)
         k_st, v_st, kbs, knb = (0, D, L * D), (0, D, L * D), -(-L // 16) * 16, 1
-        if kc.stride() != (L * D, D, 1) or vc.stride() != (L * D, D, 1):
-            return None
     o = out if out is not None else torch.empty(n, H, D, dtype=torch.bfloat16)
     sk = None if sinks is None else sinks.detach().to(torch.float32).contiguous()
     rc = fn(q.data_ptr(), q.stride(0), q.stride(1), kc.data_ptr(), *k_st, vc.data_ptr(), *v_st,
-            blocks.data_ptr(), kbs, knb, n, L, H, hkv, D, int(bool(causal)), int(window or 0), float(scale),
-            None if sk is None else sk.data_ptr(), o.data_ptr(), o.stride(0), o.stride(1), torch.get_num_threads())
+            blocks.data_ptr(), kbs, knb, ctype, float(ks), float(vs), n, L, H, hkv, D, int(bool(causal)),
+            int(window or 0), float(scale), None if sk is None else sk.data_ptr(), o.data_ptr(), o.stride(0),
+            o.stride(1), torch.get_num_threads())
     if rc < 0:
-        return None  # no AMX here (nothing written)
+        return None  # no AMX here, or a value it does not take (nothing written)
     if rc > 0:
         raise ValueError(f"Expected block_table entries in [0, num_blocks={nb}) for the blocks a sequence uses, "
                          f"but got {int(blocks[rc - 1])}.")
     return o
+
+
+def _gather_raw(kc, vc, bt_row, L: int, gfn):
+    """This sequence's first ``L`` K and V rows as stored (no conversion, no scale), contiguous ``[Hkv, L, D]``,
+    with the C++ gather (range-checked: the same error as the other paths)."""
+    nb, bs, hkv, D = kc.shape
+    es = kc.element_size()
+    buf = _buffer(2 * hkv * L * D * es).view(kc.dtype)
+    k, v = buf[: hkv * L * D].view(hkv, L, D), buf[hkv * L * D:].view(hkv, L, D)
+    blocks = _int32(bt_row[: -(-L // bs)])
+    threads = torch.get_num_threads() if L * hkv >= 2048 else 1
+    bad = gfn(es, kc.data_ptr(), kc.stride(0), kc.stride(1), kc.stride(2), vc.data_ptr(), vc.stride(0), vc.stride(1),
+              vc.stride(2), blocks.data_ptr(), L, bs, hkv, D, D, threads, nb, k.data_ptr(), v.data_ptr(), 1)
+    if bad:
+        raise ValueError(f"Expected block_table entries in [0, num_blocks={nb}) for the blocks a sequence uses, "
+                         f"but got {int(blocks[bad - 1])}.")
+    return k, v
 
 
 # ----------------------------------------------------------------------------------------------
@@ -632,8 +655,7 @@ def cpu_attn_impl(
     short, long_ = [], []
     out = None
     # short runs of several rows read their sequence's K/V once on the AMX prefill kernel (_amx_rows)
-    amx_runs = (use_flash and fn is not None and cap is None and ks == 1.0 and vs == 1.0
-                and _amx_shape(query, key_cache, value_cache))
+    amx_runs = use_flash and fn is not None and cap is None and _amx_shape(query, key_cache, value_cache)
     group = H // key_cache.shape[2]
     for i in range(len(lens)):
         n = qsl[i + 1] - qsl[i]
@@ -653,13 +675,13 @@ def cpu_attn_impl(
     if long_:
         cdt = query.dtype
         gfn = _cpu_ext.load_gather() if fn is not None else None
-        amx = use_flash and fn is not None and cap is None and ks == 1.0 and vs == 1.0
+        amx = use_flash and fn is not None and cap is None
         for i in long_:
             q0, q1, L = qsl[i], qsl[i + 1], lens[i]
             if amx:
                 whole = out is None  # a batch that is one prefill: the kernel's output is the answer
                 o = _prefill_amx(query[q0:q1], key_cache, value_cache, c.block_table[i], L, scale=sc,
-                                 causal=c.causal, sinks=sinks, gfn=gfn, window=window,
+                                 causal=c.causal, sinks=sinks, gfn=gfn, window=window, ks=ks, vs=vs,
                                  out=None if whole else out[q0:q1])
                 if o is not None:
                     if whole:

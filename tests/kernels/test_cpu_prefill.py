@@ -59,8 +59,9 @@ def _torch_path(monkeypatch, *args, **opts):
 
 @st.composite
 def prefills(draw):
-    """A batch of prefills (some with context, some decode rows beside them), bf16, any head size the kernel
-    tiles, GQA 1 to 8, any block size, sinks, causal (with or without a sliding window) or not."""
+    """A batch of prefills (some with context, some decode rows beside them), a bf16 query over a bf16 or fp8
+    cache (with scales), any head size the kernel tiles, GQA 1 to 8, any block size, sinks, causal (with or
+    without a sliding window) or not."""
     b = draw(st.integers(1, 3))
     q_lens, seq_lens = [], []
     for _ in range(b):
@@ -81,7 +82,11 @@ def prefills(draw):
         opts["sliding_window"] = draw(st.sampled_from([1, 5, 16, 40, 130, draw(st.integers(1, 300))]))
     if draw(st.booleans()):
         opts["scale"] = draw(st.sampled_from([0.05, 0.3]))
-    batch = make_batch(q_lens, seq_lens, hkv * group, hkv, head, bs, dtype=torch.bfloat16,
+    cache = draw(st.sampled_from([None, None, torch.float8_e4m3fn, torch.float8_e5m2]))
+    if cache is not None:
+        opts["k_scale"] = draw(st.sampled_from([0.5, 1.0, 2.0]))
+        opts["v_scale"] = draw(st.sampled_from([0.25, 1.0, 3.0]))
+    batch = make_batch(q_lens, seq_lens, hkv * group, hkv, head, bs, dtype=torch.bfloat16, cache_dtype=cache,
                        seed=draw(st.integers(0, 2**16)))
     return batch, opts
 
@@ -138,6 +143,43 @@ def test_same_result_for_every_block_size(n, ctx, window, taken):
     for o in outs[1:]:
         assert torch.equal(o, outs[0])
     assert not outs[0].isnan().any()
+
+
+@needs_amx_prefill
+@pytest.mark.parametrize("cache,code", [(torch.float8_e4m3fn, 3), (torch.float8_e5m2, 4)])
+def test_fp8_widening_is_exact_for_every_code(cache, code):
+    """The kernel's fp8 -> bf16 widening, value by value against torch's, for all 256 codes (NaN stays NaN)."""
+    fn = _cpu_prefill_ext.fp8_widen()
+    src = torch.arange(256, dtype=torch.uint8)
+    dst = torch.empty(256, dtype=torch.bfloat16)
+    assert fn(code, src.data_ptr(), dst.data_ptr(), 256) == 0
+    want = src.view(cache).to(torch.bfloat16)
+    assert torch.equal(dst.isnan(), want.isnan())
+    assert torch.equal(dst.nan_to_num().view(torch.int16), want.nan_to_num().view(torch.int16))  # -0.0 too
+
+
+@needs_amx_prefill
+@pytest.mark.parametrize("cache", [torch.float8_e4m3fn, torch.float8_e5m2])
+def test_every_fp8_value_converts_exactly(cache, taken):
+    """K and V hold every fp8 value (subnormals, both zeros, the largest; NaN too): the kernel widens them to
+    bf16 exactly, so its answer equals, bit for bit, its answer for the same cache stored as bf16 (the same
+    scales), in place and gathered (block size 8)."""
+    codes = torch.arange(256, dtype=torch.uint8)
+    g = torch.Generator().manual_seed(7)
+    L, D = 256, 64
+    perms = torch.stack([codes[torch.randperm(256, generator=g)] for _ in range(2 * D)])  # [2 D, 256 tokens]
+    pick = perms.view(2, D, L).permute(0, 2, 1).unsqueeze(2).contiguous()  # [2, L, 1, D]: every code in every dim
+    q = torch.randn(40, 4, D, generator=g).bfloat16()
+    for bs in (16, 8):
+        kc = pick[0].view(cache).view(L // bs, bs, 1, D)
+        vc = pick[1].view(cache).view(L // bs, bs, 1, D)
+        md = AttentionMetadata(torch.tensor([0, 40], dtype=torch.int32), torch.tensor([L], dtype=torch.int32),
+                               torch.arange(L // bs, dtype=torch.int32).view(1, -1))
+        out = cpu_attn(q, kc, vc, md, k_scale=0.5, v_scale=2.0)
+        wide = cpu_attn(q, kc.to(torch.bfloat16), vc.to(torch.bfloat16), md, k_scale=0.5, v_scale=2.0)
+        assert torch.equal(out.isnan(), wide.isnan())
+        assert torch.equal(out.nan_to_num(), wide.nan_to_num())
+    assert len(taken) == 4
 
 
 @needs_amx_prefill
@@ -198,12 +240,12 @@ def test_short_runs_of_several_rows_take_it(rows, group, taken):
 
 @needs_amx_prefill
 def test_declines_what_it_does_not_cover(taken):
-    """fp16 and float32 queries, fp8 caches, two-sided (non-causal) windows, soft-caps and head sizes that are
-    not a multiple of 32 take the torch path (and agree with the reference there)."""
+    """fp16 and float32 queries, per-(sequence, KV head) scales, two-sided (non-causal) windows, soft-caps and
+    head sizes that are not a multiple of 32 take the torch path (and agree with the reference there)."""
     cases = [
         (dict(dtype=torch.float16), {}),
         (dict(dtype=torch.float32), {}),
-        (dict(dtype=torch.bfloat16, cache_dtype=torch.float8_e4m3fn), {}),
+        (dict(dtype=torch.bfloat16, cache_dtype=torch.float8_e4m3fn), {"v_scale": torch.tensor([[1.0, 2.0]])}),
         (dict(dtype=torch.bfloat16), {"sliding_window": 20, "causal": False}),
         (dict(dtype=torch.bfloat16), {"logits_soft_cap": 30.0}),
     ]

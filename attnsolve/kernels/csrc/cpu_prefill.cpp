@@ -49,11 +49,12 @@ static inline __m512 exp2_512(__m512 t) {
 
 struct Geometry {
   const uint16_t* q; int64_t q_s0, q_s1;
-  const uint16_t* kc; int64_t k_s0, k_s1, k_s2;
-  const uint16_t* vc; int64_t v_s0, v_s1, v_s2;
+  const uint8_t* kc; int64_t k_s0, k_s1, k_s2;  // caches as bytes; strides in elements
+  const uint8_t* vc; int64_t v_s0, v_s1, v_s2;
+  int ctype, esz;  // 1: bf16, 3: fp8 e4m3, 4: fp8 e5m2 (converted to bf16 as they are read, exactly)
   const int32_t* blocks; int bs;
   int n, L, H, Hkv, D, G, Gc, R, causal, window;  // window: a causal row at p sees keys t > p - window (0: all)
-  float scale;
+  float scale, vmul;  // scale: the score scale (times k_scale); vmul: v_scale
   const float* sinks;
   uint16_t* out; int64_t o_s0, o_s1;
 };
@@ -75,12 +76,13 @@ struct Scratch {  // per thread, 64-byte aligned pieces of one buffer
   float* st;      // [CHUNK tokens][NQ]: S^T, then P^T
   uint16_t* pb;   // [2 column halves][CHUNK/32 units][16 token pairs][16 columns][2]: P^T, the B tiles of O^T
   uint16_t* vt;   // [CHUNK/32 units][D/16][16 dims][32 tokens]: the chunk's V^T, the A tiles of O^T
+  uint16_t* kp;   // [CHUNK][D]: an fp8 cache's K rows of the chunk, as bf16
   uint16_t* kz;   // [16][D]: a partial tile's K rows, zeros past L
   uint16_t* vz;   // [16][D]: the same for V
   void ensure(int D) {
     const size_t qv = (size_t)D * NQ * 2, o = (size_t)NQ * D * 4;
     const size_t parts[] = {(size_t)CHUNK * NQ * 4, (size_t)2 * (CHUNK / 32) * 1024, (size_t)CHUNK * D * 2,
-                            (size_t)16 * D * 2, (size_t)16 * D * 2};
+                            (size_t)CHUNK * D * 2, (size_t)16 * D * 2, (size_t)16 * D * 2};
     size_t total = 64 + RB * (qv + o);
     for (size_t p : parts) total += (p + 63) / 64 * 64;
     if (raw.size() < total) raw.assign(total, 0);
@@ -89,26 +91,55 @@ struct Scratch {  // per thread, 64-byte aligned pieces of one buffer
       blk[b].qv = (uint32_t*)at; at += qv;
       blk[b].o = (float*)at; at += o;
     }
-    void** dst[] = {(void**)&st, (void**)&pb, (void**)&vt, (void**)&kz, (void**)&vz};
-    for (int i = 0; i < 5; ++i) { *dst[i] = at; at += (parts[i] + 63) / 64 * 64; }
+    void** dst[] = {(void**)&st, (void**)&pb, (void**)&vt, (void**)&kp, (void**)&kz, (void**)&vz};
+    for (int i = 0; i < 6; ++i) { *dst[i] = at; at += (parts[i] + 63) / 64 * 64; }
   }
 };
 
-// The 16 rows of tokens t0 .. t0 + 15 of KV head kh: a pointer and a row stride in bytes.  A tile that runs
-// past L is copied into `zbuf` with zeros after L (unused slots may hold anything, NaN included).
-static inline const uint16_t* tile_rows(const Geometry& g, const uint16_t* cache, int64_t s0, int64_t s1, int64_t s2,
+// n fp8 values -> bf16, exactly (every e4m3 / e5m2 value, subnormals, NaN and inf included, is a bf16 value).
+// e4m3: a normal s.eeee.mmm is s | (eeee.mmm << 4) + 120 << 7 in bf16 bits; the 8 subnormals (and zero) come
+// from a word table; s.1111.111 is NaN.  e5m2: the byte is the high half of an fp16, widened exactly.
+static inline void fp8_row_to_bf16(int ctype, const uint8_t* src, uint16_t* dst, int n) {
+  if (ctype == 3) {
+    const __m512i sub = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                         0x3c60, 0x3c40, 0x3c20, 0x3c00, 0x3bc0, 0x3b80, 0x3b00, 0);  // m * 2^-9
+    for (int i = 0; i < n; i += 32) {
+      const __m512i w = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(src + i)));
+      const __m512i em = _mm512_and_si512(w, _mm512_set1_epi16(0x7f));
+      __m512i b = _mm512_add_epi16(_mm512_slli_epi16(em, 4), _mm512_set1_epi16(0x3c00));
+      b = _mm512_mask_mov_epi16(b, _mm512_cmplt_epu16_mask(em, _mm512_set1_epi16(8)), _mm512_permutexvar_epi16(em, sub));
+      b = _mm512_or_si512(b, _mm512_slli_epi16(_mm512_and_si512(w, _mm512_set1_epi16(0x80)), 8));
+      b = _mm512_mask_mov_epi16(b, _mm512_cmpeq_epi16_mask(em, _mm512_set1_epi16(0x7f)), _mm512_set1_epi16(0x7fc0));
+      _mm512_storeu_si512((void*)(dst + i), b);
+    }
+  } else {
+    for (int i = 0; i < n; i += 16) {
+      const __m256i h = _mm256_slli_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)(src + i))), 8);
+      _mm256_storeu_si256((__m256i*)(dst + i), _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(_mm512_cvtph_ps(h)), 16)));
+    }
+  }
+}
+
+// The 16 rows of tokens t0 .. t0 + 15 of KV head kh as bf16: a pointer and a row stride in bytes.  bf16 rows
+// are read in place; fp8 rows, and a tile that runs past L (zeros after L: unused slots may hold anything, NaN
+// included), are converted or copied into `zbuf`.
+static inline const uint16_t* tile_rows(const Geometry& g, const uint8_t* cache, int64_t s0, int64_t s1, int64_t s2,
                                         int t0, int kh, uint16_t* zbuf, int64_t& stride) {
   const int64_t blk = g.blocks[t0 / g.bs];
-  const uint16_t* base = cache + blk * s0 + (int64_t)(t0 % g.bs) * s1 + (int64_t)kh * s2;
-  if (t0 + 16 <= g.L) { stride = s1 * 2; return base; }
+  const uint8_t* base = cache + (blk * s0 + (int64_t)(t0 % g.bs) * s1 + (int64_t)kh * s2) * g.esz;
+  if (t0 + 16 <= g.L && g.esz == 2) { stride = s1 * 2; return (const uint16_t*)base; }
   for (int t = 0; t < 16; ++t) {
-    if (t0 + t < g.L) std::memcpy(zbuf + (size_t)t * g.D, base + (int64_t)t * s1, (size_t)g.D * 2);
-    else std::memset(zbuf + (size_t)t * g.D, 0, (size_t)g.D * 2);
+    uint16_t* row = zbuf + (size_t)t * g.D;
+    const uint8_t* src = base + (int64_t)t * s1 * g.esz;
+    if (t0 + t >= g.L) std::memset(row, 0, (size_t)g.D * 2);
+    else if (g.esz == 2) std::memcpy(row, src, (size_t)g.D * 2);
+    else fp8_row_to_bf16(g.ctype, src, row, g.D);
   }
   stride = (int64_t)g.D * 2;
   return zbuf;
 }
 
+// fp8 caches: the chunk's K tiles converted once for every row block of the item (into S.kp); bf16: nothing.
 // Row block B of KV head kh, heads kh * G + h0 .. + Gc, query rows B.r0 .. B.r1: packed query, positions,
 // maxima and sums (a sink's logit is in the denominator from the start), zero accumulators.
 static void prepare(const Geometry& g, Block& B, int kh, int h0) {
@@ -168,6 +199,14 @@ static inline void pv_dims(float* o, const uint16_t* pb, const uint16_t* vt, int
   if (K > 1) { _tile_stored(2, o + 512, 64); if (two) _tile_stored(3, o + 768, 64); }
 }
 
+static void convert_k(const Geometry& g, Scratch& S, int kh, int c0, int ntile) {
+  if (g.esz == 2) return;
+  for (int i = 0; i < ntile; ++i) {
+    int64_t ks;
+    tile_rows(g, g.kc, g.k_s0, g.k_s1, g.k_s2, c0 + 16 * i, kh, S.kp + (size_t)16 * i * g.D, ks);
+  }
+}
+
 // The chunk's V rows (tokens c0 .. c0 + 16 ntile - 1 of KV head kh) transposed for the A operand:
 // vt[unit][dim group][dim][token] = V[32 unit + token][16 group + dim]; zeros past the tiles and past L.
 // Built once per chunk for all the row blocks of an item: 16 x 16 transposes of 32-bit (dim pair) words,
@@ -206,11 +245,13 @@ static void chunk(const Geometry& g, Scratch& S, Block& B, int kh, int c0) {
   // scores of the chunk's tiles, two tiles at a time: four independent accumulators (a tile product waits
   // for the previous one into the same accumulator, several times its issue interval)
   for (int i = 0; i < ntile; i += 2) {
-    int64_t ks0, ks1 = 0;
-    const uint16_t* k0 = tile_rows(g, g.kc, g.k_s0, g.k_s1, g.k_s2, c0 + 16 * i, kh, S.kz, ks0);
+    int64_t ks0, ks1 = (int64_t)D * 2;
+    const uint16_t* k0 = g.esz == 2 ? tile_rows(g, g.kc, g.k_s0, g.k_s1, g.k_s2, c0 + 16 * i, kh, S.kz, ks0)
+                                    : (ks0 = (int64_t)D * 2, S.kp + (size_t)16 * i * D);
     float* s0 = S.st + (size_t)16 * i * NQ;
     if (i + 1 < ntile) {
-      const uint16_t* k1 = tile_rows(g, g.kc, g.k_s0, g.k_s1, g.k_s2, c0 + 16 * (i + 1), kh, S.kz, ks1);
+      const uint16_t* k1 = g.esz == 2 ? tile_rows(g, g.kc, g.k_s0, g.k_s1, g.k_s2, c0 + 16 * (i + 1), kh, S.kz, ks1)
+                                      : S.kp + (size_t)16 * (i + 1) * D;
       _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
       for (int c = 0; c < NC; ++c) {
         _tile_loadd(6, B.qv + (size_t)c * 512, 64);
@@ -316,7 +357,7 @@ static void chunk(const Geometry& g, Scratch& S, Block& B, int kh, int c0) {
 static void finish(const Geometry& g, const Block& B, int kh, int h0) {
   const int NDG = g.D / 16, Gc = g.Gc;
   for (int h = 0; h < 2 && 16 * h < B.ncol; ++h) {
-    const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_load_ps(B.l + 16 * h));
+    const __m512 inv = _mm512_div_ps(_mm512_set1_ps(g.vmul), _mm512_load_ps(B.l + 16 * h));  // v_scale / l
     const __m512 vi = _mm512_mask_mov_ps(_mm512_setzero_ps(), _mm512_cmp_ps_mask(_mm512_load_ps(B.l + 16 * h), _mm512_setzero_ps(), _CMP_GT_OQ), inv);
     alignas(64) float iv[16];
     _mm512_store_ps(iv, vi);
@@ -340,9 +381,9 @@ static inline void prefetch_rows(const Geometry& g, int kh, int t0, int t1) {
   t1 = std::min(t1, g.L);
   for (int t = t0; t < t1; ++t) {
     const int64_t blk = g.blocks[t / g.bs], off = t % g.bs;
-    const char* k = (const char*)(g.kc + blk * g.k_s0 + off * g.k_s1 + (int64_t)kh * g.k_s2);
-    const char* v = (const char*)(g.vc + blk * g.v_s0 + off * g.v_s1 + (int64_t)kh * g.v_s2);
-    for (int o = 0; o < g.D * 2; o += 64) {
+    const char* k = (const char*)(g.kc + (blk * g.k_s0 + off * g.k_s1 + (int64_t)kh * g.k_s2) * g.esz);
+    const char* v = (const char*)(g.vc + (blk * g.v_s0 + off * g.v_s1 + (int64_t)kh * g.v_s2) * g.esz);
+    for (int o = 0; o < g.D * g.esz; o += 64) {
       _mm_prefetch(k + o, _MM_HINT_T1);
       _mm_prefetch(v + o, _MM_HINT_T1);
     }
@@ -362,7 +403,9 @@ static void item(const Geometry& g, Scratch& S, int kh, int h0, int r0, int r1) 
   // a window: chunks below every column's window are skipped (chunks stay at multiples of CHUNK, so the
   // result does not depend on the block size either)
   for (int c0 = S.blk[0].first / CHUNK * CHUNK; c0 <= last; c0 += CHUNK) {
-    transpose_v(g, S, kh, c0, std::min(CHUNK / 16, (last - c0) / 16 + 1));
+    const int ntile = std::min(CHUNK / 16, (last - c0) / 16 + 1);
+    convert_k(g, S, kh, c0, ntile);
+    transpose_v(g, S, kh, c0, ntile);
     const int nxt = c0 + CHUNK, per = (CHUNK + nb - 1) / nb;  // the next chunk's rows, a slice per block
     for (int b = 0; b < nb; ++b) {
       if (nxt <= last) prefetch_rows(g, kh, nxt + b * per, std::min(nxt + (b + 1) * per, last + 1));
@@ -374,6 +417,20 @@ static void item(const Geometry& g, Scratch& S, int kh, int h0, int r0, int r1) 
 
 }  // namespace
 #endif
+
+// The kernel's fp8 -> bf16 widening of n values (n a multiple of 32; ctype 3 e4m3, 4 e5m2), exported so that
+// tests check it value by value against torch's conversion (a wrong subnormal hardly moves an attention output).
+// Returns -1 where the kernel is not built.
+extern "C" int attnsolve_fp8_to_bf16(int ctype, const uint8_t* src, uint16_t* dst, int n) {
+#if defined(ATTNSOLVE_PREFILL_AMX)
+  if ((ctype != 3 && ctype != 4) || n % 32) return -2;
+  fp8_row_to_bf16(ctype, src, dst, n);
+  return 0;
+#else
+  (void)ctype; (void)src; (void)dst; (void)n;
+  return -1;
+#endif
+}
 
 // 1 when this build has the AMX kernel and the CPU grants AMX to this process (the switch ATTNSOLVE_CPU_AMX=0
 // says no), else 0: callers route work here only when it will run.
@@ -395,11 +452,13 @@ extern "C" int attnsolve_prefill_bf16(
     const void* q, int64_t q_s0, int64_t q_s1,
     const void* kc, int64_t k_s0, int64_t k_s1, int64_t k_s2,
     const void* vc, int64_t v_s0, int64_t v_s1, int64_t v_s2,
-    const int32_t* blocks, int bs, int64_t num_blocks,
+    const int32_t* blocks, int bs, int64_t num_blocks, int ctype, float k_scale, float v_scale,
     int n, int L, int H, int Hkv, int D, int causal, int window, float scale, const float* sinks,
     void* out, int64_t o_s0, int64_t o_s1, int nthreads) {
 #if defined(ATTNSOLVE_PREFILL_AMX)
   if (!amx_permitted()) return -1;
+  if ((ctype != 1 && ctype != 3 && ctype != 4) || !(k_scale > 0.0f) || !std::isfinite(k_scale) || !std::isfinite(v_scale))
+    return -2;
   if (D % 32 != 0 || D > 256 || Hkv <= 0 || H % Hkv != 0 || bs % 16 != 0 || n <= 0 || L < n || !(scale > 0.0f) ||
       window < 0 || (window > 0 && !causal))
     return -2;
@@ -408,12 +467,13 @@ extern "C" int attnsolve_prefill_bf16(
     if (blocks[b] < 0 || blocks[b] >= num_blocks) return 1 + b;
   Geometry g;
   g.q = (const uint16_t*)q; g.q_s0 = q_s0; g.q_s1 = q_s1;
-  g.kc = (const uint16_t*)kc; g.k_s0 = k_s0; g.k_s1 = k_s1; g.k_s2 = k_s2;
-  g.vc = (const uint16_t*)vc; g.v_s0 = v_s0; g.v_s1 = v_s1; g.v_s2 = v_s2;
+  g.kc = (const uint8_t*)kc; g.k_s0 = k_s0; g.k_s1 = k_s1; g.k_s2 = k_s2;
+  g.vc = (const uint8_t*)vc; g.v_s0 = v_s0; g.v_s1 = v_s1; g.v_s2 = v_s2;
+  g.ctype = ctype; g.esz = ctype == 1 ? 2 : 1; g.vmul = v_scale;
   g.blocks = blocks; g.bs = bs;
   g.n = n; g.L = L; g.H = H; g.Hkv = Hkv; g.D = D; g.G = H / Hkv; g.causal = causal; g.window = window;
   g.Gc = std::min(g.G, NQ); g.R = NQ / g.Gc;
-  g.scale = scale; g.sinks = sinks;
+  g.scale = scale * k_scale; g.sinks = sinks;  // k_scale scales every score, v_scale every output
   g.out = (uint16_t*)out; g.o_s0 = o_s0; g.o_s1 = o_s1;
   // up to RB row blocks per item, fewer where that leaves under four items per thread
   const int hgroups = (g.G + g.Gc - 1) / g.Gc, blocks_per_head = (n + g.R - 1) / g.R;
@@ -446,7 +506,7 @@ extern "C" int attnsolve_prefill_bf16(
   return 0;
 #else
   (void)q; (void)q_s0; (void)q_s1; (void)kc; (void)k_s0; (void)k_s1; (void)k_s2; (void)vc; (void)v_s0; (void)v_s1;
-  (void)v_s2; (void)blocks; (void)bs; (void)num_blocks; (void)n; (void)L; (void)H; (void)Hkv; (void)D; (void)causal; (void)window;
+  (void)v_s2; (void)blocks; (void)bs; (void)num_blocks; (void)ctype; (void)k_scale; (void)v_scale; (void)n; (void)L; (void)H; (void)Hkv; (void)D; (void)causal; (void)window;
   (void)scale; (void)sinks; (void)out; (void)o_s0; (void)o_s1; (void)nthreads;
   return -1;
 #endif
