@@ -7,9 +7,10 @@ The paths, chosen per sequence of a mixed batch:
   that reads each paged KV block in place (no gather, no contiguous copy), split into
   (row, key chunk) work items for both cores and merged by log-sum-exp.  AVX-512 tiles
   for head sizes 32..256, a portable loop otherwise; fp32/bf16/fp16 and fp8 caches.
-* Longer query runs (prefill) with a bf16 query and cache on a CPU with AMX go to a C++ kernel of
-  their own (``_cpu_prefill_ext``, ``csrc/cpu_prefill.cpp``): paged K/V read in place, causal work
-  only up to each row's diagonal (and from its window's start).
+* Longer query runs (prefill), and runs of several rows where that is faster (``_amx_rows``), with a
+  bf16 query over a bf16 or fp8 cache on a CPU with AMX go to a C++ kernel of their own
+  (``_cpu_prefill_ext``, ``csrc/cpu_prefill.cpp``): paged K/V read in place, causal work only up to
+  each row's diagonal (and from its window's start).
 * Other prefills gather the sequence's own blocks once (a bounded gather,
   ``seq_len`` rows, never the whole cache, into a per-thread buffer reused across calls; a
   C++ memcpy gather with the extension) and run torch's CPU flash-attention kernel
