@@ -24,7 +24,8 @@ PREFILL_ARGTYPES = (
     _P, _I64, _I64, _I64,  # value cache, strides
     _P, _I, _I64,  # the sequence's block-table row (int32), block size, number of blocks
     _I, _F, _F,  # cache type (1 bf16, 3 fp8 e4m3, 4 fp8 e5m2), k_scale, v_scale
-    _I, _I, _I, _I, _I, _I, _I, _F, _P,  # n, L, H, Hkv, D, causal, window (0: none), scale, sinks (float32 [H] or null)
+    _I, _I, _I, _I, _I, _I, _I, _F, _F, _P,  # n, L, H, Hkv, D, causal, window (0: none), scale, soft-cap (0: none),
+    # sinks (float32 [H] or null)
     _P, _I64, _I64, _I,  # out [n, H, D], strides (row, head), threads
 )
 

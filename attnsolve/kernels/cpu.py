@@ -517,12 +517,12 @@ def _amx_shape(query, key_cache, value_cache) -> bool:
 
 
 def _prefill_amx(q, key_cache, value_cache, bt_row, L: int, *, scale: float, causal: bool, sinks, gfn, window=None,
-                 ks: float = 1.0, vs: float = 1.0, out=None):
+                 ks: float = 1.0, vs: float = 1.0, cap=None, out=None):
     """One sequence's query rows ``q [n, H, D]`` (bf16) against its first ``L`` paged tokens (bf16, or fp8 with
     ``ks``/``vs``) with the AMX prefill kernel (``csrc/cpu_prefill.cpp``): K/V tiles read in place from blocks of a
     multiple of 16 tokens (other block sizes: the raw rows gathered first, then read as one block), causal work
     only up to each row's diagonal (and from its window's start: ``window`` as for the other paths, a causal row
-    at p sees keys t > p - window).  Writes into ``out`` (``[n, H, D]`` rows of a contiguous output) when given.
+    at p sees keys t > p - window; ``cap`` soft-caps the scores).  Writes into ``out`` (``[n, H, D]`` rows of a contiguous output) when given.
     None where it does not apply (no AMX or extension, another dtype or head size): the caller takes the torch
     path."""
     fn = _cpu_prefill_ext.load()
@@ -548,8 +548,8 @@ def _prefill_amx(q, key_cache, value_cache, bt_row, L: int, *, scale: float, cau
     sk = None if sinks is None else sinks.detach().to(torch.float32).contiguous()
     rc = fn(q.data_ptr(), q.stride(0), q.stride(1), kc.data_ptr(), *k_st, vc.data_ptr(), *v_st,
             blocks.data_ptr(), kbs, knb, ctype, float(ks), float(vs), n, L, H, hkv, D, int(bool(causal)),
-            int(window or 0), float(scale), None if sk is None else sk.data_ptr(), o.data_ptr(), o.stride(0),
-            o.stride(1), torch.get_num_threads())
+            int(window or 0), float(scale), float(cap or 0.0), None if sk is None else sk.data_ptr(),
+            o.data_ptr(), o.stride(0), o.stride(1), torch.get_num_threads())
     if rc < 0:
         return None  # no AMX here, or a value it does not take (nothing written)
     if rc > 0:
@@ -656,7 +656,7 @@ def cpu_attn_impl(
     short, long_ = [], []
     out = None
     # short runs of several rows read their sequence's K/V once on the AMX prefill kernel (_amx_rows)
-    amx_runs = use_flash and fn is not None and cap is None and _amx_shape(query, key_cache, value_cache)
+    amx_runs = use_flash and fn is not None and _amx_shape(query, key_cache, value_cache)
     group = H // key_cache.shape[2]
     for i in range(len(lens)):
         n = qsl[i + 1] - qsl[i]
@@ -676,13 +676,13 @@ def cpu_attn_impl(
     if long_:
         cdt = query.dtype
         gfn = _cpu_ext.load_gather() if fn is not None else None
-        amx = use_flash and fn is not None and cap is None
+        amx = use_flash and fn is not None
         for i in long_:
             q0, q1, L = qsl[i], qsl[i + 1], lens[i]
             if amx:
                 whole = out is None  # a batch that is one prefill: the kernel's output is the answer
                 o = _prefill_amx(query[q0:q1], key_cache, value_cache, c.block_table[i], L, scale=sc,
-                                 causal=c.causal, sinks=sinks, gfn=gfn, window=window, ks=ks, vs=vs,
+                                 causal=c.causal, sinks=sinks, gfn=gfn, window=window, ks=ks, vs=vs, cap=cap,
                                  out=None if whole else out[q0:q1])
                 if o is not None:
                     if whole:

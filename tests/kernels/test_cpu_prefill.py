@@ -60,8 +60,8 @@ def _torch_path(monkeypatch, *args, **opts):
 @st.composite
 def prefills(draw):
     """A batch of prefills (some with context, some decode rows beside them), a bf16 query over a bf16 or fp8
-    cache (with scales), any head size the kernel tiles, GQA 1 to 8, any block size, sinks, causal (with or
-    without a sliding window) or not."""
+    cache (with scales), any head size the kernel tiles, GQA 1 to 8, any block size, sinks, soft-caps, causal
+    (with or without a sliding window) or not."""
     b = draw(st.integers(1, 3))
     q_lens, seq_lens = [], []
     for _ in range(b):
@@ -82,6 +82,8 @@ def prefills(draw):
         opts["sliding_window"] = draw(st.sampled_from([1, 5, 16, 40, 130, draw(st.integers(1, 300))]))
     if draw(st.booleans()):
         opts["scale"] = draw(st.sampled_from([0.05, 0.3]))
+    if draw(st.integers(0, 3)) == 0:
+        opts["logits_soft_cap"] = draw(st.sampled_from([0.5, 5.0, 30.0]))
     cache = draw(st.sampled_from([None, None, torch.float8_e4m3fn, torch.float8_e5m2]))
     if cache is not None:
         opts["k_scale"] = draw(st.sampled_from([0.5, 1.0, 2.0]))
@@ -240,14 +242,13 @@ def test_short_runs_of_several_rows_take_it(rows, group, taken):
 
 @needs_amx_prefill
 def test_declines_what_it_does_not_cover(taken):
-    """fp16 and float32 queries, per-(sequence, KV head) scales, two-sided (non-causal) windows, soft-caps and
-    head sizes that are not a multiple of 32 take the torch path (and agree with the reference there)."""
+    """fp16 and float32 queries, per-(sequence, KV head) scales, two-sided (non-causal) windows and head sizes
+    that are not a multiple of 32 take the torch path (and agree with the reference there)."""
     cases = [
         (dict(dtype=torch.float16), {}),
         (dict(dtype=torch.float32), {}),
         (dict(dtype=torch.bfloat16, cache_dtype=torch.float8_e4m3fn), {"v_scale": torch.tensor([[1.0, 2.0]])}),
         (dict(dtype=torch.bfloat16), {"sliding_window": 20, "causal": False}),
-        (dict(dtype=torch.bfloat16), {"logits_soft_cap": 30.0}),
     ]
     for kw, opts in cases:
         q, kc, vc, md = make_batch([60], [60], 4, 2, 64, 16, **kw)

@@ -47,6 +47,16 @@ static inline __m512 exp2_512(__m512 t) {
   return _mm512_scalef_ps(p, fi);
 }
 
+// cap * tanh(x / cap) for 16 scores (soft-capping, Gemma 2): tanh(|y|) = (1 - e^(-2|y|)) / (1 + e^(-2|y|)), the
+// exponential's argument never positive; the sign put back. NaN in, NaN out.
+static inline __m512 softcap512(__m512 x, __m512 cap, __m512 inv_cap) {
+  const __m512 ay = _mm512_abs_ps(_mm512_mul_ps(x, inv_cap));
+  const __m512 e = exp512(_mm512_mul_ps(ay, _mm512_set1_ps(-2.0f)));
+  const __m512 th = _mm512_div_ps(_mm512_sub_ps(_mm512_set1_ps(1.0f), e), _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+  const __m512i sign = _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32((int)0x80000000u));
+  return _mm512_mul_ps(cap, _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(th), sign)));
+}
+
 struct Geometry {
   const uint16_t* q; int64_t q_s0, q_s1;
   const uint8_t* kc; int64_t k_s0, k_s1, k_s2;  // caches as bytes; strides in elements
@@ -54,7 +64,7 @@ struct Geometry {
   int ctype, esz;  // 1: bf16, 3: fp8 e4m3, 4: fp8 e5m2 (converted to bf16 as they are read, exactly)
   const int32_t* blocks; int bs;
   int n, L, H, Hkv, D, G, Gc, R, causal, window;  // window: a causal row at p sees keys t > p - window (0: all)
-  float scale, vmul;  // scale: the score scale (times k_scale); vmul: v_scale
+  float scale, vmul, softcap;  // scale: the score scale (times k_scale); vmul: v_scale; softcap: 0 = none
   const float* sinks;
   uint16_t* out; int64_t o_s0, o_s1;
 };
@@ -283,11 +293,20 @@ static void chunk(const Geometry& g, Scratch& S, Block& B, int kh, int c0) {
   const int nt = 16 * ntile;
   // mask (keys past a column's position or past L: -inf, stored only in the rows that have one) and column
   // maxima of the raw scores; scaled once per chunk (scale > 0: the maximum of the scaled scores, exactly)
+  // (soft-capping: every score becomes cap * tanh(scale s / cap), stored, and the scale below is 1)
   __m512 mx0 = ninf, mx1 = ninf;
+  const bool capped = g.softcap > 0.0f;
+  const __m512 vcap = _mm512_set1_ps(g.softcap), vinv = _mm512_set1_ps(capped ? 1.0f / g.softcap : 0.0f);
   for (int t = 0; t < nt; ++t) {
     float* row = S.st + (size_t)t * NQ;
     __m512 a = _mm512_load_ps(row), b = _mm512_load_ps(row + 16);
     const int tt = c0 + t;
+    if (capped) {
+      a = softcap512(_mm512_mul_ps(a, vscale), vcap, vinv);
+      b = softcap512(_mm512_mul_ps(b, vscale), vcap, vinv);
+      _mm512_store_ps(row, a);
+      _mm512_store_ps(row + 16, b);
+    }
     if (tt >= B.first_masked || tt >= g.L || tt < B.lo_max) {
       const __m512 tv = _mm512_set1_ps((float)tt);
       const __mmask16 all = tt >= g.L ? (__mmask16)0xFFFF : (__mmask16)0;
@@ -299,8 +318,9 @@ static void chunk(const Geometry& g, Scratch& S, Block& B, int kh, int c0) {
     mx0 = _mm512_max_ps(mx0, a);
     mx1 = _mm512_max_ps(mx1, b);
   }
-  mx0 = _mm512_mul_ps(mx0, vscale);
-  mx1 = _mm512_mul_ps(mx1, vscale);
+  const float sc = capped ? 1.0f : g.scale;  // the scale still to apply to the stored scores
+  mx0 = _mm512_mul_ps(mx0, _mm512_set1_ps(sc));
+  mx1 = _mm512_mul_ps(mx1, _mm512_set1_ps(sc));
   // new maxima; the accumulators of columns whose maximum rose are scaled by e^(old - new)
   __m512 mh[2];
   const __m512 mxs[2] = {mx0, mx1};
@@ -321,7 +341,7 @@ static void chunk(const Geometry& g, Scratch& S, Block& B, int kh, int c0) {
     mh[h] = _mm512_mask_mov_ps(mn, _mm512_cmp_ps_mask(mn, ninf, _CMP_EQ_OQ), _mm512_setzero_ps());
   }
   // probabilities, their column sums, and P^T as the B tiles of O^T: token pairs interleaved (bf16)
-  const __m512 vc1 = _mm512_set1_ps(g.scale * 1.44269504088896341f), nlog2e = _mm512_set1_ps(-1.44269504088896341f);
+  const __m512 vc1 = _mm512_set1_ps(sc * 1.44269504088896341f), nlog2e = _mm512_set1_ps(-1.44269504088896341f);
   const __m512 mh2[2] = {_mm512_mul_ps(mh[0], nlog2e), _mm512_mul_ps(mh[1], nlog2e)};
   const __m512i pair_idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
                                             23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
@@ -443,7 +463,7 @@ extern "C" int attnsolve_prefill_amx_ok() {
 }
 
 // Causal (end-aligned: query row r sits at position L - n + r; with window > 0 it sees keys t > p - window) or
-// full attention of n bf16 query rows
+// full attention, scores soft-capped when softcap > 0 (cap * tanh(scale s / cap)), of n bf16 query rows
 // [n, H, D] over the first L tokens of one sequence's paged bf16 K/V ([blocks, bs, Hkv, D] with any
 // strides; `blocks` the sequence's block-table row), optional per-head sink logits, into out [n, H, D].
 // Strides are in elements.  Returns 0; -1 when this build or CPU has no AMX (nothing written); -2 for an
@@ -453,14 +473,14 @@ extern "C" int attnsolve_prefill_bf16(
     const void* kc, int64_t k_s0, int64_t k_s1, int64_t k_s2,
     const void* vc, int64_t v_s0, int64_t v_s1, int64_t v_s2,
     const int32_t* blocks, int bs, int64_t num_blocks, int ctype, float k_scale, float v_scale,
-    int n, int L, int H, int Hkv, int D, int causal, int window, float scale, const float* sinks,
+    int n, int L, int H, int Hkv, int D, int causal, int window, float scale, float softcap, const float* sinks,
     void* out, int64_t o_s0, int64_t o_s1, int nthreads) {
 #if defined(ATTNSOLVE_PREFILL_AMX)
   if (!amx_permitted()) return -1;
   if ((ctype != 1 && ctype != 3 && ctype != 4) || !(k_scale > 0.0f) || !std::isfinite(k_scale) || !std::isfinite(v_scale))
     return -2;
   if (D % 32 != 0 || D > 256 || Hkv <= 0 || H % Hkv != 0 || bs % 16 != 0 || n <= 0 || L < n || !(scale > 0.0f) ||
-      window < 0 || (window > 0 && !causal))
+      window < 0 || (window > 0 && !causal) || !(softcap >= 0.0f) || std::isinf(softcap))
     return -2;
   const int nblk = (L + bs - 1) / bs;
   for (int b = 0; b < nblk; ++b)
@@ -473,7 +493,7 @@ extern "C" int attnsolve_prefill_bf16(
   g.blocks = blocks; g.bs = bs;
   g.n = n; g.L = L; g.H = H; g.Hkv = Hkv; g.D = D; g.G = H / Hkv; g.causal = causal; g.window = window;
   g.Gc = std::min(g.G, NQ); g.R = NQ / g.Gc;
-  g.scale = scale * k_scale; g.sinks = sinks;  // k_scale scales every score, v_scale every output
+  g.scale = scale * k_scale; g.sinks = sinks; g.softcap = softcap;  // k_scale scales every score, v_scale every output
   g.out = (uint16_t*)out; g.o_s0 = o_s0; g.o_s1 = o_s1;
   // up to RB row blocks per item, fewer where that leaves under four items per thread
   const int hgroups = (g.G + g.Gc - 1) / g.Gc, blocks_per_head = (n + g.R - 1) / g.R;
@@ -507,7 +527,7 @@ extern "C" int attnsolve_prefill_bf16(
 #else
   (void)q; (void)q_s0; (void)q_s1; (void)kc; (void)k_s0; (void)k_s1; (void)k_s2; (void)vc; (void)v_s0; (void)v_s1;
   (void)v_s2; (void)blocks; (void)bs; (void)num_blocks; (void)ctype; (void)k_scale; (void)v_scale; (void)n; (void)L; (void)H; (void)Hkv; (void)D; (void)causal; (void)window;
-  (void)scale; (void)sinks; (void)out; (void)o_s0; (void)o_s1; (void)nthreads;
+  (void)scale; (void)softcap; (void)sinks; (void)out; (void)o_s0; (void)o_s1; (void)nthreads;
   return -1;
 #endif
 }
