@@ -1,18 +1,21 @@
-// attnsolve CPU prefill on AMX (bf16 query and bf16 KV cache): the query rows of one sequence against its
-// paged K/V, read in place (16-token tiles straight from the blocks), causal work only up to each row's
-// diagonal.  Why a kernel of our own: torch's CPU flash kernel, which the other prefill paths call, computes
-// every 512-key block it touches whole (a 512-row causal prefill does twice the causal work) and needs the
-// sequence's K/V gathered into contiguous memory first.
+// attnsolve CPU prefill on AMX: bf16 query rows of one sequence against its paged bf16 or fp8 K/V, read in
+// place (16-token tiles straight from the blocks), causal work only up to each row's diagonal (and from its
+// sliding window's start).  Why a kernel of our own: torch's CPU flash kernel, which the other prefill paths
+// call, needs the sequence's K/V gathered into contiguous memory and computes each query block's keys up to
+// the block's last row (docs/kernels.md, CPU_ATTN "bf16 prefill on AMX").
 //
-// Work item: one KV head and a block of query rows, whose (row, head) pairs (at most 32) are the columns:
-//   S^T [16 tokens x 32 columns] = K tile [16 tokens x 32 dims] . Q^T (pair-interleaved, packed per item),
-// two accumulator tiles per 16 tokens; an online softmax per column over chunks of up to 64 tokens (columns
-// are vector lanes: no horizontal reductions); then O += P . V with V tiles loaded in place as the B operand
-// and the pair structure met with zeros in the A tile (row r: (p, 0) pairs -> even dims of column r; row
-// 8 + r: (0, p) -> odd dims), 8 columns x 32 dims per product.  Probabilities are rounded to bf16 for the
-// P . V product (as torch's and vLLM's bf16 kernels do); everything else accumulates in float32.
-// Tiles sit at absolute multiples of 16 tokens, so the result does not depend on the block size (block
-// sizes that are not a multiple of 16 are gathered first by the caller and passed as one block).
+// Work item: one KV head and up to RB row blocks; a row block's (row, head) pairs of that KV head (at most
+// NQ = 32) are its columns.  The keys go in chunks of CHUNK in the outer loop, so a chunk read from memory
+// (and prefetched while the previous one is computed) serves every row block of the item:
+//   S^T [16 tokens x 32 columns] = K tile [16 tokens x 32 dims] . Q^T (pair-interleaved, packed per block),
+// two tiles at a time into four accumulator tiles; an online softmax per column (columns are vector lanes:
+// no horizontal reductions; the scale folded into a base-2 exponent; soft-capping, masks for the diagonal,
+// the window and L); then O^T [dims x columns] += V^T . P^T with V transposed once per chunk for all the
+// blocks and P^T pair-interleaved straight from the score rows.  Probabilities are rounded to bf16 for that
+// product (as torch's and vLLM's bf16 kernels do); everything else accumulates in float32.  fp8 values are
+// widened to bf16 exactly.  Tiles and chunks sit at absolute multiples of 16 and CHUNK tokens, so the result
+// does not depend on the block size (block sizes that are not a multiple of 16 are gathered by the caller
+// and passed as one block).
 #include <cstdint>
 #include <cstring>
 #include <cmath>
@@ -149,7 +152,6 @@ static inline const uint16_t* tile_rows(const Geometry& g, const uint8_t* cache,
   return zbuf;
 }
 
-// fp8 caches: the chunk's K tiles converted once for every row block of the item (into S.kp); bf16: nothing.
 // Row block B of KV head kh, heads kh * G + h0 .. + Gc, query rows B.r0 .. B.r1: packed query, positions,
 // maxima and sums (a sink's logit is in the denominator from the start), zero accumulators.
 static void prepare(const Geometry& g, Block& B, int kh, int h0) {
@@ -209,6 +211,7 @@ static inline void pv_dims(float* o, const uint16_t* pb, const uint16_t* vt, int
   if (K > 1) { _tile_stored(2, o + 512, 64); if (two) _tile_stored(3, o + 768, 64); }
 }
 
+// fp8 caches: the chunk's K tiles converted once for every row block of the item (into S.kp); bf16: nothing.
 static void convert_k(const Geometry& g, Scratch& S, int kh, int c0, int ntile) {
   if (g.esz == 2) return;
   for (int i = 0; i < ntile; ++i) {
