@@ -26,7 +26,10 @@ PREFILL_ARGTYPES = (
     _I, _F, _F,  # cache type (1 bf16, 3 fp8 e4m3, 4 fp8 e5m2), k_scale, v_scale
     _I, _I, _I, _I, _I, _I, _I, _F, _F, _P,  # n, L, H, Hkv, D, causal, window (0: none), scale, soft-cap (0: none),
     # sinks (float32 [H] or null)
-    _P, _I64, _I64, _I,  # out [n, H, D], strides (row, head), threads
+    _P,  # ALiBi slopes (float32 [H] or null)
+    _P, _I64, _I64,  # out [n, H, D], strides (row, head)
+    _P, _I64, _I64,  # log-sum-exp (float32 [n, H] or null), strides
+    _I,  # threads
 )
 
 _lock = threading.Lock()

@@ -517,12 +517,13 @@ def _amx_shape(query, key_cache, value_cache) -> bool:
 
 
 def _prefill_amx(q, key_cache, value_cache, bt_row, L: int, *, scale: float, causal: bool, sinks, gfn, window=None,
-                 ks: float = 1.0, vs: float = 1.0, cap=None, out=None):
+                 ks: float = 1.0, vs: float = 1.0, cap=None, alibi=None, lse=None, out=None):
     """One sequence's query rows ``q [n, H, D]`` (bf16) against its first ``L`` paged tokens (bf16, or fp8 with
     ``ks``/``vs``) with the AMX prefill kernel (``csrc/cpu_prefill.cpp``): K/V tiles read in place from blocks of a
     multiple of 16 tokens (other block sizes: the raw rows gathered first, then read as one block), causal work
     only up to each row's diagonal (and from its window's start: ``window`` as for the other paths, a causal row
-    at p sees keys t > p - window; ``cap`` soft-caps the scores).  Writes into ``out`` (``[n, H, D]`` rows of a contiguous output) when given.
+    at p sees keys t > p - window; ``cap`` soft-caps the scores; ``alibi`` slopes add ``slope * (t - p)``).
+    Writes the log-sum-exp into ``lse`` (float32 ``[n, H]``) when given, and the output into ``out`` (``[n, H, D]`` rows of a contiguous output) when given.
     None where it does not apply (no AMX or extension, another dtype or head size): the caller takes the torch
     path."""
     fn = _cpu_prefill_ext.load()
@@ -546,10 +547,15 @@ def _prefill_amx(q, key_cache, value_cache, bt_row, L: int, *, scale: float, cau
         k_st, v_st, kbs, knb = (0, D, L * D), (0, D, L * D), -(-L // 16) * 16, 1
     o = out if out is not None else torch.empty(n, H, D, dtype=torch.bfloat16)
     sk = None if sinks is None else sinks.detach().to(torch.float32).contiguous()
+    al = None if alibi is None else alibi.detach().to(torch.float32).contiguous()
+    if lse is not None and lse.dtype != torch.float32:
+        return None
     rc = fn(q.data_ptr(), q.stride(0), q.stride(1), kc.data_ptr(), *k_st, vc.data_ptr(), *v_st,
             blocks.data_ptr(), kbs, knb, ctype, float(ks), float(vs), n, L, H, hkv, D, int(bool(causal)),
             int(window or 0), float(scale), float(cap or 0.0), None if sk is None else sk.data_ptr(),
-            o.data_ptr(), o.stride(0), o.stride(1), torch.get_num_threads())
+            None if al is None else al.data_ptr(), o.data_ptr(), o.stride(0), o.stride(1),
+            None if lse is None else lse.data_ptr(), *(lse.stride() if lse is not None else (0, 0)),
+            torch.get_num_threads())
     if rc < 0:
         return None  # no AMX here, or a value it does not take (nothing written)
     if rc > 0:
@@ -587,13 +593,16 @@ def _needs_general(c: Paged) -> bool:
     return any(c.qsl[i + 1] - c.qsl[i] > c.lens[i] for i in range(len(c.lens)))  # cross-attention, n > L
 
 
-def _general(c: Paged, gfn) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+def _general(c: Paged, gfn, use_amx: bool = True) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     query = c.query
     T, H, D = query.shape
     hkv, dv = c.key_cache.shape[2], c.value_cache.shape[3]
     out = torch.zeros(T, H, dv, dtype=query.dtype)
     lse = torch.full((T, H), -math.inf, dtype=torch.float32) if c.return_lse else None
     per_seq = c.per_seq_scales
+    # the AMX prefill kernel (bf16 query; a bf16 or fp8 cache with float scales) takes what it can: not the
+    # multimodal ranges, per-sequence scales, two-sided windows or more rows than keys
+    amx = use_amx and gfn is not None and not per_seq and _amx_shape(query, c.key_cache, c.value_cache)
     ks_f = 1.0 if isinstance(c.k_scale, torch.Tensor) else c.k_scale
     vs_f = 1.0 if isinstance(c.v_scale, torch.Tensor) else c.v_scale
     for i, L in enumerate(c.lens):
@@ -602,6 +611,14 @@ def _general(c: Paged, gfn) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
             continue
         if L == 0:
             continue  # no keys: zeros, lse = log(e^sink) or -inf
+        if amx and not (c.mm and c.mm[i]) and q1 - q0 <= L and (c.window is None or c.causal):
+            # ALiBi, return_lse or a causal window with them: the AMX prefill kernel when it takes the shape
+            w = None if c.window is None or c.window[0] < 0 else c.window[0] + 1
+            if _prefill_amx(query[q0:q1], c.key_cache, c.value_cache, c.block_table[i], L, scale=c.scale,
+                            causal=c.causal, sinks=c.sinks, gfn=gfn, window=w, ks=ks_f, vs=vs_f, cap=c.cap,
+                            alibi=c.alibi, lse=lse[q0:q1] if lse is not None else None,
+                            out=out[q0:q1]) is not None:
+                continue
         dt = torch.float32 if per_seq else query.dtype
         k, v = _gather_kv(c.key_cache, c.value_cache, c.block_table[i], L, dt, ks_f, vs_f, gfn)
         if isinstance(c.k_scale, torch.Tensor):
@@ -647,7 +664,7 @@ def cpu_attn_impl(
         if fn is None and use_ext:
             raise RuntimeError(f"CPU_ATTN extension unavailable: {_cpu_ext.reason()}")
     if _needs_general(c):
-        return _general(c, _cpu_ext.load_gather() if fn is not None else None)
+        return _general(c, _cpu_ext.load_gather() if fn is not None else None, use_flash)
     sc, ks, vs, cap, sinks = c.scale, c.k_scale, c.v_scale, c.cap, c.sinks
     window = None if c.window is None else c.window[0] + 1  # causal: keys t > p - window
     qsl, lens = c.qsl, c.lens

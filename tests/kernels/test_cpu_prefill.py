@@ -18,7 +18,7 @@ from attnsolve.kernels import _cpu_prefill_ext, cpu as cpu_mod  # noqa: E402
 from attnsolve.kernels.cpu import cpu_attn, cpu_attn_impl  # noqa: E402
 from attnsolve.kernels.metadata import AttentionMetadata  # noqa: E402
 from attnsolve.kernels.reference import paged_attention_reference  # noqa: E402
-from paged_cases import amx_decode_host, close, make_batch  # noqa: E402
+from paged_cases import amx_decode_host, close, close_result, make_batch  # noqa: E402
 
 
 def _amx_prefill_runs() -> bool:
@@ -60,8 +60,8 @@ def _torch_path(monkeypatch, *args, **opts):
 @st.composite
 def prefills(draw):
     """A batch of prefills (some with context, some decode rows beside them), a bf16 query over a bf16 or fp8
-    cache (with scales), any head size the kernel tiles, GQA 1 to 8, any block size, sinks, soft-caps, causal
-    (with or without a sliding window) or not."""
+    cache (with scales), any head size the kernel tiles, GQA 1 to 8, any block size, sinks, soft-caps, ALiBi,
+    the log-sum-exp, causal (with or without a sliding window) or not."""
     b = draw(st.integers(1, 3))
     q_lens, seq_lens = [], []
     for _ in range(b):
@@ -84,6 +84,10 @@ def prefills(draw):
         opts["scale"] = draw(st.sampled_from([0.05, 0.3]))
     if draw(st.integers(0, 3)) == 0:
         opts["logits_soft_cap"] = draw(st.sampled_from([0.5, 5.0, 30.0]))
+    if draw(st.integers(0, 3)) == 0:
+        opts["alibi_slopes"] = torch.rand(hkv * group, generator=torch.Generator().manual_seed(3)) * 0.5
+    if draw(st.integers(0, 3)) == 0:
+        opts["return_lse"] = True
     cache = draw(st.sampled_from([None, None, torch.float8_e4m3fn, torch.float8_e5m2]))
     if cache is not None:
         opts["k_scale"] = draw(st.sampled_from([0.5, 1.0, 2.0]))
@@ -109,13 +113,16 @@ def test_matches_reference_and_torch_path(case):
     with pytest.MonkeyPatch.context() as m:
         m.setattr(cpu_mod, "_prefill_amx", spy)
         out = cpu_attn(q, kc, vc, md, **opts)
-    close(out, paged_attention_reference(q, kc, vc, md, **opts), torch.bfloat16)
+    close_result(out, paged_attention_reference(q, kc, vc, md, **opts), torch.bfloat16)
     with pytest.MonkeyPatch.context() as m:
-        close(out, _torch_path(m, q, kc, vc, md, **opts), torch.bfloat16)
+        close_result(out, _torch_path(m, q, kc, vc, md, **opts), torch.bfloat16)
     qsl = md.query_start_loc.tolist()
     group = q.shape[1] // kc.shape[2]
-    assert sorted(seen) == sorted(n for n in (b - a for a, b in zip(qsl, qsl[1:]))
-                                  if n > 16 or cpu_mod._amx_rows(n, group))
+    runs = [b - a for a, b in zip(qsl, qsl[1:])]
+    if "alibi_slopes" in opts or "return_lse" in opts:  # the general path: every sequence, one at a time
+        assert sorted(seen) == sorted(runs)
+    else:
+        assert sorted(seen) == sorted(n for n in runs if n > 16 or cpu_mod._amx_rows(n, group))
 
 
 @needs_amx_prefill

@@ -69,7 +69,9 @@ struct Geometry {
   int n, L, H, Hkv, D, G, Gc, R, causal, window;  // window: a causal row at p sees keys t > p - window (0: all)
   float scale, vmul, softcap;  // scale: the score scale (times k_scale); vmul: v_scale; softcap: 0 = none
   const float* sinks;
+  const float* alibi;                  // per head: slope * (t - p) added to the (capped) logit, or null
   uint16_t* out; int64_t o_s0, o_s1;
+  float* lse; int64_t lse_s0, lse_s1;  // per row and head: log of the softmax denominator (float32), or null
 };
 
 constexpr int RB = 16;     // row blocks per item (at most): each K/V chunk read from memory serves RB x NQ columns
@@ -81,6 +83,7 @@ struct Block {
   uint32_t* qv;   // [D/32][2 halves][16 dim pairs][16 columns]: Q^T, pair-interleaved
   float* o;       // [D/16][2 column halves][16 dims][16 columns]: O^T (columns are lanes)
   alignas(64) float pos[NQ], lo[NQ], m[NQ], l[NQ];  // lo: a column's first key in its window
+  alignas(64) float row_pos[NQ], slope[NQ];         // ALiBi: the row's position (also without causality), slope
 };
 
 struct Scratch {  // per thread, 64-byte aligned pieces of one buffer
@@ -180,6 +183,8 @@ static void prepare(const Geometry& g, Block& B, int kh, int h0) {
     const int r = B.r0 + (j < B.ncol ? j / Gc : 0);
     B.pos[j] = g.causal ? (float)(p_base + r) : (float)(g.L - 1);
     B.lo[j] = g.window ? (float)(p_base + r - g.window + 1) : -1.0f;
+    B.row_pos[j] = (float)(p_base + r);
+    B.slope[j] = g.alibi && j < B.ncol ? g.alibi[kh * g.G + h0 + j % Gc] : 0.0f;
     const float sk = g.sinks && j < B.ncol ? g.sinks[kh * g.G + h0 + j % Gc] : -INFINITY;
     B.m[j] = sk;  // e^(sink - m) = 1 at m = sink
     B.l[j] = std::isinf(sk) ? 0.0f : 1.0f;
@@ -298,15 +303,27 @@ static void chunk(const Geometry& g, Scratch& S, Block& B, int kh, int c0) {
   // maxima of the raw scores; scaled once per chunk (scale > 0: the maximum of the scaled scores, exactly)
   // (soft-capping: every score becomes cap * tanh(scale s / cap), stored, and the scale below is 1)
   __m512 mx0 = ninf, mx1 = ninf;
-  const bool capped = g.softcap > 0.0f;
+  // (ALiBi: slope * (t - p) added after the scale and the cap, stored too)
+  const bool capped = g.softcap > 0.0f, alibi = g.alibi != nullptr, transformed = capped || alibi;
   const __m512 vcap = _mm512_set1_ps(g.softcap), vinv = _mm512_set1_ps(capped ? 1.0f / g.softcap : 0.0f);
+  const __m512 sl0 = _mm512_load_ps(B.slope), sl1 = _mm512_load_ps(B.slope + 16);
+  const __m512 rp0 = _mm512_load_ps(B.row_pos), rp1 = _mm512_load_ps(B.row_pos + 16);
   for (int t = 0; t < nt; ++t) {
     float* row = S.st + (size_t)t * NQ;
     __m512 a = _mm512_load_ps(row), b = _mm512_load_ps(row + 16);
     const int tt = c0 + t;
-    if (capped) {
-      a = softcap512(_mm512_mul_ps(a, vscale), vcap, vinv);
-      b = softcap512(_mm512_mul_ps(b, vscale), vcap, vinv);
+    if (transformed) {
+      a = _mm512_mul_ps(a, vscale);
+      b = _mm512_mul_ps(b, vscale);
+      if (capped) {
+        a = softcap512(a, vcap, vinv);
+        b = softcap512(b, vcap, vinv);
+      }
+      if (alibi) {
+        const __m512 tv = _mm512_set1_ps((float)tt);
+        a = _mm512_fmadd_ps(sl0, _mm512_sub_ps(tv, rp0), a);
+        b = _mm512_fmadd_ps(sl1, _mm512_sub_ps(tv, rp1), b);
+      }
       _mm512_store_ps(row, a);
       _mm512_store_ps(row + 16, b);
     }
@@ -321,7 +338,7 @@ static void chunk(const Geometry& g, Scratch& S, Block& B, int kh, int c0) {
     mx0 = _mm512_max_ps(mx0, a);
     mx1 = _mm512_max_ps(mx1, b);
   }
-  const float sc = capped ? 1.0f : g.scale;  // the scale still to apply to the stored scores
+  const float sc = transformed ? 1.0f : g.scale;  // the scale still to apply to the stored scores
   mx0 = _mm512_mul_ps(mx0, _mm512_set1_ps(sc));
   mx1 = _mm512_mul_ps(mx1, _mm512_set1_ps(sc));
   // new maxima; the accumulators of columns whose maximum rose are scaled by e^(old - new)
@@ -396,6 +413,10 @@ static void finish(const Geometry& g, const Block& B, int kh, int h0) {
       }
     }
   }
+  if (g.lse)  // log of the denominator: m + log(l) (the sink's term included); -inf where nothing was seen
+    for (int j = 0; j < B.ncol; ++j)
+      g.lse[(int64_t)(B.r0 + j / Gc) * g.lse_s0 + (int64_t)(kh * g.G + h0 + j % Gc) * g.lse_s1] =
+          B.l[j] > 0.0f ? B.m[j] + std::log(B.l[j]) : -INFINITY;
 }
 
 // Prefetches (to L2) of K and V rows t0 .. t1 - 1 of KV head kh that lie below L: the next chunk's rows are
@@ -466,9 +487,11 @@ extern "C" int attnsolve_prefill_amx_ok() {
 }
 
 // Causal (end-aligned: query row r sits at position L - n + r; with window > 0 it sees keys t > p - window) or
-// full attention, scores soft-capped when softcap > 0 (cap * tanh(scale s / cap)), of n bf16 query rows
+// full attention, scores soft-capped when softcap > 0 (cap * tanh(scale s / cap)), ALiBi slopes (slope[h] *
+// (t - p) added, p the row's position) when alibi is given, of n bf16 query rows
 // [n, H, D] over the first L tokens of one sequence's paged bf16 K/V ([blocks, bs, Hkv, D] with any
-// strides; `blocks` the sequence's block-table row), optional per-head sink logits, into out [n, H, D].
+// strides; `blocks` the sequence's block-table row), optional per-head sink logits, into out [n, H, D] (and the
+// log-sum-exp of each row and head into lse, float32, when given).
 // Strides are in elements.  Returns 0; -1 when this build or CPU has no AMX (nothing written); -2 for an
 // unsupported shape; 1 + i when blocks[i] is out of range (nothing written).
 extern "C" int attnsolve_prefill_bf16(
@@ -477,7 +500,8 @@ extern "C" int attnsolve_prefill_bf16(
     const void* vc, int64_t v_s0, int64_t v_s1, int64_t v_s2,
     const int32_t* blocks, int bs, int64_t num_blocks, int ctype, float k_scale, float v_scale,
     int n, int L, int H, int Hkv, int D, int causal, int window, float scale, float softcap, const float* sinks,
-    void* out, int64_t o_s0, int64_t o_s1, int nthreads) {
+    const float* alibi, void* out, int64_t o_s0, int64_t o_s1, float* lse, int64_t lse_s0, int64_t lse_s1,
+    int nthreads) {
 #if defined(ATTNSOLVE_PREFILL_AMX)
   if (!amx_permitted()) return -1;
   if ((ctype != 1 && ctype != 3 && ctype != 4) || !(k_scale > 0.0f) || !std::isfinite(k_scale) || !std::isfinite(v_scale))
@@ -498,6 +522,7 @@ extern "C" int attnsolve_prefill_bf16(
   g.Gc = std::min(g.G, NQ); g.R = NQ / g.Gc;
   g.scale = scale * k_scale; g.sinks = sinks; g.softcap = softcap;  // k_scale scales every score, v_scale every output
   g.out = (uint16_t*)out; g.o_s0 = o_s0; g.o_s1 = o_s1;
+  g.alibi = alibi; g.lse = lse; g.lse_s0 = lse_s0; g.lse_s1 = lse_s1;
   // up to RB row blocks per item, fewer where that leaves under four items per thread
   const int hgroups = (g.G + g.Gc - 1) / g.Gc, blocks_per_head = (n + g.R - 1) / g.R;
   const int threads = std::max(1, nthreads);
@@ -530,7 +555,7 @@ extern "C" int attnsolve_prefill_bf16(
 #else
   (void)q; (void)q_s0; (void)q_s1; (void)kc; (void)k_s0; (void)k_s1; (void)k_s2; (void)vc; (void)v_s0; (void)v_s1;
   (void)v_s2; (void)blocks; (void)bs; (void)num_blocks; (void)ctype; (void)k_scale; (void)v_scale; (void)n; (void)L; (void)H; (void)Hkv; (void)D; (void)causal; (void)window;
-  (void)scale; (void)softcap; (void)sinks; (void)out; (void)o_s0; (void)o_s1; (void)nthreads;
+  (void)scale; (void)softcap; (void)sinks; (void)out; (void)o_s0; (void)o_s1; (void)nthreads; (void)alibi; (void)lse; (void)lse_s0; (void)lse_s1;
   return -1;
 #endif
 }
