@@ -36,18 +36,22 @@ static inline float fast_exp(float x) {
 }
 
 #if defined(__AVX512F__)
-static inline __m512 exp512(__m512 x) {  // same polynomial as fast_exp, x <= 0
-  x = _mm512_max_ps(_mm512_set1_ps(-87.0f), x);  // this operand order keeps a NaN x (NaN in, NaN out)
-  const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
-  const __m512 fi = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-  const __m512 f = _mm512_sub_ps(t, fi);
+// 2^f for f in [0, 1): fast_exp's degree-6 polynomial (exp512 and cpu_prefill's base-2 exponential share it)
+static inline __m512 pow2_frac512(__m512 f) {
   __m512 p = _mm512_set1_ps(1.5353362e-4f);
   p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3398874e-3f));
   p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6181291e-3f));
   p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504109e-2f));
   p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022652e-1f));
   p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718e-1f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+  return _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+}
+static inline __m512 exp512(__m512 x) {  // same polynomial as fast_exp, x <= 0
+  x = _mm512_max_ps(_mm512_set1_ps(-87.0f), x);  // this operand order keeps a NaN x (NaN in, NaN out)
+  const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
+  const __m512 fi = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(t, fi);
+  const __m512 p = pow2_frac512(f);
   const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(fi), _mm512_set1_epi32(127)), 23);
   return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
 }

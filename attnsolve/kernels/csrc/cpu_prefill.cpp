@@ -39,15 +39,7 @@ constexpr int CHUNK = 128;  // tokens per softmax step (8 tiles)
 static inline __m512 exp2_512(__m512 t) {
   t = _mm512_max_ps(_mm512_set1_ps(-126.0f), t);
   const __m512 fi = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-  const __m512 f = _mm512_sub_ps(t, fi);
-  __m512 p = _mm512_set1_ps(1.5353362e-4f);
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3398874e-3f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6181291e-3f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504109e-2f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022652e-1f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718e-1f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
-  return _mm512_scalef_ps(p, fi);
+  return _mm512_scalef_ps(pow2_frac512(_mm512_sub_ps(t, fi)), fi);
 }
 
 // cap * tanh(x / cap) for 16 scores (soft-capping, Gemma 2): tanh(|y|) = (1 - e^(-2|y|)) / (1 + e^(-2|y|)), the
