@@ -505,21 +505,32 @@ def _amx_rows(n: int, group: int) -> bool:
     return n >= _AMX_MIN_ROWS and n * group >= _AMX_MIN_COLUMNS
 
 
-_AMX_CACHE = {torch.bfloat16: 1, torch.float8_e4m3fn: 3, torch.float8_e5m2: 4}  # the kernel's cache types
+# the kernel's cache types (bf16 query) and its float32 mode (float32 query, cache and output: split3 in the C source)
+_AMX_CACHE = {torch.bfloat16: 1, torch.float8_e4m3fn: 3, torch.float8_e5m2: 4}
+_AMX_F32 = 2
+
+
+def _amx_ctype(query, key_cache, value_cache) -> int | None:
+    """The AMX prefill kernel's cache-type code for these dtypes (a bf16 query with a bf16 or fp8 cache, or float32
+    throughout), or None."""
+    if value_cache.dtype != key_cache.dtype:
+        return None
+    if query.dtype == torch.float32:
+        return _AMX_F32 if key_cache.dtype == torch.float32 else None
+    return _AMX_CACHE.get(key_cache.dtype) if query.dtype == torch.bfloat16 else None
 
 
 def _amx_shape(query, key_cache, value_cache) -> bool:
-    """The dtypes and head size the AMX prefill kernel takes (a bf16 query; a bf16 or fp8 cache), and the kernel
-    runs on this CPU."""
+    """The dtypes and head size the AMX prefill kernel takes (``_amx_ctype``), and the kernel runs on this CPU."""
     D = query.shape[-1]
-    return (query.dtype == torch.bfloat16 and key_cache.dtype in _AMX_CACHE and value_cache.dtype == key_cache.dtype
-            and value_cache.shape[-1] == D and D % 32 == 0 and D <= 256 and _cpu_prefill_ext.amx_ok())
+    return (_amx_ctype(query, key_cache, value_cache) is not None and value_cache.shape[-1] == D and D % 32 == 0
+            and D <= 256 and _cpu_prefill_ext.amx_ok())
 
 
 def _prefill_amx(q, key_cache, value_cache, bt_row, L: int, *, scale: float, causal: bool, sinks, gfn, window=None,
                  ks: float = 1.0, vs: float = 1.0, cap=None, alibi=None, lse=None, out=None):
     """One sequence's query rows ``q [n, H, D]`` (bf16) against its first ``L`` paged tokens (bf16, or fp8 with
-    ``ks``/``vs``) with the AMX prefill kernel (``csrc/cpu_prefill.cpp``): K/V tiles read in place from blocks of a
+    ``ks``/``vs``; or float32 query and cache) with the AMX prefill kernel (``csrc/cpu_prefill.cpp``): K/V tiles read in place from blocks of a
     multiple of 16 tokens (other block sizes: the raw rows gathered first, then read as one block), causal work
     only up to each row's diagonal (and from its window's start: ``window`` as for the other paths, a causal row
     at p sees keys t > p - window; ``cap`` soft-caps the scores; ``alibi`` slopes add ``slope * (t - p)``).
@@ -529,9 +540,8 @@ def _prefill_amx(q, key_cache, value_cache, bt_row, L: int, *, scale: float, cau
     fn = _cpu_prefill_ext.load()
     n, H, D = q.shape
     nb, bs, hkv, dv = value_cache.shape
-    ctype = _AMX_CACHE.get(key_cache.dtype)
-    if (fn is None or q.dtype != torch.bfloat16 or ctype is None or value_cache.dtype != key_cache.dtype
-            or dv != D or D % 32 or D > 256 or not scale > 0 or H % hkv or n > L
+    ctype = _amx_ctype(q, key_cache, value_cache)
+    if (fn is None or ctype is None or dv != D or D % 32 or D > 256 or not scale > 0 or H % hkv or n > L
             or (window is not None and not causal)):
         return None
     q, kc, vc = _last_contig(q), _last_contig(key_cache), _last_contig(value_cache)
@@ -545,7 +555,7 @@ def _prefill_amx(q, key_cache, value_cache, bt_row, L: int, *, scale: float, cau
         kc, vc = _gather_raw(kc, vc, bt_row, L, gfn)
         blocks = torch.zeros(1, dtype=torch.int32)
         k_st, v_st, kbs, knb = (0, D, L * D), (0, D, L * D), -(-L // 16) * 16, 1
-    o = out if out is not None else torch.empty(n, H, D, dtype=torch.bfloat16)
+    o = out if out is not None else torch.empty(n, H, D, dtype=q.dtype)
     sk = None if sinks is None else sinks.detach().to(torch.float32).contiguous()
     al = None if alibi is None else alibi.detach().to(torch.float32).contiguous()
     if lse is not None and lse.dtype != torch.float32:
@@ -673,7 +683,8 @@ def cpu_attn_impl(
     short, long_ = [], []
     out = None
     # short runs of several rows read their sequence's K/V once on the AMX prefill kernel (_amx_rows)
-    amx_runs = use_flash and fn is not None and _amx_shape(query, key_cache, value_cache)
+    # (bf16: measured; float32 runs stay on the decode kernel)
+    amx_runs = use_flash and fn is not None and query.dtype == torch.bfloat16 and _amx_shape(query, key_cache, value_cache)
     group = H // key_cache.shape[2]
     for i in range(len(lens)):
         n = qsl[i + 1] - qsl[i]

@@ -42,6 +42,23 @@ static inline __m512 exp2_512(__m512 t) {
   return _mm512_scalef_ps(pow2_frac512(_mm512_sub_ps(t, fi)), fi);
 }
 
+// 2^t for t <= 0 to float32 accuracy (the float32 mode): t = i + f with i the nearest integer, f in [-1/2, 1/2],
+// 2^f by its degree-7 Taylor polynomial (truncation error below 2e-9 relative; exp2_512's degree-6 polynomial on
+// [0, 1) is off by up to ~1e-6, invisible in bf16, 10x a float32 ulp).  Clamped at -126; NaN in, NaN out.
+static inline __m512 exp2_acc512(__m512 t) {
+  t = _mm512_max_ps(_mm512_set1_ps(-126.0f), t);
+  const __m512 fi = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(t, fi);
+  __m512 p = _mm512_set1_ps(1.5252734e-5f);                   // ln2^7 / 7!
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.5403530e-4f));  // ln2^6 / 6!
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3333558e-3f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6181291e-3f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504109e-2f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022651e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718e-1f));
+  return _mm512_scalef_ps(_mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f)), fi);
+}
+
 // cap * tanh(x / cap) for 16 scores (soft-capping, Gemma 2): tanh(|y|) = (1 - e^(-2|y|)) / (1 + e^(-2|y|)), the
 // exponential's argument never positive; the sign put back. NaN in, NaN out.
 static inline __m512 softcap512(__m512 x, __m512 cap, __m512 inv_cap) {
@@ -56,7 +73,10 @@ struct Geometry {
   const uint16_t* q; int64_t q_s0, q_s1;
   const uint8_t* kc; int64_t k_s0, k_s1, k_s2;  // caches as bytes; strides in elements
   const uint8_t* vc; int64_t v_s0, v_s1, v_s2;
-  int ctype, esz;  // 1: bf16, 3: fp8 e4m3, 4: fp8 e5m2 (converted to bf16 as they are read, exactly)
+  int ctype, esz;  // 1: bf16, 2: float32 (query, cache and output), 3: fp8 e4m3, 4: fp8 e5m2 (converted to bf16
+                   // as they are read, exactly)
+  int np;          // bf16 parts per value: 1, or 3 for float32 (split3: every product as six bf16 products)
+  const float* qf; float* outf;  // float32: the query and the output
   const int32_t* blocks; int bs;
   int n, L, H, Hkv, D, G, Gc, R, causal, window;  // window: a causal row at p sees keys t > p - window (0: all)
   float scale, vmul, softcap;  // scale: the score scale (times k_scale); vmul: v_scale; softcap: 0 = none
@@ -72,7 +92,7 @@ constexpr int RB = 16;     // row blocks per item (at most): each K/V chunk read
 struct Block {
   int r0, r1, ncol, last, first_masked;  // rows, columns used, last key any column sees, first key one does not
   int first, lo_max;  // first key any column sees; keys below lo_max are out of some column's window
-  uint32_t* qv;   // [D/32][2 halves][16 dim pairs][16 columns]: Q^T, pair-interleaved
+  uint32_t* qv;   // [part][D/32][2 halves][16 dim pairs][16 columns]: Q^T, pair-interleaved (float32: 3 parts)
   float* o;       // [D/16][2 column halves][16 dims][16 columns]: O^T (columns are lanes)
   alignas(64) float pos[NQ], lo[NQ], m[NQ], l[NQ];  // lo: a column's first key in its window
   alignas(64) float row_pos[NQ], slope[NQ];         // ALiBi: the row's position (also without causality), slope
@@ -81,16 +101,20 @@ struct Block {
 struct Scratch {  // per thread, 64-byte aligned pieces of one buffer
   std::vector<uint8_t> raw;
   Block blk[RB];
+  // (float32: pb, vt, kp and vp hold three parts each, one after the other: the plane sizes below)
   float* st;      // [CHUNK tokens][NQ]: S^T, then P^T
   uint16_t* pb;   // [2 column halves][CHUNK/32 units][16 token pairs][16 columns][2]: P^T, the B tiles of O^T
   uint16_t* vt;   // [CHUNK/32 units][D/16][16 dims][32 tokens]: the chunk's V^T, the A tiles of O^T
-  uint16_t* kp;   // [CHUNK][D]: an fp8 cache's K rows of the chunk, as bf16
+  uint16_t* kp;   // [CHUNK][D]: an fp8 or float32 cache's K rows of the chunk, as bf16
+  uint16_t* vp;   // [CHUNK][D]: a float32 cache's V rows of the chunk, as bf16 parts (transposed into vt)
   uint16_t* kz;   // [16][D]: a partial tile's K rows, zeros past L
   uint16_t* vz;   // [16][D]: the same for V
+  size_t kplane, pplane, qplane;  // elements between parts: kp / vp / vt, pb, qv (words)
   void ensure(int D) {
-    const size_t qv = (size_t)D * NQ * 2, o = (size_t)NQ * D * 4;
-    const size_t parts[] = {(size_t)CHUNK * NQ * 4, (size_t)2 * (CHUNK / 32) * 1024, (size_t)CHUNK * D * 2,
-                            (size_t)CHUNK * D * 2, (size_t)16 * D * 2, (size_t)16 * D * 2};
+    const size_t qv = (size_t)D * NQ * 2 * 3, o = (size_t)NQ * D * 4;
+    const size_t parts[] = {(size_t)CHUNK * NQ * 4, (size_t)2 * (CHUNK / 32) * 1024 * 3, (size_t)CHUNK * D * 2 * 3,
+                            (size_t)CHUNK * D * 2 * 3, (size_t)CHUNK * D * 2 * 3, (size_t)16 * D * 2, (size_t)16 * D * 2};
+    kplane = (size_t)CHUNK * D; pplane = (size_t)2 * (CHUNK / 32) * 512; qplane = (size_t)16 * D;
     size_t total = 64 + RB * (qv + o);
     for (size_t p : parts) total += (p + 63) / 64 * 64;
     if (raw.size() < total) raw.assign(total, 0);
@@ -99,10 +123,51 @@ struct Scratch {  // per thread, 64-byte aligned pieces of one buffer
       blk[b].qv = (uint32_t*)at; at += qv;
       blk[b].o = (float*)at; at += o;
     }
-    void** dst[] = {(void**)&st, (void**)&pb, (void**)&vt, (void**)&kp, (void**)&kz, (void**)&vz};
-    for (int i = 0; i < 6; ++i) { *dst[i] = at; at += (parts[i] + 63) / 64 * 64; }
+    void** dst[] = {(void**)&st, (void**)&pb, (void**)&vt, (void**)&kp, (void**)&vp, (void**)&kz, (void**)&vz};
+    for (int i = 0; i < 7; ++i) { *dst[i] = at; at += (parts[i] + 63) / 64 * 64; }
   }
 };
+
+// float32 on AMX-BF16 (np = 3): every float32 x is exactly x0 + x1 + x2, three bf16 values (x0 = x rounded to
+// bf16, x1 = the rest rounded, x2 = what is left: 8 + 8 + 8 significant bits hold a float32's 24).  A product
+// x . y is then the sum of the nine part products; the six with i + j <= 2 are kept and the three below
+// 2^-24 |x y| (x1 y2, x2 y1, x2 y2) dropped, so each product carries about the float32 rounding error, and AMX
+// adds them in float32.  K, V and the query are split once per chunk / item; the probabilities per chunk.
+// Limits: inf keeps its other parts 0; magnitudes above bf16's largest (3.39e38) round to inf in x0 (the
+// scores overflow there anyway); parts below 1.2e-38 are flushed (the instruction's rule) - absolute errors
+// under 1e-38.
+// The 32 values [a | b] as three parts of 32 bf16 each, in order.
+static inline void split3_32(__m512 a, __m512 b, __m512i* part) {
+  for (int i = 0; i < 3; ++i) {
+    const __m512i h = (__m512i)_mm512_cvtne2ps_pbh(b, a);
+    part[i] = h;
+    if (i == 2) break;
+    const __m512 wa = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(h)), 16));
+    const __m512 wb = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(h, 1)), 16));
+    a = _mm512_maskz_sub_ps(_mm512_cmp_ps_mask(a, wa, _CMP_NEQ_UQ), a, wa);  // x == part (inf too): rest 0
+    b = _mm512_maskz_sub_ps(_mm512_cmp_ps_mask(b, wb, _CMP_NEQ_UQ), b, wb);
+  }
+}
+
+// Rows t0 .. t0 + 16 ntile - 1 of KV head kh of a float32 cache as three bf16 parts [CHUNK][D] each (zeros past L).
+static void split_rows(const Geometry& g, const uint8_t* cache, int64_t s0, int64_t s1, int64_t s2, int kh, int t0,
+                       int ntile, uint16_t* dst, size_t plane) {
+  const int D = g.D;
+  for (int t = 0; t < 16 * ntile; ++t) {
+    uint16_t* row = dst + (size_t)t * D;
+    if (t0 + t >= g.L) {
+      for (int p = 0; p < 3; ++p) std::memset(row + p * plane, 0, (size_t)D * 2);
+      continue;
+    }
+    const int64_t blk = g.blocks[(t0 + t) / g.bs];
+    const float* src = (const float*)(cache + (blk * s0 + (int64_t)((t0 + t) % g.bs) * s1 + (int64_t)kh * s2) * 4);
+    for (int d = 0; d < D; d += 32) {
+      __m512i part[3];
+      split3_32(_mm512_loadu_ps(src + d), _mm512_loadu_ps(src + d + 16), part);
+      for (int p = 0; p < 3; ++p) _mm512_storeu_si512((void*)(row + p * plane + d), part[p]);
+    }
+  }
+}
 
 // n fp8 values -> bf16, exactly (every e4m3 / e5m2 value, subnormals, NaN and inf included, is a bf16 value).
 // e4m3: a normal s.eeee.mmm is s | (eeee.mmm << 4) + 120 << 7 in bf16 bits; the 8 subnormals (and zero) come
@@ -149,7 +214,7 @@ static inline const uint16_t* tile_rows(const Geometry& g, const uint8_t* cache,
 
 // Row block B of KV head kh, heads kh * G + h0 .. + Gc, query rows B.r0 .. B.r1: packed query, positions,
 // maxima and sums (a sink's logit is in the denominator from the start), zero accumulators.
-static void prepare(const Geometry& g, Block& B, int kh, int h0) {
+static void prepare(const Geometry& g, Block& B, int kh, int h0, size_t qplane) {
   const int D = g.D, NC = D / 32, Gc = g.Gc;
   const int p_base = g.L - g.n;  // position of query row 0 (rows end-aligned with the keys)
   B.ncol = (B.r1 - B.r0) * Gc;
@@ -161,6 +226,23 @@ static void prepare(const Geometry& g, Block& B, int kh, int h0) {
   // transpose of 32-bit (dim pair) words; columns past ncol are zeros
   for (int h = 0; h < 2; ++h)
     for (int c = 0; c < NC; ++c) {
+      if (g.np == 3) {  // float32: the 32 dims of each column split into three bf16 parts, each transposed
+        __m512 r[3][16];
+        for (int k = 0; k < 16; ++k) {
+          const int j = 16 * h + k;
+          __m512i part[3] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
+          if (j < B.ncol) {
+            const float* src = g.qf + (int64_t)(B.r0 + j / Gc) * g.q_s0 + (int64_t)(kh * g.G + h0 + j % Gc) * g.q_s1 + 32 * c;
+            split3_32(_mm512_loadu_ps(src), _mm512_loadu_ps(src + 16), part);
+          }
+          for (int p = 0; p < 3; ++p) r[p][k] = _mm512_castsi512_ps(part[p]);
+        }
+        for (int p = 0; p < 3; ++p) {
+          transpose16(r[p]);
+          for (int w = 0; w < 16; ++w) _mm512_store_ps((float*)(B.qv + p * qplane + (size_t)c * 512 + h * 256 + w * 16), r[p][w]);
+        }
+        continue;
+      }
       __m512 r[16];
       for (int k = 0; k < 16; ++k) {
         const int j = 16 * h + k;
@@ -208,9 +290,70 @@ static inline void pv_dims(float* o, const uint16_t* pb, const uint16_t* vt, int
   if (K > 1) { _tile_stored(2, o + 512, 64); if (two) _tile_stored(3, o + 768, 64); }
 }
 
+// The same for float32's three parts: O^T += sum over the six part pairs (a, b), a + b <= 2, of V_a^T . P_b^T
+// (vt / pb planes `vplane` / `pplane` elements apart).
+template <int K>
+static inline void pv_dims3(float* o, const uint16_t* pb, const uint16_t* vt, int nunit, int NDG, int dg, bool two,
+                            size_t vplane, size_t pplane) {
+  _tile_loadd(0, o, 64);
+  if (two) _tile_loadd(1, o + 256, 64);
+  if (K > 1) { _tile_loadd(2, o + 512, 64); if (two) _tile_loadd(3, o + 768, 64); }
+  for (int u = 0; u < nunit; ++u)
+    for (int a = 0; a < 3; ++a) {
+      const uint16_t* va = vt + a * vplane + ((size_t)u * NDG + dg) * 512;
+      _tile_loadd(4, va, 64);
+      if (K > 1) _tile_loadd(5, va + 512, 64);
+      for (int b = 0; a + b < 3; ++b) {
+        const uint16_t* pv = pb + b * pplane + (size_t)u * 512;
+        _tile_loadd(6, pv, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        if (K > 1) _tile_dpbf16ps(2, 5, 6);
+        if (two) {
+          _tile_loadd(7, pv + (size_t)(CHUNK / 32) * 512, 64);
+          _tile_dpbf16ps(1, 4, 7);
+          if (K > 1) _tile_dpbf16ps(3, 5, 7);
+        }
+      }
+    }
+  _tile_stored(0, o, 64);
+  if (two) _tile_stored(1, o + 256, 64);
+  if (K > 1) { _tile_stored(2, o + 512, 64); if (two) _tile_stored(3, o + 768, 64); }
+}
+
+// float32: S^T of one or two K tiles (k0, k1: part 0 of each; parts `kplane` elements apart, rows D apart) as the
+// six part-pair products, into s0 (rows NQ apart).  The five small products go first, over all the dims, and the
+// main one (x0 y0) last: the small ones are summed while the accumulator is still small, so their rounding
+// errors stay small (256 random 128-dim dot products of magnitude up to 40: largest error 9.9e-6 with the
+// products in pair order, 8.2e-6 in this one; torch's float32 sum 3.7e-6, the six products summed exactly 1.8e-7).
+template <bool TWO>
+static inline void qk3(const uint32_t* qv, size_t qplane, const uint16_t* k0, const uint16_t* k1, size_t kplane, int D,
+                       float* s0) {
+  _tile_zero(0); _tile_zero(1);
+  if (TWO) { _tile_zero(2); _tile_zero(3); }
+  for (int pass = 0; pass < 2; ++pass)
+    for (int c = 0; c < D / 32; ++c)
+      for (int a = 0; a < 3; ++a) {
+        if (pass == 1 && a > 0) break;
+        _tile_loadd(4, k0 + a * kplane + 32 * c, D * 2);
+        if (TWO) _tile_loadd(5, k1 + a * kplane + 32 * c, D * 2);
+        for (int b = 0; a + b < 3; ++b) {
+          if ((pass == 0) == (a + b == 0)) continue;  // pass 0: the small products; pass 1: x0 y0
+          _tile_loadd(6, qv + b * qplane + (size_t)c * 512, 64);
+          _tile_loadd(7, qv + b * qplane + (size_t)c * 512 + 256, 64);
+          _tile_dpbf16ps(0, 4, 6);
+          _tile_dpbf16ps(1, 4, 7);
+          if (TWO) { _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7); }
+        }
+      }
+  _tile_stored(0, s0, NQ * 4);
+  _tile_stored(1, s0 + 16, NQ * 4);
+  if (TWO) { _tile_stored(2, s0 + 16 * NQ, NQ * 4); _tile_stored(3, s0 + 16 * NQ + 16, NQ * 4); }
+}
+
 // fp8 caches: the chunk's K tiles converted once for every row block of the item (into S.kp); bf16: nothing.
 static void convert_k(const Geometry& g, Scratch& S, int kh, int c0, int ntile) {
   if (g.esz == 2) return;
+  if (g.np == 3) { split_rows(g, g.kc, g.k_s0, g.k_s1, g.k_s2, kh, c0, ntile, S.kp, S.kplane); return; }
   for (int i = 0; i < ntile; ++i) {
     int64_t ks;
     tile_rows(g, g.kc, g.k_s0, g.k_s1, g.k_s2, c0 + 16 * i, kh, S.kp + (size_t)16 * i * g.D, ks);
@@ -221,11 +364,22 @@ static void convert_k(const Geometry& g, Scratch& S, int kh, int c0, int ntile) 
 // vt[unit][dim group][dim][token] = V[32 unit + token][16 group + dim]; zeros past the tiles and past L.
 // Built once per chunk for all the row blocks of an item: 16 x 16 transposes of 32-bit (dim pair) words,
 // each word's two dims then split into their rows.
+static void transpose_v_part(const Geometry& g, Scratch& S, int kh, int c0, int ntile, int part);
+
+// (float32: the rows split into three parts first, each part transposed into its plane of vt.)
 static void transpose_v(const Geometry& g, Scratch& S, int kh, int c0, int ntile) {
+  if (g.np == 3) split_rows(g, g.vc, g.v_s0, g.v_s1, g.v_s2, kh, c0, ntile, S.vp, S.kplane);
+  for (int p = 0; p < g.np; ++p) transpose_v_part(g, S, kh, c0, ntile, p);
+}
+
+static void transpose_v_part(const Geometry& g, Scratch& S, int kh, int c0, int ntile, int part) {
   const int D = g.D, NDG = D / 16, nunit = (ntile + 1) / 2;
+  uint16_t* const vt = S.vt + part * S.kplane;
   for (int i = 0; i < 2 * nunit; ++i) {
-    int64_t vs = 0;
-    const uint16_t* v = i < ntile ? tile_rows(g, g.vc, g.v_s0, g.v_s1, g.v_s2, c0 + 16 * i, kh, S.vz, vs) : nullptr;
+    int64_t vs = (int64_t)D * 2;
+    const uint16_t* v = i >= ntile ? nullptr
+                        : g.np == 3 ? S.vp + part * S.kplane + (size_t)16 * i * D
+                                    : tile_rows(g, g.vc, g.v_s0, g.v_s1, g.v_s2, c0 + 16 * i, kh, S.vz, vs);
     const int u = i / 2, half = 16 * (i % 2);
     for (int d = 0; d < D; d += 32) {  // 16 tokens x 32 dims = 16 x 16 words
       __m512 r[16];
@@ -235,7 +389,7 @@ static void transpose_v(const Geometry& g, Scratch& S, int kh, int c0, int ntile
       for (int w = 0; w < 16; ++w) {
         const __m512i x = _mm512_castps_si512(r[w]);
         const int dim = d + 2 * w;  // rows dim and dim + 1 of group dim / 16
-        uint16_t* row = S.vt + (((size_t)u * NDG + dim / 16) * 16 + dim % 16) * 32 + half;
+        uint16_t* row = vt + (((size_t)u * NDG + dim / 16) * 16 + dim % 16) * 32 + half;
         _mm256_store_si256((__m256i*)row, _mm512_cvtepi32_epi16(x));
         _mm256_store_si256((__m256i*)(row + 32), _mm512_cvtepi32_epi16(_mm512_srli_epi32(x, 16)));
       }
@@ -254,7 +408,12 @@ static void chunk(const Geometry& g, Scratch& S, Block& B, int kh, int c0) {
   const int ntile = std::min(CHUNK / 16, (B.last - c0) / 16 + 1);
   // scores of the chunk's tiles, two tiles at a time: four independent accumulators (a tile product waits
   // for the previous one into the same accumulator, several times its issue interval)
-  for (int i = 0; i < ntile; i += 2) {
+  for (int i = 0; i < ntile && g.np == 3; i += 2) {
+    const uint16_t* k0 = S.kp + (size_t)16 * i * D;
+    if (i + 1 < ntile) qk3<true>(B.qv, S.qplane, k0, k0 + (size_t)16 * D, S.kplane, D, S.st + (size_t)16 * i * NQ);
+    else qk3<false>(B.qv, S.qplane, k0, nullptr, S.kplane, D, S.st + (size_t)16 * i * NQ);
+  }
+  for (int i = 0; i < ntile && g.np == 1; i += 2) {
     int64_t ks0, ks1 = (int64_t)D * 2;
     const uint16_t* k0 = g.esz == 2 ? tile_rows(g, g.kc, g.k_s0, g.k_s1, g.k_s2, c0 + 16 * i, kh, S.kz, ks0)
                                     : (ks0 = (int64_t)D * 2, S.kp + (size_t)16 * i * D);
@@ -341,7 +500,9 @@ static void chunk(const Geometry& g, Scratch& S, Block& B, int kh, int c0) {
     const __m512 mn = _mm512_max_ps(mo, mxs[h]);
     const __mmask16 up = _mm512_cmp_ps_mask(mn, mo, _CMP_GT_OQ) & _mm512_cmp_ps_mask(mo, ninf, _CMP_NEQ_OQ);
     if (up && 16 * h < ncol) {  // O^T rows of this half: columns are lanes, one multiply per dim
-      const __m512 corr = _mm512_mask_mov_ps(_mm512_set1_ps(1.0f), up, exp512(_mm512_sub_ps(mo, mn)));
+      const __m512 d = _mm512_sub_ps(mo, mn);
+      const __m512 corr = _mm512_mask_mov_ps(_mm512_set1_ps(1.0f), up,
+          g.np == 3 ? exp2_acc512(_mm512_mul_ps(d, _mm512_set1_ps(1.44269504088896341f))) : exp512(d));
       _mm512_store_ps(l + 16 * h, _mm512_mul_ps(_mm512_load_ps(l + 16 * h), corr));
       for (int dg = 0; dg < D / 16; ++dg) {
         float* oh = B.o + ((size_t)dg * 2 + h) * 256;
@@ -368,11 +529,19 @@ static void chunk(const Geometry& g, Scratch& S, Block& B, int kh, int c0) {
         const __m512 sv = _mm512_load_ps(S.st + (size_t)(t + e) * NQ + 16 * h);
         // e^(scale s - m) as 2^(s scale log2(e) - m log2(e)): one FMA; a masked key (-inf) gets exactly 0
         // (exp2_512 clamps its argument), NaN stays NaN
-        p[e] = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(sv, ninf, _CMP_NEQ_UQ), exp2_512(_mm512_fmadd_ps(sv, vc1, mh2[h])));
+        const __m512 arg = _mm512_fmadd_ps(sv, vc1, mh2[h]);
+        p[e] = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(sv, ninf, _CMP_NEQ_UQ), g.np == 3 ? exp2_acc512(arg) : exp2_512(arg));
         ls[h] = _mm512_add_ps(ls[h], p[e]);
       }
+      uint16_t* dst = bh + (size_t)(t / 32) * 512 + (t % 32) / 2 * 32;
+      if (g.np == 3) {  // float32: the probabilities' three parts, one plane each
+        __m512i part[3];
+        split3_32(p[0], p[1], part);
+        for (int q = 0; q < 3; ++q) _mm512_store_si512((void*)(dst + q * S.pplane), _mm512_permutexvar_epi16(pair_idx, part[q]));
+        continue;
+      }
       const __m512i x = (__m512i)_mm512_cvtne2ps_pbh(p[1], p[0]);  // [p0 x 16 | p1 x 16]
-      _mm512_store_si512((void*)(bh + (size_t)(t / 32) * 512 + (t % 32) / 2 * 32), _mm512_permutexvar_epi16(pair_idx, x));
+      _mm512_store_si512((void*)dst, _mm512_permutexvar_epi16(pair_idx, x));
     }
   }
   _mm512_store_ps(l, _mm512_add_ps(_mm512_load_ps(l), ls[0]));
@@ -381,11 +550,16 @@ static void chunk(const Geometry& g, Scratch& S, Block& B, int kh, int c0) {
   const int NDG = D / 16;
   const bool two = ncol > 16;
   int dg = 0;
+  if (g.np == 3) {
+    for (; dg + 2 <= NDG; dg += 2) pv_dims3<2>(B.o + (size_t)dg * 512, S.pb, S.vt, nunit, NDG, dg, two, S.kplane, S.pplane);
+    for (; dg < NDG; ++dg) pv_dims3<1>(B.o + (size_t)dg * 512, S.pb, S.vt, nunit, NDG, dg, two, S.kplane, S.pplane);
+    return;
+  }
   for (; dg + 2 <= NDG; dg += 2) pv_dims<2>(B.o + (size_t)dg * 512, S.pb, S.vt, nunit, NDG, dg, two);
   for (; dg < NDG; ++dg) pv_dims<1>(B.o + (size_t)dg * 512, S.pb, S.vt, nunit, NDG, dg, two);
 }
 
-// out = O / l for row block B (O^T transposed back 16 x 16 at a time), rounded to bf16.
+// out = O / l for row block B (O^T transposed back 16 x 16 at a time), rounded to bf16 (float32: as it is).
 static void finish(const Geometry& g, const Block& B, int kh, int h0) {
   const int NDG = g.D / 16, Gc = g.Gc;
   for (int h = 0; h < 2 && 16 * h < B.ncol; ++h) {
@@ -400,8 +574,10 @@ static void finish(const Geometry& g, const Block& B, int kh, int h0) {
       transpose16(r);  // r[k]: column 16 h + k's 16 dims
       for (int k = 0; k < 16 && 16 * h + k < B.ncol; ++k) {
         const int j = 16 * h + k;
-        uint16_t* dst = g.out + (int64_t)(B.r0 + j / Gc) * g.o_s0 + (int64_t)(kh * g.G + h0 + j % Gc) * g.o_s1;
-        _mm256_storeu_si256((__m256i*)(dst + 16 * dg), bf16_rne16(_mm512_mul_ps(r[k], _mm512_set1_ps(iv[k]))));
+        const int64_t at = (int64_t)(B.r0 + j / Gc) * g.o_s0 + (int64_t)(kh * g.G + h0 + j % Gc) * g.o_s1 + 16 * dg;
+        const __m512 x = _mm512_mul_ps(r[k], _mm512_set1_ps(iv[k]));
+        if (g.outf) _mm512_storeu_ps(g.outf + at, x);
+        else _mm256_storeu_si256((__m256i*)(g.out + at), bf16_rne16(x));
       }
     }
   }
@@ -433,7 +609,7 @@ static void item(const Geometry& g, Scratch& S, int kh, int h0, int r0, int r1) 
   for (int r = r0; r < r1; r += g.R, ++nb) {
     S.blk[nb].r0 = r;
     S.blk[nb].r1 = std::min(r1, r + g.R);
-    prepare(g, S.blk[nb], kh, h0);
+    prepare(g, S.blk[nb], kh, h0, S.qplane);
   }
   const int last = S.blk[nb - 1].last;  // the last block's rows see the most keys
   // a window: chunks below every column's window are skipped (chunks stay at multiples of CHUNK, so the
@@ -496,7 +672,7 @@ extern "C" int attnsolve_prefill_bf16(
     int nthreads) {
 #if defined(ATTNSOLVE_PREFILL_AMX)
   if (!amx_permitted()) return -1;
-  if ((ctype != 1 && ctype != 3 && ctype != 4) || !(k_scale > 0.0f) || !std::isfinite(k_scale) || !std::isfinite(v_scale))
+  if ((ctype < 1 || ctype > 4) || !(k_scale > 0.0f) || !std::isfinite(k_scale) || !std::isfinite(v_scale))
     return -2;
   if (D % 32 != 0 || D > 256 || Hkv <= 0 || H % Hkv != 0 || bs % 16 != 0 || n <= 0 || L < n || !(scale > 0.0f) ||
       window < 0 || (window > 0 && !causal) || !(softcap >= 0.0f) || std::isinf(softcap))
@@ -508,7 +684,10 @@ extern "C" int attnsolve_prefill_bf16(
   g.q = (const uint16_t*)q; g.q_s0 = q_s0; g.q_s1 = q_s1;
   g.kc = (const uint8_t*)kc; g.k_s0 = k_s0; g.k_s1 = k_s1; g.k_s2 = k_s2;
   g.vc = (const uint8_t*)vc; g.v_s0 = v_s0; g.v_s1 = v_s1; g.v_s2 = v_s2;
-  g.ctype = ctype; g.esz = ctype == 1 ? 2 : 1; g.vmul = v_scale;
+  g.ctype = ctype; g.esz = ctype == 1 ? 2 : ctype == 2 ? 4 : 1; g.vmul = v_scale;
+  g.np = ctype == 2 ? 3 : 1;
+  g.qf = ctype == 2 ? (const float*)q : nullptr;
+  g.outf = ctype == 2 ? (float*)out : nullptr;
   g.blocks = blocks; g.bs = bs;
   g.n = n; g.L = L; g.H = H; g.Hkv = Hkv; g.D = D; g.G = H / Hkv; g.causal = causal; g.window = window;
   g.Gc = std::min(g.G, NQ); g.R = NQ / g.Gc;
