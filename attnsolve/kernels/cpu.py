@@ -7,10 +7,10 @@ The paths, chosen per sequence of a mixed batch:
   that reads each paged KV block in place (no gather, no contiguous copy), split into
   (row, key chunk) work items for both cores and merged by log-sum-exp.  AVX-512 tiles
   for head sizes 32..256, a portable loop otherwise; fp32/bf16/fp16 and fp8 caches.
-* Longer query runs (prefill), and runs of several rows where that is faster (``_amx_rows``), with a
-  bf16 query over a bf16 or fp8 cache on a CPU with AMX go to a C++ kernel of their own
-  (``_cpu_prefill_ext``, ``csrc/cpu_prefill.cpp``): paged K/V read in place, causal work only up to
-  each row's diagonal (and from its window's start).
+* Longer query runs (prefill), and runs of several rows where that is faster (``_amx_rows``, bf16), with a
+  bf16 query over a bf16 or fp8 cache, or float32 or fp16 throughout (each value as exact bf16 parts), on a
+  CPU with AMX go to a C++ kernel of their own (``_cpu_prefill_ext``, ``csrc/cpu_prefill.cpp``): paged K/V
+  read in place, causal work only up to each row's diagonal (and from its window's start).
 * Other prefills gather the sequence's own blocks once (a bounded gather,
   ``seq_len`` rows, never the whole cache, into a per-thread buffer reused across calls; a
   C++ memcpy gather with the extension) and run torch's CPU flash-attention kernel
@@ -505,18 +505,19 @@ def _amx_rows(n: int, group: int) -> bool:
     return n >= _AMX_MIN_ROWS and n * group >= _AMX_MIN_COLUMNS
 
 
-# the kernel's cache types (bf16 query) and its float32 mode (float32 query, cache and output: split3 in the C source)
+# the kernel's cache types (bf16 query), and its float32 and fp16 modes (query, cache and output of that type, each
+# value as bf16 parts: split3_32 in the C source)
 _AMX_CACHE = {torch.bfloat16: 1, torch.float8_e4m3fn: 3, torch.float8_e5m2: 4}
-_AMX_F32 = 2
+_AMX_SAME = {torch.float32: 2, torch.float16: 5}
 
 
 def _amx_ctype(query, key_cache, value_cache) -> int | None:
     """The AMX prefill kernel's cache-type code for these dtypes (a bf16 query with a bf16 or fp8 cache, or float32
-    throughout), or None."""
+    or fp16 throughout), or None."""
     if value_cache.dtype != key_cache.dtype:
         return None
-    if query.dtype == torch.float32:
-        return _AMX_F32 if key_cache.dtype == torch.float32 else None
+    if query.dtype in _AMX_SAME:
+        return _AMX_SAME[query.dtype] if key_cache.dtype == query.dtype else None
     return _AMX_CACHE.get(key_cache.dtype) if query.dtype == torch.bfloat16 else None
 
 
@@ -530,7 +531,7 @@ def _amx_shape(query, key_cache, value_cache) -> bool:
 def _prefill_amx(q, key_cache, value_cache, bt_row, L: int, *, scale: float, causal: bool, sinks, gfn, window=None,
                  ks: float = 1.0, vs: float = 1.0, cap=None, alibi=None, lse=None, out=None):
     """One sequence's query rows ``q [n, H, D]`` (bf16) against its first ``L`` paged tokens (bf16, or fp8 with
-    ``ks``/``vs``; or float32 query and cache) with the AMX prefill kernel (``csrc/cpu_prefill.cpp``): K/V tiles read in place from blocks of a
+    ``ks``/``vs``; or float32 / fp16 query and cache) with the AMX prefill kernel (``csrc/cpu_prefill.cpp``): K/V tiles read in place from blocks of a
     multiple of 16 tokens (other block sizes: the raw rows gathered first, then read as one block), causal work
     only up to each row's diagonal (and from its window's start: ``window`` as for the other paths, a causal row
     at p sees keys t > p - window; ``cap`` soft-caps the scores; ``alibi`` slopes add ``slope * (t - p)``).
@@ -610,7 +611,7 @@ def _general(c: Paged, gfn, use_amx: bool = True) -> torch.Tensor | tuple[torch.
     out = torch.zeros(T, H, dv, dtype=query.dtype)
     lse = torch.full((T, H), -math.inf, dtype=torch.float32) if c.return_lse else None
     per_seq = c.per_seq_scales
-    # the AMX prefill kernel (bf16 query; a bf16 or fp8 cache with float scales) takes what it can: not the
+    # the AMX prefill kernel (_amx_ctype's dtypes; float scales) takes what it can: not the
     # multimodal ranges, per-sequence scales, two-sided windows or more rows than keys
     amx = use_amx and gfn is not None and not per_seq and _amx_shape(query, c.key_cache, c.value_cache)
     ks_f = 1.0 if isinstance(c.k_scale, torch.Tensor) else c.k_scale
@@ -683,7 +684,7 @@ def cpu_attn_impl(
     short, long_ = [], []
     out = None
     # short runs of several rows read their sequence's K/V once on the AMX prefill kernel (_amx_rows)
-    # (bf16: measured; float32 runs stay on the decode kernel)
+    # (bf16: measured; float32 and fp16 runs stay on the decode kernel)
     amx_runs = use_flash and fn is not None and query.dtype == torch.bfloat16 and _amx_shape(query, key_cache, value_cache)
     group = H // key_cache.shape[2]
     for i in range(len(lens)):

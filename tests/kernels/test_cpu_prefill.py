@@ -1,5 +1,5 @@
 """CPU_ATTN's AMX prefill (``csrc/cpu_prefill.cpp``): bf16 query rows against the paged bf16 or fp8 K/V read in
-place (float32 throughout: every value as three bf16 parts), causal work only up to each row's diagonal.  Checked against the float64 reference and the torch
+place (float32 or fp16 throughout: every value as three or two bf16 parts), causal work only up to each row's diagonal.  Checked against the float64 reference and the torch
 flash path, for every block size (block sizes that are not a multiple of 16 are gathered first: the result
 must not change with the block size), with sinks, context (chunked prefill), non-causal rows, NaN in the
 unused slots, and bad block tables."""
@@ -60,7 +60,7 @@ def _torch_path(monkeypatch, *args, **opts):
 @st.composite
 def prefills(draw):
     """A batch of prefills (some with context, some decode rows beside them), a bf16 query over a bf16 or fp8
-    cache (with scales) or float32 throughout, any head size the kernel tiles, GQA 1 to 8, any block size, sinks, soft-caps, ALiBi,
+    cache (with scales) or float32 or fp16 throughout, any head size the kernel tiles, GQA 1 to 8, any block size, sinks, soft-caps, ALiBi,
     the log-sum-exp, causal (with or without a sliding window) or not."""
     b = draw(st.integers(1, 3))
     q_lens, seq_lens = [], []
@@ -88,7 +88,7 @@ def prefills(draw):
         opts["alibi_slopes"] = torch.rand(hkv * group, generator=torch.Generator().manual_seed(3)) * 0.5
     if draw(st.integers(0, 3)) == 0:
         opts["return_lse"] = True
-    dtype = draw(st.sampled_from([torch.bfloat16, torch.bfloat16, torch.float32]))
+    dtype = draw(st.sampled_from([torch.bfloat16, torch.bfloat16, torch.float32, torch.float16]))
     cache = draw(st.sampled_from([None, None, torch.float8_e4m3fn, torch.float8_e5m2])) if dtype == torch.bfloat16 \
         else None
     if cache is not None:
@@ -123,12 +123,12 @@ def test_matches_reference_and_torch_path(case):
     runs = [b - a for a, b in zip(qsl, qsl[1:])]
     if "alibi_slopes" in opts or "return_lse" in opts:  # the general path: every sequence, one at a time
         assert sorted(seen) == sorted(runs)
-    else:  # (float32 runs of up to 16 rows stay on the decode kernel)
+    else:  # (float32 and fp16 runs of up to 16 rows stay on the decode kernel)
         assert sorted(seen) == sorted(n for n in runs if n > 16 or (q.dtype == torch.bfloat16 and cpu_mod._amx_rows(n, group)))
 
 
 @needs_amx_prefill
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float16])
 @pytest.mark.parametrize("n,ctx,window", [(17, 0, None), (100, 0, None), (300, 0, None), (64, 200, None),
                                           (300, 100, 70), (40, 300, 200)])
 def test_same_result_for_every_block_size(n, ctx, window, dtype, taken):
@@ -173,6 +173,22 @@ def test_float32_keeps_float32_accuracy(head, scale, ctx, taken, monkeypatch):
     assert err(out, ref) <= 1.25 * err(t_out, ref) + 5e-7, (err(out, ref), err(t_out, ref))
     assert err(lse, ref_lse) <= 1.25 * err(t_lse, ref_lse) + 5e-7, (err(lse, ref_lse), err(t_lse, ref_lse))
     assert not torch.equal(out, cpu_attn(q.bfloat16(), kc.bfloat16(), vc.bfloat16(), md, scale=scale).float())
+
+
+@needs_amx_prefill
+@pytest.mark.parametrize("head,ctx", [(128, 0), (64, 40), (256, 0)])
+def test_fp16_within_torch_fp16_accuracy(head, ctx, taken, monkeypatch):
+    """fp16 runs as two bf16 parts per value (exact: 11 bits) and three part products (the fourth, below 1/32 of
+    an fp16 ulp, dropped), the probabilities in two parts: its error against the float64 reference stays within
+    torch's fp16 path's (it rounds the probabilities to fp16), and well below a bf16 computation's."""
+    q, kc, vc, md = make_batch([300], [300 + ctx], 8, 2, head, 16, dtype=torch.float16, seed=head)
+    ref = paged_attention_reference(q.double(), kc.double(), vc.double(), md)
+    out = cpu_attn(q, kc, vc, md)
+    assert out.dtype == torch.float16 and len(taken) == 1
+    err = lambda a: (a.double() - ref).abs().max().item()  # noqa: E731
+    as_bf16 = cpu_attn(q.bfloat16(), kc.bfloat16(), vc.bfloat16(), md)
+    assert err(out) <= 1.25 * err(_torch_path(monkeypatch, q, kc, vc, md)) + 1e-4, err(out)
+    assert err(out) * 4 < err(as_bf16), (err(out), err(as_bf16))
 
 
 @needs_amx_prefill
@@ -270,11 +286,11 @@ def test_short_runs_of_several_rows_take_it(rows, group, taken):
 
 @needs_amx_prefill
 def test_declines_what_it_does_not_cover(taken):
-    """fp16 queries, a float32 query over a bf16 cache, per-(sequence, KV head) scales, two-sided (non-causal)
-    windows and head sizes that are not a multiple of 32 take the torch path (and agree with the reference
-    there)."""
+    """An fp16 query over an fp8 cache, a float32 query over a bf16 cache, per-(sequence, KV head) scales,
+    two-sided (non-causal) windows and head sizes that are not a multiple of 32 take the torch path (and agree
+    with the reference there)."""
     cases = [
-        (dict(dtype=torch.float16), {}),
+        (dict(dtype=torch.float16, cache_dtype=torch.float8_e4m3fn), {}),
         (dict(dtype=torch.float32, cache_dtype=torch.bfloat16), {}),
         (dict(dtype=torch.float32), {"k_scale": torch.tensor([[1.0, 2.0]])}),
         (dict(dtype=torch.bfloat16, cache_dtype=torch.float8_e4m3fn), {"v_scale": torch.tensor([[1.0, 2.0]])}),

@@ -74,8 +74,8 @@ struct Geometry {
   const uint8_t* kc; int64_t k_s0, k_s1, k_s2;  // caches as bytes; strides in elements
   const uint8_t* vc; int64_t v_s0, v_s1, v_s2;
   int ctype, esz;  // 1: bf16, 2: float32 (query, cache and output), 3: fp8 e4m3, 4: fp8 e5m2 (converted to bf16
-                   // as they are read, exactly)
-  int np;          // bf16 parts per value: 1, or 3 for float32 (split3: every product as six bf16 products)
+                   // as they are read, exactly), 5: fp16 (query, cache and output)
+  int np;          // bf16 parts per value: 1; 3 for float32, 2 for fp16 (split3_32: products as part products)
   const float* qf; float* outf;  // float32: the query and the output
   const int32_t* blocks; int bs;
   int n, L, H, Hkv, D, G, Gc, R, causal, window;  // window: a causal row at p sees keys t > p - window (0: all)
@@ -133,6 +133,8 @@ struct Scratch {  // per thread, 64-byte aligned pieces of one buffer
 // x . y is then the sum of the nine part products; the six with i + j <= 2 are kept and the three below
 // 2^-24 |x y| (x1 y2, x2 y1, x2 y2) dropped, so each product carries about the float32 rounding error, and AMX
 // adds them in float32.  K, V and the query are split once per chunk / item; the probabilities per chunk.
+// fp16 (np = 2): an fp16 value's 11 bits are exactly x0 + x1 (x2 = 0); the three products x0 y0, x0 y1, x1 y0 are
+// kept and x1 y1 (below 2^-16 |x y|, 1/32 of an fp16 ulp) dropped; the probabilities as two parts (16 bits).
 // Limits: inf keeps its other parts 0; magnitudes above bf16's largest (3.39e38) round to inf in x0 (the
 // scores overflow there anyway); parts below 1.2e-38 are flushed (the instruction's rule) - absolute errors
 // under 1e-38.
@@ -149,22 +151,36 @@ static inline void split3_32(__m512 a, __m512 b, __m512i* part) {
   }
 }
 
-// Rows t0 .. t0 + 16 ntile - 1 of KV head kh of a float32 cache as three bf16 parts [CHUNK][D] each (zeros past L).
+// 32 values of a float32 (np = 3) or fp16 (np = 2) row as float32.
+static inline void load32(const Geometry& g, const void* src, __m512& a, __m512& b) {
+  if (g.np == 3) {
+    a = _mm512_loadu_ps(src);
+    b = _mm512_loadu_ps((const float*)src + 16);
+  } else {
+    a = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)src));
+    b = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)src + 1));
+  }
+}
+
+// Rows t0 .. t0 + 16 ntile - 1 of KV head kh of a float32 or fp16 cache as np bf16 parts [CHUNK][D] each (zeros
+// past L).
 static void split_rows(const Geometry& g, const uint8_t* cache, int64_t s0, int64_t s1, int64_t s2, int kh, int t0,
                        int ntile, uint16_t* dst, size_t plane) {
   const int D = g.D;
   for (int t = 0; t < 16 * ntile; ++t) {
     uint16_t* row = dst + (size_t)t * D;
     if (t0 + t >= g.L) {
-      for (int p = 0; p < 3; ++p) std::memset(row + p * plane, 0, (size_t)D * 2);
+      for (int p = 0; p < g.np; ++p) std::memset(row + p * plane, 0, (size_t)D * 2);
       continue;
     }
     const int64_t blk = g.blocks[(t0 + t) / g.bs];
-    const float* src = (const float*)(cache + (blk * s0 + (int64_t)((t0 + t) % g.bs) * s1 + (int64_t)kh * s2) * 4);
+    const uint8_t* src = cache + (blk * s0 + (int64_t)((t0 + t) % g.bs) * s1 + (int64_t)kh * s2) * g.esz;
     for (int d = 0; d < D; d += 32) {
       __m512i part[3];
-      split3_32(_mm512_loadu_ps(src + d), _mm512_loadu_ps(src + d + 16), part);
-      for (int p = 0; p < 3; ++p) _mm512_storeu_si512((void*)(row + p * plane + d), part[p]);
+      __m512 a, b;
+      load32(g, src + (size_t)d * g.esz, a, b);
+      split3_32(a, b, part);
+      for (int p = 0; p < g.np; ++p) _mm512_storeu_si512((void*)(row + p * plane + d), part[p]);
     }
   }
 }
@@ -226,18 +242,20 @@ static void prepare(const Geometry& g, Block& B, int kh, int h0, size_t qplane) 
   // transpose of 32-bit (dim pair) words; columns past ncol are zeros
   for (int h = 0; h < 2; ++h)
     for (int c = 0; c < NC; ++c) {
-      if (g.np == 3) {  // float32: the 32 dims of each column split into three bf16 parts, each transposed
+      if (g.np > 1) {  // float32 / fp16: the 32 dims of each column split into bf16 parts, each transposed
         __m512 r[3][16];
         for (int k = 0; k < 16; ++k) {
           const int j = 16 * h + k;
           __m512i part[3] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
           if (j < B.ncol) {
-            const float* src = g.qf + (int64_t)(B.r0 + j / Gc) * g.q_s0 + (int64_t)(kh * g.G + h0 + j % Gc) * g.q_s1 + 32 * c;
-            split3_32(_mm512_loadu_ps(src), _mm512_loadu_ps(src + 16), part);
+            const int64_t at = (int64_t)(B.r0 + j / Gc) * g.q_s0 + (int64_t)(kh * g.G + h0 + j % Gc) * g.q_s1 + 32 * c;
+            __m512 a, b;
+            load32(g, g.np == 3 ? (const void*)(g.qf + at) : (const void*)(g.q + at), a, b);
+            split3_32(a, b, part);
           }
           for (int p = 0; p < 3; ++p) r[p][k] = _mm512_castsi512_ps(part[p]);
         }
-        for (int p = 0; p < 3; ++p) {
+        for (int p = 0; p < g.np; ++p) {
           transpose16(r[p]);
           for (int w = 0; w < 16; ++w) _mm512_store_ps((float*)(B.qv + p * qplane + (size_t)c * 512 + h * 256 + w * 16), r[p][w]);
         }
@@ -290,20 +308,20 @@ static inline void pv_dims(float* o, const uint16_t* pb, const uint16_t* vt, int
   if (K > 1) { _tile_stored(2, o + 512, 64); if (two) _tile_stored(3, o + 768, 64); }
 }
 
-// The same for float32's three parts: O^T += sum over the six part pairs (a, b), a + b <= 2, of V_a^T . P_b^T
-// (vt / pb planes `vplane` / `pplane` elements apart).
+// The same for np parts: O^T += sum over the part pairs (a, b), a + b < np, of V_a^T . P_b^T (vt / pb planes
+// `vplane` / `pplane` elements apart).
 template <int K>
-static inline void pv_dims3(float* o, const uint16_t* pb, const uint16_t* vt, int nunit, int NDG, int dg, bool two,
-                            size_t vplane, size_t pplane) {
+static inline void pv_dims_np(float* o, const uint16_t* pb, const uint16_t* vt, int nunit, int NDG, int dg, bool two,
+                              size_t vplane, size_t pplane, int np) {
   _tile_loadd(0, o, 64);
   if (two) _tile_loadd(1, o + 256, 64);
   if (K > 1) { _tile_loadd(2, o + 512, 64); if (two) _tile_loadd(3, o + 768, 64); }
   for (int u = 0; u < nunit; ++u)
-    for (int a = 0; a < 3; ++a) {
+    for (int a = 0; a < np; ++a) {
       const uint16_t* va = vt + a * vplane + ((size_t)u * NDG + dg) * 512;
       _tile_loadd(4, va, 64);
       if (K > 1) _tile_loadd(5, va + 512, 64);
-      for (int b = 0; a + b < 3; ++b) {
+      for (int b = 0; a + b < np; ++b) {
         const uint16_t* pv = pb + b * pplane + (size_t)u * 512;
         _tile_loadd(6, pv, 64);
         _tile_dpbf16ps(0, 4, 6);
@@ -320,23 +338,23 @@ static inline void pv_dims3(float* o, const uint16_t* pb, const uint16_t* vt, in
   if (K > 1) { _tile_stored(2, o + 512, 64); if (two) _tile_stored(3, o + 768, 64); }
 }
 
-// float32: S^T of one or two K tiles (k0, k1: part 0 of each; parts `kplane` elements apart, rows D apart) as the
-// six part-pair products, into s0 (rows NQ apart).  The five small products go first, over all the dims, and the
+// float32 / fp16: S^T of one or two K tiles (k0, k1: part 0 of each; parts `kplane` elements apart, rows D apart)
+// as the part-pair products (a + b < np), into s0 (rows NQ apart).  The small products go first, over all the dims, and the
 // main one (x0 y0) last: the small ones are summed while the accumulator is still small, so their rounding
 // errors stay small (256 random 128-dim dot products of magnitude up to 40: largest error 9.9e-6 with the
 // products in pair order, 8.2e-6 in this one; torch's float32 sum 3.7e-6, the six products summed exactly 1.8e-7).
 template <bool TWO>
-static inline void qk3(const uint32_t* qv, size_t qplane, const uint16_t* k0, const uint16_t* k1, size_t kplane, int D,
-                       float* s0) {
+static inline void qk_np(const uint32_t* qv, size_t qplane, const uint16_t* k0, const uint16_t* k1, size_t kplane, int D,
+                         float* s0, int np) {
   _tile_zero(0); _tile_zero(1);
   if (TWO) { _tile_zero(2); _tile_zero(3); }
   for (int pass = 0; pass < 2; ++pass)
     for (int c = 0; c < D / 32; ++c)
-      for (int a = 0; a < 3; ++a) {
+      for (int a = 0; a < np; ++a) {
         if (pass == 1 && a > 0) break;
         _tile_loadd(4, k0 + a * kplane + 32 * c, D * 2);
         if (TWO) _tile_loadd(5, k1 + a * kplane + 32 * c, D * 2);
-        for (int b = 0; a + b < 3; ++b) {
+        for (int b = 0; a + b < np; ++b) {
           if ((pass == 0) == (a + b == 0)) continue;  // pass 0: the small products; pass 1: x0 y0
           _tile_loadd(6, qv + b * qplane + (size_t)c * 512, 64);
           _tile_loadd(7, qv + b * qplane + (size_t)c * 512 + 256, 64);
@@ -352,8 +370,8 @@ static inline void qk3(const uint32_t* qv, size_t qplane, const uint16_t* k0, co
 
 // fp8 caches: the chunk's K tiles converted once for every row block of the item (into S.kp); bf16: nothing.
 static void convert_k(const Geometry& g, Scratch& S, int kh, int c0, int ntile) {
+  if (g.np > 1) { split_rows(g, g.kc, g.k_s0, g.k_s1, g.k_s2, kh, c0, ntile, S.kp, S.kplane); return; }
   if (g.esz == 2) return;
-  if (g.np == 3) { split_rows(g, g.kc, g.k_s0, g.k_s1, g.k_s2, kh, c0, ntile, S.kp, S.kplane); return; }
   for (int i = 0; i < ntile; ++i) {
     int64_t ks;
     tile_rows(g, g.kc, g.k_s0, g.k_s1, g.k_s2, c0 + 16 * i, kh, S.kp + (size_t)16 * i * g.D, ks);
@@ -366,9 +384,9 @@ static void convert_k(const Geometry& g, Scratch& S, int kh, int c0, int ntile) 
 // each word's two dims then split into their rows.
 static void transpose_v_part(const Geometry& g, Scratch& S, int kh, int c0, int ntile, int part);
 
-// (float32: the rows split into three parts first, each part transposed into its plane of vt.)
+// (float32 / fp16: the rows split into parts first, each part transposed into its plane of vt.)
 static void transpose_v(const Geometry& g, Scratch& S, int kh, int c0, int ntile) {
-  if (g.np == 3) split_rows(g, g.vc, g.v_s0, g.v_s1, g.v_s2, kh, c0, ntile, S.vp, S.kplane);
+  if (g.np > 1) split_rows(g, g.vc, g.v_s0, g.v_s1, g.v_s2, kh, c0, ntile, S.vp, S.kplane);
   for (int p = 0; p < g.np; ++p) transpose_v_part(g, S, kh, c0, ntile, p);
 }
 
@@ -378,7 +396,7 @@ static void transpose_v_part(const Geometry& g, Scratch& S, int kh, int c0, int 
   for (int i = 0; i < 2 * nunit; ++i) {
     int64_t vs = (int64_t)D * 2;
     const uint16_t* v = i >= ntile ? nullptr
-                        : g.np == 3 ? S.vp + part * S.kplane + (size_t)16 * i * D
+                        : g.np > 1 ? S.vp + part * S.kplane + (size_t)16 * i * D
                                     : tile_rows(g, g.vc, g.v_s0, g.v_s1, g.v_s2, c0 + 16 * i, kh, S.vz, vs);
     const int u = i / 2, half = 16 * (i % 2);
     for (int d = 0; d < D; d += 32) {  // 16 tokens x 32 dims = 16 x 16 words
@@ -408,10 +426,10 @@ static void chunk(const Geometry& g, Scratch& S, Block& B, int kh, int c0) {
   const int ntile = std::min(CHUNK / 16, (B.last - c0) / 16 + 1);
   // scores of the chunk's tiles, two tiles at a time: four independent accumulators (a tile product waits
   // for the previous one into the same accumulator, several times its issue interval)
-  for (int i = 0; i < ntile && g.np == 3; i += 2) {
+  for (int i = 0; i < ntile && g.np > 1; i += 2) {
     const uint16_t* k0 = S.kp + (size_t)16 * i * D;
-    if (i + 1 < ntile) qk3<true>(B.qv, S.qplane, k0, k0 + (size_t)16 * D, S.kplane, D, S.st + (size_t)16 * i * NQ);
-    else qk3<false>(B.qv, S.qplane, k0, nullptr, S.kplane, D, S.st + (size_t)16 * i * NQ);
+    if (i + 1 < ntile) qk_np<true>(B.qv, S.qplane, k0, k0 + (size_t)16 * D, S.kplane, D, S.st + (size_t)16 * i * NQ, g.np);
+    else qk_np<false>(B.qv, S.qplane, k0, nullptr, S.kplane, D, S.st + (size_t)16 * i * NQ, g.np);
   }
   for (int i = 0; i < ntile && g.np == 1; i += 2) {
     int64_t ks0, ks1 = (int64_t)D * 2;
@@ -534,10 +552,10 @@ static void chunk(const Geometry& g, Scratch& S, Block& B, int kh, int c0) {
         ls[h] = _mm512_add_ps(ls[h], p[e]);
       }
       uint16_t* dst = bh + (size_t)(t / 32) * 512 + (t % 32) / 2 * 32;
-      if (g.np == 3) {  // float32: the probabilities' three parts, one plane each
+      if (g.np > 1) {  // float32 / fp16: the probabilities' parts, one plane each
         __m512i part[3];
         split3_32(p[0], p[1], part);
-        for (int q = 0; q < 3; ++q) _mm512_store_si512((void*)(dst + q * S.pplane), _mm512_permutexvar_epi16(pair_idx, part[q]));
+        for (int q = 0; q < g.np; ++q) _mm512_store_si512((void*)(dst + q * S.pplane), _mm512_permutexvar_epi16(pair_idx, part[q]));
         continue;
       }
       const __m512i x = (__m512i)_mm512_cvtne2ps_pbh(p[1], p[0]);  // [p0 x 16 | p1 x 16]
@@ -550,16 +568,17 @@ static void chunk(const Geometry& g, Scratch& S, Block& B, int kh, int c0) {
   const int NDG = D / 16;
   const bool two = ncol > 16;
   int dg = 0;
-  if (g.np == 3) {
-    for (; dg + 2 <= NDG; dg += 2) pv_dims3<2>(B.o + (size_t)dg * 512, S.pb, S.vt, nunit, NDG, dg, two, S.kplane, S.pplane);
-    for (; dg < NDG; ++dg) pv_dims3<1>(B.o + (size_t)dg * 512, S.pb, S.vt, nunit, NDG, dg, two, S.kplane, S.pplane);
+  if (g.np > 1) {
+    for (; dg + 2 <= NDG; dg += 2) pv_dims_np<2>(B.o + (size_t)dg * 512, S.pb, S.vt, nunit, NDG, dg, two, S.kplane, S.pplane, g.np);
+    for (; dg < NDG; ++dg) pv_dims_np<1>(B.o + (size_t)dg * 512, S.pb, S.vt, nunit, NDG, dg, two, S.kplane, S.pplane, g.np);
     return;
   }
   for (; dg + 2 <= NDG; dg += 2) pv_dims<2>(B.o + (size_t)dg * 512, S.pb, S.vt, nunit, NDG, dg, two);
   for (; dg < NDG; ++dg) pv_dims<1>(B.o + (size_t)dg * 512, S.pb, S.vt, nunit, NDG, dg, two);
 }
 
-// out = O / l for row block B (O^T transposed back 16 x 16 at a time), rounded to bf16 (float32: as it is).
+// out = O / l for row block B (O^T transposed back 16 x 16 at a time), rounded to bf16 (fp16: to fp16; float32: as
+// it is).
 static void finish(const Geometry& g, const Block& B, int kh, int h0) {
   const int NDG = g.D / 16, Gc = g.Gc;
   for (int h = 0; h < 2 && 16 * h < B.ncol; ++h) {
@@ -577,6 +596,7 @@ static void finish(const Geometry& g, const Block& B, int kh, int h0) {
         const int64_t at = (int64_t)(B.r0 + j / Gc) * g.o_s0 + (int64_t)(kh * g.G + h0 + j % Gc) * g.o_s1 + 16 * dg;
         const __m512 x = _mm512_mul_ps(r[k], _mm512_set1_ps(iv[k]));
         if (g.outf) _mm512_storeu_ps(g.outf + at, x);
+        else if (g.ctype == 5) _mm256_storeu_si256((__m256i*)(g.out + at), _mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
         else _mm256_storeu_si256((__m256i*)(g.out + at), bf16_rne16(x));
       }
     }
@@ -659,7 +679,9 @@ extern "C" int attnsolve_prefill_amx_ok() {
 // (t - p) added, p the row's position) when alibi is given, of n bf16 query rows
 // [n, H, D] over the first L tokens of one sequence's paged bf16 K/V ([blocks, bs, Hkv, D] with any
 // strides; `blocks` the sequence's block-table row), optional per-head sink logits, into out [n, H, D] (and the
-// log-sum-exp of each row and head into lse, float32, when given).
+// log-sum-exp of each row and head into lse, float32, when given).  ctype says the cache type: 1 bf16, 3 / 4 fp8
+// e4m3 / e5m2 (with k_scale, v_scale), all with a bf16 query and output; 2 float32 and 5 fp16: query, cache and
+// output all of that type.
 // Strides are in elements.  Returns 0; -1 when this build or CPU has no AMX (nothing written); -2 for an
 // unsupported shape; 1 + i when blocks[i] is out of range (nothing written).
 extern "C" int attnsolve_prefill_bf16(
@@ -672,7 +694,7 @@ extern "C" int attnsolve_prefill_bf16(
     int nthreads) {
 #if defined(ATTNSOLVE_PREFILL_AMX)
   if (!amx_permitted()) return -1;
-  if ((ctype < 1 || ctype > 4) || !(k_scale > 0.0f) || !std::isfinite(k_scale) || !std::isfinite(v_scale))
+  if ((ctype < 1 || ctype > 5) || !(k_scale > 0.0f) || !std::isfinite(k_scale) || !std::isfinite(v_scale))
     return -2;
   if (D % 32 != 0 || D > 256 || Hkv <= 0 || H % Hkv != 0 || bs % 16 != 0 || n <= 0 || L < n || !(scale > 0.0f) ||
       window < 0 || (window > 0 && !causal) || !(softcap >= 0.0f) || std::isinf(softcap))
@@ -684,8 +706,8 @@ extern "C" int attnsolve_prefill_bf16(
   g.q = (const uint16_t*)q; g.q_s0 = q_s0; g.q_s1 = q_s1;
   g.kc = (const uint8_t*)kc; g.k_s0 = k_s0; g.k_s1 = k_s1; g.k_s2 = k_s2;
   g.vc = (const uint8_t*)vc; g.v_s0 = v_s0; g.v_s1 = v_s1; g.v_s2 = v_s2;
-  g.ctype = ctype; g.esz = ctype == 1 ? 2 : ctype == 2 ? 4 : 1; g.vmul = v_scale;
-  g.np = ctype == 2 ? 3 : 1;
+  g.ctype = ctype; g.esz = ctype == 1 || ctype == 5 ? 2 : ctype == 2 ? 4 : 1; g.vmul = v_scale;
+  g.np = ctype == 2 ? 3 : ctype == 5 ? 2 : 1;
   g.qf = ctype == 2 ? (const float*)q : nullptr;
   g.outf = ctype == 2 ? (float*)out : nullptr;
   g.blocks = blocks; g.bs = bs;
