@@ -163,8 +163,7 @@ def _decode_fast(query, key_cache, value_cache, md, scale) -> torch.Tensor | Non
     total = md.decode_keys(DECODE_MAX_ROWS)
     if total is None:
         return None
-    if qcode == 1 and ccode in (1, 3, 4) and _amx_rows(md.longest_run(DECODE_MAX_ROWS), H // hkv) \
-            and _amx_shape(query, key_cache, value_cache):
+    if _amx_rows(md.longest_run(DECODE_MAX_ROWS), H // hkv, query.dtype) and _amx_shape(query, key_cache, value_cache):
         return None  # runs of several rows go to the AMX prefill kernel (cpu_attn_impl)
     if scale is None:
         sc = D ** -0.5
@@ -490,19 +489,23 @@ def _short_rows_batched(query, key_cache, value_cache, md, seqs, out, *, scale, 
 
 
 # Short runs (speculative decode, small chunks) also go to the AMX prefill kernel from this many rows and (row,
-# query head) columns per KV head: it reads a sequence's K/V once for all its rows, the decode kernel once per
-# row (measured, 2-vCPU AMX box, bf16, heads of 128, two threads, warm: one sequence of 4k keys, 32/8 heads:
-# 3 rows 1.33x, 4 rows 1.6x, 8 rows 2.8x, 16 rows 4.1x, 2 rows 0.82x; four sequences: 4 rows at G 8 1.57x,
-# 6 rows at G 4 1.28x, 8 rows at G 4 and 16k keys 1.63x, 16 rows at G 1 3.5x, 3 rows at G 8 1.11x, 4 rows at
-# G 4 0.98 to 1.22x).
-_AMX_MIN_ROWS = 3
-_AMX_MIN_COLUMNS = 12
+# query head) columns per KV head, per query dtype: it reads a sequence's K/V once for all its rows, the decode
+# kernel once per row.  Measured (2-vCPU AMX box, heads of 128, two threads, warm):
+# bf16, one sequence of 4k keys, 32/8 heads: 3 rows 1.33x, 4 rows 1.6x, 8 rows 2.8x, 16 rows 4.1x, 2 rows 0.82x;
+# four sequences: 4 rows at G 8 1.57x, 6 rows at G 4 1.28x, 8 rows at G 4 and 16k keys 1.63x, 16 rows at G 1
+# 3.5x, 3 rows at G 8 1.11x, 4 rows at G 4 0.98 to 1.22x.
+# float32 and fp16 (two and three part products: the kernel costs more per run), four sequences of 4k keys, 8 KV
+# heads: float32 8 rows 1.08x (G 1, 0.90x at 256 keys) to 1.21x (G 2, 4), 16 rows 1.8-1.9x, 6 rows 0.95x, 4 rows
+# at G 8 0.94x (1.19x at 1k keys), 4 rows at G 4 0.68x; fp16 3 rows at G 8 1.14x, 4 rows at G 8 1.57x, 4 rows at
+# G 4 0.86x, 6 rows at G 2 1.20x and at G 4 1.30x, 8 rows 1.06-1.10x (G 1) to 1.69x (G 4), 16 rows 2.2-2.6x.
+_AMX_RUN_MIN = {torch.bfloat16: (3, 12), torch.float16: (3, 24), torch.float32: (8, 16)}  # (rows, columns)
 
 
-def _amx_rows(n: int, group: int) -> bool:
-    """Whether a run of ``n`` query rows (at most DECODE_MAX_ROWS) with ``group`` query heads per KV head goes to
-    the AMX prefill kernel rather than the decode kernel (bf16, where that kernel runs)."""
-    return n >= _AMX_MIN_ROWS and n * group >= _AMX_MIN_COLUMNS
+def _amx_rows(n: int, group: int, dtype: torch.dtype = torch.bfloat16) -> bool:
+    """Whether a run of ``n`` query rows (at most DECODE_MAX_ROWS) with ``group`` query heads per KV head and this
+    query dtype goes to the AMX prefill kernel rather than the decode kernel (where that kernel runs)."""
+    least = _AMX_RUN_MIN.get(dtype)
+    return least is not None and n >= least[0] and n * group >= least[1]
 
 
 # the kernel's cache types (bf16 query), and its float32 and fp16 modes (query, cache and output of that type, each
@@ -684,14 +687,13 @@ def cpu_attn_impl(
     short, long_ = [], []
     out = None
     # short runs of several rows read their sequence's K/V once on the AMX prefill kernel (_amx_rows)
-    # (bf16: measured; float32 and fp16 runs stay on the decode kernel)
-    amx_runs = use_flash and fn is not None and query.dtype == torch.bfloat16 and _amx_shape(query, key_cache, value_cache)
+    amx_runs = use_flash and fn is not None and _amx_shape(query, key_cache, value_cache)
     group = H // key_cache.shape[2]
     for i in range(len(lens)):
         n = qsl[i + 1] - qsl[i]
         if n == 0:
             continue
-        (short if n <= DECODE_MAX_ROWS and not (amx_runs and _amx_rows(n, group)) else long_).append(i)
+        (short if n <= DECODE_MAX_ROWS and not (amx_runs and _amx_rows(n, group, query.dtype)) else long_).append(i)
     if short or len(long_) != 1 or qsl[long_[0] + 1] - qsl[long_[0]] != T:
         out = torch.empty(T, H, dv, dtype=query.dtype)
     if short and fn is not None:

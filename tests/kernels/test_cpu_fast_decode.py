@@ -44,8 +44,7 @@ def test_fast_path_gives_the_full_paths_answer(case):
     fast = _decode_fast(q, kc, vc, md, scale)  # fresh metadata: checked here
     full = cpu_attn_impl(q, kc, vc, md, scale=scale)
     runs = md.query_start_loc.diff().tolist()
-    if q.dtype == kc.dtype == torch.bfloat16 and _amx_shape(q, kc, vc) \
-            and _amx_rows(max(runs), q.shape[1] // kc.shape[2]):
+    if _amx_shape(q, kc, vc) and _amx_rows(max(runs), q.shape[1] // kc.shape[2], q.dtype):
         assert fast is None  # runs of several rows go to the AMX prefill kernel (test_cpu_prefill.py)
         assert torch.equal(cpu_attn(q, kc, vc, md, scale=scale), full)
         return

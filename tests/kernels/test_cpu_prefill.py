@@ -123,8 +123,8 @@ def test_matches_reference_and_torch_path(case):
     runs = [b - a for a, b in zip(qsl, qsl[1:])]
     if "alibi_slopes" in opts or "return_lse" in opts:  # the general path: every sequence, one at a time
         assert sorted(seen) == sorted(runs)
-    else:  # (float32 and fp16 runs of up to 16 rows stay on the decode kernel)
-        assert sorted(seen) == sorted(n for n in runs if n > 16 or (q.dtype == torch.bfloat16 and cpu_mod._amx_rows(n, group)))
+    else:
+        assert sorted(seen) == sorted(n for n in runs if n > 16 or cpu_mod._amx_rows(n, group, q.dtype))
 
 
 @needs_amx_prefill
@@ -267,21 +267,25 @@ def test_mixed_batch_writes_its_rows(taken):
 
 
 @needs_amx_prefill
-@pytest.mark.parametrize("rows,group", [(4, 4), (8, 4), (16, 1), (3, 8), (2, 4), (2, 8), (5, 2)])
-def test_short_runs_of_several_rows_take_it(rows, group, taken):
+@pytest.mark.parametrize("dtype,rows,group,goes", [
+    (torch.bfloat16, 4, 4, True), (torch.bfloat16, 8, 4, True), (torch.bfloat16, 16, 1, True),
+    (torch.bfloat16, 3, 8, True), (torch.bfloat16, 2, 4, False), (torch.bfloat16, 2, 8, False),
+    (torch.bfloat16, 5, 2, False), (torch.float16, 3, 8, True), (torch.float16, 4, 4, False),
+    (torch.float16, 6, 4, True), (torch.float16, 8, 2, False), (torch.float32, 8, 2, True),
+    (torch.float32, 16, 1, True), (torch.float32, 6, 4, False), (torch.float32, 8, 1, False)])
+def test_short_runs_of_several_rows_take_it(dtype, rows, group, goes, taken):
     """Speculative-decode runs (several rows, at most DECODE_MAX_ROWS) read their sequence's K/V once here
-    instead of once per row in the decode kernel: from 3 rows and 12 (row, head) columns per KV head. The
+    instead of once per row in the decode kernel: bf16 from 3 rows and 12 (row, head) columns per KV head, fp16
+    from 3 rows and 24 columns, float32 from 8 rows and 16 columns (measured crossovers: _AMX_RUN_MIN). The
     answer agrees with the decode kernel's and the reference; the fast decode path declines the batch."""
-    q, kc, vc, md = make_batch([rows, 1, rows], [300, 50, rows + 40], 2 * group, 2, 128, 16,
-                               dtype=torch.bfloat16, seed=rows)
+    q, kc, vc, md = make_batch([rows, 1, rows], [300, 50, rows + 40], 2 * group, 2, 128, 16, dtype=dtype, seed=rows)
     out = cpu_attn(q, kc, vc, md)
-    close(out, paged_attention_reference(q, kc, vc, md), torch.bfloat16)
-    goes = rows >= 3 and rows * group >= 12
+    close(out, paged_attention_reference(q, kc, vc, md), dtype)
     assert sorted(taken) == (sorted([(rows, 300), (rows, rows + 40)]) if goes else [])
     assert (cpu_mod._decode_fast(q, kc, vc, md, None) is None) == goes
     with pytest.MonkeyPatch.context() as m:  # the decode kernel's answer
-        m.setattr(cpu_mod, "_amx_rows", lambda n, g: False)
-        close(out, cpu_attn(q, kc, vc, md), torch.bfloat16)
+        m.setattr(cpu_mod, "_amx_rows", lambda *a: False)
+        close(out, cpu_attn(q, kc, vc, md), dtype)
 
 
 @needs_amx_prefill
