@@ -18,6 +18,7 @@ constructor; afterwards the object refuses attribute writes, and its only mutabl
 
 from __future__ import annotations
 
+import operator
 import string
 from bisect import bisect_left
 from typing import Any, Callable, Mapping
@@ -43,6 +44,8 @@ class _ClassKey(tuple):
 
 
 Classifier = Callable[[Any], Any]
+# The memo key of some facts (CompiledRules.keyed) and the values of the derived facts' local arithmetic.
+Keyed = tuple[tuple[Any, ...], list[Any]]
 
 
 def classifier(preds: tuple[Pred, ...]) -> Classifier | None:
@@ -98,7 +101,7 @@ class CompiledRules:
 
     __slots__ = ("rules", "fields", "_clause_bits", "_field_lits", "_memo", "_plans", "_cand_bits",
                  "_list_index", "_list_need", "_list_fields", "_list_memo", "_derived",
-                 "_classifiers", "_key_fields", "_key_set", "_plain_fields", "_class_fields", "_classes", "_locals", "_compares",
+                 "_classifiers", "_key_fields", "_key_set", "_plain_fields", "_plain_given", "_plain_rest", "_class_fields", "_classes", "_locals", "_compares",
                  "_class_memo", "_eager_logs", "_memo_ok", "_names", "_cand_derived", "_backend_reads",
                  "_conds", "_cond_lits", "_cond_field_mask", "_cond_memo", "_item_masks", "_first_memo", "_reason_memo", "_case_memo", "_frozen", "__weakref__")
 
@@ -227,7 +230,12 @@ class CompiledRules:
         self._key_set = frozenset(key_fields)
         classifiers = {f: classifier(tuple(ps)) for f, ps in preds.items()}
         self._classifiers = {f: c for f, c in classifiers.items() if c is not None}
-        self._plain_fields = tuple(f for f in self._key_fields if f not in self._classifiers)
+        # the fields every Config's facts hold first (read by one itemgetter), then those a step adds
+        given = frozenset((*FIELD_NAMES, *rules.fields, "role"))
+        plain = [f for f in self._key_fields if f not in self._classifiers]
+        self._plain_fields = tuple(sorted(plain, key=lambda f: f not in given))
+        self._plain_given = _getter(tuple(f for f in self._plain_fields if f in given))
+        self._plain_rest = tuple(f for f in self._plain_fields if f not in given)
         self._class_fields = tuple(f for f in self._key_fields if f in self._classifiers)
         self._classes = tuple(self._classifiers[f] for f in self._class_fields)
         self._locals = tuple((name, op, parts, self._classifiers.get(name)) for name, op, parts in locals_)
@@ -248,12 +256,13 @@ class CompiledRules:
         # evaluated case by case on every call (exact, slower)
         self._memo_ok = not raw_only and not eager
 
-    def complete(self, facts: dict[str, Any]) -> "Completion":
+    def complete(self, facts: dict[str, Any], keyed: Keyed | None = None) -> "Completion":
         """Fill in the derived facts (and their published locals) and return what selection needs:
-        the satisfied-clause bitset, the applicable list and each derived fact's chosen case."""
+        the satisfied-clause bitset, the applicable list and each derived fact's chosen case.
+        keyed: `self.keyed(facts)` when the caller computed it for these same facts (not recomputed)."""
         if not self._memo_ok:
             return self._evaluate(facts)
-        key, lvals = self._key(facts)
+        key, lvals = keyed if keyed is not None else self._key(facts)
         try:
             got = self._class_memo.get(key)
         except TypeError:  # an unhashable value: no rule names one; evaluate without memo
@@ -268,11 +277,17 @@ class CompiledRules:
             facts.setdefault(name, v)  # local arithmetic (q_per_kv) is shown by messages: publish it
         return Completion(self, got, got[1])
 
-    def _key(self, facts: Mapping[str, Any]) -> tuple[tuple[Any, ...], list[Any]]:
+    def _key(self, facts: Mapping[str, Any]) -> Keyed:
         """The memo key of `facts` (plain fields as they are, numeric ones by value class, the local arithmetic's
         classes, the field comparisons) and the local arithmetic's values."""
         get = facts.get
-        plain = tuple(map(get, self._plain_fields))
+        if type(facts) is dict:  # a plain dict: one C call reads the fields a Config always gives
+            try:
+                plain = self._plain_given(facts) + tuple(map(get, self._plain_rest))
+            except KeyError:
+                plain = tuple(map(get, self._plain_fields))
+        else:
+            plain = tuple(map(get, self._plain_fields))
         classes = [None if v is None else cls(v) for cls, v in zip(self._classes, map(get, self._class_fields))]
         lvals = []
         for _, op, parts, cls in self._locals:
@@ -288,9 +303,15 @@ class CompiledRules:
         """A key equal for two sets of facts that every rule answers alike (numeric values by class, all others
         as they are), or None when there is none (a fact the memo does not cover). It may hold an unhashable
         value (no rule names one): a dict lookup with it raises TypeError."""
+        got = self.keyed(facts)
+        return None if got is None else got[0]
+
+    def keyed(self, facts: Mapping[str, Any]) -> Keyed | None:
+        """`class_key(facts)` with the local arithmetic's values, or None: solve() hands it on to `complete()`
+        for the same facts, so the key (the costliest part of a cold solve) is computed once."""
         if not self._memo_ok or not facts.keys() <= self._key_set:
             return None
-        return self._key(facts)[0]
+        return self._key(facts)
 
     def named(self, field: str, value: Any) -> bool:
         """Whether `value` is its own class for `field` (a value some rule names, or a non-numeric one)."""
@@ -678,6 +699,13 @@ class Completion:
             if lines:
                 out[name] = lines
         return out
+
+
+def _getter(fields: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """A function reading `fields` of a mapping as a tuple (KeyError for a missing one), in one C call."""
+    if len(fields) >= 2:
+        return operator.itemgetter(*fields)
+    return lambda facts: tuple(facts[f] for f in fields)
 
 
 def _or(masks: Any) -> int:
