@@ -7,6 +7,7 @@ from typing import Any
 
 from ..rules.model import Backend, RuleSet
 from ..solver.compiled import CompiledRules
+from .messages import FactsWith
 from .per_rules import per_rules
 
 
@@ -25,7 +26,7 @@ def preferred_block_size(rules: RuleSet, backend: str, block_size: int | None, p
     size: 16 if it accepts 16, else its smallest kernel size. comp, t: the compiled rules and the truth
     bitset of `facts` (CompiledRules.holds), to decide the cases without evaluating them."""
     if plist is not None and plist.start_block_size and facts is not None:
-        sfacts = dict(facts, selected=backend)  # a case may test the chosen backend (XPU)
+        sfacts = FactsWith(facts, "selected", backend)  # a case may test the chosen backend (XPU)
         if comp is not None and t is not None:
             t = comp.with_value(t, "selected", backend)
         if comp is None or t is None:

@@ -4,8 +4,7 @@ itself, and the MLA prefill registry's own request. solve() and solve_csp() both
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..config import Config
 from ..errors import InvalidBackendError, NoValidBackendError
@@ -17,10 +16,10 @@ from .messages import render_message
 from .per_rules import per_rules
 
 
-@dataclass(frozen=True, slots=True)
-class Before:
+class Before(NamedTuple):
     """What the platform does before selection: the facts selection sees, the log lines, the config changes,
-    and a model-driven choice that replaces selection ((backend, variant, route name) or None)."""
+    and a model-driven choice that replaces selection ((backend, variant, route name) or None). A named tuple:
+    immutable like a frozen dataclass, built in one C call on every solve."""
 
     facts: dict[str, Any]
     warnings: tuple[str, ...] = ()

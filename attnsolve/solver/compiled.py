@@ -272,7 +272,7 @@ class CompiledRules:
             if len(self._class_memo) > _MEMO_LIMIT:
                 self._class_memo.clear()
             self._class_memo[key] = got
-        facts.update(zip(self._names, got[0]))
+        facts.update(got[6])  # the derived facts as a dict: one C-level merge
         for (name, _, _, _), v in zip(self._locals, lvals):
             facts.setdefault(name, v)  # local arithmetic (q_per_kv) is shown by messages: publish it
         return Completion(self, got, got[1])
@@ -346,7 +346,8 @@ class CompiledRules:
         pl = select_list(self.rules, facts)
         logging = tuple(d.name for d, c in zip(self._derived, cases)
                         if isinstance(c, tuple) or (c >= 0 and d.cases[c].warning))
-        entry = (tuple(values), tuple(cases), self.satisfied(facts), pl, self.truth(facts), logging)
+        entry = (tuple(values), tuple(cases), self.satisfied(facts), pl, self.truth(facts), logging,
+                 dict(zip(self._names, values)))
         return Completion(self, entry, tuple(cases))
 
     # -- conditions of the steps around the lists (rewrites, notes, start-up rules...) ------------

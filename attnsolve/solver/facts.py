@@ -30,11 +30,16 @@ def parse_role(role: Any) -> str:
 
 
 _FIELDS_OF = operator.attrgetter(*FIELD_NAMES)  # one C call reads every common field
+_FIELDS_IN = operator.itemgetter(*FIELD_NAMES)  # the same from the instance dict: no attribute lookups
 
 
 def base_facts(config: Config, role: str) -> dict[str, Any]:
     """Config fields (ANY kept as ANY) plus the role; no derived facts."""
-    facts = dict(zip(FIELD_NAMES, _FIELDS_OF(config)))
+    try:
+        values = _FIELDS_IN(config.__dict__)
+    except (AttributeError, KeyError):  # not a plain Config instance: read the attributes
+        values = _FIELDS_OF(config)
+    facts = dict(zip(FIELD_NAMES, values))
     facts.update(config._extra)  # the fields this release's rules declare beyond the common ones
     cc = facts["compute_capability"]
     if cc is not ANY:
