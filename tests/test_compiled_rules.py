@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -142,6 +143,20 @@ def _reference(comp: CompiledRules, facts: dict[str, Any]) -> tuple[dict[str, An
         for name, v in d.local_values(ref).items():
             ref.setdefault(name, v)
     return ref, logs
+
+
+@pytest.mark.parametrize("version", RELEASES)
+@settings(max_examples=120, deadline=None)
+@given(data=st.data())
+def test_generated_memo_key_equals_the_field_by_field_key(version: str, data: st.DataObject) -> None:
+    comp = _comp(version)
+    facts = data.draw(_facts(version))
+    drop = data.draw(st.sets(st.sampled_from(comp.key_fields), max_size=3))  # missing fields read as None
+    facts = {k: v for k, v in facts.items() if k not in drop}
+    ref = comp.reference_key(facts)
+    assert comp.keyed(facts) == ref
+    assert comp.keyed(MappingProxyType(facts)) == ref  # a mapping that is not a dict: read with get()
+    assert comp.class_key(facts) == ref[0]
 
 
 @pytest.mark.parametrize("version", RELEASES)

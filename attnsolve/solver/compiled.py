@@ -18,14 +18,13 @@ constructor; afterwards the object refuses attribute writes, and its only mutabl
 
 from __future__ import annotations
 
-import operator
 import string
 from bisect import bisect_left
 from typing import Any, Callable, Mapping
 
 from ..rules.model import _NO_EQ, Backend, Check, Literal, Pred, PriorityList, RuleSet, report
-from ..rules.model import _compare, _local_value
 from ..config import FIELD_NAMES
+from .keyfn import Keyed, key_function, reference_key
 from .semantics import Candidate, Plan, plan, reasons_of, select_list
 
 # Largest memo before it is emptied (a process asking about millions of distinct raw values).
@@ -44,8 +43,6 @@ class _ClassKey(tuple):
 
 
 Classifier = Callable[[Any], Any]
-# The memo key of some facts (CompiledRules.keyed) and the values of the derived facts' local arithmetic.
-Keyed = tuple[tuple[Any, ...], list[Any]]
 
 
 def classifier(preds: tuple[Pred, ...]) -> Classifier | None:
@@ -85,6 +82,7 @@ def classifier(preds: tuple[Pred, ...]) -> Classifier | None:
             return value
         return _ClassKey((bisect_left(ordered, value), tuple(value % d == 0 for d in divs),
                           tuple(value // 10 in m for m in maj)))
+    key.named = frozenset(exact)  # type: ignore[attr-defined]  # its own keys: tested inline by keyfn
     return key
 
 
@@ -101,7 +99,7 @@ class CompiledRules:
 
     __slots__ = ("rules", "fields", "_clause_bits", "_field_lits", "_memo", "_plans", "_cand_bits",
                  "_list_index", "_list_need", "_list_fields", "_list_memo", "_derived",
-                 "_classifiers", "_key_fields", "_key_set", "_plain_fields", "_plain_given", "_plain_rest", "_class_fields", "_classes", "_locals", "_compares",
+                 "_classifiers", "_key_fields", "_key_set", "_plain_fields", "_key", "_class_fields", "_classes", "_locals", "_compares",
                  "_class_memo", "_eager_logs", "_memo_ok", "_names", "_cand_derived", "_backend_reads",
                  "_conds", "_cond_lits", "_cond_field_mask", "_cond_memo", "_item_masks", "_first_memo", "_reason_memo", "_case_memo", "_frozen", "__weakref__")
 
@@ -234,12 +232,12 @@ class CompiledRules:
         given = frozenset((*FIELD_NAMES, *rules.fields, "role"))
         plain = [f for f in self._key_fields if f not in self._classifiers]
         self._plain_fields = tuple(sorted(plain, key=lambda f: f not in given))
-        self._plain_given = _getter(tuple(f for f in self._plain_fields if f in given))
-        self._plain_rest = tuple(f for f in self._plain_fields if f not in given)
         self._class_fields = tuple(f for f in self._key_fields if f in self._classifiers)
         self._classes = tuple(self._classifiers[f] for f in self._class_fields)
         self._locals = tuple((name, op, parts, self._classifiers.get(name)) for name, op, parts in locals_)
         self._compares = tuple(compares)
+        self._key = key_function(self._plain_fields, given, self._class_fields, self._classes, self._locals,
+                                 self._compares)
         self._class_memo: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         # a derived fact whose log line names a fact computed after it renders when evaluated
         order = {d.name: i for i, d in enumerate(self._derived)}
@@ -277,27 +275,12 @@ class CompiledRules:
             facts.setdefault(name, v)  # local arithmetic (q_per_kv) is shown by messages: publish it
         return Completion(self, got, got[1])
 
-    def _key(self, facts: Mapping[str, Any]) -> Keyed:
+    def reference_key(self, facts: Mapping[str, Any]) -> Keyed:
         """The memo key of `facts` (plain fields as they are, numeric ones by value class, the local arithmetic's
-        classes, the field comparisons) and the local arithmetic's values."""
-        get = facts.get
-        if type(facts) is dict:  # a plain dict: one C call reads the fields a Config always gives
-            try:
-                plain = self._plain_given(facts) + tuple(map(get, self._plain_rest))
-            except KeyError:
-                plain = tuple(map(get, self._plain_fields))
-        else:
-            plain = tuple(map(get, self._plain_fields))
-        classes = [None if v is None else cls(v) for cls, v in zip(self._classes, map(get, self._class_fields))]
-        lvals = []
-        for _, op, parts, cls in self._locals:
-            vals = [get(f) for f in parts]
-            v = None if None in vals else _local_value(op, vals)
-            lvals.append(v)
-            classes.append(v if v is None or cls is None else cls(v))
-        for op, a, b in self._compares:
-            classes.append(_compare(op, get(a), get(b)))
-        return (plain, tuple(classes)), lvals
+        classes, the field comparisons) and the local arithmetic's values, computed field by field: what the
+        generated `_key` computes."""
+        return reference_key(facts, self._plain_fields, self._class_fields, self._classes, self._locals,
+                             self._compares)
 
     def class_key(self, facts: Mapping[str, Any]) -> tuple[Any, ...] | None:
         """A key equal for two sets of facts that every rule answers alike (numeric values by class, all others
@@ -700,13 +683,6 @@ class Completion:
             if lines:
                 out[name] = lines
         return out
-
-
-def _getter(fields: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
-    """A function reading `fields` of a mapping as a tuple (KeyError for a missing one), in one C call."""
-    if len(fields) >= 2:
-        return operator.itemgetter(*fields)
-    return lambda facts: tuple(facts[f] for f in fields)
 
 
 def _or(masks: Any) -> int:
