@@ -90,12 +90,16 @@ def after_selection(comp: CompiledRules, p: Plan, idx: int, rejected: tuple[Reje
         evaluated = comp.derived_read_by(backend)
         pending = [n for n in logging if n not in evaluated]
         if pending and rules.settings.get("derived_warnings") == "validated":  # vLLM validates every list entry
-            evaluated = set(evaluated)
-            for c in p.candidates:
-                if c.validated and c.backend != chosen.backend:
-                    evaluated |= comp.evaluated_derived(c, facts, t)
-                    if evaluated.issuperset(pending):
-                        break
+            others = comp.evaluated_by_others(p, chosen.backend, facts, t)
+            if others is not None:
+                evaluated = evaluated | others
+            else:  # a plan built for this call (a request the compiled rules have no plan for)
+                evaluated = set(evaluated)
+                for c in p.candidates:
+                    if c.validated and c.backend != chosen.backend:
+                        evaluated |= comp.evaluated_derived(c, facts, t)
+                        if evaluated.issuperset(pending):
+                            break
         for name in logging:
             if name in evaluated:
                 warnings[:0] = [w for w in done.lines(name, facts) if w not in warnings]

@@ -100,7 +100,7 @@ class CompiledRules:
     __slots__ = ("rules", "fields", "_clause_bits", "_field_lits", "_memo", "_plans", "_cand_bits",
                  "_list_index", "_list_need", "_list_fields", "_list_memo", "_derived",
                  "_classifiers", "_key_fields", "_key_set", "_plain_fields", "_key", "_class_fields", "_classes", "_locals", "_compares",
-                 "_class_memo", "_eager_logs", "_memo_ok", "_names", "_cand_derived", "_backend_reads",
+                 "_class_memo", "_eager_logs", "_memo_ok", "_names", "_cand_derived", "_backend_reads", "_others",
                  "_conds", "_cond_lits", "_cond_field_mask", "_cond_memo", "_item_masks", "_first_memo", "_reason_memo", "_case_memo", "_frozen", "__weakref__")
 
     def __init__(self, rules: RuleSet):
@@ -488,6 +488,16 @@ class CompiledRules:
                     conditional.append((ch.when, got[2]))
             cand[id(c)] = (frozenset(always), tuple((w, r) for w, r in conditional if not r <= always))
         self._cand_derived = cand
+        # per plan and chosen backend: what validating the plan's other validated candidates evaluates
+        # (vLLM >= 0.18 validates every list entry), so that it is one union, not a walk per candidate
+        others: dict[tuple[int, str], tuple[Plan, frozenset[str], tuple[Any, ...]]] = {}
+        for p, _ in self._plans.values():
+            for chosen in dict.fromkeys(c.backend for c in p.candidates):
+                parts = [cand[id(c)] for c in p.candidates if c.validated and c.backend != chosen]
+                always_: frozenset[str] = frozenset().union(*(a for a, _ in parts))
+                cond = tuple(x for _, conditional in parts for x in conditional if not x[1] <= always_)
+                others[(id(p), chosen)] = (p, always_, cond)
+        self._others = others
         reads: dict[str, frozenset[str]] = {}
         for b in rules.backends.values():
             direct = {b.variant_field, b.variant_shown_by}
@@ -510,6 +520,22 @@ class CompiledRules:
         if got is None or self._cand_bits[id(cand)][0] is not cand:
             raise KeyError(f"{cand.backend}: not a candidate of these compiled rules")
         always, conditional = got
+        if not conditional:
+            return always
+        out = set(always)
+        for when, req in conditional:
+            if self.holds(when, t, facts):
+                out |= req
+        return frozenset(out)
+
+    def evaluated_by_others(self, p: Plan, chosen: str, facts: Mapping[str, Any], t: int | None = None
+                            ) -> frozenset[str] | None:
+        """The union of `evaluated_derived` over `p`'s validated candidates other than `chosen`'s; None when `p`
+        is not a plan of these compiled rules."""
+        got = self._others.get((id(p), chosen))
+        if got is None or got[0] is not p:
+            return None
+        _, always, conditional = got
         if not conditional:
             return always
         out = set(always)
