@@ -7,13 +7,14 @@ facts (FA version, TRTLLM usability, R1 dims) are added by the compiled rules (C
 from __future__ import annotations
 
 import operator
-from typing import Any
+from typing import Any, Callable, Mapping
 
 from ..config import ANY, FIELD_NAMES, Config, cc_int
-from ..config.invariants import check_clauses, plan_of
+from ..config.invariants import Plan, check_clauses, plan_of
 from ..errors import ConfigError
 from ..rules import rules_for
 from ..rules._fields import CONFIG_FIELDS
+from ..rules.model import _NO_EQ, Check, Literal
 
 ROLES = ("decode", "mla_prefill")
 _ROLE_ALIASES = {"decode": "decode", "attention": "decode", "standard": "decode", "mla_decode": "decode",
@@ -45,15 +46,69 @@ def base_facts(config: Config, role: str) -> dict[str, Any]:
     if cc is not ANY:
         facts["compute_capability"] = cc_int(cc)
     facts["role"] = role
+    _check_role(config, facts)
+    return facts
+
+
+def for_role(facts: dict[str, Any], config: Config, role: str) -> dict[str, Any]:
+    """base_facts(config, role), from `facts` = base_facts(config, another role) (copied, not changed): the MLA
+    layer asks for its decode and prefill backends with one config."""
+    out = dict(facts)
+    out["role"] = role
+    _check_role(config, out)
+    return out
+
+
+def _check_role(config: Config, facts: dict[str, Any]) -> None:
+    """The release's invariants over the role (MLA prefill only for MLA layers): their ConfigError."""
     plan = plan_of(rules_for(config.vllm), _COMMON)
-    for clause in plan.query_clauses:  # the release's invariants over the role (MLA prefill only for MLA layers)
+    for clause, fires in _query_checks(plan):
         try:
-            fired = clause[1].fires(facts)
+            fired = fires(facts)
         except TypeError:  # a field left ANY compared with a number: not judged
             continue
         if fired:  # the error (fields left ANY are not judged there either)
             check_clauses(plan, facts, (clause,))
-    return facts
+
+
+_QUERY: dict[int, tuple[Plan, tuple[tuple[Any, Callable[[Mapping[str, Any]], bool]], ...]]] = {}
+
+
+def _query_checks(plan: Plan) -> tuple[tuple[Any, Callable[[Mapping[str, Any]], bool]], ...]:
+    """The plan's query clauses, each with its Check.fires compiled (once per rule set): every solve judges them."""
+    got = _QUERY.get(id(plan))
+    if got is None or got[0] is not plan:
+        if len(_QUERY) > 16:
+            _QUERY.clear()
+        got = _QUERY[id(plan)] = (plan, tuple((clause, _fires(clause[1])) for clause in plan.query_clauses))
+    return got[1]
+
+
+def _fires(check: Check) -> Callable[[Mapping[str, Any]], bool]:
+    """check.fires as a closure over literals compiled by `_literal`: the same answers, fewer calls."""
+    whens = tuple(_literal(w) for w in check.when)
+    require = _literal(check.require)
+
+    def fires(facts: Mapping[str, Any]) -> bool:
+        for w in whens:
+            if not w(facts):
+                return False
+        return not require(facts)
+    return fires
+
+
+def _literal(lit: Literal) -> Callable[[Mapping[str, Any]], bool]:
+    """`lit` itself, or for an equality (the role, a flag) a closure computing what Pred answers."""
+    p = lit.pred
+    if (p.eq is _NO_EQ or p.in_ is not None or p.prefixes or p.not_in is not None or p.not_prefixes
+            or p.min is not None or p.max is not None or p.multiple_of is not None or p.major_in is not None):
+        return lit
+    field, eq, none, negate = lit.field, p.eq, p.none, p.negate
+
+    def holds(facts: Mapping[str, Any]) -> bool:
+        v = facts.get(field)
+        return (none if v is None else not (v != eq)) != negate
+    return holds
 
 
 _COMMON = frozenset(CONFIG_FIELDS)
