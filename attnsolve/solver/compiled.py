@@ -99,7 +99,7 @@ class CompiledRules:
 
     __slots__ = ("rules", "fields", "_clause_bits", "_field_lits", "_memo", "_plans", "_cand_bits",
                  "_list_index", "_list_need", "_list_fields", "_list_memo", "_derived",
-                 "_classifiers", "_key_fields", "_key_set", "_plain_fields", "_key", "_class_fields", "_classes", "_locals", "_compares",
+                 "_classifiers", "_key_fields", "_key_set", "_plain_fields", "_key", "_local_names", "_class_fields", "_classes", "_locals", "_compares",
                  "_class_memo", "_eager_logs", "_memo_ok", "_names", "_cand_derived", "_backend_reads", "_others",
                  "_conds", "_cond_lits", "_cond_field_mask", "_cond_memo", "_item_masks", "_first_memo", "_reason_memo", "_case_memo", "_frozen", "__weakref__")
 
@@ -235,6 +235,7 @@ class CompiledRules:
         self._class_fields = tuple(f for f in self._key_fields if f in self._classifiers)
         self._classes = tuple(self._classifiers[f] for f in self._class_fields)
         self._locals = tuple((name, op, parts, self._classifiers.get(name)) for name, op, parts in locals_)
+        self._local_names = tuple(name for name, _, _ in locals_)
         self._compares = tuple(compares)
         self._key = key_function(self._plain_fields, given, self._class_fields, self._classes, self._locals,
                                  self._compares)
@@ -271,7 +272,7 @@ class CompiledRules:
                 self._class_memo.clear()
             self._class_memo[key] = got
         facts.update(got[6])  # the derived facts as a dict: one C-level merge
-        for (name, _, _, _), v in zip(self._locals, lvals):
+        for name, v in zip(self._local_names, lvals):
             facts.setdefault(name, v)  # local arithmetic (q_per_kv) is shown by messages: publish it
         return Completion(self, got, got[1])
 
@@ -593,7 +594,7 @@ class CompiledRules:
         return out
 
     def plan_for(self, facts: Mapping[str, Any]) -> tuple[Plan, tuple[int, ...]] | None:
-        key = tuple(facts.get(f) for f in self._list_fields)
+        key = tuple(map(facts.get, self._list_fields))
         try:
             pl = self._list_memo[key]
         except KeyError:

@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping
 from ..config import ANY, FIELD_NAMES, Config, cc_int
 from ..config.invariants import Plan, check_clauses, plan_of
 from ..errors import ConfigError
-from ..rules import rules_for
+from ..rules import RuleSet, rules_for
 from ..rules._fields import CONFIG_FIELDS
 from ..rules.model import _NO_EQ, Check, Literal
 
@@ -61,8 +61,8 @@ def for_role(facts: dict[str, Any], config: Config, role: str) -> dict[str, Any]
 
 def _check_role(config: Config, facts: dict[str, Any]) -> None:
     """The release's invariants over the role (MLA prefill only for MLA layers): their ConfigError."""
-    plan = plan_of(rules_for(config.vllm), _COMMON)
-    for clause, fires in _query_checks(plan):
+    plan, checks = _query_checks(rules_for(config.vllm))
+    for clause, fires in checks:
         try:
             fired = fires(facts)
         except TypeError:  # a field left ANY compared with a number: not judged
@@ -71,17 +71,20 @@ def _check_role(config: Config, facts: dict[str, Any]) -> None:
             check_clauses(plan, facts, (clause,))
 
 
-_QUERY: dict[int, tuple[Plan, tuple[tuple[Any, Callable[[Mapping[str, Any]], bool]], ...]]] = {}
+QueryChecks = tuple[tuple[Any, Callable[[Mapping[str, Any]], bool]], ...]
+_QUERY: dict[int, tuple[RuleSet, Plan, QueryChecks]] = {}
 
 
-def _query_checks(plan: Plan) -> tuple[tuple[Any, Callable[[Mapping[str, Any]], bool]], ...]:
-    """The plan's query clauses, each with its Check.fires compiled (once per rule set): every solve judges them."""
-    got = _QUERY.get(id(plan))
-    if got is None or got[0] is not plan:
+def _query_checks(rules: RuleSet) -> tuple[Plan, QueryChecks]:
+    """The rule set's invariant plan and its query clauses, each with its Check.fires compiled (once per rule set):
+    every solve judges them."""
+    got = _QUERY.get(id(rules))
+    if got is None or got[0] is not rules:
         if len(_QUERY) > 16:
             _QUERY.clear()
-        got = _QUERY[id(plan)] = (plan, tuple((clause, _fires(clause[1])) for clause in plan.query_clauses))
-    return got[1]
+        plan = plan_of(rules, _COMMON)
+        got = _QUERY[id(rules)] = (rules, plan, tuple((clause, _fires(clause[1])) for clause in plan.query_clauses))
+    return got[1], got[2]
 
 
 def _fires(check: Check) -> Callable[[Mapping[str, Any]], bool]:
