@@ -33,12 +33,6 @@ class FactsWith(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self.facts) + (self.field not in self.facts)
 
-    def as_dict(self) -> dict[str, Any]:
-        """The facts with the field set, as a dict (for rendering: one copy, made only when a text needs it)."""
-        out = dict(self.facts)
-        out[self.field] = self.value
-        return out
-
 
 class _PyShow(dict):
     """Facts as vLLM's f-strings print them: Python's str() (True, None), unknown names kept."""
@@ -65,6 +59,11 @@ def render_message(template: str, facts: Mapping[str, Any], **extra: Any) -> str
     if "{" not in template:
         return template
     next(RENDERINGS)
-    if type(facts) is FactsWith:
-        facts = facts.as_dict()
-    return template.format_map(_PyShow({**facts, **extra}))
+    if type(facts) is FactsWith:  # one copy of the facts, the field set on it
+        shown = _PyShow(facts.facts)
+        shown[facts.field] = facts.value
+    else:
+        shown = _PyShow(facts)
+    if extra:
+        shown.update(extra)
+    return template.format_map(shown)
