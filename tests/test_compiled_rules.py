@@ -159,6 +159,9 @@ def test_generated_memo_key_equals_the_field_by_field_key(version: str, data: st
     assert comp.keyed(facts) == ref
     assert comp.keyed(MappingProxyType(facts)) == ref  # a mapping that is not a dict: read with get()
     assert comp.class_key(facts) == ref[0]
+    assert comp.keyed(dict(facts, not_a_key_field=1)) is None  # a fact the key does not cover: no key
+    if drop:  # a missing key field and an extra fact: as many facts as the given fields, still no key
+        assert comp.keyed(dict(facts, **{f"extra{i}": 1 for i in range(len(drop))})) is None
 
 
 @pytest.mark.parametrize("version", RELEASES)

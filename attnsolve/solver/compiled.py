@@ -237,8 +237,8 @@ class CompiledRules:
         self._locals = tuple((name, op, parts, self._classifiers.get(name)) for name, op, parts in locals_)
         self._local_names = tuple(name for name, _, _ in locals_)
         self._compares = tuple(compares)
-        self._key = key_function(self._plain_fields, given, self._class_fields, self._classes, self._locals,
-                                 self._compares)
+        self._key = key_function(self._plain_fields, given, self._key_set, self._class_fields, self._classes,
+                                 self._locals, self._compares)
         self._class_memo: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         # a derived fact whose log line names a fact computed after it renders when evaluated
         order = {d.name: i for i, d in enumerate(self._derived)}
@@ -293,9 +293,9 @@ class CompiledRules:
     def keyed(self, facts: Mapping[str, Any]) -> Keyed | None:
         """`class_key(facts)` with the local arithmetic's values, or None: solve() hands it on to `complete()`
         for the same facts, so the key (the costliest part of a cold solve) is computed once."""
-        if not self._memo_ok or not facts.keys() <= self._key_set:
+        if not self._memo_ok:
             return None
-        return self._key(facts)
+        return self._key(facts, True)  # None unless facts.keys() <= self._key_set
 
     def named(self, field: str, value: Any) -> bool:
         """Whether `value` is its own class for `field` (a value some rule names, or a non-numeric one)."""

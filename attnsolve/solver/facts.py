@@ -7,7 +7,8 @@ facts (FA version, TRTLLM usability, R1 dims) are added by the compiled rules (C
 from __future__ import annotations
 
 import operator
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from ..config import ANY, FIELD_NAMES, Config, cc_int
 from ..config.invariants import Plan, check_clauses, plan_of
@@ -110,7 +111,7 @@ def _literal(lit: Literal) -> Callable[[Mapping[str, Any]], bool]:
 
     def holds(facts: Mapping[str, Any]) -> bool:
         v = facts.get(field)
-        return (none if v is None else not (v != eq)) != negate
+        return (none if v is None else not (v != eq)) != negate  # noqa: SIM202 - Pred tests `value != eq`
     return holds
 
 

@@ -9,14 +9,15 @@ computes exactly what the loop computed (`reference_key`, which the tests compar
 from __future__ import annotations
 
 import operator
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from ..rules.model import _compare, _local_value
 
 # The memo key of some facts and the values of the derived facts' local arithmetic.
 Keyed = tuple[tuple[Any, ...], list[Any]]
 Classifier = Callable[[Any], Any]
-KeyFunction = Callable[[Mapping[str, Any]], Keyed]
+KeyFunction = Callable[..., Keyed | None]
 
 
 def _getter(fields: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
@@ -43,25 +44,39 @@ def reference_key(facts: Mapping[str, Any], plain: tuple[str, ...], class_fields
     return (tuple(map(get, plain)), tuple(out)), lvals
 
 
-def key_function(plain: tuple[str, ...], given: frozenset[str], class_fields: tuple[str, ...],
-                 classes: tuple[Classifier, ...], locals_: tuple[tuple[str, str, tuple[str, ...], Any], ...],
+def key_function(plain: tuple[str, ...], given: frozenset[str], key_set: frozenset[str],
+                 class_fields: tuple[str, ...], classes: tuple[Classifier, ...],
+                 locals_: tuple[tuple[str, str, tuple[str, ...], Any], ...],
                  compares: tuple[tuple[str, str, str], ...]) -> KeyFunction:
-    """The generated key function. plain: the fields keyed by value, those in `given` first (every Config's
-    facts hold them: one itemgetter reads them from a dict); the rest as in `reference_key`."""
-    n_given = sum(1 for f in plain if f in given)
-    assert all(f in given for f in plain[:n_given]), "the given fields come first"
-    env: dict[str, Any] = {"PLAIN": plain, "GIVEN": _getter(plain[:n_given]), "LV": _local_value,
-                           "CMP": _compare, "dict": dict, "tuple": tuple, "type": type, "map": map,
+    """The generated key function: key(facts) = reference_key(facts); key(facts, True) is None unless every fact is
+    a key field. plain: the fields keyed by value, those in `given` first. The key fields in `given` (every
+    Config's facts hold them) are read from a dict by one itemgetter; a dict holding exactly those is a subset
+    of the key fields without testing each of its keys."""
+    n_plain = sum(1 for f in plain if f in given)
+    assert all(f in given for f in plain[:n_plain]), "the given fields come first"
+    class_given = tuple(f for f in class_fields if f in given)
+    fields_given = (*plain[:n_plain], *class_given)
+    env: dict[str, Any] = {"PLAIN": plain, "GIVEN": _getter(fields_given), "KEYS": key_set, "LV": _local_value,
+                           "CMP": _compare, "dict": dict, "tuple": tuple, "type": type, "map": map, "len": len,
                            "int": int, "KeyError": KeyError}
-    lines = ["def key(facts):",
+    rest = "".join(f"get({f!r}), " for f in plain[n_plain:])
+    lines = ["def key(facts, check=False):",
              "    get = facts.get",
+             "    g = None",
              "    if type(facts) is dict:",
              "        try:",
-             f"            plain = GIVEN(facts) + ({''.join(f'get({f!r}), ' for f in plain[n_given:])})",
+             "            g = GIVEN(facts)",
              "        except KeyError:",
-             "            plain = tuple(map(get, PLAIN))",
-             "    else:",
-             "        plain = tuple(map(get, PLAIN))"]
+             "            pass",
+             f"    if check and not (g is not None and len(facts) == {len(fields_given)}) and not facts.keys() <= KEYS:",
+             "        return None",
+             "    if g is not None:",
+             f"        plain = g[:{n_plain}] + ({rest})"]
+    lines += [f"        v{i} = g[{n_plain + class_given.index(f)}]" if f in class_given else f"        v{i} = get({f!r})"
+              for i, f in enumerate(class_fields)]
+    lines += ["    else:",
+              "        plain = tuple(map(get, PLAIN))"]
+    lines += [f"        v{i} = get({f!r})" for i, f in enumerate(class_fields)]
     parts: list[str] = []
 
     def classed(var: str, cls: Any, k: str) -> str:
@@ -75,8 +90,7 @@ def key_function(plain: tuple[str, ...], given: frozenset[str], class_fields: tu
         env[f"E{k}"] = named
         return f"({var} if {var} is None or type({var}) is not int or {var} in E{k} else C{k}({var}))"
 
-    for i, (f, cls) in enumerate(zip(class_fields, classes)):
-        lines.append(f"    v{i} = get({f!r})")
+    for i, cls in enumerate(classes):
         parts.append(classed(f"v{i}", cls, f"v{i}"))
     lvals = []
     for i, (_, op, fields, cls) in enumerate(locals_):
