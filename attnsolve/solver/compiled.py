@@ -377,14 +377,17 @@ class CompiledRules:
                 if ch.when and id(ch.when) not in seen:
                     seen.add(id(ch.when))
                     visit(ch.when)
-        # the steps' item lists (each item a dataclass with `when` or a (text, when, ...) tuple): their masks
-        items: dict[int, tuple[int | None, ...]] = {}
+        # the steps' item lists (each item a dataclass with `when` or a (text, when, ...) tuple): their masks,
+        # for the lists whose every condition has one (the others are evaluated on the facts)
+        items: dict[int, tuple[int, ...]] = {}
         seqs = [getattr(pl, name) for pl in rules.lists for name in _STEPS]
         seqs += [seq for b in rules.backends.values() for seq in (b.warnings, b.startup_failures)]
         for seq in seqs:
             if seq:
-                items[id(seq)] = tuple(conds.get(id(getattr(x, "when", None) if not isinstance(x, tuple) else x[1]))
-                                       for x in seq)
+                masks = tuple(conds.get(id(getattr(x, "when", None) if not isinstance(x, tuple) else x[1]))
+                              for x in seq)
+                if None not in masks:
+                    items[id(seq)] = masks  # type: ignore[assignment]
                 keep.append(seq)
         self._item_masks = items
         self._first_memo: dict[tuple[int, int, int], int] = {}
@@ -427,10 +430,16 @@ class CompiledRules:
         if not items:
             return -1
         masks = self._item_masks.get(id(items)) if t is not None else None
-        if masks is None or None in masks:
+        if masks is None:
             for i in range(start, len(items)):
                 x = items[i]
                 if self.holds(x[1] if isinstance(x, tuple) else x.when, t, facts):
+                    return i
+            return -1
+        if len(masks) - start <= 3:  # a short list: testing its masks costs less than the memo's key
+            for i in range(start, len(masks)):
+                m = masks[i]
+                if m & t == m:
                     return i
             return -1
         key = (id(items), start, t)
@@ -665,25 +674,19 @@ class CompiledRules:
 class Completion:
     """What `complete()` found for one set of facts: satisfied clauses, the list, each derived fact's case."""
 
-    __slots__ = ("comp", "entry", "cases")
+    # sat: the satisfied clauses; plist: the list that applies; t: the truth bitset of the condition literals
+    # (see CompiledRules.holds); logging: the derived facts whose chosen case has log lines (rendered by
+    # `lines`). Plain slots, not properties over `entry`: selection reads them several times per solve.
+    __slots__ = ("comp", "entry", "cases", "sat", "plist", "t", "logging")
 
     def __init__(self, comp: CompiledRules, entry: tuple[Any, ...], cases: tuple[Any, ...]):
         self.comp = comp
         self.entry = entry
         self.cases = cases
-
-    @property
-    def sat(self) -> int:
-        return self.entry[2]
-
-    @property
-    def plist(self) -> PriorityList | None:
-        return self.entry[3]
-
-    @property
-    def t(self) -> int:
-        """The truth bitset of the condition literals (see CompiledRules.holds)."""
-        return self.entry[4]
+        self.sat: int = entry[2]
+        self.plist: PriorityList | None = entry[3]
+        self.t: int = entry[4]
+        self.logging: tuple[str, ...] = entry[5]
 
     def log_of(self, k: int, facts: Mapping[str, Any]) -> Any:
         """The k-th derived fact's log line(s) for the chosen case, rendered with `facts`."""
@@ -691,11 +694,6 @@ class Completion:
         if isinstance(c, tuple):  # rendered when it was evaluated
             return c[1]
         return self.comp._derived[k].case_warning(c, facts)
-
-    @property
-    def logging(self) -> tuple[str, ...]:
-        """The derived facts whose chosen case has log lines (rendered by `lines`)."""
-        return self.entry[5]
 
     def lines(self, name: str, facts: Mapping[str, Any]) -> tuple[str, ...]:
         """The log lines of derived fact `name`'s chosen case, rendered with `facts`."""
