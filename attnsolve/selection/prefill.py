@@ -34,8 +34,8 @@ def layer_after(comp: CompiledRules, config: Config, decode: Selection, mp: Any,
         facts = base_facts(config, "mla_prefill")
     facts.update(decode.config_changes)
     facts["decode_backend"] = decode.backend
-    facts, _ = with_derived(comp, facts)
-    skip = next((text for text, when in mp.skips if all(lit(facts) for lit in when)), None)
+    facts, done = with_derived(comp, facts)
+    skip = next((text for text, when in mp.skips if comp.holds(when, done.t, facts)), None)  # by the truth bitset
     return PrefillLayer(decode, facts, skip)
 
 
