@@ -4,6 +4,8 @@
   explain() and sweep() run over both packaged releases side by side;
 - no module but solver/compiled.py reads a CompiledRules' private fields;
 - two values a field's classifier puts in one class answer every predicate the rules apply to it alike;
+- the generated memo key equals the field-by-field key, and what validating a plan's other candidates
+  evaluates (one union built at compile time) equals the walk over them;
 - `complete()` (memoised on value classes) gives the facts, clause bits, condition truth, list and derived
   log lines of the case-by-case reference evaluation, for values drawn fresh (memo misses) and repeated
   within a class (memo hits).
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -142,6 +145,40 @@ def _reference(comp: CompiledRules, facts: dict[str, Any]) -> tuple[dict[str, An
         for name, v in d.local_values(ref).items():
             ref.setdefault(name, v)
     return ref, logs
+
+
+@pytest.mark.parametrize("version", RELEASES)
+@settings(max_examples=120, deadline=None)
+@given(data=st.data())
+def test_generated_memo_key_equals_the_field_by_field_key(version: str, data: st.DataObject) -> None:
+    comp = _comp(version)
+    facts = data.draw(_facts(version))
+    drop = data.draw(st.sets(st.sampled_from(comp.key_fields), max_size=3))  # missing fields read as None
+    facts = {k: v for k, v in facts.items() if k not in drop}
+    ref = comp.reference_key(facts)
+    assert comp.keyed(facts) == ref
+    assert comp.keyed(MappingProxyType(facts)) == ref  # a mapping that is not a dict: read with get()
+    assert comp.class_key(facts) == ref[0]
+    assert comp.keyed(dict(facts, not_a_key_field=1)) is None  # a fact the key does not cover: no key
+    if drop:  # a missing key field and an extra fact: as many facts as the given fields, still no key
+        assert comp.keyed(dict(facts, **{f"extra{i}": 1 for i in range(len(drop))})) is None
+
+
+@pytest.mark.parametrize("version", RELEASES)
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_evaluated_by_others_is_the_union_over_the_other_candidates(version: str, data: st.DataObject) -> None:
+    comp = _comp(version)
+    facts = data.draw(_facts(version))
+    done = comp.complete(facts)
+    for pl in comp.rules.lists:
+        p, _ = comp.plan(pl, None)
+        for chosen in {c.backend for c in p.candidates}:
+            union: set[str] = set()
+            for c in p.candidates:
+                if c.validated and c.backend != chosen:
+                    union |= comp.evaluated_derived(c, facts, done.t)
+            assert comp.evaluated_by_others(p, chosen, facts, done.t) == union, (pl.name, chosen)
 
 
 @pytest.mark.parametrize("version", RELEASES)

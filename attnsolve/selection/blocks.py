@@ -7,6 +7,7 @@ from typing import Any
 
 from ..rules.model import Backend, RuleSet
 from ..solver.compiled import CompiledRules
+from .messages import FactsWith
 from .per_rules import per_rules
 
 
@@ -25,7 +26,7 @@ def preferred_block_size(rules: RuleSet, backend: str, block_size: int | None, p
     size: 16 if it accepts 16, else its smallest kernel size. comp, t: the compiled rules and the truth
     bitset of `facts` (CompiledRules.holds), to decide the cases without evaluating them."""
     if plist is not None and plist.start_block_size and facts is not None:
-        sfacts = dict(facts, selected=backend)  # a case may test the chosen backend (XPU)
+        sfacts = FactsWith(facts, "selected", backend)  # a case may test the chosen backend (XPU)
         if comp is not None and t is not None:
             t = comp.with_value(t, "selected", backend)
         if comp is None or t is None:
@@ -59,19 +60,44 @@ def _exact_key(rules: RuleSet) -> str:
                                                      if g.field == "block_size" and g.exact_key), ""))
 
 
-_SIZES: dict[int, tuple[RuleSet, dict[tuple[str, Any], Any]]] = {}
+Sizes = tuple[tuple[int, ...], tuple[int, ...]]
+_SIZES: dict[int, tuple[RuleSet, dict[str, tuple[str | None, dict[Any, Sizes] | None, Sizes]]]] = {}
 
 
-def kernel_sizes(rules: RuleSet, backend: str, facts: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def _sizes_table(rules: RuleSet) -> dict[str, tuple[str | None, dict[Any, Sizes] | None, Sizes]]:
+    """Per backend: its variant field, the kernel block sizes per value of that field (the first variant
+    naming the value, as Backend.variant_for picks it), and the sizes without a variant. Built once per rule
+    set: every cold solve asks twice (start-up block size, start-up refusal)."""
+    out: dict[str, tuple[str | None, dict[Any, Sizes] | None, Sizes]] = {}
+    for name, b in rules.backends.items():
+        by_value: dict[Any, Sizes] | None = {}
+        if b.variant_field:
+            try:
+                for v in b.variants:
+                    sizes = _kernel_sizes_of(rules, b, v.name)
+                    for x in v.values:
+                        by_value.setdefault(x, sizes)  # type: ignore[union-attr]
+            except TypeError:  # an unhashable value in a variant's list: decided per call
+                by_value = None
+        out[name] = (b.variant_field, by_value, _kernel_sizes_of(rules, b, None))
+    return out
+
+
+def kernel_sizes(rules: RuleSet, backend: str, facts: Any) -> Sizes:
     """The chosen backend's kernel block sizes (its variant's when a variant declares them): (multiples
     of, exact sizes); exact sizes (B12X) replace the multiples."""
+    field, by_value, plain = per_rules(_SIZES, rules, _sizes_table)[backend]
+    if facts is None or not field:
+        return plain
+    value = facts.get(field)
+    if by_value is not None:
+        try:
+            return by_value.get(value, plain)
+        except TypeError:  # an unhashable value: the variants' lists decide by equality
+            pass
     b = rules.backends[backend]
-    name = b.variant_for(facts.get(b.variant_field)) if facts is not None and b.variant_field else None
-    per = per_rules(_SIZES, rules, lambda r: {})
-    got = per.get((backend, name))
-    if got is None:
-        got = per[(backend, name)] = _kernel_sizes_of(rules, b, name)
-    return got
+    name = b.variant_for(value)
+    return plain if name is None else _kernel_sizes_of(rules, b, name)
 
 
 def _kernel_sizes_of(rules: RuleSet, b: Backend, name: str | None) -> tuple[tuple[int, ...], tuple[int, ...]]:

@@ -11,7 +11,8 @@ from ..config import Config
 from ..errors import InvalidBackendError, NoValidBackendError
 from ..rules.loader import SKIP_REASON
 from ..rules.model import RENDERINGS
-from ..solver.compiled import CompiledRules, Completion
+from ..solver.compiled import CompiledRules, Completion, Keyed
+from ..solver.facts import for_role
 from ..solver.semantics import AUTO, Plan
 from .blocks import preferred_block_size
 from .lines import after_selection
@@ -30,33 +31,39 @@ def solve_uncached(config: Config, role: str = "decode", available: frozenset[st
 
 
 def answer(comp: CompiledRules, config: Config, role: str, available: frozenset[str] | None,
-           facts: dict[str, Any] | None = None) -> Selection:
+           facts: dict[str, Any] | None = None, keyed: Keyed | None = None) -> Selection:
     """The Selection for `config` in `role`, uncached. facts: base_facts(config, role) when the caller has
-    them (taken over, not copied)."""
+    them (taken over, not copied); keyed: comp.keyed(facts), when the caller has it."""
     if role == "mla_prefill" and (mp := prefill_step(comp, config)) is not None:
-        layer = prefill_layer(comp, config, available, mp)
+        layer = prefill_layer(comp, config, available, mp, facts)
         if layer.skip is not None:
             return skipped(config, layer)
         try:
-            return _select(comp, config, "mla_prefill", available)
+            return _select(comp, config, "mla_prefill", available, facts)
         except NoValidBackendError as err:
             sel = fell_back(comp, config, layer, mp, err)
             if sel is None:
                 raise
             return sel
-    return _select(comp, config, role, available, facts)
+    return _select(comp, config, role, available, facts, keyed)
 
 
-def prefill_layer(comp: CompiledRules, config: Config, available: frozenset[str] | None, mp: Any) -> PrefillLayer:
-    """The layer's decode selection first (its failure is the layer's: raised), then the first matching skip."""
-    return layer_after(comp, config, answer(comp, config, "decode", available), mp)
+def prefill_layer(comp: CompiledRules, config: Config, available: frozenset[str] | None, mp: Any,
+                  facts: dict[str, Any] | None = None) -> PrefillLayer:
+    """The layer's decode selection first (its failure is the layer's: raised), then the first matching skip.
+    facts: base_facts(config, "mla_prefill") when the caller has them (read, not changed)."""
+    if facts is None:
+        return layer_after(comp, config, answer(comp, config, "decode", available), mp)
+    decode = answer(comp, config, "decode", available, for_role(facts, config, "decode"))
+    return layer_after(comp, config, decode, mp, dict(facts))
 
 
 def _select(comp: CompiledRules, config: Config, role: str, available: frozenset[str] | None,
-            facts: dict[str, Any] | None = None) -> Selection:
-    """facts: base_facts(config, role) when the caller has them (taken over, not copied)."""
+            facts: dict[str, Any] | None = None, keyed: Keyed | None = None) -> Selection:
+    """facts: base_facts(config, role) when the caller has them (taken over, not copied); keyed: their
+    comp.keyed(facts)."""
     rules = comp.rules
-    pre = before_selection(comp, config, role, facts)
+    pre = before_selection(comp, config, role, facts, keyed)
     if pre.model is not None:
         return _model_driven(comp, config, role, pre)
     facts, p, idx, warnings = evaluate(comp, config, role, available, pre.facts, pre.completed)

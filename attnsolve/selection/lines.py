@@ -10,10 +10,23 @@ from typing import Any
 from ..solver.compiled import CompiledRules
 from ..solver.semantics import AUTO, Plan
 from ..rules.loader import SKIP_REASON
+from ..rules.model import RuleSet
 from .blocks import block_reason
 from .lists import candidate_reasons
-from .messages import render_message
+from .messages import FactsWith, render_message
+from .per_rules import per_rules
 from .result import Rejection
+
+_AFTER: dict[int, tuple[RuleSet, dict[int, tuple[Any, ...]]]] = {}
+
+
+def after_rewrites(rules: RuleSet, plist: Any) -> tuple[Any, ...]:
+    """The list's rewrites at `stage = "after_selection"`, in order (sorted out once per rule set: most of a
+    list's rewrites run before selection)."""
+    per = per_rules(_AFTER, rules, lambda r: {id(pl): tuple(rw for rw in pl.rewrites if rw.stage == "after_selection")
+                                             for pl in r.lists})
+    got = per.get(id(plist))
+    return got if got is not None else tuple(rw for rw in plist.rewrites if rw.stage == "after_selection")
 
 
 def after_selection(comp: CompiledRules, p: Plan, idx: int, rejected: tuple[Rejection, ...], role: str,
@@ -33,14 +46,12 @@ def after_selection(comp: CompiledRules, p: Plan, idx: int, rejected: tuple[Reje
                                            backend=chosen.backend))
     done = facts["__derived_warnings__"]
     t = done.t  # the truth of the rules' conditions on `facts` (comp.holds)
-    after: dict[str, Any] = {}  # the facts after selection: only lines and conditions read them
-    t_after = 0
-    if (plist.rewrites or plist.notes or plist.log or plist.warning or plist.fallback_log or plist.manual_log
-            or plist.selected_log or plist.mla_prefill is not None):
-        after = dict(facts, backend=chosen.backend)
-        t_after = comp.with_value(t, "backend", chosen.backend)
-    for rw in plist.rewrites:
-        if rw.stage == "after_selection" and comp.holds(rw.when, t_after, after):
+    # the facts after selection, as a view: only lines (copied when one renders) and conditions read them
+    after = FactsWith(facts, "backend", chosen.backend)
+    rewrites = after_rewrites(rules, plist)
+    t_after = comp.with_value(t, "backend", chosen.backend) if rewrites or plist.notes else 0
+    for rw in rewrites:
+        if comp.holds(rw.when, t_after, after):
             for k, v in rw.set:
                 changes.append((k, v))
             if rw.log:
@@ -79,12 +90,16 @@ def after_selection(comp: CompiledRules, p: Plan, idx: int, rejected: tuple[Reje
         evaluated = comp.derived_read_by(backend)
         pending = [n for n in logging if n not in evaluated]
         if pending and rules.settings.get("derived_warnings") == "validated":  # vLLM validates every list entry
-            evaluated = set(evaluated)
-            for c in p.candidates:
-                if c.validated and c.backend != chosen.backend:
-                    evaluated |= comp.evaluated_derived(c, facts, t)
-                    if evaluated.issuperset(pending):
-                        break
+            others = comp.evaluated_by_others(p, chosen.backend, facts, t)
+            if others is not None:
+                evaluated = evaluated | others
+            else:  # a plan built for this call (a request the compiled rules have no plan for)
+                evaluated = set(evaluated)
+                for c in p.candidates:
+                    if c.validated and c.backend != chosen.backend:
+                        evaluated |= comp.evaluated_derived(c, facts, t)
+                        if evaluated.issuperset(pending):
+                            break
         for name in logging:
             if name in evaluated:
                 warnings[:0] = [w for w in done.lines(name, facts) if w not in warnings]

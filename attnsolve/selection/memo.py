@@ -51,7 +51,8 @@ def solve(config: Config, *, role: str | None = None, available: Iterable[str] |
                               "(use explain() or possible_backends() for partial ones)")
         role_ = parse_role(role)
         facts = base_facts(config, role_)  # raises its ConfigError
-    ckey = comp.class_key(facts)
+    keyed = comp.keyed(facts)  # the class key, and complete()'s memo key for these facts
+    ckey = None if keyed is None else keyed[0]
     if ckey is not None:
         ckey = (ckey, role_, avail)
         try:
@@ -68,7 +69,7 @@ def solve(config: Config, *, role: str | None = None, available: Iterable[str] |
             ckey = None  # the start-up block size passes the user's on: not the same for the whole class
     mark = next(RENDERINGS)
     try:
-        sel = answer(comp, config, role_, avail, facts)
+        sel = answer(comp, config, role_, avail, facts, keyed)
     except (NoValidBackendError, InvalidBackendError) as err:
         raise err.defer_explanation(config, role_, avail) from None
     if ckey is not None and next(RENDERINGS) == mark + 1:  # no fact was put into its text: valid for the class

@@ -59,4 +59,11 @@ def render_message(template: str, facts: Mapping[str, Any], **extra: Any) -> str
     if "{" not in template:
         return template
     next(RENDERINGS)
-    return template.format_map(_PyShow({**facts, **extra}))
+    if type(facts) is FactsWith:  # one copy of the facts, the field set on it
+        shown = _PyShow(facts.facts)
+        shown[facts.field] = facts.value
+    else:
+        shown = _PyShow(facts)
+    if extra:
+        shown.update(extra)
+    return template.format_map(shown)

@@ -26,13 +26,16 @@ class PrefillLayer:
     skip: str | None
 
 
-def layer_after(comp: CompiledRules, config: Config, decode: Selection, mp: Any) -> PrefillLayer:
-    """The layer once its decode backend is chosen: its facts and the first matching skip."""
-    facts = base_facts(config, "mla_prefill")
+def layer_after(comp: CompiledRules, config: Config, decode: Selection, mp: Any,
+                facts: dict[str, Any] | None = None) -> PrefillLayer:
+    """The layer once its decode backend is chosen: its facts and the first matching skip. facts: a copy of
+    base_facts(config, "mla_prefill") when the caller has them (taken over)."""
+    if facts is None:
+        facts = base_facts(config, "mla_prefill")
     facts.update(decode.config_changes)
     facts["decode_backend"] = decode.backend
-    facts, _ = with_derived(comp, facts)
-    skip = next((text for text, when in mp.skips if all(lit(facts) for lit in when)), None)
+    facts, done = with_derived(comp, facts)
+    skip = next((text for text, when in mp.skips if comp.holds(when, done.t, facts)), None)  # by the truth bitset
     return PrefillLayer(decode, facts, skip)
 
 

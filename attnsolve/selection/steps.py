@@ -4,23 +4,22 @@ itself, and the MLA prefill registry's own request. solve() and solve_csp() both
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..config import Config
 from ..errors import InvalidBackendError, NoValidBackendError
 from ..rules.loader import cc_from_text
 from ..rules.model import RuleSet
-from ..solver.compiled import CompiledRules, Completion
+from ..solver.compiled import CompiledRules, Completion, Keyed
 from ..solver.facts import base_facts
 from .messages import render_message
 from .per_rules import per_rules
 
 
-@dataclass(frozen=True, slots=True)
-class Before:
+class Before(NamedTuple):
     """What the platform does before selection: the facts selection sees, the log lines, the config changes,
-    and a model-driven choice that replaces selection ((backend, variant, route name) or None)."""
+    and a model-driven choice that replaces selection ((backend, variant, route name) or None). A named tuple:
+    immutable like a frozen dataclass, built in one C call on every solve."""
 
     facts: dict[str, Any]
     warnings: tuple[str, ...] = ()
@@ -70,20 +69,24 @@ def prefill_backend(rules: RuleSet, wanted: str) -> str:
     return wanted
 
 
-def with_derived(comp: CompiledRules, facts: dict[str, Any]) -> tuple[dict[str, Any], Completion]:
-    """The facts with their derived facts, and the compiled rules' Completion of them (truth of conditions)."""
+def with_derived(comp: CompiledRules, facts: dict[str, Any], keyed: Keyed | None = None
+                 ) -> tuple[dict[str, Any], Completion]:
+    """The facts with their derived facts, and the compiled rules' Completion of them (truth of conditions).
+    keyed: comp.keyed(facts), when the caller has it for these facts."""
     derived = comp.rules.derived
     out = dict(facts)
-    if not derived.keys().isdisjoint(out):
+    if keyed is None and not derived.keys().isdisjoint(out):  # keyed facts hold no derived fact
         out = {k: v for k, v in facts.items() if k not in derived}
-    return out, comp.complete(out)
+    return out, comp.complete(out, keyed)
 
 
-def before_selection(comp: CompiledRules, config: Config, role: str, facts: dict[str, Any] | None = None) -> Before:
+def before_selection(comp: CompiledRules, config: Config, role: str, facts: dict[str, Any] | None = None,
+                     keyed: Keyed | None = None) -> Before:
     """vLLM's steps before the selector: requests that fail outright (request_errors), config rewrites
     (`stage = "before_selection"`), requests dropped for automatic selection (request_fallbacks), and
     model code that picks the backend itself (model_backend, model_routes with their KV handling).
-    facts: base_facts(config, role) when the caller has them (taken over, not copied)."""
+    facts: base_facts(config, role) when the caller has them (taken over, not copied); keyed: comp.keyed(facts)
+    when the caller has it (solve() computed it for its class key)."""
     rules = comp.rules
     if facts is None:
         facts = base_facts(config, role)
@@ -94,12 +97,13 @@ def before_selection(comp: CompiledRules, config: Config, role: str, facts: dict
         field = ps.mla_prefill.request_field
         wanted = facts.get(field) if field else None
         facts["backend"] = None if wanted is None else prefill_backend(rules, wanted)
+        keyed = None  # the facts changed
     if ps is None:
-        return Before(facts)
+        return Before(facts) if keyed is None else Before(facts, completed=with_derived(comp, facts, keyed))
     warnings: list[str] = []
     logs: list[str] = []
     changes: list[tuple[str, Any]] = []
-    full, done = with_derived(comp, facts)
+    full, done = with_derived(comp, facts, keyed)
     if ps.compute_capability_from and facts.get("compute_capability") is None:
         # the device capability validate_configuration gets on this platform (ROCm: from the gfx arch)
         facts["compute_capability"] = cc_from_text(full.get(ps.compute_capability_from))

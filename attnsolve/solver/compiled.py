@@ -23,8 +23,8 @@ from bisect import bisect_left
 from typing import Any, Callable, Mapping
 
 from ..rules.model import _NO_EQ, Backend, Check, Literal, Pred, PriorityList, RuleSet, report
-from ..rules.model import _compare, _local_value
 from ..config import FIELD_NAMES
+from .keyfn import Keyed, key_function, reference_key
 from .semantics import Candidate, Plan, plan, reasons_of, select_list
 
 # Largest memo before it is emptied (a process asking about millions of distinct raw values).
@@ -82,6 +82,7 @@ def classifier(preds: tuple[Pred, ...]) -> Classifier | None:
             return value
         return _ClassKey((bisect_left(ordered, value), tuple(value % d == 0 for d in divs),
                           tuple(value // 10 in m for m in maj)))
+    key.named = frozenset(exact)  # type: ignore[attr-defined]  # its own keys: tested inline by keyfn
     return key
 
 
@@ -98,8 +99,8 @@ class CompiledRules:
 
     __slots__ = ("rules", "fields", "_clause_bits", "_field_lits", "_memo", "_plans", "_cand_bits",
                  "_list_index", "_list_need", "_list_fields", "_list_memo", "_derived",
-                 "_classifiers", "_key_fields", "_key_set", "_plain_fields", "_class_fields", "_classes", "_locals", "_compares",
-                 "_class_memo", "_eager_logs", "_memo_ok", "_names", "_cand_derived", "_backend_reads",
+                 "_classifiers", "_key_fields", "_key_set", "_plain_fields", "_key", "_local_names", "_class_fields", "_classes", "_locals", "_compares",
+                 "_class_memo", "_eager_logs", "_memo_ok", "_names", "_cand_derived", "_backend_reads", "_others",
                  "_conds", "_cond_lits", "_cond_field_mask", "_cond_memo", "_item_masks", "_first_memo", "_reason_memo", "_case_memo", "_frozen", "__weakref__")
 
     def __init__(self, rules: RuleSet):
@@ -227,11 +228,17 @@ class CompiledRules:
         self._key_set = frozenset(key_fields)
         classifiers = {f: classifier(tuple(ps)) for f, ps in preds.items()}
         self._classifiers = {f: c for f, c in classifiers.items() if c is not None}
-        self._plain_fields = tuple(f for f in self._key_fields if f not in self._classifiers)
+        # the fields every Config's facts hold first (read by one itemgetter), then those a step adds
+        given = frozenset((*FIELD_NAMES, *rules.fields, "role"))
+        plain = [f for f in self._key_fields if f not in self._classifiers]
+        self._plain_fields = tuple(sorted(plain, key=lambda f: f not in given))
         self._class_fields = tuple(f for f in self._key_fields if f in self._classifiers)
         self._classes = tuple(self._classifiers[f] for f in self._class_fields)
         self._locals = tuple((name, op, parts, self._classifiers.get(name)) for name, op, parts in locals_)
+        self._local_names = tuple(name for name, _, _ in locals_)
         self._compares = tuple(compares)
+        self._key = key_function(self._plain_fields, given, self._key_set, self._class_fields, self._classes,
+                                 self._locals, self._compares)
         self._class_memo: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         # a derived fact whose log line names a fact computed after it renders when evaluated
         order = {d.name: i for i, d in enumerate(self._derived)}
@@ -248,12 +255,13 @@ class CompiledRules:
         # evaluated case by case on every call (exact, slower)
         self._memo_ok = not raw_only and not eager
 
-    def complete(self, facts: dict[str, Any]) -> "Completion":
+    def complete(self, facts: dict[str, Any], keyed: Keyed | None = None) -> "Completion":
         """Fill in the derived facts (and their published locals) and return what selection needs:
-        the satisfied-clause bitset, the applicable list and each derived fact's chosen case."""
+        the satisfied-clause bitset, the applicable list and each derived fact's chosen case.
+        keyed: `self.keyed(facts)` when the caller computed it for these same facts (not recomputed)."""
         if not self._memo_ok:
             return self._evaluate(facts)
-        key, lvals = self._key(facts)
+        key, lvals = keyed if keyed is not None else self._key(facts)
         try:
             got = self._class_memo.get(key)
         except TypeError:  # an unhashable value: no rule names one; evaluate without memo
@@ -263,34 +271,31 @@ class CompiledRules:
             if len(self._class_memo) > _MEMO_LIMIT:
                 self._class_memo.clear()
             self._class_memo[key] = got
-        facts.update(zip(self._names, got[0]))
-        for (name, _, _, _), v in zip(self._locals, lvals):
+        facts.update(got[6])  # the derived facts as a dict: one C-level merge
+        for name, v in zip(self._local_names, lvals):
             facts.setdefault(name, v)  # local arithmetic (q_per_kv) is shown by messages: publish it
         return Completion(self, got, got[1])
 
-    def _key(self, facts: Mapping[str, Any]) -> tuple[tuple[Any, ...], list[Any]]:
+    def reference_key(self, facts: Mapping[str, Any]) -> Keyed:
         """The memo key of `facts` (plain fields as they are, numeric ones by value class, the local arithmetic's
-        classes, the field comparisons) and the local arithmetic's values."""
-        get = facts.get
-        plain = tuple(map(get, self._plain_fields))
-        classes = [None if v is None else cls(v) for cls, v in zip(self._classes, map(get, self._class_fields))]
-        lvals = []
-        for _, op, parts, cls in self._locals:
-            vals = [get(f) for f in parts]
-            v = None if None in vals else _local_value(op, vals)
-            lvals.append(v)
-            classes.append(v if v is None or cls is None else cls(v))
-        for op, a, b in self._compares:
-            classes.append(_compare(op, get(a), get(b)))
-        return (plain, tuple(classes)), lvals
+        classes, the field comparisons) and the local arithmetic's values, computed field by field: what the
+        generated `_key` computes."""
+        return reference_key(facts, self._plain_fields, self._class_fields, self._classes, self._locals,
+                             self._compares)
 
     def class_key(self, facts: Mapping[str, Any]) -> tuple[Any, ...] | None:
         """A key equal for two sets of facts that every rule answers alike (numeric values by class, all others
         as they are), or None when there is none (a fact the memo does not cover). It may hold an unhashable
         value (no rule names one): a dict lookup with it raises TypeError."""
-        if not self._memo_ok or not facts.keys() <= self._key_set:
+        got = self.keyed(facts)
+        return None if got is None else got[0]
+
+    def keyed(self, facts: Mapping[str, Any]) -> Keyed | None:
+        """`class_key(facts)` with the local arithmetic's values, or None: solve() hands it on to `complete()`
+        for the same facts, so the key (the costliest part of a cold solve) is computed once."""
+        if not self._memo_ok:
             return None
-        return self._key(facts)[0]
+        return self._key(facts, True)  # None unless facts.keys() <= self._key_set
 
     def named(self, field: str, value: Any) -> bool:
         """Whether `value` is its own class for `field` (a value some rule names, or a non-numeric one)."""
@@ -325,7 +330,8 @@ class CompiledRules:
         pl = select_list(self.rules, facts)
         logging = tuple(d.name for d, c in zip(self._derived, cases)
                         if isinstance(c, tuple) or (c >= 0 and d.cases[c].warning))
-        entry = (tuple(values), tuple(cases), self.satisfied(facts), pl, self.truth(facts), logging)
+        entry = (tuple(values), tuple(cases), self.satisfied(facts), pl, self.truth(facts), logging,
+                 dict(zip(self._names, values)))
         return Completion(self, entry, tuple(cases))
 
     # -- conditions of the steps around the lists (rewrites, notes, start-up rules...) ------------
@@ -371,14 +377,17 @@ class CompiledRules:
                 if ch.when and id(ch.when) not in seen:
                     seen.add(id(ch.when))
                     visit(ch.when)
-        # the steps' item lists (each item a dataclass with `when` or a (text, when, ...) tuple): their masks
-        items: dict[int, tuple[int | None, ...]] = {}
+        # the steps' item lists (each item a dataclass with `when` or a (text, when, ...) tuple): their masks,
+        # for the lists whose every condition has one (the others are evaluated on the facts)
+        items: dict[int, tuple[int, ...]] = {}
         seqs = [getattr(pl, name) for pl in rules.lists for name in _STEPS]
         seqs += [seq for b in rules.backends.values() for seq in (b.warnings, b.startup_failures)]
         for seq in seqs:
             if seq:
-                items[id(seq)] = tuple(conds.get(id(getattr(x, "when", None) if not isinstance(x, tuple) else x[1]))
-                                       for x in seq)
+                masks = tuple(conds.get(id(getattr(x, "when", None) if not isinstance(x, tuple) else x[1]))
+                              for x in seq)
+                if None not in masks:
+                    items[id(seq)] = masks  # type: ignore[assignment]
                 keep.append(seq)
         self._item_masks = items
         self._first_memo: dict[tuple[int, int, int], int] = {}
@@ -421,10 +430,16 @@ class CompiledRules:
         if not items:
             return -1
         masks = self._item_masks.get(id(items)) if t is not None else None
-        if masks is None or None in masks:
+        if masks is None:
             for i in range(start, len(items)):
                 x = items[i]
                 if self.holds(x[1] if isinstance(x, tuple) else x.when, t, facts):
+                    return i
+            return -1
+        if len(masks) - start <= 3:  # a short list: testing its masks costs less than the memo's key
+            for i in range(start, len(masks)):
+                m = masks[i]
+                if m & t == m:
                     return i
             return -1
         key = (id(items), start, t)
@@ -483,6 +498,16 @@ class CompiledRules:
                     conditional.append((ch.when, got[2]))
             cand[id(c)] = (frozenset(always), tuple((w, r) for w, r in conditional if not r <= always))
         self._cand_derived = cand
+        # per plan and chosen backend: what validating the plan's other validated candidates evaluates
+        # (vLLM >= 0.18 validates every list entry), so that it is one union, not a walk per candidate
+        others: dict[tuple[int, str], tuple[Plan, frozenset[str], tuple[Any, ...]]] = {}
+        for p, _ in self._plans.values():
+            for chosen in dict.fromkeys(c.backend for c in p.candidates):
+                parts = [cand[id(c)] for c in p.candidates if c.validated and c.backend != chosen]
+                always_: frozenset[str] = frozenset().union(*(a for a, _ in parts))
+                cond = tuple(x for _, conditional in parts for x in conditional if not x[1] <= always_)
+                others[(id(p), chosen)] = (p, always_, cond)
+        self._others = others
         reads: dict[str, frozenset[str]] = {}
         for b in rules.backends.values():
             direct = {b.variant_field, b.variant_shown_by}
@@ -505,6 +530,22 @@ class CompiledRules:
         if got is None or self._cand_bits[id(cand)][0] is not cand:
             raise KeyError(f"{cand.backend}: not a candidate of these compiled rules")
         always, conditional = got
+        if not conditional:
+            return always
+        out = set(always)
+        for when, req in conditional:
+            if self.holds(when, t, facts):
+                out |= req
+        return frozenset(out)
+
+    def evaluated_by_others(self, p: Plan, chosen: str, facts: Mapping[str, Any], t: int | None = None
+                            ) -> frozenset[str] | None:
+        """The union of `evaluated_derived` over `p`'s validated candidates other than `chosen`'s; None when `p`
+        is not a plan of these compiled rules."""
+        got = self._others.get((id(p), chosen))
+        if got is None or got[0] is not p:
+            return None
+        _, always, conditional = got
         if not conditional:
             return always
         out = set(always)
@@ -562,7 +603,7 @@ class CompiledRules:
         return out
 
     def plan_for(self, facts: Mapping[str, Any]) -> tuple[Plan, tuple[int, ...]] | None:
-        key = tuple(facts.get(f) for f in self._list_fields)
+        key = tuple(map(facts.get, self._list_fields))
         try:
             pl = self._list_memo[key]
         except KeyError:
@@ -633,25 +674,19 @@ class CompiledRules:
 class Completion:
     """What `complete()` found for one set of facts: satisfied clauses, the list, each derived fact's case."""
 
-    __slots__ = ("comp", "entry", "cases")
+    # sat: the satisfied clauses; plist: the list that applies; t: the truth bitset of the condition literals
+    # (see CompiledRules.holds); logging: the derived facts whose chosen case has log lines (rendered by
+    # `lines`). Plain slots, not properties over `entry`: selection reads them several times per solve.
+    __slots__ = ("comp", "entry", "cases", "sat", "plist", "t", "logging")
 
     def __init__(self, comp: CompiledRules, entry: tuple[Any, ...], cases: tuple[Any, ...]):
         self.comp = comp
         self.entry = entry
         self.cases = cases
-
-    @property
-    def sat(self) -> int:
-        return self.entry[2]
-
-    @property
-    def plist(self) -> PriorityList | None:
-        return self.entry[3]
-
-    @property
-    def t(self) -> int:
-        """The truth bitset of the condition literals (see CompiledRules.holds)."""
-        return self.entry[4]
+        self.sat: int = entry[2]
+        self.plist: PriorityList | None = entry[3]
+        self.t: int = entry[4]
+        self.logging: tuple[str, ...] = entry[5]
 
     def log_of(self, k: int, facts: Mapping[str, Any]) -> Any:
         """The k-th derived fact's log line(s) for the chosen case, rendered with `facts`."""
@@ -659,11 +694,6 @@ class Completion:
         if isinstance(c, tuple):  # rendered when it was evaluated
             return c[1]
         return self.comp._derived[k].case_warning(c, facts)
-
-    @property
-    def logging(self) -> tuple[str, ...]:
-        """The derived facts whose chosen case has log lines (rendered by `lines`)."""
-        return self.entry[5]
 
     def lines(self, name: str, facts: Mapping[str, Any]) -> tuple[str, ...]:
         """The log lines of derived fact `name`'s chosen case, rendered with `facts`."""
