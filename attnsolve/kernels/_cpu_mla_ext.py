@@ -48,6 +48,8 @@ def _build() -> ctypes.CDLL:
 
 def load():
     """The loaded library, or ``None`` (see ``reason()``)."""
+    if "lib" in _state:  # loaded (or refused) before: no lock on the per-call path
+        return _state["lib"]
     with _lock:
         if "lib" in _state:
             return _state["lib"]

@@ -205,29 +205,52 @@ def _sparse(query, kv_cache, md, out, scale, lora, qsl, sl, topk_indices) -> Non
             out[empty] = 0
 
 
+_DTYPE_CODES = {getattr(torch, name): code for name, code in _cpu_mla_ext.DTYPE_CODES.items()}
+
+
+def _work_items(nrows: list[int]) -> tuple[int, int]:
+    """(rows per item, item count): items of at most ``chunk`` rows, about two per thread over all the rows."""
+    total = sum(nrows)
+    nthr = torch.get_num_threads()
+    chunk = max(64, min(1024, -(-total // (2 * nthr))))
+    chunk = -(-chunk // 16) * 16
+    return chunk, sum(max(1, -(-n // chunk)) for n in nrows)
+
+
+def _dense_plan(qsl: list[int], sl: list[int], bs: int, bt_cols: int) -> tuple:
+    """What a dense call derives from the host lists: the per-sequence checks (raised here), each token's
+    sequence and row count as int32 tensors, the work split and its item table.  Kept per metadata state
+    (``AttentionMetadata.plan``): every layer of a decode step after the first reuses it."""
+    counts = [qsl[i + 1] - qsl[i] for i in range(len(sl))]
+    limits: list[int] = []
+    for i, L in enumerate(sl):
+        n = counts[i]
+        if n > L:
+            raise ValueError(f"Expected query rows <= seq_len for sequence {i}, but got {n} > {L}.")
+        nblk = -(-L // bs)
+        if n and nblk > bt_cols:
+            raise ValueError(f"Expected block_table with >= {nblk} columns for seq_len {L}, but got {bt_cols}.")
+        limits += range(L - n + 1, L + 1)
+    tok_seq = torch.tensor([i for i, n in enumerate(counts) for _ in range(n)], dtype=torch.int32)
+    chunk, n_items = _work_items(limits)
+    return tok_seq, torch.tensor(limits, dtype=torch.int32), chunk, n_items, torch.empty(3 * n_items, dtype=torch.int32)
+
+
 def _run_ext(lib, query, kv_cache, md, out, scale, lora, qsl, sl, topk_indices) -> None:
     """The C++ kernel: validation here (shapes, lengths, indices), the pass over rows there."""
     t, h, dq = query.shape
     num_blocks, bs, _ = kv_cache.shape
     if kv_cache.stride(-1) != 1:
         kv_cache = kv_cache.contiguous()
-    counts = [qsl[i + 1] - qsl[i] for i in range(len(sl))]
-    tok_seq = torch.repeat_interleave(torch.arange(len(sl), dtype=torch.int32), torch.tensor(counts))
     bt = md.block_table.to(torch.int32).contiguous()
     if topk_indices is None:
-        limits = []
-        for i, L in enumerate(sl):
-            n = counts[i]
-            if n > L:
-                raise ValueError(f"Expected query rows <= seq_len for sequence {i}, but got {n} > {L}.")
-            nblk = -(-L // bs)
-            if n and nblk > bt.shape[1]:
-                raise ValueError(f"Expected block_table with >= {nblk} columns for seq_len {L}, but got {bt.shape[1]}.")
-            limits += range(L - n + 1, L + 1)
-        tok_limit = torch.tensor(limits, dtype=torch.int32)
-        nrows = limits
+        tok_seq, tok_limit, chunk, n_items, items = md.plan(
+            "cpu_mla_dense", (bs, bt.shape[1], torch.get_num_threads()),
+            lambda: _dense_plan(qsl, sl, bs, bt.shape[1]))
         topk_t, k, stopk = None, 0, 0
     else:
+        counts = [qsl[i + 1] - qsl[i] for i in range(len(sl))]
+        tok_seq = torch.repeat_interleave(torch.arange(len(sl), dtype=torch.int32), torch.tensor(counts))
         if topk_indices.dim() != 2 or topk_indices.shape[0] != t:
             raise ValueError(f"Expected topk_indices [num_tokens={t}, topk], but got {tuple(topk_indices.shape)}.")
         topk_t = topk_indices.to(torch.int32).contiguous()
@@ -240,20 +263,15 @@ def _run_ext(lib, query, kv_cache, md, out, scale, lora, qsl, sl, topk_indices) 
                 f"{int(tok_seq[bad])}, seq_len {int(lens[bad])}) lists {int(topk_t[bad].max())}."
             )
         tok_limit = tok_seq
-        nrows = [k] * t
         stopk = topk_t.stride(0)
-    total = sum(nrows)
-    nthr = torch.get_num_threads()
-    chunk = max(64, min(1024, -(-total // (2 * nthr))))
-    chunk = -(-chunk // 16) * 16
-    n_items = sum(max(1, -(-n // chunk)) for n in nrows)
+        chunk, n_items = _work_items([k] * t)
+        items = torch.empty(3 * n_items, dtype=torch.int32)
     scratch = torch.empty(n_items * h * (lora + 2), dtype=torch.float32)
-    items = torch.empty(3 * n_items, dtype=torch.int32)
     res = out if out.is_contiguous() else torch.empty_like(out)
     rc = lib.mla_attend(
         query.data_ptr(), query.stride(0), query.stride(1),
         kv_cache.data_ptr(), kv_cache.stride(0), kv_cache.stride(1), num_blocks,
-        _cpu_mla_ext.DTYPE_CODES[str(query.dtype).split(".")[-1]], bs, dq, lora, h, t,
+        _DTYPE_CODES[query.dtype], bs, dq, lora, h, t,
         tok_seq.data_ptr(), tok_limit.data_ptr(), bt.data_ptr(), bt.stride(0),
         topk_t.data_ptr() if topk_t is not None else None, k, stopk,
         scale, res.data_ptr(), res.stride(0), res.stride(1),
@@ -292,7 +310,8 @@ def cpu_mla_attention(
             f"Expected out of shape {(t, h, kv_lora_rank)} and dtype {query.dtype}, "
             f"but got {tuple(out.shape)} and {out.dtype}."
         )
-    md.validate(t)
+    bt_shape = tuple(md.block_table.shape)
+    md.plan("validated", (t, bt_shape), lambda: md.validate(t) or bt_shape)  # once per metadata state
     qsl, sl = md.host_lists()
     if t == 0 or not sl:
         return out

@@ -16,8 +16,11 @@ Layout (documented once, precisely, in ``docs/kernels.md``):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable, TypeVar
 
 import torch
+
+_P = TypeVar("_P")
 
 __all__ = ["AttentionMetadata", "tensor_version"]
 
@@ -40,6 +43,7 @@ class AttentionMetadata:
     _ids_checked: tuple | None = field(default=None, repr=False, compare=False)
     _seqs_checked: tuple | None = field(default=None, repr=False, compare=False)
     _decode_rows: tuple | None = field(default=None, repr=False, compare=False)
+    _plans: dict | None = field(default=None, repr=False, compare=False)
 
     def host_key(self) -> tuple:
         """Identity and version of the two host-read tensors: equal keys mean equal ``host_lists()``
@@ -77,6 +81,23 @@ class AttentionMetadata:
             ok = bool(s) and all(1 <= r <= max_rows for r in runs)
             memo = self._decode_rows = (key, sum(s) if ok else None, max(runs, default=0))
         return memo
+
+    def plan(self, name: str, key: tuple, build: Callable[[], _P]) -> _P:
+        """``build()``, kept per metadata state (``host_key``) and ``key`` under ``name``: what a kernel derives
+        from the host lists (per-token arrays, work items, checks that passed) is built by the first layer of an
+        engine step and reused by the others.  An exception from ``build`` keeps nothing; inference tensors
+        (no version counter) keep nothing either, so every call builds again."""
+        full = (self.host_key(), key)
+        plans = self._plans
+        if plans is None:
+            plans = self._plans = {}
+        hit = plans.get(name)
+        if hit is not None and hit[0] == full:
+            return hit[1]
+        value = build()
+        if None not in full[0]:
+            plans[name] = (full, value)
+        return value
 
     def block_ids_checked(self, key: tuple) -> bool:
         """Whether ``key`` (table identity and version, seq_lens, block_size, num_blocks) was checked already.

@@ -217,3 +217,51 @@ def test_amx_mla_needs_amx_and_bf16():
     check(out, mla_decode_reference(q, kv.nan_to_num(0.0), md), torch.bfloat16)
     with pytest.raises(ValueError, match="bfloat16 for AMX_MLA"):
         cpu_mla_module.amx_mla(q.float(), kv.float(), md)
+
+
+@pytest.mark.parametrize("ext", PATHS)
+def test_plan_kept_per_metadata_state(ext):
+    """The layers of one step reuse what a dense call derives from the metadata (checks, per-token arrays, work
+    items); an in-place update (vLLM's persistent buffers) is seen on the next call, and a refused state is
+    refused on every call (nothing kept from it)."""
+    q, kv, md = make_mla([1, 2], [30, 41], 4, 64, 8, 16, dtype=torch.bfloat16, seed=3, nan_tail=False)
+    first = cpu_mla_attention(q, kv, md, kv_lora_rank=64, use_ext=ext)
+    plans = dict(md._plans or {})
+    again = cpu_mla_attention(q, kv, md, kv_lora_rank=64, use_ext=ext)
+    assert torch.equal(first, again)
+    if ext:
+        assert md._plans["cpu_mla_dense"] is plans["cpu_mla_dense"]  # reused, not rebuilt
+    md.seq_lens += 3  # in place: the same tensor, a new version
+    check(cpu_mla_attention(q, kv, md, kv_lora_rank=64, use_ext=ext),
+          mla_decode_reference(q, kv, md, kv_lora_rank=64), torch.bfloat16)
+    md.query_start_loc.copy_(torch.tensor([0, 2, 3], dtype=torch.int32))  # rows move to the other sequence
+    check(cpu_mla_attention(q, kv, md, kv_lora_rank=64, use_ext=ext),
+          mla_decode_reference(q, kv, md, kv_lora_rank=64), torch.bfloat16)
+    md.seq_lens[0] = 1  # two query rows, one token of context: refused, on every call
+    for _ in range(2):
+        with pytest.raises(ValueError, match="query rows <= seq_len"):
+            cpu_mla_attention(q, kv, md, kv_lora_rank=64, use_ext=ext)
+
+
+def test_metadata_plan_memo():
+    """``AttentionMetadata.plan``: one build per (metadata state, key); a failed build keeps nothing; inference
+    tensors (no version counter) keep nothing."""
+    md = AttentionMetadata(torch.tensor([0, 1], dtype=torch.int32), torch.tensor([5], dtype=torch.int32),
+                           torch.zeros(1, 1, dtype=torch.int32))
+    built = []
+    build = lambda: built.append(1) or len(built)  # noqa: E731
+    assert md.plan("p", (1,), build) == 1 and md.plan("p", (1,), build) == 1
+    assert md.plan("p", (2,), build) == 2  # another key
+    md.seq_lens += 1
+    assert md.plan("p", (2,), build) == 3  # another state
+
+    def fails():
+        raise ValueError("refused")
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            md.plan("q", (), fails)
+    assert "q" not in md._plans
+    with torch.inference_mode():
+        mi = AttentionMetadata(torch.tensor([0, 1], dtype=torch.int32), torch.tensor([5], dtype=torch.int32),
+                               torch.zeros(1, 1, dtype=torch.int32))
+        assert mi.plan("p", (), build) == 4 and mi.plan("p", (), build) == 5

@@ -216,18 +216,20 @@ static int mla_item_amx(const uint16_t* const* qp, int H, int D, int R, float sc
   cfg.palette_id = 1;
   for (int i = 0; i < 8; i++) { cfg.rows[i] = 16; cfg.colsb[i] = 64; }  // every tile 16 x 64 bytes
   _tile_loadconfig(&cfg);
-  // q^T per group of 16 heads, pair-interleaved: [G][D/2][16 heads][2], moved as 32-bit (dim pair) words (an
-  // element at a time it profiled at a tenth of a 256-row item; one core, warm: 1.00 to 1.10x, cold: no change)
-  qv.assign((size_t)G * D * 16, 0);
+  // q^T per group of 16 heads, pair-interleaved: [G][D/2][16 heads][2], moved as 32-bit (dim pair) words, 16 x 16
+  // of them per in-register transpose (an element at a time it profiled at a tenth of a 256-row item, and at a
+  // third of a short decode item's time; padded heads are zeros)
+  qv.resize((size_t)G * D * 16);
   uint32_t* qw = (uint32_t*)qv.data();
-  for (int h = 0; h < H; h++) {
-    uint32_t* dst = qw + (size_t)(h / 16) * (D / 2) * 16 + (h % 16);
-    for (int p = 0; p < D / 2; p++) {
-      uint32_t w;
-      memcpy(&w, qp[h] + 2 * p, 4);
-      dst[(size_t)p * 16] = w;
+  for (int g = 0; g < G; g++)
+    for (int p0 = 0; p0 < D / 2; p0 += 16) {
+      __m512 r[16];
+      for (int k = 0; k < 16; k++)
+        r[k] = 16 * g + k < H ? _mm512_loadu_ps((const void*)(qp[16 * g + k] + 2 * p0)) : _mm512_setzero_ps();
+      transpose16(r);
+      uint32_t* dst = qw + ((size_t)g * (D / 2) + p0) * 16;
+      for (int j = 0; j < 16; j++) _mm512_storeu_ps((void*)(dst + (size_t)j * 16), r[j]);
     }
-  }
   if ((int)zero.size() < D) zero.assign(D, 0);
   rowbuf.resize((size_t)32 * D);
   acc.assign((size_t)HP * R, 0.f);
@@ -386,12 +388,17 @@ static int mla_item_amx(const uint16_t* const* qp, int H, int D, int R, float sc
       }
   }
   // columns back in natural order: tile column n of (chunk c, half q) is column 32c + 8(n/4) + 4q + n%4
+  // (two permutes per 32 columns: output column 8j + 4q + i takes tile column 4j + i of half q)
+  const __m512i lo_idx = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+  const __m512i hi_idx = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
   for (int h = 0; h < H; h++) {
     const float* ah = &acc[(size_t)h * R];
     float* o = acc_out + (size_t)h * R;
-    for (int c = 0; c < RC; c++)
-      for (int q = 0; q < 2; q++)
-        for (int nn = 0; nn < 16; nn++) o[32 * c + 8 * (nn / 4) + 4 * q + nn % 4] = ah[32 * c + 16 * q + nn];
+    for (int c = 0; c < RC; c++) {
+      const __m512 a = _mm512_loadu_ps(ah + 32 * c), b = _mm512_loadu_ps(ah + 32 * c + 16);
+      _mm512_storeu_ps(o + 32 * c, _mm512_permutex2var_ps(a, lo_idx, b));
+      _mm512_storeu_ps(o + 32 * c + 16, _mm512_permutex2var_ps(a, hi_idx, b));
+    }
     m_out[h] = mm[h];
     l_out[h] = ll[h];
   }
@@ -434,7 +441,6 @@ extern "C" int mla_attend(
     const int t = items[3 * it], r0 = items[3 * it + 1], r1 = items[3 * it + 2];
     const int seq = tok_seq[t];
     const char* kvb = (const char*)kv;
-    std::vector<float> qs((size_t)H * D), rows((size_t)TILE * D), s((size_t)H * TILE);
     float* acc = scratch + it * part;
     float* m = acc + (int64_t)H * R;
     float* l = m + H;
@@ -448,6 +454,8 @@ extern "C" int mla_attend(
       continue;
     }
 #endif
+    // the other paths' per-item buffers (not allocated for the AMX path above, which keeps its own)
+    std::vector<float> qs((size_t)H * D), rows((size_t)TILE * D), s((size_t)H * TILE);
 #if defined(MLA_BF16_FAST)
     if (dtype == BF16 && D % 32 == 0 && R % 32 == 0 && R <= D && (sq_h % 2) == 0) {
       // q rows as bf16 (the query is bf16: exact), scale applied to the float32 scores
