@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-__all__ = ["build", "FLAGS", "CSRC", "python_ext_flags"]
+__all__ = ["build", "FLAGS", "CSRC", "python_ext_flags", "python_entry"]
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 HEADER = "cpu_common.h"  # included by every kernel source; written beside it for the compiler
@@ -36,6 +36,22 @@ def python_ext_flags() -> tuple[str, ...] | None:
     if not inc or not os.path.exists(os.path.join(inc, "Python.h")):
         return None
     return ("-DATTNSOLVE_PYEXT", f"-I{inc}")
+
+
+def python_entry(path: str, module: str, name: str):
+    """Function ``name`` of the CPython module ``module`` that a build with ``python_ext_flags`` holds, or None
+    for a build without one (its shared object has no ``PyInit_<module>``): the caller keeps ctypes then."""
+    import importlib.machinery
+    import importlib.util
+
+    loader = importlib.machinery.ExtensionFileLoader(module, path)
+    spec = importlib.util.spec_from_file_location(module, path, loader=loader)
+    try:
+        mod = importlib.util.module_from_spec(spec)
+        loader.exec_module(mod)
+    except ImportError:
+        return None
+    return getattr(mod, name, None)
 
 
 def _cpu_signature() -> str:

@@ -11,12 +11,10 @@ kernel (pure-torch paths are used instead).  ``load()`` never raises: it returns
 from __future__ import annotations
 
 import ctypes
-import importlib.machinery
-import importlib.util
 import os
 import threading
 
-from attnsolve.kernels._cpp_build import FLAGS, build, python_ext_flags
+from attnsolve.kernels._cpp_build import FLAGS, build, python_entry, python_ext_flags
 
 __all__ = ["load", "load_gather", "reason", "DTYPE_CODES"]
 
@@ -35,17 +33,6 @@ def _flag_sets() -> tuple[tuple[str, ...], ...]:
     return tuple(f + py for f in _FLAG_SETS) + _FLAG_SETS if py else _FLAG_SETS
 
 
-def _python_entry(path: str):
-    """The build's CPython decode entry (``paged_decode``), or None if it was built without one."""
-    loader = importlib.machinery.ExtensionFileLoader(_EXT_MODULE, path)
-    spec = importlib.util.spec_from_file_location(_EXT_MODULE, path, loader=loader)
-    try:
-        mod = importlib.util.module_from_spec(spec)
-        loader.exec_module(mod)
-    except ImportError:  # no PyInit_attnsolve_cpu_attn: a build without the CPython entry
-        return None
-    return getattr(mod, "paged_decode", None)
-
 # dtype codes shared with the C++ source (enum DType)
 DTYPE_CODES = {"float32": 0, "bfloat16": 1, "float16": 2, "float8_e4m3fn": 3, "float8_e5m2": 4}
 
@@ -61,7 +48,7 @@ def _build():
     fn.restype = I
     fn.argtypes = list(DECODE_ARGTYPES)
     if os.environ.get("ATTNSOLVE_CPU_PYENTRY", "1").strip().lower() not in ("0", "false", "no", "off"):
-        fn = _python_entry(str(out)) or fn  # (ATTNSOLVE_CPU_PYENTRY=0: ctypes, for comparisons)
+        fn = python_entry(str(out), _EXT_MODULE, "paged_decode") or fn  # (=0: ctypes, for comparisons)
     gather = lib.attnsolve_gather_kv
     gather.restype = I
     gather.argtypes = [I, P, I64, I64, I64, P, I64, I64, I64, P, I, I, I, I, I, I, I64, P, P, I]

@@ -1,4 +1,4 @@
-"""Lazily built C++/OpenMP MLA kernel for CPU_MLA, loaded with ctypes (the ``_cpu_ext`` approach).
+"""Lazily built C++/OpenMP MLA kernel for CPU_MLA, called through its CPython entry or ctypes (as ``_cpu_ext``).
 
 One pass over each query token's latent rows (dense: the first ``pos + 1`` tokens of its
 sequence; sparse: its listed ``topk`` positions), reading every row once for all heads:
@@ -17,37 +17,58 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+from dataclasses import dataclass
+from typing import Callable
 
-from attnsolve.kernels._cpp_build import build
+from attnsolve.kernels._cpp_build import FLAGS, build, python_entry, python_ext_flags
 
-__all__ = ["load", "reason", "DTYPE_CODES"]
+__all__ = ["load", "reason", "DTYPE_CODES", "MLA_ARGTYPES", "Kernel"]
 
 DTYPE_CODES = {"float32": 0, "bfloat16": 1, "float16": 2}
+
+_p, _i32, _i64, _f32 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_float
+# mla_attend's arguments, in order (the C signature; the CPython entry parses the same list: kMlaKinds in the
+# source, checked against this one by tests/kernels/test_cpu_mla.py)
+MLA_ARGTYPES = (
+    _p, _i64, _i64,  # query, strides (token, head), elements
+    _p, _i64, _i64, _i32,  # kv cache, strides (block, slot), num_blocks
+    _i32, _i32, _i32, _i32, _i32, _i32,  # dtype, block_size, D, R (kv_lora_rank), H, T
+    _p, _p, _p, _i64,  # tok_seq, tok_limit (dense rows / -1 sparse), block_table, its row stride
+    _p, _i32, _i64,  # topk (int32, or null), topk, its row stride
+    _f32,  # scale
+    _p, _i64, _i64,  # out, strides (token, head)
+    _p, _p, _i32, _i64,  # scratch float32, item table int32, max items, rows per item
+)
+_EXT_MODULE = "attnsolve_cpu_mla"
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """The loaded kernel: ``mla_attend`` is the source's CPython entry (METH_FASTCALL) where the build has one
+    (the interpreter's headers are installed and ``ATTNSOLVE_CPU_PYENTRY`` is not 0), else the ctypes function;
+    both take ``MLA_ARGTYPES`` in order and return the C function's int."""
+
+    mla_attend: Callable[..., int]
+
 
 _lock = threading.Lock()
 _state: dict = {}
 
 
-def _build() -> ctypes.CDLL:
-    out = build("cpu_mla")
-    lib = ctypes.CDLL(str(out))
-    p, i32, i64, f32 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_float
-    lib.mla_attend.restype = i32
-    lib.mla_attend.argtypes = [
-        p, i64, i64,  # query, strides (token, head), elements
-        p, i64, i64, i32,  # kv cache, strides (block, slot), num_blocks
-        i32, i32, i32, i32, i32, i32,  # dtype, block_size, D, R (kv_lora_rank), H, T
-        p, p, p, i64,  # tok_seq, tok_limit (dense rows / -1 sparse), block_table, its row stride
-        p, i32, i64,  # topk (int32, or null), topk, its row stride
-        f32,  # scale
-        p, i64, i64,  # out, strides (token, head)
-        p, p, i32, i64,  # scratch float32, item table int32, max items, rows per item
-    ]
-    return lib
+def _build() -> Kernel:
+    py = python_ext_flags()
+    out = build("cpu_mla", (FLAGS + py, FLAGS) if py else (FLAGS,))
+    lib = _state["cdll"] = ctypes.CDLL(str(out))  # (kept loaded for the ctypes function)
+    fn = lib.mla_attend
+    fn.restype = _i32
+    fn.argtypes = list(MLA_ARGTYPES)
+    if os.environ.get("ATTNSOLVE_CPU_PYENTRY", "1").strip().lower() not in ("0", "false", "no", "off"):
+        fn = python_entry(str(out), _EXT_MODULE, "mla_attend") or fn
+    return Kernel(fn)
 
 
 def load():
-    """The loaded library, or ``None`` (see ``reason()``)."""
+    """The loaded ``Kernel``, or ``None`` (see ``reason()``)."""
     if "lib" in _state:  # loaded (or refused) before: no lock on the per-call path
         return _state["lib"]
     with _lock:

@@ -265,3 +265,40 @@ def test_metadata_plan_memo():
         mi = AttentionMetadata(torch.tensor([0, 1], dtype=torch.int32), torch.tensor([5], dtype=torch.int32),
                                torch.zeros(1, 1, dtype=torch.int32))
         assert mi.plan("p", (), build) == 4 and mi.plan("p", (), build) == 5
+
+
+def test_the_cpython_entry_parses_the_c_signature():
+    """``kMlaKinds`` (what the CPython entry parses) is ``MLA_ARGTYPES`` (what ctypes passes), kind by kind."""
+    import ctypes
+    import re
+
+    from attnsolve.kernels._cpp_build import CSRC
+
+    kind = {ctypes.c_int32: "i", ctypes.c_int64: "l", ctypes.c_void_p: "p", ctypes.c_float: "f"}
+    src = (CSRC / "cpu_mla.cpp").read_text()
+    kinds = re.search(r'kMlaKinds\[kMlaArgs \+ 1\] = "([a-z]+)"', src).group(1)
+    assert kinds == "".join(kind[t] for t in _cpu_mla_ext.MLA_ARGTYPES)
+
+
+@pytest.mark.skipif(True not in PATHS, reason="CPU_MLA extension not built here")
+def test_both_entries_give_the_same_answer(monkeypatch):
+    """The CPython entry and ctypes run the same C function: equal outputs, dense and sparse."""
+    import ctypes
+
+    fn = _cpu_mla_ext.load().mla_attend
+    if hasattr(fn, "argtypes"):
+        pytest.skip("built without the CPython entry (no Python headers): ctypes only")
+    cfn = _cpu_mla_ext._state["cdll"].mla_attend
+    assert list(cfn.argtypes) == list(_cpu_mla_ext.MLA_ARGTYPES) and cfn.restype is ctypes.c_int32
+    q, kv, md = make_mla([1, 3], [40, 23], 16, 512, 64, 16, dtype=torch.bfloat16, seed=11)
+    idx = random_topk(md, 20, 11)
+    py = [cpu_mla_attention(q, kv, md, use_ext=True, topk_indices=i) for i in (None, idx)]
+    monkeypatch.setitem(_cpu_mla_ext._state, "lib", _cpu_mla_ext.Kernel(cfn))
+    ct = [cpu_mla_attention(q, kv, md, use_ext=True, topk_indices=i) for i in (None, idx)]
+    assert all(torch.equal(a, b) for a, b in zip(py, ct))
+    with pytest.raises(TypeError, match="takes 28 arguments"):
+        fn(1, 2, 3)
+    args = [0] * 28
+    args[6] = 2**40  # num_blocks, a C int
+    with pytest.raises(OverflowError, match="argument 6"):
+        fn(*args)

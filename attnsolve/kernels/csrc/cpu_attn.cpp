@@ -1514,38 +1514,17 @@ extern "C" int attnsolve_paged_decode(
 // caches evicted; this METH_FASTCALL function measured 0.24 and 13 us (2-vCPU Xeon VM, session 16).  The
 // arguments are attnsolve_paged_decode's, in its order: ints, floats, and pointers as ints (None: null); the
 // interpreter lock is released around the call, as ctypes does.
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
 namespace {
 constexpr int kDecodeArgs = 38;
-// per argument: 'i' int, 'l' int64, 'p' pointer (int or None), 'f' float
+// per argument: 'i' int, 'l' int64, 'p' pointer (int or None), 'f' float (parse_fastcall, cpu_common.h)
 constexpr char kDecodeKinds[kDecodeArgs + 1] = "iiipllplllplllpllppplpiiiiiifiifpffiil";
 static_assert(sizeof(kDecodeKinds) == kDecodeArgs + 1, "one kind per argument");
 
 PyObject* py_paged_decode(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
-  if (nargs != kDecodeArgs) {
-    PyErr_Format(PyExc_TypeError, "paged_decode() takes %d arguments (%zd given)", kDecodeArgs, nargs);
-    return nullptr;
-  }
   long long iv[kDecodeArgs];
   void* pv[kDecodeArgs];
   double fv[kDecodeArgs];
-  for (int i = 0; i < kDecodeArgs; ++i) {
-    PyObject* a = args[i];
-    const char k = kDecodeKinds[i];
-    if (k == 'p') {
-      pv[i] = a == Py_None ? nullptr : PyLong_AsVoidPtr(a);
-    } else if (k == 'f') {
-      fv[i] = PyFloat_AsDouble(a);
-    } else {
-      iv[i] = PyLong_AsLongLong(a);
-      if (k == 'i' && !PyErr_Occurred() && (iv[i] < INT32_MIN || iv[i] > INT32_MAX)) {
-        PyErr_Format(PyExc_OverflowError, "paged_decode() argument %d out of int range", i);
-        return nullptr;
-      }
-    }
-    if (PyErr_Occurred()) return nullptr;
-  }
+  if (!parse_fastcall("paged_decode", kDecodeKinds, args, nargs, iv, pv, fv)) return nullptr;
   int r;
   Py_BEGIN_ALLOW_THREADS
   r = attnsolve_paged_decode(

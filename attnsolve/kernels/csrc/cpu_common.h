@@ -129,3 +129,38 @@ static inline int amx_permitted() {  // the kernel must grant the tile data stat
   return ok;
 }
 #endif
+
+#if defined(ATTNSOLVE_PYEXT)
+// The CPython entries' argument parsing (METH_FASTCALL; built with -DATTNSOLVE_PYEXT and the interpreter's
+// headers): ctypes converts its arguments through generic machinery, several µs per call warm and tens when
+// a decode step finds its caches evicted.  One kind per argument: 'i' a C int (range-checked), 'l' int64,
+// 'p' a pointer (an int, or None for null), 'f' a float.  Values land in iv / pv / fv at the argument's index.
+// Returns false with a Python exception set.
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+static inline bool parse_fastcall(const char* name, const char* kinds, PyObject* const* args, Py_ssize_t nargs,
+                                  long long* iv, void** pv, double* fv) {
+  const Py_ssize_t n = (Py_ssize_t)strlen(kinds);
+  if (nargs != n) {
+    PyErr_Format(PyExc_TypeError, "%s() takes %zd arguments (%zd given)", name, n, nargs);
+    return false;
+  }
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* a = args[i];
+    const char k = kinds[i];
+    if (k == 'p') {
+      pv[i] = a == Py_None ? nullptr : PyLong_AsVoidPtr(a);
+    } else if (k == 'f') {
+      fv[i] = PyFloat_AsDouble(a);
+    } else {
+      iv[i] = PyLong_AsLongLong(a);
+      if (k == 'i' && !PyErr_Occurred() && (iv[i] < INT32_MIN || iv[i] > INT32_MAX)) {
+        PyErr_Format(PyExc_OverflowError, "%s() argument %zd out of int range", name, i);
+        return false;
+      }
+    }
+    if (PyErr_Occurred()) return false;
+  }
+  return true;
+}
+#endif

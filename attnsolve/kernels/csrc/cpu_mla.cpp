@@ -566,3 +566,40 @@ extern "C" int mla_attend(
   }
   return 0;
 }
+
+#if defined(ATTNSOLVE_PYEXT)
+// A CPython entry to mla_attend (loaded as the extension module `attnsolve_cpu_mla` by _cpu_mla_ext.py; ctypes stays
+// the fallback), for the reason CPU_ATTN's decode has one (cpu_attn.cpp, parse_fastcall in cpu_common.h): every
+// layer of a decode step pays the argument conversion.  The arguments are mla_attend's, in its order; the
+// interpreter lock is released around the call, as ctypes does.
+namespace {
+constexpr int kMlaArgs = 28;
+constexpr char kMlaKinds[kMlaArgs + 1] = "pllplliiiiiiippplpilfpllppil";
+static_assert(sizeof(kMlaKinds) == kMlaArgs + 1, "one kind per argument");
+
+PyObject* py_mla_attend(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  long long iv[kMlaArgs];
+  void* pv[kMlaArgs];
+  double fv[kMlaArgs];
+  if (!parse_fastcall("mla_attend", kMlaKinds, args, nargs, iv, pv, fv)) return nullptr;
+  int r;
+  Py_BEGIN_ALLOW_THREADS
+  r = mla_attend(pv[0], iv[1], iv[2], pv[3], iv[4], iv[5], (int32_t)iv[6], (int32_t)iv[7], (int32_t)iv[8],
+                 (int32_t)iv[9], (int32_t)iv[10], (int32_t)iv[11], (int32_t)iv[12], (const int32_t*)pv[13],
+                 (const int32_t*)pv[14], (const int32_t*)pv[15], iv[16], (const int32_t*)pv[17], (int32_t)iv[18],
+                 iv[19], (float)fv[20], pv[21], iv[22], iv[23], (float*)pv[24], (int32_t*)pv[25], (int32_t)iv[26],
+                 iv[27]);
+  Py_END_ALLOW_THREADS
+  return PyLong_FromLong(r);
+}
+
+PyMethodDef g_methods[] = {
+    {"mla_attend", (PyCFunction)(void (*)(void))py_mla_attend, METH_FASTCALL,
+     "mla_attend's 28 arguments (see _cpu_mla_ext.py); returns its int result"},
+    {nullptr, nullptr, 0, nullptr}};
+PyModuleDef g_module = {PyModuleDef_HEAD_INIT, "attnsolve_cpu_mla", nullptr, -1, g_methods,
+                        nullptr, nullptr, nullptr, nullptr};
+}  // namespace
+
+PyMODINIT_FUNC PyInit_attnsolve_cpu_mla(void) { return PyModule_Create(&g_module); }
+#endif
