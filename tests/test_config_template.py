@@ -3,7 +3,8 @@
 A Config whose non-numeric arguments were seen before is built from that shape's template: only the numeric
 fields are checked again. Law: for any arguments, the template path gives the same fields, declared fields
 and hash as the full build (`_build`, no template), or the same error; either way `is_partial` (decided when
-the Config is built) says whether a field is ANY.
+the Config is built) says whether a field is ANY, and base_facts (copied from the facts laid out when the
+Config is built, shared by a template's Configs) equals the facts read field by field.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from attnsolve import ANY, Config
-from attnsolve.config import FIELD_NAMES, core, template
+from attnsolve import ANY, Config, ConfigError
+from attnsolve.config import FIELD_NAMES, cc_int, core, template
+from attnsolve.solver.facts import base_facts
 from attnsolve.config.normalise import NUMERIC_FIELDS
 from strategies import config_inputs, config_kwargs, junk
 
@@ -31,7 +33,23 @@ def _outcome(make: Callable[[], Config]) -> tuple[Any, ...]:
         return ("error", type(e).__name__, getattr(e, "field", None), str(e))
     free = any(getattr(c, f) is ANY for f in FIELD_NAMES) or any(v is ANY for _, v in c._extra)
     assert c.is_partial is free  # decided when built: solve() reads it instead of scanning the facts
-    return ("config", dict(c.__dict__), hash(c))
+    fields = {k: v for k, v in c.__dict__.items() if k != "_facts"}  # a shared layout: compared as facts below
+    return ("config", fields, hash(c), _facts(c))
+
+
+def _facts(c: Config) -> tuple[Any, ...]:
+    """base_facts (from the layout laid out at build, config/facts.py) next to the facts read field by field."""
+    want = {f: getattr(c, f) for f in FIELD_NAMES}
+    want.update(c._extra)
+    if want["compute_capability"] is not ANY:
+        want["compute_capability"] = cc_int(want["compute_capability"])
+    want["role"] = "decode"
+    try:
+        got = base_facts(c, "decode")
+    except ConfigError as e:  # the role's own invariants: the same error either way is all we ask
+        return ("error", str(e))
+    assert list(got.items()) == list(want.items())  # the same facts in the same order
+    return tuple(got.items())
 
 
 def _numeric_value(name: str) -> st.SearchStrategy[Any]:

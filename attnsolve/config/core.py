@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 from ..errors import ConfigError, closest
 from ..rules import default_version, generation, rules_for, versions
+from .facts import facts_layout
 from .gpu import lookup_gpu
 from .invariants import apply_definitions, check_clauses, place, plan_of
 from .normalise import _COMMON, NUMERIC_FIELDS, _normalise
@@ -94,6 +95,7 @@ class _ConfigMeta(type):
         if inv.clauses:
             check_clauses(inv, {**obj.__dict__, **dict(obj._extra)})
         d["_partial"] = ANY in _FIELD_VALUES(d) or any(v is ANY for _, v in obj._extra)
+        d["_facts"] = facts_layout(d, obj._extra, FIELD_NAMES, _FIELD_VALUES)  # solver.facts.base_facts copies it
         if shape is not None:
             remember(shape, obj, rules, {**_DEFAULTS, **dict(plan[0])}, hash(_FIXED_VALUES(d)),
                      ANY in _FIXED_VALUES(d) or any(v is ANY for _, v in obj._extra))
