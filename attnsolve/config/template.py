@@ -67,12 +67,11 @@ def from_template(cls: type, t: Template, kwargs: Mapping[str, Any]) -> Any:
     """A Config for `kwargs` (arguments of `t`'s shape) from the template."""
     values = t.numeric
     partial = t.partial
-    given = [name for name in kwargs if name in _NUMERIC]
+    given = _NUMERIC.intersection(kwargs)
     if given:
         values = dict(values)
-        if len(given) > 1:  # validated in numeric_fields' order: the first bad one is the error
-            given.sort(key=NUMERIC_FIELDS.index)
-        for name in given:
+        # validated in numeric_fields' order: the first bad one is the error
+        for name in given if len(given) == 1 else sorted(given, key=NUMERIC_FIELDS.index):
             v = kwargs[name]
             if v is None and name in t.unset:
                 v = t.unset[name]
@@ -84,7 +83,7 @@ def from_template(cls: type, t: Template, kwargs: Mapping[str, Any]) -> Any:
     d = obj.__dict__
     d.update(t.base)
     d.update(values)
-    h = numeric_hash(t.fixed_hash, values)
+    h = hash((t.fixed_hash, *values.values()))  # numeric_hash(t.fixed_hash, values), without the call
     d["_hash"] = h if t.extra_hash is None else hash((h, t.extra_hash))
     d["_partial"] = partial  # Config.is_partial
     return obj
