@@ -9,9 +9,11 @@ from typing import Any, Mapping
 
 from ..errors import ConfigError, closest
 from ..rules import default_version, generation, rules_for, versions
+from .facts import facts_layout
 from .gpu import lookup_gpu
 from .invariants import apply_definitions, check_clauses, place, plan_of
-from .normalise import _COMMON, _normalise
+from .normalise import _COMMON, NUMERIC_FIELDS, _normalise
+from .template import from_template, numeric_hash, remember, shape_key, template_of
 from .values import ANY, format_cc, parse_declared, parse_vllm
 
 
@@ -27,20 +29,27 @@ class _ConfigMeta(type):
         # Interning: the same arguments (and the same active rules) give the same immutable Config.
         try:
             vllm = kwargs.get("vllm")  # the default release (an environment read) only when none is named
-            key: Any = (tuple(kwargs.items()), default_version() if vllm is None else None, generation())
+            default, gen = default_version() if vllm is None else None, generation()
+            key: Any = (tuple(kwargs.items()), default, gen)
             hit = _INTERNED.get(key)
         except Exception:  # noqa: BLE001 - an unhashable or uncomparable argument: build without the memo
             key, hit = None, None
         if hit is not None:
             return hit
-        obj = cls._build(kwargs)
+        shape = t = None
+        if key is not None:  # fresh numeric values of a known shape: from its template (config/template.py)
+            shape = shape_key(kwargs, default, gen)
+            t = template_of(shape)
+        obj = cls._build(kwargs, shape) if t is None else from_template(cls, t, kwargs)
         if key is not None:
             if len(_INTERNED) >= 8192:
                 _INTERNED.clear()
             _INTERNED[key] = obj
         return obj
 
-    def _build(cls, kwargs: dict[str, Any]) -> Any:
+    def _build(cls, kwargs: dict[str, Any], shape: Any = None) -> Any:
+        """The full build (every check); shape: the template key of these arguments, to keep the result as
+        the template of its shape (config/template.py), or None."""
         rules = rules_for(parse_vllm(kwargs.get("vllm")))
         declared = rules.fields
         given = frozenset(kwargs)
@@ -85,6 +94,11 @@ class _ConfigMeta(type):
                 obj._amend(changes)
         if inv.clauses:
             check_clauses(inv, {**obj.__dict__, **dict(obj._extra)})
+        d["_partial"] = ANY in _FIELD_VALUES(d) or any(v is ANY for _, v in obj._extra)
+        d["_facts"] = facts_layout(d, obj._extra, FIELD_NAMES, _FIELD_VALUES)  # solver.facts.base_facts copies it
+        if shape is not None:
+            remember(shape, obj, rules, {**_DEFAULTS, **dict(plan[0])}, hash(_FIXED_VALUES(d)),
+                     ANY in _FIXED_VALUES(d) or any(v is ANY for _, v in obj._extra))
         return obj
 
 
@@ -182,7 +196,7 @@ class Config(metaclass=_ConfigMeta):
         d = self.__dict__
         extra = tuple((k, changes.get(k, v)) for k, v in self._extra)
         d.update({k: v for k, v in changes.items() if k in _DEFAULTS})
-        base = hash((self.vllm, *_FIELD_VALUES(d)))
+        base = _fields_hash(d)
         d["_hash"] = hash((base, hash(extra))) if extra else base
         d["_extra"] = extra
 
@@ -206,7 +220,7 @@ class Config(metaclass=_ConfigMeta):
     def __post_init__(self) -> None:
         d = self.__dict__  # written directly: the instance is not published yet, and Config() runs often
         d.update(_normalise(self))
-        d["_hash"] = hash((self.vllm, *_FIELD_VALUES(d)))
+        d["_hash"] = _fields_hash(d)
 
     def __hash__(self) -> int:
         return self._hash
@@ -217,7 +231,11 @@ class Config(metaclass=_ConfigMeta):
 
     @property
     def is_partial(self) -> bool:
-        return any(getattr(self, f) is ANY for f in FIELD_NAMES) or any(v is ANY for _, v in self._extra)
+        """Whether a field is left free (ANY); decided once, when the Config is built (solve() asks every time)."""
+        partial = self.__dict__.get("_partial")
+        if partial is None:
+            return any(getattr(self, f) is ANY for f in FIELD_NAMES) or any(v is ANY for _, v in self._extra)
+        return partial
 
     @property
     def free_fields(self) -> tuple[str, ...]:
@@ -278,7 +296,15 @@ FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Config) if f.name no
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Config)}
 _INIT_NAMES: frozenset[str] = frozenset((*FIELD_NAMES, "gpu", "vllm"))
 _INIT_DEFAULTS: dict[str, Any] = {**{n: _DEFAULTS[n] for n in _INIT_NAMES}, "_hash": 0, "_extra": ()}
+# the hash of the fields, in two parts: the release and the non-numeric fields, then the numeric ones
+# (template.numeric_hash: a Config built from a template hashes only its numeric values)
+_FIXED_VALUES = operator.itemgetter("vllm", *(f for f in FIELD_NAMES if f not in NUMERIC_FIELDS))
+_NUMERIC_VALUES = operator.itemgetter(*NUMERIC_FIELDS)
 _FIELD_VALUES = operator.itemgetter(*FIELD_NAMES)
+
+
+def _fields_hash(d: Mapping[str, Any]) -> int:
+    return numeric_hash(hash(_FIXED_VALUES(d)), dict(zip(NUMERIC_FIELDS, _NUMERIC_VALUES(d))))
 
 # vLLM 0.17's variables for the common fields: only for a rule set that declares no fields (its `env` keys
 # say which variables a release reads; vLLM 0.33 dropped the first three).

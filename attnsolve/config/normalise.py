@@ -4,7 +4,7 @@ taken from the GPU table."""
 from __future__ import annotations
 
 import operator
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from ..errors import ConfigError
 from ..rules import generation, rules_for
@@ -26,6 +26,8 @@ _CAT_FIELDS = ("gpu", "platform", "dtype", "compute_capability", "rocm_arch", *_
 _CAT_GET = operator.itemgetter(*_CAT_FIELDS)
 _MEMO: dict[Any, dict[str, Any]] = {}
 _OPT_INT_FIELDS = ("num_heads", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "index_topk")
+# The fields numeric_fields validates, in its order (what a template of a Config leaves to each call: template.py).
+NUMERIC_FIELDS = ("block_size", *_OPT_INT_FIELDS, "head_size")
 
 
 def _normalise(cfg: Any) -> dict[str, Any]:
@@ -58,26 +60,32 @@ def _normalise(cfg: Any) -> dict[str, Any]:
             elif raw.get(name) is None:
                 raw[name] = decl.unset_value(out, ANY)
         get = raw.__getitem__
-    v = get("block_size")
-    if v is not None and v is not ANY:
-        iv = _as_int("block_size", v, optional=True) if not isinstance(v, int) or isinstance(v, bool) else v
-        if iv not in dom["block_size"] or isinstance(v, bool):
-            raise ConfigError("block_size", v, (None, *dom["block_size"]),
-                              suggestion=str(min(dom["block_size"], key=lambda b: abs(b - iv))) if isinstance(iv, int) else None)
-        v = iv
-    out["block_size"] = v
-    lows = _minimums(rules)
-    for name in _OPT_INT_FIELDS:
-        v = get(name)
-        low = lows.get(name, 1)  # the release's declared `min` (0.33: qk_rope_head_dim 0, the NoPE layout)
-        out[name] = v if (v is ANY or v is None or (v.__class__ is int and low <= v <= _MAX_INT)) else \
-            _as_int(name, v, optional=True, minimum=low)
-
-    v = get("head_size")  # unset: the release's declared default ([fields.head_size] defaults)
-    out["head_size"] = v if (v is ANY or (v.__class__ is int and 1 <= v <= _MAX_INT)) else \
-        _as_int("head_size", v, optional=False)
-
+    out.update(numeric_fields(get, dom["block_size"], _minimums(rules)))
     return out
+
+
+def numeric_fields(get: Any, block_sizes: Sequence[int], lows: Mapping[str, int]) -> dict[str, Any]:
+    """The numeric common fields (block size, the optional ints, head size) validated from their raw values
+    (`get(name)`, unset defaults already applied), in this order (the first bad one is the error)."""
+    return {name: numeric_value(name, get(name), block_sizes, lows) for name in NUMERIC_FIELDS}
+
+
+def numeric_value(name: str, v: Any, block_sizes: Sequence[int], lows: Mapping[str, int]) -> Any:
+    """One numeric field's value validated: checked per call, as these values rarely repeat."""
+    if name == "head_size":  # unset: the release's declared default ([fields.head_size] defaults)
+        return v if (v is ANY or (v.__class__ is int and 1 <= v <= _MAX_INT)) else \
+            _as_int("head_size", v, optional=False)
+    if name == "block_size":
+        if v is None or v is ANY:
+            return v
+        iv = _as_int("block_size", v, optional=True) if not isinstance(v, int) or isinstance(v, bool) else v
+        if iv not in block_sizes or isinstance(v, bool):
+            raise ConfigError("block_size", v, (None, *block_sizes),
+                              suggestion=str(min(block_sizes, key=lambda b: abs(b - iv))) if isinstance(iv, int) else None)
+        return iv
+    low = lows.get(name, 1)  # the release's declared `min` (0.33: qk_rope_head_dim 0, the NoPE layout)
+    return v if (v is ANY or v is None or (v.__class__ is int and low <= v <= _MAX_INT)) else \
+        _as_int(name, v, optional=True, minimum=low)
 
 
 _UNSET: dict[int, tuple[Any, tuple[tuple[str, Any], ...]]] = {}

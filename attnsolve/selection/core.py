@@ -80,7 +80,7 @@ def _select(comp: CompiledRules, config: Config, role: str, available: frozenset
         raise err
     chosen = p.candidates[idx]
     rejected = tuple(r for r in (Rejection(c.backend, candidate_reasons(c, facts, available))
-                                 for c in p.candidates[:idx]) if SKIP_REASON not in r.reasons)
+                                 for c in p.candidates[:idx]) if SKIP_REASON not in r.reasons) if idx else ()
     changes = list(pre.changes)
     logs = list(pre.logs)
     after_selection(comp, p, idx, rejected, role, facts, warnings, changes, logs)

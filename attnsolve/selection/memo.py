@@ -45,7 +45,7 @@ def solve(config: Config, *, role: str | None = None, available: Iterable[str] |
         facts: dict[str, Any] | None = base_facts(config, role_)
     except ConfigError:
         facts = None  # a partial config's error comes first
-    if facts is None or ANY in facts.values():
+    if facts is None or config.is_partial:  # is_partial: ANY among the facts, decided when the Config was built
         if config.is_partial:
             raise ConfigError(config.free_fields[0], ANY, "a concrete value: solve() needs a full config "
                               "(use explain() or possible_backends() for partial ones)")

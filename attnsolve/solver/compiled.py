@@ -239,7 +239,7 @@ class CompiledRules:
         self._compares = tuple(compares)
         self._key = key_function(self._plain_fields, given, self._key_set, self._class_fields, self._classes,
                                  self._locals, self._compares)
-        self._class_memo: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self._class_memo: dict[tuple[Any, ...], Completion] = {}
         # a derived fact whose log line names a fact computed after it renders when evaluated
         order = {d.name: i for i, d in enumerate(self._derived)}
         eager = set()
@@ -267,14 +267,14 @@ class CompiledRules:
         except TypeError:  # an unhashable value: no rule names one; evaluate without memo
             return self._evaluate(facts)
         if got is None:
-            got = self._evaluate(dict(facts)).entry
+            got = self._evaluate(dict(facts))  # a Completion is never changed: the memo shares it
             if len(self._class_memo) > _MEMO_LIMIT:
                 self._class_memo.clear()
             self._class_memo[key] = got
-        facts.update(got[6])  # the derived facts as a dict: one C-level merge
+        facts.update(got.entry[6])  # the derived facts as a dict: one C-level merge
         for name, v in zip(self._local_names, lvals):
             facts.setdefault(name, v)  # local arithmetic (q_per_kv) is shown by messages: publish it
-        return Completion(self, got, got[1])
+        return got
 
     def reference_key(self, facts: Mapping[str, Any]) -> Keyed:
         """The memo key of `facts` (plain fields as they are, numeric ones by value class, the local arithmetic's
@@ -672,7 +672,8 @@ class CompiledRules:
 
 
 class Completion:
-    """What `complete()` found for one set of facts: satisfied clauses, the list, each derived fact's case."""
+    """What `complete()` found for one set of facts: satisfied clauses, the list, each derived fact's case.
+    Never changed once built: complete() hands the same one to every query of a value class."""
 
     # sat: the satisfied clauses; plist: the list that applies; t: the truth bitset of the condition literals
     # (see CompiledRules.holds); logging: the derived facts whose chosen case has log lines (rendered by

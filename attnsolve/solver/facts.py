@@ -12,6 +12,7 @@ from typing import Any
 
 from ..config import ANY, FIELD_NAMES, Config, cc_int
 from ..config.invariants import Plan, check_clauses, plan_of
+from ..config.normalise import NUMERIC_FIELDS
 from ..errors import ConfigError
 from ..rules import RuleSet, rules_for
 from ..rules._fields import CONFIG_FIELDS
@@ -33,19 +34,26 @@ def parse_role(role: Any) -> str:
 
 _FIELDS_OF = operator.attrgetter(*FIELD_NAMES)  # one C call reads every common field
 _FIELDS_IN = operator.itemgetter(*FIELD_NAMES)  # the same from the instance dict: no attribute lookups
+_NUMERIC_IN = operator.itemgetter(*NUMERIC_FIELDS)  # the fields a shared facts layout does not hold
 
 
 def base_facts(config: Config, role: str) -> dict[str, Any]:
     """Config fields (ANY kept as ANY) plus the role; no derived facts."""
-    try:
-        values = _FIELDS_IN(config.__dict__)
-    except (AttributeError, KeyError):  # not a plain Config instance: read the attributes
-        values = _FIELDS_OF(config)
-    facts = dict(zip(FIELD_NAMES, values))
-    facts.update(config._extra)  # the fields this release's rules declare beyond the common ones
-    cc = facts["compute_capability"]
-    if cc is not ANY:
-        facts["compute_capability"] = cc_int(cc)
+    d = getattr(config, "__dict__", None)
+    layout = None if d is None else d.get("_facts")
+    if layout is not None:  # laid out when the Config was built (config/facts.py): copied, its numbers set
+        facts = layout.copy()
+        facts.update(zip(NUMERIC_FIELDS, _NUMERIC_IN(d)))
+    else:
+        try:
+            values = _FIELDS_IN(config.__dict__)
+        except (AttributeError, KeyError):  # not a plain Config instance: read the attributes
+            values = _FIELDS_OF(config)
+        facts = dict(zip(FIELD_NAMES, values))
+        facts.update(config._extra)  # the fields this release's rules declare beyond the common ones
+        cc = facts["compute_capability"]
+        if cc is not ANY:
+            facts["compute_capability"] = cc_int(cc)
     facts["role"] = role
     _check_role(config, facts)
     return facts
