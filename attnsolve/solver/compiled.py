@@ -530,13 +530,7 @@ class CompiledRules:
         if got is None or self._cand_bits[id(cand)][0] is not cand:
             raise KeyError(f"{cand.backend}: not a candidate of these compiled rules")
         always, conditional = got
-        if not conditional:
-            return always
-        out = set(always)
-        for when, req in conditional:
-            if self.holds(when, t, facts):
-                out |= req
-        return frozenset(out)
+        return self._with_holding(always, conditional, t, facts)
 
     def evaluated_by_others(self, p: Plan, chosen: str, facts: Mapping[str, Any], t: int | None = None
                             ) -> frozenset[str] | None:
@@ -546,6 +540,11 @@ class CompiledRules:
         if got is None or got[0] is not p:
             return None
         _, always, conditional = got
+        return self._with_holding(always, conditional, t, facts)
+
+    def _with_holding(self, always: frozenset[str], conditional, t: int | None,
+                      facts: Mapping[str, Any]) -> frozenset[str]:
+        """`always` plus the fact sets of `conditional`'s (condition, facts) pairs whose condition holds."""
         if not conditional:
             return always
         out = set(always)
