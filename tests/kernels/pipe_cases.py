@@ -1,6 +1,7 @@
 """Deterministic CPU_ATTN decode cases for the pipelined-path equality test (run in this process and in
-a child with ATTNSOLVE_CPU_PIPE=0): bf16 caches the AMX path takes, with partial tiles, windows, sinks,
-soft-capping, several query rows and shuffled blocks."""
+a child with ATTNSOLVE_CPU_PIPE=0): bf16 caches the AMX path takes, and fp8 caches (widened to bf16 per KV
+head inside the pipelined path, any block size), with partial tiles, windows, sinks, soft-capping, a
+v_scale, several query rows and shuffled blocks."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ CASES = (
     (8, 8, 256, 64, (129, 64), 3, {}),
     (16, 4, 128, 16, (300,), 2, {"logits_soft_cap": 30.0}),
     (8, 1, 64, 16, (257, 18, 1), 1, {"sinks": True}),
+    (32, 8, 128, 16, (37, 100, 513), 1, {"cache": torch.float8_e4m3fn}),
+    (16, 2, 64, 8, (700, 33), 1, {"cache": torch.float8_e5m2, "sliding_window": 100}),
+    (8, 4, 256, 24, (129, 64), 2, {"cache": torch.float8_e4m3fn, "logits_soft_cap": 30.0, "v_scale": 0.5}),
+    (8, 1, 64, 16, (257, 18, 1), 1, {"cache": torch.float8_e5m2, "sinks": True}),
 )
 
 
@@ -25,10 +30,10 @@ def outputs() -> list[torch.Tensor]:
     fn = kernel_for("CPU_ATTN")
     outs = []
     for i, (H, hkv, d, bs, lens, n, opts) in enumerate(CASES):
-        q, kc, vc, md = make_batch([min(n, L) for L in lens], lens, H, hkv, d, bs, dtype=torch.bfloat16,
-                                   seed=100 + i, extra_blocks=2)
-        g = torch.Generator().manual_seed(200 + i)
         kw = dict(opts)
+        q, kc, vc, md = make_batch([min(n, L) for L in lens], lens, H, hkv, d, bs, dtype=torch.bfloat16,
+                                   cache_dtype=kw.pop("cache", None), seed=100 + i, extra_blocks=2)
+        g = torch.Generator().manual_seed(200 + i)
         if kw.pop("sinks", False):
             kw["sinks"] = torch.randn(H, generator=g)
         outs.append(fn(q, kc, vc, md, **kw))

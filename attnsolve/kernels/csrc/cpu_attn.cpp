@@ -283,12 +283,18 @@ static void init_fp8_bf16() {
 // ops instead of two more vpermt2b), so each 64-value group comes out in "lane order": bf16 position r
 // holds fp8 value fp8_lane_elem(r) of its group.  Consumers permute the query (scores) and the output
 // dims (PV) to match; this cut the conversion, most of what fp8 costs over bf16, by about 40%.
-static inline void fp8_to_bf16(int ctype, const uint8_t* src, uint16_t* dst, int n, bool lane = false) {
-  const int k = ctype == E4M3 ? 0 : 1;
-  const __m512i l0 = _mm512_load_si512((const void*)g_bf_lo[k]), l1 = _mm512_load_si512((const void*)(g_bf_lo[k] + 64));
-  const __m512i h0 = _mm512_load_si512((const void*)g_bf_hi[k]), h1 = _mm512_load_si512((const void*)(g_bf_hi[k] + 64));
-  const __m512i i0 = _mm512_load_si512((const void*)g_bf_idx[0]), i1 = _mm512_load_si512((const void*)g_bf_idx[1]);
-  const __m512i m7f = _mm512_set1_epi8(0x7f), m80 = _mm512_set1_epi8((char)0x80);
+struct Fp8Tables {  // the byte tables and masks in registers, loaded once per call (or per group of rows)
+  __m512i l0, l1, h0, h1, i0, i1, m7f, m80;
+  explicit Fp8Tables(int ctype) {
+    const int k = ctype == E4M3 ? 0 : 1;
+    l0 = _mm512_load_si512((const void*)g_bf_lo[k]); l1 = _mm512_load_si512((const void*)(g_bf_lo[k] + 64));
+    h0 = _mm512_load_si512((const void*)g_bf_hi[k]); h1 = _mm512_load_si512((const void*)(g_bf_hi[k] + 64));
+    i0 = _mm512_load_si512((const void*)g_bf_idx[0]); i1 = _mm512_load_si512((const void*)g_bf_idx[1]);
+    m7f = _mm512_set1_epi8(0x7f); m80 = _mm512_set1_epi8((char)0x80);
+  }
+};
+static inline void fp8_span(const Fp8Tables& T, const uint8_t* src, uint16_t* dst, int n, bool lane) {
+  const __m512i l0 = T.l0, l1 = T.l1, h0 = T.h0, h1 = T.h1, i0 = T.i0, i1 = T.i1, m7f = T.m7f, m80 = T.m80;
   for (int c = 0; c < n; c += 64) {
     const __mmask64 mk = (n - c >= 64) ? ~(__mmask64)0 : (((__mmask64)1 << (n - c)) - 1);
     const __m512i x = _mm512_maskz_loadu_epi8(mk, src + c);
@@ -309,6 +315,16 @@ static inline void fp8_to_bf16(int ctype, const uint8_t* src, uint16_t* dst, int
       else _mm512_mask_storeu_epi16((void*)(dst + c + 32), (__mmask32)((1u << (n - c - 32)) - 1), o1);
     }
   }
+}
+static inline void fp8_to_bf16(int ctype, const uint8_t* src, uint16_t* dst, int n, bool lane = false) {
+  fp8_span(Fp8Tables(ctype), src, dst, n, lane);
+}
+// n rows (rows[t] + off, n_el values each) -> dst + t * n_el: the tables loaded once for all of them (the pipelined
+// path widens 16 rows of one KV head at a time: at head 64 the per-call set-up cost as much as the conversion)
+static inline void fp8_rows_to_bf16(int ctype, const char* const* rows, int n, int64_t off, uint16_t* dst, int n_el,
+                                    bool lane) {
+  const Fp8Tables T(ctype);
+  for (int t = 0; t < n; ++t) fp8_span(T, (const uint8_t*)rows[t] + off, dst + (size_t)t * n_el, n_el, lane);
 }
 #endif
 #endif
@@ -430,6 +446,8 @@ struct TileCtx {
   int64_t k_s1, k_s2, v_s1, v_s2;   // element strides: between tokens of a block, between KV heads
   float scale, softcap;
   bool prefetch;
+  int pce = 2;                      // bytes per element of the raw cache rows (qk_pv_amx: 1 = fp8, converted per KV head)
+  uint16_t* k8 = nullptr;           // qk_pv_amx with fp8: [16][D] bf16 K rows of one KV head, then V rows ([16][D])
   bool sbs = false;                 // vector-path scores: prefetch the next tile's K and V side by side (nextv2)
   const char* const* nextv2 = nullptr;
   const float* qf;                  // [H][D] float32 query
@@ -831,8 +849,8 @@ static void tile_avx(const TileCtx& X, const char* const* ktok, const char* cons
 }
 
 #if defined(ATTNSOLVE_AMX)
-// The pipelined AMX path (bf16 cache, bf16 output, up to 8 heads per KV head, 16-token groups inside one
-// block): tile i's scores and tile i-1's P . V in one loop per KV head, K rows of one tile and V rows of
+// The pipelined AMX path (bf16 cache with 16-token groups inside one block, or an fp8 cache at any block size;
+// bf16 output, up to 8 heads per KV head): tile i's scores and tile i-1's P . V in one loop per KV head, K rows of one tile and V rows of
 // the one before read side by side, and the next tile's K and V rows prefetched side by side over the
 // loop.  In a microbenchmark of shuffled 32 KiB blocks with the same arithmetic per line, one core read
 // 10.1 to 10.3 GB/s interleaving K and V against 7.7 to 8.7 reading them one after the other; in the
@@ -841,7 +859,9 @@ static void tile_avx(const TileCtx& X, const char* const* ktok, const char* cons
 // accumulators are the same, in the same order: results are identical to the one-tile path.
 // kt: tile i's K rows (nullptr: no scores, the last P . V); vp: tile i-1's V rows (nullptr: none), ntp
 // its token count; the A tiles of tile i-1 are in X.pa.  Scores go to X.s, scaled.  nk/nv: the next
-// tile's rows (nn of them) to prefetch.
+// tile's rows (nn of them) to prefetch.  fp8 (X.pce == 1): the rows given are fp8, and each KV head's rows are
+// widened to bf16 (X.k8) just before their tile loads: the conversion's output stays in L1 (converting whole
+// token rows of all KV heads first, as the one-tile path does, wrote up to 64 KiB per tile).
 template <int ND>
 static void qk_pv_amx(const TileCtx& X, const char* const* kt, int nt, const char* const* vp, int ntp, float* acc,
                       const char* const* nk, const char* const* nv, int nn) {
@@ -850,8 +870,16 @@ static void qk_pv_amx(const TileCtx& X, const char* const* kt, int nt, const cha
   const int64_t khb = X.k_s2 * 2, vhb = X.v_s2 * 2, kstride = X.k_s1 * 2, vs_b = X.v_s1 * 2;
   PfList pk, pv;  // the next tile's K and V rows, side by side, spread over the loop
   const bool pf = X.prefetch && nn > 0;
-  if (pf) { pk.init(nk, nn, Hkv, khb, (int64_t)D * 2); pv.init(nv, nn, Hkv, vhb, (int64_t)D * 2); }
+  if (pf) {  // the raw rows (an fp8 cache's rows are widened below, one KV head at a time)
+    pk.init(nk, nn, Hkv, X.k_s2 * X.pce, (int64_t)D * X.pce);
+    pv.init(nv, nn, Hkv, X.v_s2 * X.pce, (int64_t)D * X.pce);
+  }
   const int per = pf ? (pk.lines() + Hkv * (ND / 2) - 1) / (Hkv * (ND / 2)) : 0;
+#if defined(ATTNSOLVE_FP8BF)
+  const bool f8 = X.pce == 1;
+#else
+  const bool f8 = false;
+#endif
   bool direct = vp && ntp == 16;
   for (int t = 1; direct && t < 16; ++t) direct = vp[t] == vp[0] + t * vs_b;
   for (int kh = 0; kh < Hkv; ++kh) {
@@ -859,6 +887,15 @@ static void qk_pv_amx(const TileCtx& X, const char* const* kt, int nt, const cha
     const char* vb = nullptr;
     int64_t vstride = 0;
     float* ak = acc + (size_t)kh * G * D;
+    if (vp && f8) {  // fp8: this KV head's V rows widened to bf16 (zeros past ntp: 0 * garbage could be NaN)
+      uint16_t* v8 = X.k8 + 16 * D;
+#if defined(ATTNSOLVE_FP8BF)
+      fp8_rows_to_bf16(X.ctype, vp, ntp, kh * X.v_s2, v8, D, X.flags & 32);
+#endif
+      if (ntp < 16) std::memset(v8 + (size_t)ntp * D, 0, (size_t)(16 - ntp) * D * 2);
+      vb = (const char*)v8; vstride = D * 2;
+      _tile_loadd(3, X.pa + (size_t)kh * 2 * G * 32, 64);
+    } else
     if (vp) {
       if (direct) { vb = vp[0] + kh * vhb; vstride = vs_b; }
       else {  // a partial group: rows copied, zeros past ntp (0 * garbage could be NaN)
@@ -869,10 +906,18 @@ static void qk_pv_amx(const TileCtx& X, const char* const* kt, int nt, const cha
       }
       _tile_loadd(3, X.pa + (size_t)kh * 2 * G * 32, 64);
     }
+    const char* kb = kt ? kt[0] + kh * khb : nullptr;
+    int64_t ks = kstride;
+    if (kt && f8) {  // fp8: this KV head's K rows widened to bf16 (rows past nt: garbage scores, never read)
+#if defined(ATTNSOLVE_FP8BF)
+      fp8_rows_to_bf16(X.ctype, kt, nt, kh * X.k_s2, X.k8, D, X.flags & 32);
+#endif
+      kb = (const char*)X.k8; ks = D * 2;
+    }
     if (kt) _tile_zero(0);
     for (int c = 0; c < ND / 2; ++c) {
       if (kt) {
-        _tile_loadd(1, kt[0] + kh * khb + 64 * c, kstride);
+        _tile_loadd(1, kb + 64 * c, ks);
         _tile_loadd(2, qv + (size_t)c * 32 * G, G * 4);
         _tile_dpbf16ps(0, 1, 2);
       }
@@ -1021,7 +1066,7 @@ static int fp8_lane_permitted() {  // ATTNSOLVE_CPU_FP8_LANE=0 keeps the natural
 // Per-thread scratch of attnsolve_paged_decode, kept across calls (see there).
 struct DecodeScratch {
   std::vector<float> qf, acc, m, l, s, kf, vf, ts, tbuf, q2f, qlane, partbuf;
-  std::vector<uint16_t> qvnni, q2, cbuf, pabuf, vzbuf;
+  std::vector<uint16_t> qvnni, q2, cbuf, pabuf, vzbuf, p8buf;
   std::vector<uint32_t> pp, hlbuf;
 };
 template <class T> static inline T* grown(std::vector<T>& v, size_t n) {
@@ -1127,8 +1172,12 @@ extern "C" int attnsolve_paged_decode(
 #if defined(ATTNSOLVE_AMX)
   // the pipelined AMX path (qk_pv_amx): bf16 cache, both products on tiles, up to 8 heads per KV head,
   // whole 16-token groups per block; ATTNSOLVE_CPU_PIPE=0 keeps one tile at a time (for comparisons)
-  const QkPvFn qkpv = (use_amx && use_amx_pv && ctype == BF16 && !fp8bf && G <= 8 && BS % 16 == 0 && D == Dv &&
-                       pipe_permitted()) ? pick_qk_pv(D) : nullptr;
+  // fp8 caches take it too (session 20), at any block size: each KV head's 16 K rows (this tile) and V rows (the
+  // previous one) are widened to bf16 right before their tile loads, into two [16][D] buffers that stay in L1.
+  // Same operations in the same order as the one-tile path (equal outputs); cache evicted before each call, two
+  // threads, the old and new builds alternating: fp8 1.04 to 1.24x (b1 32/8 d128 16k 1.18 to 1.24x)
+  const QkPvFn qkpv = (use_amx && use_amx_pv && G <= 8 && D == Dv && pipe_permitted() &&
+                       ((ctype == BF16 && BS % 16 == 0) || fp8bf)) ? pick_qk_pv(D) : nullptr;
 #endif
   // per-item partial results: grow-only buffers of the calling thread (every item writes its own slots),
   // so a decode step does not first-touch fresh pages (a large vector is a fresh mmap every call)
@@ -1303,13 +1352,18 @@ extern "C" int attnsolve_paged_decode(
           const char* vprev[TILE];
           const char* nvv[TILE];
           int ntp = 0;
+          // fp8: qk_pv_amx widens each KV head's K rows (this tile) and V rows (the previous one) to bf16 as it
+          // goes (X.k8: two [16][D] buffers; X.pce = 1 says the rows it is given are fp8)
+          const bool f8 = fp8bf;
+          X.k8 = f8 ? grown(S.p8buf, (size_t)32 * D) : nullptr;
+          X.pce = ce;
           for (int t0 = I.lo; t0 < I.hi;) {
             const int t1 = std::min(I.hi, (t0 / TILE + 1) * TILE), nt = t1 - t0;
             const int nn = std::min(I.hi, t1 + TILE) - t1;
             rows(kc, k_s0, k_s1, t0, nt, ktok);
             rows(vc, v_s0, v_s1, t0, nt, vtok);
             if (nn > 0) { rows(kc, k_s0, k_s1, t1, nn, nk); rows(vc, v_s0, v_s1, t1, nn, nvv); }
-            const bool amx_rows = (t0 % BS) + 16 <= BS;  // the 16-row group lies in one block
+            const bool amx_rows = f8 || (t0 % BS) + 16 <= BS;  // the 16-row group lies in one block
             if (amx_rows) {
               qkpv(X, ktok, nt, ntp ? vprev : nullptr, ntp, acc, nk, nvv, std::max(nn, 0));
               X.flags = use_dp | use_amx_pv | 256 | 512;  // the softmax (and the A tiles) only
@@ -1323,6 +1377,7 @@ extern "C" int attnsolve_paged_decode(
             t0 = t1;
           }
           if (ntp) qkpv(X, nullptr, 0, vprev, ntp, acc, nullptr, nullptr, 0);
+          X.pce = 2;
         } else
 #endif
         for (int t0 = I.lo; t0 < I.hi;) {
