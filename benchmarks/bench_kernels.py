@@ -323,7 +323,8 @@ def bench_dispatch(quick: bool) -> list[dict[str, Any]]:
     ]
 
 
-def run(quick: bool = False) -> list[dict[str, Any]]:
+def run(quick: bool = False, out: str | Path | None = None) -> list[dict[str, Any]]:
+    """Every kernel row; the ratio plot goes to ``out``/kernel_ratios.png (default: next to this file)."""
     mib = 256 if quick else 512
     bw = read_bandwidth_gbs(mib)
     dec = bench_decode(bw, quick)
@@ -335,7 +336,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     rows += mla
     rows += bench_prefill(quick)
     rows += bench_dispatch(quick)
-    plot_ratios(rows)
+    plot_ratios(rows, str(Path(out) / "kernel_ratios.png") if out is not None else None)
     return rows
 
 

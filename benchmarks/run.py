@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import importlib
+import inspect
 import os
 import platform
 import re
@@ -141,7 +142,10 @@ def apply_goals(group: str, rows: list[dict[str, Any]]) -> None:
 # ---------------------------------------------------------------------------------------------------
 # Running and reporting
 # ---------------------------------------------------------------------------------------------------
-def run_all(quick: bool, only: set[str] | None = None) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, float]]:
+def run_all(quick: bool, only: set[str] | None = None, out: Path | None = None
+            ) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, float]]:
+    """Every group's rows, in order, and each group's seconds.  ``out``: where a module that writes files of its
+    own (bench_kernels' ratio plot) puts them; None leaves them next to the module."""
     table: list[tuple[str, dict[str, Any]]] = []
     elapsed: dict[str, float] = {}
     if str(ROOT) not in sys.path:
@@ -156,7 +160,8 @@ def run_all(quick: bool, only: set[str] | None = None) -> tuple[list[tuple[str, 
                 rows = bench_cli(quick)
             else:
                 mod = importlib.import_module(f"benchmarks.{module}")
-                rows = list(mod.run(quick=quick))
+                takes_out = "out" in inspect.signature(mod.run).parameters
+                rows = list(mod.run(quick=quick, out=out) if takes_out else mod.run(quick=quick))
                 if not rows:
                     rows = [{"name": module, "skipped": "returned no rows (e.g. no CUDA device here)"}]
         except ModuleNotFoundError as e:
@@ -411,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     info = machine()
     t0 = time.perf_counter()
-    table, elapsed = run_all(args.quick, set(args.only) if args.only else None)
+    args.out.mkdir(parents=True, exist_ok=True)
+    table, elapsed = run_all(args.quick, set(args.only) if args.only else None, out=args.out)
     rows = table_rows(table)
     print()
     print("machine: " + "; ".join(f"{k} {v}" for k, v in info.items()))
@@ -420,8 +426,9 @@ def main(argv: list[str] | None = None) -> int:
     if goals:
         print(f"\ngoals met: {sum(1 for r in goals if r[7] == 'yes')} of {len(goals)} "
               f"(not met: {', '.join(r[1] for r in goals if r[7] != 'yes') or 'none'})")
-    args.out.mkdir(parents=True, exist_ok=True)
     plots = draw_plots(table, args.out)
+    if any(g == "kernels" for g, _ in table) and (args.out / "kernel_ratios.png").exists():
+        plots.append("kernel_ratios.png")  # (bench_kernels draws it)
     write_markdown(args.out / "results.md", rows, info, elapsed, args.quick, plots)
     print(f"\n# wrote {args.out / 'results.md'}" + (f" and {', '.join(plots)}" if plots else "")
           + f" in {time.perf_counter() - t0:.0f} s")

@@ -45,6 +45,25 @@ def test_missing_module_becomes_a_skipped_row(monkeypatch: pytest.MonkeyPatch) -
     assert rows[0][2] == "skipped" and "not written yet" in rows[0][-1]
 
 
+def test_out_reaches_modules_that_write_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`python -m benchmarks --out DIR`: a module whose run() takes `out` (bench_kernels' plot) gets DIR, so
+    nothing is written next to the package; a module without it is called as before."""
+    import sys
+    import types
+
+    seen: dict[str, object] = {}
+    with_out = types.ModuleType("benchmarks.fake_with_out")
+    with_out.run = lambda quick=False, out=None: seen.setdefault("out", out) and [{"name": "a", "value": 1}]
+    without = types.ModuleType("benchmarks.fake_without_out")
+    without.run = lambda quick=False: [{"name": "b", "value": 2}]
+    monkeypatch.setitem(sys.modules, "benchmarks.fake_with_out", with_out)
+    monkeypatch.setitem(sys.modules, "benchmarks.fake_without_out", without)
+    monkeypatch.setattr(run, "MODULES", (("x", "fake_with_out"), ("y", "fake_without_out")))
+    table, _ = run.run_all(quick=True, out=tmp_path)
+    assert seen["out"] == tmp_path
+    assert [r["name"] for _, r in table] == ["a", "b"]
+
+
 def test_goals_are_applied_and_checked() -> None:
     rows = [{"name": "solve, repeated config (cache hit), mean", "value": 0.3, "unit": "µs"},
             {"name": "solve, uncached (cache cleared), mean", "value": 25.0, "unit": "µs"},
