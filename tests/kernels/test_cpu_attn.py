@@ -252,3 +252,27 @@ def test_fp16_decode_large_groups(heads, head, bs):
     q, kc, vc, md = make_batch([1, 1, 2], [700, 37, 333], H, hkv, head, bs, dtype=torch.float16, seed=H + head)
     for opts in ({}, {"sinks": torch.randn(H)}, {"sliding_window": 100, "logits_soft_cap": 20.0}):
         close(cpu_attn(q, kc, vc, md, **opts), paged_attention_reference(q, kc, vc, md, **opts), torch.float16)
+
+
+def _hnd(cache: torch.Tensor) -> torch.Tensor:
+    """The same values in vLLM's CPU layout, [blocks, kv heads, block size, head] in memory, viewed as
+    [blocks, block size, kv heads, head] (what paged_attention takes): a token's KV heads are not one run."""
+    return cache.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3)
+
+
+@needs_ext
+@pytest.mark.parametrize("cache", [torch.float8_e4m3fn, torch.float8_e5m2])
+@pytest.mark.parametrize("heads,kv_heads,head,block", [(32, 8, 128, 16), (16, 2, 64, 32), (8, 8, 96, 8),
+                                                       (12, 4, 256, 24), (24, 3, 128, 16)])
+def test_fp8_decode_in_cpu_layout_matches_reference(cache, heads, kv_heads, head, block):
+    """fp8 caches in vLLM's CPU layout (KV heads apart within a block) take the pipelined AMX path, which widens
+    one KV head's rows at a time (session 20; the one-tile path needs a token's KV heads in one run): partial
+    tiles, several chunks per sequence (two threads), a window, sinks and a v_scale, against the reference."""
+    torch.set_num_threads(2)
+    q, kc, vc, md = make_batch([1, 1, 3, 1], [17, 700, 300, 2100], heads, kv_heads, head, block,
+                               dtype=torch.bfloat16, cache_dtype=cache, seed=head + block)
+    kc, vc = _hnd(kc), _hnd(vc)
+    assert kc.stride(2) != head  # (the layout under test)
+    g = torch.Generator().manual_seed(block)
+    for opts in ({}, dict(sinks=torch.randn(heads, generator=g), v_scale=0.5, sliding_window=250)):
+        close(cpu_attn(q, kc, vc, md, **opts), paged_attention_reference(q, kc, vc, md, **opts), torch.bfloat16)

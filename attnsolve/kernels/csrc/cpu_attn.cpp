@@ -1152,11 +1152,14 @@ extern "C" int attnsolve_paged_decode(
                      ((tile && ctype == BF16 && D == Dv && (D % 32) == 0) ? 2 : 0) | (pvdp ? 8 : 0) | (fp8bf ? 16 : 0) |
                      ((fp8bf && pvdp && (D % 64) == 0 && fp8_lane_permitted()) ? 32 : 0);
 #if defined(ATTNSOLVE_AMX)
-  // (fp8: K and V rows are converted to contiguous bf16 rows first, so any block size, but whole token rows)
-  const bool amx_src = (ctype == BF16 && BS >= 16) || (fp8bf && k_s2 == D && v_s2 == D);
+  // (fp8: K and V rows are converted to contiguous bf16 rows first, so any block size: whole token rows on the
+  // one-tile path, so the KV heads of a token must be one run there; the pipelined path (up to 8 heads per KV
+  // head) widens one KV head's rows at a time and takes any strides, vLLM's CPU layout [blocks, Hkv, bs, D] too)
+  const bool f8_pipe_able = fp8bf && G <= 8 && D == Dv && pipe_permitted();
+  const bool amx_src = (ctype == BF16 && BS >= 16) || (fp8bf && ((k_s2 == D && v_s2 == D) || f8_pipe_able));
   const int use_amx = (tile && amx_src && (use_dp & 1) && (D % 32) == 0 && G <= 16 && amx_permitted()) ? 4 : 0;
   // AMX for the PV product as well (bf16 cache and output, up to 16 query heads per KV head): flag 64
-  const int use_amx_pv = (tile && (ctype == BF16 || (fp8bf && v_s2 == D)) && (use_dp & 8) && (D % 32) == 0 && G <= 16 &&
+  const int use_amx_pv = (tile && (ctype == BF16 || (fp8bf && (v_s2 == D || f8_pipe_able))) && (use_dp & 8) && (D % 32) == 0 && G <= 16 &&
                           amx_pv_permitted() && amx_permitted()) ? 64 : 0;
 #else
   const int use_amx = 0, use_amx_pv = 0;
