@@ -849,14 +849,15 @@ static void tile_avx(const TileCtx& X, const char* const* ktok, const char* cons
 }
 
 #if defined(ATTNSOLVE_AMX)
-// The pipelined AMX path (bf16 cache with 16-token groups inside one block, or an fp8 cache at any block size;
-// bf16 output, up to 8 heads per KV head): tile i's scores and tile i-1's P . V in one loop per KV head, K rows of one tile and V rows of
-// the one before read side by side, and the next tile's K and V rows prefetched side by side over the
+// The pipelined AMX path (bf16 cache with 16-token groups inside one block, or an fp8 cache at any block size
+// and strides; bf16 output, up to 8 heads per KV head): tile i's scores and tile i-1's P . V in one loop per KV
+// head, K rows of one tile and V rows of the one before read side by side, and the next tile's K and V rows prefetched side by side over the
 // loop.  In a microbenchmark of shuffled 32 KiB blocks with the same arithmetic per line, one core read
 // 10.1 to 10.3 GB/s interleaving K and V against 7.7 to 8.7 reading them one after the other; in the
 // kernel (cache evicted before each call, two threads) 1.02 to 1.08x at heads 128 and 256 and 1.21x at
 // GQA 8 head 64 over one tile at a time (without the prefetches: 0.93 to 0.95x).  The operations on the
-// accumulators are the same, in the same order: results are identical to the one-tile path.
+// accumulators are the same, in the same order: results are identical to the one-tile path (wherever that path
+// uses AMX too: for fp8 it needs a token's KV heads in one run).
 // kt: tile i's K rows (nullptr: no scores, the last P . V); vp: tile i-1's V rows (nullptr: none), ntp
 // its token count; the A tiles of tile i-1 are in X.pa.  Scores go to X.s, scaled.  nk/nv: the next
 // tile's rows (nn of them) to prefetch.  fp8 (X.pce == 1): the rows given are fp8, and each KV head's rows are
