@@ -192,20 +192,34 @@ static inline void conv_row(int type, const void* p, float* __restrict dst, floa
 // without prefetches at all).
 struct PfList {
   const char* const* rows = nullptr;
+  const char* base = nullptr;  // head-major walk (rows == nullptr): run t starts at base + t * bstride
+  int64_t bstride = 0;
   const char* cur = nullptr;  // rows[t] + h * hstride
   int n = 0, t = 0, nh = 1, h = 0;
   int64_t hstride = 0, len = 0, o = 0;
   inline void init(const char* const* r, int count, int heads, int64_t hs, int64_t bytes) {
     rows = r; n = count; t = 0; h = 0; o = 0; hstride = hs; len = bytes; nh = heads;
     if (hs == bytes || heads == 1) { len = bytes * heads; nh = 1; }
+    else if (count > 1 && heads_apart(r, count, bytes)) {
+      // each KV head's rows of these tokens are one run (vLLM's CPU layout, [blocks, Hkv, bs, D], within a
+      // block): one run per head, in address order, instead of a token's heads one after another (scattered
+      // lines that the hardware prefetchers do not follow: these prefetches gained nothing in that layout)
+      base = r[0]; bstride = hs; rows = nullptr; n = heads; nh = 1; len = bytes * count;
+    }
     if (len <= 0) n = 0;
-    cur = n > 0 ? rows[0] : nullptr;
+    cur = n > 0 ? row(0) : nullptr;
   }
+  static inline bool heads_apart(const char* const* r, int count, int64_t bytes) {
+    for (int t = 1; t < count; ++t)
+      if (r[t] != r[0] + t * bytes) return false;
+    return true;
+  }
+  inline const char* row(int i) const { return rows ? rows[i] : base + i * bstride; }
   inline int lines() const { return n * nh * (int)((len + 63) / 64); }
   inline void next_run() {
     o = 0;
     if (++h == nh) { h = 0; ++t; }
-    if (t < n) cur = rows[t] + h * hstride;
+    if (t < n) cur = row(t) + h * hstride;
   }
   inline void step() {
     if (t >= n) return;
@@ -1156,7 +1170,9 @@ extern "C" int attnsolve_paged_decode(
   // (fp8: K and V rows are converted to contiguous bf16 rows first, so any block size: whole token rows on the
   // one-tile path, so the KV heads of a token must be one run there; the pipelined path (up to 8 heads per KV
   // head) widens one KV head's rows at a time and takes any strides, vLLM's CPU layout [blocks, Hkv, bs, D] too)
-  const bool f8_pipe_able = fp8bf && G <= 8 && D == Dv && pipe_permitted();
+  // (every condition of the pipelined path: the one-tile path must never see such a cache, whatever the switches)
+  const bool f8_pipe_able = fp8bf && tile && G <= 8 && D == Dv && (D % 32) == 0 && (use_dp & 1) && (use_dp & 8) &&
+                            pipe_permitted() && amx_pv_permitted() && amx_permitted();
   const bool amx_src = (ctype == BF16 && BS >= 16) || (fp8bf && ((k_s2 == D && v_s2 == D) || f8_pipe_able));
   const int use_amx = (tile && amx_src && (use_dp & 1) && (D % 32) == 0 && G <= 16 && amx_permitted()) ? 4 : 0;
   // AMX for the PV product as well (bf16 cache and output, up to 16 query heads per KV head): flag 64
