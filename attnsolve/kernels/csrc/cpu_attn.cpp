@@ -409,7 +409,7 @@ static inline void pv_bw(PfList& pf, const char* const* vr, int nt, const float*
 // Partial dot products of two tokens' K rows (k0, k1: one KV head) with NG query heads, two tokens per
 // vector (256-bit halves: token t, token t + 1, the same dims).  KIND 0: float32 rows, 1: fp16, 2: bf16
 // widened to float32 (q2: the [H][D] float32 query); 4: bf16 dot products (q2: the [H][D] bf16 query).  Each
-// 8 (16) query dims are broadcast to both halves as they are loaded: a query stored twice over (64 KiB of
+// 8 (16) query dims are broadcast to both halves as they are loaded: a query stored twice over (32 KiB of
 // float32 at 32 heads of 128 dims) crowded the K rows and accumulators out of L1 (one thread, rows in L2:
 // fp16 1.19x, float32 1.08 to 1.15x with the broadcast load).
 template <int ND, int NG, int KIND>
