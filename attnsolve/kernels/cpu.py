@@ -158,12 +158,13 @@ def _decode_fast(query, key_cache, value_cache, md, scale) -> torch.Tensor | Non
     if qsl.shape[0] != B + 1 or bt.shape[0] != B:
         return None
     # check_paged's value checks, by the same functions (the same errors), memoised per metadata state
-    lens = _checked_seqs(md, T, B, bt.shape[1] * bs, True, True)[1]
+    hk = md.host_key()  # read once: each tensor version read is a call into torch
+    lens = _checked_seqs(md, T, B, bt.shape[1] * bs, True, True, hk)[1]
     _check_block_ids(md, bt, lens, bs, nb)
-    total = md.decode_keys(DECODE_MAX_ROWS)
+    total, longest = md.decode_rows(DECODE_MAX_ROWS, hk)
     if total is None:
         return None
-    if _amx_rows(md.longest_run(DECODE_MAX_ROWS), H // hkv, query.dtype) and _amx_shape(query, key_cache, value_cache):
+    if _amx_rows(longest, H // hkv, query.dtype) and _amx_shape(query, key_cache, value_cache):
         return None  # runs of several rows go to the AMX prefill kernel (cpu_attn_impl)
     if scale is None:
         sc = D ** -0.5

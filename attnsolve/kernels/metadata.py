@@ -66,14 +66,21 @@ class AttentionMetadata:
     def decode_keys(self, max_rows: int) -> int | None:
         """The total key count when every sequence has 1 to ``max_rows`` query rows (a decode batch), else None;
         once per metadata state (``host_key``), like ``checked_seqs``."""
-        return self._decode_memo(max_rows)[1]
+        return self.decode_rows(max_rows)[0]
 
     def longest_run(self, max_rows: int) -> int:
         """The most query rows of one sequence (from the same memo as ``decode_keys``)."""
-        return self._decode_memo(max_rows)[2]
+        return self.decode_rows(max_rows)[1]
 
-    def _decode_memo(self, max_rows: int) -> tuple:
-        key = (self.host_key(), max_rows)
+    def decode_rows(self, max_rows: int, host_key: tuple | None = None) -> tuple[int | None, int]:
+        """``(decode_keys(max_rows), longest_run(max_rows))`` from one memo lookup.  host_key: ``self.host_key()``
+        when the caller has it (each version read is a call into torch, and a decode call's Python runs cold
+        when the step's weights have streamed through the caches)."""
+        memo = self._decode_memo(max_rows, host_key)
+        return memo[1], memo[2]
+
+    def _decode_memo(self, max_rows: int, host_key: tuple | None = None) -> tuple:
+        key = (self.host_key() if host_key is None else host_key, max_rows)
         memo = self._decode_rows
         if memo is None or memo[0] != key or None in key[0]:
             q, s = self.host_lists()

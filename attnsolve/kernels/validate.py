@@ -288,12 +288,13 @@ def _unit_last(t: torch.Tensor) -> torch.Tensor:
     return t if (t.stride(-1) == 1 or t.shape[-1] <= 1) else t.contiguous()
 
 
-def _checked_seqs(md, T: int, B: int, cap_tokens: int, causal: bool, allow_cross: bool) -> tuple[tuple, tuple]:
+def _checked_seqs(md, T: int, B: int, cap_tokens: int, causal: bool, allow_cross: bool,
+                  host_key: tuple | None = None) -> tuple[tuple, tuple]:
     """``_check_seqs`` once per metadata state (``AttentionMetadata`` keeps the memo; other metadata
-    objects are checked on every call)."""
+    objects are checked on every call).  host_key: ``md.host_key()`` when the caller has it."""
     if not hasattr(md, "checked_seqs"):
         return _check_seqs(md, T, B, cap_tokens, causal, allow_cross)
-    key = (md.host_key(), T, cap_tokens, bool(causal), allow_cross)
+    key = (md.host_key() if host_key is None else host_key, T, cap_tokens, bool(causal), allow_cross)
     checked = md.checked_seqs(key)
     if checked is None:
         checked = _check_seqs(md, T, B, cap_tokens, causal, allow_cross)

@@ -104,3 +104,15 @@ def test_memo_does_not_hide_a_different_call():
         check_paged(q4, k, k, md, causal=True)
     with pytest.raises(ValueError, match="end at num_tokens=3"):
         check_paged(q4[:3], k, k, md, causal=False)
+
+
+def test_decode_rows_follow_in_place_edits():
+    """decode_rows (the fast decode path's one memo lookup, given the host key it read once) answers as
+    decode_keys / longest_run do, and again after an in-place edit of the host tensors."""
+    _, _, md = _problem()
+    assert md.decode_rows(4) == (md.decode_keys(4), md.longest_run(4)) == (8, 1)
+    assert md.decode_rows(4, md.host_key()) == (8, 1)
+    md.seq_lens[0] = 6
+    assert md.decode_rows(4, md.host_key()) == (9, 1)
+    md.query_start_loc[1] = 0  # sequence 0 has no row now: not a decode batch
+    assert md.decode_rows(4) == (None, 2) and md.decode_keys(4) is None and md.longest_run(4) == 2
