@@ -223,6 +223,10 @@ def config_kwargs(draw: Any, rules: RuleSet | None = None, *, platform: Any = No
         kw["backend"] = backend
     elif manual is False:
         kw["backend"] = None
+        for pl in rules.lists:  # nor the MLA prefill registry's own request (vLLM honours one that validates)
+            field = pl.mla_prefill.request_field if pl.mla_prefill is not None else ""
+            if field in kw:
+                kw[field] = None
     elif manual is True:
         kw["backend"] = draw(st.sampled_from(requests(rules)))
     else:

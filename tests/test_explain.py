@@ -431,6 +431,9 @@ def test_request_refused_for_a_fallbacks_reasons_is_explained_as_the_automatic_s
                  backend="TRITON_ATTN", rocm_arch="gfx90a", vllm="0.33")
     sel = solve(cfg)
     assert any("auto-selected per-layer backend" in line for line in sel.logs)
+    # the answer is for the config asked about, request included (it echoed the config without it, so
+    # --json showed "backend": null; found by the nightly profile's JSON round trip)
+    assert sel.config == cfg and Config(**sel.to_dict()["config"]) == cfg and not sel.manual
     exp = explain(cfg)
     auto = explain(cfg.replace(backend=None))
     assert exp.selected == sel.backend == auto.selected

@@ -149,7 +149,8 @@ def _request_fallback(comp: CompiledRules, config: Config, role: str, available:
         return None
     text, level, reasons = found
     cand = p.candidates[0]
-    sel = answer(comp, config.replace(backend=None), role, available)
+    # the answer is for the config asked about (its request included), computed as vLLM does without the request
+    sel = replace(answer(comp, config.replace(backend=None), role, available), config=config)
     line = render_message(text, facts, backend=cand.backend, reason_list=repr(list(reasons))) if text else ""
     if not line:
         return sel
