@@ -15,6 +15,7 @@ from .config import ANY, Config, format_cc
 from .diagnosis import (HARDWARE, MODEL, Fix, _cc, _solver_facts, category, find_conflicts,
                         find_fixes, question)
 from .errors import ConfigError, SelectionError
+from .rules.loader import SKIP_REASON
 from .goal import role_pinned
 from .guards import available_set, field_names, require_config, require_int
 from .selection import (NO_PREFILL, before_selection, candidate_reasons, compiled_rules, csp_solver, evaluate,
@@ -109,10 +110,7 @@ def explain(config: Config, *, role: str | None = None, available: Iterable[str]
         sel = solve_uncached(config, role_, avail)
         return Explanation(config, role_, sel.backend, sel.variant, None, (), warnings=sel.warnings)
     facts, p, idx, warnings = evaluate(comp, config, role_, avail, pre.facts)
-    verdicts = []
-    for c in p.candidates:
-        reasons = candidate_reasons(c, facts, avail)
-        verdicts.append(Verdict(c.backend, not reasons, reasons))
+    verdicts = tried_verdicts(p, facts, avail)
     requested = config.backend if p.mode != AUTO else None
     if idx is not None:
         sel = solve_uncached(config, role_, avail)
@@ -147,10 +145,17 @@ def _verdicts(comp: Any, config: Config, role: str, avail: frozenset[str] | None
     if pre.model is not None:
         return []
     facts, p, _, _ = evaluate(comp, config, role, avail, pre.facts)
+    return tried_verdicts(p, facts, avail)
+
+
+def tried_verdicts(p: Any, facts: dict[str, Any], avail: frozenset[str] | None) -> list[Verdict]:
+    """The verdict of every candidate vLLM tries: an entry whose own `when` does not hold is not tried (solve()
+    leaves it out of the rejected backends alike), so it is no candidate here either."""
     out = []
     for c in p.candidates:
         reasons = candidate_reasons(c, facts, avail)
-        out.append(Verdict(c.backend, not reasons, reasons))
+        if SKIP_REASON not in reasons:
+            out.append(Verdict(c.backend, not reasons, reasons))
     return out
 
 

@@ -231,3 +231,16 @@ def test_harness_compares_prefill_logs_and_leaves_decode_failures_to_selector_mo
     dec = {"ok": False, "kind": "no_valid", "error": "No valid attention backend found ...", "stage": "decode"}
     assert [(c.category, c.agree) for c in compare("mla_prefill", "cuda", dec, {"ok": False, "kind": "no_valid",
                                                                                "error": "other"})] == [("outcome", True)]
+
+
+def test_cpu_prefill_entry_without_zentorch_is_not_a_candidate():
+    """vllm/platforms/cpu.py get_mla_prefill_backend_cls: ZEN_CPU only where zentorch is installed; otherwise
+    vLLM never tries it. explain() listed it as a rejected candidate ("entry skipped") while solve() left it out
+    of its rejected backends (found by the nightly profile: explain's candidates against the oracle's tries)."""
+    base = dict(vllm="0.33", platform="cpu", dtype="bfloat16", head_size=576, use_mla=True)
+    plain = explain(Config(**base), role="mla_prefill")
+    assert [(v.backend, v.valid) for v in plain.candidates] == [("CPU_SDPA_MLA_PREFILL", True)]
+    assert solve_uncached(Config(**base), "mla_prefill").rejected == ()
+    zen = explain(Config(**base, cpu_zentorch=True), role="mla_prefill")
+    assert zen.selected == "ZEN_CPU_SDPA_MLA_PREFILL"
+    assert [v.backend for v in zen.candidates] == ["ZEN_CPU_SDPA_MLA_PREFILL", "CPU_SDPA_MLA_PREFILL"]
