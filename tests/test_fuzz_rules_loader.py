@@ -403,3 +403,21 @@ def test_a_rule_set_that_loads_after_damage_still_answers(where, value):
 def test_generic_checks_of_another_shape_is_reported():
     """Was a TypeError in the loader's shape pass (session 5): `generic_checks = 1` in 0.33's checks.toml."""
     test_a_rule_set_that_loads_after_damage_still_answers.hypothesis.inner_test(("checks.toml", ("generic_checks",)), 1)
+
+
+@pytest.mark.parametrize("value", [[], {"a": 1}, "head_sise"])
+def test_a_field_comparison_naming_no_field_is_refused(value):
+    """`ne_field` / `eq_field` / `multiple_of_field` name another field: a list or a table there crashed the
+    shape check with a TypeError (unhashable) instead of a RulesError (found by the nightly profile), and a
+    misspelt name gets the closest field."""
+    name, path = next((n, p) for n, p in R().PATHS if p[-1] == "when" and isinstance(_value(R().DOCS[n], p), dict))
+    for key in ("ne_field", "eq_field", "multiple_of_field"):
+        doc = _copy(R().DOCS[name])
+        _value(doc, path)["head_size"] = {key: value}
+        files: dict[str, str | bytes] = dict(R().TEXTS)
+        files[name] = dump_toml(doc)
+        result = load_damaged(files)
+        assert_clear(result, name)
+        assert f"head_size.{key}" in str(result), str(result)
+        if value == "head_sise":
+            assert "did you mean 'head_size'" in str(result), str(result)

@@ -367,8 +367,11 @@ class ShapeChecker:
                     self.add(f, where, f"must be a list of compute-capability majors (1-20) on compute_capability, "
                                        f"got {_short(v)}")
             elif k in ("eq_field", "ne_field", "multiple_of_field"):
-                if v not in self.fields:
-                    self.add(f, where, f"{k} names no field: {_short(v)}")
+                if not isinstance(v, str):  # (a list or table would not even be a key to look up)
+                    self.add(f, where, f"must be a field name, got {_kind(v)} {_short(v)}")
+                elif v not in self.fields:
+                    hit = closest(v, self.fields)
+                    self.add(f, where, f"{k} names no field: {_short(v)}" + (f"; did you mean {hit!r}?" if hit else ""))
             elif k in ("none", "present") and not isinstance(v, bool):
                 self.add(f, where, f"must be true or false, got {_kind(v)} {_short(v)}")
         if "present" in raw and set(raw) != {"present"} and (raw["present"] is not True or "none" in raw):
