@@ -15,9 +15,9 @@ from .config import ANY, Config, format_cc
 from .diagnosis import (HARDWARE, MODEL, Fix, _cc, _solver_facts, category, find_conflicts,
                         find_fixes, question)
 from .errors import ConfigError, SelectionError
-from .rules.loader import SKIP_REASON
 from .goal import role_pinned
 from .guards import available_set, field_names, require_config, require_int
+from .rules.loader import SKIP_REASON
 from .selection import (NO_PREFILL, before_selection, candidate_reasons, compiled_rules, csp_solver, evaluate,
                         failure, prefill_step, request_fallback, solve_uncached)
 from .solver.domains import representatives
