@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 from typing import Any, Callable, Mapping
 
 from .config import ANY, Config
@@ -255,7 +256,10 @@ class GoalCheck:
         for pool in pools:
             size *= max(1, len(pool))
         if size > MAX_COMBINATIONS:
-            return self._lists(facts, witness)
+            # too many combinations of every step's fields: each step condition on its own fields (a model route
+            # opens on its own: mimo_v2 on head_size != head_size_v), then the lists alone. Skipping the steps
+            # outright missed the routes, an under-approximation that made unsound conflicts.
+            return self._each_condition(conds, facts, witness)
         for combo in itertools.product(*pools):
             cfacts = dict(facts)
             cfacts.update(zip(free, combo))
@@ -263,6 +267,29 @@ class GoalCheck:
             if found is not None:
                 return found
         return None
+
+    def _each_condition(self, conds: list[tuple[Any, ...]], facts: dict[str, Any], witness: bool) -> dict[str, Any] | None:
+        """The steps run for every combination of one condition's free fields at a time (the others as
+        `_filled` gives them), then the lists alone: each answer found is one the steps give for those facts."""
+        seen: set[tuple[str, ...]] = set()
+        for cond in conds:
+            read: set[str] = set()
+            for lit in cond:
+                _inputs(self.rules, lit.field, read)
+            free = tuple(sorted(f for f in read if f in facts and facts[f] is ANY and representatives(self.rules, f)))
+            if not free or free in seen:
+                continue
+            seen.add(free)
+            pools = [representatives(self.rules, f) for f in free]
+            if math.prod(max(1, len(p)) for p in pools) > MAX_COMBINATIONS:
+                continue
+            for combo in itertools.product(*pools):
+                cfacts = dict(facts)
+                cfacts.update(zip(free, combo))
+                found = self._through_steps(cfacts, witness)
+                if found is not None:
+                    return found
+        return self._lists(facts, witness)
 
     def _filled(self, facts: Mapping[str, Any]) -> dict[str, Any]:
         """Concrete facts for running the steps: the free facts the live steps do not read take any value

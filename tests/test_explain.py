@@ -457,3 +457,19 @@ def test_dropped_request_whose_automatic_selection_also_fails_lists_the_automati
     assert exp.requested == "TRITON_ATTN" and exp.conflicts
     for fix in exp.fixes:
         assert solve(cfg.replace(**fix.changes)).backend == fix.selects
+
+
+@V033
+def test_a_model_route_opened_by_a_free_fact_is_seen_by_the_conflict_search():
+    """With most facts free, the steps before the lists read more field combinations than the check enumerates;
+    it then checked the lists alone and missed the model routes, so explain reported a conflict that freeing
+    head_size breaks (mimo_v2's route opens once head_size != head_size_v) and a 3-field fix where one does
+    (found by the nightly profile: test_fixes_are_minimal, 0.33)."""
+    cfg = Config(vllm="0.33", platform="cuda", compute_capability="12.1", dtype="float16", head_size=1,
+                 kv_cache_dtype="fp8", use_mla=True, use_sparse=True, head_size_v=1, use_rswa=True, use_alibi=True,
+                 use_non_causal=True, model_route="mimo_v2", model_arch="deepseek_v32")
+    assert solve(cfg.replace(head_size=8)).backend == "TRITON_ATTN_DIFFKV"
+    exp = explain(cfg)
+    assert all("head_size" in c for c in exp.conflicts), exp.conflicts
+    single = [f for f in exp.fixes if set(f.changes) == {"head_size"}]
+    assert single and single[0].selects == "TRITON_ATTN_DIFFKV", exp.fixes
