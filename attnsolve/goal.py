@@ -245,21 +245,27 @@ class GoalCheck:
         conds = self._live.get(facts["platform"], [])
         if not conds:
             return self._lists(facts, witness)
-        read: set[str] = set()
-        for cond in conds:
-            for lit in cond:
-                _inputs(self.rules, lit.field, read)
-        # a fact the steps set themselves (a model route's variant) is no input: no values to enumerate
-        free = sorted(f for f in read if f in facts and facts[f] is ANY and representatives(self.rules, f))
-        pools = [representatives(self.rules, f) for f in free]
-        size = 1
-        for pool in pools:
-            size *= max(1, len(pool))
-        if size > MAX_COMBINATIONS:
+        free, pools = self._free_read(conds, facts)
+        if math.prod(max(1, len(p)) for p in pools) > MAX_COMBINATIONS:
             # too many combinations of every step's fields: each step condition on its own fields (a model route
             # opens on its own: mimo_v2 on head_size != head_size_v), then the lists alone. Skipping the steps
             # outright missed the routes, an under-approximation that made unsound conflicts.
             return self._each_condition(conds, facts, witness)
+        return self._through_each(free, pools, facts, witness)
+
+    def _free_read(self, conds: list[tuple[Any, ...]], facts: dict[str, Any]) -> tuple[tuple[str, ...], list[Any]]:
+        """The free facts `conds` read (derived facts by their inputs) and each one's representative values. A fact
+        the steps set themselves (a model route's variant) is no input: no values to enumerate."""
+        read: set[str] = set()
+        for cond in conds:
+            for lit in cond:
+                _inputs(self.rules, lit.field, read)
+        free = tuple(sorted(f for f in read if f in facts and facts[f] is ANY and representatives(self.rules, f)))
+        return free, [representatives(self.rules, f) for f in free]
+
+    def _through_each(self, free: tuple[str, ...], pools: list[Any], facts: dict[str, Any],
+                      witness: bool) -> dict[str, Any] | None:
+        """The first answer the steps give over every combination of `free`'s values, or None."""
         for combo in itertools.product(*pools):
             cfacts = dict(facts)
             cfacts.update(zip(free, combo))
@@ -273,22 +279,13 @@ class GoalCheck:
         `_filled` gives them), then the lists alone: each answer found is one the steps give for those facts."""
         seen: set[tuple[str, ...]] = set()
         for cond in conds:
-            read: set[str] = set()
-            for lit in cond:
-                _inputs(self.rules, lit.field, read)
-            free = tuple(sorted(f for f in read if f in facts and facts[f] is ANY and representatives(self.rules, f)))
-            if not free or free in seen:
+            free, pools = self._free_read([cond], facts)
+            if not free or free in seen or math.prod(max(1, len(p)) for p in pools) > MAX_COMBINATIONS:
                 continue
             seen.add(free)
-            pools = [representatives(self.rules, f) for f in free]
-            if math.prod(max(1, len(p)) for p in pools) > MAX_COMBINATIONS:
-                continue
-            for combo in itertools.product(*pools):
-                cfacts = dict(facts)
-                cfacts.update(zip(free, combo))
-                found = self._through_steps(cfacts, witness)
-                if found is not None:
-                    return found
+            found = self._through_each(free, pools, facts, witness)
+            if found is not None:
+                return found
         return self._lists(facts, witness)
 
     def _filled(self, facts: Mapping[str, Any]) -> dict[str, Any]:
