@@ -18,9 +18,10 @@ from typing import Any, Mapping
 
 from .errors import ConfigError, closest, safe_repr
 
-# Words that only say who made the part, its memory or its form factor; dropped before matching.
+# Words that only say who made the part, its memory or its form factor; dropped before matching. "Ti" and
+# "SUPER" name faster parts of the same chip generation (an RTX 4070 Ti is SM 8.9 like the RTX 4070).
 _NOISE = re.compile(
-    r"\b(nvidia|geforce|tesla|quadro|amd|instinct|radeon(?! ai)|intel|graphics|generation|gpu|"
+    r"\b(nvidia|geforce|tesla|quadro|amd|instinct|radeon(?! ai)|intel|graphics|generation|gpu|ti|super|"
     r"sxm\d?|pcie|nvl|hbm\d?e?|oam|mxm|vf|server|edition|blackwell|workstation|max-q|"
     r"\d+\s?gb|\d+g)\b", re.I)
 

@@ -182,6 +182,9 @@ def test_model_from_hugging_face_cache(tmp_path, monkeypatch, capsys):
     ("H100 SXM", "H100"), ("NVIDIA H100 PCIe", "H100"), ("MI300", "MI300X"), ("AMD Instinct MI300X", "MI300X"),
     ("L20", "L20"), ("Tesla V100-SXM2-32GB", "V100"), ("NVIDIA GeForce RTX 4090", "RTX 4090"),
     ("NVIDIA RTX 6000 Ada Generation", "RTX 6000 Ada"), ("NVIDIA B200", "B200"), ("B100", "B100"),
+    # Ti / SUPER parts share their base part's SM
+    ("NVIDIA GeForce RTX 4070 Ti SUPER", "RTX 4070"), ("NVIDIA GeForce RTX 3090 Ti", "RTX 3090"),
+    ("RTX 2080 Ti", "RTX 2080 Ti"), ("Quadro RTX 8000", "RTX 8000"), ("NVIDIA RTX 5000 Ada Generation", "RTX 5000 Ada"),
 ])
 def test_gpu_spellings(capsys, spelling, name):
     from attnsolve.gpus import canonical
@@ -196,7 +199,7 @@ def test_gpu_typo_suggestion_stays_within_vendor_and_says_generation(capsys):
     from attnsolve.gpus import resolve
     from attnsolve.errors import ConfigError
     with pytest.raises(ConfigError) as e:
-        resolve("RTX 3070")
+        resolve("RTX 3050")
     assert e.value.suggestion and e.value.suggestion.startswith("RTX")
     assert "(Ampere, SM 8.6)" in str(e.value)
 

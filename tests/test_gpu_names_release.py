@@ -31,3 +31,16 @@ def test_suggestions_stay_with_the_vendor():
     with pytest.raises(ConfigError) as e:
         Config(vllm="0.33", gpu="Arc B570", dtype="bfloat16")
     assert "closest known Intel name is Arc B580" in str(e.value)
+
+
+@pytest.mark.parametrize("spelling, name, arch", [
+    ("AMD_Instinct_MI308X", "MI308X", "gfx942"), ("AMD_Radeon_890M", "Radeon 890M", "gfx1150"),
+    ("AMD_Radeon_8060S", "Radeon 8060S", "gfx1151"), ("AMD_Radeon_RX9070XT", "RX 9070 XT", "gfx1201"),
+    ("AMD Radeon RX 9070 XT", "RX 9070 XT", "gfx1201"),
+])
+def test_the_rocm_names_vllm_033_prints(spelling, name, arch):
+    """vLLM 0.33's ROCm platform names these parts (platforms/rocm.py _ROCM_DEVICE_ID_NAME_MAP); each is one
+    gfx arch, so the name alone answers."""
+    cfg = Config(vllm="0.33", gpu=spelling, dtype="bfloat16", head_size=128)
+    assert (cfg.platform, cfg.rocm_arch) == ("rocm", arch)
+    assert Config(vllm="0.33", gpu=name, dtype="bfloat16", head_size=128) == cfg
