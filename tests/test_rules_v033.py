@@ -617,3 +617,19 @@ def test_033_startup_block_size_refusal_names_the_class_and_its_sizes(platform, 
             assert "{" not in err and err.endswith(").") and f"for {bs} (" in err, err
     if platform in ("cpu", "xpu"):  # CUDA and ROCm refuse these block sizes at selection already
         assert seen, f"no block size refused at start-up on {platform}"
+
+
+@pytest.mark.parametrize("block_size, refused", [(None, False), (16, True), (32, True), (48, True), (64, False),
+                                                 (128, False), (192, False)])
+def test_033_xpu_mm_prefix_composite_needs_multiples_of_64_at_start_up(block_size, refused):
+    """vllm/v1/attention/backends/composite.py `_intersect_kernel_block_sizes`: TRITON_FLASH_ATTN on XPU takes
+    Triton's MultipleOf(16) and FlashAttention's XPU MultipleOf(64) (flash_attn.py) -> [MultipleOf(64)];
+    XPU's selection does not validate the block size (platforms/xpu.py, the use_mm_prefix branch), start-up does
+    (vllm/v1/worker/utils.py `select_common_block_size`)."""
+    sel = solve_uncached(Config(vllm="0.33", platform="xpu", dtype="float16", head_size=256, use_mm_prefix=True,
+                                block_size=block_size))
+    assert sel.backend == "TRITON_FLASH_ATTN"
+    if refused:
+        assert sel.startup_error == f"No common block size for {block_size} (TRITON_FLASH_ATTN: [MultipleOf(64)])."
+    else:
+        assert sel.startup_error is None and sel.preferred_block_size == (block_size or 64)
