@@ -309,8 +309,8 @@ def declared_model_fields(model: ModelFacts, rules: Any) -> tuple[dict[str, Any]
             out[name] = decl.architectures[arch]
             notes.append(f"{name} {out[name]} (architecture {arch})")
             continue
-        for key in decl.model_keys:
-            v = model.config.get(key)
+        for key in (*decl.model_keys, *decl.architecture_keys.get(arch or "", ())):
+            v = _nested(model.config, key)
             if v is None:
                 continue
             if decl.kind in ("bool", "tristate"):
@@ -324,6 +324,16 @@ def declared_model_fields(model: ModelFacts, rules: Any) -> tuple[dict[str, Any]
             notes.append(f"{name} {out[name]} (config.json {key})")
             break
     return out, tuple(notes)
+
+
+def _nested(cfg: Any, key: str) -> Any:
+    """config.json's value at `key`, a dotted path for a key inside a sub-table ("sparse_attention_config.
+    sparse_topk_blocks": MiniMax-M3 keeps it there); None where any step is missing."""
+    for part in key.split("."):
+        if not isinstance(cfg, dict):
+            return None
+        cfg = cfg.get(part)
+    return cfg
 
 
 def supported_dtypes(platform: str, compute_capability: tuple[int, int] | None) -> tuple[str, ...]:

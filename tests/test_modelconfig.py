@@ -97,3 +97,45 @@ def test_every_example_model_answers(capsys, vllm_version, name, gpu):
     assert code == 0, err
     env = json.loads(out)
     assert env["result"]["selected"] and env["result"]["config"]["vllm"] == vllm_version, env
+
+
+MIMO_V2_FLASH = {"architectures": ["MiMoV2FlashForCausalLM"], "model_type": "mimo_v2_flash", "head_dim": 192,
+                 "v_head_dim": 128, "num_attention_heads": 64, "num_key_value_heads": 4, "torch_dtype": "bfloat16"}
+MINIMAX_M3 = {"architectures": ["MiniMaxM3SparseForCausalLM"], "model_type": "minimax_m3", "head_dim": 128,
+              "num_attention_heads": 64, "num_key_value_heads": 8, "torch_dtype": "bfloat16",
+              "sparse_attention_config": {"sparse_attention_freq": [0, 1], "sparse_topk_blocks": 16,
+                                          "sparse_num_index_heads": 8, "sparse_index_dim": 128}}
+
+
+@pytest.mark.parametrize("gpu, backend", [("H100", "FLASH_ATTN_DIFFKV"), ("A100", "TRITON_ATTN_DIFFKV")])
+def test_033_mimo_v2_layers_pass_their_diff_kv_backend(tmp_path, capsys, gpu, backend):
+    """vllm/model_executor/models/mimo_v2.py MiMoV2Attention: a layer whose v_head_dim differs from head_dim passes
+    FLASH_ATTN_DIFFKV where FlashAttention 3/4 serves it, else TRITON_ATTN_DIFFKV (no selection); `--model` reads
+    the architecture (model_route) and v_head_dim (head_size_v) for MiMo-V2 only."""
+    f = tmp_path / "config.json"
+    f.write_text(json.dumps(MIMO_V2_FLASH))
+    code = main(["select", "--vllm", "0.33", "--gpu", gpu, "--model", str(f), "--json"])
+    res = json.loads(capsys.readouterr().out)["result"]
+    assert code == 0 and res["selected"] == backend
+    assert res["config"]["head_size"] == 192 and res["config"]["head_size_v"] == 128
+
+
+def test_033_v_head_dim_of_an_mla_model_is_not_a_v_head_size():
+    """DeepSeek's v_head_dim is an MLA dimension (its layers pass no head_size_v): read only for MiMo-V2."""
+    m = read_model_config(EX / "deepseek-v3.json")
+    from attnsolve.modelconfig import declared_model_fields
+    from attnsolve.rules import rules_for
+    fields, _ = declared_model_fields(m, rules_for("0.33"))
+    assert "head_size_v" not in fields and "model_route" not in fields
+
+
+@pytest.mark.parametrize("gpu, variant", [("B200", "MSA"), ("H100", "Triton")])
+def test_033_minimax_m3_reads_its_top_k_blocks_from_the_sparse_table(tmp_path, capsys, gpu, variant):
+    """vllm/models/minimax_m3/nvidia/model.py reads config.sparse_attention_config["sparse_topk_blocks"];
+    common/sparse_attention.py takes the MSA path on SM 10.x for 4/8/16/32 blocks, else Triton."""
+    f = tmp_path / "config.json"
+    f.write_text(json.dumps(MINIMAX_M3))
+    code = main(["select", "--vllm", "0.33", "--gpu", gpu, "--model", str(f), "--json"])
+    res = json.loads(capsys.readouterr().out)["result"]
+    assert code == 0 and (res["selected"], res["variant"]) == ("MINIMAX_M3_SPARSE", variant), res
+    assert res["config"]["minimax_m3_topk_blocks"] == 16

@@ -45,6 +45,12 @@ def _field_decls(raw: dict[str, tuple[str, dict]], domains: dict[str, tuple[Any,
         if bad:
             col.add(fname, f"fields.{name}.flags", f"{bad[0]!r} is not a command-line flag (like --{name.replace('_', '-')})")
             continue
+        arch_keys = d.get("architecture_keys", {})
+        bad_keys = [a for a, ks in arch_keys.items() if not isinstance(ks, list) or not all(isinstance(k, str) for k in ks)]
+        if bad_keys:
+            col.add(fname, f"fields.{name}.architecture_keys.{bad_keys[0]}",
+                    "expected a list of config.json keys (like [\"v_head_dim\"])")
+            continue
         try:
             defaults = _field_defaults(name, d.get("defaults", []), known, domains)
         except ValueError as e:
@@ -55,7 +61,7 @@ def _field_decls(raw: dict[str, tuple[str, dict]], domains: dict[str, tuple[Any,
                               env=d.get("env"), vllm=d.get("vllm", ""), help=d.get("help", ""),
                               platforms=tuple(d.get("platforms", ())), min=d.get("min"),
                               model_keys=tuple(d.get("model_keys", ())), architectures=dict(d.get("architectures", {})),
-                              defaults=defaults)
+                              architecture_keys={a: tuple(ks) for a, ks in arch_keys.items()}, defaults=defaults)
     return out
 
 

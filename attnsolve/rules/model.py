@@ -692,10 +692,13 @@ class FieldDecl:
     help: str = ""
     platforms: tuple[str, ...] = ()
     min: int | None = None
-    # Where `--model config.json` finds it: the first of these keys present (a bool: present and truthy),
-    # or the model's first architecture looked up in `architectures` (architecture name -> value).
+    # Where `--model config.json` finds it: the first of these keys present (a bool: present and truthy; a
+    # dotted key reads a sub-table), or the model's first architecture looked up in `architectures`
+    # (architecture name -> value); `architecture_keys` (architecture name -> keys) are model keys read only
+    # for that architecture (MiMo-V2's v_head_dim is its V head size; DeepSeek's is an MLA dimension).
     model_keys: tuple[str, ...] = ()
     architectures: Mapping[str, Any] = field(default_factory=dict)
+    architecture_keys: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # The value an unset field takes when it depends on other fields (`defaults` cases, first whose `when`
     # holds; the last has no `when`): head_size is 576 for an MLA layer, 128 otherwise.
     defaults: tuple[DerivedCase, ...] = ()
