@@ -633,3 +633,26 @@ def test_033_xpu_mm_prefix_composite_needs_multiples_of_64_at_start_up(block_siz
         assert sel.startup_error == f"No common block size for {block_size} (TRITON_FLASH_ATTN: [MultipleOf(64)])."
     else:
         assert sel.startup_error is None and sel.preferred_block_size == (block_size or 64)
+
+
+@pytest.mark.parametrize("platform, backend", [("cpu", "CPU_V4_MLA_SPARSE"), ("xpu", "XPU_V4_MLA_SPARSE")])
+def test_033_deepseek_v4_on_cpu_and_xpu_is_model_driven(platform, backend):
+    """models/deepseek_v4/__init__.py imports cpu/model.py (xpu/model.py) there, whose layer is cpu_sparse.py
+    DeepseekV4CPUAttention (xpu_sparse.py DeepseekV4XPUAttention): backend_cls get_name() CPU_V4_MLA_SPARSE
+    (XPU_V4_MLA_SPARSE) whatever is requested, the fp8_ds_mla KV layout (attention.py
+    _resolve_dsv4_kv_cache_dtype); start-up block size 256 (sparse_mla.py kernel [256]; platforms/cpu.py
+    check_and_update_config forces it on CPU even over the user's)."""
+    for request in (None, "CPU_MLA", "TRITON_MLA"):
+        sel = solve_uncached(_c33(platform=platform, model_arch="deepseek_v4", backend=request, **DSV4_LAYER))
+        assert sel.backend == backend and not sel.manual and sel.rejected == ()
+        assert sel.config_changes == (("kv_cache_dtype", "fp8_ds_mla"),) and sel.preferred_block_size == 256
+        assert "Using DeepSeek's fp8_ds_mla KV cache format." in sel.logs
+    forced = solve_uncached(_c33(platform=platform, model_arch="deepseek_v4", block_size=64, **DSV4_LAYER))
+    assert forced.preferred_block_size == (256 if platform == "cpu" else 64)
+    with pytest.raises(NoValidBackendError) as err:
+        solve_uncached(_c33(platform=platform, model_arch="deepseek_v4", kv_cache_dtype="bfloat16", **DSV4_LAYER))
+    assert str(err.value).startswith("DeepseekV4 fp8_ds_mla layout only supports fp8 kv-cache, got bfloat16.")
+    # no registry name reaches the model's class (v1/attention/backends/registry.py): not a request
+    with pytest.raises(ConfigError) as bad:
+        _c33(platform=platform, backend=backend, **DSV4_LAYER)
+    assert bad.value.field == "backend" and str(bad.value).startswith(f"Unknown attention backend: '{backend}'.")

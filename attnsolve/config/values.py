@@ -221,7 +221,8 @@ _REQUESTABLE: "weakref.WeakKeyDictionary[Any, dict[Any, frozenset[str]]]" = weak
 
 def requestable_backends(rules: Any, platform: Any = None) -> frozenset[str]:
     """The names a release accepts as a requested backend: its backends (the MLA prefill kernels too, asked
-    for with role="mla_prefill"; not a class another name is requested as, e.g. XPU's FLASH_ATTN_MLA_XPU)
+    for with role="mla_prefill"; not a class another name is requested as, e.g. XPU's FLASH_ATTN_MLA_XPU, nor
+    one only model code builds, e.g. CPU_V4_MLA_SPARSE)
     and the registry names vLLM fails before validating (`request_errors`: NO_ATTENTION, TORCH_SDPA, CUSTOM
     in 0.33), those of `platform` only when one is given."""
     per = _REQUESTABLE.get(rules)
@@ -230,7 +231,7 @@ def requestable_backends(rules: Any, platform: Any = None) -> frozenset[str]:
     key = platform if isinstance(platform, str) else None
     hit = per.get(key)
     if hit is None:
-        names = {n for n, b in rules.backends.items() if not b.requested_as}
+        names = {n for n, b in rules.backends.items() if not b.requested_as and not b.model_built}
         # a platform that validates a request by the backend's own checks knows only its own request_errors
         # names beyond the backends; one that ignores or tables requests answers any name
         validates = key is not None and any(pl.manual == "validate" for pl in rules.lists if pl.platform == key)

@@ -148,4 +148,5 @@ def _backend(name: str, full: dict, fname: str, known: set[str], domains: dict, 
                    alias_of=full.get("alias_of"), get_name=str(full.get("get_name", "")),
                    kernel_block_sizes_text=str(full.get("kernel_block_sizes_text", "")),
                    kv_cache_dtypes_text=_str_list(full.get("kv_cache_dtypes_text", [])),
-                   kv_cache_layouts=full.get("kv_cache_layouts"), requested_as=str(full.get("requested_as", "")))
+                   kv_cache_layouts=full.get("kv_cache_layouts"), requested_as=str(full.get("requested_as", "")),
+                   model_built=bool(full.get("model_built", False)))

@@ -359,6 +359,8 @@ class Backend:
     kv_cache_dtypes_text: tuple[str, ...] = ()
     kv_cache_layouts: Any = None
     requested_as: str = ""
+    # a class only model code constructs (DeepSeek-V4's CPU_V4_MLA_SPARSE): no registry name, never requested
+    model_built: bool = False
 
     @property
     def display_name(self) -> str:

@@ -94,7 +94,9 @@ KEYS: dict[str, dict[str, str]] = {
                 # repr of a capability where it differs from the accepted set; kv_cache_layouts: a list or
                 # cases (data); requested_as: the registry name whose request yields this class (XPU)
                 "get_name": STR, "kernel_block_sizes_text": STR, "kv_cache_dtypes_text": STR_LIST,
-                "kv_cache_layouts": "raw", "requested_as": STR},
+                "kv_cache_layouts": "raw", "requested_as": STR,
+                # model_built: a class only model code constructs (no registry name: no request names it)
+                "model_built": BOOL},
     "variant": {"values": LIST, **_CAPS},
     # at: the generic check this one replaces (same place in the reasons); kind: vLLM's exception type
     "check": {"reason": "reason", "require": LITERALS, "when": LITERALS, "at": STR, "kind": STR},

@@ -104,7 +104,9 @@ def _model_driven(comp: CompiledRules, config: Config, role: str, pre: Before) -
         raise NoValidBackendError(f"the model route {route!r} names no backend of vLLM {rules.vllm}: {name!r}", {})
     if variant is None:
         variant = backend.shown_variant(facts)
-    block = preferred_block_size(rules, name, facts.get("block_size"), None, facts)
+    # the platform's start-up block size rule applies to the model's backend too (CPU forces DeepSeek-V4's 256)
+    lists = rules.lists_for(facts.get("platform")) if isinstance(facts.get("platform"), str) else ()
+    block = preferred_block_size(rules, name, facts.get("block_size"), lists[0] if lists else None, facts)
     sfacts = dict(facts, block_size=block)
     t_block = comp.with_value(done.t, "block_size", block)
     startup = None
