@@ -656,3 +656,22 @@ def test_033_deepseek_v4_on_cpu_and_xpu_is_model_driven(platform, backend):
     with pytest.raises(ConfigError) as bad:
         _c33(platform=platform, backend=backend, **DSV4_LAYER)
     assert bad.value.field == "backend" and str(bad.value).startswith(f"Unknown attention backend: '{backend}'.")
+
+
+def test_033_minimax_m3_sparse_layers_on_rocm_are_model_driven():
+    """models/minimax_m3/amd/model.py: the sparse layers' backend comes from common/sparse_attention.py
+    select_main_backend_and_impl_cls, whose MSA path is CUDA SM100 only: Triton (MINIMAX_M3_SPARSE) on ROCm
+    with AITER's shuffled KV layout off, whatever is requested; an NVFP4 KV cache is refused (ValueError)."""
+    for request in (None, "ROCM_ATTN", "TRITON_ATTN"):
+        sel = solve_uncached(_c33(gpu="MI355X", head_size=128, model_arch="minimax_m3", backend=request,
+                                  minimax_m3_topk_blocks=16))
+        assert (sel.backend, sel.variant, sel.manual, sel.rejected) == ("MINIMAX_M3_SPARSE", "Triton", False, ())
+    assert sel.preferred_block_size == 128  # sparse_attention.py MiniMaxM3SparseBackend: kernel block size 128
+    try:
+        cfg = _c33(gpu="MI355X", head_size=128, model_arch="minimax_m3", kv_cache_dtype="nvfp4", minimax_m3_topk_blocks=16)
+    except ConfigError:
+        return  # nvfp4 is not a ROCm KV dtype in this release's domains
+    with pytest.raises(NoValidBackendError) as err:
+        solve_uncached(cfg)
+    assert str(err.value).startswith("MiniMax M3 sparse attention supports an NVFP4 KV cache only with the SM100 "
+                                     "MSA backend (kv_cache_dtype=nvfp4, topk_blocks=16)")
