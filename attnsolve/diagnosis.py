@@ -142,6 +142,7 @@ def find_conflicts(config: Config, role: str, available: frozenset[str] | None, 
         asked = question(config, role, available, requested, hold)
     consistent = asked.consistent
     order = list(asked.order)
+    rules = compiled_rules(config).rules
     if not consistent(frozenset()):
         return [{}]  # no completion at all reaches the goal: the minimal conflict is empty
     first = _quickxplain([], order, consistent)
@@ -164,7 +165,9 @@ def find_conflicts(config: Config, role: str, available: frozenset[str] | None, 
                 if len(found) >= max_conflicts:
                     break
         for f in conflict:
-            child = path | {f}
+            # a definition's sides go together (use_dcp is dcp_size > 1): removing one alone leaves the other to
+            # stand for it, and the consistency test, which leaves definitions free, then pads that conflict
+            child = path | _with_partners(rules, (f,))
             if child not in seen_paths:
                 seen_paths.add(child)
                 queue.append(child)

@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping
 from .config import ANY, Config
 from .errors import InvalidBackendError, NoValidBackendError
 from .rules.model import RuleSet
+from .rules.toml_values import cc_from_text
 from .selection import compiled_rules, csp_solver
 from .selection.per_rules import per_rules
 from .selection.steps import before_selection, platform_settings, prefill_backend
@@ -147,6 +148,8 @@ class GoalCheck:
         if platform in self._live:
             return True
         ps = platform_settings(self.rules, platform)
+        if ps is not None and ps.compute_capability_from:
+            return True  # the lists see the capability the platform derives (ROCm's gfx arch), not the Config's none
         return self.role == "mla_prefill" and ps is not None and ps.mla_prefill is not None
 
     # -- the question --------------------------------------------------------------------------------
@@ -180,9 +183,32 @@ class GoalCheck:
 
     def _search_platform(self, facts: dict[str, Any], witness: bool) -> dict[str, Any] | None:
         ps = platform_settings(self.rules, facts["platform"])
+        if ps is not None and ps.compute_capability_from and facts.get("compute_capability") in (None, ANY):
+            return self._derived_capability(facts, ps.compute_capability_from, witness)
         if self.role == "mla_prefill" and ps is not None and ps.mla_prefill is not None:
             return self._prefill_layer(facts, ps.mla_prefill, witness)
         return self._steps_then_lists(facts, witness)
+
+    def _derived_capability(self, facts: dict[str, Any], source: str, witness: bool) -> dict[str, Any] | None:
+        """A platform whose device capability vLLM derives (ROCm: from the gfx arch, the `source` derived fact):
+        every validate_configuration there sees that capability, so each value of the facts it is derived from
+        is searched with its capability (a Config on that platform has none: a witness carries None)."""
+        read: set[str] = set()
+        _inputs(self.rules, source, read)
+        free = tuple(sorted(f for f in read if facts.get(f, ANY) is ANY))
+        pools = [representatives(self.rules, f) for f in free]
+        d = self.rules.derived[source]
+        for combo in itertools.product(*pools):
+            cfacts = dict(facts)
+            cfacts.update(zip(free, combo))
+            cfacts["compute_capability"] = cc_from_text(d.evaluate(self._filled(cfacts))[0])
+            found = self._search_platform(cfacts, witness)
+            if found is not None:
+                if witness:
+                    found = dict(found, compute_capability=None)
+                    found.update(zip(free, combo))
+                return found
+        return None
 
     def _prefill_layer(self, facts: dict[str, Any], mp: Any, witness: bool) -> dict[str, Any] | None:
         """vLLM >= 0.18's MLA layer: its prefill registry's own request; a layer a skip or fallback covers

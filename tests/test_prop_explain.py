@@ -397,3 +397,41 @@ def test_reach_coupling_is_the_releases_invariants():
     assert not ok({"platform": "cuda", "rocm_arch": "gfx942"}) and ok({"platform": "rocm", "rocm_arch": "gfx942"})
     # a definition (0.33: use_dcp = dcp_size > 1) is left unjudged: an over-approximation, never an under one
     assert ok({"use_dcp": True, "dcp_size": 4}) and ok({"use_dcp": True, "dcp_size": None})
+
+
+# Found by the nightly profile on 5 Dec (0.33):
+# - a CUDA backend requested on ROCm is judged by its own checks with the capability ROCm derives from the gfx
+#   arch (platforms/rocm.py _capability_from_gcn_arch; request_platform_check = false), but the conflict search
+#   saw the Config's none: "platform=rocm alone rules out FLASH_ATTN" on an MI300X with head_size 1, no fix;
+# - the hitting-set tree removed one side of a definition (use_dcp) and kept the other (dcp_size), which the
+#   consistency test leaves free, so a later conflict carried a redundant fact (index_topk).
+
+
+@pytest.mark.vllm("0.33")
+def test_regression_a_cuda_request_on_rocm_sees_the_derived_capability():
+    cfg = Config(gpu="MI300X", dtype="bfloat16", head_size=1, backend="FLASH_ATTN")
+    assert solve(cfg.replace(head_size=128)).backend == "FLASH_ATTN"  # validated with capability 9.4
+    exp = explain(cfg)
+    assert {"platform": "rocm"} not in exp.conflicts and all("head_size" in c for c in exp.conflicts), exp.conflicts
+    assert any(set(f.changes) == {"head_size"} and f.selects == "FLASH_ATTN" for f in exp.fixes), exp.fixes
+    mla = Config(platform="rocm", rocm_arch="gfx90a", dtype="bfloat16", head_size=1, backend="FLASH_ATTN_MLA")
+    assert solve(mla.replace(head_size=576, use_mla=True)).backend == "FLASH_ATTN_MLA"  # gfx90a is 9.0
+    conflicts = explain(mla).conflicts
+    assert conflicts and all(not set(c) & {"platform", "rocm_arch"} for c in conflicts), conflicts
+    # reachability takes a capability on ROCm only as the one its gfx arch gives (a Config there has none)
+    from attnsolve.selection import compiled_rules
+    from attnsolve.solver.reach import reach_for
+    ok = reach_for(compiled_rules()).invariants_hold
+    invs = default_rules().invariants
+    assert ok({"platform": "rocm", "rocm_arch": "gfx942", "compute_capability": 94}, invs)
+    assert not ok({"platform": "rocm", "rocm_arch": "gfx942", "compute_capability": 90}, invs)
+    assert not ok({"platform": "rocm", "compute_capability": 94}, invs)  # the arch free: no capability
+
+
+@pytest.mark.vllm("0.33")
+def test_regression_conflicts_treat_a_definition_as_one_fact():
+    cfg = Config(platform="cuda", compute_capability="7.0", dtype="bfloat16", head_size=1, use_mla=True,
+                 use_sparse=True, index_topk=1, dcp_size=2)
+    conflicts = explain(cfg).conflicts
+    assert conflicts and all(not ({"use_dcp", "dcp_size"} <= set(c) or {"dcp_size", "index_topk"} <= set(c))
+                             for c in conflicts), conflicts

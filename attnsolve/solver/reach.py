@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 from ..config import ANY
 from ..rules.model import RuleSet
+from ..rules.toml_values import cc_from_text
 from .compiled import CompiledRules
 from .domains import representatives
 from .reach_search import BigPart, bigs_cover, or_masks
@@ -79,7 +80,17 @@ class Reach:
         self._invariants = tuple(i for i in rules.invariants if set(i.fields) & fields and i.kind != "definition")
         for inv in self._invariants:
             fields |= set(inv.fields)
+        # a platform whose device capability vLLM derives (ROCm: from the gfx arch): there the capability may be
+        # that value (explain's search sets it, as vLLM's validation sees it), judged with the facts it comes from
+        self._cc_from = {pl.platform: rules.derived[pl.compute_capability_from] for pl in rules.lists
+                         if pl.compute_capability_from in rules.derived}
+        cc_inputs: set[str] = set()
+        for d in self._cc_from.values():
+            cc_inputs |= {f for f in d.inputs if f not in rules.derived}
         self._coupled = tuple(inv.fields for inv in self._invariants)
+        if self._cc_from and "compute_capability" in fields:
+            self._coupled += (("platform", "compute_capability", *sorted(cc_inputs)),)
+            fields |= cc_inputs
         self._coupled_fields = frozenset(f for g in self._coupled for f in g)
         # groups: union-find over derived inputs and coupled fields
         parent = {f: f for f in fields}
@@ -315,7 +326,8 @@ class Reach:
             if kind == "platform_field":
                 plat, v = vals.get("platform", ANY), vals.get(inv.field, _MISSING)
                 if plat is not ANY and v is not _MISSING and v is not ANY and (v is not None) != (plat in inv.platforms):
-                    return False
+                    if not (v is not None and inv.field == "compute_capability" and self._derived_cc(plat, vals, v)):
+                        return False
             elif kind == "definition":  # judged only when asked for (Reach leaves definitions free)
                 a, b = vals.get(inv.field, ANY), vals.get(inv.equals.field, ANY)
                 if a is not ANY and b is not ANY and bool(a) != inv.equals({inv.equals.field: b}):
@@ -332,6 +344,17 @@ class Reach:
                         if c.fires(facts):
                             return False
         return True
+
+    def _derived_cc(self, plat: Any, vals: Mapping[str, Any], v: Any) -> bool:
+        """Whether capability `v` is the one `plat` derives from the facts in `vals` (explain's search sets it so,
+        with those facts fixed; with them free a capability on such a platform is refused, as a Config's is)."""
+        try:
+            d = self._cc_from.get(plat)
+        except TypeError:
+            return False
+        if d is None or any(vals.get(f, ANY) is ANY for f in d.inputs):
+            return False
+        return cc_from_text(self._derive(d, vals)) == v
 
     def invariants_hold(self, vals: Mapping[str, Any], invariants: tuple[Any, ...]) -> bool:
         """Whether the values set in `vals` break none of `invariants` (free or absent fields: unjudged)."""
