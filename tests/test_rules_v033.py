@@ -675,3 +675,22 @@ def test_033_minimax_m3_sparse_layers_on_rocm_are_model_driven():
         solve_uncached(cfg)
     assert str(err.value).startswith("MiniMax M3 sparse attention supports an NVFP4 KV cache only with the SM100 "
                                      "MSA backend (kv_cache_dtype=nvfp4, topk_blocks=16)")
+
+
+@pytest.mark.parametrize("gpu, block, backend", [("H100", 544, "FLASH_ATTN"), ("A100", 96, "FLASH_ATTN"),
+                                                 ("B200", 2048, "FLASHINFER"), ("MI300X", 544, "ROCM_ATTN")])
+def test_033_any_positive_block_size_is_a_question(gpu, block, backend):
+    """vllm/config/cache.py (0.33): CacheConfig.block_size: int = Field(gt=0), so a hybrid model's aligned size
+    (544) or any other integer reaches selection; the backends judge it (MultipleOf(16): 24 fits none on CUDA).
+    Checked against vLLM 0.33.0's selector with the harness runner (selector and start-up modes)."""
+    sel = solve_uncached(_c33(gpu=gpu, head_size=128, block_size=block))
+    assert sel.backend == backend and sel.preferred_block_size == block
+    with pytest.raises(NoValidBackendError):
+        solve_uncached(_c33(gpu="H100", head_size=128, block_size=24))
+    for bad in (0, -16, 2**21, True, 16.5):
+        with pytest.raises(ConfigError) as err:
+            _c33(gpu=gpu, block_size=bad)
+        assert err.value.field == "block_size"
+    with pytest.raises(ConfigError) as old:  # 0.17's BlockSize literal (config/cache.py) stays a list
+        Config(vllm="0.17", gpu=gpu, dtype="bfloat16", block_size=block)
+    assert old.value.field == "block_size"

@@ -79,6 +79,11 @@ def numeric_value(name: str, v: Any, block_sizes: Sequence[int], lows: Mapping[s
         if v is None or v is ANY:
             return v
         iv = _as_int("block_size", v, optional=True) if not isinstance(v, int) or isinstance(v, bool) else v
+        low = lows.get("block_size")  # declared `min`: any integer from there (0.33: Field(gt=0)), else the list
+        if low is not None and not isinstance(v, bool) and isinstance(iv, int):
+            if low <= iv <= _MAX_INT:
+                return iv
+            raise ConfigError("block_size", v, f"an integer from {low} to {_MAX_INT} (vLLM's CacheConfig.block_size)")
         if iv not in block_sizes or isinstance(v, bool):
             raise ConfigError("block_size", v, (None, *block_sizes),
                               suggestion=str(min(block_sizes, key=lambda b: abs(b - iv))) if isinstance(iv, int) else None)
@@ -111,7 +116,7 @@ def _minimums(rules: Any) -> dict[str, int]:
     if hit is None or hit[0] is not rules:  # the rules object is kept: an id is reused after GC
         if len(_MINS) > 16:
             _MINS.clear()
-        hit = _MINS[id(rules)] = (rules, {n: rules.fields[n].min for n in _OPT_INT_FIELDS
+        hit = _MINS[id(rules)] = (rules, {n: rules.fields[n].min for n in (*_OPT_INT_FIELDS, "block_size")
                                           if n in rules.fields and rules.fields[n].min is not None})
     return hit[1]
 
