@@ -66,9 +66,11 @@ class Domains:
         prefill = {b for pl in rules.lists if _role(pl) == "mla_prefill" for b in _list_backends(pl)}
         # requestable backends: every backend except the MLA-prefill kernels (not vLLM backends) and a
         # platform's own class that is requested under another registry name (`requested_as`: 0.33's
-        # FLASH_ATTN_MLA_XPU is --attention-backend FLASH_ATTN_MLA on XPU; no vLLM release knows its name)
+        # FLASH_ATTN_MLA_XPU is --attention-backend FLASH_ATTN_MLA on XPU; no vLLM release knows its name), nor
+        # a class only model code builds (`model_built`: 0.33's CPU_V4_MLA_SPARSE; no registry name either)
         backends = tuple(sorted(b for b, be in rules.backends.items()
-                                if (b in decode or b not in prefill) and not getattr(be, "requested_as", None)))
+                                if (b in decode or b not in prefill) and not getattr(be, "requested_as", None)
+                                and not getattr(be, "model_built", False)))
         return cls(dtypes=tuple(d["dtype"]), kv_cache_dtypes=tuple(d["kv_cache_dtype"]),
                    block_sizes=tuple(d["block_size"]), attn_types=tuple(d["attn_type"]),
                    flash_attn_versions=tuple(d["flash_attn_version"]), rocm_archs=tuple(d["rocm_arch"]),
