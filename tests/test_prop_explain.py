@@ -435,3 +435,22 @@ def test_regression_conflicts_treat_a_definition_as_one_fact():
     conflicts = explain(cfg).conflicts
     assert conflicts and all(not ({"use_dcp", "dcp_size"} <= set(c) or {"dcp_size", "index_topk"} <= set(c))
                              for c in conflicts), conflicts
+
+
+# - reachability's large-part search (reach_search.BigPart) took a derived fact as decided when the clause
+#   filter left one of its possible values, before the assigned facts decided it: with flash_attn_version free
+#   it fixed fa_head_version = 4 (the value the mm_prefix check wants) where the facts give 2, so a conflict
+#   kept flash_attn_version=None beside four facts that already rule every backend out (and three 20-fact ones).
+
+
+@pytest.mark.vllm("0.33")
+def test_regression_a_derived_fact_is_decided_by_the_facts_not_by_the_filter():
+    from attnsolve.goal import GoalCheck
+    cfg = Config(platform="cuda", compute_capability="10.9", dtype="float16", head_size=256, use_mm_prefix=True,
+                 num_heads=32, v_head_dim=100, index_topk=495, dcp_size=2)
+    kept = frozenset({"compute_capability", "head_size", "use_mm_prefix", "use_dcp"})
+    check = GoalCheck(cfg, "decode", None, None)
+    assert not check.reachable(kept) and check.witness(kept) is None
+    conflicts = explain(cfg).conflicts
+    assert conflicts[0] == {"compute_capability": "10.9", "head_size": 256, "use_mm_prefix": True, "use_dcp": True}
+    assert all(len(c) <= 8 for c in conflicts), conflicts

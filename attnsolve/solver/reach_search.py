@@ -143,19 +143,18 @@ class BigPart:
                     got = pmemo[pk] = _possible(d, env)
                 vals, state = got
                 ok = allowed[k]
-                if ok is not None:
-                    vals = tuple(v for v in vals if v in ok)
-                    if not vals:
-                        return False
-                if len(vals) == 1:
-                    (v,) = vals
+                kept = vals if ok is None else tuple(v for v in vals if v in ok)
+                if not kept:
+                    return False
+                if len(vals) == 1:  # decided by the assigned facts (a value the filter left alone is not:
+                    (v,) = vals     # the cases still open may yet give another, which the filter then refuses)
                     env[d.name] = v
                     decided.append(d.name)
                     acc |= ds[v]
                     bound |= ds[v]
                 else:
                     states.append((k, state))
-                    for v in vals:
+                    for v in kept:
                         bound |= ds[v]
             if bound & need != need:
                 return False
