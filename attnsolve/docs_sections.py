@@ -98,7 +98,9 @@ def _derived_section(rules: RuleSet) -> list[str]:
         out += ["", f"**`{name}`** \u2014 {d.doc}", ""]
         for c in d.cases:
             cond = " and ".join(lit_text(lit) for lit in c.when) or "otherwise"
-            out.append(f"- {cond} \u2192 `{_val(c.value)}`" + (f" (warns: \u201c{c.warning}\u201d)" if c.warning else ""))
+            warned = c.warning if isinstance(c.warning, (tuple, list)) else (c.warning,) if c.warning else ()
+            out.append(f"- {cond} \u2192 `{_val(c.value)}`"
+                       + (" (warns: " + ", then ".join(f"\u201c{w}\u201d" for w in warned) + ")" if warned else ""))
     return out
 
 

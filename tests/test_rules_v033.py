@@ -694,3 +694,29 @@ def test_033_any_positive_block_size_is_a_question(gpu, block, backend):
     with pytest.raises(ConfigError) as old:  # 0.17's BlockSize literal (config/cache.py) stays a list
         Config(vllm="0.17", gpu=gpu, dtype="bfloat16", block_size=block)
     assert old.value.field == "block_size"
+
+
+# vllm/v1/attention/backends/fa_utils.py get_flash_attn_version logs as it resolves; FLASH_ATTN's validation
+# resolves it only where flash_attn.py asks: supports_kv_cache_dtype for fp8 / fp8_e4m3, supports_sink and
+# supports_per_head_quant_scales when asked, supports_block_size for the Blackwell head-256 page, and
+# supports_combination up to its first failing entry (never supports_head_size or supports_mm_prefix).
+# Each case is a configuration vLLM 0.33.0's selector answered in the harness (seed 51205 draw, 5 Dec).
+@pytest.mark.parametrize("kw, backend, line, logged", [
+    (dict(gpu="B300", dtype="float32", head_size=160, block_size=256, flash_attn_version=3), "TRITON_ATTN",
+     "Cannot use FA version 3 on Blackwell platform, defaulting to FA version 4 if supported, otherwise FA2.", False),
+    (dict(compute_capability="8.9", dtype="float16", kv_cache_dtype="fp8_e5m2", head_size=64, use_mm_prefix=True,
+          num_heads=64, flash_attn_version=4), "TRITON_ATTN",
+     "Cannot use FA version 4 is not supported due to FA4 is only supported on devices with compute capability "
+     "9.x, 10.x, or 11.x", False),
+    (dict(compute_capability="7.5", dtype="float16", has_sink=True), "TRITON_ATTN",
+     "Cannot use FA version 2 is not supported due to FA2 is only supported on devices with compute capability >= 8",
+     True),
+    (dict(compute_capability="10.0", dtype="float16", block_size=16, head_size=256, trtllm_available=False,
+          dcp_size=4), "FLASHINFER",
+     "FA4's Blackwell head_size=256 kernel does not support decode context parallelism, defaulting to FA version 2.",
+     True),
+])
+def test_033_a_losing_flash_attn_logs_what_its_validation_resolves(kw, backend, line, logged):
+    sel = solve_uncached(_c33(**{"dtype": "bfloat16", **kw}))
+    assert sel.backend == backend
+    assert (line in sel.warnings) == logged, sel.warnings

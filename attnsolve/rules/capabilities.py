@@ -45,11 +45,18 @@ def _generic_checks(raw: list[tuple[str, Any]], known: set[str], col: _Collector
         except ValueError as e:
             col.add(fname, f"{loc}.when", str(e))
             continue
+        reads = g.get("variant_read_when")
+        try:
+            variant_reads = None if reads is None else tuple(_literals(alt, known) for alt in reads)
+        except (ValueError, TypeError, AttributeError) as e:
+            col.add(fname, f"{loc}.variant_read_when", f"expected a list of conditions: {e}")
+            continue
         out.append(GenericCheck(key=key, field=fld or "", form=form, reason=g.get("reason", ""),
                                 reason_true=g.get("reason_true", ""), reason_false=g.get("reason_false", ""),
                                 default=_generic_default(g.get("default"), form),
                                 unset_passes=bool(g.get("unset_passes", False)),
-                                roles=tuple(g.get("roles", ())), when=when, exact_key=g.get("exact_key", "")))
+                                roles=tuple(g.get("roles", ())), when=when, exact_key=g.get("exact_key", ""),
+                                variant_read_when=variant_reads))
     return tuple(out)
 
 

@@ -277,6 +277,10 @@ class GenericCheck:
     when: tuple["Literal", ...] = ()
     # A backend key that replaces the capability by an exact list (B12X's exact_block_sizes).
     exact_key: str = ""
+    # When vLLM's supports_* for this key consults what a backend's variant depends on (and so computes, and
+    # logs, those derived facts): alternatives of literals, () never; None always (the default). FlashAttention's
+    # supports_kv_cache_dtype resolves its version only for fp8 dtypes, supports_head_size never.
+    variant_read_when: tuple[tuple["Literal", ...], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -484,19 +484,34 @@ class CompiledRules:
             return got
 
         per_check: dict[int, tuple[Check, frozenset[str], frozenset[str]]] = {}
-        cand: dict[int, tuple[frozenset[str], tuple[tuple[tuple[Literal, ...], frozenset[str]], ...]]] = {}
+        cand: dict[int, tuple[frozenset[str], tuple[Any, ...]]] = {}
+        variant_reads = {g.key: g.variant_read_when for g in rules.generic_checks if g.variant_read_when is not None}
         for c, _ in self._cand_bits.values():
             always: set[str] = set()
-            conditional = []
+            conditional: list[Any] = []
+            vfield = getattr(rules.backends.get(c.backend), "variant_field", None)
+            earlier_first: list[Check] = []
             for ch in c.checks:
                 got = per_check.get(id(ch))
                 if got is None or got[0] is not ch:
                     when: frozenset[str] = frozenset().union(*(of(w.field) for w in ch.when))
                     got = per_check[id(ch)] = (ch, when, of(ch.require.field))
-                always |= got[1]
+                # vLLM's supports_combination stops at its first failing entry: a later entry is not evaluated
+                blockers = tuple(earlier_first) if ch.first else ()
+                alts = variant_reads.get(ch.kind) if vfield else None
+                if alts is not None and any(w.field == vfield for w in ch.when):
+                    # a variant's capability: what the variant depends on is computed only where vLLM asks
+                    for alt in alts:
+                        conditional.append((alt, got[1], ()))
+                elif blockers and got[1]:
+                    conditional.append(((), got[1], blockers))
+                else:
+                    always |= got[1]
                 if got[2]:
-                    conditional.append((ch.when, got[2]))
-            cand[id(c)] = (frozenset(always), tuple((w, r) for w, r in conditional if not r <= always))
+                    conditional.append((ch.when, got[2], blockers))
+                if ch.first:
+                    earlier_first.append(ch)
+            cand[id(c)] = (frozenset(always), tuple(x for x in conditional if not x[1] <= always))
         self._cand_derived = cand
         # per plan and chosen backend: what validating the plan's other validated candidates evaluates
         # (vLLM >= 0.18 validates every list entry), so that it is one union, not a walk per candidate
@@ -548,8 +563,8 @@ class CompiledRules:
         if not conditional:
             return always
         out = set(always)
-        for when, req in conditional:
-            if self.holds(when, t, facts):
+        for when, req, blockers in conditional:
+            if self.holds(when, t, facts) and not any(b.fires(facts) for b in blockers):
                 out |= req
         return frozenset(out)
 
