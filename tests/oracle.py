@@ -696,8 +696,10 @@ def preferred_block_size(rules: RuleSet, backend: str, block_size: int | None, l
     kernel size. None for an answer that is no backend (the MLA layer without a prefill backend)."""
     if backend not in rules.backends:
         return None
+    # the rule is the platform's (every list of it carries it): a model-driven answer ("model: ...") meets it too
+    model_driven = isinstance(list_name, str) and list_name.startswith("model: ")
     for pl in rules.lists:
-        if pl.name == list_name and facts is not None and pl.platform == facts.get("platform"):
+        if (pl.name == list_name or model_driven) and facts is not None and pl.platform == facts.get("platform"):
             sfacts = dict(facts, selected=backend)
             for case in pl.start_block_size:
                 if all(literal_holds(lit, sfacts) for lit in case.when):
