@@ -76,6 +76,8 @@ def priority_positions(rules: RuleSet, b: Backend) -> dict[str, dict[str, int]]:
 
 
 def priority_text(rules: RuleSet, b: Backend) -> str:
+    if b.model_built:
+        return "model-driven only (no request names it)"
     if b.explicit_only:
         return "explicit only"
     parts = []
