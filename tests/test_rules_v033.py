@@ -720,3 +720,12 @@ def test_033_a_losing_flash_attn_logs_what_its_validation_resolves(kw, backend, 
     sel = solve_uncached(_c33(**{"dtype": "bfloat16", **kw}))
     assert sel.backend == backend
     assert (line in sel.warnings) == logged, sel.warnings
+
+
+def test_033_the_csp_path_applies_rocms_request_fallback_too():
+    """platforms/rocm.py: a TurboQuant run's refused request is replaced by automatic selection when its reasons
+    are exactly the KV-dtype ones ([[platforms.rocm.request_fallbacks]] only_reasons); solve_csp, the reference
+    path, answers from the same data (found by the nightly test_compiled_equals_csp_equals_oracle)."""
+    cfg = _c33(platform="rocm", rocm_arch="gfx90a", head_size=1, kv_cache_dtype="turboquant_k8v4",
+               backend="FLEX_ATTENTION")
+    assert solve_uncached(cfg).backend == solve_csp(cfg) == "TURBOQUANT"

@@ -7,9 +7,11 @@ reports them; inheritance (`parent`) is resolved before, so a child reads as one
 
 from __future__ import annotations
 
+from typing import Any
+
 from . import schema
 from .capabilities import _caps, expand_checks
-from .conditions import _checks, _messages
+from .conditions import _checks, _literals, _messages
 from .model import Backend, Check, GenericCheck, Literal, Pred, Variant
 from .problems import _Collector
 from .toml_values import _list, _str_list
@@ -60,6 +62,23 @@ def _check_domain(values: tuple[str, ...] | None, domain: tuple, key: str) -> No
     bad = [v for v in values if v not in domain]
     if bad:
         raise ValueError(f"{key}: value(s) {bad} not in the domain {list(domain)} (domains.toml)")
+
+
+def _check_layouts(raw: Any, known: set[str]) -> None:
+    """`kv_cache_layouts` (data, not applied): layout names, or first-match cases `{ when, value }` of them."""
+    if raw is None:
+        return
+    if not isinstance(raw, list):
+        raise ValueError(f"kv_cache_layouts: expected a list of layout names or of {{ when, value }} cases, got {raw!r}")
+    for i, x in enumerate(raw):
+        if isinstance(x, str):
+            continue
+        if not isinstance(x, dict) or set(x) - {"when", "value"} or "value" not in x:
+            got = sorted(x) if isinstance(x, dict) else repr(x)
+            raise ValueError(f"kv_cache_layouts case #{i + 1}: expected {{ when, value }}, got {got}")
+        if not isinstance(x["value"], list) or not all(isinstance(v, str) for v in x["value"]):
+            raise ValueError(f"kv_cache_layouts case #{i + 1}: value must be a list of layout names")
+        _literals(x.get("when", {}), known)
 
 
 def _backend(name: str, full: dict, fname: str, known: set[str], domains: dict, derived: dict,
@@ -130,6 +149,7 @@ def _backend(name: str, full: dict, fname: str, known: set[str], domains: dict, 
         own = [c for c in own if c.kind not in at]
     checks += own
     warns = _messages(full.get("warnings", []), known, "warnings")
+    _check_layouts(full.get("kv_cache_layouts"), known)
     pbs = full.get("preferred_block_size")
     if pbs is not None and (isinstance(pbs, bool) or not isinstance(pbs, int) or pbs not in domains.get("block_size", ())):
         raise ValueError(f"preferred_block_size {pbs!r} not in the block_size domain {list(domains.get('block_size', ()))}")

@@ -5,16 +5,17 @@ The platform's steps and the MLA prefill layer are the same data on both paths; 
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 from ..config import ANY, Config
 from ..errors import ConfigError, InvalidBackendError, NoValidBackendError
 from ..solver.facts import parse_role
-from .core import prefill_layer
+from ..solver.semantics import AUTO
+from .core import prefill_layer, request_fallback
 from .prefill import prefill_fallback
 from .release import compiled_rules, csp_solver
 from .result import NO_PREFILL
-from .steps import before_selection, prefill_step
+from .steps import before_selection, prefill_step, with_derived
 
 
 def solve_csp(config: Config, *, role: str | None = None, available: Iterable[str] | None = None) -> str | None:
@@ -40,7 +41,21 @@ def solve_csp(config: Config, *, role: str | None = None, available: Iterable[st
     if pre.model is not None:
         return pre.model[0]
     backend, _ = csp_solver(config).select(pre.facts, avail)
+    if backend is None and pre.facts.get("backend") is not None and _falls_back(comp, pre.facts, avail):
+        # a refused request vLLM replaces by automatic selection (ROCm's turboquant runs): the same data as solve()
+        backend, _ = csp_solver(config).select(dict(pre.facts, backend=None), avail)
     if backend is None and layer is not None and pre.facts.get("backend") is None \
             and prefill_fallback(mp, layer.facts) is not None:
         return NO_PREFILL
     return backend
+
+
+def _falls_back(comp: Any, facts: dict[str, Any], available: frozenset[str] | None) -> bool:
+    """Whether the request in `facts` is one a list's request fallback replaces by automatic selection."""
+    full, _ = with_derived(comp, facts)
+    got = comp.plan_for(full)
+    if got is None:
+        return False
+    plan = got[0]
+    return (plan.mode != AUTO and bool(plan.candidates) and bool(plan.plist.request_fallbacks)
+            and request_fallback(full, plan, available) is not None)
