@@ -421,3 +421,26 @@ def test_a_field_comparison_naming_no_field_is_refused(value):
         assert f"head_size.{key}" in str(result), str(result)
         if value == "head_sise":
             assert "did you mean 'head_size'" in str(result), str(result)
+
+
+@pytest.mark.vllm("0.33")
+@pytest.mark.parametrize("path, new", [
+    (("backends", "ROCM_OCTAVE", "kv_cache_layouts", 0, "when"), "when_x"),      # kv_cache_layouts case keys
+    (("backends", "ROCM_OCTAVE", "kv_cache_layouts", 0, "value"), "values"),
+])
+def test_regression_a_renamed_key_inside_kv_cache_layouts_is_refused(path, new):
+    """kv_cache_layouts is data (not applied), but its cases are { when, value }: a renamed key loaded silently
+    (found by the nightly run of test_a_renamed_key_is_refused_naming_file_and_key)."""
+    result = _edited("rocm.toml", lambda d: _rename(d, path, new))
+    assert isinstance(result, RulesError), "loaded silently"
+    assert any(new in loc or new in msg for _, loc, msg in result.problems), result.problems
+
+
+@pytest.mark.vllm("0.33")
+def test_a_variant_read_condition_naming_no_field_is_refused():
+    def edit(d: Any) -> None:
+        for g in d["generic_checks"]:
+            if g.get("key") == "sink":
+                g["variant_read_when"] = [{"has_sinkk": True}]
+    result = _edited("checks.toml", edit)
+    assert isinstance(result, RulesError) and any("variant_read_when" in loc for _, loc, _m in result.problems), result
