@@ -181,6 +181,30 @@ def test_evaluated_by_others_is_the_union_over_the_other_candidates(version: str
             assert comp.evaluated_by_others(p, chosen, facts, done.t) == union, (pl.name, chosen)
 
 
+
+@pytest.mark.parametrize("version", RELEASES)
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_evaluated_reads_from_the_clause_bitset_agree_with_evaluating_the_checks(version: str,
+                                                                                 data: st.DataObject) -> None:
+    """solve() decides which `first` checks stop a read from the satisfied-clause bitset and asks only about the
+    facts with log lines; that must be what evaluating every blocking check on the facts answers."""
+    comp = _comp(version)
+    facts = data.draw(_facts(version))
+    done = comp.complete(facts)
+    names = sorted(comp.rules.derived)
+    wanted = frozenset(data.draw(st.sets(st.sampled_from(names), max_size=4))) if names else frozenset()
+    for pl in comp.rules.lists:
+        p, _ = comp.plan(pl, None)
+        for chosen in {c.backend for c in p.candidates}:
+            full = comp.evaluated_by_others(p, chosen, facts, done.t)
+            assert comp.evaluated_by_others(p, chosen, facts, done.t, done.sat) == full, (pl.name, chosen)
+            asked = comp.evaluated_by_others(p, chosen, facts, done.t, done.sat, wanted)
+            assert asked is not None and asked & wanted == full & wanted, (pl.name, chosen, wanted)
+            for c in p.candidates:
+                got = comp.evaluated_derived(c, facts, done.t, done.sat, wanted)
+                assert got & wanted == comp.evaluated_derived(c, facts, done.t) & wanted, (pl.name, c.backend)
+
 @pytest.mark.parametrize("version", RELEASES)
 @settings(max_examples=120, deadline=None)
 @given(data=st.data())

@@ -90,14 +90,16 @@ def after_selection(comp: CompiledRules, p: Plan, idx: int, rejected: tuple[Reje
         evaluated = comp.derived_read_by(backend)
         pending = [n for n in logging if n not in evaluated]
         if pending and rules.settings.get("derived_warnings") == "validated":  # vLLM validates every list entry
-            others = comp.evaluated_by_others(p, chosen.backend, facts, t)
+            wanted = frozenset(pending)
+            sat = facts["__sat__"]
+            others = comp.evaluated_by_others(p, chosen.backend, facts, t, sat, wanted)
             if others is not None:
                 evaluated = evaluated | others
             else:  # a plan built for this call (a request the compiled rules have no plan for)
                 evaluated = set(evaluated)
                 for c in p.candidates:
                     if c.validated and c.backend != chosen.backend:
-                        evaluated |= comp.evaluated_derived(c, facts, t)
+                        evaluated |= comp.evaluated_derived(c, facts, t, sat, wanted)
                         if evaluated.issuperset(pending):
                             break
         for name in logging:

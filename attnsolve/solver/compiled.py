@@ -94,6 +94,10 @@ def _placeholders(template: str) -> set[str]:
     return out
 
 
+# a check that no earlier `first` check can stop: (checks, their clause bits)
+_NOT_BLOCKED: tuple[tuple[Check, ...], int] = ((), 0)
+
+
 class CompiledRules:
     """Bitset form of one RuleSet; `complete(facts)` answers derived facts, satisfied clauses and the list."""
 
@@ -486,6 +490,12 @@ class CompiledRules:
         per_check: dict[int, tuple[Check, frozenset[str], frozenset[str]]] = {}
         cand: dict[int, tuple[frozenset[str], tuple[Any, ...]]] = {}
         variant_reads = {g.key: g.variant_read_when for g in rules.generic_checks if g.variant_read_when is not None}
+        clause_bits = self._clause_bits
+
+        def blocked_by(checks: list[Check]) -> tuple[tuple[Check, ...], int]:
+            # the checks, and their clauses' bits: one of them fires where a bit is missing from `sat`
+            return tuple(checks), _or(clause_bits[b.clause()] for b in checks)
+
         for c, _ in self._cand_bits.values():
             always: set[str] = set()
             conditional: list[Any] = []
@@ -497,13 +507,13 @@ class CompiledRules:
                     when: frozenset[str] = frozenset().union(*(of(w.field) for w in ch.when))
                     got = per_check[id(ch)] = (ch, when, of(ch.require.field))
                 # vLLM's supports_combination stops at its first failing entry: a later entry is not evaluated
-                blockers = tuple(earlier_first) if ch.first else ()
+                blockers = blocked_by(earlier_first) if ch.first else _NOT_BLOCKED
                 alts = variant_reads.get(ch.kind) if vfield else None
                 if alts is not None and any(w.field == vfield for w in ch.when):
                     # a variant's capability: what the variant depends on is computed only where vLLM asks
                     for alt in alts:
-                        conditional.append((alt, got[1], ()))
-                elif blockers and got[1]:
+                        conditional.append((alt, got[1], _NOT_BLOCKED))
+                elif blockers[0] and got[1]:
                     conditional.append(((), got[1], blockers))
                 else:
                     always |= got[1]
@@ -537,35 +547,50 @@ class CompiledRules:
         got = self._backend_reads.get(backend.name)
         return got if got is not None and self.rules.backends.get(backend.name) is backend else frozenset()
 
-    def evaluated_derived(self, cand: Candidate, facts: Mapping[str, Any], t: int | None = None) -> frozenset[str]:
+    def evaluated_derived(self, cand: Candidate, facts: Mapping[str, Any], t: int | None = None,
+                          sat: int | None = None, wanted: frozenset[str] | None = None) -> frozenset[str]:
         """The derived facts vLLM computes while validating `cand`: those a condition reads, and those a
         requirement reads when its condition holds (vLLM tests the condition first). t: the truth bitset
-        of `facts` (decides the conditions without evaluating them)."""
+        of `facts` (decides the conditions without evaluating them); sat: their satisfied-clause bitset
+        (decides which checks fire); wanted: the facts the caller asks about (others may be left out)."""
         got = self._cand_derived.get(id(cand))
         if got is None or self._cand_bits[id(cand)][0] is not cand:
             raise KeyError(f"{cand.backend}: not a candidate of these compiled rules")
         always, conditional = got
-        return self._with_holding(always, conditional, t, facts)
+        return self._with_holding(always, conditional, t, facts, sat, wanted)
 
-    def evaluated_by_others(self, p: Plan, chosen: str, facts: Mapping[str, Any], t: int | None = None
-                            ) -> frozenset[str] | None:
+    def evaluated_by_others(self, p: Plan, chosen: str, facts: Mapping[str, Any], t: int | None = None,
+                            sat: int | None = None, wanted: frozenset[str] | None = None) -> frozenset[str] | None:
         """The union of `evaluated_derived` over `p`'s validated candidates other than `chosen`'s; None when `p`
         is not a plan of these compiled rules."""
         got = self._others.get((id(p), chosen))
         if got is None or got[0] is not p:
             return None
         _, always, conditional = got
-        return self._with_holding(always, conditional, t, facts)
+        return self._with_holding(always, conditional, t, facts, sat, wanted)
 
-    def _with_holding(self, always: frozenset[str], conditional, t: int | None,
-                      facts: Mapping[str, Any]) -> frozenset[str]:
-        """`always` plus the fact sets of `conditional`'s (condition, facts) pairs whose condition holds."""
+    def _with_holding(self, always: frozenset[str], conditional, t: int | None, facts: Mapping[str, Any],
+                      sat: int | None, wanted: frozenset[str] | None) -> frozenset[str]:
+        """`always` plus the fact sets of `conditional`'s (condition, facts, blockers) entries whose condition
+        holds and none of whose blockers fires; with `wanted`, only entries that add a wanted fact are decided
+        (a solve asks about the few facts with log lines, not all of them)."""
         if not conditional:
             return always
         out = set(always)
-        for when, req, blockers in conditional:
-            if self.holds(when, t, facts) and not any(b.fires(facts) for b in blockers):
-                out |= req
+        left = None if wanted is None else wanted - always
+        for when, req, (blockers, bmask) in conditional:
+            if left is not None:
+                if not left:
+                    break
+                if left.isdisjoint(req):
+                    continue
+            if not self.holds(when, t, facts):
+                continue
+            if blockers and (bmask & sat != bmask if sat is not None else any(b.fires(facts) for b in blockers)):
+                continue
+            out |= req
+            if left is not None:
+                left = left - req
         return frozenset(out)
 
     # -- plans, clauses and bitsets ------------------------------------------------------------
