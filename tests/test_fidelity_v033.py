@@ -182,3 +182,42 @@ def test_11_rocm_encoder_layers_belong_to_encoder_decoder_models():
                     attn_type="encoder", rocm_use_aiter=True, rocm_use_aiter_unified_attention=True)
     assert solve(config).backend == "ROCM_AITER_UNIFIED_ATTN"
     assert solve(config.replace(attn_type="decoder")).backend == "ROCM_ATTN"
+
+
+def test_a_chosen_flash_attn_logs_its_no_head_fa_version_line_as_a_deployment_does():
+    """vllm/v1/attention/backends/flash_attn.py FlashAttentionMetadataBuilder.__init__ calls
+    get_flash_attn_version() without a head size once FLASH_ATTN is chosen (fa_utils.py logs "Cannot use FA
+    version 4 is not supported due to ..." on SM 12.x); the harness stops before that, and the known difference
+    excuses exactly that line on attnsolve's side (seed-424242 draw: the one config left)."""
+    from tools.vllm_oracle.known import explain, load_known
+
+    sel = solve(cuda("12.1", dtype="bfloat16", kv_cache_dtype="bfloat16", block_size=256, head_size=160,
+                     num_heads=128, flash_attn_version=4))
+    line = ("Cannot use FA version 4 is not supported due to FA4 is only supported on devices with compute "
+            "capability 9.x, 10.x, or 11.x")
+    assert sel.backend == "FLASH_ATTN" and line in sel.warnings
+    known = load_known()
+    sig = f"warnings vllm-only=[] attnsolve-only=['{line}']"
+    hit = explain(known, "warnings", sig, "0.33.0", "cuda", "selector")
+    assert hit is not None and hit.id == "fa-version-log-of-chosen-flash-attn"
+    # the same line missing on attnsolve's side, or another line beside it, is not excused by it
+    other = explain(known, "warnings", f"warnings vllm-only=['{line}'] attnsolve-only=[]", "0.33.0", "cuda",
+                    "selector")
+    assert other is None or other.id != "fa-version-log-of-chosen-flash-attn"  # (a losing FLASH_ATTN's class)
+    assert explain(known, "warnings", sig.replace("']", "', 'x']"), "0.33.0", "cuda", "selector") is None
+    assert explain(known, "warnings", sig, "0.17.0", "cuda", "selector") is None
+
+
+def test_an_rswa_head_256_layer_on_blackwell_logs_the_fa2_fallback_the_harness_cannot_see():
+    """vllm/v1/attention/backends/fa_utils.py _fa4_hd256_fallback_reason reads model_config.rswa_window, which the
+    harness has no model config for; a serving vLLM with an R-SWA model falls back to FA2 and logs it (seed-77123
+    draw: the one config left), as attnsolve answers; the known difference excuses exactly that line."""
+    from tools.vllm_oracle.known import explain, load_known
+
+    sel = solve(cuda("10.3", kv_cache_dtype="bfloat16", head_size=256, num_heads=16, num_kv_heads=1, use_rswa=True))
+    line = "FA4's Blackwell head_size=256 kernel does not support R-SWA, defaulting to FA version 2."
+    assert sel.backend == "FLASH_ATTN" and line in sel.warnings
+    sig = f'warnings vllm-only=[] attnsolve-only=["{line}"]'
+    hit = explain(load_known(), "warnings", sig, "0.33.0", "cuda", "selector")
+    assert hit is not None and hit.id == "fa4-hd256-rswa-without-model"
+    assert explain(load_known(), "warnings", sig, "0.33.0", "rocm", "selector") is None
