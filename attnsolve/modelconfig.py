@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ConfigError, safe_repr
+from .rules.model import ModelKey
 
 # model_type values whose attention layers carry learned sinks (vLLM passes `sinks=` for them).
 SINK_MODEL_TYPES = frozenset({"gpt_oss"})
@@ -309,13 +310,20 @@ def declared_model_fields(model: ModelFacts, rules: Any) -> tuple[dict[str, Any]
             out[name] = decl.architectures[arch]
             notes.append(f"{name} {out[name]} (architecture {arch})")
             continue
-        for key in (*decl.model_keys, *decl.architecture_keys.get(arch or "", ())):
-            v = _nested(model.config, key)
+        keys = (*decl.model_keys, *(ModelKey(k) for k in decl.architecture_keys.get(arch or "", ())))
+        if decl.kind in ("bool", "tristate"):  # vLLM ORs its getattr()s: true where any key says so
+            said = [(k, bool(v)) for k in keys if (v := k.read(model.config)) is not None]
+            if said:
+                hit = next((k for k, v in said if v), None)
+                out[name] = hit is not None
+                notes.append(f"{name} {'true' if hit else 'false'} (config.json {hit or said[0][0]})")
+            continue
+        for mk in keys:
+            v = mk.read(model.config)
+            key = mk.key
             if v is None:
                 continue
-            if decl.kind in ("bool", "tristate"):
-                out[name] = bool(v)
-            elif decl.kind == "int":
+            if decl.kind == "int":
                 if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= _MAX_VALUE:
                     raise _err(model.path, key, v, f"an integer from 0 to {_MAX_VALUE}")
                 out[name] = v
@@ -324,16 +332,6 @@ def declared_model_fields(model: ModelFacts, rules: Any) -> tuple[dict[str, Any]
             notes.append(f"{name} {out[name]} (config.json {key})")
             break
     return out, tuple(notes)
-
-
-def _nested(cfg: Any, key: str) -> Any:
-    """config.json's value at `key`, a dotted path for a key inside a sub-table ("sparse_attention_config.
-    sparse_topk_blocks": MiniMax-M3 keeps it there); None where any step is missing."""
-    for part in key.split("."):
-        if not isinstance(cfg, dict):
-            return None
-        cfg = cfg.get(part)
-    return cfg
 
 
 def supported_dtypes(platform: str, compute_capability: tuple[int, int] | None) -> tuple[str, ...]:

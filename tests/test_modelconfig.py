@@ -139,3 +139,79 @@ def test_033_minimax_m3_reads_its_top_k_blocks_from_the_sparse_table(tmp_path, c
     res = json.loads(capsys.readouterr().out)["result"]
     assert code == 0 and (res["selected"], res["variant"]) == ("MINIMAX_M3_SPARSE", variant), res
     assert res["config"]["minimax_m3_topk_blocks"] == 16
+
+
+GEMMA2 = {"architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2", "torch_dtype": "bfloat16",
+          "hidden_size": 3584, "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 256,
+          "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0}
+
+
+def _select(tmp_path, capsys, cfg: dict, *args: str) -> dict:
+    f = tmp_path / "config.json"
+    f.write_text(json.dumps(cfg))
+    code = main(["select", "--vllm", "0.33", "--model", str(f), "--json", *args])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return json.loads(out)["result"]
+
+
+def test_033_gemma2_soft_capping_is_read_and_keeps_fa4s_head_256_kernel_off(tmp_path, capsys):
+    """vllm/v1/attention/backends/fa_utils.py _fa4_hd256_fallback_reason: getattr(model_config.hf_text_config,
+    "attn_logit_softcapping", None) truthy -> FA2 with its warning (Gemma 2 on B200, FLASH_ATTN requested)."""
+    res = _select(tmp_path, capsys, GEMMA2, "--gpu", "B200", "--attention-backend", "FLASH_ATTN")
+    assert res["config"]["has_logit_softcap"] is True
+    assert (res["selected"], res["variant"]) == ("FLASH_ATTN", "FA2"), res
+    assert any("does not support logits soft capping" in w for w in res["warnings"]), res["warnings"]
+    res = _select(tmp_path, capsys, dict(GEMMA2, attn_logit_softcapping=None), "--gpu", "B200",
+                  "--attention-backend", "FLASH_ATTN")  # Gemma 3 writes null: no soft-capping
+    assert res["config"].get("has_logit_softcap") in (None, False) and res["variant"] != "FA2", res
+
+
+@pytest.mark.parametrize("extra, arch, expected", [
+    ({"alibi": True}, "FalconForCausalLM", True),              # Falcon-RW
+    ({"alibi": False}, "FalconForCausalLM", False),            # Falcon-7B
+    ({"attn_config": {"alibi": True}}, "MPTForCausalLM", True),
+    ({"position_encoding_type": "alibi"}, "GPTBigCodeForCausalLM", True),
+    ({"position_encoding_type": "rope"}, "GPTBigCodeForCausalLM", False),
+    ({"alibi": False, "attn_config": {"alibi": True}}, "MPTForCausalLM", True),  # vLLM ORs the keys
+    ({}, "BloomForCausalLM", True),
+    ({}, "LlamaForCausalLM", None),
+])
+def test_033_alibi_is_read_as_model_config_uses_alibi_reads_it(tmp_path, extra, arch, expected):
+    """vllm/config/model.py ModelConfig.uses_alibi: hf_text_config.alibi, "BloomForCausalLM" in architectures,
+    position_encoding_type == "alibi", or attn_config.alibi - any of them."""
+    from attnsolve.modelconfig import declared_model_fields
+    from attnsolve.rules import rules_for
+    f = tmp_path / "config.json"
+    f.write_text(json.dumps({"architectures": [arch], "hidden_size": 4096, "num_attention_heads": 32, **extra}))
+    fields, notes = declared_model_fields(read_model_config(f), rules_for("0.33"))
+    assert fields.get("use_alibi") is expected, (fields, notes)
+
+
+def test_033_alibi_from_the_config_runs_flash_attention_2(tmp_path, capsys):
+    """ALiBi turns FA3 into FA2 (fa_utils.py get_flash_attn_version(requires_alibi=True)): an MPT model on an
+    H100 gets FLASH_ATTN's FA2 variant, as a serving vLLM builds it."""
+    mpt = {"architectures": ["MPTForCausalLM"], "model_type": "mpt", "torch_dtype": "bfloat16", "hidden_size": 4096,
+           "num_attention_heads": 32, "attn_config": {"alibi": True}}
+    res = _select(tmp_path, capsys, mpt, "--gpu", "H100")
+    assert res["config"]["use_alibi"] is True, res["config"]
+    plain = _select(tmp_path, capsys, dict(mpt, attn_config={"alibi": False}), "--gpu", "H100")
+    assert plain["config"].get("use_alibi") in (None, False)
+    assert res != plain  # the fact reaches the answer (variant, warnings or start-up)
+
+
+@pytest.mark.parametrize("key, value, field", [("rswa_window", 4096, "use_rswa"), ("rswa_window", 0, "use_rswa"),
+                                                ("canvas_length", 64, "is_diffusion")])
+def test_033_keys_vllm_tests_for_presence(tmp_path, key, value, field):
+    """transformers_utils/model_arch_config_convertor.py rswa_window(): any rswa_window that is not None is a window
+    (0 included); config/model.py is_diffusion: canvas_length is not None."""
+    from attnsolve.modelconfig import declared_model_fields
+    from attnsolve.rules import rules_for
+    f = tmp_path / "config.json"
+    base = {"architectures": ["LlamaForCausalLM"], "hidden_size": 4096, "num_attention_heads": 32}
+    f.write_text(json.dumps({**base, key: value}))
+    fields, _ = declared_model_fields(read_model_config(f), rules_for("0.33"))
+    assert fields[field] is True
+    f.write_text(json.dumps({**base, key: None}))
+    fields, _ = declared_model_fields(read_model_config(f), rules_for("0.33"))
+    assert field not in fields

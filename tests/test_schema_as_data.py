@@ -329,3 +329,26 @@ def test_python_outside_the_rules_names_no_backend_release_or_engine_field_value
             elif engine and s in values and (rel, s) not in ENGINE_VALUES:
                 found.append(f"{rel}:{line}: {s!r} (a field value)")
     assert not found, "Python that should be rules data:\n" + "\n".join(found)
+
+
+RSWA_KEYS = 'model_keys = [{ key = "rswa_window", present = true }]'
+
+
+@pytest.mark.vllm("0.33")
+def test_a_malformed_model_key_is_a_rules_error(tmp_path):
+    """`model_keys` entries: a key, or a table with `key` and exactly one test (present = true / equals = V); a
+    test gives true or false, so only a bool field takes one."""
+    from attnsolve.rules import RulesError
+    for i, (bad, why) in enumerate((
+            ('model_keys = [{ name = "rswa_window", present = true }]', "a config.json key"),
+            ('model_keys = [{ key = "rswa_window" }]', "exactly one test"),
+            ('model_keys = [{ key = "rswa_window", present = true, equals = 1 }]', "exactly one test"),
+            ('model_keys = [{ key = "rswa_window", present = false }]', "exactly one test"),
+            ('model_keys = [3]', "a config.json key"))):
+        (tmp_path / str(i)).mkdir()
+        with pytest.raises(RulesError, match=f"fields.use_rswa.model_keys.*{why}"):
+            load_rules(_copy(tmp_path / str(i), ("fields.toml", RSWA_KEYS, bad)))
+    (tmp_path / "int").mkdir()
+    extra = '[fields.window_size]\nkind = "int"\ncategory = "model"\nmodel_keys = [{ key = "w", present = true }]\n'
+    with pytest.raises(RulesError, match="fields.window_size.model_keys.*only a bool field"):
+        load_rules(_copy(tmp_path / "int", extra=extra))

@@ -10,7 +10,7 @@ from typing import Any
 
 from . import schema
 from .conditions import _literals
-from .model import FIELD_CATEGORIES, FIELD_KINDS, DerivedCase, FieldDecl
+from .model import _NO_EQ, FIELD_CATEGORIES, FIELD_KINDS, DerivedCase, FieldDecl, ModelKey
 from .problems import _Collector
 from .toml_values import _list
 
@@ -52,6 +52,11 @@ def _field_decls(raw: dict[str, tuple[str, dict]], domains: dict[str, tuple[Any,
                     "expected a list of config.json keys (like [\"v_head_dim\"])")
             continue
         try:
+            model_keys = _model_keys(kind, d.get("model_keys", []))
+        except ValueError as e:
+            col.add(fname, f"fields.{name}.model_keys", str(e))
+            continue
+        try:
             defaults = _field_defaults(name, d.get("defaults", []), known, domains)
         except ValueError as e:
             col.add(fname, f"fields.{name}.defaults", str(e))
@@ -60,9 +65,29 @@ def _field_decls(raw: dict[str, tuple[str, dict]], domains: dict[str, tuple[Any,
                               selector=bool(d.get("selector", False)), flags=flags, metavar=d.get("metavar", "VALUE"),
                               env=d.get("env"), vllm=d.get("vllm", ""), help=d.get("help", ""),
                               platforms=tuple(d.get("platforms", ())), min=d.get("min"),
-                              model_keys=tuple(d.get("model_keys", ())), architectures=dict(d.get("architectures", {})),
+                              model_keys=model_keys, architectures=dict(d.get("architectures", {})),
                               architecture_keys={a: tuple(ks) for a, ks in arch_keys.items()}, defaults=defaults)
     return out
+
+
+def _model_keys(kind: str, raw: Any) -> tuple[ModelKey, ...]:
+    """`model_keys = ["key", { key = "...", present = true }, { key = "...", equals = V }]` -> ModelKey (a test
+    sets a true/false field: bool kinds only)."""
+    out = []
+    for i, k in enumerate(_list(raw)):
+        if isinstance(k, str) and k:
+            out.append(ModelKey(k))
+            continue
+        if not isinstance(k, dict) or not isinstance(k.get("key"), str) or not k["key"] or set(k) - {"key", "present", "equals"}:
+            raise ValueError(f"entry #{i + 1}: a config.json key (\"name\" or \"table.name\"), or a table with "
+                             f"'key' and one test, present = true or equals = VALUE; got {k!r}")
+        tests = [t for t in ("present", "equals") if t in k]
+        if len(tests) != 1 or ("present" in k and k["present"] is not True):
+            raise ValueError(f"entry #{i + 1} ({k['key']!r}): exactly one test, present = true or equals = VALUE")
+        if kind not in ("bool", "tristate"):
+            raise ValueError(f"entry #{i + 1} ({k['key']!r}): a test gives true or false, so only a bool field takes one")
+        out.append(ModelKey(k["key"], present="present" in k, equals=k.get("equals", _NO_EQ)))
+    return tuple(out)
 
 
 def _field_defaults(name: str, raw: Any, known: set[str], domains: dict[str, tuple[Any, ...]]) -> tuple[DerivedCase, ...]:

@@ -677,6 +677,39 @@ FIELD_CATEGORIES = ("hardware", "model", "setting")
 
 
 @dataclass(frozen=True, slots=True)
+class ModelKey:
+    """One config.json key `--model` reads for a field (`model_keys` entries): a string reads the key's value
+    (a bool field: its truthiness, as vLLM's `getattr(cfg, key, None)`); a table tests it, `present = true`
+    (vLLM's `is not None`: R-SWA's rswa_window, a diffusion model's canvas_length) or `equals = V` (MPT-style
+    `position_encoding_type == "alibi"`). A dotted key reads a sub-table."""
+
+    key: str
+    present: bool = False
+    equals: Any = _NO_EQ
+
+    def read(self, cfg: Any) -> Any:
+        """The value this key gives the field in `cfg` (a test: true / false), or None where the key is absent."""
+        for part in self.key.split("."):
+            if not isinstance(cfg, dict):
+                return None
+            cfg = cfg.get(part)
+        if cfg is None:
+            return None
+        if self.present:
+            return True
+        if self.equals is not _NO_EQ:
+            return cfg == self.equals
+        return cfg
+
+    def __str__(self) -> str:
+        if self.present:
+            return f"{self.key} present"
+        if self.equals is not _NO_EQ:
+            return f"{self.key} = {self.equals!r}"
+        return self.key
+
+
+@dataclass(frozen=True, slots=True)
 class FieldDecl:
     """One selection input as a rule set declares it (`[fields.NAME]` tables): the schema as data.
 
@@ -698,11 +731,12 @@ class FieldDecl:
     help: str = ""
     platforms: tuple[str, ...] = ()
     min: int | None = None
-    # Where `--model config.json` finds it: the first of these keys present (a bool: present and truthy; a
-    # dotted key reads a sub-table), or the model's first architecture looked up in `architectures`
-    # (architecture name -> value); `architecture_keys` (architecture name -> keys) are model keys read only
-    # for that architecture (MiMo-V2's v_head_dim is its V head size; DeepSeek's is an MLA dimension).
-    model_keys: tuple[str, ...] = ()
+    # Where `--model config.json` finds it: the first of these keys present (a bool: true where any key says
+    # so, as vLLM's `or` of getattr()s; ModelKey), or the model's first architecture looked up in
+    # `architectures` (architecture name -> value); `architecture_keys` (architecture name -> keys) are model
+    # keys read only for that architecture (MiMo-V2's v_head_dim is its V head size; DeepSeek's is an MLA
+    # dimension).
+    model_keys: tuple[ModelKey, ...] = ()
     architectures: Mapping[str, Any] = field(default_factory=dict)
     architecture_keys: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # The value an unset field takes when it depends on other fields (`defaults` cases, first whose `when`

@@ -62,7 +62,7 @@ KEYS: dict[str, dict[str, str]] = {
     # [fields.NAME]: a declared selection input (model.FieldDecl); `values` is its domain (kind enum)
     "field": {"kind": STR, "default": SCALAR, "unset": STR, "category": STR, "selector": BOOL, "flags": STR_LIST, "flag": STR,
               "metavar": STR, "env": STR, "vllm": STR, "help": STR, "platforms": STR_LIST, "min": INT,
-              "values": LIST, "model_keys": STR_LIST, "architectures": TABLE, "architecture_keys": TABLE,
+              "values": LIST, "model_keys": "raw", "architectures": TABLE, "architecture_keys": TABLE,
               "defaults": LIST_OF("field_default")},
     # a case of a field's `defaults`: the value an unset field takes where `when` holds (the last has no when)
     "field_default": {"when": LITERALS, "value": SCALAR},
