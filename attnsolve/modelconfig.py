@@ -307,8 +307,8 @@ def declared_model_fields(model: ModelFacts, rules: Any) -> tuple[dict[str, Any]
         if name in model.fields:
             continue
         if arch is not None and arch in decl.architectures:
-            out[name] = decl.architectures[arch]
-            notes.append(f"{name} {out[name]} (architecture {arch})")
+            out[name] = v = decl.architectures[arch]
+            notes.append(f"{name} {str(v).lower() if isinstance(v, bool) else v} (architecture {arch})")
             continue
         keys = (*decl.model_keys, *(ModelKey(k) for k in decl.architecture_keys.get(arch or "", ())))
         if decl.kind in ("bool", "tristate"):  # vLLM ORs its getattr()s: true where any key says so

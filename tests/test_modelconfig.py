@@ -186,6 +186,8 @@ def test_033_alibi_is_read_as_model_config_uses_alibi_reads_it(tmp_path, extra, 
     f.write_text(json.dumps({"architectures": [arch], "hidden_size": 4096, "num_attention_heads": 32, **extra}))
     fields, notes = declared_model_fields(read_model_config(f), rules_for("0.33"))
     assert fields.get("use_alibi") is expected, (fields, notes)
+    if expected is not None:  # the note says where it came from, as the CLI shows it
+        assert [n for n in notes if n.startswith(f"use_alibi {str(expected).lower()} (")], notes
 
 
 def test_033_alibi_from_the_config_runs_flash_attention_2(tmp_path, capsys):
