@@ -11,8 +11,9 @@ What is derived (vLLM's reading of the same keys):
   plus `qk_nope_head_dim`, `qk_rope_head_dim`, `v_head_dim`;
 - sparse MLA (`index_topk`, DeepSeek-V3.2): use_sparse, and vLLM's rewrite of an fp8 KV cache
   dtype to `fp8_ds_mla` (see `apply_model_rewrites`);
-- attention sinks: gpt-oss (`model_type` "gpt_oss");
-- multimodal prefix LM (bidirectional attention over image tokens): Gemma 3, PaliGemma, Molmo2;
+- the fields a release's rules declare `model_keys` / `architectures` for (`declared_model_fields`): attention
+  sinks (gpt-oss), the multimodal prefix LM (`is_mm_prefix_lm`, else vLLM's model_type list: Gemma 3,
+  PaliGemma, Molmo2, and on 0.33 Bagel and Moondream 3), soft-capping, ALiBi, R-SWA, diffusion, MiMo-V2's route;
 - sliding window: on every layer or on some (layer_types / sliding_window_pattern), or switched off
   (use_sliding_window false); a release whose selection reads it gets `has_sliding_window` (query.py);
 - dtype: `torch_dtype` or `dtype`, then resolved as vLLM's `--dtype auto` does on the chosen
@@ -41,10 +42,6 @@ from typing import Any, Mapping
 from .errors import ConfigError, safe_repr
 from .rules.model import ModelKey
 
-# model_type values whose attention layers carry learned sinks (vLLM passes `sinks=` for them).
-SINK_MODEL_TYPES = frozenset({"gpt_oss"})
-# vLLM's prefix-LM multimodal models: image tokens attend bidirectionally (use_mm_prefix).
-MM_PREFIX_MODEL_TYPES = frozenset({"gemma3", "paligemma", "molmo2"})
 _DTYPES = {"float16": "float16", "fp16": "float16", "half": "float16", "bfloat16": "bfloat16",
            "bf16": "bfloat16", "float32": "float32", "fp32": "float32", "float": "float32"}
 # Architectures vLLM runs as pooling models whose attention is encoder-only (bidirectional, no KV
@@ -257,13 +254,6 @@ def read_model_config(path: str | Path) -> ModelFacts:
             fields["head_size"] = hidden // heads
             notes.append(f"head size {hidden // heads} = hidden_size {hidden} / num_attention_heads {heads}")
 
-    if model_type in SINK_MODEL_TYPES:
-        fields["has_sink"] = True
-        notes.append(f"attention sinks ({model_type})")
-    if model_type in MM_PREFIX_MODEL_TYPES:
-        fields["use_mm_prefix"] = True
-        notes.append(f"multimodal prefix LM ({model_type}): image tokens use bidirectional attention")
-
     archs = top.get("architectures", [])
     if archs is None:
         archs = []
@@ -303,6 +293,8 @@ def declared_model_fields(model: ModelFacts, rules: Any) -> tuple[dict[str, Any]
     out: dict[str, Any] = {}
     notes: list[str] = []
     arch = model.architectures[0] if model.architectures else None
+    # vLLM reads model_type from hf_config (the top level), not from a multimodal model's text_config
+    view = {**model.config, "model_type": model.model_type}
     for name, decl in rules.fields.items():
         if name in model.fields:
             continue
@@ -311,15 +303,15 @@ def declared_model_fields(model: ModelFacts, rules: Any) -> tuple[dict[str, Any]
             notes.append(f"{name} {str(v).lower() if isinstance(v, bool) else v} (architecture {arch})")
             continue
         keys = (*decl.model_keys, *(ModelKey(k) for k in decl.architecture_keys.get(arch or "", ())))
-        if decl.kind in ("bool", "tristate"):  # vLLM ORs its getattr()s: true where any key says so
-            said = [(k, bool(v)) for k in keys if (v := k.read(model.config)) is not None]
-            if said:
-                hit = next((k for k, v in said if v), None)
-                out[name] = hit is not None
-                notes.append(f"{name} {'true' if hit else 'false'} (config.json {hit or said[0][0]})")
+        if decl.kind in ("bool", "tristate"):
+            got = _bool_from_keys(keys, view)
+            if got is not None:
+                out[name], mk = got
+                notes.append(mk.note.format(value=mk.raw(view)) if mk.note else
+                             f"{name} {'true' if out[name] else 'false'} (config.json {mk})")
             continue
         for mk in keys:
-            v = mk.read(model.config)
+            v = mk.read(view)
             key = mk.key
             if v is None:
                 continue
@@ -332,6 +324,21 @@ def declared_model_fields(model: ModelFacts, rules: Any) -> tuple[dict[str, Any]
             notes.append(f"{name} {out[name]} (config.json {key})")
             break
     return out, tuple(notes)
+
+
+def _bool_from_keys(keys: tuple[ModelKey, ...], cfg: dict[str, Any]) -> tuple[bool, ModelKey] | None:
+    """A bool field from its keys, in order: a present key that `decides` answers alone; otherwise true where
+    any present key says so (vLLM ORs its getattr()s), false where some are present and none does; None where
+    none is present."""
+    first_false = None
+    for mk in keys:
+        v = mk.read(cfg)
+        if v is None:
+            continue
+        if mk.decides or v:
+            return bool(v), mk
+        first_false = first_false or mk
+    return (False, first_false) if first_false is not None else None
 
 
 def supported_dtypes(platform: str, compute_capability: tuple[int, int] | None) -> tuple[str, ...]:

@@ -8,7 +8,7 @@ side by side in one process (one Engine each); nothing here knows any release's 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
 from .config import ANY, Config, parse_vllm
@@ -72,6 +72,9 @@ class VersionComparison:
     changed: int = 0
     changes: tuple[Change, ...] = field(default=())
     free: tuple[str, ...] = ()
+    # (release, field, value): a fact the config gives that this release's rule set takes no input for, so its
+    # answer is without it (a change it seems to explain may be the missing input, not the release)
+    unread: tuple[tuple[str, str, Any], ...] = ()
 
     @property
     def differs(self) -> bool:
@@ -83,21 +86,26 @@ class VersionComparison:
         return {"from": self.old_version, "to": self.new_version, "config": self.config.to_dict(),
                 "old": self.old.to_dict() if self.old else None, "new": self.new.to_dict() if self.new else None,
                 "why": list(self.why), "total": self.total, "changed": self.changed, "free": list(self.free),
-                "changes": [c.to_dict() for c in self.changes]}
+                "changes": [c.to_dict() for c in self.changes],
+                "unread": [{"vllm": v, "field": f, "value": x} for v, f, x in self.unread]}
 
     def lines(self) -> list[str]:
         head = f"vLLM {self.old_version} -> {self.new_version}"
         if self.old is not None and self.new is not None:
             if not self.differs:
-                return [f"{head}: no change ({self.new})"]
+                return [f"{head}: no change ({self.new})", *self._unread_lines()]
             out = [f"{head}: {self.old} -> {self.new}"]
             out += [f"  why: {w}" for w in self.why]
-            return out
+            return out + self._unread_lines()
         out = [f"{head}: {self.changed} of {self.total} configurations change backend"
                + (f" (free: {', '.join(self.free)})" if self.free else "")]
         for c in self.changes:
             out.append(f"  {c.old} -> {c.new}: {c.count}, e.g. {_short(c.example, self.free)}")
-        return out
+        return out + self._unread_lines()
+
+    def _unread_lines(self) -> list[str]:
+        return [f"  note: vLLM {v}'s rule set takes no {f}: its answer is without {f}={_text(x)}"
+                for v, f, x in self.unread]
 
     def __str__(self) -> str:
         return "\n".join(self.lines())
@@ -106,6 +114,29 @@ class VersionComparison:
 def in_release(config: Config, version: str) -> Config:
     """`config` asked of another release: fields that release does not declare are dropped."""
     return config.replace(vllm=version)
+
+
+def unread_facts(config: Config, versions_: Iterable[str]) -> tuple[tuple[str, str, Any], ...]:
+    """(release, field, value) for each fact `config` sets away from its default that a release's rule set does
+    not declare (in_release drops it there): an answer without it is not an answer about it."""
+    from .engine import engine_for
+    decls = engine_for(config.vllm).rules.fields
+    out = []
+    for v in versions_:
+        kept = set(in_release(config, v).field_names)
+        for f in config.field_names:
+            x = getattr(config, f)
+            if f in kept or x is None or x is ANY:
+                continue
+            d = decls.get(f)
+            if d is not None and x == d.default:
+                continue
+            out.append((v, f, x))
+    return tuple(out)
+
+
+def _text(x: Any) -> str:
+    return str(x).lower() if isinstance(x, bool) else str(x)
 
 
 def outcome(config: Config, role: str | None = None) -> Outcome:
@@ -131,10 +162,11 @@ def compare_versions(config: Config, old: str, new: str, *, role: str | None = N
     if not isinstance(config, Config):
         raise ConfigError("config", config, "an attnsolve.Config")
     old_v, new_v = parse_vllm(old), parse_vllm(new)
+    unread = unread_facts(config, (old_v, new_v))
     if not config.is_partial:
         a, b = outcome(in_release(config, old_v), role), outcome(in_release(config, new_v), role)
-        return VersionComparison(config, old_v, new_v, a, b, _why(a, b))
-    return _compare_space(config, old_v, new_v, role, max_configs)
+        return VersionComparison(config, old_v, new_v, a, b, _why(a, b), unread=unread)
+    return replace(_compare_space(config, old_v, new_v, role, max_configs), unread=unread)
 
 
 def _why(a: Outcome, b: Outcome) -> tuple[str, ...]:

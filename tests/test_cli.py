@@ -351,7 +351,10 @@ def _expected(pairs: dict, extra: list) -> tuple[int, str | None]:
     fields: dict = {}
     model = read_model_config(pairs["--model"]) if "--model" in pairs else None
     if model is not None:
+        from attnsolve.modelconfig import declared_model_fields
+        from attnsolve.rules import default_version, rules_for
         fields.update(model.fields)
+        fields.update(declared_model_fields(model, rules_for(default_version()))[0])  # sinks, mm prefix, ...
     for flag, value in pairs.items():
         if flag in _FIELD:
             fields[_FIELD[flag]] = "true" if value is None else value

@@ -27,9 +27,14 @@ EX = Path(__file__).resolve().parents[1] / "examples"
     ("gemma3-4b.json", {"use_mm_prefix": True, "head_size": 256, "num_heads": 8}),
 ])
 def test_examples(name, expected):
+    """The reader's own facts, plus the fields the running release's rules declare model keys for (sinks and
+    the multimodal prefix LM are model_type lists in fields.toml)."""
+    from attnsolve.modelconfig import declared_model_fields
+    from attnsolve.rules import default_version, rules_for
     m = read_model_config(EX / name)
+    fields = {**m.fields, **declared_model_fields(m, rules_for(default_version()))[0]}
     for k, v in expected.items():
-        assert m.fields[k] == v, k
+        assert fields[k] == v, k
 
 
 def test_directory_and_sliding_window(tmp_path):
@@ -172,7 +177,7 @@ def test_033_gemma2_soft_capping_is_read_and_keeps_fa4s_head_256_kernel_off(tmp_
     ({"alibi": False}, "FalconForCausalLM", False),            # Falcon-7B
     ({"attn_config": {"alibi": True}}, "MPTForCausalLM", True),
     ({"position_encoding_type": "alibi"}, "GPTBigCodeForCausalLM", True),
-    ({"position_encoding_type": "rope"}, "GPTBigCodeForCausalLM", False),
+    ({"position_encoding_type": "rope"}, "GPTBigCodeForCausalLM", None),  # no match says nothing
     ({"alibi": False, "attn_config": {"alibi": True}}, "MPTForCausalLM", True),  # vLLM ORs the keys
     ({}, "BloomForCausalLM", True),
     ({}, "LlamaForCausalLM", None),
@@ -217,3 +222,38 @@ def test_033_keys_vllm_tests_for_presence(tmp_path, key, value, field):
     f.write_text(json.dumps({**base, key: None}))
     fields, _ = declared_model_fields(read_model_config(f), rules_for("0.33"))
     assert field not in fields
+
+
+@pytest.mark.parametrize("model_type, text_type, flag, expected", [
+    ("gemma3", "gemma3_text", None, True),       # the top-level model_type, as vLLM's hf_config.model_type
+    ("gemma3", None, False, False),              # is_mm_prefix_lm where present decides, before the list
+    ("llava", None, True, True),
+    ("llava", None, None, None),
+])
+def test_the_multimodal_prefix_lm_is_is_mm_prefix_lm_then_the_model_type_list(tmp_path, model_type, text_type, flag,
+                                                                             expected):
+    """vllm/config/model.py (0.17) / transformers_utils/model_arch_config_convertor.py (0.33) is_mm_prefix_lm:
+    hf_config.is_mm_prefix_lm if the config has it, else model_type in MM_PREFIX_LM_MODELS."""
+    from attnsolve.modelconfig import declared_model_fields
+    from attnsolve.rules import default_version, rules_for
+    cfg: dict = {"model_type": model_type, "head_dim": 128, "num_attention_heads": 8}
+    if text_type:
+        cfg["text_config"] = {"model_type": text_type, "head_dim": 256, "num_attention_heads": 8}
+    if flag is not None:
+        cfg["is_mm_prefix_lm"] = flag
+    f = tmp_path / "config.json"
+    f.write_text(json.dumps(cfg))
+    fields, _ = declared_model_fields(read_model_config(f), rules_for(default_version()))
+    assert fields.get("use_mm_prefix") is expected, fields
+
+
+@pytest.mark.vllm("0.33")
+@pytest.mark.parametrize("model_type", ["bagel", "moondream3"])
+def test_033_adds_bagel_and_moondream3_to_the_prefix_lm_list(tmp_path, model_type):
+    """vLLM 0.33's MM_PREFIX_LM_MODELS (model_arch_config_convertor.py) has bagel and moondream3; 0.17's had not."""
+    from attnsolve.modelconfig import declared_model_fields
+    from attnsolve.rules import rules_for
+    f = tmp_path / "config.json"
+    f.write_text(json.dumps({"model_type": model_type, "head_dim": 128, "num_attention_heads": 8}))
+    assert declared_model_fields(read_model_config(f), rules_for("0.33"))[0]["use_mm_prefix"] is True
+    assert "use_mm_prefix" not in declared_model_fields(read_model_config(f), rules_for("0.17"))[0]

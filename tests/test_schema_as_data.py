@@ -336,14 +336,16 @@ RSWA_KEYS = 'model_keys = [{ key = "rswa_window", present = true }]'
 
 @pytest.mark.vllm("0.33")
 def test_a_malformed_model_key_is_a_rules_error(tmp_path):
-    """`model_keys` entries: a key, or a table with `key` and exactly one test (present = true / equals = V); a
-    test gives true or false, so only a bool field takes one."""
+    """`model_keys` entries: a key, or a table with `key` and one test (present = true / equals = V / in = [...])
+    or `decides = true`; a test gives true or false, so only a bool field takes one."""
     from attnsolve.rules import RulesError
     for i, (bad, why) in enumerate((
             ('model_keys = [{ name = "rswa_window", present = true }]', "a config.json key"),
-            ('model_keys = [{ key = "rswa_window" }]', "exactly one test"),
-            ('model_keys = [{ key = "rswa_window", present = true, equals = 1 }]', "exactly one test"),
-            ('model_keys = [{ key = "rswa_window", present = false }]', "exactly one test"),
+            ('model_keys = [{ key = "rswa_window" }]', "one test"),
+            ('model_keys = [{ key = "rswa_window", present = true, equals = 1 }]', "one test"),
+            ('model_keys = [{ key = "rswa_window", present = false }]', "one test"),
+            ('model_keys = [{ key = "rswa_window", in = [] }]', "non-empty list"),
+            ('model_keys = [{ key = "rswa_window", present = true, note = 3 }]', "note a string"),
             ('model_keys = [3]', "a config.json key"))):
         (tmp_path / str(i)).mkdir()
         with pytest.raises(RulesError, match=f"fields.use_rswa.model_keys.*{why}"):

@@ -102,3 +102,17 @@ def test_default_release_follows_the_environment(monkeypatch):
     monkeypatch.setenv("ATTNSOLVE_VLLM", "0.17.1")
     assert sets.default_version() == "0.17"
     assert Config(gpu="H100", dtype="bfloat16", head_size=128).vllm == "0.17"
+
+
+def test_a_fact_the_old_release_takes_no_input_for_is_named_not_silently_dropped():
+    """ALiBi is an input of the 0.33 rule set only: the 0.17 answer is without it, and the comparison says so
+    (its FA3 -> FA2 is then partly the missing input: vLLM 0.17 also runs FA2 with ALiBi, fa_utils.py)."""
+    cfg = Config(vllm="0.33", gpu="H100", dtype="bfloat16", use_alibi=True)
+    cmp = compare_versions(cfg, "0.17", "0.33")
+    assert cmp.unread == (("0.17", "use_alibi", True),)
+    assert any("vLLM 0.17's rule set takes no use_alibi" in line for line in cmp.lines())
+    assert cmp.to_dict()["unread"] == [{"vllm": "0.17", "field": "use_alibi", "value": True}]
+    plain = compare_versions(Config(vllm="0.33", gpu="H100", dtype="bfloat16"), "0.17", "0.33")
+    assert plain.unread == () and not any("takes no" in line for line in plain.lines())  # a default says nothing
+    partial = compare_versions(Config(vllm="0.33", gpu="H100", dtype=ANY, use_alibi=True), "0.17", "0.33")
+    assert partial.unread == (("0.17", "use_alibi", True),)

@@ -71,22 +71,35 @@ def _field_decls(raw: dict[str, tuple[str, dict]], domains: dict[str, tuple[Any,
 
 
 def _model_keys(kind: str, raw: Any) -> tuple[ModelKey, ...]:
-    """`model_keys = ["key", { key = "...", present = true }, { key = "...", equals = V }]` -> ModelKey (a test
-    sets a true/false field: bool kinds only)."""
+    """`model_keys = ["key", { key = "...", present = true }, { key = "...", equals = V }, { key = "...", in = [...] },
+    { key = "...", decides = true }]` -> ModelKey (a test sets a true/false field: bool kinds only)."""
     out = []
+    tests = ("present", "equals", "in")
     for i, k in enumerate(_list(raw)):
         if isinstance(k, str) and k:
             out.append(ModelKey(k))
             continue
-        if not isinstance(k, dict) or not isinstance(k.get("key"), str) or not k["key"] or set(k) - {"key", "present", "equals"}:
+        if not isinstance(k, dict) or not isinstance(k.get("key"), str) or not k["key"] or \
+                set(k) - {"key", "decides", "note", *tests}:
             raise ValueError(f"entry #{i + 1}: a config.json key (\"name\" or \"table.name\"), or a table with "
-                             f"'key' and one test, present = true or equals = VALUE; got {k!r}")
-        tests = [t for t in ("present", "equals") if t in k]
-        if len(tests) != 1 or ("present" in k and k["present"] is not True):
-            raise ValueError(f"entry #{i + 1} ({k['key']!r}): exactly one test, present = true or equals = VALUE")
-        if kind not in ("bool", "tristate"):
-            raise ValueError(f"entry #{i + 1} ({k['key']!r}): a test gives true or false, so only a bool field takes one")
-        out.append(ModelKey(k["key"], present="present" in k, equals=k.get("equals", _NO_EQ)))
+                             f"'key', at most one test (present = true, equals = VALUE, in = [VALUES]), optional "
+                             f"decides = true and note = \"...\"; got {k!r}")
+        name = k["key"]
+        given = [t for t in tests if t in k]
+        if len(given) > 1 or ("present" in k and k["present"] is not True) or (not given and k.get("decides") is not True):
+            raise ValueError(f"entry #{i + 1} ({name!r}): one test (present = true, equals = VALUE or in = [VALUES]), "
+                             f"or decides = true for the key's own value")
+        if given and kind not in ("bool", "tristate"):
+            raise ValueError(f"entry #{i + 1} ({name!r}): a test gives true or false, so only a bool field takes one")
+        if "decides" in k and not isinstance(k["decides"], bool) or "note" in k and not isinstance(k["note"], str):
+            raise ValueError(f"entry #{i + 1} ({name!r}): decides is true or false, note a string")
+        members = k.get("in")
+        if members is not None and (not isinstance(members, list) or not members
+                                    or not all(isinstance(x, (str, int, bool)) for x in members)):
+            raise ValueError(f"entry #{i + 1} ({name!r}): in = a non-empty list of values")
+        out.append(ModelKey(name, present="present" in k, equals=k.get("equals", _NO_EQ),
+                            in_=frozenset(members) if members is not None else None,
+                            decides=bool(k.get("decides", False)), note=k.get("note", "")))
     return tuple(out)
 
 

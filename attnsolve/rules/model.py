@@ -680,26 +680,43 @@ FIELD_CATEGORIES = ("hardware", "model", "setting")
 class ModelKey:
     """One config.json key `--model` reads for a field (`model_keys` entries): a string reads the key's value
     (a bool field: its truthiness, as vLLM's `getattr(cfg, key, None)`); a table tests it, `present = true`
-    (vLLM's `is not None`: R-SWA's rswa_window, a diffusion model's canvas_length) or `equals = V` (MPT-style
-    `position_encoding_type == "alibi"`). A dotted key reads a sub-table."""
+    (vLLM's `is not None`: R-SWA's rswa_window, a diffusion model's canvas_length), `equals = V` (MPT-style
+    `position_encoding_type == "alibi"`) or `in = [...]` (a model_type list): a match is true, anything else
+    says nothing. An entry may say that where its key is present its answer `decides` (vLLM's
+    `if hasattr(hf_config, "is_mm_prefix_lm"): return ...` before its list), and how the note reads (`note`,
+    `{value}` = the key's value). A dotted key reads a sub-table."""
 
     key: str
     present: bool = False
     equals: Any = _NO_EQ
+    in_: frozenset | None = None
+    decides: bool = False
+    note: str = ""
 
-    def read(self, cfg: Any) -> Any:
-        """The value this key gives the field in `cfg` (a test: true / false), or None where the key is absent."""
+    def raw(self, cfg: Any) -> Any:
+        """The key's value in `cfg`, None where it is absent (or null)."""
         for part in self.key.split("."):
             if not isinstance(cfg, dict):
                 return None
             cfg = cfg.get(part)
-        if cfg is None:
+        return cfg
+
+    def read(self, cfg: Any) -> Any:
+        """The value this key gives the field in `cfg`, or None where it says nothing: the key is absent, or a
+        value test (equals / in) does not match (a model_type outside a list says nothing about the field)."""
+        v = self.raw(cfg)
+        if v is None:
             return None
         if self.present:
             return True
         if self.equals is not _NO_EQ:
-            return cfg == self.equals
-        return cfg
+            return True if v == self.equals else None
+        if self.in_ is not None:
+            try:
+                return True if v in self.in_ else None
+            except TypeError:  # an unhashable value (a list where a name belongs): not one of them
+                return None
+        return v
 
     def __str__(self) -> str:
         if self.present:
