@@ -105,14 +105,36 @@ def test_default_release_follows_the_environment(monkeypatch):
 
 
 def test_a_fact_the_old_release_takes_no_input_for_is_named_not_silently_dropped():
-    """ALiBi is an input of the 0.33 rule set only: the 0.17 answer is without it, and the comparison says so
-    (its FA3 -> FA2 is then partly the missing input: vLLM 0.17 also runs FA2 with ALiBi, fa_utils.py)."""
-    cfg = Config(vllm="0.33", gpu="H100", dtype="bfloat16", use_alibi=True)
+    """Soft-capping is an input of the 0.33 rule set only (FA4's head-256 kernel): the 0.17 answer is without it,
+    and the comparison says so instead of presenting the difference as the release's alone."""
+    cfg = Config(vllm="0.33", gpu="B200", dtype="bfloat16", head_size=256, has_logit_softcap=True,
+                 backend="FLASH_ATTN")
     cmp = compare_versions(cfg, "0.17", "0.33")
-    assert cmp.unread == (("0.17", "use_alibi", True),)
-    assert any("vLLM 0.17's rule set takes no use_alibi" in line for line in cmp.lines())
-    assert cmp.to_dict()["unread"] == [{"vllm": "0.17", "field": "use_alibi", "value": True}]
-    plain = compare_versions(Config(vllm="0.33", gpu="H100", dtype="bfloat16"), "0.17", "0.33")
+    assert cmp.unread == (("0.17", "has_logit_softcap", True),)
+    assert any("vLLM 0.17's rule set takes no has_logit_softcap" in line for line in cmp.lines())
+    assert cmp.to_dict()["unread"] == [{"vllm": "0.17", "field": "has_logit_softcap", "value": True}]
+    plain = compare_versions(cfg.replace(has_logit_softcap=False), "0.17", "0.33")
     assert plain.unread == () and not any("takes no" in line for line in plain.lines())  # a default says nothing
-    partial = compare_versions(Config(vllm="0.33", gpu="H100", dtype=ANY, use_alibi=True), "0.17", "0.33")
-    assert partial.unread == (("0.17", "use_alibi", True),)
+    partial = compare_versions(cfg.replace(dtype=ANY), "0.17", "0.33")
+    assert partial.unread == (("0.17", "has_logit_softcap", True),)
+
+
+@pytest.mark.parametrize("gpu, warning", [
+    ("H100", "Cannot use FA version 3 with ALiBi, defaulting to FA version 2."),
+    ("B200", "Cannot use FA version 4 with ALiBi, defaulting to FA version 2."),
+])
+def test_alibi_runs_flash_attention_2_on_both_releases(gpu, warning):
+    """vllm/v1/attention/backends/fa_utils.py get_flash_attn_version(requires_alibi=True) (0.17 and 0.33 alike:
+    FlashAttentionImpl passes alibi_slopes): FA3 / FA4 become FA2 with their line, so an ALiBi model's upgrade is
+    no FA-version change; FlexAttentionImpl refuses ALiBi (flex_attention.py) on both."""
+    for v in ("0.17", "0.33"):
+        sel = solve(Config(vllm=v, gpu=gpu, dtype="bfloat16", head_size=128, use_alibi=True, backend="FLASH_ATTN"))
+        assert sel.variant == "FA2" and warning in sel.warnings, (v, sel.variant, sel.warnings)
+        flex = solve(Config(vllm=v, gpu=gpu, dtype="bfloat16", head_size=128, use_alibi=True, backend="FLEX_ATTENTION"))
+        assert flex.startup_error == "FlexAttention does not support alibi slopes yet.", v
+        plain = solve(Config(vllm=v, gpu=gpu, dtype="bfloat16", head_size=128, backend="FLASH_ATTN"))
+        assert plain.variant != "FA2" and warning not in plain.warnings
+    forced = solve(Config(vllm="0.17", gpu="A100", dtype="bfloat16", head_size=128, use_alibi=True,
+                          flash_attn_version=3))  # FA3 off SM 9.x is none, but ALiBi makes it FA2 first
+    assert (forced.variant, forced.startup_error) == ("FA2", None), (forced.variant, forced.startup_error)
+    assert "Cannot use FA version 3 with ALiBi, defaulting to FA version 2." in forced.warnings
