@@ -302,7 +302,7 @@ def declared_model_fields(model: ModelFacts, rules: Any) -> tuple[dict[str, Any]
             out[name] = v = decl.architectures[arch]
             notes.append(f"{name} {str(v).lower() if isinstance(v, bool) else v} (architecture {arch})")
             continue
-        keys = (*decl.model_keys, *(ModelKey(k) for k in decl.architecture_keys.get(arch or "", ())))
+        keys = (*decl.model_keys, *decl.architecture_keys.get(arch or "", ()))
         if decl.kind in ("bool", "tristate"):
             got = _bool_from_keys(keys, view)
             if got is not None:

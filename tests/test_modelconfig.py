@@ -257,3 +257,25 @@ def test_033_adds_bagel_and_moondream3_to_the_prefix_lm_list(tmp_path, model_typ
     f.write_text(json.dumps({"model_type": model_type, "head_dim": 128, "num_attention_heads": 8}))
     assert declared_model_fields(read_model_config(f), rules_for("0.33"))[0]["use_mm_prefix"] is True
     assert "use_mm_prefix" not in declared_model_fields(read_model_config(f), rules_for("0.17"))[0]
+
+
+@pytest.mark.vllm("0.33")
+@pytest.mark.parametrize("arch, model_type, extra, expected", [
+    ("GraniteForCausalLM", "granite", {}, None),                                    # plain Granite: no sinks
+    ("GraniteForCausalLM", "granite", {"layer_types": ["full_attention"]}, True),  # HF SWA checkpoints
+    ("GraniteForCausalLM", "granite", {"layer_types": ["full_attention"], "attention_sinks": False}, False),
+    ("GraniteMoeForCausalLM", "granitemoe", {"attention_sinks": True}, True),
+    ("GraniteSWAForCausalLM", "granite_swa", {}, True),  # transformers' GraniteSWAConfig fills layer_types
+    ("LlamaForCausalLM", "llama", {"layer_types": ["full_attention"]}, None),      # read for Granite only
+])
+def test_033_granite_sinks_are_read_as_granite_layer_attn_params_reads_them(tmp_path, arch, model_type, extra,
+                                                                            expected):
+    """vllm/model_executor/models/granite.py granite_layer_attn_params: has_sink = getattr(config,
+    "attention_sinks", layer_types is not None) for every layer (granitemoe.py and granitemoeshared.py too)."""
+    from attnsolve.modelconfig import declared_model_fields
+    from attnsolve.rules import rules_for
+    f = tmp_path / "config.json"
+    f.write_text(json.dumps({"architectures": [arch], "model_type": model_type, "hidden_size": 2048,
+                             "num_attention_heads": 32, **extra}))
+    fields, notes = declared_model_fields(read_model_config(f), rules_for("0.33"))
+    assert fields.get("has_sink") is expected, (fields, notes)

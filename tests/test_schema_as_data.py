@@ -354,3 +354,8 @@ def test_a_malformed_model_key_is_a_rules_error(tmp_path):
     extra = '[fields.window_size]\nkind = "int"\ncategory = "model"\nmodel_keys = [{ key = "w", present = true }]\n'
     with pytest.raises(RulesError, match="fields.window_size.model_keys.*only a bool field"):
         load_rules(_copy(tmp_path / "int", extra=extra))
+    granite = 'GraniteForCausalLM = [{ key = "attention_sinks", decides = true }, { key = "layer_types", present = true, note = "attention sinks (Granite with layer_types)" }]'
+    (tmp_path / "arch").mkdir()
+    with pytest.raises(RulesError, match="fields.has_sink.architecture_keys.GraniteForCausalLM.*one test"):
+        load_rules(_copy(tmp_path / "arch", ("fields.toml", granite,
+                                             'GraniteForCausalLM = [{ key = "attention_sinks" }]')))

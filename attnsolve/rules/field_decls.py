@@ -45,11 +45,19 @@ def _field_decls(raw: dict[str, tuple[str, dict]], domains: dict[str, tuple[Any,
         if bad:
             col.add(fname, f"fields.{name}.flags", f"{bad[0]!r} is not a command-line flag (like --{name.replace('_', '-')})")
             continue
-        arch_keys = d.get("architecture_keys", {})
-        bad_keys = [a for a, ks in arch_keys.items() if not isinstance(ks, list) or not all(isinstance(k, str) for k in ks)]
-        if bad_keys:
-            col.add(fname, f"fields.{name}.architecture_keys.{bad_keys[0]}",
-                    "expected a list of config.json keys (like [\"v_head_dim\"])")
+        arch_keys: dict[str, tuple[ModelKey, ...]] = {}
+        bad_arch = None
+        for a, ks in d.get("architecture_keys", {}).items():
+            try:
+                if not isinstance(ks, list):
+                    raise ValueError("expected a list of config.json keys (like [\"v_head_dim\"]), each a key or "
+                                     "a table as in model_keys")
+                arch_keys[a] = _model_keys(kind, ks)
+            except ValueError as e:
+                bad_arch = (a, str(e))
+                break
+        if bad_arch is not None:
+            col.add(fname, f"fields.{name}.architecture_keys.{bad_arch[0]}", bad_arch[1])
             continue
         try:
             model_keys = _model_keys(kind, d.get("model_keys", []))
@@ -66,7 +74,7 @@ def _field_decls(raw: dict[str, tuple[str, dict]], domains: dict[str, tuple[Any,
                               env=d.get("env"), vllm=d.get("vllm", ""), help=d.get("help", ""),
                               platforms=tuple(d.get("platforms", ())), min=d.get("min"),
                               model_keys=model_keys, architectures=dict(d.get("architectures", {})),
-                              architecture_keys={a: tuple(ks) for a, ks in arch_keys.items()}, defaults=defaults)
+                              architecture_keys=arch_keys, defaults=defaults)
     return out
 
 

@@ -755,7 +755,7 @@ class FieldDecl:
     # dimension).
     model_keys: tuple[ModelKey, ...] = ()
     architectures: Mapping[str, Any] = field(default_factory=dict)
-    architecture_keys: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    architecture_keys: Mapping[str, tuple[ModelKey, ...]] = field(default_factory=dict)
     # The value an unset field takes when it depends on other fields (`defaults` cases, first whose `when`
     # holds; the last has no `when`): head_size is 576 for an MLA layer, 128 otherwise.
     defaults: tuple[DerivedCase, ...] = ()
