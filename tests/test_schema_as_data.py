@@ -346,6 +346,8 @@ def test_a_malformed_model_key_is_a_rules_error(tmp_path):
             ('model_keys = [{ key = "rswa_window", present = false }]', "one test"),
             ('model_keys = [{ key = "rswa_window", in = [] }]', "non-empty list"),
             ('model_keys = [{ key = "rswa_window", present = true, note = 3 }]', "note a string"),
+            ('model_keys = [{ key = "rswa_window", present = true, note = "window {size}" }]', "placeholder"),
+            ('model_keys = [{ key = "rswa_window", present = true, note = "window {" }]', "placeholder"),
             ('model_keys = [3]', "a config.json key"))):
         (tmp_path / str(i)).mkdir()
         with pytest.raises(RulesError, match=f"fields.use_rswa.model_keys.*{why}"):

@@ -101,6 +101,11 @@ def _model_keys(kind: str, raw: Any) -> tuple[ModelKey, ...]:
             raise ValueError(f"entry #{i + 1} ({name!r}): a test gives true or false, so only a bool field takes one")
         if "decides" in k and not isinstance(k["decides"], bool) or "note" in k and not isinstance(k["note"], str):
             raise ValueError(f"entry #{i + 1} ({name!r}): decides is true or false, note a string")
+        try:
+            str(k.get("note", "")).format(value="")
+        except (KeyError, IndexError, ValueError):
+            raise ValueError(f"entry #{i + 1} ({name!r}): a note names no placeholder but {{value}}; got "
+                             f"{k['note']!r}") from None
         members = k.get("in")
         if members is not None and (not isinstance(members, list) or not members
                                     or not all(isinstance(x, (str, int, bool)) for x in members)):
