@@ -355,6 +355,24 @@ def test_startup_failure_explain_offers_a_fix_that_starts(capsys):
     assert code == 1 and "refuses to start" in out
 
 
+def test_a_requested_backend_that_cannot_start_gets_the_fix_of_dropping_the_request(capsys):
+    """FlexAttentionImpl refuses ALiBi (flex_attention.py; both releases): nothing keeps FLEX_ATTENTION but
+    changing the model, while automatic selection starts (FLASH_ATTN as FA2): the request is a setting, and
+    dropping it is the fix to show first, marked as giving up the request."""
+    for vllm in ("0.17", "0.33"):
+        code, res = run_json(capsys, "explain", "--vllm", vllm, "--gpu", "H100", "--dtype", "bfloat16",
+                             "--use-alibi", "true", "--attention-backend", "FLEX_ATTENTION")
+        assert code == 1 and res["startup_error"] == "FlexAttention does not support alibi slopes yet.", res
+        first = res["fixes"][0]
+        assert first["changes"] == {"backend": None} and first["selects"] == "FLASH_ATTN", res["fixes"]
+        assert first["gives_up"] == "the requested FLEX_ATTENTION" and not first["keeps_intent"], first
+        assert "drop --attention-backend" in res["hint"], res["hint"]
+    # where automatic selection fails to start as well, it is no fix (FlashInfer's head-256 block-16 bug)
+    code, res = run_json(capsys, "explain", "--vllm", "0.17", "--gpu", "B200", "--head-size", "256",
+                         "--attention-backend", "FLASHINFER")
+    assert code == 1 and all(f["changes"] != {"backend": None} for f in res["fixes"]), res["fixes"]
+
+
 def test_rocm_sparse_mla_without_block_size_fails_with_vllms_text(capsys):
     """vLLM 0.17's ROCm sparse MLA needs block size 1 (vllm/platforms/rocm.py); start-up sets 16."""
     code, out, _ = run(capsys, "select", "--gpu", "MI300X", "--model", str(EX / "deepseek-v3.2.json"))
