@@ -274,17 +274,48 @@ def read_model_config(path: str | Path) -> ModelFacts:
         if cfg.get("use_sliding_window") is False:  # Qwen2: the window is declared but switched off
             notes.append(f"sliding window {window} switched off (use_sliding_window false)")
         else:
-            types = cfg.get("layer_types")
-            pattern = cfg.get("sliding_window_pattern")
-            mixed = (isinstance(types, list) and "full_attention" in types
-                     and any(isinstance(t, str) and "sliding" in t for t in types)) or \
-                (isinstance(pattern, int) and not isinstance(pattern, bool) and pattern > 1)
-            extra["sliding_window"] = window  # the note depends on the release asked (query.py)
-            extra["sliding_window_layers"] = "some" if mixed else "all"
+            layers, why = _windowed_layers(cfg, text_type if isinstance(text_type, str) else model_type)
+            if layers == "none":
+                notes.append(f"sliding window {window} unused: no layer is a sliding-window layer ({why})")
+            else:
+                extra["sliding_window"] = window  # the note depends on the release asked (query.py)
+                extra["sliding_window_layers"] = layers
 
     return ModelFacts(path=shown, fields=fields, notes=tuple(notes), model_type=model_type,
                       sparse_kv_rewrite=bool(fields.get("use_sparse")), extra=extra,
                       config_dtype=fields.get("dtype"), architectures=tuple(archs), pooling=pooling, config=cfg)
+
+
+# transformers' config classes that fill `layer_types` when config.json lists none (their __post_init__), for the
+# model types whose default is not "every layer windowed": vLLM builds each layer from config.layer_types.
+# "some": Gemma2Config / GptOssConfig alternate, Gemma3TextConfig / Gemma4TextConfig window 5 of 6, Cohere2Config
+# and Exaone4Config 3 of 4 (sliding_window_pattern), GraniteSWAConfig / GraniteMoeSWAConfig / CwmConfig a full layer
+# every 4th, MiMoV2FlashConfig every 6th; "none": LagunaConfig makes every layer full attention.
+_DEFAULT_LAYER_TYPES = {
+    "gemma2": "some", "gpt_oss": "some", "gemma3_text": "some", "gemma4_text": "some", "cohere2": "some",
+    "cohere2_moe": "some", "exaone4": "some", "granite_swa": "some", "granitemoe_swa": "some", "cwm": "some",
+    "mimo_v2_flash": "some", "laguna": "none",
+}
+
+
+def _windowed_layers(cfg: Mapping[str, Any], model_type: Any) -> tuple[str, str]:
+    """Which layers a config's sliding window applies to ("all", "some" or "none") and why: its `layer_types`,
+    else its `sliding_window_pattern` (an int: every n-th layer full; a string like "LLLG": L local, G global),
+    else what transformers' config class for `model_type` fills in, else every layer."""
+    types = cfg.get("layer_types")
+    if isinstance(types, list) and types:
+        slid = [isinstance(t, str) and "sliding" in t for t in types]
+        return ("some" if any(slid) and not all(slid) else "all" if all(slid) else "none"), "its layer_types"
+    pattern = cfg.get("sliding_window_pattern")
+    if isinstance(pattern, int) and not isinstance(pattern, bool) and pattern >= 1:
+        return ("some" if pattern > 1 else "none"), "its sliding_window_pattern"
+    if isinstance(pattern, str) and pattern and set(pattern.upper()) <= {"L", "G"}:
+        kinds = set(pattern.upper())
+        return ("some" if kinds == {"L", "G"} else "all" if kinds == {"L"} else "none"), "its sliding_window_pattern"
+    default = _DEFAULT_LAYER_TYPES.get(model_type) if isinstance(model_type, str) else None
+    if default is not None:
+        return default, f"transformers' {model_type} config fills layer_types so when config.json has none"
+    return "all", "no layer_types"
 
 
 def declared_model_fields(model: ModelFacts, rules: Any) -> tuple[dict[str, Any], tuple[str, ...]]:

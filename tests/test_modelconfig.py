@@ -279,3 +279,27 @@ def test_033_granite_sinks_are_read_as_granite_layer_attn_params_reads_them(tmp_
                              "num_attention_heads": 32, **extra}))
     fields, notes = declared_model_fields(read_model_config(f), rules_for("0.33"))
     assert fields.get("has_sink") is expected, (fields, notes)
+
+
+@pytest.mark.parametrize("extra, expected", [
+    ({"model_type": "mistral"}, "all"),                                         # a window, no layer pattern
+    ({"model_type": "gemma2"}, "some"),                     # Gemma2Config alternates when the file has none
+    ({"model_type": "gemma3", "text_config": {"model_type": "gemma3_text", "head_dim": 256,
+                                              "num_attention_heads": 8, "sliding_window": 1024}}, "some"),
+    ({"model_type": "laguna"}, None),                     # LagunaConfig: every layer full attention
+    ({"model_type": "qwen3_next", "layer_types": ["linear_attention", "full_attention"]}, None),
+    ({"model_type": "llama", "layer_types": ["sliding_attention", "sliding_attention"]}, "all"),
+    ({"model_type": "llama", "layer_types": ["sliding_attention", "full_attention"]}, "some"),
+    ({"model_type": "exaone4", "sliding_window_pattern": "LLLG"}, "some"),
+    ({"model_type": "exaone4", "sliding_window_pattern": "LLLL"}, "all"),
+    ({"model_type": "cohere2", "sliding_window_pattern": 1}, None),           # every layer full
+])
+def test_which_layers_a_sliding_window_applies_to(tmp_path, extra, expected):
+    """vLLM builds each layer from config.layer_types, which transformers' config classes fill when config.json
+    lists none (Gemma2Config alternates, LagunaConfig makes every layer full, ...): a window on no layer is
+    unused, not has_sliding_window for the whole model."""
+    f = tmp_path / "config.json"
+    f.write_text(json.dumps({"head_dim": 128, "num_attention_heads": 8, "sliding_window": 4096, **extra}))
+    m = read_model_config(f)
+    assert m.extra.get("sliding_window_layers") == expected, (m.extra, m.notes)
+    assert (expected is None) == any("unused" in n for n in m.notes), m.notes
