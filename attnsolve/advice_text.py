@@ -54,8 +54,10 @@ def describe_query(ctx: Context, sep: str = ", ", skip: Sequence[str] = ()) -> s
         parts.append(kind)
     if "head_size" not in skip:
         parts.append(f"head {show(c.head_size)}")
+    changed = c.to_dict(only_changed=True)
+    kv = changed.get("num_kv_heads") if c.use_mla is not True else None  # (MLA: 1, as its decode is MQA)
     if c.num_heads is not None and "num_heads" not in skip:
-        parts.append(f"{show(c.num_heads)} heads/GPU"
+        parts.append(f"{show(c.num_heads)} heads/GPU" + (f" ({show(kv)} KV)" if kv is not None else "")
                      + (f" (tp {ctx.tensor_parallel_size})" if ctx.tensor_parallel_size > 1 else ""))
     if "kv_cache_dtype" not in skip:
         parts.append(f"kv {show(c.kv_cache_dtype)}")
@@ -70,7 +72,9 @@ def describe_query(ctx: Context, sep: str = ", ", skip: Sequence[str] = ()) -> s
     shown = {"vllm", "platform", "dtype", "compute_capability", "rocm_arch", "use_mla", "use_sparse", "head_size", "num_heads",
              "kv_cache_dtype", "block_size", "has_sink", "use_mm_prefix", "attn_type", "backend",
              "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "index_topk", "dtype_explicit"}
-    for k, v in c.to_dict(only_changed=True).items():
+    if c.num_heads is not None and "num_heads" not in skip or c.use_mla is True:
+        shown.add("num_kv_heads")
+    for k, v in changed.items():
         if k not in shown and k not in skip:
             parts.append(f"{k}={show(v)}")
     if c.backend is not None:

@@ -338,8 +338,7 @@ def declared_model_fields(model: ModelFacts, rules: Any) -> tuple[dict[str, Any]
             got = _bool_from_keys(keys, view)
             if got is not None:
                 out[name], mk = got
-                notes.append(mk.note.format(value=mk.raw(view)) if mk.note else
-                             f"{name} {'true' if out[name] else 'false'} (config.json {mk})")
+                _note(notes, mk, mk.raw(view), f"{name} {'true' if out[name] else 'false'} (config.json {mk})")
             continue
         for mk in keys:
             v = mk.read(view)
@@ -352,9 +351,17 @@ def declared_model_fields(model: ModelFacts, rules: Any) -> tuple[dict[str, Any]
                 out[name] = v
             else:
                 out[name] = v
-            notes.append(f"{name} {out[name]} (config.json {key})")
+            _note(notes, mk, v, f"{name} {out[name]} (config.json {key})")
             break
     return out, tuple(notes)
+
+
+def _note(notes: list[str], mk: ModelKey, value: Any, default: str) -> None:
+    """The key's own note (`{value}` filled; "" for none), else `default`."""
+    if mk.note is None:
+        notes.append(default)
+    elif mk.note:
+        notes.append(mk.note.format(value=value))
 
 
 def _bool_from_keys(keys: tuple[ModelKey, ...], cfg: dict[str, Any]) -> tuple[bool, ModelKey] | None:

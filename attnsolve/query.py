@@ -130,6 +130,8 @@ def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Seq
         if total % tp:
             raise ConfigError("tensor_parallel_size", tp, f"a divisor of the number of query heads ({total})")
         fields["num_heads"] = total // tp
+    if "num_kv_heads" in rules.fields:
+        _kv_heads_per_gpu(fields, model, total, tp)
     defaulted: list[str] = []
     hardware = {"gpu", "platform", "compute_capability", "rocm_arch"}
     if not (hardware & set(fields)) and not (hardware & set(free)):
@@ -193,6 +195,21 @@ def _sliding_window(model: Any, rules: Any, fields: dict[str, Any]) -> list[str]
         return [head + ": has_sliding_window=true"]
     return [head + ": answered for the full-attention layers; --has-sliding-window true answers for "
             "the windowed ones"]
+
+
+def _kv_heads_per_gpu(fields: dict[str, Any], model: Any, total_heads: int | None, tp: int) -> None:
+    """vLLM's model_config.get_num_kv_heads(parallel_config): 1 for an MLA layer, else the model's KV heads (its
+    config's first of n_head_kv / num_kv_heads / num_key_value_heads / ..., the rules' model_keys; the query heads
+    where it has none) divided by the tensor-parallel size, at least 1 (KV heads are replicated past it)."""
+    kv = fields.get("num_kv_heads")
+    if model is not None and fields.get("use_mla") is True:
+        fields["num_kv_heads"] = 1  # an MLA model's decode is MQA (its num_key_value_heads is not the cache's)
+        return
+    if kv is None and model is not None:
+        kv = total_heads  # no KV-head key: as many KV heads as query heads (vLLM's default factory)
+    if kv is None:
+        return
+    fields["num_kv_heads"] = max(1, _int_flag("num_kv_heads", kv) // tp)
 
 
 def _model_dtype(model: Any, fields: Mapping[str, Any], notes: list[str]) -> str:

@@ -379,7 +379,7 @@ def upgrade(ns: argparse.Namespace, style: Style) -> Result:
     lines = wrap(query, indent="          ", first="Query     ")
     for n in q.notes:
         lines += wrap(n, indent="          ", first="Note      ")
-    for i, line in enumerate(cmp.lines()):
+    for i, line in enumerate(cmp.lines(mention=q.user_fields)):
         if i == 0:  # the verdict, without the release pair the Query line already names
             lines += wrap(line.split(": ", 1)[-1], indent="          ", first="Upgrade   ")
         else:  # one group (or one reason) per entry, its continuation indented under it

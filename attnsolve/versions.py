@@ -89,23 +89,26 @@ class VersionComparison:
                 "changes": [c.to_dict() for c in self.changes],
                 "unread": [{"vllm": v, "field": f, "value": x} for v, f, x in self.unread]}
 
-    def lines(self) -> list[str]:
+    def lines(self, mention: Iterable[str] | None = None) -> list[str]:
+        """The comparison as text; `mention`: the unread facts to note (default all; the CLI notes the ones the
+        user typed: a model fact one release does not read is expected, not news)."""
         head = f"vLLM {self.old_version} -> {self.new_version}"
+        self_mention = None if mention is None else frozenset(mention)
         if self.old is not None and self.new is not None:
             if not self.differs:
-                return [f"{head}: no change ({self.new})", *self._unread_lines()]
+                return [f"{head}: no change ({self.new})", *self._unread_lines(self_mention)]
             out = [f"{head}: {self.old} -> {self.new}"]
             out += [f"  why: {w}" for w in self.why]
-            return out + self._unread_lines()
+            return out + self._unread_lines(self_mention)
         out = [f"{head}: {self.changed} of {self.total} configurations change backend"
                + (f" (free: {', '.join(self.free)})" if self.free else "")]
         for c in self.changes:
             out.append(f"  {c.old} -> {c.new}: {c.count}, e.g. {_short(c.example, self.free)}")
-        return out + self._unread_lines()
+        return out + self._unread_lines(self_mention)
 
-    def _unread_lines(self) -> list[str]:
-        return [f"  note: vLLM {v}'s rule set takes no {f}: its answer is without {f}={_text(x)}"
-                for v, f, x in self.unread]
+    def _unread_lines(self, mention: frozenset[str] | None) -> list[str]:
+        return [f"  note: vLLM {v}'s selection does not read {f}: its answer is without {f}={_text(x)}"
+                for v, f, x in self.unread if mention is None or f in mention]
 
     def __str__(self) -> str:
         return "\n".join(self.lines())

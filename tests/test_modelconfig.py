@@ -303,3 +303,27 @@ def test_which_layers_a_sliding_window_applies_to(tmp_path, extra, expected):
     m = read_model_config(f)
     assert m.extra.get("sliding_window_layers") == expected, (m.extra, m.notes)
     assert (expected is None) == any("unused" in n for n in m.notes), m.notes
+
+
+@pytest.mark.vllm("0.33")
+def test_033_kv_heads_per_gpu_as_vllms_get_num_kv_heads(tmp_path, capsys):
+    """vllm/config/model.py get_num_kv_heads: 1 for MLA, else max(1, total // tp) with the total from
+    transformers_utils/config.py CONFIG_FIELD_ALIASES["total_num_kv_heads"] (the query heads where the config has
+    none): FlashInfer's page size above 64 needs the trtllm-gen GQA decode, which an MHA model does not get."""
+    def cfg(*args: str) -> dict:
+        code = main(["select", "--vllm", "0.33", "--json", *args])
+        out = json.loads(capsys.readouterr().out)
+        return code, out["result"]
+    llama3 = str(EX / "llama3-8b.json")
+    assert cfg("--gpu", "B200", "--model", llama3, "-tp", "4")[1]["config"]["num_kv_heads"] == 2
+    assert cfg("--gpu", "B200", "--model", llama3, "-tp", "16")[1]["config"]["num_kv_heads"] == 1  # replicated
+    assert cfg("--gpu", "B200", "--model", str(EX / "deepseek-v3.json"), "-tp", "8")[1]["config"]["num_kv_heads"] == 1
+    assert cfg("--gpu", "B200", "--num-heads", "32", "--num-kv-heads", "8", "-tp", "2")[1]["config"]["num_kv_heads"] == 4
+    mha = tmp_path / "config.json"
+    mha.write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "torch_dtype": "float16",
+                               "hidden_size": 4096, "num_attention_heads": 32}))
+    code, res = cfg("--gpu", "B200", "--model", str(mha), "--block-size", "128")
+    assert res["config"]["num_kv_heads"] == 32 and code == 1
+    assert res["startup_error"] == "Unexpected FlashInfer page size 128 without trtllm-gen GQA", res
+    code, res = cfg("--gpu", "B200", "--model", llama3, "--block-size", "128")
+    assert code == 0 and res["startup_error"] is None

@@ -94,9 +94,10 @@ def _model_keys(kind: str, raw: Any) -> tuple[ModelKey, ...]:
                              f"decides = true and note = \"...\"; got {k!r}")
         name = k["key"]
         given = [t for t in tests if t in k]
-        if len(given) > 1 or ("present" in k and k["present"] is not True) or (not given and k.get("decides") is not True):
+        if len(given) > 1 or ("present" in k and k["present"] is not True) or \
+                (not given and k.get("decides") is not True and "note" not in k):
             raise ValueError(f"entry #{i + 1} ({name!r}): one test (present = true, equals = VALUE or in = [VALUES]), "
-                             f"or decides = true for the key's own value")
+                             f"or decides = true or a note for the key's own value")
         if given and kind not in ("bool", "tristate"):
             raise ValueError(f"entry #{i + 1} ({name!r}): a test gives true or false, so only a bool field takes one")
         if "decides" in k and not isinstance(k["decides"], bool) or "note" in k and not isinstance(k["note"], str):
@@ -112,7 +113,7 @@ def _model_keys(kind: str, raw: Any) -> tuple[ModelKey, ...]:
             raise ValueError(f"entry #{i + 1} ({name!r}): in = a non-empty list of values")
         out.append(ModelKey(name, present="present" in k, equals=k.get("equals", _NO_EQ),
                             in_=frozenset(members) if members is not None else None,
-                            decides=bool(k.get("decides", False)), note=k.get("note", "")))
+                            decides=bool(k.get("decides", False)), note=k.get("note")))
     return tuple(out)
 
 

@@ -684,14 +684,15 @@ class ModelKey:
     `position_encoding_type == "alibi"`) or `in = [...]` (a model_type list): a match is true, anything else
     says nothing. An entry may say that where its key is present its answer `decides` (vLLM's
     `if hasattr(hf_config, "is_mm_prefix_lm"): return ...` before its list), and how the note reads (`note`,
-    `{value}` = the key's value). A dotted key reads a sub-table."""
+    `{value}` = the key's value; an empty note: none, for a fact the query line shows). A dotted key reads a
+    sub-table."""
 
     key: str
     present: bool = False
     equals: Any = _NO_EQ
     in_: frozenset | None = None
     decides: bool = False
-    note: str = ""
+    note: str | None = None
 
     def raw(self, cfg: Any) -> Any:
         """The key's value in `cfg`, None where it is absent (or null)."""
