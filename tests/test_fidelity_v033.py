@@ -184,40 +184,45 @@ def test_11_rocm_encoder_layers_belong_to_encoder_decoder_models():
     assert solve(config.replace(attn_type="decoder")).backend == "ROCM_ATTN"
 
 
-def test_a_chosen_flash_attn_logs_its_no_head_fa_version_line_as_a_deployment_does():
-    """vllm/v1/attention/backends/flash_attn.py FlashAttentionMetadataBuilder.__init__ calls
-    get_flash_attn_version() without a head size once FLASH_ATTN is chosen (fa_utils.py logs "Cannot use FA
-    version 4 is not supported due to ..." on SM 12.x); the harness stops before that, and the known difference
-    excuses exactly that line on attnsolve's side (seed-424242 draw: the one config left)."""
+def test_a_chosen_flash_attn_logs_its_metadata_builders_fa_version_lines_as_a_deployment_does():
+    """vllm/v1/attention/backends/flash_attn.py FlashAttentionMetadataBuilder.__init__ calls get_flash_attn_version()
+    without a head size (fa_utils.py logs "Cannot use FA version 4 is not supported due to ..." on SM 12.x) and with
+    the head and block size (FA4's head-256 fallbacks: R-SWA, a block size not a multiple of 128) once FLASH_ATTN
+    is chosen; the harness stops before that. The known difference excuses exactly those lines, only for a
+    selected FLASH_ATTN (seed-424242 and seed-20261205 draws: the configs left)."""
     from tools.vllm_oracle.known import explain, load_known
 
+    known = load_known()
     sel = solve(cuda("12.1", dtype="bfloat16", kv_cache_dtype="bfloat16", block_size=256, head_size=160,
                      num_heads=128, flash_attn_version=4))
     line = ("Cannot use FA version 4 is not supported due to FA4 is only supported on devices with compute "
             "capability 9.x, 10.x, or 11.x")
     assert sel.backend == "FLASH_ATTN" and line in sel.warnings
-    known = load_known()
     sig = f"warnings vllm-only=[] attnsolve-only=['{line}']"
-    hit = explain(known, "warnings", sig, "0.33.0", "cuda", "selector")
+    hit = explain(known, "warnings", sig, "0.33.0", "cuda", "selector", "FLASH_ATTN")
     assert hit is not None and hit.id == "fa-version-log-of-chosen-flash-attn"
-    # the same line missing on attnsolve's side, or another line beside it, is not excused by it
+    assert explain(known, "warnings", sig, "0.33.0", "cuda", "selector", "FLASHINFER") is None  # a losing one's
     other = explain(known, "warnings", f"warnings vllm-only=['{line}'] attnsolve-only=[]", "0.33.0", "cuda",
-                    "selector")
-    assert other is None or other.id != "fa-version-log-of-chosen-flash-attn"  # (a losing FLASH_ATTN's class)
-    assert explain(known, "warnings", sig.replace("']", "', 'x']"), "0.33.0", "cuda", "selector") is None
-    assert explain(known, "warnings", sig, "0.17.0", "cuda", "selector") is None
+                    "selector", "FLASH_ATTN")
+    assert other is None or other.id != "fa-version-log-of-chosen-flash-attn"
+    assert explain(known, "warnings", sig.replace("']", "', 'x']"), "0.33.0", "cuda", "selector", "FLASH_ATTN") is None
+    assert explain(known, "warnings", sig, "0.17.0", "cuda", "selector", "FLASH_ATTN") is None
+    # the head-256 page lines of the builder's call: an R-SWA layer on SM 10.3 with block 16
+    rswa = solve(cuda("10.3", dtype="float16", kv_cache_dtype="auto", block_size=16, head_size=256,
+                      attn_type="encoder", use_rswa=True))
+    pages = [w for w in rswa.warnings if w.startswith("FA4's Blackwell head_size=256")]
+    assert rswa.backend == "FLASH_ATTN" and any("block size of 16" in w for w in pages), rswa.warnings
+    sig = "warnings vllm-only=[] attnsolve-only=[" + ", ".join(f'"{w}"' for w in pages) + "]"
+    hit = explain(known, "warnings", sig, "0.33.0", "cuda", "selector", "FLASH_ATTN")
+    assert hit is not None and hit.id == "fa-version-log-of-chosen-flash-attn"
 
 
-def test_an_rswa_head_256_layer_on_blackwell_logs_the_fa2_fallback_the_harness_cannot_see():
-    """vllm/v1/attention/backends/fa_utils.py _fa4_hd256_fallback_reason reads model_config.rswa_window, which the
-    harness has no model config for; a serving vLLM with an R-SWA model falls back to FA2 and logs it (seed-77123
-    draw: the one config left), as attnsolve answers; the known difference excuses exactly that line."""
-    from tools.vllm_oracle.known import explain, load_known
-
-    sel = solve(cuda("10.3", kv_cache_dtype="bfloat16", head_size=256, num_heads=16, num_kv_heads=1, use_rswa=True))
-    line = "FA4's Blackwell head_size=256 kernel does not support R-SWA, defaulting to FA version 2."
-    assert sel.backend == "FLASH_ATTN" and line in sel.warnings
-    sig = f'warnings vllm-only=[] attnsolve-only=["{line}"]'
-    hit = explain(load_known(), "warnings", sig, "0.33.0", "cuda", "selector")
-    assert hit is not None and hit.id == "fa4-hd256-rswa-without-model"
-    assert explain(load_known(), "warnings", sig, "0.33.0", "rocm", "selector") is None
+def test_a_losing_flash_attns_sink_check_computes_only_the_no_head_version():
+    """vllm/v1/attention/backends/flash_attn.py supports_sink -> fa_utils.py flash_attn_supports_sinks():
+    get_flash_attn_version() without a head size, not the head-256 page call its variant also depends on
+    (checks.toml variant_reads): FLASHINFER chosen on B200 with sinks and an nvfp4 KV cache logs only the sink
+    fallback of FLASH_ATTN's supports_combination (seed-20261205 draw), not the page call's KV-dtype line."""
+    sel = solve(cuda("10.0", kv_cache_dtype="nvfp4_ds_mla", head_size=256, has_sink=True, num_heads=64))
+    assert sel.backend == "FLASHINFER"
+    assert sel.warnings == ("FA4's Blackwell head_size=256 kernel does not support attention sinks, defaulting to "
+                            "FA version 2.",), sel.warnings

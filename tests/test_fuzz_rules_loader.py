@@ -444,3 +444,18 @@ def test_a_variant_read_condition_naming_no_field_is_refused():
                 g["variant_read_when"] = [{"has_sinkk": True}]
     result = _edited("checks.toml", edit)
     assert isinstance(result, RulesError) and any("variant_read_when" in loc for _, loc, _m in result.problems), result
+
+
+@pytest.mark.vllm("0.33")
+@pytest.mark.parametrize("reads, drop_when", [(["fa_versionn"], False), (["fa_version"], True)])
+def test_a_variant_reads_list_naming_no_fact_or_without_its_condition_is_refused(reads, drop_when):
+    """`variant_reads` names derived facts the consultation computes: a misspelt name, or a list without the
+    variant_read_when it belongs to, is a RulesError naming the key."""
+    def edit(d: Any) -> None:
+        for g in d["generic_checks"]:
+            if g.get("key") == "sink":
+                g["variant_reads"] = reads
+                if drop_when:
+                    g.pop("variant_read_when", None)
+    result = _edited("checks.toml", edit)
+    assert isinstance(result, RulesError) and any("variant_reads" in loc for _, loc, _m in result.problems), result

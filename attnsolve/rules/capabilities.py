@@ -51,12 +51,18 @@ def _generic_checks(raw: list[tuple[str, Any]], known: set[str], col: _Collector
         except (ValueError, TypeError, AttributeError) as e:
             col.add(fname, f"{loc}.variant_read_when", f"expected a list of conditions: {e}")
             continue
+        only = tuple(g.get("variant_reads", ()))
+        unknown = [n for n in only if n not in known]
+        if unknown or (only and reads is None):
+            col.add(fname, f"{loc}.variant_reads", f"{unknown[0]!r} is not a known field or derived fact" if unknown
+                    else "names what a variant_read_when consultation computes: give variant_read_when too")
+            continue
         out.append(GenericCheck(key=key, field=fld or "", form=form, reason=g.get("reason", ""),
                                 reason_true=g.get("reason_true", ""), reason_false=g.get("reason_false", ""),
                                 default=_generic_default(g.get("default"), form),
                                 unset_passes=bool(g.get("unset_passes", False)),
                                 roles=tuple(g.get("roles", ())), when=when, exact_key=g.get("exact_key", ""),
-                                variant_read_when=variant_reads))
+                                variant_read_when=variant_reads, variant_reads=only))
     return tuple(out)
 
 

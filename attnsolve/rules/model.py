@@ -281,6 +281,10 @@ class GenericCheck:
     # logs, those derived facts): alternatives of literals, () never; None always (the default). FlashAttention's
     # supports_kv_cache_dtype resolves its version only for fp8 dtypes, supports_head_size never.
     variant_read_when: tuple[tuple["Literal", ...], ...] | None = None
+    # Which of the variant's derived facts that consultation computes (their calls' log lines), where it is not
+    # all of them: FlashAttention's supports_sink asks get_flash_attn_version() (fa_version), not the kernel-page
+    # call its variant also depends on. () = everything the variant depends on.
+    variant_reads: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

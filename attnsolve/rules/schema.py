@@ -70,7 +70,7 @@ KEYS: dict[str, dict[str, str]] = {
     # exact_key: a backend key that replaces the capability with an exact list (B12X's block sizes)
     "generic_check": {"key": STR, "field": STR, "form": STR, "reason": "reason", "reason_true": "reason",
                       "reason_false": "reason", "default": "any", "unset_passes": BOOL, "roles": STR_LIST,
-                      "when": LITERALS, "exact_key": STR, "variant_read_when": "raw"},
+                      "when": LITERALS, "exact_key": STR, "variant_read_when": "raw", "variant_reads": STR_LIST},
     # a platform invariant: a platform field (field, platforms, unset = "required" or the value assumed on
     # its platforms, implies_platform), a clause (when / require) or a definition (field = a bool, equals: a
     # literal over another field); reason: why (model.Invariant)

@@ -489,7 +489,8 @@ class CompiledRules:
 
         per_check: dict[int, tuple[Check, frozenset[str], frozenset[str]]] = {}
         cand: dict[int, tuple[frozenset[str], tuple[Any, ...]]] = {}
-        variant_reads = {g.key: g.variant_read_when for g in rules.generic_checks if g.variant_read_when is not None}
+        variant_reads = {g.key: (g.variant_read_when, g.variant_reads) for g in rules.generic_checks
+                         if g.variant_read_when is not None}
         clause_bits = self._clause_bits
 
         def blocked_by(checks: list[Check]) -> tuple[tuple[Check, ...], int]:
@@ -508,11 +509,14 @@ class CompiledRules:
                     got = per_check[id(ch)] = (ch, when, of(ch.require.field))
                 # vLLM's supports_combination stops at its first failing entry: a later entry is not evaluated
                 blockers = blocked_by(earlier_first) if ch.first else _NOT_BLOCKED
-                alts = variant_reads.get(ch.kind) if vfield else None
-                if alts is not None and any(w.field == vfield for w in ch.when):
-                    # a variant's capability: what the variant depends on is computed only where vLLM asks
+                consult = variant_reads.get(ch.kind) if vfield else None
+                if consult is not None and any(w.field == vfield for w in ch.when):
+                    # a variant's capability: what the variant depends on is computed only where vLLM asks, and
+                    # only the facts its supports_* call computes (variant_reads) where the rules say which
+                    alts, only = consult
+                    facts = got[1] if not only else got[1] & frozenset().union(*(of(n) for n in only))
                     for alt in alts:
-                        conditional.append((alt, got[1], _NOT_BLOCKED))
+                        conditional.append((alt, facts, _NOT_BLOCKED))
                 elif blockers[0] and got[1]:
                     conditional.append(((), got[1], blockers))
                 else:

@@ -24,12 +24,17 @@ class Known:
     versions: tuple[str, ...] = ()
     platforms: tuple[str, ...] = ()
     modes: tuple[str, ...] = ()
+    # the backend attnsolve selected (a difference that only a chosen backend explains: a log line of a call vLLM
+    # makes after selection, once that backend is built)
+    selected: tuple[str, ...] = ()
 
-    def matches(self, category: str, signature: str, version: str, platform: str, mode: str) -> bool:
+    def matches(self, category: str, signature: str, version: str, platform: str, mode: str,
+                selected: str | None = None) -> bool:
         return (category in self.categories and re.search(self.pattern, signature) is not None
                 and (not self.versions or version_key(version) in self.versions)
                 and (not self.platforms or platform in self.platforms)
-                and (not self.modes or mode in self.modes))
+                and (not self.modes or mode in self.modes)
+                and (not self.selected or selected in self.selected))
 
 
 def load_known(path: Path = DATA) -> tuple[Known, ...]:
@@ -48,7 +53,7 @@ def load_known(path: Path = DATA) -> tuple[Known, ...]:
             raise ValueError(f"{path.name}: difference {e['id']!r}: unknown category {unknown[0]!r}; "
                              f"expected {', '.join(CATEGORIES)}")
         out.append(Known(e["id"], cats, e["match"], e["cause"], tuple(e.get("versions", ())),
-                         tuple(e.get("platforms", ())), tuple(e.get("modes", ()))))
+                         tuple(e.get("platforms", ())), tuple(e.get("modes", ())), tuple(e.get("selected", ()))))
     ids = [k.id for k in out]
     if len(ids) != len(set(ids)):
         raise ValueError(f"{path.name}: duplicate ids")
@@ -56,5 +61,6 @@ def load_known(path: Path = DATA) -> tuple[Known, ...]:
 
 
 def explain(known: tuple[Known, ...], category: str, signature: str, version: str, platform: str,
-            mode: str) -> Known | None:
-    return next((k for k in known if k.matches(category, signature, version, platform, mode)), None)
+            mode: str, selected: str | None = None) -> Known | None:
+    """The first entry that accepts this difference (`selected`: the backend attnsolve selected)."""
+    return next((k for k in known if k.matches(category, signature, version, platform, mode, selected)), None)
