@@ -226,3 +226,16 @@ def test_a_losing_flash_attns_sink_check_computes_only_the_no_head_version():
     assert sel.backend == "FLASHINFER"
     assert sel.warnings == ("FA4's Blackwell head_size=256 kernel does not support attention sinks, defaulting to "
                             "FA version 2.",), sel.warnings
+
+
+def test_a_requested_cpu_backend_on_cuda_gets_its_own_preferred_block_size():
+    """vllm/v1/attention/backends/mla/amx_mla.py AMXMLABackend has no get_preferred_block_size of its own:
+    backend.py's default gives the smallest kernel size (MultipleOf(32) -> 32) where CUDA's start-up asks it
+    for a requested AMX_MLA; 128 is the CPU platform's start-up rule (cpu.py update_block_size_for_backend),
+    not the backend's (seed-31337 start-up draw)."""
+    sel = solve(mla("11.0", kv_cache_dtype="float16", num_heads=128, backend="AMX_MLA", qk_nope_head_dim=128,
+                    qk_rope_head_dim=64, v_head_dim=64, kv_lora_rank=512))
+    assert (sel.backend, sel.preferred_block_size) == ("AMX_MLA", 32)
+    cpu = solve(Config(vllm="0.33", platform="cpu", dtype="bfloat16", use_mla=True, cpu_amx=True))
+    assert (cpu.backend, cpu.preferred_block_size) == ("AMX_MLA", 128)
+    assert solve(Config(vllm="0.33", platform="cpu", dtype="bfloat16")).preferred_block_size == 128  # CPU_ATTN
