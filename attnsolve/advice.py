@@ -123,7 +123,7 @@ def advise(ctx: Context, *, lost: bool = True, explanation: Explanation | None =
     # the search's modules, loaded on first use rather than at `import attnsolve`
     from .advice_lost import _shown_conflicts, failure_fixes, lost_backend
     from .advice_releases import other_releases
-    from .advice_search import _auto_goal, _rank, _remedy, _search, _try
+    from .advice_search import _auto_goal, _rank, _search, _without_request
     e = explanation if explanation is not None else explain(ctx.config, role=ctx.role, available=ctx.available)
     if e.config.is_partial:
         return Advice(e, hint="", conflicts=_shown_conflicts(e.conflicts, ctx), context=ctx)
@@ -140,10 +140,8 @@ def advise(ctx: Context, *, lost: bool = True, explanation: Explanation | None =
         if startup is not None:  # vLLM's selector answers, its start-up refuses: fixes that start
             fixes = _search(ctx, _auto_goal(ctx, None) if ctx.config.backend is None
                             else _auto_goal(ctx, ctx.config.backend))
-            if ctx.config.backend is not None:  # the request itself is a setting: without it, what starts
-                got = _try(ctx, {"backend": None}, _auto_goal(ctx, None))
-                if got:
-                    fixes = _rank([*fixes, _remedy(ctx, {"backend": None}, got)])
+            if ctx.config.backend is not None and (drop := _without_request(ctx)) is not None:
+                fixes = _rank([*fixes, drop])  # the request itself is a setting: without it, what starts
             first = _best_setting(fixes) or (fixes[0] if fixes else None)
             hint = (f"vLLM refuses to start with {sel}; {first.text} starts with {first.label}" if first
                     else f"vLLM refuses to start with {sel}; no change of one or two settings helps")

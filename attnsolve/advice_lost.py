@@ -11,7 +11,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .advice_fields import _HARDWARE, _MODEL, _declared_fields
 from .advice_kinds import _applicable
-from .advice_search import _auto_goal, _rank, _remedy, _search, _try
+from .advice_search import _auto_goal, _rank, _remedy, _search, _try, _without_request
 from .advice_types import Context, LostBackend, Remedy
 from .errors import ConfigError, SelectionError
 from .explain import Explanation, request_conflicts
@@ -73,10 +73,8 @@ def failure_fixes(ctx: Context, e: Explanation) -> list[Remedy]:
         if got:
             found.append(_remedy(ctx, changes, got))
     found += _search(ctx, goal)
-    if e.requested is not None:
-        got = _try(ctx, {"backend": None}, _auto_goal(ctx, None))
-        if got:
-            found.append(_remedy(ctx, {"backend": None}, got))
+    if e.requested is not None and (drop := _without_request(ctx)) is not None:
+        found.append(drop)
     return _rank(found)
 
 

@@ -69,6 +69,12 @@ def _remedy(ctx: Context, changes: Mapping[str, Any], got: tuple[str, str | None
     return Remedy(dict(changes), got[0], kind, " and ".join(parts), lost is None, tuple(gpus), got[1], lost)
 
 
+def _without_request(ctx: Context) -> Remedy | None:
+    """The fix of dropping the config's backend request, where automatic selection then answers and starts."""
+    got = _try(ctx, {"backend": None}, _auto_goal(ctx, None))
+    return _remedy(ctx, {"backend": None}, got) if got else None
+
+
 def _search(ctx: Context, goal: Goal, *, request: str | None = None, limit: int = 6) -> list[Remedy]:
     """Verified fixes, ranked: settings (singles, then pairs), a requested backend, the version,
     hardware (alone, then with one setting), then model facts the user typed."""

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ConfigError, safe_repr
+from .render import show
 from .rules.model import ModelKey
 
 _DTYPES = {"float16": "float16", "fp16": "float16", "half": "float16", "bfloat16": "bfloat16",
@@ -331,7 +332,7 @@ def declared_model_fields(model: ModelFacts, rules: Any) -> tuple[dict[str, Any]
             continue
         if arch is not None and arch in decl.architectures:
             out[name] = v = decl.architectures[arch]
-            notes.append(f"{name} {str(v).lower() if isinstance(v, bool) else v} (architecture {arch})")
+            notes.append(f"{name} {show(v)} (architecture {arch})")
             continue
         keys = (*decl.model_keys, *decl.architecture_keys.get(arch or "", ()))
         if decl.kind in ("bool", "tristate"):

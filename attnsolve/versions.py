@@ -13,6 +13,7 @@ from typing import Any, Iterable
 
 from .config import ANY, Config, parse_vllm
 from .errors import ConfigError, SelectionError
+from .render import show
 from .rules import versions
 
 
@@ -92,23 +93,19 @@ class VersionComparison:
     def lines(self, mention: Iterable[str] | None = None) -> list[str]:
         """The comparison as text; `mention`: the unread facts to note (default all; the CLI notes the ones the
         user typed: a model fact one release does not read is expected, not news)."""
+        shown = None if mention is None else frozenset(mention)
+        notes = [f"  note: vLLM {v}'s selection does not read {f}: its answer is without {f}={show(x)}"
+                 for v, f, x in self.unread if shown is None or f in shown]
         head = f"vLLM {self.old_version} -> {self.new_version}"
-        self_mention = None if mention is None else frozenset(mention)
         if self.old is not None and self.new is not None:
             if not self.differs:
-                return [f"{head}: no change ({self.new})", *self._unread_lines(self_mention)]
-            out = [f"{head}: {self.old} -> {self.new}"]
-            out += [f"  why: {w}" for w in self.why]
-            return out + self._unread_lines(self_mention)
+                return [f"{head}: no change ({self.new})", *notes]
+            return [f"{head}: {self.old} -> {self.new}", *(f"  why: {w}" for w in self.why), *notes]
         out = [f"{head}: {self.changed} of {self.total} configurations change backend"
                + (f" (free: {', '.join(self.free)})" if self.free else "")]
         for c in self.changes:
             out.append(f"  {c.old} -> {c.new}: {c.count}, e.g. {_short(c.example, self.free)}")
-        return out + self._unread_lines(self_mention)
-
-    def _unread_lines(self, mention: frozenset[str] | None) -> list[str]:
-        return [f"  note: vLLM {v}'s selection does not read {f}: its answer is without {f}={_text(x)}"
-                for v, f, x in self.unread if mention is None or f in mention]
+        return out + notes
 
     def __str__(self) -> str:
         return "\n".join(self.lines())
@@ -136,10 +133,6 @@ def unread_facts(config: Config, versions_: Iterable[str]) -> tuple[tuple[str, s
                 continue
             out.append((v, f, x))
     return tuple(out)
-
-
-def _text(x: Any) -> str:
-    return str(x).lower() if isinstance(x, bool) else str(x)
 
 
 def outcome(config: Config, role: str | None = None) -> Outcome:
