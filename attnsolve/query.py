@@ -187,8 +187,9 @@ def _sliding_window(model: Any, rules: Any, fields: dict[str, Any]) -> list[str]
     head += "every layer" if layers == "all" else "some layers"
     if "has_sliding_window" not in rules.fields:
         return [head + f" (does not change backend selection in vLLM {rules.vllm})"]
-    if model.fields.get("use_mla") is True or fields.get("use_mla") is True:
-        # vLLM's MLA layer asks for its backend without the window (mla_attention.py passes none)
+    mla = model.fields.get("use_mla") is True or fields.get("use_mla") is True
+    if mla and not rules.fields["has_sliding_window"].mla_layers:
+        # this release's MLA layer asks for its backend without the window (0.33's mla_attention.py passes none)
         return [head + f" (its MLA layers do not pass it to backend selection in vLLM {rules.vllm})"]
     if layers == "all":
         fields["has_sliding_window"] = True

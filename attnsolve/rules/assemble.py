@@ -56,10 +56,14 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
         col.add(fname, where, f"must be a table, got {type(value).__name__}")
         return {}
 
-    release: dict[str, str] = {}
+    release: dict[str, Any] = {}  # [ruleset]: texts and switches, and default_block_size (an int)
     for fname, doc in docs:
         if isinstance(doc.get("ruleset"), dict):
-            release.update({k: v for k, v in doc["ruleset"].items() if isinstance(v, str)})
+            release.update({k: v for k, v in doc["ruleset"].items()
+                            if isinstance(v, str) or (k == "default_block_size" and type(v) is int)})
+            size = doc["ruleset"].get("default_block_size")
+            if size is not None and not (type(size) is int and size >= 1):
+                col.add(fname, "ruleset.default_block_size", f"must be a positive integer, got {size!r}")
         for key in set(doc) - top_keys:
             col.add(fname, key, f"unknown top-level table; accepted: {', '.join(sorted(top_keys))}")
         for k, v in table(fname, "fields", doc.get("fields", {})).items():

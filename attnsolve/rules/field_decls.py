@@ -74,7 +74,8 @@ def _field_decls(raw: dict[str, tuple[str, dict]], domains: dict[str, tuple[Any,
                               env=d.get("env"), vllm=d.get("vllm", ""), help=d.get("help", ""),
                               platforms=tuple(d.get("platforms", ())), min=d.get("min"),
                               model_keys=model_keys, architectures=dict(d.get("architectures", {})),
-                              architecture_keys=arch_keys, defaults=defaults)
+                              architecture_keys=arch_keys, defaults=defaults,
+                              mla_layers=bool(d.get("mla_layers", True)))
     return out
 
 

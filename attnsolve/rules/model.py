@@ -764,6 +764,9 @@ class FieldDecl:
     # The value an unset field takes when it depends on other fields (`defaults` cases, first whose `when`
     # holds; the last has no `when`): head_size is 576 for an MLA layer, 128 otherwise.
     defaults: tuple[DerivedCase, ...] = ()
+    # Whether vLLM's MLA layers pass this input to selection too (`mla_layers = false`: MLAAttention omits it,
+    # as 0.33's does a sliding window), so `--model` sets it for MLA models only where they do.
+    mla_layers: bool = True
 
     @property
     def flag(self) -> str:
@@ -850,7 +853,14 @@ class RuleSet:
     # The [ruleset] table's semantic switches: combination_reasons ("all" | "first"), derived_warnings
     # ("chosen": a derived fact's log lines show when the chosen backend reads it; "validated": when any
     # validated candidate does, as vLLM >= 0.18 validates every list entry).
-    settings: Mapping[str, str] = field(default_factory=dict)
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def default_block_size(self) -> int:
+        """vLLM's CacheConfig.DEFAULT_BLOCK_SIZE ([ruleset] default_block_size; 16 until 0.33, 64 from 0.34): the
+        size start-up asks a backend to prefer when --block-size is not given."""
+        value = self.settings.get("default_block_size", 16)
+        return value if type(value) is int else 16
 
     def lists_for(self, platform: str) -> tuple[PriorityList, ...]:
         return tuple(pl for pl in self.lists if pl.platform == platform)

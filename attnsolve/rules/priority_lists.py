@@ -166,9 +166,9 @@ def _start_block_size(raw: Any, known: set[str]) -> tuple[DerivedCase, ...]:
     for i, c in enumerate(_list(raw)):
         v = c.get("value") if isinstance(c, dict) else None
         if (not isinstance(c, dict) or set(c) - schema.keys("start_block_size")
-                or not ((isinstance(v, int) and not isinstance(v, bool)) or v == "block_size")):
-            raise ValueError(f"start_block_size #{i + 1} needs an integer 'value' or \"block_size\" "
-                             "(keep the user's) and optional 'when'")
+                or not ((isinstance(v, int) and not isinstance(v, bool)) or v in ("block_size", "preferred"))):
+            raise ValueError(f"start_block_size #{i + 1} needs an integer 'value', \"block_size\" (keep the "
+                             "user's) or \"preferred\" (the backend's preferred size) and optional 'when'")
         cases.append(DerivedCase(_literals(c.get("when", {}), known), c["value"]))
     if cases and cases[-1].when:
         raise ValueError("start_block_size: the last case must have no 'when' (the default)")

@@ -63,7 +63,7 @@ KEYS: dict[str, dict[str, str]] = {
     "field": {"kind": STR, "default": SCALAR, "unset": STR, "category": STR, "selector": BOOL, "flags": STR_LIST, "flag": STR,
               "metavar": STR, "env": STR, "vllm": STR, "help": STR, "platforms": STR_LIST, "min": INT,
               "values": LIST, "model_keys": "raw", "architectures": TABLE, "architecture_keys": TABLE,
-              "defaults": LIST_OF("field_default")},
+              "defaults": LIST_OF("field_default"), "mla_layers": BOOL},
     # a case of a field's `defaults`: the value an unset field takes where `when` holds (the last has no when)
     "field_default": {"when": LITERALS, "value": SCALAR},
     # default: the base class's value when a backend omits the key (a list for values / multiple_of);
@@ -79,6 +79,7 @@ KEYS: dict[str, dict[str, str]] = {
     # combination_reasons: "all" (every failing backend check is a reason) or "first" (vLLM >= 0.18's
     # supports_combination returns one string: only the first failing one)
     "ruleset": {"vllm": STR, "read_from": STR, "summary": STR, "status": STR, "combination_reasons": STR,
+                "default_block_size": INT,
                 "derived_warnings": STR},
     # suggest / family: which GPUs a hardware fix names and a ROCm generation name (attnsolve/gpus.py)
     "gpu": {"platform": STR, "compute_capability": SCALAR, "rocm_arch": STR, "suggest": BOOL, "family": STR},

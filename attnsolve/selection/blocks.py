@@ -22,9 +22,10 @@ def block_reason(rules: RuleSet) -> str:
 def preferred_block_size(rules: RuleSet, backend: str, block_size: int | None, plist: Any = None,
                          facts: Any = None, comp: CompiledRules | None = None, t: int | None = None) -> int | None:
     """The KV block size vLLM's start-up sets: the platform's start-up rule when it has one (first
-    matching case; "block_size" keeps the user's); else the user's; else the backend's preferred
-    size: 16 if it accepts 16, else its smallest kernel size. comp, t: the compiled rules and the truth
-    bitset of `facts` (CompiledRules.holds), to decide the cases without evaluating them."""
+    matching case; "block_size" keeps the user's, "preferred" defers to what follows); else the user's; else the backend's preferred
+    size: the release's default (16; 64 from 0.34) if it accepts it, else its smallest kernel size.
+    comp, t: the compiled rules and the truth bitset of `facts` (CompiledRules.holds), to decide the cases
+    without evaluating them."""
     if plist is not None and plist.start_block_size and facts is not None:
         sfacts = FactsWith(facts, "selected", backend)  # a case may test the chosen backend (XPU)
         if comp is not None and t is not None:
@@ -34,7 +35,7 @@ def preferred_block_size(rules: RuleSet, backend: str, block_size: int | None, p
                         if all(lit(sfacts) for lit in case.when)), -1)
         else:
             hit = comp.first_holding(plist.start_block_size, t, sfacts)
-        if hit >= 0:
+        if hit >= 0 and plist.start_block_size[hit].value != "preferred":  # "preferred": the rule below
             case = plist.start_block_size[hit]
             return block_size if case.value == "block_size" else case.value
     if block_size is not None:
@@ -42,13 +43,13 @@ def preferred_block_size(rules: RuleSet, backend: str, block_size: int | None, p
     if rules.backends[backend].preferred_block_size is not None:  # the backend's own get_preferred_block_size
         return rules.backends[backend].preferred_block_size
     sizes, exact = kernel_sizes(rules, backend, facts)
-    return _default_block_size(sizes, exact)
+    return _default_block_size(sizes, exact, rules.default_block_size)
 
 
 @functools.lru_cache(maxsize=1024)
-def _default_block_size(sizes: tuple[int, ...], exact: tuple[int, ...]) -> int:
-    if (16 in exact) if exact else (not sizes or any(16 % s == 0 for s in sizes)):
-        return 16  # vLLM's get_preferred_block_size(16): 16 when the backend accepts it
+def _default_block_size(sizes: tuple[int, ...], exact: tuple[int, ...], default: int) -> int:
+    if (default in exact) if exact else (not sizes or any(default % s == 0 for s in sizes)):
+        return default  # vLLM's get_preferred_block_size(DEFAULT_BLOCK_SIZE): the default when accepted
     return min(exact or sizes)
 
 

@@ -199,6 +199,8 @@ def _triton_driver(platform: str, data: VersionData) -> None:
     GPU is present, so vLLM imports the real Triton as on a GPU box instead of its placeholder
     (whose triton.language lacks dtypes that 0.33's kernel modules read at import)."""
     name = TRITON_DRIVERS.get(platform)
+    if platform == "cpu" and "triton.cpu_driver" in data.patches:
+        name = "nvidia"  # vLLM 0.34 refuses an x86 CPU without Triton: a deployment has triton-cpu
     if name is None:
         return
     try:
@@ -207,7 +209,7 @@ def _triton_driver(platform: str, data: VersionData) -> None:
         return
     if name in backends and backends[name].driver is not None:
         backends[name].driver.is_active = staticmethod(lambda: True)
-        _mark("triton.active_driver", data)
+        _mark("triton.cpu_driver" if platform == "cpu" else "triton.active_driver", data)
 
 
 def _cutlass_capability_queries(data: VersionData) -> None:
