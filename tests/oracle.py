@@ -202,11 +202,14 @@ def _locals(d: Any, facts: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _comparison(op: str, a: Any, b: Any) -> bool:
-    """A field comparison (`eq_field`, `ne_field`, `multiple_of_field`): Python's ==, != and divisibility."""
+    """A field comparison (`eq_field`, `ne_field`, `le_field`, `multiple_of_field`): Python's ==, !=, <= on
+    integers and divisibility."""
     if op == "eq":
         return a == b
     if op == "ne":
         return a != b
+    if op == "le":
+        return _is_int(a) and _is_int(b) and a <= b
     if op == "multiple_of":
         return _is_int(a) and _is_int(b) and b != 0 and a % b == 0
     raise AssertionError(f"the oracle does not know the field comparison {op!r}")

@@ -35,7 +35,7 @@ class _Known(set):
         return out
 
 
-_COMPARE_KEYS = {"eq_field": "eq", "ne_field": "ne", "multiple_of_field": "multiple_of"}
+_COMPARE_KEYS = {"eq_field": "eq", "ne_field": "ne", "le_field": "le", "multiple_of_field": "multiple_of"}
 
 
 def _field_literals(field: str, p: Any, known: set[str]) -> list[Literal]:

@@ -422,12 +422,15 @@ def _local_value(op: str, vals: list[Any]) -> Any:
 
 
 # Field comparisons (`{ eq_field = "x" }`), lowered by the loader to a synthesized boolean derived fact
-# whose `compute` is (op, (field, other)): Python's ==, != and divisibility on the two values.
+# whose `compute` is (op, (field, other)): Python's ==, !=, <= (integers) and divisibility on the two values.
 def _compare(op: str, a: Any, b: Any) -> bool:
     if op == "eq":
         return a == b
     if op == "ne":
         return a != b
+    if op == "le":  # integers only (an unset side never compares)
+        ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (a, b))
+        return bool(ints and a <= b)
     if op == "multiple_of":
         ok = all(isinstance(v, int) and not isinstance(v, bool) for v in (a, b))
         return bool(ok and b and a % b == 0)

@@ -133,9 +133,11 @@ def _sets(raw: Any, known: set[str]) -> tuple[tuple[str, Any], ...]:
 def _model_backend(raw: Any, known: set[str]) -> tuple[DerivedCase, ...]:
     cases = []
     for i, c in enumerate(_list(raw)):
-        if not isinstance(c, dict) or set(c) - {"when", "value"} or not isinstance(c.get("value"), str):
-            raise ValueError(f"model_backend #{i + 1} needs a backend name 'value' (\"backend\": the request as is)")
-        cases += [DerivedCase(alt, c["value"]) for alt in _when_dnf(c.get("when", {}), known)]
+        if (not isinstance(c, dict) or set(c) - {"when", "value", "warning"} or not isinstance(c.get("value"), str)
+                or not isinstance(c.get("warning", ""), str)):
+            raise ValueError(f"model_backend #{i + 1} needs a backend name 'value' (\"backend\": the request as is), "
+                             "optional 'when' and an optional 'warning' text (the line the model code logs)")
+        cases += [DerivedCase(alt, c["value"], c.get("warning") or None) for alt in _when_dnf(c.get("when", {}), known)]
     return tuple(cases)
 
 

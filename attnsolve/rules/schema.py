@@ -110,7 +110,7 @@ KEYS: dict[str, dict[str, str]] = {
                  "request_platform_check": BOOL, "no_valid_message": STR, "invalid_message": STR,
                  "start_backend": LIST_OF("start_backend"), "startup_failures": LIST_OF("warning"), "block_size_failure": STR,
                  "precluded_warning": STR, "request_fallbacks": LIST_OF("fallback"), "request_errors": LIST_OF("warning"),
-                 "rewrites": LIST_OF("rewrite"), "notes": LIST_OF("note"), "model_backend": LIST_OF("start_backend"),
+                 "rewrites": LIST_OF("rewrite"), "notes": LIST_OF("note"), "model_backend": LIST_OF("model_backend"),
                  "model_routes": LIST_OF("model_route"), "model_route_kv": LIST_OF("route_kv"),
                  "mla_prefill": ONE("mla_prefill"),
                  # hardware_field: the field naming the platform's device; compute_capability_from: the derived
@@ -135,6 +135,8 @@ KEYS: dict[str, dict[str, str]] = {
     # value: a block size, or "block_size" (keep the user's)
     "start_block_size": {"when": LITERALS, "value": SCALAR},
     "start_backend": {"when": LITERALS, "value": STR},
+    # a model-driven backend: value (a backend name, "backend": the request as is), and the model code's line
+    "model_backend": {"when": LITERALS, "value": STR, "warning": STR},
     # error: the branch raises vLLM's text (no entries); log / warning: the branch's INFO / WARNING line;
     # fallback_log: INFO when the first entry fails and a later one is used ({reason_tuple})
     "list": {"name": STR, "when": LITERALS, "entries": LIST_OF("entry"), "manual": STR,
@@ -144,10 +146,10 @@ KEYS: dict[str, dict[str, str]] = {
     # validate: run this entry's own checks on a platform that does not validate (or skip them); when: the
     # entry is considered only when it holds
     "entry": {"backend": STR, "checks": LIST_OF("check"), "validate": BOOL, "when": LITERALS},
-    # eq_field / ne_field / multiple_of_field compare with another field (lowered to a derived fact)
+    # eq_field / ne_field / le_field / multiple_of_field compare with another field (lowered to a derived fact)
     "predicate": {"in": LIST, "not_in": LIST, "min": SCALAR, "max": SCALAR, "multiple_of": SCALAR,
                   "major_in": INT_LIST, "eq": SCALAR, "none": BOOL, "present": BOOL,
-                  "eq_field": STR, "ne_field": STR, "multiple_of_field": STR},
+                  "eq_field": STR, "ne_field": STR, "le_field": STR, "multiple_of_field": STR},
 }
 REQUIRED: dict[str, tuple[str, ...]] = {"check": ("reason", "require"), "warning": ("message",),
                                         "derived": ("values", "cases"), "case": ("value",),
@@ -370,7 +372,7 @@ class ShapeChecker:
                 if kind not in ("cc", "any") or not isinstance(v, list) or not all(_is_int(x) and 0 < x <= 20 for x in v):
                     self.add(f, where, f"must be a list of compute-capability majors (1-20) on compute_capability, "
                                        f"got {_short(v)}")
-            elif k in ("eq_field", "ne_field", "multiple_of_field"):
+            elif k in ("eq_field", "ne_field", "le_field", "multiple_of_field"):
                 if not isinstance(v, str):  # (a list or table would not even be a key to look up)
                     self.add(f, where, f"must be a field name, got {_kind(v)} {_short(v)}")
                 elif v not in self.fields:

@@ -139,6 +139,8 @@ def before_selection(comp: CompiledRules, config: Config, role: str, facts: dict
         if (i := first(ps.model_backend, done.t, full)) >= 0:
             case = ps.model_backend[i]
             chosen = facts.get("backend") if case.value == "backend" else case.value
+            if isinstance(case.warning, str):  # the model code's line about a request it does not honour
+                warnings.append(render_message(case.warning, full))
             return Before(facts, tuple(warnings), tuple(changes), (chosen, None, "model"), tuple(logs))
         if (i := first(ps.model_routes, done.t, full)) >= 0:
             route = ps.model_routes[i]

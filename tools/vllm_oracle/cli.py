@@ -95,7 +95,8 @@ def _evaluate(version: str, items: Sequence[Item], V: dict[str, Any], A: dict[st
         for c in checks:
             if c.agree:
                 continue
-            k = explain(known, c.category, c.signature, version, it.platform, it.mode, A[it.id].get("backend"))
+            k = explain(known, c.category, c.signature, version, it.platform, it.mode, A[it.id].get("backend"),
+                        A[it.id].get("error"))
             if k:
                 known_ok.add(c.category)
             records.append({"category": c.category, "signature": c.signature, "item": it.to_json(),
@@ -174,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for k in classes.values():
         ex = k.example
         hit = explain(known, k.category, k.signature, a.vllm, ex["item"]["platform"], ex["item"]["mode"],
-                      ex["attnsolve"].get("backend"))
+                      ex["attnsolve"].get("backend"), ex["attnsolve"].get("error"))
         k.known, k.cause = (hit.id, hit.cause) if hit else (None, None)
     if a.shrink_rounds:
         _shrink(a.vllm, python, classes, a.shrink_rounds, a.jobs, out, ours)

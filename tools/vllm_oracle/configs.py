@@ -64,12 +64,14 @@ class Domains:
         grid = tuple(c for c in ordered if c in ("7.5", "8.0", "8.6", "8.9", "9.0", "10.0", "12.0")) or ordered
         decode = {b for pl in rules.lists if _role(pl) != "mla_prefill" for b in _list_backends(pl)}
         prefill = {b for pl in rules.lists if _role(pl) == "mla_prefill" for b in _list_backends(pl)}
-        # requestable backends: every backend except the MLA-prefill kernels (not vLLM backends) and a
+        # requestable backends: every backend except the MLA-prefill kernels (not vLLM backends; 0.34's
+        # ROCM_AITER_FLYDSL_FP8 is in no list, so its role tells) and a
         # platform's own class that is requested under another registry name (`requested_as`: 0.33's
         # FLASH_ATTN_MLA_XPU is --attention-backend FLASH_ATTN_MLA on XPU; no vLLM release knows its name), nor
         # a class only model code builds (`model_built`: 0.33's CPU_V4_MLA_SPARSE; no registry name either)
         backends = tuple(sorted(b for b, be in rules.backends.items()
-                                if (b in decode or b not in prefill) and not getattr(be, "requested_as", None)
+                                if (b in decode or b not in prefill) and getattr(be, "role", "") != "mla_prefill"
+                                and not getattr(be, "requested_as", None)
                                 and not getattr(be, "model_built", False)))
         return cls(dtypes=tuple(d["dtype"]), kv_cache_dtypes=tuple(d["kv_cache_dtype"]),
                    block_sizes=tuple(d["block_size"]), attn_types=tuple(d["attn_type"]),

@@ -27,14 +27,18 @@ class Known:
     # the backend attnsolve selected (a difference that only a chosen backend explains: a log line of a call vLLM
     # makes after selection, once that backend is built)
     selected: tuple[str, ...] = ()
+    # a regex attnsolve's error text must match (a difference only that error explains: vLLM's text from code the
+    # harness does not run, such as an attention layer's own refusal before it selects)
+    attnsolve_error: str = ""
 
     def matches(self, category: str, signature: str, version: str, platform: str, mode: str,
-                selected: str | None = None) -> bool:
+                selected: str | None = None, attnsolve_error: str | None = None) -> bool:
         return (category in self.categories and re.search(self.pattern, signature) is not None
                 and (not self.versions or version_key(version) in self.versions)
                 and (not self.platforms or platform in self.platforms)
                 and (not self.modes or mode in self.modes)
-                and (not self.selected or selected in self.selected))
+                and (not self.selected or selected in self.selected)
+                and (not self.attnsolve_error or re.search(self.attnsolve_error, attnsolve_error or "") is not None))
 
 
 def load_known(path: Path = DATA) -> tuple[Known, ...]:
@@ -47,13 +51,15 @@ def load_known(path: Path = DATA) -> tuple[Known, ...]:
         if missing:
             raise ValueError(f"{path.name}: difference #{i + 1} lacks {', '.join(missing)}")
         re.compile(e["match"])
+        re.compile(e.get("attnsolve_error", ""))
         cats = (e["category"],) if isinstance(e["category"], str) else tuple(e["category"])
         unknown = [c for c in cats if c not in CATEGORIES]
         if unknown:
             raise ValueError(f"{path.name}: difference {e['id']!r}: unknown category {unknown[0]!r}; "
                              f"expected {', '.join(CATEGORIES)}")
         out.append(Known(e["id"], cats, e["match"], e["cause"], tuple(e.get("versions", ())),
-                         tuple(e.get("platforms", ())), tuple(e.get("modes", ())), tuple(e.get("selected", ()))))
+                         tuple(e.get("platforms", ())), tuple(e.get("modes", ())), tuple(e.get("selected", ())),
+                         str(e.get("attnsolve_error", ""))))
     ids = [k.id for k in out]
     if len(ids) != len(set(ids)):
         raise ValueError(f"{path.name}: duplicate ids")
@@ -61,6 +67,8 @@ def load_known(path: Path = DATA) -> tuple[Known, ...]:
 
 
 def explain(known: tuple[Known, ...], category: str, signature: str, version: str, platform: str,
-            mode: str, selected: str | None = None) -> Known | None:
-    """The first entry that accepts this difference (`selected`: the backend attnsolve selected)."""
-    return next((k for k in known if k.matches(category, signature, version, platform, mode, selected)), None)
+            mode: str, selected: str | None = None, attnsolve_error: str | None = None) -> Known | None:
+    """The first entry that accepts this difference (`selected`: the backend attnsolve selected;
+    `attnsolve_error`: attnsolve's error text, if it raised)."""
+    return next((k for k in known if k.matches(category, signature, version, platform, mode, selected,
+                                               attnsolve_error)), None)

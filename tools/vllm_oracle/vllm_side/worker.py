@@ -373,11 +373,15 @@ class Oracle:
         name = bc.get_name() if hasattr(bc, "get_name") else None
         return name if name in self.E.__members__ else qual
 
-    def _reasons_of(self, backend: Any, cap: Any, sc: Any) -> list[str]:
+    def _reasons_of(self, backend: Any, cap: Any, sc: Any) -> list[str] | None:
+        """The backend's reasons as validate_configuration returns them; None where it raises a ValueError
+        (0.34's AITER MLA with adaptive verification and DCP): the selection's error is then that text."""
         try:
             return list(backend.get_class().validate_configuration(device_capability=cap, **sc._asdict()))
         except (ImportError, OSError) as e:
             return [f"{type(e).__name__}: {e}"]
+        except ValueError:
+            return None
 
     def _cuda_details(self, out: dict[str, Any], vc: Any, sel_cfg: Any, cfg: dict[str, Any]) -> None:
         """Structured reasons (as get_attn_backend_cls computes them) and the variant facts."""
@@ -390,7 +394,8 @@ class Oracle:
         requested = vc.attention_config.backend
         num_heads = cfg.get("num_heads")
         if requested is not None:
-            out["reasons"] = {requested.name: self._reasons_of(requested, cap, sc)}
+            reasons = self._reasons_of(requested, cap, sc)
+            out["reasons"] = {requested.name: [] if reasons is None else reasons}  # raised: no reasons
             if not out["ok"]:
                 out["kind"] = "invalid_backend"
         else:
