@@ -44,14 +44,17 @@ def _resolve_parents(name: str, trail: tuple[str, ...], raw_backends: dict[str, 
     base = _resolve_parents(parent, (*trail, parent), raw_backends, resolved, col)
     if base is None:
         return None
-    merged = {k: v for k, v in base.items() if k not in ("abstract", "summary", "explicit_only")}
+    merged = {k: v for k, v in base.items() if k not in ("abstract", "summary", "explicit_only", "inherit_checks")}
     for k, v in b.items():
-        if k == "checks":
-            merged["checks"] = list(base.get("checks", [])) + list(v)
+        if k == "checks":  # appended to the parent's, or replacing them (inherit_checks = false)
+            inherited = [] if b.get("inherit_checks") is False else list(base.get("checks", []))
+            merged["checks"] = inherited + list(v)
         elif k == "variants" and isinstance(v, dict) and isinstance(base.get("variants"), dict):
             merged["variants"] = {**base["variants"], **v}  # a child overrides its parent's variants by name
         else:
             merged[k] = v
+    if b.get("inherit_checks") is False and "checks" not in b:
+        merged["checks"] = []
     resolved[name] = merged
     return merged
 

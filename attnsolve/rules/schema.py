@@ -85,6 +85,8 @@ KEYS: dict[str, dict[str, str]] = {
     "gpu": {"platform": STR, "compute_capability": SCALAR, "rocm_arch": STR, "suggest": BOOL, "family": STR},
     "backend": {"platforms": STR_LIST, "role": STR, "summary": STR, **_CAPS, "explicit_only": BOOL, "parent": STR,
                 "abstract": BOOL, "variant_field": STR, "variants": TABLES("variant"), "checks": LIST_OF("check"),
+                # inherit_checks = false: the child's `checks` replace its parent's (default: appended to them)
+                "inherit_checks": BOOL,
                 "warnings": LIST_OF("warning"), "preferred_block_size": INT,
                 "startup_failures": LIST_OF("warning"), "variant_shown_by": STR,
                 # composite: the backends a composite one dispatches to (documentation; its capabilities are
