@@ -32,6 +32,7 @@ class Outcome:
     warnings: tuple[str, ...] = ()
     error: str | None = None
     reasons: tuple[tuple[str, tuple[str, ...]], ...] = ()  # backend -> vLLM's reasons against it
+    block_size: int | None = None  # the KV block size start-up sets (Selection.preferred_block_size)
 
     def __str__(self) -> str:
         if self.backend is None:
@@ -43,7 +44,7 @@ class Outcome:
 
     def to_dict(self) -> dict[str, Any]:
         return {"vllm": self.vllm, "selected": self.backend, "variant": self.variant, "warnings": list(self.warnings),
-                "error": self.error, "reasons": {b: list(r) for b, r in self.reasons}}
+                "error": self.error, "reasons": {b: list(r) for b, r in self.reasons}, "block_size": self.block_size}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +81,8 @@ class VersionComparison:
     @property
     def differs(self) -> bool:
         if self.old is not None and self.new is not None:
-            return (str(self.old), self.old.warnings, self.old.error) != (str(self.new), self.new.warnings, self.new.error)
+            return ((str(self.old), self.old.warnings, self.old.error, self.old.block_size)
+                    != (str(self.new), self.new.warnings, self.new.error, self.new.block_size))
         return self.changed > 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -144,7 +146,8 @@ def outcome(config: Config, role: str | None = None) -> Outcome:
         return Outcome(config.vllm, None, error=e.args[0].splitlines()[0],  # not str(e): that explains it
                        reasons=tuple((b, tuple(r)) for b, r in e.reasons.items()))
     reasons = tuple((r.backend, r.reasons) for r in sel.rejected)
-    return Outcome(config.vllm, sel.backend, sel.variant, sel.warnings, sel.startup_error, reasons)
+    return Outcome(config.vllm, sel.backend, sel.variant, sel.warnings, sel.startup_error, reasons,
+                   sel.preferred_block_size)
 
 
 def compare_versions(config: Config, old: str, new: str, *, role: str | None = None,
@@ -184,6 +187,8 @@ def _why(a: Outcome, b: Outcome) -> tuple[str, ...]:
     out += [f"new warning in vLLM {b.vllm}: {w}" for w in new_w]
     if a.error != b.error and a.backend is not None and b.backend is not None:
         out.append(f"start-up in vLLM {b.vllm}: {b.error or 'starts'} (was: {a.error or 'starts'})")
+    if a.block_size != b.block_size and a.block_size is not None and b.block_size is not None:
+        out.append(f"KV cache block size at start-up in vLLM {b.vllm}: {b.block_size} (was {a.block_size})")
     return tuple(out)
 
 
