@@ -39,7 +39,7 @@ from attnsolve.rules.model import Capabilities, Check, Literal, Pred, RuleSet
 # Tests that compare with the oracle carry ORACLE_RELEASES and run for every packaged release; the oracle
 # refuses a release it has not learned (select() fails naming it): teach it the release's new constructs,
 # then add the release here.
-KNOWS = ("0.17", "0.33")
+KNOWS = ("0.17", "0.33", "0.34")
 ORACLE_RELEASES = pytest.mark.every_release
 
 CAP_KEYS = ("dtypes", "kv_cache_dtypes", "kernel_block_sizes", "head_sizes", "compute_capability",
@@ -695,8 +695,8 @@ def preferred_block_size(rules: RuleSet, backend: str, block_size: int | None, l
                          facts: Mapping[str, Any] | None = None) -> int | None:
     """vLLM start-up: the platform's start-up rule when it has one (its first matching case, which may test
     the chosen backend as `selected`; "block_size" keeps the user's), else the user's block size, else the
-    backend's declared preferred size, else 16 if the backend (its variant) accepts it, else its smallest
-    kernel size. None for an answer that is no backend (the MLA layer without a prefill backend)."""
+    backend's declared preferred size, else the release's default size (16; 64 from 0.34) if the backend
+    (its variant) accepts it, else its smallest kernel size. None for an answer that is no backend (the MLA layer without a prefill backend)."""
     if backend not in rules.backends:
         return None
     # the rule is the platform's (every list of it carries it): a model-driven answer ("model: ...") meets it too
@@ -706,6 +706,8 @@ def preferred_block_size(rules: RuleSet, backend: str, block_size: int | None, l
             sfacts = dict(facts, selected=backend)
             for case in pl.start_block_size:
                 if all(literal_holds(lit, sfacts) for lit in case.when):
+                    if case.value == "preferred":  # the rule below, as without cases
+                        break
                     return block_size if case.value == "block_size" else case.value
             break
     if block_size is not None:
@@ -716,11 +718,13 @@ def preferred_block_size(rules: RuleSet, backend: str, block_size: int | None, l
     caps = effective_caps(b, facts or {})
     exact_key = next((g.exact_key for g in rules.generic_checks if g.field == "block_size" and g.exact_key), "")
     exact = caps.get(exact_key) if exact_key else None
+    # vLLM's CacheConfig.DEFAULT_BLOCK_SIZE, as the rule set records it ([ruleset] default_block_size; 16 when absent)
+    default = rules.settings.get("default_block_size", 16)
     if exact:  # exact sizes replace the multiples
-        return 16 if 16 in exact else min(exact)
+        return default if default in exact else min(exact)
     sizes = caps.kernel_block_sizes
-    if not sizes or any(16 % s == 0 for s in sizes):
-        return 16
+    if not sizes or any(default % s == 0 for s in sizes):
+        return default
     return min(sizes)
 
 

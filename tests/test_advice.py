@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from attnsolve import Config
+from attnsolve import Config, vllm_versions
 from attnsolve.advice import KINDS, Context, advise
 from attnsolve.cli import main
 
@@ -290,7 +290,8 @@ def test_cpu_deepseek_says_use_a_gpu(capsys):
     code, out, _ = run(capsys, "explain", "--gpu", "CPU", "--model", str(EX / "deepseek-v3.json"))
     text = flat(out)
     assert code == 1 and "--use-mla" not in text
-    assert "hint: no setting makes any backend valid on a CPU for this model in vLLM 0.17; pip install vllm==0.33.0" in text
+    newest = vllm_versions()[-1]  # the newest release, which has CPU MLA backends (0.33 and later)
+    assert f"hint: no setting makes any backend valid on a CPU for this model in vLLM 0.17; pip install vllm=={newest}.0" in text
     assert "or use a GPU: an A100" in text
     assert "Conflict platform=cpu, use_mla=true" in text
 

@@ -27,8 +27,8 @@ SCHEMA = json.loads((ROOT / "docs" / "attnsolve-output.schema.json").read_text(e
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
 
-# README and the user guide show the default release's answers: vLLM 0.33's (examples that name --vllm 0.17 keep it).
-pytestmark = [pytest.mark.usefixtures("no_vllm_env"), pytest.mark.vllm("0.33")]
+# README and the user guide show the default release's answers: vLLM 0.34's (examples that name --vllm 0.17 or 0.33 keep it).
+pytestmark = [pytest.mark.usefixtures("no_vllm_env"), pytest.mark.vllm("0.34")]
 
 
 def _commands(path: Path) -> list[str]:

@@ -14,8 +14,8 @@ import pytest
 
 from attnsolve.cli import run
 
-# The user guide shows the default release's answers: vLLM 0.33's (examples that name --vllm 0.17 keep it).
-pytestmark = pytest.mark.vllm("0.33")
+# The user guide shows the default release's answers: vLLM 0.34's (examples that name --vllm 0.17 or 0.33 keep it).
+pytestmark = pytest.mark.vllm("0.34")
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "user-guide.md"

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule
 
 import oracle
-from attnsolve import ConfigError, InvalidBackendError, NoValidBackendError, solve
+from attnsolve import ConfigError, InvalidBackendError, NoValidBackendError, solve, vllm_versions
 from attnsolve.rules import RulesError, default_rules, load_rules, override, set_rules
 from attnsolve.selection import solve_csp
 from strategies import budget, configs, packaged_docs, write_rules
@@ -233,7 +233,7 @@ class RulesEditing(RuleBasedStateMachine):
 # pytest.mark.vllm; under dev / ci they share the examples (as every_release tests do, conftest.py): 8 runs
 # of 6 steps each, about 30 s for 0.33 (each edit reloads and recompiles its rules) and 7 s for 0.17 on the
 # shared 2-core box.
-RELEASES = tuple(v for v in ("0.17", "0.33") if v in oracle.KNOWS)
+RELEASES = tuple(v for v in vllm_versions() if v in oracle.KNOWS)
 _SHARE = 1 if budget(15) > 15 else len(RELEASES)
 RulesEditing.TestCase.settings = settings(max_examples=max(5, math.ceil(budget(15) / _SHARE)), stateful_step_count=6,
                                           deadline=None,

@@ -89,10 +89,10 @@ def test_cli_version_flag_and_upgrade(release_018, capsys):
 
 def test_default_release_is_the_newest_packaged(monkeypatch):
     """Issue #14: with no $ATTNSOLVE_VLLM the answer is for the newest release attnsolve ships
-    (vLLM 0.33 since it left draft), in the API and the CLI alike."""
+    (vLLM 0.34 since it left draft; 0.33 before), in the API and the CLI alike."""
     monkeypatch.delenv("ATTNSOLVE_VLLM", raising=False)
     newest = vllm_versions()[-1]
-    assert newest == "0.33" and sets.default_version() == newest
+    assert newest == "0.34" and sets.default_version() == newest
     assert not any(s.draft for s in sets.packaged_sets())
     cfg = Config(gpu="H100", dtype="bfloat16", head_size=128)
     assert cfg.vllm == newest and solve(cfg).config.vllm == newest

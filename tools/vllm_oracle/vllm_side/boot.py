@@ -209,7 +209,10 @@ def _triton_driver(platform: str, data: VersionData) -> None:
         return
     if name in backends and backends[name].driver is not None:
         backends[name].driver.is_active = staticmethod(lambda: True)
-        _mark("triton.cpu_driver" if platform == "cpu" else "triton.active_driver", data)
+        if platform == "cpu":
+            _mark("triton.cpu_driver", data)
+        else:
+            _mark("triton.active_driver", data)
 
 
 def _cutlass_capability_queries(data: VersionData) -> None:
