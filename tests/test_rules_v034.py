@@ -119,6 +119,22 @@ def test_034_diffkv_fp8_check_uses_v_head_128():
     assert _answer(vllm="0.34", **dict(sm90, head_size=128))[0] == "FLASH_ATTN_DIFFKV"
 
 
+@pytest.mark.parametrize("release", ["0.33", "0.34"])
+def test_diffkv_reports_the_version_its_layer_runs(release):
+    """v1/attention/backends/flash_attn_diffkv.py FlashAttentionDiffKVImpl.__init__ (0.33.0 and 0.34.0): the layer
+    re-derives its FA version with the class's V head size (MiMo-V2 sets its v_head_dim, else 128), so MiMo-V2's
+    192/128 layers run FA4 on a B200, where FLASH_ATTN's own version at head 192 is FA2 (TMEM)."""
+    kw = dict(vllm=release, dtype="bfloat16", head_size=192, head_size_v=128, model_route="mimo_v2")
+    assert str(solve(Config(gpu="B200", **kw))) == "FLASH_ATTN_DIFFKV (FA4)"
+    assert str(solve(Config(gpu="H100", **kw))) == "FLASH_ATTN_DIFFKV (FA3)"
+    # requested without a model: V 128, so head 256 runs FA2 on SM 10.x; sinks with V != K upgrade FA3 on SM 9.x
+    ask = dict(vllm=release, dtype="bfloat16", backend="FLASH_ATTN_DIFFKV")
+    assert solve(Config(gpu="B200", head_size=256, **ask)).variant == "FA2"
+    assert solve(Config(gpu="H100", head_size=64, has_sink=True, **ask)).variant == "FA4"
+    assert solve(Config(gpu="H100", head_size=128, has_sink=True, **ask)).variant == "FA3"
+    assert solve(Config(gpu="A100", head_size=128, **ask)).variant == "FA2"
+
+
 def test_034_new_explicit_backends():
     """v1/attention/backends/registry.py gains FLASHINFER_TS (flashinfer_ts.py: SM 10.0/10.3/10.7, heads 64/128/256,
     pages 16-128, dense only, no sinks) and KIMI_K3_KV_BALANCED_MLA (models/kimi_k3/nvidia/kv_balanced_mla/

@@ -422,13 +422,25 @@ class Oracle:
                         out["reason_parse_mismatch"] = True
                 except (ValueError, SyntaxError):
                     pass
-        if out["ok"] and out["backend"] in ("FLASH_ATTN", "FLASH_ATTN_DIFFKV"):
-            # the layer's version (FlashAttentionImpl, which the DiffKV impl subclasses, asks with
-            # its head size), with what resolving it logs
+        if out["ok"] and out["backend"] == "FLASH_ATTN":
+            # the layer's version (FlashAttentionImpl asks with its head size), with what resolving it logs
             import vllm.v1.attention.backends.fa_utils as fa
 
             g = fa.get_flash_attn_version
             out["fa_version"] = g(head_size=sc.head_size) if _accepts(g, "head_size") else g()
+        elif out["ok"] and out["backend"] == "FLASH_ATTN_DIFFKV":
+            import vllm.v1.attention.backends.fa_utils as fa
+
+            g = fa.get_flash_attn_version
+            if _accepts(g, "head_size_v"):
+                # 0.33+: FlashAttentionDiffKVImpl re-derives the version it runs with its class's V head size (128
+                # unless a model set another), ALiBi and sinks (flash_attn_diffkv.py)
+                from vllm.v1.attention.backends.flash_attn_diffkv import FlashAttentionDiffKVBackend as DiffKV
+
+                out["fa_version"] = g(requires_alibi=bool(cfg.get("use_alibi")), head_size=sc.head_size,
+                                      head_size_v=DiffKV.head_size_v, has_sinks=bool(sc.has_sink))
+            else:  # 0.17: FlashAttentionImpl's own call, which the DiffKV impl keeps
+                out["fa_version"] = g(head_size=sc.head_size) if _accepts(g, "head_size") else g()
         if out["ok"] and out["backend"] == "FLASHINFER":
             import vllm.utils.flashinfer as fi
 
