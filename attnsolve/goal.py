@@ -268,7 +268,10 @@ class GoalCheck:
         return check
 
     def _steps_then_lists(self, facts: dict[str, Any], witness: bool) -> dict[str, Any] | None:
-        conds = self._live.get(facts["platform"], [])
+        # the live steps less those a fact of this question rules out (a kept head_size_v of None closes MiMo-V2's
+        # route, whose derived FA version would otherwise have every FA input enumerated)
+        conds = [c for c in self._live.get(facts["platform"], [])
+                 if all(lit(facts) for lit in c if facts.get(lit.field, ANY) is not ANY)]
         if not conds:
             return self._lists(facts, witness)
         free, pools = self._free_read(conds, facts)
@@ -312,7 +315,26 @@ class GoalCheck:
             found = self._through_each(free, pools, facts, witness)
             if found is not None:
                 return found
+        if witness:  # a witness of the lists alone keeps the steps quiet where the lists do not care
+            quiet = self._quiet(conds, facts)
+            if quiet:
+                found = self._lists(dict(facts, **quiet), witness)
+                if found is not None:
+                    return found
         return self._lists(facts, witness)
+
+    def _quiet(self, conds: list[tuple[Any, ...]], facts: dict[str, Any]) -> dict[str, Any]:
+        """The free facts the steps read and no list does (model identity), at their defaults: the lists' answer
+        is the same whatever they are, and a witness with them at rest is not stopped by a model route the
+        lists never saw (a free model_arch of deepseek_v4 refusing a bfloat16 KV cache)."""
+        out = {}
+        for f in self._free_read(conds, facts)[0]:
+            if f in self.csp.fields:
+                continue
+            decl = self.rules.fields.get(f)
+            pool = representatives(self.rules, f)
+            out[f] = decl.default if decl is not None and decl.default in pool else pool[0]
+        return out
 
     def _filled(self, facts: Mapping[str, Any]) -> dict[str, Any]:
         """Concrete facts for running the steps: the free facts the live steps do not read take any value
