@@ -22,8 +22,9 @@ def block_reason(rules: RuleSet) -> str:
 def preferred_block_size(rules: RuleSet, backend: str, block_size: int | None, plist: Any = None,
                          facts: Any = None, comp: CompiledRules | None = None, t: int | None = None) -> int | None:
     """The KV block size vLLM's start-up sets: the platform's start-up rule when it has one (first
-    matching case; "block_size" keeps the user's, "preferred" defers to what follows); else the user's; else the backend's preferred
-    size: the release's default (16; 64 from 0.34) if it accepts it, else its smallest kernel size.
+    matching case; "block_size" keeps the user's, "preferred" defers to what follows); else the user's;
+    else the backend's preferred size: the release's default (16; 64 from 0.34) if it accepts it, else its
+    smallest kernel size.
     comp, t: the compiled rules and the truth bitset of `facts` (CompiledRules.holds), to decide the cases
     without evaluating them."""
     if plist is not None and plist.start_block_size and facts is not None:
