@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from . import schema
+from . import overlay, schema
 from .assemble import _BACKEND_KEYS, _PLATFORM_KEYS, CONTEXT_FIELDS, EXTRA_FIELDS, _build, _check_references
 from .backends import _ROLES, _backend, _check_domain
 from .capabilities import _caps, _generic_checks, _generic_default, expand_checks
@@ -60,20 +60,42 @@ def load_rules(path: str | Path | None = None, *, check_structure: bool = True) 
     priority entries naming no backend, backends in no list); the packaged rules are checked
     by the test suite, so the CLI can skip importing networkx on its fast start-up path.
     """
-    from ..safe_io import RULES_FILE_MAX_BYTES, FileProblem, read_text
     if path is not None and not isinstance(path, (str, os.PathLike)):
         raise RulesError([(type(path).__name__, "-", "expected the path of a folder of rule files (*.toml)")])
     root = Path(path) if path is not None else RULES_DIR
     if not root.is_dir():
         raise RulesError([(str(root), "-", "not a directory of rule files (*.toml)")])
+    col = _Collector()
+    docs, files = _read_release(root, col, ())
+    if col.problems:
+        raise RulesError(col.problems)
+    _check_shapes(docs, col)
+    if col.problems:
+        raise RulesError(col.problems)
+    try:
+        return _build(docs, col, check_structure, files)
+    except RulesError:
+        raise
+    except (TypeError, AttributeError, KeyError, ValueError, RecursionError) as e:
+        # Every shape the loader knows is checked with a precise message above; this is the net for
+        # a shape it does not know, so a malformed file never escapes as a traceback.
+        raise RulesError([*col.problems, (", ".join(Path(f).name for f in files), "-",
+                                          f"malformed rules ({type(e).__name__}: {e})")]) from None
+
+
+def _read_release(root: Path, col: _Collector, seen: tuple[Path, ...]) -> tuple[list[tuple[str, dict]], tuple[str, ...]]:
+    """The folder's files as (name, tables), `domains.toml` first, with its `[ruleset] base` applied.
+
+    A folder whose ruleset names a base release holds edits on that release's folder (rules/overlay.py):
+    the base (itself possibly edits on another) is read first, then each file merged into its namesake.
+    Returns the tables and every file read, the base's included (RuleSet.sources).
+    """
+    from ..safe_io import RULES_FILE_MAX_BYTES, FileProblem, read_text
     try:
         files = sorted(root.glob("*.toml"))
     except OSError as e:
         raise RulesError([(str(root), "-", f"cannot list the folder: {e.strerror or e}")]) from None
-    col = _Collector()
     docs: list[tuple[str, dict]] = []
-    if not any(f.name == "domains.toml" for f in files):
-        raise RulesError([(str(root), "-", "missing domains.toml (field domains and GPU table)")])
     for f in sorted(files, key=lambda p: (p.name != "domains.toml", p.name)):
         try:  # regular files only, size-capped, never blocking on a FIFO (safe_io)
             docs.append((f.name, tomllib.loads(read_text(f, max_bytes=RULES_FILE_MAX_BYTES))))
@@ -85,20 +107,56 @@ def load_rules(path: str | Path | None = None, *, check_structure: bool = True) 
             col.add(f.name, "-", "not valid TOML: nested too deeply")
         except ValueError as e:  # an integer of more than 4,300 digits
             col.add(f.name, "-", "not valid TOML: " + ("a number of more than 4,300 digits" if "4300" in str(e) else str(e)))
+    sources = tuple(str(f) for f in files)
+    base = _base_label(docs, col)
+    if base is None:
+        if not any(f.name == "domains.toml" for f in files):
+            col.problems.insert(0, (str(root), "-", "missing domains.toml (field domains and GPU table)"))
+        return docs, sources
     if col.problems:
-        raise RulesError(col.problems)
-    _check_shapes(docs, col)
-    if col.problems:
-        raise RulesError(col.problems)
-    try:
-        return _build(docs, col, check_structure, tuple(str(f) for f in files))
-    except RulesError:
-        raise
-    except (TypeError, AttributeError, KeyError, ValueError, RecursionError) as e:
-        # Every shape the loader knows is checked with a precise message above; this is the net for
-        # a shape it does not know, so a malformed file never escapes as a traceback.
-        raise RulesError([*col.problems, (", ".join(f.name for f in files), "-",
-                                          f"malformed rules ({type(e).__name__}: {e})")]) from None
+        return docs, sources
+    base_root = _base_folder(root, base)
+    where = ("ruleset.toml", "ruleset.base")
+    if base_root is None:
+        col.add(*where, f"no rule folder for base release {base!r} (looked for vllm-{base} beside {root} "
+                        "and among the packaged sets)")
+        return docs, sources
+    chain = (*seen, root.resolve())
+    if base_root.resolve() in chain or len(chain) > overlay.MAX_BASE_DEPTH:
+        col.add(*where, f"base releases form a cycle or a chain longer than {overlay.MAX_BASE_DEPTH}: "
+                        + " -> ".join(p.name for p in (*chain, base_root)))
+        return docs, sources
+    base_docs, base_sources = _read_release(base_root, col, chain)
+    merged = dict(base_docs)
+    for name, edits in docs:
+        merged[name] = overlay.merge_file(merged.get(name, {}), edits,
+                                          lambda loc, msg, name=name: col.add(name, loc, f"{msg} (edits on vLLM {base})"))
+    ruleset = merged["ruleset.toml"].get("ruleset")
+    if isinstance(ruleset, dict):
+        ruleset.pop("base", None)
+    ordered = sorted(merged.items(), key=lambda d: (d[0] != "domains.toml", d[0]))
+    return ordered, (*sources, *base_sources)
+
+
+def _base_label(docs: list[tuple[str, dict]], col: _Collector) -> str | None:
+    """`[ruleset] base` of the folder's own ruleset.toml: the release its files edit, or None."""
+    table = dict(docs).get("ruleset.toml", {}).get("ruleset")
+    base = table.get("base") if isinstance(table, dict) else None
+    if base is None:
+        return None
+    from .sets import parse_version
+    label = parse_version(base)
+    if label is None:
+        col.add("ruleset.toml", "ruleset.base", f"must name a vLLM release such as \"0.33\", got {base!r}")
+    return label
+
+
+def _base_folder(root: Path, label: str) -> Path | None:
+    """The base release's folder: a sibling `vllm-<label>` (so a copied pair still loads), else the packaged one."""
+    for folder in (root.parent / f"vllm-{label}", RULES_ROOT / f"vllm-{label}"):
+        if folder.is_dir():
+            return folder
+    return None
 
 
 def _check_shapes(docs: list[tuple[str, dict]], col: _Collector) -> None:

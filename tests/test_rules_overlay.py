@@ -1,0 +1,135 @@
+"""A release folder written as edits on another (`[ruleset] base`): the merge rules and the loader's use of them.
+
+Why: most packaged releases are edit folders, so a wrong merge would change every answer of a release
+silently; these tests pin each merge rule on small tables and on real folders.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from attnsolve.rules.loader import RULES_ROOT, load_rules
+from attnsolve.rules.overlay import merge_file
+from attnsolve.rules.problems import RulesError
+
+
+def merged(base: dict, edits: dict) -> tuple[dict, list[tuple[str, str]]]:
+    problems: list[tuple[str, str]] = []
+    out = merge_file(base, edits, lambda loc, msg: problems.append((loc, msg)))
+    return out, problems
+
+
+def test_tables_merge_key_by_key_and_values_replace():
+    base = {"backends": {"A": {"dtypes": ["float16"], "head_sizes": [64, 128]}, "B": {"dtypes": ["float32"]}}}
+    out, problems = merged(base, {"backends": {"A": {"dtypes": ["bfloat16"]}, "C": {"dtypes": ["float16"]}}})
+    assert problems == []
+    assert out == {"backends": {"A": {"dtypes": ["bfloat16"], "head_sizes": [64, 128]},
+                                "B": {"dtypes": ["float32"]}, "C": {"dtypes": ["float16"]}}}
+    assert base["backends"]["A"]["dtypes"] == ["float16"]  # the base is not changed
+
+
+def test_remove_replace_and_remove_keys():
+    base = {"backends": {"A": {"dtypes": ["float16"], "head_sizes": [64]}, "B": {"dtypes": ["float32"], "x": 1}}}
+    out, problems = merged(base, {"backends": {"A": {"_remove": True},
+                                               "B": {"_replace": True, "dtypes": ["bfloat16"]}}})
+    assert problems == []
+    assert out == {"backends": {"B": {"dtypes": ["bfloat16"]}}}
+    out, problems = merged(base, {"backends": {"B": {"_remove_keys": ["x"]}}})
+    assert problems == [] and out["backends"]["B"] == {"dtypes": ["float32"]}
+
+
+def test_named_arrays_merge_by_name_in_order():
+    base = {"platforms": {"cuda": {"lists": [{"name": "a", "entries": ["X"]}, {"name": "b", "entries": ["Y"]},
+                                             {"name": "catch-all", "entries": ["Z"]}]}}}
+    edits = {"platforms": {"cuda": {"lists": [
+        {"name": "b", "entries": ["Y2"]},
+        {"name": "a", "_remove": True},
+        {"name": "new", "entries": ["N"], "_before": "catch-all"},
+        {"name": "last", "entries": ["L"]},
+    ]}}}
+    out, problems = merged(base, edits)
+    assert problems == []
+    assert [(e["name"], e["entries"]) for e in out["platforms"]["cuda"]["lists"]] == [
+        ("b", ["Y2"]), ("new", ["N"]), ("catch-all", ["Z"]), ("last", ["L"])]
+
+
+def test_unnamed_arrays_replace_whole():
+    base = {"backends": {"A": {"checks": [{"reason": "r1"}, {"reason": "r2"}]}}}
+    out, problems = merged(base, {"backends": {"A": {"checks": [{"reason": "r3"}]}}})
+    assert problems == [] and out["backends"]["A"]["checks"] == [{"reason": "r3"}]
+
+
+@pytest.mark.parametrize("edits, where", [
+    ({"backends": {"GONE": {"_remove": True}}}, "backends.GONE"),
+    ({"lists": [{"name": "nope", "_remove": True}]}, "lists['nope']"),
+    ({"lists": [{"name": "n", "_before": "nope"}]}, "lists['n']._before"),
+    ({"backends": {"A": {"_remove_keys": ["nope"]}}}, "backends.A._remove_keys"),
+    ({"backends": {"NEW": {"_remove_keys": ["x"]}}}, "backends.NEW._remove_keys"),
+])
+def test_edits_that_miss_their_target_are_reported(edits, where):
+    base = {"backends": {"A": {"dtypes": ["float16"]}}, "lists": [{"name": "a"}, {"name": "b"}]}
+    _, problems = merged(base, edits)
+    assert [loc for loc, _ in problems] == [where]
+
+
+def same_rules(a, b, *, but: tuple[str, ...] = ()) -> list[str]:
+    """The RuleSet fields (compared by value; RuleSet compares by identity) that differ, `sources` aside."""
+    return [f.name for f in fields(a) if f.name not in ("sources", *but) and getattr(a, f.name) != getattr(b, f.name)]
+
+
+def _edit_folder(tmp_path: Path, ruleset: str, **files: str) -> Path:
+    folder = tmp_path / "vllm-0.99"
+    folder.mkdir()
+    (folder / "ruleset.toml").write_text(ruleset)
+    for name, text in files.items():
+        (folder / f"{name}.toml").write_text(text)
+    return folder
+
+
+def test_a_folder_of_edits_loads_as_its_base_with_the_edits(tmp_path):
+    newest = RULES_ROOT / "vllm-0.33"
+    folder = _edit_folder(tmp_path, '[ruleset]\nbase = "0.33"\nvllm = "0.99"\nread_from = "test"\nsummary = "s"\n',
+                          cuda='[backends.FLASH_ATTN]\nhead_sizes = [64, 128]\n')
+    base, edited = load_rules(newest), load_rules(folder)
+    assert edited.vllm == "0.99" and edited.read_from == "test"
+    assert edited.backends["FLASH_ATTN"].caps != base.backends["FLASH_ATTN"].caps
+    # everything else is the base's, exactly
+    rest = {k: v for k, v in edited.backends.items() if k != "FLASH_ATTN"}
+    assert rest == {k: v for k, v in base.backends.items() if k != "FLASH_ATTN"}
+    assert same_rules(base, edited, but=("backends", "vllm", "read_from", "summary")) == []
+    assert any(s.endswith("vllm-0.33/cuda.toml") for s in edited.sources)
+
+
+def test_an_empty_edit_folder_is_its_base(tmp_path):
+    folder = _edit_folder(tmp_path, '[ruleset]\nbase = "0.33"\n')
+    base, edited = load_rules(RULES_ROOT / "vllm-0.33"), load_rules(folder)
+    assert same_rules(base, edited) == []
+
+
+def test_a_copied_pair_reads_its_sibling_base(tmp_path):
+    shutil.copytree(RULES_ROOT / "vllm-0.33", tmp_path / "vllm-0.33")
+    folder = _edit_folder(tmp_path, '[ruleset]\nbase = "0.33"\n')
+    assert all(str(tmp_path) in s for s in load_rules(folder).sources)
+
+
+@pytest.mark.parametrize("ruleset, message", [
+    ('[ruleset]\nbase = "0.01"\n', "no rule folder for base release '0.1'"),
+    ('[ruleset]\nbase = "latest"\n', "must name a vLLM release"),
+    ('[ruleset]\nbase = "0.99"\n', "cycle"),
+])
+def test_bad_bases_are_clear_errors(tmp_path, ruleset, message):
+    folder = _edit_folder(tmp_path, ruleset)
+    with pytest.raises(RulesError) as e:
+        load_rules(folder)
+    assert message in str(e.value)
+
+
+def test_edit_mistakes_name_file_and_base(tmp_path):
+    folder = _edit_folder(tmp_path, '[ruleset]\nbase = "0.33"\n', cuda='[backends.NO_SUCH]\n_remove = true\n')
+    with pytest.raises(RulesError) as e:
+        load_rules(folder)
+    assert e.value.problems == (("cuda.toml", "backends.NO_SUCH", "the base has no such table to remove (edits on vLLM 0.33)"),)
