@@ -93,14 +93,18 @@ def _edit_folder(tmp_path: Path, ruleset: str, **files: str) -> Path:
 def test_a_folder_of_edits_loads_as_its_base_with_the_edits(tmp_path):
     newest = RULES_ROOT / "vllm-0.33"
     folder = _edit_folder(tmp_path, '[ruleset]\nbase = "0.33"\nvllm = "0.99"\nread_from = "test"\nsummary = "s"\n',
-                          cuda='[backends.FLASH_ATTN]\nhead_sizes = [64, 128]\n')
+                          cuda='[backends.FLEX_ATTENTION]\ndtypes = ["float32"]\n')
     base, edited = load_rules(newest), load_rules(folder)
     assert edited.vllm == "0.99" and edited.read_from == "test"
-    assert edited.backends["FLASH_ATTN"].caps != base.backends["FLASH_ATTN"].caps
-    # everything else is the base's, exactly
-    rest = {k: v for k, v in edited.backends.items() if k != "FLASH_ATTN"}
-    assert rest == {k: v for k, v in base.backends.items() if k != "FLASH_ATTN"}
-    assert same_rules(base, edited, but=("backends", "vllm", "read_from", "summary")) == []
+    assert dict(edited.backends["FLEX_ATTENTION"].caps.items)["dtypes"] == ("float32",)
+    # everything else is the base's, exactly (FLEX_ATTENTION has no children)
+    assert all(b.parent != "FLEX_ATTENTION" for b in base.backends.values())
+    assert {k: v for k, v in edited.backends.items() if k != "FLEX_ATTENTION"} == {
+        k: v for k, v in base.backends.items() if k != "FLEX_ATTENTION"}
+    assert same_rules(base, edited, but=("backends", "vllm", "read_from", "summary", "settings")) == []
+    texts = ("vllm", "read_from", "summary")
+    assert {k: v for k, v in edited.settings.items() if k not in texts} == {
+        k: v for k, v in base.settings.items() if k not in texts}
     assert any(s.endswith("vllm-0.33/cuda.toml") for s in edited.sources)
 
 
