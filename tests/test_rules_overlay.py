@@ -137,3 +137,17 @@ def test_edit_mistakes_name_file_and_base(tmp_path):
     with pytest.raises(RulesError) as e:
         load_rules(folder)
     assert e.value.problems == (("cuda.toml", "backends.NO_SUCH", "the base has no such table to remove (edits on vLLM 0.33)"),)
+
+
+def test_inline_tables_replace_whole():
+    """A condition or a predicate is a value: merging key by key would keep the base's bounds and clauses."""
+    base = {"backends": {"A": {"head_sizes": {"multiple_of": 8, "max": 512}, "variants": {"V": {"when": {"a": 1}}},
+                               "checks": [{"reason": "r", "when": {"x": 1}}]}},
+            "platforms": {"cuda": {"mla_prefill": {"skips": [1], "fallbacks": [2]}}}}
+    edits = {"backends": {"A": {"head_sizes": {"max": 256}, "variants": {"V": {"when": {"b": 2}}}}},
+             "platforms": {"cuda": {"mla_prefill": {"skips": [3]}}}}
+    out, problems = merged(base, edits)
+    assert problems == []
+    assert out["backends"]["A"]["head_sizes"] == {"max": 256}
+    assert out["backends"]["A"]["variants"]["V"]["when"] == {"b": 2}
+    assert out["platforms"]["cuda"]["mla_prefill"] == {"skips": [3], "fallbacks": [2]}

@@ -9,7 +9,10 @@ The edit language is TOML itself, with four keys of its own (each starts with `_
 rules key):
 
 - A file merges into the base's file of the same name (a new name is a new file).
-- Tables merge key by key, recursively; any other value (a string, a list of values) replaces the base's.
+- Named tables merge key by key: the top-level tables, each entry of them (`[backends.X]`, `[derived.X]`,
+  `[platforms.cuda]`, ...), a backend's `variants` and each variant, a platform's `mla_prefill`. Any other
+  value replaces the base's whole: a string, a list, and an inline table such as a `when`, a `require` or a
+  head-size predicate (merging `{ min = 8 }` into `{ max = 256 }` would silently keep both bounds).
 - An array of tables whose elements all have a unique `name` (priority lists, model routes, ...) merges
   by name: an element with a base element's name replaces it in place; a new name is appended, or put
   before the element named by its `_before`.
@@ -36,6 +39,16 @@ def merge_file(base: dict[str, Any], edits: dict[str, Any], problem: Problem) ->
     return _merge_table(deepcopy(base), edits, "", problem)
 
 
+# Keys whose table is a collection of named entries (merged entry by entry) below the top two levels.
+_NAMED_BELOW = ("variants", "mla_prefill")
+
+
+def _merges(where: str, key: str) -> bool:
+    """Whether the table at `where`.`key` merges into the base's (a named table) or replaces it (a value)."""
+    path = [*where.split("."), key] if where else [key]
+    return len(path) <= 2 or key in _NAMED_BELOW or (len(path) >= 2 and path[-2] == "variants")
+
+
 def _merge_table(into: dict[str, Any], edits: dict[str, Any], where: str, problem: Problem) -> dict[str, Any]:
     for key in edits.get(REMOVE_KEYS, ()) if isinstance(edits.get(REMOVE_KEYS), list) else ():
         if into.pop(key, None) is None:
@@ -54,7 +67,7 @@ def _merge_table(into: dict[str, Any], edits: dict[str, Any], where: str, proble
                 if key not in into:
                     problem(at, "the base has no such table to remove")
                 into.pop(key, None)
-            elif value.get(REPLACE) is True or not isinstance(old, dict):
+            elif value.get(REPLACE) is True or not isinstance(old, dict) or not _merges(where, key):
                 into[key] = _clean(value, at, problem)
             else:
                 into[key] = _merge_table(old, value, at, problem)

@@ -116,10 +116,11 @@ def answer(cfg: Mapping[str, Any], mode: str, version: str | None = None) -> dic
 
 def _vllm_name(backend: str, version: str | None) -> str:
     """The name vLLM reports for a backend: a platform's own class outside vLLM's registry (0.33's
-    FLASH_ATTN_MLA_XPU, `requested_as` FLASH_ATTN_MLA) goes by its get_name(), as the vLLM side
-    reports it."""
+    FLASH_ATTN_MLA_XPU, `requested_as` FLASH_ATTN_MLA) or one only model code builds (`model_built`:
+    0.32's DeepSeek-V4.1 ROCm class, which calls itself ROCM_FLASHMLA_SPARSE_DSV4) goes by its
+    get_name(), as the vLLM side reports it."""
     b = load_rules_for(version).backends.get(backend)
-    if b is not None and getattr(b, "requested_as", None):
+    if b is not None and (getattr(b, "requested_as", None) or getattr(b, "model_built", False)):
         return getattr(b, "get_name", "") or backend
     return backend
 
