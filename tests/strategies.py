@@ -646,11 +646,11 @@ def write_rules(docs: dict[str, dict], directory: Any) -> None:
 
 def packaged_docs(version: str | None = None) -> dict[str, dict]:
     """A release's packaged rules (default: the default release) as raw TOML documents (for editing copies)."""
-    import tomllib
     from attnsolve.rules import default_version
+    from attnsolve.rules.loader import release_documents
     from attnsolve.rules.sets import info
-    folder = info(version or default_version()).path
-    return {p.name: tomllib.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.toml"))}
+    # an edit folder ([ruleset] base) comes merged into its base's files, as the loader reads it
+    return release_documents(info(version or default_version()).path)
 
 
 # ---------------------------------------------------------------------------------------------------

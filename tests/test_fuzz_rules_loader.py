@@ -8,6 +8,8 @@ problems each carry (file, location, message); never another exception, never a 
 
 from __future__ import annotations
 
+import tomllib
+
 import contextlib
 import signal
 import tempfile
@@ -34,9 +36,14 @@ class _Files:
     def __init__(self, version: str):
         from attnsolve.rules.sets import info
         folder = info(version).path
-        self.FILES = sorted(p.name for p in folder.glob("*.toml"))
-        self.TEXTS = {name: (folder / name).read_text(encoding="utf-8") for name in self.FILES}
-        self.DOCS = packaged_docs(version)  # the same files as FILES / TEXTS
+        self.DOCS = packaged_docs(version)  # an edit folder's files merged into its base's, as loaded
+        self.FILES = sorted(self.DOCS)
+        # the texts as written where the folder is complete, else the merged tables written out (an edit
+        # folder alone is no rule set: its base supplies the rest)
+        own = tomllib.loads((folder / "ruleset.toml").read_text(encoding="utf-8")).get("ruleset", {})
+        complete = "base" not in own
+        self.TEXTS = {name: (folder / name).read_text(encoding="utf-8") if complete else dump_toml(self.DOCS[name])
+                      for name in self.FILES}
         self.PATHS = [(name, p) for name in self.FILES for p in _paths(self.DOCS[name])]
         # (file, path) of every key of the schema or field name (not free-form names such as backends or GPUs).
         self.KEY_PATHS = [(name, p) for name, p in self.PATHS if isinstance(p[-1], str) and p[-1] in SCHEMA_KEYS

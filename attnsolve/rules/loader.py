@@ -83,6 +83,16 @@ def load_rules(path: str | Path | None = None, *, check_structure: bool = True) 
                                           f"malformed rules ({type(e).__name__}: {e})")]) from None
 
 
+def release_documents(path: str | Path) -> dict[str, dict]:
+    """A rule folder's tables by file name as the loader reads them: an edit folder's files merged into its
+    base's (`[ruleset] base`), so tools and tests can copy or damage a release whatever its folder holds."""
+    col = _Collector()
+    docs, _ = _read_release(Path(path), col, ())
+    if col.problems:
+        raise RulesError(col.problems)
+    return dict(docs)
+
+
 def _read_release(root: Path, col: _Collector, seen: tuple[Path, ...]) -> tuple[list[tuple[str, dict]], tuple[str, ...]]:
     """The folder's files as (name, tables), `domains.toml` first, with its `[ruleset] base` applied.
 

@@ -427,7 +427,15 @@ class Oracle:
             import vllm.v1.attention.backends.fa_utils as fa
 
             g = fa.get_flash_attn_version
-            out["fa_version"] = g(head_size=sc.head_size) if _accepts(g, "head_size") else g()
+            if _accepts(g, "supports_fa4_hd256"):
+                # 0.32+: FlashAttentionImpl.__init__'s own call opts into FA4's Blackwell head-256 kernel
+                # (flash_attn.py: requires_alibi, head_size, has_sinks, requires_softcap, supports_fa4_hd256=True);
+                # the bare call would fall back to FA2 there without a word
+                out["fa_version"] = g(requires_alibi=bool(cfg.get("use_alibi")), head_size=sc.head_size,
+                                      has_sinks=bool(sc.has_sink), requires_softcap=bool(cfg.get("has_logit_softcap")),
+                                      supports_fa4_hd256=True)
+            else:
+                out["fa_version"] = g(head_size=sc.head_size) if _accepts(g, "head_size") else g()
         elif out["ok"] and out["backend"] == "FLASH_ATTN_DIFFKV":
             import vllm.v1.attention.backends.fa_utils as fa
 
