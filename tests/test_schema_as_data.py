@@ -164,20 +164,47 @@ def test_docs_pick_up_the_new_backends(npu_rules, tmp_path):
 # -- invariants and defaults that used to be Python: now rules data ---------------------------------------
 
 
+def _copy_release(dest: Path) -> list[Path]:
+    """The running release's packaged folder copied into dest, with the folders it is written as edits on
+    (`[ruleset] base`, followed to a complete folder) beside it as the loader finds them; the release's copy
+    first, then its bases'."""
+    import tomllib
+    from attnsolve.rules import RULES_ROOT
+    chain, folder = [], _release_dir()
+    while True:
+        copy = dest / folder.name
+        copy.mkdir(parents=True, exist_ok=True)
+        for f in folder.glob("*.toml"):
+            shutil.copy(f, copy / f.name)
+        chain.append(copy)
+        base = tomllib.loads((folder / "ruleset.toml").read_text()).get("ruleset", {}).get("base")
+        if base is None:
+            return chain
+        folder = RULES_ROOT / f"vllm-{base}"
+
+
+def _replace(chain: list[Path], name: str, old: str, new: str) -> None:
+    """Replace `old` (once) in the first copy along the chain whose `name` file holds it."""
+    for folder in chain:
+        f = folder / name
+        if f.is_file() and old in f.read_text():
+            text = f.read_text()
+            assert text.count(old) == 1, old
+            f.write_text(text.replace(old, new))
+            return
+    raise AssertionError(f"{old!r} is in no {name} of {[c.name for c in chain]}")
+
+
 def _copy(tmp_path: Path, edit: tuple[str, str, str] | None = None, extra: str = "") -> Path:
     """The running release's packaged folder in tmp_path, with one text replacement in one file and extra TOML
     appended."""
-    for f in _release_dir().glob("*.toml"):
-        shutil.copy(f, tmp_path / f.name)
+    chain = _copy_release(tmp_path)
     if edit is not None:
-        name, old, new = edit
-        text = (tmp_path / name).read_text()
-        assert text.count(old) == 1, old
-        (tmp_path / name).write_text(text.replace(old, new))
+        _replace(chain, *edit)
     if extra:
-        (tmp_path / "extra.toml").write_text(extra)
-    load_rules(tmp_path)
-    return tmp_path
+        (chain[0] / "extra.toml").write_text(extra)
+    load_rules(chain[0])
+    return chain[0]
 
 
 HEAD_DEFAULTS = 'defaults = [{ when = { use_mla = true }, value = 576 }, { value = 128 }]'
@@ -211,14 +238,10 @@ def test_a_malformed_field_default_is_a_rules_error(tmp_path):
     for bad in ('defaults = [{ when = { use_mla = true }, value = 576 }]',  # no last case without `when`
                 'defaults = [{ when = { head_size = 64 }, value = 576 }, { value = 128 }]',  # reads itself
                 'defaults = [{ when = { use_mla = true }, size = 576 }, { value = 128 }]'):  # no value
-        folder = tmp_path / str(abs(hash(bad)))
-        folder.mkdir()
-        for f in _release_dir().glob("*.toml"):
-            shutil.copy(f, folder / f.name)
-        text = (folder / "fields.toml").read_text().replace(HEAD_DEFAULTS, bad)
-        (folder / "fields.toml").write_text(text)
+        chain = _copy_release(tmp_path / str(abs(hash(bad))))
+        _replace(chain, "fields.toml", HEAD_DEFAULTS, bad)
         with pytest.raises(RulesError, match="head_size"):
-            load_rules(folder)
+            load_rules(chain[0])
 
 
 def test_a_declared_field_may_have_a_conditional_default(tmp_path):
