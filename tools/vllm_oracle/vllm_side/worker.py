@@ -360,8 +360,14 @@ class Oracle:
         from vllm.config.cache import CacheConfig
 
         boot._mark("startup.executor_block_size", data)
-        out["startup_block_size"] = self.cls._preferred_block_size_for_backends(
-            [bc], CacheConfig.DEFAULT_BLOCK_SIZE, vc)
+        if hasattr(self.cls, "_preferred_block_size_for_backends"):
+            out["startup_block_size"] = self.cls._preferred_block_size_for_backends(
+                [bc], CacheConfig.DEFAULT_BLOCK_SIZE, vc)
+        else:  # 0.30: phase 1 asks the one backend directly, under the run's config
+            from vllm.config.vllm import set_current_vllm_config
+
+            with set_current_vllm_config(vc):
+                out["startup_block_size"] = bc.get_preferred_block_size(CacheConfig.DEFAULT_BLOCK_SIZE)
 
     def _enum_name(self, bc: Any) -> str:
         qual = f"{bc.__module__}.{bc.__qualname__}"
