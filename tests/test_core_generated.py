@@ -352,6 +352,16 @@ _UNBUILT = "no config the search builds violates this check (a capability bucket
 KNOWN = {f"0.33-TRITON_FLASH_ATTN-cuda-{k}": _UNBUILT for k in (
     "head_sizes3", "head_sizes4", "head_sizes5", "kv_cache_dtypes7", "kv_cache_dtypes10", "kv_cache_dtypes11",
     "kv_cache_dtypes12", "kernel_block_sizes16", "kernel_block_sizes18", "non_causal_dcp26", "dcp29")}
+# Listed by vLLM >= 0.30 but never picked automatically: an earlier entry of every list that names them accepts
+# whatever they accept (facts of the rules, not a search limit). TOKENSPEED_MLA follows FLASHINFER_MLA, which
+# refuses only a qk_nope_head_dim outside [64, 128, 192] (or none), where TOKENSPEED_MLA needs R1's 128;
+# FLASHINFER_PREFILL follows TRTLLM_RAGGED_PREFILL, whose checks are the same. Reached by request only.
+_SHADOWED = {
+    "TOKENSPEED_MLA": "shadowed by FLASHINFER_MLA in every SM 10.x MLA list (reached by request only)",
+    "FLASHINFER_PREFILL": "shadowed by TRTLLM_RAGGED_PREFILL in every SM 10.x MLA prefill list (reached by request only)",
+}
+KNOWN.update({f"{v}-{b}-cuda": why for v in RELEASES if v != "0.17" for b, why in _SHADOWED.items()
+              if b in RELEASES[v].rules.backends})
 
 
 def _params(cases: Any, ident: Callable[..., str], step: int) -> list[Any]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import overlay, schema
+from .labels import parse_version
 from .assemble import _BACKEND_KEYS, _PLATFORM_KEYS, CONTEXT_FIELDS, EXTRA_FIELDS, _build, _check_references
 from .backends import _ROLES, _backend, _check_domain
 from .capabilities import _caps, _generic_checks, _generic_default, expand_checks
@@ -154,7 +155,6 @@ def _base_label(docs: list[tuple[str, dict]], col: _Collector) -> str | None:
     base = table.get("base") if isinstance(table, dict) else None
     if base is None:
         return None
-    from .sets import parse_version
     label = parse_version(base)
     if label is None:
         col.add("ruleset.toml", "ruleset.base", f"must name a vLLM release such as \"0.33\", got {base!r}")

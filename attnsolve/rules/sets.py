@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from .labels import parse_version
 from .loader import RULES_ROOT
 
 _FOLDER = re.compile(r"^vllm-(\d+)\.(\d+)$")
-_SPELLING = re.compile(r"^\s*v?(\d+)\.(\d+)(?:\.\d+)?(?:[.+-].*)?\s*$", re.IGNORECASE)
 # Environment variable that picks the default release (tests pin the release their facts are for).
 DEFAULT_ENV = "ATTNSOLVE_VLLM"
 
@@ -58,14 +58,6 @@ def packaged_sets() -> tuple[RuleSetInfo, ...]:
 def versions(*, include_drafts: bool = True) -> tuple[str, ...]:
     """Release labels of the packaged sets, oldest first."""
     return tuple(s.version for s in packaged_sets() if include_drafts or not s.draft)
-
-
-def parse_version(text: object) -> str | None:
-    """'0.33', '0.33.0', 'v0.33', '0.33.0rc1' -> '0.33'; None when the text is no vLLM version."""
-    if not isinstance(text, str):
-        return None
-    m = _SPELLING.match(text)
-    return f"{int(m.group(1))}.{int(m.group(2))}" if m else None
 
 
 def default_version() -> str:
