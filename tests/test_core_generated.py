@@ -360,11 +360,11 @@ _SHADOWED = {
     "TOKENSPEED_MLA": "shadowed by FLASHINFER_MLA in every SM 10.x MLA list (reached by request only)",
     "FLASHINFER_PREFILL": "shadowed by TRTLLM_RAGGED_PREFILL in every SM 10.x MLA prefill list (reached by request only)",
 }
-KNOWN.update({f"{v}-{b}-cuda": why for v in RELEASES if v != "0.17" for b, why in _SHADOWED.items()
-              if b in RELEASES[v].rules.backends})
+SHADOWED = {f"{v}-{b}-cuda": why for v in RELEASES if v != "0.17" for b, why in _SHADOWED.items()
+            if b in RELEASES[v].rules.backends}
 
 
-def _params(cases: Any, ident: Callable[..., str], step: int) -> list[Any]:
+def _params(cases: Any, ident: Callable[..., str], step: int, known: dict[str, str] | None = None) -> list[Any]:
     """One pytest.param per (release, case), pinned to that release; under ci every `step`-th case of the
     later releases (`step` = 0: none)."""
     out = []
@@ -376,8 +376,9 @@ def _params(cases: Any, ident: Callable[..., str], step: int) -> list[Any]:
         for case in every:
             name = f"{v}-{ident(r, *case)}"
             marks = [pytest.mark.vllm(v)]
-            if name in KNOWN:
-                marks.append(pytest.mark.xfail(strict=True, reason=KNOWN[name]))
+            why = (KNOWN if known is None else known).get(name)
+            if why is not None:
+                marks.append(pytest.mark.xfail(strict=True, reason=why))
             out.append(pytest.param(v, *case, marks=marks, id=name))
     return out
 
@@ -387,7 +388,7 @@ def _params(cases: Any, ident: Callable[..., str], step: int) -> list[Any]:
 # the 881 violated checks: some searches take minutes, e.g. ROCm's sparse DSV4.1 table guard over the archs).
 BACKEND_PLATFORMS = _params(lambda r: r._backend_platforms(), lambda r, b, p: f"{b}-{p}", 2)
 CHECKS = _params(lambda r: r._checks_to_violate(), lambda r, b, p, i: f"{b}-{p}-{r._own_checks(b, p)[i].kind}{i}", 194)
-AUTO_BACKENDS = _params(lambda r: r._auto_backends(), lambda r, b, p: f"{b}-{p}", 12)
+AUTO_BACKENDS = _params(lambda r: r._auto_backends(), lambda r, b, p: f"{b}-{p}", 12, {**KNOWN, **SHADOWED})
 AUTO_GUARDS = _params(lambda r: r._auto_guards(), lambda r, li, ei, gi: r._guard_id(li, ei, gi), 4)
 
 
