@@ -137,6 +137,15 @@ def test_committed_doc_is_up_to_date():
     assert diff == "", f"{doc_path('0.17')} is stale; run `attnsolve docs --vllm 0.17`:\n" + diff[:3000]
 
 
+@pytest.mark.parametrize("release", __import__("attnsolve").vllm_versions())
+def test_every_release_document_is_up_to_date(release):
+    """Each packaged release's committed tables match its rules (`.ci/run` also runs `docs --check` per release;
+    an edit folder's document changes whenever its base does, so this catches a base edit in the suite)."""
+    from attnsolve.rules import rules_for
+    diff = check_doc(ROOT / doc_path(release), rules_for(release))
+    assert diff == "", f"{doc_path(release)} is stale; run `attnsolve docs --vllm {release}`:\n" + diff[:3000]
+
+
 def test_each_release_has_its_own_document():
     """The newest release's tables are docs/attention_backends.md (what users of today's vLLM read);
     each older release keeps its own file, whatever $ATTNSOLVE_VLLM says."""
