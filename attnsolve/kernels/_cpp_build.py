@@ -17,9 +17,10 @@ import os
 import shutil
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 
-__all__ = ["build", "FLAGS", "CSRC", "python_ext_flags", "python_entry"]
+__all__ = ["build", "FLAGS", "CSRC", "python_ext_flags", "python_entry", "fallbacks"]
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 HEADER = "cpu_common.h"  # included by every kernel source; written beside it for the compiler
@@ -82,6 +83,18 @@ def cache_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"attnsolve-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
 
 
+_FALLBACKS: dict[str, str] = {}
+
+
+def fallbacks() -> dict[str, str]:
+    """Sources built with a later flag set than the first, and why the earlier ones failed.
+
+    Why it is kept: a failed ``-march=native`` build falls back to portable loops that still give right
+    answers, only 4 to 40 times slower (session 26: a source that compiled only with AMX made every
+    AVX-512 CPU without it, AMD Zen 4 for one, run the portable decode, fp16 at 0.3 GB/s)."""
+    return dict(_FALLBACKS)
+
+
 def build(name: str, flag_sets: tuple[tuple[str, ...], ...] = (FLAGS,), csrc: Path = CSRC) -> Path:
     """The shared object of ``<csrc>/<name>.cpp`` (default: this package's ``csrc/``), compiled with the
     first flag set that works (the benchmarks build their own helper sources the same way)."""
@@ -95,6 +108,8 @@ def build(name: str, flag_sets: tuple[tuple[str, ...], ...] = (FLAGS,), csrc: Pa
         key = hashlib.sha256("\0".join([source, header, " ".join(flags), cxx, _cpu_signature()]).encode()).hexdigest()[:16]
         out = cache_dir() / f"{name}_{key}.so"
         if out.exists():
+            if errors:
+                _note_fallback(name, flags, errors)
             return out
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
@@ -107,5 +122,14 @@ def build(name: str, flag_sets: tuple[tuple[str, ...], ...] = (FLAGS,), csrc: Pa
                 errors.append(f"{' '.join(flags)}: {proc.stderr.strip()[-1000:]}")
                 continue
             os.replace(so, out)  # atomic: concurrent builders race harmlessly
+            if errors:
+                _note_fallback(name, flags, errors)
             return out
     raise RuntimeError(f"compiling {csrc.name}/{name}.cpp failed: " + " | ".join(errors))
+
+
+def _note_fallback(name: str, flags: tuple[str, ...], errors: list[str]) -> None:
+    if name not in _FALLBACKS:
+        _FALLBACKS[name] = " | ".join(errors)
+        warnings.warn(f"attnsolve: {name}.cpp built with the fallback flags {' '.join(flags)} (slower loops): "
+                      + _FALLBACKS[name], RuntimeWarning, stacklevel=3)

@@ -6,7 +6,7 @@
 #include <vector>
 #include <algorithm>
 #include "cpu_common.h"
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || defined(__F16C__)
 #include <immintrin.h>
 #endif
 

@@ -1,0 +1,43 @@
+"""The C++ kernel sources compile for every x86 feature set they branch on, and this machine gets the
+native build.
+
+Why: ``_cpp_build`` falls back to portable flags when ``-march=native`` fails, and the portable loops still
+give right answers, so no accuracy test notices. Until session 26 ``cpu_attn.cpp`` called an AMX-only helper
+outside its ``#if``: every AVX-512 CPU without AMX (AMD Zen 4, Intel Ice Lake / Cooper Lake) silently ran the
+portable decode, bf16 4.5x and fp16 40x slower (fp16 went through libgcc's soft-float conversion)."""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import subprocess
+
+import pytest
+
+from attnsolve.kernels import _cpp_build
+from attnsolve.kernels._cpp_build import CSRC, FLAGS
+
+SOURCES = sorted(p.stem for p in CSRC.glob("*.cpp"))
+CXX = shutil.which("g++")
+X86 = platform.machine().lower() in ("x86_64", "amd64")
+pytestmark = pytest.mark.skipif(not (CXX and X86), reason="needs g++ on x86-64")
+
+# One target per combination of the features the sources test with #if: none, AVX2 + F16C, AVX-512 without
+# BF16, AVX-512 BF16 without AMX (what Zen 4 has), AMX (BF16 and FP16 arithmetic too).
+TARGETS = ("x86-64", "haswell", "icelake-server", "cooperlake", "sapphirerapids")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_source_compiles_for_each_feature_set(target):
+    for name in SOURCES:
+        proc = subprocess.run([CXX, "-fsyntax-only", f"-march={target}", "-fopenmp", "-std=c++17",
+                               str(CSRC / f"{name}.cpp")], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, f"{name}.cpp with -march={target}:\n{proc.stderr[-2000:]}"
+
+
+@pytest.mark.parametrize("name", SOURCES)
+def test_this_machine_gets_the_native_build(name):
+    assert "-march=native" in FLAGS
+    path = _cpp_build.build(name, (FLAGS,))  # raises with the compiler's message if the native build fails
+    assert path.exists()
+    assert name not in _cpp_build.fallbacks()
