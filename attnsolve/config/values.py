@@ -151,11 +151,23 @@ def _parse_vllm(value: Any) -> str:
             return label or "custom"
     if label is None or label not in known:
         shown = ", ".join(known)
-        hit = closest(str(value), known) if isinstance(value, str) else None
+        hit = _nearest_release(label, known) if label else closest(str(value), known) if isinstance(value, str) else None
         raise ConfigError("vllm", value, known, suggestion=hit, message=(
             f"Unsupported vLLM version: {value!r}. attnsolve answers for vLLM {shown} "
             "(spelled like 0.33, 0.33.0 or v0.33)." + (f" Did you mean {hit!r}?" if hit else "")))
     return label
+
+
+def _nearest_release(label: str, known: tuple[str, ...]) -> str | None:
+    """The packaged release nearest to a well-spelled one that is not packaged (0.28 -> 0.29, the newer on a
+    tie): the rule set whose semantics are likeliest to match. Spelling similarity suggested 0.32 for 0.28."""
+    def key(v: str) -> tuple[int, int]:
+        major, minor = v.split(".")
+        return int(major), int(minor)
+    want = key(label)
+    ranked = sorted((k for k in known if k != "custom" and parse_version(k)),
+                    key=lambda k: (abs((key(k)[0] - want[0]) * 1000 + key(k)[1] - want[1]), -key(k)[1]))
+    return ranked[0] if ranked else None
 
 
 _CANONICAL: dict[int, tuple[Any, dict[str, frozenset[Any]]]] = {}
