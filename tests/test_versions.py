@@ -50,6 +50,28 @@ def test_versions_are_listed_and_spelled_every_way():
         Config(gpu="H100", dtype="bf16", vllm="latest")
 
 
+def test_an_unpackaged_release_suggests_the_nearest_packaged_one():
+    """A well-spelled release without a rule set: the numerically nearest packaged release (the newer on a
+    tie), not the most similar string (which offered 0.32 for 0.28)."""
+    known = vllm_versions()
+    key = lambda v: tuple(map(int, v.split(".")))  # noqa: E731
+    for asked in ("0.0", "0.18", "0.28", "0.99", "1.0"):
+        if asked in known:
+            continue
+        with pytest.raises(ConfigError) as err:
+            Config(gpu="H100", dtype="bf16", vllm=asked)
+        got = err.value.suggestion
+        assert got in known, (asked, got)
+        pos = lambda v: key(v)[0] * 1000 + key(v)[1]  # releases in order (minor < 1000)  # noqa: E731
+        gap = lambda k: abs(pos(k) - pos(asked))  # noqa: E731
+        assert all(gap(got) <= gap(k) for k in known), (asked, got)  # none nearer
+        assert f"Did you mean {got!r}?" in str(err.value)
+    if "0.29" in known and "0.28" not in known:
+        with pytest.raises(ConfigError) as err:
+            Config(gpu="H100", dtype="bf16", vllm="0.28")
+        assert err.value.suggestion == "0.29"
+
+
 def test_two_releases_answer_side_by_side(release_018):
     a = solve(Config(gpu="H100", dtype="bf16", vllm="0.17"))
     b = solve(Config(gpu="H100", dtype="bf16", vllm="0.18"))

@@ -77,6 +77,8 @@ def load_version(version: str) -> VersionData:
                 merged[name] = entry[name]
         for name in tables:
             merged[name] = {**merged[name], **entry.get(name, {})}
+        for name in entry.get("drop_patches", ()):  # an inherited patch whose target this release lacks
+            merged["patches"].pop(name, None)
     return VersionData(version=version, key=key, torch=merged["torch"], deps=tuple(merged["deps"]),
                        stub_modules=merged["stub_modules"], any_attr_packages=merged["any_attr_packages"],
                        patches=merged["patches"], universal_packages=merged["universal_packages"])

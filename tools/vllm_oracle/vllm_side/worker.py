@@ -561,7 +561,8 @@ class Oracle:
         data = self.data
         if "mla_prefill.layer_statement" in data.patches:  # listed where the registry exists (0.33)
             boot._mark("mla_prefill.layer_statement", data)
-        return types.SimpleNamespace(impl=impl, supports_dense_mha_prefill=M.MLAAttention.supports_dense_mha_prefill,
+        # (the layer's own supports_dense_mha_prefill is 0.29's; 0.28's statement reads the impl's alone)
+        return types.SimpleNamespace(impl=impl, supports_dense_mha_prefill=getattr(M.MLAAttention, "supports_dense_mha_prefill", True),
                                      num_heads=heads, scale=1.0, kv_lora_rank=rank, qk_nope_head_dim=nope,
                                      qk_rope_head_dim=rope, v_head_dim=v, prefill_backend=None)
 
