@@ -41,3 +41,20 @@ def test_this_machine_gets_the_native_build(name):
     path = _cpp_build.build(name, (FLAGS,))  # raises with the compiler's message if the native build fails
     assert path.exists()
     assert name not in _cpp_build.fallbacks()
+
+
+def test_a_build_that_loses_march_native_is_recorded_and_warned(tmp_path, monkeypatch):
+    """The portable fallback is recorded and warned once; a build that only loses the CPython entry (no
+    Python headers: the ctypes entry, the same loops) is not."""
+    monkeypatch.setenv("ATTNSOLVE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(_cpp_build, "_FALLBACKS", {})
+    portable = tuple(f for f in FLAGS if f != "-march=native")
+    (tmp_path / "native_only.cpp").write_text(
+        '#if defined(__SSE4_2__)\n#error compiles only without -march=native\n#endif\nextern "C" int f() { return 1; }\n')
+    with pytest.warns(RuntimeWarning, match="native_only.cpp built with the fallback flags"):
+        _cpp_build.build("native_only", (FLAGS, portable), csrc=tmp_path)
+    assert "native_only" in _cpp_build.fallbacks() and "-march=native" in _cpp_build.fallbacks()["native_only"]
+    (tmp_path / "no_headers.cpp").write_text(
+        '#if defined(NEEDS_HEADERS)\n#error no Python headers\n#endif\nextern "C" int f() { return 1; }\n')
+    _cpp_build.build("no_headers", (FLAGS + ("-DNEEDS_HEADERS",), FLAGS), csrc=tmp_path)
+    assert "no_headers" not in _cpp_build.fallbacks()
