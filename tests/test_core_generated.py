@@ -131,7 +131,7 @@ class Release:
         return winner, fired
 
     def _search(self, start: dict[str, Any], fields: tuple[str, ...], score: Callable[[Config], int],
-                groups: tuple[tuple[str, ...], ...] = ()) -> tuple[dict, int]:
+                groups: tuple[tuple[str, ...], ...] = (), loose: tuple[str, ...] = ()) -> tuple[dict, int]:
         """Hill-climb over the fields' value classes: single-field moves, then joint moves over the
         fields of one check (a check such as "DeepSeek R1 dims" needs three fields at once), then pairs."""
         cur = dict(start)
@@ -161,6 +161,9 @@ class Release:
                     continue
                 cand = {**cur, **change}
                 c = self._make(cand)
+                if c is None and loose:  # the move with Config's own values for the loose fields it does not set
+                    cand = {k: v for k, v in cand.items() if k not in loose or k in change}
+                    c = self._make(cand)
                 s = score(c) if c is not None else INF
                 if s < best:
                     cur, best, improved = cand, s, True
@@ -245,7 +248,30 @@ class Release:
 
         start = {f: getattr(base, f) for f in dict.fromkeys((*FIELD_NAMES, *self.rules.fields)) if getattr(base, f) is not None}
         start["compute_capability"] = base.compute_capability
-        data, s = self._search(start, fields, score, self._groups(backend, platform))
+        # values Config fills in by itself: a move that Config refuses with them (use_dcp = true beside the default
+        # dcp_size 1: every DCP check was unreachable) is tried again with them left to Config
+        loose = tuple(f for f in start if f not in ("platform", "backend", "compute_capability")
+                      and (rest := self._make({k: v for k, v in start.items() if k != f})) is not None
+                      and getattr(rest, f) == start[f])
+        # the target's own conditions met first where a value class of a config field meets them (a check behind
+        # five conditions, FA4 sparse MLA's gathered-heads test, is out of reach of moves of up to four fields)
+        seeded = dict(start)
+        for lit in target.when:
+            if lit.field in ("platform", "backend", "compute_capability") or lit.field not in (*FIELD_NAMES, *self.rules.fields):
+                continue
+            if lit.field in seeded and lit.pred(seeded[lit.field]):
+                continue
+            for v in self._reps(lit.field):
+                if v is not None and lit.pred(v):
+                    trial = {**seeded, lit.field: v}
+                    if self._make(trial) is None and loose:
+                        trial = {k: x for k, x in trial.items() if k not in loose or k == lit.field}
+                    if self._make(trial) is not None:
+                        seeded = trial
+                        break
+        data, s = self._search(start, fields, score, self._groups(backend, platform), loose)
+        if s == INF and seeded != start and self._make(seeded) is not None:
+            data, s = self._search(seeded, fields, score, self._groups(backend, platform), loose)
         return (self._make(data) if s < INF else None), s
 
     def _requestable(self, backend: str, platform: str) -> bool:
