@@ -4,26 +4,11 @@ from and asked of 0.30 too, so an edit that loses the difference fails here.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from attnsolve import Config, ConfigError, explain, solve
-from attnsolve.errors import SelectionError
+from attnsolve import Config, ConfigError
 
-
-def _answer(role: str | None = None, **kw: Any) -> tuple[Any, ...]:
-    """(backend, variant, start-up block size, warnings, start-up error, logs) or ("ERR", vLLM's first line)."""
-    try:
-        s = solve(Config(**kw), role=role) if role else solve(Config(**kw))
-    except SelectionError as e:
-        return ("ERR", str(e).splitlines()[0])
-    return (s.backend, s.variant, s.preferred_block_size, s.warnings, s.startup_error, s.logs)
-
-
-def _reasons(backend: str, **kw: Any) -> tuple[str, ...]:
-    """Every reason vLLM's validate_configuration gives `backend` (explain judges each candidate)."""
-    return next(v.reasons for v in explain(Config(**kw)).candidates if v.backend == backend)
+from release_facts import answer as _answer, candidate_reasons as _reasons
 
 
 @pytest.mark.parametrize("field, value", [

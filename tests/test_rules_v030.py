@@ -4,26 +4,12 @@ from and asked of 0.31 too, so an edit that loses the difference fails here.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from attnsolve import Config, ConfigError, solve
-from attnsolve.errors import SelectionError
+from attnsolve import Config, ConfigError
 from attnsolve.rules import rules_for
 
-
-def _answer(role: str | None = None, **kw: Any) -> tuple[Any, ...]:
-    """(backend, variant, start-up block size, warnings, start-up error, logs) or ("ERR", vLLM's first line)."""
-    try:
-        s = solve(Config(**kw), role=role) if role else solve(Config(**kw))
-    except SelectionError as e:
-        return ("ERR", str(e).splitlines()[0])
-    return (s.backend, s.variant, s.preferred_block_size, s.warnings, s.startup_error, s.logs)
-
-
-def _reasons(backend: str, **kw: Any) -> tuple[str, ...]:
-    return next(r.reasons for r in solve(Config(**kw)).rejected if r.backend == backend)
+from release_facts import answer as _answer, rejected_reasons as _reasons
 
 
 def test_030_flash_attention_fp8_text_and_fa4_on_hopper():

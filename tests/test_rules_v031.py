@@ -4,23 +4,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from attnsolve import Config, ConfigError, solve
-from attnsolve.errors import SelectionError
+from attnsolve import Config, ConfigError
 from attnsolve.rules import rules_for
 
-
-def _answer(role: str | None = None, **kw: Any) -> tuple[Any, ...]:
-    """(backend, variant, start-up block size, warnings, start-up error, logs) or ("ERR", vLLM's first line);
-    role "mla_prefill": the MLA layer's prefill question."""
-    try:
-        s = solve(Config(**kw), role=role) if role else solve(Config(**kw))
-    except SelectionError as e:
-        return ("ERR", str(e).splitlines()[0])
-    return (s.backend, s.variant, s.preferred_block_size, s.warnings, s.startup_error, s.logs)
+from release_facts import answer as _answer
 
 
 def test_031_is_a_chain_of_edits():
