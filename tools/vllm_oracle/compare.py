@@ -17,6 +17,7 @@ Categories (each compared only where both sides say something about it):
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -110,6 +111,17 @@ def message_signature(vmsg: str, amsg: str) -> str:
     return "text differs"
 
 
+_IMPORT_ERROR = re.compile(r"^ImportError: (.*) \((?:/|[A-Za-z]:\\)[^()]*\.py\)$")
+
+
+def _without_import_path(msg: str) -> str:
+    """An ImportError that crashed vLLM's worker, as the rules state it: the exception's text without the worker's
+    "ImportError: " prefix and the file path of the module it was importing from (the oracle's venv; a user's
+    install has another). vLLM 0.28 on CPU fails so when an MLA layer picks FlashAttention's prefill class."""
+    m = _IMPORT_ERROR.match(msg)
+    return m.group(1) if m else msg
+
+
 def _reason_list(msg: str) -> list[str] | None:
     """The `Reason: [...]` list of vLLM's selected-backend-invalid message, if it has one."""
     i = msg.find("Reason: [")
@@ -164,7 +176,7 @@ def compare(mode: str, platform: str, v: Mapping[str, Any], a: Mapping[str, Any]
         if platform == "cuda" and "reasons" in v and oa in ("ERR:no_valid", "ERR:invalid_backend") and not a.get("startup"):
             vr, ar = dict(v.get("reasons") or {}), dict(a.get("reasons") or {})
             checks.append(Check("reasons", vr == ar, "reasons " + "; ".join(reason_diff(vr, ar)), vr, ar))
-        vmsg, amsg = str(v.get("error", "")), str(a.get("error", ""))
+        vmsg, amsg = _without_import_path(str(v.get("error", ""))), str(a.get("error", ""))
         # a refusal outside selection (start-up checks, other exception types) is named by its text
         tail = f" (vllm: {vmsg[:70]})" if ov[4:] not in _ERROR_KINDS else ""
         checks.append(Check("message", vmsg == amsg, f"message {oa} {message_signature(vmsg, amsg)}{tail}",
