@@ -105,3 +105,10 @@ def test_029_mla_prefill_has_no_norope_shape():
               v_head_dim=256, kv_lora_rank=512)
     assert _answer("mla_prefill", vllm="0.30", **kw)[0] == "FLASH_ATTN_PREFILL"
     assert _answer("mla_prefill", vllm="0.29", **kw)[0] != "FLASH_ATTN_PREFILL"
+
+
+def test_029_deepseek_v4_kv_auto_is_refused_on_xpu_too():
+    """models/deepseek_v4/attention.py _resolve_dsv4_kv_cache_dtype (0.29.0) asserts an fp8 dtype on XPU as elsewhere."""
+    kw = dict(platform="xpu", dtype="bfloat16", head_size=512, use_mla=True, use_sparse=True, model_arch="deepseek_v4")
+    assert _answer(vllm="0.29", **kw) == ("ERR", "DeepseekV4 fp8_ds_mla layout only supports fp8 kv-cache, got auto")
+    assert _answer(vllm="0.30", **kw)[0] == "XPU_V4_MLA_SPARSE"

@@ -72,3 +72,17 @@ def test_030_rocm_turboquant_request_and_aiter_mla():
     assert ans[0] != "ERR"
     assert any("is incompatible with this turboquant layer" in line for line in (*ans[3], *ans[5])), ans
     assert not any("turboquant layer" in line for line in (*_answer(vllm="0.31", **kw)[3], *_answer(vllm="0.31", **kw)[5]))
+
+
+def test_030_deepseek_v41_kv_dtype_is_deepseek_v4s():
+    """models/deepseek_v41/attention.py _resolve_dsv4_kv_cache_dtype (0.30.0) is DeepSeek-V4's: a non-fp8 dtype is
+    refused with DeepSeek-V4's fp8_ds_mla text, and the plain-row FlashInfer class takes fp8_ds_mla (0.31 added V4.1's
+    packed records and refuses a packed dtype there)."""
+    kw = dict(dtype="bfloat16", head_size=512, use_mla=True, use_sparse=True, model_arch="deepseek_v41")
+    assert _answer(vllm="0.30", gpu="H100", kv_cache_dtype="bfloat16", **kw)[1].startswith(
+        "DeepseekV4 fp8_ds_mla layout only supports fp8 kv-cache, got bfloat16.")
+    assert _answer(vllm="0.31", gpu="H100", kv_cache_dtype="bfloat16", **kw)[1].startswith(
+        "DeepseekV4 packed KV layouts only support fp8 kv-cache, got bfloat16.")
+    fi = dict(gpu="B200", kv_cache_dtype="fp8_ds_mla", backend="FLASHINFER_MLA_SPARSE_DSV41", **kw)
+    assert _answer(vllm="0.30", **fi)[0] == "FLASHINFER_MLA_SPARSE_DSV41"
+    assert _answer(vllm="0.31", **fi)[0] == "ERR"

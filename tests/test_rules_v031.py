@@ -82,3 +82,12 @@ def test_031_kernel_pages_and_kv_dtypes():
     assert dict(r31.backends["ROCM_FLASHMLA_SPARSE_DSV41"].caps.items)["kernel_block_sizes"] == (256,)
     assert r31.backends["MINIMAX_M3_SPARSE"].startup_failures == ()
     assert r32.backends["MINIMAX_M3_SPARSE"].startup_failures != ()
+
+
+def test_031_glm_moe_dsa_keeps_its_kv_dtype():
+    """model_executor/models/config.py (0.31.0) has no GlmMoeDsaForCausalLM entry: no auto -> fp8_e4m3 KV rewrite on
+    SM 10.x (0.32's "Using fp8 kv-cache for GlmMoeDsaForCausalLM on SM10x")."""
+    kw = dict(gpu="B200", dtype="bfloat16", head_size=576, use_mla=True, use_sparse=True, model_arch="glm_moe_dsa",
+              index_topk=2048, qk_nope_head_dim=192, qk_rope_head_dim=64, v_head_dim=256, kv_lora_rank=512)
+    assert "Using fp8 kv-cache for GlmMoeDsaForCausalLM on SM10x" in _answer(vllm="0.32", **kw)[5]
+    assert "Using fp8 kv-cache for GlmMoeDsaForCausalLM on SM10x" not in _answer(vllm="0.31", **kw)[5]
