@@ -55,7 +55,7 @@ def test_an_unpackaged_release_suggests_the_nearest_packaged_one():
     tie), not the most similar string (which offered 0.32 for 0.28)."""
     known = vllm_versions()
     key = lambda v: tuple(map(int, v.split(".")))  # noqa: E731
-    for asked in ("0.0", "0.18", "0.27", "0.28", "0.99", "1.0"):
+    for asked in ("0.0", "0.18", "0.26", "0.27", "0.28", "0.99", "1.0"):
         if asked in known:
             continue
         with pytest.raises(ConfigError) as err:
@@ -66,10 +66,13 @@ def test_an_unpackaged_release_suggests_the_nearest_packaged_one():
         gap = lambda k: abs(pos(k) - pos(asked))  # noqa: E731
         assert all(gap(got) <= gap(k) for k in known), (asked, got)  # none nearer
         assert f"Did you mean {got!r}?" in str(err.value)
-    if "0.28" in known and "0.27" not in known:  # the release just below the oldest edit folder
+    # the release just below the oldest set after 0.17 (the edit folders grow downwards) gets that set
+    oldest = min((v for v in known if key(v) > (0, 17)), key=key)
+    below = f"0.{key(oldest)[1] - 1}"
+    if below not in known:
         with pytest.raises(ConfigError) as err:
-            Config(gpu="H100", dtype="bf16", vllm="0.27")
-        assert err.value.suggestion == "0.28"
+            Config(gpu="H100", dtype="bf16", vllm=below)
+        assert err.value.suggestion == oldest
 
 
 def test_two_releases_answer_side_by_side(release_018):

@@ -569,6 +569,14 @@ def _preimport_backends(data: VersionData, platform: str, rocm_arch: str = "gfx9
                 b.get_class()
             except Exception as e:  # noqa: BLE001 - recorded; vLLM meets the same error itself
                 import_failures[b.name] = f"{type(e).__name__}: {e}"
+        # platforms/rocm.py reads the GPU arch at import (amdsmi, else torch.cuda.get_device_properties().gcnArchName,
+        # which torch's CUDA builds answer with the device name). 0.28 and later import it with some backend module;
+        # 0.27's AITER FA imports it lazily in supports_compute_capability, which on this CPU torch would fail outside
+        # this patch ("Torch not compiled with CUDA enabled") where a GPU machine's torch answers.
+        try:
+            importlib.import_module("vllm.platforms.rocm")
+        except Exception as e:  # noqa: BLE001 - recorded like a backend's import failure
+            import_failures["platforms.rocm"] = f"{type(e).__name__}: {e}"
     finally:
         for n, f in originals.items():
             setattr(torch, n, f)
