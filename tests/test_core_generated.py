@@ -383,11 +383,14 @@ KNOWN = {f"0.33-TRITON_FLASH_ATTN-cuda-{k}": _UNBUILT for k in (
 # whatever they accept (facts of the rules, not a search limit). TOKENSPEED_MLA follows FLASHINFER_MLA, which
 # refuses only a qk_nope_head_dim outside [64, 128, 192] (or none), where TOKENSPEED_MLA needs R1's 128;
 # FLASHINFER_PREFILL follows TRTLLM_RAGGED_PREFILL, whose checks are the same. Reached by request only.
+# ROCM_AITER_TRITON_MLA is ROCM_AITER_MLA's child with no capability of its own, listed after it (and after
+# TRITON_MLA) in ROCm's AITER MLA list: whatever it accepts its parent accepted first.
 _SHADOWED = {
-    "TOKENSPEED_MLA": "shadowed by FLASHINFER_MLA in every SM 10.x MLA list (reached by request only)",
-    "FLASHINFER_PREFILL": "shadowed by TRTLLM_RAGGED_PREFILL in every SM 10.x MLA prefill list (reached by request only)",
+    ("TOKENSPEED_MLA", "cuda"): "shadowed by FLASHINFER_MLA in every SM 10.x MLA list (reached by request only)",
+    ("FLASHINFER_PREFILL", "cuda"): "shadowed by TRTLLM_RAGGED_PREFILL in every SM 10.x MLA prefill list (reached by request only)",
+    ("ROCM_AITER_TRITON_MLA", "rocm"): "shadowed by ROCM_AITER_MLA, its parent with the same capabilities, in the AITER MLA list (reached by request only)",
 }
-SHADOWED = {f"{v}-{b}-cuda": why for v in RELEASES if v != "0.17" for b, why in _SHADOWED.items()
+SHADOWED = {f"{v}-{b}-{p}": why for v in RELEASES if v != "0.17" for (b, p), why in _SHADOWED.items()
             if b in RELEASES[v].rules.backends}
 
 
