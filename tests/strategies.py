@@ -48,6 +48,16 @@ def budget(n: int) -> int:
     return min(scaled, current.max_examples) if current.max_examples < n else scaled
 
 
+def is_edit_folder(version: str) -> bool:
+    """Whether a packaged release is written as edits on another (`[ruleset] base`): its constructs are its base's,
+    so the engine-level properties that are costly per release (state machines editing rules, exhaustive sweeps)
+    run on it with a smaller budget under dev / ci (the full one under nightly)."""
+    import tomllib
+    from attnsolve.rules import info
+    with open(info(version).path / "ruleset.toml", "rb") as f:
+        return "base" in tomllib.load(f).get("ruleset", {})
+
+
 def rules_now() -> RuleSet:
     return default_rules()
 
