@@ -85,3 +85,25 @@ def test_027_tokenspeed_mla_is_causal_only():
     kw = dict(gpu="B200", dtype="bfloat16", head_size=576, use_mla=True, use_non_causal=True)
     assert "non-causal attention not supported" in _reasons("TOKENSPEED_MLA", vllm="0.27", **kw)
     assert "non-causal attention not supported" not in _reasons("TOKENSPEED_MLA", vllm="0.28", **kw)
+
+
+def test_027_diff_kv_layers_run_fa4_at_head_256():
+    """v1/attention/backends/flash_attn_diffkv.py and fa_utils.py (0.27.0): the diff-KV layer's version call keeps FA4
+    at head 256 on SM 10.x (the TMEM rule spares it; no local-attention flag there). Found by the nightly harness run."""
+    kw = dict(gpu="B200", dtype="bfloat16", kv_cache_dtype="fp8", block_size=32, head_size=256, has_sink=True,
+              backend="FLASH_ATTN_DIFFKV")
+    assert _answer(vllm="0.27", **kw)[:2] == ("FLASH_ATTN_DIFFKV", "FA4")
+    assert _answer(vllm="0.28", **kw)[:2] == ("FLASH_ATTN_DIFFKV", "FA2")
+
+
+@pytest.mark.parametrize("vllm", ["0.27", "0.28", "0.33"])
+def test_mla_prefill_fa4_under_batch_invariance_below_sm80_warns_twice(vllm):
+    """v1/attention/backends/fa_utils.py get_flash_attn_version (0.27.0 to 0.33.0): FA4 forced, batch invariance and
+    SM 7.0 log both steps (FA4 -> FA2, then FA2 unsupported) for the MLA prefill's call too. Found by the 0.27
+    nightly harness run; the rule had no warning there in any release."""
+    kw = dict(compute_capability="7.0", dtype="float16", kv_cache_dtype="fp8_e4m3", head_size=576, use_mla=True,
+              num_heads=64, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128, flash_attn_version=4,
+              use_batch_invariant=True)
+    assert _answer("mla_prefill", vllm=vllm, **kw)[3] == (
+        "Cannot use FA version 4 with batch invariance, defaulting to FA version 2.",
+        "Cannot use FA version 2 is not supported due to FA2 is only supported on devices with compute capability >= 8")
