@@ -540,8 +540,9 @@ class Oracle:
         rank = int(cfg.get("kv_lora_rank") or head - rope)
         heads = int(cfg.get("num_heads") or 128)
         impl_cls = backend_cls.get_impl_cls()
+        # (an impl's supports_dense_mha_prefill is 0.27's; 0.26's layer statement does not read it)
         impl = types.SimpleNamespace(is_sparse=impl_cls.is_sparse,
-                                     supports_dense_mha_prefill=impl_cls.supports_dense_mha_prefill,
+                                     supports_dense_mha_prefill=getattr(impl_cls, "supports_dense_mha_prefill", True),
                                      qk_nope_head_dim=nope, qk_rope_head_dim=rope, v_head_dim=v, kv_lora_rank=rank,
                                      num_heads=heads, head_size=head, kv_cache_dtype=kv)
         args = dict(self=impl, num_heads=heads, head_size=head, kv_cache_dtype=kv, sinks=None, kv_lora_rank=rank,
