@@ -574,8 +574,9 @@ class Oracle:
             import textwrap
 
             tree = ast.parse(textwrap.dedent(inspect.getsource(M.MLAAttention.__init__)))
+            # an `if` around the prefill backend's `try` from 0.27 on (the dense-MHA skip); 0.26's is the `try` itself
             stmt = next(s for s in tree.body[0].body  # type: ignore[attr-defined]
-                        if isinstance(s, ast.If) and "get_mla_prefill_backend" in ast.unparse(s))
+                        if isinstance(s, (ast.If, ast.Try)) and "get_mla_prefill_backend" in ast.unparse(s))
             code = self._prefill_code = compile(ast.Module(body=[stmt], type_ignores=[]),
                                                 "<MLAAttention.__init__ prefill>", "exec")
         return code
