@@ -7,6 +7,7 @@ unexplained, 2 for bad arguments or a failed set-up.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -145,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ours = a.attnsolve_vllm or a.vllm  # the attnsolve rule set asked
     if not a.patches:  # attnsolve's side first: a bad rule set fails before any provisioning
         try:
-            D = Domains.from_rules(ours)
+            D = dataclasses.replace(Domains.from_rules(ours), rocm_fa_from_aiter=data.rocm_fa_from_aiter)
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

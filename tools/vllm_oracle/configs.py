@@ -48,6 +48,8 @@ class Domains:
     valued: tuple[tuple[str, tuple[Any, ...]], ...] = ()
     # MLA prefill registry names Config takes as mla_prefill_backend (vLLM >= 0.18); empty: 0.17's switches
     prefill_requests: tuple[str, ...] = ()
+    # ROCm archs where the harness venv has a FlashAttention varlen function (AITER's; versions.toml)
+    rocm_fa_from_aiter: tuple[str, ...] = ("gfx1250",)
 
     def values_of(self, field: str) -> tuple[Any, ...]:
         return dict(self.valued).get(field, ())
@@ -392,8 +394,8 @@ def random_mla_prefill_other(D: Domains, rng: random.Random, platform: str) -> d
         d["mla_prefill_backend"] = rng.choice(D.prefill_requests + ("ROCM_AITER_FA",) if platform == "rocm"
                                               else D.prefill_requests if platform == "cpu" else ("FLASH_ATTN",))
     if platform == "rocm":
-        arch = rng.choice(D.rocm_archs)  # flash-attn is absent; gfx1250 imports aiter's (present, as assumed)
-        d.update(rocm_arch=arch, rocm_flash_attn_found=arch == "gfx1250",
+        arch = rng.choice(D.rocm_archs)  # flash-attn is absent; from 0.27 gfx1250 imports aiter's (present, as assumed)
+        d.update(rocm_arch=arch, rocm_flash_attn_found=arch in D.rocm_fa_from_aiter,
                  **_rocm_flags(*(rng.random() < 0.5 for _ in range(4))))
         d.pop("rocm_use_aiter_unified_attention", None)  # gone at 0.33
     if platform == "xpu" and D.values_of("xpu_device") and rng.random() < 0.3:

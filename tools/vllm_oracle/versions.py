@@ -28,6 +28,9 @@ class VersionData:
     # absent libraries whose importers run module-level code on them (decorators, calls): stand-ins
     # that accept any use (CUDA boxes only)
     universal_packages: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # ROCm archs whose FlashAttention varlen function comes from AITER's Triton MHA (present in the harness venv,
+    # where upstream flash-attn is absent): the configs drawn there say rocm_flash_attn_found = true
+    rocm_fa_from_aiter: tuple[str, ...] = ()
 
     def patch_lines(self) -> list[str]:
         """Every stub and patch with why, one line each (what --patches prints)."""
@@ -70,9 +73,9 @@ def load_version(version: str) -> VersionData:
         chain.append(raw[k])
         k = raw[k].get("inherit")
     tables = ("stub_modules", "any_attr_packages", "universal_packages", "patches")
-    merged: dict[str, Any] = {"torch": "", "deps": [], **{t: {} for t in tables}}
+    merged: dict[str, Any] = {"torch": "", "deps": [], "rocm_fa_from_aiter": [], **{t: {} for t in tables}}
     for entry in reversed(chain):
-        for name in ("torch", "deps"):
+        for name in ("torch", "deps", "rocm_fa_from_aiter"):
             if name in entry:
                 merged[name] = entry[name]
         for name in tables:
@@ -81,4 +84,5 @@ def load_version(version: str) -> VersionData:
             merged["patches"].pop(name, None)
     return VersionData(version=version, key=key, torch=merged["torch"], deps=tuple(merged["deps"]),
                        stub_modules=merged["stub_modules"], any_attr_packages=merged["any_attr_packages"],
-                       patches=merged["patches"], universal_packages=merged["universal_packages"])
+                       patches=merged["patches"], universal_packages=merged["universal_packages"],
+                       rocm_fa_from_aiter=tuple(merged["rocm_fa_from_aiter"]))
