@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from attnsolve import Config, explain, solve
+from attnsolve import Config, ConfigError, explain, solve
 from attnsolve.errors import SelectionError
 
 
@@ -29,3 +29,15 @@ def rejected_reasons(backend: str, **kw: Any) -> tuple[str, ...]:
 def candidate_reasons(backend: str, **kw: Any) -> tuple[str, ...]:
     """Every reason vLLM's validate_configuration gives `backend`, chosen or not (explain judges each candidate)."""
     return next(v.reasons for v in explain(Config(**kw)).candidates if v.backend == backend)
+
+
+def only_newer_accepts(field: str, value: Any, older: str, newer: str, **kw: Any) -> None:
+    """`field=value` is refused by the older release (a ConfigError naming the field: the value did not exist
+    there) and accepted by the newer one, which added it."""
+    try:
+        Config(vllm=older, **kw, **{field: value})
+    except ConfigError as e:
+        assert e.field == field, (field, e.field)
+    else:
+        raise AssertionError(f"vLLM {older} accepted {field}={value!r}")
+    Config(vllm=newer, **kw, **{field: value})

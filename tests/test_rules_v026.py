@@ -6,20 +6,16 @@ from __future__ import annotations
 
 import pytest
 
-from attnsolve import Config, ConfigError, solve
+from attnsolve import Config, solve
 
-from release_facts import answer as _answer, candidate_reasons as _reasons
+from release_facts import answer as _answer, candidate_reasons as _reasons, only_newer_accepts
 
 
 @pytest.mark.parametrize("field, value", [("backend", "CUTLASS_MSA"), ("backend", "TRITON_MSA"),
                                           ("minimax_m3_msa_decode_backend", "cutlass")])
 def test_026_lacks_what_027_added(field, value):
     """v1/attention/backends/registry.py and config/attention.py (0.26.0): no MSA aliases, no MSA decode switch."""
-    kw = dict(gpu="B200", dtype="bfloat16", head_size=128)
-    with pytest.raises(ConfigError) as e:
-        Config(vllm="0.26", **kw, **{field: value})
-    assert e.value.field == field
-    Config(vllm="0.27", **kw, **{field: value})
+    only_newer_accepts(field, value, "0.26", "0.27", gpu="B200", dtype="bfloat16", head_size=128)
 
 
 def test_026_flash_attention_reads_fp8_with_fa3_only():
