@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-
 from release_facts import answer as _answer, candidate_reasons as _reasons, only_newer_accepts
 
 
