@@ -7,6 +7,7 @@
 #include <vector>
 #include <algorithm>
 #include <omp.h>
+#include <cpuid.h>
 #include <cstdlib>
 #include "cpu_common.h"
 #if defined(__F16C__)
@@ -446,15 +447,27 @@ static inline void qk_pair(const char* k0, const char* k1, const void* q2, int h
   for (int g = 0; g < NG; ++g) a[g] = _mm512_setzero_ps();
 #if defined(__AVX512BF16__)
   if (KIND == 4) {
+    // below 8 heads the even and odd 16-dim chunks go to two accumulators: at least 6 independent chains
+    // hide the instruction's 6-cycle latency (4 chains of ND products ran at 2/3 of its rate on Zen 4)
+    constexpr int NB = NG < 8 ? 2 : 1;
+    __m512 b[NG];
+    for (int g = 0; g < NG; ++g) b[g] = _mm512_setzero_ps();
     const uint16_t* qb = (const uint16_t*)q2 + (size_t)h * ND * 16;
-    for (int c = 0; c < ND; ++c) {  // 16 dims of both tokens
+    for (int c = 0; c < ND; c += NB) {  // 16 dims of both tokens
       const __m512bh kk = (__m512bh)_mm512_inserti64x4(
           _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)(k0 + 32 * c))),
           _mm256_loadu_si256((const __m256i*)(k1 + 32 * c)), 1);
       for (int g = 0; g < NG; ++g)
         a[g] = _mm512_dpbf16_ps(a[g], (__m512bh)_mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)(qb + ((size_t)g * ND + c) * 16))), kk);
+      if (NB == 2 && c + 1 < ND) {
+        const __m512bh k2 = (__m512bh)_mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)(k0 + 32 * (c + 1)))),
+            _mm256_loadu_si256((const __m256i*)(k1 + 32 * (c + 1))), 1);
+        for (int g = 0; g < NG; ++g)
+          b[g] = _mm512_dpbf16_ps(b[g], (__m512bh)_mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)(qb + ((size_t)g * ND + c + 1) * 16))), k2);
+      }
     }
-    for (int g = 0; g < NG; ++g) part[h + g] = a[g];
+    for (int g = 0; g < NG; ++g) part[h + g] = NB == 2 ? _mm512_add_ps(a[g], b[g]) : a[g];
     return;
   }
 #endif
@@ -1061,6 +1074,27 @@ extern "C" int attnsolve_gather_kv(
   return 0;
 }
 
+// The vector-path scores' side-by-side prefetch (next tile's K and V during the scores, nothing during P . V) or
+// the split one (this tile's V during the scores, the next tile's K during P . V).  Side by side measured 1.10 to
+// 1.17x at GQA 8 head 64 on the AMX Xeon (sessions before 28) but 0.70 to 0.94x on the AMD Zen 4 VM (cache
+// evicted before each call, two threads, the two orders alternating in the same rounds: bf16 b1 32/8 d128 16k 71
+// -> 83% of the read rate with the split order, fp32 GQA 8 head 64 47 -> 62%): there the scores outrun the memory
+// while the P . V phase issues no prefetch at all.  Default: off on AMD, on elsewhere;
+// ATTNSOLVE_CPU_PREFETCH_SBS=0/1 decides it (for comparisons).
+static int sbs_permitted() {
+  static int ok = -1;
+  if (ok < 0) {
+    const char* e = std::getenv("ATTNSOLVE_CPU_PREFETCH_SBS");
+    if (e && *e) ok = env_off("ATTNSOLVE_CPU_PREFETCH_SBS") ? 0 : 1;
+    else {
+      unsigned a = 0, b = 0, c = 0, d = 0;
+      __get_cpuid(0, &a, &b, &c, &d);
+      ok = (b == 0x68747541u && d == 0x69746e65u && c == 0x444d4163u) ? 0 : 1;  // "AuthenticAMD"
+    }
+  }
+  return ok;
+}
+
 static int prefetch_on() {  // experiment switch: ATTNSOLVE_CPU_PREFETCH=0
   static int ok = -1;
   if (ok < 0) ok = env_off("ATTNSOLVE_CPU_PREFETCH") ? 0 : 1;
@@ -1378,8 +1412,9 @@ extern "C" int attnsolve_paged_decode(
         // where a token row (all KV heads) is at most 2 KiB; one cache read at a time otherwise (this tile's V
         // during the scores, the next tile's K during P . V).  Cache evicted before each call, two threads:
         // GQA 8 head 64 1.10 to 1.17x (fp32, fp16, bf16 without AMX), fp16 at heads 128/256 1.04 to 1.05x,
-        // fp32 with 4 KiB rows 0.96 to 0.98x (hence the bound)
-        const bool sbs_rows = X.prefetch && (int64_t)Hkv * D * ce <= 2048;
+        // fp32 with 4 KiB rows 0.96 to 0.98x (hence the bound).  Those figures are the AMX Xeon's; on the Zen 4 VM
+        // of 6 Dec 2026 the side-by-side order lost everywhere (sbs_permitted: off on AMD)
+        const bool sbs_rows = X.prefetch && sbs_permitted() && (int64_t)Hkv * D * ce <= 2048;
         // rows of positions pos .. pos + n - 1 (one block-table lookup per block, no division per token)
         auto rows = [&](const void* base, int64_t s0, int64_t s1, int pos, int n, const char** out) {
           int b = pos / BS, sl = pos - b * BS;
