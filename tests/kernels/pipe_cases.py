@@ -26,12 +26,14 @@ CASES = (
 )
 
 
-def outputs() -> list[torch.Tensor]:
+def outputs(dtype: torch.dtype = torch.bfloat16) -> list[torch.Tensor]:
+    """Every case's output with a ``dtype`` query and cache (the fp8-cache cases keep their bf16 query)."""
     fn = kernel_for("CPU_ATTN")
     outs = []
     for i, (H, hkv, d, bs, lens, n, opts) in enumerate(CASES):
         kw = dict(opts)
-        q, kc, vc, md = make_batch([min(n, L) for L in lens], lens, H, hkv, d, bs, dtype=torch.bfloat16,
+        dt = torch.bfloat16 if "cache" in kw else dtype
+        q, kc, vc, md = make_batch([min(n, L) for L in lens], lens, H, hkv, d, bs, dtype=dt,
                                    cache_dtype=kw.pop("cache", None), seed=100 + i, extra_blocks=2)
         g = torch.Generator().manual_seed(200 + i)
         if kw.pop("sinks", False):
@@ -40,5 +42,6 @@ def outputs() -> list[torch.Tensor]:
     return outs
 
 
-if __name__ == "__main__":
-    torch.save(outputs(), sys.argv[1])
+if __name__ == "__main__":  # pipe_cases.py OUT [DTYPE ...]: the outputs of each dtype (default bfloat16), in order
+    dtypes = [getattr(torch, name) for name in sys.argv[2:]] or [torch.bfloat16]
+    torch.save([o for dt in dtypes for o in outputs(dt)], sys.argv[1])

@@ -7,7 +7,9 @@
 #include <vector>
 #include <algorithm>
 #include <omp.h>
+#if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
+#endif
 #include <cstdlib>
 #include "cpu_common.h"
 #if defined(__F16C__)
@@ -447,27 +449,15 @@ static inline void qk_pair(const char* k0, const char* k1, const void* q2, int h
   for (int g = 0; g < NG; ++g) a[g] = _mm512_setzero_ps();
 #if defined(__AVX512BF16__)
   if (KIND == 4) {
-    // below 8 heads the even and odd 16-dim chunks go to two accumulators: at least 6 independent chains
-    // hide the instruction's 6-cycle latency (4 chains of ND products ran at 2/3 of its rate on Zen 4)
-    constexpr int NB = NG < 8 ? 2 : 1;
-    __m512 b[NG];
-    for (int g = 0; g < NG; ++g) b[g] = _mm512_setzero_ps();
     const uint16_t* qb = (const uint16_t*)q2 + (size_t)h * ND * 16;
-    for (int c = 0; c < ND; c += NB) {  // 16 dims of both tokens
+    for (int c = 0; c < ND; ++c) {  // 16 dims of both tokens
       const __m512bh kk = (__m512bh)_mm512_inserti64x4(
           _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)(k0 + 32 * c))),
           _mm256_loadu_si256((const __m256i*)(k1 + 32 * c)), 1);
       for (int g = 0; g < NG; ++g)
         a[g] = _mm512_dpbf16_ps(a[g], (__m512bh)_mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)(qb + ((size_t)g * ND + c) * 16))), kk);
-      if (NB == 2 && c + 1 < ND) {
-        const __m512bh k2 = (__m512bh)_mm512_inserti64x4(
-            _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)(k0 + 32 * (c + 1)))),
-            _mm256_loadu_si256((const __m256i*)(k1 + 32 * (c + 1))), 1);
-        for (int g = 0; g < NG; ++g)
-          b[g] = _mm512_dpbf16_ps(b[g], (__m512bh)_mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)(qb + ((size_t)g * ND + c + 1) * 16))), k2);
-      }
     }
-    for (int g = 0; g < NG; ++g) part[h + g] = NB == 2 ? _mm512_add_ps(a[g], b[g]) : a[g];
+    for (int g = 0; g < NG; ++g) part[h + g] = a[g];
     return;
   }
 #endif
@@ -1087,9 +1077,11 @@ static int sbs_permitted() {
     const char* e = std::getenv("ATTNSOLVE_CPU_PREFETCH_SBS");
     if (e && *e) ok = env_off("ATTNSOLVE_CPU_PREFETCH_SBS") ? 0 : 1;
     else {
+      ok = 1;
+#if defined(__x86_64__) || defined(__i386__)
       unsigned a = 0, b = 0, c = 0, d = 0;
-      __get_cpuid(0, &a, &b, &c, &d);
-      ok = (b == 0x68747541u && d == 0x69746e65u && c == 0x444d4163u) ? 0 : 1;  // "AuthenticAMD"
+      if (__get_cpuid(0, &a, &b, &c, &d) && b == 0x68747541u && d == 0x69746e65u && c == 0x444d4163u) ok = 0;  // "AuthenticAMD"
+#endif
     }
   }
   return ok;
