@@ -27,6 +27,7 @@ All paths are tested against ``reference.paged_attention_reference``.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 
@@ -346,16 +347,38 @@ _CHUNK_BELOW = 1088  # chunking measured 1.03-1.06x SDPA at 1024 rows, 0.92x at 
 # 1.20-1.32x at 320-640 rows with 8 chunks, 1.0x at 768, 0.95x at 1024, 0.78x at 256; 16-bit 0.91-1.03x
 # at 320-640 (torch's bf16 kernel runs on AMX tiles: the causal work it wastes costs less than the
 # extra calls), so 16-bit queries chunk on one thread only (1.07-1.11x at 512 there).
+# Without AMX (session 28, the 2-core AMD EPYC Zen 4 VM: torch's 16-bit flash kernel on AVX-512, the kernel call
+# against SDPA on the same query view, interleaved, best of 5): bf16 1.20-1.39x at 256-576 rows, 1.15x at 640,
+# 0.97x at 704, 0.90x at 768; fp16 1.01-1.15x at 256-512, 1.0x at 576, 0.95x at 640.  So 16-bit queries chunk
+# on two or more threads too where torch cannot run them on AMX tiles (_torch_amx).
 _CHUNK_FROM = 288
 _CHUNK_BELOW_F32_THREADS = 768
+_CHUNK_BELOW_THREADS_NO_AMX = {torch.bfloat16: 672, torch.float16: 576}
 _PAD_FROM = 1024  # padded 16-bit query copy: costs 0.18 ms and saves 0.08 at 512 rows, saves 0.4 ms net at 1k
+
+
+@functools.lru_cache(maxsize=None)
+def _torch_amx(dtype: torch.dtype) -> bool:
+    """Whether torch's CPU kernels can run this 16-bit dtype on AMX tiles here (AMX-BF16 for bfloat16, AMX-FP16
+    for float16).  A torch without ``torch.cpu.get_capabilities`` answers True: the measured Xeon rule is kept."""
+    caps = getattr(getattr(torch, "cpu", None), "get_capabilities", None)
+    if caps is None:
+        return True
+    try:
+        flags = caps()
+    except Exception:  # a probe that fails must not fail a prefill
+        return True
+    return bool(flags.get("amx_bf16" if dtype == torch.bfloat16 else "amx_fp16", False))
 
 
 def _chunk_prefill(n: int, dtype: torch.dtype) -> bool:
     """Whether a causal prefill of ``n`` rows (no context, no window) runs in row chunks (measured bounds above)."""
     if torch.get_num_threads() <= 1:
         return _CHUNK_ROWS < n < _CHUNK_BELOW
-    return dtype == torch.float32 and _CHUNK_FROM <= n < _CHUNK_BELOW_F32_THREADS
+    if dtype == torch.float32:
+        return _CHUNK_FROM <= n < _CHUNK_BELOW_F32_THREADS
+    below = _CHUNK_BELOW_THREADS_NO_AMX.get(dtype)
+    return below is not None and _CHUNK_FROM <= n < below and not _torch_amx(dtype)
 
 
 def _flash_causal_chunked(qh: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale):

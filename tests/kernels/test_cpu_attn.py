@@ -81,11 +81,14 @@ def test_causal_prefill_in_row_chunks(ext, n, dtype, monkeypatch):
     assert calls == ([] if n >= cpu_mod._CHUNK_BELOW else [n])
 
 
-def test_chunk_policy():
-    """Row chunks where they measured faster than one call: any dtype on one thread; float32 only,
-    320 to 767 rows, on more threads (torch's 16-bit kernel runs on AMX tiles, docs/kernels.md)."""
+@pytest.mark.parametrize("amx", [True, False])
+def test_chunk_policy(monkeypatch, amx):
+    """Row chunks where they measured faster than one call: any dtype on one thread; on more threads float32
+    at 288 to 767 rows, and 16-bit queries only where torch cannot run them on AMX tiles (bf16 288 to 671 rows,
+    fp16 288 to 575; with AMX the causal work torch wastes costs less than the extra calls, docs/kernels.md)."""
     from attnsolve.kernels import cpu as cpu_mod
 
+    monkeypatch.setattr(cpu_mod, "_torch_amx", lambda dtype: amx)
     saved = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -94,9 +97,26 @@ def test_chunk_policy():
         torch.set_num_threads(2)
         assert cpu_mod._chunk_prefill(512, torch.float32) and cpu_mod._chunk_prefill(320, torch.float32)
         assert not cpu_mod._chunk_prefill(256, torch.float32) and not cpu_mod._chunk_prefill(768, torch.float32)
-        assert not cpu_mod._chunk_prefill(512, torch.bfloat16) and not cpu_mod._chunk_prefill(512, torch.float16)
+        assert cpu_mod._chunk_prefill(512, torch.bfloat16) is not amx
+        assert cpu_mod._chunk_prefill(640, torch.bfloat16) is not amx
+        assert cpu_mod._chunk_prefill(512, torch.float16) is not amx
+        assert not cpu_mod._chunk_prefill(704, torch.bfloat16) and not cpu_mod._chunk_prefill(576, torch.float16)
+        assert not cpu_mod._chunk_prefill(256, torch.bfloat16) and not cpu_mod._chunk_prefill(256, torch.float16)
     finally:
         torch.set_num_threads(saved)
+
+
+def test_torch_amx_probe_reads_this_cpu():
+    """The probe behind the 16-bit chunk rule answers from torch's own CPU capability report (where it has one)."""
+    from attnsolve.kernels import cpu as cpu_mod
+
+    caps = getattr(torch.cpu, "get_capabilities", None)
+    if caps is None:
+        assert cpu_mod._torch_amx(torch.bfloat16)
+        return
+    flags = caps()
+    assert cpu_mod._torch_amx(torch.bfloat16) is bool(flags.get("amx_bf16"))
+    assert cpu_mod._torch_amx(torch.float16) is bool(flags.get("amx_fp16"))
 
 
 @needs_ext
