@@ -279,18 +279,31 @@ struct PfList {
 template <int NH, int ND>
 static inline void pv_dp(PfList& pf, const char* const* vr, int nt, const uint32_t* pp, int ldp, float* acc) {
   constexpr int D = ND * 16;
+  const int full = nt & ~1;  // whole token pairs; an odd last token pairs with zeros
   for (int c = 0; c < ND / 2; ++c) {
     __m512 lo[NH], hi[NH];
     for (int j = 0; j < NH; ++j) {
       lo[j] = _mm512_loadu_ps(acc + (size_t)j * D + 32 * c);
       hi[j] = _mm512_loadu_ps(acc + (size_t)j * D + 32 * c + 16);
     }
-    for (int t = 0; t < nt; t += 2) {
-      pf.steps(2);
-      const __m512i x0 = _mm512_loadu_si512((const void*)(vr[t] + 64 * c));
-      const __m512i x1 = vr[t + 1] ? _mm512_loadu_si512((const void*)(vr[t + 1] + 64 * c)) : _mm512_setzero_si512();
+    // the chunk's share of prefetches in one burst ahead of its products (one call per token pair kept the
+    // cursor's state in memory: about 20 scalar instructions per 8 products on Zen 4, 1.1x in L2 without)
+    pf.steps(nt);
+    const uint32_t* pt = pp;
+    const int64_t off = 64 * c;
+    for (int t = 0; t < full; t += 2, pt += ldp) {
+      const __m512i x0 = _mm512_loadu_si512((const void*)(vr[t] + off));
+      const __m512i x1 = _mm512_loadu_si512((const void*)(vr[t + 1] + off));
       const __m512bh ul = (__m512bh)_mm512_unpacklo_epi16(x0, x1), uh = (__m512bh)_mm512_unpackhi_epi16(x0, x1);
-      const uint32_t* pt = pp + (size_t)(t / 2) * ldp;
+      for (int j = 0; j < NH; ++j) {
+        const __m512bh p = (__m512bh)_mm512_set1_epi32((int)pt[j]);
+        lo[j] = _mm512_dpbf16_ps(lo[j], ul, p);
+        hi[j] = _mm512_dpbf16_ps(hi[j], uh, p);
+      }
+    }
+    if (full < nt) {
+      const __m512i x0 = _mm512_loadu_si512((const void*)(vr[full] + off)), x1 = _mm512_setzero_si512();
+      const __m512bh ul = (__m512bh)_mm512_unpacklo_epi16(x0, x1), uh = (__m512bh)_mm512_unpackhi_epi16(x0, x1);
       for (int j = 0; j < NH; ++j) {
         const __m512bh p = (__m512bh)_mm512_set1_epi32((int)pt[j]);
         lo[j] = _mm512_dpbf16_ps(lo[j], ul, p);
