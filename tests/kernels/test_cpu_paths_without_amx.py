@@ -54,23 +54,26 @@ def test_pipelined_amx_decode_is_bit_identical_to_one_tile_at_a_time(tmp_path):
         assert torch.equal(a, b), f"case {i}: {cases.CASES[i]}: max difference {(a.float() - b.float()).abs().max()}"
 
 
-def test_prefetch_order_never_changes_a_decode(tmp_path):
-    """The vector path's two prefetch orders (ATTNSOLVE_CPU_PREFETCH_SBS: next tile's K and V side by side during
-    the scores, the default off AMD; split between the scores and P·V, the default on AMD) only move loads in time:
-    every output is equal bit for bit, in float32, float16 and bfloat16 and with fp8 caches (run on any CPU; the
-    switch is read once per process, so both orders run in children)."""
+@pytest.mark.parametrize("switch", ["ATTNSOLVE_CPU_PREFETCH_SBS", "ATTNSOLVE_CPU_QUAD"])
+def test_scheduling_switches_never_change_a_decode(tmp_path, switch):
+    """Switches that only reschedule the vector path give outputs equal bit for bit, in float32, float16 and
+    bfloat16 and with fp8 caches (run on any CPU; a switch is read once per process, so both settings run in
+    children): the prefetch order (ATTNSOLVE_CPU_PREFETCH_SBS: the next tile's K and V side by side during the
+    scores, the default off AMD, or split between the scores and P·V, the default on AMD) only moves loads in
+    time; four tokens per step in the bf16 scores (ATTNSOLVE_CPU_QUAD, on by default) does each score's
+    products in the same order as two tokens per step."""
     dtypes = ["float32", "float16", "bfloat16"]
     runs = []
     for value in ("0", "1"):
-        out = tmp_path / f"sbs{value}.pt"
-        env = dict(os.environ, ATTNSOLVE_CPU_PREFETCH_SBS=value)
+        out = tmp_path / f"switch{value}.pt"
+        env = dict(os.environ, **{switch: value})
         r = subprocess.run([sys.executable, str(HERE / "pipe_cases.py"), str(out), *dtypes], env=env,
                            capture_output=True, text=True, timeout=600, cwd=HERE.parent.parent)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
         import torch
 
         runs.append(torch.load(out))
-    split, side_by_side = runs
-    assert len(split) == len(side_by_side) > 0
-    for i, (a, b) in enumerate(zip(split, side_by_side)):
+    off, on = runs
+    assert len(off) == len(on) > 0
+    for i, (a, b) in enumerate(zip(off, on)):
         assert torch.equal(a, b), f"output {i}: max difference {(a.float() - b.float()).abs().max()}"
