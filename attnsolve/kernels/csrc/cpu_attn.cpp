@@ -643,6 +643,7 @@ static void tile_avx(const TileCtx& X, const char* const* ktok, const char* cons
       for (int hb = 0; hb < Hp; hb += 16) _mm512_storeu_ps(s + (size_t)t * Hp + hb, _mm512_mul_ps(_mm512_loadu_ps(s + (size_t)t * Hp + hb), vscale));
   } else
 #endif
+  {  // (one statement: the AMX branches above end in "else")
   int t_pairs = 0;  // where the pair loop starts
 #if defined(__AVX512BF16__)
   if ((fl & 1) && !(fl & 16) && ctype == BF16 && (ND % 2) == 0 && quad_permitted()) {
@@ -746,6 +747,7 @@ static void tile_avx(const TileCtx& X, const char* const* ktok, const char* cons
       _mm512_storeu_ps(s + (size_t)t * Hp + hb, _mm512_mul_ps(r0, vscale));
       if (t + 1 < nt) _mm512_storeu_ps(s + (size_t)(t + 1) * Hp + hb, _mm512_mul_ps(r1, vscale));
     }
+  }
   }
   if (X.softcap > 0.0f)
     for (int t = 0; t < nt; ++t)
