@@ -646,12 +646,30 @@ static void tile_avx(const TileCtx& X, const char* const* ktok, const char* cons
   {  // (one statement: the AMX branches above end in "else")
   int t_pairs = 0;  // where the pair loop starts
 #if defined(__AVX512BF16__)
-  if ((fl & 1) && !(fl & 16) && ctype == BF16 && (ND % 2) == 0 && quad_permitted()) {
-    // plain bf16 K rows: four tokens per step, each query broadcast serving two token pairs
+#if defined(ATTNSOLVE_FP8BF)
+  const bool quad_f8 = (fl & 16) && X.k_s2 == D;  // fp8 K rows: a token's KV heads in one run, widened four tokens at a time
+#else
+  const bool quad_f8 = false;
+#endif
+  if ((fl & 1) && (ND % 2) == 0 && ((ctype == BF16 && !(fl & 16)) || quad_f8) && quad_permitted()) {
+    // bf16 K rows (or fp8 rows widened to bf16 first): four tokens per step, each query broadcast serving two
+    // token pairs
     __m512* const part = X.part;
     __m512* const part2 = X.part + Hp;
     for (; t_pairs + 4 <= nt; t_pairs += 4) {
       const int t = t_pairs;
+      const char* kq[4];
+      int64_t kqh = khb;  // bytes between KV heads of a row
+#if defined(ATTNSOLVE_FP8BF)
+      if (quad_f8) {
+        for (int u = 0; u < 4; ++u) {
+          fp8_to_bf16(ctype, (const uint8_t*)ktok[t + u], X.cbuf + (size_t)u * Hkv * D, Hkv * D, fl & 32);
+          kq[u] = (const char*)(X.cbuf + (size_t)u * Hkv * D);
+        }
+        kqh = (int64_t)D * 2;
+      } else
+#endif
+      for (int u = 0; u < 4; ++u) kq[u] = ktok[t + u];
       for (int kh = 0; kh < Hkv; ++kh) {
         if (X.prefetch && X.sbs) {
           for (int u = t; u < t + 4 && u < nn; ++u)
@@ -663,8 +681,7 @@ static void tile_avx(const TileCtx& X, const char* const* ktok, const char* cons
           for (int u = t; u < t + 4 && u < nnv; ++u)
             for (int o = 0; o < D * ce; o += 64) _mm_prefetch(nextv[u] + kh * vhb + o, _MM_HINT_T1);
         }
-        qk_quads<ND>(ktok[t] + kh * khb, ktok[t + 1] + kh * khb, ktok[t + 2] + kh * khb, ktok[t + 3] + kh * khb,
-                     X.q2, kh * G, G, part, part2);
+        qk_quads<ND>(kq[0] + kh * kqh, kq[1] + kh * kqh, kq[2] + kh * kqh, kq[3] + kh * kqh, X.q2, kh * G, G, part, part2);
       }
       for (int hb = 0; hb < Hp; hb += 16) {
         __m512 r0, r1;
