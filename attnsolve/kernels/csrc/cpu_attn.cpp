@@ -533,9 +533,40 @@ static inline void qk_quads(const char* k0, const char* k1, const char* k2, cons
   for (; g < G; ++g) qk_quad<ND, 1>(k0, k1, k2, k3, q2, h + g, part, part2);
 }
 #endif
-// Four tokens per step in the bf16 scores (qk_quad): one thread, rows in L2, Zen 4 VM (session 28): 0.89 to 0.91x the
-// time per token and KV head at GQA 4 head 128 / 256 and GQA 8 head 64; cache evicted, two threads, the two
-// alternating in the same rounds: 1.01 to 1.07x.  ATTNSOLVE_CPU_QUAD=0 keeps two tokens per step (for comparisons).
+// qk_pair's fp16 products (KIND 1) for two token pairs at once, each query broadcast serving both (the same products
+// in the same order per score as qk_pair: equal results).
+template <int ND, int NG>
+static inline void qk_quad_f16(const char* k0, const char* k1, const char* k2, const char* k3, const float* qf, int h,
+                               __m512* part, __m512* part2) {
+  __m512 a[NG], b[NG];
+  for (int g = 0; g < NG; ++g) { a[g] = _mm512_setzero_ps(); b[g] = _mm512_setzero_ps(); }
+  const float* qh = qf + (size_t)h * ND * 16;
+  for (int c = 0; c < 2 * ND; ++c) {  // 8 dims of the four tokens
+    const __m512 kk = _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i*)(k0 + 16 * c))),
+                                                              _mm_loadu_si128((const __m128i*)(k1 + 16 * c)), 1));
+    const __m512 kl = _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i*)(k2 + 16 * c))),
+                                                              _mm_loadu_si128((const __m128i*)(k3 + 16 * c)), 1));
+    for (int g = 0; g < NG; ++g) {
+      const __m512 qq = _mm512_broadcast_f32x8(_mm256_loadu_ps(qh + (size_t)g * 16 * ND + 8 * c));
+      a[g] = _mm512_fmadd_ps(qq, kk, a[g]);
+      b[g] = _mm512_fmadd_ps(qq, kl, b[g]);
+    }
+  }
+  for (int g = 0; g < NG; ++g) { part[h + g] = a[g]; part2[h + g] = b[g]; }
+}
+template <int ND>
+static inline void qk_quads_f16(const char* k0, const char* k1, const char* k2, const char* k3, const float* qf, int h,
+                                int G, __m512* part, __m512* part2) {
+  int g = 0;
+  for (; g + 8 <= G; g += 8) qk_quad_f16<ND, 8>(k0, k1, k2, k3, qf, h + g, part, part2);
+  for (; g + 4 <= G; g += 4) qk_quad_f16<ND, 4>(k0, k1, k2, k3, qf, h + g, part, part2);
+  for (; g < G; ++g) qk_quad_f16<ND, 1>(k0, k1, k2, k3, qf, h + g, part, part2);
+}
+// Four tokens per step in the bf16 / fp8 / fp16 scores (qk_quad, qk_quad_f16): one thread, rows in L2, Zen 4 VM
+// (session 28): bf16 0.89 to 0.91x the time per token and KV head at GQA 4 head 128 / 256 and GQA 8 head 64, fp16
+// 0.92 to 0.93x; cache evicted, two threads, the two alternating in the same rounds: bf16 1.01 to 1.07x, fp16 1.03
+// to 1.09x (float32 0.95 to 1.07x: it keeps two tokens per step).  ATTNSOLVE_CPU_QUAD=0 keeps two tokens per step
+// everywhere (for comparisons).
 static int quad_permitted() {
   static int ok = -1;
   if (ok < 0) ok = env_off("ATTNSOLVE_CPU_QUAD") ? 0 : 1;
@@ -645,15 +676,21 @@ static void tile_avx(const TileCtx& X, const char* const* ktok, const char* cons
 #endif
   {  // (one statement: the AMX branches above end in "else")
   int t_pairs = 0;  // where the pair loop starts
-#if defined(__AVX512BF16__)
 #if defined(ATTNSOLVE_FP8BF)
   const bool quad_f8 = (fl & 16) && X.k_s2 == D;  // fp8 K rows: a token's KV heads in one run, widened four tokens at a time
 #else
   const bool quad_f8 = false;
 #endif
-  if ((fl & 1) && (ND % 2) == 0 && ((ctype == BF16 && !(fl & 16)) || quad_f8) && quad_permitted()) {
-    // bf16 K rows (or fp8 rows widened to bf16 first): four tokens per step, each query broadcast serving two
-    // token pairs
+#if defined(__AVX512BF16__)
+  const bool quad_bf = (fl & 1) && (ND % 2) == 0 && ((ctype == BF16 && !(fl & 16)) || quad_f8);
+#else
+  const bool quad_bf = false;
+#endif
+  // (float32 K rows keep two tokens per step: 0.95 to 1.07x cold, as on the Xeon)
+  const int qkind = quad_bf ? 4 : (!(fl & 1) && ctype == F16) ? 1 : -1;
+  if (qkind >= 0 && quad_permitted()) {
+    // bf16 K rows (or fp8 rows widened to bf16 first) and fp16 rows: four tokens per step, each query broadcast
+    // serving two token pairs
     __m512* const part = X.part;
     __m512* const part2 = X.part + Hp;
     for (; t_pairs + 4 <= nt; t_pairs += 4) {
@@ -681,7 +718,11 @@ static void tile_avx(const TileCtx& X, const char* const* ktok, const char* cons
           for (int u = t; u < t + 4 && u < nnv; ++u)
             for (int o = 0; o < D * ce; o += 64) _mm_prefetch(nextv[u] + kh * vhb + o, _MM_HINT_T1);
         }
-        qk_quads<ND>(kq[0] + kh * kqh, kq[1] + kh * kqh, kq[2] + kh * kqh, kq[3] + kh * kqh, X.q2, kh * G, G, part, part2);
+        const char *k0 = kq[0] + kh * kqh, *k1 = kq[1] + kh * kqh, *k2 = kq[2] + kh * kqh, *k3 = kq[3] + kh * kqh;
+#if defined(__AVX512BF16__)
+        if (qkind == 4) qk_quads<ND>(k0, k1, k2, k3, X.q2, kh * G, G, part, part2); else
+#endif
+        qk_quads_f16<ND>(k0, k1, k2, k3, X.qf, kh * G, G, part, part2);
       }
       for (int hb = 0; hb < Hp; hb += 16) {
         __m512 r0, r1;
@@ -694,7 +735,6 @@ static void tile_avx(const TileCtx& X, const char* const* ktok, const char* cons
       }
     }
   }
-#endif
   for (int t = t_pairs; t < nt; t += 2) {
     // two tokens per vector: 256-bit halves hold token t and t + 1 (the same dims), so that one
     // horizontal-sum tree (hsum8x2) yields both tokens' scores: half the reduction work per score
