@@ -346,7 +346,7 @@ _CHUNK_BELOW = 1088  # chunking measured 1.03-1.06x SDPA at 1024 rows, 0.92x at 
 # Two or more threads (session 12, quiet 2-core Xeon with AMX, the kernel call alone, median of 15): float32
 # 1.20-1.32x at 320-640 rows with 8 chunks, 1.0x at 768, 0.95x at 1024, 0.78x at 256; 16-bit 0.91-1.03x
 # at 320-640 (torch's bf16 kernel runs on AMX tiles: the causal work it wastes costs less than the
-# extra calls), so 16-bit queries chunk on one thread only (1.07-1.11x at 512 there).
+# extra calls), so there 16-bit queries chunk on one thread only (1.07-1.11x at 512 rows).
 # Without AMX (session 28, the 2-core AMD EPYC Zen 4 VM: torch's 16-bit flash kernel on AVX-512, the kernel call
 # against SDPA on the same query view, interleaved, best of 5): bf16 1.20-1.39x at 256-576 rows, 1.15x at 640,
 # 0.97x at 704, 0.90x at 768; fp16 1.01-1.15x at 256-512, 1.0x at 576, 0.95x at 640.  So 16-bit queries chunk
