@@ -500,69 +500,58 @@ static inline void qk_pairs(const char* k0, const char* k1, const void* q2, int 
   for (; g < G; ++g) qk_pair<ND, 1, KIND>(k0, k1, q2, h + g, part);
 }
 
-#if defined(__AVX512BF16__)
-// qk_pair's bf16 products (KIND 4) for two token pairs at once, each query broadcast serving both (the same
-// products in the same order per score as qk_pair: equal results): part gets (k0, k1), part2 (k2, k3).
-template <int ND, int NG>
-static inline void qk_quad(const char* k0, const char* k1, const char* k2, const char* k3, const uint16_t* q2, int h,
+// qk_pair for two token pairs at once, each query broadcast serving both (the same products in the same order per
+// score as qk_pair: equal results): part gets (k0, k1), part2 (k2, k3).  KIND 4: bf16 dot products (q2: the bf16
+// query); 1: fp16 rows widened, float32 FMAs (q2: the float32 query).
+template <int ND, int NG, int KIND>
+static inline void qk_quad(const char* k0, const char* k1, const char* k2, const char* k3, const void* q2, int h,
                            __m512* part, __m512* part2) {
   __m512 a[NG], b[NG];
   for (int g = 0; g < NG; ++g) { a[g] = _mm512_setzero_ps(); b[g] = _mm512_setzero_ps(); }
-  const uint16_t* qb = q2 + (size_t)h * ND * 16;
-  for (int c = 0; c < ND; ++c) {
-    const __m512bh kk = (__m512bh)_mm512_inserti64x4(
-        _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)(k0 + 32 * c))),
-        _mm256_loadu_si256((const __m256i*)(k1 + 32 * c)), 1);
-    const __m512bh kl = (__m512bh)_mm512_inserti64x4(
-        _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)(k2 + 32 * c))),
-        _mm256_loadu_si256((const __m256i*)(k3 + 32 * c)), 1);
-    for (int g = 0; g < NG; ++g) {
-      const __m512bh qq = (__m512bh)_mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)(qb + ((size_t)g * ND + c) * 16)));
-      a[g] = _mm512_dpbf16_ps(a[g], qq, kk);
-      b[g] = _mm512_dpbf16_ps(b[g], qq, kl);
+#if defined(__AVX512BF16__)
+  if constexpr (KIND == 4) {
+    const uint16_t* qb = (const uint16_t*)q2 + (size_t)h * ND * 16;
+    for (int c = 0; c < ND; ++c) {  // 16 dims of the four tokens
+      const __m512bh kk = (__m512bh)_mm512_inserti64x4(
+          _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)(k0 + 32 * c))),
+          _mm256_loadu_si256((const __m256i*)(k1 + 32 * c)), 1);
+      const __m512bh kl = (__m512bh)_mm512_inserti64x4(
+          _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)(k2 + 32 * c))),
+          _mm256_loadu_si256((const __m256i*)(k3 + 32 * c)), 1);
+      for (int g = 0; g < NG; ++g) {
+        const __m512bh qq = (__m512bh)_mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)(qb + ((size_t)g * ND + c) * 16)));
+        a[g] = _mm512_dpbf16_ps(a[g], qq, kk);
+        b[g] = _mm512_dpbf16_ps(b[g], qq, kl);
+      }
+    }
+  } else
+#endif
+  {
+    static_assert(KIND == 1 || KIND == 4, "qk_quad: bf16 (4) or fp16 (1) rows");
+    const float* qh = (const float*)q2 + (size_t)h * ND * 16;
+    for (int c = 0; c < 2 * ND; ++c) {  // 8 dims of the four tokens
+      const __m512 kk = _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i*)(k0 + 16 * c))),
+                                                                _mm_loadu_si128((const __m128i*)(k1 + 16 * c)), 1));
+      const __m512 kl = _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i*)(k2 + 16 * c))),
+                                                                _mm_loadu_si128((const __m128i*)(k3 + 16 * c)), 1));
+      for (int g = 0; g < NG; ++g) {
+        const __m512 qq = _mm512_broadcast_f32x8(_mm256_loadu_ps(qh + (size_t)g * 16 * ND + 8 * c));
+        a[g] = _mm512_fmadd_ps(qq, kk, a[g]);
+        b[g] = _mm512_fmadd_ps(qq, kl, b[g]);
+      }
     }
   }
   for (int g = 0; g < NG; ++g) { part[h + g] = a[g]; part2[h + g] = b[g]; }
 }
-template <int ND>
-static inline void qk_quads(const char* k0, const char* k1, const char* k2, const char* k3, const uint16_t* q2, int h,
+template <int ND, int KIND>
+static inline void qk_quads(const char* k0, const char* k1, const char* k2, const char* k3, const void* q2, int h,
                             int G, __m512* part, __m512* part2) {
   int g = 0;
-  for (; g + 8 <= G; g += 8) qk_quad<ND, 8>(k0, k1, k2, k3, q2, h + g, part, part2);
-  for (; g + 4 <= G; g += 4) qk_quad<ND, 4>(k0, k1, k2, k3, q2, h + g, part, part2);
-  for (; g < G; ++g) qk_quad<ND, 1>(k0, k1, k2, k3, q2, h + g, part, part2);
+  for (; g + 8 <= G; g += 8) qk_quad<ND, 8, KIND>(k0, k1, k2, k3, q2, h + g, part, part2);
+  for (; g + 4 <= G; g += 4) qk_quad<ND, 4, KIND>(k0, k1, k2, k3, q2, h + g, part, part2);
+  for (; g < G; ++g) qk_quad<ND, 1, KIND>(k0, k1, k2, k3, q2, h + g, part, part2);
 }
-#endif
-// qk_pair's fp16 products (KIND 1) for two token pairs at once, each query broadcast serving both (the same products
-// in the same order per score as qk_pair: equal results).
-template <int ND, int NG>
-static inline void qk_quad_f16(const char* k0, const char* k1, const char* k2, const char* k3, const float* qf, int h,
-                               __m512* part, __m512* part2) {
-  __m512 a[NG], b[NG];
-  for (int g = 0; g < NG; ++g) { a[g] = _mm512_setzero_ps(); b[g] = _mm512_setzero_ps(); }
-  const float* qh = qf + (size_t)h * ND * 16;
-  for (int c = 0; c < 2 * ND; ++c) {  // 8 dims of the four tokens
-    const __m512 kk = _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i*)(k0 + 16 * c))),
-                                                              _mm_loadu_si128((const __m128i*)(k1 + 16 * c)), 1));
-    const __m512 kl = _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i*)(k2 + 16 * c))),
-                                                              _mm_loadu_si128((const __m128i*)(k3 + 16 * c)), 1));
-    for (int g = 0; g < NG; ++g) {
-      const __m512 qq = _mm512_broadcast_f32x8(_mm256_loadu_ps(qh + (size_t)g * 16 * ND + 8 * c));
-      a[g] = _mm512_fmadd_ps(qq, kk, a[g]);
-      b[g] = _mm512_fmadd_ps(qq, kl, b[g]);
-    }
-  }
-  for (int g = 0; g < NG; ++g) { part[h + g] = a[g]; part2[h + g] = b[g]; }
-}
-template <int ND>
-static inline void qk_quads_f16(const char* k0, const char* k1, const char* k2, const char* k3, const float* qf, int h,
-                                int G, __m512* part, __m512* part2) {
-  int g = 0;
-  for (; g + 8 <= G; g += 8) qk_quad_f16<ND, 8>(k0, k1, k2, k3, qf, h + g, part, part2);
-  for (; g + 4 <= G; g += 4) qk_quad_f16<ND, 4>(k0, k1, k2, k3, qf, h + g, part, part2);
-  for (; g < G; ++g) qk_quad_f16<ND, 1>(k0, k1, k2, k3, qf, h + g, part, part2);
-}
-// Four tokens per step in the bf16 / fp8 / fp16 scores (qk_quad, qk_quad_f16): one thread, rows in L2, Zen 4 VM
+// Four tokens per step in the bf16 / fp8 / fp16 scores (qk_quad): one thread, rows in L2, Zen 4 VM
 // (session 28): bf16 0.89 to 0.91x the time per token and KV head at GQA 4 head 128 / 256 and GQA 8 head 64, fp16
 // 0.92 to 0.93x; cache evicted, two threads, the two alternating in the same rounds: bf16 1.01 to 1.07x, fp16 1.03
 // to 1.09x (float32 0.95 to 1.07x: it keeps two tokens per step).  ATTNSOLVE_CPU_QUAD=0 keeps two tokens per step
@@ -675,6 +664,21 @@ static void tile_avx(const TileCtx& X, const char* const* ktok, const char* cons
   } else
 #endif
   {  // (one statement: the AMX branches above end in "else")
+  // the scores' prefetches for tokens t .. t + n - 1 of KV head kh: the next tile's K and V rows side by side
+  // (X.sbs), or this tile's V rows, a few lines per step (not a burst per token)
+  auto score_prefetch = [&](int t, int n, int kh) {
+    if (!X.prefetch) return;
+    if (X.sbs) {
+      for (int u = t; u < t + n && u < nn; ++u)
+        for (int o = 0; o < D * ce; o += 64) {
+          _mm_prefetch(nextk[u] + kh * khb + o, _MM_HINT_T1);
+          _mm_prefetch(X.nextv2[u] + kh * vhb + o, _MM_HINT_T1);
+        }
+    } else {
+      for (int u = t; u < t + n && u < nnv; ++u)
+        for (int o = 0; o < D * ce; o += 64) _mm_prefetch(nextv[u] + kh * vhb + o, _MM_HINT_T1);
+    }
+  };
   int t_pairs = 0;  // where the pair loop starts
 #if defined(ATTNSOLVE_FP8BF)
   const bool quad_f8 = (fl & 16) && X.k_s2 == D;  // fp8 K rows: a token's KV heads in one run, widened four tokens at a time
@@ -708,21 +712,12 @@ static void tile_avx(const TileCtx& X, const char* const* ktok, const char* cons
 #endif
       for (int u = 0; u < 4; ++u) kq[u] = ktok[t + u];
       for (int kh = 0; kh < Hkv; ++kh) {
-        if (X.prefetch && X.sbs) {
-          for (int u = t; u < t + 4 && u < nn; ++u)
-            for (int o = 0; o < D * ce; o += 64) {
-              _mm_prefetch(nextk[u] + kh * khb + o, _MM_HINT_T1);
-              _mm_prefetch(X.nextv2[u] + kh * vhb + o, _MM_HINT_T1);
-            }
-        } else if (X.prefetch) {
-          for (int u = t; u < t + 4 && u < nnv; ++u)
-            for (int o = 0; o < D * ce; o += 64) _mm_prefetch(nextv[u] + kh * vhb + o, _MM_HINT_T1);
-        }
+        score_prefetch(t, 4, kh);
         const char *k0 = kq[0] + kh * kqh, *k1 = kq[1] + kh * kqh, *k2 = kq[2] + kh * kqh, *k3 = kq[3] + kh * kqh;
 #if defined(__AVX512BF16__)
-        if (qkind == 4) qk_quads<ND>(k0, k1, k2, k3, X.q2, kh * G, G, part, part2); else
+        if (qkind == 4) qk_quads<ND, 4>(k0, k1, k2, k3, X.q2, kh * G, G, part, part2); else
 #endif
-        qk_quads_f16<ND>(k0, k1, k2, k3, X.qf, kh * G, G, part, part2);
+        qk_quads<ND, 1>(k0, k1, k2, k3, X.qf, kh * G, G, part, part2);
       }
       for (int hb = 0; hb < Hp; hb += 16) {
         __m512 r0, r1;
@@ -749,16 +744,7 @@ static void tile_avx(const TileCtx& X, const char* const* ktok, const char* cons
     const bool kconv = false;
 #endif
     for (int kh = 0; kh < Hkv; ++kh) {
-      if (X.prefetch && X.sbs) {  // the next tile's K and V rows of this KV head, side by side
-        for (int u = t; u < t + 2 && u < nn; ++u)
-          for (int o = 0; o < D * ce; o += 64) {
-            _mm_prefetch(nextk[u] + kh * khb + o, _MM_HINT_T1);
-            _mm_prefetch(X.nextv2[u] + kh * vhb + o, _MM_HINT_T1);
-          }
-      } else if (X.prefetch) {  // this tile's V rows of this KV head, a few lines per step (not a burst per token)
-        if (t < nnv) for (int o = 0; o < D * ce; o += 64) _mm_prefetch(nextv[t] + kh * vhb + o, _MM_HINT_T1);
-        if (t + 1 < nnv) for (int o = 0; o < D * ce; o += 64) _mm_prefetch(nextv[t + 1] + kh * vhb + o, _MM_HINT_T1);
-      }
+      score_prefetch(t, 2, kh);
       const char* k0 = ktok[t] + kh * khb;
       const char* k1 = t + 1 < nt ? ktok[t + 1] + kh * khb : k0;
       if (kconv) {
