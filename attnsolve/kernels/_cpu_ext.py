@@ -16,7 +16,7 @@ import threading
 
 from attnsolve.kernels._cpp_build import FLAGS, build, python_entry, python_ext_flags
 
-__all__ = ["load", "load_gather", "reason", "DTYPE_CODES"]
+__all__ = ["load", "load_gather", "tile_ok", "reason", "DTYPE_CODES"]
 
 # tried in order: a compiler or CPU that refuses -march=native still gets the portable loops
 _FLAG_SETS = (FLAGS, tuple(f for f in FLAGS if f != "-march=native"))
@@ -24,7 +24,7 @@ _FLAG_SETS = (FLAGS, tuple(f for f in FLAGS if f != "-march=native"))
 # list: kDecodeKinds in the source, checked against this one by tests/kernels/test_cpu_entry.py)
 _I64, _I, _F, _P = ctypes.c_int64, ctypes.c_int, ctypes.c_float, ctypes.c_void_p
 DECODE_ARGTYPES = (_I, _I, _I, _P, _I64, _I64, _P, _I64, _I64, _I64, _P, _I64, _I64, _I64, _P, _I64, _I64,
-                   _P, _P, _P, _I64, _P, _I, _I, _I, _I, _I, _I, _F, _I, _I, _F, _P, _F, _F, _I, _I, _I64)
+                   _P, _P, _P, _I64, _P, _I, _I, _I, _I, _I, _I, _F, _I, _I, _F, _P, _F, _F, _I, _I, _I64, _I)
 _EXT_MODULE = "attnsolve_cpu_attn"
 
 
@@ -52,7 +52,9 @@ def _build():
     gather = lib.attnsolve_gather_kv
     gather.restype = I
     gather.argtypes = [I, P, I64, I64, I64, P, I64, I64, I64, P, I, I, I, I, I, I, I64, P, P, I]
-    return fn, gather
+    lib.attnsolve_tile_ok.restype = I
+    lib.attnsolve_tile_ok.argtypes = [I]
+    return fn, gather, lib.attnsolve_tile_ok
 
 
 def load():
@@ -65,7 +67,7 @@ def load():
                 _state["fn"], _state["reason"] = None, "disabled by ATTNSOLVE_CPU_EXT=0"
             else:
                 try:
-                    (_state["fn"], _state["gather"]), _state["reason"] = _build(), None
+                    (_state["fn"], _state["gather"], _state["tile_ok"]), _state["reason"] = _build(), None
                 except Exception as e:  # no compiler, failed build, bad cache dir: use the torch path
                     _state["fn"], _state["reason"] = None, f"{type(e).__name__}: {e}"
     return _state["fn"]
@@ -74,6 +76,17 @@ def load():
 def load_gather():
     """The ``attnsolve_gather_kv`` C function (prefill's paged K/V gather), or ``None``."""
     return _state.get("gather") if load() is not None else None
+
+
+def tile_ok(head_size: int) -> bool:
+    """Whether the loaded kernel has its AVX-512 tile for this head size: the path that serves several query rows
+    per K/V read (``rows_per_item``); False without the extension."""
+    if load() is None:
+        return False
+    cache = _state.setdefault("tile_cache", {})
+    if head_size not in cache:
+        cache[head_size] = bool(_state["tile_ok"](int(head_size)))
+    return cache[head_size]
 
 
 def reason() -> str | None:

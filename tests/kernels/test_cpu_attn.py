@@ -71,6 +71,7 @@ def test_causal_prefill_in_row_chunks(ext, n, dtype, monkeypatch):
     real = cpu_mod._flash_causal_chunked
     monkeypatch.setattr(cpu_mod, "_flash_causal_chunked", lambda *a: calls.append(a[0].shape[2]) or real(*a))
     monkeypatch.setattr(cpu_mod, "_prefill_amx", lambda *a, **k: None)  # the torch path (AMX's: test_cpu_prefill)
+    monkeypatch.setattr(cpu_mod, "_vector_prefill", lambda *a: False)  # (the decode kernel's: test_cpu_rows_per_item)
     # the path itself for every size below the bound (which sizes take it depends on threads and dtype,
     # measured: test_chunk_policy)
     monkeypatch.setattr(cpu_mod, "_chunk_prefill", lambda rows, dt: cpu_mod._CHUNK_ROWS < rows < cpu_mod._CHUNK_BELOW)

@@ -585,6 +585,11 @@ struct TileCtx {
   uint16_t* pa;                     // AMX PV (flag 64): A tiles per KV head, [Hkv][2G][32] bf16
   uint16_t* vz;                     // AMX PV: [TILE][D] bf16 scratch for a tile's V rows that are not equally strided
   uint32_t* hl;                     // fp16 on AMX (flag 128): [TILE][D] (hi, lo) bf16 pairs of one KV head's K or V rows
+  // several query rows per item (rows_per_item > 1): row r's head g of KV head kh is the virtual head
+  // kh * G + r * g0 + g (G = nr * g0); row r sees the positions [lo_r[r], hi_r[r]); every row sees [all_lo, all_hi)
+  int nr = 1, g0 = 1, pos0 = 0, all_lo = 0, all_hi = 0;
+  const int* lo_r = nullptr;
+  const int* hi_r = nullptr;
 };
 
 // One tile (nt <= TILE tokens, possibly from several blocks) for all heads: scores, online softmax, PV.
@@ -795,6 +800,17 @@ static void tile_avx(const TileCtx& X, const char* const* ktok, const char* cons
   if (X.softcap > 0.0f)
     for (int t = 0; t < nt; ++t)
       for (int h = 0; h < H; ++h) s[(size_t)t * Hp + h] = X.softcap * std::tanh(s[(size_t)t * Hp + h] / X.softcap);
+  // several rows per item: a tile with positions some row does not see (its diagonal, its window's edge) gets
+  // -inf there, and probability exactly 0 below (so the rows' sums equal one row's at a time, bit for bit)
+  const bool masked = X.nr > 1 && (X.pos0 < X.all_lo || X.pos0 + nt > X.all_hi);
+  if (masked)
+    for (int t = 0; t < nt; ++t) {
+      const int pos = X.pos0 + t;
+      for (int h = 0; h < H; ++h) {
+        const int r = (h % G) / X.g0;
+        if (pos < X.lo_r[r] || pos >= X.hi_r[r]) s[(size_t)t * Hp + h] = -INFINITY;
+      }
+    }
   // online softmax, 16 heads per vector
   const __m512 ninf = _mm512_set1_ps(-INFINITY);
   for (int hb = 0; hb < Hp; hb += 16) {
@@ -837,6 +853,14 @@ static void tile_avx(const TileCtx& X, const char* const* ktok, const char* cons
     }
     const __m512 mh = _mm512_loadu_ps(m + hb);
     __m512 ls = _mm512_setzero_ps();
+    if (masked)  // -inf scores (a head may have no other yet: m = -inf) give exactly 0
+      for (int t = 0; t < nt; ++t) {
+        const __m512 st = _mm512_loadu_ps(s + (size_t)t * Hp + hb);
+        const __m512 p = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(st, ninf, _CMP_NEQ_UQ), exp512(_mm512_sub_ps(st, mh)));
+        _mm512_storeu_ps(s + (size_t)t * Hp + hb, p);
+        ls = _mm512_add_ps(ls, p);
+      }
+    else
     for (int t = 0; t < nt; ++t) {
       const __m512 p = exp512(_mm512_sub_ps(_mm512_loadu_ps(s + (size_t)t * Hp + hb), mh));
       _mm512_storeu_ps(s + (size_t)t * Hp + hb, p);
@@ -1160,9 +1184,14 @@ typedef void (*TileFn)(int);
 static TileFn pick_tile(int) { return nullptr; }
 #endif
 
-struct Item { int row; int seq; int lo; int hi; };
+struct Item { int row; int seq; int lo; int hi; int nr; int64_t off; };  // nr rows from `row`; partial slots from `off` (per head)
 
 }  // namespace
+
+// Whether this build has the vector tile for head size D (AVX-512): the path that takes several query rows per work
+// item (rows_per_item > 1).  Without it the rows run one per item on the portable loops, so the caller keeps long
+// prefills on torch's flash kernel.
+extern "C" int attnsolve_tile_ok(int D) { return pick_tile(D) != nullptr ? 1 : 0; }
 
 // Prefill's bounded gather: the first L tokens of one sequence's paged K and V, written as
 // contiguous [Hkv, L, D] / [Hkv, L, Dv] (the layout torch's flash kernel reads fastest) with one
@@ -1290,7 +1319,7 @@ extern "C" int attnsolve_paged_decode(
     const int32_t* seqs, int nseqs,
     int H, int Hkv, int D, int Dv, int BS,
     float scale, int causal, int window, float softcap, const float* sinks,
-    float k_scale, float v_scale, int nthreads, int chunk, int64_t num_blocks) {
+    float k_scale, float v_scale, int nthreads, int chunk, int64_t num_blocks, int rows_per_item) {
   init_luts();
 #if defined(ATTNSOLVE_FP8BF)
   { static bool fp8bf_ready = false; if (!fp8bf_ready) { init_fp8_bf16(); fp8bf_ready = true; } }
@@ -1316,28 +1345,6 @@ extern "C" int attnsolve_paged_decode(
     const int unit = BS / a * 32;
     chunk = std::max(unit, (chunk + unit - 1) / unit * unit);
   }
-  // Work items: (row, key chunk), chunks aligned to absolute multiples of `chunk`.
-  std::vector<Item> items;
-  std::vector<int> row_first, row_count, rows, row_seq;
-  for (int k = 0; k < nseqs; ++k) {
-    int i = seqs ? seqs[k] : k;
-    int q0 = qsl[i], q1 = qsl[i + 1], L = sl[i], n = q1 - q0;
-    for (int j = 0; j < n; ++j) {
-      int p = L - n + j;
-      int hi = causal ? p + 1 : L;
-      int lo = window > 0 ? std::max(0, p - window + 1) : 0;
-      row_first.push_back((int)items.size());
-      rows.push_back(q0 + j);
-      row_seq.push_back(i);
-      int c = 0;
-      for (int a = (lo / chunk) * chunk; a < hi; a += chunk) {
-        items.push_back(Item{q0 + j, i, std::max(a, lo), std::min(a + chunk, hi)});
-        ++c;
-      }
-      row_count.push_back(c);
-    }
-  }
-  const int nitems = (int)items.size();
   const TileFn tile = (D == Dv) ? pick_tile(D) : nullptr;
   // flags for the tile: bit 0 = bf16 dot products for QK, bit 1 = bf16 V widened in the PV loop,
   // bit 3 = bf16 dot products for PV (probabilities rounded to bf16; bf16 output only), bit 4 = fp8
@@ -1390,24 +1397,67 @@ extern "C" int attnsolve_paged_decode(
   const QkPvFn qkpv = (use_amx && use_amx_pv && G <= 8 && D == Dv && pipe_permitted() &&
                        ((ctype == BF16 && BS % 16 == 0) || fp8bf)) ? pick_qk_pv(D) : nullptr;
 #endif
+  // Several query rows of a sequence per work item (prefill, speculative decode) on the vector tile path: the
+  // rows' heads become virtual heads of one item, so every K and V row read serves them all (a prefill read
+  // its keys once per row).  Rows whose visible keys differ (the diagonal, a window's edge) are masked in
+  // the tile; outputs equal one row per item's bit for bit.  Not with the AMX paths (their layouts are per G).
+  const int RW = (tile && !use_amx && !use_amx_pv && !use_f16 && rows_per_item > 1) ? std::min(rows_per_item, 16) : 1;  // rows per item
+  // Work items: (rows, key chunk), chunks aligned to absolute multiples of `chunk`.
+  std::vector<Item> items;
+  std::vector<int> row_first, row_count, rows, row_sub;
+  std::vector<int> item_lo, item_hi;  // per item, RW entries: each row's visible positions [lo, hi)
+  int64_t slots = 0;                  // partial-result slots (one per item, row and head)
+  for (int k = 0; k < nseqs; ++k) {
+    int i = seqs ? seqs[k] : k;
+    int q0 = qsl[i], q1 = qsl[i + 1], L = sl[i], n = q1 - q0;
+    for (int j0 = 0; j0 < n; j0 += RW) {
+      const int nr = std::min(RW, n - j0);
+      int lo_all = INT32_MAX, hi_all = 0;
+      int lo_r[16], hi_r[16];
+      for (int r = 0; r < nr; ++r) {
+        const int p = L - n + j0 + r;
+        hi_r[r] = causal ? p + 1 : L;
+        lo_r[r] = window > 0 ? std::max(0, p - window + 1) : 0;
+        lo_all = std::min(lo_all, lo_r[r]);
+        hi_all = std::max(hi_all, hi_r[r]);
+      }
+      const int first = (int)items.size();
+      for (int a = (lo_all / chunk) * chunk; a < hi_all; a += chunk) {
+        items.push_back(Item{q0 + j0, i, std::max(a, lo_all), std::min(a + chunk, hi_all), nr, slots});
+        slots += (int64_t)nr * H;
+        for (int r = 0; r < RW; ++r) {
+          item_lo.push_back(r < nr ? lo_r[r] : 0);
+          item_hi.push_back(r < nr ? hi_r[r] : 0);
+        }
+      }
+      for (int r = 0; r < nr; ++r) {
+        row_first.push_back(first);
+        row_count.push_back((int)items.size() - first);
+        rows.push_back(q0 + j0 + r);
+        row_sub.push_back(r);
+      }
+    }
+  }
+  const int nitems = (int)items.size();
   // per-item partial results: grow-only buffers of the calling thread (every item writes its own slots),
   // so a decode step does not first-touch fresh pages (a large vector is a fresh mmap every call)
   static thread_local std::vector<float> pacc_buf, pm_buf, pl_buf;
-  if (pacc_buf.size() < (size_t)nitems * H * Dv) pacc_buf.resize((size_t)nitems * H * Dv);
-  if (pm_buf.size() < (size_t)nitems * H) { pm_buf.resize((size_t)nitems * H); pl_buf.resize((size_t)nitems * H); }
+  if (pacc_buf.size() < (size_t)slots * Dv) pacc_buf.resize((size_t)slots * Dv);
+  if (pm_buf.size() < (size_t)slots) { pm_buf.resize((size_t)slots); pl_buf.resize((size_t)slots); }
   float* const pacc = pacc_buf.data();
   float* const pm = pm_buf.data();
   float* const pl = pl_buf.data();
 
   #pragma omp parallel num_threads(nthreads)
   {
-    const int Hp = (H + 15) / 16 * 16;
+    const int Hmax = H * RW;                 // heads of an item: its rows' heads (virtual heads, RW > 1)
+    const int Hp = (Hmax + 15) / 16 * 16;    // the scratch's; an item's own is X.Hp
     // per-thread scratch kept across calls and grown as needed, contents undefined on entry (every buffer
     // is written before it is read; the partial-product vectors are cleared below): allocating and
     // zero-filling ~100 KB per call cost about as much as a 16-token decode
     static thread_local DecodeScratch S;
-    float* const qf = grown(S.qf, (size_t)H * D);
-    float* const acc = grown(S.acc, (size_t)H * Dv);
+    float* const qf = grown(S.qf, (size_t)Hmax * D);
+    float* const acc = grown(S.acc, (size_t)Hmax * Dv);
     float* const m = grown(S.m, (size_t)Hp);
     float* const l = grown(S.l, (size_t)Hp);
     float* const s = grown(S.s, (size_t)32 * H);
@@ -1417,9 +1467,9 @@ extern "C" int attnsolve_paged_decode(
 #if defined(ATTNSOLVE_AVX512)
     float* const ts = grown(S.ts, (size_t)TILE * Hp);
     float* const tbuf = grown(S.tbuf, (size_t)TILE * D);
-    uint16_t* const q2 = grown(S.q2, (use_dp & 1) ? (size_t)H * D : 0);
+    uint16_t* const q2 = grown(S.q2, (use_dp & 1) ? (size_t)Hmax * D : 0);
     uint16_t* const cbuf = grown(S.cbuf, (use_dp & 16) ? (size_t)TILE * Hkv * D : 0);
-    float* const qlane = grown(S.qlane, (use_dp & 32) ? (size_t)H * D : 0);
+    float* const qlane = grown(S.qlane, (use_dp & 32) ? (size_t)Hmax * D : 0);
     uint32_t* const pp = grown(S.pp, (use_dp & 8) ? (size_t)(TILE / 2) * Hp : 0);
     float* const partbuf = grown(S.partbuf, (size_t)2 * Hp * 16 + 16);  // [2][Hp] vectors, 64-byte aligned below
     std::memset(partbuf, 0, sizeof(float) * ((size_t)2 * Hp * 16 + 16));  // lanes >= H stay 0
@@ -1467,25 +1517,30 @@ extern "C" int attnsolve_paged_decode(
       _tile_loadconfig(&cfg);
     }
 #endif
-    int prepped_row = -1;  // the query row whose converted copies (qf, q2, qlane, qvnni) this thread holds
+    int prepped_row = -1, prepped_nr = 0;  // the query rows whose converted copies (qf, q2, qlane, qvnni) this thread holds
+    int zeroed_hv = H;  // the heads the partial-product lanes were last cleared for
     #pragma omp for schedule(dynamic, 1) nowait
     for (int it = 0; it < nitems; ++it) {
       const Item& I = items[it];
       // a row's chunks are consecutive items: its query is converted once per thread, not once per chunk
       // (about 10 us for 32 heads of 128 dims: a 1k-key bf16 row on one thread, four chunks, 0.353 -> 0.322 ms)
-      if (I.row != prepped_row) {
+      const int nr = I.nr, Hv = H * nr;  // this item's heads (virtual heads of its rows: kh * G * nr + r * G + g)
+      if (I.row != prepped_row || nr != prepped_nr) {
       prepped_row = I.row;
-      for (int h = 0; h < H; ++h)
-        load_row(qtype, (const char*)q + ((int64_t)I.row * q_s0 + (int64_t)h * q_s1) * qe, &qf[(size_t)h * D], D, 1.0f);
+      prepped_nr = nr;
+      for (int vh = 0; vh < Hv; ++vh) {
+        const int kh = vh / (G * nr), r = vh % (G * nr) / G, h = kh * G + vh % G;
+        load_row(qtype, (const char*)q + ((int64_t)(I.row + r) * q_s0 + (int64_t)h * q_s1) * qe, &qf[(size_t)vh * D], D, 1.0f);
+      }
 #if defined(ATTNSOLVE_AVX512)
       if (tile) {  // the query in bf16 (rounded to nearest even) for the bf16 dot products
 #if defined(__AVX512BF16__)
         if (use_dp & 32)  // fp8 K rows come in lane order (fp8_to_bf16): the query's dims follow it
-          for (size_t i = 0; i < (size_t)H * D; i += 64)
+          for (size_t i = 0; i < (size_t)Hv * D; i += 64)
             for (int r = 0; r < 64; ++r) qlane[i + r] = qf[i + g_fp8_lane[r]];
         const float* qsrc = (use_dp & 32) ? qlane : qf;
         if (use_dp & 1)
-          for (size_t i = 0; i < (size_t)H * D; i += 16) {
+          for (size_t i = 0; i < (size_t)Hv * D; i += 16) {
             _mm256_storeu_si256((__m256i*)&q2[i], (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(&qsrc[i])));
           }
 #if defined(ATTNSOLVE_AMX)  // (split_pairs exists only there; without AMX use_f16 is 0)
@@ -1523,9 +1578,21 @@ extern "C" int attnsolve_paged_decode(
       }
 #endif
       }  // query conversions
-      std::fill(acc, acc + (size_t)H * Dv, 0.0f);
-      std::fill(m, m + Hp, -INFINITY);
-      std::fill(l, l + Hp, 0.0f);
+      const int Hpv = (Hv + 15) / 16 * 16;
+#if defined(ATTNSOLVE_AVX512)
+      X.G = G * nr; X.H = Hv; X.Hp = Hpv; X.nr = nr; X.g0 = G;
+      X.lo_r = &item_lo[(size_t)it * RW];
+      X.hi_r = &item_hi[(size_t)it * RW];
+      X.all_lo = *std::max_element(X.lo_r, X.lo_r + nr);
+      X.all_hi = *std::min_element(X.hi_r, X.hi_r + nr);
+      if (Hv != zeroed_hv) {  // lanes Hv .. Hpv of the partial products read as zeros
+        std::memset(partbuf, 0, sizeof(float) * ((size_t)2 * Hp * 16 + 16));
+        zeroed_hv = Hv;
+      }
+#endif
+      std::fill(acc, acc + (size_t)Hv * Dv, 0.0f);
+      std::fill(m, m + Hpv, -INFINITY);
+      std::fill(l, l + Hpv, 0.0f);
       const int32_t* btr = bt + (int64_t)I.seq * bt_s0;
 #if defined(ATTNSOLVE_AVX512)
       if (tile) {
@@ -1606,6 +1673,7 @@ extern "C" int attnsolve_paged_decode(
           X.flags = fl;
           X.sbs = nn > 0 && sbs_rows && !(fl & (4 | 128));  // only the vector-path scores take it
           if (X.sbs) { rows(vc, v_s0, v_s1, t1, nn, nv_sbs); X.nextv2 = nv_sbs; }
+          X.pos0 = t0;
           tile(X, ktok, vtok, nt, nk, std::max(nn, 0), vtok, nt, acc, m, l);
           t0 = t1;
         }
@@ -1670,7 +1738,7 @@ extern "C" int attnsolve_paged_decode(
         }
       }
       if (use_f16) {  // undo the fp16 AMX PV layout: per KV head [D/16][G][16]
-        float* dst = &pacc[(size_t)it * H * Dv];
+        float* dst = &pacc[(size_t)I.off * Dv];
         for (int h = 0; h < H; ++h) {
           const float* a = &acc[(size_t)(h / G) * G * Dv + (h % G) * 16];
           for (int c = 0; c < Dv / 16; ++c) std::memcpy(dst + (size_t)h * Dv + 16 * c, a + (size_t)c * 16 * G, 64);
@@ -1678,7 +1746,7 @@ extern "C" int attnsolve_paged_decode(
       }
 #if defined(ATTNSOLVE_AMX)
       else if (use_amx_pv) {  // undo the AMX PV layout: per KV head [D/32][2G][16], head g's even dims in row g, odd in G + g
-        float* dst = &pacc[(size_t)it * H * Dv];
+        float* dst = &pacc[(size_t)I.off * Dv];
         const __m512i ilo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
         const __m512i ihi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
         alignas(64) float pos[32];
@@ -1702,8 +1770,8 @@ extern "C" int attnsolve_paged_decode(
       }
 #endif
       else if (use_dp & 8) {  // undo the unpacklo/hi order of each 32-wide chunk (see pv_dp)
-        float* dst = &pacc[(size_t)it * H * Dv];
-        for (int h = 0; h < H; ++h)
+        float* dst = &pacc[(size_t)I.off * Dv];
+        for (int h = 0; h < Hv; ++h)
           for (int c = 0; c < Dv; c += 32)
             for (int e = 0; e < 16; ++e) {
               const int p0 = c + 8 * (e / 4) + (e % 4), p1 = p0 + 4;  // V row positions (lane order: fp8_to_bf16)
@@ -1713,34 +1781,41 @@ extern "C" int attnsolve_paged_decode(
               dst[(size_t)h * Dv + d1] = acc[(size_t)h * Dv + c + 16 + e];
             }
       } else if (use_dp & 2) {  // undo the [even, odd] order of each 32-wide chunk (see the tile's bf16 PV)
-        float* dst = &pacc[(size_t)it * H * Dv];
-        for (int h = 0; h < H; ++h)
+        float* dst = &pacc[(size_t)I.off * Dv];
+        for (int h = 0; h < Hv; ++h)
           for (int c = 0; c < Dv; c += 32)
             for (int i = 0; i < 16; ++i) {
               dst[(size_t)h * Dv + c + 2 * i] = acc[(size_t)h * Dv + c + i];
               dst[(size_t)h * Dv + c + 2 * i + 1] = acc[(size_t)h * Dv + c + 16 + i];
             }
       } else
-      std::memcpy(&pacc[(size_t)it * H * Dv], acc, sizeof(float) * H * Dv);
-      std::memcpy(&pm[(size_t)it * H], m, sizeof(float) * H);
-      std::memcpy(&pl[(size_t)it * H], l, sizeof(float) * H);
+      std::memcpy(&pacc[(size_t)I.off * Dv], acc, sizeof(float) * Hv * Dv);
+      std::memcpy(&pm[(size_t)I.off], m, sizeof(float) * Hv);
+      std::memcpy(&pl[(size_t)I.off], l, sizeof(float) * Hv);
     }
 #if defined(ATTNSOLVE_AMX)
     if (use_amx || use_amx_pv || use_f16) _tile_release();
 #endif
   }
-  // Merge the chunks of each row (log-sum-exp; sinks join the denominator) on the calling thread:
-  // it is cheap, and one barrier fewer matters on an oversubscribed machine.
+  // Merge the chunks of each row (log-sum-exp; sinks join the denominator) on the calling thread: it is
+  // cheap for decode rows, and one barrier fewer matters on an oversubscribed machine; a prefill's rows (from
+  // a million output values) are merged by the team
+  const int nrows = (int)rows.size();
+  #pragma omp parallel num_threads(nthreads) if ((int64_t)nrows * H * Dv >= (1 << 20))
   {
     std::vector<float> o(Dv);
-    for (int r = 0; r < (int)rows.size(); ++r) {
-      const int f = row_first[r], c = row_count[r];
+    #pragma omp for schedule(static)
+    for (int r = 0; r < nrows; ++r) {
+      const int f = row_first[r], c = row_count[r], sub = row_sub[r];
+      const int nr = items[f].nr;  // the rows of an item are its virtual heads: kh * G * nr + sub * G + g
       for (int h = 0; h < H; ++h) {
+        const size_t vh = (size_t)(h / G) * G * nr + (size_t)sub * G + h % G;
         float M = sinks ? sinks[h] : -INFINITY;
         bool nan_row = std::isnan(M);
         for (int k = 0; k < c; ++k) {
-          M = std::max(M, pm[(size_t)(f + k) * H + h]);
-          nan_row |= std::isnan(pl[(size_t)(f + k) * H + h]) || std::isnan(pm[(size_t)(f + k) * H + h]);
+          const size_t at = (size_t)items[f + k].off + vh;
+          M = std::max(M, pm[at]);
+          nan_row |= std::isnan(pl[at]) || std::isnan(pm[at]);
         }
         if (nan_row) {  // a NaN score (query, scale, key) or value: the row is NaN, as on the torch paths
           std::fill(o.begin(), o.end(), NAN);
@@ -1752,11 +1827,12 @@ extern "C" int attnsolve_paged_decode(
         if (M != -INFINITY) {
           if (sinks) den += std::exp(sinks[h] - M);
           for (int k = 0; k < c; ++k) {
-            const float mk = pm[(size_t)(f + k) * H + h];
+            const size_t at = (size_t)items[f + k].off + vh;
+            const float mk = pm[at];
             if (mk == -INFINITY) continue;
             const float w = std::exp(mk - M);
-            den += w * pl[(size_t)(f + k) * H + h];
-            const float* a = &pacc[((size_t)(f + k) * H + h) * Dv];
+            den += w * pl[at];
+            const float* a = &pacc[at * Dv];
             #pragma omp simd
             for (int d = 0; d < Dv; ++d) o[d] += w * a[d];
           }
@@ -1773,14 +1849,14 @@ extern "C" int attnsolve_paged_decode(
 #if defined(ATTNSOLVE_PYEXT)
 // A CPython entry to attnsolve_paged_decode (built with -DATTNSOLVE_PYEXT and the interpreter's headers, loaded as
 // the extension module `attnsolve_cpu_attn` by _cpu_ext.py; ctypes stays the fallback).  Why: ctypes converts
-// the 38 arguments per call through its generic machinery, 4.4 us warm and 55 us when a decode step finds its
+// the 39 arguments per call through its generic machinery, 4.4 us warm and 55 us when a decode step finds its
 // caches evicted; this METH_FASTCALL function measured 0.24 and 13 us (2-vCPU Xeon VM, session 16).  The
 // arguments are attnsolve_paged_decode's, in its order: ints, floats, and pointers as ints (None: null); the
 // interpreter lock is released around the call, as ctypes does.
 namespace {
-constexpr int kDecodeArgs = 38;
+constexpr int kDecodeArgs = 39;
 // per argument: 'i' int, 'l' int64, 'p' pointer (int or None), 'f' float (parse_fastcall, cpu_common.h)
-constexpr char kDecodeKinds[kDecodeArgs + 1] = "iiipllplllplllpllppplpiiiiiifiifpffiil";
+constexpr char kDecodeKinds[kDecodeArgs + 1] = "iiipllplllplllpllppplpiiiiiifiifpffiili";
 static_assert(sizeof(kDecodeKinds) == kDecodeArgs + 1, "one kind per argument");
 
 PyObject* py_paged_decode(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
@@ -1795,14 +1871,14 @@ PyObject* py_paged_decode(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
       iv[13], pv[14], iv[15], iv[16], (const int32_t*)pv[17], (const int32_t*)pv[18], (const int32_t*)pv[19], iv[20],
       (const int32_t*)pv[21], (int)iv[22], (int)iv[23], (int)iv[24], (int)iv[25], (int)iv[26], (int)iv[27],
       (float)fv[28], (int)iv[29], (int)iv[30], (float)fv[31], (const float*)pv[32], (float)fv[33], (float)fv[34],
-      (int)iv[35], (int)iv[36], iv[37]);
+      (int)iv[35], (int)iv[36], iv[37], (int)iv[38]);
   Py_END_ALLOW_THREADS
   return PyLong_FromLong(r);
 }
 
 PyMethodDef g_methods[] = {
     {"paged_decode", (PyCFunction)(void (*)(void))py_paged_decode, METH_FASTCALL,
-     "attnsolve_paged_decode's 38 arguments (see _cpu_ext.py); returns its int result"},
+     "attnsolve_paged_decode's 39 arguments (see _cpu_ext.py); returns its int result"},
     {nullptr, nullptr, 0, nullptr}};
 PyModuleDef g_module = {PyModuleDef_HEAD_INIT, "attnsolve_cpu_attn", nullptr, -1, g_methods,
                         nullptr, nullptr, nullptr, nullptr};
