@@ -23,6 +23,9 @@ CASES = (
     (16, 2, 64, 8, (700, 33), 1, {"cache": torch.float8_e5m2, "sliding_window": 100}),
     (8, 4, 256, 24, (129, 64), 2, {"cache": torch.float8_e4m3fn, "logits_soft_cap": 30.0, "v_scale": 0.5}),
     (8, 1, 64, 16, (257, 18, 1), 1, {"cache": torch.float8_e5m2, "sinks": True}),
+    # prefills (several rows per work item where no AMX prefill kernel runs), one with a window, one MHA
+    (8, 2, 128, 16, (300, 40), 300, {}),
+    (4, 4, 64, 16, (200,), 150, {"sliding_window": 50, "sinks": True}),
 )
 
 
