@@ -89,9 +89,11 @@ def _rows_per_item(group: int, dtype: torch.dtype) -> int:
     return max(1, min(16, (16 if dtype == torch.float32 else 32) // group))
 
 
-# float32 prefills go to the decode kernel up to this many rows: 1.25x SDPA at 1024 rows (32/8 heads), 1.0x at
-# 2048, 0.85x at 8k (torch's float32 GEMMs win on long rows); 16-bit at any length (1.4 to 3.9x, 512 to 8k rows)
-_VECTOR_PREFILL_F32_MAX = 1536
+# float32 prefills go to the decode kernel up to this many rows (32/8 heads of 128, against SDPA in the same
+# rounds): 1.54x at 512 rows, 1.25x at 1024, 0.97 to 1.06x at 2048 (torch's flash kernel 0.96 to 1.0x there), 0.95x
+# at 3072, 0.81x at 4096, 0.85x at 8k (8/2 heads): torch's float32 GEMMs win on long rows.  16-bit prefills at any
+# length (bf16 1.6 to 2.6x, fp16 1.5 to 3.5x, 512 to 8k rows).
+_VECTOR_PREFILL_F32_MAX = 2560
 
 
 def _vector_prefill(n: int, L: int, query, key_cache, value_cache, cap, amx: bool) -> bool:
