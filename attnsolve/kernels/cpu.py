@@ -6,11 +6,14 @@ The paths, chosen per sequence of a mixed batch:
   decode, short chunks) go to a C++/OpenMP kernel (``_cpu_ext``): one online-softmax pass
   that reads each paged KV block in place (no gather, no contiguous copy), split into
   (row, key chunk) work items for both cores and merged by log-sum-exp.  AVX-512 tiles
-  for head sizes 32..256, a portable loop otherwise; fp32/bf16/fp16 and fp8 caches.
+  for head sizes 32..256, a portable loop otherwise; fp32/bf16/fp16 and fp8 caches.  On the tiles a work
+  item takes up to 16 consecutive rows of a sequence (``_rows_per_item``): their heads share every K/V read.
 * Longer query runs (prefill), and runs of several rows where that is faster (``_amx_rows``, bf16), with a
   bf16 query over a bf16 or fp8 cache, or float32 or fp16 throughout (each value as exact bf16 parts), on a
   CPU with AMX go to a C++ kernel of their own (``_cpu_prefill_ext``, ``csrc/cpu_prefill.cpp``): paged K/V
   read in place, causal work only up to each row's diagonal (and from its window's start).
+* Elsewhere (no AMX prefill kernel) prefills go to that decode kernel in groups of rows where it measured
+  faster than torch's flash kernel (``_vector_prefill``: 16-bit at any length, float32 up to 2560 rows).
 * Other prefills gather the sequence's own blocks once (a bounded gather,
   ``seq_len`` rows, never the whole cache, into a per-thread buffer reused across calls; a
   C++ memcpy gather with the extension) and run torch's CPU flash-attention kernel
