@@ -103,15 +103,15 @@ def _vector_prefill(n: int, L: int, query, key_cache, value_cache, cap, amx: boo
     """Whether a run of ``n > DECODE_MAX_ROWS`` query rows (``L`` keys) goes to the decode kernel, several rows per
     work item, rather than to torch's flash kernel: the kernel's AVX-512 tile exists for the head size, no AMX
     prefill kernel runs here (``amx``: it takes these rows), same K and V head sizes, a cache of the query's
-    dtype (or fp8 under a bf16 query), no soft-cap (the kernel's tanh is scalar), and float32 only up to
-    ``_VECTOR_PREFILL_F32_MAX`` rows."""
+    dtype (or fp8 under a bf16 query), and float32 only up to ``_VECTOR_PREFILL_F32_MAX`` rows.  Soft-capped
+    prefills at any length (torch's flash kernel has no soft-cap: their other path is the tiled float32 one)."""
     D, qdt, cdt = query.shape[-1], query.dtype, key_cache.dtype
-    if amx or cap is not None or n > L or value_cache.shape[-1] != D or not _cpu_ext.tile_ok(D):
+    if amx or n > L or value_cache.shape[-1] != D or not _cpu_ext.tile_ok(D):
         return False
     if cdt != qdt and not (qdt == torch.bfloat16 and cdt in _FP8 and D % 32 == 0):
         return False
     if qdt == torch.float32:
-        return n <= _VECTOR_PREFILL_F32_MAX
+        return n <= _VECTOR_PREFILL_F32_MAX or cap is not None
     return qdt in (torch.bfloat16, torch.float16)
 
 

@@ -96,15 +96,21 @@ def test_which_prefills_take_the_decode_kernel(monkeypatch, dtype, cache, n, vec
 
 
 @needs_tile
-def test_soft_capped_prefills_and_amx_machines_keep_their_paths(monkeypatch):
-    """Soft-cap (the kernel's tanh is scalar per score) and a CPU with the AMX prefill kernel: not this path."""
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_soft_capped_prefills_take_it_and_amx_machines_keep_their_kernel(monkeypatch, dtype):
+    """Soft-capped prefills at any length (torch's flash kernel has no soft-cap; float32 too beyond the bound), with
+    the kernel's vector tanh; a CPU with the AMX prefill kernel keeps that kernel."""
+    monkeypatch.setattr(cpu_mod, "_amx_shape", lambda *a: False)
+    monkeypatch.setattr(cpu_mod, "_VECTOR_PREFILL_F32_MAX", 100)  # (200 rows stand for the long ones)
     calls = _calls(monkeypatch)
-    q, kc, vc, md = make_batch([200], [200], 8, 2, 128, 16, dtype=torch.bfloat16, seed=2)
-    close(cpu_attn_impl(q, kc, vc, md, logits_soft_cap=30.0),
-          paged_attention_reference(q, kc, vc, md, logits_soft_cap=30.0), torch.bfloat16)
-    assert calls == []
-    assert not cpu_mod._vector_prefill(200, 200, q, kc, vc, None, True)
-    assert cpu_mod._vector_prefill(200, 200, q, kc, vc, None, False)
+    n = 200
+    q, kc, vc, md = make_batch([n], [n], 8, 2, 128, 16, dtype=dtype, seed=2)
+    for cap in (30.0, 1.5):
+        close(cpu_attn_impl(q, kc, vc, md, logits_soft_cap=cap),
+              paged_attention_reference(q, kc, vc, md, logits_soft_cap=cap), dtype)
+    assert calls == [([0], cpu_mod._rows_per_item(4, dtype))] * 2
+    assert not cpu_mod._vector_prefill(n, n, q, kc, vc, 30.0, True)
+    assert cpu_mod._vector_prefill(n, n, q, kc, vc, 30.0, False)
 
 
 @needs_tile
