@@ -22,7 +22,7 @@ The paths, chosen per sequence of a mixed batch:
   causal prefill of a few hundred rows runs as at most 8 row chunks against only the keys each
   chunk sees (that kernel computes whole 512-key blocks) where that measured faster
   (``_chunk_prefill``: float32 on two threads, any dtype on one).  Soft-capping (which that kernel
-  lacks) uses a tiled float32 torch path.
+  lacks) uses a tiled float32 torch path where the decode kernel's grouped rows cannot take it.
 
 Without a compiler (or with ``ATTNSOLVE_CPU_EXT=0``) every sequence takes the torch paths.
 All paths are tested against ``reference.paged_attention_reference``.
