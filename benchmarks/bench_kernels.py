@@ -277,6 +277,44 @@ def bench_prefill(quick: bool, one_thread: bool = False) -> list[dict[str, Any]]
     return rows
 
 
+SPEC_SHAPES = ((4, 4, 4096, 32, 8, 128), (4, 8, 8192, 32, 8, 128), (16, 4, 2048, 16, 2, 64))  # seqs, rows, ctx, heads
+
+
+def bench_spec_decode(quick: bool) -> list[dict[str, Any]]:
+    """Speculative decode (runs of several query rows per sequence): the decode kernel with each sequence's rows
+    grouped in one work item (their heads share every K/V read, the default) against one row per work item, the
+    same kernel and call otherwise; cache evicted before each call (``cold_rounds``).  Outputs are equal."""
+    from attnsolve.kernels import _cpu_ext
+    from attnsolve.kernels import cpu as cpu_mod
+
+    fn = _cpu_ext.load()
+    if fn is None or not _cpu_ext.tile_ok(128):
+        return []
+    rows = []
+    for b, n, ctx, H, hkv, D in SPEC_SHAPES[:1] if quick else SPEC_SHAPES:
+        for dtype in (torch.bfloat16, torch.float32):
+            q, kc, vc, md = paged_problem(b, ctx, H, hkv, D, 16, dtype, q_rows=n)
+            out = torch.empty(q.shape[0], H, D, dtype=dtype)
+            grouped = min(n, cpu_mod._rows_per_item(H // hkv, dtype))
+
+            def call(per_item: int) -> Callable[[], Any]:
+                return lambda: cpu_mod._decode_ext(fn, q, kc, vc, md, list(range(b)), out, scale=D ** -0.5,
+                                                   causal=True, window=None, cap=None, sinks=None, ks=1.0, vs=1.0,
+                                                   rows_per_item=per_item)
+
+            red, _ = reduction_for(2 * b * ctx * hkv * D * kc.element_size())
+            (t_grouped, t_one), _ = cold_rounds([call(grouped), call(1)], red, 2 if quick else 5)
+            short = {torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
+            rows.append({
+                "name": f"speculative decode {short} {b} seqs x {n} rows, {H}/{hkv} heads d{D} ctx {ctx // 1024}k",
+                "value": round(t_grouped * 1e3, 2), "unit": "ms", "baseline": round(t_one * 1e3, 2),
+                "baseline_name": "one query row per work item (same kernel)", "ratio": round(t_one / t_grouped, 2),
+                "note": f"{grouped} rows per work item; cache evicted before each call",
+            })
+            del q, kc, vc, md, out, red
+    return rows
+
+
 def bench_mla(bw: float, quick: bool) -> list[dict[str, Any]]:
     """CPU_MLA decode rows from ``bench_cpu_mla`` (its reduction, run before each call)."""
     from benchmarks import bench_cpu_mla
@@ -338,6 +376,7 @@ def run(quick: bool = False, out: str | Path | None = None) -> list[dict[str, An
     rows += dec
     rows += mla
     rows += bench_prefill(quick)
+    rows += bench_spec_decode(quick)
     rows += bench_dispatch(quick)
     plot_ratios(rows, str(Path(out) / "kernel_ratios.png") if out is not None else None)
     return rows
