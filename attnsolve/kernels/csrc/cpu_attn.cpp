@@ -1855,6 +1855,13 @@ extern "C" int attnsolve_paged_decode(
       }
     }
   }
+  // a long prefill's partial results (one slot per row and head) are not kept past 512 MiB, as the prefill's gather
+  // buffers are not (a 32k-row prefill of 32 heads of 128 holds 512 MiB here): the next such call maps them afresh
+  if (pacc_buf.size() * sizeof(float) > ((size_t)512 << 20)) {
+    std::vector<float>().swap(pacc_buf);
+    std::vector<float>().swap(pm_buf);
+    std::vector<float>().swap(pl_buf);
+  }
   return 0;
 }
 
