@@ -82,12 +82,16 @@ needs_tile = pytest.mark.skipif(not _cpu_ext.tile_ok(128), reason="no AVX-512 ti
     (torch.bfloat16, None, 300, True), (torch.float16, None, 300, True), (torch.float32, None, 300, True),
     (torch.bfloat16, torch.float8_e4m3fn, 300, True),
     (torch.float32, None, cpu_mod._VECTOR_PREFILL_F32_MAX + 1, False),  # torch's float32 GEMMs win on long rows
+    (torch.float32, None, -300, False),  # K and V beyond the float32 bound (set to 300 rows' worth below)
     (torch.float32, torch.bfloat16, 300, False),  # a cache of another dtype: gathered for the flash kernel
 ])
 def test_which_prefills_take_the_decode_kernel(monkeypatch, dtype, cache, n, vector):
     """Where no AMX prefill kernel runs, a prefill goes to the decode kernel in groups of rows (16-bit at any
     length, float32 up to the measured bound); the answer is the reference's either way."""
     monkeypatch.setattr(cpu_mod, "_amx_shape", lambda *a: False)
+    if n < 0:  # the cache-size bound: 303 keys of 2 KV heads of 128 + 128 float32 are 620,544 bytes
+        n = -n
+        monkeypatch.setattr(cpu_mod, "_VECTOR_PREFILL_F32_KV_BYTES", 600_000)
     calls = _calls(monkeypatch)
     q, kc, vc, md = make_batch([n, 1], [n + 3, 90], 8, 2, 128, 16, dtype=dtype, cache_dtype=cache, seed=n)
     close(cpu_attn_impl(q, kc, vc, md), paged_attention_reference(q, kc, vc, md), dtype)
