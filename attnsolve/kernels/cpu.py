@@ -92,8 +92,9 @@ def _rows_per_item(group: int, dtype: torch.dtype) -> int:
     return max(1, min(16, (16 if dtype == torch.float32 else 32) // group))
 
 
-# float32 prefills go to the decode kernel up to this many rows (32/8 heads of 128, against SDPA in the same
-# rounds): 1.54x at 512 rows, 1.25x at 1024, 0.97 to 1.06x at 2048 (torch's flash kernel 0.96 to 1.0x there), 0.95x
+# float32 prefills go to the decode kernel up to this many keys, context included (32/8 heads of 128, against SDPA
+# in the same rounds; a chunk after a long context wastes little in torch's kernel: 2048 rows after 6144 keys of 8/2
+# heads 0.87x, 256 rows after 3840 keys on a par): 1.54x at 512 rows, 1.25x at 1024, 0.97 to 1.06x at 2048 (torch's flash kernel 0.96 to 1.0x there), 0.95x
 # at 3072, 0.81x at 4096, 0.85x at 8k (8/2 heads): torch's float32 GEMMs win on long rows.  And only while the
 # sequence's K and V fit the last-level cache with room to spare (every group of rows reads them again): 16 MiB at 2k
 # rows of 32/8 heads 1.0-1.06x, 16/32 MiB at 512/1024 rows of 32/32 heads 1.42x/0.95x, but 32 MiB at 2k rows of 32/16
@@ -107,7 +108,7 @@ def _vector_prefill(n: int, L: int, query, key_cache, value_cache, cap, amx: boo
     """Whether a run of ``n > DECODE_MAX_ROWS`` query rows (``L`` keys) goes to the decode kernel, several rows per
     work item, rather than to torch's flash kernel: the kernel's AVX-512 tile exists for the head size, no AMX
     prefill kernel runs here (``amx``: it takes these rows), same K and V head sizes, a cache of the query's
-    dtype (or fp8 under a bf16 query), and float32 only up to ``_VECTOR_PREFILL_F32_MAX`` rows and
+    dtype (or fp8 under a bf16 query), and float32 only up to ``_VECTOR_PREFILL_F32_MAX`` keys and
     ``_VECTOR_PREFILL_F32_KV_BYTES`` of K and V.  Soft-capped prefills at any length (torch's flash kernel has no
     soft-cap: their other path is the tiled float32 one)."""
     D, qdt, cdt = query.shape[-1], query.dtype, key_cache.dtype
@@ -117,7 +118,7 @@ def _vector_prefill(n: int, L: int, query, key_cache, value_cache, cap, amx: boo
         return False
     if qdt == torch.float32:
         kv_bytes = L * key_cache.shape[2] * (D + value_cache.shape[-1]) * 4
-        return (n <= _VECTOR_PREFILL_F32_MAX and kv_bytes <= _VECTOR_PREFILL_F32_KV_BYTES) or cap is not None
+        return (L <= _VECTOR_PREFILL_F32_MAX and kv_bytes <= _VECTOR_PREFILL_F32_KV_BYTES) or cap is not None
     return qdt in (torch.bfloat16, torch.float16)
 
 
