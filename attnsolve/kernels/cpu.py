@@ -104,13 +104,15 @@ _VECTOR_PREFILL_F32_MAX = 2560
 _VECTOR_PREFILL_F32_KV_BYTES = 24 << 20
 
 
-def _vector_prefill(n: int, L: int, query, key_cache, value_cache, cap, amx: bool) -> bool:
+def _vector_prefill(n: int, L: int, query, key_cache, value_cache, cap, amx: bool, window: int | None = None) -> bool:
     """Whether a run of ``n > DECODE_MAX_ROWS`` query rows (``L`` keys) goes to the decode kernel, several rows per
     work item, rather than to torch's flash kernel: the kernel's AVX-512 tile exists for the head size, no AMX
     prefill kernel runs here (``amx``: it takes these rows), same K and V head sizes, a cache of the query's
     dtype (or fp8 under a bf16 query), and float32 only up to ``_VECTOR_PREFILL_F32_MAX`` keys and
     ``_VECTOR_PREFILL_F32_KV_BYTES`` of K and V.  Soft-capped prefills at any length (torch's flash kernel has no
-    soft-cap: their other path is the tiled float32 one)."""
+    soft-cap: their other path is the tiled float32 one), and windowed ones (``window`` keys per row, fewer than
+    ``L``): torch's kernel computes every key under a mask, this kernel only the window's (4k rows, window 128,
+    64/8 heads of 64: float32 18.8x, bf16 27x; 2k rows, window 1024, 32/8 heads of 128: 2.3x, 4.3x)."""
     D, qdt, cdt = query.shape[-1], query.dtype, key_cache.dtype
     if amx or n > L or value_cache.shape[-1] != D or not _cpu_ext.tile_ok(D):
         return False
@@ -118,7 +120,8 @@ def _vector_prefill(n: int, L: int, query, key_cache, value_cache, cap, amx: boo
         return False
     if qdt == torch.float32:
         kv_bytes = L * key_cache.shape[2] * (D + value_cache.shape[-1]) * 4
-        return (L <= _VECTOR_PREFILL_F32_MAX and kv_bytes <= _VECTOR_PREFILL_F32_KV_BYTES) or cap is not None
+        return ((L <= _VECTOR_PREFILL_F32_MAX and kv_bytes <= _VECTOR_PREFILL_F32_KV_BYTES) or cap is not None
+                or (window is not None and window < L))
     return qdt in (torch.bfloat16, torch.float16)
 
 
@@ -773,7 +776,7 @@ def cpu_attn_impl(
         if n <= DECODE_MAX_ROWS and not (amx_runs and _amx_rows(n, group, query.dtype)):
             short.append(i)
         elif use_flash and fn is not None and _vector_prefill(n, lens[i], query, key_cache, value_cache, cap,
-                                                              amx_runs):
+                                                              amx_runs, window):
             vector.append(i)
         else:
             long_.append(i)

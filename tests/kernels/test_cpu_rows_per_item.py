@@ -118,6 +118,23 @@ def test_soft_capped_prefills_take_it_and_amx_machines_keep_their_kernel(monkeyp
 
 
 @needs_tile
+def test_windowed_float32_prefills_take_it_at_any_length(monkeypatch):
+    """A window shorter than the keys: torch's kernel would compute every key under a mask, this kernel only the
+    window's, so float32 goes there beyond its bound too (the bound set to 100 keys here)."""
+    monkeypatch.setattr(cpu_mod, "_amx_shape", lambda *a: False)
+    monkeypatch.setattr(cpu_mod, "_VECTOR_PREFILL_F32_MAX", 100)
+    calls = _calls(monkeypatch)
+    q, kc, vc, md = make_batch([200], [230], 8, 2, 64, 16, dtype=torch.float32, seed=6)
+    sinks = torch.randn(8)
+    close(cpu_attn_impl(q, kc, vc, md, sliding_window=50, sinks=sinks),
+          paged_attention_reference(q, kc, vc, md, sliding_window=50, sinks=sinks), torch.float32)
+    assert calls == [([0], 4)]
+    calls.clear()
+    close(cpu_attn_impl(q, kc, vc, md, sliding_window=500), paged_attention_reference(q, kc, vc, md), torch.float32)
+    assert calls == []  # a window that covers every key is no window: the bound holds
+
+
+@needs_tile
 def test_speculative_decode_rows_share_their_reads(monkeypatch):
     """A decode batch of 4-row runs (speculative decoding) groups each sequence's rows (the common call's path
     too); one-row batches keep one row per item."""
