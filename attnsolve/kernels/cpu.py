@@ -13,7 +13,7 @@ The paths, chosen per sequence of a mixed batch:
   CPU with AMX go to a C++ kernel of their own (``_cpu_prefill_ext``, ``csrc/cpu_prefill.cpp``): paged K/V
   read in place, causal work only up to each row's diagonal (and from its window's start).
 * Elsewhere (no AMX prefill kernel) prefills go to that decode kernel in groups of rows where it measured
-  faster than torch's flash kernel (``_vector_prefill``: 16-bit at any length, float32 up to 2560 rows).
+  faster than torch's flash kernel (``_vector_prefill``: 16-bit at any length, float32 up to 2560 keys).
 * Other prefills gather the sequence's own blocks once (a bounded gather,
   ``seq_len`` rows, never the whole cache, into a per-thread buffer reused across calls; a
   C++ memcpy gather with the extension) and run torch's CPU flash-attention kernel
@@ -93,13 +93,14 @@ def _rows_per_item(group: int, dtype: torch.dtype) -> int:
 
 
 # float32 prefills go to the decode kernel up to this many keys, context included (32/8 heads of 128, against SDPA
-# in the same rounds; a chunk after a long context wastes little in torch's kernel: 2048 rows after 6144 keys of 8/2
-# heads 0.87x, 256 rows after 3840 keys on a par): 1.54x at 512 rows, 1.25x at 1024, 0.97 to 1.06x at 2048 (torch's flash kernel 0.96 to 1.0x there), 0.95x
-# at 3072, 0.81x at 4096, 0.85x at 8k (8/2 heads): torch's float32 GEMMs win on long rows.  And only while the
-# sequence's K and V fit the last-level cache with room to spare (every group of rows reads them again): 16 MiB at 2k
-# rows of 32/8 heads 1.0-1.06x, 16/32 MiB at 512/1024 rows of 32/32 heads 1.42x/0.95x, but 32 MiB at 2k rows of 32/16
-# heads 0.95x (flash 0.98x) and 48 MiB at 1536 rows of 32/32 heads 0.77x (flash 0.99x).  16-bit prefills at any
-# length (bf16 1.6 to 2.6x, fp16 1.5 to 3.5x, 512 to 8k rows; bf16 32/32 heads at 4k rows, 64 MiB, 1.36x).
+# in the same rounds): 1.54x at 512 rows, 1.25x at 1024, 0.97 to 1.06x at 2048 (torch's flash kernel 0.96 to 1.0x
+# there), 0.95x at 3072, 0.81x at 4096, 0.85x at 8k (8/2 heads): torch's float32 GEMMs win on long rows, and a chunk
+# after a long context wastes little in torch's kernel (2048 rows after 6144 keys of 8/2 heads 0.87x, 256 rows after
+# 3840 keys on a par).  And only while the sequence's K and V fit the last-level cache with room to spare (every
+# group of rows reads them again): 16 MiB at 2k rows of 32/8 heads 1.0-1.06x, 16/32 MiB at 512/1024 rows of 32/32
+# heads 1.42x/0.95x, but 32 MiB at 2k rows of 32/16 heads 0.95x (flash 0.98x) and 48 MiB at 1536 rows of 32/32 heads
+# 0.77x (flash 0.99x).  16-bit prefills at any length (bf16 1.6 to 2.6x, fp16 1.5 to 3.5x, 512 to 8k rows; bf16
+# 32/32 heads at 4k rows, 64 MiB, 1.36x).
 _VECTOR_PREFILL_F32_MAX = 2560
 _VECTOR_PREFILL_F32_KV_BYTES = 24 << 20
 
