@@ -277,6 +277,45 @@ def bench_prefill(quick: bool, one_thread: bool = False) -> list[dict[str, Any]]
     return rows
 
 
+def bench_prefill_options(quick: bool) -> list[dict[str, Any]]:
+    """Prefills with options torch's flash kernel does not take well: a sliding window (gpt-oss-like: 64/8 heads of
+    64, window 128, sinks), against SDPA with the equivalent additive mask (sinks left out of SDPA: it has none);
+    a soft-cap (cap 50), against CPU_ATTN's tiled torch path (``cpu_attn_impl(use_flash=False)``, the path such a
+    prefill takes where the decode kernel cannot).  Ratios only (no goal in issue 17)."""
+    from attnsolve.kernels.cpu import cpu_attn_impl
+
+    rows = []
+    cpu_attn = kernel_for("CPU_ATTN")
+    n_win, n_cap = (1024, 512) if quick else (4096, 2048)
+    for dtype in (torch.bfloat16, torch.float32):
+        short = {torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
+        q, kc, vc, md = paged_problem(1, n_win, 64, 8, 64, 16, dtype, q_rows=n_win, shuffle=True)
+        kk, vv = contiguous_kv(kc, md, n_win), contiguous_kv(vc, md, n_win)
+        qv = q.transpose(0, 1).unsqueeze(0)
+        pos = torch.arange(n_win)
+        visible = (pos.view(1, -1) <= pos.view(-1, 1)) & (pos.view(1, -1) > pos.view(-1, 1) - 128)
+        mask = torch.zeros(n_win, n_win, dtype=dtype).masked_fill_(~visible, float("-inf"))
+        sinks = torch.zeros(64)
+        t_ours, t_sdpa = _best_interleaved(
+            [lambda: cpu_attn(q, kc, vc, md, sliding_window=128, sinks=sinks),
+             lambda: F.scaled_dot_product_attention(qv, kk, vv, attn_mask=mask, enable_gqa=True)], 1 if quick else 2)
+        rows.append({"name": f"prefill {short} {n_win} tokens, window 128 + sinks, 64/8 heads d64",
+                     "value": round(t_ours * 1e3, 1), "unit": "ms", "baseline": round(t_sdpa * 1e3, 1),
+                     "baseline_name": "SDPA with the window as an additive mask (no sinks)",
+                     "ratio": round(t_sdpa / t_ours, 2)})
+        del q, kc, vc, md, kk, vv, qv, mask
+        q, kc, vc, md = paged_problem(1, n_cap, 32, 8, 128, 16, dtype, q_rows=n_cap, shuffle=True)
+        t_ours, t_torch = _best_interleaved(
+            [lambda: cpu_attn(q, kc, vc, md, logits_soft_cap=50.0),
+             lambda: cpu_attn_impl(q, kc, vc, md, logits_soft_cap=50.0, use_flash=False)], 1 if quick else 2)
+        rows.append({"name": f"prefill {short} {n_cap} tokens causal, soft-cap 50, 32/8 heads d128",
+                     "value": round(t_ours * 1e3, 1), "unit": "ms", "baseline": round(t_torch * 1e3, 1),
+                     "baseline_name": "CPU_ATTN's tiled torch path (use_flash=False)",
+                     "ratio": round(t_torch / t_ours, 2)})
+        del q, kc, vc, md
+    return rows
+
+
 SPEC_SHAPES = ((4, 4, 4096, 32, 8, 128), (4, 8, 8192, 32, 8, 128), (16, 4, 2048, 16, 2, 64))  # seqs, rows, ctx, heads
 
 
@@ -376,6 +415,7 @@ def run(quick: bool = False, out: str | Path | None = None) -> list[dict[str, An
     rows += dec
     rows += mla
     rows += bench_prefill(quick)
+    rows += bench_prefill_options(quick)
     rows += bench_spec_decode(quick)
     rows += bench_dispatch(quick)
     plot_ratios(rows, str(Path(out) / "kernel_ratios.png") if out is not None else None)
