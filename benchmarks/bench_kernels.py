@@ -334,7 +334,7 @@ def bench_spec_decode(quick: bool) -> list[dict[str, Any]]:
         for dtype in (torch.bfloat16, torch.float32):
             q, kc, vc, md = paged_problem(b, ctx, H, hkv, D, 16, dtype, q_rows=n)
             out = torch.empty(q.shape[0], H, D, dtype=dtype)
-            grouped = min(n, cpu_mod._rows_per_item(H // hkv, dtype))
+            grouped = cpu_mod._grouping(n, H // hkv, dtype, D)
 
             def call(per_item: int) -> Callable[[], Any]:
                 return lambda: cpu_mod._decode_ext(fn, q, kc, vc, md, list(range(b)), out, scale=D ** -0.5,

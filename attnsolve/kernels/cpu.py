@@ -92,6 +92,11 @@ def _rows_per_item(group: int, dtype: torch.dtype) -> int:
     return max(1, min(16, (16 if dtype == torch.float32 else 32) // group))
 
 
+def _grouping(longest: int, group: int, dtype: torch.dtype, head_size: int) -> int:
+    """The kernel's ``rows_per_item`` for a call whose longest run has ``longest`` rows (1 without the tile)."""
+    return min(longest, _rows_per_item(group, dtype)) if longest > 1 and _cpu_ext.tile_ok(head_size) else 1
+
+
 # float32 prefills go to the decode kernel up to this many keys, context included (32/8 heads of 128, against SDPA
 # in the same rounds): 1.54x at 512 rows, 1.25x at 1024, 0.97 to 1.06x at 2048 (torch's flash kernel 0.96 to 1.0x
 # there), 0.95x at 3072, 0.81x at 4096, 0.85x at 8k (8/2 heads): torch's float32 GEMMs win on long rows, and a chunk
@@ -229,7 +234,7 @@ def _decode_fast(query, key_cache, value_cache, md, scale) -> torch.Tensor | Non
     else:
         return None
     threads, chunk = _work_split(total, H, bs)
-    rows = min(longest, _rows_per_item(H // hkv, query.dtype)) if longest > 1 and _cpu_ext.tile_ok(D) else 1
+    rows = _grouping(longest, H // hkv, query.dtype, D)
     out = torch.empty(T, H, dv, dtype=query.dtype)
     os_ = out.stride()
     bad = fn(qcode, ccode, qcode, query.data_ptr(), qs[0], qs[1],
@@ -786,7 +791,7 @@ def cpu_attn_impl(
     if (short or vector) and fn is not None:
         runs = sorted(short + vector)
         longest = max(qsl[i + 1] - qsl[i] for i in runs)
-        rows = min(longest, _rows_per_item(group, query.dtype)) if longest > 1 and _cpu_ext.tile_ok(D) else 1
+        rows = _grouping(longest, group, query.dtype, D)
         _decode_ext(fn, query, key_cache, value_cache, md, runs, out, scale=sc, causal=c.causal, window=window,
                     cap=cap, sinks=sinks, ks=ks, vs=vs, rows_per_item=rows)
     elif short:
