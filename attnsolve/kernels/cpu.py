@@ -13,7 +13,8 @@ The paths, chosen per sequence of a mixed batch:
   CPU with AMX go to a C++ kernel of their own (``_cpu_prefill_ext``, ``csrc/cpu_prefill.cpp``): paged K/V
   read in place, causal work only up to each row's diagonal (and from its window's start).
 * Elsewhere (no AMX prefill kernel) prefills go to that decode kernel in groups of rows where it measured
-  faster than torch's flash kernel (``_vector_prefill``: 16-bit at any length, float32 up to 2560 keys).
+  faster than torch's flash kernel (``_vector_prefill``: 16-bit at any length, float32 while K and V
+  fit the last-level cache).
 * Other prefills gather the sequence's own blocks once (a bounded gather,
   ``seq_len`` rows, never the whole cache, into a per-thread buffer reused across calls; a
   C++ memcpy gather with the extension) and run torch's CPU flash-attention kernel
@@ -84,38 +85,46 @@ def _work_split(total: int, H: int, bs: int, row_blocks: int = 0, longest: int =
 
 # Several query rows per work item (the kernel's ``rows_per_item``, on its AVX-512 tile): the rows' heads share
 # every K and V row read, as a KV head's query heads do, so a prefill reads its keys once per group of rows, not
-# once per row.  Grouped to 32 query heads per KV head (16-bit) or 16 (float32), at most 16 rows.  Measured (2-vCPU
-# AMD EPYC Zen 4 VM, causal prefill, head 128, against SDPA on the same problem): bf16 32/8 heads 2k tokens 1.61x
-# one row per item -> 1.89x at 8 rows; 8/2 heads 8k 1.06 -> 1.72x (8), 32/32 heads 2k 0.44 -> 1.62x (16); float32
-# 32/8 heads 2k 0.81 -> 1.02x (4), 32/32 heads 512 -> 1.42x (8).  Outputs equal one row per item's, bit for bit.
-def _rows_per_item(group: int, dtype: torch.dtype) -> int:
-    return max(1, min(16, (16 if dtype == torch.float32 else 32) // group))
+# once per row.  Grouped to 32 query heads per KV head (16-bit) or 16 (float32; 48 for runs of 4096 rows or more),
+# at most 16 rows.  Measured (2-vCPU AMD EPYC Zen 4 VM, causal prefill, head 128, against SDPA on the same problem):
+# bf16 32/8 heads 2k tokens 1.61x one row per item -> 1.89x at 8 rows; 8/2 heads 8k 1.06 -> 1.72x (8), 32/32 heads
+# 2k 0.44 -> 1.62x (16); float32 32/8 heads 2k 0.81 -> 1.02x (4), 32/32 heads 512 -> 1.42x (8).  float32 with the
+# outer-product scores (session 30, SDPA in the same rounds): 16 / 32 / 48 heads per item 1.08-1.10 / 1.06-1.09 /
+# - x at 2k rows of 32/8 heads, 1.08 / 0.96 / - x at 2k of 32/16, 1.03-1.06 / 1.09-1.13 / 1.14x at 4k of 8/2,
+# 0.93-0.95 / 1.00-1.06 / 1.05-1.10x at 8k of 8/2 (each K and V row read by fewer groups; beyond 48 heads the
+# accumulators crowd L1: 64 heads 1.0-1.05x).  Outputs equal one row per item's, bit for bit.
+_F32_LONG_RUN = 4096
+
+
+def _rows_per_item(group: int, dtype: torch.dtype, rows: int = 1) -> int:
+    """Query rows per work item for ``group`` query heads per KV head, in a call whose longest run has ``rows``."""
+    heads = 32 if dtype != torch.float32 else (48 if rows >= _F32_LONG_RUN else 16)
+    return max(1, min(16, heads // group))
 
 
 def _grouping(longest: int, group: int, dtype: torch.dtype, head_size: int) -> int:
     """The kernel's ``rows_per_item`` for a call whose longest run has ``longest`` rows (1 without the tile)."""
-    return min(longest, _rows_per_item(group, dtype)) if longest > 1 and _cpu_ext.tile_ok(head_size) else 1
+    return min(longest, _rows_per_item(group, dtype, longest)) if longest > 1 and _cpu_ext.tile_ok(head_size) else 1
 
 
-# float32 prefills go to the decode kernel up to this many keys, context included (32/8 heads of 128, against SDPA
-# in the same rounds): 1.54x at 512 rows, 1.25x at 1024, 0.97 to 1.06x at 2048 (torch's flash kernel 0.96 to 1.0x
-# there), 0.95x at 3072, 0.81x at 4096, 0.85x at 8k (8/2 heads): torch's float32 GEMMs win on long rows, and a chunk
-# after a long context wastes little in torch's kernel (2048 rows after 6144 keys of 8/2 heads 0.87x, 256 rows after
-# 3840 keys on a par).  And only while the sequence's K and V fit the last-level cache with room to spare (every
-# group of rows reads them again): 16 MiB at 2k rows of 32/8 heads 1.0-1.06x, 16/32 MiB at 512/1024 rows of 32/32
-# heads 1.42x/0.95x, but 32 MiB at 2k rows of 32/16 heads 0.95x (flash 0.98x) and 48 MiB at 1536 rows of 32/32 heads
-# 0.77x (flash 0.99x).  16-bit prefills at any length (bf16 1.6 to 2.6x, fp16 1.5 to 3.5x, 512 to 8k rows; bf16
-# 32/32 heads at 4k rows, 64 MiB, 1.36x).
-_VECTOR_PREFILL_F32_MAX = 2560
-_VECTOR_PREFILL_F32_KV_BYTES = 24 << 20
+# float32 prefills go to the decode kernel while the sequence's K and V fit the last-level cache (every group of
+# rows reads them again; this VM's L3: 32 MiB), at any length.  Measured against SDPA in the same rounds (32/8 heads
+# of 128 unless said), with the outer-product scores of session 30: 1.64-1.69x at 512 rows, 1.38x at 1k, 1.06-1.10x
+# at 2k (torch's flash kernel 0.99-1.0x), 1.09-1.14x at 4k of 8/2 heads (8 MiB), 1.05-1.10x at 8k of 8/2 (16 MiB),
+# 32 MiB on a par with the flash kernel (4k rows 1.01-1.02x, flash 0.99-1.01x; 2k rows of 32/16 heads 1.08x, flash
+# 0.98-1.0x); beyond: 48 MiB at 1536 rows of 32/32 heads 0.98x (flash 0.96x), 64 MiB at 2k rows of 32/32 heads
+# 0.88-0.91x (flash 0.92x).  (Before session 30, with dot-product scores, the bound was 2560 keys and 24 MiB: 0.81x
+# at 4k rows.)  16-bit prefills at any length (bf16 1.6 to 2.6x, fp16 1.5 to 3.5x, 512 to 8k rows; bf16 32/32 heads
+# at 4k rows, 64 MiB, 1.36x).
+_VECTOR_PREFILL_F32_KV_BYTES = 32 << 20
 
 
 def _vector_prefill(n: int, L: int, query, key_cache, value_cache, cap, amx: bool, window: int | None = None) -> bool:
     """Whether a run of ``n > DECODE_MAX_ROWS`` query rows (``L`` keys) goes to the decode kernel, several rows per
     work item, rather than to torch's flash kernel: the kernel's AVX-512 tile exists for the head size, no AMX
     prefill kernel runs here (``amx``: it takes these rows), same K and V head sizes, a cache of the query's
-    dtype (or fp8 under a bf16 query), and float32 only up to ``_VECTOR_PREFILL_F32_MAX`` keys and
-    ``_VECTOR_PREFILL_F32_KV_BYTES`` of K and V.  Soft-capped prefills at any length (torch's flash kernel has no
+    dtype (or fp8 under a bf16 query), and float32 only up to ``_VECTOR_PREFILL_F32_KV_BYTES`` of K and V.
+    Soft-capped prefills at any length (torch's flash kernel has no
     soft-cap: their other path is the tiled float32 one), and windowed ones (``window`` keys per row, fewer than
     ``L``): torch's kernel computes every key under a mask, this kernel only the window's (4k rows, window 128,
     64/8 heads of 64: float32 18.8x, bf16 27x; 2k rows, window 1024, 32/8 heads of 128: 2.3x, 4.3x)."""
@@ -126,8 +135,7 @@ def _vector_prefill(n: int, L: int, query, key_cache, value_cache, cap, amx: boo
         return False
     if qdt == torch.float32:
         kv_bytes = L * key_cache.shape[2] * (D + value_cache.shape[-1]) * 4
-        return ((L <= _VECTOR_PREFILL_F32_MAX and kv_bytes <= _VECTOR_PREFILL_F32_KV_BYTES) or cap is not None
-                or (window is not None and window < L))
+        return kv_bytes <= _VECTOR_PREFILL_F32_KV_BYTES or cap is not None or (window is not None and window < L)
     return qdt in (torch.bfloat16, torch.float16)
 
 

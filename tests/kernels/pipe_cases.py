@@ -1,5 +1,5 @@
 """Deterministic CPU_ATTN decode cases for the pipelined-path equality test (run in this process and in
-a child with ATTNSOLVE_CPU_PIPE=0): bf16 caches the AMX path takes, and fp8 caches (widened to bf16 per KV
+a child with ATTNSOLVE_CPU_PIPE=0) and the scheduling-switch tests (a child per setting): bf16 caches the AMX path takes, and fp8 caches (widened to bf16 per KV
 head inside the pipelined path, any block size), with partial tiles, windows, sinks, soft-capping, a
 v_scale, several query rows and shuffled blocks."""
 
@@ -26,6 +26,10 @@ CASES = (
     # prefills (several rows per work item where no AMX prefill kernel runs), one with a window, one MHA
     (8, 2, 128, 16, (300, 40), 300, {}),
     (4, 4, 64, 16, (200,), 150, {"sliding_window": 50, "sinks": True}),
+    # float32 scores as outer products (16 or more query heads per KV head, an item's rows included): two vectors
+    # of heads, the second partly masked (24 per KV head), and 16 heads per KV head with a window
+    (24, 1, 64, 16, (90, 33), 1, {}),
+    (32, 2, 128, 16, (70, 5), 5, {"sliding_window": 30}),
 )
 
 

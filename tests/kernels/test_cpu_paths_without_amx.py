@@ -54,14 +54,15 @@ def test_pipelined_amx_decode_is_bit_identical_to_one_tile_at_a_time(tmp_path):
         assert torch.equal(a, b), f"case {i}: {cases.CASES[i]}: max difference {(a.float() - b.float()).abs().max()}"
 
 
-@pytest.mark.parametrize("switch", ["ATTNSOLVE_CPU_PREFETCH_SBS", "ATTNSOLVE_CPU_QUAD"])
+@pytest.mark.parametrize("switch", ["ATTNSOLVE_CPU_PREFETCH_SBS", "ATTNSOLVE_CPU_QUAD", "ATTNSOLVE_CPU_OUTER"])
 def test_scheduling_switches_never_change_a_decode(tmp_path, switch):
     """Switches that only reschedule the vector path give outputs equal bit for bit, in float32, float16 and
     bfloat16 and with fp8 caches (run on any CPU; a switch is read once per process, so both settings run in
     children): the prefetch order (ATTNSOLVE_CPU_PREFETCH_SBS: the next tile's K and V side by side during the
     scores, the default off AMD, or split between the scores and P·V, the default on AMD) only moves loads in
     time; four tokens per step in the bf16 scores (ATTNSOLVE_CPU_QUAD, on by default) does each score's
-    products in the same order as two tokens per step."""
+    products in the same order as two tokens per step; the float32 outer-product scores (ATTNSOLVE_CPU_OUTER, on
+    by default from 16 query heads per KV head) sum each score's products in the dot-product pairs' order."""
     dtypes = ["float32", "float16", "bfloat16"]
     runs = []
     for value in ("0", "1"):

@@ -81,13 +81,12 @@ needs_tile = pytest.mark.skipif(not _cpu_ext.tile_ok(128), reason="no AVX-512 ti
 @pytest.mark.parametrize("dtype,cache,n,vector", [
     (torch.bfloat16, None, 300, True), (torch.float16, None, 300, True), (torch.float32, None, 300, True),
     (torch.bfloat16, torch.float8_e4m3fn, 300, True),
-    (torch.float32, None, cpu_mod._VECTOR_PREFILL_F32_MAX + 1, False),  # torch's float32 GEMMs win on long rows
     (torch.float32, None, -300, False),  # K and V beyond the float32 bound (set to 300 rows' worth below)
     (torch.float32, torch.bfloat16, 300, False),  # a cache of another dtype: gathered for the flash kernel
 ])
 def test_which_prefills_take_the_decode_kernel(monkeypatch, dtype, cache, n, vector):
     """Where no AMX prefill kernel runs, a prefill goes to the decode kernel in groups of rows (16-bit at any
-    length, float32 up to the measured bound); the answer is the reference's either way."""
+    length, float32 while K and V fit the measured bound); the answer is the reference's either way."""
     monkeypatch.setattr(cpu_mod, "_amx_shape", lambda *a: False)
     if n < 0:  # the cache-size bound: 303 keys of 2 KV heads of 128 + 128 float32 are 620,544 bytes
         n = -n
@@ -105,7 +104,7 @@ def test_soft_capped_prefills_take_it_and_amx_machines_keep_their_kernel(monkeyp
     """Soft-capped prefills at any length (torch's flash kernel has no soft-cap; float32 too beyond the bound), with
     the kernel's vector tanh; a CPU with the AMX prefill kernel keeps that kernel."""
     monkeypatch.setattr(cpu_mod, "_amx_shape", lambda *a: False)
-    monkeypatch.setattr(cpu_mod, "_VECTOR_PREFILL_F32_MAX", 100)  # (200 rows stand for the long ones)
+    monkeypatch.setattr(cpu_mod, "_VECTOR_PREFILL_F32_KV_BYTES", 100_000)  # (200 rows stand for the long ones)
     calls = _calls(monkeypatch)
     n = 200
     q, kc, vc, md = make_batch([n], [n], 8, 2, 128, 16, dtype=dtype, seed=2)
@@ -120,9 +119,9 @@ def test_soft_capped_prefills_take_it_and_amx_machines_keep_their_kernel(monkeyp
 @needs_tile
 def test_windowed_float32_prefills_take_it_at_any_length(monkeypatch):
     """A window shorter than the keys: torch's kernel would compute every key under a mask, this kernel only the
-    window's, so float32 goes there beyond its bound too (the bound set to 100 keys here)."""
+    window's, so float32 goes there beyond its bound too (the bound set to 100,000 bytes of K and V here)."""
     monkeypatch.setattr(cpu_mod, "_amx_shape", lambda *a: False)
-    monkeypatch.setattr(cpu_mod, "_VECTOR_PREFILL_F32_MAX", 100)
+    monkeypatch.setattr(cpu_mod, "_VECTOR_PREFILL_F32_KV_BYTES", 100_000)  # (230 keys of 2 KV heads: 235,520 bytes)
     calls = _calls(monkeypatch)
     q, kc, vc, md = make_batch([200], [230], 8, 2, 64, 16, dtype=torch.float32, seed=6)
     sinks = torch.randn(8)
@@ -152,9 +151,14 @@ def test_speculative_decode_rows_share_their_reads(monkeypatch):
 
 
 def test_rows_per_item_policy():
-    """32 query heads per K/V read for 16-bit queries, 16 for float32, at most 16 rows."""
+    """32 query heads per K/V read for 16-bit queries, 16 for float32 (48 in runs of 4096 rows or more), at most
+    16 rows."""
     got = {(g, dt): cpu_mod._rows_per_item(g, dt) for g, dt in itertools.product([1, 4, 8, 32, 64],
                                                                                  [torch.bfloat16, torch.float32])}
     assert got == {(1, torch.bfloat16): 16, (4, torch.bfloat16): 8, (8, torch.bfloat16): 4, (32, torch.bfloat16): 1,
                    (64, torch.bfloat16): 1, (1, torch.float32): 16, (4, torch.float32): 4, (8, torch.float32): 2,
                    (32, torch.float32): 1, (64, torch.float32): 1}
+    long = {g: cpu_mod._rows_per_item(g, torch.float32, cpu_mod._F32_LONG_RUN) for g in (1, 2, 4, 8, 16, 64)}
+    assert long == {1: 16, 2: 16, 4: 12, 8: 6, 16: 3, 64: 1}
+    assert cpu_mod._rows_per_item(4, torch.bfloat16, 8192) == 8  # (16-bit: the same at any length)
+    assert cpu_mod._grouping(8192, 4, torch.float32, 128) == 12 and cpu_mod._grouping(4095, 4, torch.float32, 128) == 4

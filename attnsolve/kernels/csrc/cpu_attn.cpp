@@ -551,6 +551,30 @@ static inline void qk_quads(const char* k0, const char* k1, const char* k2, cons
   for (; g + 4 <= G; g += 4) qk_quad<ND, 4, KIND>(k0, k1, k2, k3, q2, h + g, part, part2);
   for (; g < G; ++g) qk_quad<ND, 1, KIND>(k0, k1, k2, k3, q2, h + g, part, part2);
 }
+// float32 scores of T tokens (one KV head) for 16 query heads at once, as outer products: lane v of
+// part[u] = q_v . k_u, with q^T (16 heads per D-row) in qT and each K element broadcast.  The sum runs in
+// exactly qk_pair's order (eight partial sums, dims d = j mod 8, then hsum8x2's tree), so the scores, and
+// the outputs, equal the pair path's bit for bit; but with no horizontal sums and one 512-bit q^T load per T
+// FMAs (the pair path loads a broadcast query half per FMA).
+template <int ND, int T>
+static inline void qk_outer(const float* const* kr, const float* qT, int ldq, __m512* out) {
+  __m512 a[T][8];
+  for (int u = 0; u < T; ++u)
+    for (int j = 0; j < 8; ++j) a[u][j] = _mm512_setzero_ps();
+  for (int c = 0; c < 2 * ND; ++c)
+    for (int j = 0; j < 8; ++j) {
+      const int d = 8 * c + j;
+      __m512 qv = _mm512_loadu_ps(qT + (size_t)d * ldq);
+      // (kept in a register: without this the compiler broadcast each K element into a register and re-read the
+      // q^T row from memory per FMA, a 512-bit load per FMA, 0.73x the pair path)
+      __asm__("" : "+v"(qv));
+      for (int u = 0; u < T; ++u) a[u][j] = _mm512_fmadd_ps(qv, _mm512_set1_ps(kr[u][d]), a[u][j]);
+    }
+  for (int u = 0; u < T; ++u)
+    out[u] = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a[u][0], a[u][2]), _mm512_add_ps(a[u][1], a[u][3])),
+                           _mm512_add_ps(_mm512_add_ps(a[u][4], a[u][6]), _mm512_add_ps(a[u][5], a[u][7])));
+}
+
 // Four tokens per step in the bf16 / fp8 / fp16 scores (qk_quad): one thread, rows in L2, Zen 4 VM
 // (session 28): bf16 0.89 to 0.91x the time per token and KV head at GQA 4 head 128 / 256 and GQA 8 head 64, fp16
 // 0.92 to 0.93x; cache evicted, two threads, the two alternating in the same rounds: bf16 1.01 to 1.07x, fp16 1.03
@@ -590,6 +614,10 @@ struct TileCtx {
   int nr = 1, g0 = 1, pos0 = 0, all_lo = 0, all_hi = 0;
   const int* lo_r = nullptr;
   const int* hi_r = nullptr;
+  // float32 scores as outer products (qk_outer): q^T per KV head, [Hkv][D][gq] (gq: G rounded up to 16,
+  // lanes >= G zero); nullptr: the dot-product pairs
+  const float* qT = nullptr;
+  int gq = 0;
 };
 
 // One tile (nt <= TILE tokens, possibly from several blocks) for all heads: scores, online softmax, PV.
@@ -685,6 +713,27 @@ static void tile_avx(const TileCtx& X, const char* const* ktok, const char* cons
     }
   };
   int t_pairs = 0;  // where the pair loop starts
+  if (X.qT && ctype == F32 && !(fl & 1)) {  // float32 rows, q^T given: outer products (qk_outer), every token
+    for (int kh = 0; kh < Hkv; ++kh) {
+      const float* qk = X.qT + (size_t)kh * D * X.gq;
+      for (int t = 0; t < nt; t += 3) {
+        const int n = std::min(3, nt - t);
+        score_prefetch(t, n, kh);
+        const float* kr[3];
+        for (int u = 0; u < n; ++u) kr[u] = (const float*)(ktok[t + u] + kh * khb);
+        for (int vb = 0; vb < G; vb += 16) {
+          const __mmask16 lanes = G - vb >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (G - vb)) - 1);
+          __m512 r[3];
+          if (n == 3) qk_outer<ND, 3>(kr, qk + vb, X.gq, r);
+          else if (n == 2) qk_outer<ND, 2>(kr, qk + vb, X.gq, r);
+          else qk_outer<ND, 1>(kr, qk + vb, X.gq, r);
+          for (int u = 0; u < n; ++u)
+            _mm512_mask_storeu_ps(s + (size_t)(t + u) * Hp + kh * G + vb, lanes, _mm512_mul_ps(r[u], vscale));
+        }
+      }
+    }
+    t_pairs = nt;
+  }
 #if defined(ATTNSOLVE_FP8BF)
   const bool quad_f8 = (fl & 16) && X.k_s2 == D;  // fp8 K rows: a token's KV heads in one run, widened four tokens at a time
 #else
@@ -1304,6 +1353,14 @@ static int pipe_permitted() {  // ATTNSOLVE_CPU_PIPE=0 keeps one tile at a time 
   return ok;
 }
 #endif
+// float32 scores as outer products (qk_outer) from 16 query heads per KV head (an item's virtual heads
+// included); ATTNSOLVE_CPU_OUTER=0 keeps the dot-product pairs (for comparisons; the results are the same).
+constexpr int OUTER_MIN_HEADS = 16;
+static int outer_permitted() {
+  static int ok = -1;
+  if (ok < 0) ok = env_off("ATTNSOLVE_CPU_OUTER") ? 0 : 1;
+  return ok;
+}
 static int fp8_lane_permitted() {  // ATTNSOLVE_CPU_FP8_LANE=0 keeps the natural order (for comparisons)
   static int ok = -1;
   if (ok < 0) ok = env_off("ATTNSOLVE_CPU_FP8_LANE") ? 0 : 1;
@@ -1312,7 +1369,7 @@ static int fp8_lane_permitted() {  // ATTNSOLVE_CPU_FP8_LANE=0 keeps the natural
 
 // Per-thread scratch of attnsolve_paged_decode, kept across calls (see there).
 struct DecodeScratch {
-  std::vector<float> qf, acc, m, l, s, kf, vf, ts, tbuf, qlane, partbuf;
+  std::vector<float> qf, acc, m, l, s, kf, vf, ts, tbuf, qlane, partbuf, qT;
   std::vector<uint16_t> qvnni, q2, cbuf, pabuf, vzbuf, p8buf;
   std::vector<uint32_t> pp, hlbuf;
 };
@@ -1488,6 +1545,9 @@ extern "C" int attnsolve_paged_decode(
     uint16_t* const pabuf = grown(S.pabuf, (use_amx_pv || use_f16) ? (size_t)Hkv * 3 * G * 32 + 32 : 0);
     uint16_t* const vzbuf = grown(S.vzbuf, use_amx_pv ? (size_t)TILE * D : 0);
     uint32_t* const hlbuf = grown(S.hlbuf, use_f16 ? (size_t)2 * TILE * D + 16 : 0);
+    const bool outer = tile && ctype == F32 && !(use_dp & 1) && outer_permitted();
+    const int gq_max = (G * RW + 15) / 16 * 16;
+    float* const qT = grown(S.qT, outer ? (size_t)Hkv * D * gq_max : 0);
     TileCtx X;
     X.ctype = ctype; X.Hkv = Hkv; X.G = G; X.H = H; X.Hp = Hp; X.flags = use_dp | use_amx_pv | use_f16;
     X.pa = (uint16_t*)(((uintptr_t)pabuf + 63) & ~(uintptr_t)63); X.vz = vzbuf;
@@ -1545,6 +1605,14 @@ extern "C" int attnsolve_paged_decode(
         load_row(qtype, (const char*)q + ((int64_t)(I.row + r) * q_s0 + (int64_t)h * q_s1) * qe, &qf[(size_t)vh * D], D, 1.0f);
       }
 #if defined(ATTNSOLVE_AVX512)
+      if (outer && G * nr >= OUTER_MIN_HEADS) {  // q^T per KV head for qk_outer: [Hkv][D][gq], zero lanes past G * nr
+        const int Gv = G * nr, gq = (Gv + 15) / 16 * 16;
+        for (int kh = 0; kh < Hkv; ++kh)
+          for (int d = 0; d < D; ++d) {
+            float* dst = qT + ((size_t)kh * D + d) * gq;
+            for (int v = 0; v < gq; ++v) dst[v] = v < Gv ? qf[((size_t)kh * Gv + v) * D + d] : 0.0f;
+          }
+      }
       if (tile) {  // the query in bf16 (rounded to nearest even) for the bf16 dot products
 #if defined(__AVX512BF16__)
         if (use_dp & 32)  // fp8 K rows come in lane order (fp8_to_bf16): the query's dims follow it
@@ -1593,6 +1661,9 @@ extern "C" int attnsolve_paged_decode(
       const int Hpv = (Hv + 15) / 16 * 16;
 #if defined(ATTNSOLVE_AVX512)
       X.G = G * nr; X.H = Hv; X.Hp = Hpv; X.nr = nr; X.g0 = G;
+      const bool outer_item = outer && G * nr >= OUTER_MIN_HEADS;
+      X.qT = outer_item ? qT : nullptr;
+      X.gq = (G * nr + 15) / 16 * 16;
       X.lo_r = &item_lo[(size_t)it * RW];
       X.hi_r = &item_hi[(size_t)it * RW];
       X.all_lo = *std::max_element(X.lo_r, X.lo_r + nr);
