@@ -40,7 +40,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from attnsolve.kernels import AttentionMetadata, kernel_for, paged_attention, paged_attention_op  # noqa: E402
 from attnsolve.kernels import _cpu_ext  # noqa: E402
-from benchmarks.memory import cold_rounds, read_paged_fn, reduction_for  # noqa: E402
+from benchmarks.memory import cold_rounds, in_l2_metadata, read_paged_fn, reduction_for  # noqa: E402
 
 
 def _best(fn: Callable[[], Any], reps: int, warmup: int = 1) -> float:
@@ -208,6 +208,13 @@ def bench_decode(bw: float, quick: bool, one_thread: bool = False) -> list[dict[
                     row["note"] += (f"; a read-only pass over the same rows: {ro_gbs:.1f} GB/s "
                                     f"({100.0 * ro_gbs / read_gbs:.0f}% of the reduction), the kernel "
                                     f"{100.0 * gbs / ro_gbs:.0f}% of it")
+                md_l2 = in_l2_metadata(md, kc[0].numel() * kc.element_size())
+                t_l2 = _best(lambda: cpu_attn(q, kc, vc, md_l2), 5)
+                l2_gbs = kv_bytes / t_l2 / 1e9
+                serial = 100.0 * l2_gbs / (l2_gbs + read_gbs)
+                row.update(in_l2_gbs=round(l2_gbs, 1), no_overlap_pct=round(serial, 1))
+                row["note"] += (f"; in L2 (the same decode from a few blocks) it computes at {l2_gbs:.1f} GB/s: its "
+                                f"reads and arithmetic one after the other would reach {serial:.0f}% of the reduction")
                 if fp8:
                     t_bf16 = ts[-1]  # the bf16 cache of the same values, timed in the same rounds
                     row["x_bf16_tokens"] = round(t_bf16 / t, 2)

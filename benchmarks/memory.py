@@ -11,6 +11,11 @@ Why each exists (measured on the 2-core Xeon VM of 4 Dec 2026, which reports a 4
 * ``cold_rounds`` times each subject right after such a reduction, so every kernel call starts with
   its cache evicted, as in a real decode step where the other layers' weights and caches pass through
   the L3 between two calls on the same layer.
+* ``in_l2_metadata`` maps every logical block of a decode onto a few physical ones, so the kernel does the same
+  arithmetic on K and V rows that stay in L2: the rate it computes at.  With the reduction's rate R and that rate
+  C, reads and arithmetic one after the other give C / (C + R) of R (2-vCPU Zen 4 VM, session 30: the kernel's
+  cold rates sat near that bound, e.g. fp16 16-17 GB/s with C 38.5 and R ~30, whatever the prefetch distance);
+  full overlap would give min(C, R).
 * ``read_paged`` reads exactly the K and V rows a decode reads, through the block table, with no
   attention math: the rate the cache's layout allows (shuffled blocks of 16 tokens are 4 to 32 KiB
   apart; every block is a fresh run of pages for the hardware prefetchers).  It is a diagnostic
@@ -26,7 +31,8 @@ from typing import Any, Callable, Optional
 
 import torch
 
-__all__ = ["l3_bytes", "REDUCTION_MIN_BYTES", "reduction_for", "cold_rounds", "read_paged_fn"]
+__all__ = ["l3_bytes", "REDUCTION_MIN_BYTES", "reduction_for", "cold_rounds", "read_paged_fn", "in_l2_metadata",
+           "IN_L2_BYTES"]
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 
@@ -126,3 +132,17 @@ def read_paged_fn(kc: torch.Tensor, vc: torch.Tensor, md, threads: Optional[int]
 def reason() -> Optional[str]:
     """Why ``read_paged_fn`` returns ``None`` (after a failed build)."""
     return _lib.get("reason")
+
+
+IN_L2_BYTES = 512 << 10  # K and V of the physical blocks an in-L2 decode reads (half this VM's 1 MiB L2 per core)
+
+
+def in_l2_metadata(md, block_bytes: int):
+    """``md`` with every logical block mapped onto the first few physical blocks (their K and V at most
+    ``IN_L2_BYTES``): the same decode, the same arithmetic, from rows that stay in L2 after the first pass."""
+    from attnsolve.kernels import AttentionMetadata
+
+    nphys = max(1, IN_L2_BYTES // (2 * block_bytes))
+    bt = md.block_table
+    table = (torch.arange(bt.numel(), dtype=torch.int32) % nphys).view_as(bt).contiguous()
+    return AttentionMetadata(md.query_start_loc, md.seq_lens, table)

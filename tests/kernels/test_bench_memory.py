@@ -59,3 +59,18 @@ def test_reduction_is_larger_than_the_reported_cache():
     assert memory.REDUCTION_MIN_BYTES >= min(2 << 30, 2 * memory.l3_bytes())
     _, nbytes = memory.reduction_for(1 << 20)
     assert nbytes >= memory.REDUCTION_MIN_BYTES - 4
+
+
+def test_in_l2_metadata_keeps_the_decode_and_reads_a_few_blocks():
+    """The in-L2 twin of a decode: the same rows, lengths and table shape, every entry one of the first few
+    physical blocks (their K and V within ``IN_L2_BYTES``), so the kernel does the same arithmetic from L2."""
+    _, kc, vc, md = make_batch([1, 1], [300, 70], 8, 8, 128, 16, dtype=torch.bfloat16, seed=4)
+    block_bytes = kc[0].numel() * kc.element_size()  # 32 KiB: 8 blocks of K and V in 512 KiB
+    twin = memory.in_l2_metadata(md, block_bytes)
+    assert torch.equal(twin.query_start_loc, md.query_start_loc) and torch.equal(twin.seq_lens, md.seq_lens)
+    assert twin.block_table.shape == md.block_table.shape and twin.block_table.dtype == torch.int32
+    used = set(twin.block_table.flatten().tolist())
+    assert used == set(range(memory.IN_L2_BYTES // (2 * block_bytes)))
+    assert 2 * block_bytes * len(used) <= memory.IN_L2_BYTES
+    huge = memory.in_l2_metadata(md, memory.IN_L2_BYTES)  # a block larger than the budget: one block
+    assert set(huge.block_table.flatten().tolist()) == {0}
