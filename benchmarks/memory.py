@@ -142,7 +142,7 @@ def in_l2_metadata(md, block_bytes: int):
     ``IN_L2_BYTES``): the same decode, the same arithmetic, from rows that stay in L2 after the first pass."""
     from attnsolve.kernels import AttentionMetadata
 
-    nphys = max(1, IN_L2_BYTES // (2 * block_bytes))
     bt = md.block_table
+    nphys = max(1, min(IN_L2_BYTES // (2 * block_bytes), int(bt.max()) + 1))  # (never past the blocks it uses)
     table = (torch.arange(bt.numel(), dtype=torch.int32) % nphys).view_as(bt).contiguous()
     return AttentionMetadata(md.query_start_loc, md.seq_lens, table)

@@ -552,7 +552,7 @@ static inline void qk_quads(const char* k0, const char* k1, const char* k2, cons
   for (; g < G; ++g) qk_quad<ND, 1, KIND>(k0, k1, k2, k3, q2, h + g, part, part2);
 }
 // float32 scores of T tokens (one KV head) for 16 query heads at once, as outer products: lane v of
-// part[u] = q_v . k_u, with q^T (16 heads per D-row) in qT and each K element broadcast.  The sum runs in
+// out[u] = q_v . k_u, with q^T (16 heads per D-row) in qT and each K element broadcast.  The sum runs in
 // exactly qk_pair's order (eight partial sums, dims d = j mod 8, then hsum8x2's tree), so the scores, and
 // the outputs, equal the pair path's bit for bit; but with no horizontal sums and one 512-bit q^T load per T
 // FMAs (the pair path loads a broadcast query half per FMA).
