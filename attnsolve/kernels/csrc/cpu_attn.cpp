@@ -254,7 +254,7 @@ struct PfList {
   }
   inline void step() {
     if (t >= n) return;
-    _mm_prefetch(cur + o, _MM_HINT_T1);
+    prefetch_l2(cur + o);
     if ((o += 64) >= len) next_run();
   }
   // the next k lines, a tight loop per run of a row (the per-line bookkeeping, not the prefetch
@@ -263,7 +263,7 @@ struct PfList {
     while (k > 0 && t < n) {
       const int64_t end = std::min(len, o + 64 * (int64_t)k);
       k -= (int)((end - o + 63) / 64);
-      for (; o < end; o += 64) _mm_prefetch(cur + o, _MM_HINT_T1);
+      for (; o < end; o += 64) prefetch_l2(cur + o);
       if (o >= len) next_run();
     }
   }
@@ -704,12 +704,12 @@ static void tile_avx(const TileCtx& X, const char* const* ktok, const char* cons
     if (X.sbs) {
       for (int u = t; u < t + n && u < nn; ++u)
         for (int o = 0; o < D * ce; o += 64) {
-          _mm_prefetch(nextk[u] + kh * khb + o, _MM_HINT_T1);
-          _mm_prefetch(X.nextv2[u] + kh * vhb + o, _MM_HINT_T1);
+          prefetch_l2(nextk[u] + kh * khb + o);
+          prefetch_l2(X.nextv2[u] + kh * vhb + o);
         }
     } else {
       for (int u = t; u < t + n && u < nnv; ++u)
-        for (int o = 0; o < D * ce; o += 64) _mm_prefetch(nextv[u] + kh * vhb + o, _MM_HINT_T1);
+        for (int o = 0; o < D * ce; o += 64) prefetch_l2(nextv[u] + kh * vhb + o);
     }
   };
   int t_pairs = 0;  // where the pair loop starts

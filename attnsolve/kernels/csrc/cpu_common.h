@@ -16,6 +16,20 @@ static inline bool env_off(const char* name) {
   return e && (e[0] == '0' || e[0] == 'n' || e[0] == 'N' || e[0] == 'f' || e[0] == 'F');
 }
 
+// A prefetch into L2 (prefetcht1) that the compiler keeps.  GCC 12 (-O3, Zen 4 host) deleted _mm_prefetch in
+// most of the decode tile's instantiations: the scores' prefetch of the tile's V rows existed in the source and in
+// no binary for head sizes 64, 128 or 256 (two of 18 prefetcht1 left in cpu_attn's object; 176 in tile_avx<8>
+// alone with this form).  One thread, bf16 b1 16k 32/8 heads of 128, cache evicted before each call: 12 -> 15.5
+// GB/s with the prefetches actually issued.  An asm statement the compiler must emit, in place; elsewhere the
+// builtin.
+static inline void prefetch_l2(const void* p) {
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+  __asm__ volatile("prefetcht1 %0" : : "m"(*(const char*)p));
+#else
+  __builtin_prefetch(p, 0, 2);
+#endif
+}
+
 // exp for x <= 0 (arguments are s - max), vectorisable: 2^(x log2 e) via a degree-6 polynomial.
 static inline float fast_exp(float x) {
   x = std::max(x, -87.0f);

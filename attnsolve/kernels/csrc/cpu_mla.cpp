@@ -268,7 +268,7 @@ static int mla_item_amx(const uint16_t* const* qp, int H, int D, int R, float sc
         if (st + 1 < ns)
           for (int u = 0; u < 2; u++) {
             const char* nx = (const char*)rp[(st + 1) * 32 + 2 * i + u];
-            for (int64_t o = 0; o < row_bytes; o += 64) _mm_prefetch(nx + o, _MM_HINT_T1);
+            for (int64_t o = 0; o < row_bytes; o += 64) prefetch_l2(nx + o);
           }
         for (int c = 0; c < RC; c++) {
           const __m512i x0 = _mm512_loadu_si512((const void*)(a + 32 * c)), x1 = _mm512_loadu_si512((const void*)(b + 32 * c));

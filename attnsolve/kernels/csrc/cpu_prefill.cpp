@@ -618,8 +618,8 @@ static inline void prefetch_rows(const Geometry& g, int kh, int t0, int t1) {
     const char* k = (const char*)(g.kc + (blk * g.k_s0 + off * g.k_s1 + (int64_t)kh * g.k_s2) * g.esz);
     const char* v = (const char*)(g.vc + (blk * g.v_s0 + off * g.v_s1 + (int64_t)kh * g.v_s2) * g.esz);
     for (int o = 0; o < g.D * g.esz; o += 64) {
-      _mm_prefetch(k + o, _MM_HINT_T1);
-      _mm_prefetch(v + o, _MM_HINT_T1);
+      prefetch_l2(k + o);
+      prefetch_l2(v + o);
     }
   }
 }
