@@ -1689,7 +1689,9 @@ extern "C" int attnsolve_paged_decode(
         // during the scores, the next tile's K during P . V).  Cache evicted before each call, two threads:
         // GQA 8 head 64 1.10 to 1.17x (fp32, fp16, bf16 without AMX), fp16 at heads 128/256 1.04 to 1.05x,
         // fp32 with 4 KiB rows 0.96 to 0.98x (hence the bound).  Those figures are the AMX Xeon's; on the Zen 4 VM
-        // of 6 Dec 2026 the side-by-side order lost everywhere (sbs_permitted: off on AMD)
+        // of 6 Dec 2026 the side-by-side order lost everywhere (sbs_permitted: off on AMD), measured again once the
+        // prefetches were emitted at all (prefetch_l2, session 31): GQA 8 head 64 fp32 0.68x, fp16 0.86 to 0.97x,
+        // bf16 1.03x; fp16 b8 head 128 0.85x
         const bool sbs_rows = X.prefetch && sbs_permitted() && (int64_t)Hkv * D * ce <= 2048;
         // rows of positions pos .. pos + n - 1 (one block-table lookup per block, no division per token)
         auto rows = [&](const void* base, int64_t s0, int64_t s1, int pos, int n, const char** out) {
@@ -1747,6 +1749,13 @@ extern "C" int attnsolve_paged_decode(
           rows(kc, k_s0, k_s1, t0, nt, ktok);
           rows(vc, v_s0, v_s1, t0, nt, vtok);
           if (nn > 0) rows(kc, k_s0, k_s1, t1, nn, nk);
+          // an item's first tile: no earlier tile prefetched its K rows, so they are asked for all at once here
+          // rather than met one demand miss at a time (cache evicted before each call, two threads, bf16 b1 32/8
+          // heads of 128: 4k and 8k keys 1.03 to 1.08x)
+          if (t0 == I.lo && X.prefetch)
+            for (int t = 0; t < nt; ++t)
+              for (int h = 0; h < Hkv; ++h)
+                for (int o = 0; o < D * ce; o += 64) prefetch_l2(ktok[t] + h * k_s2 * ce + o);
           int fl = use_dp | use_amx_pv | use_f16;
           if (use_amx) {  // AMX loads 16 rows with one stride: each 16-row group must lie in one block
             bool ok = true;
