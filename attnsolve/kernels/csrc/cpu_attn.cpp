@@ -674,7 +674,7 @@ static void tile_avx(const TileCtx& X, const char* const* ktok, const char* cons
     const int64_t kstride_b = f8 ? (int64_t)Hkv * D * 2 : X.k_s1 * ce, khs = f8 ? (int64_t)D * 2 : khb;
 #if defined(ATTNSOLVE_FP8BF)
     if (f8)
-      for (int t = 0; t < nt; ++t) fp8_to_bf16(ctype, (const uint8_t*)ktok[t], X.cbuf + (size_t)t * Hkv * D, Hkv * D, fl & 32);
+      fp8_rows_to_bf16(ctype, ktok, nt, 0, X.cbuf, Hkv * D, fl & 32);
 #endif
     PfList pv;  // this tile's V rows in address order, spread over the tile ops (a burst stalls)
     if (X.prefetch) pv.init(nextv, nnv, Hkv, vhb, (int64_t)D * ce);
@@ -757,10 +757,9 @@ static void tile_avx(const TileCtx& X, const char* const* ktok, const char* cons
       int64_t kqh = khb;  // bytes between KV heads of a row
 #if defined(ATTNSOLVE_FP8BF)
       if (quad_f8) {
-        for (int u = 0; u < 4; ++u) {
-          fp8_to_bf16(ctype, (const uint8_t*)ktok[t + u], X.cbuf + (size_t)u * Hkv * D, Hkv * D, fl & 32);
-          kq[u] = (const char*)(X.cbuf + (size_t)u * Hkv * D);
-        }
+        // (the byte tables loaded once for the four rows: per call they cost as much as a head-64 row's conversion)
+        fp8_rows_to_bf16(ctype, ktok + t, 4, 0, X.cbuf, Hkv * D, fl & 32);
+        for (int u = 0; u < 4; ++u) kq[u] = (const char*)(X.cbuf + (size_t)u * Hkv * D);
         kqh = (int64_t)D * 2;
       } else
 #endif
@@ -977,7 +976,7 @@ static void tile_avx(const TileCtx& X, const char* const* ktok, const char* cons
 #if defined(ATTNSOLVE_FP8BF)
   const bool vconv = (fl & 16) && (fl & 8) && X.v_s2 == D && (ND % 2) == 0;  // fp8 V rows of the tile at once
   if (vconv)
-    for (int t = 0; t < nt; ++t) fp8_to_bf16(ctype, (const uint8_t*)vtok[t], X.cbuf + (size_t)t * Hkv * D, Hkv * D, fl & 32);
+    fp8_rows_to_bf16(ctype, vtok, nt, 0, X.cbuf, Hkv * D, fl & 32);
 #else
   const bool vconv = false;
 #endif
@@ -1072,11 +1071,10 @@ static void tile_avx(const TileCtx& X, const char* const* ktok, const char* cons
 #if defined(__AVX512BF16__)
     if ((fl & 8) && (ND % 2) == 0) {
 #if defined(ATTNSOLVE_FP8BF)
-      if ((fl & 16) && !vconv)
-        for (int t = 0; t < nt; ++t) {
-          fp8_to_bf16(ctype, (const uint8_t*)vr[t], X.cbuf + (size_t)t * D, D, fl & 32);
-          vr[t] = (const char*)(X.cbuf + (size_t)t * D);
-        }
+      if ((fl & 16) && !vconv) {
+        fp8_rows_to_bf16(ctype, vr, nt, 0, X.cbuf, D, fl & 32);
+        for (int t = 0; t < nt; ++t) vr[t] = (const char*)(X.cbuf + (size_t)t * D);
+      }
 #endif
       int g = 0;
       for (; g + 8 <= G; g += 8) pv_dp<8, ND>(pf, vr, nt, X.pp + h0 + g, Hp, acc + (size_t)(h0 + g) * D);
