@@ -144,6 +144,7 @@ class Reach:
         self._lists_of = {k: tuple(v) for k, v in by_platform.items()}
         self._all_lists = tuple(enumerate(rules.lists))
         self._needs: dict[tuple[Any, ...], tuple[int, ...]] = {}
+        self._goal_lists: dict[tuple[Any, ...], tuple[Any, ...]] = {}  # goal_lists(), per question
 
     def needs(self, index: int, req: Any, requested: str | None, available: frozenset[str] | None, base: int,
               p: Any, masks: tuple[int, ...]) -> tuple[int, ...]:
@@ -158,6 +159,31 @@ class Reach:
             if len(self._needs) > 4096:
                 self._needs.clear()
             self._needs[key] = got
+        return got
+
+    def goal_lists(self, platform: Any, req: Any, requested: str | None,
+                   available: frozenset[str] | None) -> tuple[tuple[int, Any, int, bool, tuple[int, ...]], ...]:
+        """goal_reachable's loop, worked out once per question: (index, list, the clause bits that make the list
+        apply, whether it ignores a request for `requested`, the clause bits each counted candidate needs) for
+        the lists on `platform` that can apply at all."""
+        key = (platform, req, requested, available)
+        got = self._goal_lists.get(key)
+        if got is None:
+            comp = self.comp
+            out = []
+            for i, pl in self.lists_on(platform):
+                base = comp.list_need(i)
+                if base < 0:
+                    continue  # the list never applies
+                p, masks = comp.plan(pl, req)
+                ignored = requested is not None and p.mode == "auto" and any(c.backend == requested
+                                                                              for c in p.candidates)
+                out.append((i, pl, base, ignored, () if ignored else
+                            self.needs(i, req, requested, available, base, p, masks)))
+            got = tuple(out)
+            if len(self._goal_lists) > 4096:
+                self._goal_lists.clear()
+            self._goal_lists[key] = got
         return got
 
     def lists_on(self, platform: Any) -> tuple[tuple[int, Any], ...]:
@@ -554,29 +580,28 @@ def goal_reachable(reach: Reach, facts: Mapping[str, Any], requested: str | None
         return False
     undecided = False
     exact: bool | None = None
-    for i, pl in reach.lists_on(plat):
-        base = comp.list_need(i)
-        if base < 0 or units[1] & base != base:
-            continue  # the list never applies, or not to any completion of these facts
-        p, masks = comp.plan(pl, req)
-        if requested is not None and p.mode == "auto" and any(c.backend == requested for c in p.candidates):
-            # the request is ignored by this list: `requested` wins only where every available candidate
-            # before it is invalid, a negation the clause cover cannot state. Decided here when no
-            # completion makes it valid under this list (reachability never under-approximates), or when
-            # the answer is exact and nothing available comes before it; otherwise the CSP decides.
-            for k, (cand, m) in enumerate(zip(p.candidates, masks)):
-                if cand.backend != requested or (available is not None and cand.backend not in available):
-                    continue
-                if not reach.reachable(facts, base | m if base >= 0 else -1, units):
-                    continue
-                if exact is None:
-                    exact = reach.exact(facts)
-                if exact and not any(available is None or c.backend in available for c in p.candidates[:k]):
+    union = units[1]
+    for _, pl, base, ignored, needs in reach.goal_lists(plat, req, requested, available):
+        if union & base != base:
+            continue  # the list does not apply to any completion of these facts
+        if not ignored:
+            for need in needs:
+                if union & need == need and reach.reachable(facts, need, units):  # (the first test inline: cheap)
                     return True
-                undecided = True
             continue
-        union = units[1]
-        for need in reach.needs(i, req, requested, available, base, p, masks):
-            if union & need == need and reach.reachable(facts, need, units):  # (the first test inline: cheap)
+        p, masks = comp.plan(pl, req)
+        # the request is ignored by this list: `requested` wins only where every available candidate
+        # before it is invalid, a negation the clause cover cannot state. Decided here when no
+        # completion makes it valid under this list (reachability never under-approximates), or when
+        # the answer is exact and nothing available comes before it; otherwise the CSP decides.
+        for k, (cand, m) in enumerate(zip(p.candidates, masks)):
+            if cand.backend != requested or (available is not None and cand.backend not in available):
+                continue
+            if not reach.reachable(facts, base | m, units):
+                continue
+            if exact is None:
+                exact = reach.exact(facts)
+            if exact and not any(available is None or c.backend in available for c in p.candidates[:k]):
                 return True
+            undecided = True
     return None if undecided else False
