@@ -143,23 +143,7 @@ class Reach:
             by_platform.setdefault(pl.platform, []).append((i, pl))
         self._lists_of = {k: tuple(v) for k, v in by_platform.items()}
         self._all_lists = tuple(enumerate(rules.lists))
-        self._needs: dict[tuple[Any, ...], tuple[int, ...]] = {}
         self._goal_lists: dict[tuple[Any, ...], tuple[Any, ...]] = {}  # goal_lists(), per question
-
-    def needs(self, index: int, req: Any, requested: str | None, available: frozenset[str] | None, base: int,
-              p: Any, masks: tuple[int, ...]) -> tuple[int, ...]:
-        """The clause bits each candidate of list `index` (its plan `p` for the request `req`) needs to be
-        the one chosen, for the candidates that count: available ones, `requested` alone when given."""
-        key = (index, req, requested, available)
-        got = self._needs.get(key)
-        if got is None:
-            got = tuple(base | m for cand, m in zip(p.candidates, masks)
-                        if (available is None or cand.backend in available)
-                        and (requested is None or cand.backend == requested))
-            if len(self._needs) > 4096:
-                self._needs.clear()
-            self._needs[key] = got
-        return got
 
     def goal_lists(self, platform: Any, req: Any, requested: str | None,
                    available: frozenset[str] | None) -> tuple[tuple[int, Any, int, bool, tuple[int, ...]], ...]:
@@ -178,8 +162,12 @@ class Reach:
                 p, masks = comp.plan(pl, req)
                 ignored = requested is not None and p.mode == "auto" and any(c.backend == requested
                                                                               for c in p.candidates)
-                out.append((i, pl, base, ignored, () if ignored else
-                            self.needs(i, req, requested, available, base, p, masks)))
+                # the clause bits each counted candidate (available; `requested` alone when given) needs to win
+                needs = () if ignored else tuple(
+                    base | m for cand, m in zip(p.candidates, masks)
+                    if (available is None or cand.backend in available)
+                    and (requested is None or cand.backend == requested))
+                out.append((i, pl, base, ignored, needs))
             got = tuple(out)
             if len(self._goal_lists) > 4096:
                 self._goal_lists.clear()

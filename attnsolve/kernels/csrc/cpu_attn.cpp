@@ -1750,10 +1750,11 @@ extern "C" int attnsolve_paged_decode(
           // an item's first tile: no earlier tile prefetched its K rows, so they are asked for all at once here
           // rather than met one demand miss at a time (cache evicted before each call, two threads, bf16 b1 32/8
           // heads of 128: 4k and 8k keys 1.03 to 1.08x)
-          if (t0 == I.lo && X.prefetch)
-            for (int t = 0; t < nt; ++t)
-              for (int h = 0; h < Hkv; ++h)
-                for (int o = 0; o < D * ce; o += 64) prefetch_l2(ktok[t] + h * k_s2 * ce + o);
+          if (t0 == I.lo && X.prefetch) {
+            PfList first;
+            first.init(ktok, nt, Hkv, k_s2 * ce, (int64_t)D * ce);
+            first.rest();
+          }
           int fl = use_dp | use_amx_pv | use_f16;
           if (use_amx) {  // AMX loads 16 rows with one stride: each 16-row group must lie in one block
             bool ok = true;
