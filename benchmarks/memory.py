@@ -32,7 +32,7 @@ from typing import Any, Callable, Optional
 import torch
 
 __all__ = ["l3_bytes", "REDUCTION_MIN_BYTES", "reduction_for", "cold_rounds", "read_paged_fn", "in_l2_metadata",
-           "IN_L2_BYTES"]
+           "in_l2_problem", "IN_L2_BYTES"]
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 
@@ -146,3 +146,21 @@ def in_l2_metadata(md, block_bytes: int):
     nphys = max(1, min(IN_L2_BYTES // (2 * block_bytes), int(bt.max()) + 1))  # (never past the blocks it uses)
     table = (torch.arange(bt.numel(), dtype=torch.int32) % nphys).view_as(bt).contiguous()
     return AttentionMetadata(md.query_start_loc, md.seq_lens, table)
+
+
+def in_l2_problem(kc: torch.Tensor, vc: torch.Tensor, md, block: int = 16):
+    """``(kc, vc, md)`` of ``in_l2_metadata`` for a contiguous ``[blocks, bs, Hkv, D]`` cache of any block size: the
+    same memory seen as blocks of ``block`` tokens (one block of 128 tokens of 8 KV heads of 128 bf16 is already
+    256 KiB, K and V twice that), every logical block mapped onto the first few.  The kernel's tiles sit at
+    absolute multiples of 16 tokens whatever the block size, so the arithmetic is the decode's own."""
+    from attnsolve.kernels import AttentionMetadata
+
+    nb, bs, hkv, d = kc.shape
+    if bs % block or not kc.is_contiguous() or not vc.is_contiguous():
+        return kc, vc, in_l2_metadata(md, kc[0].numel() * kc.element_size())
+    k2, v2 = kc.view(nb * (bs // block), block, hkv, d), vc.view(nb * (bs // block), block, hkv, vc.shape[-1])
+    b = md.block_table.shape[0]
+    longest = int(md.seq_lens.max())
+    flat = AttentionMetadata(md.query_start_loc, md.seq_lens,
+                             torch.zeros(b, -(-longest // block), dtype=torch.int32))
+    return k2, v2, in_l2_metadata(flat, k2[0].numel() * k2.element_size())

@@ -74,3 +74,32 @@ def test_in_l2_metadata_keeps_the_decode_and_reads_a_few_blocks():
     assert 2 * block_bytes * len(used) <= memory.IN_L2_BYTES
     huge = memory.in_l2_metadata(md, memory.IN_L2_BYTES)  # a block larger than the budget: one block
     assert set(huge.block_table.flatten().tolist()) == {0}
+
+
+def test_in_l2_problem_is_the_same_decode_on_small_blocks():
+    """A cache of 128-token blocks seen as 16-token blocks of the same memory: every logical block onto the first
+    few, and the kernel's answer for it equals its answer for the same table written at block size 128 (tiles sit at
+    absolute multiples of 16 tokens, so the page size does not change the arithmetic)."""
+    from attnsolve.kernels import AttentionMetadata, kernel_for
+
+    q, kc, vc, md = make_batch([1, 1], [300, 70], 8, 2, 64, 128, dtype=torch.float32, seed=5)
+    k2, v2, twin = memory.in_l2_problem(kc, vc, md)
+    assert k2.shape[1] == 16 and k2.data_ptr() == kc.data_ptr() and k2.numel() == kc.numel()
+    assert twin.block_table.shape == (2, 19)  # ceil(300 / 16) columns
+    used = set(twin.block_table.flatten().tolist())
+    assert 2 * k2[0].numel() * k2.element_size() * len(used) <= memory.IN_L2_BYTES
+    # the same positions through 128-token blocks: block 0 holds the first 128 tokens of physical 16-blocks 0..7
+    cpu = kernel_for("CPU_ATTN")
+    n16 = twin.block_table.shape[1]
+    same = torch.equal(twin.block_table, (torch.arange(2 * n16, dtype=torch.int32) % len(used)).view(2, n16))
+    assert same
+    out_small = cpu(q, k2, v2, twin)
+    gathered = k2[twin.block_table.long()].reshape(2, -1, 2, 64)  # [seq, 16 * n16, hkv, d]
+    vgathered = v2[twin.block_table.long()].reshape(2, -1, 2, 64)
+    pad = -(-gathered.shape[1] // 128) * 128 - gathered.shape[1]
+    kc128 = torch.nn.functional.pad(gathered, (0, 0, 0, 0, 0, pad)).reshape(-1, 128, 2, 64).contiguous()
+    vc128 = torch.nn.functional.pad(vgathered, (0, 0, 0, 0, 0, pad)).reshape(-1, 128, 2, 64).contiguous()
+    per = kc128.shape[0] // 2
+    bt = torch.arange(2 * per, dtype=torch.int32).view(2, per)
+    md128 = AttentionMetadata(md.query_start_loc, md.seq_lens, bt)
+    assert torch.equal(out_small, cpu(q, kc128, vc128, md128))
