@@ -324,8 +324,14 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
     step_free = [f for f in free if f in reads]
     moved = sorted(w for w in writes if w not in free) if step_free else []
 
-    # Units: free fields tied by a derived fact or a validity rule are enumerated together.
-    uf = _UnionFind([*free, *moved])
+    # Units: free fields tied by a derived fact or a validity rule are enumerated together.  A platform field
+    # Config fills in from the platform (rocm_arch None -> gfx942 on ROCm) takes its value from the platform row:
+    # it, and every derived fact that reads it, belong to the platform's unit.
+    defaulted = [inv for inv in rules.invariants if inv.kind == "platform_field" and inv.default is not None]
+    by_platform = [inv.field for inv in defaulted
+                   if "platform" in free and inv.field not in free and inv.field not in moved
+                   and facts0.get(inv.field) is None]
+    uf = _UnionFind([*free, *moved, *by_platform])
     if step_free:
         uf.union(*step_free, *moved, *(w for w in sorted(writes) if w in free))
     base_inputs: dict[str, set[str]] = {}
@@ -336,17 +342,15 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
         uf.union(*sorted(base_inputs[d.name]))
     for tied in _pairs(rules):
         uf.union(*tied)
+    for f in by_platform:
+        uf.union("platform", f)
     groups: dict[str, list[str]] = {}
     for f in free:
         groups.setdefault(uf.find(f), []).append(f)
-    owner: dict[str, str | None] = {f: uf.find(f) for f in (*free, *moved)}
+    owner: dict[str, str | None] = {f: uf.find(f) for f in (*free, *moved, *by_platform)}
     for d in rules.derived.values():
-        ins = sorted(x for x in base_inputs[d.name] if x in free or x in moved)
+        ins = sorted(x for x in base_inputs[d.name] if x in free or x in moved or x in by_platform)
         owner[d.name] = owner[ins[0]] if ins else None
-    defaulted = [inv for inv in rules.invariants if inv.kind == "platform_field" and inv.default is not None]
-    for inv in defaulted:  # None on rocm means gfx942: the value depends on the platform row
-        if "platform" in owner and inv.field not in owner and facts0.get(inv.field) is None:
-            owner[inv.field] = owner["platform"]
     fact_fields = (*config.field_names, "role", *rules.derived)  # the release's declared fields too
     steps_root = uf.find(step_free[0]) if step_free else None
 

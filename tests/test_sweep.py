@@ -262,3 +262,17 @@ def test_a_request_no_list_accepts_sweeps_to_no_backend() -> None:
         assert backend is None
         with pytest.raises((NoValidBackendError, InvalidBackendError)):
             solve(c.replace(**assignment))
+
+
+@pytest.mark.parametrize("free", [["platform"], ["platform", "dtype"], ["platform", "rocm_use_aiter_mla"]])
+def test_regression_an_unset_rocm_arch_is_the_platform_rows_default(free: list[str]) -> None:
+    """A free platform with rocm_arch unset: on the ROCm row Config makes it gfx942 (an MI300), so the AITER facts that
+    read the arch must be evaluated per platform row.  The sweep evaluated them once, with no arch, and answered
+    TRITON_MLA where solve() on the completed config answers ROCM_AITER_MLA (every release from 0.25; found by the
+    every-row law with 0.25's whole example budget)."""
+    kw: dict[str, Any] = dict(dtype="bfloat16", head_size=576, use_mla=True, rocm_use_aiter=True, rocm_use_aiter_mla=True)
+    s = sweep(Config(**{**kw, **{f: ANY for f in free}}))
+    rows = list(s)
+    assert any(a.get("platform") == "rocm" for a, _ in rows)
+    for assignment, backend in rows:
+        assert backend == selected(s.completion(assignment), "decode", None), (assignment, backend)

@@ -540,8 +540,8 @@ class Oracle:
         rank = int(cfg.get("kv_lora_rank") or head - rope)
         heads = int(cfg.get("num_heads") or 128)
         impl_cls = backend_cls.get_impl_cls()
-        # (an impl's supports_dense_mha_prefill is 0.27's; 0.26's layer statement does not read it)
-        impl = types.SimpleNamespace(is_sparse=impl_cls.is_sparse,
+        # (an impl's supports_dense_mha_prefill is 0.27's, its is_sparse 0.26's; older layer statements do not read them)
+        impl = types.SimpleNamespace(is_sparse=getattr(impl_cls, "is_sparse", False),
                                      supports_dense_mha_prefill=getattr(impl_cls, "supports_dense_mha_prefill", True),
                                      qk_nope_head_dim=nope, qk_rope_head_dim=rope, v_head_dim=v, kv_lora_rank=rank,
                                      num_heads=heads, head_size=head, kv_cache_dtype=kv)
@@ -574,10 +574,12 @@ class Oracle:
             import textwrap
 
             tree = ast.parse(textwrap.dedent(inspect.getsource(M.MLAAttention.__init__)))
-            # an `if` around the prefill backend's `try` from 0.27 on (the dense-MHA skip); 0.26's is the `try` itself
-            stmt = next(s for s in tree.body[0].body  # type: ignore[attr-defined]
-                        if isinstance(s, (ast.If, ast.Try)) and "get_mla_prefill_backend" in ast.unparse(s))
-            code = self._prefill_code = compile(ast.Module(body=[stmt], type_ignores=[]),
+            body = tree.body[0].body  # type: ignore[attr-defined]
+            # an `if` around the prefill backend's `try` from 0.27 on (the dense-MHA skip); 0.26's is the `try` itself;
+            # 0.25's two plain statements (the class from get_mla_prefill_backend, then the backend constructed from it)
+            i = next(k for k, s in enumerate(body) if "get_mla_prefill_backend" in ast.unparse(s))
+            stmts = body[i:i + 1] if isinstance(body[i], (ast.If, ast.Try)) else body[i:i + 2]
+            code = self._prefill_code = compile(ast.Module(body=stmts, type_ignores=[]),
                                                 "<MLAAttention.__init__ prefill>", "exec")
         return code
 
