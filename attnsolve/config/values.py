@@ -52,7 +52,17 @@ def parse_declared(decl: Any, value: Any, rules: Any) -> Any:
     if decl.kind == "enum":
         if value is None and decl.default is None:
             return None
-        return _choice(name, value, tuple(rules.domains[name]), rules.aliases.get(name))
+        try:
+            return _choice(name, value, tuple(rules.domains[name]), rules.aliases.get(name))
+        except ConfigError as e:
+            if not decl.unknown_message:
+                raise
+            # vLLM's wording first (its text lists the accepted values), then the field, the value and the closest one
+            vllm_text = decl.unknown_message.format(value=value, VALUE=str(value).strip().upper(),
+                                                    values=", ".join(map(str, e.accepted)))
+            hint = f"; did you mean {e.suggestion!r}?" if e.suggestion else ""
+            raise ConfigError(name, value, e.accepted, suggestion=e.suggestion,
+                              message=f"{vllm_text} (field {name}, value {value!r}{hint})") from None
     raise ConfigError(name, value, f"a field of kind {decl.kind} is built into Config, not declared by rules")
 
 

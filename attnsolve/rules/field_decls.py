@@ -75,7 +75,8 @@ def _field_decls(raw: dict[str, tuple[str, dict]], domains: dict[str, tuple[Any,
                               platforms=tuple(d.get("platforms", ())), min=d.get("min"),
                               model_keys=model_keys, architectures=dict(d.get("architectures", {})),
                               architecture_keys=arch_keys, defaults=defaults,
-                              mla_layers=bool(d.get("mla_layers", True)))
+                              mla_layers=bool(d.get("mla_layers", True)),
+                              unknown_message=d.get("unknown_message", ""))
     return out
 
 

@@ -63,7 +63,7 @@ KEYS: dict[str, dict[str, str]] = {
     "field": {"kind": STR, "default": SCALAR, "unset": STR, "category": STR, "selector": BOOL, "flags": STR_LIST, "flag": STR,
               "metavar": STR, "env": STR, "vllm": STR, "help": STR, "platforms": STR_LIST, "min": INT,
               "values": LIST, "model_keys": "raw", "architectures": TABLE, "architecture_keys": TABLE,
-              "defaults": LIST_OF("field_default"), "mla_layers": BOOL},
+              "defaults": LIST_OF("field_default"), "mla_layers": BOOL, "unknown_message": STR},
     # a case of a field's `defaults`: the value an unset field takes where `when` holds (the last has no when)
     "field_default": {"when": LITERALS, "value": SCALAR},
     # default: the base class's value when a backend omits the key (a list for values / multiple_of);

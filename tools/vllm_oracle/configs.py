@@ -48,6 +48,8 @@ class Domains:
     valued: tuple[tuple[str, tuple[Any, ...]], ...] = ()
     # MLA prefill registry names Config takes as mla_prefill_backend (vLLM >= 0.18); empty: 0.17's switches
     prefill_requests: tuple[str, ...] = ()
+    # ... and the ones drawn on ROCm: those and AITER's prefill where the release has it (0.24 has none)
+    rocm_prefill_requests: tuple[str, ...] = ()
     # ROCm archs where the harness venv has a FlashAttention varlen function (AITER's; versions.toml)
     rocm_fa_from_aiter: tuple[str, ...] = ("gfx1250",)
 
@@ -81,7 +83,9 @@ class Domains:
                    ccs=ordered, grid_ccs=grid, backends=backends,
                    platforms=tuple(p for p in PLATFORMS if p in d.get("platform", ("cuda", "rocm", "cpu"))),
                    inputs=tuple(f for f in SELECTOR_INPUTS if accepts(f, True, version)),
-                   valued=_valued(rules, version), prefill_requests=_prefill_requests(rules, version))
+                   valued=_valued(rules, version), prefill_requests=_prefill_requests(rules, version),
+                   rocm_prefill_requests=_prefill_requests(rules, version)
+                   + (("ROCM_AITER_FA",) if accepts("mla_prefill_backend", "ROCM_AITER_FA", version) else ()))
 
 
 def _prefill_requests(rules: Any, version: str | None) -> tuple[str, ...]:
@@ -391,7 +395,7 @@ def random_mla_prefill_other(D: Domains, rng: random.Random, platform: str) -> d
         if sparse:
             d["index_topk"] = 2048
     if rng.random() < 0.25:  # XPU: FLASH_ATTN only (attnsolve declares the other prefill backends for CUDA)
-        d["mla_prefill_backend"] = rng.choice(D.prefill_requests + ("ROCM_AITER_FA",) if platform == "rocm"
+        d["mla_prefill_backend"] = rng.choice(D.rocm_prefill_requests if platform == "rocm"
                                               else D.prefill_requests if platform == "cpu" else ("FLASH_ATTN",))
     if platform == "rocm":
         arch = rng.choice(D.rocm_archs)  # flash-attn is absent; from 0.27 gfx1250 imports aiter's (present, as assumed)
