@@ -166,6 +166,10 @@ def _witness_config(config: Config, sol: dict[str, Any]) -> Config:
     for inv in rules.invariants:  # a platform field off its platforms is None (ROCm's capability
         if inv.kind == "platform_field" and data["platform"] not in inv.platforms:  # comes from the gfx arch)
             data[inv.field] = None
+        # a definition (use_dcp = dcp_size > 1) whose defined side the witness set while the defining side is no
+        # selection input of this release (vLLM 0.24 reads no dcp_size): the size is unknown, as use_dcp alone gives
+        if inv.kind == "definition" and inv.fields[0] in sol and inv.fields[1] not in sol:
+            data[inv.fields[1]] = None
     return Config(vllm=config.vllm, **data)
 
 

@@ -79,3 +79,19 @@ def test_024_an_unknown_prefill_backend_is_refused_in_vllms_words():
         Config(vllm="0.25", platform="rocm", dtype="bfloat16", use_mla=True, head_size=576,
                mla_prefill_backend="flash_atn")
     assert err.value.suggestion == "FLASH_ATTN" and "did you mean 'FLASH_ATTN'?" in str(err.value)
+
+
+def test_an_unknown_message_with_a_bad_placeholder_is_refused_by_the_loader(tmp_path):
+    """A typo in `unknown_message` would crash the refusal it words: the loader names the field and the placeholder."""
+    import shutil
+
+    from attnsolve.rules import RulesError, load_rules
+    from attnsolve.rules.sets import info
+
+    folder = tmp_path / "vllm-0.33"
+    shutil.copytree(info("0.33").path, folder)
+    mla = folder / "mla.toml"
+    mla.write_text(mla.read_text().replace("Valid options are: {values}", "Valid options are: {valid}"))
+    with pytest.raises(RulesError) as err:
+        load_rules(folder)
+    assert "fields.mla_prefill_backend.unknown_message" in str(err.value) and "'valid'" in str(err.value)

@@ -37,6 +37,8 @@ def flags_for(config: Config) -> list[str]:
         argv += ["--gpu", config.gpu]
     declared = rules_for(config.vllm).fields
     for field, value in config.to_dict(only_changed=True).items():
+        if value is None and field in declared and declared[field].default is not None:
+            continue  # unknown, as another flag implies it (use_dcp alone: the DCP size is not known)
         if config.gpu is None or field not in hardware:
             flags = declared[field].flags if field in declared else ()
             flag = FLAG_OF.get(field) or (flags[0] if flags else "--" + field.replace("_", "-"))

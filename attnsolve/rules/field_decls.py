@@ -69,6 +69,17 @@ def _field_decls(raw: dict[str, tuple[str, dict]], domains: dict[str, tuple[Any,
         except ValueError as e:
             col.add(fname, f"fields.{name}.defaults", str(e))
             continue
+        unknown = d.get("unknown_message", "")
+        if unknown:
+            if kind != "enum":
+                col.add(fname, f"fields.{name}.unknown_message", f"only an enum field refuses unknown values (kind {kind})")
+                continue
+            try:  # the placeholders the refusal fills in: a typo here would crash the refusal itself
+                unknown.format(value="x", VALUE="X", values="a, b")
+            except (KeyError, IndexError, ValueError) as e:
+                col.add(fname, f"fields.{name}.unknown_message",
+                        f"unknown placeholder {e} (use {{value}}, {{VALUE}} or {{values}})")
+                continue
         out[name] = FieldDecl(name=name, kind=kind, default=default, unset=d.get("unset", ""), category=category,
                               selector=bool(d.get("selector", False)), flags=flags, metavar=d.get("metavar", "VALUE"),
                               env=d.get("env"), vllm=d.get("vllm", ""), help=d.get("help", ""),
@@ -76,7 +87,7 @@ def _field_decls(raw: dict[str, tuple[str, dict]], domains: dict[str, tuple[Any,
                               model_keys=model_keys, architectures=dict(d.get("architectures", {})),
                               architecture_keys=arch_keys, defaults=defaults,
                               mla_layers=bool(d.get("mla_layers", True)),
-                              unknown_message=d.get("unknown_message", ""))
+                              unknown_message=unknown)
     return out
 
 

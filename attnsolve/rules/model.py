@@ -770,10 +770,9 @@ class FieldDecl:
     # Whether vLLM's MLA layers pass this input to selection too (`mla_layers = false`: MLAAttention omits it,
     # as 0.33's does a sliding window), so `--model` sets it for MLA models only where they do.
     mla_layers: bool = True
-    # vLLM's own refusal of a value outside an enum field's domain ({value}: the value given, {VALUE}: upper-cased,
-    # as vLLM's enum parsers print it, {values}: the
-    # accepted ones, comma-separated), put first in the ConfigError (users grep for vLLM's wording); empty: the
-    # generic "Invalid <field>" text
+    # vLLM's own refusal of a value outside an enum field's domain, put first in the ConfigError (users grep for
+    # vLLM's wording): {value} the value given, {VALUE} upper-cased as vLLM's enum parsers print it, {values} the
+    # accepted ones; empty: the generic "Invalid <field>" text
     unknown_message: str = ""
 
     @property
