@@ -77,15 +77,15 @@ class Domains:
                                 if (b in decode or b not in prefill) and getattr(be, "role", "") != "mla_prefill"
                                 and not getattr(be, "requested_as", None)
                                 and not getattr(be, "model_built", False)))
+        requests = _prefill_requests(rules, version)
+        aiter = ("ROCM_AITER_FA",) if accepts("mla_prefill_backend", "ROCM_AITER_FA", version) else ()
         return cls(dtypes=tuple(d["dtype"]), kv_cache_dtypes=tuple(d["kv_cache_dtype"]),
                    block_sizes=tuple(d["block_size"]), attn_types=tuple(d["attn_type"]),
                    flash_attn_versions=tuple(d["flash_attn_version"]), rocm_archs=tuple(d["rocm_arch"]),
                    ccs=ordered, grid_ccs=grid, backends=backends,
                    platforms=tuple(p for p in PLATFORMS if p in d.get("platform", ("cuda", "rocm", "cpu"))),
                    inputs=tuple(f for f in SELECTOR_INPUTS if accepts(f, True, version)),
-                   valued=_valued(rules, version), prefill_requests=_prefill_requests(rules, version),
-                   rocm_prefill_requests=_prefill_requests(rules, version)
-                   + (("ROCM_AITER_FA",) if accepts("mla_prefill_backend", "ROCM_AITER_FA", version) else ()))
+                   valued=_valued(rules, version), prefill_requests=requests, rocm_prefill_requests=requests + aiter)
 
 
 def _prefill_requests(rules: Any, version: str | None) -> tuple[str, ...]:
