@@ -487,7 +487,7 @@ class Oracle:
         if dec["backend"] not in self.E.__members__:
             return {"ok": False, "kind": "crash", "error": f"decode backend outside the registry: {dec['backend']}"}
         backend_cls = self.E[dec["backend"]].get_class()
-        kv = M._canonicalize_sparse_mla_kv_cache_dtype(backend_cls, cfg.get("kv_cache_dtype") or "auto")
+        kv = self._canonical_kv(M, backend_cls, cfg.get("kv_cache_dtype") or "auto")
         layer = self._mla_layer(cfg, backend_cls, kv)
         vc = self._vllm_config(cfg, "mla_prefill")
         seen = self._observe_prefill_validation()
@@ -566,6 +566,27 @@ class Oracle:
         return types.SimpleNamespace(impl=impl, supports_dense_mha_prefill=getattr(M.MLAAttention, "supports_dense_mha_prefill", True),
                                      num_heads=heads, scale=1.0, kv_lora_rank=rank, qk_nope_head_dim=nope,
                                      qk_rope_head_dim=rope, v_head_dim=v, prefill_backend=None)
+
+    def _canonical_kv(self, M: Any, backend_cls: Any, kv: str) -> str:
+        """The KV-cache dtype MLAAttention.__init__ hands on: vLLM's _canonicalize_sparse_mla_kv_cache_dtype from
+        0.24 on; 0.23's inline `if ... == 'FLASHMLA_SPARSE' ...: kv_cache_dtype = 'fp8_ds_mla'` statement, compiled
+        from its source and run with a stand-in layer and cache config."""
+        if hasattr(M, "_canonicalize_sparse_mla_kv_cache_dtype"):
+            return M._canonicalize_sparse_mla_kv_cache_dtype(backend_cls, kv)
+        code = getattr(self, "_canonical_kv_code", None)
+        if code is None:
+            import textwrap
+
+            tree = ast.parse(textwrap.dedent(inspect.getsource(M.MLAAttention.__init__)))
+            body = tree.body[0].body  # type: ignore[attr-defined]
+            stmt = next(s for s in body if isinstance(s, ast.If) and "'FLASHMLA_SPARSE'" in ast.unparse(s.test)
+                        and "fp8_ds_mla" in ast.unparse(s.test))
+            code = self._canonical_kv_code = compile(ast.Module(body=[stmt], type_ignores=[]),
+                                                     "<MLAAttention.__init__ KV dtype>", "exec")
+        local = {"self": types.SimpleNamespace(attn_backend=backend_cls), "kv_cache_dtype": kv,
+                 "cache_config": types.SimpleNamespace(cache_dtype=kv)}
+        exec(code, dict(vars(M)), local)  # noqa: S102 - vLLM's own statement
+        return str(local["kv_cache_dtype"])
 
     def _layer_prefill_code(self, M: Any) -> Any:
         """MLAAttention.__init__'s prefill statement, compiled from vLLM's source."""
