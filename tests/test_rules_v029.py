@@ -12,11 +12,12 @@ from release_facts import answer as _answer, candidate_reasons as _reasons, only
 @pytest.mark.parametrize("field, value", [
     ("backend", "TRITON_FLASH_ATTN"), ("backend", "TRITON_FLASHINFER"), ("backend", "B12X"),
     ("backend", "FLASHINFER_MLA_SPARSE_SM90"), ("backend", "FLASHMLA_SPARSE_DSV41"),
-    ("kv_cache_dtype", "nvfp4_ds_mla"), ("model_arch", "deepseek_v41"),
+    ("kv_cache_dtype", "nvfp4_ds_mla"), ("model_arch", "deepseek_v41"), ("model_arch", "glm5_next"),
 ])
 def test_029_lacks_what_030_added(field, value):
     """v1/attention/backends/registry.py, config/cache.py CacheDType and models/ (0.29.0): no multimodal
-    composites, no B12X, no FlashInfer SM90 sparse MLA, no DeepSeek-V4.1 (its backends, model, NVFP4 cache)."""
+    composites, no B12X, no FlashInfer SM90 sparse MLA, no DeepSeek-V4.1 (its backends, model, NVFP4 cache), no
+    GLM-5-Next (vllm/models/glm5next/ is 0.30's)."""
     only_newer_accepts(field, value, "0.29", "0.30", gpu="H100", dtype="bfloat16", head_size=576, use_mla=True)
 
 

@@ -111,3 +111,13 @@ def test_032_flashmla_dsv41_without_pcp():
     """models/deepseek_v41/sparse_mla.py DeepseekV4FlashMLABackend (0.32.0) has no supports_pcp override."""
     assert dict(rules_for("0.32").backends["FLASHMLA_SPARSE_DSV41"].caps.items)["pcp"] is False
     assert dict(rules_for("0.33").backends["FLASHMLA_SPARSE_DSV41"].caps.items)["pcp"] is True
+
+
+def test_032_glm5_next_keeps_an_auto_kv_cache():
+    """model_executor/models/config.py MODELS_CONFIG_MAP (0.32.0) has no Glm5NextModelConfig: GLM-5.3-Flash keeps an
+    auto KV cache on SM 10.x (0.33 turns it into fp8, "Using fp8 KV cache for GLM-5.3-Flash"; found when the
+    message check learned to look up texts of short words and values as a whole)."""
+    kw = dict(gpu="B200", dtype="bfloat16", head_size=576, use_mla=True, model_arch="glm5_next", index_topk=2048)
+    s32, s33 = solve(Config(vllm="0.32", **kw)), solve(Config(vllm="0.33", **kw))
+    assert (s32.config_changes, s32.logs) == ((), ())
+    assert (s33.config_changes, s33.logs) == ((("kv_cache_dtype", "fp8"),), ("Using fp8 KV cache for GLM-5.3-Flash",))

@@ -354,3 +354,21 @@ def test_quoted_texts_are_looked_up_in_the_source_as_vllm_composes_them() -> Non
     lost = [text for _, text, _ in missing(docs, corpus)]
     assert lost == ["The DCP prefill wrapper cannot read NVFP4 block scales.",
                     "FA4's Blackwell head_size=256 kernel does not support a long list of things nobody wrote"]
+
+
+def test_a_text_of_short_words_and_values_is_looked_up_whole() -> None:
+    """A text whose every literal piece is short or value-like ("Using fp8 KV cache for GLM-5.3-Flash") left nothing to
+    look up and passed unseen (it was 0.33's, inherited by 0.32 to 0.24): it must now be what one of the release's
+    messages prints, a template's own words making most of it."""
+    from tools.vllm_oracle.messages import missing
+    corpus = "\n".join([
+        "Using %s.",                                     # too little of its own to stand for any "Using ..." text
+        "Using %s KV cache format for %s backend.",      # a %-template
+        "FA4 sparse MLA requires (kv_lora_rank, qk_rope_head_dim) ", "== (512, 64), got ",  # an f-string's parts
+    ])
+    docs = {"mla.toml": {"x": [
+        {"log": "Using fp8 KV cache for GLM-5.3-Flash"},
+        {"log": "Using fp8_ds_mla KV cache format for FLASHMLA_SPARSE backend."},
+        {"reason": "FA4 sparse MLA requires (kv_lora_rank, qk_rope_head_dim) == (512, 64), got ({a}, {b})"},
+    ]}}
+    assert [text for _, text, _ in missing(docs, corpus)] == ["Using fp8 KV cache for GLM-5.3-Flash"]

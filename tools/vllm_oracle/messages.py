@@ -48,6 +48,9 @@ OWN_WORDS = re.compile(
     r"^cannot import name '|Reason: \['ImportError'\]$|No module named '"
     r"|^model does not have DeepSeek R1 MLA dims |^cuDNN prefill requested \(use_cudnn_prefill=1\) takes precedence$"
     r"|^NVIDIA artifactory not reachable \(trtllm_available=false\)$"
+    r"|^disabled by use_trtllm_ragged_deepseek_prefill=0$|^disabled by disable_flashinfer_prefill=1$"
+    r"|^not enabled \(use_cudnn_prefill=0\)$|^VLLM_ROCM_USE_AITER_MHA is disabled$"
+    r"|^AITER MLA needs a gfx9 GPU \(gfx90a, gfx942, gfx950\) unless block_size is 1$"
     r"|^Sparse MLA on ROCm always uses ROCM_AITER_MLA_SPARSE; the requested backend \{backend\} is ignored\.$")
 
 
@@ -118,19 +121,54 @@ def missing(documents: dict[str, dict], corpus: str) -> list[tuple[str, str, str
     templates = [t for t in set(lines) if "\x00" in t and len(t.replace("\x00", "")) >= MIN_PART]
     out = []
     seen: set[str] = set()
+    raw_lines = corpus.split("\n")
     for where, text in quoted_texts(documents):
         if text in seen or OWN_WORDS.search(text):
             continue
         seen.add(text)
         whole = _normalised(text)
+        checked = False
         for part in literal_parts(text):
-            lost = next((p for p in _pieces(_normalised(part)) if len(p.strip()) >= MIN_PART
-                         and not _in_source(p, hay) and not _filled_template(p, whole, templates)),
+            pieces = [p for p in _pieces(_normalised(part)) if len(p.strip()) >= MIN_PART]
+            checked = checked or bool(pieces)
+            lost = next((p for p in pieces if not _in_source(p, hay) and not _filled_template(p, whole, templates)),
                         None)
             if lost is not None:
                 out.append((where, text, lost))
                 break
+        else:
+            # a text of short words and interpolated values only ("Using fp8 KV cache for GLM-5.3-Flash") leaves no
+            # piece to look up: it must then be one of the release's messages as a whole
+            if not checked and not _composed_in_source(text, raw_lines):
+                out.append((where, text, text))
     return out
+
+
+def _composed_in_source(text: str, raw_lines: list[str]) -> bool:
+    """Whether `text` (its placeholders standing for any value) is what one of the release's messages prints: a
+    %-format or .format() template, or an f-string's literal parts (consecutive lines of the corpus) with any value
+    in each field between them and one value-like token before or after."""
+    filled = re.sub(r"\{[^{}]*\}", "\x01", text)
+    words = sorted(re.findall(r"[A-Za-z]{4,}", _normalised(text)), key=len, reverse=True)  # not a value's letters
+    if not words:
+        return True
+    key = words[0]
+    size = len(filled.replace("\x01", ""))
+    field = re.compile(r"(?:%[-#0-9.]*[sdrfx]|\\\{[^{}]*\\\})")
+    for i, line in enumerate(raw_lines):
+        if key not in line:
+            continue
+        for start in range(max(0, i - 3), i + 1):
+            for end in range(i, min(len(raw_lines), i + 4)):
+                lines = raw_lines[start:end + 1]
+                # the template's own words must make most of the text (a field may not stand for its words)
+                if sum(len(re.sub(r"%[-#0-9.]*[sdrfx]|\{[^{}]*\}", "", x)) for x in lines) < 0.5 * size:
+                    continue
+                seg = [field.sub(".+?", re.escape(x)) for x in lines]
+                # before and after the literal parts: one value-like token, or anything that holds a placeholder
+                if re.fullmatch(r"(?:\S*\s?|.*\x01.*?)" + ".*?".join(seg) + r"(?:\s?\S*|.*?\x01.*)", filled, re.S):
+                    return True
+    return False
 
 
 def _in_source(piece: str, hay: str) -> bool:
