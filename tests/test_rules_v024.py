@@ -95,3 +95,16 @@ def test_an_unknown_message_with_a_bad_placeholder_is_refused_by_the_loader(tmp_
     with pytest.raises(RulesError) as err:
         load_rules(folder)
     assert "fields.mla_prefill_backend.unknown_message" in str(err.value) and "'valid'" in str(err.value)
+
+
+def test_a_free_dcp_size_with_dcp_on_keeps_its_completions():
+    """0.24 reads no dcp_size (no FLASH_ATTN_MLA_SPARSE, whose FA4 check multiplies heads by it), so no backend check
+    told its values apart and the CSP's one class for them was size 1, which the definition use_dcp <-> dcp_size > 1
+    rules out with use_dcp on: possible_backends said none where every completion selects FLEX_ATTENTION (found by
+    the every-release property run for 0.23). The invariants' literals now split a field's values too."""
+    from attnsolve import ANY, possible_backends, solve
+
+    kw = dict(platform="cuda", dtype="bfloat16", compute_capability="7.0", head_size=1, use_dcp=True)
+    for release in ("0.24", "0.25"):
+        assert solve(Config(vllm=release, dcp_size=4, **kw)).backend == "FLEX_ATTENTION"
+        assert possible_backends(Config(vllm=release, dcp_size=ANY, **kw)) == ("FLEX_ATTENTION",)

@@ -67,6 +67,12 @@ def _field_preds(rules: RuleSet) -> dict[str, tuple[Pred, ...]]:
     for cond in _step_conditions(rules):
         for lit in cond:
             add(lit)
+    for inv in rules.invariants:  # a definition (use_dcp is dcp_size > 1) tells its values apart even where no
+        if inv.equals is not None:  # backend reads the field (vLLM 0.24 reads no dcp_size)
+            add(inv.equals)
+        for c in inv.checks:
+            for lit in c.clause():
+                add(lit)
     return {f: tuple(p) for f, p in found.items()}
 
 
