@@ -67,14 +67,14 @@ def test_024_flashinfer_reads_nvfp4_everywhere_and_has_no_hopper_xqa():
 
 def test_024_an_unknown_prefill_backend_is_refused_in_vllms_words():
     """config/attention.py parses mla_prefill_backend with MLAPrefillBackendEnum[value.upper()] (0.24.0: no
-    ROCM_AITER_FA); its refusal text comes first (the field's `unknown_message`), then the field, the value and the
-    closest name."""
+    ROCM_AITER_FA); its refusal text comes first (the field's `unknown_message`: every member, the plugin slot CUSTOM
+    last), then the field, the value and the closest name."""
     with pytest.raises(ConfigError) as err:
         Config(vllm="0.24", platform="rocm", dtype="bfloat16", use_mla=True, head_size=576,
                mla_prefill_backend="rocm_aiter_fa")
     assert err.value.field == "mla_prefill_backend"
     assert str(err.value).startswith("Unknown MLA prefill backend: 'ROCM_AITER_FA'. Valid options are: FLASH_ATTN, "
-                                     "FLASHINFER, TRTLLM_RAGGED, TOKENSPEED_MLA (field mla_prefill_backend")
+                                     "FLASHINFER, TRTLLM_RAGGED, TOKENSPEED_MLA, CUSTOM (field mla_prefill_backend")
     with pytest.raises(ConfigError) as err:
         Config(vllm="0.25", platform="rocm", dtype="bfloat16", use_mla=True, head_size=576,
                mla_prefill_backend="flash_atn")
