@@ -129,10 +129,7 @@ def cc_cell(b: Backend, caps: Capabilities, rules: RuleSet, variant: Any = None)
     if own:  # combination checks on the GPU alone that always apply to this backend (FLASHMLA dense)
         narrowed = [c for c in allowed if all(chk.require.pred(c) for chk in own)]
         if narrowed != allowed:
-            majors = sorted({c // 10 for c in narrowed})
-            return cc_pred_text(Pred(major_in=frozenset(majors))) if all(
-                all(c in narrowed for c in allowed if c // 10 == m) for m in majors) else \
-                ", ".join(format_cc(c) for c in narrowed)
+            return _by_major(narrowed, allowed, rules)
     if variant is None or b.variant_field not in rules.derived:
         return cc_pred_text(base)
     reach = _variant_ccs(rules, b, variant.values, allowed)
@@ -140,10 +137,26 @@ def cc_cell(b: Backend, caps: Capabilities, rules: RuleSet, variant: Any = None)
         return "N/A"
     if reach == allowed:
         return cc_pred_text(base)
-    majors = sorted({c // 10 for c in reach})
-    if all(all(c in reach for c in allowed if c // 10 == m) for m in majors):
+    return _by_major(reach, allowed, rules)
+
+
+def _by_major(ccs: list[int], allowed: list[int], rules: RuleSet) -> str:
+    """`ccs` as the doc writes them: "N.x" for a major whose every allowed capability and every GPU generation is in,
+    else each one ("7.5" where Volta's 7.0 is not: FlashInfer's native kernels from SM 7.5 in vLLM 0.23)."""
+    gens = {_cc_int(g) for g in rules.generations}
+    majors = sorted({c // 10 for c in ccs})
+
+    def whole(m: int) -> bool:
+        return all(c in ccs for c in allowed if c // 10 == m) and all(c in ccs for c in gens if c // 10 == m)
+
+    if all(whole(m) for m in majors):
         return cc_pred_text(Pred(major_in=frozenset(majors)))
-    return ", ".join(format_cc(c) for c in reach)
+    parts = []
+    for m in majors:
+        some = [c for c in ccs if c // 10 == m]
+        real = [c for c in some if c in gens]  # a major partly in: its GPUs (not the 7.6 no GPU has)
+        parts += [f"{m}.x"] if whole(m) else [format_cc(c) for c in (real or some)]
+    return ", ".join(parts)
 
 
 def _own_cc_checks(b: Backend, caps: Capabilities) -> list[Check]:
