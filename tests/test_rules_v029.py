@@ -107,3 +107,25 @@ def test_029_deepseek_v4_kv_auto_is_refused_on_xpu_too():
     kw = dict(platform="xpu", dtype="bfloat16", head_size=512, use_mla=True, use_sparse=True, model_arch="deepseek_v4")
     assert _answer(vllm="0.29", **kw) == ("ERR", "DeepseekV4 fp8_ds_mla layout only supports fp8 kv-cache, got auto")
     assert _answer(vllm="0.30", **kw)[0] == "XPU_V4_MLA_SPARSE"
+
+
+def test_029_model_reader_knows_only_029s_architectures(tmp_path):
+    """model_executor/models/registry.py (0.29.0) has no DeepseekV4ForConditionalGeneration (0.30's), and 0.28.0's
+    granite.py passes no sinks (0.29's granite_layer_attn_params reads attention_sinks / layer_types): `--model`
+    reads neither for the releases before (found by the message check's registry lookup)."""
+    import json
+
+    from attnsolve.modelconfig import declared_model_fields, read_model_config
+    from attnsolve.rules import rules_for
+
+    def fields(release: str, cfg: dict) -> dict:
+        f = tmp_path / f"{release}.json"
+        f.write_text(json.dumps({"hidden_size": 2048, "num_attention_heads": 32, **cfg}))
+        return declared_model_fields(read_model_config(f), rules_for(release))[0]
+
+    v4 = {"architectures": ["DeepseekV4ForConditionalGeneration"], "model_type": "deepseek_v4"}
+    assert fields("0.30", v4).get("model_arch") == "deepseek_v4"
+    assert fields("0.29", v4).get("model_arch") is None
+    granite = {"architectures": ["GraniteForCausalLM"], "model_type": "granite", "layer_types": ["full_attention"]}
+    assert fields("0.29", granite).get("has_sink") is True
+    assert fields("0.28", granite).get("has_sink") is None

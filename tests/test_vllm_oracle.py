@@ -372,3 +372,14 @@ def test_a_text_of_short_words_and_values_is_looked_up_whole() -> None:
         {"reason": "FA4 sparse MLA requires (kv_lora_rank, qk_rope_head_dim) == (512, 64), got ({a}, {b})"},
     ]}}
     assert [text for _, text, _ in missing(docs, corpus)] == ["Using fp8 KV cache for GLM-5.3-Flash"]
+
+
+def test_an_architecture_the_release_does_not_register_is_reported() -> None:
+    """The --model reader's architecture tables are release facts too: one the release's model registry lacks is
+    reported with where it is read."""
+    from tools.vllm_oracle.messages import unregistered_architectures
+    registry = '_TEXT_GENERATION_MODELS = {\n    "GraniteForCausalLM": ("granite", "GraniteForCausalLM"),\n}'
+    docs = {"fields.toml": {"fields": {"has_sink": {"architecture_keys": {
+        "GraniteForCausalLM": [], "GraniteSWAForCausalLM": []}}}}}
+    assert unregistered_architectures(docs, registry) == [
+        ("fields.toml.fields.has_sink.architecture_keys", "GraniteSWAForCausalLM")]

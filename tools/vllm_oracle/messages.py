@@ -200,6 +200,23 @@ def _filled_template(piece: str, whole: str, templates: list[str]) -> bool:
     return False
 
 
+def unregistered_architectures(documents: dict[str, dict], registry: str) -> list[tuple[str, str]]:
+    """(where, architecture) for each model class a `--model` reader entry names (a field's `architectures` /
+    `architecture_keys`) that the release's model registry (model_executor/models/registry.py) does not list: an
+    edit folder inherits those too (GraniteSWA* sinks, 0.29's, and DeepseekV4ForConditionalGeneration, 0.30's, were
+    read for 0.28 / 0.29 down to 0.23)."""
+    out = []
+    for name, doc in documents.items():
+        for field, decl in (doc.get("fields") or {}).items():
+            if not isinstance(decl, dict):
+                continue
+            for key in ("architectures", "architecture_keys"):
+                for arch in decl.get(key) or {}:
+                    if f'"{arch}"' not in registry:
+                        out.append((f"{name}.fields.{field}.{key}", arch))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.vllm_oracle.messages", description=__doc__.split("\n\n")[0])
     ap.add_argument("--vllm", required=True, help="the vLLM release whose wheel is read, e.g. 0.28.0")
@@ -217,7 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     for where, text, part in bad:
         print(f"NOT IN vLLM {args.vllm}: {where}\n    {text}\n    (missing: {part!r})")
     print(f"{total - len(bad)}/{total} quoted texts of the {label} rules found in vLLM {args.vllm}'s source")
-    return 1 if bad else 0
+    with zipfile.ZipFile(wheel_path(args.vllm)) as z:
+        registry = z.read("vllm/model_executor/models/registry.py").decode("utf-8", "replace")
+    lost = unregistered_architectures(docs, registry)
+    for where, arch in lost:
+        print(f"NOT IN vLLM {args.vllm}'s model registry: {where}: {arch}")
+    print(f"model architectures the {label} rules read: {'all' if not lost else f'{len(lost)} not'} registered")
+    return 1 if bad or lost else 0
 
 
 if __name__ == "__main__":
