@@ -116,7 +116,8 @@ def _conditions_section(rules: RuleSet) -> list[str]:
             continue
         if not own and not b.explicit_only and not b.variants:
             continue
-        out.append(f"- `{b.name}`" + (" (selected only when requested: never in automatic selection)"
+        out.append(f"- `{b.name}`" + (" (built by the model code: no request names it, never in automatic selection)"
+                                       if b.model_built else " (selected only when requested: never in automatic selection)"
                                        if b.explicit_only else ""))
         for c in own:
             out.append(f"  - {_check_line(c)}")
