@@ -327,4 +327,3 @@ def test_033_kv_heads_per_gpu_as_vllms_get_num_kv_heads(tmp_path, capsys):
     assert res["startup_error"] == "Unexpected FlashInfer page size 128 without trtllm-gen GQA", res
     code, res = cfg("--gpu", "B200", "--model", llama3, "--block-size", "128")
     assert code == 0 and res["startup_error"] is None
-
