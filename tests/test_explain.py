@@ -473,3 +473,33 @@ def test_a_model_route_opened_by_a_free_fact_is_seen_by_the_conflict_search():
     assert all("head_size" in c for c in exp.conflicts), exp.conflicts
     single = [f for f in exp.fixes if set(f.changes) == {"head_size"}]
     assert single and single[0].selects == "TRITON_ATTN_DIFFKV", exp.fixes
+
+
+@pytest.mark.vllm("0.22")
+def test_a_derived_fact_that_reads_no_field_is_evaluated_by_the_fast_reachability(tmp_path) -> None:
+    """Regression (0.22 draft): a derived fact whose one case has no condition (`rocm_attn_listed = true`) belonged
+    to no field group, so the bitset reachability never evaluated it and the ROCm lists testing it were unreachable:
+    fast reachability said no where the CSP and solve() select ROCM_ATTN, and explain's conflict left out the head
+    size that decides. A constant is now evaluated with the first group's fixed facts."""
+    import shutil
+
+    from attnsolve.rules.sets import info
+    from attnsolve.selection import compiled_rules
+    from attnsolve.solver.reach import goal_reachable, reach_for
+
+    for v in ("0.23", "0.24", "0.25", "0.26", "0.27", "0.28", "0.29", "0.30", "0.31", "0.32", "0.33"):
+        shutil.copytree(info(v).path, tmp_path / f"vllm-{v}")
+    folder = tmp_path / "vllm-0.22"
+    shutil.copytree(info("0.22").path, folder)
+    rocm = folder / "rocm.toml"
+    text = rocm.read_text()
+    start = text.index("[derived.rocm_attn_listed]")
+    end = text.index('name = "ROCm standard, no ROCM_ATTN"\n_remove = true\n') + len(
+        'name = "ROCm standard, no ROCM_ATTN"\n_remove = true\n')
+    rocm.write_text(text[:start] + '[derived.rocm_attn_listed]\ncases = [{ value = true }]\n' + text[end:])
+    with use_rules(folder):
+        facts = base_facts(Config(platform="rocm", dtype="float16", head_size=64), "decode")
+        assert goal_reachable(reach_for(compiled_rules()), facts, None, None)
+        assert csp_solver().find(facts, backend=None) is not None
+        conflict = explain(Config(platform="rocm", dtype="bfloat16", head_size=1, rocm_arch="gfx90a")).conflict
+        assert "head_size" in conflict, conflict

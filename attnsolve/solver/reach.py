@@ -115,6 +115,11 @@ class Reach:
         self.groups = [tuple(g) for g in groups.values()]
         self._group_derived = {g: tuple(d for n, d in self._derived.items() if self._base[n] & set(g))
                                for g in self.groups}
+        # a derived fact that reads no field is a constant: no group's fields decide it, so the first group's fixed
+        # part evaluates it (before, none did, and a list whose condition tests it was never reached)
+        const = tuple(d for n, d in self._derived.items() if not self._base[n])
+        if const and self.groups:
+            self._group_derived[self.groups[0]] = (*const, *self._group_derived[self.groups[0]])
         self._reps = {f: tuple(representatives(rules, f)) for f in fields}
         self._opt_cache: dict[Any, _Parts | None] = {}  # per group and its fields' facts
         self._masked: dict[tuple[tuple[int, ...], int], tuple[int, ...]] = {}  # a part's options as one need sees them
