@@ -39,6 +39,8 @@ TEXT_KEYS = frozenset({
 })
 # A literal part shorter than this is too common to tell anything (", ", "=", "torch.").
 MIN_PART = 12
+# A field vLLM fills in its messages: a %-format conversion or a .format() / f-string field.
+FIELD = r"%[-#0-9.]*[sdrfx]|\{[^{}]*\}"
 # Tables whose texts are attnsolve's words (an invariant's reason explains the configuration space).
 OWN_TABLES = frozenset({"invariants.toml.invariants"})
 # Texts vLLM does not write: Python's own exception texts (an import that fails), vLLM's repr of a reason list, and
@@ -100,7 +102,7 @@ def source_strings(wheel: Path) -> str:
 def _normalised(text: str) -> str:
     """vLLM's %s / %d / {} fields and attnsolve's {field} placeholders become one marker, so a part's words are
     compared, not the way each side fills them in."""
-    text = re.sub(r"%[-#0-9.]*[sdrfx]|\{[^{}]*\}", "\x00", text)
+    text = re.sub(FIELD, "\x00", text)
     # ... and so do the values vLLM interpolates into running text (a backend name, a dtype, a head size): a
     # word with a digit, an underscore or a dot, or an upper-case name
     text = re.sub(r"(?<![\w.])(?:[\w.]*[\d_.][\w.]*|[A-Z][A-Z0-9]+)(?![\w.])", "\x00", text)
@@ -154,7 +156,7 @@ def _composed_in_source(text: str, raw_lines: list[str]) -> bool:
         return True
     key = words[0]
     size = len(filled.replace("\x01", ""))
-    field = re.compile(r"(?:%[-#0-9.]*[sdrfx]|\\\{[^{}]*\\\})")
+    escaped_field = re.compile(r"%[-#0-9.]*[sdrfx]|\\\{[^{}]*\\\}")  # FIELD as re.escape() writes it
     for i, line in enumerate(raw_lines):
         if key not in line:
             continue
@@ -162,9 +164,9 @@ def _composed_in_source(text: str, raw_lines: list[str]) -> bool:
             for end in range(i, min(len(raw_lines), i + 4)):
                 lines = raw_lines[start:end + 1]
                 # the template's own words must make most of the text (a field may not stand for its words)
-                if sum(len(re.sub(r"%[-#0-9.]*[sdrfx]|\{[^{}]*\}", "", x)) for x in lines) < 0.5 * size:
+                if sum(len(re.sub(FIELD, "", x)) for x in lines) < 0.5 * size:
                     continue
-                seg = [field.sub(".+?", re.escape(x)) for x in lines]
+                seg = [escaped_field.sub(".+?", re.escape(x)) for x in lines]
                 # before and after the literal parts: one value-like token, or anything that holds a placeholder
                 if re.fullmatch(r"(?:\S*\s?|.*\x01.*?)" + ".*?".join(seg) + r"(?:\s?\S*|.*?\x01.*)", filled, re.S):
                     return True
