@@ -59,7 +59,7 @@ def test_scheduling_switches_never_change_a_decode(tmp_path, switch):
     """Switches that only reschedule the vector path give outputs equal bit for bit, in float32, float16 and
     bfloat16 and with fp8 caches (run on any CPU; a switch is read once per process, so both settings run in
     children): the prefetch order (ATTNSOLVE_CPU_PREFETCH_SBS: the next tile's K and V side by side during the
-    scores, the default off AMD, or split between the scores and P·V, the default on AMD) only moves loads in
+    scores, or split between the scores and P·V, the default on every CPU since session 34) only moves loads in
     time; four tokens per step in the bf16 scores (ATTNSOLVE_CPU_QUAD, on by default) does each score's
     products in the same order as two tokens per step; the float32 outer-product scores (ATTNSOLVE_CPU_OUTER, on
     by default from 16 query heads per KV head) sum each score's products in the dot-product pairs' order."""

@@ -7,9 +7,6 @@
 #include <vector>
 #include <algorithm>
 #include <omp.h>
-#if defined(__x86_64__) || defined(__i386__)
-#include <cpuid.h>
-#endif
 #include <cstdlib>
 #include "cpu_common.h"
 #if defined(__F16C__)
@@ -1291,21 +1288,13 @@ extern "C" int attnsolve_gather_kv(
 // 1.17x at GQA 8 head 64 on the AMX Xeon (sessions before 28) but 0.70 to 0.94x on the AMD Zen 4 VM (cache
 // evicted before each call, two threads, the two orders alternating in the same rounds: bf16 b1 32/8 d128 16k 71
 // -> 83% of the read rate with the split order, fp32 GQA 8 head 64 47 -> 62%): there the scores outrun the memory
-// while the P . V phase issues no prefetch at all.  Default: off on AMD, on elsewhere;
-// ATTNSOLVE_CPU_PREFETCH_SBS=0/1 decides it (for comparisons).
+// while the P . V phase issues no prefetch at all.  On the AMX Xeon measured again in session 34 (prefetches in the
+// binary, whole decode table twice per order, orders alternating by process): the split order gained fp16 6 to 10
+// points of the read rate at heads 128 and 256 (b1 16k 62-63 -> 71-72%), fp8 and bf16 0 to 5, others level; so it
+// is the default on every CPU.  ATTNSOLVE_CPU_PREFETCH_SBS=1 takes the side-by-side order (for comparisons).
 static int sbs_permitted() {
   static int ok = -1;
-  if (ok < 0) {
-    const char* e = std::getenv("ATTNSOLVE_CPU_PREFETCH_SBS");
-    if (e && *e) ok = env_off("ATTNSOLVE_CPU_PREFETCH_SBS") ? 0 : 1;
-    else {
-      ok = 1;
-#if defined(__x86_64__) || defined(__i386__)
-      unsigned a = 0, b = 0, c = 0, d = 0;
-      if (__get_cpuid(0, &a, &b, &c, &d) && b == 0x68747541u && d == 0x69746e65u && c == 0x444d4163u) ok = 0;  // "AuthenticAMD"
-#endif
-    }
-  }
+  if (ok < 0) ok = env_on("ATTNSOLVE_CPU_PREFETCH_SBS") ? 1 : 0;
   return ok;
 }
 
@@ -1686,10 +1675,10 @@ extern "C" int attnsolve_paged_decode(
         // where a token row (all KV heads) is at most 2 KiB; one cache read at a time otherwise (this tile's V
         // during the scores, the next tile's K during P . V).  Cache evicted before each call, two threads:
         // GQA 8 head 64 1.10 to 1.17x (fp32, fp16, bf16 without AMX), fp16 at heads 128/256 1.04 to 1.05x,
-        // fp32 with 4 KiB rows 0.96 to 0.98x (hence the bound).  Those figures are the AMX Xeon's; on the Zen 4 VM
-        // of 6 Dec 2026 the side-by-side order lost everywhere (sbs_permitted: off on AMD), measured again once the
-        // prefetches were emitted at all (prefetch_l2, session 31): GQA 8 head 64 fp32 0.68x, fp16 0.86 to 0.97x,
-        // bf16 1.03x; fp16 b8 head 128 0.85x
+        // fp32 with 4 KiB rows 0.96 to 0.98x (hence the bound).  Those figures are the AMX Xeon's from before the
+        // prefetches were emitted at all (prefetch_l2, session 31); with them the side-by-side order lost on the Zen 4
+        // VM (GQA 8 head 64 fp32 0.68x, fp16 0.86 to 0.97x, bf16 1.03x; fp16 b8 head 128 0.85x) and on the Xeon
+        // (session 34: fp16 6 to 10 points of the read rate behind), so it is off by default (sbs_permitted)
         const bool sbs_rows = X.prefetch && sbs_permitted() && (int64_t)Hkv * D * ce <= 2048;
         // rows of positions pos .. pos + n - 1 (one block-table lookup per block, no division per token)
         auto rows = [&](const void* base, int64_t s0, int64_t s1, int pos, int n, const char** out) {

@@ -15,6 +15,11 @@ static inline bool env_off(const char* name) {
   const char* e = std::getenv(name);
   return e && (e[0] == '0' || e[0] == 'n' || e[0] == 'N' || e[0] == 'f' || e[0] == 'F');
 }
+// Whether it says "on" (set, and not off): the switches whose default is off.
+static inline bool env_on(const char* name) {
+  const char* e = std::getenv(name);
+  return e && e[0] && !env_off(name);
+}
 
 // A prefetch into L2 (prefetcht1) that the compiler keeps.  GCC 12 (-O3, Zen 4 host) deleted _mm_prefetch in
 // most of the decode tile's instantiations: the scores' prefetch of the tile's V rows existed in the source and in
