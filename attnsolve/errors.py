@@ -44,13 +44,16 @@ def closest(value: Any, options: Iterable[Any]) -> str | None:
 class ConfigError(ValueError):
     """A configuration field is unknown, of the wrong type, outside its domain, or inconsistent.
 
-    Attributes: field, value, accepted (tuple of accepted values or a description), suggestion.
+    Attributes: field, value, accepted (tuple of accepted values or a description), suggestion, and vllm_text:
+    vLLM's own refusal where vLLM refuses the value too (an unknown MLA prefill name, 0.21's removed cuDNN prefill
+    switch), the start of the message; None where only attnsolve's checks refuse it.
     """
 
     def __init__(self, field: str, value: Any, accepted: Sequence[Any] | str, *, suggestion: str | None = None,
-                 message: str | None = None):
+                 message: str | None = None, vllm_text: str | None = None):
         self.field = field
         self.value = value
+        self.vllm_text = vllm_text
         self.accepted = accepted if isinstance(accepted, str) else tuple(accepted)
         self.suggestion = suggestion
         if message is None:

@@ -105,8 +105,12 @@ def check_clauses(plan: Plan, values: Mapping[str, Any],
                 first = named[0]
                 others = ", ".join(f"{f}={_shown(values[f])!r}" for f in check.fields if f != first)
                 need = f"{check.require.field} {check.require.pred.describe(check.require.field)}"
-                raise ConfigError(first, values[first], f"a value consistent with {others} (needs {need})", message=(
-                    f"Invalid {first}: {_shown(values[first])!r} with {others}: {inv.reason} (needs {need})."))
+                if inv.message:  # vLLM's own words first, then which fields decided it
+                    text = f"{inv.message} (field {first}, value {_shown(values[first])!r} with {others}; needs {need})"
+                else:
+                    text = f"Invalid {first}: {_shown(values[first])!r} with {others}: {inv.reason} (needs {need})."
+                raise ConfigError(first, values[first], f"a value consistent with {others} (needs {need})", message=text,
+                                  vllm_text=inv.message or None)
 
 
 def apply_definitions(plan: Plan, values: Mapping[str, Any], given: frozenset[str]) -> dict[str, Any]:

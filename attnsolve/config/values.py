@@ -62,7 +62,7 @@ def parse_declared(decl: Any, value: Any, rules: Any) -> Any:
                                                     values=", ".join(map(str, e.accepted)))
             hint = f"; did you mean {e.suggestion!r}?" if e.suggestion else ""
             raise ConfigError(name, value, e.accepted, suggestion=e.suggestion,
-                              message=f"{vllm_text} (field {name}, value {value!r}{hint})") from None
+                              message=f"{vllm_text} (field {name}, value {value!r}{hint})", vllm_text=vllm_text) from None
     raise ConfigError(name, value, f"a field of kind {decl.kind} is built into Config, not declared by rules")
 
 

@@ -65,7 +65,7 @@ def _field_decls(raw: dict[str, tuple[str, dict]], domains: dict[str, tuple[Any,
             col.add(fname, f"fields.{name}.model_keys", str(e))
             continue
         try:
-            defaults = _field_defaults(name, d.get("defaults", []), known, domains)
+            defaults = _field_defaults(name, d.get("defaults", []), known, domains, may_stay_unset=default is None)
         except ValueError as e:
             col.add(fname, f"fields.{name}.defaults", str(e))
             continue
@@ -130,8 +130,11 @@ def _model_keys(kind: str, raw: Any) -> tuple[ModelKey, ...]:
     return tuple(out)
 
 
-def _field_defaults(name: str, raw: Any, known: set[str], domains: dict[str, tuple[Any, ...]]) -> tuple[DerivedCase, ...]:
-    """`defaults = [{ when, value }, ..., { value }]`: first match; the last case has no `when`."""
+def _field_defaults(name: str, raw: Any, known: set[str], domains: dict[str, tuple[Any, ...]],
+                    may_stay_unset: bool = False) -> tuple[DerivedCase, ...]:
+    """`defaults = [{ when, value }, ..., { value }]`: first match; the last case has no `when`, except for a field
+    without a `default`, which stays unset where no case holds (0.21's mla_prefill_backend: the deprecated switches
+    name a prefill backend, nothing else does)."""
     cases = []
     for i, c in enumerate(_list(raw)):
         if not isinstance(c, dict) or set(c) - schema.keys("field_default") or "value" not in c:
@@ -142,6 +145,6 @@ def _field_defaults(name: str, raw: Any, known: set[str], domains: dict[str, tup
         if name in domains and c["value"] not in domains[name]:
             raise ValueError(f"case #{i + 1}: {c['value']!r} not in its values {list(domains[name])}")
         cases.append(DerivedCase(when, c["value"]))
-    if cases and cases[-1].when:
+    if cases and cases[-1].when and not may_stay_unset:
         raise ValueError("the last case must have no 'when' (the value otherwise)")
     return tuple(cases)

@@ -76,10 +76,14 @@ def _invariants(raw: list[tuple[str, Any]], known: set[str], domains: dict[str, 
         if extra:
             col.add(fname, loc, f"a clause takes no {', '.join(extra)}")
             continue
+        message = g.get("message", "")
+        if not isinstance(message, str):
+            col.add(fname, f"{loc}.message", "vLLM's refusal, a string")
+            continue
         try:
             checks = tuple(_lower_check(reason, g.get("when", {}), g["require"], known, "invariant", i + 1, False))
         except ValueError as e:
             col.add(fname, loc, str(e))
             continue
-        out.append(Invariant(key=key, reason=reason, checks=checks))
+        out.append(Invariant(key=key, reason=reason, checks=checks, message=message))
     return tuple(out)

@@ -808,12 +808,14 @@ class Invariant:
     - a definition (`field` + `equals`): the bool `field` is true exactly when the `equals` literal over
       another field holds (vLLM's use_dcp is decode_context_parallel_size > 1); given alone, either side
       implies the other, given both, they must agree.
-    `reason` says why, in the error and the docs.
+    `reason` says why, in the error and the docs; `message` is vLLM's own refusal where vLLM refuses the
+    configuration itself (0.21's removed cuDNN prefill switch), put first in the ConfigError.
     """
 
     key: str
     reason: str
     field: str = ""
+    message: str = ""
     platforms: tuple[str, ...] = ()
     required: bool = False
     default: Any = None

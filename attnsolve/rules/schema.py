@@ -74,7 +74,7 @@ KEYS: dict[str, dict[str, str]] = {
     # a platform invariant: a platform field (field, platforms, unset = "required" or the value assumed on
     # its platforms, implies_platform), a clause (when / require) or a definition (field = a bool, equals: a
     # literal over another field); reason: why (model.Invariant)
-    "invariant": {"key": STR, "reason": "reason", "field": STR, "platforms": STR_LIST, "unset": SCALAR,
+    "invariant": {"key": STR, "reason": "reason", "message": "reason", "field": STR, "platforms": STR_LIST, "unset": SCALAR,
                   "implies_platform": BOOL, "when": LITERALS, "require": LITERALS, "equals": LITERALS},
     # combination_reasons: "all" (every failing backend check is a reason) or "first" (vLLM >= 0.18's
     # supports_combination returns one string: only the first failing one)

@@ -89,7 +89,8 @@ def answer(cfg: Mapping[str, Any], mode: str, version: str | None = None) -> dic
             config = config.replace(dtype_explicit=True)  # vLLM's worker checks the dtype it is given
     except ConfigError as e:
         kind = "unknown_backend" if e.field == "backend" else "config_error"
-        return {"ok": False, "kind": kind, "error": str(e), "field": e.field}
+        # vLLM's own refusal where the rules know it (ConfigError.vllm_text), else attnsolve's whole text
+        return {"ok": False, "kind": kind, "error": e.vllm_text or str(e), "field": e.field}
     role = ROLE_OF_MODE[mode]
     try:
         s = _select(config, role=role) if role else _select(config)

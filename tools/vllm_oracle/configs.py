@@ -52,6 +52,9 @@ class Domains:
     rocm_prefill_requests: tuple[str, ...] = ()
     # ROCm archs where the harness venv has a FlashAttention varlen function (AITER's; versions.toml)
     rocm_fa_from_aiter: tuple[str, ...] = ("gfx1250",)
+    # the deprecated MLA prefill switches a release with the prefill registry still takes (0.21: AttentionConfig
+    # migrates them onto mla_prefill_backend, or refuses use_cudnn_prefill); empty elsewhere
+    switches: tuple[str, ...] = ()
 
     def values_of(self, field: str) -> tuple[Any, ...]:
         return dict(self.valued).get(field, ())
@@ -78,6 +81,7 @@ class Domains:
                                 and not getattr(be, "requested_as", None)
                                 and not getattr(be, "model_built", False)))
         requests = _prefill_requests(rules, version)
+        switches = tuple(f for f in PREFILL_SWITCHES if f in rules.fields) if requests else ()
         aiter = ("ROCM_AITER_FA",) if accepts("mla_prefill_backend", "ROCM_AITER_FA", version) else ()
         return cls(dtypes=tuple(d["dtype"]), kv_cache_dtypes=tuple(d["kv_cache_dtype"]),
                    block_sizes=tuple(d["block_size"]), attn_types=tuple(d["attn_type"]),
@@ -85,7 +89,8 @@ class Domains:
                    ccs=ordered, grid_ccs=grid, backends=backends,
                    platforms=tuple(p for p in PLATFORMS if p in d.get("platform", ("cuda", "rocm", "cpu"))),
                    inputs=tuple(f for f in SELECTOR_INPUTS if accepts(f, True, version)),
-                   valued=_valued(rules, version), prefill_requests=requests, rocm_prefill_requests=requests + aiter)
+                   valued=_valued(rules, version), prefill_requests=requests, rocm_prefill_requests=requests + aiter,
+                   switches=switches)
 
 
 def _prefill_requests(rules: Any, version: str | None) -> tuple[str, ...]:
@@ -216,6 +221,7 @@ def grid_startup(D: Domains) -> Iterator[dict[str, Any]]:
 # vLLM 0.33's MLA prefill registry: FlashAttention's layouts (prefill/flash_attn.py) and one it refuses.
 # Its NoPE layout (256, 0, 256) is left out: attnsolve's Config takes no qk_rope_head_dim of 0 yet.
 PREFILL_DIMS = ((128, 64, 128), (192, 64, 256), (64, 64, 128), (128, 64, 64))
+PREFILL_SWITCHES = ("use_trtllm_ragged_deepseek_prefill", "disable_flashinfer_prefill", "use_cudnn_prefill")
 
 
 def _prefill_registry(D: Domains, cc: str, dims: Any, dtype: str, sparse: bool, kv: str, request: Any,
@@ -245,6 +251,12 @@ def grid_mla_prefill(D: Domains) -> Iterator[dict[str, Any]]:
                 ccs, (None,) + PREFILL_DIMS, ("bfloat16", "float16"), (False, True), ("auto", "fp8"),
                 (None,) + D.prefill_requests, (None,) + D.flash_attn_versions):
             yield _prefill_registry(D, cc, dims, dt, sp, kv, req, fav)
+        # the deprecated switches (0.21), alone and in pairs, with and without a prefill request
+        for on in [(f,) for f in D.switches] + list(itertools.combinations(D.switches, 2)):
+            for cc, req in itertools.product(("9.0", "10.0"), (None, "FLASHINFER", "TRTLLM_RAGGED")):
+                if req is None or req in D.prefill_requests:
+                    yield {**_prefill_registry(D, cc, PREFILL_DIMS[0], "bfloat16", False, "auto", req, None),
+                           **{f: True for f in on}}
         return
     for cc, dims, fav_ok, trt, dis, cud, tav, fav in itertools.product(
             ccs, (None,) + MLA_DIMS, (True, False), (True, False), (False, True), (False, True), (True, False),
@@ -314,6 +326,9 @@ def grid_xpu(D: Domains) -> Iterator[dict[str, Any]]:
 
 def _draw_inputs(D: Domains, rng: random.Random, d: dict[str, Any], p: float = 0.08) -> dict[str, Any]:
     for field in D.inputs:
+        if rng.random() < p:
+            d[field] = True
+    for field in D.switches:
         if rng.random() < p:
             d[field] = True
     if d.get("use_rswa") and d.get("use_mla") and d.get("qk_nope_head_dim") is None:

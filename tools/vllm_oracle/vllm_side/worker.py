@@ -298,7 +298,10 @@ class Oracle:
         S, E = self.S, self.E
         if cfg.get("backend") and cfg["backend"].upper() not in E.__members__:
             return {"ok": False, "kind": "unknown_backend", "error": f"Unknown attention backend: '{cfg['backend'].upper()}'"}
-        vc = self._vllm_config(cfg, mode)
+        try:
+            vc = self._vllm_config(cfg, mode)
+        except ValueError as e:  # vLLM refuses the configuration itself (0.21's removed cuDNN prefill switch)
+            return {"ok": False, "kind": "config_error", "error": _validation_text(e)}
         warnings.clear()  # only what the start-up hook and the selector log counts
         block = cfg.get("block_size")
         self._set_block_size(vc, block)
@@ -685,6 +688,20 @@ def run_batch(oracle: Oracle, lines: list[str]) -> list[dict[str, Any]]:
         r["id"] = item["id"]
         results.append(r)
     return results
+
+
+def _validation_text(e: ValueError) -> str:
+    """vLLM's own refusal inside pydantic's ValidationError (its config dataclasses validate with pydantic, which
+    wraps the ValueError a __post_init__ raises in "1 validation error for AttentionConfig ..."), else the text."""
+    errors = getattr(e, "errors", None)
+    if callable(errors):
+        try:
+            first = errors()[0]
+        except Exception:  # noqa: BLE001 - not pydantic's: the text as it is
+            return str(e)
+        inner = (first.get("ctx") or {}).get("error")
+        return str(inner) if inner is not None else str(first.get("msg", e))
+    return str(e)
 
 
 def main(argv: list[str] | None = None) -> int:
