@@ -241,7 +241,25 @@ def config_kwargs(draw: Any, rules: RuleSet | None = None, *, platform: Any = No
         kw["backend"] = draw(st.sampled_from(requests(rules)))
     else:
         kw["backend"] = draw(st.one_of(st.none(), st.none(), st.sampled_from(requests(rules))))
+    _satisfy_clauses(kw, rules)
     return kw
+
+
+def _satisfy_clauses(kw: dict[str, Any], rules: RuleSet) -> None:
+    """A clause invariant over Config's fields alone (0.21's removed cuDNN prefill switch: vLLM refuses it unless a
+    prefill backend is named) refuses some draws: the field the refusal names goes back to its default."""
+    fields = set(FIELD_NAMES) | set(rules.fields)
+    clauses = [inv for inv in getattr(rules, "invariants", ()) if inv.checks and all(
+        lit.field in fields for c in inv.checks for lit in (*c.when, c.require))]
+    if not clauses:
+        return
+    try:
+        Config(**kw, vllm=rules.vllm)
+    except ConfigError as e:
+        if not any(e.field in (lit.field for c in inv.checks for lit in (*c.when, c.require)) for inv in clauses):
+            raise
+        decl = rules.fields.get(e.field)
+        kw[e.field] = decl.default if decl is not None else DEFAULTS.get(e.field)
 
 
 @st.composite

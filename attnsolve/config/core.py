@@ -176,7 +176,9 @@ class Config(metaclass=_ConfigMeta):
     def _extra_value(self, name: str, given: Mapping[str, Any], gpu_facts: Mapping[str, Any], rules: Any,
                      inv: Any) -> Any:
         decl = rules.fields[name]
-        if name in given or name in gpu_facts:  # a GPU entry may carry a declared hardware fact
+        if (name in given and not (given[name] is None and decl.defaults)) or name in gpu_facts:
+            # given (None is "not given" for a field with `defaults` cases, as head_size=None is), or a GPU entry's
+            # declared hardware fact
             raw = given.get(name, gpu_facts.get(name))
         else:  # its declared default, which may depend on the other fields (`defaults` cases)
             raw = decl.unset_value({**self.__dict__, **given}, ANY) if decl.defaults else decl.default
@@ -261,9 +263,13 @@ class Config(metaclass=_ConfigMeta):
     def to_dict(self, *, only_changed: bool = False) -> dict[str, Any]:
         """JSON-ready fields, in the form Config accepts back (`Config(**c.to_dict())` round-trips)."""
         out: dict[str, Any] = {}
+        # a common field's default is the release's where its rules declare another (0.21's
+        # use_trtllm_ragged_deepseek_prefill is false; Config's own default is 0.17's true)
+        release = dict(_release_plan(rules_for(self.vllm))[0]) if only_changed else {}
         for f in FIELD_NAMES:
             v = getattr(self, f)
-            if only_changed and f not in ("platform", "dtype") and v == _DEFAULTS.get(f, object()) and v is not ANY:
+            if only_changed and f not in ("platform", "dtype") and v == release.get(f, _DEFAULTS.get(f, object())) \
+                    and v is not ANY:
                 continue
             out[f] = "ANY" if v is ANY else (format_cc(v) if f == "compute_capability" and v is not None else v)
         declared = rules_for(self.vllm).fields if self._extra else {}

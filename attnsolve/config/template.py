@@ -139,8 +139,20 @@ def _judge(rules: RuleSet) -> bool:
         return False
     if any(not _NUMERIC.isdisjoint(check.fields) for _, check in inv.clauses):
         return False
-    if any(decl.defaults for name, decl in rules.fields.items() if name not in _COMMON):
-        return False  # a declared field's default may read a numeric one
+    # a declared field whose default reads a numeric field, directly or through another default (0.21's
+    # mla_prefill_backend reads two bool switches only: templates stay)
+    reads = {name: {lit.field for case in decl.defaults for lit in case.when}
+             for name, decl in rules.fields.items() if decl.defaults}
+    tainted = set(_NUMERIC)
+    grew = True
+    while grew:
+        grew = False
+        for name, read in reads.items():
+            if name not in tainted and not read.isdisjoint(tainted):
+                tainted.add(name)
+                grew = True
+    if any(name in tainted for name in reads if name not in _COMMON):
+        return False
     for name, decl in _conditional_defaults(rules):
         if name in _NUMERIC:
             read = {lit.field for case in decl.defaults for lit in case.when}

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import schema
+from ._fields import CONFIG_FIELDS
 from .conditions import _literals
 from .model import _NO_EQ, FIELD_CATEGORIES, FIELD_KINDS, DerivedCase, FieldDecl, ModelKey
 from .problems import _Collector
@@ -65,7 +66,8 @@ def _field_decls(raw: dict[str, tuple[str, dict]], domains: dict[str, tuple[Any,
             col.add(fname, f"fields.{name}.model_keys", str(e))
             continue
         try:
-            defaults = _field_defaults(name, d.get("defaults", []), known, domains, may_stay_unset=default is None)
+            defaults = _field_defaults(name, d.get("defaults", []), known, domains,
+                                       may_stay_unset=default is None and name not in CONFIG_FIELDS)
         except ValueError as e:
             col.add(fname, f"fields.{name}.defaults", str(e))
             continue
@@ -132,9 +134,9 @@ def _model_keys(kind: str, raw: Any) -> tuple[ModelKey, ...]:
 
 def _field_defaults(name: str, raw: Any, known: set[str], domains: dict[str, tuple[Any, ...]],
                     may_stay_unset: bool = False) -> tuple[DerivedCase, ...]:
-    """`defaults = [{ when, value }, ..., { value }]`: first match; the last case has no `when`, except for a field
-    without a `default`, which stays unset where no case holds (0.21's mla_prefill_backend: the deprecated switches
-    name a prefill backend, nothing else does)."""
+    """`defaults = [{ when, value }, ..., { value }]`: first match; the last case has no `when`, except for a field a
+    release declares beyond Config's own and without a `default`, which stays unset where no case holds (0.21's
+    mla_prefill_backend: the deprecated switches name a prefill backend, nothing else does)."""
     cases = []
     for i, c in enumerate(_list(raw)):
         if not isinstance(c, dict) or set(c) - schema.keys("field_default") or "value" not in c:
