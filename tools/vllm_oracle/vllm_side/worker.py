@@ -204,8 +204,10 @@ class Oracle:
                 if k == "use_prefill_decode_attention" and not cfg[k]:
                     continue
                 att[k] = int(cfg[k]) if k == "flash_attn_version" else bool(cfg[k])
-        if mode == "mla_prefill" and cfg.get("mla_prefill_backend") and "mla_prefill_backend" in fields:
-            att["mla_prefill_backend"] = cfg["mla_prefill_backend"]  # vLLM parses the registry name
+        if cfg.get("mla_prefill_backend") and "mla_prefill_backend" in fields:
+            # vLLM parses the registry name; one VllmConfig serves the layer's decode selection and its prefill
+            # (0.21's AttentionConfig reads it before refusing its deprecated cuDNN prefill switch)
+            att["mla_prefill_backend"] = cfg["mla_prefill_backend"]
         vc = C.VllmConfig(attention_config=C.AttentionConfig(**att))
         self._run_cache_dtype(vc, cfg)
         model = model_facts(cfg)
