@@ -260,6 +260,21 @@ def test_known_differences_file_loads_and_matches(tmp_path: Path) -> None:
         load_known(both)
 
 
+def test_warning_lines_of_two_known_classes_are_known_line_by_line() -> None:
+    """A configuration that meets two known warnings classes lists both lines in one signature (found with 0.21: a
+    deprecated prefill switch's line beside a layer's prefix-caching line); each line alone is known, so the pair is,
+    and a line no entry accepts keeps the pair unexplained."""
+    from tools.vllm_oracle.known import explain
+    known = (Known("a", ("warnings",), r"attnsolve-only=\['line a'\]$", "why"),
+             Known("b", ("warnings",), r"attnsolve-only=\['line b'\]$", "why", versions=("0.21",)))
+    pair = "warnings vllm-only=[] attnsolve-only=['line a', 'line b']"
+    assert explain(known, "warnings", pair, "0.21.0", "cuda", "selector").id == "a"
+    assert explain(known, "warnings", pair, "0.22.0", "cuda", "selector") is None  # b is 0.21's only
+    assert explain(known, "warnings", "warnings vllm-only=[] attnsolve-only=['line a', 'line c']", "0.21.0", "cuda",
+                   "selector") is None
+    assert explain(known, "message", pair, "0.21.0", "cuda", "selector") is None
+
+
 # -- report and CLI ----------------------------------------------------------------------------
 def test_report_counts_and_files(tmp_path: Path) -> None:
     items = generate(D, n_random=0, sample=30, platforms=("cuda",), modes=("selector",))
