@@ -94,3 +94,7 @@ def test_021_refuses_the_removed_cudnn_prefill_switch():
         assert str(err.value).startswith(text)
     assert _answer(role="mla_prefill", vllm="0.21", use_cudnn_prefill=True, mla_prefill_backend="FLASHINFER",
                    **MLA)[0] == "FLASHINFER_PREFILL"
+    # a given name wins even where a deprecated switch names the same one (the method returns before any switch;
+    # found by the harness's pairs of switches and requests)
+    assert _answer(role="mla_prefill", vllm="0.21", use_cudnn_prefill=True, use_trtllm_ragged_deepseek_prefill=True,
+                   mla_prefill_backend="TRTLLM_RAGGED", **MLA)[0] == "TRTLLM_RAGGED_PREFILL"

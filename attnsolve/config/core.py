@@ -93,7 +93,14 @@ class _ConfigMeta(type):
             if changes:
                 obj._amend(changes)
         if inv.clauses:
-            check_clauses(inv, {**obj.__dict__, **dict(obj._extra)})
+            values = {**obj.__dict__, **dict(obj._extra)}
+            # a clause judges what was given: a declared field its `defaults` cases filled counts as unset there
+            # (0.21's AttentionConfig refuses the cuDNN prefill switch before the deprecated switches fill
+            # mla_prefill_backend, so a name given beside the switch that names it is not the switch's)
+            for name in _filled_by_defaults(rules):
+                if name not in extras or extras[name] is None:
+                    values[name] = None
+            check_clauses(inv, values)
         d["_partial"] = ANY in _FIELD_VALUES(d) or any(v is ANY for _, v in obj._extra)
         d["_facts"] = facts_layout(d, obj._extra, FIELD_NAMES, _FIELD_VALUES)  # solver.facts.base_facts copies it
         if shape is not None:
@@ -355,6 +362,17 @@ def _release_plan(rules: Any) -> tuple[tuple[tuple[str, Any], ...], bool]:
                          if n in _DEFAULTS and d.default != _DEFAULTS[n] and d.kind != "enum")
         hit = _PLANS[id(rules)] = (rules, defaults, any(n not in _DEFAULTS for n in declared))
     return hit[1], hit[2]
+
+
+_FILLED: dict[int, tuple[Any, tuple[str, ...]]] = {}
+
+
+def _filled_by_defaults(rules: Any) -> tuple[str, ...]:
+    """Per rule set, once: the fields it declares beyond Config's own whose unset value comes from `defaults` cases."""
+    hit = _FILLED.get(id(rules))
+    if hit is None or hit[0] is not rules:
+        hit = _FILLED[id(rules)] = (rules, tuple(n for n, d in rules.fields.items() if d.defaults and n not in _DEFAULTS))
+    return hit[1]
 
 
 _EXTRAS: dict[int, tuple[Any, tuple[tuple[tuple[str, Any], ...], dict[str, int], tuple[str, ...]]]] = {}
