@@ -261,6 +261,27 @@ defaults = [{ when = { use_mla = true }, value = 2 }, { value = 1 }]
         assert Config(gpu="H100", dtype="bf16", use_mla=True, pages_per_block=4).pages_per_block == 4
 
 
+
+def test_a_declared_field_without_default_may_stay_unset(tmp_path):
+    """A field a rule set adds beyond Config's own, with no `default`, may end its `defaults` with a condition: where
+    none holds it stays unset (vLLM 0.21's mla_prefill_backend, named by deprecated switches or by nothing); None given
+    counts as not given. A common field keeps the rule (the malformed-default test above)."""
+    extra = '''
+[fields.pages_hint]
+kind = "int"
+min = 1
+category = "setting"
+flags = ["--pages-hint"]
+help = "made up"
+defaults = [{ when = { use_mla = true }, value = 2 }]
+'''
+    with use_rules(_copy(tmp_path, extra=extra)):
+        assert Config(gpu="H100", dtype="bf16").pages_hint is None
+        assert Config(gpu="H100", dtype="bf16", use_mla=True).pages_hint == 2
+        assert Config(gpu="H100", dtype="bf16", use_mla=True, pages_hint=None).pages_hint == 2
+        assert Config(gpu="H100", dtype="bf16", use_mla=True, pages_hint=4).pages_hint == 4
+
+
 ROLE_INVARIANT = '''[[invariants]]
 key = "mla_prefill_needs_mla"
 when = { role = "mla_prefill" }
