@@ -328,8 +328,8 @@ def _draw_inputs(D: Domains, rng: random.Random, d: dict[str, Any], p: float = 0
     for field in D.inputs:
         if rng.random() < p:
             d[field] = True
-    for field in D.switches:
-        if rng.random() < p:
+    for field in D.switches:  # rarer: use_cudnn_prefill makes the whole configuration a refusal
+        if rng.random() < p / 4:
             d[field] = True
     if d.get("use_rswa") and d.get("use_mla") and d.get("qk_nope_head_dim") is None:
         # use_rswa is a model fact (model_config.rswa_window): it needs a model config, and an MLA
