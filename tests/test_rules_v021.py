@@ -98,3 +98,20 @@ def test_021_refuses_the_removed_cudnn_prefill_switch():
     # found by the harness's pairs of switches and requests)
     assert _answer(role="mla_prefill", vllm="0.21", use_cudnn_prefill=True, use_trtllm_ragged_deepseek_prefill=True,
                    mla_prefill_backend="TRTLLM_RAGGED", **MLA)[0] == "TRTLLM_RAGGED_PREFILL"
+
+
+def test_021_sweep_tells_the_deprecated_switches_apart():
+    """Regression (0.21): no backend check reads the deprecated switches, only mla_prefill_backend's defaults do, so the
+    sweep's value classes kept one value of each and a sweep with them free listed no row with a switch on; each row
+    must also be solve()'s answer (a row whose switch fills the prefill name counts it as not given)."""
+    from attnsolve import ANY, sweep
+    free = dict(use_trtllm_ragged_deepseek_prefill=ANY, disable_flashinfer_prefill=ANY, mla_prefill_backend=ANY,
+                use_cudnn_prefill=ANY)
+    s = sweep(Config(vllm="0.21", **MLA, **free), role="mla_prefill")
+    rows = list(s)
+    assert {a["use_trtllm_ragged_deepseek_prefill"] for a, _ in rows} == {False, True}
+    assert {a["disable_flashinfer_prefill"] for a, _ in rows} == {False, True}
+    assert any(a["use_cudnn_prefill"] for a, _ in rows)
+    assert not any(a["use_cudnn_prefill"] and a["mla_prefill_backend"] is None for a, _ in rows)  # vLLM refuses those
+    for a, b in rows:
+        assert _answer(role="mla_prefill", vllm="0.21", **{**MLA, **a})[0] == b, a

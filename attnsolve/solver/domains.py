@@ -67,6 +67,10 @@ def _field_preds(rules: RuleSet) -> dict[str, tuple[Pred, ...]]:
     for cond in _step_conditions(rules):
         for lit in cond:
             add(lit)
+    for decl in rules.fields.values():  # a field's unset value read off others (0.21's deprecated switches name the
+        for case in decl.defaults:      # MLA prefill backend): those values are told apart too
+            for lit in case.when:
+                add(lit)
     for inv in rules.invariants:  # a definition (use_dcp is dcp_size > 1) tells its values apart even where no
         if inv.equals is not None:  # backend reads the field (vLLM 0.24 reads no dcp_size)
             add(inv.equals)
