@@ -25,6 +25,9 @@ def _valid_fields(rules: Any, ufields: list[str]) -> tuple[str, ...]:
         read |= set(scoped) | {"platform"}
     for name in loc & scoped.keys():
         read |= {name, "platform"}
+    for name, fills in _filled(rules).items():
+        if name in loc:
+            read |= {name, *fills}
     if any(inv.kind == "platform_field" and inv.default is not None for inv in rules.invariants):
         read.add("platform")  # normalise: a value Config fills in from the platform
     return tuple(f for f in ufields if f in read)
@@ -33,7 +36,16 @@ def _valid_fields(rules: Any, ufields: list[str]) -> tuple[str, ...]:
 def _pairs(rules: Any) -> list[tuple[str, ...]]:
     """Fields an invariant ties together (enumerated in one unit so the invariant can be judged); a declared
     field scoped to some platforms (cpu_amx) is tied to the platform, whose value decides whether it may be set."""
-    return [*(inv.fields for inv in rules.invariants), *((name, "platform") for name in _scoped(rules))]
+    return [*(inv.fields for inv in rules.invariants), *((name, "platform") for name in _scoped(rules)),
+            *((name, *fills) for name, fills in _filled(rules).items())]
+
+
+def _filled(rules: Any) -> dict[str, tuple[str, ...]]:
+    """The rule-declared fields (not the common ones) whose unset value `defaults` cases read off other fields, with
+    those fields (0.21's mla_prefill_backend, filled by the deprecated prefill switches): tied into one unit, where the
+    field left None while a case fills it is the filled row again."""
+    return {name: tuple(dict.fromkeys(lit.field for case in decl.defaults for lit in case.when))
+            for name, decl in rules.fields.items() if decl.defaults and name not in FIELD_NAMES}
 
 
 def _scoped(rules: Any) -> dict[str, Any]:
@@ -61,6 +73,11 @@ def _valid(rules: Any, facts: dict[str, Any], local: Iterable[str], free: Iterab
             if v is None and on and (inv.required or (inv.default is not None and inv.field in free)):
                 return False
         elif any(c.fires(facts) for c in inv.checks if all(f in facts for f in c.fields)):
+            return False
+    free_ = set(free)
+    for name, fills in _filled(rules).items():  # None where a case fills it: Config takes the filled value
+        if name in loc and name in free_ and facts.get(name) is None and all(f in facts for f in fills) \
+                and rules.fields[name].unset_value(facts) is not None:
             return False
     scoped = _scoped(rules)
     for name in (scoped if "platform" in loc else loc & scoped.keys()):  # set off its platforms: Config refuses it
