@@ -44,8 +44,7 @@ def _filled(rules: Any) -> dict[str, tuple[str, ...]]:
     """The rule-declared fields (not the common ones) whose unset value `defaults` cases read off other fields, with
     those fields (0.21's mla_prefill_backend, filled by the deprecated prefill switches): tied into one unit, where the
     field left None while a case fills it is the filled row again."""
-    return {name: tuple(dict.fromkeys(lit.field for case in decl.defaults for lit in case.when))
-            for name, decl in rules.fields.items() if decl.defaults and name not in FIELD_NAMES}
+    return {name: decl.default_reads for name, decl in rules.fields.items() if decl.defaults and name not in FIELD_NAMES}
 
 
 def _scoped(rules: Any) -> dict[str, Any]:

@@ -116,8 +116,7 @@ def _duplicate(combo: dict[str, Any], config: Config) -> bool:
     from attnsolve.rules import rules_for
     for name, decl in rules_for(config.vllm).fields.items():
         if name in combo and combo[name] is None and decl.defaults and name not in FIELD_NAMES:
-            reads = {lit.field for case in decl.defaults for lit in case.when}
-            if decl.unset_value({**{f: getattr(config, f) for f in reads}, **combo}) is not None:
+            if decl.unset_value({**{f: getattr(config, f) for f in decl.default_reads}, **combo}) is not None:
                 return True
     return False
 

@@ -141,8 +141,7 @@ def _judge(rules: RuleSet) -> bool:
         return False
     # a declared field whose default reads a numeric field, directly or through another default (0.21's
     # mla_prefill_backend reads two bool switches only: templates stay)
-    reads = {name: {lit.field for case in decl.defaults for lit in case.when}
-             for name, decl in rules.fields.items() if decl.defaults}
+    reads = {name: set(decl.default_reads) for name, decl in rules.fields.items() if decl.defaults}
     tainted = set(_NUMERIC)
     grew = True
     while grew:
@@ -155,7 +154,7 @@ def _judge(rules: RuleSet) -> bool:
         return False
     for name, decl in _conditional_defaults(rules):
         if name in _NUMERIC:
-            read = {lit.field for case in decl.defaults for lit in case.when}
+            read = set(decl.default_reads)
             if not read <= _CATEGORICAL or not read.isdisjoint(inv.defined):
                 return False
     return True

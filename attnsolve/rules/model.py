@@ -779,6 +779,12 @@ class FieldDecl:
     def flag(self) -> str:
         return self.flags[0] if self.flags else "--" + self.name.replace("_", "-")
 
+    @property
+    def default_reads(self) -> tuple[str, ...]:
+        """The fields its `defaults` cases read, in order (the Config, template and sweep code that follow a value
+        filled from other fields ask the same question)."""
+        return tuple(dict.fromkeys(lit.field for case in self.defaults for lit in case.when))
+
     def unset_value(self, facts: Mapping[str, Any], unknown: Any = None) -> Any:
         """The value this field takes when not given, read from the other fields in `facts`: the first
         `defaults` case whose `when` holds (`unknown` when a case reads a field whose value is `unknown`
