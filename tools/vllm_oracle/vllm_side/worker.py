@@ -235,6 +235,10 @@ class Oracle:
                                self.C.KVTransferConfig(kv_connector="NixlConnector", kv_role="kv_both"))
         if cfg.get("use_adaptive_verification"):
             object.__setattr__(vc, "speculative_config", ModelFacts(enable_adaptive_verification=True))
+        if cfg.get("use_non_causal") and "use_non_causal" not in getattr(self.C.AttentionConfig, "__dataclass_fields__", {}):
+            # 0.20 has no AttentionConfig.use_non_causal: its selector derives it from a DFlash speculative
+            # config (v1/attention/selector.py: speculative_config.method == "dflash"), which is the input here
+            object.__setattr__(vc, "speculative_config", ModelFacts(method="dflash"))
 
     def _run_cache_dtype(self, vc: Any, cfg: dict[str, Any]) -> None:
         """The run's KV-cache dtype (--kv-cache-dtype: cache_config.cache_dtype), which the layer passes
