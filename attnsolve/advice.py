@@ -104,7 +104,7 @@ def _best_setting(fixes: Sequence[Remedy]) -> Remedy | None:
 
 def prefill_for(ctx: Context) -> Any:
     """For an MLA model asked about decode: the MLA prefill Selection vLLM also picks, or the SelectionError
-    its layer raises when none fits (vLLM >= 0.18's prefill registry), or None (not an MLA decode question)."""
+    its layer raises when none fits (vLLM >= 0.21's prefill registry), or None (not an MLA decode question)."""
     if ctx.role is not None or ctx.config.use_mla is not True or ctx.config.is_partial:
         return None
     from .selection import solve

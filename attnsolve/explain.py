@@ -180,7 +180,7 @@ def request_conflicts(config: Config, *, role: str | None = None, available: Ite
 
 
 def _explain_prefill_layer(config: Config, avail: frozenset[str] | None, max_conflicts: int) -> Explanation | None:
-    """vLLM >= 0.18's MLA layer around its prefill selection: its decode backend fails first (that message),
+    """vLLM >= 0.21's MLA layer around its prefill selection: its decode backend fails first (that message),
     or it gets no prefill backend (NO_PREFILL, with the prefill candidates a fallback swallowed); None: the
     prefill selection explains itself."""
     try:

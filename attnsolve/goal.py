@@ -211,7 +211,7 @@ class GoalCheck:
         return None
 
     def _prefill_layer(self, facts: dict[str, Any], mp: Any, witness: bool) -> dict[str, Any] | None:
-        """vLLM >= 0.18's MLA layer: its prefill registry's own request; a layer a skip or fallback covers
+        """vLLM >= 0.21's MLA layer: its prefill registry's own request; a layer a skip or fallback covers
         gets no prefill backend (an answer for automatic selection) once its decode selection succeeds.
         The prefill lists are checked without requiring the decode selection to succeed first, and a skip's
         or fallback's literals on facts the decode selection rewrites are not imposed: both only widen

@@ -451,6 +451,8 @@ class Oracle:
                                       supports_fa4_hd256=True)
             else:
                 out["fa_version"] = g(head_size=sc.head_size) if _accepts(g, "head_size") else g()
+            if "flash_attn.impl_upgrade" in self.data.patches:
+                out["fa_version"] = self._impl_fa_version(out["fa_version"], sc.head_size)
         elif out["ok"] and out["backend"] == "FLASH_ATTN_DIFFKV":
             import vllm.v1.attention.backends.fa_utils as fa
 
@@ -469,6 +471,26 @@ class Oracle:
 
             forced = fi.force_use_trtllm_attention() if hasattr(fi, "force_use_trtllm_attention") else None
             out["trtllm"] = bool(fi.supports_trtllm_attention()) and forced is not False
+
+    def _impl_fa_version(self, version: Any, head_size: int) -> Any:
+        """FlashAttentionImpl.__init__'s own statements after its get_flash_attn_version call that change the version
+        (0.20: FA3 -> FA4 for head_size > 256 on SM 9.x), compiled from the release's source and run with a stand-in
+        layer, as the layer runs them."""
+        import textwrap
+
+        from vllm.v1.attention.backends import flash_attn as FA
+
+        code = getattr(self, "_impl_fa_code", None)
+        if code is None:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(FA.FlashAttentionImpl.__init__)))
+            stmts = [st for st in tree.body[0].body  # type: ignore[attr-defined]
+                     if isinstance(st, ast.If) and "self.vllm_flash_attn_version =" in ast.unparse(st)]
+            code = self._impl_fa_code = compile(ast.Module(body=stmts, type_ignores=[]),
+                                                "<FlashAttentionImpl.__init__ FA version>", "exec")
+        boot._mark("flash_attn.impl_upgrade", self.data)
+        layer = types.SimpleNamespace(vllm_flash_attn_version=version)
+        exec(code, dict(vars(FA)), {"self": layer, "head_size": head_size})  # noqa: S102 - vLLM's own statement
+        return layer.vllm_flash_attn_version
 
     def _mla_prefill(self, cfg: dict[str, Any]) -> dict[str, Any]:
         try:
