@@ -29,6 +29,10 @@ from hypothesis import HealthCheck, Phase, settings
 settings.register_profile("dev", max_examples=30, deadline=None)
 settings.register_profile("ci", max_examples=150, deadline=None, derandomize=True, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow])
+# ci-child: what a ci run's child pytest processes (the kernels rerun with a switch flipped, tests/kernels/
+# test_cpu_paths_without_amx.py) use: ci's determinism with a third of its examples (the parent ran them all once).
+settings.register_profile("ci-child", max_examples=50, deadline=None, derandomize=True, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("nightly", max_examples=3000, deadline=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow])
 # triage: a quick look at which properties fail (few examples, no shrinking); never for CI.
