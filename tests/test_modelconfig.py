@@ -327,3 +327,40 @@ def test_033_kv_heads_per_gpu_as_vllms_get_num_kv_heads(tmp_path, capsys):
     assert res["startup_error"] == "Unexpected FlashInfer page size 128 without trtllm-gen GQA", res
     code, res = cfg("--gpu", "B200", "--model", llama3, "--block-size", "128")
     assert code == 0 and res["startup_error"] is None
+
+
+@pytest.mark.vllm("0.33")
+@pytest.mark.parametrize("version, model_type, expected", [
+    ("0.20", "umm", True), ("0.20", "moondream3", None), ("0.21", "moondream3", True), ("0.28", "umm", True),
+    ("0.29", "umm", None), ("0.33", "umm", None),
+])
+def test_the_prefix_lm_list_is_each_releases_own(tmp_path, version, model_type, expected):
+    """transformers_utils/model_arch_config_convertor.py MM_PREFIX_LM_MODELS per release: "umm" from 0.20 to 0.28
+    (0.29 removed it), "moondream3" from 0.21 (found reading 0.20's source: the rules had 0.33's list everywhere)."""
+    from attnsolve.modelconfig import declared_model_fields
+    from attnsolve.rules import rules_for
+    f = tmp_path / "config.json"
+    f.write_text(json.dumps({"model_type": model_type, "head_dim": 128, "num_attention_heads": 8}))
+    got = declared_model_fields(read_model_config(f), rules_for(version))[0].get("use_mm_prefix")
+    assert got is (expected if expected else False) or (expected is None and got in (None, False)), got
+
+
+@pytest.mark.vllm("0.33")
+@pytest.mark.parametrize("version", ["0.20", "0.28", "0.33", "0.34"])
+@pytest.mark.parametrize("where, value, expected", [
+    ("text_config", "vision", True), ("text_config", "all", False), ("top", "vision", True), (None, None, False),
+])
+def test_gemma4_decides_by_its_bidirectional_vision_attention(tmp_path, version, where, value, expected):
+    """Gemma4ModelArchConfigConvertor.is_mm_prefix_lm (0.20 to 0.34): hf_text_config.use_bidirectional_attention ==
+    "vision" (a gemma4 config's text_config, a gemma4_text config's own key); gemma4 is not in the model_type list."""
+    from attnsolve.modelconfig import declared_model_fields
+    from attnsolve.rules import rules_for
+    text = {"model_type": "gemma4_text", "head_dim": 256, "num_attention_heads": 8}
+    cfg: dict = {"model_type": "gemma4" if where != "top" else "gemma4_text", "head_dim": 256, "num_attention_heads": 8}
+    if where == "text_config":
+        cfg["text_config"] = dict(text, use_bidirectional_attention=value)
+    elif where == "top":
+        cfg["use_bidirectional_attention"] = value
+    f = tmp_path / "config.json"
+    f.write_text(json.dumps(cfg))
+    assert bool(declared_model_fields(read_model_config(f), rules_for(version))[0].get("use_mm_prefix")) is expected

@@ -389,6 +389,20 @@ def test_a_text_of_short_words_and_values_is_looked_up_whole() -> None:
     assert [text for _, text, _ in missing(docs, corpus)] == ["Using fp8 KV cache for GLM-5.3-Flash"]
 
 
+def test_a_text_whose_looked_up_phrase_is_the_smaller_part_is_looked_up_whole() -> None:
+    """Regression (session 35): "deepseek_v32 does not yet support XPU." (0.27/0.28's) passed for 0.20 to 0.26 because
+    its one piece long enough to look up, " does not yet support ", is in other messages; a text without placeholders
+    whose looked-up pieces are under about half of it must now be one of the release's messages whole (and a template
+    with a value-like field still composes it)."""
+    from tools.vllm_oracle.messages import missing
+    corpus = "\n".join(["vLLM does not yet support DoRA.", "Using %s KV cache format for %s backend."])
+    docs = {"xpu.toml": {"x": [
+        {"error": "deepseek_v32 does not yet support XPU."},
+        {"log": "Using fp8_ds_mla KV cache format for FLASHINFER_MLA_SPARSE_SM120 backend."},
+    ]}}
+    assert [text for _, text, _ in missing(docs, corpus)] == ["deepseek_v32 does not yet support XPU."]
+
+
 def test_an_architecture_the_release_does_not_register_is_reported() -> None:
     """The --model reader's architecture tables are release facts too: one the release's model registry lacks is
     reported with where it is read."""
