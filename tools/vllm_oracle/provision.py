@@ -68,12 +68,29 @@ def _host_torch_dir(want: str) -> Path | None:
     return Path(spec.origin).parent.parent if spec and spec.origin else None
 
 
+def _host_torch_current(venv: Path, want: str) -> bool:
+    """Whether a reused venv's borrowed torch (the .pth line naming the site-packages of the interpreter that built
+    it) still exists; where it does not (a venv built from another checkout: CI's clone, a deleted .venv), the line
+    is pointed at this interpreter's torch when it has the pinned version. False: the venv must be built again."""
+    pth = next(iter(sorted((venv / "lib").glob("python*/site-packages/zz-oracle-host-torch.pth"))), None)
+    if pth is None or Path(pth.read_text().strip()).is_dir():
+        return True
+    here = _host_torch_dir(want)
+    if here is None:
+        return False
+    pth.write_text(f"{here}\n")
+    _log(f"venv {venv.name}: its torch moved; reusing torch {want} from {here}")
+    return True
+
+
 def ensure_venv(data: VersionData, root: Path | None = None) -> Path:
     """The python of a venv with vLLM `data.version` importable (built once, then reused)."""
     root = root or cache_dir()
     py = venv_python(data.version, root)
     marker = py.parent.parent / ".oracle-ready"
     deps_file = py.parent.parent / ".oracle-deps"
+    if marker.exists() and not _host_torch_current(py.parent.parent, data.torch):
+        marker.unlink()  # its torch was another checkout's, now gone, and this interpreter has none to lend
     if marker.exists():
         have = deps_file.read_text().splitlines() if deps_file.exists() else []
         if have != list(data.deps):
