@@ -412,3 +412,12 @@ def test_an_architecture_the_release_does_not_register_is_reported() -> None:
         "GraniteForCausalLM": [], "GraniteSWAForCausalLM": []}}}}}
     assert unregistered_architectures(docs, registry) == [
         ("fields.toml.fields.has_sink.architecture_keys", "GraniteSWAForCausalLM")]
+
+
+def test_an_environment_failure_is_never_memoised() -> None:
+    """Regression (session 35): a harness venv whose borrowed torch was gone answered every question "No module named
+    'torch'", and the answer cache kept those answers after the venv was mended."""
+    from tools.vllm_oracle.runner import environment_failure
+    assert environment_failure({"ok": False, "kind": "crash", "error": "ModuleNotFoundError: No module named 'torch'"})
+    assert not environment_failure({"ok": False, "kind": "crash", "error": "AssertionError: DeepseekV4 only supports fp8"})
+    assert not environment_failure({"ok": False, "kind": "no_valid", "error": "ImportError"})

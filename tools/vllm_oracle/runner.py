@@ -79,6 +79,12 @@ def answer_cache(root: Path, version: str) -> Path:
     return root / "answers" / f"{version}-{digest.hexdigest()[:12]}.jsonl"
 
 
+def environment_failure(answer: dict[str, Any]) -> bool:
+    """A crash that says the harness venv lacks a module (its borrowed torch gone, a dependency missing): the machine's
+    state, not vLLM's answer to the question, so it is never memoised (a cached one outlived the fix, session 35)."""
+    return answer.get("kind") == "crash" and str(answer.get("error", "")).startswith(("ModuleNotFoundError", "ImportError"))
+
+
 def run_vllm(python: Path, version: str, items: Sequence[Item], *, jobs: int = 2, workdir: Path,
              nice: bool = True, log: bool = True, cache: Path | None = None) -> dict[str, dict[str, Any]]:
     """vLLM's answers by item id; chunks run `jobs` at a time, one booted process each.  With
@@ -107,7 +113,8 @@ def run_vllm(python: Path, version: str, items: Sequence[Item], *, jobs: int = 2
         cache.parent.mkdir(parents=True, exist_ok=True)
         with cache.open("a") as f:
             for it in todo:
-                f.write(json.dumps([_question(it), out[it.id]]) + "\n")
+                if not environment_failure(out[it.id]):
+                    f.write(json.dumps([_question(it), out[it.id]]) + "\n")
     if log:
         print(f"vLLM {version}: {len(items)} configs ({len(items) - len(todo)} cached) in {len(chunks)} processes, "
               f"{time.time() - t:.0f}s", file=sys.stderr, flush=True)
