@@ -213,7 +213,7 @@ def test_hostile_argv_in_process_exits_with_a_documented_code(odd_files, data):
 
 @settings(max_examples=budget(40), suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(st.dictionaries(st.sampled_from(["VLLM_ATTENTION_BACKEND", "VLLM_FLASH_ATTN_VERSION", "VLLM_ROCM_USE_AITER",
-                                        "VLLM_USE_TRTLLM_ATTENTION", "VLLM_USE_CUDNN_PREFILL"]),
+                                        "VLLM_USE_TRTLLM_ATTENTION", "VLLM_V1_USE_PREFILL_DECODE_ATTENTION"]),
                        st.one_of(st.sampled_from(HOSTILE_WORDS[:3] + ["1", "0", "true", "FLASH_ATTN", "flash", "3", "4"]),
                                  st.text(max_size=6).filter(lambda s: "\x00" not in s)), min_size=1, max_size=3))
 def test_hostile_environment_exits_with_a_documented_code_naming_the_variable(env):

@@ -330,8 +330,6 @@ _ENV_VARS = {
     "VLLM_ROCM_USE_AITER_MLA": "rocm_use_aiter_mla",
     "VLLM_ROCM_USE_AITER_UNIFIED_ATTENTION": "rocm_use_aiter_unified_attention",
     "VLLM_V1_USE_PREFILL_DECODE_ATTENTION": "use_prefill_decode_attention",
-    "VLLM_USE_CUDNN_PREFILL": "use_cudnn_prefill",
-    "VLLM_USE_TRTLLM_RAGGED_DEEPSEEK_PREFILL": "use_trtllm_ragged_deepseek_prefill",
 }
 
 
