@@ -76,9 +76,9 @@ FLAGS: tuple[Flag, ...] = (
          "request a backend (validated, never replaced); default automatic"),
     # switches (vLLM --attention-config.* and environment variables)
     Flag("flash_attn_version", ("--flash-attn-version", _AC + "flash_attn_version", "-ac.flash_attn_version"), "N",
-         "FlashAttention version 2 or 3 (VLLM_FLASH_ATTN_VERSION)"),
+         "FlashAttention version 2 or 3 (default: vLLM's per-GPU choice)"),
     Flag("use_trtllm_attention", ("--use-trtllm-attention", _AC + "use_trtllm_attention", "-ac.use_trtllm_attention"),
-         "BOOL", "FlashInfer TRT-LLM kernels (default auto; VLLM_USE_TRTLLM_ATTENTION)", boolean=True),
+         "BOOL", "FlashInfer TRT-LLM kernels (default auto)", boolean=True),
     Flag("trtllm_available", ("--trtllm-available",), "BOOL", "TRT-LLM cubins downloadable (default true)", boolean=True),
     Flag("flashinfer_available", ("--flashinfer-available",), "BOOL", "flashinfer installed (default true)", boolean=True),
     Flag("rocm_use_aiter", ("--rocm-use-aiter",), "BOOL", "VLLM_ROCM_USE_AITER (default false)", boolean=True),
@@ -210,8 +210,8 @@ def _add_query_flags(p: argparse.ArgumentParser) -> None:
             g.add_argument("--tensor-parallel-size", "-tp", dest="tensor_parallel_size", metavar="N", default=None,
                            help="tensor-parallel size: heads per GPU = num heads / N (default 1)")
     p.add_argument("--no-env", action="store_true",
-                   help="ignore vLLM's environment switches (VLLM_ATTENTION_BACKEND, VLLM_FLASH_ATTN_VERSION, "
-                        "VLLM_ROCM_USE_AITER*, ...); by default they are read as vLLM reads them, flags win")
+                   help="ignore vLLM's environment switches (VLLM_ROCM_USE_AITER*, VLLM_BATCH_INVARIANT, ... as the "
+                        "release reads them); by default they are read as vLLM reads them, flags win")
     p.add_argument("--from-env", action="store_true", help=argparse.SUPPRESS)  # the default now; kept working
     p.add_argument("--role", metavar="ROLE", default=None,
                    help="decode (default; MLA decode for MLA models) or mla_prefill")

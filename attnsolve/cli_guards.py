@@ -65,6 +65,8 @@ def blame(e: ConfigError, origin: Mapping[str, tuple[str, str]]) -> ConfigError:
                             f"Invalid model config {where}: {e.field} {safe_repr(e.value)} derived from key {key}. "
                             f"Expected {accepted}.{detail}",
                             hint=f"fix {where}, or override it with the flag for {e.field}")
+    if getattr(e, "variable", None) == where:  # vLLM's own failure on the text, naming the variable: kept whole
+        return SourcedError(f"env:{where}", e.value, e.accepted, str(e), hint=f"fix or unset {where}, or pass --no-env")
     return SourcedError(f"env:{where}", e.value, e.accepted,
                         f"Invalid environment variable {where}={safe_repr(e.value)} (read as vLLM reads it). "
                         f"Expected {accepted}.{detail}",

@@ -58,15 +58,12 @@ def rules_asked(ns: argparse.Namespace | None = None) -> Any:
         return rules_for(parse_vllm(None))
 
 
-def read_env(environ: Mapping[str, str], rules: Any = None) -> tuple[tuple[str, str, str], ...]:
-    """vLLM's environment switches set in `environ`: (variable, value, Config field), as the rule
-    set declares them (the common fields' variables for a set without declarations)."""
+def read_env(environ: Mapping[str, str], rules: Any = None) -> tuple[Any, ...]:
+    """vLLM's environment switches set in `environ`, read as the release reads them (config.env_reading.EnvRead),
+    as the rule set declares them (the common fields' variables for a set without declarations)."""
+    from .config.env_reading import declared_variables, read_environment
     rules = rules if rules is not None else rules_asked()
-    declared = {d.env: name for name, d in rules.fields.items() if d.env}
-    if not declared:
-        from .config import _ENV_VARS
-        declared = dict(_ENV_VARS)
-    return tuple((var, environ[var], name) for var, name in declared.items() if environ.get(var, "") != "")
+    return read_environment(environ, declared_variables(rules))
 
 
 def _flag_fields(rules: Any) -> tuple[str, ...]:
@@ -101,16 +98,21 @@ def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Seq
         fields.update(declared)
         notes += [f"model {model.path}: {n}" for n in declared_notes]
         notes += _sliding_window(model, rules, fields)
-    env: tuple[tuple[str, str, str], ...] = ()
+    env: tuple[Any, ...] = ()
     if not getattr(ns, "no_env", False):
-        env = read_env(os.environ if environ is None else environ, rules)
+        try:
+            env = read_env(os.environ if environ is None else environ, rules)
+        except ConfigError as e:  # vLLM itself fails on this text (int() of a non-number): name the variable
+            from .cli_guards import blame
+            raise blame(e, {str(e.field): ("env", getattr(e, "variable", ""))}) from None
     explicit = {f: getattr(ns, f) for f in dict.fromkeys(_flag_fields(rules)) if getattr(ns, f, None) is not None}
     if isinstance(explicit.get("dtype"), str) and explicit["dtype"].strip().lower() == "auto":
         del explicit["dtype"]  # vLLM's --dtype auto: resolved from --model on this hardware (or the default)
     if "dtype" in explicit and "dtype_explicit" in rules.fields and "dtype_explicit" not in explicit:
         explicit["dtype_explicit"] = True  # vLLM's start-up checks an explicit dtype against the device
-    used_env = tuple((var, value) for var, value, name in env if name not in explicit)
-    fields.update({name: value for var, value, name in env if name not in explicit})
+    used_env = tuple((r.variable, r.text) for r in env if r.field not in explicit)
+    notes += [f"environment: {r.note}" for r in env if r.note and r.field not in explicit]
+    fields.update({r.field: r.value for r in env if r.field not in explicit and r.value is not None})
     fields.update(explicit)
     gpu = fields.get("gpu")
     if isinstance(gpu, str):
@@ -159,8 +161,8 @@ def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Seq
     if role is not None:
         from .solver.facts import parse_role
         role = parse_role(role)
-    user = frozenset(explicit) | frozenset(name for _, _, name in env)
-    env_fields = {var: name for var, _, name in env if name not in explicit}
+    user = frozenset(explicit) | frozenset(r.field for r in env if r.value is not None)
+    env_fields = {r.variable: r.field for r in env if r.field not in explicit}
     try:
         config = Config(**fields)
     except ConfigError as e:  # name the source of the bad value: flag, model file key or environment variable

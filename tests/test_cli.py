@@ -217,18 +217,41 @@ def test_every_config_field_has_a_flag():
 
 
 def test_environment_read_by_default(capsys, monkeypatch):
-    monkeypatch.setenv("VLLM_ATTENTION_BACKEND", "FLASHINFER")
+    monkeypatch.setenv("VLLM_ROCM_USE_AITER", "1")
+    code, out, _ = run(capsys, "select", "--gpu", "MI300X")
+    assert code == 0 and out.startswith("ROCM_AITER_FA")  # read as vLLM reads it
+    assert "environment: VLLM_ROCM_USE_AITER=1" in out and "--no-env" in out
+    code, out, _ = run(capsys, "select", "--gpu", "MI300X", "--from-env")  # the old opt-in still works
+    assert out.startswith("ROCM_AITER_FA")
+    code, out, _ = run(capsys, "select", "--gpu", "MI300X", "--rocm-use-aiter", "false")
+    assert out.startswith("TRITON_ATTN") and "environment:" not in out  # a flag wins
+    code, out, _ = run(capsys, "select", "--gpu", "MI300X", "--no-env")
+    assert out.startswith("TRITON_ATTN") and "environment" not in out
+    code, env = run_json(capsys, "select", "--gpu", "MI300X")
+    assert env["result"]["query"]["env"] == {"VLLM_ROCM_USE_AITER": "1"}
+
+
+def test_variables_vllm_0_17_does_not_have_are_not_read(capsys, monkeypatch):
+    """vLLM 0.17.0 has no VLLM_ATTENTION_BACKEND, VLLM_FLASH_ATTN_VERSION, VLLM_USE_TRTLLM_ATTENTION or
+    VLLM_V1_USE_PREFILL_DECODE_ATTENTION (not in envs.py, read nowhere): a stale one in the shell changes nothing."""
+    for var, value in (("VLLM_ATTENTION_BACKEND", "FLASHINFER"), ("VLLM_FLASH_ATTN_VERSION", "2"),
+                       ("VLLM_USE_TRTLLM_ATTENTION", "1"), ("VLLM_V1_USE_PREFILL_DECODE_ATTENTION", "1")):
+        monkeypatch.setenv(var, value)
     code, out, _ = run(capsys, "select", "--gpu", "H100")
-    assert code == 0 and out.startswith("FLASHINFER")  # read as vLLM reads it
-    assert "environment: VLLM_ATTENTION_BACKEND=FLASHINFER" in out and "--no-env" in out
-    code, out, _ = run(capsys, "select", "--gpu", "H100", "--from-env")  # the old opt-in still works
-    assert out.startswith("FLASHINFER")
-    code, out, _ = run(capsys, "select", "--gpu", "H100", "--attention-backend", "auto")
-    assert out.startswith("FLASH_ATTN (FA3)") and "environment:" not in out  # a flag wins
-    code, out, _ = run(capsys, "select", "--gpu", "H100", "--no-env")
-    assert out.startswith("FLASH_ATTN (FA3)") and "environment" not in out
-    code, env = run_json(capsys, "select", "--gpu", "H100")
-    assert env["result"]["query"]["env"] == {"VLLM_ATTENTION_BACKEND": "FLASHINFER"}
+    assert code == 0 and out.startswith("FLASH_ATTN (FA3)") and "environment" not in out
+    code, out, _ = run(capsys, "select", "--gpu", "MI300X")
+    assert out.startswith("TRITON_ATTN") and "environment" not in out
+
+
+def test_rocm_switches_read_with_vllms_own_idiom(capsys, monkeypatch):
+    """vLLM reads VLLM_ROCM_USE_AITER as text.lower() in ("true", "1"): "TRUE" is on, "yes" and " 1" are off (said)."""
+    monkeypatch.setenv("VLLM_ROCM_USE_AITER", "TRUE")
+    assert run(capsys, "select", "--gpu", "MI300X")[1].startswith("ROCM_AITER_FA")
+    for text in ("yes", " 1", "on"):
+        monkeypatch.setenv("VLLM_ROCM_USE_AITER", text)
+        code, out, _ = run(capsys, "select", "--gpu", "MI300X")
+        assert code == 0 and out.startswith("TRITON_ATTN"), text
+        assert "is read as false: vLLM turns it on only for 'true' or '1'" in " ".join(out.split())
 
 
 def test_bad_input_json_envelope(capsys):

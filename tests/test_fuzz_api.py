@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from attnsolve import (ANY, Config, ConfigError, SelectionError, coverage_report, explain, possible_backends,
                        selection_table, solve, sweep)
-from attnsolve.config import _ENV_VARS, FIELD_NAMES
+from attnsolve.config import FIELD_NAMES
+from attnsolve.rules import default_rules
 from strategies import budget, config_inputs, configs, junk, partial_configs
 
 pytestmark = pytest.mark.every_release
@@ -84,7 +85,7 @@ def test_hostile_field_values_give_config_error(data):
 
 
 @API_SETTINGS
-@given(st.dictionaries(st.sampled_from(sorted(_ENV_VARS)), st.one_of(digit_strings, st.text(max_size=8)),
+@given(st.dictionaries(st.sampled_from(sorted({d.env for d in default_rules().fields.values() if d.env})), st.one_of(digit_strings, st.text(max_size=8)),
                        max_size=4))
 def test_from_env_hostile_values_give_config_error(env):
     try:

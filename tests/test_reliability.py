@@ -88,9 +88,12 @@ def test_int_fields_accept_what_int_accepts():
 
 
 def test_from_env_digit_strings_are_checked_like_int():
+    """VLLM_BATCH_INVARIANT is read with int() (vLLM 0.33): "²" fails there as in vLLM, Arabic-Indic digits pass."""
     with pytest.raises(ConfigError) as info:
-        Config.from_env({"VLLM_FLASH_ATTN_VERSION": "²"}, **H100)
-    assert info.value.field == "flash_attn_version"
+        Config.from_env({"VLLM_BATCH_INVARIANT": "²"}, **H100, vllm="0.33")
+    assert info.value.field == "use_batch_invariant" and str(info.value).startswith("ValueError: invalid literal for int()")
+    assert Config.from_env({"VLLM_BATCH_INVARIANT": "\u0661"}, **H100, vllm="0.33").use_batch_invariant is True
+    assert Config.from_env({"VLLM_BATCH_INVARIANT": " 0 "}, **H100, vllm="0.33").use_batch_invariant is False
 
 
 def test_a_compute_capability_alone_implies_cuda():
@@ -167,11 +170,12 @@ def test_cli_blames_the_model_file_key_not_a_flag(tmp_path):
 
 
 def test_cli_blames_the_environment_variable_not_a_flag():
-    code, out, err = run_cli("select", "--gpu", "H100", "--from-env", "--json",
-                             env={"VLLM_ATTENTION_BACKEND": "flash_atn"})
+    code, out, err = run_cli("select", "--vllm", "0.33", "--gpu", "H100", "--from-env", "--json",
+                             env={"VLLM_BATCH_INVARIANT": "yes"})
     assert code == 2
-    assert "VLLM_ATTENTION_BACKEND" in err and "--attention-backend" not in err
-    assert json.loads(out)["error"]["field"] == "env:VLLM_ATTENTION_BACKEND"
+    assert "VLLM_BATCH_INVARIANT" in err and "--batch-invariant" not in err
+    assert json.loads(out)["error"]["field"] == "env:VLLM_BATCH_INVARIANT"
+    assert json.loads(out)["error"]["message"].startswith("ValueError: invalid literal for int() with base 10: 'yes'")
 
 
 @pytest.mark.parametrize("argv", [
@@ -186,8 +190,8 @@ def test_cli_hostile_numbers_exit_2(argv):
 
 
 def test_cli_hostile_env_numbers_exit_2_naming_the_variable():
-    code, _, err = run_cli("select", "--gpu", "H100", "--from-env", env={"VLLM_FLASH_ATTN_VERSION": "²"})
-    assert code == 2 and "VLLM_FLASH_ATTN_VERSION" in err
+    code, _, err = run_cli("select", "--vllm", "0.33", "--gpu", "H100", "--from-env", env={"VLLM_BATCH_INVARIANT": "²"})
+    assert code == 2 and "VLLM_BATCH_INVARIANT" in err and "Traceback" not in err
 
 
 def test_cli_compute_capability_alone_is_cuda():
@@ -409,7 +413,7 @@ def test_rules_env_pointing_at_a_bad_folder_exits_2(tmp_path):
     assert r.returncode == ExitCode.BAD_INPUT and "domains.toml" in r.stderr and "Traceback" not in r.stderr
 
 
-@pytest.mark.parametrize("environ", [5, ["VLLM_ATTENTION_BACKEND"], "x"])
+@pytest.mark.parametrize("environ", [5, ["VLLM_ROCM_USE_AITER"], "x"])
 def test_from_env_refuses_a_non_mapping(environ):
     with pytest.raises(ConfigError):
         Config.from_env(environ, gpu="H100", dtype="bfloat16")

@@ -469,12 +469,13 @@ def test_033_bitsets_and_csp_agree(gpu, dtype, kv, block, head, mla, sparse, sin
 def test_033_from_env_reads_the_variables_the_release_reads():
     """vllm/envs.py (0.33.0): VLLM_BATCH_INVARIANT is read, VLLM_ATTENTION_BACKEND is gone (not in envs.py; the
     backend is requested through --attention-config.backend). Config.from_env follows the release's `env`
-    declarations, as the CLI does."""
-    env = {"VLLM_ATTENTION_BACKEND": "TRITON_ATTN", "VLLM_BATCH_INVARIANT": "1"}
+    declarations, as the CLI does. vLLM 0.17.0 has no VLLM_ATTENTION_BACKEND either (nor any batch-invariance
+    input to selection), but reads VLLM_ROCM_USE_AITER."""
+    env = {"VLLM_ATTENTION_BACKEND": "TRITON_ATTN", "VLLM_BATCH_INVARIANT": "1", "VLLM_ROCM_USE_AITER": "True"}
     new = Config.from_env(env, vllm="0.33", gpu="H100", dtype="bfloat16")
     assert new.backend is None and new.use_batch_invariant is True
-    old = Config.from_env(env, vllm="0.17", gpu="H100", dtype="bfloat16")  # vllm/envs.py (0.17.0) reads it
-    assert old.backend == "TRITON_ATTN"
+    old = Config.from_env(env, vllm="0.17", gpu="H100", dtype="bfloat16")
+    assert old.backend is None and old.rocm_use_aiter is True
 
 
 # -- DeepSeek-V4 / V4.1 on ROCm: ROCM_FLASHMLA_SPARSE_DSV4 / _DSV41 ------------------------------------------

@@ -64,6 +64,7 @@ default = false
 category = "setting"
 flags = ["--use-zigzag"]
 env = "VLLM_USE_ZIGZAG"
+env_reads = "true_or_1"
 vllm = "VLLM_USE_ZIGZAG=1"
 help = "zigzag ring attention"
 

@@ -421,3 +421,35 @@ def test_an_environment_failure_is_never_memoised() -> None:
     assert environment_failure({"ok": False, "kind": "crash", "error": "ModuleNotFoundError: No module named 'torch'"})
     assert not environment_failure({"ok": False, "kind": "crash", "error": "AssertionError: DeepseekV4 only supports fp8"})
     assert not environment_failure({"ok": False, "kind": "no_valid", "error": "ImportError"})
+
+
+# -- envcheck: declared environment variables against a release's envs.py lambdas ------------------------------
+
+_ENVS_PY = '''
+import os
+environment_variables: dict = {
+    "VLLM_ROCM_USE_AITER": lambda: (os.getenv("VLLM_ROCM_USE_AITER", "False").lower() in ("true", "1")),
+    "VLLM_ROCM_USE_AITER_MHA": lambda: (os.getenv("VLLM_ROCM_USE_AITER_MHA", "True").lower() in ("true", "1")),
+    "VLLM_ROCM_USE_AITER_MLA": lambda: (os.getenv("VLLM_ROCM_USE_AITER_MLA", "True").lower() in ("true", "1")),
+    "VLLM_ROCM_USE_AITER_UNIFIED_ATTENTION": lambda: bool(int(os.getenv("VLLM_ROCM_USE_AITER_UNIFIED_ATTENTION", "0"))),
+}
+'''
+
+
+def test_envcheck_finds_a_variable_the_release_lacks_and_a_text_read_differently():
+    """A stand-in envs.py: VLLM_ROCM_USE_AITER_UNIFIED_ATTENTION read with int() (0.17 reads it as true/1), and no
+    VLLM_ATTENTION_BACKEND, which an older 0.17 set declared."""
+    import dataclasses
+
+    from attnsolve.rules import rules_for
+    from tools.vllm_oracle.envcheck import differences, envs_lambdas
+
+    lambdas = envs_lambdas(_ENVS_PY)
+    assert lambdas["VLLM_ROCM_USE_AITER"]({"VLLM_ROCM_USE_AITER": "yes"}) is False
+    rules = rules_for("0.17")
+    backend = dataclasses.replace(rules.fields["backend"], env="VLLM_ATTENTION_BACKEND", env_reads="true_or_1")
+    stale = dataclasses.replace(rules, fields={**rules.fields, "backend": backend})
+    found = differences(stale, lambdas)
+    assert "VLLM_ATTENTION_BACKEND (fields.backend): not in this release's envs.py" in found
+    assert any(line.startswith("VLLM_ROCM_USE_AITER_UNIFIED_ATTENTION='true': vLLM reads \"ValueError: invalid literal") for line in found)
+    assert not any(line.startswith("VLLM_ROCM_USE_AITER=") for line in found)  # read alike

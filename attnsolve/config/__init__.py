@@ -8,10 +8,10 @@ Any field may be `ANY` (unknown) for partial-config questions (explain, possible
 
 from __future__ import annotations
 
-from .core import _ENV_VARS, FIELD_NAMES, Config
+from .core import FIELD_NAMES, Config
 from .gpu import gpu_key, lookup_gpu
 from .values import (ANY, _as_bool, _as_int, _choice, cc_int, format_cc, int_text, parse_cc, parse_declared,
                      parse_vllm, requestable_backends)
 
 __all__ = ["ANY", "FIELD_NAMES", "Config", "cc_int", "format_cc", "gpu_key", "int_text", "lookup_gpu",
-           "parse_cc", "parse_declared", "parse_vllm", "requestable_backends", "_ENV_VARS", "_as_bool", "_as_int", "_choice"]
+           "parse_cc", "parse_declared", "parse_vllm", "requestable_backends", "_as_bool", "_as_int", "_choice"]

@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 from ..errors import ConfigError, closest
 from ..rules import default_version, generation, rules_for, versions
+from .env_reading import declared_variables, read_environment
 from .facts import facts_layout
 from .gpu import lookup_gpu
 from .invariants import apply_definitions, check_clauses, place, plan_of
@@ -295,11 +296,10 @@ class Config(metaclass=_ConfigMeta):
         if not isinstance(env, Mapping):
             raise ConfigError("environ", environ, "a mapping of environment variables, or None for os.environ")
         data: dict[str, Any] = {}
-        # the variables the release's field declarations name (`env`), as the CLI reads them (query.read_env)
-        declared = {d.env: name for name, d in rules_for(parse_vllm(fields_.get("vllm"))).fields.items() if d.env}
-        for var, name in (declared or _ENV_VARS).items():
-            if var in env and env[var] != "":
-                data[name] = env[var]
+        # the variables the release's field declarations name (`env`), read as vLLM reads them (env_reading)
+        for read in read_environment(env, declared_variables(rules_for(parse_vllm(fields_.get("vllm"))))):
+            if read.value is not None:
+                data[read.field] = read.value
         data.update(fields_)
         return cls(**data)
 
@@ -319,18 +319,6 @@ _FIELD_VALUES = operator.itemgetter(*FIELD_NAMES)
 def _fields_hash(d: Mapping[str, Any]) -> int:
     return numeric_hash(hash(_FIXED_VALUES(d)), dict(zip(NUMERIC_FIELDS, _NUMERIC_VALUES(d))))
 
-# vLLM 0.17's variables for the common fields: only for a rule set that declares no fields (its `env` keys
-# say which variables a release reads; vLLM 0.33 dropped the first three).
-_ENV_VARS = {
-    "VLLM_ATTENTION_BACKEND": "backend",
-    "VLLM_FLASH_ATTN_VERSION": "flash_attn_version",
-    "VLLM_USE_TRTLLM_ATTENTION": "use_trtllm_attention",
-    "VLLM_ROCM_USE_AITER": "rocm_use_aiter",
-    "VLLM_ROCM_USE_AITER_MHA": "rocm_use_aiter_mha",
-    "VLLM_ROCM_USE_AITER_MLA": "rocm_use_aiter_mla",
-    "VLLM_ROCM_USE_AITER_UNIFIED_ATTENTION": "rocm_use_aiter_unified_attention",
-    "VLLM_V1_USE_PREFILL_DECODE_ATTENTION": "use_prefill_decode_attention",
-}
 
 
 _PAIRS_HASH: dict[int, tuple[Any, int]] = {}

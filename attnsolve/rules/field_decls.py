@@ -11,7 +11,7 @@ from typing import Any
 from . import schema
 from ._fields import CONFIG_FIELDS
 from .conditions import _literals
-from .model import _NO_EQ, FIELD_CATEGORIES, FIELD_KINDS, DerivedCase, FieldDecl, ModelKey
+from .model import _NO_EQ, ENV_READINGS, FIELD_CATEGORIES, FIELD_KINDS, DerivedCase, FieldDecl, ModelKey
 from .problems import _Collector
 from .toml_values import _list
 
@@ -71,6 +71,15 @@ def _field_decls(raw: dict[str, tuple[str, dict]], domains: dict[str, tuple[Any,
         except ValueError as e:
             col.add(fname, f"fields.{name}.defaults", str(e))
             continue
+        env_reads = d.get("env_reads", "")
+        if (d.get("env") or env_reads) and (not d.get("env") or env_reads not in ENV_READINGS):
+            col.add(fname, f"fields.{name}.env_reads",
+                    f"{env_reads!r}: a field with `env` says how vLLM reads the variable's text, one of "
+                    f"{', '.join(ENV_READINGS)} (and `env_reads` needs `env`)")
+            continue
+        if env_reads and kind not in ("bool", "tristate"):
+            col.add(fname, f"fields.{name}.env_reads", f"{env_reads!r} gives true or false: only a bool field takes it")
+            continue
         unknown = d.get("unknown_message", "")
         if unknown:
             if kind != "enum":
@@ -89,7 +98,7 @@ def _field_decls(raw: dict[str, tuple[str, dict]], domains: dict[str, tuple[Any,
                               model_keys=model_keys, architectures=dict(d.get("architectures", {})),
                               architecture_keys=arch_keys, defaults=defaults,
                               mla_layers=bool(d.get("mla_layers", True)),
-                              unknown_message=unknown)
+                              unknown_message=unknown, env_reads=env_reads)
     return out
 
 

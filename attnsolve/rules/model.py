@@ -681,6 +681,11 @@ class PriorityList:
 
 FIELD_KINDS = ("bool", "int", "enum", "tristate", "cc", "platform", "backend", "str")
 FIELD_CATEGORIES = ("hardware", "model", "setting")
+# How vLLM turns an environment variable's text into the field's value (FieldDecl.env_reads; read by
+# config/env_reading.py): "true_or_1" = text.lower() in ("true", "1"), anything else off (VLLM_ROCM_USE_AITER*);
+# "int" = bool(int(text)), a ValueError stops vLLM's start-up (VLLM_BATCH_INVARIANT); "int_sets_true" = as "int",
+# but 0 changes nothing (VLLM_HAS_FLASHINFER_CUBIN=1 only skips a check that may pass anyway).
+ENV_READINGS = ("true_or_1", "int", "int_sets_true")
 
 
 @dataclass(frozen=True, slots=True)
@@ -774,6 +779,8 @@ class FieldDecl:
     # vLLM's wording): {value} the value given, {VALUE} upper-cased as vLLM's enum parsers print it, {values} the
     # accepted ones; empty: the generic "Invalid <field>" text
     unknown_message: str = ""
+    # how vLLM reads `env`'s text (one of ENV_READINGS); required with `env`
+    env_reads: str = ""
 
     @property
     def flag(self) -> str:

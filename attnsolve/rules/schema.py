@@ -61,7 +61,7 @@ KEYS: dict[str, dict[str, str]] = {
     # which vLLM release a rule set models, and the release (wheel) its facts were read from
     # [fields.NAME]: a declared selection input (model.FieldDecl); `values` is its domain (kind enum)
     "field": {"kind": STR, "default": SCALAR, "unset": STR, "category": STR, "selector": BOOL, "flags": STR_LIST, "flag": STR,
-              "metavar": STR, "env": STR, "vllm": STR, "help": STR, "platforms": STR_LIST, "min": INT,
+              "metavar": STR, "env": STR, "env_reads": STR, "vllm": STR, "help": STR, "platforms": STR_LIST, "min": INT,
               "values": LIST, "model_keys": "raw", "architectures": TABLE, "architecture_keys": TABLE,
               "defaults": LIST_OF("field_default"), "mla_layers": BOOL, "unknown_message": STR},
     # a case of a field's `defaults`: the value an unset field takes where `when` holds (the last has no when)

@@ -1,0 +1,125 @@
+"""Every environment variable a rule set declares, read by that release's own envs.py lambda.
+
+Why it exists: the differential harness hands vLLM field values, never a variable's text, so it cannot see a
+rule set that declares a variable its release does not have (the 0.17 set declared VLLM_ATTENTION_BACKEND,
+which no vLLM from 0.17.0 on reads) or reads the text another way than vLLM (VLLM_ROCM_USE_AITER=yes is off
+in vLLM). This check takes `environment_variables` from the wheel's vllm/envs.py (by `ast`, no import), runs
+each declared variable's lambda on a set of texts with a stand-in `os.getenv`, and compares the value (or the
+ValueError) with attnsolve's reading (`env_reads`, attnsolve/config/env_reading.py).
+
+    python -m tools.vllm_oracle.envcheck --vllm 0.17.0 [--attnsolve-vllm 0.17]
+
+Exit 0 when every declared variable exists and reads alike, 1 with the differences, 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+import types
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+from attnsolve.config.env_reading import read_variable
+from attnsolve.errors import ConfigError
+from attnsolve.rules import info, load_rules, parse_version
+
+from .provision import wheel_path
+
+# Texts a user may set: the spellings of on and off, spaces, signs, non-ASCII digits, nonsense, None = unset.
+TEXTS: tuple[str | None, ...] = (None, "1", "0", "true", "True", "TRUE", "false", "False", "yes", "no", "on",
+                                 "off", " 1", "1 ", "2", "-1", "+1", "1_0", "01", "\u0661", "\u00b2", "1.0", "x")
+# Variables older rule sets declared or users still set, that a release may not read (reported, not failed).
+STALE = ("VLLM_ATTENTION_BACKEND", "VLLM_FLASH_ATTN_VERSION", "VLLM_USE_TRTLLM_ATTENTION",
+         "VLLM_V1_USE_PREFILL_DECODE_ATTENTION", "VLLM_USE_CUDNN_PREFILL", "VLLM_USE_TRTLLM_RAGGED_DEEPSEEK_PREFILL")
+
+
+def envs_lambdas(envs_source: str) -> dict[str, Callable[[dict[str, str]], Any]]:
+    """variable -> f(environ) from the `environment_variables` dict literal of vllm/envs.py."""
+    tree = ast.parse(envs_source)
+    table = None
+    for node in ast.walk(tree):
+        target = node.target if isinstance(node, ast.AnnAssign) else (
+            node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None)
+        if isinstance(target, ast.Name) and target.id == "environment_variables" and isinstance(node.value, ast.Dict):
+            table = node.value
+    if table is None:
+        raise ValueError("vllm/envs.py has no environment_variables dict literal")
+    out: dict[str, Callable[[dict[str, str]], Any]] = {}
+    for key, value in zip(table.keys, table.values):
+        if isinstance(key, ast.Constant) and isinstance(key.value, str) and isinstance(value, ast.Lambda):
+            code = compile(ast.Expression(value), f"envs.py:{key.value}", "eval")
+            out[key.value] = _runner(code)
+    return out
+
+
+def _runner(code: Any) -> Callable[[dict[str, str]], Any]:
+    def run(environ: dict[str, str]) -> Any:
+        # the only module the reading lambdas use: os.getenv / os.environ.get
+        fake_os = types.SimpleNamespace(environ=dict(environ), getenv=lambda name, default=None: environ.get(name, default))
+        fn = eval(code, {"os": fake_os, "__builtins__": __builtins__})  # noqa: S307 - vLLM's own lambda, no I/O
+        return fn()
+    return run
+
+
+def differences(rules: Any, lambdas: dict[str, Callable[[dict[str, str]], Any]]) -> list[str]:
+    """One line per declared variable the release lacks, or per text read differently."""
+    out = []
+    for name, decl in rules.fields.items():
+        if not decl.env:
+            continue
+        fn = lambdas.get(decl.env)
+        if fn is None:
+            out.append(f"{decl.env} (fields.{name}): not in this release's envs.py")
+            continue
+        for text in TEXTS:
+            try:
+                vllm_value: Any = bool(fn({} if text is None else {decl.env: text}))
+            except ValueError as e:
+                vllm_value = f"ValueError: {e}"
+            if text is None:  # unset: vLLM's default against the field's
+                if decl.default is not None and vllm_value is not bool(decl.default) and \
+                        decl.env_reads != "int_sets_true":
+                    out.append(f"{decl.env} unset: vLLM reads {vllm_value}, fields.{name} defaults to {decl.default}")
+                continue
+            try:
+                ours = read_variable(decl.env, text, name, decl.env_reads).value
+            except ConfigError as e:
+                ours = e.vllm_text
+            if decl.env_reads == "int_sets_true" and ours is None:
+                ours = False  # "changes nothing" is vLLM's False for a variable that can only turn a check off
+            if ours != vllm_value:
+                out.append(f"{decl.env}={text!r}: vLLM reads {vllm_value!r}, attnsolve {ours!r} (env_reads = "
+                           f"{decl.env_reads!r})")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tools.vllm_oracle.envcheck", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--vllm", required=True, help="the vLLM release whose wheel is read, e.g. 0.17.0")
+    ap.add_argument("--attnsolve-vllm", default=None, help="the rule set to check (default: the one for --vllm)")
+    args = ap.parse_args(argv)
+    try:
+        label = parse_version(args.attnsolve_vllm or args.vllm)
+        rules = load_rules(Path(info(label).path))
+    except Exception as e:  # noqa: BLE001 - a bad version is an argument error
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    with zipfile.ZipFile(wheel_path(args.vllm)) as z:
+        lambdas = envs_lambdas(z.read("vllm/envs.py").decode("utf-8", "replace"))
+    bad = differences(rules, lambdas)
+    for line in bad:
+        print(f"DIFFERS in vLLM {args.vllm}: {line}")
+    declared = sorted(d.env for d in rules.fields.values() if d.env)
+    print(f"{len(declared)} environment variables of the {label} rules checked against vLLM {args.vllm}'s envs.py "
+          f"({len(TEXTS)} texts each): {'all read alike' if not bad else f'{len(bad)} differences'}")
+    stale = [v for v in STALE if v in lambdas and v not in declared]
+    if stale:
+        print(f"read by vLLM {args.vllm} but not declared (check whether selection reads them): {', '.join(stale)}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
