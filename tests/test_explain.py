@@ -503,3 +503,17 @@ def test_a_derived_fact_that_reads_no_field_is_evaluated_by_the_fast_reachabilit
         assert csp_solver().find(facts, backend=None) is not None
         conflict = explain(Config(platform="rocm", dtype="bfloat16", head_size=1, rocm_arch="gfx90a")).conflict
         assert "head_size" in conflict, conflict
+
+
+@pytest.mark.vllm("0.20")
+def test_a_backend_asked_for_the_other_role_is_refused_naming_both_roles():
+    """A decode backend requested for MLA prefill is "not an MLA prefill backend" (it once read "not a decode
+    backend: it is selected for the decode (attention) role"), and a prefill backend requested for decode the reverse."""
+    mla = dict(gpu="H100", dtype="bfloat16", use_mla=True, head_size=576, qk_nope_head_dim=128, qk_rope_head_dim=64,
+               v_head_dim=128, vllm="0.20")
+    with pytest.raises(InvalidBackendError) as err:
+        solve(Config(**mla, backend="FLASHMLA"), role="mla_prefill")
+    assert err.value.reasons["FLASHMLA"] == ("not an MLA prefill backend: it is selected for the decode (attention) role",)
+    with pytest.raises(InvalidBackendError) as err:
+        solve(Config(**mla, backend="FLASH_ATTN_PREFILL"))
+    assert err.value.reasons["FLASH_ATTN_PREFILL"] == ("not a decode backend: it is selected for the MLA prefill role",)

@@ -38,8 +38,9 @@ _NEVER = Literal("backend", Pred(in_=frozenset()))  # a literal that never holds
 
 
 def role_mismatch_check(role: str) -> Check:
-    text = "MLA prefill" if role == "mla_prefill" else "decode (attention)"
-    return Check(f"not a decode backend: it is selected for the {text} role", Literal("role", Pred(eq=role)), (), "role")
+    """The refusal of a backend of `role` asked for the other role (a decode backend for MLA prefill, or back)."""
+    own, asked = ("MLA prefill", "a decode") if role == "mla_prefill" else ("decode (attention)", "an MLA prefill")
+    return Check(f"not {asked} backend: it is selected for the {own} role", Literal("role", Pred(eq=role)), (), "role")
 
 
 def platform_check(platforms: tuple[str, ...]) -> Check:
