@@ -327,6 +327,10 @@ class Oracle:
                     self.cls.check_if_supports_dtype(self.dtypes[cfg.get("dtype") or "bfloat16"])
                 except ValueError as e:
                     return {**out, "ok": False, "kind": error_kind(str(e)), "error": str(e)}
+            if cfg.get("use_batch_invariant") and "startup.batch_invariance_gate" in self.data.patches:
+                refused = self._batch_invariance_gate(vc)
+                if refused is not None:
+                    return {**out, "ok": False, "kind": "RuntimeError", "error": refused}
         use_mla = bool(cfg.get("use_mla"))
         sel_cfg = self._selector_config(cfg, block)
         with self.C.set_current_vllm_config(vc):
@@ -357,6 +361,24 @@ class Oracle:
             elif not out["ok"]:
                 out["kind"] = error_kind(out["error"])
         return out
+
+    def _batch_invariance_gate(self, vc: Any) -> str | None:
+        """The worker's batch-invariance gate (0.19: init_worker_distributed_environment calls
+        init_batch_invariance(attention_config.backend) after the device's dtype check, before any layer exists):
+        vLLM's own override_envs_for_invariance on the backend check_and_update_config left, its RuntimeError text
+        or None. The variables it sets for the run (NCCL, cuBLAS workspace ...) are put back after it."""
+        from vllm.model_executor.layers import batch_invariant as BI
+
+        boot._mark("startup.batch_invariance_gate", self.data)
+        saved = dict(os.environ)
+        try:
+            BI.override_envs_for_invariance(vc.attention_config.backend)
+        except RuntimeError as e:
+            return str(e)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        return None
 
     def _executor_block_size(self, out: dict[str, Any], vc: Any, bc: Any) -> None:
         """Where the start-up hook leaves the KV block size unset (0.33), the executor sets it once the
@@ -675,6 +697,22 @@ class Oracle:
         return qual
 
     def _mla_prefill_predicates(self, cfg: dict[str, Any]) -> dict[str, Any]:
+        """Releases without the prefill registry (0.17 to 0.20): the layer's decode backend first, as MLAAttention
+        builds its impl before anything else (a failure there is the layer's failure); a sparse impl
+        (SparseMLAAttentionImpl: MLAAttention.forward sends every token through forward_mqa) has no prefill path;
+        otherwise MLACommonImpl's prefill functions in its order."""
+        with boot.capture_warnings(self.data) as logged:
+            dec = self._select(cfg, "selector", logged)
+        if not dec.get("ok"):  # compared in selector mode; here only that the layer fails before prefill
+            return {**{k: v for k, v in dec.items() if k in ("ok", "kind", "error")}, "stage": "decode"}
+        if dec["backend"] in self.E.__members__:
+            from vllm.v1.attention.backend import SparseMLAAttentionImpl
+
+            if issubclass(self.E[dec["backend"]].get_class().get_impl_cls(), SparseMLAAttentionImpl):
+                return {"ok": True, "backend": "NO_PREFILL", "decode_backend": dec["backend"]}
+        return self._switch_predicates(cfg)
+
+    def _switch_predicates(self, cfg: dict[str, Any]) -> dict[str, Any]:
         import vllm.model_executor.layers.attention.mla_attention as M
         import vllm.utils.flashinfer as fi
         import vllm.v1.attention.backends.fa_utils as fa
