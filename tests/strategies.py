@@ -15,6 +15,8 @@ test code.
 
 from __future__ import annotations
 
+import functools
+
 import json
 import math
 import re
@@ -48,6 +50,7 @@ def budget(n: int) -> int:
     return min(scaled, current.max_examples) if current.max_examples < n else scaled
 
 
+@functools.lru_cache(maxsize=None)
 def is_edit_folder(version: str) -> bool:
     """Whether a packaged release is written as edits on another (`[ruleset] base`): its constructs are its base's,
     so the engine-level properties that are costly per release (state machines editing rules, exhaustive sweeps)

@@ -240,11 +240,14 @@ class Release:
                                       *self._cc_and_arch_moves(platform), *self._relevant_fields(backend, platform))))
         fields = tuple(f for f in fields if f not in ("platform", "backend"))
 
+        scores: dict[Config, int] = {}  # the hill-climb meets the same configurations again on every pass
+
         def score(cfg: Config) -> int:
+            if cfg in scores:
+                return scores[cfg]
             _, fired = self._evaluate(cfg, backend, role)
-            if fired is None or target not in fired:
-                return INF
-            return len({c.reason for c in fired} - {target.reason})
+            scores[cfg] = INF if fired is None or target not in fired else len({c.reason for c in fired} - {target.reason})
+            return scores[cfg]
 
         start = {f: getattr(base, f) for f in dict.fromkeys((*FIELD_NAMES, *self.rules.fields)) if getattr(base, f) is not None}
         start["compute_capability"] = base.compute_capability

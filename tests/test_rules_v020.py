@@ -118,34 +118,3 @@ def test_020_head_512_on_sm90_runs_fa4_even_batch_invariant():
     assert _answer(vllm="0.20", **kw)[:2] == ("FLASH_ATTN", "FA4")
     assert _answer(vllm="0.21", **kw)[:2] == ("FLASH_ATTN", "FA2")
 
-
-SPARSE = dict(dtype="bfloat16", use_mla=True, use_sparse=True, head_size=576, qk_nope_head_dim=128, qk_rope_head_dim=64,
-              v_head_dim=128, index_topk=2048)
-
-
-@pytest.mark.parametrize("vllm, where", [
-    ("0.17", dict(gpu="H100")), ("0.17", dict(gpu="B200")), ("0.17", dict(gpu="MI300X", block_size=1)),
-    ("0.19", dict(gpu="H100")), ("0.19", dict(gpu="MI300X", block_size=1)), ("0.19", dict(platform="xpu")),
-    ("0.20", dict(gpu="H100")), ("0.20", dict(gpu="B200")), ("0.20", dict(gpu="MI300X", block_size=1)),
-    ("0.20", dict(platform="xpu")),
-], ids=lambda x: x if isinstance(x, str) else "-".join(str(v) for v in x.values()))
-def test_sparse_mla_layers_have_no_prefill_path_before_the_registry(vllm, where):
-    """model_executor/layers/attention/mla_attention.py MLAAttention.forward (0.17.0, 0.19.0, 0.20.0): a SparseMLAAttentionImpl
-    (FlashMLASparseImpl, FlashInferMLASparseImpl, ROCm's and XPU's sparse impls) sends every token through
-    forward_mqa; the prefill switch functions are read only by MLACommonImpl. No prefill backend, nothing logged
-    (0.21's registry asks for one: FLASH_ATTN there). A dense layer keeps its prefill path."""
-    decode = _answer(vllm=vllm, **where, **SPARSE)
-    assert decode[0] != "ERR", decode
-    got = _answer(role="mla_prefill", vllm=vllm, **where, **SPARSE)
-    assert got[0] == "NO_PREFILL" and got[3] == (), got
-    assert _answer(role="mla_prefill", vllm="0.21", **{**where, **SPARSE})[0] != "NO_PREFILL"
-    dense = {**SPARSE, **where, "use_sparse": False, "index_topk": None, "block_size": None}
-    assert _answer(role="mla_prefill", vllm=vllm, **dense)[0] not in ("NO_PREFILL", "ERR")
-
-
-def test_017_sparse_prefill_answers_the_layers_decode_failure():
-    """MLAAttention builds its decode impl first (0.17.0): a sparse layer ROCm refuses at the default block size
-    fails for prefill too, with the decode refusal (it once answered FLASH_ATTN_PREFILL)."""
-    decode = _answer(vllm="0.17", gpu="MI300X", **SPARSE)
-    assert decode[0] == "ERR"
-    assert _answer(role="mla_prefill", vllm="0.17", gpu="MI300X", **SPARSE) == decode

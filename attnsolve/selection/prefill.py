@@ -48,7 +48,7 @@ def skipped(config: Config, layer: PrefillLayer) -> Selection:
     """The answer for a layer a skip names: no prefill backend, the skip's warning."""
     assert layer.skip is not None
     return Selection(backend=NO_PREFILL, variant=NO_PREFILL_PATH, rejected=(),
-                     warnings=(render_message(layer.skip, layer.facts),) if layer.skip else (),  # "": vLLM says nothing
+                     warnings=(render_message(layer.skip, layer.facts),),
                      config=config, role="mla_prefill", priority_list="MLA prefill skipped")
 
 

@@ -395,9 +395,6 @@ def random_mla_prefill(D: Domains, rng: random.Random) -> dict[str, Any]:
         d.update(qk_nope_head_dim=dims[0], qk_rope_head_dim=dims[1], v_head_dim=dims[2])
     if rng.random() < 0.4:
         d["flash_attn_version"] = rng.choice(D.flash_attn_versions)
-    if rng.random() < 0.2:  # a sparse layer (DeepSeek-V3.2 style): its decode impl decides whether it has a prefill path
-        d.update(use_sparse=True, index_topk=2048, dtype="bfloat16", qk_nope_head_dim=128, qk_rope_head_dim=64,
-                 v_head_dim=128)
     return d
 
 

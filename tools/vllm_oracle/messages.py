@@ -67,7 +67,7 @@ def quoted_texts(documents: dict[str, dict]) -> Iterator[tuple[str, str]]:
                 here = f"{where}.{k}" if where else str(k)
                 if k in TEXT_KEYS:
                     for text in ([v] if isinstance(v, str) else v if isinstance(v, list) else []):
-                        if isinstance(text, str) and text:  # "": vLLM says nothing there (0.20's sparse prefill skip)
+                        if isinstance(text, str):
                             yield here, text
                 yield from walk(v, here)
         elif isinstance(node, list):

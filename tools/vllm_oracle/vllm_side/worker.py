@@ -697,22 +697,6 @@ class Oracle:
         return qual
 
     def _mla_prefill_predicates(self, cfg: dict[str, Any]) -> dict[str, Any]:
-        """Releases without the prefill registry (0.17 to 0.20): the layer's decode backend first, as MLAAttention
-        builds its impl before anything else (a failure there is the layer's failure); a sparse impl
-        (SparseMLAAttentionImpl: MLAAttention.forward sends every token through forward_mqa) has no prefill path;
-        otherwise MLACommonImpl's prefill functions in its order."""
-        with boot.capture_warnings(self.data) as logged:
-            dec = self._select(cfg, "selector", logged)
-        if not dec.get("ok"):  # compared in selector mode; here only that the layer fails before prefill
-            return {**{k: v for k, v in dec.items() if k in ("ok", "kind", "error")}, "stage": "decode"}
-        if dec["backend"] in self.E.__members__:
-            from vllm.v1.attention.backend import SparseMLAAttentionImpl
-
-            if issubclass(self.E[dec["backend"]].get_class().get_impl_cls(), SparseMLAAttentionImpl):
-                return {"ok": True, "backend": "NO_PREFILL", "decode_backend": dec["backend"]}
-        return self._switch_predicates(cfg)
-
-    def _switch_predicates(self, cfg: dict[str, Any]) -> dict[str, Any]:
         import vllm.model_executor.layers.attention.mla_attention as M
         import vllm.utils.flashinfer as fi
         import vllm.v1.attention.backends.fa_utils as fa
