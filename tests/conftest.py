@@ -9,7 +9,7 @@ says which release its expectations are for:
   round trips, structure): it runs once per packaged release (ids `[vllm0.17]`, `[vllm0.33]`), with
   that release as the default one (`$ATTNSOLVE_VLLM`); a test may take the label as `vllm_version`.
   Under the dev and ci profiles a hypothesis test shares its example budget between the releases
-  (each gets 1/n of it, at least 10); nightly runs the full budget for each release.
+  (each gets 1/n of it, at least 10, at least 5 for an edit folder); nightly runs the full budget for each release.
 - `pytestmark = pytest.mark.vllm("0.17")`: facts of one release (a fact test names that release's
   source files); the test runs with that release as the default, whatever the environment says.
   On a single test inside an every_release module it pins that test alone.
