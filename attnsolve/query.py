@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .advice import Context
 from .render import wrap
+
+if TYPE_CHECKING:
+    from .config.env_reading import EnvRead
 
 PROG = "attnsolve"
 
@@ -58,8 +61,8 @@ def rules_asked(ns: argparse.Namespace | None = None) -> Any:
         return rules_for(parse_vllm(None))
 
 
-def read_env(environ: Mapping[str, str], rules: Any = None) -> tuple[Any, ...]:
-    """vLLM's environment switches set in `environ`, read as the release reads them (config.env_reading.EnvRead),
+def read_env(environ: Mapping[str, str], rules: Any = None) -> tuple["EnvRead", ...]:
+    """vLLM's environment switches set in `environ`, read as the release reads them (one EnvRead each),
     as the rule set declares them (the common fields' variables for a set without declarations)."""
     from .config.env_reading import declared_variables, read_environment
     rules = rules if rules is not None else rules_asked()
@@ -98,7 +101,7 @@ def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Seq
         fields.update(declared)
         notes += [f"model {model.path}: {n}" for n in declared_notes]
         notes += _sliding_window(model, rules, fields)
-    env: tuple[Any, ...] = ()
+    env: tuple[EnvRead, ...] = ()
     if not getattr(ns, "no_env", False):
         try:
             env = read_env(os.environ if environ is None else environ, rules)

@@ -117,4 +117,3 @@ def test_020_head_512_on_sm90_runs_fa4_even_batch_invariant():
     kw = dict(gpu="H100", dtype="bfloat16", head_size=512, use_batch_invariant=True)
     assert _answer(vllm="0.20", **kw)[:2] == ("FLASH_ATTN", "FA4")
     assert _answer(vllm="0.21", **kw)[:2] == ("FLASH_ATTN", "FA2")
-

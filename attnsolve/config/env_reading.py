@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..errors import ConfigError
+from ..rules.model import ENV_READINGS
 
 
 # The variables every supported release reads for the common fields: only for a rule set that declares no
@@ -68,7 +69,7 @@ def read_variable(variable: str, text: str, field: str, reading: str) -> EnvRead
             return EnvRead(variable, text, field, None,
                            f"{variable}={text!r} changes nothing: vLLM only reads it to skip a check when non-zero")
         return EnvRead(variable, text, field, on)
-    raise ConfigError(field, reading, ("true_or_1", "int", "int_sets_true"))  # the loader refuses others
+    raise ConfigError(field, reading, ENV_READINGS)  # the loader refuses others
 
 
 def read_environment(environ: Mapping[str, str], declared: Mapping[str, tuple[str, str]]) -> tuple[EnvRead, ...]:
