@@ -38,3 +38,15 @@ def test_every_platform_uses_the_release_text(version):
 def test_cpu_block_of_48_fails_in_the_release_words(version, want):
     """CPU_ATTN's kernels take multiples of 32 from 0.29 on (cpu_attn.py); a 48-token block fails at start-up."""
     assert _answer(vllm=version, platform="cpu", dtype="bfloat16", head_size=128, block_size=48)[4] == want
+
+
+@pytest.mark.parametrize("attn_type, fails", [("decoder", True), ("encoder_decoder", True),
+                                              ("encoder_only", False), ("encoder", False)])
+def test_only_layers_with_a_kv_cache_can_fail(attn_type, fails):
+    """v1/worker/utils.py (0.17.0 on): the kernel block size is picked per KV cache group, and an encoder-only
+    layer's EncoderOnlyAttentionSpec is skipped (an encoder layer has no spec): TRITON_ATTN on a V100 with 1-token
+    blocks refuses to start for a decoder layer only."""
+    kw = dict(vllm="0.17", gpu="V100", dtype="float16", head_size=128, block_size=1, attn_type=attn_type)
+    got = _answer(**kw)
+    assert got[0] == "TRITON_ATTN"
+    assert (got[4] == "No common block size for 1. ") if fails else got[4] is None

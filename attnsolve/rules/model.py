@@ -635,6 +635,9 @@ class PriorityList:
     startup_failures: tuple[tuple[str, tuple[Literal, ...]], ...] = ()
     # Start-up failure when the chosen backend's kernel block sizes cannot serve the block size.
     block_size_failure: str = ""
+    # The layers that text can refuse (a conjunction; () = every layer): vLLM picks a kernel block size only for a
+    # layer with a KV cache group (encoder self-attention has none).
+    block_size_failure_when: tuple[Literal, ...] = ()
     # vLLM >= 0.18: the warning when a user's --block-size rejected higher-priority backends ({block_size},
     # {precluded}, {backend}); requests vLLM drops for automatic selection ((warning, cond), ...); requests that
     # fail before validation with vLLM's whole text ((message, cond), ...); config rewrites; post-selection

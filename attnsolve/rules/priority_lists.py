@@ -65,6 +65,7 @@ def _priority_list(plat: str, raw: dict, settings: dict, known: set[str]) -> Pri
         start_backend=_start_backend(settings.get("start_backend", []), known),
         startup_failures=_messages(settings.get("startup_failures", []), known, "startup_failures"),
         block_size_failure=_text(settings.get("block_size_failure", ""), "block_size_failure"),
+        block_size_failure_when=_literals(settings.get("block_size_failure_when", {}), known),
         precluded_warning=_text(settings.get("precluded_warning", ""), "precluded_warning"),
         request_fallbacks=tuple((str(r.get("warning", "")), alt,
                                  tuple(tuple(_str_list(x)) for x in _list(r.get("only_reasons", []))),

@@ -111,6 +111,7 @@ KEYS: dict[str, dict[str, str]] = {
                  "start_block_size": LIST_OF("start_block_size"), "drops": STR_LIST,
                  "request_platform_check": BOOL, "no_valid_message": STR, "invalid_message": STR,
                  "start_backend": LIST_OF("start_backend"), "startup_failures": LIST_OF("warning"), "block_size_failure": STR,
+                 "block_size_failure_when": LITERALS,
                  "precluded_warning": STR, "request_fallbacks": LIST_OF("fallback"), "request_errors": LIST_OF("warning"),
                  "rewrites": LIST_OF("rewrite"), "notes": LIST_OF("note"), "model_backend": LIST_OF("model_backend"),
                  "model_routes": LIST_OF("model_route"), "model_route_kv": LIST_OF("route_kv"),

@@ -115,6 +115,39 @@ def error_kind(text: str) -> str:
     return "ValueError"
 
 
+def _worker_function(name: str) -> Callable[..., Any]:
+    """A function of vllm/v1/worker/utils.py, compiled from the release's own source with the module-level helpers
+    it calls. Importing the module pulls in model code (0.17: quantization kernels queried at import, which the
+    stubbed extension lacks) and logs lines of its own; the function itself needs only MultipleOf. Annotations are
+    dropped (they name classes the module imports)."""
+    import importlib.util
+
+    from vllm.v1.attention.backend import MultipleOf
+
+    spec = importlib.util.find_spec("vllm.v1.worker.utils")
+    assert spec is not None and spec.origin is not None
+    with open(spec.origin, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    defs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    wanted, todo = [], [name]
+    while todo:  # the function and the module-level functions it calls
+        fn = defs[todo.pop()]
+        if fn in wanted:
+            continue
+        wanted.append(fn)
+        todo += [n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and n.id in defs and defs[n.id] not in wanted]
+    for fn in wanted:
+        fn.decorator_list = []
+        for node in ast.walk(fn):
+            if isinstance(node, ast.arg):
+                node.annotation = None
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                node.returns = None
+    namespace: dict[str, Any] = {"MultipleOf": MultipleOf}
+    exec(compile(ast.Module(body=wanted, type_ignores=[]), spec.origin, "exec"), namespace)
+    return namespace[name]
+
+
 def _cc(v: Any) -> tuple[int, int]:
     a, _, b = str(v).partition(".")
     return int(a), int(b or 0)
@@ -138,6 +171,7 @@ class Oracle:
         self.cubin = os.environ.get("VLLM_HAS_FLASHINFER_CUBIN") == "1"
         self.seen: list[Any] = []
         self._select_src = self._spy_selector_configs()
+        self._common_block_size_fn: Callable[..., int] | None = None
 
     def _spy_selector_configs(self) -> str:
         """Record the AttentionSelectorConfig vLLM's get_attn_backend builds (every input as vLLM
@@ -349,6 +383,10 @@ class Oracle:
                 out.update(ok=True, backend=self._enum_name(bc), get_name=bc.get_name())
                 if mode == "startup" and not getattr(vc.cache_config, "user_specified_block_size", True):
                     self._executor_block_size(out, vc, bc)
+                if mode == "startup":
+                    failure = self._common_block_size(out.get("startup_block_size", block), bc, sel_cfg)
+                    if failure is not None:
+                        return {**out, "ok": False, "kind": "ValueError", "error": failure}
             except ValueError as e:
                 out.update(ok=False, error=str(e))
             except (AssertionError, RuntimeError, NotImplementedError) as e:
@@ -378,6 +416,26 @@ class Oracle:
         finally:
             os.environ.clear()
             os.environ.update(saved)
+        return None
+
+    def _common_block_size(self, block: int | None, bc: Any, sel_cfg: Any) -> str | None:
+        """The model runner's kernel block size for the layer's KV cache group (v1/worker/utils.py
+        select_common_block_size, when the KV cache is laid out after the model loads): vLLM's own function on the
+        chosen backend and the start-up block size; its ValueError text, or None. Encoder self-attention has no KV
+        cache group (an encoder-only layer's EncoderOnlyAttentionSpec is skipped, an encoder layer has no spec)."""
+        attn_type = str(getattr(sel_cfg, "attn_type", "")).lower().rsplit(".", 1)[-1]
+        if block is None or attn_type in ("encoder", "encoder_only"):
+            return None
+        boot._mark("startup.common_block_size", self.data)
+        if self._common_block_size_fn is None:
+            self._common_block_size_fn = _worker_function("select_common_block_size")
+        fn = self._common_block_size_fn
+        params = list(inspect.signature(fn).parameters)
+        group = [types.SimpleNamespace(backend=bc)] if "attn_groups" in params else [bc]  # 0.17: AttentionGroups
+        try:
+            fn(block, group)
+        except ValueError as e:
+            return str(e)
         return None
 
     def _executor_block_size(self, out: dict[str, Any], vc: Any, bc: Any) -> None:
