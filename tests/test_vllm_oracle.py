@@ -389,6 +389,16 @@ def test_a_text_of_short_words_and_values_is_looked_up_whole() -> None:
     assert [text for _, text, _ in missing(docs, corpus)] == ["Using fp8 KV cache for GLM-5.3-Flash"]
 
 
+def test_a_backend_enum_member_is_one_value() -> None:
+    """vLLM 0.18's ROCm logs "Using %s backend." with the enum member, which prints "AttentionBackendEnum.X": the
+    rule text "Using AttentionBackendEnum.{backend} backend." is that template, not a text the release lacks."""
+    from tools.vllm_oracle.messages import missing
+    corpus = "\n".join(["Using %s backend.", "Using %s KV cache layout for %s backend."])
+    docs = {"rocm.toml": {"platforms": {"rocm": {"manual_log": "Using AttentionBackendEnum.{backend} backend."}},
+                          "x": [{"log": "Using AttentionBackendEnum.{backend} attention backend."}]}}
+    assert [text for _, text, _ in missing(docs, corpus)] == ["Using {backend} attention backend."]
+
+
 def test_a_text_whose_looked_up_phrase_is_the_smaller_part_is_looked_up_whole() -> None:
     """Regression (session 35): "deepseek_v32 does not yet support XPU." (0.27/0.28's) passed for 0.20 to 0.26 because
     its one piece long enough to look up, " does not yet support ", is in other messages; a text without placeholders
@@ -436,6 +446,24 @@ environment_variables: dict = {
 '''
 
 
+def test_envcheck_reads_a_variable_with_the_module_function_that_reads_it():
+    """vLLM 0.18 reads VLLM_BATCH_INVARIANT in model_executor/layers/batch_invariant.py (not envs.py): envcheck runs
+    that function alone, from the module's source, with the stand-in os (int(text) != 0, a non-number off)."""
+    from tools.vllm_oracle.envcheck import module_readers
+
+    source = (
+        "import os\nimport torch\n\n"
+        "def _read_vllm_batch_invariant() -> bool:\n"
+        "    val = os.getenv(\"VLLM_BATCH_INVARIANT\", \"0\")\n"
+        "    try:\n        return int(val) != 0\n    except ValueError:\n        return False\n\n"
+        "VLLM_BATCH_INVARIANT: bool = _read_vllm_batch_invariant()\n")
+    files = {"vllm/model_executor/layers/batch_invariant.py": source}
+    read = module_readers(files.get)["VLLM_BATCH_INVARIANT"]
+    assert [read({"VLLM_BATCH_INVARIANT": x}) for x in ("1", "0", "true", "2")] == [True, False, False, True]
+    assert read({}) is False
+    assert module_readers({}.get) == {}  # a release without the module (or the function) reads nothing there
+
+
 def test_envcheck_finds_a_variable_the_release_lacks_and_a_text_read_differently():
     """A stand-in envs.py: VLLM_ROCM_USE_AITER_UNIFIED_ATTENTION read with int() (0.17 reads it as true/1), and no
     VLLM_ATTENTION_BACKEND, which an older 0.17 set declared."""
@@ -450,6 +478,7 @@ def test_envcheck_finds_a_variable_the_release_lacks_and_a_text_read_differently
     backend = dataclasses.replace(rules.fields["backend"], env="VLLM_ATTENTION_BACKEND", env_reads="true_or_1")
     stale = dataclasses.replace(rules, fields={**rules.fields, "backend": backend})
     found = differences(stale, lambdas)
-    assert "VLLM_ATTENTION_BACKEND (fields.backend): not in this release's envs.py" in found
+    assert ("VLLM_ATTENTION_BACKEND (fields.backend): not in this release's envs.py (nor read by a module READERS "
+            "names)") in found
     assert any(line.startswith("VLLM_ROCM_USE_AITER_UNIFIED_ATTENTION='true': vLLM reads \"ValueError: invalid literal") for line in found)
     assert not any(line.startswith("VLLM_ROCM_USE_AITER=") for line in found)  # read alike

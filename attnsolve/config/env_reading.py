@@ -69,6 +69,12 @@ def read_variable(variable: str, text: str, field: str, reading: str) -> EnvRead
             return EnvRead(variable, text, field, None,
                            f"{variable}={text!r} changes nothing: vLLM only reads it to skip a check when non-zero")
         return EnvRead(variable, text, field, on)
+    if reading == "int_else_false":  # vLLM 0.18's batch_invariant.py: int(text) != 0, a ValueError reads as off
+        try:
+            return EnvRead(variable, text, field, int(text) != 0)
+        except ValueError:
+            return EnvRead(variable, text, field, False,
+                           f"{variable}={text!r} is read as off: this vLLM turns it on only for a non-zero integer")
     raise ConfigError(field, reading, ENV_READINGS)  # the loader refuses others
 
 

@@ -688,7 +688,7 @@ FIELD_CATEGORIES = ("hardware", "model", "setting")
 # config/env_reading.py): "true_or_1" = text.lower() in ("true", "1"), anything else off (VLLM_ROCM_USE_AITER*);
 # "int" = bool(int(text)), a ValueError stops vLLM's start-up (VLLM_BATCH_INVARIANT); "int_sets_true" = as "int",
 # but 0 changes nothing (VLLM_HAS_FLASHINFER_CUBIN=1 only skips a check that may pass anyway).
-ENV_READINGS = ("true_or_1", "int", "int_sets_true")
+ENV_READINGS = ("true_or_1", "int", "int_sets_true", "int_else_false")
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,8 @@ Why it exists: the differential harness hands vLLM field values, never a variabl
 rule set that declares a variable its release does not have (the 0.17 set declared VLLM_ATTENTION_BACKEND,
 which no vLLM from 0.17.0 on reads) or reads the text another way than vLLM (VLLM_ROCM_USE_AITER=yes is off
 in vLLM). This check takes `environment_variables` from the wheel's vllm/envs.py (by `ast`, no import), runs
-each declared variable's lambda on a set of texts with a stand-in `os.getenv`, and compares the value (or the
+each declared variable's lambda (or, for a variable a release reads elsewhere, the reading function READERS
+names) on a set of texts with a stand-in `os.getenv`, and compares the value (or the
 ValueError) with attnsolve's reading (`env_reads`, attnsolve/config/env_reading.py).
 
     python -m tools.vllm_oracle.envcheck --vllm 0.17.0 [--attnsolve-vllm 0.17]
@@ -55,6 +56,38 @@ def envs_lambdas(envs_source: str) -> dict[str, Callable[[dict[str, str]], Any]]
     return out
 
 
+# Variables a release reads outside envs.py: (module file, the function that reads the text). vLLM 0.18 reads
+# VLLM_BATCH_INVARIANT once, at import of its batch-invariance module (0.19 moved it into envs.py).
+READERS = {"VLLM_BATCH_INVARIANT": ("vllm/model_executor/layers/batch_invariant.py", "_read_vllm_batch_invariant")}
+
+
+def module_readers(read: Callable[[str], str | None]) -> dict[str, Callable[[dict[str, str]], Any]]:
+    """variable -> f(environ) for READERS whose function the wheel has (`read`: a wheel file's text, or None):
+    the function compiled alone from the module's source, called with the stand-in `os`."""
+    out: dict[str, Callable[[dict[str, str]], Any]] = {}
+    for variable, (path, name) in READERS.items():
+        source = read(path)
+        fn = next((n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef) and n.name == name),
+                  None) if source is not None else None
+        if fn is None:
+            continue
+        fn.returns = None
+        call = ast.Call(func=ast.Name(name, ast.Load()), args=[], keywords=[])
+        module = ast.Module(body=[fn, ast.Assign(targets=[ast.Name("_value", ast.Store())], value=call)],
+                            type_ignores=[])
+        out[variable] = _module_runner(compile(ast.fix_missing_locations(module), f"{path}:{name}", "exec"))
+    return out
+
+
+def _module_runner(code: Any) -> Callable[[dict[str, str]], Any]:
+    def run(environ: dict[str, str]) -> Any:
+        fake_os = types.SimpleNamespace(environ=dict(environ), getenv=lambda name, default=None: environ.get(name, default))
+        namespace: dict[str, Any] = {"os": fake_os, "__builtins__": __builtins__}
+        exec(code, namespace)  # noqa: S102 - vLLM's own reader, no I/O
+        return namespace["_value"]
+    return run
+
+
 def _runner(code: Any) -> Callable[[dict[str, str]], Any]:
     def run(environ: dict[str, str]) -> Any:
         # the only module the reading lambdas use: os.getenv / os.environ.get
@@ -72,7 +105,7 @@ def differences(rules: Any, lambdas: dict[str, Callable[[dict[str, str]], Any]])
             continue
         fn = lambdas.get(decl.env)
         if fn is None:
-            out.append(f"{decl.env} (fields.{name}): not in this release's envs.py")
+            out.append(f"{decl.env} (fields.{name}): not in this release's envs.py (nor read by a module READERS names)")
             continue
         for text in TEXTS:
             try:
@@ -109,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with zipfile.ZipFile(wheel_path(args.vllm)) as z:
         lambdas = envs_lambdas(z.read("vllm/envs.py").decode("utf-8", "replace"))
+        names = set(z.namelist())
+        lambdas = {**module_readers(lambda f: z.read(f).decode("utf-8", "replace") if f in names else None),
+                   **lambdas}  # envs.py's own reading first, where it has one
     bad = differences(rules, lambdas)
     for line in bad:
         print(f"DIFFERS in vLLM {args.vllm}: {line}")

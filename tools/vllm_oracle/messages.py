@@ -39,6 +39,8 @@ TEXT_KEYS = frozenset({
 })
 # A literal part shorter than this is too common to tell anything (", ", "=", "torch.").
 MIN_PART = 12
+# A backend named as vLLM's enum prints it ("Using AttentionBackendEnum.ROCM_ATTN backend."): the value of a field.
+ENUM_VALUE = re.compile(r"AttentionBackendEnum\.(\{[^{}]*\})")
 # A field vLLM fills in its messages: a %-format conversion or a .format() / f-string field.
 FIELD = r"%[-#0-9.]*[sdrfx]|\{[^{}]*\}"
 # Tables whose texts are attnsolve's words (an invariant's reason explains the configuration space).
@@ -129,6 +131,8 @@ def missing(documents: dict[str, dict], corpus: str) -> list[tuple[str, str, str
         if text in seen or OWN_WORDS.search(text):
             continue
         seen.add(text)
+        # vLLM prints a backend enum member with %s / {}: "AttentionBackendEnum.X" is one interpolated value
+        text = ENUM_VALUE.sub(r"\1", text)
         whole = _normalised(text)
         checked = 0
         for part in literal_parts(text):

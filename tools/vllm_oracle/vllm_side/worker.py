@@ -216,6 +216,11 @@ class Oracle:
                     os.environ[var] = val
                     changed = True
         if changed:
+            if "env.batch_invariant_module_flag" in self.data.patches:  # 0.18: read once, at the module's import
+                from vllm.model_executor.layers import batch_invariant as BI
+
+                boot._mark("env.batch_invariant_module_flag", self.data)
+                BI.VLLM_BATCH_INVARIANT = BI._read_vllm_batch_invariant()
             if hasattr(envs, "disable_envs_cache"):
                 envs.disable_envs_cache()
             if self.platform == "cuda":
