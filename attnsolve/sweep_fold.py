@@ -197,14 +197,9 @@ class _Fold:
                 out = np.full(d.shape, EXACT, dtype=np.int32)
                 out[d == NO_BACKEND] = NO_BACKEND  # the layer's decode selection fails: the row fails
                 ok = d >= 0
-                names = self.names
-                skippable = np.zeros(len(names), dtype=bool)
-                for _, when in mp.skips:
-                    lits = [lit for lit in when if lit.field == "decode_backend"]
-                    for c, name in enumerate(names):
-                        if all(lit.pred(name) for lit in lits):
-                            skippable[c] = True
-                ok &= ~skippable[np.maximum(d, 0)]
+                skipped, undecided = self._skips(mp, d, here, codes.shape, owner, fixed)
+                out[ok & skipped] = self.names.index(NO_PREFILL)
+                ok &= ~skipped & ~undecided  # undecided: left EXACT (solved alone)
                 pl = plain[here]
                 out[ok & (pl >= 0)] = pl[ok & (pl >= 0)]
                 failed = ok & (pl == NO_BACKEND)
@@ -229,11 +224,42 @@ class _Fold:
         for idx in np.argwhere(alone).tolist():
             codes[tuple(idx)] = solve_row(_merged(u.rows[idx[u.axis]] for u in units))
 
-    def _fallbacks(self, mp: Any, owner: dict[str, Any], fixed: dict[str, Any]) -> Any:
-        """(fields, holds(values) -> whether a fallback swallows a failed prefill selection) when the fallbacks
-        read only the row's own base fields (not the decode step's changes, not the compute capability, whose
-        row values are shown as text), else None."""
-        fields = tuple(dict.fromkeys(lit.field for _, when in mp.fallbacks for lit in when))
+    def _skips(self, mp: Any, d: Any, here: Any, shape: tuple[int, ...], owner: dict[str, Any],
+               fixed: dict[str, Any]) -> tuple[Any, Any]:
+        """(skipped, undecided) for the layer rows `here` (their decode codes `d`): a skip whose literals read the
+        decode backend and the row's own base fields is decided per row, the base fields as one vector per unit
+        broadcast over the space (a sparse layer's skip reads only use_sparse, over every prefill row); a skip
+        reading anything else leaves the rows whose decode backend it names undecided."""
+        np = self.np
+        names = self.names
+        skipped = np.zeros(d.shape, dtype=bool)
+        undecided = np.zeros(d.shape, dtype=bool)
+        changed = self._changed_fields()
+        for _, when in mp.skips:
+            dec = [lit for lit in when if lit.field == "decode_backend"]
+            rest = [lit for lit in when if lit.field != "decode_backend"]
+            by_name = np.array([all(lit.pred(name) for lit in dec) for name in names], dtype=bool)
+            named = by_name[np.maximum(d, 0)]
+            if any(lit.field in changed for lit in rest):
+                undecided |= named
+                continue
+            mask: Any = True
+            for lit in rest:
+                u = owner.get(lit.field)
+                if u is None:
+                    mask = mask & bool(lit.pred(fixed.get(lit.field)))
+                    continue
+                vec = np.array([bool(lit.pred(r.get(lit.field))) for r in u.rows], dtype=bool)
+                axis_shape = [1] * len(shape)
+                axis_shape[u.axis] = len(u.rows)
+                mask = mask & vec.reshape(axis_shape)
+            holds = np.broadcast_to(np.asarray(mask, dtype=bool), shape)[here]
+            skipped |= named & holds
+        return skipped, undecided & ~skipped
+
+    def _changed_fields(self) -> set[str]:
+        """Facts a layer row's base fields do not give as they are: the decode step's, the compute capability (its
+        row values are shown as text), the request, derived facts and every field a rewrite or model route sets."""
         rules = self.plans.comp.rules
         changed = {"decode_backend", "compute_capability", "backend", *rules.derived}
         for pl in rules.lists:
@@ -241,7 +267,14 @@ class _Fold:
                 changed |= {k for k, _ in rw.set} | set(rw.unset)
             for kv in pl.model_route_kv:
                 changed |= {k for k, _ in kv.set}
-        if set(fields) & changed:
+        return changed
+
+    def _fallbacks(self, mp: Any, owner: dict[str, Any], fixed: dict[str, Any]) -> Any:
+        """(fields, holds(values) -> whether a fallback swallows a failed prefill selection) when the fallbacks
+        read only the row's own base fields (not the decode step's changes, not the compute capability, whose
+        row values are shown as text), else None."""
+        fields = tuple(dict.fromkeys(lit.field for _, when in mp.fallbacks for lit in when))
+        if set(fields) & self._changed_fields():
             return None
 
         def holds(facts: dict[str, Any]) -> bool:

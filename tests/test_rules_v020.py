@@ -117,3 +117,20 @@ def test_020_head_512_on_sm90_runs_fa4_even_batch_invariant():
     kw = dict(gpu="H100", dtype="bfloat16", head_size=512, use_batch_invariant=True)
     assert _answer(vllm="0.20", **kw)[:2] == ("FLASH_ATTN", "FA4")
     assert _answer(vllm="0.21", **kw)[:2] == ("FLASH_ATTN", "FA2")
+
+
+@pytest.mark.parametrize("vllm", ["0.18", "0.19", "0.20"])
+def test_020_sparse_mla_layer_has_no_prefill_path(vllm):
+    """model_executor/layers/attention/mla_attention.py (0.20.0, and 0.18/0.19): the layer's decode backend first; every
+    sparse one's impl (flashmla_sparse.py FlashMLASparseImpl, ...) is a v1/attention/backend.py SparseMLAAttentionImpl,
+    forward_mqa only, so a DeepSeek-V3.2 layer has no prefill backend and the prefill switches are never read; a
+    failing decode backend is the layer's failure. 0.21's MLAAttention asks its prefill registry for every layer."""
+    v32 = dict(gpu="H100", dtype="bfloat16", use_mla=True, use_sparse=True, head_size=576, qk_nope_head_dim=128,
+               qk_rope_head_dim=64, v_head_dim=128, index_topk=2048)
+    assert _answer("mla_prefill", vllm=vllm, **v32)[:4] == ("NO_PREFILL", "top-k MQA path only", None, ())
+    assert _answer("mla_prefill", vllm="0.21", **v32)[0] == "FLASH_ATTN_PREFILL"
+    dense = dict(v32, use_sparse=False)
+    assert _answer("mla_prefill", vllm=vllm, **dense)[0] == "FLASH_ATTN_PREFILL"
+    failing = dict(v32, gpu="A100")  # no sparse MLA decode backend below SM 9.0: the layer fails there
+    assert _answer(vllm=vllm, **failing)[0] == "ERR"
+    assert _answer("mla_prefill", vllm=vllm, **failing)[0] == "ERR"

@@ -45,10 +45,11 @@ def prefill_fallback(mp: Any, facts: dict[str, Any]) -> str | None:
 
 
 def skipped(config: Config, layer: PrefillLayer) -> Selection:
-    """The answer for a layer a skip names: no prefill backend, the skip's warning."""
+    """The answer for a layer a skip names: no prefill backend, the skip's warning (none where the skip's text is
+    empty: vLLM 0.17 to 0.20 say nothing when a sparse layer has no prefill path)."""
     assert layer.skip is not None
     return Selection(backend=NO_PREFILL, variant=NO_PREFILL_PATH, rejected=(),
-                     warnings=(render_message(layer.skip, layer.facts),),
+                     warnings=(render_message(layer.skip, layer.facts),) if layer.skip else (),
                      config=config, role="mla_prefill", priority_list="MLA prefill skipped")
 
 

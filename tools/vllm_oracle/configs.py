@@ -269,6 +269,12 @@ def grid_mla_prefill(D: Domains) -> Iterator[dict[str, Any]]:
         if fav is not None:
             c["flash_attn_version"] = fav
         yield c
+    # sparse layers (DeepSeek-V3.2 style): before the registry their decode backend's impl decides whether the layer
+    # has a prefill path at all (the harness asks the decode backend first where versions.toml says so)
+    for cc, dt, kv, nh in itertools.product(ccs, ("bfloat16", "float16"), ("auto", "fp8", "fp8_ds_mla"),
+                                            (None, 16, 128)):
+        yield base(compute_capability=cc, dtype=dt, kv_cache_dtype=kv, use_mla=True, use_sparse=True, head_size=576,
+                   num_heads=nh, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128, index_topk=2048)
 
 
 ROCM_STD_BACKENDS = (None, "TRITON_ATTN", "ROCM_ATTN", "ROCM_AITER_FA", "ROCM_AITER_UNIFIED_ATTN", "FLEX_ATTENTION",
@@ -395,6 +401,9 @@ def random_mla_prefill(D: Domains, rng: random.Random) -> dict[str, Any]:
         d.update(qk_nope_head_dim=dims[0], qk_rope_head_dim=dims[1], v_head_dim=dims[2])
     if rng.random() < 0.4:
         d["flash_attn_version"] = rng.choice(D.flash_attn_versions)
+    if rng.random() < 0.2:  # a sparse layer (its decode backend decides whether it has a prefill path)
+        d.update(use_sparse=True, index_topk=2048, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128,
+                 kv_cache_dtype=rng.choice(("auto", "fp8", "fp8_ds_mla")), num_heads=rng.choice((None, 16, 128)))
     return d
 
 

@@ -642,6 +642,19 @@ class Oracle:
             out["fa_version"] = layer.prefill_backend.vllm_flash_attn_version  # FLASH_ATTN's, as it built it
         return out
 
+    def _layer_decode(self, cfg: dict[str, Any]) -> dict[str, Any] | None:
+        """The MLA layer's decode backend first, as MLAAttention.__init__ selects it before its impl exists (0.17 to
+        0.20): the layer's failure there (stage "decode"), or NO_PREFILL when the chosen impl is a
+        SparseMLAAttentionImpl (no prefill path); None when the prefill switches decide."""
+        boot._mark("mla_prefill.decode_first", self.data)
+        with boot.capture_warnings(self.data) as logged:
+            dec = self._select(cfg, "selector", logged)
+        if not dec.get("ok"):
+            return {**{k: v for k, v in dec.items() if k in ("ok", "kind", "error")}, "stage": "decode"}
+        if dec["backend"] in self.E.__members__ and _no_prefill_layer(self.E[dec["backend"]].get_class()):
+            return {"ok": True, "backend": "NO_PREFILL", "decode_backend": dec["backend"]}
+        return None
+
     def _mla_layer(self, cfg: dict[str, Any], backend_cls: Any, kv: str) -> Any:
         """A stand-in MLAAttention with what its prefill statement reads: the layer's dimensions and
         its impl's is_sparse / supports_dense_mha_prefill, the latter as the impl's own __init__
@@ -764,6 +777,11 @@ class Oracle:
         import vllm.utils.flashinfer as fi
         import vllm.v1.attention.backends.fa_utils as fa
 
+        if "mla_prefill.decode_first" in self.data.patches:
+            layer = self._layer_decode(cfg)
+            if layer is not None:  # the layer failed at its decode backend, or has no prefill path
+                return layer
+
         M.has_nvidia_artifactory = fi.has_nvidia_artifactory  # imported by name: the offline one
         available = cfg.get("flashinfer_available", True) is not False
         M.has_flashinfer = (lambda: True) if available else (lambda: False)
@@ -788,6 +806,14 @@ class Oracle:
                 g = fa.get_flash_attn_version
                 out["fa_version"] = g(head_size=hd or None) if _accepts(g, "head_size") else g()
         return out
+
+
+def _no_prefill_layer(backend_cls: Any) -> bool:
+    """Whether the decode backend's implementation is one of vLLM's SparseMLAAttentionImpl (0.17 to 0.20): such a
+    layer sends every token through forward_mqa, and its impl's __init__ never reads the prefill switches."""
+    from vllm.v1.attention.backend import SparseMLAAttentionImpl
+
+    return issubclass(backend_cls.get_impl_cls(), SparseMLAAttentionImpl)
 
 
 def run_batch(oracle: Oracle, lines: list[str]) -> list[dict[str, Any]]:
