@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .rules import RuleSet, default_version, rules_for
+from .rules.sets import per_rules_limit
 from .solver.compiled import CompiledRules
 
 
@@ -61,7 +62,7 @@ def engine_for(version: str | None = None) -> Engine:
 def engine_of_rules(rules: RuleSet) -> Engine:
     eng = _engines.get(id(rules))
     if eng is None or eng.rules is not rules:
-        if len(_engines) > 16:  # mutants loaded by tests come and go; packaged sets are few
+        if len(_engines) > per_rules_limit():  # every packaged release's engine, and a few test mutants
             _engines.clear()
         eng = _engines[id(rules)] = Engine(rules)
     return eng

@@ -285,9 +285,10 @@ class Release:
         if backend not in requestable_backends(self.rules, platform):
             return False  # a class requested under another name (0.33's FLASH_ATTN_MLA_XPU: FLASH_ATTN_MLA)
         mp = lists[0].mla_prefill if lists else None
-        if self.rules.backends[backend].role == "mla_prefill" and mp is not None and mp.request_field:
-            # requested through its own field under vLLM's prefill name, its errors naming it so (vLLM >= 0.18):
-            # not the `backend` request this generator makes; tests/test_mla_prefill_v033.py pins those
+        if self.rules.backends[backend].role == "mla_prefill" and mp is not None:
+            # requested through its own field under vLLM's prefill name, its errors naming it so (vLLM >= 0.21):
+            # not the `backend` request this generator makes (tests/test_mla_prefill_v033.py pins those); a layer
+            # without such a field (0.18-0.20, 0.33's CPU) ignores the `backend` request for its prefill path
             return False
         if lists and any(not only and c and all(lit.field == "backend" and lit({"backend": backend}) for lit in c)
                          for _, c, only, _ in lists[0].request_fallbacks):

@@ -16,6 +16,7 @@ from .invariants import apply_definitions, check_clauses, place, plan_of
 from .normalise import _COMMON, NUMERIC_FIELDS, _normalise
 from .template import from_template, numeric_hash, remember, shape_key, template_of
 from .values import ANY, format_cc, parse_declared, parse_vllm
+from ..rules.sets import per_rules_limit
 
 
 _INTERNED: dict[tuple[Any, ...], Any] = {}
@@ -329,7 +330,7 @@ def _pairs_hash(pairs: tuple[tuple[str, Any], ...]) -> int:
     does not cache its hash, and hashing 0.33's 34 pairs on every Config costs about a microsecond."""
     hit = _PAIRS_HASH.get(id(pairs))
     if hit is None or hit[0] is not pairs:
-        if len(_PAIRS_HASH) > 16:
+        if len(_PAIRS_HASH) > per_rules_limit():
             _PAIRS_HASH.clear()
         hit = _PAIRS_HASH[id(pairs)] = (pairs, hash(pairs))
     return hit[1]
@@ -370,7 +371,7 @@ def _extras_of(rules: Any, inv: Any) -> tuple[tuple[tuple[str, Any], ...], dict[
     or defaulted by `defaults` cases (they depend on other fields)."""
     hit = _EXTRAS.get(id(rules))
     if hit is None or hit[0] is not rules:  # the rules object is kept: an id is reused after GC
-        if len(_EXTRAS) > 16:
+        if len(_EXTRAS) > per_rules_limit():
             _EXTRAS.clear()
         names = [n for n in rules.fields if n not in _DEFAULTS]
         pairs = tuple((n, parse_declared(rules.fields[n], rules.fields[n].default, rules)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from ..rules import default_rules
+from ..rules.sets import per_rules_limit
 
 
 def gpu_key(name: str) -> str:
@@ -18,7 +19,7 @@ def lookup_gpu(name: Any, rules: Any = None) -> Mapping[str, Any]:
     rules = rules if rules is not None else default_rules()
     hit = _GPU_TABLES.get(id(rules))
     if hit is None or hit[0] is not rules:  # keep the rules object: an id is reused after GC
-        if len(_GPU_TABLES) > 16:
+        if len(_GPU_TABLES) > per_rules_limit():
             _GPU_TABLES.clear()
         hit = _GPU_TABLES[id(rules)] = (rules, {gpu_key(k): v for k, v in rules.gpus.items()})
     table = hit[1]

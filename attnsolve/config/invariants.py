@@ -14,6 +14,7 @@ from ..rules import RuleSet
 from ..rules.loader import EXTRA_FIELDS
 from ..rules.model import Check, Invariant
 from .values import ANY
+from ..rules.sets import per_rules_limit
 
 
 class Plan:
@@ -52,7 +53,7 @@ _PLANS: dict[int, tuple[RuleSet, Plan]] = {}
 def plan_of(rules: RuleSet, config_fields: frozenset[str]) -> Plan:
     hit = _PLANS.get(id(rules))
     if hit is None or hit[0] is not rules:  # the rules object is kept: an id is reused after GC
-        if len(_PLANS) > 16:
+        if len(_PLANS) > per_rules_limit():
             _PLANS.clear()
         hit = _PLANS[id(rules)] = (rules, Plan(rules, config_fields | frozenset(rules.fields)))
     return hit[1]

@@ -13,6 +13,7 @@ from .gpu import lookup_gpu
 from .invariants import implied_platform, place, plan_of
 from .values import (ANY, canonical_map, requestable_backends, _MAX_INT, _as_bool, _as_int, _backend_name, _cc, _choice, format_cc,
                      int_text, parse_cc, parse_vllm)
+from ..rules.sets import per_rules_limit
 
 _BOOL_FIELDS = (
     "use_mla", "use_sparse", "has_sink", "use_mm_prefix", "trtllm_available", "rocm_use_aiter",
@@ -100,7 +101,7 @@ def _conditional_defaults(rules: Any) -> tuple[tuple[str, Any], ...]:
     """Per rule set: the common fields whose declaration has `defaults` cases, with their declarations."""
     hit = _UNSET.get(id(rules))
     if hit is None or hit[0] is not rules:  # the rules object is kept: an id is reused after GC
-        if len(_UNSET) > 16:
+        if len(_UNSET) > per_rules_limit():
             _UNSET.clear()
         hit = _UNSET[id(rules)] = (rules, tuple((n, decl) for n, decl in rules.fields.items()
                                                 if decl.defaults and n in _COMMON))
@@ -114,7 +115,7 @@ def _minimums(rules: Any) -> dict[str, int]:
     """Per rule set: the optional int fields whose declaration sets `min` (1 otherwise)."""
     hit = _MINS.get(id(rules))
     if hit is None or hit[0] is not rules:  # the rules object is kept: an id is reused after GC
-        if len(_MINS) > 16:
+        if len(_MINS) > per_rules_limit():
             _MINS.clear()
         hit = _MINS[id(rules)] = (rules, {n: rules.fields[n].min for n in (*_OPT_INT_FIELDS, "block_size")
                                           if n in rules.fields and rules.fields[n].min is not None})

@@ -19,6 +19,7 @@ from .normalise import (_CAT_FIELDS, _COMMON, NUMERIC_FIELDS, _conditional_defau
                         numeric_value)
 from .invariants import plan_of
 from .values import ANY
+from ..rules.sets import per_rules_limit
 
 _NUMERIC = frozenset(NUMERIC_FIELDS)
 # the categorical fields (normalise's memo key) and the release: what a numeric field's unset default may read
@@ -127,7 +128,7 @@ def _eligible(rules: RuleSet) -> bool:
     """Whether the numeric fields feed nothing but themselves in this rule set (once per set)."""
     hit = _ELIGIBLE.get(id(rules))
     if hit is None or hit[0] is not rules:  # the rules object is kept: an id is reused after GC
-        if len(_ELIGIBLE) > 16:
+        if len(_ELIGIBLE) > per_rules_limit():
             _ELIGIBLE.clear()
         hit = _ELIGIBLE[id(rules)] = (rules, _judge(rules))
     return hit[1]

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 from ..cc import ComputeCapability
 from ..errors import ConfigError, closest
 from ..rules import default_version, generation, override, parse_version, versions
+from ..rules.sets import per_rules_limit
 
 
 class _Any:
@@ -187,7 +188,7 @@ def canonical_map(rules: Any) -> dict[str, frozenset[Any]]:
     """Field -> the exact (already canonical) spellings of its enum values: accepted without parsing."""
     hit = _CANONICAL.get(id(rules))
     if hit is None or hit[0] is not rules:  # the rules object itself is kept: an id is reused after GC
-        if len(_CANONICAL) > 16:
+        if len(_CANONICAL) > per_rules_limit():
             _CANONICAL.clear()
         hit = _CANONICAL[id(rules)] = (rules, {name: frozenset(v for v in vals if v.__class__ is str)
                                                for name, vals in rules.domains.items()})

@@ -42,7 +42,7 @@ def field_preds(rules: RuleSet, field: str) -> tuple[Pred, ...]:
     return _field_preds(rules)[field] if field in _field_preds(rules) else ()
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=64)  # per rule set: every release's (18 and growing), and a few test mutants
 def _field_preds(rules: RuleSet) -> dict[str, tuple[Pred, ...]]:
     found: dict[str, dict[Pred, None]] = {}
 
@@ -169,7 +169,7 @@ def _nice(values: list[Any], mentioned: set[Any], preferred: set[Any]) -> Any:
 _DISTINCT = {"platform", "backend", "role"}
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=4096)  # per (rule set, field): every release's fields
 def _classes_cached(rules: RuleSet, field: str) -> tuple[ValueClass, ...]:
     preds = field_preds(rules, field)
     if field in _distinct(rules):

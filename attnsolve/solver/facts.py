@@ -17,6 +17,7 @@ from ..errors import ConfigError
 from ..rules import RuleSet, rules_for
 from ..rules._fields import CONFIG_FIELDS
 from ..rules.model import _NO_EQ, Check, Literal
+from ..rules.sets import per_rules_limit
 
 ROLES = ("decode", "mla_prefill")
 _ROLE_ALIASES = {"decode": "decode", "attention": "decode", "standard": "decode", "mla_decode": "decode",
@@ -89,7 +90,7 @@ def _query_checks(rules: RuleSet) -> tuple[Plan, QueryChecks]:
     every solve judges them."""
     got = _QUERY.get(id(rules))
     if got is None or got[0] is not rules:
-        if len(_QUERY) > 16:
+        if len(_QUERY) > per_rules_limit():
             _QUERY.clear()
         plan = plan_of(rules, _COMMON)
         got = _QUERY[id(rules)] = (rules, plan, tuple((clause, _fires(clause[1])) for clause in plan.query_clauses))
