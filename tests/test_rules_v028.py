@@ -29,9 +29,11 @@ def test_028_selector_config_has_no_dcp():
 
 def test_028_cpu_mla_is_always_the_reference_path():
     """platforms/cpu.py get_attn_backend_cls and check_and_update_config (0.28.0): CPU_MLA for every MLA model,
-    AMX or not, without a log line, at block size 16 (0.29: AMX_MLA on AMX hosts, block 128)."""
+    AMX or not, without a selection log line, at block size 16 (0.29: AMX_MLA on AMX hosts, block 128); the start-up
+    hook's INFO line about chunked prefill is logged for every MLA model."""
     kw = dict(platform="cpu", dtype="bfloat16", head_size=576, use_mla=True, cpu_amx=True)
-    assert _answer(vllm="0.28", **kw) == ("CPU_MLA", None, 16, (), None, ())
+    info = "MLA is enabled on a non-GPU platform; forcing chunked prefill and prefix caching to be disabled."
+    assert _answer(vllm="0.28", **kw) == ("CPU_MLA", None, 16, (), None, (info,))
     a29 = _answer(vllm="0.29", **kw)
     assert (a29[0], a29[2], a29[5]) == ("AMX_MLA", 128, ("Using AMX_MLA backend.",))
 

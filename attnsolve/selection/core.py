@@ -21,7 +21,7 @@ from .messages import render_message
 from .prefill import PrefillLayer, fell_back, layer_after, skipped
 from .release import compiled_rules
 from .result import Rejection, Selection
-from .startup import backend_refusal, forced_backend, platform_refusal
+from .startup import backend_refusal, forced_backend, platform_refusal, startup_lines
 from .steps import Before, before_selection, prefill_step, with_derived
 
 
@@ -68,8 +68,10 @@ def _select(comp: CompiledRules, config: Config, role: str, available: frozenset
         return _model_driven(comp, config, role, pre)
     facts, p, idx, warnings = evaluate(comp, config, role, available, pre.facts, pre.completed)
     warnings[:0] = pre.warnings
-    if p.plist.error:  # a decision-tree branch that raises (CPU / XPU)
-        raise NoValidBackendError(render_message(p.plist.error, facts), {})
+    if p.plist.error:  # a decision-tree branch that raises (CPU / XPU); the start-up hook's refusals come first
+        err = NoValidBackendError(render_message(p.plist.error, facts), {})
+        err.startup_error = _startup_error(comp, config, role, available, facts, p, None)
+        raise err
     if idx is None and p.mode != AUTO:
         fallback = _request_fallback(comp, config, role, available, facts, p)
         if fallback is not None:
@@ -83,6 +85,10 @@ def _select(comp: CompiledRules, config: Config, role: str, available: frozenset
                                  for c in p.candidates[:idx]) if SKIP_REASON not in r.reasons) if idx else ()
     changes = list(pre.changes)
     logs = list(pre.logs)
+    if role == "decode" and p.plist.startup_warnings:  # the start-up hook logs before any layer selects
+        early, early_info = startup_lines(comp, p.plist, facts, facts["__derived_warnings__"].t)
+        warnings[:0] = early
+        logs[:0] = early_info
     after_selection(comp, p, idx, rejected, role, facts, warnings, changes, logs)
     t = facts["__derived_warnings__"].t
     variant = rules.backends[chosen.backend].shown_variant(facts)
@@ -112,9 +118,13 @@ def _model_driven(comp: CompiledRules, config: Config, role: str, pre: Before) -
     startup = None
     if (i := comp.first_holding(backend.startup_failures, t_block, sfacts)) >= 0:
         startup = render_message(backend.startup_failures[i][0], sfacts, gpu_name=config.gpu or "CUDA")
-    return Selection(backend=name, variant=variant, rejected=(), warnings=pre.warnings, config=config, role=role,
+    warnings, logs = pre.warnings, pre.logs
+    if role == "decode" and lists:  # the start-up hook's lines come first (before any layer exists)
+        early, early_info = startup_lines(comp, lists[0], facts, done.t)
+        warnings, logs = early + tuple(warnings), early_info + tuple(logs)
+    return Selection(backend=name, variant=variant, rejected=(), warnings=warnings, config=config, role=role,
                      manual=False, priority_list=f"model: {route}", preferred_block_size=block,
-                     startup_error=startup, config_changes=pre.changes, logs=pre.logs)
+                     startup_error=startup, config_changes=pre.changes, logs=logs)
 
 
 def _startup_error(comp: CompiledRules, config: Config, role: str, available: frozenset[str] | None,

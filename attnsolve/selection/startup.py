@@ -20,6 +20,26 @@ def platform_refusal(comp: CompiledRules, config: Config, plist: Any, facts: dic
     return None
 
 
+def startup_lines(comp: CompiledRules, plist: Any, facts: dict[str, Any], t: int | None
+                  ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What the platform's start-up hook logs for these facts before any layer selects (`startup_warnings`):
+    (WARNING lines, INFO lines), each once, in the rules' order (t: the facts' truth bitset, or None)."""
+    items = plist.startup_warnings
+    if not items:
+        return (), ()
+    warn: list[str] = []
+    info: list[str] = []
+    i = comp.first_holding(items, t, facts)
+    while i >= 0:
+        text, _, level = items[i]
+        line = render_message(text, facts)
+        out = info if level == "info" else warn
+        if line not in out:  # an entry with several alternatives holds once per alternative
+            out.append(line)
+        i = comp.first_holding(items, t, facts, i + 1)
+    return tuple(warn), tuple(info)
+
+
 def forced_backend(comp: CompiledRules, plist: Any, facts: dict[str, Any], t: int | None) -> str | None:
     """The backend the platform's start-up hook requests, when it is not the one already requested."""
     i = comp.first_holding(plist.start_backend, t, facts)

@@ -467,6 +467,18 @@ def random_cpu(D: Domains, rng: random.Random) -> dict[str, Any]:
     return _draw_inputs(D, rng, d)
 
 
+def random_startup_other(D: Domains, rng: random.Random, platform: str) -> dict[str, Any]:
+    """A layer at start-up on ROCm, CPU or XPU: the platform's own draw, with an MLA layer's model
+    dimensions (start-up always has a model; a sparse layer's model has index_topk)."""
+    d = {"rocm": random_rocm, "cpu": random_cpu, "xpu": random_xpu}[platform](D, rng)
+    if d.get("use_mla"):
+        dims = rng.choice(MLA_DIMS)
+        d.update(qk_nope_head_dim=dims[0], qk_rope_head_dim=dims[1], v_head_dim=dims[2])
+        if d.get("use_sparse"):
+            d["index_topk"] = 2048
+    return d
+
+
 # -- the plan ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Source:
@@ -505,6 +517,10 @@ def sources(D: Domains) -> list[Source]:
     if D.prefill_requests:  # the prefill registry (vLLM >= 0.18) on every platform (last: the others' seeds stay)
         out += [Source(f"random_mla_prefill_{p}", p, "mla_prefill", share=0.03,
                        draw=lambda d, r, p=p: random_mla_prefill_other(d, r, p)) for p in ("rocm", "cpu", "xpu")]
+    # start-up on the other platforms (last again: every earlier source keeps its draws): their hooks set the
+    # block size, force backends and refuse configurations before any layer asks the selector
+    out += [Source(f"random_startup_{p}", p, "startup", share=0.05, draw=lambda d, r, p=p: random_startup_other(d, r, p))
+            for p in ("rocm", "cpu", "xpu")]
     return [s for s in out if s.platform in D.platforms]
 
 

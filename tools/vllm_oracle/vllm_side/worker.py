@@ -309,8 +309,14 @@ class Oracle:
             boot.set_b12x(cfg.get("b12x_available", True) is not False, self.data)
         if mode == "mla_prefill":
             return self._mla_prefill(cfg)
-        with boot.capture_warnings(self.data) as logged:
-            out = self._select(cfg, mode, logged)
+        saved = dict(os.environ) if mode == "startup" else None
+        try:
+            with boot.capture_warnings(self.data) as logged:
+                out = self._select(cfg, mode, logged)
+        finally:
+            if saved is not None:  # CPU's start-up hook sets process variables (LD_PRELOAD, thread counts): per item
+                os.environ.clear()
+                os.environ.update(saved)
         out["warnings"] = [m for level, m in logged if level >= 30]
         out["logged"] = [m for level, m in logged if level < 30]
         return out
@@ -354,7 +360,14 @@ class Oracle:
         if mode == "startup":
             if vc.model_config is None:  # start-up always has a model (the generator gives MLA ones dims)
                 object.__setattr__(vc, "model_config", model_facts(cfg, always=True))
-            self.cls.check_and_update_config(vc)
+            if isinstance(vc.model_config, ModelFacts) and vc.model_config.max_model_len is None:
+                vc.model_config.max_model_len = 8192  # a model has one: CPU's hook sizes MLA batches from it
+            try:
+                self.cls.check_and_update_config(vc)
+            except (ValueError, RuntimeError) as e:  # the hook's own refusal (XPU: batch invariance with a quantized
+                # KV cache; 0.17 CPU: a quantized KV cache with chunked prefill or prefix caching, both on by default)
+                kind = error_kind(str(e)) if isinstance(e, ValueError) else type(e).__name__
+                return {"ok": False, "kind": kind, "error": str(e)}
             be = vc.attention_config.backend
             out["startup_backend"] = be.name if be is not None else None
             out["startup_block_size"] = vc.cache_config.block_size
@@ -366,6 +379,8 @@ class Oracle:
                     self.cls.check_if_supports_dtype(self.dtypes[cfg.get("dtype") or "bfloat16"])
                 except ValueError as e:
                     return {**out, "ok": False, "kind": error_kind(str(e)), "error": str(e)}
+                except NotImplementedError:  # the base Platform's: CPU's worker has no device dtype check
+                    pass
             if cfg.get("use_batch_invariant") and "startup.batch_invariance_gate" in self.data.patches:
                 refused = self._batch_invariance_gate(vc)
                 if refused is not None:
@@ -454,7 +469,22 @@ class Oracle:
         from vllm.config.cache import CacheConfig
 
         boot._mark("startup.executor_block_size", data)
-        if hasattr(self.cls, "_preferred_block_size_for_backends"):
+        if "update_block_size_for_backend" in vars(self.cls):
+            # the platform's own override, run as the executor runs it (CPU 0.31+: its own default size; XPU 0.18 and
+            # 0.19: nothing, the start-up hook's size stays; XPU 0.20+: the generic step, then its GDN alignment), with
+            # the model's attention layers being the one layer asked about (every release finds them through
+            # get_layers_from_vllm_config, imported where it is called)
+            import vllm.config.vllm as VC
+
+            layer = types.SimpleNamespace(get_attn_backend=lambda: bc)
+            found = VC.get_layers_from_vllm_config
+            VC.get_layers_from_vllm_config = lambda *args, **kwargs: {"model.layers.0.self_attn.attn": layer}
+            try:
+                self.cls.update_block_size_for_backend(vc)
+            finally:
+                VC.get_layers_from_vllm_config = found
+            out["startup_block_size"] = vc.cache_config.block_size
+        elif hasattr(self.cls, "_preferred_block_size_for_backends"):
             out["startup_block_size"] = self.cls._preferred_block_size_for_backends(
                 [bc], CacheConfig.DEFAULT_BLOCK_SIZE, vc)
         else:  # 0.30: phase 1 asks the one backend directly, under the run's config
