@@ -58,21 +58,18 @@ def test_018_rocm_selection_ignores_the_block_size():
     assert "block_size=None, use_mla=False" in text and "block_size=16" not in text
 
 
-@pytest.mark.parametrize("aiter, unified, backend, logged", [
-    (True, True, None, True), (True, True, "TRITON_ATTN", True), (False, True, "ROCM_AITER_UNIFIED_ATTN", False),
-    (False, False, None, False),
+@pytest.mark.parametrize("aiter, unified, backend, want", [
+    (True, True, None, 64), (True, True, "TRITON_ATTN", 64), (False, True, "ROCM_AITER_UNIFIED_ATTN", 16),
+    (False, False, None, 16),
 ])
-def test_018_rocm_start_up_block_size_from_the_environment(aiter, unified, backend, logged):
-    """platforms/rocm.py RocmPlatform.check_and_update_config (0.18.0) sets 64 and logs it when VLLM_ROCM_USE_AITER and
-    VLLM_ROCM_USE_AITER_UNIFIED_ATTENTION are on, whatever the backend; then the executor's
-    Platform.update_block_size_for_backend (v1/executor/*, after the model loads) replaces any size the user did not
-    give by the first layer's backend's get_preferred_block_size(16): 16 for every ROCm backend of 0.18, the line
-    logged all the same (checked by the oracle's start-up mode on ROCm). 0.19: ROCM_AITER_UNIFIED_ATTN prefers 64."""
+def test_018_rocm_start_up_block_size_from_the_environment(aiter, unified, backend, want):
+    """platforms/rocm.py RocmPlatform.check_and_update_config (0.18.0): 64 when VLLM_ROCM_USE_AITER and
+    VLLM_ROCM_USE_AITER_UNIFIED_ATTENTION are on, with its warning, whatever the backend; else 16
+    (update_block_size_for_backend does nothing). 0.19: ROCM_AITER_UNIFIED_ATTN's preferred size (64), else 16."""
     kw = dict(ROCM, rocm_use_aiter=aiter, backend=backend)
     got = _answer(vllm="0.18", rocm_use_aiter_unified_attention=unified, **kw)
-    assert got[2] == 16
-    assert ("[ROCM_AITER_UNIFIED_ATTN]: Setting kv cache block size to 64." in got[3]) == logged
-    assert _answer(vllm="0.18", rocm_use_aiter_unified_attention=unified, block_size=32, **kw)[2] == 32
+    assert got[2] == want
+    assert ("[ROCM_AITER_UNIFIED_ATTN]: Setting kv cache block size to 64." in got[3]) == (want == 64)
     if backend == "TRITON_ATTN":
         assert _answer(vllm="0.19", **kw)[2] == 16
 

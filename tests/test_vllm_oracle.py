@@ -275,6 +275,18 @@ def test_warning_lines_of_two_known_classes_are_known_line_by_line() -> None:
     assert explain(known, "message", pair, "0.21.0", "cuda", "selector") is None
 
 
+def test_a_line_only_vllm_logs_beside_one_only_attnsolve_gives_is_known_line_by_line() -> None:
+    """Found with 0.21 on XPU in start-up mode: the hook's graph-mode line (only vLLM) beside a deprecated switch's
+    line (only attnsolve), each a known class of its own side."""
+    from tools.vllm_oracle.known import explain
+    known = (Known("graph", ("warnings",), r"^warnings vllm-only=\['graph'\] attnsolve-only=\[\]$", "why"),
+             Known("switch", ("warnings",), r"^warnings vllm-only=\[\] attnsolve-only=\['switch'\]$", "why"))
+    both = "warnings vllm-only=['graph'] attnsolve-only=['switch']"
+    assert explain(known, "warnings", both, "0.21.0", "xpu", "startup").id == "graph"
+    assert explain(known, "warnings", "warnings vllm-only=['graph', 'other'] attnsolve-only=['switch']", "0.21.0",
+                   "xpu", "startup") is None
+
+
 # -- report and CLI ----------------------------------------------------------------------------
 def test_report_counts_and_files(tmp_path: Path) -> None:
     items = generate(D, n_random=0, sample=30, platforms=("cuda",), modes=("selector",))

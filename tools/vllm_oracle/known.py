@@ -70,19 +70,22 @@ def load_known(path: Path = DATA) -> tuple[Known, ...]:
 def explain(known: tuple[Known, ...], category: str, signature: str, version: str, platform: str,
             mode: str, selected: str | None = None, attnsolve_error: str | None = None) -> Known | None:
     """The first entry that accepts this difference (`selected`: the backend attnsolve selected;
-    `attnsolve_error`: attnsolve's error text, if it raised).  Lines attnsolve alone warns are also accepted one by
-    one: a configuration that meets two known classes (a deprecated switch's line and a layer's log line) lists both."""
+    `attnsolve_error`: attnsolve's error text, if it raised).  Lines one side alone warns are also accepted one by one:
+    a configuration that meets two known classes (a deprecated switch's line and a layer's log line, or a line only
+    vLLM logs beside one only attnsolve gives) lists both."""
     hit = next((k for k in known if k.matches(category, signature, version, platform, mode, selected,
                                               attnsolve_error)), None)
     if hit is None and category == "warnings":
-        m = re.match(r"^warnings vllm-only=\[\] attnsolve-only=(\[.*\])$", signature, re.S)
+        m = re.match(r"^warnings vllm-only=(\[.*\]) attnsolve-only=(\[.*\])$", signature, re.S)
         try:
-            lines = ast.literal_eval(m.group(1)) if m else []
+            vonly, aonly = (ast.literal_eval(m.group(1)), ast.literal_eval(m.group(2))) if m else ([], [])
         except (ValueError, SyntaxError):
-            lines = []
-        if len(lines) > 1 and all(isinstance(x, str) for x in lines):
-            each = [explain(known, category, f"warnings vllm-only=[] attnsolve-only={[x]!r}", version, platform, mode,
-                            selected, attnsolve_error) for x in lines]
+            vonly, aonly = [], []
+        singles = [f"warnings vllm-only={[x]!r} attnsolve-only=[]" for x in vonly] + \
+                  [f"warnings vllm-only=[] attnsolve-only={[x]!r}" for x in aonly]
+        if len(singles) > 1 and all(isinstance(x, str) for x in (*vonly, *aonly)):
+            each = [explain(known, category, one, version, platform, mode, selected, attnsolve_error)
+                    for one in singles]
             if all(each):
                 hit = each[0]
     return hit
