@@ -31,6 +31,7 @@ from .advice_text import prefill_dict, prefill_text
 from .advice_types import Advice, Context, LostBackend, Remedy
 from .errors import ConfigError, SelectionError
 from .explain import Explanation, explain
+from .selection.result import NO_PREFILL
 
 if TYPE_CHECKING:  # at run time these come from __getattr__ below, on first use
     from .advice_fields import KINDS
@@ -102,6 +103,19 @@ def _best_setting(fixes: Sequence[Remedy]) -> Remedy | None:
     return next((f for f in fixes if f.kind in ("setting", "version")), None)
 
 
+def _no_prefill_hint(ctx: Context, e: Explanation) -> str:
+    """Why an MLA layer has no prefill backend: the decode backend it runs every token through. Where vLLM logs
+    nothing about it (0.17 to 0.20's sparse layers) this line is the only reason an answer shows."""
+    from .selection import solve
+    try:
+        decode = solve(ctx.config, available=ctx.available).backend
+    except SelectionError:
+        return ""
+    said = "" if e.warnings else "; vLLM logs nothing about it"
+    return (f"no prefill backend: the layer sends every token through its decode backend {decode}'s top-k MQA path "
+            f"(vLLM {ctx.config.vllm} builds no prefill path for it{said})")
+
+
 def prefill_for(ctx: Context) -> Any:
     """For an MLA model asked about decode: the MLA prefill Selection vLLM also picks, or the SelectionError
     its layer raises when none fits (vLLM >= 0.21's prefill registry), or None (not an MLA decode question)."""
@@ -146,7 +160,8 @@ def advise(ctx: Context, *, lost: bool = True, explanation: Explanation | None =
             hint = (f"vLLM refuses to start with {sel}; {first.text} starts with {first.label}" if first
                     else f"vLLM refuses to start with {sel}; no change of one or two settings helps")
             return Advice(e, losts, tuple(fixes), hint, False, startup_error=startup, context=ctx, prefill=prefill)
-        return Advice(e, losts, hint=_success_hint(sel, losts), hardware_only=False, context=ctx, prefill=prefill)
+        hint = _no_prefill_hint(ctx, e) if e.selected == NO_PREFILL else _success_hint(sel, losts)
+        return Advice(e, losts, hint=hint, hardware_only=False, context=ctx, prefill=prefill)
     fixes = failure_fixes(ctx, e)
     setting = _best_setting(fixes)
     hardware = next((f for f in fixes if f.kind == "hardware"), None)

@@ -459,3 +459,14 @@ def test_fix_list_keeps_its_column_when_a_fix_is_long(capsys):
     arrows = {line.index("-> ") for line in block if "-> " in line}
     assert len(arrows) == 1 and len([x for x in block if "-> " in x]) >= 4, block
     assert all(len(x) <= 80 for x in block)
+
+
+def test_a_layer_without_prefill_path_says_why():
+    """vLLM 0.20 makes no prefill choice for a sparse MLA layer and logs nothing; the answer alone (NO_PREFILL)
+    would show no reason, so the hint names the decode backend that serves every token."""
+    cfg = Config(vllm="0.20", gpu="H100", dtype="bfloat16", use_mla=True, use_sparse=True, head_size=576,
+                 qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128, index_topk=2048)
+    a = advise(Context(cfg, role="mla_prefill"))
+    assert a.explanation.selected == "NO_PREFILL" and not a.explanation.warnings
+    assert a.hint == ("no prefill backend: the layer sends every token through its decode backend FLASHMLA_SPARSE's "
+                      "top-k MQA path (vLLM 0.20 builds no prefill path for it; vLLM logs nothing about it)")
