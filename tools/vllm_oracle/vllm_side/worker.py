@@ -470,10 +470,10 @@ class Oracle:
 
         boot._mark("startup.executor_block_size", data)
         if "update_block_size_for_backend" in vars(self.cls):
-            # the platform's own override, run as the executor runs it (CPU 0.31+: its own default size; XPU 0.18 and
-            # 0.19: nothing, the start-up hook's size stays; XPU 0.20+: the generic step, then its GDN alignment), with
-            # the model's attention layers being the one layer asked about (every release finds them through
-            # get_layers_from_vllm_config, imported where it is called)
+            # the platform's own override, run as the executor runs it (ROCm 0.18, XPU 0.18-0.19, CPU 0.19-0.20: a
+            # no-op, the start-up hook's size stays; CPU 0.22-0.30: hybrid models only; CPU 0.31+: its own default,
+            # 128; XPU 0.20+: the generic step, then its GDN alignment), with the model's attention layers being the one
+            # layer asked about (every release finds them through get_layers_from_vllm_config, imported where called)
             import vllm.config.vllm as VC
 
             layer = types.SimpleNamespace(get_attn_backend=lambda: bc)
