@@ -15,9 +15,12 @@ PREFILL_HEADERS = ["Backend", "Description", "Compute Cap.", "Enable", "Disable"
 _SWITCHES = ("use_trtllm_ragged_deepseek_prefill", "disable_flashinfer_prefill", "use_cudnn_prefill")
 
 
-def _switch_cells(b: Backend) -> tuple[str, str, list[str]]:
+def _switch_cells(rules: RuleSet, b: Backend) -> tuple[str, str, list[str]]:
+    """Enable / Disable / Notes cells; a switch at the release's own default (vLLM 0.18.0 turned TRT-LLM ragged
+    prefill off by default, 0.18.1 on again) is "Default", else the flag that turns it so."""
     from .config import Config
-    defaults = {f: getattr(Config.__dataclass_fields__[f], "default") for f in _SWITCHES}
+    defaults = {f: (rules.fields[f].default if f in rules.fields else
+                    getattr(Config.__dataclass_fields__[f], "default")) for f in _SWITCHES}
     enable, disable, notes = [], [], []
     clauses: dict[int, int] = {}
     for c in b.checks:
@@ -38,6 +41,8 @@ def _switch_cells(b: Backend) -> tuple[str, str, list[str]]:
             cond = " and ".join(lit_text(w) for w in c.when)
             notes.append("needs " + lit_text(c.require) + (f" ({cond})" if cond else ""))
     enable = list(dict.fromkeys(enable))
+    if len(enable) > 1 and "Default" in enable:  # the switches away from their defaults are what enables it
+        enable.remove("Default")
     return ", ".join(enable) or "Default fallback", ", ".join(disable) or "Use other backends", notes
 
 
@@ -51,7 +56,7 @@ def prefill_rows(rules: RuleSet) -> list[list[str]]:
         b = rules.backends[name]
         ccs = [c for c in b.checks if c.require.field == "compute_capability"]
         cc = cc_pred_text(ccs[0].require.pred) if ccs else "Any"
-        enable, disable, notes = _switch_cells(b)
+        enable, disable, notes = _switch_cells(rules, b)
         variants = ", ".join(v.name for v in _sorted_variants(rules, b))
         if variants:
             notes.append(f"variants {variants} by {b.variant_field}")

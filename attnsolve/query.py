@@ -77,6 +77,22 @@ def _flag_fields(rules: Any) -> tuple[str, ...]:
     return (*(f.name for f in dc_fields(Config) if f.init), *rules.fields)
 
 
+def release_note(asked: object) -> str | None:
+    """What a --vllm naming a patch release without its own rule set is answered with, or None: the minor's set,
+    which its `patch_releases` say was checked against that release's wheel (else: a release never checked)."""
+    from .rules import parse_version, release_for, rules_for, versions
+    label = parse_version(asked)
+    if label is None or label in versions():
+        return None
+    packaged = release_for(label)
+    if packaged is None:
+        return None  # Config refuses it, naming the releases attnsolve has
+    if label in tuple(rules_for(packaged).settings.get("patch_releases") or ()):
+        return f"vLLM {label}: answered with the {packaged} rules (its selection code is {packaged}'s: checked)"
+    return (f"vLLM {label} is not a release attnsolve has checked: answered with the {packaged} rules, the newest "
+            f"of vLLM {'.'.join(label.split('.')[:2])}")
+
+
 def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Sequence[str] = (),
                 environ: Mapping[str, str] | None = None) -> Query:
     """Flags, --model and the environment into a validated Config (ConfigError / UsageError on bad input).
@@ -90,6 +106,9 @@ def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Seq
     notes: list[str] = []
     model = None
     rules = rules_asked(ns)
+    note = release_note(getattr(ns, "vllm", None))
+    if note:
+        notes.append(note)
     if getattr(ns, "model", None):
         from .modelconfig import read_model_config
         model = read_model_config(ns.model)

@@ -374,7 +374,7 @@ def upgrade(ns: argparse.Namespace, style: Style) -> Result:
     given = set(q.user_fields) | (set(q.model.fields) if q.model is not None else set())
     free = () if q.model is not None else tuple(f for f in UPGRADE_FREE if f not in given)
     config = q.config.replace(**{f: ANY for f in free}) if free else q.config
-    cmp = compare_versions(config, old, new, role=q.role)
+    cmp = compare_versions(config, old, new, role=q.role, keep=given)
     query = describe_query(q, skip=tuple(free)).replace(f"vLLM {new}", f"vLLM {old} -> {new}", 1)
     lines = wrap(query, indent="          ", first="Query     ")
     for n in q.notes:

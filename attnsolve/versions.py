@@ -113,9 +113,23 @@ class VersionComparison:
         return "\n".join(self.lines())
 
 
-def in_release(config: Config, version: str) -> Config:
-    """`config` asked of another release: fields that release does not declare are dropped."""
-    return config.replace(vllm=version)
+def in_release(config: Config, version: str, keep: Iterable[str] | None = None) -> Config:
+    """`config` asked of another release: fields that release does not declare are dropped, and a field left at
+    its default in `config`'s release takes the other release's default (a user who never set a switch gets each
+    release's own: vLLM 0.18.0 turned TRT-LLM ragged prefill off by default, 0.18.1 on again), unless `keep` names
+    it (the fields the user set; None: every field at its default follows the release)."""
+    if version == config.vllm:
+        return config
+    moved = config.replace(vllm=version)
+    given = set(config.to_dict(only_changed=True)) | set(keep or ())
+    defaulted = [f for f in config.to_dict() if f not in given and f != "vllm"]
+    if not defaulted:
+        return moved
+    data = {k: v for k, v in moved.to_dict().items() if k not in defaulted}
+    try:
+        return Config(**data)
+    except ConfigError:  # a pair the release defines together (gpu, compute_capability): keep the carried values
+        return moved
 
 
 def unread_facts(config: Config, versions_: Iterable[str]) -> tuple[tuple[str, str, Any], ...]:
@@ -151,21 +165,47 @@ def outcome(config: Config, role: str | None = None) -> Outcome:
 
 
 def compare_versions(config: Config, old: str, new: str, *, role: str | None = None,
-                     max_configs: int = 20000) -> VersionComparison:
+                     max_configs: int = 20000, keep: Iterable[str] | None = None) -> VersionComparison:
     """What moving from vLLM `old` to `new` changes for `config` (full or partial).
 
     Full: both answers and why they differ (the old backend's reasons in the new release, or the
     new backend's reasons in the old one). Partial: every combination of the free fields' value
     classes (of both releases) is answered by both; changed ones are grouped old -> new.
+    A field at its default in `config`'s release is at each release's own default (in_release); `keep`
+    names fields whose value holds in both whatever the defaults (the ones the user set).
     """
     if not isinstance(config, Config):
         raise ConfigError("config", config, "an attnsolve.Config")
     old_v, new_v = parse_vllm(old), parse_vllm(new)
     unread = unread_facts(config, (old_v, new_v))
+    keep = tuple(keep or ())
     if not config.is_partial:
-        a, b = outcome(in_release(config, old_v), role), outcome(in_release(config, new_v), role)
-        return VersionComparison(config, old_v, new_v, a, b, _why(a, b), unread=unread)
-    return replace(_compare_space(config, old_v, new_v, role, max_configs), unread=unread)
+        ca, cb = in_release(config, old_v, keep), in_release(config, new_v, keep)
+        a, b = outcome(ca, role), outcome(cb, role)
+        moved = _defaults_moved(ca, cb, b, role)
+        why = _why(a, b)
+        if moved:  # the order did not change the answer, a default did: no ranking line
+            why = tuple(w for w in why if not (w.startswith(f"vLLM {b.vllm} ranks ")))
+        return VersionComparison(config, old_v, new_v, a, b, moved + why, unread=unread)
+    return replace(_compare_space(config, old_v, new_v, role, max_configs, keep), unread=unread)
+
+
+def _defaults_moved(ca: Config, cb: Config, b: Outcome, role: str | None) -> tuple[str, ...]:
+    """The settings the two releases default differently (in_release gave each its own) whose old default would
+    change the new release's answer: a cause a backend change can have with no capability changed at all."""
+    da, db = ca.to_dict(), cb.to_dict()
+    out = []
+    for f, va in da.items():
+        if f in ("vllm", "gpu", "compute_capability") or f not in db or db[f] == va:
+            continue
+        try:
+            other = outcome(cb.replace(**{f: va}), role)
+        except ConfigError:
+            continue
+        if str(other) != str(b):
+            out.append(f"{f} defaults to {show(db[f])} in vLLM {cb.vllm} (was {show(va)}; with {show(va)} vLLM "
+                       f"{cb.vllm} selects {other})")
+    return tuple(out)
 
 
 def _why(a: Outcome, b: Outcome) -> tuple[str, ...]:
@@ -204,8 +244,10 @@ def _values(config: Config, name: str, releases: Iterable[str]) -> list[Any]:
     return list(seen)
 
 
-def _compare_space(config: Config, old_v: str, new_v: str, role: str | None, max_configs: int) -> VersionComparison:
+def _compare_space(config: Config, old_v: str, new_v: str, role: str | None, max_configs: int,
+                   keep: tuple[str, ...] = ()) -> VersionComparison:
     free = tuple(f for f in config.free_fields if f != "backend")
+    kept = (*keep, *free)  # a free field's value is one the space enumerates: the same in both releases
     options = [_values(config, f, (old_v, new_v)) for f in free]
     total = 1
     for o in options:
@@ -226,7 +268,7 @@ def _compare_space(config: Config, old_v: str, new_v: str, role: str | None, max
         except ConfigError:
             continue  # an inconsistent combination (a field of another platform): not a configuration
         try:
-            a, b = outcome(in_release(full, old_v), role), outcome(in_release(full, new_v), role)
+            a, b = outcome(in_release(full, old_v, kept), role), outcome(in_release(full, new_v, kept), role)
         except ConfigError:
             continue
         seen += 1

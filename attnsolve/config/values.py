@@ -9,7 +9,8 @@ from typing import Any, Mapping
 
 from ..cc import ComputeCapability
 from ..errors import ConfigError, closest
-from ..rules import default_version, generation, override, parse_version, versions
+from ..rules import default_version, generation, override, parse_version, release_for, versions
+from ..rules.labels import release_key
 from ..rules.sets import per_rules_limit
 
 
@@ -160,24 +161,26 @@ def _parse_vllm(value: Any) -> str:
     if active is not None and (label is None or label == active.vllm or label not in known):
         if label is not None or value == "custom":
             return label or "custom"
-    if label is None or label not in known:
+    packaged = release_for(label) if label is not None else None
+    if packaged is None:
         shown = ", ".join(known)
         hit = _nearest_release(label, known) if label else closest(str(value), known) if isinstance(value, str) else None
         raise ConfigError("vllm", value, known, suggestion=hit, message=(
             f"Unsupported vLLM version: {value!r}. attnsolve answers for vLLM {shown} "
-            "(spelled like 0.33, 0.33.0 or v0.33)." + (f" Did you mean {hit!r}?" if hit else "")))
-    return label
+            "(spelled like 0.33, 0.33.0 or v0.33; a patch release such as 0.20.2 is answered by its minor's rule "
+            "set unless it has its own)." + (f" Did you mean {hit!r}?" if hit else "")))
+    return packaged
 
 
 def _nearest_release(label: str, known: tuple[str, ...]) -> str | None:
     """The packaged release nearest to a well-spelled one that is not packaged (0.28 -> 0.29, the newer on a
     tie): the rule set whose semantics are likeliest to match. Spelling similarity suggested 0.32 for 0.28."""
     def key(v: str) -> tuple[int, int]:
-        major, minor = v.split(".")
-        return int(major), int(minor)
+        major, minor, _ = release_key(v)
+        return major, minor
     want = key(label)
     ranked = sorted((k for k in known if k != "custom" and parse_version(k)),
-                    key=lambda k: (abs((key(k)[0] - want[0]) * 1000 + key(k)[1] - want[1]), -key(k)[1]))
+                    key=lambda k: (abs((key(k)[0] - want[0]) * 1000 + key(k)[1] - want[1]), -key(k)[1], release_key(k)))
     return ranked[0] if ranked else None
 
 

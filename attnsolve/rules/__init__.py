@@ -14,10 +14,10 @@ from typing import Iterator
 
 from .loader import RULES_DIR, RULES_ROOT, RulesError, load_rules
 from .model import RuleSet
-from .sets import default_version, info, parse_version, versions
+from .sets import default_version, info, parse_version, release_for, versions
 
 __all__ = ["RuleSet", "RulesError", "load_rules", "default_rules", "rules_for", "use_rules", "RULES_DIR",
-           "RULES_ROOT", "override", "versions", "default_version", "parse_version"]
+           "RULES_ROOT", "override", "versions", "default_version", "parse_version", "release_for"]
 
 _loaded: dict[str, RuleSet] = {}
 _failed: dict[str, RulesError] = {}

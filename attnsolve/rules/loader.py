@@ -145,6 +145,9 @@ def _read_release(root: Path, col: _Collector, seen: tuple[Path, ...]) -> tuple[
     ruleset = merged["ruleset.toml"].get("ruleset")
     if isinstance(ruleset, dict):
         ruleset.pop("base", None)
+        own = dict(docs).get("ruleset.toml", {}).get("ruleset")
+        if not (isinstance(own, dict) and "patch_releases" in own):
+            ruleset.pop("patch_releases", None)  # the base release's patches are not this release's
     ordered = sorted(merged.items(), key=lambda d: (d[0] != "domains.toml", d[0]))
     return ordered, (*sources, *base_sources)
 

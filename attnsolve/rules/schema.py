@@ -80,6 +80,9 @@ KEYS: dict[str, dict[str, str]] = {
     # supports_combination returns one string: only the first failing one)
     "ruleset": {"vllm": STR, "read_from": STR, "summary": STR, "status": STR, "combination_reasons": STR,
                 "default_block_size": INT,
+                # patch releases of this minor answered by this set, each checked against its own wheel
+                # (a patch whose selection differs has its own folder, vllm-X.Y.Z, edits on this one)
+                "patch_releases": STR_LIST,
                 "derived_warnings": STR},
     # suggest / family: which GPUs a hardware fix names and a ROCm generation name (attnsolve/gpus.py)
     "gpu": {"platform": STR, "compute_capability": SCALAR, "rocm_arch": STR, "suggest": BOOL, "family": STR},

@@ -24,11 +24,19 @@ ROLE_OF_MODE = {"selector": None, "startup": None, "mla_prefill": "mla_prefill"}
 PASS_VLLM_VERSION = "vllm" in getattr(Config, "__dataclass_fields__", {})
 
 
+def rule_set_label(version: str) -> str:
+    """The attnsolve rule set that answers vLLM `version` ("0.18.1" has its own; "0.20.2" is 0.20's): attnsolve's
+    own resolution, so the harness compares what a user asking for that release gets."""
+    from attnsolve.rules import release_for
+
+    return release_for(version) or version_key(version)
+
+
 def make_config(cfg: Mapping[str, Any], version: str | None = None) -> Config:
     """attnsolve's Config for a generated configuration (for `version` where Config takes one)."""
     kw = dict(cfg)
     if PASS_VLLM_VERSION and version is not None:
-        kw["vllm"] = version_key(version)
+        kw["vllm"] = rule_set_label(version)
     return Config(**kw)
 
 
@@ -40,7 +48,7 @@ def load_rules_for(version: str | None = None) -> Any:
 
     if not (PASS_VLLM_VERSION and version is not None):
         return R.default_rules()
-    key = version_key(version)
+    key = rule_set_label(version)
     try:
         return R.rules_for(key)
     except KeyError:

@@ -22,8 +22,8 @@ from .provision import cache_dir, ensure_venv
 from .report import Tally, render, write
 from .runner import REPO, answer_cache, run_attnsolve, run_vllm
 from .shrink import candidates, distance, group
-from .attnsolve_side import PASS_VLLM_VERSION
-from .versions import load_version, version_key
+from .attnsolve_side import PASS_VLLM_VERSION, rule_set_label
+from .versions import load_version
 
 PROFILES = {"ci": {"n": 150, "sample": 300, "shrink_rounds": 0}, "nightly": {"n": 20000, "sample": None, "shrink_rounds": 2}}
 
@@ -180,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         k.known, k.cause = (hit.id, hit.cause) if hit else (None, None)
     if a.shrink_rounds:
         _shrink(a.vllm, python, classes, a.shrink_rounds, a.jobs, out, ours)
-    asked = ("attnsolve answered with its rule set for vLLM " + version_key(ours) if PASS_VLLM_VERSION
+    asked = ("attnsolve answered with its rule set for vLLM " + rule_set_label(ours) if PASS_VLLM_VERSION
              else "attnsolve answered with its active rule set")
     head, _, rest = render(a.vllm, tally, classes).partition("\n")
     text = f"{head}\n{asked}\n{rest}"

@@ -396,6 +396,9 @@ def random_mla_prefill(D: Domains, rng: random.Random) -> dict[str, Any]:
              flashinfer_available=rng.random() < 0.8, use_trtllm_ragged_deepseek_prefill=rng.random() < 0.7,
              disable_flashinfer_prefill=rng.random() < 0.3, use_cudnn_prefill=rng.random() < 0.3,
              trtllm_available=rng.random() < 0.8)
+    for switch in PREFILL_SWITCHES:  # left unset: both sides take the release's own default (0.18.1 changed one)
+        if rng.random() < 0.25:
+            del d[switch]
     if rng.random() < 0.8:
         dims = rng.choice(MLA_DIMS)
         d.update(qk_nope_head_dim=dims[0], qk_rope_head_dim=dims[1], v_head_dim=dims[2])

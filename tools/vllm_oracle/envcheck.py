@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 from attnsolve.config.env_reading import read_variable
 from attnsolve.errors import ConfigError
-from attnsolve.rules import info, load_rules, parse_version
+from attnsolve.rules import info, load_rules, release_for
 
 from .provision import wheel_path
 
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--attnsolve-vllm", default=None, help="the rule set to check (default: the one for --vllm)")
     args = ap.parse_args(argv)
     try:
-        label = parse_version(args.attnsolve_vllm or args.vllm)
+        label = release_for(args.attnsolve_vllm or args.vllm)
         rules = load_rules(Path(info(label).path))
     except Exception as e:  # noqa: BLE001 - a bad version is an argument error
         print(f"error: {e}", file=sys.stderr)

@@ -25,7 +25,7 @@ import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from attnsolve.rules import info, parse_version
+from attnsolve.rules import info, release_for
 from attnsolve.rules.loader import release_documents
 
 from .provision import wheel_path
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--attnsolve-vllm", default=None, help="the rule set to check (default: the one for --vllm)")
     args = ap.parse_args(argv)
     try:
-        label = parse_version(args.attnsolve_vllm or args.vllm)
+        label = release_for(args.attnsolve_vllm or args.vllm)
         docs = release_documents(info(label).path)
     except Exception as e:  # noqa: BLE001 - a bad version is an argument error
         print(f"error: {e}", file=sys.stderr)
