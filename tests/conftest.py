@@ -49,9 +49,9 @@ _ASKED = os.environ.get("ATTNSOLVE_VLLM")
 
 def _releases() -> tuple[str, ...]:
     from attnsolve import vllm_versions
-    from attnsolve.rules import parse_version
+    from attnsolve.rules import release_for
     packaged = vllm_versions()
-    asked = parse_version(_ASKED) if _ASKED else None
+    asked = release_for(_ASKED) if _ASKED else None
     return (asked,) if asked in packaged else packaged
 
 

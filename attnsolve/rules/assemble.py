@@ -64,6 +64,9 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
             size = doc["ruleset"].get("default_block_size")
             if size is not None and not (type(size) is int and size >= 1):
                 col.add(fname, "ruleset.default_block_size", f"must be a positive integer, got {size!r}")
+            patches = doc["ruleset"].get("patch_releases")
+            if patches is not None:
+                release["patch_releases"] = _patch_releases(patches, doc["ruleset"].get("vllm"), fname, col)
         for key in set(doc) - top_keys:
             col.add(fname, key, f"unknown top-level table; accepted: {', '.join(sorted(top_keys))}")
         for k, v in table(fname, "fields", doc.get("fields", {})).items():
@@ -267,3 +270,23 @@ def _check_references(rules: RuleSet, abstract: set[str], col: _Collector) -> No
             elif pl.platform not in rules.backends[e.backend].platforms:
                 col.add(pl.source or pl.platform, f"platforms.{pl.platform}.lists {pl.name!r}",
                         f"entry {e.backend!r} is not declared for platform {pl.platform!r}")
+
+
+def _patch_releases(patches: Any, vllm: Any, fname: str, col: Any) -> tuple[str, ...]:
+    """`[ruleset] patch_releases`: patch releases ("0.20.2") of this set's own minor release, each once."""
+    from .labels import minor_of, parse_version
+    if not isinstance(patches, list) or not all(isinstance(p, str) for p in patches):
+        col.add(fname, "ruleset.patch_releases", f"must be a list of release labels such as \"0.20.2\", got {patches!r}")
+        return ()
+    out: list[str] = []
+    for p in patches:
+        label = parse_version(p)
+        if label != p or p.count(".") != 2:
+            col.add(fname, "ruleset.patch_releases", f"{p!r} is not a patch release label such as \"0.20.2\"")
+        elif isinstance(vllm, str) and parse_version(vllm) and minor_of(p) != minor_of(parse_version(vllm)):
+            col.add(fname, "ruleset.patch_releases", f"{p!r} is not a patch release of vLLM {vllm}")
+        elif p in out:
+            col.add(fname, "ruleset.patch_releases", f"{p!r} is listed twice")
+        else:
+            out.append(p)
+    return tuple(out)

@@ -54,7 +54,7 @@ def backend_refusal(comp: CompiledRules, config: Config, chosen: str, facts: dic
     rules = comp.rules
     if block is ...:
         block = preferred_block_size(rules, chosen, facts.get("block_size"), plist, facts, comp, t)
-    if plist.block_size_failure and block is not None and all(lit(facts) for lit in plist.block_size_failure_when):
+    if plist.block_size_failure and block is not None and comp.holds(plist.block_size_failure_when, t, facts):
         sizes, exact = kernel_sizes(rules, chosen, facts)
         if (exact and block not in exact) or (sizes and not exact and not any(block % k == 0 for k in sizes)):
             shown = repr(list(exact)) if exact else "[" + ", ".join(f"MultipleOf({k})" for k in sizes) + "]"
