@@ -31,6 +31,7 @@ def release_016(tmp_path, monkeypatch):
     assert old in cuda
     (folder / "cuda.toml").write_text(cuda.replace(old, 'entries = ["FLASHINFER", "FLASH_ATTN", "TRITON_ATTN", "FLEX_ATTENTION"]'))
     meta = (folder / "ruleset.toml").read_text().replace('vllm = "0.17"', 'vllm = "0.16"')
+    meta = meta.replace('patch_releases = ["0.17.1"]', "")  # 0.17's patch release is no 0.16 patch
     (folder / "ruleset.toml").write_text(meta)
     real = sets.packaged_sets()
     extra = sets.RuleSetInfo("0.16", folder, False)
