@@ -116,4 +116,6 @@ def _sorted_variants(rules: RuleSet, b: Backend) -> list[Any]:
     d = rules.derived.get(b.variant_field or "")
     if d is None:
         return list(b.variants)
-    return sorted(b.variants, key=lambda v: min(d.values.index(x) for x in v.values if x in d.values))
+    # a variant none of whose values the fact can take sorts last (it is never shown as reached)
+    return sorted(b.variants, key=lambda v: min((d.values.index(x) for x in v.values if x in d.values),
+                                                default=len(d.values)))

@@ -39,7 +39,7 @@ from attnsolve.rules.model import Capabilities, Check, Literal, Pred, RuleSet
 # Tests that compare with the oracle carry ORACLE_RELEASES and run for every packaged release; the oracle
 # refuses a release it has not learned (select() fails naming it): teach it the release's new constructs,
 # then add the release here.
-KNOWS = ("0.17", "0.18", "0.18.1", "0.19", "0.20", "0.21", "0.22", "0.23", "0.24", "0.25", "0.26", "0.27", "0.28", "0.29", "0.30", "0.31", "0.32", "0.33", "0.34")
+KNOWS = ("0.16", "0.17", "0.18", "0.18.1", "0.19", "0.20", "0.21", "0.22", "0.23", "0.24", "0.25", "0.26", "0.27", "0.28", "0.29", "0.30", "0.31", "0.32", "0.33", "0.34")
 ORACLE_RELEASES = pytest.mark.every_release
 
 CAP_KEYS = ("dtypes", "kv_cache_dtypes", "kernel_block_sizes", "head_sizes", "compute_capability",

@@ -35,7 +35,7 @@ def test_a_patch_release_keeps_its_patch(text: object, label: str | None) -> Non
 
 @pytest.mark.parametrize("text, packaged", [
     ("0.18", "0.18"), ("0.18.0", "0.18"), ("0.18.1", "0.18.1"), ("0.18.2", "0.18.1"), ("0.20.2", "0.20"),
-    ("0.17.1", "0.17"), ("0.16.0", None), ("0.99.1", None), ("nonsense", None),
+    ("0.17.1", "0.17"), ("0.15.0", None), ("0.99.1", None), ("nonsense", None),
 ])
 def test_a_patch_release_without_its_own_set_is_answered_by_the_newest_set_of_its_minor(
         text: str, packaged: str | None) -> None:
@@ -46,7 +46,7 @@ def test_config_takes_patch_spellings_and_refuses_an_unknown_minor() -> None:
     assert Config(vllm="0.18.1", gpu="H100", dtype="bfloat16").vllm == "0.18.1"
     assert Config(vllm="0.20.2", gpu="H100", dtype="bfloat16").vllm == "0.20"
     with pytest.raises(ConfigError) as e:
-        Config(vllm="0.16.1", gpu="H100", dtype="bfloat16")
+        Config(vllm="0.15.1", gpu="H100", dtype="bfloat16")
     assert e.value.field == "vllm" and "a patch release such as 0.20.2" in str(e.value)
 
 
@@ -125,7 +125,7 @@ def test_upgrade_cli_names_the_default_that_moved(capsys: pytest.CaptureFixture[
 @pytest.mark.parametrize("asked, note", [
     ("0.20.2", "vLLM 0.20.2: answered with the 0.20 rules (its selection code is 0.20's: checked)"),
     ("0.20.3", "vLLM 0.20.3 is not a release attnsolve has checked: answered with the 0.20 rules, the newest of vLLM 0.20"),
-    ("0.20", None), ("0.20.0", None), ("0.18.1", None), (None, None), ("0.16.1", None),
+    ("0.20", None), ("0.20.0", None), ("0.18.1", None), (None, None), ("0.15.1", None),
 ])
 def test_the_query_notes_what_a_patch_release_is_answered_with(asked: str | None, note: str | None) -> None:
     assert release_note(asked) == note

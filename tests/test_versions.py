@@ -1,6 +1,6 @@
 """Several vLLM releases side by side: Config(vllm=...), vllm_versions(), compare_versions, upgrade.
 
-A made-up release "0.16" (the 0.17 set with FlashInfer ranked first on every GPU) is registered as
+A made-up release "0.15" (the 0.17 set with FlashInfer ranked first on every GPU) is registered as
 a packaged set for these tests, so the comparisons have a real difference to find.
 """
 
@@ -16,13 +16,13 @@ from attnsolve.cli import main
 from attnsolve.engine import engine_for
 from attnsolve.rules import RULES_DIR, sets
 
-# vLLM 0.17's facts (a made-up release 0.16 is the 0.17 set with one change): 0.17 answers what names no release.
+# vLLM 0.17's facts (a made-up release 0.15 is the 0.17 set with one change): 0.17 answers what names no release.
 pytestmark = pytest.mark.vllm("0.17")
 
 
 @pytest.fixture()
-def release_016(tmp_path, monkeypatch):
-    folder = tmp_path / "vllm-0.16"
+def release_015(tmp_path, monkeypatch):
+    folder = tmp_path / "vllm-0.15"
     folder.mkdir()
     for f in RULES_DIR.glob("*.toml"):
         shutil.copy(f, folder / f.name)
@@ -30,14 +30,14 @@ def release_016(tmp_path, monkeypatch):
     old = 'entries = ["FLASH_ATTN", "FLASHINFER", "TRITON_ATTN", "FLEX_ATTENTION"]'
     assert old in cuda
     (folder / "cuda.toml").write_text(cuda.replace(old, 'entries = ["FLASHINFER", "FLASH_ATTN", "TRITON_ATTN", "FLEX_ATTENTION"]'))
-    meta = (folder / "ruleset.toml").read_text().replace('vllm = "0.17"', 'vllm = "0.16"')
-    meta = meta.replace('patch_releases = ["0.17.1"]', "")  # 0.17's patch release is no 0.16 patch
+    meta = (folder / "ruleset.toml").read_text().replace('vllm = "0.17"', 'vllm = "0.15"')
+    meta = meta.replace('patch_releases = ["0.17.1"]', "")  # 0.17's patch release is no 0.15 patch
     (folder / "ruleset.toml").write_text(meta)
     real = sets.packaged_sets()
-    extra = sets.RuleSetInfo("0.16", folder, False)
+    extra = sets.RuleSetInfo("0.15", folder, False)
     monkeypatch.setattr(sets, "packaged_sets", lambda: tuple(sorted((*real, extra), key=lambda s: s.key)))
     monkeypatch.setenv("ATTNSOLVE_VLLM", "0.17")
-    yield "0.16"
+    yield "0.15"
 
 
 def test_versions_are_listed_and_spelled_every_way():
@@ -45,7 +45,7 @@ def test_versions_are_listed_and_spelled_every_way():
     for spelling in ("0.17", "0.17.0", "v0.17", "V0.17.1"):
         assert Config(gpu="H100", dtype="bf16", vllm=spelling).vllm == "0.17"
     with pytest.raises(ConfigError) as err:
-        Config(gpu="H100", dtype="bf16", vllm="0.16")
+        Config(gpu="H100", dtype="bf16", vllm="0.15")
     assert err.value.field == "vllm" and "0.17" in str(err.value)
     with pytest.raises(ConfigError):
         Config(gpu="H100", dtype="bf16", vllm="latest")
@@ -56,7 +56,7 @@ def test_an_unpackaged_release_suggests_the_nearest_packaged_one():
     tie), not the most similar string (which offered 0.32 for 0.28)."""
     known = vllm_versions()
     key = lambda v: tuple(map(int, v.split(".")))  # noqa: E731
-    for asked in ("0.0", "0.16", "0.26", "0.27", "0.28", "0.99", "1.0"):
+    for asked in ("0.0", "0.15", "0.26", "0.27", "0.28", "0.99", "1.0"):
         if asked in known:
             continue
         with pytest.raises(ConfigError) as err:
@@ -76,38 +76,38 @@ def test_an_unpackaged_release_suggests_the_nearest_packaged_one():
         assert err.value.suggestion == oldest
 
 
-def test_two_releases_answer_side_by_side(release_016):
+def test_two_releases_answer_side_by_side(release_015):
     a = solve(Config(gpu="H100", dtype="bf16", vllm="0.17"))
-    b = solve(Config(gpu="H100", dtype="bf16", vllm="0.16"))
+    b = solve(Config(gpu="H100", dtype="bf16", vllm="0.15"))
     assert (a.backend, b.backend) == ("FLASH_ATTN", "FLASHINFER")
-    assert engine_for("0.17") is not engine_for("0.16")
-    assert a.config != b.config and a.config.replace(vllm="0.16") == b.config
+    assert engine_for("0.17") is not engine_for("0.15")
+    assert a.config != b.config and a.config.replace(vllm="0.15") == b.config
 
 
-def test_compare_a_full_config(release_016):
-    cmp = compare_versions(Config(gpu="H100", dtype="bf16"), "0.17", "0.16")
+def test_compare_a_full_config(release_015):
+    cmp = compare_versions(Config(gpu="H100", dtype="bf16"), "0.17", "0.15")
     assert cmp.differs and str(cmp.old) == "FLASH_ATTN (FA3)" and cmp.new.backend == "FLASHINFER"
     assert any("ranks FLASHINFER before FLASH_ATTN" in w for w in cmp.why)
     same = compare_versions(Config(gpu="H100", dtype="bf16"), "0.17", "v0.17.0")
     assert not same.differs and "no change" in str(same)
 
 
-def test_compare_a_partial_config_groups_the_changes(release_016):
-    cmp = compare_versions(Config(gpu="H100", dtype="bf16", kv_cache_dtype=ANY, head_size=ANY), "0.17", "0.16")
+def test_compare_a_partial_config_groups_the_changes(release_015):
+    cmp = compare_versions(Config(gpu="H100", dtype="bf16", kv_cache_dtype=ANY, head_size=ANY), "0.17", "0.15")
     assert cmp.total > 0 and 0 < cmp.changed <= cmp.total
     assert sum(c.count for c in cmp.changes) == cmp.changed
     for c in cmp.changes:  # every example really moves old -> new
         assert str(solve(c.example.replace(vllm="0.17"))) == c.old
-        assert str(solve(c.example.replace(vllm="0.16"))) == c.new
+        assert str(solve(c.example.replace(vllm="0.15"))) == c.new
 
 
-def test_cli_version_flag_and_upgrade(release_016, capsys):
-    assert main(["select", "--gpu", "H100", "--dtype", "bf16", "--vllm", "0.16"]) == 0
+def test_cli_version_flag_and_upgrade(release_015, capsys):
+    assert main(["select", "--gpu", "H100", "--dtype", "bf16", "--vllm", "0.15"]) == 0
     assert capsys.readouterr().out.startswith("FLASHINFER")
-    assert main(["upgrade", "--from", "0.17", "--to", "0.16", "--gpu", "H100", "--model", "examples/llama3-8b.json"]) == 0
+    assert main(["upgrade", "--from", "0.17", "--to", "0.15", "--gpu", "H100", "--model", "examples/llama3-8b.json"]) == 0
     out = capsys.readouterr().out
     assert "FLASH_ATTN (FA3) -> FLASHINFER" in out and "why:" in out
-    assert main(["upgrade", "--from", "0.17", "--to", "0.16", "--gpu", "H100"]) == 0
+    assert main(["upgrade", "--from", "0.17", "--to", "0.15", "--gpu", "H100"]) == 0
     assert "configurations change backend" in capsys.readouterr().out
     assert main(["select", "--gpu", "H100", "--vllm", "0.99"]) == 2
     assert "0.17" in capsys.readouterr().err

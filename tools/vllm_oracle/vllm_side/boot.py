@@ -430,8 +430,31 @@ def _boot_rocm(data: VersionData, arch: str) -> Any:
 
     P._current_platform = rocm.RocmPlatform()
     _mark("rocm.current_platform", data)
+    if "rocm.torch_device_queries" in data.patches:
+        _rocm_torch_queries(data, arch)
     _aiter_mla_causal(data)
     return rocm.RocmPlatform
+
+
+def _gfx_capability(arch: str) -> tuple[int, int]:
+    """The (major, minor) a ROCm torch build reports for a gfx arch: gfx942 -> (9, 4), gfx90a -> (9, 0),
+    gfx1100 -> (11, 0) (the digits before the last two are the major, the next one the minor)."""
+    digits = arch.removeprefix("gfx")
+    return int(digits[:-2]), int(digits[-2], 16)
+
+
+def _rocm_torch_queries(data: VersionData, arch: str) -> None:
+    """0.16's RocmPlatform asks torch for the device (get_device_capability, get_device_properties().gcnArchName)
+    where 0.17 parses the arch it read through amdsmi: torch's ROCm build answers from the device, this CPU build
+    raises "Torch not compiled with CUDA enabled"; both answer the configured arch here."""
+    import torch
+
+    cap = _gfx_capability(arch)
+    torch.cuda.get_device_capability = lambda device=None: cap
+    torch.cuda.get_device_properties = lambda *a, **k: types.SimpleNamespace(  # type: ignore[assignment]
+        multi_processor_count=304, name=f"FakeAMD-{arch}", major=cap[0], minor=cap[1],
+        gcnArchName=f"{arch}:sramecc+:xnack-")
+    _mark("rocm.torch_device_queries", data)
 
 
 def _boot_cpu(data: VersionData) -> Any:

@@ -129,6 +129,13 @@ def _worker_function(name: str) -> Callable[..., Any]:
     with open(spec.origin, encoding="utf-8") as f:
         tree = ast.parse(f.read())
     defs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    if name not in defs:  # 0.16: a static method of GPUModelRunner (v1/worker/gpu_model_runner.py), same body
+        spec = importlib.util.find_spec("vllm.v1.worker.gpu_model_runner")
+        assert spec is not None and spec.origin is not None
+        with open(spec.origin, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        runner = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "GPUModelRunner")
+        defs = {n.name: n for n in runner.body if isinstance(n, ast.FunctionDef) and n.name == name}
     wanted, todo = [], [name]
     while todo:  # the function and the module-level functions it calls
         fn = defs[todo.pop()]
