@@ -394,7 +394,7 @@ _SHADOWED = {
     ("FLASHINFER_PREFILL", "cuda"): "shadowed by TRTLLM_RAGGED_PREFILL in every SM 10.x MLA prefill list (reached by request only)",
     ("ROCM_AITER_TRITON_MLA", "rocm"): "shadowed by ROCM_AITER_MLA, its parent with the same capabilities, in the AITER MLA list (reached by request only)",
 }
-SHADOWED = {f"{v}-{b}-{p}": why for v in RELEASES if v != "0.17" for (b, p), why in _SHADOWED.items()
+SHADOWED = {f"{v}-{b}-{p}": why for v in RELEASES if v not in ("0.16", "0.17") for (b, p), why in _SHADOWED.items()
             if b in RELEASES[v].rules.backends}
 
 
