@@ -81,6 +81,7 @@ def release_note(asked: object) -> str | None:
     """What a --vllm naming a patch release without its own rule set is answered with, or None: the minor's set,
     which its `patch_releases` say was checked against that release's wheel (else: a release never checked)."""
     from .rules import parse_version, release_for, rules_for, versions
+    from .rules.labels import minor_of
     label = parse_version(asked)
     if label is None or label in versions():
         return None
@@ -90,7 +91,7 @@ def release_note(asked: object) -> str | None:
     if label in tuple(rules_for(packaged).settings.get("patch_releases") or ()):
         return f"vLLM {label}: answered with the {packaged} rules (its selection code is {packaged}'s: checked)"
     return (f"vLLM {label} is not a release attnsolve has checked: answered with the {packaged} rules, the newest "
-            f"of vLLM {'.'.join(label.split('.')[:2])}")
+            f"of vLLM {minor_of(label)}")
 
 
 def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Sequence[str] = (),
