@@ -411,6 +411,9 @@ class Oracle:
                 if mode == "startup" and not getattr(vc.cache_config, "user_specified_block_size", True):
                     self._executor_block_size(out, vc, bc)
                 if mode == "startup":
+                    built = self._rocm_impl_init(bc, sel_cfg, cfg)
+                    if built is not None:
+                        return {**out, "ok": False, "kind": built[0], "error": built[1]}
                     failure = self._common_block_size(out.get("startup_block_size", block), bc, sel_cfg)
                     if failure is not None:
                         return {**out, "ok": False, "kind": "ValueError", "error": failure}
@@ -443,6 +446,23 @@ class Oracle:
         finally:
             os.environ.clear()
             os.environ.update(saved)
+        return None
+
+    def _rocm_impl_init(self, bc: Any, sel_cfg: Any, cfg: dict[str, Any]) -> tuple[str, str] | None:
+        """0.16 / 0.17 on ROCm: the chosen ROCM_ATTN or ROCM_AITER_UNIFIED_ATTN layer's impl built as the model's
+        Attention layer builds it (RocmAttentionImpl.__init__ validates the head size and, at 0.16, refuses encoder
+        self-attention; both run before any device work): (exception class, text), or None."""
+        if self.platform != "rocm" or "startup.rocm_impl_init" not in self.data.patches:
+            return None
+        if self._enum_name(bc) not in ("ROCM_ATTN", "ROCM_AITER_UNIFIED_ATTN"):
+            return None
+        boot._mark("startup.rocm_impl_init", self.data)
+        heads = int(cfg.get("num_heads") or 8)
+        try:
+            bc.get_impl_cls()(heads, sel_cfg.head_size, sel_cfg.head_size ** -0.5, heads, None, None,
+                              str(sel_cfg.kv_cache_dtype), None, sel_cfg.attn_type)
+        except (ValueError, NotImplementedError) as e:
+            return type(e).__name__, str(e)
         return None
 
     def _common_block_size(self, block: int | None, bc: Any, sel_cfg: Any) -> str | None:
