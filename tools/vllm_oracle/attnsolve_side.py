@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
 from attnsolve import Config, ConfigError, InvalidBackendError, NoValidBackendError, solve
 
@@ -147,3 +148,27 @@ def _prefill_answer(s: Any, version: str | None) -> dict[str, Any]:
             "rejected": {shown(r.backend): list(r.reasons) for r in s.rejected}, "warnings": list(s.warnings),
             "logs": list(getattr(s, "logs", ())), "preferred_block_size": s.preferred_block_size,
             "startup_error": getattr(s, "startup_error", None)}
+
+
+def wheel_check_args(prog: str, doc: str | None, example: str, argv: list[str] | None,
+                     load: Callable[[Path], Any]) -> Any:
+    """The arguments of the wheel checks (messages, envcheck, defaults): (args, rule set label, load(its folder)), or
+    None after printing why --vllm / --attnsolve-vllm name no rule set that loads (the caller exits 2)."""
+    import argparse
+    import sys
+
+    from attnsolve.rules import info, release_for
+
+    ap = argparse.ArgumentParser(prog=prog, description=(doc or "").split("\n\n")[0])
+    ap.add_argument("--vllm", required=True, help=f"the vLLM release whose wheel is read, e.g. {example}")
+    ap.add_argument("--attnsolve-vllm", default=None, help="the rule set to check (default: the one for --vllm)")
+    args = ap.parse_args(argv)
+    asked = args.attnsolve_vllm or args.vllm
+    label = release_for(asked)
+    try:
+        if label is None:
+            raise ValueError(f"attnsolve has no rule set for vLLM {asked}")
+        return args, label, load(Path(info(label).path))
+    except Exception as e:  # noqa: BLE001 - a release without a rule set that loads is an argument error
+        print(f"error: {e}", file=sys.stderr)
+        return None

@@ -13,16 +13,14 @@ Exit 0 when every such default agrees, 1 with the differences, 2 for bad argumen
 
 from __future__ import annotations
 
-import argparse
 import ast
 import re
-import sys
 import zipfile
-from pathlib import Path
 from typing import Any
 
-from attnsolve.rules import info, load_rules, release_for
+from attnsolve.rules import load_rules
 
+from .attnsolve_side import wheel_check_args
 from .provision import wheel_path
 
 _NAMED = re.compile(r"--attention-config\.(\w+)")
@@ -75,18 +73,10 @@ def differences(rules: Any, vllm_defaults: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tools.vllm_oracle.defaults", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--vllm", required=True, help="the vLLM release whose wheel is read, e.g. 0.18.1")
-    ap.add_argument("--attnsolve-vllm", default=None, help="the rule set to check (default: the one for --vllm)")
-    args = ap.parse_args(argv)
-    try:
-        label = release_for(args.attnsolve_vllm or args.vllm)
-        if label is None:
-            raise ValueError(f"attnsolve has no rule set for vLLM {args.attnsolve_vllm or args.vllm}")
-        rules = load_rules(Path(info(label).path))
-    except Exception as e:  # noqa: BLE001 - a bad version is an argument error
-        print(f"error: {e}", file=sys.stderr)
+    got = wheel_check_args("python -m tools.vllm_oracle.defaults", __doc__, "0.18.1", argv, load_rules)
+    if got is None:
         return 2
+    args, label, rules = got
     with zipfile.ZipFile(wheel_path(args.vllm)) as z:
         theirs = attention_config_defaults(z.read("vllm/config/attention.py").decode("utf-8", "replace"))
     bad = differences(rules, theirs)

@@ -15,18 +15,16 @@ Exit 0 when every declared variable exists and reads alike, 1 with the differenc
 
 from __future__ import annotations
 
-import argparse
 import ast
-import sys
 import types
 import zipfile
-from pathlib import Path
 from typing import Any, Callable
 
 from attnsolve.config.env_reading import read_variable
 from attnsolve.errors import ConfigError
-from attnsolve.rules import info, load_rules, release_for
+from attnsolve.rules import load_rules
 
+from .attnsolve_side import wheel_check_args
 from .provision import wheel_path
 
 # Texts a user may set: the spellings of on and off, spaces, signs, non-ASCII digits, nonsense, None = unset.
@@ -130,16 +128,10 @@ def differences(rules: Any, lambdas: dict[str, Callable[[dict[str, str]], Any]])
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tools.vllm_oracle.envcheck", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--vllm", required=True, help="the vLLM release whose wheel is read, e.g. 0.17.0")
-    ap.add_argument("--attnsolve-vllm", default=None, help="the rule set to check (default: the one for --vllm)")
-    args = ap.parse_args(argv)
-    try:
-        label = release_for(args.attnsolve_vllm or args.vllm)
-        rules = load_rules(Path(info(label).path))
-    except Exception as e:  # noqa: BLE001 - a bad version is an argument error
-        print(f"error: {e}", file=sys.stderr)
+    got = wheel_check_args("python -m tools.vllm_oracle.envcheck", __doc__, "0.17.0", argv, load_rules)
+    if got is None:
         return 2
+    args, label, rules = got
     with zipfile.ZipFile(wheel_path(args.vllm)) as z:
         lambdas = envs_lambdas(z.read("vllm/envs.py").decode("utf-8", "replace"))
         names = set(z.namelist())

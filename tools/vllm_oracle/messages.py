@@ -17,17 +17,15 @@ itself (its own advice, a reason it words for a condition vLLM leaves unnamed) i
 
 from __future__ import annotations
 
-import argparse
 import ast
 import re
-import sys
 import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from attnsolve.rules import info, release_for
 from attnsolve.rules.loader import release_documents
 
+from .attnsolve_side import wheel_check_args
 from .provision import wheel_path
 
 # The keys whose string values are vLLM's words (messages, reasons, log lines), wherever they appear.
@@ -247,16 +245,10 @@ def unregistered_architectures(documents: dict[str, dict], registry: str) -> lis
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tools.vllm_oracle.messages", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--vllm", required=True, help="the vLLM release whose wheel is read, e.g. 0.28.0")
-    ap.add_argument("--attnsolve-vllm", default=None, help="the rule set to check (default: the one for --vllm)")
-    args = ap.parse_args(argv)
-    try:
-        label = release_for(args.attnsolve_vllm or args.vllm)
-        docs = release_documents(info(label).path)
-    except Exception as e:  # noqa: BLE001 - a bad version is an argument error
-        print(f"error: {e}", file=sys.stderr)
+    got = wheel_check_args("python -m tools.vllm_oracle.messages", __doc__, "0.28.0", argv, release_documents)
+    if got is None:
         return 2
+    args, label, docs = got
     corpus = source_strings(wheel_path(args.vllm))
     bad = missing(docs, corpus)
     total = len({t for _, t in quoted_texts(docs)})
