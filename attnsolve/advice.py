@@ -109,8 +109,10 @@ def _no_prefill_hint(ctx: Context, e: Explanation) -> str:
     from .selection import solve
     try:
         decode = solve(ctx.config, available=ctx.available).backend
-    except SelectionError:
-        return ""
+    except SelectionError as err:  # 0.16/0.17 answer the prefill question alone: the layer cannot start
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return (f"no prefill backend, but the layer's decode selection fails, so vLLM's MLA layer fails before "
+                f"it runs: {first} ('attnsolve explain --role decode' with the same flags gives the fixes)")
     said = "" if e.warnings else "; vLLM logs nothing about it"
     return (f"no prefill backend: the layer sends every token through its decode backend {decode}'s top-k MQA path "
             f"(vLLM {ctx.config.vllm} builds no prefill path for it{said})")

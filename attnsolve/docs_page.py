@@ -11,7 +11,7 @@ from pathlib import Path
 from .docs_backends import kind_of
 from .docs_cells import NO, YES
 from .docs_paths import _newest
-from .docs_prefill import PREFILL_HEADERS, prefill_rows
+from .docs_prefill import PREFILL_HEADERS, no_prefill_lines, prefill_rows
 from .docs_sections import _conditions_section, _decision_lists, _derived_section, _priority_section
 from .docs_tables import MLA_HEADERS, STANDARD_HEADERS, _marks, mla_rows, standard_rows
 from .render import md_table
@@ -151,6 +151,7 @@ def generate_doc(rules: RuleSet | None = None) -> str:
         "conditions hold is used.",
         "",
         *md_table(prefill_rows(rules), PREFILL_HEADERS),
+        *no_prefill_lines(rules),
         "",
         "### Decode Backends",
         "",

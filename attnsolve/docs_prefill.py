@@ -47,7 +47,7 @@ def _switch_cells(rules: RuleSet, b: Backend) -> tuple[str, str, list[str]]:
 
 
 def prefill_rows(rules: RuleSet) -> list[list[str]]:
-    pl = next((p for p in rules.lists if p.platform == "cuda" and any(
+    pl = next((p for p in rules.lists if p.platform == "cuda" and not p.no_prefill and any(
         lit.field == "role" and lit.pred.eq == "mla_prefill" for lit in p.when)), None)
     names = [e.backend for e in pl.entries] if pl else sorted(
         b.name for b in rules.backends.values() if b.role == "mla_prefill")
@@ -62,3 +62,14 @@ def prefill_rows(rules: RuleSet) -> list[list[str]]:
             notes.append(f"variants {variants} by {b.variant_field}")
         rows.append([f"`{name}`", b.summary, cc, enable, disable, "; ".join(notes)])
     return rows
+
+
+def no_prefill_lines(rules: RuleSet) -> list[str]:
+    """The layers a `no_prefill` list gives no prefill backend (vLLM 0.16/0.17's sparse MLA), one line per list."""
+    out = []
+    for p in rules.lists:
+        if p.no_prefill:
+            cond = " and ".join(lit_text(lit) for lit in p.when if lit.field != "role")
+            out.append(f"- {p.platform}: {cond} \u2014 no prefill backend: the decode backend's top-k MQA path runs "
+                       f"every token (list \u201c{p.name}\u201d).")
+    return ["", "Layers without a prefill path:", "", *out] if out else []

@@ -65,7 +65,9 @@ def _decision_lists(rules: RuleSet, platform: str) -> list[str]:
     for pl in rules.lists_for(platform):
         when = " and ".join(lit_text(lit) for lit in pl.when)
         out += ["", f"### {pl.name}", "", f"Used when {when}. "
-                + ("Candidates are validated like CUDA's." if pl.validate else
+                + ("The layer gets no prefill backend: its decode backend's top-k MQA path runs every token."
+                   if pl.no_prefill else
+                   "Candidates are validated like CUDA's." if pl.validate else
                    "No `validate_configuration`: only the conditions below decide.")
                 + (" Failing capability checks of the pick are reported as warnings." if pl.warn_unvalidated else ""),
                 ""]

@@ -110,6 +110,9 @@ def explain(config: Config, *, role: str | None = None, available: Iterable[str]
         sel = solve_uncached(config, role_, avail)
         return Explanation(config, role_, sel.backend, sel.variant, None, (), warnings=sel.warnings)
     facts, p, idx, warnings = evaluate(comp, config, role_, avail, pre.facts)
+    if p.plist.no_prefill:  # the layer has no prefill path (vLLM 0.16/0.17's sparse MLA): nothing was tried
+        sel = solve_uncached(config, role_, avail)
+        return Explanation(config, role_, sel.backend, sel.variant, None, (), warnings=sel.warnings, available=avail)
     verdicts = tried_verdicts(p, facts, avail)
     requested = config.backend if p.mode != AUTO else None
     if idx is not None:

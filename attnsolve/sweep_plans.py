@@ -68,8 +68,8 @@ class _PlanTable:
                 pid = self.constant(NO_BACKEND, "refused before selection")
                 self.index[key] = pid
                 return pid
-            if pl.error:  # a decision-tree branch that raises: nothing is selected
-                pid = self.constant(NO_BACKEND, pl.name)
+            if pl.error or pl.no_prefill:  # a branch that raises (nothing is selected) or gives no prefill backend
+                pid = self.constant(self.names.index(NO_PREFILL) if pl.no_prefill else NO_BACKEND, pl.name)
                 self.index[key] = pid
                 return pid
             p, masks = self.comp.plan(pl, None if req < 0 else self.names[req])

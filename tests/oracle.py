@@ -581,6 +581,8 @@ def _select(rules: RuleSet, config: Config, role: str, available: frozenset[str]
         return Answer(None, "error", facts=facts, error=NO_LIST)
     if plist.error:  # a decision-tree branch that raises
         return Answer(None, "auto", plist.name, facts=facts, message=render_py(plist.error, facts))
+    if plist.no_prefill:  # a branch giving the MLA layer no prefill backend (0.16/0.17's sparse layers)
+        return Answer(NO_PREFILL, "auto", plist.name, variant=NO_PREFILL_PATH, facts=facts, changes=changes)
 
     requested = facts["backend"]
     ans = Answer(None, "auto", plist.name, facts=facts, changes=changes)

@@ -14,7 +14,7 @@ import pytest
 
 from typing import Any
 
-from hypothesis import assume, given, strategies as st
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from attnsolve import ANY, Config, ConfigError, InvalidBackendError, NoValidBackendError, solve
 from attnsolve.config import FIELD_NAMES
@@ -149,6 +149,9 @@ def _select(cfg: Config, role: str):
 
 
 @given(configs())
+# the steps before the lists answer most of a newer release's draws (0.33: the assume below filters about 5 in 6),
+# which hypothesis's dev profile (not derandomised) sometimes reports as a failed health check
+@settings(suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
 def test_selected_backend_has_no_firing_check(case):
     cfg, role = case
     sel, err = _select(cfg, role)
@@ -180,13 +183,13 @@ def _steps_apply(cfg: Config, role: str, facts: dict[str, Any]) -> bool:
     """True when a platform step before the lists (vLLM >= 0.18, `[platforms.X]` settings) touches this query:
     the MLA prefill layer's own step (decode selection first), a request error, a rewrite, a request dropped
     for automatic selection or replaced after a refusal, model code choosing the backend, or a decision-tree
-    list that raises. 0.17 has none; this lists-only re-reading leaves those queries to the oracle
+    list that raises or gives no prefill backend (0.16/0.17's sparse MLA layers: NO_PREFILL). 0.17 has only that; this lists-only re-reading leaves those queries to the oracle
     comparisons (test_prop_selection.py), which model every step."""
     pl = _list_for(facts)
     head = next((p for p in _rules().lists if p.platform == facts["platform"]), None)
     if pl is None or head is None:
         return pl is None
-    if pl.error or (role == "mla_prefill" and head.mla_prefill is not None):
+    if pl.error or pl.no_prefill or (role == "mla_prefill" and head.mla_prefill is not None):
         return True
     holds = lambda when: all(lit(facts) for lit in when)  # noqa: E731
     if cfg.backend is not None and any(holds(when) for _, when in head.request_errors):

@@ -104,6 +104,9 @@ def test_selection_is_sound_and_optimal(q):
     if plist is None:
         assert ans.model_route is not None or got == oracle.NO_PREFILL, sel.priority_list
         return  # the model's own pick, or the MLA layer without a prefill backend: no list was walked
+    if plist.no_prefill:  # a branch giving the layer no prefill backend (0.16/0.17's sparse MLA): nothing walked
+        assert got == oracle.NO_PREFILL and ans.backend == oracle.NO_PREFILL and not plist.entries
+        return
     facts = dict(ans.facts, **{f: None for f in plist.drops})
     entries = [e for e in plist.entries if not rules.backends[e.backend].explicit_only
                and (not e.when or any(oracle.all_hold(alt, facts) for alt in e.when))]

@@ -659,6 +659,9 @@ class PriorityList:
     # used; `list_invalid_message` replaces the platform's for a request through this list;
     # `ignore_silent`: requested backends this branch accepts without the ignore warning.
     error: str = ""
+    # The branch gives the layer no prefill backend (an MLA prefill list: vLLM 0.16/0.17's sparse layer, whose impl
+    # runs every token on its top-k MQA path): the answer is NO_PREFILL, with `warning` if any; no entries.
+    no_prefill: bool = False
     log: str = ""
     warning: str = ""
     fallback_log: str = ""

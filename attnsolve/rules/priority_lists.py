@@ -48,8 +48,15 @@ def _priority_list(plat: str, raw: dict, settings: dict, known: set[str]) -> Pri
         manual = "table"
     if manual not in ("validate", "table", "ignore", "list"):
         raise ValueError(f"manual must be 'validate', 'table', 'ignore' or 'list', got {manual!r}")
-    if not raw.get("entries") and not raw.get("error"):
-        raise ValueError("a list needs entries (or an error: a branch that raises vLLM's text)")
+    no_prefill = _bool(raw.get("no_prefill", False))
+    role = raw.get("when", {}).get("role")
+    if no_prefill and role not in ("mla_prefill", ["mla_prefill"]):
+        raise ValueError("a no_prefill list answers an MLA prefill question: its when needs role = 'mla_prefill'")
+    if no_prefill and (raw.get("entries") or raw.get("error")):
+        raise ValueError("a no_prefill list answers NO_PREFILL: it takes no entries and no error")
+    if not raw.get("entries") and not raw.get("error") and not no_prefill:
+        raise ValueError("a list needs entries (or an error: a branch that raises vLLM's text; or no_prefill = true: "
+                         "an MLA prefill branch that gives the layer no prefill backend)")
     return PriorityList(
         platform=plat, name=str(raw.get("name", "")), when=_literals(raw.get("when", {}), known),
         entries=tuple(_entry(e, known) for e in _list(raw.get("entries", []))), validate=bool(validate),
@@ -86,7 +93,7 @@ def _priority_list(plat: str, raw: dict, settings: dict, known: set[str]) -> Pri
                              for r in _list(settings.get("model_route_kv", []))
                              for alt in _when_dnf(r.get("when", {}), known)),
         mla_prefill=_mla_prefill(settings.get("mla_prefill"), known),
-        error=str(raw.get("error", "")), log=str(raw.get("log", "")), warning=str(raw.get("warning", "")),
+        error=str(raw.get("error", "")), no_prefill=no_prefill, log=str(raw.get("log", "")), warning=str(raw.get("warning", "")),
         fallback_log=str(raw.get("fallback_log", "")), list_invalid_message=str(raw.get("invalid_message", "")),
         ignore_silent=_str_list(raw.get("ignore_silent", [])),
         hardware_field=str(settings.get("hardware_field", "")),

@@ -143,12 +143,13 @@ KEYS: dict[str, dict[str, str]] = {
     "start_backend": {"when": LITERALS, "value": STR},
     # a model-driven backend: value (a backend name, "backend": the request as is), and the model code's line
     "model_backend": {"when": LITERALS, "value": STR, "warning": STR},
-    # error: the branch raises vLLM's text (no entries); log / warning: the branch's INFO / WARNING line;
+    # error: the branch raises vLLM's text (no entries); no_prefill: the branch answers NO_PREFILL (an MLA prefill list,
+    # no entries); log / warning: the branch's INFO / WARNING line;
     # fallback_log: INFO when the first entry fails and a later one is used ({reason_tuple})
     "list": {"name": STR, "when": LITERALS, "entries": LIST_OF("entry"), "manual": STR,
              "manual_accept": LIST_OF("entry"), "manual_other": STR, "ignore_warning": STR,
              "error": STR, "log": STR, "warning": STR, "ignore_silent": STR_LIST, "fallback_log": STR,
-             "invalid_message": STR},
+             "invalid_message": STR, "no_prefill": BOOL},
     # validate: run this entry's own checks on a platform that does not validate (or skip them); when: the
     # entry is considered only when it holds
     "entry": {"backend": STR, "checks": LIST_OF("check"), "validate": BOOL, "when": LITERALS},

@@ -18,7 +18,7 @@ from .blocks import preferred_block_size
 from .lines import after_selection
 from .lists import candidate_reasons, evaluate, failure
 from .messages import render_message
-from .prefill import PrefillLayer, fell_back, layer_after, skipped
+from .prefill import PrefillLayer, fell_back, layer_after, no_prefill_branch, skipped
 from .release import compiled_rules
 from .result import Rejection, Selection
 from .startup import backend_refusal, forced_backend, platform_refusal, startup_lines
@@ -68,6 +68,8 @@ def _select(comp: CompiledRules, config: Config, role: str, available: frozenset
         return _model_driven(comp, config, role, pre)
     facts, p, idx, warnings = evaluate(comp, config, role, available, pre.facts, pre.completed)
     warnings[:0] = pre.warnings
+    if p.plist.no_prefill:  # an MLA prefill branch that gives the layer no prefill backend (a request is not read)
+        return no_prefill_branch(config, p.plist, facts, warnings)
     if p.plist.error:  # a decision-tree branch that raises (CPU / XPU); the start-up hook's refusals come first
         err = NoValidBackendError(render_message(p.plist.error, facts), {})
         err.startup_error = _startup_error(comp, config, role, available, facts, p, None)

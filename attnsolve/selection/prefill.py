@@ -53,6 +53,14 @@ def skipped(config: Config, layer: PrefillLayer) -> Selection:
                      config=config, role="mla_prefill", priority_list="MLA prefill skipped")
 
 
+def no_prefill_branch(config: Config, plist: Any, facts: dict[str, Any], warnings: list[str]) -> Selection:
+    """The answer of a `no_prefill` list (vLLM 0.16/0.17's sparse MLA layer): no prefill backend, the list's
+    warning if it has one, after the platform's own."""
+    own = (render_message(plist.warning, facts),) if plist.warning else ()
+    return Selection(backend=NO_PREFILL, variant=NO_PREFILL_PATH, rejected=(), warnings=(*warnings, *own),
+                     config=config, role="mla_prefill", priority_list=plist.name)
+
+
 def fell_back(comp: CompiledRules, config: Config, layer: PrefillLayer, mp: Any,
               err: NoValidBackendError) -> Selection | None:
     """The answer when prefill selection failed with `err` and a fallback covers the layer (None: none does)."""

@@ -38,8 +38,10 @@ def solve_csp(config: Config, *, role: str | None = None, available: Iterable[st
         pre = before_selection(comp, config, role_)
     except (NoValidBackendError, InvalidBackendError):
         return None
-    if pre.model is not None:
-        return pre.model[0]
+    if pre.model is not None:  # model code's backend; a route naming no backend of the rules fails, as in solve()
+        return pre.model[0] if pre.model[0] in comp.rules.backends else None
+    if _no_prefill_branch(comp, pre.facts):
+        return NO_PREFILL
     backend, _ = csp_solver(config).select(pre.facts, avail)
     if backend is None and pre.facts.get("backend") is not None and _falls_back(comp, pre.facts, avail):
         # a refused request vLLM replaces by automatic selection (ROCm's turboquant runs): the same data as solve()
@@ -48,6 +50,13 @@ def solve_csp(config: Config, *, role: str | None = None, available: Iterable[st
             and prefill_fallback(mp, layer.facts) is not None:
         return NO_PREFILL
     return backend
+
+
+def _no_prefill_branch(comp: Any, facts: dict[str, Any]) -> bool:
+    """Whether the list that applies to `facts` gives the layer no prefill backend (`no_prefill`)."""
+    full, _ = with_derived(comp, facts)
+    got = comp.plan_for(full)
+    return got is not None and got[0].plist.no_prefill
 
 
 def _falls_back(comp: Any, facts: dict[str, Any], available: frozenset[str] | None) -> bool:
