@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from attnsolve import Config, ConfigError
+from attnsolve import Config, ConfigError, solve
 from attnsolve.rules import rules_for
 
 from release_facts import answer as _answer
@@ -96,3 +96,15 @@ def test_rocm_attn_refuses_an_unsupported_head_size_at_start_up(vllm: str, liste
         "--attention-backend=FLEX_ATTENTION to use FlexAttention backend which supports all head sizes.")
     assert _answer(vllm="0.18", **kw)[4] is None
     assert _answer(vllm=vllm, **dict(kw, head_size=128))[4] is None
+
+
+@pytest.mark.parametrize("vllm", ["0.16", "0.17"])
+def test_the_layer_refuses_the_head_size_before_the_block_size_step(vllm: str) -> None:
+    """vLLM builds the model (RocmAttentionImpl.__init__ refuses head 72) before it lays out the KV cache ("No common
+    block size for 1."): where both refusals apply, the layer's comes first (`layer_failures`; harness: ROCm start-up
+    mode, vLLM 0.16.0 and 0.17.0)."""
+    rocm = dict(vllm=vllm, platform="rocm", rocm_arch="gfx942", dtype="bfloat16", use_prefill_decode_attention=True)
+    both = solve(Config(**rocm, head_size=72, block_size=1))
+    assert both.backend == "ROCM_ATTN" and both.startup_error.startswith("Head size 72 is not supported by RocmAttention")
+    assert solve(Config(**rocm, head_size=128, block_size=1)).startup_error == "No common block size for 1. "
+    assert solve(Config(**rocm, head_size=128, block_size=16)).startup_error is None

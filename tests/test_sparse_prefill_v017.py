@@ -99,3 +99,26 @@ def test_a_malformed_no_prefill_list_is_a_rules_error(tmp_path: Path, old: str, 
     with pytest.raises(RulesError) as info:
         load_rules(d)
     assert problem in str(info.value) and "mla.toml" in str(info.value)
+
+
+@pytest.mark.parametrize("vllm", ["0.16", "0.17"])
+@pytest.mark.parametrize("request_", ["FLASH_ATTN_PREFILL", "FLASHMLA_SPARSE", "ROCM_AITER_MLA_SPARSE", "TORCH_SDPA"])
+def test_a_request_does_not_reach_a_layer_without_a_prefill_path(vllm: str, request_: str) -> None:
+    # regression: ROCm's no_prefill list first validated requests like CUDA's lists (an internal KeyError for a
+    # registry name it has no backend for, and ROCm then counted as a validating platform for Config's names)
+    cfg = Config(vllm=vllm, **HARDWARE["MI300"], **DSV32, backend=request_)
+    sel = solve(cfg, role="mla_prefill")
+    assert (sel.backend, sel.warnings) == (NO_PREFILL, ())
+    if request_ != "TORCH_SDPA":  # CUDA refuses that registry name before any list (request_errors), as vLLM does
+        sel = solve(Config(vllm=vllm, **HARDWARE["H100"], **DSV32, backend=request_), role="mla_prefill")
+        assert (sel.backend, sel.warnings) == (NO_PREFILL, ())
+
+
+def test_a_no_prefill_list_takes_no_manual(tmp_path: Path) -> None:
+    d = _copy(tmp_path)
+    text = (d / "rocm.toml").read_text()
+    old = "use_sparse = true }\nno_prefill = true\n"
+    assert old in text
+    (d / "rocm.toml").write_text(text.replace(old, old + 'manual = "validate"\n', 1))
+    with pytest.raises(RulesError, match="reads no request"):
+        load_rules(d)

@@ -163,7 +163,8 @@ def _backend(name: str, full: dict, fname: str, known: set[str], domains: dict, 
         if missing:
             raise ValueError(f"variants do not cover {shown_by} value(s) {missing}")
     return Backend(warnings=warns, preferred_block_size=pbs, variant_shown_by=shown_by,
-                   startup_failures=_messages(full.get("startup_failures", []), known, "startup_failures"), name=name, platforms=platforms, role=role, caps=caps, checks=tuple(checks),
+                   startup_failures=_messages(full.get("startup_failures", []), known, "startup_failures"),
+                   layer_failures=_messages(full.get("layer_failures", []), known, "layer_failures"), name=name, platforms=platforms, role=role, caps=caps, checks=tuple(checks),
                    variant_field=variant_field, variants=tuple(variants),
                    explicit_only=bool(full.get("explicit_only", False)), parent=full.get("parent"),
                    summary=str(full.get("summary", "")), source=fname,

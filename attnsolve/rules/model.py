@@ -353,6 +353,9 @@ class Backend:
     # Failures vLLM hits at start-up after choosing this backend (message, conditions over the start-up
     # facts, block_size = the start-up block size): the first that holds is vLLM's start-up error.
     startup_failures: tuple[tuple[str, tuple[Literal, ...]], ...] = ()
+    # The same for refusals raised when the model's layers are built (the impl's __init__), which vLLM meets before
+    # it lays out the KV cache, so before the platform's block-size refusal (startup_failures come after it).
+    layer_failures: tuple[tuple[str, tuple[Literal, ...]], ...] = ()
     # A composite backend's parts (vLLM's composite.py: shown as "TRITON_ATTN+FLASH_ATTN" in docs; its
     # capabilities are its own), the name vLLM prints when it differs (MLA prefill registry), and the
     # backend an alias resolves to (requesting the alias requests that backend).

@@ -54,6 +54,10 @@ def _priority_list(plat: str, raw: dict, settings: dict, known: set[str]) -> Pri
         raise ValueError("a no_prefill list answers an MLA prefill question: its when needs role = 'mla_prefill'")
     if no_prefill and (raw.get("entries") or raw.get("error")):
         raise ValueError("a no_prefill list answers NO_PREFILL: it takes no entries and no error")
+    if no_prefill and "manual" in raw:
+        raise ValueError("a no_prefill list reads no request: it takes no manual")
+    if no_prefill:  # the layer reads no request for a prefill path it does not have: none is validated or warned about
+        manual = "ignore"
     if not raw.get("entries") and not raw.get("error") and not no_prefill:
         raise ValueError("a list needs entries (or an error: a branch that raises vLLM's text; or no_prefill = true: "
                          "an MLA prefill branch that gives the layer no prefill backend)")
@@ -62,7 +66,7 @@ def _priority_list(plat: str, raw: dict, settings: dict, known: set[str]) -> Pri
         entries=tuple(_entry(e, known) for e in _list(raw.get("entries", []))), validate=bool(validate),
         manual=manual, manual_accept=tuple(_entry(e, known) for e in raw.get("manual_accept", [])),
         manual_other=str(raw.get("manual_other", "")),
-        ignore_warning=str(raw.get("ignore_warning", settings.get("ignore_warning", ""))),
+        ignore_warning="" if no_prefill else str(raw.get("ignore_warning", settings.get("ignore_warning", ""))),
         warn_unvalidated=bool(settings.get("warn_unvalidated", False)),
         start_block_size=_start_block_size(settings.get("start_block_size", []), known),
         drops=_str_list(settings.get("drops", [])),

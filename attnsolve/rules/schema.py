@@ -92,6 +92,8 @@ KEYS: dict[str, dict[str, str]] = {
                 "inherit_checks": BOOL,
                 "warnings": LIST_OF("warning"), "preferred_block_size": INT,
                 "startup_failures": LIST_OF("warning"), "variant_shown_by": STR,
+                # layer_failures: start-up refusals of the layer's impl __init__ (before the KV-cache block-size step)
+                "layer_failures": LIST_OF("warning"),
                 # composite: the backends a composite one dispatches to (documentation; its capabilities are
                 # its own); alias_of: a name vLLM accepts and resolves to another backend; vllm_name: the
                 # name vLLM prints when it differs from the rule name (MLA prefill registry)

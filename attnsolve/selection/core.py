@@ -118,8 +118,10 @@ def _model_driven(comp: CompiledRules, config: Config, role: str, pre: Before) -
     sfacts = dict(facts, block_size=block)
     t_block = comp.with_value(done.t, "block_size", block)
     startup = None
-    if (i := comp.first_holding(backend.startup_failures, t_block, sfacts)) >= 0:
-        startup = render_message(backend.startup_failures[i][0], sfacts, gpu_name=config.gpu or "CUDA")
+    for failures in (backend.layer_failures, backend.startup_failures):  # the layer is built first
+        if (i := comp.first_holding(failures, t_block, sfacts)) >= 0:
+            startup = render_message(failures[i][0], sfacts, gpu_name=config.gpu or "CUDA")
+            break
     warnings, logs = pre.warnings, pre.logs
     if role == "decode" and lists:  # the start-up hook's lines come first (before any layer exists)
         early, early_info = startup_lines(comp, lists[0], facts, done.t)

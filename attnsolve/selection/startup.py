@@ -1,6 +1,7 @@
 """vLLM's start-up refusals for a config its selector answers: the platform's own (before any model code),
-the backend the start-up hook forces, and the chosen backend's (kernel block sizes that cannot serve the
-start-up block size, its own start-up failures)."""
+the backend the start-up hook forces, and the chosen backend's, in vLLM's order: its layer's impl refusing as the
+model is built (`layer_failures`), kernel block sizes that cannot serve the start-up block size (the KV-cache
+layout), then its other start-up failures."""
 
 from __future__ import annotations
 
@@ -54,6 +55,10 @@ def backend_refusal(comp: CompiledRules, config: Config, chosen: str, facts: dic
     rules = comp.rules
     if block is ...:
         block = preferred_block_size(rules, chosen, facts.get("block_size"), plist, facts, comp, t)
+    layer = rules.backends[chosen].layer_failures  # the layer's impl refuses first: it is built before the KV cache
+    if layer and (i := comp.first_holding(layer, None if t is None else comp.with_value(t, "block_size", block),
+                                          FactsWith(facts, "block_size", block))) >= 0:
+        return render_message(layer[i][0], dict(facts, block_size=block), gpu_name=config.gpu or "CUDA")
     if plist.block_size_failure and block is not None and comp.holds(plist.block_size_failure_when, t, facts):
         sizes, exact = kernel_sizes(rules, chosen, facts)
         if (exact and block not in exact) or (sizes and not exact and not any(block % k == 0 for k in sizes)):

@@ -375,6 +375,7 @@ class CompiledRules:
         for b in rules.backends.values():
             visit(b.warnings)
             visit(b.startup_failures)
+            visit(b.layer_failures)
         seen: set[int] = set()
         for c, _ in self._cand_bits.values():  # the checks' conditions (which derived facts vLLM computes)
             for ch in c.checks:
@@ -385,7 +386,7 @@ class CompiledRules:
         # for the lists whose every condition has one (the others are evaluated on the facts)
         items: dict[int, tuple[int, ...]] = {}
         seqs = [getattr(pl, name) for pl in rules.lists for name in _STEPS]
-        seqs += [seq for b in rules.backends.values() for seq in (b.warnings, b.startup_failures)]
+        seqs += [seq for b in rules.backends.values() for seq in (b.warnings, b.startup_failures, b.layer_failures)]
         for seq in seqs:
             if seq:
                 masks = tuple(conds.get(id(getattr(x, "when", None) if not isinstance(x, tuple) else x[1]))
@@ -541,7 +542,7 @@ class CompiledRules:
         for b in rules.backends.values():
             direct = {b.variant_field, b.variant_shown_by}
             direct.update(f for c in b.checks for f in c.fields)
-            direct.update(lit.field for _, when in b.startup_failures for lit in when)
+            direct.update(lit.field for _, when in (*b.layer_failures, *b.startup_failures) for lit in when)
             reads[b.name] = frozenset(x for f in direct if f for x in of(f))
         self._backend_reads = reads
 
