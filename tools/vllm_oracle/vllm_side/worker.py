@@ -699,11 +699,12 @@ class Oracle:
             out["fa_version"] = layer.prefill_backend.vllm_flash_attn_version  # FLASH_ATTN's, as it built it
         return out
 
-    def _layer_decode(self, cfg: dict[str, Any], patch: str = "mla_prefill.decode_first") -> dict[str, Any] | None:
+    def _layer_decode(self, cfg: dict[str, Any], mark: bool = True) -> dict[str, Any] | None:
         """The MLA layer's decode backend first, as MLAAttention.__init__ selects it before its impl exists (0.16 to
         0.20): the layer's failure there (stage "decode"), or NO_PREFILL when the chosen impl is a
         SparseMLAAttentionImpl (no prefill path); None when the prefill switches decide."""
-        boot._mark(patch, self.data)
+        if mark:  # (mla_prefill.sparse_layer marks itself)
+            boot._mark("mla_prefill.decode_first", self.data)
         with boot.capture_warnings(self.data) as logged:
             dec = self._select(cfg, "selector", logged)
         if not dec.get("ok"):
@@ -839,7 +840,8 @@ class Oracle:
             if layer is not None:  # the layer failed at its decode backend, or has no prefill path
                 return layer
         elif "mla_prefill.sparse_layer" in self.data.patches and cfg.get("use_sparse"):
-            layer = self._layer_decode(cfg, "mla_prefill.sparse_layer")
+            boot._mark("mla_prefill.sparse_layer", self.data)
+            layer = self._layer_decode(cfg, mark=False)
             if layer is not None:  # the sparse layer failed at its decode backend, or has no prefill path
                 return layer
 
