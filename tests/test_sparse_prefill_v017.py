@@ -122,3 +122,12 @@ def test_a_no_prefill_list_takes_no_manual(tmp_path: Path) -> None:
     (d / "rocm.toml").write_text(text.replace(old, old + 'manual = "validate"\n', 1))
     with pytest.raises(RulesError, match="reads no request"):
         load_rules(d)
+
+
+@pytest.mark.parametrize("vllm", ["0.17", "0.34"])
+def test_a_prefill_question_with_the_platform_free_is_explained(vllm: str) -> None:
+    # regression (found here, older than the no_prefill lists): explain's conditions table solved the CPU row, which
+    # has no MLA prefill list in 0.17 (Config takes it, the role does not), and raised ConfigError from explain()
+    cfg = Config(vllm=vllm, platform=ANY, dtype="bfloat16", use_mla=True, use_sparse=ANY, head_size=576)
+    e = explain(cfg, role="mla_prefill")
+    assert {"FLASH_ATTN_PREFILL", NO_PREFILL} <= set(e.possible)  # 0.34: its layer step's skips
