@@ -108,3 +108,31 @@ def test_the_layer_refuses_the_head_size_before_the_block_size_step(vllm: str) -
     assert both.backend == "ROCM_ATTN" and both.startup_error.startswith("Head size 72 is not supported by RocmAttention")
     assert solve(Config(**rocm, head_size=128, block_size=1)).startup_error == "No common block size for 1. "
     assert solve(Config(**rocm, head_size=128, block_size=16)).startup_error is None
+
+
+@pytest.mark.parametrize("vllm", ["0.16", "0.17"])
+def test_xpu_is_refused_as_not_modelled_not_as_absent(vllm: str, tmp_path) -> None:
+    """vLLM 0.16.0 and 0.17.0 have platforms/xpu.py; these sets do not model it (`unmodelled_platforms`), and the
+    refusal says that rather than implying the release has no XPU platform. 0.18 models XPU."""
+    with pytest.raises(ConfigError) as info:
+        Config(vllm=vllm, platform="XPU", dtype="bfloat16")
+    e = info.value
+    assert e.field == "platform" and tuple(e.accepted) == ("cuda", "rocm", "cpu")
+    assert f"vLLM {vllm} runs on xpu too, but attnsolve's rules for {vllm} do not model that platform yet" in str(e)
+    with pytest.raises(ConfigError) as typo:  # any other name keeps the plain refusal with its closest match
+        Config(vllm=vllm, platform="rocn", dtype="bfloat16")
+    assert "runs on" not in str(typo.value)
+    assert Config(vllm="0.18", platform="xpu", dtype="bfloat16").platform == "xpu"
+
+
+def test_a_malformed_unmodelled_platforms_list_is_a_rules_error(tmp_path) -> None:
+    import shutil
+    from pathlib import Path
+    from attnsolve import RulesError
+    from attnsolve.rules import load_rules
+    d = tmp_path / "rules"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "attnsolve" / "rules" / "vllm-0.17", d)
+    text = (d / "ruleset.toml").read_text()
+    (d / "ruleset.toml").write_text(text.replace('unmodelled_platforms = ["xpu"]', 'unmodelled_platforms = "xpu"'))
+    with pytest.raises(RulesError, match="unmodelled_platforms"):
+        load_rules(d)

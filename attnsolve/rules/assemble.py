@@ -64,6 +64,12 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
             size = doc["ruleset"].get("default_block_size")
             if size is not None and not (type(size) is int and size >= 1):
                 col.add(fname, "ruleset.default_block_size", f"must be a positive integer, got {size!r}")
+            unmodelled = doc["ruleset"].get("unmodelled_platforms")
+            if unmodelled is not None:
+                if isinstance(unmodelled, list) and all(isinstance(p, str) and p for p in unmodelled):
+                    release["unmodelled_platforms"] = tuple(unmodelled)
+                else:
+                    col.add(fname, "ruleset.unmodelled_platforms", f"must be a list of platform names, got {unmodelled!r}")
             patches = doc["ruleset"].get("patch_releases")
             if patches is not None:
                 release["patch_releases"] = _patch_releases(patches, doc["ruleset"].get("vllm"), fname, col)
