@@ -60,11 +60,9 @@ def _patch_releases(rules: RuleSet) -> list[str]:
 
 def _unmodelled_platforms(rules: RuleSet) -> list[str]:
     """The release's platforms this set does not model yet (`unmodelled_platforms`): said, not left out silently."""
-    names = tuple(rules.settings.get("unmodelled_platforms") or ())
-    if not names:
-        return []
-    return ["", f"Not modelled yet: vLLM {rules.vllm}'s {', '.join(names)} platform{'s' if len(names) > 1 else ''} "
-                f"(Config refuses it, saying so; docs/fidelity.md, \"Remaining differences\")."]
+    why = dict(rules.settings.get("unmodelled_platforms") or {})
+    return [line for name, reason in why.items()
+            for line in ("", f"Not modelled: vLLM {rules.vllm}'s {name} platform ({reason}; Config refuses it, saying so).")]
 
 
 def generate_doc(rules: RuleSet | None = None) -> str:

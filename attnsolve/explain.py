@@ -120,6 +120,11 @@ def explain(config: Config, *, role: str | None = None, available: Iterable[str]
         return Explanation(config, role_, sel.backend, sel.variant, requested, tuple(verdicts),
                            warnings=sel.warnings, available=avail)
     err: Exception = failure(comp.rules, config, facts, p, avail)
+    if p.plist.error:  # a decision-tree branch that raises: vLLM's own text, as solve() raises it
+        try:
+            solve_uncached(config, role_, avail)
+        except SelectionError as e:
+            err = e
     if p.mode != AUTO and request_fallback(facts, p, avail) is not None:
         # a request refused for exactly a fallback's reasons: vLLM selects automatically instead
         try:

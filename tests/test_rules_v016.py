@@ -110,22 +110,23 @@ def test_the_layer_refuses_the_head_size_before_the_block_size_step(vllm: str) -
     assert solve(Config(**rocm, head_size=128, block_size=16)).startup_error is None
 
 
-@pytest.mark.parametrize("vllm", ["0.16", "0.17"])
-def test_xpu_is_refused_as_not_modelled_not_as_absent(vllm: str, tmp_path) -> None:
-    """vLLM 0.16.0 and 0.17.0 have platforms/xpu.py; these sets do not model it (`unmodelled_platforms`), and the
-    refusal says that rather than implying the release has no XPU platform. 0.18 models XPU."""
+@pytest.mark.parametrize("vllm", ["0.16", "0.17", "0.20", "0.34"])
+def test_tpu_is_refused_as_not_modelled_not_as_absent(vllm: str) -> None:
+    """vllm/platforms/tpu.py only imports the external tpu_inference package (every release): the refusal says why
+    attnsolve does not model it (`[ruleset] unmodelled_platforms`, inherited by edit folders), not just the accepted
+    platforms; any other unknown name keeps the plain refusal with its closest match."""
     with pytest.raises(ConfigError) as info:
-        Config(vllm=vllm, platform="XPU", dtype="bfloat16")
+        Config(vllm=vllm, platform="TPU", dtype="bfloat16")
     e = info.value
-    assert e.field == "platform" and tuple(e.accepted) == ("cuda", "rocm", "cpu")
-    assert f"vLLM {vllm} runs on xpu too, but attnsolve's rules for {vllm} do not model that platform yet" in str(e)
-    with pytest.raises(ConfigError) as typo:  # any other name keeps the plain refusal with its closest match
+    assert e.field == "platform" and tuple(e.accepted) == ("cuda", "rocm", "cpu", "xpu")
+    assert f"vLLM {vllm} runs on tpu too, but attnsolve does not model that platform" in str(e)
+    assert "tpu_inference" in str(e)
+    with pytest.raises(ConfigError) as typo:
         Config(vllm=vllm, platform="rocn", dtype="bfloat16")
-    assert "runs on" not in str(typo.value)
-    assert Config(vllm="0.18", platform="xpu", dtype="bfloat16").platform == "xpu"
+    assert "runs on" not in str(typo.value) and typo.value.suggestion == "rocm"
 
 
-def test_a_malformed_unmodelled_platforms_list_is_a_rules_error(tmp_path) -> None:
+def test_a_malformed_unmodelled_platforms_table_is_a_rules_error(tmp_path) -> None:
     import shutil
     from pathlib import Path
     from attnsolve import RulesError
@@ -133,6 +134,9 @@ def test_a_malformed_unmodelled_platforms_list_is_a_rules_error(tmp_path) -> Non
     d = tmp_path / "rules"
     shutil.copytree(Path(__file__).resolve().parents[1] / "attnsolve" / "rules" / "vllm-0.17", d)
     text = (d / "ruleset.toml").read_text()
-    (d / "ruleset.toml").write_text(text.replace('unmodelled_platforms = ["xpu"]', 'unmodelled_platforms = "xpu"'))
+    bad = "\n".join('unmodelled_platforms = { tpu = 3 }' if x.startswith("unmodelled_platforms") else x
+                    for x in text.splitlines())
+    assert bad != text
+    (d / "ruleset.toml").write_text(bad + "\n")
     with pytest.raises(RulesError, match="unmodelled_platforms"):
         load_rules(d)

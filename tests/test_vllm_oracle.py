@@ -304,7 +304,7 @@ def test_report_counts_and_files(tmp_path: Path) -> None:
     assert (tmp_path / "disagreements.jsonl").read_text().count("\n") == 1
 
 
-def test_cli_profiles_and_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_profiles_and_bad_arguments(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     a = cli.parse(["--vllm", "0.17.0", "--profile", "ci"])
     assert (a.n, a.sample, a.shrink_rounds) == (150, 300, 0)
     a = cli.parse(["--vllm", "0.17.0"])
@@ -318,6 +318,12 @@ def test_cli_profiles_and_bad_arguments(capsys: pytest.CaptureFixture[str]) -> N
     assert cli.main(["--vllm", "0.17.0", "--attnsolve-vllm", "0.99"]) == 2
     err = capsys.readouterr().err
     assert "no rule set for vLLM 0.99" in err and "0.17" in err
+    # a platform the rule set lacks is refused before provisioning (every packaged set has XPU since session 40, when
+    # 0.16/0.17's was added): a rule set's domains without it
+    import dataclasses
+    real = cli.Domains.from_rules
+    monkeypatch.setattr(cli.Domains, "from_rules", classmethod(
+        lambda c, v=None: dataclasses.replace(real(v), platforms=("cuda", "rocm", "cpu"))))
     assert cli.main(["--vllm", "0.17.0", "--platform", "xpu"]) == 2
     assert "has no xpu platform" in capsys.readouterr().err
 

@@ -143,12 +143,12 @@ def _categorical(cfg: Any, vllm: str) -> dict[str, Any]:
         raise ConfigError("platform", None, tuple(dom["platform"]), message=(
             "Invalid platform: None. Expected one of: " + ", ".join(dom["platform"]) + " (or give gpu=...)."))
     if platform is not ANY and not (platform.__class__ is str and platform in canon["platform"]):
-        unmodelled = rules.settings.get("unmodelled_platforms") or ()
+        unmodelled = rules.settings.get("unmodelled_platforms") or {}
         if isinstance(platform, str) and platform.strip().lower() in unmodelled:
+            name = platform.strip().lower()
             raise ConfigError("platform", platform, tuple(dom["platform"]), message=(
-                f"vLLM {rules.vllm} runs on {platform.strip().lower()} too, but attnsolve's rules for {rules.vllm} do "
-                f"not model that platform yet: they model {', '.join(dom['platform'])} (docs/fidelity.md, "
-                f"\"Remaining differences\")."))
+                f"vLLM {rules.vllm} runs on {name} too, but attnsolve does not model that platform: "
+                f"{unmodelled[name]}. The rules for {rules.vllm} model {', '.join(dom['platform'])}."))
         platform = _choice("platform", platform, dom["platform"], rules.aliases.get("platform"))
         if gpu_facts and gpu_facts.get("platform") != platform:
             raise ConfigError("gpu", cfg.gpu, f"a {platform} GPU (gpu={cfg.gpu!r} is a {gpu_facts.get('platform')} device)")

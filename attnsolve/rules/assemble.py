@@ -66,10 +66,11 @@ def _build(docs: list[tuple[str, dict]], col: _Collector, check_structure: bool,
                 col.add(fname, "ruleset.default_block_size", f"must be a positive integer, got {size!r}")
             unmodelled = doc["ruleset"].get("unmodelled_platforms")
             if unmodelled is not None:
-                if isinstance(unmodelled, list) and all(isinstance(p, str) and p for p in unmodelled):
-                    release["unmodelled_platforms"] = tuple(unmodelled)
+                if isinstance(unmodelled, dict) and all(isinstance(w, str) and w for w in unmodelled.values()):
+                    release["unmodelled_platforms"] = {str(k).lower(): w for k, w in unmodelled.items()}
                 else:
-                    col.add(fname, "ruleset.unmodelled_platforms", f"must be a list of platform names, got {unmodelled!r}")
+                    col.add(fname, "ruleset.unmodelled_platforms",
+                            f"must be a table of platform = \"why it is not modelled\", got {unmodelled!r}")
             patches = doc["ruleset"].get("patch_releases")
             if patches is not None:
                 release["patch_releases"] = _patch_releases(patches, doc["ruleset"].get("vllm"), fname, col)

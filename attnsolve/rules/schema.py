@@ -83,8 +83,8 @@ KEYS: dict[str, dict[str, str]] = {
                 # patch releases of this minor answered by this set, each checked against its own wheel
                 # (a patch whose selection differs has its own folder, vllm-X.Y.Z, edits on this one)
                 "patch_releases": STR_LIST,
-                # platforms the release has that this set does not model yet: Config's refusal names them
-                "unmodelled_platforms": STR_LIST,
+                # platforms the release has that this set does not model ({name = why}): Config's refusal says why
+                "unmodelled_platforms": TABLE,
                 "derived_warnings": STR},
     # suggest / family: which GPUs a hardware fix names and a ROCm generation name (attnsolve/gpus.py)
     "gpu": {"platform": STR, "compute_capability": SCALAR, "rocm_arch": STR, "suggest": BOOL, "family": STR},
