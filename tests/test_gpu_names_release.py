@@ -23,8 +23,8 @@ def test_intel_spellings_on_a_release_with_xpu(spelling, name):
 
 def test_a_gpu_only_a_newer_release_knows_names_that_release():
     with pytest.raises(ConfigError) as e:
-        Config(vllm="0.17", gpu="Intel(R) Arc(TM) B580 Graphics", dtype="bfloat16")
-    newest = vllm_versions()[-1]  # the newest release that knows the name (0.33 and later have the Arc B580)
+        Config(vllm="0.17", gpu="AMD_Radeon_890M", dtype="bfloat16")  # (0.17 knows the Intel names since session 40)
+    newest = vllm_versions()[-1]  # the newest release that knows the name (0.33 and later have the Radeon 890M)
     assert e.value.field == "gpu" and f"vLLM {newest} knows it (--vllm {newest})" in str(e.value)
 
 

@@ -95,7 +95,7 @@ def npu_rules(tmp_path_factory) -> Path:
     for f in RULES_DIR.glob("*.toml"):
         shutil.copy(f, root / f.name)
     domains = (root / "domains.toml").read_text()
-    domains = domains.replace('platform = ["cuda", "rocm", "cpu"]', 'platform = ["cuda", "rocm", "cpu", "npu"]')
+    domains = domains.replace('platform = ["cuda", "rocm", "cpu", "xpu"]', 'platform = ["cuda", "rocm", "cpu", "xpu", "npu"]')
     assert '"npu"]' in domains
     (root / "domains.toml").write_text(domains + DOMAINS_EXTRA)
     (root / "npu.toml").write_text(NPU_TOML)

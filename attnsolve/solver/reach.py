@@ -164,6 +164,9 @@ class Reach:
                 base = comp.list_need(i)
                 if base < 0:
                     continue  # the list never applies
+                if pl.no_prefill:  # the layer gets no prefill backend wherever the list applies: an answer, no candidate
+                    out.append((i, pl, base, False, (base,) if requested in (None, "NO_PREFILL") else ()))
+                    continue
                 p, masks = comp.plan(pl, req)
                 ignored = requested is not None and p.mode == "auto" and any(c.backend == requested
                                                                               for c in p.candidates)
