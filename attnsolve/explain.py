@@ -14,10 +14,11 @@ from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 from .config import ANY, Config, format_cc
 from .diagnosis import (HARDWARE, MODEL, Fix, _cc, _solver_facts, category, find_conflicts,
                         find_fixes, question)
-from .errors import ConfigError, SelectionError
+from .errors import ConfigError, NoValidBackendError, SelectionError
 from .goal import role_pinned
 from .guards import available_set, field_names, require_config, require_int
 from .rules.loader import SKIP_REASON
+from .selection.messages import render_message
 from .selection import (NO_PREFILL, before_selection, candidate_reasons, compiled_rules, csp_solver, evaluate,
                         failure, prefill_step, request_fallback, solve_uncached)
 from .solver.domains import representatives
@@ -119,12 +120,9 @@ def explain(config: Config, *, role: str | None = None, available: Iterable[str]
         sel = solve_uncached(config, role_, avail)
         return Explanation(config, role_, sel.backend, sel.variant, requested, tuple(verdicts),
                            warnings=sel.warnings, available=avail)
-    err: Exception = failure(comp.rules, config, facts, p, avail)
-    if p.plist.error:  # a decision-tree branch that raises: vLLM's own text, as solve() raises it
-        try:
-            solve_uncached(config, role_, avail)
-        except SelectionError as e:
-            err = e
+    # a decision-tree branch that raises gives vLLM's own text, as solve() raises it
+    err: Exception = NoValidBackendError(render_message(p.plist.error, facts), {}) if p.plist.error else \
+        failure(comp.rules, config, facts, p, avail)
     if p.mode != AUTO and request_fallback(facts, p, avail) is not None:
         # a request refused for exactly a fallback's reasons: vLLM selects automatically instead
         try:

@@ -52,19 +52,23 @@ def solve_csp(config: Config, *, role: str | None = None, available: Iterable[st
     return backend
 
 
-def _no_prefill_branch(comp: Any, facts: dict[str, Any]) -> bool:
-    """Whether the list that applies to `facts` gives the layer no prefill backend (`no_prefill`)."""
+def _plan_of(comp: Any, facts: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """The facts with their derived ones, and the plan of the list that applies to them (None: no list)."""
     full, _ = with_derived(comp, facts)
     got = comp.plan_for(full)
-    return got is not None and got[0].plist.no_prefill
+    return full, (None if got is None else got[0])
+
+
+def _no_prefill_branch(comp: Any, facts: dict[str, Any]) -> bool:
+    """Whether the list that applies to `facts` gives the layer no prefill backend (`no_prefill`)."""
+    plan = _plan_of(comp, facts)[1]
+    return plan is not None and plan.plist.no_prefill
 
 
 def _falls_back(comp: Any, facts: dict[str, Any], available: frozenset[str] | None) -> bool:
     """Whether the request in `facts` is one a list's request fallback replaces by automatic selection."""
-    full, _ = with_derived(comp, facts)
-    got = comp.plan_for(full)
-    if got is None:
+    full, plan = _plan_of(comp, facts)
+    if plan is None:
         return False
-    plan = got[0]
     return (plan.mode != AUTO and bool(plan.candidates) and bool(plan.plist.request_fallbacks)
             and request_fallback(full, plan, available) is not None)
