@@ -340,6 +340,7 @@ def coverage_report(config: Config | None = None, *, all_fields: bool = False, r
         ws = sweep(whole, role=ANY)
     except ConfigError:  # the whole space does not fold (vLLM 0.33's steps before the lists read most fields)
         ws = None
+    decode_whole = False
     if ws is not None:
         by_list = {k for k, n in ws.by_list().items() if n}
         whole_space = len(ws)
@@ -347,6 +348,18 @@ def coverage_report(config: Config | None = None, *, all_fields: bool = False, r
     else:
         by_list, never = _witnessed(rules, version, seen)
         whole_space = 0
+        # the decode role alone may still fold (0.16/0.17: only their MLA prefill rows read a decode twin): its
+        # lists' entries are then reached or not by enumeration, not by witness
+        try:
+            wd = sweep(whole, role="decode")
+        except ConfigError:
+            wd = None
+        if wd is not None:
+            decode_whole = True
+            reached_d = {k for k, n in wd.by_list().items() if n}
+            by_list |= reached_d
+            never |= {(pl.name, e.backend) for pl in rules.lists if _decode_only(pl) for e in pl.entries
+                      if (pl.name, e.backend) not in reached_d}
     reached = {b for _, b in by_list if b is not None}
     unreached = []
     undecided = []
@@ -369,12 +382,20 @@ def coverage_report(config: Config | None = None, *, all_fields: bool = False, r
     if ws is None:
         notes.append(f"vLLM {rules.vllm}'s whole space does not fold into one sweep: a list entry is reached when a "
                      "configuration selecting it was found (the groups above, a sweep over each model route's fields), "
-                     "never reached when no configuration makes it valid where its list applies.")
+                     "never reached when no configuration makes it valid where its list applies."
+                     + (" The decode role's lists are read from their own whole-space sweep (it folds)."
+                        if decode_whole else ""))
         if undecided:
             notes.append("Valid somewhere but not seen selected (other switches or model dimensions may reach them): "
                          + "; ".join(f"{b} in '{pl}'" for pl, b in undecided))
     return CoverageReport(swept, all_fields, tuple(groups), dead, explicit, tuple(unreached), whole_space,
                           tuple(notes))
+
+
+def _decode_only(pl: Any) -> bool:
+    """Whether only the decode role reaches priority list `pl` (its `when` reads the role and refuses MLA prefill)."""
+    lits = [lit for lit in pl.when if lit.field == "role"]
+    return bool(lits) and all(lit.pred("decode") and not lit.pred("mla_prefill") for lit in lits)
 
 
 def _witnessed(rules: Any, version: str, seen: set[tuple[str, str | None]]) -> tuple[set[Any], set[Any]]:

@@ -65,11 +65,35 @@ def prefill_rows(rules: RuleSet) -> list[list[str]]:
 
 
 def no_prefill_lines(rules: RuleSet) -> list[str]:
-    """The layers a `no_prefill` list gives no prefill backend (vLLM 0.16/0.17's sparse MLA), one line per list."""
+    """The MLA layer around prefill selection, per platform: its decode backend first (a failure there is the
+    layer's), the layers that get no prefill backend (a `skips` entry of the platform's `mla_prefill` step, or a
+    `no_prefill` list) and the failed prefill selections a layer swallows (`fallbacks`)."""
     out = []
+    seen: set[str] = set()
     for p in rules.lists:
+        step = p.mla_prefill
+        if step is not None and p.platform not in seen and (step.skips or step.fallbacks or _prefill_role(p)):
+            seen.add(p.platform)
+            out.append(f"- {p.platform}: the layer selects its decode backend first; where that fails, the layer "
+                       f"fails (no prefill answer)." if not step.request_field else
+                       f"- {p.platform}: the layer selects its decode backend first; where that fails, the layer "
+                       f"fails (no prefill answer). Prefill requests come from `{step.request_field}`.")
+            for text, when in step.skips:
+                cond = " and ".join(lit_text(lit) for lit in when) or "every layer"
+                said = f"; vLLM logs \u201c{text}\u201d" if text else "; vLLM logs nothing."
+                out.append(f"  - {cond} \u2014 no prefill backend: the decode backend's top-k MQA path runs every "
+                           f"token{said}")
+            for text, when in step.fallbacks:
+                cond = " and ".join(lit_text(lit) for lit in when) or "every layer"
+                out.append(f"  - {cond} \u2014 a failed prefill selection leaves no prefill backend (the top-k MQA "
+                           f"path) instead of failing; vLLM logs \u201c{text}\u201d")
         if p.no_prefill:
             cond = " and ".join(lit_text(lit) for lit in p.when if lit.field != "role")
             out.append(f"- {p.platform}: {cond} \u2014 no prefill backend: the decode backend's top-k MQA path runs "
                        f"every token (list \u201c{p.name}\u201d).")
-    return ["", "Layers without a prefill path:", "", *out] if out else []
+    return ["", "The MLA layer and its prefill backend:", "", *out] if out else []
+
+
+def _prefill_role(p: object) -> bool:
+    """Whether priority list `p` answers the MLA prefill question."""
+    return any(lit.field == "role" and lit.pred.eq == "mla_prefill" for lit in getattr(p, "when", ()))

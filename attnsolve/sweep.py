@@ -110,6 +110,13 @@ class Sweep:
         self._fold = plan
         self.raw_size = math.prod(len(v) for v in values.values())
         if plan.needs_exact:
+            rows = math.prod(len(u.rows) for u in units)  # the codes materialise() lays out, one per row
+            if rows > _GRID_MAX:
+                free = ", ".join(fields)
+                raise ConfigError(fields[0] if fields else "role", ANY, "fewer free fields", message=(
+                    f"sweep too large: {rows:,} combinations of the free fields ({free}) include rows the fold "
+                    f"cannot decide (the MLA layer's decode backend first, or a step it does not model), so every "
+                    f"row would be laid out (the limit is {_GRID_MAX:,}); fix some of them"))
             try:
                 fixed = base_facts(config, "mla_prefill")
             except ConfigError:  # no MLA: no prefill layer row either
@@ -294,7 +301,7 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
     # the building machinery: loaded by the first sweep, not by `import attnsolve` (the CLI's start-up)
     from .sweep_bits import _bits_for
     from .sweep_fold import _Fold
-    from .sweep_steps import _platform_steps, _refused_by_name_only, _step_fields, evaluated_force
+    from .sweep_steps import _refused_by_name_only, _step_fields, _steps_before_lists, evaluated_force
     from .sweep_units import _broadcast, _derive, _derived_closure, _sweep_values, _UnionFind, _Unit
     from .sweep_validity import _pairs, _valid, _valid_fields
     require_config(config)
@@ -314,7 +321,7 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
     # The platform's steps before the lists (vLLM >= 0.18): every free field they read is enumerated in one
     # unit (the steps unit), whose rows run them; the fields they change become that unit's too.
     scope = values["platform"] if "platform" in values else (facts0["platform"],)
-    settings = [ps for p in scope if (ps := _platform_steps(rules, p)) is not None]
+    settings = [ps for p in scope if (ps := _steps_before_lists(rules, p)) is not None]
     # Steps that are only requests refused by name (0.17's NO_ATTENTION / TORCH_SDPA / CUSTOM) depend on no
     # other field: the fold decides them with the plan, so `backend` joins no unit of other fields.
     # (A request that names no backend of the rules, e.g. TORCH_SDPA, is answered per platform by the steps.)
@@ -383,7 +390,7 @@ def sweep(config: Config, *, role: Any = None, available: Iterable[str] | None =
         """The platform's steps before selection on these facts (selection.before_selection itself):
         (forced outcome id or -1, the facts with the fields they change). The steps decide on the fields
         they read (`reads`, derived facts expanded), so their outcome is computed once per combination."""
-        if _platform_steps(rules, facts["platform"]) is None:
+        if _steps_before_lists(rules, facts["platform"]) is None:
             return -1, facts
         key = tuple(facts.get(f) for f in step_keys)
         try:

@@ -31,10 +31,24 @@ def _platform_steps(rules: Any, platform: str) -> Any:
     return pl if steps else None
 
 
+def _steps_before_lists(rules: Any, platform: str) -> Any:
+    """`_platform_steps`, less a platform whose one step is an MLA prefill layer step reading no prefill request
+    (0.16/0.17's): that step comes after the lists (the fold reads it from each prefill row's decode twin,
+    `_PlanTable.layer`), so the sweep's steps unit has nothing to run for it."""
+    ps = _platform_steps(rules, platform)
+    if ps is None or ps.mla_prefill is None or ps.mla_prefill.request_field:
+        return ps
+    before = (ps.request_errors or ps.rewrites or ps.request_fallbacks or ps.model_backend or ps.model_routes
+              or ps.compute_capability_from)
+    return ps if before else None
+
+
 def _refused_by_name_only(ps: Any) -> bool:
-    """A platform whose only step before the lists refuses some requests by their name (vLLM 0.17)."""
+    """A platform whose only step before the lists refuses some requests by their name (vLLM 0.17). An MLA prefill
+    layer step that reads no prefill request (0.16/0.17's) is no step before the lists: the fold reads it after
+    them, from each prefill row's decode twin (`_PlanTable.layer`)."""
     return not (ps.rewrites or ps.request_fallbacks or ps.model_backend or ps.model_routes or ps.model_route_kv
-                or ps.mla_prefill is not None or ps.compute_capability_from) \
+                or (ps.mla_prefill is not None and ps.mla_prefill.request_field) or ps.compute_capability_from) \
         and all(lit.field == "backend" for _, when in ps.request_errors for lit in when)
 
 

@@ -194,16 +194,20 @@ def test_xpu_prefill_is_flash_attn_unvalidated():
 
 
 def test_017_prefill_is_unchanged():
-    # vLLM 0.17 has no prefill registry and no layer step: the predicates of 0.17's MLACommonImpl for a dense layer;
-    # a sparse layer's impl (a SparseMLAAttentionImpl) has no prefill path, silently (its own list, no_prefill)
+    # vLLM 0.17 has no prefill registry: the predicates of 0.17's MLACommonImpl for a dense layer, after the layer's
+    # decode backend (its layer step); a sparse layer's impl (a SparseMLAAttentionImpl) has no prefill path, silently,
+    # and on SM 12.0 no sparse decode backend runs, so that layer fails before any prefill question
     cfg = Config(vllm="0.17", platform="cuda", compute_capability="12.0", dtype="bfloat16", use_mla=True,
                  use_sparse=False, head_size=576, **R1)
     sel = solve_uncached(cfg, role="mla_prefill")
     assert sel.backend != NO_PREFILL and sel.logs == ()
-    sparse = solve_uncached(cfg.replace(use_sparse=True), role="mla_prefill")
+    with pytest.raises(NoValidBackendError):
+        solve_uncached(cfg.replace(use_sparse=True), role="mla_prefill")
+    hopper = cfg.replace(use_sparse=True, compute_capability="9.0")
+    sparse = solve_uncached(hopper, role="mla_prefill")
     assert (sparse.backend, sparse.variant, sparse.warnings, sparse.logs) == (NO_PREFILL, "top-k MQA path only", (), ())
-    assert sparse.priority_list == "MLA prefill, sparse layers"
-    assert solve_csp(cfg.replace(use_sparse=True), role="mla_prefill") == NO_PREFILL
+    assert sparse.priority_list == "MLA prefill skipped"
+    assert solve_csp(hopper, role="mla_prefill") == NO_PREFILL
     assert prefill_text(prefill_for(Context.of(Config(vllm="0.17", platform="cuda", compute_capability="10.0",
                                                       dtype="bfloat16", use_mla=True, head_size=576, **R1), None))) \
         == "TRTLLM_RAGGED_DEEPSEEK"

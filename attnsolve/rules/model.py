@@ -122,6 +122,8 @@ class Pred:
         text = ", ".join(parts) if parts else "set"
         if self.none:
             text += " (or unset)"
+        if self.negate and text == "set":
+            return "unset"
         return ("not (" + text + ")") if self.negate else text
 
 

@@ -55,8 +55,9 @@ class Domains:
     # the deprecated MLA prefill switches a release with the prefill registry still takes (0.21: AttentionConfig
     # migrates them onto mla_prefill_backend, or refuses use_cudnn_prefill); empty elsewhere
     switches: tuple[str, ...] = ()
-    # platforms whose rules give a sparse MLA layer no prefill backend by a `no_prefill` list (0.16, 0.17)
-    no_prefill_platforms: tuple[str, ...] = ()
+    # platforms whose rules model the MLA layer around prefill selection (an `mla_prefill` step: its decode backend
+    # first, sparse layers without a prefill path) or give a layer no prefill backend by a `no_prefill` list
+    layer_platforms: tuple[str, ...] = ()
 
     def values_of(self, field: str) -> tuple[Any, ...]:
         return dict(self.valued).get(field, ())
@@ -93,8 +94,9 @@ class Domains:
                    inputs=tuple(f for f in SELECTOR_INPUTS if accepts(f, True, version)),
                    valued=_valued(rules, version), prefill_requests=requests, rocm_prefill_requests=requests + aiter,
                    switches=switches,
-                   no_prefill_platforms=tuple(sorted({pl.platform for pl in rules.lists
-                                                      if getattr(pl, "no_prefill", False)})))
+                   layer_platforms=tuple(sorted({pl.platform for pl in rules.lists
+                                                 if getattr(pl, "no_prefill", False)
+                                                 or getattr(pl, "mla_prefill", None) is not None})))
 
 
 def _prefill_requests(rules: Any, version: str | None) -> tuple[str, ...]:
@@ -438,16 +440,21 @@ def random_mla_prefill_other(D: Domains, rng: random.Random, platform: str) -> d
     return d
 
 
-def random_sparse_prefill_rocm(D: Domains, rng: random.Random) -> dict[str, Any]:
-    """A sparse MLA layer's prefill question on ROCm before the prefill registry (0.16, 0.17): vLLM's layer selects
-    its decode backend (ROCm's sparse branch), whose SparseMLAAttentionImpl has no prefill path."""
+def random_prefill_layer_rocm(D: Domains, rng: random.Random) -> dict[str, Any]:
+    """An MLA layer's prefill question on ROCm before the prefill registry (0.16 to 0.20): vLLM's layer selects its
+    decode backend first (a failure there is the layer's); a sparse one (ROCm's sparse branch) is a
+    SparseMLAAttentionImpl with no prefill path, a dense one's MLACommonImpl takes FlashAttention's varlen prefill."""
     dims = rng.choice(PREFILL_DIMS)
-    return base("rocm", rocm_arch=rng.choice(D.rocm_archs), dtype=rng.choice(D.dtypes),
-                kv_cache_dtype=rng.choice(("auto", "auto", "fp8", "bfloat16")),
-                block_size=rng.choice((None, 1, 1, 16, 64)), use_mla=True, use_sparse=True, index_topk=2048,
-                qk_nope_head_dim=dims[0], qk_rope_head_dim=dims[1], v_head_dim=dims[2], head_size=512 + dims[1],
-                backend=rng.choice(ROCM_MLA_BACKENDS) if rng.random() < 0.2 else None,
-                **_rocm_flags(*(rng.random() < 0.5 for _ in range(4))))
+    sparse = rng.random() < 0.6
+    d = base("rocm", rocm_arch=rng.choice(D.rocm_archs), dtype=rng.choice(D.dtypes),
+             kv_cache_dtype=rng.choice(("auto", "auto", "fp8", "bfloat16")),
+             block_size=rng.choice((None, 1, 1, 16, 64)), use_mla=True, use_sparse=sparse,
+             qk_nope_head_dim=dims[0], qk_rope_head_dim=dims[1], v_head_dim=dims[2], head_size=512 + dims[1],
+             backend=rng.choice(ROCM_MLA_BACKENDS) if rng.random() < 0.2 else None,
+             **_rocm_flags(*(rng.random() < 0.5 for _ in range(4))))
+    if sparse:
+        d["index_topk"] = 2048
+    return d
 
 
 def random_rocm(D: Domains, rng: random.Random) -> dict[str, Any]:
@@ -536,9 +543,9 @@ def sources(D: Domains) -> list[Source]:
     if D.prefill_requests:  # the prefill registry (vLLM >= 0.18) on every platform (last: the others' seeds stay)
         out += [Source(f"random_mla_prefill_{p}", p, "mla_prefill", share=0.03,
                        draw=lambda d, r, p=p: random_mla_prefill_other(d, r, p)) for p in ("rocm", "cpu", "xpu")]
-    elif "rocm" in D.no_prefill_platforms:  # 0.16/0.17: a sparse layer's prefill question on ROCm too
-        out.append(Source("random_sparse_prefill_rocm", "rocm", "mla_prefill", share=0.02,
-                          draw=random_sparse_prefill_rocm))
+    elif "rocm" in D.layer_platforms:  # 0.16 to 0.20: the MLA layer's prefill question on ROCm too
+        out.append(Source("random_prefill_layer_rocm", "rocm", "mla_prefill", share=0.02,
+                          draw=random_prefill_layer_rocm))
     # start-up on the other platforms (last again: every earlier source keeps its draws): their hooks set the
     # block size, force backends and refuse configurations before any layer asks the selector
     out += [Source(f"random_startup_{p}", p, "startup", share=0.05, draw=lambda d, r, p=p: random_startup_other(d, r, p))

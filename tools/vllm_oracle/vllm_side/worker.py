@@ -699,12 +699,11 @@ class Oracle:
             out["fa_version"] = layer.prefill_backend.vllm_flash_attn_version  # FLASH_ATTN's, as it built it
         return out
 
-    def _layer_decode(self, cfg: dict[str, Any], mark: bool = True) -> dict[str, Any] | None:
+    def _layer_decode(self, cfg: dict[str, Any]) -> dict[str, Any] | None:
         """The MLA layer's decode backend first, as MLAAttention.__init__ selects it before its impl exists (0.16 to
         0.20): the layer's failure there (stage "decode"), or NO_PREFILL when the chosen impl is a
         SparseMLAAttentionImpl (no prefill path); None when the prefill switches decide."""
-        if mark:  # (mla_prefill.sparse_layer marks itself)
-            boot._mark("mla_prefill.decode_first", self.data)
+        boot._mark("mla_prefill.decode_first", self.data)
         with boot.capture_warnings(self.data) as logged:
             dec = self._select(cfg, "selector", logged)
         if not dec.get("ok"):
@@ -838,11 +837,6 @@ class Oracle:
         if "mla_prefill.decode_first" in self.data.patches:
             layer = self._layer_decode(cfg)
             if layer is not None:  # the layer failed at its decode backend, or has no prefill path
-                return layer
-        elif "mla_prefill.sparse_layer" in self.data.patches and cfg.get("use_sparse"):
-            boot._mark("mla_prefill.sparse_layer", self.data)
-            layer = self._layer_decode(cfg, mark=False)
-            if layer is not None:  # the sparse layer failed at its decode backend, or has no prefill path
                 return layer
 
         M.has_nvidia_artifactory = fi.has_nvidia_artifactory  # imported by name: the offline one
