@@ -151,3 +151,44 @@ def test_inline_tables_replace_whole():
     assert out["backends"]["A"]["head_sizes"] == {"max": 256}
     assert out["backends"]["A"]["variants"]["V"]["when"] == {"b": 2}
     assert out["platforms"]["cuda"]["mla_prefill"] == {"skips": [3], "fallbacks": [2]}
+
+
+# ---- the loader keeps a clean read of each folder (rules/loader.py _READ_MEMO) until a file of it or of its bases
+# changes: every change a test or a rule author makes between two loads is seen
+
+
+def test_a_kept_read_sees_an_edit_to_the_folder_or_to_its_base(tmp_path):
+    import os
+    shutil.copytree(RULES_ROOT / "vllm-0.33", tmp_path / "vllm-0.33")
+    folder = _edit_folder(tmp_path, '[ruleset]\nbase = "0.33"\n', cuda='[backends.FLEX_ATTENTION]\ndtypes = ["float32"]\n')
+
+    def dtypes() -> tuple:
+        return dict(load_rules(folder).backends["FLEX_ATTENTION"].caps.items)["dtypes"]
+
+    assert dtypes() == ("float32",)
+    assert dtypes() == ("float32",)  # the kept read
+    edit = folder / "cuda.toml"
+    edit.write_text('[backends.FLEX_ATTENTION]\ndtypes = ["float16"]\n')
+    os.utime(edit, ns=(1, 1))  # same size, another mtime: a change the signature sees whatever the clock
+    assert dtypes() == ("float16",)
+    edit.unlink()  # a file gone: the base's own value again
+    base_cuda = tmp_path / "vllm-0.33" / "cuda.toml"
+    assert dtypes() == dict(load_rules(tmp_path / "vllm-0.33").backends["FLEX_ATTENTION"].caps.items)["dtypes"]
+    text = base_cuda.read_text()
+    base_cuda.write_text(text.replace('summary = "', 'summary = "edited: ', 1))  # an edit to the base only
+    assert load_rules(folder).backends != load_rules(RULES_ROOT / "vllm-0.33").backends
+
+
+def test_a_base_appearing_beside_an_edit_folder_is_read(tmp_path):
+    folder = _edit_folder(tmp_path, '[ruleset]\nbase = "0.33"\n')
+    assert not any(str(tmp_path / "vllm-0.33") in s for s in load_rules(folder).sources)  # the packaged base
+    shutil.copytree(RULES_ROOT / "vllm-0.33", tmp_path / "vllm-0.33")
+    assert all(str(tmp_path) in s for s in load_rules(folder).sources)  # now the sibling
+
+
+def test_release_documents_hands_out_a_copy():
+    from attnsolve.rules.loader import release_documents
+    docs = release_documents(RULES_ROOT / "vllm-0.18")
+    docs["cuda.toml"].clear()  # damaged, as tests damage their copies
+    assert release_documents(RULES_ROOT / "vllm-0.18")["cuda.toml"]
+    assert load_rules(RULES_ROOT / "vllm-0.18").backends
