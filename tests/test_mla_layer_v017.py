@@ -198,3 +198,26 @@ def test_a_malformed_no_prefill_list_is_a_rules_error(tmp_path: Path, old: str, 
     with pytest.raises(RulesError) as info:
         load_rules(d)
     assert problem in str(info.value) and "mla.toml" in str(info.value)
+
+
+# ---- ROCm's dense MLA layer without upstream flash_attn (mla_attention.py imports flash_attn_varlen_func from
+# vllm_flash_attn, CUDA's, or flash_attn on ROCm; MLACommonImpl.__init__ raises when neither is there)
+
+ROCM_FA_TEXT = ("MLA attention requires FlashAttention but it is not available. Please install flash_attn or use "
+                "--attention-backend ROCM_AITER_MLA.")
+
+
+@pytest.mark.parametrize("vllm", ["0.16", "0.17", "0.18", "0.19", "0.20"])
+def test_a_rocm_dense_layer_without_flash_attn_raises_the_impl_s_error(vllm: str) -> None:
+    dense = dict(platform="rocm", rocm_arch="gfx942", **DSV3)
+    assert solve(Config(vllm=vllm, **dense), role="mla_prefill").backend == "FLASH_ATTN_PREFILL"  # installed: default
+    cfg = Config(vllm=vllm, **dense, rocm_flash_attn_found=False)
+    with pytest.raises(NoValidBackendError) as err:
+        solve(cfg, role="mla_prefill")
+    # vLLM's RuntimeError text, not the decode selector's "No valid attention backend found for rocm ..." (0.18 to
+    # 0.20 gave that until session 41: the platform's mla_prefill_no_valid_message was read by nothing)
+    assert err.value.args[0] == ROCM_FA_TEXT
+    assert solve_csp(cfg, role="mla_prefill") is None
+    assert solve(cfg).backend  # the decode backend is fine: only the prefill path needs flash_attn
+    sparse = Config(vllm=vllm, platform="rocm", rocm_arch="gfx942", block_size=1, **DSV32, rocm_flash_attn_found=False)
+    assert solve(sparse, role="mla_prefill").backend == NO_PREFILL  # no prefill path to need it

@@ -71,6 +71,12 @@ def failure(rules: RuleSet, config: Config, facts: dict[str, Any], p: Plan,
         if p.mode == AUTO and prefill.no_valid_message:
             shown = ", ".join(f"{b}: [{', '.join(r)}]" for b, r in named.items() if r)
             return NoValidBackendError(render_message(prefill.no_valid_message, seen_facts, reasons="{" + shown + "}"), named)
+    if facts.get("role") == "mla_prefill" and p.mode == AUTO and p.plist.mla_prefill_no_valid_message:
+        # no prefill registry: what the platform raises when no prefill path can run (0.16 to 0.20 on ROCm:
+        # MLACommonImpl.__init__'s RuntimeError without upstream flash_attn), not the decode selector's text
+        shown = ", ".join(f"{b}: [{', '.join(r)}]" for b, r in reasons.items() if r)
+        return NoValidBackendError(render_message(p.plist.mla_prefill_no_valid_message, seen_facts,
+                                                  reasons="{" + shown + "}"), reasons)
     requested = facts.get("backend")
     if p.plist.list_invalid_message and requested is not None:
         # a decision-tree branch that validates the request's own class and raises its text (XPU's FLASH_ATTN_MLA)
