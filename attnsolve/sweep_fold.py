@@ -162,12 +162,18 @@ class _Fold:
         keep = codes != EXCLUDED
         self.excluded_weight = int(codes.size - keep.sum())
         counts: dict[tuple[str, str | None], int] = {}
-        if keep.any():
-            pairs, n = np.unique(np.stack([plans[keep].astype(np.int64), codes[keep].astype(np.int64)]), axis=1,
-                                 return_counts=True)
-            for (pid, code), w in zip(pairs.T.tolist(), n.tolist()):
-                key = (self.plans.list_name[pid], self.names[code] if code >= 0 else None)
-                counts[key] = counts.get(key, 0) + w
+        counted = keep & (plans >= 0)  # (a row no list applies to is EXCLUDED)
+        if counted.any():
+            # (plan, code) pairs counted through one integer key (a 2-D unique sorts columns: seconds at millions)
+            lo = int(codes[counted].min())
+            width = int(codes[counted].max()) - lo + 1
+            key = plans[counted].astype(np.int64) * width + (codes[counted].astype(np.int64) - lo)
+            n = np.bincount(key)
+            for k in np.nonzero(n)[0].tolist():
+                pid, code = divmod(k, width)
+                code += lo
+                name = (self.plans.list_name[pid], self.names[code] if code >= 0 else None)
+                counts[name] = counts.get(name, 0) + int(n[k])
         self.counts = counts
 
     def _layer_rows(self, codes: Any, plans: Any, in_layer: Any, solve_row: Any, fixed: dict[str, Any]) -> None:

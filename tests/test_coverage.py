@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -64,9 +65,14 @@ def _base(g) -> Config:
 
 @pytest.mark.vllm("0.17")
 def test_every_pattern_is_only_holes(report) -> None:
-    for g in report.groups:
+    # every group's every pattern nightly; in other runs four groups' two smallest, as test_patterns_are_maximal
+    # samples (each pattern is a sweep of millions of configurations with the role free: since session 41 0.17's MLA
+    # layer fails where its decode selection does, which made all of them take ~90 s here)
+    nightly = os.environ.get("HYPOTHESIS_PROFILE") == "nightly"
+    groups = report.groups if nightly else [g for g in report.groups if g.patterns][:3] + [report.groups[-1]]
+    for g in groups:
         base = _base(g)
-        for p in g.patterns:
+        for p in g.patterns if nightly else sorted(g.patterns, key=lambda p: p.holes)[:2]:
             got = _counts(base, p.pattern)
             assert set(got) == {None}, (g.label, p.pattern)
             assert got[None] == p.holes
