@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .docs_backends import _sorted_variants
 from .docs_cells import cc_pred_text, lit_text, reason_text
-from .rules.model import Backend, RuleSet
+from .rules.model import Backend, PriorityList, RuleSet
 
 PREFILL_HEADERS = ["Backend", "Description", "Compute Cap.", "Enable", "Disable", "Notes"]
 # vLLM --attention-config switches (presentation: how a prefill backend is turned on or off)
@@ -47,8 +47,7 @@ def _switch_cells(rules: RuleSet, b: Backend) -> tuple[str, str, list[str]]:
 
 
 def prefill_rows(rules: RuleSet) -> list[list[str]]:
-    pl = next((p for p in rules.lists if p.platform == "cuda" and not p.no_prefill and any(
-        lit.field == "role" and lit.pred.eq == "mla_prefill" for lit in p.when)), None)
+    pl = next((p for p in rules.lists if p.platform == "cuda" and not p.no_prefill and _prefill_role(p)), None)
     names = [e.backend for e in pl.entries] if pl else sorted(
         b.name for b in rules.backends.values() if b.role == "mla_prefill")
     rows = []
@@ -74,10 +73,9 @@ def no_prefill_lines(rules: RuleSet) -> list[str]:
         step = p.mla_prefill
         if step is not None and p.platform not in seen and (step.skips or step.fallbacks or _prefill_role(p)):
             seen.add(p.platform)
+            requests = f" Prefill requests come from `{step.request_field}`." if step.request_field else ""
             out.append(f"- {p.platform}: the layer selects its decode backend first; where that fails, the layer "
-                       f"fails (no prefill answer)." if not step.request_field else
-                       f"- {p.platform}: the layer selects its decode backend first; where that fails, the layer "
-                       f"fails (no prefill answer). Prefill requests come from `{step.request_field}`.")
+                       f"fails (no prefill answer).{requests}")
             for text, when in step.skips:
                 cond = " and ".join(lit_text(lit) for lit in when) or "every layer"
                 said = f"; vLLM logs \u201c{text}\u201d" if text else "; vLLM logs nothing."
@@ -94,6 +92,6 @@ def no_prefill_lines(rules: RuleSet) -> list[str]:
     return ["", "The MLA layer and its prefill backend:", "", *out] if out else []
 
 
-def _prefill_role(p: object) -> bool:
+def _prefill_role(p: PriorityList) -> bool:
     """Whether priority list `p` answers the MLA prefill question."""
-    return any(lit.field == "role" and lit.pred.eq == "mla_prefill" for lit in getattr(p, "when", ()))
+    return any(lit.field == "role" and lit.pred.eq == "mla_prefill" for lit in p.when)
