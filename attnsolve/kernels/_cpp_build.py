@@ -3,7 +3,9 @@
 Why not ``torch.utils.cpp_extension``: that includes the ATen and pybind11 headers and takes
 30-60 s to compile here; the kernels use only the C ABI (raw pointers, strides), compile with
 ``g++ -O3 -march=native -fopenmp`` in about two seconds, and share torch's OpenMP runtime (same
-``libgomp.so.1`` SONAME, already loaded by torch).
+``libgomp.so.1`` SONAME, already loaded by torch).  One small source is the exception
+(``TORCH_SOURCES``: CPU_ATTN's decode entry, which reads tensors itself): it includes only the headers it
+needs and builds in about ten seconds, once per torch version.
 
 The shared object is cached under ``$ATTNSOLVE_CACHE_DIR`` (default ``~/.cache/attnsolve``), keyed
 by a hash of the source, the shared header ``cpu_common.h``, the flags, the compiler and the
@@ -20,11 +22,14 @@ import tempfile
 import warnings
 from pathlib import Path
 
-__all__ = ["build", "FLAGS", "CSRC", "python_ext_flags", "python_entry", "fallbacks"]
+__all__ = ["build", "FLAGS", "CSRC", "TORCH_SOURCES", "python_ext_flags", "torch_ext_flags", "python_entry",
+           "python_module", "fallbacks"]
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 HEADER = "cpu_common.h"  # included by every kernel source; written beside it for the compiler
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno", "-std=c++17")
+# sources that include torch's headers (built with torch_ext_flags, not FLAGS)
+TORCH_SOURCES = ("cpu_decode_entry",)
 
 
 def python_ext_flags() -> tuple[str, ...] | None:
@@ -39,9 +44,32 @@ def python_ext_flags() -> tuple[str, ...] | None:
     return ("-DATTNSOLVE_PYEXT", f"-I{inc}")
 
 
-def python_entry(path: str, module: str, name: str):
-    """Function ``name`` of the CPython module ``module`` that a build with ``python_ext_flags`` holds, or None
-    for a build without one (its shared object has no ``PyInit_<module>``): the caller keeps ctypes then."""
+def torch_ext_flags() -> tuple[str, ...] | None:
+    """Flags for a source that reads torch tensors itself (``cpu_decode_entry.cpp``): torch's headers, linked
+    to the torch libraries this process has loaded (found by their SONAMEs), or None without the interpreter's
+    or torch's headers.  Only that small source pays for the headers (~10 s, once); the kernels do not."""
+    py = python_ext_flags()
+    if py is None:
+        return None
+    import re
+
+    import torch
+
+    root = Path(torch.__file__).resolve().parent
+    inc, lib = root / "include", root / "lib"
+    if not (inc / "torch" / "csrc" / "autograd" / "python_variable.h").exists():
+        return None
+    abi = int(bool(getattr(torch._C, "_GLIBCXX_USE_CXX11_ABI", True)))
+    return ("-O2", "-fPIC", "-shared", "-std=c++20", f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
+            # torch's version in the flags: they key the cached build, which a new torch must not reuse
+            "-DATTNSOLVE_TORCH_" + re.sub(r"\W", "_", torch.__version__),
+            *py, f"-I{inc}", f"-I{inc / 'torch' / 'csrc' / 'api' / 'include'}", f"-L{lib}", f"-Wl,-rpath,{lib}",
+            "-Wl,--no-as-needed", "-ltorch_python", "-ltorch_cpu", "-lc10")
+
+
+def python_module(path: str, module: str):
+    """The CPython module ``module`` that the shared object at ``path`` holds, or None for a build without one
+    (no ``PyInit_<module>``, or a library it needs is missing)."""
     import importlib.machinery
     import importlib.util
 
@@ -52,7 +80,13 @@ def python_entry(path: str, module: str, name: str):
         loader.exec_module(mod)
     except ImportError:
         return None
-    return getattr(mod, name, None)
+    return mod
+
+
+def python_entry(path: str, module: str, name: str):
+    """Function ``name`` of the CPython module ``module`` that a build with ``python_ext_flags`` holds, or None
+    for a build without one (its shared object has no ``PyInit_<module>``): the caller keeps ctypes then."""
+    return getattr(python_module(path, module), name, None)
 
 
 def _cpu_signature() -> str:

@@ -49,11 +49,15 @@ _QUERY_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _CACHE_DTYPES = _QUERY_DTYPES + (torch.float8_e4m3fn, torch.float8_e5m2)
 _FP8 = (torch.float8_e4m3fn, torch.float8_e5m2)
 _flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+# every tensor these kernels make names its device: under torch.set_default_device("cuda") (or "meta") a factory
+# call without one made a tensor whose pointer the C++ kernels then wrote through (a segfault)
+_CPU = torch.device("cpu")
 _TILE_ELEMS = 1 << 23  # float32 score elements per tile of the torch path (32 MiB)
 # (key, head) pairs below which the C++ kernel stays single-threaded: waking the OpenMP team costs more
 # than it saves below this.  Quiet 2-core box, bf16 32/8 heads (session 12): two threads win from 256 keys
 # (86 vs 94 us; 1k keys: 182 vs 324 us); it was 1 << 16, chosen on a box loaded far beyond its cores.
 _MIN_PARALLEL_WORK = 1 << 12
+_CHUNK_MIN, _CHUNK_MAX = 256, 2048  # keys per work item of a decode (_work_split)
 
 
 def _int32(t: torch.Tensor) -> torch.Tensor:
@@ -79,7 +83,7 @@ def _work_split(total: int, H: int, bs: int, row_blocks: int = 0, longest: int =
     threads = torch.get_num_threads() if total * H >= _MIN_PARALLEL_WORK else 1
     if row_blocks >= 8 * threads and longest:
         return threads, -(-longest // bs) * bs
-    chunk = min(2048, max(256, -(-total // (4 * threads))))
+    chunk = min(_CHUNK_MAX, max(_CHUNK_MIN, -(-total // (4 * threads))))
     return threads, -(-chunk // bs) * bs
 
 
@@ -150,7 +154,7 @@ def _decode_ext(fn, query, key_cache, value_cache, md, seqs, out, *, scale, caus
     vc = _last_contig(value_cache)
     qsl, sl, bt = _int32(md.query_start_loc), _int32(md.seq_lens), _int32(md.block_table)
     all_seqs = len(seqs) == len(md.host_lists()[1])  # the common decode batch: no index list needed
-    seq_t = None if all_seqs else torch.tensor(seqs, dtype=torch.int32)
+    seq_t = None if all_seqs else torch.tensor(seqs, dtype=torch.int32, device=_CPU)
     sk = None if sinks is None else sinks.detach().to(torch.float32).contiguous()
     qsl_h, lens = md.host_lists()
     total = sum(min(lens[i], window) if window else lens[i] for i in seqs)
@@ -243,7 +247,7 @@ def _decode_fast(query, key_cache, value_cache, md, scale) -> torch.Tensor | Non
         return None
     threads, chunk = _work_split(total, H, bs)
     rows = _grouping(longest, H // hkv, query.dtype, D)
-    out = torch.empty(T, H, dv, dtype=query.dtype)
+    out = torch.empty(T, H, dv, dtype=query.dtype, device=_CPU)
     os_ = out.stride()
     bad = fn(qcode, ccode, qcode, query.data_ptr(), qs[0], qs[1],
              key_cache.data_ptr(), ks[0], ks[1], ks[2], value_cache.data_ptr(), vs[0], vs[1], vs[2],
@@ -265,13 +269,13 @@ def _buffer(nbytes: int, slot: str = "kv") -> torch.Tensor:
     into memory that is already mapped instead of first-touching fresh pages every call, which
     costs more than the copy itself on this kind of VM."""
     if nbytes > _BUF_MAX_BYTES:
-        return torch.empty(nbytes, dtype=torch.uint8)
+        return torch.empty(nbytes, dtype=torch.uint8, device=_CPU)
     bufs = getattr(_tls, "bufs", None)
     if bufs is None:
         bufs = _tls.bufs = {}
     buf = bufs.get(slot)
     if buf is None or buf.numel() < nbytes:
-        buf = bufs[slot] = torch.empty(max(nbytes, 1 << 20), dtype=torch.uint8)
+        buf = bufs[slot] = torch.empty(max(nbytes, 1 << 20), dtype=torch.uint8, device=_CPU)
     return buf[:nbytes]
 
 
@@ -365,10 +369,10 @@ def _torch_rows(q, k, v, L, *, scale, causal, window, cap, sinks, alibi=None, mm
     p0 = L - n
     kf = k.to(torch.float32)
     vf = v.to(torch.float32)
-    out = torch.empty(n, H, dv, dtype=torch.float32)
-    lse = torch.empty(n, H, dtype=torch.float32) if want_lse else None
+    out = torch.empty(n, H, dv, dtype=torch.float32, device=_CPU)
+    lse = torch.empty(n, H, dtype=torch.float32, device=_CPU) if want_lse else None
     tile = max(1, _TILE_ELEMS // max(1, H * L))
-    pos_k = torch.arange(L).unsqueeze(0)
+    pos_k = torch.arange(L, device=_CPU).unsqueeze(0)
     sink = None if sinks is None else sinks.detach().to(torch.float32).view(hkv, g, 1, 1)
     slope = None if alibi is None else alibi.to(torch.float32).view(hkv, g, 1, 1)
     for t0 in range(0, n, tile):
@@ -379,7 +383,7 @@ def _torch_rows(q, k, v, L, *, scale, causal, window, cap, sinks, alibi=None, mm
         s.mul_(scale)
         if cap:
             s = torch.tanh(s.div_(cap)).mul_(cap)
-        pos_q = torch.arange(p0 + t0, p0 + t1).unsqueeze(1)
+        pos_q = torch.arange(p0 + t0, p0 + t1, device=_CPU).unsqueeze(1)
         if slope is not None:
             s = s + slope * (pos_k - pos_q).to(torch.float32)
         visible = None
@@ -468,8 +472,9 @@ def _flash_causal_chunked(qh: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sc
     """
     _, H, n, D = qh.shape
     c = max(_CHUNK_ROWS, -(-n // (_CHUNKS * 32)) * 32)
-    t = torch.arange(n + c).view(1, -1)
-    buf = torch.zeros(c, n + c, dtype=torch.float32).masked_fill_(t > n + torch.arange(c).view(-1, 1), -math.inf)
+    t = torch.arange(n + c, device=_CPU).view(1, -1)
+    buf = torch.zeros(c, n + c, dtype=torch.float32, device=_CPU).masked_fill_(
+        t > n + torch.arange(c, device=_CPU).view(-1, 1), -math.inf)
     outs, lses = [], []
     for m in range(0, n, c):
         e = min(n, m + c)
@@ -497,12 +502,12 @@ def _flash_rows(q, k, v, p0, *, scale, causal, window, sinks):
     qh = q.transpose(0, 1).unsqueeze(0)
     if window:
         lo = max(0, p0 - int(window) + 1)
-        pos_q = torch.arange(p0, p0 + n).unsqueeze(1)
-        pos_k = torch.arange(lo, L).unsqueeze(0)
+        pos_q = torch.arange(p0, p0 + n, device=_CPU).unsqueeze(1)
+        pos_k = torch.arange(lo, L, device=_CPU).unsqueeze(0)
         visible = pos_k > pos_q - int(window)
         if causal:
             visible &= pos_k <= pos_q
-        mask = torch.zeros(n, L - lo, dtype=q.dtype).masked_fill_(~visible, -math.inf)
+        mask = torch.zeros(n, L - lo, dtype=q.dtype, device=_CPU).masked_fill_(~visible, -math.inf)
         o, lse = _flash(qh, k[None, :, lo:], v[None, :, lo:], attn_mask=mask, scale=scale)
     elif chunked:
         o, lse = _flash_causal_chunked(qh, k, v, scale)
@@ -536,14 +541,15 @@ def _short_rows_batched(query, key_cache, value_cache, md, seqs, out, *, scale, 
         return False
     T, H, D = query.shape
     hkv = key_cache.shape[2]
-    idx = torch.tensor(seqs, dtype=torch.long)
-    lt = torch.tensor(L, dtype=torch.long)
-    nt = torch.tensor(n, dtype=torch.long)
+    idx = torch.tensor(seqs, dtype=torch.long, device=_CPU)
+    lt = torch.tensor(L, dtype=torch.long, device=_CPU)
+    nt = torch.tensor(n, dtype=torch.long, device=_CPU)
     bt = md.block_table.index_select(0, idx)[:, :nb_max].long()
-    bt = torch.where(torch.arange(nb_max) < ((lt + bs - 1) // bs).unsqueeze(1), bt, torch.zeros_like(bt))
+    bt = torch.where(torch.arange(nb_max, device=_CPU) < ((lt + bs - 1) // bs).unsqueeze(1), bt,
+                     torch.zeros_like(bt))
     flat = bt.reshape(-1)
 
-    pad = (torch.arange(lpad).view(1, 1, lpad, 1) >= lt.view(B, 1, 1, 1))  # slots past each seq_len
+    pad = (torch.arange(lpad, device=_CPU).view(1, 1, lpad, 1) >= lt.view(B, 1, 1, 1))  # slots past each seq_len
 
     def gather(cache, s):
         x = torch.index_select(cache, 0, flat).view(B, lpad, hkv, cache.shape[3]).transpose(1, 2)
@@ -556,18 +562,19 @@ def _short_rows_batched(query, key_cache, value_cache, md, seqs, out, *, scale, 
         return x.to(query.dtype).masked_fill(pad, 0)
 
     k, v = gather(key_cache, ks), gather(value_cache, vs)
-    j = torch.arange(nmax)
+    j = torch.arange(nmax, device=_CPU)
     real = j.unsqueeze(0) < nt.unsqueeze(1)  # [B, nmax]
-    start = torch.tensor([qsl[i] for i in seqs], dtype=torch.long).unsqueeze(1)
+    start = torch.tensor([qsl[i] for i in seqs], dtype=torch.long, device=_CPU).unsqueeze(1)
     rows = torch.where(real, start + j, start)  # padding rows repeat the first row (discarded)
     pos = torch.where(real, (lt - nt).unsqueeze(1) + j, (lt - 1).unsqueeze(1))  # [B, nmax]
-    t = torch.arange(lpad).view(1, 1, lpad)
+    t = torch.arange(lpad, device=_CPU).view(1, 1, lpad)
     visible = (t < lt.view(B, 1, 1)).expand(B, nmax, lpad)
     if causal:
         visible = visible & (t <= pos.unsqueeze(2))
     if window:
         visible = visible & (t > pos.unsqueeze(2) - int(window))
-    mask = torch.zeros(B, 1, nmax, lpad, dtype=query.dtype).masked_fill_(~visible.unsqueeze(1), -math.inf)
+    mask = torch.zeros(B, 1, nmax, lpad, dtype=query.dtype, device=_CPU).masked_fill_(~visible.unsqueeze(1),
+                                                                                        -math.inf)
     qb = query.index_select(0, rows.reshape(-1)).view(B, nmax, H, D).transpose(1, 2)  # [B, H, nmax, D]
     o, lse = _flash(qb, k, v, attn_mask=mask, scale=scale)
     if sinks is not None:
@@ -650,9 +657,9 @@ def _prefill_amx(q, key_cache, value_cache, bt_row, L: int, *, scale: float, cau
         if gfn is None:
             return None
         kc, vc = _gather_raw(kc, vc, bt_row, L, gfn)
-        blocks = torch.zeros(1, dtype=torch.int32)
+        blocks = torch.zeros(1, dtype=torch.int32, device=_CPU)
         k_st, v_st, kbs, knb = (0, D, L * D), (0, D, L * D), -(-L // 16) * 16, 1
-    o = out if out is not None else torch.empty(n, H, D, dtype=q.dtype)
+    o = out if out is not None else torch.empty(n, H, D, dtype=q.dtype, device=_CPU)
     sk = None if sinks is None else sinks.detach().to(torch.float32).contiguous()
     al = None if alibi is None else alibi.detach().to(torch.float32).contiguous()
     if lse is not None and lse.dtype != torch.float32:
@@ -704,8 +711,8 @@ def _general(c: Paged, gfn, use_amx: bool = True) -> torch.Tensor | tuple[torch.
     query = c.query
     T, H, D = query.shape
     hkv, dv = c.key_cache.shape[2], c.value_cache.shape[3]
-    out = torch.zeros(T, H, dv, dtype=query.dtype)
-    lse = torch.full((T, H), -math.inf, dtype=torch.float32) if c.return_lse else None
+    out = torch.zeros(T, H, dv, dtype=query.dtype, device=_CPU)
+    lse = torch.full((T, H), -math.inf, dtype=torch.float32, device=_CPU) if c.return_lse else None
     per_seq = c.per_seq_scales
     # the AMX prefill kernel (_amx_ctype's dtypes; float scales) takes what it can: not the
     # multimodal ranges, per-sequence scales, two-sided windows or more rows than keys
@@ -770,6 +777,8 @@ def cpu_attn_impl(
         fn = _cpu_ext.load()
         if fn is None and use_ext:
             raise RuntimeError(f"CPU_ATTN extension unavailable: {_cpu_ext.reason()}")
+        if fn is not None and "entry" not in _cpu_ext._state:  # for the next plain decode call (cpu_attn)
+            _cpu_ext.load_entry(_MIN_PARALLEL_WORK, _CHUNK_MIN, _CHUNK_MAX)
     if _needs_general(c):
         return _general(c, _cpu_ext.load_gather() if fn is not None else None, use_flash)
     sc, ks, vs, cap, sinks = c.scale, c.k_scale, c.v_scale, c.cap, c.sinks
@@ -795,7 +804,7 @@ def cpu_attn_impl(
         else:
             long_.append(i)
     if short or vector or len(long_) != 1 or qsl[long_[0] + 1] - qsl[long_[0]] != T:
-        out = torch.empty(T, H, dv, dtype=query.dtype)
+        out = torch.empty(T, H, dv, dtype=query.dtype, device=_CPU)
     if (short or vector) and fn is not None:
         runs = sorted(short + vector)
         longest = max(qsl[i + 1] - qsl[i] for i in runs)
@@ -845,6 +854,11 @@ def cpu_attn(
     if (causal is True and sliding_window is None and logits_soft_cap is None and sinks is None and k_scale is None
             and v_scale is None and alibi_slopes is None and mm_prefix_ranges is None and return_lse is False
             and q_scale is None):
+        entry = _cpu_ext._state.get("entry")  # C++ reads the tensors (cpu_decode_entry.cpp); None: Python's turn
+        if entry is not None and type(md) is AttentionMetadata:
+            out = entry(query, key_cache, value_cache, md.query_start_loc, md.seq_lens, md.block_table, scale)
+            if out is not None:
+                return out
         out = _decode_fast(query, key_cache, value_cache, md, scale)
         if out is not None:
             return out

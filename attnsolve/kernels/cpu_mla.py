@@ -45,6 +45,9 @@ from attnsolve.kernels.registry import register_kernel
 __all__ = ["cpu_mla_attention"]
 
 _flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+# every tensor these kernels make names its device: under torch.set_default_device("cuda") (or "meta") a factory
+# call without one made a tensor whose pointer the C++ kernels then wrote through (a segfault)
+_CPU = torch.device("cpu")
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _buffers: dict[str, torch.Tensor] = {}
 
@@ -53,7 +56,7 @@ def _buffer(name: str, numel: int, dtype: torch.dtype) -> torch.Tensor:
     """A reused flat buffer (avoids first-touching fresh pages on every decode step)."""
     buf = _buffers.get(name)
     if buf is None or buf.dtype != dtype or buf.numel() < numel:
-        buf = torch.empty(max(numel, 1), dtype=dtype)
+        buf = torch.empty(max(numel, 1), dtype=dtype, device=_CPU)
         if numel * buf.element_size() <= 1 << 29:  # keep at most 512 MiB around
             _buffers[name] = buf
     return buf[:numel]
@@ -153,9 +156,9 @@ def _dense(query, kv_cache, md, out, scale, lora, qsl, sl) -> None:
         q = _fold(query[q0:q1].float(), groups)
         mask = None
         if n > 1:  # causal, rows aligned to the end: token j sees keys <= L - n + j
-            pos_q = torch.arange(L - n, L).repeat_interleave(h // groups).unsqueeze(1)
-            allowed = torch.arange(L).unsqueeze(0) <= pos_q
-            mask = torch.zeros(allowed.shape).masked_fill_(~allowed, -math.inf)
+            pos_q = torch.arange(L - n, L, device=_CPU).repeat_interleave(h // groups).unsqueeze(1)
+            allowed = torch.arange(L, device=_CPU).unsqueeze(0) <= pos_q
+            mask = torch.zeros(allowed.shape, device=_CPU).masked_fill_(~allowed, -math.inf)
             mask = mask.view(1, 1, *allowed.shape)
         o, _ = _flash(q, kv, kv, attn_mask=mask, scale=scale)
         out[q0:q1] = _unfold(o, n, h, groups)[..., :lora]  # float32 -> query dtype, rounded once
@@ -172,9 +175,9 @@ def _sparse(query, kv_cache, md, out, scale, lora, qsl, sl, topk_indices) -> Non
         return
     idx = topk_indices.to(torch.long)
     # sequence of every token, its length and block-table row
-    counts = torch.tensor([qsl[i + 1] - qsl[i] for i in range(len(sl))], dtype=torch.long)
-    seq_of = torch.repeat_interleave(torch.arange(len(sl)), counts)
-    lens = torch.tensor(sl, dtype=torch.long)[seq_of].unsqueeze(1)
+    counts = torch.tensor([qsl[i + 1] - qsl[i] for i in range(len(sl))], dtype=torch.long, device=_CPU)
+    seq_of = torch.repeat_interleave(torch.arange(len(sl), device=_CPU), counts)
+    lens = torch.tensor(sl, dtype=torch.long, device=_CPU)[seq_of].unsqueeze(1)
     valid = idx >= 0
     if bool((idx >= lens).any()):
         bad = int((idx >= lens).nonzero()[0, 0])
@@ -193,7 +196,7 @@ def _sparse(query, kv_cache, md, out, scale, lora, qsl, sl, topk_indices) -> Non
     mask = None
     if bool(pad.any()):
         kv.index_fill_(0, pad.nonzero().view(-1), 0)  # padding rows may point at NaN slots
-        mask = torch.zeros(t, 1, 1, topk).masked_fill_(~valid.view(t, 1, 1, topk), -math.inf)
+        mask = torch.zeros(t, 1, 1, topk, device=_CPU).masked_fill_(~valid.view(t, 1, 1, topk), -math.inf)
     groups = _groups(h)
     q = query.float().view(t, groups, h // groups, dq)
     kv4 = kv.view(t, 1, topk, dq)
@@ -231,9 +234,10 @@ def _dense_plan(qsl: list[int], sl: list[int], bs: int, bt_cols: int) -> tuple:
         if n and nblk > bt_cols:
             raise ValueError(f"Expected block_table with >= {nblk} columns for seq_len {L}, but got {bt_cols}.")
         limits += range(L - n + 1, L + 1)
-    tok_seq = torch.tensor([i for i, n in enumerate(counts) for _ in range(n)], dtype=torch.int32)
+    tok_seq = torch.tensor([i for i, n in enumerate(counts) for _ in range(n)], dtype=torch.int32, device=_CPU)
     chunk, n_items = _work_items(limits)
-    return tok_seq, torch.tensor(limits, dtype=torch.int32), chunk, n_items, torch.empty(3 * n_items, dtype=torch.int32)
+    return (tok_seq, torch.tensor(limits, dtype=torch.int32, device=_CPU), chunk, n_items,
+            torch.empty(3 * n_items, dtype=torch.int32, device=_CPU))
 
 
 def _run_ext(lib, query, kv_cache, md, out, scale, lora, qsl, sl, topk_indices) -> None:
@@ -250,12 +254,13 @@ def _run_ext(lib, query, kv_cache, md, out, scale, lora, qsl, sl, topk_indices) 
         topk_t, k, stopk = None, 0, 0
     else:
         counts = [qsl[i + 1] - qsl[i] for i in range(len(sl))]
-        tok_seq = torch.repeat_interleave(torch.arange(len(sl), dtype=torch.int32), torch.tensor(counts))
+        tok_seq = torch.repeat_interleave(torch.arange(len(sl), dtype=torch.int32, device=_CPU),
+                                          torch.tensor(counts, device=_CPU))
         if topk_indices.dim() != 2 or topk_indices.shape[0] != t:
             raise ValueError(f"Expected topk_indices [num_tokens={t}, topk], but got {tuple(topk_indices.shape)}.")
         topk_t = topk_indices.to(torch.int32).contiguous()
         k = int(topk_t.shape[1])
-        lens = torch.tensor(sl, dtype=torch.int32)[tok_seq.long()].unsqueeze(1)
+        lens = torch.tensor(sl, dtype=torch.int32, device=_CPU)[tok_seq.long()].unsqueeze(1)
         if bool((topk_t >= lens).any()):
             bad = int((topk_t >= lens).nonzero()[0, 0])
             raise ValueError(
@@ -265,8 +270,8 @@ def _run_ext(lib, query, kv_cache, md, out, scale, lora, qsl, sl, topk_indices) 
         tok_limit = tok_seq
         stopk = topk_t.stride(0)
         chunk, n_items = _work_items([k] * t)
-        items = torch.empty(3 * n_items, dtype=torch.int32)
-    scratch = torch.empty(n_items * h * (lora + 2), dtype=torch.float32)
+        items = torch.empty(3 * n_items, dtype=torch.int32, device=_CPU)
+    scratch = torch.empty(n_items * h * (lora + 2), dtype=torch.float32, device=_CPU)
     res = out if out.is_contiguous() else torch.empty_like(out)
     rc = lib.mla_attend(
         query.data_ptr(), query.stride(0), query.stride(1),
@@ -304,7 +309,7 @@ def cpu_mla_attention(
     kv_cache = _validate(query, kv_cache, kv_lora_rank)
     t, h, dq = query.shape
     if out is None:
-        out = torch.empty(t, h, kv_lora_rank, dtype=query.dtype)
+        out = torch.empty(t, h, kv_lora_rank, dtype=query.dtype, device=_CPU)
     elif out.shape != (t, h, kv_lora_rank) or out.dtype != query.dtype:
         raise ValueError(
             f"Expected out of shape {(t, h, kv_lora_rank)} and dtype {query.dtype}, "

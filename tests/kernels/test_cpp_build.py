@@ -15,9 +15,9 @@ import subprocess
 import pytest
 
 from attnsolve.kernels import _cpp_build
-from attnsolve.kernels._cpp_build import CSRC, FLAGS
+from attnsolve.kernels._cpp_build import CSRC, FLAGS, TORCH_SOURCES
 
-SOURCES = sorted(p.stem for p in CSRC.glob("*.cpp"))
+SOURCES = sorted(p.stem for p in CSRC.glob("*.cpp") if p.stem not in TORCH_SOURCES)  # the kernels
 CXX = shutil.which("g++")
 X86 = platform.machine().lower() in ("x86_64", "amd64")
 pytestmark = pytest.mark.skipif(not (CXX and X86), reason="needs g++ on x86-64")
@@ -41,6 +41,18 @@ def test_this_machine_gets_the_native_build(name):
     path = _cpp_build.build(name, (FLAGS,))  # raises with the compiler's message if the native build fails
     assert path.exists()
     assert name not in _cpp_build.fallbacks()
+
+
+@pytest.mark.parametrize("name", TORCH_SOURCES)
+def test_the_torch_linked_sources_build_here(name):
+    """Where the interpreter's and torch's headers are installed (torch's wheels carry theirs), the sources that
+    read tensors in C++ build and load: the decode entry must not silently fall back to the Python path."""
+    pytest.importorskip("torch")
+    flags = _cpp_build.torch_ext_flags()
+    if flags is None:
+        pytest.skip("no Python headers here (a distribution Python without its -dev package)")
+    path = _cpp_build.build(name, (flags,))  # raises with the compiler's message
+    assert _cpp_build.python_module(str(path), f"attnsolve_{name}") is not None
 
 
 def test_a_build_that_loses_march_native_is_recorded_and_warned(tmp_path, monkeypatch):
