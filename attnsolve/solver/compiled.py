@@ -105,6 +105,7 @@ class CompiledRules:
                  "_list_index", "_list_need", "_list_fields", "_list_memo", "_derived",
                  "_classifiers", "_key_fields", "_key_set", "_plain_fields", "_key", "_local_names", "_class_fields", "_classes", "_locals", "_compares",
                  "_class_memo", "_eager_logs", "_memo_ok", "_names", "_cand_derived", "_backend_reads", "_others",
+                 "_reads_ctx", "_plan_ids",
                  "_conds", "_cond_lits", "_cond_field_mask", "_cond_memo", "_item_masks", "_first_memo", "_reason_memo", "_case_memo", "_frozen", "__weakref__")
 
     def __init__(self, rules: RuleSet):
@@ -133,17 +134,24 @@ class CompiledRules:
                 got = by_check[id(ch)] = (ch, bit(ch.clause()))
             return got[1]
 
+        # candidates with the same checks (a backend's entry in every list and for every request) share one
+        # layout; ids are safe keys here: every plan, so every check, is kept in self._plans
+        by_checks: dict[tuple[int, ...], tuple[tuple[tuple[int, Check], ...], int]] = {}
         for i, pl in enumerate(rules.lists):
             for req in (None, *rules.backends):
                 p = plan(rules, pl, req)
                 bits = []
                 for c in p.candidates:
-                    cb = tuple((check_bit(ch), ch) for ch in c.checks)
-                    self._cand_bits[id(c)] = (c, cb)
-                    m = 0
-                    for b, _ in cb:
-                        m |= b
-                    bits.append(m)
+                    key = tuple(map(id, c.checks))
+                    got = by_checks.get(key)
+                    if got is None:
+                        cb = tuple((check_bit(ch), ch) for ch in c.checks)
+                        m = 0
+                        for b, _ in cb:
+                            m |= b
+                        got = by_checks[key] = (cb, m)
+                    self._cand_bits[id(c)] = (c, got[0])
+                    bits.append(got[1])
                 self._plans[(i, req)] = (p, tuple(bits))
         # the list conditions as clauses ("this list applies": its literals, and no earlier list of its
         # platform applies), for reachability questions over partial facts
@@ -472,6 +480,9 @@ class CompiledRules:
     # -- derived facts' log lines, and which derived facts a step reads -------------------------
 
     def _compile_reads(self, rules: RuleSet) -> None:
+        """What each candidate, plan and backend makes vLLM compute, kept per item as it is first asked for: only
+        a solve whose derived facts have log lines asks (session 42: computing all of it for every list and
+        request was half of compiling a rule set, and `explain` compiles every release for its version fixes)."""
         derived = rules.derived
         deps: dict[str, frozenset[str]] = {}
         for name, d in derived.items():  # dependency order: inputs first
@@ -479,78 +490,74 @@ class CompiledRules:
             for f in d.inputs:
                 out |= deps.get(f, {f})
             deps[name] = frozenset(out)
+        self._reads_ctx = (deps, {}, {g.key: (g.variant_read_when, g.variant_reads) for g in rules.generic_checks
+                                      if g.variant_read_when is not None}, {})
+        self._plan_ids = {id(p): p for p, _ in self._plans.values()}
+        self._cand_derived = {}
+        self._others = {}
+        self._backend_reads = {}
 
-        of_field: dict[str, frozenset[str]] = {}
+    def _of(self, field: str) -> frozenset[str]:
+        """The derived facts that computing `field` computes (itself included, when derived)."""
+        deps, of_field, _, _ = self._reads_ctx
+        got = of_field.get(field)
+        if got is None:
+            derived = self.rules.derived
+            got = of_field[field] = frozenset(x for x in deps.get(field, (field,)) if x in derived)
+        return got
 
-        def of(field: str) -> frozenset[str]:
-            got = of_field.get(field)
-            if got is None:
-                got = of_field[field] = frozenset(x for x in deps.get(field, (field,)) if x in derived)
+    def _cand_reads(self, c: Candidate) -> tuple[frozenset[str], tuple[Any, ...]]:
+        """(facts validating `c` always computes, (condition, facts, blockers) entries computed when they hold)."""
+        got = self._cand_derived.get(id(c))
+        if got is not None:
             return got
-
-        per_check: dict[int, tuple[Check, frozenset[str], frozenset[str]]] = {}
-        cand: dict[int, tuple[frozenset[str], tuple[Any, ...]]] = {}
-        variant_reads = {g.key: (g.variant_read_when, g.variant_reads) for g in rules.generic_checks
-                         if g.variant_read_when is not None}
+        _, _, variant_reads, per_check = self._reads_ctx
+        of = self._of
         clause_bits = self._clause_bits
-
-        def blocked_by(checks: list[Check]) -> tuple[tuple[Check, ...], int]:
-            # the checks, and their clauses' bits: one of them fires where a bit is missing from `sat`
-            return tuple(checks), _or(clause_bits[b.clause()] for b in checks)
-
-        for c, _ in self._cand_bits.values():
-            always: set[str] = set()
-            conditional: list[Any] = []
-            vfield = getattr(rules.backends.get(c.backend), "variant_field", None)
-            earlier_first: list[Check] = []
-            for ch in c.checks:
-                got = per_check.get(id(ch))
-                if got is None or got[0] is not ch:
-                    when: frozenset[str] = frozenset().union(*(of(w.field) for w in ch.when))
-                    got = per_check[id(ch)] = (ch, when, of(ch.require.field))
-                # vLLM's supports_combination stops at its first failing entry: a later entry is not evaluated
-                blockers = blocked_by(earlier_first) if ch.first else _NOT_BLOCKED
-                consult = variant_reads.get(ch.kind) if vfield else None
-                if consult is not None and any(w.field == vfield for w in ch.when):
-                    # a variant's capability: what the variant depends on is computed only where vLLM asks, and
-                    # only the facts its supports_* call computes (variant_reads) where the rules say which
-                    alts, only = consult
-                    facts = got[1] if not only else got[1] & frozenset().union(*(of(n) for n in only))
-                    for alt in alts:
-                        conditional.append((alt, facts, _NOT_BLOCKED))
-                elif blockers[0] and got[1]:
-                    conditional.append(((), got[1], blockers))
-                else:
-                    always |= got[1]
-                if got[2]:
-                    conditional.append((ch.when, got[2], blockers))
-                if ch.first:
-                    earlier_first.append(ch)
-            cand[id(c)] = (frozenset(always), tuple(x for x in conditional if not x[1] <= always))
-        self._cand_derived = cand
-        # per plan and chosen backend: what validating the plan's other validated candidates evaluates
-        # (vLLM >= 0.18 validates every list entry), so that it is one union, not a walk per candidate
-        others: dict[tuple[int, str], tuple[Plan, frozenset[str], tuple[Any, ...]]] = {}
-        for p, _ in self._plans.values():
-            for chosen in dict.fromkeys(c.backend for c in p.candidates):
-                parts = [cand[id(c)] for c in p.candidates if c.validated and c.backend != chosen]
-                always_: frozenset[str] = frozenset().union(*(a for a, _ in parts))
-                cond = tuple(x for _, conditional in parts for x in conditional if not x[1] <= always_)
-                others[(id(p), chosen)] = (p, always_, cond)
-        self._others = others
-        reads: dict[str, frozenset[str]] = {}
-        for b in rules.backends.values():
-            direct = {b.variant_field, b.variant_shown_by}
-            direct.update(f for c in b.checks for f in c.fields)
-            direct.update(lit.field for _, when in (*b.layer_failures, *b.startup_failures) for lit in when)
-            reads[b.name] = frozenset(x for f in direct if f for x in of(f))
-        self._backend_reads = reads
+        always: set[str] = set()
+        conditional: list[Any] = []
+        vfield = getattr(self.rules.backends.get(c.backend), "variant_field", None)
+        earlier_first: list[Check] = []
+        for ch in c.checks:
+            chk = per_check.get(id(ch))
+            if chk is None or chk[0] is not ch:
+                when: frozenset[str] = frozenset().union(*(of(w.field) for w in ch.when))
+                chk = per_check[id(ch)] = (ch, when, of(ch.require.field))
+            # vLLM's supports_combination stops at its first failing entry: a later entry is not evaluated
+            blockers = ((tuple(earlier_first), _or(clause_bits[e.clause()] for e in earlier_first)) if ch.first
+                        else _NOT_BLOCKED)
+            consult = variant_reads.get(ch.kind) if vfield else None
+            if consult is not None and any(w.field == vfield for w in ch.when):
+                # a variant's capability: what the variant depends on is computed only where vLLM asks, and
+                # only the facts its supports_* call computes (variant_reads) where the rules say which
+                alts, only = consult
+                facts = chk[1] if not only else chk[1] & frozenset().union(*(of(n) for n in only))
+                for alt in alts:
+                    conditional.append((alt, facts, _NOT_BLOCKED))
+            elif blockers[0] and chk[1]:
+                conditional.append(((), chk[1], blockers))
+            else:
+                always |= chk[1]
+            if chk[2]:
+                conditional.append((ch.when, chk[2], blockers))
+            if ch.first:
+                earlier_first.append(ch)
+        got = self._cand_derived[id(c)] = (frozenset(always), tuple(x for x in conditional if not x[1] <= always))
+        return got
 
     def derived_read_by(self, backend: Backend) -> frozenset[str]:
         """The derived facts vLLM computes when `backend` is selected (its variant, checks and start-up
         failures read them, directly or through other derived facts)."""
+        if self.rules.backends.get(backend.name) is not backend:
+            return frozenset()
         got = self._backend_reads.get(backend.name)
-        return got if got is not None and self.rules.backends.get(backend.name) is backend else frozenset()
+        if got is None:
+            b = backend
+            direct = {b.variant_field, b.variant_shown_by}
+            direct.update(f for c in b.checks for f in c.fields)
+            direct.update(lit.field for _, when in (*b.layer_failures, *b.startup_failures) for lit in when)
+            got = self._backend_reads[b.name] = frozenset(x for f in direct if f for x in self._of(f))
+        return got
 
     def evaluated_derived(self, cand: Candidate, facts: Mapping[str, Any], t: int | None = None,
                           sat: int | None = None, wanted: frozenset[str] | None = None) -> frozenset[str]:
@@ -558,19 +565,26 @@ class CompiledRules:
         requirement reads when its condition holds (vLLM tests the condition first). t: the truth bitset
         of `facts` (decides the conditions without evaluating them); sat: their satisfied-clause bitset
         (decides which checks fire); wanted: the facts the caller asks about (others may be left out)."""
-        got = self._cand_derived.get(id(cand))
-        if got is None or self._cand_bits[id(cand)][0] is not cand:
+        bits = self._cand_bits.get(id(cand))
+        if bits is None or bits[0] is not cand:
             raise KeyError(f"{cand.backend}: not a candidate of these compiled rules")
-        always, conditional = got
+        always, conditional = self._cand_reads(cand)
         return self._with_holding(always, conditional, t, facts, sat, wanted)
 
     def evaluated_by_others(self, p: Plan, chosen: str, facts: Mapping[str, Any], t: int | None = None,
                             sat: int | None = None, wanted: frozenset[str] | None = None) -> frozenset[str] | None:
-        """The union of `evaluated_derived` over `p`'s validated candidates other than `chosen`'s; None when `p`
+        """The union of `evaluated_derived` over `p`'s validated candidates other than `chosen`'s (vLLM >= 0.18
+        validates every list entry: one union per plan and choice, not a walk per candidate); None when `p`
         is not a plan of these compiled rules."""
-        got = self._others.get((id(p), chosen))
+        key = (id(p), chosen)
+        got = self._others.get(key)
         if got is None or got[0] is not p:
-            return None
+            if self._plan_ids.get(id(p)) is not p or all(c.backend != chosen for c in p.candidates):
+                return None
+            parts = [self._cand_reads(c) for c in p.candidates if c.validated and c.backend != chosen]
+            always_: frozenset[str] = frozenset().union(*(a for a, _ in parts))
+            cond = tuple(x for _, conditional in parts for x in conditional if not x[1] <= always_)
+            got = self._others[key] = (p, always_, cond)
         _, always, conditional = got
         return self._with_holding(always, conditional, t, facts, sat, wanted)
 
