@@ -111,10 +111,30 @@ def _expand(f: tuple, outer: str) -> list[tuple[Literal, ...]]:
     return terms
 
 
+# Lowered conditions by the identity of their table: the releases' documents share every table an edit file does not
+# touch (rules/overlay.py), so loading the 20 rule sets lowers most conditions once, not once per release. An entry
+# keeps its table (the id stays that table's) and the fields it reads (a release that does not know one of them
+# lowers it again, and raises as before); a condition comparing two fields synthesizes a derived fact in `known`
+# as it is lowered, so it is not kept.
+_DNF_MEMO: dict[int, tuple[Any, frozenset[str], tuple[tuple[Literal, ...], ...]]] = {}
+_DNF_MEMO_LIMIT = 1 << 16
+
+
 def _when_dnf(raw: Any, known: set[str]) -> list[tuple[Literal, ...]]:
     """A condition as alternatives, each a conjunction of single-field literals (first-match cases and
     message conditions become one entry per alternative, in order)."""
-    return _expand(_nnf(_formula(raw, known)), "or")
+    if not raw or not isinstance(raw, dict):
+        return _expand(_nnf(_formula(raw, known)), "or")
+    hit = _DNF_MEMO.get(id(raw))
+    if hit is not None and hit[0] is raw and hit[1] <= known:
+        return list(hit[2])
+    out = _expand(_nnf(_formula(raw, known)), "or")
+    fields = frozenset(lit.field for alt in out for lit in alt)
+    if not fields & getattr(known, "synth", {}).keys():
+        if len(_DNF_MEMO) > _DNF_MEMO_LIMIT:
+            _DNF_MEMO.clear()
+        _DNF_MEMO[id(raw)] = (raw, fields, tuple(out))
+    return out
 
 
 def _literals(raw: Any, known_fields: set[str]) -> tuple[Literal, ...]:
