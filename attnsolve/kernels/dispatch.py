@@ -368,7 +368,7 @@ def _out_dtype(query: torch.Tensor) -> torch.dtype:
 def _scale_tensor(x):
     if x is None or isinstance(x, torch.Tensor):
         return x
-    return torch.tensor(float(x), dtype=torch.float32)
+    return torch.tensor(float(x), dtype=torch.float32, device="cpu")  # a host value (any default device)
 
 
 def _mm_tensor(ranges):
@@ -384,7 +384,7 @@ def _mm_tensor(ranges):
         r = list(r or ())
         for a, b in r + [(0, 0)] * (width - len(r)):
             flat += [int(a), int(b)]
-    return torch.tensor(flat, dtype=torch.int64).reshape(len(ranges), width, 2)
+    return torch.tensor(flat, dtype=torch.int64, device="cpu").reshape(len(ranges), width, 2)
 
 
 def _op_call(query, key_cache, value_cache, query_start_loc, seq_lens, block_table, backend, scale, causal,

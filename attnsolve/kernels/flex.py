@@ -351,8 +351,8 @@ def flex_paged_attention(
     if mm is not None:
         width = max(len(r) for r in mm)
         nr = max(B + 2, Bp)  # packed: rows B, B + 1 are the padding's (empty) ranges; batched: padding entries
-        rs = torch.zeros(nr, width, dtype=torch.long)
-        re = torch.zeros(nr, width, dtype=torch.long)
+        rs = torch.zeros(nr, width, dtype=torch.long, device="cpu")
+        re = torch.zeros(nr, width, dtype=torch.long, device="cpu")
         for i, ranges in enumerate(mm):
             for j, (a, b) in enumerate(ranges):
                 rs[i, j], re[i, j] = a, b

@@ -512,8 +512,9 @@ def check_mla(query, kv_cache, md, *, kv_lora_rank=512, scale=None, topk_indices
         if t.shape[0] != T:
             raise _fail(f"topk_indices [num_tokens={T}, topk]", f"shape {tuple(t.shape)}")
         if t.numel():
-            row_len = torch.repeat_interleave(torch.tensor(s, dtype=torch.long),
-                                              torch.tensor([q[i + 1] - q[i] for i in range(B)]), output_size=T)
+            row_len = torch.repeat_interleave(torch.tensor(s, dtype=torch.long, device="cpu"),
+                                              torch.tensor([q[i + 1] - q[i] for i in range(B)], device="cpu"),
+                                              output_size=T)
             tl_ = t.cpu().long()
             bad = (tl_ < -1) | (tl_ >= row_len.unsqueeze(1))
             if bool(bad.any()):

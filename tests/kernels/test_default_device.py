@@ -6,6 +6,8 @@ without a device) a CUDA tensor, whose pointer the C++ kernel then wrote through
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -68,3 +70,31 @@ def test_cpu_mla_answers_on_the_cpu(sparse):
     assert got.device.type == "cpu"
     assert torch.equal(got, want)
 
+
+
+@pytest.mark.parametrize("via", ["kernel", "dispatch"])
+@pytest.mark.parametrize("opts", [
+    {}, {"k_scale": 0.5, "v_scale": 2.0}, {"mm_prefix_ranges": [[(0, 4)], []]}, {"sliding_window": 9},
+])
+@pytest.mark.parametrize("backend", ["CPU_ATTN", "FLEX_ATTENTION", "TRITON_ATTN"])
+def test_every_cpu_runnable_kernel_answers_on_the_cpu(backend, opts, via):
+    """Host-side tensors the kernels and the dispatch layer make (scales, multimodal ranges, masks, index lists)
+    stay host tensors: before, FLEX's multimodal ranges were made on the default device."""
+    from attnsolve.kernels import KernelUnavailableError, kernel_for, paged_attention
+
+    try:
+        fn = kernel_for(backend)
+    except KernelUnavailableError as e:  # TRITON_ATTN without TRITON_INTERPRET=1
+        pytest.skip(str(e))
+    q, kc, vc, md = make_batch([1, 3], [40, 33], 8, 2, 64, 16, dtype=torch.float32, seed=7)
+
+    def call():
+        if via == "kernel":
+            return fn(q, kc, vc, md, **opts)
+        with warnings.catch_warnings():  # the rules' lines for this request (block size, platform): not tested here
+            warnings.simplefilter("ignore")
+            return paged_attention(q, kc, vc, md, backend=backend, **opts)
+
+    want = call()
+    got = _under_meta(call)
+    assert got.device.type == "cpu" and torch.equal(got, want)

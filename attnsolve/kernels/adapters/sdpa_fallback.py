@@ -131,7 +131,7 @@ def plan_buckets(q_lens: list[int], seq_lens: list[int], group: int = 1) -> list
 
 def _index(values: list[int], dev: torch.device) -> torch.Tensor:
     """A small host list as a device int64 tensor, without a blocking copy on CUDA."""
-    t = torch.tensor(values, dtype=torch.long)
+    t = torch.tensor(values, dtype=torch.long, device="cpu")
     if dev.type == "cuda":
         return t.pin_memory().to(dev, non_blocking=True)
     return t.to(dev)
