@@ -457,6 +457,22 @@ def random_prefill_layer_rocm(D: Domains, rng: random.Random) -> dict[str, Any]:
     return d
 
 
+def random_prefill_layer_xpu(D: Domains, rng: random.Random) -> dict[str, Any]:
+    """An MLA layer's prefill question on XPU before the prefill registry (0.16 to 0.20): the layer's decode backend
+    first (XPU's MLA list; a sparse layer's fails or has no prefill path), then a dense layer's MLACommonImpl."""
+    dims = rng.choice(PREFILL_DIMS)
+    sparse = rng.random() < 0.4
+    d = base("xpu", dtype=rng.choice(D.dtypes), kv_cache_dtype=rng.choice(("auto", "auto", "fp8", "bfloat16")),
+             block_size=rng.choice((None, 1, 16, 64)), use_mla=True, use_sparse=sparse,
+             qk_nope_head_dim=dims[0], qk_rope_head_dim=dims[1], v_head_dim=dims[2], head_size=512 + dims[1],
+             backend=rng.choice(D.backends) if rng.random() < 0.2 else None)
+    if sparse:
+        d["index_topk"] = 2048
+    if D.values_of("xpu_device") and rng.random() < 0.3:
+        d["xpu_device"] = rng.choice(D.values_of("xpu_device"))
+    return d
+
+
 def random_rocm(D: Domains, rng: random.Random) -> dict[str, Any]:
     use_mla = rng.random() < 0.4
     d = base("rocm", rocm_arch=rng.choice(D.rocm_archs), dtype=rng.choice(D.dtypes),
@@ -543,9 +559,13 @@ def sources(D: Domains) -> list[Source]:
     if D.prefill_requests:  # the prefill registry (vLLM >= 0.18) on every platform (last: the others' seeds stay)
         out += [Source(f"random_mla_prefill_{p}", p, "mla_prefill", share=0.03,
                        draw=lambda d, r, p=p: random_mla_prefill_other(d, r, p)) for p in ("rocm", "cpu", "xpu")]
-    elif "rocm" in D.layer_platforms:  # 0.16 to 0.20: the MLA layer's prefill question on ROCm too
-        out.append(Source("random_prefill_layer_rocm", "rocm", "mla_prefill", share=0.02,
-                          draw=random_prefill_layer_rocm))
+    else:  # 0.16 to 0.20: the MLA layer's prefill question on ROCm and XPU too
+        if "rocm" in D.layer_platforms:
+            out.append(Source("random_prefill_layer_rocm", "rocm", "mla_prefill", share=0.02,
+                              draw=random_prefill_layer_rocm))
+        if "xpu" in D.layer_platforms and "xpu" in D.platforms:
+            out.append(Source("random_prefill_layer_xpu", "xpu", "mla_prefill", share=0.02,
+                              draw=random_prefill_layer_xpu))
     # start-up on the other platforms (last again: every earlier source keeps its draws): their hooks set the
     # block size, force backends and refuse configurations before any layer asks the selector
     out += [Source(f"random_startup_{p}", p, "startup", share=0.05, draw=lambda d, r, p=p: random_startup_other(d, r, p))
