@@ -443,7 +443,8 @@ def random_mla_prefill_other(D: Domains, rng: random.Random, platform: str) -> d
 def random_prefill_layer_rocm(D: Domains, rng: random.Random) -> dict[str, Any]:
     """An MLA layer's prefill question on ROCm before the prefill registry (0.16 to 0.20): vLLM's layer selects its
     decode backend first (a failure there is the layer's); a sparse one (ROCm's sparse branch) is a
-    SparseMLAAttentionImpl with no prefill path, a dense one's MLACommonImpl takes FlashAttention's varlen prefill."""
+    SparseMLAAttentionImpl with no prefill path, a dense one's MLACommonImpl takes FlashAttention's varlen prefill (from
+    upstream flash-attn: without it, its RuntimeError)."""
     dims = rng.choice(PREFILL_DIMS)
     sparse = rng.random() < 0.6
     d = base("rocm", rocm_arch=rng.choice(D.rocm_archs), dtype=rng.choice(D.dtypes),
@@ -452,6 +453,8 @@ def random_prefill_layer_rocm(D: Domains, rng: random.Random) -> dict[str, Any]:
              qk_nope_head_dim=dims[0], qk_rope_head_dim=dims[1], v_head_dim=dims[2], head_size=512 + dims[1],
              backend=rng.choice(ROCM_MLA_BACKENDS) if rng.random() < 0.2 else None,
              **_rocm_flags(*(rng.random() < 0.5 for _ in range(4))))
+    if rng.random() < 0.4:  # without upstream flash-attn (the worker runs mla_attention.py's import as that build)
+        d["rocm_flash_attn_found"] = False
     if sparse:
         d["index_topk"] = 2048
     return d

@@ -858,11 +858,68 @@ class Oracle:
                     out["backend"] = backend
                     break
             else:
+                refusal = self._fa_prefill_refusal(cfg, M)
+                if refusal is not None:  # MLACommonImpl.__init__'s RuntimeError: the layer cannot be built
+                    return {"ok": False, "kind": "no_valid", "error": refusal}
                 out["backend"] = "FLASH_ATTN_PREFILL"
                 hd = (cfg.get("qk_nope_head_dim") or 0) + (cfg.get("qk_rope_head_dim") or 0)
                 g = fa.get_flash_attn_version
                 out["fa_version"] = g(head_size=hd or None) if _accepts(g, "head_size") else g()
         return out
+
+    def _fa_prefill_refusal(self, cfg: dict[str, Any], M: Any) -> str | None:
+        """MLACommonImpl.__init__'s FlashAttention prefill as a ROCm or XPU build runs it (0.16 to 0.20): mla_attention.py's
+        own module-level import of flash_attn_varlen_func re-run with that build's modules (vllm.vllm_flash_attn
+        raises ImportError without CUDA's _vllm_fa2_C / _vllm_fa3_C; upstream flash_attn as the config's
+        rocm_flash_attn_found says; XPU's vllm._xpu_ops present), then the impl's own `if flash_attn_varlen_func is
+        None: raise RuntimeError(...)`: its text, or None. On CUDA the venv's own import is the build's."""
+        if self.platform == "cuda" or "mla_prefill.fa_import_per_build" not in self.data.patches:
+            return None
+        code = getattr(self, "_fa_import_code", None)
+        if code is None:
+            import textwrap
+
+            tree = ast.parse(inspect.getsource(M))
+            imp = [st for st in tree.body if isinstance(st, ast.Try) and "vllm.vllm_flash_attn" in ast.unparse(st)
+                   and "flash_attn_varlen_func" in ast.unparse(st)]
+            init = ast.parse(textwrap.dedent(inspect.getsource(M.MLACommonImpl.__init__)))
+            check = [n for n in ast.walk(init) if isinstance(n, ast.If)
+                     and ast.unparse(n.test) == "flash_attn_varlen_func is None"]
+            if len(imp) != 1 or len(check) != 1:
+                raise RuntimeError(f"mla_attention.py: {len(imp)} flash_attn import statements, {len(check)} checks")
+            code = self._fa_import_code = (
+                compile(ast.Module(body=imp, type_ignores=[]), "<mla_attention.py flash_attn import>", "exec"),
+                compile(ast.fix_missing_locations(ast.Module(body=[ast.If(test=check[0].test, body=check[0].body,
+                                                                          orelse=[])], type_ignores=[])),
+                        "<MLACommonImpl.__init__ FlashAttention check>", "exec"))
+        boot._mark("mla_prefill.fa_import_per_build", self.data)
+        import builtins
+
+        def varlen(*a: Any, **k: Any) -> Any:  # a build's kernel (never called here)
+            raise NotImplementedError
+
+        present = {"vllm._xpu_ops": types.SimpleNamespace(xpu_ops=types.SimpleNamespace(flash_attn_varlen_func=varlen))}
+        absent = {"vllm.vllm_flash_attn"}
+        if cfg.get("rocm_flash_attn_found", True) is False:
+            absent.add("flash_attn")
+        else:
+            present["flash_attn"] = types.SimpleNamespace(flash_attn_varlen_func=varlen)
+        real = builtins.__import__
+
+        def build_import(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
+            if name in absent:
+                raise ImportError(f"No module named {name!r} in a {self.platform} build")
+            if name in present:
+                return present[name]
+            return real(name, globals, locals, fromlist, level)
+
+        scope = dict(vars(M), __builtins__=dict(vars(builtins), __import__=build_import))
+        exec(code[0], scope)  # noqa: S102 - vLLM's own module-level statement
+        try:
+            exec(code[1], scope)  # noqa: S102 - vLLM's own statement
+        except RuntimeError as e:
+            return str(e)
+        return None
 
 
 def _no_prefill_layer(backend_cls: Any) -> bool:
