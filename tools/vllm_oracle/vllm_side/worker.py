@@ -895,8 +895,8 @@ class Oracle:
         boot._mark("mla_prefill.fa_import_per_build", self.data)
         import builtins
 
-        def varlen(*a: Any, **k: Any) -> Any:  # a build's kernel (never called here)
-            raise NotImplementedError
+        def varlen(*a: Any, **k: Any) -> Any:  # stands for a build's kernel: selection never calls it
+            raise RuntimeError("a stand-in for a build's FlashAttention varlen kernel")
 
         present = {"vllm._xpu_ops": types.SimpleNamespace(xpu_ops=types.SimpleNamespace(flash_attn_varlen_func=varlen))}
         absent = {"vllm.vllm_flash_attn"}
