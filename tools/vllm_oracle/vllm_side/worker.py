@@ -591,8 +591,8 @@ class Oracle:
                 out["fa_version"] = g(requires_alibi=bool(cfg.get("use_alibi")), head_size=sc.head_size,
                                       has_sinks=bool(sc.has_sink), requires_softcap=bool(cfg.get("has_logit_softcap")),
                                       supports_fa4_hd256=True)
-            else:
-                out["fa_version"] = g(head_size=sc.head_size) if _accepts(g, "head_size") else g()
+            else:  # FlashAttentionImpl.__init__'s own call, whatever it passes (0.27: the sliding window, sinks)
+                out["fa_version"] = self._impl_fa_call(cfg, sc, g)
             if "flash_attn.impl_upgrade" in self.data.patches:
                 out["fa_version"] = self._impl_fa_version(out["fa_version"], sc.head_size)
         elif out["ok"] and out["backend"] == "FLASH_ATTN_DIFFKV":
@@ -613,6 +613,36 @@ class Oracle:
 
             forced = fi.force_use_trtllm_attention() if hasattr(fi, "force_use_trtllm_attention") else None
             out["trtllm"] = bool(fi.supports_trtllm_attention()) and forced is not False
+
+    def _impl_fa_call(self, cfg: dict[str, Any], sc: Any, g: Any) -> Any:
+        """FlashAttentionImpl.__init__'s `self.vllm_flash_attn_version = get_flash_attn_version(...)` statement, compiled
+        from the release's source and run with the layer's arguments as the config gives them (ALiBi slopes, a
+        sliding window, sinks, a soft cap: present or not), so the version is the one the layer asks for (0.27 passes
+        requires_local_attention and has_sinks; 0.17 to 0.28 requires_alibi)."""
+        import textwrap
+
+        from vllm.v1.attention.backends import flash_attn as FA
+
+        code = getattr(self, "_impl_fa_call_code", None)
+        if code is None:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(FA.FlashAttentionImpl.__init__)))
+            stmts = [st for st in ast.walk(tree) if isinstance(st, ast.Assign)
+                     and ast.unparse(st.targets[0]) == "self.vllm_flash_attn_version"
+                     and "get_flash_attn_version" in ast.unparse(st.value)]
+            if len(stmts) != 1:
+                raise RuntimeError(f"FlashAttentionImpl.__init__: {len(stmts)} get_flash_attn_version statements")
+            code = self._impl_fa_call_code = compile(ast.Module(body=stmts, type_ignores=[]),
+                                                     "<FlashAttentionImpl.__init__ get_flash_attn_version>", "exec")
+        cap = 30.0 if cfg.get("has_logit_softcap") else 0
+        layer = types.SimpleNamespace(logits_soft_cap=cap)
+        local = {"self": layer, "head_size": sc.head_size,
+                 "alibi_slopes": [0.5] if cfg.get("use_alibi") else None,
+                 "sliding_window": 4096 if getattr(sc, "has_sliding_window", False) or cfg.get("has_sliding_window")
+                 else None,
+                 "sinks": object() if getattr(sc, "has_sink", False) else None,
+                 "logits_soft_cap": cap or None}
+        exec(code, dict(vars(FA), get_flash_attn_version=g), local)  # noqa: S102 - vLLM's own statement
+        return layer.vllm_flash_attn_version
 
     def _impl_fa_version(self, version: Any, head_size: int) -> Any:
         """FlashAttentionImpl.__init__'s own statements after its get_flash_attn_version call that change the version
