@@ -21,6 +21,7 @@
 #include <ATen/EmptyTensor.h>
 #include <torch/csrc/autograd/python_variable.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
