@@ -28,6 +28,8 @@ def _try(ctx: Context, changes: Mapping[str, Any], goal: Goal) -> tuple[str, str
     if "dtype" in fields and "dtype_explicit" in _declared_fields(ctx.config):
         fields["dtype_explicit"] = True  # the fix is typed as --dtype X: vLLM's start-up checks it as given
     kv = fields.get("kv_cache_dtype")
+    if kv is not None and ctx.kv_effective:
+        kv = fields["kv_cache_dtype"] = dict(ctx.kv_effective).get(kv, kv)
     if ctx.sparse_kv_rewrite and isinstance(kv, str) and kv.startswith(_FP8):
         fields["kv_cache_dtype"] = "fp8_ds_mla"
     try:

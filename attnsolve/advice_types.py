@@ -30,6 +30,8 @@ class Context:
     tensor_parallel_size: int = 1
     total_heads: int | None = None  # query heads of the model before tensor parallelism
     sparse_kv_rewrite: bool = False  # DeepSeek-V3.2: an fp8 KV cache becomes fp8_ds_mla
+    # --kv-cache-dtype values the checkpoint turns into another dtype (its quantization_config): (typed, effective)
+    kv_effective: tuple[tuple[str, str], ...] = ()
     float16_ok: bool = True  # False for model types vLLM refuses to run in float16
     notes: tuple[str, ...] = ()  # what the model reader and --gpu auto resolved, said to the user
     env: tuple[tuple[str, str], ...] = ()  # vLLM environment switches read from the process

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .checkpoint_kv import CheckpointQuant, apply_checkpoint, kv_outcomes
 from .errors import ConfigError, safe_repr
 from .render import show
 from .rules.model import ModelKey
@@ -82,6 +83,7 @@ class ModelFacts:
     architectures: tuple[str, ...] = ()
     pooling: bool = False  # vLLM runs it as a pooling (embedding / classification) model
     config: Mapping[str, Any] = field(default_factory=dict, repr=False)  # config.json (text_config merged in)
+    quant: CheckpointQuant | None = None  # its quantization_config, as vLLM's two readers see it
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "model_type": self.model_type, "fields": dict(self.fields),
@@ -282,9 +284,37 @@ def read_model_config(path: str | Path) -> ModelFacts:
                 extra["sliding_window"] = window  # the note depends on the release asked (query.py)
                 extra["sliding_window_layers"] = layers
 
+    quant = _quantization(shown, top, text_cfg)
+    if quant is not None and quant.method:
+        extra["quant_method"] = quant.method
     return ModelFacts(path=shown, fields=fields, notes=tuple(notes), model_type=model_type,
                       sparse_kv_rewrite=bool(fields.get("use_sparse")), extra=extra,
-                      config_dtype=fields.get("dtype"), architectures=tuple(archs), pooling=pooling, config=cfg)
+                      config_dtype=fields.get("dtype"), architectures=tuple(archs), pooling=pooling, config=cfg,
+                      quant=quant)
+
+
+def _quantization(shown: str, top: Mapping[str, Any], text_cfg: Mapping[str, Any] | None) -> CheckpointQuant | None:
+    """The checkpoint's quantization as vLLM reads it: hf_config.quantization_config (config.json's, else a ModelOpt
+    hf_quant_config.json beside it: transformers_utils/config.py), and the model's quantization config (that, else
+    `compression_config`, else text_config's: model_arch_config_convertor.py get_quantization_config)."""
+    def table(cfg: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any] | None:
+        v = cfg.get(key)
+        if v is not None and not isinstance(v, dict):
+            raise _err(where, key, v, "a JSON object")
+        return v
+    engine = table(top, "quantization_config", shown)
+    source = "config.json quantization_config"
+    if engine is None:
+        side = Path(shown).with_name("hf_quant_config.json")
+        if side.is_file():
+            source = side.name
+            engine = table({"quantization_config": _load(side)[1]}, "quantization_config", str(side))
+    layer = engine if engine is not None else table(top, "compression_config", shown)
+    if layer is None and text_cfg:
+        layer = table(text_cfg, "quantization_config", shown) or table(text_cfg, "compression_config", shown)
+    if engine is None and layer is None:
+        return None
+    return CheckpointQuant(engine=engine, layer=layer, source=source)
 
 
 # transformers' config classes that fill `layer_types` when config.json lists none (their __post_init__), for the
@@ -410,12 +440,31 @@ def _text_type(model: ModelFacts) -> str | None:
     return model.extra.get("text_model_type") if isinstance(model.extra.get("text_model_type"), str) else None
 
 
-def apply_model_rewrites(model: ModelFacts, fields: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
-    """vLLM's model-config rewrites of user settings: DeepSeek-V3.2 turns fp8* KV into fp8_ds_mla.
+def apply_model_rewrites(model: ModelFacts, fields: dict[str, Any], rules: Any = None
+                         ) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """vLLM's model-config rewrites of user settings, in its order: the checkpoint's own KV-cache dtype (its
+    quantization_config, as `rules` -- the release asked -- reads it; none without rules), then DeepSeek-V3.2's
+    fp8* KV -> fp8_ds_mla.
 
     Returns the new fields and a note for each rewrite (the CLI shows it as a warning).
     """
+    notes: tuple[str, ...] = ()
+    if rules is not None:
+        decl = rules.fields.get("kv_cache_dtype")
+        fields, notes = apply_checkpoint(model.quant, decl.checkpoint if decl is not None else None, fields,
+                                         rules.fields)
     kv = fields.get("kv_cache_dtype")
     if model.sparse_kv_rewrite and isinstance(kv, str) and kv.lower().startswith("fp8") and kv.lower() != "fp8_ds_mla":
-        return {**fields, "kv_cache_dtype": "fp8_ds_mla"}, (FP8_DS_MLA_NOTE.format(old=kv),)
-    return fields, ()
+        return {**fields, "kv_cache_dtype": "fp8_ds_mla"}, (*notes, FP8_DS_MLA_NOTE.format(old=kv))
+    return fields, notes
+
+
+def kv_effective(model: ModelFacts, rules: Any, fields: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """(typed --kv-cache-dtype, the dtype vLLM ends with) for each value of the release's domain that this
+    checkpoint's quantization_config changes (the fix search offers what a flag gives, not what it says)."""
+    decl = rules.fields.get("kv_cache_dtype")
+    if model.quant is None or decl is None or decl.checkpoint is None:
+        return ()
+    got = kv_outcomes(model.quant, decl.checkpoint, tuple(rules.domains.get("kv_cache_dtype", ())),
+                      {"use_mla": fields.get("use_mla")}, rules.fields)
+    return tuple(got.items())

@@ -176,10 +176,12 @@ def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Seq
         else:
             fields["dtype"] = "bfloat16"
             defaulted.append("dtype")
+    kv_effective: tuple[tuple[str, str], ...] = ()
     if model is not None:
-        from .modelconfig import apply_model_rewrites
-        fields, rewrites = apply_model_rewrites(model, fields)
+        from .modelconfig import apply_model_rewrites, kv_effective as _kv_effective
+        fields, rewrites = apply_model_rewrites(model, fields, rules)
         notes += list(rewrites)
+        kv_effective = _kv_effective(model, rules, fields)
     role = getattr(ns, "role", None)
     if role is not None:
         from .solver.facts import parse_role
@@ -198,6 +200,7 @@ def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Seq
                  tensor_parallel_size=tp, total_heads=total, defaulted=tuple(defaulted), env=used_env,
                  user_fields=user, dtype_auto=model is not None and "dtype" not in explicit,
                  sparse_kv_rewrite=bool(model is not None and model.sparse_kv_rewrite), float16_ok=f16,
+                 kv_effective=kv_effective,
                  model_path=None if model is None else model.path)
 
 

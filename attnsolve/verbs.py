@@ -189,10 +189,12 @@ def _matrix(q: Query, over: list[tuple[str, list[str] | None]], long: bool, styl
         try:
             if q.model is not None and "kv_cache_dtype" in changes:
                 from .modelconfig import apply_model_rewrites
-                fixed, notes = apply_model_rewrites(q.model, dict(changes))
+                fixed, notes = apply_model_rewrites(q.model, {"use_mla": base.use_mla, **changes}, rules)
+                fixed = {k: v for k, v in fixed.items() if k in changes or k == "kv_cache_dtype"}
                 if notes:
-                    cell["note"] = notes[0]
-                    rewritten.add(str(changes["kv_cache_dtype"]))
+                    cell["note"] = notes[-1]
+                if fixed.get("kv_cache_dtype") != changes["kv_cache_dtype"]:
+                    rewritten.add(f"{show(changes['kv_cache_dtype'])} -> {show(fixed['kv_cache_dtype'])}")
                 changes = fixed
             cfg = _with_hardware(q, base, changes)
             if "compute_capability" in changes and cfg.platform != "cuda":
@@ -221,8 +223,9 @@ def _matrix(q: Query, over: list[tuple[str, list[str] | None]], long: bool, styl
     if any(r["label"] == "n/a" for r in rows):
         legend.append("n/a = not a valid combination")
     if rewritten:
-        legend.append(f"kv {', '.join(sorted(rewritten))} rewritten to fp8_ds_mla by the DeepSeek-V3.2 model "
-                      "config, as vLLM does")
+        by = [w for w, on in (("the checkpoint's quantization_config", q.model is not None and q.model.quant),
+                              ("the DeepSeek-V3.2 model config", q.model is not None and q.model.sparse_kv_rewrite)) if on]
+        legend.append(f"kv {', '.join(sorted(rewritten))}: rewritten by {' and '.join(by)}, as vLLM does")
     if legend:
         lines += [""] + [x for item in legend for x in wrap(item)]
     code = EXIT_OK

@@ -11,7 +11,8 @@ from typing import Any
 from . import schema
 from ._fields import CONFIG_FIELDS
 from .conditions import _literals
-from .model import _NO_EQ, ENV_READINGS, FIELD_CATEGORIES, FIELD_KINDS, DerivedCase, FieldDecl, ModelKey
+from .model import (_NO_EQ, ENV_READINGS, FIELD_CATEGORIES, FIELD_KINDS, CheckpointKv, CheckpointScheme, DerivedCase,
+                    FieldDecl, ModelKey)
 from .problems import _Collector
 from .toml_values import _list
 
@@ -91,6 +92,13 @@ def _field_decls(raw: dict[str, tuple[str, dict]], domains: dict[str, tuple[Any,
                 col.add(fname, f"fields.{name}.unknown_message",
                         f"unknown placeholder {e} (use {{value}}, {{VALUE}} or {{values}})")
                 continue
+        checkpoint = None
+        if "checkpoint" in d:
+            try:
+                checkpoint = _checkpoint(name, d["checkpoint"], domains, known)
+            except ValueError as e:
+                col.add(fname, f"fields.{name}.checkpoint", str(e))
+                continue
         out[name] = FieldDecl(name=name, kind=kind, default=default, unset=d.get("unset", ""), category=category,
                               selector=bool(d.get("selector", False)), flags=flags, metavar=d.get("metavar", "VALUE"),
                               env=d.get("env"), vllm=d.get("vllm", ""), help=d.get("help", ""),
@@ -98,8 +106,40 @@ def _field_decls(raw: dict[str, tuple[str, dict]], domains: dict[str, tuple[Any,
                               model_keys=model_keys, architectures=dict(d.get("architectures", {})),
                               architecture_keys=arch_keys, defaults=defaults,
                               mla_layers=bool(d.get("mla_layers", True)),
-                              unknown_message=unknown, env_reads=env_reads)
+                              unknown_message=unknown, env_reads=env_reads, checkpoint=checkpoint)
     return out
+
+
+def _checkpoint(name: str, raw: Any, domains: dict[str, tuple[Any, ...]], known: set[str]) -> CheckpointKv:
+    """`[fields.kv_cache_dtype.checkpoint]` -> CheckpointKv: every dtype it names is one of the field's values, the
+    per-head field one the rule set knows (a typo here would make `--model` answer with a value vLLM never uses)."""
+    if name != "kv_cache_dtype":
+        raise ValueError("only kv_cache_dtype reads a checkpoint's own value")
+    values = domains.get(name, ())
+
+    def dtype(v: Any, where: str) -> str:
+        if not isinstance(v, str) or v not in values:
+            raise ValueError(f"{where}: {v!r} is not one of kv_cache_dtype's values {list(values)}")
+        return v
+    algos = raw.get("modelopt_algos", {})
+    mapped = {str(k).lower(): dtype(v, f"modelopt_algos.{k}") for k, v in algos.items()}
+    schemes = []
+    for i, c in enumerate(raw.get("modelopt_schemes", ())):
+        if not {"num_bits", "type", "algo"} <= set(c) or str(c["algo"]).lower() not in mapped:
+            raise ValueError(f"modelopt_schemes #{i + 1}: needs num_bits, type and an algo that modelopt_algos maps "
+                             f"(one of {sorted(mapped)}), got {c!r}")
+        schemes.append(CheckpointScheme(int(c["num_bits"]), str(c["type"]), str(c["algo"]).lower(), c.get("dynamic")))
+    scheme_dtype = raw.get("scheme_dtype")
+    if scheme_dtype is not None:
+        dtype(scheme_dtype, "scheme_dtype")
+    per_head = raw.get("per_head_field")
+    if per_head is not None and per_head not in known:
+        raise ValueError(f"per_head_field: {per_head!r} is not a field of this rule set")
+    if (per_head is None) != (raw.get("per_head_strategy") is None):
+        raise ValueError("per_head_strategy and per_head_field go together")
+    return CheckpointKv(modelopt_algos=mapped, modelopt_schemes=tuple(schemes), scheme_dtype=scheme_dtype,
+                        scheme_overrides_explicit=bool(raw.get("scheme_overrides_explicit", False)),
+                        per_head_strategy=raw.get("per_head_strategy"), per_head_field=per_head)
 
 
 def _model_keys(kind: str, raw: Any) -> tuple[ModelKey, ...]:

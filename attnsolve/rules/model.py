@@ -751,6 +751,42 @@ class ModelKey:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckpointScheme:
+    """A ModelOpt `kv_cache_scheme` / `kv_cache_quant_algo` table vLLM recognises: its bits and type (and
+    `dynamic` where vLLM tests it) name the algorithm `algo`, then looked up like a string algorithm."""
+
+    num_bits: int
+    type: str
+    algo: str
+    dynamic: bool | None = None
+
+    def matches(self, scheme: Mapping[str, Any]) -> bool:
+        return (scheme.get("num_bits") == self.num_bits and scheme.get("type") == self.type
+                and (self.dynamic is None or scheme.get("dynamic") is self.dynamic))
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointKv:
+    """How a release reads a checkpoint's own KV-cache dtype from config.json's `quantization_config`
+    (`[fields.kv_cache_dtype.checkpoint]`): as data because the map and the precedence changed across releases.
+
+    - ModelOpt checkpoints (quant_method modelopt*): vLLM's engine arguments resolve `--kv-cache-dtype auto`
+      from `kv_cache_scheme` / `kv_cache_quant_algo` (`modelopt_algos`: lower-cased algorithm -> KV dtype;
+      `modelopt_schemes`: tables that name an algorithm; anything else: "auto" with vLLM's warning).
+    - compressed-tensors checkpoints with a `kv_cache_scheme`: the (non-MLA) attention layer uses
+      `scheme_dtype`, over an explicit `--kv-cache-dtype` too where `scheme_overrides_explicit`, and a scheme
+      whose strategy is `per_head_strategy` sets `per_head_field`.
+    """
+
+    modelopt_algos: Mapping[str, str] = field(default_factory=dict)
+    modelopt_schemes: tuple[CheckpointScheme, ...] = ()
+    scheme_dtype: str | None = None
+    scheme_overrides_explicit: bool = False
+    per_head_strategy: str | None = None
+    per_head_field: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class FieldDecl:
     """One selection input as a rule set declares it (`[fields.NAME]` tables): the schema as data.
 
@@ -792,6 +828,8 @@ class FieldDecl:
     unknown_message: str = ""
     # how vLLM reads `env`'s text (one of ENV_READINGS); required with `env`
     env_reads: str = ""
+    # the checkpoint's own value (`--model`: config.json's quantization_config), kv_cache_dtype only
+    checkpoint: CheckpointKv | None = None
 
     @property
     def flag(self) -> str:

@@ -63,7 +63,12 @@ KEYS: dict[str, dict[str, str]] = {
     "field": {"kind": STR, "default": SCALAR, "unset": STR, "category": STR, "selector": BOOL, "flags": STR_LIST, "flag": STR,
               "metavar": STR, "env": STR, "env_reads": STR, "vllm": STR, "help": STR, "platforms": STR_LIST, "min": INT,
               "values": LIST, "model_keys": "raw", "architectures": TABLE, "architecture_keys": TABLE,
-              "defaults": LIST_OF("field_default"), "mla_layers": BOOL, "unknown_message": STR},
+              "defaults": LIST_OF("field_default"), "mla_layers": BOOL, "unknown_message": STR,
+              "checkpoint": ONE("checkpoint")},
+    # [fields.kv_cache_dtype.checkpoint]: how `--model` reads a checkpoint's KV-cache dtype (model.CheckpointKv)
+    "checkpoint": {"modelopt_algos": TABLE, "modelopt_schemes": LIST_OF("checkpoint_scheme"), "scheme_dtype": STR,
+                   "scheme_overrides_explicit": BOOL, "per_head_strategy": STR, "per_head_field": STR},
+    "checkpoint_scheme": {"num_bits": INT, "type": STR, "dynamic": BOOL, "algo": STR},
     # a case of a field's `defaults`: the value an unset field takes where `when` holds (the last has no when)
     "field_default": {"when": LITERALS, "value": SCALAR},
     # default: the base class's value when a backend omits the key (a list for values / multiple_of);
