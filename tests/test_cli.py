@@ -354,7 +354,7 @@ def argvs(draw):
     for flag in draw(st.lists(st.sampled_from(_BOOLS), max_size=3, unique=True)):
         pairs.append((flag, draw(st.sampled_from([None, "true", "false", "1", "0"] + ([] if valid else ["maybe"])))))
     model = draw(st.sampled_from([None, None, "llama3-8b.json", "deepseek-v3.json", "deepseek-v3.2.json",
-                                  "gpt-oss-20b.json", "gemma3-4b.json"]))
+                                  "gpt-oss-20b.json", "gemma3-4b.json", "llama3-8b-fp8-kv.json"]))
     if model:
         pairs.append(("--model", str(EX / model)))
         if draw(st.booleans()):
@@ -412,7 +412,8 @@ def _expected(pairs: dict, extra: list) -> tuple[int, str | None]:
         fields["dtype"] = want
     fields.setdefault("dtype", "bfloat16")
     if model is not None:
-        fields, _ = apply_model_rewrites(model, fields)
+        from attnsolve.rules import default_version, rules_for
+        fields, _ = apply_model_rewrites(model, fields, rules_for(default_version()))  # the checkpoint's KV dtype too
     try:
         cfg = Config(**fields)
     except ConfigError:
