@@ -5,7 +5,7 @@ get_kv_cache_quant_algo_string with MODELOPT_TO_VLLM_KV_CACHE_DTYPE_MAP, and mod
 attention.py Attention.__init__'s kv_cache_scheme block), with the release differences written as version
 bounds: the map gained nvfp4 (and the 4-bit float scheme) in 0.20; the compressed-tensors scheme overrides an
 explicit --kv-cache-dtype up to 0.21 and only an automatic one from 0.22; the per-head strategy sets
-use_per_head_quant_scales where the rule set declares it. The rules hold the same facts as data; hypothesis
+use_per_head_quant_scales from 0.17 (0.16 has no such input). The rules hold the same facts as data; hypothesis
 draws quantization configs and compares the two.
 """
 
@@ -61,7 +61,7 @@ def _reference(release: str, qc: dict[str, Any] | None, typed: str | None, use_m
     if scheme is not None and not use_mla:  # Attention.__init__ (MLAAttention does not read it)
         if _key(release) <= (0, 21) or kv == "auto":
             kv = "fp8"
-        per_head = _key(release) >= (0, 20) and isinstance(scheme, dict) and scheme.get("strategy") == "attn_head"
+        per_head = _key(release) >= (0, 17) and isinstance(scheme, dict) and scheme.get("strategy") == "attn_head"
     return (None if kv == "auto" else kv), per_head
 
 
@@ -176,7 +176,7 @@ def test_mla_layers_do_not_read_the_scheme_and_per_head_needs_the_input(tmp_path
     assert fields == {"use_mla": True} and "MLA layers" in notes[0]
     fields, _ = apply_model_rewrites(model, {}, rules_for("0.34"))
     assert fields == {"kv_cache_dtype": "fp8", "use_per_head_quant_scales": True}
-    fields, _ = apply_model_rewrites(model, {}, rules_for("0.19"))  # 0.19's rules do not declare the input
+    fields, _ = apply_model_rewrites(model, {}, rules_for("0.16"))  # vLLM 0.16 has no per-head input
     assert fields == {"kv_cache_dtype": "fp8"}
     # a flag the user gave stays theirs
     fields, _ = apply_model_rewrites(model, {"use_per_head_quant_scales": False}, rules_for("0.34"))
@@ -230,3 +230,15 @@ def test_a_bad_checkpoint_declaration_is_a_rules_error(decl, problem):
                        {"kv_cache_dtype", "dtype"})
     assert name not in out
     assert any(problem in str(p) for p in col.problems), col.problems
+
+
+def test_per_head_scales_are_a_017_input():
+    """vLLM 0.17 added use_per_head_quant_scales to get_attn_backend and validate_configuration ("per-head quant scales
+    not supported"; FlashAttention supports it from FA3): the 0.17 rules declare it (session 43), 0.16's do not."""
+    from attnsolve import Config, NoValidBackendError, solve
+    assert solve(Config(vllm="0.17", gpu="H100", dtype="bfloat16", use_per_head_quant_scales=True)).variant == "FA3"
+    with pytest.raises(NoValidBackendError) as e:
+        solve(Config(vllm="0.17", gpu="A100", dtype="bfloat16", use_per_head_quant_scales=True))
+    assert "per-head quant scales not supported" in str(e.value) and "use_per_head_quant_scales=True" in str(e.value)
+    with pytest.raises(ConfigError):
+        Config(vllm="0.16", gpu="A100", dtype="bfloat16", use_per_head_quant_scales=True)
