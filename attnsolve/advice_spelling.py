@@ -26,6 +26,11 @@ def gpu_text(names: Sequence[str], facts: Mapping[str, Any], older: bool = False
 
 def change_text(ctx: Context, name: str, value: Any) -> str:
     """One change, ready to paste: a `vllm serve` flag, an --attention-config key or an env var."""
+    if name == "backend" and ctx.per_kind:  # the request is backend_per_kind's entry for this layer's kind
+        if value is None:
+            also = " and --attention-backend" if ctx.global_backend else ""
+            return f"drop backend_per_kind's {ctx.per_kind} entry{also} (automatic selection)"
+        return f"--attention-config '{{\"backend_per_kind\": {{\"{ctx.per_kind}\": \"{value}\"}}}}'"
     if name == "backend":
         return "drop --attention-backend (automatic selection)" if value is None else f"--attention-backend {value}"
     if name in _SERVE_FLAGS:

@@ -32,6 +32,9 @@ class Context:
     sparse_kv_rewrite: bool = False  # DeepSeek-V3.2: an fp8 KV cache becomes fp8_ds_mla
     # --kv-cache-dtype values the checkpoint turns into another dtype (its quantization_config): (typed, effective)
     kv_effective: tuple[tuple[str, str], ...] = ()
+    # the layer's request came from backend_per_kind's entry for this kind (per_kind.py); the global request
+    per_kind: str | None = None
+    global_backend: str | None = None
     float16_ok: bool = True  # False for model types vLLM refuses to run in float16
     notes: tuple[str, ...] = ()  # what the model reader and --gpu auto resolved, said to the user
     env: tuple[tuple[str, str], ...] = ()  # vLLM environment switches read from the process

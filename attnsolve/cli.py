@@ -101,6 +101,7 @@ FLAGS: tuple[Flag, ...] = (
 )
 FLAG_OF: dict[str, str] = {f.field: f.names[0] for f in FLAGS}
 FLAG_OF.update({"role": "--role", "model": "--model", "tensor_parallel_size": "--tensor-parallel-size",
+                "backend_per_kind": "--backend-per-kind",
                 "over": "--over"})
 _GROUPS = (("hardware", 0, 4), ("model (--model fills these from config.json)", 4, 16),
            ("KV cache and backend", 16, 19), ("switches (vLLM --attention-config.* / environment)", 19, len(FLAGS) - 1),
@@ -203,6 +204,12 @@ def _add_query_flags(p: argparse.ArgumentParser) -> None:
                                help=f.help + " (bare flag = true)")
             else:
                 g.add_argument(*f.names, dest=f.field, metavar=f.metavar, default=None, help=f.help)
+        if lo == 16:  # vLLM 0.26's per-KV-cache-group requests: resolved into this layer's request (per_kind.py)
+            g.add_argument("--backend-per-kind", _AC + "backend_per_kind", "-ac.backend_per_kind",
+                           dest="backend_per_kind", metavar="MAP", default=None,
+                           help='per-KV-cache-group requests (vLLM >= 0.26), a JSON object such as '
+                                '{"sliding_window": "TRITON_ATTN"} or kind=BACKEND[,kind=BACKEND]: the entry for '
+                                "this layer's kind replaces --attention-backend")
         if lo == 4:
             g.add_argument("--model", metavar="PATH", help="Hugging Face config.json, its directory, or a repo id "
                            "(e.g. deepseek-ai/DeepSeek-V3) in the local Hugging Face cache: derives head size, "

@@ -193,6 +193,15 @@ def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Seq
     except ConfigError as e:  # name the source of the bad value: flag, model file key or environment variable
         from .cli_guards import blame, sources
         raise blame(e, sources(model, env_fields, explicit)) from None
+    per_kind = global_backend = None
+    if getattr(ns, "backend_per_kind", None) is not None:  # the entry for this layer's kind is its request
+        from .per_kind import apply_backend_per_kind
+        got = apply_backend_per_kind(config, ns.backend_per_kind)  # ConfigError: the CLI's exit 2
+        notes.append(got.note)
+        if got.entry is not None:
+            per_kind, global_backend = got.kind, config.backend
+            config = got.config
+            user = user | {"backend"}
     from .modelconfig import FLOAT16_NOT_SUPPORTED
     f16 = model is None or not ({model.model_type, model.extra.get("text_model_type")} & FLOAT16_NOT_SUPPORTED)
     return Query(config=config, role=role, notes=tuple(notes), model=model,
@@ -200,7 +209,7 @@ def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Seq
                  tensor_parallel_size=tp, total_heads=total, defaulted=tuple(defaulted), env=used_env,
                  user_fields=user, dtype_auto=model is not None and "dtype" not in explicit,
                  sparse_kv_rewrite=bool(model is not None and model.sparse_kv_rewrite), float16_ok=f16,
-                 kv_effective=kv_effective,
+                 kv_effective=kv_effective, per_kind=per_kind, global_backend=global_backend,
                  model_path=None if model is None else model.path)
 
 

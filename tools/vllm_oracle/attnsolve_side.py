@@ -36,6 +36,7 @@ def rule_set_label(version: str) -> str:
 def make_config(cfg: Mapping[str, Any], version: str | None = None) -> Config:
     """attnsolve's Config for a generated configuration (for `version` where Config takes one)."""
     kw = dict(cfg)
+    kw.pop("backend_per_kind", None)  # not a Config field: answer() resolves it into the layer's request
     if PASS_VLLM_VERSION and version is not None:
         kw["vllm"] = rule_set_label(version)
     return Config(**kw)
@@ -96,7 +97,15 @@ def answer(cfg: Mapping[str, Any], mode: str, version: str | None = None) -> dic
         config = make_config(cfg, version)
         if mode == "startup" and "dtype_explicit" in config.field_names:
             config = config.replace(dtype_explicit=True)  # vLLM's worker checks the dtype it is given
+        if cfg.get("backend_per_kind"):  # the entry for the layer's kind is its request (attnsolve/per_kind.py)
+            from attnsolve.per_kind import apply_backend_per_kind
+
+            config = apply_backend_per_kind(config, cfg["backend_per_kind"]).config
     except ConfigError as e:
+        from attnsolve.per_kind import HookReadsRequest
+
+        if isinstance(e, HookReadsRequest):  # a per-kind entry a hook reads differently: attnsolve does not answer
+            return {"ok": False, "kind": "not_modelled", "error": str(e), "field": e.field}
         kind = "unknown_backend" if e.field == "backend" else "config_error"
         # vLLM's own refusal where the rules know it (ConfigError.vllm_text), else attnsolve's whole text
         return {"ok": False, "kind": kind, "error": e.vllm_text or str(e), "field": e.field}

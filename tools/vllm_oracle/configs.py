@@ -58,6 +58,8 @@ class Domains:
     # platforms whose rules model the MLA layer around prefill selection (an `mla_prefill` step: its decode backend
     # first, sparse layers without a prefill path) or give a layer no prefill backend by a `no_prefill` list
     layer_platforms: tuple[str, ...] = ()
+    # AttentionConfig.backend_per_kind's kinds (vLLM >= 0.26: the rules' derived attn_spec_kind); empty before
+    kinds: tuple[str, ...] = ()
 
     def values_of(self, field: str) -> tuple[Any, ...]:
         return dict(self.valued).get(field, ())
@@ -96,7 +98,8 @@ class Domains:
                    switches=switches,
                    layer_platforms=tuple(sorted({pl.platform for pl in rules.lists
                                                  if getattr(pl, "no_prefill", False)
-                                                 or getattr(pl, "mla_prefill", None) is not None})))
+                                                 or getattr(pl, "mla_prefill", None) is not None})),
+                   kinds=tuple(rules.derived["attn_spec_kind"].values) if "attn_spec_kind" in rules.derived else ())
 
 
 def _prefill_requests(rules: Any, version: str | None) -> tuple[str, ...]:
@@ -347,6 +350,12 @@ def _draw_inputs(D: Domains, rng: random.Random, d: dict[str, Any], p: float = 0
         # use_rswa is a model fact (model_config.rswa_window): it needs a model config, and an MLA
         # model's config has its dimensions (vLLM reads them without a default)
         d.update(qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128)
+    if D.kinds and rng.random() < 0.12:  # per-KV-cache-group requests: one or two entries, mostly kinds a layer has
+        kinds = [k for k in ("full_attention", "sliding_window", "mla_attention", "sliding_window_mla",
+                             "encoder_only_attention", "cross_attention") if k in D.kinds]
+        if rng.random() < 0.1:
+            kinds = list(D.kinds)
+        d["backend_per_kind"] = {k: rng.choice(D.backends) for k in rng.sample(kinds, rng.choice((1, 1, 2)))}
     if D.valued:
         heads = D.values_of("num_kv_heads")
         if heads and d.get("num_heads") and rng.random() < 0.3:

@@ -243,6 +243,8 @@ class Oracle:
         fields = getattr(C.AttentionConfig, "__dataclass_fields__", {})
         if cfg.get("backend"):
             att["backend"] = E[cfg["backend"].upper()]
+        if cfg.get("backend_per_kind") and "backend_per_kind" in fields:  # vLLM >= 0.26: per-KV-cache-group requests
+            att["backend_per_kind"] = dict(cfg["backend_per_kind"])  # names parsed by AttentionConfig's own validator
         for k in ("flash_attn_version", "use_trtllm_attention", "use_prefill_decode_attention",
                   "disable_flashinfer_prefill", "use_cudnn_prefill", "use_trtllm_ragged_deepseek_prefill",
                   "use_non_causal"):
@@ -549,6 +551,14 @@ class Oracle:
         # 0.16/0.17 drop the block size before validating; later releases keep it
         sc = sel_cfg._replace(block_size=None) if "block_size=None" in self._select_src else sel_cfg
         requested = vc.attention_config.backend
+        per_kind = getattr(vc.attention_config, "backend_per_kind", None)
+        if per_kind:  # the layer's request as get_attn_backend looks its kind up (vLLM >= 0.26)
+            from vllm.v1.attention import selector as S
+
+            kind = S.get_attn_spec_kind(use_mla=bool(cfg.get("use_mla")),
+                                        has_sliding_window=bool(getattr(sc, "has_sliding_window", False)),
+                                        attn_type=sc.attn_type)
+            requested = per_kind.get(kind.value, requested)
         num_heads = cfg.get("num_heads")
         if requested is not None:
             reasons = self._reasons_of(requested, cap, sc)
