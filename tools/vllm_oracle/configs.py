@@ -495,6 +495,8 @@ def random_rocm(D: Domains, rng: random.Random) -> dict[str, Any]:
              backend=rng.choice((ROCM_MLA_BACKENDS if use_mla else ROCM_STD_BACKENDS)) if rng.random() < 0.3 else None,
              use_prefill_decode_attention=rng.random() < 0.2,
              **_rocm_flags(*(rng.random() < 0.5 for _ in range(4))))
+    if rng.random() < 0.08:  # any registry name now and then: another platform's backend requested on ROCm
+        d["backend"] = rng.choice(D.backends)  # (session 43: FLASH_ATTN_MLA's CUDA-only check was never asked)
     return _draw_inputs(D, rng, d)
 
 
@@ -518,6 +520,8 @@ def random_cpu(D: Domains, rng: random.Random) -> dict[str, Any]:
              use_sparse=use_mla and rng.random() < 0.3, has_sink=rng.random() < 0.15,
              attn_type=rng.choice(D.attn_types),
              backend=rng.choice((None, "CPU_ATTN", "FLASH_ATTN", "TRITON_ATTN", "FLEX_ATTENTION")))
+    if rng.random() < 0.08:  # any registry name now and then (the CPU MLA backends, another platform's)
+        d["backend"] = rng.choice(D.backends)
     return _draw_inputs(D, rng, d)
 
 
