@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import sys
 import tempfile
 import time
@@ -37,11 +36,26 @@ def _toml_list(xs: list[Any]) -> str:
     return "[" + ", ".join(f'"{x}"' if isinstance(x, str) else str(x) for x in xs) + "]"
 
 
+def packaged_domains_text() -> str:
+    """The packaged domains.toml as the base of a rule set that declares no fields: the generic checks of fields only
+    a fields.toml declares (0.17's use_per_head_quant_scales) are left out, since such a set cannot read them."""
+    import re
+    from attnsolve.rules._fields import CONFIG_FIELDS
+    text = (RULES_DIR / "domains.toml").read_text(encoding="utf-8")
+    parts = re.split(r"(?m)^(?=\[\[generic_checks\]\]\n)", text)
+    kept = [parts[0]]
+    for part in parts[1:]:
+        m = re.search(r'(?m)^field = "([a-z_0-9]+)"', part)
+        if m is None or m.group(1) in CONFIG_FIELDS:
+            kept.append(part)
+    return "".join(kept)
+
+
 def synthetic_rules(n: int, directory: Path, seed: int = 0) -> Path:
     """A rules folder with N CUDA backends in one priority list (the last one accepts everything)."""
     rng = random.Random(seed)
     directory.mkdir(parents=True, exist_ok=True)
-    shutil.copy(RULES_DIR / "domains.toml", directory / "domains.toml")
+    (directory / "domains.toml").write_text(packaged_domains_text(), encoding="utf-8")
     out = []
     names = [f"B{i:04d}" for i in range(n)]
     for i, name in enumerate(names):

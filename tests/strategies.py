@@ -564,9 +564,9 @@ def synthetic_rules(draw: Any, domains_doc: dict[str, Any] | None = None, *, max
     role, and every non-explicit backend is listed on each of its platforms (the structure checks demand it).
     """
     import tomllib
-    from attnsolve.rules import RULES_DIR
 
-    dom = domains_doc or tomllib.loads((RULES_DIR / "domains.toml").read_text(encoding="utf-8"))
+    from benchmarks.bench_scaling import packaged_domains_text  # without checks of fields it cannot declare
+    dom = domains_doc or tomllib.loads(packaged_domains_text())
     domains = dom["fields"]
     n = draw(st.integers(1, max_backends))
     names = [f"SYN_{i}" for i in range(n)]

@@ -84,13 +84,12 @@ def test_csp_when_no_rule_reads_the_compute_capability():
     """Regression (found by the property above): a rule set whose only compute-capability test is
     in a derived fact no rule uses left `compute_capability` out of the CSP's variables, and the
     platform/hardware coupling constraint then raised KeyError."""
-    import shutil
     from pathlib import Path
 
     from attnsolve import Config
-    from attnsolve.rules.loader import RULES_DIR
+    from benchmarks.bench_scaling import packaged_domains_text
     with tempfile.TemporaryDirectory() as tmp:
-        shutil.copy(Path(RULES_DIR) / "domains.toml", Path(tmp) / "domains.toml")
+        (Path(tmp) / "domains.toml").write_text(packaged_domains_text())
         (Path(tmp) / "synth.toml").write_text('''
 [derived.fa_version]
 values = [2, 3]
