@@ -35,6 +35,7 @@ class Context:
     # the layer's request came from backend_per_kind's entry for this kind (per_kind.py); the global request
     per_kind: str | None = None
     global_backend: str | None = None
+    backend_per_kind: Any = None  # the map as given (a matrix cell's layer may be of another kind)
     float16_ok: bool = True  # False for model types vLLM refuses to run in float16
     notes: tuple[str, ...] = ()  # what the model reader and --gpu auto resolved, said to the user
     env: tuple[tuple[str, str], ...] = ()  # vLLM environment switches read from the process

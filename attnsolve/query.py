@@ -194,7 +194,7 @@ def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Seq
         from .cli_guards import blame, sources
         raise blame(e, sources(model, env_fields, explicit)) from None
     per_kind = global_backend = None
-    if getattr(ns, "backend_per_kind", None) is not None:  # the entry for this layer's kind is its request
+    if getattr(ns, "backend_per_kind", None) is not None:  # (matrix cells resolve it again: verbs.matrix)  # the entry for this layer's kind is its request
         from .per_kind import apply_backend_per_kind
         got = apply_backend_per_kind(config, ns.backend_per_kind)  # ConfigError: the CLI's exit 2
         notes.append(got.note)
@@ -210,6 +210,7 @@ def build_query(ns: argparse.Namespace, *, need_hardware: bool = True, free: Seq
                  user_fields=user, dtype_auto=model is not None and "dtype" not in explicit,
                  sparse_kv_rewrite=bool(model is not None and model.sparse_kv_rewrite), float16_ok=f16,
                  kv_effective=kv_effective, per_kind=per_kind, global_backend=global_backend,
+                 backend_per_kind=getattr(ns, "backend_per_kind", None),
                  model_path=None if model is None else model.path)
 
 

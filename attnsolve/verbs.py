@@ -196,7 +196,12 @@ def _matrix(q: Query, over: list[tuple[str, list[str] | None]], long: bool, styl
                 if fixed.get("kv_cache_dtype") != changes["kv_cache_dtype"]:
                     rewritten.add(f"{show(changes['kv_cache_dtype'])} -> {show(fixed['kv_cache_dtype'])}")
                 changes = fixed
-            cfg = _with_hardware(q, base, changes)
+            if q.backend_per_kind is not None:  # the cell's layer may be of another kind: its own entry
+                from .per_kind import apply_backend_per_kind
+                cfg = _with_hardware(q, base.replace(backend=q.global_backend) if q.per_kind else base, changes)
+                cfg = apply_backend_per_kind(cfg, q.backend_per_kind).config
+            else:
+                cfg = _with_hardware(q, base, changes)
             if "compute_capability" in changes and cfg.platform != "cuda":
                 raise ConfigError("compute_capability", changes["compute_capability"], "platform cuda")
             sel = solve(cfg, role=q.role)

@@ -124,3 +124,11 @@ def test_cli_takes_vllms_spelling_and_fixes_spell_the_entry():
     assert code == 1 and "drop backend_per_kind's sliding_window entry (automatic selection)" in out
     code, _, err = _run("select", "--gpu", "H100", "--backend-per-kind", "sliding_windw=TRITON_ATTN")
     assert code == 2 and "Unknown KV cache group kind 'sliding_windw'" in err and "Traceback" not in err
+
+
+def test_matrix_cells_take_their_own_kinds_entry():
+    """Over use_mla, the MLA cells are mla_attention layers: their entry applies there and not elsewhere."""
+    code, out, _ = _run("matrix", "--gpu", "H100", "--json", "--backend-per-kind", "mla_attention=TRITON_MLA",
+                        "--over", "use_mla")
+    rows = {r["values"]["use_mla"]: r["backend"] for r in json.loads(out)["result"]["rows"]}
+    assert code == 0 and rows == {"true": "TRITON_MLA", "false": "FLASH_ATTN"}
