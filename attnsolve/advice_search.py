@@ -34,6 +34,10 @@ def _try(ctx: Context, changes: Mapping[str, Any], goal: Goal) -> tuple[str, str
         fields["kv_cache_dtype"] = "fp8_ds_mla"
     try:
         cfg = ctx.config.replace(**fields)
+        if ctx.backend_per_kind is not None and "backend" not in fields:  # the layer's kind may change with the fix
+            from .per_kind import apply_backend_per_kind
+            base = cfg.replace(backend=ctx.global_backend) if ctx.per_kind else cfg
+            cfg = apply_backend_per_kind(base, ctx.backend_per_kind).config
     except ConfigError:
         return None
     return goal(cfg)
