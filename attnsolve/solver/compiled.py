@@ -137,17 +137,11 @@ class CompiledRules:
         # candidates with the same checks (a backend's entry in every list and for every request) share one
         # layout; ids are safe keys here: every plan, so every check, is kept in self._plans
         by_checks: dict[tuple[int, ...], tuple[tuple[tuple[int, Check], ...], int]] = {}
-        auto: dict[int, Any] = {}  # each list's automatic candidates, shared by the requests it ignores
-        cand_mask: dict[int, tuple[Candidate, int]] = {}
         for i, pl in enumerate(rules.lists):
             for req in (None, *rules.backends):
-                p = plan(rules, pl, req, auto)
+                p = plan(rules, pl, req)
                 bits = []
                 for c in p.candidates:
-                    seen = cand_mask.get(id(c))  # a list's automatic candidates recur in every request it ignores
-                    if seen is not None and seen[0] is c:
-                        bits.append(seen[1])
-                        continue
                     key = tuple(map(id, c.checks))
                     got = by_checks.get(key)
                     if got is None:
@@ -157,7 +151,6 @@ class CompiledRules:
                             m |= b
                         got = by_checks[key] = (cb, m)
                     self._cand_bits[id(c)] = (c, got[0])
-                    cand_mask[id(c)] = (c, got[1])
                     bits.append(got[1])
                 self._plans[(i, req)] = (p, tuple(bits))
         # the list conditions as clauses ("this list applies": its literals, and no earlier list of its

@@ -85,47 +85,30 @@ def without_dropped(checks: tuple[Check, ...], dropped: tuple[str, ...]) -> tupl
     return tuple(out)
 
 
-def plan(rules: RuleSet, pl: PriorityList, requested: str | None,
-         auto: dict[int, tuple[PriorityList, tuple[Candidate, ...]]] | None = None) -> Plan:
-    """The candidates vLLM tries for list `pl` when `requested` (or nothing) was asked for. `auto`: a memo of each
-    list's automatic candidates (the same for every request a list ignores), for a caller that plans every
-    (list, request) pair of one rule set at once (CompiledRules: a third of compiling a release was rebuilding them)."""
-    p = _plan(rules, pl, requested, auto)
-    if not pl.drops or (p.mode == AUTO and auto is not None):  # the memo's candidates are dropped already
+def plan(rules: RuleSet, pl: PriorityList, requested: str | None) -> Plan:
+    """The candidates vLLM tries for list `pl` when `requested` (or nothing) was asked for."""
+    p = _plan(rules, pl, requested)
+    if not pl.drops:
         return p
-    return Plan(p.plist, p.mode, _dropped(p.candidates, pl), p.warning)
+    return Plan(p.plist, p.mode, tuple(Candidate(c.backend, without_dropped(c.checks, pl.drops), c.validated)
+                                       for c in p.candidates), p.warning)
 
 
-def _dropped(cands: tuple[Candidate, ...], pl: PriorityList) -> tuple[Candidate, ...]:
-    return tuple(Candidate(c.backend, without_dropped(c.checks, pl.drops), c.validated) for c in cands)
-
-
-def _auto_candidates(rules: RuleSet, pl: PriorityList) -> tuple[Candidate, ...]:
-    cands = []
-    for e in pl.entries:
-        b = rules.backends[e.backend]
-        if b.explicit_only:
-            continue
-        validate = pl.validate if e.validate is None else e.validate
-        own = b.checks if validate else ()
-        cands.append(Candidate(e.backend, (*own, *e.guards), validate))
-    return tuple(cands)
-
-
-def _plan(rules: RuleSet, pl: PriorityList, requested: str | None,
-          auto: dict[int, tuple[PriorityList, tuple[Candidate, ...]]] | None = None) -> Plan:
+def _plan(rules: RuleSet, pl: PriorityList, requested: str | None) -> Plan:
     if requested is None or pl.manual in ("ignore", "list"):  # "list": the request only steers list choice
         warning = None
         if (requested is not None and pl.manual != "list" and requested not in [e.backend for e in pl.entries]
                 and requested not in pl.ignore_silent):
             warning = pl.ignore_warning.replace("{backend}", requested) if pl.ignore_warning else None
-        if auto is None:
-            return Plan(pl, AUTO, _auto_candidates(rules, pl), warning)
-        got = auto.get(id(pl))
-        if got is None or got[0] is not pl:
-            cands = _auto_candidates(rules, pl)
-            got = auto[id(pl)] = (pl, _dropped(cands, pl) if pl.drops else cands)
-        return Plan(pl, AUTO, got[1], warning)
+        cands = []
+        for e in pl.entries:
+            b = rules.backends[e.backend]
+            if b.explicit_only:
+                continue
+            validate = pl.validate if e.validate is None else e.validate
+            own = b.checks if validate else ()
+            cands.append(Candidate(e.backend, (*own, *e.guards), validate))
+        return Plan(pl, AUTO, tuple(cands), warning)
     if requested is not None and requested in rules.backends and rules.backends[requested].alias_of:
         requested = rules.backends[requested].alias_of  # vLLM resolves an alias to its backend
     if pl.manual == "validate":
