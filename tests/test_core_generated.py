@@ -308,6 +308,8 @@ class Release:
                 if not self._requestable(name, plat):
                     continue
                 for i, check in enumerate(self._own_checks(name, plat)):
+                    if check.require.field == "platform" and check.require.pred(plat):
+                        continue  # a platform test this platform passes (FlashAttention MLA off CUDA): fires elsewhere
                     if self._can_fire(check) and all(self._possible_on(lit, plat) for lit in check.when):
                         out.append((name, plat, i))
         return out
@@ -482,8 +484,8 @@ def test_violating_one_check_gives_exactly_its_reason(v, backend, platform, inde
     facts = r._facts(cfg, role)
     expected = check.render(facts)
     assert expected in reasons
-    if others == 0:
-        assert reasons == (expected,), cfg
+    if others == 0:  # (a text may come twice: a capability and vLLM's own combination check, 0.27's DSV4 KV dtype)
+        assert set(reasons) == {expected}, cfg
     else:
         # The rules make this check fire only together with others (e.g. FA's sink-on-CC<9 check also
         # trips FA2's "sink setting not supported"): every reason shown must come from a firing check.

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import oracle
-from attnsolve import ANY, Config, ConfigError, solve
+from attnsolve import ANY, Config, ConfigError, InvalidBackendError, solve
 from attnsolve.goal import GoalCheck, background_fields
 from attnsolve.rules import default_rules
 from attnsolve.selection import csp_solver
@@ -418,10 +418,15 @@ def test_regression_a_cuda_request_on_rocm_sees_the_derived_capability():
     exp = explain(cfg)
     assert {"platform": "rocm"} not in exp.conflicts and all("head_size" in c for c in exp.conflicts), exp.conflicts
     assert any(set(f.changes) == {"head_size"} and f.selects == "FLASH_ATTN" for f in exp.fixes), exp.fixes
-    mla = Config(platform="rocm", rocm_arch="gfx90a", dtype="bfloat16", head_size=1, backend="FLASH_ATTN_MLA")
-    assert solve(mla.replace(head_size=576, use_mla=True)).backend == "FLASH_ATTN_MLA"  # gfx90a is 9.0
+    # FlashAttention MLA is CUDA-only whatever the capability (vLLM's flash_attn_supports_mla() asks is_cuda(); the
+    # harness found the rules reading gfx90a's 9.0 alone, session 43): the platform is part of every conflict
+    mla = Config(platform="rocm", rocm_arch="gfx90a", dtype="bfloat16", head_size=576, use_mla=True,
+                 backend="FLASH_ATTN_MLA")
+    with pytest.raises(InvalidBackendError) as e:
+        solve(mla)
+    assert "FlashAttention MLA not supported on this device" in str(e.value)
     conflicts = explain(mla).conflicts
-    assert conflicts and all(not set(c) & {"platform", "rocm_arch"} for c in conflicts), conflicts
+    assert conflicts and all(set(c) & {"platform", "rocm_arch"} for c in conflicts), conflicts
     # reachability takes a capability on ROCm only as the one its gfx arch gives (a Config there has none)
     from attnsolve.selection import compiled_rules
     from attnsolve.solver.reach import reach_for
