@@ -26,14 +26,12 @@ def _settings(ctx: Context) -> list[tuple[str, Any]]:
     if ctx.sparse_kv_rewrite:  # the model turns every fp8 spelling into fp8_ds_mla
         kv_values = [v for v in kv_values if not v.startswith(_FP8) or v == "fp8_ds_mla"]
     if ctx.kv_effective:  # the checkpoint's quantization_config decides some: try what each flag gives, once
-        gives = dict(ctx.kv_effective)
-        seen = {c.kv_cache_dtype}
-        kept = []
+        gives, seen, kept = dict(ctx.kv_effective), {c.kv_cache_dtype}, []
         for v in kv_values:
             if gives.get(v, v) not in seen:
                 seen.add(gives.get(v, v))
                 kept.append(v)
-        kv_values = [v for v in kv_values if v in kept or v == c.kv_cache_dtype]
+        kv_values = kept
     # fp8 spellings first for an fp8 user (keeps intent), "auto" first otherwise
     fp8_user = str(c.kv_cache_dtype).startswith(_FP8)
     kv_values.sort(key=lambda v: (v.startswith(_FP8) != fp8_user, v != "auto"))

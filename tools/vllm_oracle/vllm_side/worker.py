@@ -553,9 +553,7 @@ class Oracle:
         requested = vc.attention_config.backend
         per_kind = getattr(vc.attention_config, "backend_per_kind", None)
         if per_kind:  # the layer's request as get_attn_backend looks its kind up (vLLM >= 0.26)
-            from vllm.v1.attention import selector as S
-
-            kind = S.get_attn_spec_kind(use_mla=bool(cfg.get("use_mla")),
+            kind = self.S.get_attn_spec_kind(use_mla=bool(cfg.get("use_mla")),
                                         has_sliding_window=bool(getattr(sc, "has_sliding_window", False)),
                                         attn_type=sc.attn_type)
             requested = per_kind.get(kind.value, requested)
